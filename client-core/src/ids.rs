@@ -1,0 +1,88 @@
+//! Identifiers. Every id is a random UUID rendered as lowercase hex with hyphens, so an id carries no
+//! clinical information and cannot be guessed (a device must not be able to learn another team's case
+//! ids by enumeration).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The error for a string that is not a well-formed id.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("'{input}' is not a valid {kind} id (expected a UUID such as 0f8e…-…)")]
+pub struct BadId {
+    /// What kind of id was expected.
+    pub kind: &'static str,
+    /// The text that was given.
+    pub input: String,
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub uuid::Uuid);
+
+        impl $name {
+            /// A new random id.
+            pub fn random() -> Self {
+                Self(uuid::Uuid::new_v4())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0.hyphenated())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.hyphenated())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = BadId;
+            fn from_str(s: &str) -> Result<Self, BadId> {
+                uuid::Uuid::parse_str(s.trim())
+                    .map(Self)
+                    .map_err(|_| BadId { kind: $kind, input: s.to_string() })
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A case: one person's record, one automerge document.
+    CaseId, "case"
+);
+uuid_id!(
+    /// An entry inside a case (network member, meeting, decision, action, care-team membership...).
+    EntryId, "entry"
+);
+uuid_id!(
+    /// An enrolled device (a practitioner's laptop or tablet).
+    DeviceId, "device"
+);
+uuid_id!(
+    /// A practitioner registered on a borough server.
+    PractitionerId, "practitioner"
+);
+uuid_id!(
+    /// A team of practitioners; every case belongs to exactly one team.
+    TeamId, "team"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_garbage() {
+        let id = CaseId::random();
+        assert_eq!(id.to_string().parse::<CaseId>().unwrap(), id);
+        let err = "not-a-case".parse::<CaseId>().unwrap_err();
+        assert!(err.to_string().contains("not a valid case id"));
+    }
+}

@@ -1,0 +1,113 @@
+//! The local store: where a device (or the borough server) keeps its cases between runs.
+//!
+//! Callers see only the [`Store`] trait, so the engine can be replaced without touching them (sled 0.34
+//! is unmaintained; see `shared/STACK.md`). Two engines implement it: [`SledStore`] on disk and
+//! [`MemoryStore`] for tests and benchmarks.
+//!
+//! A case is stored as a log of automerge chunks: each save appends only the new changes (an
+//! incremental save), and [`Store::compact_case`] replaces a prefix of the log with one snapshot. Every
+//! value is sealed with an AEAD (XChaCha20-Poly1305) under a key derived from the practitioner's
+//! passphrase (argon2id) or read from a key file, so the files on disk hold no record text. Keys (case
+//! ids, namespace names, sequence numbers) are not secret and are stored in the clear: never put
+//! clinical text in a key.
+
+mod crypto;
+mod memory;
+mod sled_store;
+
+pub use crypto::{KeySource, SealKey};
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+use crate::CaseId;
+
+/// Position of a chunk in a case's log. Sequence numbers only grow.
+pub type ChunkSeq = u64;
+
+/// What can go wrong in the store, in words a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The passphrase (or key file) does not open this store.
+    #[error("the passphrase does not open this store (check it and try again)")]
+    WrongPassphrase,
+    /// The store is already open in another process (sled holds a lock on its files).
+    #[error("the store at {path} is in use by another Polyphony process; close it and try again")]
+    Locked {
+        /// Where the store lives.
+        path: String,
+    },
+    /// A value failed authentication: the file was altered or damaged.
+    #[error("stored data for {what} failed its integrity check: the store may be damaged ({detail})")]
+    Corrupt {
+        /// What was being read.
+        what: String,
+        /// Detail for the log.
+        detail: String,
+    },
+    /// The disk is full or refused a write; nothing was half-written.
+    #[error("could not write to disk ({0}); free some space and try again: nothing saved was lost")]
+    Io(#[from] std::io::Error),
+    /// Any other failure inside the storage engine.
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// The key file is missing or malformed.
+    #[error("key file problem: {0}")]
+    KeyFile(String),
+}
+
+/// The storage every Polyphony peer uses. Implementations must be safe to share between threads.
+///
+/// Writes become durable only when [`Store::flush`] returns: a caller that tells a user (or a peer)
+/// "saved" must flush first. Implementations must make `flush` power-loss durable (fsync), not merely
+/// handed to the OS.
+pub trait Store: Send + Sync + 'static {
+    /// Append one chunk of automerge changes to a case's log, creating the case if it is new.
+    /// Returns the chunk's sequence number.
+    fn append_chunk(&self, case: &CaseId, chunk: &[u8]) -> Result<ChunkSeq, StoreError>;
+
+    /// Every chunk of a case in log order, or `None` if the store has never seen the case.
+    fn load_chunks(&self, case: &CaseId) -> Result<Option<Vec<(ChunkSeq, Vec<u8>)>>, StoreError>;
+
+    /// Atomically replace every chunk with sequence number `<= through` by `snapshot` (a full save that
+    /// includes all of them). Chunks appended after `through` are kept.
+    fn compact_case(
+        &self,
+        case: &CaseId,
+        snapshot: &[u8],
+        through: ChunkSeq,
+    ) -> Result<(), StoreError>;
+
+    /// Remove a case's local copy (after a revocation wipe, or a case that moved away). Callers must
+    /// first check that every change is acknowledged by the borough server: this is never a way to
+    /// delete clinical content.
+    fn remove_case(&self, case: &CaseId) -> Result<(), StoreError>;
+
+    /// Every case with at least one chunk.
+    fn list_cases(&self) -> Result<Vec<CaseId>, StoreError>;
+
+    /// A small sealed value in a namespace (sync state, acknowledgements, identity, registries).
+    fn get_meta(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Set a small sealed value.
+    fn put_meta(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Remove a small value (not for clinical content).
+    fn delete_meta(&self, ns: &str, key: &str) -> Result<(), StoreError>;
+
+    /// Every key and value in a namespace, in key order.
+    fn scan_meta(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Append an entry to a named append-only log (audit log, offline-read outbox). Returns its index.
+    fn append_log(&self, log: &str, entry: &[u8]) -> Result<u64, StoreError>;
+
+    /// Entries of a log from index `from` on, in order.
+    fn read_log(&self, log: &str, from: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// Drop entries `<= through` from a log. Only for outboxes whose entries were acknowledged by the
+    /// server (the offline-read outbox); the audit log is never trimmed.
+    fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError>;
+
+    /// Make every write so far durable on disk (power-loss safe). One call covers every write that
+    /// returned before it, so callers can batch (group commit).
+    fn flush(&self) -> Result<(), StoreError>;
+}
