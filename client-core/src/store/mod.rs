@@ -11,13 +11,7 @@
 //! ids, namespace names, sequence numbers) are not secret and are stored in the clear: never put
 //! clinical text in a key.
 
-mod crypto;
-mod memory;
-mod sled_store;
-
-pub use crypto::{KeySource, SealKey};
-pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+// Engines: `crypto` (SealKey, KeySource), `memory` (MemoryStore), `sled_store` (SledStore).
 
 use crate::CaseId;
 
