@@ -11,8 +11,8 @@
 //! - [`identity`]: keys, certificates, the borough CA and enrolment codes.
 //! - [`profile`]: a practitioner's device profile, tying the above together for the CLI and the app.
 
-pub mod ids;
 pub mod identity;
+pub mod ids;
 pub mod model;
 pub mod net;
 pub mod profile;

@@ -1,1 +1,153 @@
-//! placeholder
+//! The case record: one automerge document per person.
+//!
+//! A case holds the person, the network they chose, the care team, the timeline of the episode, the
+//! meetings (with notes and reflections as automerge Text, so two practitioners typing offline both
+//! keep their words) and the decisions (with every participant's position, disagreement included).
+//!
+//! Three rules shape this module:
+//! - **Every change is attributable.** [`CaseDoc`] writes each user action as one automerge change
+//!   whose actor is the device and whose message names the practitioner; entries also carry
+//!   `created_by`/`created_at` so attribution survives export.
+//! - **Nothing clinical is hard-deleted.** There is no delete in the API: entries are marked
+//!   [`EnteredInError`](view::ErrorMark) with who, when and why, and stay readable; network members
+//!   leave, they are not removed.
+//! - **Conflicts are shown, not hidden.** Where two devices set the same field concurrently automerge
+//!   keeps both values; [`CaseDoc::conflicts`] lists them with their authors and
+//!   [`CaseDoc::resolve`] records the user's pick as a change of its own.
+//!
+//! [`schema::validate_document`] checks the whole document shape, so the server can refuse malformed
+//! documents from a buggy or hostile client before it stores anything.
+
+mod conflicts;
+mod doc;
+mod figures;
+pub mod schema;
+mod types;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use conflicts::{Conflict, ConflictValue};
+pub use doc::{CaseDoc, NewCase, NewMeeting, NewMember};
+pub use figures::CaseFigures;
+pub use schema::{validate_document, SchemaError};
+pub use types::*;
+pub use view::CaseView;
+
+/// What can go wrong when reading or changing a case, in words a practitioner can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The NHS number is malformed or fails its check digit.
+    #[error("'{input}' is not a valid NHS number: {reason}")]
+    InvalidNhsNumber {
+        /// What was typed.
+        input: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A date or time did not parse or is impossible.
+    #[error("'{input}' is not a valid {field}: use {expected}")]
+    InvalidDate {
+        /// The field being set.
+        field: &'static str,
+        /// What was typed.
+        input: String,
+        /// The expected form.
+        expected: &'static str,
+    },
+    /// A value outside a fixed list.
+    #[error("'{value}' is not a valid {field}: choose one of {allowed}")]
+    InvalidChoice {
+        /// The field being set.
+        field: &'static str,
+        /// What was given.
+        value: String,
+        /// The allowed values.
+        allowed: String,
+    },
+    /// A required field was empty.
+    #[error("{field} is required and cannot be empty")]
+    Required {
+        /// The field.
+        field: &'static str,
+    },
+    /// A value is too long to be a plausible entry.
+    #[error("{field} is too long ({len} characters; at most {max})")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No entry with that id in this case.
+    #[error("there is no {kind} {id} in this case (list them with `case show`)")]
+    UnknownEntry {
+        /// What was looked for.
+        kind: &'static str,
+        /// The id given.
+        id: String,
+    },
+    /// The entry was marked entered in error and can no longer be changed.
+    #[error("{kind} {id} was marked entered in error and can no longer be changed; add a new one instead")]
+    EntryInError {
+        /// What kind of entry.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The entry is already marked entered in error.
+    #[error("entry {id} is already marked entered in error")]
+    AlreadyInError {
+        /// Its id.
+        id: String,
+    },
+    /// A decision can only be agreed when the person agreed.
+    #[error(
+        "a decision is agreed only when the person themself agrees: record their position first"
+    )]
+    PersonHasNotAgreed,
+    /// The member has already left the network.
+    #[error("network member {id} already left on {left}")]
+    AlreadyLeft {
+        /// Member id.
+        id: String,
+        /// When they left.
+        left: String,
+    },
+    /// No conflict at that field.
+    #[error("there is no conflict at '{field}' (list them with `conflicts`)")]
+    NoConflict {
+        /// The field path.
+        field: String,
+    },
+    /// The pick is not one of the listed values.
+    #[error("choice {pick} is out of range: '{field}' has {count} values (1 to {count})")]
+    PickOutOfRange {
+        /// The field path.
+        field: String,
+        /// What was picked.
+        pick: usize,
+        /// How many values there are.
+        count: usize,
+    },
+    /// A write was attempted without an author (read-only use, e.g. on the server).
+    #[error("this case was opened read-only: no practitioner is set to sign changes")]
+    NoAuthor,
+    /// The document does not have the shape of a case record.
+    #[error("the document is not a valid case record: {0}")]
+    Schema(#[from] SchemaError),
+    /// The bytes are not an automerge document.
+    #[error("the case data could not be read: {0}")]
+    Corrupt(String),
+    /// automerge refused an operation (a bug, reported rather than hidden).
+    #[error("internal record error: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+/// The length limit on short fields (names, relationships, phone numbers).
+pub const MAX_SHORT: usize = 500;
+/// The length limit on long texts (a meeting's notes, a decision's text).
+pub const MAX_LONG: usize = 200_000;

@@ -31,7 +31,9 @@ pub enum StoreError {
         path: String,
     },
     /// A value failed authentication: the file was altered or damaged.
-    #[error("stored data for {what} failed its integrity check: the store may be damaged ({detail})")]
+    #[error(
+        "stored data for {what} failed its integrity check: the store may be damaged ({detail})"
+    )]
     Corrupt {
         /// What was being read.
         what: String,
@@ -39,7 +41,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The disk is full or refused a write; nothing was half-written.
-    #[error("could not write to disk ({0}); free some space and try again: nothing saved was lost")]
+    #[error(
+        "could not write to disk ({0}); free some space and try again: nothing saved was lost"
+    )]
     Io(#[from] std::io::Error),
     /// Any other failure inside the storage engine.
     #[error("storage engine error: {0}")]

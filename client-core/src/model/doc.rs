@@ -1,0 +1,926 @@
+//! [`CaseDoc`]: the typed write API over a case's automerge document.
+//!
+//! Every public write is one automerge change: the actor is the device, the message names the
+//! practitioner and the action, the time is the wall clock. A write that fails validation leaves
+//! nothing behind (its pending operations are rolled back).
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use serde::{Deserialize, Serialize};
+
+use super::schema::{self, keys};
+use super::types::*;
+use super::{ModelError, MAX_LONG, MAX_SHORT};
+use crate::{CaseId, EntryId, PractitionerId, TeamId};
+
+/// The current version of the document layout, stored at the root.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// What is needed to open a case.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewCase {
+    /// The person's full name (required).
+    pub name: String,
+    /// NHS number, if known (validated).
+    pub nhs_number: Option<String>,
+    /// Date of birth, YYYY-MM-DD, if known.
+    pub date_of_birth: Option<String>,
+    /// When the referral came in (defaults to now).
+    pub referral: Option<Instant>,
+}
+
+/// A new member of the person's network.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewMember {
+    /// Their name (required).
+    pub name: String,
+    /// Their relationship to the person, in the person's words (required).
+    pub relationship: String,
+    /// Broad role; `other` if not given.
+    pub role: Option<Role>,
+    /// Telephone.
+    pub phone: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// Who invited them ("who is important to you?"); the person if not given.
+    pub invited_by: Option<Participant>,
+    /// Date they joined; today if not given.
+    pub joined: Option<Date>,
+}
+
+/// A new meeting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewMeeting {
+    /// When it took place.
+    pub at: Instant,
+    /// Where.
+    pub place: Place,
+    /// Who came (the person, members, practitioners).
+    pub attendees: Vec<Participant>,
+}
+
+/// A case document with the author who signs the changes made through it.
+#[derive(Debug, Clone)]
+pub struct CaseDoc {
+    pub(super) doc: AutoCommit,
+    author: Option<Author>,
+}
+
+/// Now, in UTC, to the millisecond (the resolution stored).
+pub(super) fn now() -> Instant {
+    let t = time::OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t)
+}
+
+pub(super) fn to_ms(t: Instant) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(super) fn from_ms(ms: i64) -> Instant {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+fn check_short(field: &'static str, value: &str) -> Result<(), ModelError> {
+    let len = value.chars().count();
+    if len > MAX_SHORT {
+        return Err(ModelError::TooLong {
+            field,
+            len,
+            max: MAX_SHORT,
+        });
+    }
+    Ok(())
+}
+
+fn check_required(field: &'static str, value: &str) -> Result<String, ModelError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(ModelError::Required { field });
+    }
+    check_short(field, v)?;
+    Ok(v.to_string())
+}
+
+fn check_long(field: &'static str, value: &str) -> Result<(), ModelError> {
+    let len = value.chars().count();
+    if len > MAX_LONG {
+        return Err(ModelError::TooLong {
+            field,
+            len,
+            max: MAX_LONG,
+        });
+    }
+    Ok(())
+}
+
+/// The commit message every change carries: who and what, machine-readable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ChangeNote {
+    pub practitioner: PractitionerId,
+    pub practitioner_name: String,
+    pub device: crate::DeviceId,
+    pub what: String,
+}
+
+impl CaseDoc {
+    /// Open a new case for a person. The author's device becomes the document's actor.
+    pub fn create(
+        case_id: CaseId,
+        team: TeamId,
+        new: NewCase,
+        author: Author,
+    ) -> Result<CaseDoc, ModelError> {
+        let name = check_required("name", &new.name)?;
+        let nhs = new.nhs_number.as_deref().filter(|s| !s.trim().is_empty());
+        let nhs = nhs.map(validate_nhs_number).transpose()?;
+        let dob = new
+            .date_of_birth
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse_date("date of birth", s))
+            .transpose()?;
+        let doc = AutoCommit::new().with_actor(author.actor());
+        let mut case = CaseDoc {
+            doc,
+            author: Some(author),
+        };
+        case.write("open case", |d, a, t| {
+            d.put(ROOT, keys::SCHEMA_VERSION, SCHEMA_VERSION)?;
+            d.put(ROOT, keys::CASE_ID, case_id.to_string())?;
+            d.put(ROOT, keys::TEAM_ID, team.to_string())?;
+            d.put(ROOT, keys::CREATED_AT, ScalarValue::Timestamp(to_ms(t)))?;
+            let by = d.put_object(ROOT, keys::CREATED_BY, ObjType::Map)?;
+            put_author(d, &by, a)?;
+            d.put_object(ROOT, keys::ACTORS, ObjType::Map)?;
+            let person = d.put_object(ROOT, keys::PERSON, ObjType::Map)?;
+            d.put(&person, PersonField::Name.as_str(), name.as_str())?;
+            if let Some(nhs) = &nhs {
+                d.put(&person, PersonField::NhsNumber.as_str(), nhs.as_str())?;
+            }
+            if let Some(dob) = dob {
+                d.put(&person, PersonField::DateOfBirth.as_str(), format_date(dob))?;
+            }
+            for coll in [
+                keys::NETWORK,
+                keys::CARE_TEAM,
+                keys::MEETINGS,
+                keys::DECISIONS,
+            ] {
+                d.put_object(ROOT, coll, ObjType::Map)?;
+            }
+            let timeline = d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?;
+            let referral = new.referral.unwrap_or(t);
+            d.put(
+                &timeline,
+                TimelineField::Referral.as_str(),
+                ScalarValue::Timestamp(to_ms(referral)),
+            )?;
+            Ok(())
+        })?;
+        Ok(case)
+    }
+
+    /// Load a case from saved bytes (a full save, or a full save followed by incremental chunks),
+    /// refusing anything that is not a valid case record.
+    pub fn load(bytes: &[u8], author: Option<Author>) -> Result<CaseDoc, ModelError> {
+        let doc = AutoCommit::load(bytes).map_err(|e| ModelError::Corrupt(e.to_string()))?;
+        Self::from_automerge(doc, author)
+    }
+
+    /// Wrap an automerge document after checking it is a valid case record.
+    pub fn from_automerge(
+        mut doc: AutoCommit,
+        author: Option<Author>,
+    ) -> Result<CaseDoc, ModelError> {
+        schema::validate_document(&doc)?;
+        if let Some(a) = &author {
+            doc.set_actor(a.actor());
+        }
+        Ok(CaseDoc { doc, author })
+    }
+
+    /// The underlying automerge document (for sync and storage).
+    pub fn automerge(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    /// Mutable access to the underlying document, for the sync layer only: it must validate
+    /// whatever it merges.
+    pub fn automerge_mut(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
+    /// Give up the wrapper, keeping the document.
+    pub fn into_automerge(self) -> AutoCommit {
+        self.doc
+    }
+
+    /// The author signing changes, if any.
+    pub fn author(&self) -> Option<&Author> {
+        self.author.as_ref()
+    }
+
+    /// The case id stored in the document.
+    pub fn case_id(&self) -> CaseId {
+        schema::read_case_id(&self.doc).unwrap_or(CaseId(uuid::Uuid::nil()))
+    }
+
+    /// The team the case belongs to, as stored in the document.
+    pub fn team_id(&self) -> TeamId {
+        schema::read_team_id(&self.doc).unwrap_or(TeamId(uuid::Uuid::nil()))
+    }
+
+    /// The current heads (the version of the document).
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// A full save of the document.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The changes made since the last call to `save` or `save_incremental`.
+    pub fn save_incremental(&mut self) -> Vec<u8> {
+        self.doc.save_incremental()
+    }
+
+    /// Run one user action as one attributed change; roll everything back if it fails.
+    pub(super) fn write<R>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut AutoCommit, &Author, Instant) -> Result<R, ModelError>,
+    ) -> Result<R, ModelError> {
+        let author = self.author.clone().ok_or(ModelError::NoAuthor)?;
+        let t = now();
+        let result = f(&mut self.doc, &author, t).and_then(|r| {
+            register_actor(&mut self.doc, &author)?;
+            Ok(r)
+        });
+        match result {
+            Ok(r) => {
+                let note = ChangeNote {
+                    practitioner: author.practitioner,
+                    practitioner_name: author.practitioner_name.clone(),
+                    device: author.device,
+                    what: what.to_string(),
+                };
+                let message = serde_json::to_string(&note).unwrap_or_default();
+                self.doc.commit_with(
+                    CommitOptions::default()
+                        .with_message(message)
+                        .with_time(to_ms(t)),
+                );
+                Ok(r)
+            }
+            Err(e) => {
+                self.doc.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- person and timeline
+
+    /// Set (or clear, with `None`) one of the person's details. The name cannot be cleared.
+    pub fn set_person(
+        &mut self,
+        field: PersonField,
+        value: Option<&str>,
+    ) -> Result<(), ModelError> {
+        let value = value.map(str::trim).filter(|v| !v.is_empty());
+        let stored = match (field, value) {
+            (PersonField::Name, None) => return Err(ModelError::Required { field: "name" }),
+            (PersonField::NhsNumber, Some(v)) => Some(validate_nhs_number(v)?),
+            (PersonField::DateOfBirth, Some(v)) => {
+                Some(format_date(parse_date("date of birth", v)?))
+            }
+            (_, Some(v)) => {
+                check_short(field.as_str(), v)?;
+                Some(v.to_string())
+            }
+            (_, None) => None,
+        };
+        self.write(&format!("set person {}", field.as_str()), |d, _, _| {
+            let person = obj_at(d, &ROOT, keys::PERSON)?;
+            match stored {
+                Some(v) => d.put(&person, field.as_str(), v)?,
+                // A cleared field is stored as null, not deleted, so the history shows who cleared it.
+                None => d.put(&person, field.as_str(), ScalarValue::Null)?,
+            }
+            Ok(())
+        })
+    }
+
+    /// Record a milestone of the episode.
+    pub fn set_timeline(&mut self, field: TimelineField, at: Instant) -> Result<(), ModelError> {
+        self.write(&format!("set timeline {}", field.as_str()), |d, _, _| {
+            let tl = obj_at(d, &ROOT, keys::TIMELINE)?;
+            d.put(&tl, field.as_str(), ScalarValue::Timestamp(to_ms(at)))?;
+            Ok(())
+        })
+    }
+
+    // ---------------------------------------------------------------- network
+
+    /// Add a member to the person's network. Returns the member's id.
+    pub fn add_member(&mut self, new: NewMember) -> Result<EntryId, ModelError> {
+        let name = check_required("member name", &new.name)?;
+        let relationship = check_required("relationship", &new.relationship)?;
+        for (field, v) in [("phone", &new.phone), ("email", &new.email)] {
+            if let Some(v) = v {
+                check_short(field, v)?;
+            }
+        }
+        if let Some(Participant::Member(id)) = new.invited_by {
+            self.entry(keys::NETWORK, "network member", &id)?;
+        }
+        let id = EntryId::random();
+        self.write("add network member", |d, a, t| {
+            let network = obj_at(d, &ROOT, keys::NETWORK)?;
+            let m = new_entry(d, &network, &id, a, t)?;
+            d.put(&m, MemberField::Name.as_str(), name.as_str())?;
+            d.put(
+                &m,
+                MemberField::Relationship.as_str(),
+                relationship.as_str(),
+            )?;
+            d.put(
+                &m,
+                MemberField::Role.as_str(),
+                new.role.unwrap_or(Role::Other).as_str(),
+            )?;
+            for (field, v) in [
+                (MemberField::Phone, &new.phone),
+                (MemberField::Email, &new.email),
+            ] {
+                if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                    d.put(&m, field.as_str(), v)?;
+                }
+            }
+            let invited = new.invited_by.unwrap_or(Participant::Person);
+            d.put(&m, keys::INVITED_BY, invited.key())?;
+            let joined = new.joined.unwrap_or(t.date());
+            d.put(&m, keys::JOINED, format_date(joined))?;
+            d.put_object(&m, keys::CONSENT, ObjType::List)?;
+            Ok(id)
+        })
+    }
+
+    /// Change a member's details.
+    pub fn set_member(
+        &mut self,
+        member: &EntryId,
+        field: MemberField,
+        value: Option<&str>,
+    ) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::NETWORK, "network member", member)?;
+        let value = value.map(str::trim).filter(|v| !v.is_empty());
+        let stored = match (field, value) {
+            (MemberField::Name | MemberField::Relationship, None) => {
+                return Err(ModelError::Required {
+                    field: "member name and relationship",
+                })
+            }
+            (MemberField::Role, Some(v)) => Some(v.parse::<Role>()?.as_str().to_string()),
+            (_, Some(v)) => {
+                check_short(field.as_str(), v)?;
+                Some(v.to_string())
+            }
+            (_, None) => None,
+        };
+        self.write(&format!("set member {}", field.as_str()), |d, _, _| {
+            match stored {
+                Some(v) => d.put(&m, field.as_str(), v)?,
+                None => d.put(&m, field.as_str(), ScalarValue::Null)?,
+            }
+            Ok(())
+        })
+    }
+
+    /// A member leaves the network (they are never removed: the record of them stays).
+    pub fn member_leaves(&mut self, member: &EntryId, on: Option<Date>) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::NETWORK, "network member", member)?;
+        if let Some(left) = get_str(&self.doc, &m, keys::LEFT) {
+            return Err(ModelError::AlreadyLeft {
+                id: member.to_string(),
+                left,
+            });
+        }
+        self.write("network member leaves", |d, _, t| {
+            d.put(&m, keys::LEFT, format_date(on.unwrap_or(t.date())))?;
+            Ok(())
+        })
+    }
+
+    /// Record that the person gave or revoked consent for a member to receive the record.
+    pub fn record_consent(
+        &mut self,
+        member: &EntryId,
+        state: ConsentState,
+        on: Option<Date>,
+    ) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::NETWORK, "network member", member)?;
+        self.write(&format!("consent {}", state.as_str()), |d, a, t| {
+            let list = obj_at(d, &m, keys::CONSENT)?;
+            let at = d.length(&list);
+            let ev = d.insert_object(&list, at, ObjType::Map)?;
+            d.put(&ev, keys::STATE, state.as_str())?;
+            d.put(&ev, keys::DATE, format_date(on.unwrap_or(t.date())))?;
+            stamp(d, &ev, keys::RECORDED_BY, keys::AT, a, t)?;
+            Ok(())
+        })
+    }
+
+    // ---------------------------------------------------------------- care team
+
+    /// Add a practitioner or peer support worker to the care team. Returns the membership id.
+    pub fn add_care_team(
+        &mut self,
+        practitioner: PractitionerId,
+        name: &str,
+        role: CareRole,
+        start: Option<Date>,
+    ) -> Result<EntryId, ModelError> {
+        let name = check_required("practitioner name", name)?;
+        let id = EntryId::random();
+        self.write("add to care team", |d, a, t| {
+            let team = obj_at(d, &ROOT, keys::CARE_TEAM)?;
+            let e = new_entry(d, &team, &id, a, t)?;
+            d.put(&e, keys::PRACTITIONER, practitioner.to_string())?;
+            d.put(&e, keys::NAME, name.as_str())?;
+            d.put(&e, keys::ROLE, role.as_str())?;
+            d.put(&e, keys::START, format_date(start.unwrap_or(t.date())))?;
+            Ok(id)
+        })
+    }
+
+    /// A practitioner's part in the care team ends.
+    pub fn end_care_team(
+        &mut self,
+        membership: &EntryId,
+        on: Option<Date>,
+    ) -> Result<(), ModelError> {
+        let e = self.live_entry(keys::CARE_TEAM, "care team membership", membership)?;
+        self.write("care team membership ends", |d, _, t| {
+            d.put(&e, keys::END, format_date(on.unwrap_or(t.date())))?;
+            Ok(())
+        })
+    }
+
+    // ---------------------------------------------------------------- meetings
+
+    /// Record a meeting. Returns the meeting id.
+    pub fn add_meeting(&mut self, new: NewMeeting) -> Result<EntryId, ModelError> {
+        for p in &new.attendees {
+            self.check_participant(p)?;
+        }
+        let id = EntryId::random();
+        self.write("add meeting", |d, a, t| {
+            let meetings = obj_at(d, &ROOT, keys::MEETINGS)?;
+            let m = new_entry(d, &meetings, &id, a, t)?;
+            d.put(&m, keys::AT, ScalarValue::Timestamp(to_ms(new.at)))?;
+            d.put(&m, keys::PLACE, new.place.as_str())?;
+            let att = d.put_object(&m, keys::ATTENDEES, ObjType::Map)?;
+            for p in &new.attendees {
+                d.put(&att, p.key(), true)?;
+            }
+            for kind in NoteKind::ALL {
+                d.put_object(&m, kind.as_str(), ObjType::Text)?;
+            }
+            d.put_object(&m, keys::READBACK, ObjType::Map)?;
+            Ok(id)
+        })
+    }
+
+    /// Mark someone as present at (or absent from) a meeting.
+    pub fn set_attendance(
+        &mut self,
+        meeting: &EntryId,
+        who: Participant,
+        present: bool,
+    ) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::MEETINGS, "meeting", meeting)?;
+        self.check_participant(&who)?;
+        self.write("set attendance", |d, _, _| {
+            let att = obj_at(d, &m, keys::ATTENDEES)?;
+            d.put(&att, who.key(), present)?;
+            Ok(())
+        })
+    }
+
+    /// Set when the next meeting is planned.
+    pub fn set_next_meeting(&mut self, meeting: &EntryId, at: Instant) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::MEETINGS, "meeting", meeting)?;
+        self.write("set next meeting", |d, _, _| {
+            d.put(&m, keys::NEXT_MEETING, ScalarValue::Timestamp(to_ms(at)))?;
+            Ok(())
+        })
+    }
+
+    /// Append text to a meeting's notes, reflections or agreements. Concurrent appends from two
+    /// devices both survive the merge.
+    pub fn append_text(
+        &mut self,
+        meeting: &EntryId,
+        kind: NoteKind,
+        text: &str,
+    ) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::MEETINGS, "meeting", meeting)?;
+        let t_obj = obj_at(&self.doc, &m, kind.as_str())?;
+        let current = self.doc.text(&t_obj)?;
+        check_long(kind.as_str(), &format!("{current}{text}"))?;
+        let sep = if current.is_empty() || current.ends_with('\n') || text.is_empty() {
+            ""
+        } else {
+            "\n"
+        };
+        let insert = format!("{sep}{text}");
+        self.write(&format!("append {}", kind.as_str()), |d, _, _| {
+            let at = d.length(&t_obj);
+            d.splice_text(&t_obj, at, 0, &insert)?;
+            Ok(())
+        })
+    }
+
+    /// Replace a meeting text with an edited version. The edit is stored as the minimal
+    /// insertions and deletions (a diff), so words another device typed concurrently elsewhere in
+    /// the text are kept.
+    pub fn edit_text(
+        &mut self,
+        meeting: &EntryId,
+        kind: NoteKind,
+        new_text: &str,
+    ) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::MEETINGS, "meeting", meeting)?;
+        check_long(kind.as_str(), new_text)?;
+        let t_obj = obj_at(&self.doc, &m, kind.as_str())?;
+        self.write(&format!("edit {}", kind.as_str()), |d, _, _| {
+            d.update_text(&t_obj, new_text)?;
+            Ok(())
+        })
+    }
+
+    /// Record a participant's answer at the end-of-meeting read-back.
+    pub fn record_readback(
+        &mut self,
+        meeting: &EntryId,
+        who: Participant,
+        response: ReadbackResponse,
+        words: Option<&str>,
+    ) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::MEETINGS, "meeting", meeting)?;
+        self.check_participant(&who)?;
+        let words = words.map(str::trim).filter(|w| !w.is_empty());
+        if response == ReadbackResponse::AddedWords && words.is_none() {
+            return Err(ModelError::Required {
+                field: "the words they added",
+            });
+        }
+        if let Some(w) = words {
+            check_long("read-back words", w)?;
+        }
+        self.write("record read-back", |d, a, t| {
+            let rb = obj_at(d, &m, keys::READBACK)?;
+            let r = d.put_object(&rb, who.key(), ObjType::Map)?;
+            d.put(&r, keys::RESPONSE, response.as_str())?;
+            if let Some(w) = words {
+                d.put(&r, keys::WORDS, w)?;
+            }
+            stamp(d, &r, keys::RECORDED_BY, keys::AT, a, t)?;
+            Ok(())
+        })
+    }
+
+    // ---------------------------------------------------------------- decisions
+
+    /// Propose a decision. Returns its id.
+    pub fn propose_decision(
+        &mut self,
+        text: &str,
+        proposed_by: Participant,
+    ) -> Result<EntryId, ModelError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ModelError::Required {
+                field: "decision text",
+            });
+        }
+        check_long("decision text", text)?;
+        self.check_participant(&proposed_by)?;
+        let id = EntryId::random();
+        self.write("propose decision", |d, a, t| {
+            let decisions = obj_at(d, &ROOT, keys::DECISIONS)?;
+            let e = new_entry(d, &decisions, &id, a, t)?;
+            d.put(&e, keys::TEXT, text)?;
+            d.put(&e, keys::PROPOSED_BY, proposed_by.key())?;
+            d.put(&e, keys::STATUS, DecisionStatus::Proposed.as_str())?;
+            let hist = d.put_object(&e, keys::STATUS_HISTORY, ObjType::List)?;
+            let h = d.insert_object(&hist, 0, ObjType::Map)?;
+            d.put(&h, keys::STATUS, DecisionStatus::Proposed.as_str())?;
+            stamp(d, &h, keys::BY, keys::AT, a, t)?;
+            d.put_object(&e, keys::POSITIONS, ObjType::Map)?;
+            d.put_object(&e, keys::ACTIONS, ObjType::Map)?;
+            Ok(id)
+        })
+    }
+
+    /// Record a participant's position on a decision, in their own words. A later position from the
+    /// same participant replaces their earlier one; positions of others are untouched.
+    pub fn record_position(
+        &mut self,
+        decision: &EntryId,
+        who: Participant,
+        stance: Stance,
+        words: Option<&str>,
+    ) -> Result<(), ModelError> {
+        let e = self.live_entry(keys::DECISIONS, "decision", decision)?;
+        self.check_participant(&who)?;
+        let words = words.map(str::trim).filter(|w| !w.is_empty());
+        if let Some(w) = words {
+            check_long("position words", w)?;
+        }
+        self.write("record position", |d, a, t| {
+            let positions = obj_at(d, &e, keys::POSITIONS)?;
+            let p = d.put_object(&positions, who.key(), ObjType::Map)?;
+            d.put(&p, keys::STANCE, stance.as_str())?;
+            if let Some(w) = words {
+                d.put(&p, keys::WORDS, w)?;
+            }
+            stamp(d, &p, keys::RECORDED_BY, keys::AT, a, t)?;
+            Ok(())
+        })
+    }
+
+    /// Move a decision to a new status. `Agreed` is refused unless the person themself agreed.
+    pub fn set_decision_status(
+        &mut self,
+        decision: &EntryId,
+        status: DecisionStatus,
+        note: Option<&str>,
+    ) -> Result<(), ModelError> {
+        let e = self.live_entry(keys::DECISIONS, "decision", decision)?;
+        if status == DecisionStatus::Agreed {
+            let positions = obj_at(&self.doc, &e, keys::POSITIONS)?;
+            let person_agrees = map_at(&self.doc, &positions, &Participant::Person.key())
+                .and_then(|p| get_str(&self.doc, &p, keys::STANCE))
+                .map(|s| s == Stance::Agree.as_str())
+                .unwrap_or(false);
+            if !person_agrees {
+                return Err(ModelError::PersonHasNotAgreed);
+            }
+        }
+        let note = note.map(str::trim).filter(|n| !n.is_empty());
+        if let Some(n) = note {
+            check_long("status note", n)?;
+        }
+        self.write(&format!("decision {}", status.as_str()), |d, a, t| {
+            d.put(&e, keys::STATUS, status.as_str())?;
+            let hist = obj_at(d, &e, keys::STATUS_HISTORY)?;
+            let at = d.length(&hist);
+            let h = d.insert_object(&hist, at, ObjType::Map)?;
+            d.put(&h, keys::STATUS, status.as_str())?;
+            if let Some(n) = note {
+                d.put(&h, keys::NOTE, n)?;
+            }
+            stamp(d, &h, keys::BY, keys::AT, a, t)?;
+            Ok(())
+        })
+    }
+
+    /// Add an action to a decision, with an owner and an optional due date. Returns its id.
+    pub fn add_action(
+        &mut self,
+        decision: &EntryId,
+        text: &str,
+        owner: Participant,
+        due: Option<Date>,
+    ) -> Result<EntryId, ModelError> {
+        let e = self.live_entry(keys::DECISIONS, "decision", decision)?;
+        let text = check_required("action", text)?;
+        self.check_participant(&owner)?;
+        let id = EntryId::random();
+        self.write("add action", |d, a, t| {
+            let actions = obj_at(d, &e, keys::ACTIONS)?;
+            let act = new_entry(d, &actions, &id, a, t)?;
+            d.put(&act, keys::TEXT, text.as_str())?;
+            d.put(&act, keys::OWNER, owner.key())?;
+            if let Some(due) = due {
+                d.put(&act, keys::DUE, format_date(due))?;
+            }
+            d.put(&act, keys::DONE, false)?;
+            Ok(id)
+        })
+    }
+
+    /// Mark an action done (or not done).
+    pub fn set_action_done(&mut self, action: &EntryId, done: bool) -> Result<(), ModelError> {
+        let (obj, _) = self.find_entry(action)?;
+        if self.in_error(&obj) {
+            return Err(ModelError::EntryInError {
+                kind: "action",
+                id: action.to_string(),
+            });
+        }
+        self.write("set action done", |d, _, _| {
+            d.put(&obj, keys::DONE, done)?;
+            Ok(())
+        })
+    }
+
+    // ---------------------------------------------------------------- entered in error
+
+    /// Mark any entry (network member, care-team membership, meeting, decision, action) as entered in
+    /// error, with the reason. The entry stays in the record, readable, shown as struck through.
+    pub fn mark_entered_in_error(
+        &mut self,
+        entry: &EntryId,
+        reason: &str,
+    ) -> Result<(), ModelError> {
+        let reason = check_required("reason", reason)?;
+        let (obj, _) = self.find_entry(entry)?;
+        if self.in_error(&obj) {
+            return Err(ModelError::AlreadyInError {
+                id: entry.to_string(),
+            });
+        }
+        self.write("mark entered in error", |d, a, t| {
+            let mark = d.put_object(&obj, keys::ENTERED_IN_ERROR, ObjType::Map)?;
+            d.put(&mark, keys::REASON, reason.as_str())?;
+            stamp(d, &mark, keys::BY, keys::AT, a, t)?;
+            Ok(())
+        })
+    }
+
+    // ---------------------------------------------------------------- lookups
+
+    /// Find an entry of any kind by id. Returns its object and a human name for its kind.
+    pub(super) fn find_entry(&self, id: &EntryId) -> Result<(ObjId, &'static str), ModelError> {
+        let key = id.to_string();
+        for (coll, kind) in [
+            (keys::NETWORK, "network member"),
+            (keys::CARE_TEAM, "care team membership"),
+            (keys::MEETINGS, "meeting"),
+            (keys::DECISIONS, "decision"),
+        ] {
+            if let Some(c) = map_at(&self.doc, &ROOT, coll) {
+                if let Some(e) = map_at(&self.doc, &c, &key) {
+                    return Ok((e, kind));
+                }
+            }
+        }
+        if let Some(decisions) = map_at(&self.doc, &ROOT, keys::DECISIONS) {
+            for d in self.doc.keys(&decisions).collect::<Vec<_>>() {
+                let action = map_at(&self.doc, &decisions, &d)
+                    .and_then(|dec| map_at(&self.doc, &dec, keys::ACTIONS))
+                    .and_then(|acts| map_at(&self.doc, &acts, &key));
+                if let Some(a) = action {
+                    return Ok((a, "action"));
+                }
+            }
+        }
+        Err(ModelError::UnknownEntry {
+            kind: "entry",
+            id: key,
+        })
+    }
+
+    fn entry(&self, coll: &str, kind: &'static str, id: &EntryId) -> Result<ObjId, ModelError> {
+        map_at(&self.doc, &ROOT, coll)
+            .and_then(|c| map_at(&self.doc, &c, &id.to_string()))
+            .ok_or(ModelError::UnknownEntry {
+                kind,
+                id: id.to_string(),
+            })
+    }
+
+    fn live_entry(
+        &self,
+        coll: &str,
+        kind: &'static str,
+        id: &EntryId,
+    ) -> Result<ObjId, ModelError> {
+        let e = self.entry(coll, kind, id)?;
+        if self.in_error(&e) {
+            return Err(ModelError::EntryInError {
+                kind,
+                id: id.to_string(),
+            });
+        }
+        Ok(e)
+    }
+
+    fn in_error(&self, obj: &ObjId) -> bool {
+        map_at(&self.doc, obj, keys::ENTERED_IN_ERROR).is_some()
+    }
+
+    fn check_participant(&self, p: &Participant) -> Result<(), ModelError> {
+        if let Participant::Member(id) = p {
+            self.entry(keys::NETWORK, "network member", id)?;
+        }
+        Ok(())
+    }
+}
+
+// -------------------------------------------------------------------- document helpers
+
+/// The map or text object under `key`, if there is one.
+pub(super) fn map_at(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<ObjId> {
+    match d.get(obj, key) {
+        Ok(Some((Value::Object(_), id))) => Some(id),
+        _ => None,
+    }
+}
+
+/// The object under `key`, or an error naming the missing part of the record (a malformed
+/// document; validation normally catches this first).
+pub(super) fn obj_at(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Result<ObjId, ModelError> {
+    map_at(d, obj, key).ok_or_else(|| {
+        ModelError::Schema(schema::SchemaError::single(
+            key,
+            "is missing from the record",
+        ))
+    })
+}
+
+/// A string value (the winner, if concurrent values exist).
+pub(super) fn get_str(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<String> {
+    match d.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A timestamp value.
+pub(super) fn get_ts(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<Instant> {
+    match d.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Timestamp(ms) => Some(from_ms(*ms)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A boolean value.
+pub(super) fn get_bool(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<bool> {
+    match d.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Boolean(b) => Some(*b),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn put_author(d: &mut AutoCommit, obj: &ObjId, a: &Author) -> Result<(), ModelError> {
+    d.put(obj, keys::PRACTITIONER, a.practitioner.to_string())?;
+    d.put(obj, keys::PRACTITIONER_NAME, a.practitioner_name.as_str())?;
+    d.put(obj, keys::DEVICE, a.device.to_string())?;
+    Ok(())
+}
+
+/// Write `who` and `when` onto an object (a position, a read-back, an error mark).
+fn stamp(
+    d: &mut AutoCommit,
+    obj: &ObjId,
+    by_key: &str,
+    at_key: &str,
+    a: &Author,
+    t: Instant,
+) -> Result<(), ModelError> {
+    let by = d.put_object(obj, by_key, ObjType::Map)?;
+    put_author(d, &by, a)?;
+    d.put(obj, at_key, ScalarValue::Timestamp(to_ms(t)))?;
+    Ok(())
+}
+
+/// Create an entry map with its attribution.
+fn new_entry(
+    d: &mut AutoCommit,
+    coll: &ObjId,
+    id: &EntryId,
+    a: &Author,
+    t: Instant,
+) -> Result<ObjId, ModelError> {
+    let e = d.put_object(coll, id.to_string(), ObjType::Map)?;
+    stamp(d, &e, keys::CREATED_BY, keys::CREATED_AT, a, t)?;
+    Ok(e)
+}
+
+/// Make sure the document names the device behind the author's actor, so any reader can attribute
+/// every change (including conflicting values) without asking the server.
+fn register_actor(d: &mut AutoCommit, a: &Author) -> Result<(), ModelError> {
+    let actors = obj_at(d, &ROOT, keys::ACTORS)?;
+    let key = a.actor().to_hex_string();
+    if map_at(d, &actors, &key).is_none() {
+        let e = d.put_object(&actors, key, ObjType::Map)?;
+        put_author(d, &e, a)?;
+    }
+    Ok(())
+}

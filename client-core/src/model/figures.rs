@@ -1,0 +1,109 @@
+//! Figures computed from a case: what an Open Dialogue team watches for fidelity to the model.
+//!
+//! - Immediate help: hours from referral to the first network meeting (the aim is within 24 hours).
+//! - Psychological continuity: the share of meetings with two or more practitioners, and with the
+//!   original pair (the first two practitioners of the care team).
+//! - Social network perspective: network members per meeting.
+//!
+//! Entries marked entered in error are left out of every figure.
+
+use serde::{Deserialize, Serialize};
+
+use super::doc::CaseDoc;
+use super::types::*;
+use super::view::CaseView;
+
+/// The fidelity figures of one case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseFigures {
+    /// Case id.
+    pub case_id: String,
+    /// Hours from referral to the first network meeting, if both are known.
+    pub hours_referral_to_first_meeting: Option<f64>,
+    /// Meetings held (not in error).
+    pub meetings: usize,
+    /// Share (0 to 1) of meetings with two or more practitioners present.
+    pub share_two_or_more_practitioners: Option<f64>,
+    /// Share (0 to 1) of meetings attended by both of the original pair.
+    pub share_with_original_pair: Option<f64>,
+    /// Mean number of network members present per meeting.
+    pub network_members_per_meeting: Option<f64>,
+}
+
+fn parse(t: &Option<String>) -> Option<Instant> {
+    t.as_deref()
+        .and_then(|s| Instant::parse(s, &time::format_description::well_known::Rfc3339).ok())
+}
+
+impl CaseFigures {
+    /// Compute the figures from a view of the case.
+    pub fn from_view(v: &CaseView) -> CaseFigures {
+        let meetings: Vec<_> = v
+            .meetings
+            .iter()
+            .filter(|m| m.meta.entered_in_error.is_none())
+            .collect();
+        let n = meetings.len();
+        let share = |count: usize| (n > 0).then(|| count as f64 / n as f64);
+
+        let first_meeting = meetings.iter().filter_map(|m| parse(&m.at)).min();
+        let hours = match (parse(&v.timeline.referral), first_meeting) {
+            (Some(r), Some(m)) => Some((m - r).whole_seconds() as f64 / 3600.0),
+            _ => None,
+        };
+
+        let practitioners_at = |m: &&crate::model::view::MeetingView| {
+            m.attendees
+                .iter()
+                .filter(|a| a.starts_with("practitioner:"))
+                .count()
+        };
+        let two_or_more = meetings.iter().filter(|m| practitioners_at(m) >= 2).count();
+
+        let pair: Vec<String> = v
+            .care_team
+            .iter()
+            .filter(|c| {
+                c.meta.entered_in_error.is_none() && c.role == CareRole::Practitioner.as_str()
+            })
+            .take(2)
+            .map(|c| format!("practitioner:{}", c.practitioner))
+            .collect();
+        let with_pair = if pair.len() == 2 {
+            share(
+                meetings
+                    .iter()
+                    .filter(|m| pair.iter().all(|p| m.attendees.contains(p)))
+                    .count(),
+            )
+        } else {
+            None
+        };
+
+        let members: usize = meetings
+            .iter()
+            .map(|m| {
+                m.attendees
+                    .iter()
+                    .filter(|a| a.starts_with("member:"))
+                    .count()
+            })
+            .sum();
+
+        CaseFigures {
+            case_id: v.case_id.clone(),
+            hours_referral_to_first_meeting: hours,
+            meetings: n,
+            share_two_or_more_practitioners: share(two_or_more),
+            share_with_original_pair: with_pair,
+            network_members_per_meeting: (n > 0).then(|| members as f64 / n as f64),
+        }
+    }
+}
+
+impl CaseDoc {
+    /// The fidelity figures of this case.
+    pub fn figures(&self) -> CaseFigures {
+        CaseFigures::from_view(&self.view())
+    }
+}

@@ -1,0 +1,629 @@
+//! The shape of a case document, and its validation.
+//!
+//! The server runs [`validate_document`] on the result of every incoming change before it stores
+//! anything, so a buggy or hostile client cannot plant a record that other devices fail to read.
+//! Validation checks every value automerge holds for a field, including the losers of a concurrent
+//! write (a bad value must not hide behind a good one and reappear when a user picks it).
+//!
+//! What is checked is the shape: which keys exist, their types, fixed vocabularies, date and NHS
+//! number formats, and length limits. Rules that two valid concurrent changes could break when
+//! merged (such as "agreed only when the person agreed") are enforced at write time by
+//! [`CaseDoc`](super::CaseDoc) and reported by the view, never by refusing a merge: refusing a merge
+//! would strand one practitioner's words.
+
+use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use std::fmt;
+
+use super::types::*;
+use super::{MAX_LONG, MAX_SHORT};
+use crate::{CaseId, TeamId};
+
+/// Key names used in the document.
+pub mod keys {
+    #![allow(missing_docs)]
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    pub const CASE_ID: &str = "case_id";
+    pub const TEAM_ID: &str = "team_id";
+    pub const CREATED_AT: &str = "created_at";
+    pub const CREATED_BY: &str = "created_by";
+    pub const ACTORS: &str = "actors";
+    pub const PERSON: &str = "person";
+    pub const NETWORK: &str = "network";
+    pub const CARE_TEAM: &str = "care_team";
+    pub const TIMELINE: &str = "timeline";
+    pub const MEETINGS: &str = "meetings";
+    pub const DECISIONS: &str = "decisions";
+    pub const PRACTITIONER: &str = "practitioner";
+    pub const PRACTITIONER_NAME: &str = "practitioner_name";
+    pub const DEVICE: &str = "device";
+    pub const NAME: &str = "name";
+    pub const ROLE: &str = "role";
+    pub const START: &str = "start";
+    pub const END: &str = "end";
+    pub const INVITED_BY: &str = "invited_by";
+    pub const JOINED: &str = "joined";
+    pub const LEFT: &str = "left";
+    pub const CONSENT: &str = "consent";
+    pub const STATE: &str = "state";
+    pub const DATE: &str = "date";
+    pub const RECORDED_BY: &str = "recorded_by";
+    pub const AT: &str = "at";
+    pub const BY: &str = "by";
+    pub const PLACE: &str = "place";
+    pub const ATTENDEES: &str = "attendees";
+    pub const NEXT_MEETING: &str = "next_meeting";
+    pub const READBACK: &str = "readback";
+    pub const RESPONSE: &str = "response";
+    pub const WORDS: &str = "words";
+    pub const TEXT: &str = "text";
+    pub const PROPOSED_BY: &str = "proposed_by";
+    pub const STATUS: &str = "status";
+    pub const STATUS_HISTORY: &str = "status_history";
+    pub const NOTE: &str = "note";
+    pub const POSITIONS: &str = "positions";
+    pub const STANCE: &str = "stance";
+    pub const ACTIONS: &str = "actions";
+    pub const OWNER: &str = "owner";
+    pub const DUE: &str = "due";
+    pub const DONE: &str = "done";
+    pub const ENTERED_IN_ERROR: &str = "entered_in_error";
+    pub const REASON: &str = "reason";
+}
+
+/// Why a document is not a valid case record: each problem with the path where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    /// Every problem found, as (path, what is wrong).
+    pub problems: Vec<(String, String)>,
+}
+
+impl SchemaError {
+    /// A single problem.
+    pub fn single(path: &str, what: &str) -> Self {
+        SchemaError {
+            problems: vec![(path.to_string(), what.to_string())],
+        }
+    }
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<String> = self
+            .problems
+            .iter()
+            .take(5)
+            .map(|(p, w)| format!("{p} {w}"))
+            .collect();
+        write!(f, "{}", shown.join("; "))?;
+        if self.problems.len() > 5 {
+            write!(f, " (and {} more)", self.problems.len() - 5)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+/// Read the case id from a document, if it has a valid one.
+pub fn read_case_id(d: &impl ReadDoc) -> Option<CaseId> {
+    super::doc::get_str(d, &ROOT, keys::CASE_ID)?.parse().ok()
+}
+
+/// Read the team id from a document, if it has a valid one.
+pub fn read_team_id(d: &impl ReadDoc) -> Option<TeamId> {
+    super::doc::get_str(d, &ROOT, keys::TEAM_ID)?.parse().ok()
+}
+
+/// Check that a document has the shape of a case record. An empty document is not a case.
+pub fn validate_document(d: &impl ReadDoc) -> Result<(), SchemaError> {
+    let mut v = Validator {
+        d,
+        problems: Vec::new(),
+    };
+    v.root();
+    if v.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError {
+            problems: v.problems,
+        })
+    }
+}
+
+/// What a field must hold.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A string of at most this many characters; `required` means it must not be empty.
+    Str { max: usize, required: bool },
+    /// A value from a vocabulary, checked by the function.
+    Choice(fn(&str) -> bool),
+    /// YYYY-MM-DD.
+    Date,
+    /// A timestamp.
+    Timestamp,
+    /// A valid NHS number.
+    Nhs,
+    /// A UUID string.
+    Uuid,
+    /// A participant key.
+    Participant,
+    /// A boolean.
+    Bool,
+    /// An automerge Text object of at most MAX_LONG characters.
+    Text,
+}
+
+const SHORT: Kind = Kind::Str {
+    max: MAX_SHORT,
+    required: false,
+};
+const SHORT_REQ: Kind = Kind::Str {
+    max: MAX_SHORT,
+    required: true,
+};
+const LONG_REQ: Kind = Kind::Str {
+    max: MAX_LONG,
+    required: true,
+};
+const LONG: Kind = Kind::Str {
+    max: MAX_LONG,
+    required: false,
+};
+
+fn is<T: std::str::FromStr>(s: &str) -> bool {
+    s.parse::<T>().is_ok()
+}
+
+struct Validator<'a, D: ReadDoc> {
+    d: &'a D,
+    problems: Vec<(String, String)>,
+}
+
+impl<D: ReadDoc> Validator<'_, D> {
+    fn bad(&mut self, path: &str, what: impl Into<String>) {
+        // Bound the report: a hostile document could have millions of problems.
+        if self.problems.len() < 100 {
+            self.problems.push((path.to_string(), what.into()));
+        }
+    }
+
+    /// Check the keys of a map: required keys present, no unknown keys.
+    fn keys(&mut self, obj: &ObjId, path: &str, required: &[&str], optional: &[&str]) {
+        for k in required {
+            if self.d.get(obj, *k).ok().flatten().is_none() {
+                self.bad(&format!("{path}.{k}"), "is missing");
+            }
+        }
+        for k in self.d.keys(obj).collect::<Vec<_>>() {
+            if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
+                self.bad(&format!("{path}.{k}"), "is not part of a case record");
+            }
+        }
+    }
+
+    /// Check a scalar (or text) field, in every concurrent value.
+    fn field(&mut self, obj: &ObjId, path: &str, key: &str, kind: Kind) {
+        let p = format!("{path}.{key}");
+        for (value, id) in all(self.d, obj, key) {
+            match (kind, value) {
+                (Kind::Text, Value::Object(ObjType::Text)) => {
+                    let len = self.d.length(&id);
+                    if len > MAX_LONG {
+                        self.bad(&p, format!("is too long ({len} characters)"));
+                    }
+                }
+                (Kind::Text, _) => self.bad(&p, "must be text"),
+                (_, Value::Object(_)) => self.bad(&p, "must be a value, not an object"),
+                (_, Value::Scalar(s)) => self.scalar(&p, kind, s.as_ref()),
+            }
+        }
+    }
+
+    fn scalar(&mut self, p: &str, kind: Kind, s: &ScalarValue) {
+        match (kind, s) {
+            // A cleared optional field is stored as null.
+            (
+                Kind::Str {
+                    required: false, ..
+                },
+                ScalarValue::Null,
+            ) => {}
+            (Kind::Date | Kind::Nhs, ScalarValue::Null) => {}
+            (Kind::Str { max, required }, ScalarValue::Str(v)) => {
+                let len = v.chars().count();
+                if required && v.trim().is_empty() {
+                    self.bad(p, "must not be empty");
+                } else if len > max {
+                    self.bad(p, format!("is too long ({len} characters, at most {max})"));
+                }
+            }
+            (Kind::Choice(ok), ScalarValue::Str(v)) => {
+                if !ok(v) {
+                    self.bad(p, format!("has an unknown value '{}'", truncate(v)));
+                }
+            }
+            (Kind::Date, ScalarValue::Str(v)) => {
+                if parse_date("date", v).is_err() {
+                    self.bad(p, format!("is not a YYYY-MM-DD date ('{}')", truncate(v)));
+                }
+            }
+            (Kind::Nhs, ScalarValue::Str(v)) => {
+                if let Err(e) = validate_nhs_number(v) {
+                    self.bad(p, e.to_string());
+                }
+            }
+            (Kind::Uuid, ScalarValue::Str(v)) => {
+                if uuid::Uuid::parse_str(v).is_err() {
+                    self.bad(p, "is not an id");
+                }
+            }
+            (Kind::Participant, ScalarValue::Str(v)) => {
+                if v.parse::<Participant>().is_err() {
+                    self.bad(p, "is not a participant");
+                }
+            }
+            (Kind::Timestamp, ScalarValue::Timestamp(_)) => {}
+            (Kind::Bool, ScalarValue::Boolean(_)) => {}
+            _ => self.bad(p, "has the wrong type"),
+        }
+    }
+
+    /// Every map value under `key` (all concurrent ones), checked by `f`.
+    fn maps(
+        &mut self,
+        obj: &ObjId,
+        path: &str,
+        key: &str,
+        mut f: impl FnMut(&mut Self, &ObjId, &str),
+    ) {
+        let p = format!("{path}.{key}");
+        for (value, id) in all(self.d, obj, key) {
+            match value {
+                Value::Object(ObjType::Map) => f(self, &id, &p),
+                _ => self.bad(&p, "must be a map"),
+            }
+        }
+    }
+
+    /// A map of entries keyed by id: each key must be a UUID and each value a map checked by `f`.
+    fn collection(
+        &mut self,
+        obj: &ObjId,
+        path: &str,
+        key: &str,
+        key_ok: fn(&str) -> bool,
+        f: fn(&mut Self, &ObjId, &str),
+    ) {
+        self.maps(obj, path, key, |v, coll, p| {
+            for k in v.d.keys(coll).collect::<Vec<_>>() {
+                let ep = format!("{p}.{k}");
+                if !key_ok(&k) {
+                    v.bad(&ep, "has a malformed key");
+                    continue;
+                }
+                v.maps(coll, p, &k, |v, e, _| f(v, e, &ep));
+            }
+        });
+    }
+
+    /// A list of maps, each checked by `f`.
+    fn list_of_maps(&mut self, obj: &ObjId, path: &str, key: &str, f: fn(&mut Self, &ObjId, &str)) {
+        let p = format!("{path}.{key}");
+        for (value, id) in all(self.d, obj, key) {
+            if !matches!(value, Value::Object(ObjType::List)) {
+                self.bad(&p, "must be a list");
+                continue;
+            }
+            for i in 0..self.d.length(&id) {
+                let ip = format!("{p}[{i}]");
+                match self.d.get(&id, i) {
+                    Ok(Some((Value::Object(ObjType::Map), e))) => f(self, &e, &ip),
+                    _ => self.bad(&ip, "must be a map"),
+                }
+            }
+        }
+    }
+
+    fn author(&mut self, obj: &ObjId, path: &str) {
+        self.keys(
+            obj,
+            path,
+            &[keys::PRACTITIONER, keys::PRACTITIONER_NAME, keys::DEVICE],
+            &[],
+        );
+        self.field(obj, path, keys::PRACTITIONER, Kind::Uuid);
+        self.field(obj, path, keys::PRACTITIONER_NAME, SHORT);
+        self.field(obj, path, keys::DEVICE, Kind::Uuid);
+    }
+
+    /// `created_by`/`created_at` and the optional error mark that every entry has.
+    fn entry_common(&mut self, e: &ObjId, path: &str) {
+        self.maps(e, path, keys::CREATED_BY, |v, a, p| v.author(a, p));
+        self.field(e, path, keys::CREATED_AT, Kind::Timestamp);
+        self.maps(e, path, keys::ENTERED_IN_ERROR, |v, m, p| {
+            v.keys(m, p, &[keys::REASON, keys::BY, keys::AT], &[]);
+            v.field(m, p, keys::REASON, LONG_REQ);
+            v.field(m, p, keys::AT, Kind::Timestamp);
+            v.maps(m, p, keys::BY, |v, a, p| v.author(a, p));
+        });
+    }
+
+    fn root(&mut self) {
+        let r = ROOT;
+        if self.d.keys(&r).next().is_none() {
+            self.bad("document", "is empty");
+            return;
+        }
+        self.keys(
+            &r,
+            "case",
+            &[
+                keys::SCHEMA_VERSION,
+                keys::CASE_ID,
+                keys::TEAM_ID,
+                keys::CREATED_AT,
+                keys::CREATED_BY,
+                keys::ACTORS,
+                keys::PERSON,
+                keys::NETWORK,
+                keys::CARE_TEAM,
+                keys::TIMELINE,
+                keys::MEETINGS,
+                keys::DECISIONS,
+            ],
+            &[],
+        );
+        for (value, _) in all(self.d, &r, keys::SCHEMA_VERSION) {
+            match value {
+                Value::Scalar(s)
+                    if matches!(s.as_ref(), ScalarValue::Uint(1) | ScalarValue::Int(1)) => {}
+                _ => self.bad(
+                    "case.schema_version",
+                    "is not a version this app understands (1)",
+                ),
+            }
+        }
+        self.field(&r, "case", keys::CASE_ID, Kind::Uuid);
+        self.field(&r, "case", keys::TEAM_ID, Kind::Uuid);
+        self.field(&r, "case", keys::CREATED_AT, Kind::Timestamp);
+        self.maps(&r, "case", keys::CREATED_BY, |v, a, p| v.author(a, p));
+        self.collection(
+            &r,
+            "case",
+            keys::ACTORS,
+            |k| hex::decode(k).is_ok_and(|b| b.len() == 16),
+            |v, a, p| v.author(a, p),
+        );
+        self.maps(&r, "case", keys::PERSON, |v, person, p| {
+            let optional: Vec<&str> = PersonField::ALL
+                .iter()
+                .filter(|f| **f != PersonField::Name)
+                .map(|f| f.as_str())
+                .collect();
+            v.keys(person, p, &[PersonField::Name.as_str()], &optional);
+            for f in PersonField::ALL {
+                let kind = match f {
+                    PersonField::Name => SHORT_REQ,
+                    PersonField::NhsNumber => Kind::Nhs,
+                    PersonField::DateOfBirth => Kind::Date,
+                    _ => SHORT,
+                };
+                v.field(person, p, f.as_str(), kind);
+            }
+        });
+        self.maps(&r, "case", keys::TIMELINE, |v, tl, p| {
+            let all: Vec<&str> = TimelineField::ALL.iter().map(|f| f.as_str()).collect();
+            v.keys(tl, p, &[], &all);
+            for f in &all {
+                v.field(tl, p, f, Kind::Timestamp);
+            }
+        });
+        self.collection(&r, "case", keys::NETWORK, is::<uuid::Uuid>, Self::member);
+        self.collection(
+            &r,
+            "case",
+            keys::CARE_TEAM,
+            is::<uuid::Uuid>,
+            Self::care_team,
+        );
+        self.collection(&r, "case", keys::MEETINGS, is::<uuid::Uuid>, Self::meeting);
+        self.collection(
+            &r,
+            "case",
+            keys::DECISIONS,
+            is::<uuid::Uuid>,
+            Self::decision,
+        );
+    }
+
+    fn member(&mut self, m: &ObjId, p: &str) {
+        self.keys(
+            m,
+            p,
+            &[
+                keys::NAME,
+                "relationship",
+                keys::ROLE,
+                keys::INVITED_BY,
+                keys::JOINED,
+                keys::CONSENT,
+                keys::CREATED_AT,
+                keys::CREATED_BY,
+            ],
+            &["phone", "email", keys::LEFT, keys::ENTERED_IN_ERROR],
+        );
+        self.entry_common(m, p);
+        self.field(m, p, keys::NAME, SHORT_REQ);
+        self.field(m, p, "relationship", SHORT_REQ);
+        self.field(m, p, keys::ROLE, Kind::Choice(is::<Role>));
+        self.field(m, p, "phone", SHORT);
+        self.field(m, p, "email", SHORT);
+        self.field(m, p, keys::INVITED_BY, Kind::Participant);
+        self.field(m, p, keys::JOINED, Kind::Date);
+        self.field(m, p, keys::LEFT, Kind::Date);
+        self.list_of_maps(m, p, keys::CONSENT, |v, c, p| {
+            v.keys(
+                c,
+                p,
+                &[keys::STATE, keys::DATE, keys::RECORDED_BY, keys::AT],
+                &[],
+            );
+            v.field(c, p, keys::STATE, Kind::Choice(is::<ConsentState>));
+            v.field(c, p, keys::DATE, Kind::Date);
+            v.field(c, p, keys::AT, Kind::Timestamp);
+            v.maps(c, p, keys::RECORDED_BY, |v, a, p| v.author(a, p));
+        });
+    }
+
+    fn care_team(&mut self, e: &ObjId, p: &str) {
+        self.keys(
+            e,
+            p,
+            &[
+                keys::PRACTITIONER,
+                keys::NAME,
+                keys::ROLE,
+                keys::START,
+                keys::CREATED_AT,
+                keys::CREATED_BY,
+            ],
+            &[keys::END, keys::ENTERED_IN_ERROR],
+        );
+        self.entry_common(e, p);
+        self.field(e, p, keys::PRACTITIONER, Kind::Uuid);
+        self.field(e, p, keys::NAME, SHORT_REQ);
+        self.field(e, p, keys::ROLE, Kind::Choice(is::<CareRole>));
+        self.field(e, p, keys::START, Kind::Date);
+        self.field(e, p, keys::END, Kind::Date);
+    }
+
+    fn meeting(&mut self, m: &ObjId, p: &str) {
+        self.keys(
+            m,
+            p,
+            &[
+                keys::AT,
+                keys::PLACE,
+                keys::ATTENDEES,
+                "notes",
+                "reflections",
+                "agreed",
+                keys::READBACK,
+                keys::CREATED_AT,
+                keys::CREATED_BY,
+            ],
+            &[keys::NEXT_MEETING, keys::ENTERED_IN_ERROR],
+        );
+        self.entry_common(m, p);
+        self.field(m, p, keys::AT, Kind::Timestamp);
+        self.field(m, p, keys::NEXT_MEETING, Kind::Timestamp);
+        self.field(m, p, keys::PLACE, Kind::Choice(is::<Place>));
+        for kind in NoteKind::ALL {
+            self.field(m, p, kind.as_str(), Kind::Text);
+        }
+        self.maps(m, p, keys::ATTENDEES, |v, att, p| {
+            for k in v.d.keys(att).collect::<Vec<_>>() {
+                if k.parse::<Participant>().is_err() {
+                    v.bad(&format!("{p}.{k}"), "is not a participant");
+                }
+                v.field(att, p, &k, Kind::Bool);
+            }
+        });
+        self.maps(m, p, keys::READBACK, |v, rb, p| {
+            for k in v.d.keys(rb).collect::<Vec<_>>() {
+                if k.parse::<Participant>().is_err() {
+                    v.bad(&format!("{p}.{k}"), "is not a participant");
+                }
+                v.maps(rb, p, &k, |v, r, p| {
+                    v.keys(
+                        r,
+                        p,
+                        &[keys::RESPONSE, keys::RECORDED_BY, keys::AT],
+                        &[keys::WORDS],
+                    );
+                    v.field(r, p, keys::RESPONSE, Kind::Choice(is::<ReadbackResponse>));
+                    v.field(r, p, keys::WORDS, LONG);
+                    v.field(r, p, keys::AT, Kind::Timestamp);
+                    v.maps(r, p, keys::RECORDED_BY, |v, a, p| v.author(a, p));
+                });
+            }
+        });
+    }
+
+    fn decision(&mut self, e: &ObjId, p: &str) {
+        self.keys(
+            e,
+            p,
+            &[
+                keys::TEXT,
+                keys::PROPOSED_BY,
+                keys::STATUS,
+                keys::STATUS_HISTORY,
+                keys::POSITIONS,
+                keys::ACTIONS,
+                keys::CREATED_AT,
+                keys::CREATED_BY,
+            ],
+            &[keys::ENTERED_IN_ERROR],
+        );
+        self.entry_common(e, p);
+        self.field(e, p, keys::TEXT, LONG_REQ);
+        self.field(e, p, keys::PROPOSED_BY, Kind::Participant);
+        self.field(e, p, keys::STATUS, Kind::Choice(is::<DecisionStatus>));
+        self.list_of_maps(e, p, keys::STATUS_HISTORY, |v, h, p| {
+            v.keys(h, p, &[keys::STATUS, keys::BY, keys::AT], &[keys::NOTE]);
+            v.field(h, p, keys::STATUS, Kind::Choice(is::<DecisionStatus>));
+            v.field(h, p, keys::NOTE, LONG);
+            v.field(h, p, keys::AT, Kind::Timestamp);
+            v.maps(h, p, keys::BY, |v, a, p| v.author(a, p));
+        });
+        self.maps(e, p, keys::POSITIONS, |v, pos, p| {
+            for k in v.d.keys(pos).collect::<Vec<_>>() {
+                if k.parse::<Participant>().is_err() {
+                    v.bad(&format!("{p}.{k}"), "is not a participant");
+                }
+                v.maps(pos, p, &k, |v, x, p| {
+                    v.keys(
+                        x,
+                        p,
+                        &[keys::STANCE, keys::RECORDED_BY, keys::AT],
+                        &[keys::WORDS],
+                    );
+                    v.field(x, p, keys::STANCE, Kind::Choice(is::<Stance>));
+                    v.field(x, p, keys::WORDS, LONG);
+                    v.field(x, p, keys::AT, Kind::Timestamp);
+                    v.maps(x, p, keys::RECORDED_BY, |v, a, p| v.author(a, p));
+                });
+            }
+        });
+        self.collection(e, p, keys::ACTIONS, is::<uuid::Uuid>, |v, a, p| {
+            v.keys(
+                a,
+                p,
+                &[
+                    keys::TEXT,
+                    keys::OWNER,
+                    keys::DONE,
+                    keys::CREATED_AT,
+                    keys::CREATED_BY,
+                ],
+                &[keys::DUE, keys::ENTERED_IN_ERROR],
+            );
+            v.entry_common(a, p);
+            v.field(a, p, keys::TEXT, SHORT_REQ);
+            v.field(a, p, keys::OWNER, Kind::Participant);
+            v.field(a, p, keys::DUE, Kind::Date);
+            v.field(a, p, keys::DONE, Kind::Bool);
+        });
+    }
+}
+
+/// Every value at a key (all concurrent values). Borrowed from the document, not the validator, so
+/// the validator can record problems while walking them.
+fn all<'a, D: ReadDoc>(d: &'a D, obj: &ObjId, key: &str) -> Vec<(Value<'a>, ObjId)> {
+    d.get_all(obj, key).unwrap_or_default()
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}

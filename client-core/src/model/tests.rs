@@ -1,0 +1,551 @@
+//! Tests of the record: convergence and no lost writes under random offline edits, conflicts shown
+//! and resolved, entries in error kept, validation.
+
+use std::collections::{BTreeSet, HashSet};
+
+use automerge::transaction::Transactable;
+use automerge::{ReadDoc, ROOT};
+use proptest::prelude::*;
+
+use super::*;
+use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
+
+pub(crate) fn author(name: &str) -> Author {
+    Author {
+        practitioner: PractitionerId::random(),
+        practitioner_name: name.to_string(),
+        device: DeviceId::random(),
+    }
+}
+
+fn new_case(a: &Author) -> CaseDoc {
+    CaseDoc::create(
+        CaseId::random(),
+        TeamId::random(),
+        NewCase {
+            name: "Maria Lopez".into(),
+            nhs_number: Some("9991000003".into()),
+            ..Default::default()
+        },
+        a.clone(),
+    )
+    .unwrap()
+}
+
+/// A copy of `doc` as another device would hold it after syncing.
+fn replica(doc: &mut CaseDoc, a: &Author) -> CaseDoc {
+    CaseDoc::load(&doc.save(), Some(a.clone())).unwrap()
+}
+
+fn merge(into: &mut CaseDoc, from: &mut CaseDoc) {
+    into.automerge_mut().merge(from.automerge_mut()).unwrap();
+}
+
+#[test]
+fn a_new_case_is_valid_and_attributed() {
+    let a = author("Sam");
+    let case = new_case(&a);
+    validate_document(case.automerge()).unwrap();
+    let v = case.view();
+    assert_eq!(v.person.name, "Maria Lopez");
+    assert_eq!(v.person.nhs_number.as_deref(), Some("9991000003"));
+    assert_eq!(v.created_by.unwrap().practitioner_name, "Sam");
+    assert!(v.timeline.referral.is_some());
+}
+
+#[test]
+fn bad_input_is_refused_with_clear_errors_and_changes_nothing() {
+    let a = author("Sam");
+    let bad_nhs = CaseDoc::create(
+        CaseId::random(),
+        TeamId::random(),
+        NewCase {
+            name: "X".into(),
+            nhs_number: Some("9991000004".into()),
+            ..Default::default()
+        },
+        a.clone(),
+    );
+    assert!(matches!(bad_nhs, Err(ModelError::InvalidNhsNumber { .. })));
+    assert!(matches!(
+        CaseDoc::create(
+            CaseId::random(),
+            TeamId::random(),
+            NewCase::default(),
+            a.clone()
+        ),
+        Err(ModelError::Required { .. })
+    ));
+
+    let mut case = new_case(&a);
+    let mut before = case.heads();
+    before.sort();
+    let err = case
+        .set_person(PersonField::DateOfBirth, Some("1990-13-01"))
+        .unwrap_err();
+    assert!(err.to_string().contains("YYYY-MM-DD"), "{err}");
+    assert!(case.set_person(PersonField::Name, None).is_err());
+    assert!(case
+        .set_person(PersonField::NhsNumber, Some("123"))
+        .is_err());
+    assert!(case
+        .add_member(NewMember {
+            name: "".into(),
+            relationship: "sister".into(),
+            ..Default::default()
+        })
+        .is_err());
+    assert!(case
+        .append_text(&EntryId::random(), NoteKind::Notes, "hi")
+        .is_err());
+    let mut after = case.heads();
+    after.sort();
+    assert_eq!(before, after, "a refused write must leave no change behind");
+}
+
+#[test]
+fn a_full_meeting_and_decision_read_back() {
+    let a = author("Sam");
+    let mut case = new_case(&a);
+    let sister = case
+        .add_member(NewMember {
+            name: "Ana".into(),
+            relationship: "sister".into(),
+            role: Some(Role::Family),
+            ..Default::default()
+        })
+        .unwrap();
+    case.record_consent(&sister, ConsentState::Given, None)
+        .unwrap();
+    let me = Participant::Practitioner(a.practitioner);
+    case.add_care_team(a.practitioner, "Sam", CareRole::Practitioner, None)
+        .unwrap();
+    let at = parse_datetime("at", "2026-03-14T10:30").unwrap();
+    let m = case
+        .add_meeting(NewMeeting {
+            at,
+            place: Place::Home,
+            attendees: vec![Participant::Person, Participant::Member(sister), me],
+        })
+        .unwrap();
+    case.append_text(&m, NoteKind::Notes, "Maria talked about sleep.")
+        .unwrap();
+    case.append_text(&m, NoteKind::Reflections, "We noticed hope.")
+        .unwrap();
+    case.record_readback(
+        &m,
+        Participant::Member(sister),
+        ReadbackResponse::AddedWords,
+        Some("She walks daily"),
+    )
+    .unwrap();
+    let d = case
+        .propose_decision("Try a walking group", Participant::Person)
+        .unwrap();
+    assert!(matches!(
+        case.set_decision_status(&d, DecisionStatus::Agreed, None),
+        Err(ModelError::PersonHasNotAgreed)
+    ));
+    case.record_position(
+        &d,
+        Participant::Member(sister),
+        Stance::Disagree,
+        Some("Too soon"),
+    )
+    .unwrap();
+    case.record_position(&d, Participant::Person, Stance::Agree, None)
+        .unwrap();
+    case.set_decision_status(&d, DecisionStatus::Agreed, Some("all heard"))
+        .unwrap();
+    case.add_action(
+        &d,
+        "Find a group",
+        me,
+        Some(parse_date("due", "2026-04-01").unwrap()),
+    )
+    .unwrap();
+
+    let v = case.view();
+    validate_document(case.automerge()).unwrap();
+    assert_eq!(v.network[0].consent_given, true);
+    let mv = &v.meetings[0];
+    assert_eq!(mv.notes, "Maria talked about sleep.");
+    assert_eq!(mv.readback[0].words.as_deref(), Some("She walks daily"));
+    let dv = &v.decisions[0];
+    assert_eq!(dv.status, "agreed");
+    assert_eq!(dv.status_history.len(), 2);
+    let disagree = dv
+        .positions
+        .iter()
+        .find(|p| p.stance == "disagree")
+        .unwrap();
+    assert_eq!(
+        disagree.words.as_deref(),
+        Some("Too soon"),
+        "disagreement is kept in their words"
+    );
+    assert_eq!(dv.actions.len(), 1);
+    assert!(!dv.agreed_without_person);
+}
+
+#[test]
+fn concurrent_field_sets_are_reported_with_authors_and_resolution_is_recorded() {
+    let sam = author("Sam");
+    let kit = author("Kit");
+    let mut a = new_case(&sam);
+    let mut b = replica(&mut a, &kit);
+    a.set_person(PersonField::PreferredName, Some("Mari"))
+        .unwrap();
+    b.set_person(PersonField::PreferredName, Some("Ria"))
+        .unwrap();
+    merge(&mut a, &mut b);
+    let conflicts = a.conflicts();
+    assert_eq!(conflicts.len(), 1);
+    let c = &conflicts[0];
+    assert_eq!(c.field, "person.preferred_name");
+    let shown: BTreeSet<(String, String)> = c
+        .values
+        .iter()
+        .map(|v| {
+            (
+                v.value.clone(),
+                v.author.as_ref().unwrap().practitioner_name.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        BTreeSet::from([("Mari".into(), "Sam".into()), ("Ria".into(), "Kit".into())])
+    );
+    assert!(c.values.iter().all(|v| v.at.is_some()));
+    assert_eq!(
+        a.view().conflicts.len(),
+        1,
+        "the view carries the conflict too"
+    );
+
+    let ria = c.values.iter().find(|v| v.value == "Ria").unwrap().pick;
+    let changes_before = a.automerge_mut().get_changes(&[]).len();
+    assert!(matches!(
+        a.resolve("person.preferred_name", 9),
+        Err(ModelError::PickOutOfRange { .. })
+    ));
+    a.resolve("person.preferred_name", ria).unwrap();
+    assert!(a.conflicts().is_empty());
+    assert_eq!(a.view().person.preferred_name.as_deref(), Some("Ria"));
+    let changes = a.automerge_mut().get_changes(&[]);
+    assert_eq!(
+        changes.len(),
+        changes_before + 1,
+        "the pick is a change of its own"
+    );
+    assert!(changes
+        .last()
+        .unwrap()
+        .message()
+        .unwrap()
+        .contains("resolve conflict"));
+    assert!(matches!(
+        a.resolve("person.preferred_name", 1),
+        Err(ModelError::NoConflict { .. })
+    ));
+}
+
+#[test]
+fn entered_in_error_keeps_the_entry_readable() {
+    let a = author("Sam");
+    let mut case = new_case(&a);
+    let at = parse_datetime("at", "2026-03-14T10:30").unwrap();
+    let m = case
+        .add_meeting(NewMeeting {
+            at,
+            place: Place::Clinic,
+            attendees: vec![],
+        })
+        .unwrap();
+    case.append_text(&m, NoteKind::Notes, "Wrong person's notes")
+        .unwrap();
+    assert!(
+        case.mark_entered_in_error(&m, "  ").is_err(),
+        "a reason is required"
+    );
+    case.mark_entered_in_error(&m, "recorded on the wrong case")
+        .unwrap();
+    let v = case.view();
+    let mv = &v.meetings[0];
+    assert_eq!(
+        mv.notes, "Wrong person's notes",
+        "the original stays visible"
+    );
+    let mark = mv.meta.entered_in_error.as_ref().unwrap();
+    assert_eq!(mark.reason, "recorded on the wrong case");
+    assert_eq!(mark.by.as_ref().unwrap().practitioner_name, "Sam");
+    assert!(mark.at.is_some());
+    assert!(matches!(
+        case.append_text(&m, NoteKind::Notes, "more"),
+        Err(ModelError::EntryInError { .. })
+    ));
+    assert!(matches!(
+        case.mark_entered_in_error(&m, "again"),
+        Err(ModelError::AlreadyInError { .. })
+    ));
+    assert_eq!(
+        case.figures().meetings,
+        0,
+        "entries in error are left out of figures"
+    );
+}
+
+#[test]
+fn validation_refuses_malformed_documents() {
+    let a = author("Sam");
+    let mut case = new_case(&a);
+    let good = case.save();
+    // An empty document is not a case.
+    assert!(CaseDoc::load(&automerge::AutoCommit::new().save(), None).is_err());
+    // Garbage is not a document.
+    assert!(matches!(
+        CaseDoc::load(b"not automerge", None),
+        Err(ModelError::Corrupt(_))
+    ));
+
+    let mutate = |f: &dyn Fn(&mut automerge::AutoCommit)| {
+        let mut d = automerge::AutoCommit::load(&good).unwrap();
+        f(&mut d);
+        d.commit();
+        validate_document(&d)
+    };
+    let person = |d: &automerge::AutoCommit| d.get(ROOT, "person").unwrap().unwrap().1;
+    assert!(mutate(&|d| {
+        let p = person(d);
+        d.put(&p, "nhs_number", "1234567890").unwrap();
+    })
+    .unwrap_err()
+    .to_string()
+    .contains("nhs_number"));
+    assert!(mutate(&|d| {
+        d.put(ROOT, "surprise", 1).unwrap();
+    })
+    .is_err());
+    assert!(mutate(&|d| {
+        let p = person(d);
+        d.put(&p, "name", 42).unwrap();
+    })
+    .is_err());
+    assert!(mutate(&|d| {
+        d.delete(ROOT, "meetings").unwrap();
+    })
+    .is_err());
+    assert!(mutate(&|d| {
+        let p = person(d);
+        d.put(&p, "date_of_birth", "yesterday").unwrap();
+    })
+    .is_err());
+    // A bad value hiding as the loser of a conflict is still found.
+    let sam = author("Sam");
+    let mut x = CaseDoc::load(&good, Some(sam)).unwrap();
+    let mut y = automerge::AutoCommit::load(&good)
+        .unwrap()
+        .with_actor(automerge::ActorId::random());
+    let p = y.get(ROOT, "person").unwrap().unwrap().1;
+    y.put(&p, "pronouns", 7).unwrap();
+    y.commit();
+    x.set_person(PersonField::Pronouns, Some("she/her"))
+        .unwrap();
+    x.automerge_mut().merge(&mut y).unwrap();
+    assert!(validate_document(x.automerge()).is_err());
+}
+
+#[test]
+fn figures_follow_the_record() {
+    let sam = author("Sam");
+    let kit = author("Kit");
+    let mut case = CaseDoc::create(
+        CaseId::random(),
+        TeamId::random(),
+        NewCase {
+            name: "Maria".into(),
+            referral: Some(parse_datetime("r", "2026-03-14T08:00").unwrap()),
+            ..Default::default()
+        },
+        sam.clone(),
+    )
+    .unwrap();
+    case.add_care_team(sam.practitioner, "Sam", CareRole::Practitioner, None)
+        .unwrap();
+    case.add_care_team(kit.practitioner, "Kit", CareRole::Practitioner, None)
+        .unwrap();
+    let ana = case
+        .add_member(NewMember {
+            name: "Ana".into(),
+            relationship: "sister".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let ps = Participant::Practitioner(sam.practitioner);
+    let pk = Participant::Practitioner(kit.practitioner);
+    case.add_meeting(NewMeeting {
+        at: parse_datetime("a", "2026-03-14T20:00").unwrap(),
+        place: Place::Home,
+        attendees: vec![Participant::Person, Participant::Member(ana), ps, pk],
+    })
+    .unwrap();
+    case.add_meeting(NewMeeting {
+        at: parse_datetime("a", "2026-03-16T10:00").unwrap(),
+        place: Place::Clinic,
+        attendees: vec![Participant::Person, ps],
+    })
+    .unwrap();
+    let f = case.figures();
+    assert_eq!(f.hours_referral_to_first_meeting, Some(12.0));
+    assert_eq!(f.meetings, 2);
+    assert_eq!(f.share_two_or_more_practitioners, Some(0.5));
+    assert_eq!(f.share_with_original_pair, Some(0.5));
+    assert_eq!(f.network_members_per_meeting, Some(0.5));
+}
+
+// ------------------------------------------------------------------------------ property test
+
+/// One step of the random offline day.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Replica sets a person field to a fresh value.
+    SetField(usize, usize),
+    /// Replica appends a token to the shared meeting's notes.
+    Append(usize),
+    /// Replica prepends a token to the shared meeting's reflections through a whole-text edit.
+    EditPrepend(usize),
+    /// Replica adds a network member.
+    AddMember(usize),
+    /// Replica proposes a decision.
+    Propose(usize),
+    /// Replica records a position on the shared decision.
+    Position(usize, usize),
+    /// Replica `0` merges in replica `1`'s changes.
+    Merge(usize, usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..3usize, 0..2usize).prop_map(|(r, f)| Op::SetField(r, f)),
+        (0..3usize).prop_map(Op::Append),
+        (0..3usize).prop_map(Op::EditPrepend),
+        (0..3usize).prop_map(Op::AddMember),
+        (0..3usize).prop_map(Op::Propose),
+        (0..3usize, 0..3usize).prop_map(|(r, s)| Op::Position(r, s)),
+        (0..3usize, 0..3usize).prop_map(|(a, b)| Op::Merge(a, b)),
+    ]
+}
+
+const FIELDS: [PersonField; 2] = [PersonField::PreferredName, PersonField::Pronouns];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Three devices edit one case offline and merge in random orders: all converge to the same
+    /// document, and no edit is lost. Texts and entries must all be present; for a field, the values
+    /// left must be exactly the writes that no replica overwrote after seeing them (so concurrent
+    /// writes are all still there, as a conflict).
+    #[test]
+    fn three_replicas_converge_without_lost_writes(
+        ops in proptest::collection::vec(op(), 1..40),
+        order in Just(()).prop_perturb(|_, mut rng| {
+            let mut v = vec![0usize, 1, 2];
+            for i in (1..3).rev() { v.swap(i, rng.random_range(0..=i)); }
+            v
+        }),
+    ) {
+        let authors: Vec<Author> = ["Sam", "Kit", "Jo"].iter().map(|n| author(n)).collect();
+        let mut origin = new_case(&authors[0]);
+        let meeting = origin
+            .add_meeting(NewMeeting { at: parse_datetime("a", "2026-03-14T10:00").unwrap(), place: Place::Home, attendees: vec![] })
+            .unwrap();
+        let decision = origin.propose_decision("Shared decision", Participant::Person).unwrap();
+        let mut reps: Vec<CaseDoc> = authors.iter().map(|a| replica(&mut origin, a)).collect();
+
+        // Oracle state.
+        let mut seen: Vec<HashSet<(usize, String)>> = vec![HashSet::new(); 3];
+        let mut superseded: HashSet<(usize, String)> = HashSet::new();
+        let mut tokens_notes = Vec::new();
+        let mut tokens_refl = Vec::new();
+        let mut members = Vec::new();
+        let mut decisions = vec![decision];
+        let mut n = 0;
+        for op in ops {
+            n += 1;
+            match op {
+                Op::SetField(r, f) => {
+                    let value = format!("v{n}");
+                    reps[r].set_person(FIELDS[f], Some(&value)).unwrap();
+                    for w in seen[r].iter().filter(|w| w.0 == f) { superseded.insert(w.clone()); }
+                    seen[r].insert((f, value));
+                }
+                Op::Append(r) => {
+                    let t = format!("[n{n}]");
+                    reps[r].append_text(&meeting, NoteKind::Notes, &t).unwrap();
+                    tokens_notes.push(t);
+                }
+                Op::EditPrepend(r) => {
+                    let t = format!("[e{n}]");
+                    let current = reps[r].view().meetings[0].reflections.clone();
+                    reps[r].edit_text(&meeting, NoteKind::Reflections, &format!("{t} {current}")).unwrap();
+                    tokens_refl.push(t);
+                }
+                Op::AddMember(r) => {
+                    members.push(reps[r].add_member(NewMember { name: format!("m{n}"), relationship: "friend".into(), ..Default::default() }).unwrap());
+                }
+                Op::Propose(r) => {
+                    decisions.push(reps[r].propose_decision(&format!("d{n}"), Participant::Person).unwrap());
+                }
+                Op::Position(r, s) => {
+                    let stance = [Stance::Agree, Stance::Disagree, Stance::Unsure][s];
+                    reps[r].record_position(&decision, Participant::Practitioner(authors[r].practitioner), stance, Some(&format!("w{n}"))).unwrap();
+                }
+                Op::Merge(a, b) if a != b => {
+                    let mut other = reps[b].clone();
+                    merge(&mut reps[a], &mut other);
+                    let s = seen[b].clone();
+                    seen[a].extend(s);
+                }
+                Op::Merge(..) => {}
+            }
+        }
+        // Final merge in a random order, twice round so everyone has everything.
+        for _ in 0..2 {
+            for w in order.windows(2) {
+                let mut other = reps[w[0]].clone();
+                merge(&mut reps[w[1]], &mut other);
+            }
+            let mut last = reps[order[2]].clone();
+            merge(&mut reps[order[0]], &mut last);
+        }
+        let views: Vec<CaseView> = reps.iter().map(|r| r.view()).collect();
+        prop_assert_eq!(&views[0], &views[1]);
+        prop_assert_eq!(&views[1], &views[2]);
+        for r in &reps { validate_document(r.automerge()).unwrap(); }
+
+        let v = &views[0];
+        let notes = &v.meetings[0].notes;
+        for t in &tokens_notes { prop_assert!(notes.contains(t.as_str()), "lost note {} in {}", t, notes); }
+        let refl = &v.meetings[0].reflections;
+        for t in &tokens_refl { prop_assert!(refl.contains(t.as_str()), "lost reflection {} in {}", t, refl); }
+        let member_ids: HashSet<String> = v.network.iter().map(|m| m.meta.id.clone()).collect();
+        for m in &members { prop_assert!(member_ids.contains(&m.to_string())); }
+        let decision_ids: HashSet<String> = v.decisions.iter().map(|d| d.meta.id.clone()).collect();
+        for d in &decisions { prop_assert!(decision_ids.contains(&d.to_string())); }
+
+        // Registers: exactly the surviving writes remain, as the value or as conflict values.
+        let all_writes: HashSet<(usize, String)> = seen.iter().flatten().cloned().collect();
+        for (f, field) in FIELDS.iter().enumerate() {
+            let expected: BTreeSet<String> = all_writes.iter()
+                .filter(|w| w.0 == f && !superseded.contains(*w))
+                .map(|w| w.1.clone()).collect();
+            let person = reps[0].automerge().get(ROOT, "person").unwrap().unwrap().1;
+            let present: BTreeSet<String> = reps[0].automerge().get_all(&person, field.as_str()).unwrap()
+                .into_iter().map(|(val, _)| val.as_str().unwrap_or_default().to_string()).collect();
+            prop_assert_eq!(&present, &expected);
+            let listed = v.conflicts.iter().find(|c| c.field == format!("person.{}", field.as_str()));
+            prop_assert_eq!(listed.is_some(), expected.len() > 1, "conflicts are listed exactly when there are several values");
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The vocabulary of the record: the small enums and value types that fields hold.
+//!
+//! Each enum is stored in the document as its lowercase name, so the record reads sensibly when
+//! exported or inspected with any automerge tool, and so the server can validate it without this
+//! crate's types.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use super::ModelError;
+use crate::{DeviceId, EntryId, PractitionerId};
+
+macro_rules! vocabulary {
+    ($(#[$doc:meta])* $name:ident, $field:literal, { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every allowed value, in the order shown to users.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored (and displayed) name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// The allowed values, for error messages.
+            pub fn allowed() -> String {
+                [$($text),+].join(", ")
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ModelError;
+            fn from_str(s: &str) -> Result<Self, ModelError> {
+                match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(ModelError::InvalidChoice {
+                        field: $field,
+                        value: s.to_string(),
+                        allowed: Self::allowed(),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+vocabulary!(
+    /// How a network member relates to the person, broadly (the relationship itself is free text).
+    Role, "role", {
+        /// Family, by birth, marriage or choice.
+        Family => "family",
+        /// A friend.
+        Friend => "friend",
+        /// A professional (GP, social worker, teacher...).
+        Professional => "professional",
+        /// Someone with lived experience supporting the person.
+        Peer => "peer",
+        /// Anyone else the person chose.
+        Other => "other",
+    }
+);
+
+vocabulary!(
+    /// Where a meeting took place.
+    Place, "place", {
+        /// At the person's home (or wherever they chose to be met).
+        Home => "home",
+        /// In clinic.
+        Clinic => "clinic",
+        /// By video.
+        Online => "online",
+        /// By telephone.
+        Phone => "phone",
+    }
+);
+
+vocabulary!(
+    /// A practitioner's part in the care team.
+    CareRole, "care role", {
+        /// One of the continuing pair of practitioners.
+        Practitioner => "practitioner",
+        /// A peer support worker.
+        PeerSupport => "peer_support",
+    }
+);
+
+vocabulary!(
+    /// A participant's position on a decision. Disagreement is recorded, never overwritten.
+    Stance, "position", {
+        /// Agrees.
+        Agree => "agree",
+        /// Disagrees.
+        Disagree => "disagree",
+        /// Not sure yet.
+        Unsure => "unsure",
+    }
+);
+
+vocabulary!(
+    /// Where a decision stands.
+    DecisionStatus, "decision status", {
+        /// Proposed, positions being gathered.
+        Proposed => "proposed",
+        /// Agreed: only possible when the person themself agreed.
+        Agreed => "agreed",
+        /// Being looked at again.
+        Revisited => "revisited",
+        /// No longer pursued.
+        Withdrawn => "withdrawn",
+    }
+);
+
+vocabulary!(
+    /// Consent for a network member to receive the record.
+    ConsentState, "consent", {
+        /// The person gave consent.
+        Given => "given",
+        /// The person revoked consent.
+        Revoked => "revoked",
+    }
+);
+
+vocabulary!(
+    /// A participant's answer at the end-of-meeting read-back.
+    ReadbackResponse, "read-back response", {
+        /// Confirms the notes as read back.
+        Confirmed => "confirmed",
+        /// Adds their own words to the notes.
+        AddedWords => "added_words",
+    }
+);
+
+vocabulary!(
+    /// The free-text parts of a meeting, each an automerge Text so concurrent typing merges.
+    NoteKind, "note kind", {
+        /// The notes of the meeting, written with the network.
+        Notes => "notes",
+        /// The practitioners' reflections, spoken aloud in front of the network.
+        Reflections => "reflections",
+        /// What was agreed.
+        Agreed => "agreed",
+    }
+);
+
+vocabulary!(
+    /// The dated milestones of an episode of care.
+    TimelineField, "timeline field", {
+        /// When the referral came in.
+        Referral => "referral",
+        /// First contact with the person.
+        FirstContact => "first_contact",
+        /// The first network meeting.
+        FirstNetworkMeeting => "first_network_meeting",
+        /// Closure of the episode.
+        Closure => "closure",
+    }
+);
+
+vocabulary!(
+    /// The person's own details that can be set after the case is opened.
+    PersonField, "person field", {
+        /// Full name (required).
+        Name => "name",
+        /// The name they like to be called.
+        PreferredName => "preferred_name",
+        /// Pronouns.
+        Pronouns => "pronouns",
+        /// Date of birth, YYYY-MM-DD.
+        DateOfBirth => "date_of_birth",
+        /// NHS number, 10 digits with a valid check digit.
+        NhsNumber => "nhs_number",
+        /// Telephone.
+        Phone => "phone",
+        /// Email.
+        Email => "email",
+        /// Address.
+        Address => "address",
+        /// How they want to be contacted.
+        ContactPreference => "contact_preference",
+    }
+);
+
+vocabulary!(
+    /// A network member's details that can be edited.
+    MemberField, "member field", {
+        /// Their name.
+        Name => "name",
+        /// Their relationship to the person, in the person's words.
+        Relationship => "relationship",
+        /// Broad role.
+        Role => "role",
+        /// Telephone.
+        Phone => "phone",
+        /// Email.
+        Email => "email",
+    }
+);
+
+/// Someone who takes part in a meeting or a decision: the person, one of their network, or a
+/// practitioner. Stored as `person`, `member:<id>` or `practitioner:<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Participant {
+    /// The person at the centre of the case.
+    Person,
+    /// A member of their network.
+    Member(EntryId),
+    /// A practitioner.
+    Practitioner(PractitionerId),
+}
+
+impl Participant {
+    /// The key under which this participant is stored.
+    pub fn key(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Participant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Participant::Person => f.write_str("person"),
+            Participant::Member(id) => write!(f, "member:{id}"),
+            Participant::Practitioner(id) => write!(f, "practitioner:{id}"),
+        }
+    }
+}
+
+impl FromStr for Participant {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        let bad = || ModelError::InvalidChoice {
+            field: "participant",
+            value: s.to_string(),
+            allowed: "person, member:<id>, practitioner:<id>".into(),
+        };
+        let s = s.trim();
+        if s == "person" {
+            return Ok(Participant::Person);
+        }
+        if let Some(id) = s.strip_prefix("member:") {
+            return id.parse().map(Participant::Member).map_err(|_| bad());
+        }
+        if let Some(id) = s.strip_prefix("practitioner:") {
+            return id.parse().map(Participant::Practitioner).map_err(|_| bad());
+        }
+        Err(bad())
+    }
+}
+
+impl Serialize for Participant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Participant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Who is writing: the practitioner and the device. Every change to a case carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    /// The practitioner.
+    pub practitioner: PractitionerId,
+    /// The practitioner's name as registered, for display.
+    pub practitioner_name: String,
+    /// The device the change was made on; also the automerge actor of its changes.
+    pub device: DeviceId,
+}
+
+impl Author {
+    /// The automerge actor id of this author's device. One actor per device, so the server can check
+    /// that a change's actor belongs to an enrolled device.
+    pub fn actor(&self) -> automerge::ActorId {
+        actor_for_device(&self.device)
+    }
+}
+
+/// The automerge actor id that a device writes with: the device id's 16 bytes.
+pub fn actor_for_device(device: &DeviceId) -> automerge::ActorId {
+    automerge::ActorId::from(device.0.as_bytes().as_slice())
+}
+
+/// The device a given actor id belongs to, if it is a device actor.
+pub fn device_for_actor(actor: &automerge::ActorId) -> Option<DeviceId> {
+    uuid::Uuid::from_slice(actor.to_bytes()).ok().map(DeviceId)
+}
+
+/// A calendar date, YYYY-MM-DD.
+pub type Date = time::Date;
+
+/// A point in time, stored as UTC milliseconds.
+pub type Instant = time::OffsetDateTime;
+
+/// Parse a YYYY-MM-DD date with a clear error naming the field.
+pub fn parse_date(field: &'static str, input: &str) -> Result<Date, ModelError> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(input.trim(), &fmt).map_err(|_| ModelError::InvalidDate {
+        field,
+        input: input.to_string(),
+        expected: "YYYY-MM-DD, e.g. 2026-03-14",
+    })
+}
+
+/// Format a date as YYYY-MM-DD.
+pub fn format_date(date: Date) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    date.format(&fmt).unwrap_or_default()
+}
+
+/// Parse a local date and time (YYYY-MM-DDTHH:MM, taken as UTC) or a full RFC 3339 timestamp.
+pub fn parse_datetime(field: &'static str, input: &str) -> Result<Instant, ModelError> {
+    let input_t = input.trim();
+    if let Ok(t) = Instant::parse(input_t, &time::format_description::well_known::Rfc3339) {
+        return Ok(t);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let fmt_space = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    time::PrimitiveDateTime::parse(input_t, &fmt)
+        .or_else(|_| time::PrimitiveDateTime::parse(input_t, &fmt_space))
+        .map(|t| t.assume_utc())
+        .map_err(|_| ModelError::InvalidDate {
+            field,
+            input: input.to_string(),
+            expected: "YYYY-MM-DDTHH:MM, e.g. 2026-03-14T10:30",
+        })
+}
+
+/// Format an instant as RFC 3339 (UTC).
+pub fn format_instant(t: Instant) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Validate an NHS number: 10 digits (spaces allowed as `999 100 0003`), valid modulus-11 check
+/// digit. Returns the canonical 10-digit form.
+pub fn validate_nhs_number(input: &str) -> Result<String, ModelError> {
+    let compact: String = input.chars().filter(|c| !c.is_whitespace()).collect();
+    let err = |reason: &'static str| ModelError::InvalidNhsNumber {
+        input: input.to_string(),
+        reason,
+    };
+    if compact.len() != 10 || !compact.chars().all(|c| c.is_ascii_digit()) {
+        return Err(err("an NHS number is exactly 10 digits"));
+    }
+    let number: nhs_number::NHSNumber = compact
+        .parse()
+        .map_err(|_| err("an NHS number is exactly 10 digits"))?;
+    if !number.validate_check_digit() {
+        return Err(err(
+            "its check digit is wrong (modulus 11): check for a mistyped digit",
+        ));
+    }
+    Ok(compact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nhs_numbers_are_checked() {
+        assert_eq!(validate_nhs_number("999 100 0003").unwrap(), "9991000003");
+        assert!(validate_nhs_number("9991000004")
+            .unwrap_err()
+            .to_string()
+            .contains("check digit"));
+        assert!(validate_nhs_number("12345")
+            .unwrap_err()
+            .to_string()
+            .contains("10 digits"));
+        assert!(validate_nhs_number("99910000a3").is_err());
+    }
+
+    #[test]
+    fn vocabulary_parses_and_names_choices() {
+        assert_eq!("Home".parse::<Place>().unwrap(), Place::Home);
+        assert_eq!(
+            "peer-support".parse::<CareRole>().unwrap(),
+            CareRole::PeerSupport
+        );
+        let err = "garden".parse::<Place>().unwrap_err().to_string();
+        assert!(err.contains("home, clinic, online, phone"), "{err}");
+    }
+
+    #[test]
+    fn participants_round_trip() {
+        let m = Participant::Member(EntryId::random());
+        assert_eq!(m.to_string().parse::<Participant>().unwrap(), m);
+        assert_eq!(
+            "person".parse::<Participant>().unwrap(),
+            Participant::Person
+        );
+        assert!("someone".parse::<Participant>().is_err());
+    }
+
+    #[test]
+    fn dates_are_checked() {
+        assert!(parse_date("date of birth", "1990-02-30").is_err());
+        assert_eq!(
+            format_date(parse_date("d", "1990-02-28").unwrap()),
+            "1990-02-28"
+        );
+        assert!(parse_datetime("at", "2026-03-14T10:30").is_ok());
+        assert!(parse_datetime("at", "14/03/2026").is_err());
+    }
+}

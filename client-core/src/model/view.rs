@@ -1,0 +1,514 @@
+//! [`CaseView`]: a plain, serialisable snapshot of a case for display and for `--json` output.
+//!
+//! The view is what every client shows; its JSON shape is part of the CLI's stable interface
+//! (documented in `docs/JSON.md`). Where a field holds concurrent values the view shows automerge's
+//! deterministic winner *and* lists the field in [`CaseView::conflicts`], so a client can never show
+//! one value without saying there is another.
+
+use automerge::{ObjId, ReadDoc, ROOT};
+use serde::{Deserialize, Serialize};
+
+use super::conflicts::Conflict;
+use super::doc::{get_bool, get_str, get_ts, map_at, CaseDoc};
+use super::schema::keys;
+use super::types::*;
+
+/// Who wrote something: practitioner and device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorView {
+    /// Practitioner id.
+    pub practitioner: String,
+    /// Practitioner name.
+    pub practitioner_name: String,
+    /// Device id.
+    pub device: String,
+}
+
+/// An "entered in error" mark: the entry stays, shown struck through, with who, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMark {
+    /// Why it was marked.
+    pub reason: String,
+    /// Who marked it.
+    pub by: Option<AuthorView>,
+    /// When (RFC 3339).
+    pub at: Option<String>,
+}
+
+/// Attribution shared by every entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// The entry id.
+    pub id: String,
+    /// When it was created (RFC 3339).
+    pub created_at: Option<String>,
+    /// Who created it.
+    pub created_by: Option<AuthorView>,
+    /// Set when the entry was marked entered in error.
+    pub entered_in_error: Option<ErrorMark>,
+}
+
+/// The person's details.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonView {
+    /// Full name.
+    pub name: String,
+    /// Preferred name.
+    pub preferred_name: Option<String>,
+    /// Pronouns.
+    pub pronouns: Option<String>,
+    /// Date of birth.
+    pub date_of_birth: Option<String>,
+    /// NHS number (10 digits).
+    pub nhs_number: Option<String>,
+    /// Telephone.
+    pub phone: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// Address.
+    pub address: Option<String>,
+    /// How they want to be contacted.
+    pub contact_preference: Option<String>,
+}
+
+/// A consent event for a network member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentView {
+    /// given or revoked.
+    pub state: String,
+    /// The date it took effect.
+    pub date: Option<String>,
+    /// Who recorded it.
+    pub recorded_by: Option<AuthorView>,
+}
+
+/// A member of the person's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Attribution.
+    #[serde(flatten)]
+    pub meta: EntryMeta,
+    /// Name.
+    pub name: String,
+    /// Relationship, in the person's words.
+    pub relationship: String,
+    /// Broad role.
+    pub role: String,
+    /// Telephone.
+    pub phone: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// Who invited them.
+    pub invited_by: Option<String>,
+    /// Consent history, oldest first.
+    pub consent: Vec<ConsentView>,
+    /// Whether consent to receive the record currently stands.
+    pub consent_given: bool,
+    /// When they joined.
+    pub joined: Option<String>,
+    /// When they left, if they did.
+    pub left: Option<String>,
+}
+
+/// A care-team membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CareTeamView {
+    /// Attribution.
+    #[serde(flatten)]
+    pub meta: EntryMeta,
+    /// Practitioner id.
+    pub practitioner: String,
+    /// Their name.
+    pub name: String,
+    /// practitioner or peer_support.
+    pub role: String,
+    /// Start date.
+    pub start: Option<String>,
+    /// End date.
+    pub end: Option<String>,
+}
+
+/// The episode's milestones (RFC 3339).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineView {
+    /// Referral.
+    pub referral: Option<String>,
+    /// First contact.
+    pub first_contact: Option<String>,
+    /// First network meeting.
+    pub first_network_meeting: Option<String>,
+    /// Closure.
+    pub closure: Option<String>,
+}
+
+/// A participant's read-back answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadbackView {
+    /// Who.
+    pub participant: String,
+    /// confirmed or added_words.
+    pub response: String,
+    /// Their words, if any.
+    pub words: Option<String>,
+    /// When.
+    pub at: Option<String>,
+    /// Who recorded it.
+    pub recorded_by: Option<AuthorView>,
+}
+
+/// A meeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingView {
+    /// Attribution.
+    #[serde(flatten)]
+    pub meta: EntryMeta,
+    /// When (RFC 3339).
+    pub at: Option<String>,
+    /// Where.
+    pub place: String,
+    /// Who attended (participant keys).
+    pub attendees: Vec<String>,
+    /// The notes.
+    pub notes: String,
+    /// The practitioners' reflections.
+    pub reflections: String,
+    /// What was agreed.
+    pub agreed: String,
+    /// Next meeting (RFC 3339).
+    pub next_meeting: Option<String>,
+    /// Read-back answers.
+    pub readback: Vec<ReadbackView>,
+}
+
+/// A participant's position on a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionView {
+    /// Who.
+    pub participant: String,
+    /// agree, disagree or unsure.
+    pub stance: String,
+    /// Their own words.
+    pub words: Option<String>,
+    /// When.
+    pub at: Option<String>,
+    /// Who recorded it.
+    pub recorded_by: Option<AuthorView>,
+}
+
+/// A status change of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChangeView {
+    /// The new status.
+    pub status: String,
+    /// A note on why.
+    pub note: Option<String>,
+    /// When.
+    pub at: Option<String>,
+    /// Who.
+    pub by: Option<AuthorView>,
+}
+
+/// An action attached to a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionView {
+    /// Attribution.
+    #[serde(flatten)]
+    pub meta: EntryMeta,
+    /// What is to be done.
+    pub text: String,
+    /// Who owns it.
+    pub owner: Option<String>,
+    /// Due date.
+    pub due: Option<String>,
+    /// Done yet.
+    pub done: bool,
+}
+
+/// A decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionView {
+    /// Attribution.
+    #[serde(flatten)]
+    pub meta: EntryMeta,
+    /// The decision.
+    pub text: String,
+    /// Who proposed it.
+    pub proposed_by: Option<String>,
+    /// Current status.
+    pub status: String,
+    /// Every status change, oldest first.
+    pub status_history: Vec<StatusChangeView>,
+    /// Every participant's position.
+    pub positions: Vec<PositionView>,
+    /// Actions.
+    pub actions: Vec<ActionView>,
+    /// True when the status says agreed but the person's current position is not "agree" (possible
+    /// after two offline edits merge): shown to users as a warning, never silently fixed.
+    pub agreed_without_person: bool,
+}
+
+/// A whole case, ready to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseView {
+    /// Case id.
+    pub case_id: String,
+    /// Team id.
+    pub team_id: String,
+    /// When the case was opened.
+    pub created_at: Option<String>,
+    /// Who opened it.
+    pub created_by: Option<AuthorView>,
+    /// The person.
+    pub person: PersonView,
+    /// Their network (including members who left and entries in error).
+    pub network: Vec<MemberView>,
+    /// The care team.
+    pub care_team: Vec<CareTeamView>,
+    /// Milestones.
+    pub timeline: TimelineView,
+    /// Meetings, earliest first.
+    pub meetings: Vec<MeetingView>,
+    /// Decisions, oldest first.
+    pub decisions: Vec<DecisionView>,
+    /// Fields with concurrent values that a user should choose between.
+    pub conflicts: Vec<Conflict>,
+}
+
+fn ts(d: &impl ReadDoc, o: &ObjId, k: &str) -> Option<String> {
+    get_ts(d, o, k).map(format_instant)
+}
+
+fn author(d: &impl ReadDoc, o: &ObjId, k: &str) -> Option<AuthorView> {
+    let a = map_at(d, o, k)?;
+    Some(AuthorView {
+        practitioner: get_str(d, &a, keys::PRACTITIONER).unwrap_or_default(),
+        practitioner_name: get_str(d, &a, keys::PRACTITIONER_NAME).unwrap_or_default(),
+        device: get_str(d, &a, keys::DEVICE).unwrap_or_default(),
+    })
+}
+
+fn meta(d: &impl ReadDoc, id: &str, o: &ObjId) -> EntryMeta {
+    EntryMeta {
+        id: id.to_string(),
+        created_at: ts(d, o, keys::CREATED_AT),
+        created_by: author(d, o, keys::CREATED_BY),
+        entered_in_error: map_at(d, o, keys::ENTERED_IN_ERROR).map(|m| ErrorMark {
+            reason: get_str(d, &m, keys::REASON).unwrap_or_default(),
+            by: author(d, &m, keys::BY),
+            at: ts(d, &m, keys::AT),
+        }),
+    }
+}
+
+/// Entries of a collection map, sorted by creation time then id (map order is by id, which is
+/// random, and users expect the order things were added).
+fn entries(d: &impl ReadDoc, parent: &ObjId, coll: &str) -> Vec<(String, ObjId)> {
+    let Some(c) = map_at(d, parent, coll) else {
+        return vec![];
+    };
+    let mut v: Vec<(Option<i64>, String, ObjId)> = d
+        .keys(&c)
+        .filter_map(|k| {
+            let o = map_at(d, &c, &k)?;
+            let created = get_ts(d, &o, keys::CREATED_AT).map(|t| super::doc::to_ms(t));
+            Some((created, k, o))
+        })
+        .collect();
+    v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    v.into_iter().map(|(_, k, o)| (k, o)).collect()
+}
+
+fn list_maps(d: &impl ReadDoc, parent: &ObjId, key: &str) -> Vec<ObjId> {
+    let Some(l) = map_at(d, parent, key) else {
+        return vec![];
+    };
+    (0..d.length(&l))
+        .filter_map(|i| match d.get(&l, i) {
+            Ok(Some((automerge::Value::Object(_), o))) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+fn text(d: &impl ReadDoc, o: &ObjId, k: &str) -> String {
+    map_at(d, o, k)
+        .and_then(|t| d.text(&t).ok())
+        .unwrap_or_default()
+}
+
+impl CaseDoc {
+    /// A snapshot of the whole case for display.
+    pub fn view(&self) -> CaseView {
+        let d = &self.doc;
+        let person = map_at(d, &ROOT, keys::PERSON);
+        let p = |f: PersonField| person.as_ref().and_then(|o| get_str(d, o, f.as_str()));
+        let timeline = map_at(d, &ROOT, keys::TIMELINE);
+        let tl = |f: TimelineField| timeline.as_ref().and_then(|o| ts(d, o, f.as_str()));
+
+        let network = entries(d, &ROOT, keys::NETWORK)
+            .into_iter()
+            .map(|(id, m)| {
+                let consent: Vec<ConsentView> = list_maps(d, &m, keys::CONSENT)
+                    .iter()
+                    .map(|c| ConsentView {
+                        state: get_str(d, c, keys::STATE).unwrap_or_default(),
+                        date: get_str(d, c, keys::DATE),
+                        recorded_by: author(d, c, keys::RECORDED_BY),
+                    })
+                    .collect();
+                let consent_given = consent
+                    .last()
+                    .is_some_and(|c| c.state == ConsentState::Given.as_str());
+                MemberView {
+                    meta: meta(d, &id, &m),
+                    name: get_str(d, &m, keys::NAME).unwrap_or_default(),
+                    relationship: get_str(d, &m, "relationship").unwrap_or_default(),
+                    role: get_str(d, &m, keys::ROLE).unwrap_or_default(),
+                    phone: get_str(d, &m, "phone"),
+                    email: get_str(d, &m, "email"),
+                    invited_by: get_str(d, &m, keys::INVITED_BY),
+                    consent,
+                    consent_given,
+                    joined: get_str(d, &m, keys::JOINED),
+                    left: get_str(d, &m, keys::LEFT),
+                }
+            })
+            .collect();
+
+        let care_team = entries(d, &ROOT, keys::CARE_TEAM)
+            .into_iter()
+            .map(|(id, e)| CareTeamView {
+                meta: meta(d, &id, &e),
+                practitioner: get_str(d, &e, keys::PRACTITIONER).unwrap_or_default(),
+                name: get_str(d, &e, keys::NAME).unwrap_or_default(),
+                role: get_str(d, &e, keys::ROLE).unwrap_or_default(),
+                start: get_str(d, &e, keys::START),
+                end: get_str(d, &e, keys::END),
+            })
+            .collect();
+
+        let mut meetings: Vec<MeetingView> = entries(d, &ROOT, keys::MEETINGS)
+            .into_iter()
+            .map(|(id, m)| {
+                let attendees = map_at(d, &m, keys::ATTENDEES)
+                    .map(|a| {
+                        d.keys(&a)
+                            .filter(|k| get_bool(d, &a, k).unwrap_or(false))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let readback = map_at(d, &m, keys::READBACK)
+                    .map(|rb| {
+                        d.keys(&rb)
+                            .filter_map(|k| {
+                                let r = map_at(d, &rb, &k)?;
+                                Some(ReadbackView {
+                                    participant: k,
+                                    response: get_str(d, &r, keys::RESPONSE).unwrap_or_default(),
+                                    words: get_str(d, &r, keys::WORDS),
+                                    at: ts(d, &r, keys::AT),
+                                    recorded_by: author(d, &r, keys::RECORDED_BY),
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                MeetingView {
+                    meta: meta(d, &id, &m),
+                    at: ts(d, &m, keys::AT),
+                    place: get_str(d, &m, keys::PLACE).unwrap_or_default(),
+                    attendees,
+                    notes: text(d, &m, NoteKind::Notes.as_str()),
+                    reflections: text(d, &m, NoteKind::Reflections.as_str()),
+                    agreed: text(d, &m, NoteKind::Agreed.as_str()),
+                    next_meeting: ts(d, &m, keys::NEXT_MEETING),
+                    readback,
+                }
+            })
+            .collect();
+        meetings.sort_by(|a, b| (&a.at, &a.meta.id).cmp(&(&b.at, &b.meta.id)));
+
+        let decisions = entries(d, &ROOT, keys::DECISIONS)
+            .into_iter()
+            .map(|(id, e)| {
+                let positions: Vec<PositionView> = map_at(d, &e, keys::POSITIONS)
+                    .map(|pos| {
+                        d.keys(&pos)
+                            .filter_map(|k| {
+                                let x = map_at(d, &pos, &k)?;
+                                Some(PositionView {
+                                    participant: k,
+                                    stance: get_str(d, &x, keys::STANCE).unwrap_or_default(),
+                                    words: get_str(d, &x, keys::WORDS),
+                                    at: ts(d, &x, keys::AT),
+                                    recorded_by: author(d, &x, keys::RECORDED_BY),
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let status = get_str(d, &e, keys::STATUS).unwrap_or_default();
+                let person_agrees = positions
+                    .iter()
+                    .any(|p| p.participant == "person" && p.stance == Stance::Agree.as_str());
+                DecisionView {
+                    meta: meta(d, &id, &e),
+                    text: get_str(d, &e, keys::TEXT).unwrap_or_default(),
+                    proposed_by: get_str(d, &e, keys::PROPOSED_BY),
+                    agreed_without_person: status == DecisionStatus::Agreed.as_str()
+                        && !person_agrees,
+                    status,
+                    status_history: list_maps(d, &e, keys::STATUS_HISTORY)
+                        .iter()
+                        .map(|h| StatusChangeView {
+                            status: get_str(d, h, keys::STATUS).unwrap_or_default(),
+                            note: get_str(d, h, keys::NOTE),
+                            at: ts(d, h, keys::AT),
+                            by: author(d, h, keys::BY),
+                        })
+                        .collect(),
+                    positions,
+                    actions: entries(d, &e, keys::ACTIONS)
+                        .into_iter()
+                        .map(|(id, a)| ActionView {
+                            meta: meta(d, &id, &a),
+                            text: get_str(d, &a, keys::TEXT).unwrap_or_default(),
+                            owner: get_str(d, &a, keys::OWNER),
+                            due: get_str(d, &a, keys::DUE),
+                            done: get_bool(d, &a, keys::DONE).unwrap_or(false),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+
+        CaseView {
+            case_id: get_str(d, &ROOT, keys::CASE_ID).unwrap_or_default(),
+            team_id: get_str(d, &ROOT, keys::TEAM_ID).unwrap_or_default(),
+            created_at: ts(d, &ROOT, keys::CREATED_AT),
+            created_by: author(d, &ROOT, keys::CREATED_BY),
+            person: PersonView {
+                name: p(PersonField::Name).unwrap_or_default(),
+                preferred_name: p(PersonField::PreferredName),
+                pronouns: p(PersonField::Pronouns),
+                date_of_birth: p(PersonField::DateOfBirth),
+                nhs_number: p(PersonField::NhsNumber),
+                phone: p(PersonField::Phone),
+                email: p(PersonField::Email),
+                address: p(PersonField::Address),
+                contact_preference: p(PersonField::ContactPreference),
+            },
+            network,
+            care_team,
+            timeline: TimelineView {
+                referral: tl(TimelineField::Referral),
+                first_contact: tl(TimelineField::FirstContact),
+                first_network_meeting: tl(TimelineField::FirstNetworkMeeting),
+                closure: tl(TimelineField::Closure),
+            },
+            meetings,
+            decisions,
+            conflicts: self.conflicts(),
+        }
+    }
+}
