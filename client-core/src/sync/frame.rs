@@ -1,0 +1,629 @@
+//! The wire format: length-prefixed frames on a QUIC stream.
+//!
+//! A frame is a 4-byte big-endian body length, then the body: one type byte and a payload. The hot
+//! path (`Sync`, `Saved`) is plain binary; rare control frames carry JSON, which is easy to extend and
+//! to read in a packet capture. The decoder separates "incomplete, read more" (`Ok(None)`) from
+//! "invalid, close the connection" (`Err`), and refuses a length over its limit before allocating,
+//! so a hostile peer cannot make us buffer gigabytes.
+//!
+//! The protocol version is carried twice: in the TLS ALPN (`polyphony/1`), so an incompatible peer is
+//! refused during the handshake, and in `Hello`, so a mismatch gets a clear message.
+
+use automerge::ChangeHash;
+use serde::{Deserialize, Serialize};
+
+use crate::{CaseId, DeviceId, PractitionerId, TeamId};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest frame body accepted by default: big enough for a years-long case sent whole, small
+/// enough that a hostile peer cannot exhaust memory.
+pub const DEFAULT_MAX_FRAME: usize = 32 * 1024 * 1024;
+
+/// Why a connection or a case was refused. Also used as the QUIC application close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The session finished normally.
+    Done = 0,
+    /// A frame could not be parsed.
+    Malformed = 1,
+    /// A frame was larger than the limit.
+    Oversized = 2,
+    /// The peer speaks another protocol version.
+    UnsupportedVersion = 3,
+    /// The device is not enrolled, or presented no certificate.
+    Unauthorised = 4,
+    /// The device was revoked.
+    Revoked = 5,
+    /// The server is shutting down; try again shortly.
+    ShuttingDown = 6,
+    /// Something failed inside the peer.
+    Internal = 7,
+    /// The case is not available to this device (it does not exist, or belongs to another team:
+    /// the two are indistinguishable on purpose).
+    NotAvailable = 8,
+    /// The change does not keep the record's shape.
+    InvalidChange = 9,
+    /// The change was authored by an actor that is not an enrolled device of the team.
+    ForgedAuthor = 10,
+    /// The server could not store the change (disk full or failing). Nothing was acknowledged.
+    StorageFailed = 11,
+    /// The case moved to another team; your changes were kept; the local copy can go.
+    Moved = 12,
+    /// Too many connections; try again shortly.
+    Busy = 13,
+    /// The document is larger than the server accepts.
+    TooLarge = 14,
+    /// The enrolment code is unknown, used or expired.
+    BadEnrolment = 15,
+}
+
+impl ErrorCode {
+    /// The code from its number.
+    pub fn from_u16(n: u16) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        [
+            Done,
+            Malformed,
+            Oversized,
+            UnsupportedVersion,
+            Unauthorised,
+            Revoked,
+            ShuttingDown,
+            Internal,
+            NotAvailable,
+            InvalidChange,
+            ForgedAuthor,
+            StorageFailed,
+            Moved,
+            Busy,
+            TooLarge,
+            BadEnrolment,
+        ]
+        .into_iter()
+        .find(|c| *c as u16 == n)
+    }
+}
+
+/// A read of a case made on a device while offline, uploaded so the person's access log is complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineRead {
+    /// Which case.
+    pub case: CaseId,
+    /// When it was read (RFC 3339, the device's clock).
+    pub at: String,
+    /// What was looked at (e.g. "case show", "export").
+    pub what: String,
+    /// The device's outbox index, so the server can ignore a duplicate upload.
+    pub seq: u64,
+}
+
+/// The client's first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version.
+    pub version: u16,
+    /// Client software, for the log.
+    pub software: String,
+    /// Stay connected after the first full sync and receive live changes.
+    pub live: bool,
+}
+
+/// How the server will treat this device for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    /// Read and write the cases of the device's teams.
+    Normal,
+    /// The device is being revoked: it may upload what it has, receives nothing, and is then told to
+    /// wipe its store.
+    Revoking,
+}
+
+/// A case the device may sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseGrant {
+    /// The case.
+    pub case: CaseId,
+    /// Its team.
+    pub team: TeamId,
+}
+
+/// The server's answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Protocol version.
+    pub version: u16,
+    /// The device, as the server knows it.
+    pub device: DeviceId,
+    /// Its practitioner.
+    pub practitioner: PractitionerId,
+    /// The practitioner's teams.
+    pub teams: Vec<TeamId>,
+    /// Every case the device may read (empty when revoking).
+    pub cases: Vec<CaseGrant>,
+    /// Normal or revoking.
+    pub mode: SessionMode,
+}
+
+/// A refusal, of one case or of the whole connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// What kind of refusal.
+    pub code: ErrorCode,
+    /// What happened and what to do, for the user.
+    pub message: String,
+}
+
+/// One frame of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Client → server: opens the session.
+    Hello(Hello),
+    /// Server → client: who you are and what you may sync.
+    Welcome(Welcome),
+    /// Either way: an automerge sync message for one case.
+    Sync {
+        /// The case.
+        case: CaseId,
+        /// The encoded automerge sync message.
+        message: Vec<u8>,
+    },
+    /// Server → client: exactly one per client `Sync`, sent after the server's reply and only once
+    /// everything the server holds for the case is durable on disk. `heads` are the server's heads.
+    Saved {
+        /// The case.
+        case: CaseId,
+        /// The server's durable heads.
+        heads: Vec<ChangeHash>,
+    },
+    /// Server → client: a client `Sync` for this case was refused; counts as its answer.
+    CaseRefused {
+        /// The case.
+        case: CaseId,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// Client → server: offline reads to add to the audit log.
+    Reads(Vec<OfflineRead>),
+    /// Server → client: the reads up to this outbox index are in the audit log.
+    ReadsSaved {
+        /// Highest outbox index stored.
+        through: u64,
+    },
+    /// Client → server: every case is idle (the one-shot sync is complete).
+    Done,
+    /// Server → client: the session may end.
+    Bye,
+    /// Server → client: this device is revoked; its uploads are safe; wipe the local store.
+    Wipe,
+    /// Either way: a fatal error; the connection closes after it.
+    Error(Refusal),
+}
+
+/// A frame that cannot be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length prefix is over the limit.
+    #[error("frame of {len} bytes is over the {max}-byte limit")]
+    Oversized {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An unknown frame type.
+    #[error("unknown frame type {0:#04x}")]
+    UnknownType(u8),
+    /// The payload is malformed.
+    #[error("malformed {kind} frame: {detail}")]
+    Malformed {
+        /// Frame type name.
+        kind: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl FrameError {
+    /// The close code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::Oversized { .. } => ErrorCode::Oversized,
+            _ => ErrorCode::Malformed,
+        }
+    }
+}
+
+mod tag {
+    pub const HELLO: u8 = 0x01;
+    pub const WELCOME: u8 = 0x02;
+    pub const SYNC: u8 = 0x03;
+    pub const SAVED: u8 = 0x04;
+    pub const CASE_REFUSED: u8 = 0x05;
+    pub const READS: u8 = 0x06;
+    pub const READS_SAVED: u8 = 0x07;
+    pub const DONE: u8 = 0x08;
+    pub const BYE: u8 = 0x09;
+    pub const WIPE: u8 = 0x0a;
+    pub const ERROR: u8 = 0x0b;
+}
+
+fn json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
+    // Serialising our own plain structs to a Vec cannot fail.
+    serde_json::to_writer(out, v).expect("frame payloads serialise");
+}
+
+impl Frame {
+    /// Append the encoded frame (length prefix included) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        match self {
+            Frame::Hello(h) => {
+                out.push(tag::HELLO);
+                json(out, h);
+            }
+            Frame::Welcome(w) => {
+                out.push(tag::WELCOME);
+                json(out, w);
+            }
+            Frame::Sync { case, message } => {
+                out.push(tag::SYNC);
+                out.extend_from_slice(case.0.as_bytes());
+                out.extend_from_slice(message);
+            }
+            Frame::Saved { case, heads } => {
+                out.push(tag::SAVED);
+                out.extend_from_slice(case.0.as_bytes());
+                out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
+                for h in heads {
+                    out.extend_from_slice(&h.0);
+                }
+            }
+            Frame::CaseRefused { case, refusal } => {
+                out.push(tag::CASE_REFUSED);
+                out.extend_from_slice(case.0.as_bytes());
+                json(out, refusal);
+            }
+            Frame::Reads(r) => {
+                out.push(tag::READS);
+                json(out, r);
+            }
+            Frame::ReadsSaved { through } => {
+                out.push(tag::READS_SAVED);
+                out.extend_from_slice(&through.to_be_bytes());
+            }
+            Frame::Done => out.push(tag::DONE),
+            Frame::Bye => out.push(tag::BYE),
+            Frame::Wipe => out.push(tag::WIPE),
+            Frame::Error(r) => {
+                out.push(tag::ERROR);
+                json(out, r);
+            }
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// The encoded frame as a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+
+    /// Decode one frame body (without its length prefix).
+    pub fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
+        let (&t, p) = body.split_first().ok_or(FrameError::Malformed {
+            kind: "empty",
+            detail: "no type byte".into(),
+        })?;
+        fn from_json<T: for<'de> Deserialize<'de>>(
+            kind: &'static str,
+            p: &[u8],
+        ) -> Result<T, FrameError> {
+            serde_json::from_slice(p).map_err(|e| FrameError::Malformed {
+                kind,
+                detail: e.to_string(),
+            })
+        }
+        fn case_id<'a>(kind: &'static str, p: &'a [u8]) -> Result<(CaseId, &'a [u8]), FrameError> {
+            if p.len() < 16 {
+                return Err(FrameError::Malformed {
+                    kind,
+                    detail: "too short for a case id".into(),
+                });
+            }
+            let (id, rest) = p.split_at(16);
+            let id = uuid::Uuid::from_slice(id).map_err(|e| FrameError::Malformed {
+                kind,
+                detail: e.to_string(),
+            })?;
+            Ok((CaseId(id), rest))
+        }
+        fn empty(kind: &'static str, p: &[u8], f: Frame) -> Result<Frame, FrameError> {
+            if p.is_empty() {
+                Ok(f)
+            } else {
+                Err(FrameError::Malformed {
+                    kind,
+                    detail: "unexpected payload".into(),
+                })
+            }
+        }
+        match t {
+            tag::HELLO => Ok(Frame::Hello(from_json("hello", p)?)),
+            tag::WELCOME => Ok(Frame::Welcome(from_json("welcome", p)?)),
+            tag::SYNC => {
+                let (case, msg) = case_id("sync", p)?;
+                if msg.is_empty() {
+                    return Err(FrameError::Malformed {
+                        kind: "sync",
+                        detail: "no message".into(),
+                    });
+                }
+                Ok(Frame::Sync {
+                    case,
+                    message: msg.to_vec(),
+                })
+            }
+            tag::SAVED => {
+                let (case, rest) = case_id("saved", p)?;
+                let bad = |d: &str| FrameError::Malformed {
+                    kind: "saved",
+                    detail: d.to_string(),
+                };
+                if rest.len() < 4 {
+                    return Err(bad("missing head count"));
+                }
+                let (n, hashes) = rest.split_at(4);
+                let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
+                if hashes.len()
+                    != n.checked_mul(32)
+                        .ok_or_else(|| bad("head count overflows"))?
+                {
+                    return Err(bad("head count does not match the payload"));
+                }
+                let heads = hashes
+                    .chunks_exact(32)
+                    .map(|h| ChangeHash::try_from(h).map_err(|e| bad(&e.to_string())))
+                    .collect::<Result<_, _>>()?;
+                Ok(Frame::Saved { case, heads })
+            }
+            tag::CASE_REFUSED => {
+                let (case, rest) = case_id("case refused", p)?;
+                Ok(Frame::CaseRefused {
+                    case,
+                    refusal: from_json("case refused", rest)?,
+                })
+            }
+            tag::READS => Ok(Frame::Reads(from_json("reads", p)?)),
+            tag::READS_SAVED => {
+                let b: [u8; 8] = p.try_into().map_err(|_| FrameError::Malformed {
+                    kind: "reads saved",
+                    detail: "expected 8 bytes".into(),
+                })?;
+                Ok(Frame::ReadsSaved {
+                    through: u64::from_be_bytes(b),
+                })
+            }
+            tag::DONE => empty("done", p, Frame::Done),
+            tag::BYE => empty("bye", p, Frame::Bye),
+            tag::WIPE => empty("wipe", p, Frame::Wipe),
+            tag::ERROR => Ok(Frame::Error(from_json("error", p)?)),
+            other => Err(FrameError::UnknownType(other)),
+        }
+    }
+
+    /// A short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Welcome(_) => "welcome",
+            Frame::Sync { .. } => "sync",
+            Frame::Saved { .. } => "saved",
+            Frame::CaseRefused { .. } => "case refused",
+            Frame::Reads(_) => "reads",
+            Frame::ReadsSaved { .. } => "reads saved",
+            Frame::Done => "done",
+            Frame::Bye => "bye",
+            Frame::Wipe => "wipe",
+            Frame::Error(_) => "error",
+        }
+    }
+}
+
+/// Splits a byte stream into frames.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+    max: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses frames over `max` bytes.
+    pub fn new(max: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            max,
+        }
+    }
+
+    /// Add received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or an error that should close
+    /// the connection.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len > self.max {
+            return Err(FrameError::Oversized { len, max: self.max });
+        }
+        if avail.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = Frame::decode_body(&avail[4..4 + len]);
+        self.start += 4 + len;
+        if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        frame.map(Some)
+    }
+
+    /// Bytes buffered but not yet decoded.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Frame> {
+        let case = CaseId::random();
+        vec![
+            Frame::Hello(Hello {
+                version: 1,
+                software: "t".into(),
+                live: true,
+            }),
+            Frame::Welcome(Welcome {
+                version: 1,
+                device: DeviceId::random(),
+                practitioner: PractitionerId::random(),
+                teams: vec![TeamId::random()],
+                cases: vec![CaseGrant {
+                    case,
+                    team: TeamId::random(),
+                }],
+                mode: SessionMode::Revoking,
+            }),
+            Frame::Sync {
+                case,
+                message: vec![0x42, 1, 2, 3],
+            },
+            Frame::Saved {
+                case,
+                heads: vec![ChangeHash([7; 32]), ChangeHash([9; 32])],
+            },
+            Frame::CaseRefused {
+                case,
+                refusal: Refusal {
+                    code: ErrorCode::NotAvailable,
+                    message: "no".into(),
+                },
+            },
+            Frame::Reads(vec![OfflineRead {
+                case,
+                at: "2026-01-01T00:00:00Z".into(),
+                what: "show".into(),
+                seq: 4,
+            }]),
+            Frame::ReadsSaved { through: 99 },
+            Frame::Done,
+            Frame::Bye,
+            Frame::Wipe,
+            Frame::Error(Refusal {
+                code: ErrorCode::Revoked,
+                message: "gone".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip_even_split_byte_by_byte() {
+        let frames = samples();
+        let mut bytes = Vec::new();
+        for f in &frames {
+            f.encode(&mut bytes);
+        }
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut out = Vec::new();
+        for b in bytes {
+            dec.push(&[b]);
+            while let Some(f) = dec.next_frame().unwrap() {
+                out.push(f);
+            }
+        }
+        assert_eq!(out, frames);
+        assert_eq!(dec.pending(), 0);
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_buffering() {
+        let mut dec = FrameDecoder::new(1024);
+        dec.push(&(10_000_000u32).to_be_bytes());
+        assert_eq!(
+            dec.next_frame(),
+            Err(FrameError::Oversized {
+                len: 10_000_000,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        for body in [
+            vec![],
+            vec![0xff],
+            vec![tag::HELLO, b'{'],
+            vec![tag::SYNC, 1, 2],
+            vec![
+                tag::SAVED,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                9,
+            ],
+            vec![tag::DONE, 1],
+            vec![tag::READS_SAVED, 1],
+        ] {
+            assert!(Frame::decode_body(&body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for n in 0..20u16 {
+            if let Some(c) = ErrorCode::from_u16(n) {
+                assert_eq!(c as u16, n);
+            }
+        }
+        assert_eq!(ErrorCode::from_u16(999), None);
+    }
+}

@@ -1,0 +1,130 @@
+//! Applying a peer's sync message safely: on a copy, checked, then committed.
+//!
+//! Both sides use this. The message is applied to a clone of the document; the new changes' authors
+//! and the resulting document are checked; only then may the caller persist the new changes and swap
+//! the clone in. A refused message leaves the document and the sync state exactly as they were, and a
+//! failed write to disk can be handled by simply dropping the [`Prepared`] value.
+
+use automerge::sync::{Message, State, SyncDoc};
+use automerge::{ActorId, AutoCommit, ChangeHash};
+
+use crate::model::{validate_document, SchemaError};
+
+/// Why a peer's message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The bytes are not an automerge sync message.
+    #[error("not a valid sync message: {0}")]
+    Decode(String),
+    /// automerge could not apply the changes.
+    #[error("the changes could not be applied: {0}")]
+    Automerge(String),
+    /// A change is authored by an actor the policy does not allow.
+    #[error("a change is authored by {0}, which is not an enrolled device of this case's team")]
+    Forged(String),
+    /// The result is not a valid case record.
+    #[error("the change would break the record: {0}")]
+    Invalid(#[from] SchemaError),
+    /// The result breaks a rule of the caller's policy (case id or team changed, too large).
+    #[error("{0}")]
+    Policy(String),
+}
+
+/// What a side checks before accepting changes.
+pub trait CasePolicy {
+    /// May changes by this actor be accepted?
+    fn author_allowed(&self, actor: &ActorId) -> bool;
+    /// Extra checks on the resulting (already shape-validated) document.
+    fn check(&self, doc: &AutoCommit) -> Result<(), String>;
+}
+
+/// A message applied to a copy, ready to commit.
+pub struct Prepared {
+    /// The new document, if the message carried new changes.
+    pub doc: Option<AutoCommit>,
+    /// The sync state after the message.
+    pub state: State,
+    /// The new changes, encoded for appending to the store (empty if none).
+    pub chunk: Vec<u8>,
+    /// How many new changes.
+    pub new_changes: usize,
+    /// The new changes' actors (for audit and attribution).
+    pub actors: Vec<ActorId>,
+}
+
+impl Prepared {
+    /// Swap the prepared document and state in.
+    pub fn commit(self, doc: &mut AutoCommit, state: &mut State) {
+        if let Some(d) = self.doc {
+            *doc = d;
+        }
+        *state = self.state;
+    }
+}
+
+/// Apply `message` to a copy of `doc`, check it, and return what to commit.
+pub fn prepare(
+    doc: &mut AutoCommit,
+    state: &State,
+    message: &[u8],
+    policy: &dyn CasePolicy,
+) -> Result<Prepared, ApplyError> {
+    let msg = Message::decode(message).map_err(|e| ApplyError::Decode(e.to_string()))?;
+    let mut state = state.clone();
+    if msg.changes.is_empty() {
+        // No changes: only the sync state moves, the document cannot.
+        doc.sync()
+            .receive_sync_message(&mut state, msg)
+            .map_err(|e| ApplyError::Automerge(e.to_string()))?;
+        return Ok(Prepared {
+            doc: None,
+            state,
+            chunk: Vec::new(),
+            new_changes: 0,
+            actors: Vec::new(),
+        });
+    }
+    let old_heads = doc.get_heads();
+    let mut copy = doc.clone();
+    copy.sync()
+        .receive_sync_message(&mut state, msg)
+        .map_err(|e| ApplyError::Automerge(e.to_string()))?;
+    let new: Vec<(ActorId, ChangeHash)> = copy
+        .get_changes(&old_heads)
+        .iter()
+        .map(|c| (c.actor_id().clone(), c.hash()))
+        .collect();
+    if new.is_empty() {
+        return Ok(Prepared {
+            doc: None,
+            state,
+            chunk: Vec::new(),
+            new_changes: 0,
+            actors: Vec::new(),
+        });
+    }
+    let mut actors: Vec<ActorId> = new.iter().map(|(a, _)| a.clone()).collect();
+    actors.sort();
+    actors.dedup();
+    if let Some(bad) = actors.iter().find(|a| !policy.author_allowed(a)) {
+        return Err(ApplyError::Forged(bad.to_hex_string()));
+    }
+    // A document still empty (changes waiting for their dependencies) is not checked yet: nothing
+    // in it is visible, and it is checked as soon as it has content.
+    if !copy.get_heads().is_empty()
+        && automerge::ReadDoc::keys(&copy, automerge::ROOT)
+            .next()
+            .is_some()
+    {
+        validate_document(&copy)?;
+        policy.check(&copy).map_err(ApplyError::Policy)?;
+    }
+    let chunk = copy.save_after(&old_heads);
+    Ok(Prepared {
+        doc: Some(copy),
+        state,
+        chunk,
+        new_changes: new.len(),
+        actors,
+    })
+}

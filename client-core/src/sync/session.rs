@@ -1,0 +1,457 @@
+//! [`ClientSession`]: the device's side of a sync, as a state machine.
+//!
+//! The shell feeds it frames and local changes; it answers with [`Action`]s. Documents live outside
+//! the session (in the device profile, which the app also edits), reached through [`DocSet`].
+//!
+//! Life of a session: send `Hello`; on `Welcome`, start every case the device holds or may read;
+//! trade automerge sync messages per case, all cases at once (no round trip per case in series);
+//! record every `Saved` as an acknowledgement; when every case is idle, a one-shot session sends
+//! `Done` and ends on `Bye` (or `Wipe`); a live session stays open and pushes local changes as they
+//! happen.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::sync::{State, SyncDoc};
+use automerge::{ActorId, AutoCommit, ChangeHash};
+
+use super::frame::*;
+use super::peer::{prepare, CasePolicy};
+use crate::CaseId;
+
+/// Where the session finds the documents it syncs.
+pub trait DocSet {
+    /// Every case held locally.
+    fn cases(&self) -> Vec<CaseId>;
+    /// A case's document, if held.
+    fn doc(&mut self, case: &CaseId) -> Option<&mut AutoCommit>;
+    /// Start holding a case first seen from the server (an empty document to sync into).
+    fn insert(&mut self, case: CaseId, doc: AutoCommit);
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write this frame to the server.
+    Send(Frame),
+    /// Append these new changes (received from the server) to the case's stored log.
+    Persist {
+        /// The case.
+        case: CaseId,
+        /// Encoded changes.
+        chunk: Vec<u8>,
+    },
+    /// The server holds these heads durably: record them as acknowledged.
+    Acknowledged {
+        /// The case.
+        case: CaseId,
+        /// Heads the server holds (only those known here).
+        heads: Vec<ChangeHash>,
+    },
+    /// The server refused this case (or the server sent something invalid for it).
+    Refused {
+        /// The case.
+        case: CaseId,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// The case moved to a team this device is not in; everything it had was uploaded.
+    Moved {
+        /// The case.
+        case: CaseId,
+    },
+    /// Offline reads up to this index are in the server's audit log.
+    ReadsSaved {
+        /// Highest index stored.
+        through: u64,
+    },
+    /// How far the first full sync has come.
+    Progress {
+        /// Cases settled (idle or refused).
+        settled: usize,
+        /// Cases in the session.
+        total: usize,
+    },
+    /// The device is revoked: its uploads are acknowledged; wipe the local store.
+    Wipe,
+    /// The session is over; close the connection with this code.
+    Close {
+        /// Close code.
+        code: ErrorCode,
+        /// Why, for the user.
+        message: String,
+    },
+}
+
+#[derive(Debug, Default)]
+struct CaseSync {
+    state: State,
+    outstanding: usize,
+    idle: bool,
+    refused: bool,
+    moved: bool,
+    unknown_upstream: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitWelcome,
+    Syncing,
+    DoneSent,
+    Closed,
+}
+
+/// The client's policy for what the server sends: the record's shape and its own case id. Authors
+/// are the server's business (it checked them on the way in).
+struct ClientPolicy(CaseId);
+
+impl CasePolicy for ClientPolicy {
+    fn author_allowed(&self, _: &ActorId) -> bool {
+        true
+    }
+    fn check(&self, doc: &AutoCommit) -> Result<(), String> {
+        match crate::model::schema::read_case_id(doc) {
+            Some(id) if id == self.0 => Ok(()),
+            _ => Err("the server sent a document for another case".into()),
+        }
+    }
+}
+
+/// A device's sync session.
+#[derive(Debug)]
+pub struct ClientSession {
+    hello: Hello,
+    phase: Phase,
+    mode: SessionMode,
+    cases: BTreeMap<CaseId, CaseSync>,
+    reads: Vec<OfflineRead>,
+    reads_outstanding: bool,
+    welcome: Option<Welcome>,
+    last_progress: (usize, usize),
+}
+
+impl ClientSession {
+    /// A session that will upload `reads` (offline accesses) and resume from `states` (the sync
+    /// states saved after the last session, so unchanged cases cost one small message each).
+    pub fn new(live: bool, reads: Vec<OfflineRead>, states: BTreeMap<CaseId, State>) -> Self {
+        let cases = states
+            .into_iter()
+            .map(|(c, state)| {
+                (
+                    c,
+                    CaseSync {
+                        state,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        ClientSession {
+            hello: Hello {
+                version: PROTOCOL_VERSION,
+                software: format!("polyphony/{}", env!("CARGO_PKG_VERSION")),
+                live,
+            },
+            phase: Phase::AwaitWelcome,
+            mode: SessionMode::Normal,
+            cases,
+            reads,
+            reads_outstanding: false,
+            welcome: None,
+            last_progress: (usize::MAX, 0),
+        }
+    }
+
+    /// The first frame to send.
+    pub fn start(&mut self) -> Vec<Action> {
+        vec![Action::Send(Frame::Hello(self.hello.clone()))]
+    }
+
+    /// What the server said about us, once it has.
+    pub fn welcome(&self) -> Option<&Welcome> {
+        self.welcome.as_ref()
+    }
+
+    /// True once the first full sync is complete (every case idle or refused).
+    pub fn settled(&self) -> bool {
+        self.phase != Phase::AwaitWelcome
+            && !self.reads_outstanding
+            && self
+                .cases
+                .values()
+                .all(|c| c.refused || (c.idle && c.outstanding == 0))
+    }
+
+    /// The sync states to save for next time.
+    pub fn states(&self) -> impl Iterator<Item = (&CaseId, &State)> {
+        self.cases
+            .iter()
+            .filter(|(_, c)| !c.refused)
+            .map(|(id, c)| (id, &c.state))
+    }
+
+    /// Cases the server refused in this session.
+    pub fn refused(&self) -> Vec<CaseId> {
+        self.cases
+            .iter()
+            .filter(|(_, c)| c.refused)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Handle a frame from the server.
+    pub fn handle(&mut self, frame: Frame, docs: &mut dyn DocSet) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.phase == Phase::Closed {
+            return out;
+        }
+        match (self.phase, frame) {
+            (Phase::AwaitWelcome, Frame::Welcome(w)) => self.on_welcome(w, docs, &mut out),
+            (Phase::AwaitWelcome, Frame::Error(r)) | (_, Frame::Error(r)) => {
+                self.phase = Phase::Closed;
+                out.push(Action::Close {
+                    code: r.code,
+                    message: r.message,
+                });
+                return out;
+            }
+            (Phase::AwaitWelcome, f) => {
+                return self.fail(
+                    ErrorCode::Malformed,
+                    format!("expected welcome, got {}", f.kind()),
+                )
+            }
+            (_, Frame::Sync { case, message }) => self.on_sync(case, &message, docs, &mut out),
+            (_, Frame::Saved { case, heads }) => {
+                let Some(c) = self.cases.get_mut(&case) else {
+                    return self.fail(ErrorCode::Malformed, "saved for a case never synced".into());
+                };
+                if c.outstanding == 0 {
+                    return self.fail(ErrorCode::Malformed, "saved without a request".into());
+                }
+                c.outstanding -= 1;
+                if let Some(doc) = docs.doc(&case) {
+                    let known: Vec<ChangeHash> = heads
+                        .into_iter()
+                        .filter(|h| doc.get_change_by_hash(h).is_some())
+                        .collect();
+                    out.push(Action::Acknowledged { case, heads: known });
+                }
+                self.kick(case, docs, &mut out);
+            }
+            (_, Frame::CaseRefused { case, refusal }) => {
+                let Some(c) = self.cases.get_mut(&case) else {
+                    return self.fail(
+                        ErrorCode::Malformed,
+                        "refusal for a case never synced".into(),
+                    );
+                };
+                c.outstanding = c.outstanding.saturating_sub(1);
+                if refusal.code == ErrorCode::Moved && !c.moved {
+                    // Keep uploading, receive nothing: the server keeps our changes.
+                    c.moved = true;
+                    c.state.set_read_only(true);
+                    self.kick(case, docs, &mut out);
+                } else {
+                    c.refused = true;
+                    out.push(Action::Refused { case, refusal });
+                }
+            }
+            (_, Frame::ReadsSaved { through }) => {
+                self.reads_outstanding = false;
+                self.reads.retain(|r| r.seq > through);
+                out.push(Action::ReadsSaved { through });
+            }
+            (Phase::DoneSent, Frame::Bye) => {
+                self.phase = Phase::Closed;
+                self.finish_moved(&mut out);
+                out.push(Action::Close {
+                    code: ErrorCode::Done,
+                    message: "sync complete".into(),
+                });
+                return out;
+            }
+            (Phase::DoneSent, Frame::Wipe) if self.mode == SessionMode::Revoking => {
+                self.phase = Phase::Closed;
+                out.push(Action::Wipe);
+                out.push(Action::Close {
+                    code: ErrorCode::Revoked,
+                    message: "device revoked".into(),
+                });
+                return out;
+            }
+            (_, f) => {
+                return self.fail(
+                    ErrorCode::Malformed,
+                    format!("unexpected {} frame", f.kind()),
+                )
+            }
+        }
+        self.progress(&mut out);
+        self.maybe_done(&mut out);
+        out
+    }
+
+    /// The user changed a case while connected: push it now (live sync).
+    pub fn local_change(&mut self, case: CaseId, docs: &mut dyn DocSet) -> Vec<Action> {
+        let mut out = Vec::new();
+        if matches!(self.phase, Phase::AwaitWelcome | Phase::Closed) {
+            return out;
+        }
+        if !self.cases.contains_key(&case) {
+            let mut c = CaseSync::default();
+            if self.mode == SessionMode::Revoking {
+                c.state.set_read_only(true);
+            }
+            self.cases.insert(case, c);
+        }
+        self.kick(case, docs, &mut out);
+        out
+    }
+
+    fn fail(&mut self, code: ErrorCode, message: String) -> Vec<Action> {
+        self.phase = Phase::Closed;
+        let refusal = Refusal {
+            code,
+            message: message.clone(),
+        };
+        vec![
+            Action::Send(Frame::Error(refusal)),
+            Action::Close { code, message },
+        ]
+    }
+
+    fn on_welcome(&mut self, w: Welcome, docs: &mut dyn DocSet, out: &mut Vec<Action>) {
+        if w.version != PROTOCOL_VERSION {
+            out.extend(self.fail(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "server speaks protocol {}, this app {}: update the app",
+                    w.version, PROTOCOL_VERSION
+                ),
+            ));
+            return;
+        }
+        self.phase = Phase::Syncing;
+        self.mode = w.mode;
+        let local: BTreeSet<CaseId> = docs.cases().into_iter().collect();
+        let granted: BTreeSet<CaseId> = w.cases.iter().map(|g| g.case).collect();
+        // Saved states for cases we no longer hold are dropped; granted cases we lack start empty.
+        self.cases
+            .retain(|c, _| local.contains(c) || granted.contains(c));
+        for case in local.iter().chain(granted.iter()) {
+            if !local.contains(case) {
+                if self.mode == SessionMode::Revoking {
+                    continue;
+                }
+                docs.insert(*case, AutoCommit::new());
+            }
+            let c = self.cases.entry(*case).or_default();
+            c.unknown_upstream = !granted.contains(case);
+            if self.mode == SessionMode::Revoking {
+                c.state.set_read_only(true);
+            }
+        }
+        self.welcome = Some(w);
+        if !self.reads.is_empty() {
+            self.reads_outstanding = true;
+            out.push(Action::Send(Frame::Reads(self.reads.clone())));
+        }
+        let cases: Vec<CaseId> = self.cases.keys().copied().collect();
+        for case in cases {
+            self.kick(case, docs, out);
+        }
+    }
+
+    fn on_sync(
+        &mut self,
+        case: CaseId,
+        message: &[u8],
+        docs: &mut dyn DocSet,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.cases.contains_key(&case) {
+            // A case pushed live that this device may read but did not hold yet.
+            if self.mode == SessionMode::Revoking {
+                return;
+            }
+            docs.insert(case, AutoCommit::new());
+            self.cases.insert(case, CaseSync::default());
+        }
+        let Some(doc) = docs.doc(&case) else { return };
+        let c = self.cases.get_mut(&case).expect("inserted above");
+        if c.refused {
+            return;
+        }
+        match prepare(doc, &c.state, message, &ClientPolicy(case)) {
+            Ok(mut p) => {
+                let chunk = std::mem::take(&mut p.chunk);
+                p.commit(doc, &mut c.state);
+                if !chunk.is_empty() {
+                    out.push(Action::Persist { case, chunk });
+                }
+            }
+            Err(e) => {
+                c.refused = true;
+                out.push(Action::Refused {
+                    case,
+                    refusal: Refusal {
+                        code: ErrorCode::InvalidChange,
+                        message: format!("the server sent data this app cannot accept ({e}); nothing was changed"),
+                    },
+                });
+                return;
+            }
+        }
+        self.kick(case, docs, out);
+    }
+
+    /// Send whatever this side has to say about a case; mark it idle if nothing.
+    fn kick(&mut self, case: CaseId, docs: &mut dyn DocSet, out: &mut Vec<Action>) {
+        let Some(c) = self.cases.get_mut(&case) else {
+            return;
+        };
+        if c.refused {
+            return;
+        }
+        let Some(doc) = docs.doc(&case) else { return };
+        match doc.sync().generate_sync_message(&mut c.state) {
+            Some(msg) => {
+                c.outstanding += 1;
+                c.idle = false;
+                out.push(Action::Send(Frame::Sync {
+                    case,
+                    message: msg.encode(),
+                }));
+            }
+            None => c.idle = c.outstanding == 0,
+        }
+    }
+
+    fn progress(&mut self, out: &mut Vec<Action>) {
+        let total = self.cases.len();
+        let settled = self
+            .cases
+            .values()
+            .filter(|c| c.refused || (c.idle && c.outstanding == 0))
+            .count();
+        if (settled, total) != self.last_progress {
+            self.last_progress = (settled, total);
+            out.push(Action::Progress { settled, total });
+        }
+    }
+
+    fn maybe_done(&mut self, out: &mut Vec<Action>) {
+        if self.phase == Phase::Syncing && !self.hello.live && self.settled() {
+            self.phase = Phase::DoneSent;
+            out.push(Action::Send(Frame::Done));
+        }
+    }
+
+    fn finish_moved(&self, out: &mut Vec<Action>) {
+        for (case, c) in &self.cases {
+            if c.moved && !c.refused {
+                out.push(Action::Moved { case: *case });
+            }
+        }
+    }
+}
