@@ -1,1 +1,24 @@
+//! # polyphony-server
+//!
+//! The borough server: a peer that keeps every case it serves, enforces who may sync what, and
+//! audits every access. It embeds `polyphony-core` (the same record model, store and protocol the
+//! devices use) and can itself be embedded in another tokio program through [`Server`].
+//!
+//! - [`registry`]: teams, practitioners, devices, enrolment codes, and which team owns each case.
+//! - [`audit`]: the append-only, hash-chained audit log.
+//! - [`storage`]: cases on disk, group commit (one fsync acknowledges many changes), the in-memory
+//!   cache of open cases.
+//! - [`listener`]: the QUIC endpoint, connection limits, graceful shutdown.
+//! - [`session`]: one device's sync session: access control, checked writes, live push.
+//! - [`admin`]: administration through a local socket while serving, or directly when not.
 
+pub mod admin;
+pub mod audit;
+pub mod config;
+pub mod listener;
+pub mod registry;
+pub mod session;
+pub mod storage;
+
+pub use config::ServerConfig;
+pub use listener::{Server, ServerHandle};

@@ -158,6 +158,47 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// A device asking to enrol (on an `ALPN_ENROL` connection, without a client certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolRequest {
+    /// Protocol version.
+    pub version: u16,
+    /// The one-time token from the enrolment code, hex.
+    pub token: String,
+    /// The id the device chose for itself (also its automerge actor).
+    pub device: DeviceId,
+    /// A name for the device, for the administrator's list.
+    pub device_name: String,
+    /// A certificate signing request for the device's own key (hex DER); the key never leaves it.
+    pub csr: String,
+}
+
+/// A team, by id and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamInfo {
+    /// Team id.
+    pub id: TeamId,
+    /// Team name.
+    pub name: String,
+}
+
+/// The server's answer to a successful enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// The device id, confirmed.
+    pub device: DeviceId,
+    /// The practitioner this device belongs to.
+    pub practitioner: PractitionerId,
+    /// Their name.
+    pub practitioner_name: String,
+    /// Their teams.
+    pub teams: Vec<TeamInfo>,
+    /// The device certificate, hex DER.
+    pub certificate: String,
+    /// The borough CA certificate, hex DER.
+    pub ca: String,
+}
+
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -202,6 +243,10 @@ pub enum Frame {
     Wipe,
     /// Either way: a fatal error; the connection closes after it.
     Error(Refusal),
+    /// Device → server on an enrolment connection.
+    Enrol(EnrolRequest),
+    /// Server → device: enrolment accepted.
+    Enrolled(Enrolled),
 }
 
 /// A frame that cannot be decoded.
@@ -250,6 +295,8 @@ mod tag {
     pub const BYE: u8 = 0x09;
     pub const WIPE: u8 = 0x0a;
     pub const ERROR: u8 = 0x0b;
+    pub const ENROL: u8 = 0x10;
+    pub const ENROLLED: u8 = 0x11;
 }
 
 fn json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
@@ -302,6 +349,14 @@ impl Frame {
             Frame::Wipe => out.push(tag::WIPE),
             Frame::Error(r) => {
                 out.push(tag::ERROR);
+                json(out, r);
+            }
+            Frame::Enrol(r) => {
+                out.push(tag::ENROL);
+                json(out, r);
+            }
+            Frame::Enrolled(r) => {
+                out.push(tag::ENROLLED);
                 json(out, r);
             }
         }
@@ -415,6 +470,8 @@ impl Frame {
             tag::BYE => empty("bye", p, Frame::Bye),
             tag::WIPE => empty("wipe", p, Frame::Wipe),
             tag::ERROR => Ok(Frame::Error(from_json("error", p)?)),
+            tag::ENROL => Ok(Frame::Enrol(from_json("enrol", p)?)),
+            tag::ENROLLED => Ok(Frame::Enrolled(from_json("enrolled", p)?)),
             other => Err(FrameError::UnknownType(other)),
         }
     }
@@ -433,6 +490,8 @@ impl Frame {
             Frame::Bye => "bye",
             Frame::Wipe => "wipe",
             Frame::Error(_) => "error",
+            Frame::Enrol(_) => "enrol",
+            Frame::Enrolled(_) => "enrolled",
         }
     }
 }

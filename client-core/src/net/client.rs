@@ -1,0 +1,168 @@
+//! The device side of the shell: connect, enrol, and drive a [`ClientSession`].
+
+
+
+use tokio::sync::mpsc;
+
+use super::{explain, resolve, FramedStream, NetError, StreamError};
+use crate::identity::{self, DeviceKey, EnrolmentCode};
+use crate::sync::{Action, ClientSession, DocSet, EnrolRequest, Enrolled, ErrorCode, Frame, PROTOCOL_VERSION};
+use crate::DeviceId;
+
+/// What the device does with the session's actions: persist, record acknowledgements, report.
+pub trait SessionHost: DocSet {
+    /// Carry out one action other than `Send` and `Close` (which the shell handles). An error ends
+    /// the session; the work already saved stays saved.
+    fn act(&mut self, action: &Action) -> Result<(), String>;
+}
+
+fn endpoint() -> Result<quinn::Endpoint, NetError> {
+    let bind: std::net::SocketAddr = "0.0.0.0:0".parse().expect("valid bind address");
+    quinn::Endpoint::client(bind).map_err(|e| NetError::Local(format!("cannot open a UDP socket: {e}")))
+}
+
+/// Connect to the borough server as an enrolled device.
+pub async fn connect(
+    addr: &str,
+    ca_der: &[u8],
+    cert_der: &[u8],
+    key: &DeviceKey,
+) -> Result<(quinn::Endpoint, quinn::Connection), NetError> {
+    let sock = resolve(addr).await?;
+    let ca = rustls_pki_types::CertificateDer::from(ca_der.to_vec());
+    let cert = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
+    let cfg = identity::client_config(&ca, vec![cert], key.private_key_der())?;
+    let ep = endpoint()?;
+    let connecting = ep
+        .connect_with(cfg, sock, identity::SERVER_NAME)
+        .map_err(|e| NetError::Unreachable { addr: addr.to_string(), detail: e.to_string() })?;
+    let conn = connecting.await.map_err(|e| match e {
+        quinn::ConnectionError::TimedOut => {
+            NetError::Unreachable { addr: addr.to_string(), detail: "no answer".into() }
+        }
+        other => explain(addr, None, other),
+    })?;
+    Ok((ep, conn))
+}
+
+/// Enrol this device with the server named in `addr`, using an administrator's one-time code. The
+/// code carries the CA fingerprint, so the server is verified on first contact.
+pub async fn enrol(
+    addr: &str,
+    code: &EnrolmentCode,
+    device: DeviceId,
+    device_name: &str,
+    key: &DeviceKey,
+) -> Result<Enrolled, NetError> {
+    let sock = resolve(addr).await?;
+    let cfg = identity::enrol_client_config(code.ca_fingerprint())?;
+    let ep = endpoint()?;
+    let connecting = ep
+        .connect_with(cfg, sock, identity::SERVER_NAME)
+        .map_err(|e| NetError::Unreachable { addr: addr.to_string(), detail: e.to_string() })?;
+    let conn = connecting.await.map_err(|e| match e {
+        quinn::ConnectionError::TimedOut => {
+            NetError::Unreachable { addr: addr.to_string(), detail: "no answer".into() }
+        }
+        other => NetError::Refused { code: ErrorCode::BadEnrolment, message: other.to_string() },
+    })?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| explain(addr, Some(&conn), e))?;
+    let mut s = FramedStream::new(send, recv);
+    let req = EnrolRequest {
+        version: PROTOCOL_VERSION,
+        token: hex::encode(code.token()),
+        device,
+        device_name: device_name.to_string(),
+        csr: hex::encode(key.csr_der(device_name)?),
+    };
+    s.write_frames(&[Frame::Enrol(req)]).await.map_err(|e| explain(addr, Some(&conn), e))?;
+    let _ = s.send.finish();
+    let reply = s.read_frame().await.map_err(|e| explain(addr, Some(&conn), e))?;
+    let result = match reply {
+        Some(Frame::Enrolled(e)) => Ok(e),
+        Some(Frame::Error(r)) => Err(NetError::Refused { code: r.code, message: r.message }),
+        Some(f) => Err(NetError::Local(format!("unexpected {} frame from the server", f.kind()))),
+        None => Err(explain(addr, Some(&conn), "the server closed the enrolment")),
+    };
+    conn.close(0u32.into(), b"enrolled");
+    ep.wait_idle().await;
+    result
+}
+
+/// Run a session on a connection until it ends. Local changes arriving on `local` are pushed live.
+/// Returns the close code and message the session ended with.
+pub async fn drive(
+    addr: &str,
+    conn: &quinn::Connection,
+    session: &mut ClientSession,
+    host: &mut dyn SessionHost,
+    mut local: Option<mpsc::Receiver<crate::CaseId>>,
+) -> Result<(ErrorCode, String), NetError> {
+    let (send, recv) = conn.open_bi().await.map_err(|e| explain(addr, Some(conn), e))?;
+    let mut stream = FramedStream::new(send, recv);
+    let first = session.start();
+    if let Some(end) = carry_out(addr, conn, &mut stream, host, first).await? {
+        return Ok(end);
+    }
+    loop {
+        let actions = tokio::select! {
+            frame = stream.read_frame() => match frame {
+                Ok(Some(f)) => session.handle(f, host),
+                Ok(None) => return Err(explain(addr, Some(conn), "the server ended the session early")),
+                Err(StreamError::Frame(e)) => {
+                    let code = e.code();
+                    conn.close((code as u32).into(), e.to_string().as_bytes());
+                    return Err(NetError::Protocol(e));
+                }
+                Err(e) => return Err(explain(addr, Some(conn), e)),
+            },
+            Some(case) = recv_local(&mut local) => session.local_change(case, host),
+        };
+        if let Some(end) = carry_out(addr, conn, &mut stream, host, actions).await? {
+            return Ok(end);
+        }
+    }
+}
+
+async fn recv_local(local: &mut Option<mpsc::Receiver<crate::CaseId>>) -> Option<crate::CaseId> {
+    match local {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Do what the session asked, in order: host actions first (persisting before anything is sent
+/// or acknowledged), frames batched into one write.
+async fn carry_out(
+    addr: &str,
+    conn: &quinn::Connection,
+    stream: &mut FramedStream,
+    host: &mut dyn SessionHost,
+    actions: Vec<Action>,
+) -> Result<Option<(ErrorCode, String)>, NetError> {
+    let mut frames = Vec::new();
+    for action in actions {
+        match action {
+            Action::Send(f) => frames.push(f),
+            Action::Close { code, message } => {
+                if !frames.is_empty() {
+                    let _ = stream.write_frames(&frames).await;
+                }
+                let _ = stream.send.finish();
+                conn.close((code as u32).into(), message.as_bytes());
+                return Ok(Some((code, message)));
+            }
+            other => {
+                if let Err(e) = host.act(&other) {
+                    conn.close((ErrorCode::Internal as u32).into(), b"device could not store data");
+                    return Err(NetError::Local(e));
+                }
+            }
+        }
+    }
+    if !frames.is_empty() {
+        stream.write_frames(&frames).await.map_err(|e| explain(addr, Some(conn), e))?;
+    }
+    Ok(None)
+}
+
