@@ -1,1 +1,286 @@
-//! placeholder
+//! Cases on the server's disk: the store, group commit, and the cache of open cases.
+//!
+//! **Acknowledged means durable.** A session appends a case's new changes, takes a ticket, and waits
+//! for [`GroupCommit::durable`] before it tells the device `Saved`. One flush (sled flush plus fsync,
+//! see `shared/STACK.md`) covers every write that finished before it began, so sixty-four devices
+//! syncing at once share a handful of fsyncs instead of queueing for sixty-four.
+//!
+//! **Memory follows use, not size.** Open cases are cached up to a limit; cases no session holds are
+//! evicted least-recently-used first. A case held by a session is never evicted, so there is never a
+//! second in-memory copy of a case.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use automerge::AutoCommit;
+use polyphony_core::identity::BoroughCa;
+use polyphony_core::store::{ChunkSeq, KeySource, SledStore, Store, StoreError};
+use polyphony_core::CaseId;
+use tokio::sync::broadcast;
+
+use crate::audit::AuditLog;
+use crate::config::ServerConfig;
+use crate::registry::Registry;
+
+/// A chunk count after which a case's log is compacted into one snapshot.
+const COMPACT_AFTER: u64 = 32;
+
+/// Makes writes durable in batches.
+pub struct GroupCommit {
+    store: Arc<dyn Store>,
+    written: AtomicU64,
+    durable: AtomicU64,
+    flusher: tokio::sync::Mutex<()>,
+}
+
+impl GroupCommit {
+    /// Group commit over a store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        GroupCommit {
+            store,
+            written: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            flusher: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Note that a write has completed; the returned ticket is durable once [`Self::durable`]
+    /// returns for it.
+    pub fn wrote(&self) -> u64 {
+        self.written.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// A ticket covering every write completed so far.
+    pub fn current(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Wait until the write with this ticket (and every one before it) is on disk.
+    pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        loop {
+            if self.durable.load(Ordering::SeqCst) >= ticket {
+                return Ok(());
+            }
+            // One flusher at a time; waiters queue here in order and usually find their ticket
+            // covered by the flush that ran while they waited.
+            let _turn = self.flusher.lock().await;
+            if self.durable.load(Ordering::SeqCst) >= ticket {
+                return Ok(());
+            }
+            let target = self.written.load(Ordering::SeqCst);
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.flush())
+                .await
+                .map_err(|e| StoreError::Engine(format!("flush task failed: {e}")))??;
+            self.durable.fetch_max(target, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A case open in memory.
+pub struct ServerCase {
+    /// The document.
+    pub doc: AutoCommit,
+    /// Chunks appended since the last snapshot.
+    pub chunks_since_snapshot: u64,
+    /// Sequence number of the last chunk.
+    pub last_seq: ChunkSeq,
+}
+
+/// A case shared between the sessions that sync it.
+pub type SharedCase = Arc<Mutex<ServerCase>>;
+
+/// A change to a case, announced so other connected devices get it live.
+#[derive(Debug, Clone, Copy)]
+pub struct CaseChanged {
+    /// Which case.
+    pub case: CaseId,
+    /// The connection that made the change (it does not need telling).
+    pub origin: u64,
+}
+
+/// The server's cases: store, group commit, cache, change announcements.
+pub struct ServerStorage {
+    /// The store (encrypted at rest with the server's key file).
+    pub store: Arc<dyn Store>,
+    /// Durability.
+    pub group: GroupCommit,
+    cache: Mutex<Cache>,
+    changes: broadcast::Sender<CaseChanged>,
+}
+
+struct Cache {
+    cap: usize,
+    tick: u64,
+    cases: HashMap<CaseId, (SharedCase, u64)>,
+}
+
+/// Why a case could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored case could not be loaded.
+    #[error("stored case {case} could not be loaded: {detail}")]
+    Corrupt {
+        /// Which case.
+        case: CaseId,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl ServerStorage {
+    /// Storage over a store, caching at most `cache_cases` open cases.
+    pub fn new(store: Arc<dyn Store>, cache_cases: usize) -> Self {
+        let (changes, _) = broadcast::channel(4096);
+        ServerStorage {
+            group: GroupCommit::new(store.clone()),
+            store,
+            cache: Mutex::new(Cache { cap: cache_cases.max(16), tick: 0, cases: HashMap::new() }),
+            changes,
+        }
+    }
+
+    /// Announcements of changed cases.
+    pub fn subscribe(&self) -> broadcast::Receiver<CaseChanged> {
+        self.changes.subscribe()
+    }
+
+    /// Announce a change.
+    pub fn announce(&self, change: CaseChanged) {
+        let _ = self.changes.send(change);
+    }
+
+    /// The case, loaded if needed; `None` if the server has never stored it.
+    pub fn case(&self, case: &CaseId) -> Result<Option<SharedCase>, StorageError> {
+        {
+            let mut cache = self.cache.lock().expect("cache lock");
+            cache.tick += 1;
+            let tick = cache.tick;
+            if let Some(entry) = cache.cases.get_mut(case) {
+                entry.1 = tick;
+                return Ok(Some(entry.0.clone()));
+            }
+        }
+        let Some(chunks) = self.store.load_chunks(case)? else { return Ok(None) };
+        let last_seq = chunks.last().map(|c| c.0).unwrap_or(0);
+        let count = chunks.len() as u64;
+        let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+        let doc = AutoCommit::load(&bytes)
+            .map_err(|e| StorageError::Corrupt { case: *case, detail: e.to_string() })?;
+        let loaded = Arc::new(Mutex::new(ServerCase { doc, chunks_since_snapshot: count, last_seq }));
+        Ok(Some(self.insert(*case, loaded)))
+    }
+
+    /// Put a newly created case in the cache (or return the one already there).
+    pub fn insert(&self, case: CaseId, shared: SharedCase) -> SharedCase {
+        let mut cache = self.cache.lock().expect("cache lock");
+        cache.tick += 1;
+        let tick = cache.tick;
+        let entry = cache.cases.entry(case).or_insert((shared, tick)).0.clone();
+        if cache.cases.len() > cache.cap {
+            cache.evict();
+        }
+        entry
+    }
+
+    /// Append a case's new changes; compact its log now and then. Returns the group-commit ticket.
+    pub fn append(&self, case: &CaseId, c: &mut ServerCase, chunk: &[u8]) -> Result<u64, StoreError> {
+        let seq = self.store.append_chunk(case, chunk)?;
+        c.last_seq = seq;
+        c.chunks_since_snapshot += 1;
+        if c.chunks_since_snapshot >= COMPACT_AFTER {
+            let snapshot = c.doc.save();
+            // A failed compaction loses nothing: the chunks are still there.
+            if self.store.compact_case(case, &snapshot, seq).is_ok() {
+                c.chunks_since_snapshot = 1;
+            }
+        }
+        Ok(self.group.wrote())
+    }
+
+    /// How many cases are open in memory.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().expect("cache lock").cases.len()
+    }
+}
+
+impl Cache {
+    /// Drop least-recently-used cases that no session holds, down to 90% of capacity.
+    fn evict(&mut self) {
+        let target = self.cap * 9 / 10;
+        let mut idle: Vec<(u64, CaseId)> = self
+            .cases
+            .iter()
+            .filter(|(_, (c, _))| Arc::strong_count(c) == 1)
+            .map(|(id, (_, t))| (*t, *id))
+            .collect();
+        idle.sort_unstable();
+        let excess = self.cases.len().saturating_sub(target);
+        for (_, id) in idle.into_iter().take(excess) {
+            self.cases.remove(&id);
+        }
+    }
+}
+
+/// Everything the server keeps on disk, opened.
+pub struct Opened {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
+    /// The borough CA.
+    pub ca: BoroughCa,
+}
+
+const NS_SERVER: &str = "server";
+
+/// Open (creating on first run) the server's data directory: key file, encrypted store, CA.
+pub fn open(config: &ServerConfig) -> anyhow::Result<Opened> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    restrict(&config.data_dir);
+    let key = config.key_file();
+    KeySource::create_key_file(&key)?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.db_dir(), KeySource::KeyFile(key))?);
+    let ca = match (store.get_meta(NS_SERVER, "ca_cert")?, store.get_meta(NS_SERVER, "ca_key")?) {
+        (Some(cert), Some(key)) => BoroughCa::from_pem(
+            &String::from_utf8_lossy(&cert),
+            &String::from_utf8_lossy(&key),
+        )?,
+        _ => {
+            let ca = BoroughCa::generate("Polyphony borough")?;
+            let (cert, key) = ca.to_pem();
+            store.put_meta(NS_SERVER, "ca_cert", cert.as_bytes())?;
+            store.put_meta(NS_SERVER, "ca_key", key.as_bytes())?;
+            store.flush()?;
+            tracing::info!("created a new borough certificate authority");
+            ca
+        }
+    };
+    let registry = Arc::new(Registry::new(store.clone()));
+    let audit = Arc::new(AuditLog::open(store.clone())?);
+    Ok(Opened { store, registry, audit, ca })
+}
+
+/// Open the store for an admin command while the server is not running.
+pub fn open_offline(
+    config: &ServerConfig,
+) -> anyhow::Result<(Arc<Registry>, Arc<AuditLog>, [u8; 32])> {
+    let o = open(config)?;
+    Ok((o.registry, o.audit, o.ca.fingerprint()))
+}
+
+#[cfg(unix)]
+fn restrict(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &Path) {}
