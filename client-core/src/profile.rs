@@ -1,1 +1,736 @@
-//! placeholder
+//! A practitioner's device profile: the encrypted store, the device's identity and enrolment, and
+//! the case work the CLI and the app offer, all offline.
+//!
+//! Every edit is saved (appended and flushed) before the call returns, so "saved" on screen means
+//! on disk. What the borough server has acknowledged is tracked per case, so "unsynced" is exact:
+//! it counts the changes the server has not confirmed as durable, never guesses from timestamps.
+//! Reads are audited too: each view of a case made on the device is queued and uploaded with the
+//! next sync, so the person's access log is complete.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use automerge::{AutoCommit, ChangeHash};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{DeviceKey, EnrolmentCode};
+use crate::model::Author;
+use crate::model::{format_instant, CaseDoc, CaseView, ModelError, NewCase};
+use crate::net::{self, NetError, SessionHost};
+use crate::store::{KeySource, SledStore, Store, StoreError};
+use crate::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead, TeamInfo};
+use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
+
+const NS_PROFILE: &str = "profile";
+const NS_ACKED: &str = "acked";
+const NS_SYNC_STATE: &str = "sync_state";
+const LOG_READS: &str = "reads";
+
+/// What can go wrong with the profile, in words a practitioner can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The store failed (wrong passphrase, disk full, in use...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The record refused the change.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The network failed; local work is safe.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// This device is not enrolled yet.
+    #[error("this device is not enrolled with a borough server yet: run `polyphony enrol SERVER CODE` with a code from your administrator")]
+    NotEnrolled,
+    /// This device is enrolled already.
+    #[error("this device is already enrolled with {0}")]
+    AlreadyEnrolled(String),
+    /// The enrolment code is malformed.
+    #[error("{0}")]
+    BadCode(String),
+    /// No case matches.
+    #[error("no case matches '{0}' on this device (see `polyphony case list`)")]
+    UnknownCase(String),
+    /// Several cases match.
+    #[error("'{0}' matches more than one case: give more of the id")]
+    AmbiguousCase(String),
+    /// No entry matches.
+    #[error("no entry matches '{id}' in this case (see `polyphony case show {case}`)")]
+    UnknownEntry {
+        /// What was given.
+        id: String,
+        /// The case.
+        case: String,
+    },
+    /// A team must be chosen.
+    #[error("{0}")]
+    Team(String),
+    /// The stored profile is damaged.
+    #[error("the profile data is damaged: {0}")]
+    Corrupt(String),
+}
+
+/// This device's enrolment with a borough server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enrolment {
+    /// The server's address (host:port).
+    pub server: String,
+    /// This device's name.
+    pub device_name: String,
+    /// The practitioner.
+    pub practitioner: PractitionerId,
+    /// Their name.
+    pub practitioner_name: String,
+    /// Their teams.
+    pub teams: Vec<TeamInfo>,
+    /// The borough CA, hex DER.
+    pub ca: String,
+    /// This device's certificate, hex DER.
+    pub certificate: String,
+    /// This device's private key (PEM); it never leaves the encrypted store.
+    pub key_pem: String,
+    /// When (RFC 3339).
+    pub enrolled_at: String,
+}
+
+/// One line of the caseload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseSummary {
+    /// Case id.
+    pub case_id: String,
+    /// The person's name.
+    pub name: String,
+    /// Team id.
+    pub team_id: String,
+    /// Changes made on this device (or received) that the server has not acknowledged.
+    pub unsynced_changes: usize,
+    /// Fields with concurrent values to choose between.
+    pub conflicts: usize,
+    /// The most recent meeting (RFC 3339).
+    pub last_meeting: Option<String>,
+    /// The next planned meeting (RFC 3339).
+    pub next_meeting: Option<String>,
+}
+
+/// The outcome of the last sync attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSync {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// Whether it completed.
+    pub ok: bool,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// Where this device stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This device.
+    pub device: String,
+    /// The server, if enrolled.
+    pub server: Option<String>,
+    /// The practitioner, if enrolled.
+    pub practitioner: Option<String>,
+    /// The last sync attempt.
+    pub last_sync: Option<LastSync>,
+    /// The last sync that completed.
+    pub last_successful_sync: Option<String>,
+    /// Per case.
+    pub cases: Vec<CaseSummary>,
+    /// Sum of unsynced changes.
+    pub unsynced_changes: usize,
+    /// Reads made offline not yet in the server's audit log.
+    pub unsent_reads: usize,
+}
+
+/// Progress of a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    /// Cases settled.
+    pub settled: usize,
+    /// Cases in the session.
+    pub total: usize,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// Cases in the session.
+    pub cases: usize,
+    /// Cases the server refused, with why.
+    pub refused: Vec<(String, String)>,
+    /// Cases that moved to another team (their changes are on the server; the local copy was
+    /// removed only if nothing was left unsynced).
+    pub moved: Vec<String>,
+    /// True if the server revoked this device and the store was wiped.
+    pub wiped: bool,
+    /// Cases kept despite a wipe or a move because they still had unsynced changes.
+    pub kept_unsynced: Vec<String>,
+    /// Unsynced changes left after the sync.
+    pub unsynced_changes: usize,
+}
+
+/// A device profile.
+pub struct Profile {
+    home: PathBuf,
+    store: Arc<dyn Store>,
+    device: DeviceId,
+    enrolment: Option<Enrolment>,
+    docs: HashMap<CaseId, AutoCommit>,
+}
+
+fn now_string() -> String {
+    format_instant(time::OffsetDateTime::now_utc())
+}
+
+impl Profile {
+    /// Open the profile in `home`, creating it (and this device's id) on first use.
+    pub fn open(home: &Path, passphrase: &str) -> Result<Profile, ProfileError> {
+        Self::open_with(home, KeySource::Passphrase(passphrase.to_string()))
+    }
+
+    /// Open with any key source (a key file, for unattended use).
+    pub fn open_with(home: &Path, key: KeySource) -> Result<Profile, ProfileError> {
+        std::fs::create_dir_all(home).map_err(StoreError::Io)?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&home.join("store"), key)?);
+        Self::from_store(home, store)
+    }
+
+    /// A profile over an already-open store (tests, embedding).
+    pub fn from_store(home: &Path, store: Arc<dyn Store>) -> Result<Profile, ProfileError> {
+        let device = match store.get_meta(NS_PROFILE, "device")? {
+            Some(b) => String::from_utf8_lossy(&b)
+                .parse()
+                .map_err(|e: crate::ids::BadId| ProfileError::Corrupt(e.to_string()))?,
+            None => {
+                let d = DeviceId::random();
+                store.put_meta(NS_PROFILE, "device", d.to_string().as_bytes())?;
+                store.flush()?;
+                d
+            }
+        };
+        let enrolment = match store.get_meta(NS_PROFILE, "enrolment")? {
+            Some(b) => {
+                Some(serde_json::from_slice(&b).map_err(|e| ProfileError::Corrupt(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(Profile {
+            home: home.to_path_buf(),
+            store,
+            device,
+            enrolment,
+            docs: HashMap::new(),
+        })
+    }
+
+    /// Where the profile lives.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// This device's id.
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+
+    /// The enrolment, if any.
+    pub fn enrolment(&self) -> Option<&Enrolment> {
+        self.enrolment.as_ref()
+    }
+
+    /// Who signs changes made here.
+    pub fn author(&self) -> Result<Author, ProfileError> {
+        let e = self.enrolment.as_ref().ok_or(ProfileError::NotEnrolled)?;
+        Ok(Author {
+            practitioner: e.practitioner,
+            practitioner_name: e.practitioner_name.clone(),
+            device: self.device,
+        })
+    }
+
+    /// Enrol this device with a borough server using an administrator's one-time code.
+    pub async fn enrol(
+        &mut self,
+        server: &str,
+        code: &str,
+        device_name: &str,
+    ) -> Result<&Enrolment, ProfileError> {
+        if let Some(e) = &self.enrolment {
+            return Err(ProfileError::AlreadyEnrolled(e.server.clone()));
+        }
+        let code: EnrolmentCode = code
+            .parse()
+            .map_err(|e: crate::identity::IdentityError| ProfileError::BadCode(e.to_string()))?;
+        let key = DeviceKey::generate().map_err(NetError::from)?;
+        let enrolled = net::enrol(server, &code, self.device, device_name, &key).await?;
+        let e = Enrolment {
+            server: server.to_string(),
+            device_name: device_name.to_string(),
+            practitioner: enrolled.practitioner,
+            practitioner_name: enrolled.practitioner_name,
+            teams: enrolled.teams,
+            ca: enrolled.ca,
+            certificate: enrolled.certificate,
+            key_pem: key.to_pem(),
+            enrolled_at: now_string(),
+        };
+        let bytes = serde_json::to_vec(&e).map_err(|e| ProfileError::Corrupt(e.to_string()))?;
+        self.store.put_meta(NS_PROFILE, "enrolment", &bytes)?;
+        self.store.flush()?;
+        self.enrolment = Some(e);
+        Ok(self.enrolment.as_ref().expect("just set"))
+    }
+
+    // ------------------------------------------------------------------------------ cases
+
+    /// Every case held on this device.
+    pub fn case_ids(&self) -> Result<Vec<CaseId>, ProfileError> {
+        Ok(self.store.list_cases()?)
+    }
+
+    /// Find a case by its full id or a unique prefix of it.
+    pub fn find_case(&self, given: &str) -> Result<CaseId, ProfileError> {
+        let g = given.trim().to_ascii_lowercase();
+        if let Ok(id) = g.parse::<CaseId>() {
+            if self.store.list_cases()?.contains(&id) {
+                return Ok(id);
+            }
+            return Err(ProfileError::UnknownCase(given.to_string()));
+        }
+        if g.len() < 4 {
+            return Err(ProfileError::UnknownCase(given.to_string()));
+        }
+        let matches: Vec<CaseId> = self
+            .store
+            .list_cases()?
+            .into_iter()
+            .filter(|c| c.to_string().starts_with(&g))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(ProfileError::UnknownCase(given.to_string())),
+            _ => Err(ProfileError::AmbiguousCase(given.to_string())),
+        }
+    }
+
+    /// Find an entry of a case by its full id or a unique prefix.
+    pub fn find_entry(&mut self, case: CaseId, given: &str) -> Result<EntryId, ProfileError> {
+        let g = given.trim().to_ascii_lowercase();
+        let view = self.view_unaudited(case)?;
+        let mut ids: BTreeSet<String> = BTreeSet::new();
+        ids.extend(view.network.iter().map(|m| m.meta.id.clone()));
+        ids.extend(view.care_team.iter().map(|m| m.meta.id.clone()));
+        ids.extend(view.meetings.iter().map(|m| m.meta.id.clone()));
+        for d in &view.decisions {
+            ids.insert(d.meta.id.clone());
+            ids.extend(d.actions.iter().map(|a| a.meta.id.clone()));
+        }
+        let unknown = || ProfileError::UnknownEntry {
+            id: given.to_string(),
+            case: case.to_string(),
+        };
+        let matches: Vec<&String> = if g.len() >= 4 {
+            ids.iter().filter(|i| i.starts_with(&g)).collect()
+        } else {
+            vec![]
+        };
+        match matches.as_slice() {
+            [one] => one.parse().map_err(|_| unknown()),
+            _ => Err(unknown()),
+        }
+    }
+
+    fn load(&mut self, case: CaseId) -> Result<&mut AutoCommit, ProfileError> {
+        if !self.docs.contains_key(&case) {
+            let chunks = self
+                .store
+                .load_chunks(&case)?
+                .ok_or_else(|| ProfileError::UnknownCase(case.to_string()))?;
+            let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+            let doc = AutoCommit::load(&bytes)
+                .map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?;
+            self.docs.insert(case, doc);
+        }
+        Ok(self.docs.get_mut(&case).expect("loaded above"))
+    }
+
+    /// Open a new case. With several teams, `team` (a name or id) says which one owns it.
+    pub fn create_case(
+        &mut self,
+        new: NewCase,
+        team: Option<&str>,
+    ) -> Result<CaseId, ProfileError> {
+        let author = self.author()?;
+        let teams = &self
+            .enrolment
+            .as_ref()
+            .ok_or(ProfileError::NotEnrolled)?
+            .teams;
+        let team: TeamId = match (team, teams.as_slice()) {
+            (None, [only]) => only.id,
+            (None, []) => {
+                return Err(ProfileError::Team(
+                    "your practitioner account has no team: ask your administrator".into(),
+                ))
+            }
+            (None, _) => {
+                let names: Vec<&str> = teams.iter().map(|t| t.name.as_str()).collect();
+                return Err(ProfileError::Team(format!(
+                    "you are in several teams: choose one with --team ({})",
+                    names.join(", ")
+                )));
+            }
+            (Some(t), _) => teams
+                .iter()
+                .find(|x| x.name.eq_ignore_ascii_case(t) || x.id.to_string() == t)
+                .map(|x| x.id)
+                .ok_or_else(|| ProfileError::Team(format!("you are not in a team called '{t}'")))?,
+        };
+        let case = CaseId::random();
+        let mut doc = CaseDoc::create(case, team, new, author)?;
+        let bytes = doc.save();
+        self.store.append_chunk(&case, &bytes)?;
+        self.store.flush()?;
+        self.docs.insert(case, doc.into_automerge());
+        Ok(case)
+    }
+
+    /// Change a case. The change is on disk when this returns; if saving fails, the in-memory copy
+    /// is dropped so nothing unsaved is ever shown as saved.
+    pub fn edit<R>(
+        &mut self,
+        case: CaseId,
+        f: impl FnOnce(&mut CaseDoc) -> Result<R, ModelError>,
+    ) -> Result<R, ProfileError> {
+        let author = self.author()?;
+        let doc = self.load(case)?.clone();
+        let mut cd = CaseDoc::from_automerge(doc, Some(author))?;
+        let before = cd.heads();
+        let r = f(&mut cd)?;
+        let after = cd.heads();
+        if before != after {
+            let chunk = cd.automerge_mut().save_after(&before);
+            let saved = self
+                .store
+                .append_chunk(&case, &chunk)
+                .and_then(|_| self.store.flush());
+            if let Err(e) = saved {
+                self.docs.remove(&case);
+                return Err(e.into());
+            }
+            self.docs.insert(case, cd.into_automerge());
+        }
+        Ok(r)
+    }
+
+    fn view_unaudited(&mut self, case: CaseId) -> Result<CaseView, ProfileError> {
+        let doc = self.load(case)?.clone();
+        Ok(CaseDoc::from_automerge(doc, None)?.view())
+    }
+
+    /// A case, for display. The read is recorded in the access log (uploaded at the next sync).
+    pub fn view(&mut self, case: CaseId, what: &str) -> Result<CaseView, ProfileError> {
+        let v = self.view_unaudited(case)?;
+        self.record_read(case, what)?;
+        Ok(v)
+    }
+
+    /// Record that this device's user looked at a case (for the person's access log).
+    pub fn record_read(&mut self, case: CaseId, what: &str) -> Result<(), ProfileError> {
+        let entry = serde_json::json!({ "case": case, "at": now_string(), "what": what });
+        self.store
+            .append_log(LOG_READS, entry.to_string().as_bytes())?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Changes of a case the server has not acknowledged.
+    pub fn unsynced(&mut self, case: CaseId) -> Result<usize, ProfileError> {
+        let acked = self.acked(case)?;
+        let doc = self.load(case)?;
+        let known: Vec<ChangeHash> = acked
+            .into_iter()
+            .filter(|h| doc.get_change_by_hash(h).is_some())
+            .collect();
+        Ok(doc.get_changes(&known).len())
+    }
+
+    fn acked(&self, case: CaseId) -> Result<Vec<ChangeHash>, ProfileError> {
+        Ok(self
+            .store
+            .get_meta(NS_ACKED, &case.to_string())?
+            .map(|b| sync::decode_heads(&b))
+            .unwrap_or_default())
+    }
+
+    /// The caseload, with unsynced changes and conflicts per case.
+    pub fn cases(&mut self) -> Result<Vec<CaseSummary>, ProfileError> {
+        let mut out = Vec::new();
+        for case in self.store.list_cases()? {
+            let unsynced = self.unsynced(case)?;
+            let v = self.view_unaudited(case)?;
+            let now = format_instant(time::OffsetDateTime::now_utc());
+            let live: Vec<_> = v
+                .meetings
+                .iter()
+                .filter(|m| m.meta.entered_in_error.is_none())
+                .collect();
+            let next = live
+                .iter()
+                .filter_map(|m| m.next_meeting.clone())
+                .chain(
+                    live.iter()
+                        .filter_map(|m| m.at.clone())
+                        .filter(|a| *a > now),
+                )
+                .filter(|a| *a > now)
+                .min();
+            out.push(CaseSummary {
+                case_id: case.to_string(),
+                name: v.person.name.clone(),
+                team_id: v.team_id.clone(),
+                unsynced_changes: unsynced,
+                conflicts: v.conflicts.len(),
+                last_meeting: live
+                    .iter()
+                    .filter_map(|m| m.at.clone())
+                    .filter(|a| *a <= now)
+                    .max(),
+                next_meeting: next,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.case_id.cmp(&b.case_id)));
+        Ok(out)
+    }
+
+    /// Where this device stands: unsynced work per case, the last sync.
+    pub fn status(&mut self) -> Result<Status, ProfileError> {
+        let cases = self.cases()?;
+        let meta = |k: &str| -> Result<Option<Vec<u8>>, ProfileError> {
+            Ok(self.store.get_meta(NS_PROFILE, k)?)
+        };
+        let last_sync = meta("last_sync")?.and_then(|b| serde_json::from_slice(&b).ok());
+        let last_ok =
+            meta("last_successful_sync")?.map(|b| String::from_utf8_lossy(&b).to_string());
+        Ok(Status {
+            device: self.device.to_string(),
+            server: self.enrolment.as_ref().map(|e| e.server.clone()),
+            practitioner: self.enrolment.as_ref().map(|e| e.practitioner_name.clone()),
+            last_sync,
+            last_successful_sync: last_ok,
+            unsynced_changes: cases.iter().map(|c| c.unsynced_changes).sum(),
+            unsent_reads: self.store.read_log(LOG_READS, 0)?.len(),
+            cases,
+        })
+    }
+
+    fn offline_reads(&self) -> Result<Vec<OfflineRead>, ProfileError> {
+        #[derive(Deserialize)]
+        struct R {
+            case: CaseId,
+            at: String,
+            what: String,
+        }
+        Ok(self
+            .store
+            .read_log(LOG_READS, 0)?
+            .into_iter()
+            .filter_map(|(seq, b)| {
+                let r: R = serde_json::from_slice(&b).ok()?;
+                Some(OfflineRead {
+                    case: r.case,
+                    at: r.at,
+                    what: r.what,
+                    seq,
+                })
+            })
+            .collect())
+    }
+
+    /// Sync with the borough server: upload what this device has, receive what the team wrote.
+    /// Whatever happens, local work stays saved; the outcome is recorded for `status`.
+    pub async fn sync(
+        &mut self,
+        progress: &mut dyn FnMut(SyncProgress),
+    ) -> Result<SyncReport, ProfileError> {
+        let result = self.sync_inner(progress).await;
+        let (ok, message) = match &result {
+            Ok(r) if r.refused.is_empty() => (true, format!("synced {} cases", r.cases)),
+            Ok(r) => (
+                false,
+                format!("synced with {} cases refused", r.refused.len()),
+            ),
+            Err(e) => (false, e.to_string()),
+        };
+        let at = now_string();
+        let last = LastSync {
+            at: at.clone(),
+            ok,
+            message,
+        };
+        if let Ok(b) = serde_json::to_vec(&last) {
+            let _ = self.store.put_meta(NS_PROFILE, "last_sync", &b);
+        }
+        if ok {
+            let _ = self
+                .store
+                .put_meta(NS_PROFILE, "last_successful_sync", at.as_bytes());
+        }
+        let _ = self.store.flush();
+        let mut report = result?;
+        if !report.wiped {
+            report.unsynced_changes = self.status()?.unsynced_changes;
+        }
+        Ok(report)
+    }
+
+    async fn sync_inner(
+        &mut self,
+        progress: &mut dyn FnMut(SyncProgress),
+    ) -> Result<SyncReport, ProfileError> {
+        let e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
+        let key = DeviceKey::from_pem(&e.key_pem).map_err(NetError::from)?;
+        let ca = hex::decode(&e.ca).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        let cert = hex::decode(&e.certificate).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        let (endpoint, conn) = net::connect(&e.server, &ca, &cert, &key).await?;
+        let mut states = BTreeMap::new();
+        for (k, v) in self.store.scan_meta(NS_SYNC_STATE)? {
+            if let (Ok(case), Ok(state)) = (k.parse::<CaseId>(), automerge::sync::State::decode(&v))
+            {
+                states.insert(case, state);
+            }
+        }
+        let mut session = ClientSession::new(false, self.offline_reads()?, states);
+        let mut host = Host {
+            profile: self,
+            report: SyncReport::default(),
+            progress,
+            wipe: false,
+            moved: Vec::new(),
+        };
+        let outcome = net::drive(&e.server, &conn, &mut session, &mut host, None).await;
+        let Host {
+            mut report,
+            wipe,
+            moved,
+            ..
+        } = host;
+        self.store.flush()?;
+        endpoint.close(0u32.into(), b"");
+        let (code, message) = outcome?;
+        for (case, state) in session.states() {
+            self.store
+                .put_meta(NS_SYNC_STATE, &case.to_string(), &state.encode())?;
+        }
+        report.cases = session.states().count() + session.refused().len();
+        for case in moved {
+            if self.unsynced(case)? == 0 {
+                self.forget_case(case)?;
+                report.moved.push(case.to_string());
+            } else {
+                report.kept_unsynced.push(case.to_string());
+            }
+        }
+        if wipe {
+            self.wipe(&mut report)?;
+        } else if code != ErrorCode::Done {
+            return Err(NetError::Refused { code, message }.into());
+        }
+        self.store.flush()?;
+        Ok(report)
+    }
+
+    fn forget_case(&mut self, case: CaseId) -> Result<(), ProfileError> {
+        self.store.remove_case(&case)?;
+        self.store.delete_meta(NS_ACKED, &case.to_string())?;
+        self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
+        self.docs.remove(&case);
+        Ok(())
+    }
+
+    /// The server revoked this device: remove every case whose changes the server holds, and the
+    /// device's identity. A case with unacknowledged changes is kept and reported, never wiped.
+    fn wipe(&mut self, report: &mut SyncReport) -> Result<(), ProfileError> {
+        for case in self.store.list_cases()? {
+            if self.unsynced(case)? == 0 {
+                self.forget_case(case)?;
+            } else {
+                report.kept_unsynced.push(case.to_string());
+            }
+        }
+        self.store.delete_meta(NS_PROFILE, "enrolment")?;
+        self.enrolment = None;
+        report.wiped = true;
+        Ok(())
+    }
+}
+
+/// The profile as the sync shell sees it.
+struct Host<'a> {
+    profile: &'a mut Profile,
+    report: SyncReport,
+    progress: &'a mut dyn FnMut(SyncProgress),
+    wipe: bool,
+    moved: Vec<CaseId>,
+}
+
+impl DocSet for Host<'_> {
+    fn cases(&self) -> Vec<CaseId> {
+        let mut c: BTreeSet<CaseId> = self
+            .profile
+            .store
+            .list_cases()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        c.extend(self.profile.docs.keys().copied());
+        c.into_iter().collect()
+    }
+
+    fn doc(&mut self, case: &CaseId) -> Option<&mut AutoCommit> {
+        if self.profile.docs.contains_key(case) {
+            return self.profile.docs.get_mut(case);
+        }
+        self.profile.load(*case).ok()
+    }
+
+    fn insert(&mut self, case: CaseId, doc: AutoCommit) {
+        self.profile.docs.insert(case, doc);
+    }
+}
+
+impl SessionHost for Host<'_> {
+    fn act(&mut self, action: &Action) -> Result<(), String> {
+        let store = &self.profile.store;
+        match action {
+            Action::Persist { case, chunk } => {
+                store.append_chunk(case, chunk).map_err(|e| e.to_string())?;
+            }
+            Action::Acknowledged { case, heads } => {
+                store
+                    .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(heads))
+                    .map_err(|e| e.to_string())?;
+            }
+            Action::Refused { case, refusal } => {
+                self.report
+                    .refused
+                    .push((case.to_string(), refusal.message.clone()));
+            }
+            Action::Moved { case } => self.moved.push(*case),
+            Action::ReadsSaved { through } => {
+                store
+                    .trim_log(LOG_READS, *through)
+                    .map_err(|e| e.to_string())?;
+            }
+            Action::Progress { settled, total } => (self.progress)(SyncProgress {
+                settled: *settled,
+                total: *total,
+            }),
+            Action::Wipe => self.wipe = true,
+            Action::Send(_) | Action::Close { .. } => {}
+        }
+        Ok(())
+    }
+}

@@ -140,7 +140,11 @@ impl ServerStorage {
         ServerStorage {
             group: GroupCommit::new(store.clone()),
             store,
-            cache: Mutex::new(Cache { cap: cache_cases.max(16), tick: 0, cases: HashMap::new() }),
+            cache: Mutex::new(Cache {
+                cap: cache_cases.max(16),
+                tick: 0,
+                cases: HashMap::new(),
+            }),
             changes,
         }
     }
@@ -166,13 +170,21 @@ impl ServerStorage {
                 return Ok(Some(entry.0.clone()));
             }
         }
-        let Some(chunks) = self.store.load_chunks(case)? else { return Ok(None) };
+        let Some(chunks) = self.store.load_chunks(case)? else {
+            return Ok(None);
+        };
         let last_seq = chunks.last().map(|c| c.0).unwrap_or(0);
         let count = chunks.len() as u64;
         let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
-        let doc = AutoCommit::load(&bytes)
-            .map_err(|e| StorageError::Corrupt { case: *case, detail: e.to_string() })?;
-        let loaded = Arc::new(Mutex::new(ServerCase { doc, chunks_since_snapshot: count, last_seq }));
+        let doc = AutoCommit::load(&bytes).map_err(|e| StorageError::Corrupt {
+            case: *case,
+            detail: e.to_string(),
+        })?;
+        let loaded = Arc::new(Mutex::new(ServerCase {
+            doc,
+            chunks_since_snapshot: count,
+            last_seq,
+        }));
         Ok(Some(self.insert(*case, loaded)))
     }
 
@@ -189,7 +201,12 @@ impl ServerStorage {
     }
 
     /// Append a case's new changes; compact its log now and then. Returns the group-commit ticket.
-    pub fn append(&self, case: &CaseId, c: &mut ServerCase, chunk: &[u8]) -> Result<u64, StoreError> {
+    pub fn append(
+        &self,
+        case: &CaseId,
+        c: &mut ServerCase,
+        chunk: &[u8],
+    ) -> Result<u64, StoreError> {
         let seq = self.store.append_chunk(case, chunk)?;
         c.last_seq = seq;
         c.chunks_since_snapshot += 1;
@@ -247,8 +264,12 @@ pub fn open(config: &ServerConfig) -> anyhow::Result<Opened> {
     restrict(&config.data_dir);
     let key = config.key_file();
     KeySource::create_key_file(&key)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.db_dir(), KeySource::KeyFile(key))?);
-    let ca = match (store.get_meta(NS_SERVER, "ca_cert")?, store.get_meta(NS_SERVER, "ca_key")?) {
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&config.db_dir(), KeySource::KeyFile(key))?);
+    let ca = match (
+        store.get_meta(NS_SERVER, "ca_cert")?,
+        store.get_meta(NS_SERVER, "ca_key")?,
+    ) {
         (Some(cert), Some(key)) => BoroughCa::from_pem(
             &String::from_utf8_lossy(&cert),
             &String::from_utf8_lossy(&key),
@@ -265,7 +286,12 @@ pub fn open(config: &ServerConfig) -> anyhow::Result<Opened> {
     };
     let registry = Arc::new(Registry::new(store.clone()));
     let audit = Arc::new(AuditLog::open(store.clone())?);
-    Ok(Opened { store, registry, audit, ca })
+    Ok(Opened {
+        store,
+        registry,
+        audit,
+        ca,
+    })
 }
 
 /// Open the store for an admin command while the server is not running.

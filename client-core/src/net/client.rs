@@ -1,12 +1,12 @@
 //! The device side of the shell: connect, enrol, and drive a [`ClientSession`].
 
-
-
 use tokio::sync::mpsc;
 
 use super::{explain, resolve, FramedStream, NetError, StreamError};
 use crate::identity::{self, DeviceKey, EnrolmentCode};
-use crate::sync::{Action, ClientSession, DocSet, EnrolRequest, Enrolled, ErrorCode, Frame, PROTOCOL_VERSION};
+use crate::sync::{
+    Action, ClientSession, DocSet, EnrolRequest, Enrolled, ErrorCode, Frame, PROTOCOL_VERSION,
+};
 use crate::DeviceId;
 
 /// What the device does with the session's actions: persist, record acknowledgements, report.
@@ -18,7 +18,8 @@ pub trait SessionHost: DocSet {
 
 fn endpoint() -> Result<quinn::Endpoint, NetError> {
     let bind: std::net::SocketAddr = "0.0.0.0:0".parse().expect("valid bind address");
-    quinn::Endpoint::client(bind).map_err(|e| NetError::Local(format!("cannot open a UDP socket: {e}")))
+    quinn::Endpoint::client(bind)
+        .map_err(|e| NetError::Local(format!("cannot open a UDP socket: {e}")))
 }
 
 /// Connect to the borough server as an enrolled device.
@@ -35,11 +36,15 @@ pub async fn connect(
     let ep = endpoint()?;
     let connecting = ep
         .connect_with(cfg, sock, identity::SERVER_NAME)
-        .map_err(|e| NetError::Unreachable { addr: addr.to_string(), detail: e.to_string() })?;
+        .map_err(|e| NetError::Unreachable {
+            addr: addr.to_string(),
+            detail: e.to_string(),
+        })?;
     let conn = connecting.await.map_err(|e| match e {
-        quinn::ConnectionError::TimedOut => {
-            NetError::Unreachable { addr: addr.to_string(), detail: "no answer".into() }
-        }
+        quinn::ConnectionError::TimedOut => NetError::Unreachable {
+            addr: addr.to_string(),
+            detail: "no answer".into(),
+        },
         other => explain(addr, None, other),
     })?;
     Ok((ep, conn))
@@ -59,14 +64,24 @@ pub async fn enrol(
     let ep = endpoint()?;
     let connecting = ep
         .connect_with(cfg, sock, identity::SERVER_NAME)
-        .map_err(|e| NetError::Unreachable { addr: addr.to_string(), detail: e.to_string() })?;
+        .map_err(|e| NetError::Unreachable {
+            addr: addr.to_string(),
+            detail: e.to_string(),
+        })?;
     let conn = connecting.await.map_err(|e| match e {
-        quinn::ConnectionError::TimedOut => {
-            NetError::Unreachable { addr: addr.to_string(), detail: "no answer".into() }
-        }
-        other => NetError::Refused { code: ErrorCode::BadEnrolment, message: other.to_string() },
+        quinn::ConnectionError::TimedOut => NetError::Unreachable {
+            addr: addr.to_string(),
+            detail: "no answer".into(),
+        },
+        other => NetError::Refused {
+            code: ErrorCode::BadEnrolment,
+            message: other.to_string(),
+        },
     })?;
-    let (send, recv) = conn.open_bi().await.map_err(|e| explain(addr, Some(&conn), e))?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| explain(addr, Some(&conn), e))?;
     let mut s = FramedStream::new(send, recv);
     let req = EnrolRequest {
         version: PROTOCOL_VERSION,
@@ -75,14 +90,29 @@ pub async fn enrol(
         device_name: device_name.to_string(),
         csr: hex::encode(key.csr_der(device_name)?),
     };
-    s.write_frames(&[Frame::Enrol(req)]).await.map_err(|e| explain(addr, Some(&conn), e))?;
+    s.write_frames(&[Frame::Enrol(req)])
+        .await
+        .map_err(|e| explain(addr, Some(&conn), e))?;
     let _ = s.send.finish();
-    let reply = s.read_frame().await.map_err(|e| explain(addr, Some(&conn), e))?;
+    let reply = s
+        .read_frame()
+        .await
+        .map_err(|e| explain(addr, Some(&conn), e))?;
     let result = match reply {
         Some(Frame::Enrolled(e)) => Ok(e),
-        Some(Frame::Error(r)) => Err(NetError::Refused { code: r.code, message: r.message }),
-        Some(f) => Err(NetError::Local(format!("unexpected {} frame from the server", f.kind()))),
-        None => Err(explain(addr, Some(&conn), "the server closed the enrolment")),
+        Some(Frame::Error(r)) => Err(NetError::Refused {
+            code: r.code,
+            message: r.message,
+        }),
+        Some(f) => Err(NetError::Local(format!(
+            "unexpected {} frame from the server",
+            f.kind()
+        ))),
+        None => Err(explain(
+            addr,
+            Some(&conn),
+            "the server closed the enrolment",
+        )),
     };
     conn.close(0u32.into(), b"enrolled");
     ep.wait_idle().await;
@@ -98,7 +128,10 @@ pub async fn drive(
     host: &mut dyn SessionHost,
     mut local: Option<mpsc::Receiver<crate::CaseId>>,
 ) -> Result<(ErrorCode, String), NetError> {
-    let (send, recv) = conn.open_bi().await.map_err(|e| explain(addr, Some(conn), e))?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| explain(addr, Some(conn), e))?;
     let mut stream = FramedStream::new(send, recv);
     let first = session.start();
     if let Some(end) = carry_out(addr, conn, &mut stream, host, first).await? {
@@ -154,15 +187,20 @@ async fn carry_out(
             }
             other => {
                 if let Err(e) = host.act(&other) {
-                    conn.close((ErrorCode::Internal as u32).into(), b"device could not store data");
+                    conn.close(
+                        (ErrorCode::Internal as u32).into(),
+                        b"device could not store data",
+                    );
                     return Err(NetError::Local(e));
                 }
             }
         }
     }
     if !frames.is_empty() {
-        stream.write_frames(&frames).await.map_err(|e| explain(addr, Some(conn), e))?;
+        stream
+            .write_frames(&frames)
+            .await
+            .map_err(|e| explain(addr, Some(conn), e))?;
     }
     Ok(None)
 }
-

@@ -40,7 +40,9 @@ pub enum NetError {
         message: String,
     },
     /// The connection dropped.
-    #[error("the connection to the server was lost ({0}); your work is saved on this device: try again")]
+    #[error(
+        "the connection to the server was lost ({0}); your work is saved on this device: try again"
+    )]
     Lost(String),
     /// The peer broke the protocol.
     #[error("protocol error: {0}")]
@@ -67,7 +69,11 @@ pub async fn resolve(addr: &str) -> Result<SocketAddr, NetError> {
 
 /// Turn a quinn connection error into a clear [`NetError`]: the server's own close reason when it
 /// gave one (a refused device often sees only "connection lost" otherwise).
-pub fn explain(addr: &str, conn: Option<&quinn::Connection>, err: impl std::fmt::Display) -> NetError {
+pub fn explain(
+    addr: &str,
+    conn: Option<&quinn::Connection>,
+    err: impl std::fmt::Display,
+) -> NetError {
     let reason = conn.and_then(|c| c.close_reason());
     match reason {
         Some(quinn::ConnectionError::ApplicationClosed(close)) => {
@@ -112,7 +118,12 @@ impl FramedStream {
 
     /// Wrap a stream with a frame size limit.
     pub fn with_limit(send: quinn::SendStream, recv: quinn::RecvStream, max: usize) -> Self {
-        FramedStream { send, recv, dec: FrameDecoder::new(max), buf: vec![0; 64 * 1024] }
+        FramedStream {
+            send,
+            recv,
+            dec: FrameDecoder::new(max),
+            buf: vec![0; 64 * 1024],
+        }
     }
 
     /// The next frame; `Ok(None)` when the peer finished the stream cleanly.
@@ -143,7 +154,10 @@ impl FramedStream {
         for f in frames {
             f.encode(&mut out);
         }
-        self.send.write_all(&out).await.map_err(|e| StreamError::Write(e.to_string()))
+        self.send
+            .write_all(&out)
+            .await
+            .map_err(|e| StreamError::Write(e.to_string()))
     }
 }
 
