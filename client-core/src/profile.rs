@@ -225,6 +225,11 @@ impl Profile {
         })
     }
 
+    /// The underlying store (for tools and tests that inspect it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Where the profile lives.
     pub fn home(&self) -> &Path {
         &self.home
