@@ -462,6 +462,16 @@ impl Profile {
         Ok(doc.get_changes(&known).len())
     }
 
+    /// The heads the borough server has confirmed as durable for a case (empty if none yet).
+    pub fn acknowledged_heads(&self, case: CaseId) -> Result<Vec<ChangeHash>, ProfileError> {
+        self.acked(case)
+    }
+
+    /// The case's automerge document as held here.
+    pub fn document(&mut self, case: CaseId) -> Result<AutoCommit, ProfileError> {
+        Ok(self.load(case)?.clone())
+    }
+
     fn acked(&self, case: CaseId) -> Result<Vec<ChangeHash>, ProfileError> {
         Ok(self
             .store
