@@ -10,13 +10,30 @@
 //! passphrase (argon2id) or read from a key file, so the files on disk hold no record text. Keys (case
 //! ids, namespace names, sequence numbers) are not secret and are stored in the clear: never put
 //! clinical text in a key.
+//!
+//! Sequence numbers are drawn from one counter per store, so they grow across every case and are
+//! never handed out twice, not even after [`Store::remove_case`]: a sync state or acknowledgement
+//! that remembers "through chunk 41" can never be confused by a later chunk. They are not dense: a
+//! case's log may read 3, 17, 18.
 
-// Engines: `crypto` (SealKey, KeySource), `memory` (MemoryStore), `sled_store` (SledStore).
+mod crypto;
+mod memory;
+mod sled_store;
+
+#[cfg(test)]
+mod conformance;
+
+pub use crypto::{KdfParams, KeySource, SealKey, KEY_LEN};
+pub use memory::MemoryStore;
+pub use sled_store::{SledOptions, SledStore};
 
 use crate::CaseId;
 
 /// Position of a chunk in a case's log. Sequence numbers only grow.
 pub type ChunkSeq = u64;
+
+/// A case's log as [`Store::load_chunks`] returns it: `(sequence number, chunk)` in log order.
+pub type ChunkLog = Vec<(ChunkSeq, Vec<u8>)>;
 
 /// What can go wrong in the store, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +68,21 @@ pub enum StoreError {
     /// The key file is missing or malformed.
     #[error("key file problem: {0}")]
     KeyFile(String),
+    /// The caller asked for something the store cannot do (a name with a NUL byte in it, compacting
+    /// a case the store does not hold). This is a bug in the calling code, not damage to the data.
+    #[error("the store cannot do this: {0} (this is a bug in Polyphony; please report it)")]
+    InvalidRequest(String),
+}
+
+/// Refuse a meta namespace or log name that would be ambiguous in an engine's key layout, where the
+/// name is followed by a NUL separator. Both engines call this, so they refuse the same names.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
+    if name.contains('\0') {
+        return Err(StoreError::InvalidRequest(format!(
+            "{what} name {name:?} contains a NUL character"
+        )));
+    }
+    Ok(())
 }
 
 /// The storage every Polyphony peer uses. Implementations must be safe to share between threads.
@@ -60,14 +92,23 @@ pub enum StoreError {
 /// handed to the OS.
 pub trait Store: Send + Sync + 'static {
     /// Append one chunk of automerge changes to a case's log, creating the case if it is new.
-    /// Returns the chunk's sequence number.
+    /// Returns the chunk's sequence number, greater than every sequence number the store has
+    /// returned before. Appends to one case are serialised: a reader that has seen chunk `n` of a
+    /// case will never later find a newly appended chunk of it numbered below `n` (only a
+    /// compaction snapshot, whose content it has already seen).
     fn append_chunk(&self, case: &CaseId, chunk: &[u8]) -> Result<ChunkSeq, StoreError>;
 
     /// Every chunk of a case in log order, or `None` if the store has never seen the case.
-    fn load_chunks(&self, case: &CaseId) -> Result<Option<Vec<(ChunkSeq, Vec<u8>)>>, StoreError>;
+    fn load_chunks(&self, case: &CaseId) -> Result<Option<ChunkLog>, StoreError>;
 
     /// Atomically replace every chunk with sequence number `<= through` by `snapshot` (a full save that
     /// includes all of them). Chunks appended after `through` are kept.
+    ///
+    /// The snapshot takes the sequence number `through` (or the case's last sequence number, if
+    /// `through` is beyond it), so it sorts before the kept chunks. A stale compaction (`through`
+    /// below chunks an earlier compaction already replaced) is harmless: the older snapshot is
+    /// simply kept alongside. Compacting a case the store does not hold is
+    /// [`StoreError::InvalidRequest`]: it must not bring back a removed case.
     fn compact_case(
         &self,
         case: &CaseId,
@@ -77,13 +118,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Remove a case's local copy (after a revocation wipe, or a case that moved away). Callers must
     /// first check that every change is acknowledged by the borough server: this is never a way to
-    /// delete clinical content.
+    /// delete clinical content. Removing a case the store does not hold does nothing. A chunk
+    /// appended concurrently with the removal may survive it: stop syncing the case first.
     fn remove_case(&self, case: &CaseId) -> Result<(), StoreError>;
 
     /// Every case with at least one chunk.
     fn list_cases(&self) -> Result<Vec<CaseId>, StoreError>;
 
     /// A small sealed value in a namespace (sync state, acknowledgements, identity, registries).
+    /// Namespace names must not contain NUL ([`StoreError::InvalidRequest`]).
     fn get_meta(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Set a small sealed value.
@@ -96,6 +139,8 @@ pub trait Store: Send + Sync + 'static {
     fn scan_meta(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
     /// Append an entry to a named append-only log (audit log, offline-read outbox). Returns its index.
+    /// Indices count up from 0 in each log, one at a time, and are never reused, even after
+    /// [`Store::trim_log`]. Log names must not contain NUL ([`StoreError::InvalidRequest`]).
     fn append_log(&self, log: &str, entry: &[u8]) -> Result<u64, StoreError>;
 
     /// Entries of a log from index `from` on, in order.

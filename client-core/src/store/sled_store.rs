@@ -1,0 +1,818 @@
+//! The on-disk [`Store`]: sled 0.34, with every value sealed before it reaches sled.
+//!
+//! sled is embedded, pure Rust and crash-safe enough for us once its flush is followed by an fsync,
+//! but it is no longer maintained (see `shared/STACK.md`), so nothing about it leaks past this file:
+//! callers see only [`Store`], [`SledStore::open`] and [`SledOptions`].
+//!
+//! Layout (one sled database per store directory):
+//! - tree `polyphony.header`: the format version, a random store id, the key-derivation parameters
+//!   (kind, argon2id salt and costs) and a *verifier*: a known constant sealed under the store key.
+//!   Opening checks the verifier before anything else is touched, so a wrong passphrase is reported
+//!   as such and changes nothing.
+//! - tree `polyphony.chunks`: key `case uuid (16 bytes) ++ seq (8 bytes, big-endian)`, so a prefix
+//!   scan reads one case's log in order. Sequence numbers come from sled's persistent id generator,
+//!   which never hands out a number twice, even across crashes.
+//! - tree `polyphony.meta`: key `namespace ++ NUL ++ key`.
+//! - tree `polyphony.logs`: key `log name ++ NUL ++ index (8 bytes, big-endian)`; tree
+//!   `polyphony.log_heads` holds each log's next index, updated in the same transaction as the entry
+//!   so indices never repeat, even after trimming.
+//!
+//! Every value is sealed with associated data `store id ++ tree tag ++ key`: a value copied to another
+//! key, case or store fails its integrity check instead of being read as someone else's record.
+//!
+//! Durability: sled's own `flush` uses `sync_file_range` on Linux, which does not empty the disk's
+//! write cache (sled #1452, #1351), so [`Store::flush`] follows it with an fsync of every file under
+//! the store directory and of the directories themselves. Flushes are serialised and grouped: a
+//! caller whose writes were covered by a flush that started after them returns without flushing
+//! again. sled's `flush_async` is never used: concurrent calls deadlock (sled #1308).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::crypto::{
+    derive_key, random_salt, read_key_file, KdfParams, KeySource, SealKey, SALT_LEN,
+};
+use super::{check_name, ChunkLog, ChunkSeq, Store, StoreError};
+use crate::CaseId;
+
+/// Bumped when the layout changes incompatibly; a store of another version is refused.
+const FORMAT_VERSION: u8 = 1;
+
+const TREE_HEADER: &str = "polyphony.header";
+const TREE_CHUNKS: &str = "polyphony.chunks";
+const TREE_META: &str = "polyphony.meta";
+const TREE_LOGS: &str = "polyphony.logs";
+const TREE_LOG_HEADS: &str = "polyphony.log_heads";
+
+const HEADER_FORMAT: &[u8] = b"format";
+const HEADER_STORE_ID: &[u8] = b"store_id";
+const HEADER_KDF: &[u8] = b"kdf";
+const HEADER_VERIFIER: &[u8] = b"verifier";
+const VERIFIER_PLAINTEXT: &[u8] = b"polyphony store verifier v1";
+
+// One byte per tree in the associated data, so identical keys in two trees still differ.
+const TAG_VERIFIER: u8 = b'v';
+const TAG_CHUNK: u8 = b'c';
+const TAG_META: u8 = b'm';
+const TAG_LOG: u8 = b'l';
+
+const CASE_ID_LEN: usize = 16;
+const CASE_LOCK_STRIPES: usize = 16;
+const STORE_ID_LEN: usize = 16;
+
+/// Tuning for a [`SledStore`]. The defaults suit both a practitioner's laptop and the borough server.
+#[derive(Clone, Debug)]
+pub struct SledOptions {
+    /// Upper bound on sled's page cache, in bytes (default 64 MiB). sled's own default (1 GiB)
+    /// would let the borough server hold most of its cases in memory.
+    pub cache_capacity_bytes: u64,
+    /// Cost of turning a passphrase into a key, used only when a passphrase store is *created*;
+    /// later opens use the parameters recorded in the store. Leave at
+    /// [`KdfParams::RECOMMENDED`] except in tests.
+    pub kdf: KdfParams,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity_bytes: 64 * 1024 * 1024,
+            kdf: KdfParams::RECOMMENDED,
+        }
+    }
+}
+
+/// How a store's key is obtained, as recorded in its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KdfHeader {
+    /// The key is supplied whole (a key file or a raw key).
+    SuppliedKey,
+    /// The key is derived from a passphrase with argon2id.
+    Argon2id {
+        salt: [u8; SALT_LEN],
+        params: KdfParams,
+    },
+}
+
+impl KdfHeader {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            KdfHeader::SuppliedKey => vec![0],
+            KdfHeader::Argon2id { salt, params } => {
+                let mut out = vec![1];
+                out.extend_from_slice(salt);
+                out.extend_from_slice(&params.memory_kib.to_be_bytes());
+                out.extend_from_slice(&params.iterations.to_be_bytes());
+                out.extend_from_slice(&params.parallelism.to_be_bytes());
+                out
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<KdfHeader> {
+        match bytes.split_first()? {
+            (0, []) => Some(KdfHeader::SuppliedKey),
+            (1, rest) if rest.len() == SALT_LEN + 12 => {
+                let (salt, costs) = rest.split_at(SALT_LEN);
+                let word = |i: usize| -> Option<u32> {
+                    Some(u32::from_be_bytes(
+                        costs.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+                    ))
+                };
+                Some(KdfHeader::Argon2id {
+                    salt: salt.try_into().ok()?,
+                    params: KdfParams {
+                        memory_kib: word(0)?,
+                        iterations: word(1)?,
+                        parallelism: word(2)?,
+                    },
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A [`Store`] in a directory on disk, backed by sled, every value sealed with the store key.
+///
+/// Only one process may have a store open at a time (sled locks its files); a second
+/// [`SledStore::open`] of the same directory, in this process or another, is
+/// [`StoreError::Locked`]. The lock is released when the `SledStore` is dropped.
+pub struct SledStore {
+    dir: PathBuf,
+    db: sled::Db,
+    chunks: sled::Tree,
+    meta: sled::Tree,
+    logs: sled::Tree,
+    log_heads: sled::Tree,
+    key: SealKey,
+    store_id: [u8; STORE_ID_LEN],
+    /// Serialise every change to one case's log (append, compaction, removal), striped by case id.
+    /// Without it, two appends could draw sequence numbers 3 and 4 but insert 4 first, and a
+    /// reader that saw 4 would never look back for 3; and a compaction could re-insert a snapshot
+    /// for a case that a concurrent removal had just wiped. Different cases rarely share a stripe.
+    case_locks: [Mutex<()>; CASE_LOCK_STRIPES],
+    /// Number of `flush` calls so far; each call takes a ticket from it.
+    flush_tickets: AtomicU64,
+    /// Highest ticket whose writes are known durable. The mutex also serialises the flushes.
+    flushed_through: Mutex<u64>,
+}
+
+impl SledStore {
+    /// Open the store in `dir`, creating it (and the directory) if it does not exist yet, with
+    /// default [`SledOptions`].
+    ///
+    /// Errors: [`StoreError::WrongPassphrase`] if `key` does not open an existing store (no stored
+    /// value is touched; the key is checked before anything is written), [`StoreError::Locked`] if
+    /// another `SledStore`, in this process or another, has it open (after waiting up to a second,
+    /// since sled lets go of its lock a moment after a store is dropped), [`StoreError::KeyFile`]
+    /// for a missing or malformed key file, [`StoreError::Corrupt`] for a damaged header.
+    pub fn open(dir: &Path, key: KeySource) -> Result<SledStore, StoreError> {
+        Self::open_with(dir, key, SledOptions::default())
+    }
+
+    /// [`SledStore::open`] with explicit options.
+    pub fn open_with(
+        dir: &Path,
+        key: KeySource,
+        options: SledOptions,
+    ) -> Result<SledStore, StoreError> {
+        let span = tracing::info_span!("open_store", path = %dir.display(), key = key.kind_name());
+        let _entered = span.enter();
+
+        let dir_existed = dir.exists();
+        fs::create_dir_all(dir)?;
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_capacity_bytes);
+        let db = open_waiting_for_lock(dir, &config).inspect_err(|e| {
+            if matches!(e, StoreError::Locked { .. }) {
+                tracing::info!("the store is open elsewhere");
+            }
+        })?;
+
+        let has_tree = |name: &str| {
+            db.tree_names()
+                .iter()
+                .any(|n| n.as_ref() == name.as_bytes())
+        };
+        let verifier_present = has_tree(TREE_HEADER)
+            && db
+                .open_tree(TREE_HEADER)
+                .and_then(|h| h.contains_key(HEADER_VERIFIER))
+                .map_err(engine_error)?;
+
+        let (store_id, seal_key) = if verifier_present {
+            unlock(&db, &key)?
+        } else {
+            // No verifier: either a brand-new store, or a first open that crashed before its
+            // header was written. Anything else without a header is not ours to overwrite.
+            for name in [TREE_CHUNKS, TREE_META, TREE_LOGS, TREE_LOG_HEADS] {
+                if has_tree(name) && !db.open_tree(name).map_err(engine_error)?.is_empty() {
+                    return Err(StoreError::Corrupt {
+                        what: format!("the store header in {}", dir.display()),
+                        detail: "the store holds data but its header is missing".into(),
+                    });
+                }
+            }
+            let created = initialise(&db, &key, &options)?;
+            // The header is the only way back into the store: make it durable at once, including
+            // the directory entries that point at sled's new files.
+            db.flush().map_err(engine_error)?;
+            sync_dir_tree(dir)?;
+            if !dir_existed {
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs::File::open(parent)?.sync_all()?;
+                }
+            }
+            tracing::info!("created a new store");
+            created
+        };
+
+        let open = |name: &str| db.open_tree(name).map_err(engine_error);
+        Ok(SledStore {
+            chunks: open(TREE_CHUNKS)?,
+            meta: open(TREE_META)?,
+            logs: open(TREE_LOGS)?,
+            log_heads: open(TREE_LOG_HEADS)?,
+            dir: dir.to_path_buf(),
+            db,
+            key: seal_key,
+            store_id,
+            case_locks: Default::default(),
+            flush_tickets: AtomicU64::new(0),
+            flushed_through: Mutex::new(0),
+        })
+    }
+
+    /// The directory this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn aad(&self, tag: u8, key: &[u8]) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(STORE_ID_LEN + 1 + key.len());
+        aad.extend_from_slice(&self.store_id);
+        aad.push(tag);
+        aad.extend_from_slice(key);
+        aad
+    }
+
+    fn seal(&self, tag: u8, key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.key.seal(&self.aad(tag, key), plaintext)
+    }
+
+    /// Open a sealed value, naming what it was in the error (never its content).
+    fn unseal(
+        &self,
+        tag: u8,
+        key: &[u8],
+        sealed: &[u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.key
+            .open(&self.aad(tag, key), sealed)
+            .map_err(|e| match e {
+                StoreError::Corrupt { detail, .. } => {
+                    let what = what();
+                    tracing::error!(%what, %detail, "stored value failed its integrity check");
+                    StoreError::Corrupt { what, detail }
+                }
+                other => other,
+            })
+    }
+
+    fn lock_case(&self, case: &CaseId) -> MutexGuard<'_, ()> {
+        // Case ids are random, so any byte of them spreads cases evenly over the stripes.
+        let stripe = usize::from(case.0.as_bytes()[CASE_ID_LEN - 1]) % CASE_LOCK_STRIPES;
+        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+        self.case_locks[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keys of a case's chunks with sequence number `<= through`.
+    fn chunk_keys_through(
+        &self,
+        case: &CaseId,
+        through: ChunkSeq,
+    ) -> Result<Vec<sled::IVec>, StoreError> {
+        self.chunks
+            .range(chunk_key(case, 0)..=chunk_key(case, through))
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(engine_error)
+    }
+
+    /// The last sequence number of a case's log, if it has any chunk.
+    fn last_seq(&self, case: &CaseId) -> Result<Option<ChunkSeq>, StoreError> {
+        match self
+            .chunks
+            .scan_prefix(case.0.as_bytes())
+            .keys()
+            .next_back()
+        {
+            None => Ok(None),
+            Some(key) => Ok(Some(seq_of(&key.map_err(engine_error)?)?)),
+        }
+    }
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("dir", &self.dir).finish()
+    }
+}
+
+/// Check the key against an existing store's verifier. Reads only.
+fn unlock(db: &sled::Db, source: &KeySource) -> Result<([u8; STORE_ID_LEN], SealKey), StoreError> {
+    let header = db.open_tree(TREE_HEADER).map_err(engine_error)?;
+    let damaged = |detail: &str| StoreError::Corrupt {
+        what: "the store header".into(),
+        detail: detail.into(),
+    };
+    let field = |name: &[u8]| -> Result<sled::IVec, StoreError> {
+        header
+            .get(name)
+            .map_err(engine_error)?
+            .ok_or_else(|| damaged(&format!("{} is missing", String::from_utf8_lossy(name))))
+    };
+
+    let format = field(HEADER_FORMAT)?;
+    if format.as_ref() != [FORMAT_VERSION] {
+        return Err(StoreError::Engine(format!(
+            "this store has format {:?}, but this version of Polyphony reads format {FORMAT_VERSION}; \
+             update Polyphony to open it",
+            format.as_ref()
+        )));
+    }
+    let store_id: [u8; STORE_ID_LEN] = field(HEADER_STORE_ID)?
+        .as_ref()
+        .try_into()
+        .map_err(|_| damaged("store id has the wrong length"))?;
+    let kdf_bytes = field(HEADER_KDF)?;
+    let kdf = KdfHeader::decode(&kdf_bytes).ok_or_else(|| damaged("unreadable KDF parameters"))?;
+    let verifier = field(HEADER_VERIFIER)?;
+
+    let key = match (source, kdf) {
+        (KeySource::Passphrase(passphrase), KdfHeader::Argon2id { salt, params }) => {
+            if params.is_weaker_than_recommended() {
+                tracing::warn!(
+                    ?params,
+                    "this store's passphrase is stretched with weak (test-only?) parameters"
+                );
+            }
+            derive_key(passphrase, &salt, params).map_err(|detail| damaged(&detail))?
+        }
+        (KeySource::KeyFile(path), KdfHeader::SuppliedKey) => read_key_file(path)?,
+        (KeySource::Raw(key), KdfHeader::SuppliedKey) => key.clone(),
+        (source, kdf) => {
+            tracing::warn!(
+                given = source.kind_name(),
+                expected = match kdf {
+                    KdfHeader::SuppliedKey => "key file or raw key",
+                    KdfHeader::Argon2id { .. } => "passphrase",
+                },
+                "the store was created with another kind of key"
+            );
+            return Err(StoreError::WrongPassphrase);
+        }
+    };
+
+    let aad = verifier_aad(&store_id, &kdf_bytes);
+    match key.open(&aad, &verifier) {
+        Ok(plain) if plain == VERIFIER_PLAINTEXT => Ok((store_id, key)),
+        _ => {
+            tracing::info!("the key given does not open this store");
+            Err(StoreError::WrongPassphrase)
+        }
+    }
+}
+
+/// Write the header of a new store and return its id and key.
+fn initialise(
+    db: &sled::Db,
+    source: &KeySource,
+    options: &SledOptions,
+) -> Result<([u8; STORE_ID_LEN], SealKey), StoreError> {
+    let (kdf, key) = match source {
+        KeySource::Passphrase(passphrase) => {
+            let salt = random_salt();
+            let key = derive_key(passphrase, &salt, options.kdf).map_err(|detail| {
+                StoreError::InvalidRequest(format!("cannot create a store: {detail}"))
+            })?;
+            let kdf = KdfHeader::Argon2id {
+                salt,
+                params: options.kdf,
+            };
+            (kdf, key)
+        }
+        KeySource::KeyFile(path) => (KdfHeader::SuppliedKey, read_key_file(path)?),
+        KeySource::Raw(key) => (KdfHeader::SuppliedKey, key.clone()),
+    };
+    let store_id: [u8; STORE_ID_LEN] = rand::random();
+    let kdf_bytes = kdf.encode();
+    let verifier = key.seal(&verifier_aad(&store_id, &kdf_bytes), VERIFIER_PLAINTEXT);
+
+    // Create every tree now, so a later open never has to create one before the key is checked.
+    for name in [TREE_CHUNKS, TREE_META, TREE_LOGS, TREE_LOG_HEADS] {
+        db.open_tree(name).map_err(engine_error)?;
+    }
+    let header = db.open_tree(TREE_HEADER).map_err(engine_error)?;
+    // One batch: a crash leaves either a whole header or none (and then the next open starts over).
+    let mut batch = sled::Batch::default();
+    batch.insert(HEADER_FORMAT, &[FORMAT_VERSION]);
+    batch.insert(HEADER_STORE_ID, &store_id);
+    batch.insert(HEADER_KDF, kdf_bytes);
+    batch.insert(HEADER_VERIFIER, verifier);
+    header.apply_batch(batch).map_err(engine_error)?;
+    Ok((store_id, key))
+}
+
+fn verifier_aad(store_id: &[u8; STORE_ID_LEN], kdf_bytes: &[u8]) -> Vec<u8> {
+    // Binding the KDF parameters means a header edited to other parameters fails the check.
+    let mut aad = store_id.to_vec();
+    aad.push(TAG_VERIFIER);
+    aad.extend_from_slice(kdf_bytes);
+    aad
+}
+
+/// Open sled, waiting a moment if its files are locked. sled releases its lock from background
+/// threads a few milliseconds *after* the last handle is dropped, so a store closed and reopened in
+/// the same process (switching profiles, tests) would otherwise be refused at random. A store truly
+/// open elsewhere is still reported as [`StoreError::Locked`], after about a second.
+fn open_waiting_for_lock(dir: &Path, config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let mut pause = Duration::from_millis(5);
+    let mut waited = Duration::ZERO;
+    loop {
+        match config.open().map_err(|e| open_error(dir, e)) {
+            Err(StoreError::Locked { .. }) if waited < LOCK_PATIENCE => {
+                std::thread::sleep(pause);
+                waited += pause;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long [`open_waiting_for_lock`] waits for a lock to be released.
+const LOCK_PATIENCE: Duration = Duration::from_millis(1000);
+
+/// Map an error from opening sled, recognising its lock failure. sled reports it only as an
+/// `io::Error` of kind `Other` whose message starts "could not acquire lock".
+fn open_error(dir: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked {
+                path: dir.display().to_string(),
+            }
+        }
+        other => engine_error(other),
+    }
+}
+
+/// Map any other sled error, without exposing sled's types to callers.
+fn engine_error(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) => StoreError::Io(io),
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            what: "the store's files".into(),
+            detail: format!("sled found corruption at {at:?}"),
+        },
+        other => StoreError::Engine(other.to_string()),
+    }
+}
+
+fn transaction_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => engine_error(e),
+    }
+}
+
+fn chunk_key(case: &CaseId, seq: ChunkSeq) -> [u8; CASE_ID_LEN + 8] {
+    let mut key = [0u8; CASE_ID_LEN + 8];
+    key[..CASE_ID_LEN].copy_from_slice(case.0.as_bytes());
+    key[CASE_ID_LEN..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn seq_of(key: &[u8]) -> Result<ChunkSeq, StoreError> {
+    key.get(CASE_ID_LEN..)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "a chunk key".into(),
+            detail: format!("{} bytes instead of {}", key.len(), CASE_ID_LEN + 8),
+        })
+}
+
+fn case_of(key: &[u8]) -> Result<[u8; CASE_ID_LEN], StoreError> {
+    key.get(..CASE_ID_LEN)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "a chunk key".into(),
+            detail: format!("{} bytes is too short", key.len()),
+        })
+}
+
+/// The smallest 16-byte string greater than every key starting with `prefix` (big-endian + 1), or
+/// `None` if `prefix` is all 0xff.
+fn next_prefix(mut prefix: [u8; CASE_ID_LEN]) -> Option<[u8; CASE_ID_LEN]> {
+    for byte in prefix.iter_mut().rev() {
+        if *byte == u8::MAX {
+            *byte = 0;
+        } else {
+            *byte += 1;
+            return Some(prefix);
+        }
+    }
+    None
+}
+
+fn name_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key
+}
+
+fn meta_key(ns: &str, key: &str) -> Vec<u8> {
+    let mut k = name_key(ns);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn log_key(log: &str, index: u64) -> Vec<u8> {
+    let mut k = name_key(log);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn log_index_of(key: &[u8], prefix_len: usize) -> Result<u64, StoreError> {
+    key.get(prefix_len..)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "a log key".into(),
+            detail: "malformed index".into(),
+        })
+}
+
+/// fsync every file under `dir` (sled's `db`, `conf`, snapshots, `blobs/`), then the directories,
+/// so new files' entries are durable too.
+fn sync_dir_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        let path = entry.path();
+        if file_type.is_dir() {
+            sync_dir_tree(&path)?;
+        } else if file_type.is_file() {
+            // On Linux fsync through a read-only descriptor flushes the file all the same.
+            match fs::File::open(&path) {
+                Ok(file) => file.sync_all()?,
+                // sled replaced the file (a snapshot, a blob) while we walked: its successor is
+                // synced by this walk or by sled itself.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    fs::File::open(dir)?.sync_all()
+}
+
+impl Store for SledStore {
+    fn append_chunk(&self, case: &CaseId, chunk: &[u8]) -> Result<ChunkSeq, StoreError> {
+        let _case = self.lock_case(case);
+        let seq = self.db.generate_id().map_err(engine_error)?;
+        // sled's id generator survives crashes by skipping ahead; check rather than trust it, since
+        // a number going backwards would silently reorder a case's log. (Valid only under the case
+        // lock: concurrent appends would otherwise race past each other.)
+        if let Some(last) = self.last_seq(case)? {
+            if seq <= last {
+                return Err(StoreError::Engine(format!(
+                    "the sequence counter went backwards ({seq} after {last}); the store may be damaged"
+                )));
+            }
+        }
+        let key = chunk_key(case, seq);
+        let sealed = self.seal(TAG_CHUNK, &key, chunk);
+        self.chunks
+            .compare_and_swap(key, None::<&[u8]>, Some(sealed))
+            .map_err(engine_error)?
+            .map_err(|_| {
+                StoreError::Engine(format!(
+                    "sequence number {seq} was handed out twice; the store may be damaged"
+                ))
+            })?;
+        Ok(seq)
+    }
+
+    fn load_chunks(&self, case: &CaseId) -> Result<Option<ChunkLog>, StoreError> {
+        let mut chunks = Vec::new();
+        for item in self.chunks.scan_prefix(case.0.as_bytes()) {
+            let (key, sealed) = item.map_err(engine_error)?;
+            let seq = seq_of(&key)?;
+            let chunk = self.unseal(TAG_CHUNK, &key, &sealed, || {
+                format!("chunk {seq} of case {case}")
+            })?;
+            chunks.push((seq, chunk));
+        }
+        Ok((!chunks.is_empty()).then_some(chunks))
+    }
+
+    fn compact_case(
+        &self,
+        case: &CaseId,
+        snapshot: &[u8],
+        through: ChunkSeq,
+    ) -> Result<(), StoreError> {
+        let _case = self.lock_case(case);
+        let Some(last) = self.last_seq(case)? else {
+            return Err(StoreError::InvalidRequest(format!(
+                "cannot compact case {case}: the store holds no chunks for it"
+            )));
+        };
+        let snapshot_key = chunk_key(case, through.min(last));
+        // One batch on one tree is atomic in sled: after a crash either every replaced chunk is
+        // still there, or the snapshot is and they are gone.
+        let mut batch = sled::Batch::default();
+        for key in self.chunk_keys_through(case, through)? {
+            batch.remove(key);
+        }
+        // Inserted after the removals, so it wins if it reuses a removed key.
+        batch.insert(&snapshot_key, self.seal(TAG_CHUNK, &snapshot_key, snapshot));
+        self.chunks.apply_batch(batch).map_err(engine_error)?;
+        tracing::debug!(%case, through, "compacted case");
+        Ok(())
+    }
+
+    fn remove_case(&self, case: &CaseId) -> Result<(), StoreError> {
+        let _case = self.lock_case(case);
+        let mut batch = sled::Batch::default();
+        for key in self.chunk_keys_through(case, ChunkSeq::MAX)? {
+            batch.remove(key);
+        }
+        self.chunks.apply_batch(batch).map_err(engine_error)?;
+        tracing::info!(%case, "removed the local copy of a case");
+        Ok(())
+    }
+
+    fn list_cases(&self) -> Result<Vec<CaseId>, StoreError> {
+        // Skip from case to case instead of reading every chunk: after finding one case, jump to
+        // the first key past its prefix.
+        let mut cases = Vec::new();
+        let mut from = [0u8; CASE_ID_LEN];
+        loop {
+            let Some(item) = self.chunks.range(from..).keys().next() else {
+                break;
+            };
+            let id = case_of(&item.map_err(engine_error)?)?;
+            cases.push(CaseId(uuid::Uuid::from_bytes(id)));
+            match next_prefix(id) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        Ok(cases)
+    }
+
+    fn get_meta(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_name("namespace", ns)?;
+        let k = meta_key(ns, key);
+        match self.meta.get(&k).map_err(engine_error)? {
+            None => Ok(None),
+            Some(sealed) => self
+                .unseal(TAG_META, &k, &sealed, || format!("meta value {ns}/{key}"))
+                .map(Some),
+        }
+    }
+
+    fn put_meta(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        check_name("namespace", ns)?;
+        let k = meta_key(ns, key);
+        let sealed = self.seal(TAG_META, &k, value);
+        self.meta.insert(k, sealed).map_err(engine_error)?;
+        Ok(())
+    }
+
+    fn delete_meta(&self, ns: &str, key: &str) -> Result<(), StoreError> {
+        check_name("namespace", ns)?;
+        self.meta.remove(meta_key(ns, key)).map_err(engine_error)?;
+        Ok(())
+    }
+
+    fn scan_meta(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        check_name("namespace", ns)?;
+        let prefix = name_key(ns);
+        let mut out = Vec::new();
+        for item in self.meta.scan_prefix(&prefix) {
+            let (k, sealed) = item.map_err(engine_error)?;
+            let key =
+                String::from_utf8(k[prefix.len()..].to_vec()).map_err(|_| StoreError::Corrupt {
+                    what: format!("a meta key in namespace {ns}"),
+                    detail: "not valid UTF-8".into(),
+                })?;
+            let value = self.unseal(TAG_META, &k, &sealed, || format!("meta value {ns}/{key}"))?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    fn append_log(&self, log: &str, entry: &[u8]) -> Result<u64, StoreError> {
+        check_name("log", log)?;
+        // A transaction across the entries and the heads: the entry and its log's new head are
+        // written together or not at all, and concurrent appends get distinct indices (sled
+        // retries a conflicting transaction).
+        (&self.logs, &self.log_heads)
+            .transaction(|(logs, heads)| {
+                let index = match heads.get(log.as_bytes())? {
+                    None => 0,
+                    Some(head) => <[u8; 8]>::try_from(head.as_ref())
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| {
+                            ConflictableTransactionError::Abort(StoreError::Corrupt {
+                                what: format!("the head of log {log}"),
+                                detail: "malformed index".into(),
+                            })
+                        })?,
+                };
+                let key = log_key(log, index);
+                if logs.get(key.as_slice())?.is_some() {
+                    // A head behind its entries would overwrite history: refuse instead.
+                    return Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
+                        what: format!("the head of log {log}"),
+                        detail: format!("entry {index} already exists"),
+                    }));
+                }
+                logs.insert(key.as_slice(), self.seal(TAG_LOG, &key, entry))?;
+                heads.insert(log.as_bytes(), &(index + 1).to_be_bytes())?;
+                Ok(index)
+            })
+            .map_err(transaction_error)
+    }
+
+    fn read_log(&self, log: &str, from: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        check_name("log", log)?;
+        let prefix_len = log.len() + 1;
+        let mut out = Vec::new();
+        for item in self.logs.range(log_key(log, from)..=log_key(log, u64::MAX)) {
+            let (k, sealed) = item.map_err(engine_error)?;
+            let index = log_index_of(&k, prefix_len)?;
+            let entry = self.unseal(TAG_LOG, &k, &sealed, || {
+                format!("entry {index} of log {log}")
+            })?;
+            out.push((index, entry));
+        }
+        Ok(out)
+    }
+
+    fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError> {
+        check_name("log", log)?;
+        let mut batch = sled::Batch::default();
+        for key in self
+            .logs
+            .range(log_key(log, 0)..=log_key(log, through))
+            .keys()
+        {
+            batch.remove(key.map_err(engine_error)?);
+        }
+        self.logs.apply_batch(batch).map_err(engine_error)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Group commit: take a ticket, then wait for the flush lock. If a flush that began after our
+        // ticket was taken has completed meanwhile, our writes are already durable. Every writer
+        // returned before taking its ticket, so a flush that reads the ticket counter first covers
+        // every ticket up to what it read.
+        let ticket = self.flush_tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut flushed_through = self
+            .flushed_through
+            .lock()
+            // The guarded number is only written after a successful flush: still accurate.
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *flushed_through >= ticket {
+            return Ok(());
+        }
+        let covering = self.flush_tickets.load(Ordering::SeqCst);
+        // The blocking flush, never `flush_async` (sled #1308: concurrent async flushes deadlock).
+        self.db.flush().map_err(engine_error)?;
+        // sled's flush uses sync_file_range on Linux, which leaves data in the disk's write
+        // cache (sled #1452): fsync for real before anyone is told "saved".
+        sync_dir_tree(&self.dir)?;
+        *flushed_through = covering;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
