@@ -259,7 +259,7 @@ async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection)
                     .map_err(|_| "the certificate request is malformed".to_string())?;
                 shared
                     .registry
-                    .check_enrolment(&token)
+                    .check_enrolment(&token, &req.device)
                     .map_err(|e| e.to_string())?;
                 let cert = ca
                     .issue_device_cert(&req.device.to_string(), &csr, time::Duration::days(365 * 2))
