@@ -11,7 +11,6 @@
 //! Every change made here is written to the audit log (actor [`Actor::Admin`]) and flushed before
 //! success is reported. Listings are not audited: they show who works where, never case content.
 
-use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::audit::{Actor, AuditAction, AuditError, AuditEvent, AuditLog};
@@ -452,13 +452,12 @@ fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, AdminError> {
 ///
 /// A socket file left by a server that stopped is removed first; if a server still answers on it,
 /// or the path is not a socket, this refuses to start rather than take it over. The socket is made
-/// mode 0600 and connections from another user (other than root) are refused. `shutdown` is any
-/// future: pass `async move { let _ = rx.changed().await; }` for a `watch`, or the `recv()` of a
-/// `broadcast` receiver. The socket file is removed on the way out.
+/// mode 0600 and connections from another user (other than root) are refused. Serving stops when
+/// `shutdown` becomes `true` (or its sender is dropped); the socket file is removed on the way out.
 pub async fn serve_admin(
     path: impl AsRef<Path>,
     admin: Arc<Admin>,
-    shutdown: impl Future<Output = ()>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let path = path.as_ref().to_path_buf();
     remove_stale_socket(&path).await?;
@@ -468,11 +467,15 @@ pub async fn serve_admin(
     let owner = std::fs::metadata(&path)?.uid();
     tracing::info!(path = %path.display(), "serving administration");
 
-    tokio::pin!(shutdown);
     let mut connections = JoinSet::new();
     loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
         tokio::select! {
-            () = &mut shutdown => break,
+            changed = shutdown.changed() => if changed.is_err() {
+                break;
+            },
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     connections.spawn(serve_connection(stream, admin.clone(), owner));

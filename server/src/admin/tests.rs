@@ -229,10 +229,8 @@ async fn serving() -> Serving {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("admin.sock");
     let (_, _, admin) = admin();
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(serve_admin(path.clone(), Arc::new(admin), async move {
-        let _ = stopped.changed().await;
-    }));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve_admin(path.clone(), Arc::new(admin), stopped));
     for _ in 0..200 {
         if path.exists() {
             break;
@@ -356,10 +354,8 @@ async fn a_missing_or_stale_socket_means_not_running_and_a_stale_one_is_replaced
     ));
 
     let (_, _, admin) = admin();
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(serve_admin(path.clone(), Arc::new(admin), async move {
-        let _ = stopped.changed().await;
-    }));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve_admin(path.clone(), Arc::new(admin), stopped));
     let mut answered = false;
     for _ in 0..200 {
         if let Ok(AdminResponse::Ok { .. }) = request(&path, &AdminRequest::Teams).await {
@@ -377,7 +373,8 @@ async fn a_missing_or_stale_socket_means_not_running_and_a_stale_one_is_replaced
 async fn a_live_socket_or_a_plain_file_is_never_taken_over() {
     let s = serving().await;
     let (_, _, second) = admin();
-    let err = serve_admin(s.path.clone(), Arc::new(second), std::future::pending())
+    let (_keep, never) = tokio::sync::watch::channel(false);
+    let err = serve_admin(s.path.clone(), Arc::new(second), never.clone())
         .await
         .expect_err("a server is already there");
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
@@ -386,7 +383,7 @@ async fn a_live_socket_or_a_plain_file_is_never_taken_over() {
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, b"keep me").expect("write");
     let (_, _, third) = admin();
-    let err = serve_admin(file.clone(), Arc::new(third), std::future::pending())
+    let err = serve_admin(file.clone(), Arc::new(third), never)
         .await
         .expect_err("not a socket");
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
@@ -442,4 +439,20 @@ async fn lines_are_read_within_their_bound() {
             .expect("read"),
         Line::TooLong
     );
+}
+
+#[tokio::test]
+async fn serving_stops_when_the_shutdown_sender_goes_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("admin.sock");
+    let (_, _, admin) = admin();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve_admin(path.clone(), Arc::new(admin), stopped));
+    drop(stop);
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("stopped promptly")
+        .expect("joins")
+        .expect("clean");
+    assert!(!path.exists());
 }
