@@ -16,6 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use polyphony_core::ids::BadId;
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -63,6 +64,9 @@ pub enum AdminError {
     /// The audit log could not be read or written.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// An id given as text is not well formed.
+    #[error("{0}")]
+    BadId(String),
     /// A change was made but could not be written to the audit log.
     #[error("{done}, but it could not be recorded in the audit log: {source}. Check the server's disk and log")]
     NotAudited {
@@ -100,8 +104,8 @@ pub enum AdminRequest {
     },
     /// Revoke a device. Answers with a [`DeviceView`].
     Revoke {
-        /// The device.
-        device: DeviceId,
+        /// The device's id, as text (checked by the server, so every client gets the same message).
+        device: String,
         /// Refuse it at once, instead of letting it upload what it holds and then wipe.
         #[serde(default)]
         now: bool,
@@ -317,6 +321,11 @@ impl Admin {
                 })
             }
             AdminRequest::Revoke { device, now } => {
+                let device: DeviceId = device.parse().map_err(|e: BadId| {
+                    AdminError::BadId(format!(
+                        "{e}: list the devices and their ids with `polyphony-server devices`"
+                    ))
+                })?;
                 let before = r
                     .device(&device)?
                     .ok_or(RegistryError::DeviceNotFound(device))?;

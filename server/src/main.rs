@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use polyphony_core::{CaseId, DeviceId};
+use polyphony_core::CaseId;
 use polyphony_server::admin::{
     self, Admin, AdminError, AdminRequest, AdminResponse, CaseMoved, DeviceView, IssuedCode,
     PractitionerView,
@@ -66,7 +66,7 @@ enum Command {
     /// Revoke a device: it may upload what it holds, then it is told to wipe its cases.
     Revoke {
         /// The device's id (see `devices`).
-        device: DeviceId,
+        device: String,
         /// Refuse the device at once, without letting it upload first.
         #[arg(long)]
         now: bool,

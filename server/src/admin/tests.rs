@@ -112,22 +112,22 @@ fn revoking_gently_then_at_once() {
         .expect("enrol");
 
     let gentle: DeviceView = ok(admin.handle(AdminRequest::Revoke {
-        device: laptop,
+        device: laptop.to_string(),
         now: false,
     }));
     assert_eq!(gentle.device.status, DeviceStatus::Revoking);
     let again: DeviceView = ok(admin.handle(AdminRequest::Revoke {
-        device: laptop,
+        device: laptop.to_string(),
         now: false,
     }));
     assert_eq!(again.device.status, DeviceStatus::Revoking);
     let hard: DeviceView = ok(admin.handle(AdminRequest::Revoke {
-        device: laptop,
+        device: laptop.to_string(),
         now: true,
     }));
     assert_eq!(hard.device.status, DeviceStatus::Revoked);
     let after: DeviceView = ok(admin.handle(AdminRequest::Revoke {
-        device: laptop,
+        device: laptop.to_string(),
         now: false,
     }));
     assert_eq!(after.device.status, DeviceStatus::Revoked);
@@ -135,10 +135,15 @@ fn revoking_gently_then_at_once() {
     assert_eq!(actions(&audit), [AuditAction::Revoke, AuditAction::Revoke]);
 
     let message = refused(admin.handle(AdminRequest::Revoke {
-        device: DeviceId::random(),
+        device: DeviceId::random().to_string(),
         now: true,
     }));
     assert!(message.contains("no device has the id"), "{message}");
+    let message = refused(admin.handle(AdminRequest::Revoke {
+        device: "laptop".into(),
+        now: true,
+    }));
+    assert!(message.contains("polyphony-server devices"), "{message}");
 }
 
 #[test]
