@@ -457,54 +457,94 @@ fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, AdminError> {
     serde_json::to_value(value).map_err(|e| AdminError::Protocol(e.to_string()))
 }
 
-/// Serve administration on the Unix socket at `path` until `shutdown` completes.
+/// Serve administration on the Unix socket at `path` until `shutdown` is set: [`AdminSocket::bind`]
+/// then [`AdminSocket::serve`].
 ///
-/// A socket file left by a server that stopped is removed first; if a server still answers on it,
-/// or the path is not a socket, this refuses to start rather than take it over. The socket is made
-/// mode 0600 and connections from another user (other than root) are refused. Serving stops when
-/// `shutdown` becomes `true` (or its sender is dropped); the socket file is removed on the way out.
+/// A caller that must know the socket is ready before it goes on (a server's `start` that returns
+/// to a caller who may send admin requests at once) should bind first and spawn only the serving.
 pub async fn serve_admin(
     path: impl AsRef<Path>,
     admin: Arc<Admin>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let path = path.as_ref().to_path_buf();
-    remove_stale_socket(&path).await?;
-    let listener = UnixListener::bind(&path)?;
-    let _remove = RemoveOnDrop(path.clone());
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let owner = std::fs::metadata(&path)?.uid();
-    tracing::info!(path = %path.display(), "serving administration");
+    AdminSocket::bind(path).await?.serve(admin, shutdown).await
+}
 
-    let mut connections = JoinSet::new();
-    loop {
-        if *shutdown.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            changed = shutdown.changed() => if changed.is_err() {
-                break;
-            },
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, admin.clone(), owner));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a moment rather than spin.
-                    tracing::warn!(error = %e, "admin socket accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+/// The admin socket, bound and ready: a client that connects from now on is queued until
+/// [`AdminSocket::serve`] answers it. Dropping it removes the socket file.
+#[derive(Debug)]
+pub struct AdminSocket {
+    listener: UnixListener,
+    /// The uid that owns the socket file: the server's own.
+    owner: u32,
+    path: RemoveOnDrop,
+}
+
+impl AdminSocket {
+    /// Bind the admin socket at `path`.
+    ///
+    /// A socket file left by a server that stopped is removed first; if a server still answers on
+    /// it, or the path is not a socket, this refuses ([`io::ErrorKind::AddrInUse`],
+    /// [`io::ErrorKind::AlreadyExists`]) rather than take it over. The socket is made mode 0600.
+    pub async fn bind(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        remove_stale_socket(&path).await?;
+        let listener = UnixListener::bind(&path)?;
+        let path = RemoveOnDrop(path);
+        std::fs::set_permissions(&path.0, std::fs::Permissions::from_mode(0o600))?;
+        let owner = std::fs::metadata(&path.0)?.uid();
+        Ok(Self {
+            listener,
+            owner,
+            path,
+        })
     }
-    // A request already being carried out finishes in its blocking task; idle connections close.
-    connections.shutdown().await;
-    tracing::info!("administration stopped");
-    Ok(())
+
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path.0
+    }
+
+    /// Answer requests until `shutdown` becomes `true` (or its sender is dropped), then remove the
+    /// socket file. Connections from another user than the server's (other than root) are refused.
+    pub async fn serve(
+        self,
+        admin: Arc<Admin>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> io::Result<()> {
+        tracing::info!(path = %self.path.0.display(), "serving administration");
+        let mut connections = JoinSet::new();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                changed = shutdown.changed() => if changed.is_err() {
+                    break;
+                },
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        connections.spawn(serve_connection(stream, admin.clone(), self.owner));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a moment rather than spin.
+                        tracing::warn!(error = %e, "admin socket accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        // A request already being carried out finishes in its blocking task; idle connections
+        // close.
+        connections.shutdown().await;
+        tracing::info!("administration stopped");
+        Ok(())
+    }
 }
 
 /// Removes the socket file when serving stops, however it stops.
+#[derive(Debug)]
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {

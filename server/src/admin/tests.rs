@@ -461,3 +461,26 @@ async fn serving_stops_when_the_shutdown_sender_goes_away() {
         .expect("clean");
     assert!(!path.exists());
 }
+
+#[tokio::test]
+async fn a_bound_socket_queues_requests_until_it_is_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = AdminSocket::bind(dir.path().join("admin.sock"))
+        .await
+        .expect("bind");
+    let path = socket.path().to_path_buf();
+    // Sent before anything serves the socket: it must not be taken for "not running".
+    let early = tokio::spawn({
+        let path = path.clone();
+        async move { request(&path, &AdminRequest::Teams).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (_, _, admin) = admin();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(socket.serve(Arc::new(admin), stopped));
+    let teams: Vec<Team> = ok(early.await.expect("joins").expect("answered"));
+    assert!(teams.is_empty());
+    stop.send(true).expect("serving");
+    serving.await.expect("joins").expect("clean");
+    assert!(!path.exists());
+}
