@@ -7,7 +7,7 @@
 //! Exit codes: 0 done, 1 refused or mistyped (one line on stderr saying why), 2 the store or the
 //! server could not be reached or opened.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -162,6 +162,8 @@ fn init_logs() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        // Colour codes only for a person at a terminal, not in a service's log file.
+        .with_ansi(io::stderr().is_terminal())
         .init();
 }
 
