@@ -428,3 +428,61 @@ fn table(out: &mut impl Write, headers: &[&str], rows: Vec<Vec<String>>) -> io::
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_every_column_but_the_last() {
+        let mut out = Vec::new();
+        table(
+            &mut out,
+            &["ID", "NAME", "TEAMS"],
+            vec![
+                vec!["1".into(), "Ana Silva".into(), "North, South".into()],
+                vec!["22".into(), "Bo".into(), String::new()],
+            ],
+        )
+        .expect("written");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            text,
+            "ID  NAME       TEAMS\n1   Ana Silva  North, South\n22  Bo\n"
+        );
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_command_line_parses_as_documented() {
+        let cli = Cli::try_parse_from([
+            "polyphony-server",
+            "--data",
+            "/srv/polyphony",
+            "practitioner",
+            "add",
+            "Ana Silva",
+            "--team",
+            "North",
+        ])
+        .expect("parses");
+        assert_eq!(
+            cli.data.as_deref(),
+            Some(std::path::Path::new("/srv/polyphony"))
+        );
+        assert!(matches!(
+            cli.command,
+            Command::Practitioner(PractitionerCommand::Add { ref name, ref team })
+                if name == "Ana Silva" && team == "North"
+        ));
+        let cli = Cli::try_parse_from(["polyphony-server", "audit", "--verify", "--json"])
+            .expect("global flags after the command");
+        assert!(cli.json);
+        assert!(Cli::try_parse_from(["polyphony-server", "audit", "--case", "nope"]).is_err());
+    }
+}
