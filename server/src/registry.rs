@@ -750,6 +750,13 @@ impl Registry {
 
     // ----- storage -----
 
+    /// Make every write so far durable (see [`Store::flush`]). The administration commands call this
+    /// before they report success; the sync path relies on the server's group commit instead.
+    pub fn flush(&self) -> Result<(), RegistryError> {
+        self.store.flush()?;
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, ()> {
         // The mutex guards no data of its own (the store does), and every change is ordered to be
         // safe if interrupted, so a panic in another holder leaves nothing to repair.
