@@ -462,6 +462,16 @@ impl Profile {
         Ok(doc.get_changes(&known).len())
     }
 
+    /// The heads the borough server has confirmed as durable for a case (empty if none yet).
+    pub fn acknowledged_heads(&self, case: CaseId) -> Result<Vec<ChangeHash>, ProfileError> {
+        self.acked(case)
+    }
+
+    /// The case's automerge document as held here.
+    pub fn document(&mut self, case: CaseId) -> Result<AutoCommit, ProfileError> {
+        Ok(self.load(case)?.clone())
+    }
+
     fn acked(&self, case: CaseId) -> Result<Vec<ChangeHash>, ProfileError> {
         Ok(self
             .store
@@ -558,7 +568,7 @@ impl Profile {
     /// Whatever happens, local work stays saved; the outcome is recorded for `status`.
     pub async fn sync(
         &mut self,
-        progress: &mut dyn FnMut(SyncProgress),
+        progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport, ProfileError> {
         let result = self.sync_inner(progress).await;
         let (ok, message) = match &result {
@@ -593,7 +603,7 @@ impl Profile {
 
     async fn sync_inner(
         &mut self,
-        progress: &mut dyn FnMut(SyncProgress),
+        progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport, ProfileError> {
         let e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
         let key = DeviceKey::from_pem(&e.key_pem).map_err(NetError::from)?;
@@ -676,7 +686,7 @@ impl Profile {
 struct Host<'a> {
     profile: &'a mut Profile,
     report: SyncReport,
-    progress: &'a mut dyn FnMut(SyncProgress),
+    progress: &'a mut (dyn FnMut(SyncProgress) + Send),
     wipe: bool,
     moved: Vec<CaseId>,
 }

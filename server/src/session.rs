@@ -322,8 +322,7 @@ impl Session<'_> {
             Frame::Reads(reads) => {
                 let mut through = 0;
                 for r in &reads {
-                    let event =
-                        AuditEvent::offline_read(self.actor.clone(), r.case, &r.at, &r.what, r.seq);
+                    let event = AuditEvent::offline_read(self.device.id, self.practitioner.id, r);
                     if let Err(e) = self.shared.audit.record(event) {
                         warn!(error = %e, "could not record offline reads");
                         return true;
@@ -406,7 +405,7 @@ impl Session<'_> {
         let me = actor_for_device(&self.device.id);
         self.allowed.entry(team).or_insert_with(|| {
             let mut set: HashSet<ActorId> = registry
-                .team_devices(team)
+                .team_devices(&team)
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|d| d.status != DeviceStatus::Revoked)
@@ -554,17 +553,18 @@ impl Session<'_> {
                 chunks_since_snapshot: 0,
                 last_seq: 0,
             };
-            let ticket =
-                match self.shared.storage.append(&case, &mut sc, &chunk) {
-                    Ok(t) => t,
-                    Err(e) => return refuse(
+            let ticket = match self.shared.storage.append(&case, &mut sc, &chunk) {
+                Ok(t) => t,
+                Err(e) => {
+                    return refuse(
                         self,
                         ErrorCode::StorageFailed,
                         format!(
                             "the server could not save this case ({e}); it is still on your device"
                         ),
-                    ),
-                };
+                    )
+                }
+            };
             let mut state = state;
             prepared.commit(&mut sc.doc, &mut state);
             self.provisional.remove(&case);
@@ -700,9 +700,12 @@ impl Session<'_> {
             return;
         };
         let state = self.states.entry(change.case).or_default();
-        let mut c = shared_case.lock().expect("case lock");
-        if let Some(m) = c.doc.sync().generate_sync_message(state) {
-            drop(c);
+        let message = {
+            let mut c = shared_case.lock().expect("case lock");
+            let m = c.doc.sync().generate_sync_message(state);
+            m
+        };
+        if let Some(m) = message {
             if !m.changes.is_empty() && self.read_audited.insert(change.case) {
                 self.shared.audit(
                     self.actor.clone(),

@@ -43,7 +43,11 @@ impl TestServer {
         let handle = Server::start(config.clone()).await?;
         let mut config = config;
         config.listen = handle.local_addr();
-        Ok(TestServer { dir, config, handle: Some(handle) })
+        Ok(TestServer {
+            dir,
+            config,
+            handle: Some(handle),
+        })
     }
 
     /// Where devices reach it.
@@ -75,19 +79,28 @@ impl TestServer {
 
     /// Create a team; returns its name.
     pub async fn team(&self, name: &str) -> Result<String> {
-        self.admin(AdminRequest::TeamAdd { name: name.into() }).await?;
+        self.admin(AdminRequest::TeamAdd { name: name.into() })
+            .await?;
         Ok(name.to_string())
     }
 
     /// Register a practitioner in a team.
     pub async fn practitioner(&self, name: &str, team: &str) -> Result<()> {
-        self.admin(AdminRequest::PractitionerAdd { name: name.into(), team: team.into() }).await?;
+        self.admin(AdminRequest::PractitionerAdd {
+            name: name.into(),
+            team: team.into(),
+        })
+        .await?;
         Ok(())
     }
 
     /// A fresh one-time enrolment code for a practitioner.
     pub async fn code(&self, practitioner: &str) -> Result<String> {
-        let v = self.admin(AdminRequest::Enrol { practitioner: practitioner.into() }).await?;
+        let v = self
+            .admin(AdminRequest::Enrol {
+                practitioner: practitioner.into(),
+            })
+            .await?;
         code_from(&v)
     }
 
@@ -97,10 +110,135 @@ impl TestServer {
         let dir = tempfile::tempdir()?;
         let mut profile = Profile::open(&dir.path().join("home"), "correct horse battery staple")?;
         profile
-            .enrol(&self.addr().to_string(), &code, &format!("{practitioner}'s laptop"))
+            .enrol(
+                &self.addr().to_string(),
+                &code,
+                &format!("{practitioner}'s laptop"),
+            )
             .await
             .context("enrolment")?;
         Ok(TestDevice { dir, profile })
+    }
+}
+
+/// The path of a workspace binary (built by `cargo build --workspace --bins` before the tests).
+pub fn bin_path(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test binary path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A free UDP port on loopback (bound and released; good enough for tests).
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free port");
+    s.local_addr().expect("local addr").port()
+}
+
+/// A server running as a separate process (so tests can SIGKILL it).
+pub struct ServerProcess {
+    /// Its data directory.
+    pub data: PathBuf,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Option<std::process::Child>,
+}
+
+impl ServerProcess {
+    /// Start `polyphony-server serve` on `addr` with `data`, and wait until it answers.
+    pub async fn start(data: PathBuf, addr: SocketAddr) -> Result<ServerProcess> {
+        let child = std::process::Command::new(bin_path("polyphony-server"))
+            .arg("--data")
+            .arg(&data)
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(match std::env::var_os("POLYPHONY_SERVER_LOG") {
+                Some(path) => std::process::Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?,
+                ),
+                None => std::process::Stdio::null(),
+            })
+            .spawn()?;
+        let p = ServerProcess {
+            data,
+            addr,
+            child: Some(child),
+        };
+        p.wait_ready().await?;
+        Ok(p)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let config = ServerConfig {
+            data_dir: self.data.clone(),
+            ..ServerConfig::default()
+        };
+        for _ in 0..300 {
+            if admin::request(&config.admin_socket_path(), &AdminRequest::Teams)
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(anyhow!("the server process did not come up"))
+    }
+
+    /// Send an admin request.
+    pub async fn admin(&self, req: AdminRequest) -> Result<serde_json::Value> {
+        let config = ServerConfig {
+            data_dir: self.data.clone(),
+            ..ServerConfig::default()
+        };
+        match admin::request(&config.admin_socket_path(), &req).await? {
+            AdminResponse::Ok { value } => Ok(value),
+            AdminResponse::Err { message } => Err(anyhow!("admin refused: {message}")),
+        }
+    }
+
+    /// Enrol a device for a practitioner.
+    pub async fn device(&self, practitioner: &str) -> Result<TestDevice> {
+        let code = code_from(
+            &self
+                .admin(AdminRequest::Enrol {
+                    practitioner: practitioner.into(),
+                })
+                .await?,
+        )?;
+        let dir = tempfile::tempdir()?;
+        let mut profile = Profile::open(&dir.path().join("home"), "correct horse battery staple")?;
+        profile
+            .enrol(&self.addr.to_string(), &code, "laptop")
+            .await?;
+        Ok(TestDevice { dir, profile })
+    }
+
+    /// SIGKILL the server: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
