@@ -111,6 +111,31 @@
         .catch(function () { st.pending = false; say('Not saved: the app did not answer. Try again.'); });
     }
 
+    // Leaving the page (a link, closing the lid) must not lose the last words typed before the
+    // pause that would have saved them: send them with a beacon, which outlives the page.
+    function flushAll() {
+      Object.keys(fields).forEach(function (kind) {
+        var st = fields[kind];
+        if (st.ta.value === st.base) return;
+        clearTimeout(st.timer);
+        var body = new URLSearchParams();
+        body.set('_csrf', csrf);
+        body.set('kind', st.kind);
+        body.set('base', st.base);
+        body.set('text', st.ta.value);
+        var blob = new Blob([body.toString()], { type: 'application/x-www-form-urlencoded' });
+        var sent = navigator.sendBeacon && navigator.sendBeacon(url, blob);
+        if (!sent) {
+          fetch(url, { method: 'POST', keepalive: true, headers: { 'Content-Type': 'application/x-www-form-urlencoded', 'X-CSRF-Token': csrf }, body: body.toString() });
+        }
+        setBase(st, st.ta.value);
+      });
+    }
+    window.addEventListener('pagehide', flushAll);
+    document.addEventListener('visibilitychange', function () {
+      if (document.visibilityState === 'hidden') flushAll();
+    });
+
     function poll() {
       fetch(url + '?since=' + encodeURIComponent(gen), { headers: { Accept: 'application/json' }, cache: 'no-store' })
         .then(function (r) { return r.ok ? r.json() : null; })

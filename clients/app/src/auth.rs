@@ -270,6 +270,7 @@ pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default();
         if origin.to_str().ok() != Some(&format!("http://{host}")) {
+            tracing::warn!(?origin, %host, "refused a change from another origin");
             return refused(
                 StatusCode::FORBIDDEN,
                 "This change came from another site and was refused.",

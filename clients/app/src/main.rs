@@ -65,6 +65,7 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "polyphony_app=info,polyphony_core=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let home = match args.home.clone() {
         Some(h) => h,

@@ -108,9 +108,12 @@ async fn security_headers(req: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // "same-origin", not "no-referrer": under "no-referrer" browsers send `Origin: null` on form
+    // posts, and the guard checks the Origin. No other origin is ever linked to, so the launch
+    // link never leaves the app either way.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(

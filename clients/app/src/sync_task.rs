@@ -48,7 +48,7 @@ const NS_SYNC_STATE: &str = "sync_state";
 const LOG_READS: &str = "reads";
 
 /// How long to wait for the server to answer a connection attempt.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(6);
 /// A live link that leaves a pushed change unacknowledged this long is treated as lost.
 const STALL_AFTER: Duration = Duration::from_secs(10);
 
@@ -121,10 +121,9 @@ impl SyncHandle {
 
 /// Start the background sync.
 ///
-/// It runs on a thread of its own with a single-threaded runtime: the core's session driver takes
-/// its host as `&mut dyn SessionHost`, which is not `Send`, so its future cannot move between the
-/// threads of the app's main runtime. Its own thread also keeps a slow sync from ever competing
-/// with the pages for a worker.
+/// It runs on a thread of its own with a single-threaded runtime, so a long first sync (loading
+/// and merging many documents, flushing the store) never competes with the pages for one of the
+/// main runtime's two workers on a small laptop.
 pub fn spawn(app: Arc<App>) -> SyncHandle {
     let stop = Arc::new(Notify::new());
     let stop2 = stop.clone();
@@ -161,7 +160,11 @@ async fn run(app: Arc<App>) {
             app.sync.poke.notified().await;
             continue;
         };
-        app.sync.set_link(Link::Connecting);
+        // After a failure the badge keeps saying "Offline" while retrying: "Connecting" would
+        // suggest the work is on its way when it is not.
+        if !matches!(app.sync.snapshot().link, Link::Offline { .. }) {
+            app.sync.set_link(Link::Connecting);
+        }
         match round(&app, &e).await {
             Ok(()) => backoff = Duration::from_secs(1),
             Err(reason) => {

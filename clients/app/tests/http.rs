@@ -293,7 +293,7 @@ async fn every_response_forbids_external_requests_and_caching_of_records() {
         .unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
     assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
-    assert_eq!(page.headers[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(page.headers[header::REFERRER_POLICY], "same-origin");
     // No page loads anything from another host (xmlns names are not requests), and the styles
     // carry no font from one.
     for needle in [r#"src="http"#, r#"href="http"#, "url(http", "//fonts."] {
