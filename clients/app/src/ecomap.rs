@@ -18,12 +18,14 @@ use polyphony_core::model::view::{CaseView, MemberView};
 
 use crate::html::esc;
 
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 540.0;
-const CX: f64 = 360.0;
-const CY: f64 = 262.0;
-const RING: f64 = 178.0;
+const WIDTH: f64 = 760.0;
+const HEIGHT: f64 = 560.0;
+const CX: f64 = 380.0;
+const CY: f64 = 288.0;
+const RING: f64 = 165.0;
 const NODE_R: f64 = 26.0;
+/// Sector names sit outside the ring of members, clear of their labels.
+const SECTOR_LABEL_R: f64 = 268.0;
 
 /// The role sectors, clockwise from the top: `(stored role, label)`.
 pub const SECTORS: [(&str, &str); 5] = [
@@ -199,12 +201,12 @@ impl Ecomap {
         // Sector guides and labels.
         for (i, (role, label)) in SECTORS.iter().enumerate() {
             let (x1, y1) = point(i as f64 * 72.0 - 36.0, 60.0);
-            let (x2, y2) = point(i as f64 * 72.0 - 36.0, 258.0);
+            let (x2, y2) = point(i as f64 * 72.0 - 36.0, SECTOR_LABEL_R - 10.0);
             let _ = write!(
                 s,
                 r#"<line class="app-ecomap__divider" x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}"/>"#
             );
-            let (lx, ly) = point(i as f64 * 72.0, 250.0);
+            let (lx, ly) = point(i as f64 * 72.0, SECTOR_LABEL_R);
             let _ = write!(
                 s,
                 r#"<text class="app-ecomap__sector app-ecomap__sector--{role}" x="{lx:.1}" y="{ly:.1}" text-anchor="middle">{label}</text>"#
@@ -231,6 +233,13 @@ impl Ecomap {
         );
         for n in &self.nodes {
             let role = SECTORS[n.sector].0;
+            // Labels go on the side away from the person, so the line to the node never crosses
+            // them: above a node in the upper half, below one in the lower half.
+            let name_y = if n.y < CY - 1.0 {
+                n.y - NODE_R - 24.0
+            } else {
+                n.y + NODE_R + 17.0
+            };
             let left = if n.left {
                 " app-ecomap__node--left"
             } else {
@@ -244,9 +253,9 @@ impl Ecomap {
                 y = n.y,
                 iy = n.y + 6.0,
                 ini = esc(&initials(&n.name)),
-                ny = n.y + NODE_R + 17.0,
+                ny = name_y,
                 name = esc(&shorten(&n.name, 20)),
-                ry = n.y + NODE_R + 33.0,
+                ry = name_y + 16.0,
                 rel = esc(&shorten(
                     &format!("{}{}", n.relationship, if n.left { " (left)" } else { "" }),
                     24

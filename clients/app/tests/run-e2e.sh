@@ -8,7 +8,16 @@ repo="$(cd "$app/../.." && pwd)"
 
 "$app/setup.sh"
 (cd "$repo" && cargo build -p polyphony-server -p polyphony-app)
-rm -rf "$app/tests/screenshots"
 cd "$app"
-node --test --test-concurrency=1 --test-timeout=1800000 tests/e2e/visit.test.mjs
-echo "screenshots: $app/tests/screenshots/"
+# One scenario, driven through real processes on a two-core machine that CI shares with builds:
+# a failed run is tried once more (E2E_ATTEMPTS), and says so loudly, before it fails the build.
+attempts="${E2E_ATTEMPTS:-2}"
+for attempt in $(seq 1 "$attempts"); do
+  rm -rf "$app/tests/screenshots"
+  if node --test --test-concurrency=1 --test-timeout=1800000 tests/e2e/visit.test.mjs; then
+    echo "screenshots: $app/tests/screenshots/"
+    exit 0
+  fi
+  echo "run-e2e: attempt $attempt of $attempts FAILED" >&2
+done
+exit 1
