@@ -566,15 +566,20 @@ async fn the_sync_badge_never_claims_all_saved_with_changes_only_here() {
 async fn changes_left_on_the_device_too_long_raise_a_warning() {
     let h = Harness::new().await;
     h.open_case("Alex Smith").await;
-    assert!(!h.get("/").await.body.contains("Notes not yet on the borough server"));
+    assert!(!h
+        .get("/")
+        .await
+        .body
+        .contains("Notes not yet on the borough server"));
 
     let h = Harness::with_warning_after(time::Duration::ZERO).await;
     h.open_case("Alex Smith").await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let page = h.get("/").await;
     assert!(page.body.contains("Notes not yet on the borough server"));
-    assert!(page.body.contains("Changes to Alex Smith have been only on this device for"));
-    let json: serde_json::Value =
-        serde_json::from_str(&h.get("/status.json").await.body).unwrap();
+    assert!(page
+        .body
+        .contains("Changes to Alex Smith have been only on this device for"));
+    let json: serde_json::Value = serde_json::from_str(&h.get("/status.json").await.body).unwrap();
     assert_eq!(json["stale"], 1);
 }
