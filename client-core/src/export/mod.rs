@@ -132,6 +132,24 @@ impl Names {
         self.name(participant)
     }
 
+    /// Participant keys in the order people read them: the person, then their network, then the
+    /// practitioners, each by name (stored order is by id, which means nothing to a reader).
+    pub(crate) fn in_reading_order<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Vec<&'k str> {
+        let mut v: Vec<&str> = keys.into_iter().collect();
+        v.sort_by_key(|k| {
+            let rank = match *k {
+                "person" => 0,
+                k if k.starts_with("member:") => 1,
+                _ => 2,
+            };
+            (rank, self.name(k), k.to_string())
+        });
+        v
+    }
+
     /// The person's name as shown (their preferred name when they gave one).
     pub(crate) fn person(&self) -> &str {
         &self.person
@@ -175,3 +193,5 @@ pub(crate) fn authors(view: &CaseView) -> Vec<&AuthorView> {
 
 #[cfg(test)]
 pub(crate) mod testcase;
+#[cfg(test)]
+mod tests;

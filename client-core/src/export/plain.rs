@@ -90,6 +90,17 @@ pub(crate) fn decision_status(s: &str) -> &str {
     }
 }
 
+/// How a change of a decision's status reads, as the start of a sentence.
+pub(crate) fn status_event(s: &str) -> &str {
+    match s {
+        "proposed" => "Suggested",
+        "agreed" => "Agreed",
+        "revisited" => "Opened again",
+        "withdrawn" => "Dropped",
+        other => other,
+    }
+}
+
 /// How a meeting place reads.
 pub(crate) fn place(s: &str) -> &str {
     match s {

@@ -289,7 +289,11 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
                 .map(plain::datetime)
                 .and_then(|s| s.split_once(" at ").map(|(_, t)| format!(" at {t}")))
                 .unwrap_or_default();
-        let present: Vec<String> = m.attendees.iter().map(|a| names.describe(a)).collect();
+        let present: Vec<String> = names
+            .in_reading_order(m.attendees.iter().map(String::as_str))
+            .into_iter()
+            .map(|a| names.describe(a))
+            .collect();
         l.push(
             Style::Body,
             format!(
@@ -316,7 +320,10 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
                 l.push(Style::Quote, text.trim_end(), struck);
             }
         }
-        for r in &m.readback {
+        let mut readback: Vec<_> = m.readback.iter().collect();
+        let order = names.in_reading_order(readback.iter().map(|r| r.participant.as_str()));
+        readback.sort_by_key(|r| order.iter().position(|k| *k == r.participant));
+        for r in readback {
             let who = names.describe(&r.participant);
             match &r.words {
                 Some(w) if r.response != "confirmed" => {
@@ -385,7 +392,10 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
         if d.positions.is_empty() {
             l.push(Style::Body, "Nobody's view has been recorded yet.", struck);
         }
-        for p in &d.positions {
+        let mut positions: Vec<_> = d.positions.iter().collect();
+        let order = names.in_reading_order(positions.iter().map(|p| p.participant.as_str()));
+        positions.sort_by_key(|p| order.iter().position(|k| *k == p.participant));
+        for p in positions {
             let who = names.describe(&p.participant);
             match &p.words {
                 Some(w) => {
@@ -406,7 +416,7 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
         for s in &d.status_history {
             let by =
                 s.by.as_ref()
-                    .map(|a| format!(" by {}", a.practitioner_name))
+                    .map(|a| format!(" (written down by {})", a.practitioner_name))
                     .unwrap_or_default();
             let note = s
                 .note
@@ -416,8 +426,8 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
             l.push(
                 Style::Small,
                 format!(
-                    "Marked {} on {}{by}{note}.",
-                    plain::decision_status(&s.status),
+                    "{} on {}{by}{note}.",
+                    plain::status_event(&s.status),
                     plain::datetime_or(&s.at)
                 ),
                 struck,
