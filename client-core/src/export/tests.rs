@@ -36,22 +36,35 @@ fn have_pdftotext() -> bool {
         .is_ok_and(|o| o.status.success() || !o.stderr.is_empty())
 }
 
-/// Run the setup script once per test process if anything is missing; panic with its words if it
-/// fails.
-fn setup() {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = DONE.get_or_init(|| {
-        if schema_path().is_file() && have_pdftotext() {
+/// What a test needs from the set-up script.
+#[derive(Clone, Copy)]
+enum Need {
+    Schema,
+    Pdftotext,
+}
+
+/// Run the set-up script (once per test process and need) if what the test needs is missing;
+/// panic with the script's own words if it fails.
+fn setup(need: Need) {
+    static SCHEMA: OnceLock<Result<(), String>> = OnceLock::new();
+    static PDFTOTEXT: OnceLock<Result<(), String>> = OnceLock::new();
+    let (cell, present, arg) = match need {
+        Need::Schema => (&SCHEMA, schema_path().is_file(), "schema"),
+        Need::Pdftotext => (&PDFTOTEXT, have_pdftotext(), "pdftotext"),
+    };
+    let result = cell.get_or_init(|| {
+        if present {
             return Ok(());
         }
         let script = workspace().join("scripts").join("export-test-setup.sh");
         let out = Command::new("bash")
             .arg(&script)
+            .arg(arg)
             .output()
             .map_err(|e| format!("could not run {}: {e}", script.display()))?;
         if !out.status.success() {
             return Err(format!(
-                "{} failed:\n{}{}",
+                "{} {arg} failed:\n{}{}",
                 script.display(),
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
@@ -67,7 +80,7 @@ fn setup() {
 fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        setup();
+        setup(Need::Schema);
         let path = schema_path();
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!("cannot read the FHIR R4 schema at {}: {e}", path.display())
@@ -247,7 +260,7 @@ fn export_fhir_references_resolve_inside_the_bundle() {
 }
 
 fn pdf_text(pdf: &[u8]) -> String {
-    setup();
+    setup(Need::Pdftotext);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copy.pdf");
     std::fs::write(&path, pdf).unwrap();
