@@ -495,12 +495,12 @@ impl<'a> Builder<'a> {
         let v = self.view;
         for m in &v.network {
             let id = rid(&m.meta.id);
-            let relationship = match m.role.as_str() {
+            // The person's own words always; a code only where the broad role has an exact one.
+            let mut relationship = match m.role.as_str() {
                 "family" => coding(V3_ROLE_CODE, "FAMMEMB", "family member"),
                 "friend" => coding(V3_ROLE_CODE, "FRND", "unrelated friend"),
                 _ => json!({}),
             };
-            let mut relationship = relationship;
             relationship["text"] = json!(m.relationship);
             self.add(json!({
                 "resourceType": "RelatedPerson",
