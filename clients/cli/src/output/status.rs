@@ -1,0 +1,122 @@
+//! The caseload, `status` and the sync summary, for people.
+//!
+//! `status` never says everything is synced unless every case has no unsynced change: the count
+//! comes from what the server acknowledged, not from when the last sync ran.
+
+use polyphony_core::profile::{CaseSummary, Status, SyncReport};
+
+use super::{short, when, when_opt};
+
+/// `case list`.
+pub fn print_caseload(cases: &[CaseSummary]) {
+    if cases.is_empty() {
+        eprintln!("no cases on this device yet: open one with `polyphony case new --name NAME`");
+        return;
+    }
+    let width = cases
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<8}  {:<width$}  {:>8}  {:>9}  {:<16}  {:<16}",
+        "CASE", "NAME", "UNSYNCED", "CONFLICTS", "LAST MEETING", "NEXT MEETING"
+    );
+    for c in cases {
+        println!(
+            "{:<8}  {:<width$}  {:>8}  {:>9}  {:<16}  {:<16}",
+            short(&c.case_id),
+            c.name,
+            c.unsynced_changes,
+            c.conflicts,
+            when_opt(c.last_meeting.as_deref()),
+            when_opt(c.next_meeting.as_deref()),
+        );
+    }
+}
+
+/// `status`.
+pub fn print_status(s: &Status) {
+    println!("device:        {}", s.device);
+    match (&s.server, &s.practitioner) {
+        (Some(server), Some(who)) => {
+            println!("enrolled with: {server} as {who}");
+        }
+        _ => println!("enrolled with: nobody yet (run `polyphony enrol SERVER CODE`)"),
+    }
+    println!(
+        "last successful sync: {}",
+        s.last_successful_sync
+            .as_deref()
+            .map(when)
+            .unwrap_or_else(|| "never".into())
+    );
+    if let Some(last) = &s.last_sync {
+        let outcome = if last.ok { "ok" } else { "FAILED" };
+        println!(
+            "last sync attempt:    {} {outcome}: {}",
+            when(&last.at),
+            last.message
+        );
+    }
+    let with_changes: Vec<&CaseSummary> =
+        s.cases.iter().filter(|c| c.unsynced_changes > 0).collect();
+    if !s.cases.is_empty() {
+        println!();
+        print_caseload(&s.cases);
+        println!();
+    }
+    if s.unsynced_changes == 0 {
+        if s.cases.is_empty() {
+            println!("no cases on this device");
+        } else {
+            println!(
+                "all {} case(s) synced: the server holds every change made here",
+                s.cases.len()
+            );
+        }
+    } else {
+        println!(
+            "NOT SYNCED: {} change(s) in {} case(s) are only on this device: run `polyphony sync` when you have signal",
+            s.unsynced_changes,
+            with_changes.len()
+        );
+    }
+    if s.unsent_reads > 0 {
+        println!(
+            "{} record view(s) made here are not yet in the server's access log (sent with the next sync)",
+            s.unsent_reads
+        );
+    }
+}
+
+/// The summary at the end of `sync` (on stderr: stdout is kept for `--json`).
+pub fn print_sync_report(r: &SyncReport) {
+    for (case, reason) in &r.refused {
+        eprintln!("refused: case {}: {reason}", short(case));
+    }
+    for case in &r.moved {
+        eprintln!(
+            "moved: case {} now belongs to another team and was removed from this device",
+            short(case)
+        );
+    }
+    for case in &r.kept_unsynced {
+        eprintln!(
+            "kept: case {} still has changes the server has not confirmed, so it stays on this device",
+            short(case)
+        );
+    }
+    let left = if r.unsynced_changes == 0 {
+        "nothing left to send".to_string()
+    } else {
+        format!("{} change(s) still only on this device", r.unsynced_changes)
+    };
+    eprintln!(
+        "sync finished: {} case(s), {} refused, {} moved; {left}",
+        r.cases,
+        r.refused.len(),
+        r.moved.len()
+    );
+}
