@@ -37,13 +37,28 @@ impl Failure {
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Failure::Shown(e),
             _ => {
                 let rendered = e.render().to_string();
-                let first = rendered
-                    .lines()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .unwrap_or("the command line could not be understood");
-                let first = first.strip_prefix("error: ").unwrap_or(first);
-                Failure::User(format!("{first} (see `polyphony --help`)"))
+                let mut said = Vec::new();
+                let mut command = "polyphony".to_string();
+                for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    if let Some(usage) = line.strip_prefix("Usage: ") {
+                        // "Usage: polyphony case new [OPTIONS] --name <NAME>" names the command.
+                        let words: Vec<&str> = usage
+                            .split_whitespace()
+                            .take_while(|w| !w.starts_with(['[', '<', '-']))
+                            .collect();
+                        if !words.is_empty() {
+                            command = words.join(" ");
+                        }
+                    } else if !line.starts_with("For more information") {
+                        said.push(line.strip_prefix("error: ").unwrap_or(line));
+                    }
+                }
+                let message = if said.is_empty() {
+                    "the command line could not be understood".to_string()
+                } else {
+                    said.join(" ")
+                };
+                Failure::User(format!("{message} (see `{command} --help`)"))
             }
         }
     }
