@@ -58,12 +58,26 @@ pub fn resolve(view: &CaseView, me: PractitionerId, given: &str) -> Result<Parti
             _ => return Err(ambiguous(g)),
         }
     }
-    let by_name: Vec<&str> = view
-        .network
-        .iter()
-        .filter(|m| m.meta.entered_in_error.is_none() && m.name.to_lowercase() == lower)
+    // The full name, or else the first word(s) of one name only ("Sam" for "Sam Smith").
+    let live = || {
+        view.network
+            .iter()
+            .filter(|m| m.meta.entered_in_error.is_none())
+    };
+    let mut by_name: Vec<&str> = live()
+        .filter(|m| m.name.to_lowercase() == lower)
         .map(|m| m.meta.id.as_str())
         .collect();
+    if by_name.is_empty() && !lower.is_empty() {
+        by_name = live()
+            .filter(|m| {
+                let name = m.name.to_lowercase();
+                name.strip_prefix(&lower)
+                    .is_some_and(|rest| rest.starts_with(' '))
+            })
+            .map(|m| m.meta.id.as_str())
+            .collect();
+    }
     match by_name.as_slice() {
         [one] => one.parse().map(Participant::Member).map_err(|_| unknown()),
         [] => Err(unknown()),
@@ -139,6 +153,15 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(resolve(&v, me, "sam smith").unwrap(), sam);
+        assert_eq!(resolve(&v, me, "Sam").unwrap(), sam);
+        assert!(
+            resolve(&v, me, "Smith").is_err(),
+            "a surname alone is not a name"
+        );
+        assert!(
+            resolve(&v, me, "Sa").is_err(),
+            "part of a word is not a name"
+        );
         assert_eq!(resolve(&v, me, "11111111").unwrap(), sam);
         assert!(
             resolve(&v, me, "1111").is_err(),

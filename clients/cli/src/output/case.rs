@@ -79,6 +79,18 @@ impl<'a> Names<'a> {
         }
     }
 
+    /// Participants as names: the person first, then their network, then practitioners.
+    fn all(&self, keys: &[String]) -> Vec<String> {
+        let rank = |k: &str| match k.split(':').next() {
+            Some("person") => 0,
+            Some("member") => 1,
+            _ => 2,
+        };
+        let mut sorted: Vec<&String> = keys.iter().collect();
+        sorted.sort_by_key(|k| rank(k));
+        sorted.into_iter().map(|k| self.of(k)).collect()
+    }
+
     /// `person`, `member:<id>` or `practitioner:<id>` as a name.
     fn of(&self, key: &str) -> String {
         if key == "person" {
@@ -97,6 +109,14 @@ impl<'a> Names<'a> {
             };
         }
         key.to_string()
+    }
+}
+
+/// A read-back answer in words.
+fn readback_words(response: &str) -> &str {
+    match response {
+        "added_words" => "added their words",
+        other => other,
     }
 }
 
@@ -270,7 +290,7 @@ pub fn print_case(view: &CaseView) {
         if let Some(mark) = error_mark(&m.meta) {
             page.line(6, mark);
         }
-        let attended: Vec<String> = m.attendees.iter().map(|a| names.of(a)).collect();
+        let attended = names.all(&m.attendees);
         page.line(
             6,
             format!(
@@ -298,11 +318,15 @@ pub fn print_case(view: &CaseView) {
                 let words = r
                     .words
                     .as_ref()
-                    .map(|w| format!(": \"{w}\""))
+                    .map(|w| format!(" - \"{w}\""))
                     .unwrap_or_default();
                 page.line(
                     8,
-                    format!("{} {}{words}", names.of(&r.participant), r.response),
+                    format!(
+                        "{}: {}{words}",
+                        names.of(&r.participant),
+                        readback_words(&r.response)
+                    ),
                 );
             }
         }
@@ -353,11 +377,11 @@ pub fn print_case(view: &CaseView) {
             let words = p
                 .words
                 .as_ref()
-                .map(|w| format!(": \"{w}\""))
+                .map(|w| format!(" - \"{w}\""))
                 .unwrap_or_default();
             page.line(
                 8,
-                format!("{} {}{words}", names.of(&p.participant), p.stance),
+                format!("{}: {}{words}", names.of(&p.participant), p.stance),
             );
         }
         if d.status_history.len() > 1 {
@@ -525,7 +549,7 @@ impl Timeline {
             push(c.end.as_ref(), "care_team_left", Some(&c.meta), end, None);
         }
         for m in &view.meetings {
-            let who: Vec<String> = m.attendees.iter().map(|a| names.of(a)).collect();
+            let who = names.all(&m.attendees);
             let text = format!("meeting at {} with {}", m.place, who.join(", "));
             push(
                 m.at.as_ref(),
