@@ -85,7 +85,7 @@ pub fn datetime(field: &'static str, given: &str) -> Result<Instant, Failure> {
 
 /// Something was created: its id alone on stdout (so scripts can capture it), words on stderr.
 pub fn created(id: impl std::fmt::Display, what: impl std::fmt::Display) {
-    println!("{id}");
+    crate::output::emit(&format!("{id}\n"));
     eprintln!("{what}");
 }
 

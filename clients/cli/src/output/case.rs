@@ -5,43 +5,13 @@
 //! value without being told there is another.
 
 use std::collections::HashMap;
-use std::fmt::Display;
 
 use polyphony_core::model::view::{AuthorView, EntryMeta};
 use polyphony_core::model::{CaseFigures, CaseView, Instant};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 
-use super::{day, short, when, when_opt};
-
-/// Text being laid out, printed in one go.
-#[derive(Default)]
-struct Page(String);
-
-impl Page {
-    fn line(&mut self, indent: usize, text: impl Display) {
-        let text = text.to_string();
-        let pad = " ".repeat(indent);
-        for l in text.lines() {
-            self.0.push_str(&pad);
-            self.0.push_str(l);
-            self.0.push('\n');
-        }
-        if text.is_empty() {
-            self.0.push('\n');
-        }
-    }
-
-    fn heading(&mut self, title: &str) {
-        self.0.push('\n');
-        self.0.push_str(title);
-        self.0.push('\n');
-    }
-
-    fn print(self) {
-        print!("{}", self.0);
-    }
-}
+use super::{day, short, when, when_opt, Page};
 
 /// Display names for the participant keys and practitioner ids a case mentions.
 struct Names<'a> {

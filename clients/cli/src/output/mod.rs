@@ -7,6 +7,8 @@
 pub mod case;
 pub mod status;
 
+use std::fmt::Display;
+
 use polyphony_core::model::Instant;
 use time::format_description::well_known::Rfc3339;
 
@@ -22,12 +24,52 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// Write to stdout. A reader that went away (`polyphony case list | head -1`) is not an error
+/// worth a panic: the output is simply cut short, as with any Unix tool.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
 /// Print a value as pretty JSON on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::user(format!("could not write JSON: {e}")))?;
-    println!("{text}");
+    emit(&format!("{text}\n"));
     Ok(())
+}
+
+/// Text being laid out, printed in one go.
+#[derive(Default)]
+pub struct Page(String);
+
+impl Page {
+    /// Add text (each of its lines indented), or an empty line for empty text.
+    pub fn line(&mut self, indent: usize, text: impl Display) {
+        let text = text.to_string();
+        let pad = " ".repeat(indent);
+        for l in text.lines() {
+            self.0.push_str(&pad);
+            self.0.push_str(l);
+            self.0.push('\n');
+        }
+        if text.is_empty() {
+            self.0.push('\n');
+        }
+    }
+
+    /// Start a section.
+    pub fn heading(&mut self, title: &str) {
+        self.0.push('\n');
+        self.0.push_str(title);
+        self.0.push('\n');
+    }
+
+    /// Write the page to stdout.
+    pub fn print(self) {
+        emit(&self.0);
+    }
 }
 
 /// The first eight characters of an id: enough to tell entries apart on screen, and accepted back
