@@ -225,6 +225,11 @@ impl Profile {
         })
     }
 
+    /// The underlying store (for tools and tests that inspect it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Where the profile lives.
     pub fn home(&self) -> &Path {
         &self.home
@@ -455,6 +460,16 @@ impl Profile {
             .filter(|h| doc.get_change_by_hash(h).is_some())
             .collect();
         Ok(doc.get_changes(&known).len())
+    }
+
+    /// The heads the borough server has confirmed as durable for a case (empty if none yet).
+    pub fn acknowledged_heads(&self, case: CaseId) -> Result<Vec<ChangeHash>, ProfileError> {
+        self.acked(case)
+    }
+
+    /// The case's automerge document as held here.
+    pub fn document(&mut self, case: CaseId) -> Result<AutoCommit, ProfileError> {
+        Ok(self.load(case)?.clone())
     }
 
     fn acked(&self, case: CaseId) -> Result<Vec<ChangeHash>, ProfileError> {

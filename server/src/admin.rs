@@ -1,1 +1,735 @@
-//! placeholder
+//! Administration: teams, practitioners, enrolment codes, revocation, case moves and the audit log,
+//! while the server is serving or when it is not.
+//!
+//! sled locks its files, so while the server runs no second process can open the store. The running
+//! server therefore serves administration itself, on a Unix socket in its data directory
+//! ([`crate::ServerConfig::admin_socket_path`], mode 0600, and peers must run as the same user):
+//! one JSON [`AdminRequest`] per line in, one JSON [`AdminResponse`] per line out. When the server is
+//! not running, the `polyphony-server` command opens the store itself and calls the same
+//! [`Admin::handle`], so both paths run the same code.
+//!
+//! Every change made here is written to the audit log (actor [`Actor::Admin`]) and flushed before
+//! success is reported. Listings are not audited: they show who works where, never case content.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use polyphony_core::ids::BadId;
+use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::audit::{Actor, AuditAction, AuditError, AuditEvent, AuditLog};
+use crate::registry::{rfc3339, Device, DeviceStatus, Practitioner, Registry, RegistryError, Team};
+
+/// The longest request line the admin socket accepts, in bytes. Requests are a few hundred bytes;
+/// the bound keeps a confused client from making the server buffer without end.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+
+/// What can go wrong in administration.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No server is listening on the admin socket (the file is absent, or left over from a server
+    /// that stopped). The caller may open the store directly instead.
+    #[error("no Polyphony server is running with the admin socket {}", path.display())]
+    NotRunning {
+        /// The socket path tried.
+        path: PathBuf,
+    },
+    /// The socket is there but cannot be used (permissions, a path too long for a socket).
+    #[error("cannot use the admin socket {}: {source}; run this command as the user that runs the server", path.display())]
+    Unreachable {
+        /// The socket path.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The exchange with the server failed part-way.
+    #[error(
+        "the admin connection to the server failed: {0}; check the server's log and try again"
+    )]
+    Io(#[from] io::Error),
+    /// The server's answer could not be understood.
+    #[error("the server gave an answer this command cannot read ({0}): are the server and this command the same version?")]
+    Protocol(String),
+    /// The registry refused the change or could not be read.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The audit log could not be read or written.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// An id given as text is not well formed.
+    #[error("{0}")]
+    BadId(String),
+    /// A change was made but could not be written to the audit log.
+    #[error("{done}, but it could not be recorded in the audit log: {source}. Check the server's disk and log")]
+    NotAudited {
+        /// What was done.
+        done: String,
+        /// Why the audit record failed.
+        source: AuditError,
+    },
+}
+
+/// One administration request: one line of JSON on the admin socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminRequest {
+    /// Add a team. Answers with the [`Team`].
+    TeamAdd {
+        /// Its name, unique ignoring case.
+        name: String,
+    },
+    /// List the teams. Answers with `[Team]`.
+    Teams,
+    /// Add a practitioner to a team. Answers with a [`PractitionerView`].
+    PractitionerAdd {
+        /// Their name.
+        name: String,
+        /// The team's name or id.
+        team: String,
+    },
+    /// List the practitioners. Answers with `[PractitionerView]`.
+    Practitioners,
+    /// Issue an enrolment code for a practitioner's new device. Answers with an [`IssuedCode`].
+    Enrol {
+        /// The practitioner's name or id.
+        practitioner: String,
+    },
+    /// Revoke a device. Answers with a [`DeviceView`].
+    Revoke {
+        /// The device's id, as text (checked by the server, so every client gets the same message).
+        device: String,
+        /// Refuse it at once, instead of letting it upload what it holds and then wipe.
+        #[serde(default)]
+        now: bool,
+    },
+    /// List the devices. Answers with `[DeviceView]`.
+    Devices,
+    /// Read or verify the audit log. Answers with `[AuditRecord]`, or a [`crate::audit::VerifyReport`]
+    /// when `verify` is set (an error naming the first bad entry if the chain is broken).
+    Audit {
+        /// Only the records about this case.
+        #[serde(default)]
+        case: Option<CaseId>,
+        /// Verify the whole chain instead of listing records.
+        #[serde(default)]
+        verify: bool,
+    },
+    /// Move a case to another team. Answers with a [`CaseMoved`].
+    CaseMove {
+        /// The case.
+        case: CaseId,
+        /// The team's name or id.
+        team: String,
+    },
+}
+
+impl AdminRequest {
+    /// Whether the request changes anything (and so is audited and flushed).
+    pub fn changes_anything(&self) -> bool {
+        matches!(
+            self,
+            AdminRequest::TeamAdd { .. }
+                | AdminRequest::PractitionerAdd { .. }
+                | AdminRequest::Enrol { .. }
+                | AdminRequest::Revoke { .. }
+                | AdminRequest::CaseMove { .. }
+        )
+    }
+}
+
+/// The answer to one request: one line of JSON on the admin socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AdminResponse {
+    /// Done; `value` is what the request's documentation says it answers with.
+    Ok {
+        /// The result.
+        value: serde_json::Value,
+    },
+    /// Refused or failed; `message` says why and what to do, in one line.
+    Err {
+        /// Why.
+        message: String,
+    },
+}
+
+/// A team named in an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRef {
+    /// Its id.
+    pub id: TeamId,
+    /// Its name.
+    pub name: String,
+}
+
+/// A practitioner with their teams' names, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PractitionerView {
+    /// Their id.
+    pub id: PractitionerId,
+    /// Their name.
+    pub name: String,
+    /// Their teams.
+    pub teams: Vec<TeamRef>,
+    /// When they were added (RFC 3339).
+    pub created_at: String,
+}
+
+/// A device with its practitioner's name, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// The device.
+    pub device: Device,
+    /// Its practitioner's name.
+    pub practitioner_name: String,
+}
+
+/// A new enrolment code. The code is shown this once: the server keeps only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCode {
+    /// The code to give the practitioner.
+    pub code: String,
+    /// Who it enrols a device for.
+    pub practitioner: PractitionerId,
+    /// Their name.
+    pub practitioner_name: String,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+/// A case that moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseMoved {
+    /// The case.
+    pub case: CaseId,
+    /// The team it belonged to.
+    pub from: TeamRef,
+    /// The team it belongs to now.
+    pub to: TeamRef,
+}
+
+/// The administration logic, over the server's registry and audit log.
+#[derive(Debug)]
+pub struct Admin {
+    registry: Arc<Registry>,
+    audit: Arc<AuditLog>,
+    ca_fingerprint: [u8; 32],
+    enrolment_ttl: time::Duration,
+}
+
+impl Admin {
+    /// Administration over `registry` and `audit`. Codes it issues name the borough CA with
+    /// `ca_fingerprint` and are valid for `enrolment_ttl`.
+    pub fn new(
+        registry: Arc<Registry>,
+        audit: Arc<AuditLog>,
+        ca_fingerprint: [u8; 32],
+        enrolment_ttl: time::Duration,
+    ) -> Self {
+        Self {
+            registry,
+            audit,
+            ca_fingerprint,
+            enrolment_ttl,
+        }
+    }
+
+    /// Carry out one request. Blocks on the store: call it from `spawn_blocking` in async code.
+    pub fn handle(&self, req: AdminRequest) -> AdminResponse {
+        let changes = req.changes_anything();
+        let result = self.run(req).and_then(|value| {
+            if changes {
+                self.registry.flush()?;
+            }
+            Ok(value)
+        });
+        match result {
+            Ok(value) => AdminResponse::Ok { value },
+            Err(e) => {
+                tracing::info!(error = %e, "admin request refused");
+                AdminResponse::Err {
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+
+    fn run(&self, req: AdminRequest) -> Result<serde_json::Value, AdminError> {
+        let r = &self.registry;
+        match req {
+            AdminRequest::TeamAdd { name } => {
+                let team = r.add_team(&name)?;
+                self.audit(
+                    AuditAction::TeamAdded,
+                    None,
+                    format!("team {} '{}'", team.id, team.name),
+                    || format!("team '{}' was added", team.name),
+                )?;
+                json(&team)
+            }
+            AdminRequest::Teams => json(&r.teams()?),
+            AdminRequest::PractitionerAdd { name, team } => {
+                let team = r.team(&team)?;
+                let p = r.add_practitioner(&name, team.id)?;
+                self.audit(
+                    AuditAction::PractitionerAdded,
+                    None,
+                    format!("practitioner {} '{}' in team {}", p.id, p.name, team.id),
+                    || format!("practitioner '{}' was added", p.name),
+                )?;
+                json(&self.practitioner_view(&p, &[team])?)
+            }
+            AdminRequest::Practitioners => {
+                let teams = r.teams()?;
+                let views = r
+                    .practitioners()?
+                    .iter()
+                    .map(|p| self.practitioner_view(p, &teams))
+                    .collect::<Result<Vec<_>, _>>()?;
+                json(&views)
+            }
+            AdminRequest::Enrol { practitioner } => {
+                let p = r.practitioner_by(&practitioner)?;
+                let code = r.create_enrolment(p.id, self.ca_fingerprint, self.enrolment_ttl)?;
+                let expires_at = r
+                    .enrolment(&code.token_hash())?
+                    .map(|e| e.expires_at)
+                    .unwrap_or_else(|| OffsetDateTime::now_utc() + self.enrolment_ttl);
+                self.audit(
+                    AuditAction::EnrolmentIssued,
+                    None,
+                    format!(
+                        "for practitioner {}, valid until {}",
+                        p.id,
+                        rfc3339(expires_at)
+                    ),
+                    || format!("an enrolment code for '{}' was issued", p.name),
+                )?;
+                json(&IssuedCode {
+                    code: code.to_string(),
+                    practitioner: p.id,
+                    practitioner_name: p.name,
+                    expires_at: rfc3339(expires_at),
+                })
+            }
+            AdminRequest::Revoke { device, now } => {
+                let device: DeviceId = device.parse().map_err(|e: BadId| {
+                    AdminError::BadId(format!(
+                        "{e}: list the devices and their ids with `polyphony-server devices`"
+                    ))
+                })?;
+                let before = r
+                    .device(&device)?
+                    .ok_or(RegistryError::DeviceNotFound(device))?;
+                let target = if now {
+                    DeviceStatus::Revoked
+                } else {
+                    DeviceStatus::Revoking
+                };
+                // Revoking a device again is not an error (a script may retry); asking for a gentle
+                // revocation of one already refused outright changes nothing.
+                let after = if before.status == DeviceStatus::Revoked {
+                    before.clone()
+                } else {
+                    r.set_device_status(&device, target)?
+                };
+                if after.status != before.status {
+                    let detail = match after.status {
+                        DeviceStatus::Revoked => format!("device {device} revoked at once"),
+                        _ => format!(
+                            "device {device}: revocation ordered; it may upload what it holds, then is told to wipe"
+                        ),
+                    };
+                    self.audit(AuditAction::Revoke, None, detail, || {
+                        format!("device {device} is now {}", after.status)
+                    })?;
+                }
+                json(&self.device_view(after)?)
+            }
+            AdminRequest::Devices => {
+                let views = r
+                    .devices()?
+                    .into_iter()
+                    .map(|d| self.device_view(d))
+                    .collect::<Result<Vec<_>, _>>()?;
+                json(&views)
+            }
+            AdminRequest::Audit { case, verify } => {
+                if verify {
+                    json(&self.audit.verify()?)
+                } else {
+                    json(&self.audit.entries(case)?)
+                }
+            }
+            AdminRequest::CaseMove { case, team } => {
+                let to = r.team(&team)?;
+                let from_id = r.move_case(case, to.id)?;
+                let from = r
+                    .team_by_id(&from_id)?
+                    .ok_or(RegistryError::TeamIdUnknown(from_id))?;
+                if from.id != to.id {
+                    self.audit(
+                        AuditAction::CaseMoved,
+                        Some(case),
+                        format!("from team {} to team {}", from.id, to.id),
+                        || format!("case {case} moved to '{}'", to.name),
+                    )?;
+                }
+                json(&CaseMoved {
+                    case,
+                    from: team_ref(&from),
+                    to: team_ref(&to),
+                })
+            }
+        }
+    }
+
+    /// Record an administrator's change; `done` says what was done, for the error if the record
+    /// cannot be written (the change has happened by then, and the administrator must know).
+    fn audit(
+        &self,
+        action: AuditAction,
+        case: Option<CaseId>,
+        detail: String,
+        done: impl FnOnce() -> String,
+    ) -> Result<(), AdminError> {
+        self.audit
+            .record(AuditEvent::now(Actor::Admin, action, case, detail))
+            .map(|_| ())
+            .map_err(|source| AdminError::NotAudited {
+                done: done(),
+                source,
+            })
+    }
+
+    fn practitioner_view(
+        &self,
+        p: &Practitioner,
+        known: &[Team],
+    ) -> Result<PractitionerView, AdminError> {
+        let mut teams = Vec::with_capacity(p.teams.len());
+        for id in &p.teams {
+            let name = match known.iter().find(|t| t.id == *id) {
+                Some(t) => t.name.clone(),
+                None => self
+                    .registry
+                    .team_by_id(id)?
+                    .map_or_else(|| "(unknown team)".to_string(), |t| t.name),
+            };
+            teams.push(TeamRef { id: *id, name });
+        }
+        Ok(PractitionerView {
+            id: p.id,
+            name: p.name.clone(),
+            teams,
+            created_at: rfc3339(p.created_at),
+        })
+    }
+
+    fn device_view(&self, device: Device) -> Result<DeviceView, AdminError> {
+        let practitioner_name = self
+            .registry
+            .practitioner(&device.practitioner)?
+            .map_or_else(|| "(unknown practitioner)".to_string(), |p| p.name);
+        Ok(DeviceView {
+            device,
+            practitioner_name,
+        })
+    }
+}
+
+fn team_ref(team: &Team) -> TeamRef {
+    TeamRef {
+        id: team.id,
+        name: team.name.clone(),
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, AdminError> {
+    serde_json::to_value(value).map_err(|e| AdminError::Protocol(e.to_string()))
+}
+
+/// Serve administration on the Unix socket at `path` until `shutdown` is set: [`AdminSocket::bind`]
+/// then [`AdminSocket::serve`].
+///
+/// A caller that must know the socket is ready before it goes on (a server's `start` that returns
+/// to a caller who may send admin requests at once) should bind first and spawn only the serving.
+pub async fn serve_admin(
+    path: impl AsRef<Path>,
+    admin: Arc<Admin>,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    AdminSocket::bind(path).await?.serve(admin, shutdown).await
+}
+
+/// The admin socket, bound and ready: a client that connects from now on is queued until
+/// [`AdminSocket::serve`] answers it. Dropping it removes the socket file.
+#[derive(Debug)]
+pub struct AdminSocket {
+    listener: UnixListener,
+    /// The uid that owns the socket file: the server's own.
+    owner: u32,
+    path: RemoveOnDrop,
+}
+
+impl AdminSocket {
+    /// Bind the admin socket at `path`.
+    ///
+    /// A socket file left by a server that stopped is removed first; if a server still answers on
+    /// it, or the path is not a socket, this refuses ([`io::ErrorKind::AddrInUse`],
+    /// [`io::ErrorKind::AlreadyExists`]) rather than take it over. The socket is made mode 0600.
+    pub async fn bind(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        remove_stale_socket(&path).await?;
+        let listener = UnixListener::bind(&path)?;
+        let path = RemoveOnDrop(path);
+        std::fs::set_permissions(&path.0, std::fs::Permissions::from_mode(0o600))?;
+        let owner = std::fs::metadata(&path.0)?.uid();
+        Ok(Self {
+            listener,
+            owner,
+            path,
+        })
+    }
+
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path.0
+    }
+
+    /// Answer requests until `shutdown` becomes `true` (or its sender is dropped), then remove the
+    /// socket file. Connections from another user than the server's (other than root) are refused.
+    pub async fn serve(
+        self,
+        admin: Arc<Admin>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> io::Result<()> {
+        tracing::info!(path = %self.path.0.display(), "serving administration");
+        let mut connections = JoinSet::new();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                changed = shutdown.changed() => if changed.is_err() {
+                    break;
+                },
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        connections.spawn(serve_connection(stream, admin.clone(), self.owner));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a moment rather than spin.
+                        tracing::warn!(error = %e, "admin socket accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        // A request already being carried out finishes in its blocking task; idle connections
+        // close.
+        connections.shutdown().await;
+        tracing::info!("administration stopped");
+        Ok(())
+    }
+}
+
+/// Removes the socket file when serving stops, however it stops.
+#[derive(Debug)]
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let metadata = match tokio::fs::symlink_metadata(path).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket: move it away so the server can serve administration there",
+                path.display()
+            ),
+        ));
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "another server is already serving administration at {}: stop it first",
+                path.display()
+            ),
+        ));
+    }
+    tracing::debug!(path = %path.display(), "removing a stale admin socket");
+    tokio::fs::remove_file(path).await
+}
+
+async fn serve_connection(stream: UnixStream, admin: Arc<Admin>, owner: u32) {
+    let peer_uid = stream.peer_cred().map(|c| c.uid());
+    let (read, mut write) = stream.into_split();
+    if !matches!(peer_uid, Ok(uid) if uid == owner || uid == 0) {
+        tracing::warn!(?peer_uid, "admin connection from another user refused");
+        let refusal = AdminResponse::Err {
+            message: "administration is only open to the user that runs the server".into(),
+        };
+        let _ = write_response(&mut write, &refusal).await;
+        return;
+    }
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        let response = match read_line_bounded(&mut reader, &mut line, MAX_REQUEST_LINE).await {
+            Ok(Line::Eof) => return,
+            Ok(Line::TooLong) => {
+                let refusal = AdminResponse::Err {
+                    message: format!(
+                        "the request is longer than {MAX_REQUEST_LINE} bytes; send one JSON request per line"
+                    ),
+                };
+                let _ = write_response(&mut write, &refusal).await;
+                return;
+            }
+            Ok(Line::Complete) => match serde_json::from_slice::<AdminRequest>(&line) {
+                Ok(req) => {
+                    let admin = admin.clone();
+                    tokio::task::spawn_blocking(move || admin.handle(req))
+                        .await
+                        .unwrap_or_else(|e| AdminResponse::Err {
+                            message: format!(
+                                "the request failed inside the server ({e}); check the server's log"
+                            ),
+                        })
+                }
+                Err(e) => AdminResponse::Err {
+                    message: format!(
+                        "not a valid admin request ({e}); send one JSON request per line"
+                    ),
+                },
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "admin connection read failed");
+                return;
+            }
+        };
+        if let Err(e) = write_response(&mut write, &response).await {
+            tracing::debug!(error = %e, "admin connection write failed");
+            return;
+        }
+    }
+}
+
+async fn write_response(
+    write: &mut (impl tokio::io::AsyncWrite + Unpin),
+    response: &AdminResponse,
+) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec(response).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    write.flush().await
+}
+
+/// What [`read_line_bounded`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (without its newline) is in the buffer. A last line without a newline counts.
+    Complete,
+    /// The peer closed the connection before sending anything more.
+    Eof,
+    /// The line is longer than allowed; the connection cannot be trusted to be in step any more.
+    TooLong,
+}
+
+/// Read one line into `buf`, never buffering more than `max` bytes of it.
+async fn read_line_bounded(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
+    buf.clear();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if buf.is_empty() {
+                Line::Eof
+            } else {
+                Line::Complete
+            });
+        }
+        let (chunk, used, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        if buf.len() + chunk.len() > max {
+            return Ok(Line::TooLong);
+        }
+        buf.extend_from_slice(chunk);
+        reader.consume(used);
+        if done {
+            return Ok(Line::Complete);
+        }
+    }
+}
+
+/// Send one request to the server running with the admin socket at `path`, and wait for its answer.
+///
+/// [`AdminError::NotRunning`] means no server answers there (no socket file, or one left by a server
+/// that stopped): the caller may then open the store itself.
+pub async fn request(
+    path: impl AsRef<Path>,
+    req: &AdminRequest,
+) -> Result<AdminResponse, AdminError> {
+    let path = path.as_ref();
+    let stream = match UnixStream::connect(path).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(AdminError::NotRunning {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(AdminError::Unreachable {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(req).map_err(|e| AdminError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    write.flush().await?;
+    let mut answer = Vec::new();
+    BufReader::new(read).read_until(b'\n', &mut answer).await?;
+    if answer.is_empty() {
+        return Err(AdminError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection without answering (it may be shutting down)",
+        )));
+    }
+    serde_json::from_slice(&answer).map_err(|e| AdminError::Protocol(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,194 @@
-//! placeholder
+//! The server's settings, and where it keeps its files.
+//!
+//! A fresh machine must be able to run `polyphony-server serve` with no configuration at all, so every
+//! setting has a default that works there. An operator who needs something else writes an optional
+//! TOML file (`polyphony-server.toml` in the data directory, or any file named with `--config`); flags
+//! given to the binary override both. Unknown keys in the file are refused, so a misspelt setting is
+//! reported instead of silently ignored.
+//!
+//! Every path the server uses is derived from [`ServerConfig::data_dir`] here, in one place, so the
+//! server and the administration commands can never disagree about where the socket or the store is.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The name of the optional configuration file looked for in the data directory.
+pub const CONFIG_FILE_NAME: &str = "polyphony-server.toml";
+
+/// What can go wrong while reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A configuration file named on the command line does not exist or cannot be read.
+    #[error(
+        "cannot read the configuration file {path}: {source}; check the path given with --config"
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or holds a setting the server does not know.
+    #[error("the configuration file {path} is not valid: {detail}; fix the line it names (or delete the file to use the defaults)")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with the line.
+        detail: String,
+    },
+}
+
+/// Everything the borough server needs to know to run. See the module docs for where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the server keeps its store, its key and its admin socket.
+    pub data_dir: PathBuf,
+    /// The UDP address the QUIC endpoint listens on.
+    pub listen: SocketAddr,
+    /// How many devices may be connected at once; more are refused with "busy" and retry later.
+    pub max_connections: usize,
+    /// The largest sync frame accepted from a device, in bytes.
+    pub max_frame: usize,
+    /// How many cases are kept open in memory between syncs.
+    pub cache_cases: usize,
+    /// How long an enrolment code stays valid after it is issued, in hours.
+    pub enrolment_ttl_hours: u64,
+    /// Extra DNS names or addresses to put in the server certificate, besides the fixed
+    /// [`polyphony_core::identity::SERVER_NAME`].
+    pub extra_server_names: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./polyphony-data"),
+            listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4433)),
+            max_connections: 1024,
+            max_frame: polyphony_core::sync::DEFAULT_MAX_FRAME,
+            cache_cases: 2000,
+            enrolment_ttl_hours: 72,
+            extra_server_names: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Read the configuration the way the binary does.
+    ///
+    /// `config_file` (from `--config`) must exist if given. Otherwise `polyphony-server.toml` in the
+    /// data directory is read if it is there, and the defaults are used if not. `data_dir` (from
+    /// `--data`) overrides whatever the file says, so a file can be shared between data directories.
+    pub fn load(data_dir: Option<&Path>, config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match config_file {
+            Some(path) => Self::from_file(path)?,
+            None => {
+                let dir = data_dir
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| Self::default().data_dir);
+                let path = dir.join(CONFIG_FILE_NAME);
+                if path.is_file() {
+                    Self::from_file(&path)?
+                } else {
+                    Self::default()
+                }
+            }
+        };
+        if let Some(dir) = data_dir {
+            config.data_dir = dir.to_path_buf();
+        }
+        Ok(config)
+    }
+
+    /// Read a TOML configuration file; settings it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|detail| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        })
+    }
+
+    /// Parse TOML text; the error is the parser's message, naming the line.
+    fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// The Unix socket through which administration commands reach the running server.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.data_dir.join("admin.sock")
+    }
+
+    /// The file holding the key that seals the store and the borough CA's key.
+    pub fn key_file(&self) -> PathBuf {
+        self.data_dir.join("server.key")
+    }
+
+    /// The directory of the on-disk store.
+    pub fn db_dir(&self) -> PathBuf {
+        self.data_dir.join("db")
+    }
+
+    /// How long an enrolment code stays valid, as a duration.
+    pub fn enrolment_ttl(&self) -> time::Duration {
+        // Clamp absurd values rather than overflow: a code valid for a million years is still valid.
+        let max_hours = i64::MAX / 3600;
+        let hours = i64::try_from(self.enrolment_ttl_hours).map_or(max_hours, |h| h.min(max_hours));
+        time::Duration::hours(hours)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_on_a_fresh_machine() {
+        let c = ServerConfig::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4433");
+        assert_eq!(
+            c.admin_socket_path(),
+            Path::new("./polyphony-data/admin.sock")
+        );
+        assert_eq!(c.key_file(), Path::new("./polyphony-data/server.key"));
+        assert_eq!(c.db_dir(), Path::new("./polyphony-data/db"));
+        assert_eq!(c.enrolment_ttl(), time::Duration::hours(72));
+        assert_eq!(c.max_frame, polyphony_core::sync::DEFAULT_MAX_FRAME);
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let c = ServerConfig::from_toml("listen = \"0.0.0.0:9000\"\nmax_connections = 5\n")
+            .expect("valid");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.max_connections, 5);
+        assert_eq!(c.cache_cases, 2000);
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_refused() {
+        let err = ServerConfig::from_toml("max_conections = 5\n").expect_err("unknown key");
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn the_data_flag_overrides_the_file_and_the_file_is_found_in_the_data_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE_NAME),
+            "data_dir = \"/elsewhere\"\ncache_cases = 7\n",
+        )
+        .expect("write");
+        let c = ServerConfig::load(Some(dir.path()), None).expect("load");
+        assert_eq!(c.data_dir, dir.path());
+        assert_eq!(c.cache_cases, 7);
+
+        let missing = ServerConfig::load(None, Some(&dir.path().join("nope.toml")));
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+}

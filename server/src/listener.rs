@@ -1,1 +1,335 @@
-//! placeholder
+//! The QUIC endpoint: accepts devices, enrols new ones, hands enrolled ones to a sync session, and
+//! shuts down gracefully.
+//!
+//! One UDP port serves both kinds of connection, told apart by ALPN: enrolment (no client
+//! certificate yet; the device proves itself with a one-time code) and sync (mutual TLS with a
+//! certificate the borough CA issued). A device is identified by its certificate, never by its
+//! address, so QUIC connection migration (a laptop changing network mid-sync) just works.
+//! Connections beyond the limit are refused before the handshake, so a flood costs little.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use polyphony_core::identity::{self, BoroughCa, ALPN_ENROL, ALPN_SYNC};
+use polyphony_core::net::FramedStream;
+use polyphony_core::sync::{Enrolled, ErrorCode, Frame, Refusal, TeamInfo, PROTOCOL_VERSION};
+use polyphony_core::DeviceId;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{info, warn, Instrument};
+
+use crate::admin::{self, Admin};
+use crate::audit::{Actor, AuditAction};
+use crate::config::ServerConfig;
+use crate::registry::DeviceStatus;
+use crate::session::{self, Shared};
+use crate::storage::{self, ServerStorage};
+
+/// The borough server.
+pub struct Server;
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    ca_fingerprint: [u8; 32],
+    shutdown: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+    admin: JoinHandle<()>,
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Server {
+    /// Open (or create) the data directory and start serving.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
+        let opened = storage::open(&config)?;
+        let names: Vec<&str> = config
+            .extra_server_names
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let (chain, key) = opened.ca.issue_server_cert(&names)?;
+        let quic = identity::server_config(opened.ca.cert_der(), chain, key)?;
+        let endpoint = quinn::Endpoint::server(quic, config.listen)?;
+        let addr = endpoint.local_addr()?;
+        let storage = Arc::new(ServerStorage::new(opened.store.clone(), config.cache_cases));
+        let shared = Arc::new(Shared {
+            storage,
+            registry: opened.registry.clone(),
+            audit: opened.audit.clone(),
+            max_frame: config.max_frame,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let ca_fingerprint = opened.ca.fingerprint();
+
+        let admin = Arc::new(Admin::new(
+            opened.registry.clone(),
+            opened.audit.clone(),
+            ca_fingerprint,
+            time::Duration::hours(config.enrolment_ttl_hours as i64),
+        ));
+        let admin_path = config.admin_socket_path();
+        let admin_rx = shutdown_rx.clone();
+        let admin_task = tokio::spawn(async move {
+            if let Err(e) = admin::serve_admin(&admin_path, admin, admin_rx).await {
+                warn!(error = %e, "admin socket stopped");
+            }
+        });
+
+        let ca = Arc::new(opened.ca);
+        let accept = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            shared.clone(),
+            ca,
+            config.max_connections,
+            shutdown_rx,
+        ));
+        info!(%addr, "borough server listening");
+        Ok(ServerHandle {
+            addr,
+            ca_fingerprint,
+            shutdown,
+            accept,
+            admin: admin_task,
+            shared,
+            endpoint,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// Where the server listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The borough CA's fingerprint (what enrolment codes carry).
+    pub fn ca_fingerprint(&self) -> [u8; 32] {
+        self.ca_fingerprint
+    }
+
+    /// How many cases are open in memory.
+    pub fn cached_cases(&self) -> usize {
+        self.shared.storage.cached()
+    }
+
+    /// Stop accepting, close connections, flush, and wait for every task to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint.close(
+            (ErrorCode::ShuttingDown as u32).into(),
+            b"the server is shutting down: sync again shortly",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.endpoint.wait_idle()).await;
+        let _ = self.accept.await;
+        let _ = self.admin.await;
+        let store = self.shared.storage.store.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || store.flush()).await {
+            warn!(error = %e, "final flush failed");
+        }
+        info!("borough server stopped");
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    ca: Arc<BoroughCa>,
+    max_connections: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let ids = AtomicU64::new(1);
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(remote = %incoming.remote_address(), "connection limit reached: refusing");
+            incoming.refuse();
+            continue;
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        let ca = ca.clone();
+        let span = tracing::info_span!("connection", id, remote = %incoming.remote_address());
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                match incoming.await {
+                    Ok(conn) => handle(shared, ca, conn, id).await,
+                    Err(e) => info!(error = %e, "handshake failed"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn close(conn: &quinn::Connection, code: ErrorCode, message: &str) {
+    conn.close((code as u32).into(), message.as_bytes());
+}
+
+async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection, id: u64) {
+    let alpn = identity::negotiated_alpn(&conn);
+    if alpn.as_deref() == Some(ALPN_ENROL) {
+        return enrol(shared, ca, conn).await;
+    }
+    if alpn.as_deref() != Some(ALPN_SYNC) {
+        return close(&conn, ErrorCode::UnsupportedVersion, "unknown protocol");
+    }
+    let Some(cert) = identity::peer_device_cert(&conn) else {
+        return close(
+            &conn,
+            ErrorCode::Unauthorised,
+            "no device certificate: enrol this device first",
+        );
+    };
+    let device_id = identity::device_id_from_cert(&cert)
+        .ok()
+        .and_then(|d| d.parse::<DeviceId>().ok());
+    let device = device_id.and_then(|d| shared.registry.device(&d).ok().flatten());
+    let Some(device) = device else {
+        shared.audit(
+            Actor::Server,
+            AuditAction::Refused,
+            None,
+            "a certificate for an unknown device",
+        );
+        return close(
+            &conn,
+            ErrorCode::Unauthorised,
+            "this device is not enrolled with this server",
+        );
+    };
+    let actor = Actor::Device {
+        device: device.id,
+        practitioner: device.practitioner,
+    };
+    if device.cert_fingerprint != hex::encode(identity::cert_fingerprint(&cert)) {
+        shared.audit(
+            actor,
+            AuditAction::Refused,
+            None,
+            "certificate does not match the enrolled one",
+        );
+        return close(
+            &conn,
+            ErrorCode::Unauthorised,
+            "this certificate is not the one issued to this device: enrol again",
+        );
+    }
+    if device.status == DeviceStatus::Revoked {
+        shared.audit(
+            actor,
+            AuditAction::Refused,
+            None,
+            "revoked device tried to connect",
+        );
+        return close(&conn, ErrorCode::Revoked, "this device was revoked by your administrator: its data stays safe on the server; ask for a new enrolment");
+    }
+    let Ok(Some(practitioner)) = shared.registry.practitioner(&device.practitioner) else {
+        return close(
+            &conn,
+            ErrorCode::Unauthorised,
+            "this device's practitioner is no longer registered",
+        );
+    };
+    session::serve(shared, conn, id, device, practitioner).await;
+}
+
+/// The enrolment exchange: check the one-time code, sign the device's CSR, register the device.
+async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection) {
+    let Ok(Ok((send, recv))) =
+        tokio::time::timeout(Duration::from_secs(30), conn.accept_bi()).await
+    else {
+        return;
+    };
+    let mut stream = FramedStream::with_limit(send, recv, 64 * 1024);
+    let refuse = |code: ErrorCode, message: String| Frame::Error(Refusal { code, message });
+    let reply = match stream.read_frame().await {
+        Ok(Some(Frame::Enrol(req))) if req.version == PROTOCOL_VERSION => {
+            let result = (|| -> Result<Enrolled, String> {
+                let token = hex::decode(&req.token)
+                    .map_err(|_| "the enrolment code is malformed".to_string())?;
+                let csr = hex::decode(&req.csr)
+                    .map_err(|_| "the certificate request is malformed".to_string())?;
+                shared
+                    .registry
+                    .check_enrolment(&token, &req.device)
+                    .map_err(|e| e.to_string())?;
+                let cert = ca
+                    .issue_device_cert(&req.device.to_string(), &csr, time::Duration::days(365 * 2))
+                    .map_err(|e| e.to_string())?;
+                let fingerprint = identity::cert_fingerprint(&cert);
+                let (device, practitioner) = shared
+                    .registry
+                    .redeem_enrolment(&token, req.device, &req.device_name, fingerprint)
+                    .map_err(|e| e.to_string())?;
+                let teams = shared.registry.teams().map_err(|e| e.to_string())?;
+                let teams = teams
+                    .into_iter()
+                    .filter(|t| practitioner.teams.contains(&t.id))
+                    .map(|t| TeamInfo {
+                        id: t.id,
+                        name: t.name,
+                    })
+                    .collect();
+                shared.audit(
+                    Actor::Device {
+                        device: device.id,
+                        practitioner: practitioner.id,
+                    },
+                    AuditAction::Enrol,
+                    None,
+                    format!(
+                        "device '{}' enrolled for {}",
+                        device.name, practitioner.name
+                    ),
+                );
+                Ok(Enrolled {
+                    device: device.id,
+                    practitioner: practitioner.id,
+                    practitioner_name: practitioner.name,
+                    teams,
+                    certificate: hex::encode(cert.as_ref()),
+                    ca: hex::encode(ca.cert_der().as_ref()),
+                })
+            })();
+            match result {
+                Ok(e) => Frame::Enrolled(e),
+                Err(msg) => {
+                    shared.audit(
+                        Actor::Server,
+                        AuditAction::Refused,
+                        None,
+                        format!("enrolment refused: {msg}"),
+                    );
+                    refuse(ErrorCode::BadEnrolment, msg)
+                }
+            }
+        }
+        Ok(Some(Frame::Enrol(_))) => refuse(
+            ErrorCode::UnsupportedVersion,
+            "update the app to enrol with this server".into(),
+        ),
+        _ => refuse(ErrorCode::Malformed, "expected an enrolment request".into()),
+    };
+    // The device must be durably registered before it is told it is enrolled.
+    let ticket = shared.storage.group.wrote();
+    if let Err(e) = shared.storage.group.durable(ticket).await {
+        let _ = stream
+            .write_frames(&[refuse(
+                ErrorCode::StorageFailed,
+                format!("the server could not save the enrolment: {e}"),
+            )])
+            .await;
+        return;
+    }
+    let _ = stream.write_frames(&[reply]).await;
+    let _ = stream.send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+}

@@ -1,1 +1,488 @@
-fn main() {}
+//! `polyphony-server`: run the borough server, and administer it.
+//!
+//! Thin by design: it parses arguments, builds a [`ServerConfig`], and calls the library. An admin
+//! command goes to the running server through its admin socket; when no server is running it opens
+//! the store itself and runs the very same [`Admin::handle`]. A command that creates something
+//! prints only its id (or code) on stdout, so scripts can capture it; explanations go to stderr.
+//! Exit codes: 0 done, 1 refused or mistyped (one line on stderr saying why), 2 the store or the
+//! server could not be reached or opened.
+
+use std::io::{self, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use polyphony_core::CaseId;
+use polyphony_server::admin::{
+    self, Admin, AdminError, AdminRequest, AdminResponse, CaseMoved, DeviceView, IssuedCode,
+    PractitionerView,
+};
+use polyphony_server::audit::{AuditRecord, VerifyReport};
+use polyphony_server::registry::{DeviceStatus, Team};
+use polyphony_server::{Server, ServerConfig};
+use serde::de::DeserializeOwned;
+
+/// The Polyphony borough server.
+#[derive(Debug, Parser)]
+#[command(name = "polyphony-server", version, about, long_about = None)]
+struct Cli {
+    /// Where the server keeps its data [default: ./polyphony-data].
+    #[arg(long, global = true, env = "POLYPHONY_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// A TOML configuration file [default: polyphony-server.toml in the data directory, if there].
+    #[arg(long, global = true, env = "POLYPHONY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print results as JSON instead of tables and bare ids.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server until interrupted (Ctrl-C or SIGTERM).
+    Serve {
+        /// The UDP address to listen on [default: 127.0.0.1:4433].
+        #[arg(long, env = "POLYPHONY_LISTEN", value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage teams.
+    #[command(subcommand)]
+    Team(TeamCommand),
+    /// List the teams.
+    Teams,
+    /// Manage practitioners.
+    #[command(subcommand)]
+    Practitioner(PractitionerCommand),
+    /// List the practitioners and their teams.
+    Practitioners,
+    /// Issue a one-time enrolment code for a practitioner's new device (prints the code).
+    Enrol {
+        /// The practitioner's name or id.
+        practitioner: String,
+    },
+    /// Revoke a device: it may upload what it holds, then it is told to wipe its cases.
+    Revoke {
+        /// The device's id (see `devices`).
+        device: String,
+        /// Refuse the device at once, without letting it upload first.
+        #[arg(long)]
+        now: bool,
+    },
+    /// List the enrolled devices.
+    Devices,
+    /// Show the audit log, or verify its hash chain.
+    Audit {
+        /// Only the records about this case.
+        #[arg(long, value_name = "ID")]
+        case: Option<CaseId>,
+        /// Verify the whole chain instead of listing records.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Manage cases.
+    #[command(subcommand)]
+    Case(CaseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TeamCommand {
+    /// Add a team (prints its id).
+    Add {
+        /// Its name (quote it if it has spaces).
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PractitionerCommand {
+    /// Add a practitioner to a team (prints their id).
+    Add {
+        /// Their name (quote it if it has spaces).
+        name: String,
+        /// The team's name or id.
+        #[arg(long)]
+        team: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaseCommand {
+    /// Move a case to another team.
+    Move {
+        /// The case's id.
+        case: CaseId,
+        /// The team's name or id.
+        #[arg(long)]
+        team: String,
+    },
+}
+
+/// Why the command failed, which decides the exit code.
+enum Failure {
+    /// Refused or mistyped: exit 1.
+    User(String),
+    /// The store or the server could not be reached or opened: exit 2.
+    Unreachable(String),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap uses exit code 2 for usage errors; here 2 means "cannot reach the store".
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logs();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::User(message)) => {
+            eprintln!("polyphony-server: {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Unreachable(message)) => {
+            eprintln!("polyphony-server: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        // Colour codes only for a person at a terminal, not in a service's log file.
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let mut config = ServerConfig::load(cli.data.as_deref(), cli.config.as_deref())
+        .map_err(|e| Failure::User(e.to_string()))?;
+    let req = match cli.command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            return serve(config).await;
+        }
+        Command::Team(TeamCommand::Add { name }) => AdminRequest::TeamAdd { name },
+        Command::Teams => AdminRequest::Teams,
+        Command::Practitioner(PractitionerCommand::Add { name, team }) => {
+            AdminRequest::PractitionerAdd { name, team }
+        }
+        Command::Practitioners => AdminRequest::Practitioners,
+        Command::Enrol { practitioner } => AdminRequest::Enrol { practitioner },
+        Command::Revoke { device, now } => AdminRequest::Revoke { device, now },
+        Command::Devices => AdminRequest::Devices,
+        Command::Audit { case, verify } => AdminRequest::Audit { case, verify },
+        Command::Case(CaseCommand::Move { case, team }) => AdminRequest::CaseMove { case, team },
+    };
+    let response = match admin::request(config.admin_socket_path(), &req).await {
+        Ok(response) => response,
+        Err(AdminError::NotRunning { .. }) => offline(config, req.clone()).await?,
+        Err(e) => return Err(Failure::Unreachable(e.to_string())),
+    };
+    match response {
+        AdminResponse::Ok { value } => show(&req, value, cli.json)
+            .or_else(ignore_closed_stdout)
+            .map_err(|e| Failure::User(format!("could not print the result: {e}"))),
+        AdminResponse::Err { message } => Err(Failure::User(message)),
+    }
+}
+
+async fn serve(config: ServerConfig) -> Result<(), Failure> {
+    let handle = Server::start(config)
+        .await
+        .map_err(|e| Failure::Unreachable(format!("the server could not start: {e:#}")))?;
+    if let Err(e) = stop_signal().await {
+        tracing::warn!(error = %e, "cannot wait for a stop signal; stopping now");
+    }
+    tracing::info!("stopping: finishing syncs and flushing");
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Wait for Ctrl-C or SIGTERM (what service managers send).
+async fn stop_signal() -> io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+/// Carry out a request with the store opened here, since no server holds it.
+async fn offline(config: ServerConfig, req: AdminRequest) -> Result<AdminResponse, Failure> {
+    if !config.data_dir.exists() {
+        // Opening would create a new borough (with its own CA) at a mistyped path.
+        return Err(Failure::Unreachable(format!(
+            "no server data at {}: check --data, or start the server there once with `polyphony-server --data {} serve`",
+            config.data_dir.display(),
+            config.data_dir.display()
+        )));
+    }
+    tokio::task::spawn_blocking(move || {
+        let (registry, audit, ca_fingerprint) = polyphony_server::storage::open_offline(&config)
+            .map_err(|e| {
+                Failure::Unreachable(format!(
+                    "cannot open the server's store at {}: {e:#}",
+                    config.data_dir.display()
+                ))
+            })?;
+        let admin = Admin::new(registry, audit, ca_fingerprint, config.enrolment_ttl());
+        Ok(admin.handle(req))
+    })
+    .await
+    .map_err(|e| Failure::Unreachable(format!("the command failed: {e}")))?
+}
+
+/// Print an answer: for a creation, only the id or code on stdout; for a listing, a table.
+fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(&value).map_err(io::Error::other)?;
+        return writeln!(out, "{text}");
+    }
+    match req {
+        AdminRequest::TeamAdd { .. } => {
+            let team: Team = decode(value)?;
+            eprintln!("added team '{}'", team.name);
+            writeln!(out, "{}", team.id)
+        }
+        AdminRequest::Teams => {
+            let teams: Vec<Team> = decode(value)?;
+            if teams.is_empty() {
+                eprintln!("no teams yet: add one with `polyphony-server team add NAME`");
+            }
+            let rows = teams
+                .into_iter()
+                .map(|t| vec![t.id.to_string(), t.name, minutes(t.created_at)])
+                .collect();
+            table(&mut out, &["ID", "NAME", "ADDED"], rows)
+        }
+        AdminRequest::PractitionerAdd { .. } => {
+            let p: PractitionerView = decode(value)?;
+            eprintln!("added practitioner '{}'", p.name);
+            writeln!(out, "{}", p.id)
+        }
+        AdminRequest::Practitioners => {
+            let all: Vec<PractitionerView> = decode(value)?;
+            if all.is_empty() {
+                eprintln!(
+                    "no practitioners yet: add one with `polyphony-server practitioner add NAME --team TEAM`"
+                );
+            }
+            let rows = all
+                .into_iter()
+                .map(|p| {
+                    let teams: Vec<_> = p.teams.into_iter().map(|t| t.name).collect();
+                    vec![p.id.to_string(), p.name, teams.join(", ")]
+                })
+                .collect();
+            table(&mut out, &["ID", "NAME", "TEAMS"], rows)
+        }
+        AdminRequest::Enrol { .. } => {
+            let issued: IssuedCode = decode(value)?;
+            eprintln!(
+                "enrolment code for {}, valid until {}. It is shown only this once: give it to them \
+                 to enter on their new device. It enrols one device.",
+                issued.practitioner_name, issued.expires_at
+            );
+            writeln!(out, "{}", issued.code)
+        }
+        AdminRequest::Revoke { .. } => {
+            let view: DeviceView = decode(value)?;
+            let d = &view.device;
+            match d.status {
+                DeviceStatus::Revoked => eprintln!(
+                    "device {} ('{}', {}) is revoked: it is refused from now on",
+                    d.id, d.name, view.practitioner_name
+                ),
+                _ => eprintln!(
+                    "device {} ('{}', {}) is being revoked: at its next sync it uploads what it holds, \
+                     then is told to wipe its cases (use --now to refuse it at once)",
+                    d.id, d.name, view.practitioner_name
+                ),
+            }
+            Ok(())
+        }
+        AdminRequest::Devices => {
+            let all: Vec<DeviceView> = decode(value)?;
+            if all.is_empty() {
+                eprintln!(
+                    "no devices enrolled yet: issue a code with `polyphony-server enrol NAME`"
+                );
+            }
+            let rows = all
+                .into_iter()
+                .map(|v| {
+                    vec![
+                        v.device.id.to_string(),
+                        v.device.name,
+                        v.practitioner_name,
+                        v.device.status.to_string(),
+                        minutes(v.device.enrolled_at),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &["ID", "NAME", "PRACTITIONER", "STATUS", "ENROLLED"],
+                rows,
+            )
+        }
+        AdminRequest::Audit { verify: true, .. } => {
+            let report: VerifyReport = decode(value)?;
+            writeln!(
+                out,
+                "audit log intact: {} entries, head {}",
+                report.entries, report.head
+            )
+        }
+        AdminRequest::Audit { .. } => {
+            let records: Vec<AuditRecord> = decode(value)?;
+            let rows = records
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        r.seq.to_string(),
+                        r.event.at,
+                        r.event.actor.to_string(),
+                        r.event.action.to_string(),
+                        r.event.case.map(|c| c.to_string()).unwrap_or_default(),
+                        r.event.detail,
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &["SEQ", "AT", "ACTOR", "ACTION", "CASE", "DETAIL"],
+                rows,
+            )
+        }
+        AdminRequest::CaseMove { .. } => {
+            let moved: CaseMoved = decode(value)?;
+            eprintln!(
+                "case {} moved from '{}' to '{}'",
+                moved.case, moved.from.name, moved.to.name
+            );
+            Ok(())
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(value: serde_json::Value) -> io::Result<T> {
+    serde_json::from_value(value).map_err(|e| {
+        io::Error::other(format!(
+            "unexpected answer from the server ({e}); are the server and this command the same version?"
+        ))
+    })
+}
+
+/// A stdout closed early (`| head`) is not a failure.
+fn ignore_closed_stdout(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// A time to the minute, for tables.
+fn minutes(t: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    t.format(&format).unwrap_or_else(|_| t.to_string())
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+fn table(out: &mut impl Write, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_every_column_but_the_last() {
+        let mut out = Vec::new();
+        table(
+            &mut out,
+            &["ID", "NAME", "TEAMS"],
+            vec![
+                vec!["1".into(), "Ana Silva".into(), "North, South".into()],
+                vec!["22".into(), "Bo".into(), String::new()],
+            ],
+        )
+        .expect("written");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            text,
+            "ID  NAME       TEAMS\n1   Ana Silva  North, South\n22  Bo\n"
+        );
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_command_line_parses_as_documented() {
+        let cli = Cli::try_parse_from([
+            "polyphony-server",
+            "--data",
+            "/srv/polyphony",
+            "practitioner",
+            "add",
+            "Ana Silva",
+            "--team",
+            "North",
+        ])
+        .expect("parses");
+        assert_eq!(
+            cli.data.as_deref(),
+            Some(std::path::Path::new("/srv/polyphony"))
+        );
+        assert!(matches!(
+            cli.command,
+            Command::Practitioner(PractitionerCommand::Add { ref name, ref team })
+                if name == "Ana Silva" && team == "North"
+        ));
+        let cli = Cli::try_parse_from(["polyphony-server", "audit", "--verify", "--json"])
+            .expect("global flags after the command");
+        assert!(cli.json);
+        assert!(Cli::try_parse_from(["polyphony-server", "audit", "--case", "nope"]).is_err());
+    }
+}

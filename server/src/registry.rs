@@ -1,1 +1,838 @@
-//! placeholder
+//! Who may sync what: teams, practitioners, devices, enrolment codes, and which team owns each case.
+//!
+//! The borough server decides every access from this registry: a device is known by the fingerprint
+//! of its certificate, belongs to a practitioner, who belongs to teams, which own cases. It lives in
+//! the same sealed store as the cases (meta namespaces, JSON values), so it is encrypted at rest and
+//! flushed with them, and there is no second database to back up or keep consistent.
+//!
+//! Keys are ids only (team, practitioner, device and case ids, certificate fingerprints, hashes of
+//! enrolment tokens), never names or clinical text: keys are stored in the clear.
+//!
+//! One server process owns the store, so a mutex in [`Registry`] is enough to make each
+//! check-then-write atomic (two devices redeeming the same enrolment code at once, two
+//! administrators adding the same team). Reads take no lock: each value is read whole.
+//!
+//! Changes that touch several keys are ordered so that a crash between two writes leaves something
+//! safe: an enrolment code is marked used before the device is registered (a crash wastes a code but
+//! can never let it enrol twice), and a case's team index is written before its owner record and
+//! cleaned after it, and always checked against it (a stale index entry is ignored, a missing one
+//! cannot happen).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use polyphony_core::identity::{hash_enrolment_token, EnrolmentCode};
+use polyphony_core::store::{Store, StoreError};
+use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The longest name accepted for a team, practitioner or device, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Meta namespaces of the registry. Keys in them are ids, never names.
+mod ns {
+    use polyphony_core::{DeviceId, TeamId};
+
+    /// Team id → [`super::Team`].
+    pub const TEAMS: &str = "registry.teams";
+    /// Practitioner id → [`super::Practitioner`].
+    pub const PRACTITIONERS: &str = "registry.practitioners";
+    /// Device id → [`super::Device`].
+    pub const DEVICES: &str = "registry.devices";
+    /// Certificate fingerprint (hex) → device id: finds the device of a connection quickly.
+    pub const DEVICE_CERTS: &str = "registry.device-certs";
+    /// Token hash (hex) → [`super::PendingEnrolment`].
+    pub const ENROLMENTS: &str = "registry.enrolments";
+    /// Case id → [`super::CaseOwner`]: the truth about which team owns a case.
+    pub const CASES: &str = "registry.cases";
+
+    /// Index of the cases of one team (case id → nothing), so a device's cases are found without
+    /// reading every case in the borough.
+    pub fn team_cases(team: &TeamId) -> String {
+        format!("registry.team-cases.{team}")
+    }
+
+    /// Cases a device has synced (case id → when first synced).
+    pub fn held(device: &DeviceId) -> String {
+        format!("registry.held.{device}")
+    }
+}
+
+/// What can go wrong in the registry, in words an administrator (or a device's user) can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The store refused a read or a write.
+    #[error("the registry could not be read or written: {0}")]
+    Store(#[from] StoreError),
+    /// A stored registry value could not be decoded.
+    #[error(
+        "the registry entry {what} is damaged ({detail}); restore the server's data from a backup"
+    )]
+    Corrupt {
+        /// Which entry.
+        what: String,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// A name was empty (or only spaces).
+    #[error("a {what} needs a name: give one that is not empty")]
+    EmptyName {
+        /// What was being named.
+        what: &'static str,
+    },
+    /// A name was too long or held control characters (line breaks, tabs).
+    #[error("the {what} name is not usable: {reason}")]
+    BadName {
+        /// What was being named.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A team with this name (ignoring case) exists already.
+    #[error("there is already a team called '{existing}' (id {id}): choose another name, or use that team")]
+    TeamExists {
+        /// The existing team's name as stored.
+        existing: String,
+        /// Its id.
+        id: TeamId,
+    },
+    /// No team has this name or id.
+    #[error("no team is called '{given}'; known teams: {known}")]
+    TeamNotFound {
+        /// What was asked for.
+        given: String,
+        /// The known teams' names, or "none yet (add one with `team add`)".
+        known: String,
+    },
+    /// No practitioner has this name or id.
+    #[error(
+        "no practitioner is called '{given}': list them with `polyphony-server practitioners`"
+    )]
+    PractitionerNotFound {
+        /// What was asked for.
+        given: String,
+    },
+    /// Several practitioners share this name.
+    #[error("more than one practitioner is called '{given}' ({ids}): use the id instead")]
+    PractitionerAmbiguous {
+        /// The name asked for.
+        given: String,
+        /// Their ids, comma-separated.
+        ids: String,
+    },
+    /// No device has this id.
+    #[error("no device has the id {0}: list them with `polyphony-server devices`")]
+    DeviceNotFound(DeviceId),
+    /// The enrolment code is not one this server issued (or it was mistyped in a way the checksum
+    /// did not catch).
+    #[error("this enrolment code is not known to this server: check it is for this borough, or ask your administrator for a new code")]
+    EnrolmentUnknown,
+    /// The enrolment code was used before.
+    #[error("this enrolment code was already used (on {used_at}); each code enrols one device: ask your administrator for a new code")]
+    EnrolmentUsed {
+        /// When it was used (RFC 3339).
+        used_at: String,
+    },
+    /// The enrolment code expired.
+    #[error("this enrolment code expired on {expired_at}: ask your administrator for a new code")]
+    EnrolmentExpired {
+        /// When it expired (RFC 3339).
+        expired_at: String,
+    },
+    /// An enrolment code must stay valid for some time.
+    #[error("an enrolment code must be valid for a positive time (asked for {0}): set enrolment_ttl_hours to 1 or more")]
+    BadTtl(time::Duration),
+    /// The device id is enrolled already (a device makes a new id whenever it enrols).
+    #[error("device {0} is already enrolled: reset the device's profile and enrol it again, which gives it a new id")]
+    DeviceAlreadyEnrolled(DeviceId),
+    /// Another device already uses this certificate.
+    #[error("another device ({0}) already uses this certificate: the device must make a new key and enrol again")]
+    CertificateInUse(DeviceId),
+    /// A revoked device cannot come back.
+    #[error(
+        "device {0} is revoked, which cannot be undone: enrol the device again with a new code"
+    )]
+    DeviceRevoked(DeviceId),
+    /// The case belongs to another team already.
+    #[error("case {case} already belongs to team {team}: move it with `polyphony-server case move` if that is intended")]
+    CaseInAnotherTeam {
+        /// The case.
+        case: CaseId,
+        /// The team that owns it.
+        team: TeamId,
+    },
+    /// The case has never been registered with any team.
+    #[error("case {0} is not known to this server: it is registered when a device first syncs it")]
+    CaseNotRegistered(CaseId),
+    /// A team id that no team has.
+    #[error("no team has the id {0}: list them with `polyphony-server teams`")]
+    TeamIdUnknown(TeamId),
+}
+
+/// A team of practitioners. Every case belongs to exactly one team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    /// Its id.
+    pub id: TeamId,
+    /// Its name, unique in the borough ignoring case.
+    pub name: String,
+    /// When it was added.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A practitioner registered on this server, who may enrol devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Practitioner {
+    /// Their id.
+    pub id: PractitionerId,
+    /// Their name (two practitioners may share one).
+    pub name: String,
+    /// The teams they work in: their devices may sync these teams' cases.
+    pub teams: Vec<TeamId>,
+    /// When they were added.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Where a device is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Enrolled and allowed to sync.
+    Active,
+    /// Revocation ordered: the device may upload what it has not yet uploaded, then is told to wipe.
+    Revoking,
+    /// Refused outright.
+    Revoked,
+}
+
+impl fmt::Display for DeviceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceStatus::Active => "active",
+            DeviceStatus::Revoking => "revoking",
+            DeviceStatus::Revoked => "revoked",
+        })
+    }
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The id the device chose (also in its certificate).
+    pub id: DeviceId,
+    /// The name its user gave it, for the administrator's list.
+    pub name: String,
+    /// Whose device it is.
+    pub practitioner: PractitionerId,
+    /// Whether it may sync.
+    pub status: DeviceStatus,
+    /// SHA-256 of its certificate (DER), hex.
+    pub cert_fingerprint: String,
+    /// When it enrolled.
+    #[serde(with = "time::serde::rfc3339")]
+    pub enrolled_at: OffsetDateTime,
+    /// When it was last moved to [`DeviceStatus::Revoking`] or [`DeviceStatus::Revoked`].
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// An enrolment code the server issued. Only the hash of its token is kept, so a copy of the server's
+/// data cannot be used to enrol a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEnrolment {
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    /// Who the code enrols a device for.
+    pub practitioner: PractitionerId,
+    /// When it was issued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops being accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// When it was used, if it was.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub used_at: Option<OffsetDateTime>,
+    /// The device it enrolled, if it was used.
+    #[serde(default)]
+    pub used_by: Option<DeviceId>,
+}
+
+/// Which team owns a case (stored under the case id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CaseOwner {
+    team: TeamId,
+    #[serde(with = "time::serde::rfc3339")]
+    since: OffsetDateTime,
+}
+
+/// The registry over a store. Cheap to share behind an `Arc`; every method is safe to call from
+/// many threads.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    /// Serialises every check-then-write, so no two of them interleave.
+    writes: Mutex<()>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// The registry kept in `store`. Nothing is read until a method needs it.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            writes: Mutex::new(()),
+        }
+    }
+
+    // ----- teams -----
+
+    /// Add a team. Names are unique ignoring case, and must not be empty.
+    pub fn add_team(&self, name: &str) -> Result<Team, RegistryError> {
+        let name = clean_name("team", name)?;
+        let _w = self.lock();
+        let wanted = name.to_lowercase();
+        if let Some(existing) = self
+            .teams()?
+            .into_iter()
+            .find(|t| t.name.to_lowercase() == wanted)
+        {
+            return Err(RegistryError::TeamExists {
+                existing: existing.name,
+                id: existing.id,
+            });
+        }
+        let team = Team {
+            id: TeamId::random(),
+            name,
+            created_at: now(),
+        };
+        self.put(ns::TEAMS, &team.id.to_string(), &team)?;
+        tracing::info!(team = %team.id, "team added");
+        Ok(team)
+    }
+
+    /// Every team, by name.
+    pub fn teams(&self) -> Result<Vec<Team>, RegistryError> {
+        let mut teams: Vec<Team> = self.scan(ns::TEAMS)?;
+        teams.sort_by_key(|t| t.name.to_lowercase());
+        Ok(teams)
+    }
+
+    /// The team with this id, if any.
+    pub fn team_by_id(&self, id: &TeamId) -> Result<Option<Team>, RegistryError> {
+        self.get(ns::TEAMS, &id.to_string())
+    }
+
+    /// The team named `name_or_id` (its id, or its name ignoring case). The error lists the known
+    /// teams, so a mistyped name is easy to correct.
+    pub fn team(&self, name_or_id: &str) -> Result<Team, RegistryError> {
+        let given = name_or_id.trim();
+        let teams = self.teams()?;
+        if let Ok(id) = given.parse::<TeamId>() {
+            if let Some(team) = teams.iter().find(|t| t.id == id) {
+                return Ok(team.clone());
+            }
+        }
+        let wanted = given.to_lowercase();
+        if let Some(team) = teams.iter().find(|t| t.name.to_lowercase() == wanted) {
+            return Ok(team.clone());
+        }
+        let known = if teams.is_empty() {
+            "none yet (add one with `polyphony-server team add NAME`)".to_string()
+        } else {
+            teams
+                .iter()
+                .map(|t| format!("'{}'", t.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(RegistryError::TeamNotFound {
+            given: given.to_string(),
+            known,
+        })
+    }
+
+    // ----- practitioners -----
+
+    /// Add a practitioner to the registry, in one team to begin with.
+    pub fn add_practitioner(
+        &self,
+        name: &str,
+        team: TeamId,
+    ) -> Result<Practitioner, RegistryError> {
+        let name = clean_name("practitioner", name)?;
+        let _w = self.lock();
+        self.require_team(&team)?;
+        let practitioner = Practitioner {
+            id: PractitionerId::random(),
+            name,
+            teams: vec![team],
+            created_at: now(),
+        };
+        self.put(
+            ns::PRACTITIONERS,
+            &practitioner.id.to_string(),
+            &practitioner,
+        )?;
+        tracing::info!(practitioner = %practitioner.id, %team, "practitioner added");
+        Ok(practitioner)
+    }
+
+    /// Add a practitioner to another team. Adding them to a team they are in already changes nothing.
+    pub fn add_practitioner_to_team(
+        &self,
+        practitioner: &PractitionerId,
+        team: TeamId,
+    ) -> Result<Practitioner, RegistryError> {
+        let _w = self.lock();
+        self.require_team(&team)?;
+        let mut p = self.practitioner(practitioner)?.ok_or_else(|| {
+            RegistryError::PractitionerNotFound {
+                given: practitioner.to_string(),
+            }
+        })?;
+        if !p.teams.contains(&team) {
+            p.teams.push(team);
+            self.put(ns::PRACTITIONERS, &p.id.to_string(), &p)?;
+            tracing::info!(practitioner = %p.id, %team, "practitioner joined a team");
+        }
+        Ok(p)
+    }
+
+    /// Every practitioner, by name.
+    pub fn practitioners(&self) -> Result<Vec<Practitioner>, RegistryError> {
+        let mut all: Vec<Practitioner> = self.scan(ns::PRACTITIONERS)?;
+        all.sort_by_key(|p| p.name.to_lowercase());
+        Ok(all)
+    }
+
+    /// The practitioner with this id, if any.
+    pub fn practitioner(&self, id: &PractitionerId) -> Result<Option<Practitioner>, RegistryError> {
+        self.get(ns::PRACTITIONERS, &id.to_string())
+    }
+
+    /// The practitioner named `name_or_id` (their id, or their name ignoring case). A name shared by
+    /// several practitioners is refused, listing their ids.
+    pub fn practitioner_by(&self, name_or_id: &str) -> Result<Practitioner, RegistryError> {
+        let given = name_or_id.trim();
+        if let Ok(id) = given.parse::<PractitionerId>() {
+            if let Some(p) = self.practitioner(&id)? {
+                return Ok(p);
+            }
+        }
+        let wanted = given.to_lowercase();
+        let mut matching: Vec<Practitioner> = self
+            .practitioners()?
+            .into_iter()
+            .filter(|p| p.name.to_lowercase() == wanted)
+            .collect();
+        match matching.len() {
+            0 => Err(RegistryError::PractitionerNotFound {
+                given: given.to_string(),
+            }),
+            1 => Ok(matching.remove(0)),
+            _ => Err(RegistryError::PractitionerAmbiguous {
+                given: given.to_string(),
+                ids: matching
+                    .iter()
+                    .map(|p| p.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    // ----- enrolment -----
+
+    /// Issue a one-time enrolment code for a practitioner's new device, valid for `ttl`.
+    ///
+    /// Only the hash of the code's token is stored: the returned code must be shown to the
+    /// administrator now, as it cannot be shown again.
+    pub fn create_enrolment(
+        &self,
+        practitioner: PractitionerId,
+        ca_fingerprint: [u8; 32],
+        ttl: time::Duration,
+    ) -> Result<EnrolmentCode, RegistryError> {
+        if !ttl.is_positive() {
+            return Err(RegistryError::BadTtl(ttl));
+        }
+        if self.practitioner(&practitioner)?.is_none() {
+            return Err(RegistryError::PractitionerNotFound {
+                given: practitioner.to_string(),
+            });
+        }
+        let code = EnrolmentCode::new(ca_fingerprint);
+        let created_at = now();
+        let pending = PendingEnrolment {
+            token_hash: hex::encode(code.token_hash()),
+            practitioner,
+            created_at,
+            expires_at: created_at.saturating_add(ttl),
+            used_at: None,
+            used_by: None,
+        };
+        self.put(ns::ENROLMENTS, &pending.token_hash, &pending)?;
+        tracing::info!(%practitioner, expires_at = %rfc3339(pending.expires_at), "enrolment code issued");
+        Ok(code)
+    }
+
+    /// The enrolment issued with this token hash (see [`EnrolmentCode::token_hash`]), if any.
+    pub fn enrolment(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<PendingEnrolment>, RegistryError> {
+        self.get(ns::ENROLMENTS, &hex::encode(token_hash))
+    }
+
+    /// Check, without using it, that `token` would enrol `device`: the code is known, unused and
+    /// unexpired, and the device id is new. The server calls this before it signs a certificate, so
+    /// a bad code is refused cheaply; [`Registry::redeem_enrolment`] checks everything again.
+    pub fn check_enrolment(
+        &self,
+        token: &[u8],
+        device: &DeviceId,
+    ) -> Result<(PendingEnrolment, Practitioner), RegistryError> {
+        self.check_enrolment_at(token, device, now())
+    }
+
+    fn check_enrolment_at(
+        &self,
+        token: &[u8],
+        device: &DeviceId,
+        at: OffsetDateTime,
+    ) -> Result<(PendingEnrolment, Practitioner), RegistryError> {
+        let pending = self
+            .get::<PendingEnrolment>(ns::ENROLMENTS, &hex::encode(hash_enrolment_token(token)))?
+            .ok_or(RegistryError::EnrolmentUnknown)?;
+        if let Some(used_at) = pending.used_at {
+            return Err(RegistryError::EnrolmentUsed {
+                used_at: rfc3339(used_at),
+            });
+        }
+        if at >= pending.expires_at {
+            return Err(RegistryError::EnrolmentExpired {
+                expired_at: rfc3339(pending.expires_at),
+            });
+        }
+        if self.device(device)?.is_some() {
+            return Err(RegistryError::DeviceAlreadyEnrolled(*device));
+        }
+        let practitioner = self.practitioner(&pending.practitioner)?.ok_or_else(|| {
+            RegistryError::PractitionerNotFound {
+                given: pending.practitioner.to_string(),
+            }
+        })?;
+        Ok((pending, practitioner))
+    }
+
+    /// Use an enrolment code: register `device` (with the certificate the server has just issued it)
+    /// for the code's practitioner, and mark the code used.
+    ///
+    /// A code enrols one device only: of two concurrent redeems of the same code exactly one
+    /// succeeds. Unknown, used and expired codes, a device id already enrolled and a certificate
+    /// already in use are each refused with their own error.
+    pub fn redeem_enrolment(
+        &self,
+        token: &[u8],
+        device: DeviceId,
+        device_name: &str,
+        cert_fingerprint: [u8; 32],
+    ) -> Result<(Device, Practitioner), RegistryError> {
+        self.redeem_enrolment_at(token, device, device_name, cert_fingerprint, now())
+    }
+
+    fn redeem_enrolment_at(
+        &self,
+        token: &[u8],
+        device: DeviceId,
+        device_name: &str,
+        cert_fingerprint: [u8; 32],
+        at: OffsetDateTime,
+    ) -> Result<(Device, Practitioner), RegistryError> {
+        let device_name = clean_name("device", device_name)?;
+        let fingerprint = hex::encode(cert_fingerprint);
+        let _w = self.lock();
+        let (mut pending, practitioner) = self.check_enrolment_at(token, &device, at)?;
+        if let Some(other) = self.get::<DeviceId>(ns::DEVICE_CERTS, &fingerprint)? {
+            return Err(RegistryError::CertificateInUse(other));
+        }
+        // The code first: a crash after this wastes the code but can never let it enrol twice.
+        pending.used_at = Some(at);
+        pending.used_by = Some(device);
+        self.put(ns::ENROLMENTS, &pending.token_hash, &pending)?;
+        self.put(ns::DEVICE_CERTS, &fingerprint, &device)?;
+        let record = Device {
+            id: device,
+            name: device_name,
+            practitioner: practitioner.id,
+            status: DeviceStatus::Active,
+            cert_fingerprint: fingerprint,
+            enrolled_at: at,
+            revoked_at: None,
+        };
+        self.put(ns::DEVICES, &device.to_string(), &record)?;
+        tracing::info!(%device, practitioner = %practitioner.id, "device enrolled");
+        Ok((record, practitioner))
+    }
+
+    // ----- devices -----
+
+    /// The device with this id, if any.
+    pub fn device(&self, id: &DeviceId) -> Result<Option<Device>, RegistryError> {
+        self.get(ns::DEVICES, &id.to_string())
+    }
+
+    /// Every device, oldest enrolment first.
+    pub fn devices(&self) -> Result<Vec<Device>, RegistryError> {
+        let mut all: Vec<Device> = self.scan(ns::DEVICES)?;
+        all.sort_by_key(|d| d.enrolled_at);
+        Ok(all)
+    }
+
+    /// The device holding the certificate with this SHA-256 fingerprint (of its DER), if any: how a
+    /// connection is matched to a device.
+    pub fn device_by_cert(&self, fingerprint: &[u8; 32]) -> Result<Option<Device>, RegistryError> {
+        let hex_fp = hex::encode(fingerprint);
+        let Some(id) = self.get::<DeviceId>(ns::DEVICE_CERTS, &hex_fp)? else {
+            return Ok(None);
+        };
+        // Trust the device record, not the index alone.
+        Ok(self.device(&id)?.filter(|d| d.cert_fingerprint == hex_fp))
+    }
+
+    /// Change a device's status, recording when a revocation was ordered or completed. Setting the
+    /// status it has already changes nothing; a revoked device cannot be made active again.
+    pub fn set_device_status(
+        &self,
+        id: &DeviceId,
+        status: DeviceStatus,
+    ) -> Result<Device, RegistryError> {
+        let _w = self.lock();
+        let mut device = self.device(id)?.ok_or(RegistryError::DeviceNotFound(*id))?;
+        if device.status == status {
+            return Ok(device);
+        }
+        if device.status == DeviceStatus::Revoked {
+            return Err(RegistryError::DeviceRevoked(*id));
+        }
+        device.status = status;
+        device.revoked_at = match status {
+            DeviceStatus::Active => None,
+            DeviceStatus::Revoking | DeviceStatus::Revoked => Some(now()),
+        };
+        self.put(ns::DEVICES, &id.to_string(), &device)?;
+        tracing::info!(device = %id, %status, "device status changed");
+        Ok(device)
+    }
+
+    /// The devices of every practitioner in `team` (whatever their status): the devices to tell when
+    /// one of the team's cases changes.
+    pub fn team_devices(&self, team: &TeamId) -> Result<Vec<Device>, RegistryError> {
+        let members: HashSet<PractitionerId> = self
+            .practitioners()?
+            .into_iter()
+            .filter(|p| p.teams.contains(team))
+            .map(|p| p.id)
+            .collect();
+        Ok(self
+            .devices()?
+            .into_iter()
+            .filter(|d| members.contains(&d.practitioner))
+            .collect())
+    }
+
+    // ----- cases -----
+
+    /// The team that owns a case, if the case is registered.
+    pub fn case_team(&self, case: &CaseId) -> Result<Option<TeamId>, RegistryError> {
+        Ok(self
+            .get::<CaseOwner>(ns::CASES, &case.to_string())?
+            .map(|o| o.team))
+    }
+
+    /// Register a new case with its team (when a device first uploads it). Registering it again with
+    /// the same team changes nothing; with another team it is refused.
+    pub fn register_case(&self, case: CaseId, team: TeamId) -> Result<(), RegistryError> {
+        let _w = self.lock();
+        match self.case_team(&case)? {
+            Some(owner) if owner == team => return Ok(()),
+            Some(owner) => return Err(RegistryError::CaseInAnotherTeam { case, team: owner }),
+            None => {}
+        }
+        self.require_team(&team)?;
+        self.store
+            .put_meta(&ns::team_cases(&team), &case.to_string(), &[])?;
+        self.put(
+            ns::CASES,
+            &case.to_string(),
+            &CaseOwner { team, since: now() },
+        )?;
+        tracing::info!(%case, %team, "case registered");
+        Ok(())
+    }
+
+    /// Move a case to another team; returns the team it belonged to. Moving it to its own team
+    /// changes nothing.
+    pub fn move_case(&self, case: CaseId, team: TeamId) -> Result<TeamId, RegistryError> {
+        let _w = self.lock();
+        let from = self
+            .case_team(&case)?
+            .ok_or(RegistryError::CaseNotRegistered(case))?;
+        if from == team {
+            return Ok(from);
+        }
+        self.require_team(&team)?;
+        // Index of the new team, then the owner, then clean the old index: every crash point leaves
+        // the index a superset of the truth, and readers check the truth.
+        self.store
+            .put_meta(&ns::team_cases(&team), &case.to_string(), &[])?;
+        self.put(
+            ns::CASES,
+            &case.to_string(),
+            &CaseOwner { team, since: now() },
+        )?;
+        self.store
+            .delete_meta(&ns::team_cases(&from), &case.to_string())?;
+        tracing::info!(%case, %from, to = %team, "case moved");
+        Ok(from)
+    }
+
+    /// Every case owned by one of `teams`, with its team: what a device of a practitioner in those
+    /// teams may sync.
+    pub fn cases_of_teams(&self, teams: &[TeamId]) -> Result<Vec<(CaseId, TeamId)>, RegistryError> {
+        let mut out = Vec::new();
+        for team in teams {
+            let index = ns::team_cases(team);
+            for (key, _) in self.store.scan_meta(&index)? {
+                let case: CaseId = key.parse().map_err(|e: polyphony_core::ids::BadId| {
+                    RegistryError::Corrupt {
+                        what: format!("{index}/{key}"),
+                        detail: e.to_string(),
+                    }
+                })?;
+                if self.case_team(&case)? == Some(*team) {
+                    out.push((case, *team));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record that `device` has synced `case`, so it may still upload its changes to the case after
+    /// the case moves to a team the device is not in.
+    pub fn mark_held(&self, device: &DeviceId, case: &CaseId) -> Result<(), RegistryError> {
+        let key = case.to_string();
+        let held_ns = ns::held(device);
+        if self.store.get_meta(&held_ns, &key)?.is_none() {
+            self.put(&held_ns, &key, &rfc3339(now()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `device` has ever synced `case`.
+    pub fn held(&self, device: &DeviceId, case: &CaseId) -> Result<bool, RegistryError> {
+        Ok(self
+            .store
+            .get_meta(&ns::held(device), &case.to_string())?
+            .is_some())
+    }
+
+    // ----- storage -----
+
+    /// Make every write so far durable (see [`Store::flush`]). The administration commands call this
+    /// before they report success; the sync path relies on the server's group commit instead.
+    pub fn flush(&self) -> Result<(), RegistryError> {
+        self.store.flush()?;
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The mutex guards no data of its own (the store does), and every change is ordered to be
+        // safe if interrupted, so a panic in another holder leaves nothing to repair.
+        self.writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn require_team(&self, team: &TeamId) -> Result<Team, RegistryError> {
+        self.team_by_id(team)?
+            .ok_or(RegistryError::TeamIdUnknown(*team))
+    }
+
+    fn get<T: DeserializeOwned>(&self, ns: &str, key: &str) -> Result<Option<T>, RegistryError> {
+        self.store
+            .get_meta(ns, key)?
+            .map(|bytes| decode(ns, key, &bytes))
+            .transpose()
+    }
+
+    fn put<T: Serialize>(&self, ns: &str, key: &str, value: &T) -> Result<(), RegistryError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| RegistryError::Corrupt {
+            what: format!("{ns}/{key}"),
+            detail: format!("could not be encoded: {e}"),
+        })?;
+        self.store.put_meta(ns, key, &bytes)?;
+        Ok(())
+    }
+
+    fn scan<T: DeserializeOwned>(&self, ns: &str) -> Result<Vec<T>, RegistryError> {
+        self.store
+            .scan_meta(ns)?
+            .into_iter()
+            .map(|(key, bytes)| decode(ns, &key, &bytes))
+            .collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(ns: &str, key: &str, bytes: &[u8]) -> Result<T, RegistryError> {
+    serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
+        what: format!("{ns}/{key}"),
+        detail: e.to_string(),
+    })
+}
+
+/// A name as it will be stored: trimmed, not empty, not too long, and with no control characters
+/// (which would break the administrator's listings).
+fn clean_name(what: &'static str, name: &str) -> Result<String, RegistryError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(RegistryError::EmptyName { what });
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(RegistryError::BadName {
+            what,
+            reason: format!("it is longer than {MAX_NAME_CHARS} characters"),
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(RegistryError::BadName {
+            what,
+            reason: "it contains a line break, tab or other control character".into(),
+        });
+    }
+    Ok(name.to_string())
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// A time as RFC 3339 text, for messages and the audit log.
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,736 @@
-//! placeholder
+//! One device's sync session on the server.
+//!
+//! Everything a device may do is decided here, per message:
+//! - it syncs only the cases of its practitioner's teams; any other case id gets the same answer
+//!   whether it exists or not (`NotAvailable`), so ids cannot be probed;
+//! - a case it synced before that moved to another team is upload-only: its changes are accepted and
+//!   kept (nothing stranded), it receives nothing, and it is told the case moved;
+//! - a device being revoked is upload-only for everything, then told to wipe, then refused;
+//! - new changes must be authored by an enrolled device of the case's team (or the uploader itself),
+//!   must keep the record's shape, and may not change the case's id or team;
+//! - a `Saved` is sent only after the case's changes are durable (group commit).
+//!
+//! Writes of one connection are pipelined: the reader applies messages as they come, and a writer
+//! task sends each reply once its group-commit ticket is durable, in order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use automerge::sync::{State, SyncDoc};
+use automerge::{ActorId, AutoCommit};
+use polyphony_core::model::{actor_for_device, schema};
+use polyphony_core::net::{write_frames, FramedStream, StreamError};
+use polyphony_core::sync::{
+    prepare, ApplyError, CaseGrant, CasePolicy, ErrorCode, Frame, Refusal, SessionMode, Welcome,
+    PROTOCOL_VERSION,
+};
+use polyphony_core::{CaseId, TeamId};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, warn};
+
+use crate::audit::{Actor, AuditAction, AuditEvent, AuditLog};
+use crate::registry::{Device, DeviceStatus, Practitioner, Registry};
+use crate::storage::{CaseChanged, ServerCase, ServerStorage};
+
+/// What every session shares.
+pub struct Shared {
+    /// Cases on disk.
+    pub storage: Arc<ServerStorage>,
+    /// Teams, devices, case ownership.
+    pub registry: Arc<Registry>,
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
+    /// Frame size limit.
+    pub max_frame: usize,
+}
+
+impl Shared {
+    /// Record an audit event; a failure is logged loudly but does not stop clinical work.
+    pub fn audit(
+        &self,
+        actor: Actor,
+        action: AuditAction,
+        case: Option<CaseId>,
+        detail: impl Into<String>,
+    ) {
+        let event = AuditEvent::now(actor, action, case, detail.into());
+        if let Err(e) = self.audit.record(event) {
+            warn!(error = %e, "could not write the audit log");
+        }
+    }
+}
+
+/// How this device may treat one case in this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read and write.
+    Full(TeamId),
+    /// Upload only (case moved away, or device being revoked).
+    UploadOnly(TeamId),
+    /// Not registered yet: the device may create it for one of its teams.
+    New,
+    /// Not for this device.
+    NotAvailable,
+}
+
+/// The policy for changes arriving from this device for one case.
+struct ServerPolicy<'a> {
+    case: CaseId,
+    team: Option<TeamId>,
+    my_teams: &'a [TeamId],
+    allowed: &'a HashSet<ActorId>,
+}
+
+impl CasePolicy for ServerPolicy<'_> {
+    fn author_allowed(&self, actor: &ActorId) -> bool {
+        self.allowed.contains(actor)
+    }
+    fn check(&self, doc: &AutoCommit) -> Result<(), String> {
+        if schema::read_case_id(doc) != Some(self.case) {
+            return Err("the document's case id does not match the case being synced".into());
+        }
+        let team = schema::read_team_id(doc).ok_or("the document has no team")?;
+        match self.team {
+            Some(t) if t != team => Err("a device cannot move a case to another team".into()),
+            None if !self.my_teams.contains(&team) => {
+                Err("a case can only be created for one of your own teams".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+struct Session<'a> {
+    shared: &'a Shared,
+    conn_id: u64,
+    device: Device,
+    practitioner: Practitioner,
+    mode: SessionMode,
+    actor: Actor,
+    states: HashMap<CaseId, State>,
+    provisional: HashMap<CaseId, AutoCommit>,
+    told_moved: HashSet<CaseId>,
+    read_audited: HashSet<CaseId>,
+    allowed: HashMap<TeamId, HashSet<ActorId>>,
+    out: mpsc::UnboundedSender<(u64, Vec<Frame>)>,
+}
+
+fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Serve a device's sync connection until it ends.
+pub async fn serve(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    conn_id: u64,
+    device: Device,
+    practitioner: Practitioner,
+) {
+    let actor = Actor::Device {
+        device: device.id,
+        practitioner: practitioner.id,
+    };
+    let (send, recv) =
+        match tokio::time::timeout(std::time::Duration::from_secs(30), conn.accept_bi()).await {
+            Ok(Ok(s)) => s,
+            _ => return,
+        };
+    let mut stream = FramedStream::with_limit(send, recv, shared.max_frame);
+    let hello = match stream.read_frame().await {
+        Ok(Some(Frame::Hello(h))) => h,
+        Ok(other) => {
+            let what = other.map(|f| f.kind()).unwrap_or("nothing");
+            close(
+                &conn,
+                ErrorCode::Malformed,
+                &format!("expected hello, got {what}"),
+            );
+            return;
+        }
+        Err(e) => {
+            close_for(&conn, &e);
+            return;
+        }
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let msg = format!(
+            "this server speaks protocol {PROTOCOL_VERSION}, the device {}: update the app",
+            hello.version
+        );
+        let _ = stream
+            .write_frames(&[Frame::Error(refusal(
+                ErrorCode::UnsupportedVersion,
+                msg.clone(),
+            ))])
+            .await;
+        close(&conn, ErrorCode::UnsupportedVersion, &msg);
+        return;
+    }
+    let mode = if device.status == DeviceStatus::Revoking {
+        SessionMode::Revoking
+    } else {
+        SessionMode::Normal
+    };
+    let grants: Vec<CaseGrant> = match mode {
+        SessionMode::Revoking => Vec::new(),
+        SessionMode::Normal => match shared.registry.cases_of_teams(&practitioner.teams) {
+            Ok(cases) => cases
+                .into_iter()
+                .map(|(case, team)| CaseGrant { case, team })
+                .collect(),
+            Err(e) => {
+                close(&conn, ErrorCode::Internal, &format!("server error: {e}"));
+                return;
+            }
+        },
+    };
+    let welcome = Welcome {
+        version: PROTOCOL_VERSION,
+        device: device.id,
+        practitioner: practitioner.id,
+        teams: practitioner.teams.clone(),
+        cases: grants,
+        mode,
+    };
+    shared.audit(
+        actor.clone(),
+        AuditAction::Connect,
+        None,
+        format!(
+            "{} session, {:?}",
+            if hello.live { "live" } else { "one-shot" },
+            mode
+        ),
+    );
+    if stream
+        .write_frames(&[Frame::Welcome(welcome)])
+        .await
+        .is_err()
+    {
+        return;
+    }
+
+    // The writer: sends each batch of frames once its durability ticket is met, in order.
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(u64, Vec<Frame>)>();
+    let (send, recv) = stream.split();
+    let storage = shared.storage.clone();
+    let writer_conn = conn.clone();
+    let writer = tokio::spawn(async move {
+        let mut send = send;
+        while let Some((ticket, frames)) = out_rx.recv().await {
+            let frames = match storage.group.durable(ticket).await {
+                Ok(()) => frames,
+                Err(e) => {
+                    warn!(error = %e, "flush failed: refusing to acknowledge");
+                    // Nothing is acknowledged that is not on disk: replace each Saved by a refusal.
+                    frames
+                        .into_iter()
+                        .map(|f| match f {
+                            Frame::Saved { case, .. } => Frame::CaseRefused {
+                                case,
+                                refusal: refusal(ErrorCode::StorageFailed, format!("the server could not save your changes ({e}); they are still on your device: sync again later")),
+                            },
+                            other => other,
+                        })
+                        .collect()
+                }
+            };
+            let ends = frames.iter().any(|f| matches!(f, Frame::Bye | Frame::Wipe));
+            if write_frames(&mut send, &frames).await.is_err() {
+                return;
+            }
+            if ends {
+                let _ = send.finish();
+                // Give the device time to read the last frame; it closes the connection.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), writer_conn.closed())
+                        .await;
+                return;
+            }
+        }
+    });
+
+    let mut session = Session {
+        shared: &shared,
+        conn_id,
+        device,
+        practitioner,
+        mode,
+        actor: actor.clone(),
+        states: HashMap::new(),
+        provisional: HashMap::new(),
+        told_moved: HashSet::new(),
+        read_audited: HashSet::new(),
+        allowed: HashMap::new(),
+        out: out_tx,
+    };
+    let mut changes = shared.storage.subscribe();
+    let mut recv = recv;
+    loop {
+        tokio::select! {
+            frame = recv.read_frame() => match frame {
+                Ok(Some(f)) => {
+                    if !session.handle(f) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "bad input from device: closing its connection");
+                    session.shared.audit(actor.clone(), AuditAction::Refused, None, format!("connection closed: {e}"));
+                    close_for(&conn, &e);
+                    break;
+                }
+            },
+            change = changes.recv() => match change {
+                Ok(c) => session.push(c),
+                Err(broadcast::error::RecvError::Lagged(_)) => session.push_all(),
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = conn.closed() => break,
+        }
+    }
+    drop(session);
+    let _ = writer.await;
+    shared.audit(actor, AuditAction::Disconnect, None, String::new());
+}
+
+fn close(conn: &quinn::Connection, code: ErrorCode, message: &str) {
+    conn.close((code as u32).into(), message.as_bytes());
+}
+
+fn close_for(conn: &quinn::Connection, e: &StreamError) {
+    match e {
+        StreamError::Frame(f) => close(conn, f.code(), &f.to_string()),
+        other => debug!(error = %other, "stream ended"),
+    }
+}
+
+impl Session<'_> {
+    /// Handle one frame; false ends the session.
+    fn handle(&mut self, frame: Frame) -> bool {
+        match frame {
+            Frame::Sync { case, message } => {
+                let (ticket, frames) = self.sync(case, &message);
+                let _ = self.out.send((ticket, frames));
+                true
+            }
+            Frame::Reads(reads) => {
+                let mut through = 0;
+                for r in &reads {
+                    let event = AuditEvent::offline_read(self.device.id, self.practitioner.id, r);
+                    if let Err(e) = self.shared.audit.record(event) {
+                        warn!(error = %e, "could not record offline reads");
+                        return true;
+                    }
+                    through = through.max(r.seq);
+                }
+                let _ = self.out.send((
+                    self.shared.storage.group.wrote(),
+                    vec![Frame::ReadsSaved { through }],
+                ));
+                true
+            }
+            Frame::Done => {
+                if self.mode == SessionMode::Revoking {
+                    if let Err(e) = self
+                        .shared
+                        .registry
+                        .set_device_status(&self.device.id, DeviceStatus::Revoked)
+                    {
+                        warn!(error = %e, "could not complete a revocation");
+                        return false;
+                    }
+                    self.shared.audit(
+                        self.actor.clone(),
+                        AuditAction::Wipe,
+                        None,
+                        "uploads kept; device told to wipe and now refused",
+                    );
+                    let _ = self
+                        .out
+                        .send((self.shared.storage.group.wrote(), vec![Frame::Wipe]));
+                } else {
+                    let _ = self.out.send((0, vec![Frame::Bye]));
+                }
+                false
+            }
+            other => {
+                let _ = self.out.send((
+                    0,
+                    vec![Frame::Error(refusal(
+                        ErrorCode::Malformed,
+                        format!("unexpected {} frame", other.kind()),
+                    ))],
+                ));
+                false
+            }
+        }
+    }
+
+    fn access(&self, case: &CaseId) -> Access {
+        let registered = match self.shared.registry.case_team(case) {
+            Ok(t) => t,
+            Err(_) => return Access::NotAvailable,
+        };
+        let held = || {
+            self.shared
+                .registry
+                .held(&self.device.id, case)
+                .unwrap_or(false)
+        };
+        match registered {
+            None => Access::New,
+            Some(team) if self.mode == SessionMode::Revoking => {
+                if held() || self.practitioner.teams.contains(&team) {
+                    Access::UploadOnly(team)
+                } else {
+                    Access::NotAvailable
+                }
+            }
+            Some(team) if self.practitioner.teams.contains(&team) => Access::Full(team),
+            Some(team) if held() => Access::UploadOnly(team),
+            Some(_) => Access::NotAvailable,
+        }
+    }
+
+    /// Actors allowed to author new changes in a team's case: enrolled (not revoked) devices of
+    /// the team, and this device itself.
+    fn allowed(&mut self, team: TeamId) -> &HashSet<ActorId> {
+        let registry = &self.shared.registry;
+        let me = actor_for_device(&self.device.id);
+        self.allowed.entry(team).or_insert_with(|| {
+            let mut set: HashSet<ActorId> = registry
+                .team_devices(&team)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| d.status != DeviceStatus::Revoked)
+                .map(|d| actor_for_device(&d.id))
+                .collect();
+            set.insert(me);
+            set
+        })
+    }
+
+    /// Handle one sync message: returns the durability ticket and the frames to send after it.
+    fn sync(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
+        let access = self.access(&case);
+        let refuse = |s: &Self, code: ErrorCode, msg: String| {
+            s.shared.audit(
+                s.actor.clone(),
+                AuditAction::Refused,
+                Some(case),
+                msg.clone(),
+            );
+            (
+                0,
+                vec![Frame::CaseRefused {
+                    case,
+                    refusal: refusal(code, msg),
+                }],
+            )
+        };
+        match access {
+            Access::NotAvailable => {
+                return refuse(
+                    self,
+                    ErrorCode::NotAvailable,
+                    format!("case {case} is not available to this device"),
+                );
+            }
+            Access::UploadOnly(_)
+                if self.mode == SessionMode::Normal && !self.told_moved.contains(&case) =>
+            {
+                self.told_moved.insert(case);
+                self.shared.audit(
+                    self.actor.clone(),
+                    AuditAction::CaseMoved,
+                    Some(case),
+                    "device told the case moved; its uploads are still accepted",
+                );
+                return (
+                    0,
+                    vec![Frame::CaseRefused {
+                        case,
+                        refusal: refusal(
+                            ErrorCode::Moved,
+                            "this case moved to another team: your changes are kept on the server",
+                        ),
+                    }],
+                );
+            }
+            _ => {}
+        }
+        let team = match access {
+            Access::Full(t) | Access::UploadOnly(t) => Some(t),
+            _ => None,
+        };
+        let upload_only = matches!(access, Access::UploadOnly(_));
+        let my_teams = self.practitioner.teams.clone();
+        let allowed = match team {
+            Some(t) => self.allowed(t).clone(),
+            None => {
+                // A new case: its team is whatever the document says, checked against ours.
+                let mut set = HashSet::new();
+                for t in &my_teams {
+                    set.extend(self.allowed(*t).iter().cloned());
+                }
+                set
+            }
+        };
+        let policy = ServerPolicy {
+            case,
+            team,
+            my_teams: &my_teams,
+            allowed: &allowed,
+        };
+        let state = self.states.entry(case).or_default().clone();
+
+        let shared_case = match team {
+            Some(_) => match self.shared.storage.case(&case) {
+                Ok(Some(c)) => Some(c),
+                Ok(None) => None,
+                Err(e) => {
+                    return refuse(
+                        self,
+                        ErrorCode::Internal,
+                        format!("the server could not read this case: {e}"),
+                    )
+                }
+            },
+            None => None,
+        };
+
+        let Some(shared_case) = shared_case else {
+            // A case the server has not stored: sync into a provisional document for this session.
+            let doc = self.provisional.entry(case).or_default();
+            let prepared = match prepare(doc, &state, message, &policy) {
+                Ok(p) => p,
+                Err(e) => return self.refuse_apply(case, e),
+            };
+            if prepared.new_changes == 0 {
+                let mut state = state;
+                prepared.commit(doc, &mut state);
+                let reply = doc
+                    .sync()
+                    .generate_sync_message(&mut state)
+                    .map(|m| m.encode());
+                let heads = doc.get_heads();
+                self.states.insert(case, state);
+                let mut frames: Vec<Frame> = reply
+                    .into_iter()
+                    .map(|message| Frame::Sync { case, message })
+                    .collect();
+                frames.push(Frame::Saved { case, heads });
+                return (0, frames);
+            }
+            let new_doc = prepared
+                .doc
+                .clone()
+                .expect("new changes mean a new document");
+            let Some(doc_team) = schema::read_team_id(&new_doc) else {
+                return refuse(
+                    self,
+                    ErrorCode::InvalidChange,
+                    "the case has no team".into(),
+                );
+            };
+            if let Err(e) = self.shared.registry.register_case(case, doc_team) {
+                debug!(error = %e, "case id taken");
+                return refuse(
+                    self,
+                    ErrorCode::NotAvailable,
+                    format!("case {case} is not available to this device"),
+                );
+            }
+            let chunk = prepared.chunk.clone();
+            let mut sc = ServerCase {
+                doc: AutoCommit::new(),
+                chunks_since_snapshot: 0,
+                last_seq: 0,
+            };
+            let ticket =
+                match self.shared.storage.append(&case, &mut sc, &chunk) {
+                    Ok(t) => t,
+                    Err(e) => return refuse(
+                        self,
+                        ErrorCode::StorageFailed,
+                        format!(
+                            "the server could not save this case ({e}); it is still on your device"
+                        ),
+                    ),
+                };
+            let mut state = state;
+            prepared.commit(&mut sc.doc, &mut state);
+            self.provisional.remove(&case);
+            let shared_case = self
+                .shared
+                .storage
+                .insert(case, Arc::new(std::sync::Mutex::new(sc)));
+            let _ = self.shared.registry.mark_held(&self.device.id, &case);
+            self.shared.audit(
+                self.actor.clone(),
+                AuditAction::Write,
+                Some(case),
+                "case created",
+            );
+            let mut c = shared_case.lock().expect("case lock");
+            let reply = c
+                .doc
+                .sync()
+                .generate_sync_message(&mut state)
+                .map(|m| m.encode());
+            let heads = c.doc.get_heads();
+            drop(c);
+            self.states.insert(case, state);
+            self.shared.storage.announce(CaseChanged {
+                case,
+                origin: self.conn_id,
+            });
+            let mut frames: Vec<Frame> = reply
+                .into_iter()
+                .map(|message| Frame::Sync { case, message })
+                .collect();
+            frames.push(Frame::Saved { case, heads });
+            return (ticket, frames);
+        };
+
+        let mut c = shared_case.lock().expect("case lock");
+        let prepared = match prepare(&mut c.doc, &state, message, &policy) {
+            Ok(p) => p,
+            Err(e) => {
+                drop(c);
+                return self.refuse_apply(case, e);
+            }
+        };
+        let new_changes = prepared.new_changes;
+        let mut ticket = 0;
+        if new_changes > 0 {
+            ticket = match self.shared.storage.append(&case, &mut c, &prepared.chunk) {
+                Ok(t) => t,
+                Err(e) => {
+                    drop(c);
+                    return refuse(self, ErrorCode::StorageFailed, format!("the server could not save your changes ({e}); they are still on your device: sync again later"));
+                }
+            };
+        }
+        let mut state = state;
+        let ServerCase { doc, .. } = &mut *c;
+        prepared.commit(doc, &mut state);
+        let mut reply = doc.sync().generate_sync_message(&mut state);
+        if upload_only {
+            if let Some(m) = reply.as_mut() {
+                m.changes = automerge::sync::ChunkList::empty();
+            }
+        }
+        let heads = doc.get_heads();
+        drop(c);
+        if reply.as_ref().is_some_and(|m| !m.changes.is_empty()) && self.read_audited.insert(case) {
+            self.shared.audit(
+                self.actor.clone(),
+                AuditAction::Read,
+                Some(case),
+                "case data sent to device",
+            );
+        }
+        if new_changes > 0 {
+            let _ = self.shared.registry.mark_held(&self.device.id, &case);
+            self.shared.audit(
+                self.actor.clone(),
+                AuditAction::Write,
+                Some(case),
+                format!("{new_changes} changes accepted"),
+            );
+            self.shared.storage.announce(CaseChanged {
+                case,
+                origin: self.conn_id,
+            });
+        } else {
+            // Heads may include other sessions' writes: claim them only once those are durable too.
+            ticket = self.shared.storage.group.current();
+        }
+        self.states.insert(case, state);
+        let mut frames: Vec<Frame> = reply
+            .map(|m| Frame::Sync {
+                case,
+                message: m.encode(),
+            })
+            .into_iter()
+            .collect();
+        frames.push(Frame::Saved { case, heads });
+        (ticket, frames)
+    }
+
+    fn refuse_apply(&self, case: CaseId, e: ApplyError) -> (u64, Vec<Frame>) {
+        let code = match e {
+            ApplyError::Forged(_) => ErrorCode::ForgedAuthor,
+            _ => ErrorCode::InvalidChange,
+        };
+        let msg = format!("change refused: {e}; the case on the server is unchanged");
+        info!(%case, device = %self.device.id, "{msg}");
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::Refused,
+            Some(case),
+            msg.clone(),
+        );
+        (
+            0,
+            vec![Frame::CaseRefused {
+                case,
+                refusal: refusal(code, msg),
+            }],
+        )
+    }
+
+    /// Another connection changed a case: send this device what it lacks (live push).
+    fn push(&mut self, change: CaseChanged) {
+        if change.origin == self.conn_id || self.mode != SessionMode::Normal {
+            return;
+        }
+        if !matches!(self.access(&change.case), Access::Full(_)) {
+            return;
+        }
+        let Ok(Some(shared_case)) = self.shared.storage.case(&change.case) else {
+            return;
+        };
+        let state = self.states.entry(change.case).or_default();
+        let message = {
+            let mut c = shared_case.lock().expect("case lock");
+            let m = c.doc.sync().generate_sync_message(state);
+            m
+        };
+        if let Some(m) = message {
+            if !m.changes.is_empty() && self.read_audited.insert(change.case) {
+                self.shared.audit(
+                    self.actor.clone(),
+                    AuditAction::Read,
+                    Some(change.case),
+                    "case data pushed live",
+                );
+            }
+            let _ = self.out.send((
+                0,
+                vec![Frame::Sync {
+                    case: change.case,
+                    message: m.encode(),
+                }],
+            ));
+        }
+    }
+
+    /// The announcement channel overflowed: offer every case of this session again.
+    fn push_all(&mut self) {
+        let cases: Vec<CaseId> = self.states.keys().copied().collect();
+        for case in cases {
+            self.push(CaseChanged {
+                case,
+                origin: u64::MAX,
+            });
+        }
+    }
+}

@@ -100,32 +100,14 @@ pub fn explain(
     }
 }
 
-/// A QUIC bidirectional stream carrying frames.
-pub struct FramedStream {
-    /// Sending half.
-    pub send: quinn::SendStream,
-    /// Receiving half.
-    pub recv: quinn::RecvStream,
+/// The receiving half of a framed stream.
+pub struct FrameReader {
+    recv: quinn::RecvStream,
     dec: FrameDecoder,
     buf: Vec<u8>,
 }
 
-impl FramedStream {
-    /// Wrap a stream, with the default frame size limit.
-    pub fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
-        Self::with_limit(send, recv, DEFAULT_MAX_FRAME)
-    }
-
-    /// Wrap a stream with a frame size limit.
-    pub fn with_limit(send: quinn::SendStream, recv: quinn::RecvStream, max: usize) -> Self {
-        FramedStream {
-            send,
-            recv,
-            dec: FrameDecoder::new(max),
-            buf: vec![0; 64 * 1024],
-        }
-    }
-
+impl FrameReader {
     /// The next frame; `Ok(None)` when the peer finished the stream cleanly.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, StreamError> {
         loop {
@@ -147,18 +129,61 @@ impl FramedStream {
             }
         }
     }
+}
+
+/// A QUIC bidirectional stream carrying frames.
+pub struct FramedStream {
+    /// Sending half.
+    pub send: quinn::SendStream,
+    reader: FrameReader,
+}
+
+impl FramedStream {
+    /// Wrap a stream, with the default frame size limit.
+    pub fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
+        Self::with_limit(send, recv, DEFAULT_MAX_FRAME)
+    }
+
+    /// Wrap a stream with a frame size limit.
+    pub fn with_limit(send: quinn::SendStream, recv: quinn::RecvStream, max: usize) -> Self {
+        FramedStream {
+            send,
+            reader: FrameReader {
+                recv,
+                dec: FrameDecoder::new(max),
+                buf: vec![0; 64 * 1024],
+            },
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the peer finished the stream cleanly.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, StreamError> {
+        self.reader.read_frame().await
+    }
 
     /// Write frames as one buffer.
     pub async fn write_frames(&mut self, frames: &[Frame]) -> Result<(), StreamError> {
-        let mut out = Vec::new();
-        for f in frames {
-            f.encode(&mut out);
-        }
-        self.send
-            .write_all(&out)
-            .await
-            .map_err(|e| StreamError::Write(e.to_string()))
+        write_frames(&mut self.send, frames).await
     }
+
+    /// Separate the halves, so one task can read while another writes.
+    pub fn split(self) -> (quinn::SendStream, FrameReader) {
+        (self.send, self.reader)
+    }
+}
+
+/// Write frames to a send stream as one buffer.
+pub async fn write_frames(
+    send: &mut quinn::SendStream,
+    frames: &[Frame],
+) -> Result<(), StreamError> {
+    let mut out = Vec::new();
+    for f in frames {
+        f.encode(&mut out);
+    }
+    send.write_all(&out)
+        .await
+        .map_err(|e| StreamError::Write(e.to_string()))
 }
 
 /// A failure on a framed stream.

@@ -14,6 +14,9 @@ mod frame;
 mod peer;
 mod session;
 
+#[cfg(test)]
+mod tests;
+
 pub use frame::*;
 pub use peer::{prepare, ApplyError, CasePolicy, Prepared};
 pub use session::{Action, ClientSession, DocSet};

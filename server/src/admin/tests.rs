@@ -1,0 +1,486 @@
+use polyphony_core::identity::EnrolmentCode;
+use polyphony_core::store::MemoryStore;
+use tokio::io::AsyncReadExt;
+
+use super::*;
+use crate::audit::{AuditRecord, VerifyReport};
+
+const CA: [u8; 32] = [9; 32];
+
+fn admin() -> (Arc<Registry>, Arc<AuditLog>, Admin) {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Arc::new(Registry::new(store.clone()));
+    let audit = Arc::new(AuditLog::open(store).expect("audit"));
+    let admin = Admin::new(
+        registry.clone(),
+        audit.clone(),
+        CA,
+        time::Duration::hours(72),
+    );
+    (registry, audit, admin)
+}
+
+fn ok<T: serde::de::DeserializeOwned>(response: AdminResponse) -> T {
+    match response {
+        AdminResponse::Ok { value } => serde_json::from_value(value).expect("decodes"),
+        AdminResponse::Err { message } => panic!("refused: {message}"),
+    }
+}
+
+fn refused(response: AdminResponse) -> String {
+    match response {
+        AdminResponse::Err { message } => message,
+        AdminResponse::Ok { value } => panic!("expected a refusal, got {value}"),
+    }
+}
+
+fn actions(audit: &AuditLog) -> Vec<AuditAction> {
+    audit
+        .entries(None)
+        .expect("entries")
+        .into_iter()
+        .map(|r| r.event.action)
+        .collect()
+}
+
+#[test]
+fn every_change_is_audited_and_listings_are_not() {
+    let (registry, audit, admin) = admin();
+    let team: Team = ok(admin.handle(AdminRequest::TeamAdd {
+        name: "North".into(),
+    }));
+    let ana: PractitionerView = ok(admin.handle(AdminRequest::PractitionerAdd {
+        name: "Ana Silva".into(),
+        team: "north".into(),
+    }));
+    assert_eq!(
+        ana.teams,
+        [TeamRef {
+            id: team.id,
+            name: "North".into()
+        }]
+    );
+    let issued: IssuedCode = ok(admin.handle(AdminRequest::Enrol {
+        practitioner: "Ana Silva".into(),
+    }));
+    let teams: Vec<Team> = ok(admin.handle(AdminRequest::Teams));
+    assert_eq!(teams.len(), 1);
+    assert_eq!(teams[0], team);
+    let listed: Vec<PractitionerView> = ok(admin.handle(AdminRequest::Practitioners));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0], ana);
+
+    // The code is a real code for this borough's CA, and enrols a device once.
+    let code: EnrolmentCode = issued.code.parse().expect("parses");
+    assert_eq!(code.ca_fingerprint(), CA);
+    assert_eq!(issued.practitioner, ana.id);
+    let laptop = DeviceId::random();
+    registry
+        .redeem_enrolment(code.token(), laptop, "Laptop", [1; 32])
+        .expect("redeem");
+
+    let devices: Vec<DeviceView> = ok(admin.handle(AdminRequest::Devices));
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].practitioner_name, "Ana Silva");
+
+    assert_eq!(
+        actions(&audit),
+        [
+            AuditAction::TeamAdded,
+            AuditAction::PractitionerAdded,
+            AuditAction::EnrolmentIssued
+        ]
+    );
+    assert!(audit
+        .entries(None)
+        .expect("entries")
+        .iter()
+        .all(|r| r.event.actor == Actor::Admin));
+}
+
+#[test]
+fn revoking_gently_then_at_once() {
+    let (registry, audit, admin) = admin();
+    let team = registry.add_team("North").expect("team");
+    let p = registry.add_practitioner("Ana", team.id).expect("p");
+    let code = registry
+        .create_enrolment(p.id, CA, time::Duration::hours(1))
+        .expect("code");
+    let laptop = DeviceId::random();
+    registry
+        .redeem_enrolment(code.token(), laptop, "Laptop", [1; 32])
+        .expect("enrol");
+
+    let gentle: DeviceView = ok(admin.handle(AdminRequest::Revoke {
+        device: laptop.to_string(),
+        now: false,
+    }));
+    assert_eq!(gentle.device.status, DeviceStatus::Revoking);
+    let again: DeviceView = ok(admin.handle(AdminRequest::Revoke {
+        device: laptop.to_string(),
+        now: false,
+    }));
+    assert_eq!(again.device.status, DeviceStatus::Revoking);
+    let hard: DeviceView = ok(admin.handle(AdminRequest::Revoke {
+        device: laptop.to_string(),
+        now: true,
+    }));
+    assert_eq!(hard.device.status, DeviceStatus::Revoked);
+    let after: DeviceView = ok(admin.handle(AdminRequest::Revoke {
+        device: laptop.to_string(),
+        now: false,
+    }));
+    assert_eq!(after.device.status, DeviceStatus::Revoked);
+    // Only the two real changes are audited.
+    assert_eq!(actions(&audit), [AuditAction::Revoke, AuditAction::Revoke]);
+
+    let message = refused(admin.handle(AdminRequest::Revoke {
+        device: DeviceId::random().to_string(),
+        now: true,
+    }));
+    assert!(message.contains("no device has the id"), "{message}");
+    let message = refused(admin.handle(AdminRequest::Revoke {
+        device: "laptop".into(),
+        now: true,
+    }));
+    assert!(message.contains("polyphony-server devices"), "{message}");
+}
+
+#[test]
+fn moving_a_case_is_audited_against_the_case() {
+    let (registry, audit, admin) = admin();
+    let north = registry.add_team("North").expect("team");
+    let south = registry.add_team("South").expect("team");
+    let case = CaseId::random();
+    registry.register_case(case, north.id).expect("register");
+    let moved: CaseMoved = ok(admin.handle(AdminRequest::CaseMove {
+        case,
+        team: "South".into(),
+    }));
+    assert_eq!((moved.from.id, moved.to.id), (north.id, south.id));
+    assert_eq!(registry.case_team(&case).expect("read"), Some(south.id));
+
+    let about: Vec<AuditRecord> = ok(admin.handle(AdminRequest::Audit {
+        case: Some(case),
+        verify: false,
+    }));
+    assert_eq!(about.len(), 1);
+    assert_eq!(about[0].event.action, AuditAction::CaseMoved);
+    let report: VerifyReport = ok(admin.handle(AdminRequest::Audit {
+        case: None,
+        verify: true,
+    }));
+    assert_eq!(report.entries, 1);
+    assert_eq!(actions(&audit).len(), 1);
+
+    let message = refused(admin.handle(AdminRequest::CaseMove {
+        case,
+        team: "East".into(),
+    }));
+    assert!(
+        message.contains("'North'") && message.contains("'South'"),
+        "{message}"
+    );
+}
+
+#[test]
+fn refusals_say_what_to_do() {
+    let (_, audit, admin) = admin();
+    let message = refused(admin.handle(AdminRequest::PractitionerAdd {
+        name: "Ana".into(),
+        team: "Nowhere".into(),
+    }));
+    assert!(message.contains("team add"), "{message}");
+    let message = refused(admin.handle(AdminRequest::Enrol {
+        practitioner: "Nobody".into(),
+    }));
+    assert!(
+        message.contains("polyphony-server practitioners"),
+        "{message}"
+    );
+    let message = refused(admin.handle(AdminRequest::TeamAdd { name: " ".into() }));
+    assert!(message.contains("needs a name"), "{message}");
+    assert!(actions(&audit).is_empty());
+}
+
+#[test]
+fn requests_have_a_stable_json_form() {
+    let line = r#"{"request":"revoke","device":"0f8e6a3c-1a6b-4f55-9a4e-1c2d3e4f5a6b","now":true}"#;
+    let req: AdminRequest = serde_json::from_str(line).expect("parses");
+    assert!(matches!(req, AdminRequest::Revoke { now: true, .. }));
+    let req: AdminRequest = serde_json::from_str(r#"{"request":"audit"}"#).expect("defaults");
+    assert_eq!(
+        req,
+        AdminRequest::Audit {
+            case: None,
+            verify: false
+        }
+    );
+    let back = serde_json::to_string(&AdminRequest::Teams).expect("encodes");
+    assert_eq!(back, r#"{"request":"teams"}"#);
+}
+
+// ----- the socket -----
+
+/// A server on a socket in a fresh directory, and a way to stop it.
+struct Serving {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+async fn serving() -> Serving {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("admin.sock");
+    let (_, _, admin) = admin();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve_admin(path.clone(), Arc::new(admin), stopped));
+    for _ in 0..200 {
+        if path.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Serving {
+        dir,
+        path,
+        stop,
+        task,
+    }
+}
+
+impl Serving {
+    async fn stop(self) -> tempfile::TempDir {
+        self.stop.send(true).expect("still serving");
+        self.task.await.expect("joins").expect("served cleanly");
+        assert!(
+            !self.path.exists(),
+            "the socket file is removed on the way out"
+        );
+        self.dir
+    }
+}
+
+/// Send raw bytes and read every answer line until the server closes or `lines` have come.
+async fn raw_exchange(path: &Path, bytes: &[u8], lines: usize) -> Vec<AdminResponse> {
+    let stream = UnixStream::connect(path).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    // Written alongside the reading: the server may close before it has read everything (an
+    // overlong line), and the write then fails, which is what the test wants to see handled.
+    let bytes = bytes.to_vec();
+    let _writer = tokio::spawn(async move {
+        let _ = write.write_all(&bytes).await;
+        write
+    });
+    let mut reader = BufReader::new(read);
+    let mut out = Vec::new();
+    while out.len() < lines {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.expect("read") == 0 {
+            break;
+        }
+        out.push(serde_json::from_str(&line).expect("a response per line"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn requests_go_through_the_socket() {
+    let s = serving().await;
+    let mode = std::fs::metadata(&s.path)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let team: Team = ok(request(
+        &s.path,
+        &AdminRequest::TeamAdd {
+            name: "North".into(),
+        },
+    )
+    .await
+    .expect("answer"));
+    let teams: Vec<Team> = ok(request(&s.path, &AdminRequest::Teams)
+        .await
+        .expect("answer"));
+    assert_eq!(teams, [team]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_lines_get_an_error_and_the_connection_goes_on() {
+    let s = serving().await;
+    let answers = raw_exchange(
+        &s.path,
+        b"{not json\n{\"request\":\"launch\"}\n{\"request\":\"teams\"}\n",
+        3,
+    )
+    .await;
+    assert_eq!(answers.len(), 3);
+    assert!(refused(answers[0].clone()).contains("not a valid admin request"));
+    assert!(refused(answers[1].clone()).contains("not a valid admin request"));
+    let teams: Vec<Team> = ok(answers[2].clone());
+    assert!(teams.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_overlong_line_is_refused_and_the_connection_closed() {
+    let s = serving().await;
+    let mut huge = vec![b'x'; MAX_REQUEST_LINE + 10];
+    huge.push(b'\n');
+    let answers = raw_exchange(&s.path, &huge, 2).await;
+    assert_eq!(answers.len(), 1);
+    assert!(refused(answers[0].clone()).contains("longer than"));
+    // The server is still serving others.
+    let teams: Vec<Team> = ok(request(&s.path, &AdminRequest::Teams)
+        .await
+        .expect("answer"));
+    assert!(teams.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_stale_socket_means_not_running_and_a_stale_one_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("admin.sock");
+    assert!(matches!(
+        request(&path, &AdminRequest::Teams).await,
+        Err(AdminError::NotRunning { .. })
+    ));
+    // A socket file left behind by a server that died.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+    assert!(path.exists());
+    assert!(matches!(
+        request(&path, &AdminRequest::Teams).await,
+        Err(AdminError::NotRunning { .. })
+    ));
+
+    let (_, _, admin) = admin();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve_admin(path.clone(), Arc::new(admin), stopped));
+    let mut answered = false;
+    for _ in 0..200 {
+        if let Ok(AdminResponse::Ok { .. }) = request(&path, &AdminRequest::Teams).await {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(answered, "the stale socket was replaced");
+    stop.send(true).expect("serving");
+    task.await.expect("joins").expect("clean");
+}
+
+#[tokio::test]
+async fn a_live_socket_or_a_plain_file_is_never_taken_over() {
+    let s = serving().await;
+    let (_, _, second) = admin();
+    let (_keep, never) = tokio::sync::watch::channel(false);
+    let err = serve_admin(s.path.clone(), Arc::new(second), never.clone())
+        .await
+        .expect_err("a server is already there");
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    let dir = s.stop().await;
+
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"keep me").expect("write");
+    let (_, _, third) = admin();
+    let err = serve_admin(file.clone(), Arc::new(third), never)
+        .await
+        .expect_err("not a socket");
+    assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+    assert_eq!(std::fs::read(&file).expect("kept"), b"keep me");
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections() {
+    let s = serving().await;
+    let mut idle = UnixStream::connect(&s.path).await.expect("connect");
+    s.stop().await;
+    let mut rest = Vec::new();
+    // Closed (a clean end or a reset, either will do), promptly, with nothing said.
+    let _closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        idle.read_to_end(&mut rest),
+    )
+    .await
+    .expect("closed promptly");
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn lines_are_read_within_their_bound() {
+    let mut input: &[u8] = b"one\ntwo";
+    let mut reader = BufReader::new(&mut input);
+    let mut buf = Vec::new();
+    assert_eq!(
+        read_line_bounded(&mut reader, &mut buf, 10)
+            .await
+            .expect("read"),
+        Line::Complete
+    );
+    assert_eq!(buf, b"one");
+    assert_eq!(
+        read_line_bounded(&mut reader, &mut buf, 10)
+            .await
+            .expect("read"),
+        Line::Complete
+    );
+    assert_eq!(buf, b"two");
+    assert_eq!(
+        read_line_bounded(&mut reader, &mut buf, 10)
+            .await
+            .expect("read"),
+        Line::Eof
+    );
+    let mut long: &[u8] = b"0123456789ab\n";
+    let mut reader = BufReader::with_capacity(4, &mut long);
+    assert_eq!(
+        read_line_bounded(&mut reader, &mut buf, 10)
+            .await
+            .expect("read"),
+        Line::TooLong
+    );
+}
+
+#[tokio::test]
+async fn serving_stops_when_the_shutdown_sender_goes_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("admin.sock");
+    let (_, _, admin) = admin();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve_admin(path.clone(), Arc::new(admin), stopped));
+    drop(stop);
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("stopped promptly")
+        .expect("joins")
+        .expect("clean");
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn a_bound_socket_queues_requests_until_it_is_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = AdminSocket::bind(dir.path().join("admin.sock"))
+        .await
+        .expect("bind");
+    let path = socket.path().to_path_buf();
+    // Sent before anything serves the socket: it must not be taken for "not running".
+    let early = tokio::spawn({
+        let path = path.clone();
+        async move { request(&path, &AdminRequest::Teams).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (_, _, admin) = admin();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(socket.serve(Arc::new(admin), stopped));
+    let teams: Vec<Team> = ok(early.await.expect("joins").expect("answered"));
+    assert!(teams.is_empty());
+    stop.send(true).expect("serving");
+    serving.await.expect("joins").expect("clean");
+    assert!(!path.exists());
+}

@@ -1,0 +1,458 @@
+use std::sync::Barrier;
+
+use polyphony_core::store::MemoryStore;
+
+use super::*;
+
+const CA: [u8; 32] = [7; 32];
+
+fn registry() -> Registry {
+    Registry::new(Arc::new(MemoryStore::new()))
+}
+
+/// A registry with one team and one practitioner in it.
+fn with_practitioner() -> (Registry, Team, Practitioner) {
+    let r = registry();
+    let team = r.add_team("North Recovery").expect("team");
+    let p = r
+        .add_practitioner("Ana Silva", team.id)
+        .expect("practitioner");
+    (r, team, p)
+}
+
+fn code_for(r: &Registry, p: &Practitioner) -> EnrolmentCode {
+    r.create_enrolment(p.id, CA, time::Duration::hours(72))
+        .expect("code")
+}
+
+#[test]
+fn team_names_are_unique_ignoring_case() {
+    let r = registry();
+    let north = r.add_team("North").expect("first");
+    let err = r.add_team("  nORTH ").expect_err("duplicate");
+    assert!(
+        matches!(&err, RegistryError::TeamExists { id, .. } if *id == north.id),
+        "{err}"
+    );
+    r.add_team("South").expect("another name is fine");
+    let names: Vec<_> = r
+        .teams()
+        .expect("teams")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["North", "South"]);
+}
+
+#[test]
+fn empty_and_control_character_names_are_refused() {
+    let r = registry();
+    assert!(matches!(
+        r.add_team("   "),
+        Err(RegistryError::EmptyName { what: "team" })
+    ));
+    assert!(matches!(
+        r.add_team("North\nSouth"),
+        Err(RegistryError::BadName { .. })
+    ));
+    assert!(matches!(
+        r.add_team(&"x".repeat(MAX_NAME_CHARS + 1)),
+        Err(RegistryError::BadName { .. })
+    ));
+}
+
+#[test]
+fn a_team_is_found_by_name_or_id_and_the_error_lists_known_teams() {
+    let r = registry();
+    let err = r.team("North").expect_err("no teams yet");
+    assert!(err.to_string().contains("none yet"), "{err}");
+    let north = r.add_team("North").expect("team");
+    r.add_team("South").expect("team");
+    assert_eq!(r.team("north").expect("by name").id, north.id);
+    assert_eq!(r.team(&north.id.to_string()).expect("by id").id, north.id);
+    let err = r.team("East").expect_err("unknown");
+    let message = err.to_string();
+    assert!(
+        message.contains("'North'") && message.contains("'South'"),
+        "{message}"
+    );
+}
+
+#[test]
+fn practitioners_join_teams_and_shared_names_need_the_id() {
+    let (r, team, ana) = with_practitioner();
+    let south = r.add_team("South").expect("team");
+    let ana = r.add_practitioner_to_team(&ana.id, south.id).expect("join");
+    assert_eq!(ana.teams, [team.id, south.id]);
+    // Joining again is not an error and does not duplicate.
+    let again = r
+        .add_practitioner_to_team(&ana.id, south.id)
+        .expect("again");
+    assert_eq!(again.teams.len(), 2);
+
+    assert!(matches!(
+        r.add_practitioner("Bo", TeamId::random()),
+        Err(RegistryError::TeamIdUnknown(_))
+    ));
+
+    assert_eq!(r.practitioner_by("ana silva").expect("by name").id, ana.id);
+    let twin = r
+        .add_practitioner("Ana Silva", south.id)
+        .expect("same name is allowed");
+    let err = r.practitioner_by("Ana Silva").expect_err("ambiguous");
+    assert!(matches!(err, RegistryError::PractitionerAmbiguous { .. }));
+    assert_eq!(
+        r.practitioner_by(&twin.id.to_string()).expect("by id").id,
+        twin.id
+    );
+    assert!(matches!(
+        r.practitioner_by("Nobody"),
+        Err(RegistryError::PractitionerNotFound { .. })
+    ));
+}
+
+#[test]
+fn an_enrolment_code_enrols_one_device_only() {
+    let (r, _, ana) = with_practitioner();
+    let code = code_for(&r, &ana);
+    let stored = r
+        .enrolment(&code.token_hash())
+        .expect("read")
+        .expect("stored");
+    assert_eq!(stored.token_hash, hex::encode(code.token_hash()));
+    assert!(stored.used_at.is_none());
+
+    let laptop = DeviceId::random();
+    let (pending, who) = r.check_enrolment(code.token(), &laptop).expect("valid");
+    assert_eq!((pending.practitioner, who.id), (ana.id, ana.id));
+
+    let (device, who) = r
+        .redeem_enrolment(code.token(), laptop, "Ana's laptop", [1; 32])
+        .expect("redeem");
+    assert_eq!(device.practitioner, ana.id);
+    assert_eq!(device.status, DeviceStatus::Active);
+    assert_eq!(who.name, "Ana Silva");
+    assert_eq!(r.device(&laptop).expect("read"), Some(device.clone()));
+    assert_eq!(r.device_by_cert(&[1; 32]).expect("read"), Some(device));
+    assert_eq!(r.device_by_cert(&[2; 32]).expect("read"), None);
+
+    let used = r
+        .enrolment(&code.token_hash())
+        .expect("read")
+        .expect("kept");
+    assert_eq!(used.used_by, Some(laptop));
+
+    let err = r
+        .redeem_enrolment(code.token(), DeviceId::random(), "Tablet", [2; 32])
+        .expect_err("second use");
+    assert!(matches!(err, RegistryError::EnrolmentUsed { .. }), "{err}");
+    assert!(matches!(
+        r.check_enrolment(code.token(), &DeviceId::random()),
+        Err(RegistryError::EnrolmentUsed { .. })
+    ));
+}
+
+#[test]
+fn unknown_and_expired_codes_are_refused_with_their_own_errors() {
+    let (r, _, ana) = with_practitioner();
+    let never_issued = EnrolmentCode::new(CA);
+    let err = r
+        .redeem_enrolment(never_issued.token(), DeviceId::random(), "Laptop", [1; 32])
+        .expect_err("unknown");
+    assert!(matches!(err, RegistryError::EnrolmentUnknown), "{err}");
+
+    let code = code_for(&r, &ana);
+    let expires_at = r
+        .enrolment(&code.token_hash())
+        .expect("read")
+        .expect("stored")
+        .expires_at;
+    let err = r
+        .redeem_enrolment_at(
+            code.token(),
+            DeviceId::random(),
+            "Laptop",
+            [1; 32],
+            expires_at,
+        )
+        .expect_err("expired");
+    assert!(
+        matches!(err, RegistryError::EnrolmentExpired { .. }),
+        "{err}"
+    );
+    // A moment before expiry it still works.
+    r.redeem_enrolment_at(
+        code.token(),
+        DeviceId::random(),
+        "Laptop",
+        [1; 32],
+        expires_at - time::Duration::seconds(1),
+    )
+    .expect("just in time");
+
+    assert!(matches!(
+        r.create_enrolment(ana.id, CA, time::Duration::ZERO),
+        Err(RegistryError::BadTtl(_))
+    ));
+    assert!(matches!(
+        r.create_enrolment(PractitionerId::random(), CA, time::Duration::hours(1)),
+        Err(RegistryError::PractitionerNotFound { .. })
+    ));
+}
+
+#[test]
+fn an_enrolled_device_id_or_certificate_cannot_enrol_again() {
+    let (r, _, ana) = with_practitioner();
+    let laptop = DeviceId::random();
+    r.redeem_enrolment(code_for(&r, &ana).token(), laptop, "Laptop", [1; 32])
+        .expect("first");
+
+    let code = code_for(&r, &ana);
+    let err = r
+        .redeem_enrolment(code.token(), laptop, "Laptop again", [2; 32])
+        .expect_err("same device id");
+    assert!(
+        matches!(err, RegistryError::DeviceAlreadyEnrolled(d) if d == laptop),
+        "{err}"
+    );
+    let err = r
+        .redeem_enrolment(code.token(), DeviceId::random(), "Clone", [1; 32])
+        .expect_err("same certificate");
+    assert!(
+        matches!(err, RegistryError::CertificateInUse(d) if d == laptop),
+        "{err}"
+    );
+    // Refusals do not use the code up.
+    assert!(r
+        .enrolment(&code.token_hash())
+        .expect("read")
+        .expect("kept")
+        .used_at
+        .is_none());
+}
+
+#[test]
+fn of_two_concurrent_redeems_of_one_code_exactly_one_wins() {
+    for _ in 0..20 {
+        let (r, _, ana) = with_practitioner();
+        let code = code_for(&r, &ana);
+        let barrier = Barrier::new(2);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2u8)
+                .map(|i| {
+                    let (r, code, barrier) = (&r, &code, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        r.redeem_enrolment(code.token(), DeviceId::random(), "Laptop", [i; 32])
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic"))
+                .collect()
+        });
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "{results:?}");
+        assert!(results
+            .iter()
+            .any(|r| matches!(r, Err(RegistryError::EnrolmentUsed { .. }))));
+        assert_eq!(r.devices().expect("devices").len(), 1);
+    }
+}
+
+#[test]
+fn revocation_is_recorded_and_cannot_be_undone() {
+    let (r, _, ana) = with_practitioner();
+    let laptop = DeviceId::random();
+    r.redeem_enrolment(code_for(&r, &ana).token(), laptop, "Laptop", [1; 32])
+        .expect("enrol");
+    let d = r
+        .set_device_status(&laptop, DeviceStatus::Revoking)
+        .expect("revoking");
+    assert_eq!(d.status, DeviceStatus::Revoking);
+    assert!(d.revoked_at.is_some());
+    let d = r
+        .set_device_status(&laptop, DeviceStatus::Revoked)
+        .expect("revoked");
+    assert_eq!(r.device(&laptop).expect("read"), Some(d.clone()));
+    assert_eq!(
+        r.set_device_status(&laptop, DeviceStatus::Revoked)
+            .expect("same status"),
+        d
+    );
+    assert!(matches!(
+        r.set_device_status(&laptop, DeviceStatus::Active),
+        Err(RegistryError::DeviceRevoked(_))
+    ));
+    assert!(matches!(
+        r.set_device_status(&DeviceId::random(), DeviceStatus::Revoked),
+        Err(RegistryError::DeviceNotFound(_))
+    ));
+}
+
+#[test]
+fn a_case_belongs_to_one_team_and_can_be_moved() {
+    let r = registry();
+    let north = r.add_team("North").expect("team");
+    let south = r.add_team("South").expect("team");
+    let case = CaseId::random();
+    let other = CaseId::random();
+
+    assert_eq!(r.case_team(&case).expect("read"), None);
+    r.register_case(case, north.id).expect("register");
+    r.register_case(case, north.id).expect("again, same team");
+    let err = r.register_case(case, south.id).expect_err("other team");
+    assert!(
+        matches!(err, RegistryError::CaseInAnotherTeam { team, .. } if team == north.id),
+        "{err}"
+    );
+    assert!(matches!(
+        r.register_case(other, TeamId::random()),
+        Err(RegistryError::TeamIdUnknown(_))
+    ));
+    r.register_case(other, south.id).expect("register other");
+
+    assert_eq!(
+        r.cases_of_teams(&[north.id]).expect("list"),
+        [(case, north.id)]
+    );
+
+    assert_eq!(r.move_case(case, south.id).expect("move"), north.id);
+    assert_eq!(r.case_team(&case).expect("read"), Some(south.id));
+    assert!(r.cases_of_teams(&[north.id]).expect("list").is_empty());
+    let mut both = r.cases_of_teams(&[north.id, south.id]).expect("list");
+    both.sort();
+    let mut expected = vec![(case, south.id), (other, south.id)];
+    expected.sort();
+    assert_eq!(both, expected);
+
+    assert!(matches!(
+        r.move_case(CaseId::random(), north.id),
+        Err(RegistryError::CaseNotRegistered(_))
+    ));
+    assert!(matches!(
+        r.move_case(case, TeamId::random()),
+        Err(RegistryError::TeamIdUnknown(_))
+    ));
+}
+
+#[test]
+fn a_stale_team_index_entry_is_ignored() {
+    // As if the server crashed during a move, after writing the new owner but before cleaning the
+    // old team's index.
+    let store = Arc::new(MemoryStore::new());
+    let r = Registry::new(store.clone());
+    let north = r.add_team("North").expect("team");
+    let south = r.add_team("South").expect("team");
+    let case = CaseId::random();
+    r.register_case(case, south.id).expect("register");
+    store
+        .put_meta(&ns::team_cases(&north.id), &case.to_string(), &[])
+        .expect("stale entry");
+    assert!(r.cases_of_teams(&[north.id]).expect("list").is_empty());
+}
+
+#[test]
+fn held_cases_are_remembered_per_device() {
+    let r = registry();
+    let (laptop, tablet) = (DeviceId::random(), DeviceId::random());
+    let case = CaseId::random();
+    assert!(!r.held(&laptop, &case).expect("read"));
+    r.mark_held(&laptop, &case).expect("mark");
+    r.mark_held(&laptop, &case).expect("mark again");
+    assert!(r.held(&laptop, &case).expect("read"));
+    assert!(!r.held(&tablet, &case).expect("read"));
+}
+
+#[test]
+fn team_devices_are_the_devices_of_the_team_members() {
+    let (r, north, ana) = with_practitioner();
+    let south = r.add_team("South").expect("team");
+    let bo = r.add_practitioner("Bo", south.id).expect("practitioner");
+    let ana_laptop = DeviceId::random();
+    let bo_laptop = DeviceId::random();
+    r.redeem_enrolment(code_for(&r, &ana).token(), ana_laptop, "Laptop", [1; 32])
+        .expect("enrol");
+    r.redeem_enrolment(code_for(&r, &bo).token(), bo_laptop, "Laptop", [2; 32])
+        .expect("enrol");
+    let ids = |team: &TeamId| -> Vec<DeviceId> {
+        r.team_devices(team)
+            .expect("list")
+            .into_iter()
+            .map(|d| d.id)
+            .collect()
+    };
+    assert_eq!(ids(&north.id), [ana_laptop]);
+    assert_eq!(ids(&south.id), [bo_laptop]);
+    r.add_practitioner_to_team(&ana.id, south.id).expect("join");
+    assert_eq!(ids(&south.id).len(), 2);
+}
+
+#[test]
+fn everything_is_kept_in_the_store_and_keys_hold_no_names() {
+    let store = Arc::new(MemoryStore::new());
+    let (team, p) = {
+        let r = Registry::new(store.clone());
+        let team = r.add_team("Secret Team Name").expect("team");
+        let p = r.add_practitioner("Secret Person", team.id).expect("p");
+        (team, p)
+    };
+    let again = Registry::new(store.clone());
+    assert_eq!(again.team("secret team name").expect("team"), team);
+    assert_eq!(again.practitioner(&p.id).expect("read"), Some(p));
+    for ns in [ns::TEAMS, ns::PRACTITIONERS] {
+        for (key, _) in store.scan_meta(ns).expect("scan") {
+            assert!(!key.to_lowercase().contains("secret"), "{key}");
+        }
+    }
+}
+
+#[test]
+fn a_damaged_value_is_reported_not_panicked_on() {
+    let store = Arc::new(MemoryStore::new());
+    store
+        .put_meta(ns::TEAMS, &TeamId::random().to_string(), b"{not json")
+        .expect("put");
+    let err = Registry::new(store).teams().expect_err("damaged");
+    assert!(matches!(err, RegistryError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn the_registry_survives_a_restart_on_the_disk_store() {
+    use polyphony_core::store::{KeySource, SledStore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("server.key");
+    KeySource::create_key_file(&key_file).expect("key");
+    let open = || -> Arc<dyn Store> {
+        Arc::new(
+            SledStore::open(&dir.path().join("db"), KeySource::KeyFile(key_file.clone()))
+                .expect("open"),
+        )
+    };
+    let (team, laptop, case) = {
+        let store = open();
+        let r = Registry::new(store.clone());
+        let team = r.add_team("North").expect("team");
+        let p = r.add_practitioner("Ana", team.id).expect("p");
+        let laptop = DeviceId::random();
+        r.redeem_enrolment(code_for(&r, &p).token(), laptop, "Laptop", [1; 32])
+            .expect("enrol");
+        let case = CaseId::random();
+        r.register_case(case, team.id).expect("case");
+        r.mark_held(&laptop, &case).expect("held");
+        store.flush().expect("flush");
+        (team, laptop, case)
+    };
+    let r = Registry::new(open());
+    assert_eq!(r.team("north").expect("team"), team);
+    assert_eq!(
+        r.device_by_cert(&[1; 32]).expect("read").map(|d| d.id),
+        Some(laptop)
+    );
+    assert_eq!(
+        r.cases_of_teams(&[team.id]).expect("cases"),
+        [(case, team.id)]
+    );
+    assert!(r.held(&laptop, &case).expect("held"));
+}
