@@ -27,9 +27,16 @@ impl EnrolArgs {
         let enrolment = block_on(profile.enrol(&self.server, &self.code, &device_name))?.map_err(
             |e| match e {
                 // A used, expired or mistyped code is for the user to sort out, not a network fault.
-                ProfileError::Net(NetError::Refused { .. }) => Failure::User(format!(
-                    "{e}: ask your administrator for a new enrolment code"
-                )),
+                ProfileError::Net(NetError::Refused { .. }) => {
+                    let said = e.to_string();
+                    if said.contains("administrator") {
+                        Failure::User(said)
+                    } else {
+                        Failure::User(format!(
+                            "{said}: ask your administrator for a new enrolment code"
+                        ))
+                    }
+                }
                 other => Failure::from(other),
             },
         )?;

@@ -21,6 +21,10 @@ pub struct SyncArgs {
     /// Print the sync report as JSON (shape in docs/JSON.md).
     #[arg(long)]
     json: bool,
+    /// A progress line for every case settled, even on a short sync (by default they start
+    /// after a second).
+    #[arg(long)]
+    progress: bool,
 }
 
 impl SyncArgs {
@@ -29,17 +33,16 @@ impl SyncArgs {
         let started = Instant::now();
         let mut last_shown: Option<SyncProgress> = None;
         let mut progress = |p: SyncProgress| {
-            if started.elapsed() >= QUIET_START && last_shown.is_none_or(|l| l.settled != p.settled)
-            {
+            let due = self.progress || started.elapsed() >= QUIET_START;
+            if due && p.settled > 0 && last_shown.is_none_or(|l| l.settled != p.settled) {
                 eprintln!("synced {}/{} cases", p.settled, p.total);
                 last_shown = Some(p);
             }
         };
         let report = block_on(profile.sync(&mut progress))??;
+        output::status::print_sync_report(&report);
         if self.json {
             output::json(&report)?;
-        } else {
-            output::status::print_sync_report(&report);
         }
         if report.wiped {
             return Err(Failure::Sync(
