@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
@@ -140,7 +140,7 @@ pub struct Server {
 
 impl Server {
     /// Start `polyphony-server serve` on a free loopback port and wait until it takes admin
-    /// commands.
+    /// commands through its socket.
     pub fn start() -> Server {
         let data = tempfile::tempdir().expect("server data directory");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port())
@@ -155,11 +155,16 @@ impl Server {
         server
     }
 
-    fn data_dir(&self) -> &Path {
-        self.data.path()
+    /// The server's data directory: made by the server itself on first start, so an admin
+    /// command can never open the store before the server does.
+    fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
     }
 
     fn spawn(&mut self) {
+        let socket = self.data_dir().join("admin.sock");
+        // A socket left by a killed server would send admin commands nowhere.
+        let _ = std::fs::remove_file(&socket);
         let child = StdCommand::new(server_binary())
             .arg("--data")
             .arg(self.data_dir())
@@ -174,8 +179,7 @@ impl Server {
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            let probe = self.admin_output(&["team", "list"]);
-            if probe.status.success() {
+            if socket.exists() && self.admin_output(&["teams"]).status.success() {
                 return;
             }
             if let Some(child) = self.child.as_mut() {
@@ -185,10 +189,9 @@ impl Server {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "polyphony-server did not come up: {}",
-                String::from_utf8_lossy(&probe.stderr)
+                "polyphony-server did not come up within 30 s"
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -216,7 +219,7 @@ impl Server {
 
     /// Create a team and a practitioner in it.
     pub fn practitioner(&self, name: &str, team: &str) {
-        let teams = self.admin(&["team", "list"]);
+        let teams = self.admin(&["teams"]);
         if !teams.contains(team) {
             self.admin(&["team", "add", team]);
         }
