@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use polyphony_core::model::{CaseFigures, NewCase, TimelineField};
 use polyphony_core::profile::Profile;
 
-use super::{changed, created, datetime, find_case};
+use super::{changed, created, datetime, find_case, read_case};
 use crate::failure::Failure;
 use crate::output::{self, case::Timeline};
 
@@ -104,8 +104,7 @@ impl CaseCommand {
                 Ok(())
             }
             CaseCommand::Show(a) => {
-                let case = find_case(profile, &a.case)?;
-                let view = profile.view(case, "case show")?;
+                let view = read_case(profile, &a.case, "case show")?;
                 if a.json {
                     return output::json(&view);
                 }
@@ -113,8 +112,7 @@ impl CaseCommand {
                 Ok(())
             }
             CaseCommand::Timeline(a) => {
-                let case = find_case(profile, &a.case)?;
-                let view = profile.view(case, "case timeline")?;
+                let view = read_case(profile, &a.case, "case timeline")?;
                 let timeline = Timeline::from_view(&view);
                 if a.json {
                     return output::json(&timeline);
@@ -123,8 +121,7 @@ impl CaseCommand {
                 Ok(())
             }
             CaseCommand::Figures(a) => {
-                let case = find_case(profile, &a.case)?;
-                let view = profile.view(case, "case figures")?;
+                let view = read_case(profile, &a.case, "case figures")?;
                 let figures = CaseFigures::from_view(&view);
                 if a.json {
                     return output::json(&figures);

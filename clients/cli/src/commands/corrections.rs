@@ -5,7 +5,7 @@
 use clap::Args;
 use polyphony_core::profile::Profile;
 
-use super::{changed, find_case, find_entry};
+use super::{changed, find_case, find_entry, read_case};
 use crate::failure::Failure;
 use crate::output;
 
@@ -45,8 +45,7 @@ pub struct ConflictsArgs {
 impl ConflictsArgs {
     /// List the conflicts.
     pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
-        let case = find_case(profile, &self.case)?;
-        let view = profile.view(case, "conflicts")?;
+        let view = read_case(profile, &self.case, "conflicts")?;
         if self.json {
             return output::json(&view.conflicts);
         }

@@ -25,6 +25,12 @@ pub fn find_case(profile: &Profile, given: &str) -> Result<CaseId, Failure> {
     Ok(profile.find_case(given)?)
 }
 
+/// The case the user named, read to be shown: the read goes into the person's access log.
+pub fn read_case(profile: &mut Profile, given: &str, what: &str) -> Result<CaseView, Failure> {
+    let case = find_case(profile, given)?;
+    Ok(profile.view(case, what)?)
+}
+
 /// An entry of the case the user named (a full id or a unique prefix).
 pub fn find_entry(profile: &mut Profile, case: CaseId, given: &str) -> Result<EntryId, Failure> {
     Ok(profile.find_entry(case, given)?)
