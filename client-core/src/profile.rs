@@ -568,7 +568,7 @@ impl Profile {
     /// Whatever happens, local work stays saved; the outcome is recorded for `status`.
     pub async fn sync(
         &mut self,
-        progress: &mut dyn FnMut(SyncProgress),
+        progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport, ProfileError> {
         let result = self.sync_inner(progress).await;
         let (ok, message) = match &result {
@@ -603,7 +603,7 @@ impl Profile {
 
     async fn sync_inner(
         &mut self,
-        progress: &mut dyn FnMut(SyncProgress),
+        progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport, ProfileError> {
         let e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
         let key = DeviceKey::from_pem(&e.key_pem).map_err(NetError::from)?;
@@ -686,7 +686,7 @@ impl Profile {
 struct Host<'a> {
     profile: &'a mut Profile,
     report: SyncReport,
-    progress: &'a mut dyn FnMut(SyncProgress),
+    progress: &'a mut (dyn FnMut(SyncProgress) + Send),
     wipe: bool,
     moved: Vec<CaseId>,
 }

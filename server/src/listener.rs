@@ -52,7 +52,22 @@ impl Server {
             .collect();
         let (chain, key) = opened.ca.issue_server_cert(&names)?;
         let quic = identity::server_config(opened.ca.cert_der(), chain, key)?;
-        let endpoint = quinn::Endpoint::server(quic, config.listen)?;
+        let secret = storage::reset_secret(&*opened.store)?;
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+        // Connection ids carry a checksum keyed by the same stable secret, so a restarted server
+        // recognises its predecessor's connections and can reset them.
+        let cid_key = u64::from_be_bytes(secret[..8].try_into().expect("32-byte secret"));
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let socket = std::net::UdpSocket::bind(config.listen)?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(quic),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         let addr = endpoint.local_addr()?;
         let storage = Arc::new(ServerStorage::new(opened.store.clone(), config.cache_cases));
         let shared = Arc::new(Shared {
@@ -68,12 +83,13 @@ impl Server {
             opened.registry.clone(),
             opened.audit.clone(),
             ca_fingerprint,
-            time::Duration::hours(config.enrolment_ttl_hours as i64),
+            config.enrolment_ttl(),
         ));
-        let admin_path = config.admin_socket_path();
+        // Bind before returning, so an admin request sent right after start finds the socket.
+        let admin_socket = admin::AdminSocket::bind(config.admin_socket_path()).await?;
         let admin_rx = shutdown_rx.clone();
         let admin_task = tokio::spawn(async move {
-            if let Err(e) = admin::serve_admin(&admin_path, admin, admin_rx).await {
+            if let Err(e) = admin_socket.serve(admin, admin_rx).await {
                 warn!(error = %e, "admin socket stopped");
             }
         });

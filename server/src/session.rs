@@ -553,17 +553,18 @@ impl Session<'_> {
                 chunks_since_snapshot: 0,
                 last_seq: 0,
             };
-            let ticket =
-                match self.shared.storage.append(&case, &mut sc, &chunk) {
-                    Ok(t) => t,
-                    Err(e) => return refuse(
+            let ticket = match self.shared.storage.append(&case, &mut sc, &chunk) {
+                Ok(t) => t,
+                Err(e) => {
+                    return refuse(
                         self,
                         ErrorCode::StorageFailed,
                         format!(
                             "the server could not save this case ({e}); it is still on your device"
                         ),
-                    ),
-                };
+                    )
+                }
+            };
             let mut state = state;
             prepared.commit(&mut sc.doc, &mut state);
             self.provisional.remove(&case);

@@ -294,6 +294,20 @@ pub fn open(config: &ServerConfig) -> anyhow::Result<Opened> {
     })
 }
 
+/// The secret behind the server's QUIC stateless-reset tokens, created on first run. Kept stable
+/// across restarts so that after a crash the restarted server can tell devices at once that their
+/// old connection is gone, instead of leaving them to wait for an idle timeout.
+pub fn reset_secret(store: &dyn Store) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = store.get_meta(NS_SERVER, "reset_secret")? {
+        return Ok(s);
+    }
+    let mut secret = vec![0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+    store.put_meta(NS_SERVER, "reset_secret", &secret)?;
+    store.flush()?;
+    Ok(secret)
+}
+
 /// Open the store for an admin command while the server is not running.
 pub fn open_offline(
     config: &ServerConfig,

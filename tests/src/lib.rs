@@ -43,7 +43,11 @@ impl TestServer {
         let handle = Server::start(config.clone()).await?;
         let mut config = config;
         config.listen = handle.local_addr();
-        Ok(TestServer { dir, config, handle: Some(handle) })
+        Ok(TestServer {
+            dir,
+            config,
+            handle: Some(handle),
+        })
     }
 
     /// Where devices reach it.
@@ -75,19 +79,28 @@ impl TestServer {
 
     /// Create a team; returns its name.
     pub async fn team(&self, name: &str) -> Result<String> {
-        self.admin(AdminRequest::TeamAdd { name: name.into() }).await?;
+        self.admin(AdminRequest::TeamAdd { name: name.into() })
+            .await?;
         Ok(name.to_string())
     }
 
     /// Register a practitioner in a team.
     pub async fn practitioner(&self, name: &str, team: &str) -> Result<()> {
-        self.admin(AdminRequest::PractitionerAdd { name: name.into(), team: team.into() }).await?;
+        self.admin(AdminRequest::PractitionerAdd {
+            name: name.into(),
+            team: team.into(),
+        })
+        .await?;
         Ok(())
     }
 
     /// A fresh one-time enrolment code for a practitioner.
     pub async fn code(&self, practitioner: &str) -> Result<String> {
-        let v = self.admin(AdminRequest::Enrol { practitioner: practitioner.into() }).await?;
+        let v = self
+            .admin(AdminRequest::Enrol {
+                practitioner: practitioner.into(),
+            })
+            .await?;
         code_from(&v)
     }
 
@@ -97,7 +110,11 @@ impl TestServer {
         let dir = tempfile::tempdir()?;
         let mut profile = Profile::open(&dir.path().join("home"), "correct horse battery staple")?;
         profile
-            .enrol(&self.addr().to_string(), &code, &format!("{practitioner}'s laptop"))
+            .enrol(
+                &self.addr().to_string(),
+                &code,
+                &format!("{practitioner}'s laptop"),
+            )
             .await
             .context("enrolment")?;
         Ok(TestDevice { dir, profile })
@@ -145,17 +162,35 @@ impl ServerProcess {
             .arg("--listen")
             .arg(addr.to_string())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(match std::env::var_os("POLYPHONY_SERVER_LOG") {
+                Some(path) => std::process::Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?,
+                ),
+                None => std::process::Stdio::null(),
+            })
             .spawn()?;
-        let p = ServerProcess { data, addr, child: Some(child) };
+        let p = ServerProcess {
+            data,
+            addr,
+            child: Some(child),
+        };
         p.wait_ready().await?;
         Ok(p)
     }
 
     async fn wait_ready(&self) -> Result<()> {
-        let config = ServerConfig { data_dir: self.data.clone(), ..ServerConfig::default() };
+        let config = ServerConfig {
+            data_dir: self.data.clone(),
+            ..ServerConfig::default()
+        };
         for _ in 0..300 {
-            if admin::request(&config.admin_socket_path(), &AdminRequest::Teams).await.is_ok() {
+            if admin::request(&config.admin_socket_path(), &AdminRequest::Teams)
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -165,7 +200,10 @@ impl ServerProcess {
 
     /// Send an admin request.
     pub async fn admin(&self, req: AdminRequest) -> Result<serde_json::Value> {
-        let config = ServerConfig { data_dir: self.data.clone(), ..ServerConfig::default() };
+        let config = ServerConfig {
+            data_dir: self.data.clone(),
+            ..ServerConfig::default()
+        };
         match admin::request(&config.admin_socket_path(), &req).await? {
             AdminResponse::Ok { value } => Ok(value),
             AdminResponse::Err { message } => Err(anyhow!("admin refused: {message}")),
@@ -174,10 +212,18 @@ impl ServerProcess {
 
     /// Enrol a device for a practitioner.
     pub async fn device(&self, practitioner: &str) -> Result<TestDevice> {
-        let code = code_from(&self.admin(AdminRequest::Enrol { practitioner: practitioner.into() }).await?)?;
+        let code = code_from(
+            &self
+                .admin(AdminRequest::Enrol {
+                    practitioner: practitioner.into(),
+                })
+                .await?,
+        )?;
         let dir = tempfile::tempdir()?;
         let mut profile = Profile::open(&dir.path().join("home"), "correct horse battery staple")?;
-        profile.enrol(&self.addr.to_string(), &code, "laptop").await?;
+        profile
+            .enrol(&self.addr.to_string(), &code, "laptop")
+            .await?;
         Ok(TestDevice { dir, profile })
     }
 

@@ -7,7 +7,8 @@ use automerge::transaction::Transactable;
 use automerge::{ReadDoc, ROOT};
 use polyphony_core::identity::DeviceKey;
 use polyphony_core::model::{
-    self, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant, PersonField, Place, Stance,
+    self, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant, PersonField, Place,
+    Stance,
 };
 use polyphony_core::net::{self, SessionHost};
 use polyphony_core::profile::Enrolment;
@@ -28,26 +29,68 @@ async fn two_practitioners() -> Result<(TestServer, TestDevice, TestDevice)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_edit_the_same_case_offline_and_both_keep_both_edits() -> Result<()> {
     let (_server, mut a, mut b) = two_practitioners().await?;
-    let case = a.profile.create_case(NewCase { name: "Maria Lopez".into(), ..Default::default() }, None)?;
+    let case = a.profile.create_case(
+        NewCase {
+            name: "Maria Lopez".into(),
+            ..Default::default()
+        },
+        None,
+    )?;
     let ana = a.profile.edit(case, |d| {
-        d.add_member(NewMember { name: "Ana".into(), relationship: "sister".into(), ..Default::default() })
+        d.add_member(NewMember {
+            name: "Ana".into(),
+            relationship: "sister".into(),
+            ..Default::default()
+        })
     })?;
     let at = model::parse_datetime("at", "2026-03-14T10:30")?;
     let meeting = a.profile.edit(case, |d| {
-        d.add_meeting(NewMeeting { at, place: Place::Home, attendees: vec![Participant::Person, Participant::Member(ana)] })
+        d.add_meeting(NewMeeting {
+            at,
+            place: Place::Home,
+            attendees: vec![Participant::Person, Participant::Member(ana)],
+        })
     })?;
-    let decision = a.profile.edit(case, |d| d.propose_decision("Try a walking group", Participant::Person))?;
+    let decision = a.profile.edit(case, |d| {
+        d.propose_decision("Try a walking group", Participant::Person)
+    })?;
     a.sync().await?;
     b.sync().await?;
-    assert_eq!(b.profile.case_ids()?, vec![case], "the team's second device receives the case");
+    assert_eq!(
+        b.profile.case_ids()?,
+        vec![case],
+        "the team's second device receives the case"
+    );
 
     // Offline: the same note, the same decision, different fields.
-    a.profile.edit(case, |d| d.append_text(&meeting, NoteKind::Notes, "Maria slept better."))?;
-    b.profile.edit(case, |d| d.append_text(&meeting, NoteKind::Notes, "Ana will visit on Sundays."))?;
-    a.profile.edit(case, |d| d.record_position(&decision, Participant::Person, Stance::Agree, Some("I'd like that")))?;
-    b.profile.edit(case, |d| d.record_position(&decision, Participant::Member(ana), Stance::Disagree, Some("Too soon")))?;
-    a.profile.edit(case, |d| d.set_person(PersonField::PreferredName, Some("Mari")))?;
-    b.profile.edit(case, |d| d.set_person(PersonField::Pronouns, Some("she/her")))?;
+    a.profile.edit(case, |d| {
+        d.append_text(&meeting, NoteKind::Notes, "Maria slept better.")
+    })?;
+    b.profile.edit(case, |d| {
+        d.append_text(&meeting, NoteKind::Notes, "Ana will visit on Sundays.")
+    })?;
+    a.profile.edit(case, |d| {
+        d.record_position(
+            &decision,
+            Participant::Person,
+            Stance::Agree,
+            Some("I'd like that"),
+        )
+    })?;
+    b.profile.edit(case, |d| {
+        d.record_position(
+            &decision,
+            Participant::Member(ana),
+            Stance::Disagree,
+            Some("Too soon"),
+        )
+    })?;
+    a.profile.edit(case, |d| {
+        d.set_person(PersonField::PreferredName, Some("Mari"))
+    })?;
+    b.profile.edit(case, |d| {
+        d.set_person(PersonField::Pronouns, Some("she/her"))
+    })?;
     assert!(a.profile.unsynced(case)? > 0 && b.profile.unsynced(case)? > 0);
 
     a.sync().await?;
@@ -57,10 +100,15 @@ async fn two_devices_edit_the_same_case_offline_and_both_keep_both_edits() -> Re
     let vb = b.profile.view(case, "test")?;
     assert_eq!(va, vb, "both devices end with identical documents");
     let notes = &va.meetings[0].notes;
-    assert!(notes.contains("Maria slept better.") && notes.contains("Ana will visit on Sundays."), "{notes}");
+    assert!(
+        notes.contains("Maria slept better.") && notes.contains("Ana will visit on Sundays."),
+        "{notes}"
+    );
     let positions = &va.decisions[0].positions;
     assert_eq!(positions.len(), 2, "both positions kept");
-    assert!(positions.iter().any(|p| p.stance == "disagree" && p.words.as_deref() == Some("Too soon")));
+    assert!(positions
+        .iter()
+        .any(|p| p.stance == "disagree" && p.words.as_deref() == Some("Too soon")));
     assert_eq!(va.person.preferred_name.as_deref(), Some("Mari"));
     assert_eq!(va.person.pronouns.as_deref(), Some("she/her"));
     assert_eq!(a.profile.unsynced(case)?, 0, "everything acknowledged");
@@ -99,16 +147,41 @@ impl SessionHost for RawHost {
 }
 
 /// Run a one-shot session as `device` with these documents.
-async fn raw_sync(server: &TestServer, device: &TestDevice, docs: BTreeMap<CaseId, automerge::AutoCommit>) -> Result<RawHost> {
+async fn raw_sync(
+    server: &TestServer,
+    device: &TestDevice,
+    docs: BTreeMap<CaseId, automerge::AutoCommit>,
+) -> Result<RawHost> {
     raw_sync_as(server, device.profile.enrolment().expect("enrolled"), docs).await
 }
 
-async fn raw_sync_as(server: &TestServer, e: &Enrolment, docs: BTreeMap<CaseId, automerge::AutoCommit>) -> Result<RawHost> {
+async fn raw_sync_as(
+    server: &TestServer,
+    e: &Enrolment,
+    docs: BTreeMap<CaseId, automerge::AutoCommit>,
+) -> Result<RawHost> {
     let key = DeviceKey::from_pem(&e.key_pem)?;
-    let (ep, conn) = net::connect(&server.addr().to_string(), &hex::decode(&e.ca)?, &hex::decode(&e.certificate)?, &key).await?;
-    let mut host = RawHost { docs, refused: vec![], acked: vec![] };
+    let (ep, conn) = net::connect(
+        &server.addr().to_string(),
+        &hex::decode(&e.ca)?,
+        &hex::decode(&e.certificate)?,
+        &key,
+    )
+    .await?;
+    let mut host = RawHost {
+        docs,
+        refused: vec![],
+        acked: vec![],
+    };
     let mut session = ClientSession::new(false, vec![], BTreeMap::new());
-    net::drive(&server.addr().to_string(), &conn, &mut session, &mut host, None).await?;
+    net::drive(
+        &server.addr().to_string(),
+        &conn,
+        &mut session,
+        &mut host,
+        None,
+    )
+    .await?;
     ep.close(0u32.into(), b"");
     Ok(host)
 }
@@ -119,17 +192,38 @@ async fn another_team_gets_no_trace_and_forged_or_invalid_changes_change_nothing
     server.team("South").await?;
     server.practitioner("Jo", "South").await?;
     let mut c = server.device("Jo").await?;
-    let case = a.profile.create_case(NewCase { name: "Maria Lopez".into(), ..Default::default() }, None)?;
+    let case = a.profile.create_case(
+        NewCase {
+            name: "Maria Lopez".into(),
+            ..Default::default()
+        },
+        None,
+    )?;
     a.sync().await?;
 
     // Another team's device: nothing listed, nothing received.
     c.sync().await?;
-    assert!(c.profile.case_ids()?.is_empty(), "another team's device gets no trace of the case");
+    assert!(
+        c.profile.case_ids()?.is_empty(),
+        "another team's device gets no trace of the case"
+    );
 
     // Even with the id guessed, it cannot read or write it.
     let south = c.profile.enrolment().unwrap().teams[0].id;
-    let jo = polyphony_core::model::Author { practitioner: c.profile.enrolment().unwrap().practitioner, practitioner_name: "Jo".into(), device: c.profile.device() };
-    let fake = CaseDoc::create(case, south, NewCase { name: "Guess".into(), ..Default::default() }, jo)?;
+    let jo = polyphony_core::model::Author {
+        practitioner: c.profile.enrolment().unwrap().practitioner,
+        practitioner_name: "Jo".into(),
+        device: c.profile.device(),
+    };
+    let fake = CaseDoc::create(
+        case,
+        south,
+        NewCase {
+            name: "Guess".into(),
+            ..Default::default()
+        },
+        jo,
+    )?;
     let host = raw_sync(&server, &c, BTreeMap::from([(case, fake.into_automerge())])).await?;
     assert_eq!(host.refused, vec![(case, ErrorCode::NotAvailable)]);
 
@@ -140,10 +234,19 @@ async fn another_team_gets_no_trace_and_forged_or_invalid_changes_change_nothing
         serde_json::to_string(&v)?
     };
     let mut forged_doc = a.profile_doc(case)?;
-    let forger = model::Author { practitioner: PractitionerId::random(), practitioner_name: "Mallory".into(), device: DeviceId::random() };
+    let forger = model::Author {
+        practitioner: PractitionerId::random(),
+        practitioner_name: "Mallory".into(),
+        device: DeviceId::random(),
+    };
     let mut forged = CaseDoc::from_automerge(forged_doc.clone(), Some(forger))?;
     forged.set_person(PersonField::Name, Some("Someone else"))?;
-    let host = raw_sync(&server, &a, BTreeMap::from([(case, forged.into_automerge())])).await?;
+    let host = raw_sync(
+        &server,
+        &a,
+        BTreeMap::from([(case, forged.into_automerge())]),
+    )
+    .await?;
     assert_eq!(host.refused, vec![(case, ErrorCode::ForgedAuthor)]);
 
     // A change that breaks the record's shape is refused.
@@ -172,24 +275,56 @@ async fn another_team_gets_no_trace_and_forged_or_invalid_changes_change_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_uploads_first_then_wipes_then_is_refused() -> Result<()> {
     let (server, mut a, mut b) = two_practitioners().await?;
-    let case = a.profile.create_case(NewCase { name: "Maria Lopez".into(), ..Default::default() }, None)?;
+    let case = a.profile.create_case(
+        NewCase {
+            name: "Maria Lopez".into(),
+            ..Default::default()
+        },
+        None,
+    )?;
     a.sync().await?;
     // Offline work on the device about to be revoked.
-    a.profile.edit(case, |d| d.set_person(PersonField::Pronouns, Some("she/her")))?;
+    a.profile.edit(case, |d| {
+        d.set_person(PersonField::Pronouns, Some("she/her"))
+    })?;
     let device = a.profile.device().to_string();
     let old_identity = a.profile.enrolment().unwrap().clone();
-    server.admin(polyphony_server::admin::AdminRequest::Revoke { device: device.clone(), now: false }).await?;
+    server
+        .admin(polyphony_server::admin::AdminRequest::Revoke {
+            device: device.clone(),
+            now: false,
+        })
+        .await?;
     let report = a.sync().await?;
     assert!(report.wiped, "the device is told to wipe");
-    assert!(report.kept_unsynced.is_empty(), "nothing unsynced was left to keep");
-    assert!(a.profile.case_ids()?.is_empty(), "the local store was wiped");
+    assert!(
+        report.kept_unsynced.is_empty(),
+        "nothing unsynced was left to keep"
+    );
+    assert!(
+        a.profile.case_ids()?.is_empty(),
+        "the local store was wiped"
+    );
     b.sync().await?;
-    assert_eq!(b.profile.view(case, "test")?.person.pronouns.as_deref(), Some("she/her"), "its last work reached the team");
+    assert_eq!(
+        b.profile.view(case, "test")?.person.pronouns.as_deref(),
+        Some("she/her"),
+        "its last work reached the team"
+    );
     // From then on it is refused, even with a copy of its old certificate and key.
-    let err = raw_sync_as(&server, &old_identity, BTreeMap::new()).await.err().expect("refused");
+    let err = raw_sync_as(&server, &old_identity, BTreeMap::new())
+        .await
+        .err()
+        .expect("refused");
     let refused = err.downcast_ref::<polyphony_core::net::NetError>();
     assert!(
-        matches!(refused, Some(polyphony_core::net::NetError::Refused { code: ErrorCode::Revoked, .. })),
+        matches!(
+            refused,
+            Some(polyphony_core::net::NetError::Refused {
+                code: ErrorCode::Revoked,
+                ..
+            })
+        ),
         "{err}"
     );
     Ok(())
@@ -201,7 +336,8 @@ trait ProfileDoc {
 
 impl ProfileDoc for TestDevice {
     fn profile_doc(&mut self, case: CaseId) -> Result<automerge::AutoCommit> {
-        let chunks = polyphony_core::store::Store::load_chunks(self.profile.store(), &case)?.expect("case held");
+        let chunks = polyphony_core::store::Store::load_chunks(&**self.profile.store(), &case)?
+            .expect("case held");
         let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
         Ok(automerge::AutoCommit::load(&bytes)?)
     }

@@ -10,7 +10,7 @@ use crate::sync::{
 use crate::DeviceId;
 
 /// What the device does with the session's actions: persist, record acknowledgements, report.
-pub trait SessionHost: DocSet {
+pub trait SessionHost: DocSet + Send {
     /// Carry out one action other than `Send` and `Close` (which the shell handles). An error ends
     /// the session; the work already saved stays saved.
     fn act(&mut self, action: &Action) -> Result<(), String>;
