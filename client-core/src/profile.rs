@@ -180,6 +180,14 @@ pub struct Profile {
     docs: HashMap<CaseId, AutoCommit>,
 }
 
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn now_string() -> String {
     format_instant(time::OffsetDateTime::now_utc())
 }
@@ -430,6 +438,13 @@ impl Profile {
         Ok(r)
     }
 
+    /// A case for resolving ids and names inside the app (which member is "Ana", which entry an
+    /// id prefix means). Not audited, so never use it to show the record to a person: use
+    /// [`Profile::view`] for that.
+    pub fn lookup(&mut self, case: CaseId) -> Result<CaseView, ProfileError> {
+        self.view_unaudited(case)
+    }
+
     fn view_unaudited(&mut self, case: CaseId) -> Result<CaseView, ProfileError> {
         let doc = self.load(case)?.clone();
         Ok(CaseDoc::from_automerge(doc, None)?.view())
@@ -572,10 +587,10 @@ impl Profile {
     ) -> Result<SyncReport, ProfileError> {
         let result = self.sync_inner(progress).await;
         let (ok, message) = match &result {
-            Ok(r) if r.refused.is_empty() => (true, format!("synced {} cases", r.cases)),
+            Ok(r) if r.refused.is_empty() => (true, format!("synced {}", plural(r.cases, "case"))),
             Ok(r) => (
                 false,
-                format!("synced with {} cases refused", r.refused.len()),
+                format!("synced, but {} refused", plural(r.refused.len(), "case")),
             ),
             Err(e) => (false, e.to_string()),
         };

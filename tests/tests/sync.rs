@@ -372,7 +372,7 @@ async fn moving_a_case_to_another_team_never_strands_a_devices_notes() -> Result
     })?;
     server
         .admin(polyphony_server::admin::AdminRequest::CaseMove {
-            case: case.to_string(),
+            case,
             team: "South".into(),
         })
         .await?;

@@ -16,6 +16,26 @@ pub trait SessionHost: DocSet + Send {
     fn act(&mut self, action: &Action) -> Result<(), String>;
 }
 
+/// How long to wait for the server to answer a new connection. Much shorter than the idle timeout:
+/// with no signal, a practitioner should hear "cannot reach the server" in seconds, not half a
+/// minute (their work is saved either way).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Wait for a handshake, giving up after [`CONNECT_TIMEOUT`].
+async fn handshake(
+    addr: &str,
+    connecting: quinn::Connecting,
+) -> Result<quinn::Connection, NetError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Err(_) | Ok(Err(quinn::ConnectionError::TimedOut)) => Err(NetError::Unreachable {
+            addr: addr.to_string(),
+            detail: "no answer".into(),
+        }),
+        Ok(Err(e)) => Err(explain(addr, None, e)),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
 fn endpoint() -> Result<quinn::Endpoint, NetError> {
     let bind: std::net::SocketAddr = "0.0.0.0:0".parse().expect("valid bind address");
     quinn::Endpoint::client(bind)
@@ -40,13 +60,7 @@ pub async fn connect(
             addr: addr.to_string(),
             detail: e.to_string(),
         })?;
-    let conn = connecting.await.map_err(|e| match e {
-        quinn::ConnectionError::TimedOut => NetError::Unreachable {
-            addr: addr.to_string(),
-            detail: "no answer".into(),
-        },
-        other => explain(addr, None, other),
-    })?;
+    let conn = handshake(addr, connecting).await?;
     Ok((ep, conn))
 }
 
@@ -68,16 +82,18 @@ pub async fn enrol(
             addr: addr.to_string(),
             detail: e.to_string(),
         })?;
-    let conn = connecting.await.map_err(|e| match e {
-        quinn::ConnectionError::TimedOut => NetError::Unreachable {
-            addr: addr.to_string(),
-            detail: "no answer".into(),
-        },
-        other => NetError::Refused {
-            code: ErrorCode::BadEnrolment,
-            message: other.to_string(),
-        },
-    })?;
+    let conn = match handshake(addr, connecting).await {
+        Err(NetError::Unreachable { addr, detail }) => {
+            return Err(NetError::Unreachable { addr, detail })
+        }
+        Err(other) => {
+            return Err(NetError::Refused {
+                code: ErrorCode::BadEnrolment,
+                message: other.to_string(),
+            })
+        }
+        Ok(c) => c,
+    };
     let (send, recv) = conn
         .open_bi()
         .await
