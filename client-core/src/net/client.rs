@@ -135,6 +135,57 @@ pub async fn enrol(
     result
 }
 
+/// Ask the server who has accessed a case (for the person's copy). Runs its own short session on
+/// the connection: hello, welcome, request, answer.
+pub async fn fetch_access_log(
+    addr: &str,
+    conn: &quinn::Connection,
+    case: crate::CaseId,
+) -> Result<Vec<crate::sync::AccessEntry>, NetError> {
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| explain(addr, Some(conn), e))?;
+    let mut s = FramedStream::new(send, recv);
+    let hello = crate::sync::Hello {
+        version: PROTOCOL_VERSION,
+        software: format!("polyphony/{}", env!("CARGO_PKG_VERSION")),
+        live: false,
+    };
+    s.write_frames(&[Frame::Hello(hello), Frame::AccessLogRequest { case }])
+        .await
+        .map_err(|e| explain(addr, Some(conn), e))?;
+    loop {
+        match s
+            .read_frame()
+            .await
+            .map_err(|e| explain(addr, Some(conn), e))?
+        {
+            Some(Frame::Welcome(_)) => continue,
+            Some(Frame::AccessLog { case: c, entries }) if c == case => return Ok(entries),
+            Some(Frame::CaseRefused { refusal, .. }) | Some(Frame::Error(refusal)) => {
+                return Err(NetError::Refused {
+                    code: refusal.code,
+                    message: refusal.message,
+                })
+            }
+            Some(f) => {
+                return Err(NetError::Local(format!(
+                    "unexpected {} frame from the server",
+                    f.kind()
+                )))
+            }
+            None => {
+                return Err(explain(
+                    addr,
+                    Some(conn),
+                    "the server ended the session early",
+                ))
+            }
+        }
+    }
+}
+
 /// Run a session on a connection until it ends. Local changes arriving on `local` are pushed live.
 /// Returns the close code and message the session ended with.
 pub async fn drive(

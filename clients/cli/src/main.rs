@@ -87,6 +87,11 @@ enum Command {
     Sync(SyncArgs),
     /// What is not yet synced, per case, and how the last sync went.
     Status(StatusArgs),
+    /// Export a case: FHIR for the trust's record, the person's own copy (HTML or PDF), or
+    /// everything held about them (JSON).
+    Export(commands::export::ExportArgs),
+    /// The team's fidelity figures over the cases on this device (table, CSV or JSON).
+    Figures(commands::export::FiguresArgs),
 }
 
 fn main() -> ExitCode {
@@ -124,5 +129,7 @@ fn dispatch(
         Command::Resolve(a) => a.run(profile),
         Command::Sync(a) => a.run(profile),
         Command::Status(a) => a.run(profile),
+        Command::Export(a) => a.run(profile),
+        Command::Figures(a) => a.run(profile),
     }
 }

@@ -499,3 +499,59 @@ fn an_enrolment_code_enrols_one_device_only() {
     assert!(err.contains("already used"), "{err}");
     assert_eq!(second.status()["server"], Value::Null);
 }
+
+#[test]
+fn exports_carry_the_record_and_who_accessed_it() {
+    let (_server, d) = server_and_device();
+    let (case, _sam, _meeting) = case_with_a_meeting(&d);
+    d.ok(&["sync"]);
+    d.ok(&["case", "show", &case]);
+
+    // FHIR: a Bundle whose Patient carries the case's person.
+    let fhir: Value = serde_json::from_str(&d.ok(&["export", &case, "--format", "fhir"])).unwrap();
+    assert_eq!(fhir["resourceType"], "Bundle");
+    let kinds: Vec<&str> = fhir["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "Patient",
+        "RelatedPerson",
+        "Encounter",
+        "Composition",
+        "Provenance",
+        "AuditEvent",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+
+    // The person's copy lists the accesses from the server's audit log.
+    let html = d.ok(&["export", &case, "--format", "html"]);
+    assert!(html.contains("Jo Bloggs"), "the person's copy names them");
+    assert!(
+        html.contains("Alex Carer"),
+        "the access list names who read or wrote the record"
+    );
+
+    // PDF to a file.
+    let pdf = d.home().join("copy.pdf");
+    d.ok(&[
+        "export",
+        &case,
+        "--format",
+        "pdf",
+        "--out",
+        pdf.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF"));
+
+    // Subject access: everything, machine-readable.
+    let sar: Value = serde_json::from_str(&d.ok(&["export", &case, "--format", "json"])).unwrap();
+    assert!(sar.to_string().contains("Jo Bloggs"));
+
+    // Team figures as CSV: a row for the case.
+    let csv = d.ok(&["figures", "--csv"]);
+    assert!(csv.lines().count() >= 2, "{csv}");
+}

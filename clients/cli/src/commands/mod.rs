@@ -7,6 +7,7 @@ pub mod case;
 pub mod corrections;
 pub mod decision;
 pub mod enrol;
+pub mod export;
 pub mod meeting;
 pub mod network;
 pub mod notes;
