@@ -11,6 +11,7 @@
 //! - [`identity`]: keys, certificates, the borough CA and enrolment codes.
 //! - [`profile`]: a practitioner's device profile, tying the above together for the CLI and the app.
 
+pub mod export;
 pub mod identity;
 pub mod ids;
 pub mod model;

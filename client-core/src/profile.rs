@@ -26,6 +26,16 @@ const NS_PROFILE: &str = "profile";
 const NS_ACKED: &str = "acked";
 const NS_SYNC_STATE: &str = "sync_state";
 const LOG_READS: &str = "reads";
+const NS_ACCESSES: &str = "accesses";
+
+/// Who has accessed a case, as last fetched from the borough server's audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessList {
+    /// When it was fetched (RFC 3339).
+    pub fetched_at: String,
+    /// The accesses, oldest first.
+    pub entries: Vec<crate::export::Access>,
+}
 
 /// What can go wrong with the profile, in words a practitioner can act on.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +188,14 @@ pub struct Profile {
     device: DeviceId,
     enrolment: Option<Enrolment>,
     docs: HashMap<CaseId, AutoCommit>,
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn now_string() -> String {
@@ -430,6 +448,13 @@ impl Profile {
         Ok(r)
     }
 
+    /// A case for resolving ids and names inside the app (which member is "Ana", which entry an
+    /// id prefix means). Not audited, so never use it to show the record to a person: use
+    /// [`Profile::view`] for that.
+    pub fn lookup(&mut self, case: CaseId) -> Result<CaseView, ProfileError> {
+        self.view_unaudited(case)
+    }
+
     fn view_unaudited(&mut self, case: CaseId) -> Result<CaseView, ProfileError> {
         let doc = self.load(case)?.clone();
         Ok(CaseDoc::from_automerge(doc, None)?.view())
@@ -572,10 +597,10 @@ impl Profile {
     ) -> Result<SyncReport, ProfileError> {
         let result = self.sync_inner(progress).await;
         let (ok, message) = match &result {
-            Ok(r) if r.refused.is_empty() => (true, format!("synced {} cases", r.cases)),
+            Ok(r) if r.refused.is_empty() => (true, format!("synced {}", plural(r.cases, "case"))),
             Ok(r) => (
                 false,
-                format!("synced with {} cases refused", r.refused.len()),
+                format!("synced, but {} refused", plural(r.refused.len(), "case")),
             ),
             Err(e) => (false, e.to_string()),
         };
@@ -657,10 +682,67 @@ impl Profile {
         Ok(report)
     }
 
+    /// Fetch who has accessed a case from the server's audit log and keep it (encrypted) for the
+    /// person's copy. Reads still waiting on this device are listed too.
+    pub async fn fetch_accesses(&mut self, case: CaseId) -> Result<AccessList, ProfileError> {
+        let e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
+        let key = DeviceKey::from_pem(&e.key_pem).map_err(NetError::from)?;
+        let ca = hex::decode(&e.ca).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        let cert = hex::decode(&e.certificate).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        let (endpoint, conn) = net::connect(&e.server, &ca, &cert, &key).await?;
+        let result = net::fetch_access_log(&e.server, &conn, case).await;
+        conn.close(0u32.into(), b"");
+        endpoint.close(0u32.into(), b"");
+        let list = AccessList {
+            fetched_at: now_string(),
+            entries: result?
+                .into_iter()
+                .map(|a| crate::export::Access {
+                    at: a.at,
+                    who: a.who,
+                    device: a.device,
+                    what: a.what,
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&list).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        self.store
+            .put_meta(NS_ACCESSES, &case.to_string(), &bytes)?;
+        self.store.flush()?;
+        Ok(list)
+    }
+
+    /// The accesses last fetched for a case, plus this device's own reads not yet uploaded.
+    pub fn accesses(&self, case: CaseId) -> Result<Option<AccessList>, ProfileError> {
+        let Some(bytes) = self.store.get_meta(NS_ACCESSES, &case.to_string())? else {
+            return Ok(None);
+        };
+        let mut list: AccessList =
+            serde_json::from_slice(&bytes).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        let who = self
+            .enrolment
+            .as_ref()
+            .map(|e| e.practitioner_name.clone())
+            .unwrap_or_default();
+        for r in self.offline_reads()?.into_iter().filter(|r| r.case == case) {
+            list.entries.push(crate::export::Access {
+                at: r.at,
+                who: who.clone(),
+                device: Some(self.device.to_string()),
+                what: format!(
+                    "read on this device ({}), not yet sent to the server",
+                    r.what
+                ),
+            });
+        }
+        Ok(Some(list))
+    }
+
     fn forget_case(&mut self, case: CaseId) -> Result<(), ProfileError> {
         self.store.remove_case(&case)?;
         self.store.delete_meta(NS_ACKED, &case.to_string())?;
         self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
+        self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
         self.docs.remove(&case);
         Ok(())
     }

@@ -21,8 +21,8 @@ use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::{actor_for_device, schema};
 use polyphony_core::net::{write_frames, FramedStream, StreamError};
 use polyphony_core::sync::{
-    prepare, ApplyError, CaseGrant, CasePolicy, ErrorCode, Frame, Refusal, SessionMode, Welcome,
-    PROTOCOL_VERSION,
+    prepare, AccessEntry, ApplyError, CaseGrant, CasePolicy, ErrorCode, Frame, Refusal,
+    SessionMode, Welcome, PROTOCOL_VERSION,
 };
 use polyphony_core::{CaseId, TeamId};
 use tokio::sync::{broadcast, mpsc};
@@ -333,6 +333,11 @@ impl Session<'_> {
                     self.shared.storage.group.wrote(),
                     vec![Frame::ReadsSaved { through }],
                 ));
+                true
+            }
+            Frame::AccessLogRequest { case } => {
+                let frame = self.access_log(case);
+                let _ = self.out.send((0, vec![frame]));
                 true
             }
             Frame::Done => {
@@ -686,6 +691,88 @@ impl Session<'_> {
                 refusal: refusal(code, msg),
             }],
         )
+    }
+
+    /// Who has accessed a case, for the person's copy of their record. Only for a case this device
+    /// may read; the request itself is audited.
+    fn access_log(&self, case: CaseId) -> Frame {
+        if !matches!(self.access(&case), Access::Full(_)) {
+            return Frame::CaseRefused {
+                case,
+                refusal: refusal(
+                    ErrorCode::NotAvailable,
+                    format!("case {case} is not available to this device"),
+                ),
+            };
+        }
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::Read,
+            Some(case),
+            "access log sent to device",
+        );
+        let records = match self.shared.audit.entries(Some(case)) {
+            Ok(r) => r,
+            Err(e) => {
+                return Frame::CaseRefused {
+                    case,
+                    refusal: refusal(
+                        ErrorCode::Internal,
+                        format!("the audit log could not be read: {e}"),
+                    ),
+                }
+            }
+        };
+        let mut names: HashMap<polyphony_core::PractitionerId, String> = HashMap::new();
+        let entries = records
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    r.event.action,
+                    AuditAction::Read
+                        | AuditAction::Write
+                        | AuditAction::OfflineRead
+                        | AuditAction::CaseMoved
+                )
+            })
+            .map(|r| {
+                let (who, device) = match &r.event.actor {
+                    Actor::Device {
+                        device,
+                        practitioner,
+                    } => {
+                        let name = names.entry(*practitioner).or_insert_with(|| {
+                            self.shared
+                                .registry
+                                .practitioner(practitioner)
+                                .ok()
+                                .flatten()
+                                .map(|p| p.name)
+                                .unwrap_or_else(|| format!("practitioner {practitioner}"))
+                        });
+                        (name.clone(), Some(device.to_string()))
+                    }
+                    Actor::Admin => ("an administrator".to_string(), None),
+                    Actor::Server => ("the borough server".to_string(), None),
+                };
+                let what = match r.event.action {
+                    AuditAction::Read => format!("read ({})", r.event.detail),
+                    AuditAction::Write => format!("wrote ({})", r.event.detail),
+                    AuditAction::OfflineRead => {
+                        format!("read on a device while offline ({})", r.event.detail)
+                    }
+                    AuditAction::CaseMoved => format!("case moved ({})", r.event.detail),
+                    _ => r.event.detail.clone(),
+                };
+                AccessEntry {
+                    at: r.event.at,
+                    who,
+                    device,
+                    what,
+                }
+            })
+            .collect();
+        Frame::AccessLog { case, entries }
     }
 
     /// Another connection changed a case: send this device what it lacks (live push).

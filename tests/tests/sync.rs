@@ -342,3 +342,58 @@ impl ProfileDoc for TestDevice {
         Ok(automerge::AutoCommit::load(&bytes)?)
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_case_to_another_team_never_strands_a_devices_notes() -> Result<()> {
+    let (server, mut a, _b) = two_practitioners().await?;
+    server.team("South").await?;
+    server.practitioner("Jo", "South").await?;
+    let mut c = server.device("Jo").await?;
+    let case = a.profile.create_case(
+        NewCase {
+            name: "Maria Lopez".into(),
+            ..Default::default()
+        },
+        None,
+    )?;
+    let at = model::parse_datetime("at", "2026-03-14T10:30")?;
+    let meeting = a.profile.edit(case, |d| {
+        d.add_meeting(NewMeeting {
+            at,
+            place: Place::Home,
+            attendees: vec![],
+        })
+    })?;
+    a.sync().await?;
+
+    // Offline, Sam writes notes; meanwhile the case moves to South.
+    a.profile.edit(case, |d| {
+        d.append_text(&meeting, NoteKind::Notes, "Written on the home visit.")
+    })?;
+    server
+        .admin(polyphony_server::admin::AdminRequest::CaseMove {
+            case,
+            team: "South".into(),
+        })
+        .await?;
+    let report = a.sync().await?;
+    assert_eq!(
+        report.moved,
+        vec![case.to_string()],
+        "the device is told the case moved"
+    );
+    assert!(report.kept_unsynced.is_empty());
+    assert!(
+        a.profile.case_ids()?.is_empty(),
+        "the local copy goes only once everything is on the server"
+    );
+
+    // The new team has the notes written after the move.
+    c.sync().await?;
+    let v = c.profile.view(case, "test")?;
+    assert!(
+        v.meetings[0].notes.contains("Written on the home visit."),
+        "the notes were not stranded"
+    );
+    Ok(())
+}

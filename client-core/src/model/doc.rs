@@ -717,7 +717,14 @@ impl CaseDoc {
 
     /// Mark an action done (or not done).
     pub fn set_action_done(&mut self, action: &EntryId, done: bool) -> Result<(), ModelError> {
-        let (obj, _) = self.find_entry(action)?;
+        let (obj, kind) = self.find_entry(action)?;
+        if kind != "action" {
+            // Only actions have a `done` field: writing it elsewhere would break the record.
+            return Err(ModelError::UnknownEntry {
+                kind: "action",
+                id: action.to_string(),
+            });
+        }
         if self.in_error(&obj) {
             return Err(ModelError::EntryInError {
                 kind: "action",

@@ -29,7 +29,7 @@ pub fn encode_heads(heads: &[automerge::ChangeHash]) -> Vec<u8> {
 /// Decode heads stored by [`encode_heads`]; malformed input gives no heads (nothing acknowledged),
 /// which can only under-report what is synced, never over-report it.
 pub fn decode_heads(bytes: &[u8]) -> Vec<automerge::ChangeHash> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Vec::new();
     }
     bytes

@@ -1,0 +1,1106 @@
+//! The case as a FHIR R4 Bundle, for the trust's electronic record.
+//!
+//! The Bundle is of type `collection`: a case holds one Composition per meeting, and a FHIR
+//! `document` Bundle is built around exactly one Composition. Every entry's `fullUrl` is
+//! `urn:uuid:<id>` and every reference inside the Bundle points at one of those URNs, so the Bundle
+//! stands on its own and a receiving system can assign its own server ids.
+//!
+//! Ids are stable: a resource that stands for one record entry takes that entry's id (the
+//! EpisodeOfCare takes the case id, a RelatedPerson the network member's id, an Encounter the
+//! meeting's id, a CarePlan the decision's id, a Practitioner or Device its own id), and every
+//! other resource takes a name-based UUID derived from the entry it comes from. Exporting the same
+//! record twice gives the same Bundle, so the trust can recognise an update. The record's own id is
+//! also carried as an `identifier` (`urn:ietf:rfc:3986`, `urn:uuid:<id>`), which [`ids`] reads
+//! back.
+//!
+//! Resources are built as JSON (there is no maintained Rust FHIR crate for R4: `fhir-sdk` covers
+//! STU3, R4B and R5 only) and checked in the tests against HL7's R4 JSON schema. The mapping of
+//! every part of the record, including what has no FHIR home, is tabled in `docs/EXPORTS.md`.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{plain, Access, Names};
+use crate::model::format_instant;
+use crate::model::view::{AuthorView, CaseView, EntryMeta, ErrorMark};
+
+/// The NHS number identifier system.
+pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+/// The identifier system for ids that are URIs (here `urn:uuid:` of the record's own ids).
+pub const URI_SYSTEM: &str = "urn:ietf:rfc:3986";
+/// Where UK Core profiles live; a profile's canonical URL is this followed by its name.
+pub const UK_CORE: &str = "https://fhir.hl7.org.uk/StructureDefinition/";
+/// The FHIR core extension that records each stakeholder's acceptance of a Goal.
+pub const GOAL_ACCEPTANCE: &str = "http://hl7.org/fhir/StructureDefinition/goal-acceptance";
+
+const V3_ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+const V3_ROLE_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
+const V3_PARTICIPATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+const V3_DATA_OPERATION: &str = "http://terminology.hl7.org/CodeSystem/v3-DataOperation";
+const PROVENANCE_AGENT: &str = "http://terminology.hl7.org/CodeSystem/provenance-participant-type";
+const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+const XHTML: &str = "http://www.w3.org/1999/xhtml";
+
+/// The case as a FHIR R4 `collection` Bundle.
+///
+/// `accesses` are the reads the server audited (empty when the device has not synced); each
+/// becomes an AuditEvent.
+pub fn bundle(view: &CaseView, accesses: &[Access]) -> Value {
+    let mut b = Builder::new(view);
+    b.case();
+    b.network();
+    b.care_team();
+    b.meetings();
+    b.decisions();
+    b.accesses(accesses);
+    let case = rid(&view.case_id);
+    prune(json!({
+        "resourceType": "Bundle",
+        "id": derived(&case, "Bundle"),
+        "identifier": { "system": URI_SYSTEM, "value": urn(&derived(&case, "Bundle")) },
+        "type": "collection",
+        "entry": b.entries,
+    }))
+    .unwrap_or(Value::Null)
+}
+
+/// The record ids a Bundle carries: what an importer matches an earlier export by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleIds {
+    /// The case (from the EpisodeOfCare).
+    pub case: Option<String>,
+    /// Network members (from the RelatedPersons), in Bundle order.
+    pub members: Vec<String>,
+    /// Meetings (from the Encounters), in Bundle order.
+    pub meetings: Vec<String>,
+    /// Decisions (from the CarePlans), in Bundle order.
+    pub decisions: Vec<String>,
+}
+
+/// Why a Bundle could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum FhirError {
+    /// The JSON is not a FHIR Bundle of the shape this module writes.
+    #[error("this is not a FHIR Bundle that can be read back: {0}")]
+    NotABundle(#[from] serde_json::Error),
+}
+
+#[derive(Deserialize)]
+struct BundleIn {
+    #[serde(rename = "resourceType")]
+    resource_type: String,
+    #[serde(default)]
+    entry: Vec<EntryIn>,
+}
+
+#[derive(Deserialize)]
+struct EntryIn {
+    resource: ResourceIn,
+}
+
+#[derive(Deserialize)]
+struct ResourceIn {
+    #[serde(rename = "resourceType")]
+    resource_type: String,
+    #[serde(default)]
+    identifier: Vec<IdentifierIn>,
+}
+
+#[derive(Deserialize)]
+struct IdentifierIn {
+    system: Option<String>,
+    value: Option<String>,
+}
+
+/// Read the record's ids back out of a Bundle written by [`bundle`].
+pub fn ids(bundle: &Value) -> Result<BundleIds, FhirError> {
+    let b: BundleIn = serde_json::from_value(bundle.clone())?;
+    if b.resource_type != "Bundle" {
+        return Err(FhirError::NotABundle(serde::de::Error::custom(format!(
+            "its resourceType is {}",
+            b.resource_type
+        ))));
+    }
+    let mut out = BundleIds::default();
+    for e in b.entry {
+        let record_id = e.resource.identifier.iter().find_map(|i| {
+            (i.system.as_deref() == Some(URI_SYSTEM))
+                .then(|| i.value.as_deref()?.strip_prefix("urn:uuid:"))
+                .flatten()
+                .map(str::to_string)
+        });
+        let Some(id) = record_id else { continue };
+        match e.resource.resource_type.as_str() {
+            "EpisodeOfCare" => out.case = Some(id),
+            "RelatedPerson" => out.members.push(id),
+            "Encounter" => out.meetings.push(id),
+            "CarePlan" => out.decisions.push(id),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------ ids
+
+/// `urn:uuid:<id>`.
+fn urn(id: &str) -> String {
+    format!("urn:uuid:{id}")
+}
+
+/// A name-based UUID for a resource derived from a record entry (UUID version 8: the first 16
+/// bytes of SHA-256 over the entry id and the kind), so exports are reproducible.
+fn derived(seed: &str, kind: &str) -> String {
+    let digest = Sha256::digest(format!("polyphony-fhir\0{seed}\0{kind}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+/// A record id as a resource id: record ids are UUIDs already; anything else (a malformed
+/// record) is mapped to a derived UUID so the Bundle stays valid.
+fn rid(id: &str) -> String {
+    match uuid::Uuid::parse_str(id) {
+        Ok(u) => u.hyphenated().to_string(),
+        Err(_) => derived(id, "record-id"),
+    }
+}
+
+fn record_identifier(id: &str) -> Value {
+    json!([{ "system": URI_SYSTEM, "value": urn(&rid(id)) }])
+}
+
+fn profile(name: &str) -> Value {
+    json!({ "profile": [format!("{UK_CORE}UKCore-{name}")] })
+}
+
+fn reference(id: &str, display: impl Into<String>) -> Value {
+    json!({ "reference": urn(id), "display": display.into() })
+}
+
+/// An RFC 3339 time as a FHIR `instant` (which needs seconds and a zone), if it is one.
+fn instant(s: &str) -> Option<String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(format_instant)
+}
+
+fn coding(system: &str, code: &str, display: &str) -> Value {
+    json!({ "coding": [{ "system": system, "code": code, "display": display }] })
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A FHIR Narrative: one paragraph per line, escaped. `status` is `generated` when the narrative
+/// only restates the structured data and `additional` when it says more.
+fn narrative(status: &str, lines: &[String]) -> Value {
+    let body: String = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("<p>{}</p>", escape(l)))
+        .collect();
+    if body.is_empty() {
+        return Value::Null;
+    }
+    json!({ "status": status, "div": format!("<div xmlns=\"{XHTML}\">{body}</div>") })
+}
+
+/// Drop nulls, empty strings, empty arrays and empty objects: FHIR allows none of them, and
+/// building resources with `json!` over optional fields produces them.
+fn prune(v: Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::String(s) if s.trim().is_empty() => None,
+        Value::Array(a) => {
+            let a: Vec<Value> = a.into_iter().filter_map(prune).collect();
+            (!a.is_empty()).then_some(Value::Array(a))
+        }
+        Value::Object(o) => {
+            let o: Map<String, Value> = o
+                .into_iter()
+                .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                .collect();
+            (!o.is_empty()).then_some(Value::Object(o))
+        }
+        other => Some(other),
+    }
+}
+
+// ------------------------------------------------------------------------------- building
+
+struct Builder<'a> {
+    view: &'a CaseView,
+    names: Names,
+    entries: Vec<Value>,
+    full_urls: BTreeSet<String>,
+    patient: String,
+    episode: String,
+    care_team: String,
+    team: String,
+}
+
+impl<'a> Builder<'a> {
+    fn new(view: &'a CaseView) -> Self {
+        let case = rid(&view.case_id);
+        Builder {
+            view,
+            names: Names::of(view),
+            entries: Vec::new(),
+            full_urls: BTreeSet::new(),
+            patient: derived(&case, "Patient"),
+            care_team: derived(&case, "CareTeam"),
+            team: rid(&view.team_id),
+            episode: case,
+        }
+    }
+
+    /// Add a resource once (Practitioners and Devices are met many times).
+    fn add(&mut self, resource: Value) {
+        let Some(id) = resource.get("id").and_then(Value::as_str) else {
+            return;
+        };
+        let full_url = urn(id);
+        if self.full_urls.insert(full_url.clone()) {
+            if let Some(resource) = prune(resource) {
+                self.entries
+                    .push(json!({ "fullUrl": full_url, "resource": resource }));
+            }
+        }
+    }
+
+    fn patient_ref(&self) -> Value {
+        reference(&self.patient, self.view.person.name.clone())
+    }
+
+    fn practitioner_ref(&mut self, id: &str, name: &str) -> Value {
+        let pid = rid(id);
+        self.add(json!({
+            "resourceType": "Practitioner",
+            "id": pid,
+            "meta": profile("Practitioner"),
+            "identifier": record_identifier(id),
+            "name": [{ "text": name }],
+        }));
+        reference(&pid, name)
+    }
+
+    fn device_ref(&mut self, id: &str) -> Value {
+        let did = rid(id);
+        self.add(json!({
+            "resourceType": "Device",
+            "id": did,
+            "meta": profile("Device"),
+            "identifier": record_identifier(id),
+            "type": { "text": "Polyphony device (an enrolled laptop or tablet)" },
+        }));
+        reference(&did, "Polyphony device")
+    }
+
+    fn author_ref(&mut self, a: &AuthorView) -> Value {
+        let name = self.names.name(&format!("practitioner:{}", a.practitioner));
+        let name = if a.practitioner_name.is_empty() {
+            name
+        } else {
+            a.practitioner_name.clone()
+        };
+        self.practitioner_ref(&a.practitioner, &name)
+    }
+
+    /// A participant key as a Reference: the Patient, a RelatedPerson or a Practitioner.
+    fn participant_ref(&mut self, key: &str) -> Option<Value> {
+        if key == "person" {
+            return Some(self.patient_ref());
+        }
+        if let Some(id) = key.strip_prefix("member:") {
+            return self
+                .view
+                .network
+                .iter()
+                .any(|m| m.meta.id == id)
+                .then(|| reference(&rid(id), self.names.name(key)));
+        }
+        if let Some(id) = key.strip_prefix("practitioner:") {
+            let name = self.names.name(key);
+            return Some(self.practitioner_ref(id, &name));
+        }
+        None
+    }
+
+    /// A Provenance: who (practitioner, through which device) did what to which resources, when.
+    fn provenance(
+        &mut self,
+        seed: &str,
+        targets: Vec<Value>,
+        at: Option<&str>,
+        by: Option<&AuthorView>,
+        activity: (&str, &str),
+        reason: Option<String>,
+    ) {
+        let (Some(recorded), Some(by)) = (at.and_then(instant), by) else {
+            return;
+        };
+        let practitioner = self.author_ref(by);
+        let device = self.device_ref(&by.device);
+        self.add(json!({
+            "resourceType": "Provenance",
+            "id": derived(seed, "Provenance"),
+            "meta": profile("Provenance"),
+            "target": targets,
+            "recorded": recorded,
+            "activity": coding(V3_DATA_OPERATION, activity.0, activity.1),
+            "reason": reason.map(|r| json!([{ "text": r }])),
+            "agent": [
+                {
+                    "type": coding(PROVENANCE_AGENT, "author", "Author"),
+                    "who": practitioner,
+                },
+                { "who": device, "onBehalfOf": practitioner },
+            ],
+        }));
+    }
+
+    /// The Provenance of an entry's creation and, if it was marked entered in error, of that.
+    fn entry_provenance(&mut self, meta: &EntryMeta, targets: Vec<Value>, what: &str) {
+        self.provenance(
+            &format!("{}:create", meta.id),
+            targets.clone(),
+            meta.created_at.as_deref(),
+            meta.created_by.as_ref(),
+            ("CREATE", "create"),
+            None,
+        );
+        if let Some(mark) = &meta.entered_in_error {
+            self.nullify(&meta.id, targets, mark, what);
+        }
+    }
+
+    fn nullify(&mut self, id: &str, targets: Vec<Value>, mark: &ErrorMark, what: &str) {
+        self.provenance(
+            &format!("{id}:nullify"),
+            targets,
+            mark.at.as_deref(),
+            mark.by.as_ref(),
+            ("NULLIFY", "nullify"),
+            Some(format!("{what} entered in error: {}", mark.reason)),
+        );
+    }
+
+    // --------------------------------------------------------------------------- the case
+
+    fn case(&mut self) {
+        let v = self.view;
+        let p = &v.person;
+        let mut extra = Vec::new();
+        if let Some(pr) = &p.pronouns {
+            extra.push(format!("Pronouns: {pr}"));
+        }
+        if let Some(c) = &p.contact_preference {
+            extra.push(format!("How they want to be contacted: {c}"));
+        }
+        let mut names = vec![json!({ "use": "official", "text": p.name })];
+        if let Some(n) = p.preferred_name.as_ref().filter(|n| **n != p.name) {
+            names.push(json!({ "use": "usual", "text": n }));
+        }
+        self.add(json!({
+            "resourceType": "Patient",
+            "id": self.patient,
+            "meta": profile("Patient"),
+            "text": narrative("additional", &extra),
+            "identifier": p.nhs_number.as_ref().map(|n| json!([{ "system": NHS_NUMBER_SYSTEM, "value": n }])),
+            "name": names,
+            "telecom": [
+                p.phone.as_ref().map(|t| json!({ "system": "phone", "value": t })),
+                p.email.as_ref().map(|e| json!({ "system": "email", "value": e })),
+            ],
+            "birthDate": p.date_of_birth,
+            "address": p.address.as_ref().map(|a| json!([{ "text": a }])),
+        }));
+
+        self.add(json!({
+            "resourceType": "Organization",
+            "id": self.team,
+            "meta": profile("Organization"),
+            "identifier": record_identifier(&v.team_id),
+            "active": true,
+            "name": "Open Dialogue team",
+        }));
+
+        let tl = &v.timeline;
+        let mut lines = vec![
+            format!("Referral: {}", plain::datetime_or(&tl.referral)),
+            format!("First contact: {}", plain::datetime_or(&tl.first_contact)),
+            format!(
+                "First network meeting: {}",
+                plain::datetime_or(&tl.first_network_meeting)
+            ),
+        ];
+        if let Some(c) = &tl.closure {
+            lines.push(format!("Closure: {}", plain::datetime(c)));
+        }
+        for c in &v.conflicts {
+            let values: Vec<String> = c.values.iter().map(|x| x.value.clone()).collect();
+            lines.push(format!(
+                "Unresolved: '{}' holds more than one value ({}); the last is exported.",
+                c.field,
+                values.join(" / ")
+            ));
+        }
+        let episode = self.episode.clone();
+        self.add(json!({
+            "resourceType": "EpisodeOfCare",
+            "id": episode,
+            "meta": profile("EpisodeOfCare"),
+            "text": narrative("additional", &lines),
+            "identifier": record_identifier(&v.case_id),
+            "status": if tl.closure.is_some() { "finished" } else { "active" },
+            "type": [{ "text": "Open Dialogue" }],
+            "patient": self.patient_ref(),
+            "managingOrganization": reference(&self.team, "Open Dialogue team"),
+            "period": { "start": tl.referral, "end": tl.closure },
+            "team": [reference(&self.care_team, "Care team")],
+        }));
+        let targets = vec![reference(&episode, "Episode of care"), self.patient_ref()];
+        self.provenance(
+            &format!("{episode}:create"),
+            targets,
+            v.created_at.as_deref(),
+            v.created_by.as_ref(),
+            ("CREATE", "create"),
+            None,
+        );
+    }
+
+    // ------------------------------------------------------------------------ the network
+
+    fn network(&mut self) {
+        let v = self.view;
+        for m in &v.network {
+            let id = rid(&m.meta.id);
+            // The person's own words always; a code only where the broad role has an exact one.
+            let mut relationship = match m.role.as_str() {
+                "family" => coding(V3_ROLE_CODE, "FAMMEMB", "family member"),
+                "friend" => coding(V3_ROLE_CODE, "FRND", "unrelated friend"),
+                _ => json!({}),
+            };
+            relationship["text"] = json!(m.relationship);
+            self.add(json!({
+                "resourceType": "RelatedPerson",
+                "id": id,
+                "meta": profile("RelatedPerson"),
+                "text": narrative("additional", &[
+                    format!("In the network as: {} ({})", m.relationship, m.role),
+                    m.invited_by.as_ref().map(|i| format!("Invited by {}", self.names.describe(i))).unwrap_or_default(),
+                    m.meta.entered_in_error.as_ref().map(|e| format!("Entered in error: {}", e.reason)).unwrap_or_default(),
+                ]),
+                "identifier": record_identifier(&m.meta.id),
+                "active": m.left.is_none() && m.meta.entered_in_error.is_none(),
+                "patient": self.patient_ref(),
+                "relationship": [relationship],
+                "name": [{ "text": m.name }],
+                "telecom": [
+                    m.phone.as_ref().map(|t| json!({ "system": "phone", "value": t })),
+                    m.email.as_ref().map(|e| json!({ "system": "email", "value": e })),
+                ],
+                "period": { "start": m.joined, "end": m.left },
+            }));
+            let me = reference(&id, m.name.clone());
+            self.entry_provenance(&m.meta, vec![me.clone()], "network member");
+
+            // Consent to receive the record: one Consent per event; the latest is active.
+            let last = m.consent.len().saturating_sub(1);
+            for (i, c) in m.consent.iter().enumerate() {
+                let permit = c.state == "given";
+                self.add(json!({
+                    "resourceType": "Consent",
+                    "id": derived(&id, &format!("Consent-{i}")),
+                    "meta": profile("Consent"),
+                    "status": if i == last { "active" } else { "inactive" },
+                    "scope": coding("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy", "Privacy Consent"),
+                    "category": [coding("http://loinc.org", "59284-0", "Patient Consent")],
+                    "patient": self.patient_ref(),
+                    "dateTime": c.date,
+                    "performer": [self.patient_ref()],
+                    "organization": [reference(&self.team, "Open Dialogue team")],
+                    "policyRule": { "text": "Open Dialogue: the person chooses who in their network receives their record" },
+                    "provision": {
+                        "type": if permit { "permit" } else { "deny" },
+                        "actor": [{
+                            "role": coding(V3_PARTICIPATION, "IRCP", "information recipient"),
+                            "reference": me,
+                        }],
+                    },
+                }));
+            }
+        }
+    }
+
+    fn care_team(&mut self) {
+        let v = self.view;
+        let mut participants = Vec::new();
+        let ct = reference(&self.care_team, "Care team");
+        for c in &v.care_team {
+            if c.meta.entered_in_error.is_none() {
+                let member = self.practitioner_ref(&c.practitioner, &c.name);
+                let role = if c.role == "peer_support" {
+                    "peer support worker"
+                } else {
+                    "practitioner"
+                };
+                participants.push(json!({
+                    "role": [{ "text": role }],
+                    "member": member,
+                    "period": { "start": c.start, "end": c.end },
+                }));
+            }
+            self.entry_provenance(
+                &c.meta,
+                vec![ct.clone()],
+                &format!("care-team membership of {}", c.name),
+            );
+        }
+        self.add(json!({
+            "resourceType": "CareTeam",
+            "id": self.care_team,
+            "meta": profile("CareTeam"),
+            "status": if v.timeline.closure.is_some() { "inactive" } else { "active" },
+            "name": format!("Open Dialogue care team for {}", v.person.name),
+            "subject": self.patient_ref(),
+            "participant": participants,
+            "managingOrganization": [reference(&self.team, "Open Dialogue team")],
+        }));
+    }
+
+    // ------------------------------------------------------------------------- meetings
+
+    fn location_ref(&mut self, place: &str) -> Value {
+        let (name, kind) = match place {
+            "home" => (
+                "Where the person lives (or chose to be met)",
+                coding(V3_ROLE_CODE, "PTRES", "Patient's Residence"),
+            ),
+            "clinic" => ("Clinic", json!({ "text": "clinic" })),
+            "online" => ("Video call", json!({ "text": "video call" })),
+            "phone" => ("Telephone", json!({ "text": "telephone" })),
+            other => (other, json!({ "text": other })),
+        };
+        let id = derived(&self.episode, &format!("Location-{place}"));
+        self.add(json!({
+            "resourceType": "Location",
+            "id": id,
+            "meta": profile("Location"),
+            "status": "active",
+            "name": name,
+            "mode": "kind",
+            "type": [kind],
+        }));
+        reference(&id, name)
+    }
+
+    fn meetings(&mut self) {
+        let v = self.view;
+        for m in &v.meetings {
+            let id = rid(&m.meta.id);
+            let composition = derived(&id, "Composition");
+            let in_error = m.meta.entered_in_error.is_some();
+            let class = match m.place.as_str() {
+                "home" => ("HH", "home health"),
+                "online" | "phone" => ("VR", "virtual"),
+                _ => ("AMB", "ambulatory"),
+            };
+            let participants: Vec<Value> = m
+                .attendees
+                .iter()
+                .filter(|a| *a != "person")
+                .filter_map(|a| self.participant_ref(a))
+                .map(|r| {
+                    json!({
+                        "type": [coding(V3_PARTICIPATION, "PART", "Participation")],
+                        "individual": r,
+                    })
+                })
+                .collect();
+            let present: Vec<String> = m.attendees.iter().map(|a| self.names.describe(a)).collect();
+            let person_there = m.attendees.iter().any(|a| a == "person");
+            let location = self.location_ref(&m.place);
+            let title = format!("Network meeting on {}", plain::date_or(&m.at));
+            self.add(json!({
+                "resourceType": "Encounter",
+                "id": id,
+                "meta": profile("Encounter"),
+                "text": narrative("additional", &[
+                    format!("{title}, {}.", plain::place(&m.place)),
+                    format!("Present: {}.", present.join(", ")),
+                    if person_there { String::new() } else { format!("{} was not there.", self.names.person()) },
+                    m.next_meeting.as_ref().map(|n| format!("Next meeting: {}", plain::datetime(n))).unwrap_or_default(),
+                    m.meta.entered_in_error.as_ref().map(|e| format!("Entered in error: {}", e.reason)).unwrap_or_default(),
+                ]),
+                "identifier": record_identifier(&m.meta.id),
+                "status": if in_error { "entered-in-error" } else { "finished" },
+                "class": { "system": V3_ACT_CODE, "code": class.0, "display": class.1 },
+                "type": [{ "text": "Open Dialogue network meeting" }],
+                "subject": self.patient_ref(),
+                "episodeOfCare": [reference(&self.episode, "Episode of care")],
+                "participant": participants,
+                "period": { "start": m.at },
+                "location": [{ "location": location }],
+                "serviceProvider": reference(&self.team, "Open Dialogue team"),
+            }));
+
+            let mut attesters = Vec::new();
+            let mut readback_lines = Vec::new();
+            for r in &m.readback {
+                let who = self.names.describe(&r.participant);
+                match (r.response.as_str(), &r.words) {
+                    ("confirmed", _) => readback_lines.push(format!("{who} confirmed the notes.")),
+                    (_, Some(w)) => readback_lines.push(format!("{who} added: {w}")),
+                    (other, None) => readback_lines.push(format!("{who}: {other}")),
+                }
+                if r.response == "confirmed" {
+                    if let Some(party) = self.participant_ref(&r.participant) {
+                        let mode = if r.participant.starts_with("practitioner:") {
+                            "professional"
+                        } else {
+                            "personal"
+                        };
+                        attesters.push(json!({ "mode": mode, "time": r.at, "party": party }));
+                    }
+                }
+            }
+            let section = |title: &str, text: &str| {
+                let lines: Vec<String> = text.lines().map(str::to_string).collect();
+                json!({ "title": title, "text": narrative("generated", &lines) })
+            };
+            let sections: Vec<Value> = [
+                ("Notes", m.notes.as_str()),
+                ("Reflections", m.reflections.as_str()),
+                ("What was agreed", m.agreed.as_str()),
+                ("Read-back", readback_lines.join("\n").as_str()),
+            ]
+            .iter()
+            .filter(|(_, t)| !t.trim().is_empty())
+            .map(|(title, t)| section(title, t))
+            .collect();
+            let author = match &m.meta.created_by {
+                Some(a) => self.author_ref(a),
+                None => reference(&self.team, "Open Dialogue team"),
+            };
+            self.add(json!({
+                "resourceType": "Composition",
+                "id": composition,
+                "meta": profile("Composition"),
+                "status": if in_error { "entered-in-error" } else { "final" },
+                "type": {
+                    "coding": [{ "system": "http://loinc.org", "code": "11506-3", "display": "Progress note" }],
+                    "text": "Open Dialogue network meeting: notes and reflections",
+                },
+                "subject": self.patient_ref(),
+                "encounter": reference(&id, title.clone()),
+                "date": m.at.clone().or_else(|| m.meta.created_at.clone()),
+                "author": [author],
+                "title": title,
+                "attester": attesters,
+                "custodian": reference(&self.team, "Open Dialogue team"),
+                "section": sections,
+            }));
+
+            let targets = vec![
+                reference(&id, "Network meeting"),
+                reference(&composition, "Meeting notes"),
+            ];
+            self.entry_provenance(&m.meta, targets, "meeting");
+            for r in &m.readback {
+                self.provenance(
+                    &format!("{id}:readback:{}", r.participant),
+                    vec![reference(&composition, "Meeting notes")],
+                    r.at.as_deref(),
+                    r.recorded_by.as_ref(),
+                    ("UPDATE", "revise"),
+                    Some(format!(
+                        "read-back of {}",
+                        self.names.describe(&r.participant)
+                    )),
+                );
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------ decisions
+
+    fn decisions(&mut self) {
+        let v = self.view;
+        for d in &v.decisions {
+            let id = rid(&d.meta.id);
+            let goal = derived(&id, "Goal");
+            let in_error = d.meta.entered_in_error.is_some();
+            let (plan_status, goal_status) = if in_error {
+                ("entered-in-error", "entered-in-error")
+            } else {
+                match d.status.as_str() {
+                    "agreed" => ("active", "accepted"),
+                    "revisited" => ("on-hold", "on-hold"),
+                    "withdrawn" => ("revoked", "cancelled"),
+                    _ => ("draft", "proposed"),
+                }
+            };
+            let proposer = d
+                .proposed_by
+                .as_deref()
+                .and_then(|p| self.participant_ref(p));
+
+            let mut acceptance = Vec::new();
+            let mut words = Vec::new();
+            let mut contributors = Vec::new();
+            for p in &d.positions {
+                let Some(who) = self.participant_ref(&p.participant) else {
+                    continue;
+                };
+                let status = match p.stance.as_str() {
+                    "agree" => "agree",
+                    "disagree" => "disagree",
+                    _ => "pending",
+                };
+                acceptance.push(json!({
+                    "url": GOAL_ACCEPTANCE,
+                    "extension": [
+                        { "url": "individual", "valueReference": who },
+                        { "url": "status", "valueCode": status },
+                    ],
+                }));
+                if let Some(w) = &p.words {
+                    words.push(json!({ "authorReference": who, "time": p.at, "text": w }));
+                }
+                contributors.push(who);
+            }
+            self.add(json!({
+                "resourceType": "Goal",
+                "id": goal,
+                "extension": acceptance,
+                "lifecycleStatus": goal_status,
+                "description": { "text": d.text },
+                "subject": self.patient_ref(),
+                "expressedBy": proposer,
+                "note": words,
+            }));
+
+            let mut notes = Vec::new();
+            for s in &d.status_history {
+                let by = s.by.as_ref().map(|a| self.author_ref(a));
+                let text = match &s.note {
+                    Some(n) => format!("Status: {}. {n}", s.status),
+                    None => format!("Status: {}.", s.status),
+                };
+                notes.push(json!({ "authorReference": by, "time": s.at, "text": text }));
+            }
+            if d.agreed_without_person {
+                notes.push(json!({
+                    "text": "Warning: marked agreed, but the person's current position is not 'agree' (two offline edits merged).",
+                }));
+            }
+            if let Some(e) = &d.meta.entered_in_error {
+                notes.push(
+                    json!({ "text": format!("Entered in error: {}", e.reason), "time": e.at }),
+                );
+            }
+            let mut activities = Vec::new();
+            for a in &d.actions {
+                let performer = a.owner.as_deref().and_then(|o| self.participant_ref(o));
+                let status = if a.meta.entered_in_error.is_some() {
+                    "entered-in-error"
+                } else if a.done {
+                    "completed"
+                } else {
+                    "not-started"
+                };
+                activities.push(json!({
+                    "id": rid(&a.meta.id),
+                    "detail": {
+                        "status": status,
+                        "description": a.text,
+                        "performer": [performer],
+                        "scheduledPeriod": { "end": a.due },
+                    },
+                }));
+            }
+            self.add(json!({
+                "resourceType": "CarePlan",
+                "id": id,
+                "meta": profile("CarePlan"),
+                "identifier": record_identifier(&d.meta.id),
+                "status": plan_status,
+                "intent": "plan",
+                "title": "Decision made with the network",
+                "description": d.text,
+                "subject": self.patient_ref(),
+                "created": d.meta.created_at,
+                "author": proposer,
+                "contributor": contributors,
+                "careTeam": [reference(&self.care_team, "Care team")],
+                "goal": [reference(&goal, d.text.clone())],
+                "activity": activities,
+                "note": notes,
+            }));
+
+            let plan_ref = reference(&id, "Decision");
+            let goal_ref = reference(&goal, "Decision (positions)");
+            self.entry_provenance(
+                &d.meta,
+                vec![plan_ref.clone(), goal_ref.clone()],
+                "decision",
+            );
+            for p in &d.positions {
+                self.provenance(
+                    &format!("{id}:position:{}", p.participant),
+                    vec![goal_ref.clone()],
+                    p.at.as_deref(),
+                    p.recorded_by.as_ref(),
+                    ("UPDATE", "revise"),
+                    Some(format!(
+                        "position of {}",
+                        self.names.describe(&p.participant)
+                    )),
+                );
+            }
+            // The first status is the proposal itself, covered by the creation's Provenance.
+            for (i, s) in d.status_history.iter().enumerate().skip(1) {
+                self.provenance(
+                    &format!("{id}:status:{i}"),
+                    vec![plan_ref.clone(), goal_ref.clone()],
+                    s.at.as_deref(),
+                    s.by.as_ref(),
+                    ("UPDATE", "revise"),
+                    Some(format!("status changed to {}", s.status)),
+                );
+            }
+            for a in &d.actions {
+                self.entry_provenance(
+                    &a.meta,
+                    vec![plan_ref.clone()],
+                    &format!("action '{}'", a.text),
+                );
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------- accesses
+
+    fn accesses(&mut self, accesses: &[Access]) {
+        for (i, a) in accesses.iter().enumerate() {
+            let Some(recorded) = instant(&a.at) else {
+                continue;
+            };
+            let device = a
+                .device
+                .as_deref()
+                .filter(|d| uuid::Uuid::parse_str(d).is_ok())
+                .map(|d| self.device_ref(d));
+            let mut agents = vec![json!({ "who": { "display": a.who }, "requestor": true })];
+            if let Some(d) = device {
+                agents.push(json!({ "type": { "text": "device" }, "who": d, "requestor": false }));
+            }
+            self.add(json!({
+                "resourceType": "AuditEvent",
+                "id": derived(&self.episode, &format!("AuditEvent-{i}-{}", a.at)),
+                "meta": profile("AuditEvent"),
+                "type": { "system": DICOM, "code": "110110", "display": "Patient Record" },
+                "action": "R",
+                "recorded": recorded,
+                "outcome": "0",
+                "agent": agents,
+                "source": { "observer": { "display": "Polyphony borough server audit log" } },
+                "entity": [
+                    { "what": reference(&self.episode, "Episode of care"), "description": a.what },
+                    { "what": self.patient_ref() },
+                ],
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::testcase::{accesses, rich_case};
+
+    fn resources<'a>(b: &'a Value, kind: &str) -> Vec<&'a Value> {
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .filter(|r| r["resourceType"] == kind)
+            .collect()
+    }
+
+    fn by_id<'a>(b: &'a Value, id: &str) -> &'a Value {
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no resource {id}"))
+    }
+
+    #[test]
+    fn export_fhir_bundle_has_every_part_of_the_case() {
+        let rich = rich_case();
+        let b = bundle(&rich.view, &accesses());
+        assert_eq!(b["resourceType"], "Bundle");
+        assert_eq!(b["type"], "collection");
+        let patient = resources(&b, "Patient")[0];
+        assert_eq!(patient["identifier"][0]["system"], NHS_NUMBER_SYSTEM);
+        assert_eq!(patient["identifier"][0]["value"], "9991000003");
+        assert_eq!(
+            patient["meta"]["profile"][0],
+            "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"
+        );
+        assert_eq!(resources(&b, "RelatedPerson").len(), 3);
+        assert_eq!(resources(&b, "Encounter").len(), 3);
+        assert_eq!(resources(&b, "Composition").len(), 3);
+        assert_eq!(resources(&b, "CarePlan").len(), 3);
+        assert_eq!(resources(&b, "Goal").len(), 3);
+        assert_eq!(resources(&b, "EpisodeOfCare").len(), 1);
+        assert_eq!(resources(&b, "CareTeam").len(), 1);
+        assert_eq!(resources(&b, "AuditEvent").len(), 2);
+        assert_eq!(resources(&b, "Practitioner").len(), 2);
+        assert_eq!(
+            resources(&b, "Device").len(),
+            3,
+            "Sam's, Kit's and the audited device"
+        );
+        assert!(resources(&b, "Provenance").len() > 15);
+        // Every fullUrl is the URN of its resource's id.
+        for e in b["entry"].as_array().unwrap() {
+            let id = e["resource"]["id"].as_str().unwrap();
+            assert_eq!(e["fullUrl"], format!("urn:uuid:{id}"));
+        }
+    }
+
+    #[test]
+    fn export_fhir_marks_entries_in_error_with_fhirs_own_status() {
+        let rich = rich_case();
+        let b = bundle(&rich.view, &[]);
+        let meeting = rich.wrong_meeting.to_string();
+        assert_eq!(by_id(&b, &meeting)["status"], "entered-in-error");
+        let comp = derived(&meeting, "Composition");
+        assert_eq!(by_id(&b, &comp)["status"], "entered-in-error");
+        let decision = rich.wrong_decision.to_string();
+        assert_eq!(by_id(&b, &decision)["status"], "entered-in-error");
+        assert_eq!(
+            by_id(&b, &derived(&decision, "Goal"))["lifecycleStatus"],
+            "entered-in-error"
+        );
+        let member = by_id(&b, &rich.wrong_member.to_string());
+        assert_eq!(member["active"], false);
+        // ...and a NULLIFY Provenance says who marked it, when and why.
+        let nullify: Vec<_> = resources(&b, "Provenance")
+            .into_iter()
+            .filter(|p| p["activity"]["coding"][0]["code"] == "NULLIFY")
+            .collect();
+        assert_eq!(nullify.len(), 3);
+        assert!(nullify.iter().any(|p| p["reason"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Recorded on the wrong case")));
+        // Live entries stay live.
+        assert_eq!(
+            by_id(&b, &rich.first_meeting.to_string())["status"],
+            "finished"
+        );
+        assert_eq!(by_id(&b, &rich.walking.to_string())["status"], "active");
+        assert_eq!(by_id(&b, &rich.withdrawn.to_string())["status"], "revoked");
+        assert_eq!(
+            by_id(&b, &rich.tom.to_string())["active"],
+            false,
+            "Tom left"
+        );
+        assert_eq!(by_id(&b, &rich.ana.to_string())["active"], true);
+    }
+
+    #[test]
+    fn export_fhir_keeps_every_position_and_the_read_back() {
+        let rich = rich_case();
+        let b = bundle(&rich.view, &[]);
+        let goal = by_id(&b, &derived(&rich.walking.to_string(), "Goal"));
+        let acceptance = goal["extension"].as_array().unwrap();
+        assert_eq!(acceptance.len(), 2);
+        let stance_of = |who: &str| {
+            acceptance
+                .iter()
+                .find(|e| e["extension"][0]["valueReference"]["reference"] == who)
+                .map(|e| e["extension"][1]["valueCode"].clone())
+        };
+        let ana = format!("urn:uuid:{}", rich.ana);
+        assert_eq!(stance_of(&ana), Some(json!("disagree")));
+        let words: Vec<&str> = goal["note"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["text"].as_str().unwrap())
+            .collect();
+        assert!(words.contains(&"Too soon, she is exhausted"));
+        assert!(words.contains(&"I want to be outside with people"));
+
+        let comp = by_id(&b, &derived(&rich.first_meeting.to_string(), "Composition"));
+        let attesters = comp["attester"].as_array().unwrap();
+        assert_eq!(
+            attesters.len(),
+            2,
+            "the person and Sam confirmed; Ana added words"
+        );
+        assert!(attesters.iter().any(|a| a["mode"] == "personal"));
+        assert!(attesters.iter().any(|a| a["mode"] == "professional"));
+        let text = comp.to_string();
+        assert!(text.contains("She walks every morning with me."));
+        assert!(
+            text.contains("&lt;script&gt;"),
+            "narrative is escaped XHTML"
+        );
+    }
+
+    #[test]
+    fn export_fhir_is_reproducible_and_ids_read_back() {
+        let rich = rich_case();
+        let audit = accesses();
+        let a = bundle(&rich.view, &audit);
+        let b = bundle(&rich.view, &audit);
+        assert!(a == b, "the same record exports to the same Bundle");
+        let got = ids(&a).unwrap();
+        assert_eq!(got.case.as_deref(), Some(rich.view.case_id.as_str()));
+        assert_eq!(got.members.len(), 3);
+        assert!(got.members.contains(&rich.ana.to_string()));
+        assert!(got.meetings.contains(&rich.second_meeting.to_string()));
+        assert!(got.decisions.contains(&rich.walking.to_string()));
+        assert!(ids(&json!({ "resourceType": "Patient" })).is_err());
+        assert!(ids(&json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn export_fhir_prunes_what_fhir_forbids() {
+        assert_eq!(
+            prune(json!({ "a": null, "b": "", "c": [], "d": {}, "e": [null, {"f": ""}], "g": 0 })),
+            Some(json!({ "g": 0 }))
+        );
+        assert_eq!(rid("not-a-uuid"), derived("not-a-uuid", "record-id"));
+        assert_eq!(instant("2026-03-14"), None);
+    }
+}

@@ -1,0 +1,337 @@
+//! The team's fidelity figures: one row per case and a team summary, as a text table for the CLI
+//! and the app, and as CSV for the team's own spreadsheets.
+//!
+//! The figures themselves are computed per case by [`CaseFigures`] (entries in error left out);
+//! this module only gathers them. What the team watches:
+//! - immediate help: hours from referral to the first network meeting (the aim is within 24 hours);
+//! - psychological continuity: the share of meetings with two or more practitioners, and with the
+//!   original pair;
+//! - the social network: network members per meeting;
+//! - meetings per episode (a case is one episode).
+
+use serde::{Deserialize, Serialize};
+
+use super::ExportError;
+use crate::model::CaseFigures;
+
+/// The aim for the first network meeting, in hours after referral.
+pub const FIRST_MEETING_AIM_HOURS: f64 = 24.0;
+
+/// What a row describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowScope {
+    /// One case.
+    Case,
+    /// The team: the mean of each figure over the cases that have it.
+    TeamMean,
+    /// The team: the median of each figure over the cases that have it.
+    TeamMedian,
+}
+
+/// One row of the figures table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// What the row describes.
+    pub scope: RowScope,
+    /// The case id, or "team".
+    pub label: String,
+    /// How many cases the row covers.
+    pub cases: usize,
+    /// Hours from referral to the first network meeting.
+    pub hours_to_first_meeting: Option<f64>,
+    /// Share (0 to 1) of cases whose first meeting was within 24 hours of referral (for a case
+    /// row, 1 or 0), over the cases where both times are known.
+    pub within_24_hours: Option<f64>,
+    /// Meetings in the episode.
+    pub meetings: Option<f64>,
+    /// Share of meetings with two or more practitioners.
+    pub two_or_more_practitioners: Option<f64>,
+    /// Share of meetings with the original pair.
+    pub original_pair: Option<f64>,
+    /// Network members per meeting.
+    pub network_members_per_meeting: Option<f64>,
+}
+
+fn within(hours: Option<f64>) -> Option<f64> {
+    hours.map(|h| {
+        if h <= FIRST_MEETING_AIM_HOURS {
+            1.0
+        } else {
+            0.0
+        }
+    })
+}
+
+fn case_row(f: &CaseFigures) -> Row {
+    Row {
+        scope: RowScope::Case,
+        label: f.case_id.clone(),
+        cases: 1,
+        hours_to_first_meeting: f.hours_referral_to_first_meeting,
+        within_24_hours: within(f.hours_referral_to_first_meeting),
+        meetings: Some(f.meetings as f64),
+        two_or_more_practitioners: f.share_two_or_more_practitioners,
+        original_pair: f.share_with_original_pair,
+        network_members_per_meeting: f.network_members_per_meeting,
+    }
+}
+
+fn mean(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+}
+
+fn median(xs: &[f64]) -> Option<f64> {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+fn summary(scope: RowScope, rows: &[Row], f: fn(&[f64]) -> Option<f64>) -> Row {
+    let col = |get: fn(&Row) -> Option<f64>| -> Option<f64> {
+        let xs: Vec<f64> = rows.iter().filter_map(get).collect();
+        f(&xs)
+    };
+    let within: Vec<f64> = rows.iter().filter_map(|r| r.within_24_hours).collect();
+    Row {
+        scope,
+        label: "team".into(),
+        cases: rows.len(),
+        hours_to_first_meeting: col(|r| r.hours_to_first_meeting),
+        // A share of cases either way: the median of 0s and 1s would say nothing.
+        within_24_hours: mean(&within),
+        meetings: col(|r| r.meetings),
+        two_or_more_practitioners: col(|r| r.two_or_more_practitioners),
+        original_pair: col(|r| r.original_pair),
+        network_members_per_meeting: col(|r| r.network_members_per_meeting),
+    }
+}
+
+/// One row per case, then the team's mean and median rows (also for an empty team, with nothing
+/// known).
+pub fn team_table(cases: &[CaseFigures]) -> Vec<Row> {
+    let mut rows: Vec<Row> = cases.iter().map(case_row).collect();
+    let team_mean = summary(RowScope::TeamMean, &rows, mean);
+    let team_median = summary(RowScope::TeamMedian, &rows, median);
+    rows.push(team_mean);
+    rows.push(team_median);
+    rows
+}
+
+const HEADERS: [&str; 9] = [
+    "scope",
+    "case",
+    "cases",
+    "hours_referral_to_first_meeting",
+    "first_meeting_within_24h",
+    "meetings",
+    "share_two_or_more_practitioners",
+    "share_with_original_pair",
+    "network_members_per_meeting",
+];
+
+fn scope_name(s: RowScope) -> &'static str {
+    match s {
+        RowScope::Case => "case",
+        RowScope::TeamMean => "team_mean",
+        RowScope::TeamMedian => "team_median",
+    }
+}
+
+fn num(x: Option<f64>, places: usize) -> String {
+    x.map(|x| format!("{x:.places$}")).unwrap_or_default()
+}
+
+/// The table as CSV: one header line, shares as fractions (0 to 1), unknown values empty.
+pub fn to_csv(rows: &[Row]) -> Result<String, ExportError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(HEADERS)?;
+    for r in rows {
+        w.write_record([
+            scope_name(r.scope).to_string(),
+            r.label.clone(),
+            r.cases.to_string(),
+            num(r.hours_to_first_meeting, 1),
+            num(r.within_24_hours, 3),
+            num(r.meetings, 1),
+            num(r.two_or_more_practitioners, 3),
+            num(r.original_pair, 3),
+            num(r.network_members_per_meeting, 2),
+        ])?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| ExportError::Csv(e.into_error().into()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|x| format!("{:.0}%", x * 100.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// One line of the text table: the first column left-aligned, numbers right-aligned.
+fn line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
+    let mut s = String::new();
+    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        let cell = cell.as_ref();
+        let pad = " ".repeat(w - cell.chars().count());
+        if i == 0 {
+            s.push_str(cell);
+            s.push_str(&pad);
+        } else {
+            s.push_str("  ");
+            s.push_str(&pad);
+            s.push_str(cell);
+        }
+    }
+    s.trim_end().to_string() + "\n"
+}
+
+/// The table as aligned text for a terminal. Case ids are shortened to their first 8 characters;
+/// the CSV keeps them whole.
+pub fn render_table(rows: &[Row]) -> String {
+    let head = [
+        "Case",
+        "Hours to 1st meeting",
+        "Within 24 h",
+        "Meetings",
+        "2+ practitioners",
+        "Original pair",
+        "Network per meeting",
+    ];
+    let body: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            let label = match r.scope {
+                RowScope::Case => r.label.chars().take(8).collect(),
+                RowScope::TeamMean => format!("Team mean ({} cases)", r.cases),
+                RowScope::TeamMedian => format!("Team median ({} cases)", r.cases),
+            };
+            let within = match (r.scope, r.within_24_hours) {
+                (RowScope::Case, Some(w)) => if w >= 1.0 { "yes" } else { "no" }.to_string(),
+                (_, w) => pct(w),
+            };
+            [
+                label,
+                r.hours_to_first_meeting
+                    .map(|h| format!("{h:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+                within,
+                r.meetings
+                    .map(|m| {
+                        if r.scope == RowScope::Case {
+                            format!("{m:.0}")
+                        } else {
+                            format!("{m:.1}")
+                        }
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                pct(r.two_or_more_practitioners),
+                pct(r.original_pair),
+                r.network_members_per_meeting
+                    .map(|n| format!("{n:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in &body {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let dashes: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    let rule = line(&dashes, &widths);
+    let mut out = line(&head, &widths);
+    out.push_str(&rule);
+    for (i, row) in body.iter().enumerate() {
+        let first_summary =
+            rows[i].scope != RowScope::Case && (i == 0 || rows[i - 1].scope == RowScope::Case);
+        if first_summary {
+            out.push_str(&rule);
+        }
+        out.push_str(&line(row, &widths));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::testcase::rich_case;
+
+    fn fig(id: &str, hours: Option<f64>, meetings: usize, two: Option<f64>) -> CaseFigures {
+        CaseFigures {
+            case_id: id.into(),
+            hours_referral_to_first_meeting: hours,
+            meetings,
+            share_two_or_more_practitioners: two,
+            share_with_original_pair: two,
+            network_members_per_meeting: Some(meetings as f64 / 2.0),
+        }
+    }
+
+    #[test]
+    fn export_figures_summarise_the_team() {
+        let rows = team_table(&[
+            fig("aaaaaaaa-1", Some(10.0), 4, Some(1.0)),
+            fig("bbbbbbbb-2", Some(30.0), 2, Some(0.5)),
+            fig("cccccccc-3", None, 0, None),
+            fig("dddddddd-4", Some(20.0), 6, Some(0.0)),
+        ]);
+        assert_eq!(rows.len(), 6);
+        let mean = &rows[4];
+        let median = &rows[5];
+        assert_eq!(mean.scope, RowScope::TeamMean);
+        assert_eq!(mean.cases, 4);
+        assert_eq!(mean.hours_to_first_meeting, Some(20.0));
+        assert_eq!(median.hours_to_first_meeting, Some(20.0));
+        let share = mean.within_24_hours.unwrap();
+        assert!((share - 2.0 / 3.0).abs() < 1e-9, "2 of the 3 known cases");
+        assert_eq!(mean.meetings, Some(3.0));
+        assert_eq!(median.meetings, Some(3.0));
+        assert_eq!(mean.two_or_more_practitioners, Some(0.5));
+        assert_eq!(rows[1].within_24_hours, Some(0.0));
+
+        let empty = team_table(&[]);
+        assert_eq!(empty.len(), 2);
+        assert_eq!(empty[0].hours_to_first_meeting, None);
+    }
+
+    #[test]
+    fn export_figures_as_csv_and_text() {
+        let rich = rich_case();
+        let f = CaseFigures::from_view(&rich.view);
+        assert_eq!(f.meetings, 2, "the meeting in error is left out");
+        assert_eq!(f.hours_referral_to_first_meeting, Some(19.5));
+        let rows = team_table(&[f, fig("x,\"quoted\"", Some(40.0), 1, None)]);
+        let csv = to_csv(&rows).unwrap();
+        let mut r = csv::Reader::from_reader(csv.as_bytes());
+        assert_eq!(r.headers().unwrap().len(), HEADERS.len());
+        let recs: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(recs.len(), 4);
+        assert_eq!(&recs[0][0], "case");
+        assert_eq!(&recs[0][3], "19.5");
+        assert_eq!(&recs[0][4], "1.000");
+        assert_eq!(&recs[1][1], "x,\"quoted\"", "labels are quoted, not split");
+        assert_eq!(&recs[1][6], "", "unknown is empty");
+        assert_eq!(&recs[2][0], "team_mean");
+        assert_eq!(&recs[2][4], "0.500");
+
+        let table = render_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("Case"));
+        assert!(table.contains("Team mean (2 cases)"));
+        assert!(table.contains("19.5"));
+        assert!(table.contains(" yes"));
+        assert!(table.contains(" 50%"));
+        let widths: Vec<usize> = lines.iter().map(|l| l.chars().count()).collect();
+        assert!(widths.iter().all(|w| *w <= widths[0] + 1), "{table}");
+    }
+}

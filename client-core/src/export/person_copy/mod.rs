@@ -1,0 +1,583 @@
+//! The person's own copy of their record: readable, printable, in plain language.
+//!
+//! The person has a right to see everything written about them, and in Open Dialogue most of it
+//! was written with them in the room. This copy is for reading at a kitchen table, not for a
+//! clinical system: headings are questions a person would ask ("Who is in María's network",
+//! "What we talked about on 14 March 2026", "What was decided, and what everyone thought"), dates
+//! are words, and everyone is named rather than numbered.
+//!
+//! The content is laid out once, as a list of [`Block`]s, and rendered twice: as self-contained
+//! HTML ([`html`]) and as PDF ([`pdf`]). So the two can never say different things.
+//!
+//! Entries marked entered in error are shown, struck through, followed by who marked them, when
+//! and why: hiding them would hide that the record was corrected.
+
+mod html;
+mod metrics;
+mod pdf;
+
+use super::{plain, Access, Names};
+use crate::model::view::{CaseView, EntryMeta, ErrorMark};
+
+/// The person's copy as one self-contained HTML page (inline CSS, no scripts, no external
+/// requests), with print styles so it prints cleanly.
+pub fn html(view: &CaseView, accesses: &[Access]) -> String {
+    html::render(&layout(view, accesses))
+}
+
+/// The person's copy as a PDF (A4, the PDF base font Helvetica, nothing embedded).
+///
+/// Characters outside Windows-1252 (the base fonts' character set) print as `?`: the HTML copy
+/// shows every character.
+pub fn pdf(view: &CaseView, accesses: &[Access]) -> Vec<u8> {
+    pdf::render(&layout(view, accesses))
+}
+
+/// How a block looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    /// The document title.
+    Title,
+    /// A part of the record.
+    Heading,
+    /// One entry: a meeting, a member, a decision.
+    Subheading,
+    /// Ordinary text; line breaks are kept.
+    Body,
+    /// Someone's own words.
+    Quote,
+    /// Who wrote it and when.
+    Small,
+    /// An entered-in-error note.
+    Error,
+}
+
+/// One paragraph of the copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Block {
+    pub style: Style,
+    /// A bold lead-in, e.g. "NHS number:".
+    pub label: Option<String>,
+    pub text: String,
+    /// Shown struck through (the entry was marked entered in error).
+    pub struck: bool,
+}
+
+/// The copy's content, in order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Layout {
+    pub title: String,
+    pub blocks: Vec<Block>,
+}
+
+impl Layout {
+    fn push(&mut self, style: Style, text: impl Into<String>, struck: bool) {
+        self.blocks.push(Block {
+            style,
+            label: None,
+            text: text.into(),
+            struck,
+        });
+    }
+
+    fn field(&mut self, label: &str, value: Option<&str>, struck: bool) {
+        if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
+            self.blocks.push(Block {
+                style: Style::Body,
+                label: Some(format!("{label}:")),
+                text: v.to_string(),
+                struck,
+            });
+        }
+    }
+
+    fn labelled(&mut self, style: Style, label: &str, text: impl Into<String>, struck: bool) {
+        self.blocks.push(Block {
+            style,
+            label: Some(label.to_string()),
+            text: text.into(),
+            struck,
+        });
+    }
+
+    fn error(&mut self, mark: &Option<ErrorMark>, what: &str) {
+        if let Some(m) = mark {
+            let by =
+                m.by.as_ref()
+                    .map(|a| a.practitioner_name.clone())
+                    .unwrap_or_else(|| "someone unknown".into());
+            self.push(
+                Style::Error,
+                format!(
+                    "This {what} was entered in error: {} ({by}, {}). It is kept so you can see the record was corrected.",
+                    m.reason,
+                    plain::datetime_or(&m.at)
+                ),
+                false,
+            );
+        }
+    }
+
+    fn written(&mut self, meta: &EntryMeta, struck: bool) {
+        if let Some(a) = &meta.created_by {
+            self.push(
+                Style::Small,
+                format!(
+                    "Written by {} on {}.",
+                    a.practitioner_name,
+                    plain::datetime_or(&meta.created_at)
+                ),
+                struck,
+            );
+        }
+    }
+}
+
+fn possessive(name: &str) -> String {
+    format!("{name}'s")
+}
+
+/// Lay out the whole copy.
+pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
+    let names = Names::of(view);
+    let who = names.person().to_string();
+    let mut l = Layout {
+        title: format!("{} record", possessive(&who)),
+        ..Default::default()
+    };
+    l.push(Style::Title, l.title.clone(), false);
+    l.push(
+        Style::Body,
+        format!(
+            "This is a copy of everything the Open Dialogue team has written down with {who} and the \
+             people {who} chose to bring. Nothing has been left out. Where something was written by \
+             mistake, it has not been deleted: it is crossed out, with who marked it, when and why. \
+             If anything here is wrong or missing, please tell the team."
+        ),
+        false,
+    );
+
+    about(&mut l, view);
+    network(&mut l, view, &names);
+    care_team(&mut l, view);
+    meetings(&mut l, view, &names);
+    decisions(&mut l, view, &names);
+    conflicts(&mut l, view);
+    access_list(&mut l, &who, accesses);
+    l
+}
+
+fn about(l: &mut Layout, v: &CaseView) {
+    let p = &v.person;
+    l.push(Style::Heading, format!("About {}", p.name), false);
+    l.field("Name", Some(&p.name), false);
+    l.field("Likes to be called", p.preferred_name.as_deref(), false);
+    l.field("Pronouns", p.pronouns.as_deref(), false);
+    l.field(
+        "Date of birth",
+        p.date_of_birth.as_deref().map(plain::date).as_deref(),
+        false,
+    );
+    l.field("NHS number", p.nhs_number.as_deref(), false);
+    l.field("Phone", p.phone.as_deref(), false);
+    l.field("Email", p.email.as_deref(), false);
+    l.field("Address", p.address.as_deref(), false);
+    l.field(
+        "How to get in touch",
+        p.contact_preference.as_deref(),
+        false,
+    );
+    let tl = &v.timeline;
+    let when = |s: &Option<String>| s.as_deref().map(plain::datetime);
+    l.field("Referred to the team", when(&tl.referral).as_deref(), false);
+    l.field("First contact", when(&tl.first_contact).as_deref(), false);
+    l.field(
+        "First network meeting",
+        when(&tl.first_network_meeting).as_deref(),
+        false,
+    );
+    l.field(
+        "Care with the team ended",
+        when(&tl.closure).as_deref(),
+        false,
+    );
+}
+
+fn network(l: &mut Layout, v: &CaseView, names: &Names) {
+    l.push(
+        Style::Heading,
+        format!("Who is in {} network", possessive(names.person())),
+        false,
+    );
+    if v.network.is_empty() {
+        l.push(Style::Body, "Nobody has been added yet.", false);
+    }
+    for m in &v.network {
+        let struck = m.meta.entered_in_error.is_some();
+        l.push(
+            Style::Subheading,
+            format!("{}, {}", m.name, m.relationship),
+            struck,
+        );
+        let mut since = format!("Part of the network since {}", plain::date_or(&m.joined));
+        if let Some(left) = &m.left {
+            since.push_str(&format!(", until {}", plain::date(left)));
+        }
+        since.push('.');
+        l.push(Style::Body, since, struck);
+        if let Some(by) = &m.invited_by {
+            l.push(
+                Style::Body,
+                format!("Invited by {}.", names.name(by)),
+                struck,
+            );
+        }
+        l.field("Phone", m.phone.as_deref(), struck);
+        l.field("Email", m.email.as_deref(), struck);
+        for c in &m.consent {
+            let what = if c.state == "given" {
+                format!("may receive the record from {}", plain::date_or(&c.date))
+            } else {
+                format!(
+                    "may no longer receive the record from {}",
+                    plain::date_or(&c.date)
+                )
+            };
+            l.push(Style::Body, format!("{} {what}.", m.name), struck);
+        }
+        l.written(&m.meta, struck);
+        l.error(&m.meta.entered_in_error, "person's place in the network");
+    }
+}
+
+fn care_team(l: &mut Layout, v: &CaseView) {
+    l.push(Style::Heading, "The team working with you", false);
+    if v.care_team.is_empty() {
+        l.push(Style::Body, "Nobody has been added yet.", false);
+    }
+    for c in &v.care_team {
+        let struck = c.meta.entered_in_error.is_some();
+        let role = if c.role == "peer_support" {
+            "peer support worker"
+        } else {
+            "practitioner"
+        };
+        let mut text = format!("{}, {role}, from {}", c.name, plain::date_or(&c.start));
+        if let Some(end) = &c.end {
+            text.push_str(&format!(" until {}", plain::date(end)));
+        }
+        text.push('.');
+        l.push(Style::Body, text, struck);
+        l.error(&c.meta.entered_in_error, "entry");
+    }
+}
+
+fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
+    l.push(Style::Heading, "Our meetings", false);
+    if v.meetings.is_empty() {
+        l.push(Style::Body, "There have been no meetings yet.", false);
+    }
+    for m in &v.meetings {
+        let struck = m.meta.entered_in_error.is_some();
+        l.push(
+            Style::Subheading,
+            format!("What we talked about on {}", plain::date_or(&m.at)),
+            struck,
+        );
+        let time =
+            m.at.as_deref()
+                .map(plain::datetime)
+                .and_then(|s| s.split_once(" at ").map(|(_, t)| format!(" at {t}")))
+                .unwrap_or_default();
+        let present: Vec<String> = names
+            .in_reading_order(m.attendees.iter().map(String::as_str))
+            .into_iter()
+            .map(|a| names.describe(a))
+            .collect();
+        l.push(
+            Style::Body,
+            format!(
+                "We met {}{time}. Present: {}.",
+                plain::place(&m.place),
+                if present.is_empty() {
+                    "not recorded".to_string()
+                } else {
+                    present.join(", ")
+                }
+            ),
+            struck,
+        );
+        for (label, text) in [
+            ("Notes", &m.notes),
+            (
+                "Reflections (what the practitioners said aloud about the meeting)",
+                &m.reflections,
+            ),
+            ("What was agreed", &m.agreed),
+        ] {
+            if !text.trim().is_empty() {
+                l.labelled(Style::Body, &format!("{label}:"), "", struck);
+                l.push(Style::Quote, text.trim_end(), struck);
+            }
+        }
+        let mut readback: Vec<_> = m.readback.iter().collect();
+        let order = names.in_reading_order(readback.iter().map(|r| r.participant.as_str()));
+        readback.sort_by_key(|r| order.iter().position(|k| *k == r.participant));
+        for r in readback {
+            let who = names.describe(&r.participant);
+            match &r.words {
+                Some(w) if r.response != "confirmed" => {
+                    l.push(
+                        Style::Body,
+                        format!("When the notes were read back, {who} added:"),
+                        struck,
+                    );
+                    l.push(Style::Quote, w.clone(), struck);
+                }
+                _ => l.push(
+                    Style::Body,
+                    format!("When the notes were read back, {who} said they were right."),
+                    struck,
+                ),
+            }
+        }
+        if let Some(n) = &m.next_meeting {
+            l.push(
+                Style::Body,
+                format!("Next meeting: {}.", plain::datetime(n)),
+                struck,
+            );
+        }
+        l.written(&m.meta, struck);
+        l.error(&m.meta.entered_in_error, "meeting");
+    }
+}
+
+fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
+    l.push(
+        Style::Heading,
+        "What was decided, and what everyone thought",
+        false,
+    );
+    if v.decisions.is_empty() {
+        l.push(Style::Body, "No decisions have been recorded yet.", false);
+    }
+    for d in &v.decisions {
+        let struck = d.meta.entered_in_error.is_some();
+        l.push(Style::Subheading, d.text.clone(), struck);
+        let by = d
+            .proposed_by
+            .as_deref()
+            .map(|p| format!("Suggested by {}. ", names.name(p)))
+            .unwrap_or_default();
+        l.push(
+            Style::Body,
+            format!(
+                "{by}Where it stands: {}.",
+                plain::decision_status(&d.status)
+            ),
+            struck,
+        );
+        if d.agreed_without_person {
+            l.push(
+                Style::Error,
+                format!(
+                    "Please note: this is marked agreed, but {} has not said they agree. The team will check with {}.",
+                    names.person(),
+                    names.person()
+                ),
+                false,
+            );
+        }
+        if d.positions.is_empty() {
+            l.push(Style::Body, "Nobody's view has been recorded yet.", struck);
+        }
+        let mut positions: Vec<_> = d.positions.iter().collect();
+        let order = names.in_reading_order(positions.iter().map(|p| p.participant.as_str()));
+        positions.sort_by_key(|p| order.iter().position(|k| *k == p.participant));
+        for p in positions {
+            let who = names.describe(&p.participant);
+            match &p.words {
+                Some(w) => {
+                    l.push(
+                        Style::Body,
+                        format!("{who} {}, and said:", plain::stance(&p.stance)),
+                        struck,
+                    );
+                    l.push(Style::Quote, w.clone(), struck);
+                }
+                None => l.push(
+                    Style::Body,
+                    format!("{who} {}.", plain::stance(&p.stance)),
+                    struck,
+                ),
+            }
+        }
+        for s in &d.status_history {
+            let by =
+                s.by.as_ref()
+                    .map(|a| format!(" (written down by {})", a.practitioner_name))
+                    .unwrap_or_default();
+            let note = s
+                .note
+                .as_ref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default();
+            l.push(
+                Style::Small,
+                format!(
+                    "{} on {}{by}{note}.",
+                    plain::status_event(&s.status),
+                    plain::datetime_or(&s.at)
+                ),
+                struck,
+            );
+        }
+        for a in &d.actions {
+            let a_struck = struck || a.meta.entered_in_error.is_some();
+            let owner = a
+                .owner
+                .as_deref()
+                .map(|o| format!(", {}", names.name(o)))
+                .unwrap_or_default();
+            let due = a
+                .due
+                .as_deref()
+                .map(|d| format!(", by {}", plain::date(d)))
+                .unwrap_or_default();
+            let done = if a.done { "done" } else { "not done yet" };
+            l.labelled(
+                Style::Body,
+                "To do:",
+                format!("{}{owner}{due} ({done}).", a.text),
+                a_struck,
+            );
+            l.error(&a.meta.entered_in_error, "thing to do");
+        }
+        l.written(&d.meta, struck);
+        l.error(&d.meta.entered_in_error, "decision");
+    }
+}
+
+fn conflicts(l: &mut Layout, v: &CaseView) {
+    if v.conflicts.is_empty() {
+        return;
+    }
+    l.push(Style::Heading, "Things the team still has to check", false);
+    l.push(
+        Style::Body,
+        "Two people wrote different things at the same time here. Both are kept until the team \
+         checks with you which is right.",
+        false,
+    );
+    for c in &v.conflicts {
+        let field = c
+            .field
+            .rsplit('.')
+            .next()
+            .unwrap_or(&c.field)
+            .replace('_', " ");
+        let values: Vec<String> = c
+            .values
+            .iter()
+            .map(|x| match &x.author {
+                Some(a) => format!("\"{}\" ({})", x.value, a.practitioner_name),
+                None => format!("\"{}\"", x.value),
+            })
+            .collect();
+        l.labelled(
+            Style::Body,
+            &format!("{field}:"),
+            values.join(" or "),
+            false,
+        );
+    }
+}
+
+fn access_list(l: &mut Layout, who: &str, accesses: &[Access]) {
+    l.push(
+        Style::Heading,
+        format!("Who has looked at {} record", possessive(who)),
+        false,
+    );
+    if accesses.is_empty() {
+        l.push(
+            Style::Body,
+            "This copy was made without the team server's list of who has looked at the record \
+             (the device it was made on had not synced). Ask the team for that list.",
+            false,
+        );
+    }
+    for a in accesses {
+        l.push(
+            Style::Body,
+            format!("{}: {} ({}).", plain::datetime(&a.at), a.who, a.what),
+            false,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::testcase::{accesses, rich_case};
+
+    #[test]
+    fn export_person_copy_html_is_plain_complete_and_escaped() {
+        let rich = rich_case();
+        let h = html(&rich.view, &accesses());
+        assert!(h.starts_with("<!DOCTYPE html>"));
+        for want in [
+            "Who is in María&#39;s network",
+            "What we talked about on 14 March 2026",
+            "What was decided, and what everyone thought",
+            "Ana Lopez (sister) disagrees, and said:",
+            "Too soon, she is exhausted",
+            "I want to be outside with people",
+            "María talked about not sleeping since February.",
+            "Kit: I noticed how much Ana carries.",
+            "She walks every morning with me.",
+            "9991000003",
+            "Dr Lee (duty psychiatrist)",
+            "Tom Reid may no longer receive the record from 20 March 2026.",
+        ] {
+            assert!(h.contains(want), "missing {want:?}");
+        }
+        assert!(!h.contains("<script>"), "notes are escaped");
+        assert!(h.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; worried"));
+        // Self-contained: no external requests of any kind.
+        for bad in ["http://", "https://", "src=", "<link", "@import", "url("] {
+            assert!(!h.contains(bad), "found {bad:?}");
+        }
+        assert!(h.contains("@media print"));
+    }
+
+    #[test]
+    fn export_person_copy_strikes_entries_in_error_and_says_why() {
+        let rich = rich_case();
+        let l = layout(&rich.view, &[]);
+        let struck: Vec<&Block> = l.blocks.iter().filter(|b| b.struck).collect();
+        assert!(struck.iter().any(|b| b.text.contains("Anna Lopes")));
+        assert!(struck
+            .iter()
+            .any(|b| b.text.contains("Notes for another person.")));
+        assert!(struck.iter().any(|b| b.text.contains("Move in with Tom")));
+        assert!(!struck.iter().any(|b| b.text.contains("Ana Lopez")));
+        let errors: Vec<&Block> = l
+            .blocks
+            .iter()
+            .filter(|b| b.style == Style::Error)
+            .collect();
+        assert_eq!(errors.len(), 3);
+        assert!(errors
+            .iter()
+            .any(|b| b.text.contains("Recorded on the wrong case (Kit Byrne,")));
+        let h = html::render(&l);
+        assert!(h.contains("<s>Notes for another person.</s>"));
+        assert!(h.contains("entered in error: Recorded on the wrong case"));
+        assert!(
+            h.contains("had not synced"),
+            "no accesses known is said plainly"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! A rich case for the export tests: every kind of entry, two practitioners writing on their own
+//! devices, disagreement in the person's network, entries in error, and text that must be escaped.
+
+use crate::model::view::CaseView;
+use crate::model::*;
+use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
+
+/// The ids a test needs to find things in the exports.
+pub(crate) struct Rich {
+    pub view: CaseView,
+    pub ana: EntryId,
+    pub tom: EntryId,
+    pub wrong_member: EntryId,
+    pub first_meeting: EntryId,
+    pub second_meeting: EntryId,
+    pub wrong_meeting: EntryId,
+    pub walking: EntryId,
+    pub withdrawn: EntryId,
+    pub wrong_decision: EntryId,
+}
+
+pub(crate) fn author(name: &str) -> Author {
+    Author {
+        practitioner: PractitionerId::random(),
+        practitioner_name: name.to_string(),
+        device: DeviceId::random(),
+    }
+}
+
+fn at(s: &str) -> Instant {
+    parse_datetime("at", s).expect("test datetime")
+}
+
+pub(crate) fn rich_case() -> Rich {
+    let sam = author("Sam Okafor");
+    let kit = author("Kit Byrne");
+    let mut case = CaseDoc::create(
+        CaseId::random(),
+        TeamId::random(),
+        NewCase {
+            name: "Maria Lopez".into(),
+            nhs_number: Some("9991000003".into()),
+            date_of_birth: Some("1990-05-02".into()),
+            referral: Some(at("2026-03-13T15:00")),
+        },
+        sam.clone(),
+    )
+    .expect("case");
+    case.set_person(PersonField::PreferredName, Some("María"))
+        .unwrap();
+    case.set_person(PersonField::Pronouns, Some("she/her"))
+        .unwrap();
+    case.set_person(PersonField::Phone, Some("07700 900123"))
+        .unwrap();
+    case.set_person(PersonField::Address, Some("1 Leaf Street, Hackney, E8 1AA"))
+        .unwrap();
+    case.set_timeline(TimelineField::FirstContact, at("2026-03-13T17:00"))
+        .unwrap();
+    case.set_timeline(TimelineField::FirstNetworkMeeting, at("2026-03-14T10:30"))
+        .unwrap();
+
+    let ana = case
+        .add_member(NewMember {
+            name: "Ana Lopez".into(),
+            relationship: "sister".into(),
+            role: Some(Role::Family),
+            phone: Some("07700 900456".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    case.record_consent(&ana, ConsentState::Given, None)
+        .unwrap();
+    let tom = case
+        .add_member(NewMember {
+            name: "Tom Reid".into(),
+            relationship: "friend from work".into(),
+            role: Some(Role::Friend),
+            ..Default::default()
+        })
+        .unwrap();
+    case.record_consent(&tom, ConsentState::Given, None)
+        .unwrap();
+    let wrong_member = case
+        .add_member(NewMember {
+            name: "Anna Lopes".into(),
+            relationship: "cousin".into(),
+            role: Some(Role::Family),
+            ..Default::default()
+        })
+        .unwrap();
+    case.mark_entered_in_error(&wrong_member, "Added to the wrong person's network")
+        .unwrap();
+
+    case.add_care_team(sam.practitioner, "Sam Okafor", CareRole::Practitioner, None)
+        .unwrap();
+    case.add_care_team(kit.practitioner, "Kit Byrne", CareRole::Practitioner, None)
+        .unwrap();
+
+    let p_sam = Participant::Practitioner(sam.practitioner);
+    let p_kit = Participant::Practitioner(kit.practitioner);
+    let first_meeting = case
+        .add_meeting(NewMeeting {
+            at: at("2026-03-14T10:30"),
+            place: Place::Home,
+            attendees: vec![Participant::Person, Participant::Member(ana), p_sam, p_kit],
+        })
+        .unwrap();
+    case.append_text(
+        &first_meeting,
+        NoteKind::Notes,
+        "María talked about not sleeping since February.\nAna said <script>alert('x')</script> & worried.",
+    )
+    .unwrap();
+    case.append_text(&first_meeting, NoteKind::Agreed, "We meet again on Monday.")
+        .unwrap();
+    case.record_readback(
+        &first_meeting,
+        Participant::Person,
+        ReadbackResponse::Confirmed,
+        None,
+    )
+    .unwrap();
+    case.record_readback(
+        &first_meeting,
+        Participant::Member(ana),
+        ReadbackResponse::AddedWords,
+        Some("She walks every morning with me."),
+    )
+    .unwrap();
+    case.record_readback(&first_meeting, p_sam, ReadbackResponse::Confirmed, None)
+        .unwrap();
+
+    let walking = case
+        .propose_decision("Try a walking group on Saturdays", Participant::Person)
+        .unwrap();
+    case.record_position(
+        &walking,
+        Participant::Member(ana),
+        Stance::Disagree,
+        Some("Too soon, she is exhausted"),
+    )
+    .unwrap();
+    case.record_position(
+        &walking,
+        Participant::Person,
+        Stance::Agree,
+        Some("I want to be outside with people"),
+    )
+    .unwrap();
+    case.set_decision_status(&walking, DecisionStatus::Agreed, Some("Ana's worry heard"))
+        .unwrap();
+    case.add_action(
+        &walking,
+        "Find a group near Hackney",
+        p_sam,
+        Some(parse_date("due", "2026-03-21").unwrap()),
+    )
+    .unwrap();
+    let withdrawn = case
+        .propose_decision("Ask the GP about sleeping tablets", p_sam)
+        .unwrap();
+    case.record_position(
+        &withdrawn,
+        Participant::Person,
+        Stance::Disagree,
+        Some("I don't want tablets"),
+    )
+    .unwrap();
+    case.set_decision_status(&withdrawn, DecisionStatus::Withdrawn, None)
+        .unwrap();
+    let wrong_decision = case
+        .propose_decision("Move in with Tom", Participant::Member(tom))
+        .unwrap();
+    case.mark_entered_in_error(&wrong_decision, "Misheard: nobody proposed this")
+        .unwrap();
+
+    // Kit writes the second meeting and the reflections on their own device.
+    let mut kits = CaseDoc::load(&case.save(), Some(kit.clone())).unwrap();
+    kits.append_text(
+        &first_meeting,
+        NoteKind::Reflections,
+        "Kit: I noticed how much Ana carries.\nSam: I heard hope in María's plan.",
+    )
+    .unwrap();
+    let second_meeting = kits
+        .add_meeting(NewMeeting {
+            at: at("2026-03-16T18:00"),
+            place: Place::Online,
+            attendees: vec![Participant::Person, Participant::Member(tom), p_kit],
+        })
+        .unwrap();
+    kits.append_text(
+        &second_meeting,
+        NoteKind::Notes,
+        "A short call; Tom joined.",
+    )
+    .unwrap();
+    let wrong_meeting = kits
+        .add_meeting(NewMeeting {
+            at: at("2026-03-17T09:00"),
+            place: Place::Clinic,
+            attendees: vec![Participant::Person, p_kit],
+        })
+        .unwrap();
+    kits.append_text(&wrong_meeting, NoteKind::Notes, "Notes for another person.")
+        .unwrap();
+    kits.mark_entered_in_error(&wrong_meeting, "Recorded on the wrong case")
+        .unwrap();
+    kits.member_leaves(&tom, Some(parse_date("left", "2026-03-20").unwrap()))
+        .unwrap();
+    kits.record_consent(
+        &tom,
+        ConsentState::Revoked,
+        Some(parse_date("on", "2026-03-20").unwrap()),
+    )
+    .unwrap();
+
+    Rich {
+        view: kits.view(),
+        ana,
+        tom,
+        wrong_member,
+        first_meeting,
+        second_meeting,
+        wrong_meeting,
+        walking,
+        withdrawn,
+        wrong_decision,
+    }
+}
+
+/// Accesses as the server's audit would report them.
+pub(crate) fn accesses() -> Vec<crate::export::Access> {
+    vec![
+        crate::export::Access {
+            at: "2026-03-15T09:12:00Z".into(),
+            who: "Sam Okafor".into(),
+            device: Some(DeviceId::random().to_string()),
+            what: "case show".into(),
+        },
+        crate::export::Access {
+            at: "2026-03-18T14:40:00Z".into(),
+            who: "Dr Lee (duty psychiatrist)".into(),
+            device: None,
+            what: "export".into(),
+        },
+    ]
+}
