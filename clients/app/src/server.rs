@@ -146,7 +146,7 @@ async fn status_json(
         .iter()
         .filter(|c| c.stale || c.refused.is_some())
     {
-        if let Ok(v) = app.peek(c.case) {
+        if let Ok(v) = app.peek(c.case).await {
             names.insert(c.case, v.person.name);
         }
     }

@@ -189,18 +189,14 @@ impl App {
             .unwrap_or(0)
     }
 
-    /// A case read straight from the store for a live refresh of a page that is already open.
+    /// A case for a live refresh of a page that is already open, and for naming people and cases
+    /// in messages.
     ///
-    /// Not audited: the page was audited when it was opened (`Profile::view`), and recording a read
-    /// for every refresh would fill the access log with noise. Wanted in client-core: a
-    /// `Profile::peek` doing exactly this.
-    pub fn peek(&self, case: CaseId) -> Result<CaseView, ProfileError> {
-        let chunks = self
-            .store
-            .load_chunks(&case)?
-            .ok_or_else(|| ProfileError::UnknownCase(case.to_string()))?;
-        let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
-        Ok(CaseDoc::load(&bytes, None)?.view())
+    /// Not audited (`Profile::lookup`): the page was audited when it was opened with
+    /// `Profile::view`, and recording a read for every refresh would fill the access log with
+    /// noise.
+    pub async fn peek(&self, case: CaseId) -> Result<CaseView, ProfileError> {
+        self.profile().await.lookup(case)
     }
 
     /// When `case` first had changes the server has not acknowledged (if it has any).

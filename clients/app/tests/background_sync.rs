@@ -46,6 +46,7 @@ fn link(app: &Arc<App>) -> Link {
 
 async fn notes(app: &Arc<App>, case: CaseId) -> Option<String> {
     app.peek(case)
+        .await
         .ok()
         .and_then(|v| v.meetings.first().map(|m| m.notes.clone()))
 }

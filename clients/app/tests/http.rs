@@ -363,7 +363,7 @@ async fn the_visit_from_case_to_decision() {
         ],
     )
     .await;
-    let v = h.app.peek(case.parse().unwrap()).unwrap();
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
     let sam = v
         .network
         .iter()

@@ -575,7 +575,7 @@ pub async fn poll_text(
     if q.since == Some(gen) {
         return Ok(Json(serde_json::json!({ "gen": gen, "changed": false })).into_response());
     }
-    let v = app.peek(case)?;
+    let v = app.peek(case).await?;
     let m = find_meeting(&v, &mid)?;
     let unsynced = app.overview().await.case(&case).map(|c| c.words());
     Ok(Json(serde_json::json!({
@@ -736,7 +736,7 @@ pub async fn readback_save(
                 .await
             {
                 Ok(()) => {
-                    let v = app.peek(case)?;
+                    let v = app.peek(case).await?;
                     return Ok(done(
                         &app,
                         &session,

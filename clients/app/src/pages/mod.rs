@@ -148,7 +148,7 @@ pub async fn render(app: &App, session: &SessionCtx, parts: PageParts<'_>) -> Re
         .iter()
         .filter(|c| c.stale || c.refused.is_some())
     {
-        if let Ok(v) = app.peek(c.case) {
+        if let Ok(v) = app.peek(c.case).await {
             names.insert(c.case, v.person.name);
         }
     }
