@@ -9,6 +9,12 @@
   var csrfMeta = document.querySelector('meta[name="csrf-token"]');
   var csrf = csrfMeta ? csrfMeta.getAttribute('content') : '';
 
+  // ---------------------------------------------------------------- error summary
+  // As the design system does: move focus to the summary so keyboard and screen reader users
+  // land on the list of problems, each linking to its field.
+  var summary = document.getElementById('error-summary');
+  if (summary) summary.focus();
+
   // ---------------------------------------------------------------- sync badge
   var badge = document.getElementById('sync-status');
   function refreshStatus() {

@@ -14,7 +14,7 @@ struct Args {
     /// The profile directory (the same one the `polyphony` command uses).
     #[arg(long, env = "POLYPHONY_HOME")]
     home: Option<PathBuf>,
-    /// A file holding the passphrase (otherwise POLYPHONY_PASSPHRASE is used).
+    /// A file holding the passphrase (otherwise POLYPHONY_PASSPHRASE, otherwise asked for).
     #[arg(long)]
     passphrase_file: Option<PathBuf>,
     /// Where to listen: a loopback address; port 0 picks a free one.
@@ -76,9 +76,18 @@ fn main() -> Result<()> {
             .with_context(|| format!("cannot read the passphrase file {}", f.display()))?
             .trim_end_matches(['\r', '\n'])
             .to_string(),
-        None => std::env::var("POLYPHONY_PASSPHRASE").map_err(|_| {
-            anyhow!("set POLYPHONY_PASSPHRASE (or pass --passphrase-file) to open the profile")
-        })?,
+        None => match std::env::var("POLYPHONY_PASSPHRASE") {
+            Ok(p) => p,
+            Err(_) if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                rpassword::prompt_password("Passphrase for this device's Polyphony profile: ")
+                    .context("cannot read the passphrase")?
+            }
+            Err(_) => {
+                return Err(anyhow!(
+                    "set POLYPHONY_PASSPHRASE (or pass --passphrase-file) to open the profile"
+                ))
+            }
+        },
     };
     let profile = Profile::open(&home, &passphrase)
         .with_context(|| format!("cannot open the profile in {}", home.display()))?;

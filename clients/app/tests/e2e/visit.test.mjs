@@ -131,6 +131,35 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await p.getByText('You were added to the care team').waitFor();
   });
 
+  await t.test('a member can be added with the keyboard alone', async () => {
+    const p = A.page;
+    await p.goto(`${robin.base}/case/${caseId}`);
+    // The first Tab reaches the skip link, which takes focus to the main content.
+    await p.keyboard.press('Tab');
+    assert.equal(await p.evaluate(() => document.activeElement.textContent.trim()), 'Skip to main content');
+    await p.goto(`${robin.base}/case/${caseId}/members/new`);
+    await p.locator('#member-name').focus();
+    await p.keyboard.type('Pat Green');
+    await p.keyboard.press('Tab');
+    await p.keyboard.type('neighbour who checks on me');
+    await p.keyboard.press('Tab'); // into the role radios (Family is checked)
+    await p.keyboard.press('ArrowDown'); // Friend
+    await p.keyboard.press('ArrowDown'); // Professional
+    await p.keyboard.press('ArrowDown'); // Peer
+    await p.keyboard.press('ArrowDown'); // Someone else
+    assert.equal(await p.evaluate(() => document.activeElement.value), 'other');
+    // The design system draws a radio's focus ring on its label's ::before.
+    const focusRing = await p.evaluate(() => {
+      const label = document.querySelector(`label[for="${document.activeElement.id}"]`);
+      return getComputedStyle(label, '::before').boxShadow;
+    });
+    assert.notEqual(focusRing, 'none', 'a focused control shows it');
+    await p.locator('#email').focus();
+    await p.keyboard.press('Enter');
+    await p.waitForURL(/#network$/);
+    assert.match(await p.locator('#network-list').textContent(), /Pat Green/);
+  });
+
   await t.test('Robin records a meeting with notes and reflections', async () => {
     const p = A.page;
     await p.goto(`${robin.base}/case/${caseId}/meetings/new`);
@@ -156,6 +185,10 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await p.goto(`${robin.base}${meetingUrl}`);
     assert.match(await p.inputValue('#notes'), /nights are the hardest/);
     await check(p, '06-meeting');
+    // The size of a tablet on a home visit.
+    await p.setViewportSize({ width: 768, height: 1024 });
+    await screenshot(p, '06b-meeting-tablet');
+    await p.setViewportSize({ width: 1200, height: 900 });
   });
 
   await t.test("Kim sees Robin's typing arrive, and Robin sees Kim's", async () => {
@@ -236,9 +269,9 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     const svg = p.locator('svg.app-ecomap__svg');
     await svg.waitFor();
     assert.equal(await p.locator('svg.app-ecomap__svg title').textContent(), 'Network of Alex Smith');
-    assert.equal(await p.locator('g.app-ecomap__node').count(), 3);
+    assert.equal(await p.locator('g.app-ecomap__node').count(), 4);
     assert.equal(await p.locator('line.app-ecomap__line--attended').count(), 2, 'Sam and Chris came');
-    assert.equal(await p.locator('line.app-ecomap__line--invited').count(), 1, 'the GP did not');
+    assert.equal(await p.locator('line.app-ecomap__line--invited').count(), 2, 'the GP and Pat did not');
     await check(p, '11-case-with-ecomap');
     await svg.screenshot({ path: `${(await import('./harness.mjs')).screenshotDir}/12-ecomap.png` });
 
@@ -254,7 +287,7 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     assert.match(await row.textContent(), /Dr Jo Patel/);
     assert.match(await row.textContent(), /Added to the wrong case/);
     assert.equal(await row.locator('s').first().textContent(), 'Dr Jo Patel');
-    assert.equal(await p.locator('g.app-ecomap__node').count(), 2);
+    assert.equal(await p.locator('g.app-ecomap__node').count(), 3);
   });
 
   await t.test('the network copy is plain and printable', async () => {
