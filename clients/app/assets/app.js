@@ -169,7 +169,7 @@
   if (hint && window.print) {
     var b = document.createElement('button');
     b.type = 'button';
-    b.className = 'nhsuk-button nhsuk-button--secondary';
+    b.className = 'nhsuk-button nhsuk-button--secondary app-print-button';
     b.textContent = 'Print this copy';
     b.addEventListener('click', function () { window.print(); });
     hint.parentNode.insertBefore(b, hint);

@@ -387,7 +387,10 @@ pub fn render_case(
                 m.at.as_deref()
                     .map(|t| dates::long_stored(t, offset))
                     .unwrap_or_else(|| "Date not recorded".into());
-            let who: Vec<String> = m.attendees.iter().map(|a| participant_name(v, a)).collect();
+            let who: Vec<String> = super::in_order(v, &m.attendees)
+                .iter()
+                .map(|a| participant_name(v, a))
+                .collect();
             let line = format!(
                 r#"<a href="/case/{id}/meeting/{mid}">{when}</a>, {place}. {who}"#,
                 mid = esc(&m.meta.id),

@@ -642,7 +642,7 @@ pub fn render_readback(
             r#"<p>No one is recorded as present. <a href="{base}#attendees-heading">Record who came</a> first.</p>"#
         );
     }
-    for (i, who) in m.attendees.iter().enumerate() {
+    for (i, who) in super::in_order(v, &m.attendees).iter().enumerate() {
         let name = participant_name(v, who);
         let existing = m.readback.iter().find(|r| &r.participant == who);
         let _ = write!(

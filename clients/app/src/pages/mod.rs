@@ -238,6 +238,26 @@ pub fn participant_name(v: &CaseView, key: &str) -> String {
     key.to_string()
 }
 
+/// Participant keys in the order people expect: the person, then their network, then
+/// practitioners, each by name.
+pub fn in_order(v: &CaseView, keys: &[String]) -> Vec<String> {
+    let mut k: Vec<(u8, String, String)> = keys
+        .iter()
+        .map(|key| {
+            let rank = if key == "person" {
+                0
+            } else if key.starts_with("member:") {
+                1
+            } else {
+                2
+            };
+            (rank, participant_name(v, key), key.clone())
+        })
+        .collect();
+    k.sort();
+    k.into_iter().map(|(_, _, key)| key).collect()
+}
+
 /// Everyone who can take part in a meeting or a decision: the person, current network members,
 /// the care team and the practitioner using this device. `(key, label)`.
 pub fn participants(v: &CaseView, me: Option<(&str, &str)>) -> Vec<(String, String)> {

@@ -87,7 +87,10 @@ pub fn render_copy(app: &App, v: &CaseView) -> String {
             m.at.as_deref()
                 .map(|t| dates::long_stored(t, offset))
                 .unwrap_or_else(|| "Date not recorded".into());
-        let who: Vec<String> = m.attendees.iter().map(|a| participant_name(v, a)).collect();
+        let who: Vec<String> = super::in_order(v, &m.attendees)
+            .iter()
+            .map(|a| participant_name(v, a))
+            .collect();
         let mut body = format!(
             "<h3>{}</h3><p>Who was there: {}.</p><h4>What was said</h4>{}<h4>What the team reflected</h4>{}<h4>What was agreed</h4>{}",
             esc(&when),
@@ -174,9 +177,9 @@ pub fn render_copy(app: &App, v: &CaseView) -> String {
                     .map(|x| format!(" by {}", dates::long_date(x)))
                     .unwrap_or_default();
                 format!(
-                    "<li>{} will {}{}{}</li>",
-                    esc(&who),
+                    "<li>{} ({}{}){}</li>",
                     esc(&a.text),
+                    esc(&who),
                     esc(&due),
                     if a.done { " (done)" } else { "" }
                 )
