@@ -92,12 +92,12 @@ impl Gate {
         &self.secret
     }
 
-    /// Accept only requests whose Host header names this port (set once the app is bound).
-    pub fn bind_port(&self, port: u16) {
-        let _ = self.hosts.set(vec![
-            format!("127.0.0.1:{port}"),
-            format!("localhost:{port}"),
-        ]);
+    /// Accept only requests whose Host header names the address the app is bound to (or
+    /// `localhost` with its port). Set once, when the app is bound.
+    pub fn bind(&self, addr: std::net::SocketAddr) {
+        let _ = self
+            .hosts
+            .set(vec![addr.to_string(), format!("localhost:{}", addr.port())]);
     }
 
     fn host_allowed(&self, headers: &HeaderMap) -> bool {

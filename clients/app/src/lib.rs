@@ -100,7 +100,7 @@ pub async fn start(config: Config, profile: Profile) -> Result<Running, AppError
     })?;
     let background = config.background_sync;
     let app = App::new(config, profile);
-    app.gate.bind_port(addr.port());
+    app.gate.bind(addr);
     let router = server::router(app.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {

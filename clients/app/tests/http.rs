@@ -266,7 +266,7 @@ async fn a_change_without_the_csrf_token_is_refused() {
 #[tokio::test]
 async fn requests_naming_another_host_are_refused() {
     let h = Harness::new().await;
-    h.app.gate.bind_port(4567);
+    h.app.gate.bind("127.0.0.1:4567".parse().unwrap());
     let rebound = send(
         &h.router,
         Request::get("/")
