@@ -87,6 +87,21 @@ fn point(angle_deg: f64, r: f64) -> (f64, f64) {
     (CX + r * a.cos(), CY + r * a.sin())
 }
 
+/// Where a sector's name goes: beyond the ring of members. The two side sectors (friends,
+/// others) have their members' labels at the height their name would take on the ring, so their
+/// names sit further out to the side instead.
+fn sector_label_at(sector: usize) -> (f64, f64) {
+    let angle = sector as f64 * 72.0;
+    match sector {
+        1 | 4 => {
+            let (_, y) = point(angle, RING);
+            let side = if sector == 1 { 1.0 } else { -1.0 };
+            (CX + side * 304.0, y + 5.0)
+        }
+        _ => point(angle, SECTOR_LABEL_R),
+    }
+}
+
 fn initials(name: &str) -> String {
     name.split_whitespace()
         .filter_map(|w| w.chars().next())
@@ -206,7 +221,7 @@ impl Ecomap {
                 s,
                 r#"<line class="app-ecomap__divider" x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}"/>"#
             );
-            let (lx, ly) = point(i as f64 * 72.0, SECTOR_LABEL_R);
+            let (lx, ly) = sector_label_at(i);
             let _ = write!(
                 s,
                 r#"<text class="app-ecomap__sector app-ecomap__sector--{role}" x="{lx:.1}" y="{ly:.1}" text-anchor="middle">{label}</text>"#
@@ -344,6 +359,15 @@ mod tests {
         assert!(svg.contains("Sam &lt;Lee&gt; (sister), has not come to a meeting yet"));
         assert!(!svg.contains("Wrong"));
         assert!(svg.contains("app-ecomap__line--invited"));
+    }
+
+    #[test]
+    fn sector_names_stay_inside_the_picture() {
+        for i in 0..SECTORS.len() {
+            let (x, y) = sector_label_at(i);
+            assert!((40.0..WIDTH - 40.0).contains(&x), "sector {i} at x {x}");
+            assert!((15.0..HEIGHT - 5.0).contains(&y), "sector {i} at y {y}");
+        }
     }
 
     #[test]
