@@ -269,6 +269,38 @@ async fn another_team_gets_no_trace_and_forged_or_invalid_changes_change_nothing
     b.sync().await?;
     let after = serde_json::to_string(&b.profile.view(case, "test")?)?;
     assert_eq!(before, after, "the stored case is unchanged");
+
+    // The audit log recorded the writes, the reads and every refusal for this case, and its chain
+    // verifies.
+    use polyphony_server::admin::AdminRequest;
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?;
+    let text = log.to_string();
+    for action in ["write", "read", "refused"] {
+        assert!(
+            text.contains(&format!("\"{action}\"")),
+            "audit has no {action} for the case: {text}"
+        );
+    }
+    assert!(
+        text.contains("not an enrolled device"),
+        "the forged change is in the audit log"
+    );
+    assert!(
+        text.contains("is not available to this device"),
+        "the other team's attempt is in the audit log"
+    );
+    let verified = server
+        .admin(AdminRequest::Audit {
+            case: None,
+            verify: true,
+        })
+        .await?;
+    assert!(verified["entries"].as_u64().unwrap_or(0) > 5, "{verified}");
     Ok(())
 }
 
@@ -395,5 +427,181 @@ async fn moving_a_case_to_another_team_never_strands_a_devices_notes() -> Result
         v.meetings[0].notes.contains("Written on the home visit."),
         "the notes were not stranded"
     );
+    Ok(())
+}
+
+/// A host for a live session: reports what arrives on a channel.
+struct LiveHost {
+    docs: BTreeMap<CaseId, automerge::AutoCommit>,
+    events: tokio::sync::mpsc::UnboundedSender<(CaseId, bool)>,
+}
+
+impl DocSet for LiveHost {
+    fn cases(&self) -> Vec<CaseId> {
+        self.docs.keys().copied().collect()
+    }
+    fn doc(&mut self, case: &CaseId) -> Option<&mut automerge::AutoCommit> {
+        self.docs.get_mut(case)
+    }
+    fn insert(&mut self, case: CaseId, doc: automerge::AutoCommit) {
+        self.docs.insert(case, doc);
+    }
+}
+
+impl SessionHost for LiveHost {
+    fn act(&mut self, action: &Action) -> Result<(), String> {
+        match action {
+            Action::Persist { case, .. } => {
+                // Report whether the live change carries Kit's words.
+                let doc = self.docs.get(case).cloned().unwrap();
+                let v = CaseDoc::from_automerge(doc, None)
+                    .map_err(|e| e.to_string())?
+                    .view();
+                let has = v
+                    .meetings
+                    .iter()
+                    .any(|m| m.notes.contains("typed while both were online"));
+                let _ = self.events.send((*case, has));
+            }
+            Action::Progress { settled, total } if settled == total => {
+                let _ = self.events.send((CaseId(uuid::Uuid::nil()), false));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_both_are_connected_a_change_reaches_the_other_device_without_a_manual_sync(
+) -> Result<()> {
+    let (server, mut a, mut b) = two_practitioners().await?;
+    let case = a.profile.create_case(
+        NewCase {
+            name: "Maria Lopez".into(),
+            ..Default::default()
+        },
+        None,
+    )?;
+    let at = model::parse_datetime("at", "2026-03-14T10:30")?;
+    let meeting = a.profile.edit(case, |d| {
+        d.add_meeting(NewMeeting {
+            at,
+            place: Place::Home,
+            attendees: vec![],
+        })
+    })?;
+    a.sync().await?;
+    b.sync().await?;
+
+    // Kit's device holds a live session open.
+    let e = b.profile.enrolment().unwrap().clone();
+    let key = DeviceKey::from_pem(&e.key_pem)?;
+    let (ep, conn) = net::connect(
+        &server.addr().to_string(),
+        &hex::decode(&e.ca)?,
+        &hex::decode(&e.certificate)?,
+        &key,
+    )
+    .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut host = LiveHost {
+        docs: BTreeMap::from([(case, b.profile.document(case)?)]),
+        events: tx,
+    };
+    let addr = server.addr().to_string();
+    let live = tokio::spawn(async move {
+        let mut session = ClientSession::new(true, vec![], BTreeMap::new());
+        let _ = net::drive(&addr, &conn, &mut session, &mut host, None).await;
+    });
+    // Wait until its first full sync has settled.
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some((c, _)) = rx.recv().await {
+            if c.0.is_nil() {
+                return true;
+            }
+        }
+        false
+    })
+    .await?;
+    assert!(settled);
+
+    // Sam types and syncs; Kit's open session receives it with no action of Kit's.
+    a.profile.edit(case, |d| {
+        d.append_text(&meeting, NoteKind::Notes, "typed while both were online")
+    })?;
+    a.sync().await?;
+    let pushed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some((c, has)) = rx.recv().await {
+            if c == case && has {
+                return true;
+            }
+        }
+        false
+    })
+    .await?;
+    assert!(pushed, "the change was pushed live to the connected device");
+    live.abort();
+    ep.close(0u32.into(), b"");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_laptop_that_changes_network_mid_sync_carries_on() -> Result<()> {
+    let (server, mut a, _b) = two_practitioners().await?;
+    let mut docs = BTreeMap::new();
+    for i in 0..150 {
+        let case = a.profile.create_case(
+            NewCase {
+                name: format!("Person {i}"),
+                ..Default::default()
+            },
+            None,
+        )?;
+        docs.insert(case, a.profile.document(case)?);
+    }
+    let e = a.profile.enrolment().unwrap().clone();
+    let key = DeviceKey::from_pem(&e.key_pem)?;
+    let (ep, conn) = net::connect(
+        &server.addr().to_string(),
+        &hex::decode(&e.ca)?,
+        &hex::decode(&e.certificate)?,
+        &key,
+    )
+    .await?;
+    let before = ep.local_addr()?;
+    let addr = server.addr().to_string();
+    let total = docs.len();
+    let sync = tokio::spawn(async move {
+        let mut host = RawHost {
+            docs,
+            refused: vec![],
+            acked: vec![],
+        };
+        let mut session = ClientSession::new(false, vec![], BTreeMap::new());
+        let end = net::drive(&addr, &conn, &mut session, &mut host, None).await;
+        (end, host)
+    });
+    // Mid-sync, the laptop moves to another network: a new socket, a new address.
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    assert!(
+        !sync.is_finished(),
+        "the move must happen mid-sync for this test to mean anything"
+    );
+    ep.rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+    let after = ep.local_addr()?;
+    assert_ne!(before.port(), after.port(), "the device's address changed");
+    let (end, host) = sync.await?;
+    let (code, _) = end?;
+    assert_eq!(
+        code,
+        ErrorCode::Done,
+        "the sync finished on the new address"
+    );
+    let mut acked = host.acked.clone();
+    acked.sort();
+    acked.dedup();
+    assert_eq!(acked.len(), total, "every case was acknowledged");
+    assert!(host.refused.is_empty());
     Ok(())
 }
