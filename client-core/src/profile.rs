@@ -664,11 +664,7 @@ impl Profile {
         &mut self,
         progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport, ProfileError> {
-        let e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
-        let key = DeviceKey::from_pem(&e.key_pem).map_err(NetError::from)?;
-        let ca = hex::decode(&e.ca).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
-        let cert = hex::decode(&e.certificate).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
-        let (endpoint, conn) = net::connect(&e.server, &ca, &cert, &key).await?;
+        let (e, endpoint, conn) = self.connect().await?;
         let mut states = BTreeMap::new();
         for (k, v) in self.store.scan_meta(NS_SYNC_STATE)? {
             if let (Ok(case), Ok(state)) = (k.parse::<CaseId>(), automerge::sync::State::decode(&v))
@@ -716,14 +712,22 @@ impl Profile {
         Ok(report)
     }
 
-    /// Fetch who has accessed a case from the server's audit log and keep it (encrypted) for the
-    /// person's copy. Reads still waiting on this device are listed too.
-    pub async fn fetch_accesses(&mut self, case: CaseId) -> Result<AccessList, ProfileError> {
+    /// Connect to the borough server with this device's certificate.
+    async fn connect(
+        &self,
+    ) -> Result<(Enrolment, quinn::Endpoint, quinn::Connection), ProfileError> {
         let e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
         let key = DeviceKey::from_pem(&e.key_pem).map_err(NetError::from)?;
         let ca = hex::decode(&e.ca).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
         let cert = hex::decode(&e.certificate).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
         let (endpoint, conn) = net::connect(&e.server, &ca, &cert, &key).await?;
+        Ok((e, endpoint, conn))
+    }
+
+    /// Fetch who has accessed a case from the server's audit log and keep it (encrypted) for the
+    /// person's copy. Reads still waiting on this device are listed too.
+    pub async fn fetch_accesses(&mut self, case: CaseId) -> Result<AccessList, ProfileError> {
+        let (e, endpoint, conn) = self.connect().await?;
         let result = net::fetch_access_log(&e.server, &conn, case).await;
         conn.close(0u32.into(), b"");
         endpoint.close(0u32.into(), b"");

@@ -5,16 +5,15 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use automerge::transaction::Transactable;
 use automerge::{ReadDoc, ROOT};
-use polyphony_core::identity::DeviceKey;
 use polyphony_core::model::{
     self, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant, PersonField, Place,
     Stance,
 };
-use polyphony_core::net::{self, SessionHost};
+use polyphony_core::net;
 use polyphony_core::profile::Enrolment;
-use polyphony_core::sync::{Action, ClientSession, DocSet, ErrorCode};
+use polyphony_core::sync::{Action, ClientSession, ErrorCode};
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
-use polyphony_e2e::{TestDevice, TestServer};
+use polyphony_e2e::{connect_as, run_session, TestDevice, TestHost, TestServer};
 
 async fn two_practitioners() -> Result<(TestServer, TestDevice, TestDevice)> {
     let server = TestServer::start().await?;
@@ -116,42 +115,12 @@ async fn two_devices_edit_the_same_case_offline_and_both_keep_both_edits() -> Re
     Ok(())
 }
 
-/// A raw session against the server with whatever documents the test wants to send.
-struct RawHost {
-    docs: BTreeMap<CaseId, automerge::AutoCommit>,
-    refused: Vec<(CaseId, ErrorCode)>,
-    acked: Vec<CaseId>,
-}
-
-impl DocSet for RawHost {
-    fn cases(&self) -> Vec<CaseId> {
-        self.docs.keys().copied().collect()
-    }
-    fn doc(&mut self, case: &CaseId) -> Option<&mut automerge::AutoCommit> {
-        self.docs.get_mut(case)
-    }
-    fn insert(&mut self, case: CaseId, doc: automerge::AutoCommit) {
-        self.docs.insert(case, doc);
-    }
-}
-
-impl SessionHost for RawHost {
-    fn act(&mut self, action: &Action) -> Result<(), String> {
-        match action {
-            Action::Refused { case, refusal } => self.refused.push((*case, refusal.code)),
-            Action::Acknowledged { case, .. } => self.acked.push(*case),
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
 /// Run a one-shot session as `device` with these documents.
 async fn raw_sync(
     server: &TestServer,
     device: &TestDevice,
     docs: BTreeMap<CaseId, automerge::AutoCommit>,
-) -> Result<RawHost> {
+) -> Result<TestHost> {
     raw_sync_as(server, device.profile.enrolment().expect("enrolled"), docs).await
 }
 
@@ -159,31 +128,12 @@ async fn raw_sync_as(
     server: &TestServer,
     e: &Enrolment,
     docs: BTreeMap<CaseId, automerge::AutoCommit>,
-) -> Result<RawHost> {
-    let key = DeviceKey::from_pem(&e.key_pem)?;
-    let (ep, conn) = net::connect(
-        &server.addr().to_string(),
-        &hex::decode(&e.ca)?,
-        &hex::decode(&e.certificate)?,
-        &key,
-    )
-    .await?;
-    let mut host = RawHost {
+) -> Result<TestHost> {
+    let host = TestHost {
         docs,
-        refused: vec![],
-        acked: vec![],
+        ..Default::default()
     };
-    let mut session = ClientSession::new(false, vec![], BTreeMap::new());
-    net::drive(
-        &server.addr().to_string(),
-        &conn,
-        &mut session,
-        &mut host,
-        None,
-    )
-    .await?;
-    ep.close(0u32.into(), b"");
-    Ok(host)
+    Ok(run_session(server.addr(), e, host, false).await?.1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,48 +380,6 @@ async fn moving_a_case_to_another_team_never_strands_a_devices_notes() -> Result
     Ok(())
 }
 
-/// A host for a live session: reports what arrives on a channel.
-struct LiveHost {
-    docs: BTreeMap<CaseId, automerge::AutoCommit>,
-    events: tokio::sync::mpsc::UnboundedSender<(CaseId, bool)>,
-}
-
-impl DocSet for LiveHost {
-    fn cases(&self) -> Vec<CaseId> {
-        self.docs.keys().copied().collect()
-    }
-    fn doc(&mut self, case: &CaseId) -> Option<&mut automerge::AutoCommit> {
-        self.docs.get_mut(case)
-    }
-    fn insert(&mut self, case: CaseId, doc: automerge::AutoCommit) {
-        self.docs.insert(case, doc);
-    }
-}
-
-impl SessionHost for LiveHost {
-    fn act(&mut self, action: &Action) -> Result<(), String> {
-        match action {
-            Action::Persist { case, .. } => {
-                // Report whether the live change carries Kit's words.
-                let doc = self.docs.get(case).cloned().unwrap();
-                let v = CaseDoc::from_automerge(doc, None)
-                    .map_err(|e| e.to_string())?
-                    .view();
-                let has = v
-                    .meetings
-                    .iter()
-                    .any(|m| m.notes.contains("typed while both were online"));
-                let _ = self.events.send((*case, has));
-            }
-            Action::Progress { settled, total } if settled == total => {
-                let _ = self.events.send((CaseId(uuid::Uuid::nil()), false));
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_both_are_connected_a_change_reaches_the_other_device_without_a_manual_sync(
 ) -> Result<()> {
@@ -496,28 +404,18 @@ async fn while_both_are_connected_a_change_reaches_the_other_device_without_a_ma
 
     // Kit's device holds a live session open.
     let e = b.profile.enrolment().unwrap().clone();
-    let key = DeviceKey::from_pem(&e.key_pem)?;
-    let (ep, conn) = net::connect(
-        &server.addr().to_string(),
-        &hex::decode(&e.ca)?,
-        &hex::decode(&e.certificate)?,
-        &key,
-    )
-    .await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut host = LiveHost {
+    let host = TestHost {
         docs: BTreeMap::from([(case, b.profile.document(case)?)]),
-        events: tx,
+        events: Some(tx),
+        ..Default::default()
     };
-    let addr = server.addr().to_string();
-    let live = tokio::spawn(async move {
-        let mut session = ClientSession::new(true, vec![], BTreeMap::new());
-        let _ = net::drive(&addr, &conn, &mut session, &mut host, None).await;
-    });
+    let addr = server.addr();
+    let live = tokio::spawn(async move { run_session(addr, &e, host, true).await });
     // Wait until its first full sync has settled.
     let settled = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while let Some((c, _)) = rx.recv().await {
-            if c.0.is_nil() {
+        while let Some((action, _)) = rx.recv().await {
+            if matches!(action, Action::Progress { settled, total } if settled == total) {
                 return true;
             }
         }
@@ -532,8 +430,12 @@ async fn while_both_are_connected_a_change_reaches_the_other_device_without_a_ma
     })?;
     a.sync().await?;
     let pushed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while let Some((c, has)) = rx.recv().await {
-            if c == case && has {
+        while let Some((action, doc)) = rx.recv().await {
+            let (Action::Persist { case: c, .. }, Some(doc)) = (action, doc) else {
+                continue;
+            };
+            let v = CaseDoc::from_automerge(doc, None).expect("valid").view();
+            if c == case && v.meetings[0].notes.contains("typed while both were online") {
                 return true;
             }
         }
@@ -542,7 +444,6 @@ async fn while_both_are_connected_a_change_reaches_the_other_device_without_a_ma
     .await?;
     assert!(pushed, "the change was pushed live to the connected device");
     live.abort();
-    ep.close(0u32.into(), b"");
     Ok(())
 }
 
@@ -561,22 +462,14 @@ async fn a_laptop_that_changes_network_mid_sync_carries_on() -> Result<()> {
         docs.insert(case, a.profile.document(case)?);
     }
     let e = a.profile.enrolment().unwrap().clone();
-    let key = DeviceKey::from_pem(&e.key_pem)?;
-    let (ep, conn) = net::connect(
-        &server.addr().to_string(),
-        &hex::decode(&e.ca)?,
-        &hex::decode(&e.certificate)?,
-        &key,
-    )
-    .await?;
+    let (ep, conn) = connect_as(server.addr(), &e).await?;
     let before = ep.local_addr()?;
     let addr = server.addr().to_string();
     let total = docs.len();
     let sync = tokio::spawn(async move {
-        let mut host = RawHost {
+        let mut host = TestHost {
             docs,
-            refused: vec![],
-            acked: vec![],
+            ..Default::default()
         };
         let mut session = ClientSession::new(false, vec![], BTreeMap::new());
         let end = net::drive(&addr, &conn, &mut session, &mut host, None).await;
