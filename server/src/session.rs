@@ -76,6 +76,7 @@ enum Access {
 /// The policy for changes arriving from this device for one case.
 struct ServerPolicy<'a> {
     case: CaseId,
+    /// The team the stored document names (None for a case not stored yet).
     team: Option<TeamId>,
     my_teams: &'a [TeamId],
     allowed: &'a HashSet<ActorId>,
@@ -111,6 +112,8 @@ struct Session<'a> {
     provisional: HashMap<CaseId, AutoCommit>,
     told_moved: HashSet<CaseId>,
     read_audited: HashSet<CaseId>,
+    /// Messages received per case since its document last changed (a bound against sync loops).
+    exchanges: HashMap<CaseId, (usize, Vec<automerge::ChangeHash>)>,
     allowed: HashMap<TeamId, HashSet<ActorId>>,
     out: mpsc::UnboundedSender<(u64, Vec<Frame>)>,
 }
@@ -265,6 +268,7 @@ pub async fn serve(
         provisional: HashMap::new(),
         told_moved: HashSet::new(),
         read_audited: HashSet::new(),
+        exchanges: HashMap::new(),
         allowed: HashMap::new(),
         out: out_tx,
     };
@@ -423,6 +427,33 @@ impl Session<'_> {
 
     /// Handle one sync message: returns the durability ticket and the frames to send after it.
     fn sync(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
+        let (ticket, frames) = self.sync_inner(case, message);
+        // Bound the exchanges a case may take without its document changing: a confused or hostile
+        // peer must not be able to keep the server ping-ponging (see MAX_MESSAGES_PER_CASE).
+        let heads = frames.iter().find_map(|f| match f {
+            Frame::Saved { heads, .. } => Some(heads.clone()),
+            _ => None,
+        });
+        let entry = self.exchanges.entry(case).or_default();
+        match heads {
+            Some(h) if h != entry.1 => *entry = (1, h),
+            _ => entry.0 += 1,
+        }
+        if entry.0 > 2 * polyphony_core::sync::MAX_MESSAGES_PER_CASE {
+            let msg = "the sync of this case did not settle; nothing was lost: sync again later"
+                .to_string();
+            return (
+                ticket,
+                vec![Frame::CaseRefused {
+                    case,
+                    refusal: refusal(ErrorCode::Internal, msg),
+                }],
+            );
+        }
+        (ticket, frames)
+    }
+
+    fn sync_inner(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
         let access = self.access(&case);
         let refuse = |s: &Self, code: ErrorCode, msg: String| {
             s.shared.audit(
@@ -606,6 +637,12 @@ impl Session<'_> {
         };
 
         let mut c = shared_case.lock().expect("case lock");
+        // The document's own team field must not change in a device's hands. (After an
+        // administrator moves a case, the registry, not this field, decides who may sync it.)
+        let policy = ServerPolicy {
+            team: schema::read_team_id(&c.doc),
+            ..policy
+        };
         let prepared = match prepare(&mut c.doc, &state, message, &policy) {
             Ok(p) => p,
             Err(e) => {

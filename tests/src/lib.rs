@@ -275,3 +275,86 @@ impl TestDevice {
         self.profile.home().to_path_buf()
     }
 }
+
+/// A session host for tests that drive raw sessions: holds documents in memory, records what the
+/// server refused and acknowledged, and forwards every action (with the case's document as it
+/// then stands) to `events` if set.
+#[derive(Default)]
+pub struct TestHost {
+    /// The documents offered to the server.
+    pub docs: std::collections::BTreeMap<polyphony_core::CaseId, automerge::AutoCommit>,
+    /// Cases refused, with the code.
+    pub refused: Vec<(polyphony_core::CaseId, polyphony_core::sync::ErrorCode)>,
+    /// Cases acknowledged (one entry per `Saved`).
+    pub acked: Vec<polyphony_core::CaseId>,
+    /// Where to forward actions, if anywhere.
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<(Action, Option<automerge::AutoCommit>)>>,
+}
+
+use polyphony_core::sync::Action;
+
+impl polyphony_core::sync::DocSet for TestHost {
+    fn cases(&self) -> Vec<polyphony_core::CaseId> {
+        self.docs.keys().copied().collect()
+    }
+    fn doc(&mut self, case: &polyphony_core::CaseId) -> Option<&mut automerge::AutoCommit> {
+        self.docs.get_mut(case)
+    }
+    fn insert(&mut self, case: polyphony_core::CaseId, doc: automerge::AutoCommit) {
+        self.docs.insert(case, doc);
+    }
+}
+
+impl polyphony_core::net::SessionHost for TestHost {
+    fn act(&mut self, action: &Action) -> std::result::Result<(), String> {
+        let case = match action {
+            Action::Refused { case, refusal } => {
+                self.refused.push((*case, refusal.code));
+                Some(*case)
+            }
+            Action::Acknowledged { case, .. } => {
+                self.acked.push(*case);
+                Some(*case)
+            }
+            Action::Persist { case, .. } | Action::Moved { case } => Some(*case),
+            _ => None,
+        };
+        if let Some(tx) = &self.events {
+            let doc = case.and_then(|c| self.docs.get(&c).cloned());
+            let _ = tx.send((action.clone(), doc));
+        }
+        Ok(())
+    }
+}
+
+/// Connect to a server with an enrolled device's identity (which may have been wiped since: an
+/// attacker's copy).
+pub async fn connect_as(
+    addr: SocketAddr,
+    e: &polyphony_core::profile::Enrolment,
+) -> Result<(quinn::Endpoint, quinn::Connection)> {
+    let key = polyphony_core::identity::DeviceKey::from_pem(&e.key_pem)?;
+    Ok(polyphony_core::net::connect(
+        &addr.to_string(),
+        &hex::decode(&e.ca)?,
+        &hex::decode(&e.certificate)?,
+        &key,
+    )
+    .await?)
+}
+
+/// Run one session (one-shot or live) as `e` with `host`'s documents until it ends.
+pub async fn run_session(
+    addr: SocketAddr,
+    e: &polyphony_core::profile::Enrolment,
+    mut host: TestHost,
+    live: bool,
+) -> Result<(polyphony_core::sync::ErrorCode, TestHost)> {
+    let (ep, conn) = connect_as(addr, e).await?;
+    let mut session = polyphony_core::sync::ClientSession::new(live, vec![], Default::default());
+    let end =
+        polyphony_core::net::drive(&addr.to_string(), &conn, &mut session, &mut host, None).await;
+    ep.close(0u32.into(), b"");
+    let (code, _) = end?;
+    Ok((code, host))
+}

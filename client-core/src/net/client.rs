@@ -49,10 +49,18 @@ pub async fn connect(
     cert_der: &[u8],
     key: &DeviceKey,
 ) -> Result<(quinn::Endpoint, quinn::Connection), NetError> {
-    let sock = resolve(addr).await?;
     let ca = rustls_pki_types::CertificateDer::from(ca_der.to_vec());
     let cert = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
     let cfg = identity::client_config(&ca, vec![cert], key.private_key_der())?;
+    dial(addr, cfg).await
+}
+
+/// Open a client endpoint and complete a handshake with the server at `addr`.
+async fn dial(
+    addr: &str,
+    cfg: quinn::ClientConfig,
+) -> Result<(quinn::Endpoint, quinn::Connection), NetError> {
+    let sock = resolve(addr).await?;
     let ep = endpoint()?;
     let connecting = ep
         .connect_with(cfg, sock, identity::SERVER_NAME)
@@ -73,18 +81,10 @@ pub async fn enrol(
     device_name: &str,
     key: &DeviceKey,
 ) -> Result<Enrolled, NetError> {
-    let sock = resolve(addr).await?;
     let cfg = identity::enrol_client_config(code.ca_fingerprint())?;
-    let ep = endpoint()?;
-    let connecting = ep
-        .connect_with(cfg, sock, identity::SERVER_NAME)
-        .map_err(|e| NetError::Unreachable {
-            addr: addr.to_string(),
-            detail: e.to_string(),
-        })?;
-    let conn = match handshake(addr, connecting).await {
-        Err(NetError::Unreachable { addr, detail }) => {
-            return Err(NetError::Unreachable { addr, detail })
+    let (ep, conn) = match dial(addr, cfg).await {
+        Err(e @ (NetError::Unreachable { .. } | NetError::BadAddress(_) | NetError::Local(_))) => {
+            return Err(e)
         }
         Err(other) => {
             return Err(NetError::Refused {

@@ -19,7 +19,7 @@ mod tests;
 
 pub use frame::*;
 pub use peer::{prepare, ApplyError, CasePolicy, Prepared};
-pub use session::{Action, ClientSession, DocSet};
+pub use session::{Action, ClientSession, DocSet, MAX_MESSAGES_PER_CASE};
 
 /// Encode heads for storage.
 pub fn encode_heads(heads: &[automerge::ChangeHash]) -> Vec<u8> {
