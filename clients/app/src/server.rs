@@ -16,7 +16,7 @@ use axum::{Extension, Router};
 
 use crate::auth::{self, SessionCtx};
 use crate::pages::{
-    case, caseload, conflicts, decision, enrol, entry, meeting, network, network_copy,
+    case, caseload, conflicts, decision, enrol, entry, exports, meeting, network, network_copy,
 };
 use crate::state::App;
 
@@ -89,6 +89,9 @@ pub fn router(app: Arc<App>) -> Router {
             get(conflicts::show).post(conflicts::resolve),
         )
         .route("/case/{id}/network-copy", get(network_copy::show))
+        .route("/case/{id}/export/{format}", get(exports::download))
+        .route("/figures", get(exports::show))
+        .route("/figures.csv", get(exports::csv))
         .route("/assets/{*path}", get(asset))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), auth::guard))

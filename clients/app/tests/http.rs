@@ -583,3 +583,54 @@ async fn changes_left_on_the_device_too_long_raise_a_warning() {
     let json: serde_json::Value = serde_json::from_str(&h.get("/status.json").await.body).unwrap();
     assert_eq!(json["stale"], 1);
 }
+
+#[tokio::test]
+async fn the_record_downloads_as_the_persons_copy_fhir_and_subject_access_and_the_figures_show() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    h.post(
+        &format!("/case/{case}/members"),
+        &[
+            ("name", "Sam Smith"),
+            ("relationship", "my sister"),
+            ("role", "family"),
+        ],
+    )
+    .await;
+
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(
+        page.body.contains(&format!("/case/{case}/export/pdf")),
+        "the case page offers the copies"
+    );
+
+    let html = h.get(&format!("/case/{case}/export/html")).await;
+    assert_eq!(html.status, StatusCode::OK);
+    assert!(html.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    assert!(html.body.contains("Alex Smith") && html.body.contains("Sam Smith"));
+
+    let pdf = h.get(&format!("/case/{case}/export/pdf")).await;
+    assert_eq!(pdf.headers[header::CONTENT_TYPE], "application/pdf");
+    assert!(pdf.body.starts_with("%PDF"));
+
+    let fhir: serde_json::Value =
+        serde_json::from_str(&h.get(&format!("/case/{case}/export/fhir")).await.body).unwrap();
+    assert_eq!(fhir["resourceType"], "Bundle");
+
+    let sar = h.get(&format!("/case/{case}/export/json")).await;
+    assert!(sar.body.contains("Sam Smith"));
+
+    assert_eq!(
+        h.get(&format!("/case/{case}/export/zip")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let figures = h.get("/figures").await;
+    assert_eq!(figures.status, StatusCode::OK);
+    assert!(figures.body.contains("Team figures") && figures.body.contains(&case));
+    let csv = h.get("/figures.csv").await;
+    assert!(csv.body.lines().count() >= 2, "{}", csv.body);
+}

@@ -249,7 +249,7 @@ pub fn render_case(
     );
     let _ = write!(
         s,
-        r#"<ul class="app-actions"><li><a class="nhsuk-button" href="/case/{id}/meetings/new" role="button" draggable="false">Record a meeting</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/decisions/new" role="button" draggable="false">Propose a decision</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/members/new" role="button" draggable="false">Add someone to the network</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/network-copy" role="button" draggable="false">Network copy to print</a></li></ul>"#
+        r#"<ul class="app-actions"><li><a class="nhsuk-button" href="/case/{id}/meetings/new" role="button" draggable="false">Record a meeting</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/decisions/new" role="button" draggable="false">Propose a decision</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/members/new" role="button" draggable="false">Add someone to the network</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/network-copy" role="button" draggable="false">Network copy to print</a></li></ul><h2 class="nhsuk-heading-s">Copies of the record</h2><ul class="nhsuk-list"><li><a href="/case/{id}/export/pdf" download>The person’s copy (PDF)</a></li><li><a href="/case/{id}/export/html" download>The person’s copy (web page)</a></li><li><a href="/case/{id}/export/json" download>Everything held about them (subject access, JSON)</a></li><li><a href="/case/{id}/export/fhir" download>For the trust’s record (FHIR)</a></li></ul>"#
     );
 
     // The person.

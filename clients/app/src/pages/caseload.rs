@@ -54,7 +54,7 @@ pub fn render_caseload(
     if enrolled {
         s.push_str(r#"<a class="nhsuk-button" href="/cases/new" draggable="false" role="button" data-module="nhsuk-button">Open a new case</a>"#);
     }
-    s.push_str(r#"<form method="get" action="/sync-now" class="app-inline-form"><button class="nhsuk-button nhsuk-button--secondary" type="submit">Sync now</button></form>"#);
+    s.push_str(r#"<form method="get" action="/sync-now" class="app-inline-form"><button class="nhsuk-button nhsuk-button--secondary" type="submit">Sync now</button></form><p><a href="/figures">Team figures</a></p>"#);
     if cases.is_empty() {
         s.push_str(r#"<p>There are no cases on this device yet. Open a new case, or sync to receive your team's cases.</p>"#);
         return s;

@@ -11,6 +11,7 @@ pub mod conflicts;
 pub mod decision;
 pub mod enrol;
 pub mod entry;
+pub mod exports;
 pub mod meeting;
 pub mod network;
 pub mod network_copy;
