@@ -45,6 +45,23 @@ impl Server {
     /// Open (or create) the data directory and start serving.
     pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         let opened = storage::open(&config)?;
+        Self::start_opened(config, opened).await
+    }
+
+    /// Start serving over a store the caller opened (see [`storage::open_store`]). A test seam: the
+    /// fault tests wrap the real store in one that fails on demand (a full disk).
+    pub async fn start_with_store(
+        config: ServerConfig,
+        store: Arc<dyn polyphony_core::store::Store>,
+    ) -> anyhow::Result<ServerHandle> {
+        let opened = storage::open_with_store(&config, store)?;
+        Self::start_opened(config, opened).await
+    }
+
+    async fn start_opened(
+        config: ServerConfig,
+        opened: storage::Opened,
+    ) -> anyhow::Result<ServerHandle> {
         let names: Vec<&str> = config
             .extra_server_names
             .iter()
