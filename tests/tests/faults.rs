@@ -5,15 +5,18 @@
 //! the suite takes in CI, not what the code can take.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use polyphony_core::model::validate_document;
-use polyphony_core::profile::SyncProgress;
+use automerge::ChangeHash;
+use polyphony_core::model::{validate_document, CaseDoc, NoteKind};
+use polyphony_core::profile::{Profile, SyncProgress};
 use polyphony_core::{CaseId, EntryId};
 use polyphony_e2e::{
     free_udp_port, report_figures, Impairment, LossyRelay, ServerProcess, TestDevice, TestServer,
-    SYNC_TIMEOUT,
+    PASSPHRASE, SYNC_TIMEOUT,
 };
 use polyphony_server::admin::AdminRequest;
 use rand::rngs::StdRng;
@@ -339,6 +342,207 @@ async fn server_killed_at_random_points_keeps_every_acknowledged_change() -> Res
             ("changes_on_server_at_end", final_acked),
             ("cases_reloaded_offline", stored.len() as u64),
             ("audit_records_verified", audit.entries),
+            ("changes_lost", 0),
+        ],
+    );
+    Ok(())
+}
+
+// ---- A device killed mid-save and mid-sync ----------------------------------------------------
+//
+// The device must be a separate process to be SIGKILLed. Rather than a separate binary, this test
+// binary re-runs itself selecting `client_child`, which works only when its environment says so
+// (in a normal run it returns at once), as the store's own crash tests do.
+
+const CHILD_HOME: &str = "POLYPHONY_CLIENT_CHILD_HOME";
+const CHILD_MODE: &str = "POLYPHONY_CLIENT_CHILD_MODE";
+const CHILD_START: &str = "POLYPHONY_CLIENT_CHILD_START";
+
+/// The device process: edits its cases (printing `saved CASE STEP HEADS` once each edit is on
+/// disk) and, in `sync` mode, syncs after every few edits (printing `syncing` first).
+#[test]
+fn client_child() {
+    let Some(home) = std::env::var_os(CHILD_HOME).map(std::path::PathBuf::from) else {
+        return;
+    };
+    let sync_mode = std::env::var(CHILD_MODE).as_deref() == Ok("sync");
+    let start: u64 = std::env::var(CHILD_START)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut profile = Profile::open(&home, PASSPHRASE).expect("the child opens the profile");
+    let cases = profile.case_ids().expect("cases");
+    let mut out = std::io::stdout().lock();
+    // Bounded, in case the parent dies without killing us.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for step in start..start + 100_000 {
+        if Instant::now() > deadline {
+            break;
+        }
+        let case = cases[step as usize % cases.len()];
+        let doc = profile.document(case).expect("document");
+        let view = CaseDoc::from_automerge(doc, None).expect("case").view();
+        let meeting: EntryId = view.meetings[0].meta.id.parse().expect("meeting id");
+        let mut heads = profile
+            .edit(case, |d| {
+                d.append_text(&meeting, NoteKind::Notes, &format!("child step {step}."))?;
+                Ok(d.heads())
+            })
+            .expect("edit");
+        heads.sort();
+        let heads: Vec<String> = heads.iter().map(|h| h.to_string()).collect();
+        // Only now, with the edit on disk, is it "saved".
+        writeln!(out, "saved {case} {step} {}", heads.join(",")).expect("stdout");
+        out.flush().expect("stdout");
+        if sync_mode && step % 3 == 2 {
+            writeln!(out, "syncing").expect("stdout");
+            out.flush().expect("stdout");
+            let _ = runtime.block_on(profile.sync(&mut |_| {}));
+            writeln!(out, "synced").expect("stdout");
+        }
+    }
+}
+
+/// One edit the child reported saved.
+struct ChildSaved {
+    case: CaseId,
+    step: u64,
+    heads: Vec<ChangeHash>,
+}
+
+fn parse_child_saved(line: &str) -> Option<ChildSaved> {
+    let mut words = line.strip_prefix("saved ")?.split_whitespace();
+    let case = words.next()?.parse().ok()?;
+    let step = words.next()?.parse().ok()?;
+    let heads = words
+        .next()?
+        .split(',')
+        .map(|h| h.parse().ok())
+        .collect::<Option<Vec<ChangeHash>>>()?;
+    Some(ChildSaved { case, step, heads })
+}
+
+/// Kills the child if the test fails first, so no device outlives the test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_killed_mid_save_or_mid_sync_keeps_its_work_and_converges() -> Result<()> {
+    /// Kill rounds; even rounds kill while editing, odd rounds while syncing (about a second each).
+    const ROUNDS: u64 = 12;
+    /// Cases on the device.
+    const CASES: usize = 6;
+    let mut rng = rng("client_kill_loop");
+    let server = TestServer::start().await?;
+    server.team("North").await?;
+    server.practitioner("Sam", "North").await?;
+    server.practitioner("Kit", "North").await?;
+    let mut device = server.device("Sam").await?;
+    let mut reader = server.device("Kit").await?;
+    for i in 0..CASES {
+        device.case_with_meeting(&format!("Person {i}"))?;
+    }
+    device.sync().await?;
+    let home = device.home();
+
+    let (mut kills, mut verified, mut syncs_started, mut completed) = (0u64, 0u64, 0u64, 0u64);
+    let mut unsynced_after_kill = 0u64;
+    for round in 0..ROUNDS {
+        let mid_sync = round % 2 == 1;
+        // Hand the store to the child: the profile must be closed here first (sled locks it).
+        let TestDevice { dir, profile } = device;
+        drop(profile);
+        let mut child = KillOnDrop(
+            Command::new(std::env::current_exe()?)
+                .args(["client_child", "--exact", "--nocapture", "--test-threads=1"])
+                .env(CHILD_HOME, &home)
+                .env(CHILD_MODE, if mid_sync { "sync" } else { "save" })
+                .env(CHILD_START, (round * 1_000_000).to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        let mut lines = BufReader::new(child.0.stdout.take().expect("piped"));
+        let mut saved: Vec<ChildSaved> = Vec::new();
+        let wanted = rng.random_range(1..=20);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            ensure!(
+                lines.read_line(&mut line)? > 0,
+                "the child exited early in round {round}"
+            );
+            if let Some(s) = parse_child_saved(&line) {
+                saved.push(s);
+            }
+            if mid_sync && line.starts_with("syncing") {
+                syncs_started += 1;
+                // Somewhere inside the sync: connecting, trading messages, persisting.
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+                break;
+            }
+            if !mid_sync && saved.len() >= wanted {
+                // Somewhere inside the next edit's write.
+                std::thread::sleep(Duration::from_micros(rng.random_range(0..3_000)));
+                break;
+            }
+        }
+        child.0.kill()?;
+        child.0.wait()?;
+        kills += 1;
+        // Whatever it printed before dying was saved too; a torn last line was not.
+        let mut rest = String::new();
+        lines.read_to_string(&mut rest)?;
+        saved.extend(
+            rest.split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .filter_map(parse_child_saved),
+        );
+
+        // The store reopens, with every saved edit in it.
+        let profile = Profile::open(&home, PASSPHRASE)?;
+        device = TestDevice { dir, profile };
+        for s in &saved {
+            let mut doc = device.profile.document(s.case)?;
+            for h in &s.heads {
+                ensure!(
+                    doc.get_change_by_hash(h).is_some(),
+                    "round {round}: step {} saved but lost after SIGKILL",
+                    s.step
+                );
+            }
+            let notes = device.peek(s.case)?.meetings[0].notes.clone();
+            ensure!(notes.contains(&format!("child step {}.", s.step)));
+            verified += 1;
+        }
+        for case in device.profile.case_ids()? {
+            unsynced_after_kill += device.profile.unsynced(case)? as u64;
+        }
+        // And the next sync converges.
+        device.sync().await?;
+        reader.sync().await?;
+        completed += 2;
+        assert_converged(&mut device, &mut reader).await?;
+    }
+    report_figures(
+        "client_kill_loop",
+        &[
+            ("sigkills", kills),
+            ("killed_mid_sync", syncs_started),
+            ("saved_edits_verified_after_kill", verified),
+            ("unsynced_changes_kept_across_kills", unsynced_after_kill),
+            ("syncs_completed", completed),
             ("changes_lost", 0),
         ],
     );
