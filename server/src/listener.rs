@@ -353,15 +353,14 @@ async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection)
     };
     // The device must be durably registered before it is told it is enrolled.
     let ticket = shared.storage.group.wrote();
-    if let Err(e) = shared.storage.group.durable(ticket).await {
-        let _ = stream
-            .write_frames(&[refuse(
-                ErrorCode::StorageFailed,
-                format!("the server could not save the enrolment: {e}"),
-            )])
-            .await;
-        return;
-    }
+    let reply = match shared.storage.group.durable(ticket).await {
+        Ok(()) => reply,
+        Err(e) => refuse(
+            ErrorCode::StorageFailed,
+            format!("the server could not save the enrolment: {e}"),
+        ),
+    };
+    // Either way the device must get to read the answer before the connection goes.
     let _ = stream.write_frames(&[reply]).await;
     let _ = stream.send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;

@@ -15,8 +15,8 @@ use polyphony_core::model::{validate_document, CaseDoc, NoteKind};
 use polyphony_core::profile::{Profile, SyncProgress};
 use polyphony_core::{CaseId, EntryId};
 use polyphony_e2e::{
-    free_udp_port, report_figures, Impairment, LossyRelay, ServerProcess, TestDevice, TestServer,
-    PASSPHRASE, SYNC_TIMEOUT,
+    free_udp_port, report_figures, DiskFault, DiskSwitch, FaultyStore, Impairment, LossyRelay,
+    ServerProcess, TestDevice, TestServer, PASSPHRASE, SYNC_TIMEOUT,
 };
 use polyphony_server::admin::AdminRequest;
 use rand::rngs::StdRng;
@@ -543,6 +543,189 @@ async fn a_device_killed_mid_save_or_mid_sync_keeps_its_work_and_converges() -> 
             ("saved_edits_verified_after_kill", verified),
             ("unsynced_changes_kept_across_kills", unsynced_after_kill),
             ("syncs_completed", completed),
+            ("changes_lost", 0),
+        ],
+    );
+    Ok(())
+}
+
+// ---- A full disk on the server ------------------------------------------------------------------
+
+/// The changes of `case` on `device` that its acknowledged heads do not cover.
+fn unacknowledged(device: &mut TestDevice, case: CaseId) -> Result<BTreeSet<ChangeHash>> {
+    let acked = device.profile.acknowledged_heads(case)?;
+    let mut doc = device.profile.document(case)?;
+    let known: Vec<ChangeHash> = acked
+        .into_iter()
+        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .collect();
+    Ok(doc.get_changes(&known).iter().map(|c| c.hash()).collect())
+}
+
+/// Run one step of a test on loopback, failing (rather than hanging) if it takes a minute.
+async fn step<T, E: Into<anyhow::Error>>(
+    what: &str,
+    f: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> Result<T> {
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .map_err(|_| anyhow::anyhow!("{what}: no answer within a minute"))?
+        .map_err(Into::into);
+    eprintln!("[{what}] {:?}", t.elapsed());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_acknowledges_nothing_and_recovers() -> Result<()> {
+    /// Cases opened before the disk fills.
+    const CASES: usize = 5;
+    let switch = DiskSwitch::default();
+    let control = switch.clone();
+    let mut server =
+        TestServer::start_with_store(move |store| FaultyStore::wrap(store, control)).await?;
+    server.team("North").await?;
+    for p in ["Sam", "Kit", "Jo"] {
+        server.practitioner(p, "North").await?;
+    }
+    let mut writer = server.device("Sam").await?;
+    let mut reader = server.device("Kit").await?;
+    let late_code = server.code("Jo").await?;
+    let mut meetings = BTreeMap::new();
+    for i in 0..CASES {
+        let (case, m) = writer.case_with_meeting(&format!("Person {i}"))?;
+        meetings.insert(case, m);
+    }
+    step("writer", writer.sync()).await?;
+    let original: BTreeSet<CaseId> = meetings.keys().copied().collect();
+
+    let (mut refusals, mut reader_syncs, mut refused_enrolments) = (0u64, 0u64, 0u64);
+    for fault in [DiskFault::WritesFail, DiskFault::FlushFails] {
+        switch.set(fault);
+        let acked_before: BTreeMap<CaseId, Vec<ChangeHash>> = meetings
+            .keys()
+            .map(|c| Ok((*c, writer.profile.acknowledged_heads(*c)?)))
+            .collect::<Result<_>>()?;
+        for (case, m) in &meetings {
+            writer.note(
+                *case,
+                *m,
+                &format!("written while the disk is full ({fault:?})"),
+            )?;
+        }
+        let (fresh, _) =
+            writer.case_with_meeting(&format!("Opened while the disk is full ({fault:?})"))?;
+
+        // Every write is refused, in words that say why; nothing is acknowledged.
+        let report = step("writer", writer.sync()).await?;
+        ensure!(
+            report.refused.len() > CASES,
+            "{fault:?}: expected every case refused, got {:?}",
+            report.refused
+        );
+        for (case, why) in &report.refused {
+            ensure!(
+                why.contains("could not save"),
+                "{fault:?}: case {case} refused with an unclear reason: {why}"
+            );
+        }
+        refusals += report.refused.len() as u64;
+        for (case, before) in &acked_before {
+            ensure!(
+                &writer.profile.acknowledged_heads(*case)? == before,
+                "{fault:?}: case {case}: a change the server could not store was acknowledged"
+            );
+        }
+        ensure!(writer.profile.acknowledged_heads(fresh)?.is_empty());
+        ensure!(
+            report.unsynced_changes > 0,
+            "the unsynced work stays on the device"
+        );
+
+        // Reads go on: another device receives the cases the server holds, and is not told any
+        // of the changes written during the fault are safe.
+        let unsaved: BTreeSet<ChangeHash> = meetings
+            .keys()
+            .map(|c| unacknowledged(&mut writer, *c))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let _ = step("reader", reader.sync()).await?;
+        reader_syncs += 1;
+        for case in meetings.keys() {
+            if !reader.profile.case_ids()?.contains(case) {
+                // Only a case opened during the fault may be missing.
+                ensure!(
+                    !original.contains(case),
+                    "{fault:?}: case {case} not served"
+                );
+                continue;
+            }
+            let mut doc = reader.profile.document(*case)?;
+            let pending = unacknowledged(&mut reader, *case)?;
+            for h in &unsaved {
+                if doc.get_change_by_hash(h).is_some() {
+                    ensure!(
+                        pending.contains(h),
+                        "{fault:?}: the reader was told a change is safe that the server never stored"
+                    );
+                }
+            }
+        }
+
+        // A new device cannot enrol (the server cannot record it), and is told so.
+        let dir = tempfile::tempdir()?;
+        let mut profile = Profile::open(&dir.path().join("home"), PASSPHRASE)?;
+        if fault == DiskFault::WritesFail {
+            let err = profile
+                .enrol(&server.addr().to_string(), &late_code, "Jo's laptop")
+                .await
+                .err()
+                .ok_or_else(|| anyhow::anyhow!("{fault:?}: a device enrolled on a full disk"))?;
+            ensure!(
+                err.to_string().contains("could not"),
+                "unclear enrolment refusal: {err}"
+            );
+            refused_enrolments += 1;
+        }
+        meetings.insert(fresh, writer.peek(fresh)?.meetings[0].meta.id.parse()?);
+    }
+
+    // Space returns: the same sync goes through, the code still works, everyone converges.
+    switch.set(DiskFault::None);
+    let report = step("writer", writer.sync()).await?;
+    ensure!(
+        report.refused.is_empty(),
+        "after recovery: {:?}",
+        report.refused
+    );
+    ensure!(report.unsynced_changes == 0);
+    step("reader", reader.sync()).await?;
+    step("writer", writer.sync()).await?;
+    assert_converged(&mut writer, &mut reader).await?;
+    let dir = tempfile::tempdir()?;
+    let mut profile = Profile::open(&dir.path().join("home"), PASSPHRASE)?;
+    profile
+        .enrol(&server.addr().to_string(), &late_code, "Jo's laptop")
+        .await?;
+    let mut late = TestDevice { dir, profile };
+
+    // And what was acknowledged after recovery is on disk: restarted over the plain store, the
+    // server gives a new device all of it.
+    server.restart().await?;
+    step("late", late.sync()).await?;
+    let verified = assert_acknowledged_present(&mut writer, &mut late)?;
+    ensure!(late.profile.case_ids()?.len() == meetings.len());
+    report_figures(
+        "disk_full",
+        &[
+            ("faults", 2),
+            ("store_operations_refused", switch.refused()),
+            ("case_syncs_refused", refusals),
+            ("reader_syncs_during_fault", reader_syncs),
+            ("enrolments_refused", refused_enrolments),
+            ("acknowledged_changes_verified_after_restart", verified),
             ("changes_lost", 0),
         ],
     );
