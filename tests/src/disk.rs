@@ -144,3 +144,104 @@ impl Store for FaultyStore {
         self.inner.flush()
     }
 }
+
+/// A real, small filesystem (a tmpfs of a few megabytes) mounted over one directory, in a private
+/// mount namespace only the processes started through [`SmallDisk::prefix`] see. A real full disk
+/// tests what [`FaultyStore`] cannot: how the storage engine itself behaves when `write` fails.
+///
+/// Mounting needs privileges (root, or unprivileged user namespaces); where the machine allows
+/// neither, [`SmallDisk::mount`] returns `None` and the test says it skipped. A holder process
+/// keeps the namespace (and so the filesystem and its contents) alive across server restarts.
+pub struct SmallDisk {
+    holder: std::process::Child,
+    dir: std::path::PathBuf,
+    user_namespace: bool,
+}
+
+impl SmallDisk {
+    /// Mount a tmpfs of `bytes` over `dir` (created if missing), or `None` if this machine does
+    /// not allow it.
+    pub fn mount(dir: &std::path::Path, bytes: u64) -> anyhow::Result<Option<SmallDisk>> {
+        use std::io::BufRead;
+        std::fs::create_dir_all(dir)?;
+        let script = format!(
+            "mount -t tmpfs -o size={bytes} polyphony-small-disk \"$0\" && echo mounted && exec sleep 900"
+        );
+        for flags in [&["-m"][..], &["-r", "-m"][..]] {
+            let mut holder = std::process::Command::new("unshare")
+                .args(flags)
+                .args(["--propagation", "private", "sh", "-c", &script])
+                .arg(dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            let Ok(child) = holder.as_mut() else {
+                return Ok(None);
+            };
+            let mut line = String::new();
+            let out = child.stdout.take().expect("piped");
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            let mut child = holder.expect("spawned");
+            if line.trim() == "mounted" {
+                return Ok(Some(SmallDisk {
+                    holder: child,
+                    dir: dir.to_path_buf(),
+                    user_namespace: flags.contains(&"-r"),
+                }));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(None)
+    }
+
+    /// Run a command inside the namespace: `nsenter` execs it, keeping its pid.
+    pub fn prefix(&self) -> Vec<std::ffi::OsString> {
+        let mut p: Vec<std::ffi::OsString> = vec!["nsenter".into(), "-t".into()];
+        p.push(self.holder.id().to_string().into());
+        p.push("-m".into());
+        if self.user_namespace {
+            p.extend(["-U".into(), "--preserve-credentials".into()]);
+        }
+        p.push("--".into());
+        p
+    }
+
+    /// The mounted directory as this process reaches it.
+    fn inside(&self) -> std::path::PathBuf {
+        let relative = self.dir.strip_prefix("/").unwrap_or(&self.dir);
+        std::path::Path::new(&format!("/proc/{}/root", self.holder.id())).join(relative)
+    }
+
+    /// Fill the filesystem with a ballast file until it is full; returns the bytes written.
+    pub fn fill(&self) -> anyhow::Result<u64> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.inside().join("ballast"))?;
+        let block = vec![0x5a; 64 * 1024];
+        let mut written = 0u64;
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let _ = f.sync_all();
+        Ok(written)
+    }
+
+    /// Remove the ballast: space returns.
+    pub fn free(&self) -> anyhow::Result<()> {
+        std::fs::remove_file(self.inside().join("ballast"))?;
+        Ok(())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}

@@ -23,7 +23,7 @@ use tempfile::TempDir;
 mod disk;
 mod relay;
 
-pub use disk::{DiskFault, DiskSwitch, FaultyStore};
+pub use disk::{DiskFault, DiskSwitch, FaultyStore, SmallDisk};
 pub use relay::{Impairment, LossyRelay, RelayCounts};
 
 /// A server running in this process.
@@ -245,7 +245,25 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start `polyphony-server serve` on `addr` with `data`, and wait until it answers.
     pub async fn start(data: PathBuf, addr: SocketAddr) -> Result<ServerProcess> {
-        let child = std::process::Command::new(bin_path("polyphony-server"))
+        Self::start_via(&[], data, addr).await
+    }
+
+    /// Like [`ServerProcess::start`], with the binary run through `prefix` (a command that execs
+    /// it, such as [`SmallDisk::prefix`], so the process keeps its pid and `kill` still reaches it).
+    pub async fn start_via(
+        prefix: &[std::ffi::OsString],
+        data: PathBuf,
+        addr: SocketAddr,
+    ) -> Result<ServerProcess> {
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(bin_path("polyphony-server"));
+                c
+            }
+            None => std::process::Command::new(bin_path("polyphony-server")),
+        };
+        let child = command
             .arg("--data")
             .arg(&data)
             .arg("serve")
