@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use automerge::ChangeHash;
-use polyphony_core::model::{validate_document, CaseDoc, NoteKind};
+use polyphony_core::model::{validate_document, CaseDoc, NoteKind, PersonField};
 use polyphony_core::profile::{Profile, SyncProgress};
 use polyphony_core::{CaseId, EntryId};
 use polyphony_e2e::{
@@ -543,6 +543,124 @@ async fn a_device_killed_mid_save_or_mid_sync_keeps_its_work_and_converges() -> 
             ("saved_edits_verified_after_kill", verified),
             ("unsynced_changes_kept_across_kills", unsynced_after_kill),
             ("syncs_completed", completed),
+            ("changes_lost", 0),
+        ],
+    );
+    Ok(())
+}
+
+// ---- Weeks offline ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_offline_for_weeks_converges_with_a_server_that_moved_on() -> Result<()> {
+    /// Cases both devices hold before one goes away.
+    const SHARED_CASES: usize = 10;
+    /// Edits the device makes while away (notes, and now and then a field both sides set).
+    const AWAY_EDITS: usize = 300;
+    /// Edits the rest of the team makes meanwhile, synced as they go.
+    const TEAM_EDITS: usize = 300;
+    /// How often the team syncs while the device is away.
+    const TEAM_SYNC_EVERY: usize = 15;
+    /// Cases each side opens while apart.
+    const NEW_CASES_EACH: usize = 3;
+    let mut rng = rng("weeks_offline");
+    let server = TestServer::start().await?;
+    server.team("North").await?;
+    server.practitioner("Sam", "North").await?;
+    server.practitioner("Kit", "North").await?;
+    let mut away = server.device("Sam").await?;
+    let mut team = server.device("Kit").await?;
+    let mut meetings: BTreeMap<CaseId, EntryId> = BTreeMap::new();
+    for i in 0..SHARED_CASES {
+        let (case, m) = team.case_with_meeting(&format!("Person {i}"))?;
+        meetings.insert(case, m);
+    }
+    team.sync().await?;
+    away.sync().await?;
+    let shared: Vec<CaseId> = meetings.keys().copied().collect();
+
+    // Apart: the device edits offline; the team edits, opens cases and syncs every so often.
+    let mut markers: BTreeMap<CaseId, Vec<String>> = BTreeMap::new();
+    let mut away_cases = shared.clone();
+    for i in 0..NEW_CASES_EACH {
+        let (case, m) = away.case_with_meeting(&format!("Opened away {i}"))?;
+        meetings.insert(case, m);
+        away_cases.push(case);
+    }
+    for i in 0..AWAY_EDITS {
+        let case = away_cases[rng.random_range(0..away_cases.len())];
+        if i % 25 == 0 {
+            away.profile.edit(case, |d| {
+                d.set_person(PersonField::PreferredName, Some(&format!("Away {i}")))
+            })?;
+        } else {
+            let word = format!("away-{i}");
+            away.note(case, meetings[&case], &word)?;
+            markers.entry(case).or_default().push(word);
+        }
+    }
+    let mut team_cases = shared.clone();
+    let mut team_syncs = 0;
+    for i in 0..TEAM_EDITS {
+        if i % (TEAM_EDITS / NEW_CASES_EACH) == 0 {
+            let (case, m) = team.case_with_meeting(&format!("Opened meanwhile {i}"))?;
+            meetings.insert(case, m);
+            team_cases.push(case);
+        }
+        let case = team_cases[rng.random_range(0..team_cases.len())];
+        if i % 25 == 0 {
+            team.profile.edit(case, |d| {
+                d.set_person(PersonField::PreferredName, Some(&format!("Team {i}")))
+            })?;
+        } else {
+            let word = format!("team-{i}");
+            team.note(case, meetings[&case], &word)?;
+            markers.entry(case).or_default().push(word);
+        }
+        if i % TEAM_SYNC_EVERY == TEAM_SYNC_EVERY - 1 {
+            step("team", team.sync()).await?;
+            team_syncs += 1;
+        }
+    }
+    step("team", team.sync()).await?;
+
+    // Back: one sync uploads everything and brings everything down.
+    let unsynced_before = {
+        let mut n = 0;
+        for case in &away_cases {
+            n += away.profile.unsynced(*case)?;
+        }
+        n
+    };
+    let t = Instant::now();
+    let report = step("away", away.sync()).await?;
+    let back_ms = t.elapsed().as_millis() as u64;
+    ensure!(report.refused.is_empty(), "{:?}", report.refused);
+    ensure!(
+        report.unsynced_changes == 0,
+        "everything uploaded in one sync"
+    );
+    step("team", team.sync()).await?;
+    let cases = assert_converged(&mut away, &mut team).await?;
+    ensure!(cases == meetings.len());
+    let verified = assert_notes(&mut away, &markers)? + assert_notes(&mut team, &markers)?;
+    // Both devices set the preferred name while apart: the conflict is shown, not resolved
+    // silently.
+    let conflicts: usize = shared
+        .iter()
+        .map(|c| away.peek(*c).map(|v| v.conflicts.len()))
+        .sum::<Result<usize, _>>()?;
+    report_figures(
+        "weeks_offline",
+        &[
+            ("away_edits", AWAY_EDITS as u64),
+            ("team_edits", TEAM_EDITS as u64),
+            ("team_syncs_meanwhile", team_syncs + 1),
+            ("unsynced_changes_on_return", unsynced_before as u64),
+            ("sync_on_return_ms", back_ms),
+            ("cases_converged", cases as u64),
+            ("notes_verified_on_both", verified),
+            ("conflicts_shown", conflicts as u64),
             ("changes_lost", 0),
         ],
     );
