@@ -451,3 +451,81 @@ impl TestDevice {
 /// How long one sync may take in a fault test before it counts as lost (generous: a debug build
 /// on a shared two-core machine, through a lossy relay).
 pub const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A device identity given piece by piece, for sessions with certificates the server did not
+/// issue through a normal enrolment (expired, forged, another borough's).
+pub struct RawIdentity {
+    /// The CA the device trusts, DER.
+    pub ca: Vec<u8>,
+    /// The device's certificate, DER.
+    pub cert: Vec<u8>,
+    /// Its key.
+    pub key: polyphony_core::identity::DeviceKey,
+}
+
+impl RawIdentity {
+    /// The identity an enrolment holds.
+    pub fn of(e: &polyphony_core::profile::Enrolment) -> Result<RawIdentity> {
+        Ok(RawIdentity {
+            ca: hex::decode(&e.ca)?,
+            cert: hex::decode(&e.certificate)?,
+            key: polyphony_core::identity::DeviceKey::from_pem(&e.key_pem)?,
+        })
+    }
+}
+
+/// The documents of a raw session, and what the server said about them.
+#[derive(Default)]
+pub struct RawHost {
+    /// The documents offered (and received).
+    pub docs: std::collections::BTreeMap<CaseId, automerge::AutoCommit>,
+    /// Cases refused, with the code.
+    pub refused: Vec<(CaseId, polyphony_core::sync::ErrorCode)>,
+    /// Cases acknowledged.
+    pub acked: Vec<CaseId>,
+}
+
+impl polyphony_core::sync::DocSet for RawHost {
+    fn cases(&self) -> Vec<CaseId> {
+        self.docs.keys().copied().collect()
+    }
+    fn doc(&mut self, case: &CaseId) -> Option<&mut automerge::AutoCommit> {
+        self.docs.get_mut(case)
+    }
+    fn insert(&mut self, case: CaseId, doc: automerge::AutoCommit) {
+        self.docs.insert(case, doc);
+    }
+}
+
+impl polyphony_core::net::SessionHost for RawHost {
+    fn act(&mut self, action: &polyphony_core::sync::Action) -> Result<(), String> {
+        use polyphony_core::sync::Action;
+        match action {
+            Action::Refused { case, refusal } => self.refused.push((*case, refusal.code)),
+            Action::Acknowledged { case, .. } => self.acked.push(*case),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Run a one-shot sync session against `addr` as `id`, offering `docs` and nothing else (no
+/// profile, no store): what an attacker with that identity can do.
+pub async fn raw_sync(
+    addr: SocketAddr,
+    id: &RawIdentity,
+    docs: std::collections::BTreeMap<CaseId, automerge::AutoCommit>,
+) -> Result<RawHost> {
+    use polyphony_core::net;
+    let (endpoint, conn) = net::connect(&addr.to_string(), &id.ca, &id.cert, &id.key).await?;
+    let mut host = RawHost {
+        docs,
+        ..RawHost::default()
+    };
+    let mut session =
+        polyphony_core::sync::ClientSession::new(false, vec![], std::collections::BTreeMap::new());
+    let outcome = net::drive(&addr.to_string(), &conn, &mut session, &mut host, None).await;
+    endpoint.close(0u32.into(), b"");
+    outcome?;
+    Ok(host)
+}

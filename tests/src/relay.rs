@@ -31,6 +31,22 @@ pub struct Impairment {
     pub max_delay: Duration,
     /// The RNG seed, so a failing run can be replayed (as far as the scheduler allows).
     pub seed: u64,
+    /// Drop everything the server sends back (a client whose handshakes never complete).
+    pub black_hole_replies: bool,
+}
+
+impl Impairment {
+    /// A relay that forwards devices' datagrams untouched and drops every reply: each
+    /// connection through it stays half-open on the server until it times out.
+    pub fn black_hole() -> Impairment {
+        Impairment {
+            loss: 0.0,
+            duplicate: 0.0,
+            max_delay: Duration::ZERO,
+            seed: 0,
+            black_hole_replies: true,
+        }
+    }
 }
 
 /// What the relay did, so far.
@@ -73,6 +89,7 @@ struct Direction {
 
 struct Shared {
     impairment: Impairment,
+    silent: std::sync::atomic::AtomicBool,
     rng: Mutex<StdRng>,
     stats: Stats,
 }
@@ -87,6 +104,10 @@ impl Shared {
         bytes: &[u8],
     ) {
         self.stats.datagrams.fetch_add(1, Ordering::Relaxed);
+        if self.silent.load(Ordering::Relaxed) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let seq = dir.next.fetch_add(1, Ordering::Relaxed) + 1;
         let delays: Vec<Duration> = {
             let mut rng = self.rng.lock().expect("relay rng");
@@ -141,6 +162,7 @@ impl LossyRelay {
         let shared = Arc::new(Shared {
             impairment,
             rng: Mutex::new(StdRng::seed_from_u64(impairment.seed)),
+            silent: std::sync::atomic::AtomicBool::new(false),
             stats: Stats::default(),
         });
         let mut tasks = JoinSet::new();
@@ -155,6 +177,12 @@ impl LossyRelay {
     /// Where devices should send.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// From now on forward nothing either way, keeping the sockets open: the devices behind the
+    /// relay vanish without a word (no close, no ICMP error), as a hostile host would.
+    pub fn go_silent(&self) {
+        self.shared.silent.store(true, Ordering::Relaxed);
     }
 
     /// What the relay has done so far.
@@ -216,6 +244,11 @@ async fn back_loop(
     let to_device = Arc::new(Direction::default());
     let mut buf = vec![0u8; 65_536];
     while let Ok(n) = up.recv(&mut buf).await {
+        if shared.impairment.black_hole_replies {
+            shared.stats.datagrams.fetch_add(1, Ordering::Relaxed);
+            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         shared.forward(&to_device, &front, Some(device), &buf[..n]);
     }
 }

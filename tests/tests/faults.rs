@@ -79,6 +79,7 @@ async fn syncs_over_a_lossy_network_complete_and_converge() -> Result<()> {
         duplicate: 0.05,
         max_delay: Duration::from_millis(200),
         seed: 0x5eed_0009,
+        black_hole_replies: false,
     };
 
     let server = TestServer::start().await?;
