@@ -368,6 +368,14 @@ struct HeldSession {
     _stream: polyphony_core::net::FramedStream,
 }
 
+impl HeldSession {
+    /// Close the connection and wait until the close is on its way.
+    async fn close(self) {
+        self._conn.close(0u32.into(), b"done");
+        self._endpoint.wait_idle().await;
+    }
+}
+
 /// Open a sync session and wait for the server's welcome; `Err` if refused.
 async fn hold_session(addr: std::net::SocketAddr, id: &RawIdentity) -> Result<HeldSession> {
     use polyphony_core::sync::{Frame, Hello, PROTOCOL_VERSION};
@@ -444,7 +452,11 @@ async fn a_flood_of_connections_is_held_to_the_limit_and_the_server_stays_up() -
         .unwrap_or_default();
     eprintln!("honest device during the flood: {during_msg}");
     let honest_turned_away = u64::from(during.is_err());
-    drop(held);
+    // The attacker lets go (closing, so the slots free at once rather than at the idle timeout).
+    let closing: Vec<_> = held.into_iter().map(|s| tokio::spawn(s.close())).collect();
+    for c in closing {
+        c.await?;
+    }
 
     // Garbage at the port.
     let garbage = std::net::UdpSocket::bind("127.0.0.1:0")?;
