@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditLog};
-use crate::registry::{Device, DeviceStatus, Practitioner, Registry};
+use crate::registry::{Device, DeviceStatus, Practitioner, Registry, RegistryError};
 use crate::storage::{CaseChanged, ServerCase, ServerStorage};
 
 /// What every session shares.
@@ -575,13 +575,26 @@ impl Session<'_> {
                     "the case has no team".into(),
                 );
             };
-            if let Err(e) = self.shared.registry.register_case(case, doc_team) {
-                debug!(error = %e, "case id taken");
-                return refuse(
-                    self,
-                    ErrorCode::NotAvailable,
-                    format!("case {case} is not available to this device"),
-                );
+            match self.shared.registry.register_case(case, doc_team) {
+                Ok(()) => {}
+                Err(e @ RegistryError::CaseInAnotherTeam { .. }) => {
+                    debug!(error = %e, "case id taken");
+                    return refuse(
+                        self,
+                        ErrorCode::NotAvailable,
+                        format!("case {case} is not available to this device"),
+                    );
+                }
+                // A full or failing disk is not "not available": say what happened.
+                Err(e) => {
+                    return refuse(
+                        self,
+                        ErrorCode::StorageFailed,
+                        format!(
+                            "the server could not save this case ({e}); it is still on your device"
+                        ),
+                    )
+                }
             }
             let chunk = prepared.chunk.clone();
             let mut sc = ServerCase {

@@ -40,7 +40,8 @@ pub trait CasePolicy {
 
 /// A message applied to a copy, ready to commit.
 pub struct Prepared {
-    /// The new document, if the message carried new changes.
+    /// The new document, if the message carried new changes (or changes automerge queued until
+    /// their dependencies arrive).
     pub doc: Option<AutoCommit>,
     /// The sync state after the message.
     pub state: State,
@@ -95,8 +96,13 @@ pub fn prepare(
         .map(|c| (c.actor_id().clone(), c.hash()))
         .collect();
     if new.is_empty() {
+        // The message's changes may all wait on a dependency the peer has not sent (it skipped it
+        // on a Bloom filter false positive). automerge queues them and asks for the dependency;
+        // keep that queue, or the peer, which believes it sent them, never sends them again and
+        // the two sides ask each other forever. Queued changes are checked when they apply.
+        let queued = !copy.get_missing_deps(&[]).is_empty();
         return Ok(Prepared {
-            doc: None,
+            doc: queued.then_some(copy),
             state,
             chunk: Vec::new(),
             new_changes: 0,
