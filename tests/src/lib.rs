@@ -3,6 +3,11 @@
 //! Every end-to-end test starts from here instead of copying set-up: [`TestServer::start`] runs a
 //! server in-process on a free port with its own data directory; [`TestServer::device`] enrols a
 //! new device for a practitioner through the real enrolment exchange.
+//!
+//! For the fault and attack suites (issue 9) it also offers the faults themselves: a lossy UDP
+//! relay ([`LossyRelay`]), a store that fails on demand ([`FaultyStore`]), a real small
+//! filesystem ([`SmallDisk`]), the server as a process to SIGKILL ([`ServerProcess`]), and raw
+//! sessions with hand-made identities and documents ([`raw_sync`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -765,3 +765,87 @@ async fn no_record_text_in_the_clear_on_devices_the_server_or_its_backups() -> R
     );
     Ok(())
 }
+
+// ---- A chunk that makes automerge panic ------------------------------------------------------------
+
+/// 154 bytes the `document_load` fuzz target found: an automerge bundle chunk whose delta column
+/// ends inside a number. automerge 0.12 (hexane 1.0.0-alpha.5) unwraps the decoding error and
+/// panics.
+const PANIC_CHUNK: &[u8] = include_bytes!("data/automerge-bundle-panic.bin");
+
+/// After the welcome, send `frames` and collect what the server answers until it closes.
+async fn after_welcome(
+    addr: std::net::SocketAddr,
+    id: &RawIdentity,
+    frames: &[polyphony_core::sync::Frame],
+) -> Result<Vec<polyphony_core::sync::Frame>> {
+    let session = hold_session(addr, id).await?;
+    let mut stream = session._stream;
+    stream.write_frames(frames).await?;
+    let mut replies = Vec::new();
+    // Until the server answers the last frame (or closes, or goes quiet).
+    while let Ok(Ok(Some(f))) =
+        tokio::time::timeout(Duration::from_secs(5), stream.read_frame()).await
+    {
+        let answered = matches!(
+            f,
+            polyphony_core::sync::Frame::Saved { .. }
+                | polyphony_core::sync::Frame::CaseRefused { .. }
+        );
+        replies.push(f);
+        if answered {
+            break;
+        }
+    }
+    Ok(replies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_makes_automerge_panic_is_refused_and_the_case_stays_available() -> Result<()>
+{
+    use automerge::sync::{Message, MessageVersion};
+    use polyphony_core::sync::Frame;
+    let server = north().await?;
+    let mut attacker = server.device("Sam").await?;
+    let mut other = server.device("Kit").await?;
+    let (case, meeting) = attacker.case_with_meeting("Maria")?;
+    attacker.sync().await?;
+    other.sync().await?;
+    let message = Message {
+        heads: vec![],
+        need: vec![],
+        have: vec![],
+        changes: vec![PANIC_CHUNK.to_vec()].into(),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+    .encode();
+    let id = RawIdentity::of(attacker.profile.enrolment().expect("enrolled"))?;
+    let replies = after_welcome(server.addr(), &id, &[Frame::Sync { case, message }]).await?;
+    ensure!(
+        replies.iter().any(|f| matches!(
+            f,
+            Frame::CaseRefused { refusal, .. } if refusal.code == ErrorCode::InvalidChange
+        )),
+        "the chunk is refused as an invalid change: {:?}",
+        replies.iter().map(|f| f.kind()).collect::<Vec<_>>()
+    );
+    // The case is still there for everyone, and still takes writes.
+    attacker.note(case, meeting, "after the attack")?;
+    let report = attacker.sync().await?;
+    ensure!(report.refused.is_empty(), "{:?}", report.refused);
+    let report = other.sync().await?;
+    ensure!(report.refused.is_empty(), "{:?}", report.refused);
+    ensure!(other.peek(case)?.meetings[0]
+        .notes
+        .contains("after the attack"));
+    report_figures(
+        "automerge_panic_chunk",
+        &[
+            ("attempts", 1),
+            ("server_tasks_crashed", 0),
+            ("cases_made_unavailable", 0),
+        ],
+    );
+    Ok(())
+}

@@ -283,3 +283,55 @@ fn offline_edits_on_both_sides_always_sync_to_completion() -> Result<()> {
     );
     Ok(())
 }
+
+/// 154 bytes the `document_load` fuzz target found: automerge 0.12 panics decoding them (a
+/// bundle chunk whose delta column ends inside a number).
+const PANIC_CHUNK: &[u8] = include_bytes!("data/automerge-bundle-panic.bin");
+
+#[test]
+fn a_chunk_that_makes_automerge_panic_is_refused_on_either_side_and_changes_nothing() -> Result<()>
+{
+    let sam = author("Sam");
+    let (mut case, _) = new_case(&sam)?;
+    let id = case.case_id();
+    let mut doc = case.automerge_mut().clone();
+    let before = doc.get_heads();
+    let message = Message {
+        heads: vec![],
+        need: vec![],
+        have: vec![],
+        changes: vec![PANIC_CHUNK.to_vec()].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    }
+    .encode();
+
+    // As the server applies it.
+    ensure!(prepare(&mut doc, &State::new(), &message, &TeamPolicy).is_err());
+    ensure!(doc.get_heads() == before);
+
+    // As a device receives it from a hostile server.
+    let mut docs = Docs::default();
+    docs.0.insert(id, doc.clone());
+    let mut session = ClientSession::new(false, vec![], BTreeMap::new());
+    let _ = session.start();
+    let _ = session.handle(
+        Frame::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            device: DeviceId::random(),
+            practitioner: PractitionerId::random(),
+            teams: vec![],
+            cases: vec![],
+            mode: SessionMode::Normal,
+        }),
+        &mut docs,
+    );
+    let actions = session.handle(Frame::Sync { case: id, message }, &mut docs);
+    ensure!(actions.iter().any(|a| matches!(a, Action::Refused { .. })));
+    ensure!(actions.iter().all(|a| !matches!(a, Action::Persist { .. })));
+    ensure!(docs.0.get_mut(&id).expect("held").get_heads() == before);
+
+    // And as a stored case.
+    ensure!(CaseDoc::load(PANIC_CHUNK, None).is_err());
+    Ok(())
+}

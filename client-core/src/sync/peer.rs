@@ -63,6 +63,21 @@ impl Prepared {
     }
 }
 
+/// Let automerge take in a peer's message, turning a panic inside automerge into a refusal.
+///
+/// automerge 0.12 decodes some malformed chunks by unwrapping (hexane 1.0.0-alpha.5 panics on a
+/// bundle whose column ends inside a number; found by fuzzing `document_load`). A peer's bytes must
+/// never take a session down, and on the server never poison the lock of a case every session
+/// shares (which left the whole team unable to sync until a restart). The document given is the
+/// copy being prepared, or one with no changes to apply, so nothing half-applied survives.
+fn receive(doc: &mut AutoCommit, state: &mut State, msg: Message) -> Result<(), ApplyError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        doc.sync().receive_sync_message(state, msg)
+    }))
+    .map_err(|_| ApplyError::Decode("automerge could not decode the changes".into()))?
+    .map_err(|e| ApplyError::Automerge(e.to_string()))
+}
+
 /// Apply `message` to a copy of `doc`, check it, and return what to commit.
 pub fn prepare(
     doc: &mut AutoCommit,
@@ -74,9 +89,7 @@ pub fn prepare(
     let mut state = state.clone();
     if msg.changes.is_empty() {
         // No changes: only the sync state moves, the document cannot.
-        doc.sync()
-            .receive_sync_message(&mut state, msg)
-            .map_err(|e| ApplyError::Automerge(e.to_string()))?;
+        receive(doc, &mut state, msg)?;
         return Ok(Prepared {
             doc: None,
             state,
@@ -87,9 +100,7 @@ pub fn prepare(
     }
     let old_heads = doc.get_heads();
     let mut copy = doc.clone();
-    copy.sync()
-        .receive_sync_message(&mut state, msg)
-        .map_err(|e| ApplyError::Automerge(e.to_string()))?;
+    receive(&mut copy, &mut state, msg)?;
     let new: Vec<(ActorId, ChangeHash)> = copy
         .get_changes(&old_heads)
         .iter()
