@@ -37,22 +37,39 @@ pub fn saved(state: &State) -> State {
     State::decode(&state.encode()).unwrap_or_default()
 }
 
-/// Workload A's floor: every case from the first device to an empty server document, then from
-/// the server to an empty second device. Returns the time and the server's documents.
-pub fn first_sync<'a>(
-    docs: impl Iterator<Item = &'a AutoCommit>,
-) -> Result<(Duration, Vec<AutoCommit>)> {
-    let sources: Vec<AutoCommit> = docs.cloned().collect();
-    let mut servers = Vec::with_capacity(sources.len());
+/// What the floor cost: wall time, and CPU time of the one thread that ran it (which, unlike wall
+/// time, does not depend on what else the machine is doing).
+#[derive(Debug, Clone, Copy)]
+pub struct Floor {
+    /// Wall time.
+    pub wall: Duration,
+    /// CPU seconds of the thread.
+    pub cpu_s: f64,
+}
+
+fn measure(f: impl FnOnce() -> Result<()>) -> Result<Floor> {
+    let cpu = crate::memory::thread_cpu_s().unwrap_or(0.0);
     let started = Instant::now();
-    for mut a in sources {
-        let mut s = AutoCommit::new();
-        let mut b = AutoCommit::new();
-        sync_pair(&mut a, &mut State::new(), &mut s, &mut State::new())?;
-        sync_pair(&mut s, &mut State::new(), &mut b, &mut State::new())?;
-        servers.push(s);
-    }
-    Ok((started.elapsed(), servers))
+    f()?;
+    Ok(Floor {
+        wall: started.elapsed(),
+        cpu_s: crate::memory::thread_cpu_s().unwrap_or(0.0) - cpu,
+    })
+}
+
+/// Workload A's floor: every case from the first device to an empty server document, then from
+/// the server to an empty second device.
+pub fn first_sync<'a>(docs: impl Iterator<Item = &'a AutoCommit>) -> Result<Floor> {
+    let sources: Vec<AutoCommit> = docs.cloned().collect();
+    measure(|| {
+        for mut a in sources {
+            let mut s = AutoCommit::new();
+            let mut b = AutoCommit::new();
+            sync_pair(&mut a, &mut State::new(), &mut s, &mut State::new())?;
+            sync_pair(&mut s, &mut State::new(), &mut b, &mut State::new())?;
+        }
+        Ok(())
+    })
 }
 
 /// A device's copy and the server's copy of one case, in sync, with the saved states of both.
@@ -87,15 +104,16 @@ impl Pair {
 
 /// Workload B's floor: reconnect every pair (the device with its saved state, the server with a
 /// fresh one per session, as ours) and sync until idle.
-pub fn reconnect(pairs: &mut [Pair]) -> Result<Duration> {
-    let started = Instant::now();
-    for p in pairs {
-        sync_pair(
-            &mut p.device,
-            &mut p.device_state,
-            &mut p.server,
-            &mut p.server_state,
-        )?;
-    }
-    Ok(started.elapsed())
+pub fn reconnect(pairs: &mut [Pair]) -> Result<Floor> {
+    measure(|| {
+        for p in pairs {
+            sync_pair(
+                &mut p.device,
+                &mut p.device_state,
+                &mut p.server,
+                &mut p.server_state,
+            )?;
+        }
+        Ok(())
+    })
 }

@@ -149,6 +149,17 @@ fn machine() -> String {
 }
 
 fn summary(r: &Value) -> String {
+    let line = headline(r);
+    match r.get("cpu_ratio_to_lower_bound") {
+        Some(x) => format!(
+            "{line}\n  CPU: server {} s + devices {} s; lower bound {} s (x{x})",
+            r["server_cpu_s"], r["devices_cpu_s"], r["lower_bound_cpu_s"]
+        ),
+        None => line,
+    }
+}
+
+fn headline(r: &Value) -> String {
     let mb = |k: &str| {
         r[k].as_u64()
             .map_or("-".into(), |b| format!("{:.0} MiB", mib(b)))

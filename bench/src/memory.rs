@@ -66,3 +66,25 @@ impl PeakRss {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
+
+/// CPU time (user + system) a process has used, in seconds, from `/proc/PID/stat`. CPU time is
+/// what to compare when other work shares the machine: wall time then depends on the neighbours.
+pub fn process_cpu_s(pid: u32) -> Option<f64> {
+    stat_cpu_s(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time used by the calling thread, in seconds.
+pub fn thread_cpu_s() -> Option<f64> {
+    stat_cpu_s("/proc/thread-self/stat")
+}
+
+fn stat_cpu_s(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Some((utime + stime) / 100.0)
+}

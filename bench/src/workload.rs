@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 
 use crate::caseload::Seed;
 use crate::device::Device;
-use crate::lower_bound::{self, Pair};
-use crate::memory::{rss_bytes, PeakRss};
+use crate::lower_bound::{self, Floor, Pair};
+use crate::memory::{process_cpu_s, rss_bytes, PeakRss};
 use crate::server::BenchServer;
 
 fn secs(d: Duration) -> f64 {
@@ -27,7 +27,45 @@ fn secs(d: Duration) -> f64 {
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {
-    ((a.as_secs_f64() / b.as_secs_f64().max(1e-9)) * 100.0).round() / 100.0
+    round2(a.as_secs_f64() / b.as_secs_f64().max(1e-9))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// CPU seconds used by the server and by this process (the devices) over a timed part.
+struct Cpu {
+    server: Option<f64>,
+    devices: Option<f64>,
+}
+
+impl Cpu {
+    fn start(server: &BenchServer) -> Cpu {
+        Cpu {
+            server: server.pid().and_then(process_cpu_s),
+            devices: process_cpu_s(std::process::id()),
+        }
+    }
+
+    fn finish(self, server: &BenchServer) -> Cpu {
+        let since = |now: Option<f64>, then: Option<f64>| Some(round2(now? - then?));
+        Cpu {
+            server: since(server.pid().and_then(process_cpu_s), self.server),
+            devices: since(process_cpu_s(std::process::id()), self.devices),
+        }
+    }
+
+    /// Fields for the result: CPU of both sides, and its ratio to the floor's CPU (both sides' work
+    /// done on one thread), which stays meaningful when neighbours make wall times noisy.
+    fn fields(&self, floor: &Floor, out: &mut Value) {
+        out["server_cpu_s"] = json!(self.server);
+        out["devices_cpu_s"] = json!(self.devices);
+        out["lower_bound_cpu_s"] = json!(round2(floor.cpu_s));
+        if let (Some(s), Some(d)) = (self.server, self.devices) {
+            out["cpu_ratio_to_lower_bound"] = json!(round2((s + d) / floor.cpu_s.max(1e-9)));
+        }
+    }
 }
 
 /// A: the first sync of `cases` cases to the server, then to a fresh second device of the same
@@ -44,6 +82,7 @@ pub async fn first_sync(server: &BenchServer, cases: usize, seed: u64) -> Result
 
     let rss_before = server.pid().and_then(rss_bytes);
     let peak = PeakRss::start(server.pid());
+    let cpu = Cpu::start(server);
     let up = a.sync(&addr).await?;
     if a.unacknowledged() != 0 {
         bail!(
@@ -52,26 +91,29 @@ pub async fn first_sync(server: &BenchServer, cases: usize, seed: u64) -> Result
         );
     }
     let down = b.sync(&addr).await?;
+    let cpu = cpu.finish(server);
     let rss_peak = peak.finish();
     check_same(&mut a, &mut b)?;
     let ours = up.elapsed + down.elapsed;
 
-    let (floor, _) = lower_bound::first_sync(a.docs.values())?;
-    Ok(json!({
+    let floor = lower_bound::first_sync(a.docs.values())?;
+    let mut out = json!({
         "workload": "A",
         "name": "first-sync",
         "cases": cases,
         "upload_s": secs(up.elapsed),
         "download_s": secs(down.elapsed),
         "total_s": secs(ours),
-        "lower_bound_s": secs(floor),
-        "ratio_to_lower_bound": ratio(ours, floor),
+        "lower_bound_s": secs(floor.wall),
+        "ratio_to_lower_bound": ratio(ours, floor.wall),
         "downloaded_bytes": down.received_bytes,
         "server_rss_before_bytes": rss_before,
         "server_rss_peak_bytes": rss_peak,
         "server_disk_bytes": server.disk_bytes(),
         "generate_s": secs(generated),
-    }))
+    });
+    cpu.fields(&floor, &mut out);
+    Ok(out)
 }
 
 fn check_same(a: &mut Device, b: &mut Device) -> Result<()> {
@@ -122,7 +164,9 @@ pub async fn reconnect(
     }
 
     let peak = PeakRss::start(server.pid());
+    let cpu = Cpu::start(server);
     let out = a.sync(&addr).await?;
+    let cpu = cpu.finish(server);
     let rss_peak = peak.finish();
     if a.unacknowledged() != 0 {
         bail!(
@@ -131,16 +175,18 @@ pub async fn reconnect(
         );
     }
     let floor = lower_bound::reconnect(&mut pairs)?;
-    Ok(json!({
+    let mut result = json!({
         "workload": "B",
         "name": "reconnect",
         "cases": cases,
         "edited": edited,
         "total_s": secs(out.elapsed),
-        "lower_bound_s": secs(floor),
-        "ratio_to_lower_bound": ratio(out.elapsed, floor),
+        "lower_bound_s": secs(floor.wall),
+        "ratio_to_lower_bound": ratio(out.elapsed, floor.wall),
         "server_rss_peak_bytes": rss_peak,
-    }))
+    });
+    cpu.fields(&floor, &mut result);
+    Ok(result)
 }
 
 /// Devices ready for the morning: enrolled, their cases synced yesterday, some edited since.
@@ -213,6 +259,7 @@ pub async fn morning(server: &BenchServer, m: Morning) -> Result<Value> {
     let edited_cases: usize = pairs.len();
     let addr = server.addr.to_string();
     let peak = PeakRss::start(server.pid());
+    let cpu = Cpu::start(server);
     let started = Instant::now();
     let mut all = JoinSet::new();
     for mut d in devices {
@@ -235,6 +282,7 @@ pub async fn morning(server: &BenchServer, m: Morning) -> Result<Value> {
         }
     }
     let wall = started.elapsed();
+    let cpu = cpu.finish(server);
     let rss_peak = peak.finish();
     times.sort();
     let pct = |p: f64| -> f64 {
@@ -247,7 +295,7 @@ pub async fn morning(server: &BenchServer, m: Morning) -> Result<Value> {
     let floor = lower_bound::reconnect(&mut pairs)?;
     failed.sort();
     failed.dedup();
-    Ok(json!({
+    let mut result = json!({
         "workload": "C",
         "name": "morning",
         "devices": n,
@@ -260,11 +308,13 @@ pub async fn morning(server: &BenchServer, m: Morning) -> Result<Value> {
         "p50_s": pct(0.50),
         "p99_s": pct(0.99),
         "max_s": pct(1.0),
-        "lower_bound_s": secs(floor),
-        "ratio_to_lower_bound": ratio(wall, floor),
+        "lower_bound_s": secs(floor.wall),
+        "ratio_to_lower_bound": ratio(wall, floor.wall),
         "server_rss_peak_bytes": rss_peak,
         "setup_s": secs(setup),
-    }))
+    });
+    cpu.fields(&floor, &mut result);
+    Ok(result)
 }
 
 /// D: fill the server with `cases` cases (uploaded by devices of `per_device` cases each, each in a
