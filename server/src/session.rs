@@ -528,11 +528,7 @@ impl Session<'_> {
                 frames.push(Frame::Saved { case, heads });
                 return (0, frames);
             }
-            let new_doc = prepared
-                .doc
-                .clone()
-                .expect("new changes mean a new document");
-            let Some(doc_team) = schema::read_team_id(&new_doc) else {
+            let Some(doc_team) = prepared.doc.as_ref().and_then(schema::read_team_id) else {
                 return refuse(
                     self,
                     ErrorCode::InvalidChange,

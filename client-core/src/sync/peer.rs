@@ -89,10 +89,11 @@ pub fn prepare(
     copy.sync()
         .receive_sync_message(&mut state, msg)
         .map_err(|e| ApplyError::Automerge(e.to_string()))?;
+    // Only each new change's author and hash are needed: the metadata, not the encoded changes.
     let new: Vec<(ActorId, ChangeHash)> = copy
-        .get_changes(&old_heads)
-        .iter()
-        .map(|c| (c.actor_id().clone(), c.hash()))
+        .get_changes_meta(&old_heads)
+        .into_iter()
+        .map(|c| (c.actor.into_owned(), c.hash))
         .collect();
     if new.is_empty() {
         return Ok(Prepared {
