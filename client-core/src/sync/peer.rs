@@ -85,6 +85,9 @@ pub fn prepare(
         });
     }
     let old_heads = doc.get_heads();
+    // The message's own chunks, as the peer's automerge encoded them (a compressed whole document
+    // on a first sync, change chunks after). See below for when they are what the store keeps.
+    let raw: Vec<u8> = msg.changes.iter().flatten().copied().collect();
     let mut copy = doc.clone();
     copy.sync()
         .receive_sync_message(&mut state, msg)
@@ -120,7 +123,18 @@ pub fn prepare(
         validate_document(&copy)?;
         policy.check(&copy).map_err(ApplyError::Policy)?;
     }
-    let chunk = copy.save_after(&old_heads);
+    // With nothing left waiting for a dependency, every change in the message is now either applied
+    // (and checked above) or was already held (and checked when it arrived), so the message's
+    // chunks hold exactly checked changes: store them as they are. `AutoCommit::load` reads any
+    // sequence of document and change chunks, duplicates included. Re-encoding with `save_after`
+    // costs more than applying (about 3 ms for a care record) and writes an uncompressed chunk
+    // about 5 times larger. Changes still waiting must never reach the disk unchecked, so then
+    // only the applied ones are encoded.
+    let chunk = if copy.get_missing_deps(&[]).is_empty() {
+        raw
+    } else {
+        copy.save_after(&old_heads)
+    };
     Ok(Prepared {
         doc: Some(copy),
         state,
