@@ -182,9 +182,19 @@ async function startServer() {
   return {
     url: `ws://127.0.0.1:${port}`,
     pid: child.pid,
+    // Ids of documents stored since the previous call (all of them after a reset).
+    cursor: 0,
     async stats(reset = false) {
-      const r = await fetch(`http://127.0.0.1:${port}/${reset ? "reset" : "stats"}`)
-      return new Set((await r.json()).saved)
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const r = await fetch(`http://127.0.0.1:${port}/${reset ? "reset" : "stats"}?from=${reset ? 0 : this.cursor}`)
+          const body = await r.json()
+          this.cursor = body.next
+          return body.saved
+        } catch (e) {
+          if (attempt >= 5) throw e
+        }
+      }
     },
     peak: () => peak,
     resetPeak: () => (peak = rss(child.pid)),
@@ -201,12 +211,8 @@ async function startServer() {
 async function untilStored(server, ids, onEach) {
   const want = new Set(ids)
   while (want.size > 0) {
-    const saved = await server.stats()
-    for (const id of [...want]) {
-      if (saved.has(id)) {
-        want.delete(id)
-        onEach?.(id)
-      }
+    for (const id of await server.stats()) {
+      if (want.delete(id)) onEach?.(id)
     }
     if (want.size > 0) await new Promise((r) => setTimeout(r, 5))
   }

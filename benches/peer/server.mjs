@@ -13,19 +13,24 @@ const dir = process.argv[2]
 const port = Number(process.argv[3] ?? 0)
 
 class CountingStorage extends NodeFSStorageAdapter {
-  saved = new Set()
+  saved = []
   async save(key, binary) {
     await super.save(key, binary)
-    if (key[1] === "snapshot" || key[1] === "incremental") this.saved.add(key[0])
+    if (key[1] === "snapshot" || key[1] === "incremental") this.saved.push(key[0])
   }
 }
 
+// GET /stats?from=N: the ids of documents written since the N-th write (so a poll costs little);
+// GET /reset forgets them all.
 const storage = new CountingStorage(dir)
 const server = http.createServer((req, res) => {
-  if (req.url === "/reset") storage.saved = new Set()
+  const url = new URL(req.url, "http://x")
+  if (url.pathname === "/reset") storage.saved = []
+  const from = Number(url.searchParams.get("from") ?? 0)
   res.setHeader("content-type", "application/json")
-  res.end(JSON.stringify({ saved: [...storage.saved] }))
+  res.end(JSON.stringify({ saved: storage.saved.slice(from), next: storage.saved.length }))
 })
+server.keepAliveTimeout = 60_000
 const wss = new WebSocketServer({ server })
 const repo = new Repo({
   network: [new NodeWSServerAdapter(wss)],
