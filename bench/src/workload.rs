@@ -248,6 +248,9 @@ pub async fn morning_setup(
     })
 }
 
+/// How long one device's morning sync may take before it counts as failed.
+pub const DEVICE_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// C: every prepared device connects at once; time each one until its cases are acknowledged.
 pub async fn morning(server: &BenchServer, m: Morning) -> Result<Value> {
     let Morning {
@@ -265,7 +268,14 @@ pub async fn morning(server: &BenchServer, m: Morning) -> Result<Value> {
     for mut d in devices {
         let addr = addr.clone();
         all.spawn(async move {
-            let r = d.sync(&addr).await;
+            // Bounded: a device whose session has not ended by then counts as not acknowledged.
+            let r = match tokio::time::timeout(DEVICE_TIMEOUT, d.sync(&addr)).await {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!(
+                    "the session had not ended after {} s",
+                    DEVICE_TIMEOUT.as_secs()
+                )),
+            };
             let unacked = d.unacknowledged();
             (r, unacked)
         });

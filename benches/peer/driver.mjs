@@ -2,7 +2,7 @@
 // the workloads polyphony-load runs against ours, on documents of the same shape and size, and prints
 // one JSON line per result (stdout) and a summary (stderr).
 //
-//   node driver.mjs first-sync --cases 1000
+//   node driver.mjs first-sync --cases 1000 [--batch 100]
 //   node driver.mjs reconnect --cases 1000 --edited 100
 //   node driver.mjs morning --devices 200 --cases 20 --edited 5
 //
@@ -173,6 +173,8 @@ function rss(pid) {
 async function startServer() {
   const dir = mkdtempSync(path.join(tmpdir(), "amrepo-"))
   const child = spawn(process.execPath, [path.join(here, "server.mjs"), dir, "0"], { stdio: ["ignore", "pipe", "inherit"] })
+  // Never leave the server behind, even when this driver dies of an error.
+  process.on("exit", () => child.kill("SIGKILL"))
   const port = await new Promise((resolve, reject) => {
     child.stdout.once("data", (b) => resolve(JSON.parse(b.toString()).port))
     child.once("exit", (c) => reject(new Error(`server exited with ${c}`)))
@@ -250,15 +252,25 @@ async function firstSync(cases) {
   const server = await startServer()
   server.resetPeak()
 
+  // All at once by default; --batch N sends N documents at a time, each batch stored (or received)
+  // before the next, for when the server cannot take a whole caseload at once.
+  const batch = opt("batch", cases)
   const t0 = now()
   const a = client(server.url)
-  const handles = saves.map((bytes) => a.repo.import(bytes))
-  await untilStored(server, handles.map((h) => h.documentId))
+  const handles = []
+  for (let i = 0; i < saves.length; i += batch) {
+    const part = saves.slice(i, i + batch).map((bytes) => a.repo.import(bytes))
+    handles.push(...part)
+    await untilStored(server, part.map((h) => h.documentId))
+  }
   const upload = now() - t0
 
   const t1 = now()
   const b = client(server.url)
-  const got = await Promise.all(handles.map((h) => b.repo.find(h.url)))
+  const got = []
+  for (let i = 0; i < handles.length; i += batch) {
+    got.push(...(await Promise.all(handles.slice(i, i + batch).map((h) => b.repo.find(h.url)))))
+  }
   const download = now() - t1
   for (let i = 0; i < got.length; i++) {
     if (JSON.stringify(A.getHeads(got[i].doc())) !== JSON.stringify(A.getHeads(handles[i].doc()))) {
@@ -270,7 +282,7 @@ async function firstSync(cases) {
   await close(b.repo)
   await server.stop()
   return {
-    workload: "A", name: "first-sync", impl: "automerge-repo", cases,
+    workload: "A", name: "first-sync", impl: "automerge-repo", cases, batch,
     upload_s: secs(upload), download_s: secs(download), total_s: secs(upload + download),
     server_rss_peak_bytes: peak, generate_s: secs(generate), doc_bytes: saves[0].length,
   }
@@ -281,8 +293,13 @@ async function reconnectWorkload(cases, edited) {
   const recs = Array.from({ length: cases }, () => careRecord(author))
   const server = await startServer()
   const a = client(server.url)
-  const handles = recs.map((r) => a.repo.import(A.save(r.doc)))
-  await untilStored(server, handles.map((h) => h.documentId))
+  // Set-up, not timed: uploaded 100 at a time, since the server falls over when sent 1,000 at once.
+  const handles = []
+  for (let i = 0; i < recs.length; i += 100) {
+    const part = recs.slice(i, i + 100).map((r) => a.repo.import(A.save(r.doc)))
+    handles.push(...part)
+    await untilStored(server, part.map((h) => h.documentId))
+  }
   a.adapter.disconnect()
   await new Promise((r) => setTimeout(r, 200))
   for (let i = 0; i < edited; i++) editOffline(handles[i], recs[i], author)
@@ -305,14 +322,16 @@ async function reconnectWorkload(cases, edited) {
 async function morning(devices, cases, edited) {
   const server = await startServer()
   const clients = []
+  // Set-up, not timed: each device uploads its cases and waits until they are stored, one after
+  // another (the server falls over when sent thousands of documents at once).
   for (let i = 0; i < devices; i++) {
     const author = newAuthor(randomUUID())
     const recs = Array.from({ length: cases }, () => careRecord(author))
     const c = client(server.url)
     const handles = recs.map((r) => c.repo.import(A.save(r.doc)))
     clients.push({ c, author, recs, handles })
+    await untilStored(server, handles.map((h) => h.documentId))
   }
-  await untilStored(server, clients.flatMap((x) => x.handles.map((h) => h.documentId)))
   for (const x of clients) x.c.adapter.disconnect()
   await new Promise((r) => setTimeout(r, 500))
   const owner = new Map()
