@@ -66,7 +66,7 @@ fn care_record() -> AutoCommit {
                 .expect("notes");
         }
     }
-    for i in 0..3 {
+    for member in members.iter().take(3) {
         let d = doc
             .propose_decision("Try a weekly walking group", Participant::Person)
             .expect("decision");
@@ -79,7 +79,7 @@ fn care_record() -> AutoCommit {
         .expect("position");
         doc.record_position(
             &d,
-            Participant::Member(members[i]),
+            Participant::Member(*member),
             Stance::Unsure,
             Some("Not yet"),
         )
