@@ -24,7 +24,7 @@ impl Seed {
     }
 
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -35,7 +35,7 @@ impl Seed {
 
     /// Pick one of `items`.
     pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
+        items[(self.next_u64() % items.len() as u64) as usize]
     }
 }
 
@@ -125,9 +125,9 @@ pub fn care_record(
             name,
             date_of_birth: Some(format!(
                 "19{:02}-0{}-1{}",
-                50 + seed.next() % 50,
-                1 + seed.next() % 9,
-                seed.next() % 10
+                50 + seed.next_u64() % 50,
+                1 + seed.next_u64() % 9,
+                seed.next_u64() % 10
             )),
             ..Default::default()
         },
@@ -157,7 +157,7 @@ pub fn care_record(
             doc.append_text(&meeting, NoteKind::Notes, &notes(seed, 500))?;
         }
     }
-    for i in 0..3usize {
+    for (i, member) in members.iter().take(3).enumerate() {
         let decision = doc.propose_decision(seed.pick(DECISIONS), Participant::Person)?;
         doc.record_position(
             &decision,
@@ -167,7 +167,7 @@ pub fn care_record(
         )?;
         doc.record_position(
             &decision,
-            Participant::Member(members[i]),
+            Participant::Member(*member),
             if i == 1 {
                 Stance::Disagree
             } else {
