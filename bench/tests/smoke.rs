@@ -11,7 +11,7 @@ async fn every_workload_runs_small_and_everything_is_acknowledged() -> Result<()
     let a = workload::first_sync(&server, 6, 1).await?;
     assert_eq!(a["cases"], 6);
     assert!(
-        a["downloaded_bytes"].as_u64().unwrap_or(0) > 6 * 4000,
+        a["downloaded_bytes"].as_u64().unwrap_or(0) > 6 * 2000,
         "{a}"
     );
 
