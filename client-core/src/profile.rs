@@ -26,6 +26,16 @@ const NS_PROFILE: &str = "profile";
 const NS_ACKED: &str = "acked";
 const NS_SYNC_STATE: &str = "sync_state";
 const LOG_READS: &str = "reads";
+const NS_ACCESSES: &str = "accesses";
+
+/// Who has accessed a case, as last fetched from the borough server's audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessList {
+    /// When it was fetched (RFC 3339).
+    pub fetched_at: String,
+    /// The accesses, oldest first.
+    pub entries: Vec<crate::export::Access>,
+}
 
 /// What can go wrong with the profile, in words a practitioner can act on.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +188,20 @@ pub struct Profile {
     device: DeviceId,
     enrolment: Option<Enrolment>,
     docs: HashMap<CaseId, AutoCommit>,
+    /// Chunks in each loaded case's log since its last snapshot.
+    chunks: HashMap<CaseId, usize>,
+}
+
+/// After this many appended chunks, a case's log is compacted into one snapshot, so loading a case
+/// does not replay years of small saves.
+pub const COMPACT_AFTER: usize = 32;
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn now_string() -> String {
@@ -222,6 +246,7 @@ impl Profile {
             device,
             enrolment,
             docs: HashMap::new(),
+            chunks: HashMap::new(),
         })
     }
 
@@ -353,6 +378,7 @@ impl Profile {
                 .store
                 .load_chunks(&case)?
                 .ok_or_else(|| ProfileError::UnknownCase(case.to_string()))?;
+            self.chunks.insert(case, chunks.len());
             let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
             let doc = AutoCommit::load(&bytes)
                 .map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?;
@@ -420,14 +446,47 @@ impl Profile {
             let saved = self
                 .store
                 .append_chunk(&case, &chunk)
-                .and_then(|_| self.store.flush());
-            if let Err(e) = saved {
-                self.docs.remove(&case);
-                return Err(e.into());
-            }
+                .and_then(|seq| self.store.flush().map(|_| seq));
+            let seq = match saved {
+                Ok(seq) => seq,
+                Err(e) => {
+                    self.docs.remove(&case);
+                    return Err(e.into());
+                }
+            };
             self.docs.insert(case, cd.into_automerge());
+            self.appended(case, seq);
         }
         Ok(r)
+    }
+
+    /// A case for resolving ids and names inside the app (which member is "Ana", which entry an
+    /// id prefix means). Not audited, so never use it to show the record to a person: use
+    /// [`Profile::view`] for that.
+    pub fn lookup(&mut self, case: CaseId) -> Result<CaseView, ProfileError> {
+        self.view_unaudited(case)
+    }
+
+    /// Count an appended chunk; compact the case's log once it is long. A failed compaction loses
+    /// nothing (the chunks stay), so it is only logged.
+    fn appended(&mut self, case: CaseId, seq: crate::store::ChunkSeq) {
+        let count = self.chunks.entry(case).or_insert(0);
+        *count += 1;
+        if *count < COMPACT_AFTER {
+            return;
+        }
+        let Some(doc) = self.docs.get_mut(&case) else {
+            return;
+        };
+        let snapshot = doc.save();
+        match self.store.compact_case(&case, &snapshot, seq) {
+            Ok(()) => {
+                self.chunks.insert(case, 1);
+            }
+            Err(e) => {
+                tracing::warn!(%case, error = %e, "compaction failed; the log is kept as it is")
+            }
+        }
     }
 
     fn view_unaudited(&mut self, case: CaseId) -> Result<CaseView, ProfileError> {
@@ -572,10 +631,10 @@ impl Profile {
     ) -> Result<SyncReport, ProfileError> {
         let result = self.sync_inner(progress).await;
         let (ok, message) = match &result {
-            Ok(r) if r.refused.is_empty() => (true, format!("synced {} cases", r.cases)),
+            Ok(r) if r.refused.is_empty() => (true, format!("synced {}", plural(r.cases, "case"))),
             Ok(r) => (
                 false,
-                format!("synced with {} cases refused", r.refused.len()),
+                format!("synced, but {} refused", plural(r.refused.len(), "case")),
             ),
             Err(e) => (false, e.to_string()),
         };
@@ -605,11 +664,7 @@ impl Profile {
         &mut self,
         progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport, ProfileError> {
-        let e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
-        let key = DeviceKey::from_pem(&e.key_pem).map_err(NetError::from)?;
-        let ca = hex::decode(&e.ca).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
-        let cert = hex::decode(&e.certificate).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
-        let (endpoint, conn) = net::connect(&e.server, &ca, &cert, &key).await?;
+        let (e, endpoint, conn) = self.connect().await?;
         let mut states = BTreeMap::new();
         for (k, v) in self.store.scan_meta(NS_SYNC_STATE)? {
             if let (Ok(case), Ok(state)) = (k.parse::<CaseId>(), automerge::sync::State::decode(&v))
@@ -657,10 +712,75 @@ impl Profile {
         Ok(report)
     }
 
+    /// Connect to the borough server with this device's certificate.
+    async fn connect(
+        &self,
+    ) -> Result<(Enrolment, quinn::Endpoint, quinn::Connection), ProfileError> {
+        let e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
+        let key = DeviceKey::from_pem(&e.key_pem).map_err(NetError::from)?;
+        let ca = hex::decode(&e.ca).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        let cert = hex::decode(&e.certificate).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        let (endpoint, conn) = net::connect(&e.server, &ca, &cert, &key).await?;
+        Ok((e, endpoint, conn))
+    }
+
+    /// Fetch who has accessed a case from the server's audit log and keep it (encrypted) for the
+    /// person's copy. Reads still waiting on this device are listed too.
+    pub async fn fetch_accesses(&mut self, case: CaseId) -> Result<AccessList, ProfileError> {
+        let (e, endpoint, conn) = self.connect().await?;
+        let result = net::fetch_access_log(&e.server, &conn, case).await;
+        conn.close(0u32.into(), b"");
+        endpoint.close(0u32.into(), b"");
+        let list = AccessList {
+            fetched_at: now_string(),
+            entries: result?
+                .into_iter()
+                .map(|a| crate::export::Access {
+                    at: a.at,
+                    who: a.who,
+                    device: a.device,
+                    what: a.what,
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&list).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        self.store
+            .put_meta(NS_ACCESSES, &case.to_string(), &bytes)?;
+        self.store.flush()?;
+        Ok(list)
+    }
+
+    /// The accesses last fetched for a case, plus this device's own reads not yet uploaded.
+    pub fn accesses(&self, case: CaseId) -> Result<Option<AccessList>, ProfileError> {
+        let Some(bytes) = self.store.get_meta(NS_ACCESSES, &case.to_string())? else {
+            return Ok(None);
+        };
+        let mut list: AccessList =
+            serde_json::from_slice(&bytes).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        let who = self
+            .enrolment
+            .as_ref()
+            .map(|e| e.practitioner_name.clone())
+            .unwrap_or_default();
+        for r in self.offline_reads()?.into_iter().filter(|r| r.case == case) {
+            list.entries.push(crate::export::Access {
+                at: r.at,
+                who: who.clone(),
+                device: Some(self.device.to_string()),
+                what: format!(
+                    "read on this device ({}), not yet sent to the server",
+                    r.what
+                ),
+            });
+        }
+        Ok(Some(list))
+    }
+
     fn forget_case(&mut self, case: CaseId) -> Result<(), ProfileError> {
         self.store.remove_case(&case)?;
         self.store.delete_meta(NS_ACKED, &case.to_string())?;
         self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
+        self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
         self.docs.remove(&case);
         Ok(())
     }
@@ -721,7 +841,8 @@ impl SessionHost for Host<'_> {
         let store = &self.profile.store;
         match action {
             Action::Persist { case, chunk } => {
-                store.append_chunk(case, chunk).map_err(|e| e.to_string())?;
+                let seq = store.append_chunk(case, chunk).map_err(|e| e.to_string())?;
+                self.profile.appended(*case, seq);
             }
             Action::Acknowledged { case, heads } => {
                 store
@@ -747,5 +868,99 @@ impl SessionHost for Host<'_> {
             Action::Send(_) | Action::Close { .. } => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NewCase, PersonField};
+    use crate::store::MemoryStore;
+
+    /// A profile over an in-memory store, enrolled on paper (no server needed for offline work).
+    fn offline_profile() -> Profile {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let enrolment = Enrolment {
+            server: "127.0.0.1:1".into(),
+            device_name: "test".into(),
+            practitioner: PractitionerId::random(),
+            practitioner_name: "Sam".into(),
+            teams: vec![TeamInfo {
+                id: TeamId::random(),
+                name: "North".into(),
+            }],
+            ca: String::new(),
+            certificate: String::new(),
+            key_pem: String::new(),
+            enrolled_at: now_string(),
+        };
+        store
+            .put_meta(
+                NS_PROFILE,
+                "enrolment",
+                &serde_json::to_vec(&enrolment).unwrap(),
+            )
+            .unwrap();
+        Profile::from_store(Path::new("/nonexistent"), store).unwrap()
+    }
+
+    #[test]
+    fn long_case_logs_are_compacted_and_lose_nothing() {
+        let mut p = offline_profile();
+        let case = p
+            .create_case(
+                NewCase {
+                    name: "Maria".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        for i in 0..(COMPACT_AFTER * 2 + 5) {
+            p.edit(case, |d| {
+                d.set_person(PersonField::Pronouns, Some(&format!("p{i}")))
+            })
+            .unwrap();
+        }
+        let chunks = p.store().load_chunks(&case).unwrap().unwrap();
+        assert!(
+            chunks.len() < COMPACT_AFTER,
+            "the log was compacted ({} chunks)",
+            chunks.len()
+        );
+        // A fresh profile over the same store reads every edit back.
+        let store = p.store().clone();
+        let mut again = Profile::from_store(Path::new("/nonexistent"), store).unwrap();
+        let v = again.lookup(case).unwrap();
+        assert_eq!(
+            v.person.pronouns.as_deref(),
+            Some(format!("p{}", COMPACT_AFTER * 2 + 4).as_str())
+        );
+        assert_eq!(
+            again.unsynced(case).unwrap(),
+            COMPACT_AFTER * 2 + 6,
+            "every change still counted as unsynced"
+        );
+    }
+
+    #[test]
+    fn a_read_is_recorded_for_the_access_log_and_a_lookup_is_not() {
+        let mut p = offline_profile();
+        let case = p
+            .create_case(
+                NewCase {
+                    name: "Maria".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        p.lookup(case).unwrap();
+        assert_eq!(p.offline_reads().unwrap().len(), 0);
+        p.view(case, "case show").unwrap();
+        let reads = p.offline_reads().unwrap();
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].case, case);
+        assert_eq!(reads[0].what, "case show");
     }
 }

@@ -45,6 +45,23 @@ impl Server {
     /// Open (or create) the data directory and start serving.
     pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         let opened = storage::open(&config)?;
+        Self::start_opened(config, opened).await
+    }
+
+    /// Start serving over a store the caller opened (see [`storage::open_store`]). A test seam: the
+    /// fault tests wrap the real store in one that fails on demand (a full disk).
+    pub async fn start_with_store(
+        config: ServerConfig,
+        store: Arc<dyn polyphony_core::store::Store>,
+    ) -> anyhow::Result<ServerHandle> {
+        let opened = storage::open_with_store(&config, store)?;
+        Self::start_opened(config, opened).await
+    }
+
+    async fn start_opened(
+        config: ServerConfig,
+        opened: storage::Opened,
+    ) -> anyhow::Result<ServerHandle> {
         let names: Vec<&str> = config
             .extra_server_names
             .iter()
@@ -336,15 +353,14 @@ async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection)
     };
     // The device must be durably registered before it is told it is enrolled.
     let ticket = shared.storage.group.wrote();
-    if let Err(e) = shared.storage.group.durable(ticket).await {
-        let _ = stream
-            .write_frames(&[refuse(
-                ErrorCode::StorageFailed,
-                format!("the server could not save the enrolment: {e}"),
-            )])
-            .await;
-        return;
-    }
+    let reply = match shared.storage.group.durable(ticket).await {
+        Ok(()) => reply,
+        Err(e) => refuse(
+            ErrorCode::StorageFailed,
+            format!("the server could not save the enrolment: {e}"),
+        ),
+    };
+    // Either way the device must get to read the answer before the connection goes.
     let _ = stream.write_frames(&[reply]).await;
     let _ = stream.send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;

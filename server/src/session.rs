@@ -21,15 +21,15 @@ use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::{actor_for_device, schema};
 use polyphony_core::net::{write_frames, FramedStream, StreamError};
 use polyphony_core::sync::{
-    prepare, ApplyError, CaseGrant, CasePolicy, ErrorCode, Frame, Refusal, SessionMode, Welcome,
-    PROTOCOL_VERSION,
+    prepare, AccessEntry, ApplyError, CaseGrant, CasePolicy, ErrorCode, Frame, Refusal,
+    SessionMode, Welcome, PROTOCOL_VERSION,
 };
 use polyphony_core::{CaseId, TeamId};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditLog};
-use crate::registry::{Device, DeviceStatus, Practitioner, Registry};
+use crate::registry::{Device, DeviceStatus, Practitioner, Registry, RegistryError};
 use crate::storage::{CaseChanged, ServerCase, ServerStorage};
 
 /// What every session shares.
@@ -76,6 +76,7 @@ enum Access {
 /// The policy for changes arriving from this device for one case.
 struct ServerPolicy<'a> {
     case: CaseId,
+    /// The team the stored document names (None for a case not stored yet).
     team: Option<TeamId>,
     my_teams: &'a [TeamId],
     allowed: &'a HashSet<ActorId>,
@@ -111,6 +112,8 @@ struct Session<'a> {
     provisional: HashMap<CaseId, AutoCommit>,
     told_moved: HashSet<CaseId>,
     read_audited: HashSet<CaseId>,
+    /// Messages received per case since its document last changed (a bound against sync loops).
+    exchanges: HashMap<CaseId, (usize, Vec<automerge::ChangeHash>)>,
     allowed: HashMap<TeamId, HashSet<ActorId>>,
     out: mpsc::UnboundedSender<(u64, Vec<Frame>)>,
 }
@@ -265,6 +268,7 @@ pub async fn serve(
         provisional: HashMap::new(),
         told_moved: HashSet::new(),
         read_audited: HashSet::new(),
+        exchanges: HashMap::new(),
         allowed: HashMap::new(),
         out: out_tx,
     };
@@ -333,6 +337,11 @@ impl Session<'_> {
                     self.shared.storage.group.wrote(),
                     vec![Frame::ReadsSaved { through }],
                 ));
+                true
+            }
+            Frame::AccessLogRequest { case } => {
+                let frame = self.access_log(case);
+                let _ = self.out.send((0, vec![frame]));
                 true
             }
             Frame::Done => {
@@ -418,6 +427,33 @@ impl Session<'_> {
 
     /// Handle one sync message: returns the durability ticket and the frames to send after it.
     fn sync(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
+        let (ticket, frames) = self.sync_inner(case, message);
+        // Bound the exchanges a case may take without its document changing: a confused or hostile
+        // peer must not be able to keep the server ping-ponging (see MAX_MESSAGES_PER_CASE).
+        let heads = frames.iter().find_map(|f| match f {
+            Frame::Saved { heads, .. } => Some(heads.clone()),
+            _ => None,
+        });
+        let entry = self.exchanges.entry(case).or_default();
+        match heads {
+            Some(h) if h != entry.1 => *entry = (1, h),
+            _ => entry.0 += 1,
+        }
+        if entry.0 > 2 * polyphony_core::sync::MAX_MESSAGES_PER_CASE {
+            let msg = "the sync of this case did not settle; nothing was lost: sync again later"
+                .to_string();
+            return (
+                ticket,
+                vec![Frame::CaseRefused {
+                    case,
+                    refusal: refusal(ErrorCode::Internal, msg),
+                }],
+            );
+        }
+        (ticket, frames)
+    }
+
+    fn sync_inner(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
         let access = self.access(&case);
         let refuse = |s: &Self, code: ErrorCode, msg: String| {
             s.shared.audit(
@@ -535,13 +571,26 @@ impl Session<'_> {
                     "the case has no team".into(),
                 );
             };
-            if let Err(e) = self.shared.registry.register_case(case, doc_team) {
-                debug!(error = %e, "case id taken");
-                return refuse(
-                    self,
-                    ErrorCode::NotAvailable,
-                    format!("case {case} is not available to this device"),
-                );
+            match self.shared.registry.register_case(case, doc_team) {
+                Ok(()) => {}
+                Err(e @ RegistryError::CaseInAnotherTeam { .. }) => {
+                    debug!(error = %e, "case id taken");
+                    return refuse(
+                        self,
+                        ErrorCode::NotAvailable,
+                        format!("case {case} is not available to this device"),
+                    );
+                }
+                // A full or failing disk is not "not available": say what happened.
+                Err(e) => {
+                    return refuse(
+                        self,
+                        ErrorCode::StorageFailed,
+                        format!(
+                            "the server could not save this case ({e}); it is still on your device"
+                        ),
+                    )
+                }
             }
             let chunk = prepared.chunk.clone();
             let mut sc = ServerCase {
@@ -597,6 +646,12 @@ impl Session<'_> {
         };
 
         let mut c = shared_case.lock().expect("case lock");
+        // The document's own team field must not change in a device's hands. (After an
+        // administrator moves a case, the registry, not this field, decides who may sync it.)
+        let policy = ServerPolicy {
+            team: schema::read_team_id(&c.doc),
+            ..policy
+        };
         let prepared = match prepare(&mut c.doc, &state, message, &policy) {
             Ok(p) => p,
             Err(e) => {
@@ -682,6 +737,88 @@ impl Session<'_> {
                 refusal: refusal(code, msg),
             }],
         )
+    }
+
+    /// Who has accessed a case, for the person's copy of their record. Only for a case this device
+    /// may read; the request itself is audited.
+    fn access_log(&self, case: CaseId) -> Frame {
+        if !matches!(self.access(&case), Access::Full(_)) {
+            return Frame::CaseRefused {
+                case,
+                refusal: refusal(
+                    ErrorCode::NotAvailable,
+                    format!("case {case} is not available to this device"),
+                ),
+            };
+        }
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::Read,
+            Some(case),
+            "access log sent to device",
+        );
+        let records = match self.shared.audit.entries(Some(case)) {
+            Ok(r) => r,
+            Err(e) => {
+                return Frame::CaseRefused {
+                    case,
+                    refusal: refusal(
+                        ErrorCode::Internal,
+                        format!("the audit log could not be read: {e}"),
+                    ),
+                }
+            }
+        };
+        let mut names: HashMap<polyphony_core::PractitionerId, String> = HashMap::new();
+        let entries = records
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    r.event.action,
+                    AuditAction::Read
+                        | AuditAction::Write
+                        | AuditAction::OfflineRead
+                        | AuditAction::CaseMoved
+                )
+            })
+            .map(|r| {
+                let (who, device) = match &r.event.actor {
+                    Actor::Device {
+                        device,
+                        practitioner,
+                    } => {
+                        let name = names.entry(*practitioner).or_insert_with(|| {
+                            self.shared
+                                .registry
+                                .practitioner(practitioner)
+                                .ok()
+                                .flatten()
+                                .map(|p| p.name)
+                                .unwrap_or_else(|| format!("practitioner {practitioner}"))
+                        });
+                        (name.clone(), Some(device.to_string()))
+                    }
+                    Actor::Admin => ("an administrator".to_string(), None),
+                    Actor::Server => ("the borough server".to_string(), None),
+                };
+                let what = match r.event.action {
+                    AuditAction::Read => format!("read ({})", r.event.detail),
+                    AuditAction::Write => format!("wrote ({})", r.event.detail),
+                    AuditAction::OfflineRead => {
+                        format!("read on a device while offline ({})", r.event.detail)
+                    }
+                    AuditAction::CaseMoved => format!("case moved ({})", r.event.detail),
+                    _ => r.event.detail.clone(),
+                };
+                AccessEntry {
+                    at: r.event.at,
+                    who,
+                    device,
+                    what,
+                }
+            })
+            .collect();
+        Frame::AccessLog { case, entries }
     }
 
     /// Another connection changed a case: send this device what it lacks (live push).

@@ -260,12 +260,26 @@ const NS_SERVER: &str = "server";
 
 /// Open (creating on first run) the server's data directory: key file, encrypted store, CA.
 pub fn open(config: &ServerConfig) -> anyhow::Result<Opened> {
+    open_with_store(config, open_store(config)?)
+}
+
+/// Open (creating on first run) the data directory's key file and encrypted store.
+pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(&config.data_dir)?;
     restrict(&config.data_dir);
     let key = config.key_file();
     KeySource::create_key_file(&key)?;
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&config.db_dir(), KeySource::KeyFile(key))?);
+    Ok(Arc::new(SledStore::open(
+        &config.db_dir(),
+        KeySource::KeyFile(key),
+    )?))
+}
+
+/// Everything else the server keeps (CA, registry, audit log) over an already-open store. The
+/// fault tests pass a store that fails on demand, to see the server refuse writes when the disk is
+/// full; the server itself always goes through [`open`].
+pub fn open_with_store(config: &ServerConfig, store: Arc<dyn Store>) -> anyhow::Result<Opened> {
+    std::fs::create_dir_all(&config.data_dir)?;
     let ca = match (
         store.get_meta(NS_SERVER, "ca_cert")?,
         store.get_meta(NS_SERVER, "ca_key")?,

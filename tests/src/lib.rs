@@ -3,15 +3,33 @@
 //! Every end-to-end test starts from here instead of copying set-up: [`TestServer::start`] runs a
 //! server in-process on a free port with its own data directory; [`TestServer::device`] enrols a
 //! new device for a practitioner through the real enrolment exchange.
+//!
+//! For the fault and attack suites (issue 9) it also offers the faults themselves: a lossy UDP
+//! relay ([`LossyRelay`]), a store that fails on demand ([`FaultyStore`]), a real small
+//! filesystem ([`SmallDisk`]), the server as a process to SIGKILL ([`ServerProcess`]), and raw
+//! sessions with hand-made identities and documents ([`raw_sync`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
+use polyphony_core::model::{
+    self, CaseDoc, CaseView, NewCase, NewMeeting, NoteKind, Participant, Place,
+};
 use polyphony_core::profile::Profile;
+use polyphony_core::store::Store;
+use polyphony_core::{CaseId, EntryId};
 use polyphony_server::admin::{self, AdminRequest, AdminResponse};
+use polyphony_server::storage;
 use polyphony_server::{Server, ServerConfig, ServerHandle};
 use tempfile::TempDir;
+
+mod disk;
+mod relay;
+
+pub use disk::{DiskFault, DiskSwitch, FaultyStore, SmallDisk};
+pub use relay::{Impairment, LossyRelay, RelayCounts};
 
 /// A server running in this process.
 pub struct TestServer {
@@ -106,12 +124,18 @@ impl TestServer {
 
     /// Enrol a new device for a practitioner.
     pub async fn device(&self, practitioner: &str) -> Result<TestDevice> {
+        self.device_at(practitioner, self.addr()).await
+    }
+
+    /// Enrol a new device that reaches the server at `addr` (a [`LossyRelay`] in front of it, say):
+    /// the enrolment records that address, so every later sync goes through it too.
+    pub async fn device_at(&self, practitioner: &str, addr: SocketAddr) -> Result<TestDevice> {
         let code = self.code(practitioner).await?;
         let dir = tempfile::tempdir()?;
-        let mut profile = Profile::open(&dir.path().join("home"), "correct horse battery staple")?;
+        let mut profile = Profile::open(&dir.path().join("home"), PASSPHRASE)?;
         profile
             .enrol(
-                &self.addr().to_string(),
+                &addr.to_string(),
                 &code,
                 &format!("{practitioner}'s laptop"),
             )
@@ -119,6 +143,77 @@ impl TestServer {
             .context("enrolment")?;
         Ok(TestDevice { dir, profile })
     }
+
+    /// Start a fresh server whose configuration the test adjusts first (a low connection limit, a
+    /// small frame limit, a short enrolment lifetime).
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Result<TestServer> {
+        Self::start_inner(adjust, None::<fn(Arc<dyn Store>) -> Arc<dyn Store>>).await
+    }
+
+    /// Start a fresh server over its real store wrapped by `wrap` (a [`FaultyStore`], to fill the
+    /// disk on demand). [`TestServer::restart`] reopens the plain store.
+    pub async fn start_with_store(
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Result<TestServer> {
+        Self::start_inner(|_| {}, Some(wrap)).await
+    }
+
+    async fn start_inner(
+        adjust: impl FnOnce(&mut ServerConfig),
+        wrap: Option<impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>>,
+    ) -> Result<TestServer> {
+        init_logs();
+        let dir = tempfile::tempdir()?;
+        let mut config = ServerConfig {
+            data_dir: dir.path().join("data"),
+            listen: "127.0.0.1:0".parse()?,
+            ..ServerConfig::default()
+        };
+        adjust(&mut config);
+        let handle = match wrap {
+            Some(wrap) => {
+                let store = storage::open_store(&config)?;
+                Server::start_with_store(config.clone(), wrap(store)).await?
+            }
+            None => Server::start(config.clone()).await?,
+        };
+        config.listen = handle.local_addr();
+        Ok(TestServer {
+            dir,
+            config,
+            handle: Some(handle),
+        })
+    }
+
+    /// Stop the server, run `f` over its data opened offline (its CA, registry and store, as an
+    /// administrator's offline command would), then start it again on the same port.
+    pub async fn offline<R>(&mut self, f: impl FnOnce(&storage::Opened) -> Result<R>) -> Result<R> {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+        // A session task may still hold the store for a moment after shutdown returns.
+        let mut opened = storage::open(&self.config);
+        for _ in 0..100 {
+            if opened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            opened = storage::open(&self.config);
+        }
+        let out = f(&opened?);
+        self.handle = Some(Server::start(self.config.clone()).await?);
+        out
+    }
+}
+
+/// The passphrase of every test device's store.
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// Print one summary line of what a fault or attack test did, in a form `docs/RELIABILITY.md`
+/// gathers its tables from: `FIGURES <test> key=value ...` (run the tests with `--nocapture`).
+pub fn report_figures(test: &str, figures: &[(&str, u64)]) {
+    let fields: Vec<String> = figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!("FIGURES {test} {}", fields.join(" "));
 }
 
 /// The path of a workspace binary (built by `cargo build --workspace --bins` before the tests).
@@ -155,7 +250,25 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start `polyphony-server serve` on `addr` with `data`, and wait until it answers.
     pub async fn start(data: PathBuf, addr: SocketAddr) -> Result<ServerProcess> {
-        let child = std::process::Command::new(bin_path("polyphony-server"))
+        Self::start_via(&[], data, addr).await
+    }
+
+    /// Like [`ServerProcess::start`], with the binary run through `prefix` (a command that execs
+    /// it, such as [`SmallDisk::prefix`], so the process keeps its pid and `kill` still reaches it).
+    pub async fn start_via(
+        prefix: &[std::ffi::OsString],
+        data: PathBuf,
+        addr: SocketAddr,
+    ) -> Result<ServerProcess> {
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(bin_path("polyphony-server"));
+                c
+            }
+            None => std::process::Command::new(bin_path("polyphony-server")),
+        };
+        let child = command
             .arg("--data")
             .arg(&data)
             .arg("serve")
@@ -227,6 +340,15 @@ impl ServerProcess {
         Ok(TestDevice { dir, profile })
     }
 
+    /// Its configuration, as the binary sees it (to open its store offline after a kill).
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig {
+            data_dir: self.data.clone(),
+            listen: self.addr,
+            ..ServerConfig::default()
+        }
+    }
+
     /// SIGKILL the server: no shutdown, no flush.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -274,4 +396,224 @@ impl TestDevice {
     pub fn home(&self) -> PathBuf {
         self.profile.home().to_path_buf()
     }
+
+    /// Open a case for `name` with one meeting (at home, the person attending); returns both ids.
+    pub fn case_with_meeting(&mut self, name: &str) -> Result<(CaseId, EntryId)> {
+        let case = self.profile.create_case(
+            NewCase {
+                name: name.into(),
+                ..Default::default()
+            },
+            None,
+        )?;
+        let at = model::parse_datetime("at", "2026-03-14T10:30")?;
+        let meeting = self.profile.edit(case, |d| {
+            d.add_meeting(NewMeeting {
+                at,
+                place: Place::Home,
+                attendees: vec![Participant::Person],
+            })
+        })?;
+        Ok((case, meeting))
+    }
+
+    /// Add `text` to a meeting's notes; on disk when this returns.
+    pub fn note(&mut self, case: CaseId, meeting: EntryId, text: &str) -> Result<()> {
+        self.profile
+            .edit(case, |d| d.append_text(&meeting, NoteKind::Notes, text))?;
+        Ok(())
+    }
+
+    /// A case as this device holds it, without recording a read in the access log.
+    pub fn peek(&mut self, case: CaseId) -> Result<CaseView> {
+        let doc = self.profile.document(case)?;
+        Ok(CaseDoc::from_automerge(doc, None)?.view())
+    }
+
+    /// Sync, trying again when the network loses a sync, at most `attempts` times (each bounded
+    /// by [`SYNC_TIMEOUT`]). Returns the report and how many attempts failed.
+    pub async fn sync_retrying(
+        &mut self,
+        attempts: usize,
+    ) -> Result<(polyphony_core::profile::SyncReport, usize)> {
+        let mut failed = 0;
+        loop {
+            let outcome = tokio::time::timeout(SYNC_TIMEOUT, self.profile.sync(&mut |_| {})).await;
+            let error = match outcome {
+                Ok(Ok(report)) => return Ok((report, failed)),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no result within {SYNC_TIMEOUT:?}"),
+            };
+            failed += 1;
+            if failed >= attempts {
+                return Err(anyhow!("sync failed {failed} times; last: {error}"));
+            }
+            eprintln!("sync attempt {failed} lost ({error}); trying again");
+        }
+    }
+}
+
+/// How long one sync may take in a fault test before it counts as lost (generous: a debug build
+/// on a shared two-core machine, through a lossy relay).
+pub const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A device identity given piece by piece, for sessions with certificates the server did not
+/// issue through a normal enrolment (expired, forged, another borough's).
+pub struct RawIdentity {
+    /// The CA the device trusts, DER.
+    pub ca: Vec<u8>,
+    /// The device's certificate, DER.
+    pub cert: Vec<u8>,
+    /// Its key.
+    pub key: polyphony_core::identity::DeviceKey,
+}
+
+impl RawIdentity {
+    /// The identity an enrolment holds.
+    pub fn of(e: &polyphony_core::profile::Enrolment) -> Result<RawIdentity> {
+        Ok(RawIdentity {
+            ca: hex::decode(&e.ca)?,
+            cert: hex::decode(&e.certificate)?,
+            key: polyphony_core::identity::DeviceKey::from_pem(&e.key_pem)?,
+        })
+    }
+}
+
+/// The documents of a raw session, and what the server said about them.
+#[derive(Default)]
+pub struct RawHost {
+    /// The documents offered (and received).
+    pub docs: std::collections::BTreeMap<CaseId, automerge::AutoCommit>,
+    /// Cases refused, with the code.
+    pub refused: Vec<(CaseId, polyphony_core::sync::ErrorCode)>,
+    /// Cases acknowledged.
+    pub acked: Vec<CaseId>,
+}
+
+impl polyphony_core::sync::DocSet for RawHost {
+    fn cases(&self) -> Vec<CaseId> {
+        self.docs.keys().copied().collect()
+    }
+    fn doc(&mut self, case: &CaseId) -> Option<&mut automerge::AutoCommit> {
+        self.docs.get_mut(case)
+    }
+    fn insert(&mut self, case: CaseId, doc: automerge::AutoCommit) {
+        self.docs.insert(case, doc);
+    }
+}
+
+impl polyphony_core::net::SessionHost for RawHost {
+    fn act(&mut self, action: &polyphony_core::sync::Action) -> Result<(), String> {
+        use polyphony_core::sync::Action;
+        match action {
+            Action::Refused { case, refusal } => self.refused.push((*case, refusal.code)),
+            Action::Acknowledged { case, .. } => self.acked.push(*case),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Run a one-shot sync session against `addr` as `id`, offering `docs` and nothing else (no
+/// profile, no store): what an attacker with that identity can do.
+pub async fn raw_sync(
+    addr: SocketAddr,
+    id: &RawIdentity,
+    docs: std::collections::BTreeMap<CaseId, automerge::AutoCommit>,
+) -> Result<RawHost> {
+    use polyphony_core::net;
+    let (endpoint, conn) = net::connect(&addr.to_string(), &id.ca, &id.cert, &id.key).await?;
+    let mut host = RawHost {
+        docs,
+        ..RawHost::default()
+    };
+    let mut session =
+        polyphony_core::sync::ClientSession::new(false, vec![], std::collections::BTreeMap::new());
+    let outcome = net::drive(&addr.to_string(), &conn, &mut session, &mut host, None).await;
+    endpoint.close(0u32.into(), b"");
+    outcome?;
+    Ok(host)
+}
+
+/// A session host for tests that drive raw sessions: holds documents in memory, records what the
+/// server refused and acknowledged, and forwards every action (with the case's document as it
+/// then stands) to `events` if set.
+#[derive(Default)]
+pub struct TestHost {
+    /// The documents offered to the server.
+    pub docs: std::collections::BTreeMap<polyphony_core::CaseId, automerge::AutoCommit>,
+    /// Cases refused, with the code.
+    pub refused: Vec<(polyphony_core::CaseId, polyphony_core::sync::ErrorCode)>,
+    /// Cases acknowledged (one entry per `Saved`).
+    pub acked: Vec<polyphony_core::CaseId>,
+    /// Where to forward actions, if anywhere.
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<(Action, Option<automerge::AutoCommit>)>>,
+}
+
+use polyphony_core::sync::Action;
+
+impl polyphony_core::sync::DocSet for TestHost {
+    fn cases(&self) -> Vec<polyphony_core::CaseId> {
+        self.docs.keys().copied().collect()
+    }
+    fn doc(&mut self, case: &polyphony_core::CaseId) -> Option<&mut automerge::AutoCommit> {
+        self.docs.get_mut(case)
+    }
+    fn insert(&mut self, case: polyphony_core::CaseId, doc: automerge::AutoCommit) {
+        self.docs.insert(case, doc);
+    }
+}
+
+impl polyphony_core::net::SessionHost for TestHost {
+    fn act(&mut self, action: &Action) -> std::result::Result<(), String> {
+        let case = match action {
+            Action::Refused { case, refusal } => {
+                self.refused.push((*case, refusal.code));
+                Some(*case)
+            }
+            Action::Acknowledged { case, .. } => {
+                self.acked.push(*case);
+                Some(*case)
+            }
+            Action::Persist { case, .. } | Action::Moved { case } => Some(*case),
+            _ => None,
+        };
+        if let Some(tx) = &self.events {
+            let doc = case.and_then(|c| self.docs.get(&c).cloned());
+            let _ = tx.send((action.clone(), doc));
+        }
+        Ok(())
+    }
+}
+
+/// Connect to a server with an enrolled device's identity (which may have been wiped since: an
+/// attacker's copy).
+pub async fn connect_as(
+    addr: SocketAddr,
+    e: &polyphony_core::profile::Enrolment,
+) -> Result<(quinn::Endpoint, quinn::Connection)> {
+    let key = polyphony_core::identity::DeviceKey::from_pem(&e.key_pem)?;
+    Ok(polyphony_core::net::connect(
+        &addr.to_string(),
+        &hex::decode(&e.ca)?,
+        &hex::decode(&e.certificate)?,
+        &key,
+    )
+    .await?)
+}
+
+/// Run one session (one-shot or live) as `e` with `host`'s documents until it ends.
+pub async fn run_session(
+    addr: SocketAddr,
+    e: &polyphony_core::profile::Enrolment,
+    mut host: TestHost,
+    live: bool,
+) -> Result<(polyphony_core::sync::ErrorCode, TestHost)> {
+    let (ep, conn) = connect_as(addr, e).await?;
+    let mut session = polyphony_core::sync::ClientSession::new(live, vec![], Default::default());
+    let end =
+        polyphony_core::net::drive(&addr.to_string(), &conn, &mut session, &mut host, None).await;
+    ep.close(0u32.into(), b"");
+    let (code, _) = end?;
+    Ok((code, host))
 }

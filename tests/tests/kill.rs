@@ -1,7 +1,13 @@
 //! The server is killed (SIGKILL) during a sync of many cases; after restart every change the device
 //! saw acknowledged is there, and a second sync converges.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// How many cases the device has seen settled when the server is killed, per round. Round 1 kills
+/// during the first upload of 120 cases; later rounds, during the upload of 30 edited cases.
+const KILL_AFTER_SETTLED: [usize; 3] = [20, 100, 110];
 
 use anyhow::Result;
 use polyphony_core::model::{self, NewCase, NewMeeting, NoteKind, Participant, Place};
@@ -56,15 +62,28 @@ async fn server_killed_mid_sync_keeps_every_acknowledged_change() -> Result<()> 
     let t0 = std::time::Instant::now();
     let mut acknowledged_seen = 0;
     for round in 0..3u64 {
-        // Kill the server at a different point in each round, and bring it straight back: the device
-        // learns at once (stateless reset) that its connection is gone.
+        // Kill the server mid-sync, at a different point in each round: once the device has seen a
+        // given number of cases settled (acknowledged), so the kill lands mid-sync however fast or
+        // slow the machine is. The restarted server resets the stale connection at once.
+        let settled = Arc::new(AtomicUsize::new(0));
+        let seen = settled.clone();
         let sync = tokio::spawn(async move {
-            let r = a.profile.sync(&mut |_| {}).await;
+            let r = a
+                .profile
+                .sync(&mut |p| seen.store(p.settled, Ordering::SeqCst))
+                .await;
             (a, r)
         });
-        tokio::time::sleep(Duration::from_millis(40 + round * 60)).await;
+        let threshold = KILL_AFTER_SETTLED[round as usize];
+        while settled.load(Ordering::SeqCst) < threshold && !sync.is_finished() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         server.kill();
-        eprintln!("[{:?}] killed", t0.elapsed());
+        eprintln!(
+            "[{:?}] killed after {} cases settled",
+            t0.elapsed(),
+            settled.load(Ordering::SeqCst)
+        );
         kills += 1;
         server = ServerProcess::start(data.path().join("server"), addr).await?;
         eprintln!("[{:?}] restarted", t0.elapsed());

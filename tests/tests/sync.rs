@@ -5,16 +5,15 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use automerge::transaction::Transactable;
 use automerge::{ReadDoc, ROOT};
-use polyphony_core::identity::DeviceKey;
 use polyphony_core::model::{
     self, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant, PersonField, Place,
     Stance,
 };
-use polyphony_core::net::{self, SessionHost};
+use polyphony_core::net;
 use polyphony_core::profile::Enrolment;
-use polyphony_core::sync::{Action, ClientSession, DocSet, ErrorCode};
+use polyphony_core::sync::{Action, ClientSession, ErrorCode};
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
-use polyphony_e2e::{TestDevice, TestServer};
+use polyphony_e2e::{connect_as, run_session, TestDevice, TestHost, TestServer};
 
 async fn two_practitioners() -> Result<(TestServer, TestDevice, TestDevice)> {
     let server = TestServer::start().await?;
@@ -116,42 +115,12 @@ async fn two_devices_edit_the_same_case_offline_and_both_keep_both_edits() -> Re
     Ok(())
 }
 
-/// A raw session against the server with whatever documents the test wants to send.
-struct RawHost {
-    docs: BTreeMap<CaseId, automerge::AutoCommit>,
-    refused: Vec<(CaseId, ErrorCode)>,
-    acked: Vec<CaseId>,
-}
-
-impl DocSet for RawHost {
-    fn cases(&self) -> Vec<CaseId> {
-        self.docs.keys().copied().collect()
-    }
-    fn doc(&mut self, case: &CaseId) -> Option<&mut automerge::AutoCommit> {
-        self.docs.get_mut(case)
-    }
-    fn insert(&mut self, case: CaseId, doc: automerge::AutoCommit) {
-        self.docs.insert(case, doc);
-    }
-}
-
-impl SessionHost for RawHost {
-    fn act(&mut self, action: &Action) -> Result<(), String> {
-        match action {
-            Action::Refused { case, refusal } => self.refused.push((*case, refusal.code)),
-            Action::Acknowledged { case, .. } => self.acked.push(*case),
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
 /// Run a one-shot session as `device` with these documents.
 async fn raw_sync(
     server: &TestServer,
     device: &TestDevice,
     docs: BTreeMap<CaseId, automerge::AutoCommit>,
-) -> Result<RawHost> {
+) -> Result<TestHost> {
     raw_sync_as(server, device.profile.enrolment().expect("enrolled"), docs).await
 }
 
@@ -159,31 +128,12 @@ async fn raw_sync_as(
     server: &TestServer,
     e: &Enrolment,
     docs: BTreeMap<CaseId, automerge::AutoCommit>,
-) -> Result<RawHost> {
-    let key = DeviceKey::from_pem(&e.key_pem)?;
-    let (ep, conn) = net::connect(
-        &server.addr().to_string(),
-        &hex::decode(&e.ca)?,
-        &hex::decode(&e.certificate)?,
-        &key,
-    )
-    .await?;
-    let mut host = RawHost {
+) -> Result<TestHost> {
+    let host = TestHost {
         docs,
-        refused: vec![],
-        acked: vec![],
+        ..Default::default()
     };
-    let mut session = ClientSession::new(false, vec![], BTreeMap::new());
-    net::drive(
-        &server.addr().to_string(),
-        &conn,
-        &mut session,
-        &mut host,
-        None,
-    )
-    .await?;
-    ep.close(0u32.into(), b"");
-    Ok(host)
+    Ok(run_session(server.addr(), e, host, false).await?.1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,6 +219,38 @@ async fn another_team_gets_no_trace_and_forged_or_invalid_changes_change_nothing
     b.sync().await?;
     let after = serde_json::to_string(&b.profile.view(case, "test")?)?;
     assert_eq!(before, after, "the stored case is unchanged");
+
+    // The audit log recorded the writes, the reads and every refusal for this case, and its chain
+    // verifies.
+    use polyphony_server::admin::AdminRequest;
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?;
+    let text = log.to_string();
+    for action in ["write", "read", "refused"] {
+        assert!(
+            text.contains(&format!("\"{action}\"")),
+            "audit has no {action} for the case: {text}"
+        );
+    }
+    assert!(
+        text.contains("not an enrolled device"),
+        "the forged change is in the audit log"
+    );
+    assert!(
+        text.contains("is not available to this device"),
+        "the other team's attempt is in the audit log"
+    );
+    let verified = server
+        .admin(AdminRequest::Audit {
+            case: None,
+            verify: true,
+        })
+        .await?;
+    assert!(verified["entries"].as_u64().unwrap_or(0) > 5, "{verified}");
     Ok(())
 }
 
@@ -341,4 +323,178 @@ impl ProfileDoc for TestDevice {
         let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
         Ok(automerge::AutoCommit::load(&bytes)?)
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_case_to_another_team_never_strands_a_devices_notes() -> Result<()> {
+    let (server, mut a, _b) = two_practitioners().await?;
+    server.team("South").await?;
+    server.practitioner("Jo", "South").await?;
+    let mut c = server.device("Jo").await?;
+    let case = a.profile.create_case(
+        NewCase {
+            name: "Maria Lopez".into(),
+            ..Default::default()
+        },
+        None,
+    )?;
+    let at = model::parse_datetime("at", "2026-03-14T10:30")?;
+    let meeting = a.profile.edit(case, |d| {
+        d.add_meeting(NewMeeting {
+            at,
+            place: Place::Home,
+            attendees: vec![],
+        })
+    })?;
+    a.sync().await?;
+
+    // Offline, Sam writes notes; meanwhile the case moves to South.
+    a.profile.edit(case, |d| {
+        d.append_text(&meeting, NoteKind::Notes, "Written on the home visit.")
+    })?;
+    server
+        .admin(polyphony_server::admin::AdminRequest::CaseMove {
+            case,
+            team: "South".into(),
+        })
+        .await?;
+    let report = a.sync().await?;
+    assert_eq!(
+        report.moved,
+        vec![case.to_string()],
+        "the device is told the case moved"
+    );
+    assert!(report.kept_unsynced.is_empty());
+    assert!(
+        a.profile.case_ids()?.is_empty(),
+        "the local copy goes only once everything is on the server"
+    );
+
+    // The new team has the notes written after the move.
+    c.sync().await?;
+    let v = c.profile.view(case, "test")?;
+    assert!(
+        v.meetings[0].notes.contains("Written on the home visit."),
+        "the notes were not stranded"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_both_are_connected_a_change_reaches_the_other_device_without_a_manual_sync(
+) -> Result<()> {
+    let (server, mut a, mut b) = two_practitioners().await?;
+    let case = a.profile.create_case(
+        NewCase {
+            name: "Maria Lopez".into(),
+            ..Default::default()
+        },
+        None,
+    )?;
+    let at = model::parse_datetime("at", "2026-03-14T10:30")?;
+    let meeting = a.profile.edit(case, |d| {
+        d.add_meeting(NewMeeting {
+            at,
+            place: Place::Home,
+            attendees: vec![],
+        })
+    })?;
+    a.sync().await?;
+    b.sync().await?;
+
+    // Kit's device holds a live session open.
+    let e = b.profile.enrolment().unwrap().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let host = TestHost {
+        docs: BTreeMap::from([(case, b.profile.document(case)?)]),
+        events: Some(tx),
+        ..Default::default()
+    };
+    let addr = server.addr();
+    let live = tokio::spawn(async move { run_session(addr, &e, host, true).await });
+    // Wait until its first full sync has settled.
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some((action, _)) = rx.recv().await {
+            if matches!(action, Action::Progress { settled, total } if settled == total) {
+                return true;
+            }
+        }
+        false
+    })
+    .await?;
+    assert!(settled);
+
+    // Sam types and syncs; Kit's open session receives it with no action of Kit's.
+    a.profile.edit(case, |d| {
+        d.append_text(&meeting, NoteKind::Notes, "typed while both were online")
+    })?;
+    a.sync().await?;
+    let pushed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some((action, doc)) = rx.recv().await {
+            let (Action::Persist { case: c, .. }, Some(doc)) = (action, doc) else {
+                continue;
+            };
+            let v = CaseDoc::from_automerge(doc, None).expect("valid").view();
+            if c == case && v.meetings[0].notes.contains("typed while both were online") {
+                return true;
+            }
+        }
+        false
+    })
+    .await?;
+    assert!(pushed, "the change was pushed live to the connected device");
+    live.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_laptop_that_changes_network_mid_sync_carries_on() -> Result<()> {
+    let (server, mut a, _b) = two_practitioners().await?;
+    let mut docs = BTreeMap::new();
+    for i in 0..150 {
+        let case = a.profile.create_case(
+            NewCase {
+                name: format!("Person {i}"),
+                ..Default::default()
+            },
+            None,
+        )?;
+        docs.insert(case, a.profile.document(case)?);
+    }
+    let e = a.profile.enrolment().unwrap().clone();
+    let (ep, conn) = connect_as(server.addr(), &e).await?;
+    let before = ep.local_addr()?;
+    let addr = server.addr().to_string();
+    let total = docs.len();
+    let sync = tokio::spawn(async move {
+        let mut host = TestHost {
+            docs,
+            ..Default::default()
+        };
+        let mut session = ClientSession::new(false, vec![], BTreeMap::new());
+        let end = net::drive(&addr, &conn, &mut session, &mut host, None).await;
+        (end, host)
+    });
+    // Mid-sync, the laptop moves to another network: a new socket, a new address.
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    assert!(
+        !sync.is_finished(),
+        "the move must happen mid-sync for this test to mean anything"
+    );
+    ep.rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+    let after = ep.local_addr()?;
+    assert_ne!(before.port(), after.port(), "the device's address changed");
+    let (end, host) = sync.await?;
+    let (code, _) = end?;
+    assert_eq!(
+        code,
+        ErrorCode::Done,
+        "the sync finished on the new address"
+    );
+    let mut acked = host.acked.clone();
+    acked.sort();
+    acked.dedup();
+    assert_eq!(acked.len(), total, "every case was acknowledged");
+    assert!(host.refused.is_empty());
+    Ok(())
 }

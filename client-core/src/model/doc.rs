@@ -185,7 +185,11 @@ impl CaseDoc {
     /// Load a case from saved bytes (a full save, or a full save followed by incremental chunks),
     /// refusing anything that is not a valid case record.
     pub fn load(bytes: &[u8], author: Option<Author>) -> Result<CaseDoc, ModelError> {
-        let doc = AutoCommit::load(bytes).map_err(|e| ModelError::Corrupt(e.to_string()))?;
+        // automerge 0.12 can panic on malformed bytes (see `sync::prepare`): damaged data is an
+        // error to report, never a crash.
+        let doc = std::panic::catch_unwind(|| AutoCommit::load(bytes))
+            .map_err(|_| ModelError::Corrupt("automerge could not decode the case".into()))?
+            .map_err(|e| ModelError::Corrupt(e.to_string()))?;
         Self::from_automerge(doc, author)
     }
 
@@ -717,7 +721,14 @@ impl CaseDoc {
 
     /// Mark an action done (or not done).
     pub fn set_action_done(&mut self, action: &EntryId, done: bool) -> Result<(), ModelError> {
-        let (obj, _) = self.find_entry(action)?;
+        let (obj, kind) = self.find_entry(action)?;
+        if kind != "action" {
+            // Only actions have a `done` field: writing it elsewhere would break the record.
+            return Err(ModelError::UnknownEntry {
+                kind: "action",
+                id: action.to_string(),
+            });
+        }
         if self.in_error(&obj) {
             return Err(ModelError::EntryInError {
                 kind: "action",

@@ -167,7 +167,7 @@ fn a_full_meeting_and_decision_read_back() {
 
     let v = case.view();
     validate_document(case.automerge()).unwrap();
-    assert_eq!(v.network[0].consent_given, true);
+    assert!(v.network[0].consent_given);
     let mv = &v.meetings[0];
     assert_eq!(mv.notes, "Maria talked about sleep.");
     assert_eq!(mv.readback[0].words.as_deref(), Some("She walks daily"));
@@ -548,4 +548,25 @@ proptest! {
             prop_assert_eq!(listed.is_some(), expected.len() > 1, "conflicts are listed exactly when there are several values");
         }
     }
+}
+
+#[test]
+fn marking_done_only_applies_to_actions_and_never_breaks_the_record() {
+    let a = author("Sam");
+    let mut case = new_case(&a);
+    let d = case
+        .propose_decision("Walk daily", Participant::Person)
+        .unwrap();
+    let act = case
+        .add_action(&d, "Find a route", Participant::Person, None)
+        .unwrap();
+    // A decision id is not an action: refused, and the record stays valid.
+    assert!(matches!(
+        case.set_action_done(&d, true),
+        Err(ModelError::UnknownEntry { kind: "action", .. })
+    ));
+    validate_document(case.automerge()).unwrap();
+    case.set_action_done(&act, true).unwrap();
+    assert!(case.view().decisions[0].actions[0].done);
+    validate_document(case.automerge()).unwrap();
 }

@@ -310,7 +310,7 @@ fn entries(d: &impl ReadDoc, parent: &ObjId, coll: &str) -> Vec<(String, ObjId)>
         .keys(&c)
         .filter_map(|k| {
             let o = map_at(d, &c, &k)?;
-            let created = get_ts(d, &o, keys::CREATED_AT).map(|t| super::doc::to_ms(t));
+            let created = get_ts(d, &o, keys::CREATED_AT).map(super::doc::to_ms);
             Some((created, k, o))
         })
         .collect();

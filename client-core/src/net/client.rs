@@ -16,6 +16,26 @@ pub trait SessionHost: DocSet + Send {
     fn act(&mut self, action: &Action) -> Result<(), String>;
 }
 
+/// How long to wait for the server to answer a new connection. Much shorter than the idle timeout:
+/// with no signal, a practitioner should hear "cannot reach the server" in seconds, not half a
+/// minute (their work is saved either way).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Wait for a handshake, giving up after [`CONNECT_TIMEOUT`].
+async fn handshake(
+    addr: &str,
+    connecting: quinn::Connecting,
+) -> Result<quinn::Connection, NetError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Err(_) | Ok(Err(quinn::ConnectionError::TimedOut)) => Err(NetError::Unreachable {
+            addr: addr.to_string(),
+            detail: "no answer".into(),
+        }),
+        Ok(Err(e)) => Err(explain(addr, None, e)),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
 fn endpoint() -> Result<quinn::Endpoint, NetError> {
     let bind: std::net::SocketAddr = "0.0.0.0:0".parse().expect("valid bind address");
     quinn::Endpoint::client(bind)
@@ -29,10 +49,18 @@ pub async fn connect(
     cert_der: &[u8],
     key: &DeviceKey,
 ) -> Result<(quinn::Endpoint, quinn::Connection), NetError> {
-    let sock = resolve(addr).await?;
     let ca = rustls_pki_types::CertificateDer::from(ca_der.to_vec());
     let cert = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
     let cfg = identity::client_config(&ca, vec![cert], key.private_key_der())?;
+    dial(addr, cfg).await
+}
+
+/// Open a client endpoint and complete a handshake with the server at `addr`.
+async fn dial(
+    addr: &str,
+    cfg: quinn::ClientConfig,
+) -> Result<(quinn::Endpoint, quinn::Connection), NetError> {
+    let sock = resolve(addr).await?;
     let ep = endpoint()?;
     let connecting = ep
         .connect_with(cfg, sock, identity::SERVER_NAME)
@@ -40,13 +68,7 @@ pub async fn connect(
             addr: addr.to_string(),
             detail: e.to_string(),
         })?;
-    let conn = connecting.await.map_err(|e| match e {
-        quinn::ConnectionError::TimedOut => NetError::Unreachable {
-            addr: addr.to_string(),
-            detail: "no answer".into(),
-        },
-        other => explain(addr, None, other),
-    })?;
+    let conn = handshake(addr, connecting).await?;
     Ok((ep, conn))
 }
 
@@ -59,25 +81,19 @@ pub async fn enrol(
     device_name: &str,
     key: &DeviceKey,
 ) -> Result<Enrolled, NetError> {
-    let sock = resolve(addr).await?;
     let cfg = identity::enrol_client_config(code.ca_fingerprint())?;
-    let ep = endpoint()?;
-    let connecting = ep
-        .connect_with(cfg, sock, identity::SERVER_NAME)
-        .map_err(|e| NetError::Unreachable {
-            addr: addr.to_string(),
-            detail: e.to_string(),
-        })?;
-    let conn = connecting.await.map_err(|e| match e {
-        quinn::ConnectionError::TimedOut => NetError::Unreachable {
-            addr: addr.to_string(),
-            detail: "no answer".into(),
-        },
-        other => NetError::Refused {
-            code: ErrorCode::BadEnrolment,
-            message: other.to_string(),
-        },
-    })?;
+    let (ep, conn) = match dial(addr, cfg).await {
+        Err(e @ (NetError::Unreachable { .. } | NetError::BadAddress(_) | NetError::Local(_))) => {
+            return Err(e)
+        }
+        Err(other) => {
+            return Err(NetError::Refused {
+                code: ErrorCode::BadEnrolment,
+                message: other.to_string(),
+            })
+        }
+        Ok(c) => c,
+    };
     let (send, recv) = conn
         .open_bi()
         .await
@@ -117,6 +133,57 @@ pub async fn enrol(
     conn.close(0u32.into(), b"enrolled");
     ep.wait_idle().await;
     result
+}
+
+/// Ask the server who has accessed a case (for the person's copy). Runs its own short session on
+/// the connection: hello, welcome, request, answer.
+pub async fn fetch_access_log(
+    addr: &str,
+    conn: &quinn::Connection,
+    case: crate::CaseId,
+) -> Result<Vec<crate::sync::AccessEntry>, NetError> {
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| explain(addr, Some(conn), e))?;
+    let mut s = FramedStream::new(send, recv);
+    let hello = crate::sync::Hello {
+        version: PROTOCOL_VERSION,
+        software: format!("polyphony/{}", env!("CARGO_PKG_VERSION")),
+        live: false,
+    };
+    s.write_frames(&[Frame::Hello(hello), Frame::AccessLogRequest { case }])
+        .await
+        .map_err(|e| explain(addr, Some(conn), e))?;
+    loop {
+        match s
+            .read_frame()
+            .await
+            .map_err(|e| explain(addr, Some(conn), e))?
+        {
+            Some(Frame::Welcome(_)) => continue,
+            Some(Frame::AccessLog { case: c, entries }) if c == case => return Ok(entries),
+            Some(Frame::CaseRefused { refusal, .. }) | Some(Frame::Error(refusal)) => {
+                return Err(NetError::Refused {
+                    code: refusal.code,
+                    message: refusal.message,
+                })
+            }
+            Some(f) => {
+                return Err(NetError::Local(format!(
+                    "unexpected {} frame from the server",
+                    f.kind()
+                )))
+            }
+            None => {
+                return Err(explain(
+                    addr,
+                    Some(conn),
+                    "the server ended the session early",
+                ))
+            }
+        }
+    }
 }
 
 /// Run a session on a connection until it ends. Local changes arriving on `local` are pushed live.

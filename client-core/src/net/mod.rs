@@ -10,7 +10,7 @@
 
 mod client;
 
-pub use client::{connect, drive, enrol, SessionHost};
+pub use client::{connect, drive, enrol, fetch_access_log, SessionHost, CONNECT_TIMEOUT};
 
 use std::net::SocketAddr;
 

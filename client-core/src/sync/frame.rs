@@ -158,6 +158,19 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// One access to a case, from the server's audit log, for the person's copy of their record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who (a practitioner's name, or "administrator").
+    pub who: String,
+    /// The device, if a device was used.
+    pub device: Option<String>,
+    /// What happened (read, write, read offline...).
+    pub what: String,
+}
+
 /// A device asking to enrol (on an `ALPN_ENROL` connection, without a client certificate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolRequest {
@@ -243,6 +256,18 @@ pub enum Frame {
     Wipe,
     /// Either way: a fatal error; the connection closes after it.
     Error(Refusal),
+    /// Client → server: send me who has accessed this case (for the person's copy).
+    AccessLogRequest {
+        /// The case.
+        case: CaseId,
+    },
+    /// Server → client: the case's accesses, oldest first.
+    AccessLog {
+        /// The case.
+        case: CaseId,
+        /// The accesses.
+        entries: Vec<AccessEntry>,
+    },
     /// Device → server on an enrolment connection.
     Enrol(EnrolRequest),
     /// Server → device: enrolment accepted.
@@ -295,6 +320,8 @@ mod tag {
     pub const BYE: u8 = 0x09;
     pub const WIPE: u8 = 0x0a;
     pub const ERROR: u8 = 0x0b;
+    pub const ACCESS_LOG_REQUEST: u8 = 0x0c;
+    pub const ACCESS_LOG: u8 = 0x0d;
     pub const ENROL: u8 = 0x10;
     pub const ENROLLED: u8 = 0x11;
 }
@@ -350,6 +377,15 @@ impl Frame {
             Frame::Error(r) => {
                 out.push(tag::ERROR);
                 json(out, r);
+            }
+            Frame::AccessLogRequest { case } => {
+                out.push(tag::ACCESS_LOG_REQUEST);
+                out.extend_from_slice(case.0.as_bytes());
+            }
+            Frame::AccessLog { case, entries } => {
+                out.push(tag::ACCESS_LOG);
+                out.extend_from_slice(case.0.as_bytes());
+                json(out, entries);
             }
             Frame::Enrol(r) => {
                 out.push(tag::ENROL);
@@ -470,6 +506,17 @@ impl Frame {
             tag::BYE => empty("bye", p, Frame::Bye),
             tag::WIPE => empty("wipe", p, Frame::Wipe),
             tag::ERROR => Ok(Frame::Error(from_json("error", p)?)),
+            tag::ACCESS_LOG_REQUEST => {
+                let (case, rest) = case_id("access log request", p)?;
+                empty("access log request", rest, Frame::AccessLogRequest { case })
+            }
+            tag::ACCESS_LOG => {
+                let (case, rest) = case_id("access log", p)?;
+                Ok(Frame::AccessLog {
+                    case,
+                    entries: from_json("access log", rest)?,
+                })
+            }
             tag::ENROL => Ok(Frame::Enrol(from_json("enrol", p)?)),
             tag::ENROLLED => Ok(Frame::Enrolled(from_json("enrolled", p)?)),
             other => Err(FrameError::UnknownType(other)),
@@ -490,6 +537,8 @@ impl Frame {
             Frame::Bye => "bye",
             Frame::Wipe => "wipe",
             Frame::Error(_) => "error",
+            Frame::AccessLogRequest { .. } => "access log request",
+            Frame::AccessLog { .. } => "access log",
             Frame::Enrol(_) => "enrol",
             Frame::Enrolled(_) => "enrolled",
         }
@@ -604,6 +653,16 @@ mod tests {
                 code: ErrorCode::Revoked,
                 message: "gone".into(),
             }),
+            Frame::AccessLogRequest { case },
+            Frame::AccessLog {
+                case,
+                entries: vec![AccessEntry {
+                    at: "2026-01-01T00:00:00Z".into(),
+                    who: "Sam".into(),
+                    device: None,
+                    what: "read".into(),
+                }],
+            },
         ]
     }
 

@@ -19,7 +19,7 @@ mod tests;
 
 pub use frame::*;
 pub use peer::{prepare, ApplyError, CasePolicy, Prepared};
-pub use session::{Action, ClientSession, DocSet};
+pub use session::{Action, ClientSession, DocSet, MAX_MESSAGES_PER_CASE};
 
 /// Encode heads for storage.
 pub fn encode_heads(heads: &[automerge::ChangeHash]) -> Vec<u8> {
@@ -29,7 +29,7 @@ pub fn encode_heads(heads: &[automerge::ChangeHash]) -> Vec<u8> {
 /// Decode heads stored by [`encode_heads`]; malformed input gives no heads (nothing acknowledged),
 /// which can only under-report what is synced, never over-report it.
 pub fn decode_heads(bytes: &[u8]) -> Vec<automerge::ChangeHash> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Vec::new();
     }
     bytes

@@ -40,7 +40,8 @@ pub trait CasePolicy {
 
 /// A message applied to a copy, ready to commit.
 pub struct Prepared {
-    /// The new document, if the message carried new changes.
+    /// The new document, if the message carried new changes (or changes automerge queued until
+    /// their dependencies arrive).
     pub doc: Option<AutoCommit>,
     /// The sync state after the message.
     pub state: State,
@@ -62,6 +63,21 @@ impl Prepared {
     }
 }
 
+/// Let automerge take in a peer's message, turning a panic inside automerge into a refusal.
+///
+/// automerge 0.12 decodes some malformed chunks by unwrapping (hexane 1.0.0-alpha.5 panics on a
+/// bundle whose column ends inside a number; found by fuzzing `document_load`). A peer's bytes must
+/// never take a session down, and on the server never poison the lock of a case every session
+/// shares (which left the whole team unable to sync until a restart). The document given is the
+/// copy being prepared, or one with no changes to apply, so nothing half-applied survives.
+fn receive(doc: &mut AutoCommit, state: &mut State, msg: Message) -> Result<(), ApplyError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        doc.sync().receive_sync_message(state, msg)
+    }))
+    .map_err(|_| ApplyError::Decode("automerge could not decode the changes".into()))?
+    .map_err(|e| ApplyError::Automerge(e.to_string()))
+}
+
 /// Apply `message` to a copy of `doc`, check it, and return what to commit.
 pub fn prepare(
     doc: &mut AutoCommit,
@@ -73,9 +89,7 @@ pub fn prepare(
     let mut state = state.clone();
     if msg.changes.is_empty() {
         // No changes: only the sync state moves, the document cannot.
-        doc.sync()
-            .receive_sync_message(&mut state, msg)
-            .map_err(|e| ApplyError::Automerge(e.to_string()))?;
+        receive(doc, &mut state, msg)?;
         return Ok(Prepared {
             doc: None,
             state,
@@ -85,13 +99,14 @@ pub fn prepare(
         });
     }
     let old_heads = doc.get_heads();
+    // Changes an earlier message left waiting for a dependency (see below) apply with this one,
+    // and are not in this message's chunks.
+    let had_queued = !doc.get_missing_deps(&[]).is_empty();
     // The message's own chunks, as the peer's automerge encoded them (a compressed whole document
     // on a first sync, change chunks after). See below for when they are what the store keeps.
     let raw: Vec<u8> = msg.changes.iter().flatten().copied().collect();
     let mut copy = doc.clone();
-    copy.sync()
-        .receive_sync_message(&mut state, msg)
-        .map_err(|e| ApplyError::Automerge(e.to_string()))?;
+    receive(&mut copy, &mut state, msg)?;
     // Only each new change's author and hash are needed: the metadata, not the encoded changes.
     let new: Vec<(ActorId, ChangeHash)> = copy
         .get_changes_meta(&old_heads)
@@ -99,8 +114,13 @@ pub fn prepare(
         .map(|c| (c.actor.into_owned(), c.hash))
         .collect();
     if new.is_empty() {
+        // The message's changes may all wait on a dependency the peer has not sent (it skipped it
+        // on a Bloom filter false positive). automerge queues them and asks for the dependency;
+        // keep that queue, or the peer, which believes it sent them, never sends them again and
+        // the two sides ask each other forever. Queued changes are checked when they apply.
+        let queued = !copy.get_missing_deps(&[]).is_empty();
         return Ok(Prepared {
-            doc: None,
+            doc: queued.then_some(copy),
             state,
             chunk: Vec::new(),
             new_changes: 0,
@@ -130,7 +150,9 @@ pub fn prepare(
     // costs more than applying (about 3 ms for a care record) and writes an uncompressed chunk
     // about 5 times larger. Changes still waiting must never reach the disk unchecked, so then
     // only the applied ones are encoded.
-    let chunk = if copy.get_missing_deps(&[]).is_empty() {
+    // Changes queued by an earlier message are not in this one's chunks, so then too the new
+    // changes are encoded.
+    let chunk = if !had_queued && copy.get_missing_deps(&[]).is_empty() {
         raw
     } else {
         copy.save_after(&old_heads)

@@ -82,9 +82,19 @@ pub enum Action {
     },
 }
 
+/// The most sync messages one case may send in one session without its document changing. Two
+/// peers normally settle a case in a handful of exchanges; automerge's protocol can ping-pong forever if a message is ever lost
+/// (automerge issues #772 and #1284), so a case that has not settled by here is stopped for this
+/// session with a clear message. Its changes stay on the device and are counted as unsynced, and the
+/// next session (with fresh sync states) tries again.
+pub const MAX_MESSAGES_PER_CASE: usize = 128;
+
 #[derive(Debug, Default)]
 struct CaseSync {
     state: State,
+    /// Messages sent since the document last changed.
+    sent: usize,
+    heads_at_last_change: Vec<ChangeHash>,
     outstanding: usize,
     idle: bool,
     refused: bool,
@@ -416,8 +426,28 @@ impl ClientSession {
             return;
         }
         let Some(doc) = docs.doc(&case) else { return };
+        let heads = doc.get_heads();
+        if heads != c.heads_at_last_change {
+            // The document moved on (a local edit, or changes received): that is progress.
+            c.heads_at_last_change = heads;
+            c.sent = 0;
+        }
         match doc.sync().generate_sync_message(&mut c.state) {
+            Some(_) if c.sent >= MAX_MESSAGES_PER_CASE => {
+                c.refused = true;
+                out.push(Action::Refused {
+                    case,
+                    refusal: Refusal {
+                        code: ErrorCode::Internal,
+                        message: format!(
+                            "the sync of this case did not settle after {MAX_MESSAGES_PER_CASE} exchanges without progress; \
+                             its changes are safe on this device and the next sync will try again"
+                        ),
+                    },
+                });
+            }
             Some(msg) => {
+                c.sent += 1;
                 c.outstanding += 1;
                 c.idle = false;
                 out.push(Action::Send(Frame::Sync {

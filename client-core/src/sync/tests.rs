@@ -305,6 +305,90 @@ fn a_server_sending_an_invalid_document_is_refused_and_nothing_changes() {
     );
 }
 
+#[test]
+fn a_peer_that_never_lets_a_case_settle_cannot_loop_the_session_forever() {
+    let sam = author("Sam");
+    let case = CaseId::random();
+    let doc = CaseDoc::create(
+        case,
+        TeamId::random(),
+        NewCase {
+            name: "Maria".into(),
+            ..Default::default()
+        },
+        sam,
+    )
+    .unwrap();
+    let mut docs = Docs::default();
+    docs.0.insert(case, doc.into_automerge());
+    let mut session = ClientSession::new(false, vec![], BTreeMap::new());
+    let _ = session.start();
+    let welcome = Welcome {
+        version: 1,
+        device: DeviceId::random(),
+        practitioner: PractitionerId::random(),
+        teams: vec![],
+        cases: vec![],
+        mode: SessionMode::Normal,
+    };
+    let mut actions = session.handle(Frame::Welcome(welcome), &mut docs);
+    let mut exchanges = 0;
+    let mut n: u64 = 0;
+    loop {
+        let sent = actions
+            .iter()
+            .any(|a| matches!(a, Action::Send(Frame::Sync { .. })));
+        if let Some(Action::Refused { refusal, .. }) =
+            actions.iter().find(|a| matches!(a, Action::Refused { .. }))
+        {
+            assert!(
+                refusal.message.contains("did not settle"),
+                "{}",
+                refusal.message
+            );
+            break;
+        }
+        assert!(sent, "the session stopped without saying why: {actions:?}");
+        exchanges += 1;
+        assert!(
+            exchanges <= MAX_MESSAGES_PER_CASE + 1,
+            "the session kept looping"
+        );
+        // A hostile or broken peer: always claims heads the device has never seen, never sends them.
+        n += 1;
+        let mut fake = [0u8; 32];
+        fake[..8].copy_from_slice(&n.to_be_bytes());
+        let msg = automerge::sync::Message {
+            heads: vec![automerge::ChangeHash(fake)],
+            need: vec![],
+            have: vec![],
+            changes: automerge::sync::ChunkList::empty(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        };
+        let mut next = session.handle(
+            Frame::Sync {
+                case,
+                message: msg.encode(),
+            },
+            &mut docs,
+        );
+        next.extend(session.handle(
+            Frame::Saved {
+                case,
+                heads: vec![],
+            },
+            &mut docs,
+        ));
+        actions = next;
+    }
+    assert!(session.refused().contains(&case));
+    assert!(
+        docs.0.get_mut(&case).unwrap().get_heads().len() == 1,
+        "the local case is untouched"
+    );
+}
+
 fn arb_frame(case: CaseId) -> impl Strategy<Value = Frame> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 1..200)

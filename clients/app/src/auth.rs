@@ -1,0 +1,368 @@
+//! Who may use the app: only the person who launched it, in their own browser.
+//!
+//! The app listens on 127.0.0.1, which every local user and every web page the browser opens can
+//! reach. So loopback is not trusted on its own:
+//! - **Launch secret.** Each launch makes a random secret and opens `/launch?secret=...` in the
+//!   browser. Only that URL starts a session; everything else without a session is refused (403).
+//! - **Session cookie.** The launch swaps the secret for a random session id in an `HttpOnly`,
+//!   `SameSite=Strict` cookie, so scripts cannot read it and other sites cannot send it.
+//! - **CSRF token.** Each session has a token; every request that changes anything (any method but
+//!   GET and HEAD) must carry it, in the form field `_csrf` or the `X-CSRF-Token` header.
+//! - **Host check.** Requests must name the address the app is bound to, which defeats DNS
+//!   rebinding (a hostile page pointing its own name at 127.0.0.1).
+//!
+//! The checks live in one middleware, [`guard`], in front of every route, so no handler can forget
+//! them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+use serde::Deserialize;
+
+use crate::state::App;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "polyphony_session";
+
+/// The largest request body accepted (a meeting's notes can be long).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// A fresh random token: 32 bytes as hex.
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Compare secrets in time independent of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One browser session.
+#[derive(Debug, Clone)]
+struct Session {
+    csrf: String,
+    flash: Option<String>,
+}
+
+/// What a handler knows about the session it serves.
+#[derive(Debug, Clone)]
+pub struct SessionCtx {
+    /// The session id (the cookie value).
+    pub id: String,
+    /// The CSRF token to put in forms.
+    pub csrf: String,
+}
+
+/// The launch secret and the sessions started with it.
+pub struct Gate {
+    secret: String,
+    sessions: Mutex<HashMap<String, Session>>,
+    hosts: OnceLock<Vec<String>>,
+}
+
+impl Gate {
+    /// A gate with a new random launch secret.
+    pub fn new() -> Self {
+        Self::with_secret(random_token())
+    }
+
+    /// A gate with a known secret (tests).
+    pub fn with_secret(secret: String) -> Self {
+        Gate {
+            secret,
+            sessions: Mutex::new(HashMap::new()),
+            hosts: OnceLock::new(),
+        }
+    }
+
+    /// The launch secret.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Accept only requests whose Host header names the address the app is bound to (or
+    /// `localhost` with its port). Set once, when the app is bound.
+    pub fn bind(&self, addr: std::net::SocketAddr) {
+        let _ = self
+            .hosts
+            .set(vec![addr.to_string(), format!("localhost:{}", addr.port())]);
+    }
+
+    fn host_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(allowed) = self.hosts.get() else {
+            return true; // not bound to a socket (in-process tests)
+        };
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(h)))
+    }
+
+    /// Start a session if `secret` is the launch secret; returns the new session id.
+    pub fn launch(&self, secret: &str) -> Option<String> {
+        if !same_secret(secret, &self.secret) {
+            return None;
+        }
+        let id = random_token();
+        let s = Session {
+            csrf: random_token(),
+            flash: None,
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), s);
+        Some(id)
+    }
+
+    fn session(&self, id: &str) -> Option<SessionCtx> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        // Look the id up by constant-time comparison of the candidate we hold, not by hashing the
+        // attacker's input into a timing side channel: the map is tiny (one browser).
+        sessions
+            .iter()
+            .find(|(k, _)| same_secret(k, id))
+            .map(|(k, s)| SessionCtx {
+                id: k.clone(),
+                csrf: s.csrf.clone(),
+            })
+    }
+
+    /// Leave a one-off message for the session's next page.
+    pub fn set_flash(&self, session: &str, message: impl Into<String>) {
+        if let Some(s) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(session)
+        {
+            s.flash = Some(message.into());
+        }
+    }
+
+    /// Take the session's one-off message, if any.
+    pub fn take_flash(&self, session: &str) -> Option<String> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(session)
+            .and_then(|s| s.flash.take())
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn refused(status: StatusCode, why: &str) -> Response {
+    let body = format!(
+        "<!DOCTYPE html><html lang=\"en-GB\"><head><meta charset=\"utf-8\"><title>Not allowed - Polyphony</title></head>\
+<body><main><h1>You cannot use Polyphony from here</h1><p>{}</p>\
+<p>Open Polyphony with the link it printed when it started on this device.</p></main></body></html>",
+        crate::html::esc(why)
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// The CSRF token a form body carries, if any.
+fn form_token(body: &[u8]) -> Option<String> {
+    form_pairs(body)
+        .into_iter()
+        .find(|(k, _)| k == "_csrf")
+        .map(|(_, v)| v)
+}
+
+/// Decode urlencoded pairs by hand: `+` is a space, `%XX` a byte; bad escapes are kept literally.
+pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    fn decode(s: &[u8]) -> String {
+        let mut out = Vec::with_capacity(s.len());
+        let mut i = 0;
+        while i < s.len() {
+            match s[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < s.len() => match (hex_val(s[i + 1]), hex_val(s[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    fn hex_val(c: u8) -> Option<u8> {
+        (c as char).to_digit(16).map(|d| d as u8)
+    }
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut it = p.splitn(2, |b| *b == b'=');
+            let k = it.next().unwrap_or_default();
+            let v = it.next().unwrap_or_default();
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// The gate in front of every route: host check, session cookie, CSRF token on every change.
+pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let gate = &app.gate;
+    if !gate.host_allowed(req.headers()) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "This request named an address Polyphony does not answer to.",
+        );
+    }
+    if req.uri().path() == "/launch" {
+        return next.run(req).await;
+    }
+    let Some(session) =
+        cookie_value(req.headers(), SESSION_COOKIE).and_then(|id| gate.session(&id))
+    else {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "This browser has not been let in: the link with this launch's secret was not used.",
+        );
+    };
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        let mut req = req;
+        req.extensions_mut().insert(session);
+        return next.run(req).await;
+    }
+    // A change: the Origin, when the browser sends one, must be this app.
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if origin.to_str().ok() != Some(&format!("http://{host}")) {
+            tracing::warn!(?origin, %host, "refused a change from another origin");
+            return refused(
+                StatusCode::FORBIDDEN,
+                "This change came from another site and was refused.",
+            );
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return refused(StatusCode::PAYLOAD_TOO_LARGE, "The request was too large."),
+    };
+    let token = parts
+        .headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| form_token(&bytes));
+    if !token.is_some_and(|t| same_secret(&t, &session.csrf)) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "This change did not carry the form's security token, so it was refused. Go back, reload the page and try again.",
+        );
+    }
+    let mut req = Request::from_parts(parts, Body::from(bytes));
+    req.extensions_mut().insert(session);
+    next.run(req).await
+}
+
+/// The launch URL's query.
+#[derive(Debug, Deserialize)]
+pub struct LaunchQuery {
+    secret: Option<String>,
+}
+
+/// `GET /launch?secret=...`: swap the launch secret for a session cookie.
+pub async fn launch(State(app): State<Arc<App>>, Query(q): Query<LaunchQuery>) -> Response {
+    let Some(id) = q.secret.as_deref().and_then(|s| app.gate.launch(s)) else {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "The secret in this link is wrong or missing.",
+        );
+    };
+    let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("", "a"));
+    }
+
+    #[test]
+    fn only_the_launch_secret_starts_a_session() {
+        let g = Gate::with_secret("s3cret".into());
+        assert!(g.launch("wrong").is_none());
+        let id = g.launch("s3cret").unwrap();
+        let s = g.session(&id).unwrap();
+        assert_eq!(s.csrf.len(), 64);
+        assert!(g.session("not-a-session").is_none());
+    }
+
+    #[test]
+    fn form_bodies_decode_with_repeated_names() {
+        let pairs = form_pairs(b"_csrf=ab%2Bc&who=person&who=member%3A1&note=two+words&bad=%zz");
+        assert_eq!(pairs[0], ("_csrf".into(), "ab+c".into()));
+        assert_eq!(pairs[1], ("who".into(), "person".into()));
+        assert_eq!(pairs[2], ("who".into(), "member:1".into()));
+        assert_eq!(pairs[3], ("note".into(), "two words".into()));
+        assert_eq!(pairs[4], ("bad".into(), "%zz".into()));
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; polyphony_session=xyz; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie_value(&h, SESSION_COOKIE).as_deref(), Some("xyz"));
+    }
+}

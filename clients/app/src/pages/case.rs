@@ -1,0 +1,765 @@
+//! The case page: the person, their network as an ecomap (and as a list), the care team, the
+//! timeline, meetings and decisions. Also opening a case, and changing the person's details, the
+//! care team and the timeline.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use polyphony_core::model::view::CaseView;
+use polyphony_core::model::{CareRole, NewCase, PersonField, TimelineField};
+use polyphony_core::PractitionerId;
+
+use super::{
+    by_line, case_id, done, field_error, in_error_note, participant_name, person_name, render,
+    AppState, FormData, PageError, PageParts, PageResult,
+};
+use crate::auth::SessionCtx;
+use crate::dates;
+use crate::ecomap::{meetings_attended, Ecomap};
+use crate::html::{self, error_summary, esc, esc_multiline, summary_list, tag, FieldError, Input};
+use crate::state::App;
+use crate::status::CaseSyncLine;
+
+/// `GET /cases/new`.
+pub async fn new_form(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+) -> PageResult {
+    Ok(new_page(&app, &session, &FormData::default(), &[]).await)
+}
+
+async fn new_page(
+    app: &App,
+    session: &SessionCtx,
+    form: &FormData,
+    errors: &[FieldError],
+) -> Response {
+    let teams: Vec<(String, String)> = app
+        .profile()
+        .await
+        .enrolment()
+        .map(|e| {
+            e.teams
+                .iter()
+                .map(|t| (t.id.to_string(), t.name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut inner = String::new();
+    inner.push_str(
+        &Input {
+            attrs: r#"autocomplete="off""#,
+            ..Input::text("name", "name", "Full name", form.get("name"))
+        }
+        .render(errors),
+    );
+    inner.push_str(
+        &Input {
+            hint: Some(
+                "10 digits, for example 999 123 4567. Leave blank if you do not know it yet.",
+            ),
+            class: "nhsuk-input--width-10",
+            attrs: r#"inputmode="numeric" autocomplete="off" spellcheck="false""#,
+            ..Input::text(
+                "nhs_number",
+                "nhs_number",
+                "NHS number (optional)",
+                form.get("nhs_number"),
+            )
+        }
+        .render(errors),
+    );
+    inner.push_str(
+        &Input {
+            kind: "date",
+            class: "nhsuk-input--width-10",
+            ..Input::text(
+                "date_of_birth",
+                "date_of_birth",
+                "Date of birth (optional)",
+                form.get("date_of_birth"),
+            )
+        }
+        .render(errors),
+    );
+    if teams.len() > 1 {
+        inner.push_str(&html::select(
+            "team",
+            "team",
+            "Team",
+            &teams,
+            form.get("team"),
+            errors,
+        ));
+    }
+    inner.push_str(&html::button("Open case"));
+    let content = format!(
+        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<h1>Open a new case</h1>{}</div></div>"#,
+        error_summary(errors),
+        html::post_form("/cases", &session.csrf, &inner)
+    );
+    render(
+        app,
+        session,
+        PageParts {
+            title: "Open a new case",
+            back: Some(("/", "Back to your caseload")),
+            content,
+            has_errors: !errors.is_empty(),
+            body_class: "",
+        },
+    )
+    .await
+}
+
+/// `POST /cases`.
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let form = FormData(form);
+    let mut errors = Vec::new();
+    if form.opt("name").is_none() {
+        errors.push(FieldError::new("name", "Enter the person's full name"));
+    }
+    if errors.is_empty() {
+        let new = NewCase {
+            name: form.get("name").to_string(),
+            nhs_number: form.opt("nhs_number").map(str::to_string),
+            date_of_birth: form.opt("date_of_birth").map(str::to_string),
+            referral: None,
+        };
+        let result = app.profile().await.create_case(new, form.opt("team"));
+        match result {
+            Ok(case) => {
+                app.local_change(case);
+                return Ok(done(
+                    &app,
+                    &session,
+                    "Case opened",
+                    &format!("/case/{case}"),
+                ));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let field = if msg.contains("NHS number") {
+                    "nhs_number"
+                } else if msg.contains("date of birth") {
+                    "date_of_birth"
+                } else if msg.contains("team") {
+                    "team"
+                } else {
+                    "name"
+                };
+                errors.push(field_error(field, &e));
+            }
+        }
+    }
+    Ok(new_page(&app, &session, &form, &errors).await)
+}
+
+/// `GET /case/:id`.
+pub async fn show(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let view = app.profile().await.view(case, "case page")?;
+    let me = super::me(&app).await;
+    let overview = app.overview().await;
+    let content = render_case(
+        &app,
+        &view,
+        overview.case(&case),
+        me.as_ref(),
+        &session.csrf,
+    );
+    Ok(render(
+        &app,
+        &session,
+        PageParts {
+            title: &view.person.name,
+            back: Some(("/", "Back to your caseload")),
+            content,
+            has_errors: false,
+            body_class: "",
+        },
+    )
+    .await)
+}
+
+/// The conflicts banner shown on every page of a case that has any.
+pub fn conflicts_banner(view: &CaseView) -> String {
+    let n = view.conflicts.len();
+    if n == 0 {
+        return String::new();
+    }
+    let what = if n == 1 {
+        "1 detail has two different values".to_string()
+    } else {
+        format!("{n} details have different values")
+    };
+    format!(
+        r#"<div class="nhsuk-notification-banner" role="region" aria-labelledby="conflicts-title" id="conflicts-banner"><div class="nhsuk-notification-banner__header"><h2 class="nhsuk-notification-banner__title" id="conflicts-title">Important</h2></div><div class="nhsuk-notification-banner__content"><p class="nhsuk-notification-banner__heading">{what}, written on different devices at the same time.</p><p class="nhsuk-body">Nothing was lost: both are kept until someone chooses. <a class="nhsuk-notification-banner__link" href="/case/{id}/conflicts">Choose which to keep</a></p></div></div>"#,
+        id = esc(&view.case_id)
+    )
+}
+
+fn opt(s: &Option<String>) -> String {
+    s.as_deref()
+        .filter(|v| !v.trim().is_empty())
+        .map(esc)
+        .unwrap_or_else(|| r#"<span class="app-muted">Not recorded</span>"#.into())
+}
+
+/// The whole case page's content.
+pub fn render_case(
+    app: &App,
+    v: &CaseView,
+    sync: Option<&CaseSyncLine>,
+    me: Option<&(String, String)>,
+    csrf: &str,
+) -> String {
+    let id = esc(&v.case_id);
+    let offset = app.config.utc_offset;
+    let mut s = String::new();
+    s.push_str(&conflicts_banner(v));
+    let sub: Vec<String> = [v.person.pronouns.clone()]
+        .into_iter()
+        .flatten()
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    let _ = write!(
+        s,
+        r#"<span class="nhsuk-caption-l">Case</span><h1 class="app-case-heading">{}{}</h1><p id="case-sync" data-case="{id}">{}</p>"#,
+        esc(&v.person.name),
+        if sub.is_empty() {
+            String::new()
+        } else {
+            format!(
+                r#" <span class="app-pronouns">({})</span>"#,
+                esc(&sub.join(", "))
+            )
+        },
+        sync.map(|l| l.tag()).unwrap_or_default()
+    );
+    let _ = write!(
+        s,
+        r#"<ul class="app-actions"><li><a class="nhsuk-button" href="/case/{id}/meetings/new" role="button" draggable="false">Record a meeting</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/decisions/new" role="button" draggable="false">Propose a decision</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/members/new" role="button" draggable="false">Add someone to the network</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/network-copy" role="button" draggable="false">Network copy to print</a></li></ul><h2 class="nhsuk-heading-s">Copies of the record</h2><ul class="nhsuk-list"><li><a href="/case/{id}/export/pdf" download>The person’s copy (PDF)</a></li><li><a href="/case/{id}/export/html" download>The person’s copy (web page)</a></li><li><a href="/case/{id}/export/json" download>Everything held about them (subject access, JSON)</a></li><li><a href="/case/{id}/export/fhir" download>For the trust’s record (FHIR)</a></li></ul>"#
+    );
+
+    // The person.
+    let p = &v.person;
+    let _ = write!(s, r#"<h2 id="person">About {}</h2>"#, esc(&person_name(v)));
+    s.push_str(&summary_list(&[
+        ("Full name".into(), esc(&p.name)),
+        ("Preferred name".into(), opt(&p.preferred_name)),
+        ("Pronouns".into(), opt(&p.pronouns)),
+        (
+            "Date of birth".into(),
+            p.date_of_birth
+                .as_deref()
+                .map(|d| esc(&dates::long_date(d)))
+                .unwrap_or_else(|| opt(&None)),
+        ),
+        ("NHS number".into(), opt(&p.nhs_number)),
+        ("Telephone".into(), opt(&p.phone)),
+        ("Email".into(), opt(&p.email)),
+        ("Address".into(), opt(&p.address)),
+        (
+            "How they want to be contacted".into(),
+            opt(&p.contact_preference),
+        ),
+    ]));
+    let _ = write!(
+        s,
+        r#"<p><a href="/case/{id}/person">Change {}’s details</a></p>"#,
+        esc(&person_name(v))
+    );
+
+    // The network: picture first, then the same as a table.
+    s.push_str(r#"<h2 id="network">Network</h2>"#);
+    s.push_str(&Ecomap::from_view(v).svg());
+    s.push_str(&network_table(app, v));
+    let _ = write!(
+        s,
+        r#"<p><a href="/case/{id}/members/new">Add someone to the network</a></p>"#
+    );
+
+    // The care team.
+    s.push_str(r#"<h2 id="care-team">Care team</h2>"#);
+    if v.care_team.is_empty() {
+        s.push_str("<p>No one has been added to the care team yet.</p>");
+    } else {
+        s.push_str(r#"<ul class="nhsuk-list">"#);
+        for c in &v.care_team {
+            let role = if c.role == CareRole::PeerSupport.as_str() {
+                "peer support worker"
+            } else {
+                "practitioner"
+            };
+            let period = match (&c.start, &c.end) {
+                (Some(st), Some(en)) => {
+                    format!("from {} to {}", dates::long_date(st), dates::long_date(en))
+                }
+                (Some(st), None) => format!("since {}", dates::long_date(st)),
+                _ => String::new(),
+            };
+            let body = format!("{}, {role} {}", esc(&c.name), esc(&period));
+            match &c.meta.entered_in_error {
+                Some(mark) => {
+                    let _ = write!(
+                        s,
+                        r#"<li class="app-in-error"><s>{body}</s>{}</li>"#,
+                        in_error_note(app, mark)
+                    );
+                }
+                None => {
+                    let _ = write!(
+                        s,
+                        r#"<li>{body} <a class="app-small-link" href="/case/{id}/entry/{eid}/error">Mark as entered in error<span class="nhsuk-u-visually-hidden"> (care team: {name})</span></a></li>"#,
+                        eid = esc(&c.meta.id),
+                        name = esc(&c.name)
+                    );
+                }
+            }
+        }
+        s.push_str("</ul>");
+    }
+    if let Some((me_id, _)) = me {
+        let already = v.care_team.iter().any(|c| {
+            &c.practitioner == me_id && c.end.is_none() && c.meta.entered_in_error.is_none()
+        });
+        if !already {
+            let inner = format!(
+                r#"{}<input type="hidden" name="role" value="practitioner">{}"#,
+                "",
+                html::secondary_button("Add me to the care team")
+            );
+            s.push_str(&html::post_form(
+                &format!("/case/{}/care-team", v.case_id),
+                csrf,
+                &inner,
+            ));
+        }
+    }
+
+    // The timeline.
+    s.push_str(r#"<h2 id="timeline">Timeline</h2>"#);
+    s.push_str(&timeline(app, v));
+    let options: Vec<(String, String)> = [
+        (TimelineField::FirstContact, "First contact"),
+        (TimelineField::FirstNetworkMeeting, "First network meeting"),
+        (TimelineField::Closure, "Closure"),
+        (TimelineField::Referral, "Referral"),
+    ]
+    .iter()
+    .map(|(f, l)| (f.as_str().to_string(), l.to_string()))
+    .collect();
+    let inner = format!(
+        r#"<div class="app-inline-fields">{}{}</div>{}"#,
+        html::select("milestone", "milestone", "Milestone", &options, "", &[]),
+        Input {
+            kind: "datetime-local",
+            ..Input::text("milestone_at", "at", "Date and time", "")
+        }
+        .render(&[]),
+        html::secondary_button("Record milestone")
+    );
+    let _ = write!(
+        s,
+        r#"<details class="nhsuk-details"><summary class="nhsuk-details__summary"><span class="nhsuk-details__summary-text">Record a milestone</span></summary><div class="nhsuk-details__text">{}</div></details>"#,
+        html::post_form(&format!("/case/{}/timeline", v.case_id), csrf, &inner)
+    );
+
+    // Meetings.
+    s.push_str(r#"<h2 id="meetings">Meetings</h2>"#);
+    if v.meetings.is_empty() {
+        s.push_str("<p>No meetings recorded yet.</p>");
+    } else {
+        s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
+        for m in v.meetings.iter().rev() {
+            let when =
+                m.at.as_deref()
+                    .map(|t| dates::long_stored(t, offset))
+                    .unwrap_or_else(|| "Date not recorded".into());
+            let who: Vec<String> = super::in_order(v, &m.attendees)
+                .iter()
+                .map(|a| participant_name(v, a))
+                .collect();
+            let line = format!(
+                r#"<a href="/case/{id}/meeting/{mid}">{when}</a>, {place}. {who}"#,
+                mid = esc(&m.meta.id),
+                when = esc(&when),
+                place = esc(&m.place),
+                who = esc(&if who.is_empty() {
+                    "No one recorded as present.".to_string()
+                } else {
+                    format!("Present: {}.", who.join(", "))
+                })
+            );
+            match &m.meta.entered_in_error {
+                Some(mark) => {
+                    let _ = write!(
+                        s,
+                        r#"<li class="app-in-error"><s>{line}</s>{}</li>"#,
+                        in_error_note(app, mark)
+                    );
+                }
+                None => {
+                    let _ = write!(s, "<li>{line}</li>");
+                }
+            }
+        }
+        s.push_str("</ul>");
+    }
+
+    // Decisions.
+    s.push_str(r#"<h2 id="decisions">Decisions</h2>"#);
+    if v.decisions.is_empty() {
+        s.push_str("<p>No decisions proposed yet.</p>");
+    } else {
+        s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
+        for d in v.decisions.iter().rev() {
+            let line = format!(
+                r#"<a href="/case/{id}/decision/{did}">{text}</a> {status} <span class="app-muted">{n} {positions}</span>"#,
+                did = esc(&d.meta.id),
+                text = esc(&d.text),
+                status = super::decision::status_tag(&d.status),
+                n = d.positions.len(),
+                positions = if d.positions.len() == 1 {
+                    "position recorded"
+                } else {
+                    "positions recorded"
+                },
+            );
+            match &d.meta.entered_in_error {
+                Some(mark) => {
+                    let _ = write!(
+                        s,
+                        r#"<li class="app-in-error"><s>{line}</s>{}</li>"#,
+                        in_error_note(app, mark)
+                    );
+                }
+                None => {
+                    let _ = write!(s, "<li>{line}</li>");
+                }
+            }
+        }
+        s.push_str("</ul>");
+    }
+    s
+}
+
+fn network_table(app: &App, v: &CaseView) -> String {
+    if v.network.is_empty() {
+        return "<p>No one has been added to the network yet.</p>".into();
+    }
+    let id = esc(&v.case_id);
+    let mut s = String::from(
+        r#"<table class="nhsuk-table" id="network-list"><caption class="nhsuk-table__caption nhsuk-table__caption--s">The network as a list</caption><thead class="nhsuk-table__head"><tr><th scope="col">Name</th><th scope="col">Relationship</th><th scope="col">Role</th><th scope="col">Meetings attended</th><th scope="col">Consent to receive the record</th><th scope="col"><span class="nhsuk-u-visually-hidden">Actions</span></th></tr></thead><tbody class="nhsuk-table__body">"#,
+    );
+    for m in &v.network {
+        let attended = meetings_attended(v, &format!("member:{}", m.meta.id));
+        let consent = if m.consent_given {
+            "Given"
+        } else {
+            "Not given"
+        };
+        let left = m
+            .left
+            .as_deref()
+            .map(|l| format!(" (left on {})", dates::long_date(l)))
+            .unwrap_or_default();
+        let cells = format!(
+            r#"<td class="nhsuk-table__cell">{name}{left}</td><td class="nhsuk-table__cell">{rel}</td><td class="nhsuk-table__cell">{role}</td><td class="nhsuk-table__cell">{attended}</td><td class="nhsuk-table__cell">{consent}</td>"#,
+            name = esc(&m.name),
+            left = esc(&left),
+            rel = esc(&m.relationship),
+            role = esc(&m.role),
+        );
+        match &m.meta.entered_in_error {
+            Some(mark) => {
+                let _ = write!(
+                    s,
+                    r#"<tr class="nhsuk-table__row app-in-error">{}<td class="nhsuk-table__cell">{}</td></tr>"#,
+                    cells
+                        .replace(
+                            r#"<td class="nhsuk-table__cell">"#,
+                            r#"<td class="nhsuk-table__cell"><s>"#
+                        )
+                        .replace("</td>", "</s></td>"),
+                    in_error_note(app, mark)
+                );
+            }
+            None => {
+                let _ = write!(
+                    s,
+                    r#"<tr class="nhsuk-table__row">{cells}<td class="nhsuk-table__cell"><a href="/case/{id}/member/{mid}">Change<span class="nhsuk-u-visually-hidden"> {name}</span></a></td></tr>"#,
+                    mid = esc(&m.meta.id),
+                    name = esc(&m.name),
+                );
+            }
+        }
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
+fn timeline(app: &App, v: &CaseView) -> String {
+    let offset = app.config.utc_offset;
+    let mut events: Vec<(String, String)> = Vec::new();
+    let tl = &v.timeline;
+    for (t, what) in [
+        (&tl.referral, "Referral received".to_string()),
+        (&tl.first_contact, "First contact".to_string()),
+        (
+            &tl.first_network_meeting,
+            "First network meeting".to_string(),
+        ),
+        (&tl.closure, "Episode closed".to_string()),
+    ] {
+        if let Some(t) = t {
+            events.push((t.clone(), what));
+        }
+    }
+    for m in v
+        .meetings
+        .iter()
+        .filter(|m| m.meta.entered_in_error.is_none())
+    {
+        if let Some(t) = &m.at {
+            events.push((t.clone(), format!("Meeting ({})", m.place)));
+        }
+        if let Some(t) = &m.next_meeting {
+            events.push((t.clone(), "Next meeting planned".into()));
+        }
+    }
+    for d in v
+        .decisions
+        .iter()
+        .filter(|d| d.meta.entered_in_error.is_none())
+    {
+        for h in &d.status_history {
+            if let Some(t) = &h.at {
+                events.push((t.clone(), format!("Decision {}: {}", h.status, d.text)));
+            }
+        }
+    }
+    events.sort();
+    if events.is_empty() {
+        return "<p>Nothing on the timeline yet.</p>".into();
+    }
+    let mut s = String::from(r#"<ol class="app-timeline">"#);
+    for (t, what) in events {
+        let _ = write!(
+            s,
+            r#"<li><span class="app-timeline__when">{}</span> {}</li>"#,
+            esc(&dates::long_stored(&t, offset)),
+            esc(&what)
+        );
+    }
+    s.push_str("</ol>");
+    s
+}
+
+/// `POST /case/:id/timeline`.
+pub async fn set_timeline(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let form = FormData(form);
+    let back = format!("/case/{case}#timeline");
+    let field: TimelineField = match form.get("milestone").parse() {
+        Ok(f) => f,
+        Err(_) => return Ok(done(&app, &session, "Choose a milestone to record", &back)),
+    };
+    let Some(at) = dates::parse_input(form.get("at"), app.config.utc_offset) else {
+        return Ok(done(
+            &app,
+            &session,
+            "The milestone was not recorded: enter its date and time",
+            &back,
+        ));
+    };
+    app.edit(case, |d| d.set_timeline(field, at)).await?;
+    Ok(done(&app, &session, "Milestone recorded", &back))
+}
+
+/// `POST /case/:id/care-team`: add the practitioner using this device.
+pub async fn add_me_to_care_team(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let form = FormData(form);
+    let Some((me_id, me_name)) = super::me(&app).await else {
+        return Ok(Redirect::to("/enrol").into_response());
+    };
+    let me_id: PractitionerId = me_id
+        .parse()
+        .map_err(|_| PageError::NotFound("your practitioner id is damaged".into()))?;
+    let role = form.get("role").parse().unwrap_or(CareRole::Practitioner);
+    app.edit(case, |d| d.add_care_team(me_id, &me_name, role, None))
+        .await?;
+    Ok(done(
+        &app,
+        &session,
+        "You were added to the care team",
+        &format!("/case/{case}#care-team"),
+    ))
+}
+
+const PERSON_FIELDS: [(PersonField, &str, &str); 9] = [
+    (PersonField::Name, "Full name", "text"),
+    (PersonField::PreferredName, "Preferred name", "text"),
+    (PersonField::Pronouns, "Pronouns", "text"),
+    (PersonField::DateOfBirth, "Date of birth", "date"),
+    (PersonField::NhsNumber, "NHS number", "text"),
+    (PersonField::Phone, "Telephone", "tel"),
+    (PersonField::Email, "Email", "email"),
+    (PersonField::Address, "Address", "text"),
+    (
+        PersonField::ContactPreference,
+        "How they want to be contacted",
+        "text",
+    ),
+];
+
+fn person_value(v: &CaseView, f: PersonField) -> String {
+    let p = &v.person;
+    match f {
+        PersonField::Name => Some(p.name.clone()),
+        PersonField::PreferredName => p.preferred_name.clone(),
+        PersonField::Pronouns => p.pronouns.clone(),
+        PersonField::DateOfBirth => p.date_of_birth.clone(),
+        PersonField::NhsNumber => p.nhs_number.clone(),
+        PersonField::Phone => p.phone.clone(),
+        PersonField::Email => p.email.clone(),
+        PersonField::Address => p.address.clone(),
+        PersonField::ContactPreference => p.contact_preference.clone(),
+    }
+    .unwrap_or_default()
+}
+
+async fn person_page(
+    app: &App,
+    session: &SessionCtx,
+    v: &CaseView,
+    values: &FormData,
+    errors: &[FieldError],
+) -> Response {
+    let mut inner = String::new();
+    for (f, label, kind) in PERSON_FIELDS {
+        let value = if values.0.is_empty() {
+            person_value(v, f)
+        } else {
+            values.get(f.as_str()).to_string()
+        };
+        inner.push_str(
+            &Input {
+                kind,
+                ..Input::text(f.as_str(), f.as_str(), label, &value)
+            }
+            .render(errors),
+        );
+    }
+    inner.push_str(&html::button("Save details"));
+    let content = format!(
+        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<h1>{}’s details</h1>{}</div></div>"#,
+        error_summary(errors),
+        esc(&person_name(v)),
+        html::post_form(
+            &format!("/case/{}/person", v.case_id),
+            &session.csrf,
+            &inner
+        )
+    );
+    let back = format!("/case/{}", v.case_id);
+    render(
+        app,
+        session,
+        PageParts {
+            title: "Change details",
+            back: Some((&back, "Back to the case")),
+            content,
+            has_errors: !errors.is_empty(),
+            body_class: "",
+        },
+    )
+    .await
+}
+
+/// `GET /case/:id/person`.
+pub async fn person_form(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let v = app.profile().await.view(case, "person details")?;
+    Ok(person_page(&app, &session, &v, &FormData::default(), &[]).await)
+}
+
+/// `POST /case/:id/person`: save the fields that changed, each as its own attributed change.
+pub async fn person_save(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let form = FormData(form);
+    let v = app.profile().await.view(case, "person details")?;
+    let mut errors = Vec::new();
+    let mut changed = 0;
+    for (f, _, _) in PERSON_FIELDS {
+        let new = form.get(f.as_str()).trim().to_string();
+        if new == person_value(&v, f).trim() {
+            continue;
+        }
+        let value = (!new.is_empty()).then_some(new.as_str());
+        match app.edit(case, |d| d.set_person(f, value)).await {
+            Ok(()) => changed += 1,
+            Err(e) => errors.push(field_error(f.as_str(), &e)),
+        }
+    }
+    if !errors.is_empty() {
+        let v = app.profile().await.view(case, "person details")?;
+        return Ok(person_page(&app, &session, &v, &form, &errors).await);
+    }
+    let msg = if changed == 0 {
+        "Nothing was changed"
+    } else {
+        "Details saved"
+    };
+    Ok(done(&app, &session, msg, &format!("/case/{case}#person")))
+}
+
+/// Who wrote something, for lists.
+pub fn written_by(app: &App, meta: &polyphony_core::model::view::EntryMeta) -> String {
+    by_line(app, &meta.created_by, &meta.created_at)
+}
+
+/// Show multi-line text, or a muted "Nothing written yet".
+pub fn text_or_none(t: &str) -> String {
+    if t.trim().is_empty() {
+        r#"<p class="app-muted">Nothing written yet.</p>"#.into()
+    } else {
+        format!(r#"<p class="app-text">{}</p>"#, esc_multiline(t))
+    }
+}
+
+/// A red tag for an entry that cannot be changed.
+pub fn in_error_tag() -> String {
+    tag("Entered in error", "red")
+}

@@ -1,0 +1,104 @@
+//! The caseload: the practitioner's cases with the next meeting, unsynced changes and conflicts
+//! at a glance.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect};
+use axum::Extension;
+use polyphony_core::profile::CaseSummary;
+
+use super::{render, AppState, PageParts, PageResult};
+use crate::auth::SessionCtx;
+use crate::dates;
+use crate::html::{esc, tag};
+use crate::state::App;
+use crate::status::SyncOverview;
+
+/// `GET /`: the caseload, or the enrolment page on a device not yet enrolled.
+pub async fn show(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+) -> PageResult {
+    let (enrolled, cases) = {
+        let mut p = app.profile().await;
+        (p.enrolment().is_some(), p.cases()?)
+    };
+    if !enrolled && cases.is_empty() {
+        return Ok(Redirect::to("/enrol").into_response());
+    }
+    let overview = app.overview().await;
+    let content = render_caseload(&app, &cases, &overview, enrolled);
+    Ok(render(
+        &app,
+        &session,
+        PageParts {
+            title: "Your caseload",
+            back: None,
+            content,
+            has_errors: false,
+            body_class: "",
+        },
+    )
+    .await)
+}
+
+/// The caseload table.
+pub fn render_caseload(
+    app: &App,
+    cases: &[CaseSummary],
+    overview: &SyncOverview,
+    enrolled: bool,
+) -> String {
+    let mut s = String::from(r#"<h1>Your caseload</h1>"#);
+    if enrolled {
+        s.push_str(r#"<a class="nhsuk-button" href="/cases/new" draggable="false" role="button" data-module="nhsuk-button">Open a new case</a>"#);
+    }
+    s.push_str(r#"<form method="get" action="/sync-now" class="app-inline-form"><button class="nhsuk-button nhsuk-button--secondary" type="submit">Sync now</button></form><p><a href="/figures">Team figures</a></p>"#);
+    if cases.is_empty() {
+        s.push_str(r#"<p>There are no cases on this device yet. Open a new case, or sync to receive your team's cases.</p>"#);
+        return s;
+    }
+    s.push_str(r#"<table class="nhsuk-table" id="caseload"><caption class="nhsuk-table__caption">Cases on this device</caption><thead class="nhsuk-table__head"><tr><th scope="col">Person</th><th scope="col">Next meeting</th><th scope="col">Last meeting</th><th scope="col">Sync</th><th scope="col">Conflicts</th></tr></thead><tbody class="nhsuk-table__body">"#);
+    let offset = app.config.utc_offset;
+    for c in cases {
+        let sync = c
+            .case_id
+            .parse()
+            .ok()
+            .and_then(|id| overview.case(&id))
+            .map(|l| l.tag())
+            .unwrap_or_default();
+        let conflicts = match c.conflicts {
+            0 => "None".to_string(),
+            1 => tag("1 to choose", "red"),
+            n => tag(&format!("{n} to choose"), "red"),
+        };
+        let when = |t: &Option<String>| {
+            t.as_deref()
+                .map(|t| esc(&dates::long_stored(t, offset)))
+                .unwrap_or_else(|| "Not planned".into())
+        };
+        let _ = write!(
+            s,
+            r#"<tr class="nhsuk-table__row" data-case="{id}"><td class="nhsuk-table__cell"><a href="/case/{id}">{name}</a></td><td class="nhsuk-table__cell">{next}</td><td class="nhsuk-table__cell">{last}</td><td class="nhsuk-table__cell" data-sync>{sync}</td><td class="nhsuk-table__cell">{conflicts}</td></tr>"#,
+            id = esc(&c.case_id),
+            name = esc(&c.name),
+            next = when(&c.next_meeting),
+            last = if c.last_meeting.is_some() {
+                when(&c.last_meeting)
+            } else {
+                "None yet".into()
+            },
+        );
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
+/// `GET /sync-now`: try to reach the server now. A GET because it changes nothing in the record
+/// and must work from any page; it only wakes the background sync.
+pub async fn sync_now(State(app): State<AppState>) -> impl IntoResponse {
+    app.sync.try_now();
+    Redirect::to("/")
+}

@@ -1,0 +1,614 @@
+//! Decisions: propose one, record each participant's position in their own words, move its status,
+//! and track the actions that follow. Disagreement is recorded, never overwritten: each person's
+//! latest position stands beside everyone else's.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::{Extension, Form};
+use polyphony_core::model::view::{CaseView, DecisionView};
+use polyphony_core::model::{parse_date, DecisionStatus, Participant, Stance};
+
+use super::case::conflicts_banner;
+use super::{
+    by_line, case_id, done, entry_id, field_error, in_error_note, participant_name, participants,
+    render, AppState, FormData, PageError, PageParts, PageResult,
+};
+use crate::auth::SessionCtx;
+use crate::dates;
+use crate::html::{self, error_summary, esc, esc_multiline, tag, Choices, FieldError, Input};
+use crate::state::App;
+
+/// A decision's status as a coloured tag.
+pub fn status_tag(status: &str) -> String {
+    let (label, colour) = match status {
+        "proposed" => ("Proposed", "blue"),
+        "agreed" => ("Agreed", "green"),
+        "revisited" => ("Being revisited", "yellow"),
+        "withdrawn" => ("Withdrawn", "grey"),
+        other => (other, "grey"),
+    };
+    tag(label, colour)
+}
+
+fn stance_words(stance: &str) -> &str {
+    match stance {
+        "agree" => "Agrees",
+        "disagree" => "Disagrees",
+        "unsure" => "Not sure yet",
+        other => other,
+    }
+}
+
+fn find_decision(v: &CaseView, id: &str) -> Result<DecisionView, PageError> {
+    v.decisions
+        .iter()
+        .find(|d| d.meta.id == id)
+        .cloned()
+        .ok_or_else(|| PageError::NotFound(format!("there is no decision '{id}' in this case")))
+}
+
+async fn new_page(
+    app: &App,
+    session: &SessionCtx,
+    v: &CaseView,
+    form: &FormData,
+    errors: &[FieldError],
+) -> Response {
+    let me = super::me(app).await;
+    let people = participants(v, me.as_ref().map(|(a, b)| (a.as_str(), b.as_str())));
+    let mut inner = html::TextArea {
+        id: "decision-text",
+        name: "text",
+        label: "What is being decided?",
+        value: form.get("text"),
+        hint: Some("Write it so that everyone in the meeting would recognise it."),
+        rows: 4,
+        attrs: "",
+    }
+    .render(errors);
+    inner.push_str(&html::select(
+        "proposed_by",
+        "proposed_by",
+        "Who proposed it?",
+        &people,
+        form.get("proposed_by"),
+        errors,
+    ));
+    inner.push_str(&html::button("Propose decision"));
+    let content = format!(
+        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<span class="nhsuk-caption-l">{}</span><h1>Propose a decision</h1>{}</div></div>"#,
+        error_summary(errors),
+        esc(&v.person.name),
+        html::post_form(
+            &format!("/case/{}/decisions", v.case_id),
+            &session.csrf,
+            &inner
+        )
+    );
+    let back = format!("/case/{}", v.case_id);
+    render(
+        app,
+        session,
+        PageParts {
+            title: "Propose a decision",
+            back: Some((&back, "Back to the case")),
+            content,
+            has_errors: !errors.is_empty(),
+            body_class: "",
+        },
+    )
+    .await
+}
+
+/// `GET /case/:id/decisions/new`.
+pub async fn new_form(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let v = app.profile().await.view(case, "propose decision")?;
+    Ok(new_page(
+        &app,
+        &session,
+        &v,
+        &FormData(vec![("proposed_by".into(), "person".into())]),
+        &[],
+    )
+    .await)
+}
+
+/// `POST /case/:id/decisions`.
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let form = FormData(form);
+    let mut errors = Vec::new();
+    if form.opt("text").is_none() {
+        errors.push(FieldError::new(
+            "decision-text",
+            "Enter what is being decided",
+        ));
+    }
+    let by: Result<Participant, _> = form.get("proposed_by").parse();
+    if by.is_err() {
+        errors.push(FieldError::new("proposed_by", "Choose who proposed it"));
+    }
+    if let (Ok(by), true) = (by, errors.is_empty()) {
+        let text = form.get("text").to_string();
+        match app.edit(case, |d| d.propose_decision(&text, by)).await {
+            Ok(did) => {
+                return Ok(done(
+                    &app,
+                    &session,
+                    "Decision proposed. Now record where each person stands.",
+                    &format!("/case/{case}/decision/{did}"),
+                ))
+            }
+            Err(e) => errors.push(field_error("decision-text", &e)),
+        }
+    }
+    let v = app.profile().await.view(case, "propose decision")?;
+    Ok(new_page(&app, &session, &v, &form, &errors).await)
+}
+
+/// `GET /case/:id/decision/:did`.
+pub async fn show(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, did)): Path<(String, String)>,
+) -> PageResult {
+    page(&app, &session, &id, &did, &FormData::default(), &[]).await
+}
+
+async fn page(
+    app: &App,
+    session: &SessionCtx,
+    id: &str,
+    did: &str,
+    form: &FormData,
+    errors: &[FieldError],
+) -> PageResult {
+    let case = case_id(id)?;
+    let v = app.profile().await.view(case, "decision")?;
+    let d = find_decision(&v, did)?;
+    let me = super::me(app).await;
+    let content = render_decision(app, &v, &d, me.as_ref(), &session.csrf, form, errors);
+    let back = format!("/case/{case}#decisions");
+    Ok(render(
+        app,
+        session,
+        PageParts {
+            title: "Decision",
+            back: Some((&back, "Back to the case")),
+            content,
+            has_errors: !errors.is_empty(),
+            body_class: "",
+        },
+    )
+    .await)
+}
+
+/// The decision page's content.
+pub fn render_decision(
+    app: &App,
+    v: &CaseView,
+    d: &DecisionView,
+    me: Option<&(String, String)>,
+    csrf: &str,
+    form: &FormData,
+    errors: &[FieldError],
+) -> String {
+    let base = format!("/case/{}/decision/{}", v.case_id, d.meta.id);
+    let mut s = error_summary(errors);
+    s.push_str(&conflicts_banner(v));
+    let in_error = d.meta.entered_in_error.is_some();
+    let text = if in_error {
+        format!("<s>{}</s>", esc(&d.text))
+    } else {
+        esc(&d.text)
+    };
+    let _ = write!(
+        s,
+        r#"<span class="nhsuk-caption-l">Decision for {}</span><h1 class="app-decision-text">{text}</h1><p>{} <span class="app-muted">Proposed by {}; written by {}</span></p>"#,
+        esc(&v.person.name),
+        status_tag(&d.status),
+        esc(&d
+            .proposed_by
+            .as_deref()
+            .map(|p| participant_name(v, p))
+            .unwrap_or_else(|| "someone".into())),
+        esc(&by_line(app, &d.meta.created_by, &d.meta.created_at)),
+    );
+    if let Some(mark) = &d.meta.entered_in_error {
+        s.push_str(&format!(
+            r#"<div class="app-in-error">{}</div>"#,
+            in_error_note(app, mark)
+        ));
+    }
+    if d.agreed_without_person {
+        s.push_str(r#"<div class="nhsuk-card nhsuk-card--warning"><div class="nhsuk-card__content"><h2 class="nhsuk-card__heading">Agreed without the person</h2><p class="nhsuk-card__description">This decision is marked agreed, but the person’s own position is not “agree” (two devices changed it at the same time). Talk with them and record where they stand.</p></div></div>"#);
+    }
+
+    // Positions.
+    s.push_str(r#"<h2 id="positions">Where each person stands</h2>"#);
+    if d.positions.is_empty() {
+        s.push_str("<p>No positions recorded yet.</p>");
+    } else {
+        s.push_str(r#"<table class="nhsuk-table" id="positions-table"><caption class="nhsuk-table__caption nhsuk-u-visually-hidden">Positions</caption><thead class="nhsuk-table__head"><tr><th scope="col">Who</th><th scope="col">Position</th><th scope="col">In their own words</th><th scope="col">Recorded by</th></tr></thead><tbody class="nhsuk-table__body">"#);
+        for p in &d.positions {
+            let colour = match p.stance.as_str() {
+                "agree" => "green",
+                "disagree" => "red",
+                _ => "yellow",
+            };
+            let _ =
+                write!(
+                    s,
+                    r#"<tr class="nhsuk-table__row"><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td></tr>"#,
+                    esc(&participant_name(v, &p.participant)),
+                    tag(stance_words(&p.stance), colour),
+                    p.words
+                        .as_deref()
+                        .map(|w| format!(r#"<q class="app-own-words">{}</q>"#, esc_multiline(w)))
+                        .unwrap_or_else(
+                            || r#"<span class="app-muted">No words recorded</span>"#.into()
+                        ),
+                    esc(&by_line(app, &p.recorded_by, &p.at)),
+                );
+        }
+        s.push_str("</tbody></table>");
+    }
+    if in_error {
+        return s;
+    }
+    let people = participants(v, me.map(|(a, b)| (a.as_str(), b.as_str())));
+    let stances: Vec<(String, String)> = Stance::ALL
+        .iter()
+        .map(|st| {
+            (
+                st.as_str().to_string(),
+                stance_words(st.as_str()).to_string(),
+            )
+        })
+        .collect();
+    let chosen_stance = [form.get("stance").to_string()];
+    let inner = format!(
+        "{}{}{}{}",
+        html::select(
+            "who",
+            "who",
+            "Whose position?",
+            &people,
+            form.get("who"),
+            errors
+        ),
+        Choices {
+            id: "stance",
+            name: "stance",
+            legend: "Their position",
+            options: &stances,
+            checked: &chosen_stance,
+            multiple: false,
+            inline: true,
+            hint: None,
+        }
+        .render(errors),
+        html::TextArea {
+            id: "words",
+            name: "words",
+            label: "In their own words",
+            value: form.get("words"),
+            hint: Some(
+                "Write what they said, as they said it. Disagreement is part of the record."
+            ),
+            rows: 3,
+            attrs: ""
+        }
+        .render(errors),
+        html::button("Record position"),
+    );
+    s.push_str(r#"<h3 id="record-position">Record a position</h3>"#);
+    s.push_str(&html::post_form(&format!("{base}/position"), csrf, &inner));
+
+    // Status.
+    s.push_str(r#"<h2 id="status">Status</h2>"#);
+    if !d.status_history.is_empty() {
+        s.push_str(r#"<ol class="app-timeline">"#);
+        for h in &d.status_history {
+            let _ = write!(
+                s,
+                r#"<li>{} <span class="app-muted">{}</span>{}</li>"#,
+                status_tag(&h.status),
+                esc(&by_line(app, &h.by, &h.at)),
+                h.note
+                    .as_deref()
+                    .map(|n| format!(": {}", esc(n)))
+                    .unwrap_or_default()
+            );
+        }
+        s.push_str("</ol>");
+    }
+    let statuses: Vec<(String, String)> = DecisionStatus::ALL
+        .iter()
+        .map(|st| {
+            (
+                st.as_str().to_string(),
+                match st {
+                    DecisionStatus::Proposed => "Proposed",
+                    DecisionStatus::Agreed => "Agreed (only when the person agrees)",
+                    DecisionStatus::Revisited => "Being revisited",
+                    DecisionStatus::Withdrawn => "Withdrawn",
+                }
+                .to_string(),
+            )
+        })
+        .collect();
+    let chosen = [d.status.clone()];
+    let inner = format!(
+        "{}{}{}",
+        Choices {
+            id: "status-choice",
+            name: "status",
+            legend: "Change the status",
+            options: &statuses,
+            checked: &chosen,
+            multiple: false,
+            inline: false,
+            hint: None,
+        }
+        .render(errors),
+        Input::text("status-note", "note", "Why (optional)", form.get("note")).render(errors),
+        html::secondary_button("Save status"),
+    );
+    s.push_str(&html::post_form(&format!("{base}/status"), csrf, &inner));
+
+    // Actions.
+    s.push_str(r#"<h2 id="actions">Actions</h2>"#);
+    if d.actions.is_empty() {
+        s.push_str("<p>No actions yet.</p>");
+    } else {
+        s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
+        for a in &d.actions {
+            let owner = a
+                .owner
+                .as_deref()
+                .map(|o| participant_name(v, o))
+                .unwrap_or_default();
+            let due = a
+                .due
+                .as_deref()
+                .map(|x| format!(", due {}", dates::long_date(x)))
+                .unwrap_or_default();
+            let line = format!("{} ({}{})", esc(&a.text), esc(&owner), esc(&due));
+            if let Some(mark) = &a.meta.entered_in_error {
+                let _ = write!(
+                    s,
+                    r#"<li class="app-in-error"><s>{line}</s>{}</li>"#,
+                    in_error_note(app, mark)
+                );
+                continue;
+            }
+            let toggle = html::post_form(
+                &format!("{base}/action/{}/done", a.meta.id),
+                csrf,
+                &format!(
+                    r#"<input type="hidden" name="done" value="{}"><button class="nhsuk-button nhsuk-button--secondary nhsuk-button--small" type="submit">{}<span class="nhsuk-u-visually-hidden">: {}</span></button>"#,
+                    if a.done { "false" } else { "true" },
+                    if a.done {
+                        "Mark as not done"
+                    } else {
+                        "Mark as done"
+                    },
+                    esc(&a.text)
+                ),
+            );
+            let _ = write!(
+                s,
+                r#"<li>{} {line} {toggle}<a class="app-small-link" href="/case/{}/entry/{}/error">Mark as entered in error<span class="nhsuk-u-visually-hidden"> (action: {})</span></a></li>"#,
+                if a.done {
+                    tag("Done", "green")
+                } else {
+                    tag("To do", "white")
+                },
+                esc(&v.case_id),
+                esc(&a.meta.id),
+                esc(&a.text)
+            );
+        }
+        s.push_str("</ul>");
+    }
+    let inner = format!(
+        "{}{}{}{}",
+        Input::text(
+            "action-text",
+            "text",
+            "What needs doing?",
+            form.get("action_text")
+        )
+        .render(errors),
+        html::select(
+            "owner",
+            "owner",
+            "Who will do it?",
+            &people,
+            form.get("owner"),
+            errors
+        ),
+        Input {
+            kind: "date",
+            class: "nhsuk-input--width-10",
+            ..Input::text("due", "due", "By when? (optional)", form.get("due"))
+        }
+        .render(errors),
+        html::secondary_button("Add action"),
+    );
+    s.push_str(r#"<h3>Add an action</h3>"#);
+    s.push_str(&html::post_form(&format!("{base}/actions"), csrf, &inner));
+    let _ = write!(
+        s,
+        r#"<p><a href="/case/{}/entry/{}/error">Mark this decision as entered in error</a></p>"#,
+        esc(&v.case_id),
+        esc(&d.meta.id)
+    );
+    s
+}
+
+/// `POST /case/:id/decision/:did/position`.
+pub async fn position(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, did)): Path<(String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let decision = entry_id(&did)?;
+    let form = FormData(form);
+    let mut errors = Vec::new();
+    let who: Result<Participant, _> = form.get("who").parse();
+    let stance: Result<Stance, _> = form.get("stance").parse();
+    if who.is_err() {
+        errors.push(FieldError::new("who", "Choose whose position this is"));
+    }
+    if stance.is_err() {
+        errors.push(FieldError::new(
+            "stance",
+            "Choose their position: agrees, disagrees or not sure yet",
+        ));
+    }
+    if let (Ok(who), Ok(stance), true) = (who, stance, errors.is_empty()) {
+        let words = form.opt("words");
+        match app
+            .edit(case, |d| d.record_position(&decision, who, stance, words))
+            .await
+        {
+            Ok(()) => {
+                return Ok(done(
+                    &app,
+                    &session,
+                    "Position recorded",
+                    &format!("/case/{case}/decision/{decision}#positions"),
+                ))
+            }
+            Err(e) => errors.push(field_error("words", &e)),
+        }
+    }
+    page(&app, &session, &id, &did, &form, &errors).await
+}
+
+/// `POST /case/:id/decision/:did/status`.
+pub async fn status(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, did)): Path<(String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let decision = entry_id(&did)?;
+    let form = FormData(form);
+    let mut errors = Vec::new();
+    match form.get("status").parse::<DecisionStatus>() {
+        Ok(st) => {
+            let note = form.opt("note");
+            match app
+                .edit(case, |d| d.set_decision_status(&decision, st, note))
+                .await
+            {
+                Ok(()) => {
+                    return Ok(done(
+                        &app,
+                        &session,
+                        "Status saved",
+                        &format!("/case/{case}/decision/{decision}#status"),
+                    ))
+                }
+                Err(e) => errors.push(field_error("status-choice", &e)),
+            }
+        }
+        Err(_) => errors.push(FieldError::new("status-choice", "Choose a status")),
+    }
+    page(&app, &session, &id, &did, &form, &errors).await
+}
+
+/// `POST /case/:id/decision/:did/actions`.
+pub async fn add_action(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, did)): Path<(String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let decision = entry_id(&did)?;
+    let form = FormData(form);
+    let mut errors = Vec::new();
+    let owner: Result<Participant, _> = form.get("owner").parse();
+    if form.opt("text").is_none() {
+        errors.push(FieldError::new("action-text", "Enter what needs doing"));
+    }
+    if owner.is_err() {
+        errors.push(FieldError::new("owner", "Choose who will do it"));
+    }
+    let due = match form.opt("due") {
+        Some(d) => match parse_date("due date", d) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(FieldError::new("due", e.to_string()));
+                None
+            }
+        },
+        None => None,
+    };
+    if let (Ok(owner), true) = (owner, errors.is_empty()) {
+        let text = form.get("text").to_string();
+        match app
+            .edit(case, |d| d.add_action(&decision, &text, owner, due))
+            .await
+        {
+            Ok(_) => {
+                return Ok(done(
+                    &app,
+                    &session,
+                    "Action added",
+                    &format!("/case/{case}/decision/{decision}#actions"),
+                ))
+            }
+            Err(e) => errors.push(field_error("action-text", &e)),
+        }
+    }
+    let mut shown = form.clone();
+    shown
+        .0
+        .push(("action_text".into(), form.get("text").to_string()));
+    page(&app, &session, &id, &did, &shown, &errors).await
+}
+
+/// `POST /case/:id/decision/:did/action/:aid/done`.
+pub async fn action_done(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, did, aid)): Path<(String, String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let action = entry_id(&aid)?;
+    let form = FormData(form);
+    let is_done = form.get("done") == "true";
+    app.edit(case, |d| d.set_action_done(&action, is_done))
+        .await?;
+    Ok(done(
+        &app,
+        &session,
+        if is_done {
+            "Action marked as done"
+        } else {
+            "Action marked as not done"
+        },
+        &format!("/case/{case}/decision/{did}#actions"),
+    ))
+}

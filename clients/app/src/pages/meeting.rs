@@ -1,0 +1,775 @@
+//! Meetings: recording one, the meeting page (attendees, place, the notes, reflections and
+//! agreements editors), live typing between two practitioners, and the end-of-meeting read-back.
+//!
+//! Each editor is an ordinary form (it saves without JavaScript). With JavaScript, the page script
+//! saves as the practitioner pauses and polls `/case/:id/meeting/:mid/text` for what a colleague
+//! typed; it replaces the text only in a field the user is not in the middle of changing. Every save
+//! carries the text it started from, and the server merges (see [`crate::merge`]), so two people
+//! typing into the same notes both keep their words, live or offline.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Json, Response};
+use axum::{Extension, Form};
+use polyphony_core::model::view::{CaseView, MeetingView};
+use polyphony_core::model::{NewMeeting, NoteKind, Participant, Place, ReadbackResponse};
+use serde::Deserialize;
+
+use super::case::{conflicts_banner, text_or_none};
+use super::{
+    by_line, case_id, done, entry_id, field_error, in_error_note, participant_name, participants,
+    render, AppState, FormData, PageError, PageParts, PageResult,
+};
+use crate::auth::SessionCtx;
+use crate::dates;
+use crate::html::{self, error_summary, esc, Choices, FieldError, Input};
+use crate::merge::merge3;
+use crate::state::App;
+
+fn place_options() -> Vec<(String, String)> {
+    Place::ALL
+        .iter()
+        .map(|p| {
+            let label = match p {
+                Place::Home => "At home (or where the person chose)",
+                Place::Clinic => "In clinic",
+                Place::Online => "By video",
+                Place::Phone => "By telephone",
+            };
+            (p.as_str().to_string(), label.to_string())
+        })
+        .collect()
+}
+
+fn kind_label(k: NoteKind) -> &'static str {
+    match k {
+        NoteKind::Notes => "Notes",
+        NoteKind::Reflections => "Reflections",
+        NoteKind::Agreed => "What was agreed",
+    }
+}
+
+fn kind_hint(k: NoteKind) -> &'static str {
+    match k {
+        NoteKind::Notes => "Written with the network, in their words where you can.",
+        NoteKind::Reflections => {
+            "What the practitioners said when they reflected aloud in front of the network."
+        }
+        NoteKind::Agreed => "What everyone agreed, including who will do what.",
+    }
+}
+
+fn meeting_title(app: &App, m: &MeetingView) -> String {
+    m.at.as_deref()
+        .map(|t| {
+            format!(
+                "Meeting on {}",
+                dates::long_stored(t, app.config.utc_offset)
+            )
+        })
+        .unwrap_or_else(|| "Meeting".into())
+}
+
+fn find_meeting(v: &CaseView, id: &str) -> Result<MeetingView, PageError> {
+    v.meetings
+        .iter()
+        .find(|m| m.meta.id == id)
+        .cloned()
+        .ok_or_else(|| PageError::NotFound(format!("there is no meeting '{id}' in this case")))
+}
+
+async fn new_page(
+    app: &App,
+    session: &SessionCtx,
+    v: &CaseView,
+    form: &FormData,
+    errors: &[FieldError],
+) -> Response {
+    let me = super::me(app).await;
+    let people = participants(v, me.as_ref().map(|(a, b)| (a.as_str(), b.as_str())));
+    let mut inner = String::new();
+    inner.push_str(
+        &Input {
+            kind: "datetime-local",
+            class: "nhsuk-input--width-20",
+            ..Input::text("at", "at", "When did it start?", form.get("at"))
+        }
+        .render(errors),
+    );
+    let place = [form.get("place").to_string()];
+    inner.push_str(
+        &Choices {
+            id: "place",
+            name: "place",
+            legend: "Where?",
+            options: &place_options(),
+            checked: &place,
+            multiple: false,
+            inline: false,
+            hint: None,
+        }
+        .render(errors),
+    );
+    let present = form.all("attendees");
+    inner.push_str(
+        &Choices {
+            id: "attendees",
+            name: "attendees",
+            legend: "Who came?",
+            options: &people,
+            checked: &present,
+            multiple: true,
+            inline: false,
+            hint: Some("Select everyone who was there. You can change this later."),
+        }
+        .render(errors),
+    );
+    inner.push_str(&html::button("Start the meeting record"));
+    let content = format!(
+        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<span class="nhsuk-caption-l">{}</span><h1>Record a meeting</h1>{}</div></div>"#,
+        error_summary(errors),
+        esc(&v.person.name),
+        html::post_form(
+            &format!("/case/{}/meetings", v.case_id),
+            &session.csrf,
+            &inner
+        )
+    );
+    let back = format!("/case/{}", v.case_id);
+    render(
+        app,
+        session,
+        PageParts {
+            title: "Record a meeting",
+            back: Some((&back, "Back to the case")),
+            content,
+            has_errors: !errors.is_empty(),
+            body_class: "",
+        },
+    )
+    .await
+}
+
+/// `GET /case/:id/meetings/new`.
+pub async fn new_form(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let v = app.profile().await.view(case, "record meeting")?;
+    let now = dates::input_value(time::OffsetDateTime::now_utc(), app.config.utc_offset);
+    let mut defaults = vec![
+        ("at".to_string(), now),
+        ("place".to_string(), "home".to_string()),
+        ("attendees".to_string(), "person".to_string()),
+    ];
+    if let Some((me, _)) = super::me(&app).await {
+        defaults.push(("attendees".into(), format!("practitioner:{me}")));
+    }
+    Ok(new_page(&app, &session, &v, &FormData(defaults), &[]).await)
+}
+
+/// `POST /case/:id/meetings`.
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let form = FormData(form);
+    let mut errors = Vec::new();
+    let at = dates::parse_input(form.get("at"), app.config.utc_offset);
+    if at.is_none() {
+        errors.push(FieldError::new(
+            "at",
+            "Enter when the meeting started, as a date and time",
+        ));
+    }
+    let place = form.get("place").parse::<Place>();
+    if place.is_err() {
+        errors.push(FieldError::new(
+            "place",
+            "Choose where the meeting took place",
+        ));
+    }
+    let attendees: Result<Vec<Participant>, _> =
+        form.all("attendees").iter().map(|a| a.parse()).collect();
+    if attendees.is_err() {
+        errors.push(FieldError::new(
+            "attendees",
+            "Choose who came from the list",
+        ));
+    }
+    if let (Some(at), Ok(place), Ok(attendees), true) = (at, place, attendees, errors.is_empty()) {
+        match app
+            .edit(case, |d| {
+                d.add_meeting(NewMeeting {
+                    at,
+                    place,
+                    attendees,
+                })
+            })
+            .await
+        {
+            Ok(mid) => {
+                return Ok(done(
+                    &app,
+                    &session,
+                    "Meeting recorded",
+                    &format!("/case/{case}/meeting/{mid}"),
+                ))
+            }
+            Err(e) => errors.push(field_error("attendees", &e)),
+        }
+    }
+    let v = app.profile().await.view(case, "record meeting")?;
+    Ok(new_page(&app, &session, &v, &form, &errors).await)
+}
+
+/// `GET /case/:id/meeting/:mid`.
+pub async fn show(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, mid)): Path<(String, String)>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let v = app.profile().await.view(case, "meeting")?;
+    let m = find_meeting(&v, &mid)?;
+    let me = super::me(&app).await;
+    let content = render_meeting(&app, &v, &m, me.as_ref(), &session.csrf, app.case_gen(case));
+    let title = meeting_title(&app, &m);
+    let back = format!("/case/{case}");
+    Ok(render(
+        &app,
+        &session,
+        PageParts {
+            title: &title,
+            back: Some((&back, "Back to the case")),
+            content,
+            has_errors: false,
+            body_class: "",
+        },
+    )
+    .await)
+}
+
+/// The meeting page's content.
+pub fn render_meeting(
+    app: &App,
+    v: &CaseView,
+    m: &MeetingView,
+    me: Option<&(String, String)>,
+    csrf: &str,
+    gen: u64,
+) -> String {
+    let base = format!("/case/{}/meeting/{}", v.case_id, m.meta.id);
+    let mut s = conflicts_banner(v);
+    let _ = write!(
+        s,
+        r#"<span class="nhsuk-caption-l">{}</span><h1>{}</h1>"#,
+        esc(&v.person.name),
+        esc(&meeting_title(app, m))
+    );
+    let place = place_options()
+        .into_iter()
+        .find(|(p, _)| p == &m.place)
+        .map(|(_, l)| l)
+        .unwrap_or_else(|| m.place.clone());
+    let next = m
+        .next_meeting
+        .as_deref()
+        .map(|t| dates::long_stored(t, app.config.utc_offset))
+        .unwrap_or_else(|| "Not planned yet".into());
+    s.push_str(&html::summary_list(&[
+        ("Place".into(), esc(&place)),
+        (
+            "Recorded by".into(),
+            esc(&by_line(app, &m.meta.created_by, &m.meta.created_at)),
+        ),
+        ("Next meeting".into(), esc(&next)),
+    ]));
+
+    if let Some(mark) = &m.meta.entered_in_error {
+        // Struck through but readable; nothing can be changed.
+        let _ = write!(
+            s,
+            r#"<div class="app-in-error">{}<h2>Who came</h2><p><s>{}</s></p>"#,
+            in_error_note(app, mark),
+            esc(&m
+                .attendees
+                .iter()
+                .map(|a| participant_name(v, a))
+                .collect::<Vec<_>>()
+                .join(", "))
+        );
+        for (k, t) in [
+            (NoteKind::Notes, &m.notes),
+            (NoteKind::Reflections, &m.reflections),
+            (NoteKind::Agreed, &m.agreed),
+        ] {
+            let _ = write!(s, "<h2>{}</h2><s>{}</s>", kind_label(k), text_or_none(t));
+        }
+        s.push_str("</div>");
+        return s;
+    }
+
+    // Attendees.
+    let people = participants(v, me.map(|(a, b)| (a.as_str(), b.as_str())));
+    // Someone recorded as present who is no longer offered (left the network) stays listed.
+    let mut options = people.clone();
+    for a in &m.attendees {
+        if !options.iter().any(|(k, _)| k == a) {
+            options.push((a.clone(), participant_name(v, a)));
+        }
+    }
+    let inner = format!(
+        "{}{}",
+        Choices {
+            id: "attendees",
+            name: "attendees",
+            legend: "Who came",
+            options: &options,
+            checked: &m.attendees,
+            multiple: true,
+            inline: false,
+            hint: None,
+        }
+        .render(&[]),
+        html::secondary_button("Save who came")
+    );
+    s.push_str(r#"<h2 id="attendees-heading">Who came</h2>"#);
+    s.push_str(&html::post_form(
+        &format!("{base}/attendance"),
+        csrf,
+        &inner,
+    ));
+
+    // The editors.
+    let _ = write!(
+        s,
+        r#"<div class="app-live" data-live-url="{base}/text" data-gen="{gen}"><p class="app-live__status nhsuk-body-s" id="live-status" aria-live="polite"></p>"#
+    );
+    for (k, t) in [
+        (NoteKind::Notes, &m.notes),
+        (NoteKind::Reflections, &m.reflections),
+        (NoteKind::Agreed, &m.agreed),
+    ] {
+        let id = k.as_str();
+        let inner = format!(
+            r#"<input type="hidden" name="kind" value="{id}"><input type="hidden" name="base" value="{b}" data-base-for="{id}">{area}{btn}"#,
+            b = esc(t),
+            area = html::TextArea {
+                id,
+                name: "text",
+                label: kind_label(k),
+                value: t,
+                hint: Some(kind_hint(k)),
+                rows: 8,
+                attrs: &format!(r#"data-live-kind="{id}" spellcheck="true""#)
+            }
+            .render(&[]),
+            btn = html::secondary_button(&format!("Save {}", kind_label(k).to_lowercase())),
+        );
+        let _ = write!(
+            s,
+            r#"<h2 id="{id}-heading">{}</h2>{}"#,
+            kind_label(k),
+            html::post_form(&format!("{base}/text"), csrf, &inner)
+        );
+    }
+    s.push_str("</div>");
+
+    // Next meeting and the read-back.
+    let next_value = m
+        .next_meeting
+        .as_deref()
+        .and_then(dates::parse_stored)
+        .map(|t| dates::input_value(t, app.config.utc_offset))
+        .unwrap_or_default();
+    let inner = format!(
+        "{}{}",
+        Input {
+            kind: "datetime-local",
+            class: "nhsuk-input--width-20",
+            ..Input::text(
+                "next_meeting",
+                "next_meeting",
+                "When is the next meeting?",
+                &next_value
+            )
+        }
+        .render(&[]),
+        html::secondary_button("Save next meeting")
+    );
+    s.push_str(r#"<h2 id="next-heading">Next meeting</h2>"#);
+    s.push_str(&html::post_form(&format!("{base}/next"), csrf, &inner));
+    let _ = write!(
+        s,
+        r#"<h2>At the end of the meeting</h2><p>Go through the notes with everyone and record whether each person confirms them or wants to add their own words.</p><a class="nhsuk-button" href="{base}/readback" role="button" draggable="false">Read back the notes</a>"#
+    );
+    let _ = write!(
+        s,
+        r#"<p><a href="/case/{}/entry/{}/error">Mark this meeting as entered in error</a></p>"#,
+        esc(&v.case_id),
+        esc(&m.meta.id)
+    );
+    s
+}
+
+/// `POST /case/:id/meeting/:mid/attendance`: mark each person present or absent as ticked.
+pub async fn attendance(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, mid)): Path<(String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let meeting = entry_id(&mid)?;
+    let form = FormData(form);
+    let v = app.profile().await.view(case, "meeting")?;
+    let m = find_meeting(&v, &mid)?;
+    let me = super::me(&app).await;
+    let ticked = form.all("attendees");
+    let mut everyone: Vec<String> =
+        participants(&v, me.as_ref().map(|(a, b)| (a.as_str(), b.as_str())))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+    everyone.extend(m.attendees.iter().cloned());
+    everyone.sort();
+    everyone.dedup();
+    for key in everyone {
+        let present = ticked.contains(&key);
+        if present == m.attendees.contains(&key) {
+            continue;
+        }
+        let who: Participant = key
+            .parse()
+            .map_err(|e: polyphony_core::model::ModelError| PageError::NotFound(e.to_string()))?;
+        app.edit(case, |d| d.set_attendance(&meeting, who, present))
+            .await?;
+    }
+    Ok(done(
+        &app,
+        &session,
+        "Attendance saved",
+        &format!("/case/{case}/meeting/{meeting}#attendees-heading"),
+    ))
+}
+
+/// `POST /case/:id/meeting/:mid/next`.
+pub async fn next(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, mid)): Path<(String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let meeting = entry_id(&mid)?;
+    let form = FormData(form);
+    let back = format!("/case/{case}/meeting/{meeting}#next-heading");
+    let Some(at) = dates::parse_input(form.get("next_meeting"), app.config.utc_offset) else {
+        return Ok(done(
+            &app,
+            &session,
+            "Enter the next meeting's date and time to save it",
+            &back,
+        ));
+    };
+    app.edit(case, |d| d.set_next_meeting(&meeting, at)).await?;
+    Ok(done(&app, &session, "Next meeting saved", &back))
+}
+
+fn text_of(m: &MeetingView, k: NoteKind) -> &str {
+    match k {
+        NoteKind::Notes => &m.notes,
+        NoteKind::Reflections => &m.reflections,
+        NoteKind::Agreed => &m.agreed,
+    }
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+/// `POST /case/:id/meeting/:mid/text`: save one text, merged with whatever arrived meanwhile.
+/// Answers JSON to the page script, a redirect to a plain form.
+pub async fn save_text(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let meeting = entry_id(&mid)?;
+    let form = FormData(form);
+    let kind: NoteKind = form
+        .get("kind")
+        .parse()
+        .map_err(|e: polyphony_core::model::ModelError| PageError::NotFound(e.to_string()))?;
+    let base = form.get("base").replace("\r\n", "\n");
+    let ours = form.get("text").replace("\r\n", "\n");
+    let result = app
+        .edit(case, |d| {
+            let v = d.view();
+            let theirs = v
+                .meetings
+                .iter()
+                .find(|m| m.meta.id == mid)
+                .map(|m| text_of(m, kind).to_string())
+                .unwrap_or_default();
+            let merged = merge3(&base, &ours, &theirs);
+            if merged != theirs {
+                d.edit_text(&meeting, kind, &merged)?;
+            }
+            Ok(merged)
+        })
+        .await;
+    if wants_json(&headers) {
+        return Ok(match result {
+            Ok(text) => Json(serde_json::json!({
+                "ok": true, "gen": app.case_gen(case), "kind": kind.as_str(), "text": text
+            }))
+            .into_response(),
+            Err(e) => (
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                Json(serde_json::json!({ "ok": false, "error": e.to_string() })),
+            )
+                .into_response(),
+        });
+    }
+    let back = format!("/case/{case}/meeting/{meeting}#{}-heading", kind.as_str());
+    match result {
+        Ok(_) => Ok(done(
+            &app,
+            &session,
+            &format!("{} saved", kind_label(kind)),
+            &back,
+        )),
+        Err(e) => Ok(done(&app, &session, &format!("Not saved: {e}"), &back)),
+    }
+}
+
+/// The query of a live poll.
+#[derive(Debug, Deserialize)]
+pub struct Since {
+    since: Option<u64>,
+}
+
+/// `GET /case/:id/meeting/:mid/text?since=N`: the meeting's texts, if they changed since `N`.
+pub async fn poll_text(
+    State(app): State<AppState>,
+    Path((id, mid)): Path<(String, String)>,
+    Query(q): Query<Since>,
+) -> Result<Response, PageError> {
+    let case = case_id(&id)?;
+    let gen = app.case_gen(case);
+    if q.since == Some(gen) {
+        return Ok(Json(serde_json::json!({ "gen": gen, "changed": false })).into_response());
+    }
+    let v = app.peek(case).await?;
+    let m = find_meeting(&v, &mid)?;
+    let unsynced = app.overview().await.case(&case).map(|c| c.words());
+    Ok(Json(serde_json::json!({
+        "gen": gen,
+        "changed": true,
+        "in_error": m.meta.entered_in_error.is_some(),
+        "fields": { "notes": m.notes, "reflections": m.reflections, "agreed": m.agreed },
+        "case_sync": unsynced,
+    }))
+    .into_response())
+}
+
+/// `GET /case/:id/meeting/:mid/readback`: go through the notes with the network.
+pub async fn readback(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, mid)): Path<(String, String)>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let v = app.profile().await.view(case, "meeting read-back")?;
+    let m = find_meeting(&v, &mid)?;
+    let content = render_readback(&app, &v, &m, &session.csrf, &[]);
+    let back = format!("/case/{case}/meeting/{mid}");
+    Ok(render(
+        &app,
+        &session,
+        PageParts {
+            title: "Read back the notes",
+            back: Some((&back, "Back to the meeting")),
+            content,
+            has_errors: false,
+            body_class: "",
+        },
+    )
+    .await)
+}
+
+/// The read-back screen: the notes in large print, then one form per person present.
+pub fn render_readback(
+    app: &App,
+    v: &CaseView,
+    m: &MeetingView,
+    csrf: &str,
+    errors: &[FieldError],
+) -> String {
+    let base = format!("/case/{}/meeting/{}", v.case_id, m.meta.id);
+    let mut s = error_summary(errors);
+    let _ = write!(
+        s,
+        r#"<span class="nhsuk-caption-l">{}</span><h1>Read back the notes</h1><p>Read the notes aloud, or show this screen. Ask each person whether the notes say what happened, and record their answer. If they want to add something, write it in their own words.</p>"#,
+        esc(&meeting_title(app, m))
+    );
+    let _ = write!(
+        s,
+        r#"<div class="app-readback"><h2>Notes</h2>{}<h2>Reflections</h2>{}<h2>What was agreed</h2>{}</div>"#,
+        text_or_none(&m.notes),
+        text_or_none(&m.reflections),
+        text_or_none(&m.agreed)
+    );
+    s.push_str("<h2>Each person’s answer</h2>");
+    if m.attendees.is_empty() {
+        let _ = write!(
+            s,
+            r#"<p>No one is recorded as present. <a href="{base}#attendees-heading">Record who came</a> first.</p>"#
+        );
+    }
+    for (i, who) in super::in_order(v, &m.attendees).iter().enumerate() {
+        let name = participant_name(v, who);
+        let existing = m.readback.iter().find(|r| &r.participant == who);
+        let _ = write!(
+            s,
+            r#"<div class="nhsuk-card app-readback__person"><div class="nhsuk-card__content"><h3 class="nhsuk-card__heading">{}</h3>"#,
+            esc(&name)
+        );
+        if let Some(r) = existing {
+            let answer = if r.response == ReadbackResponse::Confirmed.as_str() {
+                "Confirmed the notes".to_string()
+            } else {
+                "Added their own words".to_string()
+            };
+            let _ = write!(
+                s,
+                r#"<p><strong>{}</strong> <span class="app-muted">(recorded by {})</span></p>"#,
+                esc(&answer),
+                esc(&by_line(app, &r.recorded_by, &r.at))
+            );
+            if let Some(w) = &r.words {
+                let _ = write!(
+                    s,
+                    r#"<blockquote class="app-own-words">{}</blockquote>"#,
+                    html::esc_multiline(w)
+                );
+            }
+        }
+        let rid = format!("response-{i}");
+        let wid = format!("words-{i}");
+        let options = vec![
+            ("confirmed".to_string(), "Confirms the notes".to_string()),
+            (
+                "added_words".to_string(),
+                "Wants to add their own words".to_string(),
+            ),
+        ];
+        let checked = existing
+            .map(|r| vec![r.response.clone()])
+            .unwrap_or_default();
+        let inner = format!(
+            r#"<input type="hidden" name="who" value="{}"><input type="hidden" name="index" value="{i}">{}{}{}"#,
+            esc(who),
+            Choices {
+                id: &rid,
+                name: "response",
+                legend: &format!("What does {name} say?"),
+                options: &options,
+                checked: &checked,
+                multiple: false,
+                inline: false,
+                hint: None,
+            }
+            .render(errors),
+            html::TextArea {
+                id: &wid,
+                name: "words",
+                label: "Their words (if they add any)",
+                value: existing.and_then(|r| r.words.as_deref()).unwrap_or(""),
+                hint: None,
+                rows: 3,
+                attrs: ""
+            }
+            .render(errors),
+            html::secondary_button(&format!("Save {name}’s answer")),
+        );
+        s.push_str(&html::post_form(&format!("{base}/readback"), csrf, &inner));
+        s.push_str("</div></div>");
+    }
+    s
+}
+
+/// `POST /case/:id/meeting/:mid/readback`.
+pub async fn readback_save(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, mid)): Path<(String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let meeting = entry_id(&mid)?;
+    let form = FormData(form);
+    let i = form.get("index").to_string();
+    let mut errors = Vec::new();
+    let who: Result<Participant, _> = form.get("who").parse();
+    let response: Result<ReadbackResponse, _> = form.get("response").parse();
+    match (who, response) {
+        (Ok(who), Ok(response)) => {
+            let words = form.opt("words");
+            match app
+                .edit(case, |d| d.record_readback(&meeting, who, response, words))
+                .await
+            {
+                Ok(()) => {
+                    let v = app.peek(case).await?;
+                    return Ok(done(
+                        &app,
+                        &session,
+                        &format!("{}’s answer recorded", participant_name(&v, &who.key())),
+                        &format!("/case/{case}/meeting/{meeting}/readback"),
+                    ));
+                }
+                Err(e) => errors.push(field_error(&format!("words-{i}"), &e)),
+            }
+        }
+        (_, Err(_)) => errors.push(FieldError::new(
+            &format!("response-{i}"),
+            "Choose whether they confirm the notes or add their own words",
+        )),
+        (Err(_), _) => errors.push(FieldError::new(
+            &format!("response-{i}"),
+            "Choose who is answering",
+        )),
+    }
+    let v = app.profile().await.view(case, "meeting read-back")?;
+    let m = find_meeting(&v, &mid)?;
+    let content = render_readback(&app, &v, &m, &session.csrf, &errors);
+    let back = format!("/case/{case}/meeting/{mid}");
+    Ok(render(
+        &app,
+        &session,
+        PageParts {
+            title: "Read back the notes",
+            back: Some((&back, "Back to the meeting")),
+            content,
+            has_errors: true,
+            body_class: "",
+        },
+    )
+    .await)
+}

@@ -1,0 +1,332 @@
+//! The app's pages: each module holds the handlers of one screen and the functions that render it.
+//!
+//! Every page is server-rendered HTML in the NHS design system's markup and every form posts
+//! without JavaScript; the page script only adds live typing and a self-updating sync badge.
+//! What is shared between pages lives here: the page context (session, flash, sync badge), form
+//! data, how participants are named, and the error page.
+
+pub mod case;
+pub mod caseload;
+pub mod conflicts;
+pub mod decision;
+pub mod enrol;
+pub mod entry;
+pub mod exports;
+pub mod meeting;
+pub mod network;
+pub mod network_copy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use polyphony_core::model::view::{AuthorView, CaseView};
+use polyphony_core::model::ModelError;
+use polyphony_core::profile::ProfileError;
+use polyphony_core::{CaseId, EntryId};
+
+use crate::auth::SessionCtx;
+use crate::html::{self, esc, FieldError};
+use crate::state::App;
+
+/// What a handler failed with.
+#[derive(Debug)]
+pub enum PageError {
+    /// No such page, case or entry.
+    NotFound(String),
+    /// The profile failed.
+    Profile(ProfileError),
+}
+
+impl From<ProfileError> for PageError {
+    fn from(e: ProfileError) -> Self {
+        match e {
+            ProfileError::UnknownCase(_) | ProfileError::UnknownEntry { .. } => {
+                PageError::NotFound(e.to_string())
+            }
+            ProfileError::Model(ModelError::UnknownEntry { .. }) => {
+                PageError::NotFound(e.to_string())
+            }
+            other => PageError::Profile(other),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match &self {
+            PageError::NotFound(m) => (StatusCode::NOT_FOUND, "Page not found", m.clone()),
+            PageError::Profile(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sorry, there is a problem",
+                e.to_string(),
+            ),
+        };
+        let body = format!(
+            r#"<!DOCTYPE html><html lang="en-GB"><head><meta charset="utf-8"><title>{t} - Polyphony</title><link rel="stylesheet" href="/assets/nhsuk-frontend.min.css"><link rel="stylesheet" href="/assets/app.css"></head><body><div class="nhsuk-width-container"><main class="nhsuk-main-wrapper" id="maincontent"><h1>{t}</h1><p>{m}</p><p>Your saved work is safe on this device.</p><p><a href="/">Go to your caseload</a></p></main></div></body></html>"#,
+            t = esc(title),
+            m = esc(&message)
+        );
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// A handler's result.
+pub type PageResult = Result<Response, PageError>;
+
+/// A posted form, with repeated names kept (checkboxes).
+#[derive(Debug, Clone, Default)]
+pub struct FormData(pub Vec<(String, String)>);
+
+impl FormData {
+    /// The first value of a field, or "".
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    /// The first value of a field, trimmed, or `None` when empty.
+    pub fn opt(&self, name: &str) -> Option<&str> {
+        Some(self.get(name).trim()).filter(|v| !v.is_empty())
+    }
+
+    /// Every value of a field.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// Parse a case id from a path.
+pub fn case_id(s: &str) -> Result<CaseId, PageError> {
+    s.parse()
+        .map_err(|_| PageError::NotFound(format!("there is no case '{s}' on this device")))
+}
+
+/// Parse an entry id from a path.
+pub fn entry_id(s: &str) -> Result<EntryId, PageError> {
+    s.parse()
+        .map_err(|_| PageError::NotFound(format!("there is no entry '{s}' in this case")))
+}
+
+/// A form error from a failed change: the core's message, beside the field it concerns.
+pub fn field_error(field: &str, e: &ProfileError) -> FieldError {
+    FieldError::new(field, e.to_string())
+}
+
+/// Everything a page needs to be drawn around its content.
+pub struct PageParts<'a> {
+    /// Title.
+    pub title: &'a str,
+    /// Back link.
+    pub back: Option<(&'a str, &'a str)>,
+    /// Content HTML.
+    pub content: String,
+    /// Whether the page shows form errors.
+    pub has_errors: bool,
+    /// Extra `<body>` class.
+    pub body_class: &'a str,
+}
+
+/// Render a page with the sync badge and the session's flash message.
+pub async fn render(app: &App, session: &SessionCtx, parts: PageParts<'_>) -> Response {
+    let overview = app.overview().await;
+    let mut names = HashMap::new();
+    for c in overview
+        .cases
+        .iter()
+        .filter(|c| c.stale || c.refused.is_some())
+    {
+        if let Ok(v) = app.peek(c.case).await {
+            names.insert(c.case, v.person.name);
+        }
+    }
+    let badge = overview.badge_html(&names, app.config.utc_offset);
+    let flash = app.gate.take_flash(&session.id);
+    let page = html::page(
+        &html::Shell {
+            title: parts.title,
+            status: &badge,
+            back: parts.back,
+            flash: flash.as_deref(),
+            has_errors: parts.has_errors,
+            csrf: &session.csrf,
+            body_class: parts.body_class,
+        },
+        &parts.content,
+    );
+    let status = if parts.has_errors {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (status, Html(page)).into_response()
+}
+
+/// After a change: a flash message and a redirect (post/redirect/get).
+pub fn done(app: &App, session: &SessionCtx, message: &str, to: &str) -> Response {
+    app.gate.set_flash(&session.id, message);
+    Redirect::to(to).into_response()
+}
+
+/// The shared app handle every handler receives.
+pub type AppState = Arc<App>;
+
+/// The person's name as they like to be called.
+pub fn person_name(v: &CaseView) -> String {
+    v.person
+        .preferred_name
+        .clone()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| v.person.name.clone())
+}
+
+fn author_names(v: &CaseView) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    let mut add = |a: &Option<AuthorView>| {
+        if let Some(a) = a {
+            m.entry(a.practitioner.clone())
+                .or_insert_with(|| a.practitioner_name.clone());
+        }
+    };
+    add(&v.created_by);
+    for x in &v.network {
+        add(&x.meta.created_by);
+    }
+    for x in &v.meetings {
+        add(&x.meta.created_by);
+    }
+    for x in &v.decisions {
+        add(&x.meta.created_by);
+    }
+    for c in &v.care_team {
+        m.insert(c.practitioner.clone(), c.name.clone());
+    }
+    m
+}
+
+/// Who a participant key (`person`, `member:<id>`, `practitioner:<id>`) is, in words.
+pub fn participant_name(v: &CaseView, key: &str) -> String {
+    if key == "person" {
+        return person_name(v);
+    }
+    if let Some(id) = key.strip_prefix("member:") {
+        return v
+            .network
+            .iter()
+            .find(|m| m.meta.id == id)
+            .map(|m| format!("{} ({})", m.name, m.relationship))
+            .unwrap_or_else(|| "a network member".into());
+    }
+    if let Some(id) = key.strip_prefix("practitioner:") {
+        return author_names(v)
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| "a practitioner".into());
+    }
+    key.to_string()
+}
+
+/// Participant keys in the order people expect: the person, then their network, then
+/// practitioners, each by name.
+pub fn in_order(v: &CaseView, keys: &[String]) -> Vec<String> {
+    let mut k: Vec<(u8, String, String)> = keys
+        .iter()
+        .map(|key| {
+            let rank = if key == "person" {
+                0
+            } else if key.starts_with("member:") {
+                1
+            } else {
+                2
+            };
+            (rank, participant_name(v, key), key.clone())
+        })
+        .collect();
+    k.sort();
+    k.into_iter().map(|(_, _, key)| key).collect()
+}
+
+/// Everyone who can take part in a meeting or a decision: the person, current network members,
+/// the care team and the practitioner using this device. `(key, label)`.
+pub fn participants(v: &CaseView, me: Option<(&str, &str)>) -> Vec<(String, String)> {
+    let mut out = vec![(
+        "person".to_string(),
+        format!("{} (the person)", person_name(v)),
+    )];
+    for m in v
+        .network
+        .iter()
+        .filter(|m| m.meta.entered_in_error.is_none() && m.left.is_none())
+    {
+        out.push((
+            format!("member:{}", m.meta.id),
+            format!("{} ({})", m.name, m.relationship),
+        ));
+    }
+    let mut practitioners: Vec<(String, String)> = v
+        .care_team
+        .iter()
+        .filter(|c| c.meta.entered_in_error.is_none() && c.end.is_none())
+        .map(|c| (c.practitioner.clone(), c.name.clone()))
+        .collect();
+    if let Some((id, name)) = me {
+        if !practitioners.iter().any(|(p, _)| p == id) {
+            practitioners.push((id.to_string(), name.to_string()));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (id, name) in practitioners {
+        if seen.insert(id.clone()) {
+            out.push((
+                format!("practitioner:{id}"),
+                format!("{name} (practitioner)"),
+            ));
+        }
+    }
+    out
+}
+
+/// "by NAME on DATE" for an attribution.
+pub fn by_line(app: &App, by: &Option<AuthorView>, at: &Option<String>) -> String {
+    let who = by
+        .as_ref()
+        .map(|a| a.practitioner_name.clone())
+        .unwrap_or_else(|| "someone".into());
+    match at {
+        Some(t) => format!(
+            "{who}, {}",
+            crate::dates::long_stored(t, app.config.utc_offset)
+        ),
+        None => who,
+    }
+}
+
+/// An entry marked entered in error: struck through but readable, with who, when and why.
+pub fn in_error_note(app: &App, mark: &polyphony_core::model::view::ErrorMark) -> String {
+    format!(
+        r#"<p class="app-in-error__note"><strong class="nhsuk-tag nhsuk-tag--red">Entered in error</strong> {}: “{}”</p>"#,
+        esc(&by_line(app, &mark.by, &mark.at)),
+        esc(&mark.reason)
+    )
+}
+
+/// The practitioner using this device, as `(id, name)`.
+pub async fn me(app: &App) -> Option<(String, String)> {
+    app.profile()
+        .await
+        .enrolment()
+        .map(|e| (e.practitioner.to_string(), e.practitioner_name.clone()))
+}

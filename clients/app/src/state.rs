@@ -1,0 +1,270 @@
+//! The app's shared state: the device profile behind one lock, the launch gate, the background
+//! sync's link, and the bookkeeping that keeps what the pages show in step with the store.
+//!
+//! The profile is not built to be shared between threads, so it lives behind a tokio mutex and
+//! handlers hold the lock only for one profile call. The background sync does not take that lock
+//! at all: it works on the store directly (which is thread-safe) and bumps a generation counter
+//! when it stores changes from the server. The next handler to take the lock sees the counter moved
+//! and reopens the profile over the same store, which drops the profile's in-memory copies of the
+//! documents, so nothing shown is ever older than what is on disk.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use polyphony_core::model::{CaseDoc, CaseView, ModelError};
+use polyphony_core::profile::{Profile, ProfileError};
+use polyphony_core::store::Store;
+use polyphony_core::CaseId;
+use time::{OffsetDateTime, UtcOffset};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+
+use crate::auth::Gate;
+use crate::status::{CaseSyncLine, SyncOverview};
+use crate::sync_task::SyncShared;
+
+/// The store namespace where the app keeps its own small records.
+pub const NS_APP: &str = "app";
+
+/// How the app was started.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The profile's home directory.
+    pub home: PathBuf,
+    /// Where to listen (always a loopback address).
+    pub listen: SocketAddr,
+    /// Warn when a case's changes have been only on this device for longer than this.
+    pub unsynced_warning: time::Duration,
+    /// The local time offset for showing and reading times.
+    pub utc_offset: UtcOffset,
+    /// The longest wait between attempts to reach the server.
+    pub retry_max: std::time::Duration,
+    /// The name this device enrols under.
+    pub device_name: String,
+    /// Start the background sync (off in tests that need a quiet profile).
+    pub background_sync: bool,
+}
+
+impl Config {
+    /// Defaults for a profile in `home`: a free loopback port, a two-hour warning, UTC.
+    pub fn new(home: PathBuf) -> Self {
+        Config {
+            home,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            unsynced_warning: time::Duration::minutes(120),
+            utc_offset: UtcOffset::UTC,
+            retry_max: std::time::Duration::from_secs(30),
+            device_name: "Polyphony app".into(),
+            background_sync: true,
+        }
+    }
+}
+
+struct ProfileSlot {
+    profile: Profile,
+    seen: u64,
+}
+
+/// Everything the handlers and the background sync share.
+pub struct App {
+    /// How the app was started.
+    pub config: Config,
+    /// The launch secret and sessions.
+    pub gate: Gate,
+    /// The background sync's link to the server.
+    pub sync: SyncShared,
+    store: Arc<dyn Store>,
+    profile: Mutex<ProfileSlot>,
+    remote_gen: AtomicU64,
+    case_gens: std::sync::Mutex<HashMap<CaseId, u64>>,
+}
+
+fn since_key(case: &CaseId) -> String {
+    format!("unsynced_since:{case}")
+}
+
+impl App {
+    /// Share a profile with the handlers.
+    pub fn new(config: Config, profile: Profile) -> Arc<App> {
+        Self::with_gate(config, profile, Gate::new())
+    }
+
+    /// Share a profile, with a given launch gate (tests use a known secret).
+    pub fn with_gate(config: Config, profile: Profile, gate: Gate) -> Arc<App> {
+        let store = profile.store().clone();
+        Arc::new(App {
+            config,
+            gate,
+            sync: SyncShared::default(),
+            store,
+            profile: Mutex::new(ProfileSlot { profile, seen: 0 }),
+            remote_gen: AtomicU64::new(0),
+            case_gens: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The profile's store (for the background sync, which must not wait on the profile lock).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The profile, locked, and fresh: reopened if the background sync stored changes since the
+    /// last time it was used.
+    pub async fn profile(&self) -> MappedMutexGuard<'_, Profile> {
+        let mut slot = self.profile.lock().await;
+        let now = self.remote_gen.load(Ordering::SeqCst);
+        if slot.seen != now {
+            match Profile::from_store(&self.config.home, self.store.clone()) {
+                Ok(p) => {
+                    slot.profile = p;
+                    slot.seen = now;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not reopen the profile after a sync"),
+            }
+        }
+        MutexGuard::map(slot, |s| &mut s.profile)
+    }
+
+    /// Change a case; the change is on disk when this returns, and pushed live if connected.
+    pub async fn edit<R>(
+        &self,
+        case: CaseId,
+        f: impl FnOnce(&mut CaseDoc) -> Result<R, ModelError>,
+    ) -> Result<R, ProfileError> {
+        let r = self.profile().await.edit(case, f)?;
+        self.local_change(case);
+        Ok(r)
+    }
+
+    /// A change was made on this device (an edit, a new case).
+    pub fn local_change(&self, case: CaseId) {
+        self.bump(case);
+        if let Ok(None) = self.store.get_meta(NS_APP, &since_key(&case)) {
+            let now = polyphony_core::model::format_instant(OffsetDateTime::now_utc());
+            if let Err(e) = self
+                .store
+                .put_meta(NS_APP, &since_key(&case), now.as_bytes())
+            {
+                tracing::warn!(error = %e, "could not note when changes became unsynced");
+            }
+        }
+        self.sync.local_change(case);
+    }
+
+    /// The background sync stored changes from the server for `case`.
+    pub fn remote_change(&self, case: CaseId) {
+        self.bump(case);
+        self.remote_gen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The profile must be reopened (after the core's own sync changed the store).
+    pub fn profile_changed(&self) {
+        self.remote_gen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Something about `case` changed that open pages should show (a new acknowledgement).
+    pub fn touch(&self, case: CaseId) {
+        self.bump(case);
+    }
+
+    fn bump(&self, case: CaseId) {
+        *self
+            .case_gens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(case)
+            .or_default() += 1;
+    }
+
+    /// A counter that moves whenever `case` changes here or arrives changed from the server; live
+    /// views poll it to know when to fetch the case again.
+    pub fn case_gen(&self, case: CaseId) -> u64 {
+        self.case_gens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&case)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A case for a live refresh of a page that is already open, and for naming people and cases
+    /// in messages.
+    ///
+    /// Not audited (`Profile::lookup`): the page was audited when it was opened with
+    /// `Profile::view`, and recording a read for every refresh would fill the access log with
+    /// noise.
+    pub async fn peek(&self, case: CaseId) -> Result<CaseView, ProfileError> {
+        self.profile().await.lookup(case)
+    }
+
+    /// When `case` first had changes the server has not acknowledged (if it has any).
+    pub fn unsynced_since(&self, case: &CaseId) -> Option<OffsetDateTime> {
+        self.store
+            .get_meta(NS_APP, &since_key(case))
+            .ok()
+            .flatten()
+            .and_then(|b| crate::dates::parse_stored(&String::from_utf8_lossy(&b)))
+    }
+
+    /// Where sync stands, from real state only: per-case unacknowledged changes (counted by the
+    /// core against the heads the server acknowledged), the link, the last completed sync.
+    pub async fn overview(&self) -> SyncOverview {
+        let link = self.sync.snapshot();
+        let mut lines = Vec::new();
+        let mut error = None;
+        {
+            let mut p = self.profile().await;
+            match p.case_ids() {
+                Ok(ids) => {
+                    for case in ids {
+                        match p.unsynced(case) {
+                            Ok(n) => lines.push((case, n)),
+                            Err(e) => error = Some(e.to_string()),
+                        }
+                    }
+                }
+                Err(e) => error = Some(e.to_string()),
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut cases = Vec::new();
+        for (case, unsynced) in lines {
+            let since = if unsynced > 0 {
+                match self.unsynced_since(&case) {
+                    Some(t) => Some(t),
+                    None => {
+                        // Changes made before the app last ran (or by the command line).
+                        let stamp = polyphony_core::model::format_instant(now);
+                        let _ = self
+                            .store
+                            .put_meta(NS_APP, &since_key(&case), stamp.as_bytes());
+                        Some(now)
+                    }
+                }
+            } else {
+                if self.unsynced_since(&case).is_some() {
+                    let _ = self.store.delete_meta(NS_APP, &since_key(&case));
+                }
+                None
+            };
+            let stale = since.is_some_and(|s| now - s > self.config.unsynced_warning);
+            cases.push(CaseSyncLine {
+                case,
+                unsynced,
+                since,
+                stale,
+                refused: link.refused.get(&case).cloned(),
+            });
+        }
+        SyncOverview {
+            unsynced_total: cases.iter().map(|c| c.unsynced).sum(),
+            cases,
+            link,
+            warning_after: self.config.unsynced_warning,
+            now,
+            error,
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! What the sync badge says, and the rule that makes it trustworthy: **it is derived only from real
+//! state**. "All saved on the borough server" appears only when every case on the device has zero
+//! changes the server has not acknowledged as durable; the connection part comes from the
+//! background sync's own view of its link; times come from syncs that completed.
+//!
+//! The badge is rendered into every page (so it is right without JavaScript) and served as JSON at
+//! `/status.json` for the page script to keep it current.
+
+use std::collections::HashMap;
+
+use polyphony_core::CaseId;
+use serde::Serialize;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::dates;
+use crate::html::esc;
+
+/// The background sync's link to the borough server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Link {
+    /// The device is not enrolled: there is no server to reach.
+    NotEnrolled,
+    /// Trying to reach the server.
+    Connecting,
+    /// The server cannot be reached (or refused); work stays on this device.
+    Offline {
+        /// Why, in words.
+        reason: String,
+    },
+    /// Catching up with the server.
+    Syncing {
+        /// Cases settled.
+        settled: usize,
+        /// Cases in the session.
+        total: usize,
+    },
+    /// Connected; changes go to the server as they are made.
+    Live,
+}
+
+/// The link and what the background sync learned.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkState {
+    /// The link.
+    pub link: Link,
+    /// When a sync last completed (every case settled with the server).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_synced_at: Option<OffsetDateTime>,
+    /// Cases the server refused, with its reason.
+    #[serde(skip)]
+    pub refused: HashMap<CaseId, String>,
+}
+
+impl Default for LinkState {
+    fn default() -> Self {
+        LinkState {
+            link: Link::Connecting,
+            last_synced_at: None,
+            refused: HashMap::new(),
+        }
+    }
+}
+
+/// One case's sync position.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseSyncLine {
+    /// The case.
+    pub case: CaseId,
+    /// Changes the server has not acknowledged.
+    pub unsynced: usize,
+    /// Since when the case has had unacknowledged changes.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    /// True when they have waited longer than the warning threshold.
+    pub stale: bool,
+    /// The server's refusal, if it refused this case.
+    pub refused: Option<String>,
+}
+
+impl CaseSyncLine {
+    /// The case's sync position in words.
+    pub fn words(&self) -> String {
+        if let Some(r) = &self.refused {
+            return format!("The borough server refused these changes: {r}");
+        }
+        match self.unsynced {
+            0 => "All saved on the borough server".into(),
+            1 => "1 change only on this device".into(),
+            n => format!("{n} changes only on this device"),
+        }
+    }
+
+    /// The case's sync position as a tag.
+    pub fn tag(&self) -> String {
+        let colour = if self.refused.is_some() || self.stale {
+            "red"
+        } else if self.unsynced > 0 {
+            "orange"
+        } else {
+            "green"
+        };
+        crate::html::tag(&self.words(), colour)
+    }
+}
+
+/// Where sync stands for the whole device.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncOverview {
+    /// The background sync's link.
+    pub link: LinkState,
+    /// Every case held here.
+    pub cases: Vec<CaseSyncLine>,
+    /// Sum of unacknowledged changes.
+    pub unsynced_total: usize,
+    /// The warning threshold.
+    #[serde(skip)]
+    pub warning_after: time::Duration,
+    /// When this was worked out.
+    #[serde(skip)]
+    pub now: OffsetDateTime,
+    /// A failure reading the store, if any (then nothing is claimed as saved).
+    pub error: Option<String>,
+}
+
+impl SyncOverview {
+    /// One case's line.
+    pub fn case(&self, case: &CaseId) -> Option<&CaseSyncLine> {
+        self.cases.iter().find(|c| &c.case == case)
+    }
+
+    /// The connection part, in words.
+    pub fn link_words(&self) -> String {
+        match &self.link.link {
+            Link::NotEnrolled => "Not enrolled".into(),
+            Link::Connecting => "Connecting to the borough server".into(),
+            Link::Offline { .. } => "Offline".into(),
+            Link::Syncing { settled, total } => format!("Syncing: {settled} of {total} cases"),
+            Link::Live => "Connected".into(),
+        }
+    }
+
+    /// The saved part, in words. Never says "all saved" unless nothing is unacknowledged.
+    pub fn saved_words(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("Could not read this device's store: {e}");
+        }
+        match self.unsynced_total {
+            0 if self.cases.is_empty() => "No case work on this device yet".into(),
+            0 => "All saved on the borough server".into(),
+            1 => "1 change only on this device".into(),
+            n => format!("{n} changes only on this device"),
+        }
+    }
+
+    /// Cases whose changes have waited past the threshold.
+    pub fn stale(&self) -> Vec<&CaseSyncLine> {
+        self.cases.iter().filter(|c| c.stale).collect()
+    }
+
+    /// The badge shown at the top of every page.
+    pub fn badge_html(&self, names: &HashMap<CaseId, String>, offset: UtcOffset) -> String {
+        let (state, colour) = match &self.link.link {
+            Link::Live => ("live", "green"),
+            Link::Syncing { .. } | Link::Connecting => ("syncing", "blue"),
+            Link::Offline { .. } => ("offline", "grey"),
+            Link::NotEnrolled => ("not-enrolled", "grey"),
+        };
+        let saved_colour = if self.error.is_some() {
+            "red"
+        } else if self.unsynced_total == 0 {
+            "green"
+        } else {
+            "orange"
+        };
+        let last = self
+            .link
+            .last_synced_at
+            .map(|t| {
+                format!(
+                    r#"<span class="app-sync__last">Last synced {}</span>"#,
+                    esc(&dates::long(t, offset))
+                )
+            })
+            .unwrap_or_default();
+        let reason = match &self.link.link {
+            Link::Offline { reason } => {
+                format!(r#"<span class="app-sync__reason">{}</span>"#, esc(reason))
+            }
+            _ => String::new(),
+        };
+        let warning = self.warning_html(names);
+        format!(
+            r#"<div class="app-sync" id="sync-status" role="status" aria-live="polite" data-state="{state}" data-unsynced="{unsynced}">
+<p class="app-sync__line"><span class="nhsuk-u-visually-hidden">Sync status: </span><strong class="nhsuk-tag nhsuk-tag--{colour}" id="sync-link">{link}</strong> <strong class="nhsuk-tag nhsuk-tag--{saved_colour}" id="sync-saved">{saved}</strong> {last} {reason}</p>
+{warning}
+</div>"#,
+            unsynced = self.unsynced_total,
+            link = esc(&self.link_words()),
+            saved = esc(&self.saved_words()),
+        )
+    }
+
+    /// The warning shown when notes have stayed on the device too long, or the server refused a case.
+    pub fn warning_html(&self, names: &HashMap<CaseId, String>) -> String {
+        let mut items = Vec::new();
+        for c in self.stale() {
+            let name = names
+                .get(&c.case)
+                .cloned()
+                .unwrap_or_else(|| "a case".into());
+            let waited = c
+                .since
+                .map(|s| dates::duration_words(self.now - s))
+                .unwrap_or_default();
+            items.push(format!(
+                "Changes to {} have been only on this device for {}.",
+                esc(&name),
+                esc(&waited)
+            ));
+        }
+        for c in self.cases.iter().filter(|c| c.refused.is_some()) {
+            let name = names
+                .get(&c.case)
+                .cloned()
+                .unwrap_or_else(|| "a case".into());
+            items.push(format!(
+                "The borough server refused changes to {}: {}",
+                esc(&name),
+                esc(c.refused.as_deref().unwrap_or_default())
+            ));
+        }
+        if items.is_empty() {
+            return String::new();
+        }
+        let list: String = items.iter().map(|i| format!("<li>{i}</li>")).collect();
+        format!(
+            r#"<div class="nhsuk-card nhsuk-card--warning app-sync__warning" id="sync-warning"><div class="nhsuk-card__content"><h2 class="nhsuk-card__heading">Notes not yet on the borough server</h2><ul class="nhsuk-list nhsuk-list--bullet">{list}</ul><p class="nhsuk-card__description">They are saved on this device. Connect to a network the borough server can be reached from so they are kept safe there too.</p></div></div>"#
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overview(unsynced: &[usize], link: Link) -> SyncOverview {
+        let now = OffsetDateTime::now_utc();
+        let cases: Vec<CaseSyncLine> = unsynced
+            .iter()
+            .map(|n| CaseSyncLine {
+                case: CaseId::random(),
+                unsynced: *n,
+                since: (*n > 0).then_some(now - time::Duration::hours(3)),
+                stale: *n > 0,
+                refused: None,
+            })
+            .collect();
+        SyncOverview {
+            link: LinkState {
+                link,
+                ..Default::default()
+            },
+            unsynced_total: unsynced.iter().sum(),
+            cases,
+            warning_after: time::Duration::hours(2),
+            now,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn all_saved_only_when_nothing_is_unacknowledged() {
+        assert_eq!(
+            overview(&[0, 0], Link::Live).saved_words(),
+            "All saved on the borough server"
+        );
+        assert_eq!(
+            overview(&[0, 2], Link::Live).saved_words(),
+            "2 changes only on this device"
+        );
+        assert_eq!(
+            overview(&[1], Link::Live).saved_words(),
+            "1 change only on this device"
+        );
+        let mut broken = overview(&[0], Link::Live);
+        broken.error = Some("disk".into());
+        assert!(!broken.saved_words().contains("All saved"));
+    }
+
+    #[test]
+    fn the_badge_says_offline_and_warns_about_old_changes() {
+        let o = overview(
+            &[3],
+            Link::Offline {
+                reason: "cannot reach".into(),
+            },
+        );
+        let names = HashMap::from([(o.cases[0].case, "Alex <Smith>".to_string())]);
+        let html = o.badge_html(&names, UtcOffset::UTC);
+        assert!(html.contains(r#"data-state="offline""#));
+        assert!(html.contains("3 changes only on this device"));
+        assert!(html
+            .contains("Changes to Alex &lt;Smith&gt; have been only on this device for 3 hours"));
+    }
+}

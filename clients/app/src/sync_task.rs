@@ -1,0 +1,443 @@
+//! Background sync: keeps the device in step with the borough server whenever it can be reached,
+//! and never gets in the way of work when it cannot.
+//!
+//! Each round, when the device is enrolled:
+//! 1. **Catch up** with a one-shot session (`ClientSession::new(false, ..)`): upload everything,
+//!    receive what the team wrote, ending in a clean "sync complete". Its progress is what the
+//!    badge shows as "Syncing: 3 of 12 cases".
+//! 2. **Stay live** with a live session (`ClientSession::new(true, ..)`): every edit made in the app
+//!    is pushed as it is saved (through the `local` channel of [`net::drive`]), and the server pushes
+//!    what other devices write, so two practitioners with the same meeting open see each other's
+//!    typing arrive.
+//!
+//! When the server cannot be reached, the round fails, the link shows "Offline" with the reason, and
+//! the next attempt waits with exponential backoff (capped by `--retry-max-seconds`); an edit or a
+//! "try now" wakes it early. A live link that stops acknowledging pushed changes is dropped after a
+//! few seconds, so "Connected" is not shown for a server that went away silently.
+//!
+//! This runs on client-core's public API (`net::connect`, `net::drive`, `ClientSession`, the store)
+//! rather than `Profile::sync`, which holds the profile for the whole sync and has no live mode.
+//! It keeps the same records the profile keeps (acknowledged heads, sync states, the offline-read
+//! outbox) in the same namespaces, so `Profile::unsynced` and the command line agree with it. When
+//! the server says a case moved or the device is revoked, the profile's own sync is run so the core
+//! decides what to remove.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use automerge::AutoCommit;
+use polyphony_core::identity::DeviceKey;
+use polyphony_core::net::{self, SessionHost};
+use polyphony_core::profile::Enrolment;
+use polyphony_core::store::Store;
+use polyphony_core::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead};
+use polyphony_core::CaseId;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, info, warn};
+
+use crate::state::App;
+use crate::status::{Link, LinkState};
+
+/// Namespaces and logs shared with `polyphony_core::profile` (kept identical so the core's
+/// unsynced counts and the command line see what the app's sync did).
+const NS_ACKED: &str = "acked";
+const NS_SYNC_STATE: &str = "sync_state";
+const LOG_READS: &str = "reads";
+
+/// How long to wait for the server to answer a connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(6);
+/// A live link that leaves a pushed change unacknowledged this long is treated as lost.
+const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// What the handlers and the background task share.
+#[derive(Default)]
+pub struct SyncShared {
+    state: Mutex<LinkState>,
+    local: Mutex<Option<mpsc::Sender<CaseId>>>,
+    dirty: Mutex<HashSet<CaseId>>,
+    awaiting_since: Mutex<Option<std::time::Instant>>,
+    poke: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SyncShared {
+    /// The link as it stands.
+    pub fn snapshot(&self) -> LinkState {
+        lock(&self.state).clone()
+    }
+
+    fn set_link(&self, link: Link) {
+        let mut s = lock(&self.state);
+        if s.link != link {
+            debug!(?link, "sync link");
+            s.link = link;
+        }
+    }
+
+    fn synced_now(&self) {
+        lock(&self.state).last_synced_at = Some(OffsetDateTime::now_utc());
+    }
+
+    /// A case changed on this device: push it now if live, else it goes at the next round.
+    pub fn local_change(&self, case: CaseId) {
+        lock(&self.dirty).insert(case);
+        let sent = lock(&self.local)
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(case).is_ok());
+        if sent {
+            lock(&self.awaiting_since).get_or_insert_with(std::time::Instant::now);
+        } else {
+            self.poke.notify_one();
+        }
+    }
+
+    /// Try to reach the server now rather than at the next scheduled attempt.
+    pub fn try_now(&self) {
+        self.poke.notify_one();
+    }
+}
+
+/// The running background sync.
+pub struct SyncHandle {
+    stop: Arc<Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SyncHandle {
+    /// Stop the background sync (work is saved as it is made, so stopping loses nothing).
+    pub fn stop(mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start the background sync.
+///
+/// It runs on a thread of its own with a single-threaded runtime, so a long first sync (loading
+/// and merging many documents, flushing the store) never competes with the pages for one of the
+/// main runtime's two workers on a small laptop.
+pub fn spawn(app: Arc<App>) -> SyncHandle {
+    let stop = Arc::new(Notify::new());
+    let stop2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("polyphony-sync".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    warn!(error = %e, "cannot start the background sync");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                tokio::select! {
+                    _ = run(app) => {}
+                    _ = stop2.notified() => {}
+                }
+            });
+        })
+        .ok();
+    SyncHandle { stop, thread }
+}
+
+async fn run(app: Arc<App>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let enrolment = app.profile().await.enrolment().cloned();
+        let Some(e) = enrolment else {
+            app.sync.set_link(Link::NotEnrolled);
+            app.sync.poke.notified().await;
+            continue;
+        };
+        // After a failure the badge keeps saying "Offline" while retrying: "Connecting" would
+        // suggest the work is on its way when it is not.
+        if !matches!(app.sync.snapshot().link, Link::Offline { .. }) {
+            app.sync.set_link(Link::Connecting);
+        }
+        match round(&app, &e).await {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(reason) => {
+                info!(%reason, "borough server not reachable; working offline");
+                app.sync.set_link(Link::Offline { reason });
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = app.sync.poke.notified() => {}
+        }
+        backoff = (backoff * 2).min(app.config.retry_max);
+    }
+}
+
+struct Identity {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: DeviceKey,
+}
+
+fn identity(e: &Enrolment) -> Result<Identity, String> {
+    let bad = |x: String| format!("this device's enrolment is damaged ({x}): enrol it again");
+    Ok(Identity {
+        ca: hex::decode(&e.ca).map_err(|x| bad(x.to_string()))?,
+        cert: hex::decode(&e.certificate).map_err(|x| bad(x.to_string()))?,
+        key: DeviceKey::from_pem(&e.key_pem).map_err(|x| bad(x.to_string()))?,
+    })
+}
+
+async fn connect(
+    e: &Enrolment,
+    id: &Identity,
+) -> Result<(quinn::Endpoint, quinn::Connection), String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, net::connect(&e.server, &id.ca, &id.cert, &id.key))
+        .await
+    {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!(
+            "cannot reach the borough server at {} (no answer); your work is saved on this device and will sync later",
+            e.server
+        )),
+    }
+}
+
+async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
+    let id = identity(e)?;
+    let store = app.store().clone();
+
+    // 1. Catch up.
+    let (endpoint, conn) = connect(e, &id).await?;
+    let mut session = ClientSession::new(false, offline_reads(&*store), load_states(&*store));
+    let mut host = LiveHost::new(app.clone(), false);
+    app.sync.set_link(Link::Syncing {
+        settled: 0,
+        total: 0,
+    });
+    let outcome = net::drive(&e.server, &conn, &mut session, &mut host, None).await;
+    save_states(&*store, &session);
+    let _ = store.flush();
+    endpoint.close(0u32.into(), b"");
+    let (code, message) = outcome.map_err(|x| x.to_string())?;
+    if host.wipe || !host.moved.is_empty() {
+        // Revocation and moved cases: let the core decide what to remove, with its own sync.
+        let report = app.profile().await.sync(&mut |_| {}).await;
+        app.profile_changed();
+        return match report {
+            Ok(r) if r.wiped => {
+                Err("this device was revoked by the borough: its enrolment was removed".into())
+            }
+            Ok(_) => Ok(()),
+            Err(x) => Err(x.to_string()),
+        };
+    }
+    if code != ErrorCode::Done {
+        return Err(format!("the server ended the sync: {message}"));
+    }
+    app.sync.synced_now();
+    info!("caught up with the borough server; going live");
+
+    // 2. Stay live.
+    let (endpoint, conn) = connect(e, &id).await?;
+    let (tx, rx) = mpsc::channel(1024);
+    *lock(&app.sync.local) = Some(tx);
+    *lock(&app.sync.awaiting_since) = None;
+    let mut session = ClientSession::new(true, offline_reads(&*store), load_states(&*store));
+    let mut host = LiveHost::new(app.clone(), true);
+    app.sync.set_link(Link::Live);
+    let outcome = tokio::select! {
+        r = net::drive(&e.server, &conn, &mut session, &mut host, Some(rx)) => r.map_err(|x| x.to_string()),
+        why = stalled(app) => Err(why),
+    };
+    *lock(&app.sync.local) = None;
+    save_states(&*store, &session);
+    let _ = store.flush();
+    endpoint.close(0u32.into(), b"");
+    match outcome {
+        Ok((_, message)) => Err(format!("the server closed the live link: {message}")),
+        Err(x) => Err(x),
+    }
+}
+
+/// Resolves when a pushed change has waited too long for the server's acknowledgement.
+async fn stalled(app: &Arc<App>) -> String {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let since = *lock(&app.sync.awaiting_since);
+        if since.is_some_and(|s| s.elapsed() > STALL_AFTER) {
+            warn!("the borough server stopped acknowledging changes; treating it as unreachable");
+            return "the borough server stopped answering; your work is saved on this device and will sync later".into();
+        }
+    }
+}
+
+fn load_states(store: &dyn Store) -> BTreeMap<CaseId, automerge::sync::State> {
+    let mut states = BTreeMap::new();
+    if let Ok(all) = store.scan_meta(NS_SYNC_STATE) {
+        for (k, v) in all {
+            if let (Ok(case), Ok(state)) = (k.parse::<CaseId>(), automerge::sync::State::decode(&v))
+            {
+                states.insert(case, state);
+            }
+        }
+    }
+    states
+}
+
+fn save_states(store: &dyn Store, session: &ClientSession) {
+    for (case, state) in session.states() {
+        if let Err(e) = store.put_meta(NS_SYNC_STATE, &case.to_string(), &state.encode()) {
+            warn!(error = %e, "could not save a sync state (the next sync will take longer)");
+        }
+    }
+}
+
+fn offline_reads(store: &dyn Store) -> Vec<OfflineRead> {
+    #[derive(Deserialize)]
+    struct R {
+        case: CaseId,
+        at: String,
+        what: String,
+    }
+    store
+        .read_log(LOG_READS, 0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(seq, b)| {
+            let r: R = serde_json::from_slice(&b).ok()?;
+            Some(OfflineRead {
+                case: r.case,
+                at: r.at,
+                what: r.what,
+                seq,
+            })
+        })
+        .collect()
+}
+
+/// Load a case's document from the store.
+fn load_doc(store: &dyn Store, case: &CaseId) -> Option<AutoCommit> {
+    let chunks = store.load_chunks(case).ok()??;
+    let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+    AutoCommit::load(&bytes).ok()
+}
+
+/// The documents a session syncs, kept apart from the profile's: loaded from the store, merged
+/// with the store again when the app changed the case, and persisted to the store as changes
+/// arrive.
+struct LiveHost {
+    app: Arc<App>,
+    store: Arc<dyn Store>,
+    docs: std::collections::HashMap<CaseId, AutoCommit>,
+    live: bool,
+    wipe: bool,
+    moved: Vec<CaseId>,
+}
+
+impl LiveHost {
+    fn new(app: Arc<App>, live: bool) -> Self {
+        let store = app.store().clone();
+        lock(&app.sync.dirty).clear();
+        LiveHost {
+            app,
+            store,
+            docs: Default::default(),
+            live,
+            wipe: false,
+            moved: Vec::new(),
+        }
+    }
+}
+
+impl DocSet for LiveHost {
+    fn cases(&self) -> Vec<CaseId> {
+        let mut c: std::collections::BTreeSet<CaseId> = self
+            .store
+            .list_cases()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        c.extend(self.docs.keys().copied());
+        c.into_iter().collect()
+    }
+
+    fn doc(&mut self, case: &CaseId) -> Option<&mut AutoCommit> {
+        let changed_here = lock(&self.app.sync.dirty).remove(case);
+        if !self.docs.contains_key(case) {
+            let doc = load_doc(&*self.store, case)?;
+            self.docs.insert(*case, doc);
+        } else if changed_here {
+            // The app saved an edit: take it in. Merging only adds changes, so nothing this
+            // session applied (and may not have persisted yet) is lost.
+            if let Some(mut fresh) = load_doc(&*self.store, case) {
+                if let Some(doc) = self.docs.get_mut(case) {
+                    if let Err(e) = doc.merge(&mut fresh) {
+                        warn!(error = %e, %case, "could not take in a local edit for sync");
+                    }
+                }
+            }
+        }
+        self.docs.get_mut(case)
+    }
+
+    fn insert(&mut self, case: CaseId, doc: AutoCommit) {
+        self.docs.insert(case, doc);
+    }
+}
+
+impl SessionHost for LiveHost {
+    fn act(&mut self, action: &Action) -> Result<(), String> {
+        let store = &self.store;
+        match action {
+            Action::Persist { case, chunk } => {
+                store.append_chunk(case, chunk).map_err(|e| e.to_string())?;
+                store.flush().map_err(|e| e.to_string())?;
+                self.app.remote_change(*case);
+            }
+            Action::Acknowledged { case, heads } => {
+                store
+                    .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(heads))
+                    .map_err(|e| e.to_string())?;
+                *lock(&self.app.sync.awaiting_since) = None;
+                lock(&self.app.sync.state).refused.remove(case);
+                // Open pages of the case refresh their sync tags.
+                self.app.touch(*case);
+            }
+            Action::Refused { case, refusal } => {
+                lock(&self.app.sync.state)
+                    .refused
+                    .insert(*case, refusal.message.clone());
+            }
+            Action::Moved { case } => self.moved.push(*case),
+            Action::ReadsSaved { through } => {
+                store
+                    .trim_log(LOG_READS, *through)
+                    .map_err(|e| e.to_string())?;
+            }
+            Action::Progress { settled, total } => {
+                if self.live {
+                    if settled == total {
+                        self.app.sync.synced_now();
+                    }
+                } else {
+                    self.app.sync.set_link(Link::Syncing {
+                        settled: *settled,
+                        total: *total,
+                    });
+                }
+            }
+            Action::Wipe => self.wipe = true,
+            Action::Send(_) | Action::Close { .. } => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,636 @@
+//! The app over HTTP, in process: who gets in, CSRF on every change, and the pages a practitioner
+//! goes through, rendered from a real profile (in-memory store, enrolled without a server).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use polyphony_app::auth::Gate;
+use polyphony_app::{server, App, Config};
+use polyphony_core::profile::{Enrolment, Profile};
+use polyphony_core::store::{MemoryStore, Store};
+use polyphony_core::sync::TeamInfo;
+use polyphony_core::{PractitionerId, TeamId};
+use tower::ServiceExt;
+
+const SECRET: &str = "launch-secret-for-tests";
+
+/// A profile enrolled as if by a server: the enrolment record is written where the profile keeps
+/// it, with a dead server address (nothing here syncs).
+fn enrolled_profile(home: &Path) -> Profile {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let e = Enrolment {
+        server: "127.0.0.1:9".into(),
+        device_name: "test laptop".into(),
+        practitioner: PractitionerId::random(),
+        practitioner_name: "Robin Practitioner".into(),
+        teams: vec![TeamInfo {
+            id: TeamId::random(),
+            name: "North".into(),
+        }],
+        ca: String::new(),
+        certificate: String::new(),
+        key_pem: String::new(),
+        enrolled_at: "2026-01-01T00:00:00Z".into(),
+    };
+    store
+        .put_meta("profile", "enrolment", &serde_json::to_vec(&e).unwrap())
+        .unwrap();
+    Profile::from_store(home, store).unwrap()
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    app: Arc<App>,
+    router: Router,
+    cookie: String,
+    csrf: String,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn location(&self) -> String {
+        self.headers
+            .get(header::LOCATION)
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+async fn send(router: &Router, req: Request<Body>) -> Reply {
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        Self::with_warning_after(time::Duration::minutes(120)).await
+    }
+
+    async fn with_warning_after(unsynced_warning: time::Duration) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = enrolled_profile(dir.path());
+        let config = Config {
+            background_sync: false,
+            unsynced_warning,
+            ..Config::new(dir.path().to_path_buf())
+        };
+        let app = App::with_gate(config, profile, Gate::with_secret(SECRET.into()));
+        let router = server::router(app.clone());
+        let launch = send(
+            &router,
+            Request::get(format!("/launch?secret={SECRET}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(launch.status, StatusCode::SEE_OTHER);
+        let cookie = launch.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut h = Harness {
+            _dir: dir,
+            app,
+            router,
+            cookie,
+            csrf: String::new(),
+        };
+        let page = h.get("/").await;
+        let marker = r#"<meta name="csrf-token" content=""#;
+        let at = page.body.find(marker).expect("csrf meta") + marker.len();
+        h.csrf = page.body[at..at + 64].to_string();
+        h
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        send(
+            &self.router,
+            Request::get(path)
+                .header(header::COOKIE, &self.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
+        let mut all = vec![("_csrf", self.csrf.as_str())];
+        all.extend_from_slice(pairs);
+        self.post_raw(path, form(&all)).await
+    }
+
+    async fn post_raw(&self, path: &str, body: String) -> Reply {
+        send(
+            &self.router,
+            Request::post(path)
+                .header(header::COOKIE, &self.cookie)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Open a case and return its id.
+    async fn open_case(&self, name: &str) -> String {
+        let r = self.post("/cases", &[("name", name)]).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        r.location().trim_start_matches("/case/").to_string()
+    }
+}
+
+fn id_after(location: &str, marker: &str) -> String {
+    let at = location.find(marker).unwrap() + marker.len();
+    location[at..]
+        .split(['/', '#', '?'])
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_request_without_the_launch_secret_is_refused() {
+    let h = Harness::new().await;
+    let anonymous = send(&h.router, Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
+    assert!(!anonymous.body.contains("caseload"));
+    let assets = send(
+        &h.router,
+        Request::get("/assets/app.js").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(assets.status, StatusCode::FORBIDDEN);
+    let wrong = send(
+        &h.router,
+        Request::get("/launch?secret=guess")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let forged = send(
+        &h.router,
+        Request::get("/")
+            .header(header::COOKIE, "polyphony_session=forged")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    // The real launch: the cookie is HttpOnly and SameSite=Strict, and it lets the browser in.
+    let launch = send(
+        &h.router,
+        Request::get(format!("/launch?secret={SECRET}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let cookie = launch.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let ok = h.get("/").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(ok.body.contains("Your caseload"));
+}
+
+#[tokio::test]
+async fn a_change_without_the_csrf_token_is_refused() {
+    let h = Harness::new().await;
+    let missing = h.post_raw("/cases", form(&[("name", "Alex Smith")])).await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN);
+    let wrong = h
+        .post_raw(
+            "/cases",
+            form(&[("_csrf", &"0".repeat(64)), ("name", "Alex Smith")]),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let cross_site = send(
+        &h.router,
+        Request::post("/cases")
+            .header(header::COOKIE, &h.cookie)
+            .header(header::ORIGIN, "http://evil.example")
+            .header(header::HOST, "127.0.0.1:1")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form(&[("_csrf", &h.csrf), ("name", "Alex")])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    assert!(h.app.profile().await.case_ids().unwrap().is_empty());
+    // With the token, the same change goes through.
+    h.open_case("Alex Smith").await;
+    assert_eq!(h.app.profile().await.case_ids().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn requests_naming_another_host_are_refused() {
+    let h = Harness::new().await;
+    h.app.gate.bind("127.0.0.1:4567".parse().unwrap());
+    let rebound = send(
+        &h.router,
+        Request::get("/")
+            .header(header::HOST, "attacker.example:4567")
+            .header(header::COOKIE, &h.cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(rebound.status, StatusCode::FORBIDDEN);
+    let local = send(
+        &h.router,
+        Request::get("/")
+            .header(header::HOST, "127.0.0.1:4567")
+            .header(header::COOKIE, &h.cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(local.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_response_forbids_external_requests_and_caching_of_records() {
+    let h = Harness::new().await;
+    let page = h.get("/").await;
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(page.headers[header::REFERRER_POLICY], "same-origin");
+    // No page loads anything from another host (xmlns names are not requests), and the styles
+    // carry no font from one.
+    for needle in [r#"src="http"#, r#"href="http"#, "url(http", "//fonts."] {
+        assert!(!page.body.contains(needle), "{needle} in page");
+    }
+    let css = h.get("/assets/nhsuk-frontend.min.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(!css.body.contains("@font-face{") && !css.body.contains("url(http"));
+}
+
+#[tokio::test]
+async fn a_form_with_mistakes_shows_the_error_summary() {
+    let h = Harness::new().await;
+    let r = h
+        .post("/cases", &[("name", "  "), ("nhs_number", "")])
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("nhsuk-error-summary"));
+    assert!(r.body.contains(r##"href="#name""##));
+    assert!(r.body.contains("<title>Error: Open a new case"));
+    let bad_nhs = h
+        .post("/cases", &[("name", "Alex"), ("nhs_number", "123")])
+        .await;
+    assert!(
+        bad_nhs.body.contains(r##"href="#nhs_number""##),
+        "{}",
+        bad_nhs.body
+    );
+}
+
+#[tokio::test]
+async fn the_visit_from_case_to_decision() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let me = h
+        .app
+        .profile()
+        .await
+        .enrolment()
+        .unwrap()
+        .practitioner
+        .to_string();
+
+    // The network.
+    let r = h
+        .post(
+            &format!("/case/{case}/members"),
+            &[
+                ("name", "Sam Smith"),
+                ("relationship", "my sister"),
+                ("role", "family"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    h.post(
+        &format!("/case/{case}/members"),
+        &[
+            ("name", "Dr Jo Patel"),
+            ("relationship", "GP"),
+            ("role", "professional"),
+        ],
+    )
+    .await;
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    let sam = v
+        .network
+        .iter()
+        .find(|m| m.name == "Sam Smith")
+        .unwrap()
+        .meta
+        .id
+        .clone();
+
+    // A meeting with Sam and the practitioner.
+    let r = h
+        .post(
+            &format!("/case/{case}/meetings"),
+            &[
+                ("at", "2026-03-14T10:30"),
+                ("place", "home"),
+                ("attendees", "person"),
+                ("attendees", &format!("member:{sam}")),
+                ("attendees", &format!("practitioner:{me}")),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let meeting = id_after(&r.location(), "/meeting/");
+    let r = h
+        .post(
+            &format!("/case/{case}/meeting/{meeting}/text"),
+            &[
+                ("kind", "notes"),
+                ("base", ""),
+                ("text", "Alex talked about sleep."),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
+    // The case page: ecomap with a solid line to Sam, a dashed one to the GP.
+    let page = h.get(&format!("/case/{case}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page
+        .body
+        .contains(r#"aria-labelledby="ecomap-title ecomap-desc""#));
+    assert!(page
+        .body
+        .contains("Sam Smith (my sister), came to 1 meeting"));
+    assert!(page
+        .body
+        .contains("Dr Jo Patel (GP), has not come to a meeting yet"));
+    assert!(page.body.contains("app-ecomap__line--attended"));
+    assert!(page.body.contains("app-ecomap__line--invited"));
+    assert!(page.body.contains("The network as a list"));
+
+    // The meeting page has the editors, live.
+    let page = h.get(&format!("/case/{case}/meeting/{meeting}")).await;
+    assert!(page.body.contains("Alex talked about sleep."));
+    assert!(page.body.contains(r#"data-live-kind="notes""#));
+
+    // A decision with two positions, one in disagreement.
+    let r = h
+        .post(
+            &format!("/case/{case}/decisions"),
+            &[
+                ("text", "Try a week without the night medication"),
+                ("proposed_by", "person"),
+            ],
+        )
+        .await;
+    let decision = id_after(&r.location(), "/decision/");
+    h.post(
+        &format!("/case/{case}/decision/{decision}/position"),
+        &[
+            ("who", "person"),
+            ("stance", "agree"),
+            ("words", "I want to sleep without feeling foggy"),
+        ],
+    )
+    .await;
+    h.post(
+        &format!("/case/{case}/decision/{decision}/position"),
+        &[
+            ("who", &format!("member:{sam}")),
+            ("stance", "disagree"),
+            ("words", "I'm worried about the nights"),
+        ],
+    )
+    .await;
+    let r = h
+        .post(
+            &format!("/case/{case}/decision/{decision}/status"),
+            &[("status", "agreed"), ("note", "")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = h.get(&format!("/case/{case}/decision/{decision}")).await;
+    assert!(page.body.contains("I want to sleep without feeling foggy"));
+    assert!(page.body.contains("I&#39;m worried about the nights"));
+    assert!(page.body.contains(">Agreed<"));
+
+    // The read-back, and the network copy in plain words.
+    let r = h
+        .post(
+            &format!("/case/{case}/meeting/{meeting}/readback"),
+            &[
+                ("who", &format!("member:{sam}")),
+                ("index", "1"),
+                ("response", "added_words"),
+                ("words", "Alex slept better on Tuesday"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let copy = h.get(&format!("/case/{case}/network-copy")).await;
+    assert!(copy.body.contains("What we have written with Alex Smith"));
+    assert!(copy.body.contains("Sam Smith (my sister) does not agree"));
+    assert!(copy.body.contains("Alex slept better on Tuesday"));
+    assert!(
+        !copy.body.contains(&me),
+        "internal ids stay out of the copy"
+    );
+
+    // Entered in error: struck through, reason shown, still readable.
+    let r = h
+        .post(
+            &format!("/case/{case}/entry/{meeting}/error"),
+            &[("reason", "Recorded against the wrong person")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("<s><a href="));
+    assert!(page.body.contains("Recorded against the wrong person"));
+    let page = h.get(&format!("/case/{case}/meeting/{meeting}")).await;
+    assert!(page.body.contains("Alex talked about sleep."));
+    assert!(!page.body.contains(r#"data-live-kind="notes""#));
+}
+
+#[tokio::test]
+async fn concurrent_typing_into_the_same_notes_keeps_both() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let r = h
+        .post(
+            &format!("/case/{case}/meetings"),
+            &[
+                ("at", "2026-03-14T10:30"),
+                ("place", "home"),
+                ("attendees", "person"),
+            ],
+        )
+        .await;
+    let meeting = id_after(&r.location(), "/meeting/");
+    let url = format!("/case/{case}/meeting/{meeting}/text");
+    let gen_before = h.app.case_gen(case.parse().unwrap());
+    h.post(
+        &url,
+        &[
+            ("kind", "notes"),
+            ("base", ""),
+            ("text", "Sleep is better."),
+        ],
+    )
+    .await;
+    // A second editor that started from the empty text: both words are kept.
+    h.post(
+        &url,
+        &[("kind", "notes"), ("base", ""), ("text", "Work is hard.")],
+    )
+    .await;
+    let poll = h.get(&format!("{url}?since={gen_before}")).await;
+    let json: serde_json::Value = serde_json::from_str(&poll.body).unwrap();
+    let notes = json["fields"]["notes"].as_str().unwrap();
+    assert!(
+        notes.contains("Sleep is better.") && notes.contains("Work is hard."),
+        "{notes}"
+    );
+    let gen = json["gen"].as_u64().unwrap();
+    let unchanged = h.get(&format!("{url}?since={gen}")).await;
+    assert!(unchanged.body.contains(r#""changed":false"#));
+}
+
+#[tokio::test]
+async fn the_sync_badge_never_claims_all_saved_with_changes_only_here() {
+    let h = Harness::new().await;
+    let empty = h.get("/status.json").await;
+    let json: serde_json::Value = serde_json::from_str(&empty.body).unwrap();
+    assert_eq!(json["unsynced"], 0);
+    h.open_case("Alex Smith").await;
+    let s = h.get("/status.json").await;
+    let json: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+    assert!(json["unsynced"].as_u64().unwrap() > 0);
+    let words = json["saved_words"].as_str().unwrap();
+    assert!(words.ends_with("only on this device"), "{words}");
+    assert!(!json["html"].as_str().unwrap().contains("All saved"));
+    let page = h.get("/").await;
+    assert!(page.body.contains("only on this device"));
+    assert!(!page.body.contains("All saved on the borough server"));
+}
+
+#[tokio::test]
+async fn changes_left_on_the_device_too_long_raise_a_warning() {
+    let h = Harness::new().await;
+    h.open_case("Alex Smith").await;
+    assert!(!h
+        .get("/")
+        .await
+        .body
+        .contains("Notes not yet on the borough server"));
+
+    let h = Harness::with_warning_after(time::Duration::ZERO).await;
+    h.open_case("Alex Smith").await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let page = h.get("/").await;
+    assert!(page.body.contains("Notes not yet on the borough server"));
+    assert!(page
+        .body
+        .contains("Changes to Alex Smith have been only on this device for"));
+    let json: serde_json::Value = serde_json::from_str(&h.get("/status.json").await.body).unwrap();
+    assert_eq!(json["stale"], 1);
+}
+
+#[tokio::test]
+async fn the_record_downloads_as_the_persons_copy_fhir_and_subject_access_and_the_figures_show() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    h.post(
+        &format!("/case/{case}/members"),
+        &[
+            ("name", "Sam Smith"),
+            ("relationship", "my sister"),
+            ("role", "family"),
+        ],
+    )
+    .await;
+
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(
+        page.body.contains(&format!("/case/{case}/export/pdf")),
+        "the case page offers the copies"
+    );
+
+    let html = h.get(&format!("/case/{case}/export/html")).await;
+    assert_eq!(html.status, StatusCode::OK);
+    assert!(html.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    assert!(html.body.contains("Alex Smith") && html.body.contains("Sam Smith"));
+
+    let pdf = h.get(&format!("/case/{case}/export/pdf")).await;
+    assert_eq!(pdf.headers[header::CONTENT_TYPE], "application/pdf");
+    assert!(pdf.body.starts_with("%PDF"));
+
+    let fhir: serde_json::Value =
+        serde_json::from_str(&h.get(&format!("/case/{case}/export/fhir")).await.body).unwrap();
+    assert_eq!(fhir["resourceType"], "Bundle");
+
+    let sar = h.get(&format!("/case/{case}/export/json")).await;
+    assert!(sar.body.contains("Sam Smith"));
+
+    assert_eq!(
+        h.get(&format!("/case/{case}/export/zip")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let figures = h.get("/figures").await;
+    assert_eq!(figures.status, StatusCode::OK);
+    assert!(figures.body.contains("Team figures") && figures.body.contains(&case));
+    let csv = h.get("/figures.csv").await;
+    assert!(csv.body.lines().count() >= 2, "{}", csv.body);
+}

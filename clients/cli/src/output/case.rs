@@ -1,0 +1,694 @@
+//! A case for people to read: `case show`, `case timeline`, `case figures` and `conflicts`.
+//!
+//! Everything in the record is shown, including entries marked entered in error (with the mark
+//! beside them) and the fact that a field has conflicting values: a reader must never see one
+//! value without being told there is another.
+
+use std::collections::HashMap;
+
+use polyphony_core::model::view::{AuthorView, EntryMeta};
+use polyphony_core::model::{CaseFigures, CaseView, Instant};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+
+use super::{day, short, when, when_opt, Page};
+
+/// Display names for the participant keys and practitioner ids a case mentions.
+struct Names<'a> {
+    view: &'a CaseView,
+    practitioners: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> Names<'a> {
+    fn new(view: &'a CaseView) -> Self {
+        let mut practitioners = HashMap::new();
+        let mut learn = |a: &'a Option<AuthorView>| {
+            if let Some(a) = a {
+                practitioners.insert(a.practitioner.as_str(), a.practitioner_name.as_str());
+            }
+        };
+        learn(&view.created_by);
+        for m in &view.network {
+            learn(&m.meta.created_by);
+        }
+        for m in &view.meetings {
+            learn(&m.meta.created_by);
+        }
+        for d in &view.decisions {
+            learn(&d.meta.created_by);
+            for p in &d.positions {
+                learn(&p.recorded_by);
+            }
+        }
+        for c in &view.care_team {
+            practitioners.insert(c.practitioner.as_str(), c.name.as_str());
+        }
+        Names {
+            view,
+            practitioners,
+        }
+    }
+
+    /// Participants as names: the person first, then their network, then practitioners.
+    fn all(&self, keys: &[String]) -> Vec<String> {
+        let rank = |k: &str| match k.split(':').next() {
+            Some("person") => 0,
+            Some("member") => 1,
+            _ => 2,
+        };
+        let mut sorted: Vec<&String> = keys.iter().collect();
+        sorted.sort_by_key(|k| rank(k));
+        sorted.into_iter().map(|k| self.of(k)).collect()
+    }
+
+    /// `person`, `member:<id>` or `practitioner:<id>` as a name.
+    fn of(&self, key: &str) -> String {
+        if key == "person" {
+            return format!("{} (the person)", self.view.person.name);
+        }
+        if let Some(id) = key.strip_prefix("member:") {
+            if let Some(m) = self.view.network.iter().find(|m| m.meta.id == id) {
+                return m.name.clone();
+            }
+            return format!("network member {}", short(id));
+        }
+        if let Some(id) = key.strip_prefix("practitioner:") {
+            return match self.practitioners.get(id) {
+                Some(name) => (*name).to_string(),
+                None => format!("practitioner {}", short(id)),
+            };
+        }
+        key.to_string()
+    }
+}
+
+/// A read-back answer in words.
+fn readback_words(response: &str) -> &str {
+    match response {
+        "added_words" => "added their words",
+        other => other,
+    }
+}
+
+fn by(a: &Option<AuthorView>) -> String {
+    a.as_ref()
+        .map(|a| a.practitioner_name.clone())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The mark an entry in error carries, or nothing.
+fn error_mark(meta: &EntryMeta) -> Option<String> {
+    meta.entered_in_error.as_ref().map(|e| {
+        format!(
+            "[ENTERED IN ERROR: {}, by {}, {}]",
+            e.reason,
+            by(&e.by),
+            when_opt(e.at.as_deref())
+        )
+    })
+}
+
+fn opt(label: &str, v: &Option<String>) -> Option<String> {
+    v.as_ref().map(|v| format!("{label} {v}"))
+}
+
+fn conflicts_banner(page: &mut Page, view: &CaseView) {
+    if view.conflicts.is_empty() {
+        return;
+    }
+    let fields: Vec<&str> = view.conflicts.iter().map(|c| c.field.as_str()).collect();
+    page.line(
+        0,
+        format!(
+            "!! CONFLICTS: {} field(s) hold different values from different devices: {}",
+            fields.len(),
+            fields.join(", ")
+        ),
+    );
+    page.line(
+        0,
+        format!(
+            "!! see them with `polyphony conflicts {}`, choose with `polyphony resolve`",
+            short(&view.case_id)
+        ),
+    );
+}
+
+/// `case show`: the whole case, in sections.
+pub fn print_case(view: &CaseView) {
+    let names = Names::new(view);
+    let mut page = Page::default();
+    let p = &view.person;
+    page.line(0, format!("{}  (case {})", p.name, view.case_id));
+    page.line(
+        2,
+        format!(
+            "opened {} by {}",
+            when_opt(view.created_at.as_deref()),
+            by(&view.created_by)
+        ),
+    );
+    conflicts_banner(&mut page, view);
+
+    page.heading("Person");
+    let details = [
+        opt("name:", &Some(p.name.clone())),
+        opt("preferred name:", &p.preferred_name),
+        opt("pronouns:", &p.pronouns),
+        opt("date of birth:", &p.date_of_birth),
+        opt("NHS number:", &p.nhs_number),
+        opt("phone:", &p.phone),
+        opt("email:", &p.email),
+        opt("address:", &p.address),
+        opt("contact preference:", &p.contact_preference),
+    ];
+    for d in details.into_iter().flatten() {
+        page.line(2, d);
+    }
+
+    page.heading("Timeline");
+    let t = &view.timeline;
+    for (label, v) in [
+        ("referral", &t.referral),
+        ("first contact", &t.first_contact),
+        ("first network meeting", &t.first_network_meeting),
+        ("closure", &t.closure),
+    ] {
+        if let Some(v) = v {
+            page.line(2, format!("{label}: {}", when(v)));
+        }
+    }
+
+    page.heading("Network");
+    if view.network.is_empty() {
+        page.line(2, "(no one yet: add people with `polyphony network add`)");
+    }
+    for m in &view.network {
+        let mut line = format!(
+            "[{}] {} - {} ({})",
+            short(&m.meta.id),
+            m.name,
+            m.relationship,
+            m.role
+        );
+        for extra in [opt("phone", &m.phone), opt("email", &m.email)]
+            .into_iter()
+            .flatten()
+        {
+            line.push_str(&format!(", {extra}"));
+        }
+        page.line(2, line);
+        let consent = if m.consent_given {
+            "consent to receive the record: given"
+        } else if m.consent.is_empty() {
+            "consent to receive the record: not recorded"
+        } else {
+            "consent to receive the record: revoked"
+        };
+        let mut facts = vec![consent.to_string()];
+        if let Some(j) = &m.joined {
+            facts.push(format!("joined {j}"));
+        }
+        if let Some(l) = &m.left {
+            facts.push(format!("LEFT {l}"));
+        }
+        if let Some(i) = &m.invited_by {
+            facts.push(format!("invited by {}", names.of(i)));
+        }
+        page.line(6, facts.join("; "));
+        if let Some(mark) = error_mark(&m.meta) {
+            page.line(6, mark);
+        }
+    }
+
+    page.heading("Care team");
+    if view.care_team.is_empty() {
+        page.line(
+            2,
+            "(no one yet: add yourself with `polyphony care-team add`)",
+        );
+    }
+    for c in &view.care_team {
+        let mut line = format!("[{}] {} ({})", short(&c.meta.id), c.name, c.role);
+        if let Some(s) = &c.start {
+            line.push_str(&format!(", from {s}"));
+        }
+        if let Some(e) = &c.end {
+            line.push_str(&format!(", until {e}"));
+        }
+        page.line(2, line);
+        if let Some(mark) = error_mark(&c.meta) {
+            page.line(6, mark);
+        }
+    }
+
+    page.heading("Meetings");
+    if view.meetings.is_empty() {
+        page.line(2, "(none yet)");
+    }
+    for m in &view.meetings {
+        page.line(
+            2,
+            format!(
+                "[{}] {} at {} (recorded by {})",
+                short(&m.meta.id),
+                when_opt(m.at.as_deref()),
+                m.place,
+                by(&m.meta.created_by)
+            ),
+        );
+        if let Some(mark) = error_mark(&m.meta) {
+            page.line(6, mark);
+        }
+        let attended = names.all(&m.attendees);
+        page.line(
+            6,
+            format!(
+                "present: {}",
+                if attended.is_empty() {
+                    "(not recorded)".to_string()
+                } else {
+                    attended.join(", ")
+                }
+            ),
+        );
+        for (label, text) in [
+            ("Notes", &m.notes),
+            ("Reflections", &m.reflections),
+            ("Agreed", &m.agreed),
+        ] {
+            if !text.is_empty() {
+                page.line(6, format!("{label}:"));
+                page.line(8, text);
+            }
+        }
+        if !m.readback.is_empty() {
+            page.line(6, "Read-back:");
+            for r in &m.readback {
+                let words = r
+                    .words
+                    .as_ref()
+                    .map(|w| format!(" - \"{w}\""))
+                    .unwrap_or_default();
+                page.line(
+                    8,
+                    format!(
+                        "{}: {}{words}",
+                        names.of(&r.participant),
+                        readback_words(&r.response)
+                    ),
+                );
+            }
+        }
+        if let Some(n) = &m.next_meeting {
+            page.line(6, format!("next meeting: {}", when(n)));
+        }
+    }
+
+    page.heading("Decisions");
+    if view.decisions.is_empty() {
+        page.line(2, "(none yet)");
+    }
+    for d in &view.decisions {
+        page.line(
+            2,
+            format!(
+                "[{}] {}: \"{}\"",
+                short(&d.meta.id),
+                d.status.to_uppercase(),
+                d.text
+            ),
+        );
+        if let Some(mark) = error_mark(&d.meta) {
+            page.line(6, mark);
+        }
+        if let Some(p) = &d.proposed_by {
+            page.line(
+                6,
+                format!(
+                    "proposed by {}, {}",
+                    names.of(p),
+                    when_opt(d.meta.created_at.as_deref())
+                ),
+            );
+        }
+        if d.agreed_without_person {
+            page.line(
+                6,
+                "!! marked agreed, but the person's current position is not \"agree\": revisit it",
+            );
+        }
+        if d.positions.is_empty() {
+            page.line(6, "positions: none recorded yet");
+        } else {
+            page.line(6, "positions:");
+        }
+        for p in &d.positions {
+            let words = p
+                .words
+                .as_ref()
+                .map(|w| format!(" - \"{w}\""))
+                .unwrap_or_default();
+            page.line(
+                8,
+                format!("{}: {}{words}", names.of(&p.participant), p.stance),
+            );
+        }
+        if d.status_history.len() > 1 {
+            page.line(6, "history:");
+            for h in &d.status_history {
+                let note = h
+                    .note
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
+                page.line(
+                    8,
+                    format!(
+                        "{} {} by {}{note}",
+                        when_opt(h.at.as_deref()),
+                        h.status,
+                        by(&h.by)
+                    ),
+                );
+            }
+        }
+        for a in &d.actions {
+            let owner = a.owner.as_deref().map(|o| names.of(o)).unwrap_or_default();
+            let due = a
+                .due
+                .as_ref()
+                .map(|d| format!(", due {d}"))
+                .unwrap_or_default();
+            let done = if a.done { "done" } else { "to do" };
+            page.line(
+                6,
+                format!(
+                    "action [{}] {} ({owner}{due}): {done}",
+                    short(&a.meta.id),
+                    a.text
+                ),
+            );
+            if let Some(mark) = error_mark(&a.meta) {
+                page.line(8, mark);
+            }
+        }
+    }
+    if !view.conflicts.is_empty() {
+        page.line(0, "");
+        conflicts_banner(&mut page, view);
+    }
+    page.print();
+}
+
+/// One thing that happened in a case, for `case timeline`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEvent {
+    /// When (RFC 3339, or YYYY-MM-DD for events recorded by date).
+    pub at: String,
+    /// What kind of event (see docs/JSON.md).
+    pub kind: &'static str,
+    /// The entry it concerns, if any.
+    pub entry_id: Option<String>,
+    /// What happened, in words.
+    pub text: String,
+    /// Who recorded it (practitioner name), when known.
+    pub by: Option<String>,
+    /// True when the entry was later marked entered in error.
+    pub entered_in_error: bool,
+}
+
+/// `case timeline --json`: the milestones and every dated event, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    /// Case id.
+    pub case_id: String,
+    /// The milestones of the episode, as in `CaseView.timeline`.
+    pub milestones: polyphony_core::model::view::TimelineView,
+    /// Every dated event, oldest first.
+    pub events: Vec<TimelineEvent>,
+}
+
+fn sort_key(at: &str) -> (i128, String) {
+    let parsed = Instant::parse(at, &Rfc3339)
+        .ok()
+        .or_else(|| Instant::parse(&format!("{at}T00:00:00Z"), &Rfc3339).ok());
+    (
+        parsed
+            .map(|t| t.unix_timestamp_nanos())
+            .unwrap_or(i128::MAX),
+        at.to_string(),
+    )
+}
+
+impl Timeline {
+    /// Gather the events of a case.
+    pub fn from_view(view: &CaseView) -> Timeline {
+        let names = Names::new(view);
+        let mut events = Vec::new();
+        let mut push = |at: Option<&String>,
+                        kind: &'static str,
+                        meta: Option<&EntryMeta>,
+                        text: String,
+                        by: Option<&Option<AuthorView>>| {
+            if let Some(at) = at {
+                events.push(TimelineEvent {
+                    at: at.clone(),
+                    kind,
+                    entry_id: meta.map(|m| m.id.clone()),
+                    text,
+                    by: by
+                        .and_then(|b| b.as_ref())
+                        .map(|a| a.practitioner_name.clone()),
+                    entered_in_error: meta.is_some_and(|m| m.entered_in_error.is_some()),
+                });
+            }
+        };
+        let t = &view.timeline;
+        for (kind, v, text) in [
+            ("referral", &t.referral, "referral"),
+            ("first_contact", &t.first_contact, "first contact"),
+            (
+                "first_network_meeting",
+                &t.first_network_meeting,
+                "first network meeting",
+            ),
+            ("closure", &t.closure, "closure of the episode"),
+        ] {
+            push(v.as_ref(), kind, None, text.to_string(), None);
+        }
+        push(
+            view.created_at.as_ref(),
+            "case_opened",
+            None,
+            format!("case opened for {}", view.person.name),
+            Some(&view.created_by),
+        );
+        for m in &view.network {
+            let joined = format!("{} ({}) joined the network", m.name, m.relationship);
+            push(
+                m.joined.as_ref(),
+                "member_joined",
+                Some(&m.meta),
+                joined,
+                Some(&m.meta.created_by),
+            );
+            let left = format!("{} left the network", m.name);
+            push(m.left.as_ref(), "member_left", Some(&m.meta), left, None);
+            for c in &m.consent {
+                let text = format!("consent for {} to receive the record: {}", m.name, c.state);
+                push(
+                    c.date.as_ref(),
+                    "consent",
+                    Some(&m.meta),
+                    text,
+                    Some(&c.recorded_by),
+                );
+            }
+        }
+        for c in &view.care_team {
+            let start = format!("{} joined the care team ({})", c.name, c.role);
+            push(
+                c.start.as_ref(),
+                "care_team_joined",
+                Some(&c.meta),
+                start,
+                Some(&c.meta.created_by),
+            );
+            let end = format!("{} left the care team", c.name);
+            push(c.end.as_ref(), "care_team_left", Some(&c.meta), end, None);
+        }
+        for m in &view.meetings {
+            let who = names.all(&m.attendees);
+            let text = format!("meeting at {} with {}", m.place, who.join(", "));
+            push(
+                m.at.as_ref(),
+                "meeting",
+                Some(&m.meta),
+                text,
+                Some(&m.meta.created_by),
+            );
+        }
+        for d in &view.decisions {
+            for h in &d.status_history {
+                let text = format!("decision {}: \"{}\"", h.status, d.text);
+                push(h.at.as_ref(), "decision", Some(&d.meta), text, Some(&h.by));
+            }
+            for a in &d.actions {
+                let text = format!("action: {}", a.text);
+                push(
+                    a.meta.created_at.as_ref(),
+                    "action",
+                    Some(&a.meta),
+                    text,
+                    Some(&a.meta.created_by),
+                );
+            }
+        }
+        let all_meta = view
+            .network
+            .iter()
+            .map(|m| &m.meta)
+            .chain(view.care_team.iter().map(|c| &c.meta))
+            .chain(view.meetings.iter().map(|m| &m.meta))
+            .chain(view.decisions.iter().map(|d| &d.meta))
+            .chain(
+                view.decisions
+                    .iter()
+                    .flat_map(|d| d.actions.iter().map(|a| &a.meta)),
+            );
+        for meta in all_meta {
+            if let Some(e) = &meta.entered_in_error {
+                let text = format!(
+                    "entry {} marked entered in error: {}",
+                    short(&meta.id),
+                    e.reason
+                );
+                push(
+                    e.at.as_ref(),
+                    "entered_in_error",
+                    Some(meta),
+                    text,
+                    Some(&e.by),
+                );
+            }
+        }
+        events.sort_by_cached_key(|e| sort_key(&e.at));
+        Timeline {
+            case_id: view.case_id.clone(),
+            milestones: view.timeline.clone(),
+            events,
+        }
+    }
+}
+
+/// `case timeline`.
+pub fn print_timeline(view: &CaseView, timeline: &Timeline) {
+    let mut page = Page::default();
+    page.line(0, format!("{}  (case {})", view.person.name, view.case_id));
+    conflicts_banner(&mut page, view);
+    page.line(0, "");
+    for e in &timeline.events {
+        let at = if e.at.len() == 10 {
+            format!("{}      ", day(&e.at))
+        } else {
+            when(&e.at)
+        };
+        let by = e.by.as_ref().map(|b| format!(" ({b})")).unwrap_or_default();
+        let struck = if e.entered_in_error && e.kind != "entered_in_error" {
+            " [ENTERED IN ERROR]"
+        } else {
+            ""
+        };
+        page.line(0, format!("{at}  {}{by}{struck}", e.text));
+    }
+    page.print();
+}
+
+/// `case figures`.
+pub fn print_figures(view: &CaseView, f: &CaseFigures) {
+    let mut page = Page::default();
+    let share = |s: Option<f64>| {
+        s.map(|s| format!("{:.0}%", s * 100.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    page.line(0, format!("{}  (case {})", view.person.name, view.case_id));
+    page.line(2, format!("meetings held: {}", f.meetings));
+    page.line(
+        2,
+        format!(
+            "hours from referral to first meeting: {}",
+            f.hours_referral_to_first_meeting
+                .map(|h| format!("{h:.1}"))
+                .unwrap_or_else(|| "-".into())
+        ),
+    );
+    page.line(
+        2,
+        format!(
+            "meetings with two or more practitioners: {}",
+            share(f.share_two_or_more_practitioners)
+        ),
+    );
+    page.line(
+        2,
+        format!(
+            "meetings with the original pair: {}",
+            share(f.share_with_original_pair)
+        ),
+    );
+    page.line(
+        2,
+        format!(
+            "network members per meeting: {}",
+            f.network_members_per_meeting
+                .map(|n| format!("{n:.1}"))
+                .unwrap_or_else(|| "-".into())
+        ),
+    );
+    page.print();
+}
+
+/// `conflicts`.
+pub fn print_conflicts(view: &CaseView) {
+    let mut page = Page::default();
+    if view.conflicts.is_empty() {
+        page.line(
+            0,
+            format!("no conflicts in the case of {}", view.person.name),
+        );
+        page.print();
+        return;
+    }
+    for c in &view.conflicts {
+        page.line(0, &c.field);
+        let last = c.values.len();
+        for v in &c.values {
+            let who = v
+                .author
+                .as_ref()
+                .map(|a| format!("{} on device {}", a.practitioner_name, short(&a.device)))
+                .unwrap_or_else(|| "unknown".into());
+            let current = if v.pick == last { "  (shown now)" } else { "" };
+            page.line(
+                2,
+                format!(
+                    "{}) {}  - {}, {}{current}",
+                    v.pick,
+                    v.value,
+                    who,
+                    when_opt(v.at.as_deref())
+                ),
+            );
+        }
+        page.line(
+            2,
+            format!(
+                "keep one with: polyphony resolve {} {} --pick N",
+                short(&view.case_id),
+                c.field
+            ),
+        );
+    }
+    page.print();
+}

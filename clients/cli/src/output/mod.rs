@@ -1,0 +1,104 @@
+//! Printing what the profile returns: for people (sections, short ids, names instead of
+//! participant keys) or as JSON whose shape is documented in `docs/JSON.md` and kept stable.
+//!
+//! Data goes to stdout; explanations, progress and errors go to stderr, so `$(polyphony ...)`
+//! captures only what a script asked for.
+
+pub mod case;
+pub mod status;
+
+use std::fmt::Display;
+
+use polyphony_core::model::Instant;
+use time::format_description::well_known::Rfc3339;
+
+use crate::failure::Failure;
+
+/// Logs (from `RUST_LOG`, default warnings only) go to stderr, never into the data on stdout.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Write to stdout. A reader that went away (`polyphony case list | head -1`) is not an error
+/// worth a panic: the output is simply cut short, as with any Unix tool.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::user(format!("could not write JSON: {e}")))?;
+    emit(&format!("{text}\n"));
+    Ok(())
+}
+
+/// Text being laid out, printed in one go.
+#[derive(Default)]
+pub struct Page(String);
+
+impl Page {
+    /// Add text (each of its lines indented), or an empty line for empty text.
+    pub fn line(&mut self, indent: usize, text: impl Display) {
+        let text = text.to_string();
+        let pad = " ".repeat(indent);
+        for l in text.lines() {
+            self.0.push_str(&pad);
+            self.0.push_str(l);
+            self.0.push('\n');
+        }
+        if text.is_empty() {
+            self.0.push('\n');
+        }
+    }
+
+    /// Start a section.
+    pub fn heading(&mut self, title: &str) {
+        self.0.push('\n');
+        self.0.push_str(title);
+        self.0.push('\n');
+    }
+
+    /// Write the page to stdout.
+    pub fn print(self) {
+        emit(&self.0);
+    }
+}
+
+/// The first eight characters of an id: enough to tell entries apart on screen, and accepted back
+/// wherever an id is asked for.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// An RFC 3339 time as people read it: `2026-03-14 10:30` (UTC, as entered).
+pub fn when(rfc3339: &str) -> String {
+    match Instant::parse(rfc3339, &Rfc3339) {
+        Ok(t) => when_instant(t),
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+/// An optional time, or a dash.
+pub fn when_opt(rfc3339: Option<&str>) -> String {
+    rfc3339.map(when).unwrap_or_else(|| "-".to_string())
+}
+
+/// An instant as people read it.
+pub fn when_instant(t: Instant) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    t.format(&fmt).unwrap_or_else(|_| t.to_string())
+}
+
+/// The date part of an RFC 3339 time.
+pub fn day(rfc3339: &str) -> &str {
+    rfc3339.get(..10).unwrap_or(rfc3339)
+}

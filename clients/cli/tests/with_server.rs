@@ -1,0 +1,557 @@
+//! The command against a real borough server on loopback: a full offline day synced and seen on
+//! a second device, concurrent edits that meet, bad input that changes nothing, and a server that
+//! cannot be reached.
+
+mod common;
+
+use common::{Device, Server};
+use serde_json::Value;
+
+/// One practitioner in team North, with a device enrolled through `polyphony enrol`.
+fn server_and_device() -> (Server, Device) {
+    let server = Server::start();
+    server.practitioner("Alex Carer", "North");
+    let device = server.device("Alex Carer");
+    (server, device)
+}
+
+/// A case with the person, a network member and a meeting: (case, member, meeting).
+fn case_with_a_meeting(d: &Device) -> (String, String, String) {
+    let case = d.ok(&[
+        "case",
+        "new",
+        "--name",
+        "Jo Bloggs",
+        "--nhs-number",
+        "999 100 0003",
+    ]);
+    let sam = d.ok(&[
+        "network",
+        "add",
+        &case,
+        "--name",
+        "Sam Smith",
+        "--relationship",
+        "my brother",
+        "--role",
+        "family",
+    ]);
+    let meeting = d.ok(&[
+        "meeting",
+        "add",
+        &case,
+        "--at",
+        "2026-03-14T10:30",
+        "--place",
+        "home",
+        "--attendee",
+        "person",
+        "--attendee",
+        &sam,
+    ]);
+    (case, sam, meeting)
+}
+
+fn count(v: &Value) -> usize {
+    v.as_array().map(Vec::len).unwrap_or(0)
+}
+
+#[test]
+fn a_full_offline_day_syncs_and_a_second_device_sees_everything() {
+    let (mut server, alex) = server_and_device();
+    server.practitioner("Blake Carer", "North");
+
+    // The day is worked with no signal at all.
+    server.stop();
+    let case = alex.ok(&[
+        "case",
+        "new",
+        "--name",
+        "Jo Bloggs",
+        "--nhs-number",
+        "999 100 0003",
+        "--dob",
+        "1990-02-28",
+    ]);
+    assert_eq!(case.lines().count(), 1, "only the id on stdout: {case}");
+    alex.ok(&["care-team", "add", &case]);
+    let sam = alex.ok(&[
+        "network",
+        "add",
+        &case,
+        "--name",
+        "Sam Smith",
+        "--relationship",
+        "my brother",
+        "--role",
+        "family",
+        "--phone",
+        "07700 900000",
+    ]);
+    let pat = alex.ok(&[
+        "network",
+        "add",
+        &case,
+        "--name",
+        "Pat Jones",
+        "--relationship",
+        "neighbour",
+        "--role",
+        "friend",
+    ]);
+    let meeting = alex.ok(&[
+        "meeting",
+        "add",
+        &case,
+        "--at",
+        "2026-03-14T10:30",
+        "--place",
+        "home",
+        "--attendee",
+        "person",
+        "--attendee",
+        "me",
+        "--attendee",
+        "Sam",
+    ]);
+    alex.ok(&[
+        "note",
+        "append",
+        &case,
+        &meeting,
+        "Jo described the week since the crisis.",
+    ]);
+    alex.ok(&[
+        "note",
+        "append",
+        &case,
+        &meeting,
+        "Sam is worried about Jo's sleep.",
+    ]);
+    alex.ok(&[
+        "reflection",
+        "append",
+        &case,
+        &meeting,
+        "We wondered what helps Jo rest.",
+    ]);
+    alex.ok(&[
+        "readback",
+        &case,
+        &meeting,
+        "--person",
+        "added",
+        "--words",
+        "I slept on Friday",
+    ]);
+    alex.ok(&[
+        "readback",
+        &case,
+        &meeting,
+        "--member",
+        &sam[..8],
+        "confirmed",
+    ]);
+    let decision = alex.ok(&[
+        "decision",
+        "propose",
+        &case,
+        "Jo stays at Sam's this week",
+        "--by",
+        "person",
+    ]);
+    alex.ok(&[
+        "decision",
+        "position",
+        &case,
+        &decision,
+        "--person",
+        "agree",
+        "--words",
+        "I feel safer there",
+    ]);
+    alex.ok(&[
+        "decision",
+        "position",
+        &case,
+        &decision,
+        "--member",
+        "Sam Smith",
+        "unsure",
+        "--words",
+        "Happy to, worried about work",
+    ]);
+    alex.ok(&[
+        "decision", "position", &case, &decision, "--member", &pat, "disagree",
+    ]);
+    alex.ok(&[
+        "decision",
+        "status",
+        &case,
+        &decision,
+        "agreed",
+        "--note",
+        "Jo agreed; Pat's worry noted",
+    ]);
+    let action = alex.ok(&[
+        "decision",
+        "action",
+        &case,
+        &decision,
+        "Call the GP about sleep",
+        "--owner",
+        "me",
+        "--due",
+        "2026-03-17",
+    ]);
+    assert!(!action.is_empty());
+
+    let offline = alex.status();
+    assert!(
+        offline["unsynced_changes"].as_u64().unwrap() > 10,
+        "{offline}"
+    );
+    assert!(alex.ok(&["status"]).contains("NOT SYNCED"));
+
+    // Back in signal.
+    server.restart();
+    let out = alex.cmd().args(["sync"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sync finished"));
+    let synced = alex.status();
+    assert_eq!(synced["unsynced_changes"], 0, "{synced}");
+    assert_ne!(synced["last_successful_sync"], Value::Null);
+    assert_eq!(synced["last_sync"]["ok"], true);
+    assert!(alex.ok(&["status"]).contains("all 1 case(s) synced"));
+
+    // A colleague's device in the same team sees everything.
+    let blake = server.device("Blake Carer");
+    let report = blake.json(&["sync"]);
+    assert_eq!(count(&report["refused"]), 0, "{report}");
+    let theirs = blake.show(&case);
+    let ours = alex.show(&case);
+    assert_eq!(theirs, ours, "both devices hold the same record");
+    assert_eq!(theirs["person"]["nhs_number"], "9991000003");
+    assert_eq!(count(&theirs["network"]), 2);
+    let m = &theirs["meetings"][0];
+    assert_eq!(m["place"], "home");
+    assert_eq!(count(&m["attendees"]), 3);
+    assert!(m["notes"]
+        .as_str()
+        .unwrap()
+        .contains("worried about Jo's sleep"));
+    assert_eq!(count(&m["readback"]), 2);
+    let d = &theirs["decisions"][0];
+    assert_eq!(d["status"], "agreed");
+    assert_eq!(count(&d["positions"]), 3);
+    let sam_position = d["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participant"] == format!("member:{sam}"))
+        .expect("Sam's position");
+    assert_eq!(sam_position["stance"], "unsure");
+    assert_eq!(sam_position["words"], "Happy to, worried about work");
+    assert_eq!(count(&d["actions"]), 1);
+    let human = blake.ok(&["case", "show", &case[..8]]);
+    assert!(
+        human.contains("Sam Smith: unsure - \"Happy to, worried about work\""),
+        "{human}"
+    );
+    assert_eq!(count(&blake.json(&["case", "list"])), 1);
+}
+
+#[test]
+fn bad_input_gets_one_line_and_changes_nothing() {
+    let (_server, d) = server_and_device();
+    let (case, _sam, meeting) = case_with_a_meeting(&d);
+    let before = d.show(&case);
+    let unsynced = d.status()["unsynced_changes"].clone();
+
+    let err = d.fails(1, &["case", "show", "ffffffff"]);
+    assert!(err.contains("no case matches"), "{err}");
+    let err = d.fails(1, &["person", "set", &case, "nhs_number", "999 100 0004"]);
+    assert!(err.contains("not a valid NHS number"), "{err}");
+    let err = d.fails(
+        1,
+        &["case", "new", "--name", "Kim", "--nhs-number", "12345"],
+    );
+    assert!(err.contains("10 digits"), "{err}");
+    let err = d.fails(
+        1,
+        &[
+            "meeting",
+            "add",
+            &case,
+            "--at",
+            "14/03/2026 10:30",
+            "--place",
+            "home",
+        ],
+    );
+    assert!(err.contains("YYYY-MM-DDTHH:MM"), "{err}");
+    let err = d.fails(1, &["case", "new", "--name", "Kim", "--dob", "1990-02-30"]);
+    assert!(err.contains("date of birth"), "{err}");
+    let err = d.fails(
+        1,
+        &[
+            "meeting",
+            "add",
+            &case,
+            "--at",
+            "2026-03-15T10:00",
+            "--place",
+            "home",
+            "--attendee",
+            "Nobody",
+        ],
+    );
+    assert!(err.contains("'Nobody'"), "{err}");
+    let err = d.fails(1, &["note", "append", &case, "abcdef12", "words"]);
+    assert!(err.contains("no entry matches"), "{err}");
+    let err = d.fails(1, &["decision", "status", &case, &meeting, "agreed"]);
+    assert!(err.contains("decision"), "{err}");
+    let err = d.fails(1, &["decision", "done", &case, &meeting]);
+    assert!(err.contains("not an action"), "{err}");
+    let err = d.fails(1, &["resolve", &case, "person.name", "--pick", "1"]);
+    assert!(err.contains("no conflict"), "{err}");
+    let out = d
+        .cmd()
+        .env("POLYPHONY_PASSPHRASE", "wrong passphrase")
+        .args(["person", "set", &case, "pronouns", "they/them"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    assert_eq!(d.show(&case), before, "the record did not change");
+    assert_eq!(d.status()["unsynced_changes"], unsynced);
+    assert_eq!(count(&d.json(&["case", "list"])), 1, "no case was opened");
+}
+
+#[test]
+fn an_unreachable_server_keeps_the_work_and_says_so() {
+    let (mut server, d) = server_and_device();
+    server.stop();
+    let (case, _, meeting) = case_with_a_meeting(&d);
+    d.ok(&[
+        "note",
+        "append",
+        &case,
+        &meeting,
+        "Written on the train with no signal.",
+    ]);
+
+    let err = d.fails(2, &["sync"]);
+    assert!(err.contains("saved on this device"), "{err}");
+    let status = d.status();
+    assert!(status["unsynced_changes"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["last_sync"]["ok"], false);
+    assert_eq!(status["last_successful_sync"], Value::Null);
+    let human = d.ok(&["status"]);
+    assert!(human.contains("NOT SYNCED"), "{human}");
+    assert!(human.contains("FAILED"), "{human}");
+    assert!(d.show(&case)["meetings"][0]["notes"]
+        .as_str()
+        .unwrap()
+        .contains("no signal"));
+
+    server.restart();
+    d.ok(&["sync"]);
+    assert_eq!(d.status()["unsynced_changes"], 0);
+}
+
+#[test]
+fn edits_made_offline_on_two_devices_both_survive() {
+    let (server, alex) = server_and_device();
+    server.practitioner("Blake Carer", "North");
+    let blake = server.device("Blake Carer");
+    let (case, _, meeting) = case_with_a_meeting(&alex);
+    alex.ok(&[
+        "note",
+        "append",
+        &case,
+        &meeting,
+        "Jo spoke about her mother.",
+    ]);
+    alex.ok(&["sync"]);
+    blake.ok(&["sync"]);
+
+    // Offline on both: Alex corrects a word in the editor, Blake adds a paragraph, and both
+    // set the person's pronouns differently.
+    let edited = alex
+        .cmd()
+        .env("EDITOR", "sed -i s/mother/grandmother/")
+        .args(["note", "edit", &case, &meeting])
+        .output()
+        .unwrap();
+    assert!(
+        edited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&edited.stderr)
+    );
+    blake.ok(&[
+        "note",
+        "append",
+        &case,
+        &meeting,
+        "Blake: Sam arrived late.",
+    ]);
+    alex.ok(&["person", "set", &case, "pronouns", "she/her"]);
+    blake.ok(&["person", "set", &case, "pronouns", "they/them"]);
+
+    alex.ok(&["sync"]);
+    blake.ok(&["sync"]);
+    alex.ok(&["sync"]);
+
+    let notes = alex.show(&case)["meetings"][0]["notes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(notes.contains("grandmother"), "{notes}");
+    assert!(notes.contains("Sam arrived late"), "{notes}");
+    assert_eq!(blake.show(&case)["meetings"][0]["notes"], notes.as_str());
+
+    // The pronouns conflict is shown, not hidden, and settled by a pick that syncs.
+    let conflicts = alex.json(&["conflicts", &case]);
+    assert_eq!(count(&conflicts), 1, "{conflicts}");
+    assert_eq!(conflicts[0]["field"], "person.pronouns");
+    assert_eq!(count(&conflicts[0]["values"]), 2);
+    assert!(alex.ok(&["case", "show", &case]).contains("!! CONFLICTS"));
+    let picked = conflicts[0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["value"] == "they/them")
+        .expect("Blake's value is listed")["pick"]
+        .to_string();
+    alex.ok(&["resolve", &case, "person.pronouns", "--pick", &picked]);
+    alex.ok(&["sync"]);
+    blake.ok(&["sync"]);
+    for d in [&alex, &blake] {
+        let v = d.show(&case);
+        assert_eq!(count(&v["conflicts"]), 0, "{v}");
+        assert_eq!(v["person"]["pronouns"], "they/them");
+    }
+}
+
+#[test]
+fn entries_in_error_stay_visible_with_their_mark() {
+    let (_server, d) = server_and_device();
+    let (case, sam, _) = case_with_a_meeting(&d);
+    d.ok(&["error", &case, &sam, "--reason", "added to the wrong case"]);
+    let v = d.show(&case);
+    let mark = &v["network"][0]["entered_in_error"];
+    assert_eq!(mark["reason"], "added to the wrong case");
+    assert_eq!(mark["by"]["practitioner_name"], "Alex Carer");
+    let human = d.ok(&["case", "show", &case]);
+    assert!(human.contains("Sam Smith"), "{human}");
+    assert!(
+        human.contains("[ENTERED IN ERROR: added to the wrong case, by Alex Carer,"),
+        "{human}"
+    );
+    let err = d.fails(1, &["network", "leave", &case, &sam]);
+    assert!(err.contains("entered in error"), "{err}");
+}
+
+#[test]
+fn sync_shows_progress_per_case_and_a_summary() {
+    let (_server, d) = server_and_device();
+    for name in ["Jo Bloggs", "Kim Lee", "Ray Ortiz"] {
+        d.ok(&["case", "new", "--name", name]);
+    }
+    let out = d
+        .cmd()
+        .args(["sync", "--progress", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("synced 3/3 cases"), "{stderr}");
+    assert!(
+        stderr.contains("sync finished: 3 case(s), 0 refused"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the report alone on stdout");
+    assert_eq!(report["cases"], 3);
+    assert_eq!(report["unsynced_changes"], 0);
+    assert_eq!(report["wiped"], false);
+}
+
+#[test]
+fn an_enrolment_code_enrols_one_device_only() {
+    let server = Server::start();
+    server.practitioner("Alex Carer", "North");
+    let code = server.code("Alex Carer");
+    let first = Device::new();
+    first.ok(&["enrol", &server.addr.to_string(), &code]);
+    let err = first.fails(1, &["enrol", &server.addr.to_string(), &code]);
+    assert!(err.contains("already enrolled"), "{err}");
+    let second = Device::new();
+    let err = second.fails(1, &["enrol", &server.addr.to_string(), &code]);
+    assert!(err.contains("already used"), "{err}");
+    assert_eq!(second.status()["server"], Value::Null);
+}
+
+#[test]
+fn exports_carry_the_record_and_who_accessed_it() {
+    let (_server, d) = server_and_device();
+    let (case, _sam, _meeting) = case_with_a_meeting(&d);
+    d.ok(&["sync"]);
+    d.ok(&["case", "show", &case]);
+
+    // FHIR: a Bundle whose Patient carries the case's person.
+    let fhir: Value = serde_json::from_str(&d.ok(&["export", &case, "--format", "fhir"])).unwrap();
+    assert_eq!(fhir["resourceType"], "Bundle");
+    let kinds: Vec<&str> = fhir["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "Patient",
+        "RelatedPerson",
+        "Encounter",
+        "Composition",
+        "Provenance",
+        "AuditEvent",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+
+    // The person's copy lists the accesses from the server's audit log.
+    let html = d.ok(&["export", &case, "--format", "html"]);
+    assert!(html.contains("Jo Bloggs"), "the person's copy names them");
+    assert!(
+        html.contains("Alex Carer"),
+        "the access list names who read or wrote the record"
+    );
+
+    // PDF to a file.
+    let pdf = d.home().join("copy.pdf");
+    d.ok(&[
+        "export",
+        &case,
+        "--format",
+        "pdf",
+        "--out",
+        pdf.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF"));
+
+    // Subject access: everything, machine-readable.
+    let sar: Value = serde_json::from_str(&d.ok(&["export", &case, "--format", "json"])).unwrap();
+    assert!(sar.to_string().contains("Jo Bloggs"));
+
+    // Team figures as CSV: a row for the case.
+    let csv = d.ok(&["figures", "--csv"]);
+    assert!(csv.lines().count() >= 2, "{csv}");
+}
