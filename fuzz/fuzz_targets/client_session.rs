@@ -11,7 +11,7 @@ use polyphony_core::model::validate_document;
 use polyphony_core::sync::FrameDecoder;
 use polyphony_fuzz::Device;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: polyphony_fuzz::tolerate_caught_automerge_panics(), |data: &[u8]| {
     let mut device = Device::start();
     let mut decoder = FrameDecoder::new(1 << 20);
     decoder.push(data);

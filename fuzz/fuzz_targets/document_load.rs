@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use polyphony_core::model::CaseDoc;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: polyphony_fuzz::tolerate_caught_automerge_panics(), |data: &[u8]| {
     if let Ok(case) = CaseDoc::load(data, None) {
         let _ = case.view();
         let _ = case.conflicts();

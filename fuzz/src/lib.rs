@@ -128,3 +128,22 @@ impl Device {
         }
     }
 }
+
+/// Let a panic inside automerge unwind to the `catch_unwind` Polyphony puts around automerge's
+/// decoding (see `polyphony_core::sync::prepare`), instead of aborting on the spot as
+/// libfuzzer-sys's panic hook does for every panic. A panic in Polyphony's own code still aborts,
+/// and so does an automerge panic that Polyphony fails to catch: it unwinds out of the target,
+/// where libfuzzer-sys aborts. Call it from the target's `init`.
+pub fn tolerate_caught_automerge_panics() {
+    let abort = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let upstream = info.location().is_some_and(|l| {
+            ["/automerge-", "/hexane-"]
+                .iter()
+                .any(|c| l.file().contains(c))
+        });
+        if !upstream {
+            abort(info);
+        }
+    }));
+}

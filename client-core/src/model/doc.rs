@@ -185,8 +185,13 @@ impl CaseDoc {
     /// Load a case from saved bytes (a full save, or a full save followed by incremental chunks),
     /// refusing anything that is not a valid case record.
     pub fn load(bytes: &[u8], author: Option<Author>) -> Result<CaseDoc, ModelError> {
-        // automerge 0.12 can panic on malformed bytes (see `sync::prepare`): damaged data is an
-        // error to report, never a crash.
+        // automerge 0.12 can panic or exhaust memory on malformed bytes (see `sync::prepare`):
+        // damaged data is an error to report, never a crash.
+        if !super::only_document_and_change_chunks(bytes) {
+            return Err(ModelError::Corrupt(
+                "the bytes are not automerge documents and changes".into(),
+            ));
+        }
         let doc = std::panic::catch_unwind(|| AutoCommit::load(bytes))
             .map_err(|_| ModelError::Corrupt("automerge could not decode the case".into()))?
             .map_err(|e| ModelError::Corrupt(e.to_string()))?;

@@ -147,6 +147,50 @@ pub enum ModelError {
     Automerge(#[from] automerge::AutomergeError),
 }
 
+/// Whether `bytes` are automerge chunks of the kinds Polyphony stores and sends: whole documents,
+/// changes and compressed changes, each complete.
+///
+/// automerge's sync never sends the fourth kind, bundles, and automerge 0.12 decodes them with
+/// code that panics or asks for gigabytes on malformed input (both found by fuzzing; one 209-byte
+/// chunk made it allocate 2 GiB). Bytes from a peer or a file are screened with this before
+/// automerge parses them, so such a chunk is refused unread.
+pub(crate) fn only_document_and_change_chunks(mut bytes: &[u8]) -> bool {
+    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+    const DOCUMENT_CHANGE_OR_COMPRESSED: std::ops::RangeInclusive<u8> = 0..=2;
+    while !bytes.is_empty() {
+        // Header: magic (4 bytes), checksum (4), kind (1), body length (unsigned LEB128).
+        if bytes.len() < 9
+            || bytes[..4] != MAGIC
+            || !DOCUMENT_CHANGE_OR_COMPRESSED.contains(&bytes[8])
+        {
+            return false;
+        }
+        let (mut len, mut shift, mut at) = (0u64, 0u32, 9usize);
+        loop {
+            let Some(&b) = bytes.get(at) else {
+                return false;
+            };
+            if shift > 63 {
+                return false;
+            }
+            len |= u64::from(b & 0x7f) << shift;
+            at += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let Some(end) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)) else {
+            return false;
+        };
+        let Some(rest) = bytes.get(end..) else {
+            return false;
+        };
+        bytes = rest;
+    }
+    true
+}
+
 /// The length limit on short fields (names, relationships, phone numbers).
 pub const MAX_SHORT: usize = 500;
 /// The length limit on long texts (a meeting's notes, a decision's text).

@@ -86,6 +86,15 @@ pub fn prepare(
     policy: &dyn CasePolicy,
 ) -> Result<Prepared, ApplyError> {
     let msg = Message::decode(message).map_err(|e| ApplyError::Decode(e.to_string()))?;
+    if !msg
+        .changes
+        .iter()
+        .all(crate::model::only_document_and_change_chunks)
+    {
+        return Err(ApplyError::Decode(
+            "the message carries automerge data of a kind Polyphony never sends".into(),
+        ));
+    }
     let mut state = state.clone();
     if msg.changes.is_empty() {
         // No changes: only the sync state moves, the document cannot.
