@@ -181,9 +181,10 @@ fn headline(r: &Value) -> String {
             r["p99_s"], r["max_s"], r["lower_bound_s"], mb("server_rss_peak_bytes")
         ),
         Some("D") => format!(
-            "D memory, {} cases: disk {}, RSS after filling {}, idle after restart {}, peak under C {}",
+            "D memory, {} cases: disk {}, RSS after filling {}, idle after filling {}, idle after restart {}, peak under C {}, idle after C {}",
             r["cases"], mb("server_disk_bytes"), mb("server_rss_after_fill_bytes"),
-            mb("server_rss_idle_bytes"), mb("server_rss_peak_under_c_bytes")
+            mb("server_rss_idle_after_fill_bytes"), mb("server_rss_idle_bytes"),
+            mb("server_rss_peak_under_c_bytes"), mb("server_rss_idle_after_c_bytes")
         ),
         _ => r.to_string(),
     }

@@ -327,6 +327,18 @@ pub async fn morning(server: &BenchServer, m: Morning) -> Result<Value> {
     Ok(result)
 }
 
+/// The server's resident memory once it has been idle long enough to close every open case
+/// (its default `cache_idle_secs`, plus its sweep), without a restart.
+async fn idle_rss(pid: u32) -> Option<u64> {
+    let idle = polyphony_server::config::ServerConfig::default().cache_idle_secs;
+    eprintln!(
+        "  waiting {} s for the server to close idle cases",
+        idle + 20
+    );
+    tokio::time::sleep(Duration::from_secs(idle + 20)).await;
+    rss_bytes(pid)
+}
+
 /// D: fill the server with `cases` cases (uploaded by devices of `per_device` cases each, each in a
 /// team of its own), read its memory and disk, restart it and read its idle memory, then run C
 /// (`morning_devices` devices) against it and read its peak.
@@ -365,6 +377,7 @@ pub async fn memory(
     let pid = server.pid().expect("checked above");
     let rss_after_fill = rss_bytes(pid);
     let disk = server.disk_bytes();
+    let rss_idle_after_fill = idle_rss(pid).await;
     server.restart().await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = server.pid().expect("restarted");
@@ -373,6 +386,7 @@ pub async fn memory(
     let m = morning_setup(server, morning_devices, 20, 5, 8, seed).await?;
     let rss_before_c = rss_bytes(pid);
     let c = morning(server, m).await?;
+    let rss_idle_after_c = idle_rss(pid).await;
     Ok(json!({
         "workload": "D",
         "name": "memory",
@@ -380,7 +394,10 @@ pub async fn memory(
         "fill_s": secs(fill),
         "server_disk_bytes": disk,
         "server_rss_after_fill_bytes": rss_after_fill,
+        "server_rss_idle_after_fill_bytes": rss_idle_after_fill,
         "server_rss_idle_bytes": rss_idle,
+        "server_rss_idle_after_c_bytes": rss_idle_after_c,
+        "cache_idle_secs": polyphony_server::config::ServerConfig::default().cache_idle_secs,
         "server_rss_before_c_bytes": rss_before_c,
         "server_rss_peak_under_c_bytes": c["server_rss_peak_bytes"],
         "server_disk_after_c_bytes": server.disk_bytes(),
