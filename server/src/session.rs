@@ -593,11 +593,7 @@ impl Session<'_> {
                 }
             }
             let chunk = prepared.chunk.clone();
-            let mut sc = ServerCase {
-                doc: AutoCommit::new(),
-                chunks_since_snapshot: 0,
-                last_seq: 0,
-            };
+            let mut sc = ServerCase::new(AutoCommit::new(), 0, 0);
             let ticket = match self.shared.storage.append(&case, &mut sc, &chunk) {
                 Ok(t) => t,
                 Err(e) => {
@@ -649,7 +645,7 @@ impl Session<'_> {
         // The document's own team field must not change in a device's hands. (After an
         // administrator moves a case, the registry, not this field, decides who may sync it.)
         let policy = ServerPolicy {
-            team: schema::read_team_id(&c.doc),
+            team: c.team(),
             ..policy
         };
         let prepared = match prepare(&mut c.doc, &state, message, &policy) {
