@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub max_frame: usize,
     /// How many cases are kept open in memory between syncs.
     pub cache_cases: usize,
+    /// Open cases no device has synced for this many seconds are closed, giving their memory
+    /// back; the next sync of the case opens it again from disk (a couple of milliseconds).
+    pub cache_idle_secs: u64,
     /// How long an enrolment code stays valid after it is issued, in hours.
     pub enrolment_ttl_hours: u64,
     /// Extra DNS names or addresses to put in the server certificate, besides the fixed
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_frame: polyphony_core::sync::DEFAULT_MAX_FRAME,
             cache_cases: 2000,
+            cache_idle_secs: 60,
             enrolment_ttl_hours: 72,
             extra_server_names: Vec::new(),
         }

@@ -18,7 +18,7 @@ use polyphony_core::sync::{Enrolled, ErrorCode, Frame, Refusal, TeamInfo, PROTOC
 use polyphony_core::DeviceId;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::admin::{self, Admin};
 use crate::audit::{Actor, AuditAction};
@@ -111,6 +111,11 @@ impl Server {
             }
         });
 
+        tokio::spawn(close_idle_cases(
+            shared.clone(),
+            Duration::from_secs(config.cache_idle_secs),
+            shutdown_rx.clone(),
+        ));
         let ca = Arc::new(opened.ca);
         let accept = tokio::spawn(accept_loop(
             endpoint.clone(),
@@ -163,6 +168,27 @@ impl ServerHandle {
             warn!(error = %e, "final flush failed");
         }
         info!("borough server stopped");
+    }
+}
+
+/// Now and then, close the cases no device has synced for `idle` (see
+/// [`ServerStorage::close_idle`](crate::storage::ServerStorage::close_idle)).
+async fn close_idle_cases(shared: Arc<Shared>, idle: Duration, mut stop: watch::Receiver<bool>) {
+    let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let storage = shared.storage.clone();
+        if let Ok(closed) = tokio::task::spawn_blocking(move || storage.close_idle(idle)).await {
+            if closed > 0 {
+                debug!(closed, open = shared.storage.cached(), "closed idle cases");
+            }
+        }
     }
 }
 

@@ -564,11 +564,7 @@ impl Session<'_> {
                 frames.push(Frame::Saved { case, heads });
                 return (0, frames);
             }
-            let new_doc = prepared
-                .doc
-                .clone()
-                .expect("new changes mean a new document");
-            let Some(doc_team) = schema::read_team_id(&new_doc) else {
+            let Some(doc_team) = prepared.doc.as_ref().and_then(schema::read_team_id) else {
                 return refuse(
                     self,
                     ErrorCode::InvalidChange,
@@ -597,11 +593,7 @@ impl Session<'_> {
                 }
             }
             let chunk = prepared.chunk.clone();
-            let mut sc = ServerCase {
-                doc: AutoCommit::new(),
-                chunks_since_snapshot: 0,
-                last_seq: 0,
-            };
+            let mut sc = ServerCase::new(AutoCommit::new(), 0, 0);
             let ticket = match self.shared.storage.append(&case, &mut sc, &chunk) {
                 Ok(t) => t,
                 Err(e) => {
@@ -653,7 +645,7 @@ impl Session<'_> {
         // The document's own team field must not change in a device's hands. (After an
         // administrator moves a case, the registry, not this field, decides who may sync it.)
         let policy = ServerPolicy {
-            team: schema::read_team_id(&c.doc),
+            team: c.team(),
             ..policy
         };
         let prepared = match prepare(&mut c.doc, &state, message, &policy) {

@@ -131,6 +131,43 @@ fn a_change_received_before_its_dependency_makes_the_receiver_ask_for_the_depend
     Ok(())
 }
 
+#[test]
+fn a_change_that_waited_for_its_dependency_is_stored_when_the_dependency_arrives() -> Result<()> {
+    // As above: the server gets Y first (queued), then X. What it appends to the case's log must
+    // hold both, or Y lives only in memory and a restart loses it.
+    let sam = author("Sam");
+    let (mut server_case, meeting) = new_case(&sam)?;
+    let mut server = server_case.automerge_mut().clone();
+    let mut stored = server.save();
+    let mut dev = with_notes(&server, &sam, meeting, 2, "offline")?;
+    let new = dev.get_changes(&server.get_heads());
+    ensure!(new.len() == 2);
+    let (x, y) = (new[0].clone(), new[1].clone());
+    let only = |c: &automerge::Change| Message {
+        heads: vec![y.hash()],
+        need: vec![],
+        have: vec![],
+        changes: vec![c.raw_bytes().to_vec()].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let mut state = State::new();
+    for change in [&y, &x] {
+        let prepared = prepare(&mut server, &state, &only(change).encode(), &TeamPolicy)?;
+        stored.extend_from_slice(&prepared.chunk);
+        prepared.commit(&mut server, &mut state);
+    }
+    let mut reloaded = AutoCommit::load(&stored)?;
+    for change in [&x, &y] {
+        ensure!(
+            reloaded.get_change_by_hash(&change.hash()).is_some(),
+            "change {} is in memory but not in what was stored",
+            change.hash()
+        );
+    }
+    Ok(())
+}
+
 // ---- Whole sessions over random histories --------------------------------------------------------
 
 /// The device's documents.

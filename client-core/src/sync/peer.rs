@@ -108,12 +108,19 @@ pub fn prepare(
         });
     }
     let old_heads = doc.get_heads();
+    // Changes an earlier message left waiting for a dependency (see below) apply with this one,
+    // and are not in this message's chunks.
+    let had_queued = !doc.get_missing_deps(&[]).is_empty();
+    // The message's own chunks, as the peer's automerge encoded them (a compressed whole document
+    // on a first sync, change chunks after). See below for when they are what the store keeps.
+    let raw: Vec<u8> = msg.changes.iter().flatten().copied().collect();
     let mut copy = doc.clone();
     receive(&mut copy, &mut state, msg)?;
+    // Only each new change's author and hash are needed: the metadata, not the encoded changes.
     let new: Vec<(ActorId, ChangeHash)> = copy
-        .get_changes(&old_heads)
-        .iter()
-        .map(|c| (c.actor_id().clone(), c.hash()))
+        .get_changes_meta(&old_heads)
+        .into_iter()
+        .map(|c| (c.actor.into_owned(), c.hash))
         .collect();
     if new.is_empty() {
         // The message's changes may all wait on a dependency the peer has not sent (it skipped it
@@ -145,7 +152,20 @@ pub fn prepare(
         validate_document(&copy)?;
         policy.check(&copy).map_err(ApplyError::Policy)?;
     }
-    let chunk = copy.save_after(&old_heads);
+    // With nothing left waiting for a dependency, every change in the message is now either applied
+    // (and checked above) or was already held (and checked when it arrived), so the message's
+    // chunks hold exactly checked changes: store them as they are. `AutoCommit::load` reads any
+    // sequence of document and change chunks, duplicates included. Re-encoding with `save_after`
+    // costs more than applying (about 3 ms for a care record) and writes an uncompressed chunk
+    // about 5 times larger. Changes still waiting must never reach the disk unchecked, so then
+    // only the applied ones are encoded.
+    // Changes queued by an earlier message are not in this one's chunks, so then too the new
+    // changes are encoded.
+    let chunk = if !had_queued && copy.get_missing_deps(&[]).is_empty() {
+        raw
+    } else {
+        copy.save_after(&old_heads)
+    };
     Ok(Prepared {
         doc: Some(copy),
         state,

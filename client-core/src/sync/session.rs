@@ -240,9 +240,11 @@ impl ClientSession {
                 }
                 c.outstanding -= 1;
                 if let Some(doc) = docs.doc(&case) {
+                    // Only whether each head is known here matters: ask for the metadata, which
+                    // costs nothing, not the encoded change.
                     let known: Vec<ChangeHash> = heads
                         .into_iter()
-                        .filter(|h| doc.get_change_by_hash(h).is_some())
+                        .filter(|h| doc.get_change_meta_by_hash(h).is_some())
                         .collect();
                     out.push(Action::Acknowledged { case, heads: known });
                 }

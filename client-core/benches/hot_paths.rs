@@ -1,0 +1,256 @@
+//! Micro-benchmarks of the sync hot paths, on one care-record-shaped case (the shape of
+//! `polyphony-bench`'s caseload: a person, 5 members, 3 meetings with ~1.5 KB of notes each, 3
+//! decisions with positions; 27 changes).
+//!
+//! - `frame`: encoding and decoding a `Sync` frame that carries a whole case.
+//! - `sync_step`: what one side does per message: the whole `prepare` (apply on a copy, check,
+//!   encode the new changes for the store), and its parts, to see which dominates.
+//! - `store`: appending a case's changes to the encrypted sled store, and one flush.
+//!
+//! Run with `cargo bench -p polyphony-core --bench hot_paths`.
+
+use std::hint::black_box;
+
+use automerge::sync::{Message, State, SyncDoc};
+use automerge::{ActorId, AutoCommit};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use polyphony_core::model::{
+    validate_document, Author, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant,
+    Place, Stance,
+};
+use polyphony_core::store::{KeySource, SealKey, SledStore, Store};
+use polyphony_core::sync::{prepare, CasePolicy, Frame, FrameDecoder, DEFAULT_MAX_FRAME};
+use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
+
+const NOTE: &str = "Maria said the nights have been the hardest part; she wakes around three and the \
+thoughts start again. Her mother described feeling shut out since the admission and wants to \
+understand what happened in those weeks. Ana said she is worried but did not want to speak over her \
+sister, and asked that we slow down. We talked about what a good week would look like. ";
+
+fn care_record() -> AutoCommit {
+    let author = Author {
+        practitioner: PractitionerId::random(),
+        practitioner_name: "Sam Adebayo".into(),
+        device: DeviceId::random(),
+    };
+    let mut doc = CaseDoc::create(
+        CaseId::random(),
+        TeamId::random(),
+        NewCase {
+            name: "Maria Lopez".into(),
+            ..Default::default()
+        },
+        author,
+    )
+    .expect("create");
+    let members: Vec<_> = (0..5)
+        .map(|i| {
+            doc.add_member(NewMember {
+                name: format!("Member {i}"),
+                relationship: "sister".into(),
+                ..Default::default()
+            })
+            .expect("member")
+        })
+        .collect();
+    for week in 0..3 {
+        let m = doc
+            .add_meeting(NewMeeting {
+                at: time::macros::datetime!(2026-01-12 10:00 UTC) + time::Duration::weeks(week),
+                place: Place::Home,
+                attendees: vec![Participant::Person, Participant::Member(members[0])],
+            })
+            .expect("meeting");
+        for _ in 0..3 {
+            doc.append_text(&m, NoteKind::Notes, &NOTE.repeat(2)[..500])
+                .expect("notes");
+        }
+    }
+    for member in members.iter().take(3) {
+        let d = doc
+            .propose_decision("Try a weekly walking group", Participant::Person)
+            .expect("decision");
+        doc.record_position(
+            &d,
+            Participant::Person,
+            Stance::Agree,
+            Some("I'd like that"),
+        )
+        .expect("position");
+        doc.record_position(
+            &d,
+            Participant::Member(*member),
+            Stance::Unsure,
+            Some("Not yet"),
+        )
+        .expect("position");
+    }
+    doc.into_automerge()
+}
+
+/// The first message a device sends for a new case to a server that has nothing.
+fn first_message(doc: &mut AutoCommit) -> Vec<u8> {
+    // The server's opening message (its empty heads), so the device's reply carries every change.
+    let mut empty = AutoCommit::new();
+    let mut server_state = State::new();
+    let hello = empty
+        .sync()
+        .generate_sync_message(&mut server_state)
+        .expect("opening message");
+    let mut state = State::new();
+    doc.sync()
+        .receive_sync_message(&mut state, hello)
+        .expect("receive");
+    doc.sync()
+        .generate_sync_message(&mut state)
+        .expect("changes")
+        .encode()
+}
+
+struct AnyAuthor;
+impl CasePolicy for AnyAuthor {
+    fn author_allowed(&self, _: &ActorId) -> bool {
+        true
+    }
+    fn check(&self, _: &AutoCommit) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn frame(c: &mut Criterion) {
+    let mut doc = care_record();
+    let message = first_message(&mut doc);
+    let frame = Frame::Sync {
+        case: CaseId::random(),
+        message,
+    };
+    let mut bytes = Vec::new();
+    frame.encode(&mut bytes);
+    let mut g = c.benchmark_group("frame");
+    g.throughput(criterion::Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("encode_sync_whole_case", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(bytes.len());
+            black_box(&frame).encode(&mut out);
+            out
+        })
+    });
+    g.bench_function("decode_sync_whole_case", |b| {
+        b.iter(|| {
+            let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            dec.push(black_box(&bytes));
+            dec.next_frame().expect("valid").expect("whole")
+        })
+    });
+    g.finish();
+}
+
+fn sync_step(c: &mut Criterion) {
+    let mut doc = care_record();
+    let message = first_message(&mut doc);
+    let mut g = c.benchmark_group("sync_step");
+    g.bench_function("prepare_new_case", |b| {
+        b.iter_batched(
+            AutoCommit::new,
+            |mut empty| prepare(&mut empty, &State::new(), &message, &AnyAuthor).expect("ok"),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("receive_only", |b| {
+        b.iter_batched(
+            AutoCommit::new,
+            |mut empty| {
+                let m = Message::decode(&message).expect("decode");
+                empty
+                    .sync()
+                    .receive_sync_message(&mut State::new(), m)
+                    .expect("receive");
+                empty
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut full = AutoCommit::new();
+    full.sync()
+        .receive_sync_message(
+            &mut State::new(),
+            Message::decode(&message).expect("decode"),
+        )
+        .expect("receive");
+    g.bench_function("get_changes_all", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |mut d| d.get_changes(&[]).len(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("get_changes_meta_all", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |mut d| d.get_changes_meta(&[]).len(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("validate_document", |b| {
+        b.iter(|| validate_document(black_box(&full)).expect("valid"))
+    });
+    g.bench_function("save_after_nothing", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |mut d| d.save_after(&[]),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("clone_case", |b| b.iter(|| black_box(&full).clone()));
+    g.bench_function("generate_whole_case_message", |b| {
+        b.iter_batched(
+            || (full.clone(), State::new()),
+            |(mut d, mut s)| {
+                let mut empty = AutoCommit::new();
+                let hello = empty
+                    .sync()
+                    .generate_sync_message(&mut State::new())
+                    .expect("hello");
+                d.sync().receive_sync_message(&mut s, hello).expect("rx");
+                d.sync()
+                    .generate_sync_message(&mut s)
+                    .expect("msg")
+                    .encode()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn store(c: &mut Criterion) {
+    let mut doc = care_record();
+    let chunk = doc.save();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(dir.path(), KeySource::Raw(SealKey::generate())).expect("open");
+    let mut g = c.benchmark_group("store");
+    g.throughput(criterion::Throughput::Bytes(chunk.len() as u64));
+    g.bench_function("append_chunk_new_case", |b| {
+        b.iter(|| {
+            store
+                .append_chunk(&CaseId::random(), &chunk)
+                .expect("append")
+        })
+    });
+    g.bench_function("append_chunk_and_flush", |b| {
+        b.iter(|| {
+            store
+                .append_chunk(&CaseId::random(), &chunk)
+                .expect("append");
+            store.flush().expect("flush")
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
+    targets = frame, sync_step, store
+}
+criterion_main!(benches);
