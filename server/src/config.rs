@@ -167,10 +167,13 @@ mod tests {
 
     #[test]
     fn a_partial_file_keeps_the_other_defaults() {
-        let c = ServerConfig::from_toml("listen = \"0.0.0.0:9000\"\nmax_connections = 5\n")
-            .expect("valid");
+        let c = ServerConfig::from_toml(
+            "listen = \"0.0.0.0:9000\"\nmax_connections = 5\ncache_idle_secs = 300\n",
+        )
+        .expect("valid");
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.max_connections, 5);
+        assert_eq!(c.cache_idle_secs, 300);
         assert_eq!(c.cache_cases, 2000);
     }
 
