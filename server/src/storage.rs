@@ -90,7 +90,7 @@ pub struct ServerCase {
     /// Sequence number of the last chunk.
     pub last_seq: ChunkSeq,
     /// The team the document names, once read (see [`ServerCase::team`]).
-    pub team: Option<TeamId>,
+    team: Option<TeamId>,
 }
 
 impl ServerCase {
@@ -139,9 +139,9 @@ pub struct ServerStorage {
 
 struct Cache {
     cap: usize,
-    tick: u64,
-    /// Each open case, with the tick and the time it was last used.
-    cases: HashMap<CaseId, (SharedCase, u64, Instant)>,
+    /// Each open case, with when it was last used (for least-recently-used eviction and for
+    /// closing idle cases).
+    cases: HashMap<CaseId, (SharedCase, Instant)>,
 }
 
 /// Why a case could not be read or written.
@@ -169,7 +169,6 @@ impl ServerStorage {
             store,
             cache: Mutex::new(Cache {
                 cap: cache_cases.max(16),
-                tick: 0,
                 cases: HashMap::new(),
             }),
             changes,
@@ -190,11 +189,8 @@ impl ServerStorage {
     pub fn case(&self, case: &CaseId) -> Result<Option<SharedCase>, StorageError> {
         {
             let mut cache = self.cache.lock().expect("cache lock");
-            cache.tick += 1;
-            let tick = cache.tick;
             if let Some(entry) = cache.cases.get_mut(case) {
-                entry.1 = tick;
-                entry.2 = Instant::now();
+                entry.1 = Instant::now();
                 return Ok(Some(entry.0.clone()));
             }
         }
@@ -215,12 +211,10 @@ impl ServerStorage {
     /// Put a newly created case in the cache (or return the one already there).
     pub fn insert(&self, case: CaseId, shared: SharedCase) -> SharedCase {
         let mut cache = self.cache.lock().expect("cache lock");
-        cache.tick += 1;
-        let tick = cache.tick;
         let entry = cache
             .cases
             .entry(case)
-            .or_insert((shared, tick, Instant::now()))
+            .or_insert((shared, Instant::now()))
             .0
             .clone();
         if cache.cases.len() > cache.cap {
@@ -263,7 +257,7 @@ impl ServerStorage {
             let before = cache.cases.len();
             cache
                 .cases
-                .retain(|_, (c, _, used)| Arc::strong_count(c) > 1 || used.elapsed() < idle);
+                .retain(|_, (c, used)| Arc::strong_count(c) > 1 || used.elapsed() < idle);
             before - cache.cases.len()
         };
         if closed > 0 {
@@ -288,11 +282,11 @@ impl Cache {
     /// Drop least-recently-used cases that no session holds, down to 90% of capacity.
     fn evict(&mut self) {
         let target = self.cap * 9 / 10;
-        let mut idle: Vec<(u64, CaseId)> = self
+        let mut idle: Vec<(Instant, CaseId)> = self
             .cases
             .iter()
-            .filter(|(_, (c, _, _))| Arc::strong_count(c) == 1)
-            .map(|(id, (_, t, _))| (*t, *id))
+            .filter(|(_, (c, _))| Arc::strong_count(c) == 1)
+            .map(|(id, (_, used))| (*used, *id))
             .collect();
         idle.sort_unstable();
         let excess = self.cases.len().saturating_sub(target);
