@@ -674,27 +674,16 @@ async fn person_page(
         );
     }
     inner.push_str(&html::button("Save details"));
-    let content = format!(
-        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<h1>{}’s details</h1>{}</div></div>"#,
-        error_summary(errors),
-        esc(&person_name(v)),
-        html::post_form(
-            &format!("/case/{}/person", v.case_id),
-            &session.csrf,
-            &inner
-        )
-    );
-    let back = format!("/case/{}", v.case_id);
-    render(
+    let heading = format!(r#"<h1>{}’s details</h1>"#, esc(&person_name(v)));
+    super::case_form_page(
         app,
         session,
-        PageParts {
-            title: "Change details",
-            back: Some((&back, "Back to the case")),
-            content,
-            has_errors: !errors.is_empty(),
-            body_class: "",
-        },
+        &v.case_id,
+        "Change details",
+        &heading,
+        "person",
+        &inner,
+        errors,
     )
     .await
 }

@@ -77,27 +77,19 @@ async fn new_page(
         errors,
     ));
     inner.push_str(&html::button("Propose decision"));
-    let content = format!(
-        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<span class="nhsuk-caption-l">{}</span><h1>Propose a decision</h1>{}</div></div>"#,
-        error_summary(errors),
-        esc(&v.person.name),
-        html::post_form(
-            &format!("/case/{}/decisions", v.case_id),
-            &session.csrf,
-            &inner
-        )
+    let heading = format!(
+        r#"<span class="nhsuk-caption-l">{}</span><h1>Propose a decision</h1>"#,
+        esc(&v.person.name)
     );
-    let back = format!("/case/{}", v.case_id);
-    render(
+    super::case_form_page(
         app,
         session,
-        PageParts {
-            title: "Propose a decision",
-            back: Some((&back, "Back to the case")),
-            content,
-            has_errors: !errors.is_empty(),
-            body_class: "",
-        },
+        &v.case_id,
+        "Propose a decision",
+        &heading,
+        "decisions",
+        &inner,
+        errors,
     )
     .await
 }

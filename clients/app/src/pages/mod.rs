@@ -140,6 +140,40 @@ pub struct PageParts<'a> {
     pub body_class: &'a str,
 }
 
+/// A form page about one case: the error summary, `heading` (HTML, already escaped), the form
+/// posting `inner` to `/case/<id>/<action>`, and a link back to the case.
+#[allow(clippy::too_many_arguments)]
+pub async fn case_form_page(
+    app: &App,
+    session: &SessionCtx,
+    case: &str,
+    title: &str,
+    heading: &str,
+    action: &str,
+    inner: &str,
+    errors: &[FieldError],
+) -> Response {
+    let content = format!(
+        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}{}{}</div></div>"#,
+        html::error_summary(errors),
+        heading,
+        html::post_form(&format!("/case/{case}/{action}"), &session.csrf, inner)
+    );
+    let back = format!("/case/{case}");
+    render(
+        app,
+        session,
+        PageParts {
+            title,
+            back: Some((&back, "Back to the case")),
+            content,
+            has_errors: !errors.is_empty(),
+            body_class: "",
+        },
+    )
+    .await
+}
+
 /// Render a page with the sync badge and the session's flash message.
 pub async fn render(app: &App, session: &SessionCtx, parts: PageParts<'_>) -> Response {
     let overview = app.overview().await;

@@ -91,27 +91,19 @@ async fn new_page(
         member_fields(form, errors),
         html::button("Add to the network")
     );
-    let content = format!(
-        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<span class="nhsuk-caption-l">{}</span><h1>Add someone to the network</h1><p>Ask the person: who is important to you, and who would you like to be here?</p>{}</div></div>"#,
-        error_summary(errors),
-        esc(&v.person.name),
-        html::post_form(
-            &format!("/case/{}/members", v.case_id),
-            &session.csrf,
-            &inner
-        )
+    let heading = format!(
+        r#"<span class="nhsuk-caption-l">{}</span><h1>Add someone to the network</h1><p>Ask the person: who is important to you, and who would you like to be here?</p>"#,
+        esc(&v.person.name)
     );
-    let back = format!("/case/{}", v.case_id);
-    render(
+    super::case_form_page(
         app,
         session,
-        PageParts {
-            title: "Add someone to the network",
-            back: Some((&back, "Back to the case")),
-            content,
-            has_errors: !errors.is_empty(),
-            body_class: "",
-        },
+        &v.case_id,
+        "Add someone to the network",
+        &heading,
+        "members",
+        &inner,
+        errors,
     )
     .await
 }
