@@ -157,10 +157,9 @@ pub fn prepare(
     // chunks hold exactly checked changes: store them as they are. `AutoCommit::load` reads any
     // sequence of document and change chunks, duplicates included. Re-encoding with `save_after`
     // costs more than applying (about 3 ms for a care record) and writes an uncompressed chunk
-    // about 5 times larger. Changes still waiting must never reach the disk unchecked, so then
-    // only the applied ones are encoded.
-    // Changes queued by an earlier message are not in this one's chunks, so then too the new
-    // changes are encoded.
+    // about 5 times larger. Changes still waiting must never reach the disk unchecked, and changes
+    // queued by an earlier message apply now but are not in this message's chunks: in either case
+    // the new changes are encoded instead.
     let chunk = if !had_queued && copy.get_missing_deps(&[]).is_empty() {
         raw
     } else {
