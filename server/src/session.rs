@@ -592,9 +592,13 @@ impl Session<'_> {
                     )
                 }
             }
-            let chunk = prepared.chunk.clone();
             let mut sc = ServerCase::new(AutoCommit::new(), 0, 0);
-            let ticket = match self.shared.storage.append(&case, &mut sc, &chunk) {
+            let mut state = state;
+            let ticket = match self
+                .shared
+                .storage
+                .apply(&case, &mut sc, prepared, &mut state)
+            {
                 Ok(t) => t,
                 Err(e) => {
                     return refuse(
@@ -606,8 +610,6 @@ impl Session<'_> {
                     )
                 }
             };
-            let mut state = state;
-            prepared.commit(&mut sc.doc, &mut state);
             self.provisional.remove(&case);
             let shared_case = self
                 .shared
@@ -656,19 +658,21 @@ impl Session<'_> {
             }
         };
         let new_changes = prepared.new_changes;
-        let mut ticket = 0;
-        if new_changes > 0 {
-            ticket = match self.shared.storage.append(&case, &mut c, &prepared.chunk) {
-                Ok(t) => t,
-                Err(e) => {
-                    drop(c);
-                    return refuse(self, ErrorCode::StorageFailed, format!("the server could not save your changes ({e}); they are still on your device: sync again later"));
-                }
-            };
-        }
         let mut state = state;
-        let ServerCase { doc, .. } = &mut *c;
-        prepared.commit(doc, &mut state);
+        // With no new changes the ticket covers every write so far: the heads may include other
+        // sessions' writes, claimed only once those are durable too.
+        let ticket = match self
+            .shared
+            .storage
+            .apply(&case, &mut c, prepared, &mut state)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                drop(c);
+                return refuse(self, ErrorCode::StorageFailed, format!("the server could not save your changes ({e}); they are still on your device: sync again later"));
+            }
+        };
+        let doc = &mut c.doc;
         let mut reply = doc.sync().generate_sync_message(&mut state);
         if upload_only {
             if let Some(m) = reply.as_mut() {
@@ -697,9 +701,6 @@ impl Session<'_> {
                 case,
                 origin: self.conn_id,
             });
-        } else {
-            // Heads may include other sessions' writes: claim them only once those are durable too.
-            ticket = self.shared.storage.group.current();
         }
         self.states.insert(case, state);
         let mut frames: Vec<Frame> = reply

@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use automerge::sync::State;
 use automerge::AutoCommit;
 use polyphony_core::identity::BoroughCa;
 use polyphony_core::model::schema;
 use polyphony_core::store::{ChunkSeq, KeySource, SledStore, Store, StoreError};
+use polyphony_core::sync::Prepared;
 use polyphony_core::{CaseId, TeamId};
 use tokio::sync::broadcast;
 
@@ -223,24 +225,51 @@ impl ServerStorage {
         entry
     }
 
-    /// Append a case's new changes; compact its log now and then. Returns the group-commit ticket.
-    pub fn append(
+    /// Store a prepared sync message's new changes and swap them into the open case, then compact
+    /// the case's log if it is due. Returns the group-commit ticket the `Saved` must wait for.
+    ///
+    /// The order is the point, so one method owns it: **append, then commit, then compact**. A
+    /// compaction replaces every chunk through `through` with a snapshot of the document in memory,
+    /// so it is safe only once that document holds every one of those chunks. Compacting before
+    /// the commit (as an earlier version did) saved a snapshot without the message's changes and
+    /// then removed the chunk holding them: acknowledged changes vanished from disk at every 32nd
+    /// chunk, and came back only if a device sent them again.
+    ///
+    /// A failed append leaves the case exactly as it was (the prepared message is dropped, the
+    /// document and sync state untouched); a failed compaction loses nothing (the chunks stay).
+    pub fn apply(
         &self,
         case: &CaseId,
         c: &mut ServerCase,
-        chunk: &[u8],
+        prepared: Prepared,
+        state: &mut State,
     ) -> Result<u64, StoreError> {
-        let seq = self.store.append_chunk(case, chunk)?;
+        if prepared.new_changes == 0 {
+            prepared.commit(&mut c.doc, state);
+            return Ok(self.group.current());
+        }
+        let seq = self.store.append_chunk(case, &prepared.chunk)?;
+        prepared.commit(&mut c.doc, state);
         c.last_seq = seq;
         c.chunks_since_snapshot += 1;
         if c.chunks_since_snapshot >= COMPACT_AFTER {
-            let snapshot = c.doc.save();
-            // A failed compaction loses nothing: the chunks are still there.
-            if self.store.compact_case(case, &snapshot, seq).is_ok() {
-                c.chunks_since_snapshot = 1;
-            }
+            self.compact(case, c);
         }
         Ok(self.group.wrote())
+    }
+
+    /// Replace the case's log through its last chunk with one snapshot of its document. The
+    /// document must hold every stored chunk's changes ([`Self::apply`] calls this only after the
+    /// commit). Compaction runs under the case's lock, so no chunk can be appended between the
+    /// snapshot and the removal.
+    fn compact(&self, case: &CaseId, c: &mut ServerCase) {
+        let snapshot = c.doc.save();
+        match self.store.compact_case(case, &snapshot, c.last_seq) {
+            Ok(()) => c.chunks_since_snapshot = 1,
+            Err(e) => {
+                tracing::warn!(%case, error = %e, "compaction failed; the log is kept as it is")
+            }
+        }
     }
 
     /// How many cases are open in memory.
@@ -402,6 +431,142 @@ mod tests {
         automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "k", 1).unwrap();
         storage.store.append_chunk(&case, &doc.save()).unwrap();
         case
+    }
+
+    /// Lets every author and document through: these tests are about storage, not policy.
+    struct AnyAuthor;
+    impl polyphony_core::sync::CasePolicy for AnyAuthor {
+        fn author_allowed(&self, _: &automerge::ActorId) -> bool {
+            true
+        }
+        fn check(&self, _: &AutoCommit) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// Sync a device's document into an open server case, as one session does (fresh sync states,
+    /// messages both ways until both sides are quiet), applying what arrives through
+    /// [`ServerStorage::apply`]. Returns how many messages carried new changes to the server.
+    fn sync_session(
+        storage: &ServerStorage,
+        case: &CaseId,
+        c: &mut ServerCase,
+        device: &mut AutoCommit,
+    ) -> usize {
+        use automerge::sync::{Message, SyncDoc};
+        let (mut ours, mut theirs) = (State::new(), State::new());
+        let mut writes = 0;
+        for _ in 0..16 {
+            let to_server = device.sync().generate_sync_message(&mut theirs);
+            if let Some(m) = &to_server {
+                let prepared = polyphony_core::sync::prepare(
+                    &mut c.doc,
+                    &ours,
+                    &m.clone().encode(),
+                    &AnyAuthor,
+                )
+                .unwrap();
+                writes += usize::from(prepared.new_changes > 0);
+                storage.apply(case, c, prepared, &mut ours).unwrap();
+            }
+            let to_device = c.doc.sync().generate_sync_message(&mut ours);
+            if let Some(m) = &to_device {
+                let m = Message::decode(&m.clone().encode()).unwrap();
+                device.sync().receive_sync_message(&mut theirs, m).unwrap();
+            }
+            if to_server.is_none() && to_device.is_none() {
+                return writes;
+            }
+        }
+        panic!("the sync did not settle");
+    }
+
+    /// The lost-changes bug of issue 13, below the network: one case, one chunk per message, far
+    /// past several compactions, on a real sled store that is closed and reopened from disk after
+    /// every message. Each reopened log must hold every change applied so far.
+    #[test]
+    fn applied_changes_survive_every_compaction_and_a_reopen_from_disk() {
+        use polyphony_core::model::{
+            Author, CaseDoc, NewCase, NewMeeting, NoteKind, Participant, Place,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        KeySource::create_key_file(&key).unwrap();
+        let open = || -> Arc<dyn Store> {
+            Arc::new(
+                SledStore::open(&dir.path().join("db"), KeySource::KeyFile(key.clone())).unwrap(),
+            )
+        };
+        let author = Author {
+            practitioner: polyphony_core::PractitionerId::random(),
+            practitioner_name: "Sam".into(),
+            device: polyphony_core::DeviceId::random(),
+        };
+        let case = CaseId::random();
+        let mut device = CaseDoc::create(
+            case,
+            TeamId::random(),
+            NewCase {
+                name: "Jo".into(),
+                ..Default::default()
+            },
+            author,
+        )
+        .unwrap();
+        let meeting = device
+            .add_meeting(NewMeeting {
+                at: polyphony_core::model::parse_datetime("at", "2026-03-14T10:30").unwrap(),
+                place: Place::Home,
+                attendees: vec![Participant::Person],
+            })
+            .unwrap();
+        let messages = COMPACT_AFTER as usize * 3 + 5;
+        let (mut compactions, mut longest_log) = (0, 0);
+        for i in 0..messages {
+            if i > 0 {
+                device
+                    .append_text(&meeting, NoteKind::Notes, &format!("n{i} "))
+                    .unwrap();
+            }
+            // A server opened afresh on the store each time: the case comes from disk, or is new.
+            let storage = ServerStorage::new(open(), 16);
+            let shared = storage
+                .case(&case)
+                .unwrap()
+                .unwrap_or_else(|| Arc::new(Mutex::new(ServerCase::new(AutoCommit::new(), 0, 0))));
+            let mut c = shared.lock().unwrap();
+            assert_eq!(
+                sync_session(&storage, &case, &mut c, device.automerge_mut()),
+                1,
+                "message {i}: one stored chunk per sync"
+            );
+            storage.store.flush().unwrap();
+            let log = storage.store.load_chunks(&case).unwrap().unwrap().len();
+            if log < longest_log {
+                compactions += 1;
+            }
+            longest_log = log;
+            drop(c);
+            drop(shared);
+            drop(storage);
+            // A fresh load from disk holds every change the device made.
+            let bytes: Vec<u8> = open()
+                .load_chunks(&case)
+                .unwrap()
+                .unwrap()
+                .into_iter()
+                .flat_map(|(_, c)| c)
+                .collect();
+            assert_eq!(
+                AutoCommit::load(&bytes).unwrap().get_heads(),
+                device.automerge_mut().get_heads(),
+                "message {i}: the log reloaded from disk lost changes"
+            );
+        }
+        assert!(
+            compactions >= 3,
+            "the test crossed {compactions} compactions"
+        );
     }
 
     #[test]
