@@ -543,8 +543,27 @@ impl Profile {
     pub fn cases(&mut self) -> Result<Vec<CaseSummary>, ProfileError> {
         let mut out = Vec::new();
         for case in self.store.list_cases()? {
-            let unsynced = self.unsynced(case)?;
-            let v = self.view_unaudited(case)?;
+            // One case that cannot be opened must not hide the rest of the caseload: it is listed
+            // with what went wrong, and the others open as usual.
+            let (unsynced, v) = match self
+                .unsynced(case)
+                .and_then(|u| Ok((u, self.view_unaudited(case)?)))
+            {
+                Ok(opened) => opened,
+                Err(e) => {
+                    tracing::warn!(%case, error = %e, "a case in the caseload could not be opened");
+                    out.push(CaseSummary {
+                        case_id: case.to_string(),
+                        name: format!("(this case could not be opened: {e})"),
+                        team_id: String::new(),
+                        unsynced_changes: 0,
+                        conflicts: 0,
+                        last_meeting: None,
+                        next_meeting: None,
+                    });
+                    continue;
+                }
+            };
             let now = format_instant(time::OffsetDateTime::now_utc());
             let live: Vec<_> = v
                 .meetings
@@ -902,6 +921,34 @@ mod tests {
             )
             .unwrap();
         Profile::from_store(Path::new("/nonexistent"), store).unwrap()
+    }
+
+    #[test]
+    fn a_case_that_cannot_be_opened_does_not_hide_the_rest_of_the_caseload() {
+        let mut p = offline_profile();
+        let new = |name: &str| NewCase {
+            name: name.into(),
+            ..Default::default()
+        };
+        let good = p.create_case(new("Maria"), None).unwrap();
+        let bad = p.create_case(new("Jo"), None).unwrap();
+        // A stored chunk that is not automerge at all (damage, or a bug in another client).
+        p.store()
+            .append_chunk(&bad, b"not an automerge chunk")
+            .unwrap();
+        let mut again = Profile::from_store(Path::new("/nonexistent"), p.store().clone()).unwrap();
+        let caseload = again.cases().unwrap();
+        assert_eq!(caseload.len(), 2, "{caseload:?}");
+        let maria = caseload
+            .iter()
+            .find(|c| c.case_id == good.to_string())
+            .unwrap();
+        assert_eq!(maria.name, "Maria");
+        let jo = caseload
+            .iter()
+            .find(|c| c.case_id == bad.to_string())
+            .unwrap();
+        assert!(jo.name.contains("could not be opened"), "{}", jo.name);
     }
 
     #[test]

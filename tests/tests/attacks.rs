@@ -849,3 +849,60 @@ async fn a_chunk_that_makes_automerge_panic_is_refused_and_the_case_stays_availa
     );
     Ok(())
 }
+
+/// Issue 14, finding 1: a team device sends one change that deletes every top-level key of a case.
+/// Before the fix validation was skipped for a document with no keys, so the change was stored and
+/// pushed, and every team device then failed to open its whole caseload ("document is empty").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_empties_the_record_is_refused_and_the_team_keeps_its_caseload() -> Result<()>
+{
+    let server = north().await?;
+    let mut attacker = server.device("Sam").await?;
+    let mut colleague = server.device("Kit").await?;
+    let (case, meeting) = attacker.case_with_meeting("Maria")?;
+    attacker.note(case, meeting, "Maria spoke first.")?;
+    attacker.sync().await?;
+    colleague.sync().await?;
+
+    let chunks = polyphony_core::store::Store::load_chunks(&**attacker.profile.store(), &case)?
+        .ok_or_else(|| anyhow!("case held"))?;
+    let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+    let mut emptied = automerge::AutoCommit::load(&bytes)?
+        .with_actor(model::actor_for_device(&attacker.profile.device()));
+    let keys: Vec<String> = emptied.keys(ROOT).collect();
+    ensure!(!keys.is_empty());
+    for k in &keys {
+        emptied.delete(ROOT, k.as_str())?;
+    }
+    emptied.commit();
+    let id = RawIdentity::of(attacker.profile.enrolment().expect("enrolled"))?;
+    let host = raw_sync(server.addr(), &id, BTreeMap::from([(case, emptied)])).await?;
+    ensure!(
+        host.refused
+            .iter()
+            .any(|(c, code)| *c == case && *code == ErrorCode::InvalidChange),
+        "the emptying change is refused as invalid: refused {:?}",
+        host.refused
+    );
+
+    // The colleague's next sync works and the whole caseload still opens, with the note.
+    let report = colleague.sync().await?;
+    ensure!(report.refused.is_empty(), "{:?}", report.refused);
+    let caseload = colleague.profile.cases()?;
+    ensure!(
+        caseload.len() == 1 && caseload[0].name == "Maria",
+        "{caseload:?}"
+    );
+    ensure!(colleague.peek(case)?.meetings[0]
+        .notes
+        .contains("Maria spoke first."));
+    // A device that never had the case gets it whole.
+    let mut fresh = server.device("Kit").await?;
+    fresh.sync().await?;
+    ensure!(fresh.peek(case)?.person.name == "Maria");
+    report_figures(
+        "emptying_change",
+        &[("attempts", 1), ("accepted", 0), ("caseloads_broken", 0)],
+    );
+    Ok(())
+}

@@ -142,16 +142,13 @@ pub fn prepare(
     if let Some(bad) = actors.iter().find(|a| !policy.author_allowed(a)) {
         return Err(ApplyError::Forged(bad.to_hex_string()));
     }
-    // A document still empty (changes waiting for their dependencies) is not checked yet: nothing
-    // in it is visible, and it is checked as soon as it has content.
-    if !copy.get_heads().is_empty()
-        && automerge::ReadDoc::keys(&copy, automerge::ROOT)
-            .next()
-            .is_some()
-    {
-        validate_document(&copy)?;
-        policy.check(&copy).map_err(ApplyError::Policy)?;
-    }
+    // At least one change applied, so the result is a document someone will open: check it
+    // whole. (Changes that all wait on a dependency returned above, unchecked and unstored.) An
+    // earlier version skipped the check when the root had no keys, meant for a document not yet
+    // filled in; one change deleting every top-level key then passed unchecked, was stored and
+    // pushed, and every team device failed to open its whole caseload.
+    validate_document(&copy)?;
+    policy.check(&copy).map_err(ApplyError::Policy)?;
     // With nothing left waiting for a dependency, every change in the message is now either applied
     // (and checked above) or was already held (and checked when it arrived), so the message's
     // chunks hold exactly checked changes: store them as they are. `AutoCommit::load` reads any
