@@ -217,6 +217,7 @@ impl Profile {
     /// Open with any key source (a key file, for unattended use).
     pub fn open_with(home: &Path, key: KeySource) -> Result<Profile, ProfileError> {
         std::fs::create_dir_all(home).map_err(StoreError::Io)?;
+        crate::store::make_private(home)?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&home.join("store"), key)?);
         Self::from_store(home, store)
     }

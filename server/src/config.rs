@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// Extra DNS names or addresses to put in the server certificate, besides the fixed
     /// [`polyphony_core::identity::SERVER_NAME`].
     pub extra_server_names: Vec<String>,
+    /// Where the key that seals the store lives, if not `server.key` in the data directory. Keep
+    /// it on another volume (or a mounted secret) and a copy of the data directory, a backup or a
+    /// stolen disk, does not open.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             cache_idle_secs: 60,
             enrolment_ttl_hours: 72,
             extra_server_names: Vec::new(),
+            key_file: None,
         }
     }
 }
@@ -130,7 +135,9 @@ impl ServerConfig {
 
     /// The file holding the key that seals the store and the borough CA's key.
     pub fn key_file(&self) -> PathBuf {
-        self.data_dir.join("server.key")
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server.key"))
     }
 
     /// The directory of the on-disk store.

@@ -130,6 +130,8 @@ enum Failure {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Record data, keys and sockets this process creates are its owner's alone.
+    polyphony_core::store::private_umask();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

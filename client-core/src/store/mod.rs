@@ -29,6 +29,24 @@ pub use sled_store::{SledOptions, SledStore};
 
 use crate::CaseId;
 
+/// Make a directory that holds record data private: the directory 0700, every file in it 0600.
+/// Profiles and the server's data directory call this when they open.
+pub fn make_private(dir: &std::path::Path) -> Result<(), StoreError> {
+    sled_store::restrict_to_owner(dir)
+}
+
+/// Make every file and directory this process creates from now on private to its owner (umask
+/// 077). Each binary calls this first: sled and the key files are then born 0600, with no moment
+/// at which another local user could open them.
+pub fn private_umask() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail and touches no
+    // memory.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Position of a chunk in a case's log. Sequence numbers only grow.
 pub type ChunkSeq = u64;
 

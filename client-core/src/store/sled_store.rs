@@ -196,6 +196,7 @@ impl SledStore {
                 tracing::info!("the store is open elsewhere");
             }
         })?;
+        restrict_to_owner(dir)?;
 
         let has_tree = |name: &str| {
             db.tree_names()
@@ -365,7 +366,7 @@ fn unlock(db: &sled::Db, source: &KeySource) -> Result<([u8; STORE_ID_LEN], Seal
             if params.is_weaker_than_recommended() {
                 tracing::warn!(
                     ?params,
-                    "this store's passphrase is stretched with weak (test-only?) parameters"
+                    "this store's passphrase is stretched with parameters weaker than today's (a store made by an older version, or for tests)"
                 );
             }
             derive_key(passphrase, &salt, params).map_err(|detail| damaged(&detail))?
@@ -441,6 +442,33 @@ fn verifier_aad(store_id: &[u8; STORE_ID_LEN], kdf_bytes: &[u8]) -> Vec<u8> {
     aad.push(TAG_VERIFIER);
     aad.extend_from_slice(kdf_bytes);
     aad
+}
+
+/// Make the store's directory 0700 and every file in it 0600. sled creates its files with the
+/// process's umask (usually 0644): sealed as the values are, who may copy the files is the
+/// owner's business only. The binaries also set a umask of 077, so files sled makes later are
+/// born private; this fixes stores made before that, and callers that do not.
+#[cfg(unix)]
+pub(crate) fn restrict_to_owner(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(path: &Path) -> std::io::Result<()> {
+        let meta = fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+            for entry in fs::read_dir(path)? {
+                walk(&entry?.path())?;
+            }
+        } else if meta.is_file() {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+    walk(dir).map_err(StoreError::Io)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn restrict_to_owner(_: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Open sled, waiting a moment if its files are locked. sled releases its lock from background

@@ -53,6 +53,8 @@ fn parse_offset(s: &str) -> Result<time::UtcOffset> {
 }
 
 fn main() -> Result<()> {
+    // Record data, keys and sockets this process creates are its owner's alone.
+    polyphony_core::store::private_umask();
     let args = Args::parse();
     // The local offset can only be read safely before any other thread exists.
     let utc_offset = match &args.utc_offset {

@@ -95,6 +95,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Record data, keys and sockets this process creates are its owner's alone.
+    polyphony_core::store::private_umask();
     output::init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
