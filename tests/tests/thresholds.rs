@@ -475,8 +475,10 @@ async fn idle_cases_are_closed_between_syncs_reopen_from_disk_and_a_restart_keep
 ) -> Result<()> {
     const BURSTS: usize = 5;
     const PER_BURST: usize = 9;
-    let mut server = north(|c| c.cache_idle_secs = 1, &["Sam", "Kit"]).await?;
+    let mut server = north(|c| c.cache_idle_secs = 1, &["Sam", "Kit", "Lee"]).await?;
     let mut writer = server.device("Sam").await?;
+    let mut colleague = server.device("Kit").await?;
+    let mut checked_between = 0;
     let (case, meeting) = writer.case_with_meeting("Jo Bloggs")?;
     let (other, other_meeting) = writer.case_with_meeting("Al Smith")?;
     let (mut notes, mut other_notes, mut closes) = (Vec::new(), Vec::new(), 0u64);
@@ -505,6 +507,18 @@ async fn idle_cases_are_closed_between_syncs_reopen_from_disk_and_a_restart_keep
             waited += 1;
         }
         closes += 1;
+        // Both cases are closed: a colleague now receives them from disk alone, before the
+        // writer syncs again (the writer's next sync would re-send anything the disk lost).
+        let acked_now = BTreeMap::from([
+            (case, writer.profile.acknowledged_heads(case)?),
+            (other, writer.profile.acknowledged_heads(other)?),
+        ]);
+        let report = colleague.sync().await?;
+        ensure!(report.refused.is_empty(), "{report:?}");
+        checked_between += ensure_acknowledged(&mut colleague, &acked_now)
+            .with_context(|| format!("burst {burst}, the cases reopened from disk"))?;
+        let who = format!("colleague after burst {burst}");
+        ensure_notes(&mut colleague, case, meeting, &notes, &who)?;
     }
     ensure!(
         open_after_bursts > 0,
@@ -519,7 +533,7 @@ async fn idle_cases_are_closed_between_syncs_reopen_from_disk_and_a_restart_keep
         (other, writer.profile.acknowledged_heads(other)?),
     ]);
     server.restart().await?;
-    let mut reader = server.device("Kit").await?;
+    let mut reader = server.device("Lee").await?;
     reader.sync().await?;
     let checked = ensure_acknowledged(&mut reader, &acked)?;
     ensure_notes(
@@ -541,6 +555,10 @@ async fn idle_cases_are_closed_between_syncs_reopen_from_disk_and_a_restart_keep
         &[
             ("cache_idle_secs", 1),
             ("idle_closes_waited_for", closes),
+            (
+                "acknowledged_heads_checked_from_disk_between",
+                checked_between,
+            ),
             ("chunks_in_the_busy_case", notes.len() as u64 + 1),
             ("acknowledged_heads_checked_after_restart", checked),
             (
