@@ -299,7 +299,7 @@ async fn the_server_cache_at_its_floor_evicts_and_reopens_cases_and_a_restart_ke
     const PER_DEVICE: usize = 16;
     const ROUNDS: usize = 4;
     let mut server = north(|c| c.cache_cases = 1, &["Sam", "Kit", "Ana", "Lee"]).await?;
-    let mut devices = vec![
+    let mut devices = [
         server.device("Sam").await?,
         server.device("Kit").await?,
         server.device("Ana").await?,
@@ -325,9 +325,7 @@ async fn the_server_cache_at_its_floor_evicts_and_reopens_cases_and_a_restart_ke
                 }
             }
         }
-        let [a, b, c] = &mut devices[..] else {
-            unreachable!()
-        };
+        let [a, b, c] = &mut devices;
         let (ra, rb, rc) = tokio::join!(a.sync(), b.sync(), c.sync());
         for r in [ra?, rb?, rc?] {
             ensure!(r.refused.is_empty(), "round {round}: {r:?}");
