@@ -1241,3 +1241,45 @@ async fn group_commit_covers_64_waiting_writers_with_a_few_flushes() -> Result<(
     );
     Ok(())
 }
+
+// ---- The offline-read outbox -------------------------------------------------------------------
+
+/// The outbox of reads made offline (profile.rs, log `reads`) is trimmed only through the index
+/// the server says it stored (`ReadsSaved`). Reads queued across a restart of the device are all
+/// sent, the outbox is empty after the sync and stays empty after a reopen from disk, and the
+/// server's access log holds every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_reads_are_trimmed_only_once_the_server_saved_them_and_stay_trimmed_after_a_reopen(
+) -> Result<()> {
+    const READS: usize = 5;
+    let server = north(|_| {}, &["Sam"]).await?;
+    let mut device = server.device("Sam").await?;
+    let (case, _) = device.case_with_meeting("Jo Bloggs")?;
+    device.sync().await?;
+    for i in 0..READS {
+        device.profile.view(case, &format!("offline read {i}"))?;
+        if i == 2 {
+            reopen(&mut device)?;
+        }
+    }
+    ensure!(device.profile.status()?.unsent_reads == READS, "queued");
+    device.sync().await?;
+    ensure!(
+        device.profile.status()?.unsent_reads == 0,
+        "trimmed after ReadsSaved"
+    );
+    reopen(&mut device)?;
+    ensure!(
+        device.profile.status()?.unsent_reads == 0,
+        "still trimmed after a reopen"
+    );
+    let log = device.profile.fetch_accesses(case).await?;
+    for i in 0..READS {
+        let what = format!("offline read {i}");
+        ensure!(
+            log.entries.iter().any(|e| e.what.contains(&what)),
+            "the server's access log lacks {what:?}"
+        );
+    }
+    Ok(())
+}
