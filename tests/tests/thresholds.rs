@@ -1283,3 +1283,131 @@ async fn offline_reads_are_trimmed_only_once_the_server_saved_them_and_stay_trim
     }
     Ok(())
 }
+
+// ---- The enrolment frame limit -----------------------------------------------------------------
+
+/// Send one enrolment frame to the server's enrolment port (no device certificate yet, as a new
+/// device) and return its answer.
+async fn enrol_raw(server: &TestServer, frame: &Frame) -> Result<Frame> {
+    let cfg = polyphony_core::identity::enrol_client_config(server.handle().ca_fingerprint())?;
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let conn = endpoint
+        .connect_with(cfg, server.addr(), polyphony_core::identity::SERVER_NAME)?
+        .await?;
+    let (send, recv) = conn.open_bi().await?;
+    let mut stream = FramedStream::new(send, recv);
+    stream.write_frames(std::slice::from_ref(frame)).await?;
+    let _ = stream.send.finish();
+    let answer = tokio::time::timeout(Duration::from_secs(20), stream.read_frame())
+        .await
+        .context("no answer to the enrolment")??
+        .ok_or_else(|| anyhow!("the server closed the enrolment without an answer"))?;
+    conn.close(0u32.into(), b"");
+    endpoint.wait_idle().await;
+    Ok(answer)
+}
+
+/// The enrolment exchange reads frames of at most 64 KiB (`listener.rs`, `enrol`): a request of
+/// exactly that is read (and refused for its made-up code), one byte more is refused unread as
+/// not an enrolment request. Either way a real device enrols afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolment_frame_at_its_64_kib_limit_is_read_and_one_byte_more_is_refused() -> Result<()>
+{
+    const LIMIT: usize = 64 * 1024;
+    let server = north(|_| {}, &["Sam"]).await?;
+    let request = |name_len: usize| {
+        Frame::Enrol(polyphony_core::sync::EnrolRequest {
+            version: PROTOCOL_VERSION,
+            token: "not hex".into(),
+            device: polyphony_core::DeviceId::random(),
+            device_name: "x".repeat(name_len),
+            csr: String::new(),
+        })
+    };
+    let overhead = request(0).to_bytes().len() - 4;
+    let at_limit = request(LIMIT - overhead);
+    ensure!(
+        at_limit.to_bytes().len() == 4 + LIMIT,
+        "a body of exactly 64 KiB"
+    );
+    match enrol_raw(&server, &at_limit).await? {
+        Frame::Error(r) => ensure!(
+            r.code == ErrorCode::BadEnrolment && r.message.contains("malformed"),
+            "the request at the limit was read, and its code refused: {r:?}"
+        ),
+        f => return Err(anyhow!("answered {f:?}")),
+    }
+    match enrol_raw(&server, &request(LIMIT - overhead + 1)).await? {
+        Frame::Error(r) => ensure!(
+            r.code == ErrorCode::Malformed,
+            "one byte over is refused unread: {r:?}"
+        ),
+        f => return Err(anyhow!("answered {f:?}")),
+    }
+    let mut device = server.device("Sam").await?;
+    device.case_with_meeting("Jo Bloggs")?;
+    ensure!(
+        device.sync().await?.refused.is_empty(),
+        "a real device enrols and syncs"
+    );
+    Ok(())
+}
+
+// ---- Bounds on what is stored or reported ------------------------------------------------------
+
+/// Validation keeps at most 100 problems (a hostile document could have millions) and shows 5
+/// (`schema.rs`, `Validator::bad`, `SchemaError`'s display): 5, 6, 100 and 101 unknown fields.
+#[test]
+fn the_validation_report_keeps_100_problems_and_shows_5() -> Result<()> {
+    let (doc, _) = case_with_meeting()?;
+    for (unknown, kept, more) in [
+        (5, 5, None),
+        (6, 6, Some(1)),
+        (100, 100, Some(95)),
+        (101, 100, Some(95)),
+    ] {
+        let mut raw = doc.automerge().clone();
+        for i in 0..unknown {
+            automerge::transaction::Transactable::put(
+                &mut raw,
+                ROOT,
+                format!("surprise_{i:03}"),
+                1,
+            )?;
+        }
+        raw.commit();
+        let err = validate_document(&raw)
+            .err()
+            .ok_or_else(|| anyhow!("{unknown} unknown fields validated"))?;
+        ensure!(
+            err.problems.len() == kept,
+            "{unknown} problems: {} kept",
+            err.problems.len()
+        );
+        let shown = err.to_string();
+        match more {
+            None => ensure!(!shown.contains("more)"), "{shown}"),
+            Some(n) => ensure!(shown.ends_with(&format!("(and {n} more)")), "{shown}"),
+        }
+    }
+    Ok(())
+}
+
+/// Names the administrator stores (`registry.rs`, `MAX_NAME_CHARS`): 200 characters are taken and
+/// kept across a restart, 201 are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_of_200_characters_is_kept_across_a_restart_and_201_are_refused() -> Result<()> {
+    let mut server = TestServer::start_with(|_| {}).await?;
+    let longest = "é".repeat(polyphony_server::registry::MAX_NAME_CHARS);
+    server.team(&longest).await?;
+    ensure!(
+        server.team(&format!("{longest}x")).await.is_err(),
+        "a name one character over the limit was taken"
+    );
+    server.restart().await?;
+    let teams = server
+        .admin(polyphony_server::admin::AdminRequest::Teams)
+        .await?;
+    ensure!(teams.to_string().contains(&longest), "{teams}");
+    Ok(())
+}
