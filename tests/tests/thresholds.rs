@@ -1411,3 +1411,104 @@ async fn a_name_of_200_characters_is_kept_across_a_restart_and_201_are_refused()
     ensure!(teams.to_string().contains(&longest), "{teams}");
     Ok(())
 }
+
+// ---- Timers of the connection --------------------------------------------------------------------
+
+/// `CONNECT_TIMEOUT` (client-core `net/client.rs`, 8 s): a server address where something takes
+/// the datagrams and never answers (a black hole, not a refusal) gives "cannot reach ... no answer"
+/// once the timeout has passed, and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_a_server_that_never_answers_gives_up_at_the_connect_timeout() -> Result<()> {
+    let server = north(|_| {}, &["Sam"]).await?;
+    let device = server.device("Sam").await?;
+    let e = device.profile.enrolment().expect("enrolled").clone();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let started = std::time::Instant::now();
+    let err = connect_as(silent.local_addr()?, &e)
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("a black hole answered"))?;
+    let took = started.elapsed();
+    let timeout = polyphony_core::net::CONNECT_TIMEOUT;
+    ensure!(
+        took >= timeout && took < timeout + Duration::from_secs(5),
+        "gave up after {took:?}, the timeout is {timeout:?}"
+    );
+    ensure!(err.to_string().contains("no answer"), "{err}");
+    report_figures(
+        "thresholds_connect_timeout",
+        &[
+            ("timeout_ms", timeout.as_millis() as u64),
+            ("gave_up_ms", took.as_millis() as u64),
+        ],
+    );
+    Ok(())
+}
+
+/// `IDLE_TIMEOUT` (30 s) and `CLIENT_KEEP_ALIVE` (5 s) in `identity/tls.rs`: a live session with
+/// nothing to say for longer than the idle timeout is kept open by the device's keep-alives, and a
+/// change made after the silence still arrives live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_silent_past_the_idle_timeout_stays_open_and_still_gets_changes(
+) -> Result<()> {
+    let server = north(|_| {}, &["Sam", "Kit"]).await?;
+    let mut writer = server.device("Sam").await?;
+    let listener = server.device("Kit").await?;
+    let (case, meeting) = writer.case_with_meeting("Jo Bloggs")?;
+    writer.sync().await?;
+    let e = listener.profile.enrolment().expect("enrolled").clone();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let host = polyphony_e2e::TestHost {
+        events: Some(tx),
+        ..Default::default()
+    };
+    let addr = server.addr();
+    let live = tokio::spawn(async move { polyphony_e2e::run_session(addr, &e, host, true).await });
+    let holds =
+        |events: &mut tokio::sync::mpsc::UnboundedReceiver<(Action, Option<AutoCommit>)>,
+         heads: Vec<ChangeHash>| {
+            let mut got = None;
+            while let Ok((action, doc)) = events.try_recv() {
+                if let (Action::Persist { case: c, .. }, Some(doc)) = (action, doc) {
+                    if c == case && heads.iter().all(|h| doc.get_change_by_hash(h).is_some()) {
+                        got = Some(());
+                    }
+                }
+            }
+            got.is_some()
+        };
+    let wanted = writer.profile.document(case)?.get_heads();
+    let mut waited = 0;
+    while !holds(&mut events, wanted.clone()) {
+        ensure!(waited < 300, "the live session never received the case");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let silence = polyphony_core::identity::IDLE_TIMEOUT + Duration::from_secs(5);
+    tokio::time::sleep(silence).await;
+    ensure!(
+        !live.is_finished(),
+        "the live session ended during {silence:?} of silence"
+    );
+    writer.note(case, meeting, "After the silence. ")?;
+    writer.sync().await?;
+    let wanted = writer.profile.document(case)?.get_heads();
+    let mut waited = 0;
+    while !holds(&mut events, wanted.clone()) {
+        ensure!(
+            waited < 100,
+            "the change made after the silence did not arrive live"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    live.abort();
+    report_figures(
+        "thresholds_keep_alive",
+        &[
+            ("silent_secs", silence.as_secs()),
+            ("idle_timeout_secs", 30),
+        ],
+    );
+    Ok(())
+}
