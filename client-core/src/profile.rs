@@ -196,6 +196,43 @@ pub struct Profile {
 /// does not replay years of small saves.
 pub const COMPACT_AFTER: usize = 32;
 
+/// The compaction rule every writer of a device's store follows (the profile, and the app's
+/// background sync): once `appended` chunks have gone into a case's log since its last snapshot,
+/// replace the log with one snapshot. Returns the count to carry on from (1 after a compaction).
+///
+/// The snapshot is made from the log as read back from the store, not from a document in memory:
+/// two writers share a device's store (the app saves edits while its background sync saves what
+/// the server sends), so a copy in memory may lack a chunk the other writer stored, and compacting
+/// from it would delete that chunk. Chunks appended after the read are past `through` and kept. A
+/// failed compaction loses nothing (the log stays as it was), so it is only logged, and tried again
+/// at the next append.
+pub fn compact_when_due(store: &dyn Store, case: &CaseId, appended: usize) -> usize {
+    if appended < COMPACT_AFTER {
+        return appended;
+    }
+    match compact_log(store, case) {
+        Ok(()) => 1,
+        Err(e) => {
+            tracing::warn!(%case, error = %e, "compaction failed; the log is kept as it is");
+            appended
+        }
+    }
+}
+
+fn compact_log(store: &dyn Store, case: &CaseId) -> Result<(), ProfileError> {
+    let Some(log) = store.load_chunks(case)? else {
+        return Ok(());
+    };
+    let Some(&(through, _)) = log.last() else {
+        return Ok(());
+    };
+    let bytes: Vec<u8> = log.into_iter().flat_map(|(_, c)| c).collect();
+    let snapshot = AutoCommit::load(&bytes)
+        .map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?
+        .save();
+    Ok(store.compact_case(case, &snapshot, through)?)
+}
+
 fn plural(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
@@ -447,16 +484,13 @@ impl Profile {
             let saved = self
                 .store
                 .append_chunk(&case, &chunk)
-                .and_then(|seq| self.store.flush().map(|_| seq));
-            let seq = match saved {
-                Ok(seq) => seq,
-                Err(e) => {
-                    self.docs.remove(&case);
-                    return Err(e.into());
-                }
-            };
+                .and_then(|_| self.store.flush());
+            if let Err(e) = saved {
+                self.docs.remove(&case);
+                return Err(e.into());
+            }
             self.docs.insert(case, cd.into_automerge());
-            self.appended(case, seq);
+            self.appended(case);
         }
         Ok(r)
     }
@@ -468,26 +502,11 @@ impl Profile {
         self.view_unaudited(case)
     }
 
-    /// Count an appended chunk; compact the case's log once it is long. A failed compaction loses
-    /// nothing (the chunks stay), so it is only logged.
-    fn appended(&mut self, case: CaseId, seq: crate::store::ChunkSeq) {
+    /// Count an appended chunk; compact the case's log once it is long (see
+    /// [`compact_when_due`]).
+    fn appended(&mut self, case: CaseId) {
         let count = self.chunks.entry(case).or_insert(0);
-        *count += 1;
-        if *count < COMPACT_AFTER {
-            return;
-        }
-        let Some(doc) = self.docs.get_mut(&case) else {
-            return;
-        };
-        let snapshot = doc.save();
-        match self.store.compact_case(&case, &snapshot, seq) {
-            Ok(()) => {
-                self.chunks.insert(case, 1);
-            }
-            Err(e) => {
-                tracing::warn!(%case, error = %e, "compaction failed; the log is kept as it is")
-            }
-        }
+        *count = compact_when_due(&*self.store, &case, *count + 1);
     }
 
     fn view_unaudited(&mut self, case: CaseId) -> Result<CaseView, ProfileError> {
@@ -861,8 +880,8 @@ impl SessionHost for Host<'_> {
         let store = &self.profile.store;
         match action {
             Action::Persist { case, chunk } => {
-                let seq = store.append_chunk(case, chunk).map_err(|e| e.to_string())?;
-                self.profile.appended(*case, seq);
+                store.append_chunk(case, chunk).map_err(|e| e.to_string())?;
+                self.profile.appended(*case);
             }
             Action::Acknowledged { case, heads } => {
                 store

@@ -29,7 +29,7 @@ use std::time::Duration;
 use automerge::AutoCommit;
 use polyphony_core::identity::DeviceKey;
 use polyphony_core::net::{self, SessionHost};
-use polyphony_core::profile::Enrolment;
+use polyphony_core::profile::{self, Enrolment};
 use polyphony_core::store::Store;
 use polyphony_core::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead};
 use polyphony_core::CaseId;
@@ -324,20 +324,25 @@ fn offline_reads(store: &dyn Store) -> Vec<OfflineRead> {
         .collect()
 }
 
-/// Load a case's document from the store.
-fn load_doc(store: &dyn Store, case: &CaseId) -> Option<AutoCommit> {
+/// Load a case's document from the store, with how many chunks its log holds.
+fn load_doc(store: &dyn Store, case: &CaseId) -> Option<(AutoCommit, usize)> {
     let chunks = store.load_chunks(case).ok()??;
+    let count = chunks.len();
     let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
-    AutoCommit::load(&bytes).ok()
+    Some((AutoCommit::load(&bytes).ok()?, count))
 }
 
 /// The documents a session syncs, kept apart from the profile's: loaded from the store, merged
 /// with the store again when the app changed the case, and persisted to the store as changes
-/// arrive.
+/// arrive. Each case's log is compacted by the profile's own rule
+/// ([`profile::compact_when_due`]), so a case open for a day of live pushes does not grow a log
+/// of thousands of chunks.
 struct LiveHost {
     app: Arc<App>,
     store: Arc<dyn Store>,
     docs: std::collections::HashMap<CaseId, AutoCommit>,
+    /// Chunks in each case's log since its last snapshot (as far as this session knows).
+    chunks: std::collections::HashMap<CaseId, usize>,
     live: bool,
     wipe: bool,
     moved: Vec<CaseId>,
@@ -351,6 +356,7 @@ impl LiveHost {
             app,
             store,
             docs: Default::default(),
+            chunks: Default::default(),
             live,
             wipe: false,
             moved: Vec::new(),
@@ -373,12 +379,14 @@ impl DocSet for LiveHost {
     fn doc(&mut self, case: &CaseId) -> Option<&mut AutoCommit> {
         let changed_here = lock(&self.app.sync.dirty).remove(case);
         if !self.docs.contains_key(case) {
-            let doc = load_doc(&*self.store, case)?;
+            let (doc, count) = load_doc(&*self.store, case)?;
             self.docs.insert(*case, doc);
+            self.chunks.insert(*case, count);
         } else if changed_here {
             // The app saved an edit: take it in. Merging only adds changes, so nothing this
             // session applied (and may not have persisted yet) is lost.
-            if let Some(mut fresh) = load_doc(&*self.store, case) {
+            if let Some((mut fresh, count)) = load_doc(&*self.store, case) {
+                self.chunks.insert(*case, count);
                 if let Some(doc) = self.docs.get_mut(case) {
                     if let Err(e) = doc.merge(&mut fresh) {
                         warn!(error = %e, %case, "could not take in a local edit for sync");
@@ -401,6 +409,8 @@ impl SessionHost for LiveHost {
             Action::Persist { case, chunk } => {
                 store.append_chunk(case, chunk).map_err(|e| e.to_string())?;
                 store.flush().map_err(|e| e.to_string())?;
+                let count = self.chunks.entry(*case).or_insert(0);
+                *count = profile::compact_when_due(&**store, case, *count + 1);
                 self.app.remote_change(*case);
             }
             Action::Acknowledged { case, heads } => {
