@@ -223,7 +223,7 @@ pub async fn run(cfg: &SoakConfig) -> Result<SoakCounts> {
             eprintln!("soak: stopping at the first loss (seed {})", cfg.seed);
             break;
         }
-        if counts.rounds % 25 == 0 {
+        if counts.rounds.is_multiple_of(25) {
             eprintln!(
                 "soak: {:?}: {} server kills, {} device kills, {} syncs completed, {} acknowledged heads checked, lost {}",
                 started.elapsed(),
@@ -473,7 +473,7 @@ async fn work(
 /// and in the server's store.
 async fn finish(
     server: &mut BenchServer,
-    devices: &mut Vec<CliDevice>,
+    devices: &mut [CliDevice],
     cases: &[SharedCase],
     counts: &mut SoakCounts,
 ) -> Result<()> {
