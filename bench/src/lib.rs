@@ -11,6 +11,8 @@
 //! - [`lower_bound`]: the same sync in one process with no network and no disk.
 //! - [`memory`]: resident memory from `/proc`.
 //! - [`workload`]: A (first sync), B (reconnect), C (morning), D (memory).
+//! - [`soak`]: SIGKILLs of the server and of `polyphony` device processes during live syncs, with
+//!   a check after each that nothing acknowledged or saved was lost (run by hand, not in CI).
 //!
 //! Errors are `anyhow` throughout: this is a measuring tool, and every failure ends the run with its
 //! context.
@@ -20,4 +22,5 @@ pub mod device;
 pub mod lower_bound;
 pub mod memory;
 pub mod server;
+pub mod soak;
 pub mod workload;

@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use polyphony_bench::memory::mib;
 use polyphony_bench::server::{default_server_bin, BenchServer, ServerSpec};
-use polyphony_bench::workload;
+use polyphony_bench::{soak, workload};
 use serde_json::Value;
 
 /// Load generator for the Polyphony borough server.
@@ -34,9 +34,9 @@ struct Cli {
     /// Open cases the server keeps in memory [default: the server's own default].
     #[arg(long, global = true)]
     cache_cases: Option<usize>,
-    /// Seed for the generated documents.
-    #[arg(long, global = true, default_value_t = 8)]
-    seed: u64,
+    /// Seed for the generated documents [default: 8; for `soak`, random (printed)].
+    #[arg(long, global = true)]
+    seed: Option<u64>,
     /// Also append the JSON result to this file.
     #[arg(long, global = true, value_name = "FILE")]
     json_out: Option<PathBuf>,
@@ -87,11 +87,45 @@ enum Workload {
         #[arg(long, default_value_t = 200)]
         devices: usize,
     },
+    /// SIGKILL the server and device processes (the `polyphony` CLI) during live multi-device
+    /// syncs, checking after each kill that nothing acknowledged or saved was lost. Prints a
+    /// `SOAK ...` line (stderr) and the counts as JSON (stdout); exits non-zero on any loss. Not in
+    /// CI: see docs/RELIABILITY.md for a long run.
+    Soak {
+        /// Run until the server has been SIGKILLed this often (and --device-kills reached).
+        #[arg(long, default_value_t = 1000)]
+        server_kills: u64,
+        /// Run until device processes have been SIGKILLed this often while the server was up.
+        #[arg(long, default_value_t = 1000)]
+        device_kills: u64,
+        /// Devices, alternately the laptops of two practitioners sharing every case.
+        #[arg(long, default_value_t = 4)]
+        devices: usize,
+        /// Cases, each written and synced by every device.
+        #[arg(long, default_value_t = 4)]
+        cases: usize,
+        /// The `polyphony` binary [default: beside this binary].
+        #[arg(long, value_name = "PATH")]
+        cli_bin: Option<PathBuf>,
+        /// The longest a round of live syncs runs before the server is killed, in milliseconds.
+        #[arg(long, default_value_t = 1500)]
+        max_round_ms: u64,
+        /// Percent of device commands scheduled for a SIGKILL at a random moment of their run.
+        #[arg(long, default_value_t = 30)]
+        device_kill_percent: u64,
+        /// Stop after this many seconds with the counts so far, targets reached or not.
+        #[arg(long, value_name = "SECONDS")]
+        time_limit: Option<u64>,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Workload::Soak { .. } = cli.workload {
+        return soak(cli).await;
+    }
+    let seed = cli.seed.unwrap_or(8);
     let spec = match (&cli.target, &cli.target_data, cli.server) {
         (Some(addr), Some(data), _) => ServerSpec::Existing {
             addr: *addr,
@@ -105,9 +139,9 @@ async fn main() -> Result<()> {
     };
     let mut server = BenchServer::start(spec, cli.cache_cases).await?;
     let result = match cli.workload {
-        Workload::FirstSync { cases } => workload::first_sync(&server, cases, cli.seed).await,
+        Workload::FirstSync { cases } => workload::first_sync(&server, cases, seed).await,
         Workload::Reconnect { cases, edited } => {
-            workload::reconnect(&server, cases, edited, cli.seed).await
+            workload::reconnect(&server, cases, edited, seed).await
         }
         Workload::Morning {
             devices,
@@ -115,16 +149,16 @@ async fn main() -> Result<()> {
             edited,
             setup_parallel,
         } => {
-            let m =
-                workload::morning_setup(&server, devices, cases, edited, setup_parallel, cli.seed)
-                    .await?;
+            let m = workload::morning_setup(&server, devices, cases, edited, setup_parallel, seed)
+                .await?;
             workload::morning(&server, m).await
         }
         Workload::Memory {
             cases,
             per_device,
             devices,
-        } => workload::memory(&mut server, cases, per_device, devices, cli.seed).await,
+        } => workload::memory(&mut server, cases, per_device, devices, seed).await,
+        Workload::Soak { .. } => unreachable!("handled above"),
     };
     server.stop().await;
     let mut result = result?;
@@ -140,6 +174,64 @@ async fn main() -> Result<()> {
         writeln!(f, "{line}")?;
     }
     eprintln!("{}", summary(&result));
+    Ok(())
+}
+
+async fn soak(cli: Cli) -> Result<()> {
+    let Workload::Soak {
+        server_kills,
+        device_kills,
+        devices,
+        cases,
+        cli_bin,
+        max_round_ms,
+        device_kill_percent,
+        time_limit,
+    } = cli.workload
+    else {
+        unreachable!("called for soak only");
+    };
+    if cli.target.is_some() || matches!(cli.server, Where::InProcess) {
+        anyhow::bail!("the soak SIGKILLs the server: it runs it as a child process only");
+    }
+    let seed = cli.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    eprintln!("soak: seed {seed} (replay the schedule with --seed {seed})");
+    let config = soak::SoakConfig {
+        server_bin: cli.server_bin.unwrap_or_else(default_server_bin),
+        cli_bin: cli_bin.unwrap_or_else(|| default_server_bin().with_file_name("polyphony")),
+        server_kills,
+        device_kills,
+        devices,
+        cases,
+        seed,
+        max_round: std::time::Duration::from_millis(max_round_ms),
+        device_kill_percent,
+        time_limit: time_limit.map(std::time::Duration::from_secs),
+    };
+    let counts = soak::run(&config).await?;
+    let mut result = serde_json::to_value(&counts)?;
+    result["workload"] = Value::from("soak");
+    result["machine"] = Value::from(machine());
+    let line = serde_json::to_string(&result)?;
+    println!("{line}");
+    if let Some(path) = &cli.json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{line}")?;
+    }
+    eprintln!("{}", counts.line());
+    if counts.lost > 0 {
+        anyhow::bail!(
+            "{} acknowledged change(s) or saved note(s) lost; replay with --seed {seed}",
+            counts.lost
+        );
+    }
     Ok(())
 }
 

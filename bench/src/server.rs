@@ -133,9 +133,32 @@ impl BenchServer {
             {
                 return Ok(());
             }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                bail!("the server process exited before it came up ({status})");
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         bail!("the server process did not come up")
+    }
+
+    /// SIGKILL a child server: no shutdown, no flush, as a power cut or the OOM killer would.
+    /// Returns once the process is gone (its files unlocked), so its data can be opened offline.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start a child server again on the same data directory and address (after [`Self::kill`]).
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn().await
     }
 
     /// Stop a child server gracefully (SIGTERM) and start it again on the same data: its memory is
@@ -190,21 +213,26 @@ impl BenchServer {
         Ok(())
     }
 
-    /// Enrol a new device for a practitioner, through a one-time code.
-    pub async fn device(&self, practitioner: &str) -> Result<Device> {
+    /// A one-time enrolment code for a practitioner's new device.
+    pub async fn code(&self, practitioner: &str) -> Result<String> {
         let v = self
             .admin(AdminRequest::Enrol {
                 practitioner: practitioner.into(),
             })
             .await?;
-        let code = v
-            .get("code")
+        v.get("code")
             .and_then(|c| c.as_str())
             .or_else(|| v.as_str())
-            .ok_or_else(|| anyhow!("no code in {v}"))?;
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no code in {v}"))
+    }
+
+    /// Enrol a new device for a practitioner, through a one-time code.
+    pub async fn device(&self, practitioner: &str) -> Result<Device> {
+        let code = self.code(practitioner).await?;
         Device::enrol(
             &self.addr.to_string(),
-            code,
+            &code,
             &format!("{practitioner}'s laptop"),
         )
         .await
