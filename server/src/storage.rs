@@ -69,6 +69,8 @@ impl GroupCommit {
         GroupCommit {
             tickets: Mutex::new(Tickets {
                 generation: store.generation(),
+                // Ticket 1 stands for what the store held when it was opened (see `swapped`).
+                written: 1,
                 ..Tickets::default()
             }),
             store,
@@ -121,6 +123,10 @@ impl GroupCommit {
             t.lost.push(lost);
         }
         t.generation = generation;
+        // One ticket for what the new engine reads back from its files: written by the old
+        // engine, perhaps never fsynced. A `Saved` for a case as read from disk waits for it,
+        // that is for a flush of the new engine (and so does one after a restart: ticket 1).
+        t.written += 1;
     }
 
     /// `Some` once the ticket's fate is known: durable, or lost to a reopen.
@@ -867,9 +873,14 @@ mod tests {
         failing.store(false, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(storage.recover().unwrap(), Some(generation_before + 1));
         assert!(!storage.broken());
+        // A `Saved` for a case as read back from the new engine (no new changes) waits for the
+        // new engine's first flush, and is not mistaken for one of the lost tickets.
+        let read_back = storage.group.current_in(storage.group.generation());
+        assert!(read_back > pending);
         let later = ticketed_write(&storage, "later");
-        assert!(later > pending);
+        assert!(later > read_back);
         storage.group.durable(later).await.unwrap();
+        storage.group.durable(read_back).await.unwrap();
 
         let refused = storage.group.durable(pending).await;
         assert!(
