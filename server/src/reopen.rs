@@ -100,7 +100,7 @@ impl ReopenableStore {
 
     /// Flush the engine; returns the generation of the engine that is now durable.
     pub fn flush_generation(&self) -> Result<u64, StoreError> {
-        self.with_engine(true, |e| {
+        self.with_engine(Op::Flush, |e| {
             e.flush()?;
             // Read under the read lock `with_engine` holds: no reopen can come in between.
             Ok(self.generation())
@@ -129,10 +129,11 @@ impl ReopenableStore {
         self.engine.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Run `f` on the engine under the read lock; a write's I/O error marks the store broken.
+    /// Run `f` on the engine under the read lock. A write's or flush's I/O error marks the store
+    /// broken; a flush that succeeds shows the engine takes writes after all.
     fn with_engine<T>(
         &self,
-        write: bool,
+        op: Op,
         f: impl FnOnce(&dyn Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let engine = self.read();
@@ -142,24 +143,37 @@ impl ReopenableStore {
             )));
         };
         let result = f(&**e);
-        if write
-            && matches!(result, Err(StoreError::Io(_)))
-            && !self.broken.swap(true, Ordering::SeqCst)
-        {
-            tracing::warn!(
-                "a disk error: the store refuses writes until it is reopened, once there is space"
-            );
+        match (&result, op) {
+            (Err(StoreError::Io(_)), Op::Write | Op::Flush)
+                if !self.broken.swap(true, Ordering::SeqCst) =>
+            {
+                tracing::warn!(
+                    "a disk error: the store refuses writes until it is reopened, once there is space"
+                );
+            }
+            (Ok(_), Op::Flush) if self.broken.swap(false, Ordering::SeqCst) => {
+                tracing::info!("the store flushed again: the disk error passed without sticking");
+            }
+            _ => {}
         }
         result
     }
 }
 
+/// What an operation does to the engine, for [`ReopenableStore::with_engine`].
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    Write,
+    Flush,
+}
+
 impl Store for ReopenableStore {
     fn append_chunk(&self, case: &CaseId, chunk: &[u8]) -> Result<ChunkSeq, StoreError> {
-        self.with_engine(true, |e| e.append_chunk(case, chunk))
+        self.with_engine(Op::Write, |e| e.append_chunk(case, chunk))
     }
     fn load_chunks(&self, case: &CaseId) -> Result<Option<ChunkLog>, StoreError> {
-        self.with_engine(false, |e| e.load_chunks(case))
+        self.with_engine(Op::Read, |e| e.load_chunks(case))
     }
     fn compact_case(
         &self,
@@ -167,37 +181,37 @@ impl Store for ReopenableStore {
         snapshot: &[u8],
         through: ChunkSeq,
     ) -> Result<(), StoreError> {
-        self.with_engine(true, |e| e.compact_case(case, snapshot, through))
+        self.with_engine(Op::Write, |e| e.compact_case(case, snapshot, through))
     }
     fn remove_case(&self, case: &CaseId) -> Result<(), StoreError> {
-        self.with_engine(true, |e| e.remove_case(case))
+        self.with_engine(Op::Write, |e| e.remove_case(case))
     }
     fn list_cases(&self) -> Result<Vec<CaseId>, StoreError> {
-        self.with_engine(false, |e| e.list_cases())
+        self.with_engine(Op::Read, |e| e.list_cases())
     }
     fn get_meta(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_engine(false, |e| e.get_meta(ns, key))
+        self.with_engine(Op::Read, |e| e.get_meta(ns, key))
     }
     fn put_meta(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.with_engine(true, |e| e.put_meta(ns, key, value))
+        self.with_engine(Op::Write, |e| e.put_meta(ns, key, value))
     }
     fn delete_meta(&self, ns: &str, key: &str) -> Result<(), StoreError> {
-        self.with_engine(true, |e| e.delete_meta(ns, key))
+        self.with_engine(Op::Write, |e| e.delete_meta(ns, key))
     }
     fn scan_meta(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.with_engine(false, |e| e.scan_meta(ns))
+        self.with_engine(Op::Read, |e| e.scan_meta(ns))
     }
     fn append_log(&self, log: &str, entry: &[u8]) -> Result<u64, StoreError> {
-        self.with_engine(true, |e| e.append_log(log, entry))
+        self.with_engine(Op::Write, |e| e.append_log(log, entry))
     }
     fn read_log(&self, log: &str, from: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.with_engine(false, |e| e.read_log(log, from))
+        self.with_engine(Op::Read, |e| e.read_log(log, from))
     }
     fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError> {
-        self.with_engine(true, |e| e.trim_log(log, through))
+        self.with_engine(Op::Write, |e| e.trim_log(log, through))
     }
     fn flush(&self) -> Result<(), StoreError> {
-        self.with_engine(true, |e| e.flush())
+        self.with_engine(Op::Flush, |e| e.flush())
     }
 }
 

@@ -238,9 +238,13 @@ pub struct ServerStorage {
     changes: broadcast::Sender<CaseChanged>,
     /// The store generation, announced after each reopen (see [`Self::recover`]).
     reopened: watch::Sender<u64>,
-    /// One recovery at a time.
-    recovering: Mutex<()>,
+    /// One recovery at a time; when the last one was tried.
+    recovering: Mutex<Option<Instant>>,
 }
+
+/// The shortest time between two reopens: a disk that fails again at once (an I/O error rather
+/// than a full disk) must not have every arriving connection close every other one.
+const REOPEN_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
 struct Cache {
     cap: usize,
@@ -286,7 +290,7 @@ impl ServerStorage {
             }),
             changes,
             reopened,
-            recovering: Mutex::new(()),
+            recovering: Mutex::new(None),
         }
     }
 
@@ -308,14 +312,17 @@ impl ServerStorage {
     /// and the new generation is announced so sync connections end ([`Self::reopened`]). The
     /// audit log's chain head is the caller's to refresh ([`AuditLog::reopened`]).
     ///
-    /// Returns the new generation, or `None` if the store is not broken or the disk still full.
+    /// Returns the new generation, or `None` if the store is not broken, the disk still full, or
+    /// the last reopen less than [`REOPEN_AT_MOST_EVERY`] ago.
     /// An error means the engine could not be opened again: the store fails everything and
     /// stays broken, and a later call tries again.
     pub fn recover(&self) -> Result<Option<u64>, StoreError> {
-        let _one = self.recovering.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.engine.broken() || !self.engine.has_space() {
+        let mut last = self.recovering.lock().unwrap_or_else(|p| p.into_inner());
+        let too_soon = last.is_some_and(|at| at.elapsed() < REOPEN_AT_MOST_EVERY);
+        if !self.engine.broken() || too_soon || !self.engine.has_space() {
             return Ok(None);
         }
+        *last = Some(Instant::now());
         let reopened = self
             .engine
             .reopen(|generation| self.group.swapped(generation));
