@@ -49,7 +49,12 @@ pub struct ReopenableStore {
     open: Opener,
     /// Where the engine keeps its files, for the free-space check (`None`: nothing to check).
     dir: Option<PathBuf>,
+    /// Tells this store apart from every other in the process (see `Store::flush`).
+    id: u64,
 }
+
+/// Hands out [`ReopenableStore::id`]s.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl ReopenableStore {
     /// Open the engine with `open`, which a reopen calls again; `dir` is where its files live.
@@ -76,6 +81,7 @@ impl ReopenableStore {
             broken: AtomicBool::new(false),
             open,
             dir,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -142,6 +148,10 @@ impl ReopenableStore {
                 "the store is closed after a disk error and could not be opened again yet",
             )));
         };
+        if matches!(op, Op::Write) {
+            // Under the read lock: the generation of the engine this write goes to.
+            self.note_write(self.generation());
+        }
         let result = f(&**e);
         match (&result, op) {
             (Err(StoreError::Io(_)), Op::Write | Op::Flush)
@@ -210,8 +220,48 @@ impl Store for ReopenableStore {
     fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError> {
         self.with_engine(Op::Write, |e| e.trim_log(log, through))
     }
+    /// Also refuses, without flushing, if this thread wrote to an engine a reopen has dropped
+    /// since its last flush: what it wrote is gone, and a flush of the new engine must not say
+    /// otherwise. Callers that write and flush on one thread (the admin commands) rely on this;
+    /// writes from many threads are vouched for by group-commit tickets instead.
     fn flush(&self) -> Result<(), StoreError> {
+        if let Some(written_in) = self.take_first_unflushed_write() {
+            if written_in != self.generation() {
+                return Err(StoreError::Io(std::io::Error::other(
+                    "the server reopened its store after a disk error before these changes reached the disk; they were not saved: try again",
+                )));
+            }
+        }
         self.with_engine(Op::Flush, |e| e.flush())
+    }
+}
+
+thread_local! {
+    /// Per store (by id), the generation this thread first wrote to since it last flushed.
+    static FIRST_UNFLUSHED_WRITE: std::cell::RefCell<Vec<(u64, u64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl ReopenableStore {
+    /// Note that this thread writes to generation `generation`, unless it already wrote since
+    /// its last flush.
+    fn note_write(&self, generation: u64) {
+        let key = self.id;
+        FIRST_UNFLUSHED_WRITE.with(|w| {
+            let mut w = w.borrow_mut();
+            if !w.iter().any(|(k, _)| *k == key) {
+                w.push((key, generation));
+            }
+        });
+    }
+
+    fn take_first_unflushed_write(&self) -> Option<u64> {
+        let key = self.id;
+        FIRST_UNFLUSHED_WRITE.with(|w| {
+            let mut w = w.borrow_mut();
+            let at = w.iter().position(|(k, _)| *k == key)?;
+            Some(w.swap_remove(at).1)
+        })
     }
 }
 
@@ -238,5 +288,28 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     {
         let _ = dir;
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polyphony_core::store::MemoryStore;
+
+    /// A thread that wrote, then flushes after a reopen dropped the engine it wrote to, is told
+    /// its writes were not saved (as an admin command that straddles a reopen must be).
+    #[test]
+    fn a_flush_after_a_reopen_refuses_the_writes_this_thread_made_before_it() {
+        let store = ReopenableStore::keeping(Arc::new(MemoryStore::default()));
+        store.put_meta("admin", "before", b"1").unwrap();
+        store.flush().unwrap();
+        store.put_meta("admin", "straddling", b"2").unwrap();
+        assert_eq!(store.reopen(|_| {}).unwrap(), 1);
+        let refused = store.flush().unwrap_err();
+        assert!(refused.to_string().contains("not saved"), "{refused}");
+        // Writes made after the reopen are flushed as usual.
+        store.put_meta("admin", "after", b"3").unwrap();
+        store.flush().unwrap();
+        store.flush().unwrap();
     }
 }

@@ -323,7 +323,12 @@ async fn server_killed_at_random_points_keeps_every_acknowledged_change() -> Res
     }
     let cases = assert_converged(&mut a, &mut reader).await?;
     assert_converged(&mut c, &mut reader).await?;
-    ensure!(cases == meetings.len() && stored.len() == meetings.len());
+    ensure!(
+        cases == meetings.len() && stored.len() == meetings.len(),
+        "{} cases opened, {cases} converged, {} in the store opened offline after the last kill",
+        meetings.len(),
+        stored.len()
+    );
     let final_acked: u64 = {
         let mut n = 0;
         for case in meetings.keys() {
