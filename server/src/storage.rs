@@ -8,6 +8,10 @@
 //! **Memory follows use, not size.** Open cases are cached up to a limit; cases no session holds are
 //! evicted least-recently-used first. A case held by a session is never evicted, so there is never a
 //! second in-memory copy of a case.
+//!
+//! **A reopen voids what was built on the old engine.** After sled's sticky I/O error (a full
+//! disk) the store is reopened ([`ServerStorage::recover`], [`crate::reopen`]): tickets not yet
+//! durable are lost for good, open cases are dropped, and a case still held from before is refused.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -313,7 +317,7 @@ impl ServerStorage {
     /// audit log's chain head is the caller's to refresh ([`AuditLog::reopened`]).
     ///
     /// Returns the new generation, or `None` if the store is not broken, the disk still full, or
-    /// the last reopen less than [`REOPEN_AT_MOST_EVERY`] ago.
+    /// the last reopen less than 2 s ago (`REOPEN_AT_MOST_EVERY`).
     /// An error means the engine could not be opened again: the store fails everything and
     /// stays broken, and a later call tries again.
     pub fn recover(&self) -> Result<Option<u64>, StoreError> {
