@@ -383,6 +383,13 @@ impl AuditLog {
         Ok(seq)
     }
 
+    /// The store was reopened after a disk error: records written since its last flush may be
+    /// gone with the old engine, so find where the chain ends again before the next record
+    /// (rather than link it to a record the store no longer holds).
+    pub fn reopened(&self) {
+        self.lock().stale = true;
+    }
+
     /// Every record, or those about one case, oldest first.
     pub fn entries(&self, case: Option<CaseId>) -> Result<Vec<AuditRecord>, AuditError> {
         self.store

@@ -8,6 +8,7 @@
 //! - [`audit`]: the append-only, hash-chained audit log.
 //! - [`storage`]: cases on disk, group commit (one fsync acknowledges many changes), the in-memory
 //!   cache of open cases.
+//! - [`reopen`]: the store behind a handle that reopens it after a disk error (sled's sticky error).
 //! - [`listener`]: the QUIC endpoint, connection limits, graceful shutdown.
 //! - [`session`]: one device's sync session: access control, checked writes, live push.
 //! - [`admin`]: administration through a local socket while serving, or directly when not.
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod config;
 pub mod listener;
 pub mod registry;
+pub mod reopen;
 pub mod session;
 pub mod storage;
 

@@ -86,7 +86,10 @@ impl Server {
             Arc::new(quinn::TokioRuntime),
         )?;
         let addr = endpoint.local_addr()?;
-        let storage = Arc::new(ServerStorage::new(opened.store.clone(), config.cache_cases));
+        let storage = Arc::new(ServerStorage::over(
+            opened.engine.clone(),
+            config.cache_cases,
+        ));
         let shared = Arc::new(Shared {
             storage,
             registry: opened.registry.clone(),
@@ -114,6 +117,10 @@ impl Server {
         tokio::spawn(close_idle_cases(
             shared.clone(),
             Duration::from_secs(config.cache_idle_secs),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(recover_from_disk_errors(
+            shared.clone(),
             shutdown_rx.clone(),
         ));
         let ca = Arc::new(opened.ca);
@@ -192,6 +199,52 @@ async fn close_idle_cases(shared: Arc<Shared>, idle: Duration, mut stop: watch::
     }
 }
 
+/// How often a server whose store is broken by a disk error checks whether it can reopen it,
+/// when no connection arrives to make it check sooner.
+const RECOVERY_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Now and then, reopen the store if a disk error broke it and there is space again (see
+/// [`recover`]). Connections check on arrival too, so this matters for a server with only live
+/// sessions, whose writes would otherwise be refused until someone reconnects.
+async fn recover_from_disk_errors(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RECOVERY_CHECK_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        recover(&shared).await;
+    }
+}
+
+/// sled 0.34 keeps its first I/O error: after a full disk the store refuses every write until it
+/// is reopened. Once there is space, reopen it ([`ServerStorage::recover`]), refresh the audit
+/// log's chain head, and let every sync connection end (see [`handle`]): they hold sync states
+/// built on what the old engine held.
+async fn recover(shared: &Shared) {
+    if !shared.storage.broken() {
+        return;
+    }
+    let storage = shared.storage.clone();
+    let outcome = tokio::task::spawn_blocking(move || storage.recover()).await;
+    match outcome {
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(generation))) => info!(
+            generation,
+            "reopened the store after a disk error: writes are taken again; sync connections were closed so devices sync afresh"
+        ),
+        Ok(Err(e)) => warn!(error = %e, "could not reopen the store after a disk error; trying again later"),
+        Err(e) => {
+            warn!(error = %e, "the reopen task failed");
+            return;
+        }
+    }
+    // The old engine is gone either way.
+    shared.audit.reopened();
+}
+
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
@@ -233,6 +286,8 @@ fn close(conn: &quinn::Connection, code: ErrorCode, message: &str) {
 }
 
 async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection, id: u64) {
+    // A device arriving after a full disk was cleared should find the server taking writes.
+    recover(&shared).await;
     let alpn = identity::negotiated_alpn(&conn);
     if alpn.as_deref() == Some(ALPN_ENROL) {
         return enrol(shared, ca, conn).await;
@@ -297,7 +352,22 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
             "this device's practitioner is no longer registered",
         );
     };
-    session::serve(shared, conn, id, device, practitioner).await;
+    // A reopen of the store ends the session: its sync states describe documents the reopened
+    // store may not hold. The device reconnects and syncs afresh, sending what the server lacks.
+    let mut reopened = shared.storage.reopened();
+    let serve = session::serve(shared, conn.clone(), id, device, practitioner);
+    tokio::pin!(serve);
+    tokio::select! {
+        () = &mut serve => {}
+        Ok(()) = reopened.changed() => {
+            close(
+                &conn,
+                ErrorCode::StorageFailed,
+                "the server reopened its store after a disk error: nothing it acknowledged was lost; sync again",
+            );
+            serve.await;
+        }
+    }
 }
 
 /// The enrolment exchange: check the one-time code, sign the device's CSR, register the device.
@@ -309,6 +379,8 @@ async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection)
     };
     let mut stream = FramedStream::with_limit(send, recv, 64 * 1024);
     let refuse = |code: ErrorCode, message: String| Frame::Error(Refusal { code, message });
+    // Noted before the registry is written, for the ticket below (see GroupCommit::wrote_in).
+    let generation = shared.storage.group.generation();
     let reply = match stream.read_frame().await {
         Ok(Some(Frame::Enrol(req))) if req.version == PROTOCOL_VERSION => {
             let result = (|| -> Result<Enrolled, String> {
@@ -378,7 +450,7 @@ async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection)
         _ => refuse(ErrorCode::Malformed, "expected an enrolment request".into()),
     };
     // The device must be durably registered before it is told it is enrolled.
-    let ticket = shared.storage.group.wrote();
+    let ticket = shared.storage.group.wrote_in(generation);
     let reply = match shared.storage.group.durable(ticket).await {
         Ok(()) => reply,
         Err(e) => refuse(

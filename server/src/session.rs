@@ -324,6 +324,8 @@ impl Session<'_> {
                 true
             }
             Frame::Reads(reads) => {
+                // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
+                let generation = self.shared.storage.group.generation();
                 let mut through = 0;
                 for r in &reads {
                     let event = AuditEvent::offline_read(self.device.id, self.practitioner.id, r);
@@ -334,7 +336,7 @@ impl Session<'_> {
                     through = through.max(r.seq);
                 }
                 let _ = self.out.send((
-                    self.shared.storage.group.wrote(),
+                    self.shared.storage.group.wrote_in(generation),
                     vec![Frame::ReadsSaved { through }],
                 ));
                 true
@@ -346,6 +348,7 @@ impl Session<'_> {
             }
             Frame::Done => {
                 if self.mode == SessionMode::Revoking {
+                    let generation = self.shared.storage.group.generation();
                     if let Err(e) = self
                         .shared
                         .registry
@@ -360,9 +363,10 @@ impl Session<'_> {
                         None,
                         "uploads kept; device told to wipe and now refused",
                     );
-                    let _ = self
-                        .out
-                        .send((self.shared.storage.group.wrote(), vec![Frame::Wipe]));
+                    let _ = self.out.send((
+                        self.shared.storage.group.wrote_in(generation),
+                        vec![Frame::Wipe],
+                    ));
                 } else {
                     let _ = self.out.send((0, vec![Frame::Bye]));
                 }

@@ -8,10 +8,13 @@
 //! **Memory follows use, not size.** Open cases are cached up to a limit; cases no session holds are
 //! evicted least-recently-used first. A case held by a session is never evicted, so there is never a
 //! second in-memory copy of a case.
+//!
+//! **A reopen voids what was built on the old engine.** After sled's sticky I/O error (a full
+//! disk) the store is reopened ([`ServerStorage::recover`], [`crate::reopen`]): tickets not yet
+//! durable are lost for good, open cases are dropped, and a case still held from before is refused.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,63 +25,156 @@ use polyphony_core::model::schema;
 use polyphony_core::store::{ChunkSeq, KeySource, SledStore, Store, StoreError};
 use polyphony_core::sync::Prepared;
 use polyphony_core::{CaseId, TeamId};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::audit::AuditLog;
 use crate::config::ServerConfig;
 use crate::registry::Registry;
+use crate::reopen::ReopenableStore;
 
 /// A chunk count after which a case's log is compacted into one snapshot.
 const COMPACT_AFTER: u64 = 32;
 
-/// Makes writes durable in batches.
+/// Makes writes durable in batches, and never vouches for a write that a flush did not cover.
+///
+/// A ticket names one write (or, from [`Self::current_in`], every write so far). The caller
+/// notes the store's generation *before* it writes and asks for its ticket *after*: a ticket is
+/// handed out only if no reopen came in between, so each ticket belongs to exactly one engine.
+/// When the store is reopened ([`ReopenableStore::reopen`]) every ticket issued and not yet
+/// covered by a flush is *lost*: its write went into the engine that was dropped, so
+/// [`Self::durable`] fails for it for ever, even after later flushes of the new engine succeed.
+/// The `Saved` waiting for it becomes a refusal, and the device keeps the change and sends it again.
 pub struct GroupCommit {
-    store: Arc<dyn Store>,
-    written: AtomicU64,
-    durable: AtomicU64,
+    store: Arc<ReopenableStore>,
+    tickets: Mutex<Tickets>,
     flusher: tokio::sync::Mutex<()>,
 }
 
+/// What [`GroupCommit`] has handed out and made durable.
+#[derive(Debug, Default)]
+struct Tickets {
+    /// The last ticket handed out.
+    written: u64,
+    /// Every ticket up to here is durable, except those in `lost`.
+    durable: u64,
+    /// The store generation tickets are handed out for.
+    generation: u64,
+    /// Tickets lost to reopens, as ranges `(after, through]`: issued, not yet durable, when the
+    /// engine they were written to was dropped. Grows by one range per reopen.
+    lost: Vec<(u64, u64)>,
+}
+
+/// The ticket for a write that may have gone into a dropped engine: never durable.
+pub const LOST_TICKET: u64 = u64::MAX;
+
 impl GroupCommit {
     /// Group commit over a store.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<ReopenableStore>) -> Self {
         GroupCommit {
+            tickets: Mutex::new(Tickets {
+                generation: store.generation(),
+                // Ticket 1 stands for what the store held when it was opened (see `swapped`).
+                written: 1,
+                ..Tickets::default()
+            }),
             store,
-            written: AtomicU64::new(0),
-            durable: AtomicU64::new(0),
             flusher: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Note that a write has completed; the returned ticket is durable once [`Self::durable`]
-    /// returns for it.
-    pub fn wrote(&self) -> u64 {
-        self.written.fetch_add(1, Ordering::SeqCst) + 1
+    fn tickets(&self) -> std::sync::MutexGuard<'_, Tickets> {
+        // Every update of the counters is a single step, consistent even if a holder panicked.
+        self.tickets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A ticket covering every write completed so far.
-    pub fn current(&self) -> u64 {
-        self.written.load(Ordering::SeqCst)
+    /// The store generation to note before a write whose ticket will be asked for.
+    pub fn generation(&self) -> u64 {
+        self.tickets().generation
     }
 
-    /// Wait until the write with this ticket (and every one before it) is on disk.
+    /// Note that a write has completed, begun when the store was at `generation`; the returned
+    /// ticket is durable once [`Self::durable`] returns for it. If the store was reopened since,
+    /// the write may have gone into the dropped engine: the ticket is [`LOST_TICKET`].
+    pub fn wrote_in(&self, generation: u64) -> u64 {
+        let mut t = self.tickets();
+        if t.generation != generation {
+            return LOST_TICKET;
+        }
+        t.written += 1;
+        t.written
+    }
+
+    /// A ticket covering every write completed so far, for data read when the store was at
+    /// `generation` ([`LOST_TICKET`] if it was reopened since).
+    pub fn current_in(&self, generation: u64) -> u64 {
+        let t = self.tickets();
+        if t.generation != generation {
+            return LOST_TICKET;
+        }
+        t.written
+    }
+
+    /// The store's engine was swapped for generation `generation`: every ticket not yet durable
+    /// is lost. Called by [`ReopenableStore::reopen`] while no store operation can run.
+    fn swapped(&self, generation: u64) {
+        let mut t = self.tickets();
+        if t.written > t.durable {
+            let lost = (t.durable, t.written);
+            tracing::warn!(
+                tickets = lost.1 - lost.0,
+                "writes not yet on disk when the store was reopened: their acknowledgements are refused"
+            );
+            t.lost.push(lost);
+        }
+        t.generation = generation;
+        // One ticket for what the new engine reads back from its files: written by the old
+        // engine, perhaps never fsynced. A `Saved` for a case as read from disk waits for it,
+        // that is for a flush of the new engine (and so does one after a restart: ticket 1).
+        t.written += 1;
+    }
+
+    /// `Some` once the ticket's fate is known: durable, or lost to a reopen.
+    fn settled(&self, ticket: u64) -> Option<Result<(), StoreError>> {
+        let t = self.tickets();
+        let lost = ticket == LOST_TICKET
+            || t.lost
+                .iter()
+                .any(|&(after, through)| ticket > after && ticket <= through);
+        if lost {
+            return Some(Err(StoreError::Io(std::io::Error::other(
+                "a disk error came before this change reached the disk, and the server's store was reopened since",
+            ))));
+        }
+        (ticket <= t.durable).then_some(Ok(()))
+    }
+
+    /// Wait until the write with this ticket (and every one before it) is on disk. Fails if the
+    /// flush fails, and for good if the ticket was lost to a reopen.
     pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
         loop {
-            if self.durable.load(Ordering::SeqCst) >= ticket {
-                return Ok(());
+            if let Some(settled) = self.settled(ticket) {
+                return settled;
             }
             // One flusher at a time; waiters queue here in order and usually find their ticket
             // covered by the flush that ran while they waited.
             let _turn = self.flusher.lock().await;
-            if self.durable.load(Ordering::SeqCst) >= ticket {
-                return Ok(());
+            if let Some(settled) = self.settled(ticket) {
+                return settled;
             }
-            let target = self.written.load(Ordering::SeqCst);
+            let (generation, target) = {
+                let t = self.tickets();
+                (t.generation, t.written)
+            };
             let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.flush())
+            let flushed = tokio::task::spawn_blocking(move || store.flush_generation())
                 .await
                 .map_err(|e| StoreError::Engine(format!("flush task failed: {e}")))??;
-            self.durable.fetch_max(target, Ordering::SeqCst);
+            // A flush of another engine than the one the tickets were written to proves nothing
+            // about them: credit it only if no reopen came between reading `target` and now.
+            let mut t = self.tickets();
+            if flushed == generation && t.generation == generation {
+                t.durable = t.durable.max(target);
+            }
         }
     }
 }
@@ -93,6 +189,10 @@ pub struct ServerCase {
     pub last_seq: ChunkSeq,
     /// The team the document names, once read (see [`ServerCase::team`]).
     team: Option<TeamId>,
+    /// The store generation the document was read in (or first written in, for a new case).
+    /// A case of an earlier generation may hold changes the reopened store lacks: it must not
+    /// be written to or vouched for ([`ServerStorage::apply`] refuses it).
+    generation: Option<u64>,
 }
 
 impl ServerCase {
@@ -103,6 +203,7 @@ impl ServerCase {
             chunks_since_snapshot,
             last_seq,
             team: None,
+            generation: None,
         }
     }
 
@@ -133,17 +234,27 @@ pub struct CaseChanged {
 pub struct ServerStorage {
     /// The store (encrypted at rest with the server's key file).
     pub store: Arc<dyn Store>,
+    /// The same store, as the handle that reopens it after a disk error.
+    engine: Arc<ReopenableStore>,
     /// Durability.
     pub group: GroupCommit,
     cache: Mutex<Cache>,
     changes: broadcast::Sender<CaseChanged>,
+    /// The store generation, announced after each reopen (see [`Self::recover`]).
+    reopened: watch::Sender<u64>,
+    /// One recovery at a time; when the last one was tried.
+    recovering: Mutex<Option<Instant>>,
 }
+
+/// The shortest time between two reopens: a disk that fails again at once (an I/O error rather
+/// than a full disk) must not have every arriving connection close every other one.
+const REOPEN_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
 struct Cache {
     cap: usize,
     /// Each open case, with when it was last used (for least-recently-used eviction and for
-    /// closing idle cases).
-    cases: HashMap<CaseId, (SharedCase, Instant)>,
+    /// closing idle cases) and the store generation it was read in.
+    cases: HashMap<CaseId, (SharedCase, Instant, Option<u64>)>,
 }
 
 /// Why a case could not be read or written.
@@ -163,18 +274,66 @@ pub enum StorageError {
 }
 
 impl ServerStorage {
-    /// Storage over a store, caching at most `cache_cases` open cases.
+    /// Storage over a store, caching at most `cache_cases` open cases. A reopen keeps the store
+    /// as it is (see [`ReopenableStore::keeping`]); the server itself uses [`Self::over`].
     pub fn new(store: Arc<dyn Store>, cache_cases: usize) -> Self {
+        Self::over(Arc::new(ReopenableStore::keeping(store)), cache_cases)
+    }
+
+    /// Storage over a store that can be reopened after a disk error.
+    pub fn over(engine: Arc<ReopenableStore>, cache_cases: usize) -> Self {
         let (changes, _) = broadcast::channel(4096);
+        let (reopened, _) = watch::channel(engine.generation());
         ServerStorage {
-            group: GroupCommit::new(store.clone()),
-            store,
+            group: GroupCommit::new(engine.clone()),
+            store: engine.clone(),
+            engine,
             cache: Mutex::new(Cache {
                 cap: cache_cases.max(16),
                 cases: HashMap::new(),
             }),
             changes,
+            reopened,
+            recovering: Mutex::new(None),
         }
+    }
+
+    /// Whether a disk error left the store refusing writes until it is reopened.
+    pub fn broken(&self) -> bool {
+        self.engine.broken()
+    }
+
+    /// Announces the store's generation after every reopen: a sync connection opened before one
+    /// holds sync states for documents the store may have lost, and must end.
+    pub fn reopened(&self) -> watch::Receiver<u64> {
+        self.reopened.subscribe()
+    }
+
+    /// After a disk error, once the filesystem has room again, reopen the store: what reached
+    /// the disk is read back, the rest of the old engine's writes are gone. Everything built on
+    /// the old engine is dropped with it: the group-commit tickets not yet durable are lost (their
+    /// `Saved` becomes a refusal), every open case is closed (the next sync reads it from disk),
+    /// and the new generation is announced so sync connections end ([`Self::reopened`]). The
+    /// audit log's chain head is the caller's to refresh ([`AuditLog::reopened`]).
+    ///
+    /// Returns the new generation, or `None` if the store is not broken, the disk still full, or
+    /// the last reopen less than 2 s ago (`REOPEN_AT_MOST_EVERY`).
+    /// An error means the engine could not be opened again: the store fails everything and
+    /// stays broken, and a later call tries again.
+    pub fn recover(&self) -> Result<Option<u64>, StoreError> {
+        let mut last = self.recovering.lock().unwrap_or_else(|p| p.into_inner());
+        let too_soon = last.is_some_and(|at| at.elapsed() < REOPEN_AT_MOST_EVERY);
+        if !self.engine.broken() || too_soon || !self.engine.has_space() {
+            return Ok(None);
+        }
+        *last = Some(Instant::now());
+        let reopened = self
+            .engine
+            .reopen(|generation| self.group.swapped(generation));
+        // The old engine is gone whether or not the new one opened.
+        self.cache.lock().expect("cache lock").cases.clear();
+        let _ = self.reopened.send(self.group.generation());
+        reopened.map(Some)
     }
 
     /// Announcements of changed cases.
@@ -188,12 +347,20 @@ impl ServerStorage {
     }
 
     /// The case, loaded if needed; `None` if the server has never stored it.
+    /// A case read before the store was last reopened is read again.
     pub fn case(&self, case: &CaseId) -> Result<Option<SharedCase>, StorageError> {
+        let generation = self.group.generation();
         {
             let mut cache = self.cache.lock().expect("cache lock");
-            if let Some(entry) = cache.cases.get_mut(case) {
-                entry.1 = Instant::now();
-                return Ok(Some(entry.0.clone()));
+            match cache.cases.get_mut(case) {
+                Some(entry) if entry.2 == Some(generation) => {
+                    entry.1 = Instant::now();
+                    return Ok(Some(entry.0.clone()));
+                }
+                Some(_) => {
+                    cache.cases.remove(case);
+                }
+                None => {}
             }
         }
         let Some(chunks) = self.store.load_chunks(case)? else {
@@ -206,17 +373,24 @@ impl ServerStorage {
             case: *case,
             detail: e.to_string(),
         })?;
-        let loaded = Arc::new(Mutex::new(ServerCase::new(doc, count, last_seq)));
-        Ok(Some(self.insert(*case, loaded)))
+        let mut loaded = ServerCase::new(doc, count, last_seq);
+        loaded.generation = Some(generation);
+        Ok(Some(self.insert(*case, Arc::new(Mutex::new(loaded)))))
     }
 
-    /// Put a newly created case in the cache (or return the one already there).
+    /// Put a newly created case in the cache (or return the one already there, unless that one
+    /// was read before the store was last reopened).
     pub fn insert(&self, case: CaseId, shared: SharedCase) -> SharedCase {
+        let generation = shared.lock().expect("case lock").generation;
         let mut cache = self.cache.lock().expect("cache lock");
+        let current = Some(self.group.generation());
+        if cache.cases.get(&case).is_some_and(|e| e.2 != current) {
+            cache.cases.remove(&case);
+        }
         let entry = cache
             .cases
             .entry(case)
-            .or_insert((shared, Instant::now()))
+            .or_insert((shared, Instant::now(), generation))
             .0
             .clone();
         if cache.cases.len() > cache.cap {
@@ -237,6 +411,9 @@ impl ServerStorage {
     ///
     /// A failed append leaves the case exactly as it was (the prepared message is dropped, the
     /// document and sync state untouched); a failed compaction loses nothing (the chunks stay).
+    ///
+    /// A case read before the store was last reopened is refused, untouched: its document may
+    /// hold changes the reopened store lacks, and a `Saved` naming its heads would vouch for them.
     pub fn apply(
         &self,
         case: &CaseId,
@@ -244,9 +421,21 @@ impl ServerStorage {
         prepared: Prepared,
         state: &mut State,
     ) -> Result<u64, StoreError> {
+        // Noted before anything is read or written, so the ticket is lost if a reopen comes
+        // in between (see GroupCommit).
+        let generation = self.group.generation();
+        match c.generation {
+            Some(g) if g != generation => {
+                return Err(StoreError::Io(std::io::Error::other(
+                    "the server reopened its store after a disk error while this case was open",
+                )))
+            }
+            Some(_) => {}
+            None => c.generation = Some(generation),
+        }
         if prepared.new_changes == 0 {
             prepared.commit(&mut c.doc, state);
-            return Ok(self.group.current());
+            return Ok(self.group.current_in(generation));
         }
         let seq = self.store.append_chunk(case, &prepared.chunk)?;
         prepared.commit(&mut c.doc, state);
@@ -255,7 +444,7 @@ impl ServerStorage {
         if c.chunks_since_snapshot >= COMPACT_AFTER {
             self.compact(case, c);
         }
-        Ok(self.group.wrote())
+        Ok(self.group.wrote_in(generation))
     }
 
     /// Replace the case's log through its last chunk with one snapshot of its document. The
@@ -286,7 +475,7 @@ impl ServerStorage {
             let before = cache.cases.len();
             cache
                 .cases
-                .retain(|_, (c, used)| Arc::strong_count(c) > 1 || used.elapsed() < idle);
+                .retain(|_, (c, used, _)| Arc::strong_count(c) > 1 || used.elapsed() < idle);
             before - cache.cases.len()
         };
         if closed > 0 {
@@ -314,8 +503,8 @@ impl Cache {
         let mut idle: Vec<(Instant, CaseId)> = self
             .cases
             .iter()
-            .filter(|(_, (c, _))| Arc::strong_count(c) == 1)
-            .map(|(id, (_, used))| (*used, *id))
+            .filter(|(_, (c, _, _))| Arc::strong_count(c) == 1)
+            .map(|(id, (_, used, _))| (*used, *id))
             .collect();
         idle.sort_unstable();
         let excess = self.cases.len().saturating_sub(target);
@@ -329,6 +518,8 @@ impl Cache {
 pub struct Opened {
     /// The store.
     pub store: Arc<dyn Store>,
+    /// The same store, as the handle that reopens it after a disk error.
+    pub engine: Arc<ReopenableStore>,
     /// The registry.
     pub registry: Arc<Registry>,
     /// The audit log.
@@ -339,27 +530,54 @@ pub struct Opened {
 
 const NS_SERVER: &str = "server";
 
-/// Open (creating on first run) the server's data directory: key file, encrypted store, CA.
+/// Open (creating on first run) the server's data directory: key file, encrypted store, CA. The
+/// store can be reopened after a disk error (sled's sticky error; see [`crate::reopen`]).
 pub fn open(config: &ServerConfig) -> anyhow::Result<Opened> {
-    open_with_store(config, open_store(config)?)
+    open_with_engine(config, Arc::new(open_reopenable(config)?))
 }
 
 /// Open (creating on first run) the data directory's key file and encrypted store.
 pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    restrict(&config.data_dir);
-    let key = config.key_file();
-    KeySource::create_key_file(&key)?;
+    let key = prepare_data_dir(config)?;
     Ok(Arc::new(SledStore::open(
         &config.db_dir(),
         KeySource::KeyFile(key),
     )?))
 }
 
+/// The encrypted store as [`open_store`] opens it, behind a handle that opens it the same way
+/// again after a disk error.
+pub fn open_reopenable(config: &ServerConfig) -> anyhow::Result<ReopenableStore> {
+    let key = prepare_data_dir(config)?;
+    let dir = config.db_dir();
+    let engine_dir = dir.clone();
+    Ok(ReopenableStore::open(dir, move || {
+        Ok(Arc::new(SledStore::open(
+            &engine_dir,
+            KeySource::KeyFile(key.clone()),
+        )?) as Arc<dyn Store>)
+    })?)
+}
+
+/// Create the data directory and its key file if missing; returns the key file's path.
+fn prepare_data_dir(config: &ServerConfig) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    restrict(&config.data_dir);
+    let key = config.key_file();
+    KeySource::create_key_file(&key)?;
+    Ok(key)
+}
+
 /// Everything else the server keeps (CA, registry, audit log) over an already-open store. The
 /// fault tests pass a store that fails on demand, to see the server refuse writes when the disk is
-/// full; the server itself always goes through [`open`].
+/// full; a reopen keeps that store as it is ([`ReopenableStore::keeping`]). The server itself
+/// always goes through [`open`].
 pub fn open_with_store(config: &ServerConfig, store: Arc<dyn Store>) -> anyhow::Result<Opened> {
+    open_with_engine(config, Arc::new(ReopenableStore::keeping(store)))
+}
+
+fn open_with_engine(config: &ServerConfig, engine: Arc<ReopenableStore>) -> anyhow::Result<Opened> {
+    let store: Arc<dyn Store> = engine.clone();
     std::fs::create_dir_all(&config.data_dir)?;
     let ca = match (
         store.get_meta(NS_SERVER, "ca_cert")?,
@@ -383,6 +601,7 @@ pub fn open_with_store(config: &ServerConfig, store: Arc<dyn Store>) -> anyhow::
     let audit = Arc::new(AuditLog::open(store.clone())?);
     Ok(Opened {
         store,
+        engine,
         registry,
         audit,
         ca,
@@ -567,6 +786,211 @@ mod tests {
             compactions >= 3,
             "the test crossed {compactions} compactions"
         );
+    }
+
+    /// A store whose flushes fail while its switch is on, as a full disk makes sled's fail.
+    struct FlushFails {
+        inner: MemoryStore,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FlushFails {
+        /// Storage over a reopenable store of this kind, and the switch.
+        fn storage() -> (ServerStorage, Arc<std::sync::atomic::AtomicBool>) {
+            let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let store = Arc::new(FlushFails {
+                inner: MemoryStore::default(),
+                failing: failing.clone(),
+            });
+            let engine = Arc::new(ReopenableStore::keeping(store));
+            (ServerStorage::over(engine, 16), failing)
+        }
+    }
+
+    impl Store for FlushFails {
+        fn append_chunk(&self, case: &CaseId, chunk: &[u8]) -> Result<ChunkSeq, StoreError> {
+            self.inner.append_chunk(case, chunk)
+        }
+        fn load_chunks(
+            &self,
+            case: &CaseId,
+        ) -> Result<Option<polyphony_core::store::ChunkLog>, StoreError> {
+            self.inner.load_chunks(case)
+        }
+        fn compact_case(&self, case: &CaseId, s: &[u8], t: ChunkSeq) -> Result<(), StoreError> {
+            self.inner.compact_case(case, s, t)
+        }
+        fn remove_case(&self, case: &CaseId) -> Result<(), StoreError> {
+            self.inner.remove_case(case)
+        }
+        fn list_cases(&self) -> Result<Vec<CaseId>, StoreError> {
+            self.inner.list_cases()
+        }
+        fn get_meta(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get_meta(ns, key)
+        }
+        fn put_meta(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.put_meta(ns, key, value)
+        }
+        fn delete_meta(&self, ns: &str, key: &str) -> Result<(), StoreError> {
+            self.inner.delete_meta(ns, key)
+        }
+        fn scan_meta(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.inner.scan_meta(ns)
+        }
+        fn append_log(&self, log: &str, entry: &[u8]) -> Result<u64, StoreError> {
+            self.inner.append_log(log, entry)
+        }
+        fn read_log(&self, log: &str, from: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            self.inner.read_log(log, from)
+        }
+        fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError> {
+            self.inner.trim_log(log, through)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Io(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "No space left on device (injected)",
+                )));
+            }
+            self.inner.flush()
+        }
+    }
+
+    /// A write of the group-commit kind: note the generation, write, take the ticket.
+    fn ticketed_write(storage: &ServerStorage, key: &str) -> u64 {
+        let generation = storage.group.generation();
+        storage.store.put_meta("test", key, b"value").unwrap();
+        storage.group.wrote_in(generation)
+    }
+
+    /// The ticket rule of a reopen: a write whose flush failed went into the engine a reopen
+    /// drops, so its ticket must never be reported durable, not even once a later flush of the
+    /// new engine covers every ticket number up to and past it.
+    #[tokio::test]
+    async fn a_ticket_issued_before_a_failed_flush_is_never_durable_after_a_reopen() {
+        let (storage, failing) = FlushFails::storage();
+        let saved = ticketed_write(&storage, "saved");
+        storage.group.durable(saved).await.unwrap();
+
+        failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        let generation_before = storage.group.generation();
+        let pending = ticketed_write(&storage, "pending");
+        assert!(storage.group.durable(pending).await.is_err());
+        assert!(storage.broken(), "a failed flush breaks the store");
+
+        // Space returns; the store is reopened; a new write is made durable.
+        failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(storage.recover().unwrap(), Some(generation_before + 1));
+        assert!(!storage.broken());
+        // A `Saved` for a case as read back from the new engine (no new changes) waits for the
+        // new engine's first flush, and is not mistaken for one of the lost tickets.
+        let read_back = storage.group.current_in(storage.group.generation());
+        assert!(read_back > pending);
+        let later = ticketed_write(&storage, "later");
+        assert!(later > read_back);
+        storage.group.durable(later).await.unwrap();
+        storage.group.durable(read_back).await.unwrap();
+
+        let refused = storage.group.durable(pending).await;
+        assert!(
+            refused.is_err(),
+            "a ticket issued before the failed flush was reported durable after the reopen"
+        );
+        assert!(refused.unwrap_err().to_string().contains("reopened"));
+        // Tickets that were durable before stay so; a ticket asked for after the reopen for a
+        // write begun before it is lost at once.
+        storage.group.durable(saved).await.unwrap();
+        assert_eq!(storage.group.wrote_in(generation_before), LOST_TICKET);
+        assert_eq!(storage.group.current_in(generation_before), LOST_TICKET);
+        assert!(storage.group.durable(LOST_TICKET).await.is_err());
+    }
+
+    /// A reopen closes every open case, and a case a session still holds from before it can
+    /// neither be written nor vouched for: its document may hold changes the reopened store
+    /// lacks. The next read of the case comes from the store, and takes writes again.
+    #[tokio::test]
+    async fn a_reopen_drops_the_open_cases_and_a_case_held_across_it_is_refused() {
+        use automerge::sync::SyncDoc;
+        use polyphony_core::model::{Author, CaseDoc, NewCase, NewMeeting, NoteKind, Place};
+        let (storage, failing) = FlushFails::storage();
+        let case = CaseId::random();
+        let author = Author {
+            practitioner: polyphony_core::PractitionerId::random(),
+            practitioner_name: "Sam".into(),
+            device: polyphony_core::DeviceId::random(),
+        };
+        let new_case = NewCase {
+            name: "Jo".into(),
+            ..Default::default()
+        };
+        let mut device = CaseDoc::create(case, TeamId::random(), new_case, author).unwrap();
+        let meeting = device
+            .add_meeting(NewMeeting {
+                at: polyphony_core::model::parse_datetime("at", "2026-03-14T10:30").unwrap(),
+                place: Place::Home,
+                attendees: vec![],
+            })
+            .unwrap();
+        let created = Arc::new(Mutex::new(ServerCase::new(AutoCommit::new(), 0, 0)));
+        sync_session(
+            &storage,
+            &case,
+            &mut created.lock().unwrap(),
+            device.automerge_mut(),
+        );
+        storage.insert(case, created);
+        storage.store.flush().unwrap();
+        let held = storage.case(&case).unwrap().expect("stored");
+        assert_eq!(storage.cached(), 1);
+        device
+            .append_text(&meeting, NoteKind::Notes, "written after the reopen")
+            .unwrap();
+
+        failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(storage.store.flush().is_err());
+        failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        let reopened = storage.reopened();
+        assert!(storage.recover().unwrap().is_some());
+        assert!(reopened.has_changed().unwrap(), "sessions are told");
+        assert_eq!(storage.cached(), 0, "every open case was dropped");
+
+        // The held case refuses the device's message and stays as it was.
+        let message = device
+            .automerge_mut()
+            .sync()
+            .generate_sync_message(&mut State::new())
+            .unwrap()
+            .encode();
+        {
+            let mut c = held.lock().unwrap();
+            let heads = c.doc.get_heads();
+            let prepared =
+                polyphony_core::sync::prepare(&mut c.doc, &State::new(), &message, &AnyAuthor)
+                    .unwrap();
+            let refused = storage.apply(&case, &mut c, prepared, &mut State::new());
+            assert!(refused.is_err(), "a case held across a reopen took a write");
+            assert_eq!(c.doc.get_heads(), heads);
+        }
+
+        // Read again from the store, the case takes the device's changes and they are durable.
+        let fresh = storage.case(&case).unwrap().expect("still stored");
+        assert!(
+            !Arc::ptr_eq(&fresh, &held),
+            "the held case came back from the cache"
+        );
+        {
+            let mut c = fresh.lock().unwrap();
+            assert_eq!(
+                sync_session(&storage, &case, &mut c, device.automerge_mut()),
+                1
+            );
+            assert_eq!(c.doc.get_heads(), device.automerge_mut().get_heads());
+        }
+        let ticket = storage.group.current_in(storage.group.generation());
+        storage.group.durable(ticket).await.unwrap();
+        assert!(storage.recover().unwrap().is_none(), "nothing broken now");
     }
 
     #[test]

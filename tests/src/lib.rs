@@ -349,6 +349,18 @@ impl ServerProcess {
         }
     }
 
+    /// The process id, while the process is ours to kill.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the process is still running (it has not exited, nor been killed).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL the server: no shutdown, no flush.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
