@@ -160,6 +160,8 @@ struct Tally {
     edits_failed_by_cut: u64,
     saved_checked: u64,
     acked_checked: u64,
+    /// Distinct changes covered by every acknowledgement the device received, at the end.
+    acked_changes: u64,
     lost: Vec<String>,
 }
 
@@ -327,6 +329,7 @@ async fn power_cuts_lose_no_acknowledged_change_and_no_saved_edit() -> Result<()
             ("edits_failed_by_cut", tally.edits_failed_by_cut),
             ("saved_edits", saved.edits.values().sum()),
             ("saved_checked", tally.saved_checked),
+            ("acked_changes", tally.acked_changes),
             ("acked_checked", tally.acked_checked),
             ("min_edits_per_case", min_edits),
             ("fsyncs", counts.fsyncs),
@@ -445,7 +448,7 @@ async fn run(
                     .edit(&mut profile, i)
                     .map_err(|e| anyhow!("edit with power on: {e}"))?;
             }
-            let window = sync_time.mul_f64(1.2).max(Duration::from_millis(5));
+            let window = sync_time.max(Duration::from_millis(5));
             let delay = window.mul_f64(rng.random::<f64>());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(async move {
@@ -588,6 +591,15 @@ async fn run(
                     == witness.profile.document(*case)?.get_heads(),
                 "case {case}: device and witness differ after the final syncs"
             );
+        }
+    }
+    // How many distinct changes the acknowledgements covered (each head stands for its history).
+    for (case, heads) in ledger.snapshot() {
+        let heads: Vec<ChangeHash> = heads.into_iter().collect();
+        if let Ok(mut doc) = witness.profile.document(case) {
+            if let Ok(mut acked) = doc.fork_at(&heads) {
+                tally.acked_changes += acked.get_changes(&[]).len() as u64;
+            }
         }
     }
     let witness_cases = witness.profile.case_ids()?.len();
