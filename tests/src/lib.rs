@@ -31,7 +31,7 @@ pub mod powerfs;
 mod relay;
 
 pub use disk::{DiskFault, DiskSwitch, FaultyStore, SmallDisk};
-pub use powerfs::{PowerCounts, PowerFs};
+pub use powerfs::{Metadata, PowerCounts, PowerFs};
 pub use relay::{Impairment, LossyRelay, RelayCounts};
 
 /// A server running in this process.

@@ -29,6 +29,9 @@
 //! fsync of the directory) would exercise little more here. Writes between fsyncs are lost whole,
 //! never torn or reordered: a weaker disk than this is not modelled.
 //!
+//! [`Metadata::OnDirectoryFsync`] is that stricter model, for a run by hand
+//! (`POLYPHONY_POWER_STRICT_DIRS=1` in `tests/tests/power_loss.rs`).
+//!
 //! Locks: sled locks its files with `flock` (fs2). The filesystem does not claim FUSE lock support
 //! at mount time, so the kernel keeps `flock` and POSIX locks locally, which is exactly right for
 //! processes on one machine. Mounting needs `/dev/fuse` and root (or `fusermount3` from Debian's
@@ -55,6 +58,18 @@ const TTL: Duration = Duration::ZERO;
 const PAGE: usize = 4096;
 type Page = [u8; PAGE];
 
+/// When a change to a directory (a create, rename, unlink, mkdir) survives a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metadata {
+    /// At once: LazyFS's model, and what a journalling filesystem usually gives (the default).
+    Immediate,
+    /// Only once the directory itself is fsynced: POSIX's worst case. A cut puts every directory
+    /// back to its entries at its last fsync (empty if never), so a file whose name was never made
+    /// durable vanishes even if its data was fsynced, and a removed or renamed-over name can
+    /// come back (with its durable content).
+    OnDirectoryFsync,
+}
+
 /// What a [`PowerFs`] has done so far (for the test's figures).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PowerCounts {
@@ -68,6 +83,8 @@ pub struct PowerCounts {
     pub cuts: u64,
     /// Files whose content a cut changed (they had writes nobody fsynced).
     pub files_reverted: u64,
+    /// Directories whose entries a cut changed ([`Metadata::OnDirectoryFsync`] only).
+    pub dirs_reverted: u64,
     /// Bytes of file content that differed from the durable content at a cut (current length of
     /// each reverted file, a rough measure of what the cut threw away).
     pub bytes_discarded: u64,
@@ -152,6 +169,9 @@ enum Body {
     Dir {
         parent: u64,
         entries: BTreeMap<OsString, u64>,
+        /// The entries as of the last fsync of this directory (used by
+        /// [`Metadata::OnDirectoryFsync`]).
+        durable_entries: BTreeMap<OsString, u64>,
     },
     Symlink(PathBuf),
     /// A socket or fifo: only its name matters to the filesystem (the server's admin socket).
@@ -248,6 +268,7 @@ struct State {
     life: u64,
     /// For proving a test has teeth: fsync does nothing, so a cut loses everything since mount.
     ignore_fsync: bool,
+    metadata: Metadata,
     counts: PowerCounts,
 }
 
@@ -329,7 +350,8 @@ impl State {
                 _ => n.nlink.saturating_sub(1),
             };
             n.ctime = SystemTime::now();
-            if n.nlink == 0 && n.open == 0 {
+            // Under the strict model a cut may bring the name back: keep the node.
+            if n.nlink == 0 && n.open == 0 && self.metadata == Metadata::Immediate {
                 self.nodes.remove(&ino);
             }
         }
@@ -422,7 +444,7 @@ impl State {
         if let Some(h) = self.handles.remove(&fh.0) {
             if let Some(n) = self.nodes.get_mut(&h.ino) {
                 n.open = n.open.saturating_sub(1);
-                if n.nlink == 0 && n.open == 0 {
+                if n.nlink == 0 && n.open == 0 && self.metadata == Metadata::Immediate {
                     self.nodes.remove(&h.ino);
                 }
             }
@@ -468,7 +490,19 @@ impl State {
     fn cut(&mut self) {
         self.powered = false;
         self.counts.cuts += 1;
+        let strict = self.metadata == Metadata::OnDirectoryFsync;
         for node in self.nodes.values_mut() {
+            if let Body::Dir {
+                entries,
+                durable_entries,
+                ..
+            } = &mut node.body
+            {
+                if strict && entries != durable_entries {
+                    self.counts.dirs_reverted += 1;
+                    *entries = durable_entries.clone();
+                }
+            }
             if let Body::File { current, durable } = &mut node.body {
                 if !current.same_as(durable) {
                     self.counts.files_reverted += 1;
@@ -635,6 +669,7 @@ impl Filesystem for PowerFsServer {
         let body = Body::Dir {
             parent: parent.0,
             entries: BTreeMap::new(),
+            durable_entries: BTreeMap::new(),
         };
         let node = Node::new(body, perm_of(mode, umask), req);
         let r = self.state().insert(parent.0, name, node);
@@ -788,7 +823,10 @@ impl Filesystem for PowerFsServer {
         let s = self.state();
         let listing = (|| {
             s.powered()?;
-            let Body::Dir { parent, entries } = &s.node(ino.0)?.body else {
+            let Body::Dir {
+                parent, entries, ..
+            } = &s.node(ino.0)?.body
+            else {
                 return Err(Errno::ENOTDIR);
             };
             let mut all = vec![
@@ -816,17 +854,24 @@ impl Filesystem for PowerFsServer {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory entries are durable at once in this model (see the module doc).
         let mut s = self.state();
-        let r = s.powered();
-        if r.is_ok() {
+        let r = s.powered().and_then(|_| {
+            if let Body::Dir {
+                entries,
+                durable_entries,
+                ..
+            } = &mut s.node_mut(ino.0)?.body
+            {
+                *durable_entries = entries.clone();
+            }
             s.counts.dir_fsyncs += 1;
-        }
+            Ok(())
+        });
         empty(reply, r);
     }
 
@@ -933,9 +978,15 @@ impl PowerFs {
         None
     }
 
-    /// Mount an empty filesystem on `mountpoint` (an existing empty directory). The error says why
-    /// mounting failed (no `/dev/fuse`, not root and no `fusermount3`, a kernel without FUSE).
+    /// Mount an empty filesystem on `mountpoint` (an existing empty directory), with LazyFS's
+    /// metadata model ([`Metadata::Immediate`]). The error says why mounting failed (no
+    /// `/dev/fuse`, not root and no `fusermount3`, a kernel without FUSE).
     pub fn mount(mountpoint: &Path) -> Result<PowerFs, String> {
+        Self::mount_with(mountpoint, Metadata::Immediate)
+    }
+
+    /// [`PowerFs::mount`] with a choice of metadata model.
+    pub fn mount_with(mountpoint: &Path, metadata: Metadata) -> Result<PowerFs, String> {
         if let Some(why) = Self::unavailable() {
             return Err(why);
         }
@@ -946,6 +997,7 @@ impl PowerFs {
             body: Body::Dir {
                 parent: 1,
                 entries: BTreeMap::new(),
+                durable_entries: BTreeMap::new(),
             },
             perm: 0o755,
             uid: owner.uid(),
@@ -965,6 +1017,7 @@ impl PowerFs {
             powered: true,
             life: 0,
             ignore_fsync: false,
+            metadata,
             counts: PowerCounts::default(),
         }));
         let mut config = Config::default();

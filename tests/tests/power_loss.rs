@@ -11,7 +11,9 @@
 //! 32 chunks on both sides within the run), then one cut, half the time mid-sync (at a random
 //! delay into a sync, up to about one sync's length; even rounds), half the time mid-save (from
 //! another thread, at a random delay into a burst of edits; odd rounds). Seeded: `POLYPHONY_POWER_SEED` replays a run;
-//! `POLYPHONY_POWER_ROUNDS` sets its length (CI: 20). `POLYPHONY_POWER_IGNORE_FSYNC=1` makes the
+//! `POLYPHONY_POWER_ROUNDS` sets its length (CI: 20). `POLYPHONY_POWER_STRICT_DIRS=1` runs it under
+//! the stricter metadata model ([`Metadata::OnDirectoryFsync`]: a name survives only once its
+//! directory was fsynced). `POLYPHONY_POWER_IGNORE_FSYNC=1` makes the
 //! filesystem ignore fsync, to watch the test fail (it must).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +29,7 @@ use polyphony_core::store::{
     ChunkLog, ChunkSeq, KdfParams, KeySource, SledOptions, SledStore, Store, StoreError,
 };
 use polyphony_core::{CaseId, EntryId};
-use polyphony_e2e::{free_udp_port, report_figures, PowerFs, ServerProcess, PASSPHRASE};
+use polyphony_e2e::{free_udp_port, report_figures, Metadata, PowerFs, ServerProcess, PASSPHRASE};
 use polyphony_server::admin::AdminRequest;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -258,6 +260,44 @@ fn powerfs_keeps_what_was_fsynced_and_nothing_else() -> Result<()> {
     Ok(())
 }
 
+/// The stricter model: a name survives a cut only once its directory was fsynced.
+#[test]
+fn powerfs_strict_model_keeps_only_names_whose_directory_was_fsynced() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let mnt = scratch.path().join("mnt");
+    std::fs::create_dir_all(&mnt)?;
+    let fs = match PowerFs::mount_with(&mnt, Metadata::OnDirectoryFsync) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: powerfs self-test not run: {why}");
+            return Ok(());
+        }
+    };
+    let write_synced = |name: &str| -> Result<()> {
+        let mut f = std::fs::File::create(mnt.join(name))?;
+        std::io::Write::write_all(&mut f, name.as_bytes())?;
+        f.sync_all()?;
+        Ok(())
+    };
+    write_synced("named")?;
+    std::fs::File::open(&mnt)?.sync_all()?;
+    write_synced("unnamed")?;
+    std::fs::remove_file(mnt.join("named"))?;
+    fs.cut();
+    fs.power_on();
+    assert_eq!(
+        std::fs::read(mnt.join("named"))?,
+        b"named",
+        "the removal was not durable"
+    );
+    assert!(
+        !mnt.join("unnamed").exists(),
+        "its name was never made durable"
+    );
+    assert_eq!(fs.counts().dirs_reverted, 1);
+    Ok(())
+}
+
 /// Take an exclusive `flock`, as sled does (through fs2), and check a second one is refused.
 fn fs2_flock(file: &std::fs::File) -> Result<()> {
     use std::os::fd::AsRawFd;
@@ -285,13 +325,21 @@ async fn power_cuts_lose_no_acknowledged_change_and_no_saved_edit() -> Result<()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(rand::random);
     let ignore_fsync = std::env::var("POLYPHONY_POWER_IGNORE_FSYNC").is_ok_and(|v| v == "1");
-    eprintln!("power_loss: seed {seed} (POLYPHONY_POWER_SEED={seed} replays), {rounds} rounds");
+    let metadata = if std::env::var("POLYPHONY_POWER_STRICT_DIRS").is_ok_and(|v| v == "1") {
+        Metadata::OnDirectoryFsync
+    } else {
+        Metadata::Immediate
+    };
+    eprintln!(
+        "power_loss: seed {seed} (POLYPHONY_POWER_SEED={seed} replays), {rounds} rounds, \
+         metadata {metadata:?}"
+    );
     let mut rng = StdRng::seed_from_u64(seed);
 
     let scratch = tempfile::tempdir()?;
     let mnt = scratch.path().join("mnt");
     std::fs::create_dir_all(&mnt)?;
-    let fs = match PowerFs::mount(&mnt) {
+    let fs = match PowerFs::mount_with(&mnt, metadata) {
         Ok(fs) => fs,
         Err(why) => {
             eprintln!("SKIPPED: power-loss test not run: {why}");
@@ -334,6 +382,11 @@ async fn power_cuts_lose_no_acknowledged_change_and_no_saved_edit() -> Result<()
             ("min_edits_per_case", min_edits),
             ("fsyncs", counts.fsyncs),
             ("files_reverted", counts.files_reverted),
+            ("dirs_reverted", counts.dirs_reverted),
+            (
+                "strict_dirs",
+                u64::from(metadata == Metadata::OnDirectoryFsync),
+            ),
             ("bytes_discarded", counts.bytes_discarded),
             ("lost", tally.lost.len() as u64),
             ("secs", t0.elapsed().as_secs()),
@@ -372,6 +425,13 @@ async fn run(
     seed: u64,
 ) -> Result<(Tally, Saved, usize)> {
     let data = fs.path().join("server");
+    let home = fs.path().join("sam");
+    // The two directories exist before the programs run, as an installer would leave them; what
+    // the server and the profile create inside them is theirs to make durable.
+    for dir in [&data, &home] {
+        std::fs::create_dir(dir)?;
+    }
+    std::fs::File::open(fs.path())?.sync_all()?;
     let addr = format!("127.0.0.1:{}", free_udp_port()).parse()?;
     let mut server = ServerProcess::start(data.clone(), addr).await?;
     server
@@ -387,7 +447,6 @@ async fn run(
             })
             .await?;
     }
-    let home = fs.path().join("sam");
     let ledger = AckLedger::default();
     let mut profile = open_device(&home, &ledger)?;
     server.enrol("Sam", &mut profile).await?;
