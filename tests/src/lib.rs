@@ -7,7 +7,8 @@
 //! For the fault and attack suites (issue 9) it also offers the faults themselves: a lossy UDP
 //! relay ([`LossyRelay`]), a store that fails on demand ([`FaultyStore`]), a real small
 //! filesystem ([`SmallDisk`]), the server as a process to SIGKILL ([`ServerProcess`]), and raw
-//! sessions with hand-made identities and documents ([`raw_sync`]).
+//! sessions with hand-made identities and documents ([`raw_sync`]). For the power-loss test
+//! (issue 13) a filesystem that forgets what nobody fsynced ([`PowerFs`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,9 +27,11 @@ use polyphony_server::{Server, ServerConfig, ServerHandle};
 use tempfile::TempDir;
 
 mod disk;
+pub mod powerfs;
 mod relay;
 
 pub use disk::{DiskFault, DiskSwitch, FaultyStore, SmallDisk};
+pub use powerfs::{Metadata, PowerCounts, PowerFs};
 pub use relay::{Impairment, LossyRelay, RelayCounts};
 
 /// A server running in this process.
@@ -325,6 +328,15 @@ impl ServerProcess {
 
     /// Enrol a device for a practitioner.
     pub async fn device(&self, practitioner: &str) -> Result<TestDevice> {
+        let dir = tempfile::tempdir()?;
+        let mut profile = Profile::open(&dir.path().join("home"), PASSPHRASE)?;
+        self.enrol(practitioner, &mut profile).await?;
+        Ok(TestDevice { dir, profile })
+    }
+
+    /// Enrol a profile the test opened itself (its home on a [`PowerFs`], its store wrapped) as a
+    /// device of `practitioner`.
+    pub async fn enrol(&self, practitioner: &str, profile: &mut Profile) -> Result<()> {
         let code = code_from(
             &self
                 .admin(AdminRequest::Enrol {
@@ -332,12 +344,10 @@ impl ServerProcess {
                 })
                 .await?,
         )?;
-        let dir = tempfile::tempdir()?;
-        let mut profile = Profile::open(&dir.path().join("home"), "correct horse battery staple")?;
         profile
             .enrol(&self.addr.to_string(), &code, "laptop")
             .await?;
-        Ok(TestDevice { dir, profile })
+        Ok(())
     }
 
     /// Its configuration, as the binary sees it (to open its store offline after a kill).
