@@ -1210,7 +1210,9 @@ async fn group_commit_covers_64_waiting_writers_with_a_few_flushes() -> Result<(
     let watch = Arc::new(FlushWatch::new(Arc::new(
         polyphony_core::store::MemoryStore::new(),
     )));
-    let group = Arc::new(GroupCommit::new(watch.clone()));
+    let group = Arc::new(GroupCommit::new(Arc::new(
+        polyphony_server::reopen::ReopenableStore::keeping(watch.clone()),
+    )));
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..WRITERS {
         let (group, watch) = (group.clone(), watch.clone());
@@ -1218,8 +1220,10 @@ async fn group_commit_covers_64_waiting_writers_with_a_few_flushes() -> Result<(
             let case = CaseId::random();
             let mut doc = AutoCommit::new();
             automerge::transaction::Transactable::put(&mut doc, ROOT, "i", i as i64)?;
+            // The store's generation is noted before the write, as the server does.
+            let generation = group.generation();
             watch.append_chunk(&case, &doc.save())?;
-            let ticket = group.wrote();
+            let ticket = group.wrote_in(generation);
             group.durable(ticket).await?;
             if let Some(v) = watch.not_yet_durable(&case, &doc.get_heads()) {
                 return Err(anyhow!(v));
