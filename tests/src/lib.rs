@@ -27,6 +27,7 @@ use tempfile::TempDir;
 
 mod disk;
 mod relay;
+pub mod sim;
 
 pub use disk::{DiskFault, DiskSwitch, FaultyStore, SmallDisk};
 pub use relay::{Impairment, LossyRelay, RelayCounts};
