@@ -24,9 +24,10 @@ macro_rules! uuid_id {
         pub struct $name(pub uuid::Uuid);
 
         impl $name {
-            /// A new random id.
+            /// A new random id (seeded only on a thread the simulation test seeded: see
+            /// [`crate::determinism`]).
             pub fn random() -> Self {
-                Self(uuid::Uuid::new_v4())
+                Self(crate::determinism::random_uuid())
             }
         }
 

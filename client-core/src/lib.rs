@@ -10,7 +10,9 @@
 //! - [`net`]: the QUIC shell that moves the protocol's bytes (quinn + rustls, mutual TLS).
 //! - [`identity`]: keys, certificates, the borough CA and enrolment codes.
 //! - [`profile`]: a practitioner's device profile, tying the above together for the CLI and the app.
+//! - [`determinism`]: seeded ids and clock for the deterministic simulation test.
 
+pub mod determinism;
 pub mod export;
 pub mod identity;
 pub mod ids;

@@ -669,6 +669,14 @@ impl Profile {
         progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport, ProfileError> {
         let result = self.sync_inner(progress).await;
+        self.record_sync(result)
+    }
+
+    /// Record a sync's outcome for `status`, and count what is left unsynced.
+    fn record_sync(
+        &mut self,
+        result: Result<SyncReport, ProfileError>,
+    ) -> Result<SyncReport, ProfileError> {
         let (ok, message) = match &result {
             Ok(r) if r.refused.is_empty() => (true, format!("synced {}", plural(r.cases, "case"))),
             Ok(r) => (
@@ -704,6 +712,26 @@ impl Profile {
         progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport, ProfileError> {
         let (e, endpoint, conn) = self.connect().await?;
+        let mut sync = self.begin_sync()?;
+        let outcome = {
+            let mut host = Host {
+                profile: self,
+                run: &mut sync.run,
+                progress,
+            };
+            net::drive(&e.server, &conn, &mut sync.session, &mut host, None).await
+        };
+        endpoint.close(0u32.into(), b"");
+        sync.end(self, outcome)
+    }
+
+    /// Begin a sync session that the caller carries over its own transport: the sans-IO form of
+    /// [`Profile::sync`], which the deterministic simulation test drives frame by frame. Send the
+    /// frames [`ProfileSync::start`] returns, give each frame from the server to
+    /// [`ProfileSync::handle`], and end with [`ProfileSync::finish`] (also when the connection
+    /// is lost). Persistence, acknowledgements, compaction, moves and wipes are exactly those of
+    /// [`Profile::sync`]: both go through the same host.
+    pub fn begin_sync(&mut self) -> Result<ProfileSync, ProfileError> {
         let mut states = BTreeMap::new();
         for (k, v) in self.store.scan_meta(NS_SYNC_STATE)? {
             if let (Ok(case), Ok(state)) = (k.parse::<CaseId>(), automerge::sync::State::decode(&v))
@@ -711,44 +739,10 @@ impl Profile {
                 states.insert(case, state);
             }
         }
-        let mut session = ClientSession::new(false, self.offline_reads()?, states);
-        let mut host = Host {
-            profile: self,
-            report: SyncReport::default(),
-            progress,
-            wipe: false,
-            moved: Vec::new(),
-        };
-        let outcome = net::drive(&e.server, &conn, &mut session, &mut host, None).await;
-        let Host {
-            mut report,
-            wipe,
-            moved,
-            ..
-        } = host;
-        self.store.flush()?;
-        endpoint.close(0u32.into(), b"");
-        let (code, message) = outcome?;
-        for (case, state) in session.states() {
-            self.store
-                .put_meta(NS_SYNC_STATE, &case.to_string(), &state.encode())?;
-        }
-        report.cases = session.states().count() + session.refused().len();
-        for case in moved {
-            if self.unsynced(case)? == 0 {
-                self.forget_case(case)?;
-                report.moved.push(case.to_string());
-            } else {
-                report.kept_unsynced.push(case.to_string());
-            }
-        }
-        if wipe {
-            self.wipe(&mut report)?;
-        } else if code != ErrorCode::Done {
-            return Err(NetError::Refused { code, message }.into());
-        }
-        self.store.flush()?;
-        Ok(report)
+        Ok(ProfileSync {
+            session: ClientSession::new(false, self.offline_reads()?, states),
+            run: SyncRun::default(),
+        })
     }
 
     /// Connect to the borough server with this device's certificate.
@@ -841,13 +835,113 @@ impl Profile {
     }
 }
 
+/// What a sync session learns that the profile acts on only when it ends.
+#[derive(Default)]
+struct SyncRun {
+    report: SyncReport,
+    wipe: bool,
+    moved: Vec<CaseId>,
+}
+
+/// A sync session begun with [`Profile::begin_sync`], carried by the caller. Pass it the profile
+/// that began it.
+pub struct ProfileSync {
+    session: ClientSession,
+    run: SyncRun,
+}
+
+impl ProfileSync {
+    /// The first frames to send.
+    pub fn start(&mut self, profile: &mut Profile) -> Result<net::Outgoing, String> {
+        let actions = self.session.start();
+        self.carry_out(profile, actions)
+    }
+
+    /// Handle a frame from the server: the profile persists what it must, and the result says
+    /// what to send and whether the session is over.
+    pub fn handle(
+        &mut self,
+        profile: &mut Profile,
+        frame: sync::Frame,
+    ) -> Result<net::Outgoing, String> {
+        let mut noop = |_: SyncProgress| {};
+        let mut host = Host {
+            profile,
+            run: &mut self.run,
+            progress: &mut noop,
+        };
+        let actions = self.session.handle(frame, &mut host);
+        net::carry_out_local(&mut host, actions)
+    }
+
+    fn carry_out(
+        &mut self,
+        profile: &mut Profile,
+        actions: Vec<Action>,
+    ) -> Result<net::Outgoing, String> {
+        let mut noop = |_: SyncProgress| {};
+        let mut host = Host {
+            profile,
+            run: &mut self.run,
+            progress: &mut noop,
+        };
+        net::carry_out_local(&mut host, actions)
+    }
+
+    /// End the session: `ended` is how it ended (the close code and message of the session's last
+    /// action, or the error that cut it short). Saves sync states, forgets moved cases and wipes a
+    /// revoked device as [`Profile::sync`] does, and records the outcome for `status`.
+    pub fn finish(
+        self,
+        profile: &mut Profile,
+        ended: Result<(ErrorCode, String), NetError>,
+    ) -> Result<SyncReport, ProfileError> {
+        let result = self.end(profile, ended);
+        profile.record_sync(result)
+    }
+
+    fn end(
+        self,
+        profile: &mut Profile,
+        ended: Result<(ErrorCode, String), NetError>,
+    ) -> Result<SyncReport, ProfileError> {
+        let ProfileSync { session, run } = self;
+        let SyncRun {
+            mut report,
+            wipe,
+            moved,
+        } = run;
+        profile.store.flush()?;
+        let (code, message) = ended?;
+        for (case, state) in session.states() {
+            profile
+                .store
+                .put_meta(NS_SYNC_STATE, &case.to_string(), &state.encode())?;
+        }
+        report.cases = session.states().count() + session.refused().len();
+        for case in moved {
+            if profile.unsynced(case)? == 0 {
+                profile.forget_case(case)?;
+                report.moved.push(case.to_string());
+            } else {
+                report.kept_unsynced.push(case.to_string());
+            }
+        }
+        if wipe {
+            profile.wipe(&mut report)?;
+        } else if code != ErrorCode::Done {
+            return Err(NetError::Refused { code, message }.into());
+        }
+        profile.store.flush()?;
+        Ok(report)
+    }
+}
+
 /// The profile as the sync shell sees it.
 struct Host<'a> {
     profile: &'a mut Profile,
-    report: SyncReport,
+    run: &'a mut SyncRun,
     progress: &'a mut (dyn FnMut(SyncProgress) + Send),
-    wipe: bool,
-    moved: Vec<CaseId>,
 }
 
 impl DocSet for Host<'_> {
@@ -889,11 +983,12 @@ impl SessionHost for Host<'_> {
                     .map_err(|e| e.to_string())?;
             }
             Action::Refused { case, refusal } => {
-                self.report
+                self.run
+                    .report
                     .refused
                     .push((case.to_string(), refusal.message.clone()));
             }
-            Action::Moved { case } => self.moved.push(*case),
+            Action::Moved { case } => self.run.moved.push(*case),
             Action::ReadsSaved { through } => {
                 store
                     .trim_log(LOG_READS, *through)
@@ -903,7 +998,7 @@ impl SessionHost for Host<'_> {
                 settled: *settled,
                 total: *total,
             }),
-            Action::Wipe => self.wipe = true,
+            Action::Wipe => self.run.wipe = true,
             Action::Send(_) | Action::Close { .. } => {}
         }
         Ok(())

@@ -21,7 +21,7 @@ use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::{actor_for_device, schema};
 use polyphony_core::net::{write_frames, FramedStream, StreamError};
 use polyphony_core::sync::{
-    prepare, AccessEntry, ApplyError, CaseGrant, CasePolicy, ErrorCode, Frame, Refusal,
+    prepare, AccessEntry, ApplyError, CaseGrant, CasePolicy, ErrorCode, Frame, Hello, Refusal,
     SessionMode, Welcome, PROTOCOL_VERSION,
 };
 use polyphony_core::{CaseId, TeamId};
@@ -101,8 +101,11 @@ impl CasePolicy for ServerPolicy<'_> {
     }
 }
 
-struct Session<'a> {
-    shared: &'a Shared,
+/// One device's session: handles each frame it sends and each change other sessions announce,
+/// and sends its replies through `out`, each with the group-commit ticket it must wait for.
+/// [`serve`] drives it over QUIC; the deterministic simulation test drives it directly.
+pub struct Session {
+    shared: Arc<Shared>,
     conn_id: u64,
     device: Device,
     practitioner: Practitioner,
@@ -159,56 +162,20 @@ pub async fn serve(
             return;
         }
     };
-    if hello.version != PROTOCOL_VERSION {
-        let msg = format!(
-            "this server speaks protocol {PROTOCOL_VERSION}, the device {}: update the app",
-            hello.version
-        );
-        let _ = stream
-            .write_frames(&[Frame::Error(refusal(
-                ErrorCode::UnsupportedVersion,
-                msg.clone(),
-            ))])
-            .await;
-        close(&conn, ErrorCode::UnsupportedVersion, &msg);
-        return;
-    }
-    let mode = if device.status == DeviceStatus::Revoking {
-        SessionMode::Revoking
-    } else {
-        SessionMode::Normal
+    let welcome = match welcome(&shared, &hello, &device, &practitioner) {
+        Ok(w) => w,
+        Err(NotWelcome::Version(refusal)) => {
+            let msg = refusal.message.clone();
+            let _ = stream.write_frames(&[Frame::Error(refusal)]).await;
+            close(&conn, ErrorCode::UnsupportedVersion, &msg);
+            return;
+        }
+        Err(NotWelcome::Internal(msg)) => {
+            close(&conn, ErrorCode::Internal, &msg);
+            return;
+        }
     };
-    let grants: Vec<CaseGrant> = match mode {
-        SessionMode::Revoking => Vec::new(),
-        SessionMode::Normal => match shared.registry.cases_of_teams(&practitioner.teams) {
-            Ok(cases) => cases
-                .into_iter()
-                .map(|(case, team)| CaseGrant { case, team })
-                .collect(),
-            Err(e) => {
-                close(&conn, ErrorCode::Internal, &format!("server error: {e}"));
-                return;
-            }
-        },
-    };
-    let welcome = Welcome {
-        version: PROTOCOL_VERSION,
-        device: device.id,
-        practitioner: practitioner.id,
-        teams: practitioner.teams.clone(),
-        cases: grants,
-        mode,
-    };
-    shared.audit(
-        actor.clone(),
-        AuditAction::Connect,
-        None,
-        format!(
-            "{} session, {:?}",
-            if hello.live { "live" } else { "one-shot" },
-            mode
-        ),
-    );
+    let mode = welcome.mode;
     if stream
         .write_frames(&[Frame::Welcome(welcome)])
         .await
@@ -257,21 +224,7 @@ pub async fn serve(
         }
     });
 
-    let mut session = Session {
-        shared: &shared,
-        conn_id,
-        device,
-        practitioner,
-        mode,
-        actor: actor.clone(),
-        states: HashMap::new(),
-        provisional: HashMap::new(),
-        told_moved: HashSet::new(),
-        read_audited: HashSet::new(),
-        exchanges: HashMap::new(),
-        allowed: HashMap::new(),
-        out: out_tx,
-    };
+    let mut session = Session::new(shared.clone(), conn_id, device, practitioner, mode, out_tx);
     let mut changes = shared.storage.subscribe();
     let mut recv = recv;
     loop {
@@ -314,9 +267,107 @@ fn close_for(conn: &quinn::Connection, e: &StreamError) {
     }
 }
 
-impl Session<'_> {
-    /// Handle one frame; false ends the session.
-    fn handle(&mut self, frame: Frame) -> bool {
+/// Why a device's `Hello` was not welcomed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotWelcome {
+    /// The device speaks another protocol version: send it this refusal, then close.
+    Version(Refusal),
+    /// The server could not read its registry: close the connection with this message.
+    Internal(String),
+}
+
+/// The server's answer to a device's `Hello`: the session's mode (a device being revoked only
+/// uploads) and the cases it may sync. Records the connection in the audit log.
+pub fn welcome(
+    shared: &Shared,
+    hello: &Hello,
+    device: &Device,
+    practitioner: &Practitioner,
+) -> Result<Welcome, NotWelcome> {
+    if hello.version != PROTOCOL_VERSION {
+        let msg = format!(
+            "this server speaks protocol {PROTOCOL_VERSION}, the device {}: update the app",
+            hello.version
+        );
+        return Err(NotWelcome::Version(refusal(
+            ErrorCode::UnsupportedVersion,
+            msg,
+        )));
+    }
+    let mode = if device.status == DeviceStatus::Revoking {
+        SessionMode::Revoking
+    } else {
+        SessionMode::Normal
+    };
+    let grants: Vec<CaseGrant> = match mode {
+        SessionMode::Revoking => Vec::new(),
+        SessionMode::Normal => match shared.registry.cases_of_teams(&practitioner.teams) {
+            Ok(cases) => cases
+                .into_iter()
+                .map(|(case, team)| CaseGrant { case, team })
+                .collect(),
+            Err(e) => return Err(NotWelcome::Internal(format!("server error: {e}"))),
+        },
+    };
+    shared.audit(
+        Actor::Device {
+            device: device.id,
+            practitioner: practitioner.id,
+        },
+        AuditAction::Connect,
+        None,
+        format!(
+            "{} session, {:?}",
+            if hello.live { "live" } else { "one-shot" },
+            mode
+        ),
+    );
+    Ok(Welcome {
+        version: PROTOCOL_VERSION,
+        device: device.id,
+        practitioner: practitioner.id,
+        teams: practitioner.teams.clone(),
+        cases: grants,
+        mode,
+    })
+}
+
+impl Session {
+    /// A session for a welcomed device (`mode` as [`welcome`] decided). Replies leave through
+    /// `out` as `(ticket, frames)`: send the frames only once
+    /// [`GroupCommit::durable`](crate::storage::GroupCommit::durable) has returned for the ticket
+    /// (0 needs no wait), in order.
+    pub fn new(
+        shared: Arc<Shared>,
+        conn_id: u64,
+        device: Device,
+        practitioner: Practitioner,
+        mode: SessionMode,
+        out: mpsc::UnboundedSender<(u64, Vec<Frame>)>,
+    ) -> Session {
+        let actor = Actor::Device {
+            device: device.id,
+            practitioner: practitioner.id,
+        };
+        Session {
+            shared,
+            conn_id,
+            device,
+            practitioner,
+            mode,
+            actor,
+            states: HashMap::new(),
+            provisional: HashMap::new(),
+            told_moved: HashSet::new(),
+            read_audited: HashSet::new(),
+            exchanges: HashMap::new(),
+            allowed: HashMap::new(),
+            out,
+        }
+    }
+
+    /// Handle one frame from the device; false ends the session (stop reading).
+    pub fn handle(&mut self, frame: Frame) -> bool {
         match frame {
             Frame::Sync { case, message } => {
                 let (ticket, frames) = self.sync(case, &message);
@@ -686,6 +737,10 @@ impl Session<'_> {
         let heads = doc.get_heads();
         drop(c);
         if reply.as_ref().is_some_and(|m| !m.changes.is_empty()) && self.read_audited.insert(case) {
+            // A device that received the case holds it: if the case moves away before the device
+            // uploads what it wrote offline, those words are still accepted (upload-only), not
+            // stranded as "not available". Found by the simulation (tests/tests/simulation.rs).
+            let _ = self.shared.registry.mark_held(&self.device.id, &case);
             self.shared.audit(
                 self.actor.clone(),
                 AuditAction::Read,
@@ -823,7 +878,7 @@ impl Session<'_> {
     }
 
     /// Another connection changed a case: send this device what it lacks (live push).
-    fn push(&mut self, change: CaseChanged) {
+    pub fn push(&mut self, change: CaseChanged) {
         if change.origin == self.conn_id || self.mode != SessionMode::Normal {
             return;
         }
@@ -841,6 +896,10 @@ impl Session<'_> {
         };
         if let Some(m) = message {
             if !m.changes.is_empty() && self.read_audited.insert(change.case) {
+                let _ = self
+                    .shared
+                    .registry
+                    .mark_held(&self.device.id, &change.case);
                 self.shared.audit(
                     self.actor.clone(),
                     AuditAction::Read,
@@ -859,7 +918,7 @@ impl Session<'_> {
     }
 
     /// The announcement channel overflowed: offer every case of this session again.
-    fn push_all(&mut self) {
+    pub fn push_all(&mut self) {
         let cases: Vec<CaseId> = self.states.keys().copied().collect();
         for case in cases {
             self.push(CaseChanged {

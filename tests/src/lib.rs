@@ -29,6 +29,7 @@ use tempfile::TempDir;
 mod disk;
 pub mod powerfs;
 mod relay;
+pub mod sim;
 
 pub use disk::{DiskFault, DiskSwitch, FaultyStore, SmallDisk};
 pub use powerfs::{Metadata, PowerCounts, PowerFs};

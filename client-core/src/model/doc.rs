@@ -66,8 +66,12 @@ pub struct CaseDoc {
     author: Option<Author>,
 }
 
-/// Now, in UTC, to the millisecond (the resolution stored).
+/// Now, in UTC, to the millisecond (the resolution stored). A stepped clock on a thread the
+/// simulation test seeded (see [`crate::determinism`]).
 pub(super) fn now() -> Instant {
+    if let Some(ms) = crate::determinism::seeded_now_ms() {
+        return from_ms(ms);
+    }
     let t = time::OffsetDateTime::now_utc();
     t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
         .unwrap_or(t)

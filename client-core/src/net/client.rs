@@ -231,6 +231,38 @@ async fn recv_local(local: &mut Option<mpsc::Receiver<crate::CaseId>>) -> Option
     }
 }
 
+/// What a batch of a session's actions leaves for the network to do, once the host has carried out
+/// the rest ([`carry_out_local`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct Outgoing {
+    /// Frames to write to the server, in order, as one write.
+    pub frames: Vec<Frame>,
+    /// The session is over: after writing `frames`, close the connection with this code.
+    pub close: Option<(ErrorCode, String)>,
+}
+
+/// The sans-IO half of carrying out a session's actions: host actions in order (persisting before
+/// anything is sent or acknowledged), frames gathered for one write, stopping at `Close`. The QUIC
+/// shell ([`drive`]) writes what it returns; the simulation test moves it itself. An error is the
+/// host's: the session must end.
+pub fn carry_out_local(
+    host: &mut dyn SessionHost,
+    actions: Vec<Action>,
+) -> Result<Outgoing, String> {
+    let mut out = Outgoing::default();
+    for action in actions {
+        match action {
+            Action::Send(f) => out.frames.push(f),
+            Action::Close { code, message } => {
+                out.close = Some((code, message));
+                return Ok(out);
+            }
+            other => host.act(&other)?,
+        }
+    }
+    Ok(out)
+}
+
 /// Do what the session asked, in order: host actions first (persisting before anything is sent
 /// or acknowledged), frames batched into one write.
 async fn carry_out(
@@ -240,28 +272,23 @@ async fn carry_out(
     host: &mut dyn SessionHost,
     actions: Vec<Action>,
 ) -> Result<Option<(ErrorCode, String)>, NetError> {
-    let mut frames = Vec::new();
-    for action in actions {
-        match action {
-            Action::Send(f) => frames.push(f),
-            Action::Close { code, message } => {
-                if !frames.is_empty() {
-                    let _ = stream.write_frames(&frames).await;
-                }
-                let _ = stream.send.finish();
-                conn.close((code as u32).into(), message.as_bytes());
-                return Ok(Some((code, message)));
-            }
-            other => {
-                if let Err(e) = host.act(&other) {
-                    conn.close(
-                        (ErrorCode::Internal as u32).into(),
-                        b"device could not store data",
-                    );
-                    return Err(NetError::Local(e));
-                }
-            }
+    let Outgoing { frames, close } = match carry_out_local(host, actions) {
+        Ok(out) => out,
+        Err(e) => {
+            conn.close(
+                (ErrorCode::Internal as u32).into(),
+                b"device could not store data",
+            );
+            return Err(NetError::Local(e));
         }
+    };
+    if let Some((code, message)) = close {
+        if !frames.is_empty() {
+            let _ = stream.write_frames(&frames).await;
+        }
+        let _ = stream.send.finish();
+        conn.close((code as u32).into(), message.as_bytes());
+        return Ok(Some((code, message)));
     }
     if !frames.is_empty() {
         stream

@@ -10,7 +10,10 @@
 
 mod client;
 
-pub use client::{connect, drive, enrol, fetch_access_log, SessionHost, CONNECT_TIMEOUT};
+pub use client::{
+    carry_out_local, connect, drive, enrol, fetch_access_log, Outgoing, SessionHost,
+    CONNECT_TIMEOUT,
+};
 
 use std::net::SocketAddr;
 

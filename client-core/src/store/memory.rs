@@ -13,7 +13,7 @@ use crate::CaseId;
 
 /// Everything the store holds. The maps are ordered the way the sled engine orders its keys
 /// (`CaseId` and `String` both compare bytewise), so scans come back in the same order.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Contents {
     /// The next chunk sequence number: one counter for the whole store, like sled's id generator.
     next_seq: ChunkSeq,
@@ -43,6 +43,16 @@ impl MemoryStore {
         self.contents
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A copy of everything the store holds, as it is now (the simulation test keeps a store's durable
+/// state as one, and opens a crashed peer over a copy of it).
+impl Clone for MemoryStore {
+    fn clone(&self) -> Self {
+        MemoryStore {
+            contents: Mutex::new(self.contents().clone()),
+        }
     }
 }
 
