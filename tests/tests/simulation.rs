@@ -709,7 +709,8 @@ impl World {
 
     fn server_flush(&mut self) {
         let storage = self.server.shared.storage.clone();
-        let ticket = storage.group.wrote();
+        // A ticket of its own, so the flush covers every write made so far.
+        let ticket = storage.group.wrote_in(storage.group.generation());
         self.rt
             .block_on(storage.group.durable(ticket))
             .expect("flush");
