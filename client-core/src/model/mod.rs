@@ -21,6 +21,7 @@
 mod conflicts;
 mod doc;
 mod figures;
+pub mod guard;
 pub mod schema;
 mod types;
 pub mod view;

@@ -570,3 +570,203 @@ fn marking_done_only_applies_to_actions_and_never_breaks_the_record() {
     assert!(case.view().decisions[0].actions[0].done);
     validate_document(case.automerge()).unwrap();
 }
+
+// ------------------------------------------------------- the server's history rules (guard.rs)
+
+/// The operations `after` holds that `before` did not.
+fn new_ops(before: &mut AutoCommitDoc, after: &mut AutoCommitDoc) -> guard::NewOps {
+    let mut ops = guard::NewOps::default();
+    for c in after.get_changes_meta(&before.get_heads()) {
+        ops.add(c.actor.into_owned(), c.start_op, c.max_op);
+    }
+    ops
+}
+
+type AutoCommitDoc = automerge::AutoCommit;
+
+/// One step of a team's random day, through the record's own API only.
+#[derive(Debug, Clone)]
+enum Write {
+    Member(usize),
+    Consent(usize, bool),
+    Leaves(usize),
+    CareTeam(usize),
+    EndCareTeam(usize),
+    Meeting(usize),
+    Attendance(usize, bool),
+    Readback(usize, bool),
+    Note(usize),
+    EditNote(usize),
+    Propose(usize),
+    Position(usize, usize),
+    Status(usize, usize),
+    Action(usize),
+    Done(usize, bool),
+    InError(usize, usize),
+    Field(usize, usize),
+    Merge(usize, usize),
+}
+
+fn write_op() -> impl Strategy<Value = Write> {
+    let r = 0..3usize;
+    prop_oneof![
+        r.clone().prop_map(Write::Member),
+        (r.clone(), any::<bool>()).prop_map(|(r, b)| Write::Consent(r, b)),
+        r.clone().prop_map(Write::Leaves),
+        r.clone().prop_map(Write::CareTeam),
+        r.clone().prop_map(Write::EndCareTeam),
+        r.clone().prop_map(Write::Meeting),
+        (r.clone(), any::<bool>()).prop_map(|(r, b)| Write::Attendance(r, b)),
+        (r.clone(), any::<bool>()).prop_map(|(r, b)| Write::Readback(r, b)),
+        r.clone().prop_map(Write::Note),
+        r.clone().prop_map(Write::EditNote),
+        r.clone().prop_map(Write::Propose),
+        (r.clone(), 0..3usize).prop_map(|(r, s)| Write::Position(r, s)),
+        (r.clone(), 0..3usize).prop_map(|(r, s)| Write::Status(r, s)),
+        r.clone().prop_map(Write::Action),
+        (r.clone(), any::<bool>()).prop_map(|(r, b)| Write::Done(r, b)),
+        (r.clone(), 0..4usize).prop_map(|(r, k)| Write::InError(r, k)),
+        (r.clone(), 0..2usize).prop_map(|(r, f)| Write::Field(r, f)),
+        (r.clone(), 0..3usize).prop_map(|(a, b)| Write::Merge(a, b)),
+        (r, 0..3usize).prop_map(|(a, b)| Write::Merge(a, b)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Nothing the app lets a practitioner do, alone or merged with colleagues' concurrent work,
+    /// is ever refused by the server's history rules: every write by a replica passes both
+    /// `nothing_removed` and `stamps_are_own` for its own author, and every merge passes
+    /// `nothing_removed`. (A refusal here would strand a practitioner's words on their device.)
+    #[test]
+    fn everything_the_app_writes_passes_the_servers_history_rules(
+        ops in proptest::collection::vec(write_op(), 1..60),
+    ) {
+        let authors: Vec<Author> = ["Sam", "Kit", "Jo"].iter().map(|n| author(n)).collect();
+        let mut origin = new_case(&authors[0]);
+        let meeting = origin
+            .add_meeting(NewMeeting { at: parse_datetime("a", "2026-03-14T10:00").unwrap(), place: Place::Home, attendees: vec![Participant::Person] })
+            .unwrap();
+        let decision = origin.propose_decision("Shared decision", Participant::Person).unwrap();
+        let member = origin.add_member(NewMember { name: "Ana".into(), relationship: "sister".into(), ..Default::default() }).unwrap();
+        let mut reps: Vec<CaseDoc> = authors.iter().map(|a| replica(&mut origin, a)).collect();
+        // Entries each replica knows of (it may only act on what it has).
+        let mut known: Vec<Vec<EntryId>> = vec![vec![meeting, decision, member]; 3];
+        let mut care: Vec<Vec<EntryId>> = vec![Vec::new(); 3];
+        let mut actions: Vec<Vec<EntryId>> = vec![Vec::new(); 3];
+        let mut writes = 0u32;
+        let n_ops_were_merges_only = ops.iter().all(|o| matches!(o, Write::Merge(..)));
+        for (n, op) in ops.into_iter().enumerate() {
+            if let Write::Merge(a, b) = op {
+                if a == b { continue; }
+                let before = reps[a].automerge().clone();
+                let mut other = reps[b].clone();
+                merge(&mut reps[a], &mut other);
+                let after = reps[a].automerge().clone();
+                prop_assert!(guard::nothing_removed(&before, &after).is_ok(),
+                    "a merge removed something: {:?}", guard::nothing_removed(&before, &after));
+                let (k, c, x) = (known[b].clone(), care[b].clone(), actions[b].clone());
+                known[a].extend(k); care[a].extend(c); actions[a].extend(x);
+                continue;
+            }
+            let r = match &op {
+                Write::Member(r) | Write::Consent(r, _) | Write::Leaves(r) | Write::CareTeam(r)
+                | Write::EndCareTeam(r) | Write::Meeting(r) | Write::Attendance(r, _)
+                | Write::Readback(r, _) | Write::Note(r) | Write::EditNote(r) | Write::Propose(r)
+                | Write::Position(r, _) | Write::Status(r, _) | Write::Action(r) | Write::Done(r, _)
+                | Write::InError(r, _) | Write::Field(r, _) => *r,
+                Write::Merge(..) => unreachable!(),
+            };
+            let mut before = reps[r].automerge().clone();
+            let me = authors[r].clone();
+            let doc = &mut reps[r];
+            // Refusals by the API itself (already left, already in error, not agreed) are fine:
+            // only what it writes is checked.
+            let result: Result<(), ModelError> = match op {
+                Write::Member(_) => doc.add_member(NewMember { name: format!("m{n}"), relationship: "friend".into(), ..Default::default() }).map(|id| known[r].push(id)),
+                Write::Consent(_, given) => doc.record_consent(&member, if given { ConsentState::Given } else { ConsentState::Revoked }, None),
+                Write::Leaves(_) => doc.member_leaves(&member, None),
+                Write::CareTeam(_) => doc.add_care_team(me.practitioner, &me.practitioner_name, CareRole::Practitioner, None).map(|id| care[r].push(id)),
+                Write::EndCareTeam(_) => match care[r].last() { Some(id) => doc.end_care_team(id, None), None => Ok(()) },
+                Write::Meeting(_) => doc.add_meeting(NewMeeting { at: parse_datetime("a", "2026-03-15T10:00").unwrap(), place: Place::Clinic, attendees: vec![Participant::Person] }).map(|id| known[r].push(id)),
+                Write::Attendance(_, present) => doc.set_attendance(&meeting, Participant::Member(member), present),
+                Write::Readback(_, words) => doc.record_readback(&meeting, Participant::Person, if words { ReadbackResponse::AddedWords } else { ReadbackResponse::Confirmed }, words.then_some("and the cat")),
+                Write::Note(_) => doc.append_text(&meeting, NoteKind::Notes, &format!(" [n{n}]")),
+                Write::EditNote(_) => {
+                    let current = doc.view().meetings.iter().find(|m| m.meta.id == meeting.to_string()).map(|m| m.notes.clone()).unwrap_or_default();
+                    doc.edit_text(&meeting, NoteKind::Notes, &current.replacen('[', "(", 1))
+                }
+                Write::Propose(_) => doc.propose_decision(&format!("d{n}"), Participant::Person).map(|id| known[r].push(id)),
+                Write::Position(_, s) => doc.record_position(&decision, Participant::Person, [Stance::Agree, Stance::Disagree, Stance::Unsure][s], Some(&format!("w{n}"))),
+                Write::Status(_, s) => doc.set_decision_status(&decision, [DecisionStatus::Agreed, DecisionStatus::Revisited, DecisionStatus::Withdrawn][s], Some("talked it through")),
+                Write::Action(_) => doc.add_action(&decision, &format!("a{n}"), Participant::Person, None).map(|id| actions[r].push(id)),
+                Write::Done(_, done) => match actions[r].last() { Some(id) => doc.set_action_done(id, done), None => Ok(()) },
+                Write::InError(_, k) => {
+                    let pool: Vec<EntryId> = known[r].iter().chain(&care[r]).chain(&actions[r]).copied().collect();
+                    let id = pool[k % pool.len()];
+                    doc.mark_entered_in_error(&id, "recorded in error")
+                }
+                Write::Field(_, f) => doc.set_person(FIELDS[f], Some(&format!("v{n}"))),
+                Write::Merge(..) => unreachable!(),
+            };
+            let _ = result;
+            let mut after = reps[r].automerge().clone();
+            let ops = new_ops(&mut before, &mut after);
+            prop_assert!(guard::nothing_removed(&before, &after).is_ok(),
+                "{:?} removed something: {:?}", op, guard::nothing_removed(&before, &after));
+            prop_assert!(guard::stamps_are_own(&after, &ops, &me).is_ok(),
+                "{:?} wrote another's name: {:?}", op, guard::stamps_are_own(&after, &ops, &me));
+            writes += 1;
+        }
+        prop_assert!(writes > 0 || n_ops_were_merges_only);
+    }
+}
+
+/// The rules themselves refuse what they name (the positive half of the property above).
+#[test]
+fn the_servers_history_rules_refuse_a_removal_and_a_forged_stamp() {
+    let (sam, kit) = (author("Sam"), author("Kit"));
+    let mut doc = new_case(&sam);
+    let meeting = doc
+        .add_meeting(NewMeeting {
+            at: parse_datetime("a", "2026-03-14T10:00").unwrap(),
+            place: Place::Home,
+            attendees: vec![Participant::Person],
+        })
+        .unwrap();
+    let mut before = doc.automerge().clone();
+    let mut removed = before.clone();
+    let meetings = removed.get(ROOT, "meetings").unwrap().unwrap().1;
+    removed.delete(&meetings, meeting.to_string()).unwrap();
+    removed.commit();
+    let err = guard::nothing_removed(&before, &removed).unwrap_err();
+    assert!(err.contains(&format!("meetings.{meeting}")), "{err}");
+
+    let mut forged = CaseDoc::from_automerge(
+        before.clone(),
+        Some(Author {
+            device: sam.device,
+            ..kit.clone()
+        }),
+    )
+    .unwrap();
+    forged.automerge_mut().set_actor(sam.actor());
+    forged
+        .propose_decision("Forged", Participant::Person)
+        .unwrap();
+    let mut after = forged.automerge().clone();
+    let ops = new_ops(&mut before, &mut after);
+    let err = guard::stamps_are_own(&after, &ops, &sam).unwrap_err();
+    assert!(err.contains("writes only as itself"), "{err}");
+    // The same change checked against the author it names passes: the rule is about who sends it.
+    assert!(guard::stamps_are_own(
+        &after,
+        &ops,
+        &Author {
+            device: sam.device,
+            ..kit
+        }
+    )
+    .is_ok());
+}

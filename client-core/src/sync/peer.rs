@@ -8,6 +8,7 @@
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::{ActorId, AutoCommit, ChangeHash};
 
+use crate::model::guard::NewOps;
 use crate::model::{validate_document, SchemaError};
 
 /// Why a peer's message was refused.
@@ -28,6 +29,12 @@ pub enum ApplyError {
     /// The result breaks a rule of the caller's policy (case id or team changed, too large).
     #[error("{0}")]
     Policy(String),
+    /// The changes remove something the record held (the server's append-only rule).
+    #[error("{0}")]
+    Removes(String),
+    /// The changes write a name or device into the record that is not the sender's.
+    #[error("{0}")]
+    Impersonates(String),
 }
 
 /// What a side checks before accepting changes.
@@ -36,6 +43,18 @@ pub trait CasePolicy {
     fn author_allowed(&self, actor: &ActorId) -> bool;
     /// Extra checks on the resulting (already shape-validated) document.
     fn check(&self, doc: &AutoCommit) -> Result<(), String>;
+    /// Checks on the step from `before` to `after` that the new changes (`new`) made: what they
+    /// removed, what names they wrote (the server's rules, [`crate::model::guard`]). None by
+    /// default: a device accepts its server's history.
+    fn check_step(
+        &self,
+        before: &AutoCommit,
+        after: &AutoCommit,
+        new: &NewOps,
+    ) -> Result<(), ApplyError> {
+        let _ = (before, after, new);
+        Ok(())
+    }
 }
 
 /// A message applied to a copy, ready to commit.
@@ -117,10 +136,14 @@ pub fn prepare(
     let mut copy = doc.clone();
     receive(&mut copy, &mut state, msg)?;
     // Only each new change's author and hash are needed: the metadata, not the encoded changes.
+    let mut ops = NewOps::default();
     let new: Vec<(ActorId, ChangeHash)> = copy
         .get_changes_meta(&old_heads)
         .into_iter()
-        .map(|c| (c.actor.into_owned(), c.hash))
+        .map(|c| {
+            ops.add(c.actor.clone().into_owned(), c.start_op, c.max_op);
+            (c.actor.into_owned(), c.hash)
+        })
         .collect();
     if new.is_empty() {
         // The message's changes may all wait on a dependency the peer has not sent (it skipped it
@@ -149,6 +172,7 @@ pub fn prepare(
     // pushed, and every team device failed to open its whole caseload.
     validate_document(&copy)?;
     policy.check(&copy).map_err(ApplyError::Policy)?;
+    policy.check_step(doc, &copy, &ops)?;
     // With nothing left waiting for a dependency, every change in the message is now either applied
     // (and checked above) or was already held (and checked when it arrived), so the message's
     // chunks hold exactly checked changes: store them as they are. `AutoCommit::load` reads any

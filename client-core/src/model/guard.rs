@@ -1,0 +1,257 @@
+//! What the server checks about the *history* a device's changes make, beyond the shape of the
+//! result ([`validate_document`](super::validate_document)): that clinical content only grows, and
+//! that every name a change writes into the record is its own.
+//!
+//! - **Append-only.** A change may add entries, edit text inside them (a diff: every version stays
+//!   in the document's history) and change scalar fields, but never remove an object that the
+//!   record holds: a network member, a meeting, a decision, an action, a position, a read-back, a
+//!   consent event, a care-team membership, an entered-in-error mark, or anything else made of
+//!   fields. Only a participant's position on a decision and their response to a read-back are
+//!   replaced by a newer one (the app's "a later position replaces their earlier one"); the earlier
+//!   one stays in the history, and the key must still hold one.
+//! - **Attribution.** Every author stamp (`practitioner`, `practitioner_name`, `device`) that the
+//!   new changes write must name the writing device and its practitioner as the server's registry
+//!   knows them, and an `actors` entry the new changes add must be the writer's own.
+//!
+//! Both are checks on the server (the device trusts its server), and both look only at what the
+//! new changes did, so a record that holds older writes made before these rules still syncs.
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::{ActorId, AutoCommit, ObjId, ObjType, ReadDoc, Value, ROOT};
+
+use super::schema::keys;
+use super::types::Author;
+
+/// The operations a batch of new changes made: per change, its actor and its operation counters.
+#[derive(Debug, Clone, Default)]
+pub struct NewOps {
+    ranges: Vec<(ActorId, u64, u64)>,
+}
+
+impl NewOps {
+    /// Note one new change: `start_op..=max_op` by `actor`.
+    pub fn add(&mut self, actor: ActorId, start_op: u64, max_op: u64) {
+        self.ranges.push((actor, start_op, max_op));
+    }
+
+    /// Did one of the new changes make the operation `id`?
+    pub fn made(&self, id: &automerge::ObjId) -> bool {
+        match id {
+            automerge::ObjId::Id(counter, actor, _) => self
+                .ranges
+                .iter()
+                .any(|(a, s, m)| a == actor && (*s..=*m).contains(counter)),
+            automerge::ObjId::Root => false,
+        }
+    }
+}
+
+/// Where an object sits: its path (for messages) and the key its parent sits under.
+struct Place {
+    path: String,
+    parent_key: String,
+    parent: ObjId,
+    key: Key,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Key {
+    Map(String),
+    Seq(usize),
+}
+
+/// Every object in the document (conflicting values included), with where it sits.
+fn objects(doc: &AutoCommit) -> HashMap<ObjId, Place> {
+    let mut out = HashMap::new();
+    let mut stack: Vec<(ObjId, String, String)> = vec![(ROOT, String::new(), String::new())];
+    while let Some((obj, path, own_key)) = stack.pop() {
+        let mut children: Vec<(Key, Vec<(Value<'_>, ObjId)>)> = Vec::new();
+        match doc.object_type(&obj) {
+            Ok(ObjType::Map) | Ok(ObjType::Table) => {
+                for k in doc.keys(&obj) {
+                    let values = doc.get_all(&obj, k.as_str()).unwrap_or_default();
+                    children.push((Key::Map(k), values));
+                }
+            }
+            Ok(ObjType::List) => {
+                for i in 0..doc.length(&obj) {
+                    children.push((Key::Seq(i), doc.get_all(&obj, i).unwrap_or_default()));
+                }
+            }
+            // Text is edited in place (splices); its characters are not objects.
+            Ok(ObjType::Text) | Err(_) => continue,
+        }
+        for (key, values) in children {
+            let name = match &key {
+                Key::Map(k) => k.clone(),
+                Key::Seq(i) => format!("[{i}]"),
+            };
+            let child_path = if path.is_empty() {
+                name.clone()
+            } else if matches!(key, Key::Seq(_)) {
+                format!("{path}{name}")
+            } else {
+                format!("{path}.{name}")
+            };
+            for (value, id) in values {
+                if let Value::Object(_) = value {
+                    out.insert(
+                        id.clone(),
+                        Place {
+                            path: child_path.clone(),
+                            parent_key: own_key.clone(),
+                            parent: obj.clone(),
+                            key: key.clone(),
+                        },
+                    );
+                    stack.push((id, child_path.clone(), name.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Collections whose entries, one per participant, a newer one replaces.
+const REPLACED_BY_NEWER: [&str; 2] = [keys::POSITIONS, keys::READBACK];
+
+/// Refuse a history step that removes anything the record held (see the module docs). `before`
+/// is the document the changes were applied to, `after` the result.
+pub fn nothing_removed(before: &AutoCommit, after: &AutoCommit) -> Result<(), String> {
+    let old = objects(before);
+    let new = objects(after);
+    let gone: Vec<&ObjId> = old.keys().filter(|id| !new.contains_key(*id)).collect();
+    // A participant's position or read-back replaced by a newer one: the old object, and
+    // everything inside it, is excused.
+    let replaced: HashSet<&ObjId> = gone
+        .iter()
+        .copied()
+        .filter(|id| {
+            let place = &old[*id];
+            REPLACED_BY_NEWER.contains(&place.parent_key.as_str())
+                && match &place.key {
+                    Key::Map(k) => after
+                        .get_all(&place.parent, k.as_str())
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|(v, _)| matches!(v, Value::Object(_))),
+                    Key::Seq(_) => false,
+                }
+        })
+        .collect();
+    let excused = |id: &ObjId| {
+        let mut at = id;
+        loop {
+            if replaced.contains(at) {
+                return true;
+            }
+            match old.get(at) {
+                Some(place) => at = &place.parent,
+                None => return false,
+            }
+        }
+    };
+    let mut removed: Vec<&Place> = gone
+        .iter()
+        .filter(|id| !excused(id))
+        .map(|id| &old[*id])
+        .collect();
+    // Report the outermost removal, not each field inside it.
+    removed.sort_by(|a, b| a.path.len().cmp(&b.path.len()).then(a.path.cmp(&b.path)));
+    match removed.first() {
+        None => Ok(()),
+        Some(p) => Err(format!(
+            "the change would remove {} from the record; clinical entries are never deleted: \
+             mark an entry entered in error instead",
+            p.path
+        )),
+    }
+}
+
+/// Refuse new changes that write an author stamp naming anyone but `me`, or register an actor
+/// that is not `me`'s. Only operations the new changes made (`new`) are looked at.
+pub fn stamps_are_own(after: &AutoCommit, new: &NewOps, me: &Author) -> Result<(), String> {
+    let want = [
+        (keys::PRACTITIONER, me.practitioner.to_string()),
+        (keys::PRACTITIONER_NAME, me.practitioner_name.clone()),
+        (keys::DEVICE, me.device.to_string()),
+    ];
+    let my_actor = me.actor().to_hex_string();
+    for (id, place) in objects(after) {
+        if place.parent_key == keys::ACTORS && new.made(&id) {
+            if let Key::Map(k) = &place.key {
+                if *k != my_actor {
+                    return Err(format!(
+                        "the change registers actor {k} in the record, which is not this device's"
+                    ));
+                }
+            }
+        }
+        let Ok(fields) = field_names(after, &id) else {
+            continue;
+        };
+        if !want.iter().all(|(k, _)| fields.iter().any(|f| f == k)) {
+            continue;
+        }
+        for (key, expected) in &want {
+            for (value, op) in after.get_all(&id, *key).unwrap_or_default() {
+                if !new.made(&op) {
+                    continue;
+                }
+                let written = match &value {
+                    Value::Scalar(s) => match s.as_ref() {
+                        automerge::ScalarValue::Str(s) => s.to_string(),
+                        other => other.to_string(),
+                    },
+                    Value::Object(_) => String::from("(an object)"),
+                };
+                if written != *expected {
+                    return Err(format!(
+                        "{}.{key} says {written:?}, but this change comes from device {} of {} \
+                         ({}): a device writes only as itself",
+                        place.path, me.device, me.practitioner_name, me.practitioner
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn field_names(doc: &AutoCommit, obj: &ObjId) -> Result<Vec<String>, ()> {
+    match doc.object_type(obj) {
+        Ok(ObjType::Map) | Ok(ObjType::Table) => Ok(doc.keys(obj).collect()),
+        _ => Err(()),
+    }
+}
+
+/// Whether `practitioner` is in the case's care team now: a membership naming them that has not
+/// ended and is not marked entered in error. Any device of the case's team may sync it (cover
+/// between colleagues is real), but a read by someone outside the care team is recorded as such
+/// in the person's access list.
+pub fn in_care_team(doc: &AutoCommit, practitioner: &crate::PractitionerId) -> bool {
+    let Ok(Some((Value::Object(_), team))) = doc.get(ROOT, keys::CARE_TEAM) else {
+        return false;
+    };
+    let me = practitioner.to_string();
+    doc.keys(&team).any(|k| {
+        let Ok(Some((Value::Object(_), entry))) = doc.get(&team, k.as_str()) else {
+            return false;
+        };
+        let names_me = matches!(
+            doc.get(&entry, keys::PRACTITIONER),
+            Ok(Some((Value::Scalar(s), _))) if s.as_str() == Some(me.as_str())
+        );
+        let today = super::format_date(time::OffsetDateTime::now_utc().date());
+        let ended = matches!(
+            doc.get(&entry, keys::END),
+            Ok(Some((Value::Scalar(s), _))) if s.as_str().is_some_and(|end| end <= today.as_str())
+        ) || doc
+            .get(&entry, keys::ENTERED_IN_ERROR)
+            .ok()
+            .flatten()
+            .is_some();
+        names_me && !ended
+    })
+}
