@@ -23,6 +23,8 @@ use crate::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead, T
 use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 
 const NS_PROFILE: &str = "profile";
+/// The newest signed audit head seen (in [`NS_PROFILE`]).
+const AUDIT_HEAD_KEY: &str = "audit_head";
 const NS_ACKED: &str = "acked";
 const NS_SYNC_STATE: &str = "sync_state";
 const LOG_READS: &str = "reads";
@@ -179,6 +181,10 @@ pub struct SyncReport {
     pub kept_unsynced: Vec<String>,
     /// Unsynced changes left after the sync.
     pub unsynced_changes: usize,
+    /// The server's audit log is shorter than, or different from, a head it signed earlier
+    /// (kept by this device): what to tell the information governance lead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_warning: Option<String>,
 }
 
 /// A device profile.
@@ -809,6 +815,53 @@ impl Profile {
         Ok(Some(list))
     }
 
+    /// Keep the newest audit head the server signed (see [`crate::identity::AuditHead`]), and
+    /// say so if the one just received is older than, or differs from, the one kept: the server's
+    /// log lost records, or an older copy of it was restored. The kept head stays the newer one.
+    fn note_audit_head(
+        &mut self,
+        head: &crate::identity::AuditHead,
+    ) -> Result<Option<String>, ProfileError> {
+        let Some(e) = &self.enrolment else {
+            return Ok(None);
+        };
+        let ca = hex::decode(&e.ca).unwrap_or_default();
+        if let Err(err) = head.verify(&ca) {
+            return Ok(Some(format!(
+                "the server sent an audit-log head its borough CA did not sign ({err}): tell your administrator"
+            )));
+        }
+        let kept = self.audit_head()?;
+        let warning = match &kept {
+            Some(k) if k.records > head.records => Some(format!(
+                "the server's audit log now holds {} records, fewer than the {} it signed at {}: records were lost from its end, or an older copy was restored; tell your information governance lead",
+                head.records, k.records, k.at
+            )),
+            Some(k) if k.records == head.records && k.hash != head.hash => Some(format!(
+                "the server's audit log ends in a different record than the one it signed at {}: the log was replaced; tell your information governance lead",
+                k.at
+            )),
+            _ => None,
+        };
+        if warning.is_none() {
+            let bytes =
+                serde_json::to_vec(head).map_err(|e| ProfileError::Corrupt(e.to_string()))?;
+            self.store.put_meta(NS_PROFILE, AUDIT_HEAD_KEY, &bytes)?;
+        } else {
+            tracing::warn!(warning = ?warning, "audit head went backwards");
+        }
+        Ok(warning)
+    }
+
+    /// The newest audit-log head the server signed that this device has seen: give it to the
+    /// borough's administrator for `polyphony-server audit --verify --anchor FILE`.
+    pub fn audit_head(&self) -> Result<Option<crate::identity::AuditHead>, ProfileError> {
+        Ok(self
+            .store
+            .get_meta(NS_PROFILE, AUDIT_HEAD_KEY)?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
     fn forget_case(&mut self, case: CaseId) -> Result<(), ProfileError> {
         self.store.remove_case(&case)?;
         self.store.delete_meta(NS_ACKED, &case.to_string())?;
@@ -912,6 +965,9 @@ impl ProfileSync {
             moved,
         } = run;
         profile.store.flush()?;
+        if let Some(head) = session.welcome().and_then(|w| w.audit_head.clone()) {
+            report.audit_warning = profile.note_audit_head(&head)?;
+        }
         let (code, message) = ended?;
         for (case, state) in session.states() {
             profile

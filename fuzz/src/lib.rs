@@ -58,6 +58,7 @@ pub fn welcome(fixture: CaseId) -> Frame {
             },
         ],
         mode: SessionMode::Normal,
+    audit_head: None,
     })
 }
 

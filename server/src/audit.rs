@@ -37,6 +37,18 @@ const HEAD_NS: &str = "audit";
 const HEAD_KEY: &str = "head";
 const HEAD_HINT_EVERY: u64 = 256;
 
+/// The meta key (in [`HEAD_NS`]) of how far the per-case index is known to be complete: opening
+/// the log indexes every record from there on again (indexing is idempotent), so a record whose
+/// index entry a crash or a failed write left out is found.
+const INDEXED_KEY: &str = "indexed-through";
+
+/// The meta namespace holding a copy of every record about one case, keyed by its zero-padded
+/// sequence number: a case's access list is read from here, not by reading the whole log. The log
+/// stays the authority (`verify` reads it); the copies are what the person's access list shows.
+fn case_index(case: &CaseId) -> String {
+    format!("audit.case.{case}")
+}
+
 /// The longest text kept from a device for one record (a detail, a time), in characters: what a
 /// device sends is bounded before it is stored for ever.
 pub const MAX_DEVICE_TEXT: usize = 1024;
@@ -68,6 +80,9 @@ pub enum AuditError {
         "an audit record could not be encoded: {0} (this is a bug in Polyphony; please report it)"
     )]
     Encode(String),
+    /// The log does not hold a head that was anchored outside the server.
+    #[error("the audit log does not match an anchor kept outside the server: {0}. Keep a copy of the data directory for investigation and tell your information governance lead")]
+    Anchor(String),
 }
 
 /// Why a record failed verification.
@@ -161,6 +176,8 @@ pub enum AuditAction {
     TeamAdded,
     /// A practitioner was added.
     PractitionerAdded,
+    /// A practitioner left a team, or was removed with all their devices revoked.
+    PractitionerRemoved,
     /// An enrolment code was issued.
     EnrolmentIssued,
 }
@@ -180,6 +197,7 @@ impl fmt::Display for AuditAction {
             AuditAction::CaseMoved => "case_moved",
             AuditAction::TeamAdded => "team_added",
             AuditAction::PractitionerAdded => "practitioner_added",
+            AuditAction::PractitionerRemoved => "practitioner_removed",
             AuditAction::EnrolmentIssued => "enrolment_issued",
         })
     }
@@ -311,6 +329,8 @@ struct ChainHead {
     /// A write failed half-way, so the store may hold a record this head does not know: read the
     /// end of the log again before the next record.
     stale: bool,
+    /// An index write failed since the last index hint: do not move the hint past it.
+    index_gap: bool,
 }
 
 /// The audit log over a store. Share it behind an `Arc`; [`AuditLog::record`] may be called from
@@ -335,6 +355,7 @@ impl AuditLog {
     pub fn open(store: Arc<dyn Store>) -> Result<Self, AuditError> {
         let head = find_head(&*store)?;
         tracing::debug!(entries = head.next_seq, "audit log opened");
+        reindex(&*store, head.next_seq)?;
         Ok(Self {
             store,
             head: Mutex::new(head),
@@ -347,6 +368,8 @@ impl AuditLog {
         let mut head = self.lock();
         if head.stale {
             *head = find_head(&*self.store)?;
+            // A record the failed write left in the log may have no index entry.
+            head.index_gap = true;
         }
         let seq = head.next_seq;
         let mut record = AuditRecord {
@@ -371,6 +394,23 @@ impl AuditLog {
         }
         head.next_seq = seq + 1;
         head.last_hash = hash;
+        if let Some(case) = record.event.case {
+            if let Err(e) = self
+                .store
+                .put_meta(&case_index(&case), &format!("{seq:020}"), &bytes)
+            {
+                tracing::warn!(error = %e, "could not index an audit record; it is found again at the next start");
+                head.index_gap = true;
+            }
+        }
+        if seq.is_multiple_of(HEAD_HINT_EVERY) && !head.index_gap {
+            if let Err(e) =
+                self.store
+                    .put_meta(HEAD_NS, INDEXED_KEY, (seq + 1).to_string().as_bytes())
+            {
+                tracing::warn!(error = %e, "could not note how far the audit index reaches");
+            }
+        }
         if seq.is_multiple_of(HEAD_HINT_EVERY) {
             // Only a hint: a failure costs a longer read at the next start, nothing more.
             if let Err(e) = self
@@ -392,15 +432,64 @@ impl AuditLog {
 
     /// Every record, or those about one case, oldest first.
     pub fn entries(&self, case: Option<CaseId>) -> Result<Vec<AuditRecord>, AuditError> {
-        self.store
-            .read_log(AUDIT_LOG, 0)?
-            .into_iter()
-            .map(|(seq, bytes)| parse_record(seq, &bytes))
-            .filter(|r| match (r, case) {
-                (Ok(r), Some(case)) => r.event.case == Some(case),
-                _ => true,
-            })
-            .collect()
+        match case {
+            // One case: its index only, never the whole log (an access list is asked for often).
+            Some(case) => self
+                .store
+                .scan_meta(&case_index(&case))?
+                .into_iter()
+                .map(|(key, bytes)| {
+                    let seq = key.parse::<u64>().map_err(|_| AuditError::Tampered {
+                        seq: 0,
+                        problem: Tamper::Unreadable(format!(
+                            "the audit index of case {case} has a bad key {key:?}"
+                        )),
+                    })?;
+                    parse_record(seq, &bytes)
+                })
+                .collect(),
+            None => self
+                .store
+                .read_log(AUDIT_LOG, 0)?
+                .into_iter()
+                .map(|(seq, bytes)| parse_record(seq, &bytes))
+                .collect(),
+        }
+    }
+
+    /// How many records the log holds, and the last one's hash (hex; zeros for an empty log).
+    pub fn head(&self) -> Result<(u64, String), AuditError> {
+        let mut head = self.lock();
+        if head.stale {
+            *head = find_head(&*self.store)?;
+            head.index_gap = true;
+        }
+        Ok((head.next_seq, hex::encode(head.last_hash)))
+    }
+
+    /// Check that the log still holds record number `records - 1` with hash `hash`, as an anchor
+    /// kept outside the server says: a log that lost its tail, or an older copy, does not.
+    pub fn holds(&self, records: u64, hash: &str) -> Result<(), AuditError> {
+        if records == 0 {
+            return Ok(());
+        }
+        let seq = records - 1;
+        let problem = match self.store.read_log(AUDIT_LOG, seq)?.into_iter().next() {
+            Some((position, bytes)) if position == seq => {
+                let record = parse_record(seq, &bytes)?;
+                if record.hash == hash {
+                    return Ok(());
+                }
+                format!(
+                    "record {seq} has hash {}, not the {hash} an anchor signed: the log was replaced by another",
+                    record.hash
+                )
+            }
+            _ => format!(
+                "the log ends before record {seq}, which an anchor signed: records were lost from its end, or an older copy was restored"
+            ),
+        };
+        Err(AuditError::Anchor(problem))
     }
 
     /// Check the whole chain: see [`verify_records`].
@@ -415,6 +504,30 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Index (again) every record about a case from where the index is known to be complete to the
+/// end of the log (`end`), then note that it is complete. The first open of a log written before
+/// the index existed indexes it all.
+fn reindex(store: &dyn Store, end: u64) -> Result<(), AuditError> {
+    let from = store
+        .get_meta(HEAD_NS, INDEXED_KEY)?
+        .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    if from >= end {
+        return Ok(());
+    }
+    let mut indexed = 0u64;
+    for (seq, bytes) in store.read_log(AUDIT_LOG, from)? {
+        let record = parse_record(seq, &bytes)?;
+        if let Some(case) = record.event.case {
+            store.put_meta(&case_index(&case), &format!("{seq:020}"), &bytes)?;
+            indexed += 1;
+        }
+    }
+    store.put_meta(HEAD_NS, INDEXED_KEY, end.to_string().as_bytes())?;
+    tracing::debug!(from, end, indexed, "audit records indexed by case");
+    Ok(())
 }
 
 /// Verify a log given as `(position, bytes)` pairs in order, as the store returns them: positions
@@ -486,6 +599,7 @@ fn find_head(store: &dyn Store) -> Result<ChainHead, AuditError> {
             next_seq: 0,
             last_hash: [0; 32],
             stale: false,
+            index_gap: false,
         });
     };
     let record = parse_record(position, &bytes)?;
@@ -503,6 +617,7 @@ fn find_head(store: &dyn Store) -> Result<ChainHead, AuditError> {
         next_seq: position + 1,
         last_hash,
         stale: false,
+        index_gap: false,
     })
 }
 

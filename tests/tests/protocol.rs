@@ -210,6 +210,7 @@ impl ServerPeer {
                     })
                     .collect(),
                 mode: SessionMode::Normal,
+                audit_head: None,
             })],
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
@@ -360,6 +361,7 @@ fn a_chunk_that_makes_automerge_panic_is_refused_on_either_side_and_changes_noth
             teams: vec![],
             cases: vec![],
             mode: SessionMode::Normal,
+            audit_head: None,
         }),
         &mut docs,
     );

@@ -119,6 +119,11 @@ impl BoroughCa {
         &self.cert_der
     }
 
+    /// The CA's signing key (for [`super::AuditHead::sign`]).
+    pub(crate) fn key(&self) -> &KeyPair {
+        self.issuer.key()
+    }
+
     /// SHA-256 of the CA certificate, as carried by enrolment codes.
     pub fn fingerprint(&self) -> [u8; 32] {
         cert_fingerprint(&self.cert_der)

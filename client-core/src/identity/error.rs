@@ -6,6 +6,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {
+    /// A signature did not verify.
+    #[error("{0}")]
+    BadSignature(String),
     /// Generating or signing a key or certificate failed inside the certificate library.
     #[error(
         "could not create a key or certificate ({0}); this should not happen: report it with this message"

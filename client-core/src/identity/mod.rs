@@ -22,12 +22,14 @@
 //! The enrolment *protocol* (what the device and the server say to each other on an [`ALPN_ENROL`]
 //! connection) lives with the network layer; this module only supplies the cryptographic parts.
 
+mod anchor;
 mod ca;
 mod device;
 mod enrolment;
 mod error;
 mod tls;
 
+pub use anchor::AuditHead;
 pub use ca::BoroughCa;
 pub use device::{cert_fingerprint, device_id_from_cert, DeviceKey, DEVICE_URI_PREFIX};
 pub use enrolment::{hash_enrolment_token, EnrolmentCode, ENROLMENT_TOKEN_LEN};

@@ -147,6 +147,11 @@ pub struct Welcome {
     pub cases: Vec<CaseGrant>,
     /// Normal or revoking.
     pub mode: SessionMode,
+    /// The server's audit-log head, signed by the borough CA: the device keeps the newest it saw,
+    /// so a server whose log lost its tail, or an older copy of it, is found out
+    /// ([`crate::identity::AuditHead`]). Absent from servers before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<crate::identity::AuditHead>,
 }
 
 /// A refusal, of one case or of the whole connection.
@@ -623,6 +628,7 @@ mod tests {
                     team: TeamId::random(),
                 }],
                 mode: SessionMode::Revoking,
+                audit_head: None,
             }),
             Frame::Sync {
                 case,

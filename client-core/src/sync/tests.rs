@@ -60,6 +60,7 @@ impl PeerServer {
                     })
                     .collect(),
                 mode: SessionMode::Normal,
+                audit_head: None,
             })],
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
@@ -268,6 +269,7 @@ fn a_server_sending_an_invalid_document_is_refused_and_nothing_changes() {
             team: TeamId::random(),
         }],
         mode: SessionMode::Normal,
+        audit_head: None,
     };
     let _ = session.handle(Frame::Welcome(welcome), &mut docs);
     // A hostile server sends a document that is not a case record.
@@ -330,6 +332,7 @@ fn a_peer_that_never_lets_a_case_settle_cannot_loop_the_session_forever() {
         teams: vec![],
         cases: vec![],
         mode: SessionMode::Normal,
+        audit_head: None,
     };
     let mut actions = session.handle(Frame::Welcome(welcome), &mut docs);
     let mut exchanges = 0;
@@ -428,7 +431,7 @@ proptest! {
         let before = docs.0.get_mut(&case).unwrap().get_heads();
         let mut session = ClientSession::new(false, vec![], BTreeMap::new());
         let _ = session.start();
-        let welcome = Welcome { version: 1, device: DeviceId::random(), practitioner: PractitionerId::random(), teams: vec![], cases: vec![], mode: SessionMode::Normal };
+        let welcome = Welcome { version: 1, device: DeviceId::random(), practitioner: PractitionerId::random(), teams: vec![], cases: vec![], mode: SessionMode::Normal, audit_head: None };
         let _ = session.handle(Frame::Welcome(welcome), &mut docs);
         for f in frames {
             for a in session.handle(f, &mut docs) {

@@ -92,6 +92,9 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// The team's fidelity figures over the cases on this device (table, CSV or JSON).
     Figures(commands::export::FiguresArgs),
+    /// The newest audit-log head the borough server signed that this device has seen, as JSON:
+    /// give it to your administrator, who checks the server's log still holds it.
+    AuditHead,
 }
 
 fn main() -> ExitCode {
@@ -133,5 +136,19 @@ fn dispatch(
         Command::Status(a) => a.run(profile),
         Command::Export(a) => a.run(profile),
         Command::Figures(a) => a.run(profile),
+        Command::AuditHead => {
+            let head = profile
+                .audit_head()
+                .map_err(|e| Failure::User(e.to_string()))?
+                .ok_or_else(|| {
+                    Failure::User(
+                        "this device has no audit head yet: run `polyphony sync` first".into(),
+                    )
+                })?;
+            let text =
+                serde_json::to_string_pretty(&head).map_err(|e| Failure::User(e.to_string()))?;
+            println!("{text}");
+            Ok(())
+        }
     }
 }

@@ -126,6 +126,9 @@ pub fn print_sync_report(r: &SyncReport) {
             short(case)
         );
     }
+    if let Some(w) = &r.audit_warning {
+        eprintln!("warning: {w}");
+    }
     for case in &r.kept_unsynced {
         eprintln!(
             "kept: case {} still has changes the server has not confirmed, so it stays on this device",
