@@ -95,6 +95,19 @@ pub enum AdminRequest {
         /// The team's name or id.
         team: String,
     },
+    /// Take a practitioner out of one team (their devices lose that team's cases at once), or,
+    /// with no team, out of every team with every device of theirs revoked. Answers with a
+    /// [`PractitionerView`].
+    PractitionerRemove {
+        /// Their name or id.
+        practitioner: String,
+        /// The team's name or id; none for every team and every device.
+        #[serde(default)]
+        team: Option<String>,
+        /// With no team: refuse their devices at once instead of letting them upload first.
+        #[serde(default)]
+        now: bool,
+    },
     /// List the practitioners. Answers with `[PractitionerView]`.
     Practitioners,
     /// Issue an enrolment code for a practitioner's new device. Answers with an [`IssuedCode`].
@@ -122,6 +135,16 @@ pub enum AdminRequest {
         #[serde(default)]
         verify: bool,
     },
+    /// The audit log's head now, signed by the borough CA, to keep somewhere the server's disk is
+    /// not (see [`polyphony_core::identity::AuditHead`]). Answers with the head.
+    AuditHead,
+    /// Verify the whole chain, and that it still holds each anchored head (exported earlier, or
+    /// kept by a device): a log cut short or an older copy fails. Answers with a
+    /// [`crate::audit::VerifyReport`], or an error naming the first anchor it does not hold.
+    AuditAnchors {
+        /// Heads signed by this borough's CA.
+        anchors: Vec<polyphony_core::identity::AuditHead>,
+    },
     /// Move a case to another team. Answers with a [`CaseMoved`].
     CaseMove {
         /// The case.
@@ -138,6 +161,7 @@ impl AdminRequest {
             self,
             AdminRequest::TeamAdd { .. }
                 | AdminRequest::PractitionerAdd { .. }
+                | AdminRequest::PractitionerRemove { .. }
                 | AdminRequest::Enrol { .. }
                 | AdminRequest::Revoke { .. }
                 | AdminRequest::CaseMove { .. }
@@ -223,6 +247,7 @@ pub struct Admin {
     audit: Arc<AuditLog>,
     ca_fingerprint: [u8; 32],
     enrolment_ttl: time::Duration,
+    ca: Option<Arc<polyphony_core::identity::BoroughCa>>,
 }
 
 impl Admin {
@@ -239,7 +264,15 @@ impl Admin {
             audit,
             ca_fingerprint,
             enrolment_ttl,
+            ca: None,
         }
+    }
+
+    /// Let the administrator export the audit head signed by the borough CA
+    /// ([`AdminRequest::AuditHead`]).
+    pub fn with_ca(mut self, ca: Arc<polyphony_core::identity::BoroughCa>) -> Self {
+        self.ca = Some(ca);
+        self
     }
 
     /// Carry out one request. Blocks on the store: call it from `spawn_blocking` in async code.
@@ -286,6 +319,60 @@ impl Admin {
                     || format!("practitioner '{}' was added", p.name),
                 )?;
                 json(&self.practitioner_view(&p, &[team])?)
+            }
+            AdminRequest::PractitionerRemove {
+                practitioner,
+                team,
+                now,
+            } => {
+                let p = r.practitioner_by(&practitioner)?;
+                let teams = r.teams()?;
+                let p = match team {
+                    Some(team) => {
+                        let team = r.team(&team)?;
+                        let after = r.remove_practitioner_from_team(&p.id, team.id)?;
+                        self.audit(
+                            AuditAction::PractitionerRemoved,
+                            None,
+                            format!("practitioner {} left team {}", p.id, team.id),
+                            || format!("'{}' left team '{}'", p.name, team.name),
+                        )?;
+                        after
+                    }
+                    None => {
+                        let mut after = p.clone();
+                        for t in &p.teams {
+                            after = r.remove_practitioner_from_team(&p.id, *t)?;
+                        }
+                        let target = if now {
+                            DeviceStatus::Revoked
+                        } else {
+                            DeviceStatus::Revoking
+                        };
+                        let mut revoked = Vec::new();
+                        for d in r.practitioner_devices(&p.id)? {
+                            if d.status == DeviceStatus::Active
+                                || (now && d.status == DeviceStatus::Revoking)
+                            {
+                                r.set_device_status(&d.id, target)?;
+                                revoked.push(d.id.to_string());
+                            }
+                        }
+                        self.audit(
+                            AuditAction::PractitionerRemoved,
+                            None,
+                            format!(
+                                "practitioner {} removed from every team; devices {} ({})",
+                                p.id,
+                                if now { "revoked at once" } else { "revoking" },
+                                revoked.join(", ")
+                            ),
+                            || format!("'{}' was removed from every team", p.name),
+                        )?;
+                        after
+                    }
+                };
+                json(&self.practitioner_view(&p, &teams)?)
             }
             AdminRequest::Practitioners => {
                 let teams = r.teams()?;
@@ -368,6 +455,36 @@ impl Admin {
                 } else {
                     json(&self.audit.entries(case)?)
                 }
+            }
+            AdminRequest::AuditHead => {
+                let ca = self.ca.as_ref().ok_or_else(|| {
+                    AdminError::Protocol("this command has no borough CA to sign with".into())
+                })?;
+                let (records, hash) = self.audit.head()?;
+                let head = polyphony_core::identity::AuditHead::sign(
+                    ca,
+                    records,
+                    &hash,
+                    &rfc3339(OffsetDateTime::now_utc()),
+                )
+                .map_err(|e| AdminError::Protocol(e.to_string()))?;
+                json(&head)
+            }
+            AdminRequest::AuditAnchors { anchors } => {
+                let ca = self.ca.as_ref().ok_or_else(|| {
+                    AdminError::Protocol("this command has no borough CA to check with".into())
+                })?;
+                let report = self.audit.verify()?;
+                for a in &anchors {
+                    a.verify(ca.cert_der()).map_err(|e| {
+                        AdminError::Protocol(format!(
+                            "anchor of {} records (signed {}): {e}",
+                            a.records, a.at
+                        ))
+                    })?;
+                    self.audit.holds(a.records, &a.hash)?;
+                }
+                json(&report)
             }
             AdminRequest::CaseMove { case, team } => {
                 let to = r.team(&team)?;

@@ -66,7 +66,17 @@ pub struct ServerConfig {
     /// it on another volume (or a mounted secret) and a copy of the data directory, a backup or a
     /// stolen disk, does not open.
     pub key_file: Option<PathBuf>,
+    /// How long a device being revoked (upload, then wipe) may still connect to upload, in
+    /// seconds; after that it is refused as revoked, whatever it still holds.
+    pub revoking_limit_secs: u64,
+    /// How long a device may still upload, to a case it holds, what it wrote before the case
+    /// moved to another team or before its practitioner left the team, in seconds. After that
+    /// the case is simply not available to it.
+    pub moved_upload_limit_secs: u64,
 }
+
+/// Fourteen days: a laptop handed back at the end of a placement gets a fortnight to upload.
+pub const DEFAULT_REVOKING_LIMIT_SECS: u64 = 14 * 24 * 3600;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -80,6 +90,8 @@ impl Default for ServerConfig {
             enrolment_ttl_hours: 72,
             extra_server_names: Vec::new(),
             key_file: None,
+            revoking_limit_secs: DEFAULT_REVOKING_LIMIT_SECS,
+            moved_upload_limit_secs: DEFAULT_REVOKING_LIMIT_SECS,
         }
     }
 }
@@ -143,6 +155,16 @@ impl ServerConfig {
     /// The directory of the on-disk store.
     pub fn db_dir(&self) -> PathBuf {
         self.data_dir.join("db")
+    }
+
+    /// How long a device may stay in the revoking state, as a duration.
+    pub fn revoking_limit(&self) -> time::Duration {
+        time::Duration::seconds(i64::try_from(self.revoking_limit_secs).unwrap_or(i64::MAX / 2))
+    }
+
+    /// How long a device may upload to a case that moved away from it, as a duration.
+    pub fn moved_upload_limit(&self) -> time::Duration {
+        time::Duration::seconds(i64::try_from(self.moved_upload_limit_secs).unwrap_or(i64::MAX / 2))
     }
 
     /// How long an enrolment code stays valid, as a duration.

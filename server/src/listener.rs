@@ -90,21 +90,28 @@ impl Server {
             opened.engine.clone(),
             config.cache_cases,
         ));
+        let ca = Arc::new(opened.ca);
         let shared = Arc::new(Shared {
+            ca: Some(ca.clone()),
             storage,
             registry: opened.registry.clone(),
             audit: opened.audit.clone(),
             max_frame: config.max_frame,
+            revoking_limit: config.revoking_limit(),
+            moved_upload_limit: config.moved_upload_limit(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let ca_fingerprint = opened.ca.fingerprint();
+        let ca_fingerprint = ca.fingerprint();
 
-        let admin = Arc::new(Admin::new(
-            opened.registry.clone(),
-            opened.audit.clone(),
-            ca_fingerprint,
-            config.enrolment_ttl(),
-        ));
+        let admin = Arc::new(
+            Admin::new(
+                opened.registry.clone(),
+                opened.audit.clone(),
+                ca_fingerprint,
+                config.enrolment_ttl(),
+            )
+            .with_ca(ca.clone()),
+        );
         // Bind before returning, so an admin request sent right after start finds the socket.
         let admin_socket = admin::AdminSocket::bind(config.admin_socket_path()).await?;
         let admin_rx = shutdown_rx.clone();
@@ -123,7 +130,6 @@ impl Server {
             shared.clone(),
             shutdown_rx.clone(),
         ));
-        let ca = Arc::new(opened.ca);
         let accept = tokio::spawn(accept_loop(
             endpoint.clone(),
             shared.clone(),
@@ -336,6 +342,16 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
             "this certificate is not the one issued to this device: enrol again",
         );
     }
+    let device = match shared.expire_revoking(device) {
+        Ok(d) => d,
+        Err(e) => {
+            return close(
+                &conn,
+                ErrorCode::Internal,
+                &format!("the server could not read its registry: {e}"),
+            )
+        }
+    };
     if device.status == DeviceStatus::Revoked {
         shared.audit(
             actor,

@@ -81,6 +81,14 @@ enum Command {
         /// Verify the whole chain instead of listing records.
         #[arg(long)]
         verify: bool,
+        /// With --verify: also check that the log still holds this head, exported earlier with
+        /// `audit --head` or kept by a device (`polyphony audit-head`); a log that lost its end,
+        /// or an older copy, fails. May be given more than once.
+        #[arg(long, value_name = "FILE", requires = "verify")]
+        anchor: Vec<PathBuf>,
+        /// Print the log's head, signed by the borough CA, to keep away from the server.
+        #[arg(long, conflicts_with_all = ["verify", "case"])]
+        head: bool,
     },
     /// Manage cases.
     #[command(subcommand)]
@@ -105,6 +113,18 @@ enum PractitionerCommand {
         /// The team's name or id.
         #[arg(long)]
         team: String,
+    },
+    /// Take a practitioner out of a team: their devices lose its cases at once. Without
+    /// `--team`, out of every team, and every device of theirs is revoked.
+    Remove {
+        /// Their name or id.
+        practitioner: String,
+        /// The team's name or id [default: every team, and revoke their devices].
+        #[arg(long)]
+        team: Option<String>,
+        /// Without --team: refuse their devices at once instead of letting them upload first.
+        #[arg(long, conflicts_with = "team")]
+        now: bool,
     },
 }
 
@@ -184,11 +204,41 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Practitioner(PractitionerCommand::Add { name, team }) => {
             AdminRequest::PractitionerAdd { name, team }
         }
+        Command::Practitioner(PractitionerCommand::Remove {
+            practitioner,
+            team,
+            now,
+        }) => AdminRequest::PractitionerRemove {
+            practitioner,
+            team,
+            now,
+        },
         Command::Practitioners => AdminRequest::Practitioners,
         Command::Enrol { practitioner } => AdminRequest::Enrol { practitioner },
         Command::Revoke { device, now } => AdminRequest::Revoke { device, now },
         Command::Devices => AdminRequest::Devices,
-        Command::Audit { case, verify } => AdminRequest::Audit { case, verify },
+        Command::Audit { head: true, .. } => AdminRequest::AuditHead,
+        Command::Audit {
+            anchor,
+            verify: true,
+            ..
+        } if !anchor.is_empty() => {
+            let mut anchors = Vec::new();
+            for path in &anchor {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Failure::User(format!("cannot read the anchor {}: {e}", path.display()))
+                })?;
+                let head = serde_json::from_str(&text).map_err(|e| {
+                    Failure::User(format!(
+                        "{} is not an audit head (from `audit --head` or `polyphony audit-head`): {e}",
+                        path.display()
+                    ))
+                })?;
+                anchors.push(head);
+            }
+            AdminRequest::AuditAnchors { anchors }
+        }
+        Command::Audit { case, verify, .. } => AdminRequest::Audit { case, verify },
         Command::Case(CaseCommand::Move { case, team }) => AdminRequest::CaseMove { case, team },
     };
     let response = match admin::request(config.admin_socket_path(), &req).await {
@@ -236,14 +286,15 @@ async fn offline(config: ServerConfig, req: AdminRequest) -> Result<AdminRespons
         )));
     }
     tokio::task::spawn_blocking(move || {
-        let (registry, audit, ca_fingerprint) = polyphony_server::storage::open_offline(&config)
-            .map_err(|e| {
+        let (registry, audit, ca) =
+            polyphony_server::storage::open_offline(&config).map_err(|e| {
                 Failure::Unreachable(format!(
                     "cannot open the server's store at {}: {e:#}",
                     config.data_dir.display()
                 ))
             })?;
-        let admin = Admin::new(registry, audit, ca_fingerprint, config.enrolment_ttl());
+        let admin =
+            Admin::new(registry, audit, ca.fingerprint(), config.enrolment_ttl()).with_ca(ca);
         Ok(admin.handle(req))
     })
     .await
@@ -277,6 +328,20 @@ fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> io::Result<
         AdminRequest::PractitionerAdd { .. } => {
             let p: PractitionerView = decode(value)?;
             eprintln!("added practitioner '{}'", p.name);
+            writeln!(out, "{}", p.id)
+        }
+        AdminRequest::PractitionerRemove { .. } => {
+            let p: PractitionerView = decode(value)?;
+            let teams: Vec<_> = p.teams.into_iter().map(|t| t.name).collect();
+            eprintln!(
+                "'{}' now works in: {}",
+                p.name,
+                if teams.is_empty() {
+                    "no team".to_string()
+                } else {
+                    teams.join(", ")
+                }
+            );
             writeln!(out, "{}", p.id)
         }
         AdminRequest::Practitioners => {
@@ -352,6 +417,20 @@ fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> io::Result<
                 "audit log intact: {} entries, head {}",
                 report.entries, report.head
             )
+        }
+        AdminRequest::AuditAnchors { anchors } => {
+            let report: VerifyReport = decode(value)?;
+            writeln!(
+                out,
+                "audit log intact: {} entries, head {}; it holds all {} anchored heads",
+                report.entries,
+                report.head,
+                anchors.len()
+            )
+        }
+        AdminRequest::AuditHead => {
+            let text = serde_json::to_string_pretty(&value).map_err(io::Error::other)?;
+            writeln!(out, "{text}")
         }
         AdminRequest::Audit { .. } => {
             let records: Vec<AuditRecord> = decode(value)?;

@@ -48,6 +48,8 @@ mod ns {
     pub const ENROLMENTS: &str = "registry.enrolments";
     /// Case id → [`super::CaseOwner`]: the truth about which team owns a case.
     pub const CASES: &str = "registry.cases";
+    /// Device id → the highest offline-read outbox index recorded (duplicates are dropped).
+    pub const READS_THROUGH: &str = "registry.reads-through";
 
     /// Index of the cases of one team (case id → nothing), so a device's cases are found without
     /// reading every case in the borough.
@@ -193,6 +195,10 @@ pub struct Practitioner {
     pub name: String,
     /// The teams they work in: their devices may sync these teams' cases.
     pub teams: Vec<TeamId>,
+    /// Teams they left, with when (RFC 3339): their devices may still upload to those teams'
+    /// cases they hold, for a bounded time after ([`crate::ServerConfig::moved_upload_limit`]).
+    #[serde(default)]
+    pub left: std::collections::BTreeMap<TeamId, String>,
     /// When they were added.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -277,6 +283,9 @@ pub struct Registry {
     store: Arc<dyn Store>,
     /// Serialises every check-then-write, so no two of them interleave.
     writes: Mutex<()>,
+    /// Bumped by every change of who may sync what (a device's status, a practitioner's teams),
+    /// so live sessions re-check their access at once instead of at their next connection.
+    access: tokio::sync::watch::Sender<u64>,
 }
 
 impl fmt::Debug for Registry {
@@ -291,7 +300,23 @@ impl Registry {
         Self {
             store,
             writes: Mutex::new(()),
+            access: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Told of every change of access (see [`Registry::access_epoch`]).
+    pub fn access_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.access.subscribe()
+    }
+
+    /// How many changes of access this registry has made since it was opened: a session that saw
+    /// another number re-reads its device and practitioner.
+    pub fn access_epoch(&self) -> u64 {
+        *self.access.borrow()
+    }
+
+    fn access_changed(&self) {
+        self.access.send_modify(|n| *n += 1);
     }
 
     // ----- teams -----
@@ -377,6 +402,7 @@ impl Registry {
             id: PractitionerId::random(),
             name,
             teams: vec![team],
+            left: Default::default(),
             created_at: now(),
         };
         self.put(
@@ -403,10 +429,49 @@ impl Registry {
         })?;
         if !p.teams.contains(&team) {
             p.teams.push(team);
+            p.left.remove(&team);
             self.put(ns::PRACTITIONERS, &p.id.to_string(), &p)?;
             tracing::info!(practitioner = %p.id, %team, "practitioner joined a team");
+            self.access_changed();
         }
         Ok(p)
+    }
+
+    /// A practitioner leaves a team: from now on none of their devices may read or write the
+    /// team's cases (a device still holding one may upload what it wrote, as after a move, and is
+    /// then told the case is not available). Live sessions learn of it at once.
+    pub fn remove_practitioner_from_team(
+        &self,
+        practitioner: &PractitionerId,
+        team: TeamId,
+    ) -> Result<Practitioner, RegistryError> {
+        let _w = self.lock();
+        self.require_team(&team)?;
+        let mut p = self.practitioner(practitioner)?.ok_or_else(|| {
+            RegistryError::PractitionerNotFound {
+                given: practitioner.to_string(),
+            }
+        })?;
+        if p.teams.contains(&team) {
+            p.teams.retain(|t| *t != team);
+            p.left.insert(team, rfc3339(now()));
+            self.put(ns::PRACTITIONERS, &p.id.to_string(), &p)?;
+            tracing::info!(practitioner = %p.id, %team, "practitioner left a team");
+            self.access_changed();
+        }
+        Ok(p)
+    }
+
+    /// The devices of one practitioner, whatever their status.
+    pub fn practitioner_devices(
+        &self,
+        practitioner: &PractitionerId,
+    ) -> Result<Vec<Device>, RegistryError> {
+        Ok(self
+            .devices()?
+            .into_iter()
+            .filter(|d| d.practitioner == *practitioner)
+            .collect())
     }
 
     /// Every practitioner, by name.
@@ -633,6 +698,7 @@ impl Registry {
         };
         self.put(ns::DEVICES, &id.to_string(), &device)?;
         tracing::info!(device = %id, %status, "device status changed");
+        self.access_changed();
         Ok(device)
     }
 
@@ -659,6 +725,25 @@ impl Registry {
         Ok(self
             .get::<CaseOwner>(ns::CASES, &case.to_string())?
             .map(|o| o.team))
+    }
+
+    /// Since when the case's team has owned it (its registration, or its last move).
+    pub fn case_since(&self, case: &CaseId) -> Result<Option<OffsetDateTime>, RegistryError> {
+        Ok(self
+            .get::<CaseOwner>(ns::CASES, &case.to_string())?
+            .map(|o| o.since))
+    }
+
+    /// The highest offline-read outbox index of `device` already in the audit log (0 if none).
+    pub fn reads_through(&self, device: &DeviceId) -> Result<u64, RegistryError> {
+        Ok(self
+            .get::<u64>(ns::READS_THROUGH, &device.to_string())?
+            .unwrap_or(0))
+    }
+
+    /// Note that `device`'s offline reads through `seq` are in the audit log.
+    pub fn set_reads_through(&self, device: &DeviceId, seq: u64) -> Result<(), RegistryError> {
+        self.put(ns::READS_THROUGH, &device.to_string(), &seq)
     }
 
     /// Register a new case with its team (when a device first uploads it). Registering it again with
@@ -705,6 +790,7 @@ impl Registry {
         self.store
             .delete_meta(&ns::team_cases(&from), &case.to_string())?;
         tracing::info!(%case, %from, to = %team, "case moved");
+        self.access_changed();
         Ok(from)
     }
 

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use automerge::sync::{State, SyncDoc};
 use automerge::{ActorId, AutoCommit};
-use polyphony_core::model::{actor_for_device, schema};
+use polyphony_core::model::guard::{self, NewOps};
+use polyphony_core::model::{schema, Author};
 use polyphony_core::net::{write_frames, FramedStream, StreamError};
 use polyphony_core::sync::{
     prepare, AccessEntry, ApplyError, CaseGrant, CasePolicy, ErrorCode, Frame, Hello, Refusal,
@@ -42,9 +43,40 @@ pub struct Shared {
     pub audit: Arc<AuditLog>,
     /// Frame size limit.
     pub max_frame: usize,
+    /// How long a device may stay in the revoking state ([`crate::ServerConfig::revoking_limit`]).
+    pub revoking_limit: time::Duration,
+    /// How long a device may upload to a case that moved away from it
+    /// ([`crate::ServerConfig::moved_upload_limit`]).
+    pub moved_upload_limit: time::Duration,
+    /// The borough CA, to sign the audit head each welcome carries (none: no head is sent).
+    pub ca: Option<Arc<polyphony_core::identity::BoroughCa>>,
 }
 
 impl Shared {
+    /// A device in the revoking state past [`Shared::revoking_limit`] becomes revoked (and
+    /// audited so); any other device is returned as it is.
+    pub fn expire_revoking(&self, device: Device) -> Result<Device, RegistryError> {
+        let due = device
+            .revoked_at
+            .is_some_and(|at| at + self.revoking_limit <= time::OffsetDateTime::now_utc());
+        if device.status != DeviceStatus::Revoking || !due {
+            return Ok(device);
+        }
+        let device = self
+            .registry
+            .set_device_status(&device.id, DeviceStatus::Revoked)?;
+        self.audit(
+            Actor::Device {
+                device: device.id,
+                practitioner: device.practitioner,
+            },
+            AuditAction::Revoke,
+            None,
+            "the time allowed to upload before wiping ran out: device now refused",
+        );
+        Ok(device)
+    }
+
     /// Record an audit event; a failure is logged loudly but does not stop clinical work.
     pub fn audit(
         &self,
@@ -59,6 +91,16 @@ impl Shared {
         }
     }
 }
+
+/// The most offline reads one `Reads` frame may carry (a device sends its outbox in batches).
+pub const MAX_READS_PER_FRAME: usize = 1_000;
+/// The most offline reads one session may send: a device that was offline for a month reads a
+/// few hundred times; more is a confused or hostile device filling the audit log.
+pub const MAX_READS_PER_SESSION: usize = 10_000;
+/// How far a device's clock may be off when it says when it read a case.
+pub const READ_CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
+/// The shortest time between two access-log requests of one session.
+pub const ACCESS_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How this device may treat one case in this session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,12 +121,28 @@ struct ServerPolicy<'a> {
     /// The team the stored document names (None for a case not stored yet).
     team: Option<TeamId>,
     my_teams: &'a [TeamId],
-    allowed: &'a HashSet<ActorId>,
+    /// The sending device and its practitioner, as the registry knows them: the only author its
+    /// new changes may have and the only name they may write.
+    me: &'a Author,
 }
 
 impl CasePolicy for ServerPolicy<'_> {
+    /// A device writes only as itself: its own actor, never a colleague's (which would let it
+    /// write in their name, and by taking their next sequence number make their offline work
+    /// unsyncable). Every change the server already holds is not new, so a device that received
+    /// colleagues' changes from the server still syncs; pushes carry only durable changes, so a
+    /// device never holds a colleague's change the server could lose.
     fn author_allowed(&self, actor: &ActorId) -> bool {
-        self.allowed.contains(actor)
+        *actor == self.me.actor()
+    }
+    fn check_step(
+        &self,
+        before: &AutoCommit,
+        after: &AutoCommit,
+        new: &NewOps,
+    ) -> Result<(), ApplyError> {
+        guard::nothing_removed(before, after).map_err(ApplyError::Removes)?;
+        guard::stamps_are_own(after, new, self.me).map_err(ApplyError::Impersonates)
     }
     fn check(&self, doc: &AutoCommit) -> Result<(), String> {
         if schema::read_case_id(doc) != Some(self.case) {
@@ -117,8 +175,38 @@ pub struct Session {
     read_audited: HashSet<CaseId>,
     /// Messages received per case since its document last changed (a bound against sync loops).
     exchanges: HashMap<CaseId, (usize, Vec<automerge::ChangeHash>)>,
-    allowed: HashMap<TeamId, HashSet<ActorId>>,
+    /// This device and its practitioner as the registry knows them (see [`ServerPolicy::me`]).
+    author: Author,
+    /// The registry's access epoch this session last read its device and practitioner at.
+    epoch: u64,
+    /// Why the session ended because its access changed: the connection is closed with this.
+    ended: Option<(ErrorCode, String)>,
+    /// Offline reads received in this session (bounded by [`MAX_READS_PER_SESSION`]).
+    reads_taken: usize,
+    /// When this session last answered an access-log request (rate-limited).
+    access_log_at: Option<std::time::Instant>,
     out: mpsc::UnboundedSender<(u64, Vec<Frame>)>,
+}
+
+/// How a read relates the reader to the person, for the audit and the person's access list:
+/// nothing for a member of the care team, else that they read it as cover within the case's
+/// team (the access rule: any device of the team may sync its cases; see the README).
+fn relationship(doc: &AutoCommit, practitioner: &Practitioner) -> String {
+    if guard::in_care_team(doc, &practitioner.id) {
+        String::new()
+    } else {
+        "; the reader is not in this person's care team (cover within the team)".to_string()
+    }
+}
+
+/// The actors that wrote accepted changes, for the audit (always this device's own: see
+/// [`ServerPolicy::author_allowed`]).
+fn written_by(actors: &[ActorId]) -> String {
+    let hex: Vec<String> = actors
+        .iter()
+        .map(|a| format!("actor {}", a.to_hex_string()))
+        .collect();
+    hex.join(", ")
 }
 
 fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
@@ -192,13 +280,24 @@ pub async fn serve(
     let writer = tokio::spawn(async move {
         let mut send = send;
         while let Some((ticket, frames)) = out_rx.recv().await {
+            let mut dropped_push = false;
             let frames = match storage.group.durable(ticket).await {
                 Ok(()) => frames,
                 Err(e) => {
                     warn!(error = %e, "flush failed: refusing to acknowledge");
-                    // Nothing is acknowledged that is not on disk: replace each Saved by a refusal.
+                    // Nothing is acknowledged that is not on disk: replace each Saved by a
+                    // refusal. A live push (no Saved) is not sent at all: it may carry a
+                    // colleague's change the disk lost, which the device could then never upload
+                    // (a device writes only as itself). A reply to the device's own sync still
+                    // carries the case as the server holds it (reads go on while the disk is
+                    // full); docs/SECURITY.md says what that leaves.
+                    let push = !frames.iter().any(|f| matches!(f, Frame::Saved { .. }));
+                    // The session's sync state counts the push as sent: end the connection,
+                    // and the device syncs afresh when it reconnects.
+                    dropped_push = push && frames.iter().any(|f| matches!(f, Frame::Sync { .. }));
                     frames
                         .into_iter()
+                        .filter(|f| !(push && matches!(f, Frame::Sync { .. })))
                         .map(|f| match f {
                             Frame::Saved { case, .. } => Frame::CaseRefused {
                                 case,
@@ -209,7 +308,7 @@ pub async fn serve(
                         .collect()
                 }
             };
-            let ends = frames.iter().any(|f| matches!(f, Frame::Bye | Frame::Wipe));
+            let ends = dropped_push || frames.iter().any(|f| matches!(f, Frame::Bye | Frame::Wipe));
             if write_frames(&mut send, &frames).await.is_err() {
                 return;
             }
@@ -226,6 +325,7 @@ pub async fn serve(
 
     let mut session = Session::new(shared.clone(), conn_id, device, practitioner, mode, out_tx);
     let mut changes = shared.storage.subscribe();
+    let mut access = shared.registry.access_changes();
     let mut recv = recv;
     loop {
         tokio::select! {
@@ -248,8 +348,22 @@ pub async fn serve(
                 Err(broadcast::error::RecvError::Lagged(_)) => session.push_all(),
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            // An administrator changed who may sync what: a revoked device's live connection is
+            // closed now, not at its next sync.
+            changed = access.changed() => {
+                if changed.is_err() || !session.check_access() {
+                    break;
+                }
+            }
             _ = conn.closed() => break,
         }
+        if session.ended().is_some() {
+            break;
+        }
+    }
+    if let Some((code, message)) = session.ended() {
+        // At once: nothing queued for the writer is sent after this.
+        close(&conn, *code, message);
     }
     drop(session);
     let _ = writer.await;
@@ -329,7 +443,24 @@ pub fn welcome(
         teams: practitioner.teams.clone(),
         cases: grants,
         mode,
+        audit_head: signed_head(shared),
     })
+}
+
+/// The audit log's head as this welcome leaves, signed by the borough CA.
+fn signed_head(shared: &Shared) -> Option<polyphony_core::identity::AuditHead> {
+    let ca = shared.ca.as_ref()?;
+    let (records, hash) = shared
+        .audit
+        .head()
+        .inspect_err(|e| warn!(error = %e, "could not read the audit head"))
+        .ok()?;
+    let at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()?;
+    polyphony_core::identity::AuditHead::sign(ca, records, &hash, &at)
+        .inspect_err(|e| warn!(error = %e, "could not sign the audit head"))
+        .ok()
 }
 
 impl Session {
@@ -349,6 +480,12 @@ impl Session {
             device: device.id,
             practitioner: practitioner.id,
         };
+        let epoch = shared.registry.access_epoch();
+        let author = Author {
+            practitioner: practitioner.id,
+            practitioner_name: practitioner.name.clone(),
+            device: device.id,
+        };
         Session {
             shared,
             conn_id,
@@ -361,40 +498,107 @@ impl Session {
             told_moved: HashSet::new(),
             read_audited: HashSet::new(),
             exchanges: HashMap::new(),
-            allowed: HashMap::new(),
+            author,
+            epoch,
+            ended: None,
+            reads_taken: 0,
+            access_log_at: None,
             out,
         }
     }
 
+    /// Why the session ended on a change of access, if it did (see [`Session::check_access`]):
+    /// the driver closes the connection with this code and message.
+    pub fn ended(&self) -> Option<&(ErrorCode, String)> {
+        self.ended.as_ref()
+    }
+
+    /// Re-read this device and its practitioner if the registry's access changed since the last
+    /// look, or if the device is being revoked (whose time limit runs without any change).
+    /// Returns false once the session must end: the device was revoked ("revoke now" reaches a
+    /// connected device at once), or its revocation was ordered (it reconnects to upload, then
+    /// wipe). A practitioner who left a team keeps the session for their other teams.
+    pub fn check_access(&mut self) -> bool {
+        if self.ended.is_some() {
+            return false;
+        }
+        let epoch = self.shared.registry.access_epoch();
+        if epoch == self.epoch && self.mode == SessionMode::Normal {
+            return true;
+        }
+        self.epoch = epoch;
+        let device = match self.shared.registry.device(&self.device.id) {
+            Ok(Some(d)) => self.shared.expire_revoking(d),
+            Ok(None) => Err(RegistryError::DeviceNotFound(self.device.id)),
+            Err(e) => Err(e),
+        };
+        let end = match device {
+            Err(e) => Some((
+                ErrorCode::Internal,
+                format!("the server could not read its registry ({e}): sync again later"),
+            )),
+            Ok(d) if d.status == DeviceStatus::Revoked => Some((
+                ErrorCode::Revoked,
+                "this device was revoked by your administrator: its data stays safe on the server; ask for a new enrolment".to_string(),
+            )),
+            Ok(d) if d.status == DeviceStatus::Revoking && self.mode == SessionMode::Normal => {
+                Some((
+                    ErrorCode::ShuttingDown,
+                    "your administrator is revoking this device: sync again to upload what it holds, then it is wiped".to_string(),
+                ))
+            }
+            Ok(_) => None,
+        };
+        if let Some((code, message)) = end {
+            self.shared.audit(
+                self.actor.clone(),
+                AuditAction::Refused,
+                None,
+                format!("live session closed: the device's access changed ({message})"),
+            );
+            self.ended = Some((code, message));
+            return false;
+        }
+        if let Ok(Some(p)) = self.shared.registry.practitioner(&self.practitioner.id) {
+            self.practitioner = p;
+        }
+        true
+    }
+
     /// Handle one frame from the device; false ends the session (stop reading).
     pub fn handle(&mut self, frame: Frame) -> bool {
+        if !self.check_access() {
+            return false;
+        }
         match frame {
             Frame::Sync { case, message } => {
                 let (ticket, frames) = self.sync(case, &message);
                 let _ = self.out.send((ticket, frames));
                 true
             }
-            Frame::Reads(reads) => {
-                // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
-                let generation = self.shared.storage.group.generation();
-                let mut through = 0;
-                for r in &reads {
-                    let event = AuditEvent::offline_read(self.device.id, self.practitioner.id, r);
-                    if let Err(e) = self.shared.audit.record(event) {
-                        warn!(error = %e, "could not record offline reads");
-                        return true;
-                    }
-                    through = through.max(r.seq);
-                }
-                let _ = self.out.send((
-                    self.shared.storage.group.wrote_in(generation),
-                    vec![Frame::ReadsSaved { through }],
-                ));
-                true
-            }
+            Frame::Reads(reads) => self.offline_reads(reads),
             Frame::AccessLogRequest { case } => {
+                let now = std::time::Instant::now();
+                if self
+                    .access_log_at
+                    .is_some_and(|at| now.duration_since(at) < ACCESS_LOG_INTERVAL)
+                {
+                    let refused = Frame::CaseRefused {
+                        case,
+                        refusal: refusal(
+                            ErrorCode::Busy,
+                            "the access list was asked for again too soon: try again in a moment",
+                        ),
+                    };
+                    let _ = self.out.send((0, vec![refused]));
+                    return true;
+                }
+                self.access_log_at = Some(now);
+                let generation = self.shared.storage.group.generation();
                 let frame = self.access_log(case);
-                let _ = self.out.send((0, vec![frame]));
+                // The request is audited (in `access_log`) before its answer leaves.
+                let ticket = self.shared.storage.group.wrote_in(generation);
+                let _ = self.out.send((ticket, vec![frame]));
                 true
             }
             Frame::Done => {
@@ -436,6 +640,93 @@ impl Session {
         }
     }
 
+    /// Record the reads a device made offline, in its audit trail: only for cases it may read,
+    /// at most [`MAX_READS_PER_FRAME`] a frame and [`MAX_READS_PER_SESSION`] a session, with
+    /// times neither in the future nor before its enrolment, each outbox index once. Reads that
+    /// fail a check are not recorded as reads; one audit record says how many were dropped and
+    /// why. Everything up to the frame's highest index is acknowledged, so the device does not
+    /// send them again.
+    fn offline_reads(&mut self, reads: Vec<polyphony_core::sync::OfflineRead>) -> bool {
+        self.reads_taken += reads.len();
+        if reads.len() > MAX_READS_PER_FRAME || self.reads_taken > MAX_READS_PER_SESSION {
+            let msg = format!(
+                "too many offline reads ({} in this frame, {} in this session; the limits are {MAX_READS_PER_FRAME} and {MAX_READS_PER_SESSION}): sync again later",
+                reads.len(),
+                self.reads_taken
+            );
+            self.shared
+                .audit(self.actor.clone(), AuditAction::Refused, None, msg.clone());
+            let _ = self
+                .out
+                .send((0, vec![Frame::Error(refusal(ErrorCode::TooLarge, msg))]));
+            return false;
+        }
+        // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
+        let generation = self.shared.storage.group.generation();
+        let registry = self.shared.registry.clone();
+        let Ok(mark) = registry.reads_through(&self.device.id) else {
+            return true;
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let enrolled = self.device.enrolled_at;
+        let mut through = mark;
+        let (mut duplicates, mut not_readable, mut bad_time) = (0usize, 0usize, 0usize);
+        let mut sorted = reads;
+        sorted.sort_by_key(|r| r.seq);
+        for r in &sorted {
+            through = through.max(r.seq);
+            if r.seq <= mark {
+                duplicates += 1;
+                continue;
+            }
+            if matches!(self.access(&r.case), Access::NotAvailable | Access::New) {
+                not_readable += 1;
+                continue;
+            }
+            let at =
+                time::OffsetDateTime::parse(&r.at, &time::format_description::well_known::Rfc3339);
+            if at.is_ok_and(|t| t > now + READ_CLOCK_SKEW || t < enrolled - READ_CLOCK_SKEW) {
+                bad_time += 1;
+                continue;
+            }
+            let mut event = AuditEvent::offline_read(self.device.id, self.practitioner.id, r);
+            if let Ok(Some(c)) = self.shared.storage.case(&r.case) {
+                let c = c.lock().expect("case lock");
+                event
+                    .detail
+                    .push_str(&relationship(&c.doc, &self.practitioner));
+            }
+            if let Err(e) = self.shared.audit.record(event) {
+                warn!(error = %e, "could not record offline reads");
+                return true;
+            }
+        }
+        if not_readable + bad_time > 0 {
+            self.shared.audit(
+                self.actor.clone(),
+                AuditAction::Refused,
+                None,
+                format!(
+                    "offline reads not recorded: {not_readable} for cases this device may not read, {bad_time} with a time in the future or before the device enrolled"
+                ),
+            );
+        }
+        if duplicates > 0 {
+            debug!(duplicates, "offline reads already recorded");
+        }
+        if through > mark {
+            if let Err(e) = registry.set_reads_through(&self.device.id, through) {
+                warn!(error = %e, "could not note the offline reads recorded");
+                return true;
+            }
+        }
+        let _ = self.out.send((
+            self.shared.storage.group.wrote_in(generation),
+            vec![Frame::ReadsSaved { through }],
+        ));
+        true
+    }
+
     fn access(&self, case: &CaseId) -> Access {
         let registered = match self.shared.registry.case_team(case) {
             Ok(t) => t,
@@ -457,27 +748,23 @@ impl Session {
                 }
             }
             Some(team) if self.practitioner.teams.contains(&team) => Access::Full(team),
-            Some(team) if held() => Access::UploadOnly(team),
+            Some(team) if held() && self.upload_window_open(case, team) => Access::UploadOnly(team),
             Some(_) => Access::NotAvailable,
         }
     }
 
-    /// Actors allowed to author new changes in a team's case: enrolled (not revoked) devices of
-    /// the team, and this device itself.
-    fn allowed(&mut self, team: TeamId) -> &HashSet<ActorId> {
-        let registry = &self.shared.registry;
-        let me = actor_for_device(&self.device.id);
-        self.allowed.entry(team).or_insert_with(|| {
-            let mut set: HashSet<ActorId> = registry
-                .team_devices(&team)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|d| d.status != DeviceStatus::Revoked)
-                .map(|d| actor_for_device(&d.id))
-                .collect();
-            set.insert(me);
-            set
-        })
+    /// Whether this device may still upload to a case it holds whose team is not its
+    /// practitioner's: within [`Shared::moved_upload_limit`] of the case's move to `team`, or of
+    /// the practitioner leaving `team`, whichever is later.
+    fn upload_window_open(&self, case: &CaseId, team: TeamId) -> bool {
+        let since = self.shared.registry.case_since(case).ok().flatten();
+        let left = self.practitioner.left.get(&team).and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        });
+        match since.max(left) {
+            Some(start) => time::OffsetDateTime::now_utc() < start + self.shared.moved_upload_limit,
+            None => false,
+        }
     }
 
     /// Handle one sync message: returns the durability ticket and the frames to send after it.
@@ -549,7 +836,7 @@ impl Session {
                         case,
                         refusal: refusal(
                             ErrorCode::Moved,
-                            "this case moved to another team: your changes are kept on the server",
+                            "this case is no longer available to you (it moved to another team, or you left its team): your changes are kept on the server",
                         ),
                     }],
                 );
@@ -562,22 +849,12 @@ impl Session {
         };
         let upload_only = matches!(access, Access::UploadOnly(_));
         let my_teams = self.practitioner.teams.clone();
-        let allowed = match team {
-            Some(t) => self.allowed(t).clone(),
-            None => {
-                // A new case: its team is whatever the document says, checked against ours.
-                let mut set = HashSet::new();
-                for t in &my_teams {
-                    set.extend(self.allowed(*t).iter().cloned());
-                }
-                set
-            }
-        };
+        let me = self.author.clone();
         let policy = ServerPolicy {
             case,
             team,
             my_teams: &my_teams,
-            allowed: &allowed,
+            me: &me,
         };
         let state = self.states.entry(case).or_default().clone();
 
@@ -647,6 +924,7 @@ impl Session {
                     )
                 }
             }
+            let actors = written_by(&prepared.actors);
             let mut sc = ServerCase::new(AutoCommit::new(), 0, 0);
             let mut state = state;
             let ticket = match self
@@ -675,7 +953,7 @@ impl Session {
                 self.actor.clone(),
                 AuditAction::Write,
                 Some(case),
-                "case created",
+                format!("case created, written by {actors}"),
             );
             let mut c = shared_case.lock().expect("case lock");
             let reply = c
@@ -713,10 +991,11 @@ impl Session {
             }
         };
         let new_changes = prepared.new_changes;
+        let actors = written_by(&prepared.actors);
         let mut state = state;
         // With no new changes the ticket covers every write so far: the heads may include other
         // sessions' writes, claimed only once those are durable too.
-        let ticket = match self
+        let mut ticket = match self
             .shared
             .storage
             .apply(&case, &mut c, prepared, &mut state)
@@ -734,19 +1013,36 @@ impl Session {
                 m.changes = automerge::sync::ChunkList::empty();
             }
         }
-        let heads = doc.get_heads();
+        // Upload-only, the device receives nothing: acknowledge what it holds (its heads, all
+        // now stored), not the server's heads, which may cover colleagues' changes it will never
+        // have. (Acknowledging those left a device that only read a moved case unable to tell
+        // that all its own work was kept, so it never dropped its copy.)
+        let heads = if upload_only {
+            state
+                .their_heads
+                .clone()
+                .filter(|h| h.iter().all(|x| doc.get_change_by_hash(x).is_some()))
+                .unwrap_or_default()
+        } else {
+            doc.get_heads()
+        };
+        let relationship = relationship(&c.doc, &self.practitioner);
         drop(c);
         if reply.as_ref().is_some_and(|m| !m.changes.is_empty()) && self.read_audited.insert(case) {
             // A device that received the case holds it: if the case moves away before the device
             // uploads what it wrote offline, those words are still accepted (upload-only), not
             // stranded as "not available". Found by the simulation (tests/tests/simulation.rs).
             let _ = self.shared.registry.mark_held(&self.device.id, &case);
+            // The read is in the audit log before the data leaves: the reply waits for this
+            // record's flush as well as for the case's.
+            let generation = self.shared.storage.group.generation();
             self.shared.audit(
                 self.actor.clone(),
                 AuditAction::Read,
                 Some(case),
-                "case data sent to device",
+                format!("case data sent to device{relationship}"),
             );
+            ticket = ticket.max(self.shared.storage.group.wrote_in(generation));
         }
         if new_changes > 0 {
             let _ = self.shared.registry.mark_held(&self.device.id, &case);
@@ -754,7 +1050,7 @@ impl Session {
                 self.actor.clone(),
                 AuditAction::Write,
                 Some(case),
-                format!("{new_changes} changes accepted"),
+                format!("{new_changes} changes accepted, written by {actors}"),
             );
             self.shared.storage.announce(CaseChanged {
                 case,
@@ -775,7 +1071,7 @@ impl Session {
 
     fn refuse_apply(&self, case: CaseId, e: ApplyError) -> (u64, Vec<Frame>) {
         let code = match e {
-            ApplyError::Forged(_) => ErrorCode::ForgedAuthor,
+            ApplyError::Forged(_) | ApplyError::Impersonates(_) => ErrorCode::ForgedAuthor,
             _ => ErrorCode::InvalidChange,
         };
         let msg = format!("change refused: {e}; the case on the server is unchanged");
@@ -882,19 +1178,27 @@ impl Session {
         if change.origin == self.conn_id || self.mode != SessionMode::Normal {
             return;
         }
+        if !self.check_access() {
+            return;
+        }
         if !matches!(self.access(&change.case), Access::Full(_)) {
             return;
         }
         let Ok(Some(shared_case)) = self.shared.storage.case(&change.case) else {
             return;
         };
+        // A push carries a ticket like any reply: the device receives a colleague's change only
+        // once it is durable. Were it sent before, a crash could leave the device holding a
+        // change the server lost, which it may not upload (a device writes only as itself).
+        let generation = self.shared.storage.group.generation();
         let state = self.states.entry(change.case).or_default();
-        let message = {
+        let (message, relationship) = {
             let mut c = shared_case.lock().expect("case lock");
             let m = c.doc.sync().generate_sync_message(state);
-            m
+            (m, relationship(&c.doc, &self.practitioner))
         };
         if let Some(m) = message {
+            let mut ticket = self.shared.storage.group.current_in(generation);
             if !m.changes.is_empty() && self.read_audited.insert(change.case) {
                 let _ = self
                     .shared
@@ -904,11 +1208,13 @@ impl Session {
                     self.actor.clone(),
                     AuditAction::Read,
                     Some(change.case),
-                    "case data pushed live",
+                    format!("case data pushed live{relationship}"),
                 );
+                // Audited before sent: the push waits for this record's flush too.
+                ticket = ticket.max(self.shared.storage.group.wrote_in(generation));
             }
             let _ = self.out.send((
-                0,
+                ticket,
                 vec![Frame::Sync {
                     case: change.case,
                     message: m.encode(),

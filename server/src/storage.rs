@@ -625,9 +625,13 @@ pub fn reset_secret(store: &dyn Store) -> anyhow::Result<Vec<u8>> {
 /// Open the store for an admin command while the server is not running.
 pub fn open_offline(
     config: &ServerConfig,
-) -> anyhow::Result<(Arc<Registry>, Arc<AuditLog>, [u8; 32])> {
+) -> anyhow::Result<(
+    Arc<Registry>,
+    Arc<AuditLog>,
+    Arc<polyphony_core::identity::BoroughCa>,
+)> {
     let o = open(config)?;
-    Ok((o.registry, o.audit, o.ca.fingerprint()))
+    Ok((o.registry, o.audit, Arc::new(o.ca)))
 }
 
 #[cfg(unix)]

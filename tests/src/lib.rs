@@ -189,6 +189,18 @@ impl TestServer {
         })
     }
 
+    /// Stop the server, run `f` over its data directory (to copy it, or put an older copy in its
+    /// place, as a restore from backup would), then start it again on the same port.
+    pub async fn stopped<R>(&mut self, f: impl FnOnce(&std::path::Path) -> Result<R>) -> Result<R> {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let out = f(&self.config.data_dir);
+        self.handle = Some(Server::start(self.config.clone()).await?);
+        out
+    }
+
     /// Stop the server, run `f` over its data opened offline (its CA, registry and store, as an
     /// administrator's offline command would), then start it again on the same port.
     pub async fn offline<R>(&mut self, f: impl FnOnce(&storage::Opened) -> Result<R>) -> Result<R> {

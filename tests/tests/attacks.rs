@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
 use automerge::transaction::Transactable;
-use automerge::{ReadDoc, ROOT};
+use automerge::{AutoCommit, ReadDoc, ROOT};
 use polyphony_core::identity::{self, DeviceKey, EnrolmentCode};
 use polyphony_core::model::{self, NewCase, PersonField};
 use polyphony_core::net::NetError;
 use polyphony_core::profile::Profile;
 use polyphony_core::store::StoreError;
 use polyphony_core::sync::ErrorCode;
-use polyphony_core::DeviceId;
+use polyphony_core::{CaseId, DeviceId};
 use polyphony_e2e::{
     raw_sync, report_figures, Impairment, LossyRelay, RawIdentity, TestDevice, TestServer,
     PASSPHRASE,
@@ -903,6 +903,973 @@ async fn a_change_that_empties_the_record_is_refused_and_the_team_keeps_its_case
     report_figures(
         "emptying_change",
         &[("attempts", 1), ("accepted", 0), ("caseloads_broken", 0)],
+    );
+    Ok(())
+}
+
+// ---- Writes bound to their device (issue 14, findings 2 and 3) -----------------------------------
+
+/// The case as `device` stored it, as a bare automerge document writing with `actor`.
+fn stored_doc(device: &TestDevice, case: CaseId, actor: automerge::ActorId) -> Result<AutoCommit> {
+    let chunks = polyphony_core::store::Store::load_chunks(&**device.profile.store(), &case)?
+        .ok_or_else(|| anyhow!("case not held"))?;
+    let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+    Ok(AutoCommit::load(&bytes)?.with_actor(actor))
+}
+
+/// The object at a path of map keys from the root.
+fn obj_at(doc: &AutoCommit, path: &[&str]) -> Result<automerge::ObjId> {
+    let mut obj = ROOT;
+    for key in path {
+        obj = doc
+            .get(&obj, *key)?
+            .ok_or_else(|| anyhow!("no {key} in {path:?}"))?
+            .1;
+    }
+    Ok(obj)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_write_as_a_colleague_nor_take_their_sequence_numbers() -> Result<()> {
+    let server = north().await?;
+    let mut attacker = server.device("Sam").await?;
+    let mut colleague = server.device("Kit").await?;
+    let (case, meeting) = attacker.case_with_meeting("Maria")?;
+    attacker.sync().await?;
+    colleague.sync().await?;
+    let sam = attacker.profile.author()?;
+    let kit = colleague.profile.author()?;
+    // Kit writes on a home visit, offline: the next change of Kit's device is this one.
+    colleague.note(case, meeting, "Maria asked to slow the medication down.")?;
+    let id = RawIdentity::of(attacker.profile.enrolment().expect("enrolled"))?;
+
+    // Each forgery: who the change's stamps name, and the automerge actor it is written with.
+    let forgeries = [
+        (
+            "Kit's device actor and Kit's name",
+            kit.clone(),
+            kit.actor(),
+        ),
+        (
+            "Sam's actor, Kit named as the practitioner",
+            model::Author {
+                device: sam.device,
+                ..kit.clone()
+            },
+            sam.actor(),
+        ),
+        (
+            "Sam's actor and practitioner under another name",
+            model::Author {
+                practitioner_name: "Dr A. Consultant".into(),
+                ..sam.clone()
+            },
+            sam.actor(),
+        ),
+        (
+            "Sam's actor, Kit's device named",
+            model::Author {
+                device: kit.device,
+                ..sam.clone()
+            },
+            sam.actor(),
+        ),
+    ];
+    let mut refused = 0u64;
+    for (what, author, actor) in &forgeries {
+        let doc = stored_doc(&attacker, case, actor.clone())?;
+        let mut forged = model::CaseDoc::from_automerge(doc, Some(author.clone()))?;
+        forged.automerge_mut().set_actor(actor.clone());
+        forged.propose_decision(
+            "Stop the medication at once",
+            model::Participant::Practitioner(author.practitioner),
+        )?;
+        let host = raw_sync(
+            server.addr(),
+            &id,
+            BTreeMap::from([(case, forged.into_automerge())]),
+        )
+        .await?;
+        ensure!(
+            host.refused == vec![(case, ErrorCode::ForgedAuthor)],
+            "{what}: the forged change was not refused as forged: refused {:?}, acked {:?}",
+            host.refused,
+            host.acked
+        );
+        refused += 1;
+    }
+
+    // Kit's offline work syncs (a change taking Kit's next sequence number would have made it
+    // unsyncable for good), and no forged decision reached anyone.
+    let report = colleague.sync().await?;
+    ensure!(report.refused.is_empty(), "{:?}", report.refused);
+    let mut fresh = server.device("Kit").await?;
+    fresh.sync().await?;
+    let view = fresh.peek(case)?;
+    ensure!(view.meetings[0].notes.contains("slow the medication"));
+    ensure!(
+        view.decisions.is_empty(),
+        "a forged decision was stored: {:?}",
+        view.decisions
+    );
+    // The control: Sam writing as Sam is accepted, and shown as Sam's.
+    attacker.profile.edit(case, |d| {
+        d.propose_decision(
+            "Meet again on Friday",
+            model::Participant::Practitioner(sam.practitioner),
+        )
+    })?;
+    let report = attacker.sync().await?;
+    ensure!(report.refused.is_empty(), "{:?}", report.refused);
+    fresh.sync().await?;
+    ensure!(fresh.peek(case)?.decisions.len() == 1);
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?
+        .to_string();
+    ensure!(
+        log.contains("writes only as itself") && log.contains("not an enrolled device"),
+        "the audit records each forgery: {log}"
+    );
+    ensure!(
+        log.contains(&format!("actor {}", sam.actor().to_hex_string())),
+        "the audit names the actor that wrote: {log}"
+    );
+    report_figures(
+        "impersonation",
+        &[
+            ("attempts", forgeries.len() as u64),
+            ("refused", refused),
+            ("colleague_work_stranded", 0),
+        ],
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_removes_a_clinical_entry_is_refused_and_text_edits_stay_allowed(
+) -> Result<()> {
+    use model::{
+        CareRole, ConsentState, NewMeeting, NewMember, NoteKind, Participant, Place,
+        ReadbackResponse, Stance,
+    };
+    let server = north().await?;
+    let mut sam = server.device("Sam").await?;
+    let mut kit = server.device("Kit").await?;
+    let (case, meeting) = sam.case_with_meeting("Maria")?;
+    let me = sam.profile.author()?;
+    let (member, care, decision, action, wrong) = sam.profile.edit(case, |d| {
+        let member = d.add_member(NewMember {
+            name: "Ana".into(),
+            relationship: "sister".into(),
+            role: None,
+            phone: None,
+            email: None,
+            invited_by: None,
+            joined: None,
+        })?;
+        d.record_consent(&member, ConsentState::Given, None)?;
+        let care = d.add_care_team(
+            me.practitioner,
+            &me.practitioner_name,
+            CareRole::Practitioner,
+            None,
+        )?;
+        d.record_readback(
+            &meeting,
+            Participant::Person,
+            ReadbackResponse::Confirmed,
+            None,
+        )?;
+        let decision = d.propose_decision("Meet weekly at home", Participant::Person)?;
+        d.record_position(&decision, Participant::Person, Stance::Agree, Some("yes"))?;
+        let action = d.add_action(
+            &decision,
+            "Book the visits",
+            Participant::Practitioner(me.practitioner),
+            None,
+        )?;
+        let wrong = d.add_meeting(NewMeeting {
+            at: model::parse_datetime("at", "2026-03-15T10:30")?,
+            place: Place::Home,
+            attendees: vec![Participant::Person],
+        })?;
+        d.mark_entered_in_error(&wrong, "recorded on the wrong person's case")?;
+        d.append_text(
+            &meeting,
+            NoteKind::Notes,
+            "Maria spoke first. Ana listened.",
+        )?;
+        Ok((member, care, decision, action, wrong))
+    })?;
+    sam.sync().await?;
+    kit.sync().await?;
+    let before = serde_json::to_string(&kit.peek(case)?)?;
+    let id = RawIdentity::of(sam.profile.enrolment().expect("enrolled"))?;
+    let (m, mb, c, dc, ac, w) = (
+        meeting.to_string(),
+        member.to_string(),
+        care.to_string(),
+        decision.to_string(),
+        action.to_string(),
+        wrong.to_string(),
+    );
+    // Each removal: the object holding the entry, and the key (or list index) removed from it.
+    let removals: Vec<(&str, Vec<&str>, Option<&str>)> = vec![
+        ("a network member", vec!["network"], Some(&mb)),
+        ("a consent event", vec!["network", &mb, "consent"], None),
+        ("a care-team membership", vec!["care_team"], Some(&c)),
+        ("a meeting", vec!["meetings"], Some(&m)),
+        (
+            "a read-back",
+            vec!["meetings", &m, "readback"],
+            Some("person"),
+        ),
+        ("a decision", vec!["decisions"], Some(&dc)),
+        (
+            "a position",
+            vec!["decisions", &dc, "positions"],
+            Some("person"),
+        ),
+        ("an action", vec!["decisions", &dc, "actions"], Some(&ac)),
+        (
+            "an entered-in-error mark",
+            vec!["meetings", &w],
+            Some("entered_in_error"),
+        ),
+    ];
+    let mut refused = 0u64;
+    for (what, path, key) in &removals {
+        let mut doc = stored_doc(&sam, case, me.actor())?;
+        let obj = obj_at(&doc, path)?;
+        match key {
+            Some(k) => doc.delete(&obj, *k)?,
+            None => doc.delete(&obj, 0)?,
+        }
+        doc.commit();
+        let host = raw_sync(server.addr(), &id, BTreeMap::from([(case, doc)])).await?;
+        ensure!(
+            host.refused == vec![(case, ErrorCode::InvalidChange)],
+            "removing {what} was not refused: refused {:?}, acked {:?}",
+            host.refused,
+            host.acked
+        );
+        refused += 1;
+    }
+    // Replacing an object with an empty one removes what it held just the same.
+    let mut doc = stored_doc(&sam, case, me.actor())?;
+    let m_obj = obj_at(&doc, &["meetings", &m])?;
+    doc.put_object(&m_obj, "readback", automerge::ObjType::Map)?;
+    doc.commit();
+    let host = raw_sync(server.addr(), &id, BTreeMap::from([(case, doc)])).await?;
+    ensure!(
+        host.refused == vec![(case, ErrorCode::InvalidChange)],
+        "replacing the read-backs with an empty map was not refused: {:?}",
+        host.refused
+    );
+    refused += 1;
+    kit.sync().await?;
+    ensure!(
+        serde_json::to_string(&kit.peek(case)?)? == before,
+        "the stored case is unchanged"
+    );
+
+    // Allowed: an edit inside the notes (a diff that deletes words) and a newer position
+    // replacing the person's earlier one; the earlier text stays in the history.
+    let heads_before = sam.profile.document(case)?.get_heads();
+    sam.profile.edit(case, |d| {
+        d.edit_text(
+            &meeting,
+            NoteKind::Notes,
+            "Maria spoke first. Ana spoke next.",
+        )?;
+        d.record_position(&decision, Participant::Person, Stance::Unsure, None)
+    })?;
+    let report = sam.sync().await?;
+    ensure!(report.refused.is_empty(), "{:?}", report.refused);
+    let mut fresh = server.device("Kit").await?;
+    fresh.sync().await?;
+    let view = fresh.peek(case)?;
+    ensure!(view
+        .meetings
+        .iter()
+        .any(|x| x.notes == "Maria spoke first. Ana spoke next."));
+    let mut history = fresh.profile.document(case)?.fork_at(&heads_before)?;
+    let notes = obj_at(&history, &["meetings", &m, "notes"])?;
+    ensure!(history.text(&notes)?.contains("Ana listened."));
+    history.commit();
+    report_figures(
+        "append_only",
+        &[
+            ("removals_tried", removals.len() as u64 + 1),
+            ("refused", refused),
+            ("allowed_edits_accepted", 2),
+        ],
+    );
+    Ok(())
+}
+
+// ---- Revocation reaches a connected device (issue 14, finding 5) ---------------------------------
+
+type Events =
+    tokio::sync::mpsc::UnboundedReceiver<(polyphony_core::sync::Action, Option<AutoCommit>)>;
+
+/// Whether the live session has been given a copy of `case` holding every head in `heads`
+/// (draining what it was given so far into `got`).
+fn live_holds(
+    events: &mut Events,
+    got: &mut bool,
+    case: CaseId,
+    heads: &[automerge::ChangeHash],
+) -> bool {
+    while let Ok((action, doc)) = events.try_recv() {
+        if let (polyphony_core::sync::Action::Persist { case: c, .. }, Some(doc)) = (action, doc) {
+            if c == case && heads.iter().all(|h| doc.get_change_by_hash(h).is_some()) {
+                *got = true;
+            }
+        }
+    }
+    *got
+}
+
+/// A live session for `device`, and the channel of what it is given.
+fn live_session(
+    server: &TestServer,
+    device: &TestDevice,
+) -> (
+    tokio::task::JoinHandle<Result<(ErrorCode, polyphony_e2e::TestHost)>>,
+    Events,
+) {
+    let e = device.profile.enrolment().expect("enrolled").clone();
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let host = polyphony_e2e::TestHost {
+        events: Some(tx),
+        ..Default::default()
+    };
+    let addr = server.addr();
+    (
+        tokio::spawn(async move { polyphony_e2e::run_session(addr, &e, host, true).await }),
+        events,
+    )
+}
+
+/// Wait (up to `limit`) until `cond` holds.
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_now_closes_a_connected_devices_live_session_at_once() -> Result<()> {
+    let server = north().await?;
+    let mut writer = server.device("Kit").await?;
+    let stolen = server.device("Sam").await?;
+    let (case, meeting) = writer.case_with_meeting("Maria")?;
+    writer.sync().await?;
+    let (live, mut events) = live_session(&server, &stolen);
+    let mut got = false;
+    let heads = writer.profile.document(case)?.get_heads();
+    ensure!(
+        eventually(Duration::from_secs(30), || live_holds(
+            &mut events,
+            &mut got,
+            case,
+            &heads
+        ))
+        .await,
+        "the live session never received the case"
+    );
+
+    let revoked_at = std::time::Instant::now();
+    server
+        .admin(AdminRequest::Revoke {
+            device: stolen.profile.device().to_string(),
+            now: true,
+        })
+        .await?;
+    ensure!(
+        eventually(Duration::from_secs(5), || live.is_finished()).await,
+        "the revoked device's live connection was still open 5 s after `revoke --now`"
+    );
+    let closed_in = revoked_at.elapsed();
+    let end = live.await?;
+    let code = match &end {
+        Ok((code, _)) => Some(*code),
+        Err(e) => refusal(e),
+    };
+    ensure!(
+        code == Some(ErrorCode::Revoked),
+        "the live session ended without saying the device was revoked: {end:?}",
+        end = end.as_ref().map(|(c, _)| *c)
+    );
+    // A note written after the revocation reaches no copy the stolen device was given.
+    writer.note(
+        case,
+        meeting,
+        "Written after the laptop was reported stolen.",
+    )?;
+    writer.sync().await?;
+    let after = writer.profile.document(case)?.get_heads();
+    let mut got_after = false;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        !live_holds(&mut events, &mut got_after, case, &after),
+        "the revoked device received a note written after its revocation"
+    );
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: None,
+            verify: false,
+        })
+        .await?
+        .to_string();
+    ensure!(log.contains("live session closed"), "{log}");
+    report_figures(
+        "revoke_now_live",
+        &[
+            ("live_sessions", 1),
+            ("closed_within_ms", closed_in.as_millis() as u64),
+            ("pushed_after_revocation", 0),
+        ],
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_practitioner_removed_from_a_team_loses_its_cases_on_every_device_at_once() -> Result<()>
+{
+    let server = north().await?;
+    let mut writer = server.device("Kit").await?;
+    let laptop = server.device("Sam").await?;
+    let mut phone = server.device("Sam").await?;
+    let (case, meeting) = writer.case_with_meeting("Maria")?;
+    writer.sync().await?;
+    phone.sync().await?;
+    let (live, mut events) = live_session(&server, &laptop);
+    let mut got = false;
+    let heads = writer.profile.document(case)?.get_heads();
+    ensure!(
+        eventually(Duration::from_secs(30), || live_holds(
+            &mut events,
+            &mut got,
+            case,
+            &heads
+        ))
+        .await,
+        "the live session never received the case"
+    );
+
+    // Sam leaves team North: no device of Sam's gets North's cases from now on.
+    server
+        .admin(AdminRequest::PractitionerRemove {
+            practitioner: "Sam".into(),
+            team: Some("North".into()),
+            now: false,
+        })
+        .await?;
+    writer.note(case, meeting, "Written after Sam left the team.")?;
+    writer.sync().await?;
+    let after = writer.profile.document(case)?.get_heads();
+    let mut got_after = false;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(
+        !live_holds(&mut events, &mut got_after, case, &after),
+        "a device of a practitioner who left the team still received the team's case live"
+    );
+    // Sam's phone, which only read the case, is told it is no longer available and drops its
+    // copy (it had written nothing the server lacks); it received nothing new first.
+    let report = phone.sync().await?;
+    ensure!(
+        report.moved == vec![case.to_string()],
+        "the phone was not told the case is no longer available: {report:?}"
+    );
+    ensure!(
+        !phone.profile.case_ids()?.contains(&case),
+        "the phone kept its copy of a team case after Sam left the team"
+    );
+
+    // Sam leaves the trust: every device of Sam's is revoked, the live one closed at once.
+    server
+        .admin(AdminRequest::PractitionerRemove {
+            practitioner: "Sam".into(),
+            team: None,
+            now: true,
+        })
+        .await?;
+    ensure!(
+        eventually(Duration::from_secs(5), || live.is_finished()).await,
+        "the live session of a removed practitioner stayed open"
+    );
+    let err = phone
+        .sync()
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("a removed practitioner's device still synced"))?;
+    ensure!(refusal(&err) == Some(ErrorCode::Revoked), "{err:#}");
+    report_figures(
+        "practitioner_removed",
+        &[
+            ("devices", 2),
+            ("pushed_after_removal", 0),
+            ("synced_after_removal", 0),
+        ],
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_left_revoking_past_its_time_limit_is_refused_and_keeps_its_work() -> Result<()> {
+    /// The time a revoking device has to upload, in this test (the default is 14 days).
+    const LIMIT_SECS: u64 = 8;
+    let server = north_with(|c| c.revoking_limit_secs = LIMIT_SECS).await?;
+    let mut prompt = server.device("Sam").await?;
+    let mut late = server.device("Kit").await?;
+    let (case, meeting) = prompt.case_with_meeting("Maria")?;
+    prompt.sync().await?;
+    late.sync().await?;
+    prompt.note(case, meeting, "Uploaded in time.")?;
+    late.note(case, meeting, "Kept on the device that came back too late.")?;
+    for d in [&prompt, &late] {
+        server
+            .admin(AdminRequest::Revoke {
+                device: d.profile.device().to_string(),
+                now: false,
+            })
+            .await?;
+    }
+    // Within the limit: the device uploads, then is told to wipe.
+    let report = prompt.sync().await?;
+    ensure!(report.wiped, "{report:?}");
+    // Past it: refused as revoked, uploading nothing; its words stay on it.
+    tokio::time::sleep(Duration::from_secs(LIMIT_SECS + 1)).await;
+    let err = late
+        .sync()
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("a device past its revoking limit still synced"))?;
+    ensure!(refusal(&err) == Some(ErrorCode::Revoked), "{err:#}");
+    ensure!(late.peek(case)?.meetings[0]
+        .notes
+        .contains("came back too late"));
+    let mut fresh = server.device("Jo").await.or(server.device("Kit").await)?;
+    fresh.sync().await?;
+    let notes = fresh.peek(case)?.meetings[0].notes.clone();
+    ensure!(
+        notes.contains("Uploaded in time.") && !notes.contains("too late"),
+        "{notes}"
+    );
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: None,
+            verify: false,
+        })
+        .await?
+        .to_string();
+    ensure!(log.contains("time allowed to upload"), "{log}");
+    report_figures(
+        "revoking_limit",
+        &[
+            ("limit_secs", LIMIT_SECS),
+            ("in_time_wiped", 1),
+            ("late_refused", 1),
+        ],
+    );
+    Ok(())
+}
+
+// ---- Offline reads and access lists (issue 14, finding 7) ----------------------------------------
+
+/// After the welcome, send `frames` and collect the answers until `last` matches one (or the
+/// server closes, or goes quiet for 5 s).
+async fn exchange(
+    addr: std::net::SocketAddr,
+    id: &RawIdentity,
+    frames: &[polyphony_core::sync::Frame],
+    last: impl Fn(&polyphony_core::sync::Frame) -> bool,
+) -> Result<Vec<polyphony_core::sync::Frame>> {
+    let session = hold_session(addr, id).await?;
+    let mut stream = session._stream;
+    stream.write_frames(frames).await?;
+    let mut replies = Vec::new();
+    while let Ok(Ok(Some(f))) =
+        tokio::time::timeout(Duration::from_secs(5), stream.read_frame()).await
+    {
+        let done = last(&f);
+        replies.push(f);
+        if done {
+            break;
+        }
+    }
+    Ok(replies)
+}
+
+/// The offline-read records of one case in the audit log, as their outbox numbers.
+async fn offline_reads_of(server: &TestServer, case: CaseId) -> Result<Vec<String>> {
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?;
+    Ok(log
+        .as_array()
+        .ok_or_else(|| anyhow!("audit is a list"))?
+        .iter()
+        .filter(|r| r["event"]["action"] == "offline_read")
+        .map(|r| {
+            r["event"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_reads_are_checked_recorded_once_and_bounded_and_access_lists_rate_limited(
+) -> Result<()> {
+    use polyphony_core::sync::{Frame, OfflineRead};
+    let server = north().await?;
+    server.team("South").await?;
+    server.practitioner("Jo", "South").await?;
+    let mut sam = server.device("Sam").await?;
+    let mut jo = server.device("Jo").await?;
+    let (mine, _) = sam.case_with_meeting("Maria")?;
+    let (theirs, _) = jo.case_with_meeting("Other borough team's person")?;
+    sam.sync().await?;
+    jo.sync().await?;
+    let id = RawIdentity::of(sam.profile.enrolment().expect("enrolled"))?;
+    let fmt = |t: OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .expect("time")
+    };
+    let now = OffsetDateTime::now_utc();
+    let read = |case, at: OffsetDateTime, seq| OfflineRead {
+        case,
+        at: fmt(at),
+        what: "case show".into(),
+        seq,
+    };
+    let reads_saved = |f: &Frame| matches!(f, Frame::ReadsSaved { .. } | Frame::Error(_));
+    let first = vec![
+        read(mine, now - time::Duration::minutes(5), 1),
+        read(theirs, now - time::Duration::minutes(4), 2),
+        read(mine, now + time::Duration::days(1), 3),
+        read(mine, now - time::Duration::days(3650), 4),
+        read(mine, now - time::Duration::minutes(1), 5),
+    ];
+    let replies = exchange(server.addr(), &id, &[Frame::Reads(first)], reads_saved).await?;
+    ensure!(
+        replies
+            .iter()
+            .any(|f| matches!(f, Frame::ReadsSaved { through: 5 })),
+        "{replies:?}"
+    );
+    // The device did not hear the answer and sends its outbox again, with one new read.
+    let again = vec![
+        read(mine, now - time::Duration::minutes(5), 1),
+        read(mine, now - time::Duration::minutes(1), 5),
+        read(mine, now, 6),
+    ];
+    let replies = exchange(server.addr(), &id, &[Frame::Reads(again)], reads_saved).await?;
+    ensure!(
+        replies
+            .iter()
+            .any(|f| matches!(f, Frame::ReadsSaved { through: 6 })),
+        "{replies:?}"
+    );
+    let recorded = offline_reads_of(&server, mine).await?;
+    ensure!(
+        recorded.len() == 3
+            && ["#1)", "#5)", "#6)"]
+                .iter()
+                .all(|n| recorded.iter().any(|d| d.ends_with(n))),
+        "exactly the three good reads are in the audit log, once each: {recorded:?}"
+    );
+    ensure!(
+        offline_reads_of(&server, theirs).await?.is_empty(),
+        "a read of another team's case was recorded in that case's access list"
+    );
+
+    // Past the per-frame bound: refused whole, nothing recorded.
+    let flood: Vec<OfflineRead> = (0..=polyphony_server::session::MAX_READS_PER_FRAME as u64)
+        .map(|i| read(mine, now, 100 + i))
+        .collect();
+    let replies = exchange(server.addr(), &id, &[Frame::Reads(flood)], reads_saved).await?;
+    ensure!(
+        replies
+            .iter()
+            .any(|f| matches!(f, Frame::Error(r) if r.code == ErrorCode::TooLarge)),
+        "{replies:?}"
+    );
+    ensure!(offline_reads_of(&server, mine).await?.len() == 3);
+
+    // Access lists: the second request straight after the first is turned away.
+    let ask = Frame::AccessLogRequest { case: mine };
+    let replies = exchange(server.addr(), &id, &[ask.clone(), ask], |f| {
+        matches!(f, Frame::CaseRefused { .. })
+    })
+    .await?;
+    ensure!(
+        replies.iter().any(|f| matches!(f, Frame::AccessLog { .. }))
+            && replies.iter().any(
+                |f| matches!(f, Frame::CaseRefused { refusal, .. } if refusal.code == ErrorCode::Busy)
+            ),
+        "{:?}",
+        replies.iter().map(|f| f.kind()).collect::<Vec<_>>()
+    );
+    report_figures(
+        "offline_reads",
+        &[
+            (
+                "reads_sent",
+                8 + polyphony_server::session::MAX_READS_PER_FRAME as u64 + 1,
+            ),
+            ("recorded", 3),
+            ("dropped_bad", 3),
+            ("duplicates_dropped", 2),
+        ],
+    );
+    Ok(())
+}
+
+// ---- A moved case (issue 14, finding 4) ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_case_takes_uploads_from_its_old_team_only_for_a_bounded_time() -> Result<()> {
+    /// The time a device the case moved away from has to upload, in this test (default 14 days).
+    const LIMIT_SECS: u64 = 8;
+    let server = north_with(|c| c.moved_upload_limit_secs = LIMIT_SECS).await?;
+    server.team("South").await?;
+    server.practitioner("Jo", "South").await?;
+    let mut prompt = server.device("Sam").await?;
+    let mut late = server.device("Kit").await?;
+    let mut reader = server.device("Sam").await?;
+    let (case, meeting) = prompt.case_with_meeting("Maria")?;
+    prompt.sync().await?;
+    late.sync().await?;
+    reader.sync().await?;
+    prompt.note(case, meeting, "Written before the move, uploaded in time.")?;
+    late.note(case, meeting, "Written before the move, uploaded too late.")?;
+    server
+        .admin(AdminRequest::CaseMove {
+            case,
+            team: "South".into(),
+        })
+        .await?;
+    // In time: uploaded, and the device drops its copy; a device that only read it drops it too.
+    let report = prompt.sync().await?;
+    ensure!(report.moved == vec![case.to_string()], "{report:?}");
+    let report = reader.sync().await?;
+    ensure!(report.moved == vec![case.to_string()], "{report:?}");
+    ensure!(!reader.profile.case_ids()?.contains(&case));
+    // Too late: the case is not available; the device keeps its words.
+    tokio::time::sleep(Duration::from_secs(LIMIT_SECS + 1)).await;
+    let report = late.sync().await?;
+    ensure!(
+        report.refused.iter().any(|(c, _)| *c == case.to_string()),
+        "{report:?}"
+    );
+    ensure!(late.peek(case)?.meetings[0].notes.contains("too late"));
+    let mut south = server.device("Jo").await?;
+    south.sync().await?;
+    let notes = south.peek(case)?.meetings[0].notes.clone();
+    ensure!(
+        notes.contains("uploaded in time") && !notes.contains("too late"),
+        "{notes}"
+    );
+    report_figures(
+        "moved_upload_limit",
+        &[
+            ("limit_secs", LIMIT_SECS),
+            ("in_time", 1),
+            ("late_refused", 1),
+            ("readers_dropped", 1),
+        ],
+    );
+    Ok(())
+}
+
+// ---- Need to know (issue 14, finding 6) ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_by_a_colleague_outside_the_care_team_is_shown_as_such_in_the_access_list(
+) -> Result<()> {
+    let server = north().await?;
+    let mut sam = server.device("Sam").await?;
+    let mut sams_phone = server.device("Sam").await?;
+    let mut kit = server.device("Kit").await?;
+    let (case, _) = sam.case_with_meeting("Maria")?;
+    let me = sam.profile.author()?;
+    sam.profile.edit(case, |d| {
+        d.add_care_team(
+            me.practitioner,
+            &me.practitioner_name,
+            model::CareRole::Practitioner,
+            None,
+        )
+    })?;
+    sam.sync().await?;
+    sams_phone.sync().await?;
+    // Kit covers for Sam: the team's rule lets Kit's device sync the case.
+    kit.sync().await?;
+    ensure!(kit.peek(case)?.person.name == "Maria");
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?;
+    let reads: Vec<(String, String)> = log
+        .as_array()
+        .ok_or_else(|| anyhow!("a list"))?
+        .iter()
+        .filter(|r| r["event"]["action"] == "read")
+        .map(|r| {
+            (
+                r["event"]["actor"]["practitioner"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["event"]["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let kit_id = kit.profile.author()?.practitioner.to_string();
+    let sam_id = me.practitioner.to_string();
+    let outside = "not in this person's care team";
+    ensure!(
+        reads
+            .iter()
+            .any(|(p, d)| *p == kit_id && d.contains(outside)),
+        "Kit's read is recorded as a read from outside the care team: {reads:?}"
+    );
+    ensure!(
+        reads
+            .iter()
+            .any(|(p, d)| *p == sam_id && !d.contains(outside)),
+        "Sam's phone's read is an ordinary care-team read: {reads:?}"
+    );
+    // And the person's access list, as a device receives it, says so.
+    let id = RawIdentity::of(sam.profile.enrolment().expect("enrolled"))?;
+    let replies = exchange(
+        server.addr(),
+        &id,
+        &[polyphony_core::sync::Frame::AccessLogRequest { case }],
+        |f| matches!(f, polyphony_core::sync::Frame::AccessLog { .. }),
+    )
+    .await?;
+    let listed = replies.iter().find_map(|f| match f {
+        polyphony_core::sync::Frame::AccessLog { entries, .. } => Some(entries.clone()),
+        _ => None,
+    });
+    let listed = listed.ok_or_else(|| anyhow!("no access list: {replies:?}"))?;
+    ensure!(
+        listed
+            .iter()
+            .any(|e| e.who == "Kit" && e.what.contains(outside)),
+        "{listed:?}"
+    );
+    report_figures("need_to_know", &[("reads_outside_care_team_marked", 1)]);
+    Ok(())
+}
+
+// ---- The audit log anchored outside the server (issue 14, finding 11) ---------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_copy_of_the_audit_log_is_caught_by_heads_kept_outside_the_server() -> Result<()> {
+    let mut server = north().await?;
+    let mut sam = server.device("Sam").await?;
+    let (case, meeting) = sam.case_with_meeting("Maria")?;
+    sam.sync().await?;
+    let old = tempfile::tempdir()?;
+    let old_copy = old.path().join("data");
+    server.stopped(|d| copy_dir(d, &old_copy)).await?;
+    // Work after the copy: reads and writes the audit log records.
+    for i in 0..3 {
+        sam.note(case, meeting, &format!("After the backup, {i}. "))?;
+        let report = sam.sync().await?;
+        ensure!(report.audit_warning.is_none(), "{report:?}");
+    }
+    let kept = sam
+        .profile
+        .audit_head()?
+        .ok_or_else(|| anyhow!("the device kept no audit head"))?;
+    let exported: polyphony_core::identity::AuditHead =
+        serde_json::from_value(server.admin(AdminRequest::AuditHead).await?)?;
+    ensure!(exported.records >= kept.records, "{exported:?} {kept:?}");
+    server
+        .admin(AdminRequest::AuditAnchors {
+            anchors: vec![exported.clone(), kept.clone()],
+        })
+        .await
+        .map_err(|e| anyhow!("the live log fails its own anchors: {e}"))?;
+
+    // The server's data directory is replaced by the older copy (a restore from an old backup).
+    server
+        .stopped(|d| {
+            std::fs::remove_dir_all(d)?;
+            copy_dir(&old_copy, d)
+        })
+        .await?;
+    // The hash chain alone cannot tell: the older copy is a valid chain.
+    server
+        .admin(AdminRequest::Audit {
+            case: None,
+            verify: true,
+        })
+        .await?;
+    for anchor in [&exported, &kept] {
+        let err = server
+            .admin(AdminRequest::AuditAnchors {
+                anchors: vec![anchor.clone()],
+            })
+            .await
+            .err()
+            .ok_or_else(|| {
+                anyhow!(
+                    "an older copy passed an anchor of {} records",
+                    anchor.records
+                )
+            })?;
+        ensure!(err.to_string().contains("lost from its end"), "{err}");
+    }
+    // And the device says so at its next sync.
+    let report = sam.sync().await?;
+    let warning = report
+        .audit_warning
+        .ok_or_else(|| anyhow!("the device did not notice the audit log went back"))?;
+    ensure!(warning.contains("fewer than"), "{warning}");
+    // A forged anchor (not signed by this borough's CA) is refused.
+    let mut forged = exported.clone();
+    forged.records += 1000;
+    let err = server
+        .admin(AdminRequest::AuditAnchors {
+            anchors: vec![forged],
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("a forged anchor was taken"))?;
+    ensure!(err.to_string().contains("not signed"), "{err}");
+    report_figures(
+        "audit_anchor",
+        &[
+            ("older_copies_restored", 1),
+            ("anchors_failed", 2),
+            ("device_warned", 1),
+        ],
     );
     Ok(())
 }

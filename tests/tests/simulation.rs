@@ -134,6 +134,9 @@ impl SimServer {
             registry: opened.registry.clone(),
             audit: opened.audit.clone(),
             max_frame: DEFAULT_MAX_FRAME,
+            revoking_limit: polyphony_server::ServerConfig::default().revoking_limit(),
+            moved_upload_limit: polyphony_server::ServerConfig::default().moved_upload_limit(),
+            ca: None,
         });
         let admin = Admin::new(
             opened.registry,
