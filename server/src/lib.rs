@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod limits;
 pub mod listener;
 pub mod registry;
 pub mod reopen;

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::admin::{self, Admin};
 use crate::audit::{Actor, AuditAction};
 use crate::config::ServerConfig;
+use crate::limits::Admit;
 use crate::registry::DeviceStatus;
 use crate::session::{self, Shared};
 use crate::storage::{self, ServerStorage};
@@ -93,6 +94,7 @@ impl Server {
         let ca = Arc::new(opened.ca);
         let shared = Arc::new(Shared {
             ca: Some(ca.clone()),
+            limits: Default::default(),
             storage,
             registry: opened.registry.clone(),
             audit: opened.audit.clone(),
@@ -296,7 +298,29 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
     recover(&shared).await;
     let alpn = identity::negotiated_alpn(&conn);
     if alpn.as_deref() == Some(ALPN_ENROL) {
-        return enrol(shared, ca, conn).await;
+        let source = conn.remote_address().ip();
+        match shared
+            .limits
+            .enrolment_attempt(source, std::time::Instant::now())
+        {
+            Admit::TooMany => {
+                return close(
+                    &conn,
+                    ErrorCode::Busy,
+                    "too many enrolment attempts from this address: wait a minute and try again",
+                )
+            }
+            Admit::Yes { summary } if summary > 0 => shared.audit(
+                Actor::Server,
+                AuditAction::Refused,
+                None,
+                format!(
+                    "{summary} further enrolment attempts from {source} failed or were refused for their rate in the minute before"
+                ),
+            ),
+            Admit::Yes { .. } => {}
+        }
+        return enrol(shared, ca, conn, source).await;
     }
     if alpn.as_deref() != Some(ALPN_SYNC) {
         return close(&conn, ErrorCode::UnsupportedVersion, "unknown protocol");
@@ -368,6 +392,22 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
             "this device's practitioner is no longer registered",
         );
     };
+    let Some(_slot) = shared.limits.open_device(device.id) else {
+        shared.audit(
+            actor,
+            AuditAction::Refused,
+            None,
+            format!(
+                "the device already holds {} connections",
+                crate::limits::MAX_CONNECTIONS_PER_DEVICE
+            ),
+        );
+        return close(
+            &conn,
+            ErrorCode::Busy,
+            "this device already has as many connections open as it may: close the other Polyphony windows, or wait a moment",
+        );
+    };
     // A reopen of the store ends the session: its sync states describe documents the reopened
     // store may not hold. The device reconnects and syncs afresh, sending what the server lacks.
     let mut reopened = shared.storage.reopened();
@@ -387,7 +427,12 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
 }
 
 /// The enrolment exchange: check the one-time code, sign the device's CSR, register the device.
-async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection) {
+async fn enrol(
+    shared: Arc<Shared>,
+    ca: Arc<BoroughCa>,
+    conn: quinn::Connection,
+    source: std::net::IpAddr,
+) {
     let Ok(Ok((send, recv))) =
         tokio::time::timeout(Duration::from_secs(30), conn.accept_bi()).await
     else {
@@ -449,12 +494,16 @@ async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection)
             match result {
                 Ok(e) => Frame::Enrolled(e),
                 Err(msg) => {
-                    shared.audit(
-                        Actor::Server,
-                        AuditAction::Refused,
-                        None,
-                        format!("enrolment refused: {msg}"),
-                    );
+                    // Unauthenticated: the first failure of each address per minute is audited
+                    // in full, the rest in one summary (see crate::limits).
+                    if shared.limits.enrolment_failed(source) {
+                        shared.audit(
+                            Actor::Server,
+                            AuditAction::Refused,
+                            None,
+                            format!("enrolment from {source} refused: {msg}"),
+                        );
+                    }
                     refuse(ErrorCode::BadEnrolment, msg)
                 }
             }

@@ -734,11 +734,10 @@ impl Registry {
             .map(|o| o.since))
     }
 
-    /// The highest offline-read outbox index of `device` already in the audit log (0 if none).
-    pub fn reads_through(&self, device: &DeviceId) -> Result<u64, RegistryError> {
-        Ok(self
-            .get::<u64>(ns::READS_THROUGH, &device.to_string())?
-            .unwrap_or(0))
+    /// The highest offline-read outbox index of `device` already in the audit log (none yet: a
+    /// device's outbox counts from 0).
+    pub fn reads_through(&self, device: &DeviceId) -> Result<Option<u64>, RegistryError> {
+        self.get::<u64>(ns::READS_THROUGH, &device.to_string())
     }
 
     /// Note that `device`'s offline reads through `seq` are in the audit log.

@@ -14,6 +14,7 @@
 //! task sends each reply once its group-commit ticket is durable, in order.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use automerge::sync::{State, SyncDoc};
@@ -50,6 +51,8 @@ pub struct Shared {
     pub moved_upload_limit: time::Duration,
     /// The borough CA, to sign the audit head each welcome carries (none: no head is sent).
     pub ca: Option<Arc<polyphony_core::identity::BoroughCa>>,
+    /// Connections per device, enrolment attempts per address.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl Shared {
@@ -92,11 +95,75 @@ impl Shared {
     }
 }
 
+/// The most reply batches a session may have waiting for a device that does not read them; past
+/// it the server stops reading that device's frames until it catches up (back-pressure, not
+/// growth: a device that sends and never reads cannot make the server buffer without end).
+pub const MAX_SEND_BACKLOG: usize = 64;
+
+/// Run a session step (validation of a device's changes, sync message generation, a save: work
+/// of milliseconds for a large case) off the async runtime's scheduling: on the multi-threaded
+/// runtime the worker hands its other tasks to the rest first, so one device's large case does
+/// not stall every other connection's I/O on that worker.
+fn off_runtime<R>(step: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(step),
+        _ => step(),
+    }
+}
+
+/// Reply batches queued for the connection's writer and not yet written.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    queued: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+/// Counts one batch as written when dropped (written, refused or dropped with the connection).
+struct Taken<'a>(&'a Backlog);
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+        self.0.drained.notify_one();
+    }
+}
+
+/// Where a session's replies go: the connection writer's channel, counted in a [`Backlog`].
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<(u64, Vec<Frame>)>,
+    backlog: Arc<Backlog>,
+}
+
+impl Outbox {
+    fn send(
+        &self,
+        batch: (u64, Vec<Frame>),
+    ) -> Result<(), mpsc::error::SendError<(u64, Vec<Frame>)>> {
+        self.backlog.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(batch).inspect_err(|_| {
+            self.backlog.queued.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+}
+
+impl From<mpsc::UnboundedSender<(u64, Vec<Frame>)>> for Outbox {
+    fn from(tx: mpsc::UnboundedSender<(u64, Vec<Frame>)>) -> Self {
+        Outbox {
+            tx,
+            backlog: Arc::default(),
+        }
+    }
+}
+
 /// The most offline reads one `Reads` frame may carry (a device sends its outbox in batches).
 pub const MAX_READS_PER_FRAME: usize = 1_000;
 /// The most offline reads one session may send: a device that was offline for a month reads a
 /// few hundred times; more is a confused or hostile device filling the audit log.
 pub const MAX_READS_PER_SESSION: usize = 10_000;
+/// The most new cases one session may be part-way through sending (each is held in memory until
+/// it is complete and stored): a practitioner opens a few a day; thousands are an attack on memory.
+pub const MAX_PROVISIONAL: usize = 64;
 /// How far a device's clock may be off when it says when it read a case.
 pub const READ_CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
 /// The shortest time between two access-log requests of one session.
@@ -185,7 +252,7 @@ pub struct Session {
     reads_taken: usize,
     /// When this session last answered an access-log request (rate-limited).
     access_log_at: Option<std::time::Instant>,
-    out: mpsc::UnboundedSender<(u64, Vec<Frame>)>,
+    out: Outbox,
 }
 
 /// How a read relates the reader to the person, for the audit and the person's access list:
@@ -274,12 +341,19 @@ pub async fn serve(
 
     // The writer: sends each batch of frames once its durability ticket is met, in order.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(u64, Vec<Frame>)>();
+    let backlog = Arc::new(Backlog::default());
+    let out_tx = Outbox {
+        tx: out_tx,
+        backlog: backlog.clone(),
+    };
+    let written = backlog.clone();
     let (send, recv) = stream.split();
     let storage = shared.storage.clone();
     let writer_conn = conn.clone();
     let writer = tokio::spawn(async move {
         let mut send = send;
         while let Some((ticket, frames)) = out_rx.recv().await {
+            let _taken = Taken(&written);
             let mut dropped_push = false;
             let frames = match storage.group.durable(ticket).await {
                 Ok(()) => frames,
@@ -327,11 +401,23 @@ pub async fn serve(
     let mut changes = shared.storage.subscribe();
     let mut access = shared.registry.access_changes();
     let mut recv = recv;
-    loop {
+    'serving: loop {
+        // Back-pressure: while the device does not read what it was sent, read nothing more from
+        // it and push nothing more (a missed push is made up by push_all after the lag).
+        while backlog.queued.load(Ordering::Acquire) >= MAX_SEND_BACKLOG {
+            let drained = backlog.drained.notified();
+            if backlog.queued.load(Ordering::Acquire) < MAX_SEND_BACKLOG {
+                break;
+            }
+            tokio::select! {
+                () = drained => {}
+                _ = conn.closed() => break 'serving,
+            }
+        }
         tokio::select! {
             frame = recv.read_frame() => match frame {
                 Ok(Some(f)) => {
-                    if !session.handle(f) {
+                    if !off_runtime(|| session.handle(f)) {
                         break;
                     }
                 }
@@ -344,8 +430,8 @@ pub async fn serve(
                 }
             },
             change = changes.recv() => match change {
-                Ok(c) => session.push(c),
-                Err(broadcast::error::RecvError::Lagged(_)) => session.push_all(),
+                Ok(c) => off_runtime(|| session.push(c)),
+                Err(broadcast::error::RecvError::Lagged(_)) => off_runtime(|| session.push_all()),
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             // An administrator changed who may sync what: a revoked device's live connection is
@@ -474,8 +560,9 @@ impl Session {
         device: Device,
         practitioner: Practitioner,
         mode: SessionMode,
-        out: mpsc::UnboundedSender<(u64, Vec<Frame>)>,
+        out: impl Into<Outbox>,
     ) -> Session {
+        let out = out.into();
         let actor = Actor::Device {
             device: device.id,
             practitioner: practitioner.id,
@@ -669,13 +756,13 @@ impl Session {
         };
         let now = time::OffsetDateTime::now_utc();
         let enrolled = self.device.enrolled_at;
-        let mut through = mark;
+        let mut through = mark.unwrap_or(0);
         let (mut duplicates, mut not_readable, mut bad_time) = (0usize, 0usize, 0usize);
         let mut sorted = reads;
         sorted.sort_by_key(|r| r.seq);
         for r in &sorted {
             through = through.max(r.seq);
-            if r.seq <= mark {
+            if mark.is_some_and(|m| r.seq <= m) {
                 duplicates += 1;
                 continue;
             }
@@ -714,7 +801,7 @@ impl Session {
         if duplicates > 0 {
             debug!(duplicates, "offline reads already recorded");
         }
-        if through > mark {
+        if !sorted.is_empty() && mark.is_none_or(|m| through > m) {
             if let Err(e) = registry.set_reads_through(&self.device.id, through) {
                 warn!(error = %e, "could not note the offline reads recorded");
                 return true;
@@ -875,6 +962,15 @@ impl Session {
 
         let Some(shared_case) = shared_case else {
             // A case the server has not stored: sync into a provisional document for this session.
+            if !self.provisional.contains_key(&case) && self.provisional.len() >= MAX_PROVISIONAL {
+                return refuse(
+                    self,
+                    ErrorCode::Busy,
+                    format!(
+                        "more than {MAX_PROVISIONAL} new cases are on their way in this session: the rest sync next time"
+                    ),
+                );
+            }
             let doc = self.provisional.entry(case).or_default();
             let prepared = match prepare(doc, &state, message, &policy) {
                 Ok(p) => p,

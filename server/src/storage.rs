@@ -353,7 +353,10 @@ impl ServerStorage {
         {
             let mut cache = self.cache.lock().expect("cache lock");
             match cache.cases.get_mut(case) {
-                Some(entry) if entry.2 == Some(generation) => {
+                // A case whose lock a panic poisoned (in validation, message generation, a save)
+                // may hold a document that is behind its own stored chunks: it is dropped and read
+                // again from disk, which holds everything acknowledged, so the case stays usable.
+                Some(entry) if entry.2 == Some(generation) && !entry.0.is_poisoned() => {
                     entry.1 = Instant::now();
                     return Ok(Some(entry.0.clone()));
                 }
@@ -702,6 +705,55 @@ mod tests {
             }
         }
         panic!("the sync did not settle");
+    }
+
+    /// Issue 14, finding 8: a panic while a session holds a case's lock (here between the
+    /// append and the swap of the document, the worst place) must leave the case usable: the
+    /// poisoned case is read again from disk, with the appended change, and takes writes.
+    #[test]
+    fn a_panic_while_a_case_is_locked_leaves_it_usable_with_everything_stored() {
+        let storage = ServerStorage::new(Arc::new(MemoryStore::new()), 16);
+        let case = stored_case(&storage);
+        let shared = storage.case(&case).unwrap().unwrap();
+        // A change a device sent, stored but not yet swapped in when the session panics.
+        let mut device = shared.lock().unwrap().doc.fork();
+        automerge::transaction::Transactable::put(&mut device, automerge::ROOT, "k2", 2).unwrap();
+        device.commit();
+        let heads = device.get_heads();
+        let held = shared.clone();
+        let chunk = device.save_after(&held.lock().unwrap().doc.get_heads());
+        let store = storage.store.clone();
+        let panicked = std::thread::spawn(move || {
+            let _guard = held.lock().unwrap();
+            store.append_chunk(&case, &chunk).unwrap();
+            panic!("a bug while the case is locked");
+        })
+        .join();
+        assert!(panicked.is_err() && shared.is_poisoned());
+        let again = storage.case(&case).unwrap().unwrap();
+        assert!(
+            !Arc::ptr_eq(&again, &shared),
+            "the poisoned case was read again"
+        );
+        let mut c = again.lock().expect("the case is usable");
+        assert!(
+            heads.iter().all(|h| c.doc.get_change_by_hash(h).is_some()),
+            "the change stored before the panic is in the case read again"
+        );
+        let mut writer = c.doc.fork();
+        automerge::transaction::Transactable::put(&mut writer, automerge::ROOT, "k3", 3).unwrap();
+        let mut state = State::new();
+        let message = {
+            use automerge::sync::SyncDoc;
+            writer
+                .sync()
+                .generate_sync_message(&mut State::new())
+                .unwrap()
+        };
+        let prepared =
+            polyphony_core::sync::prepare(&mut c.doc, &state, &message.encode(), &AnyAuthor)
+                .unwrap();
+        storage.apply(&case, &mut c, prepared, &mut state).unwrap();
     }
 
     /// The lost-changes bug of issue 13, below the network: one case, one chunk per message, far

@@ -137,6 +137,7 @@ impl SimServer {
             revoking_limit: polyphony_server::ServerConfig::default().revoking_limit(),
             moved_upload_limit: polyphony_server::ServerConfig::default().moved_upload_limit(),
             ca: None,
+            limits: Default::default(),
         });
         let admin = Admin::new(
             opened.registry,

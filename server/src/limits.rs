@@ -1,0 +1,221 @@
+//! Limits that keep one device, or one address, from exhausting the server (issue 14, finding 8):
+//! connections per device, and enrolment attempts per source address, whose refusals are
+//! aggregated in the audit log instead of growing it without bound.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use polyphony_core::DeviceId;
+
+/// The most connections one device may hold at once. The app holds one live session and the CLI
+/// opens one at a time; a device holding more is confused or hostile, and without this bound it
+/// could take every slot of the server-wide limit and turn its colleagues away.
+pub const MAX_CONNECTIONS_PER_DEVICE: usize = 4;
+
+/// The most enrolment attempts one source address may make per [`ENROL_WINDOW`]. A team's
+/// devices enrol a handful at a time, often from one NHS network address (a training day may
+/// enrol a room of laptops behind one address within a minute).
+pub const MAX_ENROLMENTS_PER_WINDOW: u32 = 60;
+/// The window over which enrolment attempts are counted.
+pub const ENROL_WINDOW: Duration = Duration::from_secs(60);
+/// The most source addresses whose windows are remembered; older windows are forgotten first.
+pub const MAX_SOURCES: usize = 4096;
+
+/// What every connection shares for these limits.
+#[derive(Debug, Default)]
+pub struct Limits {
+    devices: Mutex<HashMap<DeviceId, usize>>,
+    enrolments: Mutex<HashMap<IpAddr, Window>>,
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    attempts: u32,
+    /// Failed attempts in this window.
+    failures: u32,
+    /// Failures (and refusals for the rate) in this window not yet in the audit log.
+    unaudited: u32,
+}
+
+/// One of a device's open connections; dropping it frees the slot.
+#[derive(Debug)]
+pub struct DeviceSlot {
+    limits: Arc<Limits>,
+    device: DeviceId,
+}
+
+impl Drop for DeviceSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .limits
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.device) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.device);
+            }
+        }
+    }
+}
+
+/// The answer to an enrolment attempt's arrival.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Go on; `summary` is how many failed or refused attempts of this source's previous window
+    /// went unaudited (write one record for them).
+    Yes {
+        /// Unaudited failures of the window that just ended.
+        summary: u32,
+    },
+    /// Too many attempts from this address: refuse without an audit record (it is counted).
+    TooMany,
+}
+
+impl Limits {
+    /// Take one of `device`'s connection slots, if it has one free.
+    pub fn open_device(self: &Arc<Self>, device: DeviceId) -> Option<DeviceSlot> {
+        let mut open = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(device).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_DEVICE {
+            return None;
+        }
+        *n += 1;
+        Some(DeviceSlot {
+            limits: self.clone(),
+            device,
+        })
+    }
+
+    /// An enrolment attempt from `source` arrives at `now`.
+    pub fn enrolment_attempt(&self, source: IpAddr, now: Instant) -> Admit {
+        let mut map = self.enrolments.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_SOURCES && !map.contains_key(&source) {
+            map.retain(|_, w| now.duration_since(w.start) < ENROL_WINDOW);
+            if map.len() >= MAX_SOURCES {
+                // Still full of live windows: forget the oldest.
+                if let Some(oldest) = map.iter().min_by_key(|(_, w)| w.start).map(|(ip, _)| *ip) {
+                    map.remove(&oldest);
+                }
+            }
+        }
+        let w = map.entry(source).or_insert(Window {
+            start: now,
+            attempts: 0,
+            failures: 0,
+            unaudited: 0,
+        });
+        let mut summary = 0;
+        if now.duration_since(w.start) >= ENROL_WINDOW {
+            summary = w.unaudited;
+            *w = Window {
+                start: now,
+                attempts: 0,
+                failures: 0,
+                unaudited: 0,
+            };
+        }
+        w.attempts += 1;
+        if w.attempts > MAX_ENROLMENTS_PER_WINDOW {
+            w.unaudited += 1;
+            return Admit::TooMany;
+        }
+        Admit::Yes { summary }
+    }
+
+    /// An admitted enrolment attempt from `source` failed: true if this one is to be audited in
+    /// full (the first failure of the window); later ones are counted for one summary record.
+    pub fn enrolment_failed(&self, source: IpAddr) -> bool {
+        let mut map = self.enrolments.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(w) = map.get_mut(&source) else {
+            return true;
+        };
+        w.failures += 1;
+        if w.failures > 1 {
+            w.unaudited += 1;
+        }
+        w.failures == 1
+    }
+
+    /// How many failed attempts from `source` have not been audited yet (taken, so the caller
+    /// writes them in one record), e.g. at shutdown or for a test.
+    pub fn take_unaudited(&self, source: IpAddr) -> u32 {
+        let mut map = self.enrolments.lock().unwrap_or_else(|p| p.into_inner());
+        map.get_mut(&source)
+            .map(|w| std::mem::take(&mut w.unaudited))
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_gets_its_slots_and_no_more_and_a_closed_one_comes_back() {
+        let limits = Arc::new(Limits::default());
+        let d = DeviceId::random();
+        let slots: Vec<_> = (0..MAX_CONNECTIONS_PER_DEVICE)
+            .map(|_| limits.open_device(d).expect("a free slot"))
+            .collect();
+        assert!(limits.open_device(d).is_none(), "one past the limit");
+        assert!(
+            limits.open_device(DeviceId::random()).is_some(),
+            "another device is not held up"
+        );
+        drop(slots);
+        assert!(limits.open_device(d).is_some());
+    }
+
+    #[test]
+    fn enrolment_attempts_are_bounded_per_window_and_failures_are_summarised() {
+        let limits = Limits::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let t0 = Instant::now();
+        let mut audited_in_full = 0;
+        for i in 0..MAX_ENROLMENTS_PER_WINDOW {
+            assert_eq!(
+                limits.enrolment_attempt(ip, t0),
+                Admit::Yes { summary: 0 },
+                "attempt {i}"
+            );
+            audited_in_full += u32::from(limits.enrolment_failed(ip));
+        }
+        assert_eq!(
+            audited_in_full, 1,
+            "only the first failure is audited in full"
+        );
+        for _ in 0..100 {
+            assert_eq!(limits.enrolment_attempt(ip, t0), Admit::TooMany);
+        }
+        // Another address is not affected.
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        assert_eq!(
+            limits.enrolment_attempt(other, t0),
+            Admit::Yes { summary: 0 }
+        );
+        // Past the window: admitted again, with one summary of the 19 + 100 unaudited.
+        let later = t0 + ENROL_WINDOW;
+        assert_eq!(
+            limits.enrolment_attempt(ip, later),
+            Admit::Yes {
+                summary: MAX_ENROLMENTS_PER_WINDOW - 1 + 100
+            }
+        );
+    }
+
+    #[test]
+    fn the_sources_remembered_are_bounded() {
+        let limits = Limits::default();
+        let t0 = Instant::now();
+        for i in 0..(MAX_SOURCES as u32 + 100) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            limits.enrolment_attempt(ip, t0);
+        }
+        assert!(limits.enrolments.lock().unwrap().len() <= MAX_SOURCES);
+    }
+}
