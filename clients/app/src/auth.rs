@@ -15,6 +15,8 @@
 //! them.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::{to_bytes, Body};
@@ -47,6 +49,40 @@ pub fn same_secret(a: &str, b: &str) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Write `contents` (a launch link) to `path` so that only this user can ever read it.
+///
+/// The file is created afresh with mode 0600 beside `path` and renamed over it: opening `path`
+/// itself would keep the mode of a file already there (one a script made with `touch`, or an
+/// older run under another umask), and setting the mode afterwards leaves a moment when others
+/// can read the secret. The rename also means no reader sees half a link.
+pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
+    })?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        &random_token()[..16]
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&tmp).and_then(|mut f| {
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// One browser session.
@@ -354,6 +390,30 @@ mod tests {
         assert_eq!(pairs[2], ("who".into(), "member:1".into()));
         assert_eq!(pairs[3], ("note".into(), "two words".into()));
         assert_eq!(pairs[4], ("bad".into(), "%zz".into()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_secret_file_is_private_even_over_a_file_others_could_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("launch-url");
+        std::fs::write(&path, "old\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_secret_file(&path, "http://x/launch?secret=1\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(format!("{mode:o}"), "600");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "http://x/launch?secret=1\n"
+        );
+        // Nothing is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A fresh file, too, whatever the process's umask.
+        let fresh = dir.path().join("fresh");
+        write_secret_file(&fresh, "x").unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(format!("{mode:o}"), "600");
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub enum AppError {
         /// Why.
         source: std::io::Error,
     },
+    /// The launch link could not be written where `--url-file` asked.
+    #[error("cannot write the launch link to {path}: {source}")]
+    LaunchFile {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A running app.
@@ -69,6 +77,16 @@ impl Running {
             self.addr,
             self.app.gate.secret()
         )
+    }
+
+    /// Write the launch URL to `path`, readable by this user only (for scripts and tests).
+    pub fn write_launch_url(&self, path: &std::path::Path) -> Result<(), AppError> {
+        auth::write_secret_file(path, &format!("{}\n", self.launch_url())).map_err(|source| {
+            AppError::LaunchFile {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 
     /// Stop serving and syncing. Every change was saved when it was made, so nothing is lost.

@@ -111,8 +111,7 @@ fn main() -> Result<()> {
         println!("Polyphony is running. Open this link in your browser (it lets only you in):");
         println!("{url}");
         if let Some(f) = &args.url_file {
-            std::fs::write(f, format!("{url}\n"))
-                .with_context(|| format!("cannot write {}", f.display()))?;
+            running.write_launch_url(f)?;
         }
         if !args.no_open {
             open_browser(&url);
