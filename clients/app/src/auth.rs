@@ -4,6 +4,8 @@
 //! reach. So loopback is not trusted on its own:
 //! - **Launch secret.** Each launch makes a random secret and opens `/launch?secret=...` in the
 //!   browser. Only that URL starts a session; everything else without a session is refused (403).
+//!   It starts one session, once, within [`LAUNCH_TTL`] of the app starting: a link left in a
+//!   terminal's scrollback, a shell history or a file is of no use to whoever finds it later.
 //! - **Session cookie.** The launch swaps the secret for a random session id in an `HttpOnly`,
 //!   `SameSite=Strict` cookie, so scripts cannot read it and other sites cannot send it.
 //! - **CSRF token.** Each session has a token; every request that changes anything (any method but
@@ -18,6 +20,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Query, Request, State};
@@ -31,6 +34,38 @@ use crate::state::App;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "polyphony_session";
+
+/// How long after the app starts its launch link can let a browser in. The app opens the browser
+/// itself at once, so a minute is ample even on a slow machine; after that the link is worthless.
+pub const LAUNCH_TTL: Duration = Duration::from_secs(60);
+
+/// Where the gate reads the time: the monotonic clock, or one a test moves on.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// The monotonic clock (not the wall clock, which the user or NTP may move).
+pub fn system_clock() -> Clock {
+    Arc::new(Instant::now)
+}
+
+/// Why the launch link did not let this browser in. The messages are shown to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchRefused {
+    /// The link's secret is not this launch's (a mistyped link, or one from an earlier run).
+    #[error("The secret in this link is wrong or missing: it may be from an earlier time Polyphony was started.")]
+    Wrong,
+    /// The link was used already: it lets one browser in, once.
+    #[error("This launch link has already been used: it lets one browser in, once.")]
+    Used,
+    /// The link is older than [`LAUNCH_TTL`].
+    #[error("This launch link has expired: it works only for a minute after Polyphony starts.")]
+    Expired,
+}
+
+/// What has become of the launch secret.
+struct LaunchState {
+    issued: Instant,
+    used: bool,
+}
 
 /// The largest request body accepted (a meeting's notes can be long).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -104,26 +139,40 @@ pub struct SessionCtx {
 /// The launch secret and the sessions started with it.
 pub struct Gate {
     secret: String,
+    launch: Mutex<LaunchState>,
+    clock: Clock,
     sessions: Mutex<HashMap<String, Session>>,
     hosts: OnceLock<Vec<String>>,
 }
 
 impl Gate {
-    /// A gate with a new random launch secret.
+    /// A gate with a new random launch secret, issued now.
     pub fn new() -> Self {
         Self::with_secret(random_token())
     }
 
     /// A gate with a known secret (tests).
     pub fn with_secret(secret: String) -> Self {
+        Self::with_clock(secret, system_clock())
+    }
+
+    /// A gate with a known secret and a clock the caller controls, so a test can go past
+    /// [`LAUNCH_TTL`] without waiting for it. The secret is issued at the clock's present time.
+    pub fn with_clock(secret: String, clock: Clock) -> Self {
+        let issued = clock();
         Gate {
             secret,
+            launch: Mutex::new(LaunchState {
+                issued,
+                used: false,
+            }),
+            clock,
             sessions: Mutex::new(HashMap::new()),
             hosts: OnceLock::new(),
         }
     }
 
-    /// The launch secret.
+    /// The launch secret (for the launch URL; it is worthless once used or expired).
     pub fn secret(&self) -> &str {
         &self.secret
     }
@@ -146,10 +195,22 @@ impl Gate {
             .is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(h)))
     }
 
-    /// Start a session if `secret` is the launch secret; returns the new session id.
-    pub fn launch(&self, secret: &str) -> Option<String> {
-        if !same_secret(secret, &self.secret) {
-            return None;
+    /// Start a session if `secret` is the launch secret, unused and younger than [`LAUNCH_TTL`];
+    /// returns the new session id. A wrong secret is told apart only after the comparison, so
+    /// a guess learns nothing of whether the real link was used.
+    pub fn launch(&self, secret: &str) -> Result<String, LaunchRefused> {
+        {
+            let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
+            if !same_secret(secret, &self.secret) {
+                return Err(LaunchRefused::Wrong);
+            }
+            if launch.used {
+                return Err(LaunchRefused::Used);
+            }
+            if (self.clock)().saturating_duration_since(launch.issued) >= LAUNCH_TTL {
+                return Err(LaunchRefused::Expired);
+            }
+            launch.used = true;
         }
         let id = random_token();
         let s = Session {
@@ -160,7 +221,7 @@ impl Gate {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone(), s);
-        Some(id)
+        Ok(id)
     }
 
     fn session(&self, id: &str) -> Option<SessionCtx> {
@@ -215,12 +276,23 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// What to do about a refusal: most need the link the app printed; a spent link needs a new one.
+const USE_THE_LINK: &str =
+    "Open Polyphony with the link it printed when it started on this device.";
+const RELAUNCH: &str = "To get a new link, stop Polyphony and start it again on this device: \
+everything you saved is kept, and it opens this browser with a new link.";
+
 fn refused(status: StatusCode, why: &str) -> Response {
+    refused_with(status, why, USE_THE_LINK)
+}
+
+fn refused_with(status: StatusCode, why: &str, advice: &str) -> Response {
     let body = format!(
         "<!DOCTYPE html><html lang=\"en-GB\"><head><meta charset=\"utf-8\"><title>Not allowed - Polyphony</title></head>\
 <body><main><h1>You cannot use Polyphony from here</h1><p>{}</p>\
-<p>Open Polyphony with the link it printed when it started on this device.</p></main></body></html>",
-        crate::html::esc(why)
+<p>{}</p></main></body></html>",
+        crate::html::esc(why),
+        crate::html::esc(advice)
     );
     (
         status,
@@ -341,13 +413,32 @@ pub struct LaunchQuery {
     secret: Option<String>,
 }
 
-/// `GET /launch?secret=...`: swap the launch secret for a session cookie.
-pub async fn launch(State(app): State<Arc<App>>, Query(q): Query<LaunchQuery>) -> Response {
-    let Some(id) = q.secret.as_deref().and_then(|s| app.gate.launch(s)) else {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "The secret in this link is wrong or missing.",
-        );
+/// `GET /launch?secret=...`: swap the launch secret for a session cookie, once.
+///
+/// A browser that is already in and follows the link again (the user clicked it twice) is sent
+/// to its caseload: its cookie, not the spent link, is what lets it in, and no new session is made.
+pub async fn launch(
+    State(app): State<Arc<App>>,
+    Query(q): Query<LaunchQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let id = match app.gate.launch(q.secret.as_deref().unwrap_or_default()) {
+        Ok(id) => id,
+        Err(_)
+            if cookie_value(&headers, SESSION_COOKIE)
+                .and_then(|id| app.gate.session(&id))
+                .is_some() =>
+        {
+            return (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+        }
+        Err(why) => {
+            tracing::warn!(%why, "refused a launch link");
+            let advice = match why {
+                LaunchRefused::Wrong => USE_THE_LINK,
+                LaunchRefused::Used | LaunchRefused::Expired => RELAUNCH,
+            };
+            return refused_with(StatusCode::FORBIDDEN, &why.to_string(), advice);
+        }
     };
     let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
     (
@@ -372,14 +463,47 @@ mod tests {
         assert!(!same_secret("", "a"));
     }
 
+    /// A clock that stands still until the test moves it.
+    fn manual_clock() -> (Clock, Arc<Mutex<Instant>>) {
+        let now = Arc::new(Mutex::new(Instant::now()));
+        let read = now.clone();
+        (Arc::new(move || *read.lock().unwrap()), now)
+    }
+
     #[test]
     fn only_the_launch_secret_starts_a_session() {
         let g = Gate::with_secret("s3cret".into());
-        assert!(g.launch("wrong").is_none());
+        assert_eq!(g.launch("wrong"), Err(LaunchRefused::Wrong));
         let id = g.launch("s3cret").unwrap();
         let s = g.session(&id).unwrap();
         assert_eq!(s.csrf.len(), 64);
         assert!(g.session("not-a-session").is_none());
+    }
+
+    #[test]
+    fn the_launch_secret_starts_one_session_only() {
+        let g = Gate::with_secret("s3cret".into());
+        let first = g.launch("s3cret").unwrap();
+        assert_eq!(g.launch("s3cret"), Err(LaunchRefused::Used));
+        assert_eq!(g.launch("wrong"), Err(LaunchRefused::Wrong));
+        // The session it started goes on.
+        assert!(g.session(&first).is_some());
+        assert_eq!(g.sessions.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_launch_secret_expires_after_the_limit() {
+        let (clock, now) = manual_clock();
+        let late = Gate::with_clock("s3cret".into(), clock.clone());
+        *now.lock().unwrap() += LAUNCH_TTL;
+        assert_eq!(late.launch("s3cret"), Err(LaunchRefused::Expired));
+        *now.lock().unwrap() += Duration::from_secs(3600);
+        assert_eq!(late.launch("s3cret"), Err(LaunchRefused::Expired));
+        assert!(late.sessions.lock().unwrap().is_empty());
+        // Just inside the limit it still works.
+        let on_time = Gate::with_clock("s3cret".into(), clock);
+        *now.lock().unwrap() += LAUNCH_TTL - Duration::from_millis(1);
+        assert!(on_time.launch("s3cret").is_ok());
     }
 
     #[test]

@@ -122,3 +122,24 @@ fn the_url_file_is_readable_by_its_owner_only_even_over_an_older_file() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(format!("{mode:o}"), "600", "the URL file's mode");
 }
+
+#[test]
+fn the_launch_link_lets_one_browser_in_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = url_file_in(&dir);
+    let mut app = AppProcess::start(&file);
+    let url = app.launch_url(&file);
+    let first = visit(&url, None);
+    assert_eq!(first.status, 303, "{}", first.head);
+    let cookie = session_cookie(&first).expect("the first visit sets the session cookie");
+    // Anyone else who has the link, later: refused, and told how to get a new one.
+    let second = visit(&url, None);
+    assert_eq!(second.status, 403, "{}", second.head);
+    assert!(session_cookie(&second).is_none());
+    assert!(second.body.contains("already been used"), "{}", second.body);
+    assert!(second.body.contains("start it again"), "{}", second.body);
+    // The browser that is already in, following the link again, just goes back in.
+    let again = visit(&url, Some(&cookie));
+    assert_eq!(again.status, 303, "{}", again.head);
+    assert!(session_cookie(&again).is_none(), "no second session");
+}
