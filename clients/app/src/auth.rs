@@ -1,6 +1,6 @@
 //! Who may use the app: only the person who launched it, in their own browser.
 //!
-//! The app listens on 127.0.0.1, which every local user and every web page the browser opens can
+//! The app listens on loopback, which every local user and every web page the browser opens can
 //! reach. So loopback is not trusted on its own:
 //! - **Launch secret.** Each launch makes a random secret and opens `/launch?secret=...` in the
 //!   browser. Only that URL starts a session; everything else without a session is refused (403).
@@ -8,10 +8,31 @@
 //!   terminal's scrollback, a shell history or a file is of no use to whoever finds it later.
 //! - **Session cookie.** The launch swaps the secret for a random session id in an `HttpOnly`,
 //!   `SameSite=Strict` cookie, so scripts cannot read it and other sites cannot send it.
+//! - **The app's own origin.** Cookies ignore ports, and to a browser every port of `127.0.0.1`
+//!   is the same site: served from `127.0.0.1:PORT`, the session cookie went to any server on
+//!   another port of `127.0.0.1` the browser visited (which could replay it from outside the
+//!   browser), and pages there could send requests that carried it (`SameSite` does not stop a
+//!   same-site request). So each launch serves the app at a secret name of its own,
+//!   `http://<label>.localhost:PORT/`, with a random 128-bit label. Browsers resolve every
+//!   `*.localhost` name to loopback themselves, without DNS, and Chromium counts each one as a
+//!   site of its own. The cookie is host-only (no `Domain`), so the browser sends it to that name
+//!   alone: never to `127.0.0.1`, `localhost` or another `*.localhost` name on any port. Only who
+//!   holds the launch link knows the name. [`crate::loopback`] holds the port on both loopback
+//!   addresses, because the browser may try either.
+//! - **Host check.** Requests must name the app's host, which also defeats DNS rebinding (a
+//!   hostile page pointing its own name at 127.0.0.1).
+//! - **Fetch metadata.** Every request must carry `Sec-Fetch-Site` saying it comes from the app's
+//!   own pages (`same-origin`) or from the user (`none`: a typed, opened or bookmarked link), and
+//!   an `Origin`, when the browser sends one, must be the app's. Browsers send these headers to
+//!   `localhost` names and a page cannot forge them, so no page elsewhere can drive the app, even
+//!   one that learnt its name. A request without the header is refused: it is a browser too old
+//!   to protect the user, or a program, and a program has no cookie to send.
 //! - **CSRF token.** Each session has a token; every request that changes anything (any method but
 //!   GET and HEAD) must carry it, in the form field `_csrf` or the `X-CSRF-Token` header.
-//! - **Host check.** Requests must name the address the app is bound to, which defeats DNS
-//!   rebinding (a hostile page pointing its own name at 127.0.0.1).
+//!
+//! Limits: the name is in the browser's history, and programs the same user runs can read the
+//! user's files anyway; those are outside what a web app can defend. A browser that does not
+//! resolve `*.localhost` names (some older Safari) cannot open the app.
 //!
 //! The checks live in one middleware, [`guard`], in front of every route, so no handler can forget
 //! them.
@@ -73,6 +94,13 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 /// A fresh random token: 32 bytes as hex.
 pub fn random_token() -> String {
     let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// A fresh random host label: 16 bytes (128 bits) as hex, a valid DNS label.
+fn random_label() -> String {
+    let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
     hex::encode(b)
 }
@@ -142,7 +170,16 @@ pub struct Gate {
     launch: Mutex<LaunchState>,
     clock: Clock,
     sessions: Mutex<HashMap<String, Session>>,
-    hosts: OnceLock<Vec<String>>,
+    label: String,
+    origin: OnceLock<Origin>,
+}
+
+/// The app's origin once it is bound: `http://<label>.localhost:<port>`.
+struct Origin {
+    /// What the `Host` header must say.
+    host: String,
+    /// What the `Origin` header must say, when there is one.
+    origin: String,
 }
 
 impl Gate {
@@ -168,7 +205,8 @@ impl Gate {
             }),
             clock,
             sessions: Mutex::new(HashMap::new()),
-            hosts: OnceLock::new(),
+            label: random_label(),
+            origin: OnceLock::new(),
         }
     }
 
@@ -177,22 +215,46 @@ impl Gate {
         &self.secret
     }
 
-    /// Accept only requests whose Host header names the address the app is bound to (or
-    /// `localhost` with its port). Set once, when the app is bound.
+    /// Serve on `addr`'s port under this launch's host name, and accept only requests that name
+    /// it. Set once, when the app is bound.
     pub fn bind(&self, addr: std::net::SocketAddr) {
-        let _ = self
-            .hosts
-            .set(vec![addr.to_string(), format!("localhost:{}", addr.port())]);
+        let host = match addr.port() {
+            80 => format!("{}.localhost", self.label),
+            port => format!("{}.localhost:{port}", self.label),
+        };
+        let _ = self.origin.set(Origin {
+            origin: format!("http://{host}"),
+            host,
+        });
+    }
+
+    /// The app's origin (`http://<label>.localhost:<port>`), once bound.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.get().map(|o| o.origin.as_str())
     }
 
     fn host_allowed(&self, headers: &HeaderMap) -> bool {
-        let Some(allowed) = self.hosts.get() else {
+        let Some(bound) = self.origin.get() else {
             return true; // not bound to a socket (in-process tests)
         };
         headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(h)))
+            .is_some_and(|h| h.eq_ignore_ascii_case(&bound.host))
+    }
+
+    /// Whether an `Origin` header names the app (unbound, in-process: the host asked for).
+    fn origin_allowed(&self, origin: &str, headers: &HeaderMap) -> bool {
+        match self.origin.get() {
+            Some(bound) => origin.eq_ignore_ascii_case(&bound.origin),
+            None => {
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default();
+                origin == format!("http://{host}")
+            }
+        }
     }
 
     /// Start a session if `secret` is the launch secret, unused and younger than [`LAUNCH_TTL`];
@@ -345,7 +407,29 @@ pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The gate in front of every route: host check, session cookie, CSRF token on every change.
+/// Why a request does not come from the app's own pages or from the user, if it does not: its
+/// `Sec-Fetch-Site` is not `same-origin` or `none`, or is missing, or its `Origin` is another's.
+fn from_elsewhere(gate: &Gate, headers: &HeaderMap) -> Option<&'static str> {
+    let site = headers
+        .get("sec-fetch-site")
+        .map(|v| v.to_str().unwrap_or("?"));
+    match site {
+        Some("same-origin" | "none") => {}
+        Some(_) => return Some("This request came from another site or page, so it was refused."),
+        None => return Some(
+            "This browser did not say where the request came from, so Polyphony cannot tell it \
+from another site's. Use a current browser (Chrome, Edge or Firefox).",
+        ),
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let ok = origin
+        .to_str()
+        .is_ok_and(|o| gate.origin_allowed(o, headers));
+    (!ok).then_some("This request came from another site or page, so it was refused.")
+}
+
+/// The gate in front of every route: host check, fetch metadata and Origin, session cookie, CSRF
+/// token on every change.
 pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let gate = &app.gate;
     if !gate.host_allowed(req.headers()) {
@@ -353,6 +437,10 @@ pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             StatusCode::FORBIDDEN,
             "This request named an address Polyphony does not answer to.",
         );
+    }
+    if let Some(why) = from_elsewhere(gate, req.headers()) {
+        tracing::warn!(why, path = %req.uri().path(), "refused a request from elsewhere");
+        return refused(StatusCode::FORBIDDEN, why);
     }
     if req.uri().path() == "/launch" {
         return next.run(req).await;
@@ -369,21 +457,6 @@ pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
         let mut req = req;
         req.extensions_mut().insert(session);
         return next.run(req).await;
-    }
-    // A change: the Origin, when the browser sends one, must be this app.
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        if origin.to_str().ok() != Some(&format!("http://{host}")) {
-            tracing::warn!(?origin, %host, "refused a change from another origin");
-            return refused(
-                StatusCode::FORBIDDEN,
-                "This change came from another site and was refused.",
-            );
-        }
     }
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
@@ -440,6 +513,7 @@ pub async fn launch(
             return refused_with(StatusCode::FORBIDDEN, &why.to_string(), advice);
         }
     };
+    // No `Domain`: host-only, so the browser sends it to this launch's own name and nowhere else.
     let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
     (
         StatusCode::SEE_OTHER,

@@ -144,13 +144,7 @@ impl Harness {
 
     async fn with_warning_after(unsynced_warning: time::Duration) -> Harness {
         let (dir, app, router) = quiet_app(unsynced_warning, Gate::with_secret(SECRET.into()));
-        let launch = send(
-            &router,
-            Request::get(format!("/launch?secret={SECRET}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let launch = send(&router, launch_request(None)).await;
         assert_eq!(launch.status, StatusCode::SEE_OTHER);
         let cookie = launch.headers[header::SET_COOKIE]
             .to_str()
@@ -333,26 +327,100 @@ async fn a_change_without_the_csrf_token_is_refused() {
 async fn requests_naming_another_host_are_refused() {
     let h = Harness::new().await;
     h.app.gate.bind("127.0.0.1:4567".parse().unwrap());
-    let rebound = send(
+    let origin = h.app.gate.origin().unwrap().to_string();
+    let own_host = origin.trim_start_matches("http://").to_string();
+    // The app's own name: a fresh 128-bit label under .localhost, with the port.
+    let label = own_host.strip_suffix(".localhost:4567").unwrap();
+    assert_eq!(label.len(), 32, "{own_host}");
+    assert!(label.bytes().all(|b| b.is_ascii_hexdigit()));
+    let with_host = |host: &str| {
+        Request::get("/")
+            .header(header::HOST, host)
+            .header(header::COOKIE, &h.cookie)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // DNS rebinding, the bare loopback address and other localhost names are all refused.
+    for host in [
+        "attacker.example:4567",
+        "127.0.0.1:4567",
+        "localhost:4567",
+        "other.localhost:4567",
+        &format!("{label}.localhost:4568"),
+    ] {
+        let r = send(&h.router, with_host(host)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "Host: {host}");
+    }
+    let own = send(&h.router, with_host(&own_host)).await;
+    assert_eq!(own.status, StatusCode::OK);
+    // A form posted from the app's own page names the app's origin; any other is refused.
+    for (from, expect) in [
+        (origin.as_str(), StatusCode::SEE_OTHER),
+        ("http://127.0.0.1:4567", StatusCode::FORBIDDEN),
+    ] {
+        let r = send(
+            &h.router,
+            Request::post("/cases")
+                .header(header::HOST, &own_host)
+                .header(header::ORIGIN, from)
+                .header(header::COOKIE, &h.cookie)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(form(&[("_csrf", &h.csrf), ("name", "Alex")])))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, expect, "Origin: {from}");
+    }
+    // Two launches never share a name.
+    let (one, two) = (Gate::new(), Gate::new());
+    one.bind("127.0.0.1:4567".parse().unwrap());
+    two.bind("127.0.0.1:4567".parse().unwrap());
+    assert_ne!(one.origin(), two.origin());
+}
+
+#[tokio::test]
+async fn a_page_from_another_origin_cannot_use_the_session() {
+    let h = Harness::new().await;
+    let with_site = |site: &str| {
+        Request::get("/")
+            .header(header::COOKIE, &h.cookie)
+            .header(SEC_FETCH_SITE, site)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Another port on 127.0.0.1 is the same site (ports do not count); any other is cross-site.
+    for site in ["same-site", "cross-site"] {
+        let r = send(&h.router, with_site(site)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "Sec-Fetch-Site: {site}");
+        assert!(!r.body.contains("Your caseload"));
+    }
+    // The user's own visits and the app's own requests.
+    for site in ["none", "same-origin"] {
+        let r = send(&h.router, with_site(site)).await;
+        assert_eq!(r.status, StatusCode::OK, "Sec-Fetch-Site: {site}");
+    }
+    // An Origin that is not the app's, even on a GET (a page's fetch), is refused.
+    let foreign = send(
+        &h.router,
+        Request::get("/status.json")
+            .header(header::COOKIE, &h.cookie)
+            .header(header::ORIGIN, "http://127.0.0.1:8000")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    // A request that says nothing of where it comes from is not trusted either.
+    let bare = send_bare(
         &h.router,
         Request::get("/")
-            .header(header::HOST, "attacker.example:4567")
             .header(header::COOKIE, &h.cookie)
             .body(Body::empty())
             .unwrap(),
     )
     .await;
-    assert_eq!(rebound.status, StatusCode::FORBIDDEN);
-    let local = send(
-        &h.router,
-        Request::get("/")
-            .header(header::HOST, "127.0.0.1:4567")
-            .header(header::COOKIE, &h.cookie)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(local.status, StatusCode::OK);
+    assert_eq!(bare.status, StatusCode::FORBIDDEN);
+    assert!(bare.body.contains("current browser"), "{}", bare.body);
 }
 
 #[tokio::test]
