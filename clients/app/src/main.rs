@@ -108,7 +108,9 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         let running = polyphony_app::start(config, profile).await?;
         let url = running.launch_url();
-        println!("Polyphony is running. Open this link in your browser (it lets only you in):");
+        println!(
+            "Polyphony is running. Open this link in your browser within a minute (it lets one browser in, once):"
+        );
         println!("{url}");
         if let Some(f) = &args.url_file {
             running.write_launch_url(f)?;
