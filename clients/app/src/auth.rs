@@ -342,7 +342,7 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 const USE_THE_LINK: &str =
     "Open Polyphony with the link it printed when it started on this device.";
 const RELAUNCH: &str = "To get a new link, stop Polyphony and start it again on this device: \
-everything you saved is kept, and it opens this browser with a new link.";
+everything you saved is kept, and it gives you a new link.";
 
 fn refused(status: StatusCode, why: &str) -> Response {
     refused_with(status, why, USE_THE_LINK)
