@@ -108,11 +108,12 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         let running = polyphony_app::start(config, profile).await?;
         let url = running.launch_url();
-        println!("Polyphony is running. Open this link in your browser (it lets only you in):");
+        println!(
+            "Polyphony is running. Open this link in your browser within a minute (it lets one browser in, once):"
+        );
         println!("{url}");
         if let Some(f) = &args.url_file {
-            std::fs::write(f, format!("{url}\n"))
-                .with_context(|| format!("cannot write {}", f.display()))?;
+            running.write_launch_url(f)?;
         }
         if !args.no_open {
             open_browser(&url);

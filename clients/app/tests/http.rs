@@ -2,13 +2,14 @@
 //! goes through, rendered from a real profile (in-memory store, enrolled without a server).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use polyphony_app::auth::Gate;
+use polyphony_app::auth::{Gate, LAUNCH_TTL};
 use polyphony_app::{server, App, Config};
 use polyphony_core::profile::{Enrolment, Profile};
 use polyphony_core::store::{MemoryStore, Store};
@@ -17,6 +18,7 @@ use polyphony_core::{PractitionerId, TeamId};
 use tower::ServiceExt;
 
 const SECRET: &str = "launch-secret-for-tests";
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 /// A profile enrolled as if by a server: the enrolment record is written where the profile keeps
 /// it, with a dead server address (nothing here syncs).
@@ -42,6 +44,31 @@ fn enrolled_profile(home: &Path) -> Profile {
     Profile::from_store(home, store).unwrap()
 }
 
+/// An app over an enrolled profile that does not sync, behind `gate`, not yet launched.
+fn quiet_app(
+    unsynced_warning: time::Duration,
+    gate: Gate,
+) -> (tempfile::TempDir, Arc<App>, Router) {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = enrolled_profile(dir.path());
+    let config = Config {
+        background_sync: false,
+        unsynced_warning,
+        ..Config::new(dir.path().to_path_buf())
+    };
+    let app = App::with_gate(config, profile, gate);
+    let router = server::router(app.clone());
+    (dir, app, router)
+}
+
+fn launch_request(cookie: Option<&str>) -> Request<Body> {
+    let mut r = Request::get(format!("/launch?secret={SECRET}")).header(SEC_FETCH_SITE, "none");
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.body(Body::empty()).unwrap()
+}
+
 struct Harness {
     _dir: tempfile::TempDir,
     app: Arc<App>,
@@ -65,7 +92,18 @@ impl Reply {
     }
 }
 
-async fn send(router: &Router, req: Request<Body>) -> Reply {
+/// Send a request as the app's own page would: the browser marks it `Sec-Fetch-Site:
+/// same-origin` unless the test says otherwise.
+async fn send(router: &Router, mut req: Request<Body>) -> Reply {
+    if !req.headers().contains_key(SEC_FETCH_SITE) {
+        req.headers_mut()
+            .insert(SEC_FETCH_SITE, "same-origin".parse().unwrap());
+    }
+    send_bare(router, req).await
+}
+
+/// Send a request exactly as given (to test what a request without browser headers gets).
+async fn send_bare(router: &Router, req: Request<Body>) -> Reply {
     let res = router.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let headers = res.headers().clone();
@@ -105,22 +143,8 @@ impl Harness {
     }
 
     async fn with_warning_after(unsynced_warning: time::Duration) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let profile = enrolled_profile(dir.path());
-        let config = Config {
-            background_sync: false,
-            unsynced_warning,
-            ..Config::new(dir.path().to_path_buf())
-        };
-        let app = App::with_gate(config, profile, Gate::with_secret(SECRET.into()));
-        let router = server::router(app.clone());
-        let launch = send(
-            &router,
-            Request::get(format!("/launch?secret={SECRET}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (dir, app, router) = quiet_app(unsynced_warning, Gate::with_secret(SECRET.into()));
+        let launch = send(&router, launch_request(None)).await;
         assert_eq!(launch.status, StatusCode::SEE_OTHER);
         let cookie = launch.headers[header::SET_COOKIE]
             .to_str()
@@ -191,18 +215,21 @@ fn id_after(location: &str, marker: &str) -> String {
 
 #[tokio::test]
 async fn a_request_without_the_launch_secret_is_refused() {
-    let h = Harness::new().await;
-    let anonymous = send(&h.router, Request::get("/").body(Body::empty()).unwrap()).await;
+    let (_dir, _app, router) = quiet_app(
+        time::Duration::minutes(120),
+        Gate::with_secret(SECRET.into()),
+    );
+    let anonymous = send(&router, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
     assert!(!anonymous.body.contains("caseload"));
     let assets = send(
-        &h.router,
+        &router,
         Request::get("/assets/app.js").body(Body::empty()).unwrap(),
     )
     .await;
     assert_eq!(assets.status, StatusCode::FORBIDDEN);
     let wrong = send(
-        &h.router,
+        &router,
         Request::get("/launch?secret=guess")
             .body(Body::empty())
             .unwrap(),
@@ -210,7 +237,7 @@ async fn a_request_without_the_launch_secret_is_refused() {
     .await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     let forged = send(
-        &h.router,
+        &router,
         Request::get("/")
             .header(header::COOKIE, "polyphony_session=forged")
             .body(Body::empty())
@@ -219,18 +246,51 @@ async fn a_request_without_the_launch_secret_is_refused() {
     .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     // The real launch: the cookie is HttpOnly and SameSite=Strict, and it lets the browser in.
-    let launch = send(
-        &h.router,
-        Request::get(format!("/launch?secret={SECRET}"))
+    let launch = send(&router, launch_request(None)).await;
+    assert_eq!(launch.status, StatusCode::SEE_OTHER);
+    let cookie = launch.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let ok = send(
+        &router,
+        Request::get("/")
+            .header(header::COOKIE, cookie.split(';').next().unwrap())
             .body(Body::empty())
             .unwrap(),
     )
     .await;
-    let cookie = launch.headers[header::SET_COOKIE].to_str().unwrap();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-    let ok = h.get("/").await;
     assert_eq!(ok.status, StatusCode::OK);
     assert!(ok.body.contains("Your caseload"));
+}
+
+#[tokio::test]
+async fn the_launch_link_lets_one_browser_in_once() {
+    // The harness has followed the link: anyone else who has it now is refused, and told how
+    // to get a new one.
+    let h = Harness::new().await;
+    let again = send(&h.router, launch_request(None)).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    assert!(!again.headers.contains_key(header::SET_COOKIE));
+    assert!(again.body.contains("already been used"), "{}", again.body);
+    assert!(again.body.contains("start it again"), "{}", again.body);
+    // The browser already in, following the link again, goes back to its caseload.
+    let mine = send(&h.router, launch_request(Some(&h.cookie))).await;
+    assert_eq!(mine.status, StatusCode::SEE_OTHER);
+    assert_eq!(mine.location(), "/");
+    assert!(!mine.headers.contains_key(header::SET_COOKIE));
+}
+
+#[tokio::test]
+async fn the_launch_link_is_refused_after_the_limit() {
+    let now = Arc::new(Mutex::new(Instant::now()));
+    let read = now.clone();
+    let gate = Gate::with_clock(SECRET.into(), Arc::new(move || *read.lock().unwrap()));
+    let (_dir, _app, router) = quiet_app(time::Duration::minutes(120), gate);
+    *now.lock().unwrap() += LAUNCH_TTL + Duration::from_millis(1);
+    let late = send(&router, launch_request(None)).await;
+    assert_eq!(late.status, StatusCode::FORBIDDEN);
+    assert!(!late.headers.contains_key(header::SET_COOKIE));
+    assert!(late.body.contains("expired"), "{}", late.body);
+    assert!(late.body.contains("start it again"), "{}", late.body);
 }
 
 #[tokio::test]
@@ -267,26 +327,100 @@ async fn a_change_without_the_csrf_token_is_refused() {
 async fn requests_naming_another_host_are_refused() {
     let h = Harness::new().await;
     h.app.gate.bind("127.0.0.1:4567".parse().unwrap());
-    let rebound = send(
+    let origin = h.app.gate.origin().unwrap().to_string();
+    let own_host = origin.trim_start_matches("http://").to_string();
+    // The app's own name: a fresh 128-bit label under .localhost, with the port.
+    let label = own_host.strip_suffix(".localhost:4567").unwrap();
+    assert_eq!(label.len(), 32, "{own_host}");
+    assert!(label.bytes().all(|b| b.is_ascii_hexdigit()));
+    let with_host = |host: &str| {
+        Request::get("/")
+            .header(header::HOST, host)
+            .header(header::COOKIE, &h.cookie)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // DNS rebinding, the bare loopback address and other localhost names are all refused.
+    for host in [
+        "attacker.example:4567",
+        "127.0.0.1:4567",
+        "localhost:4567",
+        "other.localhost:4567",
+        &format!("{label}.localhost:4568"),
+    ] {
+        let r = send(&h.router, with_host(host)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "Host: {host}");
+    }
+    let own = send(&h.router, with_host(&own_host)).await;
+    assert_eq!(own.status, StatusCode::OK);
+    // A form posted from the app's own page names the app's origin; any other is refused.
+    for (from, expect) in [
+        (origin.as_str(), StatusCode::SEE_OTHER),
+        ("http://127.0.0.1:4567", StatusCode::FORBIDDEN),
+    ] {
+        let r = send(
+            &h.router,
+            Request::post("/cases")
+                .header(header::HOST, &own_host)
+                .header(header::ORIGIN, from)
+                .header(header::COOKIE, &h.cookie)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(form(&[("_csrf", &h.csrf), ("name", "Alex")])))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, expect, "Origin: {from}");
+    }
+    // Two launches never share a name.
+    let (one, two) = (Gate::new(), Gate::new());
+    one.bind("127.0.0.1:4567".parse().unwrap());
+    two.bind("127.0.0.1:4567".parse().unwrap());
+    assert_ne!(one.origin(), two.origin());
+}
+
+#[tokio::test]
+async fn a_page_from_another_origin_cannot_use_the_session() {
+    let h = Harness::new().await;
+    let with_site = |site: &str| {
+        Request::get("/")
+            .header(header::COOKIE, &h.cookie)
+            .header(SEC_FETCH_SITE, site)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Another port on 127.0.0.1 is the same site (ports do not count); any other is cross-site.
+    for site in ["same-site", "cross-site"] {
+        let r = send(&h.router, with_site(site)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "Sec-Fetch-Site: {site}");
+        assert!(!r.body.contains("Your caseload"));
+    }
+    // The user's own visits and the app's own requests.
+    for site in ["none", "same-origin"] {
+        let r = send(&h.router, with_site(site)).await;
+        assert_eq!(r.status, StatusCode::OK, "Sec-Fetch-Site: {site}");
+    }
+    // An Origin that is not the app's, even on a GET (a page's fetch), is refused.
+    let foreign = send(
+        &h.router,
+        Request::get("/status.json")
+            .header(header::COOKIE, &h.cookie)
+            .header(header::ORIGIN, "http://127.0.0.1:8000")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    // A request that says nothing of where it comes from is not trusted either.
+    let bare = send_bare(
         &h.router,
         Request::get("/")
-            .header(header::HOST, "attacker.example:4567")
             .header(header::COOKIE, &h.cookie)
             .body(Body::empty())
             .unwrap(),
     )
     .await;
-    assert_eq!(rebound.status, StatusCode::FORBIDDEN);
-    let local = send(
-        &h.router,
-        Request::get("/")
-            .header(header::HOST, "127.0.0.1:4567")
-            .header(header::COOKIE, &h.cookie)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(local.status, StatusCode::OK);
+    assert_eq!(bare.status, StatusCode::FORBIDDEN);
+    assert!(bare.body.contains("current browser"), "{}", bare.body);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 // bounded timeouts: CI runs on two cores, with other builds competing.
 
 import { spawn, execFile } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, mkdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -135,13 +136,38 @@ export class DeviceApp {
       '--home', join(this.home, 'profile'), '--no-open', '--url-file', urlFile,
       '--retry-max-seconds', '2', '--device-name', `${this.name}'s laptop`, '--utc-offset', '+00:00',
     ], { POLYPHONY_PASSPHRASE: `passphrase of ${this.name}`, RUST_LOG: 'polyphony_app=debug' });
-    const m = await this.child.waitForOutput(/(http:\/\/127\.0\.0\.1:\d+)\/launch\?secret=[0-9a-f]+/, 90000);
+    // The app's origin is its own per-launch host name (see clients/app/src/auth.rs).
+    const m = await this.child.waitForOutput(/(http:\/\/[a-z0-9.-]+:\d+)\/launch\?secret=[0-9a-f]+/, 90000);
     this.url = m[0];
     this.base = m[1];
     return this;
   }
 
   async stop() { if (this.child) await this.child.stop(); }
+}
+
+/**
+ * A request to an app from outside any browser (node itself): to the app's port on loopback,
+ * naming the app's host, as a browser resolves `*.localhost` (node's resolver does not). It says
+ * `Sec-Fetch-Site: none`, as a user's own visit does, unless `headers` says otherwise.
+ */
+export function appRequest(app, path, { method = 'GET', headers = {}, body } = {}) {
+  const u = new URL(path, app.base);
+  return new Promise((res, rej) => {
+    const req = httpRequest({
+      host: '127.0.0.1', port: u.port, path: u.pathname + u.search, method,
+      headers: { host: u.host, 'sec-fetch-site': 'none', ...headers },
+    }, (r) => {
+      let text = '';
+      r.setEncoding('utf8');
+      r.on('data', (c) => { text += c; });
+      r.on('end', () => res({ status: r.statusCode, headers: r.headers, text, json: () => JSON.parse(text) }));
+    });
+    req.on('error', rej);
+    req.setTimeout(30000, () => req.destroy(new Error(`${method} ${u} timed out`)));
+    if (body) req.write(body);
+    req.end();
+  });
 }
 
 /** Launch Debian's Chromium through playwright-core (Playwright makes a fresh profile each time). */

@@ -11,6 +11,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   BoroughServer, DeviceApp, launchChromium, openApp, axeCheck, screenshot, waitFor, cleanWork,
+  appRequest,
 } from './harness.mjs';
 
 const server = new BoroughServer();
@@ -47,8 +48,8 @@ async function waitForBadge(page, what, pred, timeout = 90000) {
 /** The meeting's texts as the app holds them (what is saved, not what a textarea shows). */
 async function savedText(tab, app, meetingUrl) {
   const cookie = (await tab.context.cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
-  const res = await fetch(`${app.base}${meetingUrl}/text`, { headers: { cookie } });
-  return (await res.json()).fields;
+  const res = await appRequest(app, `${meetingUrl}/text`, { headers: { cookie } });
+  return res.json().fields;
 }
 
 async function enrol(page, app, code, device) {
@@ -71,9 +72,10 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await server.admin('practitioner', 'add', 'Kim Ode', '--team', 'North');
     const robinCode = (await server.admin('enrol', 'Robin Lee')).split('\n').pop().trim();
     const kimCode = (await server.admin('enrol', 'Kim Ode')).split('\n').pop().trim();
+    // The browser first: each app's launch link works only for a minute after it starts.
+    browser = await launchChromium();
     await robin.start();
     await kim.start();
-    browser = await launchChromium();
     A = await openApp(browser, robin);
     B = await openApp(browser, kim);
     tabs.push(A, B);
@@ -85,12 +87,12 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
   });
 
   await t.test('requests without the launch secret or the CSRF token are refused', async () => {
-    const anonymous = await fetch(`${robin.base}/`);
+    const anonymous = await appRequest(robin, '/');
     assert.equal(anonymous.status, 403);
     const cookies = await A.context.cookies();
     const cookie = cookies.map((c) => `${c.name}=${c.value}`).join('; ');
     assert.ok(cookie.includes('polyphony_session='));
-    const forged = await fetch(`${robin.base}/cases`, {
+    const forged = await appRequest(robin, '/cases', {
       method: 'POST',
       headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' },
       body: 'name=Forged+Case',
