@@ -12,7 +12,13 @@ use polyphony_core::DeviceId;
 /// The most connections one device may hold at once. The app holds one live session and the CLI
 /// opens one at a time; a device holding more is confused or hostile, and without this bound it
 /// could take every slot of the server-wide limit and turn its colleagues away.
+/// A new connection past the limit closes the device's oldest one: a laptop that slept or lost
+/// signal mid-sync leaves connections the server sees only at their idle timeout, and its owner
+/// must not be locked out by them.
 pub const MAX_CONNECTIONS_PER_DEVICE: usize = 4;
+
+/// Closes one connection (in the server, the connection's `close`).
+pub type Closer = Box<dyn Fn() + Send + Sync>;
 
 /// The most enrolment attempts one source address may make per [`ENROL_WINDOW`]. A team's
 /// devices enrol a handful at a time, often from one NHS network address (a training day may
@@ -24,10 +30,18 @@ pub const ENROL_WINDOW: Duration = Duration::from_secs(60);
 pub const MAX_SOURCES: usize = 4096;
 
 /// What every connection shares for these limits.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Limits {
-    devices: Mutex<HashMap<DeviceId, usize>>,
+    /// Each device's open connections, oldest first.
+    devices: Mutex<HashMap<DeviceId, Vec<(u64, Closer)>>>,
+    next_slot: std::sync::atomic::AtomicU64,
     enrolments: Mutex<HashMap<IpAddr, Window>>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -41,10 +55,10 @@ struct Window {
 }
 
 /// One of a device's open connections; dropping it frees the slot.
-#[derive(Debug)]
 pub struct DeviceSlot {
     limits: Arc<Limits>,
     device: DeviceId,
+    id: u64,
 }
 
 impl Drop for DeviceSlot {
@@ -54,9 +68,9 @@ impl Drop for DeviceSlot {
             .devices
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.device) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(slots) = open.get_mut(&self.device) {
+            slots.retain(|(id, _)| *id != self.id);
+            if slots.is_empty() {
                 open.remove(&self.device);
             }
         }
@@ -77,18 +91,33 @@ pub enum Admit {
 }
 
 impl Limits {
-    /// Take one of `device`'s connection slots, if it has one free.
-    pub fn open_device(self: &Arc<Self>, device: DeviceId) -> Option<DeviceSlot> {
+    /// Take one of `device`'s connection slots for a connection that `close` closes. At the
+    /// limit, the device's oldest connections are closed to make room; returns how many were.
+    pub fn open_device(self: &Arc<Self>, device: DeviceId, close: Closer) -> (DeviceSlot, usize) {
+        let id = self
+            .next_slot
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut open = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(device).or_insert(0);
-        if *n >= MAX_CONNECTIONS_PER_DEVICE {
-            return None;
+        let slots = open.entry(device).or_default();
+        let mut superseded = 0;
+        while slots.len() >= MAX_CONNECTIONS_PER_DEVICE {
+            let (_, oldest) = slots.remove(0);
+            oldest();
+            superseded += 1;
         }
-        *n += 1;
-        Some(DeviceSlot {
+        slots.push((id, close));
+        let slot = DeviceSlot {
             limits: self.clone(),
             device,
-        })
+            id,
+        };
+        (slot, superseded)
+    }
+
+    /// How many connections `device` holds.
+    pub fn device_connections(&self, device: &DeviceId) -> usize {
+        let open = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(device).map_or(0, Vec::len)
     }
 
     /// An enrolment attempt from `source` arrives at `now`.
@@ -156,19 +185,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_device_gets_its_slots_and_no_more_and_a_closed_one_comes_back() {
+    fn a_device_holds_at_most_its_slots_and_a_new_connection_closes_its_oldest() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let limits = Arc::new(Limits::default());
         let d = DeviceId::random();
-        let slots: Vec<_> = (0..MAX_CONNECTIONS_PER_DEVICE)
-            .map(|_| limits.open_device(d).expect("a free slot"))
-            .collect();
-        assert!(limits.open_device(d).is_none(), "one past the limit");
-        assert!(
-            limits.open_device(DeviceId::random()).is_some(),
-            "another device is not held up"
-        );
+        let n = MAX_CONNECTIONS_PER_DEVICE + 2;
+        let closed: Arc<Vec<AtomicUsize>> = Arc::new((0..n).map(|_| AtomicUsize::new(0)).collect());
+        let closer = |i: usize| -> Closer {
+            let closed = closed.clone();
+            Box::new(move || {
+                closed[i].fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let mut slots = Vec::new();
+        for i in 0..n {
+            let (slot, superseded) = limits.open_device(d, closer(i));
+            assert_eq!(
+                superseded,
+                usize::from(i >= MAX_CONNECTIONS_PER_DEVICE),
+                "connection {i}"
+            );
+            slots.push(slot);
+        }
+        assert_eq!(limits.device_connections(&d), MAX_CONNECTIONS_PER_DEVICE);
+        let counts: Vec<usize> = closed.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        assert_eq!(&counts[..2], &[1, 1], "the two oldest closed");
+        assert!(counts[2..].iter().all(|c| *c == 0), "the rest kept");
+        let (_other, superseded) = limits.open_device(DeviceId::random(), Box::new(|| {}));
+        assert_eq!(superseded, 0, "another device is not held up");
         drop(slots);
-        assert!(limits.open_device(d).is_some());
+        assert_eq!(limits.device_connections(&d), 0, "closed slots come back");
     }
 
     #[test]

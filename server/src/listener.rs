@@ -392,22 +392,29 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
             "this device's practitioner is no longer registered",
         );
     };
-    let Some(_slot) = shared.limits.open_device(device.id) else {
+    // One device holds at most MAX_CONNECTIONS_PER_DEVICE: a new one past it closes its oldest.
+    let closer = {
+        let conn = conn.clone();
+        Box::new(move || {
+            close(
+                &conn,
+                ErrorCode::Busy,
+                "this device opened a newer connection: this one is closed",
+            )
+        })
+    };
+    let (_slot, superseded) = shared.limits.open_device(device.id, closer);
+    if superseded > 0 {
         shared.audit(
-            actor,
+            actor.clone(),
             AuditAction::Refused,
             None,
             format!(
-                "the device already holds {} connections",
+                "{superseded} older connection(s) of the device closed: it may hold {}",
                 crate::limits::MAX_CONNECTIONS_PER_DEVICE
             ),
         );
-        return close(
-            &conn,
-            ErrorCode::Busy,
-            "this device already has as many connections open as it may: close the other Polyphony windows, or wait a moment",
-        );
-    };
+    }
     // A reopen of the store ends the session: its sync states describe documents the reopened
     // store may not hold. The device reconnects and syncs afresh, sending what the server lacks.
     let mut reopened = shared.storage.reopened();

@@ -263,7 +263,9 @@ impl ClientSession {
                     c.moved = true;
                     c.state.set_read_only(true);
                     self.kick(case, docs, &mut out);
-                } else {
+                } else if !c.refused {
+                    // Reported once: a reply to another message of the case still in flight may
+                    // bring the same refusal again.
                     c.refused = true;
                     out.push(Action::Refused { case, refusal });
                 }
