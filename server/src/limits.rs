@@ -36,7 +36,20 @@ pub struct Limits {
     devices: Mutex<HashMap<DeviceId, Vec<(u64, Closer)>>>,
     next_slot: std::sync::atomic::AtomicU64,
     enrolments: Mutex<HashMap<IpAddr, Window>>,
+    /// Each device's last access-list request.
+    access_lists: Mutex<HashMap<DeviceId, Instant>>,
+    /// Each device's offline reads in the current [`READS_WINDOW`]: its start and the count.
+    reads: Mutex<HashMap<DeviceId, (Instant, usize)>>,
 }
+
+/// The shortest time between two access-list requests of one device, over all its connections.
+pub const ACCESS_LIST_INTERVAL: Duration = Duration::from_secs(2);
+/// The most offline reads one device may report per [`READS_WINDOW`], over all its connections:
+/// a device offline for a month reads a few hundred times; more is a confused or hostile device
+/// filling the audit log.
+pub const MAX_READS_PER_WINDOW: usize = 10_000;
+/// The window over which a device's offline reads are counted.
+pub const READS_WINDOW: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,10 +61,21 @@ impl std::fmt::Debug for Limits {
 struct Window {
     start: Instant,
     attempts: u32,
-    /// Failed attempts in this window.
+    /// Admitted attempts that failed in this window.
     failures: u32,
-    /// Failures (and refusals for the rate) in this window not yet in the audit log.
-    unaudited: u32,
+    /// Attempts refused for their rate in this window.
+    refused: u32,
+}
+
+impl Window {
+    fn new(start: Instant) -> Self {
+        Window {
+            start,
+            attempts: 0,
+            failures: 0,
+            refused: 0,
+        }
+    }
 }
 
 /// One of a device's open connections; dropping it frees the slot.
@@ -80,14 +104,21 @@ impl Drop for DeviceSlot {
 /// The answer to an enrolment attempt's arrival.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
-    /// Go on; `summary` is how many failed or refused attempts of this source's previous window
-    /// went unaudited (write one record for them).
-    Yes {
-        /// Unaudited failures of the window that just ended.
-        summary: u32,
+    /// Go on.
+    Yes,
+    /// Too many attempts from this address this window: refuse unread. `report` is the count
+    /// of such refusals so far when it reaches a power of two (write one audit record saying
+    /// so), so the log grows by a handful of records per address per minute, and the count it
+    /// shows is never less than half the true one.
+    TooMany {
+        /// Refusals for the rate from this address in this window, when it is to be audited.
+        report: Option<u32>,
     },
-    /// Too many attempts from this address: refuse without an audit record (it is counted).
-    TooMany,
+}
+
+/// Whether `n` is one of the counts to report (1, 2, 4, 8, ...).
+fn reported(n: u32) -> Option<u32> {
+    n.is_power_of_two().then_some(n)
 }
 
 impl Limits {
@@ -120,6 +151,33 @@ impl Limits {
         open.get(device).map_or(0, Vec::len)
     }
 
+    /// May `device` have a case's access list now? At most one request per
+    /// [`ACCESS_LIST_INTERVAL`], however many connections it opens.
+    pub fn access_list_allowed(&self, device: DeviceId, now: Instant) -> bool {
+        let mut map = self.access_lists.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&device) {
+            Some(at) if now.duration_since(*at) < ACCESS_LIST_INTERVAL => false,
+            _ => {
+                map.insert(device, now);
+                true
+            }
+        }
+    }
+
+    /// May `device` report `n` more offline reads now? Counted over all its connections.
+    pub fn take_reads(&self, device: DeviceId, n: usize, now: Instant) -> bool {
+        let mut map = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(device).or_insert((now, 0));
+        if now.duration_since(entry.0) >= READS_WINDOW {
+            *entry = (now, 0);
+        }
+        if entry.1 + n > MAX_READS_PER_WINDOW {
+            return false;
+        }
+        entry.1 += n;
+        true
+    }
+
     /// An enrolment attempt from `source` arrives at `now`.
     pub fn enrolment_attempt(&self, source: IpAddr, now: Instant) -> Admit {
         let mut map = self.enrolments.lock().unwrap_or_else(|p| p.into_inner());
@@ -132,51 +190,29 @@ impl Limits {
                 }
             }
         }
-        let w = map.entry(source).or_insert(Window {
-            start: now,
-            attempts: 0,
-            failures: 0,
-            unaudited: 0,
-        });
-        let mut summary = 0;
+        let w = map.entry(source).or_insert_with(|| Window::new(now));
         if now.duration_since(w.start) >= ENROL_WINDOW {
-            summary = w.unaudited;
-            *w = Window {
-                start: now,
-                attempts: 0,
-                failures: 0,
-                unaudited: 0,
-            };
+            *w = Window::new(now);
         }
         w.attempts += 1;
         if w.attempts > MAX_ENROLMENTS_PER_WINDOW {
-            w.unaudited += 1;
-            return Admit::TooMany;
+            w.refused += 1;
+            return Admit::TooMany {
+                report: reported(w.refused),
+            };
         }
-        Admit::Yes { summary }
+        Admit::Yes
     }
 
-    /// An admitted enrolment attempt from `source` failed: true if this one is to be audited in
-    /// full (the first failure of the window); later ones are counted for one summary record.
-    pub fn enrolment_failed(&self, source: IpAddr) -> bool {
+    /// An admitted enrolment attempt from `source` failed: the count of failures from it in
+    /// this window when that reaches a power of two (audit it then, with the count), else none.
+    pub fn enrolment_failed(&self, source: IpAddr) -> Option<u32> {
         let mut map = self.enrolments.lock().unwrap_or_else(|p| p.into_inner());
         let Some(w) = map.get_mut(&source) else {
-            return true;
+            return Some(1);
         };
         w.failures += 1;
-        if w.failures > 1 {
-            w.unaudited += 1;
-        }
-        w.failures == 1
-    }
-
-    /// How many failed attempts from `source` have not been audited yet (taken, so the caller
-    /// writes them in one record), e.g. at shutdown or for a test.
-    pub fn take_unaudited(&self, source: IpAddr) -> u32 {
-        let mut map = self.enrolments.lock().unwrap_or_else(|p| p.into_inner());
-        map.get_mut(&source)
-            .map(|w| std::mem::take(&mut w.unaudited))
-            .unwrap_or(0)
+        reported(w.failures)
     }
 }
 
@@ -218,40 +254,55 @@ mod tests {
     }
 
     #[test]
-    fn enrolment_attempts_are_bounded_per_window_and_failures_are_summarised() {
+    fn enrolment_attempts_are_bounded_per_window_and_counted_in_a_few_records() {
         let limits = Limits::default();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let t0 = Instant::now();
-        let mut audited_in_full = 0;
+        let mut audited = Vec::new();
         for i in 0..MAX_ENROLMENTS_PER_WINDOW {
-            assert_eq!(
-                limits.enrolment_attempt(ip, t0),
-                Admit::Yes { summary: 0 },
-                "attempt {i}"
-            );
-            audited_in_full += u32::from(limits.enrolment_failed(ip));
+            assert_eq!(limits.enrolment_attempt(ip, t0), Admit::Yes, "attempt {i}");
+            audited.extend(limits.enrolment_failed(ip));
         }
         assert_eq!(
-            audited_in_full, 1,
-            "only the first failure is audited in full"
+            audited,
+            vec![1, 2, 4, 8, 16, 32],
+            "failures audited at powers of two"
         );
+        let mut refusals = Vec::new();
         for _ in 0..100 {
-            assert_eq!(limits.enrolment_attempt(ip, t0), Admit::TooMany);
-        }
-        // Another address is not affected.
-        let other: IpAddr = "192.0.2.8".parse().unwrap();
-        assert_eq!(
-            limits.enrolment_attempt(other, t0),
-            Admit::Yes { summary: 0 }
-        );
-        // Past the window: admitted again, with one summary of the 19 + 100 unaudited.
-        let later = t0 + ENROL_WINDOW;
-        assert_eq!(
-            limits.enrolment_attempt(ip, later),
-            Admit::Yes {
-                summary: MAX_ENROLMENTS_PER_WINDOW - 1 + 100
+            match limits.enrolment_attempt(ip, t0) {
+                Admit::TooMany { report } => refusals.extend(report),
+                Admit::Yes => panic!("admitted past the limit"),
             }
+        }
+        assert_eq!(refusals, vec![1, 2, 4, 8, 16, 32, 64]);
+        // Another address is not affected; past the window the address is admitted again.
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        assert_eq!(limits.enrolment_attempt(other, t0), Admit::Yes);
+        assert_eq!(limits.enrolment_attempt(ip, t0 + ENROL_WINDOW), Admit::Yes);
+        assert_eq!(
+            limits.enrolment_failed(ip),
+            Some(1),
+            "a new window counts afresh"
         );
+    }
+
+    #[test]
+    fn access_lists_and_offline_reads_are_limited_per_device_not_per_connection() {
+        let limits = Limits::default();
+        let (d, other) = (DeviceId::random(), DeviceId::random());
+        let t0 = Instant::now();
+        assert!(limits.access_list_allowed(d, t0));
+        assert!(!limits.access_list_allowed(d, t0 + Duration::from_millis(500)));
+        assert!(limits.access_list_allowed(other, t0));
+        assert!(limits.access_list_allowed(d, t0 + ACCESS_LIST_INTERVAL));
+        assert!(limits.take_reads(d, MAX_READS_PER_WINDOW, t0));
+        assert!(
+            !limits.take_reads(d, 1, t0 + Duration::from_secs(1)),
+            "one past the window's bound"
+        );
+        assert!(limits.take_reads(other, 1, t0));
+        assert!(limits.take_reads(d, 1, t0 + READS_WINDOW), "a new window");
     }
 
     #[test]

@@ -299,26 +299,26 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
     let alpn = identity::negotiated_alpn(&conn);
     if alpn.as_deref() == Some(ALPN_ENROL) {
         let source = conn.remote_address().ip();
-        match shared
+        if let Admit::TooMany { report } = shared
             .limits
             .enrolment_attempt(source, std::time::Instant::now())
         {
-            Admit::TooMany => {
-                return close(
-                    &conn,
-                    ErrorCode::Busy,
-                    "too many enrolment attempts from this address: wait a minute and try again",
-                )
+            if let Some(n) = report {
+                shared.audit(
+                    Actor::Server,
+                    AuditAction::Refused,
+                    None,
+                    format!(
+                        "{n} enrolment attempts from {source} refused this minute for their rate (over {})",
+                        crate::limits::MAX_ENROLMENTS_PER_WINDOW
+                    ),
+                );
             }
-            Admit::Yes { summary } if summary > 0 => shared.audit(
-                Actor::Server,
-                AuditAction::Refused,
-                None,
-                format!(
-                    "{summary} further enrolment attempts from {source} failed or were refused for their rate in the minute before"
-                ),
-            ),
-            Admit::Yes { .. } => {}
+            return close(
+                &conn,
+                ErrorCode::Busy,
+                "too many enrolment attempts from this address: wait a minute and try again",
+            );
         }
         return enrol(shared, ca, conn, source).await;
     }
@@ -501,14 +501,16 @@ async fn enrol(
             match result {
                 Ok(e) => Frame::Enrolled(e),
                 Err(msg) => {
-                    // Unauthenticated: the first failure of each address per minute is audited
-                    // in full, the rest in one summary (see crate::limits).
-                    if shared.limits.enrolment_failed(source) {
+                    // Unauthenticated: audited at the 1st, 2nd, 4th, 8th... failure of each
+                    // address per minute, with the count (see crate::limits).
+                    if let Some(n) = shared.limits.enrolment_failed(source) {
                         shared.audit(
                             Actor::Server,
                             AuditAction::Refused,
                             None,
-                            format!("enrolment from {source} refused: {msg}"),
+                            format!(
+                                "enrolment from {source} refused: {msg} ({n} failed from this address this minute)"
+                            ),
                         );
                     }
                     refuse(ErrorCode::BadEnrolment, msg)

@@ -158,16 +158,12 @@ impl From<mpsc::UnboundedSender<(u64, Vec<Frame>)>> for Outbox {
 
 /// The most offline reads one `Reads` frame may carry (a device sends its outbox in batches).
 pub const MAX_READS_PER_FRAME: usize = 1_000;
-/// The most offline reads one session may send: a device that was offline for a month reads a
-/// few hundred times; more is a confused or hostile device filling the audit log.
-pub const MAX_READS_PER_SESSION: usize = 10_000;
 /// The most new cases one session may be part-way through sending (each is held in memory until
-/// it is complete and stored): a practitioner opens a few a day; thousands are an attack on memory.
-pub const MAX_PROVISIONAL: usize = 64;
+/// it is complete and stored). A device back from a week offline, or one importing a caseload,
+/// sends a few hundred at once, pipelined; tens of thousands are an attack on memory.
+pub const MAX_PROVISIONAL: usize = 1_024;
 /// How far a device's clock may be off when it says when it read a case.
 pub const READ_CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
-/// The shortest time between two access-log requests of one session.
-pub const ACCESS_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How this device may treat one case in this session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +205,7 @@ impl CasePolicy for ServerPolicy<'_> {
         new: &NewOps,
     ) -> Result<(), ApplyError> {
         guard::nothing_removed(before, after).map_err(ApplyError::Removes)?;
+        guard::records_kept(after, new).map_err(ApplyError::Removes)?;
         guard::stamps_are_own(after, new, self.me).map_err(ApplyError::Impersonates)
     }
     fn check(&self, doc: &AutoCommit) -> Result<(), String> {
@@ -248,10 +245,6 @@ pub struct Session {
     epoch: u64,
     /// Why the session ended because its access changed: the connection is closed with this.
     ended: Option<(ErrorCode, String)>,
-    /// Offline reads received in this session (bounded by [`MAX_READS_PER_SESSION`]).
-    reads_taken: usize,
-    /// When this session last answered an access-log request (rate-limited).
-    access_log_at: Option<std::time::Instant>,
     out: Outbox,
 }
 
@@ -412,6 +405,12 @@ pub async fn serve(
             tokio::select! {
                 () = drained => {}
                 _ = conn.closed() => break 'serving,
+                // A revocation reaches a device that reads nothing, too.
+                changed = access.changed() => {
+                    if changed.is_err() || !session.check_access() {
+                        break 'serving;
+                    }
+                }
             }
         }
         tokio::select! {
@@ -588,8 +587,6 @@ impl Session {
             author,
             epoch,
             ended: None,
-            reads_taken: 0,
-            access_log_at: None,
             out,
         }
     }
@@ -666,10 +663,7 @@ impl Session {
             Frame::Reads(reads) => self.offline_reads(reads),
             Frame::AccessLogRequest { case } => {
                 let now = std::time::Instant::now();
-                if self
-                    .access_log_at
-                    .is_some_and(|at| now.duration_since(at) < ACCESS_LOG_INTERVAL)
-                {
+                if !self.shared.limits.access_list_allowed(self.device.id, now) {
                     let refused = Frame::CaseRefused {
                         case,
                         refusal: refusal(
@@ -680,7 +674,6 @@ impl Session {
                     let _ = self.out.send((0, vec![refused]));
                     return true;
                 }
-                self.access_log_at = Some(now);
                 let generation = self.shared.storage.group.generation();
                 let frame = self.access_log(case);
                 // The request is audited (in `access_log`) before its answer leaves.
@@ -728,18 +721,23 @@ impl Session {
     }
 
     /// Record the reads a device made offline, in its audit trail: only for cases it may read,
-    /// at most [`MAX_READS_PER_FRAME`] a frame and [`MAX_READS_PER_SESSION`] a session, with
+    /// at most [`MAX_READS_PER_FRAME`] a frame and [`crate::limits::MAX_READS_PER_WINDOW`] an hour per device, with
     /// times neither in the future nor before its enrolment, each outbox index once. Reads that
     /// fail a check are not recorded as reads; one audit record says how many were dropped and
     /// why. Everything up to the frame's highest index is acknowledged, so the device does not
     /// send them again.
     fn offline_reads(&mut self, reads: Vec<polyphony_core::sync::OfflineRead>) -> bool {
-        self.reads_taken += reads.len();
-        if reads.len() > MAX_READS_PER_FRAME || self.reads_taken > MAX_READS_PER_SESSION {
-            let msg = format!(
-                "too many offline reads ({} in this frame, {} in this session; the limits are {MAX_READS_PER_FRAME} and {MAX_READS_PER_SESSION}): sync again later",
+        if reads.len() > MAX_READS_PER_FRAME
+            || !self.shared.limits.take_reads(
+                self.device.id,
                 reads.len(),
-                self.reads_taken
+                std::time::Instant::now(),
+            )
+        {
+            let msg = format!(
+                "too many offline reads ({} in this frame; the limits are {MAX_READS_PER_FRAME} a frame and {} an hour per device): sync again later",
+                reads.len(),
+                crate::limits::MAX_READS_PER_WINDOW
             );
             self.shared
                 .audit(self.actor.clone(), AuditAction::Refused, None, msg.clone());
@@ -840,6 +838,17 @@ impl Session {
         }
     }
 
+    /// Whether the practitioner left `team` within [`Shared::moved_upload_limit`].
+    fn left_within_window(&self, team: TeamId) -> bool {
+        self.practitioner
+            .left
+            .get(&team)
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .is_some_and(|at| time::OffsetDateTime::now_utc() < at + self.shared.moved_upload_limit)
+    }
+
     /// Whether this device may still upload to a case it holds whose team is not its
     /// practitioner's: within [`Shared::moved_upload_limit`] of the case's move to `team`, or of
     /// the practitioner leaving `team`, whichever is later.
@@ -935,7 +944,16 @@ impl Session {
             _ => None,
         };
         let upload_only = matches!(access, Access::UploadOnly(_));
-        let my_teams = self.practitioner.teams.clone();
+        // The teams a new case may be created for: the practitioner's, and those they left
+        // within the upload window (a case opened offline before leaving, or before a removal
+        // with every device revoked, is uploaded, not stranded on the laptop).
+        let mut my_teams = self.practitioner.teams.clone();
+        let left: Vec<TeamId> = self.practitioner.left.keys().copied().collect();
+        for t in left {
+            if !my_teams.contains(&t) && self.left_within_window(t) {
+                my_teams.push(t);
+            }
+        }
         let me = self.author.clone();
         let policy = ServerPolicy {
             case,

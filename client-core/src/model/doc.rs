@@ -121,7 +121,7 @@ fn check_long(field: &'static str, value: &str) -> Result<(), ModelError> {
 
 /// The commit message every change carries: who and what, machine-readable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct ChangeNote {
+pub(crate) struct ChangeNote {
     pub practitioner: PractitionerId,
     pub practitioner_name: String,
     pub device: crate::DeviceId,

@@ -27,12 +27,19 @@ use super::types::Author;
 #[derive(Debug, Clone, Default)]
 pub struct NewOps {
     ranges: Vec<(ActorId, u64, u64)>,
+    /// Each new change's commit message, which the app reads to show who wrote it.
+    messages: Vec<Option<String>>,
 }
 
 impl NewOps {
     /// Note one new change: `start_op..=max_op` by `actor`.
     pub fn add(&mut self, actor: ActorId, start_op: u64, max_op: u64) {
         self.ranges.push((actor, start_op, max_op));
+    }
+
+    /// Note a new change's commit message.
+    pub fn add_message(&mut self, message: Option<String>) {
+        self.messages.push(message);
     }
 
     /// Did one of the new changes make the operation `id`?
@@ -178,6 +185,22 @@ pub fn stamps_are_own(after: &AutoCommit, new: &NewOps, me: &Author) -> Result<(
         (keys::DEVICE, me.device.to_string()),
     ];
     let my_actor = me.actor().to_hex_string();
+    // The change's message names its author for the app's attribution (conflicts, history): it
+    // must be the sender too. A change with no message is attributed through the actors map.
+    for m in new.messages.iter().flatten() {
+        match serde_json::from_str::<super::doc::ChangeNote>(m) {
+            Ok(n) if n.practitioner == me.practitioner
+                && n.practitioner_name == me.practitioner_name
+                && n.device == me.device => {}
+            Ok(n) => {
+                return Err(format!(
+                    "the change's message names {} ({}) on device {}, but it comes from device {} of {} ({}): a device writes only as itself",
+                    n.practitioner_name, n.practitioner, n.device, me.device, me.practitioner_name, me.practitioner
+                ))
+            }
+            Err(_) => {}
+        }
+    }
     for (id, place) in objects(after) {
         if place.parent_key == keys::ACTORS && new.made(&id) {
             if let Key::Map(k) = &place.key {
@@ -213,6 +236,41 @@ pub fn stamps_are_own(after: &AutoCommit, new: &NewOps, me: &Author) -> Result<(
                         place.path, me.device, me.practitioner_name, me.practitioner
                     ));
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuse new changes that write into a record stamped with who recorded it (a position, a
+/// read-back, a consent event, a status change, an entered-in-error mark) made by an earlier
+/// change: it is that person's words, kept as recorded; a newer position or read-back is a new
+/// record. Only the change that made a record may write its fields.
+pub fn records_kept(after: &AutoCommit, new: &NewOps) -> Result<(), String> {
+    for (id, place) in &objects(after) {
+        let Ok(fields) = field_names(after, id) else {
+            continue;
+        };
+        let has = |k: &str| fields.iter().any(|f| f == k);
+        // Also an author stamp itself: rewriting one, even to one's own name, takes the words
+        // from the person who wrote them.
+        let stamped = has(keys::RECORDED_BY)
+            || (has(keys::BY) && has(keys::AT))
+            || (has(keys::PRACTITIONER) && has(keys::PRACTITIONER_NAME) && has(keys::DEVICE));
+        if !stamped || new.made(id) {
+            continue;
+        }
+        for f in &fields {
+            if after
+                .get_all(id, f.as_str())
+                .unwrap_or_default()
+                .iter()
+                .any(|(_, op)| new.made(op))
+            {
+                return Err(format!(
+                    "the change edits {}.{f}, a record another change made and stamped: it is kept as recorded (record a newer one instead)",
+                    place.path
+                ));
             }
         }
     }

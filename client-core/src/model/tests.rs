@@ -577,6 +577,7 @@ fn marking_done_only_applies_to_actions_and_never_breaks_the_record() {
 fn new_ops(before: &mut AutoCommitDoc, after: &mut AutoCommitDoc) -> guard::NewOps {
     let mut ops = guard::NewOps::default();
     for c in after.get_changes_meta(&before.get_heads()) {
+        ops.add_message(c.message.as_deref().map(str::to_string));
         ops.add(c.actor.into_owned(), c.start_op, c.max_op);
     }
     ops
@@ -715,6 +716,8 @@ proptest! {
             let ops = new_ops(&mut before, &mut after);
             prop_assert!(guard::nothing_removed(&before, &after).is_ok(),
                 "{:?} removed something: {:?}", op, guard::nothing_removed(&before, &after));
+            prop_assert!(guard::records_kept(&after, &ops).is_ok(),
+                "{:?} wrote into a stamped record: {:?}", op, guard::records_kept(&after, &ops));
             prop_assert!(guard::stamps_are_own(&after, &ops, &me).is_ok(),
                 "{:?} wrote another's name: {:?}", op, guard::stamps_are_own(&after, &ops, &me));
             writes += 1;

@@ -142,6 +142,7 @@ pub fn prepare(
         .into_iter()
         .map(|c| {
             ops.add(c.actor.clone().into_owned(), c.start_op, c.max_op);
+            ops.add_message(c.message.as_deref().map(str::to_string));
             (c.actor.into_owned(), c.hash)
         })
         .collect();
