@@ -25,6 +25,10 @@ use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 const NS_PROFILE: &str = "profile";
 /// The newest signed audit head seen (in [`NS_PROFILE`]).
 const AUDIT_HEAD_KEY: &str = "audit_head";
+/// The audit heads kept (in [`NS_PROFILE`]).
+const AUDIT_HISTORY_KEY: &str = "audit_heads";
+/// How many audit heads a device keeps (about 200 bytes each).
+pub const AUDIT_HISTORY_MAX: usize = 512;
 const NS_ACKED: &str = "acked";
 const NS_SYNC_STATE: &str = "sync_state";
 const LOG_READS: &str = "reads";
@@ -847,6 +851,26 @@ impl Profile {
             let bytes =
                 serde_json::to_vec(head).map_err(|e| ProfileError::Corrupt(e.to_string()))?;
             self.store.put_meta(NS_PROFILE, AUDIT_HEAD_KEY, &bytes)?;
+            // Keep the earlier heads too: the newest alone is replaced by any longer log, so an
+            // older copy that has since grown past it would pass; the heads it replaced still
+            // catch it (the device cannot tell, the administrator's check can).
+            let mut kept = self.audit_history()?;
+            if kept.last().is_none_or(|k| k.records < head.records) {
+                kept.push(head.clone());
+                if kept.len() > AUDIT_HISTORY_MAX {
+                    // Thin out the middle; the first and the newest stay.
+                    let keep: Vec<_> = kept
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i == 0 || *i + 1 == kept.len() || i % 2 == 0)
+                        .map(|(_, h)| h.clone())
+                        .collect();
+                    kept = keep;
+                }
+                let bytes =
+                    serde_json::to_vec(&kept).map_err(|e| ProfileError::Corrupt(e.to_string()))?;
+                self.store.put_meta(NS_PROFILE, AUDIT_HISTORY_KEY, &bytes)?;
+            }
         } else {
             tracing::warn!(warning = ?warning, "audit head went backwards");
         }
@@ -860,6 +884,17 @@ impl Profile {
             .store
             .get_meta(NS_PROFILE, AUDIT_HEAD_KEY)?
             .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Every audit-log head this device kept, oldest first (at most [`AUDIT_HISTORY_MAX`], thinned
+    /// evenly when full, the first and the newest always kept): the anchors to give the
+    /// administrator.
+    pub fn audit_history(&self) -> Result<Vec<crate::identity::AuditHead>, ProfileError> {
+        Ok(self
+            .store
+            .get_meta(NS_PROFILE, AUDIT_HISTORY_KEY)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default())
     }
 
     fn forget_case(&mut self, case: CaseId) -> Result<(), ProfileError> {

@@ -482,8 +482,12 @@ impl Admin {
                             a.records, a.at
                         ))
                     })?;
-                    self.audit.holds(a.records, &a.hash)?;
                 }
+                let pairs: Vec<(u64, String)> = anchors
+                    .iter()
+                    .map(|a| (a.records, a.hash.clone()))
+                    .collect();
+                self.audit.holds_all(&pairs)?;
                 json(&report)
             }
             AdminRequest::CaseMove { case, team } => {

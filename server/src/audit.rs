@@ -467,29 +467,34 @@ impl AuditLog {
         Ok((head.next_seq, hex::encode(head.last_hash)))
     }
 
-    /// Check that the log still holds record number `records - 1` with hash `hash`, as an anchor
-    /// kept outside the server says: a log that lost its tail, or an older copy, does not.
-    pub fn holds(&self, records: u64, hash: &str) -> Result<(), AuditError> {
-        if records == 0 {
-            return Ok(());
-        }
-        let seq = records - 1;
-        let problem = match self.store.read_log(AUDIT_LOG, seq)?.into_iter().next() {
-            Some((position, bytes)) if position == seq => {
-                let record = parse_record(seq, &bytes)?;
-                if record.hash == hash {
-                    return Ok(());
-                }
-                format!(
-                    "record {seq} has hash {}, not the {hash} an anchor signed: the log was replaced by another",
-                    record.hash
-                )
+    /// Check that the log still holds, for each anchor `(records, hash)` kept outside the server,
+    /// record number `records - 1` with that hash: a log that lost its tail, or an older copy, does
+    /// not. Reads the log once.
+    pub fn holds_all(&self, anchors: &[(u64, String)]) -> Result<(), AuditError> {
+        let log = self.store.read_log(AUDIT_LOG, 0)?;
+        for (records, hash) in anchors {
+            if *records == 0 {
+                continue;
             }
-            _ => format!(
-                "the log ends before record {seq}, which an anchor signed: records were lost from its end, or an older copy was restored"
-            ),
-        };
-        Err(AuditError::Anchor(problem))
+            let seq = records - 1;
+            let problem = match log.get(seq as usize) {
+                Some((position, bytes)) if *position == seq => {
+                    let record = parse_record(seq, bytes)?;
+                    if record.hash == *hash {
+                        continue;
+                    }
+                    format!(
+                        "record {seq} has hash {}, not the {hash} an anchor signed: the log was replaced by another",
+                        record.hash
+                    )
+                }
+                _ => format!(
+                    "the log ends before record {seq}, which an anchor signed: records were lost from its end, or an older copy was restored"
+                ),
+            };
+            return Err(AuditError::Anchor(problem));
+        }
+        Ok(())
     }
 
     /// Check the whole chain: see [`verify_records`].

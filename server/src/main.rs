@@ -228,13 +228,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     Failure::User(format!("cannot read the anchor {}: {e}", path.display()))
                 })?;
-                let head = serde_json::from_str(&text).map_err(|e| {
-                    Failure::User(format!(
-                        "{} is not an audit head (from `audit --head` or `polyphony audit-head`): {e}",
-                        path.display()
-                    ))
-                })?;
-                anchors.push(head);
+                // One head (`audit --head`) or a list of them (`polyphony audit-head`).
+                let heads: Vec<polyphony_core::identity::AuditHead> =
+                    match serde_json::from_str(&text) {
+                        Ok(one) => vec![one],
+                        Err(_) => serde_json::from_str(&text).map_err(|e| {
+                            Failure::User(format!(
+                                "{} is not an audit head or a list of them (from `audit --head` or `polyphony audit-head`): {e}",
+                                path.display()
+                            ))
+                        })?,
+                    };
+                anchors.extend(heads);
             }
             AdminRequest::AuditAnchors { anchors }
         }

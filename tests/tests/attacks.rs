@@ -1927,6 +1927,33 @@ async fn an_older_copy_of_the_audit_log_is_caught_by_heads_kept_outside_the_serv
         .audit_warning
         .ok_or_else(|| anyhow!("the device did not notice the audit log went back"))?;
     ensure!(warning.contains("fewer than"), "{warning}");
+    // The older copy grows past the device's newest head (a colleague works on): the device
+    // now takes the longer head without a warning, but the heads it kept before still catch it.
+    let mut kit = server.device("Kit").await?;
+    let mut rounds = 0;
+    while serde_json::from_value::<polyphony_core::identity::AuditHead>(
+        server.admin(AdminRequest::AuditHead).await?,
+    )?
+    .records
+        <= kept.records
+    {
+        kit.sync().await?;
+        rounds += 1;
+        ensure!(rounds < 200, "the restored log did not grow");
+    }
+    let report = sam.sync().await?;
+    ensure!(report.audit_warning.is_none(), "{report:?}");
+    let history = sam.profile.audit_history()?;
+    ensure!(
+        history.contains(&kept),
+        "the replaced head is kept: {history:?}"
+    );
+    let err = server
+        .admin(AdminRequest::AuditAnchors { anchors: history })
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("the grown older copy passed the device's kept heads"))?;
+    ensure!(err.to_string().contains("another"), "{err}");
     // A forged anchor (not signed by this borough's CA) is refused.
     let mut forged = exported.clone();
     forged.records += 1000;

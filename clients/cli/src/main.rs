@@ -92,8 +92,9 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// The team's fidelity figures over the cases on this device (table, CSV or JSON).
     Figures(commands::export::FiguresArgs),
-    /// The newest audit-log head the borough server signed that this device has seen, as JSON:
-    /// give it to your administrator, who checks the server's log still holds it.
+    /// The audit-log heads the borough server signed that this device kept (the first, one a
+    /// day, and the newest), as a JSON list: give it to your administrator, who checks the
+    /// server's log still holds every one (`polyphony-server audit --verify --anchor FILE`).
     AuditHead,
 }
 
@@ -137,7 +138,7 @@ fn dispatch(
         Command::Export(a) => a.run(profile),
         Command::Figures(a) => a.run(profile),
         Command::AuditHead => {
-            let head = profile
+            let newest = profile
                 .audit_head()
                 .map_err(|e| Failure::User(e.to_string()))?
                 .ok_or_else(|| {
@@ -145,8 +146,14 @@ fn dispatch(
                         "this device has no audit head yet: run `polyphony sync` first".into(),
                     )
                 })?;
+            let mut heads = profile
+                .audit_history()
+                .map_err(|e| Failure::User(e.to_string()))?;
+            if !heads.contains(&newest) {
+                heads.push(newest);
+            }
             let text =
-                serde_json::to_string_pretty(&head).map_err(|e| Failure::User(e.to_string()))?;
+                serde_json::to_string_pretty(&heads).map_err(|e| Failure::User(e.to_string()))?;
             println!("{text}");
             Ok(())
         }
