@@ -414,6 +414,14 @@ impl Registry {
         Ok(practitioner)
     }
 
+    /// The practitioner with this id, or the error naming it.
+    fn existing_practitioner(&self, id: &PractitionerId) -> Result<Practitioner, RegistryError> {
+        self.practitioner(id)?
+            .ok_or_else(|| RegistryError::PractitionerNotFound {
+                given: id.to_string(),
+            })
+    }
+
     /// Add a practitioner to another team. Adding them to a team they are in already changes nothing.
     pub fn add_practitioner_to_team(
         &self,
@@ -422,11 +430,7 @@ impl Registry {
     ) -> Result<Practitioner, RegistryError> {
         let _w = self.lock();
         self.require_team(&team)?;
-        let mut p = self.practitioner(practitioner)?.ok_or_else(|| {
-            RegistryError::PractitionerNotFound {
-                given: practitioner.to_string(),
-            }
-        })?;
+        let mut p = self.existing_practitioner(practitioner)?;
         if !p.teams.contains(&team) {
             p.teams.push(team);
             p.left.remove(&team);
@@ -447,11 +451,7 @@ impl Registry {
     ) -> Result<Practitioner, RegistryError> {
         let _w = self.lock();
         self.require_team(&team)?;
-        let mut p = self.practitioner(practitioner)?.ok_or_else(|| {
-            RegistryError::PractitionerNotFound {
-                given: practitioner.to_string(),
-            }
-        })?;
+        let mut p = self.existing_practitioner(practitioner)?;
         if p.teams.contains(&team) {
             p.teams.retain(|t| *t != team);
             p.left.insert(team, rfc3339(now()));

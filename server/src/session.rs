@@ -838,15 +838,21 @@ impl Session {
         }
     }
 
+    /// When the practitioner left `team`, if they did.
+    fn left_at(&self, team: TeamId) -> Option<time::OffsetDateTime> {
+        let at = self.practitioner.left.get(&team)?;
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+    }
+
+    /// Whether `start` is within [`Shared::moved_upload_limit`] of now.
+    fn within_upload_window(&self, start: Option<time::OffsetDateTime>) -> bool {
+        start
+            .is_some_and(|at| time::OffsetDateTime::now_utc() < at + self.shared.moved_upload_limit)
+    }
+
     /// Whether the practitioner left `team` within [`Shared::moved_upload_limit`].
     fn left_within_window(&self, team: TeamId) -> bool {
-        self.practitioner
-            .left
-            .get(&team)
-            .and_then(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            })
-            .is_some_and(|at| time::OffsetDateTime::now_utc() < at + self.shared.moved_upload_limit)
+        self.within_upload_window(self.left_at(team))
     }
 
     /// Whether this device may still upload to a case it holds whose team is not its
@@ -854,13 +860,7 @@ impl Session {
     /// the practitioner leaving `team`, whichever is later.
     fn upload_window_open(&self, case: &CaseId, team: TeamId) -> bool {
         let since = self.shared.registry.case_since(case).ok().flatten();
-        let left = self.practitioner.left.get(&team).and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        });
-        match since.max(left) {
-            Some(start) => time::OffsetDateTime::now_utc() < start + self.shared.moved_upload_limit,
-            None => false,
-        }
+        self.within_upload_window(since.max(self.left_at(team)))
     }
 
     /// Handle one sync message: returns the durability ticket and the frames to send after it.
