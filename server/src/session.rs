@@ -1298,13 +1298,15 @@ impl Session {
         if !matches!(self.access(&change.case), Access::Full(_)) {
             return;
         }
+        // Noted before the case is read, so a reopen in between gives a lost ticket, never a
+        // valid one for a document read from the dropped engine.
+        let generation = self.shared.storage.group.generation();
         let Ok(Some(shared_case)) = self.shared.storage.case(&change.case) else {
             return;
         };
         // A push carries a ticket like any reply: the device receives a colleague's change only
         // once it is durable. Were it sent before, a crash could leave the device holding a
         // change the server lost, which it may not upload (a device writes only as itself).
-        let generation = self.shared.storage.group.generation();
         let state = self.states.entry(change.case).or_default();
         let (message, relationship) = {
             let mut c = shared_case.lock().expect("case lock");

@@ -360,7 +360,13 @@ impl ServerStorage {
                     entry.1 = Instant::now();
                     return Ok(Some(entry.0.clone()));
                 }
-                Some(_) => {
+                Some(entry) => {
+                    if entry.0.is_poisoned() {
+                        // The panic may have come between a chunk's append and its ticket
+                        // (`apply`), so the disk may hold a write no ticket covers yet: take one
+                        // now, so a `Saved` naming what is read back waits for a real flush.
+                        let _ = self.group.wrote_in(generation);
+                    }
                     cache.cases.remove(case);
                 }
                 None => {}
@@ -730,7 +736,14 @@ mod tests {
         })
         .join();
         assert!(panicked.is_err() && shared.is_poisoned());
+        let before_reload = storage.group.current_in(storage.group.generation());
         let again = storage.case(&case).unwrap().unwrap();
+        // What is read back includes the appended chunk, for which no ticket was taken before the
+        // panic: a `Saved` naming it must wait for a flush newer than every ticket so far.
+        assert!(
+            storage.group.current_in(storage.group.generation()) > before_reload,
+            "the reload of a poisoned case takes a ticket for what it read back"
+        );
         assert!(
             !Arc::ptr_eq(&again, &shared),
             "the poisoned case was read again"
