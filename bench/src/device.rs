@@ -162,6 +162,10 @@ impl DocSet for Host<'_> {
     fn insert(&mut self, case: CaseId, doc: AutoCommit) {
         self.docs.insert(case, doc);
     }
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        self.docs.clear();
+        Ok(Vec::new())
+    }
 }
 
 impl SessionHost for Host<'_> {

@@ -27,6 +27,8 @@ const NS_PROFILE: &str = "profile";
 const AUDIT_HEAD_KEY: &str = "audit_head";
 /// The audit heads kept (in [`NS_PROFILE`]).
 const AUDIT_HISTORY_KEY: &str = "audit_heads";
+/// Set (in [`NS_PROFILE`]) while the server is revoking this device: it takes no new entries.
+const REVOKING_KEY: &str = "revoking";
 /// How many audit heads a device keeps (about 200 bytes each).
 pub const AUDIT_HISTORY_MAX: usize = 512;
 const NS_ACKED: &str = "acked";
@@ -84,6 +86,9 @@ pub enum ProfileError {
     /// The stored profile is damaged.
     #[error("the profile data is damaged: {0}")]
     Corrupt(String),
+    /// The administrator is revoking this device: nothing new is written on it.
+    #[error("your administrator is revoking this device, so it takes no new entries: what it holds is uploaded at its next sync, then wiped. Write this on another device")]
+    BeingRevoked,
 }
 
 /// This device's enrolment with a borough server.
@@ -241,6 +246,71 @@ fn compact_log(store: &dyn Store, case: &CaseId) -> Result<(), ProfileError> {
         .map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?
         .save();
     Ok(store.compact_case(case, &snapshot, through)?)
+}
+
+/// Note whether the server is revoking this device (told at every welcome), durably, so every
+/// writer of the store (the profile, and the app whose background sync shares it) refuses new
+/// entries from then on.
+pub fn note_revocation(store: &dyn Store, ordered: bool) -> Result<(), StoreError> {
+    let noted = store.get_meta(NS_PROFILE, REVOKING_KEY)?.is_some();
+    if noted == ordered {
+        return Ok(());
+    }
+    if ordered {
+        store.put_meta(NS_PROFILE, REVOKING_KEY, b"1")?;
+    } else {
+        store.delete_meta(NS_PROFILE, REVOKING_KEY)?;
+    }
+    store.flush()
+}
+
+/// A case's changes the server has not acknowledged, counted from the store itself (not from a
+/// copy in memory, which one of the store's two writers may hold stale).
+pub fn unsynced_in_store(store: &dyn Store, case: &CaseId) -> Result<usize, ProfileError> {
+    let Some(log) = store.load_chunks(case)? else {
+        return Ok(0);
+    };
+    let bytes: Vec<u8> = log.into_iter().flat_map(|(_, c)| c).collect();
+    let mut doc =
+        AutoCommit::load(&bytes).map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?;
+    let acked: Vec<ChangeHash> = store
+        .get_meta(NS_ACKED, &case.to_string())?
+        .map(|b| sync::decode_heads(&b))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .collect();
+    Ok(doc.get_changes(&acked).len())
+}
+
+/// The server revoked this device and holds everything it acknowledged: remove every case with
+/// nothing left to upload, and the device's enrolment if no case is left. A case with changes the
+/// server does not have, or one that cannot be read, is kept and returned, never wiped: the device
+/// stays enrolled to upload it (the server keeps it able to, until the device confirms a wipe
+/// that kept nothing). Durable when it returns.
+pub fn wipe_acknowledged(store: &dyn Store) -> Result<Vec<CaseId>, ProfileError> {
+    let mut kept = Vec::new();
+    for case in store.list_cases()? {
+        match unsynced_in_store(store, &case) {
+            Ok(0) => forget_in_store(store, &case)?,
+            Ok(_) | Err(ProfileError::Corrupt(_)) => kept.push(case),
+            Err(e) => return Err(e),
+        }
+    }
+    if kept.is_empty() {
+        store.delete_meta(NS_PROFILE, "enrolment")?;
+        store.delete_meta(NS_PROFILE, REVOKING_KEY)?;
+    }
+    store.flush()?;
+    Ok(kept)
+}
+
+/// Remove a case and everything kept about it.
+fn forget_in_store(store: &dyn Store, case: &CaseId) -> Result<(), StoreError> {
+    store.remove_case(case)?;
+    store.delete_meta(NS_ACKED, &case.to_string())?;
+    store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
+    store.delete_meta(NS_ACCESSES, &case.to_string())
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -442,6 +512,9 @@ impl Profile {
         team: Option<&str>,
     ) -> Result<CaseId, ProfileError> {
         let author = self.author()?;
+        if self.being_revoked()? {
+            return Err(ProfileError::BeingRevoked);
+        }
         let teams = &self
             .enrolment
             .as_ref()
@@ -484,6 +557,9 @@ impl Profile {
         f: impl FnOnce(&mut CaseDoc) -> Result<R, ModelError>,
     ) -> Result<R, ProfileError> {
         let author = self.author()?;
+        if self.being_revoked()? {
+            return Err(ProfileError::BeingRevoked);
+        }
         let doc = self.load(case)?.clone();
         let mut cd = CaseDoc::from_automerge(doc, Some(author))?;
         let before = cd.heads();
@@ -898,28 +974,25 @@ impl Profile {
     }
 
     fn forget_case(&mut self, case: CaseId) -> Result<(), ProfileError> {
-        self.store.remove_case(&case)?;
-        self.store.delete_meta(NS_ACKED, &case.to_string())?;
-        self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
-        self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
+        forget_in_store(&*self.store, &case)?;
         self.docs.remove(&case);
         Ok(())
     }
 
-    /// The server revoked this device: remove every case whose changes the server holds, and the
-    /// device's identity. A case with unacknowledged changes is kept and reported, never wiped.
-    fn wipe(&mut self, report: &mut SyncReport) -> Result<(), ProfileError> {
-        for case in self.store.list_cases()? {
-            if self.unsynced(case)? == 0 {
-                self.forget_case(case)?;
-            } else {
-                report.kept_unsynced.push(case.to_string());
-            }
+    /// True while the server is revoking this device (see [`note_revocation`]).
+    pub fn being_revoked(&self) -> Result<bool, ProfileError> {
+        Ok(self.store.get_meta(NS_PROFILE, REVOKING_KEY)?.is_some())
+    }
+
+    /// The server revoked this device: wipe it ([`wipe_acknowledged`]), and forget what this
+    /// profile held in memory of what went.
+    fn wipe(&mut self) -> Result<Vec<CaseId>, ProfileError> {
+        let kept = wipe_acknowledged(&*self.store)?;
+        self.docs.retain(|c, _| kept.contains(c));
+        if kept.is_empty() {
+            self.enrolment = None;
         }
-        self.store.delete_meta(NS_PROFILE, "enrolment")?;
-        self.enrolment = None;
-        report.wiped = true;
-        Ok(())
+        Ok(kept)
     }
 }
 
@@ -1003,14 +1076,26 @@ impl ProfileSync {
         if let Some(head) = session.welcome().and_then(|w| w.audit_head.clone()) {
             report.audit_warning = profile.note_audit_head(&head)?;
         }
-        let (code, message) = ended?;
+        let (code, message) = match ended {
+            // Wiped: the server's answer to `Wiped` does not matter (a server older than the
+            // confirmation closes without one).
+            Err(_) if wipe => (ErrorCode::Revoked, "device revoked".to_string()),
+            other => other?,
+        };
+        let held: BTreeSet<CaseId> = profile.store.list_cases()?.into_iter().collect();
         for (case, state) in session.states() {
+            if !held.contains(case) && (wipe || moved.contains(case)) {
+                continue; // wiped or moved away: nothing to resume
+            }
             profile
                 .store
                 .put_meta(NS_SYNC_STATE, &case.to_string(), &state.encode())?;
         }
         report.cases = session.states().count() + session.refused().len();
         for case in moved {
+            if !held.contains(&case) {
+                continue; // wiped already
+            }
             if profile.unsynced(case)? == 0 {
                 profile.forget_case(case)?;
                 report.moved.push(case.to_string());
@@ -1018,9 +1103,7 @@ impl ProfileSync {
                 report.kept_unsynced.push(case.to_string());
             }
         }
-        if wipe {
-            profile.wipe(&mut report)?;
-        } else if code != ErrorCode::Done {
+        if !wipe && code != ErrorCode::Done {
             return Err(NetError::Refused { code, message }.into());
         }
         profile.store.flush()?;
@@ -1058,6 +1141,10 @@ impl DocSet for Host<'_> {
     fn insert(&mut self, case: CaseId, doc: AutoCommit) {
         self.profile.docs.insert(case, doc);
     }
+
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        self.profile.wipe().map_err(|e| e.to_string())
+    }
 }
 
 impl SessionHost for Host<'_> {
@@ -1089,7 +1176,17 @@ impl SessionHost for Host<'_> {
                 settled: *settled,
                 total: *total,
             }),
-            Action::Wipe => self.run.wipe = true,
+            Action::RevocationOrdered(ordered) => {
+                note_revocation(&**store, *ordered).map_err(|e| e.to_string())?;
+            }
+            Action::Wiped { kept } => {
+                self.run.wipe = true;
+                self.run.report.wiped = true;
+                self.run
+                    .report
+                    .kept_unsynced
+                    .extend(kept.iter().map(|c| c.to_string()));
+            }
             Action::Send(_) | Action::Close { .. } => {}
         }
         Ok(())
@@ -1194,6 +1291,71 @@ mod tests {
             COMPACT_AFTER * 2 + 6,
             "every change still counted as unsynced"
         );
+    }
+
+    #[test]
+    fn a_device_being_revoked_takes_no_new_entry_even_after_a_reopen() {
+        let mut p = offline_profile();
+        let new = || NewCase {
+            name: "Maria".into(),
+            ..Default::default()
+        };
+        let case = p.create_case(new(), None).unwrap();
+        note_revocation(&**p.store(), true).unwrap();
+        let refused = p
+            .edit(case, |d| {
+                d.set_person(PersonField::Pronouns, Some("she/her"))
+            })
+            .unwrap_err();
+        assert!(matches!(refused, ProfileError::BeingRevoked), "{refused}");
+        assert!(matches!(
+            p.create_case(new(), None),
+            Err(ProfileError::BeingRevoked)
+        ));
+        let mut again = Profile::from_store(Path::new("/nonexistent"), p.store().clone()).unwrap();
+        assert!(matches!(
+            again.edit(case, |d| d
+                .set_person(PersonField::Pronouns, Some("she/her"))),
+            Err(ProfileError::BeingRevoked)
+        ));
+        // An administrator who changes their mind: the next welcome says so, and work goes on.
+        note_revocation(&**again.store(), false).unwrap();
+        again
+            .edit(case, |d| {
+                d.set_person(PersonField::Pronouns, Some("she/her"))
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_wipe_keeps_every_case_the_server_lacks_and_the_enrolment_with_them() {
+        let mut p = offline_profile();
+        let new = |name: &str| NewCase {
+            name: name.into(),
+            ..Default::default()
+        };
+        let synced = p.create_case(new("Maria"), None).unwrap();
+        let unsynced = p.create_case(new("Jo"), None).unwrap();
+        let heads = p.document(synced).unwrap().get_heads();
+        p.store()
+            .put_meta(NS_ACKED, &synced.to_string(), &sync::encode_heads(&heads))
+            .unwrap();
+        let kept = p.wipe().unwrap();
+        assert_eq!(kept, vec![unsynced]);
+        assert_eq!(p.case_ids().unwrap(), vec![unsynced]);
+        assert!(
+            p.enrolment().is_some(),
+            "still enrolled, to upload Jo's case"
+        );
+        // Once the server acknowledges the rest, the wipe takes everything and the enrolment.
+        let heads = p.document(unsynced).unwrap().get_heads();
+        p.store()
+            .put_meta(NS_ACKED, &unsynced.to_string(), &sync::encode_heads(&heads))
+            .unwrap();
+        assert!(p.wipe().unwrap().is_empty());
+        let again = Profile::from_store(Path::new("/nonexistent"), p.store().clone()).unwrap();
+        assert!(again.case_ids().unwrap().is_empty());
+        assert!(again.enrolment().is_none());
     }
 
     #[test]

@@ -215,6 +215,7 @@ fn main() {
             version: 1,
             software: "polyphony/0.1.0".into(),
             live: false,
+            features: Vec::new(),
         }),
         welcome(fixture_id),
         Frame::Sync {

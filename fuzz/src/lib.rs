@@ -37,6 +37,10 @@ impl DocSet for Docs {
     fn insert(&mut self, case: CaseId, doc: AutoCommit) {
         self.0.insert(case, doc);
     }
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        self.0.clear();
+        Ok(Vec::new())
+    }
 }
 
 /// The welcome every fuzzed session starts with: the fixture case and one new case granted.

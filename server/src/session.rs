@@ -24,7 +24,7 @@ use polyphony_core::model::{schema, Author};
 use polyphony_core::net::{write_frames, FramedStream, StreamError};
 use polyphony_core::sync::{
     prepare, AccessEntry, ApplyError, CaseGrant, CasePolicy, ErrorCode, Frame, Hello, Refusal,
-    SessionMode, Welcome, PROTOCOL_VERSION,
+    SessionMode, Welcome, Wiped, FEATURE_CONFIRMS_WIPE, PROTOCOL_VERSION,
 };
 use polyphony_core::{CaseId, TeamId};
 use tokio::sync::{broadcast, mpsc};
@@ -245,6 +245,10 @@ pub struct Session {
     epoch: u64,
     /// Why the session ended because its access changed: the connection is closed with this.
     ended: Option<(ErrorCode, String)>,
+    /// The device answers `Wipe` with `Wiped` (it announced [`FEATURE_CONFIRMS_WIPE`]).
+    confirms_wipe: bool,
+    /// `Wipe` was sent; only `Wiped` may follow.
+    wipe_sent: bool,
     out: Outbox,
 }
 
@@ -375,7 +379,7 @@ pub async fn serve(
                         .collect()
                 }
             };
-            let ends = dropped_push || frames.iter().any(|f| matches!(f, Frame::Bye | Frame::Wipe));
+            let ends = dropped_push || frames.iter().any(|f| matches!(f, Frame::Bye));
             if write_frames(&mut send, &frames).await.is_err() {
                 return;
             }
@@ -390,7 +394,8 @@ pub async fn serve(
         }
     });
 
-    let mut session = Session::new(shared.clone(), conn_id, device, practitioner, mode, out_tx);
+    let mut session = Session::new(shared.clone(), conn_id, device, practitioner, mode, out_tx)
+        .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE));
     let mut changes = shared.storage.subscribe();
     let mut access = shared.registry.access_changes();
     let mut recv = recv;
@@ -587,8 +592,18 @@ impl Session {
             author,
             epoch,
             ended: None,
+            confirms_wipe: false,
+            wipe_sent: false,
             out,
         }
+    }
+
+    /// Whether the device announced [`FEATURE_CONFIRMS_WIPE`] in its hello: if it did, a device
+    /// being revoked stays able to upload until it answers `Wipe` with a `Wiped` that kept
+    /// nothing; if not (a client older than the feature), it is marked revoked at its `Done`.
+    pub fn confirming_wipe(mut self, yes: bool) -> Session {
+        self.confirms_wipe = yes;
+        self
     }
 
     /// Why the session ended on a change of access, if it did (see [`Session::check_access`]):
@@ -654,6 +669,9 @@ impl Session {
         if !self.check_access() {
             return false;
         }
+        if self.wipe_sent {
+            return self.wiped(frame);
+        }
         match frame {
             Frame::Sync { case, message } => {
                 let (ticket, frames) = self.sync(case, &message);
@@ -681,30 +699,34 @@ impl Session {
                 let _ = self.out.send((ticket, vec![frame]));
                 true
             }
-            Frame::Done => {
-                if self.mode == SessionMode::Revoking {
-                    let generation = self.shared.storage.group.generation();
-                    if let Err(e) = self
-                        .shared
-                        .registry
-                        .set_device_status(&self.device.id, DeviceStatus::Revoked)
-                    {
-                        warn!(error = %e, "could not complete a revocation");
-                        return false;
-                    }
-                    self.shared.audit(
-                        self.actor.clone(),
-                        AuditAction::Wipe,
-                        None,
-                        "uploads kept; device told to wipe and now refused",
-                    );
-                    let _ = self.out.send((
-                        self.shared.storage.group.wrote_in(generation),
-                        vec![Frame::Wipe],
-                    ));
-                } else {
-                    let _ = self.out.send((0, vec![Frame::Bye]));
+            Frame::Done if self.mode == SessionMode::Revoking && self.confirms_wipe => {
+                // Not revoked yet: a change made on the device while this upload ran would be
+                // stranded on it. The device wipes, then says what it had to keep.
+                self.shared.audit(
+                    self.actor.clone(),
+                    AuditAction::Wipe,
+                    None,
+                    "uploads kept; device told to wipe",
+                );
+                self.wipe_sent = true;
+                let _ = self.out.send((0, vec![Frame::Wipe]));
+                true
+            }
+            Frame::Done if self.mode == SessionMode::Revoking => {
+                // A client older than the wipe confirmation: revoked at its `Done`, as protocol 1
+                // first did.
+                let generation = self.shared.storage.group.generation();
+                if !self.complete_revocation("uploads kept; device told to wipe and now refused") {
+                    return false;
                 }
+                let _ = self.out.send((
+                    self.shared.storage.group.wrote_in(generation),
+                    vec![Frame::Wipe, Frame::Bye],
+                ));
+                false
+            }
+            Frame::Done => {
+                let _ = self.out.send((0, vec![Frame::Bye]));
                 false
             }
             other => {
@@ -726,6 +748,63 @@ impl Session {
     /// fail a check are not recorded as reads; one audit record says how many were dropped and
     /// why. Everything up to the frame's highest index is acknowledged, so the device does not
     /// send them again.
+    /// After `Wipe`, the device's answer: revoked once it kept nothing; still able to upload (until
+    /// the revoking time limit) while it holds changes the server lacks.
+    fn wiped(&mut self, frame: Frame) -> bool {
+        let Frame::Wiped(Wiped { kept }) = frame else {
+            let _ = self.out.send((
+                0,
+                vec![Frame::Error(refusal(
+                    ErrorCode::Malformed,
+                    format!("expected wiped after wipe, got {}", frame.kind()),
+                ))],
+            ));
+            return false;
+        };
+        let generation = self.shared.storage.group.generation();
+        if kept.is_empty() {
+            if !self.complete_revocation("device wiped; now refused") {
+                return false;
+            }
+        } else {
+            let listed: Vec<String> = kept.iter().take(20).map(|c| c.to_string()).collect();
+            self.shared.audit(
+                self.actor.clone(),
+                AuditAction::Wipe,
+                None,
+                format!(
+                    "device wiped all but {} case(s) holding changes not yet uploaded ({}); it may still upload them until its revoking time limit",
+                    kept.len(),
+                    listed.join(", ")
+                ),
+            );
+        }
+        let _ = self.out.send((
+            self.shared.storage.group.wrote_in(generation),
+            vec![Frame::Bye],
+        ));
+        false
+    }
+
+    /// Mark this device revoked and audit it; false if the registry could not be written.
+    fn complete_revocation(&self, detail: &str) -> bool {
+        if let Err(e) = self
+            .shared
+            .registry
+            .set_device_status(&self.device.id, DeviceStatus::Revoked)
+        {
+            warn!(error = %e, "could not complete a revocation");
+            return false;
+        }
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::Wipe,
+            None,
+            detail.to_string(),
+        );
+        true
+    }
+
     fn offline_reads(&mut self, reads: Vec<polyphony_core::sync::OfflineRead>) -> bool {
         if reads.len() > MAX_READS_PER_FRAME
             || !self.shared.limits.take_reads(

@@ -535,6 +535,10 @@ impl polyphony_core::sync::DocSet for RawHost {
     fn insert(&mut self, case: CaseId, doc: automerge::AutoCommit) {
         self.docs.insert(case, doc);
     }
+    fn wipe(&mut self) -> Result<Vec<polyphony_core::CaseId>, String> {
+        self.docs.clear();
+        Ok(Vec::new())
+    }
 }
 
 impl polyphony_core::net::SessionHost for RawHost {
@@ -596,6 +600,10 @@ impl polyphony_core::sync::DocSet for TestHost {
     }
     fn insert(&mut self, case: polyphony_core::CaseId, doc: automerge::AutoCommit) {
         self.docs.insert(case, doc);
+    }
+    fn wipe(&mut self) -> Result<Vec<polyphony_core::CaseId>, String> {
+        self.docs.clear();
+        Ok(Vec::new())
     }
 }
 

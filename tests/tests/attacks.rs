@@ -388,6 +388,7 @@ async fn hold_session(addr: std::net::SocketAddr, id: &RawIdentity) -> Result<He
             version: PROTOCOL_VERSION,
             software: "flood".into(),
             live: true,
+            features: Vec::new(),
         })])
         .await?;
     match stream.read_frame().await? {
@@ -1558,6 +1559,206 @@ async fn a_device_left_revoking_past_its_time_limit_is_refused_and_keeps_its_wor
             ("late_refused", 1),
         ],
     );
+    Ok(())
+}
+
+/// The status the server's registry gives a device ("active", "revoking", "revoked").
+async fn device_status(server: &TestServer, device: DeviceId) -> Result<String> {
+    let devices = server.admin(AdminRequest::Devices).await?;
+    let d = devices
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["device"]["id"] == device.to_string()))
+        .ok_or_else(|| anyhow!("device {device} not listed: {devices}"))?;
+    Ok(d["device"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// One sync of `dev`'s profile over QUIC, driven frame by frame, in which `note` is saved the
+/// moment the server's `Wipe` arrives: after the device said `Done` (everything uploaded) and
+/// before it wipes. That is the app's race (an edit begun before the device was told it is
+/// being revoked, saved while its last upload runs), so the flag that refuses new entries is
+/// cleared around the edit, as it was not yet set when that edit began.
+async fn sync_writing_before_the_wipe(
+    server: &TestServer,
+    dev: &mut polyphony_e2e::TestDevice,
+    case: CaseId,
+    meeting: polyphony_core::EntryId,
+    note: &str,
+) -> Result<polyphony_core::profile::SyncReport> {
+    use polyphony_core::sync::Frame;
+    let e = dev
+        .profile
+        .enrolment()
+        .cloned()
+        .ok_or_else(|| anyhow!("not enrolled"))?;
+    let (endpoint, conn) = polyphony_e2e::connect_as(server.addr(), &e).await?;
+    let (send, recv) = conn.open_bi().await?;
+    let mut stream = polyphony_core::net::FramedStream::new(send, recv);
+    let mut sync = dev.profile.begin_sync()?;
+    let out = sync
+        .start(&mut dev.profile)
+        .map_err(|e| anyhow!("start: {e}"))?;
+    stream.write_frames(&out.frames).await?;
+    let mut wrote = false;
+    let ended = loop {
+        let frame = match stream.read_frame().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break Err(NetError::Local("the server ended the session".into())),
+            Err(e) => break Err(NetError::Local(e.to_string())),
+        };
+        if matches!(frame, Frame::Wipe) && !wrote {
+            let store = dev.profile.store().clone();
+            polyphony_core::profile::note_revocation(&*store, false)?;
+            dev.note(case, meeting, note)?;
+            polyphony_core::profile::note_revocation(&*store, true)?;
+            wrote = true;
+        }
+        let out = sync
+            .handle(&mut dev.profile, frame)
+            .map_err(|e| anyhow!("device: {e}"))?;
+        if !out.frames.is_empty() {
+            stream.write_frames(&out.frames).await?;
+        }
+        if let Some(close) = out.close {
+            break Ok(close);
+        }
+    };
+    endpoint.close(0u32.into(), b"");
+    ensure!(wrote, "the server never sent Wipe");
+    Ok(sync.finish(&mut dev.profile, ended)?)
+}
+
+/// Found by the long simulation run (seed 109): a device being revoked that saved words while
+/// its last upload-then-wipe session ran kept them for good, because the server marked it
+/// revoked at its `Done` and it could never connect again. Now a device told it is being revoked
+/// takes no new entries, and the server keeps it able to upload until it confirms a wipe that
+/// kept nothing: the words reach the server at its next sync, then it is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_writes_during_its_last_upload_is_revoked_only_once_its_words_are_on_the_server(
+) -> Result<()> {
+    let server = north().await?;
+    let mut sam = server.device("Sam").await?;
+    let (case, meeting) = sam.case_with_meeting("Maria")?;
+    sam.note(case, meeting, "Uploaded before the revocation.")?;
+    sam.sync().await?;
+    let device = sam.profile.device();
+    server
+        .admin(AdminRequest::Revoke {
+            device: device.to_string(),
+            now: false,
+        })
+        .await?;
+    let late = "Saved while the last upload ran.";
+    let report = sync_writing_before_the_wipe(&server, &mut sam, case, meeting, late).await?;
+    ensure!(
+        report.wiped && report.kept_unsynced == vec![case.to_string()],
+        "the case holding the late words is kept: {report:?}"
+    );
+    ensure!(
+        sam.profile.enrolment().is_some(),
+        "a device that kept unsynced words stays enrolled to upload them"
+    );
+    let status = device_status(&server, device).await?;
+    ensure!(
+        status == "revoking",
+        "the server must keep the device able to upload (status {status})"
+    );
+    // Told it is being revoked, the device takes no new entry, and says why.
+    let refused = sam
+        .note(case, meeting, "One more line.")
+        .err()
+        .ok_or_else(|| anyhow!("a device being revoked took a new entry"))?;
+    ensure!(
+        format!("{refused:#}").contains("revoking this device"),
+        "{refused:#}"
+    );
+    // Its next sync uploads the words; the wipe keeps nothing; then it is revoked.
+    let report = sam.sync().await?;
+    ensure!(
+        report.wiped && report.kept_unsynced.is_empty(),
+        "{report:?}"
+    );
+    ensure!(sam.profile.enrolment().is_none(), "wiped whole");
+    ensure!(sam.profile.case_ids()?.is_empty(), "no case left on it");
+    let status = device_status(&server, device).await?;
+    ensure!(status == "revoked", "status {status}");
+    let err = sam
+        .sync()
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("a wiped device synced"))?;
+    ensure!(format!("{err:#}").contains("not enrolled"), "{err:#}");
+    let mut kit = server.device("Kit").await?;
+    kit.sync().await?;
+    let notes = kit.peek(case)?.meetings[0].notes.clone();
+    ensure!(
+        notes.contains("Uploaded before") && notes.contains(late) && !notes.contains("One more"),
+        "{notes}"
+    );
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: None,
+            verify: false,
+        })
+        .await?
+        .to_string();
+    ensure!(log.contains("wiped all but 1 case"), "{log}");
+    ensure!(log.contains("device wiped; now refused"), "{log}");
+    report_figures(
+        "revoking_with_words_saved_during_the_last_upload",
+        &[("sessions_to_revoked", 2), ("late_words_uploaded", 1)],
+    );
+    Ok(())
+}
+
+/// A client older than the wipe confirmation (its hello names no features) is revoked at its
+/// `Done`, as before: it is sent `Wipe` and `Bye`, and refused afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_older_than_the_wipe_confirmation_is_revoked_at_its_done() -> Result<()> {
+    use polyphony_core::sync::{Frame, Hello, PROTOCOL_VERSION};
+    let server = north().await?;
+    let sam = server.device("Sam").await?;
+    let device = sam.profile.device();
+    let e = sam
+        .profile
+        .enrolment()
+        .cloned()
+        .ok_or_else(|| anyhow!("enrolled"))?;
+    server
+        .admin(AdminRequest::Revoke {
+            device: device.to_string(),
+            now: false,
+        })
+        .await?;
+    let (endpoint, conn) = polyphony_e2e::connect_as(server.addr(), &e).await?;
+    let (send, recv) = conn.open_bi().await?;
+    let mut stream = polyphony_core::net::FramedStream::new(send, recv);
+    stream
+        .write_frames(&[
+            Frame::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                software: "polyphony/0.0.9".into(),
+                live: false,
+                features: Vec::new(),
+            }),
+            Frame::Done,
+        ])
+        .await?;
+    let mut replies = Vec::new();
+    while let Ok(Ok(Some(f))) =
+        tokio::time::timeout(Duration::from_secs(5), stream.read_frame()).await
+    {
+        replies.push(f.kind());
+    }
+    endpoint.close(0u32.into(), b"");
+    ensure!(
+        replies == ["welcome", "wipe", "bye"],
+        "an old client is told to wipe and the session ends: {replies:?}"
+    );
+    let status = device_status(&server, device).await?;
+    ensure!(status == "revoked", "status {status}");
     Ok(())
 }
 

@@ -42,6 +42,7 @@ fn hello() -> Vec<u8> {
         version: 1,
         software: "attacker".into(),
         live: false,
+        features: Vec::new(),
     })
     .to_bytes()
 }

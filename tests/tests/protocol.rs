@@ -184,6 +184,10 @@ impl DocSet for Docs {
     fn insert(&mut self, case: CaseId, doc: AutoCommit) {
         self.0.insert(case, doc);
     }
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        self.0.clear();
+        Ok(Vec::new())
+    }
 }
 
 /// The server's side of one session, as `server/src/session.rs` does it: a fresh sync state per

@@ -37,9 +37,11 @@ use polyphony_core::model::{
     self, validate_document, NewCase, NewMeeting, NoteKind, Participant, PersonField, Place,
 };
 use polyphony_core::net::{NetError, Outgoing};
-use polyphony_core::profile::{Enrolment, Profile, ProfileSync};
+use polyphony_core::profile::{Enrolment, Profile, ProfileError, ProfileSync};
 use polyphony_core::store::Store;
-use polyphony_core::sync::{ErrorCode, Frame, FrameDecoder, TeamInfo, DEFAULT_MAX_FRAME};
+use polyphony_core::sync::{
+    ErrorCode, Frame, FrameDecoder, TeamInfo, DEFAULT_MAX_FRAME, FEATURE_CONFIRMS_WIPE,
+};
 use polyphony_core::{CaseId, EntryId, PractitionerId, TeamId};
 use polyphony_e2e::sim::CrashStore;
 use polyphony_server::admin::{Admin, AdminRequest, AdminResponse};
@@ -384,16 +386,19 @@ impl World {
         let teams = &self.practitioners[dev.practitioner].teams;
         let team = teams[self.rng.random_range(0..teams.len())];
         let n = self.counts.cases;
-        let case = dev
-            .profile
-            .create_case(
-                NewCase {
-                    name: format!("Person {n}"),
-                    ..Default::default()
-                },
-                Some(&team.to_string()),
-            )
-            .expect("case created");
+        let created = dev.profile.create_case(
+            NewCase {
+                name: format!("Person {n}"),
+                ..Default::default()
+            },
+            Some(&team.to_string()),
+        );
+        let case = match created {
+            Ok(case) => case,
+            // Told it is being revoked: it takes no new entries (nothing was saved).
+            Err(ProfileError::BeingRevoked) => return,
+            Err(e) => panic!("case not created: {e}"),
+        };
         let heads = dev.profile.document(case).expect("doc").get_heads();
         dev.claims.entry(case).or_default().extend(heads);
         self.counts.cases += 1;
@@ -494,7 +499,9 @@ impl World {
             .flatten()
             .is_some_and(|x| x.status == DeviceStatus::Revoked);
         match report {
-            Ok(r) if r.wiped => {
+            // Wiped whole: it forgot its enrolment. A wipe that kept cases with changes the
+            // server lacks leaves the device enrolled, and it syncs again to upload them.
+            Ok(r) if r.wiped && self.devices[d].profile.enrolment().is_none() => {
                 self.counts.wipes += 1;
                 self.retire(d);
             }
@@ -555,14 +562,10 @@ impl World {
         let mode = welcome.mode;
         conn.down.push_back((0, vec![Frame::Welcome(welcome)]));
         let tx = conn.out_tx.take().expect("sender");
-        conn.session = Some(Session::new(
-            shared.clone(),
-            id,
-            device,
-            practitioner,
-            mode,
-            tx,
-        ));
+        conn.session = Some(
+            Session::new(shared.clone(), id, device, practitioner, mode, tx)
+                .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE)),
+        );
         conn.changes = Some(shared.storage.subscribe());
     }
 

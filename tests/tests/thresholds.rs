@@ -587,6 +587,7 @@ impl RawSession {
                 version: PROTOCOL_VERSION,
                 software: "thresholds test".into(),
                 live: false,
+                features: Vec::new(),
             })])
             .await?;
         match stream.read_frame().await? {
@@ -1083,6 +1084,10 @@ impl DocSet for WatchedHost {
     }
     fn insert(&mut self, case: CaseId, doc: AutoCommit) {
         self.docs.insert(case, doc);
+    }
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        self.docs.clear();
+        Ok(Vec::new())
     }
 }
 

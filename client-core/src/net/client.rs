@@ -151,6 +151,7 @@ pub async fn fetch_access_log(
         version: PROTOCOL_VERSION,
         software: format!("polyphony/{}", env!("CARGO_PKG_VERSION")),
         live: false,
+        features: Vec::new(),
     };
     s.write_frames(&[Frame::Hello(hello), Frame::AccessLogRequest { case }])
         .await

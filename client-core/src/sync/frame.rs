@@ -110,6 +110,32 @@ pub struct Hello {
     pub software: String,
     /// Stay connected after the first full sync and receive live changes.
     pub live: bool,
+    /// What this client can do beyond protocol 1 as first released (see [`FEATURE_CONFIRMS_WIPE`]).
+    /// Empty, and absent on the wire, for clients older than the field: a server reads a missing
+    /// list as empty, and an older server ignores the field, so neither side refuses the other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+impl Hello {
+    /// Whether the client announced `feature`.
+    pub fn has(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+}
+
+/// The client answers `Wipe` with `Wiped` once its wipe is done, saying which cases it had to keep
+/// because they hold changes the server does not have. A server that sees this feature keeps a
+/// device being revoked able to upload until it confirms a complete wipe; for a client without it,
+/// the server marks the device revoked when it says `Done`, as protocol 1 first did.
+pub const FEATURE_CONFIRMS_WIPE: &str = "confirms-wipe";
+
+/// The client's answer to `Wipe`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Wiped {
+    /// Cases kept on the device because they hold changes the server has not acknowledged
+    /// (empty: everything was wiped, and the device forgot its enrolment).
+    pub kept: Vec<CaseId>,
 }
 
 /// How the server will treat this device for the session.
@@ -259,6 +285,10 @@ pub enum Frame {
     Bye,
     /// Server → client: this device is revoked; its uploads are safe; wipe the local store.
     Wipe,
+    /// Client → server, after `Wipe` (devices that announce [`FEATURE_CONFIRMS_WIPE`]): the wipe is
+    /// done, except for these cases, which still hold changes the server does not have and stay
+    /// on the device until a later session uploads them.
+    Wiped(Wiped),
     /// Either way: a fatal error; the connection closes after it.
     Error(Refusal),
     /// Client → server: send me who has accessed this case (for the person's copy).
@@ -324,6 +354,7 @@ mod tag {
     pub const DONE: u8 = 0x08;
     pub const BYE: u8 = 0x09;
     pub const WIPE: u8 = 0x0a;
+    pub const WIPED: u8 = 0x0e;
     pub const ERROR: u8 = 0x0b;
     pub const ACCESS_LOG_REQUEST: u8 = 0x0c;
     pub const ACCESS_LOG: u8 = 0x0d;
@@ -379,6 +410,10 @@ impl Frame {
             Frame::Done => out.push(tag::DONE),
             Frame::Bye => out.push(tag::BYE),
             Frame::Wipe => out.push(tag::WIPE),
+            Frame::Wiped(w) => {
+                out.push(tag::WIPED);
+                json(out, w);
+            }
             Frame::Error(r) => {
                 out.push(tag::ERROR);
                 json(out, r);
@@ -510,6 +545,7 @@ impl Frame {
             tag::DONE => empty("done", p, Frame::Done),
             tag::BYE => empty("bye", p, Frame::Bye),
             tag::WIPE => empty("wipe", p, Frame::Wipe),
+            tag::WIPED => Ok(Frame::Wiped(from_json("wiped", p)?)),
             tag::ERROR => Ok(Frame::Error(from_json("error", p)?)),
             tag::ACCESS_LOG_REQUEST => {
                 let (case, rest) = case_id("access log request", p)?;
@@ -541,6 +577,7 @@ impl Frame {
             Frame::Done => "done",
             Frame::Bye => "bye",
             Frame::Wipe => "wipe",
+            Frame::Wiped(_) => "wiped",
             Frame::Error(_) => "error",
             Frame::AccessLogRequest { .. } => "access log request",
             Frame::AccessLog { .. } => "access log",
@@ -617,6 +654,7 @@ mod tests {
                 version: 1,
                 software: "t".into(),
                 live: true,
+                features: Vec::new(),
             }),
             Frame::Welcome(Welcome {
                 version: 1,
@@ -655,6 +693,7 @@ mod tests {
             Frame::Done,
             Frame::Bye,
             Frame::Wipe,
+            Frame::Wiped(Wiped { kept: vec![case] }),
             Frame::Error(Refusal {
                 code: ErrorCode::Revoked,
                 message: "gone".into(),

@@ -6,8 +6,9 @@
 //! Life of a session: send `Hello`; on `Welcome`, start every case the device holds or may read;
 //! trade automerge sync messages per case, all cases at once (no round trip per case in series);
 //! record every `Saved` as an acknowledgement; when every case is idle, a one-shot session sends
-//! `Done` and ends on `Bye` (or `Wipe`); a live session stays open and pushes local changes as they
-//! happen.
+//! `Done` and ends on `Bye` (or, for a device being revoked, on `Wipe`: it wipes what the server
+//! holds, answers `Wiped` naming any case it had to keep, and ends on `Bye`); a live session stays
+//! open and pushes local changes as they happen.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,6 +27,12 @@ pub trait DocSet {
     fn doc(&mut self, case: &CaseId) -> Option<&mut AutoCommit>;
     /// Start holding a case first seen from the server (an empty document to sync into).
     fn insert(&mut self, case: CaseId, doc: AutoCommit);
+    /// The server, holding everything this device uploaded, told it to wipe: remove every case
+    /// whose changes the server has acknowledged, durably, and forget the enrolment if no case is
+    /// left. Returns the cases kept because they hold changes the server does not have (never
+    /// wiped: they are uploaded by a later session). An error ends the session unconfirmed, and
+    /// the server keeps the device able to upload.
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String>;
 }
 
 /// What the shell must do.
@@ -71,8 +78,15 @@ pub enum Action {
         /// Cases in the session.
         total: usize,
     },
-    /// The device is revoked: its uploads are acknowledged; wipe the local store.
-    Wipe,
+    /// Whether the server is revoking this device (said at every welcome). While it is, the device
+    /// takes no new entries: what it holds is uploaded, then wiped.
+    RevocationOrdered(bool),
+    /// The device was revoked and [`DocSet::wipe`] has wiped it, keeping these cases (they hold
+    /// changes the server does not have).
+    Wiped {
+        /// Cases kept.
+        kept: Vec<CaseId>,
+    },
     /// The session is over; close the connection with this code.
     Close {
         /// Close code.
@@ -107,6 +121,8 @@ enum Phase {
     AwaitWelcome,
     Syncing,
     DoneSent,
+    /// Wiped and told the server so; waiting for its `Bye`.
+    WipedSent,
     Closed,
 }
 
@@ -160,6 +176,7 @@ impl ClientSession {
                 version: PROTOCOL_VERSION,
                 software: format!("polyphony/{}", env!("CARGO_PKG_VERSION")),
                 live,
+                features: vec![FEATURE_CONFIRMS_WIPE.to_string()],
             },
             phase: Phase::AwaitWelcome,
             mode: SessionMode::Normal,
@@ -285,11 +302,13 @@ impl ClientSession {
                 return out;
             }
             (Phase::DoneSent, Frame::Wipe) if self.mode == SessionMode::Revoking => {
+                return self.on_wipe(docs);
+            }
+            (Phase::WipedSent, Frame::Bye) => {
                 self.phase = Phase::Closed;
-                out.push(Action::Wipe);
                 out.push(Action::Close {
                     code: ErrorCode::Revoked,
-                    message: "device revoked".into(),
+                    message: "this device was revoked by your administrator: what it held is on the borough server".into(),
                 });
                 return out;
             }
@@ -334,6 +353,25 @@ impl ClientSession {
         ]
     }
 
+    /// Wipe as the server asked, and tell it what was kept: until the device confirms a wipe that
+    /// kept nothing, the server keeps it able to upload (a change made while the last upload ran
+    /// is never stranded on a device that can no longer connect).
+    fn on_wipe(&mut self, docs: &mut dyn DocSet) -> Vec<Action> {
+        match docs.wipe() {
+            Ok(kept) => {
+                self.phase = Phase::WipedSent;
+                vec![
+                    Action::Wiped { kept: kept.clone() },
+                    Action::Send(Frame::Wiped(Wiped { kept })),
+                ]
+            }
+            Err(e) => self.fail(
+                ErrorCode::Internal,
+                format!("this device could not wipe its records ({e}); they stay on it, encrypted"),
+            ),
+        }
+    }
+
     fn on_welcome(&mut self, w: Welcome, docs: &mut dyn DocSet, out: &mut Vec<Action>) {
         if w.version != PROTOCOL_VERSION {
             out.extend(self.fail(
@@ -347,6 +385,9 @@ impl ClientSession {
         }
         self.phase = Phase::Syncing;
         self.mode = w.mode;
+        out.push(Action::RevocationOrdered(
+            self.mode == SessionMode::Revoking,
+        ));
         let local: BTreeSet<CaseId> = docs.cases().into_iter().collect();
         let granted: BTreeSet<CaseId> = w.cases.iter().map(|g| g.case).collect();
         // Saved states for cases we no longer hold are dropped; granted cases we lack start empty.

@@ -24,6 +24,10 @@ impl DocSet for Docs {
     fn insert(&mut self, case: CaseId, doc: AutoCommit) {
         self.0.insert(case, doc);
     }
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        self.0.clear();
+        Ok(Vec::new())
+    }
 }
 
 struct AnyAuthor;
@@ -220,6 +224,7 @@ fn many_cases_sync_concurrently_in_one_session() {
             version: 1,
             software: "t".into(),
             live: false,
+            features: Vec::new(),
         }),
     );
     let actions = session.handle(welcome.into_iter().next().unwrap(), &mut a);
@@ -230,6 +235,78 @@ fn many_cases_sync_concurrently_in_one_session() {
     assert_eq!(
         first_syncs, 50,
         "every case starts at once, not one round trip after another"
+    );
+}
+
+/// A device set whose wipe keeps what it is told to (as a profile keeps a case with changes the
+/// server lacks).
+struct Keeping {
+    docs: Docs,
+    keep: Vec<CaseId>,
+    wiped: usize,
+}
+
+impl DocSet for Keeping {
+    fn cases(&self) -> Vec<CaseId> {
+        self.docs.cases()
+    }
+    fn doc(&mut self, case: &CaseId) -> Option<&mut AutoCommit> {
+        self.docs.doc(case)
+    }
+    fn insert(&mut self, case: CaseId, doc: AutoCommit) {
+        self.docs.insert(case, doc);
+    }
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        self.wiped += 1;
+        Ok(self.keep.clone())
+    }
+}
+
+#[test]
+fn a_device_being_revoked_is_told_so_wipes_and_says_what_it_kept() {
+    let kept = CaseId::random();
+    let mut docs = Keeping {
+        docs: Docs::default(),
+        keep: vec![kept],
+        wiped: 0,
+    };
+    let mut session = ClientSession::new(false, vec![], BTreeMap::new());
+    let hello = session.start();
+    assert!(
+        matches!(&hello[..], [Action::Send(Frame::Hello(h))] if h.has(FEATURE_CONFIRMS_WIPE)),
+        "the hello announces the wipe confirmation: {hello:?}"
+    );
+    let welcome = Frame::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        device: DeviceId::random(),
+        practitioner: PractitionerId::random(),
+        teams: vec![],
+        cases: vec![],
+        mode: SessionMode::Revoking,
+        audit_head: None,
+    });
+    let out = session.handle(welcome, &mut docs);
+    assert!(out.contains(&Action::RevocationOrdered(true)), "{out:?}");
+    assert!(out.contains(&Action::Send(Frame::Done)), "{out:?}");
+    let out = session.handle(Frame::Wipe, &mut docs);
+    assert_eq!(docs.wiped, 1);
+    assert_eq!(
+        out,
+        vec![
+            Action::Wiped { kept: vec![kept] },
+            Action::Send(Frame::Wiped(Wiped { kept: vec![kept] })),
+        ]
+    );
+    let out = session.handle(Frame::Bye, &mut docs);
+    assert!(
+        matches!(
+            &out[..],
+            [Action::Close {
+                code: ErrorCode::Revoked,
+                ..
+            }]
+        ),
+        "{out:?}"
     );
 }
 

@@ -224,21 +224,27 @@ async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
         total: 0,
     });
     let outcome = net::drive(&e.server, &conn, &mut session, &mut host, None).await;
+    endpoint.close(0u32.into(), b"");
+    if let Some(kept) = host.wiped.take() {
+        // The session wiped the store (DocSet::wipe): the profile reads it again.
+        app.profile_changed();
+        return Err(if kept.is_empty() {
+            "this device was revoked by the borough: its records are on the borough server and its enrolment was removed".into()
+        } else {
+            format!(
+                "your administrator is revoking this device: {} case(s) with changes not yet on the borough server are kept and will be uploaded at the next sync",
+                kept.len()
+            )
+        });
+    }
     save_states(&*store, &session);
     let _ = store.flush();
-    endpoint.close(0u32.into(), b"");
     let (code, message) = outcome.map_err(|x| x.to_string())?;
-    if host.wipe || !host.moved.is_empty() {
-        // Revocation and moved cases: let the core decide what to remove, with its own sync.
+    if !host.moved.is_empty() {
+        // Moved cases: let the core decide what to remove, with its own sync.
         let report = app.profile().await.sync(&mut |_| {}).await;
         app.profile_changed();
-        return match report {
-            Ok(r) if r.wiped => {
-                Err("this device was revoked by the borough: its enrolment was removed".into())
-            }
-            Ok(_) => Ok(()),
-            Err(x) => Err(x.to_string()),
-        };
+        return report.map(|_| ()).map_err(|x| x.to_string());
     }
     if code != ErrorCode::Done {
         return Err(format!("the server ended the sync: {message}"));
@@ -344,7 +350,8 @@ struct LiveHost {
     /// Chunks in each case's log since its last snapshot (as far as this session knows).
     chunks: std::collections::HashMap<CaseId, usize>,
     live: bool,
-    wipe: bool,
+    /// Set once the session wiped the store: the cases kept.
+    wiped: Option<Vec<CaseId>>,
     moved: Vec<CaseId>,
 }
 
@@ -358,7 +365,7 @@ impl LiveHost {
             docs: Default::default(),
             chunks: Default::default(),
             live,
-            wipe: false,
+            wiped: None,
             moved: Vec::new(),
         }
     }
@@ -399,6 +406,12 @@ impl DocSet for LiveHost {
 
     fn insert(&mut self, case: CaseId, doc: AutoCommit) {
         self.docs.insert(case, doc);
+    }
+
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        let kept = profile::wipe_acknowledged(&*self.store).map_err(|e| e.to_string())?;
+        self.docs.retain(|c, _| kept.contains(c));
+        Ok(kept)
     }
 }
 
@@ -445,7 +458,10 @@ impl SessionHost for LiveHost {
                     });
                 }
             }
-            Action::Wipe => self.wipe = true,
+            Action::RevocationOrdered(ordered) => {
+                profile::note_revocation(&**store, *ordered).map_err(|e| e.to_string())?;
+            }
+            Action::Wiped { kept } => self.wiped = Some(kept.clone()),
             Action::Send(_) | Action::Close { .. } => {}
         }
         Ok(())

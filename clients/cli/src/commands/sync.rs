@@ -44,6 +44,12 @@ impl SyncArgs {
         if self.json {
             output::json(&report)?;
         }
+        if report.wiped && !report.kept_unsynced.is_empty() {
+            return Err(Failure::Sync(format!(
+                "your administrator is revoking this device: it was wiped except for {} case(s) with changes the server does not have yet (listed above); run `polyphony sync` again to upload them",
+                report.kept_unsynced.len()
+            )));
+        }
         if report.wiped {
             return Err(Failure::Sync(
                 "the borough server has revoked this device: ask your administrator to enrol it again"
