@@ -649,7 +649,7 @@ impl<'a> Builder<'a> {
             let present: Vec<String> = m.attendees.iter().map(|a| self.names.describe(a)).collect();
             let person_there = m.attendees.iter().any(|a| a == "person");
             let location = self.location_ref(&m.place);
-            let title = format!("Network meeting on {}", plain::date_or(&m.at));
+            let title = format!("Network meeting on {}", plain::datetime_or(&m.at));
             self.add(json!({
                 "resourceType": "Encounter",
                 "id": id,

@@ -370,7 +370,10 @@ fn export_copies_show_uk_time_and_fhir_carries_the_uk_offset() {
         .unwrap();
     let view = case.view();
     let copy = person_copy::html(&view, &[]);
-    assert!(copy.contains("14 June 2026 at 10:30 UK time"), "{copy}");
+    assert!(
+        copy.contains("on 14 June 2026") && copy.contains("at 10:30 UK time"),
+        "{copy}"
+    );
     assert!(copy.contains("2 July 2026 at 00:30 UK time"), "{copy}");
     assert!(
         !copy.contains("09:30") && !copy.contains("1 July 2026"),
