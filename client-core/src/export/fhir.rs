@@ -24,8 +24,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{plain, Access, Names};
-use crate::model::format_instant;
 use crate::model::view::{AuthorView, CaseView, EntryMeta, ErrorMark};
+use crate::model::LocalZone;
 
 /// The NHS number identifier system.
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -184,11 +184,19 @@ fn reference(id: &str, display: impl Into<String>) -> Value {
     json!({ "reference": urn(id), "display": display.into() })
 }
 
-/// An RFC 3339 time as a FHIR `instant` (which needs seconds and a zone), if it is one.
+/// An RFC 3339 time as a FHIR `instant` (which needs seconds and a zone), if it is one, at the
+/// UK offset in force then: a reader's system shows the clock time the person saw.
 fn instant(s: &str) -> Option<String> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
-        .map(format_instant)
+        .map(|t| LocalZone::uk().rfc3339(t))
+}
+
+/// A stored time as a FHIR `dateTime`: an instant at its UK offset (see [`instant`]); a plain
+/// date (or anything else) as stored.
+fn date_time(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(|v| instant(v).unwrap_or_else(|| v.to_string()))
 }
 
 fn coding(system: &str, code: &str, display: &str) -> Value {
@@ -475,7 +483,7 @@ impl<'a> Builder<'a> {
             "type": [{ "text": "Open Dialogue" }],
             "patient": self.patient_ref(),
             "managingOrganization": reference(&self.team, "Open Dialogue team"),
-            "period": { "start": tl.referral, "end": tl.closure },
+            "period": { "start": date_time(&tl.referral), "end": date_time(&tl.closure) },
             "team": [reference(&self.care_team, "Care team")],
         }));
         let targets = vec![reference(&episode, "Episode of care"), self.patient_ref()];
@@ -641,7 +649,7 @@ impl<'a> Builder<'a> {
             let present: Vec<String> = m.attendees.iter().map(|a| self.names.describe(a)).collect();
             let person_there = m.attendees.iter().any(|a| a == "person");
             let location = self.location_ref(&m.place);
-            let title = format!("Network meeting on {}", plain::date_or(&m.at));
+            let title = format!("Network meeting on {}", plain::datetime_or(&m.at));
             self.add(json!({
                 "resourceType": "Encounter",
                 "id": id,
@@ -660,7 +668,7 @@ impl<'a> Builder<'a> {
                 "subject": self.patient_ref(),
                 "episodeOfCare": [reference(&self.episode, "Episode of care")],
                 "participant": participants,
-                "period": { "start": m.at },
+                "period": { "start": date_time(&m.at) },
                 "location": [{ "location": location }],
                 "serviceProvider": reference(&self.team, "Open Dialogue team"),
             }));
@@ -714,7 +722,7 @@ impl<'a> Builder<'a> {
                 },
                 "subject": self.patient_ref(),
                 "encounter": reference(&id, title.clone()),
-                "date": m.at.clone().or_else(|| m.meta.created_at.clone()),
+                "date": date_time(&m.at).or_else(|| date_time(&m.meta.created_at)),
                 "author": [author],
                 "title": title,
                 "attester": attesters,

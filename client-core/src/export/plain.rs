@@ -1,39 +1,21 @@
-//! Dates and words as a person reads them: "14 March 2026 at 10:30", not `2026-03-14T10:30:00Z`.
+//! Dates and words as a person reads them: "14 March 2026 at 10:30 UK time", not
+//! `2026-03-14T09:30:00Z`.
 //!
-//! Times are shown as stored (UTC), which is also how they were entered: the record takes a typed
-//! time as UTC (see `model::types::parse_datetime`).
+//! The record stores UTC; every copy shows UK local time at the offset in force on that date (see
+//! `model::local_time`), and says so, so the person's copy, the PDF and the FHIR narrative agree
+//! with the screen the practitioner typed it on.
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
+use crate::model::local_time::date_words;
+use crate::model::LocalZone;
 
-fn date_words(d: time::Date) -> String {
-    format!(
-        "{} {} {}",
-        d.day(),
-        MONTHS[usize::from(u8::from(d.month())) - 1],
-        d.year()
-    )
-}
-
-/// "14 March 2026" from an RFC 3339 timestamp or a YYYY-MM-DD date; the input itself if neither.
+/// "14 March 2026" from an RFC 3339 timestamp (its UK date) or a YYYY-MM-DD date; the input
+/// itself if neither.
 pub(crate) fn date(s: &str) -> String {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-        return date_words(t.date());
+        return LocalZone::uk().long_date(t);
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     match time::Date::parse(s, &fmt) {
@@ -42,15 +24,13 @@ pub(crate) fn date(s: &str) -> String {
     }
 }
 
-/// "14 March 2026 at 10:30" from an RFC 3339 timestamp; falls back to [`date`].
+/// "14 March 2026 at 10:30 UK time" from an RFC 3339 timestamp; falls back to [`date`].
 pub(crate) fn datetime(s: &str) -> String {
     match OffsetDateTime::parse(s, &Rfc3339) {
-        Ok(t) => format!(
-            "{} at {:02}:{:02}",
-            date_words(t.date()),
-            t.hour(),
-            t.minute()
-        ),
+        Ok(t) => {
+            let uk = LocalZone::uk();
+            format!("{} {}", uk.long(t), uk.label())
+        }
         Err(_) => date(s),
     }
 }
@@ -118,7 +98,17 @@ mod tests {
 
     #[test]
     fn export_dates_read_as_words() {
-        assert_eq!(datetime("2026-03-14T10:30:00Z"), "14 March 2026 at 10:30");
+        assert_eq!(
+            datetime("2026-03-14T10:30:00Z"),
+            "14 March 2026 at 10:30 UK time"
+        );
+        // In summer the UK clock is an hour ahead of the stored UTC time, and its date may be
+        // the next day.
+        assert_eq!(
+            datetime("2026-06-14T09:30:00Z"),
+            "14 June 2026 at 10:30 UK time"
+        );
+        assert_eq!(date("2026-06-30T23:30:00Z"), "1 July 2026");
         assert_eq!(date("2026-03-14T10:30:00.123Z"), "14 March 2026");
         assert_eq!(date("2026-12-01"), "1 December 2026");
         assert_eq!(date("sometime"), "sometime");

@@ -337,3 +337,53 @@ fn export_write_samples() {
     )
     .unwrap();
 }
+
+/// Issue 15, part 1: every copy shows a summer meeting at the UK clock time it was typed at and
+/// says "UK time"; FHIR carries the instant at its UK offset. Before, the copies printed the UTC
+/// clock time (09:30 for a 10:30 meeting in June) with no zone.
+#[test]
+fn export_copies_show_uk_time_and_fhir_carries_the_uk_offset() {
+    use crate::model::{
+        parse_datetime, CaseDoc, NewCase, NewMeeting, Participant, Place, TimelineField,
+    };
+    let sam = super::testcase::author("Sam Okafor");
+    let mut case = CaseDoc::create(
+        crate::CaseId::random(),
+        crate::TeamId::random(),
+        NewCase {
+            name: "Maria Lopez".into(),
+            ..Default::default()
+        },
+        sam,
+    )
+    .unwrap();
+    let summer = parse_datetime("at", "2026-06-14T10:30").unwrap();
+    case.add_meeting(NewMeeting {
+        at: summer,
+        place: Place::Home,
+        attendees: vec![Participant::Person],
+    })
+    .unwrap();
+    // First contact after midnight in summer: its UK date is the 2nd, its UTC date the 1st.
+    let late = parse_datetime("at", "2026-07-02T00:30").unwrap();
+    case.set_timeline(TimelineField::FirstContact, late)
+        .unwrap();
+    let view = case.view();
+    let copy = person_copy::html(&view, &[]);
+    assert!(
+        copy.contains("on 14 June 2026") && copy.contains("at 10:30 UK time"),
+        "{copy}"
+    );
+    assert!(copy.contains("2 July 2026 at 00:30 UK time"), "{copy}");
+    assert!(
+        !copy.contains("09:30") && !copy.contains("1 July 2026"),
+        "{copy}"
+    );
+    let subject = super::subject_access::html(&view, &[]);
+    assert!(subject.contains("UK time") && !subject.contains("09:30"));
+    let bundle = fhir::bundle(&view, &[]);
+    let text = bundle.to_string();
+    assert!(text.contains("2026-06-14T10:30:00+01:00"), "{text}");
+    assert!(!text.contains("2026-06-14T09:30:00Z"), "{text}");
+    assert!(text.contains("10:30 UK time"), "the narrative says UK time");
+}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::{self, keys};
 use super::types::*;
-use super::{ModelError, MAX_LONG, MAX_SHORT};
+use super::{LocalZone, ModelError, MAX_LONG, MAX_SHORT};
 use crate::{CaseId, EntryId, PractitionerId, TeamId};
 
 /// The current version of the document layout, stored at the root.
@@ -375,7 +375,7 @@ impl CaseDoc {
             }
             let invited = new.invited_by.unwrap_or(Participant::Person);
             d.put(&m, keys::INVITED_BY, invited.key())?;
-            let joined = new.joined.unwrap_or(t.date());
+            let joined = new.joined.unwrap_or(LocalZone::uk().date(t));
             d.put(&m, keys::JOINED, format_date(joined))?;
             d.put_object(&m, keys::CONSENT, ObjType::List)?;
             Ok(id)
@@ -423,7 +423,11 @@ impl CaseDoc {
             });
         }
         self.write("network member leaves", |d, _, t| {
-            d.put(&m, keys::LEFT, format_date(on.unwrap_or(t.date())))?;
+            d.put(
+                &m,
+                keys::LEFT,
+                format_date(on.unwrap_or(LocalZone::uk().date(t))),
+            )?;
             Ok(())
         })
     }
@@ -441,7 +445,11 @@ impl CaseDoc {
             let at = d.length(&list);
             let ev = d.insert_object(&list, at, ObjType::Map)?;
             d.put(&ev, keys::STATE, state.as_str())?;
-            d.put(&ev, keys::DATE, format_date(on.unwrap_or(t.date())))?;
+            d.put(
+                &ev,
+                keys::DATE,
+                format_date(on.unwrap_or(LocalZone::uk().date(t))),
+            )?;
             stamp(d, &ev, keys::RECORDED_BY, keys::AT, a, t)?;
             Ok(())
         })
@@ -465,7 +473,11 @@ impl CaseDoc {
             d.put(&e, keys::PRACTITIONER, practitioner.to_string())?;
             d.put(&e, keys::NAME, name.as_str())?;
             d.put(&e, keys::ROLE, role.as_str())?;
-            d.put(&e, keys::START, format_date(start.unwrap_or(t.date())))?;
+            d.put(
+                &e,
+                keys::START,
+                format_date(start.unwrap_or(LocalZone::uk().date(t))),
+            )?;
             Ok(id)
         })
     }
@@ -478,7 +490,11 @@ impl CaseDoc {
     ) -> Result<(), ModelError> {
         let e = self.live_entry(keys::CARE_TEAM, "care team membership", membership)?;
         self.write("care team membership ends", |d, _, t| {
-            d.put(&e, keys::END, format_date(on.unwrap_or(t.date())))?;
+            d.put(
+                &e,
+                keys::END,
+                format_date(on.unwrap_or(LocalZone::uk().date(t))),
+            )?;
             Ok(())
         })
     }

@@ -301,7 +301,8 @@ pub fn in_care_team(doc: &AutoCommit, practitioner: &crate::PractitionerId) -> b
             doc.get(&entry, keys::PRACTITIONER),
             Ok(Some((Value::Scalar(s), _))) if s.as_str() == Some(me.as_str())
         );
-        let today = super::format_date(time::OffsetDateTime::now_utc().date());
+        let today =
+            super::format_date(super::LocalZone::uk().date(time::OffsetDateTime::now_utc()));
         let ended = matches!(
             doc.get(&entry, keys::END),
             Ok(Some((Value::Scalar(s), _))) if s.as_str().is_some_and(|end| end <= today.as_str())

@@ -22,6 +22,7 @@ mod conflicts;
 mod doc;
 mod figures;
 pub mod guard;
+pub mod local_time;
 pub mod schema;
 mod types;
 pub mod view;
@@ -32,6 +33,7 @@ mod tests;
 pub use conflicts::{Conflict, ConflictValue};
 pub use doc::{CaseDoc, NewCase, NewMeeting, NewMember};
 pub use figures::CaseFigures;
+pub use local_time::LocalZone;
 pub use schema::{validate_document, SchemaError};
 pub use types::*;
 pub use view::CaseView;
@@ -57,6 +59,19 @@ pub enum ModelError {
         /// The expected form.
         expected: &'static str,
     },
+    /// A local time that did not happen, or happened twice, where the clocks change.
+    #[error("'{input}' is not a valid {field}: {reason}")]
+    LocalTime {
+        /// The field being set.
+        field: &'static str,
+        /// What was typed.
+        input: String,
+        /// What is wrong and what to type instead.
+        reason: String,
+    },
+    /// A time zone name the bundled database does not know.
+    #[error("'{0}' is not a time zone this app knows: use an IANA name such as Europe/London")]
+    UnknownTimeZone(String),
     /// A value outside a fixed list.
     #[error("'{value}' is not a valid {field}: choose one of {allowed}")]
     InvalidChoice {

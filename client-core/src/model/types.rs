@@ -324,22 +324,12 @@ pub fn format_date(date: Date) -> String {
     date.format(&fmt).unwrap_or_default()
 }
 
-/// Parse a local date and time (YYYY-MM-DDTHH:MM, taken as UTC) or a full RFC 3339 timestamp.
+/// Parse a date and time a person typed: YYYY-MM-DDTHH:MM is UK local time (Europe/London, at
+/// the offset in force on that date), a full RFC 3339 timestamp is taken as it says. The hour the
+/// clocks skip is refused, and so is the hour that happens twice unless the offset says which (see
+/// [`super::local_time`]).
 pub fn parse_datetime(field: &'static str, input: &str) -> Result<Instant, ModelError> {
-    let input_t = input.trim();
-    if let Ok(t) = Instant::parse(input_t, &time::format_description::well_known::Rfc3339) {
-        return Ok(t);
-    }
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
-    let fmt_space = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
-    time::PrimitiveDateTime::parse(input_t, &fmt)
-        .or_else(|_| time::PrimitiveDateTime::parse(input_t, &fmt_space))
-        .map(|t| t.assume_utc())
-        .map_err(|_| ModelError::InvalidDate {
-            field,
-            input: input.to_string(),
-            expected: "YYYY-MM-DDTHH:MM, e.g. 2026-03-14T10:30",
-        })
+    super::LocalZone::uk().parse(field, input)
 }
 
 /// Format an instant as RFC 3339 (UTC).

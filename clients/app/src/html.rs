@@ -108,6 +108,72 @@ fn described_by(id: &str, hint: Option<&str>, error: Option<&FieldError>) -> Str
     }
 }
 
+/// The NHS design system's date input: separate Day, Month and Year boxes (and, for a date and
+/// time, a Time box in UK time), never the browser's own picker, whose order follows the browser's
+/// locale (a US-locale browser shows mm/dd/yyyy, so "12/03/2026" would read as 3 December). The
+/// boxes post as `{name}-day`, `{name}-month`, `{name}-year` and `{name}-time`; the pages' form
+/// reader folds them back into one `{name}` value (`YYYY-MM-DD` or `YYYY-MM-DDTHH:MM`).
+pub struct DateInput<'a> {
+    /// The group's id (and the error summary's link target).
+    pub id: &'a str,
+    /// Form field name.
+    pub name: &'a str,
+    /// The question, as the fieldset's legend.
+    pub legend: &'a str,
+    /// Current value: `YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM` with a time.
+    pub value: &'a str,
+    /// Ask for a time too (UK time, 24-hour clock).
+    pub with_time: bool,
+}
+
+impl DateInput<'_> {
+    /// Render, with its error state if `errors` names it.
+    pub fn render(&self, errors: &[FieldError]) -> String {
+        let err = error_for(errors, self.id);
+        let group = if err.is_some() {
+            "nhsuk-form-group nhsuk-form-group--error"
+        } else {
+            "nhsuk-form-group"
+        };
+        let (date, time) = self.value.split_once('T').unwrap_or((self.value, ""));
+        let mut parts = date.splitn(3, '-');
+        let (year, month, day) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("").trim_start_matches('0'),
+            parts.next().unwrap_or("").trim_start_matches('0'),
+        );
+        let input_class = if err.is_some() {
+            "nhsuk-input nhsuk-date-input__input nhsuk-input--error"
+        } else {
+            "nhsuk-input nhsuk-date-input__input"
+        };
+        let item = |part: &str, label: &str, width: u8, value: &str| {
+            format!(
+                r#"<div class="nhsuk-date-input__item"><div class="nhsuk-form-group"><label class="nhsuk-label nhsuk-date-input__label" for="{id}-{part}">{label}</label><input class="{input_class} nhsuk-input--width-{width}" id="{id}-{part}" name="{name}-{part}" type="text" inputmode="numeric" value="{value}"></div></div>"#,
+                id = esc(self.id),
+                name = esc(self.name),
+                value = esc(value),
+            )
+        };
+        let mut items = item("day", "Day", 2, day) + &item("month", "Month", 2, month);
+        items.push_str(&item("year", "Year", 4, year));
+        let hint = if self.with_time {
+            items.push_str(&item("time", "Time (UK time)", 5, time));
+            "For example, 14 3 2026, and the time on a 24-hour clock in UK time, for example 14:30"
+        } else {
+            "For example, 14 3 2026"
+        };
+        format!(
+            r#"<div class="{group}"><fieldset class="nhsuk-fieldset" role="group"{described}><legend class="nhsuk-fieldset__legend nhsuk-label">{legend}</legend>{hint}{error}<div class="nhsuk-date-input" id="{id}">{items}</div></fieldset></div>"#,
+            described = described_by(self.id, Some(hint), err),
+            legend = esc(self.legend),
+            hint = self::hint(self.id, Some(hint)),
+            error = err.map(|e| error_message(self.id, e)).unwrap_or_default(),
+            id = esc(self.id),
+        )
+    }
+}
+
 /// A text-like input (`type` is text, date, datetime-local, email, tel...).
 pub struct Input<'a> {
     /// Element id (and the error summary's link target).

@@ -32,9 +32,10 @@ struct Args {
     /// The name to enrol this device under.
     #[arg(long, default_value = "Polyphony app")]
     device_name: String,
-    /// Show and read times at this UTC offset (e.g. +01:00) instead of the device's.
-    #[arg(long)]
-    utc_offset: Option<String>,
+    /// Show and read times in this IANA time zone instead of UK time (Europe/London). The zone's
+    /// rules come with the app, not from the device, so its own clock zone does not matter.
+    #[arg(long, default_value = polyphony_core::model::local_time::DEFAULT_ZONE)]
+    time_zone: String,
     /// Also write the launch link to this file (for scripts and tests).
     #[arg(long)]
     url_file: Option<PathBuf>,
@@ -46,21 +47,11 @@ fn default_home() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("cannot find a home directory for the profile: pass --home"))
 }
 
-fn parse_offset(s: &str) -> Result<time::UtcOffset> {
-    let fmt = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
-    time::UtcOffset::parse(s, &fmt)
-        .with_context(|| format!("'{s}' is not a UTC offset such as +01:00"))
-}
-
 fn main() -> Result<()> {
     // Record data, keys and sockets this process creates are its owner's alone.
     polyphony_core::store::private_umask();
     let args = Args::parse();
-    // The local offset can only be read safely before any other thread exists.
-    let utc_offset = match &args.utc_offset {
-        Some(s) => parse_offset(s)?,
-        None => time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC),
-    };
+    let zone = polyphony_core::model::LocalZone::named(&args.time_zone)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -96,7 +87,7 @@ fn main() -> Result<()> {
     let config = Config {
         listen: args.listen,
         unsynced_warning: time::Duration::minutes(args.unsynced_warning_minutes),
-        utc_offset,
+        zone,
         retry_max: std::time::Duration::from_secs(args.retry_max_seconds.max(1)),
         device_name: args.device_name.clone(),
         ..Config::new(home)

@@ -171,7 +171,7 @@ async fn status_json(
         "last_synced_at": overview.link.last_synced_at.map(polyphony_core::model::format_instant),
         "stale": overview.stale().len(),
         "cases": cases,
-        "html": overview.badge_html(&names, app.config.utc_offset),
+        "html": overview.badge_html(&names, &app.config.zone),
     }))
     .into_response()
 }

@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use polyphony_core::model::LocalZone;
 use polyphony_core::model::{CaseDoc, CaseView, ModelError};
 use polyphony_core::profile::{Profile, ProfileError};
 use polyphony_core::store::Store;
 use polyphony_core::CaseId;
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::auth::Gate;
@@ -37,8 +38,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Warn when a case's changes have been only on this device for longer than this.
     pub unsynced_warning: time::Duration,
-    /// The local time offset for showing and reading times.
-    pub utc_offset: UtcOffset,
+    /// The time zone times are shown and read in (UK time unless set otherwise).
+    pub zone: LocalZone,
     /// The longest wait between attempts to reach the server.
     pub retry_max: std::time::Duration,
     /// The name this device enrols under.
@@ -48,13 +49,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for a profile in `home`: a free loopback port, a two-hour warning, UTC.
+    /// Defaults for a profile in `home`: a free loopback port, a two-hour warning, UK time.
     pub fn new(home: PathBuf) -> Self {
         Config {
             home,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             unsynced_warning: time::Duration::minutes(120),
-            utc_offset: UtcOffset::UTC,
+            zone: LocalZone::uk(),
             retry_max: std::time::Duration::from_secs(30),
             device_name: "Polyphony app".into(),
             background_sync: true,

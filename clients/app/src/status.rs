@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 
+use polyphony_core::model::LocalZone;
 use polyphony_core::CaseId;
 use serde::Serialize;
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 
 use crate::dates;
 use crate::html::esc;
@@ -159,7 +160,7 @@ impl SyncOverview {
     }
 
     /// The badge shown at the top of every page.
-    pub fn badge_html(&self, names: &HashMap<CaseId, String>, offset: UtcOffset) -> String {
+    pub fn badge_html(&self, names: &HashMap<CaseId, String>, zone: &LocalZone) -> String {
         let (state, colour) = match &self.link.link {
             Link::Live => ("live", "green"),
             Link::Syncing { .. } | Link::Connecting => ("syncing", "blue"),
@@ -179,7 +180,7 @@ impl SyncOverview {
             .map(|t| {
                 format!(
                     r#"<span class="app-sync__last">Last synced {}</span>"#,
-                    esc(&dates::long(t, offset))
+                    esc(&dates::long(t, zone))
                 )
             })
             .unwrap_or_default();
@@ -297,7 +298,7 @@ mod tests {
             },
         );
         let names = HashMap::from([(o.cases[0].case, "Alex <Smith>".to_string())]);
-        let html = o.badge_html(&names, UtcOffset::UTC);
+        let html = o.badge_html(&names, &LocalZone::uk());
         assert!(html.contains(r#"data-state="offline""#));
         assert!(html.contains("3 changes only on this device"));
         assert!(html

@@ -634,6 +634,85 @@ async fn the_visit_from_case_to_decision() {
     assert!(!page.body.contains(r#"data-live-kind="notes""#));
 }
 
+/// Issue 15, part 1: dates are typed in the NHS date input (day, month, year boxes and a UK time),
+/// never the browser's picker; a summer meeting booked in winter is stored at the summer offset
+/// and shown at the clock time typed, saying "UK time"; the hour that happens twice when the
+/// clocks go back is refused with words that say how to choose. (The app's zone is the default,
+/// Europe/London, from the bundled database: this test does not depend on the machine's zone.)
+#[tokio::test]
+async fn dates_are_typed_day_month_year_and_shown_in_uk_time_across_clock_changes() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let form = h.get(&format!("/case/{case}/meetings/new")).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    for part in ["at-day", "at-month", "at-year", "at-time"] {
+        assert!(form.body.contains(&format!(r#"name="{part}""#)), "{part}");
+    }
+    assert!(
+        !form.body.contains("datetime-local") && !form.body.contains(r#"type="date""#),
+        "no browser date picker"
+    );
+    let r = h
+        .post(
+            &format!("/case/{case}/meetings"),
+            &[
+                ("at-day", "10"),
+                ("at-month", "6"),
+                ("at-year", "2027"),
+                ("at-time", "14:00"),
+                ("place", "home"),
+                ("attendees", "person"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let meeting = id_after(&r.location(), "/meeting/");
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    let stored = v.meetings[0].at.clone().unwrap_or_default();
+    assert!(
+        stored.starts_with("2027-06-10T13:00:00"),
+        "14:00 in June is 13:00 UTC: {stored}"
+    );
+    let page = h.get(&format!("/case/{case}/meeting/{meeting}")).await;
+    assert!(
+        page.body.contains("10 June 2027 at 14:00 UK time"),
+        "{}",
+        page.body
+    );
+    let twice = h
+        .post(
+            &format!("/case/{case}/meetings"),
+            &[
+                ("at-day", "25"),
+                ("at-month", "10"),
+                ("at-year", "2026"),
+                ("at-time", "01:30"),
+                ("place", "home"),
+                ("attendees", "person"),
+            ],
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST, "{}", twice.body);
+    assert!(twice.body.contains("happened twice"), "{}", twice.body);
+    let skipped = h
+        .post(
+            &format!("/case/{case}/meetings"),
+            &[
+                ("at-day", "29"),
+                ("at-month", "3"),
+                ("at-year", "2026"),
+                ("at-time", "1.30"),
+                ("place", "home"),
+                ("attendees", "person"),
+            ],
+        )
+        .await;
+    assert_eq!(skipped.status, StatusCode::BAD_REQUEST, "{}", skipped.body);
+    assert!(skipped.body.contains("did not happen"), "{}", skipped.body);
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    assert_eq!(v.meetings.len(), 1, "neither refused meeting was recorded");
+}
+
 #[tokio::test]
 async fn concurrent_typing_into_the_same_notes_keeps_both() {
     let h = Harness::new().await;

@@ -28,7 +28,7 @@ use crate::failure::Failure;
 /// Open Dialogue case records, offline first.
 ///
 /// Every change is saved on this device before the command returns; `polyphony sync` sends it to
-/// the borough server when there is signal. Times are entered and shown in UTC.
+/// the borough server when there is signal. Times are entered and shown in UK time (Europe/London).
 ///
 /// Exit codes: 0 success; 1 something to correct (the message says what); 2 the server could not
 /// be reached or refused the sync (your work stays saved on this device).

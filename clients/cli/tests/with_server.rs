@@ -555,3 +555,79 @@ fn exports_carry_the_record_and_who_accessed_it() {
     let csv = d.ok(&["figures", "--csv"]);
     assert!(csv.lines().count() >= 2, "{csv}");
 }
+
+/// Issue 15, part 1: `--at` without an offset is UK time, on a device whose own zone is UTC;
+/// both 2026 clock changes and the hour after midnight in summer; explicit offsets still work.
+#[test]
+fn times_are_typed_and_shown_in_uk_time_across_both_clock_changes() {
+    let (_server, d) = server_and_device();
+    let case = d.ok(&["case", "new", "--name", "Jo Bloggs"]);
+    let add = |at: &str| {
+        vec![
+            "meeting".to_string(),
+            "add".to_string(),
+            case.clone(),
+            "--at".to_string(),
+            at.to_string(),
+            "--place".to_string(),
+            "home".to_string(),
+            "--attendee".to_string(),
+            "person".to_string(),
+        ]
+    };
+    let run = |at: &str| {
+        let args = add(at);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        d.ok(&args)
+    };
+    let refuse = |at: &str| {
+        let args = add(at);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        d.fails(1, &args)
+    };
+    run("2026-06-14T10:30"); // BST
+    run("2026-03-29T00:30"); // GMT, just before the clocks go forward
+    run("2026-03-29T02:30"); // BST, just after
+    run("2026-07-01T00:30"); // after midnight in summer: still 30 June in UTC
+    run("2026-10-25T01:30+01:00"); // the first 01:30 when the clocks go back
+    run("2026-10-25T01:30+00:00"); // the second
+    run("2026-11-01T10:30Z");
+    let skipped = refuse("2026-03-29T01:30");
+    assert!(skipped.contains("did not happen"), "{skipped}");
+    let twice = refuse("2026-10-25T01:30");
+    assert!(
+        twice.contains("happened twice") && twice.contains("2026-10-25T01:30+01:00"),
+        "{twice}"
+    );
+    let mut stored: Vec<String> = d.show(&case)["meetings"]
+        .as_array()
+        .expect("meetings")
+        .iter()
+        .map(|m| m["at"].as_str().unwrap_or_default().to_string())
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        [
+            "2026-03-29T00:30:00Z",
+            "2026-03-29T01:30:00Z",
+            "2026-06-14T09:30:00Z",
+            "2026-06-30T23:30:00Z",
+            "2026-10-25T00:30:00Z",
+            "2026-10-25T01:30:00Z",
+            "2026-11-01T10:30:00Z",
+        ],
+        "stored as UTC instants at the offset of their own date"
+    );
+    let shown = d.ok(&["case", "show", &case]);
+    for clock in [
+        "2026-06-14 10:30 UK time",
+        "2026-03-29 00:30 UK time",
+        "2026-03-29 02:30 UK time",
+        "2026-07-01 00:30 UK time",
+        "2026-10-25 01:30 UK time",
+        "2026-11-01 10:30 UK time",
+    ] {
+        assert!(shown.contains(clock), "{clock} not in:\n{shown}");
+    }
+}

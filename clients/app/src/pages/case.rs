@@ -18,7 +18,9 @@ use super::{
 use crate::auth::SessionCtx;
 use crate::dates;
 use crate::ecomap::{meetings_attended, Ecomap};
-use crate::html::{self, error_summary, esc, esc_multiline, summary_list, tag, FieldError, Input};
+use crate::html::{
+    self, error_summary, esc, esc_multiline, summary_list, tag, DateInput, FieldError, Input,
+};
 use crate::state::App;
 use crate::status::CaseSyncLine;
 
@@ -72,15 +74,12 @@ async fn new_page(
         .render(errors),
     );
     inner.push_str(
-        &Input {
-            kind: "date",
-            class: "nhsuk-input--width-10",
-            ..Input::text(
-                "date_of_birth",
-                "date_of_birth",
-                "Date of birth (optional)",
-                form.get("date_of_birth"),
-            )
+        &DateInput {
+            id: "date_of_birth",
+            name: "date_of_birth",
+            legend: "Date of birth (optional)",
+            value: form.get("date_of_birth"),
+            with_time: false,
         }
         .render(errors),
     );
@@ -120,7 +119,7 @@ pub async fn create(
     Extension(session): Extension<SessionCtx>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let form = FormData(form);
+    let form = FormData::from(form);
     let mut errors = Vec::new();
     if form.opt("name").is_none() {
         errors.push(FieldError::new("name", "Enter the person's full name"));
@@ -225,7 +224,7 @@ pub fn render_case(
     csrf: &str,
 ) -> String {
     let id = esc(&v.case_id);
-    let offset = app.config.utc_offset;
+    let offset = &app.config.zone;
     let mut s = String::new();
     s.push_str(&conflicts_banner(v));
     let sub: Vec<String> = [v.person.pronouns.clone()]
@@ -363,9 +362,12 @@ pub fn render_case(
     let inner = format!(
         r#"<div class="app-inline-fields">{}{}</div>{}"#,
         html::select("milestone", "milestone", "Milestone", &options, "", &[]),
-        Input {
-            kind: "datetime-local",
-            ..Input::text("milestone_at", "at", "Date and time", "")
+        DateInput {
+            id: "milestone_at",
+            name: "at",
+            legend: "Date and time",
+            value: "",
+            with_time: true,
         }
         .render(&[]),
         html::secondary_button("Record milestone")
@@ -511,7 +513,7 @@ fn network_table(app: &App, v: &CaseView) -> String {
 }
 
 fn timeline(app: &App, v: &CaseView) -> String {
-    let offset = app.config.utc_offset;
+    let offset = &app.config.zone;
     let mut events: Vec<(String, String)> = Vec::new();
     let tl = &v.timeline;
     for (t, what) in [
@@ -575,19 +577,22 @@ pub async fn set_timeline(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let back = format!("/case/{case}#timeline");
     let field: TimelineField = match form.get("milestone").parse() {
         Ok(f) => f,
         Err(_) => return Ok(done(&app, &session, "Choose a milestone to record", &back)),
     };
-    let Some(at) = dates::parse_input(form.get("at"), app.config.utc_offset) else {
-        return Ok(done(
-            &app,
-            &session,
-            "The milestone was not recorded: enter its date and time",
-            &back,
-        ));
+    let at = match dates::parse_input(form.get("at"), &app.config.zone) {
+        Ok(at) => at,
+        Err(e) => {
+            return Ok(done(
+                &app,
+                &session,
+                &format!("The milestone was not recorded: {e}"),
+                &back,
+            ))
+        }
     };
     app.edit(case, |d| d.set_timeline(field, at)).await?;
     Ok(done(&app, &session, "Milestone recorded", &back))
@@ -601,7 +606,7 @@ pub async fn add_me_to_care_team(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let Some((me_id, me_name)) = super::me(&app).await else {
         return Ok(Redirect::to("/enrol").into_response());
     };
@@ -665,13 +670,23 @@ async fn person_page(
         } else {
             values.get(f.as_str()).to_string()
         };
-        inner.push_str(
-            &Input {
+        let field = if kind == "date" {
+            DateInput {
+                id: f.as_str(),
+                name: f.as_str(),
+                legend: label,
+                value: &value,
+                with_time: false,
+            }
+            .render(errors)
+        } else {
+            Input {
                 kind,
                 ..Input::text(f.as_str(), f.as_str(), label, &value)
             }
-            .render(errors),
-        );
+            .render(errors)
+        };
+        inner.push_str(&field);
     }
     inner.push_str(&html::button("Save details"));
     let heading = format!(r#"<h1>{}’s details</h1>"#, esc(&person_name(v)));
@@ -707,7 +722,7 @@ pub async fn person_save(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let v = app.profile().await.view(case, "person details")?;
     let mut errors = Vec::new();
     let mut changed = 0;

@@ -60,7 +60,7 @@ pub fn render_caseload(
         return s;
     }
     s.push_str(r#"<table class="nhsuk-table" id="caseload"><caption class="nhsuk-table__caption">Cases on this device</caption><thead class="nhsuk-table__head"><tr><th scope="col">Person</th><th scope="col">Next meeting</th><th scope="col">Last meeting</th><th scope="col">Sync</th><th scope="col">Conflicts</th></tr></thead><tbody class="nhsuk-table__body">"#);
-    let offset = app.config.utc_offset;
+    let offset = &app.config.zone;
     for c in cases {
         let sync = c
             .case_id

@@ -38,7 +38,7 @@ pub fn field_words(v: &CaseView, app: &App, field: &str) -> String {
                 .iter()
                 .find(|m| m.meta.id == *id)
                 .and_then(|m| m.at.clone())
-                .map(|t| dates::long_stored(&t, app.config.utc_offset))
+                .map(|t| dates::long_stored(&t, &app.config.zone))
                 .unwrap_or_else(|| "a meeting".into());
             format!("The {} of the meeting on {}", human(f), when)
         }
@@ -151,7 +151,7 @@ pub async fn resolve(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let field = form.get("field").to_string();
     let i = form.get("index").to_string();
     let mut errors = Vec::new();

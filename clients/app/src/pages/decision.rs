@@ -17,7 +17,9 @@ use super::{
 };
 use crate::auth::SessionCtx;
 use crate::dates;
-use crate::html::{self, error_summary, esc, esc_multiline, tag, Choices, FieldError, Input};
+use crate::html::{
+    self, error_summary, esc, esc_multiline, tag, Choices, DateInput, FieldError, Input,
+};
 use crate::state::App;
 
 /// A decision's status as a coloured tag.
@@ -120,7 +122,7 @@ pub async fn create(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let mut errors = Vec::new();
     if form.opt("text").is_none() {
         errors.push(FieldError::new(
@@ -433,10 +435,12 @@ pub fn render_decision(
             form.get("owner"),
             errors
         ),
-        Input {
-            kind: "date",
-            class: "nhsuk-input--width-10",
-            ..Input::text("due", "due", "By when? (optional)", form.get("due"))
+        DateInput {
+            id: "due",
+            name: "due",
+            legend: "By when? (optional)",
+            value: form.get("due"),
+            with_time: false,
         }
         .render(errors),
         html::secondary_button("Add action"),
@@ -461,7 +465,7 @@ pub async fn position(
 ) -> PageResult {
     let case = case_id(&id)?;
     let decision = entry_id(&did)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let mut errors = Vec::new();
     let who: Result<Participant, _> = form.get("who").parse();
     let stance: Result<Stance, _> = form.get("stance").parse();
@@ -503,7 +507,7 @@ pub async fn status(
 ) -> PageResult {
     let case = case_id(&id)?;
     let decision = entry_id(&did)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let mut errors = Vec::new();
     match form.get("status").parse::<DecisionStatus>() {
         Ok(st) => {
@@ -537,7 +541,7 @@ pub async fn add_action(
 ) -> PageResult {
     let case = case_id(&id)?;
     let decision = entry_id(&did)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let mut errors = Vec::new();
     let owner: Result<Participant, _> = form.get("owner").parse();
     if form.opt("text").is_none() {
@@ -589,7 +593,7 @@ pub async fn action_done(
 ) -> PageResult {
     let case = case_id(&id)?;
     let action = entry_id(&aid)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let is_done = form.get("done") == "true";
     app.edit(case, |d| d.set_action_done(&action, is_done))
         .await?;

@@ -78,7 +78,7 @@ pub async fn submit(
     Extension(session): Extension<SessionCtx>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let form = FormData(form);
+    let form = FormData::from(form);
     let (server, code, device) = (form.get("server"), form.get("code"), form.get("device"));
     let mut errors = Vec::new();
     if server.trim().is_empty() {

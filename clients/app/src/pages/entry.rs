@@ -123,7 +123,7 @@ pub async fn mark(
 ) -> PageResult {
     let case = case_id(&id)?;
     let entry = entry_id(&eid)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let v = app.profile().await.view(case, "entered in error")?;
     let (_, back) = describe(&v, &eid)
         .ok_or_else(|| PageError::NotFound(format!("there is no entry '{eid}' in this case")))?;

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::auth::SessionCtx;
 use crate::dates;
-use crate::html::{self, error_summary, esc, Choices, FieldError, Input};
+use crate::html::{self, error_summary, esc, Choices, DateInput, FieldError};
 use crate::merge::merge3;
 use crate::state::App;
 
@@ -63,12 +63,7 @@ fn kind_hint(k: NoteKind) -> &'static str {
 
 fn meeting_title(app: &App, m: &MeetingView) -> String {
     m.at.as_deref()
-        .map(|t| {
-            format!(
-                "Meeting on {}",
-                dates::long_stored(t, app.config.utc_offset)
-            )
-        })
+        .map(|t| format!("Meeting on {}", dates::long_stored(t, &app.config.zone)))
         .unwrap_or_else(|| "Meeting".into())
 }
 
@@ -91,10 +86,12 @@ async fn new_page(
     let people = participants(v, me.as_ref().map(|(a, b)| (a.as_str(), b.as_str())));
     let mut inner = String::new();
     inner.push_str(
-        &Input {
-            kind: "datetime-local",
-            class: "nhsuk-input--width-20",
-            ..Input::text("at", "at", "When did it start?", form.get("at"))
+        &DateInput {
+            id: "at",
+            name: "at",
+            legend: "When did it start?",
+            value: form.get("at"),
+            with_time: true,
         }
         .render(errors),
     );
@@ -152,7 +149,7 @@ pub async fn new_form(
 ) -> PageResult {
     let case = case_id(&id)?;
     let v = app.profile().await.view(case, "record meeting")?;
-    let now = dates::input_value(time::OffsetDateTime::now_utc(), app.config.utc_offset);
+    let now = dates::input_value(time::OffsetDateTime::now_utc(), &app.config.zone);
     let mut defaults = vec![
         ("at".to_string(), now),
         ("place".to_string(), "home".to_string()),
@@ -172,15 +169,22 @@ pub async fn create(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let mut errors = Vec::new();
-    let at = dates::parse_input(form.get("at"), app.config.utc_offset);
-    if at.is_none() {
-        errors.push(FieldError::new(
-            "at",
-            "Enter when the meeting started, as a date and time",
-        ));
-    }
+    let at = match dates::parse_input(form.get("at"), &app.config.zone) {
+        Ok(at) => Some(at),
+        Err(polyphony_core::model::ModelError::LocalTime { reason, .. }) => {
+            errors.push(FieldError::new("at", &reason));
+            None
+        }
+        Err(_) => {
+            errors.push(FieldError::new(
+                "at",
+                "Enter when the meeting started, as a date and time (UK time)",
+            ));
+            None
+        }
+    };
     let place = form.get("place").parse::<Place>();
     if place.is_err() {
         errors.push(FieldError::new(
@@ -274,7 +278,7 @@ pub fn render_meeting(
     let next = m
         .next_meeting
         .as_deref()
-        .map(|t| dates::long_stored(t, app.config.utc_offset))
+        .map(|t| dates::long_stored(t, &app.config.zone))
         .unwrap_or_else(|| "Not planned yet".into());
     s.push_str(&html::summary_list(&[
         ("Place".into(), esc(&place)),
@@ -380,19 +384,16 @@ pub fn render_meeting(
         .next_meeting
         .as_deref()
         .and_then(dates::parse_stored)
-        .map(|t| dates::input_value(t, app.config.utc_offset))
+        .map(|t| dates::input_value(t, &app.config.zone))
         .unwrap_or_default();
     let inner = format!(
         "{}{}",
-        Input {
-            kind: "datetime-local",
-            class: "nhsuk-input--width-20",
-            ..Input::text(
-                "next_meeting",
-                "next_meeting",
-                "When is the next meeting?",
-                &next_value
-            )
+        DateInput {
+            id: "next_meeting",
+            name: "next_meeting",
+            legend: "When is the next meeting?",
+            value: &next_value,
+            with_time: true,
         }
         .render(&[]),
         html::secondary_button("Save next meeting")
@@ -421,7 +422,7 @@ pub async fn attendance(
 ) -> PageResult {
     let case = case_id(&id)?;
     let meeting = entry_id(&mid)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let v = app.profile().await.view(case, "meeting")?;
     let m = find_meeting(&v, &mid)?;
     let me = super::me(&app).await;
@@ -462,13 +463,13 @@ pub async fn next(
 ) -> PageResult {
     let case = case_id(&id)?;
     let meeting = entry_id(&mid)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let back = format!("/case/{case}/meeting/{meeting}#next-heading");
-    let Some(at) = dates::parse_input(form.get("next_meeting"), app.config.utc_offset) else {
+    let Ok(at) = dates::parse_input(form.get("next_meeting"), &app.config.zone) else {
         return Ok(done(
             &app,
             &session,
-            "Enter the next meeting's date and time to save it",
+            "Enter the next meeting's date and time (UK time) to save it",
             &back,
         ));
     };
@@ -502,7 +503,7 @@ pub async fn save_text(
 ) -> PageResult {
     let case = case_id(&id)?;
     let meeting = entry_id(&mid)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let kind: NoteKind = form
         .get("kind")
         .parse()
@@ -715,7 +716,7 @@ pub async fn readback_save(
 ) -> PageResult {
     let case = case_id(&id)?;
     let meeting = entry_id(&mid)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let i = form.get("index").to_string();
     let mut errors = Vec::new();
     let who: Result<Participant, _> = form.get("who").parse();

@@ -84,6 +84,60 @@ pub type PageResult = Result<Response, PageError>;
 #[derive(Debug, Clone, Default)]
 pub struct FormData(pub Vec<(String, String)>);
 
+impl From<Vec<(String, String)>> for FormData {
+    /// The posted fields, with each NHS date input's boxes (`X-day`, `X-month`, `X-year` and
+    /// `X-time`, see [`crate::html::DateInput`]) folded into one value `X`: `YYYY-MM-DD`, with
+    /// `THH:MM` when a time was given; empty when every box was left empty. The model then checks
+    /// it as it checks any typed date.
+    fn from(mut fields: Vec<(String, String)>) -> Self {
+        let value = |fields: &[(String, String)], k: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let groups: Vec<String> = fields
+            .iter()
+            .filter_map(|(k, _)| k.strip_suffix("-day").map(str::to_string))
+            .collect();
+        for g in groups {
+            let (Some(day), Some(month), Some(year)) = (
+                value(&fields, &format!("{g}-day")),
+                value(&fields, &format!("{g}-month")),
+                value(&fields, &format!("{g}-year")),
+            ) else {
+                continue;
+            };
+            let time = value(&fields, &format!("{g}-time")).unwrap_or_default();
+            let folded = if [&day, &month, &year, &time].iter().all(|v| v.is_empty()) {
+                String::new()
+            } else {
+                let mut d = format!("{year:0>4}-{month:0>2}-{day:0>2}");
+                if !time.is_empty() {
+                    d.push('T');
+                    d.push_str(&clock(&time));
+                }
+                d
+            };
+            fields.push((g, folded));
+        }
+        FormData(fields)
+    }
+}
+
+/// A typed clock time as HH:MM: "9:30", "09.30" and "0930" all read as 09:30.
+fn clock(typed: &str) -> String {
+    let digits: String = typed.chars().filter(char::is_ascii_digit).collect();
+    match (typed.split_once([':', '.']), digits.len()) {
+        (Some((h, m)), _) => format!("{:0>2}:{:0>2}", h.trim(), m.trim()),
+        (None, 3 | 4) => {
+            let (h, m) = digits.split_at(digits.len() - 2);
+            format!("{h:0>2}:{m}")
+        }
+        _ => typed.to_string(),
+    }
+}
+
 impl FormData {
     /// The first value of a field, or "".
     pub fn get(&self, name: &str) -> &str {
@@ -187,7 +241,7 @@ pub async fn render(app: &App, session: &SessionCtx, parts: PageParts<'_>) -> Re
             names.insert(c.case, v.person.name);
         }
     }
-    let badge = overview.badge_html(&names, app.config.utc_offset);
+    let badge = overview.badge_html(&names, &app.config.zone);
     let flash = app.gate.take_flash(&session.id);
     let page = html::page(
         &html::Shell {
@@ -340,10 +394,7 @@ pub fn by_line(app: &App, by: &Option<AuthorView>, at: &Option<String>) -> Strin
         .map(|a| a.practitioner_name.clone())
         .unwrap_or_else(|| "someone".into());
     match at {
-        Some(t) => format!(
-            "{who}, {}",
-            crate::dates::long_stored(t, app.config.utc_offset)
-        ),
+        Some(t) => format!("{who}, {}", crate::dates::long_stored(t, &app.config.zone)),
         None => who,
     }
 }

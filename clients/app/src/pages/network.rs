@@ -145,7 +145,7 @@ pub async fn create(
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let mut errors = check(&form);
     if errors.is_empty() {
         let new = NewMember {
@@ -290,7 +290,7 @@ pub async fn save(
 ) -> PageResult {
     let case = case_id(&id)?;
     let member = entry_id(&mid)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let v = app.profile().await.view(case, "network member")?;
     let m = find_member(&v, &mid)?;
     let mut errors = check(&form);
@@ -353,7 +353,7 @@ pub async fn consent(
 ) -> PageResult {
     let case = case_id(&id)?;
     let member = entry_id(&mid)?;
-    let form = FormData(form);
+    let form = FormData::from(form);
     let state: ConsentState = form
         .get("state")
         .parse()

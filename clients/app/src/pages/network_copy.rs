@@ -28,7 +28,7 @@ fn corrected(
         Some(m) => format!(
             r#"<div class="app-in-error"><p class="app-in-error__note">This was written by mistake and corrected{}: {}</p><s>{body}</s></div>"#,
             m.at.as_deref()
-                .map(|t| format!(" on {}", dates::long_stored(t, app.config.utc_offset)))
+                .map(|t| format!(" on {}", dates::long_stored(t, &app.config.zone)))
                 .unwrap_or_default(),
             esc(&m.reason)
         ),
@@ -38,7 +38,7 @@ fn corrected(
 
 /// The copy's content.
 pub fn render_copy(app: &App, v: &CaseView) -> String {
-    let offset = app.config.utc_offset;
+    let offset = &app.config.zone;
     let name = person_name(v);
     let mut s = String::new();
     let _ = write!(

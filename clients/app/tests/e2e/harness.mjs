@@ -134,7 +134,7 @@ export class DeviceApp {
     const urlFile = join(this.home, 'launch-url');
     this.child = new Child(`polyphony-app (${this.name})`, appBin, [
       '--home', join(this.home, 'profile'), '--no-open', '--url-file', urlFile,
-      '--retry-max-seconds', '2', '--device-name', `${this.name}'s laptop`, '--utc-offset', '+00:00',
+      '--retry-max-seconds', '2', '--device-name', `${this.name}'s laptop`, '--time-zone', 'Europe/London',
     ], { POLYPHONY_PASSPHRASE: `passphrase of ${this.name}`, RUST_LOG: 'polyphony_app=debug' });
     // The app's origin is its own per-launch host name (see clients/app/src/auth.rs).
     const m = await this.child.waitForOutput(/(http:\/\/[a-z0-9.-]+:\d+)\/launch\?secret=[0-9a-f]+/, 90000);

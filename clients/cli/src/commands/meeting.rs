@@ -43,7 +43,7 @@ pub enum MeetingCommand {
 pub struct AddArgs {
     /// Case id (a unique prefix is enough).
     case: String,
-    /// When it took place, YYYY-MM-DDTHH:MM (UTC).
+    /// When it took place, YYYY-MM-DDTHH:MM in UK time (or with an offset, e.g. +01:00).
     #[arg(long, value_name = "YYYY-MM-DDTHH:MM")]
     at: String,
     /// home, clinic, online or phone.

@@ -85,7 +85,7 @@ pub fn date(field: &'static str, given: Option<&str>) -> Result<Option<Date>, Fa
     Ok(given.map(|g| parse_date(field, g)).transpose()?)
 }
 
-/// A date and time argument, YYYY-MM-DDTHH:MM (UTC) or RFC 3339.
+/// A date and time argument, YYYY-MM-DDTHH:MM in UK time, or RFC 3339 with an offset.
 pub fn datetime(field: &'static str, given: &str) -> Result<Instant, Failure> {
     Ok(parse_datetime(field, given)?)
 }

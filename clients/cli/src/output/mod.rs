@@ -9,7 +9,7 @@ pub mod status;
 
 use std::fmt::Display;
 
-use polyphony_core::model::Instant;
+use polyphony_core::model::{Instant, LocalZone};
 use time::format_description::well_known::Rfc3339;
 
 use crate::failure::Failure;
@@ -78,7 +78,7 @@ pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
-/// An RFC 3339 time as people read it: `2026-03-14 10:30` (UTC, as entered).
+/// An RFC 3339 time as people read it: `2026-03-14 10:30 UK time` (the UK clock time then).
 pub fn when(rfc3339: &str) -> String {
     match Instant::parse(rfc3339, &Rfc3339) {
         Ok(t) => when_instant(t),
@@ -91,14 +91,16 @@ pub fn when_opt(rfc3339: Option<&str>) -> String {
     rfc3339.map(when).unwrap_or_else(|| "-".to_string())
 }
 
-/// An instant as people read it.
+/// An instant as people read it, in UK time and saying so.
 pub fn when_instant(t: Instant) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
-    t.format(&fmt).unwrap_or_else(|_| t.to_string())
+    let uk = LocalZone::uk();
+    format!("{} {}", uk.short(t), uk.label())
 }
 
-/// The date part of an RFC 3339 time.
-pub fn day(rfc3339: &str) -> &str {
-    rfc3339.get(..10).unwrap_or(rfc3339)
+/// The UK date of an RFC 3339 time (YYYY-MM-DD); a stored date as it is.
+pub fn day(rfc3339: &str) -> String {
+    match Instant::parse(rfc3339, &Rfc3339) {
+        Ok(t) => polyphony_core::model::format_date(LocalZone::uk().date(t)),
+        Err(_) => rfc3339.get(..10).unwrap_or(rfc3339).to_string(),
+    }
 }

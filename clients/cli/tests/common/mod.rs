@@ -46,6 +46,8 @@ impl Device {
         let mut c = Command::cargo_bin("polyphony").expect("the polyphony binary is built");
         c.env("POLYPHONY_HOME", self.home())
             .env("POLYPHONY_PASSPHRASE", PASSPHRASE)
+            // A device whose own clock zone is UTC: UK times must not depend on it.
+            .env("TZ", "UTC")
             .env_remove("VISUAL")
             .env_remove("EDITOR")
             .env_remove("RUST_LOG")
