@@ -33,6 +33,9 @@ const NS_ACKED: &str = "acked";
 const NS_SYNC_STATE: &str = "sync_state";
 const LOG_READS: &str = "reads";
 const NS_ACCESSES: &str = "accesses";
+/// Cases the server said are no longer this device's team's (case id → when it said so, RFC 3339,
+/// this device's clock): no new edits (see [`ProfileError::MovedAway`]).
+const NS_MOVED_AWAY: &str = "moved_away";
 
 /// Who has accessed a case, as last fetched from the borough server's audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +87,14 @@ pub enum ProfileError {
     /// The stored profile is damaged.
     #[error("the profile data is damaged: {0}")]
     Corrupt(String),
+    /// The server said the case is no longer this device's team's: nothing more can be added.
+    #[error("this case is now with another team (it moved, or you left its team: the borough server told this device at {since}), so nothing more can be added to it here: the server accepts from this device only what was written before it was told. What you wrote before then is safe on this device and is uploaded at your next sync; ask the case's new team to record anything new")]
+    MovedAway {
+        /// The case.
+        case: CaseId,
+        /// When this device was told (RFC 3339, this device's clock).
+        since: String,
+    },
 }
 
 /// This device's enrolment with a borough server.
@@ -241,6 +252,36 @@ fn compact_log(store: &dyn Store, case: &CaseId) -> Result<(), ProfileError> {
         .map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?
         .save();
     Ok(store.compact_case(case, &snapshot, through)?)
+}
+
+/// Record that the server told this device a case is no longer its team's: from now on the
+/// profile refuses edits to it, so an honest device never writes a change the server would
+/// refuse (it takes only what was written before the device was told). Durable when this
+/// returns, before the session goes on. The first telling stands. Every writer of a device's
+/// store that runs a sync session calls this (the profile, and the app's background sync).
+pub fn note_moved_away(store: &dyn Store, case: &CaseId) -> Result<(), StoreError> {
+    if store.get_meta(NS_MOVED_AWAY, &case.to_string())?.is_none() {
+        store.put_meta(NS_MOVED_AWAY, &case.to_string(), now_string().as_bytes())?;
+        store.flush()?;
+    }
+    Ok(())
+}
+
+/// The server's welcome granted these cases in full: any of them that had moved away is this
+/// device's team's again, and may be edited.
+pub fn note_granted(store: &dyn Store, cases: &[CaseId]) -> Result<(), StoreError> {
+    let granted: BTreeSet<String> = cases.iter().map(CaseId::to_string).collect();
+    let mut removed = false;
+    for (key, _) in store.scan_meta(NS_MOVED_AWAY)? {
+        if granted.contains(&key) {
+            store.delete_meta(NS_MOVED_AWAY, &key)?;
+            removed = true;
+        }
+    }
+    if removed {
+        store.flush()?;
+    }
+    Ok(())
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -484,6 +525,10 @@ impl Profile {
         f: impl FnOnce(&mut CaseDoc) -> Result<R, ModelError>,
     ) -> Result<R, ProfileError> {
         let author = self.author()?;
+        // Read from the store, not kept in memory: the app's background sync records it too.
+        if let Some(since) = self.moved_away(case)? {
+            return Err(ProfileError::MovedAway { case, since });
+        }
         let doc = self.load(case)?.clone();
         let mut cd = CaseDoc::from_automerge(doc, Some(author))?;
         let before = cd.heads();
@@ -538,6 +583,16 @@ impl Profile {
             .append_log(LOG_READS, entry.to_string().as_bytes())?;
         self.store.flush()?;
         Ok(())
+    }
+
+    /// When the server told this device that `case` is no longer its team's, if it did (and has
+    /// not granted it again since): such a case is kept until what was written on it is
+    /// uploaded, and cannot be edited.
+    pub fn moved_away(&self, case: CaseId) -> Result<Option<String>, ProfileError> {
+        Ok(self
+            .store
+            .get_meta(NS_MOVED_AWAY, &case.to_string())?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// Changes of a case the server has not acknowledged.
@@ -902,6 +957,7 @@ impl Profile {
         self.store.delete_meta(NS_ACKED, &case.to_string())?;
         self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
         self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
+        self.store.delete_meta(NS_MOVED_AWAY, &case.to_string())?;
         self.docs.remove(&case);
         Ok(())
     }
@@ -1080,6 +1136,12 @@ impl SessionHost for Host<'_> {
                     .push((case.to_string(), refusal.message.clone()));
             }
             Action::Moved { case } => self.run.moved.push(*case),
+            Action::ToldMoved { case } => {
+                note_moved_away(&**store, case).map_err(|e| e.to_string())?;
+            }
+            Action::Granted { cases } => {
+                note_granted(&**store, cases).map_err(|e| e.to_string())?;
+            }
             Action::ReadsSaved { through } => {
                 store
                     .trim_log(LOG_READS, *through)
@@ -1194,6 +1256,50 @@ mod tests {
             COMPACT_AFTER * 2 + 6,
             "every change still counted as unsynced"
         );
+    }
+
+    /// Told a case moved away, the profile refuses new edits to it (the server would refuse
+    /// them: it takes only what was written before the device was told), across a reopen,
+    /// until a welcome grants the case in full again.
+    #[test]
+    fn a_case_the_server_said_moved_away_takes_no_new_edits_until_granted_again() {
+        let mut p = offline_profile();
+        let case = p
+            .create_case(
+                NewCase {
+                    name: "Maria".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        p.edit(case, |d| {
+            d.set_person(PersonField::Pronouns, Some("she/her"))
+        })
+        .unwrap();
+        note_moved_away(&**p.store(), &case).unwrap();
+        let refused = |p: &mut Profile| {
+            p.edit(case, |d| d.set_person(PersonField::Pronouns, Some("they")))
+                .unwrap_err()
+        };
+        let e = refused(&mut p);
+        assert!(matches!(e, ProfileError::MovedAway { .. }), "{e}");
+        assert!(e.to_string().contains("another team"), "{e}");
+        let mut again = Profile::from_store(Path::new("/nonexistent"), p.store().clone()).unwrap();
+        assert!(matches!(
+            refused(&mut again),
+            ProfileError::MovedAway { .. }
+        ));
+        // The words written before stay, and still count as unsynced (they upload).
+        assert_eq!(
+            again.lookup(case).unwrap().person.pronouns.as_deref(),
+            Some("she/her")
+        );
+        assert_eq!(again.unsynced(case).unwrap(), 2);
+        note_granted(&**again.store(), &[case]).unwrap();
+        again
+            .edit(case, |d| d.set_person(PersonField::Pronouns, Some("they")))
+            .unwrap();
     }
 
     #[test]
