@@ -1191,6 +1191,15 @@ mod tests {
         Profile::from_store(Path::new("/nonexistent"), store).unwrap()
     }
 
+    /// Open a case for Maria.
+    fn maria(p: &mut Profile) -> CaseId {
+        let new = NewCase {
+            name: "Maria".into(),
+            ..Default::default()
+        };
+        p.create_case(new, None).unwrap()
+    }
+
     #[test]
     fn a_case_that_cannot_be_opened_does_not_hide_the_rest_of_the_caseload() {
         let mut p = offline_profile();
@@ -1222,15 +1231,7 @@ mod tests {
     #[test]
     fn long_case_logs_are_compacted_and_lose_nothing() {
         let mut p = offline_profile();
-        let case = p
-            .create_case(
-                NewCase {
-                    name: "Maria".into(),
-                    ..Default::default()
-                },
-                None,
-            )
-            .unwrap();
+        let case = maria(&mut p);
         for i in 0..(COMPACT_AFTER * 2 + 5) {
             p.edit(case, |d| {
                 d.set_person(PersonField::Pronouns, Some(&format!("p{i}")))
@@ -1264,15 +1265,7 @@ mod tests {
     #[test]
     fn a_case_the_server_said_moved_away_takes_no_new_edits_until_granted_again() {
         let mut p = offline_profile();
-        let case = p
-            .create_case(
-                NewCase {
-                    name: "Maria".into(),
-                    ..Default::default()
-                },
-                None,
-            )
-            .unwrap();
+        let case = maria(&mut p);
         p.edit(case, |d| {
             d.set_person(PersonField::Pronouns, Some("she/her"))
         })
@@ -1305,15 +1298,7 @@ mod tests {
     #[test]
     fn a_read_is_recorded_for_the_access_log_and_a_lookup_is_not() {
         let mut p = offline_profile();
-        let case = p
-            .create_case(
-                NewCase {
-                    name: "Maria".into(),
-                    ..Default::default()
-                },
-                None,
-            )
-            .unwrap();
+        let case = maria(&mut p);
         p.lookup(case).unwrap();
         assert_eq!(p.offline_reads().unwrap().len(), 0);
         p.view(case, "case show").unwrap();

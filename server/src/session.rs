@@ -221,7 +221,7 @@ impl CasePolicy for ServerPolicy<'_> {
         let Some(told) = self.told_moved else {
             return Ok(());
         };
-        let told_at = crate::registry::rfc3339(told);
+        let told_at = to_the_second(told);
         if time == 0 {
             return Err(format!(
                 "a change carries no time, and this case is no longer your team's (this device was told so at {told_at}): only what was written before then can be uploaded to it; the change stays on this device"
@@ -233,7 +233,7 @@ impl CasePolicy for ServerPolicy<'_> {
             Ok(made) if made <= latest => Ok(()),
             made => Err(format!(
                 "a change is dated {}, after this device was told at {told_at} that this case is no longer its team's (it moved to another team, or you left its team; {} minutes allowed for the device's clock): only what was written before then can be uploaded to it; the change stays on this device",
-                made.map(crate::registry::rfc3339)
+                made.map(to_the_second)
                     .unwrap_or_else(|_| format!("{time} ms after 1970")),
                 MOVED_CLOCK_SKEW.whole_minutes()
             )),
@@ -308,6 +308,11 @@ fn written_by(actors: &[ActorId]) -> String {
         .map(|a| format!("actor {}", a.to_hex_string()))
         .collect();
     hex.join(", ")
+}
+
+/// An instant as RFC 3339 to the second, for messages a person reads.
+fn to_the_second(t: time::OffsetDateTime) -> String {
+    crate::registry::rfc3339(t.replace_nanosecond(0).unwrap_or(t))
 }
 
 fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
@@ -942,21 +947,7 @@ impl Session {
 
     fn sync_inner(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
         let access = self.access(&case);
-        let refuse = |s: &Self, code: ErrorCode, msg: String| {
-            s.shared.audit(
-                s.actor.clone(),
-                AuditAction::Refused,
-                Some(case),
-                msg.clone(),
-            );
-            (
-                0,
-                vec![Frame::CaseRefused {
-                    case,
-                    refusal: refusal(code, msg),
-                }],
-            )
-        };
+        let refuse = |s: &Self, code: ErrorCode, msg: String| s.refuse_case(case, code, msg);
         match access {
             Access::NotAvailable => {
                 return refuse(
@@ -968,59 +959,20 @@ impl Session {
             Access::UploadOnly(_)
                 if self.mode == SessionMode::Normal && !self.told_moved.contains(&case) =>
             {
-                // Noted before the writes, for their ticket: the device is told only once the
-                // server holds, on disk, when it was first told (the boundary of what it may
-                // still upload; see ServerPolicy::time_allowed).
-                let generation = self.shared.storage.group.generation();
-                let first = match self.shared.registry.note_told_moved(&self.device.id, &case) {
-                    Ok(at) => at,
-                    Err(e) => {
-                        return refuse(
-                            self,
-                            ErrorCode::StorageFailed,
-                            format!("the server could not record that this case moved ({e}); your changes are still on your device: sync again later"),
-                        )
-                    }
-                };
-                self.told_moved.insert(case);
-                self.shared.audit(
-                    self.actor.clone(),
-                    AuditAction::CaseMoved,
-                    Some(case),
-                    format!(
-                        "device told the case moved (first told at {}); what it wrote before then is still accepted",
-                        crate::registry::rfc3339(first)
-                    ),
-                );
-                return (
-                    self.shared.storage.group.wrote_in(generation),
-                    vec![Frame::CaseRefused {
-                        case,
-                        refusal: refusal(
-                            ErrorCode::Moved,
-                            "this case is no longer available to you (it moved to another team, or you left its team): what you wrote before now is kept on the server; nothing more can be added to it",
-                        ),
-                    }],
-                );
+                return self.tell_moved(case);
             }
             _ => {}
         }
-        let told_moved =
-            match access {
-                Access::UploadOnly(_) => {
-                    match self.shared.registry.told_moved(&self.device.id, &case) {
-                    Ok(at) => at,
-                    Err(e) => {
-                        return refuse(
-                            self,
-                            ErrorCode::Internal,
-                            format!("the server could not read its registry ({e}); your changes are still on your device: sync again later"),
-                        )
-                    }
-                }
-                }
-                _ => None,
-            };
+        let told_moved = match self.told_moved_at(&case, access) {
+            Ok(at) => at,
+            Err(e) => {
+                return refuse(
+                    self,
+                    ErrorCode::Internal,
+                    format!("the server could not read its registry ({e}); your changes are still on your device: sync again later"),
+                )
+            }
+        };
         let team = match access {
             Access::Full(t) | Access::UploadOnly(t) => Some(t),
             _ => None,
@@ -1266,13 +1218,8 @@ impl Session {
         (ticket, frames)
     }
 
-    fn refuse_apply(&self, case: CaseId, e: ApplyError) -> (u64, Vec<Frame>) {
-        let code = match e {
-            ApplyError::Forged(_) | ApplyError::Impersonates(_) => ErrorCode::ForgedAuthor,
-            _ => ErrorCode::InvalidChange,
-        };
-        let msg = format!("change refused: {e}; the case on the server is unchanged");
-        info!(%case, device = %self.device.id, "{msg}");
+    /// Refuse a message for `case`, audited; nothing of it is applied.
+    fn refuse_case(&self, case: CaseId, code: ErrorCode, msg: String) -> (u64, Vec<Frame>) {
         self.shared.audit(
             self.actor.clone(),
             AuditAction::Refused,
@@ -1286,6 +1233,68 @@ impl Session {
                 refusal: refusal(code, msg),
             }],
         )
+    }
+
+    /// Tell the device, once a session, that `case` moved away from it; it then uploads what it
+    /// holds. The first telling is recorded, and the refusal leaves only once that record is on
+    /// disk: it is the boundary of what the device may still upload (see
+    /// [`ServerPolicy::time_allowed`]). Nothing of the message it answers is applied.
+    fn tell_moved(&mut self, case: CaseId) -> (u64, Vec<Frame>) {
+        // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
+        let generation = self.shared.storage.group.generation();
+        let first = match self.shared.registry.note_told_moved(&self.device.id, &case) {
+            Ok(at) => at,
+            Err(e) => {
+                return self.refuse_case(
+                    case,
+                    ErrorCode::StorageFailed,
+                    format!("the server could not record that this case moved ({e}); your changes are still on your device: sync again later"),
+                )
+            }
+        };
+        self.told_moved.insert(case);
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::CaseMoved,
+            Some(case),
+            format!(
+                "device told the case moved (first told at {}); what it wrote before then is still accepted",
+                to_the_second(first)
+            ),
+        );
+        (
+            self.shared.storage.group.wrote_in(generation),
+            vec![Frame::CaseRefused {
+                case,
+                refusal: refusal(
+                    ErrorCode::Moved,
+                    "this case is no longer available to you (it moved to another team, or you left its team): what you wrote before now is kept on the server; nothing more can be added to it",
+                ),
+            }],
+        )
+    }
+
+    /// When this device was first told `case` moved away, for an upload-only case: the boundary
+    /// of what it may still upload. None for any other case.
+    fn told_moved_at(
+        &self,
+        case: &CaseId,
+        access: Access,
+    ) -> Result<Option<time::OffsetDateTime>, RegistryError> {
+        match access {
+            Access::UploadOnly(_) => self.shared.registry.told_moved(&self.device.id, case),
+            _ => Ok(None),
+        }
+    }
+
+    fn refuse_apply(&self, case: CaseId, e: ApplyError) -> (u64, Vec<Frame>) {
+        let code = match e {
+            ApplyError::Forged(_) | ApplyError::Impersonates(_) => ErrorCode::ForgedAuthor,
+            _ => ErrorCode::InvalidChange,
+        };
+        let msg = format!("change refused: {e}; the case on the server is unchanged");
+        info!(%case, device = %self.device.id, "{msg}");
+        self.refuse_case(case, code, msg)
     }
 
     /// Who has accessed a case, for the person's copy of their record. Only for a case this device
