@@ -35,6 +35,9 @@ const NS_ACKED: &str = "acked";
 const NS_SYNC_STATE: &str = "sync_state";
 const LOG_READS: &str = "reads";
 const NS_ACCESSES: &str = "accesses";
+/// Cases the server said are no longer this device's team's (case id → when it said so, RFC 3339,
+/// this device's clock): no new edits (see [`ProfileError::MovedAway`]).
+const NS_MOVED_AWAY: &str = "moved_away";
 
 /// Who has accessed a case, as last fetched from the borough server's audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +92,14 @@ pub enum ProfileError {
     /// The administrator is revoking this device: nothing new is written on it.
     #[error("your administrator is revoking this device, so it takes no new entries: what it holds is uploaded at its next sync, then wiped. Write this on another device")]
     BeingRevoked,
+    /// The server said the case is no longer this device's team's: nothing more can be added.
+    #[error("this case is now with another team (it moved, or you left its team: the borough server told this device at {since}), so nothing more can be added to it here: the server accepts from this device only what was written before it was told. What you wrote before then is safe on this device and is uploaded at your next sync; ask the case's new team to record anything new")]
+    MovedAway {
+        /// The case.
+        case: CaseId,
+        /// When this device was told (RFC 3339, this device's clock).
+        since: String,
+    },
 }
 
 /// This device's enrolment with a borough server.
@@ -310,7 +321,38 @@ fn forget_in_store(store: &dyn Store, case: &CaseId) -> Result<(), StoreError> {
     store.remove_case(case)?;
     store.delete_meta(NS_ACKED, &case.to_string())?;
     store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
-    store.delete_meta(NS_ACCESSES, &case.to_string())
+    store.delete_meta(NS_ACCESSES, &case.to_string())?;
+    store.delete_meta(NS_MOVED_AWAY, &case.to_string())
+}
+
+/// Record that the server told this device a case is no longer its team's: from now on the
+/// profile refuses edits to it, so an honest device never writes a change the server would
+/// refuse (it takes only what was written before the device was told). Durable when this
+/// returns, before the session goes on. The first telling stands. Every writer of a device's
+/// store that runs a sync session calls this (the profile, and the app's background sync).
+pub fn note_moved_away(store: &dyn Store, case: &CaseId) -> Result<(), StoreError> {
+    if store.get_meta(NS_MOVED_AWAY, &case.to_string())?.is_none() {
+        store.put_meta(NS_MOVED_AWAY, &case.to_string(), now_string().as_bytes())?;
+        store.flush()?;
+    }
+    Ok(())
+}
+
+/// The server's welcome granted these cases in full: any of them that had moved away is this
+/// device's team's again, and may be edited.
+pub fn note_granted(store: &dyn Store, cases: &[CaseId]) -> Result<(), StoreError> {
+    let granted: BTreeSet<String> = cases.iter().map(CaseId::to_string).collect();
+    let mut removed = false;
+    for (key, _) in store.scan_meta(NS_MOVED_AWAY)? {
+        if granted.contains(&key) {
+            store.delete_meta(NS_MOVED_AWAY, &key)?;
+            removed = true;
+        }
+    }
+    if removed {
+        store.flush()?;
+    }
+    Ok(())
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -560,6 +602,10 @@ impl Profile {
         if self.being_revoked()? {
             return Err(ProfileError::BeingRevoked);
         }
+        // Read from the store, not kept in memory: the app's background sync records it too.
+        if let Some(since) = self.moved_away(case)? {
+            return Err(ProfileError::MovedAway { case, since });
+        }
         let doc = self.load(case)?.clone();
         let mut cd = CaseDoc::from_automerge(doc, Some(author))?;
         let before = cd.heads();
@@ -614,6 +660,16 @@ impl Profile {
             .append_log(LOG_READS, entry.to_string().as_bytes())?;
         self.store.flush()?;
         Ok(())
+    }
+
+    /// When the server told this device that `case` is no longer its team's, if it did (and has
+    /// not granted it again since): such a case is kept until what was written on it is
+    /// uploaded, and cannot be edited.
+    pub fn moved_away(&self, case: CaseId) -> Result<Option<String>, ProfileError> {
+        Ok(self
+            .store
+            .get_meta(NS_MOVED_AWAY, &case.to_string())?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// Changes of a case the server has not acknowledged.
@@ -1167,6 +1223,12 @@ impl SessionHost for Host<'_> {
                     .push((case.to_string(), refusal.message.clone()));
             }
             Action::Moved { case } => self.run.moved.push(*case),
+            Action::ToldMoved { case } => {
+                note_moved_away(&**store, case).map_err(|e| e.to_string())?;
+            }
+            Action::Granted { cases } => {
+                note_granted(&**store, cases).map_err(|e| e.to_string())?;
+            }
             Action::ReadsSaved { through } => {
                 store
                     .trim_log(LOG_READS, *through)
@@ -1226,6 +1288,15 @@ mod tests {
         Profile::from_store(Path::new("/nonexistent"), store).unwrap()
     }
 
+    /// Open a case for Maria.
+    fn maria(p: &mut Profile) -> CaseId {
+        let new = NewCase {
+            name: "Maria".into(),
+            ..Default::default()
+        };
+        p.create_case(new, None).unwrap()
+    }
+
     #[test]
     fn a_case_that_cannot_be_opened_does_not_hide_the_rest_of_the_caseload() {
         let mut p = offline_profile();
@@ -1257,15 +1328,7 @@ mod tests {
     #[test]
     fn long_case_logs_are_compacted_and_lose_nothing() {
         let mut p = offline_profile();
-        let case = p
-            .create_case(
-                NewCase {
-                    name: "Maria".into(),
-                    ..Default::default()
-                },
-                None,
-            )
-            .unwrap();
+        let case = maria(&mut p);
         for i in 0..(COMPACT_AFTER * 2 + 5) {
             p.edit(case, |d| {
                 d.set_person(PersonField::Pronouns, Some(&format!("p{i}")))
@@ -1291,6 +1354,42 @@ mod tests {
             COMPACT_AFTER * 2 + 6,
             "every change still counted as unsynced"
         );
+    }
+
+    /// Told a case moved away, the profile refuses new edits to it (the server would refuse
+    /// them: it takes only what was written before the device was told), across a reopen,
+    /// until a welcome grants the case in full again.
+    #[test]
+    fn a_case_the_server_said_moved_away_takes_no_new_edits_until_granted_again() {
+        let mut p = offline_profile();
+        let case = maria(&mut p);
+        p.edit(case, |d| {
+            d.set_person(PersonField::Pronouns, Some("she/her"))
+        })
+        .unwrap();
+        note_moved_away(&**p.store(), &case).unwrap();
+        let refused = |p: &mut Profile| {
+            p.edit(case, |d| d.set_person(PersonField::Pronouns, Some("they")))
+                .unwrap_err()
+        };
+        let e = refused(&mut p);
+        assert!(matches!(e, ProfileError::MovedAway { .. }), "{e}");
+        assert!(e.to_string().contains("another team"), "{e}");
+        let mut again = Profile::from_store(Path::new("/nonexistent"), p.store().clone()).unwrap();
+        assert!(matches!(
+            refused(&mut again),
+            ProfileError::MovedAway { .. }
+        ));
+        // The words written before stay, and still count as unsynced (they upload).
+        assert_eq!(
+            again.lookup(case).unwrap().person.pronouns.as_deref(),
+            Some("she/her")
+        );
+        assert_eq!(again.unsynced(case).unwrap(), 2);
+        note_granted(&**again.store(), &[case]).unwrap();
+        again
+            .edit(case, |d| d.set_person(PersonField::Pronouns, Some("they")))
+            .unwrap();
     }
 
     #[test]
@@ -1361,15 +1460,7 @@ mod tests {
     #[test]
     fn a_read_is_recorded_for_the_access_log_and_a_lookup_is_not() {
         let mut p = offline_profile();
-        let case = p
-            .create_case(
-                NewCase {
-                    name: "Maria".into(),
-                    ..Default::default()
-                },
-                None,
-            )
-            .unwrap();
+        let case = maria(&mut p);
         p.lookup(case).unwrap();
         assert_eq!(p.offline_reads().unwrap().len(), 0);
         p.view(case, "case show").unwrap();

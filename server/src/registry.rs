@@ -61,6 +61,11 @@ mod ns {
     pub fn held(device: &DeviceId) -> String {
         format!("registry.held.{device}")
     }
+
+    /// Cases a device was told are no longer its team's (case id → when it was first told).
+    pub fn told_moved(device: &DeviceId) -> String {
+        format!("registry.told-moved.{device}")
+    }
 }
 
 /// What can go wrong in the registry, in words an administrator (or a device's user) can act on.
@@ -831,6 +836,63 @@ impl Registry {
             .store
             .get_meta(&ns::held(device), &case.to_string())?
             .is_some())
+    }
+
+    /// When `device` was first told that `case` is no longer its team's (it moved away, or the
+    /// practitioner left its team), if it was since it last had the case in full.
+    pub fn told_moved(
+        &self,
+        device: &DeviceId,
+        case: &CaseId,
+    ) -> Result<Option<OffsetDateTime>, RegistryError> {
+        let key = case.to_string();
+        let told_ns = ns::told_moved(device);
+        let Some(at) = self.get::<String>(&told_ns, &key)? else {
+            return Ok(None);
+        };
+        OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+            .map(Some)
+            .map_err(|e| RegistryError::Corrupt {
+                what: format!("{told_ns}/{key}"),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Record that `device` is being told now that `case` is no longer its team's, unless it was
+    /// told before: the first telling stands (a device may upload only what it wrote before it),
+    /// however many sessions tell it again. Returns when it was first told.
+    pub fn note_told_moved(
+        &self,
+        device: &DeviceId,
+        case: &CaseId,
+    ) -> Result<OffsetDateTime, RegistryError> {
+        let _w = self.lock();
+        if let Some(at) = self.told_moved(device, case)? {
+            return Ok(at);
+        }
+        let at = now();
+        self.put(&ns::told_moved(device), &case.to_string(), &rfc3339(at))?;
+        Ok(at)
+    }
+
+    /// `device` was welcomed with these cases in full (a case that moved away came back, or its
+    /// practitioner rejoined the team): forget that it was told they moved away, as the device
+    /// itself does on the same welcome. Returns how many records were removed.
+    pub fn forget_told_moved(
+        &self,
+        device: &DeviceId,
+        granted: &HashSet<CaseId>,
+    ) -> Result<usize, RegistryError> {
+        let _w = self.lock();
+        let told_ns = ns::told_moved(device);
+        let mut removed = 0;
+        for (key, _) in self.store.scan_meta(&told_ns)? {
+            if key.parse::<CaseId>().is_ok_and(|c| granted.contains(&c)) {
+                self.store.delete_meta(&told_ns, &key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     // ----- storage -----

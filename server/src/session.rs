@@ -3,8 +3,10 @@
 //! Everything a device may do is decided here, per message:
 //! - it syncs only the cases of its practitioner's teams; any other case id gets the same answer
 //!   whether it exists or not (`NotAvailable`), so ids cannot be probed;
-//! - a case it synced before that moved to another team is upload-only: its changes are accepted and
-//!   kept (nothing stranded), it receives nothing, and it is told the case moved;
+//! - a case it synced before that moved to another team is upload-only: it is told the case moved,
+//!   receives nothing, and its changes made before it was first told are accepted and kept
+//!   (nothing stranded), for a bounded time; a change dated after that is refused
+//!   ([`MOVED_CLOCK_SKEW`]);
 //! - a device being revoked is upload-only for everything, then told to wipe, then refused;
 //! - new changes must be authored by an enrolled device of the case's team (or the uploader itself),
 //!   must keep the record's shape, and may not change the case's id or team;
@@ -164,6 +166,13 @@ pub const MAX_READS_PER_FRAME: usize = 1_000;
 pub const MAX_PROVISIONAL: usize = 1_024;
 /// How far a device's clock may be off when it says when it read a case.
 pub const READ_CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
+/// How far a device's clock may be ahead of the server's when it dates the changes it wrote to a
+/// case before it was told the case moved away. A device that was told adds nothing more (its
+/// profile refuses new edits), so only a clock running fast, or a change saved in the moment the
+/// refusal was on its way, come near the boundary; a change dated later is refused. Generous on
+/// purpose: what it lets through is no more than a malicious device could get by backdating
+/// (docs/SECURITY.md), and what it refuses is words stranded on the device.
+pub const MOVED_CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
 
 /// How this device may treat one case in this session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +196,9 @@ struct ServerPolicy<'a> {
     /// The sending device and its practitioner, as the registry knows them: the only author its
     /// new changes may have and the only name they may write.
     me: &'a Author,
+    /// When this device was first told the case is no longer its team's, for an upload-only case
+    /// (see [`ServerPolicy::time_allowed`]); none for a case it may write in full.
+    told_moved: Option<time::OffsetDateTime>,
 }
 
 impl CasePolicy for ServerPolicy<'_> {
@@ -197,6 +209,35 @@ impl CasePolicy for ServerPolicy<'_> {
     /// device never holds a colleague's change the server could lose.
     fn author_allowed(&self, actor: &ActorId) -> bool {
         *actor == self.me.actor()
+    }
+    /// On a case that moved away from this device (or whose team its practitioner left), only
+    /// what it wrote before it was first told, with [`MOVED_CLOCK_SKEW`] for its clock. Not the
+    /// instant of the move: a device offline then wrote on in good faith, and those notes are
+    /// clinical work that must not be stranded. The time is the device's own word: this stops a
+    /// device adding to the case after it knows better, not one that backdates what it writes
+    /// (docs/SECURITY.md). A change with no time (0) cannot show it came first, and the app
+    /// always dates its changes: refused.
+    fn time_allowed(&self, _: &ActorId, time: i64) -> Result<(), String> {
+        let Some(told) = self.told_moved else {
+            return Ok(());
+        };
+        let told_at = to_the_second(told);
+        if time == 0 {
+            return Err(format!(
+                "a change carries no time, and this case is no longer your team's (this device was told so at {told_at}): only what was written before then can be uploaded to it; the change stays on this device"
+            ));
+        }
+        let latest = told + MOVED_CLOCK_SKEW;
+        let made = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(time) * 1_000_000);
+        match made {
+            Ok(made) if made <= latest => Ok(()),
+            made => Err(format!(
+                "a change is dated {}, after this device was told at {told_at} that this case is no longer its team's (it moved to another team, or you left its team; {} minutes allowed for the device's clock): only what was written before then can be uploaded to it; the change stays on this device",
+                made.map(to_the_second)
+                    .unwrap_or_else(|_| format!("{time} ms after 1970")),
+                MOVED_CLOCK_SKEW.whole_minutes()
+            )),
+        }
     }
     fn check_step(
         &self,
@@ -271,6 +312,11 @@ fn written_by(actors: &[ActorId]) -> String {
         .map(|a| format!("actor {}", a.to_hex_string()))
         .collect();
     hex.join(", ")
+}
+
+/// An instant as RFC 3339 to the second, for messages a person reads.
+fn to_the_second(t: time::OffsetDateTime) -> String {
+    crate::registry::rfc3339(t.replace_nanosecond(0).unwrap_or(t))
 }
 
 fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
@@ -513,6 +559,14 @@ pub fn welcome(
             Err(e) => return Err(NotWelcome::Internal(format!("server error: {e}"))),
         },
     };
+    // A case granted in full again (moved back, or the practitioner rejoined its team) is the
+    // device's to write: it forgets it was told the case moved away on this welcome, and so
+    // does the server. A failure here only leaves the server stricter, so it does not stop the
+    // session.
+    let granted: HashSet<CaseId> = grants.iter().map(|g| g.case).collect();
+    if let Err(e) = shared.registry.forget_told_moved(&device.id, &granted) {
+        warn!(error = %e, "could not clear the record of cases that moved away");
+    }
     shared.audit(
         Actor::Device {
             device: device.id,
@@ -972,21 +1026,7 @@ impl Session {
 
     fn sync_inner(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
         let access = self.access(&case);
-        let refuse = |s: &Self, code: ErrorCode, msg: String| {
-            s.shared.audit(
-                s.actor.clone(),
-                AuditAction::Refused,
-                Some(case),
-                msg.clone(),
-            );
-            (
-                0,
-                vec![Frame::CaseRefused {
-                    case,
-                    refusal: refusal(code, msg),
-                }],
-            )
-        };
+        let refuse = |s: &Self, code: ErrorCode, msg: String| s.refuse_case(case, code, msg);
         match access {
             Access::NotAvailable => {
                 return refuse(
@@ -998,26 +1038,20 @@ impl Session {
             Access::UploadOnly(_)
                 if self.mode == SessionMode::Normal && !self.told_moved.contains(&case) =>
             {
-                self.told_moved.insert(case);
-                self.shared.audit(
-                    self.actor.clone(),
-                    AuditAction::CaseMoved,
-                    Some(case),
-                    "device told the case moved; its uploads are still accepted",
-                );
-                return (
-                    0,
-                    vec![Frame::CaseRefused {
-                        case,
-                        refusal: refusal(
-                            ErrorCode::Moved,
-                            "this case is no longer available to you (it moved to another team, or you left its team): your changes are kept on the server",
-                        ),
-                    }],
-                );
+                return self.tell_moved(case);
             }
             _ => {}
         }
+        let told_moved = match self.told_moved_at(&case, access) {
+            Ok(at) => at,
+            Err(e) => {
+                return refuse(
+                    self,
+                    ErrorCode::Internal,
+                    format!("the server could not read its registry ({e}); your changes are still on your device: sync again later"),
+                )
+            }
+        };
         let team = match access {
             Access::Full(t) | Access::UploadOnly(t) => Some(t),
             _ => None,
@@ -1039,6 +1073,7 @@ impl Session {
             team,
             my_teams: &my_teams,
             me: &me,
+            told_moved,
         };
         let state = self.states.entry(case).or_default().clone();
 
@@ -1262,13 +1297,8 @@ impl Session {
         (ticket, frames)
     }
 
-    fn refuse_apply(&self, case: CaseId, e: ApplyError) -> (u64, Vec<Frame>) {
-        let code = match e {
-            ApplyError::Forged(_) | ApplyError::Impersonates(_) => ErrorCode::ForgedAuthor,
-            _ => ErrorCode::InvalidChange,
-        };
-        let msg = format!("change refused: {e}; the case on the server is unchanged");
-        info!(%case, device = %self.device.id, "{msg}");
+    /// Refuse a message for `case`, audited; nothing of it is applied.
+    fn refuse_case(&self, case: CaseId, code: ErrorCode, msg: String) -> (u64, Vec<Frame>) {
         self.shared.audit(
             self.actor.clone(),
             AuditAction::Refused,
@@ -1282,6 +1312,68 @@ impl Session {
                 refusal: refusal(code, msg),
             }],
         )
+    }
+
+    /// Tell the device, once a session, that `case` moved away from it; it then uploads what it
+    /// holds. The first telling is recorded, and the refusal leaves only once that record is on
+    /// disk: it is the boundary of what the device may still upload (see
+    /// [`ServerPolicy::time_allowed`]). Nothing of the message it answers is applied.
+    fn tell_moved(&mut self, case: CaseId) -> (u64, Vec<Frame>) {
+        // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
+        let generation = self.shared.storage.group.generation();
+        let first = match self.shared.registry.note_told_moved(&self.device.id, &case) {
+            Ok(at) => at,
+            Err(e) => {
+                return self.refuse_case(
+                    case,
+                    ErrorCode::StorageFailed,
+                    format!("the server could not record that this case moved ({e}); your changes are still on your device: sync again later"),
+                )
+            }
+        };
+        self.told_moved.insert(case);
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::CaseMoved,
+            Some(case),
+            format!(
+                "device told the case moved (first told at {}); what it wrote before then is still accepted",
+                to_the_second(first)
+            ),
+        );
+        (
+            self.shared.storage.group.wrote_in(generation),
+            vec![Frame::CaseRefused {
+                case,
+                refusal: refusal(
+                    ErrorCode::Moved,
+                    "this case is no longer available to you (it moved to another team, or you left its team): what you wrote before now is kept on the server; nothing more can be added to it",
+                ),
+            }],
+        )
+    }
+
+    /// When this device was first told `case` moved away, for an upload-only case: the boundary
+    /// of what it may still upload. None for any other case.
+    fn told_moved_at(
+        &self,
+        case: &CaseId,
+        access: Access,
+    ) -> Result<Option<time::OffsetDateTime>, RegistryError> {
+        match access {
+            Access::UploadOnly(_) => self.shared.registry.told_moved(&self.device.id, case),
+            _ => Ok(None),
+        }
+    }
+
+    fn refuse_apply(&self, case: CaseId, e: ApplyError) -> (u64, Vec<Frame>) {
+        let code = match e {
+            ApplyError::Forged(_) | ApplyError::Impersonates(_) => ErrorCode::ForgedAuthor,
+            _ => ErrorCode::InvalidChange,
+        };
+        let msg = format!("change refused: {e}; the case on the server is unchanged");
+        info!(%case, device = %self.device.id, "{msg}");
+        self.refuse_case(case, code, msg)
     }
 
     /// Who has accessed a case, for the person's copy of their record. Only for a case this device
@@ -1429,3 +1521,6 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1975,6 +1975,233 @@ async fn a_moved_case_takes_uploads_from_its_old_team_only_for_a_bounded_time() 
     Ok(())
 }
 
+/// Run `device`'s sync until the server tells it `case` moved, then cut the connection (a train
+/// into a tunnel): the device has been told, and has uploaded nothing of that case.
+async fn sync_cut_once_told(
+    addr: std::net::SocketAddr,
+    device: &mut TestDevice,
+    case: CaseId,
+) -> Result<()> {
+    use polyphony_core::sync::Frame;
+    let e = device
+        .profile
+        .enrolment()
+        .cloned()
+        .ok_or_else(|| anyhow!("not enrolled"))?;
+    let (endpoint, conn) = polyphony_e2e::connect_as(addr, &e).await?;
+    let (send, recv) = conn.open_bi().await?;
+    let mut stream = polyphony_core::net::FramedStream::new(send, recv);
+    let mut sync = device.profile.begin_sync()?;
+    let out = sync.start(&mut device.profile).map_err(|e| anyhow!(e))?;
+    stream.write_frames(&out.frames).await?;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), stream.read_frame())
+            .await??
+            .ok_or_else(|| anyhow!("the server closed before telling the device"))?;
+        let told = matches!(
+            &frame,
+            Frame::CaseRefused { case: c, refusal } if *c == case && refusal.code == ErrorCode::Moved
+        );
+        let out = sync
+            .handle(&mut device.profile, frame)
+            .map_err(|e| anyhow!(e))?;
+        if told {
+            break;
+        }
+        ensure!(
+            out.close.is_none(),
+            "the session ended before the device was told"
+        );
+        stream.write_frames(&out.frames).await?;
+    }
+    conn.close(0u32.into(), b"cut");
+    endpoint.close(0u32.into(), b"cut");
+    let ended = sync.finish(
+        &mut device.profile,
+        Err(NetError::Lost("cut by the test".into())),
+    );
+    ensure!(ended.is_err(), "{ended:?}");
+    Ok(())
+}
+
+/// Issue 14, finding 4, change by change: a device the case moved away from may upload what it
+/// wrote before it was told (offline across the move included), and nothing dated after; an
+/// honest device, once told, refuses new words itself, across a restart. A device that backdates
+/// is not stopped (docs/SECURITY.md): the test shows that too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_told_its_case_moved_uploads_only_what_it_wrote_before_it_was_told() -> Result<()>
+{
+    use polyphony_core::profile::ProfileError;
+    let server = north().await?;
+    server.team("South").await?;
+    server.practitioner("Jo", "South").await?;
+    let mut laptop = server.device("Sam").await?;
+    let mut tablet = server.device("Sam").await?;
+    let mut kit = server.device("Kit").await?;
+    let (case, meeting) = laptop.case_with_meeting("Maria")?;
+    laptop.sync().await?;
+    tablet.sync().await?;
+    kit.sync().await?;
+    laptop.note(case, meeting, "Laptop, before the move. ")?;
+    tablet.note(case, meeting, "Tablet, before it was told. ")?;
+    kit.note(case, meeting, "Kit, before the move. ")?;
+    server
+        .admin(AdminRequest::CaseMove {
+            case,
+            team: "South".into(),
+        })
+        .await?;
+    // Offline across the move: the laptop does not know, and its words after it are good faith.
+    laptop.note(case, meeting, "Laptop, after the move, not yet told. ")?;
+    let report = laptop.sync().await?;
+    ensure!(
+        report.moved == vec![case.to_string()] && report.refused.is_empty(),
+        "{report:?}"
+    );
+
+    // An honest profile, told and then cut off before it uploaded: it refuses new words itself,
+    // with a reason, and still after a restart; what it wrote before uploads at the next sync.
+    sync_cut_once_told(server.addr(), &mut tablet, case).await?;
+    let mut honest_refusals = 0u64;
+    for reopen in [false, true] {
+        if reopen {
+            let TestDevice { dir, profile } = tablet;
+            let home = profile.home().to_path_buf();
+            drop(profile);
+            tablet = TestDevice {
+                dir,
+                profile: Profile::open(&home, PASSPHRASE)?,
+            };
+        }
+        let err = tablet
+            .note(case, meeting, "Tablet, after it was told. ")
+            .err()
+            .ok_or_else(|| anyhow!("a told device took an edit (reopened: {reopen})"))?;
+        ensure!(
+            matches!(
+                err.downcast_ref::<ProfileError>(),
+                Some(ProfileError::MovedAway { .. })
+            ) && err.to_string().contains("now with another team"),
+            "{err}"
+        );
+        honest_refusals += 1;
+    }
+    ensure!(tablet.peek(case)?.meetings[0]
+        .notes
+        .contains("Tablet, before it was told."));
+    let report = tablet.sync().await?;
+    ensure!(
+        report.moved == vec![case.to_string()] && report.refused.is_empty(),
+        "{report:?}"
+    );
+
+    // A modified client on Kit's device (its own identity and actor, stamps right): told, then
+    // writing on.
+    let kit_actor = kit.profile.author()?.actor();
+    let mut copy = stored_doc(&kit, case, kit_actor.clone())?;
+    let report = kit.sync().await?;
+    ensure!(report.moved == vec![case.to_string()], "{report:?}");
+    let told = OffsetDateTime::now_utc();
+    let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    let dated = |doc: &mut AutoCommit, value: &str, time: Option<i64>| -> Result<()> {
+        let person = obj_at(doc, &["person"])?;
+        doc.put(&person, "preferred_name", value)?;
+        let mut options = automerge::transaction::CommitOptions::default();
+        if let Some(t) = time {
+            options = options.with_time(t);
+        }
+        doc.commit_with(options);
+        Ok(())
+    };
+    let id = RawIdentity::of(kit.profile.enrolment().expect("enrolled"))?;
+    // Dated before it was told, then an hour after: the whole message is refused, nothing stored.
+    let mut backdated = copy.fork().with_actor(kit_actor.clone());
+    dated(
+        &mut backdated,
+        "Mari",
+        Some(ms(told - time::Duration::minutes(5))),
+    )?;
+    let mut late = backdated.fork().with_actor(kit_actor.clone());
+    dated(&mut late, "Maz", Some(ms(told + time::Duration::hours(1))))?;
+    let host = raw_sync(server.addr(), &id, BTreeMap::from([(case, late)])).await?;
+    ensure!(
+        host.refused == vec![(case, ErrorCode::InvalidChange)],
+        "a change dated after the device was told: refused {:?}, acked {:?}",
+        host.refused,
+        host.acked
+    );
+    // A change with no time cannot show it came first.
+    let mut undated = copy.fork().with_actor(kit_actor.clone());
+    dated(&mut undated, "Mo", None)?;
+    let host = raw_sync(server.addr(), &id, BTreeMap::from([(case, undated)])).await?;
+    ensure!(
+        host.refused == vec![(case, ErrorCode::InvalidChange)],
+        "an undated change: refused {:?}",
+        host.refused
+    );
+    let mut jo = server.device("Jo").await?;
+    jo.sync().await?;
+    let person = jo.peek(case)?.person;
+    ensure!(person.preferred_name.is_none(), "{person:?}");
+    // What is not stopped: the backdated change alone is the device's word, and accepted.
+    let host = raw_sync(server.addr(), &id, BTreeMap::from([(case, backdated)])).await?;
+    ensure!(host.refused.is_empty(), "{:?}", host.refused);
+    jo.sync().await?;
+    let view = jo.peek(case)?;
+    ensure!(
+        view.person.preferred_name.as_deref() == Some("Mari"),
+        "{:?}",
+        view.person
+    );
+    let notes = &view.meetings[0].notes;
+    for written in [
+        "Laptop, before the move.",
+        "Laptop, after the move, not yet told.",
+        "Tablet, before it was told.",
+        "Kit, before the move.",
+    ] {
+        ensure!(notes.contains(written), "{written:?} missing: {notes}");
+    }
+    ensure!(!notes.contains("after it was told"), "{notes}");
+    // The refusals are in the audit log, each with its reason.
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?;
+    let refused: Vec<String> = log
+        .as_array()
+        .ok_or_else(|| anyhow!("a list"))?
+        .iter()
+        .filter(|r| r["event"]["action"] == "refused")
+        .map(|r| {
+            r["event"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    ensure!(
+        refused
+            .iter()
+            .any(|d| d.contains("after this device was told"))
+            && refused.iter().any(|d| d.contains("carries no time")),
+        "{refused:?}"
+    );
+    report_figures(
+        "moved_only_before_told",
+        &[
+            ("notes_offline_across_the_move_accepted", 2),
+            ("honest_edits_refused_after_told", honest_refusals),
+            ("dated_after_told_refused", 1),
+            ("undated_refused", 1),
+            ("backdated_accepted", 1),
+        ],
+    );
+    Ok(())
+}
+
 // ---- Need to know (issue 14, finding 6) ----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,12 +35,24 @@ pub enum ApplyError {
     /// The changes write a name or device into the record that is not the sender's.
     #[error("{0}")]
     Impersonates(String),
+    /// A change says it was made at a time the policy does not accept (the server's rule for a
+    /// case that moved away from the sender: only what it wrote before it was told).
+    #[error("{0}")]
+    MadeTooLate(String),
 }
 
 /// What a side checks before accepting changes.
 pub trait CasePolicy {
     /// May changes by this actor be accepted?
     fn author_allowed(&self, actor: &ActorId) -> bool;
+    /// May a new change by `actor` that says it was made at `time` be accepted? `time` is in
+    /// milliseconds since the Unix epoch, written by the device that made the change (its clock,
+    /// or anything a modified client chose), and 0 when the change carries none. Asked of every
+    /// new change, beside [`CasePolicy::author_allowed`]. Any time by default.
+    fn time_allowed(&self, actor: &ActorId, time: i64) -> Result<(), String> {
+        let _ = (actor, time);
+        Ok(())
+    }
     /// Extra checks on the resulting (already shape-validated) document.
     fn check(&self, doc: &AutoCommit) -> Result<(), String>;
     /// Checks on the step from `before` to `after` that the new changes (`new`) made: what they
@@ -135,15 +147,16 @@ pub fn prepare(
     let raw: Vec<u8> = msg.changes.iter().flatten().copied().collect();
     let mut copy = doc.clone();
     receive(&mut copy, &mut state, msg)?;
-    // Only each new change's author and hash are needed: the metadata, not the encoded changes.
+    // Only each new change's author, time and hash are needed: the metadata, not the encoded
+    // changes.
     let mut ops = NewOps::default();
-    let new: Vec<(ActorId, ChangeHash)> = copy
+    let new: Vec<(ActorId, ChangeHash, i64)> = copy
         .get_changes_meta(&old_heads)
         .into_iter()
         .map(|c| {
             ops.add(c.actor.clone().into_owned(), c.start_op, c.max_op);
             ops.add_message(c.message.as_deref().map(str::to_string));
-            (c.actor.into_owned(), c.hash)
+            (c.actor.into_owned(), c.hash, c.timestamp)
         })
         .collect();
     if new.is_empty() {
@@ -160,11 +173,16 @@ pub fn prepare(
             actors: Vec::new(),
         });
     }
-    let mut actors: Vec<ActorId> = new.iter().map(|(a, _)| a.clone()).collect();
+    let mut actors: Vec<ActorId> = new.iter().map(|(a, _, _)| a.clone()).collect();
     actors.sort();
     actors.dedup();
     if let Some(bad) = actors.iter().find(|a| !policy.author_allowed(a)) {
         return Err(ApplyError::Forged(bad.to_hex_string()));
+    }
+    for (actor, _, time) in &new {
+        policy
+            .time_allowed(actor, *time)
+            .map_err(ApplyError::MadeTooLate)?;
     }
     // At least one change applied, so the result is a document someone will open: check it
     // whole. (Changes that all wait on a dependency returned above, unchecked and unstored.) An

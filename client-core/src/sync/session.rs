@@ -66,6 +66,19 @@ pub enum Action {
         /// The case.
         case: CaseId,
     },
+    /// The server told this device that the case is no longer its team's (it moved away, or the
+    /// practitioner left its team): the device still uploads what it holds, but must add nothing
+    /// more (the server refuses changes made after this). Record it durably before going on.
+    ToldMoved {
+        /// The case.
+        case: CaseId,
+    },
+    /// The cases the server's welcome granted in full: any of them this device was told had
+    /// moved away is its team's again.
+    Granted {
+        /// The cases.
+        cases: Vec<CaseId>,
+    },
     /// Offline reads up to this index are in the server's audit log.
     ReadsSaved {
         /// Highest index stored.
@@ -276,9 +289,11 @@ impl ClientSession {
                 };
                 c.outstanding = c.outstanding.saturating_sub(1);
                 if refusal.code == ErrorCode::Moved && !c.moved {
-                    // Keep uploading, receive nothing: the server keeps our changes.
+                    // Keep uploading, receive nothing: the server keeps our changes (those made
+                    // before now; nothing more may be added, so the host records it first).
                     c.moved = true;
                     c.state.set_read_only(true);
+                    out.push(Action::ToldMoved { case });
                     self.kick(case, docs, &mut out);
                 } else if !c.refused {
                     // Reported once: a reply to another message of the case still in flight may
@@ -390,6 +405,9 @@ impl ClientSession {
         ));
         let local: BTreeSet<CaseId> = docs.cases().into_iter().collect();
         let granted: BTreeSet<CaseId> = w.cases.iter().map(|g| g.case).collect();
+        out.push(Action::Granted {
+            cases: granted.iter().copied().collect(),
+        });
         // Saved states for cases we no longer hold are dropped; granted cases we lack start empty.
         self.cases
             .retain(|c, _| local.contains(c) || granted.contains(c));

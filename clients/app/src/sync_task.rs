@@ -18,7 +18,8 @@
 //! This runs on client-core's public API (`net::connect`, `net::drive`, `ClientSession`, the store)
 //! rather than `Profile::sync`, which holds the profile for the whole sync and has no live mode.
 //! It keeps the same records the profile keeps (acknowledged heads, sync states, the offline-read
-//! outbox) in the same namespaces, so `Profile::unsynced` and the command line agree with it. When
+//! outbox, the cases the server said moved away) in the same namespaces, so `Profile::unsynced`,
+//! `Profile::edit` and the command line agree with it. When
 //! the server says a case moved or the device is revoked, the profile's own sync is run so the core
 //! decides what to remove.
 
@@ -441,6 +442,14 @@ impl SessionHost for LiveHost {
                     .insert(*case, refusal.message.clone());
             }
             Action::Moved { case } => self.moved.push(*case),
+            Action::ToldMoved { case } => {
+                // Before anything else: from now on the app refuses edits to the case.
+                profile::note_moved_away(&**store, case).map_err(|e| e.to_string())?;
+                self.app.touch(*case);
+            }
+            Action::Granted { cases } => {
+                profile::note_granted(&**store, cases).map_err(|e| e.to_string())?;
+            }
             Action::ReadsSaved { through } => {
                 store
                     .trim_log(LOG_READS, *through)

@@ -365,6 +365,28 @@ fn held_cases_are_remembered_per_device() {
     assert!(!r.held(&tablet, &case).expect("read"));
 }
 
+/// The first telling that a case moved away stands however often the device is told again (it
+/// is the boundary of what the device may still upload), per device, until a welcome grants the
+/// case in full again.
+#[test]
+fn the_first_time_a_device_is_told_a_case_moved_stands_until_it_is_granted_again() {
+    let r = registry();
+    let (laptop, tablet) = (DeviceId::random(), DeviceId::random());
+    let (case, other) = (CaseId::random(), CaseId::random());
+    assert_eq!(r.told_moved(&laptop, &case).expect("read"), None);
+    let first = r.note_told_moved(&laptop, &case).expect("note");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(r.note_told_moved(&laptop, &case).expect("again"), first);
+    assert_eq!(r.told_moved(&laptop, &case).expect("read"), Some(first));
+    assert_eq!(r.told_moved(&tablet, &case).expect("read"), None);
+    r.note_told_moved(&laptop, &other).expect("note");
+    let granted = HashSet::from([case]);
+    assert_eq!(r.forget_told_moved(&laptop, &granted).expect("forget"), 1);
+    assert_eq!(r.told_moved(&laptop, &case).expect("read"), None);
+    assert!(r.told_moved(&laptop, &other).expect("read").is_some());
+    assert!(r.note_told_moved(&laptop, &case).expect("told anew") > first);
+}
+
 #[test]
 fn team_devices_are_the_devices_of_the_team_members() {
     let (r, north, ana) = with_practitioner();

@@ -57,6 +57,11 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, title, message) = match &self {
             PageError::NotFound(m) => (StatusCode::NOT_FOUND, "Page not found", m.clone()),
+            PageError::Profile(e @ ProfileError::MovedAway { .. }) => (
+                StatusCode::CONFLICT,
+                "This case is now with another team",
+                e.to_string(),
+            ),
             PageError::Profile(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Sorry, there is a problem",

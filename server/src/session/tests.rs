@@ -1,0 +1,293 @@
+//! The session driven directly, as the simulation does, without sockets: the rule for a case that
+//! moved away from a device (only what it wrote before it was told).
+
+use automerge::sync::{Message, State, SyncDoc};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{AutoCommit, ReadDoc, ROOT};
+use polyphony_core::model::{CaseDoc, NewCase, PersonField};
+use polyphony_core::store::{MemoryStore, Store};
+use polyphony_core::sync::Hello;
+
+use super::*;
+
+/// A server over an in-memory store with teams North and South, and one device of Sam (North).
+struct Fixture {
+    shared: Arc<Shared>,
+    device: Device,
+    practitioner: Practitioner,
+    north: TeamId,
+    south: TeamId,
+}
+
+fn fixture() -> Fixture {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let registry = Arc::new(Registry::new(store.clone()));
+    let north = registry.add_team("North").expect("team").id;
+    let south = registry.add_team("South").expect("team").id;
+    let sam = registry
+        .add_practitioner("Sam", north)
+        .expect("practitioner");
+    let code = registry
+        .create_enrolment(sam.id, [1; 32], time::Duration::hours(1))
+        .expect("code");
+    let (device, practitioner) = registry
+        .redeem_enrolment(
+            code.token(),
+            polyphony_core::DeviceId::random(),
+            "laptop",
+            [2; 32],
+        )
+        .expect("enrolled");
+    let shared = Arc::new(Shared {
+        storage: Arc::new(ServerStorage::new(store.clone(), 16)),
+        registry,
+        audit: Arc::new(AuditLog::open(store).expect("audit")),
+        max_frame: polyphony_core::sync::DEFAULT_MAX_FRAME,
+        revoking_limit: time::Duration::days(14),
+        moved_upload_limit: time::Duration::days(14),
+        ca: None,
+        limits: Default::default(),
+    });
+    Fixture {
+        shared,
+        device,
+        practitioner,
+        north,
+        south,
+    }
+}
+
+/// One session of the device, with the replies it is sent.
+struct Device1 {
+    session: Session,
+    replies: mpsc::UnboundedReceiver<(u64, Vec<Frame>)>,
+    state: State,
+}
+
+impl Fixture {
+    fn author(&self) -> Author {
+        Author {
+            practitioner: self.practitioner.id,
+            practitioner_name: self.practitioner.name.clone(),
+            device: self.device.id,
+        }
+    }
+
+    fn connect(&self) -> Device1 {
+        let (tx, replies) = mpsc::unbounded_channel();
+        let session = Session::new(
+            self.shared.clone(),
+            1,
+            self.device.clone(),
+            self.practitioner.clone(),
+            SessionMode::Normal,
+            tx,
+        );
+        Device1 {
+            session,
+            replies,
+            state: State::new(),
+        }
+    }
+}
+
+impl Device1 {
+    /// Send the device's next sync message for `case` and take in what comes back; the frames.
+    fn exchange(&mut self, case: CaseId, doc: &mut AutoCommit) -> Vec<Frame> {
+        let Some(message) = doc.sync().generate_sync_message(&mut self.state) else {
+            return Vec::new();
+        };
+        assert!(self.session.handle(Frame::Sync {
+            case,
+            message: message.encode(),
+        }));
+        let mut frames = Vec::new();
+        while let Ok((_, batch)) = self.replies.try_recv() {
+            for f in batch {
+                if matches!(&f, Frame::CaseRefused { refusal, .. } if refusal.code == ErrorCode::Moved)
+                {
+                    // As the device's session does: upload only, from now on.
+                    self.state.set_read_only(true);
+                }
+                if let Frame::Sync { message, .. } = &f {
+                    let m = Message::decode(message).expect("a sync message");
+                    doc.sync()
+                        .receive_sync_message(&mut self.state, m)
+                        .expect("applies");
+                }
+                frames.push(f);
+            }
+        }
+        frames
+    }
+
+    /// Exchange until the device has nothing more to send, or the server refuses (other than
+    /// telling it the case moved).
+    fn settle(&mut self, case: CaseId, doc: &mut AutoCommit) -> Vec<Frame> {
+        let mut all = Vec::new();
+        for _ in 0..16 {
+            let frames = self.exchange(case, doc);
+            if frames.is_empty() {
+                return all;
+            }
+            let refused = frames.iter().any(|f| {
+                matches!(f, Frame::CaseRefused { refusal, .. } if refusal.code != ErrorCode::Moved)
+            });
+            all.extend(frames);
+            if refused {
+                return all;
+            }
+        }
+        panic!("the sync did not settle: {all:?}");
+    }
+}
+
+/// The refusals among `frames`, and whether the device was told the case moved.
+fn refusals(frames: &[Frame]) -> (bool, Vec<(ErrorCode, String)>) {
+    let all: Vec<(ErrorCode, String)> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::CaseRefused { refusal, .. } => Some((refusal.code, refusal.message.clone())),
+            _ => None,
+        })
+        .collect();
+    let told = all.iter().any(|(c, _)| *c == ErrorCode::Moved);
+    (
+        told,
+        all.into_iter()
+            .filter(|(c, _)| *c != ErrorCode::Moved)
+            .collect(),
+    )
+}
+
+/// A change to the person's preferred name, dated `time` (ms since 1970; 0: none).
+fn dated_change(doc: &mut AutoCommit, value: &str, time: i64) -> automerge::ChangeHash {
+    let person = match doc.get(ROOT, "person").expect("read") {
+        Some((_, id)) => id,
+        None => panic!("no person"),
+    };
+    doc.put(&person, "preferred_name", value).expect("put");
+    let options = if time == 0 {
+        CommitOptions::default()
+    } else {
+        CommitOptions::default().with_time(time)
+    };
+    doc.commit_with(options).expect("a change")
+}
+
+fn ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn stored(f: &Fixture, case: CaseId, hash: &automerge::ChangeHash) -> bool {
+    let c = f.shared.storage.case(&case).expect("read").expect("stored");
+    let c = c.lock().expect("case lock");
+    c.doc.get_change_by_hash(hash).is_some()
+}
+
+#[test]
+fn a_moved_case_takes_only_what_the_device_wrote_before_it_was_told() {
+    let f = fixture();
+    let case = CaseId::random();
+    let mut doc = CaseDoc::create(
+        case,
+        f.north,
+        NewCase {
+            name: "Maria".into(),
+            ..Default::default()
+        },
+        f.author(),
+    )
+    .expect("case")
+    .into_automerge();
+    let mut first = f.connect();
+    let frames = first.settle(case, &mut doc);
+    assert_eq!(refusals(&frames), (false, vec![]), "{frames:?}");
+
+    // Offline: a note before the move, and one after it (the device does not know yet).
+    let mut cd = CaseDoc::from_automerge(doc, Some(f.author())).expect("doc");
+    cd.set_person(PersonField::Pronouns, Some("she/her"))
+        .expect("edit");
+    f.shared.registry.move_case(case, f.south).expect("moved");
+    cd.set_person(PersonField::Phone, Some("020 7946 0000"))
+        .expect("edit");
+    let mut doc = cd.into_automerge();
+    let honest = doc.get_heads();
+
+    // Told: nothing is applied with the telling, and when is recorded.
+    let mut second = f.connect();
+    let frames = second.exchange(case, &mut doc);
+    assert_eq!(refusals(&frames), (true, vec![]), "{frames:?}");
+    let told = f
+        .shared
+        .registry
+        .told_moved(&f.device.id, &case)
+        .expect("read")
+        .expect("recorded when told");
+    assert!(!stored(&f, case, &honest[0]));
+
+    // A modified client writes on, dated after it was told (past the clock allowance): the
+    // whole message, its earlier work included, is refused and nothing of it stored.
+    let mut forged = doc.fork().with_actor(f.author().actor());
+    let late = dated_change(&mut forged, "Maz", ms(told + MOVED_CLOCK_SKEW) + 1_000);
+    let frames = second.settle(case, &mut forged);
+    let (_, refused) = refusals(&frames);
+    assert!(
+        matches!(refused.as_slice(), [(ErrorCode::InvalidChange, m)] if m.contains("after this device was told")),
+        "{refused:?}"
+    );
+    assert!(!stored(&f, case, &late) && !stored(&f, case, &honest[0]));
+
+    // A change with no time at all cannot show it came first.
+    let mut undated = doc.fork().with_actor(f.author().actor());
+    let zero = dated_change(&mut undated, "Mo", 0);
+    let frames = f.connect().settle(case, &mut undated);
+    let (told_again, refused) = refusals(&frames);
+    assert!(
+        told_again
+            && matches!(refused.as_slice(), [(ErrorCode::InvalidChange, m)] if m.contains("no time")),
+        "{refused:?}"
+    );
+    assert!(!stored(&f, case, &zero));
+
+    // Its honest work, written before it was told (after the move included), is accepted in a
+    // later session; being told again does not move the boundary.
+    let frames = f.connect().settle(case, &mut doc);
+    assert_eq!(refusals(&frames), (true, vec![]), "{frames:?}");
+    assert!(frames.iter().any(|fr| matches!(fr, Frame::Saved { .. })));
+    assert!(honest.iter().all(|h| stored(&f, case, h)));
+    assert_eq!(
+        f.shared
+            .registry
+            .told_moved(&f.device.id, &case)
+            .expect("read"),
+        Some(told)
+    );
+
+    // What is not stopped: a change backdated to before the telling is the device's word.
+    let mut backdated = doc.fork().with_actor(f.author().actor());
+    let early = dated_change(&mut backdated, "Mari", ms(told) - 60_000);
+    let frames = f.connect().settle(case, &mut backdated);
+    assert_eq!(refusals(&frames), (true, vec![]), "{frames:?}");
+    assert!(stored(&f, case, &early));
+
+    // Moved back: the welcome grants it in full again, and the record is forgotten.
+    f.shared
+        .registry
+        .move_case(case, f.north)
+        .expect("moved back");
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        software: "test".into(),
+        live: false,
+        features: Vec::new(),
+    };
+    welcome(&f.shared, &hello, &f.device, &f.practitioner).expect("welcome");
+    assert_eq!(
+        f.shared
+            .registry
+            .told_moved(&f.device.id, &case)
+            .expect("read"),
+        None
+    );
+}
