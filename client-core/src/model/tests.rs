@@ -773,3 +773,26 @@ fn the_servers_history_rules_refuse_a_removal_and_a_forged_stamp() {
     )
     .is_ok());
 }
+
+/// Issue 15, part 8: one wording of consent for every screen and copy. "Not recorded" (never
+/// asked) is not a refusal; consent given then taken back is "withdrawn".
+#[test]
+fn consent_reads_the_same_everywhere_and_unknown_is_not_a_refusal() {
+    let a = author("Sam");
+    let mut doc = new_case(&a);
+    let member = doc
+        .add_member(NewMember {
+            name: "Ana".into(),
+            relationship: "sister".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let words = |doc: &CaseDoc| doc.view().network[0].consent_words();
+    assert_eq!(words(&doc), "not recorded");
+    doc.record_consent(&member, ConsentState::Given, None)
+        .unwrap();
+    assert_eq!(words(&doc), "given");
+    doc.record_consent(&member, ConsentState::Revoked, None)
+        .unwrap();
+    assert_eq!(words(&doc), "withdrawn");
+}

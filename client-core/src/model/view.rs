@@ -110,6 +110,21 @@ pub struct MemberView {
     pub left: Option<String>,
 }
 
+impl MemberView {
+    /// Where their consent to receive the record stands, in the words every screen and copy uses:
+    /// "given", "withdrawn" (given, then taken back) or "not recorded" (never asked or never
+    /// written down: not a refusal, which the record would hold as an event).
+    pub fn consent_words(&self) -> &'static str {
+        if self.consent_given {
+            "given"
+        } else if self.consent.is_empty() {
+            "not recorded"
+        } else {
+            "withdrawn"
+        }
+    }
+}
+
 /// A care-team membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CareTeamView {

@@ -467,11 +467,7 @@ fn network_table(app: &App, v: &CaseView) -> String {
     );
     for m in &v.network {
         let attended = meetings_attended(v, &format!("member:{}", m.meta.id));
-        let consent = if m.consent_given {
-            "Given"
-        } else {
-            "Not given"
-        };
+        let consent = capitalised(m.consent_words());
         let left = m
             .left
             .as_deref()
@@ -766,4 +762,12 @@ pub fn text_or_none(t: &str) -> String {
 /// A red tag for an entry that cannot be changed.
 pub fn in_error_tag() -> String {
     tag("Entered in error", "red")
+}
+
+/// The first letter in capitals ("not recorded" as a table cell: "Not recorded").
+fn capitalised(words: &str) -> String {
+    let mut c = words.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }

@@ -198,13 +198,7 @@ pub fn print_case(view: &CaseView) {
             line.push_str(&format!(", {extra}"));
         }
         page.line(2, line);
-        let consent = if m.consent_given {
-            "consent to receive the record: given"
-        } else if m.consent.is_empty() {
-            "consent to receive the record: not recorded"
-        } else {
-            "consent to receive the record: revoked"
-        };
+        let consent = format!("consent to receive the record: {}", m.consent_words());
         let mut facts = vec![consent.to_string()];
         if let Some(j) = &m.joined {
             facts.push(format!("joined {j}"));
