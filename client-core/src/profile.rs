@@ -1217,3 +1217,121 @@ mod tests {
         assert_eq!(reads[0].what, "case show");
     }
 }
+
+/// Writes `client-core/fixtures/profile-format1`: a device profile made by the store as it was
+/// before key wrapping (format 1, the passphrase deriving the data key directly, with the argon2id
+/// parameters new stores used before commit df16133). Run by hand only:
+/// `cargo test -p polyphony-core write_format1_profile_fixture -- --ignored --nocapture`.
+#[cfg(test)]
+mod format1_fixture {
+    use super::*;
+    use crate::model::{NewMeeting, NoteKind, PersonField, Place};
+    use crate::store::{KdfParams, SledOptions};
+
+    #[test]
+    #[ignore = "writes the committed fixture; run by hand"]
+    fn write_format1_profile_fixture() {
+        let home = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/profile-format1");
+        assert!(!home.exists(), "remove {} first", home.display());
+        std::fs::create_dir_all(&home).unwrap();
+        // The parameters every store was created with before df16133.
+        let old = KdfParams {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        };
+        drop(
+            SledStore::open_with(
+                &home.join("store"),
+                KeySource::Passphrase("an old profile passphrase".into()),
+                SledOptions {
+                    kdf: old,
+                    ..SledOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        let p = Profile::open(&home, "an old profile passphrase").unwrap();
+        let team = TeamId(uuid::Uuid::from_u128(0x7ea70000_0000_4000_8000_000000000001));
+        let enrolment = Enrolment {
+            server: "127.0.0.1:1".into(),
+            device_name: "fixture laptop".into(),
+            practitioner: PractitionerId(uuid::Uuid::from_u128(0x9a000000_0000_4000_8000_000000000001)),
+            practitioner_name: "Sam Okafor".into(),
+            teams: vec![TeamInfo {
+                id: team,
+                name: "North".into(),
+            }],
+            ca: String::new(),
+            certificate: String::new(),
+            key_pem: String::new(),
+            enrolled_at: now_string(),
+        };
+        p.store()
+            .put_meta(
+                NS_PROFILE,
+                "enrolment",
+                &serde_json::to_vec(&enrolment).unwrap(),
+            )
+            .unwrap();
+        let mut p = Profile::from_store(&home, p.store().clone()).unwrap();
+        let maria = p
+            .create_case(
+                NewCase {
+                    name: "Maria Fixture-Lindqvist".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        let meeting = p
+            .edit(maria, |d| {
+                d.add_meeting(NewMeeting {
+                    at: crate::model::parse_datetime("at", "2026-03-14T10:30").unwrap(),
+                    place: Place::Home,
+                    attendees: vec![],
+                })
+            })
+            .unwrap();
+        p.edit(maria, |d| {
+            d.append_text(
+                &meeting,
+                NoteKind::Notes,
+                "Maria said the garden helps her sleep",
+            )
+        })
+        .unwrap();
+        // Past the compaction threshold, so the log holds a snapshot and later chunks.
+        for i in 0..40 {
+            p.edit(maria, |d| {
+                d.set_person(PersonField::Pronouns, Some(&format!("she/her {i}")))
+            })
+            .unwrap();
+        }
+        let jo = p
+            .create_case(
+                NewCase {
+                    name: "Jo Fixture-Abernathy".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        p.view(maria, "case show").unwrap();
+        p.view(jo, "case show").unwrap();
+        // A case removed last: its sequence numbers were handed out, and must never be again.
+        let gone = p
+            .create_case(
+                NewCase {
+                    name: "Removed Fixture-Case".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        let last_seq = p.store().load_chunks(&gone).unwrap().unwrap()[0].0;
+        p.store().remove_case(&gone).unwrap();
+        p.store().flush().unwrap();
+        println!("maria {maria}\njo {jo}\nremoved {gone} (last seq {last_seq})");
+    }
+}
