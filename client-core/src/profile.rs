@@ -18,7 +18,7 @@ use crate::identity::{DeviceKey, EnrolmentCode};
 use crate::model::Author;
 use crate::model::{format_instant, CaseDoc, CaseView, ModelError, NewCase};
 use crate::net::{self, NetError, SessionHost};
-use crate::store::{KeySource, SledStore, Store, StoreError};
+use crate::store::{KeySource, SledOptions, SledStore, Store, StoreError};
 use crate::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead, TeamInfo};
 use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 
@@ -200,6 +200,9 @@ pub struct Profile {
     docs: HashMap<CaseId, AutoCommit>,
     /// Chunks in each loaded case's log since its last snapshot.
     chunks: HashMap<CaseId, usize>,
+    /// Why the store's key upgrade could not run when the profile was opened (see
+    /// [`Profile::upgrade_pending`]).
+    upgrade_pending: Option<String>,
 }
 
 /// After this many appended chunks, a case's log is compacted into one snapshot, so loading a case
@@ -262,11 +265,48 @@ impl Profile {
     }
 
     /// Open with any key source (a key file, for unattended use).
+    ///
+    /// A profile made before key wrapping (or with weaker argon2id parameters than today's) is
+    /// upgraded on the way: its records re-sealed under a new data key, wrapped under today's
+    /// parameters. If the upgrade cannot run (a full disk), the profile opens as it was and
+    /// [`Profile::upgrade_pending`] says why; the next open tries again.
     pub fn open_with(home: &Path, key: KeySource) -> Result<Profile, ProfileError> {
         std::fs::create_dir_all(home).map_err(StoreError::Io)?;
         crate::store::make_private(home)?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&home.join("store"), key)?);
-        Self::from_store(home, store)
+        let store = SledStore::open(&Self::store_dir(home), key)?;
+        let upgrade_pending = store.upgrade_pending().map(str::to_owned);
+        let mut profile = Self::from_store(home, Arc::new(store))?;
+        profile.upgrade_pending = upgrade_pending;
+        Ok(profile)
+    }
+
+    /// Whether a profile has been set up in `home` (so its passphrase is to be asked for, not
+    /// chosen).
+    pub fn exists(home: &Path) -> bool {
+        SledStore::exists(&Self::store_dir(home))
+    }
+
+    /// Change the passphrase of the profile in `home`, which must not be open. Every record is
+    /// re-sealed under a new data key, wrapped under the new passphrase (so the old passphrase,
+    /// even with an older copy of the profile, opens nothing written from now on). If this fails
+    /// or is interrupted, the current passphrase still opens the profile, with everything in it.
+    pub fn change_passphrase(home: &Path, current: &str, new: &str) -> Result<(), ProfileError> {
+        Ok(SledStore::change_key(
+            &Self::store_dir(home),
+            KeySource::Passphrase(current.to_string()),
+            KeySource::Passphrase(new.to_string()),
+            SledOptions::default(),
+        )?)
+    }
+
+    /// Why the store's key upgrade (see [`Profile::open_with`]) could not run when this profile
+    /// was opened, if it could not: show it to the practitioner. Nothing is lost meanwhile.
+    pub fn upgrade_pending(&self) -> Option<&str> {
+        self.upgrade_pending.as_deref()
+    }
+
+    fn store_dir(home: &Path) -> PathBuf {
+        home.join("store")
     }
 
     /// A profile over an already-open store (tests, embedding).
@@ -295,6 +335,7 @@ impl Profile {
             enrolment,
             docs: HashMap::new(),
             chunks: HashMap::new(),
+            upgrade_pending: None,
         })
     }
 
@@ -1215,123 +1256,5 @@ mod tests {
         assert_eq!(reads.len(), 1);
         assert_eq!(reads[0].case, case);
         assert_eq!(reads[0].what, "case show");
-    }
-}
-
-/// Writes `client-core/fixtures/profile-format1`: a device profile made by the store as it was
-/// before key wrapping (format 1, the passphrase deriving the data key directly, with the argon2id
-/// parameters new stores used before commit df16133). Run by hand only:
-/// `cargo test -p polyphony-core write_format1_profile_fixture -- --ignored --nocapture`.
-#[cfg(test)]
-mod format1_fixture {
-    use super::*;
-    use crate::model::{NewMeeting, NoteKind, PersonField, Place};
-    use crate::store::{KdfParams, SledOptions};
-
-    #[test]
-    #[ignore = "writes the committed fixture; run by hand"]
-    fn write_format1_profile_fixture() {
-        let home = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/profile-format1");
-        assert!(!home.exists(), "remove {} first", home.display());
-        std::fs::create_dir_all(&home).unwrap();
-        // The parameters every store was created with before df16133.
-        let old = KdfParams {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-        };
-        drop(
-            SledStore::open_with(
-                &home.join("store"),
-                KeySource::Passphrase("an old profile passphrase".into()),
-                SledOptions {
-                    kdf: old,
-                    ..SledOptions::default()
-                },
-            )
-            .unwrap(),
-        );
-        let p = Profile::open(&home, "an old profile passphrase").unwrap();
-        let team = TeamId(uuid::Uuid::from_u128(0x7ea70000_0000_4000_8000_000000000001));
-        let enrolment = Enrolment {
-            server: "127.0.0.1:1".into(),
-            device_name: "fixture laptop".into(),
-            practitioner: PractitionerId(uuid::Uuid::from_u128(0x9a000000_0000_4000_8000_000000000001)),
-            practitioner_name: "Sam Okafor".into(),
-            teams: vec![TeamInfo {
-                id: team,
-                name: "North".into(),
-            }],
-            ca: String::new(),
-            certificate: String::new(),
-            key_pem: String::new(),
-            enrolled_at: now_string(),
-        };
-        p.store()
-            .put_meta(
-                NS_PROFILE,
-                "enrolment",
-                &serde_json::to_vec(&enrolment).unwrap(),
-            )
-            .unwrap();
-        let mut p = Profile::from_store(&home, p.store().clone()).unwrap();
-        let maria = p
-            .create_case(
-                NewCase {
-                    name: "Maria Fixture-Lindqvist".into(),
-                    ..Default::default()
-                },
-                None,
-            )
-            .unwrap();
-        let meeting = p
-            .edit(maria, |d| {
-                d.add_meeting(NewMeeting {
-                    at: crate::model::parse_datetime("at", "2026-03-14T10:30").unwrap(),
-                    place: Place::Home,
-                    attendees: vec![],
-                })
-            })
-            .unwrap();
-        p.edit(maria, |d| {
-            d.append_text(
-                &meeting,
-                NoteKind::Notes,
-                "Maria said the garden helps her sleep",
-            )
-        })
-        .unwrap();
-        // Past the compaction threshold, so the log holds a snapshot and later chunks.
-        for i in 0..40 {
-            p.edit(maria, |d| {
-                d.set_person(PersonField::Pronouns, Some(&format!("she/her {i}")))
-            })
-            .unwrap();
-        }
-        let jo = p
-            .create_case(
-                NewCase {
-                    name: "Jo Fixture-Abernathy".into(),
-                    ..Default::default()
-                },
-                None,
-            )
-            .unwrap();
-        p.view(maria, "case show").unwrap();
-        p.view(jo, "case show").unwrap();
-        // A case removed last: its sequence numbers were handed out, and must never be again.
-        let gone = p
-            .create_case(
-                NewCase {
-                    name: "Removed Fixture-Case".into(),
-                    ..Default::default()
-                },
-                None,
-            )
-            .unwrap();
-        let last_seq = p.store().load_chunks(&gone).unwrap().unwrap()[0].0;
-        p.store().remove_case(&gone).unwrap();
-        p.store().flush().unwrap();
-        println!("maria {maria}\njo {jo}\nremoved {gone} (last seq {last_seq})");
     }
 }
