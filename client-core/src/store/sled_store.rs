@@ -29,7 +29,9 @@
 //!
 //! Durability: sled's own `flush` uses `sync_file_range` on Linux, which does not empty the disk's
 //! write cache (sled #1452, #1351), so [`Store::flush`] follows it with an fsync of every file under
-//! the store directory and of the directories themselves. Flushes are serialised and grouped: a
+//! the store directory and of the directories themselves. Before sled opens a store, a snapshot
+//! file sled left unfinished in a crash is removed: sled would take it for its newest snapshot and
+//! refuse to open (`remove_unfinished_snapshots`). Flushes are serialised and grouped: a
 //! caller whose writes were covered by a flush that started after them returns without flushing
 //! again. sled's `flush_async` is never used: concurrent calls deadlock (sled #1308).
 
@@ -476,6 +478,7 @@ fn open_waiting_for_lock(dir: &Path, config: &sled::Config) -> Result<sled::Db, 
     let mut pause = Duration::from_millis(5);
     let mut waited = Duration::ZERO;
     loop {
+        remove_unfinished_snapshots(dir)?;
         match config.open().map_err(|e| open_error(dir, e)) {
             Err(StoreError::Locked { .. }) if waited < LOCK_PATIENCE => {
                 std::thread::sleep(pause);
@@ -489,6 +492,67 @@ fn open_waiting_for_lock(dir: &Path, config: &sled::Config) -> Result<sled::Db, 
 
 /// How long [`open_waiting_for_lock`] waits for a lock to be released.
 const LOCK_PATIENCE: Duration = Duration::from_millis(1000);
+
+/// Take sled's lock on the store in `dir` ourselves: sled locks its `db` file with `flock` (through
+/// fs2) on its own open file description, so a new description of the same file gets the lock only
+/// once no sled instance, in this process or another, has the file open. `Ok(Some(file))` holds
+/// the lock until `file` is dropped; `Ok(None)`: a sled instance holds it. No `db` file (no store
+/// yet) is an error of kind `NotFound`.
+#[cfg(unix)]
+fn try_lock_db(dir: &Path) -> io::Result<Option<fs::File>> {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(dir.join("db"))?;
+    // SAFETY: flock on a descriptor owned here; it touches no memory.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(file));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// Remove the snapshot files sled started and never finished.
+///
+/// sled 0.34.7 writes a snapshot (on every open, among other times) as `snap.<lsn>.generating`,
+/// fsyncs it and renames it to `snap.<lsn>`; but when it looks for the newest snapshot it skips
+/// only names ending in `.in___motion`, not `.generating` (`Config::get_snapshot_files`). A crash
+/// or power cut after the file is created and before it is renamed leaves one that sorts last, is
+/// read as the newest snapshot and, empty or partial, fails every later open with "sled found
+/// corruption" while every record is intact (found by `tests/tests/rekey_power_loss.rs`). Such a
+/// file is unfinished by definition, and removing it is what sled's own rename would have made
+/// irrelevant. Done only while holding sled's lock, so no running sled is writing it.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        let _lock = match try_lock_db(dir) {
+            Ok(Some(lock)) => lock,
+            // Open elsewhere (sled will say so), or not a store yet: nothing of ours to tidy.
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut removed = false;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snap.") && name.ends_with(".generating") {
+                tracing::warn!(file = %name, "removing a sled snapshot left unfinished by a crash");
+                fs::remove_file(entry.path())?;
+                removed = true;
+            }
+        }
+        if removed {
+            fs::File::open(dir)?.sync_all()?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
 
 /// Map an error from opening sled, recognising its lock failure. sled reports it only as an
 /// `io::Error` of kind `Other` whose message starts "could not acquire lock".

@@ -37,6 +37,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::header::{NewHeader, Unlocked};
+#[cfg(unix)]
+use super::try_lock_db;
 use super::{
     engine_error, open_db, restrict_to_owner, seq_of, sync_dir_tree, value_aad, SledOptions,
     FORMAT_DIRECT, LOCK_PATIENCE, TAG_CHUNK, TAG_LOG, TAG_META, TREE_CHUNKS, TREE_HEADER,
@@ -494,31 +496,23 @@ fn close_db(db: sled::Db, dir: &Path) -> Result<(), StoreError> {
     wait_until_unlocked(dir)
 }
 
-/// Wait until no sled instance holds the lock on `dir`'s database file. sled locks it with `flock`
-/// (through fs2) on an open file description, so a new description of the same file can take the
-/// lock only once every sled thread has closed it.
+/// Wait until no sled instance holds the lock on `dir`'s database file (see `try_lock_db`).
 #[cfg(unix)]
 fn wait_until_unlocked(dir: &Path) -> Result<(), StoreError> {
-    use std::os::fd::AsRawFd;
-    let file = match fs::File::open(dir.join("db")) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
     let deadline = Instant::now() + LOCK_PATIENCE * 5;
     loop {
-        // SAFETY: flock on a descriptor this function owns; it touches no memory.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if locked {
-            // Closing the file (on return) releases it.
-            return Ok(());
+        match try_lock_db(dir) {
+            // Dropping the file releases the lock at once.
+            Ok(Some(_)) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+            Ok(None) if Instant::now() > deadline => {
+                return Err(StoreError::Locked {
+                    path: dir.display().to_string(),
+                })
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
         }
-        if Instant::now() > deadline {
-            return Err(StoreError::Locked {
-                path: dir.display().to_string(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -380,6 +380,41 @@ fn tampered_header_refuses_to_open() {
 }
 
 #[test]
+fn a_snapshot_sled_left_unfinished_does_not_stop_the_store_opening() {
+    // sled 0.34.7 writes snapshots as `snap.<lsn>.generating` and renames them when done, but reads
+    // any `snap.*` but `*.in___motion` as one: a power cut between the two left a store that never
+    // opened again ("sled found corruption at None"), every record intact.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let case = CaseId::random();
+    {
+        let store = SledStore::open_with(&path, passphrase("pw"), fast()).unwrap();
+        store.append_chunk(&case, SECRET.as_bytes()).unwrap();
+        store.flush().unwrap();
+    }
+    // Empty (the power went before its data was durable), and partial, both sorting last.
+    let empty = path.join("snap.FFFFFFFFFFFFFFFE.generating");
+    fs::write(&empty, b"").unwrap();
+    let partial = path.join("snap.FFFFFFFFFFFFFFFF.generating");
+    fs::write(&partial, [7u8; 40]).unwrap();
+    let store = SledStore::open_with(&path, passphrase("pw"), fast())
+        .unwrap_or_else(|e| panic!("the store does not open: {e}"));
+    assert_eq!(
+        store.load_chunks(&case).unwrap().unwrap()[0].1,
+        SECRET.as_bytes()
+    );
+    assert!(!empty.exists() && !partial.exists());
+    // A store held open elsewhere is not touched: its own snapshot may be in the making.
+    let theirs = path.join("snap.FFFFFFFFFFFFFFFF.generating");
+    fs::write(&theirs, b"").unwrap();
+    assert!(matches!(
+        SledStore::open_with(&path, passphrase("pw"), fast()),
+        Err(StoreError::Locked { .. })
+    ));
+    assert!(theirs.exists());
+}
+
+#[test]
 fn concurrent_appends_and_flushes_lose_nothing() {
     let (_dir, store) = fresh();
     let store = std::sync::Arc::new(store);
