@@ -361,7 +361,20 @@ fn create(
     options: &SledOptions,
 ) -> Result<Unlocked, StoreError> {
     // No header: either a brand-new store, or a first open that crashed before its header was
-    // written. Anything else without a header is not ours to overwrite.
+    // written. Anything else without a header is not ours to overwrite. Nor is a store an
+    // interrupted re-key set aside: a re-keyed copy is fsynced before it is switched in, so an
+    // empty store in its place means the copy did not survive, and a new empty store would let
+    // the set-aside one be tidied away.
+    if let Some(retired) = rekey::set_aside(dir) {
+        return Err(StoreError::Corrupt {
+            what: format!("the store in {}", dir.display()),
+            detail: format!(
+                "it has no header, beside an older copy set aside by an interrupted upgrade ({}); \
+                 nothing was changed or removed: keep both and ask for support",
+                retired.display()
+            ),
+        });
+    }
     for name in [TREE_CHUNKS, TREE_META, TREE_LOGS, TREE_LOG_HEADS] {
         let has_tree = db
             .tree_names()

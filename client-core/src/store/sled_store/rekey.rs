@@ -106,6 +106,13 @@ pub(super) fn store_exists(dir: &Path) -> bool {
     dir.exists() || Paths::of(dir).is_some_and(|p| p.retired.exists())
 }
 
+/// The old store a re-key set aside beside `dir`, if there is one.
+pub(super) fn set_aside(dir: &Path) -> Option<PathBuf> {
+    Paths::of(dir)
+        .map(|p| p.retired)
+        .filter(|retired| retired.exists())
+}
+
 /// Put a store interrupted in the middle of a re-key back into one piece, before anything opens
 /// it (see the table at the top). Needs no key: it only renames and removes directories, and never
 /// removes a store that could be the only copy.

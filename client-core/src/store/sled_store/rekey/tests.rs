@@ -600,6 +600,28 @@ fn a_set_aside_store_beside_an_old_format_store_is_neither_removed_nor_upgraded(
 }
 
 #[test]
+fn an_empty_store_beside_a_set_aside_one_is_not_replaced_by_a_new_store() {
+    // What a re-key would leave if its copy were switched in before being made durable: `store`
+    // without a header, the real records in `store.retired`. A new empty store there would make
+    // the set-aside one look like an old copy to tidy away.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let (_, retired) = siblings(&dir);
+    let (before, _) = old_store(&retired);
+    drop(raw_db(&dir));
+    let err = SledStore::open_with(&dir, passphrase(PW), fast()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains("ask for support")),
+        "{err:?}"
+    );
+    assert!(retired.exists(), "the set-aside store is kept");
+    let store = seam::with(Fault::KeepFormat1, || {
+        SledStore::open_with(&retired, passphrase(PW), fast()).unwrap()
+    });
+    assert_eq!(contents(&store), before);
+}
+
+#[test]
 fn seq_base_is_recorded_in_the_header() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
