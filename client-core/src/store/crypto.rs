@@ -289,7 +289,8 @@ pub(crate) fn random_salt() -> [u8; SALT_LEN] {
     salt
 }
 
-/// Where a store's key comes from.
+/// Where the key that unlocks a store comes from. It wraps the store's data key (in stores made
+/// before key wrapping, it was the data key itself).
 ///
 /// The passphrase is wiped from memory when the `KeySource` is dropped.
 pub enum KeySource {
