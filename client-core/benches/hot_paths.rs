@@ -6,8 +6,11 @@
 //! - `sync_step`: what one side does per message: the whole `prepare` (apply on a copy, check,
 //!   encode the new changes for the store), and its parts, to see which dominates.
 //! - `store`: appending a case's changes to the encrypted sled store, and one flush.
+//! - `unlock`: opening a passphrase store (argon2id, unwrapping the data key, the verifier) with
+//!   today's parameters and with those used before df16133, and the one-off re-key of a store of
+//!   1,000 care records (what upgrading an old profile, or changing its passphrase, costs).
 //!
-//! Run with `cargo bench -p polyphony-core --bench hot_paths`.
+//! Run with `cargo bench -p polyphony-core --bench hot_paths` (`-- unlock` for that group alone).
 
 use std::hint::black_box;
 
@@ -18,7 +21,7 @@ use polyphony_core::model::{
     validate_document, Author, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant,
     Place, Stance,
 };
-use polyphony_core::store::{KeySource, SealKey, SledStore, Store};
+use polyphony_core::store::{KdfParams, KeySource, SealKey, SledOptions, SledStore, Store};
 use polyphony_core::sync::{prepare, CasePolicy, Frame, FrameDecoder, DEFAULT_MAX_FRAME};
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 
@@ -248,9 +251,78 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
+/// The parameters every passphrase store was made with before df16133 (for comparison only).
+const BEFORE_DF16133: KdfParams = KdfParams {
+    memory_kib: 19 * 1024,
+    iterations: 2,
+    parallelism: 1,
+};
+
+fn unlock(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = c.benchmark_group("unlock");
+    g.sample_size(10);
+    for (name, kdf) in [
+        ("open_recommended", KdfParams::RECOMMENDED),
+        ("open_before_df16133", BEFORE_DF16133),
+    ] {
+        let path = dir.path().join(name);
+        let options = SledOptions {
+            kdf,
+            ..SledOptions::default()
+        };
+        let passphrase = || KeySource::Passphrase("correct horse battery staple".into());
+        drop(SledStore::open_with(&path, passphrase(), options.clone()).expect("create"));
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut spent = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    let started = std::time::Instant::now();
+                    let store =
+                        SledStore::open_with(&path, passphrase(), options.clone()).expect("unlock");
+                    spent += started.elapsed();
+                    // Closing is not unlocking: sled's shutdown stays out of the measurement.
+                    drop(store);
+                }
+                spent
+            })
+        });
+    }
+
+    // The one-off re-key of a profile of 1,000 care records (each a whole saved case), back and
+    // forth between two passphrases: two derivations and every value re-sealed, fsynced, switched.
+    let mut doc = care_record();
+    let chunk = doc.save();
+    let path = dir.path().join("rekey");
+    let store = SledStore::open(&path, KeySource::Passphrase("one".into())).expect("create");
+    for _ in 0..1_000 {
+        store
+            .append_chunk(&CaseId::random(), &chunk)
+            .expect("append");
+    }
+    store.flush().expect("flush");
+    drop(store);
+    let mut current = "one";
+    g.throughput(criterion::Throughput::Bytes(1_000 * chunk.len() as u64));
+    g.bench_function("rekey_1000_records", |b| {
+        b.iter(|| {
+            let next = if current == "one" { "two" } else { "one" };
+            SledStore::change_key(
+                &path,
+                KeySource::Passphrase(current.into()),
+                KeySource::Passphrase(next.into()),
+                SledOptions::default(),
+            )
+            .expect("rekey");
+            current = next;
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = frame, sync_step, store
+    targets = frame, sync_step, store, unlock
 }
 criterion_main!(benches);

@@ -18,7 +18,7 @@ use crate::identity::{DeviceKey, EnrolmentCode};
 use crate::model::Author;
 use crate::model::{format_instant, CaseDoc, CaseView, ModelError, NewCase};
 use crate::net::{self, NetError, SessionHost};
-use crate::store::{KeySource, SledStore, Store, StoreError};
+use crate::store::{KeySource, SledOptions, SledStore, Store, StoreError};
 use crate::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead, TeamInfo};
 use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 
@@ -216,6 +216,9 @@ pub struct Profile {
     docs: HashMap<CaseId, AutoCommit>,
     /// Chunks in each loaded case's log since its last snapshot.
     chunks: HashMap<CaseId, usize>,
+    /// Why the store's key upgrade could not run when the profile was opened (see
+    /// [`Profile::upgrade_pending`]).
+    upgrade_pending: Option<String>,
 }
 
 /// After this many appended chunks, a case's log is compacted into one snapshot, so loading a case
@@ -374,11 +377,48 @@ impl Profile {
     }
 
     /// Open with any key source (a key file, for unattended use).
+    ///
+    /// A profile made before key wrapping (or with weaker argon2id parameters than today's) is
+    /// upgraded on the way: its records re-sealed under a new data key, wrapped under today's
+    /// parameters. If the upgrade cannot run (a full disk), the profile opens as it was and
+    /// [`Profile::upgrade_pending`] says why; the next open tries again.
     pub fn open_with(home: &Path, key: KeySource) -> Result<Profile, ProfileError> {
         std::fs::create_dir_all(home).map_err(StoreError::Io)?;
         crate::store::make_private(home)?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&home.join("store"), key)?);
-        Self::from_store(home, store)
+        let store = SledStore::open(&Self::store_dir(home), key)?;
+        let upgrade_pending = store.upgrade_pending().map(str::to_owned);
+        let mut profile = Self::from_store(home, Arc::new(store))?;
+        profile.upgrade_pending = upgrade_pending;
+        Ok(profile)
+    }
+
+    /// Whether a profile has been set up in `home` (so its passphrase is to be asked for, not
+    /// chosen).
+    pub fn exists(home: &Path) -> bool {
+        SledStore::exists(&Self::store_dir(home))
+    }
+
+    /// Change the passphrase of the profile in `home`, which must not be open. Every record is
+    /// re-sealed under a new data key, wrapped under the new passphrase (so the old passphrase,
+    /// even with an older copy of the profile, opens nothing written from now on). If this fails
+    /// or is interrupted, the current passphrase still opens the profile, with everything in it.
+    pub fn change_passphrase(home: &Path, current: &str, new: &str) -> Result<(), ProfileError> {
+        Ok(SledStore::change_key(
+            &Self::store_dir(home),
+            KeySource::Passphrase(current.to_string()),
+            KeySource::Passphrase(new.to_string()),
+            SledOptions::default(),
+        )?)
+    }
+
+    /// Why the store's key upgrade (see [`Profile::open_with`]) could not run when this profile
+    /// was opened, if it could not: show it to the practitioner. Nothing is lost meanwhile.
+    pub fn upgrade_pending(&self) -> Option<&str> {
+        self.upgrade_pending.as_deref()
+    }
+
+    fn store_dir(home: &Path) -> PathBuf {
+        home.join("store")
     }
 
     /// A profile over an already-open store (tests, embedding).
@@ -407,6 +447,7 @@ impl Profile {
             enrolment,
             docs: HashMap::new(),
             chunks: HashMap::new(),
+            upgrade_pending: None,
         })
     }
 

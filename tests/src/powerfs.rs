@@ -88,6 +88,10 @@ pub struct PowerCounts {
     /// Bytes of file content that differed from the durable content at a cut (current length of
     /// each reverted file, a rough measure of what the cut threw away).
     pub bytes_discarded: u64,
+    /// Operations that change the filesystem, served so far: writes, fsyncs of files and
+    /// directories, creations, renames, removals, attribute changes, allocations. (What
+    /// [`PowerFs::cut_before_mutation`] counts.)
+    pub mutations: u64,
 }
 
 /// A file's content as copy-on-write pages: a durable copy shares every page it has in common with
@@ -270,6 +274,8 @@ struct State {
     ignore_fsync: bool,
     metadata: Metadata,
     counts: PowerCounts,
+    /// Cut the power when `counts.mutations` reaches this, instead of serving that operation.
+    cut_at_mutation: Option<u64>,
 }
 
 type Fallible<T> = Result<T, Errno>;
@@ -289,6 +295,19 @@ impl State {
         } else {
             Err(Errno::EIO)
         }
+    }
+
+    /// Count an operation that changes the filesystem, or cut the power instead if this is the
+    /// one [`PowerFs::cut_before_mutation`] chose (the operation then fails like every later one).
+    fn mutation(&mut self) -> Fallible<()> {
+        self.powered()?;
+        if self.cut_at_mutation == Some(self.counts.mutations) {
+            self.cut_at_mutation = None;
+            self.cut();
+            return Err(Errno::EIO);
+        }
+        self.counts.mutations += 1;
+        Ok(())
     }
 
     /// The inode behind a live handle.
@@ -324,7 +343,7 @@ impl State {
 
     /// Add a new node under `parent` as `name`.
     fn insert(&mut self, parent: u64, name: &OsStr, node: Node) -> Fallible<u64> {
-        self.powered()?;
+        self.mutation()?;
         if self.entries(parent)?.contains_key(name) {
             return Err(Errno::EEXIST);
         }
@@ -358,13 +377,23 @@ impl State {
     }
 
     fn remove(&mut self, parent: u64, name: &OsStr, dir: bool) -> Fallible<()> {
-        self.powered()?;
+        self.mutation()?;
+        self.remove_entry(parent, name, dir)
+    }
+
+    /// [`State::remove`] as one part of another operation (a rename over an existing name), which
+    /// counted itself.
+    fn remove_entry(&mut self, parent: u64, name: &OsStr, dir: bool) -> Fallible<()> {
         let ino = self.lookup(parent, name)?;
         match (&self.node(ino)?.body, dir) {
             (Body::Dir { entries, .. }, true) if !entries.is_empty() => {
                 return Err(Errno::ENOTEMPTY)
             }
-            (Body::Dir { .. }, true) => self.node_mut(parent)?.nlink -= 1,
+            (Body::Dir { .. }, true) => {
+                // Saturating: a cut under the strict model puts entries back, not link counts.
+                let p = self.node_mut(parent)?;
+                p.nlink = p.nlink.saturating_sub(1);
+            }
             (Body::Dir { .. }, false) => return Err(Errno::EISDIR),
             (_, true) => return Err(Errno::ENOTDIR),
             (_, false) => {}
@@ -382,7 +411,7 @@ impl State {
         new_name: &OsStr,
         flags: RenameFlags,
     ) -> Fallible<()> {
-        self.powered()?;
+        self.mutation()?;
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             return Err(Errno::EINVAL);
         }
@@ -401,7 +430,7 @@ impl State {
                 (false, true) => return Err(Errno::EISDIR),
                 _ => {}
             }
-            self.remove(new_parent, new_name, target_dir)?;
+            self.remove_entry(new_parent, new_name, target_dir)?;
         }
         self.entries_mut(parent)?.remove(name);
         self.entries_mut(new_parent)?
@@ -410,7 +439,8 @@ impl State {
             if let Body::Dir { parent: p, .. } = &mut self.node_mut(ino)?.body {
                 *p = new_parent;
             }
-            self.node_mut(parent)?.nlink -= 1;
+            let p = self.node_mut(parent)?;
+            p.nlink = p.nlink.saturating_sub(1);
             self.node_mut(new_parent)?.nlink += 1;
         }
         let now = SystemTime::now();
@@ -464,6 +494,7 @@ impl State {
             let h = self.handle(fh)?;
             (h.ino, h.append)
         };
+        self.mutation()?;
         let (current, _) = self.file_mut(ino)?;
         let at = if append { current.len } else { offset };
         current.write(at, data);
@@ -476,7 +507,7 @@ impl State {
 
     fn fsync(&mut self, ino: u64, fh: FileHandle) -> Fallible<()> {
         let ino = self.handle(fh).map(|h| h.ino).unwrap_or(ino);
-        self.powered()?;
+        self.mutation()?;
         let ignore = self.ignore_fsync;
         if let Ok((current, durable)) = self.file_mut(ino) {
             if !ignore {
@@ -593,6 +624,7 @@ impl Filesystem for PowerFsServer {
             if let Some(fh) = fh {
                 s.handle(fh)?;
             }
+            s.mutation()?;
             if let Some(size) = size {
                 s.file_mut(ino.0)?.0.set_len(size);
             }
@@ -860,7 +892,7 @@ impl Filesystem for PowerFsServer {
         reply: ReplyEmpty,
     ) {
         let mut s = self.state();
-        let r = s.powered().and_then(|_| {
+        let r = s.mutation().and_then(|_| {
             if let Body::Dir {
                 entries,
                 durable_entries,
@@ -951,6 +983,7 @@ impl Filesystem for PowerFsServer {
             if mode != 0 {
                 return Err(Errno::EOPNOTSUPP);
             }
+            s.mutation()?;
             let (current, _) = s.file_mut(ino)?;
             if offset + length > current.len {
                 current.set_len(offset + length);
@@ -1019,6 +1052,7 @@ impl PowerFs {
             ignore_fsync: false,
             metadata,
             counts: PowerCounts::default(),
+            cut_at_mutation: None,
         }));
         let mut config = Config::default();
         config.mount_options = vec![
@@ -1065,6 +1099,17 @@ impl PowerFs {
         let mut s = self.state();
         s.life += 1;
         s.powered = true;
+    }
+
+    /// Cut the power just before the `n`-th operation that changes the filesystem from now on
+    /// (0: the very next), instead of serving it: that operation fails with EIO, as does every
+    /// later one until [`PowerFs::power_on`]. `None` withdraws a cut not yet reached. With the
+    /// count of an uncut run ([`PowerCounts::mutations`]), a test can cut at every point of a short
+    /// operation in turn, where a cut at a random instant would rarely land inside a window of a
+    /// few operations. Other processes and threads on the mount count too.
+    pub fn cut_before_mutation(&self, n: Option<u64>) {
+        let mut s = self.state();
+        s.cut_at_mutation = n.map(|n| s.counts.mutations + n);
     }
 
     /// For proving a test has teeth: while set, fsync makes nothing durable, so a cut throws away

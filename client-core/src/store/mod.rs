@@ -6,10 +6,11 @@
 //!
 //! A case is stored as a log of automerge chunks: each save appends only the new changes (an
 //! incremental save), and [`Store::compact_case`] replaces a prefix of the log with one snapshot. Every
-//! value is sealed with an AEAD (XChaCha20-Poly1305) under a key derived from the practitioner's
-//! passphrase (argon2id) or read from a key file, so the files on disk hold no record text. Keys (case
-//! ids, namespace names, sequence numbers) are not secret and are stored in the clear: never put
-//! clinical text in a key.
+//! value is sealed with an AEAD (XChaCha20-Poly1305) under the store's random data key, kept in its
+//! header wrapped under a key derived from the practitioner's passphrase (argon2id) or read from a
+//! key file, so the files on disk hold no record text (`crypto.rs` explains the two keys). Keys
+//! (case ids, namespace names, sequence numbers) are not secret and are stored in the clear: never
+//! put clinical text in a key.
 //!
 //! Sequence numbers are drawn from one counter per store, so they grow across every case and are
 //! never handed out twice, not even after [`Store::remove_case`]: a sync state or acknowledgement

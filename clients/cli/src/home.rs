@@ -24,7 +24,9 @@ pub fn open(home: Option<PathBuf>) -> Result<Profile, Failure> {
         Some(h) => h,
         None => default_home()?,
     };
-    let is_new = !home.join("store").exists();
+    // Not `home/store` alone: an upgrade interrupted between its renames leaves the store set
+    // aside for a moment, and this is not a new profile to choose a passphrase for.
+    let is_new = !Profile::exists(&home);
     let passphrase = passphrase(&home, is_new)?;
     Ok(Profile::open(&home, &passphrase)?)
 }
