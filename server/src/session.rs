@@ -8,7 +8,9 @@
 //! - a device being revoked is upload-only for everything, then told to wipe, then refused;
 //! - new changes must be authored by an enrolled device of the case's team (or the uploader itself),
 //!   must keep the record's shape, and may not change the case's id or team;
-//! - a `Saved` is sent only after the case's changes are durable (group commit).
+//! - a `Saved` is sent only after the case's changes are durable (group commit);
+//! - case data and access lists leave only once the audit record of that access is durable; a
+//!   read the audit log cannot record is refused, not sent (see [`Shared::audit_access`]).
 //!
 //! Writes of one connection are pipelined: the reader applies messages as they come, and a writer
 //! task sends each reply once its group-commit ticket is durable, in order.
