@@ -221,6 +221,42 @@ pub struct Profile {
     upgrade_pending: Option<String>,
 }
 
+/// Thin a full list of kept audit heads (oldest first) to at most half of
+/// [`AUDIT_HISTORY_MAX`], spread evenly over the records they cover: the first and the newest
+/// stay, and for each of the evenly spaced points between them, the kept head nearest to it.
+///
+/// Evenly over the records, not over the list: halving the list instead (every other head)
+/// thins the oldest heads again at every thinning, so after a few thousand heads nothing between
+/// the first and the last two thousand or so was left (found past the limit by
+/// `audit_heads_past_the_history_limit_are_thinned_evenly_and_reopen_from_disk`).
+fn thin_evenly(kept: &[crate::identity::AuditHead]) -> Vec<crate::identity::AuditHead> {
+    let (Some(first), Some(last)) = (kept.first(), kept.last()) else {
+        return Vec::new();
+    };
+    let points = (AUDIT_HISTORY_MAX / 2) as u128;
+    let (start, span) = (first.records, last.records.saturating_sub(first.records));
+    let mut keep = vec![false; kept.len()];
+    keep[0] = true;
+    keep[kept.len() - 1] = true;
+    let mut j = 0;
+    for i in 1..points - 1 {
+        // u128: the product of a record count and a point number cannot overflow.
+        let point = start + (span as u128 * i / (points - 1)) as u64;
+        while j + 1 < kept.len() && kept[j + 1].records <= point {
+            j += 1;
+        }
+        let after_is_nearer = kept
+            .get(j + 1)
+            .is_some_and(|next| next.records - point < point.saturating_sub(kept[j].records));
+        keep[if after_is_nearer { j + 1 } else { j }] = true;
+    }
+    kept.iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(h, _)| h.clone())
+        .collect()
+}
+
 /// After this many appended chunks, a case's log is compacted into one snapshot, so loading a case
 /// does not replay years of small saves.
 pub const COMPACT_AFTER: usize = 32;
@@ -1031,14 +1067,7 @@ impl Profile {
             if kept.last().is_none_or(|k| k.records < head.records) {
                 kept.push(head.clone());
                 if kept.len() > AUDIT_HISTORY_MAX {
-                    // Thin out the middle; the first and the newest stay.
-                    let keep: Vec<_> = kept
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| *i == 0 || *i + 1 == kept.len() || i % 2 == 0)
-                        .map(|(_, h)| h.clone())
-                        .collect();
-                    kept = keep;
+                    kept = thin_evenly(&kept);
                 }
                 let bytes =
                     serde_json::to_vec(&kept).map_err(|e| ProfileError::Corrupt(e.to_string()))?;
@@ -1302,9 +1331,9 @@ mod tests {
     use crate::model::{NewCase, PersonField};
     use crate::store::MemoryStore;
 
-    /// A profile over an in-memory store, enrolled on paper (no server needed for offline work).
-    fn offline_profile() -> Profile {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    /// Enrol the device on paper in `store`, trusting the borough CA certificate `ca` (hex DER;
+    /// empty: none).
+    fn enrol_on_paper(store: &dyn Store, ca: String) {
         let enrolment = Enrolment {
             server: "127.0.0.1:1".into(),
             device_name: "test".into(),
@@ -1314,7 +1343,7 @@ mod tests {
                 id: TeamId::random(),
                 name: "North".into(),
             }],
-            ca: String::new(),
+            ca,
             certificate: String::new(),
             key_pem: String::new(),
             enrolled_at: now_string(),
@@ -1326,6 +1355,12 @@ mod tests {
                 &serde_json::to_vec(&enrolment).unwrap(),
             )
             .unwrap();
+    }
+
+    /// A profile over an in-memory store, enrolled on paper (no server needed for offline work).
+    fn offline_profile() -> Profile {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        enrol_on_paper(&*store, String::new());
         Profile::from_store(Path::new("/nonexistent"), store).unwrap()
     }
 
@@ -1336,6 +1371,113 @@ mod tests {
             ..Default::default()
         };
         p.create_case(new, None).unwrap()
+    }
+
+    /// Past [`AUDIT_HISTORY_MAX`]: a device that saw 3 × 512 + 7 distinct audit heads keeps at
+    /// most 512 of them, oldest first, the first and the newest among them, spread over the whole
+    /// range of records they cover, and reads them back from disk; a head older than one it kept
+    /// still raises the warning, leaving what it kept unchanged.
+    ///
+    /// The heads are noted over an in-memory store, then the profile's namespace is moved to a
+    /// sealed store on disk and the profile reopened from there: a debug build seals about 5 MB/s,
+    /// and noting 1,543 heads on disk rewrites the whole history (up to 150 KB) each time, which
+    /// took minutes. Every check runs on the profile reopened from disk.
+    #[test]
+    fn audit_heads_past_the_history_limit_are_thinned_evenly_and_reopen_from_disk() {
+        use crate::identity::{AuditHead, BoroughCa};
+        const SEEN: usize = 3 * AUDIT_HISTORY_MAX + 7;
+        let ca = BoroughCa::generate("Test borough").unwrap();
+        let head =
+            |records: u64, hash: &str| AuditHead::sign(&ca, records, hash, &now_string()).unwrap();
+        let memory: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        enrol_on_paper(&*memory, hex::encode(ca.cert_der()));
+        let mut p = Profile::from_store(Path::new("/nonexistent"), memory.clone()).unwrap();
+        // Uneven steps, as syncs add a varying number of records between two heads.
+        let mut records = 0u64;
+        let mut seen = Vec::new();
+        for i in 0..SEEN as u64 {
+            records += 1 + (i * 7) % 5;
+            let warning = p.note_audit_head(&head(records, &format!("{records:064x}")));
+            assert_eq!(warning.unwrap(), None, "head {i}");
+            assert!(p.audit_history().unwrap().len() <= AUDIT_HISTORY_MAX);
+            seen.push(records);
+        }
+        drop(p);
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let key = crate::store::SealKey::generate();
+        let open = || Profile::open_with(&home, KeySource::Raw(key.clone())).unwrap();
+        let disk = open();
+        for (k, v) in memory.scan_meta(NS_PROFILE).unwrap() {
+            disk.store.put_meta(NS_PROFILE, &k, &v).unwrap();
+        }
+        disk.store.flush().unwrap();
+        drop(disk);
+
+        let mut p = open();
+        let kept = p.audit_history().unwrap();
+        let at: Vec<u64> = kept.iter().map(|h| h.records).collect();
+        assert!(
+            kept.len() <= AUDIT_HISTORY_MAX && kept.len() >= AUDIT_HISTORY_MAX / 4,
+            "{} heads kept",
+            kept.len()
+        );
+        let (first, newest) = (seen[0], seen[SEEN - 1]);
+        assert_eq!(at.first(), Some(&first), "the first head is kept");
+        assert_eq!(at.last(), Some(&newest), "the newest head is kept");
+        assert_eq!(p.audit_head().unwrap().map(|h| h.records), Some(newest));
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "oldest first: {at:?}");
+        for h in &kept {
+            assert!(
+                seen.contains(&h.records),
+                "head {} was never seen",
+                h.records
+            );
+            h.verify(ca.cert_der()).unwrap();
+        }
+        // Spread over the range: no stretch of it lost. A thinning keeps about 256 heads over
+        // the whole range, about span / 256 records apart; none may be 4 times that apart, and
+        // each eighth of the range keeps at least 16.
+        let span = newest - first;
+        let widest = at.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        let fair = span / (AUDIT_HISTORY_MAX as u64 / 2);
+        assert!(
+            widest <= 4 * fair,
+            "a gap of {widest} records between kept heads, {fair} apart on average: {at:?}"
+        );
+        for eighth in 0..8u64 {
+            let from = first + span * eighth / 8;
+            let to = first + span * (eighth + 1) / 8;
+            let n = at.iter().filter(|&&r| r >= from && r < to).count();
+            assert!(
+                n >= AUDIT_HISTORY_MAX / 32,
+                "{n} heads kept between records {from} and {to}: {at:?}"
+            );
+        }
+        // A head older than one kept warns, and so does one that replaced the newest; neither
+        // changes what is kept. A newer head is still taken, on disk.
+        let middle = &kept[kept.len() / 2];
+        let older = p.note_audit_head(&head(middle.records, &middle.hash));
+        assert!(
+            older.unwrap().is_some_and(|w| w.contains("fewer than")),
+            "no warning for an older head"
+        );
+        let replaced = p.note_audit_head(&head(newest, &format!("{:064x}", 0xbad)));
+        assert!(
+            replaced
+                .unwrap()
+                .is_some_and(|w| w.contains("different record")),
+            "no warning for a replaced head"
+        );
+        assert_eq!(p.audit_history().unwrap(), kept);
+        let next = head(newest + 1, &format!("{:064x}", newest + 1));
+        assert_eq!(p.note_audit_head(&next).unwrap(), None);
+        drop(p);
+        let p = open();
+        let mut expected = kept;
+        expected.push(next);
+        assert_eq!(p.audit_history().unwrap(), expected);
+        assert_eq!(p.audit_head().unwrap().map(|h| h.records), Some(newest + 1));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! - a device being revoked is upload-only for everything, then told to wipe, then refused;
 //! - new changes must be authored by an enrolled device of the case's team (or the uploader itself),
 //!   must keep the record's shape, and may not change the case's id or team;
-//! - a `Saved` is sent only after the case's changes are durable (group commit).
+//! - a `Saved` is sent only after the case's changes are durable (group commit);
+//! - case data and access lists leave only once the audit record of that access is durable; a
+//!   read the audit log cannot record is refused, not sent (see [`Shared::audit_access`]).
 //!
 //! Writes of one connection are pipelined: the reader applies messages as they come, and a writer
 //! task sends each reply once its group-commit ticket is durable, in order.
@@ -32,7 +34,7 @@ use polyphony_core::{CaseId, TeamId};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
-use crate::audit::{Actor, AuditAction, AuditEvent, AuditLog};
+use crate::audit::{Actor, AuditAction, AuditError, AuditEvent, AuditLog};
 use crate::registry::{Device, DeviceStatus, Practitioner, Registry, RegistryError};
 use crate::storage::{CaseChanged, ServerCase, ServerStorage};
 
@@ -82,7 +84,10 @@ impl Shared {
         Ok(device)
     }
 
-    /// Record an audit event; a failure is logged loudly but does not stop clinical work.
+    /// Record an event that is not an access to a person's record (a connection, a refusal, a
+    /// revocation, a write already stored), best-effort: a failure is logged loudly but does not
+    /// stop clinical work. An access (case data or an access list leaving for a device) goes
+    /// through [`Shared::audit_access`] instead, which the access waits for.
     pub fn audit(
         &self,
         actor: Actor,
@@ -95,7 +100,43 @@ impl Shared {
             warn!(error = %e, "could not write the audit log");
         }
     }
+
+    /// Record an access to a person's record that is about to leave for a device, and return the
+    /// durability ticket covering the record. The record is a precondition of the access: on an
+    /// error the caller sends nothing of the case, and the frames it does send wait for the
+    /// ticket, so no data leaves before its record is on disk (finding 11).
+    pub fn audit_access(
+        &self,
+        actor: Actor,
+        case: CaseId,
+        detail: impl Into<String>,
+    ) -> Result<u64, AuditError> {
+        // Noted before the write, for its ticket (see GroupCommit::wrote_in).
+        let generation = self.storage.group.generation();
+        let event = AuditEvent::now(actor, AuditAction::Read, Some(case), detail.into());
+        self.audit.record(event)?;
+        Ok(self.storage.group.wrote_in(generation))
+    }
 }
+
+/// The answer to a device when the audit log could not record its access to a case: nothing of
+/// the case was sent. `sent` says what the device did not get and what to do.
+fn not_audited(case: CaseId, e: &AuditError, sent: &str) -> Frame {
+    warn!(%case, error = %e, "an access could not be recorded in the audit log: nothing of the case sent");
+    Frame::CaseRefused {
+        case,
+        refusal: refusal(
+            ErrorCode::StorageFailed,
+            format!(
+                "the server could not record this access in its audit log, so it sent {sent} ({e})"
+            ),
+        ),
+    }
+}
+
+/// What a device is told when the audit log could not record a read of a case during its sync.
+const NOT_SENT_CASE: &str =
+    "nothing of this case; your own changes are safe on this device: sync again later";
 
 /// The most reply batches a session may have waiting for a device that does not read them; past
 /// it the server stops reading that device's frames until it catches up (back-pressure, not
@@ -397,33 +438,9 @@ pub async fn serve(
         let mut send = send;
         while let Some((ticket, frames)) = out_rx.recv().await {
             let _taken = Taken(&written);
-            let mut dropped_push = false;
-            let frames = match storage.group.durable(ticket).await {
-                Ok(()) => frames,
-                Err(e) => {
-                    warn!(error = %e, "flush failed: refusing to acknowledge");
-                    // Nothing is acknowledged that is not on disk: replace each Saved by a
-                    // refusal. A live push (no Saved) is not sent at all: it may carry a
-                    // colleague's change the disk lost, which the device could then never upload
-                    // (a device writes only as itself). A reply to the device's own sync still
-                    // carries the case as the server holds it (reads go on while the disk is
-                    // full); docs/SECURITY.md says what that leaves.
-                    let push = !frames.iter().any(|f| matches!(f, Frame::Saved { .. }));
-                    // The session's sync state counts the push as sent: end the connection,
-                    // and the device syncs afresh when it reconnects.
-                    dropped_push = push && frames.iter().any(|f| matches!(f, Frame::Sync { .. }));
-                    frames
-                        .into_iter()
-                        .filter(|f| !(push && matches!(f, Frame::Sync { .. })))
-                        .map(|f| match f {
-                            Frame::Saved { case, .. } => Frame::CaseRefused {
-                                case,
-                                refusal: refusal(ErrorCode::StorageFailed, format!("the server could not save your changes ({e}); they are still on your device: sync again later")),
-                            },
-                            other => other,
-                        })
-                        .collect()
-                }
+            let (frames, dropped_push) = match storage.group.durable(ticket).await {
+                Ok(()) => (frames, false),
+                Err(e) => withheld(frames, &e),
             };
             let ends = dropped_push || frames.iter().any(|f| matches!(f, Frame::Bye));
             if write_frames(&mut send, &frames).await.is_err() {
@@ -504,6 +521,55 @@ pub async fn serve(
     drop(session);
     let _ = writer.await;
     shared.audit(actor, AuditAction::Disconnect, None, String::new());
+}
+
+/// What of a batch may still be sent when its ticket could not be made durable (the flush failed,
+/// or a reopen lost it), and whether it was a live push whose data was dropped (the session's sync
+/// state counts that push as sent: the caller ends the connection, and the device syncs afresh
+/// when it reconnects).
+///
+/// Nothing whose durability the ticket stood for leaves:
+/// - a `Saved` becomes a refusal: nothing is acknowledged that is not on disk;
+/// - no case data (`Sync`) leaves, reply or push: the batch's ticket covers the audit record of
+///   the read (which the disk may lose, and then the read would leave unaudited) and the
+///   colleagues' changes it carries (which the disk may lose, and then the device would hold a
+///   change it may not upload: a device writes only as itself). A reply's case is refused by its
+///   `Saved`'s refusal; the device leaves that case alone for the rest of the session, so the
+///   session's sync state, which counts the data as sent, is not used again;
+/// - an access list becomes a refusal (its request's record is not on disk);
+/// - `ReadsSaved` becomes a fatal `Error`: the device keeps its offline reads and sends them
+///   again (it has no per-read refusal to wait for, and would otherwise wait for ever).
+fn withheld(frames: Vec<Frame>, e: &polyphony_core::store::StoreError) -> (Vec<Frame>, bool) {
+    warn!(error = %e, "flush failed: acknowledging nothing and sending no case data");
+    let push = !frames.iter().any(|f| matches!(f, Frame::Saved { .. }));
+    let dropped_push = push && frames.iter().any(|f| matches!(f, Frame::Sync { .. }));
+    let refused = |case, what: &str| Frame::CaseRefused {
+        case,
+        refusal: refusal(
+            ErrorCode::StorageFailed,
+            format!("the server could not save to its disk, so it {what} ({e})"),
+        ),
+    };
+    let frames = frames
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Sync { .. } => None,
+            Frame::Saved { case, .. } => Some(refused(
+                case,
+                "sent nothing of this case and acknowledged nothing; anything you changed is safe on this device: sync again later",
+            )),
+            Frame::AccessLog { case, .. } => Some(refused(
+                case,
+                "could not record this access and sent no access list: try again later",
+            )),
+            Frame::ReadsSaved { .. } => Some(Frame::Error(refusal(
+                ErrorCode::StorageFailed,
+                format!("the server could not save to its disk the record of what this device read offline; the reads are kept on this device: sync again later ({e})"),
+            ))),
+            other => Some(other),
+        })
+        .collect();
+    (frames, dropped_push)
 }
 
 fn close(conn: &quinn::Connection, code: ErrorCode, message: &str) {
@@ -746,10 +812,8 @@ impl Session {
                     let _ = self.out.send((0, vec![refused]));
                     return true;
                 }
-                let generation = self.shared.storage.group.generation();
-                let frame = self.access_log(case);
                 // The request is audited (in `access_log`) before its answer leaves.
-                let ticket = self.shared.storage.group.wrote_in(generation);
+                let (ticket, frame) = self.access_log(case);
                 let _ = self.out.send((ticket, vec![frame]));
                 true
             }
@@ -882,8 +946,9 @@ impl Session {
         // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
         let generation = self.shared.storage.group.generation();
         let registry = self.shared.registry.clone();
-        let Ok(mark) = registry.reads_through(&self.device.id) else {
-            return true;
+        let mark = match registry.reads_through(&self.device.id) {
+            Ok(m) => m,
+            Err(e) => return self.reads_not_recorded(None, 0, &e),
         };
         let now = time::OffsetDateTime::now_utc();
         let enrolled = self.device.enrolled_at;
@@ -892,6 +957,7 @@ impl Session {
         let mut sorted = reads;
         sorted.sort_by_key(|r| r.seq);
         for r in &sorted {
+            let before = through;
             through = through.max(r.seq);
             if mark.is_some_and(|m| r.seq <= m) {
                 duplicates += 1;
@@ -915,8 +981,7 @@ impl Session {
                     .push_str(&relationship(&c.doc, &self.practitioner));
             }
             if let Err(e) = self.shared.audit.record(event) {
-                warn!(error = %e, "could not record offline reads");
-                return true;
+                return self.reads_not_recorded(mark, before, &e);
             }
         }
         if not_readable + bad_time > 0 {
@@ -934,8 +999,7 @@ impl Session {
         }
         if !sorted.is_empty() && mark.is_none_or(|m| through > m) {
             if let Err(e) = registry.set_reads_through(&self.device.id, through) {
-                warn!(error = %e, "could not note the offline reads recorded");
-                return true;
+                return self.reads_not_recorded(None, 0, &e);
             }
         }
         let _ = self.out.send((
@@ -943,6 +1007,32 @@ impl Session {
             vec![Frame::ReadsSaved { through }],
         ));
         true
+    }
+
+    /// Offline reads could not be recorded (the audit log or the registry refused a write): end
+    /// the session with a clear error, and no `ReadsSaved`, so the device keeps its reads and sends
+    /// them again (without an answer its sync would wait for ever). The reads recorded before the
+    /// failure, through outbox index `handled`, are noted as done (best-effort), so a resend
+    /// does not record them twice.
+    fn reads_not_recorded(
+        &mut self,
+        mark: Option<u64>,
+        handled: u64,
+        e: &dyn std::fmt::Display,
+    ) -> bool {
+        warn!(error = %e, "could not record offline reads: ending the session");
+        if handled > mark.unwrap_or(0) {
+            let _ = self
+                .shared
+                .registry
+                .set_reads_through(&self.device.id, handled);
+        }
+        let msg = format!("the server could not record in its audit log what this device read offline; the reads are kept on this device: sync again later ({e})");
+        let _ = self.out.send((
+            0,
+            vec![Frame::Error(refusal(ErrorCode::StorageFailed, msg))],
+        ));
+        false
     }
 
     fn access(&self, case: &CaseId) -> Access {
@@ -1177,12 +1267,15 @@ impl Session {
                 .storage
                 .insert(case, Arc::new(std::sync::Mutex::new(sc)));
             let _ = self.shared.registry.mark_held(&self.device.id, &case);
+            // Best-effort, as for any stored write; the acknowledgement waits for its flush.
+            let generation = self.shared.storage.group.generation();
             self.shared.audit(
                 self.actor.clone(),
                 AuditAction::Write,
                 Some(case),
                 format!("case created, written by {actors}"),
             );
+            let ticket = ticket.max(self.shared.storage.group.wrote_in(generation));
             let mut c = shared_case.lock().expect("case lock");
             let reply = c
                 .doc
@@ -1256,34 +1349,52 @@ impl Session {
         };
         let relationship = relationship(&c.doc, &self.practitioner);
         drop(c);
-        if reply.as_ref().is_some_and(|m| !m.changes.is_empty()) && self.read_audited.insert(case) {
-            // A device that received the case holds it: if the case moves away before the device
-            // uploads what it wrote offline, those words are still accepted (upload-only), not
-            // stranded as "not available". Found by the simulation (tests/tests/simulation.rs).
-            let _ = self.shared.registry.mark_held(&self.device.id, &case);
+        let mut unaudited = None;
+        if reply.as_ref().is_some_and(|m| !m.changes.is_empty())
+            && !self.read_audited.contains(&case)
+        {
             // The read is in the audit log before the data leaves: the reply waits for this
-            // record's flush as well as for the case's.
-            let generation = self.shared.storage.group.generation();
-            self.shared.audit(
+            // record's flush as well as for the case's, and without the record it is not sent.
+            match self.shared.audit_access(
                 self.actor.clone(),
-                AuditAction::Read,
-                Some(case),
+                case,
                 format!("case data sent to device{relationship}"),
-            );
-            ticket = ticket.max(self.shared.storage.group.wrote_in(generation));
+            ) {
+                Ok(read) => {
+                    ticket = ticket.max(read);
+                    self.read_audited.insert(case);
+                    // A device that received the case holds it: if the case moves away before
+                    // the device uploads what it wrote offline, those words are still accepted
+                    // (upload-only), not stranded as "not available". Found by the simulation
+                    // (tests/tests/simulation.rs).
+                    let _ = self.shared.registry.mark_held(&self.device.id, &case);
+                }
+                Err(e) => unaudited = Some(e),
+            }
         }
         if new_changes > 0 {
             let _ = self.shared.registry.mark_held(&self.device.id, &case);
+            // A write already stored: its record is best-effort (the change itself names its
+            // author), but an acknowledgement waits for the record's flush too.
+            let generation = self.shared.storage.group.generation();
             self.shared.audit(
                 self.actor.clone(),
                 AuditAction::Write,
                 Some(case),
                 format!("{new_changes} changes accepted, written by {actors}"),
             );
+            ticket = ticket.max(self.shared.storage.group.wrote_in(generation));
             self.shared.storage.announce(CaseChanged {
                 case,
                 origin: self.conn_id,
             });
+        }
+        if let Some(e) = unaudited {
+            // Neither the data nor a `Saved` (the device would take it as leave to sync the
+            // case on, and be refused again): the device keeps what it uploaded, unacknowledged,
+            // and sends it again next time, when the server finds it already stored. The sync
+            // state is not kept either: it counts as sent the data that was withheld.
+            return (0, vec![not_audited(case, &e, NOT_SENT_CASE)]);
         }
         self.states.insert(case, state);
         let mut frames: Vec<Frame> = reply
@@ -1376,34 +1487,39 @@ impl Session {
         self.refuse_case(case, code, msg)
     }
 
-    /// Who has accessed a case, for the person's copy of their record. Only for a case this device
-    /// may read; the request itself is audited.
-    fn access_log(&self, case: CaseId) -> Frame {
+    /// Who has accessed a case, for the person's copy of their record, and the ticket to send it
+    /// after. Only for a case this device may read; the request itself is audited first, and
+    /// without that record nothing is sent.
+    fn access_log(&self, case: CaseId) -> (u64, Frame) {
         if !matches!(self.access(&case), Access::Full(_)) {
-            return Frame::CaseRefused {
+            let refused = Frame::CaseRefused {
                 case,
                 refusal: refusal(
                     ErrorCode::NotAvailable,
                     format!("case {case} is not available to this device"),
                 ),
             };
+            return (0, refused);
         }
-        self.shared.audit(
-            self.actor.clone(),
-            AuditAction::Read,
-            Some(case),
-            "access log sent to device",
-        );
+        let ticket =
+            match self
+                .shared
+                .audit_access(self.actor.clone(), case, "access log sent to device")
+            {
+                Ok(t) => t,
+                Err(e) => return (0, not_audited(case, &e, "no access list: try again later")),
+            };
         let records = match self.shared.audit.entries(Some(case)) {
             Ok(r) => r,
             Err(e) => {
-                return Frame::CaseRefused {
+                let refused = Frame::CaseRefused {
                     case,
                     refusal: refusal(
                         ErrorCode::Internal,
                         format!("the audit log could not be read: {e}"),
                     ),
-                }
+                };
+                return (0, refused);
             }
         };
         let mut names: HashMap<polyphony_core::PractitionerId, String> = HashMap::new();
@@ -1455,7 +1571,7 @@ impl Session {
                 }
             })
             .collect();
-        Frame::AccessLog { case, entries }
+        (ticket, Frame::AccessLog { case, entries })
     }
 
     /// Another connection changed a case: send this device what it lacks (live push).
@@ -1486,19 +1602,22 @@ impl Session {
         };
         if let Some(m) = message {
             let mut ticket = self.shared.storage.group.current_in(generation);
-            if !m.changes.is_empty() && self.read_audited.insert(change.case) {
+            if !m.changes.is_empty() && !self.read_audited.contains(&change.case) {
+                // Audited before sent: the push waits for this record's flush too, and without
+                // the record it is not sent.
+                match self.shared.audit_access(
+                    self.actor.clone(),
+                    change.case,
+                    format!("case data pushed live{relationship}"),
+                ) {
+                    Ok(read) => ticket = ticket.max(read),
+                    Err(e) => return self.end_unaudited(change.case, &e),
+                }
+                self.read_audited.insert(change.case);
                 let _ = self
                     .shared
                     .registry
                     .mark_held(&self.device.id, &change.case);
-                self.shared.audit(
-                    self.actor.clone(),
-                    AuditAction::Read,
-                    Some(change.case),
-                    format!("case data pushed live{relationship}"),
-                );
-                // Audited before sent: the push waits for this record's flush too.
-                ticket = ticket.max(self.shared.storage.group.wrote_in(generation));
             }
             let _ = self.out.send((
                 ticket,
@@ -1508,6 +1627,19 @@ impl Session {
                 }],
             ));
         }
+    }
+
+    /// A live push whose read the audit log could not record: nothing of the case is sent, and the
+    /// session ends in words that say why. A push answers no request of the device's, so no
+    /// per-case refusal fits (the device may not even know the case yet), and the session's sync
+    /// state already counts the withheld data as sent. The device reconnects and syncs afresh:
+    /// each case is then refused, or sent with its record, case by case.
+    fn end_unaudited(&mut self, case: CaseId, e: &AuditError) {
+        warn!(%case, error = %e, "a live push could not be recorded in the audit log: not sent; ending the session");
+        self.ended = Some((
+            ErrorCode::StorageFailed,
+            format!("the server could not record an access in its audit log, so it sent nothing of that case; your own changes are safe on this device: sync again later ({e})"),
+        ));
     }
 
     /// The announcement channel overflowed: offer every case of this session again.

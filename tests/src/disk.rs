@@ -22,6 +22,11 @@ pub enum DiskFault {
     /// Writes land in memory but every flush fails, as when the disk fills while buffered data is
     /// being written out: nothing more becomes durable.
     FlushFails,
+    /// Appends to the audit log fail; every other write and every flush works. The narrowest
+    /// fault under which a read could leave unaudited (issue 14, finding 11). The error is not an
+    /// I/O error, so the server does not take its store for broken and reopen it (which ends
+    /// every session): what a test sees is the audit rule alone, at moments the test chooses.
+    AuditFails,
 }
 
 /// Turns a [`FaultyStore`]'s fault on and off, and counts the operations it refused.
@@ -38,6 +43,7 @@ impl DiskSwitch {
             DiskFault::None => 0,
             DiskFault::WritesFail => 1,
             DiskFault::FlushFails => 2,
+            DiskFault::AuditFails => 3,
         };
         self.fault.store(n, Ordering::SeqCst);
     }
@@ -47,6 +53,7 @@ impl DiskSwitch {
         match self.fault.load(Ordering::SeqCst) {
             1 => DiskFault::WritesFail,
             2 => DiskFault::FlushFails,
+            3 => DiskFault::AuditFails,
             _ => DiskFault::None,
         }
     }
@@ -69,6 +76,17 @@ impl DiskSwitch {
 
     fn write(&self) -> Result<(), StoreError> {
         self.fail_if(DiskFault::WritesFail)
+    }
+
+    fn append_to(&self, log: &str) -> Result<(), StoreError> {
+        self.write()?;
+        if log == polyphony_server::audit::AUDIT_LOG && self.get() == DiskFault::AuditFails {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Engine(
+                "the audit log refused the record (injected by the fault tests)".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -129,7 +147,7 @@ impl Store for FaultyStore {
         self.inner.scan_meta(ns)
     }
     fn append_log(&self, log: &str, entry: &[u8]) -> Result<u64, StoreError> {
-        self.switch.write()?;
+        self.switch.append_to(log)?;
         self.inner.append_log(log, entry)
     }
     fn read_log(&self, log: &str, from: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {

@@ -2405,6 +2405,268 @@ async fn an_older_copy_of_the_audit_log_is_caught_by_heads_kept_outside_the_serv
     Ok(())
 }
 
+/// What a live session was given so far (drained from its events): each case's document as it
+/// last stood after data arrived, the cases refused (with the refusal), the cases acknowledged.
+#[derive(Default)]
+struct LiveSeen {
+    given: BTreeMap<CaseId, AutoCommit>,
+    refused: BTreeMap<CaseId, polyphony_core::sync::Refusal>,
+    acked: std::collections::BTreeSet<CaseId>,
+}
+
+impl LiveSeen {
+    fn drain(&mut self, events: &mut Events) {
+        use polyphony_core::sync::Action;
+        while let Ok((action, doc)) = events.try_recv() {
+            match (action, doc) {
+                (Action::Persist { case, .. }, Some(doc)) => {
+                    self.given.insert(case, doc);
+                }
+                (Action::Refused { case, refusal }, _) => {
+                    self.refused.insert(case, refusal);
+                }
+                (Action::Acknowledged { case, .. }, _) => {
+                    self.acked.insert(case);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The reads of `case` by `device` in the audit log: records of case data sent to it.
+async fn reads_by(server: &TestServer, case: CaseId, device: &TestDevice) -> Result<usize> {
+    let me = device.profile.device().to_string();
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?;
+    Ok(log
+        .as_array()
+        .ok_or_else(|| anyhow!("audit is a list"))?
+        .iter()
+        .filter(|r| {
+            r["event"]["action"] == "read"
+                && r["event"]["actor"]["device"] == me.as_str()
+                && r["event"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("case data"))
+        })
+        .count())
+}
+
+/// While the audit log refuses records, no case data and no access list leaves the server: a
+/// device's sync gets a per-case refusal that says why and receives nothing; a live session is
+/// refused a case it asks for, and ended in the same words when a colleague's change to a case it
+/// holds would be pushed; an access list is refused; offline reads are refused whole (kept on the
+/// device). Writes go on. Once the log takes records again, the same devices receive everything,
+/// and each read is in the audit log once (issue 14, finding 11: before, the data went out with
+/// no record of the access).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_audit_log_cannot_record_sends_nothing_and_is_served_once_it_can() -> Result<()>
+{
+    use polyphony_core::sync::{Frame, OfflineRead};
+    use polyphony_e2e::{DiskFault, DiskSwitch, FaultyStore};
+    /// Cases written before the fault.
+    const CASES: usize = 3;
+    let switch = DiskSwitch::default();
+    let control = switch.clone();
+    let server =
+        TestServer::start_with_store(move |store| FaultyStore::wrap(store, control)).await?;
+    server.team("North").await?;
+    for p in ["Sam", "Kit", "Lee"] {
+        server.practitioner(p, "North").await?;
+    }
+    let mut sam = server.device("Sam").await?;
+    let mut kit = server.device("Kit").await?;
+    let mut lee = server.device("Lee").await?;
+    let mut cases = Vec::new();
+    for i in 0..CASES {
+        cases.push(sam.case_with_meeting(&format!("Person {i}"))?);
+    }
+    sam.sync().await?;
+    // Lee's app holds every case, and keeps a live session open: it has nothing to receive, so
+    // it has read nothing in this session yet.
+    lee.sync().await?;
+    let e = lee.profile.enrolment().expect("enrolled").clone();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let mut host = polyphony_e2e::TestHost {
+        events: Some(tx),
+        ..Default::default()
+    };
+    for (case, _) in &cases {
+        host.docs.insert(*case, lee.profile.document(*case)?);
+    }
+    let addr = server.addr();
+    let live = tokio::spawn(async move { polyphony_e2e::run_session(addr, &e, host, true).await });
+    let mut seen = LiveSeen::default();
+    ensure!(
+        eventually(Duration::from_secs(30), || {
+            seen.drain(&mut events);
+            cases.iter().all(|(c, _)| seen.acked.contains(c))
+        })
+        .await,
+        "the live session did not settle"
+    );
+
+    switch.set(DiskFault::AuditFails);
+    // Kit's first sync: each case refused in words that say why, and no data of any.
+    let report = kit.sync().await?;
+    for (case, _) in &cases {
+        let held = kit.profile.case_ids()?.contains(case)
+            && !kit.profile.document(*case)?.get_heads().is_empty();
+        ensure!(
+            !held,
+            "Kit received case {case} while the audit log could not record the read"
+        );
+    }
+    ensure!(
+        report.refused.len() == CASES,
+        "every case refused: {report:?}"
+    );
+    for (case, why) in &report.refused {
+        ensure!(
+            why.contains("could not record this access in its audit log")
+                && why.contains("sent nothing"),
+            "case {case}: unclear refusal: {why}"
+        );
+    }
+    // An access list is refused too: its request is an access.
+    let first = cases[0].0;
+    let err = kit
+        .profile
+        .fetch_accesses(first)
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("an access list was sent while the audit log refused records"))?;
+    ensure!(err.to_string().contains("audit log"), "{err}");
+    // Offline reads are refused whole, and stay on the device to be sent again.
+    let id = RawIdentity::of(kit.profile.enrolment().expect("enrolled"))?;
+    let at = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time");
+    let reads: Vec<OfflineRead> = (1..=2)
+        .map(|seq| OfflineRead {
+            case: first,
+            at: at.clone(),
+            what: "case show".into(),
+            seq,
+        })
+        .collect();
+    let answered = |f: &Frame| matches!(f, Frame::ReadsSaved { .. } | Frame::Error(_));
+    let replies = exchange(addr, &id, &[Frame::Reads(reads.clone())], answered).await?;
+    ensure!(
+        replies.iter().any(|f| matches!(f, Frame::Error(r)
+            if r.code == ErrorCode::StorageFailed && r.message.contains("read offline")))
+            && !replies
+                .iter()
+                .any(|f| matches!(f, Frame::ReadsSaved { .. })),
+        "offline reads during the fault: {replies:?}"
+    );
+
+    // Writes go on. Sam opens a case: the live session asks for it and is refused it.
+    let (opened, _) = sam.case_with_meeting("Opened while the audit log refuses records")?;
+    let report = sam.sync().await?;
+    ensure!(report.refused.is_empty(), "{report:?}");
+    ensure!(!sam.profile.acknowledged_heads(opened)?.is_empty());
+    ensure!(
+        eventually(Duration::from_secs(30), || {
+            seen.drain(&mut events);
+            seen.refused.contains_key(&opened)
+        })
+        .await,
+        "the live session was not refused the case opened during the fault"
+    );
+    let why = &seen.refused[&opened];
+    ensure!(
+        why.code == ErrorCode::StorageFailed && why.message.contains("audit log"),
+        "{why:?}"
+    );
+    // Sam writes to a case Lee holds: pushing it would be Lee's first read of it in this
+    // session, which cannot be recorded. The live session ends in words that say why.
+    let (noted, meeting) = cases[1];
+    sam.note(
+        noted,
+        meeting,
+        "Written while the audit log refuses records.",
+    )?;
+    let report = sam.sync().await?;
+    ensure!(report.refused.is_empty(), "{report:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(30), live)
+        .await
+        .map_err(|_| anyhow!("the live session went on after a push it could not audit"))??;
+    let why = match ended {
+        Ok((code, _)) => format!("ended normally ({code:?})"),
+        Err(e) => e.to_string(),
+    };
+    ensure!(
+        why.contains("could not record an access in its audit log"),
+        "the live session ended unclearly: {why}"
+    );
+    seen.drain(&mut events);
+    let note_heads = sam.profile.document(noted)?.get_heads();
+    ensure!(
+        !seen.given.contains_key(&opened)
+            && !seen
+                .given
+                .get(&noted)
+                .is_some_and(|d| note_heads.iter().all(|h| d.get_change_by_hash(h).is_some())),
+        "the live session received case data during the fault"
+    );
+    ensure!(reads_by(&server, first, &kit).await? == 0);
+
+    // The log takes records again: the same devices receive everything, each read recorded once.
+    switch.set(DiskFault::None);
+    let report = kit.sync().await?;
+    ensure!(report.refused.is_empty(), "after the fault: {report:?}");
+    let all: Vec<CaseId> = cases.iter().map(|(c, _)| *c).chain([opened]).collect();
+    for case in &all {
+        let name = kit.peek(*case)?.person.name;
+        ensure!(
+            name.starts_with("Person") || name.starts_with("Opened"),
+            "case {case} not received after the fault: {name:?}"
+        );
+        ensure!(
+            reads_by(&server, *case, &kit).await? == 1,
+            "case {case}: Kit's read is not in the audit log once"
+        );
+    }
+    // Access lists are limited to one every 2 s per device.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let list = kit.profile.fetch_accesses(first).await?;
+    ensure!(
+        list.entries.iter().any(|a| a.who == "Kit"),
+        "Kit's read is not in the access list: {list:?}"
+    );
+    let replies = exchange(addr, &id, &[Frame::Reads(reads)], answered).await?;
+    ensure!(
+        replies
+            .iter()
+            .any(|f| matches!(f, Frame::ReadsSaved { through: 2 })),
+        "{replies:?}"
+    );
+    ensure!(offline_reads_of(&server, first).await?.len() == 2);
+    lee.sync().await?;
+    ensure!(lee.peek(noted)?.meetings[0]
+        .notes
+        .contains("audit log refuses"));
+    ensure!(reads_by(&server, opened, &lee).await? == 1);
+    report_figures(
+        "unaudited_reads",
+        &[
+            ("case_syncs_refused", CASES as u64 + 1),
+            ("access_lists_refused", 1),
+            ("offline_read_frames_refused", 1),
+            ("live_sessions_ended", 1),
+            ("case_data_sent_unaudited", 0),
+            ("audit_writes_refused", switch.refused()),
+        ],
+    );
+    Ok(())
+}
+
 // ---- Resource limits per device (issue 14, finding 8) --------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

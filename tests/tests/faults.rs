@@ -724,6 +724,7 @@ async fn a_full_disk_refuses_writes_acknowledges_nothing_and_recovers() -> Resul
     let original: BTreeSet<CaseId> = meetings.keys().copied().collect();
 
     let (mut refusals, mut reader_syncs, mut refused_enrolments) = (0u64, 0u64, 0u64);
+    let mut reader_refusals = 0u64;
     for fault in [DiskFault::WritesFail, DiskFault::FlushFails] {
         switch.set(fault);
         let acked_before: BTreeMap<CaseId, Vec<ChangeHash>> = meetings
@@ -766,8 +767,9 @@ async fn a_full_disk_refuses_writes_acknowledges_nothing_and_recovers() -> Resul
             "the unsynced work stays on the device"
         );
 
-        // Reads go on: another device receives the cases the server holds, and is not told any
-        // of the changes written during the fault are safe.
+        // Reads wait: the server cannot make the record of a read durable, so another device
+        // receives no case data (issue 14, finding 11), each case refused in words that fit a
+        // reader, and is told nothing is safe that the server never stored.
         let unsaved: BTreeSet<ChangeHash> = meetings
             .keys()
             .map(|c| unacknowledged(&mut writer, *c))
@@ -775,21 +777,30 @@ async fn a_full_disk_refuses_writes_acknowledges_nothing_and_recovers() -> Resul
             .into_iter()
             .flatten()
             .collect();
-        let _ = step("reader", reader.sync()).await?;
+        let before: BTreeMap<CaseId, Vec<ChangeHash>> = reader
+            .profile
+            .case_ids()?
+            .into_iter()
+            .map(|c| Ok((c, reader.profile.document(c)?.get_heads())))
+            .collect::<Result<_>>()?;
+        let read = step("reader", reader.sync()).await?;
         reader_syncs += 1;
-        for case in meetings.keys() {
-            if !reader.profile.case_ids()?.contains(case) {
-                // Only a case opened during the fault may be missing.
-                ensure!(
-                    !original.contains(case),
-                    "{fault:?}: case {case} not served"
-                );
-                continue;
-            }
-            let mut doc = reader.profile.document(*case)?;
-            let pending = unacknowledged(&mut reader, *case)?;
+        for case in &original {
+            let heads = match reader.profile.case_ids()?.contains(case) {
+                true => reader.profile.document(*case)?.get_heads(),
+                false => Vec::new(),
+            };
+            ensure!(
+                before.get(case).cloned().unwrap_or_default() == heads,
+                "{fault:?}: case {case} reached the reader while the server could not record the read"
+            );
+            let mut doc = reader.profile.document(*case).ok();
+            let pending = unacknowledged(&mut reader, *case).unwrap_or_default();
             for h in &unsaved {
-                if doc.get_change_by_hash(h).is_some() {
+                if doc
+                    .as_mut()
+                    .is_some_and(|d| d.get_change_by_hash(h).is_some())
+                {
                     ensure!(
                         pending.contains(h),
                         "{fault:?}: the reader was told a change is safe that the server never stored"
@@ -797,6 +808,17 @@ async fn a_full_disk_refuses_writes_acknowledges_nothing_and_recovers() -> Resul
                 }
             }
         }
+        ensure!(
+            read.refused.len() >= original.len(),
+            "{fault:?}: every case refused to the reader: {read:?}"
+        );
+        for (case, why) in &read.refused {
+            ensure!(
+                why.contains("sent nothing of this case") && !why.contains("your changes"),
+                "{fault:?}: case {case} refused to the reader in unclear words: {why}"
+            );
+        }
+        reader_refusals += read.refused.len() as u64;
 
         // A new device cannot enrol (the server cannot record it), and is told so.
         let dir = tempfile::tempdir()?;
@@ -848,6 +870,7 @@ async fn a_full_disk_refuses_writes_acknowledges_nothing_and_recovers() -> Resul
             ("store_operations_refused", switch.refused()),
             ("case_syncs_refused", refusals),
             ("reader_syncs_during_fault", reader_syncs),
+            ("reader_case_refusals", reader_refusals),
             ("enrolments_refused", refused_enrolments),
             ("acknowledged_changes_verified_after_restart", verified),
             ("changes_lost", 0),
@@ -857,8 +880,8 @@ async fn a_full_disk_refuses_writes_acknowledges_nothing_and_recovers() -> Resul
 }
 
 /// The server's store on a real 8 MiB filesystem that the test fills, then frees. While it is
-/// full the server must refuse writes in clear words, acknowledge nothing it did not store, keep
-/// serving reads, and tell a new device it cannot be enrolled. Once space returns the *same
+/// full the server must refuse writes in clear words, acknowledge nothing it did not store, send
+/// no case data whose read it cannot record, and tell a new device it cannot be enrolled. Once space returns the *same
 /// process* must take the writes (sled 0.34 keeps its first I/O error, so the server reopens its
 /// store: see `server/src/reopen.rs`), end the sync connections opened before the reopen with a
 /// clear error, and enrol the device. Then a SIGKILL (nothing flushed on the way down) and a
@@ -953,15 +976,23 @@ async fn a_real_full_filesystem_refuses_writes_then_the_running_server_takes_the
             "case {case}: acknowledged on a full disk"
         );
     }
-    // Reads go on: another device receives every case. (Its own acknowledgements wait: the
-    // server cannot say a case is durable while writes to it are stuck in memory.)
+    // Reads wait: the server cannot record a read on a full disk, so another device receives
+    // no case data (issue 14, finding 11), each case refused in words that say why.
     let read = step("reader", reader.sync()).await?;
-    ensure!(
-        reader.profile.case_ids()?.len() == CASES,
-        "reader: {read:?}"
-    );
     for (case, _) in &meetings {
-        ensure!(reader.peek(*case)?.person.name.starts_with("Person"));
+        let received = reader.profile.case_ids()?.contains(case)
+            && !reader.profile.document(*case)?.get_heads().is_empty();
+        ensure!(
+            !received,
+            "case {case} reached the reader on a full disk, where its read cannot be recorded"
+        );
+    }
+    ensure!(read.refused.len() == CASES, "reader: {read:?}");
+    for (case, why) in &read.refused {
+        ensure!(
+            why.contains("sent nothing of this case"),
+            "case {case}: unclear refusal to the reader: {why}"
+        );
     }
     let reader_refusals = read.refused.len() as u64;
     // A new device is told the server cannot record it.
@@ -1024,7 +1055,11 @@ async fn a_real_full_filesystem_refuses_writes_then_the_running_server_takes_the
     )
     .await?;
     let mut late = TestDevice { dir, profile };
-    step("reader", reader.sync()).await?;
+    let read = step("reader", reader.sync()).await?;
+    ensure!(read.refused.is_empty(), "reader after the fault: {read:?}");
+    for (case, _) in &meetings {
+        ensure!(reader.peek(*case)?.person.name.starts_with("Person"));
+    }
     assert_converged(&mut writer, &mut reader).await?;
 
     // Everything acknowledged is on disk: a SIGKILL (nothing flushed on the way down) and a

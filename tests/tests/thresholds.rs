@@ -579,7 +579,11 @@ struct RawSession {
 
 impl RawSession {
     async fn open(server: &TestServer, e: &Enrolment) -> Result<RawSession> {
-        let (endpoint, conn) = connect_as(server.addr(), e).await?;
+        Self::open_at(server.addr(), e).await
+    }
+
+    async fn open_at(addr: std::net::SocketAddr, e: &Enrolment) -> Result<RawSession> {
+        let (endpoint, conn) = connect_as(addr, e).await?;
         let (send, recv) = conn.open_bi().await?;
         let mut stream = FramedStream::new(send, recv);
         stream
@@ -1290,6 +1294,115 @@ async fn offline_reads_are_trimmed_only_once_the_server_saved_them_and_stay_trim
             "the server's access log lacks {what:?}"
         );
     }
+    Ok(())
+}
+
+/// The server records each offline read once, by a per-device high-water mark kept in its
+/// registry (`reads_through`, session.rs `offline_reads`). Across a SIGKILL and a restart of the
+/// real server binary: reads it answered `ReadsSaved` for are on disk, and when the device sends
+/// them again (it did not hear the answer) with new ones, only the new ones are recorded; after a
+/// second kill and restart, the whole outbox sent again records nothing more. Each read is in the
+/// audit log exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_read_mark_survives_a_server_kill_and_restart_and_each_read_is_recorded_once(
+) -> Result<()> {
+    use polyphony_core::sync::OfflineRead;
+    use polyphony_e2e::{free_udp_port, ServerProcess};
+    use polyphony_server::admin::AdminRequest;
+    let data = tempfile::tempdir()?;
+    let dir = data.path().join("server");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse()?;
+    let mut server = ServerProcess::start(dir.clone(), addr).await?;
+    server
+        .admin(AdminRequest::TeamAdd {
+            name: "North".into(),
+        })
+        .await?;
+    server
+        .admin(AdminRequest::PractitionerAdd {
+            name: "Sam".into(),
+            team: "North".into(),
+        })
+        .await?;
+    let mut device = server.device("Sam").await?;
+    let (case, _) = device.case_with_meeting("Jo Bloggs")?;
+    device.sync().await?;
+    let e = device.profile.enrolment().expect("enrolled").clone();
+    let at =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+    let reads = |seqs: std::ops::RangeInclusive<u64>| {
+        Frame::Reads(
+            seqs.map(|seq| OfflineRead {
+                case,
+                at: at.clone(),
+                what: format!("read {seq}"),
+                seq,
+            })
+            .collect(),
+        )
+    };
+    let send = |frame: Frame| {
+        let e = e.clone();
+        async move {
+            let mut session = RawSession::open_at(addr, &e).await?;
+            let answer = session.exchange(&frame.to_bytes()).await?;
+            session.close().await;
+            Ok::<Frame, anyhow::Error>(answer)
+        }
+    };
+    let saved = |answer: Frame, through: u64| match answer {
+        Frame::ReadsSaved { through: t } if t == through => Ok(()),
+        other => Err(anyhow!(
+            "expected ReadsSaved through {through}, got {other:?}"
+        )),
+    };
+
+    saved(send(reads(1..=4)).await?, 4)?;
+    // Killed the moment the answer arrived (no shutdown, nothing flushed on the way down).
+    server.kill();
+    let mut server = ServerProcess::start(dir.clone(), addr).await?;
+    saved(send(reads(1..=7)).await?, 7)?;
+    server.kill();
+    let server = ServerProcess::start(dir, addr).await?;
+    saved(send(reads(1..=7)).await?, 7)?;
+
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?;
+    let details: Vec<String> = log
+        .as_array()
+        .ok_or_else(|| anyhow!("the audit is a list"))?
+        .iter()
+        .filter(|r| r["event"]["action"] == "offline_read")
+        .map(|r| {
+            r["event"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    for seq in 1..=7 {
+        let n = details
+            .iter()
+            .filter(|d| d.starts_with(&format!("read {seq} (")))
+            .count();
+        ensure!(
+            n == 1,
+            "offline read {seq} is in the audit log {n} times: {details:?}"
+        );
+    }
+    ensure!(details.len() == 7, "{details:?}");
+    report_figures(
+        "thresholds_offline_read_mark_across_restarts",
+        &[
+            ("reads_sent", 4 + 7 + 7),
+            ("server_kills", 2),
+            ("recorded", details.len() as u64),
+        ],
+    );
     Ok(())
 }
 
