@@ -298,10 +298,24 @@ fn compact_log(store: &dyn Store, case: &CaseId) -> Result<(), ProfileError> {
     Ok(store.compact_case(case, &snapshot, through)?)
 }
 
+/// One gate for the writers of a device's store in this process: the profile's edits and the
+/// wipe (the app's background sync wipes while its pages edit through the profile). An edit
+/// checks that the device is not being revoked and writes its change under the gate, and the
+/// wipe counts and removes under it, so a change is either counted by the wipe (and its case
+/// kept) or refused: never written into a case the wipe has just removed.
+static WRITE_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn write_gate() -> std::sync::MutexGuard<'static, ()> {
+    // A writer that panicked left nothing half-done that the gate protects: the store is the truth.
+    WRITE_GATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Note whether the server is revoking this device (told at every welcome), durably, so every
 /// writer of the store (the profile, and the app whose background sync shares it) refuses new
-/// entries from then on.
+/// entries from then on. The mark outlives the wipe (a profile still open on the old enrolment
+/// must not write into a wiped store) and is cleared only by a new enrolment.
 pub fn note_revocation(store: &dyn Store, ordered: bool) -> Result<(), StoreError> {
+    let _gate = write_gate();
     let noted = store.get_meta(NS_PROFILE, REVOKING_KEY)?.is_some();
     if noted == ordered {
         return Ok(());
@@ -339,6 +353,7 @@ pub fn unsynced_in_store(store: &dyn Store, case: &CaseId) -> Result<usize, Prof
 /// stays enrolled to upload it (the server keeps it able to, until the device confirms a wipe
 /// that kept nothing). Durable when it returns.
 pub fn wipe_acknowledged(store: &dyn Store) -> Result<Vec<CaseId>, ProfileError> {
+    let _gate = write_gate();
     let mut kept = Vec::new();
     for case in store.list_cases()? {
         match unsynced_in_store(store, &case) {
@@ -348,11 +363,17 @@ pub fn wipe_acknowledged(store: &dyn Store) -> Result<Vec<CaseId>, ProfileError>
         }
     }
     if kept.is_empty() {
+        // The revocation mark stays: nothing more is written here until a new enrolment.
         store.delete_meta(NS_PROFILE, "enrolment")?;
-        store.delete_meta(NS_PROFILE, REVOKING_KEY)?;
     }
     store.flush()?;
     Ok(kept)
+}
+
+/// Forget this device's enrolment (its records, and the mark that it is being revoked, stay).
+pub fn forget_enrolment(store: &dyn Store) -> Result<(), StoreError> {
+    store.delete_meta(NS_PROFILE, "enrolment")?;
+    store.flush()
 }
 
 /// Remove a case and everything kept about it.
@@ -545,6 +566,8 @@ impl Profile {
         };
         let bytes = serde_json::to_vec(&e).map_err(|e| ProfileError::Corrupt(e.to_string()))?;
         self.store.put_meta(NS_PROFILE, "enrolment", &bytes)?;
+        // A new enrolment starts afresh: a revocation of an earlier one no longer applies.
+        self.store.delete_meta(NS_PROFILE, REVOKING_KEY)?;
         self.store.flush()?;
         self.enrolment = Some(e);
         Ok(self.enrolment.as_ref().expect("just set"))
@@ -631,6 +654,7 @@ impl Profile {
         team: Option<&str>,
     ) -> Result<CaseId, ProfileError> {
         let author = self.author()?;
+        let _gate = write_gate();
         if self.being_revoked()? {
             return Err(ProfileError::BeingRevoked);
         }
@@ -676,6 +700,7 @@ impl Profile {
         f: impl FnOnce(&mut CaseDoc) -> Result<R, ModelError>,
     ) -> Result<R, ProfileError> {
         let author = self.author()?;
+        let _gate = write_gate();
         if self.being_revoked()? {
             return Err(ProfileError::BeingRevoked);
         }
@@ -1311,13 +1336,18 @@ impl SessionHost for Host<'_> {
             Action::RevocationOrdered(ordered) => {
                 note_revocation(&**store, *ordered).map_err(|e| e.to_string())?;
             }
-            Action::Wiped { kept } => {
+            Action::Wiped { kept, revoked } => {
                 self.run.wipe = true;
                 self.run.report.wiped = true;
                 self.run
                     .report
                     .kept_unsynced
                     .extend(kept.iter().map(|c| c.to_string()));
+                if *revoked {
+                    // An older server revoked this device already: its enrolment opens nothing.
+                    forget_enrolment(&**store).map_err(|e| e.to_string())?;
+                    self.profile.enrolment = None;
+                }
             }
             Action::Send(_) | Action::Close { .. } => {}
         }

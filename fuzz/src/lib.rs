@@ -63,6 +63,7 @@ pub fn welcome(fixture: CaseId) -> Frame {
         ],
         mode: SessionMode::Normal,
     audit_head: None,
+    features: Vec::new(),
     })
 }
 

@@ -654,6 +654,7 @@ pub fn welcome(
         cases: grants,
         mode,
         audit_head: signed_head(shared),
+        features: vec![FEATURE_CONFIRMS_WIPE.to_string()],
     })
 }
 
@@ -820,6 +821,7 @@ impl Session {
             Frame::Done if self.mode == SessionMode::Revoking && self.confirms_wipe => {
                 // Not revoked yet: a change made on the device while this upload ran would be
                 // stranded on it. The device wipes, then says what it had to keep.
+                let generation = self.shared.storage.group.generation();
                 self.shared.audit(
                     self.actor.clone(),
                     AuditAction::Wipe,
@@ -827,7 +829,10 @@ impl Session {
                     "uploads kept; device told to wipe",
                 );
                 self.wipe_sent = true;
-                let _ = self.out.send((0, vec![Frame::Wipe]));
+                let _ = self.out.send((
+                    self.shared.storage.group.wrote_in(generation),
+                    vec![Frame::Wipe],
+                ));
                 true
             }
             Frame::Done if self.mode == SessionMode::Revoking => {
@@ -1049,7 +1054,10 @@ impl Session {
         match registered {
             None => Access::New,
             Some(team) if self.mode == SessionMode::Revoking => {
-                if held() || self.practitioner.teams.contains(&team) {
+                // Being revoked gives no more than the device had: a case that left its teams
+                // takes uploads only within its window (and up to when it was told), as before.
+                let its_team = self.practitioner.teams.contains(&team);
+                if its_team || (held() && self.upload_window_open(case, team)) {
                     Access::UploadOnly(team)
                 } else {
                     Access::NotAvailable

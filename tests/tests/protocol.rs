@@ -215,6 +215,7 @@ impl ServerPeer {
                     .collect(),
                 mode: SessionMode::Normal,
                 audit_head: None,
+                features: Vec::new(),
             })],
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
@@ -366,6 +367,7 @@ fn a_chunk_that_makes_automerge_panic_is_refused_on_either_side_and_changes_noth
             cases: vec![],
             mode: SessionMode::Normal,
             audit_head: None,
+            features: Vec::new(),
         }),
         &mut docs,
     );

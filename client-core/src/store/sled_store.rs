@@ -430,7 +430,21 @@ fn upgrade_if_due(
     }
     tracing::info!(%reason, "re-keying the store under a new data key");
     match rekey::rekey(dir, db, &keys, source, options) {
-        Ok(new_keys) => Ok((open_db(dir, options)?, new_keys, None)),
+        Ok(new_keys) => match open_db(dir, options) {
+            Ok(db) => {
+                // Opened again from disk: only now may the old copy go.
+                rekey::remove_retired(dir);
+                Ok((db, new_keys, None))
+            }
+            Err(e) if rekey::roll_back(dir) => {
+                let why = format!(
+                    "this store's protection could not be upgraded yet ({reason}): the upgraded copy did not open ({e}); the store opened as before, and the upgraded copy was kept aside"
+                );
+                tracing::error!("{why}");
+                Ok((open_db(dir, options)?, keys, Some(why)))
+            }
+            Err(e) => Err(e),
+        },
         Err(failed) => {
             let why = format!(
                 "this store's protection could not be upgraded yet ({reason}): {}; it opened as \

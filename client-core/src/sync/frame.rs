@@ -178,6 +178,17 @@ pub struct Welcome {
     /// ([`crate::identity::AuditHead`]). Absent from servers before it was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_head: Option<crate::identity::AuditHead>,
+    /// What this server can do beyond protocol 1 as first released (see
+    /// [`FEATURE_CONFIRMS_WIPE`]); empty, and absent on the wire, for servers older than the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+impl Welcome {
+    /// Whether the server announced `feature`.
+    pub fn has(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
 }
 
 /// A refusal, of one case or of the whole connection.
@@ -667,6 +678,7 @@ mod tests {
                 }],
                 mode: SessionMode::Revoking,
                 audit_head: None,
+                features: Vec::new(),
             }),
             Frame::Sync {
                 case,

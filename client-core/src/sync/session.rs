@@ -99,6 +99,9 @@ pub enum Action {
     Wiped {
         /// Cases kept.
         kept: Vec<CaseId>,
+        /// The server has already marked the device revoked (a server older than the wipe
+        /// confirmation does so at `Done`): the kept cases can no longer be uploaded from here.
+        revoked: bool,
     },
     /// The session is over; close the connection with this code.
     Close {
@@ -372,12 +375,33 @@ impl ClientSession {
     /// kept nothing, the server keeps it able to upload (a change made while the last upload ran
     /// is never stranded on a device that can no longer connect).
     fn on_wipe(&mut self, docs: &mut dyn DocSet) -> Vec<Action> {
+        let confirms = self
+            .welcome
+            .as_ref()
+            .is_some_and(|w| w.has(FEATURE_CONFIRMS_WIPE));
         match docs.wipe() {
-            Ok(kept) => {
+            Ok(kept) if confirms => {
                 self.phase = Phase::WipedSent;
                 vec![
-                    Action::Wiped { kept: kept.clone() },
+                    Action::Wiped {
+                        kept: kept.clone(),
+                        revoked: false,
+                    },
                     Action::Send(Frame::Wiped(Wiped { kept })),
+                ]
+            }
+            Ok(kept) => {
+                // An older server revoked this device at its `Done` and closes now.
+                self.phase = Phase::Closed;
+                vec![
+                    Action::Wiped {
+                        kept,
+                        revoked: true,
+                    },
+                    Action::Close {
+                        code: ErrorCode::Revoked,
+                        message: "this device was revoked by your administrator".into(),
+                    },
                 ]
             }
             Err(e) => self.fail(
@@ -534,7 +558,10 @@ impl ClientSession {
     }
 
     fn maybe_done(&mut self, out: &mut Vec<Action>) {
-        if self.phase == Phase::Syncing && !self.hello.live && self.settled() {
+        // A device being revoked ends even a live session once its upload is done: it is told to
+        // wipe there, not left connected and unable to write until its time limit runs out.
+        let ends = !self.hello.live || self.mode == SessionMode::Revoking;
+        if self.phase == Phase::Syncing && ends && self.settled() {
             self.phase = Phase::DoneSent;
             out.push(Action::Send(Frame::Done));
         }

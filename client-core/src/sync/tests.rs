@@ -65,6 +65,7 @@ impl PeerServer {
                     .collect(),
                 mode: SessionMode::Normal,
                 audit_head: None,
+                features: Vec::new(),
             })],
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
@@ -284,6 +285,7 @@ fn a_device_being_revoked_is_told_so_wipes_and_says_what_it_kept() {
         cases: vec![],
         mode: SessionMode::Revoking,
         audit_head: None,
+        features: vec![FEATURE_CONFIRMS_WIPE.to_string()],
     });
     let out = session.handle(welcome, &mut docs);
     assert!(out.contains(&Action::RevocationOrdered(true)), "{out:?}");
@@ -293,7 +295,10 @@ fn a_device_being_revoked_is_told_so_wipes_and_says_what_it_kept() {
     assert_eq!(
         out,
         vec![
-            Action::Wiped { kept: vec![kept] },
+            Action::Wiped {
+                kept: vec![kept],
+                revoked: false,
+            },
             Action::Send(Frame::Wiped(Wiped { kept: vec![kept] })),
         ]
     );
@@ -347,6 +352,7 @@ fn a_server_sending_an_invalid_document_is_refused_and_nothing_changes() {
         }],
         mode: SessionMode::Normal,
         audit_head: None,
+        features: Vec::new(),
     };
     let _ = session.handle(Frame::Welcome(welcome), &mut docs);
     // A hostile server sends a document that is not a case record.
@@ -410,6 +416,7 @@ fn a_peer_that_never_lets_a_case_settle_cannot_loop_the_session_forever() {
         cases: vec![],
         mode: SessionMode::Normal,
         audit_head: None,
+        features: Vec::new(),
     };
     let mut actions = session.handle(Frame::Welcome(welcome), &mut docs);
     let mut exchanges = 0;
@@ -508,7 +515,7 @@ proptest! {
         let before = docs.0.get_mut(&case).unwrap().get_heads();
         let mut session = ClientSession::new(false, vec![], BTreeMap::new());
         let _ = session.start();
-        let welcome = Welcome { version: 1, device: DeviceId::random(), practitioner: PractitionerId::random(), teams: vec![], cases: vec![], mode: SessionMode::Normal, audit_head: None };
+        let welcome = Welcome { version: 1, device: DeviceId::random(), practitioner: PractitionerId::random(), teams: vec![], cases: vec![], mode: SessionMode::Normal, audit_head: None, features: vec![] };
         let _ = session.handle(Frame::Welcome(welcome), &mut docs);
         for f in frames {
             for a in session.handle(f, &mut docs) {
@@ -519,4 +526,66 @@ proptest! {
         prop_assert_eq!(d.get_heads(), before);
         prop_assert!(model::validate_document(d).is_ok());
     }
+}
+
+/// A server older than the wipe confirmation revokes the device at its `Done`: the device wipes
+/// what the server holds, keeps the rest, and does not promise to upload it later.
+#[test]
+fn a_server_older_than_the_wipe_confirmation_gets_no_wiped_and_the_device_knows_it_is_revoked() {
+    let kept = CaseId::random();
+    let mut docs = Keeping {
+        docs: Docs::default(),
+        keep: vec![kept],
+        wiped: 0,
+    };
+    let mut session = ClientSession::new(false, vec![], BTreeMap::new());
+    session.start();
+    let welcome = Frame::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        device: DeviceId::random(),
+        practitioner: PractitionerId::random(),
+        teams: vec![],
+        cases: vec![],
+        mode: SessionMode::Revoking,
+        audit_head: None,
+        features: Vec::new(),
+    });
+    session.handle(welcome, &mut docs);
+    let out = session.handle(Frame::Wipe, &mut docs);
+    assert_eq!(docs.wiped, 1);
+    assert!(
+        matches!(&out[..], [Action::Wiped { kept: k, revoked: true }, Action::Close { code: ErrorCode::Revoked, .. }] if *k == vec![kept]),
+        "{out:?}"
+    );
+}
+
+/// A live session (the app stays connected) whose device is being revoked still ends once its
+/// upload is done, so it is told to wipe there and then (before, a live session never said
+/// `Done`, and the device sat connected, unable to write, until its time limit ran out).
+#[test]
+fn a_live_session_of_a_device_being_revoked_ends_with_done_once_uploaded() {
+    let mut docs = Docs::default();
+    let mut session = ClientSession::new(true, vec![], BTreeMap::new());
+    session.start();
+    let welcome = |mode| {
+        Frame::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            device: DeviceId::random(),
+            practitioner: PractitionerId::random(),
+            teams: vec![],
+            cases: vec![],
+            mode,
+            audit_head: None,
+            features: vec![FEATURE_CONFIRMS_WIPE.to_string()],
+        })
+    };
+    let out = session.handle(welcome(SessionMode::Revoking), &mut docs);
+    assert!(out.contains(&Action::Send(Frame::Done)), "{out:?}");
+    let mut normal = ClientSession::new(true, vec![], BTreeMap::new());
+    normal.start();
+    let out = normal.handle(welcome(SessionMode::Normal), &mut docs);
+    assert!(
+        !out.contains(&Action::Send(Frame::Done)),
+        "a live session otherwise stays open: {out:?}"
+    );
 }

@@ -229,14 +229,7 @@ async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
     if let Some(kept) = host.wiped.take() {
         // The session wiped the store (DocSet::wipe): the profile reads it again.
         app.profile_changed();
-        return Err(if kept.is_empty() {
-            "this device was revoked by the borough: its records are on the borough server and its enrolment was removed".into()
-        } else {
-            format!(
-                "your administrator is revoking this device: {} case(s) with changes not yet on the borough server are kept and will be uploaded at the next sync",
-                kept.len()
-            )
-        });
+        return Err(wiped_message(&kept));
     }
     save_states(&*store, &session);
     let _ = store.flush();
@@ -266,12 +259,34 @@ async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
         why = stalled(app) => Err(why),
     };
     *lock(&app.sync.local) = None;
+    endpoint.close(0u32.into(), b"");
+    if let Some(kept) = host.wiped.take() {
+        // Revocation ordered while live: the live session uploaded, then wiped.
+        app.profile_changed();
+        return Err(wiped_message(&kept));
+    }
     save_states(&*store, &session);
     let _ = store.flush();
-    endpoint.close(0u32.into(), b"");
     match outcome {
         Ok((_, message)) => Err(format!("the server closed the live link: {message}")),
         Err(x) => Err(x),
+    }
+}
+
+/// What the badge says once a session wiped this device.
+fn wiped_message((kept, revoked): &(Vec<CaseId>, bool)) -> String {
+    if *revoked && !kept.is_empty() {
+        format!(
+            "this device was revoked by the borough: {} case(s) with changes the borough server does not have are kept on it, but it can no longer upload them: ask your administrator",
+            kept.len()
+        )
+    } else if kept.is_empty() {
+        "this device was revoked by the borough: its records are on the borough server and its enrolment was removed".into()
+    } else {
+        format!(
+            "your administrator is revoking this device: {} case(s) with changes not yet on the borough server are kept and will be uploaded at the next sync",
+            kept.len()
+        )
     }
 }
 
@@ -351,8 +366,9 @@ struct LiveHost {
     /// Chunks in each case's log since its last snapshot (as far as this session knows).
     chunks: std::collections::HashMap<CaseId, usize>,
     live: bool,
-    /// Set once the session wiped the store: the cases kept.
-    wiped: Option<Vec<CaseId>>,
+    /// Set once the session wiped the store: the cases kept, and whether the server had already
+    /// revoked the device (so they can no longer be uploaded from it).
+    wiped: Option<(Vec<CaseId>, bool)>,
     moved: Vec<CaseId>,
 }
 
@@ -412,6 +428,8 @@ impl DocSet for LiveHost {
     fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
         let kept = profile::wipe_acknowledged(&*self.store).map_err(|e| e.to_string())?;
         self.docs.retain(|c, _| kept.contains(c));
+        // The pages' profile reads the wiped store again before anything else is shown.
+        self.app.profile_changed();
         Ok(kept)
     }
 }
@@ -470,7 +488,12 @@ impl SessionHost for LiveHost {
             Action::RevocationOrdered(ordered) => {
                 profile::note_revocation(&**store, *ordered).map_err(|e| e.to_string())?;
             }
-            Action::Wiped { kept } => self.wiped = Some(kept.clone()),
+            Action::Wiped { kept, revoked } => {
+                if *revoked {
+                    profile::forget_enrolment(&**store).map_err(|e| e.to_string())?;
+                }
+                self.wiped = Some((kept.clone(), *revoked));
+            }
             Action::Send(_) | Action::Close { .. } => {}
         }
         Ok(())

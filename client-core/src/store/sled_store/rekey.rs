@@ -232,7 +232,7 @@ pub(super) fn rekey(
         old_db: None,
         error,
     })?;
-    tracing::info!(elapsed = ?started.elapsed(), "re-keyed the store: new data key, old store removed");
+    tracing::info!(elapsed = ?started.elapsed(), "re-keyed the store: new data key, old store set aside until the new one opens");
     Ok(new)
 }
 
@@ -466,14 +466,48 @@ fn switch(paths: &Paths, old_db: sled::Db) -> Result<(), StoreError> {
         tracing::warn!(error = %e, "could not fsync the directory after switching the re-keyed store in");
     }
     seam::crash_after(Step::Switch);
+    Ok(())
+}
 
-    let removed = seam::fail_at(Step::Remove)
+/// After a re-key: the new store at `dir` has been opened again from disk, so the old one set
+/// aside can go. Until then it stays: if the new store had not opened, the old one would be the
+/// only copy (see [`roll_back`]). A failed removal is finished by the next open.
+pub(super) fn remove_retired(dir: &Path) {
+    let Some(paths) = Paths::of(dir) else {
+        return;
+    };
+    // The switch must be durable first: if a power cut could still undo it, the old store is
+    // what the next open puts back.
+    let removed = sync_parent(&paths.dir)
+        .map_err(StoreError::from)
+        .and_then(|()| seam::fail_at(Step::Remove))
         .and_then(|()| remove_dir(&paths.retired).map_err(StoreError::from));
     if let Err(e) = removed {
         tracing::warn!(error = %e, path = %paths.retired.display(), "the old store could not be removed after re-keying; the next open removes it");
     }
     seam::crash_after(Step::Remove);
-    Ok(())
+}
+
+/// The re-keyed store at `dir` did not open again: set it aside (never delete it) and put the old
+/// store back in its place. Returns false if the old store could not be put back.
+pub(super) fn roll_back(dir: &Path) -> bool {
+    let Some(paths) = Paths::of(dir) else {
+        return false;
+    };
+    if !paths.retired.exists() {
+        return false;
+    }
+    let aside = paths.dir.with_extension("rekey-failed");
+    let moved = fs::rename(&paths.dir, &aside)
+        .and_then(|()| fs::rename(&paths.retired, &paths.dir))
+        .and_then(|()| sync_parent(&paths.dir));
+    match moved {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "could not put the old store back after the re-keyed one failed to open");
+            false
+        }
+    }
 }
 
 /// Undo after the old store was renamed aside: put it back, drop the copy.

@@ -62,6 +62,11 @@ impl IntoResponse for PageError {
                 "This case is now with another team",
                 e.to_string(),
             ),
+            PageError::Profile(e @ ProfileError::BeingRevoked) => (
+                StatusCode::CONFLICT,
+                "This device is being revoked",
+                e.to_string(),
+            ),
             PageError::Profile(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Sorry, there is a problem",

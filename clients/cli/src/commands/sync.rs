@@ -44,6 +44,12 @@ impl SyncArgs {
         if self.json {
             output::json(&report)?;
         }
+        if report.wiped && !report.kept_unsynced.is_empty() && profile.enrolment().is_none() {
+            return Err(Failure::Sync(format!(
+                "the borough server has revoked this device: {} case(s) with changes it does not have are kept on this device (listed above), but it can no longer upload them: ask your administrator",
+                report.kept_unsynced.len()
+            )));
+        }
         if report.wiped && !report.kept_unsynced.is_empty() {
             return Err(Failure::Sync(format!(
                 "your administrator is revoking this device: it was wiped except for {} case(s) with changes the server does not have yet (listed above); run `polyphony sync` again to upload them",
