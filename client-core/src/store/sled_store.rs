@@ -213,9 +213,20 @@ impl SledStore {
         }
         let keys = header::unlock(&db, &current)?;
         rekey::tidy_retired(dir, &keys).map_err(StoreError::Engine)?;
-        rekey::rekey(dir, db, &keys, &new, &options)
-            .map(|_| tracing::info!("the store's key was changed"))
-            .map_err(|failed| failed.error)
+        rekey::rekey(dir, db, &keys, &new, &options).map_err(|failed| failed.error)?;
+        // As after an upgrade: the old store goes only once the new one has opened from disk.
+        match open_db(dir, &options) {
+            Ok(db) => {
+                drop(db);
+                rekey::remove_retired(dir);
+                tracing::info!("the store's key was changed");
+                Ok(())
+            }
+            Err(e) => {
+                rekey::roll_back(dir);
+                Err(e)
+            }
+        }
     }
 
     /// Whether a store exists at `dir` (including one an interrupted re-key set aside, which the
