@@ -476,11 +476,7 @@ pub(super) fn remove_retired(dir: &Path) {
     let Some(paths) = Paths::of(dir) else {
         return;
     };
-    // The switch must be durable first: if a power cut could still undo it, the old store is
-    // what the next open puts back.
-    let removed = sync_parent(&paths.dir)
-        .map_err(StoreError::from)
-        .and_then(|()| seam::fail_at(Step::Remove))
+    let removed = seam::fail_at(Step::Remove)
         .and_then(|()| remove_dir(&paths.retired).map_err(StoreError::from));
     if let Err(e) = removed {
         tracing::warn!(error = %e, path = %paths.retired.display(), "the old store could not be removed after re-keying; the next open removes it");
