@@ -225,6 +225,23 @@ impl TestServer {
 /// The passphrase of every test device's store.
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
+/// The details of the records of one kind (`offline_read`, `refused`...) in an audit listing as
+/// the admin `Audit` request returns it, oldest first.
+pub fn audit_details(log: &serde_json::Value, action: &str) -> Result<Vec<String>> {
+    Ok(log
+        .as_array()
+        .ok_or_else(|| anyhow!("the audit listing is not a list: {log}"))?
+        .iter()
+        .filter(|r| r["event"]["action"] == action)
+        .map(|r| {
+            r["event"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect())
+}
+
 /// Print one summary line of what a fault or attack test did, in a form `docs/RELIABILITY.md`
 /// gathers its tables from: `FIGURES <test> key=value ...` (run the tests with `--nocapture`).
 pub fn report_figures(test: &str, figures: &[(&str, u64)]) {

@@ -22,8 +22,8 @@ use polyphony_core::store::StoreError;
 use polyphony_core::sync::ErrorCode;
 use polyphony_core::{CaseId, DeviceId};
 use polyphony_e2e::{
-    raw_sync, report_figures, Impairment, LossyRelay, RawIdentity, TestDevice, TestServer,
-    PASSPHRASE,
+    audit_details, raw_sync, report_figures, Impairment, LossyRelay, RawIdentity, TestDevice,
+    TestServer, PASSPHRASE,
 };
 use polyphony_server::admin::AdminRequest;
 use time::OffsetDateTime;
@@ -1796,18 +1796,7 @@ async fn offline_reads_of(server: &TestServer, case: CaseId) -> Result<Vec<Strin
             verify: false,
         })
         .await?;
-    Ok(log
-        .as_array()
-        .ok_or_else(|| anyhow!("audit is a list"))?
-        .iter()
-        .filter(|r| r["event"]["action"] == "offline_read")
-        .map(|r| {
-            r["event"]["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect())
+    audit_details(&log, "offline_read")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2170,18 +2159,7 @@ async fn a_device_told_its_case_moved_uploads_only_what_it_wrote_before_it_was_t
             verify: false,
         })
         .await?;
-    let refused: Vec<String> = log
-        .as_array()
-        .ok_or_else(|| anyhow!("a list"))?
-        .iter()
-        .filter(|r| r["event"]["action"] == "refused")
-        .map(|r| {
-            r["event"]["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let refused = audit_details(&log, "refused")?;
     ensure!(
         refused
             .iter()

@@ -1372,18 +1372,7 @@ async fn the_offline_read_mark_survives_a_server_kill_and_restart_and_each_read_
             verify: false,
         })
         .await?;
-    let details: Vec<String> = log
-        .as_array()
-        .ok_or_else(|| anyhow!("the audit is a list"))?
-        .iter()
-        .filter(|r| r["event"]["action"] == "offline_read")
-        .map(|r| {
-            r["event"]["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let details = polyphony_e2e::audit_details(&log, "offline_read")?;
     for seq in 1..=7 {
         let n = details
             .iter()
