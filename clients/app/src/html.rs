@@ -93,6 +93,15 @@ fn hint(id: &str, hint: Option<&str>) -> String {
     }
 }
 
+/// A form group's classes: marked when its field has an error.
+fn group_class(err: Option<&FieldError>) -> &'static str {
+    if err.is_some() {
+        "nhsuk-form-group nhsuk-form-group--error"
+    } else {
+        "nhsuk-form-group"
+    }
+}
+
 fn described_by(id: &str, hint: Option<&str>, error: Option<&FieldError>) -> String {
     let mut ids = Vec::new();
     if hint.is_some() {
@@ -130,11 +139,7 @@ impl DateInput<'_> {
     /// Render, with its error state if `errors` names it.
     pub fn render(&self, errors: &[FieldError]) -> String {
         let err = error_for(errors, self.id);
-        let group = if err.is_some() {
-            "nhsuk-form-group nhsuk-form-group--error"
-        } else {
-            "nhsuk-form-group"
-        };
+        let group = group_class(err);
         let (date, time) = self.value.split_once('T').unwrap_or((self.value, ""));
         let mut parts = date.splitn(3, '-');
         let (year, month, day) = (
@@ -212,11 +217,7 @@ impl<'a> Input<'a> {
     /// Render, with its error state if `errors` names it.
     pub fn render(&self, errors: &[FieldError]) -> String {
         let err = error_for(errors, self.id);
-        let group = if err.is_some() {
-            "nhsuk-form-group nhsuk-form-group--error"
-        } else {
-            "nhsuk-form-group"
-        };
+        let group = group_class(err);
         let input_class = if err.is_some() {
             format!("nhsuk-input nhsuk-input--error {}", self.class)
         } else {
@@ -265,11 +266,7 @@ impl TextArea<'_> {
     pub fn render(&self, errors: &[FieldError]) -> String {
         let id = self.id;
         let err = error_for(errors, id);
-        let group = if err.is_some() {
-            "nhsuk-form-group nhsuk-form-group--error"
-        } else {
-            "nhsuk-form-group"
-        };
+        let group = group_class(err);
         let class = if err.is_some() {
             "nhsuk-textarea nhsuk-textarea--error"
         } else {
@@ -304,11 +301,7 @@ pub fn select(
     errors: &[FieldError],
 ) -> String {
     let err = error_for(errors, id);
-    let group = if err.is_some() {
-        "nhsuk-form-group nhsuk-form-group--error"
-    } else {
-        "nhsuk-form-group"
-    };
+    let group = group_class(err);
     let mut opts = String::new();
     for (v, l) in options {
         let sel = if v == selected { " selected" } else { "" };
@@ -384,11 +377,7 @@ impl Choices<'_> {
                 l = esc(l),
             );
         }
-        let group = if err.is_some() {
-            "nhsuk-form-group nhsuk-form-group--error"
-        } else {
-            "nhsuk-form-group"
-        };
+        let group = group_class(err);
         let inline = if self.inline {
             format!(" nhsuk-{kind}--inline")
         } else {
