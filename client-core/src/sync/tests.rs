@@ -239,6 +239,25 @@ fn many_cases_sync_concurrently_in_one_session() {
     );
 }
 
+/// A welcome granting no case, in `mode`, from a server that does (or, older, does not) take the
+/// wipe confirmation.
+fn empty_welcome(mode: SessionMode, confirms_wipe: bool) -> Frame {
+    Frame::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        device: DeviceId::random(),
+        practitioner: PractitionerId::random(),
+        teams: vec![],
+        cases: vec![],
+        mode,
+        audit_head: None,
+        features: if confirms_wipe {
+            vec![FEATURE_CONFIRMS_WIPE.to_string()]
+        } else {
+            Vec::new()
+        },
+    })
+}
+
 /// A device set whose wipe keeps what it is told to (as a profile keeps a case with changes the
 /// server lacks).
 struct Keeping {
@@ -277,17 +296,7 @@ fn a_device_being_revoked_is_told_so_wipes_and_says_what_it_kept() {
         matches!(&hello[..], [Action::Send(Frame::Hello(h))] if h.has(FEATURE_CONFIRMS_WIPE)),
         "the hello announces the wipe confirmation: {hello:?}"
     );
-    let welcome = Frame::Welcome(Welcome {
-        version: PROTOCOL_VERSION,
-        device: DeviceId::random(),
-        practitioner: PractitionerId::random(),
-        teams: vec![],
-        cases: vec![],
-        mode: SessionMode::Revoking,
-        audit_head: None,
-        features: vec![FEATURE_CONFIRMS_WIPE.to_string()],
-    });
-    let out = session.handle(welcome, &mut docs);
+    let out = session.handle(empty_welcome(SessionMode::Revoking, true), &mut docs);
     assert!(out.contains(&Action::RevocationOrdered(true)), "{out:?}");
     assert!(out.contains(&Action::Send(Frame::Done)), "{out:?}");
     let out = session.handle(Frame::Wipe, &mut docs);
@@ -540,17 +549,7 @@ fn a_server_older_than_the_wipe_confirmation_gets_no_wiped_and_the_device_knows_
     };
     let mut session = ClientSession::new(false, vec![], BTreeMap::new());
     session.start();
-    let welcome = Frame::Welcome(Welcome {
-        version: PROTOCOL_VERSION,
-        device: DeviceId::random(),
-        practitioner: PractitionerId::random(),
-        teams: vec![],
-        cases: vec![],
-        mode: SessionMode::Revoking,
-        audit_head: None,
-        features: Vec::new(),
-    });
-    session.handle(welcome, &mut docs);
+    session.handle(empty_welcome(SessionMode::Revoking, false), &mut docs);
     let out = session.handle(Frame::Wipe, &mut docs);
     assert_eq!(docs.wiped, 1);
     assert!(
@@ -567,18 +566,7 @@ fn a_live_session_of_a_device_being_revoked_ends_with_done_once_uploaded() {
     let mut docs = Docs::default();
     let mut session = ClientSession::new(true, vec![], BTreeMap::new());
     session.start();
-    let welcome = |mode| {
-        Frame::Welcome(Welcome {
-            version: PROTOCOL_VERSION,
-            device: DeviceId::random(),
-            practitioner: PractitionerId::random(),
-            teams: vec![],
-            cases: vec![],
-            mode,
-            audit_head: None,
-            features: vec![FEATURE_CONFIRMS_WIPE.to_string()],
-        })
-    };
+    let welcome = |mode| empty_welcome(mode, true);
     let out = session.handle(welcome(SessionMode::Revoking), &mut docs);
     assert!(out.contains(&Action::Send(Frame::Done)), "{out:?}");
     let mut normal = ClientSession::new(true, vec![], BTreeMap::new());
