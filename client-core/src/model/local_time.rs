@@ -103,13 +103,7 @@ impl LocalZone {
     /// The local calendar date at `t` ("today" is `date(now)`: between midnight and 01:00 in
     /// summer it is already tomorrow here while UTC is still on yesterday).
     pub fn date(&self, t: Instant) -> Date {
-        let d = self.civil(t).date();
-        Date::from_calendar_date(
-            i32::from(d.year()),
-            time::Month::try_from(d.month() as u8).unwrap_or(time::Month::January),
-            d.day() as u8,
-        )
-        .unwrap_or_else(|_| t.date())
+        to_date(self.civil(t).date()).unwrap_or_else(|| t.date())
     }
 
     /// `t` with the local offset, as RFC 3339 (`2026-06-14T10:30:00+01:00`): what FHIR instants
@@ -156,7 +150,7 @@ impl LocalZone {
             return instant(t).ok_or_else(|| invalid(field, input));
         }
         let local: civil::DateTime = typed.parse().map_err(|_| invalid(field, input))?;
-        let date = date_words_civil(local.date());
+        let date = to_date(local.date()).map(date_words).unwrap_or_default();
         let clock = format!("{:02}:{:02}", local.hour(), local.minute());
         match self.tz.to_ambiguous_zoned_datetime(local).offset() {
             AmbiguousOffset::Unambiguous { offset } => offset
@@ -233,13 +227,10 @@ pub fn date_words(d: Date) -> String {
     )
 }
 
-fn date_words_civil(d: civil::Date) -> String {
-    format!(
-        "{} {} {}",
-        d.day(),
-        MONTHS[(d.month() as usize).clamp(1, 12) - 1],
-        d.year()
-    )
+/// A jiff calendar date as the record's date type.
+fn to_date(d: civil::Date) -> Option<Date> {
+    let month = time::Month::try_from(u8::try_from(d.month()).ok()?).ok()?;
+    Date::from_calendar_date(i32::from(d.year()), month, u8::try_from(d.day()).ok()?).ok()
 }
 
 #[cfg(test)]
