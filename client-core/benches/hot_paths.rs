@@ -6,6 +6,8 @@
 //! - `sync_step`: what one side does per message: the whole `prepare` (apply on a copy, check,
 //!   encode the new changes for the store), and its parts, to see which dominates.
 //! - `store`: appending a case's changes to the encrypted sled store, and one flush.
+//! - `view`: building the case's view (what every screen and copy is made from), as recorded, and
+//!   with notes changed after a read-back (which walks the history since the read-back).
 //! - `unlock`: opening a passphrase store (argon2id, unwrapping the data key, the verifier) with
 //!   today's parameters and with those used before df16133, and the one-off re-key of a store of
 //!   1,000 care records (what upgrading an old profile, or changing its passphrase, costs).
@@ -19,7 +21,7 @@ use automerge::{ActorId, AutoCommit};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use polyphony_core::model::{
     validate_document, Author, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant,
-    Place, Stance,
+    Place, ReadbackResponse, Stance,
 };
 use polyphony_core::store::{KdfParams, KeySource, SealKey, SledOptions, SledStore, Store};
 use polyphony_core::sync::{prepare, CasePolicy, Frame, FrameDecoder, DEFAULT_MAX_FRAME};
@@ -226,6 +228,59 @@ fn sync_step(c: &mut Criterion) {
     g.finish();
 }
 
+fn view(c: &mut Criterion) {
+    let mut g = c.benchmark_group("view");
+    let plain = CaseDoc::from_automerge(care_record(), None).expect("valid");
+    g.bench_function("view_case", |b| b.iter(|| black_box(&plain).view()));
+    // The last meeting read back, then its notes edited 20 times: every view lists the changes.
+    let author = Author {
+        practitioner: PractitionerId::random(),
+        practitioner_name: "Kit Byrne".into(),
+        device: DeviceId::random(),
+    };
+    let mut changed = CaseDoc::from_automerge(care_record(), Some(author)).expect("valid");
+    let last = changed
+        .view()
+        .meetings
+        .last()
+        .expect("a meeting")
+        .meta
+        .id
+        .clone();
+    let last = last.parse().expect("id");
+    changed
+        .record_readback(
+            &last,
+            Participant::Person,
+            ReadbackResponse::Confirmed,
+            None,
+        )
+        .expect("read-back");
+    for i in 0..20 {
+        changed
+            .append_text(
+                &last,
+                NoteKind::Notes,
+                &format!("Remembered later, line {i}."),
+            )
+            .expect("notes");
+    }
+    assert_eq!(
+        changed
+            .view()
+            .meetings
+            .last()
+            .unwrap()
+            .changed_after_readback
+            .len(),
+        20
+    );
+    g.bench_function("view_case_20_changes_after_readback", |b| {
+        b.iter(|| black_box(&changed).view())
+    });
+    g.finish();
+}
+
 fn store(c: &mut Criterion) {
     let mut doc = care_record();
     let chunk = doc.save();
@@ -323,6 +378,6 @@ fn unlock(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = frame, sync_step, store, unlock
+    targets = frame, sync_step, view, store, unlock
 }
 criterion_main!(benches);

@@ -15,8 +15,8 @@ use automerge::{AutoCommit, ChangeHash};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{DeviceKey, EnrolmentCode};
-use crate::model::Author;
-use crate::model::{format_instant, CaseDoc, CaseView, ModelError, NewCase};
+use crate::model::{format_instant, CaseDoc, CaseView, MeetingState, ModelError, NewCase};
+use crate::model::{Author, LocalZone};
 use crate::net::{self, NetError, SessionHost};
 use crate::store::{KeySource, SledOptions, SledStore, Store, StoreError};
 use crate::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead, TeamInfo};
@@ -29,6 +29,31 @@ const AUDIT_HEAD_KEY: &str = "audit_head";
 const AUDIT_HISTORY_KEY: &str = "audit_heads";
 /// Set (in [`NS_PROFILE`]) while the server is revoking this device: it takes no new entries.
 const REVOKING_KEY: &str = "revoking";
+/// Where a practitioner's profile lives when no folder is given: the platform's data folder for
+/// Polyphony (on Linux `~/.local/share/polyphony`), the same for the CLI and the app, so both open
+/// the one profile. The CLI used to ask for it without the `uk.nhs` qualifier, which names a
+/// different folder on macOS: a profile found only there is still used. `None` when the platform
+/// has no home folder for this user.
+pub fn default_home() -> Option<std::path::PathBuf> {
+    let current = directories::ProjectDirs::from("uk.nhs", "Polyphony", "polyphony")?
+        .data_dir()
+        .to_path_buf();
+    let earlier = directories::ProjectDirs::from("", "Polyphony", "polyphony")
+        .map(|d| d.data_dir().to_path_buf());
+    Some(home_to_use(current, earlier))
+}
+
+/// The current folder, unless only the earlier one holds a profile.
+fn home_to_use(current: PathBuf, earlier: Option<PathBuf>) -> PathBuf {
+    match earlier {
+        Some(earlier) if !Profile::exists(&current) && Profile::exists(&earlier) => earlier,
+        _ => current,
+    }
+}
+
+/// The IANA name of the zone this device shows and reads times in (in [`NS_PROFILE`]); absent
+/// means Europe/London.
+const TIME_ZONE_KEY: &str = "time_zone";
 /// How many audit heads a device keeps (about 200 bytes each).
 pub const AUDIT_HISTORY_MAX: usize = 512;
 const NS_ACKED: &str = "acked";
@@ -92,6 +117,10 @@ pub enum ProfileError {
     /// The administrator is revoking this device: nothing new is written on it.
     #[error("your administrator is revoking this device, so it takes no new entries: what it holds is uploaded at its next sync, then wiped. Write this on another device")]
     BeingRevoked,
+    /// The network copy was refused (the member's consent is not given, or they are not in the
+    /// network).
+    #[error(transparent)]
+    NetworkCopy(#[from] crate::export::network_copy::NetworkCopyError),
     /// The server said the case is no longer this device's team's: nothing more can be added.
     #[error("this case is now with another team (it moved, or you left its team: the borough server told this device at {since}), so nothing more can be added to it here: the server accepts from this device only what was written before it was told. What you wrote before then is safe on this device and is uploaded at your next sync; ask the case's new team to record anything new")]
     MovedAway {
@@ -755,6 +784,38 @@ impl Profile {
         Ok(v)
     }
 
+    /// A case to export as a file of `kind`. The file leaves the encrypted store, so the export
+    /// is recorded with its kind, like a read (see [`crate::export::access`]).
+    pub fn export_view(
+        &mut self,
+        case: CaseId,
+        kind: crate::export::access::ExportKind,
+    ) -> Result<CaseView, ProfileError> {
+        self.view(case, kind.purpose())
+    }
+
+    /// The network copy of a case for one member of the person's network (`member`: their id),
+    /// refused unless the person's consent for that member to receive the record is given.
+    ///
+    /// Giving it is a disclosure, recorded in this device's reads log as every read is: who gave
+    /// it (this device and its practitioner), to whom (the member's id and name) and when. The
+    /// next sync carries it into the server's audit, and so into the person's access list. A
+    /// refusal discloses nothing and records nothing.
+    pub fn give_network_copy(
+        &mut self,
+        case: CaseId,
+        member: &str,
+    ) -> Result<crate::export::network_copy::NetworkCopy, ProfileError> {
+        let view = self.view_unaudited(case)?;
+        let copy = crate::export::network_copy::for_member(
+            &view,
+            member,
+            time::OffsetDateTime::now_utc(),
+        )?;
+        self.record_read(case, &copy.purpose())?;
+        Ok(copy)
+    }
+
     /// Record that this device's user looked at a case (for the person's access log).
     pub fn record_read(&mut self, case: CaseId, what: &str) -> Result<(), ProfileError> {
         let entry = serde_json::json!({ "case": case, "at": now_string(), "what": what });
@@ -829,18 +890,20 @@ impl Profile {
                 }
             };
             let now = format_instant(time::OffsetDateTime::now_utc());
+            // A cancelled or missed meeting is neither the last meeting nor the next one.
             let live: Vec<_> = v
                 .meetings
                 .iter()
                 .filter(|m| m.meta.entered_in_error.is_none())
+                .filter(|m| m.held() || m.state == MeetingState::Planned.as_str())
                 .collect();
             let next = live
                 .iter()
                 .filter_map(|m| m.next_meeting.clone())
                 .chain(
                     live.iter()
-                        .filter_map(|m| m.at.clone())
-                        .filter(|a| *a > now),
+                        .filter(|m| !m.held())
+                        .filter_map(|m| m.at.clone()),
                 )
                 .filter(|a| *a > now)
                 .min();
@@ -852,6 +915,7 @@ impl Profile {
                 conflicts: v.conflicts.len(),
                 last_meeting: live
                     .iter()
+                    .filter(|m| m.held())
                     .filter_map(|m| m.at.clone())
                     .filter(|a| *a <= now)
                     .max(),
@@ -1017,6 +1081,7 @@ impl Profile {
                     who: a.who,
                     device: a.device,
                     what: a.what,
+                    kind: a.kind,
                 })
                 .collect(),
         };
@@ -1048,6 +1113,10 @@ impl Profile {
                     "read on this device ({}), not yet sent to the server",
                     r.what
                 ),
+                kind: Some(crate::export::access::AccessKind::OnDevice {
+                    purpose: r.what,
+                    not_yet_sent: true,
+                }),
             });
         }
         Ok(Some(list))
@@ -1102,6 +1171,25 @@ impl Profile {
             tracing::warn!(warning = ?warning, "audit head went backwards");
         }
         Ok(warning)
+    }
+
+    /// The time zone this device shows times in and reads typed times as: Europe/London unless a
+    /// practitioner chose another (a team working near a border, a device set up abroad for a
+    /// visit). The record itself stores instants, so the choice changes no entry.
+    pub fn time_zone(&self) -> Result<LocalZone, ProfileError> {
+        match self.store.get_meta(NS_PROFILE, TIME_ZONE_KEY)? {
+            Some(name) => Ok(LocalZone::named(&String::from_utf8_lossy(&name))?),
+            None => Ok(LocalZone::uk()),
+        }
+    }
+
+    /// Choose the time zone (an IANA name such as `Europe/London`); an unknown name is refused
+    /// and the setting is left as it was.
+    pub fn set_time_zone(&mut self, name: &str) -> Result<LocalZone, ProfileError> {
+        let zone = LocalZone::named(name.trim())?;
+        self.store
+            .put_meta(NS_PROFILE, TIME_ZONE_KEY, zone.name().as_bytes())?;
+        Ok(zone)
     }
 
     /// The newest audit-log head the server signed that this device has seen: give it to the
@@ -1670,6 +1758,40 @@ mod tests {
         assert!(again.enrolment().is_none());
     }
 
+    /// Issue 16, part 2: the CLI and the app open one profile folder; a profile only in the folder
+    /// the CLI used before (without the qualifier, different on macOS) is still found.
+    #[test]
+    fn one_default_profile_folder_and_an_earlier_one_is_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = dir.path().join("current");
+        let earlier = dir.path().join("earlier");
+        assert_eq!(home_to_use(current.clone(), Some(earlier.clone())), current);
+        std::fs::create_dir_all(earlier.join("store")).unwrap();
+        assert!(Profile::exists(&earlier), "a store folder makes a profile");
+        assert_eq!(home_to_use(current.clone(), Some(earlier.clone())), earlier);
+        std::fs::create_dir_all(current.join("store")).unwrap();
+        assert_eq!(home_to_use(current.clone(), Some(earlier)), current);
+        let home = default_home().expect("this machine has a home folder");
+        assert!(home.ends_with("polyphony"), "{}", home.display());
+    }
+
+    /// Issue 15, part 1: the time zone is a profile setting, UK time unless chosen; kept in the
+    /// store (so a reopened profile has it); an unknown name is refused and changes nothing.
+    #[test]
+    fn the_time_zone_is_a_profile_setting_uk_unless_chosen() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        enrol_on_paper(&*store, String::new());
+        let mut p = Profile::from_store(Path::new("/nonexistent"), store.clone()).unwrap();
+        assert_eq!(p.time_zone().unwrap().name(), "Europe/London");
+        assert_eq!(p.time_zone().unwrap().label(), "UK time");
+        p.set_time_zone("Europe/Dublin").unwrap();
+        let err = p.set_time_zone("Europe/Atlantis").unwrap_err();
+        assert!(err.to_string().contains("Europe/Atlantis"), "{err}");
+        drop(p);
+        let p = Profile::from_store(Path::new("/nonexistent"), store).unwrap();
+        assert_eq!(p.time_zone().unwrap().name(), "Europe/Dublin");
+    }
+
     #[test]
     fn a_read_is_recorded_for_the_access_log_and_a_lookup_is_not() {
         let mut p = offline_profile();
@@ -1681,5 +1803,67 @@ mod tests {
         assert_eq!(reads.len(), 1);
         assert_eq!(reads[0].case, case);
         assert_eq!(reads[0].what, "case show");
+    }
+
+    /// Issue 15, part 3: the network copy is for a named member with consent; giving it is a
+    /// disclosure the person's access list names (who, to whom, when), and a refusal records
+    /// nothing.
+    #[test]
+    fn a_network_copy_needs_consent_and_is_recorded_as_a_disclosure() {
+        use crate::model::{ConsentState, NewMember};
+        let mut p = offline_profile();
+        let case = maria(&mut p);
+        let dan = p
+            .edit(case, |d| {
+                d.add_member(NewMember {
+                    name: "Daniel Kowalczyk".into(),
+                    relationship: "brother".into(),
+                    ..Default::default()
+                })
+            })
+            .unwrap();
+        let err = p.give_network_copy(case, &dan.to_string()).unwrap_err();
+        assert!(err.to_string().contains("not recorded"), "{err}");
+        assert!(
+            p.offline_reads().unwrap().is_empty(),
+            "a refusal discloses nothing"
+        );
+
+        p.edit(case, |d| d.record_consent(&dan, ConsentState::Given, None))
+            .unwrap();
+        let copy = p.give_network_copy(case, &dan.to_string()).unwrap();
+        assert_eq!(copy.recipient.name, "Daniel Kowalczyk");
+        let reads = p.offline_reads().unwrap();
+        assert_eq!(reads.len(), 1);
+        assert!(reads[0].what.contains(&dan.to_string()) && reads[0].what.contains("Daniel"));
+
+        // In the person's access list, in plain words, before and after it reaches the server.
+        let empty = AccessList {
+            fetched_at: now_string(),
+            entries: vec![],
+        };
+        p.store()
+            .put_meta(
+                NS_ACCESSES,
+                &case.to_string(),
+                &serde_json::to_vec(&empty).unwrap(),
+            )
+            .unwrap();
+        let entries = p.accesses(case).unwrap().unwrap().entries;
+        let html = crate::export::person_copy::html(&p.lookup(case).unwrap(), &entries);
+        assert!(
+            html.contains("Sam gave a copy of your record to Daniel Kowalczyk (your brother) on "),
+            "{html}"
+        );
+        assert!(html.contains(" UK time."));
+
+        p.edit(case, |d| {
+            d.record_consent(&dan, ConsentState::Revoked, None)
+        })
+        .unwrap();
+        assert!(matches!(
+            p.give_network_copy(case, &dan.to_string()),
+            Err(ProfileError::NetworkCopy(_))
+        ));
     }
 }

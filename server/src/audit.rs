@@ -168,7 +168,9 @@ pub enum AuditAction {
     Read,
     /// The server accepted changes to a case.
     Write,
-    /// A device read a case while offline and reported it later (`at` is the device's time).
+    /// A device recorded that its user read a case, and reported it at its next sync (`at` is
+    /// the device's time). Devices record every read, connected or not: despite the name (kept,
+    /// as stored records are hashed with it), it does not mean the device was offline.
     OfflineRead,
     /// A case moved to another team.
     CaseMoved,
@@ -270,6 +272,15 @@ impl AuditEvent {
             detail,
         }
     }
+}
+
+/// What a device said it read a case for ("case page", "export pdf", ...), from the detail
+/// [`AuditEvent::offline_read`] wrote: without the device's outbox number, which is for the
+/// audit's reader, not the person's.
+pub fn device_read_purpose(detail: &str) -> &str {
+    detail
+        .rfind(" (device outbox #")
+        .map_or(detail, |i| &detail[..i])
 }
 
 /// An event as stored: numbered, timestamped on arrival, and chained to the record before it.

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use automerge::sync::{State, SyncDoc};
 use automerge::{ActorId, AutoCommit};
+use polyphony_core::export::access::AccessKind;
 use polyphony_core::model::guard::{self, NewOps};
 use polyphony_core::model::{schema, Author};
 use polyphony_core::net::{write_frames, FramedStream, StreamError};
@@ -1562,20 +1563,39 @@ impl Session {
                     Actor::Admin => ("an administrator".to_string(), None),
                     Actor::Server => ("the borough server".to_string(), None),
                 };
-                let what = match r.event.action {
-                    AuditAction::Read => format!("read ({})", r.event.detail),
-                    AuditAction::Write => format!("wrote ({})", r.event.detail),
+                // A device records every read, connected or not: the record does not say
+                // which, so a read is "on their device", never "offline".
+                let (what, kind) = match r.event.action {
+                    AuditAction::Read => (
+                        format!("read ({})", r.event.detail),
+                        Some(AccessKind::SentToDevice),
+                    ),
+                    AuditAction::Write => (
+                        format!("wrote ({})", r.event.detail),
+                        Some(AccessKind::Changed),
+                    ),
                     AuditAction::OfflineRead => {
-                        format!("read on a device while offline ({})", r.event.detail)
+                        let purpose = crate::audit::device_read_purpose(&r.event.detail);
+                        (
+                            format!("read on their device ({purpose})"),
+                            Some(AccessKind::OnDevice {
+                                purpose: purpose.to_string(),
+                                not_yet_sent: false,
+                            }),
+                        )
                     }
-                    AuditAction::CaseMoved => format!("case moved ({})", r.event.detail),
-                    _ => r.event.detail.clone(),
+                    AuditAction::CaseMoved => (
+                        format!("case moved ({})", r.event.detail),
+                        Some(AccessKind::Moved),
+                    ),
+                    _ => (r.event.detail.clone(), None),
                 };
                 AccessEntry {
                     at: r.event.at,
                     who,
                     device,
                     what,
+                    kind,
                 }
             })
             .collect();

@@ -1,8 +1,9 @@
 //! Cases on the server's disk: the store, group commit, and the cache of open cases.
 //!
 //! **Acknowledged means durable.** A session appends a case's new changes, takes a ticket, and waits
-//! for [`GroupCommit::durable`] before it tells the device `Saved`. One flush (sled flush plus fsync,
-//! see `shared/STACK.md`) covers every write that finished before it began, so sixty-four devices
+//! for [`GroupCommit::durable`] before it tells the device `Saved`. One flush (sled's flush, which
+//! stops at `sync_file_range`, then an fsync of the files) covers every write that finished before
+//! it began, so sixty-four devices
 //! syncing at once share a handful of fsyncs instead of queueing for sixty-four.
 //!
 //! **Memory follows use, not size.** Open cases are cached up to a limit; cases no session holds are

@@ -265,6 +265,51 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+fn workspace_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits inside the workspace")
+        .to_path_buf()
+}
+
+/// Where the tests keep the Noto fonts the person's PDF copy is set in: `POLYPHONY_FONT_DIR`, or
+/// `target/fonts/` in this checkout. [`pdf_fonts`] fills it.
+pub fn pdf_font_dir() -> PathBuf {
+    std::env::var_os("POLYPHONY_FONT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target").join("fonts"))
+}
+
+/// [`pdf_font_dir`], filled by `scripts/pdf-fonts.sh` (pinned, checksummed) the first time a test
+/// needs it. Panics with the script's own words when the fonts cannot be had.
+pub fn pdf_fonts() -> PathBuf {
+    static DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let root = workspace_root();
+        let dir = pdf_font_dir();
+        if polyphony_core::export::person_copy::Fonts::load(&dir).is_ok() {
+            return Ok(dir);
+        }
+        let out = std::process::Command::new("bash")
+            .arg(root.join("scripts").join("pdf-fonts.sh"))
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("could not run scripts/pdf-fonts.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/pdf-fonts.sh failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(dir)
+    });
+    match dir {
+        Ok(d) => d.clone(),
+        Err(e) => panic!("the PDF fonts cannot be had, so the PDF copy cannot be checked: {e}"),
+    }
+}
+
 /// A free UDP port on loopback (bound and released; good enough for tests).
 pub fn free_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free port");

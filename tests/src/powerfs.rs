@@ -5,8 +5,9 @@
 //! holds every write it made. A power cut is harsher: whatever sat in the page cache or the disk's
 //! write cache is gone, and only what was fsynced survives. Polyphony promises that an
 //! acknowledged change and a reported-saved edit survive that, which holds only if the server and
-//! the device store fsync before they say so (sled's own `flush` uses `sync_file_range`, which is
-//! not enough: see `shared/STACK.md`). This module makes that testable, after the idea of LazyFS
+//! the device store fsync before they say so (sled's own `flush` uses `sync_file_range`, which
+//! makes no promise about the file's metadata or a power cut). This module makes that testable,
+//! after the idea of LazyFS
 //! (dsrhaslab/lazyfs): a FUSE filesystem, served from a thread of the test process, that keeps
 //! two copies of every regular file, its current content and its durable content.
 //!

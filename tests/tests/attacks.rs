@@ -926,14 +926,15 @@ fn stored_doc(device: &TestDevice, case: CaseId, actor: automerge::ActorId) -> R
     Ok(AutoCommit::load(&bytes)?.with_actor(actor))
 }
 
-/// The object at a path of map keys from the root.
+/// The object at a path from the root: map keys, or list indexes ("0") inside a list.
 fn obj_at(doc: &AutoCommit, path: &[&str]) -> Result<automerge::ObjId> {
     let mut obj = ROOT;
     for key in path {
-        obj = doc
-            .get(&obj, *key)?
-            .ok_or_else(|| anyhow!("no {key} in {path:?}"))?
-            .1;
+        let found = match (doc.object_type(&obj), key.parse::<usize>()) {
+            (Ok(automerge::ObjType::List), Ok(i)) => doc.get(&obj, i)?,
+            _ => doc.get(&obj, *key)?,
+        };
+        obj = found.ok_or_else(|| anyhow!("no {key} in {path:?}"))?.1;
     }
     Ok(obj)
 }
@@ -1129,7 +1130,13 @@ async fn a_change_that_removes_a_clinical_entry_is_refused_and_text_edits_stay_a
             place: Place::Home,
             attendees: vec![Participant::Person],
         })?;
-        d.mark_entered_in_error(&wrong, "recorded on the wrong person's case")?;
+        d.mark_entered_in_error(&wrong, "written wrongly")?;
+        // Schema 2's own mark, beside the first.
+        d.mark_error(
+            &wrong,
+            model::ErrorKind::WrongPerson,
+            "on the wrong person's case",
+        )?;
         d.append_text(
             &meeting,
             NoteKind::Notes,
@@ -1163,14 +1170,19 @@ async fn a_change_that_removes_a_clinical_entry_is_refused_and_text_edits_stay_a
         ("a decision", vec!["decisions"], Some(&dc)),
         (
             "a position",
-            vec!["decisions", &dc, "positions"],
-            Some("person"),
+            vec!["decisions", &dc, "position_history", "person"],
+            None,
         ),
         ("an action", vec!["decisions", &dc, "actions"], Some(&ac)),
         (
             "an entered-in-error mark",
             vec!["meetings", &w],
             Some("entered_in_error"),
+        ),
+        (
+            "a wrong-person mark",
+            vec!["meetings", &w],
+            Some("wrong_person"),
         ),
     ];
     let mut refused = 0u64;
@@ -1196,7 +1208,7 @@ async fn a_change_that_removes_a_clinical_entry_is_refused_and_text_edits_stay_a
     let edits: Vec<(&str, Vec<&str>, &str, &str)> = vec![
         (
             "a position's stance",
-            vec!["decisions", &dc, "positions", "person"],
+            vec!["decisions", &dc, "position_history", "person", "0"],
             "stance",
             "disagree",
         ),
@@ -1208,7 +1220,14 @@ async fn a_change_that_removes_a_clinical_entry_is_refused_and_text_edits_stay_a
         ),
         (
             "who recorded a position",
-            vec!["decisions", &dc, "positions", "person", "recorded_by"],
+            vec![
+                "decisions",
+                &dc,
+                "position_history",
+                "person",
+                "0",
+                "recorded_by",
+            ],
             "practitioner_name",
             "Someone Else",
         ),
@@ -1245,7 +1264,7 @@ async fn a_change_that_removes_a_clinical_entry_is_refused_and_text_edits_stay_a
     );
 
     // Allowed: an edit inside the notes (a diff that deletes words) and a newer position
-    // replacing the person's earlier one; the earlier text stays in the history.
+    // after the person's earlier one; the earlier text stays in the history.
     let heads_before = sam.profile.document(case)?.get_heads();
     sam.profile.edit(case, |d| {
         d.edit_text(
@@ -1264,6 +1283,13 @@ async fn a_change_that_removes_a_clinical_entry_is_refused_and_text_edits_stay_a
         .meetings
         .iter()
         .any(|x| x.notes == "Maria spoke first. Ana spoke next."));
+    let person = &view.decisions[0].positions[0];
+    ensure!(
+        person.stance == "unsure"
+            && person.earlier.len() == 1
+            && person.earlier[0].stance == "agree",
+        "the earlier position is kept: {person:?}"
+    );
     let mut history = fresh.profile.document(case)?.fork_at(&heads_before)?;
     let notes = obj_at(&history, &["meetings", &m, "notes"])?;
     ensure!(history.text(&notes)?.contains("Ana listened."));

@@ -498,3 +498,75 @@ async fn a_laptop_that_changes_network_mid_sync_carries_on() -> Result<()> {
     assert!(host.refused.is_empty());
     Ok(())
 }
+
+/// The schema-evolution rule end to end: a device on the next schema (3) writes fields, values
+/// and a mark kind this version has never seen; this server checks and keeps the change, a
+/// colleague's device on this version syncs the case, shows it, edits it, and its edit reaches
+/// the server with the newer fields untouched. (DEVELOPERS.md, "Changing the record's shape".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_the_next_schema_syncs_shows_and_keeps_what_this_version_does_not_know(
+) -> Result<()> {
+    let (server, mut newer, mut colleague) = two_practitioners().await?;
+    let (case, meeting) = newer.case_with_meeting("Maria")?;
+    newer.sync().await?;
+
+    // What the next version's device writes, under its own actor.
+    let chunks = polyphony_core::store::Store::load_chunks(&**newer.profile.store(), &case)?
+        .ok_or_else(|| anyhow::anyhow!("case held"))?;
+    let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+    let mut doc = automerge::AutoCommit::load(&bytes)?
+        .with_actor(model::actor_for_device(&newer.profile.device()));
+    doc.put(ROOT, "schema_version", 3u64)?;
+    let plan = doc.put_object(ROOT, "crisis_plan", automerge::ObjType::Map)?;
+    doc.put(&plan, "what_helps", "Walking with Ana in the morning")?;
+    let meetings = doc.get(ROOT, "meetings")?.expect("meetings").1;
+    let m = doc
+        .get(&meetings, meeting.to_string().as_str())?
+        .expect("meeting")
+        .1;
+    doc.put(&m, "duration_minutes", 90u64)?;
+    doc.put(&m, "state", "rescheduled")?;
+    doc.commit();
+    let id = polyphony_e2e::RawIdentity::of(newer.profile.enrolment().expect("enrolled"))?;
+    let host = polyphony_e2e::raw_sync(server.addr(), &id, BTreeMap::from([(case, doc)])).await?;
+    assert!(host.refused.is_empty(), "refused: {:?}", host.refused);
+    assert!(host.acked.contains(&case), "the server acknowledged it");
+
+    // This version's device syncs it, shows it, and edits it.
+    let report = colleague.sync().await?;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let v = colleague.peek(case)?;
+    assert_eq!(
+        v.meetings[0].state, "rescheduled",
+        "a new value is shown as written"
+    );
+    colleague.profile.edit(case, |d| {
+        d.append_text(&meeting, NoteKind::Notes, "Kit's words, on this version.")
+    })?;
+    let report = colleague.sync().await?;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+
+    // A fresh device gets everything from the server: both versions' words, nothing lost.
+    let mut fresh = server.device("Sam").await?;
+    fresh.sync().await?;
+    let chunks = polyphony_core::store::Store::load_chunks(&**fresh.profile.store(), &case)?
+        .ok_or_else(|| anyhow::anyhow!("case held"))?;
+    let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+    let all = automerge::AutoCommit::load(&bytes)?;
+    let plan = all
+        .get(ROOT, "crisis_plan")?
+        .expect("the newer field is kept")
+        .1;
+    assert_eq!(
+        all.get(&plan, "what_helps")?
+            .expect("its value")
+            .0
+            .to_string(),
+        "\"Walking with Ana in the morning\""
+    );
+    assert_eq!(model::schema::schema_version(&all).unwrap(), Some(3));
+    assert!(fresh.peek(case)?.meetings[0]
+        .notes
+        .contains("Kit's words, on this version."));
+    Ok(())
+}

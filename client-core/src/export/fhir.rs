@@ -43,12 +43,16 @@ const V3_DATA_OPERATION: &str = "http://terminology.hl7.org/CodeSystem/v3-DataOp
 const PROVENANCE_AGENT: &str = "http://terminology.hl7.org/CodeSystem/provenance-participant-type";
 const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const XHTML: &str = "http://www.w3.org/1999/xhtml";
+/// The extension on a Composition's attester naming the version of the notes they heard at the
+/// read-back (the document's heads then, as change hashes).
+pub const HEARD_VERSION: &str = "urn:polyphony:fhir:extension:heard-version";
 
 /// The case as a FHIR R4 `collection` Bundle.
 ///
 /// `accesses` are the reads the server audited (empty when the device has not synced); each
 /// becomes an AuditEvent.
 pub fn bundle(view: &CaseView, accesses: &[Access]) -> Value {
+    let accesses = &super::access::without_withheld_names(view, accesses);
     let mut b = Builder::new(view);
     b.case();
     b.network();
@@ -203,28 +207,13 @@ fn coding(system: &str, code: &str, display: &str) -> Value {
     json!({ "coding": [{ "system": system, "code": code, "display": display }] })
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A FHIR Narrative: one paragraph per line, escaped. `status` is `generated` when the narrative
 /// only restates the structured data and `additional` when it says more.
 fn narrative(status: &str, lines: &[String]) -> Value {
     let body: String = lines
         .iter()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| format!("<p>{}</p>", escape(l)))
+        .map(|l| format!("<p>{}</p>", super::escape_html(l)))
         .collect();
     if body.is_empty() {
         return Value::Null;
@@ -234,6 +223,15 @@ fn narrative(status: &str, lines: &[String]) -> Value {
 
 /// Drop nulls, empty strings, empty arrays and empty objects: FHIR allows none of them, and
 /// building resources with `json!` over optional fields produces them.
+/// What an entry's error mark says, in every narrative: the correction of a mistake, or the
+/// tombstone of an entry recorded on the wrong person's record. Empty when not in error.
+fn error_line(meta: &EntryMeta, what: &str) -> String {
+    meta.entered_in_error
+        .as_ref()
+        .map(|m| plain::error_note(m, what))
+        .unwrap_or_default()
+}
+
 fn prune(v: Value) -> Option<Value> {
     match v {
         Value::Null => None,
@@ -514,11 +512,15 @@ impl<'a> Builder<'a> {
                 "resourceType": "RelatedPerson",
                 "id": id,
                 "meta": profile("RelatedPerson"),
-                "text": narrative("additional", &[
-                    format!("In the network as: {} ({})", m.relationship, m.role),
-                    m.invited_by.as_ref().map(|i| format!("Invited by {}", self.names.describe(i))).unwrap_or_default(),
-                    m.meta.entered_in_error.as_ref().map(|e| format!("Entered in error: {}", e.reason)).unwrap_or_default(),
-                ]),
+                "text": narrative("additional", &if m.meta.withheld() {
+                    vec![error_line(&m.meta, "person in the network")]
+                } else {
+                    vec![
+                        format!("In the network as: {} ({})", m.relationship, m.role),
+                        m.invited_by.as_ref().map(|i| format!("Invited by {}", self.names.describe(i))).unwrap_or_default(),
+                        error_line(&m.meta, "person in the network"),
+                    ]
+                }),
                 "identifier": record_identifier(&m.meta.id),
                 "active": m.left.is_none() && m.meta.entered_in_error.is_none(),
                 "patient": self.patient_ref(),
@@ -648,21 +650,45 @@ impl<'a> Builder<'a> {
                 .collect();
             let present: Vec<String> = m.attendees.iter().map(|a| self.names.describe(a)).collect();
             let person_there = m.attendees.iter().any(|a| a == "person");
+            if m.meta.withheld() {
+                // Recorded on the wrong person's record: a tombstone, and nothing else of it.
+                self.add(json!({
+                    "resourceType": "Encounter",
+                    "id": id,
+                    "meta": profile("Encounter"),
+                    "text": narrative("additional", &[error_line(&m.meta, "meeting")]),
+                    "identifier": record_identifier(&m.meta.id),
+                    "status": "entered-in-error",
+                    "class": { "system": V3_ACT_CODE, "code": class.0, "display": class.1 },
+                    "subject": self.patient_ref(),
+                }));
+                self.entry_provenance(&m.meta, vec![reference(&id, "Network meeting")], "meeting");
+                continue;
+            }
             let location = self.location_ref(&m.place);
             let title = format!("Network meeting on {}", plain::datetime_or(&m.at));
+            // Only a held meeting is a finished Encounter; a planned one is still to come.
+            let status = match (in_error, m.state.as_str()) {
+                (true, _) => "entered-in-error",
+                (false, "held") => "finished",
+                (false, "planned") => "planned",
+                (false, "cancelled" | "did_not_attend") => "cancelled",
+                (false, _) => "unknown",
+            };
             self.add(json!({
                 "resourceType": "Encounter",
                 "id": id,
                 "meta": profile("Encounter"),
                 "text": narrative("additional", &[
                     format!("{title}, {}.", plain::place(&m.place)),
+                    plain::meeting_heading(m),
                     format!("Present: {}.", present.join(", ")),
-                    if person_there { String::new() } else { format!("{} was not there.", self.names.person()) },
+                    if person_there || !m.held() { String::new() } else { format!("{} was not present.", self.names.person()) },
                     m.next_meeting.as_ref().map(|n| format!("Next meeting: {}", plain::datetime(n))).unwrap_or_default(),
-                    m.meta.entered_in_error.as_ref().map(|e| format!("Entered in error: {}", e.reason)).unwrap_or_default(),
+                    error_line(&m.meta, "meeting"),
                 ]),
                 "identifier": record_identifier(&m.meta.id),
-                "status": if in_error { "entered-in-error" } else { "finished" },
+                "status": status,
                 "class": { "system": V3_ACT_CODE, "code": class.0, "display": class.1 },
                 "type": [{ "text": "Open Dialogue network meeting" }],
                 "subject": self.patient_ref(),
@@ -689,10 +715,20 @@ impl<'a> Builder<'a> {
                         } else {
                             "personal"
                         };
-                        attesters.push(json!({ "mode": mode, "time": r.at, "party": party }));
+                        // The attester attests the version of the notes they heard.
+                        let heard = r
+                            .heard
+                            .as_ref()
+                            .map(|h| json!([{ "url": HEARD_VERSION, "valueString": h }]));
+                        attesters.push(json!({ "extension": heard, "mode": mode, "time": r.at, "party": party }));
                     }
                 }
             }
+            let later: Vec<String> = m
+                .changed_after_readback
+                .iter()
+                .map(plain::later_change)
+                .collect();
             let section = |title: &str, text: &str| {
                 let lines: Vec<String> = text.lines().map(str::to_string).collect();
                 json!({ "title": title, "text": narrative("generated", &lines) })
@@ -702,6 +738,10 @@ impl<'a> Builder<'a> {
                 ("Reflections", m.reflections.as_str()),
                 ("What was agreed", m.agreed.as_str()),
                 ("Read-back", readback_lines.join("\n").as_str()),
+                (
+                    "Changed after the meeting, not read back",
+                    later.join("\n").as_str(),
+                ),
             ]
             .iter()
             .filter(|(_, t)| !t.trim().is_empty())
@@ -715,7 +755,11 @@ impl<'a> Builder<'a> {
                 "resourceType": "Composition",
                 "id": composition,
                 "meta": profile("Composition"),
-                "status": if in_error { "entered-in-error" } else { "final" },
+                "status": match (in_error, m.held()) {
+                    (true, _) => "entered-in-error",
+                    (false, true) => "final",
+                    (false, false) => "preliminary",
+                },
                 "type": {
                     "coding": [{ "system": "http://loinc.org", "code": "11506-3", "display": "Progress note" }],
                     "text": "Open Dialogue network meeting: notes and reflections",
@@ -774,6 +818,11 @@ impl<'a> Builder<'a> {
                 .as_deref()
                 .and_then(|p| self.participant_ref(p));
 
+            let text = if d.meta.withheld() {
+                error_line(&d.meta, "decision")
+            } else {
+                d.text.clone()
+            };
             let mut acceptance = Vec::new();
             let mut words = Vec::new();
             let mut contributors = Vec::new();
@@ -793,6 +842,19 @@ impl<'a> Builder<'a> {
                         { "url": "status", "valueCode": status },
                     ],
                 }));
+                // Earlier stances are kept: a person changing their mind is part of the record.
+                for e in &p.earlier {
+                    let said = e
+                        .words
+                        .as_deref()
+                        .map(|w| format!(": {w}"))
+                        .unwrap_or_default();
+                    words.push(json!({
+                        "authorReference": who,
+                        "time": e.at,
+                        "text": format!("Earlier position ({}){said}", plain::stance_taken(&e.stance)),
+                    }));
+                }
                 if let Some(w) = &p.words {
                     words.push(json!({ "authorReference": who, "time": p.at, "text": w }));
                 }
@@ -803,7 +865,7 @@ impl<'a> Builder<'a> {
                 "id": goal,
                 "extension": acceptance,
                 "lifecycleStatus": goal_status,
-                "description": { "text": d.text },
+                "description": { "text": text },
                 "subject": self.patient_ref(),
                 "expressedBy": proposer,
                 "note": words,
@@ -824,9 +886,7 @@ impl<'a> Builder<'a> {
                 }));
             }
             if let Some(e) = &d.meta.entered_in_error {
-                notes.push(
-                    json!({ "text": format!("Entered in error: {}", e.reason), "time": e.at }),
-                );
+                notes.push(json!({ "text": error_line(&d.meta, "decision"), "time": e.at }));
             }
             let mut activities = Vec::new();
             for a in &d.actions {
@@ -856,13 +916,13 @@ impl<'a> Builder<'a> {
                 "status": plan_status,
                 "intent": "plan",
                 "title": "Decision made with the network",
-                "description": d.text,
+                "description": text,
                 "subject": self.patient_ref(),
                 "created": d.meta.created_at,
                 "author": proposer,
                 "contributor": contributors,
                 "careTeam": [reference(&self.care_team, "Care team")],
-                "goal": [reference(&goal, d.text.clone())],
+                "goal": [reference(&goal, text.clone())],
                 "activity": activities,
                 "note": notes,
             }));
@@ -982,8 +1042,10 @@ mod tests {
             "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"
         );
         assert_eq!(resources(&b, "RelatedPerson").len(), 3);
-        assert_eq!(resources(&b, "Encounter").len(), 3);
-        assert_eq!(resources(&b, "Composition").len(), 3);
+        // Five meetings; the one on the wrong person's record is a tombstone Encounter without
+        // notes, so four Compositions.
+        assert_eq!(resources(&b, "Encounter").len(), 5);
+        assert_eq!(resources(&b, "Composition").len(), 4);
         assert_eq!(resources(&b, "CarePlan").len(), 3);
         assert_eq!(resources(&b, "Goal").len(), 3);
         assert_eq!(resources(&b, "EpisodeOfCare").len(), 1);
@@ -1009,8 +1071,17 @@ mod tests {
         let b = bundle(&rich.view, &[]);
         let meeting = rich.wrong_meeting.to_string();
         assert_eq!(by_id(&b, &meeting)["status"], "entered-in-error");
+        // A meeting still to come is a planned Encounter, never a finished one.
+        let planned = by_id(&b, &rich.planned_meeting.to_string());
+        assert_eq!(planned["status"], "planned");
+        let absent = by_id(&b, &rich.without_person.to_string());
+        assert!(absent["text"]["div"]
+            .as_str()
+            .unwrap()
+            .contains("María was not present."));
+        // It was recorded on the wrong person's record: no Composition carries its notes.
         let comp = derived(&meeting, "Composition");
-        assert_eq!(by_id(&b, &comp)["status"], "entered-in-error");
+        assert!(resources(&b, "Composition").iter().all(|c| c["id"] != comp));
         let decision = rich.wrong_decision.to_string();
         assert_eq!(by_id(&b, &decision)["status"], "entered-in-error");
         assert_eq!(
@@ -1058,14 +1129,16 @@ mod tests {
                 .map(|e| e["extension"][1]["valueCode"].clone())
         };
         let ana = format!("urn:uuid:{}", rich.ana);
-        assert_eq!(stance_of(&ana), Some(json!("disagree")));
+        // Ana disagreed, then became unsure: her current stance, and the earlier one in a note.
+        assert_eq!(stance_of(&ana), Some(json!("pending")));
         let words: Vec<&str> = goal["note"]
             .as_array()
             .unwrap()
             .iter()
             .map(|n| n["text"].as_str().unwrap())
             .collect();
-        assert!(words.contains(&"Too soon, she is exhausted"));
+        assert!(words.contains(&"Earlier position (disagreed): Too soon, she is exhausted"));
+        assert!(words.contains(&"Maybe, if I go with her"));
         assert!(words.contains(&"I want to be outside with people"));
 
         let comp = by_id(&b, &derived(&rich.first_meeting.to_string(), "Composition"));
@@ -1077,6 +1150,20 @@ mod tests {
         );
         assert!(attesters.iter().any(|a| a["mode"] == "personal"));
         assert!(attesters.iter().any(|a| a["mode"] == "professional"));
+        // Each attests the version of the notes they heard.
+        for a in attesters {
+            assert_eq!(a["extension"][0]["url"], HEARD_VERSION);
+            let heard = a["extension"][0]["valueString"].as_str().unwrap();
+            assert!(crate::model::schema::is_heads(heard), "{heard}");
+        }
+        // Words written after the read-back are in their own section, never as confirmed.
+        let later = comp["section"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["title"] == "Changed after the meeting, not read back")
+            .expect("the later words' section");
+        assert!(later.to_string().contains("She also mentioned her cat."));
         let text = comp.to_string();
         assert!(text.contains("She walks every morning with me."));
         assert!(

@@ -308,7 +308,11 @@ mod tests {
     fn export_figures_as_csv_and_text() {
         let rich = rich_case();
         let f = CaseFigures::from_view(&rich.view);
-        assert_eq!(f.meetings, 2, "the meeting in error is left out");
+        assert_eq!(
+            f.meetings, 3,
+            "the meeting on the wrong record and the planned one are left out; the one where Ana \
+             met the team without María counts (her network was there)"
+        );
         assert_eq!(f.hours_referral_to_first_meeting, Some(19.5));
         let rows = team_table(&[f, fig("x,\"quoted\"", Some(40.0), 1, None)]);
         let csv = to_csv(&rows).unwrap();

@@ -11,7 +11,14 @@
 //!   language, as self-contained HTML and as PDF.
 //! - [`subject_access`]: everything held about the person, machine-readable (JSON), with the HTML
 //!   copy as its readable form.
+//! - [`network_copy`]: the copy for one named member of the person's network, refused unless
+//!   that member's consent to receive the record is given.
 //! - [`figures`]: the team's fidelity figures as a table (CLI and app) and as CSV.
+//! - [`access`]: who looked at or changed the record, in words the person reads, and what a
+//!   device records when a file leaves it or a copy is given.
+//!
+//! Every file made here leaves the encrypted store: it is not encrypted, it is recorded (with its
+//! kind) in the person's access list, and [`file_name`] names it for a person to recognise.
 //!
 //! Nothing is left out because it was entered in error: such entries are exported marked as such
 //! (FHIR's own `entered-in-error` status, or struck through with who marked them, when and why).
@@ -21,9 +28,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::view::{AuthorView, CaseView};
+use crate::model::Date;
 
+pub mod access;
 pub mod fhir;
 pub mod figures;
+pub mod network_copy;
 pub mod person_copy;
 mod plain;
 pub mod subject_access;
@@ -40,8 +50,62 @@ pub struct Access {
     pub who: String,
     /// The device it was made from (a device id), when known.
     pub device: Option<String>,
-    /// What was done, e.g. "case show", "export".
+    /// What was done, as the server worded it for its own log (e.g. "case show", "export").
     pub what: String,
+    /// What kind of access it was, so a copy can say it in plain words (absent from servers
+    /// older than the field: the copy then says only who used the record, and when).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<access::AccessKind>,
+}
+
+/// What every app and command says when a file is made from the record: plainly, that it is not
+/// protected any more.
+pub const NOT_ENCRYPTED: &str = "This file is not encrypted: it leaves the protection of \
+Polyphony's encrypted store, and anyone who can open the folder it is saved in can read it. Keep \
+it somewhere safe, give it only to whom it is for, and delete it when it is no longer needed. \
+Making it is recorded in the person's list of who has seen their record.";
+
+/// A file name a person recognises: `Maria Lindqvist - record copy - 2026-03-14.pdf`.
+///
+/// Safe on every system people open it on: the characters Windows, macOS or Linux refuse or
+/// misread in a name (`/ \ : * ? " < > |`, control characters) become spaces, runs of spaces
+/// become one, no part starts or ends with a dot or a space, and each part is at most 60
+/// characters. Letters outside ASCII (María) are kept: every current system stores them.
+pub fn file_name(person: &str, what: &str, date: Date, extension: &str) -> String {
+    let person = safe_part(person);
+    let person = if person.is_empty() {
+        "record".to_string()
+    } else {
+        person
+    };
+    format!(
+        "{person} - {} - {date}.{}",
+        safe_part(what),
+        safe_part(extension)
+    )
+}
+
+fn safe_part(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let words: Vec<&str> = cleaned.split_whitespace().collect();
+    let joined: String = words.join(" ").chars().take(60).collect();
+    joined
+        .trim_matches(|c: char| c == '.' || c.is_whitespace())
+        .to_string()
+}
+
+/// The file name of an export of this case, made on `date` (the UK date today).
+pub fn export_file_name(view: &CaseView, kind: access::ExportKind, date: Date) -> String {
+    file_name(&view.person.name, kind.file_label(), date, kind.extension())
 }
 
 /// What can go wrong while exporting.
@@ -50,6 +114,17 @@ pub enum ExportError {
     /// Writing the CSV table failed (a bug: it writes to memory).
     #[error("the figures could not be written as CSV: {0}")]
     Csv(#[from] csv::Error),
+    /// The fonts the PDF copy is set in could not be had.
+    #[error(transparent)]
+    Fonts(#[from] person_copy::FontError),
+    /// A font could not be cut down to the glyphs a PDF uses (a damaged font file).
+    #[error("the font {font} could not be subset for the PDF ({reason}): fetch the fonts again with scripts/pdf-fonts.sh")]
+    FontSubset {
+        /// The font file.
+        font: &'static str,
+        /// What the subsetter said.
+        reason: String,
+    },
 }
 
 /// Who a participant key (`person`, `member:<id>`, `practitioner:<id>`) names, for display.
@@ -75,9 +150,14 @@ impl Names {
             ..Default::default()
         };
         for m in &view.network {
+            let (name, relationship) = if m.meta.withheld() {
+                (access::REMOVED.to_string(), String::new())
+            } else {
+                (m.name.clone(), m.relationship.clone())
+            };
             names
                 .members
-                .insert(m.meta.id.clone(), (m.name.clone(), m.relationship.clone()));
+                .insert(m.meta.id.clone(), (name, relationship));
         }
         for a in authors(view) {
             names
@@ -116,6 +196,11 @@ impl Names {
         participant.to_string()
     }
 
+    /// A network member's name and relationship, by member id, if they are in the record.
+    pub(crate) fn member(&self, id: &str) -> Option<(&str, &str)> {
+        self.members.get(id).map(|(n, r)| (n.as_str(), r.as_str()))
+    }
+
     /// The name with who they are to the person, e.g. "Ana (sister)".
     pub(crate) fn describe(&self, participant: &str) -> String {
         if participant == "person" {
@@ -123,6 +208,9 @@ impl Names {
         }
         if let Some(id) = participant.strip_prefix("member:") {
             if let Some((n, rel)) = self.members.get(id) {
+                if rel.is_empty() {
+                    return n.clone();
+                }
                 return format!("{n} ({rel})");
             }
         }
@@ -194,4 +282,21 @@ pub(crate) fn authors(view: &CaseView) -> Vec<&AuthorView> {
 #[cfg(test)]
 pub(crate) mod testcase;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
+
+/// Escape text for HTML (and XHTML) element content and quoted attribute values: the one escape
+/// every page and copy uses, the app's included.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -9,6 +9,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::model::local_time::date_words;
+use crate::model::readback::LaterChange;
+use crate::model::view::{ErrorMark, MeetingView, PositionView};
 use crate::model::LocalZone;
 
 /// "14 March 2026" from an RFC 3339 timestamp (its UK date) or a YYYY-MM-DD date; the input
@@ -89,6 +91,90 @@ pub(crate) fn place(s: &str) -> &str {
         "online" => "by video",
         "phone" => "by phone",
         other => other,
+    }
+}
+
+/// A stance as it was taken, for a history: "agreed", "disagreed", "was unsure".
+pub(crate) fn stance_taken(s: &str) -> &str {
+    match s {
+        "agree" => "agreed",
+        "disagree" => "disagreed",
+        "unsure" => "was unsure",
+        other => other,
+    }
+}
+
+/// How a participant's view changed, when it did: "first was unsure (3 March 2026), then agreed
+/// (10 March 2026)". `None` when they have only ever taken one stance.
+pub(crate) fn stance_history(p: &PositionView) -> Option<String> {
+    if p.earlier.is_empty() {
+        return None;
+    }
+    let step = |x: &PositionView| format!("{} ({})", stance_taken(&x.stance), date_or(&x.at));
+    let mut steps: Vec<String> = p.earlier.iter().map(step).collect();
+    steps.push(step(p));
+    Some(format!("first {}", steps.join(", then ")))
+}
+
+/// What a meeting's state means, as a heading: "What we talked about on 14 March 2026" for a
+/// held meeting, and plain words for the others.
+pub(crate) fn meeting_heading(m: &MeetingView) -> String {
+    let day = date_or(&m.at);
+    match m.state.as_str() {
+        "held" => format!("What we talked about on {day}"),
+        "planned" => format!("Meeting planned for {day}"),
+        "cancelled" => format!("The meeting on {day} was cancelled"),
+        "did_not_attend" => format!("The meeting on {day} did not take place"),
+        other => format!("Meeting on {day} ({})", other.replace('_', " ")),
+    }
+}
+
+/// The line every copy shows for a change made to a meeting's texts after its read-back.
+pub(crate) fn later_change(c: &LaterChange) -> String {
+    let by =
+        c.by.as_ref()
+            .map(|a| a.practitioner_name.as_str())
+            .unwrap_or("someone unknown");
+    let part = match c.part.as_str() {
+        "notes" => "the notes",
+        "reflections" => "the reflections",
+        "agreed" => "what was agreed",
+        other => other,
+    };
+    let mut what = Vec::new();
+    if !c.added.is_empty() {
+        what.push(format!("added \"{}\"", c.added.join("\", \"")));
+    }
+    if !c.removed.is_empty() {
+        what.push(format!("took out \"{}\"", c.removed.join("\", \"")));
+    }
+    format!(
+        "Changed after the meeting, not read back: {by} {} in {part} on {}.",
+        what.join(" and "),
+        datetime_or(&c.at)
+    )
+}
+
+/// The note every copy shows for an entry marked in error. A mistake stays readable, struck
+/// through; an entry recorded on the wrong person's record is a tombstone: what kind of entry it
+/// was, who removed it, when and why, and none of its content.
+pub(crate) fn error_note(mark: &ErrorMark, what: &str) -> String {
+    let by = mark
+        .by
+        .as_ref()
+        .map(|a| a.practitioner_name.as_str())
+        .unwrap_or("someone unknown");
+    let when = datetime_or(&mark.at);
+    if mark.is_mistake() {
+        format!(
+            "This {what} was entered in error: {} ({by}, {when}). It is kept so you can see the record was corrected.",
+            mark.reason
+        )
+    } else {
+        format!(
+            "A {what} was removed from this record because it was written on the wrong person's record. {by} removed it on {when}: {}",
+            mark.reason
+        )
     }
 }
 

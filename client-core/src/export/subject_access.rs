@@ -20,6 +20,7 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Everything held about the person, machine-readable.
 pub fn json(view: &CaseView, accesses: &[Access]) -> Value {
+    let accesses = &super::access::without_withheld_names(view, accesses);
     let names = Names::of(view);
     let mut out = Map::new();
     out.insert("format".into(), json!(FORMAT));

@@ -17,7 +17,16 @@ pub(crate) struct Rich {
     pub walking: EntryId,
     pub withdrawn: EntryId,
     pub wrong_decision: EntryId,
+    pub planned_meeting: EntryId,
+    pub without_person: EntryId,
+    /// The document itself, as Kit's device holds it.
+    pub doc: CaseDoc,
 }
+
+/// The notes of a meeting recorded on the wrong person's record: no copy may contain them.
+pub(crate) const WITHHELD_NOTES: &str = "Notes about Zofia Another-Person.";
+/// Words added to the first meeting's notes after its read-back.
+pub(crate) const ADDED_AFTER: &str = "She also mentioned her cat.";
 
 pub(crate) fn author(name: &str) -> Author {
     Author {
@@ -202,9 +211,39 @@ pub(crate) fn rich_case() -> Rich {
             attendees: vec![Participant::Person, p_kit],
         })
         .unwrap();
-    kits.append_text(&wrong_meeting, NoteKind::Notes, "Notes for another person.")
+    kits.append_text(&wrong_meeting, NoteKind::Notes, WITHHELD_NOTES)
         .unwrap();
-    kits.mark_entered_in_error(&wrong_meeting, "Recorded on the wrong case")
+    kits.mark_error(
+        &wrong_meeting,
+        ErrorKind::WrongPerson,
+        "Recorded on the wrong case",
+    )
+    .unwrap();
+    // Kit adds a line after the read-back: it must never read as confirmed.
+    kits.append_text(&first_meeting, NoteKind::Notes, ADDED_AFTER)
+        .unwrap();
+    // Ana changes her mind about the walking group.
+    kits.record_position(
+        &walking,
+        Participant::Member(ana),
+        Stance::Unsure,
+        Some("Maybe, if I go with her"),
+    )
+    .unwrap();
+    // A meeting booked for next year, and one the practitioners held on their own.
+    let planned_meeting = kits
+        .add_meeting(NewMeeting {
+            at: at("2099-01-05T10:00"),
+            place: Place::Clinic,
+            attendees: vec![Participant::Person, p_kit],
+        })
+        .unwrap();
+    let without_person = kits
+        .add_meeting(NewMeeting {
+            at: at("2026-03-18T12:00"),
+            place: Place::Online,
+            attendees: vec![Participant::Member(ana), p_kit],
+        })
         .unwrap();
     kits.member_leaves(&tom, Some(parse_date("left", "2026-03-20").unwrap()))
         .unwrap();
@@ -217,6 +256,8 @@ pub(crate) fn rich_case() -> Rich {
 
     Rich {
         view: kits.view(),
+        planned_meeting,
+        without_person,
         ana,
         tom,
         wrong_member,
@@ -226,6 +267,7 @@ pub(crate) fn rich_case() -> Rich {
         walking,
         withdrawn,
         wrong_decision,
+        doc: kits,
     }
 }
 
@@ -236,13 +278,18 @@ pub(crate) fn accesses() -> Vec<crate::export::Access> {
             at: "2026-03-15T09:12:00Z".into(),
             who: "Sam Okafor".into(),
             device: Some(DeviceId::random().to_string()),
-            what: "case show".into(),
+            what: "read on their device (case show)".into(),
+            kind: Some(crate::export::access::AccessKind::OnDevice {
+                purpose: "case show".into(),
+                not_yet_sent: false,
+            }),
         },
         crate::export::Access {
             at: "2026-03-18T14:40:00Z".into(),
             who: "Dr Lee (duty psychiatrist)".into(),
             device: None,
             what: "export".into(),
+            kind: None,
         },
     ]
 }

@@ -1,9 +1,10 @@
 //! Acceptance tests of the exports against things outside this crate: HL7's FHIR R4 JSON schema,
-//! and a real PDF reader (poppler's `pdftotext`).
+//! and a real PDF reader (poppler's `pdftotext`), reading copies set in the Noto fonts.
 //!
-//! Neither is in the repository. `scripts/export-test-setup.sh` fetches them (the schema from the
-//! npm registry into `target/fhir-schema/`, poppler-utils from Debian); these tests run it
-//! themselves when something is missing, and fail, never skip, when it cannot be had.
+//! None of these is in the repository. `scripts/export-test-setup.sh` fetches them (the schema
+//! from the npm registry into `target/fhir-schema/`, poppler-utils and the fonts from Debian, the
+//! fonts into `target/fonts/`); these tests run it themselves when something is missing, and fail,
+//! never skip, when it cannot be had.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
+use super::person_copy::Fonts;
 use super::testcase::{accesses, rich_case};
 use super::{fhir, person_copy};
 
@@ -36,11 +38,18 @@ fn have_pdftotext() -> bool {
         .is_ok_and(|o| o.status.success() || !o.stderr.is_empty())
 }
 
+fn font_dir() -> PathBuf {
+    std::env::var_os("POLYPHONY_FONT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target").join("fonts"))
+}
+
 /// What a test needs from the set-up script.
 #[derive(Clone, Copy)]
 enum Need {
     Schema,
     Pdftotext,
+    Fonts,
 }
 
 /// Run the set-up script (once per test process and need) if what the test needs is missing;
@@ -48,9 +57,11 @@ enum Need {
 fn setup(need: Need) {
     static SCHEMA: OnceLock<Result<(), String>> = OnceLock::new();
     static PDFTOTEXT: OnceLock<Result<(), String>> = OnceLock::new();
+    static FONTS: OnceLock<Result<(), String>> = OnceLock::new();
     let (cell, present, arg) = match need {
         Need::Schema => (&SCHEMA, schema_path().is_file(), "schema"),
         Need::Pdftotext => (&PDFTOTEXT, have_pdftotext(), "pdftotext"),
+        Need::Fonts => (&FONTS, Fonts::load(&font_dir()).is_ok(), "fonts"),
     };
     let result = cell.get_or_init(|| {
         if present {
@@ -60,6 +71,7 @@ fn setup(need: Need) {
         let out = Command::new("bash")
             .arg(&script)
             .arg(arg)
+            .env("POLYPHONY_FONT_DIR", font_dir())
             .output()
             .map_err(|e| format!("could not run {}: {e}", script.display()))?;
         if !out.status.success() {
@@ -75,6 +87,20 @@ fn setup(need: Need) {
     if let Err(e) = result {
         panic!("the export tests' set-up failed, so they cannot check the exports: {e}");
     }
+}
+
+/// The Noto fonts, fetched by the set-up script when missing; shared by every PDF test.
+pub(crate) fn fonts() -> &'static Fonts {
+    static FONTS: OnceLock<Fonts> = OnceLock::new();
+    FONTS.get_or_init(|| {
+        setup(Need::Fonts);
+        Fonts::load(&font_dir()).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// The person's copy of `view` as a PDF, set in the test fonts.
+pub(crate) fn copy_pdf(view: &crate::model::view::CaseView) -> Vec<u8> {
+    person_copy::pdf(view, &accesses(), fonts()).expect("the PDF copy renders")
 }
 
 fn schema() -> &'static Value {
@@ -259,7 +285,7 @@ fn export_fhir_references_resolve_inside_the_bundle() {
     assert_eq!(fhir::ids(&reparsed).unwrap(), ids);
 }
 
-fn pdf_text(pdf: &[u8]) -> String {
+pub(crate) fn pdf_text(pdf: &[u8]) -> String {
     setup(Need::Pdftotext);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copy.pdf");
@@ -281,7 +307,7 @@ fn pdf_text(pdf: &[u8]) -> String {
 #[test]
 fn export_person_copy_pdf_turns_into_pages_with_the_text() {
     let rich = rich_case();
-    let pdf = person_copy::pdf(&rich.view, &accesses());
+    let pdf = copy_pdf(&rich.view);
     assert!(pdf.starts_with(b"%PDF-"));
     let raw = pdf_text(&pdf);
     let pages = raw.matches('\u{c}').count();
@@ -300,12 +326,17 @@ fn export_person_copy_pdf_turns_into_pages_with_the_text() {
         "Kit: I noticed how much Ana carries.",
         "She walks every morning with me.",
         "What was decided, and what everyone thought",
-        "Ana Lopez (sister) disagrees, and said:",
-        "Too soon, she is exhausted",
+        "Ana Lopez (sister) first disagreed",
+        "then was unsure",
+        "Ana Lopez (sister) is not sure yet, and said:",
         "I want to be outside with people",
         "I don't want tablets",
-        "was entered in error: Recorded on the wrong case",
-        "Notes for another person.",
+        "was written on the wrong person's record",
+        "Recorded on the wrong case",
+        "Changed after the meeting, not read back",
+        "She also mentioned her cat.",
+        "María was not present.",
+        "Meeting planned for 5 January 2099",
         "Dr Lee (duty psychiatrist)",
         "9991000003",
     ] {
@@ -320,11 +351,8 @@ fn export_write_samples() {
     let rich = rich_case();
     let dir = workspace().join("target").join("export-samples");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("copy.pdf"),
-        person_copy::pdf(&rich.view, &accesses()),
-    )
-    .unwrap();
+    std::fs::write(dir.join("copy.pdf"), copy_pdf(&rich.view)).unwrap();
+    std::fs::write(dir.join("languages.pdf"), copy_pdf(&every_language())).unwrap();
     std::fs::write(
         dir.join("copy.html"),
         person_copy::html(&rich.view, &accesses()),
@@ -386,4 +414,323 @@ fn export_copies_show_uk_time_and_fhir_carries_the_uk_offset() {
     assert!(text.contains("2026-06-14T10:30:00+01:00"), "{text}");
     assert!(!text.contains("2026-06-14T09:30:00Z"), "{text}");
     assert!(text.contains("10:30 UK time"), "the narrative says UK time");
+}
+
+/// An entry recorded on the wrong person's record is another person's information: no copy or
+/// export holds any of its words, each shows a tombstone instead. (Issue 15, part 2.)
+#[test]
+fn export_no_copy_holds_an_entry_recorded_on_the_wrong_persons_record() {
+    use super::testcase::WITHHELD_NOTES;
+    let rich = rich_case();
+    let withheld = ["Zofia", "Another-Person", WITHHELD_NOTES];
+    let html = person_copy::html(&rich.view, &accesses());
+    // Whitespace as a reader sees it: pdftotext breaks lines where the copy wraps.
+    let pdf = pdf_text(&copy_pdf(&rich.view))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let json = super::subject_access::json(&rich.view, &accesses()).to_string();
+    let fhir = fhir::bundle(&rich.view, &accesses()).to_string();
+    let figures = super::figures::to_csv(&super::figures::team_table(&[
+        crate::model::CaseFigures::from_view(&rich.view),
+    ]))
+    .unwrap();
+    for (name, copy) in [
+        ("HTML", &html),
+        ("PDF", &pdf),
+        ("JSON", &json),
+        ("FHIR", &fhir),
+        ("figures", &figures),
+    ] {
+        for w in withheld {
+            assert!(!copy.contains(w), "the {name} copy holds {w:?}");
+        }
+    }
+    for (name, copy) in [("HTML", &html), ("PDF", &pdf), ("FHIR", &fhir)] {
+        assert!(
+            copy.contains("written on the wrong person")
+                && copy.contains("Recorded on the wrong case"),
+            "the {name} copy has no tombstone"
+        );
+    }
+    // The machine-readable copy says what kind of mark it is.
+    assert!(json.contains("\"kind\":\"wrong_person\""));
+    // Nor is it in the record's own view as any field a client could show.
+    assert!(!serde_json::to_string(&rich.view).unwrap().contains("Zofia"));
+}
+
+/// Issue 15, part 8: a file leaving the store is named for a person to recognise, with
+/// characters every system accepts.
+#[test]
+fn export_file_names_are_for_people_and_safe_everywhere() {
+    use super::access::ExportKind;
+    use super::{export_file_name, file_name};
+    let day = crate::model::parse_date("d", "2026-03-14").unwrap();
+    let rich = rich_case();
+    assert_eq!(
+        export_file_name(&rich.view, ExportKind::Pdf, day),
+        "Maria Lopez - record copy - 2026-03-14.pdf"
+    );
+    assert_eq!(
+        export_file_name(&rich.view, ExportKind::Fhir, day),
+        "Maria Lopez - for the trust record - 2026-03-14.fhir.json"
+    );
+    assert_eq!(
+        file_name("María Lindqvist", "record copy", day, "html"),
+        "María Lindqvist - record copy - 2026-03-14.html"
+    );
+    let awkward = file_name(
+        " ..Jo/Bloggs: \"Jo\" <x>|y*?\n\t",
+        "record copy",
+        day,
+        "pdf",
+    );
+    assert_eq!(awkward, "Jo Bloggs Jo x y - record copy - 2026-03-14.pdf");
+    for bad in ['/', '\\', ':', '*', '?', '"', '<', '>', '|', '\n'] {
+        assert!(!awkward.contains(bad), "{bad:?} in {awkward}");
+    }
+    assert_eq!(
+        file_name("   ", "record copy", day, "pdf"),
+        "record - record copy - 2026-03-14.pdf"
+    );
+    let long = file_name(&"A".repeat(300), "record copy", day, "pdf");
+    assert!(long.chars().count() < 100, "{long}");
+}
+
+/// What the rich case's PDF copy costs: its size, and the time to render it (averaged over 20).
+#[test]
+#[ignore = "a measurement, not a check: cargo test -p polyphony-core --lib export_person_copy_pdf_cost -- --ignored --nocapture"]
+fn export_person_copy_pdf_cost() {
+    let rich = rich_case();
+    let runs = 20;
+    let start = std::time::Instant::now();
+    let mut size = 0;
+    for _ in 0..runs {
+        size = copy_pdf(&rich.view).len();
+    }
+    let each = start.elapsed() / runs;
+    println!("rich case PDF: {size} bytes, {each:?} each");
+}
+
+/// Names and notes in the languages of the boroughs' residents, each as a person's own name, a
+/// network member's name and a meeting's notes: (language, person, member, notes).
+const LANGUAGES: [(&str, &str, &str, &str); 7] = [
+    (
+        "Polish",
+        "Łucja Żółć-Wąsik",
+        "Jędrzej Żółć",
+        "Mieszka w Łodzi (Łódź) z mamą; źle śpi, ale chodzi na spacery.",
+    ),
+    (
+        "Romanian",
+        "Ștefania Țăranu",
+        "Mădălina Țăranu",
+        "Își dorește să se întâlnească cu sora ei în fiecare săptămână.",
+    ),
+    (
+        "Somali",
+        "Cabdullaahi Xasan Maxamed",
+        "Faadumo Cali Xuseen",
+        "Waxaan rabaa inaan si fiican u seexdo. Walaashay ayaa i caawisa.",
+    ),
+    (
+        "Bengali",
+        "সুমাইয়া রহমান",
+        "ফাতেমা রহমান",
+        "আমি ভালো ঘুমাতে চাই। আমার বোন প্রতি সপ্তাহে আসে।",
+    ),
+    (
+        "Gujarati",
+        "પ્રિયા પટેલ",
+        "કૃષ્ણા પટેલ",
+        "મને રાત્રે ઊંઘ આવતી નથી. મારી બહેન મદદ કરે છે.",
+    ),
+    (
+        "Urdu",
+        "عائشہ خان",
+        "زینب خان",
+        "مجھے رات کو نیند نہیں آتی۔ میری بہن ہر ہفتے آتی ہے۔",
+    ),
+    (
+        "Arabic",
+        "أحمد عبد الله",
+        "ليلى حسن",
+        "لا أريد الدواء. أختي تزورني كل أسبوع.",
+    ),
+];
+
+fn case_in(person: &str, member: &str, notes: &str) -> crate::model::view::CaseView {
+    use crate::model::{
+        parse_datetime, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant, Place,
+    };
+    let mut case = CaseDoc::create(
+        crate::CaseId::random(),
+        crate::TeamId::random(),
+        NewCase {
+            name: person.into(),
+            ..Default::default()
+        },
+        super::testcase::author("Sam Okafor"),
+    )
+    .unwrap();
+    let m = case
+        .add_member(NewMember {
+            name: member.into(),
+            relationship: "sister".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let meeting = case
+        .add_meeting(NewMeeting {
+            at: parse_datetime("at", "2026-03-14T10:30").unwrap(),
+            place: Place::Home,
+            attendees: vec![Participant::Person, Participant::Member(m)],
+        })
+        .unwrap();
+    case.append_text(&meeting, NoteKind::Notes, notes).unwrap();
+    case.view()
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What `pdftotext` gives for a copy, made comparable: whitespace collapsed, and the bidi
+/// embedding marks it puts around right-to-left text (U+202B ... U+202C) taken out.
+fn read_back(pdf: &[u8]) -> String {
+    let raw: String = pdf_text(pdf)
+        .chars()
+        .filter(|c| !matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}'))
+        .collect();
+    one_line(&raw)
+}
+
+/// What a reader must give back of `text`, in the order it was written. Left-to-right text must
+/// come back whole. Of right-to-left text, `pdftotext` rebuilds the reading order from positions
+/// and may move a neutral full stop or comma across the run it ends (it prints
+/// "لا أريد الدواء. أختي" as ".أختي ... .لا أريد الدواء"): every stretch between such punctuation
+/// must come back whole, letters and words in reading order.
+fn must_read(text: &str) -> Vec<String> {
+    let rtl = text
+        .chars()
+        .any(|c| matches!(c, '\u{0590}'..='\u{08FF}' | '\u{FB1D}'..='\u{FEFF}'));
+    if !rtl {
+        return vec![one_line(text)];
+    }
+    text.split(['.', ',', ';', ':', '(', ')', '!', '?'])
+        .map(one_line)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Issue 15, part 6: the copy given to a person shows their name and their words in their own
+/// script, and a PDF reader reads back the same characters (before, everything outside
+/// Windows-1252 printed as `?`).
+#[test]
+fn export_person_copy_pdf_reads_back_every_language() {
+    for (language, person, member, notes) in LANGUAGES {
+        let pdf = copy_pdf(&case_in(person, member, notes));
+        let text = read_back(&pdf);
+        for want in [person, member, notes].into_iter().flat_map(must_read) {
+            assert!(
+                text.contains(&want),
+                "{language}: the PDF text lacks {want:?}:\n{text}"
+            );
+        }
+        assert!(!text.contains('?'), "{language}: a `?` in {text}");
+        // The name in the heading and the title line, as a reader gets it.
+        assert!(
+            text.contains(&format!("About {person}")),
+            "{language}: {text}"
+        );
+    }
+}
+
+/// One case with notes in every language of [`LANGUAGES`], one paragraph each.
+fn every_language() -> crate::model::view::CaseView {
+    let mut view = case_in(LANGUAGES[0].1, LANGUAGES[3].2, "");
+    view.meetings[0].notes = LANGUAGES.map(|l| l.3).join("\n");
+    view
+}
+
+/// Only the glyphs used are embedded: a copy in every script at once is a small fraction of the
+/// fonts it is set in.
+#[test]
+fn export_person_copy_pdf_embeds_font_subsets() {
+    let pdf = copy_pdf(&every_language());
+    let fonts: usize = fonts().files.iter().map(|f| f.data.len()).sum();
+    assert!(
+        pdf.len() * 10 < fonts,
+        "the PDF ({} bytes) should be far smaller than its fonts ({fonts} bytes)",
+        pdf.len()
+    );
+    let raw = String::from_utf8_lossy(&pdf);
+    for font in [
+        "NotoSans-Regular",
+        "NotoSansBengali-Regular",
+        "NotoNaskhArabic-Regular",
+    ] {
+        assert!(
+            raw.contains(&format!("+{font}")),
+            "{font} is embedded as a subset"
+        );
+    }
+    let text = read_back(&pdf);
+    for want in LANGUAGES.into_iter().flat_map(|l| must_read(l.3)) {
+        assert!(text.contains(&want), "lacks {want:?}:\n{text}");
+    }
+}
+
+/// A character no font has (Chinese here) is not silently replaced: the font's box is drawn, and
+/// the PDF still says which character it was, so a reader copies the real text.
+#[test]
+fn export_person_copy_pdf_keeps_characters_no_font_has() {
+    let pdf = copy_pdf(&case_in("Wei 伟 Chen", "Ana Lopez", "她说 hello"));
+    let text = read_back(&pdf);
+    assert!(text.contains("Wei 伟 Chen"), "{text}");
+    assert!(text.contains("她说 hello"), "{text}");
+}
+
+/// A network member recorded on the wrong person's record: their name, their words in meetings
+/// and decisions, and a copy once given to them are in no copy; where they were present, copies
+/// say "someone removed from this record". (Issue 15, part 2.)
+#[test]
+fn export_no_copy_names_a_member_recorded_on_the_wrong_persons_record() {
+    use crate::model::ErrorKind;
+    let mut rich = rich_case();
+    rich.doc
+        .mark_error(
+            &rich.ana,
+            ErrorKind::WrongPerson,
+            "Ana is in Zofia's network",
+        )
+        .unwrap();
+    let view = rich.doc.view();
+    let mut accesses = accesses();
+    accesses.push(crate::export::Access {
+        at: "2026-03-19T10:00:00Z".into(),
+        who: "Sam Okafor".into(),
+        device: None,
+        what: super::access::Purpose::gave(&rich.ana.to_string(), "Ana Lopez"),
+        kind: Some(super::access::AccessKind::OnDevice {
+            purpose: super::access::Purpose::gave(&rich.ana.to_string(), "Ana Lopez"),
+            not_yet_sent: false,
+        }),
+    });
+    let html = person_copy::html(&view, &accesses);
+    let json = super::subject_access::json(&view, &accesses).to_string();
+    let fhir = fhir::bundle(&view, &accesses).to_string();
+    for (name, copy) in [("HTML", &html), ("JSON", &json), ("FHIR", &fhir)] {
+        for w in [
+            "Ana Lopez",
+            "She walks every morning with me.",
+            "Maybe, if I go with her",
+            "Too soon, she is exhausted",
+            "07700 900456",
+        ] {
+            assert!(!copy.contains(w), "the {name} copy holds {w:?}");
+        }
+    }
+    assert!(html.contains("someone removed from this record"));
+    assert!(html.contains("gave a copy of your record to someone removed from this record"));
 }

@@ -66,7 +66,14 @@ impl CaseDoc {
                 format!("{path}.{key}")
             };
             let values = d.get_all(obj, key.as_str()).unwrap_or_default();
-            if values.len() > 1 {
+            // Two devices raising the schema version at once is bookkeeping, not a choice for a
+            // person: the highest value counts.
+            // Nor is a position history two devices started at once: the view reads every one of
+            // them, so both stances are kept and shown, and there is nothing to choose.
+            let bookkeeping = (path.is_empty() && key == keys::SCHEMA_VERSION)
+                || key == keys::POSITION_HISTORY
+                || path.ends_with(keys::POSITION_HISTORY);
+            if values.len() > 1 && !bookkeeping {
                 let values = values
                     .iter()
                     .enumerate()
@@ -105,25 +112,7 @@ impl CaseDoc {
             return (None, None);
         };
         let at = Some(format_instant(from_ms(change.timestamp())));
-        let from_note = change
-            .message()
-            .and_then(|m| serde_json::from_str::<ChangeNote>(m).ok())
-            .map(|n| AuthorView {
-                practitioner: n.practitioner.to_string(),
-                practitioner_name: n.practitioner_name,
-                device: n.device.to_string(),
-            });
-        // Fall back to the document's register of devices if the message is missing.
-        let author = from_note.or_else(|| {
-            let actors = map_at(&self.doc, &ROOT, keys::ACTORS)?;
-            let a = map_at(&self.doc, &actors, &change.actor_id().to_hex_string())?;
-            let get = |k| super::doc::get_str(&self.doc, &a, k).unwrap_or_default();
-            Some(AuthorView {
-                practitioner: get(keys::PRACTITIONER),
-                practitioner_name: get(keys::PRACTITIONER_NAME),
-                device: get(keys::DEVICE),
-            })
-        });
+        let author = change_author(&self.doc, &change);
         (author, at)
     }
 
@@ -168,4 +157,27 @@ impl CaseDoc {
             Ok(())
         })
     }
+}
+
+/// Who made a change: from its message, or, if the message is missing, from the document's
+/// register of devices.
+pub(super) fn change_author(doc: &impl ReadDoc, change: &automerge::Change) -> Option<AuthorView> {
+    if let Some(n) = change
+        .message()
+        .and_then(|m| serde_json::from_str::<ChangeNote>(m).ok())
+    {
+        return Some(AuthorView {
+            practitioner: n.practitioner.to_string(),
+            practitioner_name: n.practitioner_name,
+            device: n.device.to_string(),
+        });
+    }
+    let actors = map_at(doc, &ROOT, keys::ACTORS)?;
+    let a = map_at(doc, &actors, &change.actor_id().to_hex_string())?;
+    let get = |k| super::doc::get_str(doc, &a, k).unwrap_or_default();
+    Some(AuthorView {
+        practitioner: get(keys::PRACTITIONER),
+        practitioner_name: get(keys::PRACTITIONER_NAME),
+        device: get(keys::DEVICE),
+    })
 }

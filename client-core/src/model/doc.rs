@@ -13,8 +13,20 @@ use super::types::*;
 use super::{LocalZone, ModelError, MAX_LONG, MAX_SHORT};
 use crate::{CaseId, EntryId, PractitionerId, TeamId};
 
-/// The current version of the document layout, stored at the root.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The version of the document layout this code writes and knows in full, stored at the root.
+/// Every change this code makes raises the document's version to it, so a device that knows less
+/// can tell it is reading a newer record (see "Changing the record's shape" in DEVELOPERS.md).
+///
+/// - 1: the first layout.
+/// - 2: a `wrong_person` mark beside `entered_in_error` (it withholds the entry's content), a
+///   `kind` an error mark may carry (for kinds a later version adds), a meeting's
+///   `state`, the version of the notes each read-back heard (`heard`), and a position's
+///   `earlier` stances.
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// How far ahead of this device's clock a meeting may be and still count as now: clocks of devices
+/// differ by minutes.
+const MEETING_CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
 
 /// What is needed to open a case.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -270,6 +282,7 @@ impl CaseDoc {
         let t = now();
         let result = f(&mut self.doc, &author, t).and_then(|r| {
             register_actor(&mut self.doc, &author)?;
+            raise_schema_version(&mut self.doc)?;
             Ok(r)
         });
         match result {
@@ -511,6 +524,13 @@ impl CaseDoc {
             let meetings = obj_at(d, &ROOT, keys::MEETINGS)?;
             let m = new_entry(d, &meetings, &id, a, t)?;
             d.put(&m, keys::AT, ScalarValue::Timestamp(to_ms(new.at)))?;
+            // A meeting booked for later is planned; one recorded afterwards was held.
+            let state = if new.at > t + MEETING_CLOCK_SKEW {
+                MeetingState::Planned
+            } else {
+                MeetingState::Held
+            };
+            d.put(&m, keys::STATE, state.as_str())?;
             d.put(&m, keys::PLACE, new.place.as_str())?;
             let att = d.put_object(&m, keys::ATTENDEES, ObjType::Map)?;
             for p in &new.attendees {
@@ -521,6 +541,29 @@ impl CaseDoc {
             }
             d.put_object(&m, keys::READBACK, ObjType::Map)?;
             Ok(id)
+        })
+    }
+
+    /// Say where a meeting stands: held, cancelled, missed (did not attend) or planned again. A
+    /// meeting still in the future can only be planned or cancelled.
+    pub fn set_meeting_state(
+        &mut self,
+        meeting: &EntryId,
+        state: MeetingState,
+    ) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::MEETINGS, "meeting", meeting)?;
+        let at = get_ts(&self.doc, &m, keys::AT);
+        let not_yet = at.is_some_and(|at| at > now() + MEETING_CLOCK_SKEW);
+        if not_yet && matches!(state, MeetingState::Held | MeetingState::DidNotAttend) {
+            return Err(ModelError::MeetingNotYet {
+                at: at
+                    .map(|at| format!("{} UK time", LocalZone::uk().long(at)))
+                    .unwrap_or_default(),
+            });
+        }
+        self.write(&format!("meeting {}", state.as_str()), |d, _, _| {
+            d.put(&m, keys::STATE, state.as_str())?;
+            Ok(())
         })
     }
 
@@ -611,10 +654,27 @@ impl CaseDoc {
         if let Some(w) = words {
             check_long("read-back words", w)?;
         }
+        // The version they heard: what the notes said when they first answered. Anything written
+        // after it is shown as added after the meeting; answering again (after the notes were
+        // changed) keeps the first version, so the later words still show as not read back.
+        let earlier = obj_at(&self.doc, &m, keys::READBACK)
+            .ok()
+            .and_then(|rb| map_at(&self.doc, &rb, &who.key()))
+            .and_then(|r| get_str(&self.doc, &r, keys::HEARD));
+        let heard = earlier.unwrap_or_else(|| super::readback::format_heads(&self.doc.get_heads()));
+        // A read-back is the end of a meeting that took place: a planned one whose time has come
+        // is now held.
+        let planned = get_str(&self.doc, &m, keys::STATE).as_deref()
+            == Some(MeetingState::Planned.as_str())
+            && get_ts(&self.doc, &m, keys::AT).is_some_and(|at| at <= now() + MEETING_CLOCK_SKEW);
         self.write("record read-back", |d, a, t| {
+            if planned {
+                d.put(&m, keys::STATE, MeetingState::Held.as_str())?;
+            }
             let rb = obj_at(d, &m, keys::READBACK)?;
             let r = d.put_object(&rb, who.key(), ObjType::Map)?;
             d.put(&r, keys::RESPONSE, response.as_str())?;
+            d.put(&r, keys::HEARD, heard.as_str())?;
             if let Some(w) = words {
                 d.put(&r, keys::WORDS, w)?;
             }
@@ -651,13 +711,16 @@ impl CaseDoc {
             d.put(&h, keys::STATUS, DecisionStatus::Proposed.as_str())?;
             stamp(d, &h, keys::BY, keys::AT, a, t)?;
             d.put_object(&e, keys::POSITIONS, ObjType::Map)?;
+            // Made with the decision, so two devices' first stances land in one history.
+            d.put_object(&e, keys::POSITION_HISTORY, ObjType::Map)?;
             d.put_object(&e, keys::ACTIONS, ObjType::Map)?;
             Ok(id)
         })
     }
 
     /// Record a participant's position on a decision, in their own words. A later position from the
-    /// same participant replaces their earlier one; positions of others are untouched.
+    /// same participant becomes their current one and keeps the earlier ones (a person changing
+    /// their mind is clinically meaningful); positions of others are untouched.
     pub fn record_position(
         &mut self,
         decision: &EntryId,
@@ -672,8 +735,19 @@ impl CaseDoc {
             check_long("position words", w)?;
         }
         self.write("record position", |d, a, t| {
-            let positions = obj_at(d, &e, keys::POSITIONS)?;
-            let p = d.put_object(&positions, who.key(), ObjType::Map)?;
+            // Appended, never replacing: every stance a participant took stays in the record.
+            // Two devices creating the history at once each make a map (or a list); the view
+            // reads every concurrent one, so neither device's stance is hidden.
+            let history = match map_at(d, &e, keys::POSITION_HISTORY) {
+                Some(h) => h,
+                None => d.put_object(&e, keys::POSITION_HISTORY, ObjType::Map)?,
+            };
+            let list = match map_at(d, &history, &who.key()) {
+                Some(l) => l,
+                None => d.put_object(&history, who.key(), ObjType::List)?,
+            };
+            let at = d.length(&list);
+            let p = d.insert_object(&list, at, ObjType::Map)?;
             d.put(&p, keys::STANCE, stance.as_str())?;
             if let Some(w) = words {
                 d.put(&p, keys::WORDS, w)?;
@@ -692,11 +766,9 @@ impl CaseDoc {
     ) -> Result<(), ModelError> {
         let e = self.live_entry(keys::DECISIONS, "decision", decision)?;
         if status == DecisionStatus::Agreed {
-            let positions = obj_at(&self.doc, &e, keys::POSITIONS)?;
-            let person_agrees = map_at(&self.doc, &positions, &Participant::Person.key())
-                .and_then(|p| get_str(&self.doc, &p, keys::STANCE))
-                .map(|s| s == Stance::Agree.as_str())
-                .unwrap_or(false);
+            let person_agrees = super::view::positions(&self.doc, &e).iter().any(|p| {
+                p.participant == Participant::Person.key() && p.stance == Stance::Agree.as_str()
+            });
             if !person_agrees {
                 return Err(ModelError::PersonHasNotAgreed);
             }
@@ -775,15 +847,41 @@ impl CaseDoc {
         entry: &EntryId,
         reason: &str,
     ) -> Result<(), ModelError> {
+        self.mark_error(entry, ErrorKind::Mistake, reason)
+    }
+
+    /// Mark an entry as entered in error of a kind. A mistake stays readable, struck through; an
+    /// entry recorded on the wrong person's record keeps only the mark (its content is withheld from
+    /// every screen, copy and export; automerge's history still holds the bytes). An entry marked
+    /// a mistake can be marked again as on the wrong person's record, never the other way.
+    pub fn mark_error(
+        &mut self,
+        entry: &EntryId,
+        kind: ErrorKind,
+        reason: &str,
+    ) -> Result<(), ModelError> {
         let reason = check_required("reason", reason)?;
         let (obj, _) = self.find_entry(entry)?;
-        if self.in_error(&obj) {
+        // A mistake is the schema-1 mark; the wrong person's record has a mark of its own, added
+        // beside an earlier mistake mark (marks are records as written: never replaced).
+        let (key, what) = match kind {
+            ErrorKind::Mistake => (keys::ENTERED_IN_ERROR, "mark entered in error"),
+            ErrorKind::WrongPerson => (
+                keys::WRONG_PERSON,
+                "mark recorded on the wrong person's record",
+            ),
+        };
+        let refused = match kind {
+            ErrorKind::Mistake => self.in_error(&obj),
+            ErrorKind::WrongPerson => map_at(&self.doc, &obj, keys::WRONG_PERSON).is_some(),
+        };
+        if refused {
             return Err(ModelError::AlreadyInError {
                 id: entry.to_string(),
             });
         }
-        self.write("mark entered in error", |d, a, t| {
-            let mark = d.put_object(&obj, keys::ENTERED_IN_ERROR, ObjType::Map)?;
+        self.write(what, |d, a, t| {
+            let mark = d.put_object(&obj, key, ObjType::Map)?;
             d.put(&mark, keys::REASON, reason.as_str())?;
             stamp(d, &mark, keys::BY, keys::AT, a, t)?;
             Ok(())
@@ -850,6 +948,7 @@ impl CaseDoc {
 
     fn in_error(&self, obj: &ObjId) -> bool {
         map_at(&self.doc, obj, keys::ENTERED_IN_ERROR).is_some()
+            || map_at(&self.doc, obj, keys::WRONG_PERSON).is_some()
     }
 
     fn check_participant(&self, p: &Participant) -> Result<(), ModelError> {
@@ -947,6 +1046,17 @@ fn new_entry(
     let e = d.put_object(coll, id.to_string(), ObjType::Map)?;
     stamp(d, &e, keys::CREATED_BY, keys::CREATED_AT, a, t)?;
     Ok(e)
+}
+
+/// Raise the document's schema version to this code's, never lower it: a change this code makes
+/// may hold fields of its version, and a device that knows an older one must be told it is
+/// reading a newer record rather than refuse the fields it does not know.
+fn raise_schema_version(d: &mut AutoCommit) -> Result<(), ModelError> {
+    let current = schema::schema_version(d).ok().flatten().unwrap_or(0);
+    if current < SCHEMA_VERSION {
+        d.put(ROOT, keys::SCHEMA_VERSION, SCHEMA_VERSION)?;
+    }
+    Ok(())
 }
 
 /// Make sure the document names the device behind the author's actor, so any reader can attribute

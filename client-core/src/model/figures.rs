@@ -5,7 +5,9 @@
 //!   original pair (the first two practitioners of the care team).
 //! - Social network perspective: network members per meeting.
 //!
-//! Entries marked entered in error are left out of every figure.
+//! Only meetings that were held with the person or their network count: entries marked entered in
+//! error, planned, cancelled and missed meetings, and practitioners meeting on their own are left
+//! out of every figure.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +22,7 @@ pub struct CaseFigures {
     pub case_id: String,
     /// Hours from referral to the first network meeting, if both are known.
     pub hours_referral_to_first_meeting: Option<f64>,
-    /// Meetings held (not in error).
+    /// Network meetings held (not in error; with the person or a member of their network).
     pub meetings: usize,
     /// Share (0 to 1) of meetings with two or more practitioners present.
     pub share_two_or_more_practitioners: Option<f64>,
@@ -41,7 +43,8 @@ impl CaseFigures {
         let meetings: Vec<_> = v
             .meetings
             .iter()
-            .filter(|m| m.meta.entered_in_error.is_none())
+            .filter(|m| m.meta.entered_in_error.is_none() && m.held())
+            .filter(|m| m.person_present || m.attendees.iter().any(|a| a.starts_with("member:")))
             .collect();
         let n = meetings.len();
         let share = |count: usize| (n > 0).then(|| count as f64 / n as f64);

@@ -6,9 +6,10 @@
 //!   in the document's history) and change scalar fields, but never remove an object that the
 //!   record holds: a network member, a meeting, a decision, an action, a position, a read-back, a
 //!   consent event, a care-team membership, an entered-in-error mark, or anything else made of
-//!   fields. Only a participant's position on a decision and their response to a read-back are
-//!   replaced by a newer one (the app's "a later position replaces their earlier one"); the earlier
-//!   one stays in the history, and the key must still hold one.
+//!   fields. Only a participant's schema-1 position on a decision and their response to a
+//!   read-back may be replaced by a newer one; the earlier one stays in the history, and the key
+//!   must still hold one. (Schema 2 appends positions to `position_history` instead, and a new
+//!   read-back answer keeps the version first heard.)
 //! - **Attribution.** Every author stamp (`practitioner`, `practitioner_name`, `device`) that the
 //!   new changes write must name the writing device and its practitioner as the server's registry
 //!   knows them, and an `actors` entry the new changes add must be the writer's own.
@@ -306,11 +307,9 @@ pub fn in_care_team(doc: &AutoCommit, practitioner: &crate::PractitionerId) -> b
         let ended = matches!(
             doc.get(&entry, keys::END),
             Ok(Some((Value::Scalar(s), _))) if s.as_str().is_some_and(|end| end <= today.as_str())
-        ) || doc
-            .get(&entry, keys::ENTERED_IN_ERROR)
-            .ok()
-            .flatten()
-            .is_some();
+        ) || [keys::ENTERED_IN_ERROR, keys::WRONG_PERSON]
+            .iter()
+            .any(|k| doc.get(&entry, *k).ok().flatten().is_some());
         names_me && !ended
     })
 }

@@ -23,10 +23,13 @@ mod doc;
 mod figures;
 pub mod guard;
 pub mod local_time;
+pub mod readback;
 pub mod schema;
 mod types;
 pub mod view;
 
+#[cfg(test)]
+mod evolution_tests;
 #[cfg(test)]
 mod tests;
 
@@ -119,6 +122,12 @@ pub enum ModelError {
     AlreadyInError {
         /// Its id.
         id: String,
+    },
+    /// A meeting in the future cannot have been held (or missed) yet.
+    #[error("the meeting is on {at}, which has not come yet: it can only be planned or cancelled")]
+    MeetingNotYet {
+        /// When it is, in words.
+        at: String,
     },
     /// A decision can only be agreed when the person agreed.
     #[error(

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::rc::Rc;
 
+use super::doc::SCHEMA_VERSION;
 use super::types::*;
 use super::{MAX_LONG, MAX_SHORT};
 use crate::{CaseId, TeamId};
@@ -70,6 +71,11 @@ pub mod keys {
     pub const DONE: &str = "done";
     pub const ENTERED_IN_ERROR: &str = "entered_in_error";
     pub const REASON: &str = "reason";
+    // Schema 2.
+    pub const KIND: &str = "kind";
+    pub const WRONG_PERSON: &str = "wrong_person";
+    pub const HEARD: &str = "heard";
+    pub const POSITION_HISTORY: &str = "position_history";
 }
 
 /// Why a document is not a valid case record: each problem with the path where it was found.
@@ -122,6 +128,7 @@ pub fn validate_document(d: &impl ReadDoc) -> Result<(), SchemaError> {
         d,
         problems: Vec::new(),
         maps: HashMap::new(),
+        newer: false,
     };
     v.root();
     if v.problems.is_empty() {
@@ -152,6 +159,8 @@ enum Kind {
     Participant,
     /// A boolean.
     Bool,
+    /// The version of the record a read-back heard: change hashes (see [`is_heads`]).
+    Heads,
     /// An automerge Text object of at most MAX_LONG characters.
     Text,
 }
@@ -187,6 +196,11 @@ struct Validator<'a, D: ReadDoc> {
     /// object's ops; reading the map in one pass instead took validation of a care record from
     /// 1.35 ms to 0.25 ms (`cargo bench -p polyphony-core --bench hot_paths`).
     maps: HashMap<ObjId, Rc<Fields>>,
+    /// The document was written by a newer schema than this code's: keys and vocabulary values
+    /// this code does not know are kept and accepted (they are valid for the newer version), and
+    /// everything it does know is still checked. See "Changing the record's shape" in
+    /// DEVELOPERS.md.
+    newer: bool,
 }
 
 impl<D: ReadDoc> Validator<'_, D> {
@@ -241,8 +255,31 @@ impl<D: ReadDoc> Validator<'_, D> {
             }
         }
         for k in fields.keys() {
-            if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
+            if required.contains(&k.as_str()) || optional.contains(&k.as_str()) {
+                continue;
+            }
+            if !self.newer {
                 self.bad(&format!("{path}.{k}"), "is not part of a case record");
+                continue;
+            }
+            // A newer version's field: kept unread, but bounded like any long field, so a record
+            // cannot be swollen through a key this version does not know.
+            for (value, id) in self.all(obj, k) {
+                let len = match value {
+                    Value::Scalar(s) => match s.as_ref() {
+                        ScalarValue::Str(v) => v.chars().count(),
+                        ScalarValue::Bytes(b) => b.len(),
+                        _ => 0,
+                    },
+                    Value::Object(ObjType::Text) => self.d.length(&id),
+                    Value::Object(_) => 0,
+                };
+                if len > MAX_LONG {
+                    self.bad(
+                        &format!("{path}.{k}"),
+                        format!("is too long ({len}, at most {MAX_LONG})"),
+                    );
+                }
             }
         }
     }
@@ -283,8 +320,19 @@ impl<D: ReadDoc> Validator<'_, D> {
                     self.bad(p, format!("is too long ({len} characters, at most {max})"));
                 }
             }
+            (Kind::Heads, ScalarValue::Str(v)) => {
+                if !is_heads(v) {
+                    self.bad(p, "is not a version of the record (change hashes)");
+                }
+            }
+            (Kind::Choice(_), ScalarValue::Str(v))
+                if self.newer && v.chars().count() > MAX_SHORT =>
+            {
+                self.bad(p, format!("is too long (at most {MAX_SHORT} characters)"));
+            }
             (Kind::Choice(ok), ScalarValue::Str(v)) => {
-                if !ok(v) {
+                // A newer schema may add values to a vocabulary; shown as written.
+                if !ok(v) && !self.newer {
                     self.bad(p, format!("has an unknown value '{}'", truncate(v)));
                 }
             }
@@ -387,11 +435,22 @@ impl<D: ReadDoc> Validator<'_, D> {
         self.maps(e, path, keys::CREATED_BY, |v, a, p| v.author(a, p));
         self.field(e, path, keys::CREATED_AT, Kind::Timestamp);
         self.maps(e, path, keys::ENTERED_IN_ERROR, |v, m, p| {
-            v.keys(m, p, &[keys::REASON, keys::BY, keys::AT], &[]);
-            v.field(m, p, keys::REASON, LONG_REQ);
-            v.field(m, p, keys::AT, Kind::Timestamp);
-            v.maps(m, p, keys::BY, |v, a, p| v.author(a, p));
+            v.keys(m, p, &[keys::REASON, keys::BY, keys::AT], &[keys::KIND]);
+            v.field(m, p, keys::KIND, Kind::Choice(is::<ErrorKind>));
+            v.error_mark(m, p);
         });
+        // Schema 2: a mark of its own, so an entry first marked a mistake can be marked again as
+        // on the wrong person's record without touching the first mark.
+        self.maps(e, path, keys::WRONG_PERSON, |v, m, p| {
+            v.keys(m, p, &[keys::REASON, keys::BY, keys::AT], &[]);
+            v.error_mark(m, p);
+        });
+    }
+
+    fn error_mark(&mut self, m: &ObjId, p: &str) {
+        self.field(m, p, keys::REASON, LONG_REQ);
+        self.field(m, p, keys::AT, Kind::Timestamp);
+        self.maps(m, p, keys::BY, |v, a, p| v.author(a, p));
     }
 
     fn root(&mut self) {
@@ -399,6 +458,21 @@ impl<D: ReadDoc> Validator<'_, D> {
         if self.fields(&r).is_empty() {
             self.bad("document", "is empty");
             return;
+        }
+        match schema_version(self.d) {
+            // Devices one version apart keep syncing; two apart, the older one must be updated
+            // first (and a hostile device cannot claim a far-future version to escape checks
+            // for good).
+            Ok(Some(version)) if version > SCHEMA_VERSION + 1 => self.bad(
+                "case.schema_version",
+                format!(
+                    "is {version}: this record was written by a version of Polyphony two or more \
+                     ahead of this one (which knows {SCHEMA_VERSION}); update this device or server"
+                ),
+            ),
+            Ok(Some(version)) => self.newer = version > SCHEMA_VERSION,
+            Ok(None) => {}
+            Err(e) => self.problems.extend(e.problems),
         }
         self.keys(
             &r,
@@ -419,16 +493,6 @@ impl<D: ReadDoc> Validator<'_, D> {
             ],
             &[],
         );
-        for (value, _) in self.all(&r, keys::SCHEMA_VERSION) {
-            match value {
-                Value::Scalar(s)
-                    if matches!(s.as_ref(), ScalarValue::Uint(1) | ScalarValue::Int(1)) => {}
-                _ => self.bad(
-                    "case.schema_version",
-                    "is not a version this app understands (1)",
-                ),
-            }
-        }
         self.field(&r, "case", keys::CASE_ID, Kind::Uuid);
         self.field(&r, "case", keys::TEAM_ID, Kind::Uuid);
         self.field(&r, "case", keys::CREATED_AT, Kind::Timestamp);
@@ -496,7 +560,13 @@ impl<D: ReadDoc> Validator<'_, D> {
                 keys::CREATED_AT,
                 keys::CREATED_BY,
             ],
-            &["phone", "email", keys::LEFT, keys::ENTERED_IN_ERROR],
+            &[
+                "phone",
+                "email",
+                keys::LEFT,
+                keys::ENTERED_IN_ERROR,
+                keys::WRONG_PERSON,
+            ],
         );
         self.entry_common(m, p);
         self.field(m, p, keys::NAME, SHORT_REQ);
@@ -533,7 +603,7 @@ impl<D: ReadDoc> Validator<'_, D> {
                 keys::CREATED_AT,
                 keys::CREATED_BY,
             ],
-            &[keys::END, keys::ENTERED_IN_ERROR],
+            &[keys::END, keys::ENTERED_IN_ERROR, keys::WRONG_PERSON],
         );
         self.entry_common(e, p);
         self.field(e, p, keys::PRACTITIONER, Kind::Uuid);
@@ -558,9 +628,15 @@ impl<D: ReadDoc> Validator<'_, D> {
                 keys::CREATED_AT,
                 keys::CREATED_BY,
             ],
-            &[keys::NEXT_MEETING, keys::ENTERED_IN_ERROR],
+            &[
+                keys::NEXT_MEETING,
+                keys::ENTERED_IN_ERROR,
+                keys::WRONG_PERSON,
+                keys::STATE,
+            ],
         );
         self.entry_common(m, p);
+        self.field(m, p, keys::STATE, Kind::Choice(is::<MeetingState>));
         self.field(m, p, keys::AT, Kind::Timestamp);
         self.field(m, p, keys::NEXT_MEETING, Kind::Timestamp);
         self.field(m, p, keys::PLACE, Kind::Choice(is::<Place>));
@@ -585,8 +661,9 @@ impl<D: ReadDoc> Validator<'_, D> {
                         r,
                         p,
                         &[keys::RESPONSE, keys::RECORDED_BY, keys::AT],
-                        &[keys::WORDS],
+                        &[keys::WORDS, keys::HEARD],
                     );
+                    v.field(r, p, keys::HEARD, Kind::Heads);
                     v.field(r, p, keys::RESPONSE, Kind::Choice(is::<ReadbackResponse>));
                     v.field(r, p, keys::WORDS, LONG);
                     v.field(r, p, keys::AT, Kind::Timestamp);
@@ -594,6 +671,21 @@ impl<D: ReadDoc> Validator<'_, D> {
                 });
             }
         });
+    }
+
+    /// A participant's stance on a decision: in `positions` (schema 1, one per participant) or
+    /// appended to their list in `position_history` (schema 2).
+    fn position(&mut self, x: &ObjId, p: &str) {
+        self.keys(
+            x,
+            p,
+            &[keys::STANCE, keys::RECORDED_BY, keys::AT],
+            &[keys::WORDS],
+        );
+        self.field(x, p, keys::STANCE, Kind::Choice(is::<Stance>));
+        self.field(x, p, keys::WORDS, LONG);
+        self.field(x, p, keys::AT, Kind::Timestamp);
+        self.maps(x, p, keys::RECORDED_BY, |v, a, p| v.author(a, p));
     }
 
     fn decision(&mut self, e: &ObjId, p: &str) {
@@ -610,9 +702,21 @@ impl<D: ReadDoc> Validator<'_, D> {
                 keys::CREATED_AT,
                 keys::CREATED_BY,
             ],
-            &[keys::ENTERED_IN_ERROR],
+            &[
+                keys::ENTERED_IN_ERROR,
+                keys::WRONG_PERSON,
+                keys::POSITION_HISTORY,
+            ],
         );
         self.entry_common(e, p);
+        self.maps(e, p, keys::POSITION_HISTORY, |v, hist, p| {
+            for k in v.key_list(hist) {
+                if k.parse::<Participant>().is_err() {
+                    v.bad(&format!("{p}.{k}"), "is not a participant");
+                }
+                v.list_of_maps(hist, p, &k, Self::position);
+            }
+        });
         self.field(e, p, keys::TEXT, LONG_REQ);
         self.field(e, p, keys::PROPOSED_BY, Kind::Participant);
         self.field(e, p, keys::STATUS, Kind::Choice(is::<DecisionStatus>));
@@ -628,18 +732,7 @@ impl<D: ReadDoc> Validator<'_, D> {
                 if k.parse::<Participant>().is_err() {
                     v.bad(&format!("{p}.{k}"), "is not a participant");
                 }
-                v.maps(pos, p, &k, |v, x, p| {
-                    v.keys(
-                        x,
-                        p,
-                        &[keys::STANCE, keys::RECORDED_BY, keys::AT],
-                        &[keys::WORDS],
-                    );
-                    v.field(x, p, keys::STANCE, Kind::Choice(is::<Stance>));
-                    v.field(x, p, keys::WORDS, LONG);
-                    v.field(x, p, keys::AT, Kind::Timestamp);
-                    v.maps(x, p, keys::RECORDED_BY, |v, a, p| v.author(a, p));
-                });
+                v.maps(pos, p, &k, Self::position);
             }
         });
         self.collection(e, p, keys::ACTIONS, is::<uuid::Uuid>, |v, a, p| {
@@ -653,7 +746,7 @@ impl<D: ReadDoc> Validator<'_, D> {
                     keys::CREATED_AT,
                     keys::CREATED_BY,
                 ],
-                &[keys::DUE, keys::ENTERED_IN_ERROR],
+                &[keys::DUE, keys::ENTERED_IN_ERROR, keys::WRONG_PERSON],
             );
             v.entry_common(a, p);
             v.field(a, p, keys::TEXT, SHORT_REQ);
@@ -662,6 +755,42 @@ impl<D: ReadDoc> Validator<'_, D> {
             v.field(a, p, keys::DONE, Kind::Bool);
         });
     }
+}
+
+/// The schema version a document declares: the highest of its concurrent values (two devices
+/// may raise it at once). `Err` when a value is not a whole number from 1.
+pub fn schema_version(d: &impl ReadDoc) -> Result<Option<u64>, SchemaError> {
+    let bad = || {
+        SchemaError::single(
+            "case.schema_version",
+            "is not a schema version (a whole number from 1)",
+        )
+    };
+    let mut highest = None;
+    for (value, _) in d.get_all(ROOT, keys::SCHEMA_VERSION).unwrap_or_default() {
+        let v = match value {
+            Value::Scalar(s) => match s.as_ref() {
+                ScalarValue::Uint(v) if *v >= 1 => *v,
+                ScalarValue::Int(v) if *v >= 1 => *v as u64,
+                _ => return Err(bad()),
+            },
+            _ => return Err(bad()),
+        };
+        highest = highest.max(Some(v));
+    }
+    Ok(highest)
+}
+
+/// The version of the notes a participant heard at the read-back: the document's heads then, as
+/// hex change hashes separated by spaces (at most 64: more concurrent heads than devices in a
+/// care team is not a real read-back).
+pub(crate) fn is_heads(s: &str) -> bool {
+    let hashes: Vec<&str> = s.split(' ').collect();
+    !s.is_empty()
+        && hashes.len() <= 64
+        && hashes
+            .iter()
+            .all(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn truncate(s: &str) -> String {

@@ -605,6 +605,7 @@ enum Write {
     Done(usize, bool),
     InError(usize, usize),
     Field(usize, usize),
+    MeetingState(usize, usize),
     Merge(usize, usize),
 }
 
@@ -628,6 +629,7 @@ fn write_op() -> impl Strategy<Value = Write> {
         (r.clone(), any::<bool>()).prop_map(|(r, b)| Write::Done(r, b)),
         (r.clone(), 0..4usize).prop_map(|(r, k)| Write::InError(r, k)),
         (r.clone(), 0..2usize).prop_map(|(r, f)| Write::Field(r, f)),
+        (r.clone(), 0..4usize).prop_map(|(r, s)| Write::MeetingState(r, s)),
         (r.clone(), 0..3usize).prop_map(|(a, b)| Write::Merge(a, b)),
         (r, 0..3usize).prop_map(|(a, b)| Write::Merge(a, b)),
     ]
@@ -676,7 +678,7 @@ proptest! {
                 | Write::EndCareTeam(r) | Write::Meeting(r) | Write::Attendance(r, _)
                 | Write::Readback(r, _) | Write::Note(r) | Write::EditNote(r) | Write::Propose(r)
                 | Write::Position(r, _) | Write::Status(r, _) | Write::Action(r) | Write::Done(r, _)
-                | Write::InError(r, _) | Write::Field(r, _) => *r,
+                | Write::InError(r, _) | Write::Field(r, _) | Write::MeetingState(r, _) => *r,
                 Write::Merge(..) => unreachable!(),
             };
             let mut before = reps[r].automerge().clone();
@@ -706,8 +708,11 @@ proptest! {
                 Write::InError(_, k) => {
                     let pool: Vec<EntryId> = known[r].iter().chain(&care[r]).chain(&actions[r]).copied().collect();
                     let id = pool[k % pool.len()];
-                    doc.mark_entered_in_error(&id, "recorded in error")
+                    // Odd picks mark the wrong person's record (also over an earlier mistake).
+                    let kind = if k % 2 == 1 { ErrorKind::WrongPerson } else { ErrorKind::Mistake };
+                    doc.mark_error(&id, kind, "recorded in error")
                 }
+                Write::MeetingState(_, s) => doc.set_meeting_state(&meeting, MeetingState::ALL[s % MeetingState::ALL.len()]),
                 Write::Field(_, f) => doc.set_person(FIELDS[f], Some(&format!("v{n}"))),
                 Write::Merge(..) => unreachable!(),
             };
@@ -795,4 +800,281 @@ fn consent_reads_the_same_everywhere_and_unknown_is_not_a_refusal() {
     doc.record_consent(&member, ConsentState::Revoked, None)
         .unwrap();
     assert_eq!(words(&doc), "withdrawn");
+}
+
+/// Issue 15, part 5: two devices recording a participant's first stance at once both keep theirs
+/// (one current, one earlier) and leave no conflict that nobody could resolve; a schema-1
+/// decision (no history map) does the same when two devices start its history at once.
+#[test]
+fn concurrent_first_stances_are_both_kept_without_a_conflict() {
+    let sam = author("Sam");
+    let kit = author("Kit");
+    let mut origin = new_case(&sam);
+    let d = origin
+        .propose_decision("Walking group", Participant::Person)
+        .unwrap();
+    // A decision as schema 1 made it: no history map yet.
+    let old = origin
+        .propose_decision("Sleep diary", Participant::Person)
+        .unwrap();
+    let dec = origin
+        .automerge()
+        .get(ROOT, "decisions")
+        .unwrap()
+        .unwrap()
+        .1;
+    let o = origin
+        .automerge()
+        .get(&dec, old.to_string().as_str())
+        .unwrap()
+        .unwrap()
+        .1;
+    origin
+        .automerge_mut()
+        .delete(&o, "position_history")
+        .unwrap();
+    origin.automerge_mut().commit();
+    for id in [d, old] {
+        let mut a = replica(&mut origin, &sam);
+        let mut b = replica(&mut origin, &kit);
+        a.record_position(
+            &id,
+            Participant::Person,
+            Stance::Unsure,
+            Some("from Sam's tablet"),
+        )
+        .unwrap();
+        b.record_position(
+            &id,
+            Participant::Person,
+            Stance::Agree,
+            Some("from Kit's laptop"),
+        )
+        .unwrap();
+        merge(&mut a, &mut b);
+        let v = a.view();
+        assert!(v.conflicts.is_empty(), "{:?}", v.conflicts);
+        let p = &v
+            .decisions
+            .iter()
+            .find(|x| x.meta.id == id.to_string())
+            .unwrap()
+            .positions[0];
+        let mut words: Vec<_> = p
+            .earlier
+            .iter()
+            .chain(std::iter::once(p))
+            .filter_map(|x| x.words.clone())
+            .collect();
+        words.sort();
+        assert_eq!(words, ["from Kit's laptop", "from Sam's tablet"]);
+        validate_document(a.automerge()).unwrap();
+    }
+}
+
+/// Issue 15, part 4: a read-back records the version heard; words changed afterwards are listed
+/// with who and when, and answering again later keeps the first version, so they still show as
+/// not read back. A read-back also marks a planned meeting whose time has come as held.
+#[test]
+fn words_changed_after_the_read_back_stay_marked_even_when_answered_again() {
+    let sam = author("Sam");
+    let mut case = new_case(&sam);
+    let m = case
+        .add_meeting(NewMeeting {
+            at: parse_datetime("a", "2026-03-14T10:00").unwrap(),
+            place: Place::Home,
+            attendees: vec![Participant::Person],
+        })
+        .unwrap();
+    case.set_meeting_state(&m, MeetingState::Planned).unwrap();
+    case.append_text(&m, NoteKind::Notes, "Jo slept better this week.")
+        .unwrap();
+    case.record_readback(&m, Participant::Person, ReadbackResponse::Confirmed, None)
+        .unwrap();
+    let first = case.view().meetings[0].clone();
+    assert!(first.held(), "a read-back ends a meeting that took place");
+    assert!(first.changed_after_readback.is_empty());
+    let heard = first.readback[0].heard.clone().expect("the version heard");
+
+    case.edit_text(
+        &m,
+        NoteKind::Notes,
+        "Jo slept much better this week, and walked daily.",
+    )
+    .unwrap();
+    case.record_readback(&m, Participant::Person, ReadbackResponse::Confirmed, None)
+        .unwrap();
+    let after = case.view().meetings[0].clone();
+    assert_eq!(after.readback[0].heard.as_deref(), Some(heard.as_str()));
+    assert_eq!(after.changed_after_readback.len(), 1);
+    let c = &after.changed_after_readback[0];
+    assert_eq!(c.part, "notes");
+    assert_eq!(c.by.as_ref().unwrap().practitioner_name, "Sam");
+    assert!(c.added.iter().any(|w| w.contains("walked daily")), "{c:?}");
+}
+
+/// Issue 15, part 5: only held meetings with the person or their network count: a cancelled
+/// meeting and practitioners meeting on their own are not the first network meeting.
+#[test]
+fn only_held_network_meetings_count_in_the_figures() {
+    let sam = author("Sam");
+    let mut case = CaseDoc::create(
+        CaseId::random(),
+        TeamId::random(),
+        NewCase {
+            name: "Jo".into(),
+            referral: Some(parse_datetime("r", "2026-03-13T08:00").unwrap()),
+            ..Default::default()
+        },
+        sam.clone(),
+    )
+    .unwrap();
+    let me = Participant::Practitioner(sam.practitioner);
+    let meeting = |case: &mut CaseDoc, at: &str, who: Vec<Participant>| {
+        case.add_meeting(NewMeeting {
+            at: parse_datetime("a", at).unwrap(),
+            place: Place::Clinic,
+            attendees: who,
+        })
+        .unwrap()
+    };
+    let cancelled = meeting(&mut case, "2026-03-13T10:00", vec![Participant::Person, me]);
+    case.set_meeting_state(&cancelled, MeetingState::Cancelled)
+        .unwrap();
+    let missed = meeting(&mut case, "2026-03-13T11:00", vec![Participant::Person, me]);
+    case.set_meeting_state(&missed, MeetingState::DidNotAttend)
+        .unwrap();
+    meeting(&mut case, "2026-03-13T13:00", vec![me]);
+    meeting(&mut case, "2026-03-14T04:00", vec![Participant::Person, me]);
+    let f = case.figures();
+    assert_eq!(f.meetings, 1);
+    assert_eq!(f.hours_referral_to_first_meeting, Some(20.0));
+}
+
+/// A read-back naming a version the record does not hold (forged or damaged) lists nothing as
+/// changed after it, rather than calling every word later.
+#[test]
+fn a_read_back_naming_an_unknown_version_lists_no_later_changes() {
+    let sam = author("Sam");
+    let mut case = new_case(&sam);
+    let m = case
+        .add_meeting(NewMeeting {
+            at: parse_datetime("a", "2026-03-14T10:00").unwrap(),
+            place: Place::Home,
+            attendees: vec![Participant::Person],
+        })
+        .unwrap();
+    case.append_text(&m, NoteKind::Notes, "Jo slept better.")
+        .unwrap();
+    case.record_readback(&m, Participant::Person, ReadbackResponse::Confirmed, None)
+        .unwrap();
+    case.append_text(&m, NoteKind::Notes, "Added later.")
+        .unwrap();
+    assert_eq!(case.view().meetings[0].changed_after_readback.len(), 1);
+    let d = case.automerge_mut();
+    let meetings = d.get(ROOT, "meetings").unwrap().unwrap().1;
+    let mo = d.get(&meetings, m.to_string().as_str()).unwrap().unwrap().1;
+    let rb = d.get(&mo, "readback").unwrap().unwrap().1;
+    let answer = d.get(&rb, "person").unwrap().unwrap().1;
+    d.put(&answer, "heard", "ab".repeat(32)).unwrap();
+    d.commit();
+    validate_document(case.automerge()).unwrap();
+    assert!(case.view().meetings[0].changed_after_readback.is_empty());
+}
+
+/// Issue 15, part 3: where consent stands is the event written last, the same on every device
+/// whichever order concurrent events merged in (the network copy depends on it; on an exact tie a
+/// withdrawal wins, which this test cannot force), and a withdrawal backdated to before an earlier
+/// consent still withdraws it.
+#[test]
+fn consent_stands_by_the_event_written_last_the_same_on_every_device() {
+    let sam = author("Sam");
+    let kit = author("Kit");
+    let mut origin = new_case(&sam);
+    let ana = origin
+        .add_member(NewMember {
+            name: "Ana".into(),
+            relationship: "sister".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let day = parse_date("d", "2026-03-14").unwrap();
+    let mut a = replica(&mut origin, &sam);
+    let mut b = replica(&mut origin, &kit);
+    a.record_consent(&ana, ConsentState::Given, Some(day))
+        .unwrap();
+    b.record_consent(&ana, ConsentState::Revoked, Some(day))
+        .unwrap();
+    // Whichever way they merge, every device says the same.
+    let mut ab = a.clone();
+    merge(&mut ab, &mut b.clone());
+    let mut ba = b.clone();
+    merge(&mut ba, &mut a.clone());
+    let stands = |c: &CaseDoc| c.view().network[0].consent_given;
+    assert_eq!(stands(&ab), stands(&ba));
+    // A withdrawal written after a consent withdraws it, even dated before it.
+    let mut c = replica(&mut origin, &sam);
+    c.record_consent(
+        &ana,
+        ConsentState::Given,
+        Some(parse_date("d", "2026-03-20").unwrap()),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    c.record_consent(
+        &ana,
+        ConsentState::Revoked,
+        Some(parse_date("d", "2026-03-10").unwrap()),
+    )
+    .unwrap();
+    assert!(!stands(&c), "the withdrawal was the person's latest word");
+}
+
+/// Issue 15, part 5: a meeting up to 10 minutes ahead of this device's clock counts as now (clocks
+/// differ), so it is held; 11 minutes ahead it is still to come: planned, and it cannot be set
+/// held or missed until then.
+#[test]
+fn a_meeting_is_in_the_future_past_ten_minutes_of_clock_skew() {
+    let sam = author("Sam");
+    let mut case = new_case(&sam);
+    let now = time::OffsetDateTime::now_utc();
+    let add = |case: &mut CaseDoc, minutes: i64| {
+        case.add_meeting(NewMeeting {
+            at: now + time::Duration::minutes(minutes),
+            place: Place::Home,
+            attendees: vec![Participant::Person],
+        })
+        .unwrap()
+    };
+    let soon = add(&mut case, 9);
+    let later = add(&mut case, 11);
+    let state = |case: &CaseDoc, id: &EntryId| {
+        case.view()
+            .meetings
+            .iter()
+            .find(|m| m.meta.id == id.to_string())
+            .unwrap()
+            .state
+            .clone()
+    };
+    assert_eq!(state(&case, &soon), "held");
+    assert_eq!(state(&case, &later), "planned");
+    assert!(matches!(
+        case.set_meeting_state(&later, MeetingState::Held),
+        Err(ModelError::MeetingNotYet { .. })
+    ));
+    case.set_meeting_state(&later, MeetingState::Cancelled)
+        .unwrap();
+    case.set_meeting_state(&soon, MeetingState::DidNotAttend)
+        .unwrap();
+}
+
+/// Times in the view are ordered as times, not as text: a stance on a whole second (`…:01Z`)
+/// comes before one a quarter of a second later (`…:01.25Z`), though as text it sorts after it.
+#[test]
+fn view_times_order_as_times_not_as_text() {
+    let whole = Some("2026-03-14T10:00:01Z".to_string());
+    let later = Some("2026-03-14T10:00:01.25Z".to_string());
+    assert!(whole > later, "as text, 01Z sorts after 01.25Z: the trap");
+    assert!(super::view::instant(&whole) < super::view::instant(&later));
 }

@@ -156,6 +156,32 @@ vocabulary!(
 );
 
 vocabulary!(
+    /// Why an entry was marked entered in error (schema 2). A mark without a kind is a mistake.
+    ErrorKind, "kind of error", {
+        /// Written wrongly: it stays in every copy, struck through, with the correction.
+        Mistake => "mistake",
+        /// Recorded on the wrong person's record: its content is another person's information, so
+        /// it is withheld from every copy, export and screen; a tombstone says what was removed.
+        WrongPerson => "wrong_person",
+    }
+);
+
+vocabulary!(
+    /// Where a meeting stands (schema 2). A meeting without a state was held (schema 1 recorded
+    /// only meetings that took place).
+    MeetingState, "meeting state", {
+        /// Booked for the future.
+        Planned => "planned",
+        /// It took place.
+        Held => "held",
+        /// Called off before it took place.
+        Cancelled => "cancelled",
+        /// The person did not come and the network did not meet.
+        DidNotAttend => "did_not_attend",
+    }
+);
+
+vocabulary!(
     /// The dated milestones of an episode of care.
     TimelineField, "timeline field", {
         /// When the referral came in.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::conflicts::Conflict;
 use super::doc::{get_bool, get_str, get_ts, map_at, CaseDoc};
+use super::readback::LaterChange;
 use super::schema::keys;
 use super::types::*;
 
@@ -25,8 +26,14 @@ pub struct AuthorView {
 }
 
 /// An "entered in error" mark: the entry stays, shown struck through, with who, when and why.
+/// An entry recorded on the wrong person's record keeps only its mark: the view holds none of
+/// its content (see [`EntryMeta::withheld`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorMark {
+    /// `mistake` or `wrong_person` (schema 2; marks written before are mistakes). A newer
+    /// schema's kind is shown as written, and its entry withheld: this code cannot know whether
+    /// its content may be shown.
+    pub kind: String,
     /// Why it was marked.
     pub reason: String,
     /// Who marked it.
@@ -46,6 +53,24 @@ pub struct EntryMeta {
     pub created_by: Option<AuthorView>,
     /// Set when the entry was marked entered in error.
     pub entered_in_error: Option<ErrorMark>,
+}
+
+impl ErrorMark {
+    /// A plain mistake, corrected in the open: the entry stays readable, struck through.
+    pub fn is_mistake(&self) -> bool {
+        self.kind == ErrorKind::Mistake.as_str()
+    }
+}
+
+impl EntryMeta {
+    /// The entry was recorded on the wrong person's record (or marked with a kind this code does
+    /// not know): the view carries none of its content, only the mark, so no screen, copy or
+    /// export built from it can show another person's information.
+    pub fn withheld(&self) -> bool {
+        self.entered_in_error
+            .as_ref()
+            .is_some_and(|m| !m.is_mistake())
+    }
 }
 
 /// The person's details.
@@ -169,6 +194,9 @@ pub struct ReadbackView {
     pub at: Option<String>,
     /// Who recorded it.
     pub recorded_by: Option<AuthorView>,
+    /// The version of the document they heard (space-separated change hashes; schema 2, absent
+    /// for read-backs recorded before).
+    pub heard: Option<String>,
 }
 
 /// A meeting.
@@ -193,6 +221,22 @@ pub struct MeetingView {
     pub next_meeting: Option<String>,
     /// Read-back answers.
     pub readback: Vec<ReadbackView>,
+    /// planned, held, cancelled or did_not_attend (schema 2; a meeting recorded before was
+    /// held).
+    pub state: String,
+    /// Whether the person was there. The practice holds that nothing is discussed behind their
+    /// back, so every copy says so when they were not.
+    pub person_present: bool,
+    /// Changes to the notes, reflections or agreements made after the first read-back, oldest
+    /// first: every copy shows them as added after the meeting, never as confirmed.
+    pub changed_after_readback: Vec<LaterChange>,
+}
+
+impl MeetingView {
+    /// The meeting took place (planned, cancelled and missed meetings did not).
+    pub fn held(&self) -> bool {
+        self.state == MeetingState::Held.as_str()
+    }
 }
 
 /// A participant's position on a decision.
@@ -208,6 +252,9 @@ pub struct PositionView {
     pub at: Option<String>,
     /// Who recorded it.
     pub recorded_by: Option<AuthorView>,
+    /// The participant's earlier stances on this decision, oldest first (schema 2): a person
+    /// changing their mind is kept, not overwritten.
+    pub earlier: Vec<PositionView>,
 }
 
 /// A status change of a decision.
@@ -289,6 +336,13 @@ pub struct CaseView {
     pub conflicts: Vec<Conflict>,
 }
 
+/// A view's time as an instant, for ordering: RFC 3339 strings do not sort as times (a time on a
+/// whole second, `…:01Z`, sorts after `…:01.5Z`).
+pub(super) fn instant(t: &Option<String>) -> Option<Instant> {
+    t.as_deref()
+        .and_then(|s| Instant::parse(s, &time::format_description::well_known::Rfc3339).ok())
+}
+
 fn ts(d: &impl ReadDoc, o: &ObjId, k: &str) -> Option<String> {
     get_ts(d, o, k).map(format_instant)
 }
@@ -307,11 +361,18 @@ fn meta(d: &impl ReadDoc, id: &str, o: &ObjId) -> EntryMeta {
         id: id.to_string(),
         created_at: ts(d, o, keys::CREATED_AT),
         created_by: author(d, o, keys::CREATED_BY),
-        entered_in_error: map_at(d, o, keys::ENTERED_IN_ERROR).map(|m| ErrorMark {
-            reason: get_str(d, &m, keys::REASON).unwrap_or_default(),
-            by: author(d, &m, keys::BY),
-            at: ts(d, &m, keys::AT),
-        }),
+        // The wrong person's mark, where there is one, is the one that counts: it withholds.
+        entered_in_error: map_at(d, o, keys::WRONG_PERSON)
+            .map(|m| (m, Some(ErrorKind::WrongPerson.as_str().to_string())))
+            .or_else(|| map_at(d, o, keys::ENTERED_IN_ERROR).map(|m| (m, None)))
+            .map(|(m, kind)| ErrorMark {
+                kind: kind
+                    .or_else(|| get_str(d, &m, keys::KIND))
+                    .unwrap_or_else(|| ErrorKind::Mistake.as_str().into()),
+                reason: get_str(d, &m, keys::REASON).unwrap_or_default(),
+                by: author(d, &m, keys::BY),
+                at: ts(d, &m, keys::AT),
+            }),
     }
 }
 
@@ -371,9 +432,19 @@ impl CaseDoc {
                         recorded_by: author(d, c, keys::RECORDED_BY),
                     })
                     .collect();
-                let consent_given = consent
-                    .last()
-                    .is_some_and(|c| c.state == ConsentState::Given.as_str());
+                // Where consent stands: the event written last (the date typed may be backdated,
+                // and the person's latest word is what counts). Two devices recording at once
+                // leave list order to chance, so this reads the time each was written, and on a
+                // tie a withdrawal wins (giving a copy nobody may have is the worse mistake).
+                let consent_given = list_maps(d, &m, keys::CONSENT)
+                    .iter()
+                    .map(|c| {
+                        let state = get_str(d, c, keys::STATE).unwrap_or_default();
+                        let revoked = state != ConsentState::Given.as_str();
+                        (get_ts(d, c, keys::AT), revoked)
+                    })
+                    .max()
+                    .is_some_and(|(_, revoked)| !revoked);
                 MemberView {
                     meta: meta(d, &id, &m),
                     name: get_str(d, &m, keys::NAME).unwrap_or_default(),
@@ -405,14 +476,14 @@ impl CaseDoc {
         let mut meetings: Vec<MeetingView> = entries(d, &ROOT, keys::MEETINGS)
             .into_iter()
             .map(|(id, m)| {
-                let attendees = map_at(d, &m, keys::ATTENDEES)
+                let attendees: Vec<String> = map_at(d, &m, keys::ATTENDEES)
                     .map(|a| {
                         d.keys(&a)
                             .filter(|k| get_bool(d, &a, k).unwrap_or(false))
                             .collect()
                     })
                     .unwrap_or_default();
-                let readback = map_at(d, &m, keys::READBACK)
+                let readback: Vec<ReadbackView> = map_at(d, &m, keys::READBACK)
                     .map(|rb| {
                         d.keys(&rb)
                             .filter_map(|k| {
@@ -423,6 +494,7 @@ impl CaseDoc {
                                     words: get_str(d, &r, keys::WORDS),
                                     at: ts(d, &r, keys::AT),
                                     recorded_by: author(d, &r, keys::RECORDED_BY),
+                                    heard: get_str(d, &r, keys::HEARD),
                                 })
                             })
                             .collect()
@@ -432,36 +504,30 @@ impl CaseDoc {
                     meta: meta(d, &id, &m),
                     at: ts(d, &m, keys::AT),
                     place: get_str(d, &m, keys::PLACE).unwrap_or_default(),
-                    attendees,
                     notes: text(d, &m, NoteKind::Notes.as_str()),
                     reflections: text(d, &m, NoteKind::Reflections.as_str()),
                     agreed: text(d, &m, NoteKind::Agreed.as_str()),
                     next_meeting: ts(d, &m, keys::NEXT_MEETING),
+                    // A version the record does not hold (a forged or damaged value) is no
+                    // version: better to list nothing than to call every word "later".
+                    changed_after_readback: first_heard(&readback)
+                        .filter(|heads| heads.iter().all(|h| d.get_change_by_hash(h).is_some()))
+                        .map(|heads| super::readback::changes_after(d, &m, &heads))
+                        .unwrap_or_default(),
                     readback,
+                    state: get_str(d, &m, keys::STATE)
+                        .unwrap_or_else(|| MeetingState::Held.as_str().into()),
+                    person_present: attendees.iter().any(|a| a == "person"),
+                    attendees,
                 }
             })
             .collect();
-        meetings.sort_by(|a, b| (&a.at, &a.meta.id).cmp(&(&b.at, &b.meta.id)));
+        meetings.sort_by(|a, b| (instant(&a.at), &a.meta.id).cmp(&(instant(&b.at), &b.meta.id)));
 
         let decisions = entries(d, &ROOT, keys::DECISIONS)
             .into_iter()
             .map(|(id, e)| {
-                let positions: Vec<PositionView> = map_at(d, &e, keys::POSITIONS)
-                    .map(|pos| {
-                        d.keys(&pos)
-                            .filter_map(|k| {
-                                let x = map_at(d, &pos, &k)?;
-                                Some(PositionView {
-                                    participant: k,
-                                    stance: get_str(d, &x, keys::STANCE).unwrap_or_default(),
-                                    words: get_str(d, &x, keys::WORDS),
-                                    at: ts(d, &x, keys::AT),
-                                    recorded_by: author(d, &x, keys::RECORDED_BY),
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let positions = positions(d, &e);
                 let status = get_str(d, &e, keys::STATUS).unwrap_or_default();
                 let person_agrees = positions
                     .iter()
@@ -497,7 +563,7 @@ impl CaseDoc {
             })
             .collect();
 
-        CaseView {
+        let mut view = CaseView {
             case_id: get_str(d, &ROOT, keys::CASE_ID).unwrap_or_default(),
             team_id: get_str(d, &ROOT, keys::TEAM_ID).unwrap_or_default(),
             created_at: ts(d, &ROOT, keys::CREATED_AT),
@@ -524,6 +590,184 @@ impl CaseDoc {
             meetings,
             decisions,
             conflicts: self.conflicts(),
+        };
+        withhold(&mut view);
+        view
+    }
+}
+
+fn position(d: &impl ReadDoc, participant: &str, x: &ObjId) -> PositionView {
+    PositionView {
+        participant: participant.to_string(),
+        stance: get_str(d, x, keys::STANCE).unwrap_or_default(),
+        words: get_str(d, x, keys::WORDS),
+        at: ts(d, x, keys::AT),
+        recorded_by: author(d, x, keys::RECORDED_BY),
+        earlier: vec![],
+    }
+}
+
+/// Every participant's current position on decision `e`, each with the stances they took before.
+///
+/// A position recorded by schema 1 sits in `positions`; schema 2 appends each stance to the
+/// participant's list in `position_history`. Every concurrent value of the history map and of
+/// each list is read, so two devices that started a history at once both count. The current
+/// position is the latest by time, then by the order read (the same on every device).
+pub(super) fn positions(d: &impl ReadDoc, e: &ObjId) -> Vec<PositionView> {
+    // Each stance with the order it was read in: a schema-1 position first, then each history
+    // list in order, so two stances in the same millisecond keep the order they were written.
+    let mut by_who: std::collections::BTreeMap<String, Vec<(PositionView, usize)>> =
+        Default::default();
+    let mut order = 0usize;
+    let mut add = |who: &str, p: PositionView| {
+        order += 1;
+        by_who.entry(who.to_string()).or_default().push((p, order));
+    };
+    if let Some(pos) = map_at(d, e, keys::POSITIONS) {
+        for k in d.keys(&pos) {
+            if let Some(x) = map_at(d, &pos, &k) {
+                add(&k, position(d, &k, &x));
+            }
         }
+    }
+    for hist in all_objects(d, e, keys::POSITION_HISTORY) {
+        for k in d.keys(&hist) {
+            for list in all_objects(d, &hist, &k) {
+                for i in 0..d.length(&list) {
+                    if let Ok(Some((automerge::Value::Object(_), x))) = d.get(&list, i) {
+                        add(&k, position(d, &k, &x));
+                    }
+                }
+            }
+        }
+    }
+    by_who
+        .into_values()
+        .filter_map(|mut all| {
+            all.sort_by(|(a, i), (b, j)| (instant(&a.at), i).cmp(&(instant(&b.at), j)));
+            let mut all: Vec<PositionView> = all.into_iter().map(|(p, _)| p).collect();
+            let mut current = all.pop()?;
+            current.earlier = all;
+            Some(current)
+        })
+        .collect()
+}
+
+/// Every concurrent object at `key` (automerge keeps each device's when two made one at once).
+fn all_objects(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Vec<ObjId> {
+    d.get_all(obj, key)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(v, id)| matches!(v, automerge::Value::Object(_)).then_some(id))
+        .collect()
+}
+
+/// The version heard at the meeting's first read-back (by time), if it recorded one.
+fn first_heard(readback: &[ReadbackView]) -> Option<Vec<automerge::ChangeHash>> {
+    readback
+        .iter()
+        .filter(|r| r.heard.is_some())
+        .min_by(|a, b| (instant(&a.at), &a.participant).cmp(&(instant(&b.at), &b.participant)))
+        .and_then(|r| super::readback::parse_heads(r.heard.as_deref()?))
+}
+
+/// Empty every entry recorded on the wrong person's record, keeping its mark (who, when, why) and
+/// what kind of entry it was, and drop the conflicts inside it: another person's information must
+/// not reach any screen, copy or export, and every one of them is built from this view.
+fn withhold(v: &mut CaseView) {
+    let mut ids: Vec<String> = Vec::new();
+    for m in v.network.iter_mut().filter(|m| m.meta.withheld()) {
+        ids.push(m.meta.id.clone());
+        *m = MemberView {
+            meta: m.meta.clone(),
+            name: String::new(),
+            relationship: String::new(),
+            role: String::new(),
+            phone: None,
+            email: None,
+            invited_by: None,
+            consent: vec![],
+            consent_given: false,
+            joined: None,
+            left: None,
+        };
+    }
+    for c in v.care_team.iter_mut().filter(|c| c.meta.withheld()) {
+        ids.push(c.meta.id.clone());
+        *c = CareTeamView {
+            meta: c.meta.clone(),
+            practitioner: String::new(),
+            name: String::new(),
+            role: String::new(),
+            start: None,
+            end: None,
+        };
+    }
+    for m in v.meetings.iter_mut().filter(|m| m.meta.withheld()) {
+        ids.push(m.meta.id.clone());
+        *m = MeetingView {
+            meta: m.meta.clone(),
+            at: None,
+            place: String::new(),
+            attendees: vec![],
+            notes: String::new(),
+            reflections: String::new(),
+            agreed: String::new(),
+            next_meeting: None,
+            readback: vec![],
+            state: m.state.clone(),
+            person_present: false,
+            changed_after_readback: vec![],
+        };
+    }
+    for dec in v.decisions.iter_mut() {
+        if dec.meta.withheld() {
+            ids.push(dec.meta.id.clone());
+            *dec = DecisionView {
+                meta: dec.meta.clone(),
+                text: String::new(),
+                proposed_by: None,
+                status: String::new(),
+                status_history: vec![],
+                positions: vec![],
+                actions: vec![],
+                agreed_without_person: false,
+            };
+            continue;
+        }
+        for a in dec.actions.iter_mut().filter(|a| a.meta.withheld()) {
+            ids.push(a.meta.id.clone());
+            *a = ActionView {
+                meta: a.meta.clone(),
+                text: String::new(),
+                owner: None,
+                due: None,
+                done: false,
+            };
+        }
+    }
+    // A withheld member's own words elsewhere (their positions, their read-back answers) are
+    // theirs: not shown either. Where they were present, copies name "someone removed from this
+    // record".
+    let members: Vec<String> = v
+        .network
+        .iter()
+        .filter(|m| m.meta.withheld())
+        .map(|m| format!("member:{}", m.meta.id))
+        .collect();
+    if !members.is_empty() {
+        for m in v.meetings.iter_mut() {
+            m.readback.retain(|r| !members.contains(&r.participant));
+        }
+        for d in v.decisions.iter_mut() {
+            d.positions.retain(|p| !members.contains(&p.participant));
+        }
+    }
+    if !ids.is_empty() {
+        v.conflicts.retain(|c| {
+            !c.field
+                .split('.')
+                .any(|part| ids.iter().any(|id| id == part) || members.iter().any(|m| m == part))
+        });
     }
 }

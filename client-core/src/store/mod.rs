@@ -1,7 +1,7 @@
 //! The local store: where a device (or the borough server) keeps its cases between runs.
 //!
 //! Callers see only the [`Store`] trait, so the engine can be replaced without touching them (sled 0.34
-//! is unmaintained; see `shared/STACK.md`). Two engines implement it: [`SledStore`] on disk and
+//! has had no release since 2021). Two engines implement it: [`SledStore`] on disk and
 //! [`MemoryStore`] for tests and benchmarks.
 //!
 //! A case is stored as a log of automerge chunks: each save appends only the new changes (an

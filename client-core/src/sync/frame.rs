@@ -209,8 +209,12 @@ pub struct AccessEntry {
     pub who: String,
     /// The device, if a device was used.
     pub device: Option<String>,
-    /// What happened (read, write, read offline...).
+    /// What happened, in the server's words (read, write, read on a device...).
     pub what: String,
+    /// What kind of access it was, for the person's copy to say in plain words. Absent from
+    /// servers older than the field; a client older than it ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::export::access::AccessKind>,
 }
 
 /// A device asking to enrol (on an `ALPN_ENROL` connection, without a client certificate).
@@ -718,6 +722,10 @@ mod tests {
                     who: "Sam".into(),
                     device: None,
                     what: "read".into(),
+                    kind: Some(crate::export::access::AccessKind::OnDevice {
+                        purpose: "case page".into(),
+                        not_yet_sent: false,
+                    }),
                 }],
             },
         ]

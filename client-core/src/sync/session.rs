@@ -167,6 +167,8 @@ pub struct ClientSession {
     cases: BTreeMap<CaseId, CaseSync>,
     reads: Vec<OfflineRead>,
     reads_outstanding: bool,
+    /// The reads went out in this session (once: the server acknowledges them all).
+    reads_sent: bool,
     welcome: Option<Welcome>,
     last_progress: (usize, usize),
 }
@@ -199,6 +201,7 @@ impl ClientSession {
             cases,
             reads,
             reads_outstanding: false,
+            reads_sent: false,
             welcome: None,
             last_progress: (usize::MAX, 0),
         }
@@ -218,6 +221,7 @@ impl ClientSession {
     pub fn settled(&self) -> bool {
         self.phase != Phase::AwaitWelcome
             && !self.reads_outstanding
+            && (self.reads_sent || self.reads.is_empty())
             && self
                 .cases
                 .values()
@@ -449,14 +453,11 @@ impl ClientSession {
             }
         }
         self.welcome = Some(w);
-        if !self.reads.is_empty() {
-            self.reads_outstanding = true;
-            out.push(Action::Send(Frame::Reads(self.reads.clone())));
-        }
         let cases: Vec<CaseId> = self.cases.keys().copied().collect();
         for case in cases {
             self.kick(case, docs, out);
         }
+        self.send_reads_once_uploaded(out);
     }
 
     fn on_sync(
@@ -557,7 +558,24 @@ impl ClientSession {
         }
     }
 
+    /// Send the offline reads once every case has been uploaded (or refused): a read of a case
+    /// this device opened offline is only recorded once the server holds the case (before, the
+    /// server drops it as a read of a case the device may not read, and the person's access list
+    /// would never show it).
+    fn send_reads_once_uploaded(&mut self, out: &mut Vec<Action>) {
+        let uploaded = self
+            .cases
+            .values()
+            .all(|c| c.refused || (c.idle && c.outstanding == 0));
+        if self.phase == Phase::Syncing && uploaded && !self.reads_sent && !self.reads.is_empty() {
+            self.reads_sent = true;
+            self.reads_outstanding = true;
+            out.push(Action::Send(Frame::Reads(self.reads.clone())));
+        }
+    }
+
     fn maybe_done(&mut self, out: &mut Vec<Action>) {
+        self.send_reads_once_uploaded(out);
         // A device being revoked ends even a live session once its upload is done: it is told to
         // wipe there, not left connected and unable to write until its time limit runs out.
         let ends = !self.hello.live || self.mode == SessionMode::Revoking;

@@ -12,8 +12,10 @@
 //!   is the same site: served from `127.0.0.1:PORT`, the session cookie went to any server on
 //!   another port of `127.0.0.1` the browser visited (which could replay it from outside the
 //!   browser), and pages there could send requests that carried it (`SameSite` does not stop a
-//!   same-site request). So each launch serves the app at a secret name of its own,
-//!   `http://<label>.localhost:PORT/`, with a random 128-bit label. Browsers resolve every
+//!   same-site request). So the app is served at a secret name of its own,
+//!   `http://<label>.localhost:PORT/`, with a random 128-bit label, made for the profile's first
+//!   run and kept (sealed in its store, with the port) so a tab left open when the app stopped
+//!   can reach it again ([`crate::address`]); sessions are not kept. Browsers resolve every
 //!   `*.localhost` name to loopback themselves, without DNS, and Chromium counts each one as a
 //!   site of its own. The cookie is host-only (no `Domain`), so the browser sends it to that name
 //!   alone: never to `127.0.0.1`, `localhost` or another `*.localhost` name on any port. Only who
@@ -210,6 +212,21 @@ impl Gate {
         }
     }
 
+    /// The same gate under `label`, the host label of an earlier run (see [`crate::address`]), so
+    /// a tab still open from that run can reach this one. A label this app could not have made
+    /// is ignored.
+    pub fn with_label(mut self, label: String) -> Self {
+        if label.len() == 32 && label.bytes().all(|b| b.is_ascii_hexdigit()) {
+            self.label = label.to_ascii_lowercase();
+        }
+        self
+    }
+
+    /// The host label under `.localhost` (to remember it for the next run).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     /// The launch secret (for the launch URL; it is worthless once used or expired).
     pub fn secret(&self) -> &str {
         &self.secret
@@ -309,6 +326,15 @@ impl Gate {
         {
             s.flash = Some(message.into());
         }
+    }
+
+    /// The session's one-off message, if any, left in place.
+    pub fn peek_flash(&self, session: &str) -> Option<String> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(session)
+            .and_then(|s| s.flash.clone())
     }
 
     /// Take the session's one-off message, if any.

@@ -8,21 +8,9 @@
 
 use std::fmt::Write as _;
 
-/// Escape text for use in HTML content and in double-quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escape text for use in HTML content and in double-quoted attribute values: the one escape the
+/// exports use too.
+pub use polyphony_core::export::escape_html as esc;
 
 /// Escape text and keep its line breaks visible (notes are written in paragraphs).
 pub fn esc_multiline(s: &str) -> String {
@@ -401,12 +389,18 @@ pub fn csrf_field(token: &str) -> String {
     )
 }
 
-/// A form that posts to `action`, with the CSRF field and `inner` content.
+/// A form that posts to `action`, with the CSRF field, a one-time token (a resent form is
+/// applied once, see [`crate::once`]) and `inner` content.
+///
+/// `autocomplete="off"`: what is typed here is record text, and browsers otherwise write form
+/// fields to their own profile on disk, outside the encrypted store (Chromium keeps them for
+/// restoring tabs and for suggesting them again); with it off they keep neither.
 pub fn post_form(action: &str, csrf: &str, inner: &str) -> String {
     format!(
-        r#"<form method="post" action="{}" novalidate>{}{}</form>"#,
+        r#"<form method="post" action="{}" novalidate autocomplete="off">{}<input type="hidden" name="_once" value="{}">{}</form>"#,
         esc(action),
         csrf_field(csrf),
+        crate::auth::random_token(),
         inner
     )
 }
@@ -537,7 +531,7 @@ pub fn page(shell: &Shell<'_>, content: &str) -> String {
 <footer class="nhsuk-footer" role="contentinfo">
 <div class="nhsuk-width-container"><div class="nhsuk-footer__meta">
 <h2 class="nhsuk-u-visually-hidden">About this app</h2>
-<p class="nhsuk-body-s">Polyphony keeps your work on this device and sends it to the borough server when it can reach it. Nothing leaves this device any other way.</p>
+<p class="nhsuk-body-s">Polyphony keeps your work encrypted on this device and sends it to the borough server when it can reach it. A copy you download or print (the person’s copy, an export, a network copy) leaves that protection: it is not encrypted, and making it is recorded in the person’s list of who has seen their record.</p>
 </div></div>
 </footer>
 </body>

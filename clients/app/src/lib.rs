@@ -7,6 +7,7 @@
 //!
 //! - [`state`]: the shared state: the profile behind one lock, kept fresh after background syncs.
 //! - [`auth`]: only the person who launched the app gets in (launch secret, cookie, CSRF).
+//! - [`once`]: a form sent twice (resent after the app stopped, pressed twice) is applied once.
 //! - [`server`]: the routes, security headers and embedded assets.
 //! - [`pages`]: one module per screen, server-rendered HTML in the NHS design system's markup.
 //! - [`ecomap`]: the network drawn as a picture (server-rendered SVG).
@@ -15,12 +16,14 @@
 //! - [`status`]: the sync badge, derived only from real state.
 //! - [`html`], [`dates`]: markup building blocks and how times are shown and read.
 
+pub mod address;
 pub mod auth;
 pub mod dates;
 pub mod ecomap;
 pub mod html;
 pub mod loopback;
 pub mod merge;
+pub mod once;
 pub mod pages;
 pub mod server;
 pub mod state;
@@ -47,6 +50,15 @@ pub enum AppError {
         /// Where.
         addr: SocketAddr,
         /// Why.
+        source: std::io::Error,
+    },
+    /// The port of this profile's last run is taken by another program. The app does not move
+    /// to another port on its own: a tab still open from the last run could not follow it.
+    #[error("port {port}, where Polyphony ran last time on this profile, is in use by another program ({source}). A tab left open from before can only reach Polyphony on that port. Stop the other program (or another copy of Polyphony) and start again, or start with --new-port to use a new port: an open tab then cannot send what it kept, so copy it first")]
+    PortTaken {
+        /// The remembered port.
+        port: u16,
+        /// Why binding failed.
         source: std::io::Error,
     },
     /// The launch link could not be written where `--url-file` asked.
@@ -106,17 +118,48 @@ impl Running {
     }
 }
 
-/// Serve `profile` on `config.listen` (and the other loopback address, same port) under this
-/// launch's own host name, and start the background sync.
+/// Serve `profile` on `config.listen` (and the other loopback address, same port) under the
+/// app's host name, and start the background sync. Unless told otherwise, the port and the name
+/// are those of this profile's last run ([`address`]), so a tab open from then reaches this one.
 pub async fn start(config: Config, profile: Profile) -> Result<Running, AppError> {
-    let listeners = loopback::bind(config.listen).await?;
+    let store = profile.store().clone();
+    let remembered = (!config.new_port)
+        .then(|| address::load(store.as_ref()))
+        .flatten();
+    let listen = match &remembered {
+        Some(r) if config.listen.port() == 0 => SocketAddr::new(config.listen.ip(), r.port),
+        _ => config.listen,
+    };
+    let listeners = match loopback::bind(listen).await {
+        Err(AppError::Bind { source, .. })
+            if listen != config.listen && source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            return Err(AppError::PortTaken {
+                port: listen.port(),
+                source,
+            })
+        }
+        other => other?,
+    };
     let addr = listeners[0].local_addr().map_err(|source| AppError::Bind {
-        addr: config.listen,
+        addr: listen,
         source,
     })?;
     let background = config.background_sync;
-    let app = App::new(config, profile);
+    once::forget_old(store.as_ref());
+    let gate = match remembered {
+        Some(r) => auth::Gate::new().with_label(r.label),
+        None => auth::Gate::new(),
+    };
+    let app = App::with_gate(config, profile, gate);
     app.gate.bind(addr);
+    let here = address::Remembered {
+        label: app.gate.label().to_string(),
+        port: addr.port(),
+    };
+    if let Err(e) = address::save(store.as_ref(), &here) {
+        tracing::warn!(error = %e, "could not remember the app's address: after a restart, open tabs cannot reach it");
+    }
     let router = server::router(app.clone());
     let (shutdown, stopped) = watch::channel(false);
     let servers = listeners

@@ -17,9 +17,14 @@ struct Args {
     /// A file holding the passphrase (otherwise POLYPHONY_PASSPHRASE, otherwise asked for).
     #[arg(long)]
     passphrase_file: Option<PathBuf>,
-    /// Where to listen: a loopback address; port 0 picks a free one.
+    /// Where to listen: a loopback address; port 0 means the port of this profile's last run
+    /// (so a tab left open can reach the app again), or a free one the first time.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
+    /// Use a new port and host name instead of the last run's (a tab open from before cannot
+    /// reach the app then).
+    #[arg(long)]
+    new_port: bool,
     /// Do not open the browser (print the link only).
     #[arg(long)]
     no_open: bool,
@@ -32,18 +37,22 @@ struct Args {
     /// The name to enrol this device under.
     #[arg(long, default_value = "Polyphony app")]
     device_name: String,
-    /// Show and read times in this IANA time zone instead of UK time (Europe/London). The zone's
-    /// rules come with the app, not from the device, so its own clock zone does not matter.
-    #[arg(long, default_value = polyphony_core::model::local_time::DEFAULT_ZONE)]
-    time_zone: String,
+    /// Show and read times in this IANA time zone for this run. Without it, the profile's setting
+    /// (`polyphony time-zone`), which is UK time (Europe/London) unless chosen otherwise. The
+    /// zone's rules come with the app, not from the device, so its own clock zone does not matter.
+    #[arg(long)]
+    time_zone: Option<String>,
     /// Also write the launch link to this file (for scripts and tests).
     #[arg(long)]
     url_file: Option<PathBuf>,
+    /// The folder holding the Noto fonts the PDF copy is set in (scripts/pdf-fonts.sh fetches
+    /// them); by default Debian's fonts-noto-core folder, /usr/share/fonts/truetype/noto.
+    #[arg(long, env = "POLYPHONY_FONT_DIR")]
+    font_dir: Option<PathBuf>,
 }
 
 fn default_home() -> Result<PathBuf> {
-    directories::ProjectDirs::from("uk.nhs", "Polyphony", "polyphony")
-        .map(|d| d.data_dir().to_path_buf())
+    polyphony_core::profile::default_home()
         .ok_or_else(|| anyhow!("cannot find a home directory for the profile: pass --home"))
 }
 
@@ -51,7 +60,11 @@ fn main() -> Result<()> {
     // Record data, keys and sockets this process creates are its owner's alone.
     polyphony_core::store::private_umask();
     let args = Args::parse();
-    let zone = polyphony_core::model::LocalZone::named(&args.time_zone)?;
+    let flag_zone = args
+        .time_zone
+        .as_deref()
+        .map(polyphony_core::model::LocalZone::named)
+        .transpose()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -84,12 +97,18 @@ fn main() -> Result<()> {
     };
     let profile = Profile::open(&home, &passphrase)
         .with_context(|| format!("cannot open the profile in {}", home.display()))?;
+    let zone = match flag_zone {
+        Some(z) => z,
+        None => profile.time_zone()?,
+    };
     let config = Config {
         listen: args.listen,
+        new_port: args.new_port,
         unsynced_warning: time::Duration::minutes(args.unsynced_warning_minutes),
         zone,
         retry_max: std::time::Duration::from_secs(args.retry_max_seconds.max(1)),
         device_name: args.device_name.clone(),
+        font_dir: args.font_dir.clone(),
         ..Config::new(home)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -56,6 +56,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(meeting::attendance),
         )
         .route("/case/{id}/meeting/{mid}/next", post(meeting::next))
+        .route("/case/{id}/meeting/{mid}/state", post(meeting::set_state))
         .route(
             "/case/{id}/meeting/{mid}/text",
             get(meeting::poll_text).post(meeting::save_text),
@@ -88,12 +89,17 @@ pub fn router(app: Arc<App>) -> Router {
             "/case/{id}/conflicts",
             get(conflicts::show).post(conflicts::resolve),
         )
-        .route("/case/{id}/network-copy", get(network_copy::show))
+        .route("/case/{id}/network-copy", get(network_copy::choose))
+        .route("/case/{id}/network-copy/{member}", get(network_copy::show))
         .route("/case/{id}/export/{format}", get(exports::download))
         .route("/figures", get(exports::show))
         .route("/figures.csv", get(exports::csv))
         .route("/assets/{*path}", get(asset))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::once::once,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), auth::guard))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
@@ -140,7 +146,7 @@ async fn not_found() -> Response {
 /// `GET /status.json`: the sync badge's data and its rendered HTML, for the page script.
 async fn status_json(
     State(app): State<Arc<App>>,
-    Extension(_session): Extension<SessionCtx>,
+    Extension(session): Extension<SessionCtx>,
 ) -> Response {
     let overview = app.overview().await;
     let mut names = HashMap::new();
@@ -172,6 +178,10 @@ async fn status_json(
         "stale": overview.stale().len(),
         "cases": cases,
         "html": overview.badge_html(&names, &app.config.zone),
+        // A tab kept open across a restart of the app is let in again by the new launch link in
+        // another tab (the cookie is the origin's); it needs this session's token to send what it
+        // kept. Only the app's own pages can read this answer (see `auth`).
+        "csrf": session.csrf,
     }))
     .into_response()
 }

@@ -34,8 +34,12 @@ pub const NS_APP: &str = "app";
 pub struct Config {
     /// The profile's home directory.
     pub home: PathBuf,
-    /// Where to listen (always a loopback address).
+    /// Where to listen (always a loopback address). Port 0: the port of this profile's last run
+    /// (see [`crate::address`]), or a free one the first time.
     pub listen: SocketAddr,
+    /// Forget the last run's port and name and pick new ones (a tab open from before cannot
+    /// reach the app then).
+    pub new_port: bool,
     /// Warn when a case's changes have been only on this device for longer than this.
     pub unsynced_warning: time::Duration,
     /// The time zone times are shown and read in (UK time unless set otherwise).
@@ -46,6 +50,9 @@ pub struct Config {
     pub device_name: String,
     /// Start the background sync (off in tests that need a quiet profile).
     pub background_sync: bool,
+    /// The folder holding the Noto fonts the PDF copy is set in (None: Debian's
+    /// fonts-noto-core folder, [`polyphony_core::export::person_copy::SYSTEM_FONT_DIR`]).
+    pub font_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -54,11 +61,13 @@ impl Config {
         Config {
             home,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            new_port: false,
             unsynced_warning: time::Duration::minutes(120),
             zone: LocalZone::uk(),
             retry_max: std::time::Duration::from_secs(30),
             device_name: "Polyphony app".into(),
             background_sync: true,
+            font_dir: None,
         }
     }
 }
@@ -76,6 +85,8 @@ pub struct App {
     pub gate: Gate,
     /// The background sync's link to the server.
     pub sync: SyncShared,
+    /// Form tokens: each change applied once (see [`crate::once`]).
+    pub forms: crate::once::Forms,
     store: Arc<dyn Store>,
     profile: Mutex<ProfileSlot>,
     remote_gen: AtomicU64,
@@ -99,6 +110,7 @@ impl App {
             config,
             gate,
             sync: SyncShared::default(),
+            forms: crate::once::Forms::default(),
             store,
             profile: Mutex::new(ProfileSlot { profile, seen: 0 }),
             remote_gen: AtomicU64::new(0),

@@ -241,6 +241,22 @@ impl SyncOverview {
     }
 }
 
+/// What the badge says when the app itself does not answer the page, and when it answers again
+/// but no longer knows this tab (it was restarted: the session was in the old process). The page
+/// script swaps one in at once when a poll, a save or a form gets no answer, and swaps the real
+/// badge back when the app answers; no server can say "I have stopped", so the page must.
+///
+/// Sent in every page as inert `<template>`s so the words live here beside the badge's others.
+pub fn app_stopped_templates() -> String {
+    const STOPPED: &str = r#"<p class="app-sync__line"><span class="nhsuk-u-visually-hidden">Sync status: </span><strong class="nhsuk-tag nhsuk-tag--red" id="sync-link">The app has stopped</strong> <strong class="nhsuk-tag nhsuk-tag--orange" id="sync-saved">What you type now is not saved yet</strong></p>
+<div class="nhsuk-warning-callout app-stopped" id="app-stopped"><h2 class="nhsuk-warning-callout__label"><span role="text"><span class="nhsuk-u-visually-hidden">Important: </span>The Polyphony app has stopped</span></h2><p>What you type is kept in this page until it is back; do not close this tab.</p><p>Start Polyphony again on this device, as you started it before. Everything saved before it stopped is safe on this device, and this page sends what it kept as soon as Polyphony is back.</p></div>"#;
+    const LOCKED: &str = r#"<p class="app-sync__line"><span class="nhsuk-u-visually-hidden">Sync status: </span><strong class="nhsuk-tag nhsuk-tag--orange" id="sync-link">The app is running again</strong> <strong class="nhsuk-tag nhsuk-tag--orange" id="sync-saved">What you typed here is not saved yet</strong></p>
+<div class="nhsuk-warning-callout app-stopped" id="app-stopped"><h2 class="nhsuk-warning-callout__label"><span role="text"><span class="nhsuk-u-visually-hidden">Important: </span>Let this tab back into Polyphony</span></h2><p>Polyphony is running again. What you typed is still kept in this page; do not close or reload this tab.</p><p>Open the link Polyphony gave when it started (it may have opened it in a new tab for you) in a new tab, not this one. As soon as it has let this browser in, this page sends what it kept.</p></div>"#;
+    format!(
+        r#"<template id="app-stopped-template">{STOPPED}</template><template id="app-locked-template">{LOCKED}</template>"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +319,19 @@ mod tests {
         assert!(html.contains("3 changes only on this device"));
         assert!(html
             .contains("Changes to Alex &lt;Smith&gt; have been only on this device for 3 hours"));
+    }
+
+    #[test]
+    fn the_stopped_badge_is_a_clear_warning_and_never_claims_saved() {
+        let t = app_stopped_templates();
+        assert!(t.contains(r#"<template id="app-stopped-template">"#));
+        assert!(t.contains(r#"<template id="app-locked-template">"#));
+        assert!(t.contains("nhsuk-warning-callout"));
+        assert!(t.contains("The Polyphony app has stopped"));
+        assert!(t.contains(
+            "What you type is kept in this page until it is back; do not close this tab."
+        ));
+        assert!(!t.contains("All saved"));
+        assert!(!t.contains(">Connected<"));
     }
 }

@@ -54,6 +54,8 @@ fn quiet_app(
     let config = Config {
         background_sync: false,
         unsynced_warning,
+        // Filled only by the test that downloads a PDF (polyphony_e2e::pdf_fonts).
+        font_dir: Some(polyphony_e2e::pdf_font_dir()),
         ..Config::new(dir.path().to_path_buf())
     };
     let app = App::with_gate(config, profile, gate);
@@ -609,20 +611,61 @@ async fn the_visit_from_case_to_decision() {
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    let copy = h.get(&format!("/case/{case}/network-copy")).await;
+    // Issue 15, part 3: the network copy is for a named member whose consent is given.
+    let choose = h.get(&format!("/case/{case}/network-copy")).await;
+    assert_eq!(choose.status, StatusCode::OK, "{}", choose.body);
+    assert!(choose.body.contains("Sam Smith (my sister)") && choose.body.contains("not recorded"));
+    assert!(
+        !choose.body.contains(&format!("/network-copy/{sam}")),
+        "no copy is offered for a member without consent"
+    );
+    let copy_of_sam = format!("/case/{case}/network-copy/{sam}");
+    let refused = h.get(&copy_of_sam).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body.contains("Sam Smith cannot be given a copy")
+            && refused.body.contains("not recorded"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("Alex slept better on Tuesday"));
+    // Part 8: the member page says consent is not recorded, not that it was refused.
+    let member_page = h.get(&format!("/case/{case}/member/{sam}")).await;
+    assert!(
+        member_page.body.contains("has not been recorded")
+            && !member_page.body.contains("has not given consent"),
+        "{}",
+        member_page.body
+    );
+    let consent = format!("/case/{case}/member/{sam}/consent");
+    h.post(&consent, &[("state", "given")]).await;
+    let choose = h.get(&format!("/case/{case}/network-copy")).await;
+    assert!(choose.body.contains(&format!("/network-copy/{sam}")));
+    let copy = h.get(&copy_of_sam).await;
+    assert_eq!(copy.status, StatusCode::OK, "{}", copy.body);
     assert!(copy.body.contains("What we have written with Alex Smith"));
+    assert!(copy.body.contains("made for Sam Smith (my sister)"));
     assert!(copy.body.contains("Sam Smith (my sister) does not agree"));
     assert!(copy.body.contains("Alex slept better on Tuesday"));
     assert!(
         !copy.body.contains(&me),
         "internal ids stay out of the copy"
     );
+    h.post(&consent, &[("state", "revoked")]).await;
+    let member_page = h.get(&format!("/case/{case}/member/{sam}")).await;
+    assert!(member_page.body.contains("has withdrawn consent"));
+    let refused = h.get(&copy_of_sam).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("withdrawn"), "{}", refused.body);
 
     // Entered in error: struck through, reason shown, still readable.
     let r = h
         .post(
             &format!("/case/{case}/entry/{meeting}/error"),
-            &[("reason", "Recorded against the wrong person")],
+            &[
+                ("kind", "mistake"),
+                ("reason", "Recorded against the wrong person"),
+            ],
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
@@ -632,6 +675,13 @@ async fn the_visit_from_case_to_decision() {
     let page = h.get(&format!("/case/{case}/meeting/{meeting}")).await;
     assert!(page.body.contains("Alex talked about sleep."));
     assert!(!page.body.contains(r#"data-live-kind="notes""#));
+    // A mistake can still turn out to be on the wrong person's record: only that is offered.
+    assert!(page
+        .body
+        .contains("Was it recorded on the wrong person’s record?"));
+    let widen = h.get(&format!("/case/{case}/entry/{meeting}/error")).await;
+    assert!(widen.body.contains("is already marked as written wrongly"));
+    assert!(!widen.body.contains(r#"value="mistake""#));
 }
 
 /// Issue 15, part 1: dates are typed in the NHS date input (day, month, year boxes and a UK time),
@@ -799,6 +849,7 @@ async fn changes_left_on_the_device_too_long_raise_a_warning() {
 
 #[tokio::test]
 async fn the_record_downloads_as_the_persons_copy_fhir_and_subject_access_and_the_figures_show() {
+    polyphony_e2e::pdf_fonts();
     let h = Harness::new().await;
     let case = h.open_case("Alex Smith").await;
     h.post(
@@ -817,12 +868,22 @@ async fn the_record_downloads_as_the_persons_copy_fhir_and_subject_access_and_th
         "the case page offers the copies"
     );
 
+    // Issue 15, part 8: the page says plainly that a download is not encrypted, and the
+    // footer no longer claims nothing leaves the device.
+    assert!(page.body.contains("This file is not encrypted"));
+    assert!(!page
+        .body
+        .contains("Nothing leaves this device any other way"));
+
     let html = h.get(&format!("/case/{case}/export/html")).await;
     assert_eq!(html.status, StatusCode::OK);
-    assert!(html.headers[header::CONTENT_DISPOSITION]
-        .to_str()
-        .unwrap()
-        .starts_with("attachment"));
+    let disposition = html.headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"Alex Smith - record copy - 20")
+            && disposition
+                .contains(".html\"; filename*=UTF-8''Alex%20Smith%20-%20record%20copy%20-%2020"),
+        "{disposition}"
+    );
     assert!(html.body.contains("Alex Smith") && html.body.contains("Sam Smith"));
 
     let pdf = h.get(&format!("/case/{case}/export/pdf")).await;
@@ -846,4 +907,506 @@ async fn the_record_downloads_as_the_persons_copy_fhir_and_subject_access_and_th
     assert!(figures.body.contains("Team figures") && figures.body.contains(&case));
     let csv = h.get("/figures.csv").await;
     assert!(csv.body.lines().count() >= 2, "{}", csv.body);
+
+    // A name outside ASCII reaches the downloads folder whole, through filename*.
+    let maria = h.open_case("María Lindqvist").await;
+    let pdf = h.get(&format!("/case/{maria}/export/pdf")).await;
+    let disposition = pdf.headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert!(
+        disposition.contains("filename*=UTF-8''Mar%C3%ADa%20Lindqvist%20-%20record%20copy%20-%20")
+            && disposition.contains("filename=\"Mar_a Lindqvist - record copy - "),
+        "{disposition}"
+    );
+}
+
+/// A form the page script kept while the app was stopped is sent again when it is back, and the
+/// first sending may have been saved already: the same one-time token is applied once, and the
+/// second sending is answered as the first was.
+#[tokio::test]
+async fn a_form_sent_again_is_applied_once() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let page = h.get(&format!("/case/{case}/members/new")).await;
+    let marker = r#"name="_once" value=""#;
+    let at = page
+        .body
+        .find(marker)
+        .expect("a one-time token in the form")
+        + marker.len();
+    let once = page.body[at..at + 64].to_string();
+    let fields = [
+        ("_once", once.as_str()),
+        ("name", "Sam Smith"),
+        ("relationship", "my sister"),
+        ("role", "family"),
+    ];
+    let first = h.post(&format!("/case/{case}/members"), &fields).await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.body);
+    // Sent again by the page script, which asks to be told where to go rather than redirected.
+    let mut all = vec![("_csrf", h.csrf.as_str())];
+    all.extend_from_slice(&fields);
+    let again = send(
+        &h.router,
+        Request::post(format!("/case/{case}/members"))
+            .header(header::COOKIE, &h.cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("x-polyphony-form", "1")
+            .body(Body::from(form(&all)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT, "{}", again.body);
+    assert_eq!(
+        again.headers["x-polyphony-location"],
+        first.location().as_str()
+    );
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    let sams = v.network.iter().filter(|m| m.name == "Sam Smith").count();
+    assert_eq!(sams, 1, "one member, however often the form was sent");
+    // The message the first sending left is shown for the second too.
+    let shown = h
+        .get(again.headers["x-polyphony-location"].to_str().unwrap())
+        .await;
+    assert!(
+        shown.body.contains("nhsuk-notification-banner--success"),
+        "{}",
+        shown.body
+    );
+
+    // A live save sent again (the same base and text) keeps the words once.
+    let r = h
+        .post(
+            &format!("/case/{case}/meetings"),
+            &[
+                ("at", "2026-03-14T10:30"),
+                ("place", "home"),
+                ("attendees", "person"),
+            ],
+        )
+        .await;
+    let meeting = id_after(&r.location(), "/meeting/");
+    let url = format!("/case/{case}/meeting/{meeting}/text");
+    for _ in 0..2 {
+        h.post(
+            &url,
+            &[
+                ("kind", "notes"),
+                ("base", ""),
+                ("text", "Typed as the app stopped."),
+            ],
+        )
+        .await;
+    }
+    let poll = h.get(&format!("{url}?since=0")).await;
+    let json: serde_json::Value = serde_json::from_str(&poll.body).unwrap();
+    assert_eq!(json["fields"]["notes"], "Typed as the app stopped.");
+}
+
+impl Harness {
+    /// Record a meeting and return its id.
+    async fn meeting(&self, case: &str, at: &str, attendees: &[&str]) -> String {
+        let mut fields = vec![("at", at), ("place", "home")];
+        fields.extend(attendees.iter().map(|a| ("attendees", *a)));
+        let r = self.post(&format!("/case/{case}/meetings"), &fields).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        id_after(&r.location(), "/meeting/")
+    }
+
+    /// Save one of a meeting's texts, replacing what it said.
+    async fn write(&self, case: &str, meeting: &str, kind: &str, base: &str, text: &str) {
+        let r = self
+            .post(
+                &format!("/case/{case}/meeting/{meeting}/text"),
+                &[("kind", kind), ("base", base), ("text", text)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    }
+
+    async fn me(&self) -> String {
+        let p = self.app.profile().await;
+        p.enrolment().unwrap().practitioner.to_string()
+    }
+}
+
+/// Issue 15, part 2: a meeting recorded on the wrong person's record is re-recorded on the right
+/// case, and nothing it said is served by any page of the case it was on; a network member
+/// removed the same way is named "someone removed from this record" where they took part.
+#[tokio::test]
+async fn an_entry_on_the_wrong_persons_record_is_moved_and_withheld_from_every_page() {
+    let h = Harness::new().await;
+    let alex = h.open_case("Alex Smith").await;
+    let jordan = h.open_case("Jordan Lee").await;
+    let me = h.me().await;
+    let practitioner = format!("practitioner:{me}");
+    h.post(
+        &format!("/case/{alex}/members"),
+        &[
+            ("name", "Quentin Zephyr"),
+            ("relationship", "neighbour"),
+            ("role", "friend"),
+        ],
+    )
+    .await;
+    let v = h.app.peek(alex.parse().unwrap()).await.unwrap();
+    let quentin = format!("member:{}", v.network[0].meta.id);
+    let wrong = h
+        .meeting(&alex, "2026-03-14T10:30", &["person", &practitioner])
+        .await;
+    h.write(
+        &alex,
+        &wrong,
+        "notes",
+        "",
+        "Jordan spoke about the flat on Kestrel Road.",
+    )
+    .await;
+    h.write(&alex, &wrong, "reflections", "", "Zanzibar reflections.")
+        .await;
+    h.write(&alex, &wrong, "agreed", "", "Agreed-marker-xyz.")
+        .await;
+    let kept = h
+        .meeting(&alex, "2026-03-15T10:30", &["person", &quentin])
+        .await;
+    let secret = [
+        "Kestrel Road",
+        "Zanzibar",
+        "Agreed-marker-xyz",
+        "Quentin",
+        "Zephyr",
+    ];
+
+    // The choice, then whose record it belongs on (the other cases on this device).
+    let choose = h.get(&format!("/case/{alex}/entry/{wrong}/error")).await;
+    assert!(
+        choose.body.contains("It was written wrongly"),
+        "{}",
+        choose.body
+    );
+    assert!(choose
+        .body
+        .contains("recorded on the wrong person’s record"));
+    let step = h
+        .post(
+            &format!("/case/{alex}/entry/{wrong}/error"),
+            &[
+                ("kind", "wrong_person"),
+                ("reason", "Belongs to another person"),
+            ],
+        )
+        .await;
+    assert_eq!(step.status, StatusCode::OK, "{}", step.body);
+    assert!(
+        step.body.contains("Write it on Jordan Lee’s record"),
+        "{}",
+        step.body
+    );
+    let unchosen = h
+        .post(
+            &format!("/case/{alex}/entry/{wrong}/error"),
+            &[
+                ("kind", "wrong_person"),
+                ("reason", "Belongs to another person"),
+                ("step", "move"),
+            ],
+        )
+        .await;
+    assert_eq!(unchosen.status, StatusCode::BAD_REQUEST);
+    assert!(unchosen.body.contains("Choose whose record it belongs on"));
+    let moved = h
+        .post(
+            &format!("/case/{alex}/entry/{wrong}/error"),
+            &[
+                ("kind", "wrong_person"),
+                ("reason", "Belongs to another person"),
+                ("step", "move"),
+                ("to", &jordan),
+            ],
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER, "{}", moved.body);
+    assert_eq!(moved.location(), format!("/case/{jordan}"));
+    let r = h
+        .post(
+            &format!("/case/{alex}/entry/{}/error", &quentin["member:".len()..]),
+            &[
+                ("kind", "wrong_person"),
+                ("reason", "Not in Alex's network"),
+                ("step", "move"),
+                ("to", "none"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+
+    // On the right case: a new entry by this practitioner, saying it was moved, naming no one.
+    let v = h.app.peek(jordan.parse().unwrap()).await.unwrap();
+    assert_eq!(v.meetings.len(), 1);
+    let there = &v.meetings[0];
+    assert!(there.notes.contains("Kestrel Road"), "{}", there.notes);
+    assert!(there.notes.contains("Moved here by Robin Practitioner on"));
+    assert!(there.notes.contains("from another person’s record"));
+    assert!(!there.notes.contains("Alex"), "{}", there.notes);
+    assert_eq!(there.reflections, "Zanzibar reflections.");
+    assert_eq!(there.agreed, "Agreed-marker-xyz.");
+    assert!(there.held() && there.person_present);
+    let page = h
+        .get(&format!("/case/{jordan}/meeting/{}", there.meta.id))
+        .await;
+    assert!(page.body.contains("Kestrel Road"));
+
+    // On the wrong case: tombstones, and nothing of what it said, on every page served.
+    let mut pages = vec![
+        "/".to_string(),
+        "/figures".to_string(),
+        "/figures.csv".to_string(),
+        format!("/case/{alex}"),
+        format!("/case/{alex}/meeting/{wrong}"),
+        format!("/case/{alex}/meeting/{wrong}/readback"),
+        format!("/case/{alex}/meeting/{wrong}/text"),
+        format!("/case/{alex}/meeting/{kept}"),
+        format!("/case/{alex}/meeting/{kept}/readback"),
+        format!("/case/{alex}/entry/{wrong}/error"),
+        format!("/case/{alex}/member/{}", &quentin["member:".len()..]),
+        format!("/case/{alex}/conflicts"),
+        format!("/case/{alex}/network-copy"),
+        format!("/case/{alex}/decisions/new"),
+        format!("/case/{alex}/meetings/new"),
+    ];
+    for format in ["html", "json", "fhir"] {
+        pages.push(format!("/case/{alex}/export/{format}"));
+    }
+    for path in &pages {
+        let r = h.get(path).await;
+        assert!(r.status.is_success(), "{path}: {}", r.status);
+        for word in secret {
+            assert!(!r.body.contains(word), "{path} shows {word}: {}", r.body);
+        }
+    }
+    let case_page = h.get(&format!("/case/{alex}")).await;
+    assert!(
+        case_page.body.contains(
+            "A meeting was removed from this record because it was recorded on the wrong person’s record. Marked by Robin Practitioner on "
+        ),
+        "{}",
+        case_page.body
+    );
+    assert!(case_page
+        .body
+        .contains("UK time: Belongs to another person"));
+    assert!(case_page
+        .body
+        .contains("A network member was removed from this record"));
+    assert!(case_page
+        .body
+        .contains("Present: Alex Smith, someone removed from this record."));
+    let meeting_page = h.get(&format!("/case/{alex}/meeting/{wrong}")).await;
+    assert!(meeting_page
+        .body
+        .contains("A meeting was removed from this record"));
+    assert!(!meeting_page.body.contains(r#"data-live-kind="notes""#));
+    let kept_page = h.get(&format!("/case/{alex}/meeting/{kept}")).await;
+    assert!(kept_page.body.contains("someone removed from this record"));
+    // Marked once as on the wrong person's record, it cannot be marked again.
+    let again = h.get(&format!("/case/{alex}/entry/{wrong}/error")).await;
+    assert!(again.body.contains("There is nothing more to mark"));
+}
+
+/// Issue 15, part 5: a meeting has a state the practitioner sets; a meeting in the future cannot
+/// have been held, and the model's refusal is shown in the error summary; a planned meeting whose
+/// time has passed asks whether it took place; a meeting without the person says so.
+#[tokio::test]
+async fn meetings_are_planned_held_cancelled_or_missed_and_say_who_was_not_there() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let me = h.me().await;
+    let practitioner = format!("practitioner:{me}");
+    let future = h.meeting(&case, "2030-06-10T14:00", &["person"]).await;
+    let page = h.get(&format!("/case/{case}/meeting/{future}")).await;
+    assert!(
+        page.body
+            .contains("Planned for 10 June 2030 at 14:00 UK time"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Where this meeting stands"));
+    let refused = h
+        .post(
+            &format!("/case/{case}/meeting/{future}/state"),
+            &[("state", "held")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("nhsuk-error-summary"));
+    assert!(
+        refused.body.contains(r##"href="#state""##),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("which has not come yet"),
+        "{}",
+        refused.body
+    );
+    let cancelled = h
+        .post(
+            &format!("/case/{case}/meeting/{future}/state"),
+            &[("state", "cancelled")],
+        )
+        .await;
+    assert_eq!(
+        cancelled.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        cancelled.body
+    );
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    assert_eq!(v.meetings[0].state, "cancelled");
+    let case_page = h.get(&format!("/case/{case}")).await;
+    assert!(case_page.body.contains(">Cancelled<"), "{}", case_page.body);
+    let caseload = h.get("/").await;
+    assert!(
+        !caseload.body.contains("10 June 2030"),
+        "a cancelled meeting is not the next one: {}",
+        caseload.body
+    );
+
+    // Past, but still planned: the case page and the meeting page ask what happened.
+    let past = h
+        .meeting(&case, "2026-03-14T10:30", &["person", &practitioner])
+        .await;
+    h.post(
+        &format!("/case/{case}/meeting/{past}/state"),
+        &[("state", "planned")],
+    )
+    .await;
+    let case_page = h.get(&format!("/case/{case}")).await;
+    assert!(case_page.body.contains("Did this meeting take place?"));
+    let page = h.get(&format!("/case/{case}/meeting/{past}")).await;
+    assert!(page.body.contains("Did this meeting take place?"));
+    let held = h
+        .post(
+            &format!("/case/{case}/meeting/{past}/state"),
+            &[("state", "held"), ("back", "case")],
+        )
+        .await;
+    assert_eq!(held.status, StatusCode::SEE_OTHER, "{}", held.body);
+    assert_eq!(held.location(), format!("/case/{case}#meetings"));
+    assert!(!h
+        .get(&format!("/case/{case}"))
+        .await
+        .body
+        .contains("Did this meeting take place?"));
+
+    // Held without the person.
+    let without = h.meeting(&case, "2026-03-20T09:00", &[&practitioner]).await;
+    let page = h.get(&format!("/case/{case}/meeting/{without}")).await;
+    assert!(
+        page.body.contains("Alex Smith was not present."),
+        "{}",
+        page.body
+    );
+    let with = h.get(&format!("/case/{case}/meeting/{past}")).await;
+    assert!(!with.body.contains("was not present"));
+    assert!(h
+        .get(&format!("/case/{case}"))
+        .await
+        .body
+        .contains("Alex Smith was not present."));
+}
+
+/// Issue 15, part 5: a participant who changes their position keeps the earlier one.
+#[tokio::test]
+async fn a_changed_position_shows_the_earlier_one_first() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let r = h
+        .post(
+            &format!("/case/{case}/decisions"),
+            &[
+                ("text", "Try a week at the day centre"),
+                ("proposed_by", "person"),
+            ],
+        )
+        .await;
+    let decision = id_after(&r.location(), "/decision/");
+    for (stance, words) in [
+        ("unsure", "I want to see it first"),
+        ("agree", "I liked it"),
+    ] {
+        let r = h
+            .post(
+                &format!("/case/{case}/decision/{decision}/position"),
+                &[("who", "person"), ("stance", stance), ("words", words)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    }
+    let today = polyphony_core::model::LocalZone::uk().long_date(time::OffsetDateTime::now_utc());
+    let page = h.get(&format!("/case/{case}/decision/{decision}")).await;
+    assert!(
+        page.body.contains(&format!(
+            "Changed position: first unsure ({today}), then agreed ({today})."
+        )),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("I want to see it first"));
+    assert!(page.body.contains("I liked it"));
+}
+
+/// Issue 15, part 4: words written after the read-back are shown apart from the confirmed notes,
+/// with who changed them and when.
+#[tokio::test]
+async fn words_changed_after_the_read_back_are_shown_as_added_after_the_meeting() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let meeting = h.meeting(&case, "2026-03-14T10:30", &["person"]).await;
+    h.write(
+        &case,
+        &meeting,
+        "notes",
+        "",
+        "Alex slept well. Work is hard.",
+    )
+    .await;
+    let r = h
+        .post(
+            &format!("/case/{case}/meeting/{meeting}/readback"),
+            &[("who", "person"), ("index", "0"), ("response", "confirmed")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get(&format!("/case/{case}/meeting/{meeting}")).await;
+    assert!(!page.body.contains("Changed after the read-back"));
+    h.write(
+        &case,
+        &meeting,
+        "notes",
+        "Alex slept well. Work is hard.",
+        "Alex slept well. Remembered on the way home.",
+    )
+    .await;
+    let page = h.get(&format!("/case/{case}/meeting/{meeting}")).await;
+    assert!(
+        page.body.contains("Changed after the read-back"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("Added after the meeting by Robin Practitioner on "),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<ins>“Remembered on the way home.”</ins>"),
+        "{}",
+        page.body
+    );
+    assert!(page
+        .body
+        .contains("Removed after the meeting by Robin Practitioner on "));
+    assert!(page.body.contains("Work is hard."));
 }

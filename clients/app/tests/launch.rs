@@ -13,26 +13,41 @@ use std::time::{Duration, Instant};
 /// The app, started with `--url-file`, killed (by its own id) when the test ends.
 struct AppProcess {
     child: Child,
-    _home: tempfile::TempDir,
+    _home: Option<tempfile::TempDir>,
 }
 
 impl AppProcess {
     fn start(url_file: &Path) -> AppProcess {
         let home = tempfile::tempdir().unwrap();
+        let mut app = Self::start_in(home.path(), url_file, &[], Stdio::null());
+        app._home = Some(home);
+        app
+    }
+
+    /// The app on the profile in `home` (kept by the caller, so a test can start it again),
+    /// with `extra` arguments and its error output going to `stderr`.
+    fn start_in(home: &Path, url_file: &Path, extra: &[&str], stderr: Stdio) -> AppProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_polyphony-app"))
             .arg("--home")
-            .arg(home.path().join("profile"))
+            .arg(home.join("profile"))
             .arg("--no-open")
             .arg("--url-file")
             .arg(url_file)
+            .args(extra)
             .env("POLYPHONY_PASSPHRASE", "passphrase for the launch tests")
             .env("RUST_LOG", "polyphony_app=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start polyphony-app");
-        AppProcess { child, _home: home }
+        AppProcess { child, _home: None }
+    }
+
+    /// Stop it as a crash or a kill would: SIGKILL, no clean shutdown.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The launch URL, once the app has written it.
@@ -142,4 +157,72 @@ fn the_launch_link_lets_one_browser_in_once() {
     let again = visit(&url, Some(&cookie));
     assert_eq!(again.status, 303, "{}", again.head);
     assert!(session_cookie(&again).is_none(), "no second session");
+}
+
+/// The app's origin (`http://<label>.localhost:<port>`) in a launch URL.
+fn origin_of(url: &str) -> &str {
+    &url[..url.find("/launch").expect("a launch URL")]
+}
+
+/// A tab left open when the app was killed must reach the restarted app: the same port and the
+/// same host name (the tab's origin), while the old launch link lets nobody in.
+#[test]
+fn a_killed_app_comes_back_at_the_same_origin() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("launch-url");
+    let mut first = AppProcess::start_in(home.path(), &file, &[], Stdio::null());
+    let old = first.launch_url(&file);
+    first.kill();
+    std::fs::remove_file(&file).unwrap();
+    let mut again = AppProcess::start_in(home.path(), &file, &[], Stdio::null());
+    let new = again.launch_url(&file);
+    assert_eq!(
+        origin_of(&new),
+        origin_of(&old),
+        "the restarted app's origin"
+    );
+    assert_ne!(new, old, "a new launch secret");
+    let stale = visit(&old, None);
+    assert_eq!(stale.status, 403, "the last run's link: {}", stale.head);
+    assert_eq!(visit(&new, None).status, 303);
+}
+
+/// When another program holds the remembered port, the app says so and does not start on another
+/// port behind the user's back; `--new-port` moves deliberately.
+#[test]
+fn a_taken_port_is_said_plainly_not_silently_changed() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("launch-url");
+    let mut first = AppProcess::start_in(home.path(), &file, &[], Stdio::null());
+    let old = first.launch_url(&file);
+    first.kill();
+    std::fs::remove_file(&file).unwrap();
+    let port: u16 = origin_of(&old).rsplit_once(':').unwrap().1.parse().unwrap();
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the port");
+
+    let err_file = home.path().join("stderr");
+    let stderr = std::fs::File::create(&err_file).unwrap();
+    let mut refused = AppProcess::start_in(home.path(), &file, &[], stderr.into());
+    let end = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = refused.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            !file.exists(),
+            "the app started elsewhere: {}",
+            std::fs::read_to_string(&file).unwrap_or_default()
+        );
+        assert!(Instant::now() < end, "the app neither started nor stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let said = std::fs::read_to_string(&err_file).unwrap();
+    assert!(said.contains(&format!("port {port}")), "{said}");
+    assert!(said.contains("in use by another program"), "{said}");
+    assert!(said.contains("--new-port"), "{said}");
+
+    let mut moved = AppProcess::start_in(home.path(), &file, &["--new-port"], Stdio::null());
+    let new = moved.launch_url(&file);
+    assert_ne!(origin_of(&new), origin_of(&old));
 }

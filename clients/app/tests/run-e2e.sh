@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The app's browser tests: set up (npm packages, Chromium), build the server and the app, run the
 # home-visit scenario in headless Chromium with axe-core on every page, and check that a page served
-# from another local port cannot use the app's session. Screenshots are written to
+# from another local port cannot use the app's session, and that a killed and restarted app loses
+# nothing a practitioner typed. Screenshots are written to
 # clients/app/tests/screenshots/ (not committed). Called by the repository's .ci/run.
 set -euo pipefail
 app="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,7 +16,7 @@ cd "$app"
 attempts="${E2E_ATTEMPTS:-2}"
 for attempt in $(seq 1 "$attempts"); do
   rm -rf "$app/tests/screenshots"
-  if node --test --test-concurrency=1 --test-timeout=1800000 tests/e2e/another-port.test.mjs tests/e2e/visit.test.mjs; then
+  if node --test --test-concurrency=1 --test-timeout=1800000 tests/e2e/another-port.test.mjs tests/e2e/app-stops.test.mjs tests/e2e/visit.test.mjs; then
     echo "screenshots: $app/tests/screenshots/"
     exit 0
   fi

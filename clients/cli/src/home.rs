@@ -32,9 +32,7 @@ pub fn open(home: Option<PathBuf>) -> Result<Profile, Failure> {
 }
 
 fn default_home() -> Result<PathBuf, Failure> {
-    directories::ProjectDirs::from("", "Polyphony", "polyphony")
-        .map(|d| d.data_dir().to_path_buf())
-        .ok_or_else(|| {
+    polyphony_core::profile::default_home().ok_or_else(|| {
             Failure::user(
                 "cannot find a data directory for this user: give one with --home DIR or POLYPHONY_HOME",
             )

@@ -92,6 +92,12 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// The team's fidelity figures over the cases on this device (table, CSV or JSON).
     Figures(commands::export::FiguresArgs),
+    /// Show the time zone this device shows and reads times in, or choose another (an IANA name
+    /// such as Europe/London, the default).
+    TimeZone {
+        /// The zone to use from now on; leave out to see the current one.
+        name: Option<String>,
+    },
     /// The audit-log heads the borough server signed that this device kept (the first, one a
     /// day, and the newest), as a JSON list: give it to your administrator, who checks the
     /// server's log still holds every one (`polyphony-server audit --verify --anchor FILE`).
@@ -106,7 +112,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return failure::report(Failure::from_clap(e)),
     };
-    let outcome = home::open(cli.home).and_then(|mut profile| dispatch(&mut profile, cli.command));
+    let outcome = home::open(cli.home).and_then(|mut profile| {
+        output::use_zone(profile.time_zone()?);
+        dispatch(&mut profile, cli.command)
+    });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => failure::report(f),
@@ -137,6 +146,23 @@ fn dispatch(
         Command::Status(a) => a.run(profile),
         Command::Export(a) => a.run(profile),
         Command::Figures(a) => a.run(profile),
+        Command::TimeZone { name } => {
+            match name {
+                Some(name) => {
+                    let zone = profile.set_time_zone(&name)?;
+                    commands::changed(format!(
+                        "times are now shown and read as {} ({})",
+                        zone.label(),
+                        zone.name()
+                    ));
+                }
+                None => {
+                    let zone = profile.time_zone()?;
+                    println!("{} ({})", zone.label(), zone.name());
+                }
+            }
+            Ok(())
+        }
         Command::AuditHead => {
             let newest = profile
                 .audit_head()

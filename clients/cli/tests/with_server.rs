@@ -457,6 +457,63 @@ fn entries_in_error_stay_visible_with_their_mark() {
     assert!(err.contains("entered in error"), "{err}");
 }
 
+/// A meeting recorded on the wrong person's record: `error --wrong-person` withholds its words
+/// from `case show`, its JSON and every export; a tombstone says who removed it, when and why.
+#[test]
+fn a_meeting_on_the_wrong_persons_record_is_withheld_everywhere() {
+    let (_server, d) = server_and_device();
+    let (case, _sam, meeting) = case_with_a_meeting(&d);
+    d.ok(&[
+        "note",
+        "append",
+        &case,
+        &meeting,
+        "Zofia's sister called about the flat",
+    ]);
+    d.ok(&[
+        "error",
+        &case,
+        &meeting,
+        "--wrong-person",
+        "--reason",
+        "This was Zofia's meeting",
+    ]);
+    let human = d.ok(&["case", "show", &case]);
+    assert!(
+        human.contains("[REMOVED: RECORDED ON THE WRONG PERSON'S RECORD, content withheld: This was Zofia's meeting, by Alex Carer,"),
+        "{human}"
+    );
+    let mut copies = vec![human, d.show(&case).to_string()];
+    for format in ["html", "json", "fhir"] {
+        copies.push(d.ok(&["export", &case, "--format", format]));
+    }
+    copies.push(d.ok(&["case", "timeline", &case]));
+    for copy in &copies {
+        assert!(!copy.contains("sister called about the flat"), "{copy}");
+    }
+    assert!(copies
+        .last()
+        .unwrap()
+        .contains("removed: recorded on the wrong person's record: This was Zofia's meeting"));
+    // A meeting is planned, held or cancelled, not marked in error for it.
+    let next = d.ok(&[
+        "meeting",
+        "add",
+        &case,
+        "--at",
+        "2099-06-01T10:00",
+        "--place",
+        "clinic",
+        "--attendee",
+        "person",
+    ]);
+    assert_eq!(d.show(&case)["meetings"][1]["state"], "planned");
+    let err = d.fails(1, &["meeting", "state", &case, &next, "held"]);
+    assert!(err.contains("has not come yet"), "{err}");
+    d.ok(&["meeting", "state", &case, &next, "cancelled"]);
+    assert_eq!(d.show(&case)["meetings"][1]["state"], "cancelled");
+}
+
 #[test]
 fn sync_shows_progress_per_case_and_a_summary() {
     let (_server, d) = server_and_device();
@@ -535,13 +592,35 @@ fn exports_carry_the_record_and_who_accessed_it() {
         "the access list names who read or wrote the record"
     );
 
-    // PDF to a file.
+    // PDF to a file, set in the fonts from --font-dir; without them, one clear line and no file.
     let pdf = d.home().join("copy.pdf");
+    let fonts = polyphony_e2e::pdf_fonts();
+    let nowhere = d.home().join("no-fonts");
+    let said = d.fails(
+        1,
+        &[
+            "export",
+            &case,
+            "--format",
+            "pdf",
+            "--font-dir",
+            nowhere.to_str().unwrap(),
+            "--out",
+            pdf.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        said.contains("NotoSans-Regular.ttf") && said.contains("scripts/pdf-fonts.sh"),
+        "{said}"
+    );
+    assert!(!pdf.exists(), "no copy is written without its fonts");
     d.ok(&[
         "export",
         &case,
         "--format",
         "pdf",
+        "--font-dir",
+        fonts.to_str().unwrap(),
         "--out",
         pdf.to_str().unwrap(),
     ]);
@@ -554,6 +633,119 @@ fn exports_carry_the_record_and_who_accessed_it() {
     // Team figures as CSV: a row for the case.
     let csv = d.ok(&["figures", "--csv"]);
     assert!(csv.lines().count() >= 2, "{csv}");
+}
+
+/// Issue 15, parts 3 and 8: `export CASE --format network --for MEMBER` is refused, naming the
+/// member and where their consent stands, until it is given; given, the copy is written under a
+/// name a person recognises, the command says the file is not encrypted, and after a sync the
+/// person's copy says who gave it to whom and when. Withdrawn again, it is refused again.
+#[test]
+fn the_network_copy_is_for_a_member_whose_consent_is_given() {
+    let (_server, d) = server_and_device();
+    // The case is opened on the device and never synced before the copy is given: its first
+    // sync uploads the case before the reads, so the disclosure is still recorded.
+    let (case, _sam, _meeting) = case_with_a_meeting(&d);
+    let network = |who: &str| -> Vec<String> {
+        ["export", &case, "--format", "network", "--for", who]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let args = network("Sam Smith");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = d.fails(1, &args);
+    assert!(
+        refused.contains("Sam Smith") && refused.contains("not recorded"),
+        "{refused}"
+    );
+    let no_member = d.fails(1, &["export", &case, "--format", "network"]);
+    assert!(no_member.contains("--for MEMBER"), "{no_member}");
+
+    d.ok(&["network", "consent", &case, "Sam Smith", "given"]);
+    let html = d.ok(&["export", &case, "--format", "network", "--for", "Sam"]);
+    assert!(
+        html.contains("What we have written with Jo Bloggs"),
+        "{html}"
+    );
+    assert!(html.contains("made for Sam Smith (my brother)"), "{html}");
+
+    // Into a folder: a name a person recognises, and a plain word that it is not encrypted.
+    let folder = d.home().join("copies");
+    std::fs::create_dir_all(&folder).unwrap();
+    let out = d
+        .cmd()
+        .args([
+            "export",
+            &case,
+            "--format",
+            "network",
+            "--for",
+            "Sam Smith",
+            "--out",
+            folder.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not encrypted"), "{said}");
+    let files: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(
+        files[0].starts_with("Jo Bloggs - copy for Sam Smith - 20") && files[0].ends_with(".html"),
+        "{files:?}"
+    );
+
+    // After a sync, the disclosure is in the person's access list, in plain words.
+    d.ok(&["sync"]);
+    let copy = d.ok(&["export", &case, "--format", "html"]);
+    assert!(
+        copy.contains("Alex Carer gave a copy of your record to Sam Smith (your brother) on "),
+        "{copy}"
+    );
+    for jargon in ["changes accepted", "outbox", "while offline"] {
+        assert!(!copy.contains(jargon), "{jargon} in the person's copy");
+    }
+
+    d.ok(&["network", "consent", &case, "Sam Smith", "revoked"]);
+    let refused = d.fails(1, &args);
+    assert!(refused.contains("withdrawn"), "{refused}");
+}
+
+/// Issue 15, part 1: the time zone is the profile's setting, UK time unless chosen: a device set
+/// to New York reads and shows New York time, and an unknown zone is refused.
+#[test]
+fn the_time_zone_is_a_profile_setting() {
+    let (_server, d) = server_and_device();
+    assert!(d.ok(&["time-zone"]).contains("UK time (Europe/London)"));
+    let err = d.fails(1, &["time-zone", "Europe/Atlantis"]);
+    assert!(err.contains("Europe/Atlantis"), "{err}");
+    d.ok(&["time-zone", "America/New_York"]);
+    let case = d.ok(&["case", "new", "--name", "Jo Bloggs"]);
+    d.ok(&[
+        "meeting",
+        "add",
+        &case,
+        "--at",
+        "2026-06-14T10:30",
+        "--place",
+        "home",
+        "--attendee",
+        "person",
+    ]);
+    // 10:30 in New York in June is 14:30 UTC, and it is shown as typed, saying which zone.
+    assert_eq!(d.show(&case)["meetings"][0]["at"], "2026-06-14T14:30:00Z");
+    let human = d.ok(&["case", "show", &case]);
+    assert!(
+        human.contains("2026-06-14 10:30 America/New_York time"),
+        "{human}"
+    );
+    d.ok(&["time-zone", "Europe/London"]);
+    let human = d.ok(&["case", "show", &case]);
+    assert!(human.contains("2026-06-14 15:30 UK time"), "{human}");
 }
 
 /// Issue 15, part 1: `--at` without an offset is UK time, on a device whose own zone is UTC;

@@ -294,6 +294,8 @@ fn an_offline_read_keeps_the_device_time_and_records_the_upload_time() {
     assert_ne!(record.recorded_at, record.event.at);
     assert_eq!(record.event.action, AuditAction::OfflineRead);
     assert!(record.event.detail.contains("case show"));
+    // The person's copy is told what the device read it for, without the outbox number.
+    assert_eq!(device_read_purpose(&record.event.detail), "case show");
 
     let odd = OfflineRead {
         at: "yesterday".into(),

@@ -26,21 +26,7 @@ s { text-decoration-thickness: 2px; }
 }
 ";
 
-/// Escape text for HTML element content and attribute values.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + s.len() / 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use crate::export::escape_html as escape;
 
 fn block(b: &Block) -> String {
     let text = escape(&b.text);
@@ -63,12 +49,23 @@ fn block(b: &Block) -> String {
     match b.style {
         Style::Title => format!("<h1>{inner}</h1>"),
         Style::Heading => format!("<h2>{inner}</h2>"),
-        Style::Subheading => format!("<h3 class=\"entry{struck}\">{inner}</h3>"),
-        Style::Body => format!("<p class=\"body{struck}\">{inner}</p>"),
-        Style::Quote => format!("<p class=\"quote{struck}\">{inner}</p>"),
+        // A person's own words may be in Arabic or Urdu: `dir="auto"` sets each paragraph right to
+        // left when its first strong letter is, as the PDF copy does.
+        Style::Subheading => format!("<h3 class=\"entry{struck}\" dir=\"auto\">{inner}</h3>"),
+        Style::Body => format!("<p class=\"body{struck}\" dir=\"auto\">{inner}</p>"),
+        Style::Quote => format!("<p class=\"quote{struck}\" dir=\"auto\">{inner}</p>"),
         Style::Small => format!("<p class=\"small{struck}\">{inner}</p>"),
         Style::Error => format!("<p class=\"error\" role=\"note\">{inner}</p>"),
     }
+}
+
+pub(super) fn body(l: &Layout) -> String {
+    let mut out = String::new();
+    for b in &l.blocks {
+        out.push_str(&block(b));
+        out.push('\n');
+    }
+    out
 }
 
 pub(super) fn render(l: &Layout) -> String {
@@ -77,10 +74,7 @@ pub(super) fn render(l: &Layout) -> String {
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     out.push_str(&format!("<title>{}</title>\n", escape(&l.title)));
     out.push_str(&format!("<style>{CSS}</style>\n</head>\n<body>\n<main>\n"));
-    for b in &l.blocks {
-        out.push_str(&block(b));
-        out.push('\n');
-    }
+    out.push_str(&body(l));
     out.push_str("</main>\n</body>\n</html>\n");
     out
 }

@@ -10,13 +10,17 @@
 //! HTML ([`html`]) and as PDF ([`pdf`]). So the two can never say different things.
 //!
 //! Entries marked entered in error are shown, struck through, followed by who marked them, when
-//! and why: hiding them would hide that the record was corrected.
+//! and why: hiding them would hide that the record was corrected. An entry recorded on the wrong
+//! person's record is the one exception: it is another person's information, so only a note of
+//! what kind of entry was removed, by whom, when and why is shown (the view holds nothing more).
 
+mod fonts;
 mod html;
-mod metrics;
 mod pdf;
 
-use super::{plain, Access, Names};
+pub use fonts::{FontError, Fonts, SYSTEM_FONT_DIR};
+
+use super::{plain, Access, ExportError, Names};
 use crate::model::view::{CaseView, EntryMeta, ErrorMark};
 
 /// The person's copy as one self-contained HTML page (inline CSS, no scripts, no external
@@ -25,12 +29,22 @@ pub fn html(view: &CaseView, accesses: &[Access]) -> String {
     html::render(&layout(view, accesses))
 }
 
-/// The person's copy as a PDF (A4, the PDF base font Helvetica, nothing embedded).
+/// The person's copy as a PDF (A4), set in the Noto `fonts` (subsets embedded), so every name and
+/// note prints in its own script, right-to-left ones included, and reads back as the same text.
 ///
-/// Characters outside Windows-1252 (the base fonts' character set) print as `?`: the HTML copy
-/// shows every character.
-pub fn pdf(view: &CaseView, accesses: &[Access]) -> Vec<u8> {
-    pdf::render(&layout(view, accesses))
+/// Fails only if a font cannot be subset (a damaged font file).
+pub fn pdf(view: &CaseView, accesses: &[Access], fonts: &Fonts) -> Result<Vec<u8>, ExportError> {
+    pdf::render(&layout(view, accesses), fonts)
+}
+
+/// A layout as one self-contained HTML page (for the other copies laid out the same way).
+pub(super) fn html_page(l: &Layout) -> String {
+    html::render(l)
+}
+
+/// A layout's blocks as an HTML fragment, for a page that has its own frame.
+pub(super) fn html_body(l: &Layout) -> String {
+    html::body(l)
 }
 
 /// How a block looks.
@@ -71,7 +85,7 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    fn push(&mut self, style: Style, text: impl Into<String>, struck: bool) {
+    pub(super) fn push(&mut self, style: Style, text: impl Into<String>, struck: bool) {
         self.blocks.push(Block {
             style,
             label: None,
@@ -91,7 +105,13 @@ impl Layout {
         }
     }
 
-    fn labelled(&mut self, style: Style, label: &str, text: impl Into<String>, struck: bool) {
+    pub(super) fn labelled(
+        &mut self,
+        style: Style,
+        label: &str,
+        text: impl Into<String>,
+        struck: bool,
+    ) {
         self.blocks.push(Block {
             style,
             label: Some(label.to_string()),
@@ -100,22 +120,19 @@ impl Layout {
         });
     }
 
-    fn error(&mut self, mark: &Option<ErrorMark>, what: &str) {
+    pub(super) fn error(&mut self, mark: &Option<ErrorMark>, what: &str) {
         if let Some(m) = mark {
-            let by =
-                m.by.as_ref()
-                    .map(|a| a.practitioner_name.clone())
-                    .unwrap_or_else(|| "someone unknown".into());
-            self.push(
-                Style::Error,
-                format!(
-                    "This {what} was entered in error: {} ({by}, {}). It is kept so you can see the record was corrected.",
-                    m.reason,
-                    plain::datetime_or(&m.at)
-                ),
-                false,
-            );
+            self.push(Style::Error, plain::error_note(m, what), false);
         }
+    }
+
+    /// For an entry recorded on the wrong person's record: the tombstone, and `true` so the
+    /// caller shows nothing else of it (the view holds nothing else).
+    pub(crate) fn withheld(&mut self, meta: &EntryMeta, what: &str) -> bool {
+        if meta.withheld() {
+            self.error(&meta.entered_in_error, what);
+        }
+        meta.withheld()
     }
 
     fn written(&mut self, meta: &EntryMeta, struck: bool) {
@@ -139,6 +156,7 @@ fn possessive(name: &str) -> String {
 
 /// Lay out the whole copy.
 pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
+    let accesses = &super::access::without_withheld_names(view, accesses);
     let names = Names::of(view);
     let who = names.person().to_string();
     let mut l = Layout {
@@ -152,7 +170,8 @@ pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
             "This is a copy of everything the Open Dialogue team has written down with {who} and the \
              people {who} chose to bring. Nothing has been left out. Where something was written by \
              mistake, it has not been deleted: it is crossed out, with who marked it, when and why. \
-             If anything here is wrong or missing, please tell the team."
+             Anything written here that was about someone else has been taken out, and a note says \
+             so. If anything here is wrong or missing, please tell the team."
         ),
         false,
     );
@@ -163,7 +182,7 @@ pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
     meetings(&mut l, view, &names);
     decisions(&mut l, view, &names);
     conflicts(&mut l, view);
-    access_list(&mut l, &who, accesses);
+    access_list(&mut l, &names, accesses);
     l
 }
 
@@ -213,6 +232,9 @@ fn network(l: &mut Layout, v: &CaseView, names: &Names) {
         l.push(Style::Body, "Nobody has been added yet.", false);
     }
     for m in &v.network {
+        if l.withheld(&m.meta, "person in the network") {
+            continue;
+        }
         let struck = m.meta.entered_in_error.is_some();
         l.push(
             Style::Subheading,
@@ -256,6 +278,9 @@ fn care_team(l: &mut Layout, v: &CaseView) {
         l.push(Style::Body, "Nobody has been added yet.", false);
     }
     for c in &v.care_team {
+        if l.withheld(&c.meta, "member of the team") {
+            continue;
+        }
         let struck = c.meta.entered_in_error.is_some();
         let role = if c.role == "peer_support" {
             "peer support worker"
@@ -278,12 +303,11 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
         l.push(Style::Body, "There have been no meetings yet.", false);
     }
     for m in &v.meetings {
+        if l.withheld(&m.meta, "meeting") {
+            continue;
+        }
         let struck = m.meta.entered_in_error.is_some();
-        l.push(
-            Style::Subheading,
-            format!("What we talked about on {}", plain::date_or(&m.at)),
-            struck,
-        );
+        l.push(Style::Subheading, plain::meeting_heading(m), struck);
         let time =
             m.at.as_deref()
                 .map(plain::datetime)
@@ -294,19 +318,36 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
             .into_iter()
             .map(|a| names.describe(a))
             .collect();
-        l.push(
-            Style::Body,
-            format!(
-                "We met {}{time}. Present: {}.",
-                plain::place(&m.place),
-                if present.is_empty() {
-                    "not recorded".to_string()
-                } else {
-                    present.join(", ")
-                }
+        let present = if present.is_empty() {
+            "not recorded".to_string()
+        } else {
+            present.join(", ")
+        };
+        let line = match m.state.as_str() {
+            "held" => format!(
+                "We met {}{time}. Present: {present}.",
+                plain::place(&m.place)
             ),
-            struck,
-        );
+            "planned" => format!(
+                "We plan to meet {}{time}. Invited: {present}.",
+                plain::place(&m.place)
+            ),
+            "did_not_attend" => format!(
+                "We were to meet {}{time}, and {} did not come.",
+                plain::place(&m.place),
+                names.person()
+            ),
+            _ => format!("We were to meet {}{time}.", plain::place(&m.place)),
+        };
+        l.push(Style::Body, line, struck);
+        if m.held() && !m.person_present {
+            // Nothing is discussed behind the person's back: a meeting without them says so.
+            l.push(
+                Style::Body,
+                format!("{} was not present.", names.person()),
+                struck,
+            );
+        }
         for (label, text) in [
             ("Notes", &m.notes),
             (
@@ -319,6 +360,9 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
                 l.labelled(Style::Body, &format!("{label}:"), "", struck);
                 l.push(Style::Quote, text.trim_end(), struck);
             }
+        }
+        for c in &m.changed_after_readback {
+            l.push(Style::Error, plain::later_change(c), false);
         }
         let mut readback: Vec<_> = m.readback.iter().collect();
         let order = names.in_reading_order(readback.iter().map(|r| r.participant.as_str()));
@@ -363,6 +407,9 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
         l.push(Style::Body, "No decisions have been recorded yet.", false);
     }
     for d in &v.decisions {
+        if l.withheld(&d.meta, "decision") {
+            continue;
+        }
         let struck = d.meta.entered_in_error.is_some();
         l.push(Style::Subheading, d.text.clone(), struck);
         let by = d
@@ -397,6 +444,9 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
         positions.sort_by_key(|p| order.iter().position(|k| *k == p.participant));
         for p in positions {
             let who = names.describe(&p.participant);
+            if let Some(history) = plain::stance_history(p) {
+                l.push(Style::Body, format!("{who} {history}."), struck);
+            }
             match &p.words {
                 Some(w) => {
                     l.push(
@@ -434,6 +484,9 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
             );
         }
         for a in &d.actions {
+            if l.withheld(&a.meta, "thing to do") {
+                continue;
+            }
             let a_struck = struck || a.meta.entered_in_error.is_some();
             let owner = a
                 .owner
@@ -494,10 +547,13 @@ fn conflicts(l: &mut Layout, v: &CaseView) {
     }
 }
 
-fn access_list(l: &mut Layout, who: &str, accesses: &[Access]) {
+fn access_list(l: &mut Layout, names: &Names, accesses: &[Access]) {
     l.push(
         Style::Heading,
-        format!("Who has looked at {} record", possessive(who)),
+        format!(
+            "Who has looked at or changed {} record, and why",
+            possessive(names.person())
+        ),
         false,
     );
     if accesses.is_empty() {
@@ -509,11 +565,7 @@ fn access_list(l: &mut Layout, who: &str, accesses: &[Access]) {
         );
     }
     for a in accesses {
-        l.push(
-            Style::Body,
-            format!("{}: {} ({}).", plain::datetime(&a.at), a.who, a.what),
-            false,
-        );
+        l.push(Style::Body, super::access::sentence(a, names), false);
     }
 }
 
@@ -531,8 +583,8 @@ mod tests {
             "Who is in María&#39;s network",
             "What we talked about on 14 March 2026",
             "What was decided, and what everyone thought",
-            "Ana Lopez (sister) disagrees, and said:",
-            "Too soon, she is exhausted",
+            "Ana Lopez (sister) is not sure yet, and said:",
+            "Maybe, if I go with her",
             "I want to be outside with people",
             "María talked about not sleeping since February.",
             "Kit: I noticed how much Ana carries.",
@@ -540,6 +592,9 @@ mod tests {
             "9991000003",
             "Dr Lee (duty psychiatrist)",
             "Tom Reid may no longer receive the record from 20 March 2026.",
+            "Who has looked at or changed María&#39;s record, and why",
+            "Sam Okafor looked at your record on their device on 15 March 2026 at 09:12 UK \
+             time, to read it.",
         ] {
             assert!(h.contains(want), "missing {want:?}");
         }
@@ -550,6 +605,8 @@ mod tests {
             assert!(!h.contains(bad), "found {bad:?}");
         }
         assert!(h.contains("@media print"));
+        // Words in a right-to-left script read right to left in the browser too.
+        assert!(h.contains("<p class=\"quote\" dir=\"auto\">"));
     }
 
     #[test]
@@ -558,23 +615,20 @@ mod tests {
         let l = layout(&rich.view, &[]);
         let struck: Vec<&Block> = l.blocks.iter().filter(|b| b.struck).collect();
         assert!(struck.iter().any(|b| b.text.contains("Anna Lopes")));
-        assert!(struck
-            .iter()
-            .any(|b| b.text.contains("Notes for another person.")));
         assert!(struck.iter().any(|b| b.text.contains("Move in with Tom")));
         assert!(!struck.iter().any(|b| b.text.contains("Ana Lopez")));
         let errors: Vec<&Block> = l
             .blocks
             .iter()
-            .filter(|b| b.style == Style::Error)
+            .filter(|b| b.style == Style::Error && !b.text.starts_with("Changed after the meeting"))
             .collect();
         assert_eq!(errors.len(), 3);
-        assert!(errors
-            .iter()
-            .any(|b| b.text.contains("Recorded on the wrong case (Kit Byrne,")));
+        assert!(errors.iter().any(|b| b.text.contains(
+            "A meeting was removed from this record because it was written on the wrong person's \
+             record. Kit Byrne removed it on"
+        ) && b.text.ends_with(": Recorded on the wrong case")));
         let h = html::render(&l);
-        assert!(h.contains("<s>Notes for another person.</s>"));
-        assert!(h.contains("entered in error: Recorded on the wrong case"));
+        assert!(h.contains("<s>Move in with Tom</s>"));
         assert!(
             h.contains("had not synced"),
             "no accesses known is said plainly"

@@ -1,82 +1,26 @@
-//! The person's copy as a PDF: A4 pages, the PDF base fonts Helvetica and Helvetica-Bold (every
-//! PDF reader has them, so no font file is embedded or needed), simple line breaking, and a page
-//! footer. Written with `pdf-writer`, a small maintained crate with no system dependencies.
+//! The person's copy as a PDF: A4 pages, simple line breaking and a page footer, written with
+//! `pdf-writer` (a small maintained crate with no system dependencies).
 //!
-//! Text is encoded as Windows-1252 (`WinAnsiEncoding`), the base fonts' character set; anything
-//! outside it prints as `?`. The HTML copy shows every character.
+//! Every character prints as itself: the text is shaped ([`text`]) in the Noto fonts
+//! ([`super::fonts`]), set in visual order for right-to-left runs, and the glyphs used are
+//! embedded as font subsets with a map back to the text ([`embed`]), so what a reader copies out
+//! or reads aloud is what was written.
 
-use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
+mod embed;
+mod text;
 
-use super::metrics::{HELVETICA, HELVETICA_BOLD};
+use pdf_writer::{Content, Filter, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
+
+use self::embed::{resource_name, FaceRefs, Glyphs};
+use self::text::{visual_order, Paragraph, Run, Shaper};
+use super::fonts::Fonts;
 use super::{Block, Layout, Style};
+use crate::export::ExportError;
 
 const PAGE_W: f32 = 595.0;
 const PAGE_H: f32 = 842.0;
 const MARGIN: f32 = 56.0;
 const BOTTOM: f32 = 64.0;
-const REGULAR: Name<'static> = Name(b"F1");
-const BOLD: Name<'static> = Name(b"F2");
-
-/// Unicode characters of Windows-1252's 0x80-0x9F range (elsewhere it equals Latin-1).
-const CP1252_HIGH: [(char, u8); 27] = [
-    ('€', 0x80),
-    ('‚', 0x82),
-    ('ƒ', 0x83),
-    ('„', 0x84),
-    ('…', 0x85),
-    ('†', 0x86),
-    ('‡', 0x87),
-    ('ˆ', 0x88),
-    ('‰', 0x89),
-    ('Š', 0x8A),
-    ('‹', 0x8B),
-    ('Œ', 0x8C),
-    ('Ž', 0x8E),
-    ('\u{2018}', 0x91),
-    ('\u{2019}', 0x92),
-    ('\u{201C}', 0x93),
-    ('\u{201D}', 0x94),
-    ('•', 0x95),
-    ('–', 0x96),
-    ('—', 0x97),
-    ('˜', 0x98),
-    ('™', 0x99),
-    ('š', 0x9A),
-    ('›', 0x9B),
-    ('œ', 0x9C),
-    ('ž', 0x9E),
-    ('Ÿ', 0x9F),
-];
-
-/// Encode text as WinAnsi bytes; characters the base fonts lack become `?`.
-pub(crate) fn encode(s: &str) -> Vec<u8> {
-    s.chars()
-        .map(|c| match c as u32 {
-            0x20..=0x7E | 0xA0..=0xFF => c as u8,
-            0x09 => b' ',
-            _ => CP1252_HIGH
-                .iter()
-                .find(|(u, _)| *u == c)
-                .map(|(_, b)| *b)
-                .unwrap_or(b'?'),
-        })
-        .collect()
-}
-
-fn width(bytes: &[u8], bold: bool, size: f32) -> f32 {
-    let table = if bold { &HELVETICA_BOLD } else { &HELVETICA };
-    let units: u32 = bytes
-        .iter()
-        .map(|b| match b.checked_sub(32) {
-            Some(i) => match table[usize::from(i)] {
-                0 => 278,
-                w => u32::from(w),
-            },
-            None => 278,
-        })
-        .sum();
-    units as f32 * size / 1000.0
-}
 
 /// How each style is set.
 struct Look {
@@ -139,12 +83,16 @@ fn look(style: Style) -> Look {
 
 /// One laid-out line of text.
 struct Line {
+    /// The left edge of the text column (a quote's bar stands just left of it).
+    left: f32,
+    /// Where the text starts (further right than `left` for a right-to-left paragraph).
     x: f32,
     y: f32,
     size: f32,
     gray: f32,
     red: bool,
-    runs: Vec<(bool, Vec<u8>)>,
+    /// Runs in visual order, each with where it starts, from `x`.
+    runs: Vec<(f32, Run)>,
     width: f32,
     struck: bool,
     bar: bool,
@@ -155,14 +103,28 @@ struct Page {
     lines: Vec<Line>,
 }
 
-struct Typesetter {
+/// A word and the space before it (none for a paragraph's first word).
+struct Word {
+    space: Option<Run>,
+    runs: Vec<Run>,
+}
+
+impl Word {
+    fn width(&self, size: f32) -> f32 {
+        self.runs.iter().map(|r| r.width(size)).sum()
+    }
+}
+
+struct Typesetter<'s, 'f> {
+    shaper: &'s Shaper<'f>,
     pages: Vec<Page>,
     y: f32,
 }
 
-impl Typesetter {
-    fn new() -> Self {
+impl<'s, 'f> Typesetter<'s, 'f> {
+    fn new(shaper: &'s Shaper<'f>) -> Self {
         Typesetter {
+            shaper,
             pages: vec![Page::default()],
             y: PAGE_H - MARGIN,
         }
@@ -194,40 +156,38 @@ impl Typesetter {
         };
         self.ensure(keep);
 
-        let mut words: Vec<(bool, Vec<u8>)> = Vec::new();
-        let mut lines: Vec<Vec<(bool, Vec<u8>)>> = Vec::new();
-        if let Some(label) = &b.label {
-            words.extend(label.split_whitespace().map(|w| (true, encode(w))));
-        }
         for (i, hard) in b.text.split('\n').enumerate() {
-            if i > 0 {
-                lines.push(std::mem::take(&mut words));
+            let mut pieces = Vec::new();
+            if i == 0 {
+                if let Some(label) = &b.label {
+                    pieces.push((true, label.as_str()));
+                }
             }
-            words.extend(hard.split_whitespace().map(|w| (lk.bold, encode(w))));
-        }
-        lines.push(words);
-
-        for hard in lines {
-            if hard.is_empty() {
+            pieces.push((lk.bold, hard));
+            let para = self.shaper.paragraph(&pieces);
+            if para.runs.is_empty() {
                 self.ensure(leading);
                 self.y -= leading;
                 continue;
             }
-            for visual in wrap(hard, max, lk.size) {
+            let rtl = para.rtl;
+            for logical in wrap(words(para), max, lk.size) {
                 self.ensure(leading);
                 self.y -= leading;
-                let runs = merge(visual);
-                let w = runs.iter().map(|(bd, t)| width(t, *bd, lk.size)).sum();
+                let (runs, width) = place(logical, lk.size);
+                // A right-to-left paragraph reads from the right margin.
+                let shift = if rtl { (max - width).max(0.0) } else { 0.0 };
                 let y = self.y;
                 if let Some(page) = self.pages.last_mut() {
                     page.lines.push(Line {
-                        x: MARGIN + lk.indent,
+                        left: MARGIN + lk.indent,
+                        x: MARGIN + lk.indent + shift,
                         y,
                         size: lk.size,
                         gray: lk.gray,
                         red: lk.red,
                         runs,
-                        width: w,
+                        width,
                         struck: b.struck,
                         bar: lk.bar,
                     });
@@ -237,37 +197,80 @@ impl Typesetter {
     }
 }
 
-/// Greedy line breaking; a word longer than a line is cut.
-fn wrap(words: Vec<(bool, Vec<u8>)>, max: f32, size: f32) -> Vec<Vec<(bool, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let mut line: Vec<(bool, Vec<u8>)> = Vec::new();
-    let mut used = 0.0;
-    for (bold, word) in words {
-        let space = if line.is_empty() {
-            0.0
+/// A paragraph's runs grouped into words, each with the space before it.
+fn words(para: Paragraph) -> Vec<Word> {
+    let mut out: Vec<Word> = Vec::new();
+    let mut space = None;
+    let mut current: Option<Word> = None;
+    for run in para.runs {
+        if run.space {
+            if let Some(w) = current.take() {
+                out.push(w);
+            }
+            space = Some(run);
         } else {
-            width(b" ", bold, size)
-        };
-        let w = width(&word, bold, size);
+            current
+                .get_or_insert_with(|| Word {
+                    space: space.take(),
+                    runs: Vec::new(),
+                })
+                .runs
+                .push(run);
+        }
+    }
+    out.extend(current);
+    out
+}
+
+/// Greedy line breaking over words; a word longer than a line is cut between clusters. Lines come
+/// out as runs in logical order, spaces included.
+fn wrap(words: Vec<Word>, max: f32, size: f32) -> Vec<Vec<Run>> {
+    let mut out = Vec::new();
+    let mut line: Vec<Run> = Vec::new();
+    let mut used = 0.0;
+    for word in words {
+        let space = word.space.as_ref().map_or(0.0, |s| s.width(size));
+        let w = word.width(size);
         if !line.is_empty() && used + space + w > max {
             out.push(std::mem::take(&mut line));
             used = 0.0;
         }
-        if w > max {
-            let mut piece = Vec::new();
-            for byte in word {
-                if !piece.is_empty() && width(&piece, bold, size) + width(&[byte], bold, size) > max
-                {
-                    out.push(vec![(bold, std::mem::take(&mut piece))]);
-                }
-                piece.push(byte);
-            }
-            used = width(&piece, bold, size);
-            line.push((bold, piece));
+        if !line.is_empty() {
+            used += space;
+            line.extend(word.space);
+        }
+        if w <= max - used {
+            used += w;
+            line.extend(word.runs);
             continue;
         }
-        used += if line.is_empty() { w } else { space + w };
-        line.push((bold, word));
+        for mut run in word.runs {
+            loop {
+                let widths = run.cluster_widths(size);
+                let mut fit = 0;
+                let mut taken = 0.0;
+                while fit < widths.len() && used + taken + widths[fit] <= max {
+                    taken += widths[fit];
+                    fit += 1;
+                }
+                if fit == widths.len() {
+                    used += taken;
+                    line.push(run);
+                    break;
+                }
+                // At least one cluster per line, so a line never stays empty.
+                if fit == 0 && line.is_empty() {
+                    fit = 1;
+                }
+                let (head, rest) = run.split(fit);
+                if !head.clusters.is_empty() {
+                    line.push(head);
+                }
+                out.push(std::mem::take(&mut line));
+                used = 0.0;
+                run = rest;
+            }
+        }
     }
     if !line.is_empty() {
         out.push(line);
@@ -275,26 +278,107 @@ fn wrap(words: Vec<(bool, Vec<u8>)>, max: f32, size: f32) -> Vec<Vec<(bool, Vec<
     out
 }
 
-/// Join a line's words into runs of one font each, with the spaces between them.
-fn merge(words: Vec<(bool, Vec<u8>)>) -> Vec<(bool, Vec<u8>)> {
-    let mut runs: Vec<(bool, Vec<u8>)> = Vec::new();
-    for (bold, word) in words {
-        match runs.last_mut() {
-            Some((b, text)) if *b == bold => {
-                text.push(b' ');
-                text.extend(word);
-            }
-            Some((_, text)) => {
-                text.push(b' ');
-                runs.push((bold, word));
-            }
-            None => runs.push((bold, word)),
+/// Put a line's runs in visual order with their positions; returns them and the line's width.
+fn place(logical: Vec<Run>, size: f32) -> (Vec<(f32, Run)>, f32) {
+    let levels: Vec<u8> = logical.iter().map(|r| r.level).collect();
+    let mut slots: Vec<Option<Run>> = logical.into_iter().map(Some).collect();
+    let mut x = 0.0;
+    let mut runs = Vec::with_capacity(slots.len());
+    for i in visual_order(&levels) {
+        if let Some(run) = slots[i].take() {
+            let w = run.width(size);
+            runs.push((x, run));
+            x += w;
         }
     }
-    runs
+    (runs, x)
 }
 
-fn draw(page: &Page, footer: &[u8]) -> Vec<u8> {
+/// One piece of a TJ array: glyph ids to show, or a move (thousandths of the font size, to the
+/// left when positive, as TJ counts).
+enum Piece {
+    Glyphs(Vec<u8>),
+    Move(f32),
+}
+
+/// Write the glyphs of `run` at the current pen. The pen starts at the run's left end.
+fn show_run(c: &mut Content, run: &Run, size: f32, glyphs: &mut Glyphs, shaper: &Shaper<'_>) {
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut rise = 0.0;
+    let flush = |c: &mut Content, pieces: &mut Vec<Piece>| {
+        if pieces.is_empty() {
+            return;
+        }
+        let mut tj = c.show_positioned();
+        let mut items = tj.items();
+        for p in pieces.drain(..) {
+            match p {
+                Piece::Glyphs(ids) => {
+                    items.show(Str(&ids));
+                }
+                Piece::Move(m) => {
+                    items.adjust(m);
+                }
+            }
+        }
+        items.finish();
+        tj.finish();
+    };
+    for cluster in &run.clusters {
+        let shaped = &run.glyphs[cluster.glyphs.clone()];
+        let ids: Vec<u16> = shaped.iter().map(|g| glyphs.id(run.face, g.id)).collect();
+        // One glyph whose ToUnicode entry can say this cluster's text needs nothing more.
+        let plain = ids.len() == 1 && glyphs.claim(run.face, ids[0], &cluster.text);
+        if !plain {
+            flush(c, &mut pieces);
+            c.begin_marked_content_with_properties(Name(b"Span"))
+                .properties()
+                .actual_text(TextStr(&cluster.text));
+        }
+        for (g, id) in shaped.iter().zip(&ids) {
+            let r = g.y_offset * size / 1000.0;
+            if (r - rise).abs() > 0.001 {
+                flush(c, &mut pieces);
+                c.set_rise(r);
+                rise = r;
+            }
+            // TJ moves the pen by the font's own width of each glyph; correct it to the shaped
+            // advance, and draw the glyph at its offset.
+            let own = shaper.advance(run.face, g.id);
+            if g.x_offset.abs() > 0.01 {
+                pieces.push(Piece::Move(-g.x_offset));
+            }
+            match pieces.last_mut() {
+                Some(Piece::Glyphs(b)) => b.extend(id.to_be_bytes()),
+                _ => pieces.push(Piece::Glyphs(id.to_be_bytes().to_vec())),
+            }
+            let correction = g.advance - g.x_offset - own;
+            if correction.abs() > 0.01 {
+                pieces.push(Piece::Move(-correction));
+            }
+        }
+        if !plain {
+            flush(c, &mut pieces);
+            c.end_marked_content();
+        }
+    }
+    flush(c, &mut pieces);
+    if rise != 0.0 {
+        c.set_rise(0.0);
+    }
+}
+
+fn draw_line(c: &mut Content, l: &Line, glyphs: &mut Glyphs, shaper: &Shaper<'_>) {
+    c.begin_text();
+    for (dx, run) in &l.runs {
+        c.set_font(resource_name(run.face), l.size);
+        c.set_text_matrix([1.0, 0.0, 0.0, 1.0, l.x + dx, l.y]);
+        show_run(c, run, l.size, glyphs, shaper);
+    }
+    c.end_text();
+}
+
+fn draw(page: &Page, footer: &Line, glyphs: &mut Glyphs, shaper: &Shaper<'_>) -> Vec<u8> {
     let mut c = Content::new();
     for l in &page.lines {
         if l.red {
@@ -302,13 +386,7 @@ fn draw(page: &Page, footer: &[u8]) -> Vec<u8> {
         } else {
             c.set_fill_gray(l.gray);
         }
-        c.begin_text();
-        c.next_line(l.x, l.y);
-        for (bold, text) in &l.runs {
-            c.set_font(if *bold { BOLD } else { REGULAR }, l.size);
-            c.show(Str(text));
-        }
-        c.end_text();
+        draw_line(&mut c, l, glyphs, shaper);
         if l.struck {
             let y = l.y + l.size * 0.3;
             c.set_stroke_gray(0.2);
@@ -320,96 +398,175 @@ fn draw(page: &Page, footer: &[u8]) -> Vec<u8> {
         if l.bar {
             c.set_stroke_gray(0.65);
             c.set_line_width(2.0);
-            c.move_to(l.x - 8.0, l.y - l.size * 0.3);
-            c.line_to(l.x - 8.0, l.y + l.size * 1.05);
+            c.move_to(l.left - 8.0, l.y - l.size * 0.3);
+            c.line_to(l.left - 8.0, l.y + l.size * 1.05);
             c.stroke();
         }
     }
     c.set_fill_gray(0.35);
-    c.begin_text();
-    c.set_font(REGULAR, 8.5);
-    c.next_line(MARGIN, 32.0);
-    c.show(Str(footer));
-    c.end_text();
+    draw_line(&mut c, footer, glyphs, shaper);
     c.finish().to_vec()
 }
 
-pub(super) fn render(l: &Layout) -> Vec<u8> {
-    let mut t = Typesetter::new();
+/// The page footer: the title and the page number, on one line.
+fn footer(shaper: &Shaper<'_>, text: &str) -> Line {
+    let size = 8.5;
+    let logical = shaper.paragraph(&[(false, text)]).runs;
+    let (runs, width) = place(logical, size);
+    Line {
+        left: MARGIN,
+        x: MARGIN,
+        y: 32.0,
+        size,
+        gray: 0.35,
+        red: false,
+        runs,
+        width,
+        struck: false,
+        bar: false,
+    }
+}
+
+/// Hands out object ids in order.
+struct Refs(i32);
+
+impl Refs {
+    fn next(&mut self) -> Ref {
+        self.0 += 1;
+        Ref::new(self.0)
+    }
+}
+
+pub(super) fn render(l: &Layout, fonts: &Fonts) -> Result<Vec<u8>, ExportError> {
+    let shaper = Shaper::new(fonts);
+    let mut t = Typesetter::new(&shaper);
     for b in &l.blocks {
         t.block(b);
     }
 
-    let catalog = Ref::new(1);
-    let tree = Ref::new(2);
-    let regular = Ref::new(3);
-    let bold = Ref::new(4);
-    let info = Ref::new(5);
-    let page_ids: Vec<(Ref, Ref)> = (0..t.pages.len() as i32)
-        .map(|i| (Ref::new(10 + 2 * i), Ref::new(11 + 2 * i)))
+    let mut refs = Refs(0);
+    let catalog = refs.next();
+    let tree = refs.next();
+    let info = refs.next();
+    let faces: Vec<FaceRefs> = (0..fonts.files.len())
+        .map(|_| FaceRefs {
+            type0: refs.next(),
+            cid: refs.next(),
+            descriptor: refs.next(),
+            cmap: refs.next(),
+            file: refs.next(),
+        })
         .collect();
+    let page_ids: Vec<(Ref, Ref)> = t.pages.iter().map(|_| (refs.next(), refs.next())).collect();
+
+    // The content first: it decides which glyphs of which faces are embedded.
+    let mut glyphs = Glyphs::new(fonts.files.len());
+    let total = t.pages.len();
+    let mut contents = Vec::with_capacity(total);
+    for (i, page) in t.pages.iter().enumerate() {
+        let foot = footer(&shaper, &format!("{} - page {} of {total}", l.title, i + 1));
+        contents.push(draw(page, &foot, &mut glyphs, &shaper));
+    }
+    let used: Vec<usize> = glyphs.faces().collect();
 
     let mut pdf = Pdf::new();
     pdf.catalog(catalog).pages(tree);
     pdf.pages(tree)
         .kids(page_ids.iter().map(|(p, _)| *p))
-        .count(page_ids.len() as i32);
-    pdf.type1_font(regular)
-        .base_font(Name(b"Helvetica"))
-        .encoding_predefined(Name(b"WinAnsiEncoding"));
-    pdf.type1_font(bold)
-        .base_font(Name(b"Helvetica-Bold"))
-        .encoding_predefined(Name(b"WinAnsiEncoding"));
+        .count(i32::try_from(page_ids.len()).unwrap_or(i32::MAX));
     pdf.document_info(info)
         .title(TextStr(&l.title))
         .producer(TextStr("Polyphony"));
-
-    let total = page_ids.len();
-    for (i, (page, (page_id, content_id))) in t.pages.iter().zip(&page_ids).enumerate() {
+    for ((page_id, content_id), content) in page_ids.iter().zip(&contents) {
         let mut p = pdf.page(*page_id);
         p.media_box(Rect::new(0.0, 0.0, PAGE_W, PAGE_H));
         p.parent(tree);
         p.contents(*content_id);
-        p.resources()
-            .fonts()
-            .pair(REGULAR, regular)
-            .pair(BOLD, bold);
+        let mut resources = p.resources();
+        let mut dict = resources.fonts();
+        for face in &used {
+            dict.pair(resource_name(*face), faces[*face].type0);
+        }
+        dict.finish();
+        resources.finish();
         p.finish();
-        let footer = encode(&format!("{} - page {} of {total}", l.title, i + 1));
-        pdf.stream(*content_id, &draw(page, &footer));
+        pdf.stream(*content_id, &embed::deflate(content))
+            .filter(Filter::FlateDecode);
     }
-    pdf.finish()
+    glyphs.write(&mut pdf, fonts, &shaper, |face| faces[face])?;
+    Ok(pdf.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::tests::{fonts, pdf_text};
+
+    fn line_words(shaper: &Shaper<'_>, text: &str) -> Vec<Word> {
+        words(shaper.paragraph(&[(false, text)]))
+    }
 
     #[test]
-    fn export_pdf_text_is_winansi_and_wraps_within_the_page() {
-        assert_eq!(
-            encode("María – “ok” €"),
-            b"Mar\xEDa \x96 \x93ok\x94 \x80".to_vec()
+    fn export_pdf_wraps_within_the_page_and_cuts_long_words() {
+        let shaper = Shaper::new(fonts());
+        let lines = wrap(
+            line_words(&shaper, "one two three four five six seven eight nine ten"),
+            80.0,
+            10.0,
         );
-        assert_eq!(encode("名前"), b"??".to_vec());
-        let words: Vec<(bool, Vec<u8>)> = "one two three four five six seven eight nine ten"
-            .split(' ')
-            .map(|w| (false, encode(w)))
-            .collect();
-        let lines = wrap(words, 80.0, 10.0);
         assert!(lines.len() > 2);
-        for l in &lines {
-            let w: f32 = merge(l.clone())
-                .iter()
-                .map(|(b, t)| width(t, *b, 10.0))
-                .sum();
+        for l in lines {
+            let (_, w) = place(l, 10.0);
             assert!(w <= 80.0, "{w}");
         }
-        let long = wrap(vec![(false, vec![b'W'; 200])], 100.0, 10.0);
+        let long = wrap(line_words(&shaper, &"W".repeat(200)), 100.0, 10.0);
         assert!(
             long.len() > 10,
             "a long word is cut rather than running off the page"
         );
+        for l in long {
+            assert!(place(l, 10.0).1 <= 100.0);
+        }
+    }
+
+    #[test]
+    fn export_pdf_shapes_complex_scripts() {
+        let shaper = Shaper::new(fonts());
+        // Arabic: letters take their joined forms; lam-alef is drawn as one shape (in Noto Naskh
+        // a lam form carrying a zero-width alef), and reads back in logical order.
+        let para = shaper.paragraph(&[(false, "لا بيت")]);
+        assert!(para.rtl);
+        let run = &para.runs[0];
+        let face = shaper.face(run.face);
+        let nominal: Vec<u16> = "لابيت"
+            .chars()
+            .filter_map(|c| face.glyph_index(c).map(|g| g.0))
+            .collect();
+        assert_eq!(nominal.len(), 5);
+        assert!(
+            run.glyphs.iter().all(|g| !nominal.contains(&g.id)),
+            "every letter takes a joined form: {run:?}"
+        );
+        let read: String = run.clusters.iter().rev().map(|c| c.text.as_str()).collect();
+        assert_eq!(read, "لا");
+        // Bengali: in কি the vowel sign is drawn before the consonant, one cluster of two glyphs
+        // that reads back in its logical order.
+        let run = &shaper.paragraph(&[(false, "কি")]).runs[0];
+        assert_eq!(run.clusters.len(), 1, "{run:?}");
+        assert_eq!(run.clusters[0].text, "কি");
+        let face = shaper.face(run.face);
+        assert_eq!(
+            face.glyph_index('ি').map(|g| g.0),
+            Some(run.glyphs[0].id),
+            "the vowel sign comes first"
+        );
+    }
+
+    #[test]
+    fn export_pdf_orders_right_to_left_runs_visually() {
+        assert_eq!(visual_order(&[0, 1, 1, 1, 0]), vec![0, 3, 2, 1, 4]);
+        assert_eq!(visual_order(&[1, 1, 2, 2, 1]), vec![4, 2, 3, 1, 0]);
+        assert_eq!(visual_order(&[0, 0]), vec![0, 1]);
     }
 
     #[test]
@@ -426,14 +583,16 @@ mod tests {
                 struck: i % 2 == 0,
             });
         }
-        let bytes = render(&l);
+        let bytes = render(&l, fonts()).unwrap();
         assert!(bytes.starts_with(b"%PDF-"));
-        let text = String::from_utf8_lossy(&bytes);
+        let raw = String::from_utf8_lossy(&bytes);
         assert!(
-            text.contains("/Count 4") || text.contains("/Count 5"),
+            raw.contains("/Count 4") || raw.contains("/Count 5"),
             "{}",
-            text.len()
+            raw.len()
         );
-        assert!(text.contains("page 1 of"));
+        let text = pdf_text(&bytes);
+        assert!(text.contains("Test - page 1 of"), "{text}");
+        assert!(text.contains("Line 199"), "{text}");
     }
 }

@@ -257,7 +257,7 @@ fn build(
         close_db(new_db, &paths.building)?;
         let new = filled?;
         seam::fail_at(Step::Sync)?;
-        // sled's flush stops at sync_file_range (shared/STACK.md), and closing wrote more: fsync
+        // sled's flush stops at sync_file_range (no fsync), and closing wrote more: fsync
         // every file and directory of the copy, and its entry in the parent, before anything
         // points at it.
         sync_dir_tree(&paths.building)?;

@@ -11,9 +11,10 @@ use polyphony_core::model::view::CaseView;
 use polyphony_core::model::{CareRole, NewCase, PersonField, TimelineField};
 use polyphony_core::PractitionerId;
 
+use super::meeting::{awaits_outcome, not_present, state_form, state_tag, state_words};
 use super::{
-    by_line, case_id, done, field_error, in_error_note, participant_name, person_name, render,
-    AppState, FormData, PageError, PageParts, PageResult,
+    by_line, case_id, done, field_error, in_error_note, participant_name, person_name,
+    removed_note, render, AppState, FormData, PageError, PageParts, PageResult,
 };
 use crate::auth::SessionCtx;
 use crate::dates;
@@ -248,7 +249,8 @@ pub fn render_case(
     );
     let _ = write!(
         s,
-        r#"<ul class="app-actions"><li><a class="nhsuk-button" href="/case/{id}/meetings/new" role="button" draggable="false">Record a meeting</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/decisions/new" role="button" draggable="false">Propose a decision</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/members/new" role="button" draggable="false">Add someone to the network</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/network-copy" role="button" draggable="false">Network copy to print</a></li></ul><h2 class="nhsuk-heading-s">Copies of the record</h2><ul class="nhsuk-list"><li><a href="/case/{id}/export/pdf" download>The person’s copy (PDF)</a></li><li><a href="/case/{id}/export/html" download>The person’s copy (web page)</a></li><li><a href="/case/{id}/export/json" download>Everything held about them (subject access, JSON)</a></li><li><a href="/case/{id}/export/fhir" download>For the trust’s record (FHIR)</a></li></ul>"#
+        r#"<ul class="app-actions"><li><a class="nhsuk-button" href="/case/{id}/meetings/new" role="button" draggable="false">Record a meeting</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/decisions/new" role="button" draggable="false">Propose a decision</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/members/new" role="button" draggable="false">Add someone to the network</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/network-copy" role="button" draggable="false">Network copy to print</a></li></ul><h2 class="nhsuk-heading-s">Copies of the record</h2><ul class="nhsuk-list"><li><a href="/case/{id}/export/pdf" download>The person’s copy (PDF)</a></li><li><a href="/case/{id}/export/html" download>The person’s copy (web page)</a></li><li><a href="/case/{id}/export/json" download>Everything held about them (subject access, JSON)</a></li><li><a href="/case/{id}/export/fhir" download>For the trust’s record (FHIR)</a></li></ul><p class="nhsuk-body-s app-export-warning">{not_encrypted}</p>"#,
+        not_encrypted = esc(polyphony_core::export::NOT_ENCRYPTED)
     );
 
     // The person.
@@ -310,6 +312,13 @@ pub fn render_case(
             };
             let body = format!("{}, {role} {}", esc(&c.name), esc(&period));
             match &c.meta.entered_in_error {
+                Some(mark) if c.meta.withheld() => {
+                    let _ = write!(
+                        s,
+                        "<li>{}</li>",
+                        removed_note(app, "A care team membership", mark)
+                    );
+                }
                 Some(mark) => {
                     let _ = write!(
                         s,
@@ -385,26 +394,56 @@ pub fn render_case(
     } else {
         s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
         for m in v.meetings.iter().rev() {
-            let when =
+            if let Some(mark) = m
+                .meta
+                .entered_in_error
+                .as_ref()
+                .filter(|_| m.meta.withheld())
+            {
+                let _ = write!(s, "<li>{}</li>", removed_note(app, "A meeting", mark));
+                continue;
+            }
+            let when = if m.state == polyphony_core::model::MeetingState::Planned.as_str() {
+                state_words(app, m)
+            } else {
                 m.at.as_deref()
                     .map(|t| dates::long_stored(t, offset))
-                    .unwrap_or_else(|| "Date not recorded".into());
+                    .unwrap_or_else(|| "Date not recorded".into())
+            };
             let who: Vec<String> = super::in_order(v, &m.attendees)
                 .iter()
                 .map(|a| participant_name(v, a))
                 .collect();
             let line = format!(
-                r#"<a href="/case/{id}/meeting/{mid}">{when}</a>, {place}. {who}"#,
+                r#"<a href="/case/{id}/meeting/{mid}">{when}</a> {state}, {place}. {who}{absent}"#,
                 mid = esc(&m.meta.id),
                 when = esc(&when),
+                state = state_tag(&m.state),
                 place = esc(&m.place),
                 who = esc(&if who.is_empty() {
                     "No one recorded as present.".to_string()
                 } else {
                     format!("Present: {}.", who.join(", "))
-                })
+                }),
+                absent = not_present(v, m)
+                    .map(|a| format!(" <strong>{}</strong>", esc(&a)))
+                    .unwrap_or_default(),
             );
             match &m.meta.entered_in_error {
+                None if awaits_outcome(m) => {
+                    let _ = write!(
+                        s,
+                        r#"<li>{line}<div class="app-meeting-outcome">{}</div></li>"#,
+                        state_form(
+                            m,
+                            &v.case_id,
+                            csrf,
+                            &format!("state-{}", m.meta.id),
+                            "case",
+                            &[]
+                        )
+                    );
+                }
                 Some(mark) => {
                     let _ = write!(
                         s,
@@ -427,6 +466,15 @@ pub fn render_case(
     } else {
         s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
         for d in v.decisions.iter().rev() {
+            if let Some(mark) = d
+                .meta
+                .entered_in_error
+                .as_ref()
+                .filter(|_| d.meta.withheld())
+            {
+                let _ = write!(s, "<li>{}</li>", removed_note(app, "A decision", mark));
+                continue;
+            }
             let line = format!(
                 r#"<a href="/case/{id}/decision/{did}">{text}</a> {status} <span class="app-muted">{n} {positions}</span>"#,
                 did = esc(&d.meta.id),
@@ -466,6 +514,19 @@ fn network_table(app: &App, v: &CaseView) -> String {
         r#"<table class="nhsuk-table" id="network-list"><caption class="nhsuk-table__caption nhsuk-table__caption--s">The network as a list</caption><thead class="nhsuk-table__head"><tr><th scope="col">Name</th><th scope="col">Relationship</th><th scope="col">Role</th><th scope="col">Meetings attended</th><th scope="col">Consent to receive the record</th><th scope="col"><span class="nhsuk-u-visually-hidden">Actions</span></th></tr></thead><tbody class="nhsuk-table__body">"#,
     );
     for m in &v.network {
+        if let Some(mark) = m
+            .meta
+            .entered_in_error
+            .as_ref()
+            .filter(|_| m.meta.withheld())
+        {
+            let _ = write!(
+                s,
+                r#"<tr class="nhsuk-table__row"><td class="nhsuk-table__cell" colspan="6">{}</td></tr>"#,
+                removed_note(app, "A network member", mark)
+            );
+            continue;
+        }
         let attended = meetings_attended(v, &format!("member:{}", m.meta.id));
         let consent = capitalised(m.consent_words());
         let left = m
@@ -484,14 +545,15 @@ fn network_table(app: &App, v: &CaseView) -> String {
             Some(mark) => {
                 let _ = write!(
                     s,
-                    r#"<tr class="nhsuk-table__row app-in-error">{}<td class="nhsuk-table__cell">{}</td></tr>"#,
+                    r#"<tr class="nhsuk-table__row app-in-error">{}<td class="nhsuk-table__cell">{}{}</td></tr>"#,
                     cells
                         .replace(
                             r#"<td class="nhsuk-table__cell">"#,
                             r#"<td class="nhsuk-table__cell"><s>"#
                         )
                         .replace("</td>", "</s></td>"),
-                    in_error_note(app, mark)
+                    in_error_note(app, mark),
+                    super::wrong_person_link(&v.case_id, &m.meta.id, &m.name)
                 );
             }
             None => {
@@ -531,7 +593,14 @@ fn timeline(app: &App, v: &CaseView) -> String {
         .filter(|m| m.meta.entered_in_error.is_none())
     {
         if let Some(t) = &m.at {
-            events.push((t.clone(), format!("Meeting ({})", m.place)));
+            let what = match m.state.as_str() {
+                "held" => "Meeting",
+                "planned" => "Meeting planned",
+                "cancelled" => "Meeting cancelled",
+                "did_not_attend" => "Meeting not attended",
+                _ => "Meeting",
+            };
+            events.push((t.clone(), format!("{what} ({})", m.place)));
         }
         if let Some(t) = &m.next_meeting {
             events.push((t.clone(), "Next meeting planned".into()));

@@ -7,13 +7,13 @@ use std::fmt::Write as _;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Form};
-use polyphony_core::model::view::{CaseView, DecisionView};
+use polyphony_core::model::view::{CaseView, DecisionView, PositionView};
 use polyphony_core::model::{parse_date, DecisionStatus, Participant, Stance};
 
 use super::case::conflicts_banner;
 use super::{
     by_line, case_id, done, entry_id, field_error, in_error_note, participant_name, participants,
-    render, AppState, FormData, PageError, PageParts, PageResult,
+    removed_note, render, AppState, FormData, PageError, PageParts, PageResult,
 };
 use crate::auth::SessionCtx;
 use crate::dates;
@@ -41,6 +41,42 @@ fn stance_words(stance: &str) -> &str {
         "unsure" => "Not sure yet",
         other => other,
     }
+}
+
+/// A stance as a past event, for a participant's history: "first unsure, then agreed".
+fn stance_then(stance: &str) -> &str {
+    match stance {
+        "agree" => "agreed",
+        "disagree" => "disagreed",
+        "unsure" => "unsure",
+        other => other,
+    }
+}
+
+/// A participant who changed their position keeps the earlier ones: "first unsure (3 March
+/// 2026), then agreed (10 March 2026)". Empty for someone who has taken one position only.
+pub fn position_history(app: &App, p: &PositionView) -> String {
+    if p.earlier.is_empty() {
+        return String::new();
+    }
+    let day = |at: &Option<String>| {
+        at.as_deref()
+            .and_then(dates::parse_stored)
+            .map(|t| format!(" ({})", app.config.zone.long_date(t)))
+            .unwrap_or_default()
+    };
+    let steps: Vec<String> = p
+        .earlier
+        .iter()
+        .chain(std::iter::once(p))
+        .map(|x| format!("{}{}", stance_then(&x.stance), day(&x.at)))
+        .collect();
+    let mut s = format!("first {}", steps[0]);
+    for step in &steps[1..] {
+        s.push_str(", then ");
+        s.push_str(step);
+    }
+    s
 }
 
 fn find_decision(v: &CaseView, id: &str) -> Result<DecisionView, PageError> {
@@ -202,6 +238,20 @@ pub fn render_decision(
     let base = format!("/case/{}/decision/{}", v.case_id, d.meta.id);
     let mut s = error_summary(errors);
     s.push_str(&conflicts_banner(v));
+    if let Some(mark) = d
+        .meta
+        .entered_in_error
+        .as_ref()
+        .filter(|_| d.meta.withheld())
+    {
+        let _ = write!(
+            s,
+            r#"<span class="nhsuk-caption-l">Decision for {}</span><h1>Decision removed from this record</h1>{}"#,
+            esc(&v.person.name),
+            removed_note(app, "A decision", mark)
+        );
+        return s;
+    }
     let in_error = d.meta.entered_in_error.is_some();
     let text = if in_error {
         format!("<s>{}</s>", esc(&d.text))
@@ -222,8 +272,9 @@ pub fn render_decision(
     );
     if let Some(mark) = &d.meta.entered_in_error {
         s.push_str(&format!(
-            r#"<div class="app-in-error">{}</div>"#,
-            in_error_note(app, mark)
+            r#"<div class="app-in-error">{}{}</div>"#,
+            in_error_note(app, mark),
+            super::wrong_person_link(&v.case_id, &d.meta.id, "this decision")
         ));
     }
     if d.agreed_without_person {
@@ -242,20 +293,19 @@ pub fn render_decision(
                 "disagree" => "red",
                 _ => "yellow",
             };
-            let _ =
-                write!(
-                    s,
-                    r#"<tr class="nhsuk-table__row"><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td></tr>"#,
-                    esc(&participant_name(v, &p.participant)),
-                    tag(stance_words(&p.stance), colour),
-                    p.words
-                        .as_deref()
-                        .map(|w| format!(r#"<q class="app-own-words">{}</q>"#, esc_multiline(w)))
-                        .unwrap_or_else(
-                            || r#"<span class="app-muted">No words recorded</span>"#.into()
-                        ),
-                    esc(&by_line(app, &p.recorded_by, &p.at)),
-                );
+            let words = p
+                .words
+                .as_deref()
+                .map(|w| format!(r#"<q class="app-own-words">{}</q>"#, esc_multiline(w)))
+                .unwrap_or_else(|| r#"<span class="app-muted">No words recorded</span>"#.into());
+            let _ = write!(
+                s,
+                r#"<tr class="nhsuk-table__row"><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{words}{}</td><td class="nhsuk-table__cell">{}</td></tr>"#,
+                esc(&participant_name(v, &p.participant)),
+                tag(stance_words(&p.stance), colour),
+                earlier_positions(app, p),
+                esc(&by_line(app, &p.recorded_by, &p.at)),
+            );
         }
         s.push_str("</tbody></table>");
     }
@@ -380,6 +430,15 @@ pub fn render_decision(
                 .as_deref()
                 .map(|x| format!(", due {}", dates::long_date(x)))
                 .unwrap_or_default();
+            if let Some(mark) = a
+                .meta
+                .entered_in_error
+                .as_ref()
+                .filter(|_| a.meta.withheld())
+            {
+                let _ = write!(s, "<li>{}</li>", removed_note(app, "An action", mark));
+                continue;
+            }
             let line = format!("{} ({}{})", esc(&a.text), esc(&owner), esc(&due));
             if let Some(mark) = &a.meta.entered_in_error {
                 let _ = write!(
@@ -453,6 +512,39 @@ pub fn render_decision(
         esc(&v.case_id),
         esc(&d.meta.id)
     );
+    s
+}
+
+/// Under a participant's current words: how their position changed, and what they said before.
+fn earlier_positions(app: &App, p: &PositionView) -> String {
+    let history = position_history(app, p);
+    if history.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        r#"<p class="nhsuk-body-s app-position-history">Changed position: {}.</p>"#,
+        esc(&history)
+    );
+    let said: Vec<String> = p
+        .earlier
+        .iter()
+        .filter_map(|e| {
+            let w = e.words.as_deref()?;
+            Some(format!(
+                r#"<li>Earlier ({}, recorded by {}): <q class="app-own-words">{}</q></li>"#,
+                esc(stance_then(&e.stance)),
+                esc(&by_line(app, &e.recorded_by, &e.at)),
+                esc_multiline(w)
+            ))
+        })
+        .collect();
+    if !said.is_empty() {
+        let _ = write!(
+            s,
+            r#"<ul class="nhsuk-list nhsuk-body-s">{}</ul>"#,
+            said.concat()
+        );
+    }
     s
 }
 

@@ -1,6 +1,11 @@
 //! Exports and figures in the app: the case for the trust's record (FHIR), the person's own copy
 //! (HTML, PDF), everything held about them (JSON), and the team's fidelity figures (table, CSV).
 //!
+//! Every download leaves the encrypted store: it is recorded with its kind in the person's access
+//! list, named for a person to recognise (`Maria Lindqvist - record copy - 2026-03-14.pdf`, with
+//! `filename*` so a name like María survives), and the pages that offer it say it is not
+//! encrypted.
+//!
 //! The person's copy lists who has accessed the record, from the borough server's audit log. The
 //! app asks the server for the latest list when it can (briefly: a practitioner with no signal
 //! should not wait), and otherwise uses the last list it fetched; the copy says which.
@@ -12,6 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use polyphony_core::export::access::ExportKind;
 use polyphony_core::export::{self, figures};
 use polyphony_core::model::CaseFigures;
 
@@ -37,54 +43,82 @@ pub async fn download(
         .accesses(case)?
         .map(|a| a.entries)
         .unwrap_or_default();
-    let (content_type, ext, body): (&str, &str, Vec<u8>) = match format.as_str() {
-        "fhir" => {
-            let v = profile.view(case, "export fhir")?;
-            (
-                "application/fhir+json",
-                "fhir.json",
-                json(&export::fhir::bundle(&v, &accesses)),
-            )
-        }
-        "json" => {
-            let v = profile.view(case, "export subject access")?;
-            (
-                "application/json",
-                "json",
-                json(&export::subject_access::json(&v, &accesses)),
-            )
-        }
-        "html" => {
-            let v = profile.view(case, "export person's copy")?;
-            (
-                "text/html; charset=utf-8",
-                "html",
-                export::person_copy::html(&v, &accesses).into_bytes(),
-            )
-        }
-        "pdf" => {
-            let v = profile.view(case, "export person's copy (pdf)")?;
-            (
-                "application/pdf",
-                "pdf",
-                export::person_copy::pdf(&v, &accesses),
-            )
-        }
+    let kind = match format.as_str() {
+        "fhir" => ExportKind::Fhir,
+        "json" => ExportKind::Json,
+        "html" => ExportKind::Html,
+        "pdf" => ExportKind::Pdf,
         other => {
             return Err(PageError::NotFound(format!(
                 "there is no export called '{other}'"
             )))
         }
     };
-    Ok(attachment(
-        content_type,
-        &format!("case-{case}.{ext}"),
-        body,
-    ))
+    // Before the export is recorded: without its fonts a PDF cannot be made.
+    let fonts = match kind {
+        ExportKind::Pdf => Some(
+            export::person_copy::Fonts::locate(app.config.font_dir.as_deref())
+                .map_err(|e| PageError::Unavailable(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let v = profile.export_view(case, kind)?;
+    let (content_type, body) = match kind {
+        ExportKind::Fhir => (
+            "application/fhir+json",
+            json(&export::fhir::bundle(&v, &accesses)),
+        ),
+        ExportKind::Json => (
+            "application/json",
+            json(&export::subject_access::json(&v, &accesses)),
+        ),
+        ExportKind::Pdf => {
+            let fonts = fonts.ok_or_else(|| {
+                PageError::Unavailable("the PDF fonts were not loaded (a bug)".into())
+            })?;
+            let pdf = export::person_copy::pdf(&v, &accesses, &fonts)
+                .map_err(|e| PageError::Unavailable(e.to_string()))?;
+            ("application/pdf", pdf)
+        }
+        ExportKind::Html | ExportKind::Figures => (
+            "text/html; charset=utf-8",
+            export::person_copy::html(&v, &accesses).into_bytes(),
+        ),
+    };
+    let name = export::export_file_name(&v, kind, app.config.zone.date(now()));
+    Ok(attachment(content_type, &name, body))
+}
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
 }
 
 fn json(v: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec_pretty(v).unwrap_or_default()
+}
+
+/// `attachment; filename="..."; filename*=UTF-8''...`: the name as the person will see it in
+/// their downloads (RFC 6266), with an ASCII fallback for anything that cannot read `filename*`.
+pub fn content_disposition(filename: &str) -> String {
+    let fallback: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in filename.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            let _ = write!(encoded, "%{b:02X}");
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 fn attachment(content_type: &str, filename: &str, body: Vec<u8>) -> Response {
@@ -92,21 +126,25 @@ fn attachment(content_type: &str, filename: &str, body: Vec<u8>) -> Response {
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, content_type.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
+            (header::CONTENT_DISPOSITION, content_disposition(filename)),
         ],
         body,
     )
         .into_response()
 }
 
-async fn rows(app: &AppState) -> Result<Vec<figures::Row>, PageError> {
+/// The figures over every case on this device. A file of them (`leaves`) is recorded as an
+/// export on each case; the page is not.
+async fn rows(app: &AppState, leaves: bool) -> Result<Vec<figures::Row>, PageError> {
     let mut profile = app.profile().await;
     let mut all = Vec::new();
     for case in profile.case_ids()? {
-        all.push(CaseFigures::from_view(&profile.lookup(case)?));
+        let view = if leaves {
+            profile.export_view(case, ExportKind::Figures)?
+        } else {
+            profile.lookup(case)?
+        };
+        all.push(CaseFigures::from_view(&view));
     }
     Ok(figures::team_table(&all))
 }
@@ -124,7 +162,7 @@ pub async fn show(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
 ) -> PageResult {
-    let rows = rows(&app).await?;
+    let rows = rows(&app, false).await?;
     let mut s = String::from(
         r#"<h1>Team figures</h1><p class="nhsuk-body">How the team's work on this device follows Open Dialogue: help within a day of referral, the same practitioners throughout, and the network at meetings. Entries marked entered in error are left out.</p>"#,
     );
@@ -145,6 +183,11 @@ pub async fn show(
     s.push_str(
         r#"</tbody></table><p><a href="/figures.csv" download>Download the figures as CSV</a></p>"#,
     );
+    let _ = write!(
+        s,
+        r#"<p class="nhsuk-body-s app-export-warning">{}</p>"#,
+        esc(export::NOT_ENCRYPTED)
+    );
     Ok(render(
         &app,
         &session,
@@ -161,12 +204,18 @@ pub async fn show(
 
 /// `GET /figures.csv`: the same figures as CSV.
 pub async fn csv(State(app): State<AppState>) -> PageResult {
-    let rows = rows(&app).await?;
+    let rows = rows(&app, true).await?;
     let text = figures::to_csv(&rows)
         .map_err(|e| PageError::NotFound(format!("the figures could not be written: {e}")))?;
+    let name = export::file_name(
+        "Polyphony",
+        ExportKind::Figures.file_label(),
+        app.config.zone.date(now()),
+        ExportKind::Figures.extension(),
+    );
     Ok(attachment(
         "text/csv; charset=utf-8",
-        "team-figures.csv",
+        &name,
         text.into_bytes(),
     ))
 }

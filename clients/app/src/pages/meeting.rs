@@ -13,18 +13,22 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Json, Response};
 use axum::{Extension, Form};
+use polyphony_core::model::readback::LaterChange;
 use polyphony_core::model::view::{CaseView, MeetingView};
-use polyphony_core::model::{NewMeeting, NoteKind, Participant, Place, ReadbackResponse};
+use polyphony_core::model::{
+    MeetingState, NewMeeting, NoteKind, Participant, Place, ReadbackResponse,
+};
 use serde::Deserialize;
 
 use super::case::{conflicts_banner, text_or_none};
 use super::{
-    by_line, case_id, done, entry_id, field_error, in_error_note, participant_name, participants,
-    render, AppState, FormData, PageError, PageParts, PageResult,
+    by_line, by_on, case_id, done, entry_id, field_error, in_error_note, participant_name,
+    participants, person_name, removed_note, render, AppState, FormData, PageError, PageParts,
+    PageResult,
 };
 use crate::auth::SessionCtx;
 use crate::dates;
-use crate::html::{self, error_summary, esc, Choices, DateInput, FieldError};
+use crate::html::{self, error_summary, esc, tag, Choices, DateInput, FieldError};
 use crate::merge::merge3;
 use crate::state::App;
 
@@ -62,9 +66,157 @@ fn kind_hint(k: NoteKind) -> &'static str {
 }
 
 fn meeting_title(app: &App, m: &MeetingView) -> String {
+    let planned = m.state == MeetingState::Planned.as_str();
     m.at.as_deref()
-        .map(|t| format!("Meeting on {}", dates::long_stored(t, &app.config.zone)))
+        .map(|t| dates::long_stored(t, &app.config.zone))
+        .map(|when| {
+            if planned {
+                format!("Meeting planned for {when}")
+            } else {
+                format!("Meeting on {when}")
+            }
+        })
         .unwrap_or_else(|| "Meeting".into())
+}
+
+/// Whether a meeting's time has come (a meeting without a time is taken as past: nothing is
+/// waiting for it).
+fn has_come(m: &MeetingView) -> bool {
+    m.at.as_deref()
+        .and_then(dates::parse_stored)
+        .is_none_or(|t| t <= time::OffsetDateTime::now_utc())
+}
+
+/// A meeting still planned whose time has passed: someone has to say whether it took place
+/// before it counts for anything.
+pub fn awaits_outcome(m: &MeetingView) -> bool {
+    m.state == MeetingState::Planned.as_str() && has_come(m)
+}
+
+/// Where a meeting stands, in words: "Planned for 10 June 2027 at 14:00 UK time", "Held",
+/// "Cancelled", "Did not attend" (a newer version's state is shown as written).
+pub fn state_words(app: &App, m: &MeetingView) -> String {
+    match m.state.parse::<MeetingState>() {
+        Ok(MeetingState::Planned) => match m.at.as_deref() {
+            Some(t) => format!("Planned for {}", dates::long_stored(t, &app.config.zone)),
+            None => "Planned".into(),
+        },
+        Ok(MeetingState::Held) => "Held".into(),
+        Ok(MeetingState::Cancelled) => "Cancelled".into(),
+        Ok(MeetingState::DidNotAttend) => "Did not attend".into(),
+        Err(_) => m.state.replace('_', " "),
+    }
+}
+
+/// A meeting's state as a coloured tag.
+pub fn state_tag(state: &str) -> String {
+    let (label, colour) = match state.parse::<MeetingState>() {
+        Ok(MeetingState::Planned) => ("Planned", "blue"),
+        Ok(MeetingState::Held) => ("Held", "green"),
+        Ok(MeetingState::Cancelled) => ("Cancelled", "grey"),
+        Ok(MeetingState::DidNotAttend) => ("Did not attend", "orange"),
+        Err(_) => (state, "grey"),
+    };
+    tag(label, colour)
+}
+
+/// "Alex was not present." for a meeting held without the person: the practice holds that
+/// nothing is discussed behind their back, so every screen says when they were not there.
+pub fn not_present(v: &CaseView, m: &MeetingView) -> Option<String> {
+    (m.held() && !m.person_present).then(|| format!("{} was not present.", person_name(v)))
+}
+
+/// The form that says where a meeting stands, posting to its `state` route. `id` is the radios'
+/// id (unique on the page); `back` is where to go afterwards (`case` or the meeting).
+pub fn state_form(
+    m: &MeetingView,
+    case: &str,
+    csrf: &str,
+    id: &str,
+    back: &str,
+    errors: &[FieldError],
+) -> String {
+    let options: Vec<(String, String)> = [
+        (MeetingState::Held, "It took place"),
+        (MeetingState::Cancelled, "It was cancelled"),
+        (
+            MeetingState::DidNotAttend,
+            "The person did not come and the network did not meet",
+        ),
+        (MeetingState::Planned, "It is still planned"),
+    ]
+    .iter()
+    .map(|(st, l)| (st.as_str().to_string(), l.to_string()))
+    .collect();
+    let checked = if awaits_outcome(m) {
+        vec![]
+    } else {
+        vec![m.state.clone()]
+    };
+    let legend = if m.state == MeetingState::Planned.as_str() {
+        "Did this meeting take place?"
+    } else {
+        "Where does this meeting stand?"
+    };
+    let inner = format!(
+        r#"<input type="hidden" name="back" value="{}">{}{}"#,
+        esc(back),
+        Choices {
+            id,
+            name: "state",
+            legend,
+            options: &options,
+            checked: &checked,
+            multiple: false,
+            inline: false,
+            hint: Some("Only meetings that took place count in the team’s figures."),
+        }
+        .render(errors),
+        html::secondary_button("Save where the meeting stands"),
+    );
+    html::post_form(
+        &format!("/case/{case}/meeting/{}/state", m.meta.id),
+        csrf,
+        &inner,
+    )
+}
+
+/// What was changed in one text after the read-back: every insertion and deletion, with who and
+/// when, set apart from the text the participants confirmed.
+fn later_changes(app: &App, m: &MeetingView, k: NoteKind) -> String {
+    let changes: Vec<&LaterChange> = m
+        .changed_after_readback
+        .iter()
+        .filter(|c| c.part == k.as_str())
+        .collect();
+    if changes.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        r#"<div class="nhsuk-inset-text app-later-changes" id="{}-later"><span class="nhsuk-u-visually-hidden">Information: </span><h3 class="nhsuk-heading-xs">Changed after the read-back</h3><p>These words were not read back at the meeting.</p><ul class="nhsuk-list">"#,
+        k.as_str()
+    );
+    for c in changes {
+        let who = by_on(app, &c.by, &c.at);
+        for w in &c.added {
+            let _ = write!(
+                s,
+                r#"<li>Added after the meeting by {}: <ins>“{}”</ins></li>"#,
+                esc(&who),
+                html::esc_multiline(w)
+            );
+        }
+        for w in &c.removed {
+            let _ = write!(
+                s,
+                r#"<li>Removed after the meeting by {}: <del>“{}”</del></li>"#,
+                esc(&who),
+                html::esc_multiline(w)
+            );
+        }
+    }
+    s.push_str("</ul></div>");
+    s
 }
 
 fn find_meeting(v: &CaseView, id: &str) -> Result<MeetingView, PageError> {
@@ -232,25 +384,83 @@ pub async fn show(
     Extension(session): Extension<SessionCtx>,
     Path((id, mid)): Path<(String, String)>,
 ) -> PageResult {
-    let case = case_id(&id)?;
+    meeting_page(&app, &session, &id, &mid, &[]).await
+}
+
+async fn meeting_page(
+    app: &App,
+    session: &SessionCtx,
+    id: &str,
+    mid: &str,
+    errors: &[FieldError],
+) -> PageResult {
+    let case = case_id(id)?;
     let v = app.profile().await.view(case, "meeting")?;
-    let m = find_meeting(&v, &mid)?;
-    let me = super::me(&app).await;
-    let content = render_meeting(&app, &v, &m, me.as_ref(), &session.csrf, app.case_gen(case));
-    let title = meeting_title(&app, &m);
+    let m = find_meeting(&v, mid)?;
+    let me = super::me(app).await;
+    let content = render_meeting(
+        app,
+        &v,
+        &m,
+        me.as_ref(),
+        &session.csrf,
+        app.case_gen(case),
+        errors,
+    );
+    let title = meeting_title(app, &m);
     let back = format!("/case/{case}");
     Ok(render(
-        &app,
-        &session,
+        app,
+        session,
         PageParts {
             title: &title,
             back: Some((&back, "Back to the case")),
             content,
-            has_errors: false,
+            has_errors: !errors.is_empty(),
             body_class: "",
         },
     )
     .await)
+}
+
+/// `POST /case/:id/meeting/:mid/state`: held, cancelled, did not attend, or planned again. The
+/// model refuses "held" for a meeting still in the future; the meeting page then shows why.
+pub async fn set_state(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, mid)): Path<(String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let meeting = entry_id(&mid)?;
+    let form = FormData::from(form);
+    let back = if form.get("back") == "case" {
+        format!("/case/{case}#meetings")
+    } else {
+        format!("/case/{case}/meeting/{meeting}#state-heading")
+    };
+    let errors = match form.get("state").parse::<MeetingState>() {
+        Ok(state) => match app
+            .edit(case, |d| d.set_meeting_state(&meeting, state))
+            .await
+        {
+            Ok(()) => {
+                let said = match state {
+                    MeetingState::Held => "Recorded that the meeting took place",
+                    MeetingState::Cancelled => "Recorded that the meeting was cancelled",
+                    MeetingState::DidNotAttend => "Recorded that the person did not attend",
+                    MeetingState::Planned => "The meeting is planned",
+                };
+                return Ok(done(&app, &session, said, &back));
+            }
+            Err(e) => vec![field_error("state", &e)],
+        },
+        Err(_) => vec![FieldError::new(
+            "state",
+            "Choose whether the meeting took place, was cancelled or the person did not attend",
+        )],
+    };
+    meeting_page(&app, &session, &id, &mid, &errors).await
 }
 
 /// The meeting page's content.
@@ -261,15 +471,39 @@ pub fn render_meeting(
     me: Option<&(String, String)>,
     csrf: &str,
     gen: u64,
+    errors: &[FieldError],
 ) -> String {
     let base = format!("/case/{}/meeting/{}", v.case_id, m.meta.id);
-    let mut s = conflicts_banner(v);
+    let mut s = error_summary(errors);
+    s.push_str(&conflicts_banner(v));
+    if let Some(mark) = m
+        .meta
+        .entered_in_error
+        .as_ref()
+        .filter(|_| m.meta.withheld())
+    {
+        // Nothing of what it said: only that a meeting was here, and who removed it, when, why.
+        let _ = write!(
+            s,
+            r#"<span class="nhsuk-caption-l">{}</span><h1>Meeting removed from this record</h1>{}"#,
+            esc(&v.person.name),
+            removed_note(app, "A meeting", mark)
+        );
+        return s;
+    }
     let _ = write!(
         s,
         r#"<span class="nhsuk-caption-l">{}</span><h1>{}</h1>"#,
         esc(&v.person.name),
         esc(&meeting_title(app, m))
     );
+    if let Some(absent) = not_present(v, m) {
+        let _ = write!(
+            s,
+            r#"<div class="nhsuk-inset-text" id="not-present"><span class="nhsuk-u-visually-hidden">Information: </span><p>{}</p></div>"#,
+            esc(&absent)
+        );
+    }
     let place = place_options()
         .into_iter()
         .find(|(p, _)| p == &m.place)
@@ -281,6 +515,10 @@ pub fn render_meeting(
         .map(|t| dates::long_stored(t, &app.config.zone))
         .unwrap_or_else(|| "Not planned yet".into());
     s.push_str(&html::summary_list(&[
+        (
+            "Where it stands".into(),
+            format!("{} {}", state_tag(&m.state), esc(&state_words(app, m))),
+        ),
         ("Place".into(), esc(&place)),
         (
             "Recorded by".into(),
@@ -293,8 +531,9 @@ pub fn render_meeting(
         // Struck through but readable; nothing can be changed.
         let _ = write!(
             s,
-            r#"<div class="app-in-error">{}<h2>Who came</h2><p><s>{}</s></p>"#,
+            r#"<div class="app-in-error">{}{}<h2>Who came</h2><p><s>{}</s></p>"#,
             in_error_note(app, mark),
+            super::wrong_person_link(&v.case_id, &m.meta.id, "this meeting"),
             esc(&m
                 .attendees
                 .iter()
@@ -307,10 +546,24 @@ pub fn render_meeting(
             (NoteKind::Reflections, &m.reflections),
             (NoteKind::Agreed, &m.agreed),
         ] {
-            let _ = write!(s, "<h2>{}</h2><s>{}</s>", kind_label(k), text_or_none(t));
+            let _ = write!(
+                s,
+                "<h2>{}</h2><s>{}</s>{}",
+                kind_label(k),
+                text_or_none(t),
+                later_changes(app, m, k)
+            );
         }
         s.push_str("</div>");
         return s;
+    }
+
+    if awaits_outcome(m) {
+        let _ = write!(
+            s,
+            r#"<div class="nhsuk-warning-callout" id="state-heading"><h2 class="nhsuk-warning-callout__label"><span role="text"><span class="nhsuk-u-visually-hidden">Important: </span>Did this meeting take place?</span></h2><p>Its time has passed. Until you say, it does not count as a meeting held.</p>{}</div>"#,
+            state_form(m, &v.case_id, csrf, "state", "meeting", errors)
+        );
     }
 
     // Attendees.
@@ -372,12 +625,17 @@ pub fn render_meeting(
         );
         let _ = write!(
             s,
-            r#"<h2 id="{id}-heading">{}</h2>{}"#,
+            r#"<h2 id="{id}-heading">{}</h2>{}{}"#,
             kind_label(k),
-            html::post_form(&format!("{base}/text"), csrf, &inner)
+            html::post_form(&format!("{base}/text"), csrf, &inner),
+            later_changes(app, m, k)
         );
     }
     s.push_str("</div>");
+    if !awaits_outcome(m) {
+        s.push_str(r#"<h2 id="state-heading">Where this meeting stands</h2>"#);
+        s.push_str(&state_form(m, &v.case_id, csrf, "state", "meeting", errors));
+    }
 
     // Next meeting and the read-back.
     let next_value = m
@@ -616,6 +874,15 @@ pub fn render_readback(
 ) -> String {
     let base = format!("/case/{}/meeting/{}", v.case_id, m.meta.id);
     let mut s = error_summary(errors);
+    if let Some(mark) = m
+        .meta
+        .entered_in_error
+        .as_ref()
+        .filter(|_| m.meta.withheld())
+    {
+        s.push_str(&removed_note(app, "A meeting", mark));
+        return s;
+    }
     let _ = write!(
         s,
         r#"<span class="nhsuk-caption-l">{}</span><h1>Read back the notes</h1><p>Read the notes aloud, or show this screen. Ask each person whether the notes say what happened, and record their answer. If they want to add something, write it in their own words.</p>"#,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use polyphony_core::model::view::{AuthorView, CaseView};
-use polyphony_core::model::ModelError;
+use polyphony_core::model::{ErrorKind, ModelError};
 use polyphony_core::profile::ProfileError;
 use polyphony_core::{CaseId, EntryId};
 
@@ -37,6 +37,8 @@ pub enum PageError {
     NotFound(String),
     /// The profile failed.
     Profile(ProfileError),
+    /// This device cannot make what was asked for (the PDF copy without its fonts).
+    Unavailable(String),
 }
 
 impl From<ProfileError> for PageError {
@@ -57,6 +59,11 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, title, message) = match &self {
             PageError::NotFound(m) => (StatusCode::NOT_FOUND, "Page not found", m.clone()),
+            PageError::Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This cannot be made on this device",
+                m.clone(),
+            ),
             PageError::Profile(e @ ProfileError::MovedAway { .. }) => (
                 StatusCode::CONFLICT,
                 "This case is now with another team",
@@ -251,7 +258,11 @@ pub async fn render(app: &App, session: &SessionCtx, parts: PageParts<'_>) -> Re
             names.insert(c.case, v.person.name);
         }
     }
-    let badge = overview.badge_html(&names, &app.config.zone);
+    let badge = format!(
+        "{}{}",
+        overview.badge_html(&names, &app.config.zone),
+        crate::status::app_stopped_templates()
+    );
     let flash = app.gate.take_flash(&session.id);
     let page = html::page(
         &html::Shell {
@@ -315,6 +326,10 @@ fn author_names(v: &CaseView) -> HashMap<String, String> {
     m
 }
 
+/// How a network member recorded on the wrong person's record is named wherever they took part:
+/// their name is another person's information, and an empty name would read as nobody.
+pub const REMOVED_PARTICIPANT: &str = "someone removed from this record";
+
 /// Who a participant key (`person`, `member:<id>`, `practitioner:<id>`) is, in words.
 pub fn participant_name(v: &CaseView, key: &str) -> String {
     if key == "person" {
@@ -325,7 +340,13 @@ pub fn participant_name(v: &CaseView, key: &str) -> String {
             .network
             .iter()
             .find(|m| m.meta.id == id)
-            .map(|m| format!("{} ({})", m.name, m.relationship))
+            .map(|m| {
+                if m.meta.withheld() {
+                    REMOVED_PARTICIPANT.to_string()
+                } else {
+                    format!("{} ({})", m.name, m.relationship)
+                }
+            })
             .unwrap_or_else(|| "a network member".into());
     }
     if let Some(id) = key.strip_prefix("practitioner:") {
@@ -409,12 +430,64 @@ pub fn by_line(app: &App, by: &Option<AuthorView>, at: &Option<String>) -> Strin
     }
 }
 
+/// "NAME on DATE at TIME UK time" for an attribution.
+pub fn by_on(app: &App, by: &Option<AuthorView>, at: &Option<String>) -> String {
+    let who = by
+        .as_ref()
+        .map(|a| a.practitioner_name.clone())
+        .unwrap_or_else(|| "someone".into());
+    match at {
+        Some(t) => format!(
+            "{who} on {}",
+            crate::dates::long_stored(t, &app.config.zone)
+        ),
+        None => who,
+    }
+}
+
+/// The tombstone of an entry whose content is withheld (recorded on the wrong person's record, or
+/// marked with a kind a newer version of the app wrote): what kind of entry it was, who marked
+/// it, when and why, and nothing of what it said. `what` is "A meeting", "A decision"...
+pub fn removed_note(
+    app: &App,
+    what: &str,
+    mark: &polyphony_core::model::view::ErrorMark,
+) -> String {
+    let why = if mark.kind == ErrorKind::WrongPerson.as_str() {
+        "because it was recorded on the wrong person’s record".to_string()
+    } else {
+        format!(
+            "because it was marked “{}” by a newer version of Polyphony, which this version cannot show: update the app to see more",
+            mark.kind
+        )
+    };
+    format!(
+        r#"<div class="app-removed"><p class="app-removed__note"><strong class="nhsuk-tag nhsuk-tag--grey">Removed from this record</strong> {}</p></div>"#,
+        esc(&format!(
+            "{what} was removed from this record {why}. Marked by {}: {}",
+            by_on(app, &mark.by, &mark.at),
+            mark.reason
+        ))
+    )
+}
+
 /// An entry marked entered in error: struck through but readable, with who, when and why.
 pub fn in_error_note(app: &App, mark: &polyphony_core::model::view::ErrorMark) -> String {
     format!(
         r#"<p class="app-in-error__note"><strong class="nhsuk-tag nhsuk-tag--red">Entered in error</strong> {}: “{}”</p>"#,
         esc(&by_line(app, &mark.by, &mark.at)),
         esc(&mark.reason)
+    )
+}
+
+/// Beside an entry marked as written wrongly: the way to say it was on the wrong person's record
+/// after all (the model allows widening a mistake, never narrowing).
+pub fn wrong_person_link(case: &str, id: &str, what: &str) -> String {
+    format!(
+        r#"<p class="nhsuk-body-s"><a href="/case/{}/entry/{}/error">Was it recorded on the wrong person’s record?<span class="nhsuk-u-visually-hidden"> ({})</span></a></p>"#,
+        esc(case),
+        esc(id),
+        esc(what)
     )
 }
 

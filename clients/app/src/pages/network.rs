@@ -193,6 +193,32 @@ async fn edit_page(
     errors: &[FieldError],
 ) -> Response {
     let base = format!("/case/{}/member/{}", v.case_id, m.meta.id);
+    let back = format!("/case/{}#network", v.case_id);
+    if let Some(mark) = m
+        .meta
+        .entered_in_error
+        .as_ref()
+        .filter(|_| m.meta.withheld())
+    {
+        // Nothing of who they were: only that someone was here, and who removed them, when, why.
+        let content = format!(
+            r#"<span class="nhsuk-caption-l">Network of {}</span><h1>Removed from this record</h1>{}"#,
+            esc(&v.person.name),
+            super::removed_note(app, "A network member", mark)
+        );
+        return render(
+            app,
+            session,
+            PageParts {
+                title: "Removed from this record",
+                back: Some((&back, "Back to the case")),
+                content,
+                has_errors: false,
+                body_class: "",
+            },
+        )
+        .await;
+    }
     let inner = format!(
         "{}{}",
         member_fields(form, errors),
@@ -208,10 +234,12 @@ async fn edit_page(
     content.push_str("<h2>Consent to receive the record</h2>");
     content.push_str(&format!(
         "<p>{}</p>",
-        if m.consent_given {
-            "The person has given consent for them to receive the record."
-        } else {
-            "The person has not given consent for them to receive the record."
+        // The words every screen and copy uses (`MemberView::consent_words`): never recorded is
+        // not a refusal.
+        match m.consent_words() {
+            "given" => "The person has given consent for them to receive the record.",
+            "withdrawn" => "The person has withdrawn consent for them to receive the record.",
+            _ => "Whether the person consents to them receiving the record has not been recorded. Ask the person.",
         }
     ));
     let consent_inner = if m.consent_given {
@@ -244,7 +272,6 @@ async fn edit_page(
         esc(&m.meta.id),
         esc(&m.name)
     ));
-    let back = format!("/case/{}#network", v.case_id);
     render(
         app,
         session,

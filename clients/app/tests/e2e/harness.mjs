@@ -7,7 +7,7 @@
 import { spawn, execFile } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, mkdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, existsSync, rmSync, readdirSync, lstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -144,6 +144,14 @@ export class DeviceApp {
   }
 
   async stop() { if (this.child) await this.child.stop(); }
+
+  /** Stop it as a crash, a flat battery or the task manager would: SIGKILL, by its own id. */
+  async kill() {
+    const { proc } = this.child;
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill('SIGKILL');
+    await this.child.exited;
+  }
 }
 
 /**
@@ -178,11 +186,29 @@ export async function launchChromium() {
 }
 
 /**
+ * Chromium with its profile in `dir` (kept after it closes), as one context: for tests that look
+ * at what the browser wrote to disk.
+ */
+export async function launchChromiumWithProfile(dir) {
+  const { chromium } = await import('playwright-core');
+  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: run clients/app/setup.sh`);
+  return chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 120000,
+    viewport: { width: 1200, height: 900 },
+  });
+}
+
+/**
  * Open a browser context for one app, let it in with the launch link, and watch every request so
  * the test can prove the page asked nothing of any other host.
  */
 export async function openApp(browser, app) {
   const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  return openAppIn(context, app);
+}
+
+/** As [`openApp`], in a context the caller made. */
+export async function openAppIn(context, app) {
   const page = await context.newPage();
   page.setDefaultTimeout(45000);
   page.setDefaultNavigationTimeout(60000);
@@ -195,6 +221,18 @@ export async function openApp(browser, app) {
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
   await page.goto(app.url);
   return { context, page, foreign, consoleErrors };
+}
+
+/**
+ * Click a form's button and wait for the page it leads to. The page script sends forms itself
+ * (so a form the app does not answer stays kept on its page), so a click no longer navigates at
+ * once and Playwright does not wait for it: wait for the new page's load instead of for text that
+ * the page before may already show (a second "Position recorded").
+ */
+export async function clickAndLoad(page, button) {
+  const loaded = page.waitForEvent('load', { timeout: 60000 });
+  await button.click();
+  await loaded;
 }
 
 /** Run axe-core on the page; return the serious and critical violations. */
@@ -216,4 +254,30 @@ export async function screenshot(page, name, opts = {}) {
 
 export function cleanWork() {
   rmSync(join(appDir, 'tests', 'e2e', '.work'), { recursive: true, force: true });
+}
+
+/**
+ * Every file under `dir` that holds any of `words`, as UTF-8 or as UTF-16 (browsers keep page
+ * state in UTF-16): `[{ file, word }]`. To prove record text was not written outside the
+ * encrypted store.
+ */
+export function filesContaining(dir, words) {
+  const found = [];
+  const needles = words.flatMap((word) => [Buffer.from(word, 'utf8'), Buffer.from(word, 'utf16le')]
+    .map((bytes) => ({ word, bytes })));
+  const walk = (d) => {
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      const st = lstatSync(path);
+      if (st.isDirectory()) walk(path);
+      else if (st.isFile()) {
+        const data = readFileSync(path);
+        for (const { word, bytes } of needles) {
+          if (data.indexOf(bytes) >= 0) found.push({ file: path, word });
+        }
+      }
+    }
+  };
+  if (existsSync(dir)) walk(dir);
+  return found;
 }

@@ -11,7 +11,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   BoroughServer, DeviceApp, launchChromium, openApp, axeCheck, screenshot, waitFor, cleanWork,
-  appRequest,
+  appRequest, clickAndLoad,
 } from './harness.mjs';
 
 const server = new BoroughServer();
@@ -129,7 +129,7 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
       await p.getByRole('button', { name: 'Add to the network' }).click();
       await p.waitForURL(/#network$/);
     }
-    await p.getByRole('button', { name: 'Add me to the care team' }).click();
+    await clickAndLoad(p, p.getByRole('button', { name: 'Add me to the care team' }));
     await p.getByText('You were added to the care team').waitFor();
   });
 
@@ -233,16 +233,16 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
       await p.selectOption('#who', { label });
       await p.check(`input[name=stance][value=${stance}]`);
       await p.fill('#words', words);
-      await p.getByRole('button', { name: 'Record position' }).click();
+      await clickAndLoad(p, p.getByRole('button', { name: 'Record position' }));
       await p.getByText('Position recorded').waitFor();
     }
     await p.check('input[name=status][value=agreed]');
     await p.fill('#status-note', 'Sam will stay over on Monday and Tuesday');
-    await p.getByRole('button', { name: 'Save status' }).click();
+    await clickAndLoad(p, p.getByRole('button', { name: 'Save status' }));
     await p.getByText('Status saved').waitFor();
     await p.fill('#action-text', 'Ask the GP about a lower dose as a fallback');
     await p.selectOption('#owner', { label: 'Robin Lee (practitioner)' });
-    await p.getByRole('button', { name: 'Add action' }).click();
+    await clickAndLoad(p, p.getByRole('button', { name: 'Add action' }));
     await p.getByText('Action added').waitFor();
     const table = await p.locator('#positions-table').textContent();
     assert.match(table, /worried about the nights/);
@@ -257,12 +257,12 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     const sam = p.locator('.app-readback__person', { hasText: 'Sam Smith (my sister)' });
     await sam.getByLabel('Wants to add their own words').check();
     await sam.getByLabel('Their words (if they add any)').fill('Alex slept better on Tuesday.');
-    await sam.getByRole('button', { name: /Save Sam Smith/ }).click();
+    await clickAndLoad(p, sam.getByRole('button', { name: /Save Sam Smith/ }));
     await p.getByText('answer recorded').waitFor();
     const alex = p.locator('.app-readback__person', { hasText: 'Alex Smith' });
     await alex.getByLabel('Confirms the notes').check();
-    await alex.getByRole('button', { name: /Save/ }).click();
-    await p.getByText('answer recorded').waitFor();
+    await clickAndLoad(p, alex.getByRole('button', { name: /Save/ }));
+    await p.getByText('Alex Smith’s answer recorded').waitFor();
   });
 
   await t.test('the ecomap draws the network, and an entry in error stays readable', async () => {
@@ -282,8 +282,9 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await check(p, '13-member');
     await p.getByRole('link', { name: 'Mark Dr Jo Patel as entered in error' }).click();
     await check(p, '14-entered-in-error');
+    await p.check('input[name=kind][value=mistake]');
     await p.fill('#reason', 'Added to the wrong case');
-    await p.getByRole('button', { name: 'Mark as entered in error' }).click();
+    await clickAndLoad(p, p.getByRole('button', { name: 'Mark as entered in error' }));
     await p.getByText('Marked as entered in error').waitFor();
     const row = p.locator('#network-list tr.app-in-error');
     assert.match(await row.textContent(), /Dr Jo Patel/);
@@ -292,10 +293,20 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     assert.equal(await p.locator('g.app-ecomap__node').count(), 3);
   });
 
-  await t.test('the network copy is plain and printable', async () => {
+  await t.test('the network copy is for a member whose consent is given, plain and printable', async () => {
     const p = A.page;
     await p.goto(`${robin.base}/case/${caseId}/network-copy`);
+    assert.equal(await p.getByRole('link', { name: 'Make the copy for Sam Smith' }).count(), 0);
+    await check(p, '15-network-copy-choose');
+    // Consent is recorded on the member's page; then the copy can be made for Sam.
+    await p.goto(`${robin.base}/case/${caseId}`);
+    await p.getByRole('link', { name: 'Change Sam Smith' }).click();
+    await p.getByRole('button', { name: 'Record that the person gave consent' }).click();
+    await p.getByText('Consent recorded').waitFor();
+    await p.goto(`${robin.base}/case/${caseId}/network-copy`);
+    await p.getByRole('link', { name: 'Make the copy for Sam Smith' }).click();
     const text = await p.locator('main').textContent();
+    assert.match(text, /made for Sam Smith \(my sister\)/);
     assert.match(text, /What we have written with Alex/);
     assert.match(text, /Sam Smith \(my sister\) does not agree/);
     assert.match(text, /Alex slept better on Tuesday/);
@@ -320,12 +331,12 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await p.goto(`${robin.base}/case/${caseId}/person`);
     await check(p, '17-person-details');
     await p.fill('#phone', '07700 900111');
-    await p.getByRole('button', { name: 'Save details' }).click();
+    await clickAndLoad(p, p.getByRole('button', { name: 'Save details' }));
     await p.getByText('Details saved').waitFor();
     const q = B.page;
     await q.goto(`${kim.base}/case/${caseId}/person`);
     await q.fill('#phone', '07700 900222');
-    await q.getByRole('button', { name: 'Save details' }).click();
+    await clickAndLoad(q, q.getByRole('button', { name: 'Save details' }));
     await q.getByText('Details saved').waitFor();
     await p.goto(`${robin.base}/`);
     const b = await badge(p);
@@ -357,7 +368,7 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     assert.match(body, /Kim Ode/);
     await check(q, '20-conflicts');
     await q.getByLabel(/07700 900111/).check();
-    await q.getByRole('button', { name: 'Keep this value' }).click();
+    await clickAndLoad(q, q.getByRole('button', { name: 'Keep this value' }));
     await q.getByText('Your choice was recorded').waitFor();
     await q.goto(`${kim.base}/case/${caseId}`);
     assert.equal(await q.locator('#conflicts-banner').count(), 0);
@@ -366,6 +377,49 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     assert.match(await q.locator('#positions-table').textContent(), /worried about the nights/);
     await q.goto(`${kim.base}/`);
     await check(q, '21-caseload-second-device');
+  });
+
+  await t.test("a meeting on the wrong person's record moves to the right case and leaves no trace of its words", async () => {
+    const p = A.page;
+    await p.goto(`${robin.base}/cases/new`);
+    await p.fill('#name', 'Jordan Lee');
+    await p.getByRole('button', { name: 'Open case' }).click();
+    await p.waitForURL(/\/case\/[0-9a-f-]{36}$/);
+    const jordan = p.url().split('/case/')[1];
+    await p.goto(`${robin.base}/case/${caseId}/meetings/new`);
+    await p.getByRole('button', { name: 'Start the meeting record' }).click();
+    await p.waitForURL(/\/meeting\/[0-9a-f-]{36}$/);
+    const wrongUrl = p.url().replace(robin.base, '');
+    await p.fill('#notes', 'Jordan talked about the flat on Kestrel Road.');
+    await p.getByRole('button', { name: 'Save notes' }).click();
+    await waitFor('notes saved', async () => (await savedText(A, robin, wrongUrl)).notes.includes('Kestrel Road'));
+    assert.match(await p.locator('main').textContent(), /Where this meeting stands/);
+    await p.getByRole('link', { name: 'Mark this meeting as entered in error' }).click();
+    await p.check('input[name=kind][value=wrong_person]');
+    await p.fill('#reason', 'Recorded on the wrong case');
+    await p.getByRole('button', { name: 'Mark as entered in error' }).click();
+    await p.getByRole('heading', { name: 'Recorded on the wrong person’s record' }).waitFor();
+    await check(p, '22-wrong-person-move');
+    await p.getByLabel('Write it on Jordan Lee’s record').check();
+    await p.getByRole('button', { name: 'Remove it from this record' }).click();
+    await p.waitForURL(`${robin.base}/case/${jordan}`);
+    await p.locator('h2#meetings + ul a').first().click();
+    assert.match(await p.inputValue('#notes'), /Kestrel Road/);
+    assert.match(await p.inputValue('#notes'), /Moved here by Robin Lee/);
+    await p.goto(`${robin.base}/case/${caseId}`);
+    const alexCase = await p.locator('main').textContent();
+    assert.doesNotMatch(alexCase, /Kestrel Road/);
+    assert.match(alexCase, /A meeting was removed from this record because it was recorded on the wrong person’s record/);
+    await check(p, '23-case-with-tombstone');
+    await p.goto(`${robin.base}${wrongUrl}`);
+    assert.doesNotMatch(await p.locator('main').textContent(), /Kestrel Road/);
+    // Kim's device receives the mark and withholds the words too.
+    const q = B.page;
+    await waitFor("the tombstone on Kim's device", async () => {
+      await q.goto(`${kim.base}/case/${caseId}`);
+      return /A meeting was removed from this record/.test(await q.locator('main').textContent());
+    }, { timeout: 90000, interval: 2000 });
+    assert.doesNotMatch(await q.locator('main').textContent(), /Kestrel Road/);
   });
 
   await t.test('no page has a serious or critical accessibility violation', () => {

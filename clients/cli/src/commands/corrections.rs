@@ -3,6 +3,7 @@
 //! and `resolve` records the user's pick as a change of its own.
 
 use clap::Args;
+use polyphony_core::model::ErrorKind;
 use polyphony_core::profile::Profile;
 
 use super::{changed, find_case, find_entry, read_case};
@@ -19,6 +20,11 @@ pub struct EnteredInErrorArgs {
     /// Why it was entered in error.
     #[arg(long)]
     reason: String,
+    /// It was recorded on the wrong person's record: its content is withheld from every screen,
+    /// copy and export of this case (a note says what kind of entry was removed, by whom, when
+    /// and why). Record it again on the right person's case.
+    #[arg(long)]
+    wrong_person: bool,
 }
 
 impl EnteredInErrorArgs {
@@ -26,8 +32,18 @@ impl EnteredInErrorArgs {
     pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let case = find_case(profile, &self.case)?;
         let entry = find_entry(profile, case, &self.entry)?;
-        profile.edit(case, |doc| doc.mark_entered_in_error(&entry, &self.reason))?;
-        changed("marked entered in error; it stays in the record, shown struck through");
+        if self.wrong_person {
+            profile.edit(case, |doc| {
+                doc.mark_error(&entry, ErrorKind::WrongPerson, &self.reason)
+            })?;
+            changed(
+                "marked as recorded on the wrong person's record: its content is no longer shown \
+                 in this case or any copy of it; record it again on the right person's case",
+            );
+        } else {
+            profile.edit(case, |doc| doc.mark_entered_in_error(&entry, &self.reason))?;
+            changed("marked entered in error; it stays in the record, shown struck through");
+        }
         Ok(())
     }
 }

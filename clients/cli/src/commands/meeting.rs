@@ -1,7 +1,7 @@
 //! `polyphony meeting`: network meetings, when and where they happened and who came.
 
 use clap::{Args, Subcommand};
-use polyphony_core::model::{NewMeeting, Participant, Place, ReadbackResponse};
+use polyphony_core::model::{MeetingState, NewMeeting, Participant, Place, ReadbackResponse};
 use polyphony_core::profile::Profile;
 
 use super::{changed, created, datetime, find_case, find_entry, participant, participants};
@@ -25,6 +25,16 @@ pub enum MeetingCommand {
         /// Mark them absent instead.
         #[arg(long)]
         absent: bool,
+    },
+    /// Say where a meeting stands: held, cancelled, did_not_attend or planned. Only held
+    /// meetings with the person or their network count in the figures.
+    State {
+        /// Case id (a unique prefix is enough).
+        case: String,
+        /// Meeting id (a unique prefix is enough).
+        meeting: String,
+        /// planned, held, cancelled or did_not_attend.
+        state: MeetingState,
     },
     /// Set when the next meeting is planned.
     Next {
@@ -94,6 +104,19 @@ impl MeetingCommand {
                 })?;
                 let word = if absent { "absent" } else { "present" };
                 changed(format!("marked {} {word}", who.len()));
+            }
+            MeetingCommand::State {
+                case,
+                meeting,
+                state,
+            } => {
+                let case = find_case(profile, &case)?;
+                let meeting = find_entry(profile, case, &meeting)?;
+                profile.edit(case, |doc| doc.set_meeting_state(&meeting, state))?;
+                changed(format!(
+                    "the meeting is now {}",
+                    state.as_str().replace('_', " ")
+                ));
             }
             MeetingCommand::Next { case, meeting, at } => {
                 let case = find_case(profile, &case)?;

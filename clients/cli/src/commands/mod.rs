@@ -14,7 +14,7 @@ pub mod notes;
 pub mod person;
 pub mod sync;
 
-use polyphony_core::model::{parse_date, parse_datetime, CaseView, Date, Instant, Participant};
+use polyphony_core::model::{parse_date, CaseView, Date, Instant, Participant};
 use polyphony_core::profile::Profile;
 use polyphony_core::{CaseId, EntryId};
 
@@ -85,9 +85,10 @@ pub fn date(field: &'static str, given: Option<&str>) -> Result<Option<Date>, Fa
     Ok(given.map(|g| parse_date(field, g)).transpose()?)
 }
 
-/// A date and time argument, YYYY-MM-DDTHH:MM in UK time, or RFC 3339 with an offset.
+/// A date and time argument, YYYY-MM-DDTHH:MM in the device's zone (UK time unless the profile
+/// chose another), or RFC 3339 with an offset.
 pub fn datetime(field: &'static str, given: &str) -> Result<Instant, Failure> {
-    Ok(parse_datetime(field, given)?)
+    Ok(crate::output::zone().parse(field, given)?)
 }
 
 /// Something was created: its id alone on stdout (so scripts can capture it), words on stderr.

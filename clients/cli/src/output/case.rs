@@ -68,6 +68,9 @@ impl<'a> Names<'a> {
         }
         if let Some(id) = key.strip_prefix("member:") {
             if let Some(m) = self.view.network.iter().find(|m| m.meta.id == id) {
+                if m.meta.withheld() {
+                    return "someone removed from this record".into();
+                }
                 return m.name.clone();
             }
             return format!("network member {}", short(id));
@@ -99,8 +102,13 @@ fn by(a: &Option<AuthorView>) -> String {
 /// The mark an entry in error carries, or nothing.
 fn error_mark(meta: &EntryMeta) -> Option<String> {
     meta.entered_in_error.as_ref().map(|e| {
+        let what = if e.is_mistake() {
+            "ENTERED IN ERROR"
+        } else {
+            "REMOVED: RECORDED ON THE WRONG PERSON'S RECORD, content withheld"
+        };
         format!(
-            "[ENTERED IN ERROR: {}, by {}, {}]",
+            "[{what}: {}, by {}, {}]",
             e.reason,
             by(&e.by),
             when_opt(e.at.as_deref())
@@ -184,6 +192,11 @@ pub fn print_case(view: &CaseView) {
         page.line(2, "(no one yet: add people with `polyphony network add`)");
     }
     for m in &view.network {
+        if m.meta.withheld() {
+            page.line(2, format!("[{}] someone in the network", short(&m.meta.id)));
+            page.line(6, error_mark(&m.meta).unwrap_or_default());
+            continue;
+        }
         let mut line = format!(
             "[{}] {} - {} ({})",
             short(&m.meta.id),
@@ -241,18 +254,27 @@ pub fn print_case(view: &CaseView) {
         page.line(2, "(none yet)");
     }
     for m in &view.meetings {
+        if m.meta.withheld() {
+            page.line(2, format!("[{}] a meeting", short(&m.meta.id)));
+            page.line(6, error_mark(&m.meta).unwrap_or_default());
+            continue;
+        }
         page.line(
             2,
             format!(
-                "[{}] {} at {} (recorded by {})",
+                "[{}] {} at {}, {} (recorded by {})",
                 short(&m.meta.id),
                 when_opt(m.at.as_deref()),
                 m.place,
+                m.state.replace('_', " ").to_uppercase(),
                 by(&m.meta.created_by)
             ),
         );
         if let Some(mark) = error_mark(&m.meta) {
             page.line(6, mark);
+        }
+        if m.held() && !m.person_present {
+            page.line(6, format!("{} was not present", view.person.name));
         }
         let attended = names.all(&m.attendees);
         page.line(
@@ -294,6 +316,25 @@ pub fn print_case(view: &CaseView) {
                 );
             }
         }
+        for c in &m.changed_after_readback {
+            let mut what = Vec::new();
+            if !c.added.is_empty() {
+                what.push(format!("added \"{}\"", c.added.join("\", \"")));
+            }
+            if !c.removed.is_empty() {
+                what.push(format!("took out \"{}\"", c.removed.join("\", \"")));
+            }
+            page.line(
+                6,
+                format!(
+                    "!! changed after the read-back, not confirmed: {} {} in {} on {}",
+                    by(&c.by),
+                    what.join(" and "),
+                    c.part,
+                    when_opt(c.at.as_deref())
+                ),
+            );
+        }
         if let Some(n) = &m.next_meeting {
             page.line(6, format!("next meeting: {}", when(n)));
         }
@@ -304,6 +345,11 @@ pub fn print_case(view: &CaseView) {
         page.line(2, "(none yet)");
     }
     for d in &view.decisions {
+        if d.meta.withheld() {
+            page.line(2, format!("[{}] a decision", short(&d.meta.id)));
+            page.line(6, error_mark(&d.meta).unwrap_or_default());
+            continue;
+        }
         page.line(
             2,
             format!(
@@ -343,9 +389,25 @@ pub fn print_case(view: &CaseView) {
                 .as_ref()
                 .map(|w| format!(" - \"{w}\""))
                 .unwrap_or_default();
+            let earlier: Vec<String> = p
+                .earlier
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} ({})",
+                        e.stance,
+                        e.at.as_deref().map(day).unwrap_or_default()
+                    )
+                })
+                .collect();
+            let history = if earlier.is_empty() {
+                String::new()
+            } else {
+                format!(" (before: {})", earlier.join(", then "))
+            };
             page.line(
                 8,
-                format!("{}: {}{words}", names.of(&p.participant), p.stance),
+                format!("{}: {}{words}{history}", names.of(&p.participant), p.stance),
             );
         }
         if d.status_history.len() > 1 {
@@ -478,7 +540,8 @@ impl Timeline {
             format!("case opened for {}", view.person.name),
             Some(&view.created_by),
         );
-        for m in &view.network {
+        // An entry recorded on the wrong person's record appears only as its removal (below).
+        for m in view.network.iter().filter(|m| !m.meta.withheld()) {
             let joined = format!("{} ({}) joined the network", m.name, m.relationship);
             push(
                 m.joined.as_ref(),
@@ -500,7 +563,7 @@ impl Timeline {
                 );
             }
         }
-        for c in &view.care_team {
+        for c in view.care_team.iter().filter(|c| !c.meta.withheld()) {
             let start = format!("{} joined the care team ({})", c.name, c.role);
             push(
                 c.start.as_ref(),
@@ -512,9 +575,13 @@ impl Timeline {
             let end = format!("{} left the care team", c.name);
             push(c.end.as_ref(), "care_team_left", Some(&c.meta), end, None);
         }
-        for m in &view.meetings {
+        for m in view.meetings.iter().filter(|m| !m.meta.withheld()) {
             let who = names.all(&m.attendees);
-            let text = format!("meeting at {} with {}", m.place, who.join(", "));
+            let state = match m.state.as_str() {
+                "held" => String::new(),
+                other => format!(" ({})", other.replace('_', " ")),
+            };
+            let text = format!("meeting at {} with {}{state}", m.place, who.join(", "));
             push(
                 m.at.as_ref(),
                 "meeting",
@@ -523,12 +590,12 @@ impl Timeline {
                 Some(&m.meta.created_by),
             );
         }
-        for d in &view.decisions {
+        for d in view.decisions.iter().filter(|d| !d.meta.withheld()) {
             for h in &d.status_history {
                 let text = format!("decision {}: \"{}\"", h.status, d.text);
                 push(h.at.as_ref(), "decision", Some(&d.meta), text, Some(&h.by));
             }
-            for a in &d.actions {
+            for a in d.actions.iter().filter(|a| !a.meta.withheld()) {
                 let text = format!("action: {}", a.text);
                 push(
                     a.meta.created_at.as_ref(),
@@ -553,11 +620,19 @@ impl Timeline {
             );
         for meta in all_meta {
             if let Some(e) = &meta.entered_in_error {
-                let text = format!(
-                    "entry {} marked entered in error: {}",
-                    short(&meta.id),
-                    e.reason
-                );
+                let text = if e.is_mistake() {
+                    format!(
+                        "entry {} marked entered in error: {}",
+                        short(&meta.id),
+                        e.reason
+                    )
+                } else {
+                    format!(
+                        "entry {} removed: recorded on the wrong person's record: {}",
+                        short(&meta.id),
+                        e.reason
+                    )
+                };
                 push(
                     e.at.as_ref(),
                     "entered_in_error",

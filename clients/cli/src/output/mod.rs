@@ -91,16 +91,30 @@ pub fn when_opt(rfc3339: Option<&str>) -> String {
     rfc3339.map(when).unwrap_or_else(|| "-".to_string())
 }
 
-/// An instant as people read it, in UK time and saying so.
+/// The zone this device shows and reads times in (the profile's setting, UK time unless chosen
+/// otherwise), set once the profile is open.
+static ZONE: std::sync::OnceLock<LocalZone> = std::sync::OnceLock::new();
+
+/// Show and read times in `zone` from now on (once, when the profile is open).
+pub fn use_zone(zone: LocalZone) {
+    let _ = ZONE.set(zone);
+}
+
+/// The zone times are shown and read in.
+pub fn zone() -> &'static LocalZone {
+    ZONE.get_or_init(LocalZone::uk)
+}
+
+/// An instant as people read it, in the device's zone (UK time) and saying so.
 pub fn when_instant(t: Instant) -> String {
-    let uk = LocalZone::uk();
-    format!("{} {}", uk.short(t), uk.label())
+    let zone = zone();
+    format!("{} {}", zone.short(t), zone.label())
 }
 
 /// The UK date of an RFC 3339 time (YYYY-MM-DD); a stored date as it is.
 pub fn day(rfc3339: &str) -> String {
     match Instant::parse(rfc3339, &Rfc3339) {
-        Ok(t) => polyphony_core::model::format_date(LocalZone::uk().date(t)),
+        Ok(t) => polyphony_core::model::format_date(zone().date(t)),
         Err(_) => rfc3339.get(..10).unwrap_or(rfc3339).to_string(),
     }
 }

@@ -51,6 +51,7 @@ impl Device {
             .env_remove("VISUAL")
             .env_remove("EDITOR")
             .env_remove("RUST_LOG")
+            .env_remove("POLYPHONY_FONT_DIR")
             .timeout(Duration::from_secs(120));
         c
     }

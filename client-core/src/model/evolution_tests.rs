@@ -1,0 +1,321 @@
+//! Records written by each released schema version, read by this one (and the other way round).
+
+use crate::export::testcase::rich_case;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// Writes `fixtures/case-schema1.automerge` with the code of its time (schema 1). Kept so the
+/// fixture can be made again from the commit that wrote it; see `fixtures/README.md`.
+#[test]
+#[ignore = "writes a fixture; run by hand on the commit named in fixtures/README.md"]
+fn write_case_schema1_fixture() {
+    let mut rich = rich_case();
+    let ids = serde_json::json!({
+        "case": rich.doc.case_id().to_string(),
+        "ana": rich.ana.to_string(),
+        "tom": rich.tom.to_string(),
+        "first_meeting": rich.first_meeting.to_string(),
+        "second_meeting": rich.second_meeting.to_string(),
+        "wrong_meeting": rich.wrong_meeting.to_string(),
+        "walking": rich.walking.to_string(),
+        "withdrawn": rich.withdrawn.to_string(),
+        "wrong_decision": rich.wrong_decision.to_string(),
+    });
+    std::fs::write(fixture("case-schema1.automerge"), rich.doc.save()).unwrap();
+    std::fs::write(
+        fixture("case-schema1.json"),
+        serde_json::to_string_pretty(&ids).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Writes `fixtures/case-schema2.automerge`: the same rich case as schema 2 writes it, with a
+/// wrong-person mark, a read-back followed by a later change, a changed position and a planned
+/// meeting. See `fixtures/README.md`.
+#[test]
+#[ignore = "writes a fixture; run by hand on the commit named in fixtures/README.md"]
+fn write_case_schema2_fixture() {
+    let mut rich = rich_case();
+    std::fs::write(fixture("case-schema2.automerge"), rich.doc.save()).unwrap();
+}
+
+fn load(name: &str) -> CaseDoc {
+    let bytes = std::fs::read(fixture(name)).expect("the fixture is in the repository");
+    CaseDoc::load(&bytes, Some(author("Reader")))
+        .unwrap_or_else(|e| panic!("{name} no longer loads: {e}"))
+}
+
+use super::doc::SCHEMA_VERSION;
+use super::*;
+use crate::export::testcase::author;
+use crate::EntryId;
+use automerge::transaction::Transactable;
+use automerge::{ObjType, ReadDoc, ROOT};
+
+/// A record written by schema 1 reads in full with this version: every entry, every author, its
+/// meetings held, its positions and read-backs, its mistakes still readable.
+#[test]
+fn a_schema1_record_reads_in_full() {
+    let case = load("case-schema1.automerge");
+    assert_eq!(schema::schema_version(case.automerge()).unwrap(), Some(1));
+    let v = case.view();
+    assert_eq!(v.person.name, "Maria Lopez");
+    assert_eq!(v.network.len(), 3);
+    assert_eq!(v.meetings.len(), 3);
+    // Schema 1 recorded only meetings that took place, and every error mark was a mistake.
+    assert!(v.meetings.iter().all(|m| m.held()));
+    let wrong = v
+        .meetings
+        .iter()
+        .find(|m| m.meta.entered_in_error.is_some())
+        .unwrap();
+    assert!(!wrong.meta.withheld());
+    assert_eq!(wrong.notes, "Notes for another person.");
+    let walking = v
+        .decisions
+        .iter()
+        .find(|d| d.text == "Try a walking group on Saturdays")
+        .unwrap();
+    assert_eq!(walking.positions.len(), 2);
+    assert!(walking.positions.iter().all(|p| p.earlier.is_empty()));
+    let first = &v.meetings[0];
+    assert_eq!(first.readback.len(), 3);
+    assert!(first.readback.iter().all(|r| r.heard.is_none()));
+    assert!(first.changed_after_readback.is_empty());
+}
+
+/// This version edits a schema-1 record without losing anything: the earlier position stays as
+/// the first step of the history, and the record says it is now schema 2.
+#[test]
+fn a_schema1_record_edited_here_keeps_everything_and_becomes_schema2() {
+    let mut case = load("case-schema1.automerge");
+    let before = case.view();
+    let walking = before
+        .decisions
+        .iter()
+        .find(|d| d.text == "Try a walking group on Saturdays")
+        .unwrap();
+    let id: EntryId = walking.meta.id.parse().unwrap();
+    case.record_position(&id, Participant::Person, Stance::Unsure, Some("Not now"))
+        .unwrap();
+    let wrong: EntryId = before
+        .meetings
+        .iter()
+        .find(|m| m.meta.entered_in_error.is_some())
+        .unwrap()
+        .meta
+        .id
+        .parse()
+        .unwrap();
+    // A schema-1 mistake can be marked again as the wrong person's record.
+    case.mark_error(&wrong, ErrorKind::WrongPerson, "It was Zofia's meeting")
+        .unwrap();
+    let reloaded = CaseDoc::load(&case.save(), None).unwrap();
+    assert_eq!(
+        schema::schema_version(reloaded.automerge()).unwrap(),
+        Some(2)
+    );
+    let after = reloaded.view();
+    let person = after
+        .decisions
+        .iter()
+        .find(|d| d.meta.id == walking.meta.id)
+        .unwrap()
+        .positions
+        .iter()
+        .find(|p| p.participant == "person")
+        .unwrap()
+        .clone();
+    assert_eq!(person.stance, "unsure");
+    assert_eq!(person.earlier.len(), 1);
+    assert_eq!(person.earlier[0].stance, "agree");
+    assert_eq!(
+        person.earlier[0].words.as_deref(),
+        Some("I want to be outside with people")
+    );
+    assert!(after
+        .meetings
+        .iter()
+        .any(|m| m.meta.id == wrong.to_string() && m.meta.withheld() && m.notes.is_empty()));
+    // Everything else is as it was.
+    assert_eq!(after.network, before.network);
+    assert_eq!(after.person, before.person);
+}
+
+/// The record schema 2 writes, kept byte for byte, still reads as it did when it was written.
+#[test]
+fn a_schema2_record_reads_in_full() {
+    let case = load("case-schema2.automerge");
+    assert_eq!(schema::schema_version(case.automerge()).unwrap(), Some(2));
+    let v = case.view();
+    assert!(v
+        .meetings
+        .iter()
+        .any(|m| m.meta.withheld() && m.notes.is_empty()));
+    assert!(v.meetings.iter().any(|m| m.state == "planned"));
+    assert!(v.meetings.iter().any(|m| m.held() && !m.person_present));
+    assert!(v
+        .meetings
+        .iter()
+        .any(|m| !m.changed_after_readback.is_empty()));
+    assert!(v
+        .decisions
+        .iter()
+        .flat_map(|d| &d.positions)
+        .any(|p| !p.earlier.is_empty()));
+}
+
+/// A record written by a newer schema (3, which this code has never seen) is accepted, shown,
+/// edited and kept whole: what this version does not know it preserves, what it knows it still
+/// checks. This is what lets devices and servers update at different times.
+#[test]
+fn a_newer_schemas_record_is_kept_shown_and_validated_for_what_is_known() {
+    let case = load("case-schema2.automerge");
+    // Another device, on schema 3, adds a field at the root, a field on a meeting, a new value
+    // of a known vocabulary and a new kind of error mark.
+    let mut newer = case.automerge().clone();
+    newer.set_actor(automerge::ActorId::random());
+    newer.put(ROOT, "schema_version", 3u64).unwrap();
+    let plan = newer.put_object(ROOT, "crisis_plan", ObjType::Map).unwrap();
+    newer.put(&plan, "what_helps", "Walking with Ana").unwrap();
+    let meetings = newer.get(ROOT, "meetings").unwrap().unwrap().1;
+    let ids: Vec<String> = newer.keys(&meetings).collect();
+    let m = newer.get(&meetings, ids[0].as_str()).unwrap().unwrap().1;
+    newer.put(&m, "duration_minutes", 90u64).unwrap();
+    newer.put(&m, "state", "rescheduled").unwrap();
+    let m2 = newer.get(&meetings, ids[1].as_str()).unwrap().unwrap().1;
+    let mark = newer
+        .put_object(&m2, "entered_in_error", ObjType::Map)
+        .unwrap();
+    newer.put(&mark, "kind", "legal_hold").unwrap();
+    newer.put(&mark, "reason", "Held for a court").unwrap();
+    newer
+        .put(&mark, "at", automerge::ScalarValue::Timestamp(0))
+        .unwrap();
+    let by = newer.put_object(&mark, "by", ObjType::Map).unwrap();
+    for (k, v) in [
+        ("practitioner", uuid::Uuid::new_v4().to_string()),
+        ("practitioner_name", "Lee".into()),
+        ("device", uuid::Uuid::new_v4().to_string()),
+    ] {
+        newer.put(&by, k, v).unwrap();
+    }
+    newer.commit();
+    let bytes = newer.save();
+
+    // Accepted (the server runs this same validation), and shown.
+    let mut here = CaseDoc::load(&bytes, Some(author("Sam"))).expect("a newer record loads");
+    let v = here.view();
+    let shown = v.meetings.iter().find(|m| m.meta.id == ids[0]).unwrap();
+    assert_eq!(
+        shown.state, "rescheduled",
+        "a new value is shown as written"
+    );
+    let marked = v.meetings.iter().find(|m| m.meta.id == ids[1]).unwrap();
+    assert!(
+        marked.meta.withheld(),
+        "a kind of mark this code does not know withholds the entry rather than risk showing it"
+    );
+
+    // Edited here: what this version does not know is still there, and the version stays 3.
+    let member = v.network.iter().find(|m| !m.meta.withheld()).unwrap();
+    here.set_member(
+        &member.meta.id.parse().unwrap(),
+        MemberField::Phone,
+        Some("07700 900999"),
+    )
+    .unwrap();
+    let mut after = CaseDoc::load(&here.save(), None).unwrap().into_automerge();
+    assert_eq!(schema::schema_version(&after).unwrap(), Some(3));
+    let plan = after.get(ROOT, "crisis_plan").unwrap().unwrap().1;
+    assert_eq!(
+        after.get(&plan, "what_helps").unwrap().unwrap().0.as_str(),
+        Some("Walking with Ana")
+    );
+    let meetings = after.get(ROOT, "meetings").unwrap().unwrap().1;
+    let m = after.get(&meetings, ids[0].as_str()).unwrap().unwrap().1;
+    assert!(after.get(&m, "duration_minutes").unwrap().is_some());
+
+    // What this version knows is still checked in a newer record: a known field of the wrong
+    // type is refused...
+    let person = after.get(ROOT, "person").unwrap().unwrap().1;
+    after.put(&person, "name", 42).unwrap();
+    after.commit();
+    assert!(validate_document(&after).is_err());
+    // ...so is a newer field swollen past the longest field this version allows...
+    let mut swollen = CaseDoc::load(&bytes, None).unwrap().into_automerge();
+    swollen
+        .put(ROOT, "crisis_plan_notes", "x".repeat(MAX_LONG + 1))
+        .unwrap();
+    swollen.commit();
+    assert!(validate_document(&swollen)
+        .unwrap_err()
+        .to_string()
+        .contains("crisis_plan_notes is too long"));
+    // ...and a record two versions ahead (or claiming to be far ahead to escape checks).
+    let mut far = CaseDoc::load(&bytes, None).unwrap().into_automerge();
+    far.put(ROOT, "schema_version", 4u64).unwrap();
+    far.commit();
+    assert!(validate_document(&far)
+        .unwrap_err()
+        .to_string()
+        .contains("two or more ahead"));
+    // ...and in a record of this version, a key it does not know is still refused.
+    let mut same = case.automerge().clone();
+    same.put(ROOT, "crisis_plan", "not yet").unwrap();
+    same.commit();
+    assert!(validate_document(&same).is_err());
+}
+
+/// The bounds schema 2 added, each at its limit and one past: a newer record's vocabulary value
+/// (500 characters) and unknown field (200,000), the versions a read-back may name (64), and how
+/// far ahead a record may be (one version).
+#[test]
+fn the_schema_2_bounds_accept_the_limit_and_refuse_one_more() {
+    use super::schema::is_heads;
+    let case = load("case-schema2.automerge");
+    let newer = |f: &dyn Fn(&mut automerge::AutoCommit)| {
+        let mut d = case.automerge().clone();
+        d.put(ROOT, "schema_version", SCHEMA_VERSION + 1).unwrap();
+        f(&mut d);
+        d.commit();
+        validate_document(&d)
+    };
+    let meeting = |d: &automerge::AutoCommit| {
+        let meetings = d.get(ROOT, "meetings").unwrap().unwrap().1;
+        let id = d.keys(&meetings).next().unwrap();
+        d.get(&meetings, id.as_str()).unwrap().unwrap().1
+    };
+    for (len, ok) in [(MAX_SHORT, true), (MAX_SHORT + 1, false)] {
+        let r = newer(&|d| {
+            let m = meeting(d);
+            d.put(&m, "state", "é".repeat(len)).unwrap();
+        });
+        assert_eq!(r.is_ok(), ok, "a {len}-character vocabulary value: {r:?}");
+    }
+    for (len, ok) in [(MAX_LONG, true), (MAX_LONG + 1, false)] {
+        let r = newer(&|d| {
+            d.put(ROOT, "crisis_plan_notes", "😀".repeat(len)).unwrap();
+        });
+        assert_eq!(r.is_ok(), ok, "a {len}-character unknown field");
+    }
+    let heads = |n: usize| vec!["ab".repeat(32); n].join(" ");
+    assert!(is_heads(&heads(64)));
+    assert!(!is_heads(&heads(65)));
+    assert!(!is_heads(""));
+    for (ahead, ok) in [(1, true), (2, false)] {
+        let mut d = case.automerge().clone();
+        d.put(ROOT, "schema_version", SCHEMA_VERSION + ahead)
+            .unwrap();
+        d.commit();
+        assert_eq!(
+            validate_document(&d).is_ok(),
+            ok,
+            "{ahead} version(s) ahead"
+        );
+    }
+}
