@@ -148,8 +148,19 @@ mod tests {
 
     #[test]
     fn answer_applies_then_replies_with_saved_last() {
-        let case = CaseId(uuid::Uuid::nil());
-        let mut device = doc_with("words written offline");
+        let case = CaseId::random();
+        let author = crate::model::Author {
+            practitioner: crate::PractitionerId::random(),
+            practitioner_name: "Sam".into(),
+            device: crate::DeviceId::random(),
+        };
+        let new = crate::model::NewCase {
+            name: "Alex".into(),
+            ..Default::default()
+        };
+        let mut device = crate::model::CaseDoc::create(case, crate::TeamId::random(), new, author)
+            .expect("a case")
+            .into_automerge();
         let mut server = AutoCommit::new();
         let (mut device_state, mut server_state) = (State::new(), State::new());
         let mut saved = None;
