@@ -23,8 +23,7 @@
 //! the server says a case moved or the device is revoked, the profile's own sync is run so the core
 //! decides what to remove.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::AutoCommit;
@@ -34,66 +33,14 @@ use polyphony_core::profile::{DeviceBooks, Enrolment};
 use polyphony_core::store::Store;
 use polyphony_core::sync::{Action, ClientSession, DocSet, ErrorCode};
 use polyphony_core::CaseId;
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, Notify};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::state::App;
-use crate::status::{Link, LinkState};
+use crate::status::{lock, Link};
 
 /// A live link that leaves a pushed change unacknowledged this long is treated as lost.
 const STALL_AFTER: Duration = Duration::from_secs(10);
-
-/// What the handlers and the background task share.
-#[derive(Default)]
-pub struct SyncShared {
-    state: Mutex<LinkState>,
-    local: Mutex<Option<mpsc::Sender<CaseId>>>,
-    dirty: Mutex<HashSet<CaseId>>,
-    awaiting_since: Mutex<Option<std::time::Instant>>,
-    poke: Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl SyncShared {
-    /// The link as it stands.
-    pub fn snapshot(&self) -> LinkState {
-        lock(&self.state).clone()
-    }
-
-    fn set_link(&self, link: Link) {
-        let mut s = lock(&self.state);
-        if s.link != link {
-            debug!(?link, "sync link");
-            s.link = link;
-        }
-    }
-
-    fn synced_now(&self) {
-        lock(&self.state).last_synced_at = Some(OffsetDateTime::now_utc());
-    }
-
-    /// A case changed on this device: push it now if live, else it goes at the next round.
-    pub fn local_change(&self, case: CaseId) {
-        lock(&self.dirty).insert(case);
-        let sent = lock(&self.local)
-            .as_ref()
-            .is_some_and(|tx| tx.try_send(case).is_ok());
-        if sent {
-            lock(&self.awaiting_since).get_or_insert_with(std::time::Instant::now);
-        } else {
-            self.poke.notify_one();
-        }
-    }
-
-    /// Try to reach the server now rather than at the next scheduled attempt.
-    pub fn try_now(&self) {
-        self.poke.notify_one();
-    }
-}
 
 /// The running background sync.
 pub struct SyncHandle {
