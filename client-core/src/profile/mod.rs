@@ -888,16 +888,7 @@ impl Profile {
         endpoint.close(0u32.into(), b"");
         let list = AccessList {
             fetched_at: now_string(),
-            entries: result?
-                .into_iter()
-                .map(|a| crate::export::Access {
-                    at: a.at,
-                    who: a.who,
-                    device: a.device,
-                    what: a.what,
-                    kind: a.kind,
-                })
-                .collect(),
+            entries: result?,
         };
         let bytes = serde_json::to_vec(&list).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
         self.store

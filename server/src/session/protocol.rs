@@ -10,9 +10,7 @@ use automerge::sync::{State, SyncDoc};
 use automerge::AutoCommit;
 use polyphony_core::export::access::AccessKind;
 use polyphony_core::model::{schema, Author};
-use polyphony_core::sync::{
-    prepare, AccessEntry, ApplyError, ErrorCode, Frame, Reply, SessionMode, Wiped,
-};
+use polyphony_core::sync::{prepare, ApplyError, ErrorCode, Frame, Reply, SessionMode, Wiped};
 use polyphony_core::{CaseId, TeamId};
 use tracing::{debug, info, warn};
 
@@ -964,7 +962,7 @@ impl Session {
                     ),
                     _ => (r.event.detail.clone(), None),
                 };
-                AccessEntry {
+                polyphony_core::export::Access {
                     at: r.event.at,
                     who,
                     device,
