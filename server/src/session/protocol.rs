@@ -669,16 +669,7 @@ impl Session {
             .shared
             .storage
             .insert(case, Arc::new(std::sync::Mutex::new(sc)));
-        let _ = self.shared.registry.mark_held(&self.device.id, &case);
-        // Best-effort, as for any stored write; the acknowledgement waits for its flush.
-        let generation = self.shared.storage.group.generation();
-        self.shared.audit(
-            self.actor.clone(),
-            AuditAction::Write,
-            Some(case),
-            format!("case created, written by {actors}"),
-        );
-        let ticket = ticket.max(self.shared.storage.group.wrote_in(generation));
+        let ticket = ticket.max(self.written(case, format!("case created, written by {actors}")));
         let frames = {
             let mut c = stored.lock().expect("case lock");
             Reply::full(&mut c.doc, &mut state).into_frames(case)
@@ -762,17 +753,8 @@ impl Session {
             }
         }
         if new_changes > 0 {
-            let _ = self.shared.registry.mark_held(&self.device.id, &case);
-            // A write already stored: its record is best-effort (the change itself names its
-            // author), but an acknowledgement waits for the record's flush too.
-            let generation = self.shared.storage.group.generation();
-            self.shared.audit(
-                self.actor.clone(),
-                AuditAction::Write,
-                Some(case),
-                format!("{new_changes} changes accepted, written by {actors}"),
-            );
-            ticket = ticket.max(self.shared.storage.group.wrote_in(generation));
+            let detail = format!("{new_changes} changes accepted, written by {actors}");
+            ticket = ticket.max(self.written(case, detail));
             self.shared.storage.announce(CaseChanged {
                 case,
                 origin: self.conn_id,
@@ -787,6 +769,18 @@ impl Session {
         }
         self.states.insert(case, state);
         (ticket, reply.into_frames(case))
+    }
+
+    /// A write of this device is stored: the device holds the case (see [`Access`]), and the
+    /// write is audited. The record is best-effort (the change itself names its author), but the
+    /// returned ticket covers it, so the acknowledgement waits for its flush too.
+    fn written(&self, case: CaseId, detail: String) -> u64 {
+        let _ = self.shared.registry.mark_held(&self.device.id, &case);
+        // Noted before the write, for its ticket (see GroupCommit::wrote_in).
+        let generation = self.shared.storage.group.generation();
+        self.shared
+            .audit(self.actor.clone(), AuditAction::Write, Some(case), detail);
+        self.shared.storage.group.wrote_in(generation)
     }
 
     /// Refuse a message for `case`, audited; nothing of it is applied.
