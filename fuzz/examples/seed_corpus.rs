@@ -15,7 +15,7 @@ use polyphony_core::model::{
     self, Author, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant, Place, Stance,
 };
 use polyphony_core::sync::{
-    prepare, CasePolicy, EnrolRequest, Enrolled, ErrorCode, Frame, Hello, OfflineRead, Refusal,
+    answer, CasePolicy, EnrolRequest, Enrolled, ErrorCode, Frame, Hello, OfflineRead, Refusal,
 };
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 use polyphony_fuzz::{welcome, Device, NEW_CASE};
@@ -123,22 +123,7 @@ fn main() {
                 Frame::Sync { case, message } => {
                     let doc = server.entry(case).or_default();
                     let state = states.entry(case).or_default();
-                    let p = prepare(doc, state, &message, &Anyone).expect("a valid message");
-                    p.commit(doc, state);
-                    let mut out: Vec<Frame> = doc
-                        .sync()
-                        .generate_sync_message(state)
-                        .map(|m| Frame::Sync {
-                            case,
-                            message: m.encode(),
-                        })
-                        .into_iter()
-                        .collect();
-                    out.push(Frame::Saved {
-                        case,
-                        heads: doc.get_heads(),
-                    });
-                    out
+                    answer(case, doc, state, &message, &Anyone).expect("a valid message")
                 }
                 Frame::Done => vec![Frame::Bye],
                 _ => vec![],

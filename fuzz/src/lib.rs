@@ -5,6 +5,8 @@
 //! case built now would have new hashes every run, and the seed corpus (sync messages about that
 //! very case) would no longer fit it.
 
+pub mod server;
+
 use std::collections::BTreeMap;
 
 use automerge::AutoCommit;
@@ -15,6 +17,15 @@ use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 
 /// The fixture case, saved.
 pub const FIXTURE: &[u8] = include_bytes!("../fixtures/case.automerge");
+
+/// The fixture case, loaded. Loaded once and cloned: loading costs more than cloning, and the
+/// fuzzer starts thousands of sessions.
+pub fn fixture_doc() -> AutoCommit {
+    static LOADED: std::sync::OnceLock<AutoCommit> = std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| AutoCommit::load(FIXTURE).expect("the fixture loads"))
+        .clone()
+}
 
 /// A case the server offers that the device does not hold yet (so the session inserts it).
 pub const NEW_CASE: CaseId = CaseId(uuid_from_u128(0x0f0f_0000_4000_8000_0000_0000_0000_0002));
@@ -62,8 +73,8 @@ pub fn welcome(fixture: CaseId) -> Frame {
             },
         ],
         mode: SessionMode::Normal,
-    audit_head: None,
-    features: Vec::new(),
+        audit_head: None,
+        features: Vec::new(),
     })
 }
 
@@ -83,12 +94,7 @@ pub struct Device {
 impl Device {
     /// The device holding the fixture, welcomed.
     pub fn start() -> Device {
-        // Loaded once: loading costs more than cloning, and the fuzzer starts thousands of these.
-        static LOADED: std::sync::OnceLock<AutoCommit> = std::sync::OnceLock::new();
-        let doc = LOADED
-            .get_or_init(|| AutoCommit::load(FIXTURE).expect("the fixture loads"))
-            .clone();
-        Self::start_from(doc, FIXTURE)
+        Self::start_from(fixture_doc(), FIXTURE)
     }
 
     /// The device holding `saved` (a case's full save), welcomed.

@@ -6,16 +6,20 @@
 //!
 //! - [`registry`]: teams, practitioners, devices, enrolment codes, and which team owns each case.
 //! - [`audit`]: the append-only, hash-chained audit log.
+//! - [`data_dir`]: the data directory, its key file and store, the CA, registry and audit log in it.
 //! - [`storage`]: cases on disk, group commit (one fsync acknowledges many changes), the in-memory
 //!   cache of open cases.
 //! - [`reopen`]: the store behind a handle that reopens it after a disk error (sled's sticky error).
-//! - [`listener`]: the QUIC endpoint, connection limits, graceful shutdown.
+//! - [`listener`]: the QUIC endpoint, connection limits, graceful shutdown; enrolment of new
+//!   devices (a private module beside it).
 //! - [`session`]: one device's sync session: access control, checked writes, live push.
 //! - [`admin`]: administration through a local socket while serving, or directly when not.
 
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod data_dir;
+mod enrolment;
 pub mod limits;
 pub mod listener;
 pub mod registry;

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use polyphony_core::identity::{self, BoroughCa, ALPN_ENROL, ALPN_SYNC};
-use polyphony_core::net::FramedStream;
-use polyphony_core::sync::{Enrolled, ErrorCode, Frame, Refusal, TeamInfo, PROTOCOL_VERSION};
+use polyphony_core::sync::ErrorCode;
 use polyphony_core::DeviceId;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -23,10 +22,11 @@ use tracing::{debug, info, warn, Instrument};
 use crate::admin::{self, Admin};
 use crate::audit::{Actor, AuditAction};
 use crate::config::ServerConfig;
-use crate::limits::Admit;
+use crate::data_dir;
+use crate::enrolment;
 use crate::registry::DeviceStatus;
 use crate::session::{self, Shared};
-use crate::storage::{self, ServerStorage};
+use crate::storage::ServerStorage;
 
 /// The borough server.
 pub struct Server;
@@ -45,23 +45,23 @@ pub struct ServerHandle {
 impl Server {
     /// Open (or create) the data directory and start serving.
     pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
-        let opened = storage::open(&config)?;
+        let opened = data_dir::open(&config)?;
         Self::start_opened(config, opened).await
     }
 
-    /// Start serving over a store the caller opened (see [`storage::open_store`]). A test seam: the
+    /// Start serving over a store the caller opened (see [`data_dir::open_store`]). A test seam: the
     /// fault tests wrap the real store in one that fails on demand (a full disk).
     pub async fn start_with_store(
         config: ServerConfig,
         store: Arc<dyn polyphony_core::store::Store>,
     ) -> anyhow::Result<ServerHandle> {
-        let opened = storage::open_with_store(&config, store)?;
+        let opened = data_dir::open_with_store(&config, store)?;
         Self::start_opened(config, opened).await
     }
 
     async fn start_opened(
         config: ServerConfig,
-        opened: storage::Opened,
+        opened: data_dir::Opened,
     ) -> anyhow::Result<ServerHandle> {
         let names: Vec<&str> = config
             .extra_server_names
@@ -70,7 +70,7 @@ impl Server {
             .collect();
         let (chain, key) = opened.ca.issue_server_cert(&names)?;
         let quic = identity::server_config(opened.ca.cert_der(), chain, key)?;
-        let secret = storage::reset_secret(&*opened.store)?;
+        let secret = data_dir::reset_secret(&*opened.store)?;
         let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
         // Connection ids carry a checksum keyed by the same stable secret, so a restarted server
         // recognises its predecessor's connections and can reset them.
@@ -298,29 +298,7 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
     recover(&shared).await;
     let alpn = identity::negotiated_alpn(&conn);
     if alpn.as_deref() == Some(ALPN_ENROL) {
-        let source = conn.remote_address().ip();
-        if let Admit::TooMany { report } = shared
-            .limits
-            .enrolment_attempt(source, std::time::Instant::now())
-        {
-            if let Some(n) = report {
-                shared.audit(
-                    Actor::Server,
-                    AuditAction::Refused,
-                    None,
-                    format!(
-                        "{n} enrolment attempts from {source} refused this minute for their rate (over {})",
-                        crate::limits::MAX_ENROLMENTS_PER_WINDOW
-                    ),
-                );
-            }
-            return close(
-                &conn,
-                ErrorCode::Busy,
-                "too many enrolment attempts from this address: wait a minute and try again",
-            );
-        }
-        return enrol(shared, ca, conn, source).await;
+        return enrolment::serve(shared, ca, conn).await;
     }
     if alpn.as_deref() != Some(ALPN_SYNC) {
         return close(&conn, ErrorCode::UnsupportedVersion, "unknown protocol");
@@ -431,109 +409,4 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
             serve.await;
         }
     }
-}
-
-/// The enrolment exchange: check the one-time code, sign the device's CSR, register the device.
-async fn enrol(
-    shared: Arc<Shared>,
-    ca: Arc<BoroughCa>,
-    conn: quinn::Connection,
-    source: std::net::IpAddr,
-) {
-    let Ok(Ok((send, recv))) =
-        tokio::time::timeout(Duration::from_secs(30), conn.accept_bi()).await
-    else {
-        return;
-    };
-    let mut stream = FramedStream::with_limit(send, recv, 64 * 1024);
-    let refuse = |code: ErrorCode, message: String| Frame::Error(Refusal { code, message });
-    // Noted before the registry is written, for the ticket below (see GroupCommit::wrote_in).
-    let generation = shared.storage.group.generation();
-    let reply = match stream.read_frame().await {
-        Ok(Some(Frame::Enrol(req))) if req.version == PROTOCOL_VERSION => {
-            let result = (|| -> Result<Enrolled, String> {
-                let token = hex::decode(&req.token)
-                    .map_err(|_| "the enrolment code is malformed".to_string())?;
-                let csr = hex::decode(&req.csr)
-                    .map_err(|_| "the certificate request is malformed".to_string())?;
-                shared
-                    .registry
-                    .check_enrolment(&token, &req.device)
-                    .map_err(|e| e.to_string())?;
-                let cert = ca
-                    .issue_device_cert(&req.device.to_string(), &csr, time::Duration::days(365 * 2))
-                    .map_err(|e| e.to_string())?;
-                let fingerprint = identity::cert_fingerprint(&cert);
-                let (device, practitioner) = shared
-                    .registry
-                    .redeem_enrolment(&token, req.device, &req.device_name, fingerprint)
-                    .map_err(|e| e.to_string())?;
-                let teams = shared.registry.teams().map_err(|e| e.to_string())?;
-                let teams = teams
-                    .into_iter()
-                    .filter(|t| practitioner.teams.contains(&t.id))
-                    .map(|t| TeamInfo {
-                        id: t.id,
-                        name: t.name,
-                    })
-                    .collect();
-                shared.audit(
-                    Actor::Device {
-                        device: device.id,
-                        practitioner: practitioner.id,
-                    },
-                    AuditAction::Enrol,
-                    None,
-                    format!(
-                        "device '{}' enrolled for {}",
-                        device.name, practitioner.name
-                    ),
-                );
-                Ok(Enrolled {
-                    device: device.id,
-                    practitioner: practitioner.id,
-                    practitioner_name: practitioner.name,
-                    teams,
-                    certificate: hex::encode(cert.as_ref()),
-                    ca: hex::encode(ca.cert_der().as_ref()),
-                })
-            })();
-            match result {
-                Ok(e) => Frame::Enrolled(e),
-                Err(msg) => {
-                    // Unauthenticated: audited at the 1st, 2nd, 4th, 8th... failure of each
-                    // address per minute, with the count (see crate::limits).
-                    if let Some(n) = shared.limits.enrolment_failed(source) {
-                        shared.audit(
-                            Actor::Server,
-                            AuditAction::Refused,
-                            None,
-                            format!(
-                                "enrolment from {source} refused: {msg} ({n} failed from this address this minute)"
-                            ),
-                        );
-                    }
-                    refuse(ErrorCode::BadEnrolment, msg)
-                }
-            }
-        }
-        Ok(Some(Frame::Enrol(_))) => refuse(
-            ErrorCode::UnsupportedVersion,
-            "update the app to enrol with this server".into(),
-        ),
-        _ => refuse(ErrorCode::Malformed, "expected an enrolment request".into()),
-    };
-    // The device must be durably registered before it is told it is enrolled.
-    let ticket = shared.storage.group.wrote_in(generation);
-    let reply = match shared.storage.group.durable(ticket).await {
-        Ok(()) => reply,
-        Err(e) => refuse(
-            ErrorCode::StorageFailed,
-            format!("the server could not save the enrolment: {e}"),
-        ),
-    };
-    // Either way the device must get to read the answer before the connection goes.
-    let _ = stream.write_frames(&[reply]).await;
-    let _ = stream.send.finish();
-    let _ = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
 }

@@ -22,7 +22,7 @@ use polyphony_core::profile::Profile;
 use polyphony_core::store::Store;
 use polyphony_core::{CaseId, EntryId};
 use polyphony_server::admin::{self, AdminRequest, AdminResponse};
-use polyphony_server::storage;
+use polyphony_server::data_dir;
 use polyphony_server::{Server, ServerConfig, ServerHandle};
 use tempfile::TempDir;
 
@@ -176,7 +176,7 @@ impl TestServer {
         adjust(&mut config);
         let handle = match wrap {
             Some(wrap) => {
-                let store = storage::open_store(&config)?;
+                let store = data_dir::open_store(&config)?;
                 Server::start_with_store(config.clone(), wrap(store)).await?
             }
             None => Server::start(config.clone()).await?,
@@ -203,18 +203,21 @@ impl TestServer {
 
     /// Stop the server, run `f` over its data opened offline (its CA, registry and store, as an
     /// administrator's offline command would), then start it again on the same port.
-    pub async fn offline<R>(&mut self, f: impl FnOnce(&storage::Opened) -> Result<R>) -> Result<R> {
+    pub async fn offline<R>(
+        &mut self,
+        f: impl FnOnce(&data_dir::Opened) -> Result<R>,
+    ) -> Result<R> {
         if let Some(h) = self.handle.take() {
             h.shutdown().await;
         }
         // A session task may still hold the store for a moment after shutdown returns.
-        let mut opened = storage::open(&self.config);
+        let mut opened = data_dir::open(&self.config);
         for _ in 0..100 {
             if opened.is_ok() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            opened = storage::open(&self.config);
+            opened = data_dir::open(&self.config);
         }
         let out = f(&opened?);
         self.handle = Some(Server::start(self.config.clone()).await?);

@@ -1636,9 +1636,9 @@ async fn sync_writing_before_the_wipe(
         };
         if matches!(frame, Frame::Wipe) && !wrote {
             let store = dev.profile.store().clone();
-            polyphony_core::profile::note_revocation(&*store, false)?;
+            polyphony_core::profile::DeviceBooks::new(&*store).note_revocation(false)?;
             dev.note(case, meeting, note)?;
-            polyphony_core::profile::note_revocation(&*store, true)?;
+            polyphony_core::profile::DeviceBooks::new(&*store).note_revocation(true)?;
             wrote = true;
         }
         let out = sync

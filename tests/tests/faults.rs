@@ -308,7 +308,7 @@ async fn server_killed_at_random_points_keeps_every_acknowledged_change() -> Res
     // it loads and is a valid record, and the audit chain is unbroken.
     server.kill();
     kills += 1;
-    let opened = polyphony_server::storage::open(&server.config())?;
+    let opened = polyphony_server::data_dir::open(&server.config())?;
     let stored = opened.store.list_cases()?;
     for case in &stored {
         let chunks = opened.store.load_chunks(case)?.unwrap_or_default();

@@ -1,6 +1,6 @@
 //! Issue 9, the sync protocol without sockets: the device's `ClientSession` against a server peer
-//! that applies messages exactly as the borough server does (`sync::prepare`, then commit, then
-//! reply and `Saved`), over many random offline histories. Every session must settle in a bounded
+//! that applies messages exactly as the borough server does (`sync::answer`: `prepare`, then commit,
+//! then reply and `Saved`), over many random offline histories. Every session must settle in a bounded
 //! number of messages, converge, and leave every stored document valid.
 //!
 //! The automerge sync protocol summarises what each side has with a Bloom filter, which has false
@@ -17,8 +17,8 @@ use polyphony_core::model::{
     self, validate_document, Author, CaseDoc, NewCase, NewMeeting, NoteKind, Participant, Place,
 };
 use polyphony_core::sync::{
-    prepare, Action, CaseGrant, CasePolicy, ClientSession, DocSet, ErrorCode, Frame, SessionMode,
-    Welcome, PROTOCOL_VERSION,
+    answer, prepare, Action, CaseGrant, CasePolicy, ClientSession, DocSet, ErrorCode, Frame,
+    SessionMode, Welcome, PROTOCOL_VERSION,
 };
 use polyphony_core::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 use polyphony_e2e::report_figures;
@@ -190,8 +190,8 @@ impl DocSet for Docs {
     }
 }
 
-/// The server's side of one session, as `server/src/session.rs` does it: a fresh sync state per
-/// session, `prepare` then commit, one reply and one `Saved` per message.
+/// The server's side of one session over documents in memory: a fresh sync state per session,
+/// and each message answered by the step the server uses ([`polyphony_core::sync::answer`]).
 struct ServerPeer {
     docs: BTreeMap<CaseId, AutoCommit>,
     states: BTreeMap<CaseId, State>,
@@ -220,22 +220,7 @@ impl ServerPeer {
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
                 let state = self.states.entry(case).or_default();
-                let prepared = prepare(doc, state, &message, &TeamPolicy)?;
-                prepared.commit(doc, state);
-                let mut out: Vec<Frame> = doc
-                    .sync()
-                    .generate_sync_message(state)
-                    .map(|m| Frame::Sync {
-                        case,
-                        message: m.encode(),
-                    })
-                    .into_iter()
-                    .collect();
-                out.push(Frame::Saved {
-                    case,
-                    heads: doc.get_heads(),
-                });
-                out
+                answer(case, doc, state, &message, &TeamPolicy)?
             }
             Frame::Done => vec![Frame::Bye],
             other => anyhow::bail!("unexpected {}", other.kind()),

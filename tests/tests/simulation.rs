@@ -45,13 +45,14 @@ use polyphony_core::sync::{
 use polyphony_core::{CaseId, EntryId, PractitionerId, TeamId};
 use polyphony_e2e::sim::CrashStore;
 use polyphony_server::admin::{Admin, AdminRequest, AdminResponse};
+use polyphony_server::data_dir;
 use polyphony_server::registry::DeviceStatus;
 use polyphony_server::session::{self, Session, Shared};
-use polyphony_server::storage::{self, CaseChanged, ServerStorage};
+use polyphony_server::storage::{CaseChanged, ServerStorage};
 use polyphony_server::ServerConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 /// The server's case cache: the smallest the server allows, so eviction happens.
 const CACHE_CASES: usize = 16;
@@ -129,7 +130,7 @@ struct SimServer {
 
 impl SimServer {
     fn open(store: Arc<CrashStore>, config: ServerConfig) -> SimServer {
-        let opened = storage::open_with_store(&config, store.clone()).expect("server opens");
+        let opened = data_dir::open_with_store(&config, store.clone()).expect("server opens");
         let storage = Arc::new(ServerStorage::new(opened.store.clone(), CACHE_CASES));
         let shared = Arc::new(Shared {
             storage,
@@ -183,8 +184,6 @@ struct Conn {
     device: usize,
     /// The server's side, once the device's hello is welcomed.
     session: Option<Session>,
-    out_rx: mpsc::UnboundedReceiver<(u64, Vec<Frame>)>,
-    out_tx: Option<mpsc::UnboundedSender<(u64, Vec<Frame>)>>,
     changes: Option<broadcast::Receiver<CaseChanged>>,
     /// Frames the device wrote that the server has not read yet.
     up: VecDeque<Frame>,
@@ -456,14 +455,11 @@ impl World {
         let mut sync = dev.profile.begin_sync().expect("begin sync");
         let out = sync.start(&mut dev.profile).expect("start");
         dev.sync = Some((sync, id));
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
         self.conns.insert(
             id,
             Conn {
                 device: d,
                 session: None,
-                out_rx,
-                out_tx: Some(out_tx),
                 changes: None,
                 up: out.frames.iter().map(roundtrip).collect(),
                 down: VecDeque::new(),
@@ -561,17 +557,19 @@ impl World {
         let welcome = session::welcome(&shared, &hello, &device, &practitioner).expect("welcomed");
         let mode = welcome.mode;
         conn.down.push_back((0, vec![Frame::Welcome(welcome)]));
-        let tx = conn.out_tx.take().expect("sender");
         conn.session = Some(
-            Session::new(shared.clone(), id, device, practitioner, mode, tx)
+            Session::new(shared.clone(), id, device, practitioner, mode)
                 .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE)),
         );
         conn.changes = Some(shared.storage.subscribe());
     }
 
     fn pull_batches(conn: &mut Conn) {
-        while let Ok(b) = conn.out_rx.try_recv() {
-            conn.down.push_back(b);
+        let Some(session) = conn.session.as_mut() else {
+            return;
+        };
+        while let Some(b) = session.poll_reply() {
+            conn.down.push_back((b.ticket, b.frames));
         }
     }
 

@@ -118,7 +118,7 @@ fn log_len(store: &dyn Store, case: &CaseId) -> Result<usize> {
 
 // ---- Compaction on the device, of chunks received from the server ------------------------------
 
-/// `COMPACT_AFTER` in client-core's profile.rs counts chunks a device *receives* from the server too
+/// `COMPACT_AFTER` in client-core's profile/books.rs counts chunks a device *receives* from the server too
 /// (the sync host's `Persist` calls the same `appended`). A reader that syncs after each of a
 /// writer's notes stores one received chunk per sync: 40 syncs cross its compaction; its store is
 /// reopened from disk half-way and at the end, and must hold every note.
@@ -626,7 +626,7 @@ impl RawSession {
     }
 }
 
-/// The server's own bound on exchanges without progress (`2 * MAX_MESSAGES_PER_CASE`, session.rs):
+/// The server's own bound on exchanges without progress (`2 * MAX_MESSAGES_PER_CASE`, server session/protocol.rs):
 /// an honest device never gets near it, because the device stops at `MAX_MESSAGES_PER_CASE`. A
 /// hostile one sends the same no-news message again and again: exactly 256 are answered `Saved`,
 /// the 257th is refused, and the session still serves other cases. After a restart the case is
@@ -1257,7 +1257,7 @@ async fn group_commit_covers_64_waiting_writers_with_a_few_flushes() -> Result<(
 
 // ---- The offline-read outbox -------------------------------------------------------------------
 
-/// The outbox of reads made offline (profile.rs, log `reads`) is trimmed only through the index
+/// The outbox of reads made offline (profile/books.rs, log `reads`) is trimmed only through the index
 /// the server says it stored (`ReadsSaved`). Reads queued across a restart of the device are all
 /// sent, the outbox is empty after the sync and stays empty after a reopen from disk, and the
 /// server's access log holds every one.
@@ -1298,7 +1298,7 @@ async fn offline_reads_are_trimmed_only_once_the_server_saved_them_and_stay_trim
 }
 
 /// The server records each offline read once, by a per-device high-water mark kept in its
-/// registry (`reads_through`, session.rs `offline_reads`). Across a SIGKILL and a restart of the
+/// registry (`reads_through`, server session/protocol.rs `offline_reads`). Across a SIGKILL and a restart of the
 /// real server binary: reads it answered `ReadsSaved` for are on disk, and when the device sends
 /// them again (it did not hear the answer) with new ones, only the new ones are recorded; after a
 /// second kill and restart, the whole outbox sent again records nothing more. Each read is in the
@@ -1418,7 +1418,7 @@ async fn enrol_raw(server: &TestServer, frame: &Frame) -> Result<Frame> {
     Ok(answer)
 }
 
-/// The enrolment exchange reads frames of at most 64 KiB (`listener.rs`, `enrol`): a request of
+/// The enrolment exchange reads frames of at most 64 KiB (`enrolment.rs`, `enrol`): a request of
 /// exactly that is read (and refused for its made-up code), one byte more is refused unread as
 /// not an enrolment request. Either way a real device enrols afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

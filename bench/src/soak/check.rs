@@ -55,7 +55,7 @@ pub fn server_snapshot(data: &Path) -> Result<ServerSnapshot> {
         data_dir: data.to_path_buf(),
         ..ServerConfig::default()
     };
-    let store = polyphony_server::storage::open_store(&config)
+    let store = polyphony_server::data_dir::open_store(&config)
         .context("opening the killed server's store offline")?;
     let mut snap = ServerSnapshot {
         docs: BTreeMap::new(),

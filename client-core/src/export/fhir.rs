@@ -24,7 +24,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{plain, Access, Names};
-use crate::model::view::{AuthorView, CaseView, EntryMeta, ErrorMark};
+use crate::model::view::{CaseView, EntryMeta, ErrorMark};
+use crate::model::AuthorView;
 use crate::model::LocalZone;
 
 /// The NHS number identifier system.

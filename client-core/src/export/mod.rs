@@ -27,7 +27,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::view::{AuthorView, CaseView};
+use crate::model::view::CaseView;
+use crate::model::AuthorView;
 use crate::model::Date;
 
 pub mod access;
@@ -38,7 +39,8 @@ pub mod person_copy;
 mod plain;
 pub mod subject_access;
 
-/// One access to the record, as the borough server's audit log recorded it.
+/// One access to the record, as the borough server's audit log recorded it: what the server
+/// sends in an `AccessLog` frame, what the device keeps, and what every copy lists.
 ///
 /// The caller fills these from the server's audit when the device has synced (a device that has
 /// never synced passes an empty slice: the exports then say that no accesses are known yet).

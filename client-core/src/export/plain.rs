@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 
 use crate::model::local_time::date_words;
 use crate::model::readback::LaterChange;
-use crate::model::view::{ErrorMark, MeetingView, PositionView};
+use crate::model::view::{ErrorMark, MeetingView};
 use crate::model::LocalZone;
+use crate::model::PositionView;
 
 /// "14 March 2026" from an RFC 3339 timestamp (its UK date) or a YYYY-MM-DD date; the input
 /// itself if neither.

@@ -9,10 +9,10 @@ use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use serde::{Deserialize, Serialize};
 
-use super::doc::{from_ms, map_at, CaseDoc, ChangeNote};
+use super::doc::CaseDoc;
+use super::read::{change_author, from_ms, map_at};
 use super::schema::keys;
 use super::types::*;
-use super::view::AuthorView;
 use super::ModelError;
 
 /// A field with more than one current value.
@@ -157,27 +157,4 @@ impl CaseDoc {
             Ok(())
         })
     }
-}
-
-/// Who made a change: from its message, or, if the message is missing, from the document's
-/// register of devices.
-pub(super) fn change_author(doc: &impl ReadDoc, change: &automerge::Change) -> Option<AuthorView> {
-    if let Some(n) = change
-        .message()
-        .and_then(|m| serde_json::from_str::<ChangeNote>(m).ok())
-    {
-        return Some(AuthorView {
-            practitioner: n.practitioner.to_string(),
-            practitioner_name: n.practitioner_name,
-            device: n.device.to_string(),
-        });
-    }
-    let actors = map_at(doc, &ROOT, keys::ACTORS)?;
-    let a = map_at(doc, &actors, &change.actor_id().to_hex_string())?;
-    let get = |k| super::doc::get_str(doc, &a, k).unwrap_or_default();
-    Some(AuthorView {
-        practitioner: get(keys::PRACTITIONER),
-        practitioner_name: get(keys::PRACTITIONER_NAME),
-        device: get(keys::DEVICE),
-    })
 }

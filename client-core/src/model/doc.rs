@@ -5,24 +5,14 @@
 //! nothing behind (its pending operations are rolled back).
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{self, keys};
+use super::read::{from_ms, get_str, get_ts, map_at, to_ms};
+use super::schema::{self, keys, SCHEMA_VERSION};
 use super::types::*;
 use super::{LocalZone, ModelError, MAX_LONG, MAX_SHORT};
 use crate::{CaseId, EntryId, PractitionerId, TeamId};
-
-/// The version of the document layout this code writes and knows in full, stored at the root.
-/// Every change this code makes raises the document's version to it, so a device that knows less
-/// can tell it is reading a newer record (see "Changing the record's shape" in DEVELOPERS.md).
-///
-/// - 1: the first layout.
-/// - 2: a `wrong_person` mark beside `entered_in_error` (it withholds the entry's content), a
-///   `kind` an error mark may carry (for kinds a later version adds), a meeting's
-///   `state`, the version of the notes each read-back heard (`heard`), and a position's
-///   `earlier` stances.
-pub const SCHEMA_VERSION: u64 = 2;
 
 /// How far ahead of this device's clock a meeting may be and still count as now: clocks of devices
 /// differ by minutes.
@@ -89,15 +79,6 @@ pub(super) fn now() -> Instant {
         .unwrap_or(t)
 }
 
-pub(super) fn to_ms(t: Instant) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-pub(super) fn from_ms(ms: i64) -> Instant {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-}
-
 fn check_short(field: &'static str, value: &str) -> Result<(), ModelError> {
     let len = value.chars().count();
     if len > MAX_SHORT {
@@ -129,15 +110,6 @@ fn check_long(field: &'static str, value: &str) -> Result<(), ModelError> {
         });
     }
     Ok(())
-}
-
-/// The commit message every change carries: who and what, machine-readable.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ChangeNote {
-    pub practitioner: PractitionerId,
-    pub practitioner_name: String,
-    pub device: crate::DeviceId,
-    pub what: String,
 }
 
 impl CaseDoc {
@@ -766,7 +738,7 @@ impl CaseDoc {
     ) -> Result<(), ModelError> {
         let e = self.live_entry(keys::DECISIONS, "decision", decision)?;
         if status == DecisionStatus::Agreed {
-            let person_agrees = super::view::positions(&self.doc, &e).iter().any(|p| {
+            let person_agrees = super::read::positions(&self.doc, &e).iter().any(|p| {
                 p.participant == Participant::Person.key() && p.stance == Stance::Agree.as_str()
             });
             if !person_agrees {
@@ -961,14 +933,6 @@ impl CaseDoc {
 
 // -------------------------------------------------------------------- document helpers
 
-/// The map or text object under `key`, if there is one.
-pub(super) fn map_at(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<ObjId> {
-    match d.get(obj, key) {
-        Ok(Some((Value::Object(_), id))) => Some(id),
-        _ => None,
-    }
-}
-
 /// The object under `key`, or an error naming the missing part of the record (a malformed
 /// document; validation normally catches this first).
 pub(super) fn obj_at(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Result<ObjId, ModelError> {
@@ -978,39 +942,6 @@ pub(super) fn obj_at(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Result<ObjId, 
             "is missing from the record",
         ))
     })
-}
-
-/// A string value (the winner, if concurrent values exist).
-pub(super) fn get_str(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<String> {
-    match d.get(obj, key) {
-        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-            ScalarValue::Str(s) => Some(s.to_string()),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// A timestamp value.
-pub(super) fn get_ts(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<Instant> {
-    match d.get(obj, key) {
-        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-            ScalarValue::Timestamp(ms) => Some(from_ms(*ms)),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// A boolean value.
-pub(super) fn get_bool(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Option<bool> {
-    match d.get(obj, key) {
-        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-            ScalarValue::Boolean(b) => Some(*b),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 fn put_author(d: &mut AutoCommit, obj: &ObjId, a: &Author) -> Result<(), ModelError> {

@@ -49,7 +49,7 @@ fn load(name: &str) -> CaseDoc {
         .unwrap_or_else(|e| panic!("{name} no longer loads: {e}"))
 }
 
-use super::doc::SCHEMA_VERSION;
+use super::schema::SCHEMA_VERSION;
 use super::*;
 use crate::export::testcase::author;
 use crate::EntryId;

@@ -189,7 +189,7 @@ pub fn stamps_are_own(after: &AutoCommit, new: &NewOps, me: &Author) -> Result<(
     // The change's message names its author for the app's attribution (conflicts, history): it
     // must be the sender too. A change with no message is attributed through the actors map.
     for m in new.messages.iter().flatten() {
-        match serde_json::from_str::<super::doc::ChangeNote>(m) {
+        match serde_json::from_str::<super::types::ChangeNote>(m) {
             Ok(n) if n.practitioner == me.practitioner
                 && n.practitioner_name == me.practitioner_name
                 && n.device == me.device => {}

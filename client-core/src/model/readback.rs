@@ -14,9 +14,8 @@
 use automerge::{AutoCommit, ChangeHash, ObjId, ReadDoc};
 use serde::{Deserialize, Serialize};
 
-use super::doc::{from_ms, map_at};
+use super::read::{from_ms, map_at};
 use super::types::*;
-use super::view::AuthorView;
 
 /// One change to a meeting's texts made after the read-back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +85,7 @@ pub(super) fn changes_after(doc: &AutoCommit, m: &ObjId, heard: &[ChangeHash]) -
             }
             out.push(LaterChange {
                 part: kind.as_str().to_string(),
-                by: super::conflicts::change_author(doc, &change),
+                by: super::read::change_author(doc, &change),
                 at: Some(format_instant(from_ms(change.timestamp()))),
                 added,
                 removed,

@@ -16,67 +16,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::rc::Rc;
 
-use super::doc::SCHEMA_VERSION;
 use super::types::*;
 use super::{MAX_LONG, MAX_SHORT};
 use crate::{CaseId, TeamId};
 
-/// Key names used in the document.
-pub mod keys {
-    #![allow(missing_docs)]
-    pub const SCHEMA_VERSION: &str = "schema_version";
-    pub const CASE_ID: &str = "case_id";
-    pub const TEAM_ID: &str = "team_id";
-    pub const CREATED_AT: &str = "created_at";
-    pub const CREATED_BY: &str = "created_by";
-    pub const ACTORS: &str = "actors";
-    pub const PERSON: &str = "person";
-    pub const NETWORK: &str = "network";
-    pub const CARE_TEAM: &str = "care_team";
-    pub const TIMELINE: &str = "timeline";
-    pub const MEETINGS: &str = "meetings";
-    pub const DECISIONS: &str = "decisions";
-    pub const PRACTITIONER: &str = "practitioner";
-    pub const PRACTITIONER_NAME: &str = "practitioner_name";
-    pub const DEVICE: &str = "device";
-    pub const NAME: &str = "name";
-    pub const ROLE: &str = "role";
-    pub const START: &str = "start";
-    pub const END: &str = "end";
-    pub const INVITED_BY: &str = "invited_by";
-    pub const JOINED: &str = "joined";
-    pub const LEFT: &str = "left";
-    pub const CONSENT: &str = "consent";
-    pub const STATE: &str = "state";
-    pub const DATE: &str = "date";
-    pub const RECORDED_BY: &str = "recorded_by";
-    pub const AT: &str = "at";
-    pub const BY: &str = "by";
-    pub const PLACE: &str = "place";
-    pub const ATTENDEES: &str = "attendees";
-    pub const NEXT_MEETING: &str = "next_meeting";
-    pub const READBACK: &str = "readback";
-    pub const RESPONSE: &str = "response";
-    pub const WORDS: &str = "words";
-    pub const TEXT: &str = "text";
-    pub const PROPOSED_BY: &str = "proposed_by";
-    pub const STATUS: &str = "status";
-    pub const STATUS_HISTORY: &str = "status_history";
-    pub const NOTE: &str = "note";
-    pub const POSITIONS: &str = "positions";
-    pub const STANCE: &str = "stance";
-    pub const ACTIONS: &str = "actions";
-    pub const OWNER: &str = "owner";
-    pub const DUE: &str = "due";
-    pub const DONE: &str = "done";
-    pub const ENTERED_IN_ERROR: &str = "entered_in_error";
-    pub const REASON: &str = "reason";
-    // Schema 2.
-    pub const KIND: &str = "kind";
-    pub const WRONG_PERSON: &str = "wrong_person";
-    pub const HEARD: &str = "heard";
-    pub const POSITION_HISTORY: &str = "position_history";
-}
+pub use super::keys;
+
+/// The version of the document layout this code writes and knows in full, stored at the root.
+/// Every change this code makes raises the document's version to it, so a device that knows less
+/// can tell it is reading a newer record (see "Changing the record's shape" in DEVELOPERS.md).
+///
+/// - 1: the first layout.
+/// - 2: a `wrong_person` mark beside `entered_in_error` (it withholds the entry's content), a
+///   `kind` an error mark may carry (for kinds a later version adds), a meeting's
+///   `state`, the version of the notes each read-back heard (`heard`), and a position's
+///   `earlier` stances.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Why a document is not a valid case record: each problem with the path where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,12 +69,12 @@ impl std::error::Error for SchemaError {}
 
 /// Read the case id from a document, if it has a valid one.
 pub fn read_case_id(d: &impl ReadDoc) -> Option<CaseId> {
-    super::doc::get_str(d, &ROOT, keys::CASE_ID)?.parse().ok()
+    super::read::get_str(d, &ROOT, keys::CASE_ID)?.parse().ok()
 }
 
 /// Read the team id from a document, if it has a valid one.
 pub fn read_team_id(d: &impl ReadDoc) -> Option<TeamId> {
-    super::doc::get_str(d, &ROOT, keys::TEAM_ID)?.parse().ok()
+    super::read::get_str(d, &ROOT, keys::TEAM_ID)?.parse().ok()
 }
 
 /// Check that a document has the shape of a case record. An empty document is not a case.

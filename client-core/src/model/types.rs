@@ -386,6 +386,44 @@ pub fn validate_nhs_number(input: &str) -> Result<String, ModelError> {
     Ok(compact)
 }
 
+/// Who wrote something: practitioner and device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorView {
+    /// Practitioner id.
+    pub practitioner: String,
+    /// Practitioner name.
+    pub practitioner_name: String,
+    /// Device id.
+    pub device: String,
+}
+
+/// A participant's position on a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionView {
+    /// Who.
+    pub participant: String,
+    /// agree, disagree or unsure.
+    pub stance: String,
+    /// Their own words.
+    pub words: Option<String>,
+    /// When.
+    pub at: Option<String>,
+    /// Who recorded it.
+    pub recorded_by: Option<AuthorView>,
+    /// The participant's earlier stances on this decision, oldest first (schema 2): a person
+    /// changing their mind is kept, not overwritten.
+    pub earlier: Vec<PositionView>,
+}
+
+/// The commit message every change carries: who and what, machine-readable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChangeNote {
+    pub practitioner: PractitionerId,
+    pub practitioner_name: String,
+    pub device: DeviceId,
+    pub what: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

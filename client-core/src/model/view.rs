@@ -9,21 +9,15 @@ use automerge::{ObjId, ReadDoc, ROOT};
 use serde::{Deserialize, Serialize};
 
 use super::conflicts::Conflict;
-use super::doc::{get_bool, get_str, get_ts, map_at, CaseDoc};
+use super::doc::CaseDoc;
+use super::read::{author, get_bool, get_str, get_ts, instant, map_at, positions, ts};
 use super::readback::LaterChange;
 use super::schema::keys;
 use super::types::*;
 
-/// Who wrote something: practitioner and device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuthorView {
-    /// Practitioner id.
-    pub practitioner: String,
-    /// Practitioner name.
-    pub practitioner_name: String,
-    /// Device id.
-    pub device: String,
-}
+/// Who wrote something, and a participant's position: defined with the model's types (the
+/// writer reads positions too), named here with the rest of the view.
+pub use super::types::{AuthorView, PositionView};
 
 /// An "entered in error" mark: the entry stays, shown struck through, with who, when and why.
 /// An entry recorded on the wrong person's record keeps only its mark: the view holds none of
@@ -239,24 +233,6 @@ impl MeetingView {
     }
 }
 
-/// A participant's position on a decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PositionView {
-    /// Who.
-    pub participant: String,
-    /// agree, disagree or unsure.
-    pub stance: String,
-    /// Their own words.
-    pub words: Option<String>,
-    /// When.
-    pub at: Option<String>,
-    /// Who recorded it.
-    pub recorded_by: Option<AuthorView>,
-    /// The participant's earlier stances on this decision, oldest first (schema 2): a person
-    /// changing their mind is kept, not overwritten.
-    pub earlier: Vec<PositionView>,
-}
-
 /// A status change of a decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusChangeView {
@@ -338,24 +314,6 @@ pub struct CaseView {
 
 /// A view's time as an instant, for ordering: RFC 3339 strings do not sort as times (a time on a
 /// whole second, `…:01Z`, sorts after `…:01.5Z`).
-pub(super) fn instant(t: &Option<String>) -> Option<Instant> {
-    t.as_deref()
-        .and_then(|s| Instant::parse(s, &time::format_description::well_known::Rfc3339).ok())
-}
-
-fn ts(d: &impl ReadDoc, o: &ObjId, k: &str) -> Option<String> {
-    get_ts(d, o, k).map(format_instant)
-}
-
-fn author(d: &impl ReadDoc, o: &ObjId, k: &str) -> Option<AuthorView> {
-    let a = map_at(d, o, k)?;
-    Some(AuthorView {
-        practitioner: get_str(d, &a, keys::PRACTITIONER).unwrap_or_default(),
-        practitioner_name: get_str(d, &a, keys::PRACTITIONER_NAME).unwrap_or_default(),
-        device: get_str(d, &a, keys::DEVICE).unwrap_or_default(),
-    })
-}
-
 fn meta(d: &impl ReadDoc, id: &str, o: &ObjId) -> EntryMeta {
     EntryMeta {
         id: id.to_string(),
@@ -386,7 +344,7 @@ fn entries(d: &impl ReadDoc, parent: &ObjId, coll: &str) -> Vec<(String, ObjId)>
         .keys(&c)
         .filter_map(|k| {
             let o = map_at(d, &c, &k)?;
-            let created = get_ts(d, &o, keys::CREATED_AT).map(super::doc::to_ms);
+            let created = get_ts(d, &o, keys::CREATED_AT).map(super::read::to_ms);
             Some((created, k, o))
         })
         .collect();
@@ -594,72 +552,6 @@ impl CaseDoc {
         withhold(&mut view);
         view
     }
-}
-
-fn position(d: &impl ReadDoc, participant: &str, x: &ObjId) -> PositionView {
-    PositionView {
-        participant: participant.to_string(),
-        stance: get_str(d, x, keys::STANCE).unwrap_or_default(),
-        words: get_str(d, x, keys::WORDS),
-        at: ts(d, x, keys::AT),
-        recorded_by: author(d, x, keys::RECORDED_BY),
-        earlier: vec![],
-    }
-}
-
-/// Every participant's current position on decision `e`, each with the stances they took before.
-///
-/// A position recorded by schema 1 sits in `positions`; schema 2 appends each stance to the
-/// participant's list in `position_history`. Every concurrent value of the history map and of
-/// each list is read, so two devices that started a history at once both count. The current
-/// position is the latest by time, then by the order read (the same on every device).
-pub(super) fn positions(d: &impl ReadDoc, e: &ObjId) -> Vec<PositionView> {
-    // Each stance with the order it was read in: a schema-1 position first, then each history
-    // list in order, so two stances in the same millisecond keep the order they were written.
-    let mut by_who: std::collections::BTreeMap<String, Vec<(PositionView, usize)>> =
-        Default::default();
-    let mut order = 0usize;
-    let mut add = |who: &str, p: PositionView| {
-        order += 1;
-        by_who.entry(who.to_string()).or_default().push((p, order));
-    };
-    if let Some(pos) = map_at(d, e, keys::POSITIONS) {
-        for k in d.keys(&pos) {
-            if let Some(x) = map_at(d, &pos, &k) {
-                add(&k, position(d, &k, &x));
-            }
-        }
-    }
-    for hist in all_objects(d, e, keys::POSITION_HISTORY) {
-        for k in d.keys(&hist) {
-            for list in all_objects(d, &hist, &k) {
-                for i in 0..d.length(&list) {
-                    if let Ok(Some((automerge::Value::Object(_), x))) = d.get(&list, i) {
-                        add(&k, position(d, &k, &x));
-                    }
-                }
-            }
-        }
-    }
-    by_who
-        .into_values()
-        .filter_map(|mut all| {
-            all.sort_by(|(a, i), (b, j)| (instant(&a.at), i).cmp(&(instant(&b.at), j)));
-            let mut all: Vec<PositionView> = all.into_iter().map(|(p, _)| p).collect();
-            let mut current = all.pop()?;
-            current.earlier = all;
-            Some(current)
-        })
-        .collect()
-}
-
-/// Every concurrent object at `key` (automerge keeps each device's when two made one at once).
-fn all_objects(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Vec<ObjId> {
-    d.get_all(obj, key)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(v, id)| matches!(v, automerge::Value::Object(_)).then_some(id))
-        .collect()
 }
 
 /// The version heard at the meeting's first read-back (by time), if it recorded one.

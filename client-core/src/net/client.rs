@@ -141,7 +141,7 @@ pub async fn fetch_access_log(
     addr: &str,
     conn: &quinn::Connection,
     case: crate::CaseId,
-) -> Result<Vec<crate::sync::AccessEntry>, NetError> {
+) -> Result<Vec<crate::export::Access>, NetError> {
     let (send, recv) = conn
         .open_bi()
         .await

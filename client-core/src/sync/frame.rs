@@ -200,23 +200,6 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// One access to a case, from the server's audit log, for the person's copy of their record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessEntry {
-    /// When (RFC 3339).
-    pub at: String,
-    /// Who (a practitioner's name, or "administrator").
-    pub who: String,
-    /// The device, if a device was used.
-    pub device: Option<String>,
-    /// What happened, in the server's words (read, write, read on a device...).
-    pub what: String,
-    /// What kind of access it was, for the person's copy to say in plain words. Absent from
-    /// servers older than the field; a client older than it ignores it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<crate::export::access::AccessKind>,
-}
-
 /// A device asking to enrol (on an `ALPN_ENROL` connection, without a client certificate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolRequest {
@@ -316,7 +299,7 @@ pub enum Frame {
         /// The case.
         case: CaseId,
         /// The accesses.
-        entries: Vec<AccessEntry>,
+        entries: Vec<crate::export::Access>,
     },
     /// Device → server on an enrolment connection.
     Enrol(EnrolRequest),
@@ -717,7 +700,7 @@ mod tests {
             Frame::AccessLogRequest { case },
             Frame::AccessLog {
                 case,
-                entries: vec![AccessEntry {
+                entries: vec![crate::export::Access {
                     at: "2026-01-01T00:00:00Z".into(),
                     who: "Sam".into(),
                     device: None,

@@ -12,6 +12,7 @@
 
 mod frame;
 mod peer;
+mod reply;
 mod session;
 
 #[cfg(test)]
@@ -19,6 +20,7 @@ mod tests;
 
 pub use frame::*;
 pub use peer::{prepare, ApplyError, CasePolicy, Prepared};
+pub use reply::{answer, Reply};
 pub use session::{Action, ClientSession, DocSet, MAX_MESSAGES_PER_CASE};
 
 /// Encode heads for storage.

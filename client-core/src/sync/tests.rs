@@ -70,22 +70,7 @@ impl PeerServer {
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
                 let state = self.states.entry((client, case)).or_default();
-                let p = prepare(doc, state, &message, &AnyAuthor).expect("valid message");
-                p.commit(doc, state);
-                let mut out: Vec<Frame> = doc
-                    .sync()
-                    .generate_sync_message(state)
-                    .map(|m| Frame::Sync {
-                        case,
-                        message: m.encode(),
-                    })
-                    .into_iter()
-                    .collect();
-                out.push(Frame::Saved {
-                    case,
-                    heads: doc.get_heads(),
-                });
-                out
+                answer(case, doc, state, &message, &AnyAuthor).expect("valid message")
             }
             Frame::Done => vec![Frame::Bye],
             other => panic!("unexpected {other:?}"),

@@ -53,8 +53,6 @@ use axum::response::{IntoResponse, Response};
 use rand::RngCore;
 use serde::Deserialize;
 
-use crate::state::App;
-
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "polyphony_session";
 
@@ -379,8 +377,8 @@ fn refused_with(status: StatusCode, why: &str, advice: &str) -> Response {
         "<!DOCTYPE html><html lang=\"en-GB\"><head><meta charset=\"utf-8\"><title>Not allowed - Polyphony</title></head>\
 <body><main><h1>You cannot use Polyphony from here</h1><p>{}</p>\
 <p>{}</p></main></body></html>",
-        crate::html::esc(why),
-        crate::html::esc(advice)
+        polyphony_core::export::escape_html(why),
+        polyphony_core::export::escape_html(advice)
     );
     (
         status,
@@ -456,8 +454,8 @@ from another site's. Use a current browser (Chrome, Edge or Firefox).",
 
 /// The gate in front of every route: host check, fetch metadata and Origin, session cookie, CSRF
 /// token on every change.
-pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let gate = &app.gate;
+pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
+    let gate = &*gate;
     if !gate.host_allowed(req.headers()) {
         return refused(
             StatusCode::FORBIDDEN,
@@ -517,15 +515,15 @@ pub struct LaunchQuery {
 /// A browser that is already in and follows the link again (the user clicked it twice) is sent
 /// to its caseload: its cookie, not the spent link, is what lets it in, and no new session is made.
 pub async fn launch(
-    State(app): State<Arc<App>>,
+    State(gate): State<Arc<Gate>>,
     Query(q): Query<LaunchQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let id = match app.gate.launch(q.secret.as_deref().unwrap_or_default()) {
+    let id = match gate.launch(q.secret.as_deref().unwrap_or_default()) {
         Ok(id) => id,
         Err(_)
             if cookie_value(&headers, SESSION_COOKIE)
-                .and_then(|id| app.gate.session(&id))
+                .and_then(|id| gate.session(&id))
                 .is_some() =>
         {
             return (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();

@@ -29,8 +29,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use polyphony_core::store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{form_pairs, SessionCtx, MAX_BODY};
-use crate::state::App;
+use crate::auth::{form_pairs, Gate, SessionCtx, MAX_BODY};
 
 /// The store namespace of used form tokens.
 const NS_ONCE: &str = "app-once";
@@ -55,10 +54,23 @@ struct Answer {
     flash: Option<String>,
 }
 
-/// Serialises changes that carry a token, so a token is checked and recorded as one step.
-#[derive(Default)]
+/// Serialises changes that carry a token, so a token is checked and recorded as one step; the
+/// store the used tokens are kept in, and the gate whose one-off messages an answer repeats.
 pub struct Forms {
     one_at_a_time: tokio::sync::Mutex<()>,
+    store: Arc<dyn Store>,
+    gate: Arc<Gate>,
+}
+
+impl Forms {
+    /// Used tokens kept in `store`; messages left through `gate`.
+    pub fn new(store: Arc<dyn Store>, gate: Arc<Gate>) -> Forms {
+        Forms {
+            one_at_a_time: tokio::sync::Mutex::new(()),
+            store,
+            gate,
+        }
+    }
 }
 
 /// The token a form body carries, if it is one the app could have made (64 hex digits).
@@ -71,7 +83,7 @@ fn token_of(body: &[u8]) -> Option<String> {
 }
 
 /// The middleware (inside [`crate::auth::guard`], which has checked the session and CSRF token).
-pub async fn once(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub async fn once(State(forms): State<Arc<Forms>>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }
@@ -86,12 +98,12 @@ pub async fn once(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
     let (Some(token), Some(session)) = (token, session) else {
         return for_script(next.run(req).await, from_script);
     };
-    let _turn = app.forms.one_at_a_time.lock().await;
-    let store = app.store().clone();
+    let _turn = forms.one_at_a_time.lock().await;
+    let store = forms.store.clone();
     if let Some(answer) = recall(store.as_ref(), &token) {
         tracing::info!(path = %req.uri().path(), "a form was sent again: answered as the first time, not applied twice");
         if let Some(flash) = answer.flash {
-            app.gate.set_flash(&session.id, flash);
+            forms.gate.set_flash(&session.id, flash);
         }
         return for_script(Redirect::to(&answer.location).into_response(), from_script);
     }
@@ -106,7 +118,7 @@ pub async fn once(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
         let answer = Answer {
             at: time::OffsetDateTime::now_utc().unix_timestamp(),
             location,
-            flash: app.gate.peek_flash(&session.id),
+            flash: forms.gate.peek_flash(&session.id),
         };
         let recorded =
             tokio::task::spawn_blocking(move || record(store.as_ref(), &token, &answer)).await;

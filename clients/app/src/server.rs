@@ -26,7 +26,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// Every route of the app.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/launch", get(auth::launch))
+        // The launch link needs only the gate, not the app.
+        .route("/launch", get(auth::launch).with_state(app.gate.clone()))
         .route("/", get(caseload::show))
         .route("/sync-now", get(caseload::sync_now))
         .route("/status.json", get(status_json))
@@ -97,10 +98,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/assets/{*path}", get(asset))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
-            app.clone(),
+            app.forms.clone(),
             crate::once::once,
         ))
-        .layer(middleware::from_fn_with_state(app.clone(), auth::guard))
+        .layer(middleware::from_fn_with_state(
+            app.gate.clone(),
+            auth::guard,
+        ))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
 }

@@ -23,8 +23,8 @@ use time::OffsetDateTime;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::auth::Gate;
+use crate::status::SyncShared;
 use crate::status::{CaseSyncLine, SyncOverview};
-use crate::sync_task::SyncShared;
 
 /// The store namespace where the app keeps its own small records.
 pub const NS_APP: &str = "app";
@@ -82,11 +82,11 @@ pub struct App {
     /// How the app was started.
     pub config: Config,
     /// The launch secret and sessions.
-    pub gate: Gate,
+    pub gate: Arc<Gate>,
     /// The background sync's link to the server.
     pub sync: SyncShared,
     /// Form tokens: each change applied once (see [`crate::once`]).
-    pub forms: crate::once::Forms,
+    pub forms: Arc<crate::once::Forms>,
     store: Arc<dyn Store>,
     profile: Mutex<ProfileSlot>,
     remote_gen: AtomicU64,
@@ -106,11 +106,12 @@ impl App {
     /// Share a profile, with a given launch gate (tests use a known secret).
     pub fn with_gate(config: Config, profile: Profile, gate: Gate) -> Arc<App> {
         let store = profile.store().clone();
+        let gate = Arc::new(gate);
         Arc::new(App {
             config,
+            forms: Arc::new(crate::once::Forms::new(store.clone(), gate.clone())),
             gate,
             sync: SyncShared::default(),
-            forms: crate::once::Forms::default(),
             store,
             profile: Mutex::new(ProfileSlot { profile, seen: 0 }),
             remote_gen: AtomicU64::new(0),

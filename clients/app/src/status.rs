@@ -6,12 +6,14 @@
 //! The badge is rendered into every page (so it is right without JavaScript) and served as JSON at
 //! `/status.json` for the page script to keep it current.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use polyphony_core::model::LocalZone;
 use polyphony_core::CaseId;
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, Notify};
 
 use crate::dates;
 use crate::html::esc;
@@ -255,6 +257,61 @@ pub fn app_stopped_templates() -> String {
     format!(
         r#"<template id="app-stopped-template">{STOPPED}</template><template id="app-locked-template">{LOCKED}</template>"#
     )
+}
+
+/// What the handlers and the background task share.
+#[derive(Default)]
+pub struct SyncShared {
+    pub(crate) state: Mutex<LinkState>,
+    /// Where a live session takes local changes to push (none while not live).
+    pub(crate) local: Mutex<Option<mpsc::Sender<CaseId>>>,
+    /// Cases changed on this device since the session last looked.
+    pub(crate) dirty: Mutex<HashSet<CaseId>>,
+    /// Since when a pushed change has waited for the server's acknowledgement.
+    pub(crate) awaiting_since: Mutex<Option<std::time::Instant>>,
+    pub(crate) poke: Notify,
+}
+
+/// A lock that a panicked holder did not poison for good: what it guards is only shown.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SyncShared {
+    /// The link as it stands.
+    pub fn snapshot(&self) -> LinkState {
+        lock(&self.state).clone()
+    }
+
+    pub(crate) fn set_link(&self, link: Link) {
+        let mut s = lock(&self.state);
+        if s.link != link {
+            tracing::debug!(?link, "sync link");
+            s.link = link;
+        }
+    }
+
+    pub(crate) fn synced_now(&self) {
+        lock(&self.state).last_synced_at = Some(OffsetDateTime::now_utc());
+    }
+
+    /// A case changed on this device: push it now if live, else it goes at the next round.
+    pub fn local_change(&self, case: CaseId) {
+        lock(&self.dirty).insert(case);
+        let sent = lock(&self.local)
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(case).is_ok());
+        if sent {
+            lock(&self.awaiting_since).get_or_insert_with(std::time::Instant::now);
+        } else {
+            self.poke.notify_one();
+        }
+    }
+
+    /// Try to reach the server now rather than at the next scheduled attempt.
+    pub fn try_now(&self) {
+        self.poke.notify_one();
+    }
 }
 
 #[cfg(test)]

@@ -18,89 +18,29 @@
 //! This runs on client-core's public API (`net::connect`, `net::drive`, `ClientSession`, the store)
 //! rather than `Profile::sync`, which holds the profile for the whole sync and has no live mode.
 //! It keeps the same records the profile keeps (acknowledged heads, sync states, the offline-read
-//! outbox, the cases the server said moved away) in the same namespaces, so `Profile::unsynced`,
-//! `Profile::edit` and the command line agree with it. When
+//! outbox, the cases the server said moved away) through the same [`DeviceBooks`], so
+//! `Profile::unsynced`, `Profile::edit` and the command line agree with it. When
 //! the server says a case moved or the device is revoked, the profile's own sync is run so the core
 //! decides what to remove.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::AutoCommit;
 use polyphony_core::identity::DeviceKey;
 use polyphony_core::net::{self, SessionHost};
-use polyphony_core::profile::{self, Enrolment};
+use polyphony_core::profile::{DeviceBooks, Enrolment};
 use polyphony_core::store::Store;
-use polyphony_core::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead};
+use polyphony_core::sync::{Action, ClientSession, DocSet, ErrorCode};
 use polyphony_core::CaseId;
-use serde::Deserialize;
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, Notify};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::state::App;
-use crate::status::{Link, LinkState};
-
-/// Namespaces and logs shared with `polyphony_core::profile` (kept identical so the core's
-/// unsynced counts and the command line see what the app's sync did).
-const NS_ACKED: &str = "acked";
-const NS_SYNC_STATE: &str = "sync_state";
-const LOG_READS: &str = "reads";
+use crate::status::{lock, Link};
 
 /// A live link that leaves a pushed change unacknowledged this long is treated as lost.
 const STALL_AFTER: Duration = Duration::from_secs(10);
-
-/// What the handlers and the background task share.
-#[derive(Default)]
-pub struct SyncShared {
-    state: Mutex<LinkState>,
-    local: Mutex<Option<mpsc::Sender<CaseId>>>,
-    dirty: Mutex<HashSet<CaseId>>,
-    awaiting_since: Mutex<Option<std::time::Instant>>,
-    poke: Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl SyncShared {
-    /// The link as it stands.
-    pub fn snapshot(&self) -> LinkState {
-        lock(&self.state).clone()
-    }
-
-    fn set_link(&self, link: Link) {
-        let mut s = lock(&self.state);
-        if s.link != link {
-            debug!(?link, "sync link");
-            s.link = link;
-        }
-    }
-
-    fn synced_now(&self) {
-        lock(&self.state).last_synced_at = Some(OffsetDateTime::now_utc());
-    }
-
-    /// A case changed on this device: push it now if live, else it goes at the next round.
-    pub fn local_change(&self, case: CaseId) {
-        lock(&self.dirty).insert(case);
-        let sent = lock(&self.local)
-            .as_ref()
-            .is_some_and(|tx| tx.try_send(case).is_ok());
-        if sent {
-            lock(&self.awaiting_since).get_or_insert_with(std::time::Instant::now);
-        } else {
-            self.poke.notify_one();
-        }
-    }
-
-    /// Try to reach the server now rather than at the next scheduled attempt.
-    pub fn try_now(&self) {
-        self.poke.notify_one();
-    }
-}
 
 /// The running background sync.
 pub struct SyncHandle {
@@ -211,7 +151,7 @@ async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
 
     // 1. Catch up.
     let (endpoint, conn) = connect(e, &id).await?;
-    let mut session = ClientSession::new(false, offline_reads(&*store), load_states(&*store));
+    let mut session = new_session(&*store, false);
     let mut host = LiveHost::new(app.clone(), false);
     app.sync.set_link(Link::Syncing {
         settled: 0,
@@ -244,7 +184,7 @@ async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
     let (tx, rx) = mpsc::channel(1024);
     *lock(&app.sync.local) = Some(tx);
     *lock(&app.sync.awaiting_since) = None;
-    let mut session = ClientSession::new(true, offline_reads(&*store), load_states(&*store));
+    let mut session = new_session(&*store, true);
     let mut host = LiveHost::new(app.clone(), true);
     app.sync.set_link(Link::Live);
     let outcome = tokio::select! {
@@ -295,62 +235,36 @@ async fn stalled(app: &Arc<App>) -> String {
     }
 }
 
-fn load_states(store: &dyn Store) -> BTreeMap<CaseId, automerge::sync::State> {
-    let mut states = BTreeMap::new();
-    if let Ok(all) = store.scan_meta(NS_SYNC_STATE) {
-        for (k, v) in all {
-            if let (Ok(case), Ok(state)) = (k.parse::<CaseId>(), automerge::sync::State::decode(&v))
-            {
-                states.insert(case, state);
-            }
-        }
-    }
-    states
+/// A session over what the device's books hold: its unsent reads, and each case's sync state
+/// (unreadable books start the session afresh: slower, never wrong).
+fn new_session(store: &dyn Store, live: bool) -> ClientSession {
+    let books = DeviceBooks::new(store);
+    ClientSession::new(
+        live,
+        books.offline_reads().unwrap_or_default(),
+        books.sync_states().unwrap_or_default(),
+    )
 }
 
 fn save_states(store: &dyn Store, session: &ClientSession) {
+    let books = DeviceBooks::new(store);
     for (case, state) in session.states() {
-        if let Err(e) = store.put_meta(NS_SYNC_STATE, &case.to_string(), &state.encode()) {
+        if let Err(e) = books.save_sync_state(case, state) {
             warn!(error = %e, "could not save a sync state (the next sync will take longer)");
         }
     }
 }
 
-fn offline_reads(store: &dyn Store) -> Vec<OfflineRead> {
-    #[derive(Deserialize)]
-    struct R {
-        case: CaseId,
-        at: String,
-        what: String,
-    }
-    store
-        .read_log(LOG_READS, 0)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(seq, b)| {
-            let r: R = serde_json::from_slice(&b).ok()?;
-            Some(OfflineRead {
-                case: r.case,
-                at: r.at,
-                what: r.what,
-                seq,
-            })
-        })
-        .collect()
-}
-
-/// Load a case's document from the store, with how many chunks its log holds.
+/// A case's document as the store holds it, with its log's length; None if it is not held or
+/// cannot be read (the session then leaves it alone).
 fn load_doc(store: &dyn Store, case: &CaseId) -> Option<(AutoCommit, usize)> {
-    let chunks = store.load_chunks(case).ok()??;
-    let count = chunks.len();
-    let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
-    Some((AutoCommit::load(&bytes).ok()?, count))
+    DeviceBooks::new(store).load_doc(case).ok().flatten()
 }
 
 /// The documents a session syncs, kept apart from the profile's: loaded from the store, merged
 /// with the store again when the app changed the case, and persisted to the store as changes
 /// arrive. Each case's log is compacted by the profile's own rule
-/// ([`profile::compact_when_due`]), so a case open for a day of live pushes does not grow a log
+/// ([`DeviceBooks::compact_when_due`]), so a case open for a day of live pushes does not grow a log
 /// of thousands of chunks.
 struct LiveHost {
     app: Arc<App>,
@@ -419,7 +333,9 @@ impl DocSet for LiveHost {
     }
 
     fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
-        let kept = profile::wipe_acknowledged(&*self.store).map_err(|e| e.to_string())?;
+        let kept = DeviceBooks::new(&*self.store)
+            .wipe_acknowledged()
+            .map_err(|e| e.to_string())?;
         self.docs.retain(|c, _| kept.contains(c));
         // The pages' profile reads the wiped store again before anything else is shown.
         self.app.profile_changed();
@@ -429,19 +345,17 @@ impl DocSet for LiveHost {
 
 impl SessionHost for LiveHost {
     fn act(&mut self, action: &Action) -> Result<(), String> {
-        let store = &self.store;
+        let books = DeviceBooks::new(&*self.store);
+        books.record(action).map_err(|e| e.to_string())?;
         match action {
-            Action::Persist { case, chunk } => {
-                store.append_chunk(case, chunk).map_err(|e| e.to_string())?;
-                store.flush().map_err(|e| e.to_string())?;
+            Action::Persist { case, .. } => {
+                // What the server sent is on this device's disk before the session goes on.
+                self.store.flush().map_err(|e| e.to_string())?;
                 let count = self.chunks.entry(*case).or_insert(0);
-                *count = profile::compact_when_due(&**store, case, *count + 1);
+                *count = books.compact_when_due(case, *count + 1);
                 self.app.remote_change(*case);
             }
-            Action::Acknowledged { case, heads } => {
-                store
-                    .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(heads))
-                    .map_err(|e| e.to_string())?;
+            Action::Acknowledged { case, .. } => {
                 *lock(&self.app.sync.awaiting_since) = None;
                 lock(&self.app.sync.state).refused.remove(case);
                 // Open pages of the case refresh their sync tags.
@@ -453,19 +367,8 @@ impl SessionHost for LiveHost {
                     .insert(*case, refusal.message.clone());
             }
             Action::Moved { case } => self.moved.push(*case),
-            Action::ToldMoved { case } => {
-                // Before anything else: from now on the app refuses edits to the case.
-                profile::note_moved_away(&**store, case).map_err(|e| e.to_string())?;
-                self.app.touch(*case);
-            }
-            Action::Granted { cases } => {
-                profile::note_granted(&**store, cases).map_err(|e| e.to_string())?;
-            }
-            Action::ReadsSaved { through } => {
-                store
-                    .trim_log(LOG_READS, *through)
-                    .map_err(|e| e.to_string())?;
-            }
+            // Recorded first (above): from now on the app refuses edits to the case.
+            Action::ToldMoved { case } => self.app.touch(*case),
             Action::Progress { settled, total } => {
                 if self.live {
                     if settled == total {
@@ -478,16 +381,12 @@ impl SessionHost for LiveHost {
                     });
                 }
             }
-            Action::RevocationOrdered(ordered) => {
-                profile::note_revocation(&**store, *ordered).map_err(|e| e.to_string())?;
-            }
-            Action::Wiped { kept, revoked } => {
-                if *revoked {
-                    profile::forget_enrolment(&**store).map_err(|e| e.to_string())?;
-                }
-                self.wiped = Some((kept.clone(), *revoked));
-            }
-            Action::Send(_) | Action::Close { .. } => {}
+            Action::Wiped { kept, revoked } => self.wiped = Some((kept.clone(), *revoked)),
+            Action::Granted { .. }
+            | Action::ReadsSaved { .. }
+            | Action::RevocationOrdered(_)
+            | Action::Send(_)
+            | Action::Close { .. } => {}
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //!
 //! The app's background sync stores every change the server pushes as a chunk of its own. Before
 //! this test it never compacted: a case open all day grew a log of a chunk per push, and every
-//! load replayed them all. It now follows the profile's rule (`profile::compact_when_due`). Here a
+//! load replayed them all. It now follows the profile's rule (`DeviceBooks::compact_when_due`). Here a
 //! colleague writes 40 notes, each pushed live to the app (40 received chunks, past
 //! `COMPACT_AFTER` = 32); the app is shut down, its store reopened from disk, and the case must be
 //! compacted and hold every note.

@@ -4,9 +4,10 @@
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{AutoCommit, ReadDoc, ROOT};
-use polyphony_core::model::{CaseDoc, NewCase, PersonField};
+use polyphony_core::model::{Author, CaseDoc, NewCase, PersonField};
 use polyphony_core::store::{MemoryStore, Store};
 use polyphony_core::sync::Hello;
+use polyphony_core::TeamId;
 
 use super::*;
 
@@ -57,10 +58,9 @@ fn fixture() -> Fixture {
     }
 }
 
-/// One session of the device, with the replies it is sent.
+/// One session of the device, and its side of the sync state.
 struct Device1 {
     session: Session,
-    replies: mpsc::UnboundedReceiver<(u64, Vec<Frame>)>,
     state: State,
 }
 
@@ -74,18 +74,15 @@ impl Fixture {
     }
 
     fn connect(&self) -> Device1 {
-        let (tx, replies) = mpsc::unbounded_channel();
         let session = Session::new(
             self.shared.clone(),
             1,
             self.device.clone(),
             self.practitioner.clone(),
             SessionMode::Normal,
-            tx,
         );
         Device1 {
             session,
-            replies,
             state: State::new(),
         }
     }
@@ -102,8 +99,8 @@ impl Device1 {
             message: message.encode(),
         }));
         let mut frames = Vec::new();
-        while let Ok((_, batch)) = self.replies.try_recv() {
-            for f in batch {
+        while let Some(batch) = self.session.poll_reply() {
+            for f in batch.frames {
                 if matches!(&f, Frame::CaseRefused { refusal, .. } if refusal.code == ErrorCode::Moved)
                 {
                     // As the device's session does: upload only, from now on.
@@ -290,4 +287,251 @@ fn a_moved_case_takes_only_what_the_device_wrote_before_it_was_told() {
             .expect("read"),
         None
     );
+}
+
+/// A new case for `team`, written by `author`, as the device's automerge document.
+fn new_case(team: TeamId, author: Author) -> (CaseId, AutoCommit) {
+    let case = CaseId::random();
+    let doc = CaseDoc::create(
+        case,
+        team,
+        NewCase {
+            name: "Alex".into(),
+            ..Default::default()
+        },
+        author,
+    )
+    .expect("case")
+    .into_automerge();
+    (case, doc)
+}
+
+fn only_refusal(frames: &[Frame]) -> (ErrorCode, String) {
+    let (_, refused) = refusals(frames);
+    match refused.as_slice() {
+        [one] => one.clone(),
+        other => panic!("expected one refusal, got {other:?} in {frames:?}"),
+    }
+}
+
+#[test]
+fn another_teams_case_is_not_available_and_nothing_of_it_is_sent() {
+    let f = fixture();
+    // A case of South, stored by a South practitioner's device (here: written and stored as
+    // the server would, through a session of that device).
+    let kim = f
+        .shared
+        .registry
+        .add_practitioner("Kim", f.south)
+        .expect("practitioner");
+    let code = f
+        .shared
+        .registry
+        .create_enrolment(kim.id, [3; 32], time::Duration::hours(1))
+        .expect("code");
+    let (kims_device, kim) = f
+        .shared
+        .registry
+        .redeem_enrolment(
+            code.token(),
+            polyphony_core::DeviceId::random(),
+            "tablet",
+            [4; 32],
+        )
+        .expect("enrolled");
+    let kim_author = Author {
+        practitioner: kim.id,
+        practitioner_name: kim.name.clone(),
+        device: kims_device.id,
+    };
+    let (case, mut south_doc) = new_case(f.south, kim_author);
+    let mut kims = Device1 {
+        session: Session::new(f.shared.clone(), 2, kims_device, kim, SessionMode::Normal),
+        state: State::new(),
+    };
+    let frames = kims.settle(case, &mut south_doc);
+    assert_eq!(refusals(&frames), (false, vec![]), "{frames:?}");
+
+    // Sam's device asks for it, with nothing of its own: refused, not a byte of it sent.
+    let mut empty = AutoCommit::new();
+    let frames = f.connect().exchange(case, &mut empty);
+    assert_eq!(
+        only_refusal(&frames),
+        (
+            ErrorCode::NotAvailable,
+            format!("case {case} is not available to this device")
+        )
+    );
+    assert!(!frames
+        .iter()
+        .any(|fr| matches!(fr, Frame::Sync { .. } | Frame::Saved { .. })));
+    assert!(empty.get_heads().is_empty());
+
+    // Nor can Sam take the id by creating a North case under it: the same answer.
+    let mut taken = CaseDoc::create(
+        case,
+        f.north,
+        NewCase {
+            name: "Someone else".into(),
+            ..Default::default()
+        },
+        f.author(),
+    )
+    .expect("case")
+    .into_automerge();
+    let frames = f.connect().settle(case, &mut taken);
+    assert_eq!(only_refusal(&frames).0, ErrorCode::NotAvailable);
+    assert_eq!(
+        f.shared.registry.case_team(&case).expect("read"),
+        Some(f.south)
+    );
+}
+
+#[test]
+fn a_device_cannot_create_a_case_for_a_team_not_its_own() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.south, f.author());
+    let frames = f.connect().settle(case, &mut doc);
+    let (code, message) = only_refusal(&frames);
+    assert_eq!(code, ErrorCode::InvalidChange);
+    assert!(message.contains("one of your own teams"), "{message}");
+    assert_eq!(f.shared.registry.case_team(&case).expect("read"), None);
+    assert!(f.shared.storage.case(&case).expect("read").is_none());
+}
+
+#[test]
+fn a_change_under_another_devices_actor_is_refused_and_nothing_stored() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    let mut sam = f.connect();
+    assert_eq!(refusals(&sam.settle(case, &mut doc)), (false, vec![]));
+
+    // The same practitioner's name, another device's actor: a device writes only as itself.
+    let other = Author {
+        device: polyphony_core::DeviceId::random(),
+        ..f.author()
+    };
+    let mut forged = doc.fork().with_actor(other.actor());
+    let hash = dated_change(&mut forged, "Al", ms(time::OffsetDateTime::now_utc()));
+    let frames = sam.settle(case, &mut forged);
+    assert_eq!(
+        only_refusal(&frames).0,
+        ErrorCode::ForgedAuthor,
+        "{frames:?}"
+    );
+    assert!(!stored(&f, case, &hash));
+}
+
+#[test]
+fn new_cases_past_the_provisional_limit_wait_for_the_next_session() {
+    let f = fixture();
+    let mut sam = f.connect();
+    // A device's first message for a case it holds carries no changes: each leaves a
+    // provisional document in the session until its changes arrive.
+    let mut first_messages = Vec::new();
+    for _ in 0..=MAX_PROVISIONAL {
+        let (case, mut doc) = new_case(f.north, f.author());
+        let mut state = State::new();
+        let m = doc
+            .sync()
+            .generate_sync_message(&mut state)
+            .expect("a first message");
+        assert!(m.changes.is_empty());
+        first_messages.push((case, m.encode()));
+    }
+    let (last, last_message) = first_messages.pop().expect("one more than the limit");
+    for (case, message) in first_messages {
+        assert!(sam.session.handle(Frame::Sync { case, message }));
+        let batch = sam.session.poll_reply().expect("answered");
+        assert!(
+            matches!(batch.frames.last(), Some(Frame::Saved { case: c, .. }) if *c == case),
+            "{batch:?}"
+        );
+    }
+    assert!(sam.session.handle(Frame::Sync {
+        case: last,
+        message: last_message.clone(),
+    }));
+    let batch = sam.session.poll_reply().expect("answered");
+    assert_eq!(only_refusal(&batch.frames).0, ErrorCode::Busy);
+    // The next session takes it.
+    let mut next = f.connect();
+    assert!(next.session.handle(Frame::Sync {
+        case: last,
+        message: last_message,
+    }));
+    let batch = next.session.poll_reply().expect("answered");
+    assert!(
+        matches!(batch.frames.last(), Some(Frame::Saved { .. })),
+        "{batch:?}"
+    );
+}
+
+#[test]
+fn a_revoked_device_is_ended_at_its_next_frame_and_sent_nothing() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    let mut sam = f.connect();
+    let mut state = State::new();
+    let message = doc
+        .sync()
+        .generate_sync_message(&mut state)
+        .expect("a message")
+        .encode();
+    f.shared
+        .registry
+        .set_device_status(&f.device.id, DeviceStatus::Revoked)
+        .expect("revoked");
+    assert!(!sam.session.handle(Frame::Sync { case, message }));
+    assert_eq!(sam.session.poll_reply(), None);
+    assert!(matches!(
+        sam.session.ended(),
+        Some((ErrorCode::Revoked, m)) if m.contains("revoked")
+    ));
+}
+
+#[test]
+fn offline_reads_past_the_frame_limit_end_the_session_too_large_and_none_is_recorded() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    let mut sam = f.connect();
+    assert_eq!(refusals(&sam.settle(case, &mut doc)), (false, vec![]));
+    let read = |seq| polyphony_core::sync::OfflineRead {
+        case,
+        at: crate::registry::rfc3339(time::OffsetDateTime::now_utc()),
+        what: "case show".into(),
+        seq,
+    };
+    // At the limit: recorded and acknowledged.
+    let reads: Vec<_> = (1..=MAX_READS_PER_FRAME as u64).map(read).collect();
+    assert!(sam.session.handle(Frame::Reads(reads)));
+    let batch = sam.session.poll_reply().expect("answered");
+    assert_eq!(
+        batch.frames,
+        vec![Frame::ReadsSaved {
+            through: MAX_READS_PER_FRAME as u64
+        }]
+    );
+    // One past it: the session ends with TooLarge, and nothing more is recorded.
+    let recorded = |f: &Fixture| {
+        f.shared
+            .audit
+            .entries(Some(case))
+            .expect("audit")
+            .iter()
+            .filter(|r| r.event.action == AuditAction::OfflineRead)
+            .count()
+    };
+    assert_eq!(recorded(&f), MAX_READS_PER_FRAME);
+    let start = MAX_READS_PER_FRAME as u64 + 1;
+    let reads: Vec<_> = (start..=start + MAX_READS_PER_FRAME as u64)
+        .map(read)
+        .collect();
+    assert!(!sam.session.handle(Frame::Reads(reads)));
+    let batch = sam.session.poll_reply().expect("answered");
+    assert!(
+        matches!(batch.frames.as_slice(), [Frame::Error(r)] if r.code == ErrorCode::TooLarge),
+        "{batch:?}"
+    );
+    assert_eq!(recorded(&f), MAX_READS_PER_FRAME);
 }

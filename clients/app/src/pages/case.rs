@@ -13,15 +13,13 @@ use polyphony_core::PractitionerId;
 
 use super::meeting::{awaits_outcome, not_present, state_form, state_tag, state_words};
 use super::{
-    by_line, case_id, done, field_error, in_error_note, participant_name, person_name,
-    removed_note, render, AppState, FormData, PageError, PageParts, PageResult,
+    by_line, case_id, conflicts_banner, done, field_error, in_error_note, participant_name,
+    person_name, removed_note, render, AppState, FormData, PageError, PageParts, PageResult,
 };
 use crate::auth::SessionCtx;
 use crate::dates;
 use crate::ecomap::{meetings_attended, Ecomap};
-use crate::html::{
-    self, error_summary, esc, esc_multiline, summary_list, tag, DateInput, FieldError, Input,
-};
+use crate::html::{self, error_summary, esc, summary_list, tag, DateInput, FieldError, Input};
 use crate::state::App;
 use crate::status::CaseSyncLine;
 
@@ -190,23 +188,6 @@ pub async fn show(
         },
     )
     .await)
-}
-
-/// The conflicts banner shown on every page of a case that has any.
-pub fn conflicts_banner(view: &CaseView) -> String {
-    let n = view.conflicts.len();
-    if n == 0 {
-        return String::new();
-    }
-    let what = if n == 1 {
-        "1 detail has two different values".to_string()
-    } else {
-        format!("{n} details have different values")
-    };
-    format!(
-        r#"<div class="nhsuk-notification-banner" role="region" aria-labelledby="conflicts-title" id="conflicts-banner"><div class="nhsuk-notification-banner__header"><h2 class="nhsuk-notification-banner__title" id="conflicts-title">Important</h2></div><div class="nhsuk-notification-banner__content"><p class="nhsuk-notification-banner__heading">{what}, written on different devices at the same time.</p><p class="nhsuk-body">Nothing was lost: both are kept until someone chooses. <a class="nhsuk-notification-banner__link" href="/case/{id}/conflicts">Choose which to keep</a></p></div></div>"#,
-        id = esc(&view.case_id)
-    )
 }
 
 fn opt(s: &Option<String>) -> String {
@@ -817,15 +798,6 @@ pub async fn person_save(
 /// Who wrote something, for lists.
 pub fn written_by(app: &App, meta: &polyphony_core::model::view::EntryMeta) -> String {
     by_line(app, &meta.created_by, &meta.created_at)
-}
-
-/// Show multi-line text, or a muted "Nothing written yet".
-pub fn text_or_none(t: &str) -> String {
-    if t.trim().is_empty() {
-        r#"<p class="app-muted">Nothing written yet.</p>"#.into()
-    } else {
-        format!(r#"<p class="app-text">{}</p>"#, esc_multiline(t))
-    }
 }
 
 /// A red tag for an entry that cannot be changed.

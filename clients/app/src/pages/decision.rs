@@ -10,7 +10,7 @@ use axum::{Extension, Form};
 use polyphony_core::model::view::{CaseView, DecisionView, PositionView};
 use polyphony_core::model::{parse_date, DecisionStatus, Participant, Stance};
 
-use super::case::conflicts_banner;
+use super::conflicts_banner;
 use super::{
     by_line, case_id, done, entry_id, field_error, in_error_note, participant_name, participants,
     removed_note, render, AppState, FormData, PageError, PageParts, PageResult,

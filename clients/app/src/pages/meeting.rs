@@ -20,12 +20,12 @@ use polyphony_core::model::{
 };
 use serde::Deserialize;
 
-use super::case::{conflicts_banner, text_or_none};
 use super::{
     by_line, by_on, case_id, done, entry_id, field_error, in_error_note, participant_name,
     participants, person_name, removed_note, render, AppState, FormData, PageError, PageParts,
     PageResult,
 };
+use super::{conflicts_banner, text_or_none};
 use crate::auth::SessionCtx;
 use crate::dates;
 use crate::html::{self, error_summary, esc, tag, Choices, DateInput, FieldError};

@@ -27,7 +27,7 @@ use polyphony_core::profile::ProfileError;
 use polyphony_core::{CaseId, EntryId};
 
 use crate::auth::SessionCtx;
-use crate::html::{self, esc, FieldError};
+use crate::html::{self, esc, esc_multiline, FieldError};
 use crate::state::App;
 
 /// What a handler failed with.
@@ -497,4 +497,30 @@ pub async fn me(app: &App) -> Option<(String, String)> {
         .await
         .enrolment()
         .map(|e| (e.practitioner.to_string(), e.practitioner_name.clone()))
+}
+
+/// The conflicts banner shown on every page of a case that has any.
+pub fn conflicts_banner(view: &CaseView) -> String {
+    let n = view.conflicts.len();
+    if n == 0 {
+        return String::new();
+    }
+    let what = if n == 1 {
+        "1 detail has two different values".to_string()
+    } else {
+        format!("{n} details have different values")
+    };
+    format!(
+        r#"<div class="nhsuk-notification-banner" role="region" aria-labelledby="conflicts-title" id="conflicts-banner"><div class="nhsuk-notification-banner__header"><h2 class="nhsuk-notification-banner__title" id="conflicts-title">Important</h2></div><div class="nhsuk-notification-banner__content"><p class="nhsuk-notification-banner__heading">{what}, written on different devices at the same time.</p><p class="nhsuk-body">Nothing was lost: both are kept until someone chooses. <a class="nhsuk-notification-banner__link" href="/case/{id}/conflicts">Choose which to keep</a></p></div></div>"#,
+        id = esc(&view.case_id)
+    )
+}
+
+/// Show multi-line text, or a muted "Nothing written yet".
+pub fn text_or_none(t: &str) -> String {
+    if t.trim().is_empty() {
+        r#"<p class="app-muted">Nothing written yet.</p>"#.into()
+    } else {
+        format!(r#"<p class="app-text">{}</p>"#, esc_multiline(t))
+    }
 }

@@ -7,7 +7,7 @@
 //! Reads are audited too: each view of a case made on the device is queued and uploaded with the
 //! next sync, so the person's access log is complete.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +21,11 @@ use crate::net::{self, NetError, SessionHost};
 use crate::store::{KeySource, SledOptions, SledStore, Store, StoreError};
 use crate::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead, TeamInfo};
 use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
+
+mod books;
+
+use books::{write_gate, LOG_READS, NS_ACCESSES, NS_MOVED_AWAY};
+pub use books::{DeviceBooks, COMPACT_AFTER};
 
 const NS_PROFILE: &str = "profile";
 /// The newest signed audit head seen (in [`NS_PROFILE`]).
@@ -56,13 +61,6 @@ fn home_to_use(current: PathBuf, earlier: Option<PathBuf>) -> PathBuf {
 const TIME_ZONE_KEY: &str = "time_zone";
 /// How many audit heads a device keeps (about 200 bytes each).
 pub const AUDIT_HISTORY_MAX: usize = 512;
-const NS_ACKED: &str = "acked";
-const NS_SYNC_STATE: &str = "sync_state";
-const LOG_READS: &str = "reads";
-const NS_ACCESSES: &str = "accesses";
-/// Cases the server said are no longer this device's team's (case id → when it said so, RFC 3339,
-/// this device's clock): no new edits (see [`ProfileError::MovedAway`]).
-const NS_MOVED_AWAY: &str = "moved_away";
 
 /// Who has accessed a case, as last fetched from the borough server's audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,164 +284,6 @@ fn thin_evenly(kept: &[crate::identity::AuditHead]) -> Vec<crate::identity::Audi
         .collect()
 }
 
-/// After this many appended chunks, a case's log is compacted into one snapshot, so loading a case
-/// does not replay years of small saves.
-pub const COMPACT_AFTER: usize = 32;
-
-/// The compaction rule every writer of a device's store follows (the profile, and the app's
-/// background sync): once `appended` chunks have gone into a case's log since its last snapshot,
-/// replace the log with one snapshot. Returns the count to carry on from (1 after a compaction).
-///
-/// The snapshot is made from the log as read back from the store, not from a document in memory:
-/// two writers share a device's store (the app saves edits while its background sync saves what
-/// the server sends), so a copy in memory may lack a chunk the other writer stored, and compacting
-/// from it would delete that chunk. Chunks appended after the read are past `through` and kept. A
-/// failed compaction loses nothing (the log stays as it was), so it is only logged, and tried again
-/// at the next append.
-pub fn compact_when_due(store: &dyn Store, case: &CaseId, appended: usize) -> usize {
-    if appended < COMPACT_AFTER {
-        return appended;
-    }
-    match compact_log(store, case) {
-        Ok(()) => 1,
-        Err(e) => {
-            tracing::warn!(%case, error = %e, "compaction failed; the log is kept as it is");
-            appended
-        }
-    }
-}
-
-fn compact_log(store: &dyn Store, case: &CaseId) -> Result<(), ProfileError> {
-    let Some(log) = store.load_chunks(case)? else {
-        return Ok(());
-    };
-    let Some(&(through, _)) = log.last() else {
-        return Ok(());
-    };
-    let bytes: Vec<u8> = log.into_iter().flat_map(|(_, c)| c).collect();
-    let snapshot = AutoCommit::load(&bytes)
-        .map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?
-        .save();
-    Ok(store.compact_case(case, &snapshot, through)?)
-}
-
-/// One gate for the writers of a device's store in this process: the profile's edits and the
-/// wipe (the app's background sync wipes while its pages edit through the profile). An edit
-/// checks that the device is not being revoked and writes its change under the gate, and the
-/// wipe counts and removes under it, so a change is either counted by the wipe (and its case
-/// kept) or refused: never written into a case the wipe has just removed.
-static WRITE_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn write_gate() -> std::sync::MutexGuard<'static, ()> {
-    // A writer that panicked left nothing half-done that the gate protects: the store is the truth.
-    WRITE_GATE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Note whether the server is revoking this device (told at every welcome), durably, so every
-/// writer of the store (the profile, and the app whose background sync shares it) refuses new
-/// entries from then on. The mark outlives the wipe (a profile still open on the old enrolment
-/// must not write into a wiped store) and is cleared only by a new enrolment.
-pub fn note_revocation(store: &dyn Store, ordered: bool) -> Result<(), StoreError> {
-    let _gate = write_gate();
-    let noted = store.get_meta(NS_PROFILE, REVOKING_KEY)?.is_some();
-    if noted == ordered {
-        return Ok(());
-    }
-    if ordered {
-        store.put_meta(NS_PROFILE, REVOKING_KEY, b"1")?;
-    } else {
-        store.delete_meta(NS_PROFILE, REVOKING_KEY)?;
-    }
-    store.flush()
-}
-
-/// A case's changes the server has not acknowledged, counted from the store itself (not from a
-/// copy in memory, which one of the store's two writers may hold stale).
-pub fn unsynced_in_store(store: &dyn Store, case: &CaseId) -> Result<usize, ProfileError> {
-    let Some(log) = store.load_chunks(case)? else {
-        return Ok(0);
-    };
-    let bytes: Vec<u8> = log.into_iter().flat_map(|(_, c)| c).collect();
-    let mut doc =
-        AutoCommit::load(&bytes).map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?;
-    let acked: Vec<ChangeHash> = store
-        .get_meta(NS_ACKED, &case.to_string())?
-        .map(|b| sync::decode_heads(&b))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|h| doc.get_change_by_hash(h).is_some())
-        .collect();
-    Ok(doc.get_changes(&acked).len())
-}
-
-/// The server revoked this device and holds everything it acknowledged: remove every case with
-/// nothing left to upload, and the device's enrolment if no case is left. A case with changes the
-/// server does not have, or one that cannot be read, is kept and returned, never wiped: the device
-/// stays enrolled to upload it (the server keeps it able to, until the device confirms a wipe
-/// that kept nothing). Durable when it returns.
-pub fn wipe_acknowledged(store: &dyn Store) -> Result<Vec<CaseId>, ProfileError> {
-    let _gate = write_gate();
-    let mut kept = Vec::new();
-    for case in store.list_cases()? {
-        match unsynced_in_store(store, &case) {
-            Ok(0) => forget_in_store(store, &case)?,
-            Ok(_) | Err(ProfileError::Corrupt(_)) => kept.push(case),
-            Err(e) => return Err(e),
-        }
-    }
-    if kept.is_empty() {
-        // The revocation mark stays: nothing more is written here until a new enrolment.
-        store.delete_meta(NS_PROFILE, "enrolment")?;
-    }
-    store.flush()?;
-    Ok(kept)
-}
-
-/// Forget this device's enrolment (its records, and the mark that it is being revoked, stay).
-pub fn forget_enrolment(store: &dyn Store) -> Result<(), StoreError> {
-    store.delete_meta(NS_PROFILE, "enrolment")?;
-    store.flush()
-}
-
-/// Remove a case and everything kept about it.
-fn forget_in_store(store: &dyn Store, case: &CaseId) -> Result<(), StoreError> {
-    store.remove_case(case)?;
-    store.delete_meta(NS_ACKED, &case.to_string())?;
-    store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
-    store.delete_meta(NS_ACCESSES, &case.to_string())?;
-    store.delete_meta(NS_MOVED_AWAY, &case.to_string())
-}
-
-/// Record that the server told this device a case is no longer its team's: from now on the
-/// profile refuses edits to it, so an honest device never writes a change the server would
-/// refuse (it takes only what was written before the device was told). Durable when this
-/// returns, before the session goes on. The first telling stands. Every writer of a device's
-/// store that runs a sync session calls this (the profile, and the app's background sync).
-pub fn note_moved_away(store: &dyn Store, case: &CaseId) -> Result<(), StoreError> {
-    if store.get_meta(NS_MOVED_AWAY, &case.to_string())?.is_none() {
-        store.put_meta(NS_MOVED_AWAY, &case.to_string(), now_string().as_bytes())?;
-        store.flush()?;
-    }
-    Ok(())
-}
-
-/// The server's welcome granted these cases in full: any of them that had moved away is this
-/// device's team's again, and may be edited.
-pub fn note_granted(store: &dyn Store, cases: &[CaseId]) -> Result<(), StoreError> {
-    let granted: BTreeSet<String> = cases.iter().map(CaseId::to_string).collect();
-    let mut removed = false;
-    for (key, _) in store.scan_meta(NS_MOVED_AWAY)? {
-        if granted.contains(&key) {
-            store.delete_meta(NS_MOVED_AWAY, &key)?;
-            removed = true;
-        }
-    }
-    if removed {
-        store.flush()?;
-    }
-    Ok(())
-}
-
 fn plural(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
@@ -663,14 +503,11 @@ impl Profile {
 
     fn load(&mut self, case: CaseId) -> Result<&mut AutoCommit, ProfileError> {
         if !self.docs.contains_key(&case) {
-            let chunks = self
-                .store
-                .load_chunks(&case)?
+            let (doc, chunks) = self
+                .books()
+                .load_doc(&case)?
                 .ok_or_else(|| ProfileError::UnknownCase(case.to_string()))?;
-            self.chunks.insert(case, chunks.len());
-            let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
-            let doc = AutoCommit::load(&bytes)
-                .map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?;
+            self.chunks.insert(case, chunks);
             self.docs.insert(case, doc);
         }
         Ok(self.docs.get_mut(&case).expect("loaded above"))
@@ -766,10 +603,16 @@ impl Profile {
     }
 
     /// Count an appended chunk; compact the case's log once it is long (see
-    /// [`compact_when_due`]).
+    /// [`DeviceBooks::compact_when_due`]).
     fn appended(&mut self, case: CaseId) {
+        let books = DeviceBooks::new(&*self.store);
         let count = self.chunks.entry(case).or_insert(0);
-        *count = compact_when_due(&*self.store, &case, *count + 1);
+        *count = books.compact_when_due(&case, *count + 1);
+    }
+
+    /// This device's sync records ([`DeviceBooks`]).
+    pub fn books(&self) -> DeviceBooks<'_> {
+        DeviceBooks::new(&*self.store)
     }
 
     fn view_unaudited(&mut self, case: CaseId) -> Result<CaseView, ProfileError> {
@@ -857,11 +700,7 @@ impl Profile {
     }
 
     fn acked(&self, case: CaseId) -> Result<Vec<ChangeHash>, ProfileError> {
-        Ok(self
-            .store
-            .get_meta(NS_ACKED, &case.to_string())?
-            .map(|b| sync::decode_heads(&b))
-            .unwrap_or_default())
+        Ok(self.books().acknowledged(&case)?)
     }
 
     /// The caseload, with unsynced changes and conflicts per case.
@@ -948,26 +787,7 @@ impl Profile {
     }
 
     fn offline_reads(&self) -> Result<Vec<OfflineRead>, ProfileError> {
-        #[derive(Deserialize)]
-        struct R {
-            case: CaseId,
-            at: String,
-            what: String,
-        }
-        Ok(self
-            .store
-            .read_log(LOG_READS, 0)?
-            .into_iter()
-            .filter_map(|(seq, b)| {
-                let r: R = serde_json::from_slice(&b).ok()?;
-                Some(OfflineRead {
-                    case: r.case,
-                    at: r.at,
-                    what: r.what,
-                    seq,
-                })
-            })
-            .collect())
+        Ok(self.books().offline_reads()?)
     }
 
     /// Sync with the borough server: upload what this device has, receive what the team wrote.
@@ -1040,13 +860,7 @@ impl Profile {
     /// is lost). Persistence, acknowledgements, compaction, moves and wipes are exactly those of
     /// [`Profile::sync`]: both go through the same host.
     pub fn begin_sync(&mut self) -> Result<ProfileSync, ProfileError> {
-        let mut states = BTreeMap::new();
-        for (k, v) in self.store.scan_meta(NS_SYNC_STATE)? {
-            if let (Ok(case), Ok(state)) = (k.parse::<CaseId>(), automerge::sync::State::decode(&v))
-            {
-                states.insert(case, state);
-            }
-        }
+        let states = self.books().sync_states()?;
         Ok(ProfileSync {
             session: ClientSession::new(false, self.offline_reads()?, states),
             run: SyncRun::default(),
@@ -1074,16 +888,7 @@ impl Profile {
         endpoint.close(0u32.into(), b"");
         let list = AccessList {
             fetched_at: now_string(),
-            entries: result?
-                .into_iter()
-                .map(|a| crate::export::Access {
-                    at: a.at,
-                    who: a.who,
-                    device: a.device,
-                    what: a.what,
-                    kind: a.kind,
-                })
-                .collect(),
+            entries: result?,
         };
         let bytes = serde_json::to_vec(&list).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
         self.store
@@ -1213,20 +1018,20 @@ impl Profile {
     }
 
     fn forget_case(&mut self, case: CaseId) -> Result<(), ProfileError> {
-        forget_in_store(&*self.store, &case)?;
+        self.books().forget_case(&case)?;
         self.docs.remove(&case);
         Ok(())
     }
 
-    /// True while the server is revoking this device (see [`note_revocation`]).
+    /// True while the server is revoking this device (see [`DeviceBooks::note_revocation`]).
     pub fn being_revoked(&self) -> Result<bool, ProfileError> {
         Ok(self.store.get_meta(NS_PROFILE, REVOKING_KEY)?.is_some())
     }
 
-    /// The server revoked this device: wipe it ([`wipe_acknowledged`]), and forget what this
+    /// The server revoked this device: wipe it ([`DeviceBooks::wipe_acknowledged`]), and forget what this
     /// profile held in memory of what went.
     fn wipe(&mut self) -> Result<Vec<CaseId>, ProfileError> {
-        let kept = wipe_acknowledged(&*self.store)?;
+        let kept = self.books().wipe_acknowledged()?;
         self.docs.retain(|c, _| kept.contains(c));
         if kept.is_empty() {
             self.enrolment = None;
@@ -1326,9 +1131,7 @@ impl ProfileSync {
             if !held.contains(case) && (wipe || moved.contains(case)) {
                 continue; // wiped or moved away: nothing to resume
             }
-            profile
-                .store
-                .put_meta(NS_SYNC_STATE, &case.to_string(), &state.encode())?;
+            profile.books().save_sync_state(case, state)?;
         }
         report.cases = session.states().count() + session.refused().len();
         for case in moved {
@@ -1388,17 +1191,12 @@ impl DocSet for Host<'_> {
 
 impl SessionHost for Host<'_> {
     fn act(&mut self, action: &Action) -> Result<(), String> {
-        let store = &self.profile.store;
+        self.profile
+            .books()
+            .record(action)
+            .map_err(|e| e.to_string())?;
         match action {
-            Action::Persist { case, chunk } => {
-                store.append_chunk(case, chunk).map_err(|e| e.to_string())?;
-                self.profile.appended(*case);
-            }
-            Action::Acknowledged { case, heads } => {
-                store
-                    .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(heads))
-                    .map_err(|e| e.to_string())?;
-            }
+            Action::Persist { case, .. } => self.profile.appended(*case),
             Action::Refused { case, refusal } => {
                 self.run
                     .report
@@ -1406,24 +1204,10 @@ impl SessionHost for Host<'_> {
                     .push((case.to_string(), refusal.message.clone()));
             }
             Action::Moved { case } => self.run.moved.push(*case),
-            Action::ToldMoved { case } => {
-                note_moved_away(&**store, case).map_err(|e| e.to_string())?;
-            }
-            Action::Granted { cases } => {
-                note_granted(&**store, cases).map_err(|e| e.to_string())?;
-            }
-            Action::ReadsSaved { through } => {
-                store
-                    .trim_log(LOG_READS, *through)
-                    .map_err(|e| e.to_string())?;
-            }
             Action::Progress { settled, total } => (self.progress)(SyncProgress {
                 settled: *settled,
                 total: *total,
             }),
-            Action::RevocationOrdered(ordered) => {
-                note_revocation(&**store, *ordered).map_err(|e| e.to_string())?;
-            }
             Action::Wiped { kept, revoked } => {
                 self.run.wipe = true;
                 self.run.report.wiped = true;
@@ -1432,12 +1216,17 @@ impl SessionHost for Host<'_> {
                     .kept_unsynced
                     .extend(kept.iter().map(|c| c.to_string()));
                 if *revoked {
-                    // An older server revoked this device already: its enrolment opens nothing.
-                    forget_enrolment(&**store).map_err(|e| e.to_string())?;
+                    // The books forgot the enrolment; so does the profile in memory.
                     self.profile.enrolment = None;
                 }
             }
-            Action::Send(_) | Action::Close { .. } => {}
+            Action::Acknowledged { .. }
+            | Action::ToldMoved { .. }
+            | Action::Granted { .. }
+            | Action::ReadsSaved { .. }
+            | Action::RevocationOrdered(_)
+            | Action::Send(_)
+            | Action::Close { .. } => {}
         }
         Ok(())
     }
@@ -1445,6 +1234,7 @@ impl SessionHost for Host<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::books::NS_ACKED;
     use super::*;
     use crate::model::{NewCase, PersonField};
     use crate::store::MemoryStore;
@@ -1668,7 +1458,7 @@ mod tests {
             d.set_person(PersonField::Pronouns, Some("she/her"))
         })
         .unwrap();
-        note_moved_away(&**p.store(), &case).unwrap();
+        p.books().note_moved_away(&case).unwrap();
         let refused = |p: &mut Profile| {
             p.edit(case, |d| d.set_person(PersonField::Pronouns, Some("they")))
                 .unwrap_err()
@@ -1687,7 +1477,7 @@ mod tests {
             Some("she/her")
         );
         assert_eq!(again.unsynced(case).unwrap(), 2);
-        note_granted(&**again.store(), &[case]).unwrap();
+        again.books().note_granted(&[case]).unwrap();
         again
             .edit(case, |d| d.set_person(PersonField::Pronouns, Some("they")))
             .unwrap();
@@ -1701,7 +1491,7 @@ mod tests {
             ..Default::default()
         };
         let case = p.create_case(new(), None).unwrap();
-        note_revocation(&**p.store(), true).unwrap();
+        p.books().note_revocation(true).unwrap();
         let refused = p
             .edit(case, |d| {
                 d.set_person(PersonField::Pronouns, Some("she/her"))
@@ -1719,7 +1509,7 @@ mod tests {
             Err(ProfileError::BeingRevoked)
         ));
         // An administrator who changes their mind: the next welcome says so, and work goes on.
-        note_revocation(&**again.store(), false).unwrap();
+        again.books().note_revocation(false).unwrap();
         again
             .edit(case, |d| {
                 d.set_person(PersonField::Pronouns, Some("she/her"))

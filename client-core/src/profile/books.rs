@@ -1,0 +1,290 @@
+//! What a device keeps about its syncs, in its store beside the cases: the heads the server
+//! acknowledged, the sync state of each case, the outbox of reads made on the device, the cases
+//! the server said moved away, the mark that the device is being revoked. Every writer of a
+//! device's store that runs a sync session (the profile, and the app's background sync) keeps
+//! them through [`DeviceBooks`], so the command line, the app and `Profile::unsynced` read the
+//! same records.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::sync::State;
+use automerge::{AutoCommit, ChangeHash};
+use serde::Deserialize;
+
+use super::{now_string, ProfileError, NS_PROFILE, REVOKING_KEY};
+use crate::store::{Store, StoreError};
+use crate::sync::{self, Action, OfflineRead};
+use crate::CaseId;
+
+/// Acknowledged heads per case (the last `Saved`).
+pub(super) const NS_ACKED: &str = "acked";
+/// Each case's automerge sync state, so the next session resumes rather than starts over.
+pub(super) const NS_SYNC_STATE: &str = "sync_state";
+/// The outbox of reads made on this device, uploaded at the next sync.
+pub(super) const LOG_READS: &str = "reads";
+/// Who has accessed each case, as last fetched from the server.
+pub(super) const NS_ACCESSES: &str = "accesses";
+/// Cases the server said are no longer this device's team's (case id → when it said so, RFC 3339,
+/// this device's clock): no new edits (see [`ProfileError::MovedAway`]).
+pub(super) const NS_MOVED_AWAY: &str = "moved_away";
+
+/// After this many appended chunks, a case's log is compacted into one snapshot, so loading a case
+/// does not replay years of small saves.
+pub const COMPACT_AFTER: usize = 32;
+
+/// One gate for the writers of a device's store in this process: the profile's edits and the
+/// wipe (the app's background sync wipes while its pages edit through the profile). An edit
+/// checks that the device is not being revoked and writes its change under the gate, and the
+/// wipe counts and removes under it, so a change is either counted by the wipe (and its case
+/// kept) or refused: never written into a case the wipe has just removed.
+static WRITE_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub(super) fn write_gate() -> std::sync::MutexGuard<'static, ()> {
+    // A writer that panicked left nothing half-done that the gate protects: the store is the truth.
+    WRITE_GATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A device's sync records, over its store.
+#[derive(Clone, Copy)]
+pub struct DeviceBooks<'a> {
+    store: &'a dyn Store,
+}
+
+impl<'a> DeviceBooks<'a> {
+    /// The records kept in `store`.
+    pub fn new(store: &'a dyn Store) -> Self {
+        DeviceBooks { store }
+    }
+
+    /// The sync state saved for each case (a damaged one is left out: that case starts afresh).
+    pub fn sync_states(&self) -> Result<BTreeMap<CaseId, State>, StoreError> {
+        let mut states = BTreeMap::new();
+        for (k, v) in self.store.scan_meta(NS_SYNC_STATE)? {
+            if let (Ok(case), Ok(state)) = (k.parse::<CaseId>(), State::decode(&v)) {
+                states.insert(case, state);
+            }
+        }
+        Ok(states)
+    }
+
+    /// Save a case's sync state for the next session.
+    pub fn save_sync_state(&self, case: &CaseId, state: &State) -> Result<(), StoreError> {
+        self.store
+            .put_meta(NS_SYNC_STATE, &case.to_string(), &state.encode())
+    }
+
+    /// The reads made on this device not yet sent to the server, oldest first.
+    pub fn offline_reads(&self) -> Result<Vec<OfflineRead>, StoreError> {
+        #[derive(Deserialize)]
+        struct R {
+            case: CaseId,
+            at: String,
+            what: String,
+        }
+        Ok(self
+            .store
+            .read_log(LOG_READS, 0)?
+            .into_iter()
+            .filter_map(|(seq, b)| {
+                let r: R = serde_json::from_slice(&b).ok()?;
+                Some(OfflineRead {
+                    case: r.case,
+                    at: r.at,
+                    what: r.what,
+                    seq,
+                })
+            })
+            .collect())
+    }
+
+    /// The heads of a case the server last acknowledged (none yet: empty).
+    pub fn acknowledged(&self, case: &CaseId) -> Result<Vec<ChangeHash>, StoreError> {
+        Ok(self
+            .store
+            .get_meta(NS_ACKED, &case.to_string())?
+            .map(|b| sync::decode_heads(&b))
+            .unwrap_or_default())
+    }
+
+    /// A case's document as its log in the store holds it, with how many chunks the log has
+    /// (for [`DeviceBooks::compact_when_due`]); None when the device does not hold the case.
+    pub fn load_doc(&self, case: &CaseId) -> Result<Option<(AutoCommit, usize)>, ProfileError> {
+        let Some(chunks) = self.store.load_chunks(case)? else {
+            return Ok(None);
+        };
+        let count = chunks.len();
+        let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+        let doc = AutoCommit::load(&bytes)
+            .map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?;
+        Ok(Some((doc, count)))
+    }
+
+    /// The store's part of what a sync session asks of its device, the same for every writer:
+    /// keep a received chunk (the caller counts it for compaction), the acknowledged heads, the
+    /// cases told moved away or granted again, the reads the server recorded, the revocation
+    /// mark, and forget the enrolment of a device the server revoked. Actions with no record
+    /// (sending, progress, refusals, the end) change nothing here.
+    pub fn record(&self, action: &Action) -> Result<(), StoreError> {
+        match action {
+            Action::Persist { case, chunk } => self.store.append_chunk(case, chunk).map(|_| ()),
+            Action::Acknowledged { case, heads } => {
+                self.store
+                    .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(heads))
+            }
+            Action::ToldMoved { case } => self.note_moved_away(case),
+            Action::Granted { cases } => self.note_granted(cases),
+            Action::ReadsSaved { through } => self.store.trim_log(LOG_READS, *through),
+            Action::RevocationOrdered(ordered) => self.note_revocation(*ordered),
+            // An older server revoked this device already: its enrolment opens nothing.
+            Action::Wiped { revoked: true, .. } => self.forget_enrolment(),
+            Action::Wiped { .. }
+            | Action::Refused { .. }
+            | Action::Moved { .. }
+            | Action::Progress { .. }
+            | Action::Send(_)
+            | Action::Close { .. } => Ok(()),
+        }
+    }
+
+    /// The compaction rule every writer of a device's store follows (the profile, and the app's
+    /// background sync): once `appended` chunks have gone into a case's log since its last snapshot,
+    /// replace the log with one snapshot. Returns the count to carry on from (1 after a compaction).
+    ///
+    /// The snapshot is made from the log as read back from the store, not from a document in memory:
+    /// two writers share a device's store (the app saves edits while its background sync saves what
+    /// the server sends), so a copy in memory may lack a chunk the other writer stored, and compacting
+    /// from it would delete that chunk. Chunks appended after the read are past `through` and kept. A
+    /// failed compaction loses nothing (the log stays as it was), so it is only logged, and tried again
+    /// at the next append.
+    pub fn compact_when_due(&self, case: &CaseId, appended: usize) -> usize {
+        if appended < COMPACT_AFTER {
+            return appended;
+        }
+        match self.compact_log(case) {
+            Ok(()) => 1,
+            Err(e) => {
+                tracing::warn!(%case, error = %e, "compaction failed; the log is kept as it is");
+                appended
+            }
+        }
+    }
+
+    fn compact_log(&self, case: &CaseId) -> Result<(), ProfileError> {
+        let Some(log) = self.store.load_chunks(case)? else {
+            return Ok(());
+        };
+        let Some(&(through, _)) = log.last() else {
+            return Ok(());
+        };
+        let bytes: Vec<u8> = log.into_iter().flat_map(|(_, c)| c).collect();
+        let snapshot = AutoCommit::load(&bytes)
+            .map_err(|e| ProfileError::Corrupt(format!("case {case}: {e}")))?
+            .save();
+        Ok(self.store.compact_case(case, &snapshot, through)?)
+    }
+
+    /// Note whether the server is revoking this device (told at every welcome), durably, so every
+    /// writer of the store (the profile, and the app whose background sync shares it) refuses new
+    /// entries from then on. The mark outlives the wipe (a profile still open on the old enrolment
+    /// must not write into a wiped store) and is cleared only by a new enrolment.
+    pub fn note_revocation(&self, ordered: bool) -> Result<(), StoreError> {
+        let _gate = write_gate();
+        let noted = self.store.get_meta(NS_PROFILE, REVOKING_KEY)?.is_some();
+        if noted == ordered {
+            return Ok(());
+        }
+        if ordered {
+            self.store.put_meta(NS_PROFILE, REVOKING_KEY, b"1")?;
+        } else {
+            self.store.delete_meta(NS_PROFILE, REVOKING_KEY)?;
+        }
+        self.store.flush()
+    }
+
+    /// A case's changes the server has not acknowledged, counted from the store itself (not from a
+    /// copy in memory, which one of the store's two writers may hold stale).
+    pub fn unsynced(&self, case: &CaseId) -> Result<usize, ProfileError> {
+        let Some((mut doc, _)) = self.load_doc(case)? else {
+            return Ok(0);
+        };
+        let acked: Vec<ChangeHash> = self
+            .acknowledged(case)?
+            .into_iter()
+            .filter(|h| doc.get_change_by_hash(h).is_some())
+            .collect();
+        Ok(doc.get_changes(&acked).len())
+    }
+
+    /// The server revoked this device and holds everything it acknowledged: remove every case with
+    /// nothing left to upload, and the device's enrolment if no case is left. A case with changes the
+    /// server does not have, or one that cannot be read, is kept and returned, never wiped: the device
+    /// stays enrolled to upload it (the server keeps it able to, until the device confirms a wipe
+    /// that kept nothing). Durable when it returns.
+    pub fn wipe_acknowledged(&self) -> Result<Vec<CaseId>, ProfileError> {
+        let _gate = write_gate();
+        let mut kept = Vec::new();
+        for case in self.store.list_cases()? {
+            match self.unsynced(&case) {
+                Ok(0) => self.forget_case(&case)?,
+                Ok(_) | Err(ProfileError::Corrupt(_)) => kept.push(case),
+                Err(e) => return Err(e),
+            }
+        }
+        if kept.is_empty() {
+            // The revocation mark stays: nothing more is written here until a new enrolment.
+            self.store.delete_meta(NS_PROFILE, "enrolment")?;
+        }
+        self.store.flush()?;
+        Ok(kept)
+    }
+
+    /// Forget this device's enrolment (its records, and the mark that it is being revoked, stay).
+    pub fn forget_enrolment(&self) -> Result<(), StoreError> {
+        self.store.delete_meta(NS_PROFILE, "enrolment")?;
+        self.store.flush()
+    }
+
+    /// Remove a case and everything kept about it.
+    pub fn forget_case(&self, case: &CaseId) -> Result<(), StoreError> {
+        self.store.remove_case(case)?;
+        self.store.delete_meta(NS_ACKED, &case.to_string())?;
+        self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
+        self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
+        self.store.delete_meta(NS_MOVED_AWAY, &case.to_string())
+    }
+
+    /// Record that the server told this device a case is no longer its team's: from now on the
+    /// profile refuses edits to it, so an honest device never writes a change the server would
+    /// refuse (it takes only what was written before the device was told). Durable when this
+    /// returns, before the session goes on. The first telling stands. Every writer of a device's
+    /// store that runs a sync session calls this (the profile, and the app's background sync).
+    pub fn note_moved_away(&self, case: &CaseId) -> Result<(), StoreError> {
+        if self
+            .store
+            .get_meta(NS_MOVED_AWAY, &case.to_string())?
+            .is_none()
+        {
+            self.store
+                .put_meta(NS_MOVED_AWAY, &case.to_string(), now_string().as_bytes())?;
+            self.store.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The server's welcome granted these cases in full: any of them that had moved away is this
+    /// device's team's again, and may be edited.
+    pub fn note_granted(&self, cases: &[CaseId]) -> Result<(), StoreError> {
+        let granted: BTreeSet<String> = cases.iter().map(CaseId::to_string).collect();
+        let mut removed = false;
+        for (key, _) in self.store.scan_meta(NS_MOVED_AWAY)? {
+            if granted.contains(&key) {
+                self.store.delete_meta(NS_MOVED_AWAY, &key)?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.store.flush()?;
+        }
+        Ok(())
+    }
+}

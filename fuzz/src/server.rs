@@ -1,0 +1,204 @@
+//! The server's side of a session, for the `server_session` target: a borough server over an
+//! in-memory store with two teams, the fixture case stored in North, one case of South, and one
+//! enrolled device of a North practitioner, whose session the fuzzer feeds frames.
+//!
+//! The device's id is fixed, so seeds written by `examples/seed_corpus.rs` carry changes under its
+//! actor (which the server accepts); everything else (team and practitioner ids, the South case's
+//! hashes) is made afresh for each input.
+
+use std::sync::{Arc, Mutex};
+
+use automerge::sync::{State, SyncDoc};
+use automerge::{AutoCommit, ChangeHash};
+use polyphony_core::model::{actor_for_device, validate_document, Author, CaseDoc, NewCase};
+use polyphony_core::store::{MemoryStore, Store};
+use polyphony_core::sync::{prepare, CasePolicy, SessionMode, DEFAULT_MAX_FRAME};
+use polyphony_core::{CaseId, DeviceId, TeamId};
+use polyphony_server::audit::AuditLog;
+use polyphony_server::registry::Registry;
+use polyphony_server::session::{Session, Shared};
+use polyphony_server::storage::{ServerCase, ServerStorage};
+
+/// The enrolled device whose session is fuzzed.
+pub const DEVICE: DeviceId = DeviceId(crate::uuid_from_u128(
+    0xde71_ce00_4000_8000_0000_0000_0000_0001,
+));
+
+/// The case of the other team (South): the device may neither read nor write it.
+pub const SOUTH_CASE: CaseId = CaseId(crate::uuid_from_u128(
+    0x5007_0000_4000_8000_0000_0000_0000_0003,
+));
+
+/// Accepts the fixture as it is (its authors are devices this world never enrolled).
+struct Import;
+
+impl CasePolicy for Import {
+    fn author_allowed(&self, _: &automerge::ActorId) -> bool {
+        true
+    }
+    fn check(&self, _: &AutoCommit) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A server, its stored cases, and the fuzzed device's session.
+pub struct World {
+    /// What the session shares with every other.
+    pub shared: Arc<Shared>,
+    /// The device's session.
+    pub session: Session,
+    /// The device's team.
+    pub north: TeamId,
+    /// The other team.
+    pub south: TeamId,
+    /// The fixture case's id.
+    pub fixture: CaseId,
+    /// The South case's heads as stored.
+    pub south_heads: Vec<ChangeHash>,
+}
+
+impl World {
+    /// A fresh world, the device's session just welcomed.
+    pub fn new() -> World {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let registry = Arc::new(Registry::new(store.clone()));
+        let north = registry.add_team("North").expect("team").id;
+        let south = registry.add_team("South").expect("team").id;
+        let sam = registry
+            .add_practitioner("Sam", north)
+            .expect("practitioner");
+        let code = registry
+            .create_enrolment(sam.id, [1; 32], time::Duration::hours(1))
+            .expect("code");
+        let (device, practitioner) = registry
+            .redeem_enrolment(code.token(), DEVICE, "laptop", [2; 32])
+            .expect("enrolled");
+        let shared = Arc::new(Shared {
+            storage: Arc::new(ServerStorage::new(store.clone(), 16)),
+            registry,
+            audit: Arc::new(AuditLog::open(store).expect("audit")),
+            max_frame: DEFAULT_MAX_FRAME,
+            revoking_limit: time::Duration::days(14),
+            moved_upload_limit: time::Duration::days(14),
+            ca: None,
+            limits: Default::default(),
+        });
+        let fixture = crate::fixture_doc();
+        let fixture_id =
+            polyphony_core::model::schema::read_case_id(&fixture).expect("the fixture is a case");
+        store_case(&shared, fixture_id, north, fixture);
+        let kim = Author {
+            practitioner: polyphony_core::PractitionerId::random(),
+            practitioner_name: "Kim".into(),
+            device: DeviceId::random(),
+        };
+        let south_doc = CaseDoc::create(
+            SOUTH_CASE,
+            south,
+            NewCase {
+                name: "Jo".into(),
+                ..Default::default()
+            },
+            kim,
+        )
+        .expect("case")
+        .into_automerge();
+        let south_heads = store_case(&shared, SOUTH_CASE, south, south_doc);
+        let session = Session::new(shared.clone(), 1, device, practitioner, SessionMode::Normal);
+        World {
+            shared,
+            session,
+            north,
+            south,
+            fixture: fixture_id,
+            south_heads,
+        }
+    }
+
+    /// What the server stores of `case`, if anything.
+    pub fn stored(&self, case: &CaseId) -> Option<AutoCommit> {
+        let c = self.shared.storage.case(case).expect("storage reads")?;
+        let c = c.lock().expect("case lock");
+        Some(c.doc.clone())
+    }
+
+    /// Every promise of the session over what is stored: each case valid; the South case as it
+    /// was; every change the server did not start with written under the device's own actor; no
+    /// case registered to South but its own.
+    pub fn check(&self) {
+        let mine = actor_for_device(&DEVICE);
+        let mut start = crate::fixture_doc();
+        let started_with: std::collections::HashSet<ChangeHash> =
+            start.get_changes(&[]).iter().map(|c| c.hash()).collect();
+        let cases = self
+            .shared
+            .registry
+            .cases_of_teams(&[self.north, self.south])
+            .expect("registry reads");
+        for (case, team) in cases {
+            assert!(
+                team == self.north || case == SOUTH_CASE,
+                "case {case} was registered to the other team"
+            );
+            let Some(mut doc) = self.stored(&case) else {
+                continue;
+            };
+            validate_document(&mut doc).expect("a stored case stays a valid record");
+            if case == SOUTH_CASE {
+                let mut heads = doc.get_heads();
+                heads.sort();
+                let mut before = self.south_heads.clone();
+                before.sort();
+                assert_eq!(heads, before, "the other team's case changed");
+                continue;
+            }
+            for change in doc.get_changes(&[]) {
+                let known = case == self.fixture && started_with.contains(&change.hash());
+                assert!(
+                    known || *change.actor_id() == mine,
+                    "case {case}: a change under another actor was accepted"
+                );
+            }
+        }
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+/// Store `doc` as the server stores a new case, registered to `team`; its heads.
+fn store_case(shared: &Shared, case: CaseId, team: TeamId, mut doc: AutoCommit) -> Vec<ChangeHash> {
+    shared
+        .registry
+        .register_case(case, team)
+        .expect("registered");
+    let (mut sender, mut state) = (State::new(), State::new());
+    let mut sc = ServerCase::new(AutoCommit::new(), 0, 0);
+    loop {
+        let message = doc.sync().generate_sync_message(&mut sender);
+        let Some(m) = message else {
+            break;
+        };
+        let prepared = prepare(&mut sc.doc, &state, &m.encode(), &Import).expect("applies");
+        shared
+            .storage
+            .apply(&case, &mut sc, prepared, &mut state)
+            .expect("stored");
+        if let Some(answer) = sc.doc.sync().generate_sync_message(&mut state) {
+            doc.sync()
+                .receive_sync_message(&mut sender, answer)
+                .expect("applies");
+        }
+    }
+    assert_eq!(
+        sc.doc.get_heads(),
+        doc.get_heads(),
+        "the whole case is stored"
+    );
+    let heads = sc.doc.get_heads();
+    shared.storage.insert(case, Arc::new(Mutex::new(sc)));
+    heads
+}

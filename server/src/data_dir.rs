@@ -1,0 +1,143 @@
+//! The server's data directory: created on first run with its key file (owner-only), the
+//! encrypted store in it, and what lives in the store beside the cases (the borough CA, the
+//! registry, the audit log, the secret behind QUIC stateless resets).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use polyphony_core::identity::BoroughCa;
+use polyphony_core::store::{KeySource, SledStore, Store};
+
+use crate::audit::AuditLog;
+use crate::config::ServerConfig;
+use crate::registry::Registry;
+use crate::reopen::ReopenableStore;
+
+/// Everything the server keeps on disk, opened.
+pub struct Opened {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The same store, as the handle that reopens it after a disk error.
+    pub engine: Arc<ReopenableStore>,
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
+    /// The borough CA.
+    pub ca: BoroughCa,
+}
+
+const NS_SERVER: &str = "server";
+
+/// Open (creating on first run) the server's data directory: key file, encrypted store, CA. The
+/// store can be reopened after a disk error (sled's sticky error; see [`crate::reopen`]).
+pub fn open(config: &ServerConfig) -> anyhow::Result<Opened> {
+    open_with_engine(config, Arc::new(open_reopenable(config)?))
+}
+
+/// Open (creating on first run) the data directory's key file and encrypted store.
+pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let key = prepare_data_dir(config)?;
+    Ok(Arc::new(SledStore::open(
+        &config.db_dir(),
+        KeySource::KeyFile(key),
+    )?))
+}
+
+/// The encrypted store as [`open_store`] opens it, behind a handle that opens it the same way
+/// again after a disk error.
+pub fn open_reopenable(config: &ServerConfig) -> anyhow::Result<ReopenableStore> {
+    let key = prepare_data_dir(config)?;
+    let dir = config.db_dir();
+    let engine_dir = dir.clone();
+    Ok(ReopenableStore::open(dir, move || {
+        Ok(Arc::new(SledStore::open(
+            &engine_dir,
+            KeySource::KeyFile(key.clone()),
+        )?) as Arc<dyn Store>)
+    })?)
+}
+
+/// Create the data directory and its key file if missing; returns the key file's path.
+fn prepare_data_dir(config: &ServerConfig) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    restrict(&config.data_dir);
+    let key = config.key_file();
+    KeySource::create_key_file(&key)?;
+    Ok(key)
+}
+
+/// Everything else the server keeps (CA, registry, audit log) over an already-open store. The
+/// fault tests pass a store that fails on demand, to see the server refuse writes when the disk is
+/// full; a reopen keeps that store as it is ([`ReopenableStore::keeping`]). The server itself
+/// always goes through [`open`].
+pub fn open_with_store(config: &ServerConfig, store: Arc<dyn Store>) -> anyhow::Result<Opened> {
+    open_with_engine(config, Arc::new(ReopenableStore::keeping(store)))
+}
+
+fn open_with_engine(config: &ServerConfig, engine: Arc<ReopenableStore>) -> anyhow::Result<Opened> {
+    let store: Arc<dyn Store> = engine.clone();
+    std::fs::create_dir_all(&config.data_dir)?;
+    let ca = match (
+        store.get_meta(NS_SERVER, "ca_cert")?,
+        store.get_meta(NS_SERVER, "ca_key")?,
+    ) {
+        (Some(cert), Some(key)) => BoroughCa::from_pem(
+            &String::from_utf8_lossy(&cert),
+            &String::from_utf8_lossy(&key),
+        )?,
+        _ => {
+            let ca = BoroughCa::generate("Polyphony borough")?;
+            let (cert, key) = ca.to_pem();
+            store.put_meta(NS_SERVER, "ca_cert", cert.as_bytes())?;
+            store.put_meta(NS_SERVER, "ca_key", key.as_bytes())?;
+            store.flush()?;
+            tracing::info!("created a new borough certificate authority");
+            ca
+        }
+    };
+    let registry = Arc::new(Registry::new(store.clone()));
+    let audit = Arc::new(AuditLog::open(store.clone())?);
+    Ok(Opened {
+        store,
+        engine,
+        registry,
+        audit,
+        ca,
+    })
+}
+
+/// The secret behind the server's QUIC stateless-reset tokens, created on first run. Kept stable
+/// across restarts so that after a crash the restarted server can tell devices at once that their
+/// old connection is gone, instead of leaving them to wait for an idle timeout.
+pub fn reset_secret(store: &dyn Store) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = store.get_meta(NS_SERVER, "reset_secret")? {
+        return Ok(s);
+    }
+    let mut secret = vec![0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+    store.put_meta(NS_SERVER, "reset_secret", &secret)?;
+    store.flush()?;
+    Ok(secret)
+}
+
+/// Open the store for an admin command while the server is not running.
+pub fn open_offline(
+    config: &ServerConfig,
+) -> anyhow::Result<(
+    Arc<Registry>,
+    Arc<AuditLog>,
+    Arc<polyphony_core::identity::BoroughCa>,
+)> {
+    let o = open(config)?;
+    Ok((o.registry, o.audit, Arc::new(o.ca)))
+}
+
+#[cfg(unix)]
+fn restrict(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &Path) {}

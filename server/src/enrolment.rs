@@ -1,0 +1,149 @@
+//! Enrolment: a new device proves itself with a one-time code and gets a certificate from the
+//! borough CA. Rate-limited per address, audited, and answered only once the registration is
+//! durable. The QUIC connection is the listener's; [`register`] is the exchange's decision, with
+//! no I/O.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use polyphony_core::identity::{self, BoroughCa};
+use polyphony_core::net::FramedStream;
+use polyphony_core::sync::{
+    EnrolRequest, Enrolled, ErrorCode, Frame, Refusal, TeamInfo, PROTOCOL_VERSION,
+};
+
+use crate::audit::{Actor, AuditAction};
+use crate::limits::Admit;
+use crate::session::Shared;
+
+/// Serve one enrolment connection: refused at once past the address's rate, else the exchange.
+pub(crate) async fn serve(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection) {
+    let source = conn.remote_address().ip();
+    if let Admit::TooMany { report } = shared
+        .limits
+        .enrolment_attempt(source, std::time::Instant::now())
+    {
+        if let Some(n) = report {
+            shared.audit(
+                Actor::Server,
+                AuditAction::Refused,
+                None,
+                format!(
+                    "{n} enrolment attempts from {source} refused this minute for their rate (over {})",
+                    crate::limits::MAX_ENROLMENTS_PER_WINDOW
+                ),
+            );
+        }
+        conn.close(
+            (ErrorCode::Busy as u32).into(),
+            b"too many enrolment attempts from this address: wait a minute and try again",
+        );
+        return;
+    }
+    enrol(shared, ca, conn, source).await;
+}
+
+/// Check the one-time code, sign the device's CSR, register the device (and audit it): what the
+/// device is told it enrolled as, or why not.
+fn register(shared: &Shared, ca: &BoroughCa, req: &EnrolRequest) -> Result<Enrolled, String> {
+    let token =
+        hex::decode(&req.token).map_err(|_| "the enrolment code is malformed".to_string())?;
+    let csr =
+        hex::decode(&req.csr).map_err(|_| "the certificate request is malformed".to_string())?;
+    shared
+        .registry
+        .check_enrolment(&token, &req.device)
+        .map_err(|e| e.to_string())?;
+    let cert = ca
+        .issue_device_cert(&req.device.to_string(), &csr, time::Duration::days(365 * 2))
+        .map_err(|e| e.to_string())?;
+    let fingerprint = identity::cert_fingerprint(&cert);
+    let (device, practitioner) = shared
+        .registry
+        .redeem_enrolment(&token, req.device, &req.device_name, fingerprint)
+        .map_err(|e| e.to_string())?;
+    let teams = shared.registry.teams().map_err(|e| e.to_string())?;
+    let teams = teams
+        .into_iter()
+        .filter(|t| practitioner.teams.contains(&t.id))
+        .map(|t| TeamInfo {
+            id: t.id,
+            name: t.name,
+        })
+        .collect();
+    shared.audit(
+        Actor::Device {
+            device: device.id,
+            practitioner: practitioner.id,
+        },
+        AuditAction::Enrol,
+        None,
+        format!(
+            "device '{}' enrolled for {}",
+            device.name, practitioner.name
+        ),
+    );
+    Ok(Enrolled {
+        device: device.id,
+        practitioner: practitioner.id,
+        practitioner_name: practitioner.name,
+        teams,
+        certificate: hex::encode(cert.as_ref()),
+        ca: hex::encode(ca.cert_der().as_ref()),
+    })
+}
+
+/// The enrolment exchange: check the one-time code, sign the device's CSR, register the device.
+async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection, source: IpAddr) {
+    let Ok(Ok((send, recv))) =
+        tokio::time::timeout(Duration::from_secs(30), conn.accept_bi()).await
+    else {
+        return;
+    };
+    let mut stream = FramedStream::with_limit(send, recv, 64 * 1024);
+    let refuse = |code: ErrorCode, message: String| Frame::Error(Refusal { code, message });
+    // Noted before the registry is written, for the ticket below (see GroupCommit::wrote_in).
+    let generation = shared.storage.group.generation();
+    let reply = match stream.read_frame().await {
+        Ok(Some(Frame::Enrol(req))) if req.version == PROTOCOL_VERSION => {
+            let result = register(&shared, &ca, &req);
+            match result {
+                Ok(e) => Frame::Enrolled(e),
+                Err(msg) => {
+                    // Unauthenticated: audited at the 1st, 2nd, 4th, 8th... failure of each
+                    // address per minute, with the count (see crate::limits).
+                    if let Some(n) = shared.limits.enrolment_failed(source) {
+                        shared.audit(
+                            Actor::Server,
+                            AuditAction::Refused,
+                            None,
+                            format!(
+                                "enrolment from {source} refused: {msg} ({n} failed from this address this minute)"
+                            ),
+                        );
+                    }
+                    refuse(ErrorCode::BadEnrolment, msg)
+                }
+            }
+        }
+        Ok(Some(Frame::Enrol(_))) => refuse(
+            ErrorCode::UnsupportedVersion,
+            "update the app to enrol with this server".into(),
+        ),
+        _ => refuse(ErrorCode::Malformed, "expected an enrolment request".into()),
+    };
+    // The device must be durably registered before it is told it is enrolled.
+    let ticket = shared.storage.group.wrote_in(generation);
+    let reply = match shared.storage.group.durable(ticket).await {
+        Ok(()) => reply,
+        Err(e) => refuse(
+            ErrorCode::StorageFailed,
+            format!("the server could not save the enrolment: {e}"),
+        ),
+    };
+    // Either way the device must get to read the answer before the connection goes.
+    let _ = stream.write_frames(&[reply]).await;
+    let _ = stream.send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+}

@@ -1,0 +1,263 @@
+//! The connection driver: the handshake over QUIC, the writer task that sends each reply once it
+//! is durable, and the loop that feeds the [`Session`] frames, announcements and changes of
+//! access. The only part of the session that touches tokio or quinn.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use polyphony_core::net::{write_frames, FrameReader, FramedStream, StreamError};
+use polyphony_core::sync::{ErrorCode, Frame, FEATURE_CONFIRMS_WIPE};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, warn};
+
+use super::{welcome, withheld, Batch, NotWelcome, Session, Shared};
+use crate::audit::{Actor, AuditAction};
+use crate::registry::{Device, Practitioner};
+
+/// The most reply batches a session may have waiting for a device that does not read them; past
+/// it the server stops reading that device's frames until it catches up (back-pressure, not
+/// growth: a device that sends and never reads cannot make the server buffer without end).
+pub const MAX_SEND_BACKLOG: usize = 64;
+
+/// Run a session step (validation of a device's changes, sync message generation, a save: work
+/// of milliseconds for a large case) off the async runtime's scheduling: on the multi-threaded
+/// runtime the worker hands its other tasks to the rest first, so one device's large case does
+/// not stall every other connection's I/O on that worker.
+fn off_runtime<R>(step: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(step),
+        _ => step(),
+    }
+}
+
+/// Reply batches handed to the connection's writer and not yet written.
+#[derive(Debug, Default)]
+struct Backlog {
+    queued: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl Backlog {
+    fn full(&self) -> bool {
+        self.queued.load(Ordering::Acquire) >= MAX_SEND_BACKLOG
+    }
+}
+
+/// Counts one batch as written when dropped (written, refused or dropped with the connection).
+struct Taken<'a>(&'a Backlog);
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+        self.0.drained.notify_one();
+    }
+}
+
+/// Where a session's replies go: the connection writer's channel, counted in a [`Backlog`].
+struct Outbox {
+    tx: mpsc::UnboundedSender<Batch>,
+    backlog: Arc<Backlog>,
+}
+
+impl Outbox {
+    /// Hand every batch the session queued to the writer, in order.
+    fn take_from(&self, session: &mut Session) {
+        while let Some(batch) = session.poll_reply() {
+            self.backlog.queued.fetch_add(1, Ordering::AcqRel);
+            if self.tx.send(batch).is_err() {
+                // The writer ended (the connection is gone): nothing more can be sent.
+                self.backlog.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// Serve a device's sync connection until it ends.
+pub async fn serve(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    conn_id: u64,
+    device: Device,
+    practitioner: Practitioner,
+) {
+    let actor = Actor::Device {
+        device: device.id,
+        practitioner: practitioner.id,
+    };
+    let Some((stream, session)) = handshake(&shared, &conn, conn_id, device, practitioner).await
+    else {
+        return;
+    };
+    let (send, recv) = stream.split();
+    let backlog = Arc::new(Backlog::default());
+    let (tx, rx) = mpsc::unbounded_channel::<Batch>();
+    let writer = tokio::spawn(write_replies(
+        shared.clone(),
+        conn.clone(),
+        send,
+        rx,
+        backlog.clone(),
+    ));
+    let out = Outbox { tx, backlog };
+    let session = run(&shared, &conn, recv, session, &out, &actor).await;
+    if let Some((code, message)) = session.ended() {
+        // At once: nothing queued for the writer is sent after this.
+        close(&conn, *code, message);
+    }
+    drop(session);
+    drop(out);
+    let _ = writer.await;
+    shared.audit(actor, AuditAction::Disconnect, None, String::new());
+}
+
+/// The device's `Hello`, answered with a `Welcome`; the stream and a session for it, or None when
+/// the device was refused (the connection is closed with the reason).
+async fn handshake(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    conn_id: u64,
+    device: Device,
+    practitioner: Practitioner,
+) -> Option<(FramedStream, Session)> {
+    let (send, recv) =
+        match tokio::time::timeout(std::time::Duration::from_secs(30), conn.accept_bi()).await {
+            Ok(Ok(s)) => s,
+            _ => return None,
+        };
+    let mut stream = FramedStream::with_limit(send, recv, shared.max_frame);
+    let hello = match stream.read_frame().await {
+        Ok(Some(Frame::Hello(h))) => h,
+        Ok(other) => {
+            let what = other.map(|f| f.kind()).unwrap_or("nothing");
+            close(
+                conn,
+                ErrorCode::Malformed,
+                &format!("expected hello, got {what}"),
+            );
+            return None;
+        }
+        Err(e) => {
+            close_for(conn, &e);
+            return None;
+        }
+    };
+    let welcome = match welcome(shared, &hello, &device, &practitioner) {
+        Ok(w) => w,
+        Err(NotWelcome::Version(refusal)) => {
+            let msg = refusal.message.clone();
+            let _ = stream.write_frames(&[Frame::Error(refusal)]).await;
+            close(conn, ErrorCode::UnsupportedVersion, &msg);
+            return None;
+        }
+        Err(NotWelcome::Internal(msg)) => {
+            close(conn, ErrorCode::Internal, &msg);
+            return None;
+        }
+    };
+    let mode = welcome.mode;
+    stream.write_frames(&[Frame::Welcome(welcome)]).await.ok()?;
+    let session = Session::new(shared.clone(), conn_id, device, practitioner, mode)
+        .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE));
+    Some((stream, session))
+}
+
+/// The writer: sends each batch once its durability ticket is met, in order; what a failed flush
+/// stood for is withheld ([`withheld`]). Ends after `Bye`, or when the connection or the session
+/// is gone.
+async fn write_replies(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    backlog: Arc<Backlog>,
+) {
+    while let Some(Batch { ticket, frames }) = rx.recv().await {
+        let _taken = Taken(&backlog);
+        let (frames, dropped_push) = match shared.storage.group.durable(ticket).await {
+            Ok(()) => (frames, false),
+            Err(e) => withheld(frames, &e),
+        };
+        let ends = dropped_push || frames.iter().any(|f| matches!(f, Frame::Bye));
+        if write_frames(&mut send, &frames).await.is_err() {
+            return;
+        }
+        if ends {
+            let _ = send.finish();
+            // Give the device time to read the last frame; it closes the connection.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn.closed()).await;
+            return;
+        }
+    }
+}
+
+/// Feed the session until it ends: the device's frames, other sessions' announcements, changes
+/// of access. Returns the session, to read why it ended.
+async fn run(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    mut recv: FrameReader,
+    mut session: Session,
+    out: &Outbox,
+    actor: &Actor,
+) -> Session {
+    let mut changes = shared.storage.subscribe();
+    let mut access = shared.registry.access_changes();
+    'serving: loop {
+        // Back-pressure: while the device does not read what it was sent, read nothing more from
+        // it and push nothing more (a missed push is made up by push_all after the lag).
+        while out.backlog.full() {
+            let drained = out.backlog.drained.notified();
+            if !out.backlog.full() {
+                break;
+            }
+            tokio::select! {
+                () = drained => {}
+                _ = conn.closed() => break 'serving,
+                // A revocation reaches a device that reads nothing, too.
+                changed = access.changed() => {
+                    if changed.is_err() || !session.check_access() {
+                        break 'serving;
+                    }
+                }
+            }
+        }
+        let go_on = tokio::select! {
+            frame = recv.read_frame() => match frame {
+                Ok(Some(f)) => off_runtime(|| session.handle(f)),
+                Ok(None) => false,
+                Err(e) => {
+                    warn!(error = %e, "bad input from device: closing its connection");
+                    shared.audit(actor.clone(), AuditAction::Refused, None, format!("connection closed: {e}"));
+                    close_for(conn, &e);
+                    false
+                }
+            },
+            change = changes.recv() => match change {
+                Ok(c) => { off_runtime(|| session.push(c)); true }
+                Err(broadcast::error::RecvError::Lagged(_)) => { off_runtime(|| session.push_all()); true }
+                Err(broadcast::error::RecvError::Closed) => false,
+            },
+            // An administrator changed who may sync what: a revoked device's live connection is
+            // closed now, not at its next sync.
+            changed = access.changed() => changed.is_ok() && session.check_access(),
+            _ = conn.closed() => false,
+        };
+        out.take_from(&mut session);
+        if !go_on || session.ended().is_some() {
+            break;
+        }
+    }
+    out.take_from(&mut session);
+    session
+}
+
+fn close(conn: &quinn::Connection, code: ErrorCode, message: &str) {
+    conn.close((code as u32).into(), message.as_bytes());
+}
+
+fn close_for(conn: &quinn::Connection, e: &StreamError) {
+    match e {
+        StreamError::Frame(f) => close(conn, f.code(), &f.to_string()),
+        other => debug!(error = %other, "stream ended"),
+    }
+}

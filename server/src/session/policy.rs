@@ -1,0 +1,100 @@
+//! Which cases a device may sync, and what changes it may send: [`Access`] per case in a
+//! session, and [`ServerPolicy`], the checks on each message's new changes.
+
+use automerge::{ActorId, AutoCommit};
+use polyphony_core::model::guard::{self, NewOps};
+use polyphony_core::model::{schema, Author};
+use polyphony_core::sync::{ApplyError, CasePolicy};
+use polyphony_core::{CaseId, TeamId};
+
+use super::{to_the_second, MOVED_CLOCK_SKEW};
+
+/// How this device may treat one case in this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// Read and write.
+    Full(TeamId),
+    /// Upload only (case moved away, or device being revoked).
+    UploadOnly(TeamId),
+    /// Not registered yet: the device may create it for one of its teams.
+    New,
+    /// Not for this device.
+    NotAvailable,
+}
+
+/// The policy for changes arriving from this device for one case.
+pub(super) struct ServerPolicy<'a> {
+    pub(super) case: CaseId,
+    /// The team the stored document names (None for a case not stored yet).
+    pub(super) team: Option<TeamId>,
+    pub(super) my_teams: &'a [TeamId],
+    /// The sending device and its practitioner, as the registry knows them: the only author its
+    /// new changes may have and the only name they may write.
+    pub(super) me: &'a Author,
+    /// When this device was first told the case is no longer its team's, for an upload-only case
+    /// (see [`ServerPolicy::time_allowed`]); none for a case it may write in full.
+    pub(super) told_moved: Option<time::OffsetDateTime>,
+}
+
+impl CasePolicy for ServerPolicy<'_> {
+    /// A device writes only as itself: its own actor, never a colleague's (which would let it
+    /// write in their name, and by taking their next sequence number make their offline work
+    /// unsyncable). Every change the server already holds is not new, so a device that received
+    /// colleagues' changes from the server still syncs; pushes carry only durable changes, so a
+    /// device never holds a colleague's change the server could lose.
+    fn author_allowed(&self, actor: &ActorId) -> bool {
+        *actor == self.me.actor()
+    }
+    /// On a case that moved away from this device (or whose team its practitioner left), only
+    /// what it wrote before it was first told, with [`MOVED_CLOCK_SKEW`] for its clock. Not the
+    /// instant of the move: a device offline then wrote on in good faith, and those notes are
+    /// clinical work that must not be stranded. The time is the device's own word: this stops a
+    /// device adding to the case after it knows better, not one that backdates what it writes
+    /// (docs/SECURITY.md). A change with no time (0) cannot show it came first, and the app
+    /// always dates its changes: refused.
+    fn time_allowed(&self, _: &ActorId, time: i64) -> Result<(), String> {
+        let Some(told) = self.told_moved else {
+            return Ok(());
+        };
+        let told_at = to_the_second(told);
+        if time == 0 {
+            return Err(format!(
+                "a change carries no time, and this case is no longer your team's (this device was told so at {told_at}): only what was written before then can be uploaded to it; the change stays on this device"
+            ));
+        }
+        let latest = told + MOVED_CLOCK_SKEW;
+        let made = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(time) * 1_000_000);
+        match made {
+            Ok(made) if made <= latest => Ok(()),
+            made => Err(format!(
+                "a change is dated {}, after this device was told at {told_at} that this case is no longer its team's (it moved to another team, or you left its team; {} minutes allowed for the device's clock): only what was written before then can be uploaded to it; the change stays on this device",
+                made.map(to_the_second)
+                    .unwrap_or_else(|_| format!("{time} ms after 1970")),
+                MOVED_CLOCK_SKEW.whole_minutes()
+            )),
+        }
+    }
+    fn check_step(
+        &self,
+        before: &AutoCommit,
+        after: &AutoCommit,
+        new: &NewOps,
+    ) -> Result<(), ApplyError> {
+        guard::nothing_removed(before, after).map_err(ApplyError::Removes)?;
+        guard::records_kept(after, new).map_err(ApplyError::Removes)?;
+        guard::stamps_are_own(after, new, self.me).map_err(ApplyError::Impersonates)
+    }
+    fn check(&self, doc: &AutoCommit) -> Result<(), String> {
+        if schema::read_case_id(doc) != Some(self.case) {
+            return Err("the document's case id does not match the case being synced".into());
+        }
+        let team = schema::read_team_id(doc).ok_or("the document has no team")?;
+        match self.team {
+            Some(t) if t != team => Err("a device cannot move a case to another team".into()),
+            None if !self.my_teams.contains(&team) => {
+                Err("a case can only be created for one of your own teams".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}

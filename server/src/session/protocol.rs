@@ -1,0 +1,1049 @@
+//! The session's protocol: what the server answers to each frame a device sends and to each
+//! change another session announces, with the access rules inside. No sockets, no runtime: the
+//! connection driver ([`super::driver`]) feeds it frames and sends the [`Batch`]es it queues; the
+//! simulation and the unit tests drive it directly.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use automerge::sync::{State, SyncDoc};
+use automerge::AutoCommit;
+use polyphony_core::export::access::AccessKind;
+use polyphony_core::model::{schema, Author};
+use polyphony_core::sync::{prepare, ApplyError, ErrorCode, Frame, Reply, SessionMode, Wiped};
+use polyphony_core::{CaseId, TeamId};
+use tracing::{debug, info, warn};
+
+use super::policy::{Access, ServerPolicy};
+use super::{
+    not_audited, refusal, relationship, to_the_second, written_by, Shared, MAX_PROVISIONAL,
+    MAX_READS_PER_FRAME, NOT_SENT_CASE, READ_CLOCK_SKEW,
+};
+use crate::audit::{Actor, AuditAction, AuditError, AuditEvent};
+use crate::registry::{Device, DeviceStatus, Practitioner, RegistryError};
+use crate::storage::{CaseChanged, ServerCase};
+
+/// Frames to send to the device once the group commit has made `ticket` durable (0: at once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The group-commit ticket the frames wait for.
+    pub ticket: u64,
+    /// The frames, in order.
+    pub frames: Vec<Frame>,
+}
+
+/// One device's session: handles each frame it sends and each change other sessions announce,
+/// and queues its replies, each with the group-commit ticket it must wait for
+/// ([`Session::poll_reply`]). [`super::serve`] drives it over QUIC; the deterministic simulation
+/// test and the unit tests drive it directly, with no sockets and no runtime.
+pub struct Session {
+    shared: Arc<Shared>,
+    conn_id: u64,
+    device: Device,
+    practitioner: Practitioner,
+    mode: SessionMode,
+    actor: Actor,
+    states: HashMap<CaseId, State>,
+    provisional: HashMap<CaseId, AutoCommit>,
+    told_moved: HashSet<CaseId>,
+    read_audited: HashSet<CaseId>,
+    /// Messages received per case since its document last changed (a bound against sync loops).
+    exchanges: HashMap<CaseId, (usize, Vec<automerge::ChangeHash>)>,
+    /// This device and its practitioner as the registry knows them (see [`ServerPolicy::me`]).
+    author: Author,
+    /// The registry's access epoch this session last read its device and practitioner at.
+    epoch: u64,
+    /// Why the session ended because its access changed: the connection is closed with this.
+    ended: Option<(ErrorCode, String)>,
+    /// The device answers `Wipe` with `Wiped` (it announced [`FEATURE_CONFIRMS_WIPE`]).
+    confirms_wipe: bool,
+    /// `Wipe` was sent; only `Wiped` may follow.
+    wipe_sent: bool,
+    replies: VecDeque<Batch>,
+}
+
+impl Session {
+    /// A session for a welcomed device (`mode` as [`welcome`] decided). Its replies wait in the
+    /// session until taken with [`Session::poll_reply`].
+    pub fn new(
+        shared: Arc<Shared>,
+        conn_id: u64,
+        device: Device,
+        practitioner: Practitioner,
+        mode: SessionMode,
+    ) -> Session {
+        let actor = Actor::Device {
+            device: device.id,
+            practitioner: practitioner.id,
+        };
+        let epoch = shared.registry.access_epoch();
+        let author = Author {
+            practitioner: practitioner.id,
+            practitioner_name: practitioner.name.clone(),
+            device: device.id,
+        };
+        Session {
+            shared,
+            conn_id,
+            device,
+            practitioner,
+            mode,
+            actor,
+            states: HashMap::new(),
+            provisional: HashMap::new(),
+            told_moved: HashSet::new(),
+            read_audited: HashSet::new(),
+            exchanges: HashMap::new(),
+            author,
+            epoch,
+            ended: None,
+            confirms_wipe: false,
+            wipe_sent: false,
+            replies: VecDeque::new(),
+        }
+    }
+
+    /// The next batch of frames to send, in order: send each only once
+    /// [`GroupCommit::durable`](crate::storage::GroupCommit::durable) has returned for its
+    /// ticket (0 needs no wait). None when nothing is waiting.
+    pub fn poll_reply(&mut self) -> Option<Batch> {
+        self.replies.pop_front()
+    }
+
+    /// Queue a batch of frames for the device, to leave once `ticket` is durable.
+    fn reply(&mut self, (ticket, frames): (u64, Vec<Frame>)) {
+        self.replies.push_back(Batch { ticket, frames });
+    }
+
+    /// Whether the device announced [`FEATURE_CONFIRMS_WIPE`] in its hello: if it did, a device
+    /// being revoked stays able to upload until it answers `Wipe` with a `Wiped` that kept
+    /// nothing; if not (a client older than the feature), it is marked revoked at its `Done`.
+    pub fn confirming_wipe(mut self, yes: bool) -> Session {
+        self.confirms_wipe = yes;
+        self
+    }
+
+    /// Why the session ended on a change of access, if it did (see [`Session::check_access`]):
+    /// the driver closes the connection with this code and message.
+    pub fn ended(&self) -> Option<&(ErrorCode, String)> {
+        self.ended.as_ref()
+    }
+
+    /// Re-read this device and its practitioner if the registry's access changed since the last
+    /// look, or if the device is being revoked (whose time limit runs without any change).
+    /// Returns false once the session must end: the device was revoked ("revoke now" reaches a
+    /// connected device at once), or its revocation was ordered (it reconnects to upload, then
+    /// wipe). A practitioner who left a team keeps the session for their other teams.
+    pub fn check_access(&mut self) -> bool {
+        if self.ended.is_some() {
+            return false;
+        }
+        let epoch = self.shared.registry.access_epoch();
+        if epoch == self.epoch && self.mode == SessionMode::Normal {
+            return true;
+        }
+        self.epoch = epoch;
+        let device = match self.shared.registry.device(&self.device.id) {
+            Ok(Some(d)) => self.shared.expire_revoking(d),
+            Ok(None) => Err(RegistryError::DeviceNotFound(self.device.id)),
+            Err(e) => Err(e),
+        };
+        let end = match device {
+            Err(e) => Some((
+                ErrorCode::Internal,
+                format!("the server could not read its registry ({e}): sync again later"),
+            )),
+            Ok(d) if d.status == DeviceStatus::Revoked => Some((
+                ErrorCode::Revoked,
+                "this device was revoked by your administrator: its data stays safe on the server; ask for a new enrolment".to_string(),
+            )),
+            Ok(d) if d.status == DeviceStatus::Revoking && self.mode == SessionMode::Normal => {
+                Some((
+                    ErrorCode::ShuttingDown,
+                    "your administrator is revoking this device: sync again to upload what it holds, then it is wiped".to_string(),
+                ))
+            }
+            Ok(_) => None,
+        };
+        if let Some((code, message)) = end {
+            self.shared.audit(
+                self.actor.clone(),
+                AuditAction::Refused,
+                None,
+                format!("live session closed: the device's access changed ({message})"),
+            );
+            self.ended = Some((code, message));
+            return false;
+        }
+        if let Ok(Some(p)) = self.shared.registry.practitioner(&self.practitioner.id) {
+            self.practitioner = p;
+        }
+        true
+    }
+
+    /// Handle one frame from the device; false ends the session (stop reading).
+    pub fn handle(&mut self, frame: Frame) -> bool {
+        if !self.check_access() {
+            return false;
+        }
+        if self.wipe_sent {
+            return self.wiped(frame);
+        }
+        match frame {
+            Frame::Sync { case, message } => {
+                let (ticket, frames) = self.sync(case, &message);
+                self.reply((ticket, frames));
+                true
+            }
+            Frame::Reads(reads) => self.offline_reads(reads),
+            Frame::AccessLogRequest { case } => {
+                let now = std::time::Instant::now();
+                if !self.shared.limits.access_list_allowed(self.device.id, now) {
+                    let refused = Frame::CaseRefused {
+                        case,
+                        refusal: refusal(
+                            ErrorCode::Busy,
+                            "the access list was asked for again too soon: try again in a moment",
+                        ),
+                    };
+                    self.reply((0, vec![refused]));
+                    return true;
+                }
+                // The request is audited (in `access_log`) before its answer leaves.
+                let (ticket, frame) = self.access_log(case);
+                self.reply((ticket, vec![frame]));
+                true
+            }
+            Frame::Done if self.mode == SessionMode::Revoking && self.confirms_wipe => {
+                // Not revoked yet: a change made on the device while this upload ran would be
+                // stranded on it. The device wipes, then says what it had to keep.
+                let generation = self.shared.storage.group.generation();
+                self.shared.audit(
+                    self.actor.clone(),
+                    AuditAction::Wipe,
+                    None,
+                    "uploads kept; device told to wipe",
+                );
+                self.wipe_sent = true;
+                self.reply((
+                    self.shared.storage.group.wrote_in(generation),
+                    vec![Frame::Wipe],
+                ));
+                true
+            }
+            Frame::Done if self.mode == SessionMode::Revoking => {
+                // A client older than the wipe confirmation: revoked at its `Done`, as protocol 1
+                // first did.
+                let generation = self.shared.storage.group.generation();
+                if !self.complete_revocation("uploads kept; device told to wipe and now refused") {
+                    return false;
+                }
+                self.reply((
+                    self.shared.storage.group.wrote_in(generation),
+                    vec![Frame::Wipe, Frame::Bye],
+                ));
+                false
+            }
+            Frame::Done => {
+                self.reply((0, vec![Frame::Bye]));
+                false
+            }
+            other => {
+                self.reply((
+                    0,
+                    vec![Frame::Error(refusal(
+                        ErrorCode::Malformed,
+                        format!("unexpected {} frame", other.kind()),
+                    ))],
+                ));
+                false
+            }
+        }
+    }
+
+    /// Record the reads a device made offline, in its audit trail: only for cases it may read,
+    /// at most [`MAX_READS_PER_FRAME`] a frame and [`crate::limits::MAX_READS_PER_WINDOW`] an hour per device, with
+    /// times neither in the future nor before its enrolment, each outbox index once. Reads that
+    /// fail a check are not recorded as reads; one audit record says how many were dropped and
+    /// why. Everything up to the frame's highest index is acknowledged, so the device does not
+    /// send them again.
+    /// After `Wipe`, the device's answer: revoked once it kept nothing; still able to upload (until
+    /// the revoking time limit) while it holds changes the server lacks.
+    fn wiped(&mut self, frame: Frame) -> bool {
+        let Frame::Wiped(Wiped { kept }) = frame else {
+            self.reply((
+                0,
+                vec![Frame::Error(refusal(
+                    ErrorCode::Malformed,
+                    format!("expected wiped after wipe, got {}", frame.kind()),
+                ))],
+            ));
+            return false;
+        };
+        let generation = self.shared.storage.group.generation();
+        if kept.is_empty() {
+            if !self.complete_revocation("device wiped; now refused") {
+                return false;
+            }
+        } else {
+            let listed: Vec<String> = kept.iter().take(20).map(|c| c.to_string()).collect();
+            self.shared.audit(
+                self.actor.clone(),
+                AuditAction::Wipe,
+                None,
+                format!(
+                    "device wiped all but {} case(s) holding changes not yet uploaded ({}); it may still upload them until its revoking time limit",
+                    kept.len(),
+                    listed.join(", ")
+                ),
+            );
+        }
+        self.reply((
+            self.shared.storage.group.wrote_in(generation),
+            vec![Frame::Bye],
+        ));
+        false
+    }
+
+    /// Mark this device revoked and audit it; false if the registry could not be written.
+    fn complete_revocation(&self, detail: &str) -> bool {
+        if let Err(e) = self
+            .shared
+            .registry
+            .set_device_status(&self.device.id, DeviceStatus::Revoked)
+        {
+            warn!(error = %e, "could not complete a revocation");
+            return false;
+        }
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::Wipe,
+            None,
+            detail.to_string(),
+        );
+        true
+    }
+
+    fn offline_reads(&mut self, reads: Vec<polyphony_core::sync::OfflineRead>) -> bool {
+        if reads.len() > MAX_READS_PER_FRAME
+            || !self.shared.limits.take_reads(
+                self.device.id,
+                reads.len(),
+                std::time::Instant::now(),
+            )
+        {
+            let msg = format!(
+                "too many offline reads ({} in this frame; the limits are {MAX_READS_PER_FRAME} a frame and {} an hour per device): sync again later",
+                reads.len(),
+                crate::limits::MAX_READS_PER_WINDOW
+            );
+            self.shared
+                .audit(self.actor.clone(), AuditAction::Refused, None, msg.clone());
+            self.reply((0, vec![Frame::Error(refusal(ErrorCode::TooLarge, msg))]));
+            return false;
+        }
+        // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
+        let generation = self.shared.storage.group.generation();
+        let registry = self.shared.registry.clone();
+        let mark = match registry.reads_through(&self.device.id) {
+            Ok(m) => m,
+            Err(e) => return self.reads_not_recorded(None, 0, &e),
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let enrolled = self.device.enrolled_at;
+        let mut through = mark.unwrap_or(0);
+        let (mut duplicates, mut not_readable, mut bad_time) = (0usize, 0usize, 0usize);
+        let mut sorted = reads;
+        sorted.sort_by_key(|r| r.seq);
+        for r in &sorted {
+            let before = through;
+            through = through.max(r.seq);
+            if mark.is_some_and(|m| r.seq <= m) {
+                duplicates += 1;
+                continue;
+            }
+            if matches!(self.access(&r.case), Access::NotAvailable | Access::New) {
+                not_readable += 1;
+                continue;
+            }
+            let at =
+                time::OffsetDateTime::parse(&r.at, &time::format_description::well_known::Rfc3339);
+            if at.is_ok_and(|t| t > now + READ_CLOCK_SKEW || t < enrolled - READ_CLOCK_SKEW) {
+                bad_time += 1;
+                continue;
+            }
+            let mut event = AuditEvent::offline_read(self.device.id, self.practitioner.id, r);
+            if let Ok(Some(c)) = self.shared.storage.case(&r.case) {
+                let c = c.lock().expect("case lock");
+                event
+                    .detail
+                    .push_str(&relationship(&c.doc, &self.practitioner));
+            }
+            if let Err(e) = self.shared.audit.record(event) {
+                return self.reads_not_recorded(mark, before, &e);
+            }
+        }
+        if not_readable + bad_time > 0 {
+            self.shared.audit(
+                self.actor.clone(),
+                AuditAction::Refused,
+                None,
+                format!(
+                    "offline reads not recorded: {not_readable} for cases this device may not read, {bad_time} with a time in the future or before the device enrolled"
+                ),
+            );
+        }
+        if duplicates > 0 {
+            debug!(duplicates, "offline reads already recorded");
+        }
+        if !sorted.is_empty() && mark.is_none_or(|m| through > m) {
+            if let Err(e) = registry.set_reads_through(&self.device.id, through) {
+                return self.reads_not_recorded(None, 0, &e);
+            }
+        }
+        self.reply((
+            self.shared.storage.group.wrote_in(generation),
+            vec![Frame::ReadsSaved { through }],
+        ));
+        true
+    }
+
+    /// Offline reads could not be recorded (the audit log or the registry refused a write): end
+    /// the session with a clear error, and no `ReadsSaved`, so the device keeps its reads and sends
+    /// them again (without an answer its sync would wait for ever). The reads recorded before the
+    /// failure, through outbox index `handled`, are noted as done (best-effort), so a resend
+    /// does not record them twice.
+    fn reads_not_recorded(
+        &mut self,
+        mark: Option<u64>,
+        handled: u64,
+        e: &dyn std::fmt::Display,
+    ) -> bool {
+        warn!(error = %e, "could not record offline reads: ending the session");
+        if handled > mark.unwrap_or(0) {
+            let _ = self
+                .shared
+                .registry
+                .set_reads_through(&self.device.id, handled);
+        }
+        let msg = format!("the server could not record in its audit log what this device read offline; the reads are kept on this device: sync again later ({e})");
+        self.reply((
+            0,
+            vec![Frame::Error(refusal(ErrorCode::StorageFailed, msg))],
+        ));
+        false
+    }
+
+    fn access(&self, case: &CaseId) -> Access {
+        let registered = match self.shared.registry.case_team(case) {
+            Ok(t) => t,
+            Err(_) => return Access::NotAvailable,
+        };
+        let held = || {
+            self.shared
+                .registry
+                .held(&self.device.id, case)
+                .unwrap_or(false)
+        };
+        match registered {
+            None => Access::New,
+            Some(team) if self.mode == SessionMode::Revoking => {
+                // Being revoked gives no more than the device had: a case that left its teams
+                // takes uploads only within its window (and up to when it was told), as before.
+                let its_team = self.practitioner.teams.contains(&team);
+                if its_team || (held() && self.upload_window_open(case, team)) {
+                    Access::UploadOnly(team)
+                } else {
+                    Access::NotAvailable
+                }
+            }
+            Some(team) if self.practitioner.teams.contains(&team) => Access::Full(team),
+            Some(team) if held() && self.upload_window_open(case, team) => Access::UploadOnly(team),
+            Some(_) => Access::NotAvailable,
+        }
+    }
+
+    /// When the practitioner left `team`, if they did.
+    fn left_at(&self, team: TeamId) -> Option<time::OffsetDateTime> {
+        let at = self.practitioner.left.get(&team)?;
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+    }
+
+    /// Whether `start` is within [`Shared::moved_upload_limit`] of now.
+    fn within_upload_window(&self, start: Option<time::OffsetDateTime>) -> bool {
+        start
+            .is_some_and(|at| time::OffsetDateTime::now_utc() < at + self.shared.moved_upload_limit)
+    }
+
+    /// Whether the practitioner left `team` within [`Shared::moved_upload_limit`].
+    fn left_within_window(&self, team: TeamId) -> bool {
+        self.within_upload_window(self.left_at(team))
+    }
+
+    /// Whether this device may still upload to a case it holds whose team is not its
+    /// practitioner's: within [`Shared::moved_upload_limit`] of the case's move to `team`, or of
+    /// the practitioner leaving `team`, whichever is later.
+    fn upload_window_open(&self, case: &CaseId, team: TeamId) -> bool {
+        let since = self.shared.registry.case_since(case).ok().flatten();
+        self.within_upload_window(since.max(self.left_at(team)))
+    }
+
+    /// Handle one sync message: returns the durability ticket and the frames to send after it.
+    fn sync(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
+        let (ticket, frames) = self.sync_inner(case, message);
+        // Bound the exchanges a case may take without its document changing: a confused or hostile
+        // peer must not be able to keep the server ping-ponging (see MAX_MESSAGES_PER_CASE).
+        let heads = frames.iter().find_map(|f| match f {
+            Frame::Saved { heads, .. } => Some(heads.clone()),
+            _ => None,
+        });
+        let entry = self.exchanges.entry(case).or_default();
+        match heads {
+            Some(h) if h != entry.1 => *entry = (1, h),
+            _ => entry.0 += 1,
+        }
+        if entry.0 > 2 * polyphony_core::sync::MAX_MESSAGES_PER_CASE {
+            let msg = "the sync of this case did not settle; nothing was lost: sync again later"
+                .to_string();
+            return (
+                ticket,
+                vec![Frame::CaseRefused {
+                    case,
+                    refusal: refusal(ErrorCode::Internal, msg),
+                }],
+            );
+        }
+        (ticket, frames)
+    }
+
+    fn sync_inner(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
+        let access = self.access(&case);
+        match access {
+            Access::NotAvailable => {
+                return self.refuse_case(
+                    case,
+                    ErrorCode::NotAvailable,
+                    format!("case {case} is not available to this device"),
+                );
+            }
+            Access::UploadOnly(_)
+                if self.mode == SessionMode::Normal && !self.told_moved.contains(&case) =>
+            {
+                return self.tell_moved(case);
+            }
+            _ => {}
+        }
+        let told_moved = match self.told_moved_at(&case, access) {
+            Ok(at) => at,
+            Err(e) => {
+                return self.refuse_case(
+                    case,
+                    ErrorCode::Internal,
+                    format!("the server could not read its registry ({e}); your changes are still on your device: sync again later"),
+                )
+            }
+        };
+        let team = match access {
+            Access::Full(t) | Access::UploadOnly(t) => Some(t),
+            _ => None,
+        };
+        let my_teams = self.teams_for_new_cases();
+        let me = self.author.clone();
+        let policy = ServerPolicy {
+            case,
+            team,
+            my_teams: &my_teams,
+            me: &me,
+            told_moved,
+        };
+        let stored = match team {
+            Some(_) => match self.shared.storage.case(&case) {
+                Ok(c) => c,
+                Err(e) => {
+                    return self.refuse_case(
+                        case,
+                        ErrorCode::Internal,
+                        format!("the server could not read this case: {e}"),
+                    )
+                }
+            },
+            None => None,
+        };
+        let upload_only = matches!(access, Access::UploadOnly(_));
+        match stored {
+            Some(stored) => self.sync_stored_case(case, &stored, message, &policy, upload_only),
+            None => self.sync_new_case(case, message, &policy),
+        }
+    }
+
+    /// The teams a new case may be created for: the practitioner's, and those they left within
+    /// the upload window (a case opened offline before leaving, or before a removal with every
+    /// device revoked, is uploaded, not stranded on the laptop).
+    fn teams_for_new_cases(&self) -> Vec<TeamId> {
+        let mut teams = self.practitioner.teams.clone();
+        for t in self.practitioner.left.keys().copied() {
+            if !teams.contains(&t) && self.left_within_window(t) {
+                teams.push(t);
+            }
+        }
+        teams
+    }
+
+    /// A case the server has not stored: synced into a provisional document for this session
+    /// until its first change arrives, then registered for its team, stored, and announced.
+    fn sync_new_case(
+        &mut self,
+        case: CaseId,
+        message: &[u8],
+        policy: &ServerPolicy<'_>,
+    ) -> (u64, Vec<Frame>) {
+        if !self.provisional.contains_key(&case) && self.provisional.len() >= MAX_PROVISIONAL {
+            return self.refuse_case(
+                case,
+                ErrorCode::Busy,
+                format!(
+                    "more than {MAX_PROVISIONAL} new cases are on their way in this session: the rest sync next time"
+                ),
+            );
+        }
+        let mut state = self.states.entry(case).or_default().clone();
+        let doc = self.provisional.entry(case).or_default();
+        let prepared = match prepare(doc, &state, message, policy) {
+            Ok(p) => p,
+            Err(e) => return self.refuse_apply(case, e),
+        };
+        if prepared.new_changes == 0 {
+            prepared.commit(doc, &mut state);
+            let frames = Reply::full(doc, &mut state).into_frames(case);
+            self.states.insert(case, state);
+            return (0, frames);
+        }
+        let Some(doc_team) = prepared.doc.as_ref().and_then(schema::read_team_id) else {
+            return self.refuse_case(
+                case,
+                ErrorCode::InvalidChange,
+                "the case has no team".into(),
+            );
+        };
+        match self.shared.registry.register_case(case, doc_team) {
+            Ok(()) => {}
+            Err(e @ RegistryError::CaseInAnotherTeam { .. }) => {
+                debug!(error = %e, "case id taken");
+                return self.refuse_case(
+                    case,
+                    ErrorCode::NotAvailable,
+                    format!("case {case} is not available to this device"),
+                );
+            }
+            // A full or failing disk is not "not available": say what happened.
+            Err(e) => {
+                return self.refuse_case(
+                    case,
+                    ErrorCode::StorageFailed,
+                    format!(
+                        "the server could not save this case ({e}); it is still on your device"
+                    ),
+                )
+            }
+        }
+        let actors = written_by(&prepared.actors);
+        let mut sc = ServerCase::new(AutoCommit::new(), 0, 0);
+        let ticket = match self
+            .shared
+            .storage
+            .apply(&case, &mut sc, prepared, &mut state)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                return self.refuse_case(
+                    case,
+                    ErrorCode::StorageFailed,
+                    format!(
+                        "the server could not save this case ({e}); it is still on your device"
+                    ),
+                )
+            }
+        };
+        self.provisional.remove(&case);
+        let stored = self
+            .shared
+            .storage
+            .insert(case, Arc::new(std::sync::Mutex::new(sc)));
+        let ticket = ticket.max(self.written(case, format!("case created, written by {actors}")));
+        let frames = {
+            let mut c = stored.lock().expect("case lock");
+            Reply::full(&mut c.doc, &mut state).into_frames(case)
+        };
+        self.states.insert(case, state);
+        self.shared.storage.announce(CaseChanged {
+            case,
+            origin: self.conn_id,
+        });
+        (ticket, frames)
+    }
+
+    /// A case the server holds: the message applied under the case's lock, stored, audited
+    /// (writes best-effort, reads before the data leaves), and answered.
+    fn sync_stored_case(
+        &mut self,
+        case: CaseId,
+        stored: &crate::storage::SharedCase,
+        message: &[u8],
+        policy: &ServerPolicy<'_>,
+        upload_only: bool,
+    ) -> (u64, Vec<Frame>) {
+        let mut state = self.states.entry(case).or_default().clone();
+        let mut c = stored.lock().expect("case lock");
+        // The document's own team field must not change in a device's hands. (After an
+        // administrator moves a case, the registry, not this field, decides who may sync it.)
+        let policy = ServerPolicy {
+            team: c.team(),
+            ..*policy
+        };
+        let prepared = match prepare(&mut c.doc, &state, message, &policy) {
+            Ok(p) => p,
+            Err(e) => {
+                drop(c);
+                return self.refuse_apply(case, e);
+            }
+        };
+        let new_changes = prepared.new_changes;
+        let actors = written_by(&prepared.actors);
+        // With no new changes the ticket covers every write so far: the heads may include other
+        // sessions' writes, claimed only once those are durable too.
+        let mut ticket = match self
+            .shared
+            .storage
+            .apply(&case, &mut c, prepared, &mut state)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                drop(c);
+                return self.refuse_case(case, ErrorCode::StorageFailed, format!("the server could not save your changes ({e}); they are still on your device: sync again later"));
+            }
+        };
+        // Upload-only, the device receives nothing, and only its own heads are acknowledged
+        // (see Reply::upload_only).
+        let reply = if upload_only {
+            Reply::upload_only(&mut c.doc, &mut state)
+        } else {
+            Reply::full(&mut c.doc, &mut state)
+        };
+        let relationship = relationship(&c.doc, &self.practitioner);
+        drop(c);
+        let mut unaudited = None;
+        if reply.sends_changes() && !self.read_audited.contains(&case) {
+            // The read is in the audit log before the data leaves: the reply waits for this
+            // record's flush as well as for the case's, and without the record it is not sent.
+            match self.shared.audit_access(
+                self.actor.clone(),
+                case,
+                format!("case data sent to device{relationship}"),
+            ) {
+                Ok(read) => {
+                    ticket = ticket.max(read);
+                    self.read_audited.insert(case);
+                    // A device that received the case holds it: if the case moves away before
+                    // the device uploads what it wrote offline, those words are still accepted
+                    // (upload-only), not stranded as "not available". Found by the simulation
+                    // (tests/tests/simulation.rs).
+                    let _ = self.shared.registry.mark_held(&self.device.id, &case);
+                }
+                Err(e) => unaudited = Some(e),
+            }
+        }
+        if new_changes > 0 {
+            let detail = format!("{new_changes} changes accepted, written by {actors}");
+            ticket = ticket.max(self.written(case, detail));
+            self.shared.storage.announce(CaseChanged {
+                case,
+                origin: self.conn_id,
+            });
+        }
+        if let Some(e) = unaudited {
+            // Neither the data nor a `Saved` (the device would take it as leave to sync the
+            // case on, and be refused again): the device keeps what it uploaded, unacknowledged,
+            // and sends it again next time, when the server finds it already stored. The sync
+            // state is not kept either: it counts as sent the data that was withheld.
+            return (0, vec![not_audited(case, &e, NOT_SENT_CASE)]);
+        }
+        self.states.insert(case, state);
+        (ticket, reply.into_frames(case))
+    }
+
+    /// A write of this device is stored: the device holds the case (see [`Access`]), and the
+    /// write is audited. The record is best-effort (the change itself names its author), but the
+    /// returned ticket covers it, so the acknowledgement waits for its flush too.
+    fn written(&self, case: CaseId, detail: String) -> u64 {
+        let _ = self.shared.registry.mark_held(&self.device.id, &case);
+        // Noted before the write, for its ticket (see GroupCommit::wrote_in).
+        let generation = self.shared.storage.group.generation();
+        self.shared
+            .audit(self.actor.clone(), AuditAction::Write, Some(case), detail);
+        self.shared.storage.group.wrote_in(generation)
+    }
+
+    /// Refuse a message for `case`, audited; nothing of it is applied.
+    fn refuse_case(&self, case: CaseId, code: ErrorCode, msg: String) -> (u64, Vec<Frame>) {
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::Refused,
+            Some(case),
+            msg.clone(),
+        );
+        (
+            0,
+            vec![Frame::CaseRefused {
+                case,
+                refusal: refusal(code, msg),
+            }],
+        )
+    }
+
+    /// Tell the device, once a session, that `case` moved away from it; it then uploads what it
+    /// holds. The first telling is recorded, and the refusal leaves only once that record is on
+    /// disk: it is the boundary of what the device may still upload (see
+    /// [`ServerPolicy::time_allowed`]). Nothing of the message it answers is applied.
+    fn tell_moved(&mut self, case: CaseId) -> (u64, Vec<Frame>) {
+        // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
+        let generation = self.shared.storage.group.generation();
+        let first = match self.shared.registry.note_told_moved(&self.device.id, &case) {
+            Ok(at) => at,
+            Err(e) => {
+                return self.refuse_case(
+                    case,
+                    ErrorCode::StorageFailed,
+                    format!("the server could not record that this case moved ({e}); your changes are still on your device: sync again later"),
+                )
+            }
+        };
+        self.told_moved.insert(case);
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::CaseMoved,
+            Some(case),
+            format!(
+                "device told the case moved (first told at {}); what it wrote before then is still accepted",
+                to_the_second(first)
+            ),
+        );
+        (
+            self.shared.storage.group.wrote_in(generation),
+            vec![Frame::CaseRefused {
+                case,
+                refusal: refusal(
+                    ErrorCode::Moved,
+                    "this case is no longer available to you (it moved to another team, or you left its team): what you wrote before now is kept on the server; nothing more can be added to it",
+                ),
+            }],
+        )
+    }
+
+    /// When this device was first told `case` moved away, for an upload-only case: the boundary
+    /// of what it may still upload. None for any other case.
+    fn told_moved_at(
+        &self,
+        case: &CaseId,
+        access: Access,
+    ) -> Result<Option<time::OffsetDateTime>, RegistryError> {
+        match access {
+            Access::UploadOnly(_) => self.shared.registry.told_moved(&self.device.id, case),
+            _ => Ok(None),
+        }
+    }
+
+    fn refuse_apply(&self, case: CaseId, e: ApplyError) -> (u64, Vec<Frame>) {
+        let code = match e {
+            ApplyError::Forged(_) | ApplyError::Impersonates(_) => ErrorCode::ForgedAuthor,
+            _ => ErrorCode::InvalidChange,
+        };
+        let msg = format!("change refused: {e}; the case on the server is unchanged");
+        info!(%case, device = %self.device.id, "{msg}");
+        self.refuse_case(case, code, msg)
+    }
+
+    /// Who has accessed a case, for the person's copy of their record, and the ticket to send it
+    /// after. Only for a case this device may read; the request itself is audited first, and
+    /// without that record nothing is sent.
+    fn access_log(&self, case: CaseId) -> (u64, Frame) {
+        if !matches!(self.access(&case), Access::Full(_)) {
+            let refused = Frame::CaseRefused {
+                case,
+                refusal: refusal(
+                    ErrorCode::NotAvailable,
+                    format!("case {case} is not available to this device"),
+                ),
+            };
+            return (0, refused);
+        }
+        let ticket =
+            match self
+                .shared
+                .audit_access(self.actor.clone(), case, "access log sent to device")
+            {
+                Ok(t) => t,
+                Err(e) => return (0, not_audited(case, &e, "no access list: try again later")),
+            };
+        let records = match self.shared.audit.entries(Some(case)) {
+            Ok(r) => r,
+            Err(e) => {
+                let refused = Frame::CaseRefused {
+                    case,
+                    refusal: refusal(
+                        ErrorCode::Internal,
+                        format!("the audit log could not be read: {e}"),
+                    ),
+                };
+                return (0, refused);
+            }
+        };
+        let mut names: HashMap<polyphony_core::PractitionerId, String> = HashMap::new();
+        let entries = records
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    r.event.action,
+                    AuditAction::Read
+                        | AuditAction::Write
+                        | AuditAction::OfflineRead
+                        | AuditAction::CaseMoved
+                )
+            })
+            .map(|r| {
+                let (who, device) = match &r.event.actor {
+                    Actor::Device {
+                        device,
+                        practitioner,
+                    } => {
+                        let name = names.entry(*practitioner).or_insert_with(|| {
+                            self.shared
+                                .registry
+                                .practitioner(practitioner)
+                                .ok()
+                                .flatten()
+                                .map(|p| p.name)
+                                .unwrap_or_else(|| format!("practitioner {practitioner}"))
+                        });
+                        (name.clone(), Some(device.to_string()))
+                    }
+                    Actor::Admin => ("an administrator".to_string(), None),
+                    Actor::Server => ("the borough server".to_string(), None),
+                };
+                // A device records every read, connected or not: the record does not say
+                // which, so a read is "on their device", never "offline".
+                let (what, kind) = match r.event.action {
+                    AuditAction::Read => (
+                        format!("read ({})", r.event.detail),
+                        Some(AccessKind::SentToDevice),
+                    ),
+                    AuditAction::Write => (
+                        format!("wrote ({})", r.event.detail),
+                        Some(AccessKind::Changed),
+                    ),
+                    AuditAction::OfflineRead => {
+                        let purpose = crate::audit::device_read_purpose(&r.event.detail);
+                        (
+                            format!("read on their device ({purpose})"),
+                            Some(AccessKind::OnDevice {
+                                purpose: purpose.to_string(),
+                                not_yet_sent: false,
+                            }),
+                        )
+                    }
+                    AuditAction::CaseMoved => (
+                        format!("case moved ({})", r.event.detail),
+                        Some(AccessKind::Moved),
+                    ),
+                    _ => (r.event.detail.clone(), None),
+                };
+                polyphony_core::export::Access {
+                    at: r.event.at,
+                    who,
+                    device,
+                    what,
+                    kind,
+                }
+            })
+            .collect();
+        (ticket, Frame::AccessLog { case, entries })
+    }
+
+    /// Another connection changed a case: send this device what it lacks (live push).
+    pub fn push(&mut self, change: CaseChanged) {
+        if change.origin == self.conn_id || self.mode != SessionMode::Normal {
+            return;
+        }
+        if !self.check_access() {
+            return;
+        }
+        if !matches!(self.access(&change.case), Access::Full(_)) {
+            return;
+        }
+        // Noted before the case is read, so a reopen in between gives a lost ticket, never a
+        // valid one for a document read from the dropped engine.
+        let generation = self.shared.storage.group.generation();
+        let Ok(Some(shared_case)) = self.shared.storage.case(&change.case) else {
+            return;
+        };
+        // A push carries a ticket like any reply: the device receives a colleague's change only
+        // once it is durable. Were it sent before, a crash could leave the device holding a
+        // change the server lost, which it may not upload (a device writes only as itself).
+        let state = self.states.entry(change.case).or_default();
+        let (message, relationship) = {
+            let mut c = shared_case.lock().expect("case lock");
+            let m = c.doc.sync().generate_sync_message(state);
+            (m, relationship(&c.doc, &self.practitioner))
+        };
+        if let Some(m) = message {
+            let mut ticket = self.shared.storage.group.current_in(generation);
+            if !m.changes.is_empty() && !self.read_audited.contains(&change.case) {
+                // Audited before sent: the push waits for this record's flush too, and without
+                // the record it is not sent.
+                match self.shared.audit_access(
+                    self.actor.clone(),
+                    change.case,
+                    format!("case data pushed live{relationship}"),
+                ) {
+                    Ok(read) => ticket = ticket.max(read),
+                    Err(e) => return self.end_unaudited(change.case, &e),
+                }
+                self.read_audited.insert(change.case);
+                let _ = self
+                    .shared
+                    .registry
+                    .mark_held(&self.device.id, &change.case);
+            }
+            self.reply((
+                ticket,
+                vec![Frame::Sync {
+                    case: change.case,
+                    message: m.encode(),
+                }],
+            ));
+        }
+    }
+
+    /// A live push whose read the audit log could not record: nothing of the case is sent, and the
+    /// session ends in words that say why. A push answers no request of the device's, so no
+    /// per-case refusal fits (the device may not even know the case yet), and the session's sync
+    /// state already counts the withheld data as sent. The device reconnects and syncs afresh:
+    /// each case is then refused, or sent with its record, case by case.
+    fn end_unaudited(&mut self, case: CaseId, e: &AuditError) {
+        warn!(%case, error = %e, "a live push could not be recorded in the audit log: not sent; ending the session");
+        self.ended = Some((
+            ErrorCode::StorageFailed,
+            format!("the server could not record an access in its audit log, so it sent nothing of that case; your own changes are safe on this device: sync again later ({e})"),
+        ));
+    }
+
+    /// The announcement channel overflowed: offer every case of this session again.
+    pub fn push_all(&mut self) {
+        let cases: Vec<CaseId> = self.states.keys().copied().collect();
+        for case in cases {
+            self.push(CaseChanged {
+                case,
+                origin: u64::MAX,
+            });
+        }
+    }
+}
