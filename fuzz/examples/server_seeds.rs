@@ -7,12 +7,11 @@
 use std::path::Path;
 
 use automerge::sync::{Message, State, SyncDoc};
-use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{AutoCommit, ReadDoc, ROOT};
-use polyphony_core::model::actor_for_device;
-use polyphony_core::sync::{Frame, OfflineRead};
+use automerge::AutoCommit;
+use polyphony_core::model::{Author, CaseDoc, NewCase, NewMeeting, NoteKind, Participant, Place};
+use polyphony_core::sync::{Frame, OfflineRead, Wiped};
 use polyphony_core::CaseId;
-use polyphony_fuzz::server::{World, DEVICE, SOUTH_CASE};
+use polyphony_fuzz::server::{World, DEVICE, NORTH, SAM, SOUTH_CASE};
 
 /// Send `frame` to the session, take its answers into `doc`; the frame's bytes.
 fn send(world: &mut World, doc: &mut AutoCommit, state: &mut State, frame: Frame) -> Vec<u8> {
@@ -47,15 +46,37 @@ fn sync(world: &mut World, case: CaseId, doc: &mut AutoCommit) -> Vec<u8> {
     stream
 }
 
-/// The device's own change to the person's preferred name, under its actor.
-fn own_change(doc: &mut AutoCommit, name: &str) {
-    let person = match doc.get(ROOT, "person").expect("read") {
-        Some((_, id)) => id,
-        None => panic!("the fixture has a person"),
-    };
-    doc.put(&person, "preferred_name", name).expect("put");
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    doc.commit_with(CommitOptions::default().with_time(now));
+/// The device's practitioner, writing on the device.
+fn sam() -> Author {
+    Author {
+        practitioner: SAM,
+        practitioner_name: "Sam".into(),
+        device: DEVICE,
+    }
+}
+
+/// The fixture as the device holds it, with a meeting Sam recorded on it (a stamped change).
+fn with_own_meeting() -> AutoCommit {
+    let mut case =
+        CaseDoc::from_automerge(polyphony_fuzz::fixture_doc(), Some(sam())).expect("the fixture");
+    let at = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let meeting = case
+        .add_meeting(NewMeeting {
+            at,
+            place: Place::Home,
+            attendees: vec![Participant::Person],
+        })
+        .expect("a meeting");
+    case.append_text(&meeting, NoteKind::Notes, "Talked about sleep.")
+        .expect("notes");
+    case.into_automerge()
+}
+
+/// A seed: the mode byte (see `polyphony_fuzz::server`), then the frames.
+fn seed(flags: u8, frames: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![flags];
+    bytes.extend_from_slice(frames);
+    bytes
 }
 
 fn main() {
@@ -63,27 +84,26 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("corpus directory");
     let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).expect("seed");
 
-    // The device holds the fixture and writes to it.
+    // The device records a meeting on the fixture and uploads it.
     let mut world = World::new();
     let fixture = world.fixture;
-    let mut doc = polyphony_fuzz::fixture_doc().with_actor(actor_for_device(&DEVICE));
-    own_change(&mut doc, "Mari");
+    let mut doc = with_own_meeting();
     let mut stream = sync(&mut world, fixture, &mut doc);
     world.check();
     let mut stored = world.stored(&fixture).expect("stored");
     assert_eq!(
         stored.get_heads(),
         doc.get_heads(),
-        "the server took the device's own change"
+        "the server took the device's own meeting"
     );
-    write("own-change", &stream);
+    write("own-meeting", &seed(0, &stream));
 
     // Then reads it made offline, its access list, a look at the other team's case, and done.
     let mut state = State::new();
     let mut empty = AutoCommit::new();
     let read = Frame::Reads(vec![OfflineRead {
         case: fixture,
-        at: "2026-03-14T10:30:00Z".into(),
+        at: crate_now(),
         what: "case show".into(),
         seq: 1,
     }]);
@@ -93,16 +113,59 @@ fn main() {
     stream.extend(sync(&mut world, SOUTH_CASE, &mut AutoCommit::new()));
     stream.extend(send(&mut world, &mut empty, &mut state, Frame::Done));
     world.check();
-    write("a-whole-session", &stream);
+    write("a-whole-session", &seed(0, &stream));
+
+    // A new case for North, opened on the device.
+    let mut world = World::new();
+    let case = CaseId(uuid::Uuid::from_u128(
+        0x0e40_0000_4000_8000_0000_0000_0000_0007,
+    ));
+    let mut new = CaseDoc::create(
+        case,
+        NORTH,
+        NewCase {
+            name: "Alex".into(),
+            ..Default::default()
+        },
+        sam(),
+    )
+    .expect("a case")
+    .into_automerge();
+    let stream = sync(&mut world, case, &mut new);
+    world.check();
+    assert!(world.stored(&case).is_some(), "the new case was stored");
+    write("new-case", &seed(0, &stream));
+
+    // A device being revoked (confirming wipes): it uploads, says done, is told to wipe, and says
+    // it kept nothing.
+    let mut world = World::with_mode(3);
+    let mut doc = with_own_meeting();
+    let mut stream = sync(&mut world, fixture, &mut doc);
+    let (mut state, mut empty) = (State::new(), AutoCommit::new());
+    stream.extend(send(&mut world, &mut empty, &mut state, Frame::Done));
+    let wiped = Frame::Wiped(Wiped { kept: Vec::new() });
+    stream.extend(send(&mut world, &mut empty, &mut state, wiped));
+    world.check();
+    write("revoked-uploads-then-wipes", &seed(3, &stream));
 
     // A device that holds nothing yet: it receives the fixture.
     let mut world = World::new();
     let mut received = AutoCommit::new();
-    write("first-sync", &sync(&mut world, fixture, &mut received));
+    write(
+        "first-sync",
+        &seed(0, &sync(&mut world, fixture, &mut received)),
+    );
     assert_eq!(
         received.get_heads(),
         polyphony_fuzz::fixture_doc().get_heads(),
         "the device received the fixture"
     );
     println!("wrote the server_session seeds under {}", dir.display());
+}
+
+/// Now, as a device dates a read (RFC 3339).
+fn crate_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formats")
 }

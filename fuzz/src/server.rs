@@ -2,9 +2,13 @@
 //! in-memory store with two teams, the fixture case stored in North, one case of South, and one
 //! enrolled device of a North practitioner, whose session the fuzzer feeds frames.
 //!
-//! The device's id is fixed, so seeds written by `examples/seed_corpus.rs` carry changes under its
-//! actor (which the server accepts); everything else (team and practitioner ids, the South case's
-//! hashes) is made afresh for each input.
+//! The teams', the practitioner's and the device's ids are fixed, so seeds written by
+//! `examples/server_seeds.rs` carry what the server accepts: new cases for North, and changes
+//! under the device's actor stamped with its practitioner. The South case is made afresh for each
+//! input (its hashes differ; only its id is known).
+//!
+//! The first byte of an input chooses the session's mode: bit 0, the device is being revoked
+//! (upload only, told to wipe at its `Done`); bit 1, it announced that it confirms a wipe.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,11 +17,26 @@ use automerge::{AutoCommit, ChangeHash};
 use polyphony_core::model::{actor_for_device, validate_document, Author, CaseDoc, NewCase};
 use polyphony_core::store::{MemoryStore, Store};
 use polyphony_core::sync::{prepare, CasePolicy, SessionMode, DEFAULT_MAX_FRAME};
-use polyphony_core::{CaseId, DeviceId, TeamId};
+use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 use polyphony_server::audit::AuditLog;
-use polyphony_server::registry::Registry;
+use polyphony_server::registry::{DeviceStatus, Registry};
 use polyphony_server::session::{Session, Shared};
 use polyphony_server::storage::{ServerCase, ServerStorage};
+
+/// The device's team.
+pub const NORTH: TeamId = TeamId(crate::uuid_from_u128(
+    0x4047_0000_4000_8000_0000_0000_0000_0004,
+));
+
+/// The other team.
+pub const SOUTH: TeamId = TeamId(crate::uuid_from_u128(
+    0x5047_0000_4000_8000_0000_0000_0000_0005,
+));
+
+/// The device's practitioner, Sam, of North.
+pub const SAM: PractitionerId = PractitionerId(crate::uuid_from_u128(
+    0x5a30_0000_4000_8000_0000_0000_0000_0006,
+));
 
 /// The enrolled device whose session is fuzzed.
 pub const DEVICE: DeviceId = DeviceId(crate::uuid_from_u128(
@@ -43,14 +62,12 @@ impl CasePolicy for Import {
 
 /// A server, its stored cases, and the fuzzed device's session.
 pub struct World {
+    /// The server's store.
+    pub store: Arc<dyn Store>,
     /// What the session shares with every other.
     pub shared: Arc<Shared>,
     /// The device's session.
     pub session: Session,
-    /// The device's team.
-    pub north: TeamId,
-    /// The other team.
-    pub south: TeamId,
     /// The fixture case's id.
     pub fixture: CaseId,
     /// The South case's heads as stored.
@@ -58,14 +75,19 @@ pub struct World {
 }
 
 impl World {
-    /// A fresh world, the device's session just welcomed.
+    /// A fresh world, the device's session just welcomed in normal mode.
     pub fn new() -> World {
+        World::with_mode(0)
+    }
+
+    /// A fresh world, the session's mode chosen by `flags` (see the module docs).
+    pub fn with_mode(flags: u8) -> World {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let registry = Arc::new(Registry::new(store.clone()));
-        let north = registry.add_team("North").expect("team").id;
-        let south = registry.add_team("South").expect("team").id;
+        let north = registry.add_team_as(NORTH, "North").expect("team").id;
+        let south = registry.add_team_as(SOUTH, "South").expect("team").id;
         let sam = registry
-            .add_practitioner("Sam", north)
+            .add_practitioner_as(SAM, "Sam", north)
             .expect("practitioner");
         let code = registry
             .create_enrolment(sam.id, [1; 32], time::Duration::hours(1))
@@ -76,7 +98,7 @@ impl World {
         let shared = Arc::new(Shared {
             storage: Arc::new(ServerStorage::new(store.clone(), 16)),
             registry,
-            audit: Arc::new(AuditLog::open(store).expect("audit")),
+            audit: Arc::new(AuditLog::open(store.clone()).expect("audit")),
             max_frame: DEFAULT_MAX_FRAME,
             revoking_limit: time::Duration::days(14),
             moved_upload_limit: time::Duration::days(14),
@@ -104,12 +126,21 @@ impl World {
         .expect("case")
         .into_automerge();
         let south_heads = store_case(&shared, SOUTH_CASE, south, south_doc);
-        let session = Session::new(shared.clone(), 1, device, practitioner, SessionMode::Normal);
+        let mode = if flags & 1 == 1 {
+            shared
+                .registry
+                .set_device_status(&DEVICE, DeviceStatus::Revoking)
+                .expect("revoking");
+            SessionMode::Revoking
+        } else {
+            SessionMode::Normal
+        };
+        let session = Session::new(shared.clone(), 1, device, practitioner, mode)
+            .confirming_wipe(flags & 2 == 2);
         World {
+            store,
             shared,
             session,
-            north,
-            south,
             fixture: fixture_id,
             south_heads,
         }
@@ -122,27 +153,30 @@ impl World {
         Some(c.doc.clone())
     }
 
-    /// Every promise of the session over what is stored: each case valid; the South case as it
-    /// was; every change the server did not start with written under the device's own actor; no
-    /// case registered to South but its own.
+    /// Every promise of the session over what is stored, read back from the store itself (not
+    /// the server's open copies): every stored case registered to North, but the South case to
+    /// South; each valid; the South case as it was; every change the server did not start with
+    /// written under the device's own actor; nothing registered that is not stored.
     pub fn check(&self) {
         let mine = actor_for_device(&DEVICE);
         let mut start = crate::fixture_doc();
         let started_with: std::collections::HashSet<ChangeHash> =
             start.get_changes(&[]).iter().map(|c| c.hash()).collect();
-        let cases = self
-            .shared
-            .registry
-            .cases_of_teams(&[self.north, self.south])
-            .expect("registry reads");
-        for (case, team) in cases {
-            assert!(
-                team == self.north || case == SOUTH_CASE,
-                "case {case} was registered to the other team"
-            );
-            let Some(mut doc) = self.stored(&case) else {
-                continue;
-            };
+        for case in self.store.list_cases().expect("the store lists") {
+            let team = self
+                .shared
+                .registry
+                .case_team(&case)
+                .expect("registry reads");
+            let expected = if case == SOUTH_CASE { SOUTH } else { NORTH };
+            assert_eq!(team, Some(expected), "case {case} is stored under {team:?}");
+            let chunks = self
+                .store
+                .load_chunks(&case)
+                .expect("the store reads")
+                .expect("a listed case has a log");
+            let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+            let mut doc = AutoCommit::load(&bytes).expect("what was stored loads");
             validate_document(&mut doc).expect("a stored case stays a valid record");
             if case == SOUTH_CASE {
                 let mut heads = doc.get_heads();
@@ -159,6 +193,20 @@ impl World {
                     "case {case}: a change under another actor was accepted"
                 );
             }
+        }
+        for (case, _) in self
+            .shared
+            .registry
+            .cases_of_teams(&[NORTH, SOUTH])
+            .expect("registry reads")
+        {
+            assert!(
+                self.store
+                    .load_chunks(&case)
+                    .expect("the store reads")
+                    .is_some(),
+                "case {case} is registered and not stored"
+            );
         }
     }
 }

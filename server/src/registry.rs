@@ -90,6 +90,14 @@ pub enum RegistryError {
         /// What was being named.
         what: &'static str,
     },
+    /// A practitioner was to be added under an id another already has.
+    #[error("the practitioner id {id} is {existing}'s already")]
+    PractitionerIdTaken {
+        /// The id.
+        id: PractitionerId,
+        /// Whose it is.
+        existing: String,
+    },
     /// A name was too long or held control characters (line breaks, tabs).
     #[error("the {what} name is not usable: {reason}")]
     BadName {
@@ -328,8 +336,20 @@ impl Registry {
 
     /// Add a team. Names are unique ignoring case, and must not be empty.
     pub fn add_team(&self, name: &str) -> Result<Team, RegistryError> {
+        self.add_team_as(TeamId::random(), name)
+    }
+
+    /// Add a team under a given id: one that exists elsewhere already (another server's team,
+    /// a fixture whose records name it). As [`Registry::add_team`] otherwise.
+    pub fn add_team_as(&self, id: TeamId, name: &str) -> Result<Team, RegistryError> {
         let name = clean_name("team", name)?;
         let _w = self.lock();
+        if let Some(existing) = self.team_by_id(&id)? {
+            return Err(RegistryError::TeamExists {
+                existing: existing.name,
+                id,
+            });
+        }
         let wanted = name.to_lowercase();
         if let Some(existing) = self
             .teams()?
@@ -342,7 +362,7 @@ impl Registry {
             });
         }
         let team = Team {
-            id: TeamId::random(),
+            id,
             name,
             created_at: now(),
         };
@@ -400,11 +420,28 @@ impl Registry {
         name: &str,
         team: TeamId,
     ) -> Result<Practitioner, RegistryError> {
+        self.add_practitioner_as(PractitionerId::random(), name, team)
+    }
+
+    /// Add a practitioner under a given id (one whose records exist elsewhere already), as
+    /// [`Registry::add_practitioner`] otherwise.
+    pub fn add_practitioner_as(
+        &self,
+        id: PractitionerId,
+        name: &str,
+        team: TeamId,
+    ) -> Result<Practitioner, RegistryError> {
         let name = clean_name("practitioner", name)?;
         let _w = self.lock();
         self.require_team(&team)?;
+        if let Some(existing) = self.practitioner(&id)? {
+            return Err(RegistryError::PractitionerIdTaken {
+                id,
+                existing: existing.name,
+            });
+        }
         let practitioner = Practitioner {
-            id: PractitionerId::random(),
+            id,
             name,
             teams: vec![team],
             left: Default::default(),

@@ -1191,6 +1191,16 @@ impl DocSet for Host<'_> {
 
 impl SessionHost for Host<'_> {
     fn act(&mut self, action: &Action) -> Result<(), String> {
+        if let Action::Wiped { kept, .. } = action {
+            // Noted before the books forget a revoked device's enrolment: should that write
+            // fail, the session still ends as a wipe (see `ProfileSync::end`).
+            self.run.wipe = true;
+            self.run.report.wiped = true;
+            self.run
+                .report
+                .kept_unsynced
+                .extend(kept.iter().map(|c| c.to_string()));
+        }
         self.profile
             .books()
             .record(action)
@@ -1208,13 +1218,7 @@ impl SessionHost for Host<'_> {
                 settled: *settled,
                 total: *total,
             }),
-            Action::Wiped { kept, revoked } => {
-                self.run.wipe = true;
-                self.run.report.wiped = true;
-                self.run
-                    .report
-                    .kept_unsynced
-                    .extend(kept.iter().map(|c| c.to_string()));
+            Action::Wiped { revoked, .. } => {
                 if *revoked {
                     // The books forgot the enrolment; so does the profile in memory.
                     self.profile.enrolment = None;

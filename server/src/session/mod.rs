@@ -168,7 +168,7 @@ fn relationship(doc: &AutoCommit, practitioner: &Practitioner) -> String {
 }
 
 /// The actors that wrote accepted changes, for the audit (always this device's own: see
-/// [`ServerPolicy::author_allowed`]).
+/// `ServerPolicy::author_allowed`).
 fn written_by(actors: &[ActorId]) -> String {
     let hex: Vec<String> = actors
         .iter()

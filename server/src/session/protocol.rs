@@ -55,7 +55,8 @@ pub struct Session {
     epoch: u64,
     /// Why the session ended because its access changed: the connection is closed with this.
     ended: Option<(ErrorCode, String)>,
-    /// The device answers `Wipe` with `Wiped` (it announced [`FEATURE_CONFIRMS_WIPE`]).
+    /// The device answers `Wipe` with `Wiped` (it announced
+    /// [`FEATURE_CONFIRMS_WIPE`](polyphony_core::sync::FEATURE_CONFIRMS_WIPE)).
     confirms_wipe: bool,
     /// `Wipe` was sent; only `Wiped` may follow.
     wipe_sent: bool,
@@ -63,7 +64,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a welcomed device (`mode` as [`welcome`] decided). Its replies wait in the
+    /// A session for a welcomed device (`mode` as [`super::welcome`] decided). Its replies wait in the
     /// session until taken with [`Session::poll_reply`].
     pub fn new(
         shared: Arc<Shared>,
@@ -115,7 +116,8 @@ impl Session {
         self.replies.push_back(Batch { ticket, frames });
     }
 
-    /// Whether the device announced [`FEATURE_CONFIRMS_WIPE`] in its hello: if it did, a device
+    /// Whether the device announced
+    /// [`FEATURE_CONFIRMS_WIPE`](polyphony_core::sync::FEATURE_CONFIRMS_WIPE) in its hello: if it did, a device
     /// being revoked stays able to upload until it answers `Wipe` with a `Wiped` that kept
     /// nothing; if not (a client older than the feature), it is marked revoked at its `Done`.
     pub fn confirming_wipe(mut self, yes: bool) -> Session {
