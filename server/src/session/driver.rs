@@ -88,7 +88,7 @@ pub async fn serve(
     else {
         return;
     };
-    let (send, recv) = stream.split();
+    let (send, mut recv) = stream.split();
     let backlog = Arc::new(Backlog::default());
     let (tx, rx) = mpsc::unbounded_channel::<Batch>();
     let writer = tokio::spawn(write_replies(
@@ -99,7 +99,7 @@ pub async fn serve(
         backlog.clone(),
     ));
     let out = Outbox { tx, backlog };
-    let session = run(&shared, &conn, recv, session, &out, &actor).await;
+    let session = run(&shared, &conn, &mut recv, session, &out, &actor).await;
     if let Some((code, message)) = session.ended() {
         // At once: nothing queued for the writer is sent after this.
         close(&conn, *code, message);
@@ -107,6 +107,9 @@ pub async fn serve(
     drop(session);
     drop(out);
     let _ = writer.await;
+    // Only now: the device reads its last frames (a `Bye`) before its stream is stopped, which it
+    // would otherwise see as the connection lost.
+    drop(recv);
     shared.audit(actor, AuditAction::Disconnect, None, String::new());
 }
 
@@ -195,7 +198,7 @@ async fn write_replies(
 async fn run(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
-    mut recv: FrameReader,
+    recv: &mut FrameReader,
     mut session: Session,
     out: &Outbox,
     actor: &Actor,
