@@ -165,8 +165,8 @@ async fn handshake(
 }
 
 /// The writer: sends each batch once its durability ticket is met, in order; what a failed flush
-/// stood for is withheld ([`withheld`]). Ends after `Bye`, or when the connection or the session
-/// is gone.
+/// stood for is withheld ([`withheld`]). Ends after `Bye` or an `Error`, or when the connection
+/// or the session is gone.
 async fn write_replies(
     shared: Arc<Shared>,
     conn: quinn::Connection,
@@ -180,7 +180,14 @@ async fn write_replies(
             Ok(()) => (frames, false),
             Err(e) => withheld(frames, &e),
         };
-        let ends = dropped_push || frames.iter().any(|f| matches!(f, Frame::Bye));
+        // The session's last frame: `Bye`, or an `Error` (every one ends the session). The
+        // stream is finished and the connection kept until the device has read it and closed,
+        // else dropping the connection could discard the frame unread (the device would see a
+        // lost connection instead of why).
+        let ends = dropped_push
+            || frames
+                .iter()
+                .any(|f| matches!(f, Frame::Bye | Frame::Error(_)));
         if write_frames(&mut send, &frames).await.is_err() {
             return;
         }
