@@ -721,7 +721,7 @@ impl<'a> Builder<'a> {
                             .heard
                             .as_ref()
                             .map(|h| json!([{ "url": HEARD_VERSION, "valueString": h }]));
-                        attesters.push(json!({ "extension": heard, "mode": mode, "time": r.at, "party": party }));
+                        attesters.push(json!({ "extension": heard, "mode": mode, "time": date_time(&r.at), "party": party }));
                     }
                 }
             }
@@ -852,12 +852,14 @@ impl<'a> Builder<'a> {
                         .unwrap_or_default();
                     words.push(json!({
                         "authorReference": who,
-                        "time": e.at,
+                        "time": date_time(&e.at),
                         "text": format!("Earlier position ({}){said}", plain::stance_taken(&e.stance)),
                     }));
                 }
                 if let Some(w) = &p.words {
-                    words.push(json!({ "authorReference": who, "time": p.at, "text": w }));
+                    words.push(
+                        json!({ "authorReference": who, "time": date_time(&p.at), "text": w }),
+                    );
                 }
                 contributors.push(who);
             }
@@ -879,7 +881,8 @@ impl<'a> Builder<'a> {
                     Some(n) => format!("Status: {}. {n}", s.status),
                     None => format!("Status: {}.", s.status),
                 };
-                notes.push(json!({ "authorReference": by, "time": s.at, "text": text }));
+                notes
+                    .push(json!({ "authorReference": by, "time": date_time(&s.at), "text": text }));
             }
             if d.agreed_without_person {
                 notes.push(json!({
@@ -887,7 +890,9 @@ impl<'a> Builder<'a> {
                 }));
             }
             if let Some(e) = &d.meta.entered_in_error {
-                notes.push(json!({ "text": error_line(&d.meta, "decision"), "time": e.at }));
+                notes.push(
+                    json!({ "text": error_line(&d.meta, "decision"), "time": date_time(&e.at) }),
+                );
             }
             let mut activities = Vec::new();
             for a in &d.actions {

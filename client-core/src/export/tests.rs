@@ -416,6 +416,58 @@ fn export_copies_show_uk_time_and_fhir_carries_the_uk_offset() {
     assert!(text.contains("10:30 UK time"), "the narrative says UK time");
 }
 
+/// Every `time` in the Bundle (read-back attesters, positions, status changes) is at its UK
+/// offset like the rest, never the stored UTC: with every such time set to a summer instant, each
+/// reads 10:30+01:00, none 09:30Z. (Issue 15, part 1.)
+#[test]
+fn export_fhir_times_of_attesters_and_notes_carry_the_uk_offset() {
+    fn times(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    if k == "time" {
+                        out.push(x.as_str().unwrap_or_default().to_string());
+                    }
+                    times(x, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| times(x, out)),
+            _ => {}
+        }
+    }
+    let summer = Some("2026-06-14T09:30:00Z".to_string());
+    let mut view = rich_case().view;
+    for m in &mut view.meetings {
+        for r in &mut m.readback {
+            r.at = summer.clone();
+        }
+    }
+    for d in &mut view.decisions {
+        for p in &mut d.positions {
+            p.at = summer.clone();
+            for e in &mut p.earlier {
+                e.at = summer.clone();
+            }
+        }
+        for st in &mut d.status_history {
+            st.at = summer.clone();
+        }
+    }
+    let mut found = Vec::new();
+    times(&fhir::bundle(&view, &accesses()), &mut found);
+    let summer_times: Vec<&String> = found
+        .iter()
+        .filter(|t| t.starts_with("2026-06-14"))
+        .collect();
+    assert!(summer_times.len() >= 3, "{found:?}");
+    for t in summer_times {
+        assert_eq!(
+            t, "2026-06-14T10:30:00+01:00",
+            "a FHIR time not at its UK offset"
+        );
+    }
+}
+
 /// An entry recorded on the wrong person's record is another person's information: no copy or
 /// export holds any of its words, each shows a tombstone instead. (Issue 15, part 2.)
 #[test]
