@@ -24,7 +24,7 @@ use polyphony_core::model::{
     Place, ReadbackResponse, Stance,
 };
 use polyphony_core::store::{KdfParams, KeySource, SealKey, SledOptions, SledStore, Store};
-use polyphony_core::sync::{prepare, CasePolicy, Frame, FrameDecoder, DEFAULT_MAX_FRAME};
+use polyphony_core::sync::{prepare, CasePolicy, Frame, FrameDecoder, PeerSync, DEFAULT_MAX_FRAME};
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 
 const NOTE: &str = "Maria said the nights have been the hardest part; she wakes around three and the \
@@ -157,7 +157,9 @@ fn sync_step(c: &mut Criterion) {
     g.bench_function("prepare_new_case", |b| {
         b.iter_batched(
             AutoCommit::new,
-            |mut empty| prepare(&mut empty, &State::new(), &message, &AnyAuthor).expect("ok"),
+            |mut empty| {
+                prepare(&mut empty, &PeerSync::default(), &message, &AnyAuthor).expect("ok")
+            },
             BatchSize::SmallInput,
         )
     });

@@ -15,7 +15,8 @@ use polyphony_core::model::{
     self, Author, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant, Place, Stance,
 };
 use polyphony_core::sync::{
-    answer, CasePolicy, EnrolRequest, Enrolled, ErrorCode, Frame, Hello, OfflineRead, Refusal,
+    answer, CasePolicy, EnrolRequest, Enrolled, ErrorCode, Frame, Hello, OfflineRead, PeerSync,
+    Refusal,
 };
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 use polyphony_fuzz::{welcome, Device, NEW_CASE};
@@ -108,7 +109,7 @@ fn main() {
         (fixture_id, server_case.automerge().clone()),
         (NEW_CASE, other.automerge_mut().clone()),
     ]);
-    let mut states: BTreeMap<CaseId, State> = BTreeMap::new();
+    let mut states: BTreeMap<CaseId, PeerSync> = BTreeMap::new();
 
     // client_session: everything a server says in a real session, as one stream of frames.
     let mut device = Device::start_with(&fixture);

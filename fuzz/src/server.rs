@@ -16,7 +16,7 @@ use automerge::sync::{State, SyncDoc};
 use automerge::{AutoCommit, ChangeHash};
 use polyphony_core::model::{actor_for_device, validate_document, Author, CaseDoc, NewCase};
 use polyphony_core::store::{MemoryStore, Store};
-use polyphony_core::sync::{prepare, CasePolicy, SessionMode, DEFAULT_MAX_FRAME};
+use polyphony_core::sync::{prepare, CasePolicy, PeerSync, SessionMode, DEFAULT_MAX_FRAME};
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 use polyphony_server::audit::AuditLog;
 use polyphony_server::registry::{DeviceStatus, Registry};
@@ -223,19 +223,19 @@ fn store_case(shared: &Shared, case: CaseId, team: TeamId, mut doc: AutoCommit) 
         .registry
         .register_case(case, team)
         .expect("registered");
-    let (mut sender, mut state) = (State::new(), State::new());
+    let (mut sender, mut peer) = (State::new(), PeerSync::default());
     let mut sc = ServerCase::new(AutoCommit::new(), 0, 0);
     loop {
         let message = doc.sync().generate_sync_message(&mut sender);
         let Some(m) = message else {
             break;
         };
-        let prepared = prepare(&mut sc.doc, &state, &m.encode(), &Import).expect("applies");
+        let prepared = prepare(&mut sc.doc, &peer, &m.encode(), &Import).expect("applies");
         shared
             .storage
-            .apply(&case, &mut sc, prepared, &mut state)
+            .apply(&case, &mut sc, prepared, &mut peer)
             .expect("stored");
-        if let Some(answer) = sc.doc.sync().generate_sync_message(&mut state) {
+        if let Some(answer) = peer.generate(&mut sc.doc) {
             doc.sync()
                 .receive_sync_message(&mut sender, answer)
                 .expect("applies");

@@ -18,11 +18,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use automerge::sync::State;
 use automerge::AutoCommit;
 use polyphony_core::model::schema;
 use polyphony_core::store::{ChunkSeq, Store, StoreError};
-use polyphony_core::sync::Prepared;
+use polyphony_core::sync::{PeerSync, Prepared};
 use polyphony_core::{CaseId, TeamId};
 use tokio::sync::{broadcast, watch};
 
@@ -424,7 +423,7 @@ impl ServerStorage {
         case: &CaseId,
         c: &mut ServerCase,
         prepared: Prepared,
-        state: &mut State,
+        peer: &mut PeerSync,
     ) -> Result<u64, StoreError> {
         // Noted before anything is read or written, so the ticket is lost if a reopen comes
         // in between (see GroupCommit).
@@ -439,11 +438,11 @@ impl ServerStorage {
             None => c.generation = Some(generation),
         }
         if prepared.new_changes == 0 {
-            prepared.commit(&mut c.doc, state);
+            prepared.commit(&mut c.doc, peer);
             return Ok(self.group.current_in(generation));
         }
         let seq = self.store.append_chunk(case, &prepared.chunk)?;
-        prepared.commit(&mut c.doc, state);
+        prepared.commit(&mut c.doc, peer);
         c.last_seq = seq;
         c.chunks_since_snapshot += 1;
         if c.chunks_since_snapshot >= COMPACT_AFTER {
@@ -553,7 +552,7 @@ mod tests {
         device: &mut AutoCommit,
     ) -> usize {
         use automerge::sync::{Message, SyncDoc};
-        let (mut ours, mut theirs) = (State::new(), State::new());
+        let (mut ours, mut theirs) = (PeerSync::default(), automerge::sync::State::new());
         let mut writes = 0;
         for _ in 0..16 {
             let to_server = device.sync().generate_sync_message(&mut theirs);
@@ -568,7 +567,7 @@ mod tests {
                 writes += usize::from(prepared.new_changes > 0);
                 storage.apply(case, c, prepared, &mut ours).unwrap();
             }
-            let to_device = c.doc.sync().generate_sync_message(&mut ours);
+            let to_device = ours.generate(&mut c.doc);
             if let Some(m) = &to_device {
                 let m = Message::decode(&m.clone().encode()).unwrap();
                 device.sync().receive_sync_message(&mut theirs, m).unwrap();
@@ -622,18 +621,18 @@ mod tests {
         );
         let mut writer = c.doc.fork();
         automerge::transaction::Transactable::put(&mut writer, automerge::ROOT, "k3", 3).unwrap();
-        let mut state = State::new();
+        let mut peer = PeerSync::default();
         let message = {
             use automerge::sync::SyncDoc;
             writer
                 .sync()
-                .generate_sync_message(&mut State::new())
+                .generate_sync_message(&mut automerge::sync::State::new())
                 .unwrap()
         };
         let prepared =
-            polyphony_core::sync::prepare(&mut c.doc, &state, &message.encode(), &AnyAuthor)
+            polyphony_core::sync::prepare(&mut c.doc, &peer, &message.encode(), &AnyAuthor)
                 .unwrap();
-        storage.apply(&case, &mut c, prepared, &mut state).unwrap();
+        storage.apply(&case, &mut c, prepared, &mut peer).unwrap();
     }
 
     /// The lost-changes bug of issue 13, below the network: one case, one chunk per message, far
@@ -896,16 +895,20 @@ mod tests {
         let message = device
             .automerge_mut()
             .sync()
-            .generate_sync_message(&mut State::new())
+            .generate_sync_message(&mut automerge::sync::State::new())
             .unwrap()
             .encode();
         {
             let mut c = held.lock().unwrap();
             let heads = c.doc.get_heads();
-            let prepared =
-                polyphony_core::sync::prepare(&mut c.doc, &State::new(), &message, &AnyAuthor)
-                    .unwrap();
-            let refused = storage.apply(&case, &mut c, prepared, &mut State::new());
+            let prepared = polyphony_core::sync::prepare(
+                &mut c.doc,
+                &PeerSync::default(),
+                &message,
+                &AnyAuthor,
+            )
+            .unwrap();
+            let refused = storage.apply(&case, &mut c, prepared, &mut PeerSync::default());
             assert!(refused.is_err(), "a case held across a reopen took a write");
             assert_eq!(c.doc.get_heads(), heads);
         }

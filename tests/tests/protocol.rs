@@ -18,7 +18,7 @@ use polyphony_core::model::{
 };
 use polyphony_core::sync::{
     answer, prepare, Action, CaseGrant, CasePolicy, ClientSession, DocSet, ErrorCode, Frame,
-    SessionMode, Welcome, PROTOCOL_VERSION,
+    PeerSync, SessionMode, Welcome, PROTOCOL_VERSION,
 };
 use polyphony_core::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 use polyphony_e2e::report_figures;
@@ -116,12 +116,16 @@ fn a_change_received_before_its_dependency_makes_the_receiver_ask_for_the_depend
 
     // The server's way of applying a message must do the same, or the device, which believes it
     // sent Y, never sends anything again and the two ask each other forever.
-    let mut state = State::new();
-    let prepared = prepare(&mut server, &state, &message.encode(), &TeamPolicy)?;
-    prepared.commit(&mut server, &mut state);
-    let reply = server
-        .sync()
-        .generate_sync_message(&mut state)
+    let mut peer = PeerSync::default();
+    let prepared = prepare(&mut server, &peer, &message.encode(), &TeamPolicy)?;
+    prepared.commit(&mut server, &mut peer);
+    ensure!(
+        server.get_missing_deps(&[]).is_empty(),
+        "the case's document holds no queue: Y waits beside this peer's sync state, not in a \
+         document every session shares"
+    );
+    let reply = peer
+        .generate(&mut server)
         .ok_or_else(|| anyhow::anyhow!("no reply"))?;
     ensure!(
         reply.need.contains(&x),
@@ -151,11 +155,11 @@ fn a_change_that_waited_for_its_dependency_is_stored_when_the_dependency_arrives
         flags: None,
         version: automerge::sync::MessageVersion::V1,
     };
-    let mut state = State::new();
+    let mut peer = PeerSync::default();
     for change in [&y, &x] {
-        let prepared = prepare(&mut server, &state, &only(change).encode(), &TeamPolicy)?;
+        let prepared = prepare(&mut server, &peer, &only(change).encode(), &TeamPolicy)?;
         stored.extend_from_slice(&prepared.chunk);
-        prepared.commit(&mut server, &mut state);
+        prepared.commit(&mut server, &mut peer);
     }
     let mut reloaded = AutoCommit::load(&stored)?;
     for change in [&x, &y] {
@@ -194,7 +198,7 @@ impl DocSet for Docs {
 /// and each message answered by the step the server uses ([`polyphony_core::sync::answer`]).
 struct ServerPeer {
     docs: BTreeMap<CaseId, AutoCommit>,
-    states: BTreeMap<CaseId, State>,
+    states: BTreeMap<CaseId, PeerSync>,
 }
 
 impl ServerPeer {
@@ -335,7 +339,7 @@ fn a_chunk_that_makes_automerge_panic_is_refused_on_either_side_and_changes_noth
     .encode();
 
     // As the server applies it.
-    ensure!(prepare(&mut doc, &State::new(), &message, &TeamPolicy).is_err());
+    ensure!(prepare(&mut doc, &PeerSync::default(), &message, &TeamPolicy).is_err());
     ensure!(doc.get_heads() == before);
 
     // As a device receives it from a hostile server.

@@ -192,21 +192,9 @@ pub(crate) fn only_document_and_change_chunks(mut bytes: &[u8]) -> bool {
         {
             return false;
         }
-        let (mut len, mut shift, mut at) = (0u64, 0u32, 9usize);
-        loop {
-            let Some(&b) = bytes.get(at) else {
-                return false;
-            };
-            if shift > 63 {
-                return false;
-            }
-            len |= u64::from(b & 0x7f) << shift;
-            at += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-        }
+        let Some((len, at)) = read_uleb128(bytes, 9) else {
+            return false;
+        };
         let Some(end) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)) else {
             return false;
         };
@@ -216,6 +204,24 @@ pub(crate) fn only_document_and_change_chunks(mut bytes: &[u8]) -> bool {
         bytes = rest;
     }
     true
+}
+
+/// The unsigned LEB128 number at `bytes[at..]` and the position after it, or `None` if the bytes
+/// end inside it or it does not fit in 64 bits.
+pub(crate) fn read_uleb128(bytes: &[u8], mut at: usize) -> Option<(u64, usize)> {
+    let (mut value, mut shift) = (0u64, 0u32);
+    loop {
+        let &b = bytes.get(at)?;
+        if shift > 63 {
+            return None;
+        }
+        value |= u64::from(b & 0x7f) << shift;
+        at += 1;
+        if b & 0x80 == 0 {
+            return Some((value, at));
+        }
+        shift += 7;
+    }
 }
 
 /// The length limit on short fields (names, relationships, phone numbers).

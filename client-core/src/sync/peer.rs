@@ -9,7 +9,7 @@ use automerge::sync::{Message, State, SyncDoc};
 use automerge::{ActorId, AutoCommit, ChangeHash};
 
 use crate::model::guard::NewOps;
-use crate::model::{validate_document, SchemaError};
+use crate::model::{read_uleb128, validate_document, SchemaError};
 
 /// Why a peer's message was refused.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +69,110 @@ pub trait CasePolicy {
     }
 }
 
+/// The most bytes of changes one peer may leave waiting for a dependency, per case. A message
+/// can be as large as a frame ([`super::DEFAULT_MAX_FRAME`]); two may wait at once (one sent
+/// before the answer to the other arrived).
+pub const MAX_WAITING_BYTES: usize = 2 * super::DEFAULT_MAX_FRAME;
+
+/// Changes a peer sent that wait for a change they depend on, held for that peer alone.
+///
+/// A peer may skip a change the other side lacks (a Bloom filter false positive) and send the
+/// changes that depend on it. automerge keeps such changes in a queue inside the document until
+/// the dependency arrives. On a server the document is shared by every session of the case, so a
+/// queue there was everyone's: one device's queued change, released by a colleague's honest
+/// upload, was checked against the colleague's session and refused, and the colleague could not
+/// sync until the server dropped the case from memory. So no document here ever holds a queue:
+/// the waiting changes are kept beside the peer's sync state, loaded into a copy when the peer's
+/// next message arrives, and checked against the peer that sent them when they apply. They live
+/// as long as the session; a peer that reconnects sends them again.
+#[derive(Clone, Debug, Default)]
+pub struct Waiting {
+    chunks: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Waiting {
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// How many bytes of changes wait.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Hold `chunks` too (a chunk already held is not held twice), refusing to hold more than
+    /// [`MAX_WAITING_BYTES`].
+    fn add(&mut self, chunks: impl IntoIterator<Item = Vec<u8>>) -> Result<(), ApplyError> {
+        for chunk in chunks {
+            if self.chunks.contains(&chunk) {
+                continue;
+            }
+            self.bytes += chunk.len();
+            if self.bytes > MAX_WAITING_BYTES {
+                return Err(ApplyError::Policy(format!(
+                    "more than {} MiB of changes are waiting for changes they depend on that were \
+                     never sent; sync again to send them from the start",
+                    MAX_WAITING_BYTES >> 20
+                )));
+            }
+            self.chunks.push(chunk);
+        }
+        Ok(())
+    }
+
+    /// A copy of `doc` with the waiting changes loaded: those whose dependencies it now holds
+    /// apply, the rest queue in the copy.
+    fn loaded_into(&self, doc: &AutoCommit) -> Result<AutoCommit, ApplyError> {
+        let mut copy = doc.clone();
+        for chunk in &self.chunks {
+            guarded(|| copy.load_incremental(chunk))?;
+        }
+        Ok(copy)
+    }
+}
+
+/// One peer's side of a case's sync: automerge's sync state, and the changes the peer sent that
+/// wait for a dependency ([`Waiting`]).
+#[derive(Clone, Debug, Default)]
+pub struct PeerSync {
+    /// automerge's sync state for this peer.
+    pub state: State,
+    /// Changes from this peer that wait for a dependency.
+    pub waiting: Waiting,
+}
+
+impl PeerSync {
+    /// A peer starting from a sync state kept from an earlier session, with nothing waiting.
+    pub fn from_state(state: State) -> PeerSync {
+        PeerSync {
+            state,
+            waiting: Waiting::default(),
+        }
+    }
+
+    /// automerge's next message for this peer. With changes from the peer waiting, the message is
+    /// made from a copy that holds them, so that it asks for what they wait on.
+    pub fn generate(&mut self, doc: &mut AutoCommit) -> Option<Message> {
+        if self.waiting.is_empty() {
+            return doc.sync().generate_sync_message(&mut self.state);
+        }
+        match self.waiting.loaded_into(doc) {
+            Ok(mut copy) => copy.sync().generate_sync_message(&mut self.state),
+            // They loaded when they arrived; if they no longer do, ask as if nothing waited.
+            Err(_) => doc.sync().generate_sync_message(&mut self.state),
+        }
+    }
+}
+
 /// A message applied to a copy, ready to commit.
 pub struct Prepared {
-    /// The new document, if the message carried new changes (or changes automerge queued until
-    /// their dependencies arrive).
+    /// The new document, if the message carried new changes. It never holds changes waiting for a
+    /// dependency: those are in `peer.waiting`.
     pub doc: Option<AutoCommit>,
-    /// The sync state after the message.
-    pub state: State,
+    /// The peer's sync state and waiting changes after the message.
+    pub peer: PeerSync,
     /// The new changes, encoded for appending to the store (empty if none).
     pub chunk: Vec<u8>,
     /// How many new changes.
@@ -85,34 +182,91 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Swap the prepared document and state in.
-    pub fn commit(self, doc: &mut AutoCommit, state: &mut State) {
+    /// Swap the prepared document and the peer's state in.
+    pub fn commit(self, doc: &mut AutoCommit, peer: &mut PeerSync) {
         if let Some(d) = self.doc {
             *doc = d;
         }
-        *state = self.state;
+        *peer = self.peer;
+    }
+
+    fn unchanged(peer: PeerSync) -> Prepared {
+        Prepared {
+            doc: None,
+            peer,
+            chunk: Vec::new(),
+            new_changes: 0,
+            actors: Vec::new(),
+        }
     }
 }
 
-/// Let automerge take in a peer's message, turning a panic inside automerge into a refusal.
+/// The most bits per change and probes a Bloom filter in a peer's message may ask for. automerge
+/// writes 10 and 7 (a 1% false positive rate); the bound leaves room for a later version's choice.
+const MAX_BLOOM_PARAMETER: u64 = 64;
+
+/// Refuse a message whose Bloom filters automerge would panic on or allocate without bound for
+/// when it next answers the peer.
+///
+/// automerge 0.12 parses any numbers for a filter's bits per change and probes, and uses them
+/// later, outside the decoding: zero bits per change divides by zero, and a huge probe count asks
+/// for gigabytes. On a server that answer is made under the case's lock, so one such message took
+/// the case from every session until a restart (found by fuzzing `server_session`). The filter's
+/// fields are private; its encoding is not.
+fn check_blooms(msg: &Message) -> Result<(), ApplyError> {
+    for have in &msg.have {
+        let bytes = have.bloom.to_bytes();
+        if bytes.is_empty() {
+            // No entries: automerge never probes an empty filter.
+            continue;
+        }
+        let mut fields = [0u64; 3];
+        let mut at = 0;
+        for field in &mut fields {
+            let Some((value, next)) = read_uleb128(&bytes, at) else {
+                return Err(ApplyError::Decode(
+                    "a Bloom filter in the message is cut short".into(),
+                ));
+            };
+            (*field, at) = (value, next);
+        }
+        let [_, bits_per_change, probes] = fields;
+        let allowed = 1..=MAX_BLOOM_PARAMETER;
+        if !allowed.contains(&bits_per_change) || !allowed.contains(&probes) {
+            return Err(ApplyError::Decode(format!(
+                "a Bloom filter in the message asks for {bits_per_change} bits per change and \
+                 {probes} probes; each must be between 1 and {MAX_BLOOM_PARAMETER}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Run an automerge step on bytes from a peer, turning a panic inside automerge into a refusal.
 ///
 /// automerge 0.12 decodes some malformed chunks by unwrapping (hexane 1.0.0-alpha.5 panics on a
 /// bundle whose column ends inside a number; found by fuzzing `document_load`). A peer's bytes must
 /// never take a session down, and on the server never poison the lock of a case every session
-/// shares (which left the whole team unable to sync until a restart). The document given is the
-/// copy being prepared, or one with no changes to apply, so nothing half-applied survives.
-fn receive(doc: &mut AutoCommit, state: &mut State, msg: Message) -> Result<(), ApplyError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        doc.sync().receive_sync_message(state, msg)
-    }))
-    .map_err(|_| ApplyError::Decode("automerge could not decode the changes".into()))?
-    .map_err(|e| ApplyError::Automerge(e.to_string()))
+/// shares (which left the whole team unable to sync until a restart). The document it runs on is
+/// the copy being prepared, or one with no changes to apply, so nothing half-applied survives.
+fn guarded<T>(
+    step: impl FnOnce() -> Result<T, automerge::AutomergeError>,
+) -> Result<T, ApplyError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+        .map_err(|_| ApplyError::Decode("automerge could not decode the changes".into()))?
+        .map_err(|e| ApplyError::Automerge(e.to_string()))
 }
 
-/// Apply `message` to a copy of `doc`, check it, and return what to commit.
+/// Let automerge take in a peer's message (see [`guarded`]).
+fn receive(doc: &mut AutoCommit, state: &mut State, msg: Message) -> Result<(), ApplyError> {
+    guarded(|| doc.sync().receive_sync_message(state, msg))
+}
+
+/// Apply `message`, from the peer whose side is `peer`, to a copy of `doc`; check it, and return
+/// what to commit. Changes the peer sent earlier that waited for a dependency apply with it.
 pub fn prepare(
     doc: &mut AutoCommit,
-    state: &State,
+    peer: &PeerSync,
     message: &[u8],
     policy: &dyn CasePolicy,
 ) -> Result<Prepared, ApplyError> {
@@ -126,27 +280,29 @@ pub fn prepare(
             "the message carries automerge data of a kind Polyphony never sends".into(),
         ));
     }
-    let mut state = state.clone();
+    check_blooms(&msg)?;
+    let mut next = peer.clone();
     if msg.changes.is_empty() {
         // No changes: only the sync state moves, the document cannot.
-        receive(doc, &mut state, msg)?;
-        return Ok(Prepared {
-            doc: None,
-            state,
-            chunk: Vec::new(),
-            new_changes: 0,
-            actors: Vec::new(),
-        });
+        receive(doc, &mut next.state, msg)?;
+        return Ok(Prepared::unchanged(next));
     }
     let old_heads = doc.get_heads();
-    // Changes an earlier message left waiting for a dependency (see below) apply with this one,
-    // and are not in this message's chunks.
-    let had_queued = !doc.get_missing_deps(&[]).is_empty();
     // The message's own chunks, as the peer's automerge encoded them (a compressed whole document
     // on a first sync, change chunks after). See below for when they are what the store keeps.
-    let raw: Vec<u8> = msg.changes.iter().flatten().copied().collect();
-    let mut copy = doc.clone();
-    receive(&mut copy, &mut state, msg)?;
+    let chunks: Vec<Vec<u8>> = msg.changes.iter().map(<[u8]>::to_vec).collect();
+    let mut copy = peer.waiting.loaded_into(doc)?;
+    receive(&mut copy, &mut next.state, msg)?;
+    // Changes still waiting for a dependency the peer has not sent (it skipped it on a Bloom
+    // filter false positive) are held for the peer, and its next message asks for the
+    // dependency (PeerSync::generate). Dropping them would leave the peer, which believes it sent
+    // them, never sending them again, and the two sides asking each other forever.
+    let still_waiting = !copy.get_missing_deps(&[]).is_empty();
+    next.waiting = Waiting::default();
+    if still_waiting {
+        next.waiting = peer.waiting.clone();
+        next.waiting.add(chunks.iter().cloned())?;
+    }
     // Only each new change's author, time and hash are needed: the metadata, not the encoded
     // changes.
     let mut ops = NewOps::default();
@@ -160,18 +316,8 @@ pub fn prepare(
         })
         .collect();
     if new.is_empty() {
-        // The message's changes may all wait on a dependency the peer has not sent (it skipped it
-        // on a Bloom filter false positive). automerge queues them and asks for the dependency;
-        // keep that queue, or the peer, which believes it sent them, never sends them again and
-        // the two sides ask each other forever. Queued changes are checked when they apply.
-        let queued = !copy.get_missing_deps(&[]).is_empty();
-        return Ok(Prepared {
-            doc: queued.then_some(copy),
-            state,
-            chunk: Vec::new(),
-            new_changes: 0,
-            actors: Vec::new(),
-        });
+        // Everything in the message waits (or was already held): nothing to check or store yet.
+        return Ok(Prepared::unchanged(next));
     }
     let mut actors: Vec<ActorId> = new.iter().map(|(a, _, _)| a.clone()).collect();
     actors.sort();
@@ -192,24 +338,243 @@ pub fn prepare(
     validate_document(&copy)?;
     policy.check(&copy).map_err(ApplyError::Policy)?;
     policy.check_step(doc, &copy, &ops)?;
-    // With nothing left waiting for a dependency, every change in the message is now either applied
-    // (and checked above) or was already held (and checked when it arrived), so the message's
-    // chunks hold exactly checked changes: store them as they are. `AutoCommit::load` reads any
-    // sequence of document and change chunks, duplicates included. Re-encoding with `save_after`
-    // costs more than applying (about 3 ms for a care record) and writes an uncompressed chunk
-    // about 5 times larger. Changes still waiting must never reach the disk unchecked, and changes
-    // queued by an earlier message apply now but are not in this message's chunks: in either case
-    // the new changes are encoded instead.
-    let chunk = if !had_queued && copy.get_missing_deps(&[]).is_empty() {
-        raw
+    // With nothing waiting before or after, every change in the message is now either applied (and
+    // checked above) or was already held (and checked when it arrived), so the message's chunks
+    // hold exactly checked changes: store them as they are. `AutoCommit::load` reads any sequence
+    // of document and change chunks, duplicates included. Re-encoding with `save_after` costs
+    // more than applying (about 3 ms for a care record) and writes an uncompressed chunk about 5
+    // times larger. Changes still waiting must never reach the disk unchecked, and changes that
+    // waited for this message are not in its chunks: in either case the new changes are encoded
+    // instead.
+    if peer.waiting.is_empty() && !still_waiting {
+        return Ok(Prepared {
+            doc: Some(copy),
+            peer: next,
+            chunk: chunks.concat(),
+            new_changes: new.len(),
+            actors,
+        });
+    }
+    let chunk = copy.save_after(&old_heads);
+    // The copy holds the changes still waiting in automerge's queue: the document committed is
+    // made without them.
+    let doc = if still_waiting {
+        let mut clean = doc.clone();
+        guarded(|| clean.load_incremental(&chunk))?;
+        clean
     } else {
-        copy.save_after(&old_heads)
+        copy
     };
     Ok(Prepared {
-        doc: Some(copy),
-        state,
+        doc: Some(doc),
+        peer: next,
         chunk,
         new_changes: new.len(),
         actors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::sync::{BloomFilter, Have, MessageVersion, SyncDoc};
+    use automerge::transaction::Transactable;
+    use automerge::ROOT;
+
+    use super::*;
+
+    struct Anyone;
+    impl CasePolicy for Anyone {
+        fn author_allowed(&self, _: &ActorId) -> bool {
+            true
+        }
+        fn check(&self, _: &AutoCommit) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// A message that says only "I have these" with `bloom` as the summary.
+    fn having(bloom: &[u8]) -> Vec<u8> {
+        Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: vec![Have {
+                last_sync: Vec::new(),
+                bloom: BloomFilter::try_from(bloom).expect("automerge parses it"),
+            }],
+            changes: Vec::<Vec<u8>>::new().into(),
+            flags: None,
+            version: MessageVersion::V1,
+        }
+        .encode()
+    }
+
+    fn doc_with(key: &str) -> AutoCommit {
+        let mut d = AutoCommit::new();
+        d.put(ROOT, key, 1).expect("put");
+        d.commit();
+        d
+    }
+
+    #[test]
+    fn a_bloom_filter_automerge_would_divide_by_zero_on_is_refused() {
+        // One entry, zero bits per entry, seven probes: automerge parses it (no bits to read).
+        let zero_bits = having(&[1, 0, 7]);
+        // Control: automerge alone takes it in, then panics when it next answers the peer.
+        let mut plain = doc_with("k");
+        let mut state = State::new();
+        plain
+            .sync()
+            .receive_sync_message(&mut state, Message::decode(&zero_bits).expect("decodes"))
+            .expect("automerge accepts it");
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            plain.sync().generate_sync_message(&mut state)
+        }));
+        assert!(
+            answered.is_err(),
+            "control: automerge panics on this filter"
+        );
+
+        let mut doc = doc_with("k");
+        let refused = prepare(&mut doc, &PeerSync::default(), &zero_bits, &Anyone);
+        assert!(
+            matches!(&refused, Err(ApplyError::Decode(m)) if m.contains("0 bits per change")),
+            "{:?}",
+            refused.err()
+        );
+    }
+
+    #[test]
+    fn a_bloom_filter_asking_for_billions_of_probes_is_refused_and_a_normal_one_taken() {
+        // 2^32 - 1 probes (LEB128), 10 bits per entry, one entry (two bytes of bits).
+        let mut bytes = vec![1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        bytes.extend([0, 0]);
+        let mut doc = doc_with("k");
+        let refused = prepare(&mut doc, &PeerSync::default(), &having(&bytes), &Anyone);
+        assert!(
+            matches!(&refused, Err(ApplyError::Decode(m)) if m.contains("4294967295 probes")),
+            "{:?}",
+            refused.err()
+        );
+        // The filter automerge itself writes passes, and the answer is made.
+        let peer_doc = doc_with("other");
+        let mut peer_state = State::new();
+        let mut sender = peer_doc.clone();
+        let first = sender
+            .sync()
+            .generate_sync_message(&mut peer_state)
+            .expect("a first message");
+        let prepared =
+            prepare(&mut doc, &PeerSync::default(), &first.encode(), &Anyone).expect("taken");
+        let mut peer = PeerSync::default();
+        prepared.commit(&mut doc, &mut peer);
+        assert!(peer.generate(&mut doc).is_some());
+    }
+
+    #[test]
+    fn waiting_changes_past_the_bound_are_refused_and_a_chunk_sent_twice_is_held_once() {
+        let mut waiting = Waiting::default();
+        let chunk = |first: u8, len: usize| {
+            let mut c = vec![0u8; len];
+            c[0] = first;
+            c
+        };
+        waiting
+            .add([chunk(0, 1 << 20), chunk(0, 1 << 20)])
+            .expect("held");
+        assert_eq!(
+            waiting.bytes(),
+            1 << 20,
+            "the same chunk twice is held once"
+        );
+        let mut first = 1u8;
+        while waiting.bytes() + (1 << 20) <= MAX_WAITING_BYTES {
+            waiting
+                .add([chunk(first, 1 << 20)])
+                .expect("under the bound");
+            first += 1;
+        }
+        assert_eq!(waiting.bytes(), MAX_WAITING_BYTES);
+        let over = waiting.add([vec![0xee; 1]]);
+        assert!(
+            matches!(&over, Err(ApplyError::Policy(m)) if m.contains("waiting for changes they depend on")),
+            "{over:?}"
+        );
+    }
+
+    #[test]
+    fn a_change_waits_beside_the_peer_not_in_the_document_and_applies_when_its_dependency_comes() {
+        let author = crate::model::Author {
+            practitioner: crate::PractitionerId::random(),
+            practitioner_name: "Sam".into(),
+            device: crate::DeviceId::random(),
+        };
+        let new = crate::model::NewCase {
+            name: "Alex".into(),
+            ..Default::default()
+        };
+        let mut base = crate::model::CaseDoc::create(
+            crate::CaseId::random(),
+            crate::TeamId::random(),
+            new,
+            author.clone(),
+        )
+        .expect("a case")
+        .into_automerge();
+        let mut device =
+            crate::model::CaseDoc::from_automerge(base.fork(), Some(author)).expect("opens");
+        let mut edit = |field, value| {
+            device.set_person(field, Some(value)).expect("edit");
+            device.automerge_mut().get_heads()[0]
+        };
+        let x = edit(crate::model::PersonField::Pronouns, "they/them");
+        let y = edit(crate::model::PersonField::Phone, "020 7946 0000");
+        let device = device.into_automerge();
+        let only = |hash| {
+            let mut d = device.clone();
+            Message {
+                heads: vec![y],
+                need: Vec::new(),
+                have: Vec::new(),
+                changes: vec![d
+                    .get_change_by_hash(&hash)
+                    .expect("held")
+                    .raw_bytes()
+                    .to_vec()]
+                .into(),
+                flags: None,
+                version: MessageVersion::V1,
+            }
+            .encode()
+        };
+        let mut server = base.clone();
+        let mut peer = PeerSync::default();
+        let waits = prepare(&mut server, &peer, &only(y), &Anyone).expect("taken");
+        assert_eq!(waits.new_changes, 0);
+        assert!(waits.doc.is_none(), "nothing to commit to the document");
+        waits.commit(&mut server, &mut peer);
+        assert!(!peer.waiting.is_empty());
+        assert!(
+            server.get_missing_deps(&[]).is_empty(),
+            "no queue in the document"
+        );
+        let asked = peer.generate(&mut server).expect("an answer");
+        assert!(asked.need.contains(&x), "the answer asks for X: {asked:?}");
+
+        // Another peer of the same document knows nothing of Y.
+        let mut other = PeerSync::default();
+        let theirs = other.generate(&mut server).expect("a first message");
+        assert!(!theirs.need.contains(&x));
+
+        let applied = prepare(&mut server, &peer, &only(x), &Anyone).expect("taken");
+        assert_eq!(applied.new_changes, 2, "X, and Y that waited for it");
+        let chunk = applied.chunk.clone();
+        applied.commit(&mut server, &mut peer);
+        assert!(peer.waiting.is_empty());
+        let mut stored = base.save();
+        stored.extend_from_slice(&chunk);
+        let mut reloaded = AutoCommit::load(&stored).expect("loads");
+        assert!(
+            reloaded.get_change_by_hash(&y).is_some() && reloaded.get_change_by_hash(&x).is_some()
+        );
+    }
 }

@@ -6,10 +6,10 @@
 //! What must happen between applying and answering (the write to disk, the audit record of the
 //! read) is the caller's: a `Saved` leaves only once what it names is durable.
 
-use automerge::sync::{Message, State, SyncDoc};
+use automerge::sync::Message;
 use automerge::{AutoCommit, ChangeHash};
 
-use super::{prepare, ApplyError, CasePolicy, Frame};
+use super::{prepare, ApplyError, CasePolicy, Frame, PeerSync};
 use crate::CaseId;
 
 /// The answer to one applied sync message: the next message (if any) and the heads to
@@ -23,8 +23,8 @@ pub struct Reply {
 impl Reply {
     /// The answer of a peer that shares the case both ways: what the device lacks, and every head
     /// the peer holds.
-    pub fn full(doc: &mut AutoCommit, state: &mut State) -> Reply {
-        let message = doc.sync().generate_sync_message(state);
+    pub fn full(doc: &mut AutoCommit, peer: &mut PeerSync) -> Reply {
+        let message = peer.generate(doc);
         Reply {
             message,
             heads: doc.get_heads(),
@@ -35,12 +35,13 @@ impl Reply {
     /// acknowledged are the device's own (all of them now held here), never the peer's, which may
     /// cover colleagues' changes the device will never receive. Acknowledging those would leave a
     /// device unable to tell that all its own work was kept.
-    pub fn upload_only(doc: &mut AutoCommit, state: &mut State) -> Reply {
-        let mut message = doc.sync().generate_sync_message(state);
+    pub fn upload_only(doc: &mut AutoCommit, peer: &mut PeerSync) -> Reply {
+        let mut message = peer.generate(doc);
         if let Some(m) = message.as_mut() {
             m.changes = automerge::sync::ChunkList::empty();
         }
-        let heads = state
+        let heads = peer
+            .state
             .their_heads
             .clone()
             .filter(|h| h.iter().all(|x| doc.get_change_by_hash(x).is_some()))
@@ -79,20 +80,21 @@ impl Reply {
 
 /// Take in a device's message and answer it, for a peer that keeps its documents in memory (no
 /// disk to wait for): apply on a copy under `policy`, commit, then [`Reply::full`]. A refused
-/// message leaves `doc` and `state` as they were.
+/// message leaves `doc` and `peer` as they were.
 pub fn answer(
     case: CaseId,
     doc: &mut AutoCommit,
-    state: &mut State,
+    peer: &mut PeerSync,
     message: &[u8],
     policy: &dyn CasePolicy,
 ) -> Result<Vec<Frame>, ApplyError> {
-    prepare(doc, state, message, policy)?.commit(doc, state);
-    Ok(Reply::full(doc, state).into_frames(case))
+    prepare(doc, peer, message, policy)?.commit(doc, peer);
+    Ok(Reply::full(doc, peer).into_frames(case))
 }
 
 #[cfg(test)]
 mod tests {
+    use automerge::sync::{State, SyncDoc};
     use automerge::transaction::Transactable;
     use automerge::ROOT;
 
@@ -118,7 +120,7 @@ mod tests {
     fn an_upload_only_answer_sends_no_changes_and_acknowledges_only_the_devices_heads() {
         let mut server = doc_with("colleague's words");
         let mut device = AutoCommit::new();
-        let (mut device_state, mut server_state) = (State::new(), State::new());
+        let (mut device_state, mut server_peer) = (State::new(), PeerSync::default());
         // The device's first message: it has nothing yet, and asks.
         let first = device
             .sync()
@@ -126,17 +128,17 @@ mod tests {
             .expect("a first message");
         server
             .sync()
-            .receive_sync_message(&mut server_state, first)
+            .receive_sync_message(&mut server_peer.state, first)
             .expect("applies");
 
-        let full = Reply::full(&mut server.clone(), &mut server_state.clone());
+        let full = Reply::full(&mut server.clone(), &mut server_peer.clone());
         assert!(
             full.sends_changes(),
             "a full answer carries what the device lacks"
         );
         assert_eq!(full.heads(), server.get_heads().as_slice());
 
-        let upload_only = Reply::upload_only(&mut server, &mut server_state);
+        let upload_only = Reply::upload_only(&mut server, &mut server_peer);
         assert!(!upload_only.sends_changes());
         assert!(
             upload_only.heads().is_empty(),
@@ -162,13 +164,13 @@ mod tests {
             .expect("a case")
             .into_automerge();
         let mut server = AutoCommit::new();
-        let (mut device_state, mut server_state) = (State::new(), State::new());
+        let (mut device_state, mut server_peer) = (State::new(), PeerSync::default());
         let mut saved = None;
         for _ in 0..8 {
             let Some(m) = device.sync().generate_sync_message(&mut device_state) else {
                 break;
             };
-            let frames = answer(case, &mut server, &mut server_state, &m.encode(), &Anyone)
+            let frames = answer(case, &mut server, &mut server_peer, &m.encode(), &Anyone)
                 .expect("accepted");
             assert!(matches!(frames.last(), Some(Frame::Saved { .. })));
             for f in frames {

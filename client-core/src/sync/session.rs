@@ -12,11 +12,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::sync::{State, SyncDoc};
+use automerge::sync::State;
 use automerge::{ActorId, AutoCommit, ChangeHash};
 
 use super::frame::*;
-use super::peer::{prepare, CasePolicy};
+use super::peer::{prepare, CasePolicy, PeerSync};
 use crate::CaseId;
 
 /// Where the session finds the documents it syncs.
@@ -121,7 +121,7 @@ pub const MAX_MESSAGES_PER_CASE: usize = 128;
 
 #[derive(Debug, Default)]
 struct CaseSync {
-    state: State,
+    peer: PeerSync,
     /// Messages sent since the document last changed.
     sent: usize,
     heads_at_last_change: Vec<ChangeHash>,
@@ -183,7 +183,7 @@ impl ClientSession {
                 (
                     c,
                     CaseSync {
-                        state,
+                        peer: PeerSync::from_state(state),
                         ..Default::default()
                     },
                 )
@@ -233,7 +233,7 @@ impl ClientSession {
         self.cases
             .iter()
             .filter(|(_, c)| !c.refused)
-            .map(|(id, c)| (id, &c.state))
+            .map(|(id, c)| (id, &c.peer.state))
     }
 
     /// Cases the server refused in this session.
@@ -299,7 +299,7 @@ impl ClientSession {
                     // Keep uploading, receive nothing: the server keeps our changes (those made
                     // before now; nothing more may be added, so the host records it first).
                     c.moved = true;
-                    c.state.set_read_only(true);
+                    c.peer.state.set_read_only(true);
                     out.push(Action::ToldMoved { case });
                     self.kick(case, docs, &mut out);
                 } else if !c.refused {
@@ -355,7 +355,7 @@ impl ClientSession {
         if !self.cases.contains_key(&case) {
             let mut c = CaseSync::default();
             if self.mode == SessionMode::Revoking {
-                c.state.set_read_only(true);
+                c.peer.state.set_read_only(true);
             }
             self.cases.insert(case, c);
         }
@@ -449,7 +449,7 @@ impl ClientSession {
             let c = self.cases.entry(*case).or_default();
             c.unknown_upstream = !granted.contains(case);
             if self.mode == SessionMode::Revoking {
-                c.state.set_read_only(true);
+                c.peer.state.set_read_only(true);
             }
         }
         self.welcome = Some(w);
@@ -480,10 +480,10 @@ impl ClientSession {
         if c.refused {
             return;
         }
-        match prepare(doc, &c.state, message, &ClientPolicy(case)) {
+        match prepare(doc, &c.peer, message, &ClientPolicy(case)) {
             Ok(mut p) => {
                 let chunk = std::mem::take(&mut p.chunk);
-                p.commit(doc, &mut c.state);
+                p.commit(doc, &mut c.peer);
                 if !chunk.is_empty() {
                     out.push(Action::Persist { case, chunk });
                 }
@@ -518,7 +518,7 @@ impl ClientSession {
             c.heads_at_last_change = heads;
             c.sent = 0;
         }
-        match doc.sync().generate_sync_message(&mut c.state) {
+        match c.peer.generate(doc) {
             Some(_) if c.sent >= MAX_MESSAGES_PER_CASE => {
                 c.refused = true;
                 out.push(Action::Refused {

@@ -44,7 +44,7 @@ impl CasePolicy for AnyAuthor {
 #[derive(Default)]
 struct PeerServer {
     docs: HashMap<CaseId, AutoCommit>,
-    states: HashMap<(usize, CaseId), State>,
+    states: HashMap<(usize, CaseId), PeerSync>,
 }
 
 impl PeerServer {

@@ -6,11 +6,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use automerge::sync::{State, SyncDoc};
 use automerge::AutoCommit;
 use polyphony_core::export::access::AccessKind;
 use polyphony_core::model::{schema, Author};
-use polyphony_core::sync::{prepare, ApplyError, ErrorCode, Frame, Reply, SessionMode, Wiped};
+use polyphony_core::sync::{
+    prepare, ApplyError, ErrorCode, Frame, PeerSync, Prepared, Reply, SessionMode, Wiped,
+};
 use polyphony_core::{CaseId, TeamId};
 use tracing::{debug, info, warn};
 
@@ -43,7 +44,7 @@ pub struct Session {
     practitioner: Practitioner,
     mode: SessionMode,
     actor: Actor,
-    states: HashMap<CaseId, State>,
+    states: HashMap<CaseId, PeerSync>,
     provisional: HashMap<CaseId, AutoCommit>,
     told_moved: HashSet<CaseId>,
     read_audited: HashSet<CaseId>,
@@ -608,16 +609,20 @@ impl Session {
                 ),
             );
         }
-        let mut state = self.states.entry(case).or_default().clone();
+        let mut peer = self.states.entry(case).or_default().clone();
         let doc = self.provisional.entry(case).or_default();
-        let prepared = match prepare(doc, &state, message, policy) {
+        let prepared = match prepare(doc, &peer, message, policy) {
             Ok(p) => p,
             Err(e) => return self.refuse_apply(case, e),
         };
+        if let Some(refused) = self.refuse_if_too_much_waits(case, &prepared) {
+            return refused;
+        }
         if prepared.new_changes == 0 {
-            prepared.commit(doc, &mut state);
-            let frames = Reply::full(doc, &mut state).into_frames(case);
-            self.states.insert(case, state);
+            let doc = self.provisional.entry(case).or_default();
+            prepared.commit(doc, &mut peer);
+            let frames = Reply::full(doc, &mut peer).into_frames(case);
+            self.states.insert(case, peer);
             return (0, frames);
         }
         let Some(doc_team) = prepared.doc.as_ref().and_then(schema::read_team_id) else {
@@ -653,7 +658,7 @@ impl Session {
         let ticket = match self
             .shared
             .storage
-            .apply(&case, &mut sc, prepared, &mut state)
+            .apply(&case, &mut sc, prepared, &mut peer)
         {
             Ok(t) => t,
             Err(e) => {
@@ -674,9 +679,9 @@ impl Session {
         let ticket = ticket.max(self.written(case, format!("case created, written by {actors}")));
         let frames = {
             let mut c = stored.lock().expect("case lock");
-            Reply::full(&mut c.doc, &mut state).into_frames(case)
+            Reply::full(&mut c.doc, &mut peer).into_frames(case)
         };
-        self.states.insert(case, state);
+        self.states.insert(case, peer);
         self.shared.storage.announce(CaseChanged {
             case,
             origin: self.conn_id,
@@ -694,7 +699,7 @@ impl Session {
         policy: &ServerPolicy<'_>,
         upload_only: bool,
     ) -> (u64, Vec<Frame>) {
-        let mut state = self.states.entry(case).or_default().clone();
+        let mut peer = self.states.entry(case).or_default().clone();
         let mut c = stored.lock().expect("case lock");
         // The document's own team field must not change in a device's hands. (After an
         // administrator moves a case, the registry, not this field, decides who may sync it.)
@@ -702,13 +707,16 @@ impl Session {
             team: c.team(),
             ..*policy
         };
-        let prepared = match prepare(&mut c.doc, &state, message, &policy) {
+        let prepared = match prepare(&mut c.doc, &peer, message, &policy) {
             Ok(p) => p,
             Err(e) => {
                 drop(c);
                 return self.refuse_apply(case, e);
             }
         };
+        if let Some(refused) = self.refuse_if_too_much_waits(case, &prepared) {
+            return refused;
+        }
         let new_changes = prepared.new_changes;
         let actors = written_by(&prepared.actors);
         // With no new changes the ticket covers every write so far: the heads may include other
@@ -716,7 +724,7 @@ impl Session {
         let mut ticket = match self
             .shared
             .storage
-            .apply(&case, &mut c, prepared, &mut state)
+            .apply(&case, &mut c, prepared, &mut peer)
         {
             Ok(t) => t,
             Err(e) => {
@@ -727,9 +735,9 @@ impl Session {
         // Upload-only, the device receives nothing, and only its own heads are acknowledged
         // (see Reply::upload_only).
         let reply = if upload_only {
-            Reply::upload_only(&mut c.doc, &mut state)
+            Reply::upload_only(&mut c.doc, &mut peer)
         } else {
-            Reply::full(&mut c.doc, &mut state)
+            Reply::full(&mut c.doc, &mut peer)
         };
         let relationship = relationship(&c.doc, &self.practitioner);
         drop(c);
@@ -769,7 +777,7 @@ impl Session {
             // state is not kept either: it counts as sent the data that was withheld.
             return (0, vec![not_audited(case, &e, NOT_SENT_CASE)]);
         }
-        self.states.insert(case, state);
+        self.states.insert(case, peer);
         (ticket, reply.into_frames(case))
     }
 
@@ -852,6 +860,39 @@ impl Session {
             Access::UploadOnly(_) => self.shared.registry.told_moved(&self.device.id, case),
             _ => Ok(None),
         }
+    }
+
+    /// A refusal of the message, if keeping its changes that wait for a dependency would leave
+    /// this session holding more than two frames' worth of waiting changes across all its cases
+    /// (one case alone is bounded by `prepare`, at [`polyphony_core::sync::MAX_WAITING_BYTES`]). A bound on the session,
+    /// not the case, so that a device cannot make the server hold a frame's worth for each case of
+    /// its caseload. Two, as for one case: a message can wait while the next is on its way.
+    fn refuse_if_too_much_waits(
+        &self,
+        case: CaseId,
+        prepared: &Prepared,
+    ) -> Option<(u64, Vec<Frame>)> {
+        let here = prepared.peer.waiting.bytes();
+        if here == 0 {
+            return None;
+        }
+        let elsewhere: usize = self
+            .states
+            .iter()
+            .filter(|(c, _)| **c != case)
+            .map(|(_, p)| p.waiting.bytes())
+            .sum();
+        let bound = 2 * self.shared.max_frame;
+        if here + elsewhere <= bound {
+            return None;
+        }
+        let msg = format!(
+            "more than {bound} bytes of changes sent in this session are waiting for changes \
+             they depend on; nothing of this message was kept: sync again to send them from the \
+             start"
+        );
+        info!(%case, device = %self.device.id, "{msg}");
+        Some(self.refuse_case(case, ErrorCode::Busy, msg))
     }
 
     fn refuse_apply(&self, case: CaseId, e: ApplyError) -> (u64, Vec<Frame>) {
@@ -990,10 +1031,10 @@ impl Session {
         // A push carries a ticket like any reply: the device receives a colleague's change only
         // once it is durable. Were it sent before, a crash could leave the device holding a
         // change the server lost, which it may not upload (a device writes only as itself).
-        let state = self.states.entry(change.case).or_default();
+        let peer = self.states.entry(change.case).or_default();
         let (message, relationship) = {
             let mut c = shared_case.lock().expect("case lock");
-            let m = c.doc.sync().generate_sync_message(state);
+            let m = peer.generate(&mut c.doc);
             (m, relationship(&c.doc, &self.practitioner))
         };
         if let Some(m) = message {

@@ -120,6 +120,16 @@ impl Device1 {
         frames
     }
 
+    /// Send `message` (encoded) for `case` as it is, and the frames that come back.
+    fn send(&mut self, case: CaseId, message: Vec<u8>) -> Vec<Frame> {
+        assert!(self.session.handle(Frame::Sync { case, message }));
+        let mut frames = Vec::new();
+        while let Some(batch) = self.session.poll_reply() {
+            frames.extend(batch.frames);
+        }
+        frames
+    }
+
     /// Exchange until the device has nothing more to send, or the server refuses (other than
     /// telling it the case moved).
     fn settle(&mut self, case: CaseId, doc: &mut AutoCommit) -> Vec<Frame> {
@@ -535,4 +545,168 @@ fn offline_reads_past_the_frame_limit_end_the_session_too_large_and_none_is_reco
         "{batch:?}"
     );
     assert_eq!(recorded(&f), MAX_READS_PER_FRAME);
+}
+
+/// A message carrying only `change` (of `doc`), saying the sender's heads are `heads`.
+fn only_change(
+    doc: &mut AutoCommit,
+    change: &automerge::ChangeHash,
+    heads: Vec<automerge::ChangeHash>,
+) -> Vec<u8> {
+    let bytes = doc
+        .get_change_by_hash(change)
+        .expect("the sender holds it")
+        .raw_bytes()
+        .to_vec();
+    Message {
+        heads,
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![bytes].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    }
+    .encode()
+}
+
+/// A device's honest change X, and on top of it a change Y under another device's actor (a
+/// modified client, or a bug in one).
+fn honest_then_forged(
+    f: &Fixture,
+    doc: &mut AutoCommit,
+) -> (automerge::ChangeHash, automerge::ChangeHash) {
+    let now = ms(time::OffsetDateTime::now_utc());
+    let x = dated_change(doc, "Al", now);
+    let other = Author {
+        device: polyphony_core::DeviceId::random(),
+        ..f.author()
+    };
+    let mut forged = doc.fork().with_actor(other.actor());
+    let y = dated_change(&mut forged, "Ali", now);
+    doc.merge(&mut forged).expect("merge");
+    (x, y)
+}
+
+fn shared_doc_has_no_queue(f: &Fixture, case: CaseId) -> bool {
+    let c = f.shared.storage.case(&case).expect("read").expect("stored");
+    let c = c.lock().expect("case lock");
+    c.doc.get_missing_deps(&[]).is_empty()
+}
+
+#[test]
+fn a_change_left_waiting_in_one_session_does_not_ride_in_with_the_next() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    assert_eq!(
+        refusals(&f.connect().settle(case, &mut doc)),
+        (false, vec![])
+    );
+    let (x, y) = honest_then_forged(&f, &mut doc);
+
+    // Y alone, as if the device believed the server held X: it waits, unchecked and unstored,
+    // and the answer asks for X.
+    let mut first = f.connect();
+    let frames = first.send(case, only_change(&mut doc, &y, vec![y]));
+    assert_eq!(refusals(&frames), (false, vec![]), "{frames:?}");
+    assert!(
+        matches!(frames.last(), Some(Frame::Saved { .. })),
+        "{frames:?}"
+    );
+    let asked = frames.iter().any(|fr| match fr {
+        Frame::Sync { message, .. } => Message::decode(message).is_ok_and(|m| m.need.contains(&x)),
+        _ => false,
+    });
+    assert!(asked, "the answer asks for X: {frames:?}");
+    assert!(!stored(&f, case, &x) && !stored(&f, case, &y));
+    assert!(
+        shared_doc_has_no_queue(&f, case),
+        "Y waits in the session, not in the document every session of the case shares"
+    );
+    drop(first);
+
+    // The next session uploads X honestly: taken, and Y does not come in with it (an earlier
+    // version kept Y queued in the shared document, where X released it, and the whole upload
+    // was refused for Y's author).
+    let frames = f.connect().send(case, only_change(&mut doc, &x, vec![x]));
+    assert_eq!(refusals(&frames), (false, vec![]), "{frames:?}");
+    assert!(stored(&f, case, &x) && !stored(&f, case, &y));
+}
+
+#[test]
+fn a_change_that_waited_is_checked_against_its_sender_when_its_dependency_arrives() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    let mut sam = f.connect();
+    assert_eq!(refusals(&sam.settle(case, &mut doc)), (false, vec![]));
+    let (x, y) = honest_then_forged(&f, &mut doc);
+    let frames = sam.send(case, only_change(&mut doc, &y, vec![y]));
+    assert_eq!(refusals(&frames), (false, vec![]), "{frames:?}");
+    // X arrives in the same session: Y applies with it, is found under another device's actor,
+    // and the message is refused; nothing of either is stored.
+    let frames = sam.send(case, only_change(&mut doc, &x, vec![y]));
+    let (code, message) = only_refusal(&frames);
+    assert_eq!(code, ErrorCode::ForgedAuthor, "{message}");
+    assert!(!stored(&f, case, &x) && !stored(&f, case, &y));
+    assert!(shared_doc_has_no_queue(&f, case));
+}
+
+#[test]
+fn a_bloom_filter_automerge_would_panic_on_is_refused_and_the_case_still_syncs() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    let mut sam = f.connect();
+    assert_eq!(refusals(&sam.settle(case, &mut doc)), (false, vec![]));
+    // One entry, zero bits per entry: automerge 0.12 parses it, and divides by zero when it
+    // next answers; on the server that was under the case's lock (found by fuzzing).
+    let message = Message {
+        heads: doc.get_heads(),
+        need: Vec::new(),
+        have: vec![automerge::sync::Have {
+            last_sync: Vec::new(),
+            bloom: automerge::sync::BloomFilter::try_from(&[1u8, 0, 7][..]).expect("parses"),
+        }],
+        changes: Vec::<Vec<u8>>::new().into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let frames = sam.send(case, message.encode());
+    let (code, text) = only_refusal(&frames);
+    assert_eq!(code, ErrorCode::InvalidChange);
+    assert!(text.contains("Bloom filter"), "{text}");
+    // The case is not lost to anyone: a new change syncs in the next session.
+    let hash = dated_change(&mut doc, "Al", ms(time::OffsetDateTime::now_utc()));
+    let frames = f.connect().settle(case, &mut doc);
+    assert_eq!(refusals(&frames), (false, vec![]), "{frames:?}");
+    assert!(stored(&f, case, &hash));
+}
+
+#[test]
+fn changes_waiting_past_two_frames_in_one_session_are_refused_busy() {
+    let mut f = fixture();
+    // A small frame bound, so that two frames' worth is a few changes.
+    Arc::get_mut(&mut f.shared)
+        .expect("not shared yet")
+        .max_frame = 4_096;
+    let mut sam = f.connect();
+    let mut waited = 0usize;
+    let mut refused = None;
+    for _ in 0..64 {
+        let (case, mut doc) = new_case(f.north, f.author());
+        assert_eq!(refusals(&sam.settle(case, &mut doc)), (false, vec![]));
+        let (_, y) = honest_then_forged(&f, &mut doc);
+        let message = only_change(&mut doc, &y, vec![y]);
+        let frames = sam.send(case, message);
+        match refusals(&frames).1.as_slice() {
+            [] => waited += 1,
+            [(code, text)] => {
+                refused = Some((*code, text.clone()));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let (code, text) = refused.expect("refused before 64 cases each left a change waiting");
+    assert_eq!(code, ErrorCode::Busy);
+    assert!(text.contains("8192 bytes"), "{text}");
+    assert!(waited >= 1, "one change waiting is well within the bound");
 }
