@@ -6,8 +6,9 @@
 //! - Social network perspective: network members per meeting.
 //!
 //! Only meetings that were held with the person or their network count: entries marked entered in
-//! error, planned, cancelled and missed meetings, and practitioners meeting on their own are left
-//! out of every figure.
+//! error (members included: one recorded on the wrong person's record was at no meeting of this
+//! person's), planned, cancelled and missed meetings, and practitioners meeting on their own are
+//! left out of every figure.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,11 +41,26 @@ fn parse(t: &Option<String>) -> Option<Instant> {
 impl CaseFigures {
     /// Compute the figures from a view of the case.
     pub fn from_view(v: &CaseView) -> CaseFigures {
+        // A member whose entry is marked entered in error (a mistake, or someone recorded on the
+        // wrong person's record) is no part of this person's network: their presence counts for
+        // nothing, as every other entry in error.
+        let not_network: Vec<String> = v
+            .network
+            .iter()
+            .filter(|m| m.meta.entered_in_error.is_some())
+            .map(|m| format!("member:{}", m.meta.id))
+            .collect();
+        let network_at = |m: &crate::model::view::MeetingView| {
+            m.attendees
+                .iter()
+                .filter(|a| a.starts_with("member:") && !not_network.contains(a))
+                .count()
+        };
         let meetings: Vec<_> = v
             .meetings
             .iter()
             .filter(|m| m.meta.entered_in_error.is_none() && m.held())
-            .filter(|m| m.person_present || m.attendees.iter().any(|a| a.starts_with("member:")))
+            .filter(|m| m.person_present || network_at(m) > 0)
             .collect();
         let n = meetings.len();
         let share = |count: usize| (n > 0).then(|| count as f64 / n as f64);
@@ -83,15 +99,7 @@ impl CaseFigures {
             None
         };
 
-        let members: usize = meetings
-            .iter()
-            .map(|m| {
-                m.attendees
-                    .iter()
-                    .filter(|a| a.starts_with("member:"))
-                    .count()
-            })
-            .sum();
+        let members: usize = meetings.iter().map(|m| network_at(m)).sum();
 
         CaseFigures {
             case_id: v.case_id.clone(),

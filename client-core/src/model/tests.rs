@@ -402,6 +402,28 @@ fn figures_follow_the_record() {
     assert_eq!(f.share_two_or_more_practitioners, Some(0.5));
     assert_eq!(f.share_with_original_pair, Some(0.5));
     assert_eq!(f.network_members_per_meeting, Some(0.5));
+
+    // A member recorded on the wrong person's record was at no meeting of Maria's: a meeting
+    // with only them and the practitioners is no network meeting, and they count for nobody.
+    let bo = case
+        .add_member(NewMember {
+            name: "Bo".into(),
+            relationship: "friend".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    case.add_meeting(NewMeeting {
+        at: parse_datetime("a", "2026-03-18T10:00").unwrap(),
+        place: Place::Clinic,
+        attendees: vec![Participant::Member(bo), ps, pk],
+    })
+    .unwrap();
+    let counted = case.figures();
+    assert_eq!(counted.meetings, 3, "while Bo is on the record, Bo's meeting counts");
+    assert_eq!(counted.network_members_per_meeting, Some(2.0 / 3.0));
+    case.mark_error(&bo, ErrorKind::WrongPerson, "another person's friend")
+        .unwrap();
+    assert_eq!(case.figures(), f);
 }
 
 // ------------------------------------------------------------------------------ property test
