@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up what the app's browser tests need, on a fresh machine as on CI:
-# - the npm packages pinned in package-lock.json (playwright-core, axe-core, nhsuk-frontend);
+# - the npm packages pinned in package-lock.json (playwright-core, axe-core, nhsuk-frontend, whose
+#   styles scripts/assets.sh prepares for the build);
 # - Debian's Chromium (Playwright's own browser download does not work here and is not used).
 # Idempotent; network steps are retried a bounded number of times.
 set -euo pipefail
