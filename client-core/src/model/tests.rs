@@ -419,7 +419,10 @@ fn figures_follow_the_record() {
     })
     .unwrap();
     let counted = case.figures();
-    assert_eq!(counted.meetings, 3, "while Bo is on the record, Bo's meeting counts");
+    assert_eq!(
+        counted.meetings, 3,
+        "while Bo is on the record, Bo's meeting counts"
+    );
     assert_eq!(counted.network_members_per_meeting, Some(2.0 / 3.0));
     case.mark_error(&bo, ErrorKind::WrongPerson, "another person's friend")
         .unwrap();
