@@ -15,6 +15,7 @@ use polyphony_core::sync::{
 
 use crate::audit::{Actor, AuditAction};
 use crate::limits::Admit;
+use crate::registry::RegistryError;
 use crate::session::Shared;
 
 /// Serve one enrolment connection: refused at once past the address's rate, else the exchange.
@@ -44,26 +45,54 @@ pub(crate) async fn serve(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::
     enrol(shared, ca, conn, source).await;
 }
 
+/// A registry refusal in words for the person enrolling: those about the code and the device say
+/// what to do already; anything else (the server's own storage) is the administrator's.
+fn for_the_device(e: RegistryError) -> String {
+    match e {
+        RegistryError::EnrolmentUnknown
+        | RegistryError::EnrolmentUsed { .. }
+        | RegistryError::EnrolmentExpired { .. }
+        | RegistryError::DeviceAlreadyEnrolled(_) => e.to_string(),
+        other => {
+            format!("the server could not enrol this device ({other}): tell your administrator")
+        }
+    }
+}
+
 /// Check the one-time code, sign the device's CSR, register the device (and audit it): what the
 /// device is told it enrolled as, or why not.
+///
+/// Every reason says what the person enrolling can do about it, so the device shows it as it is
+/// (the CLI and the app branch on the refusal's code, never on these words).
 fn register(shared: &Shared, ca: &BoroughCa, req: &EnrolRequest) -> Result<Enrolled, String> {
-    let token =
-        hex::decode(&req.token).map_err(|_| "the enrolment code is malformed".to_string())?;
-    let csr =
-        hex::decode(&req.csr).map_err(|_| "the certificate request is malformed".to_string())?;
+    let token = hex::decode(&req.token).map_err(|_| {
+        "the enrolment code is malformed: check it is typed as given, or ask your administrator \
+         for a new code"
+            .to_string()
+    })?;
+    let csr = hex::decode(&req.csr).map_err(|_| {
+        "the device's certificate request is malformed (a fault in the app, not the code): tell \
+         your administrator"
+            .to_string()
+    })?;
     shared
         .registry
         .check_enrolment(&token, &req.device)
-        .map_err(|e| e.to_string())?;
+        .map_err(for_the_device)?;
     let cert = ca
         .issue_device_cert(&req.device.to_string(), &csr, time::Duration::days(365 * 2))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            format!(
+                "the server could not sign this device's certificate ({e}): tell your \
+                 administrator"
+            )
+        })?;
     let fingerprint = identity::cert_fingerprint(&cert);
     let (device, practitioner) = shared
         .registry
         .redeem_enrolment(&token, req.device, &req.device_name, fingerprint)
-        .map_err(|e| e.to_string())?;
-    let teams = shared.registry.teams().map_err(|e| e.to_string())?;
+        .map_err(for_the_device)?;
+    let teams = shared.registry.teams().map_err(for_the_device)?;
     let teams = teams
         .into_iter()
         .filter(|t| practitioner.teams.contains(&t.id))

@@ -58,6 +58,14 @@ pub enum NetError {
     Local(String),
 }
 
+impl NetError {
+    /// Whether the message itself tells the user their work is safe on the device (a server out of
+    /// reach, a connection lost), so a caller need not add it.
+    pub fn says_work_is_kept(&self) -> bool {
+        matches!(self, NetError::Unreachable { .. } | NetError::Lost(_))
+    }
+}
+
 /// Resolve `host:port`.
 pub async fn resolve(addr: &str) -> Result<SocketAddr, NetError> {
     if let Ok(a) = addr.parse::<SocketAddr>() {

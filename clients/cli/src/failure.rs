@@ -90,13 +90,9 @@ impl fmt::Display for Failure {
 impl From<ProfileError> for Failure {
     fn from(e: ProfileError) -> Failure {
         match e {
+            ProfileError::Net(ref n) if n.says_work_is_kept() => Failure::Sync(e.to_string()),
             ProfileError::Net(_) => {
-                let m = e.to_string();
-                if m.contains("saved") {
-                    Failure::Sync(m)
-                } else {
-                    Failure::Sync(format!("{m}; your work stays saved on this device"))
-                }
+                Failure::Sync(format!("{e}; your work stays saved on this device"))
             }
             other => Failure::User(other.to_string()),
         }

@@ -8,7 +8,8 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use polyphony_core::model::view::CaseView;
-use polyphony_core::model::{CareRole, NewCase, PersonField, TimelineField};
+use polyphony_core::model::{CareRole, ModelError, NewCase, PersonField, TimelineField};
+use polyphony_core::profile::ProfileError;
 use polyphony_core::PractitionerId;
 
 use super::meeting::{awaits_outcome, not_present, state_form, state_tag, state_words};
@@ -142,15 +143,14 @@ pub async fn create(
                 ));
             }
             Err(e) => {
-                let msg = e.to_string();
-                let field = if msg.contains("NHS number") {
-                    "nhs_number"
-                } else if msg.contains("date of birth") {
-                    "date_of_birth"
-                } else if msg.contains("team") {
-                    "team"
-                } else {
-                    "name"
+                // The form's only date is the date of birth (a new case's referral is set later).
+                let field = match &e {
+                    ProfileError::Model(ModelError::InvalidNhsNumber { .. }) => "nhs_number",
+                    ProfileError::Model(
+                        ModelError::InvalidDate { .. } | ModelError::LocalTime { .. },
+                    ) => "date_of_birth",
+                    ProfileError::Team(_) => "team",
+                    _ => "name",
                 };
                 errors.push(field_error(field, &e));
             }

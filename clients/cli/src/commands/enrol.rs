@@ -3,6 +3,7 @@
 use clap::Args;
 use polyphony_core::net::NetError;
 use polyphony_core::profile::{Profile, ProfileError};
+use polyphony_core::sync::ErrorCode;
 
 use super::{block_on, created};
 use crate::failure::Failure;
@@ -27,15 +28,17 @@ impl EnrolArgs {
         let enrolment = block_on(profile.enrol(&self.server, &self.code, &device_name))?.map_err(
             |e| match e {
                 // A used, expired or mistyped code is for the user to sort out, not a network fault.
-                ProfileError::Net(NetError::Refused { .. }) => {
+                ProfileError::Net(NetError::Refused { code, .. }) => {
                     let said = e.to_string();
-                    if said.contains("administrator") {
-                        Failure::User(said)
-                    } else {
-                        Failure::User(format!(
-                            "{said}: ask your administrator for a new enrolment code"
-                        ))
-                    }
+                    Failure::User(match code {
+                        // The server's reason says what to do (a used, expired or unknown code;
+                        // an app to update).
+                        ErrorCode::BadEnrolment | ErrorCode::UnsupportedVersion => said,
+                        ErrorCode::StorageFailed | ErrorCode::Busy | ErrorCode::Internal => {
+                            format!("{said}; try again in a few minutes, and if the code is then refused ask your administrator for a new one")
+                        }
+                        _ => format!("{said}: ask your administrator for a new enrolment code"),
+                    })
                 }
                 other => Failure::from(other),
             },
