@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use polyphony_core::identity::BoroughCa;
-use polyphony_core::store::{KeySource, SledStore, Store};
+use polyphony_core::identity::{BoroughCa, IdentityError};
+use polyphony_core::store::{KeySource, SledStore, Store, StoreError};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditError, AuditLog};
 use crate::config::ServerConfig;
 use crate::registry::Registry;
 use crate::reopen::ReopenableStore;
@@ -29,14 +29,44 @@ pub struct Opened {
 
 const NS_SERVER: &str = "server";
 
+/// Why the server could not open its data or start serving, in words for whoever runs it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The encrypted store (or its key file) could not be opened or written.
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+    /// The borough CA or the server's certificate could not be made or read.
+    #[error("the borough certificates: {0}")]
+    Identity(#[from] IdentityError),
+    /// The audit log could not be opened.
+    #[error("the audit log: {0}")]
+    Audit(#[from] AuditError),
+    /// A socket (the QUIC port, the admin socket) could not be opened.
+    #[error("{what}: {source}")]
+    Socket {
+        /// Which, and where.
+        what: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
 /// Open (creating on first run) the server's data directory: key file, encrypted store, CA. The
 /// store can be reopened after a disk error (sled's sticky error; see [`crate::reopen`]).
-pub fn open(config: &ServerConfig) -> anyhow::Result<Opened> {
+pub fn open(config: &ServerConfig) -> Result<Opened, StartError> {
     open_with_engine(config, Arc::new(open_reopenable(config)?))
 }
 
 /// Open (creating on first run) the data directory's key file and encrypted store.
-pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
     let key = prepare_data_dir(config)?;
     Ok(Arc::new(SledStore::open(
         &config.db_dir(),
@@ -46,7 +76,7 @@ pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
 
 /// The encrypted store as [`open_store`] opens it, behind a handle that opens it the same way
 /// again after a disk error.
-pub fn open_reopenable(config: &ServerConfig) -> anyhow::Result<ReopenableStore> {
+pub fn open_reopenable(config: &ServerConfig) -> Result<ReopenableStore, StartError> {
     let key = prepare_data_dir(config)?;
     let dir = config.db_dir();
     let engine_dir = dir.clone();
@@ -59,8 +89,8 @@ pub fn open_reopenable(config: &ServerConfig) -> anyhow::Result<ReopenableStore>
 }
 
 /// Create the data directory and its key file if missing; returns the key file's path.
-fn prepare_data_dir(config: &ServerConfig) -> anyhow::Result<std::path::PathBuf> {
-    std::fs::create_dir_all(&config.data_dir)?;
+fn prepare_data_dir(config: &ServerConfig) -> Result<std::path::PathBuf, StartError> {
+    create_dir(&config.data_dir)?;
     restrict(&config.data_dir);
     let key = config.key_file();
     KeySource::create_key_file(&key)?;
@@ -71,13 +101,16 @@ fn prepare_data_dir(config: &ServerConfig) -> anyhow::Result<std::path::PathBuf>
 /// fault tests pass a store that fails on demand, to see the server refuse writes when the disk is
 /// full; a reopen keeps that store as it is ([`ReopenableStore::keeping`]). The server itself
 /// always goes through [`open`].
-pub fn open_with_store(config: &ServerConfig, store: Arc<dyn Store>) -> anyhow::Result<Opened> {
+pub fn open_with_store(config: &ServerConfig, store: Arc<dyn Store>) -> Result<Opened, StartError> {
     open_with_engine(config, Arc::new(ReopenableStore::keeping(store)))
 }
 
-fn open_with_engine(config: &ServerConfig, engine: Arc<ReopenableStore>) -> anyhow::Result<Opened> {
+fn open_with_engine(
+    config: &ServerConfig,
+    engine: Arc<ReopenableStore>,
+) -> Result<Opened, StartError> {
     let store: Arc<dyn Store> = engine.clone();
-    std::fs::create_dir_all(&config.data_dir)?;
+    create_dir(&config.data_dir)?;
     let ca = match (
         store.get_meta(NS_SERVER, "ca_cert")?,
         store.get_meta(NS_SERVER, "ca_key")?,
@@ -110,7 +143,7 @@ fn open_with_engine(config: &ServerConfig, engine: Arc<ReopenableStore>) -> anyh
 /// The secret behind the server's QUIC stateless-reset tokens, created on first run. Kept stable
 /// across restarts so that after a crash the restarted server can tell devices at once that their
 /// old connection is gone, instead of leaving them to wait for an idle timeout.
-pub fn reset_secret(store: &dyn Store) -> anyhow::Result<Vec<u8>> {
+pub fn reset_secret(store: &dyn Store) -> Result<Vec<u8>, StartError> {
     if let Some(s) = store.get_meta(NS_SERVER, "reset_secret")? {
         return Ok(s);
     }
@@ -121,16 +154,11 @@ pub fn reset_secret(store: &dyn Store) -> anyhow::Result<Vec<u8>> {
     Ok(secret)
 }
 
-/// Open the store for an admin command while the server is not running.
-pub fn open_offline(
-    config: &ServerConfig,
-) -> anyhow::Result<(
-    Arc<Registry>,
-    Arc<AuditLog>,
-    Arc<polyphony_core::identity::BoroughCa>,
-)> {
-    let o = open(config)?;
-    Ok((o.registry, o.audit, Arc::new(o.ca)))
+fn create_dir(path: &Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(path).map_err(|source| StartError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(unix)]

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::admin::{self, Admin};
 use crate::audit::{Actor, AuditAction};
 use crate::config::ServerConfig;
-use crate::data_dir;
+use crate::data_dir::{self, StartError};
 use crate::enrolment;
 use crate::registry::DeviceStatus;
 use crate::session::{self, Shared};
@@ -44,7 +44,7 @@ pub struct ServerHandle {
 
 impl Server {
     /// Open (or create) the data directory and start serving.
-    pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
+    pub async fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         let opened = data_dir::open(&config)?;
         Self::start_opened(config, opened).await
     }
@@ -54,7 +54,7 @@ impl Server {
     pub async fn start_with_store(
         config: ServerConfig,
         store: Arc<dyn polyphony_core::store::Store>,
-    ) -> anyhow::Result<ServerHandle> {
+    ) -> Result<ServerHandle, StartError> {
         let opened = data_dir::open_with_store(&config, store)?;
         Self::start_opened(config, opened).await
     }
@@ -62,7 +62,7 @@ impl Server {
     async fn start_opened(
         config: ServerConfig,
         opened: data_dir::Opened,
-    ) -> anyhow::Result<ServerHandle> {
+    ) -> Result<ServerHandle, StartError> {
         let names: Vec<&str> = config
             .extra_server_names
             .iter()
@@ -79,14 +79,19 @@ impl Server {
         endpoint_config.cid_generator(move || {
             Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
         });
-        let socket = std::net::UdpSocket::bind(config.listen)?;
+        let port = |source| StartError::Socket {
+            what: format!("cannot listen on {}", config.listen),
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(port)?;
         let endpoint = quinn::Endpoint::new(
             endpoint_config,
             Some(quic),
             socket,
             Arc::new(quinn::TokioRuntime),
-        )?;
-        let addr = endpoint.local_addr()?;
+        )
+        .map_err(port)?;
+        let addr = endpoint.local_addr().map_err(port)?;
         let storage = Arc::new(ServerStorage::over(
             opened.engine.clone(),
             config.cache_cases,
@@ -115,7 +120,15 @@ impl Server {
             .with_ca(ca.clone()),
         );
         // Bind before returning, so an admin request sent right after start finds the socket.
-        let admin_socket = admin::AdminSocket::bind(config.admin_socket_path()).await?;
+        let admin_socket = admin::AdminSocket::bind(config.admin_socket_path())
+            .await
+            .map_err(|source| StartError::Socket {
+                what: format!(
+                    "cannot open the admin socket {}",
+                    config.admin_socket_path().display()
+                ),
+                source,
+            })?;
         let admin_rx = shutdown_rx.clone();
         let admin_task = tokio::spawn(async move {
             if let Err(e) = admin_socket.serve(admin, admin_rx).await {

@@ -1,0 +1,241 @@
+//! What the administrator reads: an answer printed as bare ids (for scripts), tables, or JSON.
+
+use std::io::{self, Write};
+
+use polyphony_core::model::LocalZone;
+use polyphony_server::admin::{AdminRequest, CaseMoved, DeviceView, IssuedCode, PractitionerView};
+use polyphony_server::audit::{AuditRecord, VerifyReport};
+use polyphony_server::registry::{DeviceStatus, Team};
+use serde::de::DeserializeOwned;
+
+/// Print an answer: for a creation, only the id or code on stdout; for a listing, a table.
+pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(&value).map_err(io::Error::other)?;
+        return writeln!(out, "{text}");
+    }
+    match req {
+        AdminRequest::TeamAdd { .. } => {
+            let team: Team = decode(value)?;
+            eprintln!("added team '{}'", team.name);
+            writeln!(out, "{}", team.id)
+        }
+        AdminRequest::Teams => {
+            let teams: Vec<Team> = decode(value)?;
+            if teams.is_empty() {
+                eprintln!("no teams yet: add one with `polyphony-server team add NAME`");
+            }
+            let rows = teams
+                .into_iter()
+                .map(|t| vec![t.id.to_string(), t.name, minutes(t.created_at)])
+                .collect();
+            table(&mut out, &["ID", "NAME", "ADDED (UK TIME)"], rows)
+        }
+        AdminRequest::PractitionerAdd { .. } => {
+            let p: PractitionerView = decode(value)?;
+            eprintln!("added practitioner '{}'", p.name);
+            writeln!(out, "{}", p.id)
+        }
+        AdminRequest::PractitionerRemove { .. } => {
+            let p: PractitionerView = decode(value)?;
+            let teams: Vec<_> = p.teams.into_iter().map(|t| t.name).collect();
+            eprintln!(
+                "'{}' now works in: {}",
+                p.name,
+                if teams.is_empty() {
+                    "no team".to_string()
+                } else {
+                    teams.join(", ")
+                }
+            );
+            writeln!(out, "{}", p.id)
+        }
+        AdminRequest::Practitioners => {
+            let all: Vec<PractitionerView> = decode(value)?;
+            if all.is_empty() {
+                eprintln!(
+                    "no practitioners yet: add one with `polyphony-server practitioner add NAME --team TEAM`"
+                );
+            }
+            let rows = all
+                .into_iter()
+                .map(|p| {
+                    let teams: Vec<_> = p.teams.into_iter().map(|t| t.name).collect();
+                    vec![p.id.to_string(), p.name, teams.join(", ")]
+                })
+                .collect();
+            table(&mut out, &["ID", "NAME", "TEAMS"], rows)
+        }
+        AdminRequest::Enrol { .. } => {
+            let issued: IssuedCode = decode(value)?;
+            eprintln!(
+                "enrolment code for {}, valid until {}. It is shown only this once: give it to them \
+                 to enter on their new device. It enrols one device.",
+                issued.practitioner_name, issued.expires_at
+            );
+            writeln!(out, "{}", issued.code)
+        }
+        AdminRequest::Revoke { .. } => {
+            let view: DeviceView = decode(value)?;
+            let d = &view.device;
+            match d.status {
+                DeviceStatus::Revoked => eprintln!(
+                    "device {} ('{}', {}) is revoked: it is refused from now on",
+                    d.id, d.name, view.practitioner_name
+                ),
+                _ => eprintln!(
+                    "device {} ('{}', {}) is being revoked: at its next sync it uploads what it holds, \
+                     then is told to wipe its cases (use --now to refuse it at once)",
+                    d.id, d.name, view.practitioner_name
+                ),
+            }
+            Ok(())
+        }
+        AdminRequest::Devices => {
+            let all: Vec<DeviceView> = decode(value)?;
+            if all.is_empty() {
+                eprintln!(
+                    "no devices enrolled yet: issue a code with `polyphony-server enrol NAME`"
+                );
+            }
+            let rows = all
+                .into_iter()
+                .map(|v| {
+                    vec![
+                        v.device.id.to_string(),
+                        v.device.name,
+                        v.practitioner_name,
+                        v.device.status.to_string(),
+                        minutes(v.device.enrolled_at),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &["ID", "NAME", "PRACTITIONER", "STATUS", "ENROLLED (UK TIME)"],
+                rows,
+            )
+        }
+        AdminRequest::Audit { verify: true, .. } => {
+            let report: VerifyReport = decode(value)?;
+            writeln!(
+                out,
+                "audit log intact: {} entries, head {}",
+                report.entries, report.head
+            )
+        }
+        AdminRequest::AuditAnchors { anchors } => {
+            let report: VerifyReport = decode(value)?;
+            writeln!(
+                out,
+                "audit log intact: {} entries, head {}; it holds all {} anchored heads",
+                report.entries,
+                report.head,
+                anchors.len()
+            )
+        }
+        AdminRequest::AuditHead => {
+            let text = serde_json::to_string_pretty(&value).map_err(io::Error::other)?;
+            writeln!(out, "{text}")
+        }
+        AdminRequest::Audit { .. } => {
+            let records: Vec<AuditRecord> = decode(value)?;
+            let rows = records
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        r.seq.to_string(),
+                        r.event.at,
+                        r.event.actor.to_string(),
+                        r.event.action.to_string(),
+                        r.event.case.map(|c| c.to_string()).unwrap_or_default(),
+                        r.event.detail,
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                &["SEQ", "AT", "ACTOR", "ACTION", "CASE", "DETAIL"],
+                rows,
+            )
+        }
+        AdminRequest::CaseMove { .. } => {
+            let moved: CaseMoved = decode(value)?;
+            eprintln!(
+                "case {} moved from '{}' to '{}'",
+                moved.case, moved.from.name, moved.to.name
+            );
+            Ok(())
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(value: serde_json::Value) -> io::Result<T> {
+    serde_json::from_value(value).map_err(|e| {
+        io::Error::other(format!(
+            "unexpected answer from the server ({e}); are the server and this command the same version?"
+        ))
+    })
+}
+
+/// A stdout closed early (`| head`) is not a failure.
+pub(crate) fn ignore_closed_stdout(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// A time to the minute in UK local time, for tables (the column says so).
+fn minutes(t: time::OffsetDateTime) -> String {
+    LocalZone::uk().short(t)
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+fn table(out: &mut impl Write, headers: &[&str], rows: Vec<Vec<String>>) -> io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_every_column_but_the_last() {
+        let mut out = Vec::new();
+        table(
+            &mut out,
+            &["ID", "NAME", "TEAMS"],
+            vec![
+                vec!["1".into(), "Ana Silva".into(), "North, South".into()],
+                vec!["22".into(), "Bo".into(), String::new()],
+            ],
+        )
+        .expect("written");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            text,
+            "ID  NAME       TEAMS\n1   Ana Silva  North, South\n22  Bo\n"
+        );
+    }
+}
