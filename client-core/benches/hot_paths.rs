@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the sync hot paths, on one care-record-shaped case (the shape of
-//! `polyphony-bench`'s caseload: a person, 5 members, 3 meetings with ~1.5 KB of notes each, 3
+//! `polyphony-load`'s caseload: a person, 5 members, 3 meetings with ~1.5 KB of notes each, 3
 //! decisions with positions; 27 changes).
 //!
 //! - `frame`: encoding and decoding a `Sync` frame that carries a whole case.

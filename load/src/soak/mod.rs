@@ -1,7 +1,7 @@
 //! `polyphony-load soak`: SIGKILL the server and device processes, again and again, during live
 //! multi-device syncs with long histories, and check after every kill that nothing acknowledged
 //! or saved was lost. Not part of CI (a full run takes the better part of an hour); a bounded run
-//! is in `bench/tests/soak.rs`, and the figures of a long run are in `docs/RELIABILITY.md`.
+//! is in `load/tests/soak.rs`, and the figures of a long run are in `docs/RELIABILITY.md`.
 //!
 //! The soak runs in rounds. In each round every device (the real `polyphony` command, one process
 //! per operation, two practitioners of one team sharing every case) appends notes to the shared

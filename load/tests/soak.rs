@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use polyphony_bench::soak::{self, SoakConfig};
+use polyphony_load::soak::{self, SoakConfig};
 
 fn bin(name: &str) -> PathBuf {
     let mut dir = std::env::current_exe().expect("test binary path");

@@ -66,7 +66,7 @@ function notes(bytes) {
   return s.slice(0, bytes)
 }
 
-// The same shape as polyphony-bench's caseload::care_record: the same keys, values and texts, one
+// The same shape as polyphony-load's caseload::care_record: the same keys, values and texts, one
 // automerge change per user action (27), each with a commit message naming the author.
 function careRecord(author) {
   const by = () => ({ practitioner: author.practitioner, practitioner_name: author.name, device: author.device })

@@ -1,7 +1,7 @@
 //! Care-record-shaped documents, written through the real [`CaseDoc`] API.
 //!
 //! Every benchmark syncs the same shape of case, so numbers compare across workloads and against the
-//! automerge-repo peer (whose driver, `benches/peer/driver.mjs`, builds the same shape in JS): a
+//! automerge-repo peer (whose driver, `automerge-repo-peer/driver.mjs`, builds the same shape in JS): a
 //! person, 5 network members, 3 meetings with about 1.5 KB of notes each (written in three appends,
 //! as a practitioner types them during and after the meeting), and 3 decisions with two positions
 //! each. About 27 automerge changes per case. Text is real prose, varied per case, so compression and

@@ -1,4 +1,4 @@
-//! # polyphony-bench
+//! # polyphony-load
 //!
 //! The load generator behind `docs/BENCHMARKS.md`: it starts (or targets) a borough server, enrols
 //! simulated devices for real, and runs the workloads of issue 8, each against the in-process lower

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use polyphony_bench::memory::mib;
-use polyphony_bench::server::{default_server_bin, BenchServer, ServerSpec};
-use polyphony_bench::{soak, workload};
+use polyphony_load::memory::mib;
+use polyphony_load::server::{default_server_bin, BenchServer, ServerSpec};
+use polyphony_load::{soak, workload};
 use serde_json::Value;
 
 /// Load generator for the Polyphony borough server.

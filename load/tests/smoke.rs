@@ -2,8 +2,8 @@
 //! timings are asserted; only that every case arrives and is acknowledged.
 
 use anyhow::Result;
-use polyphony_bench::server::{BenchServer, ServerSpec};
-use polyphony_bench::workload;
+use polyphony_load::server::{BenchServer, ServerSpec};
+use polyphony_load::workload;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_workload_runs_small_and_everything_is_acknowledged() -> Result<()> {

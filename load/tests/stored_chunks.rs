@@ -4,7 +4,7 @@
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::AutoCommit;
-use polyphony_bench::caseload::{care_record, edit_offline, Seed};
+use polyphony_load::caseload::{care_record, edit_offline, Seed};
 use polyphony_core::model::Author;
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Run every workload against our server and against the automerge-repo peer, one after the other in
 # the same run on the same machine, appending one JSON line per result to $1 (default
-# bench-results.jsonl). Build first: cargo build --release -p polyphony-bench -p polyphony-server
-#   benches/peer/compare.sh /tmp/results.jsonl            # A, B, C, then A at 5,000
-#   WITH_D=1 benches/peer/compare.sh /tmp/results.jsonl   # and D (50,000 cases; about 20 minutes)
-#   STEPS="b c" benches/peer/compare.sh /tmp/results.jsonl # only some steps (a200 a1000 b c a5000)
+# bench-results.jsonl). Build first: cargo build --release -p polyphony-load -p polyphony-server
+#   automerge-repo-peer/compare.sh /tmp/results.jsonl            # A, B, C, then A at 5,000
+#   WITH_D=1 automerge-repo-peer/compare.sh /tmp/results.jsonl   # and D (50,000 cases; about 20 minutes)
+#   STEPS="b c" automerge-repo-peer/compare.sh /tmp/results.jsonl # only some steps (a200 a1000 b c a5000)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+root="$(cd "$here/.." && pwd)"
 out="$(realpath -m "${1:-bench-results.jsonl}")"
 load="$root/target/release/polyphony-load"
 peer="$here/run.sh"
@@ -19,7 +19,7 @@ ours() {
   "$load" --json-out "$out" "$@" >/dev/null || fail polyphony "$@"
 }
 theirs() {
-  echo "+ benches/peer/run.sh $*" >&2
+  echo "+ automerge-repo-peer/run.sh $*" >&2
   "$peer" "$@" >>"$out" || fail automerge-repo "$@"
 }
 fail() {
