@@ -4,9 +4,9 @@
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::AutoCommit;
-use polyphony_load::caseload::{care_record, edit_offline, Seed};
 use polyphony_core::model::Author;
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
+use polyphony_load::caseload::{care_record, edit_offline, Seed};
 
 #[test]
 fn a_case_stored_as_its_sync_messages_chunks_loads_back_whole() {

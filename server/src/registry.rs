@@ -37,33 +37,33 @@ mod ns {
     use polyphony_core::{DeviceId, TeamId};
 
     /// Team id → [`super::Team`].
-    pub const TEAMS: &str = "registry.teams";
+    pub(super) const TEAMS: &str = "registry.teams";
     /// Practitioner id → [`super::Practitioner`].
-    pub const PRACTITIONERS: &str = "registry.practitioners";
+    pub(super) const PRACTITIONERS: &str = "registry.practitioners";
     /// Device id → [`super::Device`].
-    pub const DEVICES: &str = "registry.devices";
+    pub(super) const DEVICES: &str = "registry.devices";
     /// Certificate fingerprint (hex) → device id: finds the device of a connection quickly.
-    pub const DEVICE_CERTS: &str = "registry.device-certs";
+    pub(super) const DEVICE_CERTS: &str = "registry.device-certs";
     /// Token hash (hex) → [`super::PendingEnrolment`].
-    pub const ENROLMENTS: &str = "registry.enrolments";
+    pub(super) const ENROLMENTS: &str = "registry.enrolments";
     /// Case id → [`super::CaseOwner`]: the truth about which team owns a case.
-    pub const CASES: &str = "registry.cases";
+    pub(super) const CASES: &str = "registry.cases";
     /// Device id → the highest offline-read outbox index recorded (duplicates are dropped).
-    pub const READS_THROUGH: &str = "registry.reads-through";
+    pub(super) const READS_THROUGH: &str = "registry.reads-through";
 
     /// Index of the cases of one team (case id → nothing), so a device's cases are found without
     /// reading every case in the borough.
-    pub fn team_cases(team: &TeamId) -> String {
+    pub(super) fn team_cases(team: &TeamId) -> String {
         format!("registry.team-cases.{team}")
     }
 
     /// Cases a device has synced (case id → when first synced).
-    pub fn held(device: &DeviceId) -> String {
+    pub(super) fn held(device: &DeviceId) -> String {
         format!("registry.held.{device}")
     }
 
     /// Cases a device was told are no longer its team's (case id → when it was first told).
-    pub fn told_moved(device: &DeviceId) -> String {
+    pub(super) fn told_moved(device: &DeviceId) -> String {
         format!("registry.told-moved.{device}")
     }
 }

@@ -342,22 +342,22 @@ impl FrameError {
 }
 
 mod tag {
-    pub const HELLO: u8 = 0x01;
-    pub const WELCOME: u8 = 0x02;
-    pub const SYNC: u8 = 0x03;
-    pub const SAVED: u8 = 0x04;
-    pub const CASE_REFUSED: u8 = 0x05;
-    pub const READS: u8 = 0x06;
-    pub const READS_SAVED: u8 = 0x07;
-    pub const DONE: u8 = 0x08;
-    pub const BYE: u8 = 0x09;
-    pub const WIPE: u8 = 0x0a;
-    pub const WIPED: u8 = 0x0e;
-    pub const ERROR: u8 = 0x0b;
-    pub const ACCESS_LOG_REQUEST: u8 = 0x0c;
-    pub const ACCESS_LOG: u8 = 0x0d;
-    pub const ENROL: u8 = 0x10;
-    pub const ENROLLED: u8 = 0x11;
+    pub(super) const HELLO: u8 = 0x01;
+    pub(super) const WELCOME: u8 = 0x02;
+    pub(super) const SYNC: u8 = 0x03;
+    pub(super) const SAVED: u8 = 0x04;
+    pub(super) const CASE_REFUSED: u8 = 0x05;
+    pub(super) const READS: u8 = 0x06;
+    pub(super) const READS_SAVED: u8 = 0x07;
+    pub(super) const DONE: u8 = 0x08;
+    pub(super) const BYE: u8 = 0x09;
+    pub(super) const WIPE: u8 = 0x0a;
+    pub(super) const WIPED: u8 = 0x0e;
+    pub(super) const ERROR: u8 = 0x0b;
+    pub(super) const ACCESS_LOG_REQUEST: u8 = 0x0c;
+    pub(super) const ACCESS_LOG: u8 = 0x0d;
+    pub(super) const ENROL: u8 = 0x10;
+    pub(super) const ENROLLED: u8 = 0x11;
 }
 
 fn json<T: Serialize>(out: &mut Vec<u8>, v: &T) {

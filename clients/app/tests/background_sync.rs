@@ -5,6 +5,9 @@
 //!
 //! Needs the server binary: `cargo build --workspace --bins` first (the README's test command).
 
+// Test code: its helpers unwrap, as the tests do (the workspace forbids unwrap outside tests).
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

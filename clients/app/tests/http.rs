@@ -1,6 +1,9 @@
 //! The app over HTTP, in process: who gets in, CSRF on every change, and the pages a practitioner
 //! goes through, rendered from a real profile (in-memory store, enrolled without a server).
 
+// Test code: its helpers unwrap, as the tests do (the workspace forbids unwrap outside tests).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

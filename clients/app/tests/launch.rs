@@ -4,6 +4,9 @@
 //! These start `polyphony-app` itself (a fresh profile, no server) and talk to it over a socket,
 //! so they check what `main.rs` does and not only what the library offers.
 
+// Test code: its helpers unwrap, as the tests do (the workspace forbids unwrap outside tests).
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use polyphony_core::profile::ProfileError;
 
 /// A command that did not succeed.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The user can put it right (exit 1).
     User(String),
     /// The sync could not complete: network, or the server refused (exit 2). Local work is saved.
@@ -24,12 +24,12 @@ pub enum Failure {
 
 impl Failure {
     /// A user error with a message.
-    pub fn user(message: impl Into<String>) -> Failure {
+    pub(crate) fn user(message: impl Into<String>) -> Failure {
         Failure::User(message.into())
     }
 
     /// Turn clap's (multi-line) parse error into one line; help and version are not failures.
-    pub fn from_clap(e: clap::Error) -> Failure {
+    pub(crate) fn from_clap(e: clap::Error) -> Failure {
         use clap::error::ErrorKind;
         match e.kind() {
             ErrorKind::DisplayHelp
@@ -64,7 +64,7 @@ impl Failure {
     }
 
     /// The exit code.
-    pub fn code(&self) -> u8 {
+    pub(crate) fn code(&self) -> u8 {
         match self {
             Failure::User(_) => 1,
             Failure::Sync(_) => 2,
@@ -106,7 +106,7 @@ impl From<ModelError> for Failure {
 }
 
 /// Print the failure and return its exit code.
-pub fn report(failure: Failure) -> ExitCode {
+pub(crate) fn report(failure: Failure) -> ExitCode {
     match &failure {
         Failure::Shown(e) => {
             // clap prints help to stdout and usage errors to stderr itself.

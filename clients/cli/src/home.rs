@@ -13,13 +13,13 @@ use polyphony_core::profile::Profile;
 use crate::failure::Failure;
 
 /// The environment variable scripts use to give the passphrase.
-pub const PASSPHRASE_VAR: &str = "POLYPHONY_PASSPHRASE";
+pub(crate) const PASSPHRASE_VAR: &str = "POLYPHONY_PASSPHRASE";
 
 /// The shortest passphrase accepted for a new profile: the store holds clinical records.
 const MIN_PASSPHRASE: usize = 8;
 
 /// Open the profile in `home` (or the platform's data directory), asking for the passphrase.
-pub fn open(home: Option<PathBuf>) -> Result<Profile, Failure> {
+pub(crate) fn open(home: Option<PathBuf>) -> Result<Profile, Failure> {
     let home = match home {
         Some(h) => h,
         None => default_home()?,

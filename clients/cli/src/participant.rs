@@ -15,11 +15,15 @@ use crate::failure::Failure;
 const MIN_PREFIX: usize = 4;
 
 /// What `--member`, `--attendee`, `--owner` and `--by` accept, for help texts.
-pub const HELP: &str =
+pub(crate) const HELP: &str =
     "`person`, `me`, a network member's name or id (a unique prefix is enough), or `practitioner:<id>`";
 
 /// Resolve what the user typed into a participant of this case.
-pub fn resolve(view: &CaseView, me: PractitionerId, given: &str) -> Result<Participant, Failure> {
+pub(crate) fn resolve(
+    view: &CaseView,
+    me: PractitionerId,
+    given: &str,
+) -> Result<Participant, Failure> {
     let g = given.trim();
     let lower = g.to_lowercase();
     match lower.as_str() {

@@ -10,7 +10,7 @@ use crate::failure::Failure;
 
 /// `care-team` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum CareTeamCommand {
+pub(crate) enum CareTeamCommand {
     /// Add a practitioner to the care team (yourself, unless --practitioner is given); prints the
     /// membership id.
     Add(AddArgs),
@@ -28,7 +28,7 @@ pub enum CareTeamCommand {
 
 /// Arguments of `care-team add`.
 #[derive(Debug, Args)]
-pub struct AddArgs {
+pub(crate) struct AddArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// Another practitioner's id (default: you).
@@ -47,7 +47,7 @@ pub struct AddArgs {
 
 impl CareTeamCommand {
     /// Carry out the command.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         match self {
             CareTeamCommand::Add(a) => {
                 let case = find_case(profile, &a.case)?;

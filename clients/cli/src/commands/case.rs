@@ -10,7 +10,7 @@ use crate::output::{self, case::Timeline};
 
 /// `case` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum CaseCommand {
+pub(crate) enum CaseCommand {
     /// Open a case for a person; prints the new case id.
     New(NewArgs),
     /// The cases on this device, with unsynced changes and conflicts.
@@ -27,7 +27,7 @@ pub enum CaseCommand {
 
 /// Arguments of `case new`.
 #[derive(Debug, Args)]
-pub struct NewArgs {
+pub(crate) struct NewArgs {
     /// The person's full name.
     #[arg(long)]
     name: String,
@@ -47,7 +47,7 @@ pub struct NewArgs {
 
 /// Just `--json`.
 #[derive(Debug, Args)]
-pub struct JsonArg {
+pub(crate) struct JsonArg {
     /// Print JSON (shape in docs/JSON.md).
     #[arg(long)]
     json: bool,
@@ -55,7 +55,7 @@ pub struct JsonArg {
 
 /// A case to read.
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// Print JSON (shape in docs/JSON.md).
@@ -65,7 +65,7 @@ pub struct ShowArgs {
 
 /// Arguments of `case milestone`.
 #[derive(Debug, Args)]
-pub struct MilestoneArgs {
+pub(crate) struct MilestoneArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// referral, first_contact, first_network_meeting or closure.
@@ -76,7 +76,7 @@ pub struct MilestoneArgs {
 
 impl CaseCommand {
     /// Carry out the command.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         match self {
             CaseCommand::New(a) => {
                 let referral = a

@@ -12,7 +12,7 @@ use crate::output;
 
 /// Arguments of `error`.
 #[derive(Debug, Args)]
-pub struct EnteredInErrorArgs {
+pub(crate) struct EnteredInErrorArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// The entry: a network member, care-team membership, meeting, decision or action id.
@@ -29,7 +29,7 @@ pub struct EnteredInErrorArgs {
 
 impl EnteredInErrorArgs {
     /// Mark the entry.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let case = find_case(profile, &self.case)?;
         let entry = find_entry(profile, case, &self.entry)?;
         if self.wrong_person {
@@ -50,7 +50,7 @@ impl EnteredInErrorArgs {
 
 /// Arguments of `conflicts`.
 #[derive(Debug, Args)]
-pub struct ConflictsArgs {
+pub(crate) struct ConflictsArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// Print JSON (shape in docs/JSON.md).
@@ -60,7 +60,7 @@ pub struct ConflictsArgs {
 
 impl ConflictsArgs {
     /// List the conflicts.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let view = read_case(profile, &self.case, "conflicts")?;
         if self.json {
             return output::json(&view.conflicts);
@@ -72,7 +72,7 @@ impl ConflictsArgs {
 
 /// Arguments of `resolve`.
 #[derive(Debug, Args)]
-pub struct ResolveArgs {
+pub(crate) struct ResolveArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// The field, as `conflicts` lists it (e.g. person.nhs_number).
@@ -84,7 +84,7 @@ pub struct ResolveArgs {
 
 impl ResolveArgs {
     /// Resolve the conflict.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let case = find_case(profile, &self.case)?;
         profile.edit(case, |doc| doc.resolve(&self.field, self.pick))?;
         changed(format!("kept value {} of {}", self.pick, self.field));

@@ -11,7 +11,7 @@ use crate::failure::Failure;
 
 /// `decision` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum DecisionCommand {
+pub(crate) enum DecisionCommand {
     /// Propose a decision; prints the decision id.
     Propose {
         /// Case id (a unique prefix is enough).
@@ -65,7 +65,7 @@ pub enum DecisionCommand {
 
 /// Arguments of `decision position`.
 #[derive(Debug, Args)]
-pub struct PositionArgs {
+pub(crate) struct PositionArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// Decision id (a unique prefix is enough).
@@ -85,7 +85,7 @@ pub struct PositionArgs {
 
 impl DecisionCommand {
     /// Carry out the command.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         match self {
             DecisionCommand::Propose { case, text, by } => {
                 let case = find_case(profile, &case)?;

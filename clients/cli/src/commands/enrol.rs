@@ -10,7 +10,7 @@ use crate::failure::Failure;
 
 /// Arguments of `enrol`.
 #[derive(Debug, Args)]
-pub struct EnrolArgs {
+pub(crate) struct EnrolArgs {
     /// The borough server's address, host:port.
     #[arg(value_name = "SERVER_ADDR")]
     server: String,
@@ -23,7 +23,7 @@ pub struct EnrolArgs {
 
 impl EnrolArgs {
     /// Enrol; prints the device id.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let device_name = self.device_name.unwrap_or_else(host_name);
         let enrolment = block_on(profile.enrol(&self.server, &self.code, &device_name))?.map_err(
             |e| match e {

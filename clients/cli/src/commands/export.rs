@@ -27,7 +27,7 @@ use crate::output;
 
 /// What to export.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// A FHIR R4 Bundle (JSON) for the trust's electronic record.
     Fhir,
     /// The person's copy, readable and printable (HTML).
@@ -57,7 +57,7 @@ impl Format {
 
 /// Arguments of `export`.
 #[derive(Debug, Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// The case (id or unique prefix).
     case: String,
     /// What to produce.
@@ -82,7 +82,7 @@ pub struct ExportArgs {
 
 impl ExportArgs {
     /// Produce the export.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let case = find_case(profile, &self.case)?;
         let Some(kind) = self.format.kind() else {
             return self.network_copy(profile, case);
@@ -193,7 +193,7 @@ fn pretty(v: &serde_json::Value) -> Result<Vec<u8>, Failure> {
 
 /// Arguments of `figures`.
 #[derive(Debug, Args)]
-pub struct FiguresArgs {
+pub(crate) struct FiguresArgs {
     /// CSV instead of a table.
     #[arg(long, conflicts_with = "json")]
     csv: bool,
@@ -204,7 +204,7 @@ pub struct FiguresArgs {
 
 impl FiguresArgs {
     /// The team's fidelity figures over every case on this device.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         // A table on the screen is a look; CSV or JSON is a file made from every case, recorded
         // as an export on each.
         let leaves = self.csv || self.json;

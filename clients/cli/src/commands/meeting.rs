@@ -10,7 +10,7 @@ use crate::output;
 
 /// `meeting` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum MeetingCommand {
+pub(crate) enum MeetingCommand {
     /// Record a meeting; prints the meeting id.
     Add(AddArgs),
     /// Mark people present at a meeting (or absent, with --absent).
@@ -50,7 +50,7 @@ pub enum MeetingCommand {
 
 /// Arguments of `meeting add`.
 #[derive(Debug, Args)]
-pub struct AddArgs {
+pub(crate) struct AddArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// When it took place, YYYY-MM-DDTHH:MM in UK time (or with an offset, e.g. +01:00).
@@ -67,7 +67,7 @@ pub struct AddArgs {
 
 impl MeetingCommand {
     /// Carry out the command.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         match self {
             MeetingCommand::Add(a) => {
                 let case = find_case(profile, &a.case)?;
@@ -135,7 +135,7 @@ impl MeetingCommand {
 
 /// Arguments of `readback`.
 #[derive(Debug, Args)]
-pub struct ReadbackArgs {
+pub(crate) struct ReadbackArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// Meeting id (a unique prefix is enough).
@@ -156,7 +156,7 @@ pub struct ReadbackArgs {
 
 impl ReadbackArgs {
     /// Record the answer.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let case = find_case(profile, &self.case)?;
         let meeting = find_entry(profile, case, &self.meeting)?;
         let who = match (self.person, self.member.as_deref()) {

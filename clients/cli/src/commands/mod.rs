@@ -2,17 +2,17 @@
 //! the code that carries them out, and each command is a few calls into the profile: find the case
 //! and entries the user named, make the change (saved before the call returns), print the result.
 
-pub mod care_team;
-pub mod case;
-pub mod corrections;
-pub mod decision;
-pub mod enrol;
-pub mod export;
-pub mod meeting;
-pub mod network;
-pub mod notes;
-pub mod person;
-pub mod sync;
+pub(crate) mod care_team;
+pub(crate) mod case;
+pub(crate) mod corrections;
+pub(crate) mod decision;
+pub(crate) mod enrol;
+pub(crate) mod export;
+pub(crate) mod meeting;
+pub(crate) mod network;
+pub(crate) mod notes;
+pub(crate) mod person;
+pub(crate) mod sync;
 
 use polyphony_core::model::{parse_date, CaseView, Date, Instant, Participant};
 use polyphony_core::profile::Profile;
@@ -22,29 +22,37 @@ use crate::failure::Failure;
 use crate::participant;
 
 /// The case the user named (a full id or a unique prefix of at least four characters).
-pub fn find_case(profile: &Profile, given: &str) -> Result<CaseId, Failure> {
+pub(crate) fn find_case(profile: &Profile, given: &str) -> Result<CaseId, Failure> {
     Ok(profile.find_case(given)?)
 }
 
 /// The case the user named, read to be shown: the read goes into the person's access log.
-pub fn read_case(profile: &mut Profile, given: &str, what: &str) -> Result<CaseView, Failure> {
+pub(crate) fn read_case(
+    profile: &mut Profile,
+    given: &str,
+    what: &str,
+) -> Result<CaseView, Failure> {
     let case = find_case(profile, given)?;
     Ok(profile.view(case, what)?)
 }
 
 /// An entry of the case the user named (a full id or a unique prefix).
-pub fn find_entry(profile: &mut Profile, case: CaseId, given: &str) -> Result<EntryId, Failure> {
+pub(crate) fn find_entry(
+    profile: &mut Profile,
+    case: CaseId,
+    given: &str,
+) -> Result<EntryId, Failure> {
     Ok(profile.find_entry(case, given)?)
 }
 
 /// The case as it stands, to resolve what the user typed against it. Not shown to the user, so
 /// not recorded as a read.
-pub fn current(profile: &mut Profile, case: CaseId) -> Result<CaseView, Failure> {
+pub(crate) fn current(profile: &mut Profile, case: CaseId) -> Result<CaseView, Failure> {
     Ok(profile.lookup(case)?)
 }
 
 /// Resolve participants the user named (see [`participant::resolve`]).
-pub fn participants(
+pub(crate) fn participants(
     profile: &mut Profile,
     case: CaseId,
     given: &[String],
@@ -61,7 +69,7 @@ pub fn participants(
 }
 
 /// Resolve one participant.
-pub fn participant(
+pub(crate) fn participant(
     profile: &mut Profile,
     case: CaseId,
     given: &str,
@@ -71,7 +79,7 @@ pub fn participant(
 }
 
 /// A network member the user named, by name or id.
-pub fn member(profile: &mut Profile, case: CaseId, given: &str) -> Result<EntryId, Failure> {
+pub(crate) fn member(profile: &mut Profile, case: CaseId, given: &str) -> Result<EntryId, Failure> {
     match participant(profile, case, given)? {
         Participant::Member(id) => Ok(id),
         other => Err(Failure::user(format!(
@@ -81,29 +89,29 @@ pub fn member(profile: &mut Profile, case: CaseId, given: &str) -> Result<EntryI
 }
 
 /// An optional date argument, YYYY-MM-DD.
-pub fn date(field: &'static str, given: Option<&str>) -> Result<Option<Date>, Failure> {
+pub(crate) fn date(field: &'static str, given: Option<&str>) -> Result<Option<Date>, Failure> {
     Ok(given.map(|g| parse_date(field, g)).transpose()?)
 }
 
 /// A date and time argument, YYYY-MM-DDTHH:MM in the device's zone (UK time unless the profile
 /// chose another), or RFC 3339 with an offset.
-pub fn datetime(field: &'static str, given: &str) -> Result<Instant, Failure> {
+pub(crate) fn datetime(field: &'static str, given: &str) -> Result<Instant, Failure> {
     Ok(crate::output::zone().parse(field, given)?)
 }
 
 /// Something was created: its id alone on stdout (so scripts can capture it), words on stderr.
-pub fn created(id: impl std::fmt::Display, what: impl std::fmt::Display) {
+pub(crate) fn created(id: impl std::fmt::Display, what: impl std::fmt::Display) {
     crate::output::emit(&format!("{id}\n"));
     eprintln!("{what}");
 }
 
 /// Something was changed: say so on stderr, keeping stdout for data.
-pub fn changed(what: impl std::fmt::Display) {
+pub(crate) fn changed(what: impl std::fmt::Display) {
     eprintln!("{what}");
 }
 
 /// Run the async part of a command (enrolment, sync) to completion.
-pub fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, Failure> {
+pub(crate) fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -10,7 +10,7 @@ use crate::failure::Failure;
 
 /// `network` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum NetworkCommand {
+pub(crate) enum NetworkCommand {
     /// Add someone to the person's network; prints the member id.
     Add(AddArgs),
     /// Someone leaves the network (the record of them stays).
@@ -50,7 +50,7 @@ pub enum NetworkCommand {
 
 /// Arguments of `network add`.
 #[derive(Debug, Args)]
-pub struct AddArgs {
+pub(crate) struct AddArgs {
     /// Case id (a unique prefix is enough).
     case: String,
     /// Their name.
@@ -78,7 +78,7 @@ pub struct AddArgs {
 
 impl NetworkCommand {
     /// Carry out the command.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         match self {
             NetworkCommand::Add(a) => {
                 let case = find_case(profile, &a.case)?;

@@ -16,7 +16,7 @@ use crate::failure::Failure;
 
 /// Subcommands shared by `note`, `reflection` and `agreed`.
 #[derive(Debug, Subcommand)]
-pub enum NoteCommand {
+pub(crate) enum NoteCommand {
     /// Add a paragraph (the text, or standard input if TEXT is `-` or left out).
     Append {
         /// Case id (a unique prefix is enough).
@@ -37,7 +37,7 @@ pub enum NoteCommand {
 
 impl NoteCommand {
     /// Carry out the command on the meeting's text of this kind.
-    pub fn run(self, profile: &mut Profile, kind: NoteKind) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile, kind: NoteKind) -> Result<(), Failure> {
         match self {
             NoteCommand::Append {
                 case,

@@ -9,7 +9,7 @@ use crate::failure::Failure;
 
 /// `person` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum PersonCommand {
+pub(crate) enum PersonCommand {
     /// Set a detail: name, preferred_name, pronouns, date_of_birth, nhs_number, phone, email,
     /// address, contact_preference.
     Set {
@@ -31,7 +31,7 @@ pub enum PersonCommand {
 
 impl PersonCommand {
     /// Carry out the command.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let (case, field, value) = match self {
             PersonCommand::Set { case, field, value } => (case, field, Some(value)),
             PersonCommand::Clear { case, field } => (case, field, None),

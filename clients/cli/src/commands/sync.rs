@@ -17,7 +17,7 @@ const QUIET_START: Duration = Duration::from_secs(1);
 
 /// Arguments of `sync`.
 #[derive(Debug, Args)]
-pub struct SyncArgs {
+pub(crate) struct SyncArgs {
     /// Print the sync report as JSON (shape in docs/JSON.md).
     #[arg(long)]
     json: bool,
@@ -29,7 +29,7 @@ pub struct SyncArgs {
 
 impl SyncArgs {
     /// Sync with the borough server.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let started = Instant::now();
         let mut last_shown: Option<SyncProgress> = None;
         let mut progress = |p: SyncProgress| {
@@ -74,7 +74,7 @@ impl SyncArgs {
 
 /// Arguments of `status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print JSON (shape in docs/JSON.md).
     #[arg(long)]
     json: bool,
@@ -82,7 +82,7 @@ pub struct StatusArgs {
 
 impl StatusArgs {
     /// Show where this device stands.
-    pub fn run(self, profile: &mut Profile) -> Result<(), Failure> {
+    pub(crate) fn run(self, profile: &mut Profile) -> Result<(), Failure> {
         let status = profile.status()?;
         if self.json {
             return output::json(&status);

@@ -143,7 +143,7 @@ fn conflicts_banner(page: &mut Page, view: &CaseView) {
 }
 
 /// `case show`: the whole case, in sections.
-pub fn print_case(view: &CaseView) {
+pub(crate) fn print_case(view: &CaseView) {
     let names = Names::new(view);
     let mut page = Page::default();
     let p = &view.person;
@@ -459,7 +459,7 @@ pub fn print_case(view: &CaseView) {
 
 /// One thing that happened in a case, for `case timeline`.
 #[derive(Debug, Clone, Serialize)]
-pub struct TimelineEvent {
+pub(crate) struct TimelineEvent {
     /// When (RFC 3339, or YYYY-MM-DD for events recorded by date).
     pub at: String,
     /// What kind of event (see docs/JSON.md).
@@ -476,7 +476,7 @@ pub struct TimelineEvent {
 
 /// `case timeline --json`: the milestones and every dated event, oldest first.
 #[derive(Debug, Clone, Serialize)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     /// Case id.
     pub case_id: String,
     /// The milestones of the episode, as in `CaseView.timeline`.
@@ -499,7 +499,7 @@ fn sort_key(at: &str) -> (i128, String) {
 
 impl Timeline {
     /// Gather the events of a case.
-    pub fn from_view(view: &CaseView) -> Timeline {
+    pub(crate) fn from_view(view: &CaseView) -> Timeline {
         let names = Names::new(view);
         let mut events = Vec::new();
         let mut push = |at: Option<&String>,
@@ -652,7 +652,7 @@ impl Timeline {
 }
 
 /// `case timeline`.
-pub fn print_timeline(view: &CaseView, timeline: &Timeline) {
+pub(crate) fn print_timeline(view: &CaseView, timeline: &Timeline) {
     let mut page = Page::default();
     page.line(0, format!("{}  (case {})", view.person.name, view.case_id));
     conflicts_banner(&mut page, view);
@@ -675,7 +675,7 @@ pub fn print_timeline(view: &CaseView, timeline: &Timeline) {
 }
 
 /// `case figures`.
-pub fn print_figures(view: &CaseView, f: &CaseFigures) {
+pub(crate) fn print_figures(view: &CaseView, f: &CaseFigures) {
     let mut page = Page::default();
     let share = |s: Option<f64>| {
         s.map(|s| format!("{:.0}%", s * 100.0))
@@ -719,7 +719,7 @@ pub fn print_figures(view: &CaseView, f: &CaseFigures) {
 }
 
 /// `conflicts`.
-pub fn print_conflicts(view: &CaseView) {
+pub(crate) fn print_conflicts(view: &CaseView) {
     let mut page = Page::default();
     if view.conflicts.is_empty() {
         page.line(

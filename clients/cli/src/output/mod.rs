@@ -4,8 +4,8 @@
 //! Data goes to stdout; explanations, progress and errors go to stderr, so `$(polyphony ...)`
 //! captures only what a script asked for.
 
-pub mod case;
-pub mod status;
+pub(crate) mod case;
+pub(crate) mod status;
 
 use std::fmt::Display;
 
@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::failure::Failure;
 
 /// Logs (from `RUST_LOG`, default warnings only) go to stderr, never into the data on stdout.
-pub fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -26,14 +26,14 @@ pub fn init_logging() {
 
 /// Write to stdout. A reader that went away (`polyphony case list | head -1`) is not an error
 /// worth a panic: the output is simply cut short, as with any Unix tool.
-pub fn emit(text: &str) {
+pub(crate) fn emit(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }
 
 /// Print a value as pretty JSON on stdout.
-pub fn json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::user(format!("could not write JSON: {e}")))?;
     emit(&format!("{text}\n"));
@@ -42,11 +42,11 @@ pub fn json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 
 /// Text being laid out, printed in one go.
 #[derive(Default)]
-pub struct Page(String);
+pub(crate) struct Page(String);
 
 impl Page {
     /// Add text (each of its lines indented), or an empty line for empty text.
-    pub fn line(&mut self, indent: usize, text: impl Display) {
+    pub(crate) fn line(&mut self, indent: usize, text: impl Display) {
         let text = text.to_string();
         let pad = " ".repeat(indent);
         for l in text.lines() {
@@ -60,26 +60,26 @@ impl Page {
     }
 
     /// Start a section.
-    pub fn heading(&mut self, title: &str) {
+    pub(crate) fn heading(&mut self, title: &str) {
         self.0.push('\n');
         self.0.push_str(title);
         self.0.push('\n');
     }
 
     /// Write the page to stdout.
-    pub fn print(self) {
+    pub(crate) fn print(self) {
         emit(&self.0);
     }
 }
 
 /// The first eight characters of an id: enough to tell entries apart on screen, and accepted back
 /// wherever an id is asked for.
-pub fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
 /// An RFC 3339 time as people read it: `2026-03-14 10:30 UK time` (the UK clock time then).
-pub fn when(rfc3339: &str) -> String {
+pub(crate) fn when(rfc3339: &str) -> String {
     match Instant::parse(rfc3339, &Rfc3339) {
         Ok(t) => when_instant(t),
         Err(_) => rfc3339.to_string(),
@@ -87,7 +87,7 @@ pub fn when(rfc3339: &str) -> String {
 }
 
 /// An optional time, or a dash.
-pub fn when_opt(rfc3339: Option<&str>) -> String {
+pub(crate) fn when_opt(rfc3339: Option<&str>) -> String {
     rfc3339.map(when).unwrap_or_else(|| "-".to_string())
 }
 
@@ -96,23 +96,23 @@ pub fn when_opt(rfc3339: Option<&str>) -> String {
 static ZONE: std::sync::OnceLock<LocalZone> = std::sync::OnceLock::new();
 
 /// Show and read times in `zone` from now on (once, when the profile is open).
-pub fn use_zone(zone: LocalZone) {
+pub(crate) fn use_zone(zone: LocalZone) {
     let _ = ZONE.set(zone);
 }
 
 /// The zone times are shown and read in.
-pub fn zone() -> &'static LocalZone {
+pub(crate) fn zone() -> &'static LocalZone {
     ZONE.get_or_init(LocalZone::uk)
 }
 
 /// An instant as people read it, in the device's zone (UK time) and saying so.
-pub fn when_instant(t: Instant) -> String {
+pub(crate) fn when_instant(t: Instant) -> String {
     let zone = zone();
     format!("{} {}", zone.short(t), zone.label())
 }
 
 /// The UK date of an RFC 3339 time (YYYY-MM-DD); a stored date as it is.
-pub fn day(rfc3339: &str) -> String {
+pub(crate) fn day(rfc3339: &str) -> String {
     match Instant::parse(rfc3339, &Rfc3339) {
         Ok(t) => polyphony_core::model::format_date(zone().date(t)),
         Err(_) => rfc3339.get(..10).unwrap_or(rfc3339).to_string(),

@@ -38,7 +38,7 @@ fn caseload(page: &mut Page, cases: &[CaseSummary]) {
 }
 
 /// `case list`.
-pub fn print_caseload(cases: &[CaseSummary]) {
+pub(crate) fn print_caseload(cases: &[CaseSummary]) {
     if cases.is_empty() {
         eprintln!("no cases on this device yet: open one with `polyphony case new --name NAME`");
         return;
@@ -49,7 +49,7 @@ pub fn print_caseload(cases: &[CaseSummary]) {
 }
 
 /// `status`.
-pub fn print_status(s: &Status) {
+pub(crate) fn print_status(s: &Status) {
     let mut page = Page::default();
     page.line(0, format!("device:               {}", s.device));
     match (&s.server, &s.practitioner) {
@@ -116,7 +116,7 @@ pub fn print_status(s: &Status) {
 }
 
 /// The summary at the end of `sync` (on stderr: stdout is kept for `--json`).
-pub fn print_sync_report(r: &SyncReport) {
+pub(crate) fn print_sync_report(r: &SyncReport) {
     for (case, reason) in &r.refused {
         eprintln!("refused: case {}: {reason}", short(case));
     }

@@ -14,10 +14,10 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// The passphrase test devices use.
-pub const PASSPHRASE: &str = "correct horse battery staple";
+pub(crate) const PASSPHRASE: &str = "correct horse battery staple";
 
 /// A device: one profile, driven through the `polyphony` binary.
-pub struct Device {
+pub(crate) struct Device {
     home: TempDir,
 }
 
@@ -29,20 +29,20 @@ impl Default for Device {
 
 impl Device {
     /// A device with no profile yet (created by its first command).
-    pub fn new() -> Device {
+    pub(crate) fn new() -> Device {
         Device {
             home: tempfile::tempdir().expect("temporary home"),
         }
     }
 
     /// Where its profile lives.
-    pub fn home(&self) -> PathBuf {
+    pub(crate) fn home(&self) -> PathBuf {
         self.home.path().join("profile")
     }
 
     /// `polyphony` with this device's home and passphrase, and nothing from the caller's
     /// environment that could change its behaviour.
-    pub fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("polyphony").expect("the polyphony binary is built");
         c.env("POLYPHONY_HOME", self.home())
             .env("POLYPHONY_PASSPHRASE", PASSPHRASE)
@@ -57,7 +57,7 @@ impl Device {
     }
 
     /// Run a command that must succeed; its stdout, trimmed.
-    pub fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.cmd().args(args).output().expect("run polyphony");
         assert!(
             out.status.success(),
@@ -71,7 +71,7 @@ impl Device {
 
     /// Run a command that must fail with `code`, print nothing on stdout and exactly one
     /// `error: ...` line on stderr; that line.
-    pub fn fails(&self, code: i32, args: &[&str]) -> String {
+    pub(crate) fn fails(&self, code: i32, args: &[&str]) -> String {
         let out = self.cmd().args(args).output().expect("run polyphony");
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(
@@ -96,7 +96,7 @@ impl Device {
     }
 
     /// A command's `--json` output, parsed.
-    pub fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
         let out = self.ok(&all);
@@ -104,18 +104,18 @@ impl Device {
     }
 
     /// `case show CASE --json`.
-    pub fn show(&self, case: &str) -> Value {
+    pub(crate) fn show(&self, case: &str) -> Value {
         self.json(&["case", "show", case])
     }
 
     /// `status --json`.
-    pub fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         self.json(&["status"])
     }
 }
 
 /// The `polyphony-server` binary, built next to `polyphony` by `cargo build --workspace`.
-pub fn server_binary() -> PathBuf {
+pub(crate) fn server_binary() -> PathBuf {
     let cli = assert_cmd::cargo::cargo_bin("polyphony");
     let dir = cli.parent().expect("the binary has a directory");
     let server = dir.join(format!("polyphony-server{}", std::env::consts::EXE_SUFFIX));
@@ -128,13 +128,13 @@ pub fn server_binary() -> PathBuf {
 }
 
 /// A free UDP port on loopback (bound, then released for the server to take).
-pub fn free_udp_port() -> u16 {
+pub(crate) fn free_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free port");
     s.local_addr().expect("local address").port()
 }
 
 /// A borough server process with its own data directory.
-pub struct Server {
+pub(crate) struct Server {
     data: TempDir,
     /// Where devices reach it.
     pub addr: SocketAddr,
@@ -144,7 +144,7 @@ pub struct Server {
 impl Server {
     /// Start `polyphony-server serve` on a free loopback port and wait until it takes admin
     /// commands through its socket.
-    pub fn start() -> Server {
+    pub(crate) fn start() -> Server {
         let data = tempfile::tempdir().expect("server data directory");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port())
             .parse()
@@ -209,7 +209,7 @@ impl Server {
     }
 
     /// Run an admin command that must succeed; its stdout, trimmed.
-    pub fn admin(&self, args: &[&str]) -> String {
+    pub(crate) fn admin(&self, args: &[&str]) -> String {
         let out = self.admin_output(args);
         assert!(
             out.status.success(),
@@ -221,7 +221,7 @@ impl Server {
     }
 
     /// Create a team and a practitioner in it.
-    pub fn practitioner(&self, name: &str, team: &str) {
+    pub(crate) fn practitioner(&self, name: &str, team: &str) {
         let teams = self.admin(&["teams"]);
         if !teams.contains(team) {
             self.admin(&["team", "add", team]);
@@ -230,12 +230,12 @@ impl Server {
     }
 
     /// A fresh one-time enrolment code for a practitioner.
-    pub fn code(&self, practitioner: &str) -> String {
+    pub(crate) fn code(&self, practitioner: &str) -> String {
         self.admin(&["enrol", practitioner])
     }
 
     /// A new device enrolled for the practitioner through `polyphony enrol`.
-    pub fn device(&self, practitioner: &str) -> Device {
+    pub(crate) fn device(&self, practitioner: &str) -> Device {
         let device = Device::new();
         let code = self.code(practitioner);
         device.ok(&[
@@ -249,7 +249,7 @@ impl Server {
     }
 
     /// Stop the server (it can be started again with [`Server::restart`]).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -257,7 +257,7 @@ impl Server {
     }
 
     /// Start the server again on the same port and data.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.stop();
         self.spawn();
     }

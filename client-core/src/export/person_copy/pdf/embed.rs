@@ -46,14 +46,14 @@ pub(crate) struct Glyphs {
 }
 
 impl Glyphs {
-    pub fn new(faces: usize) -> Glyphs {
+    pub(super) fn new(faces: usize) -> Glyphs {
         Glyphs {
             used: (0..faces).map(|_| None).collect(),
         }
     }
 
     /// The id to write for glyph `old` of `face` (its id in the subset).
-    pub fn id(&mut self, face: usize, old: u16) -> u16 {
+    pub(super) fn id(&mut self, face: usize, old: u16) -> u16 {
         self.used[face]
             .get_or_insert_with(Used::default)
             .remapper
@@ -63,7 +63,7 @@ impl Glyphs {
     /// Let subset glyph `id` of `face` stand for `text` in the ToUnicode map. True when it does
     /// (it was free, or already meant that); false when it already means something else, so the
     /// caller must say the text another way (ActualText).
-    pub fn claim(&mut self, face: usize, id: u16, text: &str) -> bool {
+    pub(super) fn claim(&mut self, face: usize, id: u16, text: &str) -> bool {
         let used = self.used[face].get_or_insert_with(Used::default);
         if id == 0 || text.is_empty() {
             return false;
@@ -78,7 +78,7 @@ impl Glyphs {
     }
 
     /// The faces used, in order.
-    pub fn faces(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(super) fn faces(&self) -> impl Iterator<Item = usize> + '_ {
         self.used
             .iter()
             .enumerate()
@@ -87,7 +87,7 @@ impl Glyphs {
     }
 
     /// Write every used face into `pdf`, its objects at `refs(face)`.
-    pub fn write(
+    pub(super) fn write(
         self,
         pdf: &mut Pdf,
         fonts: &Fonts,

@@ -59,7 +59,7 @@ pub(crate) struct Run {
 
 impl Run {
     /// Its width at `size` points.
-    pub fn width(&self, size: f32) -> f32 {
+    pub(super) fn width(&self, size: f32) -> f32 {
         self.glyphs.iter().map(|g| g.advance).sum::<f32>() * size / 1000.0
     }
 
@@ -68,7 +68,7 @@ impl Run {
     }
 
     /// Cut after the first `keep` clusters in reading order (for a word longer than a line).
-    pub fn split(self, keep: usize) -> (Run, Run) {
+    pub(super) fn split(self, keep: usize) -> (Run, Run) {
         let n = self.clusters.len();
         let keep = keep.min(n);
         // In visual order, the first `keep` clusters read are on the left of a left-to-right run
@@ -105,7 +105,7 @@ impl Run {
     }
 
     /// The width of each cluster in reading order, at `size` points.
-    pub fn cluster_widths(&self, size: f32) -> Vec<f32> {
+    pub(super) fn cluster_widths(&self, size: f32) -> Vec<f32> {
         let mut w: Vec<f32> = self
             .clusters
             .iter()
@@ -146,7 +146,7 @@ pub(crate) struct Shaper<'f> {
 
 impl<'f> Shaper<'f> {
     /// Parse every face ([`Fonts::load`] checked that each parses).
-    pub fn new(fonts: &'f Fonts) -> Shaper<'f> {
+    pub(super) fn new(fonts: &'f Fonts) -> Shaper<'f> {
         let faces: Vec<Face<'f>> = fonts
             .files
             .iter()
@@ -164,18 +164,18 @@ impl<'f> Shaper<'f> {
     }
 
     /// The parsed face `face`.
-    pub fn face(&self, face: usize) -> &Face<'f> {
+    pub(super) fn face(&self, face: usize) -> &Face<'f> {
         &self.faces[face]
     }
 
     /// Thousandths of the font size per font unit of `face`.
-    pub fn scale(&self, face: usize) -> f32 {
+    pub(super) fn scale(&self, face: usize) -> f32 {
         self.scale[face]
     }
 
     /// The font's own advance of glyph `id` of `face` (what the PDF's width table says), in
     /// thousandths of the font size.
-    pub fn advance(&self, face: usize, id: u16) -> f32 {
+    pub(super) fn advance(&self, face: usize, id: u16) -> f32 {
         self.faces[face]
             .glyph_hor_advance(rustybuzz::ttf_parser::GlyphId(id))
             .map_or(0.0, |a| f32::from(a) * self.scale[face])
@@ -205,7 +205,7 @@ impl<'f> Shaper<'f> {
 
     /// Shape a paragraph given as pieces of (bold, text). Whitespace is collapsed to one space
     /// between words, as in the HTML copy.
-    pub fn paragraph(&self, pieces: &[(bool, &str)]) -> Paragraph {
+    pub(super) fn paragraph(&self, pieces: &[(bool, &str)]) -> Paragraph {
         let mut text = String::new();
         let mut bold = Vec::new();
         for (b, piece) in pieces {
@@ -274,7 +274,7 @@ impl<'f> Shaper<'f> {
     }
 
     /// Shape `text` in one face and direction; glyphs and clusters come out in visual order.
-    pub fn shape(&self, text: &str, face: usize, rtl: bool) -> (Vec<Glyph>, Vec<Cluster>) {
+    pub(super) fn shape(&self, text: &str, face: usize, rtl: bool) -> (Vec<Glyph>, Vec<Cluster>) {
         let mut buffer = UnicodeBuffer::new();
         buffer.push_str(text);
         let direction = if rtl {
