@@ -153,9 +153,9 @@ impl<'a> Purpose<'a> {
     }
 }
 
-/// What every screen and copy calls a network member whose entry was recorded on the wrong
-/// person's record: their name is another person's information.
-pub(crate) const REMOVED: &str = "someone removed from this record";
+// What every screen and copy calls a network member whose entry was recorded on the wrong
+// person's record: their name is another person's information.
+pub(crate) use crate::model::timeline::REMOVED;
 
 /// The accesses as a copy may show them: a network copy given to a member whose entry was later
 /// marked as recorded on the wrong person's record no longer names them (the audit recorded the

@@ -27,6 +27,7 @@ pub mod local_time;
 mod read;
 pub mod readback;
 pub mod schema;
+pub mod timeline;
 mod types;
 pub mod view;
 
@@ -40,6 +41,7 @@ pub use doc::{CaseDoc, NewCase, NewMeeting, NewMember};
 pub use figures::CaseFigures;
 pub use local_time::LocalZone;
 pub use schema::{validate_document, SchemaError};
+pub use timeline::{EventKind, Names, Timeline, TimelineEvent};
 pub use types::*;
 pub use view::CaseView;
 

@@ -675,6 +675,22 @@ async fn the_visit_from_case_to_decision() {
     let page = h.get(&format!("/case/{case}")).await;
     assert!(page.body.contains("<s><a href="));
     assert!(page.body.contains("Recorded against the wrong person"));
+    // The timeline is the model's, as the CLI prints it: the meeting stays on it, tagged, and
+    // its marking is an event of its own (the app used to drop it).
+    let timeline = page
+        .body
+        .split(r#"<ol class="app-timeline">"#)
+        .nth(1)
+        .and_then(|t| t.split("</ol>").next())
+        .expect("the case page has a timeline");
+    assert!(
+        timeline.contains("Meeting at ") && timeline.contains("Entered in error</strong>"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("marked entered in error: Recorded against the wrong person"),
+        "{timeline}"
+    );
     let page = h.get(&format!("/case/{case}/meeting/{meeting}")).await;
     assert!(page.body.contains("Alex talked about sleep."));
     assert!(!page.body.contains(r#"data-live-kind="notes""#));

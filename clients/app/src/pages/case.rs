@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use polyphony_core::model::view::CaseView;
-use polyphony_core::model::{CareRole, ModelError, NewCase, PersonField, TimelineField};
+use polyphony_core::model::{
+    CareRole, EventKind, ModelError, NewCase, PersonField, Timeline, TimelineField,
+};
 use polyphony_core::profile::ProfileError;
 use polyphony_core::PractitionerId;
 
@@ -551,64 +553,39 @@ fn network_table(app: &App, v: &CaseView) -> String {
     s
 }
 
+/// The case's timeline as the model builds it for every reader (the CLI prints the same events):
+/// entries marked entered in error stay on it, tagged, beside the event of their marking.
 fn timeline(app: &App, v: &CaseView) -> String {
-    let offset = &app.config.zone;
-    let mut events: Vec<(String, String)> = Vec::new();
-    let tl = &v.timeline;
-    for (t, what) in [
-        (&tl.referral, "Referral received".to_string()),
-        (&tl.first_contact, "First contact".to_string()),
-        (
-            &tl.first_network_meeting,
-            "First network meeting".to_string(),
-        ),
-        (&tl.closure, "Episode closed".to_string()),
-    ] {
-        if let Some(t) = t {
-            events.push((t.clone(), what));
-        }
-    }
-    for m in v
-        .meetings
-        .iter()
-        .filter(|m| m.meta.entered_in_error.is_none())
-    {
-        if let Some(t) = &m.at {
-            let what = match m.state.as_str() {
-                "held" => "Meeting",
-                "planned" => "Meeting planned",
-                "cancelled" => "Meeting cancelled",
-                "did_not_attend" => "Meeting not attended",
-                _ => "Meeting",
-            };
-            events.push((t.clone(), format!("{what} ({})", m.place)));
-        }
-        if let Some(t) = &m.next_meeting {
-            events.push((t.clone(), "Next meeting planned".into()));
-        }
-    }
-    for d in v
-        .decisions
-        .iter()
-        .filter(|d| d.meta.entered_in_error.is_none())
-    {
-        for h in &d.status_history {
-            if let Some(t) = &h.at {
-                events.push((t.clone(), format!("Decision {}: {}", h.status, d.text)));
-            }
-        }
-    }
-    events.sort();
-    if events.is_empty() {
+    let zone = &app.config.zone;
+    let timeline = Timeline::from_view(v);
+    if timeline.events.is_empty() {
         return "<p>Nothing on the timeline yet.</p>".into();
     }
     let mut s = String::from(r#"<ol class="app-timeline">"#);
-    for (t, what) in events {
+    for e in &timeline.events {
+        let when = if e.at.len() == 10 {
+            dates::long_date(&e.at)
+        } else {
+            dates::long_stored(&e.at, zone)
+        };
+        let mut text = e.text.clone();
+        if let Some(first) = text.get(..1) {
+            text.replace_range(..1, &first.to_uppercase());
+        }
+        let by =
+            e.by.as_ref()
+                .map(|b| format!(" (recorded by {})", esc(b)))
+                .unwrap_or_default();
+        let in_error = if e.entered_in_error && e.kind != EventKind::EnteredInError {
+            format!(" {}", tag("Entered in error", "grey"))
+        } else {
+            String::new()
+        };
         let _ = write!(
             s,
-            r#"<li><span class="app-timeline__when">{}</span> {}</li>"#,
-            esc(&dates::long_stored(&t, offset)),
-            esc(&what)
+            r#"<li><span class="app-timeline__when">{}</span> {}{by}{in_error}</li>"#,
+            esc(&when),
+            esc(&text)
         );
     }
     s.push_str("</ol>");

@@ -1,12 +1,12 @@
 //! `polyphony case`: open a case, list the caseload, read a case, its timeline and its figures.
 
 use clap::{Args, Subcommand};
-use polyphony_core::model::{CaseFigures, NewCase, TimelineField};
+use polyphony_core::model::{CaseFigures, NewCase, Timeline, TimelineField};
 use polyphony_core::profile::Profile;
 
 use super::{changed, created, datetime, find_case, read_case};
 use crate::failure::Failure;
-use crate::output::{self, case::Timeline};
+use crate::output;
 
 /// `case` subcommands.
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,430 @@
+//! A case's timeline: its milestones and every dated event, oldest first, built once here for
+//! every reader (the CLI's `case timeline`, its `--json`, the app's case page), so that they
+//! cannot differ on what happened. Entries marked entered in error stay on it, flagged, beside
+//! the event of their marking; an entry recorded on the wrong person's record appears only as its
+//! removal.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+
+use super::view::{AuthorView, CaseView, EntryMeta, TimelineView};
+use super::Instant;
+
+/// What kind of event (the JSON's `kind`, see docs/JSON.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The referral milestone.
+    Referral,
+    /// The first contact milestone.
+    FirstContact,
+    /// The first network meeting milestone.
+    FirstNetworkMeeting,
+    /// The closure of the episode.
+    Closure,
+    /// The case was opened.
+    CaseOpened,
+    /// A network member joined.
+    MemberJoined,
+    /// A network member left.
+    MemberLeft,
+    /// A member's consent to receive the record was recorded.
+    Consent,
+    /// A practitioner joined the care team.
+    CareTeamJoined,
+    /// A practitioner left the care team.
+    CareTeamLeft,
+    /// A meeting (held, planned, cancelled or not attended).
+    Meeting,
+    /// A decision's status changed (its proposal included).
+    Decision,
+    /// An action was agreed.
+    Action,
+    /// An entry was marked entered in error (or removed as another person's).
+    EnteredInError,
+}
+
+/// How every copy and screen names a member recorded on the wrong person's record.
+pub const REMOVED: &str = "someone removed from this record";
+
+/// The first 8 characters of an id, as people read it.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// Display names for the participant keys and practitioner ids a case mentions.
+pub struct Names<'a> {
+    view: &'a CaseView,
+    practitioners: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> Names<'a> {
+    /// The names `view` mentions.
+    pub fn new(view: &'a CaseView) -> Self {
+        let mut practitioners = HashMap::new();
+        let mut learn = |a: &'a Option<AuthorView>| {
+            if let Some(a) = a {
+                practitioners.insert(a.practitioner.as_str(), a.practitioner_name.as_str());
+            }
+        };
+        learn(&view.created_by);
+        for m in &view.network {
+            learn(&m.meta.created_by);
+        }
+        for m in &view.meetings {
+            learn(&m.meta.created_by);
+        }
+        for d in &view.decisions {
+            learn(&d.meta.created_by);
+            for p in &d.positions {
+                learn(&p.recorded_by);
+            }
+        }
+        for c in &view.care_team {
+            practitioners.insert(c.practitioner.as_str(), c.name.as_str());
+        }
+        Names {
+            view,
+            practitioners,
+        }
+    }
+
+    /// Participants as names: the person first, then their network, then practitioners.
+    pub fn all(&self, keys: &[String]) -> Vec<String> {
+        let rank = |k: &str| match k.split(':').next() {
+            Some("person") => 0,
+            Some("member") => 1,
+            _ => 2,
+        };
+        let mut sorted: Vec<&String> = keys.iter().collect();
+        sorted.sort_by_key(|k| rank(k));
+        sorted.into_iter().map(|k| self.of(k)).collect()
+    }
+
+    /// `person`, `member:<id>` or `practitioner:<id>` as a name.
+    pub fn of(&self, key: &str) -> String {
+        if key == "person" {
+            return format!("{} (the person)", self.view.person.name);
+        }
+        if let Some(id) = key.strip_prefix("member:") {
+            if let Some(m) = self.view.network.iter().find(|m| m.meta.id == id) {
+                if m.meta.withheld() {
+                    return REMOVED.into();
+                }
+                return m.name.clone();
+            }
+            return format!("network member {}", short(id));
+        }
+        if let Some(id) = key.strip_prefix("practitioner:") {
+            return match self.practitioners.get(id) {
+                Some(name) => (*name).to_string(),
+                None => format!("practitioner {}", short(id)),
+            };
+        }
+        key.to_string()
+    }
+}
+
+/// One thing that happened in a case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    /// When (RFC 3339, or YYYY-MM-DD for events recorded by date).
+    pub at: String,
+    /// What kind of event.
+    pub kind: EventKind,
+    /// The entry it concerns, if any.
+    pub entry_id: Option<String>,
+    /// What happened, in words.
+    pub text: String,
+    /// Who recorded it (practitioner name), when known.
+    pub by: Option<String>,
+    /// True when the entry was later marked entered in error.
+    pub entered_in_error: bool,
+}
+
+/// A case's milestones and every dated event, oldest first: what `case timeline` prints (and
+/// `--json` writes) and the app's case page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// Case id.
+    pub case_id: String,
+    /// The milestones of the episode, as in `CaseView.timeline`.
+    pub milestones: TimelineView,
+    /// Every dated event, oldest first.
+    pub events: Vec<TimelineEvent>,
+}
+
+fn sort_key(at: &str) -> (i128, String) {
+    let parsed = Instant::parse(at, &Rfc3339)
+        .ok()
+        .or_else(|| Instant::parse(&format!("{at}T00:00:00Z"), &Rfc3339).ok());
+    (
+        parsed
+            .map(|t| t.unix_timestamp_nanos())
+            .unwrap_or(i128::MAX),
+        at.to_string(),
+    )
+}
+
+impl Timeline {
+    /// Gather the events of a case.
+    pub fn from_view(view: &CaseView) -> Timeline {
+        let names = Names::new(view);
+        let mut events = Vec::new();
+        let mut push = |at: Option<&String>,
+                        kind: EventKind,
+                        meta: Option<&EntryMeta>,
+                        text: String,
+                        by: Option<&Option<AuthorView>>| {
+            if let Some(at) = at {
+                events.push(TimelineEvent {
+                    at: at.clone(),
+                    kind,
+                    entry_id: meta.map(|m| m.id.clone()),
+                    text,
+                    by: by
+                        .and_then(|b| b.as_ref())
+                        .map(|a| a.practitioner_name.clone()),
+                    entered_in_error: meta.is_some_and(|m| m.entered_in_error.is_some()),
+                });
+            }
+        };
+        let t = &view.timeline;
+        for (kind, v, text) in [
+            (EventKind::Referral, &t.referral, "referral"),
+            (EventKind::FirstContact, &t.first_contact, "first contact"),
+            (
+                EventKind::FirstNetworkMeeting,
+                &t.first_network_meeting,
+                "first network meeting",
+            ),
+            (EventKind::Closure, &t.closure, "closure of the episode"),
+        ] {
+            push(v.as_ref(), kind, None, text.to_string(), None);
+        }
+        push(
+            view.created_at.as_ref(),
+            EventKind::CaseOpened,
+            None,
+            format!("case opened for {}", view.person.name),
+            Some(&view.created_by),
+        );
+        // An entry recorded on the wrong person's record appears only as its removal (below).
+        for m in view.network.iter().filter(|m| !m.meta.withheld()) {
+            let joined = format!("{} ({}) joined the network", m.name, m.relationship);
+            push(
+                m.joined.as_ref(),
+                EventKind::MemberJoined,
+                Some(&m.meta),
+                joined,
+                Some(&m.meta.created_by),
+            );
+            let left = format!("{} left the network", m.name);
+            push(
+                m.left.as_ref(),
+                EventKind::MemberLeft,
+                Some(&m.meta),
+                left,
+                None,
+            );
+            for c in &m.consent {
+                let text = format!("consent for {} to receive the record: {}", m.name, c.state);
+                push(
+                    c.date.as_ref(),
+                    EventKind::Consent,
+                    Some(&m.meta),
+                    text,
+                    Some(&c.recorded_by),
+                );
+            }
+        }
+        for c in view.care_team.iter().filter(|c| !c.meta.withheld()) {
+            let start = format!("{} joined the care team ({})", c.name, c.role);
+            push(
+                c.start.as_ref(),
+                EventKind::CareTeamJoined,
+                Some(&c.meta),
+                start,
+                Some(&c.meta.created_by),
+            );
+            let end = format!("{} left the care team", c.name);
+            push(
+                c.end.as_ref(),
+                EventKind::CareTeamLeft,
+                Some(&c.meta),
+                end,
+                None,
+            );
+        }
+        for m in view.meetings.iter().filter(|m| !m.meta.withheld()) {
+            let who = names.all(&m.attendees);
+            let state = match m.state.as_str() {
+                "held" => String::new(),
+                other => format!(" ({})", other.replace('_', " ")),
+            };
+            let text = format!("meeting at {} with {}{state}", m.place, who.join(", "));
+            push(
+                m.at.as_ref(),
+                EventKind::Meeting,
+                Some(&m.meta),
+                text,
+                Some(&m.meta.created_by),
+            );
+        }
+        for d in view.decisions.iter().filter(|d| !d.meta.withheld()) {
+            for h in &d.status_history {
+                let text = format!("decision {}: \"{}\"", h.status, d.text);
+                push(
+                    h.at.as_ref(),
+                    EventKind::Decision,
+                    Some(&d.meta),
+                    text,
+                    Some(&h.by),
+                );
+            }
+            for a in d.actions.iter().filter(|a| !a.meta.withheld()) {
+                let text = format!("action: {}", a.text);
+                push(
+                    a.meta.created_at.as_ref(),
+                    EventKind::Action,
+                    Some(&a.meta),
+                    text,
+                    Some(&a.meta.created_by),
+                );
+            }
+        }
+        let all_meta = view
+            .network
+            .iter()
+            .map(|m| &m.meta)
+            .chain(view.care_team.iter().map(|c| &c.meta))
+            .chain(view.meetings.iter().map(|m| &m.meta))
+            .chain(view.decisions.iter().map(|d| &d.meta))
+            .chain(
+                view.decisions
+                    .iter()
+                    .flat_map(|d| d.actions.iter().map(|a| &a.meta)),
+            );
+        for meta in all_meta {
+            if let Some(e) = &meta.entered_in_error {
+                let text = if e.is_mistake() {
+                    format!(
+                        "entry {} marked entered in error: {}",
+                        short(&meta.id),
+                        e.reason
+                    )
+                } else {
+                    format!(
+                        "entry {} removed: recorded on the wrong person's record: {}",
+                        short(&meta.id),
+                        e.reason
+                    )
+                };
+                push(
+                    e.at.as_ref(),
+                    EventKind::EnteredInError,
+                    Some(meta),
+                    text,
+                    Some(&e.by),
+                );
+            }
+        }
+        events.sort_by_cached_key(|e| sort_key(&e.at));
+        Timeline {
+            case_id: view.case_id.clone(),
+            milestones: view.timeline.clone(),
+            events,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_datetime;
+    use crate::model::tests::author;
+    use crate::model::{
+        CareRole, CaseDoc, ErrorKind, NewCase, NewMeeting, NewMember, Participant, Place,
+    };
+    use crate::{CaseId, TeamId};
+
+    #[test]
+    fn entries_in_error_stay_flagged_and_another_persons_appear_only_as_their_removal() {
+        let sam = author("Sam");
+        let mut case = CaseDoc::create(
+            CaseId::random(),
+            TeamId::random(),
+            NewCase {
+                name: "Maria".into(),
+                referral: Some(parse_datetime("r", "2026-03-14T08:00").unwrap()),
+                ..Default::default()
+            },
+            sam.clone(),
+        )
+        .unwrap();
+        case.add_care_team(sam.practitioner, "Sam", CareRole::Practitioner, None)
+            .unwrap();
+        let ana = case
+            .add_member(NewMember {
+                name: "Ana".into(),
+                relationship: "sister".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let bo = case
+            .add_member(NewMember {
+                name: "Bo Wrongcase".into(),
+                relationship: "friend".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let mistaken = case
+            .add_meeting(NewMeeting {
+                at: parse_datetime("a", "2026-03-14T20:00").unwrap(),
+                place: Place::Home,
+                attendees: vec![Participant::Person, Participant::Member(ana)],
+            })
+            .unwrap();
+        case.add_meeting(NewMeeting {
+            at: parse_datetime("a", "2026-03-15T10:00").unwrap(),
+            place: Place::Clinic,
+            attendees: vec![Participant::Person, Participant::Member(bo)],
+        })
+        .unwrap();
+        case.mark_error(&mistaken, ErrorKind::Mistake, "wrong day")
+            .unwrap();
+        case.mark_error(&bo, ErrorKind::WrongPerson, "another person's friend")
+            .unwrap();
+        let t = Timeline::from_view(&case.view());
+
+        let kinds: Vec<EventKind> = t.events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds.first(), Some(&EventKind::Referral), "oldest first");
+        let meeting = |id: &str| {
+            t.events
+                .iter()
+                .find(|e| e.kind == EventKind::Meeting && e.entry_id.as_deref() == Some(id))
+        };
+        let mistaken = meeting(&mistaken.to_string()).expect("a meeting in error stays");
+        assert!(mistaken.entered_in_error);
+        assert!(t.events.iter().any(|e| e.kind == EventKind::EnteredInError
+            && e.text.contains("marked entered in error: wrong day")));
+        // Bo's name is another person's information: not in any event, and the meeting they were
+        // at names "someone removed from this record".
+        assert!(t.events.iter().all(|e| !e.text.contains("Wrongcase")));
+        assert!(t
+            .events
+            .iter()
+            .any(|e| e.kind == EventKind::Meeting && e.text.contains(REMOVED)));
+        assert!(t.events.iter().any(|e| e.kind == EventKind::EnteredInError
+            && e.text.contains("recorded on the wrong person's record")));
+        // The JSON names kinds as docs/JSON.md does.
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["events"][0]["kind"], "referral");
+        assert_eq!(
+            serde_json::to_value(EventKind::FirstNetworkMeeting).unwrap(),
+            "first_network_meeting"
+        );
+    }
+}
