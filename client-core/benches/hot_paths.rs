@@ -120,7 +120,7 @@ impl CasePolicy for AnyAuthor {
     fn author_allowed(&self, _: &ActorId) -> bool {
         true
     }
-    fn check(&self, _: &AutoCommit) -> Result<(), String> {
+    fn check(&self, _: &AutoCommit) -> Result<(), polyphony_core::sync::PolicyRefusal> {
         Ok(())
     }
 }

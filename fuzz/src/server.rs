@@ -55,7 +55,7 @@ impl CasePolicy for Import {
     fn author_allowed(&self, _: &automerge::ActorId) -> bool {
         true
     }
-    fn check(&self, _: &AutoCommit) -> Result<(), String> {
+    fn check(&self, _: &AutoCommit) -> Result<(), polyphony_core::sync::PolicyRefusal> {
         Ok(())
     }
 }

@@ -169,7 +169,7 @@ impl DocSet for Host<'_> {
 }
 
 impl SessionHost for Host<'_> {
-    fn act(&mut self, action: &Action) -> Result<(), String> {
+    fn act(&mut self, action: &Action) -> Result<(), polyphony_core::store::StoreError> {
         match action {
             Action::Persist { chunk, .. } => self.outcome.received_bytes += chunk.len(),
             Action::Acknowledged { case, heads } => {

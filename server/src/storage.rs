@@ -537,7 +537,7 @@ mod tests {
         fn author_allowed(&self, _: &automerge::ActorId) -> bool {
             true
         }
-        fn check(&self, _: &AutoCommit) -> Result<(), String> {
+        fn check(&self, _: &AutoCommit) -> Result<(), polyphony_core::sync::PolicyRefusal> {
             Ok(())
         }
     }

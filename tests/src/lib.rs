@@ -607,7 +607,10 @@ impl polyphony_core::sync::DocSet for RawHost {
 }
 
 impl polyphony_core::net::SessionHost for RawHost {
-    fn act(&mut self, action: &polyphony_core::sync::Action) -> Result<(), String> {
+    fn act(
+        &mut self,
+        action: &polyphony_core::sync::Action,
+    ) -> Result<(), polyphony_core::store::StoreError> {
         use polyphony_core::sync::Action;
         match action {
             Action::Refused { case, refusal } => self.refused.push((*case, refusal.code)),
@@ -673,7 +676,10 @@ impl polyphony_core::sync::DocSet for TestHost {
 }
 
 impl polyphony_core::net::SessionHost for TestHost {
-    fn act(&mut self, action: &Action) -> std::result::Result<(), String> {
+    fn act(
+        &mut self,
+        action: &Action,
+    ) -> std::result::Result<(), polyphony_core::store::StoreError> {
         let case = match action {
             Action::Refused { case, refusal } => {
                 self.refused.push((*case, refusal.code));

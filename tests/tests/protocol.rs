@@ -30,7 +30,7 @@ impl CasePolicy for TeamPolicy {
     fn author_allowed(&self, _: &ActorId) -> bool {
         true
     }
-    fn check(&self, _: &AutoCommit) -> Result<(), String> {
+    fn check(&self, _: &AutoCommit) -> Result<(), polyphony_core::sync::PolicyRefusal> {
         Ok(())
     }
 }

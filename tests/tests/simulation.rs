@@ -594,11 +594,12 @@ impl World {
             }
             let dev = &mut self.devices[d];
             let (sync, _) = dev.sync.as_mut().expect("sync in progress");
-            let out: Result<Outgoing, String> = sync.handle(&mut dev.profile, frame);
+            let out: Result<Outgoing, polyphony_core::store::StoreError> =
+                sync.handle(&mut dev.profile, frame);
             match out {
                 Err(e) => {
                     self.record_acks(d, &saved);
-                    return self.end_device_side(id, Err(NetError::Local(e)));
+                    return self.end_device_side(id, Err(NetError::Store(e)));
                 }
                 Ok(out) => {
                     let conn = self.conns.get_mut(&id).expect("conn");

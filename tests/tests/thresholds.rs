@@ -1096,7 +1096,7 @@ impl DocSet for WatchedHost {
 }
 
 impl SessionHost for WatchedHost {
-    fn act(&mut self, action: &Action) -> Result<(), String> {
+    fn act(&mut self, action: &Action) -> Result<(), polyphony_core::store::StoreError> {
         if let Action::Acknowledged { case, heads } = action {
             self.acknowledged += 1;
             if let Some(v) = self.watch.not_yet_durable(case, heads) {

@@ -4,6 +4,7 @@ use tokio::sync::mpsc;
 
 use super::{explain, resolve, FramedStream, NetError, StreamError};
 use crate::identity::{self, DeviceKey, EnrolmentCode};
+use crate::store::StoreError;
 use crate::sync::{
     Action, ClientSession, DocSet, EnrolRequest, Enrolled, ErrorCode, Frame, PROTOCOL_VERSION,
 };
@@ -11,9 +12,9 @@ use crate::DeviceId;
 
 /// What the device does with the session's actions: persist, record acknowledgements, report.
 pub trait SessionHost: DocSet + Send {
-    /// Carry out one action other than `Send` and `Close` (which the shell handles). An error ends
-    /// the session; the work already saved stays saved.
-    fn act(&mut self, action: &Action) -> Result<(), String>;
+    /// Carry out one action other than `Send` and `Close` (which the shell handles). An error (the
+    /// device's store refused a write) ends the session; the work already saved stays saved.
+    fn act(&mut self, action: &Action) -> Result<(), StoreError>;
 }
 
 /// How long to wait for the server to answer a new connection. Much shorter than the idle timeout:
@@ -249,7 +250,7 @@ pub struct Outgoing {
 pub fn carry_out_local(
     host: &mut dyn SessionHost,
     actions: Vec<Action>,
-) -> Result<Outgoing, String> {
+) -> Result<Outgoing, StoreError> {
     let mut out = Outgoing::default();
     for action in actions {
         match action {
@@ -280,7 +281,7 @@ async fn carry_out(
                 (ErrorCode::Internal as u32).into(),
                 b"device could not store data",
             );
-            return Err(NetError::Local(e));
+            return Err(NetError::Store(e));
         }
     };
     if let Some((code, message)) = close {

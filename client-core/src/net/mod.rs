@@ -53,9 +53,12 @@ pub enum NetError {
     /// TLS or identity setup failed.
     #[error("secure connection setup failed: {0}")]
     Identity(#[from] crate::identity::IdentityError),
-    /// A local failure while handling what arrived (the store refused a write).
+    /// A local failure (a socket that would not open).
     #[error("{0}")]
     Local(String),
+    /// The device's store refused to save what arrived; what was saved before stays saved.
+    #[error("this device could not save what the server sent ({0}); your own work is safe on it")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl NetError {

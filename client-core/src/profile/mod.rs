@@ -1057,7 +1057,7 @@ pub struct ProfileSync {
 
 impl ProfileSync {
     /// The first frames to send.
-    pub fn start(&mut self, profile: &mut Profile) -> Result<net::Outgoing, String> {
+    pub fn start(&mut self, profile: &mut Profile) -> Result<net::Outgoing, StoreError> {
         let actions = self.session.start();
         self.carry_out(profile, actions)
     }
@@ -1068,7 +1068,7 @@ impl ProfileSync {
         &mut self,
         profile: &mut Profile,
         frame: sync::Frame,
-    ) -> Result<net::Outgoing, String> {
+    ) -> Result<net::Outgoing, StoreError> {
         let mut noop = |_: SyncProgress| {};
         let mut host = Host {
             profile,
@@ -1083,7 +1083,7 @@ impl ProfileSync {
         &mut self,
         profile: &mut Profile,
         actions: Vec<Action>,
-    ) -> Result<net::Outgoing, String> {
+    ) -> Result<net::Outgoing, StoreError> {
         let mut noop = |_: SyncProgress| {};
         let mut host = Host {
             profile,
@@ -1190,7 +1190,7 @@ impl DocSet for Host<'_> {
 }
 
 impl SessionHost for Host<'_> {
-    fn act(&mut self, action: &Action) -> Result<(), String> {
+    fn act(&mut self, action: &Action) -> Result<(), StoreError> {
         if let Action::Wiped { kept, .. } = action {
             // Noted before the books forget a revoked device's enrolment: should that write
             // fail, the session still ends as a wipe (see `ProfileSync::end`).
@@ -1201,10 +1201,7 @@ impl SessionHost for Host<'_> {
                 .kept_unsynced
                 .extend(kept.iter().map(|c| c.to_string()));
         }
-        self.profile
-            .books()
-            .record(action)
-            .map_err(|e| e.to_string())?;
+        self.profile.books().record(action)?;
         match action {
             Action::Persist { case, .. } => self.profile.appended(*case),
             Action::Refused { case, refusal } => {

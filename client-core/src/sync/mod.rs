@@ -19,7 +19,9 @@ mod session;
 mod tests;
 
 pub use frame::*;
-pub use peer::{prepare, ApplyError, CasePolicy, PeerSync, Prepared, Waiting, MAX_WAITING_BYTES};
+pub use peer::{
+    prepare, ApplyError, CasePolicy, PeerSync, PolicyRefusal, Prepared, Waiting, MAX_WAITING_BYTES,
+};
 pub use reply::{answer, Reply};
 pub use session::{Action, ClientSession, DocSet, MAX_MESSAGES_PER_CASE};
 

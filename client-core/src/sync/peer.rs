@@ -26,9 +26,16 @@ pub enum ApplyError {
     /// The result is not a valid case record.
     #[error("the change would break the record: {0}")]
     Invalid(#[from] SchemaError),
-    /// The result breaks a rule of the caller's policy (case id or team changed, too large).
+    /// The result breaks a rule of the caller's policy (case id or team changed).
     #[error("{0}")]
-    Policy(String),
+    Policy(PolicyRefusal),
+    /// More changes wait for a dependency than may be held for one peer ([`MAX_WAITING_BYTES`]).
+    #[error(
+        "more than {} MiB of changes are waiting for changes they depend on that were never \
+         sent; sync again to send them from the start",
+        MAX_WAITING_BYTES >> 20
+    )]
+    TooMuchWaiting,
     /// The changes remove something the record held (the server's append-only rule).
     #[error("{0}")]
     Removes(String),
@@ -38,7 +45,50 @@ pub enum ApplyError {
     /// A change says it was made at a time the policy does not accept (the server's rule for a
     /// case that moved away from the sender: only what it wrote before it was told).
     #[error("{0}")]
-    MadeTooLate(String),
+    MadeTooLate(PolicyRefusal),
+}
+
+/// Why a [`CasePolicy`] refused a document or a change, as a type: callers branch on the variant,
+/// never on the words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyRefusal {
+    /// The document's case id is not the case being synced.
+    #[error("the document's case id does not match the case being synced")]
+    WrongCase,
+    /// The document has no team.
+    #[error("the document has no team")]
+    NoTeam,
+    /// The document's team is not the one the case is registered to.
+    #[error("a device cannot move a case to another team")]
+    TeamChanged,
+    /// A new case names a team that is not the sender's.
+    #[error("a case can only be created for one of your own teams")]
+    NotOwnTeam,
+    /// A change with no time, to a case that moved away from the sender.
+    #[error(
+        "a change carries no time, and this case is no longer your team's (this device was told \
+         so at {told_at}): only what was written before then can be uploaded to it; the change \
+         stays on this device"
+    )]
+    Undated {
+        /// When the device was told (to the second).
+        told_at: String,
+    },
+    /// A change dated after the sender was told its case moved away.
+    #[error(
+        "a change is dated {made}, after this device was told at {told_at} that this case is no \
+         longer its team's (it moved to another team, or you left its team; {skew_minutes} \
+         minutes allowed for the device's clock): only what was written before then can be \
+         uploaded to it; the change stays on this device"
+    )]
+    MadeAfterTold {
+        /// When the change says it was made.
+        made: String,
+        /// When the device was told.
+        told_at: String,
+        /// The allowance for the device's clock.
+        skew_minutes: i64,
+    },
 }
 
 /// What a side checks before accepting changes.
@@ -49,12 +99,12 @@ pub trait CasePolicy {
     /// milliseconds since the Unix epoch, written by the device that made the change (its clock,
     /// or anything a modified client chose), and 0 when the change carries none. Asked of every
     /// new change, beside [`CasePolicy::author_allowed`]. Any time by default.
-    fn time_allowed(&self, actor: &ActorId, time: i64) -> Result<(), String> {
+    fn time_allowed(&self, actor: &ActorId, time: i64) -> Result<(), PolicyRefusal> {
         let _ = (actor, time);
         Ok(())
     }
     /// Extra checks on the resulting (already shape-validated) document.
-    fn check(&self, doc: &AutoCommit) -> Result<(), String>;
+    fn check(&self, doc: &AutoCommit) -> Result<(), PolicyRefusal>;
     /// Checks on the step from `before` to `after` that the new changes (`new`) made: what they
     /// removed, what names they wrote (the server's rules, [`crate::model::guard`]). None by
     /// default: a device accepts its server's history.
@@ -111,11 +161,7 @@ impl Waiting {
             }
             self.bytes += chunk.len();
             if self.bytes > MAX_WAITING_BYTES {
-                return Err(ApplyError::Policy(format!(
-                    "more than {} MiB of changes are waiting for changes they depend on that were \
-                     never sent; sync again to send them from the start",
-                    MAX_WAITING_BYTES >> 20
-                )));
+                return Err(ApplyError::TooMuchWaiting);
             }
             self.chunks.push(chunk);
         }
@@ -387,7 +433,7 @@ mod tests {
         fn author_allowed(&self, _: &ActorId) -> bool {
             true
         }
-        fn check(&self, _: &AutoCommit) -> Result<(), String> {
+        fn check(&self, _: &AutoCommit) -> Result<(), PolicyRefusal> {
             Ok(())
         }
     }
@@ -495,10 +541,7 @@ mod tests {
         }
         assert_eq!(waiting.bytes(), MAX_WAITING_BYTES);
         let over = waiting.add([vec![0xee; 1]]);
-        assert!(
-            matches!(&over, Err(ApplyError::Policy(m)) if m.contains("waiting for changes they depend on")),
-            "{over:?}"
-        );
+        assert!(matches!(&over, Err(ApplyError::TooMuchWaiting)), "{over:?}");
     }
 
     #[test]

@@ -105,7 +105,7 @@ mod tests {
         fn author_allowed(&self, _: &automerge::ActorId) -> bool {
             true
         }
-        fn check(&self, _: &AutoCommit) -> Result<(), String> {
+        fn check(&self, _: &AutoCommit) -> Result<(), crate::sync::PolicyRefusal> {
             Ok(())
         }
     }

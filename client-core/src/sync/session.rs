@@ -16,7 +16,7 @@ use automerge::sync::State;
 use automerge::{ActorId, AutoCommit, ChangeHash};
 
 use super::frame::*;
-use super::peer::{prepare, CasePolicy, PeerSync};
+use super::peer::{prepare, CasePolicy, PeerSync, PolicyRefusal};
 use crate::CaseId;
 
 /// Where the session finds the documents it syncs.
@@ -150,10 +150,10 @@ impl CasePolicy for ClientPolicy {
     fn author_allowed(&self, _: &ActorId) -> bool {
         true
     }
-    fn check(&self, doc: &AutoCommit) -> Result<(), String> {
+    fn check(&self, doc: &AutoCommit) -> Result<(), PolicyRefusal> {
         match crate::model::schema::read_case_id(doc) {
             Some(id) if id == self.0 => Ok(()),
-            _ => Err("the server sent a document for another case".into()),
+            _ => Err(PolicyRefusal::WrongCase),
         }
     }
 }

@@ -35,7 +35,7 @@ impl CasePolicy for AnyAuthor {
     fn author_allowed(&self, _: &ActorId) -> bool {
         true
     }
-    fn check(&self, _: &AutoCommit) -> Result<(), String> {
+    fn check(&self, _: &AutoCommit) -> Result<(), crate::sync::PolicyRefusal> {
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ use automerge::AutoCommit;
 use polyphony_core::identity::DeviceKey;
 use polyphony_core::net::{self, SessionHost};
 use polyphony_core::profile::{DeviceBooks, Enrolment};
-use polyphony_core::store::Store;
+use polyphony_core::store::{Store, StoreError};
 use polyphony_core::sync::{Action, ClientSession, DocSet, ErrorCode};
 use polyphony_core::CaseId;
 use tokio::sync::{mpsc, Notify};
@@ -344,13 +344,13 @@ impl DocSet for LiveHost {
 }
 
 impl SessionHost for LiveHost {
-    fn act(&mut self, action: &Action) -> Result<(), String> {
+    fn act(&mut self, action: &Action) -> Result<(), StoreError> {
         let books = DeviceBooks::new(&*self.store);
-        books.record(action).map_err(|e| e.to_string())?;
+        books.record(action)?;
         match action {
             Action::Persist { case, .. } => {
                 // What the server sent is on this device's disk before the session goes on.
-                self.store.flush().map_err(|e| e.to_string())?;
+                self.store.flush()?;
                 let count = self.chunks.entry(*case).or_insert(0);
                 *count = books.compact_when_due(case, *count + 1);
                 self.app.remote_change(*case);

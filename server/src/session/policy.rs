@@ -4,7 +4,7 @@
 use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::guard::{self, NewOps};
 use polyphony_core::model::{schema, Author};
-use polyphony_core::sync::{ApplyError, CasePolicy};
+use polyphony_core::sync::{ApplyError, CasePolicy, PolicyRefusal};
 use polyphony_core::{CaseId, TeamId};
 
 use super::{to_the_second, MOVED_CLOCK_SKEW};
@@ -52,26 +52,25 @@ impl CasePolicy for ServerPolicy<'_> {
     /// device adding to the case after it knows better, not one that backdates what it writes
     /// (docs/SECURITY.md). A change with no time (0) cannot show it came first, and the app
     /// always dates its changes: refused.
-    fn time_allowed(&self, _: &ActorId, time: i64) -> Result<(), String> {
+    fn time_allowed(&self, _: &ActorId, time: i64) -> Result<(), PolicyRefusal> {
         let Some(told) = self.told_moved else {
             return Ok(());
         };
         let told_at = to_the_second(told);
         if time == 0 {
-            return Err(format!(
-                "a change carries no time, and this case is no longer your team's (this device was told so at {told_at}): only what was written before then can be uploaded to it; the change stays on this device"
-            ));
+            return Err(PolicyRefusal::Undated { told_at });
         }
         let latest = told + MOVED_CLOCK_SKEW;
         let made = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(time) * 1_000_000);
         match made {
             Ok(made) if made <= latest => Ok(()),
-            made => Err(format!(
-                "a change is dated {}, after this device was told at {told_at} that this case is no longer its team's (it moved to another team, or you left its team; {} minutes allowed for the device's clock): only what was written before then can be uploaded to it; the change stays on this device",
-                made.map(to_the_second)
+            made => Err(PolicyRefusal::MadeAfterTold {
+                made: made
+                    .map(to_the_second)
                     .unwrap_or_else(|_| format!("{time} ms after 1970")),
-                MOVED_CLOCK_SKEW.whole_minutes()
-            )),
+                told_at,
+                skew_minutes: MOVED_CLOCK_SKEW.whole_minutes(),
+            }),
         }
     }
     fn check_step(
@@ -84,16 +83,14 @@ impl CasePolicy for ServerPolicy<'_> {
         guard::records_kept(after, new).map_err(ApplyError::Removes)?;
         guard::stamps_are_own(after, new, self.me).map_err(ApplyError::Impersonates)
     }
-    fn check(&self, doc: &AutoCommit) -> Result<(), String> {
+    fn check(&self, doc: &AutoCommit) -> Result<(), PolicyRefusal> {
         if schema::read_case_id(doc) != Some(self.case) {
-            return Err("the document's case id does not match the case being synced".into());
+            return Err(PolicyRefusal::WrongCase);
         }
-        let team = schema::read_team_id(doc).ok_or("the document has no team")?;
+        let team = schema::read_team_id(doc).ok_or(PolicyRefusal::NoTeam)?;
         match self.team {
-            Some(t) if t != team => Err("a device cannot move a case to another team".into()),
-            None if !self.my_teams.contains(&team) => {
-                Err("a case can only be created for one of your own teams".into())
-            }
+            Some(t) if t != team => Err(PolicyRefusal::TeamChanged),
+            None if !self.my_teams.contains(&team) => Err(PolicyRefusal::NotOwnTeam),
             _ => Ok(()),
         }
     }
