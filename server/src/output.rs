@@ -72,7 +72,8 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
             eprintln!(
                 "enrolment code for {}, valid until {}. It is shown only this once: give it to them \
                  to enter on their new device. It enrols one device.",
-                issued.practitioner_name, issued.expires_at
+                issued.practitioner_name,
+                uk_time(&issued.expires_at)
             );
             writeln!(out, "{}", issued.code)
         }
@@ -146,7 +147,7 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
                 .map(|r| {
                     vec![
                         r.seq.to_string(),
-                        r.event.at,
+                        stored_minutes(&r.event.at),
                         r.event.actor.to_string(),
                         r.event.action.to_string(),
                         r.event.case.map(|c| c.to_string()).unwrap_or_default(),
@@ -156,7 +157,7 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
                 .collect();
             table(
                 &mut out,
-                &["SEQ", "AT", "ACTOR", "ACTION", "CASE", "DETAIL"],
+                &["SEQ", "AT (UK TIME)", "ACTOR", "ACTION", "CASE", "DETAIL"],
                 rows,
             )
         }
@@ -186,6 +187,21 @@ pub(crate) fn ignore_closed_stdout(e: io::Error) -> io::Result<()> {
     } else {
         Err(e)
     }
+}
+
+/// A stored RFC 3339 time to the minute in UK local time, for tables (the column says so); as
+/// stored if it does not parse.
+fn stored_minutes(rfc3339: &str) -> String {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map(minutes)
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+/// A stored RFC 3339 time in UK local time, in words, for a sentence.
+fn uk_time(rfc3339: &str) -> String {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map(|t| format!("{} UK time", LocalZone::uk().long(t)))
+        .unwrap_or_else(|_| rfc3339.to_string())
 }
 
 /// A time to the minute in UK local time, for tables (the column says so).

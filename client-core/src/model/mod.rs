@@ -183,29 +183,32 @@ pub enum ModelError {
 /// code that panics or asks for gigabytes on malformed input (both found by fuzzing; one 209-byte
 /// chunk made it allocate 2 GiB). Bytes from a peer or a file are screened with this before
 /// automerge parses them, so such a chunk is refused unread.
-pub(crate) fn only_document_and_change_chunks(mut bytes: &[u8]) -> bool {
-    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+pub(crate) fn only_document_and_change_chunks(bytes: &[u8]) -> bool {
     const DOCUMENT_CHANGE_OR_COMPRESSED: std::ops::RangeInclusive<u8> = 0..=2;
+    split_chunks(bytes).is_some_and(|chunks| {
+        chunks
+            .iter()
+            .all(|(kind, _)| DOCUMENT_CHANGE_OR_COMPRESSED.contains(kind))
+    })
+}
+
+/// The automerge chunks `bytes` holds, each with its kind (0 document, 1 change, 2 compressed
+/// change, 3 bundle), read from the headers alone; `None` if a header is malformed or a chunk
+/// runs past the end.
+pub(crate) fn split_chunks(mut bytes: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+    let mut chunks = Vec::new();
     while !bytes.is_empty() {
         // Header: magic (4 bytes), checksum (4), kind (1), body length (unsigned LEB128).
-        if bytes.len() < 9
-            || bytes[..4] != MAGIC
-            || !DOCUMENT_CHANGE_OR_COMPRESSED.contains(&bytes[8])
-        {
-            return false;
+        if bytes.len() < 9 || bytes[..4] != MAGIC {
+            return None;
         }
-        let Some((len, at)) = read_uleb128(bytes, 9) else {
-            return false;
-        };
-        let Some(end) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)) else {
-            return false;
-        };
-        let Some(rest) = bytes.get(end..) else {
-            return false;
-        };
-        bytes = rest;
+        let (len, at) = read_uleb128(bytes, 9)?;
+        let end = usize::try_from(len).ok().and_then(|l| at.checked_add(l))?;
+        chunks.push((bytes[8], bytes.get(..end)?));
+        bytes = bytes.get(end..)?;
     }
-    true
+    Some(chunks)
 }
 
 /// The unsigned LEB128 number at `bytes[at..]` and the position after it, or `None` if the bytes

@@ -427,6 +427,12 @@ fn figures_follow_the_record() {
     case.mark_error(&bo, ErrorKind::WrongPerson, "another person's friend")
         .unwrap();
     assert_eq!(case.figures(), f);
+    // A member marked entered in error as a plain mistake counts for nothing either.
+    case.mark_error(&ana, ErrorKind::Mistake, "not her sister: a neighbour")
+        .unwrap();
+    let without_ana = case.figures();
+    assert_eq!(without_ana.meetings, 2, "the person was at both meetings");
+    assert_eq!(without_ana.network_members_per_meeting, Some(0.0));
 }
 
 // ------------------------------------------------------------------------------ property test

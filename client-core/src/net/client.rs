@@ -87,10 +87,16 @@ pub async fn enrol(
         Err(e @ (NetError::Unreachable { .. } | NetError::BadAddress(_) | NetError::Local(_))) => {
             return Err(e)
         }
+        // The secure connection failed: most often the server is not the one the code was made
+        // for (its certificate authority is not the one the code names). The words say what to
+        // do, as every BadEnrolment reason does.
         Err(other) => {
             return Err(NetError::Refused {
                 code: ErrorCode::BadEnrolment,
-                message: other.to_string(),
+                message: format!(
+                    "{other}: check the server address, or ask your administrator for a new \
+                     enrolment code"
+                ),
             })
         }
         Ok(c) => c,

@@ -199,16 +199,23 @@ impl PeerSync {
     }
 
     /// automerge's next message for this peer. With changes from the peer waiting, the message is
-    /// made from a copy that holds them, so that it asks for what they wait on.
+    /// made from a copy that holds them queued, so that it asks for what they wait on.
+    ///
+    /// If any of them would apply to the copy (their dependency reached the document some other
+    /// way, through another session), the message is made from the document itself: made from the
+    /// copy it would claim changes nobody has checked or stored, and the peer would never send them
+    /// again. From the document it asks for the peer's heads, and the peer's next message, changes
+    /// or not, releases and checks the waiting ones (see [`prepare`]).
     pub fn generate(&mut self, doc: &mut AutoCommit) -> Option<Message> {
         if self.waiting.is_empty() {
             return doc.sync().generate_sync_message(&mut self.state);
         }
-        match self.waiting.loaded_into(doc) {
-            Ok(mut copy) => copy.sync().generate_sync_message(&mut self.state),
-            // They loaded when they arrived; if they no longer do, ask as if nothing waited.
-            Err(_) => doc.sync().generate_sync_message(&mut self.state),
+        if let Ok(mut copy) = self.waiting.loaded_into(doc) {
+            if copy.get_heads() == doc.get_heads() {
+                return copy.sync().generate_sync_message(&mut self.state);
+            }
         }
+        doc.sync().generate_sync_message(&mut self.state)
     }
 }
 
@@ -251,8 +258,12 @@ impl Prepared {
 /// writes 10 and 7 (a 1% false positive rate); the bound leaves room for a later version's choice.
 const MAX_BLOOM_PARAMETER: u64 = 64;
 
+/// The most Bloom filters one message may carry. automerge sends one; each costs a probe of every
+/// change the answering side holds, under the case's lock on the server.
+const MAX_HAVES: usize = 4;
+
 /// Refuse a message whose Bloom filters automerge would panic on or allocate without bound for
-/// when it next answers the peer.
+/// when it next answers the peer, or that carries more of them than automerge ever sends.
 ///
 /// automerge 0.12 parses any numbers for a filter's bits per change and probes, and uses them
 /// later, outside the decoding: zero bits per change divides by zero, and a huge probe count asks
@@ -260,6 +271,13 @@ const MAX_BLOOM_PARAMETER: u64 = 64;
 /// the case from every session until a restart (found by fuzzing `server_session`). The filter's
 /// fields are private; its encoding is not.
 fn check_blooms(msg: &Message) -> Result<(), ApplyError> {
+    if msg.have.len() > MAX_HAVES {
+        return Err(ApplyError::Decode(format!(
+            "the message carries {} summaries of what the peer holds (Bloom filters); automerge \
+             sends one, and at most {MAX_HAVES} are read",
+            msg.have.len()
+        )));
+    }
     for have in &msg.have {
         let bytes = have.bloom.to_bytes();
         if bytes.is_empty() {
@@ -303,6 +321,35 @@ fn guarded<T>(
         .map_err(|e| ApplyError::Automerge(e.to_string()))
 }
 
+/// Whether every chunk of a message is held, whole, by `copy` after the message was applied, so
+/// that the message's own bytes may be stored as they are.
+///
+/// automerge takes in a message's chunks until one fails to parse and silently drops that one and
+/// the rest; stored as they came, such bytes made the whole case unreadable from disk (a strict
+/// `AutoCommit::load`) for every device of its team. A change chunk must parse and its change be
+/// held; a document chunk must stand alone (a whole document loads whole or not at all, and a
+/// document that did not load added no change, so nothing is stored). Otherwise the caller
+/// encodes the new changes instead.
+fn every_chunk_applied(chunks: &[Vec<u8>], copy: &mut AutoCommit) -> bool {
+    const DOCUMENT: u8 = 0;
+    let all: Vec<(u8, &[u8])> = match chunks
+        .iter()
+        .map(|c| crate::model::split_chunks(c))
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(split) => split.into_iter().flatten().collect(),
+        None => return false,
+    };
+    if let [(DOCUMENT, _)] = all.as_slice() {
+        return true;
+    }
+    all.iter().all(|(kind, bytes)| {
+        *kind != DOCUMENT
+            && automerge::Change::from_bytes(bytes.to_vec())
+                .is_ok_and(|c| copy.get_change_by_hash(&c.hash()).is_some())
+    })
+}
+
 /// Let automerge take in a peer's message (see [`guarded`]).
 fn receive(doc: &mut AutoCommit, state: &mut State, msg: Message) -> Result<(), ApplyError> {
     guarded(|| doc.sync().receive_sync_message(state, msg))
@@ -328,8 +375,8 @@ pub fn prepare(
     }
     check_blooms(&msg)?;
     let mut next = peer.clone();
-    if msg.changes.is_empty() {
-        // No changes: only the sync state moves, the document cannot.
+    if msg.changes.is_empty() && peer.waiting.is_empty() {
+        // No changes, and none waiting: only the sync state moves, the document cannot.
         receive(doc, &mut next.state, msg)?;
         return Ok(Prepared::unchanged(next));
     }
@@ -392,7 +439,7 @@ pub fn prepare(
     // times larger. Changes still waiting must never reach the disk unchecked, and changes that
     // waited for this message are not in its chunks: in either case the new changes are encoded
     // instead.
-    if peer.waiting.is_empty() && !still_waiting {
+    if peer.waiting.is_empty() && !still_waiting && every_chunk_applied(&chunks, &mut copy) {
         return Ok(Prepared {
             doc: Some(copy),
             peer: next,
@@ -619,5 +666,166 @@ mod tests {
         assert!(
             reloaded.get_change_by_hash(&y).is_some() && reloaded.get_change_by_hash(&x).is_some()
         );
+    }
+
+    /// A care record, and a device's copy with two edits on it: X, then Y (which depends on X).
+    fn base_and_two_edits() -> (AutoCommit, AutoCommit, ChangeHash, ChangeHash) {
+        let author = crate::model::Author {
+            practitioner: crate::PractitionerId::random(),
+            practitioner_name: "Sam".into(),
+            device: crate::DeviceId::random(),
+        };
+        let new = crate::model::NewCase {
+            name: "Alex".into(),
+            ..Default::default()
+        };
+        let mut base = crate::model::CaseDoc::create(
+            crate::CaseId::random(),
+            crate::TeamId::random(),
+            new,
+            author.clone(),
+        )
+        .expect("a case")
+        .into_automerge();
+        let mut device =
+            crate::model::CaseDoc::from_automerge(base.fork(), Some(author)).expect("opens");
+        let mut edit = |field, value| {
+            device.set_person(field, Some(value)).expect("edit");
+            device.automerge_mut().get_heads()[0]
+        };
+        let x = edit(crate::model::PersonField::Pronouns, "they/them");
+        let y = edit(crate::model::PersonField::Phone, "020 7946 0000");
+        (base, device.into_automerge(), x, y)
+    }
+
+    /// A message with `chunks` as its changes, claiming `heads`.
+    fn carrying(chunks: Vec<Vec<u8>>, heads: Vec<ChangeHash>) -> Vec<u8> {
+        Message {
+            heads,
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: chunks.into(),
+            flags: None,
+            version: MessageVersion::V1,
+        }
+        .encode()
+    }
+
+    fn raw(doc: &mut AutoCommit, hash: &ChangeHash) -> Vec<u8> {
+        doc.get_change_by_hash(hash)
+            .expect("held")
+            .raw_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_corrupt_chunk_after_a_good_one_is_not_stored_and_the_case_still_loads() {
+        let (mut base, mut device, x, _) = base_and_two_edits();
+        let good = raw(&mut device, &x);
+        // A change chunk's header (magic, a checksum, kind 1, length 4) over a body that is not a
+        // change: automerge applies the good chunk and silently drops this one.
+        let bad = vec![
+            0x85, 0x6f, 0x4a, 0x83, 1, 2, 3, 4, 1, 4, 0xde, 0xad, 0xbe, 0xef,
+        ];
+        let mut server = base.clone();
+        let prepared = prepare(
+            &mut server,
+            &PeerSync::default(),
+            &carrying(vec![good, bad.clone()], vec![x]),
+            &Anyone,
+        )
+        .expect("the good change is taken");
+        assert_eq!(prepared.new_changes, 1);
+        assert!(
+            !prepared.chunk.ends_with(&bad),
+            "the corrupt bytes are not stored"
+        );
+        let mut stored = base.save();
+        stored.extend_from_slice(&prepared.chunk);
+        let mut reloaded = AutoCommit::load(&stored).expect("the case loads from disk, strictly");
+        assert!(reloaded.get_change_by_hash(&x).is_some());
+    }
+
+    #[test]
+    fn more_bloom_filters_than_automerge_sends_are_refused() {
+        let one = BloomFilter::try_from(&[][..]).expect("an empty filter");
+        let message = Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: (0..=MAX_HAVES)
+                .map(|_| Have {
+                    last_sync: Vec::new(),
+                    bloom: one.clone(),
+                })
+                .collect(),
+            changes: Vec::<Vec<u8>>::new().into(),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        let mut doc = doc_with("k");
+        let refused = prepare(
+            &mut doc,
+            &PeerSync::default(),
+            &message.clone().encode(),
+            &Anyone,
+        );
+        assert!(
+            matches!(&refused, Err(ApplyError::Decode(m)) if m.contains("Bloom filters")),
+            "{:?}",
+            refused.err()
+        );
+        let mut at_limit = message;
+        at_limit.have.truncate(MAX_HAVES);
+        assert!(prepare(&mut doc, &PeerSync::default(), &at_limit.encode(), &Anyone).is_ok());
+    }
+
+    #[test]
+    fn a_waiting_change_whose_dependency_came_another_way_is_not_claimed_and_is_taken_next() {
+        let (base, mut device, x, y) = base_and_two_edits();
+        let mut server = base.clone();
+        let mut waiting_peer = PeerSync::default();
+        prepare(
+            &mut server,
+            &waiting_peer,
+            &carrying(vec![raw(&mut device, &y)], vec![y]),
+            &Anyone,
+        )
+        .expect("taken")
+        .commit(&mut server, &mut waiting_peer);
+        assert!(!waiting_peer.waiting.is_empty());
+        // X reaches the document through another peer (another session of the same device).
+        let mut other = PeerSync::default();
+        let with_x = prepare(
+            &mut server,
+            &other,
+            &carrying(vec![raw(&mut device, &x)], vec![x]),
+            &Anyone,
+        )
+        .expect("taken");
+        with_x.commit(&mut server, &mut other);
+        // The waiting peer's answer claims nothing unchecked: its heads are the document's.
+        let answer = waiting_peer.generate(&mut server).expect("an answer");
+        assert_eq!(answer.heads, server.get_heads(), "Y is not claimed");
+        // Its next message, even with no changes, releases Y, checked, to be stored.
+        let empty = device
+            .sync()
+            .generate_sync_message(&mut State::new())
+            .expect("a message");
+        let empty = Message {
+            changes: Vec::<Vec<u8>>::new().into(),
+            ..empty
+        };
+        let released =
+            prepare(&mut server, &waiting_peer, &empty.encode(), &Anyone).expect("taken");
+        assert_eq!(released.new_changes, 1, "Y, now that X is here");
+        let chunk = released.chunk.clone();
+        released.commit(&mut server, &mut waiting_peer);
+        assert!(waiting_peer.waiting.is_empty());
+        assert!(server.get_change_by_hash(&y).is_some());
+        let mut stored = base.clone().save();
+        stored.extend_from_slice(&raw(&mut device, &x));
+        stored.extend_from_slice(&chunk);
+        let mut reloaded = AutoCommit::load(&stored).expect("loads");
+        assert!(reloaded.get_change_by_hash(&y).is_some());
     }
 }

@@ -13,7 +13,14 @@ cd "$(dirname "$0")/.."
 version_in() { node -p "JSON.parse(require('fs').readFileSync('$1', 'utf8'))$2"; }
 
 pinned=$(version_in package-lock.json ".packages['node_modules/nhsuk-frontend'].version")
-if [ -f assets/nhsuk/VERSION ] && [ "$(cat assets/nhsuk/VERSION)" = "$pinned" ] \
+# Up to date: the pinned version prepared after the lock and the script last changed, and every
+# file the build embeds (build.rs lists the same) in place.
+current=yes
+for f in VERSION nhsuk-frontend.min.css LICENSE images/favicon.svg images/nhsuk-icon-arrow-down.svg \
+    images/nhsuk-icon-arrow-up.svg images/nhsuk-icon-arrow-up-down.svg images/nhsuk-icon-cross.svg; do
+    [ -f "assets/nhsuk/$f" ] || current=no
+done
+if [ "$current" = yes ] && [ "$(cat assets/nhsuk/VERSION)" = "$pinned" ] \
     && [ assets/nhsuk/VERSION -nt package-lock.json ] \
     && [ assets/nhsuk/VERSION -nt scripts/prepare-nhsuk.mjs ]; then
     exit 0

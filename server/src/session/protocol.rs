@@ -715,6 +715,7 @@ impl Session {
             }
         };
         if let Some(refused) = self.refuse_if_too_much_waits(case, &prepared) {
+            drop(c);
             return refused;
         }
         let new_changes = prepared.new_changes;
