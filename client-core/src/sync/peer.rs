@@ -593,49 +593,8 @@ mod tests {
 
     #[test]
     fn a_change_waits_beside_the_peer_not_in_the_document_and_applies_when_its_dependency_comes() {
-        let author = crate::model::Author {
-            practitioner: crate::PractitionerId::random(),
-            practitioner_name: "Sam".into(),
-            device: crate::DeviceId::random(),
-        };
-        let new = crate::model::NewCase {
-            name: "Alex".into(),
-            ..Default::default()
-        };
-        let mut base = crate::model::CaseDoc::create(
-            crate::CaseId::random(),
-            crate::TeamId::random(),
-            new,
-            author.clone(),
-        )
-        .expect("a case")
-        .into_automerge();
-        let mut device =
-            crate::model::CaseDoc::from_automerge(base.fork(), Some(author)).expect("opens");
-        let mut edit = |field, value| {
-            device.set_person(field, Some(value)).expect("edit");
-            device.automerge_mut().get_heads()[0]
-        };
-        let x = edit(crate::model::PersonField::Pronouns, "they/them");
-        let y = edit(crate::model::PersonField::Phone, "020 7946 0000");
-        let device = device.into_automerge();
-        let only = |hash| {
-            let mut d = device.clone();
-            Message {
-                heads: vec![y],
-                need: Vec::new(),
-                have: Vec::new(),
-                changes: vec![d
-                    .get_change_by_hash(&hash)
-                    .expect("held")
-                    .raw_bytes()
-                    .to_vec()]
-                .into(),
-                flags: None,
-                version: MessageVersion::V1,
-            }
-            .encode()
-        };
+        let (mut base, device, x, y) = base_and_two_edits();
+        let only = |hash| carrying(vec![raw(&mut device.clone(), &hash)], vec![y]);
         let mut server = base.clone();
         let mut peer = PeerSync::default();
         let waits = prepare(&mut server, &peer, &only(y), &Anyone).expect("taken");
