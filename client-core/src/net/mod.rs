@@ -53,7 +53,7 @@ pub enum NetError {
     /// TLS or identity setup failed.
     #[error("secure connection setup failed: {0}")]
     Identity(#[from] crate::identity::IdentityError),
-    /// A local failure (a socket that would not open).
+    /// A local failure (a socket that would not open, a frame the session did not expect).
     #[error("{0}")]
     Local(String),
     /// The device's store refused to save what arrived; what was saved before stays saved.
@@ -63,9 +63,13 @@ pub enum NetError {
 
 impl NetError {
     /// Whether the message itself tells the user their work is safe on the device (a server out of
-    /// reach, a connection lost), so a caller need not add it.
+    /// reach, a connection lost, the device's store refusing what arrived), so a caller need not
+    /// add it.
     pub fn says_work_is_kept(&self) -> bool {
-        matches!(self, NetError::Unreachable { .. } | NetError::Lost(_))
+        matches!(
+            self,
+            NetError::Unreachable { .. } | NetError::Lost(_) | NetError::Store(_)
+        )
     }
 }
 

@@ -326,11 +326,19 @@ fn guarded<T>(
 ///
 /// automerge takes in a message's chunks until one fails to parse and silently drops that one and
 /// the rest; stored as they came, such bytes made the whole case unreadable from disk (a strict
-/// `AutoCommit::load`) for every device of its team. A change chunk must parse and its change be
-/// held; a document chunk must stand alone (a whole document loads whole or not at all, and a
-/// document that did not load added no change, so nothing is stored). Otherwise the caller
-/// encodes the new changes instead.
+/// `AutoCommit::load`) for every device of its team. Each change chunk must be, byte for byte,
+/// the change automerge now holds: parsing alone is not enough, since a change's hash leaves out
+/// the chunk's checksum, so a copy of a held change with its checksum spoilt parses to a held
+/// hash (found in review). A document chunk must stand alone (a whole document loads whole or
+/// not at all, and a document that did not load added no change, so nothing is stored).
+/// Otherwise the caller encodes the new changes instead. Chunks automerge never decoded are
+/// decoded here, so a panic in automerge's decoding is a `false`, not a poisoned lock.
 fn every_chunk_applied(chunks: &[Vec<u8>], copy: &mut AutoCommit) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunks_held(chunks, copy)))
+        .unwrap_or(false)
+}
+
+fn chunks_held(chunks: &[Vec<u8>], copy: &mut AutoCommit) -> bool {
     const DOCUMENT: u8 = 0;
     let all: Vec<(u8, &[u8])> = match chunks
         .iter()
@@ -345,8 +353,10 @@ fn every_chunk_applied(chunks: &[Vec<u8>], copy: &mut AutoCommit) -> bool {
     }
     all.iter().all(|(kind, bytes)| {
         *kind != DOCUMENT
-            && automerge::Change::from_bytes(bytes.to_vec())
-                .is_ok_and(|c| copy.get_change_by_hash(&c.hash()).is_some())
+            && automerge::Change::from_bytes(bytes.to_vec()).is_ok_and(|c| {
+                copy.get_change_by_hash(&c.hash())
+                    .is_some_and(|held| held.raw_bytes() == *bytes)
+            })
     })
 }
 
@@ -703,6 +713,37 @@ mod tests {
         stored.extend_from_slice(&prepared.chunk);
         let mut reloaded = AutoCommit::load(&stored).expect("the case loads from disk, strictly");
         assert!(reloaded.get_change_by_hash(&x).is_some());
+    }
+
+    #[test]
+    fn a_held_change_sent_again_with_its_checksum_spoilt_is_not_stored() {
+        let (mut base, mut device, x, _) = base_and_two_edits();
+        let good = raw(&mut device, &x);
+        let mut spoilt = good.clone();
+        spoilt[4] ^= 0xff;
+        let mut server = base.clone();
+        let prepared = prepare(
+            &mut server,
+            &PeerSync::default(),
+            &carrying(vec![good.clone(), spoilt.clone()], vec![x]),
+            &Anyone,
+        )
+        .expect("the good change is taken");
+        assert_eq!(prepared.new_changes, 1);
+        let mut stored = base.save();
+        stored.extend_from_slice(&prepared.chunk);
+        let mut reloaded = AutoCommit::load(&stored).expect("the case loads from disk, strictly");
+        assert!(reloaded.get_change_by_hash(&x).is_some());
+        // An honest message is still stored as it came (no re-encoding on the common path).
+        let mut server = base.clone();
+        let honest = prepare(
+            &mut server,
+            &PeerSync::default(),
+            &carrying(vec![good.clone()], vec![x]),
+            &Anyone,
+        )
+        .expect("taken");
+        assert_eq!(honest.chunk, good, "the message's own bytes");
     }
 
     #[test]

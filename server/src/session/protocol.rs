@@ -615,8 +615,8 @@ impl Session {
             Ok(p) => p,
             Err(e) => return self.refuse_apply(case, e),
         };
-        if let Some(refused) = self.refuse_if_too_much_waits(case, &prepared) {
-            return refused;
+        if let Some(msg) = self.too_much_waiting(case, &prepared) {
+            return self.refuse_case(case, ErrorCode::Busy, msg);
         }
         if prepared.new_changes == 0 {
             let doc = self.provisional.entry(case).or_default();
@@ -714,9 +714,10 @@ impl Session {
                 return self.refuse_apply(case, e);
             }
         };
-        if let Some(refused) = self.refuse_if_too_much_waits(case, &prepared) {
+        if let Some(msg) = self.too_much_waiting(case, &prepared) {
+            // The refusal is audited: not under the case's lock.
             drop(c);
-            return refused;
+            return self.refuse_case(case, ErrorCode::Busy, msg);
         }
         let new_changes = prepared.new_changes;
         let actors = written_by(&prepared.actors);
@@ -863,16 +864,12 @@ impl Session {
         }
     }
 
-    /// A refusal of the message, if keeping its changes that wait for a dependency would leave
+    /// Why the message is refused, if keeping its changes that wait for a dependency would leave
     /// this session holding more than two frames' worth of waiting changes across all its cases
     /// (one case alone is bounded by `prepare`, at [`polyphony_core::sync::MAX_WAITING_BYTES`]). A bound on the session,
     /// not the case, so that a device cannot make the server hold a frame's worth for each case of
     /// its caseload. Two, as for one case: a message can wait while the next is on its way.
-    fn refuse_if_too_much_waits(
-        &self,
-        case: CaseId,
-        prepared: &Prepared,
-    ) -> Option<(u64, Vec<Frame>)> {
+    fn too_much_waiting(&self, case: CaseId, prepared: &Prepared) -> Option<String> {
         let here = prepared.peer.waiting.bytes();
         if here == 0 {
             return None;
@@ -893,7 +890,7 @@ impl Session {
              start"
         );
         info!(%case, device = %self.device.id, "{msg}");
-        Some(self.refuse_case(case, ErrorCode::Busy, msg))
+        Some(msg)
     }
 
     fn refuse_apply(&self, case: CaseId, e: ApplyError) -> (u64, Vec<Frame>) {
