@@ -189,18 +189,20 @@ pub(crate) fn ignore_closed_stdout(e: io::Error) -> io::Result<()> {
     }
 }
 
-/// A stored RFC 3339 time to the minute in UK local time, for tables (the column says so); as
-/// stored if it does not parse.
+/// A stored RFC 3339 time to the minute in UK local time, for tables (the column says so).
 fn stored_minutes(rfc3339: &str) -> String {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .map(minutes)
-        .unwrap_or_else(|_| rfc3339.to_string())
+    stored(rfc3339, minutes)
 }
 
 /// A stored RFC 3339 time in UK local time, in words, for a sentence.
 fn uk_time(rfc3339: &str) -> String {
+    stored(rfc3339, |t| format!("{} UK time", LocalZone::uk().long(t)))
+}
+
+/// A stored RFC 3339 time shown with `show`; as stored if it does not parse.
+fn stored(rfc3339: &str, show: impl Fn(time::OffsetDateTime) -> String) -> String {
     time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .map(|t| format!("{} UK time", LocalZone::uk().long(t)))
+        .map(show)
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
