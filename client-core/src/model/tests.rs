@@ -356,10 +356,9 @@ fn validation_refuses_malformed_documents() {
     assert!(validate_document(x.automerge()).is_err());
 }
 
-#[test]
-fn figures_follow_the_record() {
-    let sam = author("Sam");
-    let kit = author("Kit");
+/// Maria's case, referred on 14 March 2026 at 08:00, with `sam` on the care team and her sister
+/// Ana in the network (Ana's entry id returned).
+pub(crate) fn maria_with_ana(sam: &Author) -> (CaseDoc, EntryId) {
     let mut case = CaseDoc::create(
         CaseId::random(),
         TeamId::random(),
@@ -373,14 +372,22 @@ fn figures_follow_the_record() {
     .unwrap();
     case.add_care_team(sam.practitioner, "Sam", CareRole::Practitioner, None)
         .unwrap();
-    case.add_care_team(kit.practitioner, "Kit", CareRole::Practitioner, None)
-        .unwrap();
     let ana = case
         .add_member(NewMember {
             name: "Ana".into(),
             relationship: "sister".into(),
             ..Default::default()
         })
+        .unwrap();
+    (case, ana)
+}
+
+#[test]
+fn figures_follow_the_record() {
+    let sam = author("Sam");
+    let kit = author("Kit");
+    let (mut case, ana) = maria_with_ana(&sam);
+    case.add_care_team(kit.practitioner, "Kit", CareRole::Practitioner, None)
         .unwrap();
     let ps = Participant::Practitioner(sam.practitioner);
     let pk = Participant::Practitioner(kit.practitioner);

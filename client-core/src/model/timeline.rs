@@ -344,35 +344,12 @@ impl Timeline {
 mod tests {
     use super::*;
     use crate::model::parse_datetime;
-    use crate::model::tests::author;
-    use crate::model::{
-        CareRole, CaseDoc, ErrorKind, NewCase, NewMeeting, NewMember, Participant, Place,
-    };
-    use crate::{CaseId, TeamId};
+    use crate::model::tests::{author, maria_with_ana};
+    use crate::model::{ErrorKind, NewMeeting, NewMember, Participant, Place};
 
     #[test]
     fn entries_in_error_stay_flagged_and_another_persons_appear_only_as_their_removal() {
-        let sam = author("Sam");
-        let mut case = CaseDoc::create(
-            CaseId::random(),
-            TeamId::random(),
-            NewCase {
-                name: "Maria".into(),
-                referral: Some(parse_datetime("r", "2026-03-14T08:00").unwrap()),
-                ..Default::default()
-            },
-            sam.clone(),
-        )
-        .unwrap();
-        case.add_care_team(sam.practitioner, "Sam", CareRole::Practitioner, None)
-            .unwrap();
-        let ana = case
-            .add_member(NewMember {
-                name: "Ana".into(),
-                relationship: "sister".into(),
-                ..Default::default()
-            })
-            .unwrap();
+        let (mut case, ana) = maria_with_ana(&author("Sam"));
         let bo = case
             .add_member(NewMember {
                 name: "Bo Wrongcase".into(),
