@@ -250,9 +250,7 @@ fn view(c: &mut Criterion) {
         .last()
         .expect("a meeting")
         .meta
-        .id
-        .clone();
-    let last = last.parse().expect("id");
+        .id;
     changed
         .record_readback(
             &last,

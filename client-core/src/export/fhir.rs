@@ -25,7 +25,11 @@ use sha2::{Digest, Sha256};
 
 use super::{plain, Access, Names};
 use crate::model::view::{CaseView, EntryMeta, ErrorMark};
-use crate::model::AuthorView;
+use crate::model::{
+    AuthorView, CareRole, ConsentState, DecisionStatus, MeetingState, Participant, Place,
+    ReadbackResponse, Role, Stance, Stored,
+};
+use crate::EntryId;
 use crate::model::LocalZone;
 
 /// The NHS number identifier system.
@@ -170,14 +174,15 @@ fn derived(seed: &str, kind: &str) -> String {
 
 /// A record id as a resource id: record ids are UUIDs already; anything else (a malformed
 /// record) is mapped to a derived UUID so the Bundle stays valid.
-fn rid(id: &str) -> String {
-    match uuid::Uuid::parse_str(id) {
+fn rid(id: impl std::fmt::Display) -> String {
+    let id = id.to_string();
+    match uuid::Uuid::parse_str(&id) {
         Ok(u) => u.hyphenated().to_string(),
-        Err(_) => derived(id, "record-id"),
+        Err(_) => derived(&id, "record-id"),
     }
 }
 
-fn record_identifier(id: &str) -> Value {
+fn record_identifier(id: impl std::fmt::Display) -> Value {
     json!([{ "system": URI_SYSTEM, "value": urn(&rid(id)) }])
 }
 
@@ -323,7 +328,10 @@ impl<'a> Builder<'a> {
     }
 
     fn author_ref(&mut self, a: &AuthorView) -> Value {
-        let name = self.names.name(&format!("practitioner:{}", a.practitioner));
+        let name = match a.practitioner.parse() {
+            Ok(id) => self.names.name(&Stored::Known(Participant::Practitioner(id))),
+            Err(_) => format!("a practitioner ({})", a.practitioner),
+        };
         let name = if a.practitioner_name.is_empty() {
             name
         } else {
@@ -332,24 +340,21 @@ impl<'a> Builder<'a> {
         self.practitioner_ref(&a.practitioner, &name)
     }
 
-    /// A participant key as a Reference: the Patient, a RelatedPerson or a Practitioner.
-    fn participant_ref(&mut self, key: &str) -> Option<Value> {
-        if key == "person" {
-            return Some(self.patient_ref());
-        }
-        if let Some(id) = key.strip_prefix("member:") {
-            return self
+    /// A participant as a Reference: the Patient, a RelatedPerson or a Practitioner.
+    fn participant_ref(&mut self, who: &Stored<Participant>) -> Option<Value> {
+        match who.known()? {
+            Participant::Person => Some(self.patient_ref()),
+            Participant::Member(id) => self
                 .view
                 .network
                 .iter()
                 .any(|m| m.meta.id == id)
-                .then(|| reference(&rid(id), self.names.name(key)));
+                .then(|| reference(&rid(id), self.names.name(who))),
+            Participant::Practitioner(id) => {
+                let name = self.names.name(who);
+                Some(self.practitioner_ref(&id.to_string(), &name))
+            }
         }
-        if let Some(id) = key.strip_prefix("practitioner:") {
-            let name = self.names.name(key);
-            return Some(self.practitioner_ref(id, &name));
-        }
-        None
     }
 
     /// A Provenance: who (practitioner, through which device) did what to which resources, when.
@@ -400,7 +405,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn nullify(&mut self, id: &str, targets: Vec<Value>, mark: &ErrorMark, what: &str) {
+    fn nullify(&mut self, id: &EntryId, targets: Vec<Value>, mark: &ErrorMark, what: &str) {
         self.provenance(
             &format!("{id}:nullify"),
             targets,
@@ -503,9 +508,9 @@ impl<'a> Builder<'a> {
         for m in &v.network {
             let id = rid(&m.meta.id);
             // The person's own words always; a code only where the broad role has an exact one.
-            let mut relationship = match m.role.as_str() {
-                "family" => coding(V3_ROLE_CODE, "FAMMEMB", "family member"),
-                "friend" => coding(V3_ROLE_CODE, "FRND", "unrelated friend"),
+            let mut relationship = match m.role.known() {
+                Some(Role::Family) => coding(V3_ROLE_CODE, "FAMMEMB", "family member"),
+                Some(Role::Friend) => coding(V3_ROLE_CODE, "FRND", "unrelated friend"),
                 _ => json!({}),
             };
             relationship["text"] = json!(m.relationship);
@@ -539,7 +544,7 @@ impl<'a> Builder<'a> {
             // Consent to receive the record: one Consent per event; the latest is active.
             let last = m.consent.len().saturating_sub(1);
             for (i, c) in m.consent.iter().enumerate() {
-                let permit = c.state == "given";
+                let permit = c.state.is(ConsentState::Given);
                 self.add(json!({
                     "resourceType": "Consent",
                     "id": derived(&id, &format!("Consent-{i}")),
@@ -570,8 +575,8 @@ impl<'a> Builder<'a> {
         let ct = reference(&self.care_team, "Care team");
         for c in &v.care_team {
             if c.meta.entered_in_error.is_none() {
-                let member = self.practitioner_ref(&c.practitioner, &c.name);
-                let role = if c.role == "peer_support" {
+                let member = self.practitioner_ref(&c.practitioner.to_string(), &c.name);
+                let role = if c.role.is(CareRole::PeerSupport) {
                     "peer support worker"
                 } else {
                     "practitioner"
@@ -602,16 +607,17 @@ impl<'a> Builder<'a> {
 
     // ------------------------------------------------------------------------- meetings
 
-    fn location_ref(&mut self, place: &str) -> Value {
-        let (name, kind) = match place {
-            "home" => (
+    fn location_ref(&mut self, place: &Stored<Place>) -> Value {
+        let written = place.to_string();
+        let (name, kind) = match place.known() {
+            Some(Place::Home) => (
                 "Where the person lives (or chose to be met)",
                 coding(V3_ROLE_CODE, "PTRES", "Patient's Residence"),
             ),
-            "clinic" => ("Clinic", json!({ "text": "clinic" })),
-            "online" => ("Video call", json!({ "text": "video call" })),
-            "phone" => ("Telephone", json!({ "text": "telephone" })),
-            other => (other, json!({ "text": other })),
+            Some(Place::Clinic) => ("Clinic", json!({ "text": "clinic" })),
+            Some(Place::Online) => ("Video call", json!({ "text": "video call" })),
+            Some(Place::Phone) => ("Telephone", json!({ "text": "telephone" })),
+            None => (written.as_str(), json!({ "text": written })),
         };
         let id = derived(&self.episode, &format!("Location-{place}"));
         self.add(json!({
@@ -632,15 +638,15 @@ impl<'a> Builder<'a> {
             let id = rid(&m.meta.id);
             let composition = derived(&id, "Composition");
             let in_error = m.meta.entered_in_error.is_some();
-            let class = match m.place.as_str() {
-                "home" => ("HH", "home health"),
-                "online" | "phone" => ("VR", "virtual"),
+            let class = match m.place.known() {
+                Some(Place::Home) => ("HH", "home health"),
+                Some(Place::Online | Place::Phone) => ("VR", "virtual"),
                 _ => ("AMB", "ambulatory"),
             };
             let participants: Vec<Value> = m
                 .attendees
                 .iter()
-                .filter(|a| *a != "person")
+                .filter(|a| !a.is(Participant::Person))
                 .filter_map(|a| self.participant_ref(a))
                 .map(|r| {
                     json!({
@@ -650,7 +656,7 @@ impl<'a> Builder<'a> {
                 })
                 .collect();
             let present: Vec<String> = m.attendees.iter().map(|a| self.names.describe(a)).collect();
-            let person_there = m.attendees.iter().any(|a| a == "person");
+            let person_there = m.attendees.iter().any(|a| a.is(Participant::Person));
             if m.meta.withheld() {
                 // Recorded on the wrong person's record: a tombstone, and nothing else of it.
                 self.add(json!({
@@ -669,11 +675,11 @@ impl<'a> Builder<'a> {
             let location = self.location_ref(&m.place);
             let title = format!("Network meeting on {}", plain::datetime_or(&m.at));
             // Only a held meeting is a finished Encounter; a planned one is still to come.
-            let status = match (in_error, m.state.as_str()) {
+            let status = match (in_error, m.state.known()) {
                 (true, _) => "entered-in-error",
-                (false, "held") => "finished",
-                (false, "planned") => "planned",
-                (false, "cancelled" | "did_not_attend") => "cancelled",
+                (false, Some(MeetingState::Held)) => "finished",
+                (false, Some(MeetingState::Planned)) => "planned",
+                (false, Some(MeetingState::Cancelled | MeetingState::DidNotAttend)) => "cancelled",
                 (false, _) => "unknown",
             };
             self.add(json!({
@@ -704,14 +710,15 @@ impl<'a> Builder<'a> {
             let mut readback_lines = Vec::new();
             for r in &m.readback {
                 let who = self.names.describe(&r.participant);
-                match (r.response.as_str(), &r.words) {
-                    ("confirmed", _) => readback_lines.push(format!("{who} confirmed the notes.")),
-                    (_, Some(w)) => readback_lines.push(format!("{who} added: {w}")),
-                    (other, None) => readback_lines.push(format!("{who}: {other}")),
+                let confirmed = r.response.is(ReadbackResponse::Confirmed);
+                match (confirmed, &r.words) {
+                    (true, _) => readback_lines.push(format!("{who} confirmed the notes.")),
+                    (false, Some(w)) => readback_lines.push(format!("{who} added: {w}")),
+                    (false, None) => readback_lines.push(format!("{who}: {}", r.response)),
                 }
-                if r.response == "confirmed" {
+                if confirmed {
                     if let Some(party) = self.participant_ref(&r.participant) {
-                        let mode = if r.participant.starts_with("practitioner:") {
+                        let mode = if matches!(r.participant.known(), Some(Participant::Practitioner(_))) {
                             "professional"
                         } else {
                             "personal"
@@ -807,16 +814,16 @@ impl<'a> Builder<'a> {
             let (plan_status, goal_status) = if in_error {
                 ("entered-in-error", "entered-in-error")
             } else {
-                match d.status.as_str() {
-                    "agreed" => ("active", "accepted"),
-                    "revisited" => ("on-hold", "on-hold"),
-                    "withdrawn" => ("revoked", "cancelled"),
+                match d.status.known() {
+                    Some(DecisionStatus::Agreed) => ("active", "accepted"),
+                    Some(DecisionStatus::Revisited) => ("on-hold", "on-hold"),
+                    Some(DecisionStatus::Withdrawn) => ("revoked", "cancelled"),
                     _ => ("draft", "proposed"),
                 }
             };
             let proposer = d
                 .proposed_by
-                .as_deref()
+                .as_ref()
                 .and_then(|p| self.participant_ref(p));
 
             let text = if d.meta.withheld() {
@@ -831,9 +838,9 @@ impl<'a> Builder<'a> {
                 let Some(who) = self.participant_ref(&p.participant) else {
                     continue;
                 };
-                let status = match p.stance.as_str() {
-                    "agree" => "agree",
-                    "disagree" => "disagree",
+                let status = match p.stance.known() {
+                    Some(Stance::Agree) => "agree",
+                    Some(Stance::Disagree) => "disagree",
                     _ => "pending",
                 };
                 acceptance.push(json!({
@@ -896,7 +903,7 @@ impl<'a> Builder<'a> {
             }
             let mut activities = Vec::new();
             for a in &d.actions {
-                let performer = a.owner.as_deref().and_then(|o| self.participant_ref(o));
+                let performer = a.owner.as_ref().and_then(|o| self.participant_ref(o));
                 let status = if a.meta.entered_in_error.is_some() {
                     "entered-in-error"
                 } else if a.done {

@@ -22,6 +22,7 @@ pub use fonts::{FontError, Fonts, SYSTEM_FONT_DIR};
 
 use super::{plain, Access, ExportError, Names};
 use crate::model::view::{CaseView, EntryMeta, ErrorMark};
+use crate::model::{CareRole, ConsentState, MeetingState, ReadbackResponse};
 
 /// The person's copy as one self-contained HTML page (inline CSS, no scripts, no external
 /// requests), with print styles so it prints cleanly.
@@ -257,7 +258,7 @@ fn network(l: &mut Layout, v: &CaseView, names: &Names) {
         l.field("Phone", m.phone.as_deref(), struck);
         l.field("Email", m.email.as_deref(), struck);
         for c in &m.consent {
-            let what = if c.state == "given" {
+            let what = if c.state.is(ConsentState::Given) {
                 format!("may receive the record from {}", plain::date_or(&c.date))
             } else {
                 format!(
@@ -282,7 +283,7 @@ fn care_team(l: &mut Layout, v: &CaseView) {
             continue;
         }
         let struck = c.meta.entered_in_error.is_some();
-        let role = if c.role == "peer_support" {
+        let role = if c.role.is(CareRole::PeerSupport) {
             "peer support worker"
         } else {
             "practitioner"
@@ -314,7 +315,7 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
                 .and_then(|s| s.split_once(" at ").map(|(_, t)| format!(" at {t}")))
                 .unwrap_or_default();
         let present: Vec<String> = names
-            .in_reading_order(m.attendees.iter().map(String::as_str))
+            .in_reading_order(&m.attendees)
             .into_iter()
             .map(|a| names.describe(a))
             .collect();
@@ -323,16 +324,16 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
         } else {
             present.join(", ")
         };
-        let line = match m.state.as_str() {
-            "held" => format!(
+        let line = match m.state.known() {
+            Some(MeetingState::Held) => format!(
                 "We met {}{time}. Present: {present}.",
                 plain::place(&m.place)
             ),
-            "planned" => format!(
+            Some(MeetingState::Planned) => format!(
                 "We plan to meet {}{time}. Invited: {present}.",
                 plain::place(&m.place)
             ),
-            "did_not_attend" => format!(
+            Some(MeetingState::DidNotAttend) => format!(
                 "We were to meet {}{time}, and {} did not come.",
                 plain::place(&m.place),
                 names.person()
@@ -365,12 +366,12 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
             l.push(Style::Error, plain::later_change(c), false);
         }
         let mut readback: Vec<_> = m.readback.iter().collect();
-        let order = names.in_reading_order(readback.iter().map(|r| r.participant.as_str()));
-        readback.sort_by_key(|r| order.iter().position(|k| *k == r.participant));
+        let order = names.in_reading_order(readback.iter().map(|r| &r.participant));
+        readback.sort_by_key(|r| order.iter().position(|k| **k == r.participant));
         for r in readback {
             let who = names.describe(&r.participant);
             match &r.words {
-                Some(w) if r.response != "confirmed" => {
+                Some(w) if !r.response.is(ReadbackResponse::Confirmed) => {
                     l.push(
                         Style::Body,
                         format!("When the notes were read back, {who} added:"),
@@ -414,7 +415,7 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
         l.push(Style::Subheading, d.text.clone(), struck);
         let by = d
             .proposed_by
-            .as_deref()
+            .as_ref()
             .map(|p| format!("Suggested by {}. ", names.name(p)))
             .unwrap_or_default();
         l.push(
@@ -440,8 +441,8 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
             l.push(Style::Body, "Nobody's view has been recorded yet.", struck);
         }
         let mut positions: Vec<_> = d.positions.iter().collect();
-        let order = names.in_reading_order(positions.iter().map(|p| p.participant.as_str()));
-        positions.sort_by_key(|p| order.iter().position(|k| *k == p.participant));
+        let order = names.in_reading_order(positions.iter().map(|p| &p.participant));
+        positions.sort_by_key(|p| order.iter().position(|k| **k == p.participant));
         for p in positions {
             let who = names.describe(&p.participant);
             if let Some(history) = plain::stance_history(p) {
@@ -490,7 +491,7 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
             let a_struck = struck || a.meta.entered_in_error.is_some();
             let owner = a
                 .owner
-                .as_deref()
+                .as_ref()
                 .map(|o| format!(", {}", names.name(o)))
                 .unwrap_or_default();
             let due = a
