@@ -51,9 +51,11 @@ pub enum EventKind {
 /// How every copy and screen names a member recorded on the wrong person's record.
 pub const REMOVED: &str = "someone removed from this record";
 
-/// The first 8 characters of an id, as people read it.
-pub fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
+/// The first 8 characters of an id, as people read it: enough to tell entries apart on screen,
+/// and accepted back wherever an id is asked for.
+pub fn short(id: impl std::fmt::Display) -> String {
+    let id = id.to_string();
+    id.get(..8).unwrap_or(&id).to_string()
 }
 
 /// Display names for the participants and practitioner ids a case mentions.
@@ -120,11 +122,11 @@ impl<'a> Names<'a> {
             Participant::Member(id) => match self.view.network.iter().find(|m| m.meta.id == id) {
                 Some(m) if m.meta.withheld() => REMOVED.into(),
                 Some(m) => m.name.clone(),
-                None => format!("network member {}", short(&id.to_string())),
+                None => format!("network member {}", short(id)),
             },
             Participant::Practitioner(id) => match self.practitioners.get(&id.to_string()) {
                 Some(name) => (*name).to_string(),
-                None => format!("practitioner {}", short(&id.to_string())),
+                None => format!("practitioner {}", short(id)),
             },
         }
     }
@@ -314,13 +316,12 @@ impl Events {
             let Some(e) = &meta.entered_in_error else {
                 continue;
             };
-            let id = meta.id.to_string();
+            let id = short(meta.id);
             let text = if e.is_mistake() {
-                format!("entry {} marked entered in error: {}", short(&id), e.reason)
+                format!("entry {id} marked entered in error: {}", e.reason)
             } else {
                 format!(
-                    "entry {} removed: recorded on the wrong person's record: {}",
-                    short(&id),
+                    "entry {id} removed: recorded on the wrong person's record: {}",
                     e.reason
                 )
             };
