@@ -420,11 +420,7 @@ impl World {
         let n = self.counts.edits;
         let dev = &mut self.devices[d];
         let meetings: Vec<EntryId> = match dev.profile.lookup(case) {
-            Ok(v) => v
-                .meetings
-                .iter()
-                .filter_map(|m| m.meta.id.parse().ok())
-                .collect(),
+            Ok(v) => v.meetings.iter().map(|m| m.meta.id).collect(),
             Err(_) => return,
         };
         let pick = (!meetings.is_empty()).then(|| meetings[n as usize % meetings.len()]);

@@ -64,7 +64,7 @@ fn notes_of(device: &mut TestDevice, case: CaseId, meeting: EntryId) -> Result<S
     let view = device.peek(case)?;
     view.meetings
         .iter()
-        .find(|m| m.meta.id == meeting.to_string())
+        .find(|m| m.meta.id == meeting)
         .map(|m| m.notes.clone())
         .ok_or_else(|| anyhow!("meeting {meeting} of case {case} is missing"))
 }

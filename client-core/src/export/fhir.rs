@@ -25,12 +25,12 @@ use sha2::{Digest, Sha256};
 
 use super::{plain, Access, Names};
 use crate::model::view::{CaseView, EntryMeta, ErrorMark};
+use crate::model::LocalZone;
 use crate::model::{
     AuthorView, CareRole, ConsentState, DecisionStatus, MeetingState, Participant, Place,
     ReadbackResponse, Role, Stance, Stored,
 };
 use crate::EntryId;
-use crate::model::LocalZone;
 
 /// The NHS number identifier system.
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -329,7 +329,9 @@ impl<'a> Builder<'a> {
 
     fn author_ref(&mut self, a: &AuthorView) -> Value {
         let name = match a.practitioner.parse() {
-            Ok(id) => self.names.name(&Stored::Known(Participant::Practitioner(id))),
+            Ok(id) => self
+                .names
+                .name(&Stored::Known(Participant::Practitioner(id))),
             Err(_) => format!("a practitioner ({})", a.practitioner),
         };
         let name = if a.practitioner_name.is_empty() {
@@ -718,7 +720,10 @@ impl<'a> Builder<'a> {
                 }
                 if confirmed {
                     if let Some(party) = self.participant_ref(&r.participant) {
-                        let mode = if matches!(r.participant.known(), Some(Participant::Practitioner(_))) {
+                        let mode = if matches!(
+                            r.participant.known(),
+                            Some(Participant::Practitioner(_))
+                        ) {
                             "professional"
                         } else {
                             "personal"
@@ -821,10 +826,7 @@ impl<'a> Builder<'a> {
                     _ => ("draft", "proposed"),
                 }
             };
-            let proposer = d
-                .proposed_by
-                .as_ref()
-                .and_then(|p| self.participant_ref(p));
+            let proposer = d.proposed_by.as_ref().and_then(|p| self.participant_ref(p));
 
             let text = if d.meta.withheld() {
                 error_line(&d.meta, "decision")

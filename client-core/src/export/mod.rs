@@ -159,9 +159,7 @@ impl Names {
             } else {
                 (m.name.clone(), m.relationship.clone())
             };
-            names
-                .members
-                .insert(m.meta.id, (name, relationship));
+            names.members.insert(m.meta.id, (name, relationship));
         }
         for a in authors(view) {
             names

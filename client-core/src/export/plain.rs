@@ -132,7 +132,10 @@ pub(crate) fn meeting_heading(m: &MeetingView) -> String {
         Some(MeetingState::Planned) => format!("Meeting planned for {day}"),
         Some(MeetingState::Cancelled) => format!("The meeting on {day} was cancelled"),
         Some(MeetingState::DidNotAttend) => format!("The meeting on {day} did not take place"),
-        None => format!("Meeting on {day} ({})", m.state.to_string().replace('_', " ")),
+        None => format!(
+            "Meeting on {day} ({})",
+            m.state.to_string().replace('_', " ")
+        ),
     }
 }
 

@@ -208,13 +208,21 @@ fn a_newer_schemas_record_is_kept_shown_and_validated_for_what_is_known() {
     // Accepted (the server runs this same validation), and shown.
     let mut here = CaseDoc::load(&bytes, Some(author("Sam"))).expect("a newer record loads");
     let v = here.view();
-    let shown = v.meetings.iter().find(|m| m.meta.id.to_string() == ids[0]).unwrap();
+    let shown = v
+        .meetings
+        .iter()
+        .find(|m| m.meta.id.to_string() == ids[0])
+        .unwrap();
     assert_eq!(
         shown.state,
         Stored::Unknown("rescheduled".into()),
         "a new value is shown as written"
     );
-    let marked = v.meetings.iter().find(|m| m.meta.id.to_string() == ids[1]).unwrap();
+    let marked = v
+        .meetings
+        .iter()
+        .find(|m| m.meta.id.to_string() == ids[1])
+        .unwrap();
     assert!(
         marked.meta.withheld(),
         "a kind of mark this code does not know withholds the entry rather than risk showing it"
@@ -222,12 +230,8 @@ fn a_newer_schemas_record_is_kept_shown_and_validated_for_what_is_known() {
 
     // Edited here: what this version does not know is still there, and the version stays 3.
     let member = v.network.iter().find(|m| !m.meta.withheld()).unwrap();
-    here.set_member(
-        &member.meta.id,
-        MemberField::Phone,
-        Some("07700 900999"),
-    )
-    .unwrap();
+    here.set_member(&member.meta.id, MemberField::Phone, Some("07700 900999"))
+        .unwrap();
     let mut after = CaseDoc::load(&here.save(), None).unwrap().into_automerge();
     assert_eq!(schema::schema_version(&after).unwrap(), Some(3));
     let plan = after.get(ROOT, "crisis_plan").unwrap().unwrap().1;

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
-use super::view::{AuthorView, CaseView, EntryMeta, TimelineView};
 use super::types::{MeetingState, Participant, Stored};
+use super::view::{AuthorView, CaseView, EntryMeta, TimelineView};
 use super::Instant;
 use crate::EntryId;
 
@@ -248,9 +248,21 @@ impl Events {
         for m in view.network.iter().filter(|m| !m.meta.withheld()) {
             let joined = format!("{} ({}) joined the network", m.name, m.relationship);
             let by = Some(&m.meta.created_by);
-            self.push(m.joined.as_ref(), EventKind::MemberJoined, Some(&m.meta), joined, by);
+            self.push(
+                m.joined.as_ref(),
+                EventKind::MemberJoined,
+                Some(&m.meta),
+                joined,
+                by,
+            );
             let left = format!("{} left the network", m.name);
-            self.push(m.left.as_ref(), EventKind::MemberLeft, Some(&m.meta), left, None);
+            self.push(
+                m.left.as_ref(),
+                EventKind::MemberLeft,
+                Some(&m.meta),
+                left,
+                None,
+            );
             for c in &m.consent {
                 let text = format!("consent for {} to receive the record: {}", m.name, c.state);
                 let by = Some(&c.recorded_by);
@@ -263,9 +275,21 @@ impl Events {
         for c in view.care_team.iter().filter(|c| !c.meta.withheld()) {
             let start = format!("{} joined the care team ({})", c.name, c.role);
             let by = Some(&c.meta.created_by);
-            self.push(c.start.as_ref(), EventKind::CareTeamJoined, Some(&c.meta), start, by);
+            self.push(
+                c.start.as_ref(),
+                EventKind::CareTeamJoined,
+                Some(&c.meta),
+                start,
+                by,
+            );
             let end = format!("{} left the care team", c.name);
-            self.push(c.end.as_ref(), EventKind::CareTeamLeft, Some(&c.meta), end, None);
+            self.push(
+                c.end.as_ref(),
+                EventKind::CareTeamLeft,
+                Some(&c.meta),
+                end,
+                None,
+            );
         }
     }
 
@@ -287,7 +311,13 @@ impl Events {
         for d in view.decisions.iter().filter(|d| !d.meta.withheld()) {
             for h in &d.status_history {
                 let text = format!("decision {}: \"{}\"", h.status, d.text);
-                self.push(h.at.as_ref(), EventKind::Decision, Some(&d.meta), text, Some(&h.by));
+                self.push(
+                    h.at.as_ref(),
+                    EventKind::Decision,
+                    Some(&d.meta),
+                    text,
+                    Some(&h.by),
+                );
             }
             for a in d.actions.iter().filter(|a| !a.meta.withheld()) {
                 let text = format!("action: {}", a.text);
@@ -325,7 +355,13 @@ impl Events {
                     e.reason
                 )
             };
-            self.push(e.at.as_ref(), EventKind::EnteredInError, Some(meta), text, Some(&e.by));
+            self.push(
+                e.at.as_ref(),
+                EventKind::EnteredInError,
+                Some(meta),
+                text,
+                Some(&e.by),
+            );
         }
     }
 }

@@ -511,8 +511,7 @@ impl CaseDoc {
                     meta: meta(d, id, &e),
                     text: get_str(d, &e, keys::TEXT).unwrap_or_default(),
                     proposed_by: stored(get_str(d, &e, keys::PROPOSED_BY)),
-                    agreed_without_person: status.is(DecisionStatus::Agreed)
-                        && !person_agrees,
+                    agreed_without_person: status.is(DecisionStatus::Agreed) && !person_agrees,
                     status,
                     status_history: list_maps(d, &e, keys::STATUS_HISTORY)
                         .iter()
@@ -674,9 +673,9 @@ fn withhold(v: &mut CaseView) {
     }
     if !ids.is_empty() {
         v.conflicts.retain(|c| {
-            !c.field
-                .split('.')
-                .any(|part| ids.iter().any(|id| id == part) || members.iter().any(|m| m.to_string() == part))
+            !c.field.split('.').any(|part| {
+                ids.iter().any(|id| id == part) || members.iter().any(|m| m.to_string() == part)
+            })
         });
     }
 }

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use polyphony_core::model::view::CaseView;
+use polyphony_core::model::Participant;
 use polyphony_core::model::{
     CareRole, EventKind, ModelError, NewCase, PersonField, Timeline, TimelineField,
 };
@@ -281,7 +282,7 @@ pub fn render_case(
     } else {
         s.push_str(r#"<ul class="nhsuk-list">"#);
         for c in &v.care_team {
-            let role = if c.role == CareRole::PeerSupport.as_str() {
+            let role = if c.role.is(CareRole::PeerSupport) {
                 "peer support worker"
             } else {
                 "practitioner"
@@ -323,7 +324,9 @@ pub fn render_case(
     }
     if let Some((me_id, _)) = me {
         let already = v.care_team.iter().any(|c| {
-            &c.practitioner == me_id && c.end.is_none() && c.meta.entered_in_error.is_none()
+            c.practitioner.to_string() == *me_id
+                && c.end.is_none()
+                && c.meta.entered_in_error.is_none()
         });
         if !already {
             let inner = format!(
@@ -386,7 +389,7 @@ pub fn render_case(
                 let _ = write!(s, "<li>{}</li>", removed_note(app, "A meeting", mark));
                 continue;
             }
-            let when = if m.state == polyphony_core::model::MeetingState::Planned.as_str() {
+            let when = if m.state.is(polyphony_core::model::MeetingState::Planned) {
                 state_words(app, m)
             } else {
                 m.at.as_deref()
@@ -510,7 +513,7 @@ fn network_table(app: &App, v: &CaseView) -> String {
             );
             continue;
         }
-        let attended = meetings_attended(v, &format!("member:{}", m.meta.id));
+        let attended = meetings_attended(v, Participant::Member(m.meta.id));
         let consent = capitalised(m.consent_words());
         let left = m
             .left
@@ -536,7 +539,7 @@ fn network_table(app: &App, v: &CaseView) -> String {
                         )
                         .replace("</td>", "</s></td>"),
                     in_error_note(app, mark),
-                    super::wrong_person_link(&v.case_id, &m.meta.id, &m.name)
+                    super::wrong_person_link(&v.case_id, &m.meta.id.to_string(), &m.name)
                 );
             }
             None => {

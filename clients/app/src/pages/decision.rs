@@ -8,7 +8,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Form};
 use polyphony_core::model::view::{CaseView, DecisionView, PositionView};
-use polyphony_core::model::{parse_date, DecisionStatus, Participant, Stance};
+use polyphony_core::model::{parse_date, DecisionStatus, Participant, Stance, Stored};
+use polyphony_core::EntryId;
 
 use super::conflicts_banner;
 use super::{
@@ -23,33 +24,34 @@ use crate::html::{
 use crate::state::App;
 
 /// A decision's status as a coloured tag.
-pub fn status_tag(status: &str) -> String {
-    let (label, colour) = match status {
-        "proposed" => ("Proposed", "blue"),
-        "agreed" => ("Agreed", "green"),
-        "revisited" => ("Being revisited", "yellow"),
-        "withdrawn" => ("Withdrawn", "grey"),
-        other => (other, "grey"),
+pub fn status_tag(status: &Stored<DecisionStatus>) -> String {
+    let written = status.to_string();
+    let (label, colour) = match status.known() {
+        Some(DecisionStatus::Proposed) => ("Proposed", "blue"),
+        Some(DecisionStatus::Agreed) => ("Agreed", "green"),
+        Some(DecisionStatus::Revisited) => ("Being revisited", "yellow"),
+        Some(DecisionStatus::Withdrawn) => ("Withdrawn", "grey"),
+        None => (written.as_str(), "grey"),
     };
     tag(label, colour)
 }
 
-fn stance_words(stance: &str) -> &str {
-    match stance {
-        "agree" => "Agrees",
-        "disagree" => "Disagrees",
-        "unsure" => "Not sure yet",
-        other => other,
+fn stance_words(stance: &Stored<Stance>) -> String {
+    match stance.known() {
+        Some(Stance::Agree) => "Agrees".into(),
+        Some(Stance::Disagree) => "Disagrees".into(),
+        Some(Stance::Unsure) => "Not sure yet".into(),
+        None => stance.to_string(),
     }
 }
 
 /// A stance as a past event, for a participant's history: "first unsure, then agreed".
-fn stance_then(stance: &str) -> &str {
-    match stance {
-        "agree" => "agreed",
-        "disagree" => "disagreed",
-        "unsure" => "unsure",
-        other => other,
+fn stance_then(stance: &Stored<Stance>) -> String {
+    match stance.known() {
+        Some(Stance::Agree) => "agreed".into(),
+        Some(Stance::Disagree) => "disagreed".into(),
+        Some(Stance::Unsure) => "unsure".into(),
+        None => stance.to_string(),
     }
 }
 
@@ -80,9 +82,10 @@ pub fn position_history(app: &App, p: &PositionView) -> String {
 }
 
 fn find_decision(v: &CaseView, id: &str) -> Result<DecisionView, PageError> {
+    let wanted = id.parse::<EntryId>().ok();
     v.decisions
         .iter()
-        .find(|d| d.meta.id == id)
+        .find(|d| Some(d.meta.id) == wanted)
         .cloned()
         .ok_or_else(|| PageError::NotFound(format!("there is no decision '{id}' in this case")))
 }
@@ -265,7 +268,7 @@ pub fn render_decision(
         status_tag(&d.status),
         esc(&d
             .proposed_by
-            .as_deref()
+            .as_ref()
             .map(|p| participant_name(v, p))
             .unwrap_or_else(|| "someone".into())),
         esc(&by_line(app, &d.meta.created_by, &d.meta.created_at)),
@@ -274,7 +277,7 @@ pub fn render_decision(
         s.push_str(&format!(
             r#"<div class="app-in-error">{}{}</div>"#,
             in_error_note(app, mark),
-            super::wrong_person_link(&v.case_id, &d.meta.id, "this decision")
+            super::wrong_person_link(&v.case_id, &d.meta.id.to_string(), "this decision")
         ));
     }
     if d.agreed_without_person {
@@ -288,9 +291,9 @@ pub fn render_decision(
     } else {
         s.push_str(r#"<table class="nhsuk-table" id="positions-table"><caption class="nhsuk-table__caption nhsuk-u-visually-hidden">Positions</caption><thead class="nhsuk-table__head"><tr><th scope="col">Who</th><th scope="col">Position</th><th scope="col">In their own words</th><th scope="col">Recorded by</th></tr></thead><tbody class="nhsuk-table__body">"#);
         for p in &d.positions {
-            let colour = match p.stance.as_str() {
-                "agree" => "green",
-                "disagree" => "red",
+            let colour = match p.stance.known() {
+                Some(Stance::Agree) => "green",
+                Some(Stance::Disagree) => "red",
                 _ => "yellow",
             };
             let words = p
@@ -302,7 +305,7 @@ pub fn render_decision(
                 s,
                 r#"<tr class="nhsuk-table__row"><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{words}{}</td><td class="nhsuk-table__cell">{}</td></tr>"#,
                 esc(&participant_name(v, &p.participant)),
-                tag(stance_words(&p.stance), colour),
+                tag(&stance_words(&p.stance), colour),
                 earlier_positions(app, p),
                 esc(&by_line(app, &p.recorded_by, &p.at)),
             );
@@ -315,12 +318,7 @@ pub fn render_decision(
     let people = participants(v, me.map(|(a, b)| (a.as_str(), b.as_str())));
     let stances: Vec<(String, String)> = Stance::ALL
         .iter()
-        .map(|st| {
-            (
-                st.as_str().to_string(),
-                stance_words(st.as_str()).to_string(),
-            )
-        })
+        .map(|st| (st.as_str().to_string(), stance_words(&Stored::Known(*st))))
         .collect();
     let chosen_stance = [form.get("stance").to_string()];
     let inner = format!(
@@ -394,7 +392,7 @@ pub fn render_decision(
             )
         })
         .collect();
-    let chosen = [d.status.clone()];
+    let chosen = [d.status.to_string()];
     let inner = format!(
         "{}{}{}",
         Choices {
@@ -422,7 +420,7 @@ pub fn render_decision(
         for a in &d.actions {
             let owner = a
                 .owner
-                .as_deref()
+                .as_ref()
                 .map(|o| participant_name(v, o))
                 .unwrap_or_default();
             let due = a

@@ -16,8 +16,9 @@ use axum::{Extension, Form};
 use polyphony_core::model::readback::LaterChange;
 use polyphony_core::model::view::{CaseView, MeetingView};
 use polyphony_core::model::{
-    MeetingState, NewMeeting, NoteKind, Participant, Place, ReadbackResponse,
+    MeetingState, NewMeeting, NoteKind, Participant, Place, ReadbackResponse, Stored,
 };
+use polyphony_core::EntryId;
 use serde::Deserialize;
 
 use super::{
@@ -66,7 +67,7 @@ fn kind_hint(k: NoteKind) -> &'static str {
 }
 
 fn meeting_title(app: &App, m: &MeetingView) -> String {
-    let planned = m.state == MeetingState::Planned.as_str();
+    let planned = m.state.is(MeetingState::Planned);
     m.at.as_deref()
         .map(|t| dates::long_stored(t, &app.config.zone))
         .map(|when| {
@@ -90,32 +91,33 @@ fn has_come(m: &MeetingView) -> bool {
 /// A meeting still planned whose time has passed: someone has to say whether it took place
 /// before it counts for anything.
 pub fn awaits_outcome(m: &MeetingView) -> bool {
-    m.state == MeetingState::Planned.as_str() && has_come(m)
+    m.state.is(MeetingState::Planned) && has_come(m)
 }
 
 /// Where a meeting stands, in words: "Planned for 10 June 2027 at 14:00 UK time", "Held",
 /// "Cancelled", "Did not attend" (a newer version's state is shown as written).
 pub fn state_words(app: &App, m: &MeetingView) -> String {
-    match m.state.parse::<MeetingState>() {
-        Ok(MeetingState::Planned) => match m.at.as_deref() {
+    match m.state.known() {
+        Some(MeetingState::Planned) => match m.at.as_deref() {
             Some(t) => format!("Planned for {}", dates::long_stored(t, &app.config.zone)),
             None => "Planned".into(),
         },
-        Ok(MeetingState::Held) => "Held".into(),
-        Ok(MeetingState::Cancelled) => "Cancelled".into(),
-        Ok(MeetingState::DidNotAttend) => "Did not attend".into(),
-        Err(_) => m.state.replace('_', " "),
+        Some(MeetingState::Held) => "Held".into(),
+        Some(MeetingState::Cancelled) => "Cancelled".into(),
+        Some(MeetingState::DidNotAttend) => "Did not attend".into(),
+        None => m.state.to_string().replace('_', " "),
     }
 }
 
 /// A meeting's state as a coloured tag.
-pub fn state_tag(state: &str) -> String {
-    let (label, colour) = match state.parse::<MeetingState>() {
-        Ok(MeetingState::Planned) => ("Planned", "blue"),
-        Ok(MeetingState::Held) => ("Held", "green"),
-        Ok(MeetingState::Cancelled) => ("Cancelled", "grey"),
-        Ok(MeetingState::DidNotAttend) => ("Did not attend", "orange"),
-        Err(_) => (state, "grey"),
+pub fn state_tag(state: &Stored<MeetingState>) -> String {
+    let written = state.to_string();
+    let (label, colour) = match state.known() {
+        Some(MeetingState::Planned) => ("Planned", "blue"),
+        Some(MeetingState::Held) => ("Held", "green"),
+        Some(MeetingState::Cancelled) => ("Cancelled", "grey"),
+        Some(MeetingState::DidNotAttend) => ("Did not attend", "orange"),
+        None => (written.as_str(), "grey"),
     };
     tag(label, colour)
 }
@@ -151,9 +153,9 @@ pub fn state_form(
     let checked = if awaits_outcome(m) {
         vec![]
     } else {
-        vec![m.state.clone()]
+        vec![m.state.to_string()]
     };
-    let legend = if m.state == MeetingState::Planned.as_str() {
+    let legend = if m.state.is(MeetingState::Planned) {
         "Did this meeting take place?"
     } else {
         "Where does this meeting stand?"
@@ -220,9 +222,10 @@ fn later_changes(app: &App, m: &MeetingView, k: NoteKind) -> String {
 }
 
 fn find_meeting(v: &CaseView, id: &str) -> Result<MeetingView, PageError> {
+    let wanted = id.parse::<EntryId>().ok();
     v.meetings
         .iter()
-        .find(|m| m.meta.id == id)
+        .find(|m| Some(m.meta.id) == wanted)
         .cloned()
         .ok_or_else(|| PageError::NotFound(format!("there is no meeting '{id}' in this case")))
 }
@@ -506,9 +509,9 @@ pub fn render_meeting(
     }
     let place = place_options()
         .into_iter()
-        .find(|(p, _)| p == &m.place)
+        .find(|(p, _)| *p == m.place.to_string())
         .map(|(_, l)| l)
-        .unwrap_or_else(|| m.place.clone());
+        .unwrap_or_else(|| m.place.to_string());
     let next = m
         .next_meeting
         .as_deref()
@@ -533,7 +536,7 @@ pub fn render_meeting(
             s,
             r#"<div class="app-in-error">{}{}<h2>Who came</h2><p><s>{}</s></p>"#,
             in_error_note(app, mark),
-            super::wrong_person_link(&v.case_id, &m.meta.id, "this meeting"),
+            super::wrong_person_link(&v.case_id, &m.meta.id.to_string(), "this meeting"),
             esc(&m
                 .attendees
                 .iter()
@@ -571,10 +574,12 @@ pub fn render_meeting(
     // Someone recorded as present who is no longer offered (left the network) stays listed.
     let mut options = people.clone();
     for a in &m.attendees {
-        if !options.iter().any(|(k, _)| k == a) {
-            options.push((a.clone(), participant_name(v, a)));
+        let key = a.to_string();
+        if !options.iter().any(|(k, _)| *k == key) {
+            options.push((key, participant_name(v, a)));
         }
     }
+    let present: Vec<String> = m.attendees.iter().map(|a| a.to_string()).collect();
     let inner = format!(
         "{}{}",
         Choices {
@@ -582,7 +587,7 @@ pub fn render_meeting(
             name: "attendees",
             legend: "Who came",
             options: &options,
-            checked: &m.attendees,
+            checked: &present,
             multiple: true,
             inline: false,
             hint: None,
@@ -690,12 +695,12 @@ pub async fn attendance(
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-    everyone.extend(m.attendees.iter().cloned());
+    everyone.extend(m.attendees.iter().map(|a| a.to_string()));
     everyone.sort();
     everyone.dedup();
     for key in everyone {
         let present = ticked.contains(&key);
-        if present == m.attendees.contains(&key) {
+        if present == m.attendees.iter().any(|a| a.to_string() == key) {
             continue;
         }
         let who: Participant = key
@@ -774,7 +779,7 @@ pub async fn save_text(
             let theirs = v
                 .meetings
                 .iter()
-                .find(|m| m.meta.id == mid)
+                .find(|m| m.meta.id == meeting)
                 .map(|m| text_of(m, kind).to_string())
                 .unwrap_or_default();
             let merged = merge3(&base, &ours, &theirs);
@@ -911,7 +916,7 @@ pub fn render_readback(
             esc(&name)
         );
         if let Some(r) = existing {
-            let answer = if r.response == ReadbackResponse::Confirmed.as_str() {
+            let answer = if r.response.is(ReadbackResponse::Confirmed) {
                 "Confirmed the notes".to_string()
             } else {
                 "Added their own words".to_string()
@@ -940,7 +945,7 @@ pub fn render_readback(
             ),
         ];
         let checked = existing
-            .map(|r| vec![r.response.clone()])
+            .map(|r| vec![r.response.to_string()])
             .unwrap_or_default();
         let inner = format!(
             r#"<input type="hidden" name="who" value="{}"><input type="hidden" name="index" value="{i}">{}{}{}"#,
@@ -1000,7 +1005,10 @@ pub async fn readback_save(
                     return Ok(done(
                         &app,
                         &session,
-                        &format!("{}’s answer recorded", participant_name(&v, &who.key())),
+                        &format!(
+                            "{}’s answer recorded",
+                            participant_name(&v, &Stored::Known(who))
+                        ),
                         &format!("/case/{case}/meeting/{meeting}/readback"),
                     ));
                 }

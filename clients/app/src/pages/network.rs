@@ -178,7 +178,7 @@ fn member_form_values(m: &MemberView) -> FormData {
     FormData(vec![
         ("name".into(), m.name.clone()),
         ("relationship".into(), m.relationship.clone()),
-        ("role".into(), m.role.clone()),
+        ("role".into(), m.role.to_string()),
         ("phone".into(), m.phone.clone().unwrap_or_default()),
         ("email".into(), m.email.clone().unwrap_or_default()),
     ])
@@ -287,9 +287,10 @@ async fn edit_page(
 }
 
 fn find_member(v: &CaseView, id: &str) -> Result<MemberView, PageError> {
+    let wanted = id.parse::<polyphony_core::EntryId>().ok();
     v.network
         .iter()
-        .find(|m| m.meta.id == id)
+        .find(|m| Some(m.meta.id) == wanted)
         .cloned()
         .ok_or_else(|| {
             PageError::NotFound(format!("there is no network member '{id}' in this case"))
