@@ -508,7 +508,7 @@ impl<'a> Builder<'a> {
     fn network(&mut self) {
         let v = self.view;
         for m in &v.network {
-            let id = rid(&m.meta.id);
+            let id = rid(m.meta.id);
             // The person's own words always; a code only where the broad role has an exact one.
             let mut relationship = match m.role.known() {
                 Some(Role::Family) => coding(V3_ROLE_CODE, "FAMMEMB", "family member"),
@@ -529,7 +529,7 @@ impl<'a> Builder<'a> {
                         error_line(&m.meta, "person in the network"),
                     ]
                 }),
-                "identifier": record_identifier(&m.meta.id),
+                "identifier": record_identifier(m.meta.id),
                 "active": m.left.is_none() && m.meta.entered_in_error.is_none(),
                 "patient": self.patient_ref(),
                 "relationship": [relationship],
@@ -637,7 +637,7 @@ impl<'a> Builder<'a> {
     fn meetings(&mut self) {
         let v = self.view;
         for m in &v.meetings {
-            let id = rid(&m.meta.id);
+            let id = rid(m.meta.id);
             let composition = derived(&id, "Composition");
             let in_error = m.meta.entered_in_error.is_some();
             let class = match m.place.known() {
@@ -666,7 +666,7 @@ impl<'a> Builder<'a> {
                     "id": id,
                     "meta": profile("Encounter"),
                     "text": narrative("additional", &[error_line(&m.meta, "meeting")]),
-                    "identifier": record_identifier(&m.meta.id),
+                    "identifier": record_identifier(m.meta.id),
                     "status": "entered-in-error",
                     "class": { "system": V3_ACT_CODE, "code": class.0, "display": class.1 },
                     "subject": self.patient_ref(),
@@ -696,7 +696,7 @@ impl<'a> Builder<'a> {
                     m.next_meeting.as_ref().map(|n| format!("Next meeting: {}", plain::datetime(n))).unwrap_or_default(),
                     error_line(&m.meta, "meeting"),
                 ]),
-                "identifier": record_identifier(&m.meta.id),
+                "identifier": record_identifier(m.meta.id),
                 "status": status,
                 "class": { "system": V3_ACT_CODE, "code": class.0, "display": class.1 },
                 "type": [{ "text": "Open Dialogue network meeting" }],
@@ -813,7 +813,7 @@ impl<'a> Builder<'a> {
     fn decisions(&mut self) {
         let v = self.view;
         for d in &v.decisions {
-            let id = rid(&d.meta.id);
+            let id = rid(d.meta.id);
             let goal = derived(&id, "Goal");
             let in_error = d.meta.entered_in_error.is_some();
             let (plan_status, goal_status) = if in_error {
@@ -914,7 +914,7 @@ impl<'a> Builder<'a> {
                     "not-started"
                 };
                 activities.push(json!({
-                    "id": rid(&a.meta.id),
+                    "id": rid(a.meta.id),
                     "detail": {
                         "status": status,
                         "description": a.text,
@@ -927,7 +927,7 @@ impl<'a> Builder<'a> {
                 "resourceType": "CarePlan",
                 "id": id,
                 "meta": profile("CarePlan"),
-                "identifier": record_identifier(&d.meta.id),
+                "identifier": record_identifier(d.meta.id),
                 "status": plan_status,
                 "intent": "plan",
                 "title": "Decision made with the network",

@@ -322,3 +322,27 @@ fn the_schema_2_bounds_accept_the_limit_and_refuse_one_more() {
         );
     }
 }
+
+/// The view and timeline JSON (`case show --json`, `case timeline --json`: docs/JSON.md) of each
+/// fixture, exactly as the code of 369e3ec wrote them, before the view held typed values: reading
+/// participants, stances, statuses and ids as types changes no byte a script reads.
+#[test]
+fn the_view_json_of_every_fixture_is_as_369e3ec_wrote_it() {
+    for name in ["case-schema1", "case-schema2"] {
+        let view = load(&format!("{name}.automerge")).view();
+        let timeline = crate::model::Timeline::from_view(&view);
+        for (what, now) in [
+            ("view", serde_json::to_value(&view).unwrap()),
+            ("timeline", serde_json::to_value(&timeline).unwrap()),
+        ] {
+            let file = format!("{name}.{what}.json");
+            let then: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(fixture(&file)).unwrap()).unwrap();
+            assert_eq!(now, then, "{file}");
+        }
+        // And the typed view reads its own JSON back unchanged.
+        let json = serde_json::to_value(&view).unwrap();
+        let again: CaseView = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&again).unwrap(), json, "{name}");
+    }
+}

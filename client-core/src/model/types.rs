@@ -419,10 +419,12 @@ pub struct PositionView {
 /// it does not know (written by a newer schema: older devices keep it and show it as written).
 /// Serialised as the stored string, `""` for nothing, so the view's JSON is the record's own words.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Default)]
 pub enum Stored<T> {
     /// A value this version knows.
     Known(T),
     /// Nothing recorded, or withheld (an entry on the wrong person's record).
+    #[default]
     Missing,
     /// A value this version does not know, exactly as stored.
     Unknown(String),
@@ -465,11 +467,6 @@ impl<T> Stored<T> {
     }
 }
 
-impl<T> Default for Stored<T> {
-    fn default() -> Self {
-        Stored::Missing
-    }
-}
 
 impl<T: fmt::Display> fmt::Display for Stored<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -589,7 +589,7 @@ impl Ecomap {
             v.x1 - v.x0,
             v.y1 - v.y0,
             esc(&self.person),
-            esc(&self.description())
+            esc(self.description())
         );
         // Sector guides and labels.
         for (i, (role, _)) in SECTORS.iter().enumerate() {
@@ -658,7 +658,7 @@ impl Ecomap {
                 x = n.x,
                 y = n.y,
                 iy = n.y + 6.0,
-                ini = esc(&initials(&n.name)),
+                ini = esc(initials(&n.name)),
             );
             s.push_str(&label_svg(label, ""));
             s.push_str("</g>");

@@ -103,7 +103,7 @@ fn described_by(id: &str, hint: Option<&str>, error: Option<&FieldError>) -> Str
     if ids.is_empty() {
         String::new()
     } else {
-        format!(r#" aria-describedby="{}""#, esc(&ids.join(" ")))
+        format!(r#" aria-describedby="{}""#, esc(ids.join(" ")))
     }
 }
 

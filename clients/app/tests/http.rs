@@ -510,8 +510,7 @@ async fn the_visit_from_case_to_decision() {
         .find(|m| m.name == "Sam Smith")
         .unwrap()
         .meta
-        .id
-        .clone();
+        .id;
 
     // A meeting with Sam and the practitioner.
     let r = h

@@ -226,7 +226,7 @@ pub fn render_case(
         } else {
             format!(
                 r#" <span class="app-pronouns">({})</span>"#,
-                esc(&sub.join(", "))
+                esc(sub.join(", "))
             )
         },
         sync.map(|l| l.tag()).unwrap_or_default()
@@ -239,7 +239,7 @@ pub fn render_case(
 
     // The person.
     let p = &v.person;
-    let _ = write!(s, r#"<h2 id="person">About {}</h2>"#, esc(&person_name(v)));
+    let _ = write!(s, r#"<h2 id="person">About {}</h2>"#, esc(person_name(v)));
     s.push_str(&summary_list(&[
         ("Full name".into(), esc(&p.name)),
         ("Preferred name".into(), opt(&p.preferred_name)),
@@ -248,7 +248,7 @@ pub fn render_case(
             "Date of birth".into(),
             p.date_of_birth
                 .as_deref()
-                .map(|d| esc(&dates::long_date(d)))
+                .map(|d| esc(dates::long_date(d)))
                 .unwrap_or_else(|| opt(&None)),
         ),
         ("NHS number".into(), opt(&p.nhs_number)),
@@ -263,7 +263,7 @@ pub fn render_case(
     let _ = write!(
         s,
         r#"<p><a href="/case/{id}/person">Change {}’s details</a></p>"#,
-        esc(&person_name(v))
+        esc(person_name(v))
     );
 
     // The network: picture first, then the same as a table.
@@ -314,7 +314,7 @@ pub fn render_case(
                     let _ = write!(
                         s,
                         r#"<li>{body} <a class="app-small-link" href="/case/{id}/entry/{eid}/error">Mark as entered in error<span class="nhsuk-u-visually-hidden"> (care team: {name})</span></a></li>"#,
-                        eid = esc(&c.meta.id),
+                        eid = esc(c.meta.id),
                         name = esc(&c.name)
                     );
                 }
@@ -402,7 +402,7 @@ pub fn render_case(
                 .collect();
             let line = format!(
                 r#"<a href="/case/{id}/meeting/{mid}">{when}</a> {state}, {place}. {who}{absent}"#,
-                mid = esc(&m.meta.id),
+                mid = esc(m.meta.id),
                 when = esc(&when),
                 state = state_tag(&m.state),
                 place = esc(&m.place),
@@ -463,7 +463,7 @@ pub fn render_case(
             }
             let line = format!(
                 r#"<a href="/case/{id}/decision/{did}">{text}</a> {status} <span class="app-muted">{n} {positions}</span>"#,
-                did = esc(&d.meta.id),
+                did = esc(d.meta.id),
                 text = esc(&d.text),
                 status = super::decision::status_tag(&d.status),
                 n = d.positions.len(),
@@ -546,7 +546,7 @@ fn network_table(app: &App, v: &CaseView) -> String {
                 let _ = write!(
                     s,
                     r#"<tr class="nhsuk-table__row">{cells}<td class="nhsuk-table__cell"><a href="/case/{id}/member/{mid}">Change<span class="nhsuk-u-visually-hidden"> {name}</span></a></td></tr>"#,
-                    mid = esc(&m.meta.id),
+                    mid = esc(m.meta.id),
                     name = esc(&m.name),
                 );
             }
@@ -715,7 +715,7 @@ async fn person_page(
         inner.push_str(&field);
     }
     inner.push_str(&html::button("Save details"));
-    let heading = format!(r#"<h1>{}’s details</h1>"#, esc(&person_name(v)));
+    let heading = format!(r#"<h1>{}’s details</h1>"#, esc(person_name(v)));
     super::case_form_page(
         app,
         session,

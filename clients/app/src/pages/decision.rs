@@ -266,12 +266,12 @@ pub fn render_decision(
         r#"<span class="nhsuk-caption-l">Decision for {}</span><h1 class="app-decision-text">{text}</h1><p>{} <span class="app-muted">Proposed by {}; written by {}</span></p>"#,
         esc(&v.person.name),
         status_tag(&d.status),
-        esc(&d
+        esc(d
             .proposed_by
             .as_ref()
             .map(|p| participant_name(v, p))
             .unwrap_or_else(|| "someone".into())),
-        esc(&by_line(app, &d.meta.created_by, &d.meta.created_at)),
+        esc(by_line(app, &d.meta.created_by, &d.meta.created_at)),
     );
     if let Some(mark) = &d.meta.entered_in_error {
         s.push_str(&format!(
@@ -304,10 +304,10 @@ pub fn render_decision(
             let _ = write!(
                 s,
                 r#"<tr class="nhsuk-table__row"><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{words}{}</td><td class="nhsuk-table__cell">{}</td></tr>"#,
-                esc(&participant_name(v, &p.participant)),
+                esc(participant_name(v, &p.participant)),
                 tag(&stance_words(&p.stance), colour),
                 earlier_positions(app, p),
-                esc(&by_line(app, &p.recorded_by, &p.at)),
+                esc(by_line(app, &p.recorded_by, &p.at)),
             );
         }
         s.push_str("</tbody></table>");
@@ -368,7 +368,7 @@ pub fn render_decision(
                 s,
                 r#"<li>{} <span class="app-muted">{}</span>{}</li>"#,
                 status_tag(&h.status),
-                esc(&by_line(app, &h.by, &h.at)),
+                esc(by_line(app, &h.by, &h.at)),
                 h.note
                     .as_deref()
                     .map(|n| format!(": {}", esc(n)))
@@ -469,7 +469,7 @@ pub fn render_decision(
                     tag("To do", "white")
                 },
                 esc(&v.case_id),
-                esc(&a.meta.id),
+                esc(a.meta.id),
                 esc(&a.text)
             );
         }
@@ -508,7 +508,7 @@ pub fn render_decision(
         s,
         r#"<p><a href="/case/{}/entry/{}/error">Mark this decision as entered in error</a></p>"#,
         esc(&v.case_id),
-        esc(&d.meta.id)
+        esc(d.meta.id)
     );
     s
 }
@@ -531,7 +531,7 @@ fn earlier_positions(app: &App, p: &PositionView) -> String {
             Some(format!(
                 r#"<li>Earlier ({}, recorded by {}): <q class="app-own-words">{}</q></li>"#,
                 esc(stance_then(&e.stance)),
-                esc(&by_line(app, &e.recorded_by, &e.at)),
+                esc(by_line(app, &e.recorded_by, &e.at)),
                 esc_multiline(w)
             ))
         })

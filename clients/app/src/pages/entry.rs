@@ -155,7 +155,7 @@ async fn page(
             let intro = if already_mistake {
                 format!(
                     "<p>{} is already marked as written wrongly. If it was recorded on the wrong person’s record, its content can be removed from this record and every copy.</p>",
-                    esc(&capitalised(&f.what))
+                    esc(capitalised(&f.what))
                 )
             } else {
                 format!(
@@ -265,7 +265,7 @@ async fn move_page(
         r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<span class="nhsuk-caption-l">{}</span><h1>Recorded on the wrong person’s record</h1><p>{} will be removed from {}’s record and from every copy and export. A note stays in its place saying what kind of entry was removed, by you, when and why:</p><div class="nhsuk-inset-text"><p>{}</p></div>{}</div></div>"#,
         error_summary(errors),
         esc(&v.person.name),
-        esc(&capitalised(&f.what)),
+        esc(capitalised(&f.what)),
         esc(&v.person.name),
         esc_multiline(form.get("reason")),
         html::post_form(

@@ -498,7 +498,7 @@ pub fn render_meeting(
         s,
         r#"<span class="nhsuk-caption-l">{}</span><h1>{}</h1>"#,
         esc(&v.person.name),
-        esc(&meeting_title(app, m))
+        esc(meeting_title(app, m))
     );
     if let Some(absent) = not_present(v, m) {
         let _ = write!(
@@ -520,12 +520,12 @@ pub fn render_meeting(
     s.push_str(&html::summary_list(&[
         (
             "Where it stands".into(),
-            format!("{} {}", state_tag(&m.state), esc(&state_words(app, m))),
+            format!("{} {}", state_tag(&m.state), esc(state_words(app, m))),
         ),
         ("Place".into(), esc(&place)),
         (
             "Recorded by".into(),
-            esc(&by_line(app, &m.meta.created_by, &m.meta.created_at)),
+            esc(by_line(app, &m.meta.created_by, &m.meta.created_at)),
         ),
         ("Next meeting".into(), esc(&next)),
     ]));
@@ -537,7 +537,7 @@ pub fn render_meeting(
             r#"<div class="app-in-error">{}{}<h2>Who came</h2><p><s>{}</s></p>"#,
             in_error_note(app, mark),
             super::wrong_person_link(&v.case_id, &m.meta.id.to_string(), "this meeting"),
-            esc(&m
+            esc(m
                 .attendees
                 .iter()
                 .map(|a| participant_name(v, a))
@@ -671,7 +671,7 @@ pub fn render_meeting(
         s,
         r#"<p><a href="/case/{}/entry/{}/error">Mark this meeting as entered in error</a></p>"#,
         esc(&v.case_id),
-        esc(&m.meta.id)
+        esc(m.meta.id)
     );
     s
 }
@@ -891,7 +891,7 @@ pub fn render_readback(
     let _ = write!(
         s,
         r#"<span class="nhsuk-caption-l">{}</span><h1>Read back the notes</h1><p>Read the notes aloud, or show this screen. Ask each person whether the notes say what happened, and record their answer. If they want to add something, write it in their own words.</p>"#,
-        esc(&meeting_title(app, m))
+        esc(meeting_title(app, m))
     );
     let _ = write!(
         s,
@@ -925,7 +925,7 @@ pub fn render_readback(
                 s,
                 r#"<p><strong>{}</strong> <span class="app-muted">(recorded by {})</span></p>"#,
                 esc(&answer),
-                esc(&by_line(app, &r.recorded_by, &r.at))
+                esc(by_line(app, &r.recorded_by, &r.at))
             );
             if let Some(w) = &r.words {
                 let _ = write!(

@@ -457,7 +457,7 @@ pub fn removed_note(
     };
     format!(
         r#"<div class="app-removed"><p class="app-removed__note"><strong class="nhsuk-tag nhsuk-tag--grey">Removed from this record</strong> {}</p></div>"#,
-        esc(&format!(
+        esc(format!(
             "{what} was removed from this record {why}. Marked by {}: {}",
             by_on(app, &mark.by, &mark.at),
             mark.reason
@@ -469,7 +469,7 @@ pub fn removed_note(
 pub fn in_error_note(app: &App, mark: &polyphony_core::model::view::ErrorMark) -> String {
     format!(
         r#"<p class="app-in-error__note"><strong class="nhsuk-tag nhsuk-tag--red">Entered in error</strong> {}: “{}”</p>"#,
-        esc(&by_line(app, &mark.by, &mark.at)),
+        esc(by_line(app, &mark.by, &mark.at)),
         esc(&mark.reason)
     )
 }

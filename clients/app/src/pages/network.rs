@@ -269,7 +269,7 @@ async fn edit_page(
     content.push_str(&format!(
         r#"<p><a href="/case/{}/entry/{}/error">Mark {} as entered in error</a></p></div></div>"#,
         esc(&v.case_id),
-        esc(&m.meta.id),
+        esc(m.meta.id),
         esc(&m.name)
     ));
     render(

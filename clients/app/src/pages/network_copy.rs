@@ -49,7 +49,7 @@ pub async fn choose(
             let action = if consent == "given" {
                 format!(
                     r#"<a href="/case/{case}/network-copy/{id}">Make the copy for {n}</a>"#,
-                    id = esc(&m.meta.id),
+                    id = esc(m.meta.id),
                     n = esc(&m.name)
                 )
             } else {
@@ -109,7 +109,7 @@ pub async fn show(
                 "This copy cannot be given".to_string(),
                 format!(
                     r#"<h1>This copy cannot be given</h1><div class="nhsuk-warning-callout"><h2 class="nhsuk-warning-callout__label"><span role="text"><span class="nhsuk-u-visually-hidden">Important: </span>Consent</span></h2><p>{}</p></div><p><a href="/case/{case}/network-copy">Back to who the copy can be for</a></p>"#,
-                    esc(&e.to_string())
+                    esc(e.to_string())
                 ),
                 "",
             )
