@@ -12,7 +12,7 @@ use crate::model::local_time::date_words;
 use crate::model::readback::LaterChange;
 use crate::model::view::{ErrorMark, MeetingView};
 use crate::model::LocalZone;
-use crate::model::{DecisionStatus, MeetingState, Place, PositionView, Stance, Stored};
+use crate::model::{DecisionStatus, MeetingState, NoteKind, Place, PositionView, Stance, Stored};
 
 /// "14 March 2026" from an RFC 3339 timestamp (its UK date) or a YYYY-MM-DD date; the input
 /// itself if neither.
@@ -145,11 +145,10 @@ pub(crate) fn later_change(c: &LaterChange) -> String {
         c.by.as_ref()
             .map(|a| a.practitioner_name.as_str())
             .unwrap_or("someone unknown");
-    let part = match c.part.as_str() {
-        "notes" => "the notes",
-        "reflections" => "the reflections",
-        "agreed" => "what was agreed",
-        other => other,
+    let part = match c.part {
+        NoteKind::Notes => "the notes",
+        NoteKind::Reflections => "the reflections",
+        NoteKind::Agreed => "what was agreed",
     };
     let mut what = Vec::new();
     if !c.added.is_empty() {

@@ -946,7 +946,7 @@ fn words_changed_after_the_read_back_stay_marked_even_when_answered_again() {
     assert_eq!(after.readback[0].heard.as_deref(), Some(heard.as_str()));
     assert_eq!(after.changed_after_readback.len(), 1);
     let c = &after.changed_after_readback[0];
-    assert_eq!(c.part, "notes");
+    assert_eq!(c.part, NoteKind::Notes);
     assert_eq!(c.by.as_ref().unwrap().practitioner_name, "Sam");
     assert!(c.added.iter().any(|w| w.contains("walked daily")), "{c:?}");
 }

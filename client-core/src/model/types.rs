@@ -418,8 +418,7 @@ pub struct PositionView {
 /// A value of the record's vocabulary as a view reads it: one this version knows, nothing, or one
 /// it does not know (written by a newer schema: older devices keep it and show it as written).
 /// Serialised as the stored string, `""` for nothing, so the view's JSON is the record's own words.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Stored<T> {
     /// A value this version knows.
     Known(T),
@@ -466,7 +465,6 @@ impl<T> Stored<T> {
         matches!(self, Stored::Missing)
     }
 }
-
 
 impl<T: fmt::Display> fmt::Display for Stored<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -189,7 +189,7 @@ fn later_changes(app: &App, m: &MeetingView, k: NoteKind) -> String {
     let changes: Vec<&LaterChange> = m
         .changed_after_readback
         .iter()
-        .filter(|c| c.part == k.as_str())
+        .filter(|c| c.part == k)
         .collect();
     if changes.is_empty() {
         return String::new();
