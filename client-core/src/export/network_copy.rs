@@ -20,7 +20,7 @@
 use super::access::Purpose;
 use super::person_copy::{Layout, Style};
 use super::{file_name, plain, Names};
-use crate::model::view::{CaseView, MemberView};
+use crate::model::view::{CaseView, ConsentStanding, MemberView};
 use crate::model::{Date, Instant, LocalZone, Participant, Stance, Stored};
 use crate::EntryId;
 
@@ -101,15 +101,15 @@ pub fn recipient(view: &CaseView, member: &str) -> Result<Recipient, NetworkCopy
     if m.meta.entered_in_error.is_some() {
         return Err(NetworkCopyError::EnteredInError(m.name.clone()));
     }
-    match m.consent_words() {
-        "given" => Ok(Recipient {
+    match m.consent() {
+        ConsentStanding::Given => Ok(Recipient {
             id: m.meta.id,
             name: m.name.clone(),
             relationship: m.relationship.clone(),
         }),
         state => Err(NetworkCopyError::NoConsent {
             name: m.name.clone(),
-            state,
+            state: state.words(),
         }),
     }
 }

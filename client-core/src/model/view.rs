@@ -130,18 +130,43 @@ pub struct MemberView {
     pub left: Option<String>,
 }
 
-impl MemberView {
-    /// Where their consent to receive the record stands, in the words every screen and copy uses:
-    /// "given", "withdrawn" (given, then taken back) or "not recorded" (never asked or never
-    /// written down: not a refusal, which the record would hold as an event).
-    pub fn consent_words(&self) -> &'static str {
-        if self.consent_given {
-            "given"
-        } else if self.consent.is_empty() {
-            "not recorded"
-        } else {
-            "withdrawn"
+/// Where a member's consent to receive the record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentStanding {
+    /// The person gave it, and has not taken it back since.
+    Given,
+    /// Given, then taken back.
+    Withdrawn,
+    /// Never asked, or never written down: not a refusal, which the record would hold as an event.
+    NotRecorded,
+}
+
+impl ConsentStanding {
+    /// The words every screen and copy uses: "given", "withdrawn" or "not recorded".
+    pub fn words(self) -> &'static str {
+        match self {
+            ConsentStanding::Given => "given",
+            ConsentStanding::Withdrawn => "withdrawn",
+            ConsentStanding::NotRecorded => "not recorded",
         }
+    }
+}
+
+impl MemberView {
+    /// Where their consent to receive the record stands.
+    pub fn consent(&self) -> ConsentStanding {
+        if self.consent_given {
+            ConsentStanding::Given
+        } else if self.consent.is_empty() {
+            ConsentStanding::NotRecorded
+        } else {
+            ConsentStanding::Withdrawn
+        }
+    }
+
+    /// [`MemberView::consent`] in the words every screen and copy uses.
+    pub fn consent_words(&self) -> &'static str {
+        self.consent().words()
     }
 }
 

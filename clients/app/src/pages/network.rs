@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Form};
-use polyphony_core::model::view::{CaseView, MemberView};
+use polyphony_core::model::view::{CaseView, ConsentStanding, MemberView};
 use polyphony_core::model::{ConsentState, MemberField, NewMember, Role};
 
 use super::{
@@ -236,10 +236,10 @@ async fn edit_page(
         "<p>{}</p>",
         // The words every screen and copy uses (`MemberView::consent_words`): never recorded is
         // not a refusal.
-        match m.consent_words() {
-            "given" => "The person has given consent for them to receive the record.",
-            "withdrawn" => "The person has withdrawn consent for them to receive the record.",
-            _ => "Whether the person consents to them receiving the record has not been recorded. Ask the person.",
+        match m.consent() {
+            ConsentStanding::Given => "The person has given consent for them to receive the record.",
+            ConsentStanding::Withdrawn => "The person has withdrawn consent for them to receive the record.",
+            ConsentStanding::NotRecorded => "Whether the person consents to them receiving the record has not been recorded. Ask the person.",
         }
     ));
     let consent_inner = if m.consent_given {

@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Extension;
 use polyphony_core::export::network_copy::NetworkCopyError;
+use polyphony_core::model::view::ConsentStanding;
 use polyphony_core::profile::ProfileError;
 
 use super::{case_id, person_name, render, AppState, PageParts, PageResult};
@@ -46,7 +47,7 @@ pub async fn choose(
         s.push_str(r#"<table class="nhsuk-table"><caption class="nhsuk-table__caption">Who the copy can be for</caption><thead class="nhsuk-table__head"><tr class="nhsuk-table__row"><th scope="col" class="nhsuk-table__header">Name</th><th scope="col" class="nhsuk-table__header">Consent to receive the record</th><th scope="col" class="nhsuk-table__header">Copy</th></tr></thead><tbody class="nhsuk-table__body">"#);
         for m in members {
             let consent = m.consent_words();
-            let action = if consent == "given" {
+            let action = if m.consent() == ConsentStanding::Given {
                 format!(
                     r#"<a href="/case/{case}/network-copy/{id}">Make the copy for {n}</a>"#,
                     id = esc(m.meta.id),
