@@ -296,159 +296,19 @@ impl Admin {
     }
 
     fn run(&self, req: AdminRequest) -> Result<serde_json::Value, AdminError> {
-        let r = &self.registry;
         match req {
-            AdminRequest::TeamAdd { name } => {
-                let team = r.add_team(&name)?;
-                self.audit(
-                    AuditAction::TeamAdded,
-                    None,
-                    format!("team {} '{}'", team.id, team.name),
-                    || format!("team '{}' was added", team.name),
-                )?;
-                json(&team)
-            }
-            AdminRequest::Teams => json(&r.teams()?),
-            AdminRequest::PractitionerAdd { name, team } => {
-                let team = r.team(&team)?;
-                let p = r.add_practitioner(&name, team.id)?;
-                self.audit(
-                    AuditAction::PractitionerAdded,
-                    None,
-                    format!("practitioner {} '{}' in team {}", p.id, p.name, team.id),
-                    || format!("practitioner '{}' was added", p.name),
-                )?;
-                json(&self.practitioner_view(&p, &[team])?)
-            }
+            AdminRequest::TeamAdd { name } => self.team_add(&name),
+            AdminRequest::Teams => json(&self.registry.teams()?),
+            AdminRequest::PractitionerAdd { name, team } => self.practitioner_add(&name, &team),
             AdminRequest::PractitionerRemove {
                 practitioner,
                 team,
                 now,
-            } => {
-                let p = r.practitioner_by(&practitioner)?;
-                let teams = r.teams()?;
-                let p = match team {
-                    Some(team) => {
-                        let team = r.team(&team)?;
-                        let after = r.remove_practitioner_from_team(&p.id, team.id)?;
-                        self.audit(
-                            AuditAction::PractitionerRemoved,
-                            None,
-                            format!("practitioner {} left team {}", p.id, team.id),
-                            || format!("'{}' left team '{}'", p.name, team.name),
-                        )?;
-                        after
-                    }
-                    None => {
-                        let mut after = p.clone();
-                        for t in &p.teams {
-                            after = r.remove_practitioner_from_team(&p.id, *t)?;
-                        }
-                        let target = if now {
-                            DeviceStatus::Revoked
-                        } else {
-                            DeviceStatus::Revoking
-                        };
-                        let mut revoked = Vec::new();
-                        for d in r.practitioner_devices(&p.id)? {
-                            if d.status == DeviceStatus::Active
-                                || (now && d.status == DeviceStatus::Revoking)
-                            {
-                                r.set_device_status(&d.id, target)?;
-                                revoked.push(d.id.to_string());
-                            }
-                        }
-                        self.audit(
-                            AuditAction::PractitionerRemoved,
-                            None,
-                            format!(
-                                "practitioner {} removed from every team; devices {} ({})",
-                                p.id,
-                                if now { "revoked at once" } else { "revoking" },
-                                revoked.join(", ")
-                            ),
-                            || format!("'{}' was removed from every team", p.name),
-                        )?;
-                        after
-                    }
-                };
-                json(&self.practitioner_view(&p, &teams)?)
-            }
-            AdminRequest::Practitioners => {
-                let teams = r.teams()?;
-                let views = r
-                    .practitioners()?
-                    .iter()
-                    .map(|p| self.practitioner_view(p, &teams))
-                    .collect::<Result<Vec<_>, _>>()?;
-                json(&views)
-            }
-            AdminRequest::Enrol { practitioner } => {
-                let p = r.practitioner_by(&practitioner)?;
-                let code = r.create_enrolment(p.id, self.ca_fingerprint, self.enrolment_ttl)?;
-                let expires_at = r
-                    .enrolment(&code.token_hash())?
-                    .map(|e| e.expires_at)
-                    .unwrap_or_else(|| OffsetDateTime::now_utc() + self.enrolment_ttl);
-                self.audit(
-                    AuditAction::EnrolmentIssued,
-                    None,
-                    format!(
-                        "for practitioner {}, valid until {}",
-                        p.id,
-                        rfc3339(expires_at)
-                    ),
-                    || format!("an enrolment code for '{}' was issued", p.name),
-                )?;
-                json(&IssuedCode {
-                    code: code.to_string(),
-                    practitioner: p.id,
-                    practitioner_name: p.name,
-                    expires_at: rfc3339(expires_at),
-                })
-            }
-            AdminRequest::Revoke { device, now } => {
-                let device: DeviceId = device.parse().map_err(|e: BadId| {
-                    AdminError::BadId(format!(
-                        "{e}: list the devices and their ids with `polyphony-server devices`"
-                    ))
-                })?;
-                let before = r
-                    .device(&device)?
-                    .ok_or(RegistryError::DeviceNotFound(device))?;
-                let target = if now {
-                    DeviceStatus::Revoked
-                } else {
-                    DeviceStatus::Revoking
-                };
-                // Revoking a device again is not an error (a script may retry); asking for a gentle
-                // revocation of one already refused outright changes nothing.
-                let after = if before.status == DeviceStatus::Revoked {
-                    before.clone()
-                } else {
-                    r.set_device_status(&device, target)?
-                };
-                if after.status != before.status {
-                    let detail = match after.status {
-                        DeviceStatus::Revoked => format!("device {device} revoked at once"),
-                        _ => format!(
-                            "device {device}: revocation ordered; it may upload what it holds, then is told to wipe"
-                        ),
-                    };
-                    self.audit(AuditAction::Revoke, None, detail, || {
-                        format!("device {device} is now {}", after.status)
-                    })?;
-                }
-                json(&self.device_view(after)?)
-            }
-            AdminRequest::Devices => {
-                let views = r
-                    .devices()?
-                    .into_iter()
-                    .map(|d| self.device_view(d))
-                    .collect::<Result<Vec<_>, _>>()?;
-                json(&views)
-            }
+            } => self.practitioner_remove(&practitioner, team.as_deref(), now),
+            AdminRequest::Practitioners => self.practitioners(),
+            AdminRequest::Enrol { practitioner } => self.enrol(&practitioner),
+            AdminRequest::Revoke { device, now } => self.revoke(&device, now),
+            AdminRequest::Devices => self.devices(),
             AdminRequest::Audit { case, verify } => {
                 if verify {
                     json(&self.audit.verify()?)
@@ -456,61 +316,247 @@ impl Admin {
                     json(&self.audit.entries(case)?)
                 }
             }
-            AdminRequest::AuditHead => {
-                let ca = self.ca.as_ref().ok_or_else(|| {
-                    AdminError::Protocol("this command has no borough CA to sign with".into())
-                })?;
-                let (records, hash) = self.audit.head()?;
-                let head = polyphony_core::identity::AuditHead::sign(
-                    ca,
-                    records,
-                    &hash,
-                    &rfc3339(OffsetDateTime::now_utc()),
-                )
-                .map_err(|e| AdminError::Protocol(e.to_string()))?;
-                json(&head)
-            }
-            AdminRequest::AuditAnchors { anchors } => {
-                let ca = self.ca.as_ref().ok_or_else(|| {
-                    AdminError::Protocol("this command has no borough CA to check with".into())
-                })?;
-                let report = self.audit.verify()?;
-                for a in &anchors {
-                    a.verify(ca.cert_der()).map_err(|e| {
-                        AdminError::Protocol(format!(
-                            "anchor of {} records (signed {}): {e}",
-                            a.records, a.at
-                        ))
-                    })?;
-                }
-                let pairs: Vec<(u64, String)> = anchors
-                    .iter()
-                    .map(|a| (a.records, a.hash.clone()))
-                    .collect();
-                self.audit.holds_all(&pairs)?;
-                json(&report)
-            }
-            AdminRequest::CaseMove { case, team } => {
-                let to = r.team(&team)?;
-                let from_id = r.move_case(case, to.id)?;
-                let from = r
-                    .team_by_id(&from_id)?
-                    .ok_or(RegistryError::TeamIdUnknown(from_id))?;
-                if from.id != to.id {
-                    self.audit(
-                        AuditAction::CaseMoved,
-                        Some(case),
-                        format!("from team {} to team {}", from.id, to.id),
-                        || format!("case {case} moved to '{}'", to.name),
-                    )?;
-                }
-                json(&CaseMoved {
-                    case,
-                    from: team_ref(&from),
-                    to: team_ref(&to),
-                })
+            AdminRequest::AuditHead => self.audit_head(),
+            AdminRequest::AuditAnchors { anchors } => self.audit_anchors(&anchors),
+            AdminRequest::CaseMove { case, team } => self.case_move(case, &team),
+        }
+    }
+
+    fn team_add(&self, name: &str) -> Result<serde_json::Value, AdminError> {
+        let team = self.registry.add_team(name)?;
+        self.audit(
+            AuditAction::TeamAdded,
+            None,
+            format!("team {} '{}'", team.id, team.name),
+            || format!("team '{}' was added", team.name),
+        )?;
+        json(&team)
+    }
+
+    fn practitioner_add(&self, name: &str, team: &str) -> Result<serde_json::Value, AdminError> {
+        let r = &self.registry;
+        let team = r.team(team)?;
+        let p = r.add_practitioner(name, team.id)?;
+        self.audit(
+            AuditAction::PractitionerAdded,
+            None,
+            format!("practitioner {} '{}' in team {}", p.id, p.name, team.id),
+            || format!("practitioner '{}' was added", p.name),
+        )?;
+        json(&self.practitioner_view(&p, &[team])?)
+    }
+
+    /// Out of one team, or, with none, out of every team with their devices revoked.
+    fn practitioner_remove(
+        &self,
+        practitioner: &str,
+        team: Option<&str>,
+        now: bool,
+    ) -> Result<serde_json::Value, AdminError> {
+        let r = &self.registry;
+        let p = r.practitioner_by(practitioner)?;
+        let teams = r.teams()?;
+        let p = match team {
+            Some(team) => self.remove_from_team(&p, team)?,
+            None => self.remove_from_every_team(&p, now)?,
+        };
+        json(&self.practitioner_view(&p, &teams)?)
+    }
+
+    /// Take `p` out of `team`; answers with them as they are after.
+    fn remove_from_team(&self, p: &Practitioner, team: &str) -> Result<Practitioner, AdminError> {
+        let r = &self.registry;
+        let team = r.team(team)?;
+        let after = r.remove_practitioner_from_team(&p.id, team.id)?;
+        self.audit(
+            AuditAction::PractitionerRemoved,
+            None,
+            format!("practitioner {} left team {}", p.id, team.id),
+            || format!("'{}' left team '{}'", p.name, team.name),
+        )?;
+        Ok(after)
+    }
+
+    /// Take `p` out of every team and revoke their devices (at once with `now`); answers with them
+    /// as they are after.
+    fn remove_from_every_team(
+        &self,
+        p: &Practitioner,
+        now: bool,
+    ) -> Result<Practitioner, AdminError> {
+        let r = &self.registry;
+        let mut after = p.clone();
+        for t in &p.teams {
+            after = r.remove_practitioner_from_team(&p.id, *t)?;
+        }
+        let target = if now {
+            DeviceStatus::Revoked
+        } else {
+            DeviceStatus::Revoking
+        };
+        let mut revoked = Vec::new();
+        for d in r.practitioner_devices(&p.id)? {
+            if d.status == DeviceStatus::Active || (now && d.status == DeviceStatus::Revoking) {
+                r.set_device_status(&d.id, target)?;
+                revoked.push(d.id.to_string());
             }
         }
+        self.audit(
+            AuditAction::PractitionerRemoved,
+            None,
+            format!(
+                "practitioner {} removed from every team; devices {} ({})",
+                p.id,
+                if now { "revoked at once" } else { "revoking" },
+                revoked.join(", ")
+            ),
+            || format!("'{}' was removed from every team", p.name),
+        )?;
+        Ok(after)
+    }
+
+    fn practitioners(&self) -> Result<serde_json::Value, AdminError> {
+        let r = &self.registry;
+        let teams = r.teams()?;
+        let views = r
+            .practitioners()?
+            .iter()
+            .map(|p| self.practitioner_view(p, &teams))
+            .collect::<Result<Vec<_>, _>>()?;
+        json(&views)
+    }
+
+    fn enrol(&self, practitioner: &str) -> Result<serde_json::Value, AdminError> {
+        let r = &self.registry;
+        let p = r.practitioner_by(practitioner)?;
+        let code = r.create_enrolment(p.id, self.ca_fingerprint, self.enrolment_ttl)?;
+        let expires_at = r
+            .enrolment(&code.token_hash())?
+            .map(|e| e.expires_at)
+            .unwrap_or_else(|| OffsetDateTime::now_utc() + self.enrolment_ttl);
+        self.audit(
+            AuditAction::EnrolmentIssued,
+            None,
+            format!(
+                "for practitioner {}, valid until {}",
+                p.id,
+                rfc3339(expires_at)
+            ),
+            || format!("an enrolment code for '{}' was issued", p.name),
+        )?;
+        json(&IssuedCode {
+            code: code.to_string(),
+            practitioner: p.id,
+            practitioner_name: p.name,
+            expires_at: rfc3339(expires_at),
+        })
+    }
+
+    fn revoke(&self, device: &str, now: bool) -> Result<serde_json::Value, AdminError> {
+        let r = &self.registry;
+        let device: DeviceId = device.parse().map_err(|e: BadId| {
+            AdminError::BadId(format!(
+                "{e}: list the devices and their ids with `polyphony-server devices`"
+            ))
+        })?;
+        let before = r
+            .device(&device)?
+            .ok_or(RegistryError::DeviceNotFound(device))?;
+        let target = if now {
+            DeviceStatus::Revoked
+        } else {
+            DeviceStatus::Revoking
+        };
+        // Revoking a device again is not an error (a script may retry); asking for a gentle
+        // revocation of one already refused outright changes nothing.
+        let after = if before.status == DeviceStatus::Revoked {
+            before.clone()
+        } else {
+            r.set_device_status(&device, target)?
+        };
+        if after.status != before.status {
+            let detail = match after.status {
+                DeviceStatus::Revoked => format!("device {device} revoked at once"),
+                _ => format!(
+                    "device {device}: revocation ordered; it may upload what it holds, then is told to wipe"
+                ),
+            };
+            self.audit(AuditAction::Revoke, None, detail, || {
+                format!("device {device} is now {}", after.status)
+            })?;
+        }
+        json(&self.device_view(after)?)
+    }
+
+    fn devices(&self) -> Result<serde_json::Value, AdminError> {
+        let views = self
+            .registry
+            .devices()?
+            .into_iter()
+            .map(|d| self.device_view(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        json(&views)
+    }
+
+    fn audit_head(&self) -> Result<serde_json::Value, AdminError> {
+        let ca = self.ca.as_ref().ok_or_else(|| {
+            AdminError::Protocol("this command has no borough CA to sign with".into())
+        })?;
+        let (records, hash) = self.audit.head()?;
+        let head = polyphony_core::identity::AuditHead::sign(
+            ca,
+            records,
+            &hash,
+            &rfc3339(OffsetDateTime::now_utc()),
+        )
+        .map_err(|e| AdminError::Protocol(e.to_string()))?;
+        json(&head)
+    }
+
+    fn audit_anchors(
+        &self,
+        anchors: &[polyphony_core::identity::AuditHead],
+    ) -> Result<serde_json::Value, AdminError> {
+        let ca = self.ca.as_ref().ok_or_else(|| {
+            AdminError::Protocol("this command has no borough CA to check with".into())
+        })?;
+        let report = self.audit.verify()?;
+        for a in anchors {
+            a.verify(ca.cert_der()).map_err(|e| {
+                AdminError::Protocol(format!(
+                    "anchor of {} records (signed {}): {e}",
+                    a.records, a.at
+                ))
+            })?;
+        }
+        let pairs: Vec<(u64, String)> = anchors
+            .iter()
+            .map(|a| (a.records, a.hash.clone()))
+            .collect();
+        self.audit.holds_all(&pairs)?;
+        json(&report)
+    }
+
+    fn case_move(&self, case: CaseId, team: &str) -> Result<serde_json::Value, AdminError> {
+        let r = &self.registry;
+        let to = r.team(team)?;
+        let from_id = r.move_case(case, to.id)?;
+        let from = r
+            .team_by_id(&from_id)?
+            .ok_or(RegistryError::TeamIdUnknown(from_id))?;
+        if from.id != to.id {
+            self.audit(
+                AuditAction::CaseMoved,
+                Some(case),
+                format!("from team {} to team {}", from.id, to.id),
+                || format!("case {case} moved to '{}'", to.name),
+            )?;
+        }
+        json(&CaseMoved {
+            case,
+            from: team_ref(&from),
+            to: team_ref(&to),
+        })
     }
 
     /// Record an administrator's change; `done` says what was done, for the error if the record

@@ -941,62 +941,10 @@ impl Session {
         let mut names: HashMap<polyphony_core::PractitionerId, String> = HashMap::new();
         let entries = records
             .into_iter()
-            .filter(|r| {
-                matches!(
-                    r.event.action,
-                    AuditAction::Read
-                        | AuditAction::Write
-                        | AuditAction::OfflineRead
-                        | AuditAction::CaseMoved
-                )
-            })
+            .filter(|r| shown_in_access_log(r.event.action))
             .map(|r| {
-                let (who, device) = match &r.event.actor {
-                    Actor::Device {
-                        device,
-                        practitioner,
-                    } => {
-                        let name = names.entry(*practitioner).or_insert_with(|| {
-                            self.shared
-                                .registry
-                                .practitioner(practitioner)
-                                .ok()
-                                .flatten()
-                                .map(|p| p.name)
-                                .unwrap_or_else(|| format!("practitioner {practitioner}"))
-                        });
-                        (name.clone(), Some(device.to_string()))
-                    }
-                    Actor::Admin => ("an administrator".to_string(), None),
-                    Actor::Server => ("the borough server".to_string(), None),
-                };
-                // A device records every read, connected or not: the record does not say
-                // which, so a read is "on their device", never "offline".
-                let (what, kind) = match r.event.action {
-                    AuditAction::Read => (
-                        format!("read ({})", r.event.detail),
-                        Some(AccessKind::SentToDevice),
-                    ),
-                    AuditAction::Write => (
-                        format!("wrote ({})", r.event.detail),
-                        Some(AccessKind::Changed),
-                    ),
-                    AuditAction::OfflineRead => {
-                        let purpose = crate::audit::device_read_purpose(&r.event.detail);
-                        (
-                            format!("read on their device ({purpose})"),
-                            Some(AccessKind::OnDevice {
-                                purpose: purpose.to_string(),
-                                not_yet_sent: false,
-                            }),
-                        )
-                    }
-                    AuditAction::CaseMoved => (
-                        format!("case moved ({})", r.event.detail),
-                        Some(AccessKind::Moved),
-                    ),
-                    _ => (r.event.detail.clone(), None),
-                };
+                let (who, device) = self.who_acted(&r.event.actor, &mut names);
+                let (what, kind) = what_was_done(&r.event);
                 polyphony_core::export::Access {
                     at: r.event.at,
                     who,
@@ -1007,6 +955,34 @@ impl Session {
             })
             .collect();
         (ticket, Frame::AccessLog { case, entries })
+    }
+
+    /// Who an access-log entry names, and their device's id if a device did it. A practitioner's
+    /// name is looked up once per log (`names`), their id shown if the registry has no name.
+    fn who_acted(
+        &self,
+        actor: &Actor,
+        names: &mut HashMap<polyphony_core::PractitionerId, String>,
+    ) -> (String, Option<String>) {
+        match actor {
+            Actor::Device {
+                device,
+                practitioner,
+            } => {
+                let name = names.entry(*practitioner).or_insert_with(|| {
+                    self.shared
+                        .registry
+                        .practitioner(practitioner)
+                        .ok()
+                        .flatten()
+                        .map(|p| p.name)
+                        .unwrap_or_else(|| format!("practitioner {practitioner}"))
+                });
+                (name.clone(), Some(device.to_string()))
+            }
+            Actor::Admin => ("an administrator".to_string(), None),
+            Actor::Server => ("the borough server".to_string(), None),
+        }
     }
 
     /// Another connection changed a case: send this device what it lacks (live push).
@@ -1086,5 +1062,45 @@ impl Session {
                 origin: u64::MAX,
             });
         }
+    }
+}
+
+/// Whether the person's access log shows an audit record of this kind: reads, writes and moves of
+/// their case, not the server's housekeeping.
+fn shown_in_access_log(action: AuditAction) -> bool {
+    matches!(
+        action,
+        AuditAction::Read | AuditAction::Write | AuditAction::OfflineRead | AuditAction::CaseMoved
+    )
+}
+
+/// What an access-log entry says was done, and its kind.
+fn what_was_done(event: &AuditEvent) -> (String, Option<AccessKind>) {
+    // A device records every read, connected or not: the record does not say
+    // which, so a read is "on their device", never "offline".
+    match event.action {
+        AuditAction::Read => (
+            format!("read ({})", event.detail),
+            Some(AccessKind::SentToDevice),
+        ),
+        AuditAction::Write => (
+            format!("wrote ({})", event.detail),
+            Some(AccessKind::Changed),
+        ),
+        AuditAction::OfflineRead => {
+            let purpose = crate::audit::device_read_purpose(&event.detail);
+            (
+                format!("read on their device ({purpose})"),
+                Some(AccessKind::OnDevice {
+                    purpose: purpose.to_string(),
+                    not_yet_sent: false,
+                }),
+            )
+        }
+        AuditAction::CaseMoved => (
+            format!("case moved ({})", event.detail),
+            Some(AccessKind::Moved),
+        ),
+        _ => (event.detail.clone(), None),
     }
 }
