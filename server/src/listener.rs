@@ -6,6 +6,10 @@
 //! certificate the borough CA issued). A device is identified by its certificate, never by its
 //! address, so QUIC connection migration (a laptop changing network mid-sync) just works.
 //! Connections beyond the limit are refused before the handshake, so a flood costs little.
+//!
+//! An I/O driver: this module, with the enrolment exchange and the session's connection driver it
+//! hands connections to, is where the server meets tokio and quinn; storage and the registry are
+//! awaited through [`CoreDriver`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +27,7 @@ use crate::admin::{self, Admin};
 use crate::audit::{Actor, AuditAction};
 use crate::config::ServerConfig;
 use crate::data_dir::{self, StartError};
+use crate::driver::CoreDriver;
 use crate::enrolment;
 use crate::registry::DeviceStatus;
 use crate::session::{self, Shared};
@@ -96,6 +101,7 @@ impl Server {
             opened.engine.clone(),
             config.cache_cases,
         ));
+        let driver = CoreDriver::attach(&storage, &opened.registry);
         let ca = Arc::new(opened.ca);
         let shared = Arc::new(Shared {
             ca: Some(ca.clone()),
@@ -148,6 +154,7 @@ impl Server {
         let accept = tokio::spawn(accept_loop(
             endpoint.clone(),
             shared.clone(),
+            driver,
             ca,
             config.max_connections,
             shutdown_rx,
@@ -269,6 +276,7 @@ async fn recover(shared: &Shared) {
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
     ca: Arc<BoroughCa>,
     max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
@@ -286,14 +294,13 @@ async fn accept_loop(
             continue;
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let ca = ca.clone();
+        let (shared, driver, ca) = (shared.clone(), driver.clone(), ca.clone());
         let span = tracing::info_span!("connection", id, remote = %incoming.remote_address());
         tokio::spawn(
             async move {
                 let _permit = permit;
                 match incoming.await {
-                    Ok(conn) => handle(shared, ca, conn, id).await,
+                    Ok(conn) => handle(shared, driver, ca, conn, id).await,
                     Err(e) => info!(error = %e, "handshake failed"),
                 }
             }
@@ -306,12 +313,18 @@ fn close(conn: &quinn::Connection, code: ErrorCode, message: &str) {
     conn.close((code as u32).into(), message.as_bytes());
 }
 
-async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection, id: u64) {
+async fn handle(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    ca: Arc<BoroughCa>,
+    conn: quinn::Connection,
+    id: u64,
+) {
     // A device arriving after a full disk was cleared should find the server taking writes.
     recover(&shared).await;
     let alpn = identity::negotiated_alpn(&conn);
     if alpn.as_deref() == Some(ALPN_ENROL) {
-        return enrolment::serve(shared, ca, conn).await;
+        return enrolment::serve(shared, driver, ca, conn).await;
     }
     if alpn.as_deref() != Some(ALPN_SYNC) {
         return close(&conn, ErrorCode::UnsupportedVersion, "unknown protocol");
@@ -408,8 +421,8 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
     }
     // A reopen of the store ends the session: its sync states describe documents the reopened
     // store may not hold. The device reconnects and syncs afresh, sending what the server lacks.
-    let mut reopened = shared.storage.reopened();
-    let serve = session::serve(shared, conn.clone(), id, device, practitioner);
+    let mut reopened = driver.reopened();
+    let serve = session::serve(shared, driver, conn.clone(), id, device, practitioner);
     tokio::pin!(serve);
     tokio::select! {
         () = &mut serve => {}
