@@ -24,12 +24,12 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admin::{self, Admin};
-use crate::audit::{Actor, AuditAction};
+use crate::audit::{Actor, AuditAction, AuditLog};
 use crate::config::ServerConfig;
 use crate::data_dir::{self, StartError};
 use crate::driver::CoreDriver;
 use crate::enrolment;
-use crate::registry::DeviceStatus;
+use crate::registry::{DeviceStatus, Registry};
 use crate::session::{self, Shared};
 use crate::storage::ServerStorage;
 
@@ -68,35 +68,7 @@ impl Server {
         config: ServerConfig,
         opened: data_dir::Opened,
     ) -> Result<ServerHandle, StartError> {
-        let names: Vec<&str> = config
-            .extra_server_names
-            .iter()
-            .map(String::as_str)
-            .collect();
-        let (chain, key) = opened.ca.issue_server_cert(&names)?;
-        let quic = identity::server_config(opened.ca.cert_der(), chain, key)?;
-        let secret = data_dir::reset_secret(&*opened.store)?;
-        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
-        // Connection ids carry a checksum keyed by the same stable secret, so a restarted server
-        // recognises its predecessor's connections and can reset them.
-        let cid_key = u64::from_be_bytes(secret[..8].try_into().expect("32-byte secret"));
-        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
-        endpoint_config.cid_generator(move || {
-            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-        });
-        let port = |source| StartError::Socket {
-            what: format!("cannot listen on {}", config.listen),
-            source,
-        };
-        let socket = std::net::UdpSocket::bind(config.listen).map_err(port)?;
-        let endpoint = quinn::Endpoint::new(
-            endpoint_config,
-            Some(quic),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(port)?;
-        let addr = endpoint.local_addr().map_err(port)?;
+        let (endpoint, addr) = bind_endpoint(&config, &opened)?;
         let storage = Arc::new(ServerStorage::over(
             opened.engine.clone(),
             config.cache_cases,
@@ -114,43 +86,16 @@ impl Server {
             moved_upload_limit: config.moved_upload_limit(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let admin = start_admin(
+            &config,
+            opened.registry,
+            opened.audit,
+            ca.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        spawn_chores(&shared, &config, &shutdown_rx);
         let ca_fingerprint = ca.fingerprint();
-
-        let admin = Arc::new(
-            Admin::new(
-                opened.registry.clone(),
-                opened.audit.clone(),
-                ca_fingerprint,
-                config.enrolment_ttl(),
-            )
-            .with_ca(ca.clone()),
-        );
-        // Bind before returning, so an admin request sent right after start finds the socket.
-        let admin_socket = admin::AdminSocket::bind(config.admin_socket_path())
-            .await
-            .map_err(|source| StartError::Socket {
-                what: format!(
-                    "cannot open the admin socket {}",
-                    config.admin_socket_path().display()
-                ),
-                source,
-            })?;
-        let admin_rx = shutdown_rx.clone();
-        let admin_task = tokio::spawn(async move {
-            if let Err(e) = admin_socket.serve(admin, admin_rx).await {
-                warn!(error = %e, "admin socket stopped");
-            }
-        });
-
-        tokio::spawn(close_idle_cases(
-            shared.clone(),
-            Duration::from_secs(config.cache_idle_secs),
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(recover_from_disk_errors(
-            shared.clone(),
-            shutdown_rx.clone(),
-        ));
         let accept = tokio::spawn(accept_loop(
             endpoint.clone(),
             shared.clone(),
@@ -165,11 +110,93 @@ impl Server {
             ca_fingerprint,
             shutdown,
             accept,
-            admin: admin_task,
+            admin,
             shared,
             endpoint,
         })
     }
+}
+
+/// The QUIC endpoint on the configured address and the address it got: TLS with a server
+/// certificate the borough CA issues now (for the configured extra names too), stateless resets
+/// keyed by the server's stable secret.
+fn bind_endpoint(
+    config: &ServerConfig,
+    opened: &data_dir::Opened,
+) -> Result<(quinn::Endpoint, SocketAddr), StartError> {
+    let names: Vec<&str> = config
+        .extra_server_names
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let (chain, key) = opened.ca.issue_server_cert(&names)?;
+    let quic = identity::server_config(opened.ca.cert_der(), chain, key)?;
+    let secret = data_dir::reset_secret(&*opened.store)?;
+    let port = |source| StartError::Socket {
+        what: format!("cannot listen on {}", config.listen),
+        source,
+    };
+    let socket = std::net::UdpSocket::bind(config.listen).map_err(port)?;
+    let endpoint = quinn::Endpoint::new(
+        endpoint_config(&secret),
+        Some(quic),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(port)?;
+    let addr = endpoint.local_addr().map_err(port)?;
+    Ok((endpoint, addr))
+}
+
+/// Stateless resets keyed by the server's stable secret, and connection ids that carry a checksum
+/// keyed by the same secret, so a restarted server recognises its predecessor's connections and
+/// can reset them.
+fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let cid_key = u64::from_be_bytes(secret[..8].try_into().expect("32-byte secret"));
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    endpoint_config
+}
+
+/// Bind the admin socket and serve administration on it until shutdown. Bound before the server
+/// is started, so an admin request sent right after start finds the socket.
+async fn start_admin(
+    config: &ServerConfig,
+    registry: Arc<Registry>,
+    audit: Arc<AuditLog>,
+    ca: Arc<BoroughCa>,
+    stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, StartError> {
+    let admin = Admin::new(registry, audit, ca.fingerprint(), config.enrolment_ttl()).with_ca(ca);
+    let admin = Arc::new(admin);
+    let admin_socket = admin::AdminSocket::bind(config.admin_socket_path())
+        .await
+        .map_err(|source| StartError::Socket {
+            what: format!(
+                "cannot open the admin socket {}",
+                config.admin_socket_path().display()
+            ),
+            source,
+        })?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = admin_socket.serve(admin, stop).await {
+            warn!(error = %e, "admin socket stopped");
+        }
+    }))
+}
+
+/// The server's chores, until `stop`: closing idle cases, and reopening the store after a disk
+/// error.
+fn spawn_chores(shared: &Arc<Shared>, config: &ServerConfig, stop: &watch::Receiver<bool>) {
+    tokio::spawn(close_idle_cases(
+        shared.clone(),
+        Duration::from_secs(config.cache_idle_secs),
+        stop.clone(),
+    ));
+    tokio::spawn(recover_from_disk_errors(shared.clone(), stop.clone()));
 }
 
 impl ServerHandle {
