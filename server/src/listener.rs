@@ -29,7 +29,8 @@ use crate::config::ServerConfig;
 use crate::data_dir::{self, StartError};
 use crate::driver::CoreDriver;
 use crate::enrolment;
-use crate::registry::{DeviceStatus, Registry};
+use crate::limits::DeviceSlot;
+use crate::registry::{Device, DeviceStatus, Practitioner, Registry};
 use crate::session::{self, Shared};
 use crate::storage::ServerStorage;
 
@@ -276,8 +277,8 @@ async fn recover_from_disk_errors(shared: Arc<Shared>, mut stop: watch::Receiver
 
 /// sled 0.34 keeps its first I/O error: after a full disk the store refuses every write until it
 /// is reopened. Once there is space, reopen it ([`ServerStorage::recover`]), refresh the audit
-/// log's chain head, and let every sync connection end (see [`handle`]): they hold sync states
-/// built on what the old engine held.
+/// log's chain head, and let every sync connection end (see [`serve_until_reopened`]): they hold
+/// sync states built on what the old engine held.
 async fn recover(shared: &Shared) {
     if !shared.storage.broken() {
         return;
@@ -340,6 +341,7 @@ fn close(conn: &quinn::Connection, code: ErrorCode, message: &str) {
     conn.close((code as u32).into(), message.as_bytes());
 }
 
+/// A connection, by its ALPN: an enrolment, or a device's sync.
 async fn handle(
     shared: Arc<Shared>,
     driver: Arc<CoreDriver>,
@@ -351,17 +353,48 @@ async fn handle(
     recover(&shared).await;
     let alpn = identity::negotiated_alpn(&conn);
     if alpn.as_deref() == Some(ALPN_ENROL) {
-        return enrolment::serve(shared, driver, ca, conn).await;
+        enrolment::serve(shared, driver, ca, conn).await;
+    } else if alpn.as_deref() == Some(ALPN_SYNC) {
+        sync(shared, driver, conn, id).await;
+    } else {
+        close(&conn, ErrorCode::UnsupportedVersion, "unknown protocol");
     }
-    if alpn.as_deref() != Some(ALPN_SYNC) {
-        return close(&conn, ErrorCode::UnsupportedVersion, "unknown protocol");
-    }
-    let Some(cert) = identity::peer_device_cert(&conn) else {
-        return close(
-            &conn,
+}
+
+/// A sync connection: the device behind it is checked ([`admit`]), takes one of its connection
+/// slots, and is served until the session ends.
+async fn sync(shared: Arc<Shared>, driver: Arc<CoreDriver>, conn: quinn::Connection, id: u64) {
+    let (device, practitioner) = match admit(&shared, &conn) {
+        Ok(admitted) => admitted,
+        Err((code, message)) => return close(&conn, code, &message),
+    };
+    let _slot = take_device_slot(&shared, &conn, &device);
+    serve_until_reopened(shared, driver, conn, id, device, practitioner).await;
+}
+
+/// Why a connection is refused before its session starts: the code, and what the device is told.
+type Refused = (ErrorCode, String);
+
+fn refused(code: ErrorCode, message: &str) -> Refused {
+    (code, message.to_string())
+}
+
+/// The device behind the connection and its practitioner, if it may sync: enrolled, with the
+/// certificate issued to it ([`enrolled_device`]), and not revoked ([`may_sync`]). Refusals that
+/// say something about the device are audited.
+fn admit(shared: &Shared, conn: &quinn::Connection) -> Result<(Device, Practitioner), Refused> {
+    let device = enrolled_device(shared, conn)?;
+    may_sync(shared, device)
+}
+
+/// The enrolled device the connection's certificate names, if the certificate is the one issued
+/// to it.
+fn enrolled_device(shared: &Shared, conn: &quinn::Connection) -> Result<Device, Refused> {
+    let Some(cert) = identity::peer_device_cert(conn) else {
+        return Err(refused(
             ErrorCode::Unauthorised,
             "no device certificate: enrol this device first",
-        );
+        ));
     };
     let device_id = identity::device_id_from_cert(&cert)
         .ok()
@@ -374,56 +407,64 @@ async fn handle(
             None,
             "a certificate for an unknown device",
         );
-        return close(
-            &conn,
+        return Err(refused(
             ErrorCode::Unauthorised,
             "this device is not enrolled with this server",
-        );
-    };
-    let actor = Actor::Device {
-        device: device.id,
-        practitioner: device.practitioner,
+        ));
     };
     if device.cert_fingerprint != hex::encode(identity::cert_fingerprint(&cert)) {
         shared.audit(
-            actor,
+            device_actor(&device),
             AuditAction::Refused,
             None,
             "certificate does not match the enrolled one",
         );
-        return close(
-            &conn,
+        return Err(refused(
             ErrorCode::Unauthorised,
             "this certificate is not the one issued to this device: enrol again",
-        );
+        ));
     }
-    let device = match shared.expire_revoking(device) {
-        Ok(d) => d,
-        Err(e) => {
-            return close(
-                &conn,
-                ErrorCode::Internal,
-                &format!("the server could not read its registry: {e}"),
-            )
-        }
-    };
+    Ok(device)
+}
+
+/// The device as it stands now (one past its time to upload before wiping becomes revoked), and
+/// its practitioner, unless the device is revoked or its practitioner gone.
+fn may_sync(shared: &Shared, device: Device) -> Result<(Device, Practitioner), Refused> {
+    let device = shared.expire_revoking(device).map_err(|e| {
+        (
+            ErrorCode::Internal,
+            format!("the server could not read its registry: {e}"),
+        )
+    })?;
     if device.status == DeviceStatus::Revoked {
         shared.audit(
-            actor,
+            device_actor(&device),
             AuditAction::Refused,
             None,
             "revoked device tried to connect",
         );
-        return close(&conn, ErrorCode::Revoked, "this device was revoked by your administrator: its data stays safe on the server; ask for a new enrolment");
+        return Err(refused(ErrorCode::Revoked, "this device was revoked by your administrator: its data stays safe on the server; ask for a new enrolment"));
     }
     let Ok(Some(practitioner)) = shared.registry.practitioner(&device.practitioner) else {
-        return close(
-            &conn,
+        return Err(refused(
             ErrorCode::Unauthorised,
             "this device's practitioner is no longer registered",
-        );
+        ));
     };
-    // One device holds at most MAX_CONNECTIONS_PER_DEVICE: a new one past it closes its oldest.
+    Ok((device, practitioner))
+}
+
+fn device_actor(device: &Device) -> Actor {
+    Actor::Device {
+        device: device.id,
+        practitioner: device.practitioner,
+    }
+}
+
+/// One of the device's connection slots, held for as long as the session: a device holds at most
+/// [`MAX_CONNECTIONS_PER_DEVICE`](crate::limits::MAX_CONNECTIONS_PER_DEVICE), and a new
+/// connection past it closes its oldest (audited).
+fn take_device_slot(shared: &Shared, conn: &quinn::Connection, device: &Device) -> DeviceSlot {
     let closer = {
         let conn = conn.clone();
         Box::new(move || {
@@ -434,10 +475,10 @@ async fn handle(
             )
         })
     };
-    let (_slot, superseded) = shared.limits.open_device(device.id, closer);
+    let (slot, superseded) = shared.limits.open_device(device.id, closer);
     if superseded > 0 {
         shared.audit(
-            actor.clone(),
+            device_actor(device),
             AuditAction::Refused,
             None,
             format!(
@@ -446,8 +487,20 @@ async fn handle(
             ),
         );
     }
-    // A reopen of the store ends the session: its sync states describe documents the reopened
-    // store may not hold. The device reconnects and syncs afresh, sending what the server lacks.
+    slot
+}
+
+/// Serve the device's session until it ends, or until the store is reopened after a disk error:
+/// the session's sync states describe documents the reopened store may not hold. The device
+/// reconnects and syncs afresh, sending what the server lacks.
+async fn serve_until_reopened(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    conn: quinn::Connection,
+    id: u64,
+    device: Device,
+    practitioner: Practitioner,
+) {
     let mut reopened = driver.reopened();
     let serve = session::serve(shared, driver, conn.clone(), id, device, practitioner);
     tokio::pin!(serve);
