@@ -326,7 +326,8 @@ impl ServerStorage {
     /// the old engine is dropped with it: the group-commit tickets not yet durable are lost (their
     /// `Saved` becomes a refusal), every open case is closed (the next sync reads it from disk),
     /// and the new generation is announced so sync connections end ([`Self::on_reopened`]). The
-    /// audit log's chain head is the caller's to refresh ([`AuditLog::reopened`]).
+    /// audit log's chain head is the caller's to refresh
+    /// ([`AuditLog::reopened`](crate::audit::AuditLog::reopened)).
     ///
     /// Returns the new generation, or `None` if the store is not broken, the disk still full, or
     /// the last reopen less than 2 s ago (`REOPEN_AT_MOST_EVERY`).
@@ -783,6 +784,37 @@ mod tests {
         assert!(
             flushes < WRITERS / 2,
             "{flushes} flushes for {WRITERS} writers: none shared"
+        );
+    }
+
+    /// A flush under way vouches for nothing yet: a write it covers is not durable until it has
+    /// finished, and a writer that asks meanwhile waits for that flush instead of starting another.
+    #[test]
+    fn a_write_is_not_durable_while_the_flush_covering_it_is_under_way() {
+        let (storage, disk) = Disk::storage();
+        let storage = Arc::new(storage);
+        let (first, _) = disk.write(&storage, "first");
+        let (second, written) = disk.write(&storage, "second");
+        let gate = disk.gate.lock().unwrap();
+        let flusher = {
+            let storage = storage.clone();
+            std::thread::spawn(move || storage.group.durable(first))
+        };
+        while disk.flushes_begun.load(SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert!(
+            storage.group.settled(first).is_none() && storage.group.settled(second).is_none(),
+            "a ticket was settled while the flush covering it was still under way"
+        );
+        drop(gate);
+        storage.group.durable(second).unwrap();
+        assert!(disk.flushed_through.load(SeqCst) >= written);
+        flusher.join().unwrap().unwrap();
+        assert_eq!(
+            disk.flushes.load(SeqCst),
+            1,
+            "the second write waited for the flush under way"
         );
     }
 

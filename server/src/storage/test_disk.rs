@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use polyphony_core::store::{ChunkSeq, MemoryStore, Store, StoreError};
@@ -13,13 +13,18 @@ use super::ServerStorage;
 use crate::reopen::ReopenableStore;
 
 /// A store whose flushes fail while `failing` is on, as a full disk makes sled's fail. Its
-/// writes and flushes are counted, and each flush takes `FLUSH_TAKES`, as a disk's does.
+/// writes and flushes are counted, and each flush takes `FLUSH_TAKES`, as a disk's does; a test
+/// holding `gate` keeps every flush under way until it lets go.
 #[derive(Default)]
 pub(crate) struct Disk {
     inner: MemoryStore,
     pub(crate) failing: AtomicBool,
+    /// Each flush takes this lock before it finishes.
+    pub(crate) gate: Mutex<()>,
     /// Writes finished.
     pub(crate) writes: AtomicU64,
+    /// Flushes begun.
+    pub(crate) flushes_begun: AtomicU64,
     /// Flushes finished.
     pub(crate) flushes: AtomicU64,
     /// How many writes had finished when the last successful flush began: every one of them
@@ -105,7 +110,9 @@ impl Store for Disk {
             )));
         }
         let began = self.writes.load(SeqCst);
+        self.flushes_begun.fetch_add(1, SeqCst);
         std::thread::sleep(FLUSH_TAKES);
+        drop(self.gate.lock().unwrap_or_else(|p| p.into_inner()));
         self.inner.flush()?;
         self.flushed_through.fetch_max(began, SeqCst);
         self.flushes.fetch_add(1, SeqCst);
