@@ -1,6 +1,7 @@
 //! The connection driver: the handshake over QUIC, the writer task that sends each reply once it
 //! is durable, and the loop that feeds the [`Session`] frames, announcements and changes of
-//! access. The only part of the session that touches tokio or quinn.
+//! access. The only part of the session that touches tokio or quinn; what it awaits of storage
+//! and the registry comes through [`CoreDriver`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tracing::{debug, warn};
 
 use super::{welcome, withheld, Batch, NotWelcome, Session, Shared};
 use crate::audit::{Actor, AuditAction};
+use crate::driver::CoreDriver;
 use crate::registry::{Device, Practitioner};
 
 /// The most reply batches a session may have waiting for a device that does not read them; past
@@ -75,6 +77,7 @@ impl Outbox {
 /// Serve a device's sync connection until it ends.
 pub async fn serve(
     shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
     conn: quinn::Connection,
     conn_id: u64,
     device: Device,
@@ -92,14 +95,14 @@ pub async fn serve(
     let backlog = Arc::new(Backlog::default());
     let (tx, rx) = mpsc::unbounded_channel::<Batch>();
     let writer = tokio::spawn(write_replies(
-        shared.clone(),
+        driver.clone(),
         conn.clone(),
         send,
         rx,
         backlog.clone(),
     ));
     let out = Outbox { tx, backlog };
-    let session = run(&shared, &conn, &mut recv, session, &out, &actor).await;
+    let session = run(&shared, &driver, &conn, &mut recv, session, &out, &actor).await;
     if let Some((code, message)) = session.ended() {
         // At once: nothing queued for the writer is sent after this.
         close(&conn, *code, message);
@@ -168,7 +171,7 @@ async fn handshake(
 /// stood for is withheld ([`withheld`]). Ends after `Bye` or an `Error`, or when the connection
 /// or the session is gone.
 async fn write_replies(
-    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
     conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut rx: mpsc::UnboundedReceiver<Batch>,
@@ -176,7 +179,7 @@ async fn write_replies(
 ) {
     while let Some(Batch { ticket, frames }) = rx.recv().await {
         let _taken = Taken(&backlog);
-        let (frames, dropped_push) = match shared.storage.group.durable(ticket).await {
+        let (frames, dropped_push) = match driver.durable(ticket).await {
             Ok(()) => (frames, false),
             Err(e) => withheld(frames, &e),
         };
@@ -204,14 +207,15 @@ async fn write_replies(
 /// of access. Returns the session, to read why it ended.
 async fn run(
     shared: &Arc<Shared>,
+    driver: &CoreDriver,
     conn: &quinn::Connection,
     recv: &mut FrameReader,
     mut session: Session,
     out: &Outbox,
     actor: &Actor,
 ) -> Session {
-    let mut changes = shared.storage.subscribe();
-    let mut access = shared.registry.access_changes();
+    let mut changes = driver.case_changes();
+    let mut access = driver.access_changes();
     'serving: loop {
         // Back-pressure: while the device does not read what it was sent, read nothing more from
         // it and push nothing more (a missed push is made up by push_all after the lag).
