@@ -10,6 +10,9 @@
 //!
 //! Every change made here is written to the audit log (actor [`Actor::Admin`]) and flushed before
 //! success is reported. Listings are not audited: they show who works where, never case content.
+//!
+//! The socket ([`serve_admin`]) is an I/O driver of its own, like the listener: it is the part of
+//! this module that uses tokio; [`Admin::handle`] does not.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
