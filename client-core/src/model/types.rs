@@ -430,15 +430,17 @@ pub enum Stored<T> {
 }
 
 impl<T: FromStr + fmt::Display> Stored<T> {
-    /// Reads a stored string. A value is known only when it is written exactly as this version
-    /// writes it, so what is shown (and exported) is always what the record holds.
+    /// Reads a stored string. A value is known when it parses as validation parses it (so
+    /// `Agree` is agreement and `member:<ID IN CAPITALS>` is that member, on every screen as in
+    /// every check, and a member withheld is withheld under any spelling of their id); it is then
+    /// shown as this version writes it. Anything else is kept and shown as written.
     pub fn read(s: Option<String>) -> Self {
         match s {
             None => Stored::Missing,
             Some(s) if s.is_empty() => Stored::Missing,
             Some(s) => match s.parse::<T>() {
-                Ok(t) if t.to_string() == s => Stored::Known(t),
-                _ => Stored::Unknown(s),
+                Ok(t) => Stored::Known(t),
+                Err(_) => Stored::Unknown(s),
             },
         }
     }

@@ -349,15 +349,18 @@ fn meta(d: &impl ReadDoc, id: EntryId, o: &ObjId) -> EntryMeta {
         entered_in_error: map_at(d, o, keys::WRONG_PERSON)
             .map(|m| (m, Stored::Known(ErrorKind::WrongPerson)))
             .or_else(|| {
-                map_at(d, o, keys::ENTERED_IN_ERROR)
-                    .map(|m| (Stored::read(get_str(d, &m, keys::KIND)), m))
-                    .map(|(kind, m)| (m, kind))
+                // A mark without a kind is a mistake (schema 1). An empty kind is not: a newer
+                // schema wrote it, and what this code cannot read it withholds.
+                map_at(d, o, keys::ENTERED_IN_ERROR).map(|m| {
+                    let kind = match get_str(d, &m, keys::KIND) {
+                        None => Stored::Known(ErrorKind::Mistake),
+                        written => Stored::read(written),
+                    };
+                    (m, kind)
+                })
             })
             .map(|(m, kind)| ErrorMark {
-                kind: match kind {
-                    Stored::Missing => Stored::Known(ErrorKind::Mistake),
-                    kind => kind,
-                },
+                kind,
                 reason: get_str(d, &m, keys::REASON).unwrap_or_default(),
                 by: author(d, &m, keys::BY),
                 at: ts(d, &m, keys::AT),
@@ -513,9 +516,11 @@ impl CaseDoc {
                         .map(|heads| super::readback::changes_after(d, &m, &heads))
                         .unwrap_or_default(),
                     readback,
-                    state: match Stored::read(get_str(d, &m, keys::STATE)) {
-                        Stored::Missing => Stored::Known(MeetingState::Held),
-                        state => state,
+                    // A meeting without a state was held (schema 1 recorded only those); an
+                    // empty state is a newer schema's, and is not taken as held.
+                    state: match get_str(d, &m, keys::STATE) {
+                        None => Stored::Known(MeetingState::Held),
+                        written => Stored::read(written),
                     },
                     person_present: attendees.iter().any(|a| a.is(Participant::Person)),
                     attendees,
