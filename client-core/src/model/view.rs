@@ -5,7 +5,7 @@
 //! deterministic winner *and* lists the field in [`CaseView::conflicts`], so a client can never show
 //! one value without saying there is another.
 
-use automerge::{ObjId, ReadDoc, ROOT};
+use automerge::{AutoCommit, ObjId, ReadDoc, ROOT};
 use serde::{Deserialize, Serialize};
 
 use super::conflicts::Conflict;
@@ -338,8 +338,7 @@ pub struct CaseView {
     pub conflicts: Vec<Conflict>,
 }
 
-/// A view's time as an instant, for ordering: RFC 3339 strings do not sort as times (a time on a
-/// whole second, `…:01Z`, sorts after `…:01.5Z`).
+/// The attribution of entry `id` at `o`, and its mark if it was entered in error.
 fn meta(d: &impl ReadDoc, id: EntryId, o: &ObjId) -> EntryMeta {
     EntryMeta {
         id,
@@ -416,187 +415,215 @@ impl CaseDoc {
     /// A snapshot of the whole case for display.
     pub fn view(&self) -> CaseView {
         let d = &self.doc;
-        let person = map_at(d, &ROOT, keys::PERSON);
-        let p = |f: PersonField| person.as_ref().and_then(|o| get_str(d, o, f.as_str()));
-        let timeline = map_at(d, &ROOT, keys::TIMELINE);
-        let tl = |f: TimelineField| timeline.as_ref().and_then(|o| ts(d, o, f.as_str()));
-
-        let network = entries(d, &ROOT, keys::NETWORK)
-            .into_iter()
-            .map(|(id, m)| {
-                let consent: Vec<ConsentView> = list_maps(d, &m, keys::CONSENT)
-                    .iter()
-                    .map(|c| ConsentView {
-                        state: Stored::read(get_str(d, c, keys::STATE)),
-                        date: get_str(d, c, keys::DATE),
-                        recorded_by: author(d, c, keys::RECORDED_BY),
-                    })
-                    .collect();
-                // Where consent stands: the event written last (the date typed may be backdated,
-                // and the person's latest word is what counts). Two devices recording at once
-                // leave list order to chance, so this reads the time each was written, and on a
-                // tie a withdrawal wins (giving a copy nobody may have is the worse mistake).
-                let consent_given = list_maps(d, &m, keys::CONSENT)
-                    .iter()
-                    .map(|c| {
-                        let state = Stored::<ConsentState>::read(get_str(d, c, keys::STATE));
-                        let revoked = !state.is(ConsentState::Given);
-                        (get_ts(d, c, keys::AT), revoked)
-                    })
-                    .max()
-                    .is_some_and(|(_, revoked)| !revoked);
-                MemberView {
-                    meta: meta(d, id, &m),
-                    name: get_str(d, &m, keys::NAME).unwrap_or_default(),
-                    relationship: get_str(d, &m, "relationship").unwrap_or_default(),
-                    role: Stored::read(get_str(d, &m, keys::ROLE)),
-                    phone: get_str(d, &m, "phone"),
-                    email: get_str(d, &m, "email"),
-                    invited_by: stored(get_str(d, &m, keys::INVITED_BY)),
-                    consent,
-                    consent_given,
-                    joined: get_str(d, &m, keys::JOINED),
-                    left: get_str(d, &m, keys::LEFT),
-                }
-            })
-            .collect();
-
-        let care_team = entries(d, &ROOT, keys::CARE_TEAM)
-            .into_iter()
-            .map(|(id, e)| CareTeamView {
-                meta: meta(d, id, &e),
-                practitioner: Stored::read(get_str(d, &e, keys::PRACTITIONER)),
-                name: get_str(d, &e, keys::NAME).unwrap_or_default(),
-                role: Stored::read(get_str(d, &e, keys::ROLE)),
-                start: get_str(d, &e, keys::START),
-                end: get_str(d, &e, keys::END),
-            })
-            .collect();
-
-        let mut meetings: Vec<MeetingView> = entries(d, &ROOT, keys::MEETINGS)
-            .into_iter()
-            .map(|(id, m)| {
-                let attendees: Vec<Stored<Participant>> = map_at(d, &m, keys::ATTENDEES)
-                    .map(|a| {
-                        d.keys(&a)
-                            .filter(|k| get_bool(d, &a, k).unwrap_or(false))
-                            .map(|k| Stored::read(Some(k)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let readback: Vec<ReadbackView> = map_at(d, &m, keys::READBACK)
-                    .map(|rb| {
-                        d.keys(&rb)
-                            .filter_map(|k| {
-                                let r = map_at(d, &rb, &k)?;
-                                Some(ReadbackView {
-                                    participant: Stored::read(Some(k)),
-                                    response: Stored::read(get_str(d, &r, keys::RESPONSE)),
-                                    words: get_str(d, &r, keys::WORDS),
-                                    at: ts(d, &r, keys::AT),
-                                    recorded_by: author(d, &r, keys::RECORDED_BY),
-                                    heard: get_str(d, &r, keys::HEARD),
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                MeetingView {
-                    meta: meta(d, id, &m),
-                    at: ts(d, &m, keys::AT),
-                    place: Stored::read(get_str(d, &m, keys::PLACE)),
-                    notes: text(d, &m, NoteKind::Notes.as_str()),
-                    reflections: text(d, &m, NoteKind::Reflections.as_str()),
-                    agreed: text(d, &m, NoteKind::Agreed.as_str()),
-                    next_meeting: ts(d, &m, keys::NEXT_MEETING),
-                    // A version the record does not hold (a forged or damaged value) is no
-                    // version: better to list nothing than to call every word "later".
-                    changed_after_readback: first_heard(&readback)
-                        .filter(|heads| heads.iter().all(|h| d.get_change_by_hash(h).is_some()))
-                        .map(|heads| super::readback::changes_after(d, &m, &heads))
-                        .unwrap_or_default(),
-                    readback,
-                    // A meeting without a state was held (schema 1 recorded only those); an
-                    // empty state is a newer schema's, and is not taken as held.
-                    state: match get_str(d, &m, keys::STATE) {
-                        None => Stored::Known(MeetingState::Held),
-                        written => Stored::read(written),
-                    },
-                    person_present: attendees.iter().any(|a| a.is(Participant::Person)),
-                    attendees,
-                }
-            })
-            .collect();
-        meetings.sort_by(|a, b| (instant(&a.at), &a.meta.id).cmp(&(instant(&b.at), &b.meta.id)));
-
-        let decisions = entries(d, &ROOT, keys::DECISIONS)
-            .into_iter()
-            .map(|(id, e)| {
-                let positions = positions(d, &e);
-                let status = Stored::read(get_str(d, &e, keys::STATUS));
-                let person_agrees = positions
-                    .iter()
-                    .any(|p| p.participant.is(Participant::Person) && p.stance.is(Stance::Agree));
-                DecisionView {
-                    meta: meta(d, id, &e),
-                    text: get_str(d, &e, keys::TEXT).unwrap_or_default(),
-                    proposed_by: stored(get_str(d, &e, keys::PROPOSED_BY)),
-                    agreed_without_person: status.is(DecisionStatus::Agreed) && !person_agrees,
-                    status,
-                    status_history: list_maps(d, &e, keys::STATUS_HISTORY)
-                        .iter()
-                        .map(|h| StatusChangeView {
-                            status: Stored::read(get_str(d, h, keys::STATUS)),
-                            note: get_str(d, h, keys::NOTE),
-                            at: ts(d, h, keys::AT),
-                            by: author(d, h, keys::BY),
-                        })
-                        .collect(),
-                    positions,
-                    actions: entries(d, &e, keys::ACTIONS)
-                        .into_iter()
-                        .map(|(id, a)| ActionView {
-                            meta: meta(d, id, &a),
-                            text: get_str(d, &a, keys::TEXT).unwrap_or_default(),
-                            owner: stored(get_str(d, &a, keys::OWNER)),
-                            due: get_str(d, &a, keys::DUE),
-                            done: get_bool(d, &a, keys::DONE).unwrap_or(false),
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-
         let mut view = CaseView {
             case_id: get_str(d, &ROOT, keys::CASE_ID).unwrap_or_default(),
             team_id: get_str(d, &ROOT, keys::TEAM_ID).unwrap_or_default(),
             created_at: ts(d, &ROOT, keys::CREATED_AT),
             created_by: author(d, &ROOT, keys::CREATED_BY),
-            person: PersonView {
-                name: p(PersonField::Name).unwrap_or_default(),
-                preferred_name: p(PersonField::PreferredName),
-                pronouns: p(PersonField::Pronouns),
-                date_of_birth: p(PersonField::DateOfBirth),
-                nhs_number: p(PersonField::NhsNumber),
-                phone: p(PersonField::Phone),
-                email: p(PersonField::Email),
-                address: p(PersonField::Address),
-                contact_preference: p(PersonField::ContactPreference),
-            },
-            network,
-            care_team,
-            timeline: TimelineView {
-                referral: tl(TimelineField::Referral),
-                first_contact: tl(TimelineField::FirstContact),
-                first_network_meeting: tl(TimelineField::FirstNetworkMeeting),
-                closure: tl(TimelineField::Closure),
-            },
-            meetings,
-            decisions,
+            person: person(d),
+            network: network(d),
+            care_team: care_team(d),
+            timeline: timeline(d),
+            meetings: meetings(d),
+            decisions: decisions(d),
             conflicts: self.conflicts(),
         };
         withhold(&mut view);
         view
+    }
+}
+
+fn person(d: &impl ReadDoc) -> PersonView {
+    let person = map_at(d, &ROOT, keys::PERSON);
+    let p = |f: PersonField| person.as_ref().and_then(|o| get_str(d, o, f.as_str()));
+    PersonView {
+        name: p(PersonField::Name).unwrap_or_default(),
+        preferred_name: p(PersonField::PreferredName),
+        pronouns: p(PersonField::Pronouns),
+        date_of_birth: p(PersonField::DateOfBirth),
+        nhs_number: p(PersonField::NhsNumber),
+        phone: p(PersonField::Phone),
+        email: p(PersonField::Email),
+        address: p(PersonField::Address),
+        contact_preference: p(PersonField::ContactPreference),
+    }
+}
+
+fn timeline(d: &impl ReadDoc) -> TimelineView {
+    let timeline = map_at(d, &ROOT, keys::TIMELINE);
+    let tl = |f: TimelineField| timeline.as_ref().and_then(|o| ts(d, o, f.as_str()));
+    TimelineView {
+        referral: tl(TimelineField::Referral),
+        first_contact: tl(TimelineField::FirstContact),
+        first_network_meeting: tl(TimelineField::FirstNetworkMeeting),
+        closure: tl(TimelineField::Closure),
+    }
+}
+
+fn network(d: &impl ReadDoc) -> Vec<MemberView> {
+    entries(d, &ROOT, keys::NETWORK)
+        .into_iter()
+        .map(|(id, m)| member(d, id, &m))
+        .collect()
+}
+
+fn member(d: &impl ReadDoc, id: EntryId, m: &ObjId) -> MemberView {
+    let consent: Vec<ConsentView> = list_maps(d, m, keys::CONSENT)
+        .iter()
+        .map(|c| ConsentView {
+            state: Stored::read(get_str(d, c, keys::STATE)),
+            date: get_str(d, c, keys::DATE),
+            recorded_by: author(d, c, keys::RECORDED_BY),
+        })
+        .collect();
+    // Where consent stands: the event written last (the date typed may be backdated, and the
+    // person's latest word is what counts). Two devices recording at once leave list order to
+    // chance, so this reads the time each was written, and on a tie a withdrawal wins (giving a
+    // copy nobody may have is the worse mistake).
+    let consent_given = list_maps(d, m, keys::CONSENT)
+        .iter()
+        .map(|c| {
+            let state = Stored::<ConsentState>::read(get_str(d, c, keys::STATE));
+            let revoked = !state.is(ConsentState::Given);
+            (get_ts(d, c, keys::AT), revoked)
+        })
+        .max()
+        .is_some_and(|(_, revoked)| !revoked);
+    MemberView {
+        meta: meta(d, id, m),
+        name: get_str(d, m, keys::NAME).unwrap_or_default(),
+        relationship: get_str(d, m, "relationship").unwrap_or_default(),
+        role: Stored::read(get_str(d, m, keys::ROLE)),
+        phone: get_str(d, m, "phone"),
+        email: get_str(d, m, "email"),
+        invited_by: stored(get_str(d, m, keys::INVITED_BY)),
+        consent,
+        consent_given,
+        joined: get_str(d, m, keys::JOINED),
+        left: get_str(d, m, keys::LEFT),
+    }
+}
+
+fn care_team(d: &impl ReadDoc) -> Vec<CareTeamView> {
+    entries(d, &ROOT, keys::CARE_TEAM)
+        .into_iter()
+        .map(|(id, e)| CareTeamView {
+            meta: meta(d, id, &e),
+            practitioner: Stored::read(get_str(d, &e, keys::PRACTITIONER)),
+            name: get_str(d, &e, keys::NAME).unwrap_or_default(),
+            role: Stored::read(get_str(d, &e, keys::ROLE)),
+            start: get_str(d, &e, keys::START),
+            end: get_str(d, &e, keys::END),
+        })
+        .collect()
+}
+
+/// The meetings, by time (then id).
+fn meetings(d: &AutoCommit) -> Vec<MeetingView> {
+    let mut meetings: Vec<MeetingView> = entries(d, &ROOT, keys::MEETINGS)
+        .into_iter()
+        .map(|(id, m)| meeting(d, id, &m))
+        .collect();
+    meetings.sort_by(|a, b| (instant(&a.at), &a.meta.id).cmp(&(instant(&b.at), &b.meta.id)));
+    meetings
+}
+
+fn meeting(d: &AutoCommit, id: EntryId, m: &ObjId) -> MeetingView {
+    let attendees: Vec<Stored<Participant>> = map_at(d, m, keys::ATTENDEES)
+        .map(|a| {
+            d.keys(&a)
+                .filter(|k| get_bool(d, &a, k).unwrap_or(false))
+                .map(|k| Stored::read(Some(k)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let readback = readback(d, m);
+    MeetingView {
+        meta: meta(d, id, m),
+        at: ts(d, m, keys::AT),
+        place: Stored::read(get_str(d, m, keys::PLACE)),
+        notes: text(d, m, NoteKind::Notes.as_str()),
+        reflections: text(d, m, NoteKind::Reflections.as_str()),
+        agreed: text(d, m, NoteKind::Agreed.as_str()),
+        next_meeting: ts(d, m, keys::NEXT_MEETING),
+        // A version the record does not hold (a forged or damaged value) is no version: better to
+        // list nothing than to call every word "later".
+        changed_after_readback: first_heard(&readback)
+            .filter(|heads| heads.iter().all(|h| d.get_change_by_hash(h).is_some()))
+            .map(|heads| super::readback::changes_after(d, m, &heads))
+            .unwrap_or_default(),
+        readback,
+        // A meeting without a state was held (schema 1 recorded only those); an empty state is a
+        // newer schema's, and is not taken as held.
+        state: match get_str(d, m, keys::STATE) {
+            None => Stored::Known(MeetingState::Held),
+            written => Stored::read(written),
+        },
+        person_present: attendees.iter().any(|a| a.is(Participant::Person)),
+        attendees,
+    }
+}
+
+/// Each person's answer at a meeting's read-back.
+fn readback(d: &impl ReadDoc, m: &ObjId) -> Vec<ReadbackView> {
+    map_at(d, m, keys::READBACK)
+        .map(|rb| {
+            d.keys(&rb)
+                .filter_map(|k| {
+                    let r = map_at(d, &rb, &k)?;
+                    Some(ReadbackView {
+                        participant: Stored::read(Some(k)),
+                        response: Stored::read(get_str(d, &r, keys::RESPONSE)),
+                        words: get_str(d, &r, keys::WORDS),
+                        at: ts(d, &r, keys::AT),
+                        recorded_by: author(d, &r, keys::RECORDED_BY),
+                        heard: get_str(d, &r, keys::HEARD),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn decisions(d: &impl ReadDoc) -> Vec<DecisionView> {
+    entries(d, &ROOT, keys::DECISIONS)
+        .into_iter()
+        .map(|(id, e)| decision(d, id, &e))
+        .collect()
+}
+
+fn decision(d: &impl ReadDoc, id: EntryId, e: &ObjId) -> DecisionView {
+    let positions = positions(d, e);
+    let status = Stored::read(get_str(d, e, keys::STATUS));
+    let person_agrees = positions
+        .iter()
+        .any(|p| p.participant.is(Participant::Person) && p.stance.is(Stance::Agree));
+    DecisionView {
+        meta: meta(d, id, e),
+        text: get_str(d, e, keys::TEXT).unwrap_or_default(),
+        proposed_by: stored(get_str(d, e, keys::PROPOSED_BY)),
+        agreed_without_person: status.is(DecisionStatus::Agreed) && !person_agrees,
+        status,
+        status_history: list_maps(d, e, keys::STATUS_HISTORY)
+            .iter()
+            .map(|h| StatusChangeView {
+                status: Stored::read(get_str(d, h, keys::STATUS)),
+                note: get_str(d, h, keys::NOTE),
+                at: ts(d, h, keys::AT),
+                by: author(d, h, keys::BY),
+            })
+            .collect(),
+        positions,
+        actions: entries(d, e, keys::ACTIONS)
+            .into_iter()
+            .map(|(id, a)| ActionView {
+                meta: meta(d, id, &a),
+                text: get_str(d, &a, keys::TEXT).unwrap_or_default(),
+                owner: stored(get_str(d, &a, keys::OWNER)),
+                due: get_str(d, &a, keys::DUE),
+                done: get_bool(d, &a, keys::DONE).unwrap_or(false),
+            })
+            .collect(),
     }
 }
 

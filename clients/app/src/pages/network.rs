@@ -231,33 +231,7 @@ async fn edit_page(
         esc(&m.name),
         html::post_form(&base, &session.csrf, &inner)
     );
-    content.push_str("<h2>Consent to receive the record</h2>");
-    content.push_str(&format!(
-        "<p>{}</p>",
-        // The words every screen and copy uses (`MemberView::consent_words`): never recorded is
-        // not a refusal.
-        match m.consent() {
-            ConsentStanding::Given => "The person has given consent for them to receive the record.",
-            ConsentStanding::Withdrawn => "The person has withdrawn consent for them to receive the record.",
-            ConsentStanding::NotRecorded => "Whether the person consents to them receiving the record has not been recorded. Ask the person.",
-        }
-    ));
-    let consent_inner = if m.consent_given {
-        format!(
-            r#"<input type="hidden" name="state" value="revoked">{}"#,
-            html::secondary_button("Record that consent was withdrawn")
-        )
-    } else {
-        format!(
-            r#"<input type="hidden" name="state" value="given">{}"#,
-            html::secondary_button("Record that the person gave consent")
-        )
-    };
-    content.push_str(&html::post_form(
-        &format!("{base}/consent"),
-        &session.csrf,
-        &consent_inner,
-    ));
+    content.push_str(&consent_section(m, &base, &session.csrf));
     if m.left.is_none() {
         content.push_str("<h2>Leaving the network</h2><p>They stay in the record; they are no longer invited to meetings.</p>");
         content.push_str(&html::post_form(
@@ -284,6 +258,37 @@ async fn edit_page(
         },
     )
     .await
+}
+
+/// Where the person's consent for this member to receive the record stands, and the button to
+/// record the change of it.
+fn consent_section(m: &MemberView, base: &str, csrf: &str) -> String {
+    let mut s = String::from("<h2>Consent to receive the record</h2>");
+    s.push_str(&format!(
+        "<p>{}</p>",
+        // The words every screen and copy uses (`MemberView::consent_words`): never recorded is
+        // not a refusal.
+        match m.consent() {
+            ConsentStanding::Given => "The person has given consent for them to receive the record.",
+            ConsentStanding::Withdrawn => "The person has withdrawn consent for them to receive the record.",
+            ConsentStanding::NotRecorded => "Whether the person consents to them receiving the record has not been recorded. Ask the person.",
+        }
+    ));
+    let inner = if m.consent_given {
+        format!(
+            r#"<input type="hidden" name="state" value="{}">{}"#,
+            ConsentState::Revoked,
+            html::secondary_button("Record that consent was withdrawn")
+        )
+    } else {
+        format!(
+            r#"<input type="hidden" name="state" value="{}">{}"#,
+            ConsentState::Given,
+            html::secondary_button("Record that the person gave consent")
+        )
+    };
+    s.push_str(&html::post_form(&format!("{base}/consent"), csrf, &inner));
+    s
 }
 
 fn find_member(v: &CaseView, id: &str) -> Result<MemberView, PageError> {
