@@ -366,8 +366,8 @@ fn add_me_to_care_team_form(v: &CaseView, me: Option<&(String, String)>, csrf: &
         return String::new();
     }
     let inner = format!(
-        r#"{}<input type="hidden" name="role" value="practitioner">{}"#,
-        "",
+        r#"<input type="hidden" name="role" value="{}">{}"#,
+        CareRole::Practitioner,
         html::secondary_button("Add me to the care team")
     );
     html::post_form(&format!("/case/{}/care-team", v.case_id), csrf, &inner)

@@ -307,8 +307,8 @@ pub async fn new_form(
     let now = dates::input_value(time::OffsetDateTime::now_utc(), &app.config.zone);
     let mut defaults = vec![
         ("at".to_string(), now),
-        ("place".to_string(), "home".to_string()),
-        ("attendees".to_string(), "person".to_string()),
+        ("place".to_string(), Place::Home.to_string()),
+        ("attendees".to_string(), Participant::Person.key()),
     ];
     if let Some((me, _)) = super::me(&app).await {
         defaults.push(("attendees".into(), format!("practitioner:{me}")));
@@ -995,9 +995,12 @@ fn answer_fields(
     let rid = format!("response-{i}");
     let wid = format!("words-{i}");
     let options = vec![
-        ("confirmed".to_string(), "Confirms the notes".to_string()),
         (
-            "added_words".to_string(),
+            ReadbackResponse::Confirmed.to_string(),
+            "Confirms the notes".to_string(),
+        ),
+        (
+            ReadbackResponse::AddedWords.to_string(),
             "Wants to add their own words".to_string(),
         ),
     ];
