@@ -19,7 +19,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::view::{ActionView, CaseView, DecisionView, MeetingView};
-use super::{parse_date, Date, DecisionStatus, Instant, LocalZone, MeetingState, Participant, Stored};
+use super::{
+    parse_date, Date, DecisionStatus, Instant, LocalZone, MeetingState, Participant, Stored,
+};
 use crate::{EntryId, PractitionerId};
 
 /// What kind of work an item is. Serialised snake_case (`overdue`, `due_today`,
@@ -210,7 +212,10 @@ fn meeting_item(
     zone: &LocalZone,
     today: Date,
 ) -> WorkItem {
-    let day = m.at.as_deref().and_then(stored_instant).map(|t| zone.date(t));
+    let day =
+        m.at.as_deref()
+            .and_then(stored_instant)
+            .map(|t| zone.date(t));
     let mine = me.is_some_and(|me| {
         m.attendees
             .iter()

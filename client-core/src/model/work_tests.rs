@@ -236,8 +236,14 @@ fn a_planned_meeting_awaits_its_outcome_once_its_time_has_passed() {
         meeting("2026-01-15T10:00:00Z", Stored::Known(MeetingState::Planned)),
         meeting("2026-01-16T10:00:00Z", Stored::Known(MeetingState::Planned)),
         meeting("2026-01-13T10:00:00Z", Stored::Known(MeetingState::Held)),
-        meeting("2026-01-13T10:00:00Z", Stored::Known(MeetingState::Cancelled)),
-        meeting("2026-01-13T10:00:00Z", Stored::Known(MeetingState::DidNotAttend)),
+        meeting(
+            "2026-01-13T10:00:00Z",
+            Stored::Known(MeetingState::Cancelled),
+        ),
+        meeting(
+            "2026-01-13T10:00:00Z",
+            Stored::Known(MeetingState::DidNotAttend),
+        ),
         // A state a newer schema wrote is not "planned": this code cannot say it waits.
         meeting("2026-01-13T10:00:00Z", Stored::Unknown("postponed".into())),
     ];

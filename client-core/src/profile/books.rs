@@ -28,6 +28,17 @@ pub(super) const NS_ACCESSES: &str = "accesses";
 /// this device's clock): no new edits (see [`ProfileError::MovedAway`]).
 pub(super) const NS_MOVED_AWAY: &str = "moved_away";
 
+/// Since when each case has had changes the server has not acknowledged (key
+/// [`unsynced_since_key`], value RFC 3339, this device's clock). The app kept these first, in its
+/// own namespace; namespace and key stay where the app put them, so a device updated in place
+/// keeps the time its changes have waited since.
+pub(super) const NS_UNSYNCED_SINCE: &str = "app";
+
+/// The key of a case's "unsynced since" time in [`NS_UNSYNCED_SINCE`], as the app wrote it.
+pub(super) fn unsynced_since_key(case: &CaseId) -> String {
+    format!("unsynced_since:{case}")
+}
+
 /// After this many appended chunks, a case's log is compacted into one snapshot, so loading a case
 /// does not replay years of small saves.
 pub const COMPACT_AFTER: usize = 32;
@@ -215,6 +226,63 @@ impl<'a> DeviceBooks<'a> {
         Ok(doc.get_changes(&acked).len())
     }
 
+    /// A change was made on this device to `case`: from now, if its changes were all
+    /// acknowledged before, they have waited since now (an earlier time stands).
+    pub fn note_local_change(&self, case: &CaseId) -> Result<(), StoreError> {
+        let key = unsynced_since_key(case);
+        if self.store.get_meta(NS_UNSYNCED_SINCE, &key)?.is_none() {
+            let now = crate::model::format_instant(time::OffsetDateTime::now_utc());
+            self.store
+                .put_meta(NS_UNSYNCED_SINCE, &key, now.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Since when `case` has had changes the server has not acknowledged, as noted (a time that
+    /// does not read is no time).
+    pub fn unsynced_since(
+        &self,
+        case: &CaseId,
+    ) -> Result<Option<crate::model::Instant>, StoreError> {
+        Ok(self
+            .store
+            .get_meta(NS_UNSYNCED_SINCE, &unsynced_since_key(case))?
+            .and_then(|b| {
+                crate::model::Instant::parse(
+                    &String::from_utf8_lossy(&b),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+            }))
+    }
+
+    /// Bring `case`'s "unsynced since" in step with its count of `unsynced` changes, and return
+    /// it: cleared when none are left; when some are and no time was noted (changes made before
+    /// this version noted them, or received and not yet acknowledged), noted as `now`, the
+    /// earliest this device can vouch for.
+    pub fn settle_unsynced_since(
+        &self,
+        case: &CaseId,
+        unsynced: usize,
+        now: crate::model::Instant,
+    ) -> Result<Option<crate::model::Instant>, StoreError> {
+        let key = unsynced_since_key(case);
+        let noted = self.unsynced_since(case)?;
+        if unsynced == 0 {
+            if self.store.get_meta(NS_UNSYNCED_SINCE, &key)?.is_some() {
+                self.store.delete_meta(NS_UNSYNCED_SINCE, &key)?;
+            }
+            return Ok(None);
+        }
+        if noted.is_none() {
+            let stamp = crate::model::format_instant(now);
+            self.store
+                .put_meta(NS_UNSYNCED_SINCE, &key, stamp.as_bytes())?;
+            return Ok(Some(now));
+        }
+        Ok(noted)
+    }
+
     /// The server revoked this device and holds everything it acknowledged: remove every case with
     /// nothing left to upload, and the device's enrolment if no case is left. A case with changes the
     /// server does not have, or one that cannot be read, is kept and returned, never wiped: the device
@@ -250,6 +318,8 @@ impl<'a> DeviceBooks<'a> {
         self.store.delete_meta(NS_ACKED, &case.to_string())?;
         self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
         self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
+        self.store
+            .delete_meta(NS_UNSYNCED_SINCE, &unsynced_since_key(case))?;
         self.store.delete_meta(NS_MOVED_AWAY, &case.to_string())
     }
 

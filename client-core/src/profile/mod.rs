@@ -15,6 +15,7 @@ use automerge::{AutoCommit, ChangeHash};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{DeviceKey, EnrolmentCode};
+use crate::model::work::{self, WorkItem, WorkKind};
 use crate::model::{format_instant, CaseDoc, CaseView, MeetingState, ModelError, NewCase};
 use crate::model::{Author, LocalZone};
 use crate::net::{self, NetError, SessionHost};
@@ -555,6 +556,7 @@ impl Profile {
         self.store.append_chunk(&case, &bytes)?;
         self.store.flush()?;
         self.docs.insert(case, doc.into_automerge());
+        self.note_local_change(case);
         Ok(case)
     }
 
@@ -591,6 +593,7 @@ impl Profile {
             }
             self.docs.insert(case, cd.into_automerge());
             self.appended(case);
+            self.note_local_change(case);
         }
         Ok(r)
     }
@@ -608,6 +611,64 @@ impl Profile {
         let books = DeviceBooks::new(&*self.store);
         let count = self.chunks.entry(case).or_insert(0);
         *count = books.compact_when_due(&case, *count + 1);
+    }
+
+    /// Note when `case` began to have changes only on this device. The change itself is saved
+    /// already; failing to note the time only delays the warning, so it is logged, not returned.
+    fn note_local_change(&mut self, case: CaseId) {
+        if let Err(e) = self.books().note_local_change(&case) {
+            tracing::warn!(%case, error = %e, "could not note when changes became unsynced");
+        }
+    }
+
+    /// The morning list: the work due on every case on this device at `now` (see
+    /// [`crate::model::work::due_work`]; "mine" is the enrolled practitioner's), and one line for
+    /// each case whose changes have been only on this device for longer than `warning`. Sorted
+    /// most overdue first. Like the caseload it is not recorded as a read of each case.
+    pub fn due_work(
+        &mut self,
+        now: crate::model::Instant,
+        warning: time::Duration,
+    ) -> Result<Vec<WorkItem>, ProfileError> {
+        let zone = self.time_zone()?;
+        let me = self.enrolment.as_ref().map(|e| e.practitioner);
+        let mut items = Vec::new();
+        for case in self.store.list_cases()? {
+            // As in the caseload, a case that cannot be opened must not hide the others' work.
+            let opened = self
+                .unsynced(case)
+                .and_then(|n| Ok((n, self.view_unaudited(case)?)));
+            let (unsynced, view) = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(%case, error = %e, "a case could not be opened for its due work");
+                    continue;
+                }
+            };
+            items.extend(work::due_work(&view, me, &zone, now));
+            let since = self.books().settle_unsynced_since(&case, unsynced, now)?;
+            if let Some(since) = since.filter(|s| now - *s > warning) {
+                items.push(WorkItem {
+                    case_id: view.case_id.clone(),
+                    person: view.person.name.clone(),
+                    kind: WorkKind::Unsynced,
+                    entry: None,
+                    decision: None,
+                    text: format!(
+                        "{} only on this device: sync to send {}",
+                        plural(unsynced, "change"),
+                        if unsynced == 1 { "it" } else { "them" }
+                    ),
+                    due: None,
+                    at: Some(format_instant(since)),
+                    days_overdue: (zone.date(now) - zone.date(since)).whole_days().max(0),
+                    owner: None,
+                    mine: true,
+                });
+            }
+        }
+        work::sort_work(&mut items, work::WorkOrder::Due);
+        Ok(items)
     }
 
     /// This device's sync records ([`DeviceBooks`]).
@@ -1237,7 +1298,7 @@ impl SessionHost for Host<'_> {
 mod tests {
     use super::books::NS_ACKED;
     use super::*;
-    use crate::model::{NewCase, PersonField};
+    use crate::model::{NewCase, Participant, PersonField};
     use crate::store::MemoryStore;
 
     /// Enrol the device on paper in `store`, trusting the borough CA certificate `ca` (hex DER;
@@ -1656,5 +1717,107 @@ mod tests {
             p.give_network_copy(case, &dan.to_string()),
             Err(ProfileError::NetworkCopy(_))
         ));
+    }
+
+    /// "Unsynced since" lives in the device's books, at the key the app used to keep it under: a
+    /// time the app noted before this version is read as it was, kept by later edits, survives
+    /// reopening, puts the case on the morning list once older than the warning, and is cleared
+    /// when the server has acknowledged everything.
+    #[test]
+    fn unsynced_since_is_read_from_the_apps_old_key_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let key = crate::store::SealKey::generate();
+        let open = || Profile::open_with(&home, KeySource::Raw(key.clone())).unwrap();
+        let p = open();
+        enrol_on_paper(&**p.store(), String::new());
+        p.store().flush().unwrap();
+        drop(p);
+
+        let mut p = open();
+        let case = maria(&mut p);
+        assert!(
+            p.books().unsynced_since(&case).unwrap().is_some(),
+            "noted when opened"
+        );
+        // What the app wrote before the books kept it: its namespace, its key, its format.
+        let earlier = "2026-01-02T03:04:05Z";
+        p.store()
+            .put_meta("app", &format!("unsynced_since:{case}"), earlier.as_bytes())
+            .unwrap();
+        p.store().flush().unwrap();
+        drop(p);
+
+        let mut p = open();
+        p.edit(case, |d| {
+            d.propose_decision("Meet weekly", Participant::Person)
+        })
+        .unwrap();
+        let since = p.books().unsynced_since(&case).unwrap().unwrap();
+        assert_eq!(
+            format_instant(since),
+            earlier,
+            "a later edit keeps the earlier time"
+        );
+        drop(p);
+
+        let mut p = open();
+        let since = p.books().unsynced_since(&case).unwrap().unwrap();
+        assert_eq!(format_instant(since), earlier, "kept on disk");
+        let now = since + time::Duration::hours(3);
+        let items = p.due_work(now, time::Duration::minutes(120)).unwrap();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0].kind, WorkKind::Unsynced);
+        assert_eq!(items[0].at.as_deref(), Some(earlier));
+        assert!(items[0].mine && items[0].text.starts_with("2 changes only on this device"));
+        assert!(p
+            .due_work(now, time::Duration::hours(4))
+            .unwrap()
+            .is_empty());
+
+        let heads = p.document(case).unwrap().get_heads();
+        p.store()
+            .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(&heads))
+            .unwrap();
+        assert!(p
+            .due_work(now, time::Duration::minutes(120))
+            .unwrap()
+            .is_empty());
+        assert_eq!(p.books().unsynced_since(&case).unwrap(), None, "cleared");
+    }
+
+    /// The morning list across cases: an action I own that is overdue, marked mine.
+    #[test]
+    fn the_morning_list_holds_every_case_s_due_work() {
+        let mut p = offline_profile();
+        let me = p.author().unwrap().practitioner;
+        let case = maria(&mut p);
+        let due = time::macros::date!(2026 - 01 - 10);
+        let action = p
+            .edit(case, |d| {
+                let dec = d.propose_decision("Meet weekly", Participant::Person)?;
+                d.add_action(
+                    &dec,
+                    "Book the room",
+                    Participant::Practitioner(me),
+                    Some(due),
+                )
+            })
+            .unwrap();
+        let now = crate::model::parse_datetime("now", "2026-01-15T09:00").unwrap();
+        // Everything acknowledged, so only the action is listed.
+        let heads = p.document(case).unwrap().get_heads();
+        p.store()
+            .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(&heads))
+            .unwrap();
+        let items = p.due_work(now, time::Duration::minutes(120)).unwrap();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0].entry, Some(action));
+        assert_eq!(
+            (items[0].kind, items[0].days_overdue),
+            (WorkKind::Overdue, 5)
+        );
+        assert_eq!(items[0].person, "Maria");
+        assert!(items[0].mine);
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use polyphony_core::model::LocalZone;
 use polyphony_core::model::{CaseDoc, CaseView, ModelError};
-use polyphony_core::profile::{Profile, ProfileError};
+use polyphony_core::profile::{DeviceBooks, Profile, ProfileError};
 use polyphony_core::store::Store;
 use polyphony_core::CaseId;
 use time::OffsetDateTime;
@@ -93,10 +93,6 @@ pub struct App {
     case_gens: std::sync::Mutex<HashMap<CaseId, u64>>,
 }
 
-fn since_key(case: &CaseId) -> String {
-    format!("unsynced_since:{case}")
-}
-
 impl App {
     /// Share a profile with the handlers.
     pub fn new(config: Config, profile: Profile) -> Arc<App> {
@@ -155,14 +151,8 @@ impl App {
     /// A change was made on this device (an edit, a new case).
     pub fn local_change(&self, case: CaseId) {
         self.bump(case);
-        if let Ok(None) = self.store.get_meta(NS_APP, &since_key(&case)) {
-            let now = polyphony_core::model::format_instant(OffsetDateTime::now_utc());
-            if let Err(e) = self
-                .store
-                .put_meta(NS_APP, &since_key(&case), now.as_bytes())
-            {
-                tracing::warn!(error = %e, "could not note when changes became unsynced");
-            }
+        if let Err(e) = self.books().note_local_change(&case) {
+            tracing::warn!(error = %e, "could not note when changes became unsynced");
         }
         self.sync.local_change(case);
     }
@@ -213,13 +203,15 @@ impl App {
         self.profile().await.lookup(case)
     }
 
-    /// When `case` first had changes the server has not acknowledged (if it has any).
+    /// The device's sync records, kept in the core so the command line reads the same.
+    fn books(&self) -> DeviceBooks<'_> {
+        DeviceBooks::new(&*self.store)
+    }
+
+    /// When `case` first had changes the server has not acknowledged (if it has any), as the
+    /// device's books keep it ([`DeviceBooks::unsynced_since`]).
     pub fn unsynced_since(&self, case: &CaseId) -> Option<OffsetDateTime> {
-        self.store
-            .get_meta(NS_APP, &since_key(case))
-            .ok()
-            .flatten()
-            .and_then(|b| crate::dates::parse_stored(&String::from_utf8_lossy(&b)))
+        self.books().unsynced_since(case).ok().flatten()
     }
 
     /// Where sync stands, from real state only: per-case unacknowledged changes (counted by the
@@ -245,24 +237,14 @@ impl App {
         let now = OffsetDateTime::now_utc();
         let mut cases = Vec::new();
         for (case, unsynced) in lines {
-            let since = if unsynced > 0 {
-                match self.unsynced_since(&case) {
-                    Some(t) => Some(t),
-                    None => {
-                        // Changes made before the app last ran (or by the command line).
-                        let stamp = polyphony_core::model::format_instant(now);
-                        let _ = self
-                            .store
-                            .put_meta(NS_APP, &since_key(&case), stamp.as_bytes());
-                        Some(now)
-                    }
-                }
-            } else {
-                if self.unsynced_since(&case).is_some() {
-                    let _ = self.store.delete_meta(NS_APP, &since_key(&case));
-                }
-                None
-            };
+            // Changes made before the app last ran (or by the command line) are dated from now.
+            let since = self
+                .books()
+                .settle_unsynced_since(&case, unsynced, now)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "could not read when changes became unsynced");
+                    None
+                });
             let stale = since.is_some_and(|s| now - s > self.config.unsynced_warning);
             cases.push(CaseSyncLine {
                 case,
