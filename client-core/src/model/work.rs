@@ -77,6 +77,8 @@ pub struct WorkItem {
     pub days_overdue: i64,
     /// Who owns the action (none for meetings and unsynced changes).
     pub owner: Option<Stored<Participant>>,
+    /// The owner as a name, as the case names them (see [`Names`](super::Names)).
+    pub owner_name: Option<String>,
     /// Whether it is the given practitioner's: they own the action, or attended, were invited
     /// to or recorded the meeting; unsynced changes on their own device are always theirs.
     pub mine: bool,
@@ -201,6 +203,7 @@ fn action_item(
         at: None,
         days_overdue: days,
         owner: a.owner.clone(),
+        owner_name: a.owner.as_ref().map(|o| super::Names::new(view).of(o)),
         mine,
     })
 }
@@ -236,6 +239,7 @@ fn meeting_item(
         at: m.at.clone(),
         days_overdue: day.map_or(0, |d| (today - d).whole_days().max(0)),
         owner: None,
+        owner_name: None,
         mine,
     }
 }

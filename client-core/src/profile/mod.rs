@@ -663,6 +663,7 @@ impl Profile {
                     at: Some(format_instant(since)),
                     days_overdue: (zone.date(now) - zone.date(since)).whole_days().max(0),
                     owner: None,
+                    owner_name: None,
                     mine: true,
                 });
             }

@@ -823,3 +823,55 @@ fn times_are_typed_and_shown_in_uk_time_across_both_clock_changes() {
         assert!(shown.contains(clock), "{clock} not in:\n{shown}");
     }
 }
+
+/// `today`: open actions past their date, most overdue first, with `--mine` and `--sort`; an
+/// action done or not yet due is not listed. Dates far in the past and future, so the test does
+/// not depend on the day it runs.
+#[test]
+fn today_lists_overdue_actions_most_overdue_first_and_filters_mine() {
+    let (_server, d) = server_and_device();
+    let jo = d.ok(&["case", "new", "--name", "Jo Bloggs"]);
+    let ann = d.ok(&["case", "new", "--name", "Ann <Example>"]);
+    let action = |case: &str, text: &str, owner: &str, due: &str| {
+        let decision = d.ok(&["decision", "propose", case, "Meet weekly", "--by", "person"]);
+        d.ok(&[
+            "decision", "action", case, &decision, text, "--owner", owner, "--due", due,
+        ])
+    };
+    let mine = action(&jo, "Call the GP", "me", "2020-01-01");
+    let persons = action(&ann, "Bring the letter", "person", "2020-03-01");
+    let done = action(&jo, "Done already", "me", "2019-01-01");
+    d.ok(&["decision", "done", &jo, &done]);
+    action(&jo, "Not yet", "me", "2099-01-01");
+
+    let all = d.json(&["today"]);
+    let texts: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["Call the GP", "Bring the letter"], "{all}");
+    assert_eq!(all[0]["kind"], "overdue");
+    assert_eq!(all[0]["entry"], mine);
+    assert_eq!(all[0]["due"], "2020-01-01");
+    assert_eq!(all[0]["mine"], true);
+    assert_eq!(all[0]["owner_name"], "Alex Carer");
+    assert_eq!(all[1]["entry"], persons);
+    assert_eq!(all[1]["mine"], false);
+    assert_eq!(all[1]["owner"], "person");
+    assert!(all[0]["days_overdue"].as_i64() > all[1]["days_overdue"].as_i64());
+
+    let by_person = d.json(&["today", "--sort", "person"]);
+    assert_eq!(by_person[0]["person"], "Ann <Example>");
+    let only_mine = d.json(&["today", "--mine"]);
+    assert_eq!(count(&only_mine), 1, "{only_mine}");
+    assert_eq!(only_mine[0]["entry"], mine);
+
+    let human = d.ok(&["today"]);
+    assert!(
+        human.contains("Overdue") && human.contains("due 2020-01-01"),
+        "{human}"
+    );
+    assert!(human.contains("Call the GP (Alex Carer)"), "{human}");
+}
