@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect};
 use axum::Extension;
+use polyphony_core::model::work::WorkItem;
 use polyphony_core::profile::CaseSummary;
 
 use super::{render, AppState, PageParts, PageResult};
@@ -20,15 +21,20 @@ pub async fn show(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
 ) -> PageResult {
-    let (enrolled, cases) = {
+    let (enrolled, cases, due) = {
         let mut p = app.profile().await;
-        (p.enrolment().is_some(), p.cases()?)
+        let due = p.due_work(time::OffsetDateTime::now_utc(), app.config.unsynced_warning)?;
+        (p.enrolment().is_some(), p.cases()?, due)
     };
     if !enrolled && cases.is_empty() {
         return Ok(Redirect::to("/enrol").into_response());
     }
     let overview = app.overview().await;
-    let content = render_caseload(&app, &cases, &overview, enrolled);
+    let content = render_caseload(&app, &cases, &overview, enrolled).replacen(
+        "</h1>",
+        &format!("</h1>{}", needs_attention(&due)),
+        1,
+    );
     Ok(render(
         &app,
         &session,
@@ -94,6 +100,22 @@ pub fn render_caseload(
     }
     s.push_str("</tbody></table>");
     s
+}
+
+/// The link to the morning list ([`super::today`]), with how much is waiting and how much of it
+/// is the practitioner's.
+fn needs_attention(due: &[WorkItem]) -> String {
+    let mine = due.iter().filter(|i| i.mine).count();
+    let words = match (due.len(), mine) {
+        (0, _) => "Nothing is overdue or due today".to_string(),
+        (1, 1) => "1 thing needs attention, and it is yours".to_string(),
+        (1, _) => "1 thing needs attention".to_string(),
+        (n, m) => format!("{n} things need attention, {m} of them yours"),
+    };
+    format!(
+        r#"<div class="nhsuk-inset-text" id="needs-attention"><span class="nhsuk-u-visually-hidden">Information: </span><p>{} <a href="/today">See what needs attention</a></p></div>"#,
+        esc(words)
+    )
 }
 
 /// `GET /sync-now`: try to reach the server now. A GET because it changes nothing in the record

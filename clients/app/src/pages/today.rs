@@ -1,0 +1,203 @@
+//! `GET /today`: what needs attention this morning, across the caseload. Actions overdue or due
+//! today, planned meetings awaiting an outcome, and cases whose changes have been only on this
+//! device for longer than the warning (`Profile::due_work`, the same list `polyphony today`
+//! prints).
+//!
+//! Sorting and the "Mine only" filter are query parameters set by plain links and a GET form:
+//! the app's policy allows no inline script, and a bookmark keeps the view it was made on.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Query, State};
+use axum::Extension;
+use polyphony_core::model::work::{sort_work, WorkItem, WorkKind, WorkOrder};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::{render, AppState, PageParts, PageResult};
+use crate::auth::SessionCtx;
+use crate::dates;
+use crate::html::{esc, tag};
+use crate::state::App;
+
+/// The page's query: `sort` (`due`, `person` or `kind`; anything else is `due`) and `mine`
+/// (`1`: only the practitioner's own work).
+#[derive(Debug, Default, Deserialize)]
+pub struct TodayQuery {
+    sort: Option<String>,
+    mine: Option<String>,
+}
+
+/// `GET /today`.
+pub async fn show(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Query(q): Query<TodayQuery>,
+) -> PageResult {
+    let order: WorkOrder = q
+        .sort
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    let mine = q.mine.as_deref() == Some("1");
+    let now = OffsetDateTime::now_utc();
+    let mut items = app
+        .profile()
+        .await
+        .due_work(now, app.config.unsynced_warning)?;
+    if mine {
+        items.retain(|i| i.mine);
+    }
+    sort_work(&mut items, order);
+    let content = render_today(&app, &items, order, mine, now);
+    Ok(render(
+        &app,
+        &session,
+        PageParts {
+            title: "Needs attention",
+            back: Some(("/", "Back to your caseload")),
+            content,
+            has_errors: false,
+            body_class: "",
+        },
+    )
+    .await)
+}
+
+const ORDERS: [(WorkOrder, &str, &str); 3] = [
+    (WorkOrder::Due, "due", "most overdue"),
+    (WorkOrder::Person, "person", "person"),
+    (WorkOrder::Kind, "kind", "kind"),
+];
+
+/// The page's content: the filter, the sort links and the table.
+pub fn render_today(
+    app: &App,
+    items: &[WorkItem],
+    order: WorkOrder,
+    mine: bool,
+    now: OffsetDateTime,
+) -> String {
+    let zone = &app.config.zone;
+    let mut s = format!(
+        r#"<h1>Needs attention</h1><p>Actions overdue or due today, meetings waiting for someone to say whether they took place, and changes only on this device for longer than {warning}. Today is {today} ({label}).</p>"#,
+        warning = esc(dates::duration_words(app.config.unsynced_warning)),
+        today = esc(zone.long_date(now)),
+        label = esc(zone.label()),
+    );
+    let sort_value = ORDERS
+        .iter()
+        .find(|(o, _, _)| *o == order)
+        .map_or("due", |(_, v, _)| v);
+    let _ = write!(
+        s,
+        r#"<form method="get" action="/today" class="app-inline-form" id="today-filter"><input type="hidden" name="sort" value="{sort}"><div class="nhsuk-form-group"><div class="nhsuk-checkboxes"><div class="nhsuk-checkboxes__item"><input class="nhsuk-checkboxes__input" id="mine" name="mine" type="checkbox" value="1"{checked}><label class="nhsuk-label nhsuk-checkboxes__label" for="mine">Mine only</label></div></div></div><button class="nhsuk-button nhsuk-button--secondary" data-module="nhsuk-button" type="submit">Show</button></form>"#,
+        sort = esc(sort_value),
+        checked = if mine { " checked" } else { "" },
+    );
+    s.push_str(r#"<nav aria-label="Sort the list"><p id="today-sort">Sort by: "#);
+    for (i, (o, value, words)) in ORDERS.iter().enumerate() {
+        if i > 0 {
+            s.push_str(" | ");
+        }
+        if *o == order {
+            let _ = write!(s, r#"<strong aria-current="true">{}</strong>"#, esc(words));
+        } else {
+            let mine_q = if mine { "&amp;mine=1" } else { "" };
+            let _ = write!(
+                s,
+                r#"<a href="/today?sort={value}{mine_q}">{}</a>"#,
+                esc(words)
+            );
+        }
+    }
+    s.push_str("</p></nav>");
+    if items.is_empty() {
+        let whose = if mine { " of yours" } else { "" };
+        let _ = write!(
+            s,
+            r#"<p id="today-empty">Nothing{whose} is overdue or due today on this device.</p>"#
+        );
+        return s;
+    }
+    s.push_str(r#"<table class="nhsuk-table" id="today"><caption class="nhsuk-table__caption">Work that needs attention</caption><thead class="nhsuk-table__head"><tr><th scope="col">Person</th><th scope="col">Kind</th><th scope="col">What</th><th scope="col">When</th><th scope="col">Owner</th></tr></thead><tbody class="nhsuk-table__body">"#);
+    for i in items {
+        let _ = write!(
+            s,
+            r#"<tr class="nhsuk-table__row" data-kind="{kind}" data-mine="{mine}"><td class="nhsuk-table__cell"><a href="/case/{case}">{person}</a></td><td class="nhsuk-table__cell">{tag}</td><td class="nhsuk-table__cell"><a href="{href}">{text}</a></td><td class="nhsuk-table__cell">{when}</td><td class="nhsuk-table__cell">{owner}</td></tr>"#,
+            kind = kind_value(i.kind),
+            mine = i.mine,
+            case = esc(&i.case_id),
+            person = esc(&i.person),
+            tag = kind_tag(i),
+            href = esc(href(i)),
+            text = esc(&i.text),
+            when = esc(when(app, i)),
+            owner = owner(i),
+        );
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
+fn kind_value(k: WorkKind) -> &'static str {
+    match k {
+        WorkKind::Overdue => "overdue",
+        WorkKind::DueToday => "due_today",
+        WorkKind::AwaitsOutcome => "awaits_outcome",
+        WorkKind::Unsynced => "unsynced",
+    }
+}
+
+fn kind_tag(i: &WorkItem) -> String {
+    let colour = match i.kind {
+        WorkKind::Overdue | WorkKind::Unsynced => "red",
+        WorkKind::DueToday => "orange",
+        WorkKind::AwaitsOutcome => "yellow",
+    };
+    tag(i.kind.words(), colour)
+}
+
+/// Where the work is done: the action's decision, the meeting, or the case.
+fn href(i: &WorkItem) -> String {
+    match (i.kind, i.decision, i.entry) {
+        (WorkKind::Overdue | WorkKind::DueToday, Some(d), _) => {
+            format!("/case/{}/decision/{d}", i.case_id)
+        }
+        (WorkKind::AwaitsOutcome, _, Some(m)) => format!("/case/{}/meeting/{m}", i.case_id),
+        _ => format!("/case/{}", i.case_id),
+    }
+}
+
+fn late(days: i64) -> String {
+    match days {
+        0 => String::new(),
+        1 => " (1 day ago)".into(),
+        n => format!(" ({n} days ago)"),
+    }
+}
+
+fn when(app: &App, i: &WorkItem) -> String {
+    let zone = &app.config.zone;
+    match (&i.due, &i.at) {
+        (Some(d), _) => format!("Due {}{}", dates::long_date(d), late(i.days_overdue)),
+        (None, Some(t)) if i.kind == WorkKind::Unsynced => {
+            format!("Since {}", dates::long_stored(t, zone))
+        }
+        (None, Some(t)) => format!(
+            "Planned for {}{}",
+            dates::long_stored(t, zone),
+            late(i.days_overdue)
+        ),
+        (None, None) => String::new(),
+    }
+}
+
+fn owner(i: &WorkItem) -> String {
+    let name = esc(i.owner_name.as_deref().unwrap_or(""));
+    if i.mine {
+        format!("{name} {}", tag("Yours", "blue"))
+    } else {
+        name
+    }
+}
