@@ -26,7 +26,9 @@ use crate::auth::Gate;
 use crate::status::SyncShared;
 use crate::status::{CaseSyncLine, SyncOverview};
 
-/// The store namespace where the app keeps its own small records.
+/// The store namespace where the app keeps its own small records. The device's books keep each
+/// case's "unsynced since" time here too, at the key the app first wrote it under
+/// (`DeviceBooks::unsynced_since`).
 pub const NS_APP: &str = "app";
 
 /// How the app was started.
