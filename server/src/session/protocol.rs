@@ -823,8 +823,9 @@ impl Session {
 
     /// Tell the device, once a session, that `case` moved away from it; it then uploads what it
     /// holds. The first telling is recorded, and the refusal leaves only once that record is on
-    /// disk: it is the boundary of what the device may still upload (see
-    /// [`super::ServerPolicy::time_allowed`]). Nothing of the message it answers is applied.
+    /// disk: it is the boundary of what the device may still upload (see `ServerPolicy`'s
+    /// [`CasePolicy::time_allowed`](polyphony_core::sync::CasePolicy::time_allowed)). Nothing of
+    /// the message it answers is applied.
     fn tell_moved(&mut self, case: CaseId) -> (u64, Vec<Frame>) {
         // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
         let generation = self.shared.storage.group.generation();
