@@ -244,15 +244,7 @@ fn view(c: &mut Criterion) {
         device: DeviceId::random(),
     };
     let mut changed = CaseDoc::from_automerge(care_record(), Some(author)).expect("valid");
-    let last = changed
-        .view()
-        .meetings
-        .last()
-        .expect("a meeting")
-        .meta
-        .id
-        .clone();
-    let last = last.parse().expect("id");
+    let last = changed.view().meetings.last().expect("a meeting").meta.id;
     changed
         .record_readback(
             &last,

@@ -189,15 +189,13 @@ pub fn edit_offline(doc: &mut AutoCommit, author: &Author, seed: &mut Seed) -> a
         .last()
         .ok_or_else(|| anyhow::anyhow!("a care record has meetings"))?
         .meta
-        .id
-        .parse()?;
+        .id;
     let decision: EntryId = view
         .decisions
         .first()
         .ok_or_else(|| anyhow::anyhow!("a care record has decisions"))?
         .meta
-        .id
-        .parse()?;
+        .id;
     cd.append_text(&meeting, NoteKind::Notes, &notes(seed, 400))?;
     cd.record_position(
         &decision,

@@ -1,7 +1,8 @@
 //! Enrolment: a new device proves itself with a one-time code and gets a certificate from the
 //! borough CA. Rate-limited per address, audited, and answered only once the registration is
 //! durable. The QUIC connection is the listener's; [`register`] is the exchange's decision, with
-//! no I/O.
+//! no I/O. The rest is an I/O driver, like the listener: it awaits the device over quinn and the
+//! registration's durability through [`CoreDriver`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,12 +15,18 @@ use polyphony_core::sync::{
 };
 
 use crate::audit::{Actor, AuditAction};
+use crate::driver::CoreDriver;
 use crate::limits::Admit;
 use crate::registry::RegistryError;
 use crate::session::Shared;
 
 /// Serve one enrolment connection: refused at once past the address's rate, else the exchange.
-pub(crate) async fn serve(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    ca: Arc<BoroughCa>,
+    conn: quinn::Connection,
+) {
     let source = conn.remote_address().ip();
     if let Admit::TooMany { report } = shared
         .limits
@@ -42,7 +49,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::
         );
         return;
     }
-    enrol(shared, ca, conn, source).await;
+    enrol(shared, driver, ca, conn, source).await;
 }
 
 /// A registry refusal in words for the person enrolling: those about the code and the device say
@@ -124,7 +131,13 @@ fn register(shared: &Shared, ca: &BoroughCa, req: &EnrolRequest) -> Result<Enrol
 }
 
 /// The enrolment exchange: check the one-time code, sign the device's CSR, register the device.
-async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection, source: IpAddr) {
+async fn enrol(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    ca: Arc<BoroughCa>,
+    conn: quinn::Connection,
+    source: IpAddr,
+) {
     let Ok(Ok((send, recv))) =
         tokio::time::timeout(Duration::from_secs(30), conn.accept_bi()).await
     else {
@@ -164,7 +177,7 @@ async fn enrol(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection,
     };
     // The device must be durably registered before it is told it is enrolled.
     let ticket = shared.storage.group.wrote_in(generation);
-    let reply = match shared.storage.group.durable(ticket).await {
+    let reply = match driver.durable(ticket).await {
         Ok(()) => reply,
         Err(e) => refuse(
             ErrorCode::StorageFailed,

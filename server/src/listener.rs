@@ -6,6 +6,10 @@
 //! certificate the borough CA issued). A device is identified by its certificate, never by its
 //! address, so QUIC connection migration (a laptop changing network mid-sync) just works.
 //! Connections beyond the limit are refused before the handshake, so a flood costs little.
+//!
+//! An I/O driver: this module, with the enrolment exchange and the session's connection driver it
+//! hands connections to, is where the server meets tokio and quinn; storage and the registry are
+//! awaited through [`CoreDriver`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,17 +18,19 @@ use std::time::Duration;
 
 use polyphony_core::identity::{self, BoroughCa, ALPN_ENROL, ALPN_SYNC};
 use polyphony_core::sync::ErrorCode;
-use polyphony_core::DeviceId;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admin::{self, Admin};
-use crate::audit::{Actor, AuditAction};
+use crate::admission::{self, device_actor};
+use crate::audit::{AuditAction, AuditLog};
 use crate::config::ServerConfig;
 use crate::data_dir::{self, StartError};
+use crate::driver::CoreDriver;
 use crate::enrolment;
-use crate::registry::DeviceStatus;
+use crate::limits::DeviceSlot;
+use crate::registry::{Device, Practitioner, Registry};
 use crate::session::{self, Shared};
 use crate::storage::ServerStorage;
 
@@ -63,39 +69,12 @@ impl Server {
         config: ServerConfig,
         opened: data_dir::Opened,
     ) -> Result<ServerHandle, StartError> {
-        let names: Vec<&str> = config
-            .extra_server_names
-            .iter()
-            .map(String::as_str)
-            .collect();
-        let (chain, key) = opened.ca.issue_server_cert(&names)?;
-        let quic = identity::server_config(opened.ca.cert_der(), chain, key)?;
-        let secret = data_dir::reset_secret(&*opened.store)?;
-        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
-        // Connection ids carry a checksum keyed by the same stable secret, so a restarted server
-        // recognises its predecessor's connections and can reset them.
-        let cid_key = u64::from_be_bytes(secret[..8].try_into().expect("32-byte secret"));
-        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
-        endpoint_config.cid_generator(move || {
-            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-        });
-        let port = |source| StartError::Socket {
-            what: format!("cannot listen on {}", config.listen),
-            source,
-        };
-        let socket = std::net::UdpSocket::bind(config.listen).map_err(port)?;
-        let endpoint = quinn::Endpoint::new(
-            endpoint_config,
-            Some(quic),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(port)?;
-        let addr = endpoint.local_addr().map_err(port)?;
+        let (endpoint, addr) = bind_endpoint(&config, &opened)?;
         let storage = Arc::new(ServerStorage::over(
             opened.engine.clone(),
             config.cache_cases,
         ));
+        let driver = CoreDriver::attach(&storage, &opened.registry);
         let ca = Arc::new(opened.ca);
         let shared = Arc::new(Shared {
             ca: Some(ca.clone()),
@@ -108,46 +87,20 @@ impl Server {
             moved_upload_limit: config.moved_upload_limit(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let admin = start_admin(
+            &config,
+            opened.registry,
+            opened.audit,
+            ca.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        spawn_chores(&shared, &config, &shutdown_rx);
         let ca_fingerprint = ca.fingerprint();
-
-        let admin = Arc::new(
-            Admin::new(
-                opened.registry.clone(),
-                opened.audit.clone(),
-                ca_fingerprint,
-                config.enrolment_ttl(),
-            )
-            .with_ca(ca.clone()),
-        );
-        // Bind before returning, so an admin request sent right after start finds the socket.
-        let admin_socket = admin::AdminSocket::bind(config.admin_socket_path())
-            .await
-            .map_err(|source| StartError::Socket {
-                what: format!(
-                    "cannot open the admin socket {}",
-                    config.admin_socket_path().display()
-                ),
-                source,
-            })?;
-        let admin_rx = shutdown_rx.clone();
-        let admin_task = tokio::spawn(async move {
-            if let Err(e) = admin_socket.serve(admin, admin_rx).await {
-                warn!(error = %e, "admin socket stopped");
-            }
-        });
-
-        tokio::spawn(close_idle_cases(
-            shared.clone(),
-            Duration::from_secs(config.cache_idle_secs),
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(recover_from_disk_errors(
-            shared.clone(),
-            shutdown_rx.clone(),
-        ));
         let accept = tokio::spawn(accept_loop(
             endpoint.clone(),
             shared.clone(),
+            driver,
             ca,
             config.max_connections,
             shutdown_rx,
@@ -158,11 +111,93 @@ impl Server {
             ca_fingerprint,
             shutdown,
             accept,
-            admin: admin_task,
+            admin,
             shared,
             endpoint,
         })
     }
+}
+
+/// The QUIC endpoint on the configured address and the address it got: TLS with a server
+/// certificate the borough CA issues now (for the configured extra names too), stateless resets
+/// keyed by the server's stable secret.
+fn bind_endpoint(
+    config: &ServerConfig,
+    opened: &data_dir::Opened,
+) -> Result<(quinn::Endpoint, SocketAddr), StartError> {
+    let names: Vec<&str> = config
+        .extra_server_names
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let (chain, key) = opened.ca.issue_server_cert(&names)?;
+    let quic = identity::server_config(opened.ca.cert_der(), chain, key)?;
+    let secret = data_dir::reset_secret(&*opened.store)?;
+    let port = |source| StartError::Socket {
+        what: format!("cannot listen on {}", config.listen),
+        source,
+    };
+    let socket = std::net::UdpSocket::bind(config.listen).map_err(port)?;
+    let endpoint = quinn::Endpoint::new(
+        endpoint_config(&secret),
+        Some(quic),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(port)?;
+    let addr = endpoint.local_addr().map_err(port)?;
+    Ok((endpoint, addr))
+}
+
+/// Stateless resets keyed by the server's stable secret, and connection ids that carry a checksum
+/// keyed by the same secret, so a restarted server recognises its predecessor's connections and
+/// can reset them.
+fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let cid_key = u64::from_be_bytes(secret[..8].try_into().expect("32-byte secret"));
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    endpoint_config
+}
+
+/// Bind the admin socket and serve administration on it until shutdown. Bound before the server
+/// is started, so an admin request sent right after start finds the socket.
+async fn start_admin(
+    config: &ServerConfig,
+    registry: Arc<Registry>,
+    audit: Arc<AuditLog>,
+    ca: Arc<BoroughCa>,
+    stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, StartError> {
+    let admin = Admin::new(registry, audit, ca.fingerprint(), config.enrolment_ttl()).with_ca(ca);
+    let admin = Arc::new(admin);
+    let admin_socket = admin::AdminSocket::bind(config.admin_socket_path())
+        .await
+        .map_err(|source| StartError::Socket {
+            what: format!(
+                "cannot open the admin socket {}",
+                config.admin_socket_path().display()
+            ),
+            source,
+        })?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = admin_socket.serve(admin, stop).await {
+            warn!(error = %e, "admin socket stopped");
+        }
+    }))
+}
+
+/// The server's chores, until `stop`: closing idle cases, and reopening the store after a disk
+/// error.
+fn spawn_chores(shared: &Arc<Shared>, config: &ServerConfig, stop: &watch::Receiver<bool>) {
+    tokio::spawn(close_idle_cases(
+        shared.clone(),
+        Duration::from_secs(config.cache_idle_secs),
+        stop.clone(),
+    ));
+    tokio::spawn(recover_from_disk_errors(shared.clone(), stop.clone()));
 }
 
 impl ServerHandle {
@@ -242,8 +277,8 @@ async fn recover_from_disk_errors(shared: Arc<Shared>, mut stop: watch::Receiver
 
 /// sled 0.34 keeps its first I/O error: after a full disk the store refuses every write until it
 /// is reopened. Once there is space, reopen it ([`ServerStorage::recover`]), refresh the audit
-/// log's chain head, and let every sync connection end (see [`handle`]): they hold sync states
-/// built on what the old engine held.
+/// log's chain head, and let every sync connection end (see [`serve_until_reopened`]): they hold
+/// sync states built on what the old engine held.
 async fn recover(shared: &Shared) {
     if !shared.storage.broken() {
         return;
@@ -269,6 +304,7 @@ async fn recover(shared: &Shared) {
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
     ca: Arc<BoroughCa>,
     max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
@@ -286,14 +322,13 @@ async fn accept_loop(
             continue;
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let ca = ca.clone();
+        let (shared, driver, ca) = (shared.clone(), driver.clone(), ca.clone());
         let span = tracing::info_span!("connection", id, remote = %incoming.remote_address());
         tokio::spawn(
             async move {
                 let _permit = permit;
                 match incoming.await {
-                    Ok(conn) => handle(shared, ca, conn, id).await,
+                    Ok(conn) => handle(shared, driver, ca, conn, id).await,
                     Err(e) => info!(error = %e, "handshake failed"),
                 }
             }
@@ -306,84 +341,42 @@ fn close(conn: &quinn::Connection, code: ErrorCode, message: &str) {
     conn.close((code as u32).into(), message.as_bytes());
 }
 
-async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection, id: u64) {
+/// A connection, by its ALPN: an enrolment, or a device's sync.
+async fn handle(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    ca: Arc<BoroughCa>,
+    conn: quinn::Connection,
+    id: u64,
+) {
     // A device arriving after a full disk was cleared should find the server taking writes.
     recover(&shared).await;
     let alpn = identity::negotiated_alpn(&conn);
     if alpn.as_deref() == Some(ALPN_ENROL) {
-        return enrolment::serve(shared, ca, conn).await;
+        enrolment::serve(shared, driver, ca, conn).await;
+    } else if alpn.as_deref() == Some(ALPN_SYNC) {
+        sync(shared, driver, conn, id).await;
+    } else {
+        close(&conn, ErrorCode::UnsupportedVersion, "unknown protocol");
     }
-    if alpn.as_deref() != Some(ALPN_SYNC) {
-        return close(&conn, ErrorCode::UnsupportedVersion, "unknown protocol");
-    }
-    let Some(cert) = identity::peer_device_cert(&conn) else {
-        return close(
-            &conn,
-            ErrorCode::Unauthorised,
-            "no device certificate: enrol this device first",
-        );
+}
+
+/// A sync connection: the device behind it is checked by its certificate ([`admission::admit`]),
+/// takes one of its connection slots, and is served until the session ends.
+async fn sync(shared: Arc<Shared>, driver: Arc<CoreDriver>, conn: quinn::Connection, id: u64) {
+    let cert = identity::peer_device_cert(&conn);
+    let (device, practitioner) = match admission::admit(&shared, cert.as_deref()) {
+        Ok(admitted) => admitted,
+        Err((code, message)) => return close(&conn, code, &message),
     };
-    let device_id = identity::device_id_from_cert(&cert)
-        .ok()
-        .and_then(|d| d.parse::<DeviceId>().ok());
-    let device = device_id.and_then(|d| shared.registry.device(&d).ok().flatten());
-    let Some(device) = device else {
-        shared.audit(
-            Actor::Server,
-            AuditAction::Refused,
-            None,
-            "a certificate for an unknown device",
-        );
-        return close(
-            &conn,
-            ErrorCode::Unauthorised,
-            "this device is not enrolled with this server",
-        );
-    };
-    let actor = Actor::Device {
-        device: device.id,
-        practitioner: device.practitioner,
-    };
-    if device.cert_fingerprint != hex::encode(identity::cert_fingerprint(&cert)) {
-        shared.audit(
-            actor,
-            AuditAction::Refused,
-            None,
-            "certificate does not match the enrolled one",
-        );
-        return close(
-            &conn,
-            ErrorCode::Unauthorised,
-            "this certificate is not the one issued to this device: enrol again",
-        );
-    }
-    let device = match shared.expire_revoking(device) {
-        Ok(d) => d,
-        Err(e) => {
-            return close(
-                &conn,
-                ErrorCode::Internal,
-                &format!("the server could not read its registry: {e}"),
-            )
-        }
-    };
-    if device.status == DeviceStatus::Revoked {
-        shared.audit(
-            actor,
-            AuditAction::Refused,
-            None,
-            "revoked device tried to connect",
-        );
-        return close(&conn, ErrorCode::Revoked, "this device was revoked by your administrator: its data stays safe on the server; ask for a new enrolment");
-    }
-    let Ok(Some(practitioner)) = shared.registry.practitioner(&device.practitioner) else {
-        return close(
-            &conn,
-            ErrorCode::Unauthorised,
-            "this device's practitioner is no longer registered",
-        );
-    };
-    // One device holds at most MAX_CONNECTIONS_PER_DEVICE: a new one past it closes its oldest.
+    let _slot = take_device_slot(&shared, &conn, &device);
+    serve_until_reopened(shared, driver, conn, id, device, practitioner).await;
+}
+
+/// One of the device's connection slots, held for as long as the session: a device holds at most
+/// [`MAX_CONNECTIONS_PER_DEVICE`](crate::limits::MAX_CONNECTIONS_PER_DEVICE), and a new
+/// connection past it closes its oldest (audited).
+fn take_device_slot(shared: &Shared, conn: &quinn::Connection, device: &Device) -> DeviceSlot {
     let closer = {
         let conn = conn.clone();
         Box::new(move || {
@@ -394,10 +387,10 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
             )
         })
     };
-    let (_slot, superseded) = shared.limits.open_device(device.id, closer);
+    let (slot, superseded) = shared.limits.open_device(device.id, closer);
     if superseded > 0 {
         shared.audit(
-            actor.clone(),
+            device_actor(device),
             AuditAction::Refused,
             None,
             format!(
@@ -406,10 +399,22 @@ async fn handle(shared: Arc<Shared>, ca: Arc<BoroughCa>, conn: quinn::Connection
             ),
         );
     }
-    // A reopen of the store ends the session: its sync states describe documents the reopened
-    // store may not hold. The device reconnects and syncs afresh, sending what the server lacks.
-    let mut reopened = shared.storage.reopened();
-    let serve = session::serve(shared, conn.clone(), id, device, practitioner);
+    slot
+}
+
+/// Serve the device's session until it ends, or until the store is reopened after a disk error:
+/// the session's sync states describe documents the reopened store may not hold. The device
+/// reconnects and syncs afresh, sending what the server lacks.
+async fn serve_until_reopened(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    conn: quinn::Connection,
+    id: u64,
+    device: Device,
+    practitioner: Practitioner,
+) {
+    let mut reopened = driver.reopened();
+    let serve = session::serve(shared, driver, conn.clone(), id, device, practitioner);
     tokio::pin!(serve);
     tokio::select! {
         () = &mut serve => {}

@@ -21,103 +21,20 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
             eprintln!("added team '{}'", team.name);
             writeln!(out, "{}", team.id)
         }
-        AdminRequest::Teams => {
-            let teams: Vec<Team> = decode(value)?;
-            if teams.is_empty() {
-                eprintln!("no teams yet: add one with `polyphony-server team add NAME`");
-            }
-            let rows = teams
-                .into_iter()
-                .map(|t| vec![t.id.to_string(), t.name, minutes(t.created_at)])
-                .collect();
-            table(&mut out, &["ID", "NAME", "ADDED (UK TIME)"], rows)
-        }
+        AdminRequest::Teams => teams(&mut out, decode(value)?),
         AdminRequest::PractitionerAdd { .. } => {
             let p: PractitionerView = decode(value)?;
             eprintln!("added practitioner '{}'", p.name);
             writeln!(out, "{}", p.id)
         }
-        AdminRequest::PractitionerRemove { .. } => {
-            let p: PractitionerView = decode(value)?;
-            let teams: Vec<_> = p.teams.into_iter().map(|t| t.name).collect();
-            eprintln!(
-                "'{}' now works in: {}",
-                p.name,
-                if teams.is_empty() {
-                    "no team".to_string()
-                } else {
-                    teams.join(", ")
-                }
-            );
-            writeln!(out, "{}", p.id)
-        }
-        AdminRequest::Practitioners => {
-            let all: Vec<PractitionerView> = decode(value)?;
-            if all.is_empty() {
-                eprintln!(
-                    "no practitioners yet: add one with `polyphony-server practitioner add NAME --team TEAM`"
-                );
-            }
-            let rows = all
-                .into_iter()
-                .map(|p| {
-                    let teams: Vec<_> = p.teams.into_iter().map(|t| t.name).collect();
-                    vec![p.id.to_string(), p.name, teams.join(", ")]
-                })
-                .collect();
-            table(&mut out, &["ID", "NAME", "TEAMS"], rows)
-        }
-        AdminRequest::Enrol { .. } => {
-            let issued: IssuedCode = decode(value)?;
-            eprintln!(
-                "enrolment code for {}, valid until {}. It is shown only this once: give it to them \
-                 to enter on their new device. It enrols one device.",
-                issued.practitioner_name,
-                uk_time(&issued.expires_at)
-            );
-            writeln!(out, "{}", issued.code)
-        }
+        AdminRequest::PractitionerRemove { .. } => practitioner_removed(&mut out, decode(value)?),
+        AdminRequest::Practitioners => practitioners(&mut out, decode(value)?),
+        AdminRequest::Enrol { .. } => issued_code(&mut out, decode(value)?),
         AdminRequest::Revoke { .. } => {
-            let view: DeviceView = decode(value)?;
-            let d = &view.device;
-            match d.status {
-                DeviceStatus::Revoked => eprintln!(
-                    "device {} ('{}', {}) is revoked: it is refused from now on",
-                    d.id, d.name, view.practitioner_name
-                ),
-                _ => eprintln!(
-                    "device {} ('{}', {}) is being revoked: at its next sync it uploads what it holds, \
-                     then is told to wipe its cases (use --now to refuse it at once)",
-                    d.id, d.name, view.practitioner_name
-                ),
-            }
+            revoked(&decode(value)?);
             Ok(())
         }
-        AdminRequest::Devices => {
-            let all: Vec<DeviceView> = decode(value)?;
-            if all.is_empty() {
-                eprintln!(
-                    "no devices enrolled yet: issue a code with `polyphony-server enrol NAME`"
-                );
-            }
-            let rows = all
-                .into_iter()
-                .map(|v| {
-                    vec![
-                        v.device.id.to_string(),
-                        v.device.name,
-                        v.practitioner_name,
-                        v.device.status.to_string(),
-                        minutes(v.device.enrolled_at),
-                    ]
-                })
-                .collect();
-            table(
-                &mut out,
-                &["ID", "NAME", "PRACTITIONER", "STATUS", "ENROLLED (UK TIME)"],
-                rows,
-            )
-        }
+        AdminRequest::Devices => devices(&mut out, decode(value)?),
         AdminRequest::Audit { verify: true, .. } => {
             let report: VerifyReport = decode(value)?;
             writeln!(
@@ -140,27 +57,7 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
             let text = serde_json::to_string_pretty(&value).map_err(io::Error::other)?;
             writeln!(out, "{text}")
         }
-        AdminRequest::Audit { .. } => {
-            let records: Vec<AuditRecord> = decode(value)?;
-            let rows = records
-                .into_iter()
-                .map(|r| {
-                    vec![
-                        r.seq.to_string(),
-                        stored_minutes(&r.event.at),
-                        r.event.actor.to_string(),
-                        r.event.action.to_string(),
-                        r.event.case.map(|c| c.to_string()).unwrap_or_default(),
-                        r.event.detail,
-                    ]
-                })
-                .collect();
-            table(
-                &mut out,
-                &["SEQ", "AT (UK TIME)", "ACTOR", "ACTION", "CASE", "DETAIL"],
-                rows,
-            )
-        }
+        AdminRequest::Audit { .. } => audit_records(&mut out, decode(value)?),
         AdminRequest::CaseMove { .. } => {
             let moved: CaseMoved = decode(value)?;
             eprintln!(
@@ -170,6 +67,119 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
             Ok(())
         }
     }
+}
+
+fn teams(out: &mut impl Write, teams: Vec<Team>) -> io::Result<()> {
+    if teams.is_empty() {
+        eprintln!("no teams yet: add one with `polyphony-server team add NAME`");
+    }
+    let rows = teams
+        .into_iter()
+        .map(|t| vec![t.id.to_string(), t.name, minutes(t.created_at)])
+        .collect();
+    table(out, &["ID", "NAME", "ADDED (UK TIME)"], rows)
+}
+
+/// The teams a practitioner is left in, on stderr; their id on stdout.
+fn practitioner_removed(out: &mut impl Write, p: PractitionerView) -> io::Result<()> {
+    let teams: Vec<_> = p.teams.into_iter().map(|t| t.name).collect();
+    eprintln!(
+        "'{}' now works in: {}",
+        p.name,
+        if teams.is_empty() {
+            "no team".to_string()
+        } else {
+            teams.join(", ")
+        }
+    );
+    writeln!(out, "{}", p.id)
+}
+
+fn practitioners(out: &mut impl Write, all: Vec<PractitionerView>) -> io::Result<()> {
+    if all.is_empty() {
+        eprintln!(
+            "no practitioners yet: add one with `polyphony-server practitioner add NAME --team TEAM`"
+        );
+    }
+    let rows = all
+        .into_iter()
+        .map(|p| {
+            let teams: Vec<_> = p.teams.into_iter().map(|t| t.name).collect();
+            vec![p.id.to_string(), p.name, teams.join(", ")]
+        })
+        .collect();
+    table(out, &["ID", "NAME", "TEAMS"], rows)
+}
+
+/// What to do with a new enrolment code, on stderr; the code alone on stdout.
+fn issued_code(out: &mut impl Write, issued: IssuedCode) -> io::Result<()> {
+    eprintln!(
+        "enrolment code for {}, valid until {}. It is shown only this once: give it to them \
+         to enter on their new device. It enrols one device.",
+        issued.practitioner_name,
+        uk_time(&issued.expires_at)
+    );
+    writeln!(out, "{}", issued.code)
+}
+
+/// What a revocation means for the device, on stderr.
+fn revoked(view: &DeviceView) {
+    let d = &view.device;
+    match d.status {
+        DeviceStatus::Revoked => eprintln!(
+            "device {} ('{}', {}) is revoked: it is refused from now on",
+            d.id, d.name, view.practitioner_name
+        ),
+        _ => eprintln!(
+            "device {} ('{}', {}) is being revoked: at its next sync it uploads what it holds, \
+             then is told to wipe its cases (use --now to refuse it at once)",
+            d.id, d.name, view.practitioner_name
+        ),
+    }
+}
+
+fn devices(out: &mut impl Write, all: Vec<DeviceView>) -> io::Result<()> {
+    if all.is_empty() {
+        eprintln!("no devices enrolled yet: issue a code with `polyphony-server enrol NAME`");
+    }
+    let rows = all
+        .into_iter()
+        .map(|v| {
+            vec![
+                v.device.id.to_string(),
+                v.device.name,
+                v.practitioner_name,
+                v.device.status.to_string(),
+                minutes(v.device.enrolled_at),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["ID", "NAME", "PRACTITIONER", "STATUS", "ENROLLED (UK TIME)"],
+        rows,
+    )
+}
+
+fn audit_records(out: &mut impl Write, records: Vec<AuditRecord>) -> io::Result<()> {
+    let rows = records
+        .into_iter()
+        .map(|r| {
+            vec![
+                r.seq.to_string(),
+                stored_minutes(&r.event.at),
+                r.event.actor.to_string(),
+                r.event.action.to_string(),
+                r.event.case.map(|c| c.to_string()).unwrap_or_default(),
+                r.event.detail,
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["SEQ", "AT (UK TIME)", "ACTOR", "ACTION", "CASE", "DETAIL"],
+        rows,
+    )
 }
 
 fn decode<T: DeserializeOwned>(value: serde_json::Value) -> io::Result<T> {

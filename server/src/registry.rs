@@ -20,6 +20,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use polyphony_core::identity::{hash_enrolment_token, EnrolmentCode};
@@ -28,6 +29,8 @@ use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+use crate::hooks::Hooks;
 
 /// The longest name accepted for a team, practitioner or device, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -298,7 +301,9 @@ pub struct Registry {
     writes: Mutex<()>,
     /// Bumped by every change of who may sync what (a device's status, a practitioner's teams),
     /// so live sessions re-check their access at once instead of at their next connection.
-    access: tokio::sync::watch::Sender<u64>,
+    access: AtomicU64,
+    /// Told the new [`Self::access`] after each change (see [`Registry::on_access_changed`]).
+    access_hooks: Hooks<u64>,
 }
 
 impl fmt::Debug for Registry {
@@ -313,23 +318,29 @@ impl Registry {
         Self {
             store,
             writes: Mutex::new(()),
-            access: tokio::sync::watch::Sender::new(0),
+            access: AtomicU64::new(0),
+            access_hooks: Hooks::default(),
         }
     }
 
-    /// Told of every change of access (see [`Registry::access_epoch`]).
-    pub fn access_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.access.subscribe()
+    /// Call `hook` with the new [`Registry::access_epoch`] after every change of access from now
+    /// on, so the I/O driver wakes the live sessions. The hook runs on the thread that made the
+    /// change, with the registry's write lock held: it must not block.
+    pub fn on_access_changed(&self, hook: impl Fn(&u64) + Send + Sync + 'static) {
+        self.access_hooks.add(hook);
     }
 
     /// How many changes of access this registry has made since it was opened: a session that saw
     /// another number re-reads its device and practitioner.
     pub fn access_epoch(&self) -> u64 {
-        *self.access.borrow()
+        self.access.load(Ordering::SeqCst)
     }
 
+    /// Count a change of access (made under the write lock, so epochs reach the hooks in order)
+    /// and tell the hooks.
     fn access_changed(&self) {
-        self.access.send_modify(|n| *n += 1);
+        let epoch = self.access.fetch_add(1, Ordering::SeqCst) + 1;
+        self.access_hooks.call(&epoch);
     }
 
     // ----- teams -----

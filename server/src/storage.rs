@@ -1,10 +1,10 @@
 //! Cases on the server's disk: the store, group commit, and the cache of open cases.
 //!
-//! **Acknowledged means durable.** A session appends a case's new changes, takes a ticket, and waits
-//! for [`GroupCommit::durable`] before it tells the device `Saved`. One flush (sled's flush, which
-//! stops at `sync_file_range`, then an fsync of the files) covers every write that finished before
-//! it began, so sixty-four devices
-//! syncing at once share a handful of fsyncs instead of queueing for sixty-four.
+//! **Acknowledged means durable.** A session appends a case's new changes, takes a ticket, and its
+//! reply waits for [`GroupCommit::durable`] before it tells the device `Saved`. One flush (sled's
+//! flush, which stops at `sync_file_range`, then an fsync of the files) covers every write that
+//! finished before it began, so sixty-four devices syncing at once share a handful of fsyncs
+//! instead of queueing for sixty-four.
 //!
 //! **Memory follows use, not size.** Open cases are cached up to a limit; cases no session holds are
 //! evicted least-recently-used first. A case held by a session is never evicted, so there is never a
@@ -13,6 +13,12 @@
 //! **A reopen voids what was built on the old engine.** After sled's sticky I/O error (a full
 //! disk) the store is reopened ([`ServerStorage::recover`], [`crate::reopen`]): tickets not yet
 //! durable are lost for good, open cases are dropped, and a case still held from before is refused.
+//!
+//! **No runtime here.** Everything in this module is synchronous and blocks on the disk where the
+//! disk is slow. Awaiting a flush from async code without holding a thread, and passing
+//! announcements on to the sessions, are the I/O driver's ([`crate::driver`]): it adds hooks
+//! ([`ServerStorage::on_case_changed`], [`ServerStorage::on_reopened`]) and runs
+//! [`GroupCommit::durable`] on the async runtime's blocking pool.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,8 +29,8 @@ use polyphony_core::model::schema;
 use polyphony_core::store::{ChunkSeq, Store, StoreError};
 use polyphony_core::sync::{PeerSync, Prepared};
 use polyphony_core::{CaseId, TeamId};
-use tokio::sync::{broadcast, watch};
 
+use crate::hooks::Hooks;
 use crate::reopen::ReopenableStore;
 
 /// A chunk count after which a case's log is compacted into one snapshot.
@@ -39,10 +45,14 @@ const COMPACT_AFTER: u64 = 32;
 /// covered by a flush is *lost*: its write went into the engine that was dropped, so
 /// [`Self::durable`] fails for it for ever, even after later flushes of the new engine succeed.
 /// The `Saved` waiting for it becomes a refusal, and the device keeps the change and sends it again.
+///
+/// [`Self::durable`] blocks until a flush covers the ticket. Async code awaits it through the
+/// driver ([`crate::driver::GroupCommitDriver`]), which queues its waiters without holding a thread.
 pub struct GroupCommit {
     store: Arc<ReopenableStore>,
     tickets: Mutex<Tickets>,
-    flusher: tokio::sync::Mutex<()>,
+    /// Held for each flush: one flush at a time, and waiters queue here.
+    flusher: Mutex<()>,
 }
 
 /// What [`GroupCommit`] has handed out and made durable.
@@ -73,7 +83,7 @@ impl GroupCommit {
                 ..Tickets::default()
             }),
             store,
-            flusher: tokio::sync::Mutex::new(()),
+            flusher: Mutex::new(()),
         }
     }
 
@@ -128,8 +138,8 @@ impl GroupCommit {
         t.written += 1;
     }
 
-    /// `Some` once the ticket's fate is known: durable, or lost to a reopen.
-    fn settled(&self, ticket: u64) -> Option<Result<(), StoreError>> {
+    /// `Some` once the ticket's fate is known: durable, or lost to a reopen. Never blocks.
+    pub fn settled(&self, ticket: u64) -> Option<Result<(), StoreError>> {
         let t = self.tickets();
         let lost = ticket == LOST_TICKET
             || t.lost
@@ -143,34 +153,41 @@ impl GroupCommit {
         (ticket <= t.durable).then_some(Ok(()))
     }
 
-    /// Wait until the write with this ticket (and every one before it) is on disk. Fails if the
-    /// flush fails, and for good if the ticket was lost to a reopen.
-    pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+    /// Block until the write with this ticket (and every one before it) is on disk, flushing the
+    /// store if no flush has covered it yet. Fails if the flush fails, and for good if the ticket
+    /// was lost to a reopen. Blocks on the disk: async code awaits
+    /// [`crate::driver::GroupCommitDriver::durable`] instead.
+    pub fn durable(&self, ticket: u64) -> Result<(), StoreError> {
         loop {
             if let Some(settled) = self.settled(ticket) {
                 return settled;
             }
             // One flusher at a time; waiters queue here in order and usually find their ticket
-            // covered by the flush that ran while they waited.
-            let _turn = self.flusher.lock().await;
+            // covered by the flush that ran while they waited. A flusher that panicked left the
+            // counters consistent (each update is one step): the next one goes on.
+            let _turn = self.flusher.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(settled) = self.settled(ticket) {
                 return settled;
             }
-            let (generation, target) = {
-                let t = self.tickets();
-                (t.generation, t.written)
-            };
-            let store = self.store.clone();
-            let flushed = tokio::task::spawn_blocking(move || store.flush_generation())
-                .await
-                .map_err(|e| StoreError::Engine(format!("flush task failed: {e}")))??;
-            // A flush of another engine than the one the tickets were written to proves nothing
-            // about them: credit it only if no reopen came between reading `target` and now.
-            let mut t = self.tickets();
-            if flushed == generation && t.generation == generation {
-                t.durable = t.durable.max(target);
-            }
+            self.flush()?;
         }
+    }
+
+    /// Flush the store once, and count as durable every ticket handed out before the flush began.
+    /// Called only with the `flusher` lock held.
+    fn flush(&self) -> Result<(), StoreError> {
+        let (generation, target) = {
+            let t = self.tickets();
+            (t.generation, t.written)
+        };
+        let flushed = self.store.flush_generation()?;
+        // A flush of another engine than the one the tickets were written to proves nothing
+        // about them: credit it only if no reopen came between reading `target` and now.
+        let mut t = self.tickets();
+        if flushed == generation && t.generation == generation {
+            t.durable = t.durable.max(target);
+        }
+        Ok(())
     }
 }
 
@@ -232,11 +249,12 @@ pub struct ServerStorage {
     /// The same store, as the handle that reopens it after a disk error.
     engine: Arc<ReopenableStore>,
     /// Durability.
-    pub group: GroupCommit,
+    pub group: Arc<GroupCommit>,
     cache: Mutex<Cache>,
-    changes: broadcast::Sender<CaseChanged>,
-    /// The store generation, announced after each reopen (see [`Self::recover`]).
-    reopened: watch::Sender<u64>,
+    /// Told of each change announced (see [`Self::announce`]).
+    changes: Hooks<CaseChanged>,
+    /// Told the store generation after each reopen (see [`Self::recover`]).
+    reopened: Hooks<u64>,
     /// One recovery at a time; when the last one was tried.
     recovering: Mutex<Option<Instant>>,
 }
@@ -277,18 +295,16 @@ impl ServerStorage {
 
     /// Storage over a store that can be reopened after a disk error.
     pub fn over(engine: Arc<ReopenableStore>, cache_cases: usize) -> Self {
-        let (changes, _) = broadcast::channel(4096);
-        let (reopened, _) = watch::channel(engine.generation());
         ServerStorage {
-            group: GroupCommit::new(engine.clone()),
+            group: Arc::new(GroupCommit::new(engine.clone())),
             store: engine.clone(),
             engine,
             cache: Mutex::new(Cache {
                 cap: cache_cases.max(16),
                 cases: HashMap::new(),
             }),
-            changes,
-            reopened,
+            changes: Hooks::default(),
+            reopened: Hooks::default(),
             recovering: Mutex::new(None),
         }
     }
@@ -298,18 +314,20 @@ impl ServerStorage {
         self.engine.broken()
     }
 
-    /// Announces the store's generation after every reopen: a sync connection opened before one
-    /// holds sync states for documents the store may have lost, and must end.
-    pub fn reopened(&self) -> watch::Receiver<u64> {
-        self.reopened.subscribe()
+    /// Call `hook` with the store's generation after every reopen from now on: a sync connection
+    /// opened before one holds sync states for documents the store may have lost, and must end.
+    /// The hook runs on the thread that reopened the store, and must not block.
+    pub fn on_reopened(&self, hook: impl Fn(&u64) + Send + Sync + 'static) {
+        self.reopened.add(hook);
     }
 
     /// After a disk error, once the filesystem has room again, reopen the store: what reached
     /// the disk is read back, the rest of the old engine's writes are gone. Everything built on
     /// the old engine is dropped with it: the group-commit tickets not yet durable are lost (their
     /// `Saved` becomes a refusal), every open case is closed (the next sync reads it from disk),
-    /// and the new generation is announced so sync connections end ([`Self::reopened`]). The
-    /// audit log's chain head is the caller's to refresh ([`AuditLog::reopened`]).
+    /// and the new generation is announced so sync connections end ([`Self::on_reopened`]). The
+    /// audit log's chain head is the caller's to refresh
+    /// ([`AuditLog::reopened`](crate::audit::AuditLog::reopened)).
     ///
     /// Returns the new generation, or `None` if the store is not broken, the disk still full, or
     /// the last reopen less than 2 s ago (`REOPEN_AT_MOST_EVERY`).
@@ -327,18 +345,20 @@ impl ServerStorage {
             .reopen(|generation| self.group.swapped(generation));
         // The old engine is gone whether or not the new one opened.
         self.cache.lock().expect("cache lock").cases.clear();
-        let _ = self.reopened.send(self.group.generation());
+        self.reopened.call(&self.group.generation());
         reopened.map(Some)
     }
 
-    /// Announcements of changed cases.
-    pub fn subscribe(&self) -> broadcast::Receiver<CaseChanged> {
-        self.changes.subscribe()
+    /// Call `hook` with every change announced from now on ([`Self::announce`]), to tell the
+    /// other sessions syncing the case. The hook runs on the announcing session's thread, and
+    /// must not block.
+    pub fn on_case_changed(&self, hook: impl Fn(&CaseChanged) + Send + Sync + 'static) {
+        self.changes.add(hook);
     }
 
-    /// Announce a change.
+    /// Announce a change, so other connected devices get it live.
     pub fn announce(&self, change: CaseChanged) {
-        let _ = self.changes.send(change);
+        self.changes.call(&change);
     }
 
     /// The case, loaded if needed; `None` if the server has never stored it.
@@ -519,7 +539,13 @@ impl Cache {
 }
 
 #[cfg(test)]
+pub(crate) mod test_disk;
+
+#[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use super::test_disk::Disk;
     use super::*;
     use polyphony_core::store::{KeySource, MemoryStore, SledStore};
 
@@ -723,76 +749,6 @@ mod tests {
         );
     }
 
-    /// A store whose flushes fail while its switch is on, as a full disk makes sled's fail.
-    struct FlushFails {
-        inner: MemoryStore,
-        failing: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    impl FlushFails {
-        /// Storage over a reopenable store of this kind, and the switch.
-        fn storage() -> (ServerStorage, Arc<std::sync::atomic::AtomicBool>) {
-            let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let store = Arc::new(FlushFails {
-                inner: MemoryStore::default(),
-                failing: failing.clone(),
-            });
-            let engine = Arc::new(ReopenableStore::keeping(store));
-            (ServerStorage::over(engine, 16), failing)
-        }
-    }
-
-    impl Store for FlushFails {
-        fn append_chunk(&self, case: &CaseId, chunk: &[u8]) -> Result<ChunkSeq, StoreError> {
-            self.inner.append_chunk(case, chunk)
-        }
-        fn load_chunks(
-            &self,
-            case: &CaseId,
-        ) -> Result<Option<polyphony_core::store::ChunkLog>, StoreError> {
-            self.inner.load_chunks(case)
-        }
-        fn compact_case(&self, case: &CaseId, s: &[u8], t: ChunkSeq) -> Result<(), StoreError> {
-            self.inner.compact_case(case, s, t)
-        }
-        fn remove_case(&self, case: &CaseId) -> Result<(), StoreError> {
-            self.inner.remove_case(case)
-        }
-        fn list_cases(&self) -> Result<Vec<CaseId>, StoreError> {
-            self.inner.list_cases()
-        }
-        fn get_meta(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get_meta(ns, key)
-        }
-        fn put_meta(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-            self.inner.put_meta(ns, key, value)
-        }
-        fn delete_meta(&self, ns: &str, key: &str) -> Result<(), StoreError> {
-            self.inner.delete_meta(ns, key)
-        }
-        fn scan_meta(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-            self.inner.scan_meta(ns)
-        }
-        fn append_log(&self, log: &str, entry: &[u8]) -> Result<u64, StoreError> {
-            self.inner.append_log(log, entry)
-        }
-        fn read_log(&self, log: &str, from: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-            self.inner.read_log(log, from)
-        }
-        fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError> {
-            self.inner.trim_log(log, through)
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(StoreError::Io(std::io::Error::new(
-                    std::io::ErrorKind::StorageFull,
-                    "No space left on device (injected)",
-                )));
-            }
-            self.inner.flush()
-        }
-    }
-
     /// A write of the group-commit kind: note the generation, write, take the ticket.
     fn ticketed_write(storage: &ServerStorage, key: &str) -> u64 {
         let generation = storage.group.generation();
@@ -800,23 +756,85 @@ mod tests {
         storage.group.wrote_in(generation)
     }
 
+    /// Group commit below any runtime: writers on many threads wait at once. Each wait ends only
+    /// once a flush that began after its write has finished (never on a flush that was under way
+    /// when the write finished, nor before any flush), and the writers share a few flushes.
+    #[test]
+    fn waiting_writers_share_flushes_and_none_is_told_durable_before_a_flush_covers_it() {
+        const WRITERS: u64 = 16;
+        let (storage, disk) = Disk::storage();
+        let storage = Arc::new(storage);
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let (storage, disk) = (storage.clone(), disk.clone());
+                std::thread::spawn(move || {
+                    let (ticket, written) = disk.write(&storage, &format!("w{i}"));
+                    storage.group.durable(ticket).unwrap();
+                    assert!(
+                        disk.flushed_through.load(SeqCst) >= written,
+                        "writer {i} was told its write is durable before a flush covered it"
+                    );
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let flushes = disk.flushes.load(SeqCst);
+        assert!(
+            flushes < WRITERS / 2,
+            "{flushes} flushes for {WRITERS} writers: none shared"
+        );
+    }
+
+    /// A flush under way vouches for nothing yet: a write it covers is not durable until it has
+    /// finished, and a writer that asks meanwhile waits for that flush instead of starting another.
+    #[test]
+    fn a_write_is_not_durable_while_the_flush_covering_it_is_under_way() {
+        let (storage, disk) = Disk::storage();
+        let storage = Arc::new(storage);
+        let (first, _) = disk.write(&storage, "first");
+        let (second, written) = disk.write(&storage, "second");
+        let gate = disk.gate.lock().unwrap();
+        let flusher = {
+            let storage = storage.clone();
+            std::thread::spawn(move || storage.group.durable(first))
+        };
+        while disk.flushes_begun.load(SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert!(
+            storage.group.settled(first).is_none() && storage.group.settled(second).is_none(),
+            "a ticket was settled while the flush covering it was still under way"
+        );
+        drop(gate);
+        storage.group.durable(second).unwrap();
+        assert!(disk.flushed_through.load(SeqCst) >= written);
+        flusher.join().unwrap().unwrap();
+        assert_eq!(
+            disk.flushes.load(SeqCst),
+            1,
+            "the second write waited for the flush under way"
+        );
+    }
+
     /// The ticket rule of a reopen: a write whose flush failed went into the engine a reopen
     /// drops, so its ticket must never be reported durable, not even once a later flush of the
     /// new engine covers every ticket number up to and past it.
-    #[tokio::test]
-    async fn a_ticket_issued_before_a_failed_flush_is_never_durable_after_a_reopen() {
-        let (storage, failing) = FlushFails::storage();
+    #[test]
+    fn a_ticket_issued_before_a_failed_flush_is_never_durable_after_a_reopen() {
+        let (storage, disk) = Disk::storage();
         let saved = ticketed_write(&storage, "saved");
-        storage.group.durable(saved).await.unwrap();
+        storage.group.durable(saved).unwrap();
 
-        failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        disk.failing.store(true, SeqCst);
         let generation_before = storage.group.generation();
         let pending = ticketed_write(&storage, "pending");
-        assert!(storage.group.durable(pending).await.is_err());
+        assert!(storage.group.durable(pending).is_err());
         assert!(storage.broken(), "a failed flush breaks the store");
 
         // Space returns; the store is reopened; a new write is made durable.
-        failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        disk.failing.store(false, SeqCst);
         assert_eq!(storage.recover().unwrap(), Some(generation_before + 1));
         assert!(!storage.broken());
         // A `Saved` for a case as read back from the new engine (no new changes) waits for the
@@ -825,10 +843,10 @@ mod tests {
         assert!(read_back > pending);
         let later = ticketed_write(&storage, "later");
         assert!(later > read_back);
-        storage.group.durable(later).await.unwrap();
-        storage.group.durable(read_back).await.unwrap();
+        storage.group.durable(later).unwrap();
+        storage.group.durable(read_back).unwrap();
 
-        let refused = storage.group.durable(pending).await;
+        let refused = storage.group.durable(pending);
         assert!(
             refused.is_err(),
             "a ticket issued before the failed flush was reported durable after the reopen"
@@ -836,20 +854,20 @@ mod tests {
         assert!(refused.unwrap_err().to_string().contains("reopened"));
         // Tickets that were durable before stay so; a ticket asked for after the reopen for a
         // write begun before it is lost at once.
-        storage.group.durable(saved).await.unwrap();
+        storage.group.durable(saved).unwrap();
         assert_eq!(storage.group.wrote_in(generation_before), LOST_TICKET);
         assert_eq!(storage.group.current_in(generation_before), LOST_TICKET);
-        assert!(storage.group.durable(LOST_TICKET).await.is_err());
+        assert!(storage.group.durable(LOST_TICKET).is_err());
     }
 
     /// A reopen closes every open case, and a case a session still holds from before it can
     /// neither be written nor vouched for: its document may hold changes the reopened store
     /// lacks. The next read of the case comes from the store, and takes writes again.
-    #[tokio::test]
-    async fn a_reopen_drops_the_open_cases_and_a_case_held_across_it_is_refused() {
+    #[test]
+    fn a_reopen_drops_the_open_cases_and_a_case_held_across_it_is_refused() {
         use automerge::sync::SyncDoc;
         use polyphony_core::model::{Author, CaseDoc, NewCase, NewMeeting, NoteKind, Place};
-        let (storage, failing) = FlushFails::storage();
+        let (storage, disk) = Disk::storage();
         let case = CaseId::random();
         let author = Author {
             practitioner: polyphony_core::PractitionerId::random(),
@@ -883,12 +901,16 @@ mod tests {
             .append_text(&meeting, NoteKind::Notes, "written after the reopen")
             .unwrap();
 
-        failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        disk.failing.store(true, SeqCst);
         assert!(storage.store.flush().is_err());
-        failing.store(false, std::sync::atomic::Ordering::SeqCst);
-        let reopened = storage.reopened();
-        assert!(storage.recover().unwrap().is_some());
-        assert!(reopened.has_changed().unwrap(), "sessions are told");
+        disk.failing.store(false, SeqCst);
+        let told = Arc::new(Mutex::new(Vec::new()));
+        storage.on_reopened({
+            let told = told.clone();
+            move |generation| told.lock().unwrap().push(*generation)
+        });
+        let reopened = storage.recover().unwrap().expect("reopened");
+        assert_eq!(*told.lock().unwrap(), [reopened], "sessions are told");
         assert_eq!(storage.cached(), 0, "every open case was dropped");
 
         // The held case refuses the device's message and stays as it was.
@@ -928,7 +950,7 @@ mod tests {
             assert_eq!(c.doc.get_heads(), device.automerge_mut().get_heads());
         }
         let ticket = storage.group.current_in(storage.group.generation());
-        storage.group.durable(ticket).await.unwrap();
+        storage.group.durable(ticket).unwrap();
         assert!(storage.recover().unwrap().is_none(), "nothing broken now");
     }
 

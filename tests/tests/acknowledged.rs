@@ -91,7 +91,7 @@ async fn a_case_synced_past_several_compactions_keeps_every_acknowledged_note_af
     let meeting = view
         .meetings
         .iter()
-        .find(|m| m.meta.id == meeting.to_string())
+        .find(|m| m.meta.id == meeting)
         .ok_or_else(|| anyhow::anyhow!("the meeting is missing"))?;
     let missing: Vec<&String> = notes
         .iter()

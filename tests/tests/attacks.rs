@@ -1285,9 +1285,11 @@ async fn a_change_that_removes_a_clinical_entry_is_refused_and_text_edits_stay_a
         .any(|x| x.notes == "Maria spoke first. Ana spoke next."));
     let person = &view.decisions[0].positions[0];
     ensure!(
-        person.stance == "unsure"
+        person.stance.is(polyphony_core::model::Stance::Unsure)
             && person.earlier.len() == 1
-            && person.earlier[0].stance == "agree",
+            && person.earlier[0]
+                .stance
+                .is(polyphony_core::model::Stance::Agree),
         "the earlier position is kept: {person:?}"
     );
     let mut history = fresh.profile.document(case)?.fork_at(&heads_before)?;

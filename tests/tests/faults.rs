@@ -398,7 +398,7 @@ fn client_child() {
         let case = cases[step as usize % cases.len()];
         let doc = profile.document(case).expect("document");
         let view = CaseDoc::from_automerge(doc, None).expect("case").view();
-        let meeting: EntryId = view.meetings[0].meta.id.parse().expect("meeting id");
+        let meeting: EntryId = view.meetings[0].meta.id;
         let mut heads = profile
             .edit(case, |d| {
                 d.append_text(&meeting, NoteKind::Notes, &format!("child step {step}."))?;
@@ -841,7 +841,7 @@ async fn a_full_disk_refuses_writes_acknowledges_nothing_and_recovers() -> Resul
             );
             refused_enrolments += 1;
         }
-        meetings.insert(fresh, writer.peek(fresh)?.meetings[0].meta.id.parse()?);
+        meetings.insert(fresh, writer.peek(fresh)?.meetings[0].meta.id);
     }
 
     // Space returns: the same sync goes through, the code still works, everyone converges.

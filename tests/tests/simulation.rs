@@ -7,7 +7,7 @@
 //! picks every next step: a device edits a case or opens one, a device starts a one-shot sync, the
 //! next frame or batch of one connection is delivered (in order per connection; a batch from the
 //! server only once `GroupCommit::durable` has returned for its ticket, as the server's writer task
-//! waits), a live push, a connection cut mid-way, a group-commit flush, the server crashing and
+//! waits for it through the driver), a live push, a connection cut mid-way, a group-commit flush, the server crashing and
 //! reopening from what was durable, a device crashing and reopening its profile, idle cases
 //! closed, a revocation (the device uploads, is told to wipe, wipes, and a new device takes its
 //! place), a case moved to another team. The server's case cache holds 16 cases and the run opens
@@ -46,6 +46,7 @@ use polyphony_core::{CaseId, EntryId, PractitionerId, TeamId};
 use polyphony_e2e::sim::CrashStore;
 use polyphony_server::admin::{Admin, AdminRequest, AdminResponse};
 use polyphony_server::data_dir;
+use polyphony_server::driver::CoreDriver;
 use polyphony_server::registry::DeviceStatus;
 use polyphony_server::session::{self, Session, Shared};
 use polyphony_server::storage::{CaseChanged, ServerStorage};
@@ -125,6 +126,8 @@ struct SimServer {
     store: Arc<CrashStore>,
     config: ServerConfig,
     shared: Arc<Shared>,
+    /// Its announcements of changed cases, as the server's connection driver receives them.
+    driver: Arc<CoreDriver>,
     admin: Admin,
 }
 
@@ -132,6 +135,7 @@ impl SimServer {
     fn open(store: Arc<CrashStore>, config: ServerConfig) -> SimServer {
         let opened = data_dir::open_with_store(&config, store.clone()).expect("server opens");
         let storage = Arc::new(ServerStorage::new(opened.store.clone(), CACHE_CASES));
+        let driver = CoreDriver::attach(&storage, &opened.registry);
         let shared = Arc::new(Shared {
             storage,
             registry: opened.registry.clone(),
@@ -152,6 +156,7 @@ impl SimServer {
             store,
             config,
             shared,
+            driver,
             admin,
         }
     }
@@ -203,7 +208,6 @@ struct World {
     rng: StdRng,
     home: PathBuf,
     _dir: tempfile::TempDir,
-    rt: tokio::runtime::Runtime,
     server: SimServer,
     devices: Vec<SimDevice>,
     conns: BTreeMap<u64, Conn>,
@@ -245,14 +249,10 @@ impl World {
             ..ServerConfig::default()
         };
         let server = SimServer::open(Arc::new(CrashStore::new()), config);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
         let mut w = World {
             rng: StdRng::seed_from_u64(seed),
             home: dir.path().join("devices"),
             _dir: dir,
-            rt,
             server,
             devices: Vec::new(),
             conns: BTreeMap::new(),
@@ -420,11 +420,7 @@ impl World {
         let n = self.counts.edits;
         let dev = &mut self.devices[d];
         let meetings: Vec<EntryId> = match dev.profile.lookup(case) {
-            Ok(v) => v
-                .meetings
-                .iter()
-                .filter_map(|m| m.meta.id.parse().ok())
-                .collect(),
+            Ok(v) => v.meetings.iter().map(|m| m.meta.id).collect(),
             Err(_) => return,
         };
         let pick = (!meetings.is_empty()).then(|| meetings[n as usize % meetings.len()]);
@@ -561,7 +557,7 @@ impl World {
             Session::new(shared.clone(), id, device, practitioner, mode)
                 .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE)),
         );
-        conn.changes = Some(shared.storage.subscribe());
+        conn.changes = Some(self.server.driver.case_changes());
     }
 
     fn pull_batches(conn: &mut Conn) {
@@ -580,9 +576,11 @@ impl World {
         let Some((ticket, frames)) = conn.down.pop_front() else {
             return;
         };
-        let storage = self.server.shared.storage.clone();
-        self.rt
-            .block_on(storage.group.durable(ticket))
+        self.server
+            .shared
+            .storage
+            .group
+            .durable(ticket)
             .expect("the crash store's flush cannot fail");
         self.counts.batches_down += 1;
         let d = conn.device;
@@ -714,12 +712,10 @@ impl World {
     }
 
     fn server_flush(&mut self) {
-        let storage = self.server.shared.storage.clone();
+        let storage = &self.server.shared.storage;
         // A ticket of its own, so the flush covers every write made so far.
         let ticket = storage.group.wrote_in(storage.group.generation());
-        self.rt
-            .block_on(storage.group.durable(ticket))
-            .expect("flush");
+        storage.group.durable(ticket).expect("flush");
     }
 
     /// One step chosen by the seeded generator among those possible now.

@@ -7,7 +7,7 @@ use automerge::transaction::Transactable;
 use automerge::{ReadDoc, ROOT};
 use polyphony_core::model::{
     self, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant, PersonField, Place,
-    Stance,
+    Stance, Stored,
 };
 use polyphony_core::net;
 use polyphony_core::profile::Enrolment;
@@ -107,7 +107,7 @@ async fn two_devices_edit_the_same_case_offline_and_both_keep_both_edits() -> Re
     assert_eq!(positions.len(), 2, "both positions kept");
     assert!(positions
         .iter()
-        .any(|p| p.stance == "disagree" && p.words.as_deref() == Some("Too soon")));
+        .any(|p| p.stance.is(Stance::Disagree) && p.words.as_deref() == Some("Too soon")));
     assert_eq!(va.person.preferred_name.as_deref(), Some("Mari"));
     assert_eq!(va.person.pronouns.as_deref(), Some("she/her"));
     assert_eq!(a.profile.unsynced(case)?, 0, "everything acknowledged");
@@ -537,7 +537,8 @@ async fn a_record_from_the_next_schema_syncs_shows_and_keeps_what_this_version_d
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     let v = colleague.peek(case)?;
     assert_eq!(
-        v.meetings[0].state, "rescheduled",
+        v.meetings[0].state,
+        Stored::Unknown("rescheduled".into()),
         "a new value is shown as written"
     );
     colleague.profile.edit(case, |d| {

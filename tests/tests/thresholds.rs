@@ -30,6 +30,7 @@ use polyphony_core::sync::{
 };
 use polyphony_core::{CaseId, EntryId};
 use polyphony_e2e::{connect_as, report_figures, TestDevice, TestServer, PASSPHRASE};
+use polyphony_server::driver::GroupCommitDriver;
 use polyphony_server::storage::{GroupCommit, ServerStorage};
 use polyphony_server::ServerConfig;
 
@@ -64,7 +65,7 @@ fn notes_of(device: &mut TestDevice, case: CaseId, meeting: EntryId) -> Result<S
     let view = device.peek(case)?;
     view.meetings
         .iter()
-        .find(|m| m.meta.id == meeting.to_string())
+        .find(|m| m.meta.id == meeting)
         .map(|m| m.notes.clone())
         .ok_or_else(|| anyhow!("meeting {meeting} of case {case} is missing"))
 }
@@ -1211,8 +1212,9 @@ async fn group_commit_shares_flushes_and_acknowledges_nothing_before_its_flush()
     Ok(())
 }
 
-/// `GroupCommit` alone: 64 writers waiting at once are covered by a handful of flushes, and each
-/// one's wait ends only after a flush that began after its write.
+/// `GroupCommit` alone, awaited as the server's tasks await it (`GroupCommitDriver`): 64 writers
+/// waiting at once are covered by a handful of flushes, and each one's wait ends only after a
+/// flush that began after its write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_covers_64_waiting_writers_with_a_few_flushes() -> Result<()> {
     const WRITERS: usize = 64;
@@ -1222,9 +1224,10 @@ async fn group_commit_covers_64_waiting_writers_with_a_few_flushes() -> Result<(
     let group = Arc::new(GroupCommit::new(Arc::new(
         polyphony_server::reopen::ReopenableStore::keeping(watch.clone()),
     )));
+    let durability = Arc::new(GroupCommitDriver::new(group.clone()));
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..WRITERS {
-        let (group, watch) = (group.clone(), watch.clone());
+        let (group, durability, watch) = (group.clone(), durability.clone(), watch.clone());
         writers.spawn(async move {
             let case = CaseId::random();
             let mut doc = AutoCommit::new();
@@ -1233,7 +1236,7 @@ async fn group_commit_covers_64_waiting_writers_with_a_few_flushes() -> Result<(
             let generation = group.generation();
             watch.append_chunk(&case, &doc.save())?;
             let ticket = group.wrote_in(generation);
-            group.durable(ticket).await?;
+            durability.durable(ticket).await?;
             if let Some(v) = watch.not_yet_durable(&case, &doc.get_heads()) {
                 return Err(anyhow!(v));
             }

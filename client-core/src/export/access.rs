@@ -161,15 +161,15 @@ pub(crate) use crate::model::timeline::REMOVED;
 /// marked as recorded on the wrong person's record no longer names them (the audit recorded the
 /// name at the time; the copy must not repeat it).
 pub(crate) fn without_withheld_names(view: &CaseView, accesses: &[Access]) -> Vec<Access> {
-    let withheld: Vec<&str> = view
+    let withheld: Vec<String> = view
         .network
         .iter()
         .filter(|m| m.meta.withheld())
-        .map(|m| m.meta.id.as_str())
+        .map(|m| m.meta.id.to_string())
         .collect();
     let fix = |s: &mut String| {
         let replaced = match Purpose::parse(s) {
-            Purpose::Gave { member, .. } if withheld.contains(&member) => {
+            Purpose::Gave { member, .. } if withheld.iter().any(|w| w == member) => {
                 Some(Purpose::gave(member, REMOVED))
             }
             _ => None,
@@ -239,7 +239,7 @@ pub(crate) fn sentence(a: &Access, names: &Names) -> String {
         } => {
             let said = match Purpose::parse(purpose) {
                 Purpose::Gave { member, name } => {
-                    let to = match names.member(member) {
+                    let to = match member.parse().ok().and_then(|id| names.member(id)) {
                         Some((name, "")) => name.to_string(),
                         Some((name, rel)) => format!("{name} ({})", yours(rel)),
                         None if name.is_empty() => "someone in your network".to_string(),

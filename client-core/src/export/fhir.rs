@@ -24,9 +24,13 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{plain, Access, Names};
-use crate::model::view::{CaseView, EntryMeta, ErrorMark};
-use crate::model::AuthorView;
+use crate::model::view::{CaseView, DecisionView, EntryMeta, ErrorMark, MeetingView};
 use crate::model::LocalZone;
+use crate::model::{
+    AuthorView, CareRole, ConsentState, DecisionStatus, MeetingState, Participant, Place,
+    ReadbackResponse, Role, Stance, Stored,
+};
+use crate::EntryId;
 
 /// The NHS number identifier system.
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -170,14 +174,15 @@ fn derived(seed: &str, kind: &str) -> String {
 
 /// A record id as a resource id: record ids are UUIDs already; anything else (a malformed
 /// record) is mapped to a derived UUID so the Bundle stays valid.
-fn rid(id: &str) -> String {
-    match uuid::Uuid::parse_str(id) {
+fn rid(id: impl std::fmt::Display) -> String {
+    let id = id.to_string();
+    match uuid::Uuid::parse_str(&id) {
         Ok(u) => u.hyphenated().to_string(),
-        Err(_) => derived(id, "record-id"),
+        Err(_) => derived(&id, "record-id"),
     }
 }
 
-fn record_identifier(id: &str) -> Value {
+fn record_identifier(id: impl std::fmt::Display) -> Value {
     json!([{ "system": URI_SYSTEM, "value": urn(&rid(id)) }])
 }
 
@@ -252,6 +257,43 @@ fn prune(v: Value) -> Option<Value> {
     }
 }
 
+/// The Encounter class of a meeting at `place`: (code, display).
+fn encounter_class(place: &Stored<Place>) -> (&'static str, &'static str) {
+    match place.known() {
+        Some(Place::Home) => ("HH", "home health"),
+        Some(Place::Online | Place::Phone) => ("VR", "virtual"),
+        _ => ("AMB", "ambulatory"),
+    }
+}
+
+/// A meeting's Composition sections: notes, reflections, what was agreed, the read-back
+/// (`readback_lines`) and what changed after it, each only if it says something.
+fn meeting_sections(m: &MeetingView, readback_lines: &[String]) -> Vec<Value> {
+    let later: Vec<String> = m
+        .changed_after_readback
+        .iter()
+        .map(plain::later_change)
+        .collect();
+    let section = |title: &str, text: &str| {
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        json!({ "title": title, "text": narrative("generated", &lines) })
+    };
+    [
+        ("Notes", m.notes.as_str()),
+        ("Reflections", m.reflections.as_str()),
+        ("What was agreed", m.agreed.as_str()),
+        ("Read-back", readback_lines.join("\n").as_str()),
+        (
+            "Changed after the meeting, not read back",
+            later.join("\n").as_str(),
+        ),
+    ]
+    .iter()
+    .filter(|(_, t)| !t.trim().is_empty())
+    .map(|(title, t)| section(title, t))
+    .collect()
+}
+
 // ------------------------------------------------------------------------------- building
 
 struct Builder<'a> {
@@ -323,7 +365,12 @@ impl<'a> Builder<'a> {
     }
 
     fn author_ref(&mut self, a: &AuthorView) -> Value {
-        let name = self.names.name(&format!("practitioner:{}", a.practitioner));
+        let name = match a.practitioner.parse() {
+            Ok(id) => self
+                .names
+                .name(&Stored::Known(Participant::Practitioner(id))),
+            Err(_) => format!("a practitioner ({})", a.practitioner),
+        };
         let name = if a.practitioner_name.is_empty() {
             name
         } else {
@@ -332,24 +379,21 @@ impl<'a> Builder<'a> {
         self.practitioner_ref(&a.practitioner, &name)
     }
 
-    /// A participant key as a Reference: the Patient, a RelatedPerson or a Practitioner.
-    fn participant_ref(&mut self, key: &str) -> Option<Value> {
-        if key == "person" {
-            return Some(self.patient_ref());
-        }
-        if let Some(id) = key.strip_prefix("member:") {
-            return self
+    /// A participant as a Reference: the Patient, a RelatedPerson or a Practitioner.
+    fn participant_ref(&mut self, who: &Stored<Participant>) -> Option<Value> {
+        match who.known()? {
+            Participant::Person => Some(self.patient_ref()),
+            Participant::Member(id) => self
                 .view
                 .network
                 .iter()
                 .any(|m| m.meta.id == id)
-                .then(|| reference(&rid(id), self.names.name(key)));
+                .then(|| reference(&rid(id), self.names.name(who))),
+            Participant::Practitioner(id) => {
+                let name = self.names.name(who);
+                Some(self.practitioner_ref(&id.to_string(), &name))
+            }
         }
-        if let Some(id) = key.strip_prefix("practitioner:") {
-            let name = self.names.name(key);
-            return Some(self.practitioner_ref(id, &name));
-        }
-        None
     }
 
     /// A Provenance: who (practitioner, through which device) did what to which resources, when.
@@ -400,7 +444,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn nullify(&mut self, id: &str, targets: Vec<Value>, mark: &ErrorMark, what: &str) {
+    fn nullify(&mut self, id: &EntryId, targets: Vec<Value>, mark: &ErrorMark, what: &str) {
         self.provenance(
             &format!("{id}:nullify"),
             targets,
@@ -501,11 +545,11 @@ impl<'a> Builder<'a> {
     fn network(&mut self) {
         let v = self.view;
         for m in &v.network {
-            let id = rid(&m.meta.id);
+            let id = rid(m.meta.id);
             // The person's own words always; a code only where the broad role has an exact one.
-            let mut relationship = match m.role.as_str() {
-                "family" => coding(V3_ROLE_CODE, "FAMMEMB", "family member"),
-                "friend" => coding(V3_ROLE_CODE, "FRND", "unrelated friend"),
+            let mut relationship = match m.role.known() {
+                Some(Role::Family) => coding(V3_ROLE_CODE, "FAMMEMB", "family member"),
+                Some(Role::Friend) => coding(V3_ROLE_CODE, "FRND", "unrelated friend"),
                 _ => json!({}),
             };
             relationship["text"] = json!(m.relationship);
@@ -522,7 +566,7 @@ impl<'a> Builder<'a> {
                         error_line(&m.meta, "person in the network"),
                     ]
                 }),
-                "identifier": record_identifier(&m.meta.id),
+                "identifier": record_identifier(m.meta.id),
                 "active": m.left.is_none() && m.meta.entered_in_error.is_none(),
                 "patient": self.patient_ref(),
                 "relationship": [relationship],
@@ -539,7 +583,7 @@ impl<'a> Builder<'a> {
             // Consent to receive the record: one Consent per event; the latest is active.
             let last = m.consent.len().saturating_sub(1);
             for (i, c) in m.consent.iter().enumerate() {
-                let permit = c.state == "given";
+                let permit = c.state.is(ConsentState::Given);
                 self.add(json!({
                     "resourceType": "Consent",
                     "id": derived(&id, &format!("Consent-{i}")),
@@ -570,8 +614,8 @@ impl<'a> Builder<'a> {
         let ct = reference(&self.care_team, "Care team");
         for c in &v.care_team {
             if c.meta.entered_in_error.is_none() {
-                let member = self.practitioner_ref(&c.practitioner, &c.name);
-                let role = if c.role == "peer_support" {
+                let member = self.practitioner_ref(&c.practitioner.to_string(), &c.name);
+                let role = if c.role.is(CareRole::PeerSupport) {
                     "peer support worker"
                 } else {
                     "practitioner"
@@ -602,16 +646,17 @@ impl<'a> Builder<'a> {
 
     // ------------------------------------------------------------------------- meetings
 
-    fn location_ref(&mut self, place: &str) -> Value {
-        let (name, kind) = match place {
-            "home" => (
+    fn location_ref(&mut self, place: &Stored<Place>) -> Value {
+        let written = place.to_string();
+        let (name, kind) = match place.known() {
+            Some(Place::Home) => (
                 "Where the person lives (or chose to be met)",
                 coding(V3_ROLE_CODE, "PTRES", "Patient's Residence"),
             ),
-            "clinic" => ("Clinic", json!({ "text": "clinic" })),
-            "online" => ("Video call", json!({ "text": "video call" })),
-            "phone" => ("Telephone", json!({ "text": "telephone" })),
-            other => (other, json!({ "text": other })),
+            Some(Place::Clinic) => ("Clinic", json!({ "text": "clinic" })),
+            Some(Place::Online) => ("Video call", json!({ "text": "video call" })),
+            Some(Place::Phone) => ("Telephone", json!({ "text": "telephone" })),
+            None => (written.as_str(), json!({ "text": written })),
         };
         let id = derived(&self.episode, &format!("Location-{place}"));
         self.add(json!({
@@ -629,171 +674,178 @@ impl<'a> Builder<'a> {
     fn meetings(&mut self) {
         let v = self.view;
         for m in &v.meetings {
-            let id = rid(&m.meta.id);
-            let composition = derived(&id, "Composition");
-            let in_error = m.meta.entered_in_error.is_some();
-            let class = match m.place.as_str() {
-                "home" => ("HH", "home health"),
-                "online" | "phone" => ("VR", "virtual"),
-                _ => ("AMB", "ambulatory"),
-            };
-            let participants: Vec<Value> = m
-                .attendees
-                .iter()
-                .filter(|a| *a != "person")
-                .filter_map(|a| self.participant_ref(a))
-                .map(|r| {
-                    json!({
-                        "type": [coding(V3_PARTICIPATION, "PART", "Participation")],
-                        "individual": r,
-                    })
+            self.meeting(m);
+        }
+    }
+
+    /// One meeting: an Encounter, its notes as a Composition (attested by those who confirmed
+    /// them at the read-back) and the Provenance of both. A meeting on the wrong person's record
+    /// is an Encounter tombstone and its Provenance, nothing else.
+    fn meeting(&mut self, m: &MeetingView) {
+        let id = rid(m.meta.id);
+        let class = encounter_class(&m.place);
+        let participants: Vec<Value> = m
+            .attendees
+            .iter()
+            .filter(|a| !a.is(Participant::Person))
+            .filter_map(|a| self.participant_ref(a))
+            .map(|r| {
+                json!({
+                    "type": [coding(V3_PARTICIPATION, "PART", "Participation")],
+                    "individual": r,
                 })
-                .collect();
-            let present: Vec<String> = m.attendees.iter().map(|a| self.names.describe(a)).collect();
-            let person_there = m.attendees.iter().any(|a| a == "person");
-            if m.meta.withheld() {
-                // Recorded on the wrong person's record: a tombstone, and nothing else of it.
-                self.add(json!({
-                    "resourceType": "Encounter",
-                    "id": id,
-                    "meta": profile("Encounter"),
-                    "text": narrative("additional", &[error_line(&m.meta, "meeting")]),
-                    "identifier": record_identifier(&m.meta.id),
-                    "status": "entered-in-error",
-                    "class": { "system": V3_ACT_CODE, "code": class.0, "display": class.1 },
-                    "subject": self.patient_ref(),
-                }));
-                self.entry_provenance(&m.meta, vec![reference(&id, "Network meeting")], "meeting");
-                continue;
-            }
-            let location = self.location_ref(&m.place);
-            let title = format!("Network meeting on {}", plain::datetime_or(&m.at));
-            // Only a held meeting is a finished Encounter; a planned one is still to come.
-            let status = match (in_error, m.state.as_str()) {
-                (true, _) => "entered-in-error",
-                (false, "held") => "finished",
-                (false, "planned") => "planned",
-                (false, "cancelled" | "did_not_attend") => "cancelled",
-                (false, _) => "unknown",
-            };
+            })
+            .collect();
+        if m.meta.withheld() {
+            // Recorded on the wrong person's record: a tombstone, and nothing else of it.
             self.add(json!({
                 "resourceType": "Encounter",
                 "id": id,
                 "meta": profile("Encounter"),
-                "text": narrative("additional", &[
-                    format!("{title}, {}.", plain::place(&m.place)),
-                    plain::meeting_heading(m),
-                    format!("Present: {}.", present.join(", ")),
-                    if person_there || !m.held() { String::new() } else { format!("{} was not present.", self.names.person()) },
-                    m.next_meeting.as_ref().map(|n| format!("Next meeting: {}", plain::datetime(n))).unwrap_or_default(),
-                    error_line(&m.meta, "meeting"),
-                ]),
-                "identifier": record_identifier(&m.meta.id),
-                "status": status,
+                "text": narrative("additional", &[error_line(&m.meta, "meeting")]),
+                "identifier": record_identifier(m.meta.id),
+                "status": "entered-in-error",
                 "class": { "system": V3_ACT_CODE, "code": class.0, "display": class.1 },
-                "type": [{ "text": "Open Dialogue network meeting" }],
                 "subject": self.patient_ref(),
-                "episodeOfCare": [reference(&self.episode, "Episode of care")],
-                "participant": participants,
-                "period": { "start": date_time(&m.at) },
-                "location": [{ "location": location }],
-                "serviceProvider": reference(&self.team, "Open Dialogue team"),
             }));
+            self.entry_provenance(&m.meta, vec![reference(&id, "Network meeting")], "meeting");
+            return;
+        }
+        let title = format!("Network meeting on {}", plain::datetime_or(&m.at));
+        self.encounter(m, &id, class, participants, &title);
+        let composition = derived(&id, "Composition");
+        self.meeting_notes(m, &id, &composition, &title);
+        let targets = vec![
+            reference(&id, "Network meeting"),
+            reference(&composition, "Meeting notes"),
+        ];
+        self.entry_provenance(&m.meta, targets, "meeting");
+        for r in &m.readback {
+            self.provenance(
+                &format!("{id}:readback:{}", r.participant),
+                vec![reference(&composition, "Meeting notes")],
+                r.at.as_deref(),
+                r.recorded_by.as_ref(),
+                ("UPDATE", "revise"),
+                Some(format!(
+                    "read-back of {}",
+                    self.names.describe(&r.participant)
+                )),
+            );
+        }
+    }
 
-            let mut attesters = Vec::new();
-            let mut readback_lines = Vec::new();
-            for r in &m.readback {
-                let who = self.names.describe(&r.participant);
-                match (r.response.as_str(), &r.words) {
-                    ("confirmed", _) => readback_lines.push(format!("{who} confirmed the notes.")),
-                    (_, Some(w)) => readback_lines.push(format!("{who} added: {w}")),
-                    (other, None) => readback_lines.push(format!("{who}: {other}")),
-                }
-                if r.response == "confirmed" {
-                    if let Some(party) = self.participant_ref(&r.participant) {
-                        let mode = if r.participant.starts_with("practitioner:") {
+    /// A meeting (not withheld) as an Encounter, `id`, with its Location; `participants` are
+    /// those present other than the person.
+    fn encounter(
+        &mut self,
+        m: &MeetingView,
+        id: &str,
+        class: (&str, &str),
+        participants: Vec<Value>,
+        title: &str,
+    ) {
+        let present: Vec<String> = m.attendees.iter().map(|a| self.names.describe(a)).collect();
+        let person_there = m.attendees.iter().any(|a| a.is(Participant::Person));
+        let location = self.location_ref(&m.place);
+        // Only a held meeting is a finished Encounter; a planned one is still to come.
+        let status = match (m.meta.entered_in_error.is_some(), m.state.known()) {
+            (true, _) => "entered-in-error",
+            (false, Some(MeetingState::Held)) => "finished",
+            (false, Some(MeetingState::Planned)) => "planned",
+            (false, Some(MeetingState::Cancelled | MeetingState::DidNotAttend)) => "cancelled",
+            (false, _) => "unknown",
+        };
+        self.add(json!({
+            "resourceType": "Encounter",
+            "id": id,
+            "meta": profile("Encounter"),
+            "text": narrative("additional", &[
+                format!("{title}, {}.", plain::place(&m.place)),
+                plain::meeting_heading(m),
+                format!("Present: {}.", present.join(", ")),
+                if person_there || !m.held() { String::new() } else { format!("{} was not present.", self.names.person()) },
+                m.next_meeting.as_ref().map(|n| format!("Next meeting: {}", plain::datetime(n))).unwrap_or_default(),
+                error_line(&m.meta, "meeting"),
+            ]),
+            "identifier": record_identifier(m.meta.id),
+            "status": status,
+            "class": { "system": V3_ACT_CODE, "code": class.0, "display": class.1 },
+            "type": [{ "text": "Open Dialogue network meeting" }],
+            "subject": self.patient_ref(),
+            "episodeOfCare": [reference(&self.episode, "Episode of care")],
+            "participant": participants,
+            "period": { "start": date_time(&m.at) },
+            "location": [{ "location": location }],
+            "serviceProvider": reference(&self.team, "Open Dialogue team"),
+        }));
+    }
+
+    /// A meeting's notes, reflections, agreements, read-back and later changes as the
+    /// Composition `composition` of the Encounter `id`.
+    fn meeting_notes(&mut self, m: &MeetingView, id: &str, composition: &str, title: &str) {
+        let in_error = m.meta.entered_in_error.is_some();
+        let (attesters, readback_lines) = self.readback(m);
+        let sections = meeting_sections(m, &readback_lines);
+        let author = match &m.meta.created_by {
+            Some(a) => self.author_ref(a),
+            None => reference(&self.team, "Open Dialogue team"),
+        };
+        self.add(json!({
+            "resourceType": "Composition",
+            "id": composition,
+            "meta": profile("Composition"),
+            "status": match (in_error, m.held()) {
+                (true, _) => "entered-in-error",
+                (false, true) => "final",
+                (false, false) => "preliminary",
+            },
+            "type": {
+                "coding": [{ "system": "http://loinc.org", "code": "11506-3", "display": "Progress note" }],
+                "text": "Open Dialogue network meeting: notes and reflections",
+            },
+            "subject": self.patient_ref(),
+            "encounter": reference(id, title),
+            "date": date_time(&m.at).or_else(|| date_time(&m.meta.created_at)),
+            "author": [author],
+            "title": title,
+            "attester": attesters,
+            "custodian": reference(&self.team, "Open Dialogue team"),
+            "section": sections,
+        }));
+    }
+
+    /// The read-back: an attester for each person who confirmed the notes (with the version they
+    /// heard), and a line for each answer.
+    fn readback(&mut self, m: &MeetingView) -> (Vec<Value>, Vec<String>) {
+        let mut attesters = Vec::new();
+        let mut lines = Vec::new();
+        for r in &m.readback {
+            let who = self.names.describe(&r.participant);
+            let confirmed = r.response.is(ReadbackResponse::Confirmed);
+            match (confirmed, &r.words) {
+                (true, _) => lines.push(format!("{who} confirmed the notes.")),
+                (false, Some(w)) => lines.push(format!("{who} added: {w}")),
+                (false, None) => lines.push(format!("{who}: {}", r.response)),
+            }
+            if confirmed {
+                if let Some(party) = self.participant_ref(&r.participant) {
+                    let mode =
+                        if matches!(r.participant.known(), Some(Participant::Practitioner(_))) {
                             "professional"
                         } else {
                             "personal"
                         };
-                        // The attester attests the version of the notes they heard.
-                        let heard = r
-                            .heard
-                            .as_ref()
-                            .map(|h| json!([{ "url": HEARD_VERSION, "valueString": h }]));
-                        attesters.push(json!({ "extension": heard, "mode": mode, "time": date_time(&r.at), "party": party }));
-                    }
+                    // The attester attests the version of the notes they heard.
+                    let heard = r
+                        .heard
+                        .as_ref()
+                        .map(|h| json!([{ "url": HEARD_VERSION, "valueString": h }]));
+                    attesters.push(json!({ "extension": heard, "mode": mode, "time": date_time(&r.at), "party": party }));
                 }
             }
-            let later: Vec<String> = m
-                .changed_after_readback
-                .iter()
-                .map(plain::later_change)
-                .collect();
-            let section = |title: &str, text: &str| {
-                let lines: Vec<String> = text.lines().map(str::to_string).collect();
-                json!({ "title": title, "text": narrative("generated", &lines) })
-            };
-            let sections: Vec<Value> = [
-                ("Notes", m.notes.as_str()),
-                ("Reflections", m.reflections.as_str()),
-                ("What was agreed", m.agreed.as_str()),
-                ("Read-back", readback_lines.join("\n").as_str()),
-                (
-                    "Changed after the meeting, not read back",
-                    later.join("\n").as_str(),
-                ),
-            ]
-            .iter()
-            .filter(|(_, t)| !t.trim().is_empty())
-            .map(|(title, t)| section(title, t))
-            .collect();
-            let author = match &m.meta.created_by {
-                Some(a) => self.author_ref(a),
-                None => reference(&self.team, "Open Dialogue team"),
-            };
-            self.add(json!({
-                "resourceType": "Composition",
-                "id": composition,
-                "meta": profile("Composition"),
-                "status": match (in_error, m.held()) {
-                    (true, _) => "entered-in-error",
-                    (false, true) => "final",
-                    (false, false) => "preliminary",
-                },
-                "type": {
-                    "coding": [{ "system": "http://loinc.org", "code": "11506-3", "display": "Progress note" }],
-                    "text": "Open Dialogue network meeting: notes and reflections",
-                },
-                "subject": self.patient_ref(),
-                "encounter": reference(&id, title.clone()),
-                "date": date_time(&m.at).or_else(|| date_time(&m.meta.created_at)),
-                "author": [author],
-                "title": title,
-                "attester": attesters,
-                "custodian": reference(&self.team, "Open Dialogue team"),
-                "section": sections,
-            }));
-
-            let targets = vec![
-                reference(&id, "Network meeting"),
-                reference(&composition, "Meeting notes"),
-            ];
-            self.entry_provenance(&m.meta, targets, "meeting");
-            for r in &m.readback {
-                self.provenance(
-                    &format!("{id}:readback:{}", r.participant),
-                    vec![reference(&composition, "Meeting notes")],
-                    r.at.as_deref(),
-                    r.recorded_by.as_ref(),
-                    ("UPDATE", "revise"),
-                    Some(format!(
-                        "read-back of {}",
-                        self.names.describe(&r.participant)
-                    )),
-                );
-            }
         }
+        (attesters, lines)
     }
 
     // ------------------------------------------------------------------------ decisions
@@ -801,176 +853,204 @@ impl<'a> Builder<'a> {
     fn decisions(&mut self) {
         let v = self.view;
         for d in &v.decisions {
-            let id = rid(&d.meta.id);
-            let goal = derived(&id, "Goal");
-            let in_error = d.meta.entered_in_error.is_some();
-            let (plan_status, goal_status) = if in_error {
-                ("entered-in-error", "entered-in-error")
-            } else {
-                match d.status.as_str() {
-                    "agreed" => ("active", "accepted"),
-                    "revisited" => ("on-hold", "on-hold"),
-                    "withdrawn" => ("revoked", "cancelled"),
-                    _ => ("draft", "proposed"),
-                }
+            self.decision(d);
+        }
+    }
+
+    /// One decision: a Goal holding everyone's positions, a CarePlan holding its status, notes and
+    /// actions, and the Provenance of each change.
+    fn decision(&mut self, d: &DecisionView) {
+        let id = rid(d.meta.id);
+        let goal = derived(&id, "Goal");
+        let (plan_status, goal_status) = if d.meta.entered_in_error.is_some() {
+            ("entered-in-error", "entered-in-error")
+        } else {
+            match d.status.known() {
+                Some(DecisionStatus::Agreed) => ("active", "accepted"),
+                Some(DecisionStatus::Revisited) => ("on-hold", "on-hold"),
+                Some(DecisionStatus::Withdrawn) => ("revoked", "cancelled"),
+                _ => ("draft", "proposed"),
+            }
+        };
+        let proposer = d.proposed_by.as_ref().and_then(|p| self.participant_ref(p));
+        let text = if d.meta.withheld() {
+            error_line(&d.meta, "decision")
+        } else {
+            d.text.clone()
+        };
+        let contributors = self.goal(d, &goal, goal_status, &text, &proposer);
+        let notes = self.decision_notes(d);
+        let activities = self.activities(d);
+        self.add(json!({
+            "resourceType": "CarePlan",
+            "id": id,
+            "meta": profile("CarePlan"),
+            "identifier": record_identifier(d.meta.id),
+            "status": plan_status,
+            "intent": "plan",
+            "title": "Decision made with the network",
+            "description": text,
+            "subject": self.patient_ref(),
+            "created": d.meta.created_at,
+            "author": proposer,
+            "contributor": contributors,
+            "careTeam": [reference(&self.care_team, "Care team")],
+            "goal": [reference(&goal, text.clone())],
+            "activity": activities,
+            "note": notes,
+        }));
+        self.decision_provenance(d, &id, &goal);
+    }
+
+    /// A decision's Goal, `goal`: each participant's acceptance, and their words now and before.
+    /// Returns those who took a position, the CarePlan's contributors.
+    fn goal(
+        &mut self,
+        d: &DecisionView,
+        goal: &str,
+        status: &str,
+        text: &str,
+        proposer: &Option<Value>,
+    ) -> Vec<Value> {
+        let mut acceptance = Vec::new();
+        let mut words = Vec::new();
+        let mut contributors = Vec::new();
+        for p in &d.positions {
+            let Some(who) = self.participant_ref(&p.participant) else {
+                continue;
             };
-            let proposer = d
-                .proposed_by
-                .as_deref()
-                .and_then(|p| self.participant_ref(p));
-
-            let text = if d.meta.withheld() {
-                error_line(&d.meta, "decision")
-            } else {
-                d.text.clone()
+            let status = match p.stance.known() {
+                Some(Stance::Agree) => "agree",
+                Some(Stance::Disagree) => "disagree",
+                _ => "pending",
             };
-            let mut acceptance = Vec::new();
-            let mut words = Vec::new();
-            let mut contributors = Vec::new();
-            for p in &d.positions {
-                let Some(who) = self.participant_ref(&p.participant) else {
-                    continue;
-                };
-                let status = match p.stance.as_str() {
-                    "agree" => "agree",
-                    "disagree" => "disagree",
-                    _ => "pending",
-                };
-                acceptance.push(json!({
-                    "url": GOAL_ACCEPTANCE,
-                    "extension": [
-                        { "url": "individual", "valueReference": who },
-                        { "url": "status", "valueCode": status },
-                    ],
-                }));
-                // Earlier stances are kept: a person changing their mind is part of the record.
-                for e in &p.earlier {
-                    let said = e
-                        .words
-                        .as_deref()
-                        .map(|w| format!(": {w}"))
-                        .unwrap_or_default();
-                    words.push(json!({
-                        "authorReference": who,
-                        "time": date_time(&e.at),
-                        "text": format!("Earlier position ({}){said}", plain::stance_taken(&e.stance)),
-                    }));
-                }
-                if let Some(w) = &p.words {
-                    words.push(
-                        json!({ "authorReference": who, "time": date_time(&p.at), "text": w }),
-                    );
-                }
-                contributors.push(who);
-            }
-            self.add(json!({
-                "resourceType": "Goal",
-                "id": goal,
-                "extension": acceptance,
-                "lifecycleStatus": goal_status,
-                "description": { "text": text },
-                "subject": self.patient_ref(),
-                "expressedBy": proposer,
-                "note": words,
+            acceptance.push(json!({
+                "url": GOAL_ACCEPTANCE,
+                "extension": [
+                    { "url": "individual", "valueReference": who },
+                    { "url": "status", "valueCode": status },
+                ],
             }));
+            // Earlier stances are kept: a person changing their mind is part of the record.
+            for e in &p.earlier {
+                let said = e
+                    .words
+                    .as_deref()
+                    .map(|w| format!(": {w}"))
+                    .unwrap_or_default();
+                words.push(json!({
+                    "authorReference": who,
+                    "time": date_time(&e.at),
+                    "text": format!("Earlier position ({}){said}", plain::stance_taken(&e.stance)),
+                }));
+            }
+            if let Some(w) = &p.words {
+                words.push(json!({ "authorReference": who, "time": date_time(&p.at), "text": w }));
+            }
+            contributors.push(who);
+        }
+        self.add(json!({
+            "resourceType": "Goal",
+            "id": goal,
+            "extension": acceptance,
+            "lifecycleStatus": status,
+            "description": { "text": text },
+            "subject": self.patient_ref(),
+            "expressedBy": proposer,
+            "note": words,
+        }));
+        contributors
+    }
 
-            let mut notes = Vec::new();
-            for s in &d.status_history {
-                let by = s.by.as_ref().map(|a| self.author_ref(a));
-                let text = match &s.note {
-                    Some(n) => format!("Status: {}. {n}", s.status),
-                    None => format!("Status: {}.", s.status),
-                };
-                notes
-                    .push(json!({ "authorReference": by, "time": date_time(&s.at), "text": text }));
-            }
-            if d.agreed_without_person {
-                notes.push(json!({
-                    "text": "Warning: marked agreed, but the person's current position is not 'agree' (two offline edits merged).",
-                }));
-            }
-            if let Some(e) = &d.meta.entered_in_error {
-                notes.push(
-                    json!({ "text": error_line(&d.meta, "decision"), "time": date_time(&e.at) }),
-                );
-            }
-            let mut activities = Vec::new();
-            for a in &d.actions {
-                let performer = a.owner.as_deref().and_then(|o| self.participant_ref(o));
-                let status = if a.meta.entered_in_error.is_some() {
-                    "entered-in-error"
-                } else if a.done {
-                    "completed"
-                } else {
-                    "not-started"
-                };
-                activities.push(json!({
-                    "id": rid(&a.meta.id),
-                    "detail": {
-                        "status": status,
-                        "description": a.text,
-                        "performer": [performer],
-                        "scheduledPeriod": { "end": a.due },
-                    },
-                }));
-            }
-            self.add(json!({
-                "resourceType": "CarePlan",
-                "id": id,
-                "meta": profile("CarePlan"),
-                "identifier": record_identifier(&d.meta.id),
-                "status": plan_status,
-                "intent": "plan",
-                "title": "Decision made with the network",
-                "description": text,
-                "subject": self.patient_ref(),
-                "created": d.meta.created_at,
-                "author": proposer,
-                "contributor": contributors,
-                "careTeam": [reference(&self.care_team, "Care team")],
-                "goal": [reference(&goal, text.clone())],
-                "activity": activities,
-                "note": notes,
+    /// A decision's CarePlan notes: each status with who set it and why, the warning of an
+    /// agreement without the person, and its entered-in-error mark.
+    fn decision_notes(&mut self, d: &DecisionView) -> Vec<Value> {
+        let mut notes = Vec::new();
+        for s in &d.status_history {
+            let by = s.by.as_ref().map(|a| self.author_ref(a));
+            let text = match &s.note {
+                Some(n) => format!("Status: {}. {n}", s.status),
+                None => format!("Status: {}.", s.status),
+            };
+            notes.push(json!({ "authorReference": by, "time": date_time(&s.at), "text": text }));
+        }
+        if d.agreed_without_person {
+            notes.push(json!({
+                "text": "Warning: marked agreed, but the person's current position is not 'agree' (two offline edits merged).",
             }));
+        }
+        if let Some(e) = &d.meta.entered_in_error {
+            notes
+                .push(json!({ "text": error_line(&d.meta, "decision"), "time": date_time(&e.at) }));
+        }
+        notes
+    }
 
-            let plan_ref = reference(&id, "Decision");
-            let goal_ref = reference(&goal, "Decision (positions)");
-            self.entry_provenance(
-                &d.meta,
-                vec![plan_ref.clone(), goal_ref.clone()],
-                "decision",
+    /// A decision's actions as CarePlan activities.
+    fn activities(&mut self, d: &DecisionView) -> Vec<Value> {
+        let mut activities = Vec::new();
+        for a in &d.actions {
+            let performer = a.owner.as_ref().and_then(|o| self.participant_ref(o));
+            let status = if a.meta.entered_in_error.is_some() {
+                "entered-in-error"
+            } else if a.done {
+                "completed"
+            } else {
+                "not-started"
+            };
+            activities.push(json!({
+                "id": rid(a.meta.id),
+                "detail": {
+                    "status": status,
+                    "description": a.text,
+                    "performer": [performer],
+                    "scheduledPeriod": { "end": a.due },
+                },
+            }));
+        }
+        activities
+    }
+
+    /// The Provenance of a decision (the CarePlan `id` and Goal `goal`): its creation, each
+    /// position, each change of status and each action.
+    fn decision_provenance(&mut self, d: &DecisionView, id: &str, goal: &str) {
+        let plan_ref = reference(id, "Decision");
+        let goal_ref = reference(goal, "Decision (positions)");
+        self.entry_provenance(
+            &d.meta,
+            vec![plan_ref.clone(), goal_ref.clone()],
+            "decision",
+        );
+        for p in &d.positions {
+            self.provenance(
+                &format!("{id}:position:{}", p.participant),
+                vec![goal_ref.clone()],
+                p.at.as_deref(),
+                p.recorded_by.as_ref(),
+                ("UPDATE", "revise"),
+                Some(format!(
+                    "position of {}",
+                    self.names.describe(&p.participant)
+                )),
             );
-            for p in &d.positions {
-                self.provenance(
-                    &format!("{id}:position:{}", p.participant),
-                    vec![goal_ref.clone()],
-                    p.at.as_deref(),
-                    p.recorded_by.as_ref(),
-                    ("UPDATE", "revise"),
-                    Some(format!(
-                        "position of {}",
-                        self.names.describe(&p.participant)
-                    )),
-                );
-            }
-            // The first status is the proposal itself, covered by the creation's Provenance.
-            for (i, s) in d.status_history.iter().enumerate().skip(1) {
-                self.provenance(
-                    &format!("{id}:status:{i}"),
-                    vec![plan_ref.clone(), goal_ref.clone()],
-                    s.at.as_deref(),
-                    s.by.as_ref(),
-                    ("UPDATE", "revise"),
-                    Some(format!("status changed to {}", s.status)),
-                );
-            }
-            for a in &d.actions {
-                self.entry_provenance(
-                    &a.meta,
-                    vec![plan_ref.clone()],
-                    &format!("action '{}'", a.text),
-                );
-            }
+        }
+        // The first status is the proposal itself, covered by the creation's Provenance.
+        for (i, s) in d.status_history.iter().enumerate().skip(1) {
+            self.provenance(
+                &format!("{id}:status:{i}"),
+                vec![plan_ref.clone(), goal_ref.clone()],
+                s.at.as_deref(),
+                s.by.as_ref(),
+                ("UPDATE", "revise"),
+                Some(format!("status changed to {}", s.status)),
+            );
+        }
+        for a in &d.actions {
+            self.entry_provenance(
+                &a.meta,
+                vec![plan_ref.clone()],
+                &format!("action '{}'", a.text),
+            );
         }
     }
 

@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::view::CaseView;
 use crate::model::AuthorView;
 use crate::model::Date;
+use crate::model::{Participant, Stored};
+use crate::EntryId;
 
 pub mod access;
 pub mod fhir;
@@ -129,14 +131,14 @@ pub enum ExportError {
     },
 }
 
-/// Who a participant key (`person`, `member:<id>`, `practitioner:<id>`) names, for display.
+/// Who a participant (the person, a network member, a practitioner) is, by name, for display.
 ///
 /// Built once per case from the network, the care team and every attribution in the record, so a
 /// practitioner who wrote something but has since left the care team is still named.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Names {
     person: String,
-    members: BTreeMap<String, (String, String)>,
+    members: BTreeMap<EntryId, (String, String)>,
     practitioners: BTreeMap<String, String>,
 }
 
@@ -157,9 +159,7 @@ impl Names {
             } else {
                 (m.name.clone(), m.relationship.clone())
             };
-            names
-                .members
-                .insert(m.meta.id.clone(), (name, relationship));
+            names.members.insert(m.meta.id, (name, relationship));
         }
         for a in authors(view) {
             names
@@ -171,71 +171,61 @@ impl Names {
         for c in &view.care_team {
             names
                 .practitioners
-                .insert(c.practitioner.clone(), c.name.clone());
+                .insert(c.practitioner.to_string(), c.name.clone());
         }
         names
     }
 
-    /// The name to show for a participant key.
-    pub(crate) fn name(&self, participant: &str) -> String {
-        if participant == "person" {
-            return self.person.clone();
-        }
-        if let Some(id) = participant.strip_prefix("member:") {
-            return self
+    /// The name to show for a participant; one written by a newer version, as written.
+    pub(crate) fn name(&self, who: &Stored<Participant>) -> String {
+        match who.known() {
+            Some(Participant::Person) => self.person.clone(),
+            Some(Participant::Member(id)) => self
                 .members
-                .get(id)
+                .get(&id)
                 .map(|(n, _)| n.clone())
-                .unwrap_or_else(|| format!("someone no longer in the record ({id})"));
-        }
-        if let Some(id) = participant.strip_prefix("practitioner:") {
-            return self
+                .unwrap_or_else(|| format!("someone no longer in the record ({id})")),
+            Some(Participant::Practitioner(id)) => self
                 .practitioners
-                .get(id)
+                .get(&id.to_string())
                 .cloned()
-                .unwrap_or_else(|| format!("a practitioner ({id})"));
+                .unwrap_or_else(|| format!("a practitioner ({id})")),
+            None => who.to_string(),
         }
-        participant.to_string()
     }
 
     /// A network member's name and relationship, by member id, if they are in the record.
-    pub(crate) fn member(&self, id: &str) -> Option<(&str, &str)> {
-        self.members.get(id).map(|(n, r)| (n.as_str(), r.as_str()))
+    pub(crate) fn member(&self, id: EntryId) -> Option<(&str, &str)> {
+        self.members.get(&id).map(|(n, r)| (n.as_str(), r.as_str()))
     }
 
     /// The name with who they are to the person, e.g. "Ana (sister)".
-    pub(crate) fn describe(&self, participant: &str) -> String {
-        if participant == "person" {
-            return self.person.clone();
+    pub(crate) fn describe(&self, who: &Stored<Participant>) -> String {
+        match who.known() {
+            Some(Participant::Member(id)) => match self.members.get(&id) {
+                Some((n, rel)) if rel.is_empty() => n.clone(),
+                Some((n, rel)) => format!("{n} ({rel})"),
+                None => self.name(who),
+            },
+            Some(Participant::Practitioner(_)) => format!("{} (practitioner)", self.name(who)),
+            _ => self.name(who),
         }
-        if let Some(id) = participant.strip_prefix("member:") {
-            if let Some((n, rel)) = self.members.get(id) {
-                if rel.is_empty() {
-                    return n.clone();
-                }
-                return format!("{n} ({rel})");
-            }
-        }
-        if participant.starts_with("practitioner:") {
-            return format!("{} (practitioner)", self.name(participant));
-        }
-        self.name(participant)
     }
 
-    /// Participant keys in the order people read them: the person, then their network, then the
+    /// Participants in the order people read them: the person, then their network, then the
     /// practitioners, each by name (stored order is by id, which means nothing to a reader).
     pub(crate) fn in_reading_order<'k>(
         &self,
-        keys: impl IntoIterator<Item = &'k str>,
-    ) -> Vec<&'k str> {
-        let mut v: Vec<&str> = keys.into_iter().collect();
-        v.sort_by_key(|k| {
-            let rank = match *k {
-                "person" => 0,
-                k if k.starts_with("member:") => 1,
+        who: impl IntoIterator<Item = &'k Stored<Participant>>,
+    ) -> Vec<&'k Stored<Participant>> {
+        let mut v: Vec<&Stored<Participant>> = who.into_iter().collect();
+        v.sort_by_key(|p| {
+            let rank = match p.known() {
+                Some(Participant::Person) => 0,
+                Some(Participant::Member(_)) => 1,
                 _ => 2,
             };
-            (rank, self.name(k), k.to_string())
+            (rank, self.name(p), p.to_string())
         });
         v
     }

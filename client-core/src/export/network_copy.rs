@@ -20,8 +20,9 @@
 use super::access::Purpose;
 use super::person_copy::{Layout, Style};
 use super::{file_name, plain, Names};
-use crate::model::view::{CaseView, MemberView};
-use crate::model::{Date, Instant, LocalZone};
+use crate::model::view::{CaseView, ConsentStanding, MemberView};
+use crate::model::{Date, Instant, LocalZone, Participant, Stance, Stored};
+use crate::EntryId;
 
 /// Why a network copy was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,7 +47,7 @@ pub enum NetworkCopyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
     /// Their member id.
-    pub id: String,
+    pub id: EntryId,
     /// Their name.
     pub name: String,
     /// Who they are to the person, in the person's words.
@@ -75,7 +76,7 @@ impl NetworkCopy {
 
     /// What the device records when it gives this copy: to whom, by id and name.
     pub fn purpose(&self) -> String {
-        Purpose::gave(&self.recipient.id, &self.recipient.name)
+        Purpose::gave(&self.recipient.id.to_string(), &self.recipient.name)
     }
 
     /// A file name a person recognises: `Maria Lopez - copy for Ana Lopez - 2026-03-14.html`.
@@ -95,20 +96,20 @@ pub fn recipient(view: &CaseView, member: &str) -> Result<Recipient, NetworkCopy
     let m: &MemberView = view
         .network
         .iter()
-        .find(|m| m.meta.id == member)
+        .find(|m| m.meta.id.to_string() == member.trim())
         .ok_or_else(|| NetworkCopyError::NotInNetwork(member.to_string()))?;
     if m.meta.entered_in_error.is_some() {
         return Err(NetworkCopyError::EnteredInError(m.name.clone()));
     }
-    match m.consent_words() {
-        "given" => Ok(Recipient {
-            id: m.meta.id.clone(),
+    match m.consent() {
+        ConsentStanding::Given => Ok(Recipient {
+            id: m.meta.id,
             name: m.name.clone(),
             relationship: m.relationship.clone(),
         }),
         state => Err(NetworkCopyError::NoConsent {
             name: m.name.clone(),
-            state,
+            state: state.words(),
         }),
     }
 }
@@ -154,11 +155,11 @@ pub fn for_member(
 
 /// A participant as the network copy names them: members with who they are to the person,
 /// practitioners by name.
-fn name_of(names: &Names, key: &str) -> String {
-    if key.starts_with("member:") {
-        names.describe(key)
+fn name_of(names: &Names, who: &Stored<Participant>) -> String {
+    if matches!(who.known(), Some(Participant::Member(_))) {
+        names.describe(who)
     } else {
-        names.name(key)
+        names.name(who)
     }
 }
 
@@ -218,7 +219,7 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
             );
         }
         let who: Vec<String> = names
-            .in_reading_order(m.attendees.iter().map(String::as_str))
+            .in_reading_order(&m.attendees)
             .into_iter()
             .map(|a| name_of(names, a))
             .collect();
@@ -296,10 +297,12 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
             struck,
         );
         for p in &d.positions {
-            let stance = match p.stance.as_str() {
-                "agree" => "agrees",
-                "disagree" => "does not agree",
-                _ => "is not sure yet",
+            let stance = match p.stance.known() {
+                Some(Stance::Agree) => "agrees".to_string(),
+                Some(Stance::Disagree) => "does not agree".to_string(),
+                Some(Stance::Unsure) => "is not sure yet".to_string(),
+                // A stance a newer version records, as it wrote it.
+                None => p.stance.to_string(),
             };
             let words = p
                 .words
@@ -326,7 +329,7 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
         {
             let who = a
                 .owner
-                .as_deref()
+                .as_ref()
                 .map(|o| name_of(names, o))
                 .unwrap_or_else(|| "someone".into());
             let due = a

@@ -12,7 +12,7 @@ use crate::model::local_time::date_words;
 use crate::model::readback::LaterChange;
 use crate::model::view::{ErrorMark, MeetingView};
 use crate::model::LocalZone;
-use crate::model::PositionView;
+use crate::model::{DecisionStatus, MeetingState, NoteKind, Place, PositionView, Stance, Stored};
 
 /// "14 March 2026" from an RFC 3339 timestamp (its UK date) or a YYYY-MM-DD date; the input
 /// itself if neither.
@@ -52,56 +52,62 @@ pub(crate) fn datetime_or(s: &Option<String>) -> String {
         .unwrap_or_else(|| "time not recorded".into())
 }
 
-/// How a stance reads in a sentence.
-pub(crate) fn stance(s: &str) -> &str {
-    match s {
-        "agree" => "agrees",
-        "disagree" => "disagrees",
-        "unsure" => "is not sure yet",
-        other => other,
-    }
+/// How a stance reads: "agrees", "disagrees", "is not sure yet".
+pub(crate) fn stance(s: &Stored<Stance>) -> String {
+    words(s, |k| match k {
+        Stance::Agree => "agrees",
+        Stance::Disagree => "disagrees",
+        Stance::Unsure => "is not sure yet",
+    })
 }
 
 /// How a decision's status reads.
-pub(crate) fn decision_status(s: &str) -> &str {
-    match s {
-        "proposed" => "suggested, still being talked about",
-        "agreed" => "agreed",
-        "revisited" => "being looked at again",
-        "withdrawn" => "no longer going ahead",
-        other => other,
-    }
+pub(crate) fn decision_status(s: &Stored<DecisionStatus>) -> String {
+    words(s, |k| match k {
+        DecisionStatus::Proposed => "suggested, still being talked about",
+        DecisionStatus::Agreed => "agreed",
+        DecisionStatus::Revisited => "being looked at again",
+        DecisionStatus::Withdrawn => "no longer going ahead",
+    })
 }
 
 /// How a change of a decision's status reads, as the start of a sentence.
-pub(crate) fn status_event(s: &str) -> &str {
-    match s {
-        "proposed" => "Suggested",
-        "agreed" => "Agreed",
-        "revisited" => "Opened again",
-        "withdrawn" => "Dropped",
-        other => other,
-    }
+pub(crate) fn status_event(s: &Stored<DecisionStatus>) -> String {
+    words(s, |k| match k {
+        DecisionStatus::Proposed => "Suggested",
+        DecisionStatus::Agreed => "Agreed",
+        DecisionStatus::Revisited => "Opened again",
+        DecisionStatus::Withdrawn => "Dropped",
+    })
 }
 
 /// How a meeting place reads.
-pub(crate) fn place(s: &str) -> &str {
-    match s {
-        "home" => "at home",
-        "clinic" => "at the clinic",
-        "online" => "by video",
-        "phone" => "by phone",
-        other => other,
-    }
+pub(crate) fn place(s: &Stored<Place>) -> String {
+    words(s, |k| match k {
+        Place::Home => "at home",
+        Place::Clinic => "at the clinic",
+        Place::Online => "by video",
+        Place::Phone => "by phone",
+    })
 }
 
 /// A stance as it was taken, for a history: "agreed", "disagreed", "was unsure".
-pub(crate) fn stance_taken(s: &str) -> &str {
-    match s {
-        "agree" => "agreed",
-        "disagree" => "disagreed",
-        "unsure" => "was unsure",
-        other => other,
+pub(crate) fn stance_taken(s: &Stored<Stance>) -> String {
+    words(s, |k| match k {
+        Stance::Agree => "agreed",
+        Stance::Disagree => "disagreed",
+        Stance::Unsure => "was unsure",
+    })
+}
+
+/// A known value in plain words; one written by a newer version, as written.
+fn words<T: Copy + PartialEq + std::fmt::Display>(
+    s: &Stored<T>,
+    plain: impl Fn(T) -> &'static str,
+) -> String {
+    match s.known() {
+        Some(k) => plain(k).to_string(),
+        None => s.to_string(),
     }
 }
 
@@ -121,12 +127,15 @@ pub(crate) fn stance_history(p: &PositionView) -> Option<String> {
 /// held meeting, and plain words for the others.
 pub(crate) fn meeting_heading(m: &MeetingView) -> String {
     let day = date_or(&m.at);
-    match m.state.as_str() {
-        "held" => format!("What we talked about on {day}"),
-        "planned" => format!("Meeting planned for {day}"),
-        "cancelled" => format!("The meeting on {day} was cancelled"),
-        "did_not_attend" => format!("The meeting on {day} did not take place"),
-        other => format!("Meeting on {day} ({})", other.replace('_', " ")),
+    match m.state.known() {
+        Some(MeetingState::Held) => format!("What we talked about on {day}"),
+        Some(MeetingState::Planned) => format!("Meeting planned for {day}"),
+        Some(MeetingState::Cancelled) => format!("The meeting on {day} was cancelled"),
+        Some(MeetingState::DidNotAttend) => format!("The meeting on {day} did not take place"),
+        None => format!(
+            "Meeting on {day} ({})",
+            m.state.to_string().replace('_', " ")
+        ),
     }
 }
 
@@ -136,11 +145,10 @@ pub(crate) fn later_change(c: &LaterChange) -> String {
         c.by.as_ref()
             .map(|a| a.practitioner_name.as_str())
             .unwrap_or("someone unknown");
-    let part = match c.part.as_str() {
-        "notes" => "the notes",
-        "reflections" => "the reflections",
-        "agreed" => "what was agreed",
-        other => other,
+    let part = match c.part {
+        NoteKind::Notes => "the notes",
+        NoteKind::Reflections => "the reflections",
+        NoteKind::Agreed => "what was agreed",
     };
     let mut what = Vec::new();
     if !c.added.is_empty() {

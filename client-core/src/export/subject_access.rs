@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Access, Names};
 use crate::model::view::{CaseView, EntryMeta};
+use crate::model::{Participant, Stored};
 
 /// The name of the JSON format, for whoever reads it later.
 pub const FORMAT: &str = "polyphony.subject-access";
@@ -61,21 +62,26 @@ pub fn html(view: &CaseView, accesses: &[Access]) -> String {
 }
 
 fn participants(view: &CaseView, names: &Names) -> Map<String, Value> {
-    let mut keys = vec!["person".to_string()];
-    keys.extend(view.network.iter().map(|m| format!("member:{}", m.meta.id)));
+    let mut who = vec![Stored::Known(Participant::Person)];
+    who.extend(
+        view.network
+            .iter()
+            .map(|m| Stored::Known(Participant::Member(m.meta.id))),
+    );
+    let practitioner = |id: &str| match id.parse() {
+        Ok(id) => Stored::Known(Participant::Practitioner(id)),
+        Err(_) => Stored::Unknown(format!("practitioner:{id}")),
+    };
     for a in super::authors(view) {
-        keys.push(format!("practitioner:{}", a.practitioner));
+        who.push(practitioner(&a.practitioner));
     }
-    keys.extend(
+    who.extend(
         view.care_team
             .iter()
-            .map(|c| format!("practitioner:{}", c.practitioner)),
+            .map(|c| practitioner(&c.practitioner.to_string())),
     );
-    keys.into_iter()
-        .map(|k| {
-            let name = names.describe(&k);
-            (k, json!(name))
-        })
+    who.into_iter()
+        .map(|p| (p.to_string(), json!(names.describe(&p))))
         .collect()
 }
 

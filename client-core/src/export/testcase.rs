@@ -43,6 +43,42 @@ fn at(s: &str) -> Instant {
 pub(crate) fn rich_case() -> Rich {
     let sam = author("Sam Okafor");
     let kit = author("Kit Byrne");
+    let mut case = maria(&sam);
+    let network = network(&mut case);
+    case.add_care_team(sam.practitioner, "Sam Okafor", CareRole::Practitioner, None)
+        .unwrap();
+    case.add_care_team(kit.practitioner, "Kit Byrne", CareRole::Practitioner, None)
+        .unwrap();
+
+    let p_sam = Participant::Practitioner(sam.practitioner);
+    let p_kit = Participant::Practitioner(kit.practitioner);
+    let first_meeting = first_meeting(&mut case, network.ana, p_sam, p_kit);
+    let decisions = decisions(&mut case, &network, p_sam);
+
+    // Kit writes the second meeting and the reflections on their own device.
+    let mut kits = CaseDoc::load(&case.save(), Some(kit.clone())).unwrap();
+    let kits_meetings = kits_meetings(&mut kits, first_meeting, network.tom, p_kit);
+    let later = kits_later_changes(&mut kits, &network, decisions.walking, p_kit);
+
+    Rich {
+        view: kits.view(),
+        planned_meeting: later.planned_meeting,
+        without_person: later.without_person,
+        ana: network.ana,
+        tom: network.tom,
+        wrong_member: network.wrong_member,
+        first_meeting,
+        second_meeting: kits_meetings.second_meeting,
+        wrong_meeting: kits_meetings.wrong_meeting,
+        walking: decisions.walking,
+        withdrawn: decisions.withdrawn,
+        wrong_decision: decisions.wrong_decision,
+        doc: kits,
+    }
+}
+
+/// Maria's case as Sam opens it: who she is, and when the first contacts were.
+fn maria(sam: &Author) -> CaseDoc {
     let mut case = CaseDoc::create(
         CaseId::random(),
         TeamId::random(),
@@ -67,7 +103,19 @@ pub(crate) fn rich_case() -> Rich {
         .unwrap();
     case.set_timeline(TimelineField::FirstNetworkMeeting, at("2026-03-14T10:30"))
         .unwrap();
+    case
+}
 
+/// The members of Maria's network.
+struct Network {
+    ana: EntryId,
+    tom: EntryId,
+    /// Added to the wrong person's network, and marked so.
+    wrong_member: EntryId,
+}
+
+/// Ana and Tom, who consent, and a member entered in error.
+fn network(case: &mut CaseDoc) -> Network {
     let ana = case
         .add_member(NewMember {
             name: "Ana Lopez".into(),
@@ -99,14 +147,20 @@ pub(crate) fn rich_case() -> Rich {
         .unwrap();
     case.mark_entered_in_error(&wrong_member, "Added to the wrong person's network")
         .unwrap();
+    Network {
+        ana,
+        tom,
+        wrong_member,
+    }
+}
 
-    case.add_care_team(sam.practitioner, "Sam Okafor", CareRole::Practitioner, None)
-        .unwrap();
-    case.add_care_team(kit.practitioner, "Kit Byrne", CareRole::Practitioner, None)
-        .unwrap();
-
-    let p_sam = Participant::Practitioner(sam.practitioner);
-    let p_kit = Participant::Practitioner(kit.practitioner);
+/// The first meeting, at home: notes with text to escape, what was agreed, and its read-back.
+fn first_meeting(
+    case: &mut CaseDoc,
+    ana: EntryId,
+    p_sam: Participant,
+    p_kit: Participant,
+) -> EntryId {
     let first_meeting = case
         .add_meeting(NewMeeting {
             at: at("2026-03-14T10:30"),
@@ -138,13 +192,26 @@ pub(crate) fn rich_case() -> Rich {
     .unwrap();
     case.record_readback(&first_meeting, p_sam, ReadbackResponse::Confirmed, None)
         .unwrap();
+    first_meeting
+}
 
+/// The decisions, one of each ending.
+struct Decisions {
+    /// Agreed over Ana's disagreement, with an action.
+    walking: EntryId,
+    withdrawn: EntryId,
+    /// Entered in error.
+    wrong_decision: EntryId,
+}
+
+/// A decision agreed despite disagreement, one withdrawn, and one entered in error.
+fn decisions(case: &mut CaseDoc, network: &Network, p_sam: Participant) -> Decisions {
     let walking = case
         .propose_decision("Try a walking group on Saturdays", Participant::Person)
         .unwrap();
     case.record_position(
         &walking,
-        Participant::Member(ana),
+        Participant::Member(network.ana),
         Stance::Disagree,
         Some("Too soon, she is exhausted"),
     )
@@ -178,13 +245,32 @@ pub(crate) fn rich_case() -> Rich {
     case.set_decision_status(&withdrawn, DecisionStatus::Withdrawn, None)
         .unwrap();
     let wrong_decision = case
-        .propose_decision("Move in with Tom", Participant::Member(tom))
+        .propose_decision("Move in with Tom", Participant::Member(network.tom))
         .unwrap();
     case.mark_entered_in_error(&wrong_decision, "Misheard: nobody proposed this")
         .unwrap();
+    Decisions {
+        walking,
+        withdrawn,
+        wrong_decision,
+    }
+}
 
-    // Kit writes the second meeting and the reflections on their own device.
-    let mut kits = CaseDoc::load(&case.save(), Some(kit.clone())).unwrap();
+/// The meetings Kit writes on their own device.
+struct KitsMeetings {
+    second_meeting: EntryId,
+    /// Recorded on the wrong person's record.
+    wrong_meeting: EntryId,
+}
+
+/// On Kit's device: reflections on the first meeting, the second meeting, a meeting on the wrong
+/// record, and words added to the first meeting after its read-back.
+fn kits_meetings(
+    kits: &mut CaseDoc,
+    first_meeting: EntryId,
+    tom: EntryId,
+    p_kit: Participant,
+) -> KitsMeetings {
     kits.append_text(
         &first_meeting,
         NoteKind::Reflections,
@@ -222,10 +308,31 @@ pub(crate) fn rich_case() -> Rich {
     // Kit adds a line after the read-back: it must never read as confirmed.
     kits.append_text(&first_meeting, NoteKind::Notes, ADDED_AFTER)
         .unwrap();
+    KitsMeetings {
+        second_meeting,
+        wrong_meeting,
+    }
+}
+
+/// The meetings Kit books later.
+struct LaterMeetings {
+    /// Booked for next year.
+    planned_meeting: EntryId,
+    /// Held without the person.
+    without_person: EntryId,
+}
+
+/// Later on Kit's device: Ana changes her mind, two more meetings, and Tom leaves the network.
+fn kits_later_changes(
+    kits: &mut CaseDoc,
+    network: &Network,
+    walking: EntryId,
+    p_kit: Participant,
+) -> LaterMeetings {
     // Ana changes her mind about the walking group.
     kits.record_position(
         &walking,
-        Participant::Member(ana),
+        Participant::Member(network.ana),
         Stance::Unsure,
         Some("Maybe, if I go with her"),
     )
@@ -242,32 +349,23 @@ pub(crate) fn rich_case() -> Rich {
         .add_meeting(NewMeeting {
             at: at("2026-03-18T12:00"),
             place: Place::Online,
-            attendees: vec![Participant::Member(ana), p_kit],
+            attendees: vec![Participant::Member(network.ana), p_kit],
         })
         .unwrap();
-    kits.member_leaves(&tom, Some(parse_date("left", "2026-03-20").unwrap()))
-        .unwrap();
+    kits.member_leaves(
+        &network.tom,
+        Some(parse_date("left", "2026-03-20").unwrap()),
+    )
+    .unwrap();
     kits.record_consent(
-        &tom,
+        &network.tom,
         ConsentState::Revoked,
         Some(parse_date("on", "2026-03-20").unwrap()),
     )
     .unwrap();
-
-    Rich {
-        view: kits.view(),
+    LaterMeetings {
         planned_meeting,
         without_person,
-        ana,
-        tom,
-        wrong_member,
-        first_meeting,
-        second_meeting,
-        wrong_meeting,
-        walking,
-        withdrawn,
-        wrong_decision,
-        doc: kits,
     }
 }
 

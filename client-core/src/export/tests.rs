@@ -253,7 +253,7 @@ fn export_fhir_references_resolve_inside_the_bundle() {
         .view
         .network
         .iter()
-        .map(|m| m.meta.id.clone())
+        .map(|m| m.meta.id.to_string())
         .collect();
     assert_eq!(
         ids.members.iter().cloned().collect::<BTreeSet<_>>(),
@@ -263,7 +263,7 @@ fn export_fhir_references_resolve_inside_the_bundle() {
         .view
         .meetings
         .iter()
-        .map(|m| m.meta.id.clone())
+        .map(|m| m.meta.id.to_string())
         .collect();
     assert_eq!(
         ids.meetings.iter().cloned().collect::<BTreeSet<_>>(),
@@ -273,7 +273,7 @@ fn export_fhir_references_resolve_inside_the_bundle() {
         .view
         .decisions
         .iter()
-        .map(|d| d.meta.id.clone())
+        .map(|d| d.meta.id.to_string())
         .collect();
     assert_eq!(
         ids.decisions.iter().cloned().collect::<BTreeSet<_>>(),

@@ -738,9 +738,9 @@ impl CaseDoc {
     ) -> Result<(), ModelError> {
         let e = self.live_entry(keys::DECISIONS, "decision", decision)?;
         if status == DecisionStatus::Agreed {
-            let person_agrees = super::read::positions(&self.doc, &e).iter().any(|p| {
-                p.participant == Participant::Person.key() && p.stance == Stance::Agree.as_str()
-            });
+            let person_agrees = super::read::positions(&self.doc, &e)
+                .iter()
+                .any(|p| p.participant.is(Participant::Person) && p.stance.is(Stance::Agree));
             if !person_agrees {
                 return Err(ModelError::PersonHasNotAgreed);
             }

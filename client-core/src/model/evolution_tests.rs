@@ -99,7 +99,7 @@ fn a_schema1_record_edited_here_keeps_everything_and_becomes_schema2() {
         .iter()
         .find(|d| d.text == "Try a walking group on Saturdays")
         .unwrap();
-    let id: EntryId = walking.meta.id.parse().unwrap();
+    let id: EntryId = walking.meta.id;
     case.record_position(&id, Participant::Person, Stance::Unsure, Some("Not now"))
         .unwrap();
     let wrong: EntryId = before
@@ -108,9 +108,7 @@ fn a_schema1_record_edited_here_keeps_everything_and_becomes_schema2() {
         .find(|m| m.meta.entered_in_error.is_some())
         .unwrap()
         .meta
-        .id
-        .parse()
-        .unwrap();
+        .id;
     // A schema-1 mistake can be marked again as the wrong person's record.
     case.mark_error(&wrong, ErrorKind::WrongPerson, "It was Zofia's meeting")
         .unwrap();
@@ -127,12 +125,12 @@ fn a_schema1_record_edited_here_keeps_everything_and_becomes_schema2() {
         .unwrap()
         .positions
         .iter()
-        .find(|p| p.participant == "person")
+        .find(|p| p.participant.is(Participant::Person))
         .unwrap()
         .clone();
-    assert_eq!(person.stance, "unsure");
+    assert_eq!(person.stance, Stored::Known(Stance::Unsure));
     assert_eq!(person.earlier.len(), 1);
-    assert_eq!(person.earlier[0].stance, "agree");
+    assert_eq!(person.earlier[0].stance, Stored::Known(Stance::Agree));
     assert_eq!(
         person.earlier[0].words.as_deref(),
         Some("I want to be outside with people")
@@ -140,7 +138,7 @@ fn a_schema1_record_edited_here_keeps_everything_and_becomes_schema2() {
     assert!(after
         .meetings
         .iter()
-        .any(|m| m.meta.id == wrong.to_string() && m.meta.withheld() && m.notes.is_empty()));
+        .any(|m| m.meta.id == wrong && m.meta.withheld() && m.notes.is_empty()));
     // Everything else is as it was.
     assert_eq!(after.network, before.network);
     assert_eq!(after.person, before.person);
@@ -156,7 +154,7 @@ fn a_schema2_record_reads_in_full() {
         .meetings
         .iter()
         .any(|m| m.meta.withheld() && m.notes.is_empty()));
-    assert!(v.meetings.iter().any(|m| m.state == "planned"));
+    assert!(v.meetings.iter().any(|m| m.state.is(MeetingState::Planned)));
     assert!(v.meetings.iter().any(|m| m.held() && !m.person_present));
     assert!(v
         .meetings
@@ -210,12 +208,21 @@ fn a_newer_schemas_record_is_kept_shown_and_validated_for_what_is_known() {
     // Accepted (the server runs this same validation), and shown.
     let mut here = CaseDoc::load(&bytes, Some(author("Sam"))).expect("a newer record loads");
     let v = here.view();
-    let shown = v.meetings.iter().find(|m| m.meta.id == ids[0]).unwrap();
+    let shown = v
+        .meetings
+        .iter()
+        .find(|m| m.meta.id.to_string() == ids[0])
+        .unwrap();
     assert_eq!(
-        shown.state, "rescheduled",
+        shown.state,
+        Stored::Unknown("rescheduled".into()),
         "a new value is shown as written"
     );
-    let marked = v.meetings.iter().find(|m| m.meta.id == ids[1]).unwrap();
+    let marked = v
+        .meetings
+        .iter()
+        .find(|m| m.meta.id.to_string() == ids[1])
+        .unwrap();
     assert!(
         marked.meta.withheld(),
         "a kind of mark this code does not know withholds the entry rather than risk showing it"
@@ -223,12 +230,8 @@ fn a_newer_schemas_record_is_kept_shown_and_validated_for_what_is_known() {
 
     // Edited here: what this version does not know is still there, and the version stays 3.
     let member = v.network.iter().find(|m| !m.meta.withheld()).unwrap();
-    here.set_member(
-        &member.meta.id.parse().unwrap(),
-        MemberField::Phone,
-        Some("07700 900999"),
-    )
-    .unwrap();
+    here.set_member(&member.meta.id, MemberField::Phone, Some("07700 900999"))
+        .unwrap();
     let mut after = CaseDoc::load(&here.save(), None).unwrap().into_automerge();
     assert_eq!(schema::schema_version(&after).unwrap(), Some(3));
     let plan = after.get(ROOT, "crisis_plan").unwrap().unwrap().1;
@@ -318,4 +321,152 @@ fn the_schema_2_bounds_accept_the_limit_and_refuse_one_more() {
             "{ahead} version(s) ahead"
         );
     }
+}
+
+/// The view and timeline JSON (`case show --json`, `case timeline --json`: docs/JSON.md) of each
+/// fixture, exactly as the code of 369e3ec wrote them, before the view held typed values: reading
+/// participants, stances, statuses and ids as types changes no byte a script reads.
+#[test]
+fn the_view_json_of_every_fixture_is_as_369e3ec_wrote_it() {
+    for name in ["case-schema1", "case-schema2"] {
+        let view = load(&format!("{name}.automerge")).view();
+        let timeline = crate::model::Timeline::from_view(&view);
+        for (what, now) in [
+            ("view", serde_json::to_value(&view).unwrap()),
+            ("timeline", serde_json::to_value(&timeline).unwrap()),
+        ] {
+            let file = format!("{name}.{what}.json");
+            let then: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(fixture(&file)).unwrap()).unwrap();
+            assert_eq!(now, then, "{file}");
+        }
+        // And the typed view reads its own JSON back unchanged.
+        let json = serde_json::to_value(&view).unwrap();
+        let again: CaseView = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&again).unwrap(), json, "{name}");
+    }
+}
+
+/// An author map as every version writes one.
+fn put_author(doc: &mut automerge::AutoCommit, at: &automerge::ObjId, key: &str) {
+    let by = doc.put_object(at, key, ObjType::Map).unwrap();
+    for (k, v) in [
+        ("practitioner", uuid::Uuid::new_v4().to_string()),
+        ("practitioner_name", "Lee".into()),
+        ("device", uuid::Uuid::new_v4().to_string()),
+    ] {
+        doc.put(&by, k, v).unwrap();
+    }
+}
+
+/// Empty values a newer schema wrote are not taken for the defaults older records leave out: an
+/// empty kind of error mark withholds its entry (it is not a mistake), an empty meeting state is
+/// not "held". Both are shown as written (`""`), as before the view was typed.
+#[test]
+fn a_newer_schemas_empty_values_are_not_read_as_the_defaults_of_missing_ones() {
+    let case = load("case-schema2.automerge");
+    let mut newer = case.automerge().clone();
+    newer.set_actor(automerge::ActorId::random());
+    newer.put(ROOT, "schema_version", 3u64).unwrap();
+    let meetings = newer.get(ROOT, "meetings").unwrap().unwrap().1;
+    let ids: Vec<String> = newer.keys(&meetings).collect();
+    let m = newer.get(&meetings, ids[0].as_str()).unwrap().unwrap().1;
+    newer.put(&m, "state", "").unwrap();
+    let m2 = newer.get(&meetings, ids[1].as_str()).unwrap().unwrap().1;
+    let mark = newer
+        .put_object(&m2, "entered_in_error", ObjType::Map)
+        .unwrap();
+    newer.put(&mark, "kind", "").unwrap();
+    newer.put(&mark, "reason", "Held for a court").unwrap();
+    newer
+        .put(&mark, "at", automerge::ScalarValue::Timestamp(0))
+        .unwrap();
+    put_author(&mut newer, &mark, "by");
+    newer.commit();
+
+    let v = CaseDoc::load(&newer.save(), None)
+        .expect("a newer record loads")
+        .view();
+    let find = |id: &str| v.meetings.iter().find(|m| m.meta.id.to_string() == id);
+    let unstated = find(&ids[0]).unwrap();
+    assert!(!unstated.held(), "an empty state is not 'held'");
+    assert_eq!(serde_json::to_value(&unstated.state).unwrap(), "");
+    let marked = find(&ids[1]).unwrap();
+    assert!(marked.meta.withheld(), "an empty kind is not a mistake");
+    assert!(marked.notes.is_empty());
+    let mark = serde_json::to_value(&marked.meta.entered_in_error).unwrap();
+    assert_eq!(mark["kind"], "");
+}
+
+/// Validation reads a stance or a participant the way `str::parse` does (`Agree`, a member's id
+/// in capitals), so the view reads them the same way: such a stance is agreement, and such a
+/// participant is that member, withheld with them when their entry was on the wrong person's
+/// record.
+#[test]
+fn a_value_spelt_another_way_means_what_validation_took_it_to_mean() {
+    let mut case = load("case-schema2.automerge");
+    let v = case.view();
+    let member = v.network.iter().find(|m| !m.meta.withheld()).unwrap();
+    let member_id = member.meta.id;
+    let decision = v.decisions.iter().find(|d| !d.meta.withheld()).unwrap();
+    let decision_id = decision.meta.id.to_string();
+    case.mark_error(
+        &member_id,
+        ErrorKind::WrongPerson,
+        "Another person's friend",
+    )
+    .unwrap();
+    let mut doc = case.automerge().clone();
+    let decisions = doc.get(ROOT, "decisions").unwrap().unwrap().1;
+    let d = doc
+        .get(&decisions, decision_id.as_str())
+        .unwrap()
+        .unwrap()
+        .1;
+    let positions = match doc.get(&d, "positions").unwrap() {
+        Some((_, p)) => p,
+        None => doc.put_object(&d, "positions", ObjType::Map).unwrap(),
+    };
+    for (who, stance, words) in [
+        (
+            format!("member:{}", member_id.to_string().to_uppercase()),
+            "agree",
+            "Words of someone on the wrong record",
+        ),
+        ("person".to_string(), "Agree", "Yes, let's"),
+    ] {
+        let p = doc
+            .put_object(&positions, who.as_str(), ObjType::Map)
+            .unwrap();
+        doc.put(&p, "stance", stance).unwrap();
+        doc.put(&p, "words", words).unwrap();
+        doc.put(
+            &p,
+            "at",
+            automerge::ScalarValue::Timestamp(4_102_444_800_000),
+        )
+        .unwrap();
+        put_author(&mut doc, &p, "recorded_by");
+    }
+    doc.commit();
+    validate_document(&doc).expect("both spellings pass validation");
+
+    let v = CaseDoc::load(&doc.save(), None).unwrap().view();
+    let d = v
+        .decisions
+        .iter()
+        .find(|d| d.meta.id.to_string() == decision_id)
+        .unwrap();
+    assert!(
+        d.positions
+            .iter()
+            .all(|p| p.words.as_deref() != Some("Words of someone on the wrong record")),
+        "a withheld member's words stay withheld under any spelling of their id"
+    );
+    let person = d
+        .positions
+        .iter()
+        .find(|p| p.participant.is(Participant::Person))
+        .unwrap();
+    assert!(person.stance.is(Stance::Agree), "'Agree' is agreement");
 }

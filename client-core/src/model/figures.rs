@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::doc::CaseDoc;
 use super::types::*;
 use super::view::CaseView;
+use crate::EntryId;
 
 /// The fidelity figures of one case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,16 +45,16 @@ impl CaseFigures {
         // A member whose entry is marked entered in error (a mistake, or someone recorded on the
         // wrong person's record) is no part of this person's network: their presence counts for
         // nothing, as every other entry in error.
-        let not_network: Vec<String> = v
+        let not_network: Vec<EntryId> = v
             .network
             .iter()
             .filter(|m| m.meta.entered_in_error.is_some())
-            .map(|m| format!("member:{}", m.meta.id))
+            .map(|m| m.meta.id)
             .collect();
         let network_at = |m: &crate::model::view::MeetingView| {
             m.attendees
                 .iter()
-                .filter(|a| a.starts_with("member:") && !not_network.contains(a))
+                .filter(|a| matches!(a.known(), Some(Participant::Member(id)) if !not_network.contains(&id)))
                 .count()
         };
         let meetings: Vec<_> = v
@@ -74,19 +75,20 @@ impl CaseFigures {
         let practitioners_at = |m: &&crate::model::view::MeetingView| {
             m.attendees
                 .iter()
-                .filter(|a| a.starts_with("practitioner:"))
+                .filter(|a| matches!(a.known(), Some(Participant::Practitioner(_))))
                 .count()
         };
         let two_or_more = meetings.iter().filter(|m| practitioners_at(m) >= 2).count();
 
-        let pair: Vec<String> = v
+        let pair: Vec<Stored<Participant>> = v
             .care_team
             .iter()
-            .filter(|c| {
-                c.meta.entered_in_error.is_none() && c.role == CareRole::Practitioner.as_str()
-            })
+            .filter(|c| c.meta.entered_in_error.is_none() && c.role.is(CareRole::Practitioner))
             .take(2)
-            .map(|c| format!("practitioner:{}", c.practitioner))
+            .map(|c| match c.practitioner.known() {
+                Some(id) => Stored::Known(Participant::Practitioner(id)),
+                None => Stored::Missing,
+            })
             .collect();
         let with_pair = if pair.len() == 2 {
             share(

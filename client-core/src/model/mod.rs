@@ -41,7 +41,7 @@ pub use doc::{CaseDoc, NewCase, NewMeeting, NewMember};
 pub use figures::CaseFigures;
 pub use local_time::LocalZone;
 pub use schema::{validate_document, SchemaError};
-pub use timeline::{EventKind, Names, Timeline, TimelineEvent};
+pub use timeline::{short, EventKind, Names, Timeline, TimelineEvent};
 pub use types::*;
 pub use view::CaseView;
 

@@ -83,8 +83,8 @@ pub(super) fn author(d: &impl ReadDoc, o: &ObjId, k: &str) -> Option<AuthorView>
 
 fn position(d: &impl ReadDoc, participant: &str, x: &ObjId) -> PositionView {
     PositionView {
-        participant: participant.to_string(),
-        stance: get_str(d, x, keys::STANCE).unwrap_or_default(),
+        participant: Stored::read(Some(participant.to_string())),
+        stance: Stored::read(get_str(d, x, keys::STANCE)),
         words: get_str(d, x, keys::WORDS),
         at: ts(d, x, keys::AT),
         recorded_by: author(d, x, keys::RECORDED_BY),

@@ -21,7 +21,7 @@ use super::types::*;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaterChange {
     /// Which text: `notes`, `reflections` or `agreed`.
-    pub part: String,
+    pub part: NoteKind,
     /// Who changed it.
     pub by: Option<AuthorView>,
     /// When (RFC 3339).
@@ -84,7 +84,7 @@ pub(super) fn changes_after(doc: &AutoCommit, m: &ObjId, heard: &[ChangeHash]) -
                 continue;
             }
             out.push(LaterChange {
-                part: kind.as_str().to_string(),
+                part: *kind,
                 by: super::read::change_author(doc, &change),
                 at: Some(format_instant(from_ms(change.timestamp()))),
                 added,

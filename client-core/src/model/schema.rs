@@ -306,6 +306,10 @@ impl<D: ReadDoc> Validator<'_, D> {
                     self.bad(p, "is not an id");
                 }
             }
+            // The kinds of participant (the person, a network member, a practitioner) are closed,
+            // even to a newer schema: who took part in a meeting or a decision is what the access
+            // rules and the wrong-person withholding read, so a new kind needs a new field, not a
+            // new spelling here. (Vocabulary values, by contrast, are open to a newer schema.)
             (Kind::Participant, ScalarValue::Str(v)) => {
                 if v.parse::<Participant>().is_err() {
                     self.bad(p, "is not a participant");

@@ -172,12 +172,12 @@ fn a_full_meeting_and_decision_read_back() {
     assert_eq!(mv.notes, "Maria talked about sleep.");
     assert_eq!(mv.readback[0].words.as_deref(), Some("She walks daily"));
     let dv = &v.decisions[0];
-    assert_eq!(dv.status, "agreed");
+    assert_eq!(dv.status, Stored::Known(DecisionStatus::Agreed));
     assert_eq!(dv.status_history.len(), 2);
     let disagree = dv
         .positions
         .iter()
-        .find(|p| p.stance == "disagree")
+        .find(|p| p.stance.is(Stance::Disagree))
         .unwrap();
     assert_eq!(
         disagree.words.as_deref(),
@@ -567,9 +567,9 @@ proptest! {
         for t in &tokens_notes { prop_assert!(notes.contains(t.as_str()), "lost note {} in {}", t, notes); }
         let refl = &v.meetings[0].reflections;
         for t in &tokens_refl { prop_assert!(refl.contains(t.as_str()), "lost reflection {} in {}", t, refl); }
-        let member_ids: HashSet<String> = v.network.iter().map(|m| m.meta.id.clone()).collect();
+        let member_ids: HashSet<String> = v.network.iter().map(|m| m.meta.id.to_string()).collect();
         for m in &members { prop_assert!(member_ids.contains(&m.to_string())); }
-        let decision_ids: HashSet<String> = v.decisions.iter().map(|d| d.meta.id.clone()).collect();
+        let decision_ids: HashSet<String> = v.decisions.iter().map(|d| d.meta.id.to_string()).collect();
         for d in &decisions { prop_assert!(decision_ids.contains(&d.to_string())); }
 
         // Registers: exactly the surviving writes remain, as the value or as conflict values.
@@ -735,7 +735,7 @@ proptest! {
                 Write::Readback(_, words) => doc.record_readback(&meeting, Participant::Person, if words { ReadbackResponse::AddedWords } else { ReadbackResponse::Confirmed }, words.then_some("and the cat")),
                 Write::Note(_) => doc.append_text(&meeting, NoteKind::Notes, &format!(" [n{n}]")),
                 Write::EditNote(_) => {
-                    let current = doc.view().meetings.iter().find(|m| m.meta.id == meeting.to_string()).map(|m| m.notes.clone()).unwrap_or_default();
+                    let current = doc.view().meetings.iter().find(|m| m.meta.id == meeting).map(|m| m.notes.clone()).unwrap_or_default();
                     doc.edit_text(&meeting, NoteKind::Notes, &current.replacen('[', "(", 1))
                 }
                 Write::Propose(_) => doc.propose_decision(&format!("d{n}"), Participant::Person).map(|id| known[r].push(id)),
@@ -895,7 +895,7 @@ fn concurrent_first_stances_are_both_kept_without_a_conflict() {
         let p = &v
             .decisions
             .iter()
-            .find(|x| x.meta.id == id.to_string())
+            .find(|x| x.meta.id == id)
             .unwrap()
             .positions[0];
         let mut words: Vec<_> = p
@@ -946,7 +946,7 @@ fn words_changed_after_the_read_back_stay_marked_even_when_answered_again() {
     assert_eq!(after.readback[0].heard.as_deref(), Some(heard.as_str()));
     assert_eq!(after.changed_after_readback.len(), 1);
     let c = &after.changed_after_readback[0];
-    assert_eq!(c.part, "notes");
+    assert_eq!(c.part, NoteKind::Notes);
     assert_eq!(c.by.as_ref().unwrap().practitioner_name, "Sam");
     assert!(c.added.iter().any(|w| w.contains("walked daily")), "{c:?}");
 }
@@ -1090,13 +1090,13 @@ fn a_meeting_is_in_the_future_past_ten_minutes_of_clock_skew() {
         case.view()
             .meetings
             .iter()
-            .find(|m| m.meta.id == id.to_string())
+            .find(|m| m.meta.id == *id)
             .unwrap()
             .state
             .clone()
     };
-    assert_eq!(state(&case, &soon), "held");
-    assert_eq!(state(&case, &later), "planned");
+    assert_eq!(state(&case, &soon), Stored::Known(MeetingState::Held));
+    assert_eq!(state(&case, &later), Stored::Known(MeetingState::Planned));
     assert!(matches!(
         case.set_meeting_state(&later, MeetingState::Held),
         Err(ModelError::MeetingNotYet { .. })

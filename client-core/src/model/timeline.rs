@@ -9,8 +9,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
+use super::types::{MeetingState, Participant, Stored};
 use super::view::{AuthorView, CaseView, EntryMeta, TimelineView};
 use super::Instant;
+use crate::EntryId;
 
 /// What kind of event (the JSON's `kind`, see docs/JSON.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,15 +51,17 @@ pub enum EventKind {
 /// How every copy and screen names a member recorded on the wrong person's record.
 pub const REMOVED: &str = "someone removed from this record";
 
-/// The first 8 characters of an id, as people read it.
-pub fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
+/// The first 8 characters of an id, as people read it: enough to tell entries apart on screen,
+/// and accepted back wherever an id is asked for.
+pub fn short(id: impl std::fmt::Display) -> String {
+    let id = id.to_string();
+    id.get(..8).unwrap_or(&id).to_string()
 }
 
-/// Display names for the participant keys and practitioner ids a case mentions.
+/// Display names for the participants and practitioner ids a case mentions.
 pub struct Names<'a> {
     view: &'a CaseView,
-    practitioners: HashMap<&'a str, &'a str>,
+    practitioners: HashMap<String, &'a str>,
 }
 
 impl<'a> Names<'a> {
@@ -66,7 +70,7 @@ impl<'a> Names<'a> {
         let mut practitioners = HashMap::new();
         let mut learn = |a: &'a Option<AuthorView>| {
             if let Some(a) = a {
-                practitioners.insert(a.practitioner.as_str(), a.practitioner_name.as_str());
+                practitioners.insert(a.practitioner.clone(), a.practitioner_name.as_str());
             }
         };
         learn(&view.created_by);
@@ -83,7 +87,7 @@ impl<'a> Names<'a> {
             }
         }
         for c in &view.care_team {
-            practitioners.insert(c.practitioner.as_str(), c.name.as_str());
+            practitioners.insert(c.practitioner.to_string(), c.name.as_str());
         }
         Names {
             view,
@@ -92,38 +96,39 @@ impl<'a> Names<'a> {
     }
 
     /// Participants as names: the person first, then their network, then practitioners.
-    pub fn all(&self, keys: &[String]) -> Vec<String> {
-        let rank = |k: &str| match k.split(':').next() {
-            Some("person") => 0,
-            Some("member") => 1,
+    pub fn all(&self, who: &[Stored<Participant>]) -> Vec<String> {
+        let rank = |p: &Stored<Participant>| match p.known() {
+            Some(Participant::Person) => 0,
+            Some(Participant::Member(_)) => 1,
             _ => 2,
         };
-        let mut sorted: Vec<&String> = keys.iter().collect();
-        sorted.sort_by_key(|k| rank(k));
-        sorted.into_iter().map(|k| self.of(k)).collect()
+        let mut sorted: Vec<&Stored<Participant>> = who.iter().collect();
+        sorted.sort_by_key(|p| rank(p));
+        sorted.into_iter().map(|p| self.of(p)).collect()
     }
 
-    /// `person`, `member:<id>` or `practitioner:<id>` as a name.
-    pub fn of(&self, key: &str) -> String {
-        if key == "person" {
-            return format!("{} (the person)", self.view.person.name);
+    /// A participant as a name; one written by a newer version, as written.
+    pub fn of(&self, who: &Stored<Participant>) -> String {
+        match who.known() {
+            Some(p) => self.participant(p),
+            None => who.to_string(),
         }
-        if let Some(id) = key.strip_prefix("member:") {
-            if let Some(m) = self.view.network.iter().find(|m| m.meta.id == id) {
-                if m.meta.withheld() {
-                    return REMOVED.into();
-                }
-                return m.name.clone();
-            }
-            return format!("network member {}", short(id));
-        }
-        if let Some(id) = key.strip_prefix("practitioner:") {
-            return match self.practitioners.get(id) {
+    }
+
+    /// The person, a network member or a practitioner as a name.
+    pub fn participant(&self, who: Participant) -> String {
+        match who {
+            Participant::Person => format!("{} (the person)", self.view.person.name),
+            Participant::Member(id) => match self.view.network.iter().find(|m| m.meta.id == id) {
+                Some(m) if m.meta.withheld() => REMOVED.into(),
+                Some(m) => m.name.clone(),
+                None => format!("network member {}", short(id)),
+            },
+            Participant::Practitioner(id) => match self.practitioners.get(&id.to_string()) {
                 Some(name) => (*name).to_string(),
                 None => format!("practitioner {}", short(id)),
-            };
+            },
         }
-        key.to_string()
     }
 }
 
@@ -135,7 +140,7 @@ pub struct TimelineEvent {
     /// What kind of event.
     pub kind: EventKind,
     /// The entry it concerns, if any.
-    pub entry_id: Option<String>,
+    pub entry_id: Option<EntryId>,
     /// What happened, in words.
     pub text: String,
     /// Who recorded it (practitioner name), when known.
@@ -171,26 +176,50 @@ fn sort_key(at: &str) -> (i128, String) {
 impl Timeline {
     /// Gather the events of a case.
     pub fn from_view(view: &CaseView) -> Timeline {
-        let names = Names::new(view);
-        let mut events = Vec::new();
-        let mut push = |at: Option<&String>,
-                        kind: EventKind,
-                        meta: Option<&EntryMeta>,
-                        text: String,
-                        by: Option<&Option<AuthorView>>| {
-            if let Some(at) = at {
-                events.push(TimelineEvent {
-                    at: at.clone(),
-                    kind,
-                    entry_id: meta.map(|m| m.id.clone()),
-                    text,
-                    by: by
-                        .and_then(|b| b.as_ref())
-                        .map(|a| a.practitioner_name.clone()),
-                    entered_in_error: meta.is_some_and(|m| m.entered_in_error.is_some()),
-                });
-            }
-        };
+        let mut events = Events(Vec::new());
+        events.milestones(view);
+        events.network(view);
+        events.care_team(view);
+        events.meetings(view, &Names::new(view));
+        events.decisions(view);
+        events.errors(view);
+        let mut events = events.0;
+        events.sort_by_cached_key(|e| sort_key(&e.at));
+        Timeline {
+            case_id: view.case_id.clone(),
+            milestones: view.timeline.clone(),
+            events,
+        }
+    }
+}
+
+/// The events gathered so far, one kind of entry at a time.
+struct Events(Vec<TimelineEvent>);
+
+impl Events {
+    /// An event, when it has a time.
+    fn push(
+        &mut self,
+        at: Option<&String>,
+        kind: EventKind,
+        meta: Option<&EntryMeta>,
+        text: String,
+        by: Option<&Option<AuthorView>>,
+    ) {
+        let Some(at) = at else { return };
+        self.0.push(TimelineEvent {
+            at: at.clone(),
+            kind,
+            entry_id: meta.map(|m| m.id),
+            text,
+            by: by
+                .and_then(|b| b.as_ref())
+                .map(|a| a.practitioner_name.clone()),
+            entered_in_error: meta.is_some_and(|m| m.entered_in_error.is_some()),
+        });
+    }
+
+    fn milestones(&mut self, view: &CaseView) {
         let t = &view.timeline;
         for (kind, v, text) in [
             (EventKind::Referral, &t.referral, "referral"),
@@ -202,27 +231,32 @@ impl Timeline {
             ),
             (EventKind::Closure, &t.closure, "closure of the episode"),
         ] {
-            push(v.as_ref(), kind, None, text.to_string(), None);
+            self.push(v.as_ref(), kind, None, text.to_string(), None);
         }
-        push(
+        self.push(
             view.created_at.as_ref(),
             EventKind::CaseOpened,
             None,
             format!("case opened for {}", view.person.name),
             Some(&view.created_by),
         );
-        // An entry recorded on the wrong person's record appears only as its removal (below).
+    }
+
+    /// Members joining, leaving and their consent. An entry recorded on the wrong person's
+    /// record appears only as its removal (see [`Events::errors`]), here and below.
+    fn network(&mut self, view: &CaseView) {
         for m in view.network.iter().filter(|m| !m.meta.withheld()) {
             let joined = format!("{} ({}) joined the network", m.name, m.relationship);
-            push(
+            let by = Some(&m.meta.created_by);
+            self.push(
                 m.joined.as_ref(),
                 EventKind::MemberJoined,
                 Some(&m.meta),
                 joined,
-                Some(&m.meta.created_by),
+                by,
             );
             let left = format!("{} left the network", m.name);
-            push(
+            self.push(
                 m.left.as_ref(),
                 EventKind::MemberLeft,
                 Some(&m.meta),
@@ -231,26 +265,25 @@ impl Timeline {
             );
             for c in &m.consent {
                 let text = format!("consent for {} to receive the record: {}", m.name, c.state);
-                push(
-                    c.date.as_ref(),
-                    EventKind::Consent,
-                    Some(&m.meta),
-                    text,
-                    Some(&c.recorded_by),
-                );
+                let by = Some(&c.recorded_by);
+                self.push(c.date.as_ref(), EventKind::Consent, Some(&m.meta), text, by);
             }
         }
+    }
+
+    fn care_team(&mut self, view: &CaseView) {
         for c in view.care_team.iter().filter(|c| !c.meta.withheld()) {
             let start = format!("{} joined the care team ({})", c.name, c.role);
-            push(
+            let by = Some(&c.meta.created_by);
+            self.push(
                 c.start.as_ref(),
                 EventKind::CareTeamJoined,
                 Some(&c.meta),
                 start,
-                Some(&c.meta.created_by),
+                by,
             );
             let end = format!("{} left the care team", c.name);
-            push(
+            self.push(
                 c.end.as_ref(),
                 EventKind::CareTeamLeft,
                 Some(&c.meta),
@@ -258,25 +291,27 @@ impl Timeline {
                 None,
             );
         }
+    }
+
+    fn meetings(&mut self, view: &CaseView, names: &Names<'_>) {
         for m in view.meetings.iter().filter(|m| !m.meta.withheld()) {
             let who = names.all(&m.attendees);
-            let state = match m.state.as_str() {
-                "held" => String::new(),
-                other => format!(" ({})", other.replace('_', " ")),
+            let state = if m.state.is(MeetingState::Held) {
+                String::new()
+            } else {
+                format!(" ({})", m.state.to_string().replace('_', " "))
             };
             let text = format!("meeting at {} with {}{state}", m.place, who.join(", "));
-            push(
-                m.at.as_ref(),
-                EventKind::Meeting,
-                Some(&m.meta),
-                text,
-                Some(&m.meta.created_by),
-            );
+            let by = Some(&m.meta.created_by);
+            self.push(m.at.as_ref(), EventKind::Meeting, Some(&m.meta), text, by);
         }
+    }
+
+    fn decisions(&mut self, view: &CaseView) {
         for d in view.decisions.iter().filter(|d| !d.meta.withheld()) {
             for h in &d.status_history {
                 let text = format!("decision {}: \"{}\"", h.status, d.text);
-                push(
+                self.push(
                     h.at.as_ref(),
                     EventKind::Decision,
                     Some(&d.meta),
@@ -286,15 +321,15 @@ impl Timeline {
             }
             for a in d.actions.iter().filter(|a| !a.meta.withheld()) {
                 let text = format!("action: {}", a.text);
-                push(
-                    a.meta.created_at.as_ref(),
-                    EventKind::Action,
-                    Some(&a.meta),
-                    text,
-                    Some(&a.meta.created_by),
-                );
+                let by = Some(&a.meta.created_by);
+                let at = a.meta.created_at.as_ref();
+                self.push(at, EventKind::Action, Some(&a.meta), text, by);
             }
         }
+    }
+
+    /// Every marking in error, of every kind of entry.
+    fn errors(&mut self, view: &CaseView) {
         let all_meta = view
             .network
             .iter()
@@ -308,34 +343,25 @@ impl Timeline {
                     .flat_map(|d| d.actions.iter().map(|a| &a.meta)),
             );
         for meta in all_meta {
-            if let Some(e) = &meta.entered_in_error {
-                let text = if e.is_mistake() {
-                    format!(
-                        "entry {} marked entered in error: {}",
-                        short(&meta.id),
-                        e.reason
-                    )
-                } else {
-                    format!(
-                        "entry {} removed: recorded on the wrong person's record: {}",
-                        short(&meta.id),
-                        e.reason
-                    )
-                };
-                push(
-                    e.at.as_ref(),
-                    EventKind::EnteredInError,
-                    Some(meta),
-                    text,
-                    Some(&e.by),
-                );
-            }
-        }
-        events.sort_by_cached_key(|e| sort_key(&e.at));
-        Timeline {
-            case_id: view.case_id.clone(),
-            milestones: view.timeline.clone(),
-            events,
+            let Some(e) = &meta.entered_in_error else {
+                continue;
+            };
+            let id = short(meta.id);
+            let text = if e.is_mistake() {
+                format!("entry {id} marked entered in error: {}", e.reason)
+            } else {
+                format!(
+                    "entry {id} removed: recorded on the wrong person's record: {}",
+                    e.reason
+                )
+            };
+            self.push(
+                e.at.as_ref(),
+                EventKind::EnteredInError,
+                Some(meta),
+                text,
+                Some(&e.by),
+            );
         }
     }
 }
@@ -378,12 +404,12 @@ mod tests {
 
         let kinds: Vec<EventKind> = t.events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds.first(), Some(&EventKind::Referral), "oldest first");
-        let meeting = |id: &str| {
+        let meeting = |id: &EntryId| {
             t.events
                 .iter()
-                .find(|e| e.kind == EventKind::Meeting && e.entry_id.as_deref() == Some(id))
+                .find(|e| e.kind == EventKind::Meeting && e.entry_id.as_ref() == Some(id))
         };
-        let mistaken = meeting(&mistaken.to_string()).expect("a meeting in error stays");
+        let mistaken = meeting(&mistaken).expect("a meeting in error stays");
         assert!(mistaken.entered_in_error);
         assert!(t.events.iter().any(|e| e.kind == EventKind::EnteredInError
             && e.text.contains("marked entered in error: wrong day")));

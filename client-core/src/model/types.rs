@@ -401,9 +401,9 @@ pub struct AuthorView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PositionView {
     /// Who.
-    pub participant: String,
+    pub participant: Stored<Participant>,
     /// agree, disagree or unsure.
-    pub stance: String,
+    pub stance: Stored<Stance>,
     /// Their own words.
     pub words: Option<String>,
     /// When.
@@ -413,6 +413,81 @@ pub struct PositionView {
     /// The participant's earlier stances on this decision, oldest first (schema 2): a person
     /// changing their mind is kept, not overwritten.
     pub earlier: Vec<PositionView>,
+}
+
+/// A value of the record's vocabulary as a view reads it: one this version knows, nothing, or one
+/// it does not know (written by a newer schema: older devices keep it and show it as written).
+/// Serialised as the stored string, `""` for nothing, so the view's JSON is the record's own words.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Stored<T> {
+    /// A value this version knows.
+    Known(T),
+    /// Nothing recorded, or withheld (an entry on the wrong person's record).
+    #[default]
+    Missing,
+    /// A value this version does not know, exactly as stored.
+    Unknown(String),
+}
+
+impl<T: FromStr + fmt::Display> Stored<T> {
+    /// Reads a stored string. A value is known when it parses as validation parses it (so
+    /// `Agree` is agreement and `member:<ID IN CAPITALS>` is that member, on every screen as in
+    /// every check, and a member withheld is withheld under any spelling of their id); it is then
+    /// shown as this version writes it. Anything else is kept and shown as written.
+    pub fn read(s: Option<String>) -> Self {
+        match s {
+            None => Stored::Missing,
+            Some(s) if s.is_empty() => Stored::Missing,
+            Some(s) => match s.parse::<T>() {
+                Ok(t) => Stored::Known(t),
+                Err(_) => Stored::Unknown(s),
+            },
+        }
+    }
+}
+
+impl<T: Copy + PartialEq> Stored<T> {
+    /// The value, when this version knows it.
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Stored::Known(t) => Some(*t),
+            _ => None,
+        }
+    }
+
+    /// Whether it is this known value.
+    pub fn is(&self, t: T) -> bool {
+        self.known() == Some(t)
+    }
+}
+
+impl<T> Stored<T> {
+    /// Nothing is recorded.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Stored::Missing)
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Stored<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stored::Known(t) => t.fmt(f),
+            Stored::Missing => Ok(()),
+            Stored::Unknown(s) => f.write_str(s),
+        }
+    }
+}
+
+impl<T: fmt::Display> Serialize for Stored<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de, T: FromStr + fmt::Display> Deserialize<'de> for Stored<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Stored::read(Some(String::deserialize(d)?)))
+    }
 }
 
 /// The commit message every change carries: who and what, machine-readable.

@@ -5,7 +5,7 @@
 //! deterministic winner *and* lists the field in [`CaseView::conflicts`], so a client can never show
 //! one value without saying there is another.
 
-use automerge::{ObjId, ReadDoc, ROOT};
+use automerge::{AutoCommit, ObjId, ReadDoc, ROOT};
 use serde::{Deserialize, Serialize};
 
 use super::conflicts::Conflict;
@@ -14,6 +14,7 @@ use super::read::{author, get_bool, get_str, get_ts, instant, map_at, positions,
 use super::readback::LaterChange;
 use super::schema::keys;
 use super::types::*;
+use crate::{EntryId, PractitionerId};
 
 /// Who wrote something, and a participant's position: defined with the model's types (the
 /// writer reads positions too), named here with the rest of the view.
@@ -27,7 +28,7 @@ pub struct ErrorMark {
     /// `mistake` or `wrong_person` (schema 2; marks written before are mistakes). A newer
     /// schema's kind is shown as written, and its entry withheld: this code cannot know whether
     /// its content may be shown.
-    pub kind: String,
+    pub kind: Stored<ErrorKind>,
     /// Why it was marked.
     pub reason: String,
     /// Who marked it.
@@ -40,7 +41,7 @@ pub struct ErrorMark {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryMeta {
     /// The entry id.
-    pub id: String,
+    pub id: EntryId,
     /// When it was created (RFC 3339).
     pub created_at: Option<String>,
     /// Who created it.
@@ -52,7 +53,7 @@ pub struct EntryMeta {
 impl ErrorMark {
     /// A plain mistake, corrected in the open: the entry stays readable, struck through.
     pub fn is_mistake(&self) -> bool {
-        self.kind == ErrorKind::Mistake.as_str()
+        self.kind.is(ErrorKind::Mistake)
     }
 }
 
@@ -94,7 +95,7 @@ pub struct PersonView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsentView {
     /// given or revoked.
-    pub state: String,
+    pub state: Stored<ConsentState>,
     /// The date it took effect.
     pub date: Option<String>,
     /// Who recorded it.
@@ -112,13 +113,13 @@ pub struct MemberView {
     /// Relationship, in the person's words.
     pub relationship: String,
     /// Broad role.
-    pub role: String,
+    pub role: Stored<Role>,
     /// Telephone.
     pub phone: Option<String>,
     /// Email.
     pub email: Option<String>,
     /// Who invited them.
-    pub invited_by: Option<String>,
+    pub invited_by: Option<Stored<Participant>>,
     /// Consent history, oldest first.
     pub consent: Vec<ConsentView>,
     /// Whether consent to receive the record currently stands.
@@ -129,18 +130,43 @@ pub struct MemberView {
     pub left: Option<String>,
 }
 
-impl MemberView {
-    /// Where their consent to receive the record stands, in the words every screen and copy uses:
-    /// "given", "withdrawn" (given, then taken back) or "not recorded" (never asked or never
-    /// written down: not a refusal, which the record would hold as an event).
-    pub fn consent_words(&self) -> &'static str {
-        if self.consent_given {
-            "given"
-        } else if self.consent.is_empty() {
-            "not recorded"
-        } else {
-            "withdrawn"
+/// Where a member's consent to receive the record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentStanding {
+    /// The person gave it, and has not taken it back since.
+    Given,
+    /// Given, then taken back.
+    Withdrawn,
+    /// Never asked, or never written down: not a refusal, which the record would hold as an event.
+    NotRecorded,
+}
+
+impl ConsentStanding {
+    /// The words every screen and copy uses: "given", "withdrawn" or "not recorded".
+    pub fn words(self) -> &'static str {
+        match self {
+            ConsentStanding::Given => "given",
+            ConsentStanding::Withdrawn => "withdrawn",
+            ConsentStanding::NotRecorded => "not recorded",
         }
+    }
+}
+
+impl MemberView {
+    /// Where their consent to receive the record stands.
+    pub fn consent(&self) -> ConsentStanding {
+        if self.consent_given {
+            ConsentStanding::Given
+        } else if self.consent.is_empty() {
+            ConsentStanding::NotRecorded
+        } else {
+            ConsentStanding::Withdrawn
+        }
+    }
+
+    /// [`MemberView::consent`] in the words every screen and copy uses.
+    pub fn consent_words(&self) -> &'static str {
+        self.consent().words()
     }
 }
 
@@ -151,11 +177,11 @@ pub struct CareTeamView {
     #[serde(flatten)]
     pub meta: EntryMeta,
     /// Practitioner id.
-    pub practitioner: String,
+    pub practitioner: Stored<PractitionerId>,
     /// Their name.
     pub name: String,
     /// practitioner or peer_support.
-    pub role: String,
+    pub role: Stored<CareRole>,
     /// Start date.
     pub start: Option<String>,
     /// End date.
@@ -179,9 +205,9 @@ pub struct TimelineView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadbackView {
     /// Who.
-    pub participant: String,
+    pub participant: Stored<Participant>,
     /// confirmed or added_words.
-    pub response: String,
+    pub response: Stored<ReadbackResponse>,
     /// Their words, if any.
     pub words: Option<String>,
     /// When.
@@ -202,9 +228,9 @@ pub struct MeetingView {
     /// When (RFC 3339).
     pub at: Option<String>,
     /// Where.
-    pub place: String,
+    pub place: Stored<Place>,
     /// Who attended (participant keys).
-    pub attendees: Vec<String>,
+    pub attendees: Vec<Stored<Participant>>,
     /// The notes.
     pub notes: String,
     /// The practitioners' reflections.
@@ -217,7 +243,7 @@ pub struct MeetingView {
     pub readback: Vec<ReadbackView>,
     /// planned, held, cancelled or did_not_attend (schema 2; a meeting recorded before was
     /// held).
-    pub state: String,
+    pub state: Stored<MeetingState>,
     /// Whether the person was there. The practice holds that nothing is discussed behind their
     /// back, so every copy says so when they were not.
     pub person_present: bool,
@@ -229,7 +255,7 @@ pub struct MeetingView {
 impl MeetingView {
     /// The meeting took place (planned, cancelled and missed meetings did not).
     pub fn held(&self) -> bool {
-        self.state == MeetingState::Held.as_str()
+        self.state.is(MeetingState::Held)
     }
 }
 
@@ -237,7 +263,7 @@ impl MeetingView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusChangeView {
     /// The new status.
-    pub status: String,
+    pub status: Stored<DecisionStatus>,
     /// A note on why.
     pub note: Option<String>,
     /// When.
@@ -255,7 +281,7 @@ pub struct ActionView {
     /// What is to be done.
     pub text: String,
     /// Who owns it.
-    pub owner: Option<String>,
+    pub owner: Option<Stored<Participant>>,
     /// Due date.
     pub due: Option<String>,
     /// Done yet.
@@ -271,9 +297,9 @@ pub struct DecisionView {
     /// The decision.
     pub text: String,
     /// Who proposed it.
-    pub proposed_by: Option<String>,
+    pub proposed_by: Option<Stored<Participant>>,
     /// Current status.
-    pub status: String,
+    pub status: Stored<DecisionStatus>,
     /// Every status change, oldest first.
     pub status_history: Vec<StatusChangeView>,
     /// Every participant's position.
@@ -312,21 +338,28 @@ pub struct CaseView {
     pub conflicts: Vec<Conflict>,
 }
 
-/// A view's time as an instant, for ordering: RFC 3339 strings do not sort as times (a time on a
-/// whole second, `…:01Z`, sorts after `…:01.5Z`).
-fn meta(d: &impl ReadDoc, id: &str, o: &ObjId) -> EntryMeta {
+/// The attribution of entry `id` at `o`, and its mark if it was entered in error.
+fn meta(d: &impl ReadDoc, id: EntryId, o: &ObjId) -> EntryMeta {
     EntryMeta {
-        id: id.to_string(),
+        id,
         created_at: ts(d, o, keys::CREATED_AT),
         created_by: author(d, o, keys::CREATED_BY),
         // The wrong person's mark, where there is one, is the one that counts: it withholds.
         entered_in_error: map_at(d, o, keys::WRONG_PERSON)
-            .map(|m| (m, Some(ErrorKind::WrongPerson.as_str().to_string())))
-            .or_else(|| map_at(d, o, keys::ENTERED_IN_ERROR).map(|m| (m, None)))
+            .map(|m| (m, Stored::Known(ErrorKind::WrongPerson)))
+            .or_else(|| {
+                // A mark without a kind is a mistake (schema 1). An empty kind is not: a newer
+                // schema wrote it, and what this code cannot read it withholds.
+                map_at(d, o, keys::ENTERED_IN_ERROR).map(|m| {
+                    let kind = match get_str(d, &m, keys::KIND) {
+                        None => Stored::Known(ErrorKind::Mistake),
+                        written => Stored::read(written),
+                    };
+                    (m, kind)
+                })
+            })
             .map(|(m, kind)| ErrorMark {
-                kind: kind
-                    .or_else(|| get_str(d, &m, keys::KIND))
-                    .unwrap_or_else(|| ErrorKind::Mistake.as_str().into()),
+                kind,
                 reason: get_str(d, &m, keys::REASON).unwrap_or_default(),
                 by: author(d, &m, keys::BY),
                 at: ts(d, &m, keys::AT),
@@ -335,8 +368,9 @@ fn meta(d: &impl ReadDoc, id: &str, o: &ObjId) -> EntryMeta {
 }
 
 /// Entries of a collection map, sorted by creation time then id (map order is by id, which is
-/// random, and users expect the order things were added).
-fn entries(d: &impl ReadDoc, parent: &ObjId, coll: &str) -> Vec<(String, ObjId)> {
+/// random, and users expect the order things were added). Every schema's validation refuses a key
+/// that is not an id, so none is passed over here on a stored case.
+fn entries(d: &impl ReadDoc, parent: &ObjId, coll: &str) -> Vec<(EntryId, ObjId)> {
     let Some(c) = map_at(d, parent, coll) else {
         return vec![];
     };
@@ -349,7 +383,9 @@ fn entries(d: &impl ReadDoc, parent: &ObjId, coll: &str) -> Vec<(String, ObjId)>
         })
         .collect();
     v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    v.into_iter().map(|(_, k, o)| (k, o)).collect()
+    v.into_iter()
+        .filter_map(|(_, k, o)| Some((k.parse().ok()?, o)))
+        .collect()
 }
 
 fn list_maps(d: &impl ReadDoc, parent: &ObjId, key: &str) -> Vec<ObjId> {
@@ -364,6 +400,11 @@ fn list_maps(d: &impl ReadDoc, parent: &ObjId, key: &str) -> Vec<ObjId> {
         .collect()
 }
 
+/// An optional vocabulary field.
+fn stored<T: std::str::FromStr + std::fmt::Display>(s: Option<String>) -> Option<Stored<T>> {
+    s.map(|s| Stored::read(Some(s)))
+}
+
 fn text(d: &impl ReadDoc, o: &ObjId, k: &str) -> String {
     map_at(d, o, k)
         .and_then(|t| d.text(&t).ok())
@@ -374,183 +415,215 @@ impl CaseDoc {
     /// A snapshot of the whole case for display.
     pub fn view(&self) -> CaseView {
         let d = &self.doc;
-        let person = map_at(d, &ROOT, keys::PERSON);
-        let p = |f: PersonField| person.as_ref().and_then(|o| get_str(d, o, f.as_str()));
-        let timeline = map_at(d, &ROOT, keys::TIMELINE);
-        let tl = |f: TimelineField| timeline.as_ref().and_then(|o| ts(d, o, f.as_str()));
-
-        let network = entries(d, &ROOT, keys::NETWORK)
-            .into_iter()
-            .map(|(id, m)| {
-                let consent: Vec<ConsentView> = list_maps(d, &m, keys::CONSENT)
-                    .iter()
-                    .map(|c| ConsentView {
-                        state: get_str(d, c, keys::STATE).unwrap_or_default(),
-                        date: get_str(d, c, keys::DATE),
-                        recorded_by: author(d, c, keys::RECORDED_BY),
-                    })
-                    .collect();
-                // Where consent stands: the event written last (the date typed may be backdated,
-                // and the person's latest word is what counts). Two devices recording at once
-                // leave list order to chance, so this reads the time each was written, and on a
-                // tie a withdrawal wins (giving a copy nobody may have is the worse mistake).
-                let consent_given = list_maps(d, &m, keys::CONSENT)
-                    .iter()
-                    .map(|c| {
-                        let state = get_str(d, c, keys::STATE).unwrap_or_default();
-                        let revoked = state != ConsentState::Given.as_str();
-                        (get_ts(d, c, keys::AT), revoked)
-                    })
-                    .max()
-                    .is_some_and(|(_, revoked)| !revoked);
-                MemberView {
-                    meta: meta(d, &id, &m),
-                    name: get_str(d, &m, keys::NAME).unwrap_or_default(),
-                    relationship: get_str(d, &m, "relationship").unwrap_or_default(),
-                    role: get_str(d, &m, keys::ROLE).unwrap_or_default(),
-                    phone: get_str(d, &m, "phone"),
-                    email: get_str(d, &m, "email"),
-                    invited_by: get_str(d, &m, keys::INVITED_BY),
-                    consent,
-                    consent_given,
-                    joined: get_str(d, &m, keys::JOINED),
-                    left: get_str(d, &m, keys::LEFT),
-                }
-            })
-            .collect();
-
-        let care_team = entries(d, &ROOT, keys::CARE_TEAM)
-            .into_iter()
-            .map(|(id, e)| CareTeamView {
-                meta: meta(d, &id, &e),
-                practitioner: get_str(d, &e, keys::PRACTITIONER).unwrap_or_default(),
-                name: get_str(d, &e, keys::NAME).unwrap_or_default(),
-                role: get_str(d, &e, keys::ROLE).unwrap_or_default(),
-                start: get_str(d, &e, keys::START),
-                end: get_str(d, &e, keys::END),
-            })
-            .collect();
-
-        let mut meetings: Vec<MeetingView> = entries(d, &ROOT, keys::MEETINGS)
-            .into_iter()
-            .map(|(id, m)| {
-                let attendees: Vec<String> = map_at(d, &m, keys::ATTENDEES)
-                    .map(|a| {
-                        d.keys(&a)
-                            .filter(|k| get_bool(d, &a, k).unwrap_or(false))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let readback: Vec<ReadbackView> = map_at(d, &m, keys::READBACK)
-                    .map(|rb| {
-                        d.keys(&rb)
-                            .filter_map(|k| {
-                                let r = map_at(d, &rb, &k)?;
-                                Some(ReadbackView {
-                                    participant: k,
-                                    response: get_str(d, &r, keys::RESPONSE).unwrap_or_default(),
-                                    words: get_str(d, &r, keys::WORDS),
-                                    at: ts(d, &r, keys::AT),
-                                    recorded_by: author(d, &r, keys::RECORDED_BY),
-                                    heard: get_str(d, &r, keys::HEARD),
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                MeetingView {
-                    meta: meta(d, &id, &m),
-                    at: ts(d, &m, keys::AT),
-                    place: get_str(d, &m, keys::PLACE).unwrap_or_default(),
-                    notes: text(d, &m, NoteKind::Notes.as_str()),
-                    reflections: text(d, &m, NoteKind::Reflections.as_str()),
-                    agreed: text(d, &m, NoteKind::Agreed.as_str()),
-                    next_meeting: ts(d, &m, keys::NEXT_MEETING),
-                    // A version the record does not hold (a forged or damaged value) is no
-                    // version: better to list nothing than to call every word "later".
-                    changed_after_readback: first_heard(&readback)
-                        .filter(|heads| heads.iter().all(|h| d.get_change_by_hash(h).is_some()))
-                        .map(|heads| super::readback::changes_after(d, &m, &heads))
-                        .unwrap_or_default(),
-                    readback,
-                    state: get_str(d, &m, keys::STATE)
-                        .unwrap_or_else(|| MeetingState::Held.as_str().into()),
-                    person_present: attendees.iter().any(|a| a == "person"),
-                    attendees,
-                }
-            })
-            .collect();
-        meetings.sort_by(|a, b| (instant(&a.at), &a.meta.id).cmp(&(instant(&b.at), &b.meta.id)));
-
-        let decisions = entries(d, &ROOT, keys::DECISIONS)
-            .into_iter()
-            .map(|(id, e)| {
-                let positions = positions(d, &e);
-                let status = get_str(d, &e, keys::STATUS).unwrap_or_default();
-                let person_agrees = positions
-                    .iter()
-                    .any(|p| p.participant == "person" && p.stance == Stance::Agree.as_str());
-                DecisionView {
-                    meta: meta(d, &id, &e),
-                    text: get_str(d, &e, keys::TEXT).unwrap_or_default(),
-                    proposed_by: get_str(d, &e, keys::PROPOSED_BY),
-                    agreed_without_person: status == DecisionStatus::Agreed.as_str()
-                        && !person_agrees,
-                    status,
-                    status_history: list_maps(d, &e, keys::STATUS_HISTORY)
-                        .iter()
-                        .map(|h| StatusChangeView {
-                            status: get_str(d, h, keys::STATUS).unwrap_or_default(),
-                            note: get_str(d, h, keys::NOTE),
-                            at: ts(d, h, keys::AT),
-                            by: author(d, h, keys::BY),
-                        })
-                        .collect(),
-                    positions,
-                    actions: entries(d, &e, keys::ACTIONS)
-                        .into_iter()
-                        .map(|(id, a)| ActionView {
-                            meta: meta(d, &id, &a),
-                            text: get_str(d, &a, keys::TEXT).unwrap_or_default(),
-                            owner: get_str(d, &a, keys::OWNER),
-                            due: get_str(d, &a, keys::DUE),
-                            done: get_bool(d, &a, keys::DONE).unwrap_or(false),
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-
         let mut view = CaseView {
             case_id: get_str(d, &ROOT, keys::CASE_ID).unwrap_or_default(),
             team_id: get_str(d, &ROOT, keys::TEAM_ID).unwrap_or_default(),
             created_at: ts(d, &ROOT, keys::CREATED_AT),
             created_by: author(d, &ROOT, keys::CREATED_BY),
-            person: PersonView {
-                name: p(PersonField::Name).unwrap_or_default(),
-                preferred_name: p(PersonField::PreferredName),
-                pronouns: p(PersonField::Pronouns),
-                date_of_birth: p(PersonField::DateOfBirth),
-                nhs_number: p(PersonField::NhsNumber),
-                phone: p(PersonField::Phone),
-                email: p(PersonField::Email),
-                address: p(PersonField::Address),
-                contact_preference: p(PersonField::ContactPreference),
-            },
-            network,
-            care_team,
-            timeline: TimelineView {
-                referral: tl(TimelineField::Referral),
-                first_contact: tl(TimelineField::FirstContact),
-                first_network_meeting: tl(TimelineField::FirstNetworkMeeting),
-                closure: tl(TimelineField::Closure),
-            },
-            meetings,
-            decisions,
+            person: person(d),
+            network: network(d),
+            care_team: care_team(d),
+            timeline: timeline(d),
+            meetings: meetings(d),
+            decisions: decisions(d),
             conflicts: self.conflicts(),
         };
         withhold(&mut view);
         view
+    }
+}
+
+fn person(d: &impl ReadDoc) -> PersonView {
+    let person = map_at(d, &ROOT, keys::PERSON);
+    let p = |f: PersonField| person.as_ref().and_then(|o| get_str(d, o, f.as_str()));
+    PersonView {
+        name: p(PersonField::Name).unwrap_or_default(),
+        preferred_name: p(PersonField::PreferredName),
+        pronouns: p(PersonField::Pronouns),
+        date_of_birth: p(PersonField::DateOfBirth),
+        nhs_number: p(PersonField::NhsNumber),
+        phone: p(PersonField::Phone),
+        email: p(PersonField::Email),
+        address: p(PersonField::Address),
+        contact_preference: p(PersonField::ContactPreference),
+    }
+}
+
+fn timeline(d: &impl ReadDoc) -> TimelineView {
+    let timeline = map_at(d, &ROOT, keys::TIMELINE);
+    let tl = |f: TimelineField| timeline.as_ref().and_then(|o| ts(d, o, f.as_str()));
+    TimelineView {
+        referral: tl(TimelineField::Referral),
+        first_contact: tl(TimelineField::FirstContact),
+        first_network_meeting: tl(TimelineField::FirstNetworkMeeting),
+        closure: tl(TimelineField::Closure),
+    }
+}
+
+fn network(d: &impl ReadDoc) -> Vec<MemberView> {
+    entries(d, &ROOT, keys::NETWORK)
+        .into_iter()
+        .map(|(id, m)| member(d, id, &m))
+        .collect()
+}
+
+fn member(d: &impl ReadDoc, id: EntryId, m: &ObjId) -> MemberView {
+    let consent: Vec<ConsentView> = list_maps(d, m, keys::CONSENT)
+        .iter()
+        .map(|c| ConsentView {
+            state: Stored::read(get_str(d, c, keys::STATE)),
+            date: get_str(d, c, keys::DATE),
+            recorded_by: author(d, c, keys::RECORDED_BY),
+        })
+        .collect();
+    // Where consent stands: the event written last (the date typed may be backdated, and the
+    // person's latest word is what counts). Two devices recording at once leave list order to
+    // chance, so this reads the time each was written, and on a tie a withdrawal wins (giving a
+    // copy nobody may have is the worse mistake).
+    let consent_given = list_maps(d, m, keys::CONSENT)
+        .iter()
+        .map(|c| {
+            let state = Stored::<ConsentState>::read(get_str(d, c, keys::STATE));
+            let revoked = !state.is(ConsentState::Given);
+            (get_ts(d, c, keys::AT), revoked)
+        })
+        .max()
+        .is_some_and(|(_, revoked)| !revoked);
+    MemberView {
+        meta: meta(d, id, m),
+        name: get_str(d, m, keys::NAME).unwrap_or_default(),
+        relationship: get_str(d, m, "relationship").unwrap_or_default(),
+        role: Stored::read(get_str(d, m, keys::ROLE)),
+        phone: get_str(d, m, "phone"),
+        email: get_str(d, m, "email"),
+        invited_by: stored(get_str(d, m, keys::INVITED_BY)),
+        consent,
+        consent_given,
+        joined: get_str(d, m, keys::JOINED),
+        left: get_str(d, m, keys::LEFT),
+    }
+}
+
+fn care_team(d: &impl ReadDoc) -> Vec<CareTeamView> {
+    entries(d, &ROOT, keys::CARE_TEAM)
+        .into_iter()
+        .map(|(id, e)| CareTeamView {
+            meta: meta(d, id, &e),
+            practitioner: Stored::read(get_str(d, &e, keys::PRACTITIONER)),
+            name: get_str(d, &e, keys::NAME).unwrap_or_default(),
+            role: Stored::read(get_str(d, &e, keys::ROLE)),
+            start: get_str(d, &e, keys::START),
+            end: get_str(d, &e, keys::END),
+        })
+        .collect()
+}
+
+/// The meetings, by time (then id).
+fn meetings(d: &AutoCommit) -> Vec<MeetingView> {
+    let mut meetings: Vec<MeetingView> = entries(d, &ROOT, keys::MEETINGS)
+        .into_iter()
+        .map(|(id, m)| meeting(d, id, &m))
+        .collect();
+    meetings.sort_by(|a, b| (instant(&a.at), &a.meta.id).cmp(&(instant(&b.at), &b.meta.id)));
+    meetings
+}
+
+fn meeting(d: &AutoCommit, id: EntryId, m: &ObjId) -> MeetingView {
+    let attendees: Vec<Stored<Participant>> = map_at(d, m, keys::ATTENDEES)
+        .map(|a| {
+            d.keys(&a)
+                .filter(|k| get_bool(d, &a, k).unwrap_or(false))
+                .map(|k| Stored::read(Some(k)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let readback = readback(d, m);
+    MeetingView {
+        meta: meta(d, id, m),
+        at: ts(d, m, keys::AT),
+        place: Stored::read(get_str(d, m, keys::PLACE)),
+        notes: text(d, m, NoteKind::Notes.as_str()),
+        reflections: text(d, m, NoteKind::Reflections.as_str()),
+        agreed: text(d, m, NoteKind::Agreed.as_str()),
+        next_meeting: ts(d, m, keys::NEXT_MEETING),
+        // A version the record does not hold (a forged or damaged value) is no version: better to
+        // list nothing than to call every word "later".
+        changed_after_readback: first_heard(&readback)
+            .filter(|heads| heads.iter().all(|h| d.get_change_by_hash(h).is_some()))
+            .map(|heads| super::readback::changes_after(d, m, &heads))
+            .unwrap_or_default(),
+        readback,
+        // A meeting without a state was held (schema 1 recorded only those); an empty state is a
+        // newer schema's, and is not taken as held.
+        state: match get_str(d, m, keys::STATE) {
+            None => Stored::Known(MeetingState::Held),
+            written => Stored::read(written),
+        },
+        person_present: attendees.iter().any(|a| a.is(Participant::Person)),
+        attendees,
+    }
+}
+
+/// Each person's answer at a meeting's read-back.
+fn readback(d: &impl ReadDoc, m: &ObjId) -> Vec<ReadbackView> {
+    map_at(d, m, keys::READBACK)
+        .map(|rb| {
+            d.keys(&rb)
+                .filter_map(|k| {
+                    let r = map_at(d, &rb, &k)?;
+                    Some(ReadbackView {
+                        participant: Stored::read(Some(k)),
+                        response: Stored::read(get_str(d, &r, keys::RESPONSE)),
+                        words: get_str(d, &r, keys::WORDS),
+                        at: ts(d, &r, keys::AT),
+                        recorded_by: author(d, &r, keys::RECORDED_BY),
+                        heard: get_str(d, &r, keys::HEARD),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn decisions(d: &impl ReadDoc) -> Vec<DecisionView> {
+    entries(d, &ROOT, keys::DECISIONS)
+        .into_iter()
+        .map(|(id, e)| decision(d, id, &e))
+        .collect()
+}
+
+fn decision(d: &impl ReadDoc, id: EntryId, e: &ObjId) -> DecisionView {
+    let positions = positions(d, e);
+    let status = Stored::read(get_str(d, e, keys::STATUS));
+    let person_agrees = positions
+        .iter()
+        .any(|p| p.participant.is(Participant::Person) && p.stance.is(Stance::Agree));
+    DecisionView {
+        meta: meta(d, id, e),
+        text: get_str(d, e, keys::TEXT).unwrap_or_default(),
+        proposed_by: stored(get_str(d, e, keys::PROPOSED_BY)),
+        agreed_without_person: status.is(DecisionStatus::Agreed) && !person_agrees,
+        status,
+        status_history: list_maps(d, e, keys::STATUS_HISTORY)
+            .iter()
+            .map(|h| StatusChangeView {
+                status: Stored::read(get_str(d, h, keys::STATUS)),
+                note: get_str(d, h, keys::NOTE),
+                at: ts(d, h, keys::AT),
+                by: author(d, h, keys::BY),
+            })
+            .collect(),
+        positions,
+        actions: entries(d, e, keys::ACTIONS)
+            .into_iter()
+            .map(|(id, a)| ActionView {
+                meta: meta(d, id, &a),
+                text: get_str(d, &a, keys::TEXT).unwrap_or_default(),
+                owner: stored(get_str(d, &a, keys::OWNER)),
+                due: get_str(d, &a, keys::DUE),
+                done: get_bool(d, &a, keys::DONE).unwrap_or(false),
+            })
+            .collect(),
     }
 }
 
@@ -569,12 +642,12 @@ fn first_heard(readback: &[ReadbackView]) -> Option<Vec<automerge::ChangeHash>> 
 fn withhold(v: &mut CaseView) {
     let mut ids: Vec<String> = Vec::new();
     for m in v.network.iter_mut().filter(|m| m.meta.withheld()) {
-        ids.push(m.meta.id.clone());
+        ids.push(m.meta.id.to_string());
         *m = MemberView {
             meta: m.meta.clone(),
             name: String::new(),
             relationship: String::new(),
-            role: String::new(),
+            role: Stored::Missing,
             phone: None,
             email: None,
             invited_by: None,
@@ -585,22 +658,22 @@ fn withhold(v: &mut CaseView) {
         };
     }
     for c in v.care_team.iter_mut().filter(|c| c.meta.withheld()) {
-        ids.push(c.meta.id.clone());
+        ids.push(c.meta.id.to_string());
         *c = CareTeamView {
             meta: c.meta.clone(),
-            practitioner: String::new(),
+            practitioner: Stored::Missing,
             name: String::new(),
-            role: String::new(),
+            role: Stored::Missing,
             start: None,
             end: None,
         };
     }
     for m in v.meetings.iter_mut().filter(|m| m.meta.withheld()) {
-        ids.push(m.meta.id.clone());
+        ids.push(m.meta.id.to_string());
         *m = MeetingView {
             meta: m.meta.clone(),
             at: None,
-            place: String::new(),
+            place: Stored::Missing,
             attendees: vec![],
             notes: String::new(),
             reflections: String::new(),
@@ -614,12 +687,12 @@ fn withhold(v: &mut CaseView) {
     }
     for dec in v.decisions.iter_mut() {
         if dec.meta.withheld() {
-            ids.push(dec.meta.id.clone());
+            ids.push(dec.meta.id.to_string());
             *dec = DecisionView {
                 meta: dec.meta.clone(),
                 text: String::new(),
                 proposed_by: None,
-                status: String::new(),
+                status: Stored::Missing,
                 status_history: vec![],
                 positions: vec![],
                 actions: vec![],
@@ -628,7 +701,7 @@ fn withhold(v: &mut CaseView) {
             continue;
         }
         for a in dec.actions.iter_mut().filter(|a| a.meta.withheld()) {
-            ids.push(a.meta.id.clone());
+            ids.push(a.meta.id.to_string());
             *a = ActionView {
                 meta: a.meta.clone(),
                 text: String::new(),
@@ -641,11 +714,11 @@ fn withhold(v: &mut CaseView) {
     // A withheld member's own words elsewhere (their positions, their read-back answers) are
     // theirs: not shown either. Where they were present, copies name "someone removed from this
     // record".
-    let members: Vec<String> = v
+    let members: Vec<Stored<Participant>> = v
         .network
         .iter()
         .filter(|m| m.meta.withheld())
-        .map(|m| format!("member:{}", m.meta.id))
+        .map(|m| Stored::Known(Participant::Member(m.meta.id)))
         .collect();
     if !members.is_empty() {
         for m in v.meetings.iter_mut() {
@@ -657,9 +730,9 @@ fn withhold(v: &mut CaseView) {
     }
     if !ids.is_empty() {
         v.conflicts.retain(|c| {
-            !c.field
-                .split('.')
-                .any(|part| ids.iter().any(|id| id == part) || members.iter().any(|m| m == part))
+            !c.field.split('.').any(|part| {
+                ids.iter().any(|id| id == part) || members.iter().any(|m| m.to_string() == part)
+            })
         });
     }
 }

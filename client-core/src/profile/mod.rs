@@ -479,12 +479,12 @@ impl Profile {
         let g = given.trim().to_ascii_lowercase();
         let view = self.view_unaudited(case)?;
         let mut ids: BTreeSet<String> = BTreeSet::new();
-        ids.extend(view.network.iter().map(|m| m.meta.id.clone()));
-        ids.extend(view.care_team.iter().map(|m| m.meta.id.clone()));
-        ids.extend(view.meetings.iter().map(|m| m.meta.id.clone()));
+        ids.extend(view.network.iter().map(|m| m.meta.id.to_string()));
+        ids.extend(view.care_team.iter().map(|m| m.meta.id.to_string()));
+        ids.extend(view.meetings.iter().map(|m| m.meta.id.to_string()));
         for d in &view.decisions {
-            ids.insert(d.meta.id.clone());
-            ids.extend(d.actions.iter().map(|a| a.meta.id.clone()));
+            ids.insert(d.meta.id.to_string());
+            ids.extend(d.actions.iter().map(|a| a.meta.id.to_string()));
         }
         let unknown = || ProfileError::UnknownEntry {
             id: given.to_string(),
@@ -734,7 +734,7 @@ impl Profile {
                 .meetings
                 .iter()
                 .filter(|m| m.meta.entered_in_error.is_none())
-                .filter(|m| m.held() || m.state == MeetingState::Planned.as_str())
+                .filter(|m| m.held() || m.state.is(MeetingState::Planned))
                 .collect();
             let next = live
                 .iter()

@@ -21,6 +21,7 @@ use std::f64::consts::PI;
 use std::fmt::Write as _;
 
 use polyphony_core::model::view::{CaseView, MemberView};
+use polyphony_core::model::{Participant, Role};
 
 use crate::html::esc;
 
@@ -50,12 +51,12 @@ const NODE_R: f64 = 26.0;
 const SECTOR_LABEL_R: f64 = 268.0;
 
 /// The role sectors, clockwise from the top: `(stored role, label)`.
-pub const SECTORS: [(&str, &str); 5] = [
-    ("family", "Family"),
-    ("friend", "Friends"),
-    ("professional", "Professionals"),
-    ("peer", "Peers"),
-    ("other", "Others"),
+pub const SECTORS: [(Role, &str); 5] = [
+    (Role::Family, "Family"),
+    (Role::Friend, "Friends"),
+    (Role::Professional, "Professionals"),
+    (Role::Peer, "Peers"),
+    (Role::Other, "Others"),
 ];
 
 /// One member placed on the map.
@@ -224,18 +225,18 @@ pub struct Ecomap {
 
 /// How many meetings a participant key attended: held ones only (not in error; a planned,
 /// cancelled or missed meeting was not attended by anyone).
-pub fn meetings_attended(view: &CaseView, key: &str) -> usize {
+pub fn meetings_attended(view: &CaseView, who: Participant) -> usize {
     view.meetings
         .iter()
         .filter(|m| m.meta.entered_in_error.is_none() && m.held())
-        .filter(|m| m.attendees.iter().any(|a| a == key))
+        .filter(|m| m.attendees.iter().any(|a| a.is(who)))
         .count()
 }
 
 fn sector_of(m: &MemberView) -> usize {
     SECTORS
         .iter()
-        .position(|(r, _)| *r == m.role)
+        .position(|(r, _)| m.role.is(*r))
         .unwrap_or(SECTORS.len() - 1)
 }
 
@@ -378,13 +379,13 @@ impl Ecomap {
                 };
                 let (x, y) = point(angle, r);
                 nodes.push(Node {
-                    id: m.meta.id.clone(),
+                    id: m.meta.id.to_string(),
                     name: m.name.clone(),
                     relationship: m.relationship.clone(),
                     sector: s,
                     x,
                     y,
-                    attended: meetings_attended(view, &format!("member:{}", m.meta.id)),
+                    attended: meetings_attended(view, Participant::Member(m.meta.id)),
                     left: m.left.is_some(),
                 });
             }
@@ -588,7 +589,7 @@ impl Ecomap {
             v.x1 - v.x0,
             v.y1 - v.y0,
             esc(&self.person),
-            esc(&self.description())
+            esc(self.description())
         );
         // Sector guides and labels.
         for (i, (role, _)) in SECTORS.iter().enumerate() {
@@ -657,7 +658,7 @@ impl Ecomap {
                 x = n.x,
                 y = n.y,
                 iy = n.y + 6.0,
-                ini = esc(&initials(&n.name)),
+                ini = esc(initials(&n.name)),
             );
             s.push_str(&label_svg(label, ""));
             s.push_str("</g>");
@@ -672,18 +673,21 @@ impl Ecomap {
 mod tests {
     use super::*;
     use polyphony_core::model::view::EntryMeta;
+    use polyphony_core::model::Stored;
 
     fn member(id: &str, name: &str, role: &str) -> MemberView {
         MemberView {
             meta: EntryMeta {
-                id: id.into(),
+                id: format!("00000000-0000-4000-8000-{id:0>12}")
+                    .parse()
+                    .unwrap(),
                 created_at: None,
                 created_by: None,
                 entered_in_error: None,
             },
             name: name.into(),
             relationship: "sister".into(),
-            role: role.into(),
+            role: Stored::read(Some(role.to_string())),
             phone: None,
             email: None,
             invited_by: None,
@@ -732,7 +736,7 @@ mod tests {
     fn entries_in_error_are_left_off_and_the_svg_is_labelled() {
         let mut wrong = member("3", "Wrong <Person>", "friend");
         wrong.meta.entered_in_error = Some(polyphony_core::model::view::ErrorMark {
-            kind: "mistake".into(),
+            kind: Stored::Known(polyphony_core::model::ErrorKind::Mistake),
             reason: "duplicate".into(),
             by: None,
             at: None,

@@ -8,9 +8,11 @@
 
 use std::fmt::Write as _;
 
-/// Escape text for use in HTML content and in double-quoted attribute values: the one escape the
-/// exports use too.
-pub use polyphony_core::export::escape_html as esc;
+/// Escape text (or an id, a stored value: anything written as text) for use in HTML content and in
+/// double-quoted attribute values: the one escape the exports use too.
+pub fn esc(s: impl std::fmt::Display) -> String {
+    polyphony_core::export::escape_html(&s.to_string())
+}
 
 /// Escape text and keep its line breaks visible (notes are written in paragraphs).
 pub fn esc_multiline(s: &str) -> String {
@@ -101,7 +103,7 @@ fn described_by(id: &str, hint: Option<&str>, error: Option<&FieldError>) -> Str
     if ids.is_empty() {
         String::new()
     } else {
-        format!(r#" aria-describedby="{}""#, esc(&ids.join(" ")))
+        format!(r#" aria-describedby="{}""#, esc(ids.join(" ")))
     }
 }
 

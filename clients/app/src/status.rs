@@ -182,7 +182,7 @@ impl SyncOverview {
             .map(|t| {
                 format!(
                     r#"<span class="app-sync__last">Last synced {}</span>"#,
-                    esc(&dates::long(t, zone))
+                    esc(dates::long(t, zone))
                 )
             })
             .unwrap_or_default();
@@ -199,8 +199,8 @@ impl SyncOverview {
 {warning}
 </div>"#,
             unsynced = self.unsynced_total,
-            link = esc(&self.link_words()),
-            saved = esc(&self.saved_words()),
+            link = esc(self.link_words()),
+            saved = esc(self.saved_words()),
         )
     }
 

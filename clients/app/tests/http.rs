@@ -14,6 +14,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use polyphony_app::auth::{Gate, LAUNCH_TTL};
 use polyphony_app::{server, App, Config};
+use polyphony_core::model::MeetingState;
 use polyphony_core::profile::{Enrolment, Profile};
 use polyphony_core::store::{MemoryStore, Store};
 use polyphony_core::sync::TeamInfo;
@@ -509,8 +510,7 @@ async fn the_visit_from_case_to_decision() {
         .find(|m| m.name == "Sam Smith")
         .unwrap()
         .meta
-        .id
-        .clone();
+        .id;
 
     // A meeting with Sam and the practitioner.
     let r = h
@@ -1284,7 +1284,7 @@ async fn meetings_are_planned_held_cancelled_or_missed_and_say_who_was_not_there
         cancelled.body
     );
     let v = h.app.peek(case.parse().unwrap()).await.unwrap();
-    assert_eq!(v.meetings[0].state, "cancelled");
+    assert!(v.meetings[0].state.is(MeetingState::Cancelled));
     let case_page = h.get(&format!("/case/{case}")).await;
     assert!(case_page.body.contains(">Cancelled<"), "{}", case_page.body);
     let caseload = h.get("/").await;

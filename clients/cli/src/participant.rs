@@ -6,8 +6,8 @@
 //! practitioner). Resolving against the case's current view keeps this a matter of parsing: the
 //! record itself still checks that the participant exists when the change is written.
 
-use polyphony_core::model::{CaseView, Participant};
-use polyphony_core::PractitionerId;
+use polyphony_core::model::{short, CaseView, Participant};
+use polyphony_core::{EntryId, PractitionerId};
 
 use crate::failure::Failure;
 
@@ -44,18 +44,14 @@ pub(crate) fn resolve(
         let members = view
             .network
             .iter()
-            .filter(|m| m.meta.id.starts_with(&lower))
-            .map(|m| m.meta.id.as_str());
+            .filter(|m| m.meta.id.to_string().starts_with(&lower))
+            .map(|m| Participant::Member(m.meta.id));
         let carers = view
             .care_team
             .iter()
-            .filter(|c| c.meta.id.starts_with(&lower));
-        let by_id: Vec<Participant> = members
-            .filter_map(|id| id.parse().ok().map(Participant::Member))
-            .chain(
-                carers.filter_map(|c| c.practitioner.parse().ok().map(Participant::Practitioner)),
-            )
-            .collect();
+            .filter(|c| c.meta.id.to_string().starts_with(&lower))
+            .filter_map(|c| c.practitioner.known().map(Participant::Practitioner));
+        let by_id: Vec<Participant> = members.chain(carers).collect();
         match by_id.as_slice() {
             [one] => return Ok(*one),
             [] => {}
@@ -68,9 +64,9 @@ pub(crate) fn resolve(
             .iter()
             .filter(|m| m.meta.entered_in_error.is_none())
     };
-    let mut by_name: Vec<&str> = live()
+    let mut by_name: Vec<EntryId> = live()
         .filter(|m| m.name.to_lowercase() == lower)
-        .map(|m| m.meta.id.as_str())
+        .map(|m| m.meta.id)
         .collect();
     if by_name.is_empty() && !lower.is_empty() {
         by_name = live()
@@ -79,11 +75,11 @@ pub(crate) fn resolve(
                 name.strip_prefix(&lower)
                     .is_some_and(|rest| rest.starts_with(' '))
             })
-            .map(|m| m.meta.id.as_str())
+            .map(|m| m.meta.id)
             .collect();
     }
     match by_name.as_slice() {
-        [one] => one.parse().map(Participant::Member).map_err(|_| unknown()),
+        [one] => Ok(Participant::Member(*one)),
         [] => Err(unknown()),
         _ => Err(ambiguous(g)),
     }
@@ -95,26 +91,23 @@ fn ambiguous(given: &str) -> Failure {
     ))
 }
 
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use polyphony_core::model::view::{EntryMeta, MemberView};
+    use polyphony_core::model::{Role, Stored};
 
     fn member(id: &str, name: &str) -> MemberView {
         MemberView {
             meta: EntryMeta {
-                id: id.into(),
+                id: id.parse().unwrap(),
                 created_at: None,
                 created_by: None,
                 entered_in_error: None,
             },
             name: name.into(),
             relationship: "sister".into(),
-            role: "family".into(),
+            role: Stored::Known(Role::Family),
             phone: None,
             email: None,
             invited_by: None,

@@ -173,11 +173,10 @@ fn saved_notes(profile: &mut Profile, dev: &CliDevice, c: &SharedCase) -> Result
 /// The notes text of the shared meeting in a case's document.
 pub fn meeting_notes(doc: AutoCommit, c: &SharedCase) -> Result<String> {
     let view = CaseDoc::from_automerge(doc, None)?.view();
-    let id = c.meeting.to_string();
     Ok(view
         .meetings
         .into_iter()
-        .find(|m| m.meta.id == id)
+        .find(|m| m.meta.id == c.meeting)
         .map(|m| m.notes)
         .unwrap_or_default())
 }

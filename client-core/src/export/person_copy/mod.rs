@@ -21,7 +21,8 @@ mod pdf;
 pub use fonts::{FontError, Fonts, SYSTEM_FONT_DIR};
 
 use super::{plain, Access, ExportError, Names};
-use crate::model::view::{CaseView, EntryMeta, ErrorMark};
+use crate::model::view::{CaseView, DecisionView, EntryMeta, ErrorMark};
+use crate::model::{CareRole, ConsentState, MeetingState, ReadbackResponse};
 
 /// The person's copy as one self-contained HTML page (inline CSS, no scripts, no external
 /// requests), with print styles so it prints cleanly.
@@ -257,7 +258,7 @@ fn network(l: &mut Layout, v: &CaseView, names: &Names) {
         l.field("Phone", m.phone.as_deref(), struck);
         l.field("Email", m.email.as_deref(), struck);
         for c in &m.consent {
-            let what = if c.state == "given" {
+            let what = if c.state.is(ConsentState::Given) {
                 format!("may receive the record from {}", plain::date_or(&c.date))
             } else {
                 format!(
@@ -282,7 +283,7 @@ fn care_team(l: &mut Layout, v: &CaseView) {
             continue;
         }
         let struck = c.meta.entered_in_error.is_some();
-        let role = if c.role == "peer_support" {
+        let role = if c.role.is(CareRole::PeerSupport) {
             "peer support worker"
         } else {
             "practitioner"
@@ -314,7 +315,7 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
                 .and_then(|s| s.split_once(" at ").map(|(_, t)| format!(" at {t}")))
                 .unwrap_or_default();
         let present: Vec<String> = names
-            .in_reading_order(m.attendees.iter().map(String::as_str))
+            .in_reading_order(&m.attendees)
             .into_iter()
             .map(|a| names.describe(a))
             .collect();
@@ -323,16 +324,16 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
         } else {
             present.join(", ")
         };
-        let line = match m.state.as_str() {
-            "held" => format!(
+        let line = match m.state.known() {
+            Some(MeetingState::Held) => format!(
                 "We met {}{time}. Present: {present}.",
                 plain::place(&m.place)
             ),
-            "planned" => format!(
+            Some(MeetingState::Planned) => format!(
                 "We plan to meet {}{time}. Invited: {present}.",
                 plain::place(&m.place)
             ),
-            "did_not_attend" => format!(
+            Some(MeetingState::DidNotAttend) => format!(
                 "We were to meet {}{time}, and {} did not come.",
                 plain::place(&m.place),
                 names.person()
@@ -365,12 +366,12 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
             l.push(Style::Error, plain::later_change(c), false);
         }
         let mut readback: Vec<_> = m.readback.iter().collect();
-        let order = names.in_reading_order(readback.iter().map(|r| r.participant.as_str()));
-        readback.sort_by_key(|r| order.iter().position(|k| *k == r.participant));
+        let order = names.in_reading_order(readback.iter().map(|r| &r.participant));
+        readback.sort_by_key(|r| order.iter().position(|k| **k == r.participant));
         for r in readback {
             let who = names.describe(&r.participant);
             match &r.words {
-                Some(w) if r.response != "confirmed" => {
+                Some(w) if !r.response.is(ReadbackResponse::Confirmed) => {
                     l.push(
                         Style::Body,
                         format!("When the notes were read back, {who} added:"),
@@ -410,105 +411,122 @@ fn decisions(l: &mut Layout, v: &CaseView, names: &Names) {
         if l.withheld(&d.meta, "decision") {
             continue;
         }
-        let struck = d.meta.entered_in_error.is_some();
-        l.push(Style::Subheading, d.text.clone(), struck);
-        let by = d
-            .proposed_by
-            .as_deref()
-            .map(|p| format!("Suggested by {}. ", names.name(p)))
+        decision(l, d, names);
+    }
+}
+
+/// One decision: what it is, where it stands, what everyone thought, how its status changed, what
+/// is to be done, and who wrote it (all struck through if it is in error).
+fn decision(l: &mut Layout, d: &DecisionView, names: &Names) {
+    let struck = d.meta.entered_in_error.is_some();
+    l.push(Style::Subheading, d.text.clone(), struck);
+    let by = d
+        .proposed_by
+        .as_ref()
+        .map(|p| format!("Suggested by {}. ", names.name(p)))
+        .unwrap_or_default();
+    l.push(
+        Style::Body,
+        format!(
+            "{by}Where it stands: {}.",
+            plain::decision_status(&d.status)
+        ),
+        struck,
+    );
+    if d.agreed_without_person {
+        l.push(
+            Style::Error,
+            format!(
+                "Please note: this is marked agreed, but {} has not said they agree. The team will check with {}.",
+                names.person(),
+                names.person()
+            ),
+            false,
+        );
+    }
+    positions(l, d, names, struck);
+    for s in &d.status_history {
+        let by =
+            s.by.as_ref()
+                .map(|a| format!(" (written down by {})", a.practitioner_name))
+                .unwrap_or_default();
+        let note = s
+            .note
+            .as_ref()
+            .map(|n| format!(": {n}"))
             .unwrap_or_default();
         l.push(
-            Style::Body,
+            Style::Small,
             format!(
-                "{by}Where it stands: {}.",
-                plain::decision_status(&d.status)
+                "{} on {}{by}{note}.",
+                plain::status_event(&s.status),
+                plain::datetime_or(&s.at)
             ),
             struck,
         );
-        if d.agreed_without_person {
-            l.push(
-                Style::Error,
-                format!(
-                    "Please note: this is marked agreed, but {} has not said they agree. The team will check with {}.",
-                    names.person(),
-                    names.person()
-                ),
-                false,
-            );
+    }
+    actions(l, d, names, struck);
+    l.written(&d.meta, struck);
+    l.error(&d.meta.entered_in_error, "decision");
+}
+
+/// What everyone thought of a decision, in reading order: how their view changed, and their
+/// words.
+fn positions(l: &mut Layout, d: &DecisionView, names: &Names, struck: bool) {
+    if d.positions.is_empty() {
+        l.push(Style::Body, "Nobody's view has been recorded yet.", struck);
+    }
+    let mut positions: Vec<_> = d.positions.iter().collect();
+    let order = names.in_reading_order(positions.iter().map(|p| &p.participant));
+    positions.sort_by_key(|p| order.iter().position(|k| **k == p.participant));
+    for p in positions {
+        let who = names.describe(&p.participant);
+        if let Some(history) = plain::stance_history(p) {
+            l.push(Style::Body, format!("{who} {history}."), struck);
         }
-        if d.positions.is_empty() {
-            l.push(Style::Body, "Nobody's view has been recorded yet.", struck);
-        }
-        let mut positions: Vec<_> = d.positions.iter().collect();
-        let order = names.in_reading_order(positions.iter().map(|p| p.participant.as_str()));
-        positions.sort_by_key(|p| order.iter().position(|k| *k == p.participant));
-        for p in positions {
-            let who = names.describe(&p.participant);
-            if let Some(history) = plain::stance_history(p) {
-                l.push(Style::Body, format!("{who} {history}."), struck);
-            }
-            match &p.words {
-                Some(w) => {
-                    l.push(
-                        Style::Body,
-                        format!("{who} {}, and said:", plain::stance(&p.stance)),
-                        struck,
-                    );
-                    l.push(Style::Quote, w.clone(), struck);
-                }
-                None => l.push(
+        match &p.words {
+            Some(w) => {
+                l.push(
                     Style::Body,
-                    format!("{who} {}.", plain::stance(&p.stance)),
+                    format!("{who} {}, and said:", plain::stance(&p.stance)),
                     struck,
-                ),
+                );
+                l.push(Style::Quote, w.clone(), struck);
             }
-        }
-        for s in &d.status_history {
-            let by =
-                s.by.as_ref()
-                    .map(|a| format!(" (written down by {})", a.practitioner_name))
-                    .unwrap_or_default();
-            let note = s
-                .note
-                .as_ref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default();
-            l.push(
-                Style::Small,
-                format!(
-                    "{} on {}{by}{note}.",
-                    plain::status_event(&s.status),
-                    plain::datetime_or(&s.at)
-                ),
-                struck,
-            );
-        }
-        for a in &d.actions {
-            if l.withheld(&a.meta, "thing to do") {
-                continue;
-            }
-            let a_struck = struck || a.meta.entered_in_error.is_some();
-            let owner = a
-                .owner
-                .as_deref()
-                .map(|o| format!(", {}", names.name(o)))
-                .unwrap_or_default();
-            let due = a
-                .due
-                .as_deref()
-                .map(|d| format!(", by {}", plain::date(d)))
-                .unwrap_or_default();
-            let done = if a.done { "done" } else { "not done yet" };
-            l.labelled(
+            None => l.push(
                 Style::Body,
-                "To do:",
-                format!("{}{owner}{due} ({done}).", a.text),
-                a_struck,
-            );
-            l.error(&a.meta.entered_in_error, "thing to do");
+                format!("{who} {}.", plain::stance(&p.stance)),
+                struck,
+            ),
         }
-        l.written(&d.meta, struck);
-        l.error(&d.meta.entered_in_error, "decision");
+    }
+}
+
+/// What is to be done after a decision: what, who, by when, and whether it is done.
+fn actions(l: &mut Layout, d: &DecisionView, names: &Names, struck: bool) {
+    for a in &d.actions {
+        if l.withheld(&a.meta, "thing to do") {
+            continue;
+        }
+        let a_struck = struck || a.meta.entered_in_error.is_some();
+        let owner = a
+            .owner
+            .as_ref()
+            .map(|o| format!(", {}", names.name(o)))
+            .unwrap_or_default();
+        let due = a
+            .due
+            .as_deref()
+            .map(|d| format!(", by {}", plain::date(d)))
+            .unwrap_or_default();
+        let done = if a.done { "done" } else { "not done yet" };
+        l.labelled(
+            Style::Body,
+            "To do:",
+            format!("{}{owner}{due} ({done}).", a.text),
+            a_struck,
+        );
+        l.error(&a.meta.entered_in_error, "thing to do");
     }
 }
 

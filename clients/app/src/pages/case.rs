@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use polyphony_core::model::view::CaseView;
+use polyphony_core::model::view::{CaseView, DecisionView, MeetingView};
+use polyphony_core::model::Participant;
 use polyphony_core::model::{
     CareRole, EventKind, ModelError, NewCase, PersonField, Timeline, TimelineField,
 };
@@ -207,17 +208,29 @@ pub fn render_case(
     me: Option<&(String, String)>,
     csrf: &str,
 ) -> String {
-    let id = esc(&v.case_id);
-    let offset = &app.config.zone;
     let mut s = String::new();
     s.push_str(&conflicts_banner(v));
+    s.push_str(&heading(v, sync));
+    s.push_str(&actions_and_copies(v));
+    s.push_str(&person_section(v));
+    s.push_str(&network_section(app, v));
+    s.push_str(&care_team_section(app, v));
+    s.push_str(&add_me_to_care_team_form(v, me, csrf));
+    s.push_str(&timeline_section(app, v, csrf));
+    s.push_str(&meetings_section(app, v, csrf));
+    s.push_str(&decisions_section(app, v));
+    s
+}
+
+/// The person's name (and pronouns) and how the case stands with the server.
+fn heading(v: &CaseView, sync: Option<&CaseSyncLine>) -> String {
+    let id = esc(&v.case_id);
     let sub: Vec<String> = [v.person.pronouns.clone()]
         .into_iter()
         .flatten()
         .filter(|p| !p.trim().is_empty())
         .collect();
-    let _ = write!(
-        s,
+    format!(
         r#"<span class="nhsuk-caption-l">Case</span><h1 class="app-case-heading">{}{}</h1><p id="case-sync" data-case="{id}">{}</p>"#,
         esc(&v.person.name),
         if sub.is_empty() {
@@ -225,20 +238,28 @@ pub fn render_case(
         } else {
             format!(
                 r#" <span class="app-pronouns">({})</span>"#,
-                esc(&sub.join(", "))
+                esc(sub.join(", "))
             )
         },
         sync.map(|l| l.tag()).unwrap_or_default()
-    );
-    let _ = write!(
-        s,
+    )
+}
+
+/// What can be done from here (record a meeting, propose a decision, add to the network) and
+/// the copies of the record that can be made, with the warning that they leave the encryption.
+fn actions_and_copies(v: &CaseView) -> String {
+    let id = esc(&v.case_id);
+    format!(
         r#"<ul class="app-actions"><li><a class="nhsuk-button" href="/case/{id}/meetings/new" role="button" draggable="false">Record a meeting</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/decisions/new" role="button" draggable="false">Propose a decision</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/members/new" role="button" draggable="false">Add someone to the network</a></li><li><a class="nhsuk-button nhsuk-button--secondary" href="/case/{id}/network-copy" role="button" draggable="false">Network copy to print</a></li></ul><h2 class="nhsuk-heading-s">Copies of the record</h2><ul class="nhsuk-list"><li><a href="/case/{id}/export/pdf" download>The person’s copy (PDF)</a></li><li><a href="/case/{id}/export/html" download>The person’s copy (web page)</a></li><li><a href="/case/{id}/export/json" download>Everything held about them (subject access, JSON)</a></li><li><a href="/case/{id}/export/fhir" download>For the trust’s record (FHIR)</a></li></ul><p class="nhsuk-body-s app-export-warning">{not_encrypted}</p>"#,
         not_encrypted = esc(polyphony_core::export::NOT_ENCRYPTED)
-    );
+    )
+}
 
-    // The person.
+/// About the person: their details, and the link to change them.
+fn person_section(v: &CaseView) -> String {
+    let id = esc(&v.case_id);
     let p = &v.person;
-    let _ = write!(s, r#"<h2 id="person">About {}</h2>"#, esc(&person_name(v)));
+    let mut s = format!(r#"<h2 id="person">About {}</h2>"#, esc(person_name(v)));
     s.push_str(&summary_list(&[
         ("Full name".into(), esc(&p.name)),
         ("Preferred name".into(), opt(&p.preferred_name)),
@@ -247,7 +268,7 @@ pub fn render_case(
             "Date of birth".into(),
             p.date_of_birth
                 .as_deref()
-                .map(|d| esc(&dates::long_date(d)))
+                .map(|d| esc(dates::long_date(d)))
                 .unwrap_or_else(|| opt(&None)),
         ),
         ("NHS number".into(), opt(&p.nhs_number)),
@@ -262,85 +283,99 @@ pub fn render_case(
     let _ = write!(
         s,
         r#"<p><a href="/case/{id}/person">Change {}’s details</a></p>"#,
-        esc(&person_name(v))
+        esc(person_name(v))
     );
+    s
+}
 
-    // The network: picture first, then the same as a table.
-    s.push_str(r#"<h2 id="network">Network</h2>"#);
+/// The network: picture first, then the same as a table.
+fn network_section(app: &App, v: &CaseView) -> String {
+    let id = esc(&v.case_id);
+    let mut s = String::from(r#"<h2 id="network">Network</h2>"#);
     s.push_str(&Ecomap::from_view(v).svg());
     s.push_str(&network_table(app, v));
     let _ = write!(
         s,
         r#"<p><a href="/case/{id}/members/new">Add someone to the network</a></p>"#
     );
+    s
+}
 
-    // The care team.
-    s.push_str(r#"<h2 id="care-team">Care team</h2>"#);
+/// The care team: who, in what role, since when.
+fn care_team_section(app: &App, v: &CaseView) -> String {
+    let id = esc(&v.case_id);
+    let mut s = String::from(r#"<h2 id="care-team">Care team</h2>"#);
     if v.care_team.is_empty() {
         s.push_str("<p>No one has been added to the care team yet.</p>");
-    } else {
-        s.push_str(r#"<ul class="nhsuk-list">"#);
-        for c in &v.care_team {
-            let role = if c.role == CareRole::PeerSupport.as_str() {
-                "peer support worker"
-            } else {
-                "practitioner"
-            };
-            let period = match (&c.start, &c.end) {
-                (Some(st), Some(en)) => {
-                    format!("from {} to {}", dates::long_date(st), dates::long_date(en))
-                }
-                (Some(st), None) => format!("since {}", dates::long_date(st)),
-                _ => String::new(),
-            };
-            let body = format!("{}, {role} {}", esc(&c.name), esc(&period));
-            match &c.meta.entered_in_error {
-                Some(mark) if c.meta.withheld() => {
-                    let _ = write!(
-                        s,
-                        "<li>{}</li>",
-                        removed_note(app, "A care team membership", mark)
-                    );
-                }
-                Some(mark) => {
-                    let _ = write!(
-                        s,
-                        r#"<li class="app-in-error"><s>{body}</s>{}</li>"#,
-                        in_error_note(app, mark)
-                    );
-                }
-                None => {
-                    let _ = write!(
-                        s,
-                        r#"<li>{body} <a class="app-small-link" href="/case/{id}/entry/{eid}/error">Mark as entered in error<span class="nhsuk-u-visually-hidden"> (care team: {name})</span></a></li>"#,
-                        eid = esc(&c.meta.id),
-                        name = esc(&c.name)
-                    );
-                }
+        return s;
+    }
+    s.push_str(r#"<ul class="nhsuk-list">"#);
+    for c in &v.care_team {
+        let role = if c.role.is(CareRole::PeerSupport) {
+            "peer support worker"
+        } else {
+            "practitioner"
+        };
+        let period = match (&c.start, &c.end) {
+            (Some(st), Some(en)) => {
+                format!("from {} to {}", dates::long_date(st), dates::long_date(en))
+            }
+            (Some(st), None) => format!("since {}", dates::long_date(st)),
+            _ => String::new(),
+        };
+        let body = format!("{}, {role} {}", esc(&c.name), esc(&period));
+        match &c.meta.entered_in_error {
+            Some(mark) if c.meta.withheld() => {
+                let _ = write!(
+                    s,
+                    "<li>{}</li>",
+                    removed_note(app, "A care team membership", mark)
+                );
+            }
+            Some(mark) => {
+                let _ = write!(
+                    s,
+                    r#"<li class="app-in-error"><s>{body}</s>{}</li>"#,
+                    in_error_note(app, mark)
+                );
+            }
+            None => {
+                let _ = write!(
+                    s,
+                    r#"<li>{body} <a class="app-small-link" href="/case/{id}/entry/{eid}/error">Mark as entered in error<span class="nhsuk-u-visually-hidden"> (care team: {name})</span></a></li>"#,
+                    eid = esc(c.meta.id),
+                    name = esc(&c.name)
+                );
             }
         }
-        s.push_str("</ul>");
     }
-    if let Some((me_id, _)) = me {
-        let already = v.care_team.iter().any(|c| {
-            &c.practitioner == me_id && c.end.is_none() && c.meta.entered_in_error.is_none()
-        });
-        if !already {
-            let inner = format!(
-                r#"{}<input type="hidden" name="role" value="practitioner">{}"#,
-                "",
-                html::secondary_button("Add me to the care team")
-            );
-            s.push_str(&html::post_form(
-                &format!("/case/{}/care-team", v.case_id),
-                csrf,
-                &inner,
-            ));
-        }
-    }
+    s.push_str("</ul>");
+    s
+}
 
-    // The timeline.
-    s.push_str(r#"<h2 id="timeline">Timeline</h2>"#);
+/// The button that adds the practitioner using this device to the care team, unless they are
+/// already on it (or the device is not enrolled).
+fn add_me_to_care_team_form(v: &CaseView, me: Option<&(String, String)>, csrf: &str) -> String {
+    let Some((me_id, _)) = me else {
+        return String::new();
+    };
+    let already = v.care_team.iter().any(|c| {
+        c.practitioner.to_string() == *me_id && c.end.is_none() && c.meta.entered_in_error.is_none()
+    });
+    if already {
+        return String::new();
+    }
+    let inner = format!(
+        r#"<input type="hidden" name="role" value="{}">{}"#,
+        CareRole::Practitioner,
+        html::secondary_button("Add me to the care team")
+    );
+    html::post_form(&format!("/case/{}/care-team", v.case_id), csrf, &inner)
+}
+
+/// The timeline, and the form to record a milestone on it.
+fn timeline_section(app: &App, v: &CaseView, csrf: &str) -> String {
+    let mut s = String::from(r#"<h2 id="timeline">Timeline</h2>"#);
     s.push_str(&timeline(app, v));
     let options: Vec<(String, String)> = [
         (TimelineField::FirstContact, "First contact"),
@@ -369,123 +404,129 @@ pub fn render_case(
         r#"<details class="nhsuk-details"><summary class="nhsuk-details__summary"><span class="nhsuk-details__summary-text">Record a milestone</span></summary><div class="nhsuk-details__text">{}</div></details>"#,
         html::post_form(&format!("/case/{}/timeline", v.case_id), csrf, &inner)
     );
+    s
+}
 
-    // Meetings.
-    s.push_str(r#"<h2 id="meetings">Meetings</h2>"#);
+/// The meetings, latest first.
+fn meetings_section(app: &App, v: &CaseView, csrf: &str) -> String {
+    let mut s = String::from(r#"<h2 id="meetings">Meetings</h2>"#);
     if v.meetings.is_empty() {
         s.push_str("<p>No meetings recorded yet.</p>");
-    } else {
-        s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
-        for m in v.meetings.iter().rev() {
-            if let Some(mark) = m
-                .meta
-                .entered_in_error
-                .as_ref()
-                .filter(|_| m.meta.withheld())
-            {
-                let _ = write!(s, "<li>{}</li>", removed_note(app, "A meeting", mark));
-                continue;
-            }
-            let when = if m.state == polyphony_core::model::MeetingState::Planned.as_str() {
-                state_words(app, m)
-            } else {
-                m.at.as_deref()
-                    .map(|t| dates::long_stored(t, offset))
-                    .unwrap_or_else(|| "Date not recorded".into())
-            };
-            let who: Vec<String> = super::in_order(v, &m.attendees)
-                .iter()
-                .map(|a| participant_name(v, a))
-                .collect();
-            let line = format!(
-                r#"<a href="/case/{id}/meeting/{mid}">{when}</a> {state}, {place}. {who}{absent}"#,
-                mid = esc(&m.meta.id),
-                when = esc(&when),
-                state = state_tag(&m.state),
-                place = esc(&m.place),
-                who = esc(&if who.is_empty() {
-                    "No one recorded as present.".to_string()
-                } else {
-                    format!("Present: {}.", who.join(", "))
-                }),
-                absent = not_present(v, m)
-                    .map(|a| format!(" <strong>{}</strong>", esc(&a)))
-                    .unwrap_or_default(),
-            );
-            match &m.meta.entered_in_error {
-                None if awaits_outcome(m) => {
-                    let _ = write!(
-                        s,
-                        r#"<li>{line}<div class="app-meeting-outcome">{}</div></li>"#,
-                        state_form(
-                            m,
-                            &v.case_id,
-                            csrf,
-                            &format!("state-{}", m.meta.id),
-                            "case",
-                            &[]
-                        )
-                    );
-                }
-                Some(mark) => {
-                    let _ = write!(
-                        s,
-                        r#"<li class="app-in-error"><s>{line}</s>{}</li>"#,
-                        in_error_note(app, mark)
-                    );
-                }
-                None => {
-                    let _ = write!(s, "<li>{line}</li>");
-                }
-            }
-        }
-        s.push_str("</ul>");
+        return s;
     }
+    s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
+    for m in v.meetings.iter().rev() {
+        s.push_str(&meeting_item(app, v, m, csrf));
+    }
+    s.push_str("</ul>");
+    s
+}
 
-    // Decisions.
-    s.push_str(r#"<h2 id="decisions">Decisions</h2>"#);
+/// One meeting as a list item: when, where it stands, where, who came. A meeting whose time has
+/// passed without an outcome asks for it; one in error is struck through; a withheld one is only
+/// a note.
+fn meeting_item(app: &App, v: &CaseView, m: &MeetingView, csrf: &str) -> String {
+    if let Some(mark) = m
+        .meta
+        .entered_in_error
+        .as_ref()
+        .filter(|_| m.meta.withheld())
+    {
+        return format!("<li>{}</li>", removed_note(app, "A meeting", mark));
+    }
+    let when = if m.state.is(polyphony_core::model::MeetingState::Planned) {
+        state_words(app, m)
+    } else {
+        m.at.as_deref()
+            .map(|t| dates::long_stored(t, &app.config.zone))
+            .unwrap_or_else(|| "Date not recorded".into())
+    };
+    let who: Vec<String> = super::in_order(v, &m.attendees)
+        .iter()
+        .map(|a| participant_name(v, a))
+        .collect();
+    let line = format!(
+        r#"<a href="/case/{id}/meeting/{mid}">{when}</a> {state}, {place}. {who}{absent}"#,
+        id = esc(&v.case_id),
+        mid = esc(m.meta.id),
+        when = esc(&when),
+        state = state_tag(&m.state),
+        place = esc(&m.place),
+        who = esc(&if who.is_empty() {
+            "No one recorded as present.".to_string()
+        } else {
+            format!("Present: {}.", who.join(", "))
+        }),
+        absent = not_present(v, m)
+            .map(|a| format!(" <strong>{}</strong>", esc(&a)))
+            .unwrap_or_default(),
+    );
+    match &m.meta.entered_in_error {
+        None if awaits_outcome(m) => format!(
+            r#"<li>{line}<div class="app-meeting-outcome">{}</div></li>"#,
+            state_form(
+                m,
+                &v.case_id,
+                csrf,
+                &format!("state-{}", m.meta.id),
+                "case",
+                &[]
+            )
+        ),
+        Some(mark) => format!(
+            r#"<li class="app-in-error"><s>{line}</s>{}</li>"#,
+            in_error_note(app, mark)
+        ),
+        None => format!("<li>{line}</li>"),
+    }
+}
+
+/// The decisions, latest first.
+fn decisions_section(app: &App, v: &CaseView) -> String {
+    let mut s = String::from(r#"<h2 id="decisions">Decisions</h2>"#);
     if v.decisions.is_empty() {
         s.push_str("<p>No decisions proposed yet.</p>");
-    } else {
-        s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
-        for d in v.decisions.iter().rev() {
-            if let Some(mark) = d
-                .meta
-                .entered_in_error
-                .as_ref()
-                .filter(|_| d.meta.withheld())
-            {
-                let _ = write!(s, "<li>{}</li>", removed_note(app, "A decision", mark));
-                continue;
-            }
-            let line = format!(
-                r#"<a href="/case/{id}/decision/{did}">{text}</a> {status} <span class="app-muted">{n} {positions}</span>"#,
-                did = esc(&d.meta.id),
-                text = esc(&d.text),
-                status = super::decision::status_tag(&d.status),
-                n = d.positions.len(),
-                positions = if d.positions.len() == 1 {
-                    "position recorded"
-                } else {
-                    "positions recorded"
-                },
-            );
-            match &d.meta.entered_in_error {
-                Some(mark) => {
-                    let _ = write!(
-                        s,
-                        r#"<li class="app-in-error"><s>{line}</s>{}</li>"#,
-                        in_error_note(app, mark)
-                    );
-                }
-                None => {
-                    let _ = write!(s, "<li>{line}</li>");
-                }
-            }
-        }
-        s.push_str("</ul>");
+        return s;
     }
+    s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
+    for d in v.decisions.iter().rev() {
+        s.push_str(&decision_item(app, v, d));
+    }
+    s.push_str("</ul>");
     s
+}
+
+/// One decision as a list item: its words, its status and how many positions are recorded;
+/// struck through if in error, only a note if withheld.
+fn decision_item(app: &App, v: &CaseView, d: &DecisionView) -> String {
+    if let Some(mark) = d
+        .meta
+        .entered_in_error
+        .as_ref()
+        .filter(|_| d.meta.withheld())
+    {
+        return format!("<li>{}</li>", removed_note(app, "A decision", mark));
+    }
+    let line = format!(
+        r#"<a href="/case/{id}/decision/{did}">{text}</a> {status} <span class="app-muted">{n} {positions}</span>"#,
+        id = esc(&v.case_id),
+        did = esc(d.meta.id),
+        text = esc(&d.text),
+        status = super::decision::status_tag(&d.status),
+        n = d.positions.len(),
+        positions = if d.positions.len() == 1 {
+            "position recorded"
+        } else {
+            "positions recorded"
+        },
+    );
+    match &d.meta.entered_in_error {
+        Some(mark) => format!(
+            r#"<li class="app-in-error"><s>{line}</s>{}</li>"#,
+            in_error_note(app, mark)
+        ),
+        None => format!("<li>{line}</li>"),
+    }
 }
 
 fn network_table(app: &App, v: &CaseView) -> String {
@@ -510,7 +551,7 @@ fn network_table(app: &App, v: &CaseView) -> String {
             );
             continue;
         }
-        let attended = meetings_attended(v, &format!("member:{}", m.meta.id));
+        let attended = meetings_attended(v, Participant::Member(m.meta.id));
         let consent = capitalised(m.consent_words());
         let left = m
             .left
@@ -536,14 +577,14 @@ fn network_table(app: &App, v: &CaseView) -> String {
                         )
                         .replace("</td>", "</s></td>"),
                     in_error_note(app, mark),
-                    super::wrong_person_link(&v.case_id, &m.meta.id, &m.name)
+                    super::wrong_person_link(&v.case_id, &m.meta.id.to_string(), &m.name)
                 );
             }
             None => {
                 let _ = write!(
                     s,
                     r#"<tr class="nhsuk-table__row">{cells}<td class="nhsuk-table__cell"><a href="/case/{id}/member/{mid}">Change<span class="nhsuk-u-visually-hidden"> {name}</span></a></td></tr>"#,
-                    mid = esc(&m.meta.id),
+                    mid = esc(m.meta.id),
                     name = esc(&m.name),
                 );
             }
@@ -712,7 +753,7 @@ async fn person_page(
         inner.push_str(&field);
     }
     inner.push_str(&html::button("Save details"));
-    let heading = format!(r#"<h1>{}’s details</h1>"#, esc(&person_name(v)));
+    let heading = format!(r#"<h1>{}’s details</h1>"#, esc(person_name(v)));
     super::case_form_page(
         app,
         session,

@@ -76,7 +76,7 @@ pub fn render_caseload(
         };
         let when = |t: &Option<String>| {
             t.as_deref()
-                .map(|t| esc(&dates::long_stored(t, offset)))
+                .map(|t| esc(dates::long_stored(t, offset)))
                 .unwrap_or_else(|| "Not planned".into())
         };
         let _ = write!(

@@ -27,7 +27,7 @@ pub fn field_words(v: &CaseView, app: &App, field: &str) -> String {
             let who = v
                 .network
                 .iter()
-                .find(|m| m.meta.id == *id)
+                .find(|m| m.meta.id.to_string() == *id)
                 .map(|m| m.name.clone())
                 .unwrap_or_else(|| "a network member".into());
             format!("{}’s {}", who, human(f))
@@ -36,7 +36,7 @@ pub fn field_words(v: &CaseView, app: &App, field: &str) -> String {
             let when = v
                 .meetings
                 .iter()
-                .find(|m| m.meta.id == *id)
+                .find(|m| m.meta.id.to_string() == *id)
                 .and_then(|m| m.at.clone())
                 .map(|t| dates::long_stored(&t, &app.config.zone))
                 .unwrap_or_else(|| "a meeting".into());
@@ -46,7 +46,7 @@ pub fn field_words(v: &CaseView, app: &App, field: &str) -> String {
             let text = v
                 .decisions
                 .iter()
-                .find(|d| d.meta.id == *id)
+                .find(|d| d.meta.id.to_string() == *id)
                 .map(|d| d.text.clone())
                 .unwrap_or_default();
             format!("The {} of the decision “{}”", human(f), text)

@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Form};
-use polyphony_core::model::view::{CaseView, DecisionView, PositionView};
-use polyphony_core::model::{parse_date, DecisionStatus, Participant, Stance};
+use polyphony_core::model::view::{ActionView, CaseView, DecisionView, PositionView};
+use polyphony_core::model::{parse_date, DecisionStatus, Participant, Stance, Stored};
+use polyphony_core::EntryId;
 
 use super::conflicts_banner;
 use super::{
@@ -23,33 +24,34 @@ use crate::html::{
 use crate::state::App;
 
 /// A decision's status as a coloured tag.
-pub fn status_tag(status: &str) -> String {
-    let (label, colour) = match status {
-        "proposed" => ("Proposed", "blue"),
-        "agreed" => ("Agreed", "green"),
-        "revisited" => ("Being revisited", "yellow"),
-        "withdrawn" => ("Withdrawn", "grey"),
-        other => (other, "grey"),
+pub fn status_tag(status: &Stored<DecisionStatus>) -> String {
+    let written = status.to_string();
+    let (label, colour) = match status.known() {
+        Some(DecisionStatus::Proposed) => ("Proposed", "blue"),
+        Some(DecisionStatus::Agreed) => ("Agreed", "green"),
+        Some(DecisionStatus::Revisited) => ("Being revisited", "yellow"),
+        Some(DecisionStatus::Withdrawn) => ("Withdrawn", "grey"),
+        None => (written.as_str(), "grey"),
     };
     tag(label, colour)
 }
 
-fn stance_words(stance: &str) -> &str {
-    match stance {
-        "agree" => "Agrees",
-        "disagree" => "Disagrees",
-        "unsure" => "Not sure yet",
-        other => other,
+fn stance_words(stance: &Stored<Stance>) -> String {
+    match stance.known() {
+        Some(Stance::Agree) => "Agrees".into(),
+        Some(Stance::Disagree) => "Disagrees".into(),
+        Some(Stance::Unsure) => "Not sure yet".into(),
+        None => stance.to_string(),
     }
 }
 
 /// A stance as a past event, for a participant's history: "first unsure, then agreed".
-fn stance_then(stance: &str) -> &str {
-    match stance {
-        "agree" => "agreed",
-        "disagree" => "disagreed",
-        "unsure" => "unsure",
-        other => other,
+fn stance_then(stance: &Stored<Stance>) -> String {
+    match stance.known() {
+        Some(Stance::Agree) => "agreed".into(),
+        Some(Stance::Disagree) => "disagreed".into(),
+        Some(Stance::Unsure) => "unsure".into(),
+        None => stance.to_string(),
     }
 }
 
@@ -80,9 +82,10 @@ pub fn position_history(app: &App, p: &PositionView) -> String {
 }
 
 fn find_decision(v: &CaseView, id: &str) -> Result<DecisionView, PageError> {
+    let wanted = id.parse::<EntryId>().ok();
     v.decisions
         .iter()
-        .find(|d| d.meta.id == id)
+        .find(|d| Some(d.meta.id) == wanted)
         .cloned()
         .ok_or_else(|| PageError::NotFound(format!("there is no decision '{id}' in this case")))
 }
@@ -252,75 +255,103 @@ pub fn render_decision(
         );
         return s;
     }
-    let in_error = d.meta.entered_in_error.is_some();
-    let text = if in_error {
+    s.push_str(&heading(app, v, d));
+    s.push_str(&positions_table(app, v, d));
+    // An entry in error can be read, not changed: no forms.
+    if d.meta.entered_in_error.is_some() {
+        return s;
+    }
+    let people = participants(v, me.map(|(a, b)| (a.as_str(), b.as_str())));
+    s.push_str(&position_form(&base, csrf, &people, form, errors));
+    s.push_str(&status_history(app, d));
+    s.push_str(&status_form(d, &base, csrf, form, errors));
+    s.push_str(&actions_list(app, v, d, &base, csrf));
+    s.push_str(&action_form(&base, csrf, &people, form, errors));
+    let _ = write!(
+        s,
+        r#"<p><a href="/case/{}/entry/{}/error">Mark this decision as entered in error</a></p>"#,
+        esc(&v.case_id),
+        esc(d.meta.id)
+    );
+    s
+}
+
+/// The decision's words (struck through if in error), its status, who proposed and wrote it, and
+/// what to know before going on: that it is in error, or agreed without the person.
+fn heading(app: &App, v: &CaseView, d: &DecisionView) -> String {
+    let text = if d.meta.entered_in_error.is_some() {
         format!("<s>{}</s>", esc(&d.text))
     } else {
         esc(&d.text)
     };
-    let _ = write!(
-        s,
+    let mut s = format!(
         r#"<span class="nhsuk-caption-l">Decision for {}</span><h1 class="app-decision-text">{text}</h1><p>{} <span class="app-muted">Proposed by {}; written by {}</span></p>"#,
         esc(&v.person.name),
         status_tag(&d.status),
-        esc(&d
+        esc(d
             .proposed_by
-            .as_deref()
+            .as_ref()
             .map(|p| participant_name(v, p))
             .unwrap_or_else(|| "someone".into())),
-        esc(&by_line(app, &d.meta.created_by, &d.meta.created_at)),
+        esc(by_line(app, &d.meta.created_by, &d.meta.created_at)),
     );
     if let Some(mark) = &d.meta.entered_in_error {
         s.push_str(&format!(
             r#"<div class="app-in-error">{}{}</div>"#,
             in_error_note(app, mark),
-            super::wrong_person_link(&v.case_id, &d.meta.id, "this decision")
+            super::wrong_person_link(&v.case_id, &d.meta.id.to_string(), "this decision")
         ));
     }
     if d.agreed_without_person {
         s.push_str(r#"<div class="nhsuk-card nhsuk-card--warning"><div class="nhsuk-card__content"><h2 class="nhsuk-card__heading">Agreed without the person</h2><p class="nhsuk-card__description">This decision is marked agreed, but the person’s own position is not “agree” (two devices changed it at the same time). Talk with them and record where they stand.</p></div></div>"#);
     }
+    s
+}
 
-    // Positions.
-    s.push_str(r#"<h2 id="positions">Where each person stands</h2>"#);
+/// Where each person stands: one row per participant, their latest position beside everyone
+/// else's, with how it changed.
+fn positions_table(app: &App, v: &CaseView, d: &DecisionView) -> String {
+    let mut s = String::from(r#"<h2 id="positions">Where each person stands</h2>"#);
     if d.positions.is_empty() {
         s.push_str("<p>No positions recorded yet.</p>");
-    } else {
-        s.push_str(r#"<table class="nhsuk-table" id="positions-table"><caption class="nhsuk-table__caption nhsuk-u-visually-hidden">Positions</caption><thead class="nhsuk-table__head"><tr><th scope="col">Who</th><th scope="col">Position</th><th scope="col">In their own words</th><th scope="col">Recorded by</th></tr></thead><tbody class="nhsuk-table__body">"#);
-        for p in &d.positions {
-            let colour = match p.stance.as_str() {
-                "agree" => "green",
-                "disagree" => "red",
-                _ => "yellow",
-            };
-            let words = p
-                .words
-                .as_deref()
-                .map(|w| format!(r#"<q class="app-own-words">{}</q>"#, esc_multiline(w)))
-                .unwrap_or_else(|| r#"<span class="app-muted">No words recorded</span>"#.into());
-            let _ = write!(
-                s,
-                r#"<tr class="nhsuk-table__row"><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{words}{}</td><td class="nhsuk-table__cell">{}</td></tr>"#,
-                esc(&participant_name(v, &p.participant)),
-                tag(stance_words(&p.stance), colour),
-                earlier_positions(app, p),
-                esc(&by_line(app, &p.recorded_by, &p.at)),
-            );
-        }
-        s.push_str("</tbody></table>");
-    }
-    if in_error {
         return s;
     }
-    let people = participants(v, me.map(|(a, b)| (a.as_str(), b.as_str())));
+    s.push_str(r#"<table class="nhsuk-table" id="positions-table"><caption class="nhsuk-table__caption nhsuk-u-visually-hidden">Positions</caption><thead class="nhsuk-table__head"><tr><th scope="col">Who</th><th scope="col">Position</th><th scope="col">In their own words</th><th scope="col">Recorded by</th></tr></thead><tbody class="nhsuk-table__body">"#);
+    for p in &d.positions {
+        let colour = match p.stance.known() {
+            Some(Stance::Agree) => "green",
+            Some(Stance::Disagree) => "red",
+            _ => "yellow",
+        };
+        let words = p
+            .words
+            .as_deref()
+            .map(|w| format!(r#"<q class="app-own-words">{}</q>"#, esc_multiline(w)))
+            .unwrap_or_else(|| r#"<span class="app-muted">No words recorded</span>"#.into());
+        let _ = write!(
+            s,
+            r#"<tr class="nhsuk-table__row"><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{words}{}</td><td class="nhsuk-table__cell">{}</td></tr>"#,
+            esc(participant_name(v, &p.participant)),
+            tag(&stance_words(&p.stance), colour),
+            earlier_positions(app, p),
+            esc(by_line(app, &p.recorded_by, &p.at)),
+        );
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
+/// The form to record someone's position, in their own words.
+fn position_form(
+    base: &str,
+    csrf: &str,
+    people: &[(String, String)],
+    form: &FormData,
+    errors: &[FieldError],
+) -> String {
     let stances: Vec<(String, String)> = Stance::ALL
         .iter()
-        .map(|st| {
-            (
-                st.as_str().to_string(),
-                stance_words(st.as_str()).to_string(),
-            )
-        })
+        .map(|st| (st.as_str().to_string(), stance_words(&Stored::Known(*st))))
         .collect();
     let chosen_stance = [form.get("stance").to_string()];
     let inner = format!(
@@ -329,7 +360,7 @@ pub fn render_decision(
             "who",
             "who",
             "Whose position?",
-            &people,
+            people,
             form.get("who"),
             errors
         ),
@@ -358,27 +389,43 @@ pub fn render_decision(
         .render(errors),
         html::button("Record position"),
     );
-    s.push_str(r#"<h3 id="record-position">Record a position</h3>"#);
-    s.push_str(&html::post_form(&format!("{base}/position"), csrf, &inner));
+    format!(
+        r#"<h3 id="record-position">Record a position</h3>{}"#,
+        html::post_form(&format!("{base}/position"), csrf, &inner)
+    )
+}
 
-    // Status.
-    s.push_str(r#"<h2 id="status">Status</h2>"#);
-    if !d.status_history.is_empty() {
-        s.push_str(r#"<ol class="app-timeline">"#);
-        for h in &d.status_history {
-            let _ = write!(
-                s,
-                r#"<li>{} <span class="app-muted">{}</span>{}</li>"#,
-                status_tag(&h.status),
-                esc(&by_line(app, &h.by, &h.at)),
-                h.note
-                    .as_deref()
-                    .map(|n| format!(": {}", esc(n)))
-                    .unwrap_or_default()
-            );
-        }
-        s.push_str("</ol>");
+/// The status heading and each change of status so far, with who made it and why.
+fn status_history(app: &App, d: &DecisionView) -> String {
+    let mut s = String::from(r#"<h2 id="status">Status</h2>"#);
+    if d.status_history.is_empty() {
+        return s;
     }
+    s.push_str(r#"<ol class="app-timeline">"#);
+    for h in &d.status_history {
+        let _ = write!(
+            s,
+            r#"<li>{} <span class="app-muted">{}</span>{}</li>"#,
+            status_tag(&h.status),
+            esc(by_line(app, &h.by, &h.at)),
+            h.note
+                .as_deref()
+                .map(|n| format!(": {}", esc(n)))
+                .unwrap_or_default()
+        );
+    }
+    s.push_str("</ol>");
+    s
+}
+
+/// The form to change the status, the current one chosen.
+fn status_form(
+    d: &DecisionView,
+    base: &str,
+    csrf: &str,
+    form: &FormData,
+    errors: &[FieldError],
+) -> String {
     let statuses: Vec<(String, String)> = DecisionStatus::ALL
         .iter()
         .map(|st| {
@@ -394,7 +441,7 @@ pub fn render_decision(
             )
         })
         .collect();
-    let chosen = [d.status.clone()];
+    let chosen = [d.status.to_string()];
     let inner = format!(
         "{}{}{}",
         Choices {
@@ -411,72 +458,87 @@ pub fn render_decision(
         Input::text("status-note", "note", "Why (optional)", form.get("note")).render(errors),
         html::secondary_button("Save status"),
     );
-    s.push_str(&html::post_form(&format!("{base}/status"), csrf, &inner));
+    html::post_form(&format!("{base}/status"), csrf, &inner)
+}
 
-    // Actions.
-    s.push_str(r#"<h2 id="actions">Actions</h2>"#);
+/// The actions heading and the actions that follow from the decision.
+fn actions_list(app: &App, v: &CaseView, d: &DecisionView, base: &str, csrf: &str) -> String {
+    let mut s = String::from(r#"<h2 id="actions">Actions</h2>"#);
     if d.actions.is_empty() {
         s.push_str("<p>No actions yet.</p>");
-    } else {
-        s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
-        for a in &d.actions {
-            let owner = a
-                .owner
-                .as_deref()
-                .map(|o| participant_name(v, o))
-                .unwrap_or_default();
-            let due = a
-                .due
-                .as_deref()
-                .map(|x| format!(", due {}", dates::long_date(x)))
-                .unwrap_or_default();
-            if let Some(mark) = a
-                .meta
-                .entered_in_error
-                .as_ref()
-                .filter(|_| a.meta.withheld())
-            {
-                let _ = write!(s, "<li>{}</li>", removed_note(app, "An action", mark));
-                continue;
-            }
-            let line = format!("{} ({}{})", esc(&a.text), esc(&owner), esc(&due));
-            if let Some(mark) = &a.meta.entered_in_error {
-                let _ = write!(
-                    s,
-                    r#"<li class="app-in-error"><s>{line}</s>{}</li>"#,
-                    in_error_note(app, mark)
-                );
-                continue;
-            }
-            let toggle = html::post_form(
-                &format!("{base}/action/{}/done", a.meta.id),
-                csrf,
-                &format!(
-                    r#"<input type="hidden" name="done" value="{}"><button class="nhsuk-button nhsuk-button--secondary nhsuk-button--small" type="submit">{}<span class="nhsuk-u-visually-hidden">: {}</span></button>"#,
-                    if a.done { "false" } else { "true" },
-                    if a.done {
-                        "Mark as not done"
-                    } else {
-                        "Mark as done"
-                    },
-                    esc(&a.text)
-                ),
-            );
-            let _ = write!(
-                s,
-                r#"<li>{} {line} {toggle}<a class="app-small-link" href="/case/{}/entry/{}/error">Mark as entered in error<span class="nhsuk-u-visually-hidden"> (action: {})</span></a></li>"#,
-                if a.done {
-                    tag("Done", "green")
-                } else {
-                    tag("To do", "white")
-                },
-                esc(&v.case_id),
-                esc(&a.meta.id),
-                esc(&a.text)
-            );
-        }
-        s.push_str("</ul>");
+        return s;
     }
+    s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
+    for a in &d.actions {
+        s.push_str(&action_item(app, v, a, base, csrf));
+    }
+    s.push_str("</ul>");
+    s
+}
+
+/// One action as a list item: what, who and by when, done or not (with the button to change
+/// it); struck through if in error, only a note if withheld.
+fn action_item(app: &App, v: &CaseView, a: &ActionView, base: &str, csrf: &str) -> String {
+    let owner = a
+        .owner
+        .as_ref()
+        .map(|o| participant_name(v, o))
+        .unwrap_or_default();
+    let due = a
+        .due
+        .as_deref()
+        .map(|x| format!(", due {}", dates::long_date(x)))
+        .unwrap_or_default();
+    if let Some(mark) = a
+        .meta
+        .entered_in_error
+        .as_ref()
+        .filter(|_| a.meta.withheld())
+    {
+        return format!("<li>{}</li>", removed_note(app, "An action", mark));
+    }
+    let line = format!("{} ({}{})", esc(&a.text), esc(&owner), esc(&due));
+    if let Some(mark) = &a.meta.entered_in_error {
+        return format!(
+            r#"<li class="app-in-error"><s>{line}</s>{}</li>"#,
+            in_error_note(app, mark)
+        );
+    }
+    let toggle = html::post_form(
+        &format!("{base}/action/{}/done", a.meta.id),
+        csrf,
+        &format!(
+            r#"<input type="hidden" name="done" value="{}"><button class="nhsuk-button nhsuk-button--secondary nhsuk-button--small" type="submit">{}<span class="nhsuk-u-visually-hidden">: {}</span></button>"#,
+            if a.done { "false" } else { "true" },
+            if a.done {
+                "Mark as not done"
+            } else {
+                "Mark as done"
+            },
+            esc(&a.text)
+        ),
+    );
+    format!(
+        r#"<li>{} {line} {toggle}<a class="app-small-link" href="/case/{}/entry/{}/error">Mark as entered in error<span class="nhsuk-u-visually-hidden"> (action: {})</span></a></li>"#,
+        if a.done {
+            tag("Done", "green")
+        } else {
+            tag("To do", "white")
+        },
+        esc(&v.case_id),
+        esc(a.meta.id),
+        esc(&a.text)
+    )
+}
+
+/// The form to add an action: what, who, and by when.
+fn action_form(
+    base: &str,
+    csrf: &str,
+    people: &[(String, String)],
+    form: &FormData,
+    errors: &[FieldError],
+) -> String {
     let inner = format!(
         "{}{}{}{}",
         Input::text(
@@ -490,7 +552,7 @@ pub fn render_decision(
             "owner",
             "owner",
             "Who will do it?",
-            &people,
+            people,
             form.get("owner"),
             errors
         ),
@@ -504,15 +566,10 @@ pub fn render_decision(
         .render(errors),
         html::secondary_button("Add action"),
     );
-    s.push_str(r#"<h3>Add an action</h3>"#);
-    s.push_str(&html::post_form(&format!("{base}/actions"), csrf, &inner));
-    let _ = write!(
-        s,
-        r#"<p><a href="/case/{}/entry/{}/error">Mark this decision as entered in error</a></p>"#,
-        esc(&v.case_id),
-        esc(&d.meta.id)
-    );
-    s
+    format!(
+        "<h3>Add an action</h3>{}",
+        html::post_form(&format!("{base}/actions"), csrf, &inner)
+    )
 }
 
 /// Under a participant's current words: how their position changed, and what they said before.
@@ -533,7 +590,7 @@ fn earlier_positions(app: &App, p: &PositionView) -> String {
             Some(format!(
                 r#"<li>Earlier ({}, recorded by {}): <q class="app-own-words">{}</q></li>"#,
                 esc(stance_then(&e.stance)),
-                esc(&by_line(app, &e.recorded_by, &e.at)),
+                esc(by_line(app, &e.recorded_by, &e.at)),
                 esc_multiline(w)
             ))
         })

@@ -15,9 +15,9 @@ use axum::{Extension, Form};
 use polyphony_core::model::view::{CaseView, DecisionView, MeetingView, MemberView};
 use polyphony_core::model::{
     CaseDoc, DecisionStatus, ErrorKind, LocalZone, MeetingState, ModelError, NewMeeting, NewMember,
-    NoteKind, Participant, Place, Role,
+    NoteKind, Participant, Place,
 };
-use polyphony_core::CaseId;
+use polyphony_core::{CaseId, EntryId};
 
 use super::{
     by_on, case_id, done, entry_id, field_error, removed_note, render, AppState, FormData,
@@ -48,6 +48,7 @@ enum Content {
 /// What an entry id names in a case.
 fn describe(v: &CaseView, id: &str, zone: &LocalZone) -> Option<Found> {
     let case = &v.case_id;
+    let id: EntryId = id.parse().ok()?;
     if let Some(m) = v.network.iter().find(|m| m.meta.id == id) {
         return Some(Found {
             what: format!("network member {} ({})", m.name, m.relationship),
@@ -154,7 +155,7 @@ async fn page(
             let intro = if already_mistake {
                 format!(
                     "<p>{} is already marked as written wrongly. If it was recorded on the wrong person’s record, its content can be removed from this record and every copy.</p>",
-                    esc(&capitalised(&f.what))
+                    esc(capitalised(&f.what))
                 )
             } else {
                 format!(
@@ -264,7 +265,7 @@ async fn move_page(
         r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<span class="nhsuk-caption-l">{}</span><h1>Recorded on the wrong person’s record</h1><p>{} will be removed from {}’s record and from every copy and export. A note stays in its place saying what kind of entry was removed, by you, when and why:</p><div class="nhsuk-inset-text"><p>{}</p></div>{}</div></div>"#,
         error_summary(errors),
         esc(&v.person.name),
-        esc(&capitalised(&f.what)),
+        esc(capitalised(&f.what)),
         esc(&v.person.name),
         esc_multiline(form.get("reason")),
         html::post_form(
@@ -427,14 +428,15 @@ fn copy_meeting(d: &mut CaseDoc, m: &MeetingView, note: &str) -> Result<(), Mode
             .ok_or(ModelError::Required {
                 field: "meeting time",
             })?;
-    let place: Place = m.place.parse()?;
+    // A place a newer version records cannot be written by this one: refused, as typed input is.
+    let place: Place = m.place.to_string().parse()?;
     // The person met is the right case's person; practitioners are the same people anywhere.
     // Network members belong to the wrong case and stay there.
     let attendees: Vec<Participant> = m
         .attendees
         .iter()
-        .filter(|a| *a == "person" || a.starts_with("practitioner:"))
-        .filter_map(|a| a.parse().ok())
+        .filter_map(|a| a.known())
+        .filter(|a| matches!(a, Participant::Person | Participant::Practitioner(_)))
         .collect();
     let id = d.add_meeting(NewMeeting {
         at,
@@ -460,7 +462,7 @@ fn copy_meeting(d: &mut CaseDoc, m: &MeetingView, note: &str) -> Result<(), Mode
     }
     // A meeting moved as cancelled or missed stays so; one the model made planned or held
     // already says the same as the original.
-    if let Ok(state) = m.state.parse::<MeetingState>() {
+    if let Some(state) = m.state.known() {
         if matches!(state, MeetingState::Cancelled | MeetingState::DidNotAttend) {
             d.set_meeting_state(&id, state)?;
         }
@@ -473,9 +475,9 @@ fn copy_decision(d: &mut CaseDoc, dec: &DecisionView, note: &str) -> Result<(), 
     // cannot propose anything here, so the proposal is the person's to confirm.
     let by = dec
         .proposed_by
-        .as_deref()
-        .filter(|p| *p == "person" || p.starts_with("practitioner:"))
-        .and_then(|p| p.parse().ok())
+        .as_ref()
+        .and_then(|p| p.known())
+        .filter(|p| matches!(p, Participant::Person | Participant::Practitioner(_)))
         .unwrap_or(Participant::Person);
     let id = d.propose_decision(&dec.text, by)?;
     d.set_decision_status(&id, DecisionStatus::Proposed, Some(note))
@@ -486,7 +488,7 @@ fn copy_member(d: &mut CaseDoc, m: &MemberView) -> Result<(), ModelError> {
     d.add_member(NewMember {
         name: m.name.clone(),
         relationship: m.relationship.clone(),
-        role: m.role.parse::<Role>().ok(),
+        role: m.role.known(),
         phone: m.phone.clone(),
         email: m.email.clone(),
         invited_by: None,

@@ -14,10 +14,11 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Json, Response};
 use axum::{Extension, Form};
 use polyphony_core::model::readback::LaterChange;
-use polyphony_core::model::view::{CaseView, MeetingView};
+use polyphony_core::model::view::{CaseView, ErrorMark, MeetingView, ReadbackView};
 use polyphony_core::model::{
-    MeetingState, NewMeeting, NoteKind, Participant, Place, ReadbackResponse,
+    MeetingState, NewMeeting, NoteKind, Participant, Place, ReadbackResponse, Stored,
 };
+use polyphony_core::EntryId;
 use serde::Deserialize;
 
 use super::{
@@ -66,7 +67,7 @@ fn kind_hint(k: NoteKind) -> &'static str {
 }
 
 fn meeting_title(app: &App, m: &MeetingView) -> String {
-    let planned = m.state == MeetingState::Planned.as_str();
+    let planned = m.state.is(MeetingState::Planned);
     m.at.as_deref()
         .map(|t| dates::long_stored(t, &app.config.zone))
         .map(|when| {
@@ -90,32 +91,33 @@ fn has_come(m: &MeetingView) -> bool {
 /// A meeting still planned whose time has passed: someone has to say whether it took place
 /// before it counts for anything.
 pub fn awaits_outcome(m: &MeetingView) -> bool {
-    m.state == MeetingState::Planned.as_str() && has_come(m)
+    m.state.is(MeetingState::Planned) && has_come(m)
 }
 
 /// Where a meeting stands, in words: "Planned for 10 June 2027 at 14:00 UK time", "Held",
 /// "Cancelled", "Did not attend" (a newer version's state is shown as written).
 pub fn state_words(app: &App, m: &MeetingView) -> String {
-    match m.state.parse::<MeetingState>() {
-        Ok(MeetingState::Planned) => match m.at.as_deref() {
+    match m.state.known() {
+        Some(MeetingState::Planned) => match m.at.as_deref() {
             Some(t) => format!("Planned for {}", dates::long_stored(t, &app.config.zone)),
             None => "Planned".into(),
         },
-        Ok(MeetingState::Held) => "Held".into(),
-        Ok(MeetingState::Cancelled) => "Cancelled".into(),
-        Ok(MeetingState::DidNotAttend) => "Did not attend".into(),
-        Err(_) => m.state.replace('_', " "),
+        Some(MeetingState::Held) => "Held".into(),
+        Some(MeetingState::Cancelled) => "Cancelled".into(),
+        Some(MeetingState::DidNotAttend) => "Did not attend".into(),
+        None => m.state.to_string().replace('_', " "),
     }
 }
 
 /// A meeting's state as a coloured tag.
-pub fn state_tag(state: &str) -> String {
-    let (label, colour) = match state.parse::<MeetingState>() {
-        Ok(MeetingState::Planned) => ("Planned", "blue"),
-        Ok(MeetingState::Held) => ("Held", "green"),
-        Ok(MeetingState::Cancelled) => ("Cancelled", "grey"),
-        Ok(MeetingState::DidNotAttend) => ("Did not attend", "orange"),
-        Err(_) => (state, "grey"),
+pub fn state_tag(state: &Stored<MeetingState>) -> String {
+    let written = state.to_string();
+    let (label, colour) = match state.known() {
+        Some(MeetingState::Planned) => ("Planned", "blue"),
+        Some(MeetingState::Held) => ("Held", "green"),
+        Some(MeetingState::Cancelled) => ("Cancelled", "grey"),
+        Some(MeetingState::DidNotAttend) => ("Did not attend", "orange"),
+        None => (written.as_str(), "grey"),
     };
     tag(label, colour)
 }
@@ -151,9 +153,9 @@ pub fn state_form(
     let checked = if awaits_outcome(m) {
         vec![]
     } else {
-        vec![m.state.clone()]
+        vec![m.state.to_string()]
     };
-    let legend = if m.state == MeetingState::Planned.as_str() {
+    let legend = if m.state.is(MeetingState::Planned) {
         "Did this meeting take place?"
     } else {
         "Where does this meeting stand?"
@@ -187,7 +189,7 @@ fn later_changes(app: &App, m: &MeetingView, k: NoteKind) -> String {
     let changes: Vec<&LaterChange> = m
         .changed_after_readback
         .iter()
-        .filter(|c| c.part == k.as_str())
+        .filter(|c| c.part == k)
         .collect();
     if changes.is_empty() {
         return String::new();
@@ -220,9 +222,10 @@ fn later_changes(app: &App, m: &MeetingView, k: NoteKind) -> String {
 }
 
 fn find_meeting(v: &CaseView, id: &str) -> Result<MeetingView, PageError> {
+    let wanted = id.parse::<EntryId>().ok();
     v.meetings
         .iter()
-        .find(|m| m.meta.id == id)
+        .find(|m| Some(m.meta.id) == wanted)
         .cloned()
         .ok_or_else(|| PageError::NotFound(format!("there is no meeting '{id}' in this case")))
 }
@@ -304,8 +307,8 @@ pub async fn new_form(
     let now = dates::input_value(time::OffsetDateTime::now_utc(), &app.config.zone);
     let mut defaults = vec![
         ("at".to_string(), now),
-        ("place".to_string(), "home".to_string()),
-        ("attendees".to_string(), "person".to_string()),
+        ("place".to_string(), Place::Home.to_string()),
+        ("attendees".to_string(), Participant::Person.key()),
     ];
     if let Some((me, _)) = super::me(&app).await {
         defaults.push(("attendees".into(), format!("practitioner:{me}")));
@@ -491,11 +494,45 @@ pub fn render_meeting(
         );
         return s;
     }
+    s.push_str(&meeting_summary(app, v, m));
+    if let Some(mark) = &m.meta.entered_in_error {
+        s.push_str(&struck_through(app, v, m, mark));
+        return s;
+    }
+    if awaits_outcome(m) {
+        let _ = write!(
+            s,
+            r#"<div class="nhsuk-warning-callout" id="state-heading"><h2 class="nhsuk-warning-callout__label"><span role="text"><span class="nhsuk-u-visually-hidden">Important: </span>Did this meeting take place?</span></h2><p>Its time has passed. Until you say, it does not count as a meeting held.</p>{}</div>"#,
+            state_form(m, &v.case_id, csrf, "state", "meeting", errors)
+        );
+    }
+    s.push_str(&attendance_form(v, m, me, &base, csrf));
+    s.push_str(&editors(app, m, &base, csrf, gen));
+    if !awaits_outcome(m) {
+        s.push_str(r#"<h2 id="state-heading">Where this meeting stands</h2>"#);
+        s.push_str(&state_form(m, &v.case_id, csrf, "state", "meeting", errors));
+    }
+    s.push_str(&next_meeting_form(app, m, &base, csrf));
     let _ = write!(
         s,
+        r#"<h2>At the end of the meeting</h2><p>Go through the notes with everyone and record whether each person confirms them or wants to add their own words.</p><a class="nhsuk-button" href="{base}/readback" role="button" draggable="false">Read back the notes</a>"#
+    );
+    let _ = write!(
+        s,
+        r#"<p><a href="/case/{}/entry/{}/error">Mark this meeting as entered in error</a></p>"#,
+        esc(&v.case_id),
+        esc(m.meta.id)
+    );
+    s
+}
+
+/// The meeting's title, who was not there, and a summary: where it stands, where it was, who
+/// recorded it, when the next one is.
+fn meeting_summary(app: &App, v: &CaseView, m: &MeetingView) -> String {
+    let mut s = format!(
         r#"<span class="nhsuk-caption-l">{}</span><h1>{}</h1>"#,
         esc(&v.person.name),
-        esc(&meeting_title(app, m))
+        esc(meeting_title(app, m))
     );
     if let Some(absent) = not_present(v, m) {
         let _ = write!(
@@ -506,9 +543,9 @@ pub fn render_meeting(
     }
     let place = place_options()
         .into_iter()
-        .find(|(p, _)| p == &m.place)
+        .find(|(p, _)| *p == m.place.to_string())
         .map(|(_, l)| l)
-        .unwrap_or_else(|| m.place.clone());
+        .unwrap_or_else(|| m.place.to_string());
     let next = m
         .next_meeting
         .as_deref()
@@ -517,64 +554,67 @@ pub fn render_meeting(
     s.push_str(&html::summary_list(&[
         (
             "Where it stands".into(),
-            format!("{} {}", state_tag(&m.state), esc(&state_words(app, m))),
+            format!("{} {}", state_tag(&m.state), esc(state_words(app, m))),
         ),
         ("Place".into(), esc(&place)),
         (
             "Recorded by".into(),
-            esc(&by_line(app, &m.meta.created_by, &m.meta.created_at)),
+            esc(by_line(app, &m.meta.created_by, &m.meta.created_at)),
         ),
         ("Next meeting".into(), esc(&next)),
     ]));
+    s
+}
 
-    if let Some(mark) = &m.meta.entered_in_error {
-        // Struck through but readable; nothing can be changed.
+/// A meeting marked entered in error: why, then who came and its texts struck through but
+/// readable; nothing can be changed.
+fn struck_through(app: &App, v: &CaseView, m: &MeetingView, mark: &ErrorMark) -> String {
+    let mut s = format!(
+        r#"<div class="app-in-error">{}{}<h2>Who came</h2><p><s>{}</s></p>"#,
+        in_error_note(app, mark),
+        super::wrong_person_link(&v.case_id, &m.meta.id.to_string(), "this meeting"),
+        esc(m
+            .attendees
+            .iter()
+            .map(|a| participant_name(v, a))
+            .collect::<Vec<_>>()
+            .join(", "))
+    );
+    for (k, t) in [
+        (NoteKind::Notes, &m.notes),
+        (NoteKind::Reflections, &m.reflections),
+        (NoteKind::Agreed, &m.agreed),
+    ] {
         let _ = write!(
             s,
-            r#"<div class="app-in-error">{}{}<h2>Who came</h2><p><s>{}</s></p>"#,
-            in_error_note(app, mark),
-            super::wrong_person_link(&v.case_id, &m.meta.id, "this meeting"),
-            esc(&m
-                .attendees
-                .iter()
-                .map(|a| participant_name(v, a))
-                .collect::<Vec<_>>()
-                .join(", "))
-        );
-        for (k, t) in [
-            (NoteKind::Notes, &m.notes),
-            (NoteKind::Reflections, &m.reflections),
-            (NoteKind::Agreed, &m.agreed),
-        ] {
-            let _ = write!(
-                s,
-                "<h2>{}</h2><s>{}</s>{}",
-                kind_label(k),
-                text_or_none(t),
-                later_changes(app, m, k)
-            );
-        }
-        s.push_str("</div>");
-        return s;
-    }
-
-    if awaits_outcome(m) {
-        let _ = write!(
-            s,
-            r#"<div class="nhsuk-warning-callout" id="state-heading"><h2 class="nhsuk-warning-callout__label"><span role="text"><span class="nhsuk-u-visually-hidden">Important: </span>Did this meeting take place?</span></h2><p>Its time has passed. Until you say, it does not count as a meeting held.</p>{}</div>"#,
-            state_form(m, &v.case_id, csrf, "state", "meeting", errors)
+            "<h2>{}</h2><s>{}</s>{}",
+            kind_label(k),
+            text_or_none(t),
+            later_changes(app, m, k)
         );
     }
+    s.push_str("</div>");
+    s
+}
 
-    // Attendees.
+/// Who came: everyone who can be recorded as present, ticked if they were.
+fn attendance_form(
+    v: &CaseView,
+    m: &MeetingView,
+    me: Option<&(String, String)>,
+    base: &str,
+    csrf: &str,
+) -> String {
     let people = participants(v, me.map(|(a, b)| (a.as_str(), b.as_str())));
     // Someone recorded as present who is no longer offered (left the network) stays listed.
     let mut options = people.clone();
     for a in &m.attendees {
-        if !options.iter().any(|(k, _)| k == a) {
-            options.push((a.clone(), participant_name(v, a)));
+        let key = a.to_string();
+        if !options.iter().any(|(k, _)| *k == key) {
+            options.push((key, participant_name(v, a)));
         }
     }
+    let present: Vec<String> = m.attendees.iter().map(|a| a.to_string()).collect();
     let inner = format!(
         "{}{}",
         Choices {
@@ -582,7 +622,7 @@ pub fn render_meeting(
             name: "attendees",
             legend: "Who came",
             options: &options,
-            checked: &m.attendees,
+            checked: &present,
             multiple: true,
             inline: false,
             hint: None,
@@ -590,16 +630,16 @@ pub fn render_meeting(
         .render(&[]),
         html::secondary_button("Save who came")
     );
-    s.push_str(r#"<h2 id="attendees-heading">Who came</h2>"#);
-    s.push_str(&html::post_form(
-        &format!("{base}/attendance"),
-        csrf,
-        &inner,
-    ));
+    format!(
+        r#"<h2 id="attendees-heading">Who came</h2>{}"#,
+        html::post_form(&format!("{base}/attendance"), csrf, &inner)
+    )
+}
 
-    // The editors.
-    let _ = write!(
-        s,
+/// The notes, reflections and agreements editors: each an ordinary form, live with the page
+/// script (generation `gen` tells it what it has seen).
+fn editors(app: &App, m: &MeetingView, base: &str, csrf: &str, gen: u64) -> String {
+    let mut s = format!(
         r#"<div class="app-live" data-live-url="{base}/text" data-gen="{gen}"><p class="app-live__status nhsuk-body-s" id="live-status" aria-live="polite"></p>"#
     );
     for (k, t) in [
@@ -632,12 +672,11 @@ pub fn render_meeting(
         );
     }
     s.push_str("</div>");
-    if !awaits_outcome(m) {
-        s.push_str(r#"<h2 id="state-heading">Where this meeting stands</h2>"#);
-        s.push_str(&state_form(m, &v.case_id, csrf, "state", "meeting", errors));
-    }
+    s
+}
 
-    // Next meeting and the read-back.
+/// The form to set when the next meeting is.
+fn next_meeting_form(app: &App, m: &MeetingView, base: &str, csrf: &str) -> String {
     let next_value = m
         .next_meeting
         .as_deref()
@@ -656,19 +695,10 @@ pub fn render_meeting(
         .render(&[]),
         html::secondary_button("Save next meeting")
     );
-    s.push_str(r#"<h2 id="next-heading">Next meeting</h2>"#);
-    s.push_str(&html::post_form(&format!("{base}/next"), csrf, &inner));
-    let _ = write!(
-        s,
-        r#"<h2>At the end of the meeting</h2><p>Go through the notes with everyone and record whether each person confirms them or wants to add their own words.</p><a class="nhsuk-button" href="{base}/readback" role="button" draggable="false">Read back the notes</a>"#
-    );
-    let _ = write!(
-        s,
-        r#"<p><a href="/case/{}/entry/{}/error">Mark this meeting as entered in error</a></p>"#,
-        esc(&v.case_id),
-        esc(&m.meta.id)
-    );
-    s
+    format!(
+        r#"<h2 id="next-heading">Next meeting</h2>{}"#,
+        html::post_form(&format!("{base}/next"), csrf, &inner)
+    )
 }
 
 /// `POST /case/:id/meeting/:mid/attendance`: mark each person present or absent as ticked.
@@ -690,12 +720,12 @@ pub async fn attendance(
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-    everyone.extend(m.attendees.iter().cloned());
+    everyone.extend(m.attendees.iter().map(|a| a.to_string()));
     everyone.sort();
     everyone.dedup();
     for key in everyone {
         let present = ticked.contains(&key);
-        if present == m.attendees.contains(&key) {
+        if present == m.attendees.iter().any(|a| a.to_string() == key) {
             continue;
         }
         let who: Participant = key
@@ -774,7 +804,7 @@ pub async fn save_text(
             let theirs = v
                 .meetings
                 .iter()
-                .find(|m| m.meta.id == mid)
+                .find(|m| m.meta.id == meeting)
                 .map(|m| text_of(m, kind).to_string())
                 .unwrap_or_default();
             let merged = merge3(&base, &ours, &theirs);
@@ -886,7 +916,7 @@ pub fn render_readback(
     let _ = write!(
         s,
         r#"<span class="nhsuk-caption-l">{}</span><h1>Read back the notes</h1><p>Read the notes aloud, or show this screen. Ask each person whether the notes say what happened, and record their answer. If they want to add something, write it in their own words.</p>"#,
-        esc(&meeting_title(app, m))
+        esc(meeting_title(app, m))
     );
     let _ = write!(
         s,
@@ -903,75 +933,106 @@ pub fn render_readback(
         );
     }
     for (i, who) in super::in_order(v, &m.attendees).iter().enumerate() {
-        let name = participant_name(v, who);
-        let existing = m.readback.iter().find(|r| &r.participant == who);
-        let _ = write!(
-            s,
-            r#"<div class="nhsuk-card app-readback__person"><div class="nhsuk-card__content"><h3 class="nhsuk-card__heading">{}</h3>"#,
-            esc(&name)
-        );
-        if let Some(r) = existing {
-            let answer = if r.response == ReadbackResponse::Confirmed.as_str() {
-                "Confirmed the notes".to_string()
-            } else {
-                "Added their own words".to_string()
-            };
-            let _ = write!(
-                s,
-                r#"<p><strong>{}</strong> <span class="app-muted">(recorded by {})</span></p>"#,
-                esc(&answer),
-                esc(&by_line(app, &r.recorded_by, &r.at))
-            );
-            if let Some(w) = &r.words {
-                let _ = write!(
-                    s,
-                    r#"<blockquote class="app-own-words">{}</blockquote>"#,
-                    html::esc_multiline(w)
-                );
-            }
-        }
-        let rid = format!("response-{i}");
-        let wid = format!("words-{i}");
-        let options = vec![
-            ("confirmed".to_string(), "Confirms the notes".to_string()),
-            (
-                "added_words".to_string(),
-                "Wants to add their own words".to_string(),
-            ),
-        ];
-        let checked = existing
-            .map(|r| vec![r.response.clone()])
-            .unwrap_or_default();
-        let inner = format!(
-            r#"<input type="hidden" name="who" value="{}"><input type="hidden" name="index" value="{i}">{}{}{}"#,
-            esc(who),
-            Choices {
-                id: &rid,
-                name: "response",
-                legend: &format!("What does {name} say?"),
-                options: &options,
-                checked: &checked,
-                multiple: false,
-                inline: false,
-                hint: None,
-            }
-            .render(errors),
-            html::TextArea {
-                id: &wid,
-                name: "words",
-                label: "Their words (if they add any)",
-                value: existing.and_then(|r| r.words.as_deref()).unwrap_or(""),
-                hint: None,
-                rows: 3,
-                attrs: ""
-            }
-            .render(errors),
-            html::secondary_button(&format!("Save {name}’s answer")),
-        );
-        s.push_str(&html::post_form(&format!("{base}/readback"), csrf, &inner));
-        s.push_str("</div></div>");
+        s.push_str(&readback_card(app, v, m, i, who, csrf, errors));
     }
     s
+}
+
+/// One person present, the `i`th: their answer so far, if any, and the form to record it.
+fn readback_card(
+    app: &App,
+    v: &CaseView,
+    m: &MeetingView,
+    i: usize,
+    who: &Stored<Participant>,
+    csrf: &str,
+    errors: &[FieldError],
+) -> String {
+    let name = participant_name(v, who);
+    let existing = m.readback.iter().find(|r| &r.participant == who);
+    let mut s = format!(
+        r#"<div class="nhsuk-card app-readback__person"><div class="nhsuk-card__content"><h3 class="nhsuk-card__heading">{}</h3>"#,
+        esc(&name)
+    );
+    if let Some(r) = existing {
+        let answer = if r.response.is(ReadbackResponse::Confirmed) {
+            "Confirmed the notes".to_string()
+        } else {
+            "Added their own words".to_string()
+        };
+        let _ = write!(
+            s,
+            r#"<p><strong>{}</strong> <span class="app-muted">(recorded by {})</span></p>"#,
+            esc(&answer),
+            esc(by_line(app, &r.recorded_by, &r.at))
+        );
+        if let Some(w) = &r.words {
+            let _ = write!(
+                s,
+                r#"<blockquote class="app-own-words">{}</blockquote>"#,
+                html::esc_multiline(w)
+            );
+        }
+    }
+    let base = format!("/case/{}/meeting/{}", v.case_id, m.meta.id);
+    s.push_str(&html::post_form(
+        &format!("{base}/readback"),
+        csrf,
+        &answer_fields(i, who, &name, existing, errors),
+    ));
+    s.push_str("</div></div>");
+    s
+}
+
+/// The fields of the `i`th person's answer: confirms or adds their own words, and the words.
+fn answer_fields(
+    i: usize,
+    who: &Stored<Participant>,
+    name: &str,
+    existing: Option<&ReadbackView>,
+    errors: &[FieldError],
+) -> String {
+    let rid = format!("response-{i}");
+    let wid = format!("words-{i}");
+    let options = vec![
+        (
+            ReadbackResponse::Confirmed.to_string(),
+            "Confirms the notes".to_string(),
+        ),
+        (
+            ReadbackResponse::AddedWords.to_string(),
+            "Wants to add their own words".to_string(),
+        ),
+    ];
+    let checked = existing
+        .map(|r| vec![r.response.to_string()])
+        .unwrap_or_default();
+    format!(
+        r#"<input type="hidden" name="who" value="{}"><input type="hidden" name="index" value="{i}">{}{}{}"#,
+        esc(who),
+        Choices {
+            id: &rid,
+            name: "response",
+            legend: &format!("What does {name} say?"),
+            options: &options,
+            checked: &checked,
+            multiple: false,
+            inline: false,
+            hint: None,
+        }
+        .render(errors),
+        html::TextArea {
+            id: &wid,
+            name: "words",
+            label: "Their words (if they add any)",
+            value: existing.and_then(|r| r.words.as_deref()).unwrap_or(""),
+            hint: None,
+            rows: 3,
+            attrs: ""
+        }
+        .render(errors),
+        html::secondary_button(&format!("Save {name}’s answer")),
+    )
 }
 
 /// `POST /case/:id/meeting/:mid/readback`.
@@ -1000,7 +1061,10 @@ pub async fn readback_save(
                     return Ok(done(
                         &app,
                         &session,
-                        &format!("{}’s answer recorded", participant_name(&v, &who.key())),
+                        &format!(
+                            "{}’s answer recorded",
+                            participant_name(&v, &Stored::Known(who))
+                        ),
                         &format!("/case/{case}/meeting/{meeting}/readback"),
                     ));
                 }

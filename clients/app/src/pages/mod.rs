@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use polyphony_core::model::view::{AuthorView, CaseView};
-use polyphony_core::model::{ErrorKind, ModelError};
+use polyphony_core::model::{ErrorKind, ModelError, Participant, Stored};
 use polyphony_core::profile::ProfileError;
 use polyphony_core::{CaseId, EntryId};
 
@@ -321,7 +321,7 @@ fn author_names(v: &CaseView) -> HashMap<String, String> {
         add(&x.meta.created_by);
     }
     for c in &v.care_team {
-        m.insert(c.practitioner.clone(), c.name.clone());
+        m.insert(c.practitioner.to_string(), c.name.clone());
     }
     m
 }
@@ -330,13 +330,11 @@ fn author_names(v: &CaseView) -> HashMap<String, String> {
 /// their name is another person's information, and an empty name would read as nobody.
 pub const REMOVED_PARTICIPANT: &str = "someone removed from this record";
 
-/// Who a participant key (`person`, `member:<id>`, `practitioner:<id>`) is, in words.
-pub fn participant_name(v: &CaseView, key: &str) -> String {
-    if key == "person" {
-        return person_name(v);
-    }
-    if let Some(id) = key.strip_prefix("member:") {
-        return v
+/// Who a participant is, in words; one a newer version wrote, as written.
+pub fn participant_name(v: &CaseView, who: &Stored<Participant>) -> String {
+    match who.known() {
+        Some(Participant::Person) => person_name(v),
+        Some(Participant::Member(id)) => v
             .network
             .iter()
             .find(|m| m.meta.id == id)
@@ -347,42 +345,38 @@ pub fn participant_name(v: &CaseView, key: &str) -> String {
                     format!("{} ({})", m.name, m.relationship)
                 }
             })
-            .unwrap_or_else(|| "a network member".into());
-    }
-    if let Some(id) = key.strip_prefix("practitioner:") {
-        return author_names(v)
-            .get(id)
+            .unwrap_or_else(|| "a network member".into()),
+        Some(Participant::Practitioner(id)) => author_names(v)
+            .get(&id.to_string())
             .cloned()
-            .unwrap_or_else(|| "a practitioner".into());
+            .unwrap_or_else(|| "a practitioner".into()),
+        None => who.to_string(),
     }
-    key.to_string()
 }
 
-/// Participant keys in the order people expect: the person, then their network, then
+/// Participants in the order people expect: the person, then their network, then
 /// practitioners, each by name.
-pub fn in_order(v: &CaseView, keys: &[String]) -> Vec<String> {
-    let mut k: Vec<(u8, String, String)> = keys
+pub fn in_order(v: &CaseView, who: &[Stored<Participant>]) -> Vec<Stored<Participant>> {
+    let mut k: Vec<(u8, String, Stored<Participant>)> = who
         .iter()
-        .map(|key| {
-            let rank = if key == "person" {
-                0
-            } else if key.starts_with("member:") {
-                1
-            } else {
-                2
+        .map(|p| {
+            let rank = match p.known() {
+                Some(Participant::Person) => 0,
+                Some(Participant::Member(_)) => 1,
+                _ => 2,
             };
-            (rank, participant_name(v, key), key.clone())
+            (rank, participant_name(v, p), p.clone())
         })
         .collect();
     k.sort();
-    k.into_iter().map(|(_, _, key)| key).collect()
+    k.into_iter().map(|(_, _, p)| p).collect()
 }
 
 /// Everyone who can take part in a meeting or a decision: the person, current network members,
 /// the care team and the practitioner using this device. `(key, label)`.
 pub fn participants(v: &CaseView, me: Option<(&str, &str)>) -> Vec<(String, String)> {
     let mut out = vec![(
-        "person".to_string(),
+        Participant::Person.key(),
         format!("{} (the person)", person_name(v)),
     )];
     for m in v
@@ -391,7 +385,7 @@ pub fn participants(v: &CaseView, me: Option<(&str, &str)>) -> Vec<(String, Stri
         .filter(|m| m.meta.entered_in_error.is_none() && m.left.is_none())
     {
         out.push((
-            format!("member:{}", m.meta.id),
+            Participant::Member(m.meta.id).key(),
             format!("{} ({})", m.name, m.relationship),
         ));
     }
@@ -399,7 +393,7 @@ pub fn participants(v: &CaseView, me: Option<(&str, &str)>) -> Vec<(String, Stri
         .care_team
         .iter()
         .filter(|c| c.meta.entered_in_error.is_none() && c.end.is_none())
-        .map(|c| (c.practitioner.clone(), c.name.clone()))
+        .map(|c| (c.practitioner.to_string(), c.name.clone()))
         .collect();
     if let Some((id, name)) = me {
         if !practitioners.iter().any(|(p, _)| p == id) {
@@ -453,7 +447,7 @@ pub fn removed_note(
     what: &str,
     mark: &polyphony_core::model::view::ErrorMark,
 ) -> String {
-    let why = if mark.kind == ErrorKind::WrongPerson.as_str() {
+    let why = if mark.kind.is(ErrorKind::WrongPerson) {
         "because it was recorded on the wrong person’s record".to_string()
     } else {
         format!(
@@ -463,7 +457,7 @@ pub fn removed_note(
     };
     format!(
         r#"<div class="app-removed"><p class="app-removed__note"><strong class="nhsuk-tag nhsuk-tag--grey">Removed from this record</strong> {}</p></div>"#,
-        esc(&format!(
+        esc(format!(
             "{what} was removed from this record {why}. Marked by {}: {}",
             by_on(app, &mark.by, &mark.at),
             mark.reason
@@ -475,7 +469,7 @@ pub fn removed_note(
 pub fn in_error_note(app: &App, mark: &polyphony_core::model::view::ErrorMark) -> String {
     format!(
         r#"<p class="app-in-error__note"><strong class="nhsuk-tag nhsuk-tag--red">Entered in error</strong> {}: “{}”</p>"#,
-        esc(&by_line(app, &mark.by, &mark.at)),
+        esc(by_line(app, &mark.by, &mark.at)),
         esc(&mark.reason)
     )
 }

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Form};
-use polyphony_core::model::view::{CaseView, MemberView};
+use polyphony_core::model::view::{CaseView, ConsentStanding, MemberView};
 use polyphony_core::model::{ConsentState, MemberField, NewMember, Role};
 
 use super::{
@@ -178,7 +178,7 @@ fn member_form_values(m: &MemberView) -> FormData {
     FormData(vec![
         ("name".into(), m.name.clone()),
         ("relationship".into(), m.relationship.clone()),
-        ("role".into(), m.role.clone()),
+        ("role".into(), m.role.to_string()),
         ("phone".into(), m.phone.clone().unwrap_or_default()),
         ("email".into(), m.email.clone().unwrap_or_default()),
     ])
@@ -231,33 +231,7 @@ async fn edit_page(
         esc(&m.name),
         html::post_form(&base, &session.csrf, &inner)
     );
-    content.push_str("<h2>Consent to receive the record</h2>");
-    content.push_str(&format!(
-        "<p>{}</p>",
-        // The words every screen and copy uses (`MemberView::consent_words`): never recorded is
-        // not a refusal.
-        match m.consent_words() {
-            "given" => "The person has given consent for them to receive the record.",
-            "withdrawn" => "The person has withdrawn consent for them to receive the record.",
-            _ => "Whether the person consents to them receiving the record has not been recorded. Ask the person.",
-        }
-    ));
-    let consent_inner = if m.consent_given {
-        format!(
-            r#"<input type="hidden" name="state" value="revoked">{}"#,
-            html::secondary_button("Record that consent was withdrawn")
-        )
-    } else {
-        format!(
-            r#"<input type="hidden" name="state" value="given">{}"#,
-            html::secondary_button("Record that the person gave consent")
-        )
-    };
-    content.push_str(&html::post_form(
-        &format!("{base}/consent"),
-        &session.csrf,
-        &consent_inner,
-    ));
+    content.push_str(&consent_section(m, &base, &session.csrf));
     if m.left.is_none() {
         content.push_str("<h2>Leaving the network</h2><p>They stay in the record; they are no longer invited to meetings.</p>");
         content.push_str(&html::post_form(
@@ -269,7 +243,7 @@ async fn edit_page(
     content.push_str(&format!(
         r#"<p><a href="/case/{}/entry/{}/error">Mark {} as entered in error</a></p></div></div>"#,
         esc(&v.case_id),
-        esc(&m.meta.id),
+        esc(m.meta.id),
         esc(&m.name)
     ));
     render(
@@ -286,10 +260,42 @@ async fn edit_page(
     .await
 }
 
+/// Where the person's consent for this member to receive the record stands, and the button to
+/// record the change of it.
+fn consent_section(m: &MemberView, base: &str, csrf: &str) -> String {
+    let mut s = String::from("<h2>Consent to receive the record</h2>");
+    s.push_str(&format!(
+        "<p>{}</p>",
+        // The words every screen and copy uses (`MemberView::consent_words`): never recorded is
+        // not a refusal.
+        match m.consent() {
+            ConsentStanding::Given => "The person has given consent for them to receive the record.",
+            ConsentStanding::Withdrawn => "The person has withdrawn consent for them to receive the record.",
+            ConsentStanding::NotRecorded => "Whether the person consents to them receiving the record has not been recorded. Ask the person.",
+        }
+    ));
+    let inner = if m.consent_given {
+        format!(
+            r#"<input type="hidden" name="state" value="{}">{}"#,
+            ConsentState::Revoked,
+            html::secondary_button("Record that consent was withdrawn")
+        )
+    } else {
+        format!(
+            r#"<input type="hidden" name="state" value="{}">{}"#,
+            ConsentState::Given,
+            html::secondary_button("Record that the person gave consent")
+        )
+    };
+    s.push_str(&html::post_form(&format!("{base}/consent"), csrf, &inner));
+    s
+}
+
 fn find_member(v: &CaseView, id: &str) -> Result<MemberView, PageError> {
+    let wanted = id.parse::<polyphony_core::EntryId>().ok();
     v.network
         .iter()
-        .find(|m| m.meta.id == id)
+        .find(|m| Some(m.meta.id) == wanted)
         .cloned()
         .ok_or_else(|| {
             PageError::NotFound(format!("there is no network member '{id}' in this case"))

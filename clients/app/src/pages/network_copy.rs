@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Extension;
 use polyphony_core::export::network_copy::NetworkCopyError;
+use polyphony_core::model::view::ConsentStanding;
 use polyphony_core::profile::ProfileError;
 
 use super::{case_id, person_name, render, AppState, PageParts, PageResult};
@@ -46,10 +47,10 @@ pub async fn choose(
         s.push_str(r#"<table class="nhsuk-table"><caption class="nhsuk-table__caption">Who the copy can be for</caption><thead class="nhsuk-table__head"><tr class="nhsuk-table__row"><th scope="col" class="nhsuk-table__header">Name</th><th scope="col" class="nhsuk-table__header">Consent to receive the record</th><th scope="col" class="nhsuk-table__header">Copy</th></tr></thead><tbody class="nhsuk-table__body">"#);
         for m in members {
             let consent = m.consent_words();
-            let action = if consent == "given" {
+            let action = if m.consent() == ConsentStanding::Given {
                 format!(
                     r#"<a href="/case/{case}/network-copy/{id}">Make the copy for {n}</a>"#,
-                    id = esc(&m.meta.id),
+                    id = esc(m.meta.id),
                     n = esc(&m.name)
                 )
             } else {
@@ -109,7 +110,7 @@ pub async fn show(
                 "This copy cannot be given".to_string(),
                 format!(
                     r#"<h1>This copy cannot be given</h1><div class="nhsuk-warning-callout"><h2 class="nhsuk-warning-callout__label"><span role="text"><span class="nhsuk-u-visually-hidden">Important: </span>Consent</span></h2><p>{}</p></div><p><a href="/case/{case}/network-copy">Back to who the copy can be for</a></p>"#,
-                    esc(&e.to_string())
+                    esc(e.to_string())
                 ),
                 "",
             )

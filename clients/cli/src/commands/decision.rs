@@ -149,7 +149,7 @@ impl DecisionCommand {
                     .decisions
                     .iter()
                     .flat_map(|d| &d.actions)
-                    .any(|x| x.meta.id == action.to_string());
+                    .any(|x| x.meta.id == action);
                 if !is_action {
                     return Err(Failure::user(format!(
                         "{action} is not an action of this case (see `polyphony case show`)"

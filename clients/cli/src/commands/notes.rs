@@ -65,7 +65,7 @@ impl NoteCommand {
                 let current = view
                     .meetings
                     .iter()
-                    .find(|m| m.meta.id == meeting.to_string())
+                    .find(|m| m.meta.id == meeting)
                     .map(|m| match kind {
                         NoteKind::Notes => m.notes.clone(),
                         NoteKind::Reflections => m.reflections.clone(),

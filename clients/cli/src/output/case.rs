@@ -4,16 +4,18 @@
 //! beside them) and the fact that a field has conflicting values: a reader must never see one
 //! value without being told there is another.
 
-use polyphony_core::model::view::{AuthorView, EntryMeta};
-use polyphony_core::model::{CaseFigures, CaseView, EventKind, Names, Timeline};
+use polyphony_core::model::view::{AuthorView, DecisionView, EntryMeta, MeetingView};
+use polyphony_core::model::{
+    CaseFigures, CaseView, EventKind, Names, ReadbackResponse, Stored, Timeline,
+};
 
 use super::{day, short, when, when_opt, Page};
 
 /// A read-back answer in words.
-fn readback_words(response: &str) -> &str {
-    match response {
-        "added_words" => "added their words",
-        other => other,
+fn readback_words(response: &Stored<ReadbackResponse>) -> String {
+    match response.known() {
+        Some(ReadbackResponse::AddedWords) => "added their words".into(),
+        _ => response.to_string(),
     }
 }
 
@@ -70,8 +72,7 @@ fn conflicts_banner(page: &mut Page, view: &CaseView) {
 pub(crate) fn print_case(view: &CaseView) {
     let names = Names::new(view);
     let mut page = Page::default();
-    let p = &view.person;
-    page.line(0, format!("{}  (case {})", p.name, view.case_id));
+    page.line(0, format!("{}  (case {})", view.person.name, view.case_id));
     page.line(
         2,
         format!(
@@ -81,7 +82,33 @@ pub(crate) fn print_case(view: &CaseView) {
         ),
     );
     conflicts_banner(&mut page, view);
+    person(&mut page, view);
+    milestones(&mut page, view);
+    network(&mut page, view, &names);
+    care_team(&mut page, view);
+    page.heading("Meetings");
+    if view.meetings.is_empty() {
+        page.line(2, "(none yet)");
+    }
+    for m in &view.meetings {
+        meeting(&mut page, view, &names, m);
+    }
+    page.heading("Decisions");
+    if view.decisions.is_empty() {
+        page.line(2, "(none yet)");
+    }
+    for d in &view.decisions {
+        decision(&mut page, &names, d);
+    }
+    if !view.conflicts.is_empty() {
+        page.line(0, "");
+        conflicts_banner(&mut page, view);
+    }
+    page.print();
+}
 
+fn person(page: &mut Page, view: &CaseView) {
+    let p = &view.person;
     page.heading("Person");
     let details = [
         opt("name:", &Some(p.name.clone())),
@@ -97,7 +124,9 @@ pub(crate) fn print_case(view: &CaseView) {
     for d in details.into_iter().flatten() {
         page.line(2, d);
     }
+}
 
+fn milestones(page: &mut Page, view: &CaseView) {
     page.heading("Timeline");
     let t = &view.timeline;
     for (label, v) in [
@@ -110,20 +139,22 @@ pub(crate) fn print_case(view: &CaseView) {
             page.line(2, format!("{label}: {}", when(v)));
         }
     }
+}
 
+fn network(page: &mut Page, view: &CaseView, names: &Names<'_>) {
     page.heading("Network");
     if view.network.is_empty() {
         page.line(2, "(no one yet: add people with `polyphony network add`)");
     }
     for m in &view.network {
         if m.meta.withheld() {
-            page.line(2, format!("[{}] someone in the network", short(&m.meta.id)));
+            page.line(2, format!("[{}] someone in the network", short(m.meta.id)));
             page.line(6, error_mark(&m.meta).unwrap_or_default());
             continue;
         }
         let mut line = format!(
             "[{}] {} - {} ({})",
-            short(&m.meta.id),
+            short(m.meta.id),
             m.name,
             m.relationship,
             m.role
@@ -151,7 +182,9 @@ pub(crate) fn print_case(view: &CaseView) {
             page.line(6, mark);
         }
     }
+}
 
+fn care_team(page: &mut Page, view: &CaseView) {
     page.heading("Care team");
     if view.care_team.is_empty() {
         page.line(
@@ -160,7 +193,7 @@ pub(crate) fn print_case(view: &CaseView) {
         );
     }
     for c in &view.care_team {
-        let mut line = format!("[{}] {} ({})", short(&c.meta.id), c.name, c.role);
+        let mut line = format!("[{}] {} ({})", short(c.meta.id), c.name, c.role);
         if let Some(s) = &c.start {
             line.push_str(&format!(", from {s}"));
         }
@@ -172,213 +205,205 @@ pub(crate) fn print_case(view: &CaseView) {
             page.line(6, mark);
         }
     }
+}
 
-    page.heading("Meetings");
-    if view.meetings.is_empty() {
-        page.line(2, "(none yet)");
+fn meeting(page: &mut Page, view: &CaseView, names: &Names<'_>, m: &MeetingView) {
+    if m.meta.withheld() {
+        page.line(2, format!("[{}] a meeting", short(m.meta.id)));
+        page.line(6, error_mark(&m.meta).unwrap_or_default());
+        return;
     }
-    for m in &view.meetings {
-        if m.meta.withheld() {
-            page.line(2, format!("[{}] a meeting", short(&m.meta.id)));
-            page.line(6, error_mark(&m.meta).unwrap_or_default());
-            continue;
-        }
-        page.line(
-            2,
-            format!(
-                "[{}] {} at {}, {} (recorded by {})",
-                short(&m.meta.id),
-                when_opt(m.at.as_deref()),
-                m.place,
-                m.state.replace('_', " ").to_uppercase(),
-                by(&m.meta.created_by)
-            ),
-        );
-        if let Some(mark) = error_mark(&m.meta) {
-            page.line(6, mark);
-        }
-        if m.held() && !m.person_present {
-            page.line(6, format!("{} was not present", view.person.name));
-        }
-        let attended = names.all(&m.attendees);
-        page.line(
-            6,
-            format!(
-                "present: {}",
-                if attended.is_empty() {
-                    "(not recorded)".to_string()
-                } else {
-                    attended.join(", ")
-                }
-            ),
-        );
-        for (label, text) in [
-            ("Notes", &m.notes),
-            ("Reflections", &m.reflections),
-            ("Agreed", &m.agreed),
-        ] {
-            if !text.is_empty() {
-                page.line(6, format!("{label}:"));
-                page.line(8, text);
+    page.line(
+        2,
+        format!(
+            "[{}] {} at {}, {} (recorded by {})",
+            short(m.meta.id),
+            when_opt(m.at.as_deref()),
+            m.place,
+            m.state.to_string().replace('_', " ").to_uppercase(),
+            by(&m.meta.created_by)
+        ),
+    );
+    if let Some(mark) = error_mark(&m.meta) {
+        page.line(6, mark);
+    }
+    if m.held() && !m.person_present {
+        page.line(6, format!("{} was not present", view.person.name));
+    }
+    let attended = names.all(&m.attendees);
+    page.line(
+        6,
+        format!(
+            "present: {}",
+            if attended.is_empty() {
+                "(not recorded)".to_string()
+            } else {
+                attended.join(", ")
             }
-        }
-        if !m.readback.is_empty() {
-            page.line(6, "Read-back:");
-            for r in &m.readback {
-                let words = r
-                    .words
-                    .as_ref()
-                    .map(|w| format!(" - \"{w}\""))
-                    .unwrap_or_default();
-                page.line(
-                    8,
-                    format!(
-                        "{}: {}{words}",
-                        names.of(&r.participant),
-                        readback_words(&r.response)
-                    ),
-                );
-            }
-        }
-        for c in &m.changed_after_readback {
-            let mut what = Vec::new();
-            if !c.added.is_empty() {
-                what.push(format!("added \"{}\"", c.added.join("\", \"")));
-            }
-            if !c.removed.is_empty() {
-                what.push(format!("took out \"{}\"", c.removed.join("\", \"")));
-            }
-            page.line(
-                6,
-                format!(
-                    "!! changed after the read-back, not confirmed: {} {} in {} on {}",
-                    by(&c.by),
-                    what.join(" and "),
-                    c.part,
-                    when_opt(c.at.as_deref())
-                ),
-            );
-        }
-        if let Some(n) = &m.next_meeting {
-            page.line(6, format!("next meeting: {}", when(n)));
+        ),
+    );
+    for (label, text) in [
+        ("Notes", &m.notes),
+        ("Reflections", &m.reflections),
+        ("Agreed", &m.agreed),
+    ] {
+        if !text.is_empty() {
+            page.line(6, format!("{label}:"));
+            page.line(8, text);
         }
     }
-
-    page.heading("Decisions");
-    if view.decisions.is_empty() {
-        page.line(2, "(none yet)");
-    }
-    for d in &view.decisions {
-        if d.meta.withheld() {
-            page.line(2, format!("[{}] a decision", short(&d.meta.id)));
-            page.line(6, error_mark(&d.meta).unwrap_or_default());
-            continue;
-        }
-        page.line(
-            2,
-            format!(
-                "[{}] {}: \"{}\"",
-                short(&d.meta.id),
-                d.status.to_uppercase(),
-                d.text
-            ),
-        );
-        if let Some(mark) = error_mark(&d.meta) {
-            page.line(6, mark);
-        }
-        if let Some(p) = &d.proposed_by {
-            page.line(
-                6,
-                format!(
-                    "proposed by {}, {}",
-                    names.of(p),
-                    when_opt(d.meta.created_at.as_deref())
-                ),
-            );
-        }
-        if d.agreed_without_person {
-            page.line(
-                6,
-                "!! marked agreed, but the person's current position is not \"agree\": revisit it",
-            );
-        }
-        if d.positions.is_empty() {
-            page.line(6, "positions: none recorded yet");
-        } else {
-            page.line(6, "positions:");
-        }
-        for p in &d.positions {
-            let words = p
+    if !m.readback.is_empty() {
+        page.line(6, "Read-back:");
+        for r in &m.readback {
+            let words = r
                 .words
                 .as_ref()
                 .map(|w| format!(" - \"{w}\""))
                 .unwrap_or_default();
-            let earlier: Vec<String> = p
-                .earlier
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{} ({})",
-                        e.stance,
-                        e.at.as_deref().map(day).unwrap_or_default()
-                    )
-                })
-                .collect();
-            let history = if earlier.is_empty() {
-                String::new()
-            } else {
-                format!(" (before: {})", earlier.join(", then "))
-            };
             page.line(
                 8,
-                format!("{}: {}{words}{history}", names.of(&p.participant), p.stance),
-            );
-        }
-        if d.status_history.len() > 1 {
-            page.line(6, "history:");
-            for h in &d.status_history {
-                let note = h
-                    .note
-                    .as_ref()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default();
-                page.line(
-                    8,
-                    format!(
-                        "{} {} by {}{note}",
-                        when_opt(h.at.as_deref()),
-                        h.status,
-                        by(&h.by)
-                    ),
-                );
-            }
-        }
-        for a in &d.actions {
-            let owner = a.owner.as_deref().map(|o| names.of(o)).unwrap_or_default();
-            let due = a
-                .due
-                .as_ref()
-                .map(|d| format!(", due {d}"))
-                .unwrap_or_default();
-            let done = if a.done { "done" } else { "to do" };
-            page.line(
-                6,
                 format!(
-                    "action [{}] {} ({owner}{due}): {done}",
-                    short(&a.meta.id),
-                    a.text
+                    "{}: {}{words}",
+                    names.of(&r.participant),
+                    readback_words(&r.response)
                 ),
             );
-            if let Some(mark) = error_mark(&a.meta) {
-                page.line(8, mark);
-            }
         }
     }
-    if !view.conflicts.is_empty() {
-        page.line(0, "");
-        conflicts_banner(&mut page, view);
+    for c in &m.changed_after_readback {
+        let mut what = Vec::new();
+        if !c.added.is_empty() {
+            what.push(format!("added \"{}\"", c.added.join("\", \"")));
+        }
+        if !c.removed.is_empty() {
+            what.push(format!("took out \"{}\"", c.removed.join("\", \"")));
+        }
+        page.line(
+            6,
+            format!(
+                "!! changed after the read-back, not confirmed: {} {} in {} on {}",
+                by(&c.by),
+                what.join(" and "),
+                c.part,
+                when_opt(c.at.as_deref())
+            ),
+        );
     }
-    page.print();
+    if let Some(n) = &m.next_meeting {
+        page.line(6, format!("next meeting: {}", when(n)));
+    }
+}
+
+fn decision(page: &mut Page, names: &Names<'_>, d: &DecisionView) {
+    if d.meta.withheld() {
+        page.line(2, format!("[{}] a decision", short(d.meta.id)));
+        page.line(6, error_mark(&d.meta).unwrap_or_default());
+        return;
+    }
+    page.line(
+        2,
+        format!(
+            "[{}] {}: \"{}\"",
+            short(d.meta.id),
+            d.status.to_string().to_uppercase(),
+            d.text
+        ),
+    );
+    if let Some(mark) = error_mark(&d.meta) {
+        page.line(6, mark);
+    }
+    if let Some(p) = &d.proposed_by {
+        page.line(
+            6,
+            format!(
+                "proposed by {}, {}",
+                names.of(p),
+                when_opt(d.meta.created_at.as_deref())
+            ),
+        );
+    }
+    if d.agreed_without_person {
+        page.line(
+            6,
+            "!! marked agreed, but the person's current position is not \"agree\": revisit it",
+        );
+    }
+    positions(page, names, d);
+    if d.status_history.len() > 1 {
+        page.line(6, "history:");
+        for h in &d.status_history {
+            let note = h
+                .note
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            page.line(
+                8,
+                format!(
+                    "{} {} by {}{note}",
+                    when_opt(h.at.as_deref()),
+                    h.status,
+                    by(&h.by)
+                ),
+            );
+        }
+    }
+    for a in &d.actions {
+        let owner = a.owner.as_ref().map(|o| names.of(o)).unwrap_or_default();
+        let due = a
+            .due
+            .as_ref()
+            .map(|d| format!(", due {d}"))
+            .unwrap_or_default();
+        let done = if a.done { "done" } else { "to do" };
+        page.line(
+            6,
+            format!(
+                "action [{}] {} ({owner}{due}): {done}",
+                short(a.meta.id),
+                a.text
+            ),
+        );
+        if let Some(mark) = error_mark(&a.meta) {
+            page.line(8, mark);
+        }
+    }
+}
+
+/// Each participant's position on a decision, with the stances they took before.
+fn positions(page: &mut Page, names: &Names<'_>, d: &DecisionView) {
+    if d.positions.is_empty() {
+        page.line(6, "positions: none recorded yet");
+    } else {
+        page.line(6, "positions:");
+    }
+    for p in &d.positions {
+        let words = p
+            .words
+            .as_ref()
+            .map(|w| format!(" - \"{w}\""))
+            .unwrap_or_default();
+        let earlier: Vec<String> = p
+            .earlier
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} ({})",
+                    e.stance,
+                    e.at.as_deref().map(day).unwrap_or_default()
+                )
+            })
+            .collect();
+        let history = if earlier.is_empty() {
+            String::new()
+        } else {
+            format!(" (before: {})", earlier.join(", then "))
+        };
+        page.line(
+            8,
+            format!("{}: {}{words}{history}", names.of(&p.participant), p.stance),
+        );
+    }
 }
 
 /// `case timeline`.

@@ -72,11 +72,7 @@ impl Page {
     }
 }
 
-/// The first eight characters of an id: enough to tell entries apart on screen, and accepted back
-/// wherever an id is asked for.
-pub(crate) fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
-}
+pub(crate) use polyphony_core::model::short;
 
 /// An RFC 3339 time as people read it: `2026-03-14 10:30 UK time` (the UK clock time then).
 pub(crate) fn when(rfc3339: &str) -> String {
