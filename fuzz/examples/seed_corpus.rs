@@ -18,7 +18,7 @@ use polyphony_core::sync::{
     answer, CasePolicy, EnrolRequest, Enrolled, ErrorCode, Frame, Hello, OfflineRead, PeerSync,
     Refusal,
 };
-use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
+use polyphony_core::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 use polyphony_fuzz::{welcome, Device, NEW_CASE};
 
 struct Anyone;
@@ -45,13 +45,54 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).expect("write a seed");
 }
 
+/// The one case everything is made from: the device's copy (saved as the fixture) and the
+/// server's copies, which have moved on from it.
+struct Fixture {
+    /// The device's case, saved: the bytes of `fixtures/case.automerge`.
+    bytes: Vec<u8>,
+    id: CaseId,
+    /// The meeting the notes are written to.
+    meeting: EntryId,
+    /// Who wrote the device's case.
+    sam: Author,
+    /// The server's documents: the fixture's case moved on, and a case the device lacks.
+    server: BTreeMap<CaseId, AutoCommit>,
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let corpus = root.join("corpus");
+    let mut fixture = fixture(root);
+    client_session_seeds(&corpus.join("client_session"), &mut fixture);
+    document_load_seeds(&corpus.join("document_load"), &mut fixture);
+    frame_decoder_seeds(&corpus.join("frame_decoder"), &mut fixture);
+    println!(
+        "wrote the fixture and the seed corpus under {}",
+        root.display()
+    );
+}
+
+/// Makes the case, writes it to `fixtures/case.automerge` as a device holds it, then makes the
+/// server's copies.
+fn fixture(root: &Path) -> Fixture {
     let (sam, kit) = (author("Sam"), author("Kit"));
     let team = TeamId::random();
+    let (mut case, meeting) = device_case(team, &sam);
+    let bytes = case.save();
+    std::fs::write(root.join("fixtures/case.automerge"), &bytes).expect("write the fixture");
+    let id = case.case_id();
+    let server = server_copies(&case, &meeting, team, &kit);
+    Fixture {
+        bytes,
+        id,
+        meeting,
+        sam,
+        server,
+    }
+}
 
-    // The fixture: a small case as a device holds it.
+/// The fixture: a small case as a device holds it, one meeting with one note.
+fn device_case(team: TeamId, sam: &Author) -> (CaseDoc, EntryId) {
     let mut case = CaseDoc::create(
         CaseId::random(),
         team,
@@ -72,15 +113,20 @@ fn main() {
         .expect("a meeting");
     case.append_text(&meeting, NoteKind::Notes, "Maria slept better.")
         .expect("a note");
-    let fixture = case.save();
-    std::fs::write(root.join("fixtures/case.automerge"), &fixture).expect("write the fixture");
-    let fixture_id = case.case_id();
+    (case, meeting)
+}
 
-    // The server has moved on: more notes, a member, a decision; and a case the device lacks.
+/// The server has moved on: more notes, a member, a decision; and a case the device lacks.
+fn server_copies(
+    case: &CaseDoc,
+    meeting: &EntryId,
+    team: TeamId,
+    kit: &Author,
+) -> BTreeMap<CaseId, AutoCommit> {
     let mut server_case =
         CaseDoc::from_automerge(case.automerge().clone(), Some(kit.clone())).expect("valid");
     server_case
-        .append_text(&meeting, NoteKind::Notes, "Ana will visit on Sundays.")
+        .append_text(meeting, NoteKind::Notes, "Ana will visit on Sundays.")
         .expect("a note");
     let ana = server_case
         .add_member(NewMember {
@@ -105,14 +151,52 @@ fn main() {
         kit.clone(),
     )
     .expect("a case");
-    let mut server: BTreeMap<CaseId, AutoCommit> = BTreeMap::from([
-        (fixture_id, server_case.automerge().clone()),
+    BTreeMap::from([
+        (case.case_id(), server_case.automerge().clone()),
         (NEW_CASE, other.automerge_mut().clone()),
-    ]);
-    let mut states: BTreeMap<CaseId, PeerSync> = BTreeMap::new();
+    ])
+}
 
-    // client_session: everything a server says in a real session, as one stream of frames.
-    let mut device = Device::start_with(&fixture);
+/// Server frames besides the sync exchange: each is a seed of its own for `client_session`, and
+/// they complete `frame_decoder`'s one of every kind.
+fn odd_frames(case: CaseId) -> [Frame; 6] {
+    [
+        Frame::Saved {
+            case,
+            heads: vec![ChangeHash([7; 32])],
+        },
+        Frame::CaseRefused {
+            case,
+            refusal: Refusal {
+                code: ErrorCode::Moved,
+                message: "moved".into(),
+            },
+        },
+        Frame::ReadsSaved { through: 3 },
+        Frame::Wipe,
+        Frame::Bye,
+        Frame::Error(Refusal {
+            code: ErrorCode::Revoked,
+            message: "revoked".into(),
+        }),
+    ]
+}
+
+/// client_session: everything a server says in a real session, as one stream of frames, and
+/// the odd frames one by one.
+fn client_session_seeds(dir: &Path, fixture: &mut Fixture) {
+    write(dir, "full-session", &session_stream(fixture));
+    for (i, f) in odd_frames(fixture.id).iter().enumerate() {
+        write(dir, &format!("frame-{i}"), &f.to_bytes());
+    }
+}
+
+/// Runs a device holding the fixture against the server's copies until it has nothing more to
+/// send, and returns every frame the server sent it, encoded one after another.
+fn session_stream(fixture: &mut Fixture) -> Vec<u8> {
+    let server = &mut fixture.server;
+    let mut states: BTreeMap<CaseId, PeerSync> = BTreeMap::new();
+    let mut device = Device::start_with(&fixture.bytes);
     let mut stream = Vec::new();
     for _ in 0..200 {
         let sent = std::mem::take(&mut device.sent);
@@ -135,81 +219,75 @@ fn main() {
             }
         }
     }
-    let dir = corpus.join("client_session");
-    write(&dir, "full-session", &stream);
-    let odd = [
-        Frame::Saved {
-            case: fixture_id,
-            heads: vec![ChangeHash([7; 32])],
-        },
-        Frame::CaseRefused {
-            case: fixture_id,
-            refusal: Refusal {
-                code: ErrorCode::Moved,
-                message: "moved".into(),
-            },
-        },
-        Frame::ReadsSaved { through: 3 },
-        Frame::Wipe,
-        Frame::Bye,
-        Frame::Error(Refusal {
-            code: ErrorCode::Revoked,
-            message: "revoked".into(),
-        }),
-    ];
-    for (i, f) in odd.iter().enumerate() {
-        write(&dir, &format!("frame-{i}"), &f.to_bytes());
-    }
+    stream
+}
 
-    // document_load: the fixture, the server's copies, an uncompressed save, a log of chunks,
-    // and a valid automerge document that is no case.
-    let dir = corpus.join("document_load");
-    write(&dir, "fixture", &fixture);
-    for (i, doc) in server.values_mut().enumerate() {
-        write(&dir, &format!("server-{i}"), &doc.save());
+/// document_load: the fixture, the server's copies, an uncompressed save, a log of chunks,
+/// and a valid automerge document that is no case.
+fn document_load_seeds(dir: &Path, fixture: &mut Fixture) {
+    write(dir, "fixture", &fixture.bytes);
+    for (i, doc) in fixture.server.values_mut().enumerate() {
+        write(dir, &format!("server-{i}"), &doc.save());
         write(
-            &dir,
+            dir,
             &format!("server-{i}-nocompress"),
             &doc.save_nocompress(),
         );
     }
-    let mut log = fixture.clone();
-    let mut grown = CaseDoc::load(&fixture, Some(sam.clone())).expect("loads");
+    let mut log = fixture.bytes.clone();
+    let mut grown = CaseDoc::load(&fixture.bytes, Some(fixture.sam.clone())).expect("loads");
     let before = grown.heads();
     grown
-        .append_text(&meeting, NoteKind::Reflections, "A reflection.")
+        .append_text(&fixture.meeting, NoteKind::Reflections, "A reflection.")
         .expect("a reflection");
     log.extend(grown.automerge_mut().save_after(&before));
-    write(&dir, "log", &log);
+    write(dir, "log", &log);
     let mut junk = AutoCommit::new();
     automerge::transaction::Transactable::put(&mut junk, automerge::ROOT, "junk", 1).expect("put");
-    write(&dir, "not-a-case", &junk.save());
+    write(dir, "not-a-case", &junk.save());
+}
 
-    // frame_decoder: every kind of frame, whole (first byte: piece size 256) and a stream of
-    // them fed one byte at a time (first byte 0).
-    let dir = corpus.join("frame_decoder");
+/// frame_decoder: every kind of frame, whole (first byte: piece size 256) and a stream of
+/// them fed one byte at a time (first byte 0).
+fn frame_decoder_seeds(dir: &Path, fixture: &mut Fixture) {
+    let frames = common_frames(fixture)
+        .into_iter()
+        .chain(odd_frames(fixture.id))
+        .collect::<Vec<_>>();
+    let mut all = vec![0u8];
+    for (i, f) in frames.iter().enumerate() {
+        let mut seed = vec![255u8];
+        f.encode(&mut seed);
+        write(dir, &format!("{}-{i}", f.kind().replace(' ', "-")), &seed);
+        f.encode(&mut all);
+    }
+    write(dir, "stream-bytewise", &all);
+}
+
+/// One of each kind of frame that is not among the odd ones; the sync message is the first one
+/// the server's copy of the fixture's case would send.
+fn common_frames(fixture: &mut Fixture) -> Vec<Frame> {
+    let id = fixture.id;
     let mut sync_state = State::new();
-    let message = server
-        .get_mut(&fixture_id)
+    let message = fixture
+        .server
+        .get_mut(&id)
         .expect("held")
         .sync()
         .generate_sync_message(&mut sync_state)
         .expect("a message")
         .encode();
-    let frames = vec![
+    vec![
         Frame::Hello(Hello {
             version: 1,
             software: "polyphony/0.1.0".into(),
             live: false,
             features: Vec::new(),
         }),
-        welcome(fixture_id),
-        Frame::Sync {
-            case: fixture_id,
-            message,
-        },
+        welcome(id),
+        Frame::Sync { case: id, message },
         Frame::Reads(vec![OfflineRead {
-            case: fixture_id,
+            case: id,
             at: "2026-03-14T10:30:00Z".into(),
             what: "case show".into(),
             seq: 4,
@@ -231,19 +309,4 @@ fn main() {
             ca: "30".into(),
         }),
     ]
-    .into_iter()
-    .chain(odd)
-    .collect::<Vec<_>>();
-    let mut all = vec![0u8];
-    for (i, f) in frames.iter().enumerate() {
-        let mut seed = vec![255u8];
-        f.encode(&mut seed);
-        write(&dir, &format!("{}-{i}", f.kind().replace(' ', "-")), &seed);
-        f.encode(&mut all);
-    }
-    write(&dir, "stream-bytewise", &all);
-    println!(
-        "wrote the fixture and the seed corpus under {}",
-        root.display()
-    );
 }

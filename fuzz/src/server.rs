@@ -177,7 +177,7 @@ impl World {
                 .expect("a listed case has a log");
             let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
             let mut doc = AutoCommit::load(&bytes).expect("what was stored loads");
-            validate_document(&mut doc).expect("a stored case stays a valid record");
+            validate_document(&doc).expect("a stored case stays a valid record");
             if case == SOUTH_CASE {
                 let mut heads = doc.get_heads();
                 heads.sort();

@@ -12,17 +12,21 @@
 //! - [`reopen`]: the store behind a handle that reopens it after a disk error (sled's sticky error).
 //! - [`listener`]: the QUIC endpoint, connection limits, graceful shutdown; enrolment of new
 //!   devices (a private module beside it).
+//! - `admission` (private): whether the device behind a sync connection may start a session, from
+//!   its certificate and the registry.
 //! - [`session`]: one device's sync session: access control, checked writes, live push.
 //! - [`admin`]: administration through a local socket while serving, or directly when not.
 //! - [`driver`]: storage's and the registry's side in tokio's terms: awaiting durability, and
 //!   their changes as channels the sessions await.
 //!
-//! The core (registry, audit log, storage, reopen, limits, the session's protocol) is synchronous
-//! and free of any runtime. Only the I/O drivers touch tokio or quinn: [`listener`] (and the
-//! enrolment exchange beside it), the session's connection driver ([`session::serve`]), the admin
-//! socket ([`admin::AdminSocket`]), [`driver`], and the `polyphony-server` command's `main`.
+//! The core (registry, audit log, storage, reopen, limits, admission, the session's protocol) is
+//! synchronous and free of any runtime. Only the I/O drivers touch tokio or quinn: [`listener`]
+//! (and the enrolment exchange beside it), the session's connection driver ([`session::serve`]),
+//! the admin socket ([`admin::AdminSocket`]), [`driver`], and the `polyphony-server` command's
+//! `main`.
 
 pub mod admin;
+mod admission;
 pub mod audit;
 pub mod config;
 pub mod data_dir;

@@ -18,19 +18,19 @@ use std::time::Duration;
 
 use polyphony_core::identity::{self, BoroughCa, ALPN_ENROL, ALPN_SYNC};
 use polyphony_core::sync::ErrorCode;
-use polyphony_core::DeviceId;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admin::{self, Admin};
-use crate::audit::{Actor, AuditAction, AuditLog};
+use crate::admission::{self, device_actor};
+use crate::audit::{AuditAction, AuditLog};
 use crate::config::ServerConfig;
 use crate::data_dir::{self, StartError};
 use crate::driver::CoreDriver;
 use crate::enrolment;
 use crate::limits::DeviceSlot;
-use crate::registry::{Device, DeviceStatus, Practitioner, Registry};
+use crate::registry::{Device, Practitioner, Registry};
 use crate::session::{self, Shared};
 use crate::storage::ServerStorage;
 
@@ -361,104 +361,16 @@ async fn handle(
     }
 }
 
-/// A sync connection: the device behind it is checked ([`admit`]), takes one of its connection
-/// slots, and is served until the session ends.
+/// A sync connection: the device behind it is checked by its certificate ([`admission::admit`]),
+/// takes one of its connection slots, and is served until the session ends.
 async fn sync(shared: Arc<Shared>, driver: Arc<CoreDriver>, conn: quinn::Connection, id: u64) {
-    let (device, practitioner) = match admit(&shared, &conn) {
+    let cert = identity::peer_device_cert(&conn);
+    let (device, practitioner) = match admission::admit(&shared, cert.as_deref()) {
         Ok(admitted) => admitted,
         Err((code, message)) => return close(&conn, code, &message),
     };
     let _slot = take_device_slot(&shared, &conn, &device);
     serve_until_reopened(shared, driver, conn, id, device, practitioner).await;
-}
-
-/// Why a connection is refused before its session starts: the code, and what the device is told.
-type Refused = (ErrorCode, String);
-
-fn refused(code: ErrorCode, message: &str) -> Refused {
-    (code, message.to_string())
-}
-
-/// The device behind the connection and its practitioner, if it may sync: enrolled, with the
-/// certificate issued to it ([`enrolled_device`]), and not revoked ([`may_sync`]). Refusals that
-/// say something about the device are audited.
-fn admit(shared: &Shared, conn: &quinn::Connection) -> Result<(Device, Practitioner), Refused> {
-    let device = enrolled_device(shared, conn)?;
-    may_sync(shared, device)
-}
-
-/// The enrolled device the connection's certificate names, if the certificate is the one issued
-/// to it.
-fn enrolled_device(shared: &Shared, conn: &quinn::Connection) -> Result<Device, Refused> {
-    let Some(cert) = identity::peer_device_cert(conn) else {
-        return Err(refused(
-            ErrorCode::Unauthorised,
-            "no device certificate: enrol this device first",
-        ));
-    };
-    let device_id = identity::device_id_from_cert(&cert)
-        .ok()
-        .and_then(|d| d.parse::<DeviceId>().ok());
-    let device = device_id.and_then(|d| shared.registry.device(&d).ok().flatten());
-    let Some(device) = device else {
-        shared.audit(
-            Actor::Server,
-            AuditAction::Refused,
-            None,
-            "a certificate for an unknown device",
-        );
-        return Err(refused(
-            ErrorCode::Unauthorised,
-            "this device is not enrolled with this server",
-        ));
-    };
-    if device.cert_fingerprint != hex::encode(identity::cert_fingerprint(&cert)) {
-        shared.audit(
-            device_actor(&device),
-            AuditAction::Refused,
-            None,
-            "certificate does not match the enrolled one",
-        );
-        return Err(refused(
-            ErrorCode::Unauthorised,
-            "this certificate is not the one issued to this device: enrol again",
-        ));
-    }
-    Ok(device)
-}
-
-/// The device as it stands now (one past its time to upload before wiping becomes revoked), and
-/// its practitioner, unless the device is revoked or its practitioner gone.
-fn may_sync(shared: &Shared, device: Device) -> Result<(Device, Practitioner), Refused> {
-    let device = shared.expire_revoking(device).map_err(|e| {
-        (
-            ErrorCode::Internal,
-            format!("the server could not read its registry: {e}"),
-        )
-    })?;
-    if device.status == DeviceStatus::Revoked {
-        shared.audit(
-            device_actor(&device),
-            AuditAction::Refused,
-            None,
-            "revoked device tried to connect",
-        );
-        return Err(refused(ErrorCode::Revoked, "this device was revoked by your administrator: its data stays safe on the server; ask for a new enrolment"));
-    }
-    let Ok(Some(practitioner)) = shared.registry.practitioner(&device.practitioner) else {
-        return Err(refused(
-            ErrorCode::Unauthorised,
-            "this device's practitioner is no longer registered",
-        ));
-    };
-    Ok((device, practitioner))
-}
-
-fn device_actor(device: &Device) -> Actor {
-    Actor::Device {
-        device: device.id,
-        practitioner: device.practitioner,
-    }
 }
 
 /// One of the device's connection slots, held for as long as the session: a device holds at most

@@ -1,7 +1,12 @@
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
 use polyphony_core::identity::EnrolmentCode;
 use polyphony_core::store::MemoryStore;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 
+use super::socket::{read_line_bounded, Line};
 use super::*;
 use crate::audit::{AuditRecord, VerifyReport};
 

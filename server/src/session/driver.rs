@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use polyphony_core::net::{write_frames, FrameReader, FramedStream, StreamError};
 use polyphony_core::sync::{ErrorCode, Frame, FEATURE_CONFIRMS_WIPE};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, warn};
 
 use super::{welcome, withheld, Batch, NotWelcome, Session, Shared};
 use crate::audit::{Actor, AuditAction};
 use crate::driver::CoreDriver;
 use crate::registry::{Device, Practitioner};
+use crate::storage::CaseChanged;
 
 /// The most reply batches a session may have waiting for a device that does not read them; past
 /// it the server stops reading that device's frames until it catches up (back-pressure, not
@@ -87,7 +88,11 @@ pub async fn serve(
         device: device.id,
         practitioner: practitioner.id,
     };
-    let Some((stream, session)) = handshake(&shared, &conn, conn_id, device, practitioner).await
+    // Subscribed before the session exists, so a change of access from now on wakes it; one made
+    // before is seen by the session's first check (see `handshake`).
+    let access = driver.access_changes();
+    let Some((stream, session)) =
+        handshake(&shared, &conn, conn_id, device, practitioner, &actor).await
     else {
         return;
     };
@@ -102,7 +107,11 @@ pub async fn serve(
         backlog.clone(),
     ));
     let out = Outbox { tx, backlog };
-    let session = run(&shared, &driver, &conn, &mut recv, session, &out, &actor).await;
+    let wakes = Wakes {
+        changes: driver.case_changes(),
+        access,
+    };
+    let session = run(&shared, wakes, &conn, &mut recv, session, &out, &actor).await;
     if let Some((code, message)) = session.ended() {
         // At once: nothing queued for the writer is sent after this.
         close(&conn, *code, message);
@@ -118,12 +127,17 @@ pub async fn serve(
 
 /// The device's `Hello`, answered with a `Welcome`; the stream and a session for it, or None when
 /// the device was refused (the connection is closed with the reason).
+///
+/// `device` and `practitioner` were read at admission; the handshake can take a while (up to 30 s
+/// for the device to open its stream), so the session checks its access before the `Welcome`
+/// leaves: a device revoked in the meantime is refused now, not left syncing.
 async fn handshake(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
     conn_id: u64,
     device: Device,
     practitioner: Practitioner,
+    actor: &Actor,
 ) -> Option<(FramedStream, Session)> {
     let (send, recv) =
         match tokio::time::timeout(std::time::Duration::from_secs(30), conn.accept_bi()).await {
@@ -160,10 +174,17 @@ async fn handshake(
             return None;
         }
     };
-    let mode = welcome.mode;
-    stream.write_frames(&[Frame::Welcome(welcome)]).await.ok()?;
-    let session = Session::new(shared.clone(), conn_id, device, practitioner, mode)
+    let mut session = Session::new(shared.clone(), conn_id, device, practitioner, welcome.mode)
         .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE));
+    if !session.check_access() {
+        if let Some((code, message)) = session.ended() {
+            close(conn, *code, message);
+        }
+        // As a live session closed by a change of access: its connection was audited.
+        shared.audit(actor.clone(), AuditAction::Disconnect, None, String::new());
+        return None;
+    }
+    stream.write_frames(&[Frame::Welcome(welcome)]).await.ok()?;
     Some((stream, session))
 }
 
@@ -203,19 +224,28 @@ async fn write_replies(
     }
 }
 
+/// What wakes a session besides its device's frames.
+struct Wakes {
+    /// Other sessions' announced changes, from the `Welcome` on.
+    changes: broadcast::Receiver<CaseChanged>,
+    /// Changes of access, from before the session was created.
+    access: watch::Receiver<u64>,
+}
+
 /// Feed the session until it ends: the device's frames, other sessions' announcements, changes
 /// of access. Returns the session, to read why it ended.
 async fn run(
     shared: &Arc<Shared>,
-    driver: &CoreDriver,
+    Wakes {
+        mut changes,
+        mut access,
+    }: Wakes,
     conn: &quinn::Connection,
     recv: &mut FrameReader,
     mut session: Session,
     out: &Outbox,
     actor: &Actor,
 ) -> Session {
-    let mut changes = driver.case_changes();
-    let mut access = driver.access_changes();
     'serving: loop {
         // Back-pressure: while the device does not read what it was sent, read nothing more from
         // it and push nothing more (a missed push is made up by push_all after the lag).

@@ -52,8 +52,12 @@ pub struct Session {
     exchanges: HashMap<CaseId, (usize, Vec<automerge::ChangeHash>)>,
     /// This device and its practitioner as the registry knows them (see [`ServerPolicy::me`]).
     author: Author,
-    /// The registry's access epoch this session last read its device and practitioner at.
-    epoch: u64,
+    /// The registry's access epoch this session last read its device and practitioner at; none
+    /// until its first [`Session::check_access`]. The device and practitioner it is given were
+    /// read at admission, before the handshake, at an epoch it does not know: a revocation or a
+    /// team removal that landed in between must not pass for one already seen, so the first check
+    /// reads them again.
+    epoch: Option<u64>,
     /// Why the session ended because its access changed: the connection is closed with this.
     ended: Option<(ErrorCode, String)>,
     /// The device answers `Wipe` with `Wiped` (it announced
@@ -67,6 +71,11 @@ pub struct Session {
 impl Session {
     /// A session for a welcomed device (`mode` as [`super::welcome`] decided). Its replies wait in the
     /// session until taken with [`Session::poll_reply`].
+    ///
+    /// `device` and `practitioner` are trusted only until the session's first
+    /// [`Session::check_access`] (at its first frame or push, or when the driver calls it): that
+    /// check reads both from the registry again, so a change of access made between the
+    /// caller's reading them and now (a revocation during the handshake) takes effect.
     pub fn new(
         shared: Arc<Shared>,
         conn_id: u64,
@@ -78,7 +87,6 @@ impl Session {
             device: device.id,
             practitioner: practitioner.id,
         };
-        let epoch = shared.registry.access_epoch();
         let author = Author {
             practitioner: practitioner.id,
             practitioner_name: practitioner.name.clone(),
@@ -97,7 +105,7 @@ impl Session {
             read_audited: HashSet::new(),
             exchanges: HashMap::new(),
             author,
-            epoch,
+            epoch: None,
             ended: None,
             confirms_wipe: false,
             wipe_sent: false,
@@ -133,7 +141,8 @@ impl Session {
     }
 
     /// Re-read this device and its practitioner if the registry's access changed since the last
-    /// look, or if the device is being revoked (whose time limit runs without any change).
+    /// look (always at the first: see [`Session::new`]), or if the device is being revoked (whose
+    /// time limit runs without any change).
     /// Returns false once the session must end: the device was revoked ("revoke now" reaches a
     /// connected device at once), or its revocation was ordered (it reconnects to upload, then
     /// wipe). A practitioner who left a team keeps the session for their other teams.
@@ -142,10 +151,10 @@ impl Session {
             return false;
         }
         let epoch = self.shared.registry.access_epoch();
-        if epoch == self.epoch && self.mode == SessionMode::Normal {
+        if self.epoch == Some(epoch) && self.mode == SessionMode::Normal {
             return true;
         }
-        self.epoch = epoch;
+        self.epoch = Some(epoch);
         let device = match self.shared.registry.device(&self.device.id) {
             Ok(Some(d)) => self.shared.expire_revoking(d),
             Ok(None) => Err(RegistryError::DeviceNotFound(self.device.id)),
@@ -814,8 +823,9 @@ impl Session {
 
     /// Tell the device, once a session, that `case` moved away from it; it then uploads what it
     /// holds. The first telling is recorded, and the refusal leaves only once that record is on
-    /// disk: it is the boundary of what the device may still upload (see
-    /// [`super::ServerPolicy::time_allowed`]). Nothing of the message it answers is applied.
+    /// disk: it is the boundary of what the device may still upload (see `ServerPolicy`'s
+    /// [`CasePolicy::time_allowed`](polyphony_core::sync::CasePolicy::time_allowed)). Nothing of
+    /// the message it answers is applied.
     fn tell_moved(&mut self, case: CaseId) -> (u64, Vec<Frame>) {
         // Noted before the writes, for their ticket (see GroupCommit::wrote_in).
         let generation = self.shared.storage.group.generation();

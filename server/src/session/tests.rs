@@ -1,7 +1,8 @@
 //! The session driven directly, as the simulation does, with no sockets and no runtime: the
 //! access rules (another team's case, a case created for another team, another device's actor,
-//! the provisional-case and offline-read limits, a revoked device) and the rule for a case that
-//! moved away from a device (only what it wrote before it was told).
+//! the provisional-case and offline-read limits, a revoked device, a change of access during the
+//! handshake) and the rule for a case that moved away from a device (only what it wrote before it
+//! was told).
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
@@ -709,4 +710,89 @@ fn changes_waiting_past_two_frames_in_one_session_are_refused_busy() {
     assert_eq!(code, ErrorCode::Busy);
     assert!(text.contains("8192 bytes"), "{text}");
     assert!(waited >= 1, "one change waiting is well within the bound");
+}
+
+/// Sam's device as the listener admitted it, then revoked while its connection was still in the
+/// handshake (before the session began): the session is given the device as it was admitted.
+#[test]
+fn a_revocation_during_the_handshake_ends_the_session_at_its_first_frame() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    // Admitted: `f.device` and `f.practitioner` are the records the listener read.
+    f.shared
+        .registry
+        .set_device_status(&f.device.id, DeviceStatus::Revoked)
+        .expect("revoked");
+    let mut sam = f.connect();
+    let message = doc
+        .sync()
+        .generate_sync_message(&mut State::new())
+        .expect("a message")
+        .encode();
+    assert!(!sam.session.handle(Frame::Sync { case, message }));
+    assert_eq!(sam.session.poll_reply(), None);
+    assert!(matches!(
+        sam.session.ended(),
+        Some((ErrorCode::Revoked, m)) if m.contains("revoked")
+    ));
+    assert!(f.shared.storage.case(&case).expect("read").is_none());
+}
+
+/// Sam admitted as a member of North, then removed from North during the handshake: the session
+/// does not send his device a North case on the strength of the admission's records.
+#[test]
+fn a_team_removal_during_the_handshake_holds_from_the_first_frame() {
+    let f = fixture();
+    // A North case Sam's device never held, stored through a session of Kim's (North) device.
+    let kim = f
+        .shared
+        .registry
+        .add_practitioner("Kim", f.north)
+        .expect("practitioner");
+    let code = f
+        .shared
+        .registry
+        .create_enrolment(kim.id, [3; 32], time::Duration::hours(1))
+        .expect("code");
+    let (kims_device, kim) = f
+        .shared
+        .registry
+        .redeem_enrolment(
+            code.token(),
+            polyphony_core::DeviceId::random(),
+            "tablet",
+            [4; 32],
+        )
+        .expect("enrolled");
+    let kim_author = Author {
+        practitioner: kim.id,
+        practitioner_name: kim.name.clone(),
+        device: kims_device.id,
+    };
+    let (case, mut north_doc) = new_case(f.north, kim_author);
+    let mut kims = Device1 {
+        session: Session::new(f.shared.clone(), 2, kims_device, kim, SessionMode::Normal),
+        state: State::new(),
+    };
+    assert_eq!(
+        refusals(&kims.settle(case, &mut north_doc)),
+        (false, vec![])
+    );
+
+    // Admitted: `f.practitioner` is the record the listener read, with North in it.
+    f.shared
+        .registry
+        .remove_practitioner_from_team(&f.practitioner.id, f.north)
+        .expect("removed");
+    let mut empty = AutoCommit::new();
+    let frames = f.connect().exchange(case, &mut empty);
+    assert_eq!(
+        only_refusal(&frames),
+        (
+            ErrorCode::NotAvailable,
+            format!("case {case} is not available to this device")
+        )
+    );
+    assert!(!frames.iter().any(|fr| matches!(fr, Frame::Sync { .. })));
+    assert!(empty.get_heads().is_empty());
 }
