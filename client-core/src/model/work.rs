@@ -14,7 +14,15 @@
 //! action due "yesterday" must not wait an hour more to show as overdue.
 //!
 //! Nothing withheld ever appears (an entry recorded on the wrong person's record, or marked with
-//! a kind a newer schema wrote), and nothing entered in error: it was a mistake, not work.
+//! a kind a newer schema wrote), and nothing entered in error: it was a mistake, not work. What
+//! cannot be read for sure is listed, never dropped: an action whose `done` or `due` holds
+//! conflicting values is open, due on the earliest of them, and says so ([`WorkItem::conflict`]);
+//! an action whose due date does not read is listed with [`WorkItem::due_unreadable`]; the
+//! actions of a withdrawn decision are listed with [`WorkItem::decision_withdrawn`] (its page
+//! still shows them open).
+//!
+//! Reviews of the crisis plan are not listed yet: the plan is not in the record
+//! ([`reviews_due`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,9 +32,17 @@ use super::{
 };
 use crate::{EntryId, PractitionerId};
 
+/// How long changes may wait on this device before the list warns of them, in minutes, unless
+/// the app or the command line is told otherwise.
+pub const DEFAULT_UNSYNCED_WARNING_MINUTES: i64 = 120;
+
+/// What a read is recorded as when a screen shows the list's text from a case
+/// (`Profile::record_work_reads`).
+pub const WORK_READ: &str = "needs attention list";
+
 /// What kind of work an item is. Serialised snake_case (`overdue`, `due_today`,
-/// `awaits_outcome`, `unsynced`); a later version may add kinds, so readers of the JSON should
-/// show an unknown one as written.
+/// `awaits_outcome`, `unsynced`, `unreadable`); a later version may add kinds, so readers of the
+/// JSON should show an unknown one as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkKind {
@@ -38,6 +54,9 @@ pub enum WorkKind {
     AwaitsOutcome,
     /// Changes on this device the server has not acknowledged for longer than the warning.
     Unsynced,
+    /// A case on this device that could not be opened: its work cannot be listed, so the case
+    /// itself is.
+    Unreadable,
 }
 
 impl WorkKind {
@@ -48,6 +67,7 @@ impl WorkKind {
             WorkKind::DueToday => "Due today",
             WorkKind::AwaitsOutcome => "Awaits outcome",
             WorkKind::Unsynced => "Not synced",
+            WorkKind::Unreadable => "Could not be opened",
         }
     }
 }
@@ -79,9 +99,58 @@ pub struct WorkItem {
     pub owner: Option<Stored<Participant>>,
     /// The owner as a name, as the case names them (see [`Names`](super::Names)).
     pub owner_name: Option<String>,
-    /// Whether it is the given practitioner's: they own the action, or attended, were invited
-    /// to or recorded the meeting; unsynced changes on their own device are always theirs.
+    /// Whether it is the given practitioner's. An action: they own it, or its owner is not a
+    /// practitioner in the case's current care team (nobody, the person, a network member, a
+    /// practitioner who has left) and they are in it. A meeting: they attended, were invited to
+    /// or recorded it, or none of its practitioners is in the current care team and they are.
+    /// Unsynced changes and a case that cannot be opened are this device's, so always theirs.
     pub mine: bool,
+    /// The action's `done` or `due` holds values two devices wrote concurrently: it is listed as
+    /// open, due on the earliest of the dates, until someone picks (the case's conflicts page).
+    #[serde(default)]
+    pub conflict: bool,
+    /// The action's decision was withdrawn; the action itself was never marked done.
+    #[serde(default)]
+    pub decision_withdrawn: bool,
+    /// The action's due date could not be read (`due` holds it as written): listed as due today,
+    /// since nothing can say it is not.
+    #[serde(default)]
+    pub due_unreadable: bool,
+}
+
+impl WorkItem {
+    /// Whether showing the item shows something written in the case (an action's text), so
+    /// showing it is an access to be recorded. The line of a meeting, unsynced changes or a case
+    /// that cannot be opened is this code's own sentence.
+    pub fn shows_case_text(&self) -> bool {
+        self.decision.is_some()
+    }
+
+    /// The kind in words, as screens show it: "Due date unreadable" for an action whose date did
+    /// not read, else [`WorkKind::words`].
+    pub fn kind_words(&self) -> &'static str {
+        if self.due_unreadable {
+            "Due date unreadable"
+        } else {
+            self.kind.words()
+        }
+    }
+
+    /// What else a reader must know about the item, in words: values in conflict, a withdrawn
+    /// decision, a due date that does not read. Empty when nothing.
+    pub fn flags(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.conflict {
+            out.push("values conflict");
+        }
+        if self.decision_withdrawn {
+            out.push("decision withdrawn");
+        }
+        if self.due_unreadable {
+            out.push("due date could not be read");
+        }
+        out
+    }
 }
 
 /// How the morning list is sorted.
@@ -113,13 +182,22 @@ impl std::str::FromStr for WorkOrder {
     }
 }
 
-/// Sort `items` in `order`; ties fall back to most overdue, then person, kind, text and id, so the
-/// list reads the same on every device.
+/// The order of two people's names: ignoring letter case, then as written.
+fn by_person(a: &WorkItem, b: &WorkItem) -> std::cmp::Ordering {
+    a.person
+        .to_lowercase()
+        .cmp(&b.person.to_lowercase())
+        .then_with(|| a.person.cmp(&b.person))
+}
+
+/// Sort `items` in `order`; ties fall back to most overdue, then person (ignoring letter case),
+/// case, kind, text and id, so the list reads the same on every device.
 pub fn sort_work(items: &mut [WorkItem], order: WorkOrder) {
     let tail = |a: &WorkItem, b: &WorkItem| {
         b.days_overdue
             .cmp(&a.days_overdue)
-            .then_with(|| a.person.cmp(&b.person))
+            .then_with(|| by_person(a, b))
+            .then_with(|| a.case_id.cmp(&b.case_id))
             .then_with(|| a.kind.cmp(&b.kind))
             .then_with(|| a.text.cmp(&b.text))
             .then_with(|| a.case_id.cmp(&b.case_id))
@@ -127,7 +205,9 @@ pub fn sort_work(items: &mut [WorkItem], order: WorkOrder) {
     };
     items.sort_by(|a, b| match order {
         WorkOrder::Due => tail(a, b),
-        WorkOrder::Person => a.person.cmp(&b.person).then_with(|| tail(a, b)),
+        WorkOrder::Person => by_person(a, b)
+            .then_with(|| a.case_id.cmp(&b.case_id))
+            .then_with(|| tail(a, b)),
         WorkOrder::Kind => a.kind.cmp(&b.kind).then_with(|| tail(a, b)),
     });
 }
@@ -143,23 +223,57 @@ pub fn due_work(
     now: Instant,
 ) -> Vec<WorkItem> {
     let today = zone.date(now);
+    let team = current_team(view);
     let mut items: Vec<WorkItem> = view
         .decisions
         .iter()
         .filter(|d| d.meta.entered_in_error.is_none())
-        // A withdrawn decision is no longer pursued, and nor are its actions.
-        .filter(|d| !d.status.is(DecisionStatus::Withdrawn))
+        // A withdrawn decision's actions are still listed, marked so: nobody marked them done,
+        // and the decision's page still shows them open.
         .flat_map(|d| d.actions.iter().map(move |a| (d, a)))
-        .filter_map(|(d, a)| action_item(view, d, a, me, today))
+        .filter_map(|(d, a)| action_item(view, d, a, me, &team, today))
         .collect();
     items.extend(
         view.meetings
             .iter()
-            .filter(|m| m.meta.entered_in_error.is_none() && m.awaits_outcome(now))
-            .map(|m| meeting_item(view, m, me, zone, today)),
+            .filter(|m| m.awaits_outcome(now))
+            .map(|m| meeting_item(view, m, me, &team, zone, today)),
     );
     items.extend(reviews_due(view, today));
     items
+}
+
+/// The practitioners in the case's care team now: entries not entered in error, with no end.
+fn current_team(view: &CaseView) -> Vec<PractitionerId> {
+    view.care_team
+        .iter()
+        .filter(|c| c.meta.entered_in_error.is_none() && c.end.is_none())
+        .filter_map(|c| c.practitioner.known())
+        .collect()
+}
+
+/// The values a field of an action holds: every concurrent value when the case's conflicts name
+/// it (a cleared one left out), else the one the view shows.
+fn field_values(
+    view: &CaseView,
+    decision: &DecisionView,
+    a: &ActionView,
+    key: &str,
+) -> Option<Vec<String>> {
+    let field = format!(
+        "{}.{}.{}.{}.{key}",
+        super::keys::DECISIONS,
+        decision.meta.id,
+        super::keys::ACTIONS,
+        a.meta.id
+    );
+    view.conflicts.iter().find(|c| c.field == field).map(|c| {
+        c.values
+            .iter()
+            .filter(|v| v.value != "(cleared)")
+            .map(|v| v.value.clone())
+            .collect()
+    })
 }
 
 /// The crisis plan's review, when due. Issue 17 part 1 (the safety and crisis plan, with its
@@ -174,23 +288,46 @@ fn action_item(
     decision: &DecisionView,
     a: &ActionView,
     me: Option<PractitionerId>,
+    team: &[PractitionerId],
     today: Date,
 ) -> Option<WorkItem> {
-    if a.done || a.meta.entered_in_error.is_some() {
+    if a.meta.entered_in_error.is_some() {
         return None;
     }
-    // A date that does not parse is not a date this code can call due; the case page shows it.
-    let due = parse_date("due", a.due.as_deref()?).ok()?;
-    let days = (today - due).whole_days();
-    let kind = match days {
-        d if d > 0 => WorkKind::Overdue,
-        0 => WorkKind::DueToday,
-        _ => return None,
+    let done_conflict = field_values(view, decision, a, super::keys::DONE).is_some();
+    let due_values = field_values(view, decision, a, super::keys::DUE);
+    let conflict = done_conflict || due_values.is_some();
+    // Done only when every device agrees it is.
+    if a.done && !conflict {
+        return None;
+    }
+    let dues = due_values.unwrap_or_else(|| a.due.iter().cloned().collect());
+    if dues.is_empty() {
+        // No date: it never comes due.
+        return None;
+    }
+    let earliest = dues.iter().filter_map(|d| parse_date("due", d).ok()).min();
+    let (kind, days, due, due_unreadable) = match earliest {
+        Some(due) => {
+            let days = (today - due).whole_days();
+            let kind = match days {
+                d if d > 0 => WorkKind::Overdue,
+                0 => WorkKind::DueToday,
+                _ => return None,
+            };
+            (kind, days, super::format_date(due), false)
+        }
+        // A date that does not read cannot be called not due: listed, and said so.
+        None => (WorkKind::DueToday, 0, dues.join(" / "), true),
     };
+    let owner_in_team = a.owner.as_ref().is_some_and(
+        |o| matches!(o.known(), Some(Participant::Practitioner(p)) if team.contains(&p)),
+    );
     let mine = me.is_some_and(|me| {
         a.owner
             .as_ref()
             .is_some_and(|o| o.is(Participant::Practitioner(me)))
+            || (!owner_in_team && team.contains(&me))
     });
     Some(WorkItem {
         case_id: view.case_id.clone(),
@@ -199,12 +336,15 @@ fn action_item(
         entry: Some(a.meta.id),
         decision: Some(decision.meta.id),
         text: a.text.clone(),
-        due: a.due.clone(),
+        due: Some(due),
         at: None,
         days_overdue: days,
         owner: a.owner.clone(),
         owner_name: a.owner.as_ref().map(|o| super::Names::new(view).of(o)),
         mine,
+        conflict,
+        decision_withdrawn: decision.status.is(DecisionStatus::Withdrawn),
+        due_unreadable,
     })
 }
 
@@ -212,6 +352,7 @@ fn meeting_item(
     view: &CaseView,
     m: &MeetingView,
     me: Option<PractitionerId>,
+    team: &[PractitionerId],
     zone: &LocalZone,
     today: Date,
 ) -> WorkItem {
@@ -219,6 +360,10 @@ fn meeting_item(
         m.at.as_deref()
             .and_then(stored_instant)
             .map(|t| zone.date(t));
+    let team_attends = m
+        .attendees
+        .iter()
+        .any(|p| matches!(p.known(), Some(Participant::Practitioner(p)) if team.contains(&p)));
     let mine = me.is_some_and(|me| {
         m.attendees
             .iter()
@@ -227,6 +372,7 @@ fn meeting_item(
                 .created_by
                 .as_ref()
                 .is_some_and(|a| a.practitioner == me.to_string())
+            || (!team_attends && team.contains(&me))
     });
     WorkItem {
         case_id: view.case_id.clone(),
@@ -241,15 +387,20 @@ fn meeting_item(
         owner: None,
         owner_name: None,
         mine,
+        conflict: false,
+        decision_withdrawn: false,
+        due_unreadable: false,
     }
 }
 
 impl MeetingView {
     /// A meeting still planned whose time has passed (at or before `now`): someone has to say
     /// whether it took place before it counts for anything. A meeting without a time is taken as
-    /// past (nothing is waiting for it to come); a state a newer schema wrote is not planned.
+    /// past (nothing is waiting for it to come); a state a newer schema wrote is not planned; a
+    /// meeting entered in error (or withheld) awaits nothing.
     pub fn awaits_outcome(&self, now: Instant) -> bool {
-        self.state.is(MeetingState::Planned)
+        self.meta.entered_in_error.is_none()
+            && self.state.is(MeetingState::Planned)
             && self
                 .at
                 .as_deref()

@@ -4,7 +4,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::model::view::{AuthorView, EntryMeta, ErrorMark, PersonView, TimelineView};
+use crate::model::view::{
+    AuthorView, CareTeamView, EntryMeta, ErrorMark, PersonView, TimelineView,
+};
 use crate::model::ErrorKind;
 
 fn utc(s: &str) -> Instant {
@@ -176,7 +178,8 @@ fn days_overdue_are_calendar_days_across_the_clocks_going_forward_and_back() {
 }
 
 #[test]
-fn done_actions_actions_in_error_and_undated_actions_are_not_listed() {
+fn done_actions_actions_in_error_and_undated_actions_are_not_listed_and_a_garbled_date_is_listed_as_unreadable(
+) {
     let mut done = action("done", "2026-01-01", None);
     done.done = true;
     let mut mistake = action("mistake", "2026-01-01", None);
@@ -194,12 +197,21 @@ fn done_actions_actions_in_error_and_undated_actions_are_not_listed() {
     ]);
     assert_eq!(
         kinds(&v, "2026-01-15T09:00:00Z"),
-        vec![("still".to_string(), WorkKind::Overdue, 14)]
+        vec![
+            ("still".to_string(), WorkKind::Overdue, 14),
+            ("garbled".to_string(), WorkKind::DueToday, 0),
+        ]
     );
+    let items = due_work(&v, None, &LocalZone::uk(), utc("2026-01-15T09:00:00Z"));
+    let garbled = items.iter().find(|i| i.text == "garbled").unwrap();
+    assert!(garbled.due_unreadable);
+    assert_eq!(garbled.due.as_deref(), Some("soon"));
+    assert_eq!(garbled.kind_words(), "Due date unreadable");
+    assert!(garbled.flags().contains(&"due date could not be read"));
 }
 
 #[test]
-fn actions_inside_a_decision_in_error_withheld_or_withdrawn_are_not_listed() {
+fn actions_inside_a_decision_in_error_or_withheld_are_not_listed_and_a_withdrawn_ones_are_marked() {
     let mut v = case();
     let mut mistaken = decision(vec![action("of a mistake", "2026-01-01", None)]);
     mistaken.meta.entered_in_error = mark(ErrorKind::Mistake);
@@ -211,7 +223,65 @@ fn actions_inside_a_decision_in_error_withheld_or_withdrawn_are_not_listed() {
     let mut wrong = decision(vec![action("another person's", "2026-01-01", None)]);
     wrong.meta.entered_in_error = mark(ErrorKind::WrongPerson);
     v.decisions.push(wrong);
-    assert_eq!(kinds(&v, "2026-01-15T09:00:00Z"), vec![]);
+    let items = due_work(&v, None, &LocalZone::uk(), utc("2026-01-15T09:00:00Z"));
+    let listed: Vec<(&str, bool)> = items
+        .iter()
+        .map(|i| (i.text.as_str(), i.decision_withdrawn))
+        .collect();
+    assert_eq!(listed, vec![("of a withdrawn one", true)]);
+    assert!(items[0].flags().contains(&"decision withdrawn"));
+}
+
+/// The field path the case's conflicts name an action's field by.
+fn action_field(d: &DecisionView, a: &ActionView, key: &str) -> String {
+    format!("decisions.{}.actions.{}.{key}", d.meta.id, a.meta.id)
+}
+
+fn conflict(field: String, values: &[&str]) -> super::super::Conflict {
+    super::super::Conflict {
+        field,
+        values: values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| super::super::ConflictValue {
+                pick: i + 1,
+                value: (*v).into(),
+                author: None,
+                at: None,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn an_action_whose_done_or_due_conflicts_is_open_due_on_the_earliest_date_and_says_so() {
+    let mut done = action("done on one device", "2026-01-10", None);
+    done.done = true;
+    let dated = action("two dates", "2026-01-20", None);
+    let plain = action("plain", "2026-01-20", None);
+    let mut v = with_actions(vec![done, dated, plain]);
+    let d = &v.decisions[0];
+    v.conflicts = vec![
+        conflict(action_field(d, &d.actions[0], "done"), &["yes", "no"]),
+        conflict(
+            action_field(d, &d.actions[1], "due"),
+            &["2026-01-20", "2026-01-12", "(cleared)"],
+        ),
+    ];
+    let items = due_work(&v, None, &LocalZone::uk(), utc("2026-01-15T09:00:00Z"));
+    let listed: Vec<(&str, Option<&str>, bool)> = items
+        .iter()
+        .map(|i| (i.text.as_str(), i.due.as_deref(), i.conflict))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("done on one device", Some("2026-01-10"), true),
+            ("two dates", Some("2026-01-12"), true),
+        ]
+    );
+    assert_eq!(items[1].days_overdue, 3);
+    assert!(items[0].flags().contains(&"values conflict"));
 }
 
 #[test]
@@ -267,46 +337,189 @@ fn a_meeting_in_error_or_withheld_does_not_await_an_outcome() {
     let mut wrong = meeting("2026-01-14T10:00:00Z", Stored::Known(MeetingState::Planned));
     wrong.at = None;
     wrong.meta.entered_in_error = mark(ErrorKind::WrongPerson);
+    assert!(!mistake.awaits_outcome(utc("2026-01-15T10:00:00Z")));
+    assert!(!wrong.awaits_outcome(utc("2026-01-15T10:00:00Z")));
     v.meetings = vec![mistake, wrong];
     assert_eq!(kinds(&v, "2026-01-15T10:00:00Z"), vec![]);
 }
 
+fn team_member(p: PractitionerId, end: Option<&str>) -> CareTeamView {
+    CareTeamView {
+        meta: meta(),
+        practitioner: Stored::Known(p),
+        name: "Someone".into(),
+        role: Stored::Known(crate::model::CareRole::Practitioner),
+        start: None,
+        end: end.map(str::to_string),
+    }
+}
+
+/// Which of the case's items are mine, by text (meetings by their time).
+fn mine_of(v: &CaseView, me: PractitionerId) -> Vec<String> {
+    let mut items = due_work(v, Some(me), &LocalZone::uk(), utc("2026-01-15T09:00:00Z"));
+    sort_work(&mut items, WorkOrder::Due);
+    items
+        .into_iter()
+        .filter(|i| i.mine)
+        .map(|i| i.at.unwrap_or(i.text))
+        .collect()
+}
+
 #[test]
-fn mine_is_an_action_i_own_or_a_meeting_i_attended_or_recorded() {
+fn an_action_is_mine_if_i_own_it_or_its_owner_is_not_in_the_current_team_and_i_am() {
     let me = PractitionerId::random();
     let colleague = PractitionerId::random();
-    let mut v = with_actions(vec![
-        action("mine", "2026-01-01", Some(Participant::Practitioner(me))),
-        action(
-            "colleague's",
-            "2026-01-01",
-            Some(Participant::Practitioner(colleague)),
-        ),
-        action("the person's", "2026-01-01", Some(Participant::Person)),
-        action("nobody's", "2026-01-01", None),
-    ]);
-    let mut attended = meeting("2026-01-02T10:00:00Z", Stored::Known(MeetingState::Planned));
-    attended.attendees = vec![Stored::Known(Participant::Practitioner(me))];
-    let mut recorded = meeting("2026-01-03T10:00:00Z", Stored::Known(MeetingState::Planned));
+    let left = PractitionerId::random();
+    let actions = || {
+        vec![
+            action("a mine", "2026-01-01", Some(Participant::Practitioner(me))),
+            action(
+                "b colleague's",
+                "2026-01-02",
+                Some(Participant::Practitioner(colleague)),
+            ),
+            action("c the person's", "2026-01-03", Some(Participant::Person)),
+            action(
+                "d a member's",
+                "2026-01-04",
+                Some(Participant::Member(EntryId::random())),
+            ),
+            action("e nobody's", "2026-01-05", None),
+            action(
+                "f left",
+                "2026-01-06",
+                Some(Participant::Practitioner(left)),
+            ),
+        ]
+    };
+    let mut v = with_actions(actions());
+    let mut in_error = team_member(colleague, None);
+    in_error.meta.entered_in_error = mark(ErrorKind::Mistake);
+    v.care_team = vec![
+        team_member(me, None),
+        team_member(colleague, None),
+        team_member(left, Some("2026-01-01")),
+    ];
+    assert_eq!(
+        mine_of(&v, me),
+        [
+            "a mine",
+            "c the person's",
+            "d a member's",
+            "e nobody's",
+            "f left"
+        ],
+        "mine, and every one whose owner is not in the current team"
+    );
+    // Not in the current team myself (ended, or entered in error): only what I own.
+    v.care_team = vec![
+        team_member(me, Some("2026-01-01")),
+        team_member(colleague, None),
+    ];
+    assert_eq!(mine_of(&v, me), ["a mine"]);
+    let mut me_in_error = team_member(me, None);
+    me_in_error.meta.entered_in_error = mark(ErrorKind::Mistake);
+    v.care_team = vec![me_in_error, team_member(colleague, None)];
+    assert_eq!(mine_of(&v, me), ["a mine"]);
+    // A colleague whose membership was entered in error is not in the team: theirs is mine.
+    v.care_team = vec![team_member(me, None), in_error];
+    assert_eq!(
+        mine_of(&v, me),
+        [
+            "a mine",
+            "b colleague's",
+            "c the person's",
+            "d a member's",
+            "e nobody's",
+            "f left"
+        ]
+    );
+    // Without a practitioner nothing is anyone's.
+    let nobody = due_work(&v, None, &LocalZone::uk(), utc("2026-01-15T09:00:00Z"));
+    assert!(nobody.iter().all(|i| !i.mine));
+}
+
+#[test]
+fn a_meeting_is_mine_if_i_attended_or_recorded_it_or_no_one_in_the_current_team_attends_and_i_am_in_it(
+) {
+    let me = PractitionerId::random();
+    let colleague = PractitionerId::random();
+    let left = PractitionerId::random();
+    let planned = |at: &str| meeting(at, Stored::Known(MeetingState::Planned));
+    let mut attended = planned("2026-01-02T10:00:00Z");
+    attended.attendees = vec![
+        Stored::Known(Participant::Practitioner(me)),
+        Stored::Known(Participant::Practitioner(colleague)),
+    ];
+    let mut recorded = planned("2026-01-03T10:00:00Z");
+    recorded.attendees = vec![Stored::Known(Participant::Practitioner(colleague))];
     recorded.meta.created_by = Some(AuthorView {
         practitioner: me.to_string(),
         practitioner_name: "Me".into(),
         device: String::new(),
     });
-    let mut theirs = meeting("2026-01-04T10:00:00Z", Stored::Known(MeetingState::Planned));
+    let mut theirs = planned("2026-01-04T10:00:00Z");
     theirs.attendees = vec![Stored::Known(Participant::Practitioner(colleague))];
-    v.meetings = vec![attended.clone(), recorded.clone(), theirs];
-    let items = due_work(&v, Some(me), &LocalZone::uk(), utc("2026-01-15T09:00:00Z"));
-    let mine: Vec<Option<EntryId>> = items.iter().filter(|i| i.mine).map(|i| i.entry).collect();
-    let expected = vec![
-        Some(v.decisions[0].actions[0].meta.id),
-        Some(attended.meta.id),
-        Some(recorded.meta.id),
+    // Created by a colleague, with nobody attending: a meeting of the team's, so mine.
+    let mut no_one = planned("2026-01-05T10:00:00Z");
+    no_one.meta.created_by = Some(AuthorView {
+        practitioner: colleague.to_string(),
+        practitioner_name: "Kim".into(),
+        device: String::new(),
+    });
+    let mut only_the_network = planned("2026-01-06T10:00:00Z");
+    only_the_network.attendees = vec![
+        Stored::Known(Participant::Person),
+        Stored::Known(Participant::Practitioner(left)),
     ];
-    assert_eq!(mine, expected);
-    // Without a practitioner nothing is anyone's.
-    let nobody = due_work(&v, None, &LocalZone::uk(), utc("2026-01-15T09:00:00Z"));
-    assert!(nobody.iter().all(|i| !i.mine));
+    let mut v = case();
+    v.meetings = vec![attended, recorded, theirs, no_one, only_the_network];
+    v.care_team = vec![
+        team_member(me, None),
+        team_member(colleague, None),
+        team_member(left, Some("2026-01-01")),
+    ];
+    assert_eq!(
+        mine_of(&v, me),
+        [
+            "2026-01-02T10:00:00Z",
+            "2026-01-03T10:00:00Z",
+            "2026-01-05T10:00:00Z",
+            "2026-01-06T10:00:00Z"
+        ]
+    );
+    // Not in the team: only the ones I attended or recorded.
+    v.care_team = vec![team_member(colleague, None)];
+    assert_eq!(
+        mine_of(&v, me),
+        ["2026-01-02T10:00:00Z", "2026-01-03T10:00:00Z"]
+    );
+}
+
+#[test]
+fn sorting_by_person_ignores_letter_case_and_breaks_ties_by_case() {
+    let mut a = with_actions(vec![action("a", "2026-01-10", None)]);
+    a.person.name = "ben".into();
+    let mut b = with_actions(vec![action("b", "2026-01-12", None)]);
+    b.person.name = "Anna".into();
+    let mut c = with_actions(vec![action("c", "2026-01-14", None)]);
+    c.person.name = "Ben".into();
+    let now = utc("2026-01-15T09:00:00Z");
+    let mut items = due_work(&a, None, &LocalZone::uk(), now);
+    items.extend(due_work(&b, None, &LocalZone::uk(), now));
+    items.extend(due_work(&c, None, &LocalZone::uk(), now));
+    sort_work(&mut items, WorkOrder::Person);
+    let people: Vec<&str> = items.iter().map(|i| i.person.as_str()).collect();
+    assert_eq!(people, ["Anna", "Ben", "ben"]);
+    // Two people of the same name: by case id, not by how overdue.
+    for i in &mut items {
+        i.person = "Same".into();
+    }
+    sort_work(&mut items, WorkOrder::Person);
+    let mut ids: Vec<String> = items.iter().map(|i| i.case_id.clone()).collect();
+    let listed = ids.clone();
+    ids.sort();
+    assert_eq!(listed, ids);
 }
 
 #[test]

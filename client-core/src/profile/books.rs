@@ -28,13 +28,14 @@ pub(super) const NS_ACCESSES: &str = "accesses";
 /// this device's clock): no new edits (see [`ProfileError::MovedAway`]).
 pub(super) const NS_MOVED_AWAY: &str = "moved_away";
 
-/// Since when each case has had changes the server has not acknowledged (key
-/// [`unsynced_since_key`], value RFC 3339, this device's clock). The app kept these first, in its
-/// own namespace; namespace and key stay where the app put them, so a device updated in place
-/// keeps the time its changes have waited since.
+/// Where earlier versions noted since when each case had changes the server had not acknowledged
+/// (key [`unsynced_since_key`], value RFC 3339, this device's clock; first the app's namespace).
+/// Nothing writes it now: the time is read from the changes themselves
+/// ([`unsynced_since_in`]). The old note is read only for changes of this device that carry no
+/// time, and is deleted with the case.
 pub(super) const NS_UNSYNCED_SINCE: &str = "app";
 
-/// The key of a case's "unsynced since" time in [`NS_UNSYNCED_SINCE`], as the app wrote it.
+/// The key of a case's old "unsynced since" note in [`NS_UNSYNCED_SINCE`], as the app wrote it.
 pub(super) fn unsynced_since_key(case: &CaseId) -> String {
     format!("unsynced_since:{case}")
 }
@@ -226,61 +227,18 @@ impl<'a> DeviceBooks<'a> {
         Ok(doc.get_changes(&acked).len())
     }
 
-    /// A change was made on this device to `case`: from now, if its changes were all
-    /// acknowledged before, they have waited since now (an earlier time stands).
-    pub fn note_local_change(&self, case: &CaseId) -> Result<(), StoreError> {
-        let key = unsynced_since_key(case);
-        if self.store.get_meta(NS_UNSYNCED_SINCE, &key)?.is_none() {
-            let now = crate::model::format_instant(time::OffsetDateTime::now_utc());
-            self.store
-                .put_meta(NS_UNSYNCED_SINCE, &key, now.as_bytes())?;
-        }
-        Ok(())
-    }
-
-    /// Since when `case` has had changes the server has not acknowledged, as noted (a time that
-    /// does not read is no time).
+    /// Since when `case` has had changes written on `device` that the server has not
+    /// acknowledged, from the case as the store holds it ([`unsynced_since_in`]). Reads only.
     pub fn unsynced_since(
         &self,
         case: &CaseId,
-    ) -> Result<Option<crate::model::Instant>, StoreError> {
-        Ok(self
-            .store
-            .get_meta(NS_UNSYNCED_SINCE, &unsynced_since_key(case))?
-            .and_then(|b| {
-                crate::model::Instant::parse(
-                    &String::from_utf8_lossy(&b),
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .ok()
-            }))
-    }
-
-    /// Bring `case`'s "unsynced since" in step with its count of `unsynced` changes, and return
-    /// it: cleared when none are left; when some are and no time was noted (changes made before
-    /// this version noted them, or received and not yet acknowledged), noted as `now`, the
-    /// earliest this device can vouch for.
-    pub fn settle_unsynced_since(
-        &self,
-        case: &CaseId,
-        unsynced: usize,
-        now: crate::model::Instant,
-    ) -> Result<Option<crate::model::Instant>, StoreError> {
-        let key = unsynced_since_key(case);
-        let noted = self.unsynced_since(case)?;
-        if unsynced == 0 {
-            if self.store.get_meta(NS_UNSYNCED_SINCE, &key)?.is_some() {
-                self.store.delete_meta(NS_UNSYNCED_SINCE, &key)?;
-            }
+        device: &crate::DeviceId,
+    ) -> Result<Option<crate::model::Instant>, ProfileError> {
+        let Some((mut doc, _)) = self.load_doc(case)? else {
             return Ok(None);
-        }
-        if noted.is_none() {
-            let stamp = crate::model::format_instant(now);
-            self.store
-                .put_meta(NS_UNSYNCED_SINCE, &key, stamp.as_bytes())?;
-            return Ok(Some(now));
-        }
-        Ok(noted)
+        };
+        let acked = self.acknowledged(case)?;
+        unsynced_since_in(self, case, &mut doc, &acked, device)
     }
 
     /// The server revoked this device and holds everything it acknowledged: remove every case with
@@ -357,4 +315,56 @@ impl<'a> DeviceBooks<'a> {
         }
         Ok(())
     }
+}
+
+/// Since when `doc` has had changes written on `device` that the server has not acknowledged:
+/// the earliest time among the changes not covered by the `acked` heads whose actor is the
+/// device. Changes other devices wrote are theirs to send, and an acknowledgement of part of the
+/// changes leaves the earliest of the rest. A change with no time (none this code writes) falls
+/// back on the note an earlier version kept in `books`, if any. Reads only: nothing to clear when
+/// the server acknowledges.
+pub(super) fn unsynced_since_in(
+    books: &DeviceBooks<'_>,
+    case: &CaseId,
+    doc: &mut AutoCommit,
+    acked: &[ChangeHash],
+    device: &crate::DeviceId,
+) -> Result<Option<crate::model::Instant>, ProfileError> {
+    let known: Vec<ChangeHash> = acked
+        .iter()
+        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .copied()
+        .collect();
+    let actor = crate::model::actor_for_device(device);
+    let times: Vec<i64> = doc
+        .get_changes(&known)
+        .iter()
+        .filter(|c| c.actor_id() == &actor)
+        .map(|c| c.timestamp())
+        .collect();
+    if times.is_empty() {
+        return Ok(None);
+    }
+    let earliest = times.iter().filter(|t| **t > 0).min().and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*ms) * 1_000_000).ok()
+    });
+    let untimed = times.iter().any(|t| *t <= 0);
+    let noted = if untimed || earliest.is_none() {
+        books
+            .store
+            .get_meta(NS_UNSYNCED_SINCE, &unsynced_since_key(case))?
+            .and_then(|b| {
+                crate::model::Instant::parse(
+                    &String::from_utf8_lossy(&b),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+            })
+    } else {
+        None
+    };
+    Ok(match (earliest, noted) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }
