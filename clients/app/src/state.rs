@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use polyphony_core::model::LocalZone;
 use polyphony_core::model::{CaseDoc, CaseView, ModelError};
-use polyphony_core::profile::{DeviceBooks, Profile, ProfileError};
+use polyphony_core::profile::{Profile, ProfileError};
 use polyphony_core::store::Store;
 use polyphony_core::CaseId;
 use time::OffsetDateTime;
@@ -26,9 +26,9 @@ use crate::auth::Gate;
 use crate::status::SyncShared;
 use crate::status::{CaseSyncLine, SyncOverview};
 
-/// The store namespace where the app keeps its own small records. The device's books keep each
-/// case's "unsynced since" time here too, at the key the app first wrote it under
-/// (`DeviceBooks::unsynced_since`).
+/// The store namespace where the app keeps its own small records. Earlier versions noted each
+/// case's "unsynced since" time here; it is now read from the changes themselves
+/// (`Profile::unsynced_since`).
 pub const NS_APP: &str = "app";
 
 /// How the app was started.
@@ -64,7 +64,9 @@ impl Config {
             home,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             new_port: false,
-            unsynced_warning: time::Duration::minutes(120),
+            unsynced_warning: time::Duration::minutes(
+                polyphony_core::model::work::DEFAULT_UNSYNCED_WARNING_MINUTES,
+            ),
             zone: LocalZone::uk(),
             retry_max: std::time::Duration::from_secs(30),
             device_name: "Polyphony app".into(),
@@ -153,9 +155,6 @@ impl App {
     /// A change was made on this device (an edit, a new case).
     pub fn local_change(&self, case: CaseId) {
         self.bump(case);
-        if let Err(e) = self.books().note_local_change(&case) {
-            tracing::warn!(error = %e, "could not note when changes became unsynced");
-        }
         self.sync.local_change(case);
     }
 
@@ -205,17 +204,6 @@ impl App {
         self.profile().await.lookup(case)
     }
 
-    /// The device's sync records, kept in the core so the command line reads the same.
-    fn books(&self) -> DeviceBooks<'_> {
-        DeviceBooks::new(&*self.store)
-    }
-
-    /// When `case` first had changes the server has not acknowledged (if it has any), as the
-    /// device's books keep it ([`DeviceBooks::unsynced_since`]).
-    pub fn unsynced_since(&self, case: &CaseId) -> Option<OffsetDateTime> {
-        self.books().unsynced_since(case).ok().flatten()
-    }
-
     /// Where sync stands, from real state only: per-case unacknowledged changes (counted by the
     /// core against the heads the server acknowledged), the link, the last completed sync.
     pub async fn overview(&self) -> SyncOverview {
@@ -227,8 +215,11 @@ impl App {
             match p.case_ids() {
                 Ok(ids) => {
                     for case in ids {
-                        match p.unsynced(case) {
-                            Ok(n) => lines.push((case, n)),
+                        match p
+                            .unsynced(case)
+                            .and_then(|n| Ok((n, p.unsynced_since(case)?)))
+                        {
+                            Ok((n, since)) => lines.push((case, n, since)),
                             Err(e) => error = Some(e.to_string()),
                         }
                     }
@@ -238,15 +229,7 @@ impl App {
         }
         let now = OffsetDateTime::now_utc();
         let mut cases = Vec::new();
-        for (case, unsynced) in lines {
-            // Changes made before the app last ran (or by the command line) are dated from now.
-            let since = self
-                .books()
-                .settle_unsynced_since(&case, unsynced, now)
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "could not read when changes became unsynced");
-                    None
-                });
+        for (case, unsynced, since) in lines {
             let stale = since.is_some_and(|s| now - s > self.config.unsynced_warning);
             cases.push(CaseSyncLine {
                 case,

@@ -23,7 +23,14 @@ pub async fn show(
 ) -> PageResult {
     let (enrolled, cases, due) = {
         let mut p = app.profile().await;
-        let due = p.due_work(time::OffsetDateTime::now_utc(), app.config.unsynced_warning)?;
+        // The count is a help, not the page: a list that cannot be made is said, not fatal.
+        let due = p
+            .due_work(
+                time::OffsetDateTime::now_utc(),
+                &app.config.zone,
+                app.config.unsynced_warning,
+            )
+            .map_err(|e| e.to_string());
         (p.enrolment().is_some(), p.cases()?, due)
     };
     if !enrolled && cases.is_empty() {
@@ -103,8 +110,17 @@ pub fn render_caseload(
 }
 
 /// The link to the morning list ([`super::today`]), with how much is waiting and how much of it
-/// is the practitioner's.
-fn needs_attention(due: &[WorkItem]) -> String {
+/// is the practitioner's; or, when the list could not be made, why.
+pub fn needs_attention(due: &Result<Vec<WorkItem>, String>) -> String {
+    let due = match due {
+        Ok(due) => due,
+        Err(e) => {
+            return format!(
+                r#"<div class="nhsuk-warning-callout" id="needs-attention"><h2 class="nhsuk-warning-callout__label"><span role="text"><span class="nhsuk-u-visually-hidden">Important: </span>Needs attention</span></h2><p>The list of what needs attention could not be made: {}</p></div>"#,
+                esc(e)
+            )
+        }
+    };
     let mine = due.iter().filter(|i| i.mine).count();
     let words = match (due.len(), mine) {
         (0, _) => "Nothing is overdue or due today".to_string(),

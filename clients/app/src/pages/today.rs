@@ -1,7 +1,11 @@
 //! `GET /today`: what needs attention this morning, across the caseload. Actions overdue or due
 //! today, planned meetings awaiting an outcome, and cases whose changes have been only on this
 //! device for longer than the warning (`Profile::due_work`, the same list `polyphony today`
-//! prints).
+//! prints), and cases that could not be opened. Reviews of the crisis plan are not listed yet
+//! (the plan is not in the record), and the page says so.
+//!
+//! Showing an action's text is an access to its case: each case with an action shown is
+//! recorded as read ("needs attention list"), as every other page that shows a case's content.
 //!
 //! Sorting and the "Mine only" filter are query parameters set by plain links and a GET form:
 //! the app's policy allows no inline script, and a bookmark keeps the view it was made on.
@@ -41,15 +45,28 @@ pub async fn show(
         .unwrap_or_default();
     let mine = q.mine.as_deref() == Some("1");
     let now = OffsetDateTime::now_utc();
-    let mut items = app
-        .profile()
-        .await
-        .due_work(now, app.config.unsynced_warning)?;
-    if mine {
-        items.retain(|i| i.mine);
-    }
-    sort_work(&mut items, order);
-    let content = render_today(&app, &items, order, mine, now);
+    let listed = {
+        let mut p = app.profile().await;
+        p.due_work(now, &app.config.zone, app.config.unsynced_warning)
+            .and_then(|mut items| {
+                if mine {
+                    items.retain(|i| i.mine);
+                }
+                // What is shown is recorded as read before it is shown.
+                p.record_work_reads(&items)?;
+                Ok(items)
+            })
+    };
+    let content = match listed {
+        Ok(mut items) => {
+            sort_work(&mut items, order);
+            render_today(&app, &items, order, mine, now)
+        }
+        Err(e) => format!(
+            r#"<h1>Needs attention</h1><div class="nhsuk-error-summary" id="today-error" tabindex="-1"><h2 class="nhsuk-error-summary__title">The list of what needs attention could not be made</h2><div class="nhsuk-error-summary__body"><p>{}</p></div></div>"#,
+            esc(e.to_string())
+        ),
+    };
     Ok(render(
         &app,
         &session,
@@ -80,7 +97,7 @@ pub fn render_today(
 ) -> String {
     let zone = &app.config.zone;
     let mut s = format!(
-        r#"<h1>Needs attention</h1><p>Actions overdue or due today, meetings waiting for someone to say whether they took place, and changes only on this device for longer than {warning}. Today is {today} ({label}).</p>"#,
+        r#"<h1>Needs attention</h1><p>Actions overdue or due today, meetings waiting for someone to say whether they took place, and changes only on this device for longer than {warning}. Today is {today} ({label}).</p><p id="today-reviews">Reviews of the crisis plan are not listed yet: the crisis plan is not in the record.</p>"#,
         warning = esc(dates::duration_words(app.config.unsynced_warning)),
         today = esc(zone.long_date(now)),
         label = esc(zone.label()),
@@ -124,14 +141,23 @@ pub fn render_today(
     for i in items {
         let _ = write!(
             s,
-            r#"<tr class="nhsuk-table__row" data-kind="{kind}" data-mine="{mine}"><td class="nhsuk-table__cell"><a href="/case/{case}">{person}</a></td><td class="nhsuk-table__cell">{tag}</td><td class="nhsuk-table__cell"><a href="{href}">{text}</a></td><td class="nhsuk-table__cell">{when}</td><td class="nhsuk-table__cell">{owner}</td></tr>"#,
+            r#"<tr class="nhsuk-table__row" data-kind="{kind}" data-mine="{mine}"><td class="nhsuk-table__cell"><a href="/case/{case}">{person}</a></td><td class="nhsuk-table__cell">{tag}</td><td class="nhsuk-table__cell"><a href="{href}">{text}</a>{flags}</td><td class="nhsuk-table__cell">{when}</td><td class="nhsuk-table__cell">{owner}</td></tr>"#,
             kind = kind_value(i.kind),
             mine = i.mine,
             case = esc(&i.case_id),
-            person = esc(&i.person),
+            person = esc(if i.person.is_empty() {
+                &i.case_id
+            } else {
+                &i.person
+            }),
             tag = kind_tag(i),
             href = esc(href(i)),
-            text = esc(&i.text),
+            text = esc(if i.text.is_empty() {
+                "(no text)"
+            } else {
+                &i.text
+            }),
+            flags = flags(i),
             when = esc(when(app, i)),
             owner = owner(i),
         );
@@ -146,16 +172,37 @@ fn kind_value(k: WorkKind) -> &'static str {
         WorkKind::DueToday => "due_today",
         WorkKind::AwaitsOutcome => "awaits_outcome",
         WorkKind::Unsynced => "unsynced",
+        WorkKind::Unreadable => "unreadable",
     }
 }
 
 fn kind_tag(i: &WorkItem) -> String {
     let colour = match i.kind {
-        WorkKind::Overdue | WorkKind::Unsynced => "red",
+        WorkKind::Overdue | WorkKind::Unsynced | WorkKind::Unreadable => "red",
         WorkKind::DueToday => "orange",
         WorkKind::AwaitsOutcome => "yellow",
     };
-    tag(i.kind.words(), colour)
+    tag(i.kind_words(), colour)
+}
+
+/// What else to know about an item: values in conflict (with a link to pick), a withdrawn
+/// decision, a due date that did not read.
+fn flags(i: &WorkItem) -> String {
+    let mut s = String::new();
+    if i.conflict {
+        let _ = write!(
+            s,
+            r#"<br><strong class="app-flag">Values conflict:</strong> <a href="/case/{}/conflicts">choose which is right</a>"#,
+            esc(&i.case_id)
+        );
+    }
+    if i.decision_withdrawn {
+        s.push_str(" <span class=\"app-flag\">(decision withdrawn)</span>");
+    }
+    if i.due_unreadable {
+        s.push_str("<br><span class=\"app-flag\">The due date could not be read.</span>");
+    }
+    s
 }
 
 /// Where the work is done: the action's decision, the meeting, or the case.
@@ -180,6 +227,7 @@ fn late(days: i64) -> String {
 fn when(app: &App, i: &WorkItem) -> String {
     let zone = &app.config.zone;
     match (&i.due, &i.at) {
+        (Some(d), _) if i.due_unreadable => format!("Due date as written: {d}"),
         (Some(d), _) => format!("Due {}{}", dates::long_date(d), late(i.days_overdue)),
         (None, Some(t)) if i.kind == WorkKind::Unsynced => {
             format!("Since {}", dates::long_stored(t, zone))
