@@ -1536,3 +1536,57 @@ async fn the_needs_attention_page_sorts_filters_mine_and_escapes() {
     );
     assert!(caseload.contains(r#"<a href="/today">See what needs attention</a>"#));
 }
+
+/// The morning list in the app: a planned meeting whose time has passed is listed as awaiting
+/// its outcome, linking to the meeting; past the warning (here: none), the changes only on this
+/// device are listed as not synced, since the first of them; reviews are said not to be listed
+/// yet. Showing an action's text records a read of its case, as "needs attention list"; the
+/// caseload's count records none.
+#[tokio::test]
+async fn the_needs_attention_page_lists_meetings_awaiting_an_outcome_and_changes_not_synced() {
+    let h = Harness::with_warning_after(time::Duration::ZERO).await;
+    let me = format!("practitioner:{}", h.me().await);
+    let case = h.open_case("Jo Bloggs").await;
+    let meeting = h.meeting(&case, "2020-03-14T10:30", &[]).await;
+    let r = h
+        .post(
+            &format!("/case/{case}/meeting/{meeting}/state"),
+            &[("state", "planned")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get("/today").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body = &page.body;
+    assert!(body.contains(r#"data-kind="awaits_outcome""#), "{body}");
+    assert!(body.contains("Awaits outcome"));
+    assert!(body.contains(&format!(r#"href="/case/{case}/meeting/{meeting}""#)));
+    assert!(body.contains(r#"data-kind="unsynced""#), "{body}");
+    assert!(body.contains("Not synced"));
+    assert!(body.contains("Reviews of the crisis plan are not listed yet"));
+    let reads = |h: &Harness| {
+        let app = h.app.clone();
+        async move {
+            let p = app.profile().await;
+            p.books()
+                .offline_reads()
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.what == "needs attention list")
+                .count()
+        }
+    };
+    assert_eq!(reads(&h).await, 0, "no action text shown: no read");
+    h.action(
+        &case,
+        "Call the GP",
+        &me,
+        time::macros::date!(2020 - 01 - 01),
+    )
+    .await;
+    let caseload = h.get("/").await.body;
+    assert!(caseload.contains("things need attention"), "{caseload}");
+    assert_eq!(reads(&h).await, 0, "the caseload's count shows no text");
+    assert!(h.get("/today").await.body.contains("Call the GP"));
+    assert_eq!(reads(&h).await, 1, "the action's text shown: one read");
+}

@@ -875,3 +875,86 @@ fn today_lists_overdue_actions_most_overdue_first_and_filters_mine() {
     );
     assert!(human.contains("Call the GP (Alex Carer)"), "{human}");
 }
+
+/// `today` lists a planned meeting whose time has passed as awaiting its outcome, and, past the
+/// warning, the changes only on this device; after a sync the changes are gone from the list.
+/// Text from the record is printed on one line, and a negative warning is refused.
+#[test]
+fn today_lists_a_meeting_awaiting_its_outcome_and_changes_not_synced() {
+    let (_server, d) = server_and_device();
+    let jo = d.ok(&["case", "new", "--name", "Jo Bloggs"]);
+    let meeting = d.ok(&[
+        "meeting",
+        "add",
+        &jo,
+        "--at",
+        "2020-03-14T10:30",
+        "--place",
+        "home",
+        "--attendee",
+        "person",
+    ]);
+    d.ok(&["meeting", "state", &jo, &meeting, "planned"]);
+    let decision = d.ok(&["decision", "propose", &jo, "Meet weekly", "--by", "person"]);
+    d.ok(&[
+        "decision",
+        "action",
+        &jo,
+        &decision,
+        "Call\nthe GP",
+        "--owner",
+        "me",
+        "--due",
+        "2020-01-01",
+    ]);
+    let all = d.json(&["today", "--unsynced-warning-minutes", "0"]);
+    let kinds: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"awaits_outcome"), "{all}");
+    assert!(kinds.contains(&"unsynced"), "{all}");
+    let waiting = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "awaits_outcome")
+        .unwrap();
+    assert_eq!(waiting["entry"], meeting);
+    assert_eq!(waiting["mine"], true, "recorded by me");
+    let unsynced = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "unsynced")
+        .unwrap();
+    assert_eq!(unsynced["mine"], true);
+    assert!(unsynced["at"].is_string());
+
+    let out = d
+        .cmd()
+        .args(["today", "--unsynced-warning-minutes", "0"])
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains("Awaits outcome"), "{human}");
+    assert!(human.contains("Not synced"), "{human}");
+    assert!(human.contains("Call\\nthe GP"), "one line per row: {human}");
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("reviews of the crisis plan are not listed yet"));
+
+    d.ok(&["sync"]);
+    let after = d.json(&["today", "--unsynced-warning-minutes", "0"]);
+    assert!(
+        after
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["kind"] != "unsynced"),
+        "{after}"
+    );
+    let err = d.fails(1, &["today", "--unsynced-warning-minutes=-5"]);
+    assert!(err.contains("-5"), "{err}");
+}

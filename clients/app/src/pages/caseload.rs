@@ -140,3 +140,18 @@ pub async fn sync_now(State(app): State<AppState>) -> impl IntoResponse {
     app.sync.try_now();
     Redirect::to("/")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::needs_attention;
+
+    /// A list that cannot be made is said on the caseload, which is shown all the same.
+    #[test]
+    fn a_list_that_cannot_be_made_is_said_not_fatal() {
+        let html = needs_attention(&Err("the store <failed>".into()));
+        assert!(html.contains(
+            "The list of what needs attention could not be made: the store &lt;failed&gt;"
+        ));
+        assert!(needs_attention(&Ok(vec![])).contains("Nothing is overdue or due today"));
+    }
+}
