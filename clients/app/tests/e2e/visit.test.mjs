@@ -250,7 +250,10 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await check(p, '09-decision');
   });
 
-  await t.test('an overdue action shows on the morning list, sortable and for "mine"', async () => {
+  // What the list holds, how it sorts and what "Mine only" keeps are asserted in tests/http.rs;
+  // here a real browser follows the caseload's link, the sort links and the GET form keep their
+  // choices, and axe checks both views.
+  await t.test('an overdue action shows on the morning list, whose sort links and Mine filter keep their choices', async () => {
     const p = A.page;
     await p.goto(`${robin.base}${decisionUrl}`);
     await p.fill('#action-text', 'Send Alex the crisis line numbers');
