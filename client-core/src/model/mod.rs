@@ -30,6 +30,7 @@ pub mod schema;
 pub mod timeline;
 mod types;
 pub mod view;
+pub mod work;
 
 #[cfg(test)]
 mod evolution_tests;

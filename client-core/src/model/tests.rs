@@ -1116,3 +1116,37 @@ fn view_times_order_as_times_not_as_text() {
     assert!(whole > later, "as text, 01Z sorts after 01.25Z: the trap");
     assert!(super::read::instant(&whole) < super::read::instant(&later));
 }
+
+/// Two devices mark an action done and not done at once: the conflict names the action's
+/// `done` by the path the morning list looks for, and the list shows the action open, saying so.
+#[test]
+fn a_done_conflict_from_two_devices_keeps_the_action_on_the_morning_list() {
+    let a = author("Sam");
+    let b = author("Kim");
+    let mut case = new_case(&a);
+    let d = case
+        .propose_decision("Walk daily", Participant::Person)
+        .unwrap();
+    let due = time::macros::date!(2026 - 01 - 10);
+    let act = case
+        .add_action(&d, "Find a route", Participant::Person, Some(due))
+        .unwrap();
+    let mut other = replica(&mut case, &b);
+    case.set_action_done(&act, true).unwrap();
+    // Done then undone on the other device (a write of the value already there writes nothing).
+    other.set_action_done(&act, true).unwrap();
+    other.set_action_done(&act, false).unwrap();
+    merge(&mut case, &mut other);
+    let v = case.view();
+    assert!(
+        v.conflicts
+            .iter()
+            .any(|c| c.field == format!("decisions.{d}.actions.{act}.done")),
+        "{:?}",
+        v.conflicts
+    );
+    let now = parse_datetime("now", "2026-01-15T09:00").unwrap();
+    let items = work::due_work(&v, None, &LocalZone::uk(), now);
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert!(items[0].conflict && items[0].entry == Some(act));
+}

@@ -28,6 +28,18 @@ pub(super) const NS_ACCESSES: &str = "accesses";
 /// this device's clock): no new edits (see [`ProfileError::MovedAway`]).
 pub(super) const NS_MOVED_AWAY: &str = "moved_away";
 
+/// Where earlier versions noted since when each case had changes the server had not acknowledged
+/// (key [`unsynced_since_key`], value RFC 3339, this device's clock; first the app's namespace).
+/// Nothing writes it now: the time is read from the changes themselves
+/// ([`unsynced_since_in`]). The old note is read only for changes of this device that carry no
+/// time, and is deleted with the case.
+pub(super) const NS_UNSYNCED_SINCE: &str = "app";
+
+/// The key of a case's old "unsynced since" note in [`NS_UNSYNCED_SINCE`], as the app wrote it.
+pub(super) fn unsynced_since_key(case: &CaseId) -> String {
+    format!("unsynced_since:{case}")
+}
+
 /// After this many appended chunks, a case's log is compacted into one snapshot, so loading a case
 /// does not replay years of small saves.
 pub const COMPACT_AFTER: usize = 32;
@@ -215,6 +227,20 @@ impl<'a> DeviceBooks<'a> {
         Ok(doc.get_changes(&acked).len())
     }
 
+    /// Since when `case` has had changes written on `device` that the server has not
+    /// acknowledged, from the case as the store holds it ([`unsynced_since_in`]). Reads only.
+    pub fn unsynced_since(
+        &self,
+        case: &CaseId,
+        device: &crate::DeviceId,
+    ) -> Result<Option<crate::model::Instant>, ProfileError> {
+        let Some((mut doc, _)) = self.load_doc(case)? else {
+            return Ok(None);
+        };
+        let acked = self.acknowledged(case)?;
+        unsynced_since_in(self, case, &mut doc, &acked, device)
+    }
+
     /// The server revoked this device and holds everything it acknowledged: remove every case with
     /// nothing left to upload, and the device's enrolment if no case is left. A case with changes the
     /// server does not have, or one that cannot be read, is kept and returned, never wiped: the device
@@ -250,6 +276,8 @@ impl<'a> DeviceBooks<'a> {
         self.store.delete_meta(NS_ACKED, &case.to_string())?;
         self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
         self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
+        self.store
+            .delete_meta(NS_UNSYNCED_SINCE, &unsynced_since_key(case))?;
         self.store.delete_meta(NS_MOVED_AWAY, &case.to_string())
     }
 
@@ -287,4 +315,56 @@ impl<'a> DeviceBooks<'a> {
         }
         Ok(())
     }
+}
+
+/// Since when `doc` has had changes written on `device` that the server has not acknowledged:
+/// the earliest time among the changes not covered by the `acked` heads whose actor is the
+/// device. Changes other devices wrote are theirs to send, and an acknowledgement of part of the
+/// changes leaves the earliest of the rest. A change with no time (none this code writes) falls
+/// back on the note an earlier version kept in `books`, if any. Reads only: nothing to clear when
+/// the server acknowledges.
+pub(super) fn unsynced_since_in(
+    books: &DeviceBooks<'_>,
+    case: &CaseId,
+    doc: &mut AutoCommit,
+    acked: &[ChangeHash],
+    device: &crate::DeviceId,
+) -> Result<Option<crate::model::Instant>, ProfileError> {
+    let known: Vec<ChangeHash> = acked
+        .iter()
+        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .copied()
+        .collect();
+    let actor = crate::model::actor_for_device(device);
+    let times: Vec<i64> = doc
+        .get_changes(&known)
+        .iter()
+        .filter(|c| c.actor_id() == &actor)
+        .map(|c| c.timestamp())
+        .collect();
+    if times.is_empty() {
+        return Ok(None);
+    }
+    let earliest = times.iter().filter(|t| **t > 0).min().and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*ms) * 1_000_000).ok()
+    });
+    let untimed = times.iter().any(|t| *t <= 0);
+    let noted = if untimed || earliest.is_none() {
+        books
+            .store
+            .get_meta(NS_UNSYNCED_SINCE, &unsynced_since_key(case))?
+            .and_then(|b| {
+                crate::model::Instant::parse(
+                    &String::from_utf8_lossy(&b),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+            })
+    } else {
+        None
+    };
+    Ok(match (earliest, noted) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }

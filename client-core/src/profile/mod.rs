@@ -15,6 +15,7 @@ use automerge::{AutoCommit, ChangeHash};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{DeviceKey, EnrolmentCode};
+use crate::model::work::{self, WorkItem, WorkKind, WORK_READ};
 use crate::model::{format_instant, CaseDoc, CaseView, MeetingState, ModelError, NewCase};
 use crate::model::{Author, LocalZone};
 use crate::net::{self, NetError, SessionHost};
@@ -608,6 +609,117 @@ impl Profile {
         let books = DeviceBooks::new(&*self.store);
         let count = self.chunks.entry(case).or_insert(0);
         *count = books.compact_when_due(&case, *count + 1);
+    }
+
+    /// Since when `case` has had changes written on this device that the server has not
+    /// acknowledged (none: nothing of this device's is waiting). Read from the changes
+    /// themselves ([`books::unsynced_since_in`]), so it is right however much the server has
+    /// acknowledged, and reading it writes nothing.
+    pub fn unsynced_since(
+        &mut self,
+        case: CaseId,
+    ) -> Result<Option<crate::model::Instant>, ProfileError> {
+        let acked = self.acked(case)?;
+        let device = self.device;
+        let store = std::sync::Arc::clone(&self.store);
+        let books = DeviceBooks::new(&*store);
+        let doc = self.load(case)?;
+        books::unsynced_since_in(&books, &case, doc, &acked, &device)
+    }
+
+    /// The morning list: the work due on every case on this device at `now`, days counted on
+    /// the calendar of `zone` (see [`crate::model::work::due_work`]; "mine" is the enrolled
+    /// practitioner's); one line for each case whose changes have been only on this device for
+    /// longer than `warning`; and one for each case that could not be opened. Sorted most overdue
+    /// first. Reviews of the crisis plan are not listed yet ([`work::reviews_due`]).
+    ///
+    /// Reads only, and records nothing: a screen that shows the items' text records the reads
+    /// with [`Profile::record_work_reads`] (the caseload's count shows no text, and does not).
+    pub fn due_work(
+        &mut self,
+        now: crate::model::Instant,
+        zone: &LocalZone,
+        warning: time::Duration,
+    ) -> Result<Vec<WorkItem>, ProfileError> {
+        let me = self.enrolment.as_ref().map(|e| e.practitioner);
+        let mut items = Vec::new();
+        for case in self.store.list_cases()? {
+            // As in the caseload, a case that cannot be opened must not hide the others' work,
+            // nor vanish: it is listed with what went wrong.
+            let opened = self.unsynced(case).and_then(|n| {
+                let since = self.unsynced_since(case)?;
+                Ok((n, since, self.view_unaudited(case)?))
+            });
+            let (unsynced, since, view) = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(%case, error = %e, "a case could not be opened for its due work");
+                    items.push(WorkItem {
+                        case_id: case.to_string(),
+                        person: String::new(),
+                        kind: WorkKind::Unreadable,
+                        entry: None,
+                        decision: None,
+                        text: format!("This case could not be opened: {e}"),
+                        due: None,
+                        at: None,
+                        days_overdue: 0,
+                        owner: None,
+                        owner_name: None,
+                        mine: true,
+                        conflict: false,
+                        decision_withdrawn: false,
+                        due_unreadable: false,
+                    });
+                    continue;
+                }
+            };
+            items.extend(work::due_work(&view, me, zone, now));
+            if let Some(since) = since.filter(|s| now - *s > warning) {
+                items.push(WorkItem {
+                    case_id: view.case_id.clone(),
+                    person: view.person.name.clone(),
+                    kind: WorkKind::Unsynced,
+                    entry: None,
+                    decision: None,
+                    text: format!(
+                        "{} only on this device: sync to send {}",
+                        plural(unsynced, "change"),
+                        if unsynced == 1 { "it" } else { "them" }
+                    ),
+                    due: None,
+                    at: Some(format_instant(since)),
+                    days_overdue: (zone.date(now) - zone.date(since)).whole_days().max(0),
+                    owner: None,
+                    owner_name: None,
+                    mine: true,
+                    conflict: false,
+                    decision_withdrawn: false,
+                    due_unreadable: false,
+                });
+            }
+        }
+        work::sort_work(&mut items, work::WorkOrder::Due);
+        Ok(items)
+    }
+
+    /// Record, as a read of each case, that `items` (as shown) put text from the case on a
+    /// screen: one read per case that has an item with the case's own text
+    /// ([`WorkItem::shows_case_text`]), with `what` "needs attention list", as
+    /// [`Profile::view`] records a read. It reaches the audit and the person's access list at
+    /// the next sync.
+    pub fn record_work_reads(&mut self, items: &[WorkItem]) -> Result<(), ProfileError> {
+        let mut cases: Vec<CaseId> = items
+            .iter()
+            .filter(|i| i.shows_case_text())
+            .filter_map(|i| i.case_id.parse().ok())
+            .collect();
+        cases.sort();
+        cases.dedup();
+        for case in cases {
+            self.record_read(case, WORK_READ)?;
+        }
+        Ok(())
     }
 
     /// This device's sync records ([`DeviceBooks`]).
@@ -1237,7 +1349,7 @@ impl SessionHost for Host<'_> {
 mod tests {
     use super::books::NS_ACKED;
     use super::*;
-    use crate::model::{NewCase, PersonField};
+    use crate::model::{NewCase, Participant, PersonField};
     use crate::store::MemoryStore;
 
     /// Enrol the device on paper in `store`, trusting the borough CA certificate `ca` (hex DER;
@@ -1656,5 +1768,261 @@ mod tests {
             p.give_network_copy(case, &dan.to_string()),
             Err(ProfileError::NetworkCopy(_))
         ));
+    }
+
+    /// The time of the newest change in the case (the one just made).
+    fn newest_change_time(p: &mut Profile, case: CaseId) -> crate::model::Instant {
+        let mut doc = p.document(case).unwrap();
+        let heads = doc.get_heads();
+        let ms = doc.get_change_by_hash(&heads[0]).unwrap().timestamp();
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap()
+    }
+
+    fn acknowledge_all(p: &mut Profile, case: CaseId) {
+        let heads = p.document(case).unwrap().get_heads();
+        p.store()
+            .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(&heads))
+            .unwrap();
+    }
+
+    /// "Unsynced since" is read from the changes not yet acknowledged that this device wrote:
+    /// edit, acknowledge, edit again, and it is the second edit's time, not the first's (the
+    /// reviewer's Monday and Friday); with part of the changes acknowledged it is the earliest
+    /// of the rest; with everything acknowledged it is nothing. Reading it writes nothing, and an
+    /// old note in the app's namespace is not what it reads while the changes carry times.
+    #[test]
+    fn unsynced_since_is_the_earliest_unacknowledged_change_this_device_wrote() {
+        // A stepped clock: one second per reading, so each change has its own time.
+        crate::determinism::seed_this_thread(7);
+        let mut p = offline_profile();
+        let case = maria(&mut p);
+        let first = newest_change_time(&mut p, case);
+        assert_eq!(p.unsynced_since(case).unwrap(), Some(first));
+        // An old note, as an earlier version left it, is not read while changes carry times.
+        p.store()
+            .put_meta(
+                "app",
+                &format!("unsynced_since:{case}"),
+                b"2020-01-01T00:00:00Z",
+            )
+            .unwrap();
+        acknowledge_all(&mut p, case);
+        assert_eq!(p.unsynced_since(case).unwrap(), None, "all acknowledged");
+
+        p.edit(case, |d| {
+            d.propose_decision("Meet weekly", Participant::Person)
+        })
+        .unwrap();
+        let second = newest_change_time(&mut p, case);
+        assert!(second > first);
+        assert_eq!(
+            p.unsynced_since(case).unwrap(),
+            Some(second),
+            "since the edit after the acknowledgement, not the first"
+        );
+        let acked_after_second = p.document(case).unwrap().get_heads();
+        p.edit(case, |d| {
+            d.propose_decision("Walk daily", Participant::Person)
+        })
+        .unwrap();
+        let third = newest_change_time(&mut p, case);
+        assert_eq!(p.unsynced_since(case).unwrap(), Some(second));
+        // The server acknowledges the second edit, not the third.
+        p.store()
+            .put_meta(
+                NS_ACKED,
+                &case.to_string(),
+                &sync::encode_heads(&acked_after_second),
+            )
+            .unwrap();
+        assert_eq!(p.unsynced_since(case).unwrap(), Some(third));
+
+        let zone = LocalZone::uk();
+        let now = third + time::Duration::hours(3);
+        let items = p
+            .due_work(now, &zone, time::Duration::minutes(120))
+            .unwrap();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0].kind, WorkKind::Unsynced);
+        assert_eq!(items[0].at, Some(format_instant(third)));
+        assert!(items[0].mine && items[0].text.starts_with("1 change only on this device"));
+        assert!(p
+            .due_work(now, &zone, time::Duration::hours(4))
+            .unwrap()
+            .is_empty());
+        // Reading the list wrote nothing: the old note is as it was, and no read was recorded.
+        assert_eq!(
+            p.store()
+                .get_meta("app", &format!("unsynced_since:{case}"))
+                .unwrap()
+                .as_deref(),
+            Some(&b"2020-01-01T00:00:00Z"[..])
+        );
+        assert!(p.books().offline_reads().unwrap().is_empty());
+        // Forgetting the case leaves no old note behind.
+        p.books().forget_case(&case).unwrap();
+        assert!(p
+            .store()
+            .get_meta("app", &format!("unsynced_since:{case}"))
+            .unwrap()
+            .is_none());
+        crate::determinism::unseed_this_thread();
+    }
+
+    /// Changes received from another device and not yet acknowledged are that device's to send:
+    /// they give this device no "unsynced since".
+    #[test]
+    fn another_devices_unacknowledged_changes_are_not_this_devices_unsynced_time() {
+        let mut p = offline_profile();
+        let case = maria(&mut p);
+        acknowledge_all(&mut p, case);
+        let mut doc = p.document(case).unwrap();
+        let other = Author {
+            practitioner: crate::PractitionerId::random(),
+            practitioner_name: "Kim".into(),
+            device: crate::DeviceId::random(),
+        };
+        let mut theirs = CaseDoc::from_automerge(doc.fork(), Some(other)).unwrap();
+        theirs
+            .propose_decision("Meet weekly", Participant::Person)
+            .unwrap();
+        let chunk = theirs.automerge_mut().save_after(&doc.get_heads());
+        doc.load_incremental(&chunk).unwrap();
+        p.store().append_chunk(&case, &chunk).unwrap();
+        drop(p.docs.remove(&case));
+        assert_eq!(p.unsynced(case).unwrap(), 1);
+        assert_eq!(p.unsynced_since(case).unwrap(), None);
+    }
+
+    /// The morning list across cases: an action I own that is overdue, marked mine.
+    #[test]
+    fn the_morning_list_holds_every_case_s_due_work() {
+        let mut p = offline_profile();
+        let me = p.author().unwrap().practitioner;
+        let case = maria(&mut p);
+        let due = time::macros::date!(2026 - 01 - 10);
+        let action = p
+            .edit(case, |d| {
+                let dec = d.propose_decision("Meet weekly", Participant::Person)?;
+                d.add_action(
+                    &dec,
+                    "Book the room",
+                    Participant::Practitioner(me),
+                    Some(due),
+                )
+            })
+            .unwrap();
+        let now = crate::model::parse_datetime("now", "2026-01-15T09:00").unwrap();
+        // Everything acknowledged, so only the action is listed.
+        let heads = p.document(case).unwrap().get_heads();
+        p.store()
+            .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(&heads))
+            .unwrap();
+        let items = p
+            .due_work(now, &LocalZone::uk(), time::Duration::minutes(120))
+            .unwrap();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0].entry, Some(action));
+        assert_eq!(
+            (items[0].kind, items[0].days_overdue),
+            (WorkKind::Overdue, 5)
+        );
+        assert_eq!(items[0].person, "Maria");
+        assert!(items[0].mine);
+    }
+
+    /// A case whose action is due, for the list's tests: everything acknowledged, so no
+    /// unsynced line joins it. Returns the case, the decision and the action.
+    fn case_with_due_action(p: &mut Profile) -> (CaseId, crate::EntryId, crate::EntryId) {
+        let me = p.author().unwrap().practitioner;
+        let case = maria(p);
+        let (dec, action) = p
+            .edit(case, |d| {
+                let dec = d.propose_decision("Meet weekly", Participant::Person)?;
+                let a = d.add_action(
+                    &dec,
+                    "Book the room",
+                    Participant::Practitioner(me),
+                    Some(time::macros::date!(2026 - 01 - 10)),
+                )?;
+                Ok((dec, a))
+            })
+            .unwrap();
+        acknowledge_all(p, case);
+        (case, dec, action)
+    }
+
+    fn morning() -> crate::model::Instant {
+        crate::model::parse_datetime("now", "2026-01-15T09:00").unwrap()
+    }
+
+    /// Showing the list's text from a case is an access: `record_work_reads` records one read
+    /// per case with an action listed, as "needs attention list", in the outbox of reads that
+    /// goes to the audit; the list itself records nothing, and a line of this code's own words
+    /// (unsynced changes) is no access.
+    #[test]
+    fn showing_an_actions_text_is_recorded_as_a_read_of_its_case() {
+        let mut p = offline_profile();
+        let (case, _, _) = case_with_due_action(&mut p);
+        let items = p
+            .due_work(morning(), &LocalZone::uk(), time::Duration::minutes(120))
+            .unwrap();
+        assert_eq!(items.len(), 1);
+        assert!(p.books().offline_reads().unwrap().is_empty());
+        p.record_work_reads(&items).unwrap();
+        let reads = p.books().offline_reads().unwrap();
+        assert_eq!(reads.len(), 1, "{reads:?}");
+        assert_eq!((reads[0].case, reads[0].what.as_str()), (case, WORK_READ));
+        let unsynced = WorkItem {
+            kind: WorkKind::Unsynced,
+            entry: None,
+            decision: None,
+            ..items[0].clone()
+        };
+        p.record_work_reads(&[unsynced]).unwrap();
+        assert_eq!(p.books().offline_reads().unwrap().len(), 1);
+    }
+
+    /// A case that cannot be opened does not vanish from the list: it is listed as unreadable,
+    /// with the error, and it is mine (it is this device's); the other cases' work stays.
+    #[test]
+    fn a_case_that_cannot_be_opened_is_listed_with_its_error() {
+        let mut p = offline_profile();
+        let (good, _, action) = case_with_due_action(&mut p);
+        let broken = CaseId::random();
+        p.store().append_chunk(&broken, b"not a document").unwrap();
+        let items = p
+            .due_work(morning(), &LocalZone::uk(), time::Duration::minutes(120))
+            .unwrap();
+        assert_eq!(items.len(), 2, "{items:?}");
+        let bad = items
+            .iter()
+            .find(|i| i.kind == WorkKind::Unreadable)
+            .unwrap();
+        assert_eq!(bad.case_id, broken.to_string());
+        assert!(bad.mine && bad.text.starts_with("This case could not be opened: "));
+        assert!(items
+            .iter()
+            .any(|i| i.case_id == good.to_string() && i.entry == Some(action)));
+    }
+
+    /// End to end, from the case document: a decision marked as recorded on the wrong person's
+    /// record takes its action off the list, text and all.
+    #[test]
+    fn a_decision_on_the_wrong_persons_record_gives_nothing_to_the_list() {
+        let mut p = offline_profile();
+        let (case, dec, action) = case_with_due_action(&mut p);
+        p.edit(case, |d| {
+            d.mark_error(&dec, crate::model::ErrorKind::WrongPerson, "not Maria")
+        })
+        .unwrap();
+        acknowledge_all(&mut p, case);
+        let items = p
+            .due_work(morning(), &LocalZone::uk(), time::Duration::minutes(120))
+            .unwrap();
+        assert!(items.is_empty(), "{items:?}");
+        assert!(!items.iter().any(|i| i.entry == Some(action)));
+        p.record_work_reads(&items).unwrap();
+        assert!(p.books().offline_reads().unwrap().is_empty());
     }
 }

@@ -29,7 +29,7 @@ struct Args {
     #[arg(long)]
     no_open: bool,
     /// Warn when a case's changes have been only on this device longer than this.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = polyphony_core::model::work::DEFAULT_UNSYNCED_WARNING_MINUTES, value_parser = clap::value_parser!(i64).range(0..))]
     unsynced_warning_minutes: i64,
     /// The longest wait between attempts to reach the borough server.
     #[arg(long, default_value_t = 30)]

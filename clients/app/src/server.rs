@@ -17,6 +17,7 @@ use axum::{Extension, Router};
 use crate::auth::{self, SessionCtx};
 use crate::pages::{
     case, caseload, conflicts, decision, enrol, entry, exports, meeting, network, network_copy,
+    today,
 };
 use crate::state::App;
 
@@ -30,6 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/launch", get(auth::launch).with_state(app.gate.clone()))
         .route("/", get(caseload::show))
         .route("/sync-now", get(caseload::sync_now))
+        .route("/today", get(today::show))
         .route("/status.json", get(status_json))
         .route("/enrol", get(enrol::show).post(enrol::submit))
         .route("/cases/new", get(case::new_form))

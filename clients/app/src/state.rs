@@ -26,7 +26,9 @@ use crate::auth::Gate;
 use crate::status::SyncShared;
 use crate::status::{CaseSyncLine, SyncOverview};
 
-/// The store namespace where the app keeps its own small records.
+/// The store namespace where the app keeps its own small records. Earlier versions noted each
+/// case's "unsynced since" time here; it is now read from the changes themselves
+/// (`Profile::unsynced_since`).
 pub const NS_APP: &str = "app";
 
 /// How the app was started.
@@ -62,7 +64,9 @@ impl Config {
             home,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             new_port: false,
-            unsynced_warning: time::Duration::minutes(120),
+            unsynced_warning: time::Duration::minutes(
+                polyphony_core::model::work::DEFAULT_UNSYNCED_WARNING_MINUTES,
+            ),
             zone: LocalZone::uk(),
             retry_max: std::time::Duration::from_secs(30),
             device_name: "Polyphony app".into(),
@@ -91,10 +95,6 @@ pub struct App {
     profile: Mutex<ProfileSlot>,
     remote_gen: AtomicU64,
     case_gens: std::sync::Mutex<HashMap<CaseId, u64>>,
-}
-
-fn since_key(case: &CaseId) -> String {
-    format!("unsynced_since:{case}")
 }
 
 impl App {
@@ -155,15 +155,6 @@ impl App {
     /// A change was made on this device (an edit, a new case).
     pub fn local_change(&self, case: CaseId) {
         self.bump(case);
-        if let Ok(None) = self.store.get_meta(NS_APP, &since_key(&case)) {
-            let now = polyphony_core::model::format_instant(OffsetDateTime::now_utc());
-            if let Err(e) = self
-                .store
-                .put_meta(NS_APP, &since_key(&case), now.as_bytes())
-            {
-                tracing::warn!(error = %e, "could not note when changes became unsynced");
-            }
-        }
         self.sync.local_change(case);
     }
 
@@ -213,15 +204,6 @@ impl App {
         self.profile().await.lookup(case)
     }
 
-    /// When `case` first had changes the server has not acknowledged (if it has any).
-    pub fn unsynced_since(&self, case: &CaseId) -> Option<OffsetDateTime> {
-        self.store
-            .get_meta(NS_APP, &since_key(case))
-            .ok()
-            .flatten()
-            .and_then(|b| crate::dates::parse_stored(&String::from_utf8_lossy(&b)))
-    }
-
     /// Where sync stands, from real state only: per-case unacknowledged changes (counted by the
     /// core against the heads the server acknowledged), the link, the last completed sync.
     pub async fn overview(&self) -> SyncOverview {
@@ -233,8 +215,11 @@ impl App {
             match p.case_ids() {
                 Ok(ids) => {
                     for case in ids {
-                        match p.unsynced(case) {
-                            Ok(n) => lines.push((case, n)),
+                        match p
+                            .unsynced(case)
+                            .and_then(|n| Ok((n, p.unsynced_since(case)?)))
+                        {
+                            Ok((n, since)) => lines.push((case, n, since)),
                             Err(e) => error = Some(e.to_string()),
                         }
                     }
@@ -244,25 +229,7 @@ impl App {
         }
         let now = OffsetDateTime::now_utc();
         let mut cases = Vec::new();
-        for (case, unsynced) in lines {
-            let since = if unsynced > 0 {
-                match self.unsynced_since(&case) {
-                    Some(t) => Some(t),
-                    None => {
-                        // Changes made before the app last ran (or by the command line).
-                        let stamp = polyphony_core::model::format_instant(now);
-                        let _ = self
-                            .store
-                            .put_meta(NS_APP, &since_key(&case), stamp.as_bytes());
-                        Some(now)
-                    }
-                }
-            } else {
-                if self.unsynced_since(&case).is_some() {
-                    let _ = self.store.delete_meta(NS_APP, &since_key(&case));
-                }
-                None
-            };
+        for (case, unsynced, since) in lines {
             let stale = since.is_some_and(|s| now - s > self.config.unsynced_warning);
             cases.push(CaseSyncLine {
                 case,

@@ -1433,3 +1433,160 @@ async fn words_changed_after_the_read_back_are_shown_as_added_after_the_meeting(
         .contains("Removed after the meeting by Robin Practitioner on "));
     assert!(page.body.contains("Work is hard."));
 }
+
+impl Harness {
+    /// Add an action (in a decision of its own) to `case`, owned by `owner`, due on `due`; the
+    /// decision's id.
+    async fn action(&self, case: &str, text: &str, owner: &str, due: time::Date) -> String {
+        use polyphony_core::model::Participant;
+        let owner: Participant = owner.parse().unwrap();
+        let text = text.to_string();
+        let decision = self
+            .app
+            .edit(case.parse().unwrap(), move |d| {
+                let dec = d.propose_decision("Meet weekly", Participant::Person)?;
+                d.add_action(&dec, &text, owner, Some(due))?;
+                Ok(dec)
+            })
+            .await
+            .unwrap();
+        decision.to_string()
+    }
+}
+
+/// Issue 17, part 5: the morning list. Overdue actions, most overdue first, each linking to its
+/// decision; sorted by person with a link; "Mine only" as a GET form; every value escaped; the
+/// caseload says how much is waiting. Dates far in the past and future, so no day it runs on
+/// changes what is listed.
+#[tokio::test]
+async fn the_needs_attention_page_sorts_filters_mine_and_escapes() {
+    let h = Harness::new().await;
+    let me = format!("practitioner:{}", h.me().await);
+    let zed = h.open_case("Zed <script>alert(1)</script>").await;
+    let ann = h.open_case("Ann Example").await;
+    let mine = h
+        .action(
+            &zed,
+            "Ring <GP> & confirm",
+            &me,
+            time::macros::date!(2020 - 01 - 01),
+        )
+        .await;
+    let theirs = h
+        .action(
+            &ann,
+            "Bring the letter",
+            "person",
+            time::macros::date!(2021 - 01 - 01),
+        )
+        .await;
+    h.action(
+        &ann,
+        "Not yet due",
+        &me,
+        time::macros::date!(2099 - 01 - 01),
+    )
+    .await;
+
+    let page = h.get("/today").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body = &page.body;
+    assert!(
+        !body.contains("<script>alert"),
+        "the person's name is escaped"
+    );
+    assert!(body.contains("Zed &lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(body.contains(&format!(
+        r#"<a href="/case/{zed}/decision/{mine}">Ring &lt;GP&gt; &amp; confirm</a>"#
+    )));
+    assert!(body.contains(&format!(r#"href="/case/{ann}/decision/{theirs}""#)));
+    assert!(!body.contains("Not yet due"));
+    assert!(body.contains("Due 1 January 2020"));
+    let (z, a) = (
+        body.find("Ring &lt;GP").unwrap(),
+        body.find("Bring the letter").unwrap(),
+    );
+    assert!(z < a, "most overdue first");
+    assert!(body.contains(r#"<a href="/today?sort=person">person</a>"#));
+
+    let by_person = h.get("/today?sort=person").await.body;
+    let (z, a) = (
+        by_person.find("Ring &lt;GP").unwrap(),
+        by_person.find("Bring the letter").unwrap(),
+    );
+    assert!(a < z, "Ann before Zed");
+    assert!(by_person.contains(r#"<strong aria-current="true">person</strong>"#));
+    assert!(by_person.contains(r#"name="sort" value="person""#));
+
+    let only_mine = h.get("/today?mine=1").await.body;
+    assert!(only_mine.contains("Ring &lt;GP"));
+    assert!(!only_mine.contains("Bring the letter"));
+    assert!(only_mine.contains(r#"value="1" checked>"#));
+    assert!(only_mine.contains(r#"<a href="/today?sort=kind&amp;mine=1">kind</a>"#));
+
+    let unknown = h.get("/today?sort=%22%3E%3Cscript%3E").await;
+    assert_eq!(unknown.status, StatusCode::OK);
+    assert!(!unknown.body.contains("\"><script>"));
+    assert!(unknown.body.contains(r#"name="sort" value="due""#));
+
+    let caseload = h.get("/").await.body;
+    assert!(
+        caseload.contains("2 things need attention, 1 of them yours"),
+        "{caseload}"
+    );
+    assert!(caseload.contains(r#"<a href="/today">See what needs attention</a>"#));
+}
+
+/// The morning list in the app: a planned meeting whose time has passed is listed as awaiting
+/// its outcome, linking to the meeting; past the warning (here: none), the changes only on this
+/// device are listed as not synced, since the first of them; reviews are said not to be listed
+/// yet. Showing an action's text records a read of its case, as "needs attention list"; the
+/// caseload's count records none.
+#[tokio::test]
+async fn the_needs_attention_page_lists_meetings_awaiting_an_outcome_and_changes_not_synced() {
+    let h = Harness::with_warning_after(time::Duration::ZERO).await;
+    let me = format!("practitioner:{}", h.me().await);
+    let case = h.open_case("Jo Bloggs").await;
+    let meeting = h.meeting(&case, "2020-03-14T10:30", &[]).await;
+    let r = h
+        .post(
+            &format!("/case/{case}/meeting/{meeting}/state"),
+            &[("state", "planned")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get("/today").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body = &page.body;
+    assert!(body.contains(r#"data-kind="awaits_outcome""#), "{body}");
+    assert!(body.contains("Awaits outcome"));
+    assert!(body.contains(&format!(r#"href="/case/{case}/meeting/{meeting}""#)));
+    assert!(body.contains(r#"data-kind="unsynced""#), "{body}");
+    assert!(body.contains("Not synced"));
+    assert!(body.contains("Reviews of the crisis plan are not listed yet"));
+    let reads = |h: &Harness| {
+        let app = h.app.clone();
+        async move {
+            let p = app.profile().await;
+            p.books()
+                .offline_reads()
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.what == "needs attention list")
+                .count()
+        }
+    };
+    assert_eq!(reads(&h).await, 0, "no action text shown: no read");
+    h.action(
+        &case,
+        "Call the GP",
+        &me,
+        time::macros::date!(2020 - 01 - 01),
+    )
+    .await;
+    let caseload = h.get("/").await.body;
+    assert!(caseload.contains("things need attention"), "{caseload}");
+    assert_eq!(reads(&h).await, 0, "the caseload's count shows no text");
+    assert!(h.get("/today").await.body.contains("Call the GP"));
+    assert_eq!(reads(&h).await, 1, "the action's text shown: one read");
+}

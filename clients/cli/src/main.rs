@@ -21,7 +21,7 @@ use crate::commands::{
     care_team::CareTeamCommand, case::CaseCommand, corrections::ConflictsArgs,
     corrections::EnteredInErrorArgs, corrections::ResolveArgs, decision::DecisionCommand,
     enrol::EnrolArgs, meeting::MeetingCommand, meeting::ReadbackArgs, network::NetworkCommand,
-    notes::NoteCommand, person::PersonCommand, sync::StatusArgs, sync::SyncArgs,
+    notes::NoteCommand, person::PersonCommand, sync::StatusArgs, sync::SyncArgs, today::TodayArgs,
 };
 use crate::failure::Failure;
 
@@ -87,6 +87,9 @@ enum Command {
     Sync(SyncArgs),
     /// What is not yet synced, per case, and how the last sync went.
     Status(StatusArgs),
+    /// The morning list: actions overdue or due today, meetings awaiting an outcome and changes
+    /// left unsynced too long, across your caseload (dates in UK time).
+    Today(TodayArgs),
     /// Export a case: FHIR for the trust's record, the person's own copy (HTML or PDF), or
     /// everything held about them (JSON).
     Export(commands::export::ExportArgs),
@@ -144,6 +147,7 @@ fn dispatch(
         Command::Resolve(a) => a.run(profile),
         Command::Sync(a) => a.run(profile),
         Command::Status(a) => a.run(profile),
+        Command::Today(a) => a.run(profile),
         Command::Export(a) => a.run(profile),
         Command::Figures(a) => a.run(profile),
         Command::TimeZone { name } => {

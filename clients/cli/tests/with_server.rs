@@ -823,3 +823,138 @@ fn times_are_typed_and_shown_in_uk_time_across_both_clock_changes() {
         assert!(shown.contains(clock), "{clock} not in:\n{shown}");
     }
 }
+
+/// `today`: open actions past their date, most overdue first, with `--mine` and `--sort`; an
+/// action done or not yet due is not listed. Dates far in the past and future, so the test does
+/// not depend on the day it runs.
+#[test]
+fn today_lists_overdue_actions_most_overdue_first_and_filters_mine() {
+    let (_server, d) = server_and_device();
+    let jo = d.ok(&["case", "new", "--name", "Jo Bloggs"]);
+    let ann = d.ok(&["case", "new", "--name", "Ann <Example>"]);
+    let action = |case: &str, text: &str, owner: &str, due: &str| {
+        let decision = d.ok(&["decision", "propose", case, "Meet weekly", "--by", "person"]);
+        d.ok(&[
+            "decision", "action", case, &decision, text, "--owner", owner, "--due", due,
+        ])
+    };
+    let mine = action(&jo, "Call the GP", "me", "2020-01-01");
+    let persons = action(&ann, "Bring the letter", "person", "2020-03-01");
+    let done = action(&jo, "Done already", "me", "2019-01-01");
+    d.ok(&["decision", "done", &jo, &done]);
+    action(&jo, "Not yet", "me", "2099-01-01");
+
+    let all = d.json(&["today"]);
+    let texts: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["Call the GP", "Bring the letter"], "{all}");
+    assert_eq!(all[0]["kind"], "overdue");
+    assert_eq!(all[0]["entry"], mine);
+    assert_eq!(all[0]["due"], "2020-01-01");
+    assert_eq!(all[0]["mine"], true);
+    assert_eq!(all[0]["owner_name"], "Alex Carer");
+    assert_eq!(all[1]["entry"], persons);
+    assert_eq!(all[1]["mine"], false);
+    assert_eq!(all[1]["owner"], "person");
+    assert!(all[0]["days_overdue"].as_i64() > all[1]["days_overdue"].as_i64());
+
+    let by_person = d.json(&["today", "--sort", "person"]);
+    assert_eq!(by_person[0]["person"], "Ann <Example>");
+    let only_mine = d.json(&["today", "--mine"]);
+    assert_eq!(count(&only_mine), 1, "{only_mine}");
+    assert_eq!(only_mine[0]["entry"], mine);
+
+    let human = d.ok(&["today"]);
+    assert!(
+        human.contains("Overdue") && human.contains("due 2020-01-01"),
+        "{human}"
+    );
+    assert!(human.contains("Call the GP (Alex Carer)"), "{human}");
+}
+
+/// `today` lists a planned meeting whose time has passed as awaiting its outcome, and, past the
+/// warning, the changes only on this device; after a sync the changes are gone from the list.
+/// Text from the record is printed on one line, and a negative warning is refused.
+#[test]
+fn today_lists_a_meeting_awaiting_its_outcome_and_changes_not_synced() {
+    let (_server, d) = server_and_device();
+    let jo = d.ok(&["case", "new", "--name", "Jo Bloggs"]);
+    let meeting = d.ok(&[
+        "meeting",
+        "add",
+        &jo,
+        "--at",
+        "2020-03-14T10:30",
+        "--place",
+        "home",
+        "--attendee",
+        "person",
+    ]);
+    d.ok(&["meeting", "state", &jo, &meeting, "planned"]);
+    let decision = d.ok(&["decision", "propose", &jo, "Meet weekly", "--by", "person"]);
+    d.ok(&[
+        "decision",
+        "action",
+        &jo,
+        &decision,
+        "Call\nthe GP",
+        "--owner",
+        "me",
+        "--due",
+        "2020-01-01",
+    ]);
+    let all = d.json(&["today", "--unsynced-warning-minutes", "0"]);
+    let kinds: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"awaits_outcome"), "{all}");
+    assert!(kinds.contains(&"unsynced"), "{all}");
+    let waiting = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "awaits_outcome")
+        .unwrap();
+    assert_eq!(waiting["entry"], meeting);
+    assert_eq!(waiting["mine"], true, "recorded by me");
+    let unsynced = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "unsynced")
+        .unwrap();
+    assert_eq!(unsynced["mine"], true);
+    assert!(unsynced["at"].is_string());
+
+    let out = d
+        .cmd()
+        .args(["today", "--unsynced-warning-minutes", "0"])
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains("Awaits outcome"), "{human}");
+    assert!(human.contains("Not synced"), "{human}");
+    assert!(human.contains("Call\\nthe GP"), "one line per row: {human}");
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("reviews of the crisis plan are not listed yet"));
+
+    d.ok(&["sync"]);
+    let after = d.json(&["today", "--unsynced-warning-minutes", "0"]);
+    assert!(
+        after
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["kind"] != "unsynced"),
+        "{after}"
+    );
+    let err = d.fails(1, &["today", "--unsynced-warning-minutes=-5"]);
+    assert!(err.contains("-5"), "{err}");
+}

@@ -143,3 +143,22 @@ fn an_unreachable_server_at_enrolment_exits_2() {
     assert!(err.contains("cannot reach"), "{err}");
     assert_eq!(d.status()["server"], serde_json::Value::Null);
 }
+
+#[test]
+fn today_on_a_fresh_device_lists_nothing_and_refuses_an_unknown_order() {
+    let d = Device::new();
+    assert_eq!(d.json(&["today"]), serde_json::json!([]));
+    assert_eq!(
+        d.json(&["today", "--mine", "--sort", "person"]),
+        serde_json::json!([])
+    );
+    let out = d.cmd().args(["today"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout when nothing is due"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing is overdue or due today"));
+    let err = d.fails(1, &["today", "--sort", "age"]);
+    assert!(err.contains("due, person, kind"), "{err}");
+}

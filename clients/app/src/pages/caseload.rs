@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect};
 use axum::Extension;
+use polyphony_core::model::work::WorkItem;
 use polyphony_core::profile::CaseSummary;
 
 use super::{render, AppState, PageParts, PageResult};
@@ -20,15 +21,27 @@ pub async fn show(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
 ) -> PageResult {
-    let (enrolled, cases) = {
+    let (enrolled, cases, due) = {
         let mut p = app.profile().await;
-        (p.enrolment().is_some(), p.cases()?)
+        // The count is a help, not the page: a list that cannot be made is said, not fatal.
+        let due = p
+            .due_work(
+                time::OffsetDateTime::now_utc(),
+                &app.config.zone,
+                app.config.unsynced_warning,
+            )
+            .map_err(|e| e.to_string());
+        (p.enrolment().is_some(), p.cases()?, due)
     };
     if !enrolled && cases.is_empty() {
         return Ok(Redirect::to("/enrol").into_response());
     }
     let overview = app.overview().await;
-    let content = render_caseload(&app, &cases, &overview, enrolled);
+    let content = render_caseload(&app, &cases, &overview, enrolled).replacen(
+        "</h1>",
+        &format!("</h1>{}", needs_attention(&due)),
+        1,
+    );
     Ok(render(
         &app,
         &session,
@@ -96,9 +109,49 @@ pub fn render_caseload(
     s
 }
 
+/// The link to the morning list ([`super::today`]), with how much is waiting and how much of it
+/// is the practitioner's; or, when the list could not be made, why.
+pub fn needs_attention(due: &Result<Vec<WorkItem>, String>) -> String {
+    let due = match due {
+        Ok(due) => due,
+        Err(e) => {
+            return format!(
+                r#"<div class="nhsuk-warning-callout" id="needs-attention"><h2 class="nhsuk-warning-callout__label"><span role="text"><span class="nhsuk-u-visually-hidden">Important: </span>Needs attention</span></h2><p>The list of what needs attention could not be made: {}</p></div>"#,
+                esc(e)
+            )
+        }
+    };
+    let mine = due.iter().filter(|i| i.mine).count();
+    let words = match (due.len(), mine) {
+        (0, _) => "Nothing is overdue or due today".to_string(),
+        (1, 1) => "1 thing needs attention, and it is yours".to_string(),
+        (1, _) => "1 thing needs attention".to_string(),
+        (n, m) => format!("{n} things need attention, {m} of them yours"),
+    };
+    format!(
+        r#"<div class="nhsuk-inset-text" id="needs-attention"><span class="nhsuk-u-visually-hidden">Information: </span><p>{} <a href="/today">See what needs attention</a></p></div>"#,
+        esc(words)
+    )
+}
+
 /// `GET /sync-now`: try to reach the server now. A GET because it changes nothing in the record
 /// and must work from any page; it only wakes the background sync.
 pub async fn sync_now(State(app): State<AppState>) -> impl IntoResponse {
     app.sync.try_now();
     Redirect::to("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_attention;
+
+    /// A list that cannot be made is said on the caseload, which is shown all the same.
+    #[test]
+    fn a_list_that_cannot_be_made_is_said_not_fatal() {
+        let html = needs_attention(&Err("the store <failed>".into()));
+        assert!(html.contains(
+            "The list of what needs attention could not be made: the store &lt;failed&gt;"
+        ));
+        assert!(needs_attention(&Ok(vec![])).contains("Nothing is overdue or due today"));
+    }
 }

@@ -80,18 +80,10 @@ fn meeting_title(app: &App, m: &MeetingView) -> String {
         .unwrap_or_else(|| "Meeting".into())
 }
 
-/// Whether a meeting's time has come (a meeting without a time is taken as past: nothing is
-/// waiting for it).
-fn has_come(m: &MeetingView) -> bool {
-    m.at.as_deref()
-        .and_then(dates::parse_stored)
-        .is_none_or(|t| t <= time::OffsetDateTime::now_utc())
-}
-
-/// A meeting still planned whose time has passed: someone has to say whether it took place
-/// before it counts for anything.
+/// A meeting still planned whose time has passed: the model's rule
+/// ([`MeetingView::awaits_outcome`]), at this instant.
 pub fn awaits_outcome(m: &MeetingView) -> bool {
-    m.state.is(MeetingState::Planned) && has_come(m)
+    m.awaits_outcome(time::OffsetDateTime::now_utc())
 }
 
 /// Where a meeting stands, in words: "Planned for 10 June 2027 at 14:00 UK time", "Held",

@@ -250,6 +250,38 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await check(p, '09-decision');
   });
 
+  // What the list holds, how it sorts and what "Mine only" keeps are asserted in tests/http.rs;
+  // here a real browser follows the caseload's link, the sort links and the GET form keep their
+  // choices, and axe checks both views.
+  await t.test('an overdue action shows on the morning list, whose sort links and Mine filter keep their choices', async () => {
+    const p = A.page;
+    await p.goto(`${robin.base}${decisionUrl}`);
+    await p.fill('#action-text', 'Send Alex the crisis line numbers');
+    await p.selectOption('#owner', { label: 'Robin Lee (practitioner)' });
+    await p.fill('#due-day', '1');
+    await p.fill('#due-month', '1');
+    await p.fill('#due-year', '2020');
+    await clickAndLoad(p, p.getByRole('button', { name: 'Add action' }));
+    await p.getByText('Action added').waitFor();
+    await p.goto(`${robin.base}/`);
+    await clickAndLoad(p, p.getByRole('link', { name: 'See what needs attention' }));
+    await p.getByRole('heading', { name: 'Needs attention' }).waitFor();
+    const row = p.locator('#today tr', { hasText: 'Send Alex the crisis line numbers' });
+    assert.match(await row.textContent(), /Overdue/);
+    assert.match(await row.textContent(), /Due 1 January 2020/);
+    await check(p, '09b-needs-attention');
+    await clickAndLoad(p, p.getByRole('link', { name: 'kind', exact: true }));
+    assert.match(p.url(), /sort=kind/);
+    await p.getByLabel('Mine only').check();
+    await clickAndLoad(p, p.getByRole('button', { name: 'Show', exact: true }));
+    assert.match(p.url(), /mine=1/);
+    assert.match(p.url(), /sort=kind/);
+    assert.equal(await p.locator('#today tr[data-mine=false]').count(), 0);
+    await check(p, '09c-needs-attention-mine');
+    await clickAndLoad(p, row.getByRole('link', { name: 'Send Alex the crisis line numbers' }));
+    assert.equal(p.url().replace(robin.base, ''), decisionUrl);
+  });
+
   await t.test('the notes are read back and each person answers', async () => {
     const p = A.page;
     await p.goto(`${robin.base}${meetingUrl}/readback`);

@@ -13,6 +13,7 @@ pub(crate) mod network;
 pub(crate) mod notes;
 pub(crate) mod person;
 pub(crate) mod sync;
+pub(crate) mod today;
 
 use polyphony_core::model::{parse_date, CaseView, Date, Instant, Participant};
 use polyphony_core::profile::Profile;

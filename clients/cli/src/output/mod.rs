@@ -6,6 +6,7 @@
 
 pub(crate) mod case;
 pub(crate) mod status;
+pub(crate) mod today;
 
 use std::fmt::Display;
 
