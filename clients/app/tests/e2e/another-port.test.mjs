@@ -129,7 +129,13 @@ test('a page on another port of this device cannot use the app session', { timeo
       const [reports, cookies, replays] = [seen.reports.length, seen.cookies.length, seen.replays.length];
       await page.goto(`http://${host}:${hostile.port}/?app=${encodeURIComponent(app.base)}`);
       await waitFor('the hostile page to report', () => seen.reports.length > reports, { timeout: 60000 });
-      await page.waitForTimeout(1000); // the form post, the image and any replay settle
+      // The form post, the image and any replay settle: wait (up to 20 s, for a CI machine busy
+      // with builds) until the app has answered the three requests the test is there to see, and
+      // one second more for anything after them. A fixed second was too short once under load
+      // (two of the three seen, both refused), which failed the run without any request served.
+      await waitFor('the hostile requests to reach the app', () => toApp.length >= 3, { timeout: 20000 })
+        .catch(() => {}); // the assertion below says what was seen
+      await page.waitForTimeout(1000);
       const report = seen.reports.at(-1);
       await page.close();
 
