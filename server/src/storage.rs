@@ -807,8 +807,19 @@ mod tests {
             storage.group.settled(first).is_none() && storage.group.settled(second).is_none(),
             "a ticket was settled while the flush covering it was still under way"
         );
+        // A writer asking while that flush is under way waits for it: it neither returns nor
+        // starts a flush of its own.
+        let waiter = {
+            let storage = storage.clone();
+            std::thread::spawn(move || storage.group.durable(second))
+        };
+        for _ in 0..100 {
+            std::thread::yield_now();
+        }
+        assert!(!waiter.is_finished(), "a writer returned during the flush");
+        assert_eq!(disk.flushes_begun.load(SeqCst), 1);
         drop(gate);
-        storage.group.durable(second).unwrap();
+        waiter.join().unwrap().unwrap();
         assert!(disk.flushed_through.load(SeqCst) >= written);
         flusher.join().unwrap().unwrap();
         assert_eq!(
