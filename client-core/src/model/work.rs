@@ -119,6 +119,28 @@ pub struct WorkItem {
 }
 
 impl WorkItem {
+    /// An item about the case as this device holds it, not about one of its entries (work not
+    /// synced, a case that cannot be opened): always this device's user's to see to.
+    pub fn of_this_device(case_id: String, person: String, kind: WorkKind, text: String) -> Self {
+        WorkItem {
+            case_id,
+            person,
+            kind,
+            entry: None,
+            decision: None,
+            text,
+            due: None,
+            at: None,
+            days_overdue: 0,
+            owner: None,
+            owner_name: None,
+            mine: true,
+            conflict: false,
+            decision_withdrawn: false,
+            due_unreadable: false,
+        }
+    }
+
     /// Whether showing the item shows something written in the case (an action's text), so
     /// showing it is an access to be recorded. The line of a meeting, unsynced changes or a case
     /// that cannot be opened is this code's own sentence.

@@ -654,48 +654,31 @@ impl Profile {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(%case, error = %e, "a case could not be opened for its due work");
-                    items.push(WorkItem {
-                        case_id: case.to_string(),
-                        person: String::new(),
-                        kind: WorkKind::Unreadable,
-                        entry: None,
-                        decision: None,
-                        text: format!("This case could not be opened: {e}"),
-                        due: None,
-                        at: None,
-                        days_overdue: 0,
-                        owner: None,
-                        owner_name: None,
-                        mine: true,
-                        conflict: false,
-                        decision_withdrawn: false,
-                        due_unreadable: false,
-                    });
+                    items.push(WorkItem::of_this_device(
+                        case.to_string(),
+                        String::new(),
+                        WorkKind::Unreadable,
+                        format!("This case could not be opened: {e}"),
+                    ));
                     continue;
                 }
             };
             items.extend(work::due_work(&view, me, zone, now));
             if let Some(since) = since.filter(|s| now - *s > warning) {
+                let text = format!(
+                    "{} only on this device: sync to send {}",
+                    plural(unsynced, "change"),
+                    if unsynced == 1 { "it" } else { "them" }
+                );
                 items.push(WorkItem {
-                    case_id: view.case_id.clone(),
-                    person: view.person.name.clone(),
-                    kind: WorkKind::Unsynced,
-                    entry: None,
-                    decision: None,
-                    text: format!(
-                        "{} only on this device: sync to send {}",
-                        plural(unsynced, "change"),
-                        if unsynced == 1 { "it" } else { "them" }
-                    ),
-                    due: None,
                     at: Some(format_instant(since)),
                     days_overdue: (zone.date(now) - zone.date(since)).whole_days().max(0),
-                    owner: None,
-                    owner_name: None,
-                    mine: true,
-                    conflict: false,
-                    decision_withdrawn: false,
-                    due_unreadable: false,
+                    ..WorkItem::of_this_device(
+                        view.case_id.clone(),
+                        view.person.name.clone(),
+                        WorkKind::Unsynced,
+                        text,
+                    )
                 });
             }
         }
