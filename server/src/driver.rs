@@ -96,6 +96,9 @@ impl CoreDriver {
                 access.send_replace(*epoch);
             }
         });
+        // A reopen or an access change between the first reads and the hooks is not missed.
+        reopened.send_replace(storage.group.generation());
+        access.send_replace(registry.access_epoch());
         Arc::new(CoreDriver {
             group: GroupCommitDriver::new(storage.group.clone()),
             changes,
