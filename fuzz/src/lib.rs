@@ -75,6 +75,7 @@ pub fn welcome(fixture: CaseId) -> Frame {
         mode: SessionMode::Normal,
         audit_head: None,
         features: Vec::new(),
+        colleagues: None,
     })
 }
 

@@ -208,6 +208,7 @@ impl BenchServer {
         self.admin(AdminRequest::PractitionerAdd {
             name: name.into(),
             team: team.into(),
+            role: None,
         })
         .await?;
         Ok(())

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use polyphony_core::ids::BadId;
+use polyphony_core::model::StaffRole;
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -66,6 +67,9 @@ pub enum AdminError {
     /// An id given as text is not well formed.
     #[error("{0}")]
     BadId(String),
+    /// A value given as text is not one the request takes (a role).
+    #[error("{0}")]
+    BadValue(String),
     /// A change was made but could not be written to the audit log.
     #[error("{done}, but it could not be recorded in the audit log: {source}. Check the server's disk and log")]
     NotAudited {
@@ -74,6 +78,11 @@ pub enum AdminError {
         /// Why the audit record failed.
         source: AuditError,
     },
+}
+
+fn parse_role(role: &str) -> Result<StaffRole, AdminError> {
+    role.parse()
+        .map_err(|e: polyphony_core::model::ModelError| AdminError::BadValue(e.to_string()))
 }
 
 /// One administration request: one line of JSON on the admin socket.
@@ -93,6 +102,9 @@ pub enum AdminRequest {
         name: String,
         /// The team's name or id.
         team: String,
+        /// Their role (practitioner when none is given).
+        #[serde(default)]
+        role: Option<String>,
     },
     /// Take a practitioner out of one team (their devices lose that team's cases at once), or,
     /// with no team, out of every team with every device of theirs revoked. Answers with a
@@ -106,6 +118,15 @@ pub enum AdminRequest {
         /// With no team: refuse their devices at once instead of letting them upload first.
         #[serde(default)]
         now: bool,
+    },
+    /// Set what a practitioner is: practitioner, peer support worker, psychiatrist or
+    /// administrator. Their teams' devices receive it with the team list. Answers with a
+    /// [`PractitionerView`].
+    PractitionerRole {
+        /// Their name or id.
+        practitioner: String,
+        /// The role (checked by the server, so every client gets the same message).
+        role: String,
     },
     /// List the practitioners. Answers with `[PractitionerView]`.
     Practitioners,
@@ -161,6 +182,7 @@ impl AdminRequest {
             AdminRequest::TeamAdd { .. }
                 | AdminRequest::PractitionerAdd { .. }
                 | AdminRequest::PractitionerRemove { .. }
+                | AdminRequest::PractitionerRole { .. }
                 | AdminRequest::Enrol { .. }
                 | AdminRequest::Revoke { .. }
                 | AdminRequest::CaseMove { .. }
@@ -200,6 +222,8 @@ pub struct PractitionerView {
     pub id: PractitionerId,
     /// Their name.
     pub name: String,
+    /// Their role.
+    pub role: StaffRole,
     /// Their teams.
     pub teams: Vec<TeamRef>,
     /// When they were added (RFC 3339).
@@ -298,12 +322,17 @@ impl Admin {
         match req {
             AdminRequest::TeamAdd { name } => self.team_add(&name),
             AdminRequest::Teams => json(&self.registry.teams()?),
-            AdminRequest::PractitionerAdd { name, team } => self.practitioner_add(&name, &team),
+            AdminRequest::PractitionerAdd { name, team, role } => {
+                self.practitioner_add(&name, &team, role.as_deref())
+            }
             AdminRequest::PractitionerRemove {
                 practitioner,
                 team,
                 now,
             } => self.practitioner_remove(&practitioner, team.as_deref(), now),
+            AdminRequest::PractitionerRole { practitioner, role } => {
+                self.practitioner_role(&practitioner, &role)
+            }
             AdminRequest::Practitioners => self.practitioners(),
             AdminRequest::Enrol { practitioner } => self.enrol(&practitioner),
             AdminRequest::Revoke { device, now } => self.revoke(&device, now),
@@ -332,17 +361,47 @@ impl Admin {
         json(&team)
     }
 
-    fn practitioner_add(&self, name: &str, team: &str) -> Result<serde_json::Value, AdminError> {
+    fn practitioner_add(
+        &self,
+        name: &str,
+        team: &str,
+        role: Option<&str>,
+    ) -> Result<serde_json::Value, AdminError> {
+        let role = role.map(parse_role).transpose()?;
         let r = &self.registry;
         let team = r.team(team)?;
-        let p = r.add_practitioner(name, team.id)?;
+        let mut p = r.add_practitioner(name, team.id)?;
+        if let Some(role) = role {
+            p = r.set_practitioner_role(&p.id, role)?;
+        }
         self.audit(
             AuditAction::PractitionerAdded,
             None,
-            format!("practitioner {} '{}' in team {}", p.id, p.name, team.id),
+            format!(
+                "practitioner {} '{}' in team {}, role {}",
+                p.id, p.name, team.id, p.role
+            ),
             || format!("practitioner '{}' was added", p.name),
         )?;
         json(&self.practitioner_view(&p, &[team])?)
+    }
+
+    fn practitioner_role(
+        &self,
+        practitioner: &str,
+        role: &str,
+    ) -> Result<serde_json::Value, AdminError> {
+        let role = parse_role(role)?;
+        let r = &self.registry;
+        let before = r.practitioner_by(practitioner)?;
+        let p = r.set_practitioner_role(&before.id, role)?;
+        self.audit(
+            AuditAction::PractitionerRoleSet,
+            None,
+            format!("practitioner {} role {} (was {})", p.id, p.role, before.role),
+            || format!("practitioner '{}' is now a {}", p.name, p.role.label()),
+        )?;
+        json(&self.practitioner_view(&p, &[])?)
     }
 
     /// Out of one team, or, with none, out of every team with their devices revoked.
@@ -595,6 +654,7 @@ impl Admin {
         Ok(PractitionerView {
             id: p.id,
             name: p.name.clone(),
+            role: p.role,
             teams,
             created_at: rfc3339(p.created_at),
         })

@@ -182,6 +182,8 @@ pub enum AuditAction {
     PractitionerRemoved,
     /// An enrolment code was issued.
     EnrolmentIssued,
+    /// A practitioner's role was set.
+    PractitionerRoleSet,
 }
 
 impl fmt::Display for AuditAction {
@@ -201,6 +203,7 @@ impl fmt::Display for AuditAction {
             AuditAction::PractitionerAdded => "practitioner_added",
             AuditAction::PractitionerRemoved => "practitioner_removed",
             AuditAction::EnrolmentIssued => "enrolment_issued",
+            AuditAction::PractitionerRoleSet => "practitioner_role_set",
         })
     }
 }

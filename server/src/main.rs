@@ -109,6 +109,17 @@ enum PractitionerCommand {
         /// The team's name or id.
         #[arg(long)]
         team: String,
+        /// practitioner, peer_support, psychiatrist or administrator [default: practitioner].
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Set what a practitioner is; their teams' devices receive it at their next sync (a
+    /// device connected live, at once).
+    Role {
+        /// Their name or id.
+        practitioner: String,
+        /// practitioner, peer_support, psychiatrist or administrator.
+        role: String,
     },
     /// Take a practitioner out of a team: their devices lose its cases at once. Without
     /// `--team`, out of every team, and every device of theirs is revoked.
@@ -197,8 +208,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Team(TeamCommand::Add { name }) => AdminRequest::TeamAdd { name },
         Command::Teams => AdminRequest::Teams,
-        Command::Practitioner(PractitionerCommand::Add { name, team }) => {
-            AdminRequest::PractitionerAdd { name, team }
+        Command::Practitioner(PractitionerCommand::Add { name, team, role }) => {
+            AdminRequest::PractitionerAdd { name, team, role }
+        }
+        Command::Practitioner(PractitionerCommand::Role { practitioner, role }) => {
+            AdminRequest::PractitionerRole { practitioner, role }
         }
         Command::Practitioner(PractitionerCommand::Remove {
             practitioner,
@@ -336,7 +350,7 @@ mod tests {
         );
         assert!(matches!(
             cli.command,
-            Command::Practitioner(PractitionerCommand::Add { ref name, ref team })
+            Command::Practitioner(PractitionerCommand::Add { ref name, ref team, .. })
                 if name == "Ana Silva" && team == "North"
         ));
         let cli = Cli::try_parse_from(["polyphony-server", "audit", "--verify", "--json"])

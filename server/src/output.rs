@@ -28,6 +28,11 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
             writeln!(out, "{}", p.id)
         }
         AdminRequest::PractitionerRemove { .. } => practitioner_removed(&mut out, decode(value)?),
+        AdminRequest::PractitionerRole { .. } => {
+            let p: PractitionerView = decode(value)?;
+            eprintln!("'{}' is now a {}", p.name, p.role.label());
+            writeln!(out, "{}", p.id)
+        }
         AdminRequest::Practitioners => practitioners(&mut out, decode(value)?),
         AdminRequest::Enrol { .. } => issued_code(&mut out, decode(value)?),
         AdminRequest::Revoke { .. } => {
@@ -105,10 +110,15 @@ fn practitioners(out: &mut impl Write, all: Vec<PractitionerView>) -> io::Result
         .into_iter()
         .map(|p| {
             let teams: Vec<_> = p.teams.into_iter().map(|t| t.name).collect();
-            vec![p.id.to_string(), p.name, teams.join(", ")]
+            vec![
+                p.id.to_string(),
+                p.name,
+                p.role.label().to_string(),
+                teams.join(", "),
+            ]
         })
         .collect();
-    table(out, &["ID", "NAME", "TEAMS"], rows)
+    table(out, &["ID", "NAME", "ROLE", "TEAMS"], rows)
 }
 
 /// What to do with a new enrolment code, on stderr; the code alone on stdout.

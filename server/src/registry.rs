@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use polyphony_core::identity::{hash_enrolment_token, EnrolmentCode};
+use polyphony_core::model::{StaffRole, Stored};
+use polyphony_core::sync::Colleague;
 use polyphony_core::store::{Store, StoreError};
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 use serde::de::DeserializeOwned;
@@ -209,6 +211,11 @@ pub struct Practitioner {
     pub id: PractitionerId,
     /// Their name (two practitioners may share one).
     pub name: String,
+    /// What they are (practitioner, peer support worker, psychiatrist, administrator), as the
+    /// administrator set it; every device of their teams receives it with the team list.
+    /// Practitioners registered before roles read as practitioners.
+    #[serde(default = "default_role")]
+    pub role: StaffRole,
     /// The teams they work in: their devices may sync these teams' cases.
     pub teams: Vec<TeamId>,
     /// Teams they left, with when (RFC 3339): their devices may still upload to those teams'
@@ -218,6 +225,10 @@ pub struct Practitioner {
     /// When they were added.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+fn default_role() -> StaffRole {
+    StaffRole::Practitioner
 }
 
 /// Where a device is in its life.
@@ -454,6 +465,7 @@ impl Registry {
         let practitioner = Practitioner {
             id,
             name,
+            role: StaffRole::Practitioner,
             teams: vec![team],
             left: Default::default(),
             created_at: now(),
@@ -513,6 +525,51 @@ impl Registry {
             self.access_changed();
         }
         Ok(p)
+    }
+
+    /// Set what a practitioner is. Live sessions of their teams' devices receive the new team
+    /// list at once.
+    pub fn set_practitioner_role(
+        &self,
+        practitioner: &PractitionerId,
+        role: StaffRole,
+    ) -> Result<Practitioner, RegistryError> {
+        let _w = self.lock();
+        let mut p = self.existing_practitioner(practitioner)?;
+        if p.role != role {
+            p.role = role;
+            self.put(ns::PRACTITIONERS, &p.id.to_string(), &p)?;
+            tracing::info!(practitioner = %p.id, %role, "practitioner's role set");
+            self.access_changed();
+        }
+        Ok(p)
+    }
+
+    /// The team list a device of `practitioner` receives: everyone who works in one of their
+    /// teams (themselves included), with their role and the teams they share, by name.
+    pub fn colleagues_of(&self, practitioner: &Practitioner) -> Result<Vec<Colleague>, RegistryError> {
+        let mut list: Vec<Colleague> = self
+            .practitioners()?
+            .into_iter()
+            .filter_map(|p| {
+                let teams: Vec<TeamId> = p
+                    .teams
+                    .iter()
+                    .filter(|t| practitioner.teams.contains(t))
+                    .copied()
+                    .collect();
+                (!teams.is_empty()).then(|| Colleague {
+                    practitioner: p.id,
+                    name: p.name,
+                    role: Stored::Known(p.role),
+                    teams,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            (a.name.to_lowercase(), a.practitioner).cmp(&(b.name.to_lowercase(), b.practitioner))
+        });
+        Ok(list)
     }
 
     /// The devices of one practitioner, whatever their status.

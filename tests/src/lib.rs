@@ -111,6 +111,7 @@ impl TestServer {
         self.admin(AdminRequest::PractitionerAdd {
             name: name.into(),
             team: team.into(),
+            role: None,
         })
         .await?;
         Ok(())

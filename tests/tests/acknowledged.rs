@@ -35,6 +35,7 @@ async fn a_case_synced_past_several_compactions_keeps_every_acknowledged_note_af
             .admin(AdminRequest::PractitionerAdd {
                 name: p.into(),
                 team: "North".into(),
+                role: None,
             })
             .await?;
     }

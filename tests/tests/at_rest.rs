@@ -55,6 +55,7 @@ async fn data_and_profiles_are_private_and_the_key_can_live_apart_from_the_data(
         .admin(AdminRequest::PractitionerAdd {
             name: "Sam".into(),
             team: "North".into(),
+            role: None,
         })
         .await?;
     let mut device = server.device("Sam").await?;

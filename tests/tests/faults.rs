@@ -240,6 +240,7 @@ async fn server_killed_at_random_points_keeps_every_acknowledged_change() -> Res
             .admin(AdminRequest::PractitionerAdd {
                 name: p.into(),
                 team: "North".into(),
+                role: None,
             })
             .await?;
     }
@@ -931,6 +932,7 @@ async fn a_real_full_filesystem_refuses_writes_then_the_running_server_takes_the
             .admin(AdminRequest::PractitionerAdd {
                 name: p.into(),
                 team: "North".into(),
+                role: None,
             })
             .await?;
     }

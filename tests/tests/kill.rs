@@ -29,6 +29,7 @@ async fn server_killed_mid_sync_keeps_every_acknowledged_change() -> Result<()> 
             .admin(polyphony_server::admin::AdminRequest::PractitionerAdd {
                 name: p.into(),
                 team: "North".into(),
+                role: None,
             })
             .await?;
     }

@@ -498,6 +498,7 @@ impl<'a> Rig<'a> {
                 .admin(AdminRequest::PractitionerAdd {
                     name: p.into(),
                     team: "North".into(),
+                    role: None,
                 })
                 .await?;
         }

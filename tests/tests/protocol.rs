@@ -220,6 +220,7 @@ impl ServerPeer {
                 mode: SessionMode::Normal,
                 audit_head: None,
                 features: Vec::new(),
+                colleagues: None,
             })],
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
@@ -357,6 +358,7 @@ fn a_chunk_that_makes_automerge_panic_is_refused_on_either_side_and_changes_noth
             mode: SessionMode::Normal,
             audit_head: None,
             features: Vec::new(),
+            colleagues: None,
         }),
         &mut docs,
     );

@@ -1325,6 +1325,7 @@ async fn the_offline_read_mark_survives_a_server_kill_and_restart_and_each_read_
         .admin(AdminRequest::PractitionerAdd {
             name: "Sam".into(),
             team: "North".into(),
+            role: None,
         })
         .await?;
     let mut device = server.device("Sam").await?;

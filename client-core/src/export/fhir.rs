@@ -867,6 +867,9 @@ impl<'a> Builder<'a> {
         } else {
             match d.status.known() {
                 Some(DecisionStatus::Agreed) => ("active", "accepted"),
+                // Carried out, but not accepted by the person: their disagreement stays in the
+                // Goal's positions and the status note says why the team went ahead.
+                Some(DecisionStatus::TeamDecided) => ("active", "active"),
                 Some(DecisionStatus::Revisited) => ("on-hold", "on-hold"),
                 Some(DecisionStatus::Withdrawn) => ("revoked", "cancelled"),
                 _ => ("draft", "proposed"),

@@ -272,6 +272,7 @@ mod tests {
             hours_referral_to_first_meeting: hours,
             meetings,
             share_two_or_more_practitioners: two,
+            share_with_peer_support: None,
             share_with_original_pair: two,
             network_members_per_meeting: Some(meetings as f64 / 2.0),
         }

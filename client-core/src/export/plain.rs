@@ -68,6 +68,7 @@ pub(crate) fn decision_status(s: &Stored<DecisionStatus>) -> String {
         DecisionStatus::Agreed => "agreed",
         DecisionStatus::Revisited => "being looked at again",
         DecisionStatus::Withdrawn => "no longer going ahead",
+        DecisionStatus::TeamDecided => "decided by the team without the person's agreement",
     })
 }
 
@@ -78,6 +79,7 @@ pub(crate) fn status_event(s: &Stored<DecisionStatus>) -> String {
         DecisionStatus::Agreed => "Agreed",
         DecisionStatus::Revisited => "Opened again",
         DecisionStatus::Withdrawn => "Dropped",
+        DecisionStatus::TeamDecided => "Decided by the team while the person disagrees",
     })
 }
 

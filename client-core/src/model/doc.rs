@@ -488,9 +488,25 @@ impl CaseDoc {
 
     /// Record a meeting. Returns the meeting id.
     pub fn add_meeting(&mut self, new: NewMeeting) -> Result<EntryId, ModelError> {
+        self.add_meeting_with(new, &[])
+    }
+
+    /// Record a meeting, with the name and role of each member of staff among the attendees as
+    /// the team list has them (schema 3), so the record says in what capacity each was there
+    /// even after they leave the team. Members of `staff` who are not attendees are not written.
+    pub fn add_meeting_with(
+        &mut self,
+        new: NewMeeting,
+        staff: &[StaffMember],
+    ) -> Result<EntryId, ModelError> {
         for p in &new.attendees {
             self.check_participant(p)?;
         }
+        let staff: Vec<StaffMember> = staff
+            .iter()
+            .filter(|s| new.attendees.contains(&Participant::Practitioner(s.practitioner)))
+            .map(checked_staff)
+            .collect::<Result<_, _>>()?;
         let id = EntryId::random();
         self.write("add meeting", |d, a, t| {
             let meetings = obj_at(d, &ROOT, keys::MEETINGS)?;
@@ -507,6 +523,12 @@ impl CaseDoc {
             let att = d.put_object(&m, keys::ATTENDEES, ObjType::Map)?;
             for p in &new.attendees {
                 d.put(&att, p.key(), true)?;
+            }
+            // Made with the meeting, so two devices adding staff later write into one map
+            // (each making its own would leave one of the two maps a concurrent loser).
+            let list = d.put_object(&m, keys::STAFF, ObjType::Map)?;
+            for s in &staff {
+                put_staff(d, &list, s)?;
             }
             for kind in NoteKind::ALL {
                 d.put_object(&m, kind.as_str(), ObjType::Text)?;
@@ -552,6 +574,28 @@ impl CaseDoc {
             let att = obj_at(d, &m, keys::ATTENDEES)?;
             d.put(&att, who.key(), present)?;
             Ok(())
+        })
+    }
+
+    /// Mark a member of staff as present at (or absent from) a meeting, noting their name and
+    /// role as the team list has them (schema 3). A name and role noted before are replaced:
+    /// the meeting shows the newest, and the history keeps the earlier.
+    pub fn set_staff_attendance(
+        &mut self,
+        meeting: &EntryId,
+        member: &StaffMember,
+        present: bool,
+    ) -> Result<(), ModelError> {
+        let m = self.live_entry(keys::MEETINGS, "meeting", meeting)?;
+        let member = checked_staff(member)?;
+        self.write("set attendance", |d, _, _| {
+            let att = obj_at(d, &m, keys::ATTENDEES)?;
+            d.put(&att, Participant::Practitioner(member.practitioner).key(), present)?;
+            let list = match map_at(d, &m, keys::STAFF) {
+                Some(list) => list,
+                None => d.put_object(&m, keys::STAFF, ObjType::Map)?,
+            };
+            put_staff(d, &list, &member)
         })
     }
 
@@ -737,15 +781,33 @@ impl CaseDoc {
         note: Option<&str>,
     ) -> Result<(), ModelError> {
         let e = self.live_entry(keys::DECISIONS, "decision", decision)?;
-        if status == DecisionStatus::Agreed {
-            let person_agrees = super::read::positions(&self.doc, &e)
-                .iter()
-                .any(|p| p.participant.is(Participant::Person) && p.stance.is(Stance::Agree));
-            if !person_agrees {
-                return Err(ModelError::PersonHasNotAgreed);
-            }
-        }
+        let positions = super::read::positions(&self.doc, &e);
+        let person = positions
+            .iter()
+            .find(|p| p.participant.is(Participant::Person));
+        let person_agrees = person.is_some_and(|p| p.stance.is(Stance::Agree));
         let note = note.map(str::trim).filter(|n| !n.is_empty());
+        match status {
+            DecisionStatus::Agreed if !person_agrees => return Err(ModelError::PersonHasNotAgreed),
+            DecisionStatus::TeamDecided if person.is_none() => {
+                return Err(ModelError::TeamDecision(
+                    "a decision the team takes while the person disagrees needs the person's \
+                     position first, in their words: record it, then the team's decision",
+                ))
+            }
+            DecisionStatus::TeamDecided if person_agrees => {
+                return Err(ModelError::TeamDecision(
+                    "the person agrees with this decision: record it as agreed",
+                ))
+            }
+            DecisionStatus::TeamDecided if note.is_none() => {
+                return Err(ModelError::TeamDecision(
+                    "say why the team is taking this decision while the person disagrees \
+                     (for example, an assessment under the Mental Health Act)",
+                ))
+            }
+            _ => {}
+        }
         if let Some(n) = note {
             check_long("status note", n)?;
         }
@@ -942,6 +1004,27 @@ pub(super) fn obj_at(d: &impl ReadDoc, obj: &ObjId, key: &str) -> Result<ObjId, 
             "is missing from the record",
         ))
     })
+}
+
+/// A member of staff with their name checked as any name the record holds.
+fn checked_staff(s: &StaffMember) -> Result<StaffMember, ModelError> {
+    Ok(StaffMember {
+        practitioner: s.practitioner,
+        name: check_required("staff name", &s.name)?,
+        role: s.role,
+    })
+}
+
+/// One member of staff under a meeting's `staff`: their name and role, in a map of its own.
+fn put_staff(d: &mut AutoCommit, list: &ObjId, s: &StaffMember) -> Result<(), ModelError> {
+    let key = s.practitioner.to_string();
+    let entry = match map_at(d, list, &key) {
+        Some(entry) => entry,
+        None => d.put_object(list, &key, ObjType::Map)?,
+    };
+    d.put(&entry, keys::NAME, s.name.as_str())?;
+    d.put(&entry, keys::ROLE, s.role.as_str())?;
+    Ok(())
 }
 
 fn put_author(d: &mut AutoCommit, obj: &ObjId, a: &Author) -> Result<(), ModelError> {

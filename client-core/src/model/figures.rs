@@ -3,6 +3,13 @@
 //! - Immediate help: hours from referral to the first network meeting (the aim is within 24 hours).
 //! - Psychological continuity: the share of meetings with two or more practitioners, and with the
 //!   original pair (the first two practitioners of the care team).
+//! - Peer support: the share of meetings a peer support worker attended.
+//!
+//! A member of staff counts in the role the meeting noted for them (schema 3, from the server's
+//! team list); for a meeting recorded before, in their care-team role; failing both, as a
+//! practitioner (all staff were recorded as practitioners then). Practitioners and psychiatrists
+//! count as practitioners; peer support workers count on their own; administrators, and roles a
+//! newer version added, in neither.
 //! - Social network perspective: network members per meeting.
 //!
 //! Only meetings that were held with the person or their network count: entries marked entered in
@@ -30,6 +37,9 @@ pub struct CaseFigures {
     pub share_two_or_more_practitioners: Option<f64>,
     /// Share (0 to 1) of meetings attended by both of the original pair.
     pub share_with_original_pair: Option<f64>,
+    /// Share (0 to 1) of meetings a peer support worker attended.
+    #[serde(default)]
+    pub share_with_peer_support: Option<f64>,
     /// Mean number of network members present per meeting.
     pub network_members_per_meeting: Option<f64>,
 }
@@ -72,13 +82,26 @@ impl CaseFigures {
             _ => None,
         };
 
-        let practitioners_at = |m: &&crate::model::view::MeetingView| {
+        let staff_at = |m: &crate::model::view::MeetingView| -> Vec<Option<StaffRole>> {
             m.attendees
                 .iter()
-                .filter(|a| matches!(a.known(), Some(Participant::Practitioner(_))))
+                .filter_map(|a| match a.known() {
+                    Some(Participant::Practitioner(id)) => Some(role_at(v, m, id)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let clinical = |m: &&crate::model::view::MeetingView| {
+            staff_at(m)
+                .iter()
+                .filter(|r| r.is_some_and(StaffRole::is_clinical))
                 .count()
         };
-        let two_or_more = meetings.iter().filter(|m| practitioners_at(m) >= 2).count();
+        let two_or_more = meetings.iter().filter(|m| clinical(m) >= 2).count();
+        let with_peer = meetings
+            .iter()
+            .filter(|m| staff_at(m).contains(&Some(StaffRole::PeerSupport)))
+            .count();
 
         let pair: Vec<Stored<Participant>> = v
             .care_team
@@ -109,8 +132,31 @@ impl CaseFigures {
             meetings: n,
             share_two_or_more_practitioners: share(two_or_more),
             share_with_original_pair: with_pair,
+            share_with_peer_support: share(with_peer),
             network_members_per_meeting: (n > 0).then(|| members as f64 / n as f64),
         }
+    }
+}
+
+/// The role a member of staff attended a meeting in: as the meeting noted it; else their part
+/// in the care team (the newest membership not in error); else a practitioner, as every member
+/// of staff was recorded before roles. `None` for a role this version does not know.
+fn role_at(
+    v: &CaseView,
+    m: &crate::model::view::MeetingView,
+    id: crate::PractitionerId,
+) -> Option<StaffRole> {
+    if let Some(s) = m.staff.iter().find(|s| s.practitioner.is(id)) {
+        return s.role.known();
+    }
+    let membership = v
+        .care_team
+        .iter()
+        .filter(|c| c.meta.entered_in_error.is_none() && c.practitioner.is(id))
+        .next_back();
+    match membership {
+        Some(c) => c.role.known().map(CareRole::staff_role),
+        None => Some(StaffRole::Practitioner),
     }
 }
 

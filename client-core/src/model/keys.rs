@@ -54,3 +54,5 @@ pub const KIND: &str = "kind";
 pub const WRONG_PERSON: &str = "wrong_person";
 pub const HEARD: &str = "heard";
 pub const POSITION_HISTORY: &str = "position_history";
+// Schema 3.
+pub const STAFF: &str = "staff";

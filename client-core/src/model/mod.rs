@@ -139,6 +139,10 @@ pub enum ModelError {
         "a decision is agreed only when the person themself agrees: record their position first"
     )]
     PersonHasNotAgreed,
+    /// A decision taken by the team while the person disagrees needs their recorded position
+    /// and a reason.
+    #[error("{0}")]
+    TeamDecision(&'static str),
     /// The member has already left the network.
     #[error("network member {id} already left on {left}")]
     AlreadyLeft {

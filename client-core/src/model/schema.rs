@@ -31,7 +31,10 @@ pub use super::keys;
 ///   `kind` an error mark may carry (for kinds a later version adds), a meeting's
 ///   `state`, the version of the notes each read-back heard (`heard`), and a position's
 ///   `earlier` stances.
-pub const SCHEMA_VERSION: u64 = 2;
+/// - 3: a meeting's `staff` (for each member of staff present, their name and role as the
+///   server's team list had them), the care role `psychiatrist`, and the decision status
+///   `team_decided` (taken by the team while the person disagrees, every position kept).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Why a document is not a valid case record: each problem with the path where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -592,9 +595,22 @@ impl<D: ReadDoc> Validator<'_, D> {
                 keys::ENTERED_IN_ERROR,
                 keys::WRONG_PERSON,
                 keys::STATE,
+                keys::STAFF,
             ],
         );
         self.entry_common(m, p);
+        self.maps(m, p, keys::STAFF, |v, staff, p| {
+            for k in v.key_list(staff) {
+                if uuid::Uuid::parse_str(&k).is_err() {
+                    v.bad(&format!("{p}.{k}"), "is not a practitioner id");
+                }
+                v.maps(staff, p, &k, |v, s, p| {
+                    v.keys(s, p, &[keys::NAME, keys::ROLE], &[]);
+                    v.field(s, p, keys::NAME, SHORT_REQ);
+                    v.field(s, p, keys::ROLE, Kind::Choice(is::<StaffRole>));
+                });
+            }
+        });
         self.field(m, p, keys::STATE, Kind::Choice(is::<MeetingState>));
         self.field(m, p, keys::AT, Kind::Timestamp);
         self.field(m, p, keys::NEXT_MEETING, Kind::Timestamp);

@@ -94,8 +94,87 @@ vocabulary!(
         Practitioner => "practitioner",
         /// A peer support worker.
         PeerSupport => "peer_support",
+        /// A psychiatrist working with the person (schema 3): not one of the continuing pair.
+        Psychiatrist => "psychiatrist",
     }
 );
+
+vocabulary!(
+    /// What a member of staff is, as the borough server's administrator registered them
+    /// (schema 3): the team list every device receives through sync, and the capacity in which a
+    /// member of staff attended a meeting.
+    StaffRole, "staff role", {
+        /// A practitioner (nurse, social worker, therapist...).
+        Practitioner => "practitioner",
+        /// A peer support worker.
+        PeerSupport => "peer_support",
+        /// A psychiatrist.
+        Psychiatrist => "psychiatrist",
+        /// An administrator.
+        Administrator => "administrator",
+    }
+);
+
+impl StaffRole {
+    /// A member of staff whose presence counts as a practitioner's in the figures (the pair,
+    /// "two or more practitioners"): practitioners and psychiatrists; peer support workers are
+    /// counted on their own and administrators not at all.
+    pub fn is_clinical(self) -> bool {
+        matches!(self, StaffRole::Practitioner | StaffRole::Psychiatrist)
+    }
+
+    /// The part in a case's care team a member of staff of this role takes by default, if any
+    /// (an administrator is not in a care team).
+    pub fn care_role(self) -> Option<CareRole> {
+        match self {
+            StaffRole::Practitioner => Some(CareRole::Practitioner),
+            StaffRole::PeerSupport => Some(CareRole::PeerSupport),
+            StaffRole::Psychiatrist => Some(CareRole::Psychiatrist),
+            StaffRole::Administrator => None,
+        }
+    }
+
+    /// As a person reads it.
+    pub fn label(self) -> &'static str {
+        match self {
+            StaffRole::Practitioner => "practitioner",
+            StaffRole::PeerSupport => "peer support worker",
+            StaffRole::Psychiatrist => "psychiatrist",
+            StaffRole::Administrator => "administrator",
+        }
+    }
+}
+
+/// A member of staff as the borough server's team list names them: who, and in what role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffMember {
+    /// Their practitioner id.
+    pub practitioner: PractitionerId,
+    /// Their name.
+    pub name: String,
+    /// Their role.
+    pub role: StaffRole,
+}
+
+impl CareRole {
+    /// The staff role this part in the care team stands for.
+    pub fn staff_role(self) -> StaffRole {
+        match self {
+            CareRole::Practitioner => StaffRole::Practitioner,
+            CareRole::PeerSupport => StaffRole::PeerSupport,
+            CareRole::Psychiatrist => StaffRole::Psychiatrist,
+        }
+    }
+
+    /// As a person reads it: the continuing pair are named as such.
+    pub fn label(self) -> &'static str {
+        match self {
+            CareRole::Practitioner => "one of the pair",
+            CareRole::PeerSupport => "peer support worker",
+            CareRole::Psychiatrist => "psychiatrist",
+        }
+    }
+}
 
 vocabulary!(
     /// A participant's position on a decision. Disagreement is recorded, never overwritten.
@@ -120,6 +199,9 @@ vocabulary!(
         Revisited => "revisited",
         /// No longer pursued.
         Withdrawn => "withdrawn",
+        /// Taken by the team in the open while the person disagrees (for example an assessment
+        /// under the Mental Health Act), with why (schema 3). Every position stays in the record.
+        TeamDecided => "team_decided",
     }
 );
 

@@ -250,6 +250,22 @@ pub struct MeetingView {
     /// Changes to the notes, reflections or agreements made after the first read-back, oldest
     /// first: every copy shows them as added after the meeting, never as confirmed.
     pub changed_after_readback: Vec<LaterChange>,
+    /// The name and role each member of staff noted at this meeting had on the team list
+    /// (schema 3; none for meetings recorded before). Whether they were present is in
+    /// `attendees`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staff: Vec<StaffView>,
+}
+
+/// A member of staff as a meeting noted them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffView {
+    /// Their practitioner id.
+    pub practitioner: Stored<PractitionerId>,
+    /// Their name then.
+    pub name: String,
+    /// Their role then.
+    pub role: Stored<StaffRole>,
 }
 
 impl MeetingView {
@@ -561,7 +577,33 @@ fn meeting(d: &AutoCommit, id: EntryId, m: &ObjId) -> MeetingView {
         },
         person_present: attendees.iter().any(|a| a.is(Participant::Person)),
         attendees,
+        staff: staff(d, m),
     }
+}
+
+/// The members of staff a meeting noted, from every concurrent `staff` map (two devices that
+/// noted staff on a meeting recorded before schema 3 may each have made one).
+fn staff(d: &AutoCommit, m: &ObjId) -> Vec<StaffView> {
+    let mut out: Vec<StaffView> = Vec::new();
+    for (value, list) in d.get_all(m, keys::STAFF).unwrap_or_default() {
+        if !matches!(value, automerge::Value::Object(automerge::ObjType::Map)) {
+            continue;
+        }
+        for k in d.keys(&list) {
+            let practitioner = Stored::read(Some(k.clone()));
+            if out.iter().any(|s| s.practitioner == practitioner) {
+                continue;
+            }
+            if let Some(e) = map_at(d, &list, &k) {
+                out.push(StaffView {
+                    practitioner,
+                    name: get_str(d, &e, keys::NAME).unwrap_or_default(),
+                    role: Stored::read(get_str(d, &e, keys::ROLE)),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Each person's answer at a meeting's read-back.
@@ -683,6 +725,7 @@ fn withhold(v: &mut CaseView) {
             state: m.state.clone(),
             person_present: false,
             changed_after_readback: vec![],
+            staff: vec![],
         };
     }
     for dec in v.decisions.iter_mut() {

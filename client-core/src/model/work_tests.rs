@@ -87,6 +87,7 @@ fn meeting(at: &str, state: Stored<MeetingState>) -> MeetingView {
         state,
         person_present: false,
         changed_after_readback: vec![],
+        staff: vec![],
     }
 }
 

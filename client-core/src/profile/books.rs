@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{now_string, ProfileError, NS_PROFILE, REVOKING_KEY};
 use crate::store::{Store, StoreError};
-use crate::sync::{self, Action, OfflineRead};
+use crate::sync::{self, Action, Colleague, OfflineRead};
 use crate::CaseId;
 
 /// Acknowledged heads per case (the last `Saved`).
@@ -39,6 +39,9 @@ pub(super) const NS_UNSYNCED_SINCE: &str = "app";
 pub(super) fn unsynced_since_key(case: &CaseId) -> String {
     format!("unsynced_since:{case}")
 }
+
+/// The server's team list, as last received (in [`NS_PROFILE`]; JSON).
+pub(super) const COLLEAGUES_KEY: &str = "colleagues";
 
 /// After this many appended chunks, a case's log is compacted into one snapshot, so loading a case
 /// does not replay years of small saves.
@@ -66,6 +69,22 @@ impl<'a> DeviceBooks<'a> {
     /// The records kept in `store`.
     pub fn new(store: &'a dyn Store) -> Self {
         DeviceBooks { store }
+    }
+
+    /// Keep the server's team list, replacing the one kept before.
+    pub fn note_colleagues(&self, list: &[Colleague]) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(list).expect("a team list serialises");
+        self.store.put_meta(NS_PROFILE, COLLEAGUES_KEY, &json)
+    }
+
+    /// The server's team list as last received: empty before the first sync with a server that
+    /// sends one. A damaged copy reads as empty (the next sync replaces it).
+    pub fn colleagues(&self) -> Result<Vec<Colleague>, StoreError> {
+        Ok(self
+            .store
+            .get_meta(NS_PROFILE, COLLEAGUES_KEY)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default())
     }
 
     /// The sync state saved for each case (a damaged one is left out: that case starts afresh).
@@ -147,6 +166,7 @@ impl<'a> DeviceBooks<'a> {
             Action::Granted { cases } => self.note_granted(cases),
             Action::ReadsSaved { through } => self.store.trim_log(LOG_READS, *through),
             Action::RevocationOrdered(ordered) => self.note_revocation(*ordered),
+            Action::Colleagues(list) => self.note_colleagues(list),
             // An older server revoked this device already: its enrolment opens nothing.
             Action::Wiped { revoked: true, .. } => self.forget_enrolment(),
             Action::Wiped { .. }

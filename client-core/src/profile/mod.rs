@@ -1321,6 +1321,7 @@ impl SessionHost for Host<'_> {
             | Action::Granted { .. }
             | Action::ReadsSaved { .. }
             | Action::RevocationOrdered(_)
+            | Action::Colleagues(_)
             | Action::Send(_)
             | Action::Close { .. } => {}
         }

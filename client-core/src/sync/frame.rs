@@ -138,6 +138,26 @@ pub struct Wiped {
     pub kept: Vec<CaseId>,
 }
 
+/// The server sends the team list (`Welcome::colleagues`) and, in a live session, a new one
+/// (`Frame::Colleagues`) whenever the administrator changes it. A client without this feature
+/// is sent no `Colleagues` frame (it would not know the frame type), and reads past the
+/// `Welcome` field.
+pub const FEATURE_COLLEAGUES: &str = "colleagues";
+
+/// A member of staff who works in one of the device's teams, as the server's administrator
+/// registered them: who can be ticked as present at a meeting, or added to a care team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Colleague {
+    /// Their practitioner id.
+    pub practitioner: PractitionerId,
+    /// Their name.
+    pub name: String,
+    /// Their role; a role a newer server added is kept as written.
+    pub role: crate::model::Stored<crate::model::StaffRole>,
+    /// The device's teams they work in.
+    pub teams: Vec<TeamId>,
+}
+
 /// How the server will treat this device for the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -182,6 +202,11 @@ pub struct Welcome {
     /// [`FEATURE_CONFIRMS_WIPE`]); empty, and absent on the wire, for servers older than the field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// Everyone in the device's teams, the device's own practitioner included, with their roles
+    /// ([`FEATURE_COLLEAGUES`]). Absent from servers before it was added: the device keeps the
+    /// list it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colleagues: Option<Vec<Colleague>>,
 }
 
 impl Welcome {
@@ -301,6 +326,9 @@ pub enum Frame {
         /// The accesses.
         entries: Vec<crate::export::Access>,
     },
+    /// Server → client, in a live session of a client that announced [`FEATURE_COLLEAGUES`]:
+    /// the team list changed; this is the whole new list.
+    Colleagues(Vec<Colleague>),
     /// Device → server on an enrolment connection.
     Enrol(EnrolRequest),
     /// Server → device: enrolment accepted.
@@ -353,6 +381,7 @@ mod tag {
     pub(super) const BYE: u8 = 0x09;
     pub(super) const WIPE: u8 = 0x0a;
     pub(super) const WIPED: u8 = 0x0e;
+    pub(super) const COLLEAGUES: u8 = 0x0f;
     pub(super) const ERROR: u8 = 0x0b;
     pub(super) const ACCESS_LOG_REQUEST: u8 = 0x0c;
     pub(super) const ACCESS_LOG: u8 = 0x0d;
@@ -424,6 +453,10 @@ impl Frame {
                 out.push(tag::ACCESS_LOG);
                 out.extend_from_slice(case.0.as_bytes());
                 json(out, entries);
+            }
+            Frame::Colleagues(c) => {
+                out.push(tag::COLLEAGUES);
+                json(out, c);
             }
             Frame::Enrol(r) => {
                 out.push(tag::ENROL);
@@ -556,6 +589,7 @@ impl Frame {
                     entries: from_json("access log", rest)?,
                 })
             }
+            tag::COLLEAGUES => Ok(Frame::Colleagues(from_json("colleagues", p)?)),
             tag::ENROL => Ok(Frame::Enrol(from_json("enrol", p)?)),
             tag::ENROLLED => Ok(Frame::Enrolled(from_json("enrolled", p)?)),
             other => Err(FrameError::UnknownType(other)),
@@ -579,6 +613,7 @@ impl Frame {
             Frame::Error(_) => "error",
             Frame::AccessLogRequest { .. } => "access log request",
             Frame::AccessLog { .. } => "access log",
+            Frame::Colleagues(_) => "colleagues",
             Frame::Enrol(_) => "enrol",
             Frame::Enrolled(_) => "enrolled",
         }
@@ -666,7 +701,19 @@ mod tests {
                 mode: SessionMode::Revoking,
                 audit_head: None,
                 features: Vec::new(),
+                colleagues: Some(vec![Colleague {
+                    practitioner: PractitionerId::random(),
+                    name: "Kit Byrne".into(),
+                    role: crate::model::Stored::read(Some("peer_support".into())),
+                    teams: vec![TeamId::random()],
+                }]),
             }),
+            Frame::Colleagues(vec![Colleague {
+                practitioner: PractitionerId::random(),
+                name: "Dr Ade Bello".into(),
+                role: crate::model::Stored::read(Some("a role from later".into())),
+                teams: vec![],
+            }]),
             Frame::Sync {
                 case,
                 message: vec![0x42, 1, 2, 3],

@@ -91,6 +91,9 @@ pub enum Action {
         /// Cases in the session.
         total: usize,
     },
+    /// The server's team list (at the welcome, and again in a live session when it changes):
+    /// keep it, replacing the one kept before.
+    Colleagues(Vec<Colleague>),
     /// Whether the server is revoking this device (said at every welcome). While it is, the device
     /// takes no new entries: what it holds is uploaded, then wiped.
     RevocationOrdered(bool),
@@ -194,7 +197,10 @@ impl ClientSession {
                 version: PROTOCOL_VERSION,
                 software: format!("polyphony/{}", env!("CARGO_PKG_VERSION")),
                 live,
-                features: vec![FEATURE_CONFIRMS_WIPE.to_string()],
+                features: vec![
+                    FEATURE_CONFIRMS_WIPE.to_string(),
+                    FEATURE_COLLEAGUES.to_string(),
+                ],
             },
             phase: Phase::AwaitWelcome,
             mode: SessionMode::Normal,
@@ -308,6 +314,9 @@ impl ClientSession {
                     c.refused = true;
                     out.push(Action::Refused { case, refusal });
                 }
+            }
+            (Phase::Syncing | Phase::DoneSent, Frame::Colleagues(list)) => {
+                out.push(Action::Colleagues(list));
             }
             (_, Frame::ReadsSaved { through }) => {
                 self.reads_outstanding = false;
@@ -431,6 +440,9 @@ impl ClientSession {
         out.push(Action::RevocationOrdered(
             self.mode == SessionMode::Revoking,
         ));
+        if let Some(list) = &w.colleagues {
+            out.push(Action::Colleagues(list.clone()));
+        }
         let local: BTreeSet<CaseId> = docs.cases().into_iter().collect();
         let granted: BTreeSet<CaseId> = w.cases.iter().map(|g| g.case).collect();
         out.push(Action::Granted {

@@ -66,6 +66,7 @@ impl PeerServer {
                 mode: SessionMode::Normal,
                 audit_head: None,
                 features: Vec::new(),
+                colleagues: None,
             })],
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
@@ -240,6 +241,7 @@ fn empty_welcome(mode: SessionMode, confirms_wipe: bool) -> Frame {
         } else {
             Vec::new()
         },
+        colleagues: None,
     })
 }
 
@@ -347,6 +349,7 @@ fn a_server_sending_an_invalid_document_is_refused_and_nothing_changes() {
         mode: SessionMode::Normal,
         audit_head: None,
         features: Vec::new(),
+        colleagues: None,
     };
     let _ = session.handle(Frame::Welcome(welcome), &mut docs);
     // A hostile server sends a document that is not a case record.
@@ -411,6 +414,7 @@ fn a_peer_that_never_lets_a_case_settle_cannot_loop_the_session_forever() {
         mode: SessionMode::Normal,
         audit_head: None,
         features: Vec::new(),
+        colleagues: None,
     };
     let mut actions = session.handle(Frame::Welcome(welcome), &mut docs);
     let mut exchanges = 0;
@@ -509,7 +513,7 @@ proptest! {
         let before = docs.0.get_mut(&case).unwrap().get_heads();
         let mut session = ClientSession::new(false, vec![], BTreeMap::new());
         let _ = session.start();
-        let welcome = Welcome { version: 1, device: DeviceId::random(), practitioner: PractitionerId::random(), teams: vec![], cases: vec![], mode: SessionMode::Normal, audit_head: None, features: vec![] };
+        let welcome = Welcome { version: 1, device: DeviceId::random(), practitioner: PractitionerId::random(), teams: vec![], cases: vec![], mode: SessionMode::Normal, audit_head: None, features: vec![], colleagues: None };
         let _ = session.handle(Frame::Welcome(welcome), &mut docs);
         for f in frames {
             for a in session.handle(f, &mut docs) {

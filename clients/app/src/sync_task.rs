@@ -385,6 +385,7 @@ impl SessionHost for LiveHost {
             Action::Granted { .. }
             | Action::ReadsSaved { .. }
             | Action::RevocationOrdered(_)
+            | Action::Colleagues(_)
             | Action::Send(_)
             | Action::Close { .. } => {}
         }

@@ -72,6 +72,7 @@ async fn two_apps_sync_live_and_recover_from_a_dead_server() {
             .admin(AdminRequest::PractitionerAdd {
                 name: name.into(),
                 team: "North".into(),
+                role: None,
             })
             .await
             .unwrap();

@@ -57,6 +57,7 @@ fn every_change_is_audited_and_listings_are_not() {
     let ana: PractitionerView = ok(admin.handle(AdminRequest::PractitionerAdd {
         name: "Ana Silva".into(),
         team: "north".into(),
+        role: None,
     }));
     assert_eq!(
         ana.teams,
@@ -194,6 +195,7 @@ fn refusals_say_what_to_do() {
     let message = refused(admin.handle(AdminRequest::PractitionerAdd {
         name: "Ana".into(),
         team: "Nowhere".into(),
+        role: None,
     }));
     assert!(message.contains("team add"), "{message}");
     let message = refused(admin.handle(AdminRequest::Enrol {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use polyphony_core::net::{write_frames, FrameReader, FramedStream, StreamError};
-use polyphony_core::sync::{ErrorCode, Frame, FEATURE_CONFIRMS_WIPE};
+use polyphony_core::sync::{ErrorCode, Frame, FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, warn};
 
@@ -175,7 +175,13 @@ async fn handshake(
         }
     };
     let mut session = Session::new(shared.clone(), conn_id, device, practitioner, welcome.mode)
-        .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE));
+        .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE))
+        .sending_colleagues(
+            welcome
+                .colleagues
+                .clone()
+                .filter(|_| hello.has(FEATURE_COLLEAGUES)),
+        );
     if !session.check_access() {
         if let Some((code, message)) = session.ended() {
             close(conn, *code, message);

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::guard;
 use polyphony_core::sync::{
-    CaseGrant, ErrorCode, Frame, Hello, Refusal, SessionMode, Welcome, FEATURE_CONFIRMS_WIPE,
+    CaseGrant, ErrorCode, Frame, Hello, Refusal, SessionMode, Welcome, FEATURE_COLLEAGUES,
+    FEATURE_CONFIRMS_WIPE,
     PROTOCOL_VERSION,
 };
 use polyphony_core::CaseId;
@@ -280,6 +281,13 @@ pub fn welcome(
             Err(e) => return Err(NotWelcome::Internal(format!("server error: {e}"))),
         },
     };
+    let colleagues = match mode {
+        SessionMode::Revoking => None,
+        SessionMode::Normal => match shared.registry.colleagues_of(practitioner) {
+            Ok(list) => Some(list),
+            Err(e) => return Err(NotWelcome::Internal(format!("server error: {e}"))),
+        },
+    };
     // A case granted in full again (moved back, or the practitioner rejoined its team) is the
     // device's to write: it forgets it was told the case moved away on this welcome, and so
     // does the server. A failure here only leaves the server stricter, so it does not stop the
@@ -309,7 +317,11 @@ pub fn welcome(
         cases: grants,
         mode,
         audit_head: signed_head(shared),
-        features: vec![FEATURE_CONFIRMS_WIPE.to_string()],
+        features: vec![
+            FEATURE_CONFIRMS_WIPE.to_string(),
+            FEATURE_COLLEAGUES.to_string(),
+        ],
+        colleagues,
     })
 }
 

@@ -10,7 +10,7 @@ use automerge::AutoCommit;
 use polyphony_core::export::access::AccessKind;
 use polyphony_core::model::{schema, Author};
 use polyphony_core::sync::{
-    prepare, ApplyError, ErrorCode, Frame, PeerSync, Prepared, Reply, SessionMode, Wiped,
+    prepare, ApplyError, Colleague, ErrorCode, Frame, PeerSync, Prepared, Reply, SessionMode, Wiped,
 };
 use polyphony_core::{CaseId, TeamId};
 use tracing::{debug, info, warn};
@@ -65,6 +65,9 @@ pub struct Session {
     confirms_wipe: bool,
     /// `Wipe` was sent; only `Wiped` may follow.
     wipe_sent: bool,
+    /// The team list the device last received, if it takes new ones in a live session (it
+    /// announced [`FEATURE_COLLEAGUES`](polyphony_core::sync::FEATURE_COLLEAGUES)).
+    colleagues_sent: Option<Vec<Colleague>>,
     replies: VecDeque<Batch>,
 }
 
@@ -109,6 +112,7 @@ impl Session {
             ended: None,
             confirms_wipe: false,
             wipe_sent: false,
+            colleagues_sent: None,
             replies: VecDeque::new(),
         }
     }
@@ -123,6 +127,14 @@ impl Session {
     /// Queue a batch of frames for the device, to leave once `ticket` is durable.
     fn reply(&mut self, (ticket, frames): (u64, Vec<Frame>)) {
         self.replies.push_back(Batch { ticket, frames });
+    }
+
+    /// The team list the welcome sent, for a device that announced
+    /// [`FEATURE_COLLEAGUES`](polyphony_core::sync::FEATURE_COLLEAGUES): when an administrator
+    /// changes it (a role, a member joining or leaving a team), the session sends the new one.
+    pub fn sending_colleagues(mut self, sent: Option<Vec<Colleague>>) -> Session {
+        self.colleagues_sent = sent;
+        self
     }
 
     /// Whether the device announced
@@ -190,7 +202,28 @@ impl Session {
         if let Ok(Some(p)) = self.shared.registry.practitioner(&self.practitioner.id) {
             self.practitioner = p;
         }
+        self.send_colleagues_if_changed();
         true
+    }
+
+    /// A device that takes team lists in a live session receives the new one when it changed
+    /// (it leaves once everything before it has, with no write of its own to wait for).
+    fn send_colleagues_if_changed(&mut self) {
+        if self.mode != SessionMode::Normal {
+            return;
+        }
+        let Some(sent) = &self.colleagues_sent else {
+            return;
+        };
+        match self.shared.registry.colleagues_of(&self.practitioner) {
+            Ok(list) if &list != sent => {
+                self.colleagues_sent = Some(list.clone());
+                self.reply((0, vec![Frame::Colleagues(list)]));
+            }
+            Ok(_) => {}
+            // The next change or session sends it; the list is a convenience, not the record.
+            Err(e) => warn!(error = %e, "could not read the team list to send"),
+        }
     }
 
     /// Handle one frame from the device; false ends the session (stop reading).

@@ -31,6 +31,7 @@ pub fn status_tag(status: &Stored<DecisionStatus>) -> String {
         Some(DecisionStatus::Agreed) => ("Agreed", "green"),
         Some(DecisionStatus::Revisited) => ("Being revisited", "yellow"),
         Some(DecisionStatus::Withdrawn) => ("Withdrawn", "grey"),
+        Some(DecisionStatus::TeamDecided) => ("Decided by the team; the person disagrees", "orange"),
         None => (written.as_str(), "grey"),
     };
     tag(label, colour)
@@ -436,6 +437,9 @@ fn status_form(
                     DecisionStatus::Agreed => "Agreed (only when the person agrees)",
                     DecisionStatus::Revisited => "Being revisited",
                     DecisionStatus::Withdrawn => "Withdrawn",
+                    DecisionStatus::TeamDecided => {
+                        "Decided by the team while the person disagrees (say why below)"
+                    }
                 }
                 .to_string(),
             )
@@ -455,7 +459,13 @@ fn status_form(
             hint: None,
         }
         .render(errors),
-        Input::text("status-note", "note", "Why (optional)", form.get("note")).render(errors),
+        Input::text(
+            "status-note",
+            "note",
+            "Why (needed when the team decides while the person disagrees)",
+            form.get("note")
+        )
+        .render(errors),
         html::secondary_button("Save status"),
     );
     html::post_form(&format!("{base}/status"), csrf, &inner)
