@@ -86,7 +86,7 @@ impl CaseFigures {
             m.attendees
                 .iter()
                 .filter_map(|a| match a.known() {
-                    Some(Participant::Practitioner(id)) => Some(role_at(v, m, id)),
+                    Some(Participant::Practitioner(id)) => Some(v.role_at(m, id)),
                     _ => None,
                 })
                 .collect()
@@ -135,28 +135,6 @@ impl CaseFigures {
             share_with_peer_support: share(with_peer),
             network_members_per_meeting: (n > 0).then(|| members as f64 / n as f64),
         }
-    }
-}
-
-/// The role a member of staff attended a meeting in: as the meeting noted it; else their part
-/// in the care team (the newest membership not in error); else a practitioner, as every member
-/// of staff was recorded before roles. `None` for a role this version does not know.
-fn role_at(
-    v: &CaseView,
-    m: &crate::model::view::MeetingView,
-    id: crate::PractitionerId,
-) -> Option<StaffRole> {
-    if let Some(s) = m.staff.iter().find(|s| s.practitioner.is(id)) {
-        return s.role.known();
-    }
-    let membership = v
-        .care_team
-        .iter()
-        .filter(|c| c.meta.entered_in_error.is_none() && c.practitioner.is(id))
-        .next_back();
-    match membership {
-        Some(c) => c.role.known().map(CareRole::staff_role),
-        None => Some(StaffRole::Practitioner),
     }
 }
 

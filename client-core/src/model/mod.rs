@@ -35,6 +35,8 @@ pub mod work;
 #[cfg(test)]
 mod evolution_tests;
 #[cfg(test)]
+mod staff_tests;
+#[cfg(test)]
 mod tests;
 
 pub use conflicts::{Conflict, ConflictValue};

@@ -86,6 +86,13 @@ impl<'a> Names<'a> {
                 learn(&p.recorded_by);
             }
         }
+        // Staff noted at a meeting from the team list (schema 3): a colleague ticked as present
+        // need never have written to the case. Their care-team name, below, comes first.
+        for m in view.meetings.iter().filter(|m| !m.meta.withheld()) {
+            for s in &m.staff {
+                practitioners.insert(s.practitioner.to_string(), s.name.as_str());
+            }
+        }
         for c in &view.care_team {
             practitioners.insert(c.practitioner.to_string(), c.name.as_str());
         }

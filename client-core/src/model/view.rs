@@ -268,6 +268,26 @@ pub struct StaffView {
     pub role: Stored<StaffRole>,
 }
 
+impl CaseView {
+    /// The role a member of staff attended a meeting in: as the meeting noted it; else their
+    /// part in the care team (the newest membership not in error); else a practitioner, as every
+    /// member of staff was recorded before roles. `None` for a role this version does not know.
+    pub fn role_at(&self, m: &MeetingView, id: PractitionerId) -> Option<StaffRole> {
+        if let Some(s) = m.staff.iter().find(|s| s.practitioner.is(id)) {
+            return s.role.known();
+        }
+        let membership = self
+            .care_team
+            .iter()
+            .filter(|c| c.meta.entered_in_error.is_none() && c.practitioner.is(id))
+            .next_back();
+        match membership {
+            Some(c) => c.role.known().map(CareRole::staff_role),
+            None => Some(StaffRole::Practitioner),
+        }
+    }
+}
+
 impl MeetingView {
     /// The meeting took place (planned, cancelled and missed meetings did not).
     pub fn held(&self) -> bool {
