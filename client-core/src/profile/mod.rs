@@ -24,6 +24,7 @@ use crate::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead, T
 use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 
 mod books;
+mod colleagues;
 
 use books::{write_gate, LOG_READS, NS_ACCESSES, NS_MOVED_AWAY};
 pub use books::{DeviceBooks, COMPACT_AFTER};

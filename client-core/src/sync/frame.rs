@@ -158,6 +158,17 @@ pub struct Colleague {
     pub teams: Vec<TeamId>,
 }
 
+impl Colleague {
+    /// As a meeting notes a member of staff, if this version knows their role.
+    pub fn staff_member(&self) -> Option<crate::model::StaffMember> {
+        Some(crate::model::StaffMember {
+            practitioner: self.practitioner,
+            name: self.name.clone(),
+            role: self.role.known()?,
+        })
+    }
+}
+
 /// How the server will treat this device for the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
