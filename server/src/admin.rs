@@ -398,7 +398,10 @@ impl Admin {
         self.audit(
             AuditAction::PractitionerRoleSet,
             None,
-            format!("practitioner {} role {} (was {})", p.id, p.role, before.role),
+            format!(
+                "practitioner {} role {} (was {})",
+                p.id, p.role, before.role
+            ),
             || format!("practitioner '{}' is now a {}", p.name, p.role.label()),
         )?;
         json(&self.practitioner_view(&p, &[])?)

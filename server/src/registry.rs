@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use polyphony_core::identity::{hash_enrolment_token, EnrolmentCode};
 use polyphony_core::model::{StaffRole, Stored};
-use polyphony_core::sync::Colleague;
 use polyphony_core::store::{Store, StoreError};
+use polyphony_core::sync::Colleague;
 use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -547,7 +547,10 @@ impl Registry {
 
     /// The team list a device of `practitioner` receives: everyone who works in one of their
     /// teams (themselves included), with their role and the teams they share, by name.
-    pub fn colleagues_of(&self, practitioner: &Practitioner) -> Result<Vec<Colleague>, RegistryError> {
+    pub fn colleagues_of(
+        &self,
+        practitioner: &Practitioner,
+    ) -> Result<Vec<Colleague>, RegistryError> {
         let mut list: Vec<Colleague> = self
             .practitioners()?
             .into_iter()

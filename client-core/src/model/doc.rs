@@ -504,7 +504,10 @@ impl CaseDoc {
         }
         let staff: Vec<StaffMember> = staff
             .iter()
-            .filter(|s| new.attendees.contains(&Participant::Practitioner(s.practitioner)))
+            .filter(|s| {
+                new.attendees
+                    .contains(&Participant::Practitioner(s.practitioner))
+            })
             .map(checked_staff)
             .collect::<Result<_, _>>()?;
         let id = EntryId::random();
@@ -590,7 +593,11 @@ impl CaseDoc {
         let member = checked_staff(member)?;
         self.write("set attendance", |d, _, _| {
             let att = obj_at(d, &m, keys::ATTENDEES)?;
-            d.put(&att, Participant::Practitioner(member.practitioner).key(), present)?;
+            d.put(
+                &att,
+                Participant::Practitioner(member.practitioner).key(),
+                present,
+            )?;
             let list = match map_at(d, &m, keys::STAFF) {
                 Some(list) => list,
                 None => d.put_object(&m, keys::STAFF, ObjType::Map)?,

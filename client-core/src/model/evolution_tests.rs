@@ -74,7 +74,10 @@ fn schema3_additions(doc: &mut CaseDoc) {
         None,
     )
     .unwrap();
-    let me = doc.author().expect("the rich case has an author").practitioner;
+    let me = doc
+        .author()
+        .expect("the rich case has an author")
+        .practitioner;
     doc.add_meeting_with(
         NewMeeting {
             at: time::macros::datetime!(2026-03-20 10:00 UTC),
@@ -254,7 +257,10 @@ fn a_schema3_record_reads_in_full() {
             .find(|s| s.name == name)
             .map(|s| s.role.clone())
     };
-    assert_eq!(role_of("Jo Peer"), Some(Stored::Known(StaffRole::PeerSupport)));
+    assert_eq!(
+        role_of("Jo Peer"),
+        Some(Stored::Known(StaffRole::PeerSupport))
+    );
     assert_eq!(
         role_of("Dr Ade Bello"),
         Some(Stored::Known(StaffRole::Psychiatrist))
@@ -292,7 +298,9 @@ fn a_newer_schemas_record_is_kept_shown_and_validated_for_what_is_known() {
     // of a known vocabulary and a new kind of error mark.
     let mut newer = case.automerge().clone();
     newer.set_actor(automerge::ActorId::random());
-    newer.put(ROOT, "schema_version", SCHEMA_VERSION + 1).unwrap();
+    newer
+        .put(ROOT, "schema_version", SCHEMA_VERSION + 1)
+        .unwrap();
     let plan = newer.put_object(ROOT, "care_budget", ObjType::Map).unwrap();
     newer.put(&plan, "weekly", "Twelve pounds").unwrap();
     let meetings = newer.get(ROOT, "meetings").unwrap().unwrap().1;
@@ -355,7 +363,10 @@ fn a_newer_schemas_record_is_kept_shown_and_validated_for_what_is_known() {
     here.set_member(&member.meta.id, MemberField::Phone, Some("07700 900999"))
         .unwrap();
     let mut after = CaseDoc::load(&here.save(), None).unwrap().into_automerge();
-    assert_eq!(schema::schema_version(&after).unwrap(), Some(SCHEMA_VERSION + 1));
+    assert_eq!(
+        schema::schema_version(&after).unwrap(),
+        Some(SCHEMA_VERSION + 1)
+    );
     let plan = after.get(ROOT, "care_budget").unwrap().unwrap().1;
     assert_eq!(
         after.get(&plan, "weekly").unwrap().unwrap().0.as_str(),
@@ -489,7 +500,9 @@ fn a_newer_schemas_empty_values_are_not_read_as_the_defaults_of_missing_ones() {
     let case = load(NEWEST);
     let mut newer = case.automerge().clone();
     newer.set_actor(automerge::ActorId::random());
-    newer.put(ROOT, "schema_version", SCHEMA_VERSION + 1).unwrap();
+    newer
+        .put(ROOT, "schema_version", SCHEMA_VERSION + 1)
+        .unwrap();
     let meetings = newer.get(ROOT, "meetings").unwrap().unwrap().1;
     let ids: Vec<String> = newer.keys(&meetings).collect();
     let m = newer.get(&meetings, ids[0].as_str()).unwrap().unwrap().1;

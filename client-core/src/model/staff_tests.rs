@@ -95,9 +95,7 @@ fn staff_noted_at_once_on_two_devices_are_all_shown() {
     let ade = staff("Ade", StaffRole::Psychiatrist);
     case.set_staff_attendance(&m, &jo, true).unwrap();
     other.set_staff_attendance(&m, &ade, true).unwrap();
-    case.automerge_mut()
-        .merge(other.automerge_mut())
-        .unwrap();
+    case.automerge_mut().merge(other.automerge_mut()).unwrap();
     validate_document(case.automerge()).unwrap();
     let v = case.view();
     let shown = v.meetings.iter().find(|x| x.meta.id == m).unwrap();

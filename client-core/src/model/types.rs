@@ -156,6 +156,26 @@ pub struct StaffMember {
     pub role: StaffRole,
 }
 
+impl Stored<StaffRole> {
+    /// As a person reads it; a role a newer version added, as written.
+    pub fn label(&self) -> String {
+        match self.known() {
+            Some(r) => r.label().to_string(),
+            None => self.to_string(),
+        }
+    }
+}
+
+impl Stored<CareRole> {
+    /// As a person reads it; a part a newer version added, as written.
+    pub fn label(&self) -> String {
+        match self.known() {
+            Some(r) => r.label().to_string(),
+            None => self.to_string(),
+        }
+    }
+}
+
 impl CareRole {
     /// The staff role this part in the care team stands for.
     pub fn staff_role(self) -> StaffRole {

@@ -289,6 +289,16 @@ impl CaseView {
 }
 
 impl MeetingView {
+    /// The members of staff noted at this meeting who are marked present, with their roles.
+    pub fn staff_present(&self) -> impl Iterator<Item = &StaffView> {
+        self.staff.iter().filter(|s| {
+            s.practitioner.known().is_some_and(|id| {
+                self.attendees
+                    .contains(&Stored::Known(Participant::Practitioner(id)))
+            })
+        })
+    }
+
     /// The meeting took place (planned, cancelled and missed meetings did not).
     pub fn held(&self) -> bool {
         self.state.is(MeetingState::Held)

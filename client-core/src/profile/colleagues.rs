@@ -83,7 +83,11 @@ mod tests {
             .collect();
         assert_eq!(in_north, ["Jo", "Ade"]);
         let staff = again.staff_members().unwrap();
-        assert_eq!(staff.len(), 2, "a role this version does not know is not written");
+        assert_eq!(
+            staff.len(),
+            2,
+            "a role this version does not know is not written"
+        );
         assert_eq!(staff[0].role, StaffRole::PeerSupport);
 
         let second = vec![colleague("Jo", "practitioner", vec![north])];

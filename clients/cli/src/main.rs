@@ -60,6 +60,8 @@ enum Command {
     /// The practitioners working with the person.
     #[command(subcommand, name = "care-team")]
     CareTeam(CareTeamCommand),
+    /// Who works in your teams and in what role (the team list from the borough server).
+    Team(commands::team::TeamArgs),
     /// Network meetings: when, where, who came.
     #[command(subcommand)]
     Meeting(MeetingCommand),
@@ -136,6 +138,7 @@ fn dispatch(
         Command::Person(c) => c.run(profile),
         Command::Network(c) => c.run(profile),
         Command::CareTeam(c) => c.run(profile),
+        Command::Team(a) => a.run(profile),
         Command::Meeting(c) => c.run(profile),
         Command::Note(c) => c.run(profile, NoteKind::Notes),
         Command::Reflection(c) => c.run(profile, NoteKind::Reflections),

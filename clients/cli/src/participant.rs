@@ -7,7 +7,8 @@
 //! record itself still checks that the participant exists when the change is written.
 
 use polyphony_core::model::{short, CaseView, Participant};
-use polyphony_core::{EntryId, PractitionerId};
+use polyphony_core::sync::Colleague;
+use polyphony_core::PractitionerId;
 
 use crate::failure::Failure;
 
@@ -16,11 +17,14 @@ const MIN_PREFIX: usize = 4;
 
 /// What `--member`, `--attendee`, `--owner` and `--by` accept, for help texts.
 pub(crate) const HELP: &str =
-    "`person`, `me`, a network member's name or id (a unique prefix is enough), or `practitioner:<id>`";
+    "`person`, `me`, a network member's name or id (a unique prefix is enough), a colleague's name (see `polyphony team`), or `practitioner:<id>`";
 
-/// Resolve what the user typed into a participant of this case.
+/// Resolve what the user typed into a participant of this case: the person, a network member,
+/// or a member of staff (`me`, a care-team membership's id, or a colleague of the case's team
+/// by name, from the team list the server sent).
 pub(crate) fn resolve(
     view: &CaseView,
+    colleagues: &[Colleague],
     me: PractitionerId,
     given: &str,
 ) -> Result<Participant, Failure> {
@@ -58,28 +62,38 @@ pub(crate) fn resolve(
             _ => return Err(ambiguous(g)),
         }
     }
-    // The full name, or else the first word(s) of one name only ("Sam" for "Sam Smith").
-    let live = || {
-        view.network
-            .iter()
-            .filter(|m| m.meta.entered_in_error.is_none())
-    };
-    let mut by_name: Vec<EntryId> = live()
-        .filter(|m| m.name.to_lowercase() == lower)
-        .map(|m| m.meta.id)
+    // The full name, or else the first word(s) of one name only ("Sam" for "Sam Smith"), of a
+    // network member or a colleague.
+    let named: Vec<(String, Participant)> = view
+        .network
+        .iter()
+        .filter(|m| m.meta.entered_in_error.is_none())
+        .map(|m| (m.name.to_lowercase(), Participant::Member(m.meta.id)))
+        .chain(colleagues.iter().map(|c| {
+            (
+                c.name.to_lowercase(),
+                Participant::Practitioner(c.practitioner),
+            )
+        }))
+        .collect();
+    let mut by_name: Vec<Participant> = named
+        .iter()
+        .filter(|(name, _)| *name == lower)
+        .map(|(_, p)| *p)
         .collect();
     if by_name.is_empty() && !lower.is_empty() {
-        by_name = live()
-            .filter(|m| {
-                let name = m.name.to_lowercase();
+        by_name = named
+            .iter()
+            .filter(|(name, _)| {
                 name.strip_prefix(&lower)
                     .is_some_and(|rest| rest.starts_with(' '))
             })
-            .map(|m| m.meta.id)
+            .map(|(_, p)| *p)
             .collect();
     }
+    by_name.dedup();
     match by_name.as_slice() {
-        [one] => Ok(Participant::Member(*one)),
+        [one] => Ok(*one),
         [] => Err(unknown()),
         _ => Err(ambiguous(g)),
     }
@@ -87,7 +101,7 @@ pub(crate) fn resolve(
 
 fn ambiguous(given: &str) -> Failure {
     Failure::user(format!(
-        "'{given}' matches more than one person in this case: give more of the member's id"
+        "'{given}' matches more than one person in this case: give more of the name, the member's id, or `practitioner:<id>` (see `polyphony team`)"
     ))
 }
 
@@ -141,30 +155,56 @@ mod tests {
     fn names_ids_prefixes_and_words_resolve() {
         let me = PractitionerId::random();
         let v = view();
-        assert_eq!(resolve(&v, me, "person").unwrap(), Participant::Person);
+        assert_eq!(resolve(&v, &[], me, "person").unwrap(), Participant::Person);
         assert_eq!(
-            resolve(&v, me, "me").unwrap(),
+            resolve(&v, &[], me, "me").unwrap(),
             Participant::Practitioner(me)
         );
         let sam: Participant = "member:11111111-0000-4000-8000-000000000001"
             .parse()
             .unwrap();
-        assert_eq!(resolve(&v, me, "sam smith").unwrap(), sam);
-        assert_eq!(resolve(&v, me, "Sam").unwrap(), sam);
+        assert_eq!(resolve(&v, &[], me, "sam smith").unwrap(), sam);
+        assert_eq!(resolve(&v, &[], me, "Sam").unwrap(), sam);
         assert!(
-            resolve(&v, me, "Smith").is_err(),
+            resolve(&v, &[], me, "Smith").is_err(),
             "a surname alone is not a name"
         );
         assert!(
-            resolve(&v, me, "Sa").is_err(),
+            resolve(&v, &[], me, "Sa").is_err(),
             "part of a word is not a name"
         );
-        assert_eq!(resolve(&v, me, "11111111").unwrap(), sam);
+        assert_eq!(resolve(&v, &[], me, "11111111").unwrap(), sam);
         assert!(
-            resolve(&v, me, "1111").is_err(),
+            resolve(&v, &[], me, "1111").is_err(),
             "a prefix of two members is ambiguous"
         );
-        assert!(resolve(&v, me, "Jo").is_err());
-        assert!(resolve(&v, me, "member:nonsense").is_err());
+        assert!(resolve(&v, &[], me, "Jo").is_err());
+        assert!(resolve(&v, &[], me, "member:nonsense").is_err());
+    }
+
+    #[test]
+    fn colleagues_resolve_by_name_and_a_name_shared_with_a_member_is_ambiguous() {
+        let me = PractitionerId::random();
+        let v = view();
+        let colleague = |name: &str| Colleague {
+            practitioner: PractitionerId::random(),
+            name: name.into(),
+            role: Stored::Known(polyphony_core::model::StaffRole::PeerSupport),
+            teams: vec![],
+        };
+        let team = [colleague("Jo Peer"), colleague("Alex Byrne")];
+        let jo = Participant::Practitioner(team[0].practitioner);
+        assert_eq!(resolve(&v, &team, me, "Jo Peer").unwrap(), jo);
+        assert_eq!(resolve(&v, &team, me, "jo").unwrap(), jo);
+        assert!(
+            resolve(&v, &[], me, "Jo").is_err(),
+            "not on this device's team list"
+        );
+        let e = resolve(&v, &team, me, "Alex").unwrap_err().to_string();
+        assert!(e.contains("more than one"), "{e}");
+        assert_eq!(
+            resolve(&v, &team, me, "Alex Byrne").unwrap(),
+            Participant::Practitioner(team[1].practitioner)
+        );
     }
 }

@@ -958,3 +958,173 @@ fn today_lists_a_meeting_awaiting_its_outcome_and_changes_not_synced() {
     let err = d.fails(1, &["today", "--unsynced-warning-minutes=-5"]);
     assert!(err.contains("-5"), "{err}");
 }
+
+/// The team list reaches the device through sync: colleagues are ticked present by name and
+/// noted with their roles, a colleague joins the care team in their role, the figures count a
+/// peer support worker apart from practitioners, a decision the team takes while the person
+/// disagrees keeps her position and says why, and a role the administrator changes reaches the
+/// device at its next sync.
+#[test]
+fn the_team_list_from_the_server_names_colleagues_and_their_roles() {
+    let server = Server::start();
+    server.practitioner("Alex Carer", "North");
+    server.admin(&[
+        "practitioner",
+        "add",
+        "Jo Peer",
+        "--team",
+        "North",
+        "--role",
+        "peer_support",
+    ]);
+    server.admin(&[
+        "practitioner",
+        "add",
+        "Ade Bello",
+        "--team",
+        "North",
+        "--role",
+        "psychiatrist",
+    ]);
+    server.admin(&["team", "add", "South"]);
+    server.admin(&["practitioner", "add", "Sol Other", "--team", "South"]);
+    let alex = server.device("Alex Carer");
+    assert_eq!(count(&alex.json(&["team"])), 0, "nothing before a sync");
+    alex.ok(&["sync"]);
+    let team = alex.json(&["team"]);
+    let role_of = |team: &Value, name: &str| {
+        team.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["role"].as_str().unwrap().to_string())
+    };
+    assert_eq!(role_of(&team, "Jo Peer").as_deref(), Some("peer_support"));
+    assert_eq!(role_of(&team, "Ade Bello").as_deref(), Some("psychiatrist"));
+    assert_eq!(
+        role_of(&team, "Alex Carer").as_deref(),
+        Some("practitioner")
+    );
+    assert_eq!(
+        role_of(&team, "Sol Other"),
+        None,
+        "another team's staff are not listed"
+    );
+    assert!(alex
+        .ok(&["team"])
+        .contains("Jo Peer, peer support worker: North"));
+
+    let (case, _, _) = case_with_a_meeting(&alex);
+    alex.ok(&["care-team", "add", &case]);
+    let ade = alex.ok(&["care-team", "add", &case, "--colleague", "Ade"]);
+    let visit = alex.ok(&[
+        "meeting",
+        "add",
+        &case,
+        "--at",
+        "2026-03-15T10:30",
+        "--place",
+        "home",
+        "--attendee",
+        "person",
+        "--attendee",
+        "me",
+        "--attendee",
+        "Jo Peer",
+    ]);
+    alex.ok(&["meeting", "attend", &case, &visit, "Ade Bello"]);
+    let shown = alex.show(&case);
+    let care = shown["care_team"].as_array().unwrap();
+    let ade_entry = care
+        .iter()
+        .find(|c| c["id"] == ade)
+        .expect("Ade is in the care team");
+    assert_eq!(ade_entry["role"], "psychiatrist");
+    let meeting = shown["meetings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == visit)
+        .unwrap();
+    let staff: Vec<(String, String)> = meeting["staff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().into(),
+                s["role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        staff.contains(&("Jo Peer".into(), "peer_support".into())),
+        "{staff:?}"
+    );
+    assert!(
+        staff.contains(&("Ade Bello".into(), "psychiatrist".into())),
+        "{staff:?}"
+    );
+    let text = alex.ok(&["case", "show", &case]);
+    assert!(text.contains("Jo Peer (peer support worker)"), "{text}");
+    assert!(text.contains("Ade Bello (psychiatrist)"), "{text}");
+    let figures = alex.json(&["case", "figures", &case]);
+    assert_eq!(figures["share_with_peer_support"], 0.5);
+    assert_eq!(figures["share_two_or_more_practitioners"], 0.5);
+
+    let decision = alex.ok(&[
+        "decision",
+        "propose",
+        &case,
+        "Ask for a Mental Health Act assessment",
+        "--by",
+        "me",
+    ]);
+    let refused = alex.fails(1, &["decision", "status", &case, &decision, "team_decided"]);
+    assert!(refused.contains("position first"), "{refused}");
+    alex.ok(&[
+        "decision",
+        "position",
+        &case,
+        &decision,
+        "--person",
+        "disagree",
+        "--words",
+        "I will not go to hospital",
+    ]);
+    let refused = alex.fails(1, &["decision", "status", &case, &decision, "team_decided"]);
+    assert!(refused.contains("say why"), "{refused}");
+    alex.ok(&[
+        "decision",
+        "status",
+        &case,
+        &decision,
+        "team_decided",
+        "--note",
+        "Risk to life tonight, said openly in the meeting",
+    ]);
+    let shown = alex.show(&case);
+    let d = shown["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == decision)
+        .unwrap();
+    assert_eq!(d["status"], "team_decided");
+    assert_eq!(d["positions"][0]["stance"], "disagree");
+
+    // The administrator changes a role: the device has it after its next sync.
+    server.admin(&["practitioner", "role", "Jo Peer", "practitioner"]);
+    assert_eq!(
+        role_of(&alex.json(&["team"]), "Jo Peer").as_deref(),
+        Some("peer_support"),
+        "not before the sync"
+    );
+    alex.ok(&["sync"]);
+    assert_eq!(
+        role_of(&alex.json(&["team"]), "Jo Peer").as_deref(),
+        Some("practitioner")
+    );
+    let refused = server.admin_fails(&["practitioner", "role", "Jo Peer", "wizard"]);
+    assert!(refused.contains("staff role"), "{refused}");
+}

@@ -28,8 +28,7 @@ use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::guard;
 use polyphony_core::sync::{
     CaseGrant, ErrorCode, Frame, Hello, Refusal, SessionMode, Welcome, FEATURE_COLLEAGUES,
-    FEATURE_CONFIRMS_WIPE,
-    PROTOCOL_VERSION,
+    FEATURE_CONFIRMS_WIPE, PROTOCOL_VERSION,
 };
 use polyphony_core::CaseId;
 use tracing::warn;

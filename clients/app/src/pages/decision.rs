@@ -31,7 +31,9 @@ pub fn status_tag(status: &Stored<DecisionStatus>) -> String {
         Some(DecisionStatus::Agreed) => ("Agreed", "green"),
         Some(DecisionStatus::Revisited) => ("Being revisited", "yellow"),
         Some(DecisionStatus::Withdrawn) => ("Withdrawn", "grey"),
-        Some(DecisionStatus::TeamDecided) => ("Decided by the team; the person disagrees", "orange"),
+        Some(DecisionStatus::TeamDecided) => {
+            ("Decided by the team; the person disagrees", "orange")
+        }
         None => (written.as_str(), "grey"),
     };
     tag(label, colour)

@@ -1,12 +1,13 @@
 //! `polyphony care-team`: the practitioners (and peer support workers) working with the person.
 
 use clap::{Args, Subcommand};
-use polyphony_core::model::CareRole;
+use polyphony_core::model::{CareRole, Participant, StaffRole};
 use polyphony_core::profile::Profile;
-use polyphony_core::PractitionerId;
+use polyphony_core::{CaseId, PractitionerId};
 
-use super::{changed, created, date, find_case, find_entry};
+use super::{changed, colleagues_of, created, current, date, find_case, find_entry};
 use crate::failure::Failure;
+use crate::participant;
 
 /// `care-team` subcommands.
 #[derive(Debug, Subcommand)]
@@ -31,15 +32,21 @@ pub(crate) enum CareTeamCommand {
 pub(crate) struct AddArgs {
     /// Case id (a unique prefix is enough).
     case: String,
-    /// Another practitioner's id (default: you).
+    /// A colleague of the case's team, by name (see `polyphony team`): their role comes from
+    /// the team list (default: you).
+    #[arg(long, value_name = "NAME", conflicts_with = "practitioner")]
+    colleague: Option<String>,
+    /// Another practitioner's id, for someone not on the team list.
     #[arg(long, value_name = "ID", requires = "practitioner_name")]
     practitioner: Option<String>,
-    /// Their name as it should appear in the record (default: your registered name).
+    /// Their name as it should appear in the record (default: the team list's, or your
+    /// registered name).
     #[arg(long, value_name = "NAME")]
     practitioner_name: Option<String>,
-    /// practitioner or peer_support (default: practitioner).
-    #[arg(long, default_value = "practitioner")]
-    role: CareRole,
+    /// practitioner (one of the continuing pair), peer_support or psychiatrist (default: their
+    /// role on the team list, else practitioner).
+    #[arg(long)]
+    role: Option<CareRole>,
     /// The date they start, YYYY-MM-DD (default: today).
     #[arg(long, value_name = "YYYY-MM-DD")]
     start: Option<String>,
@@ -51,17 +58,15 @@ impl CareTeamCommand {
         match self {
             CareTeamCommand::Add(a) => {
                 let case = find_case(profile, &a.case)?;
-                let me = profile.author()?;
-                let practitioner: PractitionerId = match &a.practitioner {
-                    Some(p) => p.parse().map_err(|e| Failure::user(format!("{e}")))?,
-                    None => me.practitioner,
-                };
-                let name = a.practitioner_name.unwrap_or(me.practitioner_name);
+                let (practitioner, name, role) = who_joins(profile, case, &a)?;
                 let start = date("start date", a.start.as_deref())?;
                 let id = profile.edit(case, |doc| {
-                    doc.add_care_team(practitioner, &name, a.role, start)
+                    doc.add_care_team(practitioner, &name, role, start)
                 })?;
-                created(id, format!("added {name} to the care team ({})", a.role));
+                created(
+                    id,
+                    format!("added {name} to the care team ({})", role.label()),
+                );
             }
             CareTeamCommand::End {
                 case,
@@ -77,4 +82,52 @@ impl CareTeamCommand {
         }
         Ok(())
     }
+}
+
+/// Who `care-team add` adds, by what name and in what part: a colleague from the team list
+/// (their role there, unless `--role`), a practitioner by id, or the user themself (their role
+/// on the team list when it has one).
+fn who_joins(
+    profile: &mut Profile,
+    case: CaseId,
+    a: &AddArgs,
+) -> Result<(PractitionerId, String, CareRole), Failure> {
+    let me = profile.author()?;
+    let view = current(profile, case)?;
+    let colleagues = colleagues_of(profile, &view)?;
+    let (practitioner, listed_name) = match (&a.colleague, &a.practitioner) {
+        (Some(given), _) => {
+            let p = participant::resolve(&view, &colleagues, me.practitioner, given)?;
+            let Participant::Practitioner(id) = p else {
+                return Err(Failure::user(format!(
+                    "'{given}' is not a colleague on this device's team list (see `polyphony team`)"
+                )));
+            };
+            let name = colleagues
+                .iter()
+                .find(|c| c.practitioner == id)
+                .map(|c| c.name.clone());
+            (id, name)
+        }
+        (None, Some(p)) => (p.parse().map_err(|e| Failure::user(format!("{e}")))?, None),
+        (None, None) => (me.practitioner, Some(me.practitioner_name.clone())),
+    };
+    let name = a.practitioner_name.clone().or(listed_name).ok_or_else(|| {
+        Failure::user("give --practitioner-name for someone not on the team list")
+    })?;
+    let listed = colleagues
+        .iter()
+        .find(|c| c.practitioner == practitioner)
+        .and_then(|c| c.role.known());
+    let role = match (a.role, listed) {
+        (Some(role), _) => role,
+        (None, Some(StaffRole::Administrator)) => {
+            return Err(Failure::user(format!(
+                "{name} is an administrator on the team list, not part of a care team: give --role to add them anyway"
+            )))
+        }
+        (None, Some(listed)) => listed.care_role().unwrap_or(CareRole::Practitioner),
+        (None, None) => CareRole::Practitioner,
+    };
+    Ok((practitioner, name, role))
 }

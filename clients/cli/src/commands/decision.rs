@@ -30,9 +30,11 @@ pub(crate) enum DecisionCommand {
         case: String,
         /// Decision id (a unique prefix is enough).
         decision: String,
-        /// proposed, agreed, revisited or withdrawn.
+        /// proposed, agreed (only when the person agrees), revisited, withdrawn, or
+        /// team_decided (the team decides openly while the person disagrees: their position
+        /// first, and --note saying why).
         status: DecisionStatus,
-        /// Why, in a few words.
+        /// Why, in a few words (needed for team_decided).
         #[arg(long)]
         note: Option<String>,
     },

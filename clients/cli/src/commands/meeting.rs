@@ -19,7 +19,8 @@ pub(crate) enum MeetingCommand {
         case: String,
         /// Meeting id (a unique prefix is enough).
         meeting: String,
-        /// Who: `person`, `me`, a network member's name or id, or `practitioner:<id>`.
+        /// Who: `person`, `me`, a network member's name or id, a colleague's name (see
+        /// `polyphony team`), or `practitioner:<id>`.
         #[arg(required = true, value_name = "WHO")]
         who: Vec<String>,
         /// Mark them absent instead.
@@ -59,8 +60,8 @@ pub(crate) struct AddArgs {
     /// home, clinic, online or phone.
     #[arg(long)]
     place: Place,
-    /// Someone who came (repeat for each): `person`, `me`, a network member's name or id, or
-    /// `practitioner:<id>`.
+    /// Someone who came (repeat for each): `person`, `me`, a network member's name or id, a
+    /// colleague's name (see `polyphony team`), or `practitioner:<id>`.
     #[arg(long = "attendee", value_name = "WHO")]
     attendees: Vec<String>,
 }
@@ -79,7 +80,9 @@ impl MeetingCommand {
                     place: a.place,
                     attendees,
                 };
-                let id = profile.edit(case, |doc| doc.add_meeting(new))?;
+                // Colleagues from the team list are noted with their roles.
+                let staff = profile.staff_members()?;
+                let id = profile.edit(case, |doc| doc.add_meeting_with(new, &staff))?;
                 created(
                     id,
                     format!(
@@ -98,9 +101,17 @@ impl MeetingCommand {
                 let case = find_case(profile, &case)?;
                 let meeting = find_entry(profile, case, &meeting)?;
                 let who = participants(profile, case, &who)?;
+                let staff = profile.staff_members()?;
                 profile.edit(case, |doc| {
-                    who.iter()
-                        .try_for_each(|p| doc.set_attendance(&meeting, *p, !absent))
+                    who.iter().try_for_each(|p| {
+                        let member = staff
+                            .iter()
+                            .find(|s| *p == Participant::Practitioner(s.practitioner));
+                        match member {
+                            Some(s) => doc.set_staff_attendance(&meeting, s, !absent),
+                            None => doc.set_attendance(&meeting, *p, !absent),
+                        }
+                    })
                 })?;
                 let word = if absent { "absent" } else { "present" };
                 changed(format!("marked {} {word}", who.len()));

@@ -13,6 +13,7 @@ pub(crate) mod network;
 pub(crate) mod notes;
 pub(crate) mod person;
 pub(crate) mod sync;
+pub(crate) mod team;
 pub(crate) mod today;
 
 use polyphony_core::model::{parse_date, CaseView, Date, Instant, Participant};
@@ -63,10 +64,22 @@ pub(crate) fn participants(
     }
     let me = profile.author()?.practitioner;
     let view = current(profile, case)?;
+    let colleagues = colleagues_of(profile, &view)?;
     given
         .iter()
-        .map(|g| participant::resolve(&view, me, g))
+        .map(|g| participant::resolve(&view, &colleagues, me, g))
         .collect()
+}
+
+/// The colleagues of the case's team, from the team list the server last sent.
+pub(crate) fn colleagues_of(
+    profile: &Profile,
+    view: &CaseView,
+) -> Result<Vec<polyphony_core::sync::Colleague>, Failure> {
+    Ok(match view.team_id.parse() {
+        Ok(team) => profile.colleagues_in(team)?,
+        Err(_) => Vec::new(),
+    })
 }
 
 /// Resolve one participant.

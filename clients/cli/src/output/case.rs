@@ -193,7 +193,7 @@ fn care_team(page: &mut Page, view: &CaseView) {
         );
     }
     for c in &view.care_team {
-        let mut line = format!("[{}] {} ({})", short(c.meta.id), c.name, c.role);
+        let mut line = format!("[{}] {} ({})", short(c.meta.id), c.name, c.role.label());
         if let Some(s) = &c.start {
             line.push_str(&format!(", from {s}"));
         }
@@ -242,6 +242,13 @@ fn meeting(page: &mut Page, view: &CaseView, names: &Names<'_>, m: &MeetingView)
             }
         ),
     );
+    let noted: Vec<String> = m
+        .staff_present()
+        .map(|s| format!("{} ({})", s.name, s.role.label()))
+        .collect();
+    if !noted.is_empty() {
+        page.line(6, format!("staff: {}", noted.join(", ")));
+    }
     for (label, text) in [
         ("Notes", &m.notes),
         ("Reflections", &m.reflections),
@@ -459,6 +466,13 @@ pub(crate) fn print_figures(view: &CaseView, f: &CaseFigures) {
         format!(
             "meetings with the original pair: {}",
             share(f.share_with_original_pair)
+        ),
+    );
+    page.line(
+        2,
+        format!(
+            "meetings with a peer support worker: {}",
+            share(f.share_with_peer_support)
         ),
     );
     page.line(

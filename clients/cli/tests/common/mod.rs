@@ -220,6 +220,17 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Run an admin command that must fail; its stderr.
+    pub(crate) fn admin_fails(&self, args: &[&str]) -> String {
+        let out = self.admin_output(args);
+        assert!(
+            !out.status.success(),
+            "`polyphony-server {}` succeeded",
+            args.join(" ")
+        );
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    }
+
     /// Create a team and a practitioner in it.
     pub(crate) fn practitioner(&self, name: &str, team: &str) {
         let teams = self.admin(&["teams"]);
