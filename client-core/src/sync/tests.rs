@@ -566,3 +566,55 @@ fn a_live_session_of_a_device_being_revoked_ends_with_done_once_uploaded() {
         "a live session otherwise stays open: {out:?}"
     );
 }
+
+/// The hello announces that the device takes team lists; the welcome's list and a later live
+/// one each become an action to keep it; a welcome without one (an older server) keeps what
+/// the device had (no action); a list before the welcome is a broken server.
+#[test]
+fn team_lists_from_the_welcome_and_a_live_session_are_kept() {
+    let colleague = |name: &str| Colleague {
+        practitioner: PractitionerId::random(),
+        name: name.into(),
+        role: model::Stored::Known(model::StaffRole::PeerSupport),
+        teams: vec![],
+    };
+    let mut docs = Docs::default();
+    let mut session = ClientSession::new(true, vec![], BTreeMap::new());
+    let hello = session.start();
+    assert!(
+        matches!(&hello[..], [Action::Send(Frame::Hello(h))] if h.has(FEATURE_COLLEAGUES)),
+        "{hello:?}"
+    );
+    let first = vec![colleague("Jo")];
+    let Frame::Welcome(mut welcome) = empty_welcome(SessionMode::Normal, true) else {
+        unreachable!()
+    };
+    welcome.colleagues = Some(first.clone());
+    let out = session.handle(Frame::Welcome(welcome), &mut docs);
+    assert!(out.contains(&Action::Colleagues(first)), "{out:?}");
+    let second = vec![colleague("Jo"), colleague("Kit")];
+    let out = session.handle(Frame::Colleagues(second.clone()), &mut docs);
+    assert_eq!(out, vec![Action::Colleagues(second)]);
+
+    let mut older = ClientSession::new(false, vec![], BTreeMap::new());
+    older.start();
+    let out = older.handle(empty_welcome(SessionMode::Normal, true), &mut docs);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Colleagues(_))),
+        "{out:?}"
+    );
+
+    let mut early = ClientSession::new(true, vec![], BTreeMap::new());
+    early.start();
+    let out = early.handle(Frame::Colleagues(vec![colleague("Jo")]), &mut docs);
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::Close {
+                code: ErrorCode::Malformed,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+}

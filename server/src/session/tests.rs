@@ -7,7 +7,7 @@
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{AutoCommit, ReadDoc, ROOT};
-use polyphony_core::model::{Author, CaseDoc, NewCase, PersonField};
+use polyphony_core::model::{Author, CaseDoc, NewCase, PersonField, StaffRole};
 use polyphony_core::store::{MemoryStore, Store};
 use polyphony_core::sync::Hello;
 use polyphony_core::TeamId;
@@ -795,4 +795,78 @@ fn a_team_removal_during_the_handshake_holds_from_the_first_frame() {
     );
     assert!(!frames.iter().any(|fr| matches!(fr, Frame::Sync { .. })));
     assert!(empty.get_heads().is_empty());
+}
+
+/// The welcome carries the team list of the device's teams, with roles; in a live session of a
+/// device that takes new lists, a role set, a colleague added and a colleague who leaves the
+/// team each send the whole new list once (no write to wait for), another team's change sends
+/// nothing, and a device that did not announce the feature is sent no frame it cannot read.
+#[test]
+fn the_team_list_is_welcomed_and_sent_again_live_when_it_changes() {
+    let f = fixture();
+    let hello = Hello {
+        version: polyphony_core::sync::PROTOCOL_VERSION,
+        software: "test".into(),
+        live: true,
+        features: vec![polyphony_core::sync::FEATURE_COLLEAGUES.into()],
+    };
+    let registry = &f.shared.registry;
+    let jo = registry.add_practitioner("Jo", f.north).expect("Jo");
+    registry.add_practitioner("Sol", f.south).expect("Sol");
+    let welcome = welcome(&f.shared, &hello, &f.device, &f.practitioner).expect("welcome");
+    let listed = welcome.colleagues.clone().expect("a team list");
+    let names: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["Jo", "Sam"], "North only, by name");
+    assert!(listed.iter().all(|c| c.teams == [f.north]));
+
+    let mut live = f.connect();
+    live.session = live.session.sending_colleagues(welcome.colleagues.clone());
+    let mut old = f.connect();
+    assert!(live.session.check_access());
+    assert!(old.session.check_access());
+    let sent = |d: &mut Device1| -> Vec<Vec<(String, String)>> {
+        assert!(d.session.check_access());
+        let mut lists = Vec::new();
+        while let Some(batch) = d.session.poll_reply() {
+            assert_eq!(batch.ticket, 0, "a team list waits for no write");
+            for fr in batch.frames {
+                match fr {
+                    Frame::Colleagues(list) => lists.push(
+                        list.into_iter()
+                            .map(|c| (c.name, c.role.to_string()))
+                            .collect(),
+                    ),
+                    other => panic!("unexpected {}", other.kind()),
+                }
+            }
+        }
+        lists
+    };
+    assert!(sent(&mut live).is_empty(), "nothing changed yet");
+
+    registry
+        .set_practitioner_role(&jo.id, StaffRole::PeerSupport)
+        .expect("role");
+    assert_eq!(
+        sent(&mut live),
+        [vec![
+            ("Jo".to_string(), "peer_support".to_string()),
+            ("Sam".to_string(), "practitioner".to_string())
+        ]]
+    );
+    assert!(sent(&mut live).is_empty(), "sent once");
+
+    let kit = registry.add_practitioner("Kit", f.south).expect("Kit");
+    assert!(sent(&mut live).is_empty(), "another team's change");
+    registry
+        .add_practitioner_to_team(&kit.id, f.north)
+        .expect("joined");
+    assert_eq!(sent(&mut live)[0].len(), 3, "Kit joined North");
+    registry
+        .remove_practitioner_from_team(&jo.id, f.north)
+        .expect("left");
+    let lists = sent(&mut live);
+    assert!(!lists[0].iter().any(|(n, _)| n == "Jo"), "Jo left North");
+
+    assert!(sent(&mut old).is_empty(), "a device without the feature");
 }
