@@ -51,6 +51,9 @@ pub struct Row {
     pub original_pair: Option<f64>,
     /// Network members per meeting.
     pub network_members_per_meeting: Option<f64>,
+    /// Share of meetings a peer support worker attended.
+    #[serde(default)]
+    pub peer_support: Option<f64>,
 }
 
 fn within(hours: Option<f64>) -> Option<f64> {
@@ -74,6 +77,7 @@ fn case_row(f: &CaseFigures) -> Row {
         two_or_more_practitioners: f.share_two_or_more_practitioners,
         original_pair: f.share_with_original_pair,
         network_members_per_meeting: f.network_members_per_meeting,
+        peer_support: f.share_with_peer_support,
     }
 }
 
@@ -109,6 +113,7 @@ fn summary(scope: RowScope, rows: &[Row], f: fn(&[f64]) -> Option<f64>) -> Row {
         two_or_more_practitioners: col(|r| r.two_or_more_practitioners),
         original_pair: col(|r| r.original_pair),
         network_members_per_meeting: col(|r| r.network_members_per_meeting),
+        peer_support: col(|r| r.peer_support),
     }
 }
 
@@ -123,7 +128,7 @@ pub fn team_table(cases: &[CaseFigures]) -> Vec<Row> {
     rows
 }
 
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 10] = [
     "scope",
     "case",
     "cases",
@@ -133,6 +138,7 @@ const HEADERS: [&str; 9] = [
     "share_two_or_more_practitioners",
     "share_with_original_pair",
     "network_members_per_meeting",
+    "share_with_peer_support",
 ];
 
 fn scope_name(s: RowScope) -> &'static str {
@@ -162,6 +168,7 @@ pub fn to_csv(rows: &[Row]) -> Result<String, ExportError> {
             num(r.two_or_more_practitioners, 3),
             num(r.original_pair, 3),
             num(r.network_members_per_meeting, 2),
+            num(r.peer_support, 3),
         ])?;
     }
     let bytes = w
@@ -204,8 +211,9 @@ pub fn render_table(rows: &[Row]) -> String {
         "2+ practitioners",
         "Original pair",
         "Network per meeting",
+        "Peer support",
     ];
-    let body: Vec<[String; 7]> = rows
+    let body: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
             let label = match r.scope {
@@ -237,6 +245,7 @@ pub fn render_table(rows: &[Row]) -> String {
                 r.network_members_per_meeting
                     .map(|n| format!("{n:.1}"))
                     .unwrap_or_else(|| "-".into()),
+                pct(r.peer_support),
             ]
         })
         .collect();

@@ -10,7 +10,7 @@ use axum::{Extension, Form};
 use polyphony_core::model::view::{CaseView, DecisionView, MeetingView};
 use polyphony_core::model::Participant;
 use polyphony_core::model::{
-    CareRole, EventKind, ModelError, NewCase, PersonField, Timeline, TimelineField,
+    CareRole, EventKind, ModelError, NewCase, PersonField, StaffRole, Timeline, TimelineField,
 };
 use polyphony_core::profile::ProfileError;
 use polyphony_core::PractitionerId;
@@ -170,15 +170,9 @@ pub async fn show(
 ) -> PageResult {
     let case = case_id(&id)?;
     let view = app.profile().await.view(case, "case page")?;
-    let me = super::me(&app).await;
+    let staff = super::staff(&app, &view).await;
     let overview = app.overview().await;
-    let content = render_case(
-        &app,
-        &view,
-        overview.case(&case),
-        me.as_ref(),
-        &session.csrf,
-    );
+    let content = render_case(&app, &view, overview.case(&case), &staff, &session.csrf);
     Ok(render(
         &app,
         &session,
@@ -205,7 +199,7 @@ pub fn render_case(
     app: &App,
     v: &CaseView,
     sync: Option<&CaseSyncLine>,
-    me: Option<&(String, String)>,
+    staff: &super::Staff,
     csrf: &str,
 ) -> String {
     let mut s = String::new();
@@ -215,7 +209,8 @@ pub fn render_case(
     s.push_str(&person_section(v));
     s.push_str(&network_section(app, v));
     s.push_str(&care_team_section(app, v));
-    s.push_str(&add_me_to_care_team_form(v, me, csrf));
+    s.push_str(&add_me_to_care_team_form(v, staff.me.as_ref(), csrf));
+    s.push_str(&add_colleague_form(v, staff, csrf));
     s.push_str(&timeline_section(app, v, csrf));
     s.push_str(&meetings_section(app, v, csrf));
     s.push_str(&decisions_section(app, v));
@@ -311,11 +306,7 @@ fn care_team_section(app: &App, v: &CaseView) -> String {
     }
     s.push_str(r#"<ul class="nhsuk-list">"#);
     for c in &v.care_team {
-        let role = if c.role.is(CareRole::PeerSupport) {
-            "peer support worker"
-        } else {
-            "practitioner"
-        };
+        let role = c.role.label();
         let period = match (&c.start, &c.end) {
             (Some(st), Some(en)) => {
                 format!("from {} to {}", dates::long_date(st), dates::long_date(en))
@@ -369,6 +360,61 @@ fn add_me_to_care_team_form(v: &CaseView, me: Option<&(String, String)>, csrf: &
         r#"<input type="hidden" name="role" value="{}">{}"#,
         CareRole::Practitioner,
         html::secondary_button("Add me to the care team")
+    );
+    html::post_form(&format!("/case/{}/care-team", v.case_id), csrf, &inner)
+}
+
+/// The form that adds a colleague of the case's team (from the team list the server sent) to
+/// the care team, in the part their role suggests unless another is chosen. Administrators are
+/// not offered; nor is anyone already in the care team.
+fn add_colleague_form(v: &CaseView, staff: &super::Staff, csrf: &str) -> String {
+    let in_team = |id: &PractitionerId| {
+        v.care_team
+            .iter()
+            .any(|c| c.practitioner.is(*id) && c.end.is_none() && c.meta.entered_in_error.is_none())
+    };
+    let mut options = vec![(String::new(), "Choose a colleague".to_string())];
+    options.extend(
+        staff
+            .colleagues
+            .iter()
+            .filter(|c| !in_team(&c.practitioner))
+            .filter(|c| c.role.known().is_some_and(|r| r.care_role().is_some()))
+            .map(|c| {
+                (
+                    c.practitioner.to_string(),
+                    format!("{} ({})", c.name, c.role.label()),
+                )
+            }),
+    );
+    if options.len() == 1 {
+        return String::new();
+    }
+    let mut roles = vec![(String::new(), "As on the team list".to_string())];
+    roles.extend(
+        CareRole::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), capitalised(r.label()))),
+    );
+    let inner = format!(
+        "{}{}{}",
+        html::select(
+            "colleague",
+            "practitioner",
+            "Add a colleague to the care team",
+            &options,
+            "",
+            &[]
+        ),
+        html::select(
+            "colleague-role",
+            "role",
+            "Their part in the care team",
+            &roles,
+            "",
+            &[]
+        ),
+        html::secondary_button("Add to the care team")
     );
     html::post_form(&format!("/case/{}/care-team", v.case_id), csrf, &inner)
 }
@@ -662,7 +708,8 @@ pub async fn set_timeline(
     Ok(done(&app, &session, "Milestone recorded", &back))
 }
 
-/// `POST /case/:id/care-team`: add the practitioner using this device.
+/// `POST /case/:id/care-team`: add the practitioner using this device, or (with `practitioner`)
+/// a colleague from the team list, in the part chosen or else the one their role suggests.
 pub async fn add_me_to_care_team(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
@@ -674,16 +721,48 @@ pub async fn add_me_to_care_team(
     let Some((me_id, me_name)) = super::me(&app).await else {
         return Ok(Redirect::to("/enrol").into_response());
     };
-    let me_id: PractitionerId = me_id
+    let view = app.profile().await.lookup(case)?;
+    let staff = super::staff(&app, &view).await;
+    let chosen = form.get("practitioner");
+    let (who, name, listed) = if chosen.is_empty() {
+        let listed = staff
+            .colleagues
+            .iter()
+            .find(|c| c.practitioner.to_string() == me_id)
+            .and_then(|c| c.role.known());
+        (me_id, me_name, listed)
+    } else {
+        let c = staff
+            .colleagues
+            .iter()
+            .find(|c| c.practitioner.to_string() == chosen)
+            .ok_or_else(|| {
+                PageError::NotFound(
+                    "that colleague is not on this device's team list: sync, then try again".into(),
+                )
+            })?;
+        (c.practitioner.to_string(), c.name.clone(), c.role.known())
+    };
+    let who: PractitionerId = who
         .parse()
-        .map_err(|_| PageError::NotFound("your practitioner id is damaged".into()))?;
-    let role = form.get("role").parse().unwrap_or(CareRole::Practitioner);
-    app.edit(case, |d| d.add_care_team(me_id, &me_name, role, None))
+        .map_err(|_| PageError::NotFound("the practitioner id is damaged".into()))?;
+    let role = match form.get("role").parse::<CareRole>() {
+        Ok(role) => role,
+        Err(_) => listed
+            .and_then(StaffRole::care_role)
+            .unwrap_or(CareRole::Practitioner),
+    };
+    app.edit(case, |d| d.add_care_team(who, &name, role, None))
         .await?;
+    let said = if chosen.is_empty() {
+        "You were added to the care team".to_string()
+    } else {
+        format!("{name} was added to the care team")
+    };
     Ok(done(
         &app,
         &session,
-        "You were added to the care team",
+        &said,
         &format!("/case/{case}#care-team"),
     ))
 }

@@ -100,8 +100,8 @@ async fn new_page(
     form: &FormData,
     errors: &[FieldError],
 ) -> Response {
-    let me = super::me(app).await;
-    let people = participants(v, me.as_ref().map(|(a, b)| (a.as_str(), b.as_str())));
+    let staff = super::staff(app, v).await;
+    let people = participants(v, &staff);
     let mut inner = html::TextArea {
         id: "decision-text",
         name: "text",
@@ -214,8 +214,8 @@ async fn page(
     let case = case_id(id)?;
     let v = app.profile().await.view(case, "decision")?;
     let d = find_decision(&v, did)?;
-    let me = super::me(app).await;
-    let content = render_decision(app, &v, &d, me.as_ref(), &session.csrf, form, errors);
+    let staff = super::staff(app, &v).await;
+    let content = render_decision(app, &v, &d, &staff, &session.csrf, form, errors);
     let back = format!("/case/{case}#decisions");
     Ok(render(
         app,
@@ -236,7 +236,7 @@ pub fn render_decision(
     app: &App,
     v: &CaseView,
     d: &DecisionView,
-    me: Option<&(String, String)>,
+    staff: &super::Staff,
     csrf: &str,
     form: &FormData,
     errors: &[FieldError],
@@ -264,7 +264,7 @@ pub fn render_decision(
     if d.meta.entered_in_error.is_some() {
         return s;
     }
-    let people = participants(v, me.map(|(a, b)| (a.as_str(), b.as_str())));
+    let people = participants(v, staff);
     s.push_str(&position_form(&base, csrf, &people, form, errors));
     s.push_str(&status_history(app, d));
     s.push_str(&status_form(d, &base, csrf, form, errors));

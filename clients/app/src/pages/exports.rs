@@ -164,13 +164,13 @@ pub async fn show(
 ) -> PageResult {
     let rows = rows(&app, false).await?;
     let mut s = String::from(
-        r#"<h1>Team figures</h1><p class="nhsuk-body">How the team's work on this device follows Open Dialogue: help within a day of referral, the same practitioners throughout, and the network at meetings. Entries marked entered in error are left out.</p>"#,
+        r#"<h1>Team figures</h1><p class="nhsuk-body">How the team's work on this device follows Open Dialogue: help within a day of referral, the same practitioners throughout, the network at meetings, and peer support. Staff count in the role the meeting noted for them (peer support workers apart from practitioners). Entries marked entered in error are left out.</p>"#,
     );
-    s.push_str(r#"<table class="nhsuk-table"><caption class="nhsuk-table__caption">Per case, then the team</caption><thead class="nhsuk-table__head"><tr class="nhsuk-table__row"><th scope="col" class="nhsuk-table__header">Case</th><th scope="col" class="nhsuk-table__header">Hours from referral to first meeting</th><th scope="col" class="nhsuk-table__header">First meeting within 24 hours</th><th scope="col" class="nhsuk-table__header">Meetings</th><th scope="col" class="nhsuk-table__header">Two or more practitioners</th><th scope="col" class="nhsuk-table__header">Original pair</th><th scope="col" class="nhsuk-table__header">Network members per meeting</th></tr></thead><tbody class="nhsuk-table__body">"#);
+    s.push_str(r#"<table class="nhsuk-table"><caption class="nhsuk-table__caption">Per case, then the team</caption><thead class="nhsuk-table__head"><tr class="nhsuk-table__row"><th scope="col" class="nhsuk-table__header">Case</th><th scope="col" class="nhsuk-table__header">Hours from referral to first meeting</th><th scope="col" class="nhsuk-table__header">First meeting within 24 hours</th><th scope="col" class="nhsuk-table__header">Meetings</th><th scope="col" class="nhsuk-table__header">Two or more practitioners</th><th scope="col" class="nhsuk-table__header">Original pair</th><th scope="col" class="nhsuk-table__header">Network members per meeting</th><th scope="col" class="nhsuk-table__header">With a peer support worker</th></tr></thead><tbody class="nhsuk-table__body">"#);
     for r in &rows {
         let _ = write!(
             s,
-            r#"<tr class="nhsuk-table__row"><th scope="row" class="nhsuk-table__header">{}</th><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td></tr>"#,
+            r#"<tr class="nhsuk-table__row"><th scope="row" class="nhsuk-table__header">{}</th><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td><td class="nhsuk-table__cell">{}</td></tr>"#,
             esc(&r.label),
             cell(r.hours_to_first_meeting, false),
             cell(r.within_24_hours, true),
@@ -178,6 +178,7 @@ pub async fn show(
             cell(r.two_or_more_practitioners, true),
             cell(r.original_pair, true),
             cell(r.network_members_per_meeting, false),
+            cell(r.peer_support, true),
         );
     }
     s.push_str(

@@ -229,8 +229,8 @@ async fn new_page(
     form: &FormData,
     errors: &[FieldError],
 ) -> Response {
-    let me = super::me(app).await;
-    let people = participants(v, me.as_ref().map(|(a, b)| (a.as_str(), b.as_str())));
+    let staff = super::staff(app, v).await;
+    let people = participants(v, &staff);
     let mut inner = String::new();
     inner.push_str(
         &DateInput {
@@ -348,13 +348,19 @@ pub async fn create(
         ));
     }
     if let (Some(at), Ok(place), Ok(attendees), true) = (at, place, attendees, errors.is_empty()) {
+        // Colleagues from the team list are noted with their roles.
+        let v = app.profile().await.lookup(case)?;
+        let staff = super::staff(&app, &v).await.members();
         match app
             .edit(case, |d| {
-                d.add_meeting(NewMeeting {
-                    at,
-                    place,
-                    attendees,
-                })
+                d.add_meeting_with(
+                    NewMeeting {
+                        at,
+                        place,
+                        attendees,
+                    },
+                    &staff,
+                )
             })
             .await
         {
@@ -392,12 +398,12 @@ async fn meeting_page(
     let case = case_id(id)?;
     let v = app.profile().await.view(case, "meeting")?;
     let m = find_meeting(&v, mid)?;
-    let me = super::me(app).await;
+    let staff = super::staff(app, &v).await;
     let content = render_meeting(
         app,
         &v,
         &m,
-        me.as_ref(),
+        &staff,
         &session.csrf,
         app.case_gen(case),
         errors,
@@ -463,7 +469,7 @@ pub fn render_meeting(
     app: &App,
     v: &CaseView,
     m: &MeetingView,
-    me: Option<&(String, String)>,
+    staff: &super::Staff,
     csrf: &str,
     gen: u64,
     errors: &[FieldError],
@@ -498,7 +504,7 @@ pub fn render_meeting(
             state_form(m, &v.case_id, csrf, "state", "meeting", errors)
         );
     }
-    s.push_str(&attendance_form(v, m, me, &base, csrf));
+    s.push_str(&attendance_form(v, m, staff, &base, csrf));
     s.push_str(&editors(app, m, &base, csrf, gen));
     if !awaits_outcome(m) {
         s.push_str(r#"<h2 id="state-heading">Where this meeting stands</h2>"#);
@@ -543,12 +549,22 @@ fn meeting_summary(app: &App, v: &CaseView, m: &MeetingView) -> String {
         .as_deref()
         .map(|t| dates::long_stored(t, &app.config.zone))
         .unwrap_or_else(|| "Not planned yet".into());
+    let staff: Vec<String> = m
+        .staff_present()
+        .map(|st| format!("{} ({})", st.name, st.role.label()))
+        .collect();
+    let staff = if staff.is_empty() {
+        r#"<span class="app-muted">None noted from the team list</span>"#.to_string()
+    } else {
+        esc(staff.join(", "))
+    };
     s.push_str(&html::summary_list(&[
         (
             "Where it stands".into(),
             format!("{} {}", state_tag(&m.state), esc(state_words(app, m))),
         ),
         ("Place".into(), esc(&place)),
+        ("Staff present".into(), staff),
         (
             "Recorded by".into(),
             esc(by_line(app, &m.meta.created_by, &m.meta.created_at)),
@@ -593,11 +609,11 @@ fn struck_through(app: &App, v: &CaseView, m: &MeetingView, mark: &ErrorMark) ->
 fn attendance_form(
     v: &CaseView,
     m: &MeetingView,
-    me: Option<&(String, String)>,
+    staff: &super::Staff,
     base: &str,
     csrf: &str,
 ) -> String {
-    let people = participants(v, me.map(|(a, b)| (a.as_str(), b.as_str())));
+    let people = participants(v, staff);
     // Someone recorded as present who is no longer offered (left the network) stays listed.
     let mut options = people.clone();
     for a in &m.attendees {
@@ -705,13 +721,12 @@ pub async fn attendance(
     let form = FormData::from(form);
     let v = app.profile().await.view(case, "meeting")?;
     let m = find_meeting(&v, &mid)?;
-    let me = super::me(&app).await;
+    let staff = super::staff(&app, &v).await;
     let ticked = form.all("attendees");
-    let mut everyone: Vec<String> =
-        participants(&v, me.as_ref().map(|(a, b)| (a.as_str(), b.as_str())))
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+    let mut everyone: Vec<String> = participants(&v, &staff)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     everyone.extend(m.attendees.iter().map(|a| a.to_string()));
     everyone.sort();
     everyone.dedup();
@@ -723,8 +738,17 @@ pub async fn attendance(
         let who: Participant = key
             .parse()
             .map_err(|e: polyphony_core::model::ModelError| PageError::NotFound(e.to_string()))?;
-        app.edit(case, |d| d.set_attendance(&meeting, who, present))
-            .await?;
+        // A colleague from the team list is noted with their role.
+        match staff.member(who) {
+            Some(member) => {
+                app.edit(case, |d| d.set_staff_attendance(&meeting, &member, present))
+                    .await?
+            }
+            None => {
+                app.edit(case, |d| d.set_attendance(&meeting, who, present))
+                    .await?
+            }
+        }
     }
     Ok(done(
         &app,

@@ -23,8 +23,9 @@ use std::sync::Arc;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use polyphony_core::model::view::{AuthorView, CaseView};
-use polyphony_core::model::{ErrorKind, ModelError, Participant, Stored};
+use polyphony_core::model::{ErrorKind, ModelError, Participant, StaffMember, Stored};
 use polyphony_core::profile::ProfileError;
+use polyphony_core::sync::Colleague;
 use polyphony_core::{CaseId, EntryId};
 
 use crate::auth::SessionCtx;
@@ -321,6 +322,13 @@ fn author_names(v: &CaseView) -> HashMap<String, String> {
     for x in &v.decisions {
         add(&x.meta.created_by);
     }
+    // Staff a meeting noted from the team list, who may never have written to the case.
+    for x in v.meetings.iter().filter(|x| !x.meta.withheld()) {
+        for st in &x.staff {
+            m.entry(st.practitioner.to_string())
+                .or_insert_with(|| st.name.clone());
+        }
+    }
     for c in &v.care_team {
         m.insert(c.practitioner.to_string(), c.name.clone());
     }
@@ -373,9 +381,65 @@ pub fn in_order(v: &CaseView, who: &[Stored<Participant>]) -> Vec<Stored<Partici
     k.into_iter().map(|(_, _, p)| p).collect()
 }
 
+/// The members of staff a case's forms can name: the practitioner using this device, and the
+/// colleagues of the case's team from the team list the server last sent (with their roles).
+#[derive(Debug, Clone, Default)]
+pub struct Staff {
+    /// The practitioner using this device: (id, name).
+    pub me: Option<(String, String)>,
+    /// The colleagues of the case's team.
+    pub colleagues: Vec<Colleague>,
+}
+
+impl Staff {
+    /// Those whose role this version knows, as a meeting notes them.
+    pub fn members(&self) -> Vec<StaffMember> {
+        self.colleagues
+            .iter()
+            .filter_map(Colleague::staff_member)
+            .collect()
+    }
+
+    /// The member of staff `who` is, if they are on the team list with a known role.
+    pub fn member(&self, who: Participant) -> Option<StaffMember> {
+        self.members()
+            .into_iter()
+            .find(|s| who == Participant::Practitioner(s.practitioner))
+    }
+
+    /// A colleague's role, as a person reads it, if they are on the team list.
+    fn role_label(&self, id: &str) -> Option<String> {
+        self.colleagues
+            .iter()
+            .find(|c| c.practitioner.to_string() == id)
+            .map(|c| c.role.label())
+    }
+}
+
+/// The staff the forms of case `v` can name.
+pub async fn staff(app: &App, v: &CaseView) -> Staff {
+    let profile = app.profile().await;
+    let me = profile
+        .enrolment()
+        .map(|e| (e.practitioner.to_string(), e.practitioner_name.clone()));
+    let colleagues = v
+        .team_id
+        .parse()
+        .ok()
+        .and_then(|team| {
+            profile
+                .colleagues_in(team)
+                .inspect_err(|e| tracing::warn!(error = %e, "could not read the team list"))
+                .ok()
+        })
+        .unwrap_or_default();
+    Staff { me, colleagues }
+}
+
 /// Everyone who can take part in a meeting or a decision: the person, current network members,
-/// the care team and the practitioner using this device. `(key, label)`.
-pub fn participants(v: &CaseView, me: Option<(&str, &str)>) -> Vec<(String, String)> {
+/// the care team, the colleagues of the case's team and the practitioner using this device, each
+/// member of staff with their role. `(key, label)`.
+pub fn participants(v: &CaseView, staff: &Staff) -> Vec<(String, String)> {
     let mut out = vec![(
         Participant::Person.key(),
         format!("{} (the person)", person_name(v)),
@@ -390,24 +454,34 @@ pub fn participants(v: &CaseView, me: Option<(&str, &str)>) -> Vec<(String, Stri
             format!("{} ({})", m.name, m.relationship),
         ));
     }
-    let mut practitioners: Vec<(String, String)> = v
+    // The care team first (their role there), then the team list, then the user.
+    let mut practitioners: Vec<(String, String, String)> = v
         .care_team
         .iter()
         .filter(|c| c.meta.entered_in_error.is_none() && c.end.is_none())
-        .map(|c| (c.practitioner.to_string(), c.name.clone()))
+        .map(|c| {
+            let id = c.practitioner.to_string();
+            let role = staff.role_label(&id).unwrap_or_else(|| {
+                c.role
+                    .known()
+                    .map_or_else(|| c.role.to_string(), |r| r.staff_role().label().into())
+            });
+            (id, c.name.clone(), role)
+        })
         .collect();
-    if let Some((id, name)) = me {
-        if !practitioners.iter().any(|(p, _)| p == id) {
-            practitioners.push((id.to_string(), name.to_string()));
-        }
+    practitioners.extend(
+        staff
+            .colleagues
+            .iter()
+            .map(|c| (c.practitioner.to_string(), c.name.clone(), c.role.label())),
+    );
+    if let Some((id, name)) = &staff.me {
+        practitioners.push((id.clone(), name.clone(), "practitioner".into()));
     }
     let mut seen = std::collections::HashSet::new();
-    for (id, name) in practitioners {
+    for (id, name, role) in practitioners {
         if seen.insert(id.clone()) {
-            out.push((
-                format!("practitioner:{id}"),
-                format!("{name} (practitioner)"),
-            ));
+            out.push((format!("practitioner:{id}"), format!("{name} ({role})")));
         }
     }
     out
