@@ -27,8 +27,8 @@ use super::{plain, Access, Names};
 use crate::model::view::{CaseView, DecisionView, EntryMeta, ErrorMark, MeetingView};
 use crate::model::LocalZone;
 use crate::model::{
-    AuthorView, CareRole, ConsentState, DecisionStatus, MeetingState, Participant, Place,
-    ReadbackResponse, Role, Stance, Stored,
+    AuthorView, ConsentState, DecisionStatus, MeetingState, Participant, Place, ReadbackResponse,
+    Role, Stance, Stored,
 };
 use crate::EntryId;
 
@@ -615,11 +615,7 @@ impl<'a> Builder<'a> {
         for c in &v.care_team {
             if c.meta.entered_in_error.is_none() {
                 let member = self.practitioner_ref(&c.practitioner.to_string(), &c.name);
-                let role = if c.role.is(CareRole::PeerSupport) {
-                    "peer support worker"
-                } else {
-                    "practitioner"
-                };
+                let role = c.role.label();
                 participants.push(json!({
                     "role": [{ "text": role }],
                     "member": member,
@@ -688,12 +684,17 @@ impl<'a> Builder<'a> {
             .attendees
             .iter()
             .filter(|a| !a.is(Participant::Person))
-            .filter_map(|a| self.participant_ref(a))
-            .map(|r| {
-                json!({
-                    "type": [coding(V3_PARTICIPATION, "PART", "Participation")],
-                    "individual": r,
-                })
+            .filter_map(|a| {
+                let r = self.participant_ref(a)?;
+                let mut types = vec![coding(V3_PARTICIPATION, "PART", "Participation")];
+                // A member of staff's role at the meeting (schema 3's note, else their part in
+                // the care team), in words: UK Core has no value set for these roles.
+                if let Some(Participant::Practitioner(id)) = a.known() {
+                    if let Some(role) = self.view.role_at(m, id) {
+                        types.push(json!({ "text": role.label() }));
+                    }
+                }
+                Some(json!({ "type": types, "individual": r }))
             })
             .collect();
         if m.meta.withheld() {

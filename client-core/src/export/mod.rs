@@ -167,6 +167,15 @@ impl Names {
                 .entry(a.practitioner.clone())
                 .or_insert_with(|| a.practitioner_name.clone());
         }
+        // Staff a meeting noted from the team list, who may never have written to the case.
+        for m in view.meetings.iter().filter(|m| !m.meta.withheld()) {
+            for st in &m.staff {
+                names
+                    .practitioners
+                    .entry(st.practitioner.to_string())
+                    .or_insert_with(|| st.name.clone());
+            }
+        }
         // The care team's own record of a name wins over what a device signed with.
         for c in &view.care_team {
             names
@@ -209,6 +218,25 @@ impl Names {
             },
             Some(Participant::Practitioner(_)) => format!("{} (practitioner)", self.name(who)),
             _ => self.name(who),
+        }
+    }
+
+    /// As [`Names::describe`], with a member of staff's role at this meeting ("Jo (peer support
+    /// worker)") as the meeting noted it, else their care-team part, else "practitioner".
+    pub(crate) fn describe_at(
+        &self,
+        view: &CaseView,
+        m: &crate::model::view::MeetingView,
+        who: &Stored<Participant>,
+    ) -> String {
+        match who.known() {
+            Some(Participant::Practitioner(id)) => {
+                let role = view
+                    .role_at(m, id)
+                    .map_or("member of staff", crate::model::StaffRole::label);
+                format!("{} ({role})", self.name(who))
+            }
+            _ => self.describe(who),
         }
     }
 

@@ -12,7 +12,9 @@ use crate::model::local_time::date_words;
 use crate::model::readback::LaterChange;
 use crate::model::view::{ErrorMark, MeetingView};
 use crate::model::LocalZone;
-use crate::model::{DecisionStatus, MeetingState, NoteKind, Place, PositionView, Stance, Stored};
+use crate::model::{
+    CareRole, DecisionStatus, MeetingState, NoteKind, Place, PositionView, Stance, Stored,
+};
 
 /// "14 March 2026" from an RFC 3339 timestamp (its UK date) or a YYYY-MM-DD date; the input
 /// itself if neither.
@@ -58,6 +60,15 @@ pub(crate) fn stance(s: &Stored<Stance>) -> String {
         Stance::Agree => "agrees",
         Stance::Disagree => "disagrees",
         Stance::Unsure => "is not sure yet",
+    })
+}
+
+/// How a part in the care team reads to the person: the continuing pair as such.
+pub(crate) fn care_role(s: &Stored<CareRole>) -> String {
+    words(s, |k| match k {
+        CareRole::Practitioner => "one of your two practitioners, who stay with you throughout",
+        CareRole::PeerSupport => "peer support worker",
+        CareRole::Psychiatrist => "psychiatrist",
     })
 }
 

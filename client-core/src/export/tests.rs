@@ -786,3 +786,67 @@ fn export_no_copy_names_a_member_recorded_on_the_wrong_persons_record() {
     assert!(html.contains("someone removed from this record"));
     assert!(html.contains("gave a copy of your record to someone removed from this record"));
 }
+
+/// What schema 3 added reaches every copy: the person's copy names each member of staff in
+/// their role at the meeting and the continuing pair as such, and says a decision was taken by
+/// the team without the person's agreement, with her words; the FHIR Bundle still validates,
+/// carries the roles on the Encounter and the care team, and shows the team's decision as
+/// active but not accepted; the subject-access export keeps the reason.
+#[test]
+fn export_copies_carry_staff_roles_and_the_teams_decision() {
+    let mut rich = rich_case();
+    super::testcase::schema3_additions(&mut rich.doc);
+    let view = rich.doc.view();
+    let copy = one_line(&person_copy::html(&view, &accesses()));
+    for expected in [
+        "Jo Peer (peer support worker)",
+        "Dr Ade Bello (psychiatrist)",
+        "Dr Ade Bello, psychiatrist",
+        "Sam Okafor, one of your two practitioners, who stay with you throughout",
+        "decided by the team without the person&#39;s agreement",
+        "I don&#39;t want to go to hospital",
+    ] {
+        assert!(
+            copy.contains(expected),
+            "the person's copy lacks {expected:?}: {}",
+            &copy[copy.find("Mental Health").unwrap_or(0)..][..600.min(copy.len())]
+        );
+    }
+
+    let bundle = fhir::bundle(&view, &accesses());
+    let errors = schema_errors(&bundle);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let text = bundle.to_string();
+    assert!(
+        text.contains(r#"{"text":"peer support worker"}"#),
+        "Encounter role"
+    );
+    assert!(
+        text.contains(r#""role":[{"text":"psychiatrist"}]"#),
+        "CareTeam role"
+    );
+    let decision = view
+        .decisions
+        .iter()
+        .find(|d| d.status.is(crate::model::DecisionStatus::TeamDecided))
+        .unwrap();
+    let goal = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "Goal" && r.to_string().contains("Mental Health Act"))
+        .expect("the decision's Goal");
+    assert_eq!(
+        goal["lifecycleStatus"], "active",
+        "carried out, not accepted"
+    );
+    assert!(text.contains("Risk to Maria"), "the reason is in the plan");
+    assert!(!decision.agreed_without_person);
+
+    let subject = one_line(&super::subject_access::html(&view, &accesses()));
+    assert!(
+        subject.contains("Risk to Maria"),
+        "the reason in the subject-access export"
+    );
+}

@@ -49,68 +49,8 @@ fn write_case_schema2_fixture() {
 #[ignore = "writes a fixture; run by hand on the commit named in fixtures/README.md"]
 fn write_case_schema3_fixture() {
     let mut rich = rich_case();
-    schema3_additions(&mut rich.doc);
+    crate::export::testcase::schema3_additions(&mut rich.doc);
     std::fs::write(fixture("case-schema3.automerge"), rich.doc.save()).unwrap();
-}
-
-/// Schema 3's additions to the rich case: a psychiatrist in the care team, a held meeting with
-/// a peer support worker and a psychiatrist noted from the team list, and a decision the team
-/// took while the person disagreed.
-fn schema3_additions(doc: &mut CaseDoc) {
-    let peer = StaffMember {
-        practitioner: "7d1f2c1e-3a4b-4c5d-8e6f-0a1b2c3d4e5f".parse().unwrap(),
-        name: "Jo Peer".into(),
-        role: StaffRole::PeerSupport,
-    };
-    let psychiatrist = StaffMember {
-        practitioner: "0b8f4a52-9c1d-4e2f-a3b4-c5d6e7f80912".parse().unwrap(),
-        name: "Dr Ade Bello".into(),
-        role: StaffRole::Psychiatrist,
-    };
-    doc.add_care_team(
-        psychiatrist.practitioner,
-        &psychiatrist.name,
-        CareRole::Psychiatrist,
-        None,
-    )
-    .unwrap();
-    let me = doc
-        .author()
-        .expect("the rich case has an author")
-        .practitioner;
-    doc.add_meeting_with(
-        NewMeeting {
-            at: time::macros::datetime!(2026-03-20 10:00 UTC),
-            place: Place::Home,
-            attendees: vec![
-                Participant::Person,
-                Participant::Practitioner(me),
-                Participant::Practitioner(peer.practitioner),
-                Participant::Practitioner(psychiatrist.practitioner),
-            ],
-        },
-        &[peer, psychiatrist],
-    )
-    .unwrap();
-    let assessment = doc
-        .propose_decision(
-            "Ask for an assessment under the Mental Health Act",
-            Participant::Practitioner(me),
-        )
-        .unwrap();
-    doc.record_position(
-        &assessment,
-        Participant::Person,
-        Stance::Disagree,
-        Some("I don't want to go to hospital"),
-    )
-    .unwrap();
-    doc.set_decision_status(
-        &assessment,
-        DecisionStatus::TeamDecided,
-        Some("Risk to Maria's life tonight; her sister and she were told why, in the meeting"),
-    )
-    .unwrap();
 }
 
 fn load(name: &str) -> CaseDoc {

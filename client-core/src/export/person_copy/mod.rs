@@ -22,7 +22,7 @@ pub use fonts::{FontError, Fonts, SYSTEM_FONT_DIR};
 
 use super::{plain, Access, ExportError, Names};
 use crate::model::view::{CaseView, DecisionView, EntryMeta, ErrorMark};
-use crate::model::{CareRole, ConsentState, MeetingState, ReadbackResponse};
+use crate::model::{ConsentState, MeetingState, ReadbackResponse};
 
 /// The person's copy as one self-contained HTML page (inline CSS, no scripts, no external
 /// requests), with print styles so it prints cleanly.
@@ -283,11 +283,7 @@ fn care_team(l: &mut Layout, v: &CaseView) {
             continue;
         }
         let struck = c.meta.entered_in_error.is_some();
-        let role = if c.role.is(CareRole::PeerSupport) {
-            "peer support worker"
-        } else {
-            "practitioner"
-        };
+        let role = plain::care_role(&c.role);
         let mut text = format!("{}, {role}, from {}", c.name, plain::date_or(&c.start));
         if let Some(end) = &c.end {
             text.push_str(&format!(" until {}", plain::date(end)));
@@ -317,7 +313,7 @@ fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
         let present: Vec<String> = names
             .in_reading_order(&m.attendees)
             .into_iter()
-            .map(|a| names.describe(a))
+            .map(|a| names.describe_at(v, m, a))
             .collect();
         let present = if present.is_empty() {
             "not recorded".to_string()
