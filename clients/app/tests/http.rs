@@ -1590,3 +1590,135 @@ async fn the_needs_attention_page_lists_meetings_awaiting_an_outcome_and_changes
     assert!(h.get("/today").await.body.contains("Call the GP"));
     assert_eq!(reads(&h).await, 1, "the action's text shown: one read");
 }
+
+/// The team list the server sent: a colleague of the case's team is offered on the meeting form
+/// with their role, ticked as present and noted in that role, shown on the meeting page; a
+/// colleague joins the care team from the case page in the part their role suggests (an
+/// administrator is not offered); a colleague of another team is not offered; the figures page
+/// counts the peer support worker.
+#[tokio::test]
+async fn colleagues_from_the_team_list_are_offered_noted_and_counted() {
+    use polyphony_core::model::{StaffRole, Stored};
+    use polyphony_core::profile::DeviceBooks;
+    use polyphony_core::sync::{Action, Colleague};
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let (me, north) = {
+        let p = h.app.profile().await;
+        let e = p.enrolment().unwrap();
+        (e.practitioner, e.teams[0].id)
+    };
+    let colleague = |name: &str, role: StaffRole, team: TeamId| Colleague {
+        practitioner: PractitionerId::random(),
+        name: name.into(),
+        role: Stored::Known(role),
+        teams: vec![team],
+    };
+    let jo = colleague("Jo Peer", StaffRole::PeerSupport, north);
+    let ade = colleague("Ade Bello", StaffRole::Psychiatrist, north);
+    let pat = colleague("Pat Admin", StaffRole::Administrator, north);
+    let sol = colleague("Sol Elsewhere", StaffRole::Practitioner, TeamId::random());
+    let list = vec![jo.clone(), ade.clone(), pat.clone(), sol.clone()];
+    DeviceBooks::new(&**h.app.store())
+        .record(&Action::Colleagues(list))
+        .unwrap();
+    h.app.profile_changed();
+
+    let form = h.get(&format!("/case/{case}/meetings/new")).await;
+    assert!(
+        form.body.contains("Jo Peer (peer support worker)"),
+        "{}",
+        form.body
+    );
+    assert!(form.body.contains("Ade Bello (psychiatrist)"));
+    assert!(form.body.contains("Robin Practitioner (practitioner)"));
+    assert!(
+        !form.body.contains("Sol Elsewhere"),
+        "another team's colleague"
+    );
+    let r = h
+        .post(
+            &format!("/case/{case}/meetings"),
+            &[
+                ("at", "2026-03-14T10:30"),
+                ("place", "home"),
+                ("attendees", "person"),
+                ("attendees", &format!("practitioner:{me}")),
+                ("attendees", &format!("practitioner:{}", jo.practitioner)),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let meeting = id_after(&r.location(), "/meeting/");
+    // Ade ticked afterwards on the meeting page.
+    let r = h
+        .post(
+            &format!("/case/{case}/meeting/{meeting}/attendance"),
+            &[
+                ("attendees", "person"),
+                ("attendees", &format!("practitioner:{me}")),
+                ("attendees", &format!("practitioner:{}", jo.practitioner)),
+                ("attendees", &format!("practitioner:{}", ade.practitioner)),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    let m = &v.meetings[0];
+    let mut noted: Vec<(String, String)> = m
+        .staff_present()
+        .map(|s| (s.name.clone(), s.role.to_string()))
+        .collect();
+    noted.sort();
+    assert_eq!(
+        noted,
+        [
+            ("Ade Bello".to_string(), "psychiatrist".to_string()),
+            ("Jo Peer".to_string(), "peer_support".to_string())
+        ]
+    );
+    let page = h.get(&format!("/case/{case}/meeting/{meeting}")).await;
+    assert!(page.body.contains("Staff present"));
+    assert!(page.body.contains("Jo Peer (peer support worker)"));
+
+    // The care team: a colleague in the part their role suggests; no administrator offered.
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("Add a colleague to the care team"));
+    assert!(
+        !page.body.contains("Pat Admin"),
+        "an administrator is not offered"
+    );
+    let r = h
+        .post(
+            &format!("/case/{case}/care-team"),
+            &[("practitioner", &jo.practitioner.to_string()), ("role", "")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    let joined = v.care_team.iter().find(|c| c.name == "Jo Peer").unwrap();
+    assert!(joined.role.is(polyphony_core::model::CareRole::PeerSupport));
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("Jo Peer, peer support worker"));
+    // Someone not on the team list is refused, and nothing is written.
+    let r = h
+        .post(
+            &format!("/case/{case}/care-team"),
+            &[("practitioner", &sol.practitioner.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(
+        h.app
+            .peek(case.parse().unwrap())
+            .await
+            .unwrap()
+            .care_team
+            .len(),
+        1
+    );
+
+    let figures = h.get("/figures").await;
+    assert!(figures.body.contains("With a peer support worker"));
+    assert!(figures.body.contains("100%"));
+}
