@@ -70,6 +70,7 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await server.admin('team', 'add', 'North');
     robinId = await server.admin('practitioner', 'add', 'Robin Lee', '--team', 'North');
     await server.admin('practitioner', 'add', 'Kim Ode', '--team', 'North');
+    await server.admin('practitioner', 'add', 'Ines Peer', '--team', 'North', '--role', 'peer_support');
     const robinCode = (await server.admin('enrol', 'Robin Lee')).split('\n').pop().trim();
     const kimCode = (await server.admin('enrol', 'Kim Ode')).split('\n').pop().trim();
     // The browser first: each app's launch link works only for a minute after it starts.
@@ -452,6 +453,30 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
       return /A meeting was removed from this record/.test(await q.locator('main').textContent());
     }, { timeout: 90000, interval: 2000 });
     assert.doesNotMatch(await q.locator('main').textContent(), /Kestrel Road/);
+  });
+
+  // The team list comes from the server: a peer support worker is ticked as present and noted in
+  // that role, a colleague joins the care team from the list, and a role the administrator
+  // changes reaches the connected app by itself (the live session's new list).
+  await t.test('colleagues from the team list, in their roles, and a role changed while connected', async () => {
+    const p = A.page;
+    await p.goto(`${robin.base}/case/${caseId}/meetings/new`);
+    await p.getByLabel('Ines Peer (peer support worker)').check();
+    await p.getByRole('button', { name: 'Start the meeting record' }).click();
+    await p.waitForURL(/\/meeting\/[0-9a-f-]{36}$/);
+    assert.match(await p.locator('.nhsuk-summary-list').textContent(), /Ines Peer \(peer support worker\)/);
+    await check(p, '24-meeting-staff');
+    await p.goto(`${robin.base}/case/${caseId}`);
+    await p.selectOption('#colleague', { label: 'Kim Ode (practitioner)' });
+    await clickAndLoad(p, p.getByRole('button', { name: 'Add to the care team' }));
+    await p.getByText('Kim Ode was added to the care team').waitFor();
+    assert.match(await p.locator('main').textContent(), /Kim Ode, one of the pair/);
+    await check(p, '25-care-team-colleague');
+    await server.admin('practitioner', 'role', 'Ines Peer', 'practitioner');
+    await waitFor('the new role to reach the connected app', async () => {
+      await p.goto(`${robin.base}/case/${caseId}/meetings/new`);
+      return (await p.getByLabel('Ines Peer (practitioner)').count()) > 0;
+    }, { timeout: 60000, interval: 1000 });
   });
 
   await t.test('no page has a serious or critical accessibility violation', () => {
