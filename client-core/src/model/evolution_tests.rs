@@ -404,8 +404,15 @@ fn the_view_json_of_every_fixture_is_as_369e3ec_wrote_it() {
     for name in ["case-schema1", "case-schema2"] {
         let view = load(&format!("{name}.automerge")).view();
         let timeline = crate::model::Timeline::from_view(&view);
+        // Fields added since 369e3ec (the JSON may gain fields, never change one): a meeting's
+        // `staff` (schema 3), empty for these records.
+        let mut added_since = serde_json::to_value(&view).unwrap();
+        for m in added_since["meetings"].as_array_mut().unwrap() {
+            let staff = m.as_object_mut().unwrap().remove("staff");
+            assert_eq!(staff, Some(serde_json::json!([])), "{name}: no staff noted");
+        }
         for (what, now) in [
-            ("view", serde_json::to_value(&view).unwrap()),
+            ("view", added_since),
             ("timeline", serde_json::to_value(&timeline).unwrap()),
         ] {
             let file = format!("{name}.{what}.json");

@@ -253,7 +253,7 @@ pub struct MeetingView {
     /// The name and role each member of staff noted at this meeting had on the team list
     /// (schema 3; none for meetings recorded before). Whether they were present is in
     /// `attendees`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub staff: Vec<StaffView>,
 }
 
