@@ -491,3 +491,49 @@ async fn a_bound_socket_queues_requests_until_it_is_served() {
     serving.await.expect("joins").expect("clean");
     assert!(!path.exists());
 }
+
+/// A role is set when a practitioner is added or later, audited each time (only when it
+/// changes), listed, and an unknown role is refused with the allowed ones, changing nothing.
+#[test]
+fn roles_are_set_audited_listed_and_checked() {
+    let (registry, audit, admin) = admin();
+    let _: Team = ok(admin.handle(AdminRequest::TeamAdd {
+        name: "North".into(),
+    }));
+    let jo: PractitionerView = ok(admin.handle(AdminRequest::PractitionerAdd {
+        name: "Jo Peer".into(),
+        team: "North".into(),
+        role: Some("peer-support".into()),
+    }));
+    assert_eq!(jo.role, StaffRole::PeerSupport);
+    let before = actions(&audit).len();
+    let message = refused(admin.handle(AdminRequest::PractitionerRole {
+        practitioner: "Jo Peer".into(),
+        role: "wizard".into(),
+    }));
+    assert!(message.contains("peer_support, psychiatrist"), "{message}");
+    assert_eq!(actions(&audit).len(), before, "a refusal is not a change");
+    let message = refused(admin.handle(AdminRequest::PractitionerAdd {
+        name: "Kit".into(),
+        team: "North".into(),
+        role: Some("wizard".into()),
+    }));
+    assert!(message.contains("staff role"), "{message}");
+    assert!(
+        registry.practitioner_by("Kit").is_err(),
+        "nobody added with a bad role"
+    );
+    let epoch = registry.access_epoch();
+    let now: PractitionerView = ok(admin.handle(AdminRequest::PractitionerRole {
+        practitioner: "Jo Peer".into(),
+        role: "psychiatrist".into(),
+    }));
+    assert_eq!(now.role, StaffRole::Psychiatrist);
+    assert!(registry.access_epoch() > epoch, "live sessions hear of it");
+    assert_eq!(
+        actions(&audit).last(),
+        Some(&AuditAction::PractitionerRoleSet)
+    );
+    let listed: Vec<PractitionerView> = ok(admin.handle(AdminRequest::Practitioners));
+    assert_eq!(listed[0].role, StaffRole::Psychiatrist);
+}

@@ -478,3 +478,32 @@ fn the_registry_survives_a_restart_on_the_disk_store() {
     );
     assert!(r.held(&laptop, &case).expect("held"));
 }
+
+/// A practitioner stored before roles existed (no `role` in the record) reads as a
+/// practitioner, and keeps the role set afterwards.
+#[test]
+fn a_practitioner_stored_before_roles_reads_as_a_practitioner() {
+    let (r, team, _) = with_practitioner();
+    let id = PractitionerId::random();
+    let old = serde_json::json!({
+        "id": id,
+        "name": "Old Record",
+        "teams": [team.id],
+        "created_at": "2026-01-01T00:00:00Z",
+    });
+    r.store
+        .put_meta(
+            ns::PRACTITIONERS,
+            &id.to_string(),
+            &serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+    let p = r.practitioner(&id).unwrap().unwrap();
+    assert_eq!(p.role, StaffRole::Practitioner);
+    r.set_practitioner_role(&id, StaffRole::PeerSupport)
+        .unwrap();
+    assert_eq!(
+        r.practitioner(&id).unwrap().unwrap().role,
+        StaffRole::PeerSupport
+    );
+}
