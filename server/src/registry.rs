@@ -561,7 +561,7 @@ impl Registry {
                     .filter(|t| practitioner.teams.contains(t))
                     .copied()
                     .collect();
-                (!teams.is_empty()).then(|| Colleague {
+                (!teams.is_empty()).then_some(Colleague {
                     practitioner: p.id,
                     name: p.name,
                     role: Stored::Known(p.role),

@@ -110,7 +110,7 @@ fn staff_notes_are_validated() {
     let (mut case, _) = maria_with_ana(&sam);
     let jo = staff("Jo", StaffRole::PeerSupport);
     let m = case
-        .add_meeting_with(meeting(vec![p(&jo)]), &[jo.clone()])
+        .add_meeting_with(meeting(vec![p(&jo)]), std::slice::from_ref(&jo))
         .unwrap();
     let list = {
         let d = case.automerge_mut();

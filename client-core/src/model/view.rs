@@ -279,8 +279,7 @@ impl CaseView {
         let membership = self
             .care_team
             .iter()
-            .filter(|c| c.meta.entered_in_error.is_none() && c.practitioner.is(id))
-            .next_back();
+            .rfind(|c| c.meta.entered_in_error.is_none() && c.practitioner.is(id));
         match membership {
             Some(c) => c.role.known().map(CareRole::staff_role),
             None => Some(StaffRole::Practitioner),
