@@ -100,7 +100,7 @@ fn check_required(field: &'static str, value: &str) -> Result<String, ModelError
     Ok(v.to_string())
 }
 
-fn check_long(field: &'static str, value: &str) -> Result<(), ModelError> {
+pub(super) fn check_long(field: &'static str, value: &str) -> Result<(), ModelError> {
     let len = value.chars().count();
     if len > MAX_LONG {
         return Err(ModelError::TooLong {
@@ -158,6 +158,9 @@ impl CaseDoc {
             ] {
                 d.put_object(ROOT, coll, ObjType::Map)?;
             }
+            // Schema 3: the plan, made with the case so every device adds to one map.
+            let plan = d.put_object(ROOT, keys::CRISIS_PLAN, ObjType::Map)?;
+            d.put_object(&plan, keys::ITEMS, ObjType::Map)?;
             let timeline = d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?;
             let referral = new.referral.unwrap_or(t);
             d.put(
@@ -946,6 +949,11 @@ impl CaseDoc {
                 }
             }
         }
+        for items in super::plan::plan_items(&self.doc) {
+            if let Some(e) = map_at(&self.doc, &items, &key) {
+                return Ok((e, "crisis plan item"));
+            }
+        }
         if let Some(decisions) = map_at(&self.doc, &ROOT, keys::DECISIONS) {
             for d in self.doc.keys(&decisions).collect::<Vec<_>>() {
                 let action = map_at(&self.doc, &decisions, &d)
@@ -971,7 +979,7 @@ impl CaseDoc {
             })
     }
 
-    fn live_entry(
+    pub(super) fn live_entry(
         &self,
         coll: &str,
         kind: &'static str,
@@ -987,12 +995,12 @@ impl CaseDoc {
         Ok(e)
     }
 
-    fn in_error(&self, obj: &ObjId) -> bool {
+    pub(super) fn in_error(&self, obj: &ObjId) -> bool {
         map_at(&self.doc, obj, keys::ENTERED_IN_ERROR).is_some()
             || map_at(&self.doc, obj, keys::WRONG_PERSON).is_some()
     }
 
-    fn check_participant(&self, p: &Participant) -> Result<(), ModelError> {
+    pub(super) fn check_participant(&self, p: &Participant) -> Result<(), ModelError> {
         if let Participant::Member(id) = p {
             self.entry(keys::NETWORK, "network member", id)?;
         }
@@ -1042,7 +1050,7 @@ fn put_author(d: &mut AutoCommit, obj: &ObjId, a: &Author) -> Result<(), ModelEr
 }
 
 /// Write `who` and `when` onto an object (a position, a read-back, an error mark).
-fn stamp(
+pub(super) fn stamp(
     d: &mut AutoCommit,
     obj: &ObjId,
     by_key: &str,
@@ -1057,7 +1065,7 @@ fn stamp(
 }
 
 /// Create an entry map with its attribution.
-fn new_entry(
+pub(super) fn new_entry(
     d: &mut AutoCommit,
     coll: &ObjId,
     id: &EntryId,

@@ -405,8 +405,14 @@ fn the_view_json_of_every_fixture_is_as_369e3ec_wrote_it() {
         let view = load(&format!("{name}.automerge")).view();
         let timeline = crate::model::Timeline::from_view(&view);
         // Fields added since 369e3ec (the JSON may gain fields, never change one): a meeting's
-        // `staff` (schema 3), empty for these records.
+        // `staff` and the case's `crisis_plan` (schema 3), empty for these records.
         let mut added_since = serde_json::to_value(&view).unwrap();
+        let plan = added_since.as_object_mut().unwrap().remove("crisis_plan");
+        assert_eq!(
+            plan,
+            Some(serde_json::to_value(crate::model::CrisisPlanView::default()).unwrap()),
+            "{name}: no plan"
+        );
         for m in added_since["meetings"].as_array_mut().unwrap() {
             let staff = m.as_object_mut().unwrap().remove("staff");
             assert_eq!(staff, Some(serde_json::json!([])), "{name}: no staff noted");

@@ -56,3 +56,11 @@ pub const HEARD: &str = "heard";
 pub const POSITION_HISTORY: &str = "position_history";
 // Schema 3.
 pub const STAFF: &str = "staff";
+pub const CRISIS_PLAN: &str = "crisis_plan";
+pub const ITEMS: &str = "items";
+pub const SECTION: &str = "section";
+pub const VERSIONS: &str = "versions";
+pub const WORDS_OF: &str = "words_of";
+pub const MEETING: &str = "meeting";
+pub const REVIEWS: &str = "reviews";
+pub const ON: &str = "on";

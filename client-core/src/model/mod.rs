@@ -24,6 +24,7 @@ mod figures;
 pub mod guard;
 pub mod keys;
 pub mod local_time;
+pub mod plan;
 mod read;
 pub mod readback;
 pub mod schema;
@@ -35,6 +36,8 @@ pub mod work;
 #[cfg(test)]
 mod evolution_tests;
 #[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
 mod staff_tests;
 #[cfg(test)]
 mod tests;
@@ -43,6 +46,7 @@ pub use conflicts::{Conflict, ConflictValue};
 pub use doc::{CaseDoc, NewCase, NewMeeting, NewMember};
 pub use figures::CaseFigures;
 pub use local_time::LocalZone;
+pub use plan::{CrisisPlanView, PlanItemView, PlanReviewView, PlanVersionView};
 pub use schema::{validate_document, SchemaError};
 pub use timeline::{short, EventKind, Names, Timeline, TimelineEvent};
 pub use types::*;

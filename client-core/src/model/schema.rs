@@ -32,8 +32,10 @@ pub use super::keys;
 ///   `state`, the version of the notes each read-back heard (`heard`), and a position's
 ///   `earlier` stances.
 /// - 3: a meeting's `staff` (for each member of staff present, their name and role as the
-///   server's team list had them), the care role `psychiatrist`, and the decision status
-///   `team_decided` (taken by the team while the person disagrees, every position kept).
+///   server's team list had them), the care role `psychiatrist`, the decision status
+///   `team_decided` (taken by the team while the person disagrees, every position kept), and the
+///   safety and crisis plan (`crisis_plan`: items by section, each with every version of its
+///   words, and the review dates).
 pub const SCHEMA_VERSION: u64 = 3;
 
 /// Why a document is not a valid case record: each problem with the path where it was found.
@@ -453,7 +455,7 @@ impl<D: ReadDoc> Validator<'_, D> {
                 keys::MEETINGS,
                 keys::DECISIONS,
             ],
-            &[],
+            &[keys::CRISIS_PLAN],
         );
         self.field(&r, "case", keys::CASE_ID, Kind::Uuid);
         self.field(&r, "case", keys::TEAM_ID, Kind::Uuid);
@@ -506,6 +508,46 @@ impl<D: ReadDoc> Validator<'_, D> {
             is::<uuid::Uuid>,
             Self::decision,
         );
+        self.maps(&r, "case", keys::CRISIS_PLAN, |v, plan, p| {
+            v.keys(plan, p, &[], &[keys::ITEMS, keys::REVIEWS]);
+            v.collection(plan, p, keys::ITEMS, is::<uuid::Uuid>, Self::plan_item);
+            v.list_of_maps(plan, p, keys::REVIEWS, |v, r, p| {
+                v.keys(r, p, &[keys::ON, keys::BY, keys::AT], &[]);
+                v.field(r, p, keys::ON, Kind::Date);
+                v.field(r, p, keys::AT, Kind::Timestamp);
+                v.maps(r, p, keys::BY, |v, a, p| v.author(a, p));
+            });
+        });
+    }
+
+    /// An item of the crisis plan (schema 3): its section and every version of its words.
+    fn plan_item(&mut self, e: &ObjId, p: &str) {
+        self.keys(
+            e,
+            p,
+            &[
+                keys::SECTION,
+                keys::VERSIONS,
+                keys::CREATED_AT,
+                keys::CREATED_BY,
+            ],
+            &[keys::ENTERED_IN_ERROR, keys::WRONG_PERSON],
+        );
+        self.entry_common(e, p);
+        self.field(e, p, keys::SECTION, Kind::Choice(is::<PlanSection>));
+        self.list_of_maps(e, p, keys::VERSIONS, |v, x, p| {
+            v.keys(
+                x,
+                p,
+                &[keys::TEXT, keys::WORDS_OF, keys::BY, keys::AT],
+                &[keys::MEETING],
+            );
+            v.field(x, p, keys::TEXT, LONG_REQ);
+            v.field(x, p, keys::WORDS_OF, Kind::Participant);
+            v.field(x, p, keys::MEETING, Kind::Uuid);
+            v.field(x, p, keys::AT, Kind::Timestamp);
+            v.maps(x, p, keys::BY, |v, a, p| v.author(a, p));
+        });
     }
 
     fn member(&mut self, m: &ObjId, p: &str) {

@@ -197,6 +197,44 @@ impl CareRole {
 }
 
 vocabulary!(
+    /// A section of the safety and crisis plan, after the PRSB crisis-plan standard (schema 3).
+    PlanSection, "crisis plan section", {
+        /// Early signs that a crisis may be coming.
+        EarlySigns => "early_signs",
+        /// What helps.
+        WhatHelps => "what_helps",
+        /// What does not help.
+        WhatDoesNotHelp => "what_does_not_help",
+        /// Who to call.
+        WhoToCall => "who_to_call",
+        /// Who not to call.
+        WhoNotToCall => "who_not_to_call",
+        /// The person's preferences if in crisis (where to go, who looks after the cat...).
+        Preferences => "preferences",
+        /// Practical matters.
+        PracticalMatters => "practical_matters",
+        /// Contacts out of hours.
+        OutOfHours => "out_of_hours",
+    }
+);
+
+impl PlanSection {
+    /// The section's heading, as a person reads it.
+    pub fn heading(self) -> &'static str {
+        match self {
+            PlanSection::EarlySigns => "Early signs",
+            PlanSection::WhatHelps => "What helps",
+            PlanSection::WhatDoesNotHelp => "What does not help",
+            PlanSection::WhoToCall => "Who to call",
+            PlanSection::WhoNotToCall => "Who not to call",
+            PlanSection::Preferences => "Preferences if in crisis",
+            PlanSection::PracticalMatters => "Practical matters",
+            PlanSection::OutOfHours => "Contacts out of hours",
+        }
+    }
+}
+
+vocabulary!(
     /// A participant's position on a decision. Disagreement is recorded, never overwritten.
     Stance, "position", {
         /// Agrees.

@@ -381,10 +381,13 @@ pub struct CaseView {
     pub decisions: Vec<DecisionView>,
     /// Fields with concurrent values that a user should choose between.
     pub conflicts: Vec<Conflict>,
+    /// The safety and crisis plan (schema 3; empty for a case without one).
+    #[serde(default)]
+    pub crisis_plan: super::plan::CrisisPlanView,
 }
 
 /// The attribution of entry `id` at `o`, and its mark if it was entered in error.
-fn meta(d: &impl ReadDoc, id: EntryId, o: &ObjId) -> EntryMeta {
+pub(super) fn meta(d: &impl ReadDoc, id: EntryId, o: &ObjId) -> EntryMeta {
     EntryMeta {
         id,
         created_at: ts(d, o, keys::CREATED_AT),
@@ -472,6 +475,7 @@ impl CaseDoc {
             meetings: meetings(d),
             decisions: decisions(d),
             conflicts: self.conflicts(),
+            crisis_plan: super::plan::crisis_plan(d),
         };
         withhold(&mut view);
         view
@@ -799,7 +803,17 @@ fn withhold(v: &mut CaseView) {
         for d in v.decisions.iter_mut() {
             d.positions.retain(|p| !members.contains(&p.participant));
         }
+        for i in v.crisis_plan.items.iter_mut() {
+            i.earlier.retain(|x| !members.contains(&x.words_of));
+            if i.current
+                .as_ref()
+                .is_some_and(|x| members.contains(&x.words_of))
+            {
+                i.current = None;
+            }
+        }
     }
+    super::plan::withhold(&mut v.crisis_plan, &mut ids);
     if !ids.is_empty() {
         v.conflicts.retain(|c| {
             !c.field.split('.').any(|part| {

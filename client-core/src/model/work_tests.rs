@@ -47,6 +47,7 @@ fn case() -> CaseView {
         meetings: vec![],
         decisions: vec![],
         conflicts: vec![],
+        crisis_plan: Default::default(),
     }
 }
 

@@ -148,6 +148,7 @@ mod tests {
             meetings: vec![],
             decisions: vec![],
             conflicts: vec![],
+            crisis_plan: Default::default(),
         }
     }
 
