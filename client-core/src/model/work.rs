@@ -2,8 +2,8 @@
 //!
 //! Three things come due on a case: an action whose date has come (overdue, or due today), a
 //! planned meeting whose time has passed with no outcome recorded (someone has to say whether it
-//! took place before it counts for anything), and a review of the crisis plan (not recorded yet:
-//! see [`reviews_due`]). The fourth line of the morning list, changes left only on this device
+//! took place before it counts for anything), and a review of the crisis plan whose date has
+//! come ([`reviews_due`]). The fourth line of the morning list, changes left only on this device
 //! for too long, is the device's business, not the record's: the profile adds it
 //! (`Profile::due_work`).
 //!
@@ -20,9 +20,6 @@
 //! an action whose due date does not read is listed with [`WorkItem::due_unreadable`]; the
 //! actions of a withdrawn decision are listed with [`WorkItem::decision_withdrawn`] (its page
 //! still shows them open).
-//!
-//! Reviews of the crisis plan are not listed yet: the plan is not in the record
-//! ([`reviews_due`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +38,7 @@ pub const DEFAULT_UNSYNCED_WARNING_MINUTES: i64 = 120;
 pub const WORK_READ: &str = "needs attention list";
 
 /// What kind of work an item is. Serialised snake_case (`overdue`, `due_today`,
-/// `awaits_outcome`, `unsynced`, `unreadable`); a later version may add kinds, so readers of the
+/// `awaits_outcome`, `review_due`, `unsynced`, `unreadable`); a later version may add kinds, so readers of the
 /// JSON should show an unknown one as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,6 +49,8 @@ pub enum WorkKind {
     DueToday,
     /// A planned meeting whose time has passed, with no outcome recorded.
     AwaitsOutcome,
+    /// The crisis plan's review date has come.
+    ReviewDue,
     /// Changes on this device the server has not acknowledged for longer than the warning.
     Unsynced,
     /// A case on this device that could not be opened: its work cannot be listed, so the case
@@ -66,6 +65,7 @@ impl WorkKind {
             WorkKind::Overdue => "Overdue",
             WorkKind::DueToday => "Due today",
             WorkKind::AwaitsOutcome => "Awaits outcome",
+            WorkKind::ReviewDue => "Review due",
             WorkKind::Unsynced => "Not synced",
             WorkKind::Unreadable => "Could not be opened",
         }
@@ -235,7 +235,7 @@ pub fn sort_work(items: &mut [WorkItem], order: WorkOrder) {
 }
 
 /// The work due on one case at `now`: actions overdue or due today, and meetings awaiting an
-/// outcome (reviews due: [`reviews_due`]). Days are counted on the calendar of `zone` (UK time
+/// outcome, and the crisis plan's review once due ([`reviews_due`]). Days are counted on the calendar of `zone` (UK time
 /// unless the device chose another); `me` is the practitioner whose work is "mine". Unsorted:
 /// see [`sort_work`].
 pub fn due_work(
@@ -261,7 +261,7 @@ pub fn due_work(
             .filter(|m| m.awaits_outcome(now))
             .map(|m| meeting_item(view, m, me, &team, zone, today)),
     );
-    items.extend(reviews_due(view, today));
+    items.extend(reviews_due(view, me, today));
     items
 }
 
@@ -298,11 +298,29 @@ fn field_values(
     })
 }
 
-/// The crisis plan's review, when due. Issue 17 part 1 (the safety and crisis plan, with its
-/// review date) is not in the record yet, so there is nothing to read and nothing is listed:
-/// when the plan lands, its review date is read here (and a `review_due` kind added).
-pub fn reviews_due(_view: &CaseView, _today: Date) -> Vec<WorkItem> {
-    Vec::new()
+/// The crisis plan's review, once its date (the newest review date set) is today or past: one
+/// item, due on that date. Mine when I am in the case's current care team, or when nobody is.
+/// A review date that does not read is listed as due today (nothing can say it is not).
+pub fn reviews_due(view: &CaseView, me: Option<PractitionerId>, today: Date) -> Vec<WorkItem> {
+    let Some(on) = view.crisis_plan.review_on.as_deref() else {
+        return Vec::new();
+    };
+    let parsed = parse_date("review date", on).ok();
+    if parsed.is_some_and(|d| d > today) {
+        return Vec::new();
+    }
+    let team = current_team(view);
+    let mut item = WorkItem::of_this_device(
+        view.case_id.clone(),
+        view.person.name.clone(),
+        WorkKind::ReviewDue,
+        "Review the crisis plan with the person".into(),
+    );
+    item.due = Some(on.to_string());
+    item.days_overdue = parsed.map_or(0, |d| (today - d).whole_days());
+    item.due_unreadable = parsed.is_none();
+    item.mine = me.is_some_and(|me| team.is_empty() || team.contains(&me));
+    vec![item]
 }
 
 fn action_item(

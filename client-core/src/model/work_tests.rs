@@ -565,9 +565,29 @@ fn sorting_by_due_person_and_kind() {
     assert!("age".parse::<WorkOrder>().is_err());
 }
 
+/// The plan's review is listed from its date on (UK calendar), with the days since, as the
+/// care team's work; the newest review date set counts; a date that does not read is listed.
 #[test]
-fn no_review_is_invented_while_the_crisis_plan_is_not_in_the_record() {
-    assert!(reviews_due(&case(), utc("2026-01-15T09:00:00Z").date()).is_empty());
+fn the_crisis_plan_review_is_listed_once_its_date_has_come() {
+    let me = PractitionerId::random();
+    let mut v = case();
+    assert!(reviews_due(&v, Some(me), utc("2026-01-15T09:00:00Z").date()).is_empty());
+    v.crisis_plan.review_on = Some("2026-01-15".into());
+    // 23:30 UTC on the 14th is still the 14th in winter: not yet.
+    let items = due_work(&v, Some(me), &LocalZone::uk(), utc("2026-01-14T23:30:00Z"));
+    assert!(!items.iter().any(|i| i.kind == WorkKind::ReviewDue));
+    let items = due_work(&v, Some(me), &LocalZone::uk(), utc("2026-01-17T09:00:00Z"));
+    let review = items
+        .iter()
+        .find(|i| i.kind == WorkKind::ReviewDue)
+        .expect("the review is due");
+    assert_eq!(review.days_overdue, 2);
+    assert_eq!(review.due.as_deref(), Some("2026-01-15"));
+    assert!(!review.shows_case_text());
+    assert_eq!(review.kind_words(), "Review due");
+    v.crisis_plan.review_on = Some("in the spring".into());
+    let r = reviews_due(&v, Some(me), utc("2026-01-17T09:00:00Z").date());
+    assert!(r[0].due_unreadable, "listed, not dropped");
 }
 
 proptest! {

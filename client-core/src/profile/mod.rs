@@ -488,6 +488,7 @@ impl Profile {
             ids.insert(d.meta.id.to_string());
             ids.extend(d.actions.iter().map(|a| a.meta.id.to_string()));
         }
+        ids.extend(view.crisis_plan.items.iter().map(|i| i.meta.id.to_string()));
         let unknown = || ProfileError::UnknownEntry {
             id: given.to_string(),
             case: case.to_string(),
@@ -632,7 +633,7 @@ impl Profile {
     /// the calendar of `zone` (see [`crate::model::work::due_work`]; "mine" is the enrolled
     /// practitioner's); one line for each case whose changes have been only on this device for
     /// longer than `warning`; and one for each case that could not be opened. Sorted most overdue
-    /// first. Reviews of the crisis plan are not listed yet ([`work::reviews_due`]).
+    /// first. A crisis plan due for review is listed from its review date ([`work::reviews_due`]).
     ///
     /// Reads only, and records nothing: a screen that shows the items' text records the reads
     /// with [`Profile::record_work_reads`] (the caseload's count shows no text, and does not).

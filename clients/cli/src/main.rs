@@ -79,6 +79,9 @@ enum Command {
     /// Decisions, with every participant's position in their own words.
     #[command(subcommand)]
     Decision(DecisionCommand),
+    /// The safety and crisis plan, written with the person in their own words.
+    #[command(subcommand)]
+    Plan(commands::plan::PlanCommand),
     /// Mark an entry "entered in error" (it stays in the record, struck through, with why).
     Error(EnteredInErrorArgs),
     /// Fields where two devices wrote different values: see them side by side.
@@ -138,6 +141,7 @@ fn dispatch(
         Command::Person(c) => c.run(profile),
         Command::Network(c) => c.run(profile),
         Command::CareTeam(c) => c.run(profile),
+        Command::Plan(c) => c.run(profile),
         Command::Team(a) => a.run(profile),
         Command::Meeting(c) => c.run(profile),
         Command::Note(c) => c.run(profile, NoteKind::Notes),

@@ -1,8 +1,7 @@
 //! `GET /today`: what needs attention this morning, across the caseload. Actions overdue or due
 //! today, planned meetings awaiting an outcome, and cases whose changes have been only on this
 //! device for longer than the warning (`Profile::due_work`, the same list `polyphony today`
-//! prints), and cases that could not be opened. Reviews of the crisis plan are not listed yet
-//! (the plan is not in the record), and the page says so.
+//! prints), cases whose crisis plan is due for review, and cases that could not be opened.
 //!
 //! Showing an action's text is an access to its case: each case with an action shown is
 //! recorded as read ("needs attention list"), as every other page that shows a case's content.
@@ -97,7 +96,7 @@ pub fn render_today(
 ) -> String {
     let zone = &app.config.zone;
     let mut s = format!(
-        r#"<h1>Needs attention</h1><p>Actions overdue or due today, meetings waiting for someone to say whether they took place, and changes only on this device for longer than {warning}. Today is {today} ({label}).</p><p id="today-reviews">Reviews of the crisis plan are not listed yet: the crisis plan is not in the record.</p>"#,
+        r#"<h1>Needs attention</h1><p>Actions overdue or due today, meetings waiting for someone to say whether they took place, crisis plans due for review, and changes only on this device for longer than {warning}. Today is {today} ({label}).</p>"#,
         warning = esc(dates::duration_words(app.config.unsynced_warning)),
         today = esc(zone.long_date(now)),
         label = esc(zone.label()),
@@ -171,6 +170,7 @@ fn kind_value(k: WorkKind) -> &'static str {
         WorkKind::Overdue => "overdue",
         WorkKind::DueToday => "due_today",
         WorkKind::AwaitsOutcome => "awaits_outcome",
+        WorkKind::ReviewDue => "review_due",
         WorkKind::Unsynced => "unsynced",
         WorkKind::Unreadable => "unreadable",
     }
@@ -180,7 +180,7 @@ fn kind_tag(i: &WorkItem) -> String {
     let colour = match i.kind {
         WorkKind::Overdue | WorkKind::Unsynced | WorkKind::Unreadable => "red",
         WorkKind::DueToday => "orange",
-        WorkKind::AwaitsOutcome => "yellow",
+        WorkKind::AwaitsOutcome | WorkKind::ReviewDue => "yellow",
     };
     tag(i.kind_words(), colour)
 }
@@ -212,6 +212,7 @@ fn href(i: &WorkItem) -> String {
             format!("/case/{}/decision/{d}", i.case_id)
         }
         (WorkKind::AwaitsOutcome, _, Some(m)) => format!("/case/{}/meeting/{m}", i.case_id),
+        (WorkKind::ReviewDue, _, _) => format!("/case/{}#crisis-plan", i.case_id),
         _ => format!("/case/{}", i.case_id),
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod meeting;
 pub(crate) mod network;
 pub(crate) mod notes;
 pub(crate) mod person;
+pub(crate) mod plan;
 pub(crate) mod sync;
 pub(crate) mod team;
 pub(crate) mod today;

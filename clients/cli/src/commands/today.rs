@@ -1,8 +1,7 @@
 //! `polyphony today`: the morning list. Actions overdue or due today, planned meetings whose time
 //! has passed with no outcome recorded, and cases whose changes have waited on this device longer
-//! than the warning, and cases that could not be opened, across every case here
-//! (`Profile::due_work`). Reviews of the crisis plan are not listed yet (the plan is not in the
-//! record). Printing an action's text is an access to its case: each such case is recorded as
+//! than the warning, crisis plans due for review, and cases that could not be opened, across
+//! every case here (`Profile::due_work`). Printing an action's text is an access to its case: each such case is recorded as
 //! read ("needs attention list"), JSON or not.
 
 use clap::Args;

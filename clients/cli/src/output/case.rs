@@ -86,6 +86,7 @@ pub(crate) fn print_case(view: &CaseView) {
     milestones(&mut page, view);
     network(&mut page, view, &names);
     care_team(&mut page, view);
+    crisis_plan(&mut page, view, &names);
     page.heading("Meetings");
     if view.meetings.is_empty() {
         page.line(2, "(none yet)");
@@ -179,6 +180,74 @@ fn network(page: &mut Page, view: &CaseView, names: &Names<'_>) {
         }
         page.line(6, facts.join("; "));
         if let Some(mark) = error_mark(&m.meta) {
+            page.line(6, mark);
+        }
+    }
+}
+
+/// `plan show`: the plan alone.
+pub(crate) fn print_plan(view: &CaseView) {
+    let names = Names::new(view);
+    let mut page = Page::default();
+    page.line(0, format!("{}  (case {})", view.person.name, view.case_id));
+    crisis_plan(&mut page, view, &names);
+    page.print();
+}
+
+/// The plan by section: each item's words, whose they are, the meeting that agreed them, and
+/// what they replaced; the review date.
+fn crisis_plan(page: &mut Page, view: &CaseView, names: &Names<'_>) {
+    let plan = &view.crisis_plan;
+    page.heading("Safety and crisis plan");
+    match &plan.review_on {
+        Some(on) => page.line(2, format!("to be reviewed by {on}")),
+        None => page.line(2, "(no review date set: `polyphony plan review`)"),
+    }
+    if plan.items.is_empty() {
+        page.line(2, "(nothing yet: `polyphony plan add`)");
+    }
+    let meeting_day = |id: &polyphony_core::EntryId| {
+        view.meetings
+            .iter()
+            .find(|m| m.meta.id == *id)
+            .map(|m| when_opt(m.at.as_deref()))
+            .unwrap_or_else(|| "a meeting".into())
+    };
+    let version = |v: &polyphony_core::model::PlanVersionView| {
+        let agreed = v
+            .meeting
+            .as_ref()
+            .map(|m| format!(", agreed at the meeting of {}", meeting_day(m)))
+            .unwrap_or_default();
+        format!(
+            "in the words of {}{agreed} (written down by {}, {})",
+            names.of(&v.words_of),
+            by(&v.by),
+            when_opt(v.at.as_deref())
+        )
+    };
+    for item in &plan.items {
+        let section = match item.section.known() {
+            Some(s) => s.heading().to_string(),
+            None => item.section.to_string(),
+        };
+        match &item.current {
+            Some(now) => {
+                page.line(
+                    2,
+                    format!("[{}] {section}: {}", short(item.meta.id), now.text),
+                );
+                page.line(6, version(now));
+            }
+            None => page.line(
+                2,
+                format!("[{}] {section}: (withheld)", short(item.meta.id)),
+            ),
+        }
+        for old in item.earlier.iter().rev() {
+            page.line(6, format!("replaced: \"{}\", {}", old.text, version(old)));
+        }
+        if let Some(mark) = error_mark(&item.meta) {
             page.line(6, mark);
         }
     }

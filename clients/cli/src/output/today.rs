@@ -52,7 +52,6 @@ fn extra(i: &WorkItem) -> String {
 
 /// `today`.
 pub(crate) fn print_today(items: &[WorkItem], mine: bool) {
-    eprintln!("reviews of the crisis plan are not listed yet: the plan is not in the record");
     if items.is_empty() {
         let whose = if mine { "of yours " } else { "" };
         eprintln!("nothing {whose}is overdue or due today on this device");
