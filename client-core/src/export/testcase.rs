@@ -394,7 +394,8 @@ pub(crate) fn accesses() -> Vec<crate::export::Access> {
 
 /// Schema 3's additions to the rich case: a psychiatrist in the care team, a held meeting with
 /// a peer support worker and a psychiatrist noted from the team list, and a decision the team
-/// took while the person disagreed.
+/// took while the person disagreed, and a crisis plan (an item in Maria's words agreed at the
+/// visit and changed once, one in her sister's words, a review date).
 pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
     let peer = StaffMember {
         practitioner: "7d1f2c1e-3a4b-4c5d-8e6f-0a1b2c3d4e5f".parse().unwrap(),
@@ -444,6 +445,45 @@ pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
         Some("I don't want to go to hospital"),
     )
     .unwrap();
+    let visit = doc
+        .view()
+        .meetings
+        .iter()
+        .find(|m| !m.staff.is_empty())
+        .expect("the visit")
+        .meta
+        .id;
+    let cat = doc
+        .add_plan_item(
+            PlanSection::Preferences,
+            "Ana looks after the cat",
+            Participant::Person,
+            Some(visit),
+        )
+        .unwrap();
+    doc.revise_plan_item(
+        &cat,
+        "Ana, or the neighbour at no. 4, looks after the cat",
+        Participant::Person,
+        Some(visit),
+    )
+    .unwrap();
+    let ana = doc
+        .view()
+        .network
+        .iter()
+        .find(|m| m.name == "Ana Lopez" && !m.meta.withheld())
+        .map(|m| Participant::Member(m.meta.id))
+        .unwrap_or(Participant::Person);
+    doc.add_plan_item(
+        PlanSection::EarlySigns,
+        "Maria stops answering the phone",
+        ana,
+        None,
+    )
+    .unwrap();
+    doc.set_plan_review(time::macros::date!(2026 - 06 - 20))
+        .unwrap();
     doc.set_decision_status(
         &assessment,
         DecisionStatus::TeamDecided,
