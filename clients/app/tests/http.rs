@@ -1721,3 +1721,113 @@ async fn colleagues_from_the_team_list_are_offered_noted_and_counted() {
     assert!(figures.body.contains("With a peer support worker"));
     assert!(figures.body.contains("100%"));
 }
+
+/// The crisis plan in the app: an item added in the person's words and agreed at a meeting,
+/// changed with what it said before kept and shown, an empty item refused with the error
+/// summary, a review date that puts the plan on the needs-attention page once it has come, and
+/// an item marked in error from its page.
+#[tokio::test]
+async fn the_crisis_plan_is_written_changed_and_reviewed_in_the_app() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let r = h
+        .post(
+            &format!("/case/{case}/meetings"),
+            &[
+                ("at", "2026-03-14T10:30"),
+                ("place", "home"),
+                ("attendees", "person"),
+            ],
+        )
+        .await;
+    let meeting = id_after(&r.location(), "/meeting/");
+    let page = h.get(&format!("/case/{case}/plan/new")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Preferences if in crisis"));
+    assert!(page.body.contains("The meeting of 14 March 2026"));
+    let r = h
+        .post(
+            &format!("/case/{case}/plan"),
+            &[
+                ("section", "what_helps"),
+                ("text", "  "),
+                ("words_of", "person"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("nhsuk-error-summary"), "{}", r.body);
+    assert!(r.body.contains(r##"href="#plan-text""##));
+    let r = h
+        .post(
+            &format!("/case/{case}/plan"),
+            &[
+                ("section", "preferences"),
+                ("text", "My sister looks after the cat"),
+                ("words_of", "person"),
+                ("meeting", &meeting),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    let item = v.crisis_plan.items[0].meta.id;
+    let r = h
+        .post(
+            &format!("/case/{case}/plan/{item}"),
+            &[
+                ("text", "My sister, or the neighbour, looks after the cat"),
+                ("words_of", "person"),
+                ("meeting", &meeting),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get(&format!("/case/{case}")).await;
+    let body = &page.body;
+    assert!(body.contains(r#"id="crisis-plan""#));
+    assert!(body.contains("Preferences if in crisis"));
+    assert!(body.contains("My sister, or the neighbour, looks after the cat"));
+    assert!(body.contains("What it said before"));
+    assert!(body.contains("My sister looks after the cat"));
+    assert!(body.contains("In the words of Alex Smith"), "{body}");
+    assert!(body.contains("agreed at the meeting of 14 March 2026"));
+    assert!(body.contains("No review date set yet."));
+
+    let r = h
+        .post(
+            &format!("/case/{case}/plan/review"),
+            &[
+                ("review_on-day", "5"),
+                ("review_on-month", "1"),
+                ("review_on-year", "2026"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("To be reviewed by 5 January 2026."));
+    let today = h.get("/today").await;
+    assert!(
+        today.body.contains(r#"data-kind="review_due""#),
+        "{}",
+        today.body
+    );
+    assert!(today
+        .body
+        .contains(&format!(r##"href="/case/{case}#crisis-plan""##)));
+
+    let page = h.get(&format!("/case/{case}/plan/{item}")).await;
+    assert!(page.body.contains("Change the words"));
+    let r = h
+        .post(
+            &format!("/case/{case}/entry/{item}/error"),
+            &[("kind", "mistake"), ("reason", "Written on the wrong day")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    assert!(v.crisis_plan.items[0].meta.entered_in_error.is_some());
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("app-in-error"));
+}

@@ -211,6 +211,7 @@ pub fn render_case(
     s.push_str(&care_team_section(app, v));
     s.push_str(&add_me_to_care_team_form(v, staff.me.as_ref(), csrf));
     s.push_str(&add_colleague_form(v, staff, csrf));
+    s.push_str(&super::plan::plan_section(app, v, csrf));
     s.push_str(&timeline_section(app, v, csrf));
     s.push_str(&meetings_section(app, v, csrf));
     s.push_str(&decisions_section(app, v));

@@ -79,6 +79,18 @@ fn describe(v: &CaseView, id: &str, zone: &LocalZone) -> Option<Found> {
             mark: m.meta.entered_in_error.clone(),
         });
     }
+    if let Some(i) = v.crisis_plan.items.iter().find(|i| i.meta.id == id) {
+        return Some(Found {
+            what: match &i.current {
+                Some(now) => format!("the crisis plan item “{}”", now.text),
+                None => "a crisis plan item".into(),
+            },
+            back: format!("/case/{case}#crisis-plan"),
+            kind_words: "A crisis plan item",
+            content: None,
+            mark: i.meta.entered_in_error.clone(),
+        });
+    }
     for d in &v.decisions {
         if d.meta.id == id {
             return Some(Found {

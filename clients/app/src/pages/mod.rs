@@ -15,6 +15,7 @@ pub mod exports;
 pub mod meeting;
 pub mod network;
 pub mod network_copy;
+pub mod plan;
 pub mod today;
 
 use std::collections::HashMap;
