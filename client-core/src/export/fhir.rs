@@ -64,6 +64,7 @@ pub fn bundle(view: &CaseView, accesses: &[Access]) -> Value {
     b.care_team();
     b.meetings();
     b.decisions();
+    b.crisis_plan();
     b.accesses(accesses);
     let case = rid(&view.case_id);
     prune(json!({
@@ -847,6 +848,84 @@ impl<'a> Builder<'a> {
             }
         }
         (attesters, lines)
+    }
+
+    // ------------------------------------------------------------------------ crisis plan
+
+    /// The safety and crisis plan as one CarePlan (category: crisis plan): each item an activity
+    /// whose detail is the section (`code.text`) and the words (`description`), with whose words
+    /// they are and what they replaced as `progress` notes; an item in error is
+    /// `entered-in-error`, and one on the wrong person's record holds only its mark. The review
+    /// date is a note (FHIR has no element for it).
+    fn crisis_plan(&mut self) {
+        let v = self.view;
+        let plan = &v.crisis_plan;
+        if plan.items.is_empty() && plan.review_on.is_none() {
+            return;
+        }
+        let id = derived(&v.case_id, "CrisisPlan");
+        let mut activities = Vec::new();
+        for item in &plan.items {
+            activities.push(self.plan_activity(item));
+        }
+        let mut notes = Vec::new();
+        if let Some(on) = &plan.review_on {
+            notes.push(json!({ "text": format!("To be reviewed with the person by {}.", plain::date(on)) }));
+        }
+        self.add(json!({
+            "resourceType": "CarePlan",
+            "id": id,
+            "meta": profile("CarePlan"),
+            "status": "active",
+            "intent": "plan",
+            "category": [{ "text": "Crisis plan" }],
+            "title": "Safety and crisis plan",
+            "description": format!("The safety and crisis plan, written with {} in their own words", self.names.person()),
+            "subject": self.patient_ref(),
+            "careTeam": [reference(&self.care_team, "Care team")],
+            "activity": activities,
+            "note": notes,
+        }));
+    }
+
+    fn plan_activity(&mut self, item: &crate::model::PlanItemView) -> Value {
+        if item.meta.withheld() {
+            return json!({ "detail": {
+                "status": "entered-in-error",
+                "description": error_line(&item.meta, "crisis plan item"),
+            }});
+        }
+        let section = item
+            .section
+            .known()
+            .map(|s| s.heading().to_string())
+            .unwrap_or_else(|| item.section.to_string());
+        let mut progress = Vec::new();
+        let versions = item.earlier.iter().chain(item.current.iter());
+        for (n, x) in versions.enumerate() {
+            let what = if n == item.earlier.len() {
+                "Now"
+            } else {
+                "Before"
+            };
+            let mut note = json!({
+                "time": date_time(&x.at),
+                "text": format!("{what}, in the words of {}: {}", self.names.name(&x.words_of), x.text),
+            });
+            if let Some(r) = self.participant_ref(&x.words_of) {
+                note["authorReference"] = r;
+            }
+            progress.push(note);
+        }
+        let mut detail = json!({
+            "code": { "text": section },
+            "status": if item.meta.entered_in_error.is_some() { "entered-in-error" } else { "in-progress" },
+            "description": item.current.as_ref().map(|c| c.text.clone()).unwrap_or_default(),
+        });
+        if let Some(mark) = &item.meta.entered_in_error {
+            detail["statusReason"] = json!({ "text": plain::error_note(mark, "crisis plan item") });
+        }
+        json!({ "progress": progress, "detail": detail })
     }
 
     // ------------------------------------------------------------------------ decisions

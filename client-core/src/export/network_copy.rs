@@ -144,6 +144,7 @@ pub fn for_member(
         false,
     );
     network(&mut l, view);
+    super::person_copy::crisis_plan(&mut l, view, &names, "The safety and crisis plan");
     meetings(&mut l, view, &names);
     decisions(&mut l, view, &names);
     Ok(NetworkCopy {

@@ -805,6 +805,12 @@ fn export_copies_carry_staff_roles_and_the_teams_decision() {
         "Sam Okafor, one of your two practitioners, who stay with you throughout",
         "decided by the team without the person&#39;s agreement",
         "I don&#39;t want to go to hospital",
+        "Your safety and crisis plan",
+        "Preferences if in crisis",
+        "Ana, or the neighbour at no. 4, looks after the cat",
+        "Before, it said: “Ana looks after the cat”",
+        "In the words of María",
+        "It is to be looked at again together by 20 June 2026.",
     ] {
         assert!(
             copy.contains(expected),
@@ -849,4 +855,52 @@ fn export_copies_carry_staff_roles_and_the_teams_decision() {
         subject.contains("Risk to Maria"),
         "the reason in the subject-access export"
     );
+
+    // The crisis plan: a CarePlan of its own, category crisis plan, one activity per item.
+    let plan = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["category"][0]["text"] == "Crisis plan")
+        .expect("the crisis plan's CarePlan");
+    assert_eq!(plan["resourceType"], "CarePlan");
+    let activities = plan["activity"].as_array().unwrap();
+    assert_eq!(activities.len(), 2);
+    let cat = activities
+        .iter()
+        .find(|a| a["detail"]["code"]["text"] == "Preferences if in crisis")
+        .unwrap();
+    assert!(cat["detail"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("no. 4"));
+    assert_eq!(
+        cat["progress"].as_array().unwrap().len(),
+        2,
+        "before and now"
+    );
+    assert!(plan["note"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("20 June 2026"));
+    assert!(
+        subject.contains("Ana looks after the cat"),
+        "every version in the subject-access export"
+    );
+
+    // The network copy holds the plan too.
+    let ana = view
+        .network
+        .iter()
+        .find(|m| m.name == "Ana Lopez")
+        .unwrap()
+        .meta
+        .id
+        .to_string();
+    let copy = super::network_copy::for_member(&view, &ana, time::OffsetDateTime::now_utc())
+        .expect("Ana's consent is given in the rich case");
+    let html = one_line(&copy.html());
+    assert!(html.contains("The safety and crisis plan"), "{html}");
+    assert!(html.contains("no. 4, looks after the cat"));
 }

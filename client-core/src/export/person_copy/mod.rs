@@ -180,6 +180,7 @@ pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
     about(&mut l, view);
     network(&mut l, view, &names);
     care_team(&mut l, view);
+    crisis_plan(&mut l, view, &names, "Your safety and crisis plan");
     meetings(&mut l, view, &names);
     decisions(&mut l, view, &names);
     conflicts(&mut l, view);
@@ -292,6 +293,75 @@ fn care_team(l: &mut Layout, v: &CaseView) {
         l.push(Style::Body, text, struck);
         l.error(&c.meta.entered_in_error, "entry");
     }
+}
+
+/// The safety and crisis plan, section by section: each item's words, whose they are, the
+/// meeting that agreed them and who wrote them down, then what they replaced; the review date.
+/// The person's copy and the network copy both hold it.
+pub(crate) fn crisis_plan(l: &mut Layout, v: &CaseView, names: &Names, heading: &str) {
+    let plan = &v.crisis_plan;
+    l.push(Style::Heading, heading, false);
+    let review = match &plan.review_on {
+        Some(on) => format!(
+            "It is to be looked at again together by {}.",
+            plain::date(on)
+        ),
+        None => "No date has been set yet to look at it again together.".to_string(),
+    };
+    if plan.items.is_empty() {
+        l.push(
+            Style::Body,
+            "Nothing has been written in the plan yet.",
+            false,
+        );
+    }
+    let said = |x: &crate::model::PlanVersionView| {
+        let agreed = x
+            .meeting
+            .and_then(|m| v.meetings.iter().find(|mt| mt.meta.id == m))
+            .map(|m| format!(", agreed at the meeting on {}", plain::datetime_or(&m.at)))
+            .unwrap_or_default();
+        let by =
+            x.by.as_ref()
+                .map(|a| {
+                    format!(
+                        " Written down by {} on {}.",
+                        a.practitioner_name,
+                        plain::datetime_or(&x.at)
+                    )
+                })
+                .unwrap_or_default();
+        format!("In the words of {}{agreed}.{by}", names.name(&x.words_of))
+    };
+    let mut last: Option<String> = None;
+    for item in &plan.items {
+        if l.withheld(&item.meta, "crisis plan item") {
+            continue;
+        }
+        let Some(now) = &item.current else {
+            continue;
+        };
+        let heading = match item.section.known() {
+            Some(s) => s.heading().to_string(),
+            None => item.section.to_string(),
+        };
+        if last.as_ref() != Some(&heading) {
+            l.push(Style::Subheading, heading.clone(), false);
+            last = Some(heading);
+        }
+        let struck = item.meta.entered_in_error.is_some();
+        l.push(Style::Quote, now.text.clone(), struck);
+        l.push(Style::Small, said(now), struck);
+        for old in item.earlier.iter().rev() {
+            l.push(
+                Style::Small,
+                format!("Before, it said: “{}”. {}", old.text, said(old)),
+                struck,
+            );
+        }
+        l.error(&item.meta.entered_in_error, "crisis plan item");
+    }
+    l.push(Style::Body, review, false);
 }
 
 fn meetings(l: &mut Layout, v: &CaseView, names: &Names) {
