@@ -479,6 +479,37 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     }, { timeout: 60000, interval: 1000 });
   });
 
+  // The safety and crisis plan, written in the person's words at the meeting, changed with what
+  // it said before kept, and due for review on the morning list once its date has come.
+  await t.test('the crisis plan is written in the person\'s words, changed, and comes due for review', async () => {
+    const p = A.page;
+    await p.goto(`${robin.base}/case/${caseId}/plan/new`);
+    await p.selectOption('#plan-section', 'preferences');
+    await p.fill('#plan-text', 'Sam looks after the cat');
+    await p.selectOption('#words_of', { label: 'Alex Smith (the person)' });
+    await check(p, '26-plan-new');
+    await clickAndLoad(p, p.getByRole('button', { name: 'Add to the plan' }));
+    await p.getByText('Added to the crisis plan').waitFor();
+    await clickAndLoad(p, p.locator('#crisis-plan ~ ul a', { hasText: 'Change' }).first());
+    await p.fill('#plan-text', 'Sam, or the neighbour at no. 4, looks after the cat');
+    await check(p, '27-plan-item');
+    await clickAndLoad(p, p.getByRole('button', { name: 'Save the new words' }));
+    await p.getByText('what it said before is kept').waitFor();
+    const plan = await p.locator('main').textContent();
+    assert.match(plan, /Sam, or the neighbour at no\. 4, looks after the cat/);
+    assert.match(plan, /What it said before/);
+    await p.fill('#review_on-day', '2');
+    await p.fill('#review_on-month', '1');
+    await p.fill('#review_on-year', '2026');
+    await clickAndLoad(p, p.getByRole('button', { name: 'Save review date' }));
+    await p.getByText('To be reviewed by 2 January 2026.').waitFor();
+    await check(p, '28-case-with-plan');
+    await p.goto(`${robin.base}/today`);
+    const row = p.locator('#today tr[data-kind=review_due]');
+    assert.match(await row.textContent(), /Review due/);
+    await check(p, '29-needs-attention-review');
+  });
+
   await t.test('no page has a serious or critical accessibility violation', () => {
     assert.deepEqual(violations, []);
   });
