@@ -65,6 +65,7 @@ pub fn bundle(view: &CaseView, accesses: &[Access]) -> Value {
     b.meetings();
     b.decisions();
     b.crisis_plan();
+    b.team_notes();
     b.accesses(accesses);
     let case = rid(&view.case_id);
     prune(json!({
@@ -848,6 +849,71 @@ impl<'a> Builder<'a> {
             }
         }
         (attesters, lines)
+    }
+
+    // ------------------------------------------------------------------------ team notes
+
+    /// Each home-visit safety note and safeguarding concern as a `Flag` (category text
+    /// "Safety"): the kind and the words as its code text, who wrote it as author; a note in
+    /// error is `entered-in-error`, one on the wrong person's record holds only its mark. A note
+    /// withheld from the person's copy says so, with who asked and who confirmed, in its
+    /// narrative (the trust's record holds it in full).
+    fn team_notes(&mut self) {
+        let v = self.view;
+        for n in &v.team_notes {
+            let id = rid(n.meta.id);
+            let kind = n
+                .kind
+                .known()
+                .map(|k| k.label().to_string())
+                .unwrap_or_else(|| n.kind.to_string());
+            let mut lines = vec![error_line(&n.meta, "note")];
+            if n.meta.withheld() {
+                self.add(json!({
+                    "resourceType": "Flag",
+                    "id": id,
+                    "meta": profile("Flag"),
+                    "text": narrative("additional", &lines),
+                    "identifier": record_identifier(n.meta.id),
+                    "status": "entered-in-error",
+                    "code": { "text": "note" },
+                    "subject": self.patient_ref(),
+                }));
+                continue;
+            }
+            if let Some(w) = n.withholding.as_ref().filter(|w| w.in_force()) {
+                lines.push(format!(
+                    "Withheld from the person's copy: asked by {} ({}), confirmed by {}.",
+                    w.by.as_ref()
+                        .map(|a| a.practitioner_name.as_str())
+                        .unwrap_or("?"),
+                    w.reason,
+                    w.confirmed_by
+                        .as_ref()
+                        .map(|a| a.practitioner_name.as_str())
+                        .unwrap_or("?")
+                ));
+            }
+            let author = n.meta.created_by.as_ref().map(|a| self.author_ref(a));
+            let status = if n.meta.entered_in_error.is_some() {
+                "entered-in-error"
+            } else {
+                "active"
+            };
+            self.add(json!({
+                "resourceType": "Flag",
+                "id": id,
+                "meta": profile("Flag"),
+                "text": narrative("additional", &lines),
+                "identifier": record_identifier(n.meta.id),
+                "status": status,
+                "category": [{ "text": "Safety" }],
+                "code": { "text": format!("{kind}: {}", n.text) },
+                "subject": self.patient_ref(),
+                "period": { "start": date_time(&n.meta.created_at) },
+                "author": author,
+            }));
+        }
     }
 
     // ------------------------------------------------------------------------ crisis plan

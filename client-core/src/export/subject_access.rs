@@ -22,6 +22,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Everything held about the person, machine-readable.
 pub fn json(view: &CaseView, accesses: &[Access]) -> Value {
     let accesses = &super::access::without_withheld_names(view, accesses);
+    // Notes two practitioners withheld from the person: listed as withheld, without their words
+    // or the reason.
+    let mut redacted = view.clone();
+    crate::model::team_notes::redact_for_person(&mut redacted);
+    let view = &redacted;
     let names = Names::of(view);
     let mut out = Map::new();
     out.insert("format".into(), json!(FORMAT));
@@ -53,12 +58,33 @@ pub fn json(view: &CaseView, accesses: &[Access]) -> Value {
         Value::Object(participants(view, &names)),
     );
     out.insert("entries_in_error".into(), json!(in_error(view)));
+    out.insert("withheld_from_person".into(), json!(withheld(view)));
     Value::Object(out)
 }
 
 /// The readable form of the subject-access export: the person's copy.
 pub fn html(view: &CaseView, accesses: &[Access]) -> String {
     super::person_copy::html(view, accesses)
+}
+
+/// The notes withheld from the person: what kind, when written, who asked and who agreed, when.
+fn withheld(view: &CaseView) -> Vec<Value> {
+    view.team_notes
+        .iter()
+        .filter(|n| n.withheld_from_person())
+        .map(|n| {
+            let w = n.withholding.as_ref().expect("withheld means asked");
+            json!({
+                "id": n.meta.id,
+                "kind": n.kind,
+                "written_at": n.meta.created_at,
+                "asked_by": w.by.as_ref().map(|a| &a.practitioner_name),
+                "asked_at": w.at,
+                "confirmed_by": w.confirmed_by.as_ref().map(|a| &a.practitioner_name),
+                "confirmed_at": w.confirmed_at,
+            })
+        })
+        .collect()
 }
 
 fn participants(view: &CaseView, names: &Names) -> Map<String, Value> {

@@ -25,6 +25,8 @@ pub(crate) struct Rich {
 
 /// The notes of a meeting recorded on the wrong person's record: no copy may contain them.
 pub(crate) const WITHHELD_NOTES: &str = "Notes about Zofia Another-Person.";
+/// A safeguarding concern two practitioners withheld from the person's copy (schema 3).
+pub(crate) const WITHHELD_CONCERN: &str = "Concern about the partner's visits, raised by the GP";
 /// Words added to the first meeting's notes after its read-back.
 pub(crate) const ADDED_AFTER: &str = "She also mentioned her cat.";
 
@@ -395,7 +397,8 @@ pub(crate) fn accesses() -> Vec<crate::export::Access> {
 /// Schema 3's additions to the rich case: a psychiatrist in the care team, a held meeting with
 /// a peer support worker and a psychiatrist noted from the team list, and a decision the team
 /// took while the person disagreed, and a crisis plan (an item in Maria's words agreed at the
-/// visit and changed once, one in her sister's words, a review date).
+/// visit and changed once, one in her sister's words, a review date), a home-visit safety note,
+/// and a safeguarding concern withheld from her copy by two practitioners.
 pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
     let peer = StaffMember {
         practitioner: "7d1f2c1e-3a4b-4c5d-8e6f-0a1b2c3d4e5f".parse().unwrap(),
@@ -484,6 +487,22 @@ pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
     .unwrap();
     doc.set_plan_review(time::macros::date!(2026 - 06 - 20))
         .unwrap();
+    doc.add_team_note(
+        TeamNoteKind::HomeVisitSafety,
+        "Large dog at the address: visit in pairs, ring first",
+    )
+    .unwrap();
+    let concern = doc
+        .add_team_note(TeamNoteKind::Safeguarding, WITHHELD_CONCERN)
+        .unwrap();
+    doc.request_withholding(
+        &concern,
+        "Telling Maria before the strategy meeting puts her at risk",
+    )
+    .unwrap();
+    let mut second = CaseDoc::load(&doc.save(), Some(author("Lee Second"))).unwrap();
+    second.confirm_withholding(&concern).unwrap();
+    doc.automerge_mut().merge(second.automerge_mut()).unwrap();
     doc.set_decision_status(
         &assessment,
         DecisionStatus::TeamDecided,

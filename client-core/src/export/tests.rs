@@ -903,4 +903,49 @@ fn export_copies_carry_staff_roles_and_the_teams_decision() {
     let html = one_line(&copy.html());
     assert!(html.contains("The safety and crisis plan"), "{html}");
     assert!(html.contains("no. 4, looks after the cat"));
+    assert!(
+        !html.contains("Large dog"),
+        "the team's notes are not in a network copy"
+    );
+
+    // The team's notes: the safety note in the person's copy; the concern two practitioners
+    // withheld is listed as withheld, without its words or the reason, in every copy for the
+    // person; the trust's FHIR holds it in full.
+    let wanted = super::testcase::WITHHELD_CONCERN;
+    assert!(copy_has(&copy_of(&view), "Large dog at the address"));
+    for person_facing in [
+        copy_of(&view),
+        one_line(&super::subject_access::html(&view, &accesses())),
+        super::subject_access::json(&view, &accesses()).to_string(),
+    ] {
+        assert!(!person_facing.contains(wanted), "withheld words leaked");
+        assert!(
+            !person_facing.contains("strategy meeting"),
+            "the reason leaked"
+        );
+    }
+    assert!(copy_of(&view).contains("is withheld from this copy"));
+    assert!(copy_of(&view).contains("except what two practitioners agreed to withhold"));
+    let sar = super::subject_access::json(&view, &accesses());
+    let listed = sar["withheld_from_person"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["kind"], "safeguarding");
+    assert_eq!(listed[0]["confirmed_by"], "Lee Second");
+    let flags: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "Flag")
+        .collect();
+    assert_eq!(flags.len(), 2);
+    assert!(text.contains(wanted), "the trust's record holds it in full");
+}
+
+fn copy_of(view: &crate::model::view::CaseView) -> String {
+    one_line(&person_copy::html(view, &accesses()))
+}
+
+fn copy_has(copy: &str, words: &str) -> bool {
+    copy.contains(words)
 }

@@ -161,6 +161,7 @@ impl CaseDoc {
             // Schema 3: the plan, made with the case so every device adds to one map.
             let plan = d.put_object(ROOT, keys::CRISIS_PLAN, ObjType::Map)?;
             d.put_object(&plan, keys::ITEMS, ObjType::Map)?;
+            d.put_object(ROOT, keys::TEAM_NOTES, ObjType::Map)?;
             let timeline = d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?;
             let referral = new.referral.unwrap_or(t);
             d.put(
@@ -947,6 +948,11 @@ impl CaseDoc {
                 if let Some(e) = map_at(&self.doc, &c, &key) {
                     return Ok((e, kind));
                 }
+            }
+        }
+        for notes in super::team_notes::note_maps(&self.doc) {
+            if let Some(e) = map_at(&self.doc, &notes, &key) {
+                return Ok((e, "note"));
             }
         }
         for items in super::plan::plan_items(&self.doc) {

@@ -233,6 +233,14 @@ fn a_schema3_record_reads_in_full() {
     assert!(cat.current.as_ref().unwrap().text.contains("no. 4"));
     assert_eq!(cat.earlier[0].text, "Ana looks after the cat");
     assert_eq!(cat.current.as_ref().unwrap().meeting, Some(visit.meta.id));
+    assert_eq!(v.team_notes.len(), 2);
+    let withheld: Vec<_> = v
+        .team_notes
+        .iter()
+        .filter(|n| n.withheld_from_person())
+        .collect();
+    assert_eq!(withheld.len(), 1);
+    assert!(withheld[0].kind.is(TeamNoteKind::Safeguarding));
     let signs = plan.section(PlanSection::EarlySigns).next().unwrap();
     assert!(matches!(
         signs.current.as_ref().unwrap().words_of.known(),
@@ -420,8 +428,10 @@ fn the_view_json_of_every_fixture_is_as_369e3ec_wrote_it() {
         let view = load(&format!("{name}.automerge")).view();
         let timeline = crate::model::Timeline::from_view(&view);
         // Fields added since 369e3ec (the JSON may gain fields, never change one): a meeting's
-        // `staff` and the case's `crisis_plan` (schema 3), empty for these records.
+        // `staff`, the case's `crisis_plan` and `team_notes` (schema 3), empty for these records.
         let mut added_since = serde_json::to_value(&view).unwrap();
+        let notes = added_since.as_object_mut().unwrap().remove("team_notes");
+        assert_eq!(notes, Some(serde_json::json!([])), "{name}: no team notes");
         let plan = added_since.as_object_mut().unwrap().remove("crisis_plan");
         assert_eq!(
             plan,

@@ -64,3 +64,6 @@ pub const WORDS_OF: &str = "words_of";
 pub const MEETING: &str = "meeting";
 pub const REVIEWS: &str = "reviews";
 pub const ON: &str = "on";
+pub const TEAM_NOTES: &str = "team_notes";
+pub const WITHHOLDING: &str = "withholding";
+pub const WITHHOLDING_CONFIRMED: &str = "withholding_confirmed";

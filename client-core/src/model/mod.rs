@@ -28,6 +28,7 @@ pub mod plan;
 mod read;
 pub mod readback;
 pub mod schema;
+pub mod team_notes;
 pub mod timeline;
 mod types;
 pub mod view;
@@ -40,6 +41,8 @@ mod plan_tests;
 #[cfg(test)]
 mod staff_tests;
 #[cfg(test)]
+mod team_notes_tests;
+#[cfg(test)]
 mod tests;
 
 pub use conflicts::{Conflict, ConflictValue};
@@ -48,6 +51,7 @@ pub use figures::CaseFigures;
 pub use local_time::LocalZone;
 pub use plan::{CrisisPlanView, PlanItemView, PlanReviewView, PlanVersionView};
 pub use schema::{validate_document, SchemaError};
+pub use team_notes::{TeamNoteView, WithholdingView};
 pub use timeline::{short, EventKind, Names, Timeline, TimelineEvent};
 pub use types::*;
 pub use view::CaseView;
@@ -149,6 +153,9 @@ pub enum ModelError {
     /// and a reason.
     #[error("{0}")]
     TeamDecision(&'static str),
+    /// Withholding a note from the person's copy was asked or confirmed out of turn.
+    #[error("{0}")]
+    Withholding(&'static str),
     /// The member has already left the network.
     #[error("network member {id} already left on {left}")]
     AlreadyLeft {

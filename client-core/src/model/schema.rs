@@ -35,7 +35,9 @@ pub use super::keys;
 ///   server's team list had them), the care role `psychiatrist`, the decision status
 ///   `team_decided` (taken by the team while the person disagrees, every position kept), and the
 ///   safety and crisis plan (`crisis_plan`: items by section, each with every version of its
-///   words, and the review dates).
+///   words, and the review dates), and the team's safety notes (`team_notes`: home-visit
+///   safety notes and safeguarding concerns, each withheld from the person's copy only when
+///   one practitioner asked with a reason and a second confirmed).
 pub const SCHEMA_VERSION: u64 = 3;
 
 /// Why a document is not a valid case record: each problem with the path where it was found.
@@ -455,7 +457,7 @@ impl<D: ReadDoc> Validator<'_, D> {
                 keys::MEETINGS,
                 keys::DECISIONS,
             ],
-            &[keys::CRISIS_PLAN],
+            &[keys::CRISIS_PLAN, keys::TEAM_NOTES],
         );
         self.field(&r, "case", keys::CASE_ID, Kind::Uuid);
         self.field(&r, "case", keys::TEAM_ID, Kind::Uuid);
@@ -508,6 +510,13 @@ impl<D: ReadDoc> Validator<'_, D> {
             is::<uuid::Uuid>,
             Self::decision,
         );
+        self.collection(
+            &r,
+            "case",
+            keys::TEAM_NOTES,
+            is::<uuid::Uuid>,
+            Self::team_note,
+        );
         self.maps(&r, "case", keys::CRISIS_PLAN, |v, plan, p| {
             v.keys(plan, p, &[], &[keys::ITEMS, keys::REVIEWS]);
             v.collection(plan, p, keys::ITEMS, is::<uuid::Uuid>, Self::plan_item);
@@ -517,6 +526,35 @@ impl<D: ReadDoc> Validator<'_, D> {
                 v.field(r, p, keys::AT, Kind::Timestamp);
                 v.maps(r, p, keys::BY, |v, a, p| v.author(a, p));
             });
+        });
+    }
+
+    /// A safety note or safeguarding concern (schema 3), with its withholding if asked.
+    fn team_note(&mut self, e: &ObjId, p: &str) {
+        self.keys(
+            e,
+            p,
+            &[keys::KIND, keys::TEXT, keys::CREATED_AT, keys::CREATED_BY],
+            &[
+                keys::WITHHOLDING,
+                keys::WITHHOLDING_CONFIRMED,
+                keys::ENTERED_IN_ERROR,
+                keys::WRONG_PERSON,
+            ],
+        );
+        self.entry_common(e, p);
+        self.field(e, p, keys::KIND, Kind::Choice(is::<TeamNoteKind>));
+        self.field(e, p, keys::TEXT, LONG_REQ);
+        self.maps(e, p, keys::WITHHOLDING, |v, w, p| {
+            v.keys(w, p, &[keys::REASON, keys::BY, keys::AT], &[]);
+            v.field(w, p, keys::REASON, LONG_REQ);
+            v.field(w, p, keys::AT, Kind::Timestamp);
+            v.maps(w, p, keys::BY, |v, a, p| v.author(a, p));
+        });
+        self.maps(e, p, keys::WITHHOLDING_CONFIRMED, |v, c, p| {
+            v.keys(c, p, &[keys::BY, keys::AT], &[]);
+            v.field(c, p, keys::AT, Kind::Timestamp);
+            v.maps(c, p, keys::BY, |v, a, p| v.author(a, p));
         });
     }
 

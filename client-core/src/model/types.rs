@@ -197,6 +197,27 @@ impl CareRole {
 }
 
 vocabulary!(
+    /// A note the team writes for safety (schema 3). Shown to the person unless withheld by two
+    /// practitioners.
+    TeamNoteKind, "note kind", {
+        /// A home-visit safety note (lone working).
+        HomeVisitSafety => "home_visit_safety",
+        /// A safeguarding concern.
+        Safeguarding => "safeguarding",
+    }
+);
+
+impl TeamNoteKind {
+    /// As a person reads it.
+    pub fn label(self) -> &'static str {
+        match self {
+            TeamNoteKind::HomeVisitSafety => "Home-visit safety note",
+            TeamNoteKind::Safeguarding => "Safeguarding concern",
+        }
+    }
+}
+
+vocabulary!(
     /// A section of the safety and crisis plan, after the PRSB crisis-plan standard (schema 3).
     PlanSection, "crisis plan section", {
         /// Early signs that a crisis may be coming.

@@ -384,6 +384,9 @@ pub struct CaseView {
     /// The safety and crisis plan (schema 3; empty for a case without one).
     #[serde(default)]
     pub crisis_plan: super::plan::CrisisPlanView,
+    /// Home-visit safety notes and safeguarding concerns, oldest first (schema 3).
+    #[serde(default)]
+    pub team_notes: Vec<super::team_notes::TeamNoteView>,
 }
 
 /// The attribution of entry `id` at `o`, and its mark if it was entered in error.
@@ -476,6 +479,7 @@ impl CaseDoc {
             decisions: decisions(d),
             conflicts: self.conflicts(),
             crisis_plan: super::plan::crisis_plan(d),
+            team_notes: super::team_notes::team_notes(d),
         };
         withhold(&mut view);
         view
@@ -814,6 +818,7 @@ fn withhold(v: &mut CaseView) {
         }
     }
     super::plan::withhold(&mut v.crisis_plan, &mut ids);
+    super::team_notes::withhold(&mut v.team_notes, &mut ids);
     if !ids.is_empty() {
         v.conflicts.retain(|c| {
             !c.field.split('.').any(|part| {

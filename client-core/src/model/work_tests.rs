@@ -48,6 +48,7 @@ fn case() -> CaseView {
         decisions: vec![],
         conflicts: vec![],
         crisis_plan: Default::default(),
+        team_notes: vec![],
     }
 }
 

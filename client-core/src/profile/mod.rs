@@ -489,6 +489,7 @@ impl Profile {
             ids.extend(d.actions.iter().map(|a| a.meta.id.to_string()));
         }
         ids.extend(view.crisis_plan.items.iter().map(|i| i.meta.id.to_string()));
+        ids.extend(view.team_notes.iter().map(|n| n.meta.id.to_string()));
         let unknown = || ProfileError::UnknownEntry {
             id: given.to_string(),
             case: case.to_string(),

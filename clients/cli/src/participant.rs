@@ -149,6 +149,7 @@ mod tests {
             decisions: vec![],
             conflicts: vec![],
             crisis_plan: Default::default(),
+            team_notes: vec![],
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use automerge::AutoCommit;
 use polyphony_core::export::access::AccessKind;
-use polyphony_core::model::{schema, Author};
+use polyphony_core::model::{schema, team_notes, Author};
 use polyphony_core::sync::{
     prepare, ApplyError, Colleague, ErrorCode, Frame, PeerSync, Prepared, Reply, SessionMode, Wiped,
 };
@@ -763,6 +763,8 @@ impl Session {
         }
         let new_changes = prepared.new_changes;
         let actors = written_by(&prepared.actors);
+        // A note withheld from the person's copy is audited as such (see model::team_notes).
+        let withheld_before = (new_changes > 0).then(|| team_notes::withheld_ids(&c.doc));
         // With no new changes the ticket covers every write so far: the heads may include other
         // sessions' writes, claimed only once those are durable too.
         let mut ticket = match self
@@ -784,7 +786,18 @@ impl Session {
             Reply::full(&mut c.doc, &mut peer)
         };
         let relationship = relationship(&c.doc, &self.practitioner);
+        let newly_withheld: Vec<String> = match &withheld_before {
+            Some(before) => team_notes::withheld_notes(&c.doc)
+                .iter()
+                .filter(|n| !before.contains(&n.meta.id))
+                .map(team_notes::withheld_audit_line)
+                .collect(),
+            None => Vec::new(),
+        };
         drop(c);
+        for line in newly_withheld {
+            ticket = ticket.max(self.written(case, line));
+        }
         let mut unaudited = None;
         if reply.sends_changes() && !self.read_audited.contains(&case) {
             // The read is in the audit log before the data leaves: the reply waits for this

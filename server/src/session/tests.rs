@@ -870,3 +870,83 @@ fn the_team_list_is_welcomed_and_sent_again_live_when_it_changes() {
 
     assert!(sent(&mut old).is_empty(), "a device without the feature");
 }
+
+/// A second device of the team enrolled for a new practitioner of North.
+fn colleague(f: &Fixture, name: &str, seed: u8) -> (Device, Practitioner, Author) {
+    let p = f
+        .shared
+        .registry
+        .add_practitioner(name, f.north)
+        .expect("practitioner");
+    let code = f
+        .shared
+        .registry
+        .create_enrolment(p.id, [seed; 32], time::Duration::hours(1))
+        .expect("code");
+    let (device, p) = f
+        .shared
+        .registry
+        .redeem_enrolment(
+            code.token(),
+            polyphony_core::DeviceId::random(),
+            "tablet",
+            [seed + 1; 32],
+        )
+        .expect("enrolled");
+    let author = Author {
+        practitioner: p.id,
+        practitioner_name: p.name.clone(),
+        device: device.id,
+    };
+    (device, p, author)
+}
+
+/// A note withheld from the person's copy is audited when the server receives the second
+/// practitioner's confirmation (who asked, who confirmed; never the words), and only then: the
+/// request alone, and the note itself, are ordinary writes.
+#[test]
+fn a_note_withheld_from_the_person_is_audited_when_confirmed() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    let mut sams = CaseDoc::load(&doc.save(), Some(f.author())).expect("loads");
+    let note = sams
+        .add_team_note(
+            polyphony_core::model::TeamNoteKind::Safeguarding,
+            "Concern words",
+        )
+        .expect("note");
+    sams.request_withholding(&note, "The reason")
+        .expect("asked");
+    let mut doc = sams.into_automerge();
+    let mut sam = f.connect();
+    assert_eq!(refusals(&sam.settle(case, &mut doc)), (false, vec![]));
+    let withheld_lines = |f: &Fixture| -> Vec<String> {
+        f.shared
+            .audit
+            .entries(Some(case))
+            .expect("entries")
+            .into_iter()
+            .map(|r| r.event.detail)
+            .filter(|d| d.contains("withheld from the person's copy"))
+            .collect()
+    };
+    assert!(withheld_lines(&f).is_empty(), "asked is not withheld");
+
+    let (kims_device, kim, kim_author) = colleague(&f, "Kim", 5);
+    let mut kims_doc = CaseDoc::load(&doc.save(), Some(kim_author)).expect("loads");
+    kims_doc.confirm_withholding(&note).expect("confirmed");
+    let mut kims_doc = kims_doc.into_automerge();
+    let mut kims = Device1 {
+        session: Session::new(f.shared.clone(), 2, kims_device, kim, SessionMode::Normal),
+        state: State::new(),
+    };
+    assert_eq!(refusals(&kims.settle(case, &mut kims_doc)), (false, vec![]));
+    let lines = withheld_lines(&f);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(&note.to_string()));
+    assert!(lines[0].contains("asked by Sam") && lines[0].contains("confirmed by Kim"));
+    assert!(!lines[0].contains("Concern words") && !lines[0].contains("The reason"));
+    // Syncing again withholds nothing new, so audits nothing new.
+    assert_eq!(refusals(&kims.settle(case, &mut kims_doc)), (false, vec![]));
+    assert_eq!(withheld_lines(&f).len(), 1);
+}

@@ -158,8 +158,18 @@ fn possessive(name: &str) -> String {
 /// Lay out the whole copy.
 pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
     let accesses = &super::access::without_withheld_names(view, accesses);
+    // Notes two practitioners withheld from the person: listed, without their words.
+    let mut redacted = view.clone();
+    crate::model::team_notes::redact_for_person(&mut redacted);
+    let view = &redacted;
     let names = Names::of(view);
     let who = names.person().to_string();
+    let left_out = if view.team_notes.iter().any(|n| n.withheld_from_person()) {
+        "Nothing has been left out, except what two practitioners agreed to withhold for \
+         safety, which is listed where it would be."
+    } else {
+        "Nothing has been left out."
+    };
     let mut l = Layout {
         title: format!("{} record", possessive(&who)),
         ..Default::default()
@@ -169,7 +179,7 @@ pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
         Style::Body,
         format!(
             "This is a copy of everything the Open Dialogue team has written down with {who} and the \
-             people {who} chose to bring. Nothing has been left out. Where something was written by \
+             people {who} chose to bring. {left_out} Where something was written by \
              mistake, it has not been deleted: it is crossed out, with who marked it, when and why. \
              Anything written here that was about someone else has been taken out, and a note says \
              so. If anything here is wrong or missing, please tell the team."
@@ -181,6 +191,7 @@ pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
     network(&mut l, view, &names);
     care_team(&mut l, view);
     crisis_plan(&mut l, view, &names, "Your safety and crisis plan");
+    team_notes(&mut l, view);
     meetings(&mut l, view, &names);
     decisions(&mut l, view, &names);
     conflicts(&mut l, view);
@@ -292,6 +303,50 @@ fn care_team(l: &mut Layout, v: &CaseView) {
         text.push('.');
         l.push(Style::Body, text, struck);
         l.error(&c.meta.entered_in_error, "entry");
+    }
+}
+
+/// The team's safety notes and safeguarding concerns, shown to the person like everything else;
+/// one withheld from them by two practitioners is listed as withheld, with who and when.
+fn team_notes(l: &mut Layout, v: &CaseView) {
+    if v.team_notes.is_empty() {
+        return;
+    }
+    l.push(Style::Heading, "Notes about safety", false);
+    for n in &v.team_notes {
+        if l.withheld(&n.meta, "note") {
+            continue;
+        }
+        let kind = match n.kind.known() {
+            Some(k) => k.label().to_string(),
+            None => n.kind.to_string(),
+        };
+        if n.withheld_from_person() {
+            let w = n.withholding.as_ref().expect("withheld means asked");
+            let who = |a: &Option<crate::model::AuthorView>| {
+                a.as_ref()
+                    .map(|a| a.practitioner_name.clone())
+                    .unwrap_or_else(|| "a practitioner".into())
+            };
+            l.push(
+                Style::Error,
+                format!(
+                    "{kind} written on {} is withheld from this copy: {} asked for it on {}, for a reason recorded in the record, and {} agreed on {}. You can ask the team about it.",
+                    plain::datetime_or(&n.meta.created_at),
+                    who(&w.by),
+                    plain::datetime_or(&w.at),
+                    who(&w.confirmed_by),
+                    plain::datetime_or(&w.confirmed_at)
+                ),
+                false,
+            );
+            continue;
+        }
+        let struck = n.meta.entered_in_error.is_some();
+        l.push(Style::Subheading, kind, struck);
+        l.push(Style::Body, n.text.clone(), struck);
+        l.written(&n.meta, struck);
+        l.error(&n.meta.entered_in_error, "note");
     }
 }
 
