@@ -70,9 +70,19 @@ impl CaseDoc {
             // person: the highest value counts.
             // Nor is a position history two devices started at once: the view reads every one of
             // them, so both stances are kept and shown, and there is nothing to choose.
+            // Nor are the containers two devices may each have made at once that the view reads
+            // all of, merged (schema 3: the crisis plan, its items and reviews, the team's notes,
+            // a meeting's staff notes): nothing in them is hidden, and there is nothing to pick.
+            let parent = path.rsplit('.').next().unwrap_or("");
+            let merged = values.iter().all(|(v, _)| matches!(v, Value::Object(_)))
+                && ((path.is_empty() && (key == keys::CRISIS_PLAN || key == keys::TEAM_NOTES))
+                    || (parent == keys::CRISIS_PLAN && (key == keys::ITEMS || key == keys::REVIEWS))
+                    || key == keys::STAFF
+                    || parent == keys::STAFF);
             let bookkeeping = (path.is_empty() && key == keys::SCHEMA_VERSION)
                 || key == keys::POSITION_HISTORY
-                || path.ends_with(keys::POSITION_HISTORY);
+                || path.ends_with(keys::POSITION_HISTORY)
+                || merged;
             if values.len() > 1 && !bookkeeping {
                 let values = values
                     .iter()

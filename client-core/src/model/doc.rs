@@ -161,6 +161,7 @@ impl CaseDoc {
             // Schema 3: the plan, made with the case so every device adds to one map.
             let plan = d.put_object(ROOT, keys::CRISIS_PLAN, ObjType::Map)?;
             d.put_object(&plan, keys::ITEMS, ObjType::Map)?;
+            d.put_object(&plan, keys::REVIEWS, ObjType::List)?;
             d.put_object(ROOT, keys::TEAM_NOTES, ObjType::Map)?;
             let timeline = d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?;
             let referral = new.referral.unwrap_or(t);
@@ -585,8 +586,8 @@ impl CaseDoc {
     }
 
     /// Mark a member of staff as present at (or absent from) a meeting, noting their name and
-    /// role as the team list has them (schema 3). A name and role noted before are replaced:
-    /// the meeting shows the newest, and the history keeps the earlier.
+    /// role as the team list has them (schema 3), unless the meeting noted them already: the
+    /// record keeps the capacity they were there in.
     pub fn set_staff_attendance(
         &mut self,
         meeting: &EntryId,
@@ -1036,13 +1037,15 @@ fn checked_staff(s: &StaffMember) -> Result<StaffMember, ModelError> {
     })
 }
 
-/// One member of staff under a meeting's `staff`: their name and role, in a map of its own.
+/// One member of staff under a meeting's `staff`: their name and role then, in a map of its
+/// own. Noted once: ticking or unticking them later keeps the role they were there in, whatever
+/// the team list says by then.
 fn put_staff(d: &mut AutoCommit, list: &ObjId, s: &StaffMember) -> Result<(), ModelError> {
     let key = s.practitioner.to_string();
-    let entry = match map_at(d, list, &key) {
-        Some(entry) => entry,
-        None => d.put_object(list, &key, ObjType::Map)?,
-    };
+    if map_at(d, list, &key).is_some() {
+        return Ok(());
+    }
+    let entry = d.put_object(list, &key, ObjType::Map)?;
     d.put(&entry, keys::NAME, s.name.as_str())?;
     d.put(&entry, keys::ROLE, s.role.as_str())?;
     Ok(())

@@ -209,21 +209,40 @@ fn put_version(
     Ok(())
 }
 
-/// Every concurrent `crisis_plan` map's `items`.
+/// Every `items` map of every concurrent `crisis_plan` map (two devices may each have made one).
 pub(super) fn plan_items(d: &impl ReadDoc) -> Vec<ObjId> {
+    every(d, keys::ITEMS, ObjType::Map)
+}
+
+/// Every object of type `t` under `key` in every concurrent plan map, winners first.
+fn every(d: &impl ReadDoc, key: &str, t: ObjType) -> Vec<ObjId> {
     plan_maps(d)
         .into_iter()
-        .filter_map(|plan| map_at(d, &plan, keys::ITEMS))
+        .flat_map(|plan| {
+            let mut all: Vec<ObjId> = d
+                .get_all(&plan, key)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(v, _)| matches!(v, Value::Object(x) if *x == t))
+                .map(|(_, id)| id)
+                .collect();
+            all.reverse();
+            all
+        })
         .collect()
 }
 
+/// Every concurrent `crisis_plan` map, the winner first.
 fn plan_maps(d: &impl ReadDoc) -> Vec<ObjId> {
-    d.get_all(ROOT, keys::CRISIS_PLAN)
+    let mut all: Vec<ObjId> = d
+        .get_all(ROOT, keys::CRISIS_PLAN)
         .unwrap_or_default()
         .into_iter()
         .filter(|(v, _)| matches!(v, Value::Object(ObjType::Map)))
         .map(|(_, id)| id)
-        .collect()
+        .collect();
+    all.reverse();
+    all
 }
 
 fn list_maps(d: &impl ReadDoc, l: &ObjId) -> Vec<ObjId> {
@@ -280,13 +299,9 @@ pub(super) fn crisis_plan(d: &impl ReadDoc) -> CrisisPlanView {
     items.sort_by(|a, b| {
         (rank(a), &a.meta.created_at, a.meta.id).cmp(&(rank(b), &b.meta.created_at, b.meta.id))
     });
-    let mut reviews: Vec<PlanReviewView> = plan_maps(d)
-        .into_iter()
-        .filter_map(|plan| match d.get(&plan, keys::REVIEWS) {
-            Ok(Some((Value::Object(ObjType::List), l))) => Some(list_maps(d, &l)),
-            _ => None,
-        })
-        .flatten()
+    let mut reviews: Vec<PlanReviewView> = every(d, keys::REVIEWS, ObjType::List)
+        .iter()
+        .flat_map(|l| list_maps(d, l))
         .map(|r| PlanReviewView {
             on: get_str(d, &r, keys::ON),
             by: author(d, &r, keys::BY),

@@ -241,6 +241,54 @@ fn plan_fields_are_validated() {
     assert!(e.contains("is not part of a case record"), "{e}");
 }
 
+/// Two devices set a plan's first review date at once, on a new case and on an older one whose
+/// plan map a review date made: both dates are kept (the history shows both), two devices then
+/// add the first items of the older case at once and both are kept, and none of this is listed
+/// as a conflict for a person to resolve (nothing is hidden, nothing to pick).
+#[test]
+fn review_dates_and_first_items_set_at_once_are_all_kept_and_no_conflict_is_shown() {
+    for older in [false, true] {
+        let sam = author("Sam");
+        let (mut case, _) = maria_with_ana(&sam);
+        if older {
+            case.automerge_mut().delete(ROOT, keys::CRISIS_PLAN).unwrap();
+            case.automerge_mut().commit();
+        }
+        let mut other = CaseDoc::load(&case.save(), Some(author("Kit"))).unwrap();
+        case.set_plan_review(parse_date("r", "2026-04-01").unwrap())
+            .unwrap();
+        other
+            .set_plan_review(parse_date("r", "2026-04-02").unwrap())
+            .unwrap();
+        case.automerge_mut().merge(other.automerge_mut()).unwrap();
+        let mut other = CaseDoc::load(&case.save(), Some(author("Kit"))).unwrap();
+        let a = case
+            .add_plan_item(PlanSection::WhatHelps, "Walks", Participant::Person, None)
+            .unwrap();
+        let b = other
+            .add_plan_item(PlanSection::WhatHelps, "Music", Participant::Person, None)
+            .unwrap();
+        case.automerge_mut().merge(other.automerge_mut()).unwrap();
+        validate_document(case.automerge()).unwrap();
+        let v = reload(&mut case);
+        let ons: Vec<&str> = v
+            .crisis_plan
+            .reviews
+            .iter()
+            .filter_map(|r| r.on.as_deref())
+            .collect();
+        assert!(ons.contains(&"2026-04-01") && ons.contains(&"2026-04-02"), "older {older}: {ons:?}");
+        let ids: Vec<EntryId> = v.crisis_plan.items.iter().map(|i| i.meta.id).collect();
+        assert!(ids.contains(&a) && ids.contains(&b), "older {older}");
+        assert!(v.conflicts.is_empty(), "older {older}: {:?}", v.conflicts);
+        // Each item can still be changed, whichever map it is in.
+        case.revise_plan_item(&a, "Long walks", Participant::Person, None)
+            .unwrap();
+        case.revise_plan_item(&b, "Loud music", Participant::Person, None)
+            .unwrap();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 

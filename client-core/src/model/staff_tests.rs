@@ -102,6 +102,29 @@ fn staff_noted_at_once_on_two_devices_are_all_shown() {
     let names: Vec<&str> = shown.staff.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"Jo") && names.contains(&"Ade"), "{names:?}");
     assert_eq!(shown.attendees.len(), 3);
+    assert!(v.conflicts.is_empty(), "nothing to pick: {:?}", v.conflicts);
+}
+
+/// Ticking someone again later keeps the role the meeting noted for them: Jo was there as a
+/// peer support worker in March, whatever the team list says in June.
+#[test]
+fn a_role_noted_at_a_meeting_is_kept_when_attendance_is_changed_later() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let jo = staff("Jo", StaffRole::PeerSupport);
+    let m = case
+        .add_meeting_with(meeting(vec![p(&jo)]), std::slice::from_ref(&jo))
+        .unwrap();
+    let later = StaffMember {
+        role: StaffRole::Practitioner,
+        ..jo.clone()
+    };
+    case.set_staff_attendance(&m, &later, false).unwrap();
+    case.set_staff_attendance(&m, &later, true).unwrap();
+    let v = case.view();
+    let shown = v.meetings.iter().find(|x| x.meta.id == m).unwrap();
+    assert_eq!(shown.staff.len(), 1);
+    assert!(shown.staff[0].role.is(StaffRole::PeerSupport));
 }
 
 #[test]

@@ -622,7 +622,9 @@ fn meeting(d: &AutoCommit, id: EntryId, m: &ObjId) -> MeetingView {
 /// noted staff on a meeting recorded before schema 3 may each have made one).
 fn staff(d: &AutoCommit, m: &ObjId) -> Vec<StaffView> {
     let mut out: Vec<StaffView> = Vec::new();
-    for (value, list) in d.get_all(m, keys::STAFF).unwrap_or_default() {
+    // The winning map first (automerge lists concurrent values oldest operation first), so a
+    // practitioner noted in both shows as the winner has them.
+    for (value, list) in d.get_all(m, keys::STAFF).unwrap_or_default().into_iter().rev() {
         if !matches!(value, automerge::Value::Object(automerge::ObjType::Map)) {
             continue;
         }
