@@ -476,6 +476,8 @@ impl Registry {
             &practitioner,
         )?;
         tracing::info!(practitioner = %practitioner.id, %team, "practitioner added");
+        // The team list changed: connected devices of the team receive the new one.
+        self.access_changed();
         Ok(practitioner)
     }
 

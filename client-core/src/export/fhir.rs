@@ -933,6 +933,12 @@ impl<'a> Builder<'a> {
         let mut activities = Vec::new();
         for item in &plan.items {
             activities.push(self.plan_activity(item));
+            // Who wrote each item, and who marked it in error: as for every other entry.
+            self.entry_provenance(
+                &item.meta,
+                vec![reference(&id, "Safety and crisis plan")],
+                "crisis plan item",
+            );
         }
         let mut notes = Vec::new();
         if let Some(on) = &plan.review_on {
@@ -974,9 +980,28 @@ impl<'a> Builder<'a> {
             } else {
                 "Before"
             };
+            let written =
+                x.by.as_ref()
+                    .map(|a| format!("; written down by {}", a.practitioner_name))
+                    .unwrap_or_default();
+            let agreed = x
+                .meeting
+                .and_then(|m| self.view.meetings.iter().find(|mt| mt.meta.id == m))
+                .map(|m| {
+                    format!(
+                        "; agreed at the network meeting on {} (Encounter {})",
+                        plain::datetime_or(&m.at),
+                        urn(&rid(m.meta.id))
+                    )
+                })
+                .unwrap_or_default();
             let mut note = json!({
                 "time": date_time(&x.at),
-                "text": format!("{what}, in the words of {}: {}", self.names.name(&x.words_of), x.text),
+                "text": format!(
+                    "{what}, in the words of {}{written}{agreed}: {}",
+                    self.names.name(&x.words_of),
+                    x.text
+                ),
             });
             if let Some(r) = self.participant_ref(&x.words_of) {
                 note["authorReference"] = r;

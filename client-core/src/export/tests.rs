@@ -822,6 +822,17 @@ fn export_copies_carry_staff_roles_and_the_teams_decision() {
     let bundle = fhir::bundle(&view, &accesses());
     let errors = schema_errors(&bundle);
     assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let urls: BTreeSet<String> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["fullUrl"].as_str().unwrap().to_string())
+        .collect();
+    let mut refs = Vec::new();
+    references(&bundle, &mut refs);
+    for r in &refs {
+        assert!(urls.contains(r), "{r} does not resolve inside the Bundle");
+    }
     let text = bundle.to_string();
     assert!(
         text.contains(r#"{"text":"peer support worker"}"#),

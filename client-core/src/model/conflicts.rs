@@ -76,7 +76,8 @@ impl CaseDoc {
             let parent = path.rsplit('.').next().unwrap_or("");
             let merged = values.iter().all(|(v, _)| matches!(v, Value::Object(_)))
                 && ((path.is_empty() && (key == keys::CRISIS_PLAN || key == keys::TEAM_NOTES))
-                    || (parent == keys::CRISIS_PLAN && (key == keys::ITEMS || key == keys::REVIEWS))
+                    || (parent == keys::CRISIS_PLAN
+                        && (key == keys::ITEMS || key == keys::REVIEWS))
                     || key == keys::STAFF
                     || parent == keys::STAFF);
             let bookkeeping = (path.is_empty() && key == keys::SCHEMA_VERSION)

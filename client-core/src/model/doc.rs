@@ -798,6 +798,7 @@ impl CaseDoc {
             .iter()
             .find(|p| p.participant.is(Participant::Person));
         let person_agrees = person.is_some_and(|p| p.stance.is(Stance::Agree));
+        let person_disagrees = person.is_some_and(|p| p.stance.is(Stance::Disagree));
         let note = note.map(str::trim).filter(|n| !n.is_empty());
         match status {
             DecisionStatus::Agreed if !person_agrees => return Err(ModelError::PersonHasNotAgreed),
@@ -810,6 +811,11 @@ impl CaseDoc {
             DecisionStatus::TeamDecided if person_agrees => {
                 return Err(ModelError::TeamDecision(
                     "the person agrees with this decision: record it as agreed",
+                ))
+            }
+            DecisionStatus::TeamDecided if !person_disagrees => {
+                return Err(ModelError::TeamDecision(
+                    "the person has not said they disagree: a decision is taken by the team alone only while the person disagrees, in the open",
                 ))
             }
             DecisionStatus::TeamDecided if note.is_none() => {

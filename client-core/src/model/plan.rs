@@ -19,7 +19,7 @@ use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, Value, ROOT};
 use serde::{Deserialize, Serialize};
 
 use super::doc::{obj_at, CaseDoc};
-use super::read::{author, get_str, map_at, ts};
+use super::read::{author, get_str, instant, map_at, ts};
 use super::schema::keys;
 use super::types::*;
 use super::ModelError;
@@ -281,6 +281,11 @@ pub(super) fn crisis_plan(d: &impl ReadDoc) -> CrisisPlanView {
                 }
                 _ => Vec::new(),
             };
+            // Two devices changing an item at once each append a version: the newest written
+            // (by its time, then its place in the list) stands, the others are listed before it.
+            // By the instant, not the text: RFC 3339 strings with fewer fraction digits do not
+            // sort as their times do ("…34.2Z" after "…34.25Z").
+            versions.sort_by_key(|v| instant(&v.at));
             let current = versions.pop();
             items.push(PlanItemView {
                 meta: super::view::meta(d, id, &e),
@@ -296,9 +301,7 @@ pub(super) fn crisis_plan(d: &impl ReadDoc) -> CrisisPlanView {
             .and_then(|s| PlanSection::ALL.iter().position(|x| *x == s))
             .unwrap_or(PlanSection::ALL.len())
     };
-    items.sort_by(|a, b| {
-        (rank(a), &a.meta.created_at, a.meta.id).cmp(&(rank(b), &b.meta.created_at, b.meta.id))
-    });
+    items.sort_by_key(|i| (rank(i), instant(&i.meta.created_at), i.meta.id));
     let mut reviews: Vec<PlanReviewView> = every(d, keys::REVIEWS, ObjType::List)
         .iter()
         .flat_map(|l| list_maps(d, l))
@@ -308,7 +311,7 @@ pub(super) fn crisis_plan(d: &impl ReadDoc) -> CrisisPlanView {
             at: ts(d, &r, keys::AT),
         })
         .collect();
-    reviews.sort_by(|a, b| a.at.cmp(&b.at));
+    reviews.sort_by_key(|r| instant(&r.at));
     CrisisPlanView {
         review_on: reviews.last().and_then(|r| r.on.clone()),
         items,
@@ -325,4 +328,6 @@ pub(super) fn withhold(plan: &mut CrisisPlanView, ids: &mut Vec<String>) {
         i.earlier.clear();
         i.section = Stored::Missing;
     }
+    // Last, so where a withheld item stood says nothing of which section it was in.
+    plan.items.sort_by_key(|i| i.meta.withheld());
 }

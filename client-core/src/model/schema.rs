@@ -573,6 +573,14 @@ impl<D: ReadDoc> Validator<'_, D> {
         );
         self.entry_common(e, p);
         self.field(e, p, keys::SECTION, Kind::Choice(is::<PlanSection>));
+        for (value, list) in self.all(e, keys::VERSIONS) {
+            if matches!(value, Value::Object(ObjType::List)) && self.d.length(&list) == 0 {
+                self.bad(
+                    &format!("{p}.{}", keys::VERSIONS),
+                    "must hold at least one version",
+                );
+            }
+        }
         self.list_of_maps(e, p, keys::VERSIONS, |v, x, p| {
             v.keys(
                 x,

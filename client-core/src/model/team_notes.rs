@@ -20,7 +20,7 @@ use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, Value, ROOT};
 use serde::{Deserialize, Serialize};
 
 use super::doc::CaseDoc;
-use super::read::{author, get_str, map_at, ts};
+use super::read::{author, get_str, instant, map_at, ts};
 use super::schema::keys;
 use super::types::*;
 use super::view::EntryMeta;
@@ -216,7 +216,7 @@ pub(super) fn team_notes(d: &impl ReadDoc) -> Vec<TeamNoteView> {
             });
         }
     }
-    out.sort_by(|a, b| (&a.meta.created_at, a.meta.id).cmp(&(&b.meta.created_at, b.meta.id)));
+    out.sort_by_key(|n| (instant(&n.meta.created_at), n.meta.id));
     out
 }
 

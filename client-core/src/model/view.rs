@@ -624,7 +624,12 @@ fn staff(d: &AutoCommit, m: &ObjId) -> Vec<StaffView> {
     let mut out: Vec<StaffView> = Vec::new();
     // The winning map first (automerge lists concurrent values oldest operation first), so a
     // practitioner noted in both shows as the winner has them.
-    for (value, list) in d.get_all(m, keys::STAFF).unwrap_or_default().into_iter().rev() {
+    for (value, list) in d
+        .get_all(m, keys::STAFF)
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+    {
         if !matches!(value, automerge::Value::Object(automerge::ObjType::Map)) {
             continue;
         }

@@ -586,6 +586,15 @@ fn the_crisis_plan_review_is_listed_once_its_date_has_come() {
     assert_eq!(review.due.as_deref(), Some("2026-01-15"));
     assert!(!review.shows_case_text());
     assert_eq!(review.kind_words(), "Review due");
+    // In summer, 23:30 UTC on the 14th is 00:30 on the 15th in the UK: due already.
+    v.crisis_plan.review_on = Some("2026-07-15".into());
+    let items = due_work(&v, Some(me), &LocalZone::uk(), utc("2026-07-14T23:30:00Z"));
+    let review = items.iter().find(|i| i.kind == WorkKind::ReviewDue);
+    assert_eq!(
+        review.map(|r| r.days_overdue),
+        Some(0),
+        "due on the UK date"
+    );
     v.crisis_plan.review_on = Some("in the spring".into());
     let r = reviews_due(&v, Some(me), utc("2026-01-17T09:00:00Z").date());
     assert!(r[0].due_unreadable, "listed, not dropped");

@@ -279,14 +279,18 @@ impl<'a> DeviceBooks<'a> {
         if kept.is_empty() {
             // The revocation mark stays: nothing more is written here until a new enrolment.
             self.store.delete_meta(NS_PROFILE, "enrolment")?;
+            // Nor does the team list: it names the borough's staff.
+            self.store.delete_meta(NS_PROFILE, COLLEAGUES_KEY)?;
         }
         self.store.flush()?;
         Ok(kept)
     }
 
-    /// Forget this device's enrolment (its records, and the mark that it is being revoked, stay).
+    /// Forget this device's enrolment and the team list (its records, and the mark that it is
+    /// being revoked, stay).
     pub fn forget_enrolment(&self) -> Result<(), StoreError> {
         self.store.delete_meta(NS_PROFILE, "enrolment")?;
+        self.store.delete_meta(NS_PROFILE, COLLEAGUES_KEY)?;
         self.store.flush()
     }
 

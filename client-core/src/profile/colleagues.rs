@@ -95,7 +95,12 @@ mod tests {
             .books()
             .record(&Action::Colleagues(second.clone()))
             .unwrap();
-        let last = Profile::from_store(home.path(), store).unwrap();
+        let last = Profile::from_store(home.path(), store.clone()).unwrap();
         assert_eq!(last.colleagues().unwrap(), second);
+
+        // A device that forgets its enrolment (revoked) forgets the team list with it.
+        last.books().forget_enrolment().unwrap();
+        let wiped = Profile::from_store(home.path(), store).unwrap();
+        assert!(wiped.colleagues().unwrap().is_empty());
     }
 }

@@ -1699,6 +1699,26 @@ async fn colleagues_from_the_team_list_are_offered_noted_and_counted() {
     assert!(joined.role.is(polyphony_core::model::CareRole::PeerSupport));
     let page = h.get(&format!("/case/{case}")).await;
     assert!(page.body.contains("Jo Peer, peer support worker"));
+    // Jo again: already in the care team, so nothing is added; an administrator's id posted
+    // without a chosen part is refused, as the form does not offer them.
+    for who in [&jo.practitioner, &pat.practitioner] {
+        let r = h
+            .post(
+                &format!("/case/{case}/care-team"),
+                &[("practitioner", &who.to_string()), ("role", "")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    }
+    assert_eq!(
+        h.app
+            .peek(case.parse().unwrap())
+            .await
+            .unwrap()
+            .care_team
+            .len(),
+        1
+    );
     // Someone not on the team list is refused, and nothing is written.
     let r = h
         .post(
@@ -1830,4 +1850,68 @@ async fn the_crisis_plan_is_written_changed_and_reviewed_in_the_app() {
     assert!(v.crisis_plan.items[0].meta.entered_in_error.is_some());
     let page = h.get(&format!("/case/{case}")).await;
     assert!(page.body.contains("app-in-error"));
+}
+
+/// A decision the team takes in the open while the person disagrees: refused with the reason
+/// shown until the person's disagreement and a reason are recorded, then shown as the team's
+/// decision with her position kept beside it.
+#[tokio::test]
+async fn a_team_decision_while_the_person_disagrees_keeps_her_position() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let r = h
+        .post(
+            &format!("/case/{case}/decisions"),
+            &[
+                ("text", "Ask for a Mental Health Act assessment"),
+                ("proposed_by", "person"),
+            ],
+        )
+        .await;
+    let decision = id_after(&r.location(), "/decision/");
+    let base = format!("/case/{case}/decision/{decision}");
+    let page = h.get(&base).await;
+    assert!(page
+        .body
+        .contains("Decided by the team while the person disagrees"));
+    let refused = h
+        .post(
+            &format!("{base}/status"),
+            &[("status", "team_decided"), ("note", "Risk tonight")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("position first"), "{}", refused.body);
+    let r = h
+        .post(
+            &format!("{base}/position"),
+            &[
+                ("who", "person"),
+                ("stance", "disagree"),
+                ("words", "I will not go to hospital"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let refused = h
+        .post(&format!("{base}/status"), &[("status", "team_decided")])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("say why"), "{}", refused.body);
+    let r = h
+        .post(
+            &format!("{base}/status"),
+            &[
+                ("status", "team_decided"),
+                ("note", "Risk to life tonight, said openly in the meeting"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get(&base).await;
+    assert!(page
+        .body
+        .contains("Decided by the team; the person disagrees"));
+    assert!(page.body.contains("I will not go to hospital"));
+    assert!(page.body.contains("Risk to life tonight"));
 }

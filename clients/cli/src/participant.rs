@@ -62,40 +62,60 @@ pub(crate) fn resolve(
             _ => return Err(ambiguous(g)),
         }
     }
-    // The full name, or else the first word(s) of one name only ("Sam" for "Sam Smith"), of a
-    // network member or a colleague.
-    let named: Vec<(String, Participant)> = view
+    // The full name, or else the first word(s) of one name only ("Sam" for "Sam Smith"), among
+    // the network and, apart, among the colleagues: a name that finds someone in both is
+    // ambiguous, however closely it matches either ("Sam" for a colleague Sam and a member Sam
+    // Smith), since picking the wrong one would put words or presence on the wrong person.
+    let members: Vec<(String, Participant)> = view
         .network
         .iter()
         .filter(|m| m.meta.entered_in_error.is_none())
         .map(|m| (m.name.to_lowercase(), Participant::Member(m.meta.id)))
-        .chain(colleagues.iter().map(|c| {
+        .collect();
+    let staff: Vec<(String, Participant)> = colleagues
+        .iter()
+        .map(|c| {
             (
                 c.name.to_lowercase(),
                 Participant::Practitioner(c.practitioner),
             )
-        }))
+        })
         .collect();
-    let mut by_name: Vec<Participant> = named
+    match (by_name(&members, &lower), by_name(&staff, &lower)) {
+        (Named::One(p), Named::None) | (Named::None, Named::One(p)) => Ok(p),
+        (Named::None, Named::None) => Err(unknown()),
+        _ => Err(ambiguous(g)),
+    }
+}
+
+enum Named {
+    None,
+    One(Participant),
+    Several,
+}
+
+/// Who among `named` the name `lower` names: the full name, or else the first word(s) of one.
+fn by_name(named: &[(String, Participant)], lower: &str) -> Named {
+    let mut found: Vec<Participant> = named
         .iter()
         .filter(|(name, _)| *name == lower)
         .map(|(_, p)| *p)
         .collect();
-    if by_name.is_empty() && !lower.is_empty() {
-        by_name = named
+    if found.is_empty() && !lower.is_empty() {
+        found = named
             .iter()
             .filter(|(name, _)| {
-                name.strip_prefix(&lower)
+                name.strip_prefix(lower)
                     .is_some_and(|rest| rest.starts_with(' '))
             })
             .map(|(_, p)| *p)
             .collect();
     }
-    by_name.dedup();
-    match by_name.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(unknown()),
-        _ => Err(ambiguous(g)),
+    found.dedup();
+    match found.as_slice() {
+        [] => Named::None,
+        [one] => Named::One(*one),
+        _ => Named::Several,
     }
 }
 
@@ -204,6 +224,16 @@ mod tests {
         );
         let e = resolve(&v, &team, me, "Alex").unwrap_err().to_string();
         assert!(e.contains("more than one"), "{e}");
+        // An exact colleague's name is still ambiguous with a member whose name it begins.
+        let sam = [colleague("Sam")];
+        let e = resolve(&v, &sam, me, "Sam").unwrap_err().to_string();
+        assert!(e.contains("more than one"), "{e}");
+        assert_eq!(
+            resolve(&v, &sam, me, "Sam Smith").unwrap(),
+            "member:11111111-0000-4000-8000-000000000001"
+                .parse()
+                .unwrap()
+        );
         assert_eq!(
             resolve(&v, &team, me, "Alex Byrne").unwrap(),
             Participant::Practitioner(team[1].practitioner)

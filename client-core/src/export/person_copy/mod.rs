@@ -394,6 +394,11 @@ pub(crate) fn crisis_plan(l: &mut Layout, v: &CaseView, names: &Names, heading: 
             continue;
         }
         let Some(now) = &item.current else {
+            l.push(
+                Style::Small,
+                "An item of the plan in the words of someone removed from this record.",
+                false,
+            );
             continue;
         };
         let heading = match item.section.known() {

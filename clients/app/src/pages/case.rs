@@ -10,7 +10,7 @@ use axum::{Extension, Form};
 use polyphony_core::model::view::{CaseView, DecisionView, MeetingView};
 use polyphony_core::model::Participant;
 use polyphony_core::model::{
-    CareRole, EventKind, ModelError, NewCase, PersonField, StaffRole, Timeline, TimelineField,
+    CareRole, EventKind, ModelError, NewCase, PersonField, Timeline, TimelineField,
 };
 use polyphony_core::profile::ProfileError;
 use polyphony_core::PractitionerId;
@@ -747,11 +747,42 @@ pub async fn add_me_to_care_team(
     let who: PractitionerId = who
         .parse()
         .map_err(|_| PageError::NotFound("the practitioner id is damaged".into()))?;
-    let role = match form.get("role").parse::<CareRole>() {
-        Ok(role) => role,
-        Err(_) => listed
-            .and_then(StaffRole::care_role)
-            .unwrap_or(CareRole::Practitioner),
+    let back = format!("/case/{case}#care-team");
+    let already = view
+        .care_team
+        .iter()
+        .any(|c| c.practitioner.is(who) && c.end.is_none() && c.meta.entered_in_error.is_none());
+    if already {
+        return Ok(done(
+            &app,
+            &session,
+            &format!("{name} is in the care team already"),
+            &back,
+        ));
+    }
+    let role = match (form.get("role").parse::<CareRole>(), listed) {
+        (Ok(role), _) => role,
+        (Err(_), Some(listed)) => match listed.care_role() {
+            Some(role) => role,
+            None => {
+                return Ok(done(
+                    &app,
+                    &session,
+                    &format!("{name} is an administrator on the team list, not part of a care team: choose their part to add them anyway"),
+                    &back,
+                ))
+            }
+        },
+        // Not on the team list with a role this version knows: only as chosen.
+        (Err(_), None) if !chosen.is_empty() => {
+            return Ok(done(
+                &app,
+                &session,
+                &format!("Choose {name}'s part in the care team"),
+                &back,
+            ))
+        }
+        (Err(_), None) => CareRole::Practitioner,
     };
     app.edit(case, |d| d.add_care_team(who, &name, role, None))
         .await?;
@@ -760,12 +791,7 @@ pub async fn add_me_to_care_team(
     } else {
         format!("{name} was added to the care team")
     };
-    Ok(done(
-        &app,
-        &session,
-        &said,
-        &format!("/case/{case}#care-team"),
-    ))
+    Ok(done(&app, &session, &said, &back))
 }
 
 const PERSON_FIELDS: [(PersonField, &str, &str); 9] = [

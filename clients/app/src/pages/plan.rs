@@ -72,6 +72,17 @@ fn attribution(app: &App, v: &CaseView, x: &PlanVersionView) -> String {
     )
 }
 
+/// A link to the meeting that agreed the words, if any.
+fn meeting_link(v: &CaseView, x: &PlanVersionView) -> String {
+    match x.meeting {
+        Some(m) if v.meetings.iter().any(|mt| mt.meta.id == m) => format!(
+            r#" <a href="/case/{}/meeting/{m}">See the meeting</a>"#,
+            esc(&v.case_id)
+        ),
+        _ => String::new(),
+    }
+}
+
 fn earlier_list(app: &App, v: &CaseView, item: &PlanItemView) -> String {
     if item.earlier.is_empty() {
         return String::new();
@@ -105,16 +116,37 @@ pub fn plan_section(app: &App, v: &CaseView, csrf: &str) -> String {
         r#"<p class="nhsuk-body" id="plan-review">{}</p>"#,
         esc(review)
     );
+    if plan.reviews.len() > 1 {
+        let earlier: Vec<String> = plan.reviews[..plan.reviews.len() - 1]
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} (set by {})",
+                    r.on.as_deref().map(dates::long_date).unwrap_or_default(),
+                    by_line(app, &r.by, &r.at)
+                )
+            })
+            .collect();
+        let _ = write!(
+            s,
+            r#"<p class="nhsuk-body-s">Review dates set before: {}.</p>"#,
+            esc(earlier.join("; "))
+        );
+    }
     if plan.items.is_empty() {
         s.push_str("<p>Nothing is in the plan yet. Write it with the person, in their words.</p>");
     }
     let mut last: Option<String> = None;
-    for item in &plan.items {
+    let (shown, removed): (Vec<_>, Vec<_>) = plan
+        .items
+        .iter()
+        .partition(|i| !i.meta.withheld() && i.current.is_some());
+    for item in shown {
         let heading = match item.section.known() {
             Some(sec) => sec.heading().to_string(),
             None => item.section.to_string(),
         };
-        if last.as_ref() != Some(&heading) && !item.meta.withheld() {
+        if last.as_ref() != Some(&heading) {
             if last.is_some() {
                 s.push_str("</ul>");
             }
@@ -124,6 +156,15 @@ pub fn plan_section(app: &App, v: &CaseView, csrf: &str) -> String {
         s.push_str(&item_line(app, v, item));
     }
     if last.is_some() {
+        s.push_str("</ul>");
+    }
+    // Removed from this record (on the wrong person's record, or in the words of someone who
+    // was): listed apart, under no section.
+    if !removed.is_empty() {
+        s.push_str(r#"<ul class="nhsuk-list">"#);
+        for item in removed {
+            s.push_str(&item_line(app, v, item));
+        }
         s.push_str("</ul>");
     }
     let _ = write!(
@@ -141,16 +182,17 @@ fn item_line(app: &App, v: &CaseView, item: &PlanItemView) -> String {
         (Some(mark), _) if item.meta.withheld() => {
             format!("<li>{}</li>", removed_note(app, "A crisis plan item", mark))
         }
-        (_, None) => String::new(),
+        (_, None) => "<li><p class=\"nhsuk-body-s\">An item of the plan in the words of someone removed from this record.</p></li>".to_string(),
         (Some(mark), Some(now)) => format!(
             r#"<li class="app-in-error"><s>{}</s>{}</li>"#,
             esc_multiline(&now.text),
             in_error_note(app, mark)
         ),
         (None, Some(now)) => format!(
-            r#"<li class="app-plan-item"><p class="nhsuk-body nhsuk-u-margin-bottom-1">{}</p><p class="nhsuk-body-s nhsuk-u-margin-bottom-1">{}</p>{}<p class="nhsuk-body-s"><a href="/case/{id}/plan/{iid}">Change<span class="nhsuk-u-visually-hidden"> this item</span></a></p></li>"#,
+            r#"<li class="app-plan-item"><p class="nhsuk-body nhsuk-u-margin-bottom-1">{}</p><p class="nhsuk-body-s nhsuk-u-margin-bottom-1">{}{}</p>{}<p class="nhsuk-body-s"><a href="/case/{id}/plan/{iid}">Change<span class="nhsuk-u-visually-hidden"> this item</span></a></p></li>"#,
             esc_multiline(&now.text),
             esc(attribution(app, v, now)),
+            meeting_link(v, now),
             earlier_list(app, v, item)
         ),
     }

@@ -115,19 +115,28 @@ fn who_joins(
     let name = a.practitioner_name.clone().or(listed_name).ok_or_else(|| {
         Failure::user("give --practitioner-name for someone not on the team list")
     })?;
-    let listed = colleagues
-        .iter()
-        .find(|c| c.practitioner == practitioner)
-        .and_then(|c| c.role.known());
-    let role = match (a.role, listed) {
+    let listed = colleagues.iter().find(|c| c.practitioner == practitioner);
+    let role = match (a.role, listed.map(|c| c.role.known())) {
         (Some(role), _) => role,
-        (None, Some(StaffRole::Administrator)) => {
+        (None, Some(Some(StaffRole::Administrator))) => {
             return Err(Failure::user(format!(
                 "{name} is an administrator on the team list, not part of a care team: give --role to add them anyway"
             )))
         }
-        (None, Some(listed)) => listed.care_role().unwrap_or(CareRole::Practitioner),
+        (None, Some(Some(listed))) => listed.care_role().unwrap_or(CareRole::Practitioner),
+        (None, Some(None)) => {
+            return Err(Failure::user(format!(
+                "{name}'s role on the team list ({}) is one this version does not know: give --role",
+                listed.map(|c| c.role.to_string()).unwrap_or_default()
+            )))
+        }
         (None, None) => CareRole::Practitioner,
     };
+    let already = view.care_team.iter().any(|c| {
+        c.practitioner.is(practitioner) && c.end.is_none() && c.meta.entered_in_error.is_none()
+    });
+    if already {
+        return Err(Failure::user(format!("{name} is in the care team already")));
+    }
     Ok((practitioner, name, role))
 }
