@@ -82,6 +82,9 @@ enum Command {
     /// The safety and crisis plan, written with the person in their own words.
     #[command(subcommand)]
     Plan(commands::plan::PlanCommand),
+    /// The team's home-visit safety notes and safeguarding concerns.
+    #[command(subcommand)]
+    Safety(commands::safety::SafetyCommand),
     /// Mark an entry "entered in error" (it stays in the record, struck through, with why).
     Error(EnteredInErrorArgs),
     /// Fields where two devices wrote different values: see them side by side.
@@ -142,6 +145,7 @@ fn dispatch(
         Command::Network(c) => c.run(profile),
         Command::CareTeam(c) => c.run(profile),
         Command::Plan(c) => c.run(profile),
+        Command::Safety(c) => c.run(profile),
         Command::Team(a) => a.run(profile),
         Command::Meeting(c) => c.run(profile),
         Command::Note(c) => c.run(profile, NoteKind::Notes),

@@ -1211,3 +1211,66 @@ fn the_crisis_plan_is_written_changed_reviewed_and_shared() {
     let seen = blake.json(&["plan", "show", &case]);
     assert_eq!(seen["items"], plan["items"]);
 }
+
+/// Safety notes from the command line: shown to the person by default; withholding one needs a
+/// reason from one practitioner and the confirmation of a second (the same practitioner cannot
+/// confirm their own request), and then the person's copy and the subject-access export list it
+/// as withheld, without its words.
+#[test]
+fn a_safety_note_is_withheld_only_with_a_second_practitioners_confirmation() {
+    let (server, alex) = server_and_device();
+    let (case, _, _) = case_with_a_meeting(&alex);
+    alex.ok(&[
+        "safety",
+        "add",
+        &case,
+        "--kind",
+        "home_visit_safety",
+        "Large dog at the address: visit in pairs",
+    ]);
+    let concern = alex.ok(&[
+        "safety",
+        "add",
+        &case,
+        "--kind",
+        "safeguarding",
+        "Concern raised by the school nurse",
+    ]);
+    let refused = alex.fails(1, &["safety", "confirm", &case, &concern]);
+    assert!(refused.contains("ask first"), "{refused}");
+    alex.ok(&[
+        "safety",
+        "withhold",
+        &case,
+        &concern,
+        "--reason",
+        "Strategy meeting first",
+    ]);
+    let refused = alex.fails(1, &["safety", "confirm", &case, &concern]);
+    assert!(refused.contains("second practitioner"), "{refused}");
+    let copy = alex.ok(&["export", &case, "--format", "html"]);
+    assert!(
+        copy.contains("Concern raised by the school nurse"),
+        "asked is not withheld"
+    );
+    alex.ok(&["sync"]);
+
+    server.practitioner("Blake Carer", "North");
+    let blake = server.device("Blake Carer");
+    blake.ok(&["sync"]);
+    blake.ok(&["safety", "confirm", &case, &concern]);
+    let copy = blake.ok(&["export", &case, "--format", "html"]);
+    assert!(copy.contains("Large dog at the address"));
+    assert!(!copy.contains("Concern raised by the school nurse"));
+    assert!(!copy.contains("Strategy meeting first"));
+    assert!(copy.contains("is withheld from this copy"));
+    let sar: Value =
+        serde_json::from_str(&blake.ok(&["export", &case, "--format", "json"])).unwrap();
+    assert_eq!(count(&sar["withheld_from_person"]), 1);
+    assert!(!sar.to_string().contains("school nurse"));
+    let text = blake.ok(&["case", "show", &case]);
+    assert!(text.contains("WITHHELD from the person's copy"), "{text}");
+    blake.ok(&["sync"]);
+    let audit = server.admin(&["audit", "--case", &case]);
+    assert!(audit.contains("withheld from the person's copy"), "{audit}");
+}

@@ -87,6 +87,7 @@ pub(crate) fn print_case(view: &CaseView) {
     network(&mut page, view, &names);
     care_team(&mut page, view);
     crisis_plan(&mut page, view, &names);
+    team_notes(&mut page, view);
     page.heading("Meetings");
     if view.meetings.is_empty() {
         page.line(2, "(none yet)");
@@ -180,6 +181,50 @@ fn network(page: &mut Page, view: &CaseView, names: &Names<'_>) {
         }
         page.line(6, facts.join("; "));
         if let Some(mark) = error_mark(&m.meta) {
+            page.line(6, mark);
+        }
+    }
+}
+
+/// The team's safety notes, each with whether it is withheld from the person's copy.
+fn team_notes(page: &mut Page, view: &CaseView) {
+    if view.team_notes.is_empty() {
+        return;
+    }
+    page.heading("Safety notes");
+    for n in &view.team_notes {
+        let kind = match n.kind.known() {
+            Some(k) => k.label().to_string(),
+            None => n.kind.to_string(),
+        };
+        page.line(
+            2,
+            format!(
+                "[{}] {kind}: {} ({}, {})",
+                short(n.meta.id),
+                n.text,
+                by(&n.meta.created_by),
+                when_opt(n.meta.created_at.as_deref())
+            ),
+        );
+        if let Some(w) = &n.withholding {
+            let state = if n.withheld_from_person() {
+                format!(
+                    "WITHHELD from the person's copy: asked by {} ({}), confirmed by {}",
+                    by(&w.by),
+                    w.reason,
+                    by(&w.confirmed_by)
+                )
+            } else {
+                format!(
+                    "withholding asked by {} ({}): in the person's copy until a second practitioner confirms",
+                    by(&w.by),
+                    w.reason
+                )
+            };
+            page.line(6, state);
+        }
+        if let Some(mark) = error_mark(&n.meta) {
             page.line(6, mark);
         }
     }
