@@ -17,7 +17,7 @@ use axum::{Extension, Router};
 use crate::auth::{self, SessionCtx};
 use crate::pages::{
     case, caseload, conflicts, decision, enrol, entry, exports, meeting, network, network_copy,
-    plan, today,
+    plan, safety, today,
 };
 use crate::state::App;
 
@@ -42,6 +42,9 @@ pub fn router(app: Arc<App>) -> Router {
             get(case::person_form).post(case::person_save),
         )
         .route("/case/{id}/care-team", post(case::add_me_to_care_team))
+        .route("/case/{id}/notes", post(safety::create))
+        .route("/case/{id}/note/{nid}/withhold", post(safety::withhold))
+        .route("/case/{id}/note/{nid}/confirm", post(safety::confirm))
         .route("/case/{id}/plan/new", get(plan::new_form))
         .route("/case/{id}/plan", post(plan::create))
         .route("/case/{id}/plan/review", post(plan::review))

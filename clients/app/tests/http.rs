@@ -1915,3 +1915,78 @@ async fn a_team_decision_while_the_person_disagrees_keeps_her_position() {
     assert!(page.body.contains("I will not go to hospital"));
     assert!(page.body.contains("Risk to life tonight"));
 }
+
+/// Safety notes in the app: written, in the person's copy by default; the one who asks to
+/// withhold a note cannot confirm it (no button, and a posted confirmation is refused); once a
+/// second practitioner's confirmation arrives, the page says it is withheld and the person's
+/// copy lists it as withheld without its words.
+#[tokio::test]
+async fn a_safety_note_is_withheld_in_the_app_only_with_a_second_practitioner() {
+    use polyphony_core::model::{Author, CaseDoc};
+    use polyphony_core::profile::DeviceBooks;
+    use polyphony_core::sync::Action;
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let r = h
+        .post(
+            &format!("/case/{case}/notes"),
+            &[
+                ("kind", "safeguarding"),
+                ("text", "Concern raised by the school"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("Concern raised by the school"));
+    assert!(page.body.contains("Ask to withhold it"));
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    let note = v.team_notes[0].meta.id;
+    h.post(
+        &format!("/case/{case}/note/{note}/withhold"),
+        &[("reason", "Strategy meeting first")],
+    )
+    .await;
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("Withholding asked by"));
+    assert!(
+        !page.body.contains("Confirm: withhold it"),
+        "not for the one who asked"
+    );
+    h.post(&format!("/case/{case}/note/{note}/confirm"), &[])
+        .await;
+    let v = h.app.peek(case.parse().unwrap()).await.unwrap();
+    assert!(!v.team_notes[0].withheld_from_person(), "refused");
+
+    // A second practitioner's confirmation arrives, as a sync would store it.
+    let case_id: polyphony_core::CaseId = case.parse().unwrap();
+    let mut doc = h.app.profile().await.document(case_id).unwrap();
+    let before = doc.get_heads();
+    let mut theirs = CaseDoc::load(
+        &doc.save(),
+        Some(Author {
+            practitioner: PractitionerId::random(),
+            practitioner_name: "Kim Second".into(),
+            device: polyphony_core::DeviceId::random(),
+        }),
+    )
+    .unwrap();
+    theirs.confirm_withholding(&note).unwrap();
+    let chunk = theirs.automerge_mut().save_after(&before);
+    DeviceBooks::new(&**h.app.store())
+        .record(&Action::Persist {
+            case: case_id,
+            chunk,
+        })
+        .unwrap();
+    h.app.remote_change(case_id);
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(
+        page.body.contains("Withheld from Alex Smith"),
+        "{}",
+        page.body
+    );
+    let copy = h.get(&format!("/case/{case}/export/html")).await;
+    assert!(!copy.body.contains("Concern raised by the school"));
+    assert!(copy.body.contains("is withheld from this copy"));
+}

@@ -212,6 +212,12 @@ pub fn render_case(
     s.push_str(&add_me_to_care_team_form(v, staff.me.as_ref(), csrf));
     s.push_str(&add_colleague_form(v, staff, csrf));
     s.push_str(&super::plan::plan_section(app, v, csrf));
+    s.push_str(&super::safety::section(
+        app,
+        v,
+        staff.me.as_ref().map(|(id, _)| id.as_str()),
+        csrf,
+    ));
     s.push_str(&timeline_section(app, v, csrf));
     s.push_str(&meetings_section(app, v, csrf));
     s.push_str(&decisions_section(app, v));

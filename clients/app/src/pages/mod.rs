@@ -16,6 +16,7 @@ pub mod meeting;
 pub mod network;
 pub mod network_copy;
 pub mod plan;
+pub mod safety;
 pub mod today;
 
 use std::collections::HashMap;

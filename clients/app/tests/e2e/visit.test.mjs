@@ -510,6 +510,35 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await check(p, '29-needs-attention-review');
   });
 
+  // A safeguarding concern is in the person's copy unless two practitioners agree: Robin asks,
+  // Robin's own page offers no confirmation, Kim confirms on her device, and Robin's page then
+  // says it is withheld.
+  await t.test('a safety note is withheld only when a second practitioner confirms', async () => {
+    const p = A.page;
+    await p.goto(`${robin.base}/case/${caseId}`);
+    await p.check('input[name=kind][value=safeguarding]');
+    await p.fill('#note-text', 'Concern raised by the school nurse');
+    await clickAndLoad(p, p.getByRole('button', { name: 'Save the note' }));
+    await p.getByText('Safeguarding concern saved').waitFor();
+    await p.locator('#safety-notes ~ ul input[name=reason]').first().fill('Strategy meeting first');
+    await clickAndLoad(p, p.getByRole('button', { name: 'Ask to withhold it' }).first());
+    await p.getByText('Asked: a second practitioner confirms').waitFor();
+    assert.equal(await p.getByRole('button', { name: 'Confirm: withhold it' }).count(), 0);
+    await check(p, '30-safety-note-asked');
+    const q = B.page;
+    await waitFor("the request on Kim's device", async () => {
+      await q.goto(`${kim.base}/case/${caseId}`);
+      return (await q.getByRole('button', { name: 'Confirm: withhold it' }).count()) > 0;
+    }, { timeout: 90000, interval: 2000 });
+    await clickAndLoad(q, q.getByRole('button', { name: 'Confirm: withhold it' }));
+    await q.getByText('Confirmed: the note is withheld').waitFor();
+    await check(q, '31-safety-note-withheld');
+    await waitFor("the confirmation on Robin's device", async () => {
+      await p.goto(`${robin.base}/case/${caseId}`);
+      return /Withheld from Alex Smith/.test(await p.locator('main').textContent());
+    }, { timeout: 90000, interval: 2000 });
+  });
+
   await t.test('no page has a serious or critical accessibility violation', () => {
     assert.deepEqual(violations, []);
   });
