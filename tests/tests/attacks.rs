@@ -2826,3 +2826,70 @@ async fn new_cases_in_one_session_and_enrolment_attempts_per_address_are_bounded
     );
     Ok(())
 }
+
+/// A note withheld from the person's copy must be in the audit log: while the log refuses
+/// records, the second practitioner's confirmation is refused (nothing of it stored, the note
+/// still in the person's copy on the server), and once the log takes records again the same
+/// change is stored and audited once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withholding_the_audit_log_cannot_record_is_not_stored() -> Result<()> {
+    use polyphony_core::model::TeamNoteKind;
+    use polyphony_e2e::{DiskFault, DiskSwitch, FaultyStore};
+    let switch = DiskSwitch::default();
+    let control = switch.clone();
+    let server =
+        TestServer::start_with_store(move |store| FaultyStore::wrap(store, control)).await?;
+    server.team("North").await?;
+    for p in ["Sam", "Kit"] {
+        server.practitioner(p, "North").await?;
+    }
+    let mut sam = server.device("Sam").await?;
+    let mut kit = server.device("Kit").await?;
+    let (case, _) = sam.case_with_meeting("Person W")?;
+    let note = sam.profile.edit(case, |d| {
+        d.add_team_note(TeamNoteKind::Safeguarding, "Concern")
+    })?;
+    sam.profile
+        .edit(case, |d| d.request_withholding(&note, "Reason"))?;
+    sam.sync().await?;
+    kit.sync().await?;
+    kit.profile.edit(case, |d| d.confirm_withholding(&note))?;
+
+    switch.set(DiskFault::AuditFails);
+    let report = kit.sync().await?;
+    ensure!(
+        report
+            .refused
+            .iter()
+            .any(|(c, why)| *c == case.to_string() && why.contains("audit log")),
+        "{report:?}"
+    );
+    switch.set(DiskFault::None);
+    sam.sync().await?;
+    ensure!(
+        !sam.peek(case)?.team_notes[0].withheld_from_person(),
+        "the server stored a withholding its audit log did not record"
+    );
+    let report = kit.sync().await?;
+    ensure!(report.refused.is_empty(), "{report:?}");
+    sam.sync().await?;
+    ensure!(sam.peek(case)?.team_notes[0].withheld_from_person());
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?;
+    let lines = log
+        .as_array()
+        .ok_or_else(|| anyhow!("audit is a list"))?
+        .iter()
+        .filter(|r| {
+            r["event"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("withheld from the person's copy"))
+        })
+        .count();
+    ensure!(lines == 1, "{lines} audit lines for one withholding");
+    Ok(())
+}

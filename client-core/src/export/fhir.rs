@@ -862,11 +862,7 @@ impl<'a> Builder<'a> {
         let v = self.view;
         for n in &v.team_notes {
             let id = rid(n.meta.id);
-            let kind = n
-                .kind
-                .known()
-                .map(|k| k.label().to_string())
-                .unwrap_or_else(|| n.kind.to_string());
+            let kind = n.kind.label();
             let mut lines = vec![error_line(&n.meta, "note")];
             if n.meta.withheld() {
                 self.add(json!({
@@ -881,7 +877,7 @@ impl<'a> Builder<'a> {
                 }));
                 continue;
             }
-            if let Some(w) = n.withholding.as_ref().filter(|w| w.in_force()) {
+            if let Some(w) = n.in_force() {
                 lines.push(format!(
                     "Withheld from the person's copy: asked by {} ({}), confirmed by {}.",
                     w.by.as_ref()
@@ -967,11 +963,7 @@ impl<'a> Builder<'a> {
                 "description": error_line(&item.meta, "crisis plan item"),
             }});
         }
-        let section = item
-            .section
-            .known()
-            .map(|s| s.heading().to_string())
-            .unwrap_or_else(|| item.section.to_string());
+        let section = item.section.heading();
         let mut progress = Vec::new();
         let versions = item.earlier.iter().chain(item.current.iter());
         for (n, x) in versions.enumerate() {

@@ -73,7 +73,7 @@ fn withheld(view: &CaseView) -> Vec<Value> {
         .iter()
         .filter(|n| n.withheld_from_person())
         .map(|n| {
-            let w = n.withholding.as_ref().expect("withheld means asked");
+            let w = n.in_force().expect("withheld means a request in force");
             json!({
                 "id": n.meta.id,
                 "kind": n.kind,

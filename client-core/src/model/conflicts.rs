@@ -79,7 +79,8 @@ impl CaseDoc {
                     || (parent == keys::CRISIS_PLAN
                         && (key == keys::ITEMS || key == keys::REVIEWS))
                     || key == keys::STAFF
-                    || parent == keys::STAFF);
+                    || parent == keys::STAFF
+                    || key == keys::WITHHOLDING);
             let bookkeeping = (path.is_empty() && key == keys::SCHEMA_VERSION)
                 || key == keys::POSITION_HISTORY
                 || path.ends_with(keys::POSITION_HISTORY)

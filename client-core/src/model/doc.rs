@@ -596,6 +596,15 @@ impl CaseDoc {
     ) -> Result<(), ModelError> {
         let m = self.live_entry(keys::MEETINGS, "meeting", meeting)?;
         let member = checked_staff(member)?;
+        // Noted already, in any of the meeting's staff maps (two devices may each have made one):
+        // the role they were there in stays.
+        let key = member.practitioner.to_string();
+        let noted = self
+            .doc
+            .get_all(&m, keys::STAFF)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|(_, list)| map_at(&self.doc, &list, &key).is_some());
         self.write("set attendance", |d, _, _| {
             let att = obj_at(d, &m, keys::ATTENDEES)?;
             d.put(
@@ -603,6 +612,9 @@ impl CaseDoc {
                 Participant::Practitioner(member.practitioner).key(),
                 present,
             )?;
+            if noted {
+                return Ok(());
+            }
             let list = match map_at(d, &m, keys::STAFF) {
                 Some(list) => list,
                 None => d.put_object(&m, keys::STAFF, ObjType::Map)?,

@@ -66,4 +66,6 @@ pub const REVIEWS: &str = "reviews";
 pub const ON: &str = "on";
 pub const TEAM_NOTES: &str = "team_notes";
 pub const WITHHOLDING: &str = "withholding";
-pub const WITHHOLDING_CONFIRMED: &str = "withholding_confirmed";
+pub const EVENT: &str = "event";
+pub const ID: &str = "id";
+pub const REQUEST: &str = "request";

@@ -529,7 +529,7 @@ impl<D: ReadDoc> Validator<'_, D> {
         });
     }
 
-    /// A safety note or safeguarding concern (schema 3), with its withholding if asked.
+    /// A safety note or safeguarding concern (schema 3), with its withholding events.
     fn team_note(&mut self, e: &ObjId, p: &str) {
         self.keys(
             e,
@@ -537,7 +537,6 @@ impl<D: ReadDoc> Validator<'_, D> {
             &[keys::KIND, keys::TEXT, keys::CREATED_AT, keys::CREATED_BY],
             &[
                 keys::WITHHOLDING,
-                keys::WITHHOLDING_CONFIRMED,
                 keys::ENTERED_IN_ERROR,
                 keys::WRONG_PERSON,
             ],
@@ -545,16 +544,33 @@ impl<D: ReadDoc> Validator<'_, D> {
         self.entry_common(e, p);
         self.field(e, p, keys::KIND, Kind::Choice(is::<TeamNoteKind>));
         self.field(e, p, keys::TEXT, LONG_REQ);
-        self.maps(e, p, keys::WITHHOLDING, |v, w, p| {
-            v.keys(w, p, &[keys::REASON, keys::BY, keys::AT], &[]);
-            v.field(w, p, keys::REASON, LONG_REQ);
-            v.field(w, p, keys::AT, Kind::Timestamp);
-            v.maps(w, p, keys::BY, |v, a, p| v.author(a, p));
-        });
-        self.maps(e, p, keys::WITHHOLDING_CONFIRMED, |v, c, p| {
-            v.keys(c, p, &[keys::BY, keys::AT], &[]);
-            v.field(c, p, keys::AT, Kind::Timestamp);
-            v.maps(c, p, keys::BY, |v, a, p| v.author(a, p));
+        self.list_of_maps(e, p, keys::WITHHOLDING, |v, ev, p| {
+            v.keys(
+                ev,
+                p,
+                &[keys::EVENT, keys::BY, keys::AT],
+                &[keys::ID, keys::REQUEST, keys::REASON],
+            );
+            v.field(ev, p, keys::EVENT, Kind::Choice(is::<WithholdingEvent>));
+            v.field(ev, p, keys::ID, Kind::Uuid);
+            v.field(ev, p, keys::REQUEST, Kind::Uuid);
+            v.field(ev, p, keys::REASON, LONG);
+            v.field(ev, p, keys::AT, Kind::Timestamp);
+            v.maps(ev, p, keys::BY, |v, a, p| v.author(a, p));
+            // What each event needs to mean anything: an ask its id and reason, a confirmation
+            // or a lift the request it answers (a lift its reason too).
+            let has = |v: &mut Self, k: &str| !v.all(ev, k).is_empty();
+            let needs: &[&str] = match super::read::get_str(v.d, ev, keys::EVENT).as_deref() {
+                Some("ask") => &[keys::ID, keys::REASON],
+                Some("confirm") => &[keys::REQUEST],
+                Some("lift") => &[keys::REQUEST, keys::REASON],
+                _ => &[],
+            };
+            for k in needs {
+                if !has(v, k) {
+                    v.bad(&format!("{p}.{k}"), "is missing");
+                }
+            }
         });
     }
 

@@ -63,7 +63,7 @@ fn a_note_is_withheld_only_when_a_second_practitioner_confirms_the_reason() {
     let v = CaseDoc::load(&kits.save(), None).unwrap().view();
     let withheld = v.team_notes.iter().find(|n| n.meta.id == concern).unwrap();
     assert!(withheld.withheld_from_person());
-    let w = withheld.withholding.as_ref().unwrap();
+    let w = withheld.in_force().unwrap();
     assert_eq!(w.reason, "Telling her now would put her at risk");
     assert_eq!(w.by.as_ref().unwrap().practitioner_name, "Sam");
     assert_eq!(w.confirmed_by.as_ref().unwrap().practitioner_name, "Kit");
@@ -82,8 +82,8 @@ fn withheld_ids_of(case: &CaseDoc) -> std::collections::BTreeSet<crate::EntryId>
     team_notes::withheld_ids(case.automerge())
 }
 
-/// A confirmation stamped by the practitioner who asked (a device that bypassed the check, or a
-/// merge) is no confirmation: the note stays shown.
+/// A confirmation stamped by the practitioner who asked (a device that bypassed the check) is no
+/// confirmation: the note stays shown, and a real second practitioner can still confirm.
 #[test]
 fn a_confirmation_by_the_one_who_asked_withholds_nothing() {
     let sam = author("Sam");
@@ -92,26 +92,137 @@ fn a_confirmation_by_the_one_who_asked_withholds_nothing() {
         .add_team_note(TeamNoteKind::Safeguarding, "Concern")
         .unwrap();
     case.request_withholding(&note, "Reason").unwrap();
-    let e = {
+    let request = case.view().team_notes[0].withholding[0].id.clone();
+    let list = {
         let d = case.automerge_mut();
         let notes = d.get(ROOT, keys::TEAM_NOTES).unwrap().unwrap().1;
-        d.get(&notes, note.to_string()).unwrap().unwrap().1
+        let n = d.get(&notes, note.to_string()).unwrap().unwrap().1;
+        d.get(&n, keys::WITHHOLDING).unwrap().unwrap().1
     };
     let d = case.automerge_mut();
-    let c = d
-        .put_object(&e, keys::WITHHOLDING_CONFIRMED, automerge::ObjType::Map)
+    let at = d.length(&list);
+    let ev = d.insert_object(&list, at, automerge::ObjType::Map).unwrap();
+    d.put(&ev, keys::EVENT, "confirm").unwrap();
+    d.put(&ev, keys::REQUEST, request.as_str()).unwrap();
+    let by = d
+        .put_object(&ev, keys::BY, automerge::ObjType::Map)
         .unwrap();
-    let by = d.put_object(&c, keys::BY, automerge::ObjType::Map).unwrap();
     d.put(&by, keys::PRACTITIONER, sam.practitioner.to_string())
         .unwrap();
     d.put(&by, keys::PRACTITIONER_NAME, "Sam").unwrap();
     d.put(&by, keys::DEVICE, sam.device.to_string()).unwrap();
-    d.put(&c, keys::AT, automerge::ScalarValue::Timestamp(0))
+    d.put(&ev, keys::AT, automerge::ScalarValue::Timestamp(0))
         .unwrap();
     d.commit();
     validate_document(case.automerge()).unwrap();
     assert!(!case.view().team_notes[0].withheld_from_person());
     assert!(withheld_ids_of(&case).is_empty());
+    let mut kits = as_author(&mut case, &author("Kit"));
+    kits.confirm_withholding(&note).unwrap();
+    assert!(kits.view().team_notes[0].withheld_from_person());
+}
+
+/// Sam asks; Kit's phone, offline since before, asks too with its own reason; Kit confirms
+/// Sam's request on the laptop. However the merge falls, the note stays withheld under the
+/// request that was confirmed (Sam's, with Sam's reason), Kit's stays pending, nothing is a
+/// conflict; then a lift shows it again, and it can be asked for again.
+#[test]
+fn a_confirmation_is_bound_to_its_request_and_a_withholding_can_be_lifted() {
+    let sam = author("Sam");
+    let kit = author("Kit");
+    let (mut case, _) = maria_with_ana(&sam);
+    let note = case
+        .add_team_note(TeamNoteKind::Safeguarding, "Concern")
+        .unwrap();
+    let mut phone = as_author(&mut case, &kit);
+    case.request_withholding(&note, "Sam's reason").unwrap();
+    phone.request_withholding(&note, "Kit's reason").unwrap();
+    let kits_laptop = Author {
+        device: crate::DeviceId::random(),
+        ..kit.clone()
+    };
+    let mut laptop = as_author(&mut case, &kits_laptop);
+    laptop.confirm_withholding(&note).unwrap();
+    for order in [0, 1] {
+        let (mut a, mut b) = (laptop.clone(), phone.clone());
+        if order == 1 {
+            std::mem::swap(&mut a, &mut b);
+        }
+        a.automerge_mut().merge(b.automerge_mut()).unwrap();
+        validate_document(a.automerge()).unwrap();
+        let v = a.view();
+        let n = &v.team_notes[0];
+        assert!(n.withheld_from_person(), "order {order}");
+        assert_eq!(n.in_force().unwrap().reason, "Sam's reason");
+        assert_eq!(n.pending().unwrap().reason, "Kit's reason");
+        assert!(v.conflicts.is_empty(), "{:?}", v.conflicts);
+    }
+    let mut merged = laptop.clone();
+    merged.automerge_mut().merge(phone.automerge_mut()).unwrap();
+    merged
+        .lift_withholding(&note, "The strategy meeting was held")
+        .unwrap();
+    let v = merged.view();
+    assert!(!v.team_notes[0].withheld_from_person());
+    let lifted = v.team_notes[0]
+        .withholding
+        .iter()
+        .find(|w| w.lifted_by.is_some())
+        .unwrap();
+    assert_eq!(lifted.lift_reason, "The strategy meeting was held");
+    assert!(
+        merged.lift_withholding(&note, "again").is_err(),
+        "nothing to lift"
+    );
+    // Kit's request is still pending: Sam can confirm it.
+    let mut sams = as_author(&mut merged, &sam);
+    sams.confirm_withholding(&note).unwrap();
+    assert_eq!(
+        sams.view().team_notes[0].in_force().unwrap().reason,
+        "Kit's reason"
+    );
+
+    // The record as the person may read it: no words, no reasons, no pending request.
+    let mut person = sams.view();
+    team_notes::redact_for_person(&mut person);
+    let json = serde_json::to_string(&person).unwrap();
+    for secret in [
+        "Concern",
+        "Sam's reason",
+        "Kit's reason",
+        "strategy meeting",
+    ] {
+        assert!(!json.contains(secret), "{secret} reached the person");
+    }
+}
+
+/// The server's audit lines: one for a note newly withheld, one when it is shown again; none
+/// for a request alone; never the words or a reason.
+#[test]
+fn withholding_changes_name_who_and_never_the_words() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let note = case
+        .add_team_note(TeamNoteKind::Safeguarding, "Concern words")
+        .unwrap();
+    let before = case.automerge().clone();
+    case.request_withholding(&note, "The reason").unwrap();
+    assert!(team_notes::withholding_changes(&before, case.automerge()).is_empty());
+    let asked = case.automerge().clone();
+    let mut kits = as_author(&mut case, &author("Kit"));
+    kits.confirm_withholding(&note).unwrap();
+    let lines = team_notes::withholding_changes(&asked, kits.automerge());
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("withheld") && lines[0].contains("asked by Sam"));
+    assert!(lines[0].contains("confirmed by Kit"));
+    let withheld = kits.automerge().clone();
+    kits.lift_withholding(&note, "Lift reason").unwrap();
+    let lines = team_notes::withholding_changes(&withheld, kits.automerge());
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("back in the person's copy"));
+    for l in lines {
+        assert!(!l.contains("Concern words") && !l.contains("reason"));
+    }
 }
 
 #[test]
@@ -141,13 +252,12 @@ fn notes_in_error_and_on_the_wrong_record_follow_the_record_rules() {
     let e = bad(&|d| {
         let notes = d.get(ROOT, keys::TEAM_NOTES).unwrap().unwrap().1;
         let n = d.get(&notes, wrong.to_string()).unwrap().unwrap().1;
-        let w = d
-            .put_object(&n, keys::WITHHOLDING, automerge::ObjType::Map)
-            .unwrap();
-        d.put(&w, keys::REASON, "").unwrap();
+        let list = d.get(&n, keys::WITHHOLDING).unwrap().unwrap().1;
+        let ev = d.insert_object(&list, 0, automerge::ObjType::Map).unwrap();
+        d.put(&ev, keys::EVENT, "ask").unwrap();
     });
     assert!(
-        e.contains("must not be empty") || e.contains("is missing"),
-        "{e}"
+        e.contains("is missing"),
+        "an ask without its id and reason: {e}"
     );
 }

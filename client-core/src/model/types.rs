@@ -166,6 +166,26 @@ impl Stored<StaffRole> {
     }
 }
 
+impl Stored<TeamNoteKind> {
+    /// As a person reads it; a kind a newer version added, as written.
+    pub fn label(&self) -> String {
+        match self.known() {
+            Some(k) => k.label().to_string(),
+            None => self.to_string(),
+        }
+    }
+}
+
+impl Stored<PlanSection> {
+    /// The section's heading; a section a newer version added, as written.
+    pub fn heading(&self) -> String {
+        match self.known() {
+            Some(s) => s.heading().to_string(),
+            None => self.to_string(),
+        }
+    }
+}
+
 impl Stored<CareRole> {
     /// As a person reads it; a part a newer version added, as written.
     pub fn label(&self) -> String {
@@ -216,6 +236,18 @@ impl TeamNoteKind {
         }
     }
 }
+
+vocabulary!(
+    /// What happened to a request to withhold a note from the person's copy (schema 3).
+    WithholdingEvent, "withholding event", {
+        /// A practitioner asked, with the reason.
+        Ask => "ask",
+        /// A second practitioner confirmed a request.
+        Confirm => "confirm",
+        /// A practitioner lifted a withholding, with the reason.
+        Lift => "lift",
+    }
+);
 
 vocabulary!(
     /// A section of the safety and crisis plan, after the PRSB crisis-plan standard (schema 3).

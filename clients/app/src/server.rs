@@ -45,6 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/case/{id}/notes", post(safety::create))
         .route("/case/{id}/note/{nid}/withhold", post(safety::withhold))
         .route("/case/{id}/note/{nid}/confirm", post(safety::confirm))
+        .route("/case/{id}/note/{nid}/lift", post(safety::lift))
         .route("/case/{id}/plan/new", get(plan::new_form))
         .route("/case/{id}/plan", post(plan::create))
         .route("/case/{id}/plan/review", post(plan::review))

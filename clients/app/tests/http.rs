@@ -1989,4 +1989,27 @@ async fn a_safety_note_is_withheld_in_the_app_only_with_a_second_practitioner() 
     let copy = h.get(&format!("/case/{case}/export/html")).await;
     assert!(!copy.body.contains("Concern raised by the school"));
     assert!(copy.body.contains("is withheld from this copy"));
+    let json = h.get(&format!("/case/{case}/export/json")).await;
+    assert!(!json.body.contains("Concern raised by the school"));
+    assert!(
+        !json.body.contains("Strategy meeting first"),
+        "nor the reason"
+    );
+    assert!(
+        page.body.contains("show the words"),
+        "folded away on the case page"
+    );
+    assert!(page.body.contains("Lift: show it in the copy again"));
+    let r = h
+        .post(
+            &format!("/case/{case}/note/{note}/lift"),
+            &[("reason", "The meeting was held")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let copy = h.get(&format!("/case/{case}/export/html")).await;
+    assert!(copy.body.contains("Concern raised by the school"));
+    // A note can be marked entered in error from its own link.
+    let form = h.get(&format!("/case/{case}/entry/{note}/error")).await;
+    assert_eq!(form.status, StatusCode::OK);
 }

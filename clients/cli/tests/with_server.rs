@@ -1268,9 +1268,27 @@ fn a_safety_note_is_withheld_only_with_a_second_practitioners_confirmation() {
         serde_json::from_str(&blake.ok(&["export", &case, "--format", "json"])).unwrap();
     assert_eq!(count(&sar["withheld_from_person"]), 1);
     assert!(!sar.to_string().contains("school nurse"));
+    assert!(
+        !sar.to_string().contains("Strategy meeting first"),
+        "nor the reason"
+    );
     let text = blake.ok(&["case", "show", &case]);
     assert!(text.contains("WITHHELD from the person's copy"), "{text}");
     blake.ok(&["sync"]);
     let audit = server.admin(&["audit", "--case", &case]);
     assert!(audit.contains("withheld from the person's copy"), "{audit}");
+    // Lifted, with the reason: in the copy again, and audited so.
+    blake.ok(&[
+        "safety",
+        "lift",
+        &case,
+        &concern,
+        "--reason",
+        "The meeting was held",
+    ]);
+    let copy = blake.ok(&["export", &case, "--format", "html"]);
+    assert!(copy.contains("Concern raised by the school nurse"));
+    blake.ok(&["sync"]);
+    let audit = server.admin(&["audit", "--case", &case]);
+    assert!(audit.contains("back in the person's copy"), "{audit}");
 }

@@ -113,9 +113,31 @@ impl Shared {
         case: CaseId,
         detail: impl Into<String>,
     ) -> Result<u64, AuditError> {
+        self.audit_required(actor, AuditAction::Read, case, detail.into())
+    }
+
+    /// Record a write that must be in the audit log before it is stored (a note withheld from
+    /// the person's copy, or shown again), and return the ticket covering the record. On an
+    /// error the caller stores nothing of the change.
+    pub fn audit_write(
+        &self,
+        actor: Actor,
+        case: CaseId,
+        detail: impl Into<String>,
+    ) -> Result<u64, AuditError> {
+        self.audit_required(actor, AuditAction::Write, case, detail.into())
+    }
+
+    fn audit_required(
+        &self,
+        actor: Actor,
+        action: AuditAction,
+        case: CaseId,
+        detail: String,
+    ) -> Result<u64, AuditError> {
         // Noted before the write, for its ticket (see GroupCommit::wrote_in).
         let generation = self.storage.group.generation();
-        let event = AuditEvent::now(actor, AuditAction::Read, Some(case), detail.into());
+        let event = AuditEvent::now(actor, action, Some(case), detail);
         self.audit.record(event)?;
         Ok(self.storage.group.wrote_in(generation))
     }

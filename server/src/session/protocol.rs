@@ -763,8 +763,24 @@ impl Session {
         }
         let new_changes = prepared.new_changes;
         let actors = written_by(&prepared.actors);
-        // A note withheld from the person's copy is audited as such (see model::team_notes).
-        let withheld_before = (new_changes > 0).then(|| team_notes::withheld_ids(&c.doc));
+        // A note withheld from the person's copy, or shown again, is in the audit log before
+        // the change is stored; if it cannot be recorded, nothing of the change is stored.
+        let mut withholding_ticket = 0;
+        if let Some(new_doc) = prepared.doc.as_ref() {
+            for line in team_notes::withholding_changes(&c.doc, new_doc) {
+                match self.shared.audit_write(self.actor.clone(), case, line) {
+                    Ok(t) => withholding_ticket = withholding_ticket.max(t),
+                    Err(e) => {
+                        drop(c);
+                        return self.refuse_case(
+                            case,
+                            ErrorCode::StorageFailed,
+                            format!("the server could not record in its audit log that a note is withheld from the person's copy, or shown again ({e}), so it stored nothing of your changes; they are still on your device: sync again later"),
+                        );
+                    }
+                }
+            }
+        }
         // With no new changes the ticket covers every write so far: the heads may include other
         // sessions' writes, claimed only once those are durable too.
         let mut ticket = match self
@@ -786,18 +802,8 @@ impl Session {
             Reply::full(&mut c.doc, &mut peer)
         };
         let relationship = relationship(&c.doc, &self.practitioner);
-        let newly_withheld: Vec<String> = match &withheld_before {
-            Some(before) => team_notes::withheld_notes(&c.doc)
-                .iter()
-                .filter(|n| !before.contains(&n.meta.id))
-                .map(team_notes::withheld_audit_line)
-                .collect(),
-            None => Vec::new(),
-        };
         drop(c);
-        for line in newly_withheld {
-            ticket = ticket.max(self.written(case, line));
-        }
+        ticket = ticket.max(withholding_ticket);
         let mut unaudited = None;
         if reply.sends_changes() && !self.read_audited.contains(&case) {
             // The read is in the audit log before the data leaves: the reply waits for this

@@ -317,12 +317,9 @@ fn team_notes(l: &mut Layout, v: &CaseView) {
         if l.withheld(&n.meta, "note") {
             continue;
         }
-        let kind = match n.kind.known() {
-            Some(k) => k.label().to_string(),
-            None => n.kind.to_string(),
-        };
+        let kind = n.kind.label();
         if n.withheld_from_person() {
-            let w = n.withholding.as_ref().expect("withheld means asked");
+            let w = n.in_force().expect("withheld means a request in force");
             let who = |a: &Option<crate::model::AuthorView>| {
                 a.as_ref()
                     .map(|a| a.practitioner_name.clone())
@@ -401,10 +398,7 @@ pub(crate) fn crisis_plan(l: &mut Layout, v: &CaseView, names: &Names, heading: 
             );
             continue;
         };
-        let heading = match item.section.known() {
-            Some(s) => s.heading().to_string(),
-            None => item.section.to_string(),
-        };
+        let heading = item.section.heading();
         if last.as_ref() != Some(&heading) {
             l.push(Style::Subheading, heading.clone(), false);
             last = Some(heading);

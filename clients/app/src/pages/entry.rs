@@ -79,6 +79,15 @@ fn describe(v: &CaseView, id: &str, zone: &LocalZone) -> Option<Found> {
             mark: m.meta.entered_in_error.clone(),
         });
     }
+    if let Some(n) = v.team_notes.iter().find(|n| n.meta.id == id) {
+        return Some(Found {
+            what: format!("the {}", n.kind.label().to_lowercase()),
+            back: format!("/case/{case}#safety-notes"),
+            kind_words: "A safety note",
+            content: None,
+            mark: n.meta.entered_in_error.clone(),
+        });
+    }
     if let Some(i) = v.crisis_plan.items.iter().find(|i| i.meta.id == id) {
         return Some(Found {
             what: match &i.current {

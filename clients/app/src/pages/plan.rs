@@ -142,10 +142,7 @@ pub fn plan_section(app: &App, v: &CaseView, csrf: &str) -> String {
         .iter()
         .partition(|i| !i.meta.withheld() && i.current.is_some());
     for item in shown {
-        let heading = match item.section.known() {
-            Some(sec) => sec.heading().to_string(),
-            None => item.section.to_string(),
-        };
+        let heading = item.section.heading();
         if last.as_ref() != Some(&heading) {
             if last.is_some() {
                 s.push_str("</ul>");
@@ -390,11 +387,7 @@ async fn item_page(
     form: &FormData,
     errors: &[FieldError],
 ) -> PageResult {
-    let heading = item
-        .section
-        .known()
-        .map(|s| s.heading().to_string())
-        .unwrap_or_else(|| item.section.to_string());
+    let heading = item.section.heading();
     let mut s = error_summary(errors);
     let _ = write!(
         s,

@@ -72,11 +72,7 @@ pub fn section(app: &App, v: &CaseView, me: Option<&str>, csrf: &str) -> String 
 }
 
 fn note_line(app: &App, v: &CaseView, n: &TeamNoteView, me: Option<&str>, csrf: &str) -> String {
-    let kind = n
-        .kind
-        .known()
-        .map(|k| k.label().to_string())
-        .unwrap_or_else(|| n.kind.to_string());
+    let kind = n.kind.label();
     if let Some(mark) = n
         .meta
         .entered_in_error
@@ -85,10 +81,19 @@ fn note_line(app: &App, v: &CaseView, n: &TeamNoteView, me: Option<&str>, csrf: 
     {
         return format!("<li>{}</li>", removed_note(app, "A safety note", mark));
     }
+    let text = if n.withheld_from_person() {
+        // Not at a glance on a page that may be open in a meeting with the person.
+        format!(
+            r#"<details class="nhsuk-details"><summary class="nhsuk-details__summary"><span class="nhsuk-details__summary-text">Withheld from {}'s copy: show the words</span></summary><div class="nhsuk-details__text">{}</div></details>"#,
+            esc(&v.person.name),
+            esc_multiline(&n.text)
+        )
+    } else {
+        esc_multiline(&n.text)
+    };
     let body = format!(
-        r#"<strong>{}</strong>: {} <span class="nhsuk-body-s">({})</span>"#,
+        r#"<strong>{}</strong>: {text} <span class="nhsuk-body-s">({})</span>"#,
         esc(&kind),
-        esc_multiline(&n.text),
         esc(by_line(app, &n.meta.created_by, &n.meta.created_at))
     );
     if let Some(mark) = &n.meta.entered_in_error {
@@ -98,51 +103,59 @@ fn note_line(app: &App, v: &CaseView, n: &TeamNoteView, me: Option<&str>, csrf: 
         );
     }
     let base = format!("/case/{}/note/{}", v.case_id, n.meta.id);
-    let state = match &n.withholding {
-        None => {
-            let inner = format!(
-                "{}{}",
-                html::Input::text(
-                    &format!("reason-{}", n.meta.id),
-                    "reason",
-                    &format!("Why it must not be in {}'s copy", v.person.name),
-                    ""
-                )
-                .render(&[]),
-                html::secondary_button("Ask to withhold it")
-            );
-            html::post_form(&format!("{base}/withhold"), csrf, &inner)
-        }
-        Some(w) if n.withheld_from_person() => format!(
-            r#"<p class="nhsuk-body-s app-flag">Withheld from {}'s copy: asked by {} ({}), confirmed by {}.</p>"#,
+    let reason_form = |label: &str, action: &str, button: &str| {
+        let inner = format!(
+            "{}{}",
+            html::Input::text(&format!("{action}-{}", n.meta.id), "reason", label, "").render(&[]),
+            html::secondary_button(button)
+        );
+        html::post_form(&format!("{base}/{action}"), csrf, &inner)
+    };
+    let state = if let Some(w) = n.in_force() {
+        format!(
+            r#"<p class="nhsuk-body-s app-flag">Withheld from {}'s copy: asked by {} ({}), confirmed by {}.</p>{}"#,
             esc(&v.person.name),
             esc(by_line(app, &w.by, &w.at)),
             esc(&w.reason),
-            esc(by_line(app, &w.confirmed_by, &w.confirmed_at))
-        ),
-        Some(w) => {
-            let asked = format!(
-                "Withholding asked by {} ({}). It stays in the copy until a second practitioner confirms.",
-                by_line(app, &w.by, &w.at),
-                w.reason
-            );
-            let mine = w.by.as_ref().map(|a| a.practitioner.as_str()) == me;
-            if mine {
-                format!(r#"<p class="nhsuk-body-s">{}</p>"#, esc(asked))
-            } else {
-                format!(
-                    r#"<p class="nhsuk-body-s">{}</p>{}"#,
-                    esc(asked),
-                    html::post_form(
-                        &format!("{base}/confirm"),
-                        csrf,
-                        &html::secondary_button("Confirm: withhold it")
-                    )
+            esc(by_line(app, &w.confirmed_by, &w.confirmed_at)),
+            reason_form(
+                "Why it can be in the copy again",
+                "lift",
+                "Lift: show it in the copy again"
+            )
+        )
+    } else if let Some(w) = n.pending() {
+        let asked = format!(
+            "Withholding asked by {} ({}). It stays in the copy until a second practitioner confirms.",
+            by_line(app, &w.by, &w.at),
+            w.reason
+        );
+        if w.by.as_ref().map(|a| a.practitioner.as_str()) == me {
+            format!(r#"<p class="nhsuk-body-s">{}</p>"#, esc(asked))
+        } else {
+            format!(
+                r#"<p class="nhsuk-body-s">{}</p>{}"#,
+                esc(asked),
+                html::post_form(
+                    &format!("{base}/confirm"),
+                    csrf,
+                    &html::secondary_button("Confirm: withhold it")
                 )
-            }
+            )
         }
+    } else {
+        reason_form(
+            &format!("Why it must not be in {}'s copy", v.person.name),
+            "withhold",
+            "Ask to withhold it",
+        )
     };
-    format!("<li>{body}{state}</li>")
+    format!(
+        r#"<li>{body}{state}<p class="nhsuk-body-s"><a href="/case/{}/entry/{}/error">Mark as entered in error<span class="nhsuk-u-visually-hidden"> ({})</span></a></p></li>"#,
+        esc(&v.case_id),
+        esc(n.meta.id),
+        esc(&kind)
+    )
 }
 
 /// `POST /case/:id/notes`: write a note.
@@ -190,6 +203,27 @@ pub async fn withhold(
     {
         Ok(()) => "Asked: a second practitioner confirms before it is withheld".to_string(),
         Err(e) => format!("Not asked: {e}"),
+    };
+    Ok(done(&app, &session, &message, &back))
+}
+
+/// `POST /case/:id/note/:nid/lift`: show the note in the person's copy again, saying why.
+pub async fn lift(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, nid)): Path<(String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let note = entry_id(&nid)?;
+    let form = FormData::from(form);
+    let back = format!("/case/{case}#safety-notes");
+    let message = match app
+        .edit(case, |d| d.lift_withholding(&note, form.get("reason")))
+        .await
+    {
+        Ok(()) => "Lifted: the note is in the person's copy again".to_string(),
+        Err(e) => format!("Not lifted: {e}"),
     };
     Ok(done(&app, &session, &message, &back))
 }

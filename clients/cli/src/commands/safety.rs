@@ -33,6 +33,16 @@ pub(crate) enum SafetyCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Lift a withholding: the note is in the person's copy again.
+    Lift {
+        /// Case id (a unique prefix is enough).
+        case: String,
+        /// The note's id (a unique prefix is enough).
+        note: String,
+        /// Why it can be in the copy again.
+        #[arg(long)]
+        reason: String,
+    },
     /// Confirm, as a second practitioner, that a note is withheld from the person's copy.
     Confirm {
         /// Case id (a unique prefix is enough).
@@ -62,6 +72,12 @@ impl SafetyCommand {
                 let note = find_entry(profile, case, &note)?;
                 profile.edit(case, |doc| doc.request_withholding(&note, &reason))?;
                 changed("asked; the note stays in the person's copy until a second practitioner confirms (`polyphony safety confirm`)");
+            }
+            SafetyCommand::Lift { case, note, reason } => {
+                let case = find_case(profile, &case)?;
+                let note = find_entry(profile, case, &note)?;
+                profile.edit(case, |doc| doc.lift_withholding(&note, &reason))?;
+                changed("lifted: the note is in the person's copy again");
             }
             SafetyCommand::Confirm { case, note } => {
                 let case = find_case(profile, &case)?;

@@ -193,10 +193,7 @@ fn team_notes(page: &mut Page, view: &CaseView) {
     }
     page.heading("Safety notes");
     for n in &view.team_notes {
-        let kind = match n.kind.known() {
-            Some(k) => k.label().to_string(),
-            None => n.kind.to_string(),
-        };
+        let kind = n.kind.label();
         page.line(
             2,
             format!(
@@ -207,14 +204,24 @@ fn team_notes(page: &mut Page, view: &CaseView) {
                 when_opt(n.meta.created_at.as_deref())
             ),
         );
-        if let Some(w) = &n.withholding {
-            let state = if n.withheld_from_person() {
+        for w in &n.withholding {
+            let state = if w.in_force() {
                 format!(
                     "WITHHELD from the person's copy: asked by {} ({}), confirmed by {}",
                     by(&w.by),
                     w.reason,
                     by(&w.confirmed_by)
                 )
+            } else if w.lifted_by.is_some() {
+                format!(
+                    "was withheld (asked by {}, {}); lifted by {} ({})",
+                    by(&w.by),
+                    w.reason,
+                    by(&w.lifted_by),
+                    w.lift_reason
+                )
+            } else if w.confirmed() {
+                continue;
             } else {
                 format!(
                     "withholding asked by {} ({}): in the person's copy until a second practitioner confirms",
@@ -272,10 +279,7 @@ fn crisis_plan(page: &mut Page, view: &CaseView, names: &Names<'_>) {
         )
     };
     for item in &plan.items {
-        let section = match item.section.known() {
-            Some(s) => s.heading().to_string(),
-            None => item.section.to_string(),
-        };
+        let section = item.section.heading();
         match &item.current {
             Some(now) => {
                 page.line(
