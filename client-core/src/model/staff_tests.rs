@@ -311,3 +311,23 @@ proptest! {
         prop_assert_eq!(f.share_with_peer_support, Some(peer as f64 / n));
     }
 }
+
+/// A staff name at the longest short field is noted; one character more is refused and nothing
+/// is written.
+#[test]
+fn a_staff_name_at_the_limit_is_noted_and_one_more_is_refused() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let long = staff(&"n".repeat(MAX_SHORT), StaffRole::PeerSupport);
+    let longer = staff(&"n".repeat(MAX_SHORT + 1), StaffRole::PeerSupport);
+    let heads = case.automerge_mut().get_heads();
+    assert!(case
+        .add_meeting_with(meeting(vec![p(&longer)]), std::slice::from_ref(&longer))
+        .is_err());
+    assert_eq!(case.automerge_mut().get_heads(), heads);
+    let m = case
+        .add_meeting_with(meeting(vec![p(&long)]), std::slice::from_ref(&long))
+        .unwrap();
+    validate_document(case.automerge()).unwrap();
+    assert!(case.set_staff_attendance(&m, &longer, true).is_err());
+}

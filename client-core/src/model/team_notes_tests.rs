@@ -261,3 +261,28 @@ fn notes_in_error_and_on_the_wrong_record_follow_the_record_rules() {
         "an ask without its id and reason: {e}"
     );
 }
+
+/// The bounds of what a note and its withholding hold: the note and each reason at the longest
+/// field allowed are taken, one character more is refused and writes nothing.
+#[test]
+fn notes_and_reasons_at_the_limit_are_taken_and_one_more_is_refused() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let at_limit = "x".repeat(MAX_LONG);
+    let over = "x".repeat(MAX_LONG + 1);
+    let heads = case.automerge_mut().get_heads();
+    assert!(case.add_team_note(TeamNoteKind::Safeguarding, &over).is_err());
+    assert_eq!(case.automerge_mut().get_heads(), heads);
+    let note = case
+        .add_team_note(TeamNoteKind::Safeguarding, &at_limit)
+        .unwrap();
+    let heads = case.automerge_mut().get_heads();
+    assert!(case.request_withholding(&note, &over).is_err());
+    assert_eq!(case.automerge_mut().get_heads(), heads);
+    case.request_withholding(&note, &at_limit).unwrap();
+    let mut kits = as_author(&mut case, &author("Kit"));
+    kits.confirm_withholding(&note).unwrap();
+    assert!(kits.lift_withholding(&note, &over).is_err());
+    kits.lift_withholding(&note, &at_limit).unwrap();
+    validate_document(kits.automerge()).unwrap();
+}
