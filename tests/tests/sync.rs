@@ -499,7 +499,7 @@ async fn a_laptop_that_changes_network_mid_sync_carries_on() -> Result<()> {
     Ok(())
 }
 
-/// The schema-evolution rule end to end: a device on the next schema (3) writes fields, values
+/// The schema-evolution rule end to end: a device on the next schema (this one plus one) writes fields, values
 /// and a mark kind this version has never seen; this server checks and keeps the change, a
 /// colleague's device on this version syncs the case, shows it, edits it, and its edit reaches
 /// the server with the newer fields untouched. (DEVELOPERS.md, "Changing the record's shape".)
@@ -516,15 +516,15 @@ async fn a_record_from_the_next_schema_syncs_shows_and_keeps_what_this_version_d
     let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
     let mut doc = automerge::AutoCommit::load(&bytes)?
         .with_actor(model::actor_for_device(&newer.profile.device()));
-    doc.put(ROOT, "schema_version", 3u64)?;
-    let plan = doc.put_object(ROOT, "crisis_plan", automerge::ObjType::Map)?;
-    doc.put(&plan, "what_helps", "Walking with Ana in the morning")?;
+    doc.put(ROOT, "schema_version", model::schema::SCHEMA_VERSION + 1)?;
+    let plan = doc.put_object(ROOT, "care_budget", automerge::ObjType::Map)?;
+    doc.put(&plan, "weekly", "Twelve pounds for the bus")?;
     let meetings = doc.get(ROOT, "meetings")?.expect("meetings").1;
     let m = doc
         .get(&meetings, meeting.to_string().as_str())?
         .expect("meeting")
         .1;
-    doc.put(&m, "duration_minutes", 90u64)?;
+    doc.put(&m, "tea_served", true)?;
     doc.put(&m, "state", "rescheduled")?;
     doc.commit();
     let id = polyphony_e2e::RawIdentity::of(newer.profile.enrolment().expect("enrolled"))?;
@@ -555,17 +555,17 @@ async fn a_record_from_the_next_schema_syncs_shows_and_keeps_what_this_version_d
     let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
     let all = automerge::AutoCommit::load(&bytes)?;
     let plan = all
-        .get(ROOT, "crisis_plan")?
+        .get(ROOT, "care_budget")?
         .expect("the newer field is kept")
         .1;
     assert_eq!(
-        all.get(&plan, "what_helps")?
-            .expect("its value")
-            .0
-            .to_string(),
-        "\"Walking with Ana in the morning\""
+        all.get(&plan, "weekly")?.expect("its value").0.to_string(),
+        "\"Twelve pounds for the bus\""
     );
-    assert_eq!(model::schema::schema_version(&all).unwrap(), Some(3));
+    assert_eq!(
+        model::schema::schema_version(&all).unwrap(),
+        Some(model::schema::SCHEMA_VERSION + 1)
+    );
     assert!(fresh.peek(case)?.meetings[0]
         .notes
         .contains("Kit's words, on this version."));

@@ -271,7 +271,9 @@ fn notes_and_reasons_at_the_limit_are_taken_and_one_more_is_refused() {
     let at_limit = "x".repeat(MAX_LONG);
     let over = "x".repeat(MAX_LONG + 1);
     let heads = case.automerge_mut().get_heads();
-    assert!(case.add_team_note(TeamNoteKind::Safeguarding, &over).is_err());
+    assert!(case
+        .add_team_note(TeamNoteKind::Safeguarding, &over)
+        .is_err());
     assert_eq!(case.automerge_mut().get_heads(), heads);
     let note = case
         .add_team_note(TeamNoteKind::Safeguarding, &at_limit)
