@@ -98,13 +98,16 @@ async fn announced_changes_and_changes_of_access_reach_the_sessions() {
 
     let north = registry.add_team("North").unwrap().id;
     let south = registry.add_team("South").unwrap().id;
-    let sam = registry.add_practitioner("Sam", north).unwrap();
     assert!(
         !access.has_changed().unwrap(),
-        "nobody's access changed yet"
+        "a team alone changes nothing"
     );
+    // A new practitioner changes North's team list, which connected devices receive.
+    let sam = registry.add_practitioner("Sam", north).unwrap();
+    soon(access.changed()).await.unwrap();
+    assert_eq!(*access.borrow_and_update(), 1);
     registry.add_practitioner_to_team(&sam.id, south).unwrap();
     soon(access.changed()).await.unwrap();
     assert_eq!(*access.borrow_and_update(), registry.access_epoch());
-    assert_eq!(registry.access_epoch(), 1);
+    assert_eq!(registry.access_epoch(), 2);
 }
