@@ -75,6 +75,68 @@ uuid_id!(
     TeamId, "team"
 );
 
+/// The address of an attachment's bytes: the SHA-256 of its content. Stored beside the case's
+/// document (never inside it), sealed like every other value, and checked against the content
+/// whenever bytes arrive from a peer: bytes that do not hash to their address are refused.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobHash(pub [u8; 32]);
+
+impl BlobHash {
+    /// The address of `content`.
+    pub fn of(content: &[u8]) -> BlobHash {
+        use sha2::Digest;
+        BlobHash(sha2::Sha256::digest(content).into())
+    }
+
+    /// Whether `content` is what this address names.
+    pub fn matches(&self, content: &[u8]) -> bool {
+        BlobHash::of(content) == *self
+    }
+}
+
+impl fmt::Display for BlobHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for BlobHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobHash({})", hex::encode(self.0))
+    }
+}
+
+/// The error for a string that is not an attachment's address.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("'{0}' is not an attachment's address (expected 64 lowercase hex digits, its SHA-256)")]
+pub struct BadBlobHash(pub String);
+
+impl FromStr for BlobHash {
+    type Err = BadBlobHash;
+    fn from_str(s: &str) -> Result<Self, BadBlobHash> {
+        let bad = || BadBlobHash(s.to_string());
+        let s = s.trim();
+        if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad());
+        }
+        let bytes = hex::decode(s).map_err(|_| bad())?;
+        Ok(BlobHash(bytes.try_into().map_err(|_| bad())?))
+    }
+}
+
+impl Serialize for BlobHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for BlobHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

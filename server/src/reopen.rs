@@ -220,6 +220,24 @@ impl Store for ReopenableStore {
     fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError> {
         self.with_engine(Op::Write, |e| e.trim_log(log, through))
     }
+    fn put_blob(
+        &self,
+        case: &CaseId,
+        hash: &polyphony_core::BlobHash,
+        content: &[u8],
+    ) -> Result<(), StoreError> {
+        self.with_engine(Op::Write, |e| e.put_blob(case, hash, content))
+    }
+    fn get_blob(
+        &self,
+        case: &CaseId,
+        hash: &polyphony_core::BlobHash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_engine(Op::Read, |e| e.get_blob(case, hash))
+    }
+    fn has_blob(&self, case: &CaseId, hash: &polyphony_core::BlobHash) -> Result<bool, StoreError> {
+        self.with_engine(Op::Read, |e| e.has_blob(case, hash))
+    }
     /// Also refuses, without flushing, if this thread wrote to an engine a reopen has dropped
     /// since its last flush: what it wrote is gone, and a flush of the new engine must not say
     /// otherwise. Callers that write and flush on one thread (the admin commands) rely on this;

@@ -1061,6 +1061,24 @@ impl Store for FlushWatch {
     fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError> {
         self.inner.trim_log(log, through)
     }
+    fn put_blob(
+        &self,
+        case: &CaseId,
+        hash: &polyphony_core::BlobHash,
+        content: &[u8],
+    ) -> Result<(), StoreError> {
+        self.inner.put_blob(case, hash, content)
+    }
+    fn get_blob(
+        &self,
+        case: &CaseId,
+        hash: &polyphony_core::BlobHash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_blob(case, hash)
+    }
+    fn has_blob(&self, case: &CaseId, hash: &polyphony_core::BlobHash) -> Result<bool, StoreError> {
+        self.inner.has_blob(case, hash)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         let target = self.tracked.lock().expect("lock").writes;
         std::thread::sleep(Duration::from_millis(20));

@@ -398,7 +398,8 @@ pub(crate) fn accesses() -> Vec<crate::export::Access> {
 /// a peer support worker and a psychiatrist noted from the team list, and a decision the team
 /// took while the person disagreed, and a crisis plan (an item in Maria's words agreed at the
 /// visit and changed once, one in her sister's words, a review date), a home-visit safety note,
-/// and a safeguarding concern withheld from her copy by two practitioners.
+/// and a safeguarding concern withheld from her copy by two practitioners, the GP's referral
+/// letter attached to the case and a letter Maria brought attached to the visit.
 pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
     let peer = StaffMember {
         practitioner: "7d1f2c1e-3a4b-4c5d-8e6f-0a1b2c3d4e5f".parse().unwrap(),
@@ -421,20 +422,21 @@ pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
         .author()
         .expect("the rich case has an author")
         .practitioner;
-    doc.add_meeting_with(
-        NewMeeting {
-            at: time::macros::datetime!(2026-03-20 10:00 UTC),
-            place: Place::Home,
-            attendees: vec![
-                Participant::Person,
-                Participant::Practitioner(me),
-                Participant::Practitioner(peer.practitioner),
-                Participant::Practitioner(psychiatrist.practitioner),
-            ],
-        },
-        &[peer, psychiatrist],
-    )
-    .unwrap();
+    let visit = doc
+        .add_meeting_with(
+            NewMeeting {
+                at: time::macros::datetime!(2026-03-20 10:00 UTC),
+                place: Place::Home,
+                attendees: vec![
+                    Participant::Person,
+                    Participant::Practitioner(me),
+                    Participant::Practitioner(peer.practitioner),
+                    Participant::Practitioner(psychiatrist.practitioner),
+                ],
+            },
+            &[peer, psychiatrist],
+        )
+        .unwrap();
     let assessment = doc
         .propose_decision(
             "Ask for an assessment under the Mental Health Act",
@@ -509,4 +511,45 @@ pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
         Some("Risk to Maria's life tonight; her sister and she were told why, in the meeting"),
     )
     .unwrap();
+    doc.add_attachment(&REFERRAL_LETTER.describe(None)).unwrap();
+    doc.add_attachment(&PERSONS_DOCUMENT.describe(Some(visit)))
+        .unwrap();
 }
+
+/// A file of the rich case (schema 3), its bytes with it so tests can store and send them.
+pub(crate) struct TestFile {
+    pub(crate) kind: AttachmentKind,
+    pub(crate) title: &'static str,
+    pub(crate) file_name: &'static str,
+    pub(crate) bytes: &'static [u8],
+}
+
+impl TestFile {
+    /// The file as the record describes it.
+    pub(crate) fn describe(&self, meeting: Option<crate::EntryId>) -> NewAttachment {
+        NewAttachment {
+            kind: self.kind,
+            title: self.title.into(),
+            file_name: self.file_name.into(),
+            size: self.bytes.len() as u64,
+            hash: crate::BlobHash::of(self.bytes),
+            meeting,
+        }
+    }
+}
+
+/// The GP's referral letter, attached to the case.
+pub(crate) const REFERRAL_LETTER: TestFile = TestFile {
+    kind: AttachmentKind::ReferralLetter,
+    title: "Referral from Dr Shah (GP)",
+    file_name: "referral-shah.pdf",
+    bytes: b"%PDF-1.4 referral letter for Maria Lopez (test bytes)",
+};
+
+/// A letter Maria brought to the visit, attached to it.
+pub(crate) const PERSONS_DOCUMENT: TestFile = TestFile {
+    kind: AttachmentKind::PersonsDocument,
+    title: "Maria's letter from the housing office",
+    file_name: "housing-letter.jpg",
+    bytes: b"\xff\xd8\xff\xe0 housing office letter (test bytes)",
+};

@@ -75,7 +75,10 @@ impl CaseDoc {
             // a meeting's staff notes): nothing in them is hidden, and there is nothing to pick.
             let parent = path.rsplit('.').next().unwrap_or("");
             let merged = values.iter().all(|(v, _)| matches!(v, Value::Object(_)))
-                && ((path.is_empty() && (key == keys::CRISIS_PLAN || key == keys::TEAM_NOTES))
+                && ((path.is_empty()
+                    && (key == keys::CRISIS_PLAN
+                        || key == keys::TEAM_NOTES
+                        || key == keys::ATTACHMENTS))
                     || (parent == keys::CRISIS_PLAN
                         && (key == keys::ITEMS || key == keys::REVIEWS))
                     || key == keys::STAFF

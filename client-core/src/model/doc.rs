@@ -79,7 +79,7 @@ pub(super) fn now() -> Instant {
         .unwrap_or(t)
 }
 
-fn check_short(field: &'static str, value: &str) -> Result<(), ModelError> {
+pub(super) fn check_short(field: &'static str, value: &str) -> Result<(), ModelError> {
     let len = value.chars().count();
     if len > MAX_SHORT {
         return Err(ModelError::TooLong {
@@ -163,6 +163,7 @@ impl CaseDoc {
             d.put_object(&plan, keys::ITEMS, ObjType::Map)?;
             d.put_object(&plan, keys::REVIEWS, ObjType::List)?;
             d.put_object(ROOT, keys::TEAM_NOTES, ObjType::Map)?;
+            d.put_object(ROOT, keys::ATTACHMENTS, ObjType::Map)?;
             let timeline = d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?;
             let referral = new.referral.unwrap_or(t);
             d.put(
@@ -977,6 +978,11 @@ impl CaseDoc {
         for items in super::plan::plan_items(&self.doc) {
             if let Some(e) = map_at(&self.doc, &items, &key) {
                 return Ok((e, "crisis plan item"));
+            }
+        }
+        for files in super::attachments::attachment_maps(&self.doc) {
+            if let Some(e) = map_at(&self.doc, &files, &key) {
+                return Ok((e, "attachment"));
             }
         }
         if let Some(decisions) = map_at(&self.doc, &ROOT, keys::DECISIONS) {

@@ -18,6 +18,7 @@
 //! [`schema::validate_document`] checks the whole document shape, so the server can refuse malformed
 //! documents from a buggy or hostile client before it stores anything.
 
+pub mod attachments;
 mod conflicts;
 mod doc;
 mod figures;
@@ -35,6 +36,8 @@ pub mod view;
 pub mod work;
 
 #[cfg(test)]
+mod attachments_tests;
+#[cfg(test)]
 mod evolution_tests;
 #[cfg(test)]
 mod plan_tests;
@@ -45,6 +48,7 @@ mod team_notes_tests;
 #[cfg(test)]
 mod tests;
 
+pub use attachments::{AttachmentView, NewAttachment, MAX_ATTACHMENT_BYTES};
 pub use conflicts::{Conflict, ConflictValue};
 pub use doc::{CaseDoc, NewCase, NewMeeting, NewMember};
 pub use figures::CaseFigures;
@@ -156,6 +160,9 @@ pub enum ModelError {
     /// Withholding a note from the person's copy was asked or confirmed out of turn.
     #[error("{0}")]
     Withholding(&'static str),
+    /// A file cannot be attached (its kind, or its size).
+    #[error("{0}")]
+    Attachment(String),
     /// The member has already left the network.
     #[error("network member {id} already left on {left}")]
     AlreadyLeft {

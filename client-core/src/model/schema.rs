@@ -37,7 +37,9 @@ pub use super::keys;
 ///   safety and crisis plan (`crisis_plan`: items by section, each with every version of its
 ///   words, and the review dates), and the team's safety notes (`team_notes`: home-visit
 ///   safety notes and safeguarding concerns, each withheld from the person's copy only when
-///   one practitioner asked with a reason and a second confirmed).
+///   one practitioner asked with a reason and a second confirmed), and the letters and documents
+///   attached to the case (`attachments`: what each is, its file's name, type, size and SHA-256,
+///   the meeting it belongs to; the bytes are kept beside the document, never in it).
 pub const SCHEMA_VERSION: u64 = 3;
 
 /// Why a document is not a valid case record: each problem with the path where it was found.
@@ -125,6 +127,12 @@ enum Kind {
     Heads,
     /// An automerge Text object of at most MAX_LONG characters.
     Text,
+    /// A media type (`type/subtype`), at most MAX_SHORT characters.
+    MediaType,
+    /// A size in bytes: a positive integer.
+    Size,
+    /// A SHA-256, as 64 lowercase hex digits.
+    Sha256,
 }
 
 const SHORT: Kind = Kind::Str {
@@ -322,6 +330,30 @@ impl<D: ReadDoc> Validator<'_, D> {
                     self.bad(p, "is not a participant");
                 }
             }
+            (Kind::MediaType, ScalarValue::Str(v)) => {
+                let ok = v.chars().count() <= MAX_SHORT
+                    && v.split_once('/').is_some_and(|(t, s)| {
+                        let token = |x: &str| {
+                            !x.is_empty()
+                                && x.bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+                        };
+                        token(t) && token(s)
+                    });
+                if !ok {
+                    self.bad(p, format!("is not a media type ('{}')", truncate(v)));
+                }
+            }
+            (Kind::Size, ScalarValue::Uint(n)) if *n > 0 => {}
+            (Kind::Size, ScalarValue::Int(n)) if *n > 0 => {}
+            (Kind::Size, ScalarValue::Uint(_) | ScalarValue::Int(_)) => {
+                self.bad(p, "must be more than 0 bytes")
+            }
+            (Kind::Sha256, ScalarValue::Str(v)) => {
+                if v.parse::<crate::BlobHash>().is_err() {
+                    self.bad(p, "is not a SHA-256 (64 lowercase hex digits)");
+                }
+            }
             (Kind::Timestamp, ScalarValue::Timestamp(_)) => {}
             (Kind::Bool, ScalarValue::Boolean(_)) => {}
             _ => self.bad(p, "has the wrong type"),
@@ -457,7 +489,7 @@ impl<D: ReadDoc> Validator<'_, D> {
                 keys::MEETINGS,
                 keys::DECISIONS,
             ],
-            &[keys::CRISIS_PLAN, keys::TEAM_NOTES],
+            &[keys::CRISIS_PLAN, keys::TEAM_NOTES, keys::ATTACHMENTS],
         );
         self.field(&r, "case", keys::CASE_ID, Kind::Uuid);
         self.field(&r, "case", keys::TEAM_ID, Kind::Uuid);
@@ -517,6 +549,13 @@ impl<D: ReadDoc> Validator<'_, D> {
             is::<uuid::Uuid>,
             Self::team_note,
         );
+        self.collection(
+            &r,
+            "case",
+            keys::ATTACHMENTS,
+            is::<uuid::Uuid>,
+            Self::attachment,
+        );
         self.maps(&r, "case", keys::CRISIS_PLAN, |v, plan, p| {
             v.keys(plan, p, &[], &[keys::ITEMS, keys::REVIEWS]);
             v.collection(plan, p, keys::ITEMS, is::<uuid::Uuid>, Self::plan_item);
@@ -527,6 +566,35 @@ impl<D: ReadDoc> Validator<'_, D> {
                 v.maps(r, p, keys::BY, |v, a, p| v.author(a, p));
             });
         });
+    }
+
+    /// An attached file's description (schema 3). Its type and size are checked for their form,
+    /// not against this version's lists: a newer version may take more kinds of file, or larger
+    /// ones.
+    fn attachment(&mut self, e: &ObjId, p: &str) {
+        self.keys(
+            e,
+            p,
+            &[
+                keys::KIND,
+                keys::TITLE,
+                keys::FILE_NAME,
+                keys::MEDIA_TYPE,
+                keys::SIZE,
+                keys::SHA256,
+                keys::CREATED_AT,
+                keys::CREATED_BY,
+            ],
+            &[keys::MEETING, keys::ENTERED_IN_ERROR, keys::WRONG_PERSON],
+        );
+        self.entry_common(e, p);
+        self.field(e, p, keys::KIND, Kind::Choice(is::<AttachmentKind>));
+        self.field(e, p, keys::TITLE, SHORT_REQ);
+        self.field(e, p, keys::FILE_NAME, SHORT_REQ);
+        self.field(e, p, keys::MEDIA_TYPE, Kind::MediaType);
+        self.field(e, p, keys::SIZE, Kind::Size);
+        self.field(e, p, keys::SHA256, Kind::Sha256);
+        self.field(e, p, keys::MEETING, Kind::Uuid);
     }
 
     /// A safety note or safeguarding concern (schema 3), with its withholding events.

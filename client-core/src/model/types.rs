@@ -238,6 +238,45 @@ impl TeamNoteKind {
 }
 
 vocabulary!(
+    /// What an attached file is (schema 3).
+    AttachmentKind, "attachment kind", {
+        /// The letter that referred the person to the team.
+        ReferralLetter => "referral_letter",
+        /// A letter from or to the person's GP.
+        GpLetter => "gp_letter",
+        /// Another letter (a hospital, a school, a housing office).
+        Letter => "letter",
+        /// A document the person (or their network) brought.
+        PersonsDocument => "persons_document",
+        /// Anything else.
+        Other => "other",
+    }
+);
+
+impl AttachmentKind {
+    /// As a person reads it.
+    pub fn label(self) -> &'static str {
+        match self {
+            AttachmentKind::ReferralLetter => "Referral letter",
+            AttachmentKind::GpLetter => "GP letter",
+            AttachmentKind::Letter => "Letter",
+            AttachmentKind::PersonsDocument => "Document the person brought",
+            AttachmentKind::Other => "Other document",
+        }
+    }
+}
+
+impl Stored<AttachmentKind> {
+    /// As a person reads it; a kind a newer version added, as written.
+    pub fn label(&self) -> String {
+        match self.known() {
+            Some(k) => k.label().to_string(),
+            None => self.to_string(),
+        }
+    }
+}
+
+vocabulary!(
     /// What happened to a request to withhold a note from the person's copy (schema 3).
     WithholdingEvent, "withholding event", {
         /// A practitioner asked, with the reason.

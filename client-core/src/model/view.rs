@@ -387,6 +387,9 @@ pub struct CaseView {
     /// Home-visit safety notes and safeguarding concerns, oldest first (schema 3).
     #[serde(default)]
     pub team_notes: Vec<super::team_notes::TeamNoteView>,
+    /// Letters and documents attached to the case or its meetings, oldest first (schema 3).
+    #[serde(default)]
+    pub attachments: Vec<super::attachments::AttachmentView>,
 }
 
 /// The attribution of entry `id` at `o`, and its mark if it was entered in error.
@@ -480,6 +483,7 @@ impl CaseDoc {
             conflicts: self.conflicts(),
             crisis_plan: super::plan::crisis_plan(d),
             team_notes: super::team_notes::team_notes(d),
+            attachments: super::attachments::attachments(d),
         };
         withhold(&mut view);
         view
@@ -826,6 +830,7 @@ fn withhold(v: &mut CaseView) {
     }
     super::plan::withhold(&mut v.crisis_plan, &mut ids);
     super::team_notes::withhold(&mut v.team_notes, &mut ids);
+    super::attachments::withhold(&mut v.attachments, &mut ids);
     if !ids.is_empty() {
         v.conflicts.retain(|c| {
             !c.field.split('.').any(|part| {

@@ -49,6 +49,7 @@ fn case() -> CaseView {
         conflicts: vec![],
         crisis_plan: Default::default(),
         team_notes: vec![],
+        attachments: vec![],
     }
 }
 

@@ -5,7 +5,7 @@
 //! [`conformance_tests!`] with an expression that builds a fresh store.
 
 use super::{Store, StoreError};
-use crate::CaseId;
+use crate::{BlobHash, CaseId};
 
 /// Generate one `#[test]` per conformance check for an engine. `$make` must evaluate to
 /// `(guard, store)`: the guard (a temporary directory, or `()`) lives as long as the test.
@@ -19,6 +19,7 @@ macro_rules! conformance_tests {
             meta_scan_in_key_order,
             logs_append_read_trim,
             names_with_nul_are_refused,
+            blobs_kept_per_case_and_removed_only_with_it,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -239,4 +240,38 @@ pub(crate) fn names_with_nul_are_refused(store: &dyn Store) {
         store.read_log(bad, 0),
         Err(StoreError::InvalidRequest(_))
     ));
+}
+
+pub(crate) fn blobs_kept_per_case_and_removed_only_with_it(store: &dyn Store) {
+    let a = CaseId::random();
+    let b = CaseId::random();
+    store.append_chunk(&a, b"a1").unwrap();
+    store.append_chunk(&b, b"b1").unwrap();
+    // As large as an attachment may be (20 MiB), so an engine that cannot hold one fails here.
+    let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let h = BlobHash::of(&big);
+    let small = BlobHash::of(b"letter");
+    assert!(!store.has_blob(&a, &h).unwrap());
+    assert!(store.get_blob(&a, &h).unwrap().is_none());
+    store.put_blob(&a, &h, &big).unwrap();
+    store.put_blob(&a, &small, b"letter").unwrap();
+    store.put_blob(&b, &small, b"letter").unwrap();
+    // Writing the same bytes again changes nothing.
+    store.put_blob(&a, &small, b"letter").unwrap();
+    store.flush().unwrap();
+    assert!(store.has_blob(&a, &h).unwrap());
+    assert_eq!(store.get_blob(&a, &h).unwrap().as_deref(), Some(&big[..]));
+    assert_eq!(
+        store.get_blob(&b, &small).unwrap().as_deref(),
+        Some(&b"letter"[..])
+    );
+    // Kept per case: b does not hold a's big file.
+    assert!(!store.has_blob(&b, &h).unwrap());
+    // Compaction leaves them alone; removing the case removes its own, and only its own.
+    store.compact_case(&a, b"snap", u64::MAX).unwrap();
+    assert!(store.has_blob(&a, &h).unwrap());
+    store.remove_case(&a).unwrap();
+    assert!(!store.has_blob(&a, &h).unwrap());
+    assert!(!store.has_blob(&a, &small).unwrap());
+    assert!(store.has_blob(&b, &small).unwrap());
 }

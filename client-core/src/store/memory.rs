@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{check_name, ChunkLog, ChunkSeq, Store, StoreError};
-use crate::CaseId;
+use crate::{BlobHash, CaseId};
 
 /// Everything the store holds. The maps are ordered the way the sled engine orders its keys
 /// (`CaseId` and `String` both compare bytewise), so scans come back in the same order.
@@ -22,6 +22,7 @@ struct Contents {
     logs: BTreeMap<(String, u64), Vec<u8>>,
     /// The next index of each log; kept after trimming so indices are never reused.
     log_heads: BTreeMap<String, u64>,
+    blobs: BTreeMap<(CaseId, BlobHash), Vec<u8>>,
 }
 
 /// A [`Store`] held entirely in memory: one lock around ordered maps. Dropping it forgets
@@ -64,6 +65,7 @@ impl std::fmt::Debug for MemoryStore {
             .field("chunks", &c.chunks.len())
             .field("meta", &c.meta.len())
             .field("log_entries", &c.logs.len())
+            .field("blobs", &c.blobs.len())
             .finish()
     }
 }
@@ -119,6 +121,7 @@ impl Store for MemoryStore {
     fn remove_case(&self, case: &CaseId) -> Result<(), StoreError> {
         let mut c = self.contents();
         c.chunks.retain(|(id, _), _| id != case);
+        c.blobs.retain(|(id, _), _| id != case);
         Ok(())
     }
 
@@ -195,6 +198,22 @@ impl Store for MemoryStore {
             c.logs.remove(&key);
         }
         Ok(())
+    }
+
+    fn put_blob(&self, case: &CaseId, hash: &BlobHash, content: &[u8]) -> Result<(), StoreError> {
+        self.contents()
+            .blobs
+            .entry((*case, *hash))
+            .or_insert_with(|| content.to_vec());
+        Ok(())
+    }
+
+    fn get_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.contents().blobs.get(&(*case, *hash)).cloned())
+    }
+
+    fn has_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<bool, StoreError> {
+        Ok(self.contents().blobs.contains_key(&(*case, *hash)))
     }
 
     fn flush(&self) -> Result<(), StoreError> {

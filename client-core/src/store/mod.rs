@@ -28,7 +28,7 @@ pub use crypto::{KdfParams, KeySource, SealKey, KEY_LEN};
 pub use memory::MemoryStore;
 pub use sled_store::{SledOptions, SledStore};
 
-use crate::CaseId;
+use crate::{BlobHash, CaseId};
 
 /// Make a directory that holds record data private: the directory 0700, every file in it 0600.
 /// Profiles and the server's data directory call this when they open.
@@ -135,7 +135,8 @@ pub trait Store: Send + Sync + 'static {
         through: ChunkSeq,
     ) -> Result<(), StoreError>;
 
-    /// Remove a case's local copy (after a revocation wipe, or a case that moved away). Callers must
+    /// Remove a case's local copy, its attachments' bytes with it (after a revocation wipe, or a
+    /// case that moved away). Callers must
     /// first check that every change is acknowledged by the borough server: this is never a way to
     /// delete clinical content. Removing a case the store does not hold does nothing. A chunk
     /// appended concurrently with the removal may survive it: stop syncing the case first.
@@ -168,6 +169,18 @@ pub trait Store: Send + Sync + 'static {
     /// Drop entries `<= through` from a log. Only for outboxes whose entries were acknowledged by the
     /// server (the offline-read outbox); the audit log is never trimmed.
     fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError>;
+
+    /// Keep an attachment's bytes beside a case, under their address (the SHA-256 of `content`,
+    /// which the caller has checked: [`BlobHash::matches`]). Sealed like every other value; durable
+    /// after [`Store::flush`]. Writing bytes a case holds already changes nothing. Removed only with
+    /// the case ([`Store::remove_case`]): attachments are never deleted on their own.
+    fn put_blob(&self, case: &CaseId, hash: &BlobHash, content: &[u8]) -> Result<(), StoreError>;
+
+    /// An attachment's bytes, if the store holds them for this case.
+    fn get_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Whether the store holds an attachment's bytes for this case (without reading them).
+    fn has_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<bool, StoreError>;
 
     /// Make every write so far durable on disk (power-loss safe). One call covers every write that
     /// returned before it, so callers can batch (group commit).

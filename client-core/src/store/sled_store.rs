@@ -51,7 +51,7 @@ use sled::Transactional;
 use self::header::{NewHeader, Unlocked};
 use super::crypto::{KdfParams, KeySource};
 use super::{check_name, ChunkLog, ChunkSeq, Store, StoreError};
-use crate::CaseId;
+use crate::{BlobHash, CaseId};
 
 /// Format 1: the key from the [`KeySource`] seals the values directly (stores made before key
 /// wrapping; still read, and re-keyed when opened with a passphrase).
@@ -65,6 +65,7 @@ const TREE_CHUNKS: &str = "polyphony.chunks";
 const TREE_META: &str = "polyphony.meta";
 const TREE_LOGS: &str = "polyphony.logs";
 const TREE_LOG_HEADS: &str = "polyphony.log_heads";
+const TREE_BLOBS: &str = "polyphony.blobs";
 
 const HEADER_FORMAT: &[u8] = b"format";
 const HEADER_STORE_ID: &[u8] = b"store_id";
@@ -80,6 +81,7 @@ const TAG_WRAP: u8 = b'w';
 const TAG_CHUNK: u8 = b'c';
 const TAG_META: u8 = b'm';
 const TAG_LOG: u8 = b'l';
+const TAG_BLOB: u8 = b'b';
 
 const CASE_ID_LEN: usize = 16;
 const CASE_LOCK_STRIPES: usize = 16;
@@ -119,6 +121,7 @@ pub struct SledStore {
     meta: sled::Tree,
     logs: sled::Tree,
     log_heads: sled::Tree,
+    blobs: sled::Tree,
     keys: Unlocked,
     /// Why the store still waits for its re-key, when opening it tried and could not (a full disk).
     upgrade_pending: Option<String>,
@@ -259,6 +262,7 @@ impl SledStore {
             meta: open(TREE_META)?,
             logs: open(TREE_LOGS)?,
             log_heads: open(TREE_LOG_HEADS)?,
+            blobs: open(TREE_BLOBS)?,
             dir: dir.to_path_buf(),
             db,
             keys,
@@ -624,6 +628,14 @@ fn transaction_error(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// An attachment's key: its case, then its address (so a case's attachments share a prefix).
+fn blob_key(case: &CaseId, hash: &BlobHash) -> [u8; CASE_ID_LEN + 32] {
+    let mut key = [0u8; CASE_ID_LEN + 32];
+    key[..CASE_ID_LEN].copy_from_slice(case.0.as_bytes());
+    key[CASE_ID_LEN..].copy_from_slice(&hash.0);
+    key
+}
+
 fn chunk_key(case: &CaseId, seq: ChunkSeq) -> [u8; CASE_ID_LEN + 8] {
     let mut key = [0u8; CASE_ID_LEN + 8];
     key[..CASE_ID_LEN].copy_from_slice(case.0.as_bytes());
@@ -784,6 +796,13 @@ impl Store for SledStore {
 
     fn remove_case(&self, case: &CaseId) -> Result<(), StoreError> {
         let _case = self.lock_case(case);
+        // The attachments first: a crash after this leaves the case listed, and removing it
+        // again finishes the work (the other order would leave bytes no listed case names).
+        let mut blobs = sled::Batch::default();
+        for key in self.blobs.scan_prefix(case.0.as_bytes()).keys() {
+            blobs.remove(key.map_err(engine_error)?);
+        }
+        self.blobs.apply_batch(blobs).map_err(engine_error)?;
         let mut batch = sled::Batch::default();
         for key in self.chunk_keys_through(case, ChunkSeq::MAX)? {
             batch.remove(key);
@@ -914,6 +933,34 @@ impl Store for SledStore {
         }
         self.logs.apply_batch(batch).map_err(engine_error)?;
         Ok(())
+    }
+
+    fn put_blob(&self, case: &CaseId, hash: &BlobHash, content: &[u8]) -> Result<(), StoreError> {
+        let key = blob_key(case, hash);
+        if self.blobs.contains_key(key).map_err(engine_error)? {
+            return Ok(());
+        }
+        let sealed = self.seal(TAG_BLOB, &key, content);
+        self.blobs.insert(key, sealed).map_err(engine_error)?;
+        Ok(())
+    }
+
+    fn get_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = blob_key(case, hash);
+        match self.blobs.get(key).map_err(engine_error)? {
+            None => Ok(None),
+            Some(sealed) => self
+                .unseal(TAG_BLOB, &key, &sealed, || {
+                    format!("attachment {hash} of case {case}")
+                })
+                .map(Some),
+        }
+    }
+
+    fn has_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<bool, StoreError> {
+        self.blobs
+            .contains_key(blob_key(case, hash))
+            .map_err(engine_error)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

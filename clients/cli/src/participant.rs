@@ -170,6 +170,7 @@ mod tests {
             conflicts: vec![],
             crisis_plan: Default::default(),
             team_notes: vec![],
+            attachments: vec![],
         }
     }
 

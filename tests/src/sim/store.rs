@@ -26,6 +26,7 @@ enum Op {
     Delete(String, String),
     AppendLog(String, Vec<u8>),
     TrimLog(String, u64),
+    PutBlob(CaseId, polyphony_core::BlobHash, Vec<u8>),
 }
 
 impl Op {
@@ -45,6 +46,7 @@ impl Op {
             Op::Delete(ns, k) => store.delete_meta(ns, k),
             Op::AppendLog(log, e) => store.append_log(log, e).map(|_| ()),
             Op::TrimLog(log, through) => store.trim_log(log, *through),
+            Op::PutBlob(c, h, content) => store.put_blob(c, h, content),
         }
     }
 }
@@ -224,6 +226,26 @@ impl Store for CrashStore {
         self.write(Op::TrimLog(log.into(), through), |s| {
             s.trim_log(log, through)
         })
+    }
+    fn put_blob(
+        &self,
+        case: &CaseId,
+        hash: &polyphony_core::BlobHash,
+        content: &[u8],
+    ) -> Result<(), StoreError> {
+        self.write(Op::PutBlob(*case, *hash, content.to_vec()), |s| {
+            s.put_blob(case, hash, content)
+        })
+    }
+    fn get_blob(
+        &self,
+        case: &CaseId,
+        hash: &polyphony_core::BlobHash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.layers().live.get_blob(case, hash)
+    }
+    fn has_blob(&self, case: &CaseId, hash: &polyphony_core::BlobHash) -> Result<bool, StoreError> {
+        self.layers().live.has_blob(case, hash)
     }
     fn flush(&self) -> Result<(), StoreError> {
         let mut l = self.layers();

@@ -41,8 +41,8 @@ use super::header::{NewHeader, Unlocked};
 use super::try_lock_db;
 use super::{
     engine_error, open_db, restrict_to_owner, seq_of, sync_dir_tree, value_aad, SledOptions,
-    FORMAT_DIRECT, LOCK_PATIENCE, TAG_CHUNK, TAG_LOG, TAG_META, TREE_CHUNKS, TREE_HEADER,
-    TREE_LOGS, TREE_LOG_HEADS, TREE_META,
+    FORMAT_DIRECT, LOCK_PATIENCE, TAG_BLOB, TAG_CHUNK, TAG_LOG, TAG_META, TREE_BLOBS, TREE_CHUNKS,
+    TREE_HEADER, TREE_LOGS, TREE_LOG_HEADS, TREE_META,
 };
 use crate::store::{KeySource, StoreError};
 
@@ -301,8 +301,9 @@ fn fill(
 
 /// The trees a store keeps its values in, each with the tag of its associated data (`None`: the
 /// log heads, which are counters, not sealed).
-const VALUE_TREES: [(&str, Option<u8>); 4] = [
+const VALUE_TREES: [(&str, Option<u8>); 5] = [
     (TREE_CHUNKS, Some(TAG_CHUNK)),
+    (TREE_BLOBS, Some(TAG_BLOB)),
     (TREE_META, Some(TAG_META)),
     (TREE_LOGS, Some(TAG_LOG)),
     (TREE_LOG_HEADS, None),
