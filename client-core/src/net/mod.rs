@@ -8,6 +8,7 @@
 //!
 //! [`ClientSession`]: crate::sync::ClientSession
 
+pub mod blobs;
 mod client;
 
 pub use client::{
@@ -177,6 +178,12 @@ impl FramedStream {
     /// The next frame; `Ok(None)` when the peer finished the stream cleanly.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, StreamError> {
         self.reader.read_frame().await
+    }
+
+    /// Refuse frames over `max` bytes from now on (a stream whose first frame said what it
+    /// carries: the sync session takes larger frames than an attachment stream).
+    pub fn set_limit(&mut self, max: usize) {
+        self.reader.dec.set_max(max);
     }
 
     /// Write frames as one buffer.

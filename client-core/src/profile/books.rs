@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{now_string, ProfileError, NS_PROFILE, REVOKING_KEY};
 use crate::store::{Store, StoreError};
 use crate::sync::{self, Action, Colleague, OfflineRead};
-use crate::CaseId;
+use crate::{BlobHash, CaseId};
 
 /// Acknowledged heads per case (the last `Saved`).
 pub(super) const NS_ACKED: &str = "acked";
@@ -38,6 +38,14 @@ pub(super) const NS_UNSYNCED_SINCE: &str = "app";
 /// The key of a case's old "unsynced since" note in [`NS_UNSYNCED_SINCE`], as the app wrote it.
 pub(super) fn unsynced_since_key(case: &CaseId) -> String {
     format!("unsynced_since:{case}")
+}
+
+/// Attachments the server said are durable on its disk (key [`blob_saved_key`], empty value).
+pub(super) const NS_BLOBS_SAVED: &str = "blobs_saved";
+
+/// The key of an attachment in [`NS_BLOBS_SAVED`]: its case, then its address.
+fn blob_saved_key(case: &CaseId, hash: &BlobHash) -> String {
+    format!("{case}/{hash}")
 }
 
 /// The server's team list, as last received (in [`NS_PROFILE`]; JSON).
@@ -270,7 +278,10 @@ impl<'a> DeviceBooks<'a> {
         let _gate = write_gate();
         let mut kept = Vec::new();
         for case in self.store.list_cases()? {
-            match self.unsynced(&case) {
+            match self
+                .unsynced(&case)
+                .and_then(|n| Ok(n + self.unsent_blobs(&case)?.len()))
+            {
                 Ok(0) => self.forget_case(&case)?,
                 Ok(_) | Err(ProfileError::Corrupt(_)) => kept.push(case),
                 Err(e) => return Err(e),
@@ -297,12 +308,49 @@ impl<'a> DeviceBooks<'a> {
     /// Remove a case and everything kept about it.
     pub fn forget_case(&self, case: &CaseId) -> Result<(), StoreError> {
         self.store.remove_case(case)?;
+        let prefix = format!("{case}/");
+        for (key, _) in self.store.scan_meta(NS_BLOBS_SAVED)? {
+            if key.starts_with(&prefix) {
+                self.store.delete_meta(NS_BLOBS_SAVED, &key)?;
+            }
+        }
         self.store.delete_meta(NS_ACKED, &case.to_string())?;
         self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
         self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
         self.store
             .delete_meta(NS_UNSYNCED_SINCE, &unsynced_since_key(case))?;
         self.store.delete_meta(NS_MOVED_AWAY, &case.to_string())
+    }
+
+    /// The server said an attachment's bytes are durable on its disk. Durable here when this
+    /// returns.
+    pub fn note_blob_saved(&self, case: &CaseId, hash: &BlobHash) -> Result<(), StoreError> {
+        self.store
+            .put_meta(NS_BLOBS_SAVED, &blob_saved_key(case, hash), b"")?;
+        self.store.flush()
+    }
+
+    /// Whether the server said an attachment's bytes are durable on its disk.
+    pub fn blob_saved(&self, case: &CaseId, hash: &BlobHash) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .get_meta(NS_BLOBS_SAVED, &blob_saved_key(case, hash))?
+            .is_some())
+    }
+
+    /// Attachments of a case whose bytes this device holds and the server has not said it has:
+    /// work that exists only here. A case holding any is never wiped or forgotten.
+    pub fn unsent_blobs(&self, case: &CaseId) -> Result<Vec<BlobHash>, ProfileError> {
+        let Some((doc, _)) = self.load_doc(case)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for hash in crate::model::attachments::referenced_blobs(&doc) {
+            if self.store.has_blob(case, &hash)? && !self.blob_saved(case, &hash)? {
+                out.push(hash);
+            }
+        }
+        Ok(out)
     }
 
     /// Record that the server told this device a case is no longer its team's: from now on the

@@ -23,9 +23,11 @@ use crate::store::{KeySource, SledOptions, SledStore, Store, StoreError};
 use crate::sync::{self, Action, ClientSession, DocSet, ErrorCode, OfflineRead, TeamInfo};
 use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 
+mod attachments;
 mod books;
 mod colleagues;
 
+pub use attachments::{AttachFile, BlobReport, BlobState, BlobWork};
 use books::{write_gate, LOG_READS, NS_ACCESSES, NS_MOVED_AWAY};
 pub use books::{DeviceBooks, COMPACT_AFTER};
 
@@ -234,6 +236,9 @@ pub struct SyncReport {
     /// (kept by this device): what to tell the information governance lead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_warning: Option<String>,
+    /// What was done with attachments (after the records: their bytes on streams of their own).
+    #[serde(default)]
+    pub attachments: BlobReport,
 }
 
 /// A device profile.
@@ -948,7 +953,48 @@ impl Profile {
             net::drive(&e.server, &conn, &mut sync.session, &mut host, None).await
         };
         endpoint.close(0u32.into(), b"");
-        sync.end(self, outcome)
+        let takes_attachments = sync
+            .session
+            .welcome()
+            .is_some_and(|w| w.has(sync::FEATURE_ATTACHMENTS));
+        let mut report = sync.end(self, outcome)?;
+        // After a wipe too: a case kept for an attachment only here uploads it now.
+        if takes_attachments && (!report.wiped || !report.kept_unsynced.is_empty()) {
+            report.attachments = self.sync_attachments().await;
+        }
+        Ok(report)
+    }
+
+    /// Move the attachments the records name: a connection of its own, after the records (the
+    /// server takes an attachment only for a case it holds, whose record names it). Failures are
+    /// reported, not raised: the records synced, and the files are tried again next time.
+    async fn sync_attachments(&mut self) -> BlobReport {
+        let work = match self.blob_work() {
+            Ok(w) if w.is_empty() => return BlobReport::default(),
+            Ok(w) => w,
+            Err(e) => {
+                return BlobReport {
+                    failed: vec![format!("could not list the attachments to sync: {e}")],
+                    ..BlobReport::default()
+                }
+            }
+        };
+        let (e, endpoint, conn) = match self.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                return BlobReport {
+                    failed: vec![format!("attachments not synced: {e}")],
+                    ..BlobReport::default()
+                }
+            }
+        };
+        let result = self.exchange_blobs(&e.server, &conn, work).await;
+        conn.close(0u32.into(), b"");
+        endpoint.wait_idle().await;
+        result.unwrap_or_else(|e| BlobReport {
+            failed: vec![format!("attachments not synced: {e}")],
+            ..BlobReport::default()
+        })
     }
 
     /// Begin a sync session that the caller carries over its own transport: the sans-IO form of
@@ -1236,7 +1282,7 @@ impl ProfileSync {
             if !held.contains(&case) {
                 continue; // wiped already
             }
-            if profile.unsynced(case)? == 0 {
+            if profile.unsynced(case)? == 0 && profile.books().unsent_blobs(&case)?.is_empty() {
                 profile.forget_case(case)?;
                 report.moved.push(case.to_string());
             } else {

@@ -12,7 +12,7 @@
 use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 
-use crate::{CaseId, DeviceId, PractitionerId, TeamId};
+use crate::{BlobHash, CaseId, DeviceId, PractitionerId, TeamId};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -344,7 +344,45 @@ pub enum Frame {
     Enrol(EnrolRequest),
     /// Server → device: enrolment accepted.
     Enrolled(Enrolled),
+    /// On an attachment stream ([`FEATURE_ATTACHMENTS`]): device → server, "I have these bytes
+    /// of this case"; server → device, the answer to `BlobWant`, followed by the bytes in
+    /// `BlobChunk` frames.
+    BlobOffer {
+        /// The case the attachment belongs to.
+        case: CaseId,
+        /// The address of its bytes.
+        hash: BlobHash,
+        /// How many bytes follow.
+        size: u64,
+    },
+    /// On an attachment stream: device → server, "send me these bytes"; server → device, the
+    /// answer to `BlobOffer` when the server does not hold them yet: "send them".
+    BlobWant {
+        /// The case.
+        case: CaseId,
+        /// The address of the bytes.
+        hash: BlobHash,
+    },
+    /// On an attachment stream: the next bytes of an offered attachment (at most
+    /// [`BLOB_CHUNK_BYTES`]).
+    BlobChunk(Vec<u8>),
+    /// On an attachment stream, server → device: the bytes are durable on the server's disk (or
+    /// were already there). Sent only after they are.
+    BlobSaved {
+        /// The case.
+        case: CaseId,
+        /// The address of the bytes.
+        hash: BlobHash,
+    },
 }
+
+/// The server takes attachments on streams of their own: a device opens one stream per
+/// attachment and sends `BlobOffer` (to upload) or `BlobWant` (to download) as its first frame.
+/// A device asks nothing of a server that did not announce this in its `Welcome`.
+pub const FEATURE_ATTACHMENTS: &str = "attachments";
+
+/// The most bytes one `BlobChunk` carries.
+pub const BLOB_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A frame that cannot be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -398,6 +436,10 @@ mod tag {
     pub(super) const ACCESS_LOG: u8 = 0x0d;
     pub(super) const ENROL: u8 = 0x10;
     pub(super) const ENROLLED: u8 = 0x11;
+    pub(super) const BLOB_OFFER: u8 = 0x12;
+    pub(super) const BLOB_WANT: u8 = 0x13;
+    pub(super) const BLOB_CHUNK: u8 = 0x14;
+    pub(super) const BLOB_SAVED: u8 = 0x15;
 }
 
 fn json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
@@ -477,6 +519,26 @@ impl Frame {
                 out.push(tag::ENROLLED);
                 json(out, r);
             }
+            Frame::BlobOffer { case, hash, size } => {
+                out.push(tag::BLOB_OFFER);
+                out.extend_from_slice(case.0.as_bytes());
+                out.extend_from_slice(&hash.0);
+                out.extend_from_slice(&size.to_be_bytes());
+            }
+            Frame::BlobWant { case, hash } => {
+                out.push(tag::BLOB_WANT);
+                out.extend_from_slice(case.0.as_bytes());
+                out.extend_from_slice(&hash.0);
+            }
+            Frame::BlobChunk(bytes) => {
+                out.push(tag::BLOB_CHUNK);
+                out.extend_from_slice(bytes);
+            }
+            Frame::BlobSaved { case, hash } => {
+                out.push(tag::BLOB_SAVED);
+                out.extend_from_slice(case.0.as_bytes());
+                out.extend_from_slice(&hash.0);
+            }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -517,6 +579,20 @@ impl Frame {
                 detail: e.to_string(),
             })?;
             Ok((CaseId(id), rest))
+        }
+        fn blob_hash<'a>(
+            kind: &'static str,
+            p: &'a [u8],
+        ) -> Result<(BlobHash, &'a [u8]), FrameError> {
+            if p.len() < 32 {
+                return Err(FrameError::Malformed {
+                    kind,
+                    detail: "too short for an attachment's address".into(),
+                });
+            }
+            let (h, rest) = p.split_at(32);
+            let h: [u8; 32] = h.try_into().expect("32 bytes split off");
+            Ok((BlobHash(h), rest))
         }
         fn empty(kind: &'static str, p: &[u8], f: Frame) -> Result<Frame, FrameError> {
             if p.is_empty() {
@@ -603,6 +679,38 @@ impl Frame {
             tag::COLLEAGUES => Ok(Frame::Colleagues(from_json("colleagues", p)?)),
             tag::ENROL => Ok(Frame::Enrol(from_json("enrol", p)?)),
             tag::ENROLLED => Ok(Frame::Enrolled(from_json("enrolled", p)?)),
+            tag::BLOB_OFFER => {
+                let (case, rest) = case_id("blob offer", p)?;
+                let (hash, rest) = blob_hash("blob offer", rest)?;
+                let size: [u8; 8] = rest.try_into().map_err(|_| FrameError::Malformed {
+                    kind: "blob offer",
+                    detail: "expected an 8-byte size".into(),
+                })?;
+                Ok(Frame::BlobOffer {
+                    case,
+                    hash,
+                    size: u64::from_be_bytes(size),
+                })
+            }
+            tag::BLOB_WANT => {
+                let (case, rest) = case_id("blob want", p)?;
+                let (hash, rest) = blob_hash("blob want", rest)?;
+                empty("blob want", rest, Frame::BlobWant { case, hash })
+            }
+            tag::BLOB_CHUNK => {
+                if p.is_empty() || p.len() > BLOB_CHUNK_BYTES {
+                    return Err(FrameError::Malformed {
+                        kind: "blob chunk",
+                        detail: format!("{} bytes (1 to {BLOB_CHUNK_BYTES})", p.len()),
+                    });
+                }
+                Ok(Frame::BlobChunk(p.to_vec()))
+            }
+            tag::BLOB_SAVED => {
+                let (case, rest) = case_id("blob saved", p)?;
+                let (hash, rest) = blob_hash("blob saved", rest)?;
+                empty("blob saved", rest, Frame::BlobSaved { case, hash })
+            }
             other => Err(FrameError::UnknownType(other)),
         }
     }
@@ -627,6 +735,10 @@ impl Frame {
             Frame::Colleagues(_) => "colleagues",
             Frame::Enrol(_) => "enrol",
             Frame::Enrolled(_) => "enrolled",
+            Frame::BlobOffer { .. } => "blob offer",
+            Frame::BlobWant { .. } => "blob want",
+            Frame::BlobChunk(_) => "blob chunk",
+            Frame::BlobSaved { .. } => "blob saved",
         }
     }
 }
@@ -647,6 +759,12 @@ impl FrameDecoder {
             start: 0,
             max,
         }
+    }
+
+    /// Refuse frames over `max` bytes from now on (a stream whose first frame said what it
+    /// carries).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
     }
 
     /// Add received bytes.
@@ -719,6 +837,20 @@ mod tests {
                     teams: vec![TeamId::random()],
                 }]),
             }),
+            Frame::BlobOffer {
+                case,
+                hash: BlobHash::of(b"letter"),
+                size: 6,
+            },
+            Frame::BlobWant {
+                case,
+                hash: BlobHash::of(b"letter"),
+            },
+            Frame::BlobChunk(vec![7; BLOB_CHUNK_BYTES]),
+            Frame::BlobSaved {
+                case,
+                hash: BlobHash::of(b"letter"),
+            },
             Frame::Colleagues(vec![Colleague {
                 practitioner: PractitionerId::random(),
                 name: "Dr Ade Bello".into(),
@@ -849,5 +981,26 @@ mod tests {
             }
         }
         assert_eq!(ErrorCode::from_u16(999), None);
+    }
+
+    #[test]
+    fn attachment_frames_of_the_wrong_length_are_refused() {
+        let case = CaseId::random();
+        let mut body = vec![tag::BLOB_OFFER];
+        body.extend_from_slice(case.0.as_bytes());
+        body.extend_from_slice(&[1; 32]);
+        body.extend_from_slice(&[0; 7]);
+        assert!(Frame::decode_body(&body).is_err(), "a 7-byte size");
+        let mut want = vec![tag::BLOB_WANT];
+        want.extend_from_slice(case.0.as_bytes());
+        want.extend_from_slice(&[1; 31]);
+        assert!(Frame::decode_body(&want).is_err(), "a 31-byte address");
+        assert!(
+            Frame::decode_body(&[tag::BLOB_CHUNK]).is_err(),
+            "an empty chunk"
+        );
+        let mut big = vec![tag::BLOB_CHUNK];
+        big.extend(std::iter::repeat_n(0u8, BLOB_CHUNK_BYTES + 1));
+        assert!(Frame::decode_body(&big).is_err(), "a chunk over the bound");
     }
 }

@@ -85,6 +85,9 @@ enum Command {
     /// The team's home-visit safety notes and safeguarding concerns.
     #[command(subcommand)]
     Safety(commands::safety::SafetyCommand),
+    /// Letters and documents attached to a case or a meeting.
+    #[command(subcommand)]
+    Attachment(commands::attachment::AttachmentCommand),
     /// Mark an entry "entered in error" (it stays in the record, struck through, with why).
     Error(EnteredInErrorArgs),
     /// Fields where two devices wrote different values: see them side by side.
@@ -146,6 +149,7 @@ fn dispatch(
         Command::CareTeam(c) => c.run(profile),
         Command::Plan(c) => c.run(profile),
         Command::Safety(c) => c.run(profile),
+        Command::Attachment(c) => c.run(profile),
         Command::Team(a) => a.run(profile),
         Command::Meeting(c) => c.run(profile),
         Command::Note(c) => c.run(profile, NoteKind::Notes),

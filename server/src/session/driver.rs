@@ -11,7 +11,7 @@ use polyphony_core::sync::{ErrorCode, Frame, FEATURE_COLLEAGUES, FEATURE_CONFIRM
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, warn};
 
-use super::{welcome, withheld, Batch, NotWelcome, Session, Shared};
+use super::{blobs, welcome, withheld, Batch, NotWelcome, Session, Shared};
 use crate::audit::{Actor, AuditAction};
 use crate::driver::CoreDriver;
 use crate::registry::{Device, Practitioner};
@@ -91,11 +91,25 @@ pub async fn serve(
     // Subscribed before the session exists, so a change of access from now on wakes it; one made
     // before is seen by the session's first check (see `handshake`).
     let access = driver.access_changes();
-    let Some((stream, session)) =
-        handshake(&shared, &conn, conn_id, device, practitioner, &actor).await
-    else {
+    let blobs = BlobStreams {
+        shared: shared.clone(),
+        driver: driver.clone(),
+        conn_id,
+        device: device.clone(),
+        practitioner: practitioner.clone(),
+        permits: Arc::new(tokio::sync::Semaphore::new(MAX_ATTACHMENT_STREAMS)),
+        tasks: tokio::task::JoinSet::new(),
+    };
+    let (blobs, handshaken) =
+        handshake(&shared, &conn, conn_id, device, practitioner, &actor, blobs).await;
+    let Some((stream, session)) = handshaken else {
+        // No session (a connection for attachments only, or none at all): its attachments
+        // finish before it goes.
+        blobs.finish().await;
         return;
     };
+    // Attachments may go on streams beside the session for as long as it lasts.
+    let attachments = tokio::spawn(blobs.accept_while(conn.clone()));
     let (send, mut recv) = stream.split();
     let backlog = Arc::new(Backlog::default());
     let (tx, rx) = mpsc::unbounded_channel::<Batch>();
@@ -118,6 +132,7 @@ pub async fn serve(
     }
     drop(session);
     drop(out);
+    attachments.abort();
     let _ = writer.await;
     // Only now: the device reads its last frames (a `Bye`) before its stream is stopped, which it
     // would otherwise see as the connection lost.
@@ -138,29 +153,155 @@ async fn handshake(
     device: Device,
     practitioner: Practitioner,
     actor: &Actor,
-) -> Option<(FramedStream, Session)> {
+    mut blobs: BlobStreams,
+) -> (BlobStreams, Option<(FramedStream, Session)>) {
+    // Streams until the `Hello`: attachment streams are served as they come (a connection may
+    // carry only those); the wait for each next stream is bounded.
+    let (mut stream, hello) = loop {
+        let Some((mut stream, first)) = next_stream(conn).await else {
+            return (blobs, None);
+        };
+        match first {
+            Frame::Hello(h) => break (stream, h),
+            first @ (Frame::BlobOffer { .. } | Frame::BlobWant { .. }) => {
+                blobs.spawn(stream, first).await;
+            }
+            other => {
+                let what = other.kind();
+                let _ = stream.send.finish();
+                close(
+                    conn,
+                    ErrorCode::Malformed,
+                    &format!("expected hello, got {what}"),
+                );
+                return (blobs, None);
+            }
+        }
+    };
+    stream.set_limit(shared.max_frame);
+    let handshaken = session_for(
+        shared,
+        conn,
+        conn_id,
+        device,
+        practitioner,
+        actor,
+        stream,
+        hello,
+    )
+    .await;
+    (blobs, handshaken)
+}
+
+/// The next stream of a connection and its first frame, waiting at most 30 s for it; None when
+/// the connection ended, went quiet, or sent a bad first frame (then closed with why).
+async fn next_stream(conn: &quinn::Connection) -> Option<(FramedStream, Frame)> {
     let (send, recv) =
         match tokio::time::timeout(std::time::Duration::from_secs(30), conn.accept_bi()).await {
             Ok(Ok(s)) => s,
             _ => return None,
         };
-    let mut stream = FramedStream::with_limit(send, recv, shared.max_frame);
-    let hello = match stream.read_frame().await {
-        Ok(Some(Frame::Hello(h))) => h,
-        Ok(other) => {
-            let what = other.map(|f| f.kind()).unwrap_or("nothing");
-            close(
-                conn,
-                ErrorCode::Malformed,
-                &format!("expected hello, got {what}"),
-            );
-            return None;
+    // The first frame is small whatever the stream carries (a hello, an offer, a want).
+    let mut stream = FramedStream::with_limit(send, recv, blobs::BLOB_STREAM_MAX_FRAME);
+    match stream.read_frame().await {
+        Ok(Some(first)) => Some((stream, first)),
+        Ok(None) => {
+            close(conn, ErrorCode::Malformed, "expected hello, got nothing");
+            None
         }
         Err(e) => {
             close_for(conn, &e);
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// The most attachment streams one connection is served at once; more wait for a place (and
+/// QUIC's flow control holds their bytes back), so one device cannot make the server hold more
+/// than this many attachments in memory per connection.
+pub(super) const MAX_ATTACHMENT_STREAMS: usize = 4;
+
+/// A connection's attachment streams ([`blobs`]): served at most [`MAX_ATTACHMENT_STREAMS`] at
+/// once, each on its own task.
+struct BlobStreams {
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    conn_id: u64,
+    device: Device,
+    practitioner: Practitioner,
+    permits: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl BlobStreams {
+    /// Serve one attachment stream once a place is free.
+    async fn spawn(&mut self, stream: FramedStream, first: Frame) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (shared, driver) = (self.shared.clone(), self.driver.clone());
+        let (device, practitioner) = (self.device.clone(), self.practitioner.clone());
+        let conn_id = self.conn_id;
+        self.tasks.spawn(async move {
+            blobs::serve(shared, driver, conn_id, device, practitioner, stream, first).await;
+            drop(permit);
+        });
+        // Reap what finished, so a long session does not keep every finished task.
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    /// Serve attachment streams until the connection ends (the session's task aborts this when
+    /// the session ends). A second `Hello` on one connection is refused on its stream.
+    async fn accept_while(mut self, conn: quinn::Connection) {
+        loop {
+            let accepted = tokio::select! {
+                s = conn.accept_bi() => s,
+                _ = conn.closed() => break,
+            };
+            let Ok((send, recv)) = accepted else { break };
+            let mut stream = FramedStream::with_limit(send, recv, blobs::BLOB_STREAM_MAX_FRAME);
+            match stream.read_frame().await {
+                Ok(Some(first @ (Frame::BlobOffer { .. } | Frame::BlobWant { .. }))) => {
+                    self.spawn(stream, first).await;
+                }
+                Ok(Some(other)) => {
+                    let message = format!(
+                        "a stream beside the session carries an attachment, not {}",
+                        other.kind()
+                    );
+                    let _ = stream
+                        .write_frames(&[Frame::Error(super::refusal(
+                            ErrorCode::Malformed,
+                            message,
+                        ))])
+                        .await;
+                    let _ = stream.send.finish();
+                }
+                Ok(None) | Err(_) => {}
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Wait for every attachment stream being served to end.
+    async fn finish(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The session for a device's `Hello` on `stream`, its `Welcome` sent; None when the device was
+/// refused (the connection is closed with the reason).
+#[allow(clippy::too_many_arguments)]
+async fn session_for(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    conn_id: u64,
+    device: Device,
+    practitioner: Practitioner,
+    actor: &Actor,
+    mut stream: FramedStream,
+    hello: polyphony_core::sync::Hello,
+) -> Option<(FramedStream, Session)> {
     let welcome = match welcome(shared, &hello, &device, &practitioner) {
         Ok(w) => w,
         Err(NotWelcome::Version(refusal)) => {

@@ -17,7 +17,11 @@
 //! Writes of one connection are pipelined: the reader applies messages as they come, and a writer
 //! task sends each reply once its group-commit ticket is durable, in order.
 
+pub mod blobs;
 mod driver;
+
+/// How many attachment streams one connection is served at once.
+pub const MAX_ATTACHMENT_STREAMS: usize = driver::MAX_ATTACHMENT_STREAMS;
 mod policy;
 mod protocol;
 
@@ -27,8 +31,8 @@ use std::sync::Arc;
 use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::guard;
 use polyphony_core::sync::{
-    CaseGrant, ErrorCode, Frame, Hello, Refusal, SessionMode, Welcome, FEATURE_COLLEAGUES,
-    FEATURE_CONFIRMS_WIPE, PROTOCOL_VERSION,
+    CaseGrant, ErrorCode, Frame, Hello, Refusal, SessionMode, Welcome, FEATURE_ATTACHMENTS,
+    FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE, PROTOCOL_VERSION,
 };
 use polyphony_core::CaseId;
 use tracing::warn;
@@ -341,6 +345,7 @@ pub fn welcome(
         features: vec![
             FEATURE_CONFIRMS_WIPE.to_string(),
             FEATURE_COLLEAGUES.to_string(),
+            FEATURE_ATTACHMENTS.to_string(),
         ],
         colleagues,
     })

@@ -479,6 +479,36 @@ impl Session {
         false
     }
 
+    /// May this device move an attachment of `case` (upload: send its bytes; else fetch them)?
+    /// The same rules as the case's record: fetching needs the case in full, uploading is taken
+    /// also where the record takes uploads only (a case that moved away, a device being revoked).
+    /// Reads the registry again first, so a revocation refuses the next attachment at once.
+    pub fn attachment_access(
+        &mut self,
+        case: &CaseId,
+        upload: bool,
+    ) -> Result<(), polyphony_core::sync::Refusal> {
+        if !self.check_access() {
+            let (code, message) = self
+                .ended
+                .clone()
+                .unwrap_or((ErrorCode::Unauthorised, "access ended".into()));
+            return Err(refusal(code, message));
+        }
+        match self.access(case) {
+            Access::Full(_) => Ok(()),
+            Access::UploadOnly(_) if upload => Ok(()),
+            Access::New => Err(refusal(
+                ErrorCode::NotAvailable,
+                "the server does not hold this case yet: sync its record first",
+            )),
+            _ => Err(refusal(
+                ErrorCode::NotAvailable,
+                "this case is not available to this device",
+            )),
+        }
+    }
+
     fn access(&self, case: &CaseId) -> Access {
         let registered = match self.shared.registry.case_team(case) {
             Ok(t) => t,

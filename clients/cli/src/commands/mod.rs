@@ -2,6 +2,7 @@
 //! the code that carries them out, and each command is a few calls into the profile: find the case
 //! and entries the user named, make the change (saved before the call returns), print the result.
 
+pub(crate) mod attachment;
 pub(crate) mod care_team;
 pub(crate) mod case;
 pub(crate) mod corrections;

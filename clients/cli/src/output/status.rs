@@ -135,6 +135,15 @@ pub(crate) fn print_sync_report(r: &SyncReport) {
             short(case)
         );
     }
+    for why in &r.attachments.failed {
+        eprintln!("attachment: {why} (it is tried again at the next sync)");
+    }
+    if r.attachments.sent + r.attachments.received > 0 {
+        eprintln!(
+            "attachments: {} sent and saved on the server, {} received",
+            r.attachments.sent, r.attachments.received
+        );
+    }
     let left = if r.unsynced_changes == 0 {
         "nothing left to send".to_string()
     } else {

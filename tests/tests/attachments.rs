@@ -1,0 +1,288 @@
+//! Attachments end to end, on a real server over QUIC: the bytes move on streams of their own,
+//! are acknowledged only once on the server's disk, survive a restart, reach a colleague checked
+//! against their address, and are refused (with nothing stored) to another team, for a case or
+//! an address the record does not name, when they are not the bytes named, when too large, and
+//! to a revoked device. A device being revoked uploads an attachment only it holds before its
+//! case is wiped.
+
+use anyhow::{ensure, Result};
+use polyphony_core::model::{AttachmentKind, MAX_ATTACHMENT_BYTES};
+use polyphony_core::net::{self, NetError};
+use polyphony_core::profile::{AttachFile, BlobState};
+use polyphony_core::sync::{ErrorCode, BLOB_CHUNK_BYTES};
+use polyphony_core::{BlobHash, CaseId};
+use polyphony_e2e::{audit_details, connect_as, TestDevice, TestServer};
+use polyphony_server::admin::AdminRequest;
+use polyphony_server::session::MAX_ATTACHMENT_STREAMS;
+
+async fn team_of_two() -> Result<(TestServer, TestDevice, TestDevice)> {
+    let server = TestServer::start().await?;
+    server.team("North").await?;
+    server.practitioner("Sam", "North").await?;
+    server.practitioner("Kit", "North").await?;
+    let a = server.device("Sam").await?;
+    let b = server.device("Kit").await?;
+    Ok((server, a, b))
+}
+
+/// A file of `len` bytes that differs from every other one made here with another `seed`.
+fn file(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn attach(
+    d: &mut TestDevice,
+    case: CaseId,
+    name: &str,
+    content: &[u8],
+) -> Result<polyphony_core::EntryId> {
+    Ok(d.profile.attach(
+        case,
+        AttachFile {
+            kind: AttachmentKind::ReferralLetter,
+            title: "Referral from Dr Shah",
+            file_name: name,
+            content,
+            meeting: None,
+        },
+    )?)
+}
+
+fn refused_with(r: Result<impl std::fmt::Debug, NetError>, code: ErrorCode, words: &str) {
+    match r {
+        Err(NetError::Refused { code: c, message }) => {
+            assert_eq!(c, code, "{message}");
+            assert!(message.contains(words), "{message}");
+        }
+        other => panic!("expected a refusal ({code:?}, {words}), got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_is_acknowledged_once_on_disk_survives_a_restart_and_reaches_a_colleague(
+) -> Result<()> {
+    let (mut server, mut sam, mut kit) = team_of_two().await?;
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    // Over two chunks, so it crosses chunk boundaries both ways.
+    let letter = file(2 * BLOB_CHUNK_BYTES + 12_345, 1);
+    let id = attach(&mut sam, case, "referral.pdf", &letter)?;
+    let hash = BlobHash::of(&letter);
+    assert_eq!(sam.profile.blob_state(case, &hash)?, BlobState::OnlyHere);
+
+    let report = sam.sync().await?;
+    assert_eq!(report.attachments.sent, 1, "{:?}", report.attachments);
+    assert!(report.attachments.failed.is_empty());
+    assert_eq!(sam.profile.blob_state(case, &hash)?, BlobState::Saved);
+    // Nothing more to send the next time.
+    assert_eq!(sam.sync().await?.attachments.sent, 0);
+
+    // Acknowledged means on disk: the server restarted (its store reopened from disk) has it.
+    server.restart().await?;
+    let report = kit.sync().await?;
+    assert_eq!(report.attachments.received, 1, "{:?}", report.attachments);
+    assert_eq!(kit.profile.blob_state(case, &hash)?, BlobState::Saved);
+    let (view, bytes) = kit.profile.open_attachment(case, id)?;
+    assert_eq!(bytes.as_deref(), Some(&letter[..]));
+    assert_eq!(view.file_name, "referral.pdf");
+    assert_eq!(view.media_type, "application/pdf");
+
+    // Both moves are in the audit log, with the address and never the content.
+    let log = server
+        .admin(AdminRequest::Audit {
+            case: Some(case),
+            verify: false,
+        })
+        .await?;
+    let writes = audit_details(&log, "write")?;
+    let reads = audit_details(&log, "read")?;
+    ensure!(
+        writes
+            .iter()
+            .any(|d| d.contains(&format!("attachment {hash} received"))),
+        "{writes:?}"
+    );
+    ensure!(
+        reads
+            .iter()
+            .any(|d| d.contains(&format!("attachment {hash} sent"))),
+        "{reads:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachment_streams_refuse_what_they_must_and_store_nothing() -> Result<()> {
+    let (server, mut sam, mut kit) = team_of_two().await?;
+    server.team("South").await?;
+    server.practitioner("Jo", "South").await?;
+    let jo = server.device("Jo").await?;
+    let addr = server.addr().to_string();
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    let letter = file(50_000, 2);
+    let hash = BlobHash::of(&letter);
+    attach(&mut sam, case, "referral.pdf", &letter)?;
+    // The record reaches the server, the bytes not yet: take them off the device's list by
+    // syncing the record through a session of its own.
+    let e = sam.profile.enrolment().cloned().expect("enrolled");
+    {
+        let mut host = polyphony_e2e::TestHost::default();
+        host.docs.insert(case, sam.profile.document(case)?);
+        polyphony_e2e::run_session(server.addr(), &e, host, false).await?;
+    }
+
+    let (ep, sams) = connect_as(server.addr(), &e).await?;
+    // Bytes that are not the ones the address names.
+    let wrong = file(letter.len(), 3);
+    refused_with(
+        net::blobs::upload(&addr, &sams, case, hash, &wrong).await,
+        ErrorCode::InvalidChange,
+        "do not hash",
+    );
+    // An address the record does not name.
+    let stray = file(1_000, 4);
+    refused_with(
+        net::blobs::upload(&addr, &sams, case, BlobHash::of(&stray), &stray).await,
+        ErrorCode::NotAvailable,
+        "names no attachment",
+    );
+    // A case the server does not hold.
+    refused_with(
+        net::blobs::upload(&addr, &sams, CaseId::random(), hash, &letter).await,
+        ErrorCode::NotAvailable,
+        "does not hold this case",
+    );
+    // One byte over the bound is refused before any byte is sent.
+    let (_ep2, raw) = connect_as(server.addr(), &e).await?;
+    {
+        let (send, recv) = raw.open_bi().await?;
+        let mut s = net::FramedStream::new(send, recv);
+        s.write_frames(&[polyphony_core::sync::Frame::BlobOffer {
+            case,
+            hash,
+            size: MAX_ATTACHMENT_BYTES + 1,
+        }])
+        .await?;
+        match s.read_frame().await? {
+            Some(polyphony_core::sync::Frame::Error(r)) => {
+                assert_eq!(r.code, ErrorCode::TooLarge, "{}", r.message)
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    // Nothing was kept: a colleague is told the server does not hold it yet.
+    let k = kit.profile.enrolment().cloned().expect("enrolled");
+    let (kep, kits) = connect_as(server.addr(), &k).await?;
+    refused_with(
+        net::blobs::download(&addr, &kits, case, hash).await,
+        ErrorCode::NotAvailable,
+        "has not uploaded it",
+    );
+
+    // Another team's device, with the case id and the address guessed: refused both ways.
+    let j = jo.profile.enrolment().cloned().expect("enrolled");
+    let (jep, jos) = connect_as(server.addr(), &j).await?;
+    refused_with(
+        net::blobs::upload(&addr, &jos, case, hash, &letter).await,
+        ErrorCode::NotAvailable,
+        "not available",
+    );
+    sam.sync().await?;
+    assert_eq!(sam.profile.blob_state(case, &hash)?, BlobState::Saved);
+    refused_with(
+        net::blobs::download(&addr, &jos, case, hash).await,
+        ErrorCode::NotAvailable,
+        "not available",
+    );
+    // The colleague gets it now, on the connection opened before it arrived.
+    assert_eq!(
+        net::blobs::download(&addr, &kits, case, hash).await?,
+        letter
+    );
+
+    // A revoked device is refused at once, on a connection it already had.
+    server
+        .admin(AdminRequest::Revoke {
+            device: kit.profile.device().to_string(),
+            now: true,
+        })
+        .await?;
+    let r = net::blobs::download(&addr, &kits, case, hash).await;
+    assert!(r.is_err(), "a revoked device got an attachment: {r:?}");
+    for ep in [ep, kep, jep] {
+        ep.close(0u32.into(), b"");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_attachments_at_once_than_a_connection_is_served_all_arrive() -> Result<()> {
+    let (server, mut sam, mut kit) = team_of_two().await?;
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    // Past the bound on attachment streams served at once per connection.
+    let n = MAX_ATTACHMENT_STREAMS * 2 + 1;
+    let files: Vec<Vec<u8>> = (0..n)
+        .map(|i| file(BLOB_CHUNK_BYTES / 2 + i, 10 + i as u8))
+        .collect();
+    for (i, f) in files.iter().enumerate() {
+        attach(&mut sam, case, &format!("letter-{i}.pdf"), f)?;
+    }
+    assert_eq!(sam.sync().await?.attachments.sent, n);
+    kit.sync().await?;
+    let e = kit.profile.enrolment().cloned().expect("enrolled");
+    let addr = server.addr().to_string();
+    let (ep, conn) = connect_as(server.addr(), &e).await?;
+    // Every download at once, on one connection.
+    let downloads: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (addr, conn) = (addr.clone(), conn.clone());
+            let hash = BlobHash::of(f);
+            tokio::spawn(async move { net::blobs::download(&addr, &conn, case, hash).await })
+        })
+        .collect();
+    for (f, d) in files.iter().zip(downloads) {
+        assert_eq!(&d.await??, f);
+    }
+    ep.close(0u32.into(), b"");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_being_revoked_uploads_an_attachment_only_it_holds_before_the_wipe() -> Result<()>
+{
+    let (server, mut sam, mut kit) = team_of_two().await?;
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    sam.sync().await?;
+    let letter = file(300_000, 7);
+    let hash = BlobHash::of(&letter);
+    attach(&mut sam, case, "gp-letter.pdf", &letter)?;
+    server
+        .admin(AdminRequest::Revoke {
+            device: sam.profile.device().to_string(),
+            now: false,
+        })
+        .await?;
+    let mut last = None;
+    for _ in 0..3 {
+        match sam.sync().await {
+            Ok(r) => last = Some(r),
+            Err(_) => break,
+        }
+        if !sam.profile.case_ids()?.contains(&case) {
+            break;
+        }
+    }
+    let last = last.expect("the device synced while being revoked");
+    assert!(last.wiped, "{last:?}");
+    assert!(
+        !sam.profile.case_ids()?.contains(&case),
+        "wiped once the attachment was on the server"
+    );
+    kit.sync().await?;
+    assert_eq!(kit.profile.blob_state(case, &hash)?, BlobState::Saved);
+    let id = kit.peek(case)?.attachments[0].meta.id;
+    assert_eq!(kit.profile.open_attachment(case, id)?.1, Some(letter));
+    Ok(())
+}
