@@ -114,7 +114,7 @@ async fn an_attachment_is_acknowledged_once_on_disk_survives_a_restart_and_reach
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attachment_streams_refuse_what_they_must_and_store_nothing() -> Result<()> {
-    let (server, mut sam, mut kit) = team_of_two().await?;
+    let (server, mut sam, kit) = team_of_two().await?;
     server.team("South").await?;
     server.practitioner("Jo", "South").await?;
     let jo = server.device("Jo").await?;

@@ -66,6 +66,7 @@ pub fn bundle(view: &CaseView, accesses: &[Access]) -> Value {
     b.decisions();
     b.crisis_plan();
     b.team_notes();
+    b.attachments();
     b.accesses(accesses);
     let case = rid(&view.case_id);
     prune(json!({
@@ -908,6 +909,72 @@ impl<'a> Builder<'a> {
                 "subject": self.patient_ref(),
                 "period": { "start": date_time(&n.meta.created_at) },
                 "author": author,
+            }));
+        }
+    }
+
+    // ------------------------------------------------------------------------ attachments
+
+    /// Each attached letter or document as a `DocumentReference`: what it is (`type.text`), its
+    /// title, who attached it and when, the meeting it belongs to, and the file described
+    /// (`content.attachment`: media type, size, name). The bytes are not in the Bundle: they are
+    /// kept beside the record, addressed by the SHA-256 in the second identifier. One in error
+    /// is `entered-in-error`; one on the wrong person's record holds only its mark.
+    fn attachments(&mut self) {
+        let v = self.view;
+        for a in &v.attachments {
+            let id = rid(a.meta.id);
+            let lines = vec![error_line(&a.meta, "document")];
+            if a.meta.withheld() {
+                self.add(json!({
+                    "resourceType": "DocumentReference",
+                    "id": id,
+                    "meta": profile("DocumentReference"),
+                    "text": narrative("additional", &lines),
+                    "identifier": [record_identifier(a.meta.id)],
+                    "status": "entered-in-error",
+                    "subject": self.patient_ref(),
+                    "content": [{ "attachment": { "title": "withheld" } }],
+                }));
+                continue;
+            }
+            let status = if a.meta.entered_in_error.is_some() {
+                "entered-in-error"
+            } else {
+                "current"
+            };
+            let author = a.meta.created_by.as_ref().map(|x| vec![self.author_ref(x)]);
+            let encounter = a
+                .meeting
+                .filter(|m| v.meetings.iter().any(|x| x.meta.id == *m))
+                .map(|m| json!({ "encounter": [{ "reference": urn(&rid(m)) }] }));
+            let mut identifiers = vec![record_identifier(a.meta.id)];
+            if let Some(h) = a.sha256 {
+                identifiers.push(
+                    json!({ "system": "urn:ietf:rfc:3986", "value": format!("urn:sha256:{h}") }),
+                );
+            }
+            self.add(json!({
+                "resourceType": "DocumentReference",
+                "id": id,
+                "meta": profile("DocumentReference"),
+                "text": narrative("additional", &lines),
+                "identifier": identifiers,
+                "status": status,
+                "type": { "text": a.kind.label() },
+                "subject": self.patient_ref(),
+                "date": a.meta.created_at.as_deref().and_then(instant),
+                "author": author,
+                "description": a.title,
+                "content": [{
+                    "attachment": {
+                        "contentType": a.media_type,
+                        "size": a.size,
+                        "title": a.file_name,
+                        "creation": date_time(&a.meta.created_at),
+                    }
+                }],
+                "context": encounter,
             }));
         }
     }

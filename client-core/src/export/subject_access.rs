@@ -36,8 +36,9 @@ pub fn json(view: &CaseView, accesses: &[Access]) -> Value {
         json!(
             "Everything this Open Dialogue record holds about the person: their details, their \
              network, the care team, every meeting's notes and reflections, every decision with \
-             each participant's position, who wrote each entry (practitioner and device) and when, \
-             entries marked entered in error (kept, with who marked them, when and why), values \
+             each participant's position, the letters and documents attached (listed: the files \
+             themselves are given with this export), who wrote each entry (practitioner and \
+             device) and when, entries marked entered in error (kept, with who marked them, when and why), values \
              still in conflict, and who has accessed the record according to the server's audit."
         ),
     );
@@ -59,6 +60,7 @@ pub fn json(view: &CaseView, accesses: &[Access]) -> Value {
     );
     out.insert("entries_in_error".into(), json!(in_error(view)));
     out.insert("withheld_from_person".into(), json!(withheld(view)));
+    out.insert("attachments".into(), json!(attachments(view)));
     Value::Object(out)
 }
 
@@ -140,7 +142,34 @@ fn in_error(view: &CaseView) -> Vec<Value> {
             add("action", &a.text, &a.meta);
         }
     }
+    for a in &view.attachments {
+        add("attachment", &a.title, &a.meta);
+    }
     out
+}
+
+/// The letters and documents attached to the record: what each is, its file, who attached it
+/// and when. Their bytes are kept beside the record; the team gives the files with this export.
+fn attachments(view: &CaseView) -> Vec<Value> {
+    view.attachments
+        .iter()
+        .filter(|a| !a.meta.withheld())
+        .map(|a| {
+            json!({
+                "id": a.meta.id,
+                "kind": a.kind,
+                "title": a.title,
+                "file_name": a.file_name,
+                "media_type": a.media_type,
+                "size_bytes": a.size,
+                "sha256": a.sha256,
+                "meeting": a.meeting,
+                "attached_by": a.meta.created_by,
+                "attached_at": a.meta.created_at,
+                "entered_in_error": a.meta.entered_in_error.is_some(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -422,21 +422,20 @@ pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
         .author()
         .expect("the rich case has an author")
         .practitioner;
-    let visit = doc
-        .add_meeting_with(
-            NewMeeting {
-                at: time::macros::datetime!(2026-03-20 10:00 UTC),
-                place: Place::Home,
-                attendees: vec![
-                    Participant::Person,
-                    Participant::Practitioner(me),
-                    Participant::Practitioner(peer.practitioner),
-                    Participant::Practitioner(psychiatrist.practitioner),
-                ],
-            },
-            &[peer, psychiatrist],
-        )
-        .unwrap();
+    doc.add_meeting_with(
+        NewMeeting {
+            at: time::macros::datetime!(2026-03-20 10:00 UTC),
+            place: Place::Home,
+            attendees: vec![
+                Participant::Person,
+                Participant::Practitioner(me),
+                Participant::Practitioner(peer.practitioner),
+                Participant::Practitioner(psychiatrist.practitioner),
+            ],
+        },
+        &[peer, psychiatrist],
+    )
+    .unwrap();
     let assessment = doc
         .propose_decision(
             "Ask for an assessment under the Mental Health Act",

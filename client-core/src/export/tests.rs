@@ -811,6 +811,11 @@ fn export_copies_carry_staff_roles_and_the_teams_decision() {
         "Before, it said: “Ana looks after the cat”",
         "In the words of María",
         "It is to be looked at again together by 20 June 2026.",
+        "Letters and documents",
+        "Referral letter: Referral from Dr Shah (GP)",
+        "File referral-shah.pdf (",
+        "Document the person brought: Maria&#39;s letter from the housing office",
+        "from the meeting on",
     ] {
         assert!(
             copy.contains(expected),
@@ -959,4 +964,53 @@ fn copy_of(view: &crate::model::view::CaseView) -> String {
 
 fn copy_has(copy: &str, words: &str) -> bool {
     copy.contains(words)
+}
+
+/// Attachments are listed in every copy made for the person and in the subject-access export
+/// (never their bytes), and each is a DocumentReference in the FHIR Bundle, linked to its
+/// meeting, addressed by its SHA-256; the Bundle still validates.
+#[test]
+fn export_copies_list_attachments_and_fhir_references_them() {
+    let mut rich = rich_case();
+    super::testcase::schema3_additions(&mut rich.doc);
+    let view = rich.doc.view();
+    let sar = super::subject_access::json(&view, &accesses());
+    let listed = sar["attachments"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0]["file_name"], "referral-shah.pdf");
+    assert_eq!(listed[0]["media_type"], "application/pdf");
+    assert!(
+        listed[1]["meeting"].is_string(),
+        "the visit's letter names its meeting"
+    );
+    let bundle = fhir::bundle(&view, &accesses());
+    let errors = schema_errors(&bundle);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let docs: Vec<&serde_json::Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "DocumentReference")
+        .collect();
+    assert_eq!(docs.len(), 2);
+    let referral = docs
+        .iter()
+        .find(|d| d["description"] == "Referral from Dr Shah (GP)")
+        .expect("the referral letter");
+    assert_eq!(referral["status"], "current");
+    assert_eq!(
+        referral["content"][0]["attachment"]["contentType"],
+        "application/pdf"
+    );
+    let hash = crate::BlobHash::of(super::testcase::REFERRAL_LETTER.bytes);
+    assert_eq!(
+        referral["identifier"][1]["value"],
+        format!("urn:sha256:{hash}")
+    );
+    let visit = docs
+        .iter()
+        .find(|d| d["type"]["text"] == "Document the person brought")
+        .expect("the housing letter");
+    assert!(visit["context"]["encounter"][0]["reference"].is_string());
 }

@@ -495,6 +495,7 @@ impl Profile {
         }
         ids.extend(view.crisis_plan.items.iter().map(|i| i.meta.id.to_string()));
         ids.extend(view.team_notes.iter().map(|n| n.meta.id.to_string()));
+        ids.extend(view.attachments.iter().map(|a| a.meta.id.to_string()));
         let unknown = || ProfileError::UnknownEntry {
             id: given.to_string(),
             case: case.to_string(),

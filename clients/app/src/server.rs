@@ -16,8 +16,8 @@ use axum::{Extension, Router};
 
 use crate::auth::{self, SessionCtx};
 use crate::pages::{
-    case, caseload, conflicts, decision, enrol, entry, exports, meeting, network, network_copy,
-    plan, safety, today,
+    case, caseload, conflicts, decision, enrol, entry, exports, files, meeting, network,
+    network_copy, plan, safety, today,
 };
 use crate::state::App;
 
@@ -43,6 +43,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/case/{id}/care-team", post(case::add_me_to_care_team))
         .route("/case/{id}/notes", post(safety::create))
+        .route("/case/{id}/attachment/{aid}", get(files::open))
         .route("/case/{id}/note/{nid}/withhold", post(safety::withhold))
         .route("/case/{id}/note/{nid}/confirm", post(safety::confirm))
         .route("/case/{id}/note/{nid}/lift", post(safety::lift))

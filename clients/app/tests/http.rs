@@ -2013,3 +2013,55 @@ async fn a_safety_note_is_withheld_in_the_app_only_with_a_second_practitioner() 
     let form = h.get(&format!("/case/{case}/entry/{note}/error")).await;
     assert_eq!(form.status, StatusCode::OK);
 }
+
+/// Issue 17, part 4: an attached letter is listed on the case page with where its file is, and
+/// opens as it was attached (its own type, its own name, not sniffed); an attachment that does
+/// not exist is not found.
+#[tokio::test]
+async fn an_attached_letter_is_listed_on_the_case_page_and_opens_as_attached() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let letter = b"%PDF-1.4 a referral letter for Alex (test bytes)".to_vec();
+    let id = h
+        .app
+        .profile()
+        .await
+        .attach(
+            case.parse().unwrap(),
+            polyphony_core::profile::AttachFile {
+                kind: polyphony_core::model::AttachmentKind::ReferralLetter,
+                title: "Referral from Dr Shah",
+                file_name: "referral shah.pdf",
+                content: &letter,
+                meeting: None,
+            },
+        )
+        .unwrap();
+    let page = h.get(&format!("/case/{case}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for expected in [
+        "Letters and documents",
+        "Referral letter: Referral from Dr Shah",
+        "referral shah.pdf",
+        "On this device only",
+        &format!("/case/{case}/attachment/{id}"),
+    ] {
+        assert!(page.body.contains(expected), "no {expected:?} on the page");
+    }
+    let file = h.get(&format!("/case/{case}/attachment/{id}")).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.body.as_bytes(), &letter[..]);
+    assert_eq!(file.headers[header::CONTENT_TYPE], "application/pdf");
+    assert_eq!(file.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(file.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("referral shah.pdf"));
+    let missing = h
+        .get(&format!(
+            "/case/{case}/attachment/{}",
+            polyphony_core::EntryId::random()
+        ))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+}

@@ -1292,3 +1292,84 @@ fn a_safety_note_is_withheld_only_with_a_second_practitioners_confirmation() {
     let audit = server.admin(&["audit", "--case", &case]);
     assert!(audit.contains("back in the person's copy"), "{audit}");
 }
+
+/// Issue 17, part 4: a letter attached on one device syncs to the server and reaches a second
+/// device, which writes out the same bytes; a kind of file that cannot be attached is refused
+/// with the list of what can, and nothing is written.
+#[test]
+fn an_attached_letter_reaches_a_second_device_as_it_was_attached() {
+    let (server, alex) = server_and_device();
+    server.practitioner("Blake Carer", "North");
+    let (case, _, meeting) = case_with_a_meeting(&alex);
+    let dir = tempfile::tempdir().unwrap();
+    let letter = dir.path().join("GP letter.PDF");
+    let bytes: Vec<u8> = (0..1_500_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&letter, &bytes).unwrap();
+    let exe = dir.path().join("setup.exe");
+    std::fs::write(&exe, b"MZ").unwrap();
+
+    let refused = alex.fails(
+        1,
+        &[
+            "attachment",
+            "add",
+            &case,
+            exe.to_str().unwrap(),
+            "--kind",
+            "other",
+        ],
+    );
+    assert!(
+        refused.contains("not a kind of file") && refused.contains("pdf"),
+        "{refused}"
+    );
+    let id = alex.ok(&[
+        "attachment",
+        "add",
+        &case,
+        letter.to_str().unwrap(),
+        "--kind",
+        "gp_letter",
+        "--title",
+        "Letter from Dr Shah",
+        "--meeting",
+        &meeting,
+    ]);
+    let listed = alex.ok(&["attachment", "list", &case]);
+    assert!(
+        listed.contains("GP letter: Letter from Dr Shah"),
+        "{listed}"
+    );
+    assert!(listed.contains("on this device only"), "{listed}");
+    let listed: Value = alex.json(&["attachment", "list", &case]);
+    assert_eq!(count(&listed), 1, "the refused file wrote nothing");
+    alex.ok(&["sync"]);
+    let listed: Value = alex.json(&["attachment", "list", &case]);
+    assert_eq!(listed[0]["state"], "saved");
+
+    let blake = server.device("Blake Carer");
+    blake.ok(&["sync"]);
+    let out = dir.path().join("opened.pdf");
+    blake.ok(&[
+        "attachment",
+        "save",
+        &case,
+        id.trim(),
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    // An existing file is not overwritten.
+    let again = blake.fails(
+        1,
+        &[
+            "attachment",
+            "save",
+            &case,
+            id.trim(),
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(again.contains("cannot write"), "{again}");
+}

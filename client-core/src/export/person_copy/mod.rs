@@ -192,6 +192,7 @@ pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
     care_team(&mut l, view);
     crisis_plan(&mut l, view, &names, "Your safety and crisis plan");
     team_notes(&mut l, view);
+    attachments(&mut l, view);
     meetings(&mut l, view, &names);
     decisions(&mut l, view, &names);
     conflicts(&mut l, view);
@@ -344,6 +345,42 @@ fn team_notes(l: &mut Layout, v: &CaseView) {
         l.push(Style::Body, n.text.clone(), struck);
         l.written(&n.meta, struck);
         l.error(&n.meta.entered_in_error, "note");
+    }
+}
+
+/// The letters and documents attached to the record, listed: what each is, its file, who
+/// attached it and when (the files themselves are given with the copy when the person asks).
+fn attachments(l: &mut Layout, v: &CaseView) {
+    if v.attachments.is_empty() {
+        return;
+    }
+    l.push(Style::Heading, "Letters and documents", false);
+    for a in &v.attachments {
+        if l.withheld(&a.meta, "document") {
+            continue;
+        }
+        let struck = a.meta.entered_in_error.is_some();
+        let meeting = a
+            .meeting
+            .and_then(|m| v.meetings.iter().find(|x| x.meta.id == m))
+            .map(|m| format!(", from the meeting on {}", plain::datetime_or(&m.at)))
+            .unwrap_or_default();
+        l.push(
+            Style::Subheading,
+            format!("{}: {}", a.kind.label(), a.title),
+            struck,
+        );
+        l.push(
+            Style::Body,
+            format!(
+                "File {} ({}){meeting}.",
+                a.file_name,
+                crate::model::attachments::human_size(a.size)
+            ),
+            struck,
+        );
+        l.written(&a.meta, struck);
+        l.error(&a.meta.entered_in_error, "document");
     }
 }
 

@@ -169,10 +169,22 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let view = app.profile().await.view(case, "case page")?;
+    let (view, files) = {
+        let mut profile = app.profile().await;
+        let view = profile.view(case, "case page")?;
+        let files = super::files::states(&profile, case, &view);
+        (view, files)
+    };
     let staff = super::staff(&app, &view).await;
     let overview = app.overview().await;
-    let content = render_case(&app, &view, overview.case(&case), &staff, &session.csrf);
+    let content = render_case(
+        &app,
+        &view,
+        overview.case(&case),
+        &staff,
+        &files,
+        &session.csrf,
+    );
     Ok(render(
         &app,
         &session,
@@ -200,6 +212,7 @@ pub fn render_case(
     v: &CaseView,
     sync: Option<&CaseSyncLine>,
     staff: &super::Staff,
+    files: &super::files::FileStates,
     csrf: &str,
 ) -> String {
     let mut s = String::new();
@@ -218,6 +231,7 @@ pub fn render_case(
         staff.me.as_ref().map(|(id, _)| id.as_str()),
         csrf,
     ));
+    s.push_str(&super::files::section(app, v, files));
     s.push_str(&timeline_section(app, v, csrf));
     s.push_str(&meetings_section(app, v, csrf));
     s.push_str(&decisions_section(app, v));

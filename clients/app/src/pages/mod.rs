@@ -12,6 +12,7 @@ pub mod decision;
 pub mod enrol;
 pub mod entry;
 pub mod exports;
+pub mod files;
 pub mod meeting;
 pub mod network;
 pub mod network_copy;

@@ -143,7 +143,7 @@ impl AttachmentCommand {
                             0,
                             format!(
                                 "{}  [recorded on the wrong person's record: withheld]",
-                                polyphony_core::model::short(&a.meta.id)
+                                polyphony_core::model::short(a.meta.id)
                             ),
                         );
                         continue;
@@ -157,7 +157,7 @@ impl AttachmentCommand {
                         0,
                         format!(
                             "{}  {}: {} ({}, {}){error}",
-                            polyphony_core::model::short(&a.meta.id),
+                            polyphony_core::model::short(a.meta.id),
                             a.kind.label(),
                             a.title,
                             a.file_name,
