@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub max_frame: usize,
     /// How many cases are kept open in memory between syncs.
     pub cache_cases: usize,
+    /// Room for attachments' bytes in memory, in MiB, over every connection: a file moving takes
+    /// room for two copies of itself, and waits while the room is taken (at least 40).
+    pub attachment_memory_mib: usize,
     /// Open cases no device has synced for this many seconds are closed, giving their memory
     /// back; the next sync of the case opens it again from disk (a couple of milliseconds).
     pub cache_idle_secs: u64,
@@ -86,6 +89,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_frame: polyphony_core::sync::DEFAULT_MAX_FRAME,
             cache_cases: 2000,
+            attachment_memory_mib: crate::limits::DEFAULT_ATTACHMENT_MEMORY_MIB,
             cache_idle_secs: 60,
             enrolment_ttl_hours: 72,
             extra_server_names: Vec::new(),

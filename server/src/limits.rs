@@ -30,7 +30,6 @@ pub const ENROL_WINDOW: Duration = Duration::from_secs(60);
 pub const MAX_SOURCES: usize = 4096;
 
 /// What every connection shares for these limits.
-#[derive(Default)]
 pub struct Limits {
     /// Each device's open connections, oldest first.
     devices: Mutex<HashMap<DeviceId, Vec<(u64, Closer)>>>,
@@ -40,6 +39,34 @@ pub struct Limits {
     access_lists: Mutex<HashMap<DeviceId, Instant>>,
     /// Each device's offline reads in the current [`READS_WINDOW`]: its start and the count.
     reads: Mutex<HashMap<DeviceId, (Instant, usize)>>,
+    /// Room for attachments' bytes in memory, over every connection, in MiB
+    /// ([`crate::ServerConfig::attachment_memory_mib`]).
+    pub attachment_room: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// The default room for attachments' bytes in memory: 256 MiB, six 20 MiB files moving at once
+/// (each takes room for two copies), many more small ones.
+pub const DEFAULT_ATTACHMENT_MEMORY_MIB: usize = 256;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::with_attachment_memory(DEFAULT_ATTACHMENT_MEMORY_MIB)
+    }
+}
+
+impl Limits {
+    /// Limits with `mib` MiB of room for attachments in memory (at least 40: one 20 MiB file,
+    /// twice).
+    pub fn with_attachment_memory(mib: usize) -> Limits {
+        Limits {
+            devices: Default::default(),
+            next_slot: Default::default(),
+            enrolments: Default::default(),
+            access_lists: Default::default(),
+            reads: Default::default(),
+            attachment_room: std::sync::Arc::new(tokio::sync::Semaphore::new(mib.max(40))),
+        }
+    }
 }
 
 /// The shortest time between two access-list requests of one device, over all its connections.

@@ -78,7 +78,9 @@ impl Server {
         let ca = Arc::new(opened.ca);
         let shared = Arc::new(Shared {
             ca: Some(ca.clone()),
-            limits: Default::default(),
+            limits: Arc::new(crate::limits::Limits::with_attachment_memory(
+                config.attachment_memory_mib,
+            )),
             storage,
             registry: opened.registry.clone(),
             audit: opened.audit.clone(),

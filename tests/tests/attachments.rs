@@ -286,3 +286,87 @@ async fn a_device_being_revoked_uploads_an_attachment_only_it_holds_before_the_w
     assert_eq!(kit.profile.open_attachment(case, id)?.1, Some(letter));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_re_point_an_attachment_at_other_bytes() -> Result<()> {
+    use automerge::transaction::Transactable;
+    use automerge::ReadDoc;
+    let (server, mut sam, kit) = team_of_two().await?;
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    let letter = file(10_000, 21);
+    let id = attach(&mut sam, case, "referral.pdf", &letter)?;
+    sam.sync().await?;
+    // Kit's device, modified: re-points Sam's attachment at other bytes.
+    let e = kit.profile.enrolment().cloned().expect("enrolled");
+    let mut doc = sam.profile.document(case)?;
+    doc.set_actor(kit.profile.author()?.actor());
+    let map = doc
+        .get(automerge::ROOT, "attachments")?
+        .expect("attachments")
+        .1;
+    let entry = doc.get(&map, id.to_string())?.expect("the entry").1;
+    doc.put(
+        &entry,
+        "sha256",
+        BlobHash::of(b"something else").to_string(),
+    )?;
+    doc.commit();
+    let mut host = polyphony_e2e::TestHost::default();
+    host.docs.insert(case, doc);
+    let (_, host) = polyphony_e2e::run_session(server.addr(), &e, host, false).await?;
+    assert!(
+        host.refused.iter().any(|(c, _)| *c == case),
+        "the server took a re-pointed attachment: {:?}",
+        host.refused
+    );
+    // The server still names, and sends, the real letter.
+    let mut kit = kit;
+    kit.sync().await?;
+    let (_, bytes) = kit.profile.open_attachment(case, id)?;
+    assert_eq!(bytes, Some(letter));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_file_bytes_at_once_than_the_server_holds_in_memory_all_arrive() -> Result<()> {
+    // The least room the server takes (40 MiB: one 20 MiB file, twice), and more bytes than
+    // that moving at once, over two connections of four streams each: some wait for room, and
+    // every file arrives whole.
+    let server = TestServer::start_with(|c| c.attachment_memory_mib = 40).await?;
+    server.team("North").await?;
+    server.practitioner("Sam", "North").await?;
+    server.practitioner("Kit", "North").await?;
+    let mut sam = server.device("Sam").await?;
+    let kit = server.device("Kit").await?;
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    let size = 5 << 20;
+    let n = 2 * MAX_ATTACHMENT_STREAMS;
+    assert!(n * 2 * size > 40 << 20, "the test goes past the room");
+    let files: Vec<Vec<u8>> = (0..n).map(|i| file(size, 40 + i as u8)).collect();
+    for (i, f) in files.iter().enumerate() {
+        attach(&mut sam, case, &format!("scan-{i}.pdf"), f)?;
+    }
+    assert_eq!(sam.sync().await?.attachments.sent, n);
+    let e = kit.profile.enrolment().cloned().expect("enrolled");
+    let addr = server.addr().to_string();
+    let mut downloads = Vec::new();
+    let mut endpoints = Vec::new();
+    for half in files.chunks(MAX_ATTACHMENT_STREAMS) {
+        let (ep, conn) = connect_as(server.addr(), &e).await?;
+        endpoints.push(ep);
+        for f in half {
+            let (addr, conn) = (addr.clone(), conn.clone());
+            let hash = BlobHash::of(f);
+            downloads.push(tokio::spawn(async move {
+                net::blobs::download(&addr, &conn, case, hash).await
+            }));
+        }
+    }
+    for (f, d) in files.iter().zip(downloads) {
+        assert!(d.await?? == *f, "a file arrived changed");
+    }
+    for ep in endpoints {
+        ep.close(0u32.into(), b"");
+    }
+    Ok(())
+}

@@ -36,8 +36,9 @@ pub fn json(view: &CaseView, accesses: &[Access]) -> Value {
         json!(
             "Everything this Open Dialogue record holds about the person: their details, their \
              network, the care team, every meeting's notes and reflections, every decision with \
-             each participant's position, the letters and documents attached (listed: the files \
-             themselves are given with this export), who wrote each entry (practitioner and \
+             each participant's position, the letters and documents attached (listed here: the \
+             files themselves are held by the team beside the record and given to the person \
+             with this export when they ask for them), who wrote each entry (practitioner and \
              device) and when, entries marked entered in error (kept, with who marked them, when and why), values \
              still in conflict, and who has accessed the record according to the server's audit."
         ),
@@ -149,7 +150,8 @@ fn in_error(view: &CaseView) -> Vec<Value> {
 }
 
 /// The letters and documents attached to the record: what each is, its file, who attached it
-/// and when. Their bytes are kept beside the record; the team gives the files with this export.
+/// and when. Their bytes are kept beside the record, not in this JSON: the team gives the person
+/// the files themselves (`polyphony attachment save`, or the case page) when they ask.
 fn attachments(view: &CaseView) -> Vec<Value> {
     view.attachments
         .iter()

@@ -188,7 +188,7 @@ pub fn check_size(size: u64) -> Result<(), ModelError> {
 }
 
 /// Every concurrent `attachments` map.
-pub(super) fn attachment_maps(d: &impl ReadDoc) -> Vec<ObjId> {
+pub(crate) fn attachment_maps(d: &impl ReadDoc) -> Vec<ObjId> {
     d.get_all(ROOT, keys::ATTACHMENTS)
         .unwrap_or_default()
         .into_iter()

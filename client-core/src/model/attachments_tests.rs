@@ -199,3 +199,48 @@ fn a_malformed_description_is_refused_by_the_validator() {
         .unwrap();
     assert!(validate_document(&d).is_err());
 }
+
+#[test]
+fn rewriting_what_an_attachment_names_is_refused_by_the_servers_history_rule() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let id = case
+        .add_attachment(&letter(b"the real letter", None))
+        .unwrap();
+    let made = case.automerge().clone();
+    for (key, value) in [
+        (
+            keys::SHA256,
+            ScalarValue::Str(BlobHash::of(b"other").to_string().into()),
+        ),
+        (keys::SIZE, ScalarValue::Uint(5)),
+        (keys::MEDIA_TYPE, ScalarValue::Str("image/png".into())),
+        (keys::FILE_NAME, ScalarValue::Str("other.png".into())),
+    ] {
+        let mut before = made.clone();
+        let mut after = made.clone();
+        let map = after.get(ROOT, keys::ATTACHMENTS).unwrap().unwrap().1;
+        let e = after.get(&map, id.to_string()).unwrap().unwrap().1;
+        after.put(&e, key, value).unwrap();
+        after.commit();
+        let ops = super::tests::new_ops(&mut before, &mut after);
+        let e = guard::attachments_fixed(&after, &ops).unwrap_err();
+        assert!(e.contains(key) && e.contains("entered in error"), "{e}");
+    }
+    // Its title may be corrected, and the change that makes an attachment writes it all.
+    let mut before = made.clone();
+    let mut after = made.clone();
+    let map = after.get(ROOT, keys::ATTACHMENTS).unwrap().unwrap().1;
+    let e = after.get(&map, id.to_string()).unwrap().unwrap().1;
+    after
+        .put(&e, keys::TITLE, "Referral from Dr Shah, 12 March")
+        .unwrap();
+    after.commit();
+    let ops = super::tests::new_ops(&mut before, &mut after);
+    guard::attachments_fixed(&after, &ops).unwrap();
+    let mut before = case.automerge().clone();
+    case.add_attachment(&letter(b"a second", None)).unwrap();
+    let mut after = case.automerge().clone();
+    let ops = super::tests::new_ops(&mut before, &mut after);
+    guard::attachments_fixed(&after, &ops).unwrap();
+}

@@ -278,6 +278,39 @@ pub fn records_kept(after: &AutoCommit, new: &NewOps) -> Result<(), String> {
     Ok(())
 }
 
+/// The fields of an attachment that name its file: once written, only the change that made the
+/// attachment may write them. Re-pointing an attachment at other bytes would leave the file it
+/// named unreachable (the server sends, and a device counts as unsent, only what a record
+/// names): a delete by other means. A wrong attachment is marked entered in error instead.
+const ATTACHMENT_FIXED: [&str; 4] = [keys::SHA256, keys::SIZE, keys::MEDIA_TYPE, keys::FILE_NAME];
+
+/// Refuse new changes that rewrite what an attachment made by an earlier change names (its
+/// address, size, type, file name).
+pub fn attachments_fixed(after: &AutoCommit, new: &NewOps) -> Result<(), String> {
+    for map in super::attachments::attachment_maps(after) {
+        for key in after.keys(&map).collect::<Vec<_>>() {
+            for (value, entry) in after.get_all(&map, key.as_str()).unwrap_or_default() {
+                if !matches!(value, Value::Object(ObjType::Map)) || new.made(&entry) {
+                    continue;
+                }
+                for f in ATTACHMENT_FIXED {
+                    if after
+                        .get_all(&entry, f)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|(_, op)| new.made(op))
+                    {
+                        return Err(format!(
+                            "the change rewrites attachments.{key}.{f}: what an attachment names is kept as attached (mark it entered in error and attach the right file)"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn field_names(doc: &AutoCommit, obj: &ObjId) -> Result<Vec<String>, ()> {
     match doc.object_type(obj) {
         Ok(ObjType::Map) | Ok(ObjType::Table) => Ok(doc.keys(obj).collect()),

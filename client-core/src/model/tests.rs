@@ -612,7 +612,7 @@ fn marking_done_only_applies_to_actions_and_never_breaks_the_record() {
 // ------------------------------------------------------- the server's history rules (guard.rs)
 
 /// The operations `after` holds that `before` did not.
-fn new_ops(before: &mut AutoCommitDoc, after: &mut AutoCommitDoc) -> guard::NewOps {
+pub(crate) fn new_ops(before: &mut AutoCommitDoc, after: &mut AutoCommitDoc) -> guard::NewOps {
     let mut ops = guard::NewOps::default();
     for c in after.get_changes_meta(&before.get_heads()) {
         ops.add_message(c.message.as_deref().map(str::to_string));
@@ -644,6 +644,7 @@ enum Write {
     InError(usize, usize),
     Field(usize, usize),
     MeetingState(usize, usize),
+    Attach(usize),
     Merge(usize, usize),
 }
 
@@ -668,6 +669,7 @@ fn write_op() -> impl Strategy<Value = Write> {
         (r.clone(), 0..4usize).prop_map(|(r, k)| Write::InError(r, k)),
         (r.clone(), 0..2usize).prop_map(|(r, f)| Write::Field(r, f)),
         (r.clone(), 0..4usize).prop_map(|(r, s)| Write::MeetingState(r, s)),
+        r.clone().prop_map(Write::Attach),
         (r.clone(), 0..3usize).prop_map(|(a, b)| Write::Merge(a, b)),
         (r, 0..3usize).prop_map(|(a, b)| Write::Merge(a, b)),
     ]
@@ -716,7 +718,8 @@ proptest! {
                 | Write::EndCareTeam(r) | Write::Meeting(r) | Write::Attendance(r, _)
                 | Write::Readback(r, _) | Write::Note(r) | Write::EditNote(r) | Write::Propose(r)
                 | Write::Position(r, _) | Write::Status(r, _) | Write::Action(r) | Write::Done(r, _)
-                | Write::InError(r, _) | Write::Field(r, _) | Write::MeetingState(r, _) => *r,
+                | Write::InError(r, _) | Write::Field(r, _) | Write::MeetingState(r, _)
+                | Write::Attach(r) => *r,
                 Write::Merge(..) => unreachable!(),
             };
             let mut before = reps[r].automerge().clone();
@@ -752,6 +755,17 @@ proptest! {
                 }
                 Write::MeetingState(_, s) => doc.set_meeting_state(&meeting, MeetingState::ALL[s % MeetingState::ALL.len()]),
                 Write::Field(_, f) => doc.set_person(FIELDS[f], Some(&format!("v{n}"))),
+                Write::Attach(_) => {
+                    let bytes = format!("file {n}");
+                    doc.add_attachment(&NewAttachment {
+                        kind: AttachmentKind::Letter,
+                        title: format!("letter {n}"),
+                        file_name: format!("letter-{n}.pdf"),
+                        size: bytes.len() as u64,
+                        hash: crate::BlobHash::of(bytes.as_bytes()),
+                        meeting: Some(meeting),
+                    }).map(|id| known[r].push(id))
+                }
                 Write::Merge(..) => unreachable!(),
             };
             let _ = result;
@@ -761,6 +775,8 @@ proptest! {
                 "{:?} removed something: {:?}", op, guard::nothing_removed(&before, &after));
             prop_assert!(guard::records_kept(&after, &ops).is_ok(),
                 "{:?} wrote into a stamped record: {:?}", op, guard::records_kept(&after, &ops));
+            prop_assert!(guard::attachments_fixed(&after, &ops).is_ok(),
+                "{:?} rewrote an attachment: {:?}", op, guard::attachments_fixed(&after, &ops));
             prop_assert!(guard::stamps_are_own(&after, &ops, &me).is_ok(),
                 "{:?} wrote another's name: {:?}", op, guard::stamps_are_own(&after, &ops, &me));
             writes += 1;

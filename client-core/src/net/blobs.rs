@@ -29,16 +29,23 @@ async fn open(addr: &str, conn: &quinn::Connection) -> Result<FramedStream, NetE
     Ok(FramedStream::with_limit(send, recv, stream_limit()))
 }
 
+/// How long the device waits for the server's next frame on an attachment stream (the server
+/// may first wait for room for the file, or for its disk).
+pub const FRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn next(
     addr: &str,
     conn: &quinn::Connection,
     s: &mut FramedStream,
 ) -> Result<Frame, NetError> {
-    match s
-        .read_frame()
+    let read = tokio::time::timeout(FRAME_WAIT, s.read_frame())
         .await
-        .map_err(|e| explain(addr, Some(conn), e))?
-    {
+        .map_err(|_| {
+            NetError::Local(
+                "the server did not answer on an attachment stream within a minute; it is tried again at the next sync".into(),
+            )
+        })?;
+    match read.map_err(|e| explain(addr, Some(conn), e))? {
         Some(Frame::Error(r)) => Err(NetError::Refused {
             code: r.code,
             message: r.message,
@@ -123,6 +130,13 @@ impl Receiving {
             size,
             bytes: Vec::new(),
         })
+    }
+
+    /// Make room for every announced byte at once (a receiver that has already bounded how many
+    /// transfers it holds), instead of growing as they arrive.
+    pub fn reserve(&mut self) {
+        self.bytes
+            .reserve_exact((self.size as usize).saturating_sub(self.bytes.len()));
     }
 
     /// Take the next chunk. Returns whether every announced byte has arrived.

@@ -3,10 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Profile, ProfileError};
+use super::{DeviceBooks, Profile, ProfileError};
 use crate::model::attachments::{check_size, media_type_for, referenced_blobs};
 use crate::model::{AttachmentKind, AttachmentView, NewAttachment};
 use crate::net::{self, NetError};
+use crate::store::{Store, StoreError};
 use crate::{BlobHash, CaseId, EntryId};
 
 /// Where an attachment's bytes are.
@@ -114,73 +115,121 @@ impl Profile {
 
     /// Where an attachment's bytes are.
     pub fn blob_state(&self, case: CaseId, hash: &BlobHash) -> Result<BlobState, ProfileError> {
-        if !self.store.has_blob(&case, hash)? {
-            return Ok(BlobState::NotHere);
-        }
-        Ok(if self.books().blob_saved(&case, hash)? {
-            BlobState::Saved
-        } else {
-            BlobState::OnlyHere
-        })
+        Ok(self.books().blob_state(&case, hash)?)
     }
 
     /// Attachments to move at the next sync: bytes held here the server has not acknowledged
-    /// (to upload), and bytes the records name that are not here (to fetch).
+    /// (to upload), and bytes the records name that are not here (to fetch; none while the device
+    /// is being revoked: it uploads what it holds and fetches nothing).
     pub fn blob_work(&mut self) -> Result<BlobWork, ProfileError> {
         let mut work = BlobWork::default();
-        // A device being revoked uploads what it holds and fetches nothing.
         let fetching = !self.being_revoked()?;
+        let store = self.store.clone();
+        let books = DeviceBooks::new(&*store);
         for case in self.case_ids()? {
-            let hashes = referenced_blobs(self.load(case)?);
-            for hash in hashes {
-                match self.blob_state(case, &hash)? {
-                    BlobState::Saved => {}
-                    BlobState::OnlyHere => work.upload.push((case, hash)),
-                    BlobState::NotHere if fetching => work.fetch.push((case, hash)),
-                    BlobState::NotHere => {}
-                }
-            }
+            books.blob_work_in(case, self.load(case)?, fetching, &mut work)?;
         }
         Ok(work)
     }
 
-    /// Upload and fetch attachments on a connection to a server that takes them: each upload
-    /// recorded as saved only once the server says it is durable; each download kept only when
-    /// it hashes to its address. A file that fails is reported and tried again next time; the
-    /// rest go on.
+    /// Move `work` on a connection to a server that takes attachments ([`move_blobs`]).
     pub(super) async fn exchange_blobs(
         &mut self,
         addr: &str,
         conn: &quinn::Connection,
         work: BlobWork,
     ) -> Result<BlobReport, ProfileError> {
-        let mut report = BlobReport::default();
-        for (case, hash) in work.upload {
-            let Some(bytes) = self.store.get_blob(&case, &hash)? else {
-                continue;
-            };
-            match net::blobs::upload(addr, conn, case, hash, &bytes).await {
-                Ok(()) => {
-                    self.books().note_blob_saved(&case, &hash)?;
-                    report.sent += 1;
-                }
-                Err(e) => fail(&mut report, case, "upload", e)?,
-            }
-        }
-        for (case, hash) in work.fetch {
-            match net::blobs::download(addr, conn, case, hash).await {
-                Ok(bytes) => {
-                    self.store.put_blob(&case, &hash, &bytes)?;
-                    self.store.flush()?;
-                    // It came from the server: the server holds it.
-                    self.books().note_blob_saved(&case, &hash)?;
-                    report.received += 1;
-                }
-                Err(e) => fail(&mut report, case, "fetch", e)?,
-            }
-        }
-        Ok(report)
+        let store = self.store.clone();
+        move_blobs(&*store, addr, conn, work).await
     }
+}
+
+impl DeviceBooks<'_> {
+    /// Where an attachment's bytes are.
+    pub fn blob_state(&self, case: &CaseId, hash: &BlobHash) -> Result<BlobState, StoreError> {
+        if !self.store().has_blob(case, hash)? {
+            return Ok(BlobState::NotHere);
+        }
+        Ok(if self.blob_saved(case, hash)? {
+            BlobState::Saved
+        } else {
+            BlobState::OnlyHere
+        })
+    }
+
+    /// Add what `case` (its document `doc`) has to move to `work`.
+    pub fn blob_work_in(
+        &self,
+        case: CaseId,
+        doc: &automerge::AutoCommit,
+        fetching: bool,
+        work: &mut BlobWork,
+    ) -> Result<(), StoreError> {
+        for hash in referenced_blobs(doc) {
+            match self.blob_state(&case, &hash)? {
+                BlobState::Saved => {}
+                BlobState::OnlyHere => work.upload.push((case, hash)),
+                BlobState::NotHere if fetching => work.fetch.push((case, hash)),
+                BlobState::NotHere => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// What these cases have to move, each read from the store (a case that cannot be read is
+    /// left out: nothing of it moves, and the next sync tries again).
+    pub fn blob_work(
+        &self,
+        cases: impl IntoIterator<Item = CaseId>,
+        fetching: bool,
+    ) -> Result<BlobWork, StoreError> {
+        let mut work = BlobWork::default();
+        for case in cases {
+            if let Ok(Some((doc, _))) = self.load_doc(&case) {
+                self.blob_work_in(case, &doc, fetching, &mut work)?;
+            }
+        }
+        Ok(work)
+    }
+}
+
+/// Upload and fetch attachments on a connection to a server that takes them: each upload
+/// recorded as saved only once the server says it is durable; each download kept only when it
+/// hashes to its address (and then saved: it came from the server). A file that fails is
+/// reported and tried again next time; the rest go on, unless the connection is lost. Needs only
+/// the store: the app's background sync runs it without holding the profile.
+pub async fn move_blobs(
+    store: &dyn Store,
+    addr: &str,
+    conn: &quinn::Connection,
+    work: BlobWork,
+) -> Result<BlobReport, ProfileError> {
+    let books = DeviceBooks::new(store);
+    let mut report = BlobReport::default();
+    for (case, hash) in work.upload {
+        let Some(bytes) = store.get_blob(&case, &hash)? else {
+            continue;
+        };
+        match net::blobs::upload(addr, conn, case, hash, &bytes).await {
+            Ok(()) => {
+                books.note_blob_saved(&case, &hash)?;
+                report.sent += 1;
+            }
+            Err(e) => fail(&mut report, case, "upload", e)?,
+        }
+    }
+    for (case, hash) in work.fetch {
+        match net::blobs::download(addr, conn, case, hash).await {
+            Ok(bytes) => {
+                store.put_blob(&case, &hash, &bytes)?;
+                store.flush()?;
+                books.note_blob_saved(&case, &hash)?;
+                report.received += 1;
+            }
+            Err(e) => fail(&mut report, case, "fetch", e)?,
+        }
+    }
+    Ok(report)
 }
 
 /// Note a file that could not move; a lost connection ends the exchange (the rest would fail

@@ -74,6 +74,11 @@ pub struct DeviceBooks<'a> {
 }
 
 impl<'a> DeviceBooks<'a> {
+    /// The store these books are kept in.
+    pub(super) fn store(&self) -> &'a dyn Store {
+        self.store
+    }
+
     /// The records kept in `store`.
     pub fn new(store: &'a dyn Store) -> Self {
         DeviceBooks { store }
@@ -239,6 +244,11 @@ impl<'a> DeviceBooks<'a> {
             self.store.delete_meta(NS_PROFILE, REVOKING_KEY)?;
         }
         self.store.flush()
+    }
+
+    /// Whether the server is revoking this device ([`DeviceBooks::note_revocation`]).
+    pub fn being_revoked(&self) -> Result<bool, StoreError> {
+        Ok(self.store.get_meta(NS_PROFILE, REVOKING_KEY)?.is_some())
     }
 
     /// A case's changes the server has not acknowledged, counted from the store itself (not from a

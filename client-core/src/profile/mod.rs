@@ -27,7 +27,7 @@ mod attachments;
 mod books;
 mod colleagues;
 
-pub use attachments::{AttachFile, BlobReport, BlobState, BlobWork};
+pub use attachments::{move_blobs, AttachFile, BlobReport, BlobState, BlobWork};
 use books::{write_gate, LOG_READS, NS_ACCESSES, NS_MOVED_AWAY};
 pub use books::{DeviceBooks, COMPACT_AFTER};
 

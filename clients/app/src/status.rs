@@ -267,6 +267,8 @@ pub struct SyncShared {
     pub(crate) local: Mutex<Option<mpsc::Sender<CaseId>>>,
     /// Cases changed on this device since the session last looked.
     pub(crate) dirty: Mutex<HashSet<CaseId>>,
+    /// Cases changed (here or by the server) whose attachments' files may have to move.
+    pub(crate) files_due: Mutex<HashSet<CaseId>>,
     /// Since when a pushed change has waited for the server's acknowledgement.
     pub(crate) awaiting_since: Mutex<Option<std::time::Instant>>,
     pub(crate) poke: Notify,
@@ -298,6 +300,7 @@ impl SyncShared {
     /// A case changed on this device: push it now if live, else it goes at the next round.
     pub fn local_change(&self, case: CaseId) {
         lock(&self.dirty).insert(case);
+        lock(&self.files_due).insert(case);
         let sent = lock(&self.local)
             .as_ref()
             .is_some_and(|tx| tx.try_send(case).is_ok());

@@ -160,8 +160,15 @@ async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
     let outcome = net::drive(&e.server, &conn, &mut session, &mut host, None).await;
     endpoint.close(0u32.into(), b"");
     if let Some(kept) = host.wiped.take() {
-        // The session wiped the store (DocSet::wipe): the profile reads it again.
+        // The session wiped the store (DocSet::wipe): the profile reads it again. A case kept
+        // for a file only this device holds uploads it now, so the next round can wipe it.
         app.profile_changed();
+        let takes_files = session
+            .welcome()
+            .is_some_and(|w| w.has(polyphony_core::sync::FEATURE_ATTACHMENTS));
+        if takes_files && !kept.1 && !kept.0.is_empty() {
+            upload_kept_files(&store, e, &id, &kept.0).await;
+        }
         return Err(wiped_message(&kept));
     }
     save_states(&*store, &session);
@@ -176,6 +183,9 @@ async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
     if code != ErrorCode::Done {
         return Err(format!("the server ended the sync: {message}"));
     }
+    let takes_files = session
+        .welcome()
+        .is_some_and(|w| w.has(polyphony_core::sync::FEATURE_ATTACHMENTS));
     app.sync.synced_now();
     info!("caught up with the borough server; going live");
 
@@ -190,6 +200,7 @@ async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
     let outcome = tokio::select! {
         r = net::drive(&e.server, &conn, &mut session, &mut host, Some(rx)) => r.map_err(|x| x.to_string()),
         why = stalled(app) => Err(why),
+        () = move_files(app, &e.server, &conn, takes_files) => unreachable!("moving files never ends"),
     };
     *lock(&app.sync.local) = None;
     endpoint.close(0u32.into(), b"");
@@ -204,6 +215,80 @@ async fn round(app: &Arc<App>, e: &Enrolment) -> Result<(), String> {
         Ok((_, message)) => Err(format!("the server closed the live link: {message}")),
         Err(x) => Err(x),
     }
+}
+
+/// How long the app waits before trying again the files of a case that could not all move (the
+/// device that attached one may not have uploaded it yet).
+const FILES_RETRY: Duration = Duration::from_secs(10);
+
+/// Move attachments' files on the live connection, beside the session, without holding the
+/// profile: first every case's, then every two seconds those of the cases changed here or by the
+/// server since, and every [`FILES_RETRY`] those of cases with files left to move. Never ends
+/// (the session's end ends it); a failure is logged, and the files are tried again.
+async fn move_files(app: &Arc<App>, addr: &str, conn: &quinn::Connection, takes_files: bool) {
+    if !takes_files {
+        return std::future::pending().await;
+    }
+    let store = app.store().clone();
+    let mut cases: std::collections::BTreeSet<CaseId> =
+        store.list_cases().unwrap_or_default().into_iter().collect();
+    let mut left: std::collections::BTreeSet<CaseId> = Default::default();
+    let mut retry_at = tokio::time::Instant::now() + FILES_RETRY;
+    loop {
+        if !cases.is_empty() {
+            let books = DeviceBooks::new(&*store);
+            let fetching = !books.being_revoked().unwrap_or(true);
+            match books.blob_work(cases.iter().copied(), fetching) {
+                Ok(work) if !work.is_empty() => {
+                    match polyphony_core::profile::move_blobs(&*store, addr, conn, work).await {
+                        Ok(report) => {
+                            for why in &report.failed {
+                                info!(%why, "an attachment could not move yet; tried again");
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "attachments could not move; tried again later")
+                        }
+                    }
+                    for case in &cases {
+                        app.touch(*case);
+                    }
+                    // What is still to move is tried again after a while.
+                    if let Ok(still) = books.blob_work(cases.iter().copied(), fetching) {
+                        left.extend(still.upload.iter().chain(&still.fetch).map(|(c, _)| *c));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "could not list the attachments to move"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cases = lock(&app.sync.files_due).drain().collect();
+        if tokio::time::Instant::now() >= retry_at {
+            cases.append(&mut left);
+            retry_at = tokio::time::Instant::now() + FILES_RETRY;
+        }
+    }
+}
+
+/// A device being revoked: upload the files only it holds of the cases its wipe kept, on a
+/// connection of its own (best effort; the next round tries again).
+async fn upload_kept_files(store: &Arc<dyn Store>, e: &Enrolment, id: &Identity, kept: &[CaseId]) {
+    let Ok((endpoint, conn)) = connect(e, id).await else {
+        return;
+    };
+    let books = DeviceBooks::new(&**store);
+    if let Ok(work) = books.blob_work(kept.iter().copied(), false) {
+        if !work.is_empty() {
+            if let Err(err) =
+                polyphony_core::profile::move_blobs(&**store, &e.server, &conn, work).await
+            {
+                warn!(error = %err, "could not upload the files of the cases kept for them");
+            }
+        }
+    }
+    conn.close(0u32.into(), b"");
+    endpoint.wait_idle().await;
 }
 
 /// What the badge says once a session wiped this device.
@@ -354,6 +439,8 @@ impl SessionHost for LiveHost {
                 let count = self.chunks.entry(*case).or_insert(0);
                 *count = books.compact_when_due(case, *count + 1);
                 self.app.remote_change(*case);
+                // Its record may name a file this device does not hold yet.
+                lock(&self.app.sync.files_due).insert(*case);
             }
             Action::Acknowledged { case, .. } => {
                 *lock(&self.app.sync.awaiting_since) = None;

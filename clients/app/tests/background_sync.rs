@@ -205,3 +205,84 @@ async fn two_apps_sync_live_and_recover_from_a_dead_server() {
     robin.shutdown().await;
     kim.shutdown().await;
 }
+
+/// Issue 17, part 4: attachments' files move with the app's background sync, beside its live
+/// session: a letter attached in one app reaches the other (checked against its address) and is
+/// "saved on the server" on the first, with no sync pressed and no command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attached_files_move_with_the_apps_background_sync() {
+    use polyphony_core::profile::BlobState;
+    let data = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let server = ServerProcess::start(data.path().join("srv"), addr)
+        .await
+        .unwrap();
+    server
+        .admin(AdminRequest::TeamAdd {
+            name: "North".into(),
+        })
+        .await
+        .unwrap();
+    for name in ["Robin Lee", "Kim Ode"] {
+        server
+            .admin(AdminRequest::PractitionerAdd {
+                name: name.into(),
+                team: "North".into(),
+                role: None,
+            })
+            .await
+            .unwrap();
+    }
+    let (robin, _rd) = app_for(server.device("Robin Lee").await.unwrap()).await;
+    let (kim, _kd) = app_for(server.device("Kim Ode").await.unwrap()).await;
+    let (a, b) = (robin.app.clone(), kim.app.clone());
+    for app in [&a, &b] {
+        wait_until("the live link", Duration::from_secs(60), || async {
+            link(app) == Link::Live
+        })
+        .await;
+    }
+    let case = a
+        .profile()
+        .await
+        .create_case(
+            NewCase {
+                name: "Alex Smith".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+    a.local_change(case);
+    let letter: Vec<u8> = (0..1_300_000u32).map(|i| (i % 199) as u8).collect();
+    let hash = polyphony_core::BlobHash::of(&letter);
+    a.profile()
+        .await
+        .attach(
+            case,
+            polyphony_core::profile::AttachFile {
+                kind: polyphony_core::model::AttachmentKind::GpLetter,
+                title: "Letter from the GP",
+                file_name: "gp.pdf",
+                content: &letter,
+                meeting: None,
+            },
+        )
+        .unwrap();
+    a.local_change(case);
+    wait_until(
+        "the letter saved on the server",
+        Duration::from_secs(30),
+        || async { a.profile().await.blob_state(case, &hash).ok() == Some(BlobState::Saved) },
+    )
+    .await;
+    wait_until(
+        "the letter on Kim's device",
+        Duration::from_secs(30),
+        || async { b.profile().await.blob_state(case, &hash).ok() == Some(BlobState::Saved) },
+    )
+    .await;
+    let id = b.peek(case).await.unwrap().attachments[0].meta.id;
+    let (_, bytes) = b.profile().await.open_attachment(case, id).unwrap();
+    assert_eq!(bytes, Some(letter));
+}

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use polyphony_core::model::attachments::referenced_blobs;
-use polyphony_core::net::blobs::{chunks, Receiving};
+use polyphony_core::net::blobs::Receiving;
 use polyphony_core::net::{FramedStream, StreamError};
 use polyphony_core::sync::{ErrorCode, Frame, Refusal, SessionMode, BLOB_CHUNK_BYTES};
 use polyphony_core::{BlobHash, CaseId};
@@ -24,6 +24,28 @@ use crate::registry::{Device, DeviceStatus, Practitioner};
 
 /// The most frames an attachment stream may carry in one frame: a chunk and its header.
 pub const BLOB_STREAM_MAX_FRAME: usize = BLOB_CHUNK_BYTES + 64;
+
+/// How long an upload may pause between two chunks before it is refused (the device tries again
+/// at its next sync).
+pub const CHUNK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Take room in memory for a file of `size` bytes (two copies, whole MiB; the room is
+/// [`crate::ServerConfig::attachment_memory_mib`], over every connection), waiting while others
+/// hold it.
+async fn room_for(
+    shared: &Shared,
+    size: u64,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+    let room = &shared.limits.attachment_room;
+    let mib = size.div_ceil(1 << 20).max(1) * 2;
+    // At most 40 (a 20 MiB file, twice), and the room holds at least that: it never waits for
+    // room that cannot be.
+    let mib = u32::try_from(mib.min(40)).unwrap_or(40);
+    room.clone()
+        .acquire_many_owned(mib)
+        .await
+        .map_err(|_| refusal(ErrorCode::ShuttingDown, "the server is shutting down"))
+}
 
 /// Serve one attachment stream whose first frame was `first`.
 pub async fn serve(
@@ -84,9 +106,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.send.stopped()).await;
 }
 
-/// The case's record names this attachment (the server holds the case, and its record the
-/// address).
-fn named(shared: &Shared, case: &CaseId, hash: &BlobHash) -> Result<(), Refusal> {
+/// The size the case's record gives the attachment at `hash` (the server holds the case, and its
+/// record names the address), or why not.
+fn named(shared: &Shared, case: &CaseId, hash: &BlobHash) -> Result<u64, Refusal> {
     let held = shared
         .storage
         .case(case)
@@ -98,13 +120,25 @@ fn named(shared: &Shared, case: &CaseId, hash: &BlobHash) -> Result<(), Refusal>
         ));
     };
     let held = held.lock().unwrap_or_else(|p| p.into_inner());
-    if referenced_blobs(&held.doc).contains(hash) {
-        Ok(())
-    } else {
-        Err(refusal(
+    let view = polyphony_core::model::CaseDoc::from_automerge(held.doc.clone(), None)
+        .map(|d| d.view().attachments)
+        .unwrap_or_default();
+    let declared = view
+        .iter()
+        .filter(|a| a.sha256.as_ref() == Some(hash))
+        .map(|a| a.size)
+        .max();
+    match declared {
+        Some(size) => Ok(size),
+        // Named, but only by an entry withheld from the view (another person's): still the
+        // record's, so it may move; its size is the bound.
+        None if referenced_blobs(&held.doc).contains(hash) => {
+            Ok(polyphony_core::model::MAX_ATTACHMENT_BYTES)
+        }
+        None => Err(refusal(
             ErrorCode::NotAvailable,
             format!("the case's record names no attachment {hash}: sync the record first"),
-        ))
+        )),
     }
 }
 
@@ -124,8 +158,15 @@ async fn receive(
     size: u64,
 ) -> Result<(), Refusal> {
     session.attachment_access(&case, true)?;
-    named(shared, &case, &hash)?;
+    // A size over the bound is refused at once, before anything else is looked up.
     let mut receiving = Receiving::new(hash, size).map_err(|m| refusal(ErrorCode::TooLarge, m))?;
+    let declared = named(shared, &case, &hash)?;
+    if declared != size && declared != polyphony_core::model::MAX_ATTACHMENT_BYTES {
+        return Err(refusal(
+            ErrorCode::InvalidChange,
+            format!("the record gives this attachment {declared} bytes, not {size}"),
+        ));
+    }
     let store = shared.storage.store.clone();
     let (c, h) = (case, hash);
     let held = tokio::task::spawn_blocking(move || store.has_blob(&c, &h))
@@ -133,9 +174,19 @@ async fn receive(
         .map_err(|e| refusal(ErrorCode::Internal, e.to_string()))?
         .map_err(|e| refusal(ErrorCode::StorageFailed, e.to_string()))?;
     if !held {
+        let _room = room_for(shared, size).await?;
+        receiving.reserve();
         let _ = stream.write_frames(&[Frame::BlobWant { case, hash }]).await;
         loop {
-            match stream.read_frame().await.map_err(stream_error)? {
+            let next = tokio::time::timeout(CHUNK_WAIT, stream.read_frame())
+                .await
+                .map_err(|_| {
+                    refusal(
+                        ErrorCode::Malformed,
+                        "the attachment stopped arriving: it stays on your device; sync again",
+                    )
+                })?;
+            match next.map_err(stream_error)? {
                 Some(Frame::BlobChunk(bytes)) => {
                     if receiving
                         .take(&bytes)
@@ -208,7 +259,8 @@ async fn send(
     hash: BlobHash,
 ) -> Result<(), Refusal> {
     session.attachment_access(&case, false)?;
-    named(shared, &case, &hash)?;
+    let declared = named(shared, &case, &hash)?;
+    let _room = room_for(shared, declared).await?;
     let store = shared.storage.store.clone();
     let content = tokio::task::spawn_blocking(move || store.get_blob(&case, &hash))
         .await
@@ -236,14 +288,19 @@ async fn send(
             "the server could not record this access in its audit log: try again later",
         )
     })?;
-    let mut frames = vec![Frame::BlobOffer {
-        case,
-        hash,
-        size: content.len() as u64,
-    }];
-    frames.extend(chunks(&content));
-    for frame in frames {
-        stream.write_frames(&[frame]).await.map_err(stream_error)?;
+    stream
+        .write_frames(&[Frame::BlobOffer {
+            case,
+            hash,
+            size: content.len() as u64,
+        }])
+        .await
+        .map_err(stream_error)?;
+    for chunk in content.chunks(BLOB_CHUNK_BYTES) {
+        stream
+            .write_frames(&[Frame::BlobChunk(chunk.to_vec())])
+            .await
+            .map_err(stream_error)?;
     }
     Ok(())
 }

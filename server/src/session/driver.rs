@@ -99,6 +99,7 @@ pub async fn serve(
         practitioner: practitioner.clone(),
         permits: Arc::new(tokio::sync::Semaphore::new(MAX_ATTACHMENT_STREAMS)),
         tasks: tokio::task::JoinSet::new(),
+        connect_audited: false,
     };
     let (blobs, handshaken) =
         handshake(&shared, &conn, conn_id, device, practitioner, &actor, blobs).await;
@@ -156,15 +157,28 @@ async fn handshake(
     mut blobs: BlobStreams,
 ) -> (BlobStreams, Option<(FramedStream, Session)>) {
     // Streams until the `Hello`: attachment streams are served as they come (a connection may
-    // carry only those); the wait for each next stream is bounded.
+    // carry only those); the wait for each next stream, and for its first frame, is bounded.
+    let first_limit = blobs::BLOB_STREAM_MAX_FRAME.min(shared.max_frame);
     let (mut stream, hello) = loop {
-        let Some((mut stream, first)) = next_stream(conn).await else {
+        let Some((mut stream, first)) = next_stream(conn, first_limit).await else {
             return (blobs, None);
         };
         match first {
             Frame::Hello(h) => break (stream, h),
             first @ (Frame::BlobOffer { .. } | Frame::BlobWant { .. }) => {
-                blobs.spawn(stream, first).await;
+                if !blobs.connect_audited {
+                    // A connection that moves only attachments gets no `Welcome`: its record in
+                    // the audit log says so (each attachment is audited as it moves).
+                    shared.audit(
+                        actor.clone(),
+                        AuditAction::Connect,
+                        None,
+                        "attachments only".to_string(),
+                    );
+                    blobs.connect_audited = true;
+                }
+                stream.set_limit(blobs::BLOB_STREAM_MAX_FRAME);
+                blobs.serve(stream, first).await;
             }
             other => {
                 let what = other.kind();
@@ -193,24 +207,36 @@ async fn handshake(
     (blobs, handshaken)
 }
 
-/// The next stream of a connection and its first frame, waiting at most 30 s for it; None when
-/// the connection ended, went quiet, or sent a bad first frame (then closed with why).
-async fn next_stream(conn: &quinn::Connection) -> Option<(FramedStream, Frame)> {
-    let (send, recv) =
-        match tokio::time::timeout(std::time::Duration::from_secs(30), conn.accept_bi()).await {
-            Ok(Ok(s)) => s,
-            _ => return None,
-        };
+/// How long a stream may keep the server waiting for its first frame, and a connection for its
+/// next stream before its session: a silent peer holds nothing for longer.
+const FIRST_FRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The next stream of a connection and its first frame (read with `limit`), waiting at most
+/// [`FIRST_FRAME_WAIT`] for each; None when the connection ended, went quiet, or sent a bad first
+/// frame (then closed with why).
+async fn next_stream(conn: &quinn::Connection, limit: usize) -> Option<(FramedStream, Frame)> {
+    let (send, recv) = match tokio::time::timeout(FIRST_FRAME_WAIT, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        _ => return None,
+    };
     // The first frame is small whatever the stream carries (a hello, an offer, a want).
-    let mut stream = FramedStream::with_limit(send, recv, blobs::BLOB_STREAM_MAX_FRAME);
-    match stream.read_frame().await {
-        Ok(Some(first)) => Some((stream, first)),
-        Ok(None) => {
+    let mut stream = FramedStream::with_limit(send, recv, limit);
+    match tokio::time::timeout(FIRST_FRAME_WAIT, stream.read_frame()).await {
+        Ok(Ok(Some(first))) => Some((stream, first)),
+        Ok(Ok(None)) => {
             close(conn, ErrorCode::Malformed, "expected hello, got nothing");
             None
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             close_for(conn, &e);
+            None
+        }
+        Err(_) => {
+            close(
+                conn,
+                ErrorCode::Malformed,
+                "no first frame on a stream within 30 seconds",
+            );
             None
         }
     }
@@ -231,11 +257,13 @@ struct BlobStreams {
     practitioner: Practitioner,
     permits: Arc<tokio::sync::Semaphore>,
     tasks: tokio::task::JoinSet<()>,
+    /// The connection's arrival is in the audit log (a session's `Welcome` records its own).
+    connect_audited: bool,
 }
 
 impl BlobStreams {
-    /// Serve one attachment stream once a place is free.
-    async fn spawn(&mut self, stream: FramedStream, first: Frame) {
+    /// Serve an attachment stream whose first frame was read, once a place is free.
+    async fn serve(&mut self, stream: FramedStream, first: Frame) {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
@@ -246,12 +274,18 @@ impl BlobStreams {
             blobs::serve(shared, driver, conn_id, device, practitioner, stream, first).await;
             drop(permit);
         });
-        // Reap what finished, so a long session does not keep every finished task.
+        self.reap();
+    }
+
+    /// Reap what finished, so a long session does not keep every finished task.
+    fn reap(&mut self) {
         while self.tasks.try_join_next().is_some() {}
     }
 
     /// Serve attachment streams until the connection ends (the session's task aborts this when
-    /// the session ends). A second `Hello` on one connection is refused on its stream.
+    /// the session ends, and the connection closes). Each stream's first frame is read on a task
+    /// of its own, with a place taken and a time limit, so a silent stream holds up no other.
+    /// A second `Hello` on one connection is refused on its stream.
     async fn accept_while(mut self, conn: quinn::Connection) {
         loop {
             let accepted = tokio::select! {
@@ -259,33 +293,57 @@ impl BlobStreams {
                 _ = conn.closed() => break,
             };
             let Ok((send, recv)) = accepted else { break };
-            let mut stream = FramedStream::with_limit(send, recv, blobs::BLOB_STREAM_MAX_FRAME);
-            match stream.read_frame().await {
-                Ok(Some(first @ (Frame::BlobOffer { .. } | Frame::BlobWant { .. }))) => {
-                    self.spawn(stream, first).await;
+            let permits = self.permits.clone();
+            let (shared, driver) = (self.shared.clone(), self.driver.clone());
+            let (device, practitioner) = (self.device.clone(), self.practitioner.clone());
+            let conn_id = self.conn_id;
+            self.tasks.spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                let mut stream = FramedStream::with_limit(send, recv, blobs::BLOB_STREAM_MAX_FRAME);
+                let first = match tokio::time::timeout(FIRST_FRAME_WAIT, stream.read_frame()).await
+                {
+                    Ok(Ok(Some(f))) => f,
+                    _ => return,
+                };
+                match first {
+                    Frame::BlobOffer { .. } | Frame::BlobWant { .. } => {
+                        blobs::serve(shared, driver, conn_id, device, practitioner, stream, first)
+                            .await;
+                    }
+                    other => {
+                        let message = format!(
+                            "a stream beside the session carries an attachment, not {}",
+                            other.kind()
+                        );
+                        let _ = stream
+                            .write_frames(&[Frame::Error(super::refusal(
+                                ErrorCode::Malformed,
+                                message,
+                            ))])
+                            .await;
+                        let _ = stream.send.finish();
+                    }
                 }
-                Ok(Some(other)) => {
-                    let message = format!(
-                        "a stream beside the session carries an attachment, not {}",
-                        other.kind()
-                    );
-                    let _ = stream
-                        .write_frames(&[Frame::Error(super::refusal(
-                            ErrorCode::Malformed,
-                            message,
-                        ))])
-                        .await;
-                    let _ = stream.send.finish();
-                }
-                Ok(None) | Err(_) => {}
-            }
+            });
+            self.reap();
         }
         self.finish().await;
     }
 
-    /// Wait for every attachment stream being served to end.
+    /// Wait for every attachment stream being served to end; a connection that moved only
+    /// attachments is recorded as gone.
     async fn finish(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        if self.connect_audited {
+            let actor = Actor::Device {
+                device: self.device.id,
+                practitioner: self.practitioner.id,
+            };
+            self.shared
+                .audit(actor, AuditAction::Disconnect, None, String::new());
+        }
     }
 }
 

@@ -349,12 +349,18 @@ fn team_notes(l: &mut Layout, v: &CaseView) {
 }
 
 /// The letters and documents attached to the record, listed: what each is, its file, who
-/// attached it and when (the files themselves are given with the copy when the person asks).
+/// attached it and when. The files themselves are not in the copy: the team gives them to the
+/// person when they ask, and the copy says so.
 fn attachments(l: &mut Layout, v: &CaseView) {
     if v.attachments.is_empty() {
         return;
     }
     l.push(Style::Heading, "Letters and documents", false);
+    l.push(
+        Style::Body,
+        "These letters and documents are kept with your record. Ask the team for a copy of any of them.",
+        false,
+    );
     for a in &v.attachments {
         if l.withheld(&a.meta, "document") {
             continue;

@@ -88,6 +88,15 @@ fn describe(v: &CaseView, id: &str, zone: &LocalZone) -> Option<Found> {
             mark: n.meta.entered_in_error.clone(),
         });
     }
+    if let Some(a) = v.attachments.iter().find(|a| a.meta.id == id) {
+        return Some(Found {
+            what: format!("the {} “{}”", a.kind.label().to_lowercase(), a.title),
+            back: format!("/case/{case}#attachments"),
+            kind_words: "A letter or document",
+            content: None,
+            mark: a.meta.entered_in_error.clone(),
+        });
+    }
     if let Some(i) = v.crisis_plan.items.iter().find(|i| i.meta.id == id) {
         return Some(Found {
             what: match &i.current {

@@ -91,9 +91,18 @@ pub fn section(app: &App, v: &CaseView, states: &FileStates) -> String {
             None => "",
         };
         let struck = a.meta.entered_in_error.is_some();
+        let mark = if struck {
+            String::new()
+        } else {
+            format!(
+                r#" <a href="/case/{}/entry/{}/error" class="nhsuk-body-s">Mark entered in error</a>"#,
+                esc(&v.case_id),
+                a.meta.id
+            )
+        };
         let _ = write!(
             s,
-            r#"<li id="attachment-{}" class="{}"><strong>{}: {}</strong> ({}, {}){meeting}. {tag}{open}<br><span class="nhsuk-body-s">Attached by {}</span>{}</li>"#,
+            r#"<li id="attachment-{}" class="{}"><strong>{}: {}</strong> ({}, {}){meeting}. {tag}{open}<br><span class="nhsuk-body-s">Attached by {}</span>{mark}{}</li>"#,
             a.meta.id,
             if struck { "app-in-error" } else { "" },
             esc(a.kind.label()),
