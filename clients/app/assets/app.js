@@ -148,14 +148,20 @@
   }
 
   // The form's values when it is sent (what was typed into it while it waited goes too).
+  // A form that carries a file goes as multipart/form-data (the browser writes the boundary),
+  // with its tokens first, as the app reads them; every other form as urlencoded text.
   function sendForm(kept) {
-    var body = new URLSearchParams(new FormData(kept.form, kept.submitter));
-    body.set('_csrf', csrf);
-    ask(kept.form.action, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/x-www-form-urlencoded', 'X-Polyphony-Form': '1' },
-      body: body.toString()
-    }).then(function (r) {
+    var data = new FormData(kept.form, kept.submitter);
+    data.set('_csrf', csrf);
+    var multipart = (kept.form.getAttribute('enctype') || '').toLowerCase() === 'multipart/form-data';
+    var request = multipart
+      ? { method: 'POST', headers: { 'X-Polyphony-Form': '1' }, body: data }
+      : {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/x-www-form-urlencoded', 'X-Polyphony-Form': '1' },
+          body: new URLSearchParams(data).toString()
+        };
+    ask(kept.form.action, request).then(function (r) {
       if (r.status === 204) {
         leaving = true;
         go(r.headers.get('X-Polyphony-Location') || '/');

@@ -91,6 +91,10 @@ struct LaunchState {
 /// The largest request body accepted (a meeting's notes can be long).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// The largest body of a form that carries a file (an attachment of at most
+/// [`MAX_ATTACHMENT_BYTES`](polyphony_core::model::MAX_ATTACHMENT_BYTES), and the form's fields).
+pub const MAX_UPLOAD_BODY: usize = polyphony_core::model::MAX_ATTACHMENT_BYTES as usize + (1 << 20);
+
 /// A fresh random token: 32 bytes as hex.
 pub fn random_token() -> String {
     let mut b = [0u8; 32];
@@ -388,6 +392,32 @@ fn refused_with(status: StatusCode, why: &str, advice: &str) -> Response {
         .into_response()
 }
 
+/// A text field of a form that carries a file (`multipart/form-data`), read with multer from the
+/// buffered body: the CSRF token (`_csrf`) or the one-time token (`_once`). The app's forms put
+/// these first, and the reading stops at the field.
+pub(crate) async fn multipart_field(
+    body: axum::body::Bytes,
+    boundary: &str,
+    name: &str,
+) -> Option<String> {
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some(name) {
+            return field.text().await.ok();
+        }
+    }
+    None
+}
+
+/// The boundary of a `multipart/form-data` body, if the request is one.
+pub(crate) fn multipart_boundary(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+}
+
 /// The CSRF token a form body carries, if any.
 fn form_token(body: &[u8]) -> Option<String> {
     form_pairs(body)
@@ -483,16 +513,31 @@ pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let bytes = match to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => return refused(StatusCode::PAYLOAD_TOO_LARGE, "The request was too large."),
+    let boundary = multipart_boundary(&parts.headers);
+    let limit = if boundary.is_some() {
+        MAX_UPLOAD_BODY
+    } else {
+        MAX_BODY
     };
-    let token = parts
+    let bytes = match to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The request was too large: a file can be at most 20 MB.",
+            )
+        }
+    };
+    let header_token = parts
         .headers
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| form_token(&bytes));
+        .map(str::to_string);
+    let token = match (header_token, &boundary) {
+        (Some(t), _) => Some(t),
+        (None, Some(b)) => multipart_field(bytes.clone(), b, "_csrf").await,
+        (None, None) => form_token(&bytes),
+    };
     if !token.is_some_and(|t| same_secret(&t, &session.csrf)) {
         return refused(
             StatusCode::FORBIDDEN,

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use polyphony_core::store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{form_pairs, Gate, SessionCtx, MAX_BODY};
+use crate::auth::{form_pairs, Gate, SessionCtx, MAX_UPLOAD_BODY};
 
 /// The store namespace of used form tokens.
 const NS_ONCE: &str = "app-once";
@@ -90,10 +90,16 @@ pub async fn once(State(forms): State<Arc<Forms>>, req: Request, next: Next) -> 
     let from_script = req.headers().contains_key(FORM_HEADER);
     let session = req.extensions().get::<SessionCtx>().cloned();
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+    // The guard has bounded the body already (a form with a file may be larger).
+    let Ok(bytes) = to_bytes(body, MAX_UPLOAD_BODY).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "The request was too large.").into_response();
     };
-    let token = token_of(&bytes);
+    let token = match crate::auth::multipart_boundary(&parts.headers) {
+        Some(b) => crate::auth::multipart_field(bytes.clone(), &b, "_once")
+            .await
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())),
+        None => token_of(&bytes),
+    };
     let req = Request::from_parts(parts, Body::from(bytes));
     let (Some(token), Some(session)) = (token, session) else {
         return for_script(next.run(req).await, from_script);

@@ -44,6 +44,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/case/{id}/care-team", post(case::add_me_to_care_team))
         .route("/case/{id}/notes", post(safety::create))
         .route("/case/{id}/attachment/{aid}", get(files::open))
+        .route(
+            "/case/{id}/attachments",
+            post(files::attach).layer(axum::extract::DefaultBodyLimit::max(
+                crate::auth::MAX_UPLOAD_BODY,
+            )),
+        )
         .route("/case/{id}/note/{nid}/withhold", post(safety::withhold))
         .route("/case/{id}/note/{nid}/confirm", post(safety::confirm))
         .route("/case/{id}/note/{nid}/lift", post(safety::lift))

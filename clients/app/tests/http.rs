@@ -2057,6 +2057,34 @@ async fn an_attached_letter_is_listed_on_the_case_page_and_opens_as_attached() {
         .to_str()
         .unwrap()
         .contains("referral shah.pdf"));
+    // Attached to a meeting, it is listed on the meeting's page too.
+    let meeting = h.meeting(&case, "2026-03-14T10:30", &["person"]).await;
+    let at_meeting = h
+        .app
+        .profile()
+        .await
+        .attach(
+            case.parse().unwrap(),
+            polyphony_core::profile::AttachFile {
+                kind: polyphony_core::model::AttachmentKind::PersonsDocument,
+                title: "Alex's housing letter",
+                file_name: "housing.jpg",
+                content: b"\xff\xd8 a photographed letter",
+                meeting: Some(meeting.parse().unwrap()),
+            },
+        )
+        .unwrap();
+    let page = h.get(&format!("/case/{case}/meeting/{meeting}")).await;
+    assert!(page
+        .body
+        .contains("Letters and documents from this meeting"));
+    assert!(page
+        .body
+        .contains(&format!("/case/{case}#attachment-{at_meeting}")));
+    assert!(
+        !page.body.contains("Referral from Dr Shah"),
+        "only this meeting's"
+    );
     let missing = h
         .get(&format!(
             "/case/{case}/attachment/{}",
@@ -2064,4 +2092,133 @@ async fn an_attached_letter_is_listed_on_the_case_page_and_opens_as_attached() {
         ))
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+}
+
+/// A `multipart/form-data` body: `(name, file name, content)` per field.
+fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "----polyphony-test-boundary-7d1f2c";
+    let mut body = Vec::new();
+    for (name, file, content) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some(f) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Harness {
+    async fn post_multipart(&self, path: &str, fields: &[(&str, Option<&str>, &[u8])]) -> Reply {
+        let (content_type, body) = multipart(fields);
+        send(
+            &self.router,
+            Request::post(path)
+                .header(header::COOKIE, &self.cookie)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+/// Issue 17, part 4: a file is attached from the case page's form (a form that carries a file):
+/// kept with its kind and title, applied once however often the form is sent, refused without
+/// the form's security token, and refused with a clear message (nothing written) for a kind of
+/// file that cannot be attached or no file at all.
+#[tokio::test]
+async fn a_letter_is_attached_from_the_case_page_once_and_only_with_the_forms_token() {
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains(r#"enctype="multipart/form-data""#));
+    assert!(page.body.contains(r#"action="/case/"#) && page.body.contains("/attachments\""));
+    let letter: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let once = "a".repeat(64);
+    let fields =
+        |csrf: &str, file: &str, content: &[u8]| -> Vec<(String, Option<String>, Vec<u8>)> {
+            vec![
+                ("_csrf".into(), None, csrf.as_bytes().to_vec()),
+                ("_once".into(), None, once.as_bytes().to_vec()),
+                ("kind".into(), None, b"gp_letter".to_vec()),
+                ("title".into(), None, b"Letter from the GP".to_vec()),
+                ("meeting".into(), None, Vec::new()),
+                ("file".into(), Some(file.to_string()), content.to_vec()),
+            ]
+        };
+    let send_form = |f: Vec<(String, Option<String>, Vec<u8>)>| {
+        let path = format!("/case/{case}/attachments");
+        let h = &h;
+        async move {
+            let borrowed: Vec<(&str, Option<&str>, &[u8])> = f
+                .iter()
+                .map(|(n, fl, c)| (n.as_str(), fl.as_deref(), c.as_slice()))
+                .collect();
+            h.post_multipart(&path, &borrowed).await
+        }
+    };
+    let listed = || async {
+        h.app
+            .profile()
+            .await
+            .lookup(case.parse().unwrap())
+            .unwrap()
+            .attachments
+    };
+
+    // Without the form's token: refused, nothing written.
+    let r = send_form(fields("not-the-token", "gp.pdf", &letter)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(listed().await.is_empty());
+
+    // With it: attached, and sent again, applied once.
+    for _ in 0..2 {
+        let r = send_form(fields(&h.csrf.clone(), "gp.pdf", &letter)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        assert!(r.location().ends_with("#attachments"));
+    }
+    let files = listed().await;
+    assert_eq!(files.len(), 1, "applied once");
+    assert_eq!(files[0].title, "Letter from the GP");
+    assert_eq!(files[0].file_name, "gp.pdf");
+    assert_eq!(files[0].size, letter.len() as u64);
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(
+        page.body.contains("GP letter attached"),
+        "the flash says so"
+    );
+    assert_eq!(files[0].sha256, Some(polyphony_core::BlobHash::of(&letter)));
+    let file = h
+        .get(&format!("/case/{case}/attachment/{}", files[0].meta.id))
+        .await;
+    assert_eq!(file.status, StatusCode::OK);
+
+    // A kind of file that cannot be attached, and no file: said, nothing written.
+    let mut exe = fields(&h.csrf.clone(), "setup.exe", b"MZ");
+    exe[1].2 = "b".repeat(64).into_bytes();
+    let r = send_form(exe).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(
+        page.body
+            .contains("not a kind of file that can be attached"),
+        "the flash says why"
+    );
+    let mut none = fields(&h.csrf.clone(), "", b"");
+    none[1].2 = "c".repeat(64).into_bytes();
+    send_form(none).await;
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("Choose the file to attach"));
+    assert_eq!(listed().await.len(), 1, "nothing more written");
 }

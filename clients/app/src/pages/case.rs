@@ -231,7 +231,7 @@ pub fn render_case(
         staff.me.as_ref().map(|(id, _)| id.as_str()),
         csrf,
     ));
-    s.push_str(&super::files::section(app, v, files));
+    s.push_str(&super::files::section(app, v, files, csrf));
     s.push_str(&timeline_section(app, v, csrf));
     s.push_str(&meetings_section(app, v, csrf));
     s.push_str(&decisions_section(app, v));

@@ -7,14 +7,19 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use axum::extract::{Path, State};
+use axum::extract::{Multipart, Path, State};
 use axum::response::{IntoResponse, Response};
-use polyphony_core::model::attachments::human_size;
+use axum::Extension;
+use polyphony_core::model::attachments::{human_size, MEDIA_TYPES};
 use polyphony_core::model::view::CaseView;
-use polyphony_core::profile::BlobState;
+use polyphony_core::model::{AttachmentKind, MAX_ATTACHMENT_BYTES};
+use polyphony_core::profile::{AttachFile, BlobState};
 use polyphony_core::EntryId;
 
-use super::{by_line, case_id, entry_id, in_error_note, removed_note, AppState, PageError};
+use super::{
+    by_line, case_id, done, entry_id, in_error_note, removed_note, AppState, PageError, PageResult,
+};
+use crate::auth::SessionCtx;
 use crate::html::esc;
 use crate::state::App;
 
@@ -37,14 +42,75 @@ pub fn states(
         .collect()
 }
 
-/// The section of the case page.
-pub fn section(app: &App, v: &CaseView, states: &FileStates) -> String {
+/// The section of the case page: each file, and the form to attach one.
+pub fn section(app: &App, v: &CaseView, states: &FileStates, csrf: &str) -> String {
     let mut s = String::from(r#"<h2 id="attachments">Letters and documents</h2>"#);
     if v.attachments.is_empty() {
         s.push_str("<p>No letters or documents attached yet.</p>");
-        return s;
+    } else {
+        s.push_str(&list(app, v, states));
     }
-    s.push_str(r#"<ul class="nhsuk-list">"#);
+    s.push_str(&form(app, v, csrf));
+    s
+}
+
+/// The form to attach a file: what it is, its title, the meeting it belongs to, the file. Sent
+/// as `multipart/form-data`, its tokens first (the guard reads them from there).
+fn form(app: &App, v: &CaseView, csrf: &str) -> String {
+    let kinds: Vec<(String, String)> = AttachmentKind::ALL
+        .iter()
+        .map(|k| (k.as_str().to_string(), k.label().to_string()))
+        .collect();
+    let mut meetings = String::from(r#"<option value="">Not a meeting's</option>"#);
+    for m in v
+        .meetings
+        .iter()
+        .filter(|m| m.meta.entered_in_error.is_none())
+    {
+        let when =
+            m.at.as_deref()
+                .map(|t| crate::dates::long_stored(t, &app.config.zone))
+                .unwrap_or_else(|| "a meeting".into());
+        let _ = write!(
+            meetings,
+            r#"<option value="{}">The meeting on {}</option>"#,
+            m.meta.id,
+            esc(&when)
+        );
+    }
+    let endings: Vec<&str> = MEDIA_TYPES.iter().map(|(e, _)| *e).collect();
+    let accept: Vec<String> = endings.iter().map(|e| format!(".{e}")).collect();
+    format!(
+        r#"<form method="post" action="/case/{case}/attachments" enctype="multipart/form-data" novalidate autocomplete="off">{csrf}<input type="hidden" name="_once" value="{once}">{kinds}{title}<div class="nhsuk-form-group"><label class="nhsuk-label" for="attachment-meeting">The meeting it belongs to</label><select class="nhsuk-select" id="attachment-meeting" name="meeting">{meetings}</select></div><div class="nhsuk-form-group"><label class="nhsuk-label" for="attachment-file">The file</label><div class="nhsuk-hint" id="attachment-file-hint">A PDF, a photo or scan, or an office document, at most {max} MB. It is kept encrypted on this device and sent to the borough server at the next sync.</div><input class="nhsuk-file-upload" id="attachment-file" name="file" type="file" accept="{accept}" aria-describedby="attachment-file-hint"></div>{button}</form>"#,
+        case = esc(&v.case_id),
+        csrf = crate::html::csrf_field(csrf),
+        once = crate::auth::random_token(),
+        kinds = crate::html::Choices {
+            id: "attachment-kind",
+            name: "kind",
+            legend: "Attach a letter or document",
+            options: &kinds,
+            checked: &[AttachmentKind::ReferralLetter.as_str().to_string()],
+            multiple: false,
+            inline: false,
+            hint: None,
+        }
+        .render(&[]),
+        title = crate::html::Input::text(
+            "attachment-title",
+            "title",
+            "Its title (the file's name if left empty)",
+            "",
+        )
+        .render(&[]),
+        max = MAX_ATTACHMENT_BYTES >> 20,
+        accept = esc(accept.join(",")),
+        button = crate::html::secondary_button("Attach the file"),
+    )
+}
+
+fn list(app: &App, v: &CaseView, states: &FileStates) -> String {
+    let mut s = String::from(r#"<ul class="nhsuk-list">"#);
     for a in &v.attachments {
         if a.meta.withheld() {
             if let Some(mark) = &a.meta.entered_in_error {
@@ -119,6 +185,130 @@ pub fn section(app: &App, v: &CaseView, states: &FileStates) -> String {
     }
     s.push_str("</ul>");
     s
+}
+
+/// The letters and documents of one meeting, on its page: each linked to its place in the case's
+/// list (where it is opened, and where its file's state shows). Nothing when there are none.
+pub fn of_meeting(v: &CaseView, meeting: EntryId) -> String {
+    let files: Vec<_> = v
+        .attachments
+        .iter()
+        .filter(|a| a.meeting == Some(meeting) && !a.meta.withheld())
+        .collect();
+    if files.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        r#"<h2 id="meeting-attachments">Letters and documents from this meeting</h2><ul class="nhsuk-list">"#,
+    );
+    for a in files {
+        let _ = write!(
+            s,
+            r#"<li><a href="/case/{}#attachment-{}">{}: {}</a> ({}){}</li>"#,
+            esc(&v.case_id),
+            a.meta.id,
+            esc(a.kind.label()),
+            esc(&a.title),
+            esc(&a.file_name),
+            if a.meta.entered_in_error.is_some() {
+                " (entered in error)"
+            } else {
+                ""
+            }
+        );
+    }
+    s.push_str("</ul>");
+    s
+}
+
+/// `POST /case/:id/attachments`: attach the file the form carries. What is wrong (no file, a
+/// kind of file that cannot be attached, too large) is said, and nothing is written.
+pub async fn attach(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+    mut form: Multipart,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let back = format!("/case/{case}#attachments");
+    let mut kind = String::new();
+    let mut title = String::new();
+    let mut meeting = String::new();
+    let mut file: Option<(String, Vec<u8>)> = None;
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                return Ok(done(
+                    &app,
+                    &session,
+                    &format!("The file was not attached: the form could not be read ({e})"),
+                    &back,
+                ))
+            }
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "file" => {
+                let file_name = field.file_name().unwrap_or_default().to_string();
+                match field.bytes().await {
+                    Ok(b) if !file_name.is_empty() => file = Some((file_name, b.to_vec())),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Ok(done(
+                            &app,
+                            &session,
+                            &format!("The file was not attached: it could not be read ({e})"),
+                            &back,
+                        ))
+                    }
+                }
+            }
+            "kind" | "title" | "meeting" => {
+                let text = field.text().await.unwrap_or_default();
+                match name.as_str() {
+                    "kind" => kind = text,
+                    "title" => title = text,
+                    _ => meeting = text,
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some((file_name, content)) = file else {
+        return Ok(done(&app, &session, "Choose the file to attach", &back));
+    };
+    let Ok(kind) = kind.parse::<AttachmentKind>() else {
+        return Ok(done(&app, &session, "Choose what the file is", &back));
+    };
+    let meeting = if meeting.trim().is_empty() {
+        None
+    } else {
+        Some(entry_id(&meeting)?)
+    };
+    let result = app.profile().await.attach(
+        case,
+        AttachFile {
+            kind,
+            title: &title,
+            file_name: &file_name,
+            content: &content,
+            meeting,
+        },
+    );
+    let message = match result {
+        Ok(_) => {
+            app.local_change(case);
+            format!(
+                "{} attached ({}): it is sent to the borough server at the next sync",
+                kind.label(),
+                human_size(content.len() as u64)
+            )
+        }
+        Err(e) => format!("The file was not attached: {e}"),
+    };
+    Ok(done(&app, &session, &message, &back))
 }
 
 /// `GET /case/:id/attachment/:aid`: the file, as it was attached (recorded as a read).

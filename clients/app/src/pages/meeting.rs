@@ -511,6 +511,7 @@ pub fn render_meeting(
         s.push_str(&state_form(m, &v.case_id, csrf, "state", "meeting", errors));
     }
     s.push_str(&next_meeting_form(app, m, &base, csrf));
+    s.push_str(&super::files::of_meeting(v, m.meta.id));
     let _ = write!(
         s,
         r#"<h2>At the end of the meeting</h2><p>Go through the notes with everyone and record whether each person confirms them or wants to add their own words.</p><a class="nhsuk-button" href="{base}/readback" role="button" draggable="false">Read back the notes</a>"#

@@ -539,6 +539,36 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     }, { timeout: 90000, interval: 2000 });
   });
 
+  // A GP letter attached from the case page (the form carries the file): listed with where it
+  // is, on Kim's device once it has synced, and opened there as it was attached.
+  await t.test('a letter attached from the case page reaches the other device', async () => {
+    const p = A.page;
+    await p.goto(`${robin.base}/case/${caseId}`);
+    await p.check('input[name=kind][value=gp_letter]');
+    await p.fill('#attachment-title', 'Letter from Dr Shah');
+    const letter = Buffer.from('%PDF-1.4 a letter from the GP (test bytes)');
+    await p.setInputFiles('#attachment-file', { name: 'gp-letter.pdf', mimeType: 'application/pdf', buffer: letter });
+    await clickAndLoad(p, p.getByRole('button', { name: 'Attach the file' }));
+    await p.getByText('GP letter attached').waitFor();
+    const item = p.locator('#attachments ~ ul li').filter({ hasText: 'Letter from Dr Shah' });
+    assert.match(await item.textContent(), /gp-letter\.pdf/);
+    await check(p, '32-case-with-attachment');
+    const q = B.page;
+    await waitFor("the letter on Kim's device", async () => {
+      await q.goto(`${kim.base}/case/${caseId}`);
+      const text = await q.locator('main').textContent();
+      return /Letter from Dr Shah/.test(text) && /Saved on the server/.test(text);
+    }, { timeout: 90000, interval: 2000 });
+    await check(q, '33-attachment-on-the-other-device');
+    const href = await q.locator('#attachments ~ ul a', { hasText: 'Open gp-letter.pdf' }).getAttribute('href');
+    const body = await q.evaluate(async (u) => {
+      const r = await fetch(u);
+      return { type: r.headers.get('content-type'), text: await r.text() };
+    }, href);
+    assert.equal(body.type, 'application/pdf');
+    assert.equal(body.text, letter.toString());
+  });
+
   await t.test('no page has a serious or critical accessibility violation', () => {
     assert.deepEqual(violations, []);
   });
