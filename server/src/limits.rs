@@ -42,6 +42,10 @@ pub struct Limits {
     /// Room for attachments' bytes in memory, over every connection, in MiB
     /// ([`crate::ServerConfig::attachment_memory_mib`]).
     pub attachment_room: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Each device's share of that room (a quarter of it, and at least one largest file), so one
+    /// device moving many files, or not reading what it asked for, cannot hold all of it.
+    device_rooms: Mutex<HashMap<DeviceId, std::sync::Arc<tokio::sync::Semaphore>>>,
+    device_room_mib: usize,
 }
 
 /// The default room for attachments' bytes in memory: 256 MiB, six 20 MiB files moving at once
@@ -58,14 +62,28 @@ impl Limits {
     /// Limits with `mib` MiB of room for attachments in memory (at least 40: one 20 MiB file,
     /// twice).
     pub fn with_attachment_memory(mib: usize) -> Limits {
+        let mib = mib.max(40);
         Limits {
             devices: Default::default(),
             next_slot: Default::default(),
             enrolments: Default::default(),
             access_lists: Default::default(),
             reads: Default::default(),
-            attachment_room: std::sync::Arc::new(tokio::sync::Semaphore::new(mib.max(40))),
+            attachment_room: std::sync::Arc::new(tokio::sync::Semaphore::new(mib)),
+            device_rooms: Default::default(),
+            device_room_mib: (mib / 4).max(40),
         }
+    }
+
+    /// A device's share of the room for attachments in memory.
+    pub fn device_room(&self, device: DeviceId) -> std::sync::Arc<tokio::sync::Semaphore> {
+        let mut rooms = self.device_rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms
+            .entry(device)
+            .or_insert_with(|| {
+                std::sync::Arc::new(tokio::sync::Semaphore::new(self.device_room_mib))
+            })
+            .clone()
     }
 }
 

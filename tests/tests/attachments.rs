@@ -370,3 +370,53 @@ async fn more_file_bytes_at_once_than_the_server_holds_in_memory_all_arrive() ->
     }
     Ok(())
 }
+
+/// A connection that moves only files (as `polyphony sync` does after the records) keeps taking
+/// streams while a slow one moves: the server's wait for the next stream, bounded for a silent
+/// peer, does not count the time a file takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_file_does_not_end_a_connection_that_moves_only_files() -> Result<()> {
+    use polyphony_core::sync::Frame;
+    let (server, mut sam, _kit) = team_of_two().await?;
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    let slow = file(2_000, 60);
+    let next = file(3_000, 61);
+    attach(&mut sam, case, "slow.pdf", &slow)?;
+    attach(&mut sam, case, "next.pdf", &next)?;
+    // The records only, through a session of their own.
+    let e = sam.profile.enrolment().cloned().expect("enrolled");
+    let mut host = polyphony_e2e::TestHost::default();
+    host.docs.insert(case, sam.profile.document(case)?);
+    polyphony_e2e::run_session(server.addr(), &e, host, false).await?;
+
+    let (ep, conn) = connect_as(server.addr(), &e).await?;
+    let (send, recv) = conn.open_bi().await?;
+    let mut s = net::FramedStream::new(send, recv);
+    let hash = BlobHash::of(&slow);
+    s.write_frames(&[Frame::BlobOffer {
+        case,
+        hash,
+        size: slow.len() as u64,
+    }])
+    .await?;
+    assert!(matches!(s.read_frame().await?, Some(Frame::BlobWant { .. })));
+    // Longer than the server waits for a quiet connection's next stream, but each pause shorter
+    // than it waits between chunks.
+    let half = slow.len() / 2;
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    s.write_frames(&[Frame::BlobChunk(slow[..half].to_vec())]).await?;
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    s.write_frames(&[Frame::BlobChunk(slow[half..].to_vec())]).await?;
+    assert!(matches!(s.read_frame().await?, Some(Frame::BlobSaved { .. })));
+    // The next file, on a new stream of the same connection, is taken.
+    net::blobs::upload(
+        &server.addr().to_string(),
+        &conn,
+        case,
+        BlobHash::of(&next),
+        &next,
+    )
+    .await?;
+    ep.close(0u32.into(), b"");
+    Ok(())
+}

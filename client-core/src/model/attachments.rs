@@ -262,6 +262,33 @@ pub fn referenced_blobs(d: &impl ReadDoc) -> Vec<BlobHash> {
     out
 }
 
+/// The size the record gives the attachment at `hash` (the largest, should two entries name it),
+/// read from the document without building a view; None when no entry names it. Entries in
+/// error, or on the wrong person's record, count: their bytes are kept, and move.
+pub fn declared_size(d: &impl ReadDoc, hash: &BlobHash) -> Option<u64> {
+    let wanted = hash.to_string();
+    let mut found: Option<u64> = None;
+    for m in attachment_maps(d) {
+        for k in d.keys(&m) {
+            let Some(e) = map_at(d, &m, &k) else { continue };
+            let names = d
+                .get_all(&e, keys::SHA256)
+                .unwrap_or_default()
+                .into_iter()
+                .any(|(v, _)| match v {
+                    Value::Scalar(s) => {
+                        matches!(s.as_ref(), ScalarValue::Str(h) if h.as_str() == wanted)
+                    }
+                    Value::Object(_) => false,
+                });
+            if names {
+                found = Some(found.unwrap_or(0).max(size(d, &e)));
+            }
+        }
+    }
+    found
+}
+
 /// An attachment on the wrong person's record (or with a mark this version cannot read): nothing
 /// of it, not even its address.
 pub(super) fn withhold(items: &mut [AttachmentView], ids: &mut Vec<String>) {

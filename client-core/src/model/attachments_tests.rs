@@ -224,8 +224,20 @@ fn rewriting_what_an_attachment_names_is_refused_by_the_servers_history_rule() {
         after.put(&e, key, value).unwrap();
         after.commit();
         let ops = super::tests::new_ops(&mut before, &mut after);
-        let e = guard::attachments_fixed(&after, &ops).unwrap_err();
+        let e = guard::attachments_fixed(&before, &after, &ops).unwrap_err();
         assert!(e.contains(key) && e.contains("entered in error"), "{e}");
+    }
+    // Nor may a change delete them.
+    for key in [keys::SHA256, keys::SIZE, keys::MEDIA_TYPE, keys::FILE_NAME] {
+        let mut before = made.clone();
+        let mut after = made.clone();
+        let map = after.get(ROOT, keys::ATTACHMENTS).unwrap().unwrap().1;
+        let e = after.get(&map, id.to_string()).unwrap().unwrap().1;
+        after.delete(&e, key).unwrap();
+        after.commit();
+        let ops = super::tests::new_ops(&mut before, &mut after);
+        let e = guard::attachments_fixed(&before, &after, &ops).unwrap_err();
+        assert!(e.contains(key) && e.contains("deletes"), "{e}");
     }
     // Its title may be corrected, and the change that makes an attachment writes it all.
     let mut before = made.clone();
@@ -237,10 +249,10 @@ fn rewriting_what_an_attachment_names_is_refused_by_the_servers_history_rule() {
         .unwrap();
     after.commit();
     let ops = super::tests::new_ops(&mut before, &mut after);
-    guard::attachments_fixed(&after, &ops).unwrap();
+    guard::attachments_fixed(&before, &after, &ops).unwrap();
     let mut before = case.automerge().clone();
     case.add_attachment(&letter(b"a second", None)).unwrap();
     let mut after = case.automerge().clone();
     let ops = super::tests::new_ops(&mut before, &mut after);
-    guard::attachments_fixed(&after, &ops).unwrap();
+    guard::attachments_fixed(&before, &after, &ops).unwrap();
 }

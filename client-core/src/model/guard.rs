@@ -284,9 +284,32 @@ pub fn records_kept(after: &AutoCommit, new: &NewOps) -> Result<(), String> {
 /// names): a delete by other means. A wrong attachment is marked entered in error instead.
 const ATTACHMENT_FIXED: [&str; 4] = [keys::SHA256, keys::SIZE, keys::MEDIA_TYPE, keys::FILE_NAME];
 
-/// Refuse new changes that rewrite what an attachment made by an earlier change names (its
-/// address, size, type, file name).
-pub fn attachments_fixed(after: &AutoCommit, new: &NewOps) -> Result<(), String> {
+/// Refuse new changes that rewrite or delete what an attachment made by an earlier change names
+/// (its address, size, type, file name).
+pub fn attachments_fixed(
+    before: &AutoCommit,
+    after: &AutoCommit,
+    new: &NewOps,
+) -> Result<(), String> {
+    // Deleted: a field an attachment held before that it no longer holds.
+    for map in super::attachments::attachment_maps(before) {
+        for key in before.keys(&map).collect::<Vec<_>>() {
+            for (value, entry) in before.get_all(&map, key.as_str()).unwrap_or_default() {
+                if !matches!(value, Value::Object(ObjType::Map)) {
+                    continue;
+                }
+                for f in ATTACHMENT_FIXED {
+                    let had = !before.get_all(&entry, f).unwrap_or_default().is_empty();
+                    let has = !after.get_all(&entry, f).unwrap_or_default().is_empty();
+                    if had && !has {
+                        return Err(format!(
+                            "the change deletes attachments.{key}.{f}: what an attachment names is kept as attached (mark it entered in error and attach the right file)"
+                        ));
+                    }
+                }
+            }
+        }
+    }
     for map in super::attachments::attachment_maps(after) {
         for key in after.keys(&map).collect::<Vec<_>>() {
             for (value, entry) in after.get_all(&map, key.as_str()).unwrap_or_default() {

@@ -232,8 +232,10 @@ async fn move_files(app: &Arc<App>, addr: &str, conn: &quinn::Connection, takes_
     let store = app.store().clone();
     let mut cases: std::collections::BTreeSet<CaseId> =
         store.list_cases().unwrap_or_default().into_iter().collect();
-    let mut left: std::collections::BTreeSet<CaseId> = Default::default();
-    let mut retry_at = tokio::time::Instant::now() + FILES_RETRY;
+    // Cases with files left to move, each with when to try again and the wait after that
+    // (doubling to ten minutes: a file its device has not uploaded may take a day).
+    let mut left: std::collections::BTreeMap<CaseId, (tokio::time::Instant, Duration)> =
+        Default::default();
     loop {
         if !cases.is_empty() {
             let books = DeviceBooks::new(&*store);
@@ -253,21 +255,44 @@ async fn move_files(app: &Arc<App>, addr: &str, conn: &quinn::Connection, takes_
                     for case in &cases {
                         app.touch(*case);
                     }
-                    // What is still to move is tried again after a while.
+                    // What is still to move is tried again after a while, less often each time;
+                    // a case with nothing left leaves the list.
                     if let Ok(still) = books.blob_work(cases.iter().copied(), fetching) {
-                        left.extend(still.upload.iter().chain(&still.fetch).map(|(c, _)| *c));
+                        let now = tokio::time::Instant::now();
+                        let pending: std::collections::BTreeSet<CaseId> = still
+                            .upload
+                            .iter()
+                            .chain(&still.fetch)
+                            .map(|(c, _)| *c)
+                            .collect();
+                        for case in &cases {
+                            if pending.contains(case) {
+                                let wait = left.get(case).map_or(FILES_RETRY, |(_, w)| {
+                                    (*w * 2).min(Duration::from_secs(600))
+                                });
+                                left.insert(*case, (now + wait, wait));
+                            } else {
+                                left.remove(case);
+                            }
+                        }
                     }
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    for case in &cases {
+                        left.remove(case);
+                    }
+                }
                 Err(e) => warn!(error = %e, "could not list the attachments to move"),
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         cases = lock(&app.sync.files_due).drain().collect();
-        if tokio::time::Instant::now() >= retry_at {
-            cases.append(&mut left);
-            retry_at = tokio::time::Instant::now() + FILES_RETRY;
-        }
+        let now = tokio::time::Instant::now();
+        cases.extend(
+            left.iter()
+                .filter(|(_, (at, _))| *at <= now)
+                .map(|(c, _)| *c),
+        );
     }
 }
 

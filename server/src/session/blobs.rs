@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use polyphony_core::model::attachments::referenced_blobs;
 use polyphony_core::net::blobs::Receiving;
 use polyphony_core::net::{FramedStream, StreamError};
 use polyphony_core::sync::{ErrorCode, Frame, Refusal, SessionMode, BLOB_CHUNK_BYTES};
@@ -25,26 +24,71 @@ use crate::registry::{Device, DeviceStatus, Practitioner};
 /// The most frames an attachment stream may carry in one frame: a chunk and its header.
 pub const BLOB_STREAM_MAX_FRAME: usize = BLOB_CHUNK_BYTES + 64;
 
-/// How long an upload may pause between two chunks before it is refused (the device tries again
-/// at its next sync).
+/// How long an upload may pause between two chunks, or a download wait for the device to take
+/// the next one, before it is refused (the device tries again at its next sync).
 pub const CHUNK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long one file may take to move, all in: 20 MiB at 300 kbit/s. Past it the stream is
+/// refused, and the room it held is free for others.
+pub const FILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long a file waits for room in memory before it is refused as "busy" (the device tries
+/// again at its next sync; the app, after a while).
+pub const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Take room in memory for a file of `size` bytes (two copies, whole MiB; the room is
 /// [`crate::ServerConfig::attachment_memory_mib`], over every connection), waiting while others
 /// hold it.
 async fn room_for(
     shared: &Shared,
+    device: polyphony_core::DeviceId,
     size: u64,
-) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
-    let room = &shared.limits.attachment_room;
+) -> Result<Room, Refusal> {
     let mib = size.div_ceil(1 << 20).max(1) * 2;
-    // At most 40 (a 20 MiB file, twice), and the room holds at least that: it never waits for
+    // At most 40 (a 20 MiB file, twice), and each room holds at least that: it never waits for
     // room that cannot be.
     let mib = u32::try_from(mib.min(40)).unwrap_or(40);
-    room.clone()
-        .acquire_many_owned(mib)
-        .await
-        .map_err(|_| refusal(ErrorCode::ShuttingDown, "the server is shutting down"))
+    let busy = || {
+        refusal(
+            ErrorCode::Busy,
+            "the server is busy moving other files: this one is tried again at the next sync",
+        )
+    };
+    // The device's share first, then the server's room: a device at its share waits without
+    // holding any of the room others need.
+    let take = |s: Arc<tokio::sync::Semaphore>| async move {
+        match tokio::time::timeout(ROOM_WAIT, s.acquire_many_owned(mib)).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(refusal(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            )),
+            Err(_) => Err(busy()),
+        }
+    };
+    let own = take(shared.limits.device_room(device)).await?;
+    let all = take(shared.limits.attachment_room.clone()).await?;
+    Ok(Room {
+        _own: own,
+        _all: all,
+    })
+}
+
+/// Room taken for one file: given back when the transfer ends, however it ends.
+struct Room {
+    _own: tokio::sync::OwnedSemaphorePermit,
+    _all: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Write one frame, refusing a device that does not take it within [`CHUNK_WAIT`].
+async fn write_within(stream: &mut FramedStream, frame: Frame) -> Result<(), Refusal> {
+    match tokio::time::timeout(CHUNK_WAIT, stream.write_frames(&[frame])).await {
+        Ok(r) => r.map_err(stream_error),
+        Err(_) => Err(refusal(
+            ErrorCode::Malformed,
+            "the device stopped taking the attachment: it is fetched again at the next sync",
+        )),
+    }
 }
 
 /// Serve one attachment stream whose first frame was `first`.
@@ -66,30 +110,48 @@ pub async fn serve(
     } else {
         SessionMode::Normal
     };
+    let device_id = device.id;
     let session = Session::new(shared.clone(), conn_id, device, practitioner, mode);
-    let outcome = match first {
-        Frame::BlobOffer { case, hash, size } => {
-            receive(
-                &shared,
-                &driver,
-                session,
-                &actor,
-                &mut stream,
-                case,
-                hash,
-                size,
-            )
-            .await
+    let moving = async {
+        match first {
+            Frame::BlobOffer { case, hash, size } => {
+                receive(
+                    &shared,
+                    &driver,
+                    session,
+                    &actor,
+                    &mut stream,
+                    (device_id, case, hash),
+                    size,
+                )
+                .await
+            }
+            Frame::BlobWant { case, hash } => {
+                send(
+                    &shared,
+                    &driver,
+                    session,
+                    &actor,
+                    &mut stream,
+                    (device_id, case, hash),
+                )
+                .await
+            }
+            other => Err(refusal(
+                ErrorCode::Malformed,
+                format!(
+                    "an attachment stream starts with an offer or a want, not {}",
+                    other.kind()
+                ),
+            )),
         }
-        Frame::BlobWant { case, hash } => {
-            send(&shared, &driver, session, &actor, &mut stream, case, hash).await
-        }
-        other => Err(refusal(
+    };
+    // However slow the device, a file's room is given back within the deadline.
+    let outcome = match tokio::time::timeout(FILE_DEADLINE, moving).await {
+        Ok(r) => r,
+        Err(_) => Err(refusal(
             ErrorCode::Malformed,
-            format!(
-                "an attachment stream starts with an offer or a want, not {}",
-                other.kind()
-            ),
+            "the attachment took longer than 10 minutes to move: it is tried again at the next sync",
         )),
     };
     if let Err(r) = outcome {
@@ -120,26 +182,12 @@ fn named(shared: &Shared, case: &CaseId, hash: &BlobHash) -> Result<u64, Refusal
         ));
     };
     let held = held.lock().unwrap_or_else(|p| p.into_inner());
-    let view = polyphony_core::model::CaseDoc::from_automerge(held.doc.clone(), None)
-        .map(|d| d.view().attachments)
-        .unwrap_or_default();
-    let declared = view
-        .iter()
-        .filter(|a| a.sha256.as_ref() == Some(hash))
-        .map(|a| a.size)
-        .max();
-    match declared {
-        Some(size) => Ok(size),
-        // Named, but only by an entry withheld from the view (another person's): still the
-        // record's, so it may move; its size is the bound.
-        None if referenced_blobs(&held.doc).contains(hash) => {
-            Ok(polyphony_core::model::MAX_ATTACHMENT_BYTES)
-        }
-        None => Err(refusal(
+    polyphony_core::model::attachments::declared_size(&held.doc, hash).ok_or_else(|| {
+        refusal(
             ErrorCode::NotAvailable,
             format!("the case's record names no attachment {hash}: sync the record first"),
-        )),
-    }
+        )
+    })
 }
 
 fn stream_error(e: StreamError) -> Refusal {
@@ -153,15 +201,14 @@ async fn receive(
     mut session: Session,
     actor: &Actor,
     stream: &mut FramedStream,
-    case: CaseId,
-    hash: BlobHash,
+    (device, case, hash): (polyphony_core::DeviceId, CaseId, BlobHash),
     size: u64,
 ) -> Result<(), Refusal> {
     session.attachment_access(&case, true)?;
     // A size over the bound is refused at once, before anything else is looked up.
     let mut receiving = Receiving::new(hash, size).map_err(|m| refusal(ErrorCode::TooLarge, m))?;
     let declared = named(shared, &case, &hash)?;
-    if declared != size && declared != polyphony_core::model::MAX_ATTACHMENT_BYTES {
+    if declared != size {
         return Err(refusal(
             ErrorCode::InvalidChange,
             format!("the record gives this attachment {declared} bytes, not {size}"),
@@ -174,7 +221,7 @@ async fn receive(
         .map_err(|e| refusal(ErrorCode::Internal, e.to_string()))?
         .map_err(|e| refusal(ErrorCode::StorageFailed, e.to_string()))?;
     if !held {
-        let _room = room_for(shared, size).await?;
+        let _room = room_for(shared, device, size).await?;
         receiving.reserve();
         let _ = stream.write_frames(&[Frame::BlobWant { case, hash }]).await;
         loop {
@@ -242,11 +289,19 @@ async fn receive(
             Some(case),
             format!("attachment {hash} received ({size} bytes)"),
         );
+    } else {
+        // Held already, perhaps only just written by another upload of the same file whose flush
+        // has not happened yet: acknowledged only after a flush that covers it.
+        let group = shared.storage.group.clone();
+        let ticket = group.wrote_in(group.generation());
+        driver.durable(ticket).await.map_err(|e| {
+            refusal(
+                ErrorCode::StorageFailed,
+                format!("the attachment is not yet on the server's disk ({e}): it stays on your device; sync again"),
+            )
+        })?;
     }
-    stream
-        .write_frames(&[Frame::BlobSaved { case, hash }])
-        .await
-        .map_err(stream_error)
+    write_within(stream, Frame::BlobSaved { case, hash }).await
 }
 
 async fn send(
@@ -255,12 +310,11 @@ async fn send(
     mut session: Session,
     actor: &Actor,
     stream: &mut FramedStream,
-    case: CaseId,
-    hash: BlobHash,
+    (device, case, hash): (polyphony_core::DeviceId, CaseId, BlobHash),
 ) -> Result<(), Refusal> {
     session.attachment_access(&case, false)?;
     let declared = named(shared, &case, &hash)?;
-    let _room = room_for(shared, declared).await?;
+    let _room = room_for(shared, device, declared).await?;
     let store = shared.storage.store.clone();
     let content = tokio::task::spawn_blocking(move || store.get_blob(&case, &hash))
         .await
@@ -288,19 +342,17 @@ async fn send(
             "the server could not record this access in its audit log: try again later",
         )
     })?;
-    stream
-        .write_frames(&[Frame::BlobOffer {
+    write_within(
+        stream,
+        Frame::BlobOffer {
             case,
             hash,
             size: content.len() as u64,
-        }])
-        .await
-        .map_err(stream_error)?;
+        },
+    )
+    .await?;
     for chunk in content.chunks(BLOB_CHUNK_BYTES) {
-        stream
-            .write_frames(&[Frame::BlobChunk(chunk.to_vec())])
-            .await
-            .map_err(stream_error)?;
+        write_within(stream, Frame::BlobChunk(chunk.to_vec())).await?;
     }
     Ok(())
 }

@@ -160,7 +160,7 @@ async fn handshake(
     // carry only those); the wait for each next stream, and for its first frame, is bounded.
     let first_limit = blobs::BLOB_STREAM_MAX_FRAME.min(shared.max_frame);
     let (mut stream, hello) = loop {
-        let Some((mut stream, first)) = next_stream(conn, first_limit).await else {
+        let Some((mut stream, first)) = next_stream(conn, first_limit, &mut blobs).await else {
             return (blobs, None);
         };
         match first {
@@ -212,12 +212,30 @@ async fn handshake(
 const FIRST_FRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The next stream of a connection and its first frame (read with `limit`), waiting at most
-/// [`FIRST_FRAME_WAIT`] for each; None when the connection ended, went quiet, or sent a bad first
+/// [`FIRST_FRAME_WAIT`] for each, not counting the time attachments are moving on the connection
+/// (a device sends its files one after another, each once the last is saved, and a large one on
+/// a slow link takes minutes); None when the connection ended, went quiet, or sent a bad first
 /// frame (then closed with why).
-async fn next_stream(conn: &quinn::Connection, limit: usize) -> Option<(FramedStream, Frame)> {
-    let (send, recv) = match tokio::time::timeout(FIRST_FRAME_WAIT, conn.accept_bi()).await {
-        Ok(Ok(s)) => s,
-        _ => return None,
+async fn next_stream(
+    conn: &quinn::Connection,
+    limit: usize,
+    blobs: &mut BlobStreams,
+) -> Option<(FramedStream, Frame)> {
+    let (send, recv) = loop {
+        if blobs.tasks.is_empty() {
+            match tokio::time::timeout(FIRST_FRAME_WAIT, conn.accept_bi()).await {
+                Ok(Ok(s)) => break s,
+                _ => return None,
+            }
+        }
+        tokio::select! {
+            s = conn.accept_bi() => match s {
+                Ok(s) => break s,
+                Err(_) => return None,
+            },
+            // An attachment finished: the quiet time counts from now.
+            _ = blobs.tasks.join_next() => {}
+        }
     };
     // The first frame is small whatever the stream carries (a hello, an offer, a want).
     let mut stream = FramedStream::with_limit(send, recv, limit);
