@@ -399,15 +399,23 @@ async fn a_slow_file_does_not_end_a_connection_that_moves_only_files() -> Result
         size: slow.len() as u64,
     }])
     .await?;
-    assert!(matches!(s.read_frame().await?, Some(Frame::BlobWant { .. })));
+    assert!(matches!(
+        s.read_frame().await?,
+        Some(Frame::BlobWant { .. })
+    ));
     // Longer than the server waits for a quiet connection's next stream, but each pause shorter
     // than it waits between chunks.
     let half = slow.len() / 2;
     tokio::time::sleep(std::time::Duration::from_secs(20)).await;
-    s.write_frames(&[Frame::BlobChunk(slow[..half].to_vec())]).await?;
+    s.write_frames(&[Frame::BlobChunk(slow[..half].to_vec())])
+        .await?;
     tokio::time::sleep(std::time::Duration::from_secs(20)).await;
-    s.write_frames(&[Frame::BlobChunk(slow[half..].to_vec())]).await?;
-    assert!(matches!(s.read_frame().await?, Some(Frame::BlobSaved { .. })));
+    s.write_frames(&[Frame::BlobChunk(slow[half..].to_vec())])
+        .await?;
+    assert!(matches!(
+        s.read_frame().await?,
+        Some(Frame::BlobSaved { .. })
+    ));
     // The next file, on a new stream of the same connection, is taken.
     net::blobs::upload(
         &server.addr().to_string(),

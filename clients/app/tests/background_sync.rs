@@ -54,11 +54,22 @@ async fn notes(app: &Arc<App>, case: CaseId) -> Option<String> {
         .and_then(|v| v.meetings.first().map(|m| m.notes.clone()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_apps_sync_live_and_recover_from_a_dead_server() {
+/// A borough server process with team North, and the apps of its two practitioners, Robin and
+/// Kim, both live. The temporary directories live as long as this.
+struct TwoApps {
+    server: ServerProcess,
+    /// Where it listens, and where its data is (to start it again there).
+    addr: SocketAddr,
+    data: tempfile::TempDir,
+    robin: Running,
+    kim: Running,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+async fn two_live_apps() -> TwoApps {
     let data = tempfile::tempdir().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    let mut server = ServerProcess::start(data.path().join("srv"), addr)
+    let server = ServerProcess::start(data.path().join("srv"), addr)
         .await
         .unwrap();
     server
@@ -77,15 +88,35 @@ async fn two_apps_sync_live_and_recover_from_a_dead_server() {
             .await
             .unwrap();
     }
-    let (robin, _rd) = app_for(server.device("Robin Lee").await.unwrap()).await;
-    let (kim, _kd) = app_for(server.device("Kim Ode").await.unwrap()).await;
-    let (a, b) = (robin.app.clone(), kim.app.clone());
-    for app in [&a, &b] {
+    let (robin, rd) = app_for(server.device("Robin Lee").await.unwrap()).await;
+    let (kim, kd) = app_for(server.device("Kim Ode").await.unwrap()).await;
+    for app in [&robin.app, &kim.app] {
         wait_until("the live link", Duration::from_secs(60), || async {
             link(app) == Link::Live
         })
         .await;
     }
+    TwoApps {
+        server,
+        addr,
+        data,
+        robin,
+        kim,
+        _dirs: [rd, kd],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apps_sync_live_and_recover_from_a_dead_server() {
+    let TwoApps {
+        mut server,
+        addr,
+        data,
+        robin,
+        kim,
+        _dirs,
+    } = two_live_apps().await;
+    let (a, b) = (robin.app.clone(), kim.app.clone());
 
     // Robin opens a case and a meeting: it reaches Kim with no sync button pressed.
     let case = a
@@ -212,36 +243,8 @@ async fn two_apps_sync_live_and_recover_from_a_dead_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attached_files_move_with_the_apps_background_sync() {
     use polyphony_core::profile::BlobState;
-    let data = tempfile::tempdir().unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    let server = ServerProcess::start(data.path().join("srv"), addr)
-        .await
-        .unwrap();
-    server
-        .admin(AdminRequest::TeamAdd {
-            name: "North".into(),
-        })
-        .await
-        .unwrap();
-    for name in ["Robin Lee", "Kim Ode"] {
-        server
-            .admin(AdminRequest::PractitionerAdd {
-                name: name.into(),
-                team: "North".into(),
-                role: None,
-            })
-            .await
-            .unwrap();
-    }
-    let (robin, _rd) = app_for(server.device("Robin Lee").await.unwrap()).await;
-    let (kim, _kd) = app_for(server.device("Kim Ode").await.unwrap()).await;
-    let (a, b) = (robin.app.clone(), kim.app.clone());
-    for app in [&a, &b] {
-        wait_until("the live link", Duration::from_secs(60), || async {
-            link(app) == Link::Live
-        })
-        .await;
-    }
+    let two = two_live_apps().await;
+    let (a, b) = (two.robin.app.clone(), two.kim.app.clone());
     let case = a
         .profile()
         .await
