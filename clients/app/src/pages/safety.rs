@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use axum::extract::{Path, State};
 use axum::{Extension, Form};
 use polyphony_core::model::view::CaseView;
-use polyphony_core::model::{TeamNoteKind, TeamNoteView};
+use polyphony_core::model::{CaseDoc, ModelError, TeamNoteKind, TeamNoteView};
+use polyphony_core::EntryId;
 
 use super::{
     by_line, case_id, done, entry_id, in_error_note, removed_note, AppState, FormData, PageResult,
@@ -186,60 +187,81 @@ pub async fn create(
     Ok(done(&app, &session, &message, &back))
 }
 
+/// One step of a note's withholding (ask, lift, confirm), then back to the notes with what
+/// became of it: `done` when the step was taken, `not` and why when it was refused.
+async fn note_step(
+    app: &AppState,
+    session: &SessionCtx,
+    (id, nid): (String, String),
+    step: impl FnOnce(&mut CaseDoc, &EntryId) -> Result<(), ModelError>,
+    done_words: &str,
+    not: &str,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let note = entry_id(&nid)?;
+    let message = match app.edit(case, |d| step(d, &note)).await {
+        Ok(()) => done_words.to_string(),
+        Err(e) => format!("{not}: {e}"),
+    };
+    Ok(done(
+        app,
+        session,
+        &message,
+        &format!("/case/{case}#safety-notes"),
+    ))
+}
+
 /// `POST /case/:id/note/:nid/withhold`: ask, with the reason.
 pub async fn withhold(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
-    Path((id, nid)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let case = case_id(&id)?;
-    let note = entry_id(&nid)?;
     let form = FormData::from(form);
-    let back = format!("/case/{case}#safety-notes");
-    let message = match app
-        .edit(case, |d| d.request_withholding(&note, form.get("reason")))
-        .await
-    {
-        Ok(()) => "Asked: a second practitioner confirms before it is withheld".to_string(),
-        Err(e) => format!("Not asked: {e}"),
-    };
-    Ok(done(&app, &session, &message, &back))
+    note_step(
+        &app,
+        &session,
+        ids,
+        |d, note| d.request_withholding(note, form.get("reason")),
+        "Asked: a second practitioner confirms before it is withheld",
+        "Not asked",
+    )
+    .await
 }
 
 /// `POST /case/:id/note/:nid/lift`: show the note in the person's copy again, saying why.
 pub async fn lift(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
-    Path((id, nid)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let case = case_id(&id)?;
-    let note = entry_id(&nid)?;
     let form = FormData::from(form);
-    let back = format!("/case/{case}#safety-notes");
-    let message = match app
-        .edit(case, |d| d.lift_withholding(&note, form.get("reason")))
-        .await
-    {
-        Ok(()) => "Lifted: the note is in the person's copy again".to_string(),
-        Err(e) => format!("Not lifted: {e}"),
-    };
-    Ok(done(&app, &session, &message, &back))
+    note_step(
+        &app,
+        &session,
+        ids,
+        |d, note| d.lift_withholding(note, form.get("reason")),
+        "Lifted: the note is in the person's copy again",
+        "Not lifted",
+    )
+    .await
 }
 
 /// `POST /case/:id/note/:nid/confirm`: confirm, as a second practitioner.
 pub async fn confirm(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
-    Path((id, nid)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
 ) -> PageResult {
-    let case = case_id(&id)?;
-    let note = entry_id(&nid)?;
-    let back = format!("/case/{case}#safety-notes");
-    let message = match app.edit(case, |d| d.confirm_withholding(&note)).await {
-        Ok(()) => "Confirmed: the note is withheld from the person's copy".to_string(),
-        Err(e) => format!("Not confirmed: {e}"),
-    };
-    Ok(done(&app, &session, &message, &back))
+    note_step(
+        &app,
+        &session,
+        ids,
+        |d, note| d.confirm_withholding(note),
+        "Confirmed: the note is withheld from the person's copy",
+        "Not confirmed",
+    )
+    .await
 }
