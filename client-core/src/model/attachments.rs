@@ -239,10 +239,10 @@ pub(super) fn attachments(d: &impl ReadDoc) -> Vec<AttachmentView> {
     out
 }
 
-/// Every attachment address the document names, entries in error included (their bytes are
-/// kept: nothing is deleted). What a peer may ask for, and what a device fetches.
-pub fn referenced_blobs(d: &impl ReadDoc) -> Vec<BlobHash> {
-    let mut out: Vec<BlobHash> = Vec::new();
+/// Every attachment entry of every concurrent map with each address it names (every concurrent
+/// value): the one walk [`referenced_blobs`] and [`declared_size`] share.
+fn named_addresses(d: &impl ReadDoc) -> Vec<(ObjId, BlobHash)> {
+    let mut out = Vec::new();
     for m in attachment_maps(d) {
         for k in d.keys(&m) {
             let Some(e) = map_at(d, &m, &k) else { continue };
@@ -250,9 +250,7 @@ pub fn referenced_blobs(d: &impl ReadDoc) -> Vec<BlobHash> {
                 if let Value::Scalar(s) = value {
                     if let ScalarValue::Str(h) = s.as_ref() {
                         if let Ok(h) = h.parse::<BlobHash>() {
-                            if !out.contains(&h) {
-                                out.push(h);
-                            }
+                            out.push((e.clone(), h));
                         }
                     }
                 }
@@ -262,31 +260,27 @@ pub fn referenced_blobs(d: &impl ReadDoc) -> Vec<BlobHash> {
     out
 }
 
+/// Every attachment address the document names, entries in error included (their bytes are
+/// kept: nothing is deleted). What a peer may ask for, and what a device fetches.
+pub fn referenced_blobs(d: &impl ReadDoc) -> Vec<BlobHash> {
+    let mut out: Vec<BlobHash> = Vec::new();
+    for (_, h) in named_addresses(d) {
+        if !out.contains(&h) {
+            out.push(h);
+        }
+    }
+    out
+}
+
 /// The size the record gives the attachment at `hash` (the largest, should two entries name it),
 /// read from the document without building a view; None when no entry names it. Entries in
 /// error, or on the wrong person's record, count: their bytes are kept, and move.
 pub fn declared_size(d: &impl ReadDoc, hash: &BlobHash) -> Option<u64> {
-    let wanted = hash.to_string();
-    let mut found: Option<u64> = None;
-    for m in attachment_maps(d) {
-        for k in d.keys(&m) {
-            let Some(e) = map_at(d, &m, &k) else { continue };
-            let names = d
-                .get_all(&e, keys::SHA256)
-                .unwrap_or_default()
-                .into_iter()
-                .any(|(v, _)| match v {
-                    Value::Scalar(s) => {
-                        matches!(s.as_ref(), ScalarValue::Str(h) if h.as_str() == wanted)
-                    }
-                    Value::Object(_) => false,
-                });
-            if names {
-                found = Some(found.unwrap_or(0).max(size(d, &e)));
-            }
-        }
-    }
-    found
+    named_addresses(d)
+        .into_iter()
+        .filter(|(_, h)| h == hash)
+        .map(|(e, _)| size(d, &e))
+        .max()
 }
 
 /// An attachment on the wrong person's record (or with a mark this version cannot read): nothing

@@ -42,6 +42,9 @@ pub struct BlobReport {
     pub received: usize,
     /// Attachments that could not be moved this time, with why (they are tried again).
     pub failed: Vec<String>,
+    /// The cases of those attachments (for a caller that tries them again; not reported).
+    #[serde(skip)]
+    pub failed_cases: Vec<CaseId>,
 }
 
 /// A file as the practitioner gives it.
@@ -246,6 +249,9 @@ fn fail(
     report.failed.push(format!(
         "could not {what} an attachment of case {case}: {e}"
     ));
+    if !report.failed_cases.contains(&case) {
+        report.failed_cases.push(case);
+    }
     Ok(())
 }
 

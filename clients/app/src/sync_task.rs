@@ -242,38 +242,31 @@ async fn move_files(app: &Arc<App>, addr: &str, conn: &quinn::Connection, takes_
             let fetching = !books.being_revoked().unwrap_or(true);
             match books.blob_work(cases.iter().copied(), fetching) {
                 Ok(work) if !work.is_empty() => {
-                    match polyphony_core::profile::move_blobs(&*store, addr, conn, work).await {
-                        Ok(report) => {
-                            for why in &report.failed {
-                                info!(%why, "an attachment could not move yet; tried again");
+                    // What could not move (every case, when the connection failed) is tried again
+                    // after a while, less often each time; a case with nothing left leaves the list.
+                    let pending: std::collections::BTreeSet<CaseId> =
+                        match polyphony_core::profile::move_blobs(&*store, addr, conn, work).await {
+                            Ok(report) => {
+                                for why in &report.failed {
+                                    info!(%why, "an attachment could not move yet; tried again");
+                                }
+                                report.failed_cases.into_iter().collect()
                             }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "attachments could not move; tried again later")
-                        }
-                    }
+                            Err(e) => {
+                                warn!(error = %e, "attachments could not move; tried again later");
+                                cases.clone()
+                            }
+                        };
+                    let now = tokio::time::Instant::now();
                     for case in &cases {
                         app.touch(*case);
-                    }
-                    // What is still to move is tried again after a while, less often each time;
-                    // a case with nothing left leaves the list.
-                    if let Ok(still) = books.blob_work(cases.iter().copied(), fetching) {
-                        let now = tokio::time::Instant::now();
-                        let pending: std::collections::BTreeSet<CaseId> = still
-                            .upload
-                            .iter()
-                            .chain(&still.fetch)
-                            .map(|(c, _)| *c)
-                            .collect();
-                        for case in &cases {
-                            if pending.contains(case) {
-                                let wait = left.get(case).map_or(FILES_RETRY, |(_, w)| {
-                                    (*w * 2).min(Duration::from_secs(600))
-                                });
-                                left.insert(*case, (now + wait, wait));
-                            } else {
-                                left.remove(case);
-                            }
+                        if pending.contains(case) {
+                            let wait = left.get(case).map_or(FILES_RETRY, |(_, w)| {
+                                (*w * 2).min(Duration::from_secs(600))
+                            });
+                            left.insert(*case, (now + wait, wait));
+                        } else {
+                            left.remove(case);
                         }
                     }
                 }

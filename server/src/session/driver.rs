@@ -92,11 +92,13 @@ pub async fn serve(
     // before is seen by the session's first check (see `handshake`).
     let access = driver.access_changes();
     let blobs = BlobStreams {
-        shared: shared.clone(),
-        driver: driver.clone(),
-        conn_id,
-        device: device.clone(),
-        practitioner: practitioner.clone(),
+        peer: BlobPeer {
+            shared: shared.clone(),
+            driver: driver.clone(),
+            conn_id,
+            device: device.clone(),
+            practitioner: practitioner.clone(),
+        },
         permits: Arc::new(tokio::sync::Semaphore::new(MAX_ATTACHMENT_STREAMS)),
         tasks: tokio::task::JoinSet::new(),
         connect_audited: false,
@@ -268,15 +270,35 @@ pub(super) const MAX_ATTACHMENT_STREAMS: usize = 4;
 /// A connection's attachment streams ([`blobs`]): served at most [`MAX_ATTACHMENT_STREAMS`] at
 /// once, each on its own task.
 struct BlobStreams {
+    peer: BlobPeer,
+    permits: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<()>,
+    /// The connection's arrival is in the audit log (a session's `Welcome` records its own).
+    connect_audited: bool,
+}
+
+/// Who an attachment stream is served for: what each stream's task takes with it.
+#[derive(Clone)]
+struct BlobPeer {
     shared: Arc<Shared>,
     driver: Arc<CoreDriver>,
     conn_id: u64,
     device: Device,
     practitioner: Practitioner,
-    permits: Arc<tokio::sync::Semaphore>,
-    tasks: tokio::task::JoinSet<()>,
-    /// The connection's arrival is in the audit log (a session's `Welcome` records its own).
-    connect_audited: bool,
+}
+
+impl BlobPeer {
+    /// Serve one attachment stream whose first frame was read ([`blobs::serve`]).
+    async fn serve(self, stream: FramedStream, first: Frame) {
+        let BlobPeer {
+            shared,
+            driver,
+            conn_id,
+            device,
+            practitioner,
+        } = self;
+        blobs::serve(shared, driver, conn_id, device, practitioner, stream, first).await;
+    }
 }
 
 impl BlobStreams {
@@ -285,11 +307,9 @@ impl BlobStreams {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
-        let (shared, driver) = (self.shared.clone(), self.driver.clone());
-        let (device, practitioner) = (self.device.clone(), self.practitioner.clone());
-        let conn_id = self.conn_id;
+        let peer = self.peer.clone();
         self.tasks.spawn(async move {
-            blobs::serve(shared, driver, conn_id, device, practitioner, stream, first).await;
+            peer.serve(stream, first).await;
             drop(permit);
         });
         self.reap();
@@ -312,9 +332,7 @@ impl BlobStreams {
             };
             let Ok((send, recv)) = accepted else { break };
             let permits = self.permits.clone();
-            let (shared, driver) = (self.shared.clone(), self.driver.clone());
-            let (device, practitioner) = (self.device.clone(), self.practitioner.clone());
-            let conn_id = self.conn_id;
+            let peer = self.peer.clone();
             self.tasks.spawn(async move {
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
@@ -327,8 +345,7 @@ impl BlobStreams {
                 };
                 match first {
                     Frame::BlobOffer { .. } | Frame::BlobWant { .. } => {
-                        blobs::serve(shared, driver, conn_id, device, practitioner, stream, first)
-                            .await;
+                        peer.serve(stream, first).await;
                     }
                     other => {
                         let message = format!(
@@ -356,10 +373,11 @@ impl BlobStreams {
         while self.tasks.join_next().await.is_some() {}
         if self.connect_audited {
             let actor = Actor::Device {
-                device: self.device.id,
-                practitioner: self.practitioner.id,
+                device: self.peer.device.id,
+                practitioner: self.peer.practitioner.id,
             };
-            self.shared
+            self.peer
+                .shared
                 .audit(actor, AuditAction::Disconnect, None, String::new());
         }
     }

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use polyphony_core::model::attachments::human_size;
-use polyphony_core::model::{AttachmentKind, MAX_ATTACHMENT_BYTES};
+use polyphony_core::model::attachments::{check_size, human_size};
+use polyphony_core::model::AttachmentKind;
 use polyphony_core::profile::{AttachFile, Profile};
 use serde::Serialize;
 
@@ -82,14 +82,8 @@ impl AttachmentCommand {
                 let size = std::fs::metadata(&file)
                     .map_err(|e| Failure::user(format!("cannot read {}: {e}", file.display())))?
                     .len();
-                if size > MAX_ATTACHMENT_BYTES {
-                    return Err(Failure::user(format!(
-                        "{} is {}: at most {} MB can be attached",
-                        file.display(),
-                        human_size(size),
-                        MAX_ATTACHMENT_BYTES >> 20
-                    )));
-                }
+                // The model's own check, before the file is read into memory.
+                check_size(size)?;
                 let content = std::fs::read(&file)
                     .map_err(|e| Failure::user(format!("cannot read {}: {e}", file.display())))?;
                 let file_name = file
