@@ -428,3 +428,78 @@ async fn a_slow_file_does_not_end_a_connection_that_moves_only_files() -> Result
     ep.close(0u32.into(), b"");
     Ok(())
 }
+
+/// A second entry naming a colleague's file with another size (a bad device's) cannot make the
+/// real file unacceptable: the server takes bytes when any entry gives their size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_size_for_the_same_address_does_not_block_the_real_file() -> Result<()> {
+    let (server, mut sam, mut kit) = team_of_two().await?;
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    let letter = file(40_000, 70);
+    let hash = BlobHash::of(&letter);
+    attach(&mut sam, case, "referral.pdf", &letter)?;
+    let e = sam.profile.enrolment().cloned().expect("enrolled");
+    let mut host = polyphony_e2e::TestHost::default();
+    host.docs.insert(case, sam.profile.document(case)?);
+    polyphony_e2e::run_session(server.addr(), &e, host, false).await?;
+    // Kit's device names the same address with a larger size, before Sam's bytes arrive.
+    kit.sync().await?;
+    kit.profile.edit(case, |d| {
+        d.add_attachment(&polyphony_core::model::NewAttachment {
+            kind: AttachmentKind::Other,
+            title: "the same address, another size".into(),
+            file_name: "other.pdf".into(),
+            size: letter.len() as u64 + 1,
+            hash,
+            meeting: None,
+        })
+    })?;
+    kit.sync().await?;
+    // Sam's file still goes up, and reaches a colleague whole.
+    assert_eq!(sam.sync().await?.attachments.sent, 1);
+    assert_eq!(sam.profile.blob_state(case, &hash)?, BlobState::Saved);
+    let k = kit.profile.enrolment().cloned().expect("enrolled");
+    let (ep, conn) = connect_as(server.addr(), &k).await?;
+    assert_eq!(
+        net::blobs::download(&server.addr().to_string(), &conn, case, hash).await?,
+        letter
+    );
+    ep.close(0u32.into(), b"");
+    Ok(())
+}
+
+/// A letter marked as recorded on the wrong person's record keeps its bytes (they are uploaded,
+/// never deleted) but goes nowhere new: a colleague's device does not fetch it, and the server
+/// refuses to send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_persons_letter_is_kept_but_sent_to_no_device() -> Result<()> {
+    let (server, mut sam, mut kit) = team_of_two().await?;
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    let letter = file(20_000, 80);
+    let hash = BlobHash::of(&letter);
+    let id = attach(&mut sam, case, "someone-else.pdf", &letter)?;
+    sam.profile.edit(case, |d| {
+        d.mark_error(
+            &id,
+            polyphony_core::model::ErrorKind::WrongPerson,
+            "another person's letter",
+        )
+    })?;
+    let report = sam.sync().await?;
+    assert_eq!(
+        report.attachments.sent, 1,
+        "its bytes still go up: nothing is lost"
+    );
+    let report = kit.sync().await?;
+    assert_eq!(report.attachments.received, 0);
+    assert_eq!(kit.profile.blob_state(case, &hash)?, BlobState::NotHere);
+    let k = kit.profile.enrolment().cloned().expect("enrolled");
+    let (ep, conn) = connect_as(server.addr(), &k).await?;
+    refused_with(
+        net::blobs::download(&server.addr().to_string(), &conn, case, hash).await,
+        ErrorCode::NotAvailable,
+        "withheld",
+    );
+    ep.close(0u32.into(), b"");
+    Ok(())
+}

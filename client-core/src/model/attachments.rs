@@ -272,15 +272,35 @@ pub fn referenced_blobs(d: &impl ReadDoc) -> Vec<BlobHash> {
     out
 }
 
-/// The size the record gives the attachment at `hash` (the largest, should two entries name it),
-/// read from the document without building a view; None when no entry names it. Entries in
-/// error, or on the wrong person's record, count: their bytes are kept, and move.
-pub fn declared_size(d: &impl ReadDoc, hash: &BlobHash) -> Option<u64> {
+/// Every size the record gives the attachment at `hash` (one per entry naming it), read from the
+/// document without building a view; empty when no entry names it. Entries in error count, and so
+/// do entries on the wrong person's record unless `shown_only`: their bytes are kept and may go up
+/// to the server, but are sent to no device. Bytes are taken when any entry gives their size: a
+/// second entry naming the same address with another size (a bad device's) cannot make the real
+/// file unacceptable.
+pub fn declared_sizes(d: &impl ReadDoc, hash: &BlobHash, shown_only: bool) -> Vec<u64> {
     named_addresses(d)
         .into_iter()
-        .filter(|(_, h)| h == hash)
+        .filter(|(e, h)| h == hash && !(shown_only && on_wrong_record(d, e)))
         .map(|(e, _)| size(d, &e))
-        .max()
+        .collect()
+}
+
+/// Whether an entry is marked as recorded on the wrong person's record.
+fn on_wrong_record(d: &impl ReadDoc, e: &ObjId) -> bool {
+    map_at(d, e, keys::WRONG_PERSON).is_some()
+}
+
+/// The addresses a device fetches: those named by an entry not on the wrong person's record
+/// (another person's letter is kept, and goes nowhere new).
+pub fn shown_blobs(d: &impl ReadDoc) -> Vec<BlobHash> {
+    let mut out: Vec<BlobHash> = Vec::new();
+    for (e, h) in named_addresses(d) {
+        if !on_wrong_record(d, &e) && !out.contains(&h) {
+            out.push(h);
+        }
+    }
+    out
 }
 
 /// An attachment on the wrong person's record (or with a mark this version cannot read): nothing

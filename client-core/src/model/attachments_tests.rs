@@ -201,7 +201,7 @@ fn a_malformed_description_is_refused_by_the_validator() {
 }
 
 #[test]
-fn rewriting_what_an_attachment_names_is_refused_by_the_servers_history_rule() {
+fn rewriting_or_deleting_what_an_attachment_says_is_refused_by_the_servers_history_rule() {
     let sam = author("Sam");
     let (mut case, _) = maria_with_ana(&sam);
     let id = case
@@ -224,7 +224,7 @@ fn rewriting_what_an_attachment_names_is_refused_by_the_servers_history_rule() {
         after.put(&e, key, value).unwrap();
         after.commit();
         let ops = super::tests::new_ops(&mut before, &mut after);
-        let e = guard::attachments_fixed(&before, &after, &ops).unwrap_err();
+        let e = guard::written_once_kept(&before, &after, &ops).unwrap_err();
         assert!(e.contains(key) && e.contains("entered in error"), "{e}");
     }
     // Nor may a change delete them.
@@ -236,23 +236,30 @@ fn rewriting_what_an_attachment_names_is_refused_by_the_servers_history_rule() {
         after.delete(&e, key).unwrap();
         after.commit();
         let ops = super::tests::new_ops(&mut before, &mut after);
-        let e = guard::attachments_fixed(&before, &after, &ops).unwrap_err();
+        let e = guard::written_once_kept(&before, &after, &ops).unwrap_err();
         assert!(e.contains(key) && e.contains("deletes"), "{e}");
     }
-    // Its title may be corrected, and the change that makes an attachment writes it all.
-    let mut before = made.clone();
-    let mut after = made.clone();
-    let map = after.get(ROOT, keys::ATTACHMENTS).unwrap().unwrap().1;
-    let e = after.get(&map, id.to_string()).unwrap().unwrap().1;
-    after
-        .put(&e, keys::TITLE, "Referral from Dr Shah, 12 March")
-        .unwrap();
-    after.commit();
-    let ops = super::tests::new_ops(&mut before, &mut after);
-    guard::attachments_fixed(&before, &after, &ops).unwrap();
+    // Nor its title, kind or meeting: what it was attached as stays as written.
+    for (key, value) in [
+        (keys::TITLE, ScalarValue::Str("Another title".into())),
+        (keys::KIND, ScalarValue::Str("other".into())),
+    ] {
+        let mut before = made.clone();
+        let mut after = made.clone();
+        let map = after.get(ROOT, keys::ATTACHMENTS).unwrap().unwrap().1;
+        let e = after.get(&map, id.to_string()).unwrap().unwrap().1;
+        after.put(&e, key, value).unwrap();
+        after.commit();
+        let ops = super::tests::new_ops(&mut before, &mut after);
+        assert!(
+            guard::written_once_kept(&before, &after, &ops).is_err(),
+            "{key}"
+        );
+    }
+    // The change that makes an attachment writes it all.
     let mut before = case.automerge().clone();
     case.add_attachment(&letter(b"a second", None)).unwrap();
     let mut after = case.automerge().clone();
     let ops = super::tests::new_ops(&mut before, &mut after);
-    guard::attachments_fixed(&before, &after, &ops).unwrap();
+    guard::written_once_kept(&before, &after, &ops).unwrap();
 }

@@ -278,55 +278,86 @@ pub fn records_kept(after: &AutoCommit, new: &NewOps) -> Result<(), String> {
     Ok(())
 }
 
-/// The fields of an attachment that name its file: once written, only the change that made the
-/// attachment may write them. Re-pointing an attachment at other bytes would leave the file it
-/// named unreachable (the server sends, and a device counts as unsent, only what a record
-/// names): a delete by other means. A wrong attachment is marked entered in error instead.
-const ATTACHMENT_FIXED: [&str; 4] = [keys::SHA256, keys::SIZE, keys::MEDIA_TYPE, keys::FILE_NAME];
+/// Fields that, once an entry is made, only the change that made it may write: what the record
+/// says was written, by whom its stamp names. The app never rewrites them (a correction is an
+/// entry marked in error and a new one). An attachment's address, size, type, name, kind, title
+/// and meeting (re-pointing it at other bytes would also leave the file it named unreachable: a
+/// delete by other means); a safety note's kind and words; a plan item's section (its words have
+/// versions of their own).
+fn written_once(d: &impl ReadDoc) -> Vec<(&'static str, Vec<ObjId>, &'static [&'static str])> {
+    const ATTACHMENT: &[&str] = &[
+        keys::SHA256,
+        keys::SIZE,
+        keys::MEDIA_TYPE,
+        keys::FILE_NAME,
+        keys::KIND,
+        keys::TITLE,
+        keys::MEETING,
+    ];
+    const NOTE: &[&str] = &[keys::KIND, keys::TEXT];
+    const PLAN_ITEM: &[&str] = &[keys::SECTION];
+    vec![
+        (
+            "attachments",
+            super::attachments::attachment_maps(d),
+            ATTACHMENT,
+        ),
+        ("team_notes", super::team_notes::note_maps(d), NOTE),
+        ("crisis_plan.items", super::plan::plan_items(d), PLAN_ITEM),
+    ]
+}
 
-/// Refuse new changes that rewrite or delete what an attachment made by an earlier change names
-/// (its address, size, type, file name).
-pub fn attachments_fixed(
-    before: &AutoCommit,
-    after: &AutoCommit,
-    new: &NewOps,
-) -> Result<(), String> {
-    // Deleted: a field an attachment held before that it no longer holds.
-    for map in super::attachments::attachment_maps(before) {
-        for key in before.keys(&map).collect::<Vec<_>>() {
-            for (value, entry) in before.get_all(&map, key.as_str()).unwrap_or_default() {
-                if !matches!(value, Value::Object(ObjType::Map)) {
-                    continue;
-                }
-                for f in ATTACHMENT_FIXED {
-                    let had = !before.get_all(&entry, f).unwrap_or_default().is_empty();
-                    let has = !after.get_all(&entry, f).unwrap_or_default().is_empty();
-                    if had && !has {
-                        return Err(format!(
-                            "the change deletes attachments.{key}.{f}: what an attachment names is kept as attached (mark it entered in error and attach the right file)"
-                        ));
-                    }
+/// Every entry of these collection maps, with its key.
+fn entries(d: &AutoCommit, maps: &[ObjId]) -> Vec<(String, ObjId)> {
+    let mut out = Vec::new();
+    for map in maps {
+        for key in d.keys(map).collect::<Vec<_>>() {
+            for (value, entry) in d.get_all(map, key.as_str()).unwrap_or_default() {
+                if matches!(value, Value::Object(ObjType::Map)) {
+                    out.push((key.clone(), entry));
                 }
             }
         }
     }
-    for map in super::attachments::attachment_maps(after) {
-        for key in after.keys(&map).collect::<Vec<_>>() {
-            for (value, entry) in after.get_all(&map, key.as_str()).unwrap_or_default() {
-                if !matches!(value, Value::Object(ObjType::Map)) || new.made(&entry) {
-                    continue;
+    out
+}
+
+/// Refuse new changes that rewrite or delete a field written once ([`written_once`]) of an entry
+/// an earlier change made.
+pub fn written_once_kept(
+    before: &AutoCommit,
+    after: &AutoCommit,
+    new: &NewOps,
+) -> Result<(), String> {
+    let refuse = |what: &str, path: &str, key: &str, f: &str| {
+        format!(
+            "the change {what} {path}.{key}.{f}: it is kept as written (mark the entry entered in error and write a new one)"
+        )
+    };
+    for (path, maps, fields) in written_once(before) {
+        for (key, entry) in entries(before, &maps) {
+            for f in fields {
+                let had = !before.get_all(&entry, *f).unwrap_or_default().is_empty();
+                let has = !after.get_all(&entry, *f).unwrap_or_default().is_empty();
+                if had && !has {
+                    return Err(refuse("deletes", path, &key, f));
                 }
-                for f in ATTACHMENT_FIXED {
-                    if after
-                        .get_all(&entry, f)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|(_, op)| new.made(op))
-                    {
-                        return Err(format!(
-                            "the change rewrites attachments.{key}.{f}: what an attachment names is kept as attached (mark it entered in error and attach the right file)"
-                        ));
-                    }
+            }
+        }
+    }
+    for (path, maps, fields) in written_once(after) {
+        for (key, entry) in entries(after, &maps) {
+            if new.made(&entry) {
+                continue;
+            }
+            for f in fields {
+                if after
+                    .get_all(&entry, *f)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|(_, op)| new.made(op))
+                {
+                    return Err(refuse("rewrites", path, &key, f));
                 }
             }
         }

@@ -210,7 +210,7 @@ fn put_version(
 }
 
 /// Every `items` map of every concurrent `crisis_plan` map (two devices may each have made one).
-pub(super) fn plan_items(d: &impl ReadDoc) -> Vec<ObjId> {
+pub(crate) fn plan_items(d: &impl ReadDoc) -> Vec<ObjId> {
     every(d, keys::ITEMS, ObjType::Map)
 }
 

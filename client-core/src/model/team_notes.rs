@@ -264,7 +264,7 @@ impl CaseDoc {
 }
 
 /// Every concurrent `team_notes` map.
-pub(super) fn note_maps(d: &impl ReadDoc) -> Vec<ObjId> {
+pub(crate) fn note_maps(d: &impl ReadDoc) -> Vec<ObjId> {
     d.get_all(ROOT, keys::TEAM_NOTES)
         .unwrap_or_default()
         .into_iter()
@@ -388,38 +388,58 @@ pub fn withheld_ids(d: &AutoCommit) -> BTreeSet<EntryId> {
         .collect()
 }
 
-/// What a device's changes did to withholding, as audit lines: each note newly withheld (who
-/// asked, who confirmed) and each newly shown again (who lifted it). Never its words or the
-/// reasons: the audit log holds no clinical text. The server records these before it stores the
-/// change, and refuses the change if it cannot.
+/// What a device's changes did to withholding, as audit lines: each withholding newly in force
+/// (who asked, who confirmed), including one that replaced another in the same changes, and each
+/// newly lifted (who lifted it; whether the note is back in the person's copy). Never its words or
+/// the reasons: the audit log holds no clinical text. The server records these before it stores
+/// the change, and refuses the change if it cannot.
 pub fn withholding_changes(before: &AutoCommit, after: &AutoCommit) -> Vec<String> {
-    let was = withheld_ids(before);
+    let was: std::collections::BTreeMap<EntryId, TeamNoteView> = team_notes(before)
+        .into_iter()
+        .map(|n| (n.meta.id, n))
+        .collect();
     let who = |a: &Option<AuthorView>| {
         a.as_ref()
             .map(|a| format!("{} ({})", a.practitioner_name, a.practitioner))
             .unwrap_or_else(|| "unknown".into())
     };
-    let notes = team_notes(after);
     let mut out = Vec::new();
-    for n in &notes {
-        match (was.contains(&n.meta.id), n.in_force()) {
-            (false, Some(w)) => out.push(format!(
-                "note {} ({}) withheld from the person's copy: asked by {}, confirmed by {}",
-                n.meta.id,
-                n.kind,
-                who(&w.by),
-                who(&w.confirmed_by)
-            )),
-            (true, None) => {
-                let lifted = n.withholding.iter().rev().find(|w| w.lifted_by.is_some());
+    for n in &team_notes(after) {
+        let earlier = was.get(&n.meta.id);
+        let lifted_before = |id: &str| {
+            earlier.is_some_and(|e| {
+                e.withholding
+                    .iter()
+                    .any(|w| w.id == id && w.lifted_by.is_some())
+            })
+        };
+        for w in n.withholding.iter().filter(|w| w.lifted_by.is_some()) {
+            if !lifted_before(&w.id) && w.confirmed() {
+                let now = if n.withheld_from_person() {
+                    "another withholding is in force"
+                } else {
+                    "back in the person's copy"
+                };
                 out.push(format!(
-                    "note {} ({}) back in the person's copy: withholding lifted by {}",
+                    "note {} ({}) {now}: withholding {} lifted by {}",
                     n.meta.id,
                     n.kind,
-                    who(&lifted.and_then(|w| w.lifted_by.clone()))
+                    w.id,
+                    who(&w.lifted_by)
                 ));
             }
-            _ => {}
+        }
+        let was_in_force = earlier.and_then(|e| e.in_force()).map(|w| w.id.clone());
+        if let Some(w) = n.in_force() {
+            if was_in_force.as_deref() != Some(w.id.as_str()) {
+                out.push(format!(
+                    "note {} ({}) withheld from the person's copy: asked by {}, confirmed by {}",
+                    n.meta.id,
+                    n.kind,
+                    who(&w.by),
+                    who(&w.confirmed_by)
+                ));
+            }
         }
     }
     out

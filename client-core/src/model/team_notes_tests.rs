@@ -225,6 +225,61 @@ fn withholding_changes_name_who_and_never_the_words() {
     }
 }
 
+/// A lift and a new withholding in one sync (the note withheld before and after) are both in the
+/// audit lines: the request in force changed, and one was lifted.
+#[test]
+fn a_lift_and_a_new_withholding_in_one_sync_are_both_audited() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let note = case
+        .add_team_note(TeamNoteKind::Safeguarding, "Concern words")
+        .unwrap();
+    // Sam and Dee ask at once, offline.
+    let mut dees = as_author(&mut case, &author("Dee"));
+    case.request_withholding(&note, "Sam's reason").unwrap();
+    dees.request_withholding(&note, "Dee's reason").unwrap();
+    case.automerge_mut().merge(dees.automerge_mut()).unwrap();
+    // Kit confirms one of them: withheld.
+    let mut kits = as_author(&mut case, &author("Kit"));
+    kits.confirm_withholding(&note).unwrap();
+    let withheld = kits.automerge().clone();
+    assert!(team_notes::withheld_ids(&withheld).contains(&note));
+    let first = kits
+        .view()
+        .team_notes
+        .into_iter()
+        .find(|n| n.meta.id == note)
+        .and_then(|n| n.in_force().cloned())
+        .unwrap();
+    let other = if first.by.as_ref().unwrap().practitioner_name == "Sam" {
+        "Dee"
+    } else {
+        "Sam"
+    };
+    // Cal lifts it and confirms the other, and syncs both at once.
+    let mut cals = as_author(&mut kits, &author("Cal"));
+    cals.lift_withholding(&note, "Lift reason").unwrap();
+    cals.confirm_withholding(&note).unwrap();
+    assert!(team_notes::withheld_ids(cals.automerge()).contains(&note));
+    let lines = team_notes::withholding_changes(&withheld, cals.automerge());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains(&first.id) && lines[0].contains("lifted by Cal"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[0].contains("another withholding is in force"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains(&format!("asked by {other}")) && lines[1].contains("confirmed by Cal"),
+        "{lines:?}"
+    );
+    for l in lines {
+        assert!(!l.contains("Concern words") && !l.contains("reason"));
+    }
+}
+
 #[test]
 fn notes_in_error_and_on_the_wrong_record_follow_the_record_rules() {
     let sam = author("Sam");
@@ -287,4 +342,68 @@ fn notes_and_reasons_at_the_limit_are_taken_and_one_more_is_refused() {
     assert!(kits.lift_withholding(&note, &over).is_err());
     kits.lift_withholding(&note, &at_limit).unwrap();
     validate_document(kits.automerge()).unwrap();
+}
+
+/// A note's kind and words, once written, stay as written: a colleague's device cannot put other
+/// words under the author's name (the server's history rule); nor can a plan item change section.
+#[test]
+fn a_notes_words_and_a_plan_items_section_are_written_once() {
+    use automerge::ScalarValue;
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let note = case
+        .add_team_note(TeamNoteKind::Safeguarding, "Sam's words")
+        .unwrap();
+    let item = case
+        .add_plan_item(
+            PlanSection::WhatHelps,
+            "A walk by the river",
+            Participant::Person,
+            None,
+        )
+        .unwrap();
+    let made = case.automerge().clone();
+    let rewrite = |coll: &[&str], id: crate::EntryId, key: &str, value: ScalarValue| {
+        let mut before = made.clone();
+        let mut after = made.clone();
+        let mut obj = ROOT;
+        for step in coll {
+            obj = after.get(&obj, *step).unwrap().unwrap().1;
+        }
+        let e = after.get(&obj, id.to_string()).unwrap().unwrap().1;
+        after.put(&e, key, value).unwrap();
+        after.commit();
+        let ops = super::tests::new_ops(&mut before, &mut after);
+        guard::written_once_kept(&before, &after, &ops)
+    };
+    let e = rewrite(&[keys::TEAM_NOTES], note, keys::TEXT, "other words".into()).unwrap_err();
+    assert!(e.contains("team_notes") && e.contains("text"), "{e}");
+    assert!(rewrite(
+        &[keys::TEAM_NOTES],
+        note,
+        keys::KIND,
+        "home_visit_safety".into()
+    )
+    .is_err());
+    let e = rewrite(
+        &[keys::CRISIS_PLAN, keys::ITEMS],
+        item,
+        keys::SECTION,
+        "early_signs".into(),
+    )
+    .unwrap_err();
+    assert!(e.contains("section"), "{e}");
+    // Withholding and revising, as the app does them, pass.
+    let mut before = made.clone();
+    case.request_withholding(&note, "The reason").unwrap();
+    case.revise_plan_item(
+        &item,
+        "A walk by the river, with Ana",
+        Participant::Person,
+        None,
+    )
+    .unwrap();
+    let mut after = case.automerge().clone();
+    let ops = super::tests::new_ops(&mut before, &mut after);
+    guard::written_once_kept(&before, &after, &ops).unwrap();
 }

@@ -775,8 +775,8 @@ proptest! {
                 "{:?} removed something: {:?}", op, guard::nothing_removed(&before, &after));
             prop_assert!(guard::records_kept(&after, &ops).is_ok(),
                 "{:?} wrote into a stamped record: {:?}", op, guard::records_kept(&after, &ops));
-            prop_assert!(guard::attachments_fixed(&before, &after, &ops).is_ok(),
-                "{:?} rewrote an attachment: {:?}", op, guard::attachments_fixed(&before, &after, &ops));
+            prop_assert!(guard::written_once_kept(&before, &after, &ops).is_ok(),
+                "{:?} rewrote an attachment: {:?}", op, guard::written_once_kept(&before, &after, &ops));
             prop_assert!(guard::stamps_are_own(&after, &ops, &me).is_ok(),
                 "{:?} wrote another's name: {:?}", op, guard::stamps_are_own(&after, &ops, &me));
             writes += 1;

@@ -168,11 +168,15 @@ impl DeviceBooks<'_> {
         fetching: bool,
         work: &mut BlobWork,
     ) -> Result<(), StoreError> {
+        let shown = crate::model::attachments::shown_blobs(doc);
         for hash in referenced_blobs(doc) {
             match self.blob_state(&case, &hash)? {
                 BlobState::Saved => {}
                 BlobState::OnlyHere => work.upload.push((case, hash)),
-                BlobState::NotHere if fetching => work.fetch.push((case, hash)),
+                // Not another person's letter, recorded here by mistake: it goes nowhere new.
+                BlobState::NotHere if fetching && shown.contains(&hash) => {
+                    work.fetch.push((case, hash))
+                }
                 BlobState::NotHere => {}
             }
         }

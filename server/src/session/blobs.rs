@@ -170,7 +170,12 @@ pub async fn serve(
 
 /// The size the case's record gives the attachment at `hash` (the server holds the case, and its
 /// record names the address), or why not.
-fn named(shared: &Shared, case: &CaseId, hash: &BlobHash) -> Result<u64, Refusal> {
+fn named(
+    shared: &Shared,
+    case: &CaseId,
+    hash: &BlobHash,
+    shown_only: bool,
+) -> Result<Vec<u64>, Refusal> {
     let held = shared
         .storage
         .case(case)
@@ -182,12 +187,18 @@ fn named(shared: &Shared, case: &CaseId, hash: &BlobHash) -> Result<u64, Refusal
         ));
     };
     let held = held.lock().unwrap_or_else(|p| p.into_inner());
-    polyphony_core::model::attachments::declared_size(&held.doc, hash).ok_or_else(|| {
-        refusal(
+    let sizes = polyphony_core::model::attachments::declared_sizes(&held.doc, hash, shown_only);
+    if sizes.is_empty() {
+        return Err(refusal(
             ErrorCode::NotAvailable,
-            format!("the case's record names no attachment {hash}: sync the record first"),
-        )
-    })
+            if shown_only {
+                format!("the case's record names no attachment {hash} that may be sent (one recorded on another person's record is withheld)")
+            } else {
+                format!("the case's record names no attachment {hash}: sync the record first")
+            },
+        ));
+    }
+    Ok(sizes)
 }
 
 fn stream_error(e: StreamError) -> Refusal {
@@ -207,11 +218,13 @@ async fn receive(
     session.attachment_access(&case, true)?;
     // A size over the bound is refused at once, before anything else is looked up.
     let mut receiving = Receiving::new(hash, size).map_err(|m| refusal(ErrorCode::TooLarge, m))?;
-    let declared = named(shared, &case, &hash)?;
-    if declared != size {
+    let declared = named(shared, &case, &hash, false)?;
+    if !declared.contains(&size) {
         return Err(refusal(
             ErrorCode::InvalidChange,
-            format!("the record gives this attachment {declared} bytes, not {size}"),
+            format!(
+                "the record gives this attachment other sizes ({declared:?} bytes), not {size}"
+            ),
         ));
     }
     let store = shared.storage.store.clone();
@@ -313,8 +326,9 @@ async fn send(
     (device, case, hash): (polyphony_core::DeviceId, CaseId, BlobHash),
 ) -> Result<(), Refusal> {
     session.attachment_access(&case, false)?;
-    let declared = named(shared, &case, &hash)?;
-    let _room = room_for(shared, device, declared).await?;
+    let declared = named(shared, &case, &hash, true)?;
+    let largest = declared.iter().copied().max().unwrap_or(0);
+    let _room = room_for(shared, device, largest).await?;
     let store = shared.storage.store.clone();
     let content = tokio::task::spawn_blocking(move || store.get_blob(&case, &hash))
         .await

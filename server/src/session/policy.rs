@@ -81,7 +81,7 @@ impl CasePolicy for ServerPolicy<'_> {
     ) -> Result<(), ApplyError> {
         guard::nothing_removed(before, after).map_err(ApplyError::Removes)?;
         guard::records_kept(after, new).map_err(ApplyError::Removes)?;
-        guard::attachments_fixed(before, after, new).map_err(ApplyError::Removes)?;
+        guard::written_once_kept(before, after, new).map_err(ApplyError::Removes)?;
         guard::stamps_are_own(after, new, self.me).map_err(ApplyError::Impersonates)
     }
     fn check(&self, doc: &AutoCommit) -> Result<(), PolicyRefusal> {

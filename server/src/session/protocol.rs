@@ -796,8 +796,10 @@ impl Session {
         // A note withheld from the person's copy, or shown again, is in the audit log before
         // the change is stored; if it cannot be recorded, nothing of the change is stored.
         let mut withholding_ticket = 0;
+        let mut withholding_audited = false;
         if let Some(new_doc) = prepared.doc.as_ref() {
             for line in team_notes::withholding_changes(&c.doc, new_doc) {
+                withholding_audited = true;
                 match self.shared.audit_write(self.actor.clone(), case, line) {
                     Ok(t) => withholding_ticket = withholding_ticket.max(t),
                     Err(e) => {
@@ -821,6 +823,18 @@ impl Session {
             Ok(t) => t,
             Err(e) => {
                 drop(c);
+                if withholding_audited {
+                    // The audit log said what these changes do to withholding; it says too that
+                    // they were not stored (they come again when the device syncs again).
+                    self.shared.audit(
+                        self.actor.clone(),
+                        AuditAction::Refused,
+                        Some(case),
+                        format!(
+                            "the withholding changes recorded just before were not stored: {e}"
+                        ),
+                    );
+                }
                 return self.refuse_case(case, ErrorCode::StorageFailed, format!("the server could not save your changes ({e}); they are still on your device: sync again later"));
             }
         };
