@@ -164,6 +164,8 @@ impl CaseDoc {
             d.put_object(&plan, keys::REVIEWS, ObjType::List)?;
             d.put_object(ROOT, keys::TEAM_NOTES, ObjType::Map)?;
             d.put_object(ROOT, keys::ATTACHMENTS, ObjType::Map)?;
+            // Schema 4: the referrals, made with the case for the same reason.
+            d.put_object(ROOT, keys::REFERRALS, ObjType::Map)?;
             let timeline = d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?;
             let referral = new.referral.unwrap_or(t);
             d.put(
@@ -318,8 +320,12 @@ impl CaseDoc {
         })
     }
 
-    /// Record a milestone of the episode.
+    /// Record a milestone of the episode. A closure closes the episode it falls in
+    /// ([`CaseDoc::close_episode`]).
     pub fn set_timeline(&mut self, field: TimelineField, at: Instant) -> Result<(), ModelError> {
+        if field == TimelineField::Closure {
+            return self.close_episode(at);
+        }
         self.write(&format!("set timeline {}", field.as_str()), |d, _, _| {
             let tl = obj_at(d, &ROOT, keys::TIMELINE)?;
             d.put(&tl, field.as_str(), ScalarValue::Timestamp(to_ms(at)))?;
@@ -983,6 +989,11 @@ impl CaseDoc {
         for files in super::attachments::attachment_maps(&self.doc) {
             if let Some(e) = map_at(&self.doc, &files, &key) {
                 return Ok((e, "attachment"));
+            }
+        }
+        for referrals in super::referrals::referral_maps(&self.doc) {
+            if let Some(e) = map_at(&self.doc, &referrals, &key) {
+                return Ok((e, "referral"));
             }
         }
         if let Some(decisions) = map_at(&self.doc, &ROOT, keys::DECISIONS) {

@@ -296,6 +296,14 @@ fn written_once(d: &impl ReadDoc) -> Vec<(&'static str, Vec<ObjId>, &'static [&'
     ];
     const NOTE: &[&str] = &[keys::KIND, keys::TEXT];
     const PLAN_ITEM: &[&str] = &[keys::SECTION];
+    const REFERRAL: &[&str] = &[
+        keys::RECEIVED_AT,
+        keys::SOURCE,
+        keys::REFERRER,
+        keys::REASON,
+        keys::URGENCY,
+        keys::LETTER,
+    ];
     vec![
         (
             "attachments",
@@ -304,6 +312,7 @@ fn written_once(d: &impl ReadDoc) -> Vec<(&'static str, Vec<ObjId>, &'static [&'
         ),
         ("team_notes", super::team_notes::note_maps(d), NOTE),
         ("crisis_plan.items", super::plan::plan_items(d), PLAN_ITEM),
+        ("referrals", super::referrals::referral_maps(d), REFERRAL),
     ]
 }
 

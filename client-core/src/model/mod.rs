@@ -19,6 +19,7 @@
 //! documents from a buggy or hostile client before it stores anything.
 
 pub mod attachments;
+pub mod referrals;
 mod conflicts;
 mod doc;
 mod figures;
@@ -38,6 +39,8 @@ pub mod work;
 #[cfg(test)]
 mod attachments_tests;
 #[cfg(test)]
+mod referrals_tests;
+#[cfg(test)]
 mod evolution_tests;
 #[cfg(test)]
 mod plan_tests;
@@ -49,6 +52,7 @@ mod team_notes_tests;
 mod tests;
 
 pub use attachments::{AttachmentView, NewAttachment, MAX_ATTACHMENT_BYTES};
+pub use referrals::{Episode, NewReferral, ReferralView};
 pub use conflicts::{Conflict, ConflictValue};
 pub use doc::{CaseDoc, NewCase, NewMeeting, NewMember};
 pub use figures::CaseFigures;
@@ -163,6 +167,9 @@ pub enum ModelError {
     /// A file cannot be attached (its kind, or its size).
     #[error("{0}")]
     Attachment(String),
+    /// A referral or a closure cannot be recorded as given.
+    #[error("{0}")]
+    Referral(String),
     /// The member has already left the network.
     #[error("network member {id} already left on {left}")]
     AlreadyLeft {

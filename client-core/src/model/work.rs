@@ -37,12 +37,15 @@ pub const DEFAULT_UNSYNCED_WARNING_MINUTES: i64 = 120;
 /// (`Profile::record_work_reads`).
 pub const WORK_READ: &str = "needs attention list";
 
-/// What kind of work an item is. Serialised snake_case (`overdue`, `due_today`,
+/// What kind of work an item is. Serialised snake_case (`first_meeting`, `overdue`, `due_today`,
 /// `awaits_outcome`, `review_due`, `unsynced`, `unreadable`); a later version may add kinds, so readers of the
 /// JSON should show an unknown one as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkKind {
+    /// The first network meeting of an open episode is due today or past due, and none has
+    /// been held (schema 4: by the referral's urgency).
+    FirstMeeting,
     /// An action not done whose due date was before today.
     Overdue,
     /// An action not done that is due today.
@@ -62,6 +65,7 @@ impl WorkKind {
     /// The kind in words, as every screen shows it.
     pub fn words(self) -> &'static str {
         match self {
+            WorkKind::FirstMeeting => "First meeting",
             WorkKind::Overdue => "Overdue",
             WorkKind::DueToday => "Due today",
             WorkKind::AwaitsOutcome => "Awaits outcome",
@@ -262,7 +266,43 @@ pub fn due_work(
             .map(|m| meeting_item(view, m, me, &team, zone, today)),
     );
     items.extend(reviews_due(view, me, today));
+    items.extend(first_meeting_due(view, me, zone, now));
     items
+}
+
+/// The first network meeting of the case's open episode, once it is due today (on the UK
+/// calendar) or past due and none has been held: one item, saying the time left or how long past
+/// due. Mine when I am in the case's current care team, or when nobody is (a new referral often
+/// has no care team yet: everyone sees it).
+pub fn first_meeting_due(
+    view: &CaseView,
+    me: Option<PractitionerId>,
+    zone: &LocalZone,
+    now: Instant,
+) -> Option<WorkItem> {
+    let episode = view.episodes.last()?;
+    let due = episode.awaiting_first_meeting()?;
+    let today = zone.date(now);
+    let due_day = zone.date(due);
+    if due_day > today {
+        return None;
+    }
+    let (left, _) = super::referrals::time_left(due, now);
+    let urgency = match episode.urgency.as_ref() {
+        Some(u) => format!("{} referral", u.label().to_lowercase()),
+        None => "referral".to_string(),
+    };
+    let team = current_team(view);
+    let mut item = WorkItem::of_this_device(
+        view.case_id.clone(),
+        view.person.name.clone(),
+        WorkKind::FirstMeeting,
+        format!("Hold the first network meeting ({urgency}): {left}"),
+    );
+    item.at = Some(episode.first_meeting_due.clone());
+    item.days_overdue = (today - due_day).whole_days();
+    item.mine = me.is_some_and(|me| team.is_empty() || team.contains(&me));
+    Some(item)
 }
 
 /// The practitioners in the case's care team now: entries not entered in error, with no end.

@@ -173,6 +173,13 @@ pub struct CaseSummary {
     pub last_meeting: Option<String>,
     /// The next planned meeting (RFC 3339).
     pub next_meeting: Option<String>,
+    /// When the first network meeting of the case's open episode is due, while none has been
+    /// held (RFC 3339; by the referral's urgency, or 24 hours when none is recorded).
+    #[serde(default)]
+    pub first_meeting_due: Option<String>,
+    /// The urgency of that episode's referral, as a person reads it ("Urgent (24 hours)").
+    #[serde(default)]
+    pub urgency: Option<String>,
 }
 
 /// The outcome of the last sync attempt.
@@ -828,6 +835,8 @@ impl Profile {
                         conflicts: 0,
                         last_meeting: None,
                         next_meeting: None,
+                        first_meeting_due: None,
+                        urgency: None,
                     });
                     continue;
                 }
@@ -850,6 +859,10 @@ impl Profile {
                 )
                 .filter(|a| *a > now)
                 .min();
+            let awaited = v
+                .episodes
+                .last()
+                .filter(|e| e.awaiting_first_meeting().is_some());
             out.push(CaseSummary {
                 case_id: case.to_string(),
                 name: v.person.name.clone(),
@@ -863,6 +876,8 @@ impl Profile {
                     .filter(|a| *a <= now)
                     .max(),
                 next_meeting: next,
+                first_meeting_due: awaited.map(|e| e.first_meeting_due.clone()),
+                urgency: awaited.and_then(|e| e.urgency.as_ref()).map(|u| u.label()),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.case_id.cmp(&b.case_id)));
