@@ -111,9 +111,7 @@ fn case_rows(f: &CaseFigures) -> Vec<Row> {
             original_pair: e.share_with_original_pair,
             network_members_per_meeting: e.network_members_per_meeting,
             peer_support: e.share_with_peer_support,
-            first_meeting_in_time: e
-                .first_meeting_in_time
-                .map(|ok| if ok { 1.0 } else { 0.0 }),
+            first_meeting_in_time: e.first_meeting_in_time.map(|ok| if ok { 1.0 } else { 0.0 }),
         })
         .collect()
 }
@@ -139,7 +137,10 @@ fn summary(scope: RowScope, rows: &[Row], f: fn(&[f64]) -> Option<f64>) -> Row {
         f(&xs)
     };
     let within: Vec<f64> = rows.iter().filter_map(|r| r.within_24_hours).collect();
-    let in_time: Vec<f64> = rows.iter().filter_map(|r| r.first_meeting_in_time).collect();
+    let in_time: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.first_meeting_in_time)
+        .collect();
     Row {
         scope,
         label: "team".into(),

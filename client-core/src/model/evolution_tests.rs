@@ -487,7 +487,11 @@ fn the_view_json_of_every_fixture_is_as_369e3ec_wrote_it() {
         // these records; its `referrals` (schema 4, none) and `episodes` (read from the timeline).
         let mut added_since = serde_json::to_value(&view).unwrap();
         let referrals = added_since.as_object_mut().unwrap().remove("referrals");
-        assert_eq!(referrals, Some(serde_json::json!([])), "{name}: no referrals");
+        assert_eq!(
+            referrals,
+            Some(serde_json::json!([])),
+            "{name}: no referrals"
+        );
         // One episode, from the timeline's referral (schema 4 reads it so).
         let episodes = added_since.as_object_mut().unwrap().remove("episodes");
         let episodes = episodes.as_ref().and_then(|e| e.as_array()).unwrap();

@@ -19,7 +19,6 @@
 //! documents from a buggy or hostile client before it stores anything.
 
 pub mod attachments;
-pub mod referrals;
 mod conflicts;
 mod doc;
 mod figures;
@@ -29,6 +28,7 @@ pub mod local_time;
 pub mod plan;
 mod read;
 pub mod readback;
+pub mod referrals;
 pub mod schema;
 pub mod team_notes;
 pub mod timeline;
@@ -39,11 +39,11 @@ pub mod work;
 #[cfg(test)]
 mod attachments_tests;
 #[cfg(test)]
-mod referrals_tests;
-#[cfg(test)]
 mod evolution_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod referrals_tests;
 #[cfg(test)]
 mod staff_tests;
 #[cfg(test)]
@@ -52,12 +52,12 @@ mod team_notes_tests;
 mod tests;
 
 pub use attachments::{AttachmentView, NewAttachment, MAX_ATTACHMENT_BYTES};
-pub use referrals::{Episode, NewReferral, ReferralView};
 pub use conflicts::{Conflict, ConflictValue};
 pub use doc::{CaseDoc, NewCase, NewMeeting, NewMember};
 pub use figures::CaseFigures;
 pub use local_time::LocalZone;
 pub use plan::{CrisisPlanView, PlanItemView, PlanReviewView, PlanVersionView};
+pub use referrals::{Episode, NewReferral, ReferralView};
 pub use schema::{validate_document, SchemaError};
 pub use team_notes::{TeamNoteView, WithholdingView};
 pub use timeline::{short, EventKind, Names, Timeline, TimelineEvent};

@@ -184,30 +184,13 @@ impl CaseDoc {
     /// Record a referral: on a new case, the one that opened it; on a case already met, a
     /// re-referral, which opens a new episode. Returns its id.
     pub fn add_referral(&mut self, new: &NewReferral) -> Result<EntryId, ModelError> {
+        self.check_referral(new)?;
         let reason = new.reason.trim();
-        if reason.is_empty() {
-            return Err(ModelError::Required {
-                field: "reason for the referral",
-            });
-        }
-        super::doc::check_long("reason for the referral", reason)?;
         let referrer = new
             .referrer
             .as_deref()
             .map(str::trim)
             .filter(|r| !r.is_empty());
-        if let Some(r) = referrer {
-            super::doc::check_short("referrer", r)?;
-        } else if new.source != ReferralSource::SelfReferral {
-            return Err(ModelError::Required {
-                field: "referrer (who referred, unless the person referred themselves)",
-            });
-        }
-        if new.received_at > super::doc::now() + RECEIVED_CLOCK_SKEW {
-            return Err(ModelError::Referral(
-                "a referral cannot be received in the future: give the time it came in".into(),
-            ));
-        }
         if let Some(letter) = new.letter {
             self.live_entry_in(
                 &super::attachments::attachment_maps(&self.doc),
@@ -219,7 +202,10 @@ impl CaseDoc {
         // The first recorded referral names the one that opened the case (and moves the
         // milestone older devices read to its time), unless the case was already met or closed
         // before it came in: a re-referral of a case from before referrals were recorded.
-        let first = !view.referrals.iter().any(|r| r.meta.entered_in_error.is_none());
+        let first = !view
+            .referrals
+            .iter()
+            .any(|r| r.meta.entered_in_error.is_none());
         let earlier_episode = super::figures::network_meetings(&view)
             .iter()
             .filter_map(|m| instant(&m.at))
@@ -276,6 +262,37 @@ impl CaseDoc {
             }
             Ok(id)
         })
+    }
+
+    /// Whether a referral can be recorded as given (its letter aside): a reason, a referrer
+    /// unless the person referred themselves, lengths, and a time not in the future. Writes
+    /// nothing.
+    pub fn check_referral(&self, new: &NewReferral) -> Result<(), ModelError> {
+        let reason = new.reason.trim();
+        if reason.is_empty() {
+            return Err(ModelError::Required {
+                field: "reason for the referral",
+            });
+        }
+        super::doc::check_long("reason for the referral", reason)?;
+        let referrer = new
+            .referrer
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty());
+        if let Some(r) = referrer {
+            super::doc::check_short("referrer", r)?;
+        } else if new.source != ReferralSource::SelfReferral {
+            return Err(ModelError::Required {
+                field: "referrer (who referred, unless the person referred themselves)",
+            });
+        }
+        if new.received_at > super::doc::now() + RECEIVED_CLOCK_SKEW {
+            return Err(ModelError::Referral(
+                "a referral cannot be received in the future: give the time it came in".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Close the episode that `at` falls in (the timeline's closure milestone): on its referral,
@@ -392,7 +409,13 @@ pub(super) fn referrals(d: &impl ReadDoc) -> Vec<ReferralView> {
             out.push(referral(d, id, &e));
         }
     }
-    out.sort_by_key(|r| (instant(&r.received_at), instant(&r.meta.created_at), r.meta.id));
+    out.sort_by_key(|r| {
+        (
+            instant(&r.received_at),
+            instant(&r.meta.created_at),
+            r.meta.id,
+        )
+    });
     out
 }
 
@@ -432,12 +455,7 @@ pub(super) fn episodes(v: &CaseView) -> Vec<Episode> {
     match (live.first(), milestone) {
         (None, Some(m)) => starts.push((None, m)),
         (Some((_, first)), Some(m))
-            if m < *first
-                && held
-                    .iter()
-                    .copied()
-                    .chain(closure)
-                    .any(|t| t < *first) =>
+            if m < *first && held.iter().copied().chain(closure).any(|t| t < *first) =>
         {
             starts.push((None, m))
         }

@@ -10,9 +10,9 @@ use automerge::{ReadDoc, ScalarValue, ROOT};
 use proptest::prelude::*;
 
 use super::referrals::time_left;
+use super::schema::SCHEMA_VERSION;
 use super::tests::{author, maria_with_ana};
 use super::work::{first_meeting_due, WorkKind};
-use super::schema::SCHEMA_VERSION;
 use super::*;
 use crate::EntryId;
 
@@ -146,11 +146,19 @@ fn the_first_meeting_is_due_by_urgency_and_shown_as_time_left_or_past_due() {
         let soon = at(due) - time::Duration::minutes(90);
         let item = first_meeting_due(&v, Some(sam.practitioner), &zone, soon).unwrap();
         assert_eq!(item.kind, WorkKind::FirstMeeting);
-        assert!(item.text.contains("1 hour 30 minutes left"), "{}", item.text);
+        assert!(
+            item.text.contains("1 hour 30 minutes left"),
+            "{}",
+            item.text
+        );
         assert!(item.mine, "Sam is in the care team");
         let late = at(due) + time::Duration::hours(50);
         let item = first_meeting_due(&v, None, &zone, late).unwrap();
-        assert!(item.text.contains("2 days 2 hours past due"), "{}", item.text);
+        assert!(
+            item.text.contains("2 days 2 hours past due"),
+            "{}",
+            item.text
+        );
         assert_eq!(item.days_overdue, 2);
         // Once a network meeting is held, nothing is awaited.
         meet(&mut case, "2026-03-14T11:00", ana);
@@ -240,7 +248,9 @@ fn a_re_referral_opens_a_new_episode_with_its_own_figures_and_the_network_carrie
         .filter(|e| e.kind == timeline::EventKind::Referral)
         .collect();
     assert_eq!(referrals.len(), 2, "{referrals:?}");
-    assert!(referrals[1].text.contains("A&E (Liaison team, St Mary's A&E)"));
+    assert!(referrals[1]
+        .text
+        .contains("A&E (Liaison team, St Mary's A&E)"));
     assert!(referrals[1].text.contains("episode 2"));
     let closures = t
         .events
@@ -317,10 +327,18 @@ fn a_referral_in_error_opens_nothing_and_one_on_the_wrong_record_shows_nothing()
     assert!(w.reason.is_empty() && w.referrer.is_none() && w.received_at.is_none());
     let json = serde_json::to_string(&v).unwrap();
     assert!(!json.contains("2026-06-14"), "nothing of it shows");
-    case.mark_entered_in_error(&first, "Recorded twice").unwrap();
+    case.mark_entered_in_error(&first, "Recorded twice")
+        .unwrap();
     let v = case.view();
-    assert!(v.referrals[0].reason.starts_with("Maria"), "a mistake stays readable");
-    assert_eq!(v.episodes.len(), 1, "the case still has its milestone's episode");
+    assert!(
+        v.referrals[0].reason.starts_with("Maria"),
+        "a mistake stays readable"
+    );
+    assert_eq!(
+        v.episodes.len(),
+        1,
+        "the case still has its milestone's episode"
+    );
     assert_eq!(v.episodes[0].referral, None);
 }
 
@@ -357,7 +375,8 @@ fn the_validator_checks_a_referral_and_a_newer_version_may_add_values() {
     let bad = |key: &str, value: ScalarValue, newer: bool| {
         let mut d = case.automerge().clone();
         if newer {
-            d.put(ROOT, keys::SCHEMA_VERSION, SCHEMA_VERSION + 1).unwrap();
+            d.put(ROOT, keys::SCHEMA_VERSION, SCHEMA_VERSION + 1)
+                .unwrap();
         }
         let map = d.get(ROOT, keys::REFERRALS).unwrap().unwrap().1;
         let e = d.get(&map, id.to_string()).unwrap().unwrap().1;

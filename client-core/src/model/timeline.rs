@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
-use super::types::{MeetingState, Participant, Stored};
 use super::referrals::Episode;
+use super::types::{MeetingState, Participant, Stored};
 use super::view::{AuthorView, CaseView, EntryMeta, TimelineView};
 use super::Instant;
 use crate::EntryId;

@@ -26,6 +26,7 @@ use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 mod attachments;
 mod books;
 mod colleagues;
+mod referrals;
 
 pub use attachments::{move_blobs, AttachFile, BlobReport, BlobState, BlobWork};
 use books::{write_gate, LOG_READS, NS_ACCESSES, NS_MOVED_AWAY};
@@ -536,6 +537,18 @@ impl Profile {
         new: NewCase,
         team: Option<&str>,
     ) -> Result<CaseId, ProfileError> {
+        self.create_case_with(new, team, |_, _, _| Ok(()))
+            .map(|(case, ())| case)
+    }
+
+    /// Open a new case and make `first` changes to it (its referral, say) before anything is
+    /// saved: the case is on disk with them, or not at all.
+    pub(super) fn create_case_with<R>(
+        &mut self,
+        new: NewCase,
+        team: Option<&str>,
+        first: impl FnOnce(&mut Self, CaseId, &mut CaseDoc) -> Result<R, ProfileError>,
+    ) -> Result<(CaseId, R), ProfileError> {
         let author = self.author()?;
         let _gate = write_gate();
         if self.being_revoked()? {
@@ -568,11 +581,12 @@ impl Profile {
         };
         let case = CaseId::random();
         let mut doc = CaseDoc::create(case, team, new, author)?;
+        let made = first(self, case, &mut doc)?;
         let bytes = doc.save();
         self.store.append_chunk(&case, &bytes)?;
         self.store.flush()?;
         self.docs.insert(case, doc.into_automerge());
-        Ok(case)
+        Ok((case, made))
     }
 
     /// Change a case. The change is on disk when this returns; if saving fails, the in-memory copy
