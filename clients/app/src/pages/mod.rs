@@ -17,6 +17,7 @@ pub mod meeting;
 pub mod network;
 pub mod network_copy;
 pub mod plan;
+pub mod referrals;
 pub mod safety;
 pub mod today;
 
