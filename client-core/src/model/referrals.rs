@@ -232,6 +232,16 @@ impl CaseDoc {
                     if d.get(&e, keys::CLOSED_AT)?.is_none() {
                         d.put(&e, keys::CLOSED_AT, ScalarValue::Timestamp(to_ms(closed)))?;
                     }
+                    // The closure now kept on its episode's referral, the timeline's is taken
+                    // off: a device that knows no episodes would otherwise show the person's
+                    // care as ended while the team meets them again.
+                    if let Some(tl) = map_at(d, &ROOT, keys::TIMELINE) {
+                        if super::read::get_ts(d, &tl, TimelineField::Closure.as_str())
+                            == Some(closed)
+                        {
+                            d.delete(&tl, TimelineField::Closure.as_str())?;
+                        }
+                    }
                 }
             }
             let e = super::doc::new_entry(d, &map, &id, a, t)?;

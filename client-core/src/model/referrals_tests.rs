@@ -208,8 +208,11 @@ fn a_re_referral_opens_a_new_episode_with_its_own_figures_and_the_network_carrie
     assert_eq!(one.meetings, 2);
     assert!(two.open() && two.first_meeting.is_none());
     assert_eq!(two.first_meeting_due, "2026-09-02T12:00:00Z");
-    // The milestone of the first referral stays where it was: it is not this one.
+    // The milestone of the first referral stays where it was: it is not this one. The
+    // timeline's closure is taken off (kept on the first referral): a device that knows no
+    // episodes shows the case open again.
     assert_eq!(v.timeline.referral.as_deref(), Some("2026-03-14T08:00:00Z"));
+    assert_eq!(v.timeline.closure, None);
     // The network and history carry over: Ana is still there, every meeting is still there.
     assert!(v.network.iter().any(|m| m.meta.id == ana));
     assert_eq!(v.meetings.len(), 2);
@@ -553,4 +556,20 @@ fn the_referral_maps_concurrent_entries_never_hide_behind_one_another() {
             .len(),
         1
     );
+}
+
+/// A referral may say it came in up to 10 minutes ahead of this device's clock (clocks differ),
+/// and no more: at 9 minutes it is taken, at 11 refused with nothing written.
+#[test]
+fn a_referral_up_to_the_clock_skew_ahead_is_taken_and_past_it_refused() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let mut soon = gp("2026-03-14T08:00", Urgency::Urgent);
+    soon.received_at = time::OffsetDateTime::now_utc() + time::Duration::minutes(9);
+    case.add_referral(&soon).unwrap();
+    let before = case.save();
+    let mut later = soon.clone();
+    later.received_at = time::OffsetDateTime::now_utc() + time::Duration::minutes(11);
+    assert!(case.add_referral(&later).is_err());
+    assert_eq!(case.save(), before);
 }

@@ -246,15 +246,15 @@ pub async fn attach(
     let meeting = if meeting.trim().is_empty() {
         None
     } else {
-        Some(entry_id(&meeting)?)
+        Some(entry_id(meeting)?)
     };
     let result = app.profile().await.attach(
         case,
         AttachFile {
             kind,
             title,
-            file_name: &file_name,
-            content: &content,
+            file_name,
+            content,
             meeting,
         },
     );

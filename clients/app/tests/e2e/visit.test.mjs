@@ -569,6 +569,39 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     assert.equal(body.text, letter.toString());
   });
 
+  // Issue 17, part 2: Alex is referred again (she has been met before, so it opens a second
+  // episode), with the letter; the case page and the caseload show the first meeting due.
+  await t.test('a re-referral with its letter opens a new episode and the caseload shows the time left', async () => {
+    const p = A.page;
+    await p.goto(`${robin.base}/case/${caseId}`);
+    await p.locator('#record-referral summary').click();
+    // An hour ago, on the UK clock.
+    const uk = Object.fromEntries(new Intl.DateTimeFormat('en-GB', {
+      timeZone: 'Europe/London', year: 'numeric', month: 'numeric', day: 'numeric',
+      hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+    }).formatToParts(new Date(Date.now() - 60 * 60 * 1000)).map((x) => [x.type, x.value]));
+    await p.fill('#received_at-day', uk.day);
+    await p.fill('#received_at-month', uk.month);
+    await p.fill('#received_at-year', uk.year);
+    await p.fill('#received_at-time', `${uk.hour}:${uk.minute}`);
+    await p.check('input[name=source][value=gp]');
+    await p.fill('#referrer', 'Dr Shah, Elm Street Surgery');
+    await p.fill('#reason', 'Alex has stopped sleeping again and is frightened to be at home');
+    await p.check('input[name=urgency][value=urgent]');
+    await p.setInputFiles('#letter', { name: 'referral.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4 a referral (test bytes)') });
+    await clickAndLoad(p, p.getByRole('button', { name: 'Record the referral' }));
+    await p.getByText('Referral recorded').waitFor();
+    const section = await p.locator('main').textContent();
+    assert.match(section, /frightened to be at home/);
+    assert.match(section, /Episode 2/);
+    assert.match(section, /First network meeting due by .*: \d+ hours? (\d+ minutes? )?left/);
+    await check(p, '34-case-with-a-referral');
+    await p.goto(`${robin.base}/`);
+    const cell = await p.locator(`tr[data-case="${caseId}"] td[data-first-meeting]`).textContent();
+    assert.match(cell, /left \(urgent \(24 hours\)\)/);
+    await check(p, '35-caseload-first-meeting-due');
+  });
+
   await t.test('no page has a serious or critical accessibility violation', () => {
     assert.deepEqual(violations, []);
   });
