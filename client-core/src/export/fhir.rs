@@ -1006,12 +1006,13 @@ impl<'a> Builder<'a> {
 
     // ------------------------------------------------------------------------ referrals
 
-    /// The EpisodeOfCare of episode `number` (the first is the case's own).
-    fn episode_id(&self, number: usize) -> String {
-        if number <= 1 {
-            self.episode.clone()
-        } else {
-            derived(&self.episode, &format!("Episode-{number}"))
+    /// The EpisodeOfCare of an episode: the first is the case's own; a later one's id is derived
+    /// from its referral's, so it stays the same from one export to the next whatever is
+    /// recorded before it.
+    fn episode_id(&self, e: &crate::model::Episode) -> String {
+        match e.referral {
+            Some(r) if e.number > 1 => derived(&rid(r), "EpisodeOfCare"),
+            _ => self.episode.clone(),
         }
     }
 
@@ -1020,16 +1021,10 @@ impl<'a> Builder<'a> {
         let at = at.and_then(|t| {
             time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
         });
-        let number = match at {
-            Some(at) => self
-                .view
-                .episodes
-                .iter()
-                .find(|e| e.holds(at))
-                .map_or(1, |e| e.number),
-            None => 1,
-        };
-        reference(&self.episode_id(number), "Episode of care")
+        let id = at
+            .and_then(|at| self.view.episodes.iter().find(|e| e.holds(at)))
+            .map_or_else(|| self.episode.clone(), |e| self.episode_id(e));
+        reference(&id, "Episode of care")
     }
 
     /// Each referral as a UK Core `ServiceRequest`: when it came in (`authoredOn`), who referred
@@ -1108,11 +1103,12 @@ impl<'a> Builder<'a> {
         }
         for e in v.episodes.iter().skip(1) {
             let end = e.closed_at.clone().or(e.ended_by_referral_at.clone());
+            let id = self.episode_id(e);
             self.add(json!({
                 "resourceType": "EpisodeOfCare",
-                "id": self.episode_id(e.number),
+                "id": id,
                 "meta": profile("EpisodeOfCare"),
-                "identifier": e.referral.map(record_identifier),
+                "identifier": record_identifier(&id),
                 "status": if end.is_some() { "finished" } else { "active" },
                 "type": [{ "text": "Open Dialogue" }],
                 "patient": self.patient_ref(),

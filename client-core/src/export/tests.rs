@@ -1135,3 +1135,79 @@ fn export_copies_tell_each_referral_and_fhir_has_them_as_service_requests_and_ep
     let ids = fhir::ids(&bundle).unwrap();
     assert_eq!(ids.case.as_deref(), Some(view.case_id.as_str()));
 }
+
+/// A case from before referrals (the rich case: its referral only the milestone) re-referred:
+/// the person's copy keeps the first episode from the milestone and tells the new referral as
+/// episode 2. A referral recorded on the wrong person's record, with its letter, leaves nothing
+/// of the other person in any copy.
+#[test]
+fn export_copies_keep_an_older_first_episode_and_nothing_of_a_wrong_persons_referral() {
+    let mut rich = rich_case();
+    let letter = rich
+        .doc
+        .add_attachment(&crate::model::NewAttachment {
+            kind: crate::model::AttachmentKind::ReferralLetter,
+            title: "Referral for Jordan Blake".into(),
+            file_name: "jordan-blake.pdf".into(),
+            size: 6,
+            hash: crate::BlobHash::of(b"jordan"),
+            meeting: None,
+        })
+        .unwrap();
+    let wrong = rich
+        .doc
+        .add_referral(&crate::model::NewReferral {
+            received_at: crate::model::parse_datetime("at", "2026-09-01T09:00").unwrap(),
+            source: crate::model::ReferralSource::OtherTeam,
+            referrer: Some("Crisis team".into()),
+            reason: "Jordan Blake is not sleeping".into(),
+            urgency: crate::model::Urgency::Urgent,
+            letter: Some(letter),
+        })
+        .unwrap();
+    rich.doc
+        .mark_error(
+            &wrong,
+            crate::model::ErrorKind::WrongPerson,
+            "Another person's referral",
+        )
+        .unwrap();
+    rich.doc
+        .add_referral(&crate::model::NewReferral {
+            received_at: crate::model::parse_datetime("at", "2026-09-05T10:00").unwrap(),
+            source: crate::model::ReferralSource::SelfReferral,
+            referrer: None,
+            reason: "I need to talk to the team again".into(),
+            urgency: crate::model::Urgency::Routine,
+            letter: None,
+        })
+        .unwrap();
+    let view = rich.doc.view();
+    let copy = one_line(&person_copy::html(&view, &accesses()));
+    for expected in [
+        "Referred to the team:",
+        "Episode 1: referred",
+        "Episode 2: referred",
+        "I need to talk to the team again",
+        "Self-referral",
+    ] {
+        assert!(
+            copy.contains(expected),
+            "the person's copy lacks {expected:?}"
+        );
+    }
+    let sar = serde_json::to_string(&super::subject_access::json(&view, &accesses())).unwrap();
+    let bundle = serde_json::to_string(&fhir::bundle(&view, &accesses())).unwrap();
+    for (what, text) in [("copy", &copy), ("subject access", &sar), ("FHIR", &bundle)] {
+        for other in ["Jordan", "jordan-blake"] {
+            let at = text.find(other).unwrap_or(0);
+            assert!(
+                !text.contains(other),
+                "the {what} holds {other:?}: {}",
+                &text[at.saturating_sub(200)..(at + 100).min(text.len())]
+            );
+        }
+    }
+    let errors = schema_errors(&fhir::bundle(&view, &accesses()));
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}

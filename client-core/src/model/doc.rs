@@ -932,7 +932,17 @@ impl CaseDoc {
         reason: &str,
     ) -> Result<(), ModelError> {
         let reason = check_required("reason", reason)?;
-        let (obj, _) = self.find_entry(entry)?;
+        let (obj, what_entry) = self.find_entry(entry)?;
+        // A referral on the wrong person's record brought the wrong person's letter: it goes
+        // with it, so nothing of the other person stays in this one's copy.
+        let letter = (kind == ErrorKind::WrongPerson && what_entry == "referral")
+            .then(|| get_str(&self.doc, &obj, keys::LETTER))
+            .flatten()
+            .and_then(|l| l.parse::<EntryId>().ok())
+            .and_then(|l| self.find_entry(&l).ok())
+            .filter(|(_, k)| *k == "attachment")
+            .map(|(o, _)| o)
+            .filter(|o| map_at(&self.doc, o, keys::WRONG_PERSON).is_none());
         // A mistake is the schema-1 mark; the wrong person's record has a mark of its own, added
         // beside an earlier mistake mark (marks are records as written: never replaced).
         let (key, what) = match kind {
@@ -952,9 +962,11 @@ impl CaseDoc {
             });
         }
         self.write(what, |d, a, t| {
-            let mark = d.put_object(&obj, key, ObjType::Map)?;
-            d.put(&mark, keys::REASON, reason.as_str())?;
-            stamp(d, &mark, keys::BY, keys::AT, a, t)?;
+            for target in std::iter::once(&obj).chain(letter.as_ref()) {
+                let mark = d.put_object(target, key, ObjType::Map)?;
+                d.put(&mark, keys::REASON, reason.as_str())?;
+                stamp(d, &mark, keys::BY, keys::AT, a, t)?;
+            }
             Ok(())
         })
     }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::doc::CaseDoc;
 use super::types::*;
 use super::view::{CaseView, MeetingView};
+use super::LocalZone;
 
 /// The fidelity figures of one case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,7 +115,9 @@ struct Shares {
     members: Option<f64>,
 }
 
-fn shares(v: &CaseView, meetings: &[&MeetingView]) -> Shares {
+/// The shares over `meetings`; for an episode, `began` is the UK date it began: its original
+/// pair is the first two practitioners of the care team still in it then.
+fn shares(v: &CaseView, meetings: &[&MeetingView], began: Option<Date>) -> Shares {
     let n = meetings.len();
     let share = |count: usize| (n > 0).then(|| count as f64 / n as f64);
     let staff_at = |m: &MeetingView| -> Vec<Option<StaffRole>> {
@@ -138,10 +141,22 @@ fn shares(v: &CaseView, meetings: &[&MeetingView]) -> Shares {
         .filter(|m| staff_at(m).contains(&Some(StaffRole::PeerSupport)))
         .count();
 
+    // In the team when the episode began: not gone before. (A membership's start date is
+    // often recorded after the fact, so it does not exclude anyone; the order they were added
+    // in picks the pair.)
+    let during = |c: &&super::view::CareTeamView| match began {
+        None => true,
+        Some(from) => c
+            .end
+            .as_deref()
+            .and_then(|d| parse_date("date", d).ok())
+            .is_none_or(|end| end >= from),
+    };
     let pair: Vec<Stored<Participant>> = v
         .care_team
         .iter()
         .filter(|c| c.meta.entered_in_error.is_none() && c.role.is(CareRole::Practitioner))
+        .filter(during)
         .take(2)
         .map(|c| match c.practitioner.known() {
             Some(id) => Stored::Known(Participant::Practitioner(id)),
@@ -177,7 +192,7 @@ impl CaseFigures {
             (Some(r), Some(m)) => Some((m - r).whole_seconds() as f64 / 3600.0),
             _ => None,
         };
-        let all = shares(v, &meetings);
+        let all = shares(v, &meetings, None);
         let episodes = v
             .episodes
             .iter()
@@ -187,7 +202,8 @@ impl CaseFigures {
                     .copied()
                     .filter(|m| parse(&m.at).is_some_and(|at| e.holds(at)))
                     .collect();
-                let s = shares(v, &mine);
+                let began = parse(&Some(e.received_at.clone())).map(|t| LocalZone::uk().date(t));
+                let s = shares(v, &mine, began);
                 EpisodeFigures {
                     number: e.number,
                     received_at: e.received_at.clone(),

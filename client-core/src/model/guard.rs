@@ -302,7 +302,6 @@ fn written_once(d: &impl ReadDoc) -> Vec<(&'static str, Vec<ObjId>, &'static [&'
         keys::REFERRER,
         keys::REASON,
         keys::URGENCY,
-        keys::LETTER,
     ];
     vec![
         (
@@ -314,6 +313,16 @@ fn written_once(d: &impl ReadDoc) -> Vec<(&'static str, Vec<ObjId>, &'static [&'
         ("crisis_plan.items", super::plan::plan_items(d), PLAN_ITEM),
         ("referrals", super::referrals::referral_maps(d), REFERRAL),
     ]
+}
+
+/// Fields of entries that may be written once after the entry was made (a referral's letter,
+/// named when it follows a telephone referral), then stay as written.
+fn set_once(d: &impl ReadDoc) -> Vec<(&'static str, Vec<ObjId>, &'static [&'static str])> {
+    vec![(
+        "referrals",
+        super::referrals::referral_maps(d),
+        &[keys::LETTER],
+    )]
 }
 
 /// Every entry of these collection maps, with its key.
@@ -366,6 +375,28 @@ pub fn written_once_kept(
                     .iter()
                     .any(|(_, op)| new.made(op))
                 {
+                    return Err(refuse("rewrites", path, &key, f));
+                }
+            }
+        }
+    }
+    // Set once: refused when a value the entry held before is no longer there (overwritten or
+    // deleted). Two devices naming a letter at once, apart, both stay (a conflict a person sees).
+    for (path, maps, fields) in set_once(before) {
+        for (key, entry) in entries(before, &maps) {
+            for f in fields {
+                let now: Vec<_> = after
+                    .get_all(&entry, *f)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(_, op)| op)
+                    .collect();
+                let gone = before
+                    .get_all(&entry, *f)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .any(|(_, op)| !now.contains(&op));
+                if gone {
                     return Err(refuse("rewrites", path, &key, f));
                 }
             }

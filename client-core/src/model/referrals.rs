@@ -184,7 +184,7 @@ impl CaseDoc {
     /// Record a referral: on a new case, the one that opened it; on a case already met, a
     /// re-referral, which opens a new episode. Returns its id.
     pub fn add_referral(&mut self, new: &NewReferral) -> Result<EntryId, ModelError> {
-        self.check_referral(new)?;
+        Self::check_referral(new)?;
         let reason = new.reason.trim();
         let referrer = new
             .referrer
@@ -212,14 +212,18 @@ impl CaseDoc {
             .chain(instant(&view.timeline.closure))
             .any(|t| t < new.received_at);
         let opens_case = first && !earlier_episode;
-        // A closure the timeline holds for the episode this referral ends is kept on that
-        // episode's referral, so a later closure of the new episode cannot overwrite it.
+        // A closure the timeline holds for the episode this referral ends (the only episode,
+        // closed by a device that knows no episodes) is kept on that episode's referral: once
+        // there are two, the timeline's closure closes no recorded episode.
         let closure_to_keep = view
             .episodes
             .last()
             .filter(|e| e.referral.is_some() && e.closed_at.is_some())
             .filter(|e| instant(&Some(e.received_at.clone())) < Some(new.received_at))
-            .and_then(|e| Some((e.referral?, instant(&e.closed_at)?)));
+            .and_then(|e| Some((e.referral?, instant(&e.closed_at)?)))
+            // A referral back-dated before the closure falls inside the closed episode: the
+            // closure is then the new episode's, and stays where it is.
+            .filter(|(_, closed)| *closed < new.received_at);
         let id = EntryId::random();
         let what = format!("record {} referral", new.urgency.as_str());
         self.write(&what, |d, a, t| {
@@ -231,16 +235,6 @@ impl CaseDoc {
                 if let Some(e) = entry_in(d, &referral_maps(d), &previous) {
                     if d.get(&e, keys::CLOSED_AT)?.is_none() {
                         d.put(&e, keys::CLOSED_AT, ScalarValue::Timestamp(to_ms(closed)))?;
-                    }
-                    // The closure now kept on its episode's referral, the timeline's is taken
-                    // off: a device that knows no episodes would otherwise show the person's
-                    // care as ended while the team meets them again.
-                    if let Some(tl) = map_at(d, &ROOT, keys::TIMELINE) {
-                        if super::read::get_ts(d, &tl, TimelineField::Closure.as_str())
-                            == Some(closed)
-                        {
-                            d.delete(&tl, TimelineField::Closure.as_str())?;
-                        }
                     }
                 }
             }
@@ -277,7 +271,7 @@ impl CaseDoc {
     /// Whether a referral can be recorded as given (its letter aside): a reason, a referrer
     /// unless the person referred themselves, lengths, and a time not in the future. Writes
     /// nothing.
-    pub fn check_referral(&self, new: &NewReferral) -> Result<(), ModelError> {
+    pub fn check_referral(new: &NewReferral) -> Result<(), ModelError> {
         let reason = new.reason.trim();
         if reason.is_empty() {
             return Err(ModelError::Required {
@@ -305,9 +299,11 @@ impl CaseDoc {
         Ok(())
     }
 
-    /// Close the episode that `at` falls in (the timeline's closure milestone): on its referral,
-    /// and on the timeline that older versions read, unless the timeline's closure belongs to an
-    /// earlier episode with no referral of its own to keep it.
+    /// Close the episode that `at` falls in (the timeline's closure milestone): on its referral
+    /// (`closed_at`), and on the timeline that older versions read when it is the last episode
+    /// or one from before referrals were recorded (whose only record the timeline is). A closure
+    /// of the last episode leaves the timeline alone when the timeline's closure is the only
+    /// record of such an earlier episode's end.
     pub fn close_episode(&mut self, at: Instant) -> Result<(), ModelError> {
         let view = self.view();
         let episode = view
@@ -326,21 +322,23 @@ impl CaseDoc {
             }
         }
         let recorded = episode.as_ref().and_then(|e| e.referral);
-        // The timeline's closure is the only record of a pre-referral episode's end: a later
-        // episode's closure does not overwrite it.
+        let last = episode
+            .as_ref()
+            .is_none_or(|e| Some(e.number) == view.episodes.last().map(|l| l.number));
         let keeps_earlier = recorded.is_some()
             && view.episodes.first().is_some_and(|first| {
                 first.referral.is_none()
                     && first.closed_at.is_some()
                     && first.closed_at == view.timeline.closure
             });
+        let on_timeline = (last || recorded.is_none()) && !keeps_earlier;
         self.write("close the episode", |d, _, _| {
             if let Some(r) = recorded {
                 if let Some(e) = entry_in(d, &referral_maps(d), &r) {
                     d.put(&e, keys::CLOSED_AT, ScalarValue::Timestamp(to_ms(at)))?;
                 }
             }
-            if !keeps_earlier {
+            if on_timeline {
                 let tl = match map_at(d, &ROOT, keys::TIMELINE) {
                     Some(tl) => tl,
                     None => d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?,
@@ -351,6 +349,31 @@ impl CaseDoc {
                     ScalarValue::Timestamp(to_ms(at)),
                 )?;
             }
+            Ok(())
+        })
+    }
+
+    /// Name the referral letter of a referral recorded without one (a letter that followed a
+    /// telephone referral): once; a referral's letter, once named, stays as written.
+    pub fn set_referral_letter(
+        &mut self,
+        referral: &EntryId,
+        letter: &EntryId,
+    ) -> Result<(), ModelError> {
+        let r = self.live_entry_in(&referral_maps(&self.doc), "referral", referral)?;
+        self.live_entry_in(
+            &super::attachments::attachment_maps(&self.doc),
+            "attachment",
+            letter,
+        )?;
+        if !self.doc.get_all(&r, keys::LETTER)?.is_empty() {
+            return Err(ModelError::Referral(
+                "this referral already names its letter: attach another document as a letter"
+                    .into(),
+            ));
+        }
+        self.write("name the referral letter", |d, _, _| {
+            d.put(&r, keys::LETTER, letter.to_string())?;
             Ok(())
         })
     }
@@ -492,10 +515,18 @@ pub(super) fn episodes(v: &CaseView) -> Vec<Episode> {
             closed_at: None,
             ended_by_referral_at: starts.get(i + 1).map(|(_, t)| format_instant(*t)),
         };
+        // A referral's own closure, when it falls in its episode (one written by a device that
+        // had not yet seen the next referral falls after the episode, and closes nothing). The
+        // timeline's closure closes an episode from before referrals were recorded, or the
+        // case's only episode (closed by a device that knows no episodes); never one of
+        // several recorded episodes, where it cannot say which it meant: an emergency
+        // re-referral must not read as closed because someone closed the case before it came.
         let recorded_close = referral
             .and_then(|r| instant(&r.closed_at))
-            .filter(|c| c >= start);
-        let closed = recorded_close.or(closure.filter(|c| c >= start && e.holds(*c)));
+            .filter(|c| c >= start && e.holds(*c));
+        let timeline_applies = referral.is_none() || starts.len() == 1;
+        let closed =
+            recorded_close.or(closure.filter(|c| timeline_applies && c >= start && e.holds(*c)));
         let mut mine: Vec<Instant> = held.iter().copied().filter(|t| e.holds(*t)).collect();
         mine.sort();
         e.first_meeting = mine.first().map(|t| format_instant(*t));

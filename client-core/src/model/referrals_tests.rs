@@ -137,12 +137,12 @@ fn the_first_meeting_is_due_by_urgency_and_shown_as_time_left_or_past_due() {
         case.add_referral(&gp("2026-03-14T08:00", urgency)).unwrap();
         let v = case.view();
         assert_eq!(v.episodes[0].first_meeting_due, due, "{urgency}");
-        // On the morning list from the day it is due (UK calendar), never before.
+        // On the morning list at once: the practice aims to meet within a day.
         let zone = LocalZone::uk();
-        let day_before = at(due) - time::Duration::hours(30);
-        if zone.date(day_before) < zone.date(at(due)) {
-            assert!(first_meeting_due(&v, Some(sam.practitioner), &zone, day_before).is_none());
-        }
+        let received = at("2026-03-14T08:00");
+        let item = first_meeting_due(&v, Some(sam.practitioner), &zone, received).unwrap();
+        assert_eq!(item.days_overdue, 0);
+        assert!(item.text.contains("left"), "{}", item.text);
         let soon = at(due) - time::Duration::minutes(90);
         let item = first_meeting_due(&v, Some(sam.practitioner), &zone, soon).unwrap();
         assert_eq!(item.kind, WorkKind::FirstMeeting);
@@ -208,11 +208,8 @@ fn a_re_referral_opens_a_new_episode_with_its_own_figures_and_the_network_carrie
     assert_eq!(one.meetings, 2);
     assert!(two.open() && two.first_meeting.is_none());
     assert_eq!(two.first_meeting_due, "2026-09-02T12:00:00Z");
-    // The milestone of the first referral stays where it was: it is not this one. The
-    // timeline's closure is taken off (kept on the first referral): a device that knows no
-    // episodes shows the case open again.
+    // The milestone of the first referral stays where it was: it is not this one.
     assert_eq!(v.timeline.referral.as_deref(), Some("2026-03-14T08:00:00Z"));
-    assert_eq!(v.timeline.closure, None);
     // The network and history carry over: Ana is still there, every meeting is still there.
     assert!(v.network.iter().any(|m| m.meta.id == ana));
     assert_eq!(v.meetings.len(), 2);
@@ -525,6 +522,10 @@ proptest! {
                 for e in eps {
                     let earliest = held.iter().filter(|m| e.holds(**m)).min().map(|m| format_instant(*m));
                     prop_assert_eq!(&e.first_meeting, &earliest);
+                    // A closure closes only the episode it falls in.
+                    if let Some(c) = instant(&e.closed_at) {
+                        prop_assert!(e.holds(c) && Some(c) >= instant(&Some(e.received_at.clone())));
+                    }
                 }
                 let f = doc.figures();
                 prop_assert_eq!(f.episodes.iter().map(|e| e.meetings).sum::<usize>(), f.meetings);
@@ -544,9 +545,9 @@ fn instant(t: &Option<String>) -> Option<Instant> {
         .and_then(|s| Instant::parse(s, &time::format_description::well_known::Rfc3339).ok())
 }
 
+/// A schema-4 case is made with its `referrals` map, so devices add to one map.
 #[test]
-fn the_referral_maps_concurrent_entries_never_hide_behind_one_another() {
-    // A document holds one referral map made with the case (schema 4).
+fn a_case_is_made_with_its_referrals_map() {
     let sam = author("Sam");
     let (case, _) = maria_with_ana(&sam);
     assert_eq!(
@@ -572,4 +573,229 @@ fn a_referral_up_to_the_clock_skew_ahead_is_taken_and_past_it_refused() {
     later.received_at = time::OffsetDateTime::now_utc() + time::Duration::minutes(11);
     assert!(case.add_referral(&later).is_err());
     assert_eq!(case.save(), before);
+}
+
+/// Device A records an emergency re-referral at 14:00 while device B, which has not seen it,
+/// closes the case at 15:00. Merged, B's closure closes the episode B saw; the new episode stays
+/// open and its first meeting is still awaited (an emergency must not read as closed).
+#[test]
+fn a_closure_made_apart_from_a_re_referral_does_not_close_the_new_episode() {
+    let sam = author("Sam");
+    let (mut a, ana) = maria_with_ana(&sam);
+    a.add_referral(&gp("2026-03-14T08:00", Urgency::Urgent))
+        .unwrap();
+    meet(&mut a, "2026-03-14T12:00", ana);
+    let mut b = CaseDoc::load(&a.save(), Some(author("Kit"))).unwrap();
+    a.add_referral(&gp("2026-06-01T14:00", Urgency::Emergency))
+        .unwrap();
+    b.set_timeline(TimelineField::Closure, at("2026-06-01T15:00"))
+        .unwrap();
+    a.automerge_mut().merge(b.automerge_mut()).unwrap();
+    validate_document(a.automerge()).unwrap();
+    let v = reload(&mut a);
+    assert_eq!(v.episodes.len(), 2);
+    assert!(v.episodes[1].open(), "{:?}", v.episodes[1]);
+    assert!(v.episodes[1].awaiting_first_meeting().is_some());
+    assert!(
+        !v.episodes[0].open(),
+        "the first ended with the re-referral"
+    );
+}
+
+/// A device that knows no episodes closes a case whose only episode a referral opened: the
+/// timeline's closure closes it. Once re-referred, that closure is kept on the first referral.
+#[test]
+fn an_older_devices_closure_closes_the_only_episode_and_is_kept_when_re_referred() {
+    let sam = author("Sam");
+    let (mut case, ana) = maria_with_ana(&sam);
+    case.add_referral(&gp("2026-03-14T08:00", Urgency::Urgent))
+        .unwrap();
+    meet(&mut case, "2026-03-14T12:00", ana);
+    // What schema 3 does: the timeline's closure only.
+    let d = case.automerge_mut();
+    let tl = d.get(ROOT, keys::TIMELINE).unwrap().unwrap().1;
+    d.put(&tl, "closure", ScalarValue::Timestamp(1_777_000_000_000))
+        .unwrap();
+    d.commit();
+    let closed = case.view().episodes[0].closed_at.clone();
+    assert!(closed.is_some(), "the only episode is closed");
+    case.add_referral(&gp("2026-09-01T10:00", Urgency::Routine))
+        .unwrap();
+    let v = reload(&mut case);
+    assert_eq!(v.episodes[0].closed_at, closed, "kept on its referral");
+    assert!(v.episodes[1].open());
+    // Closing the first episode again later (a corrected date) leaves the timeline alone: the
+    // open second episode is the one older devices should not see as closed.
+    let before = v.timeline.closure.clone();
+    case.set_timeline(TimelineField::Closure, at("2026-04-30T12:00"))
+        .unwrap();
+    let v = case.view();
+    assert_eq!(v.timeline.closure, before);
+    assert_eq!(
+        v.episodes[0].closed_at.as_deref(),
+        Some("2026-04-30T11:00:00Z")
+    );
+}
+
+/// A referral recorded on the wrong person's record takes its letter with it: nothing of the
+/// other person's letter shows.
+#[test]
+fn a_referral_on_the_wrong_record_withholds_its_letter_too() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let letter = case
+        .add_attachment(&NewAttachment {
+            kind: AttachmentKind::ReferralLetter,
+            title: "Referral for another Maria".into(),
+            file_name: "other.pdf".into(),
+            size: 5,
+            hash: crate::BlobHash::of(b"other"),
+            meeting: None,
+        })
+        .unwrap();
+    let mut r = gp("2026-03-14T08:00", Urgency::Urgent);
+    r.letter = Some(letter);
+    let id = case.add_referral(&r).unwrap();
+    case.mark_error(&id, ErrorKind::WrongPerson, "Another Maria's referral")
+        .unwrap();
+    let v = reload(&mut case);
+    let a = v.attachments.iter().find(|a| a.meta.id == letter).unwrap();
+    assert!(a.meta.withheld(), "the letter went with the referral");
+    let json = serde_json::to_string(&v).unwrap();
+    assert!(!json.contains("another Maria") && !json.contains("other.pdf"));
+    validate_document(case.automerge()).unwrap();
+}
+
+/// A letter that follows a telephone referral is named once; a second is refused, and the
+/// server's history rule refuses a change that rewrites it, but keeps two devices' names made
+/// apart (a conflict the team sees).
+#[test]
+fn a_referrals_letter_is_named_once() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let id = case
+        .add_referral(&gp("2026-03-14T08:00", Urgency::Urgent))
+        .unwrap();
+    let file = |name: &str| NewAttachment {
+        kind: AttachmentKind::ReferralLetter,
+        title: name.into(),
+        file_name: format!("{name}.pdf"),
+        size: 3,
+        hash: crate::BlobHash::of(name.as_bytes()),
+        meeting: None,
+    };
+    let one = case.add_attachment(&file("one")).unwrap();
+    let two = case.add_attachment(&file("two")).unwrap();
+    let mut apart = CaseDoc::load(&case.save(), Some(author("Kit"))).unwrap();
+    let mut before = case.automerge().clone();
+    case.set_referral_letter(&id, &one).unwrap();
+    let mut after = case.automerge().clone();
+    let ops = super::tests::new_ops(&mut before, &mut after);
+    guard::written_once_kept(&before, &after, &ops).unwrap();
+    assert_eq!(case.view().referrals[0].letter, Some(one));
+    let e = case.set_referral_letter(&id, &two).unwrap_err();
+    assert!(e.to_string().contains("already names its letter"), "{e}");
+    // A rewrite by a bad device: refused by the server.
+    let mut before = case.automerge().clone();
+    let mut after = before.clone();
+    let map = after.get(ROOT, keys::REFERRALS).unwrap().unwrap().1;
+    let e = after.get(&map, id.to_string()).unwrap().unwrap().1;
+    after.put(&e, keys::LETTER, two.to_string()).unwrap();
+    after.commit();
+    let ops = super::tests::new_ops(&mut before, &mut after);
+    assert!(guard::written_once_kept(&before, &after, &ops).is_err());
+    // Named apart on another device: both kept.
+    apart.set_referral_letter(&id, &two).unwrap();
+    let mut before = case.automerge().clone();
+    let mut after = before.clone();
+    after.merge(apart.automerge_mut()).unwrap();
+    let ops = super::tests::new_ops(&mut before, &mut after);
+    guard::written_once_kept(&before, &after, &ops).unwrap();
+    assert_eq!(after.get_all(&e, keys::LETTER).unwrap().len(), 2);
+}
+
+/// A case with no referral recorded (its referral only the timeline's milestone) is listed from
+/// the UK day its first meeting is due (24 hours, the practice's aim); a recorded referral at
+/// once, but never before it came in.
+#[test]
+fn the_morning_list_takes_a_recorded_referral_at_once_and_a_milestone_from_its_due_day() {
+    let sam = author("Sam");
+    let zone = LocalZone::uk();
+    let (case, _) = maria_with_ana(&sam);
+    let v = case.view();
+    assert_eq!(v.episodes[0].first_meeting_due, "2026-03-15T08:00:00Z");
+    assert!(first_meeting_due(&v, None, &zone, at("2026-03-14T23:59")).is_none());
+    assert!(first_meeting_due(&v, None, &zone, at("2026-03-15T00:00")).is_some());
+    let (mut case, _) = maria_with_ana(&sam);
+    case.add_referral(&gp("2026-03-14T08:00", Urgency::Routine))
+        .unwrap();
+    let v = case.view();
+    assert!(first_meeting_due(&v, None, &zone, at("2026-03-14T07:59")).is_none());
+    assert!(first_meeting_due(&v, None, &zone, at("2026-03-14T08:00")).is_some());
+}
+
+/// Each episode's "original pair" is the first two practitioners in the care team during it: a
+/// re-referral months on, met by a new pair, is not scored against the pair who left.
+#[test]
+fn each_episodes_original_pair_is_the_pair_of_its_time() {
+    let sam = author("Sam");
+    let (mut case, ana) = maria_with_ana(&sam);
+    let sams = case.view().care_team[0].meta.id;
+    let kit = crate::PractitionerId::random();
+    let kits = case
+        .add_care_team(
+            kit,
+            "Kit",
+            CareRole::Practitioner,
+            Some(parse_date("d", "2026-03-14").unwrap()),
+        )
+        .unwrap();
+    case.add_referral(&gp("2026-03-14T08:00", Urgency::Urgent))
+        .unwrap();
+    let with = |case: &mut CaseDoc, when: &str, staff: &[crate::PractitionerId]| {
+        let mut who = vec![Participant::Person, Participant::Member(ana)];
+        who.extend(staff.iter().map(|p| Participant::Practitioner(*p)));
+        case.add_meeting(NewMeeting {
+            at: at(when),
+            place: Place::Home,
+            attendees: who,
+        })
+        .unwrap();
+    };
+    with(&mut case, "2026-03-14T12:00", &[sam.practitioner, kit]);
+    case.set_timeline(TimelineField::Closure, at("2026-04-01T12:00"))
+        .unwrap();
+    case.end_care_team(&sams, Some(parse_date("d", "2026-04-01").unwrap()))
+        .unwrap();
+    case.end_care_team(&kits, Some(parse_date("d", "2026-04-01").unwrap()))
+        .unwrap();
+    let (lee, max) = (
+        crate::PractitionerId::random(),
+        crate::PractitionerId::random(),
+    );
+    for (p, name) in [(lee, "Lee"), (max, "Max")] {
+        case.add_care_team(
+            p,
+            name,
+            CareRole::Practitioner,
+            Some(parse_date("d", "2026-09-01").unwrap()),
+        )
+        .unwrap();
+    }
+    case.add_referral(&gp("2026-09-01T09:00", Urgency::Urgent))
+        .unwrap();
+    with(&mut case, "2026-09-01T15:00", &[lee, max]);
+    let f = case.figures();
+    assert_eq!(f.episodes.len(), 2);
+    assert_eq!(f.episodes[0].share_with_original_pair, Some(1.0));
+    assert_eq!(
+        f.episodes[1].share_with_original_pair,
+        Some(1.0),
+        "Lee and Max"
+    );
+    assert_eq!(
+        f.share_with_original_pair,
+        Some(0.5),
+        "the case's own: Sam and Kit"
+    );
 }

@@ -43,8 +43,8 @@ pub const WORK_READ: &str = "needs attention list";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkKind {
-    /// The first network meeting of an open episode is due today or past due, and none has
-    /// been held (schema 4: by the referral's urgency).
+    /// The first network meeting of an open episode is awaited: none has been held yet (schema
+    /// 4: due by the referral's urgency).
     FirstMeeting,
     /// An action not done whose due date was before today.
     Overdue,
@@ -270,10 +270,11 @@ pub fn due_work(
     items
 }
 
-/// The first network meeting of the case's open episode, once it is due today (on the UK
-/// calendar) or past due and none has been held: one item, saying the time left or how long past
-/// due. Mine when I am in the case's current care team, or when nobody is (a new referral often
-/// has no care team yet: everyone sees it).
+/// The first network meeting of the case's open episode, from the moment its referral is
+/// recorded until a network meeting is held (the practice aims to meet within 24 hours, so it
+/// needs attention at once; for a case with no referral recorded, from the UK day it is due):
+/// one item, due at the time the urgency sets, saying the time left or how long past due. Mine when I am in the case's current care team, or when nobody is (a new
+/// referral often has no care team yet: everyone sees it).
 pub fn first_meeting_due(
     view: &CaseView,
     me: Option<PractitionerId>,
@@ -284,7 +285,16 @@ pub fn first_meeting_due(
     let due = episode.awaiting_first_meeting()?;
     let today = zone.date(now);
     let due_day = zone.date(due);
-    if due_day > today {
+    // A recorded referral starts the clock at once; a case whose referral is only the timeline's
+    // milestone (from before referrals were recorded, or opened without one) is listed from the
+    // UK day its first meeting is due, as before.
+    let received = super::read::instant(&Some(episode.received_at.clone()));
+    let listed = if episode.referral.is_some() {
+        received.is_some_and(|r| r <= now)
+    } else {
+        due_day <= today
+    };
+    if !listed {
         return None;
     }
     let (left, _) = super::referrals::time_left(due, now);
@@ -300,7 +310,7 @@ pub fn first_meeting_due(
         format!("Hold the first network meeting ({urgency}): {left}"),
     );
     item.at = Some(episode.first_meeting_due.clone());
-    item.days_overdue = (today - due_day).whole_days();
+    item.days_overdue = (today - due_day).whole_days().max(0);
     item.mine = me.is_some_and(|me| team.is_empty() || team.contains(&me));
     Some(item)
 }

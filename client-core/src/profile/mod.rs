@@ -181,6 +181,9 @@ pub struct CaseSummary {
     /// The urgency of that episode's referral, as a person reads it ("Urgent (24 hours)").
     #[serde(default)]
     pub urgency: Option<String>,
+    /// The first network meeting of the case's latest episode, once held (RFC 3339).
+    #[serde(default)]
+    pub first_meeting: Option<String>,
 }
 
 /// The outcome of the last sync attempt.
@@ -504,6 +507,7 @@ impl Profile {
         ids.extend(view.crisis_plan.items.iter().map(|i| i.meta.id.to_string()));
         ids.extend(view.team_notes.iter().map(|n| n.meta.id.to_string()));
         ids.extend(view.attachments.iter().map(|a| a.meta.id.to_string()));
+        ids.extend(view.referrals.iter().map(|r| r.meta.id.to_string()));
         let unknown = || ProfileError::UnknownEntry {
             id: given.to_string(),
             case: case.to_string(),
@@ -851,6 +855,7 @@ impl Profile {
                         next_meeting: None,
                         first_meeting_due: None,
                         urgency: None,
+                        first_meeting: None,
                     });
                     continue;
                 }
@@ -892,6 +897,7 @@ impl Profile {
                 next_meeting: next,
                 first_meeting_due: awaited.map(|e| e.first_meeting_due.clone()),
                 urgency: awaited.and_then(|e| e.urgency.as_ref()).map(|u| u.label()),
+                first_meeting: v.episodes.last().and_then(|e| e.first_meeting.clone()),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.case_id.cmp(&b.case_id)));

@@ -17,6 +17,8 @@ impl Profile {
         referral: NewReferral,
         letter: Option<AttachFile<'_>>,
     ) -> Result<EntryId, ProfileError> {
+        // Checked before the letter's bytes are kept: a refused referral leaves no file behind.
+        CaseDoc::check_referral(&referral)?;
         let letter = match letter {
             Some(file) => Some(self.keep_bytes(case, &as_letter(file))?),
             None => None,
@@ -33,6 +35,7 @@ impl Profile {
         referral: NewReferral,
         letter: Option<AttachFile<'_>>,
     ) -> Result<(CaseId, EntryId), ProfileError> {
+        CaseDoc::check_referral(&referral)?;
         let new = NewCase {
             referral: Some(referral.received_at),
             ..new
@@ -43,6 +46,24 @@ impl Profile {
                 None => None,
             };
             Ok(add(doc, referral, letter.as_ref())?)
+        })
+    }
+}
+
+impl Profile {
+    /// Attach the letter of a referral recorded without one, and name it as its letter: both on
+    /// disk when this returns, or neither in the record. Returns the attachment's id.
+    pub fn add_referral_letter(
+        &mut self,
+        case: CaseId,
+        referral: EntryId,
+        letter: AttachFile<'_>,
+    ) -> Result<EntryId, ProfileError> {
+        let described = self.keep_bytes(case, &as_letter(letter))?;
+        self.edit(case, |doc| {
+            let id = doc.add_attachment(&described)?;
+            doc.set_referral_letter(&referral, &id)?;
+            Ok(id)
         })
     }
 }
@@ -64,7 +85,7 @@ fn add(
     letter: Option<&crate::model::NewAttachment>,
 ) -> Result<EntryId, crate::model::ModelError> {
     // The referral's own checks first, so a refused referral leaves no letter described.
-    doc.check_referral(&referral)?;
+    CaseDoc::check_referral(&referral)?;
     if let Some(l) = letter {
         referral.letter = Some(doc.add_attachment(l)?);
     }

@@ -41,9 +41,16 @@ pub fn router(app: Arc<App>) -> Router {
                 crate::auth::MAX_UPLOAD_BODY,
             )),
         )
+        .route("/case/{id}/referrals/new", get(referrals::new_form))
         .route(
             "/case/{id}/referrals",
             post(referrals::create).layer(axum::extract::DefaultBodyLimit::max(
+                crate::auth::MAX_UPLOAD_BODY,
+            )),
+        )
+        .route(
+            "/case/{id}/referral/{rid}/letter",
+            post(referrals::letter).layer(axum::extract::DefaultBodyLimit::max(
                 crate::auth::MAX_UPLOAD_BODY,
             )),
         )

@@ -2335,6 +2335,28 @@ async fn a_case_opens_with_its_referral_and_a_re_referral_opens_a_second_episode
         &[("milestone", "closure"), ("at", "2026-05-01T12:00")],
     )
     .await;
+    let form = h.get(&format!("/case/{case}/referrals/new")).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains(r#"enctype="multipart/form-data""#));
+    // A date without its time: said beside the field, what was typed kept, nothing written.
+    let r = h
+        .post(
+            &format!("/case/{case}/referrals"),
+            &[
+                ("received_at", "2026-09-02"),
+                ("source", "self"),
+                ("reason", "The voices are back"),
+                ("urgency", "urgent"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains(r##"href="#received_at""##));
+    assert!(r.body.contains("Enter the time the referral came in"));
+    assert!(
+        r.body.contains("The voices are back"),
+        "what was typed is kept"
+    );
     let r = h
         .post(
             &format!("/case/{case}/referrals"),
@@ -2358,4 +2380,35 @@ async fn a_case_opens_with_its_referral_and_a_re_referral_opens_a_second_episode
     let view = h.app.profile().await.lookup(case.parse().unwrap()).unwrap();
     assert_eq!(view.episodes.len(), 2);
     assert!(view.episodes[0].closed_at.is_some());
+
+    // The self-referral came without a letter: one is attached to it later, from its own form.
+    let second = view.referrals[1].meta.id;
+    assert!(page
+        .body
+        .contains(&format!("/case/{case}/referral/{second}/letter")));
+    let r = send(
+        vec![
+            ("_csrf".into(), None, h.csrf.as_bytes().to_vec()),
+            ("_once".into(), None, "c".repeat(64).into_bytes()),
+            (
+                "letter".into(),
+                Some("self-referral.pdf".into()),
+                b"%PDF-1.4 later".to_vec(),
+            ),
+        ],
+        format!("/case/{case}/referral/{second}/letter"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let view = h.app.profile().await.lookup(case.parse().unwrap()).unwrap();
+    let named = view.referrals[1].letter.expect("the letter is named");
+    assert!(view.attachments.iter().any(|a| a.meta.id == named));
+
+    // A referral is marked entered in error from its own page, like every entry.
+    assert!(page
+        .body
+        .contains(&format!("/case/{case}/entry/{second}/error")));
+    let mark = h.get(&format!("/case/{case}/entry/{second}/error")).await;
+    assert_eq!(mark.status, StatusCode::OK, "{}", mark.body);
+    assert!(mark.body.contains("the referral of"));
 }

@@ -1491,11 +1491,42 @@ fn a_referral_opens_a_case_with_its_letter_and_a_re_referral_opens_a_second_epis
         "urgent",
     ]);
     assert!(!again.is_empty());
+    // A date without its time is refused (it would read as midnight).
+    let no_time = alex.fails(
+        1,
+        &[
+            "referral",
+            "add",
+            &case,
+            "--received",
+            "2026-09-03",
+            "--source",
+            "self",
+            "--reason",
+            "Again",
+            "--urgency",
+            "urgent",
+        ],
+    );
+    assert!(no_time.contains("has no time"), "{no_time}");
+    // The self-referral's letter came later: attached to it and named as its letter.
+    let later = dir.path().join("self-referral.pdf");
+    std::fs::write(&later, b"%PDF-1.4 written by Jo").unwrap();
+    alex.ok(&["referral", "letter", &case, &again, later.to_str().unwrap()]);
+    let refused = alex.fails(
+        1,
+        &["referral", "letter", &case, &again, later.to_str().unwrap()],
+    );
+    assert!(refused.contains("already names its letter"), "{refused}");
     let refs: Value = alex.json(&["referral", "list", &case]);
     assert_eq!(count(&refs["referrals"]), 2);
     assert_eq!(count(&refs["episodes"]), 2);
     assert_eq!(refs["episodes"][0]["meetings"], 1);
     assert_eq!(refs["episodes"][1]["urgency"], "urgent");
+    assert!(
+        refs["referrals"][1]["letter"].is_string(),
+        "the later letter is named"
+    );
     let figures: Value = alex.json(&["case", "figures", &case]);
     assert_eq!(figures["episodes"][0]["first_meeting_in_time"], false);
     assert_eq!(

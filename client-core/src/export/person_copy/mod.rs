@@ -223,9 +223,10 @@ fn about(l: &mut Layout, v: &CaseView) {
     );
     let tl = &v.timeline;
     let when = |s: &Option<String>| s.as_deref().map(plain::datetime);
-    // With referrals recorded, each has its own dates under "Your referrals" (a re-referral
-    // reopens care, so one "ended" date would mislead).
-    let recorded = v.referrals.iter().any(|r| !r.meta.withheld());
+    // With referrals recorded, each episode has its own dates under "Your referrals" (a
+    // re-referral reopens care, so one "ended" date would mislead). A case whose first episode is
+    // from before referrals were recorded keeps these lines: they are that episode's.
+    let recorded = v.episodes.first().is_some_and(|e| e.referral.is_some());
     if !recorded {
         l.field("Referred to the team", when(&tl.referral).as_deref(), false);
     }
@@ -257,6 +258,17 @@ fn referrals(l: &mut Layout, v: &CaseView) {
          A new referral starts a new episode of care; your network and your record carry on.",
         false,
     );
+    if let Some(first) = v.episodes.first().filter(|e| e.referral.is_none()) {
+        l.push(
+            Style::Subheading,
+            format!(
+                "Episode 1: referred {}",
+                plain::datetime(&first.received_at)
+            ),
+            false,
+        );
+        episode_lines(l, first, false);
+    }
     for r in &v.referrals {
         if l.withheld(&r.meta, "referral") {
             continue;
@@ -297,25 +309,29 @@ fn referrals(l: &mut Layout, v: &CaseView) {
             );
         }
         if let Some(e) = episode {
-            let first = match (&e.first_meeting, e.open()) {
-                (Some(m), _) => plain::datetime(m),
-                (None, true) => {
-                    format!("not yet: due by {}", plain::datetime(&e.first_meeting_due))
-                }
-                (None, false) => "none was held".to_string(),
-            };
-            l.labelled(Style::Body, "First network meeting:", first, struck);
-            if let Some(c) = &e.closed_at {
-                l.labelled(
-                    Style::Body,
-                    "Care with the team ended:",
-                    plain::datetime(c),
-                    struck,
-                );
-            }
+            episode_lines(l, e, struck);
         }
         l.written(&r.meta, struck);
         l.error(&r.meta.entered_in_error, "referral");
+    }
+}
+
+/// An episode's first network meeting (or when it is due) and when care ended.
+fn episode_lines(l: &mut Layout, e: &crate::model::Episode, struck: bool) {
+    let first = match (&e.first_meeting, e.open(), &e.ended_by_referral_at) {
+        (Some(m), _, _) => plain::datetime(m),
+        (None, true, _) => format!("not yet: due by {}", plain::datetime(&e.first_meeting_due)),
+        (None, false, Some(_)) => "none was held before the next referral".to_string(),
+        (None, false, None) => "none was held".to_string(),
+    };
+    l.labelled(Style::Body, "First network meeting:", first, struck);
+    if let Some(c) = &e.closed_at {
+        l.labelled(
+            Style::Body,
+            "Care with the team ended:",
+            plain::datetime(c),
+            struck,
+        );
     }
 }
 

@@ -128,7 +128,7 @@ async fn new_page(
 pub async fn create(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
-    posted: super::referrals::Posted,
+    posted: super::Posted,
 ) -> PageResult {
     let form = &posted.form;
     let mut errors = Vec::new();

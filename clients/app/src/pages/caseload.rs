@@ -111,20 +111,23 @@ pub fn render_caseload(
 }
 
 /// The first network meeting of the case's open episode while none is held: the time left, or
-/// flagged past due; the urgency beside it. "Held" once a meeting is; "Not due" for an episode
-/// closed with none.
+/// flagged past due; the urgency beside it. Once held, when; for an episode closed with none,
+/// that.
 fn first_meeting(c: &CaseSummary, zone: &polyphony_core::model::LocalZone) -> String {
     let Some(due) = c.first_meeting_due.as_deref().and_then(|d| {
         time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).ok()
     }) else {
-        return "Held".into();
+        return match &c.first_meeting {
+            Some(t) => format!("Held {}", esc(dates::long_stored(t, zone))),
+            None => "None held: the episode is closed".into(),
+        };
     };
     let (left, past) =
         polyphony_core::model::referrals::time_left(due, time::OffsetDateTime::now_utc());
     let urgency = c
         .urgency
         .as_deref()
-        .map(|u| format!(" ({})", esc(u.to_lowercase())))
+        .map(|u| format!(", {}", esc(u.to_lowercase())))
         .unwrap_or_default();
     let by = esc(dates::long_stored(
         c.first_meeting_due.as_deref().unwrap_or_default(),

@@ -227,7 +227,7 @@ pub async fn attach(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
     Path(id): Path<String>,
-    posted: super::referrals::Posted,
+    posted: super::Posted,
 ) -> PageResult {
     let case = case_id(&id)?;
     let back = format!("/case/{case}#attachments");

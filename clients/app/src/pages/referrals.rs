@@ -1,20 +1,23 @@
 //! Referrals and episodes on the case page: each referral (when it came in, from where and whom,
 //! the reason in the referrer's words, its urgency and letter), each episode with its first
-//! meeting's due time (the time left, or flagged past due), and the form to record a referral
-//! (a re-referral opens a new episode). The same fields open a case with its referral
-//! ([`super::case`]'s new-case form). Both forms carry the letter, so they are sent as
-//! `multipart/form-data`.
+//! meeting's due time (the time left, or flagged past due); the page to record a referral (a
+//! re-referral opens a new episode), and the form to attach the letter of a referral recorded
+//! without one. The same fields open a case with its referral ([`super::case`]'s new-case
+//! form). The forms carry the letter, so they are sent as `multipart/form-data`.
 
 use std::fmt::Write as _;
 
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Path, State};
+use axum::response::Response;
 use axum::Extension;
 use polyphony_core::model::referrals::time_left;
 use polyphony_core::model::view::CaseView;
 use polyphony_core::model::{NewReferral, ReferralSource, Urgency, MAX_ATTACHMENT_BYTES};
-use polyphony_core::profile::AttachFile;
 
-use super::{by_line, case_id, done, in_error_note, removed_note, AppState, FormData, PageResult};
+use super::{
+    by_line, case_id, done, entry_id, in_error_note, removed_note, AppState, FormData, PageResult,
+    Posted,
+};
 use crate::auth::SessionCtx;
 use crate::dates;
 use crate::html::{esc, esc_multiline, tag, Choices, DateInput, FieldError, Input, TextArea};
@@ -29,20 +32,14 @@ pub fn section(app: &App, v: &CaseView, csrf: &str) -> String {
     } else {
         s.push_str(r#"<ul class="nhsuk-list app-entries">"#);
         for r in &v.referrals {
-            s.push_str(&referral_item(app, v, r));
+            s.push_str(&referral_item(app, v, r, csrf));
         }
         s.push_str("</ul>");
     }
     let _ = write!(
         s,
-        r#"<details class="nhsuk-details" id="record-referral"><summary class="nhsuk-details__summary"><span class="nhsuk-details__summary-text">Record a referral (a re-referral opens a new episode)</span></summary><div class="nhsuk-details__text">{}</div></details>"#,
-        form(
-            &format!("/case/{}/referrals", esc(&v.case_id)),
-            csrf,
-            &FormData::default(),
-            &[],
-            "Record the referral"
-        )
+        r#"<p><a class="nhsuk-button nhsuk-button--secondary" href="/case/{}/referrals/new" role="button" draggable="false" id="record-referral">Record a referral</a></p>"#,
+        esc(&v.case_id)
     );
     s
 }
@@ -73,10 +70,15 @@ fn episodes(app: &App, v: &CaseView) -> String {
                 )
             }
         } else if let Some(first) = &e.first_meeting {
-            let in_time = if e.met_in_time() == Some(true) {
-                "within the time its urgency asked"
+            let by = if e.urgency.is_some() {
+                "its urgency asked"
             } else {
-                "later than its urgency asked"
+                "the team's aim of 24 hours"
+            };
+            let in_time = if e.met_in_time() == Some(true) {
+                format!("within the time {by}")
+            } else {
+                format!("later than {by}")
             };
             format!(
                 "First network meeting {}, {in_time}; {} meeting{} held",
@@ -84,6 +86,8 @@ fn episodes(app: &App, v: &CaseView) -> String {
                 e.meetings,
                 if e.meetings == 1 { "" } else { "s" }
             )
+        } else if e.ended_by_referral_at.is_some() && e.closed_at.is_none() {
+            "No network meeting was held before the next referral".to_string()
         } else {
             "Closed with no network meeting held".to_string()
         };
@@ -108,7 +112,12 @@ fn episodes(app: &App, v: &CaseView) -> String {
     s
 }
 
-fn referral_item(app: &App, v: &CaseView, r: &polyphony_core::model::ReferralView) -> String {
+fn referral_item(
+    app: &App,
+    v: &CaseView,
+    r: &polyphony_core::model::ReferralView,
+    csrf: &str,
+) -> String {
     if r.meta.withheld() {
         return match &r.meta.entered_in_error {
             Some(mark) => format!("<li>{}</li>", removed_note(app, "A referral", mark)),
@@ -122,6 +131,7 @@ fn referral_item(app: &App, v: &CaseView, r: &polyphony_core::model::ReferralVie
     let letter = r
         .letter
         .and_then(|l| v.attachments.iter().find(|a| a.meta.id == l))
+        .filter(|a| !a.meta.withheld())
         .map(|a| {
             format!(
                 r#"<p>Letter: <a href="/case/{}/attachment/{}">{}</a> ({})</p>"#,
@@ -134,7 +144,19 @@ fn referral_item(app: &App, v: &CaseView, r: &polyphony_core::model::ReferralVie
         .unwrap_or_default();
     let (class, note) = match &r.meta.entered_in_error {
         Some(mark) => (" app-in-error", in_error_note(app, mark)),
-        None => ("", String::new()),
+        None => (
+            "",
+            format!(
+                r#"<p><a href="/case/{}/entry/{}/error" class="nhsuk-body-s">Mark this referral as entered in error</a></p>{}"#,
+                esc(&v.case_id),
+                r.meta.id,
+                if r.letter.is_none() {
+                    letter_form(v, r.meta.id, csrf)
+                } else {
+                    String::new()
+                }
+            ),
+        ),
     };
     format!(
         r#"<li class="app-entry{class}" id="referral-{id}"><p><strong>{when}</strong>, {urgency}, from {from}</p><blockquote class="app-quote">{reason}</blockquote>{letter}<p class="nhsuk-body-s">Recorded by {by}</p>{note}</li>"#,
@@ -224,15 +246,59 @@ pub fn fields(form: &FormData, errors: &[FieldError]) -> String {
     s
 }
 
-/// The form to record a referral on a case (multipart: it may carry the letter).
-fn form(action: &str, csrf: &str, form: &FormData, errors: &[FieldError], button: &str) -> String {
-    format!(
-        r#"<form method="post" action="{action}" enctype="multipart/form-data" novalidate autocomplete="off">{csrf}<input type="hidden" name="_once" value="{once}">{fields}{button}</form>"#,
-        csrf = crate::html::csrf_field(csrf),
-        once = crate::auth::random_token(),
-        fields = fields(form, errors),
-        button = crate::html::secondary_button(button),
+/// The form to attach the letter of a referral recorded without one (a letter that followed a
+/// telephone referral).
+fn letter_form(v: &CaseView, referral: polyphony_core::EntryId, csrf: &str) -> String {
+    let id = format!("letter-{referral}");
+    crate::html::post_file_form(
+        &format!("/case/{}/referral/{referral}/letter", v.case_id),
+        csrf,
+        &format!(
+            r#"<div class="nhsuk-form-group"><label class="nhsuk-label" for="{id}">Attach its letter (a PDF, a photo or scan, or an office document, at most {max} MB)</label><input class="nhsuk-file-upload" id="{id}" name="letter" type="file"></div>{button}"#,
+            max = MAX_ATTACHMENT_BYTES >> 20,
+            button = crate::html::secondary_button("Attach the letter"),
+        ),
     )
+}
+
+/// `GET /case/:id/referrals/new`: the page to record a referral.
+pub async fn new_form(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path(id): Path<String>,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let v = app.profile().await.lookup(case)?;
+    Ok(new_page(&app, &session, &v, &FormData::default(), &[]).await)
+}
+
+async fn new_page(
+    app: &App,
+    session: &SessionCtx,
+    v: &CaseView,
+    form: &FormData,
+    errors: &[FieldError],
+) -> Response {
+    let heading = format!(
+        r#"<span class="nhsuk-caption-l">{}</span><h1>Record a referral</h1><p>A referral of someone the team has met before opens a new episode of care: their network and their record carry on, and the figures count each episode on its own.</p>"#,
+        esc(&v.person.name)
+    );
+    let inner = format!(
+        "{}{}",
+        fields(form, errors),
+        crate::html::button("Record the referral")
+    );
+    super::case_file_form_page(
+        app,
+        session,
+        &v.case_id,
+        "Record a referral",
+        &heading,
+        "referrals",
+        &inner,
+        errors,
+    )
+    .await
 }
 
 /// The referral the form describes, or what is missing, by field. Model checks (a referrer,
@@ -244,6 +310,15 @@ pub fn read(form: &FormData, app: &App) -> Result<NewReferral, Vec<FieldError>> 
             errors.push(FieldError::new(
                 "received_at",
                 "Enter when the referral came in",
+            ));
+            None
+        }
+        // A date alone would read as midnight: an emergency referral made at 15:00 would be
+        // past due at once.
+        Some(t) if !t.contains('T') => {
+            errors.push(FieldError::new(
+                "received_at",
+                "Enter the time the referral came in, as well as the date",
             ));
             None
         }
@@ -302,92 +377,8 @@ pub fn field_of(e: &polyphony_core::profile::ProfileError) -> &'static str {
     }
 }
 
-/// A posted form's text fields (folded as every form's are, see [`FormData`]) and the files it
-/// carried, whether it came as `multipart/form-data` (a form that can carry a file) or urlencoded
-/// (the same form sent by a script, or without a file).
-pub struct Posted {
-    /// The text fields.
-    pub form: FormData,
-    /// Each file chosen: its field's name, the file's name and its bytes.
-    pub files: Vec<(String, String, Vec<u8>)>,
-}
-
-impl<S: Send + Sync> axum::extract::FromRequest<S> for Posted {
-    type Rejection = axum::response::Response;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        use axum::response::IntoResponse;
-        let multipart = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("multipart/form-data"));
-        if !multipart {
-            let axum::Form(fields) = axum::Form::<Vec<(String, String)>>::from_request(req, state)
-                .await
-                .map_err(IntoResponse::into_response)?;
-            return Ok(Posted {
-                form: FormData::from(fields),
-                files: Vec::new(),
-            });
-        }
-        let mut multipart = Multipart::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let bad = |e: String| (axum::http::StatusCode::BAD_REQUEST, e).into_response();
-        let mut fields = Vec::new();
-        let mut files = Vec::new();
-        loop {
-            let field = match multipart.next_field().await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(bad(format!("The form could not be read: {e}"))),
-            };
-            let name = field.name().unwrap_or_default().to_string();
-            match field.file_name().map(str::to_string) {
-                // A file input left empty posts a part with an empty file name: no file.
-                Some(file_name) => {
-                    let bytes = field
-                        .bytes()
-                        .await
-                        .map_err(|e| bad(format!("The file could not be read: {e}")))?;
-                    if !file_name.is_empty() {
-                        files.push((name, file_name, bytes.to_vec()));
-                    }
-                }
-                None => fields.push((name, field.text().await.unwrap_or_default())),
-            }
-        }
-        Ok(Posted {
-            form: FormData::from(fields),
-            files,
-        })
-    }
-}
-
-impl Posted {
-    /// The file posted in field `name`: its name and bytes.
-    pub fn file(&self, name: &str) -> Option<(&str, &[u8])> {
-        self.files
-            .iter()
-            .find(|(field, _, _)| field == name)
-            .map(|(_, file, bytes)| (file.as_str(), bytes.as_slice()))
-    }
-
-    /// The `letter` field's file, as a referral letter to attach.
-    pub fn letter(&self) -> Option<AttachFile<'_>> {
-        self.file("letter").map(|(file_name, content)| AttachFile {
-            kind: polyphony_core::model::AttachmentKind::ReferralLetter,
-            title: "",
-            file_name,
-            content,
-            meeting: None,
-        })
-    }
-}
-
-/// `POST /case/:id/referrals`: record a referral (and its letter). What is missing is said, and
-/// nothing is written.
+/// `POST /case/:id/referrals`: record a referral (and its letter). What is missing or wrong is
+/// said beside its field, with what was typed kept, and nothing is written.
 pub async fn create(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
@@ -395,26 +386,52 @@ pub async fn create(
     posted: Posted,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let back = format!("/case/{case}#referrals");
-    let referral = match read(&posted.form, &app) {
-        Ok(r) => r,
-        Err(errors) => {
-            let said: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
-            return Ok(done(
-                &app,
-                &session,
-                &format!("The referral was not recorded: {}", said.join("; ")),
-                &back,
-            ));
+    let errors = match read(&posted.form, &app) {
+        Ok(referral) => {
+            let result = app.profile().await.refer(case, referral, posted.letter());
+            match result {
+                Ok(_) => {
+                    app.local_change(case);
+                    return Ok(done(
+                        &app,
+                        &session,
+                        "Referral recorded",
+                        &format!("/case/{case}#referrals"),
+                    ));
+                }
+                Err(e) => vec![super::field_error(field_of(&e), &e)],
+            }
         }
+        Err(errors) => errors,
     };
-    let result = app.profile().await.refer(case, referral, posted.letter());
-    let message = match result {
+    let v = app.profile().await.lookup(case)?;
+    Ok(new_page(&app, &session, &v, &posted.form, &errors).await)
+}
+
+/// `POST /case/:id/referral/:rid/letter`: attach the letter of a referral recorded without one.
+pub async fn letter(
+    State(app): State<AppState>,
+    Extension(session): Extension<SessionCtx>,
+    Path((id, rid)): Path<(String, String)>,
+    posted: Posted,
+) -> PageResult {
+    let case = case_id(&id)?;
+    let referral = entry_id(&rid)?;
+    let back = format!("/case/{case}#referral-{referral}");
+    let Some(file) = posted.letter() else {
+        return Ok(done(&app, &session, "Choose the letter to attach", &back));
+    };
+    let message = match app
+        .profile()
+        .await
+        .add_referral_letter(case, referral, file)
+    {
         Ok(_) => {
             app.local_change(case);
-            "Referral recorded".to_string()
+            "The referral's letter was attached: it is sent to the borough server at the next sync"
+                .to_string()
         }
-        Err(e) => format!("The referral was not recorded: {e}"),
+        Err(e) => format!("The letter was not attached: {e}"),
     };
     Ok(done(&app, &session, &message, &back))
 }

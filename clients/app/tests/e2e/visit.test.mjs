@@ -569,12 +569,13 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     assert.equal(body.text, letter.toString());
   });
 
-  // Issue 17, part 2: Alex is referred again (she has been met before, so it opens a second
-  // episode), with the letter; the case page and the caseload show the first meeting due.
-  await t.test('a re-referral with its letter opens a new episode and the caseload shows the time left', async () => {
+  // Issue 17, part 2: a new case opened with its referral and letter from the new-case form; the
+  // case page and the caseload show the time left to the first meeting; the page to record a
+  // re-referral is checked too.
+  await t.test('a case opened with its referral and letter shows the time left to the first meeting', async () => {
     const p = A.page;
-    await p.goto(`${robin.base}/case/${caseId}`);
-    await p.locator('#record-referral summary').click();
+    await p.goto(`${robin.base}/cases/new`);
+    await p.fill('#name', 'Sam Taylor');
     // An hour ago, on the UK clock.
     const uk = Object.fromEntries(new Intl.DateTimeFormat('en-GB', {
       timeZone: 'Europe/London', year: 'numeric', month: 'numeric', day: 'numeric',
@@ -586,20 +587,25 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     await p.fill('#received_at-time', `${uk.hour}:${uk.minute}`);
     await p.check('input[name=source][value=gp]');
     await p.fill('#referrer', 'Dr Shah, Elm Street Surgery');
-    await p.fill('#reason', 'Alex has stopped sleeping again and is frightened to be at home');
+    await p.fill('#reason', 'Sam has stopped sleeping and is frightened to be at home');
     await p.check('input[name=urgency][value=urgent]');
     await p.setInputFiles('#letter', { name: 'referral.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4 a referral (test bytes)') });
-    await clickAndLoad(p, p.getByRole('button', { name: 'Record the referral' }));
-    await p.getByText('Referral recorded').waitFor();
-    const section = await p.locator('main').textContent();
-    assert.match(section, /frightened to be at home/);
-    assert.match(section, /Episode 2/);
-    assert.match(section, /First network meeting due by .*: \d+ hours? (\d+ minutes? )?left/);
-    await check(p, '34-case-with-a-referral');
+    await check(p, '34-new-case-with-referral');
+    await p.getByRole('button', { name: 'Open case' }).click();
+    await p.waitForURL(/\/case\/[0-9a-f-]{36}$/);
+    const sam = p.url().split('/case/')[1];
+    const text = await p.locator('main').textContent();
+    assert.match(text, /frightened to be at home/);
+    assert.match(text, /GP: Dr Shah, Elm Street Surgery/);
+    assert.match(text, /First network meeting due by .*: \d+ hours? (\d+ minutes? )?left/);
+    assert.match(text, /Letter: referral\.pdf/);
+    await check(p, '35-case-with-a-referral');
+    await clickAndLoad(p, p.getByRole('button', { name: 'Record a referral' }));
+    await check(p, '36-record-a-referral');
     await p.goto(`${robin.base}/`);
-    const cell = await p.locator(`tr[data-case="${caseId}"] td[data-first-meeting]`).textContent();
-    assert.match(cell, /left \(urgent \(24 hours\)\)/);
-    await check(p, '35-caseload-first-meeting-due');
+    const cell = await p.locator(`tr[data-case="${sam}"] td[data-first-meeting]`).textContent();
+    assert.match(cell, /left, urgent \(24 hours\)/);
+    await check(p, '37-caseload-first-meeting-due');
   });
 
   await t.test('no page has a serious or critical accessibility violation', () => {

@@ -40,7 +40,8 @@ pub(crate) struct NewArgs {
     /// Date of birth, YYYY-MM-DD.
     #[arg(long, value_name = "YYYY-MM-DD")]
     dob: Option<String>,
-    /// When the referral came in, YYYY-MM-DDTHH:MM, UK time (default: now).
+    /// When the referral came in, YYYY-MM-DDTHH:MM, UK time (default: now; required, with its
+    /// time, when the referral is given with --source).
     #[arg(long, value_name = "WHEN")]
     referral: Option<String>,
     /// The team that owns the case, if you are in several (name or id).
@@ -48,7 +49,7 @@ pub(crate) struct NewArgs {
     team: Option<String>,
     /// Where the referral came from: self, family, gp, emergency_department (A&E) or
     /// other_team. With --reason and --urgency, records the referral with the case.
-    #[arg(long, requires_all = ["reason", "urgency"])]
+    #[arg(long, requires_all = ["reason", "urgency", "referral"])]
     source: Option<ReferralSource>,
     /// Who referred: their name and role or service (not needed for a self-referral).
     #[arg(long, requires = "source")]
@@ -118,7 +119,7 @@ impl CaseCommand {
                 };
                 let letter = a.letter.as_deref().map(Letter::read).transpose()?;
                 let referral = NewReferral {
-                    received_at: referral.unwrap_or_else(time::OffsetDateTime::now_utc),
+                    received_at: super::referral::received_at(a.referral.as_deref().unwrap_or(""))?,
                     source,
                     referrer: a.referrer,
                     reason,

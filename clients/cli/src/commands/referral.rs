@@ -29,6 +29,16 @@ pub(crate) enum ReferralCommand {
         #[command(flatten)]
         referral: ReferralArgs,
     },
+    /// Attach the letter of a referral recorded without one (a letter that followed a telephone
+    /// referral); prints the attachment's id.
+    Letter {
+        /// Case id (a unique prefix is enough).
+        case: String,
+        /// The referral's id (a unique prefix is enough).
+        referral: String,
+        /// The letter (PDF, image or office document; at most 20 MB).
+        file: PathBuf,
+    },
     /// The case's referrals and the episodes they opened, with the first meeting's due time.
     List {
         /// Case id (a unique prefix is enough).
@@ -119,7 +129,7 @@ impl ReferralArgs {
         };
         let letter = self.letter.as_deref().map(Letter::read).transpose()?;
         let referral = NewReferral {
-            received_at: datetime("referral time", &self.received)?,
+            received_at: received_at(&self.received)?,
             source: self.source,
             referrer: self.referrer,
             reason: self.reason,
@@ -128,6 +138,17 @@ impl ReferralArgs {
         };
         Ok((referral, letter))
     }
+}
+
+/// When a referral came in: a date and a time (a date alone would read as midnight, and an
+/// emergency referral made at 15:00 would be past due at once).
+pub(crate) fn received_at(given: &str) -> Result<polyphony_core::model::Instant, Failure> {
+    if !given.contains(':') {
+        return Err(Failure::user(format!(
+            "'{given}' has no time: give when the referral came in as YYYY-MM-DDTHH:MM (UK time)"
+        )));
+    }
+    datetime("referral time", given)
 }
 
 impl ReferralCommand {
@@ -141,6 +162,24 @@ impl ReferralCommand {
                 let id = profile.refer(case, referral, letter.as_ref().map(Letter::file))?;
                 let view = profile.lookup(case)?;
                 created(id, recorded(&view, id, urgency, letter.as_ref()));
+                Ok(())
+            }
+            ReferralCommand::Letter {
+                case,
+                referral,
+                file,
+            } => {
+                let case = find_case(profile, &case)?;
+                let referral = find_entry(profile, case, &referral)?;
+                let letter = Letter::read(&file)?;
+                let id = profile.add_referral_letter(case, referral, letter.file())?;
+                created(
+                    id,
+                    format!(
+                        "referral letter attached ({}): on this device only until the next `polyphony sync`",
+                        human_size(letter.content.len() as u64)
+                    ),
+                );
                 Ok(())
             }
             ReferralCommand::List { case, json } => {
@@ -256,6 +295,8 @@ pub(crate) fn print(page: &mut Page, view: &CaseView, indent: usize) {
                 output::when(first),
                 e.meetings
             )
+        } else if e.closed_at.is_none() && e.ended_by_referral_at.is_some() {
+            "no network meeting before the next referral".to_string()
         } else {
             "closed with no network meeting".to_string()
         };

@@ -47,20 +47,23 @@ fn caseload(page: &mut Page, cases: &[CaseSummary]) {
 }
 
 /// The time left to the first network meeting of the case's open episode, flagged when past due;
-/// "-" once it is held (or the episode closed).
+/// once held, when; "-" for an episode closed with none.
 fn first_meeting(c: &CaseSummary, now: polyphony_core::model::Instant) -> String {
     let Some(due) = c
         .first_meeting_due
         .as_deref()
         .and_then(|d| polyphony_core::model::Instant::parse(d, &Rfc3339).ok())
     else {
-        return "-".into();
+        return match &c.first_meeting {
+            Some(t) => format!("held {}", super::when(t)),
+            None => "-".into(),
+        };
     };
     let (left, past) = polyphony_core::model::referrals::time_left(due, now);
     let urgency = c
         .urgency
         .as_deref()
-        .map(|u| format!(" ({})", u.to_lowercase()))
+        .map(|u| format!(", {}", u.to_lowercase()))
         .unwrap_or_default();
     if past {
         format!("PAST DUE: {left}{urgency}")
