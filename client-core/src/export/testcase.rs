@@ -472,13 +472,7 @@ pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
         Some(visit),
     )
     .unwrap();
-    let ana = doc
-        .view()
-        .network
-        .iter()
-        .find(|m| m.name == "Ana Lopez" && !m.meta.withheld())
-        .map(|m| Participant::Member(m.meta.id))
-        .unwrap_or(Participant::Person);
+    let ana = ana(doc).unwrap_or(Participant::Person);
     doc.add_plan_item(
         PlanSection::EarlySigns,
         "Maria stops answering the phone",
@@ -547,13 +541,7 @@ pub(crate) fn schema4_additions(doc: &mut CaseDoc) {
         letter: None,
     })
     .unwrap();
-    let ana = doc
-        .view()
-        .network
-        .iter()
-        .find(|m| m.name == "Ana Lopez" && !m.meta.withheld())
-        .map(|m| Participant::Member(m.meta.id))
-        .unwrap();
+    let ana = ana(doc).expect("Ana is in the network");
     let me = doc.author().expect("an author").practitioner;
     doc.add_meeting(NewMeeting {
         at: at("2026-09-03T00:00"),
@@ -561,6 +549,15 @@ pub(crate) fn schema4_additions(doc: &mut CaseDoc) {
         attendees: vec![Participant::Person, ana, Participant::Practitioner(me)],
     })
     .unwrap();
+}
+
+/// Ana, María's sister, as a participant of the rich case.
+fn ana(doc: &CaseDoc) -> Option<Participant> {
+    doc.view()
+        .network
+        .iter()
+        .find(|m| m.name == "Ana Lopez" && !m.meta.withheld())
+        .map(|m| Participant::Member(m.meta.id))
 }
 
 /// The reason the GP gave for the first referral, in the GP's words.

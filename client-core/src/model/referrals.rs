@@ -254,15 +254,7 @@ impl CaseDoc {
                 d.put(&e, keys::LETTER, l.to_string())?;
             }
             if opens_case {
-                let tl = match map_at(d, &ROOT, keys::TIMELINE) {
-                    Some(tl) => tl,
-                    None => d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?,
-                };
-                d.put(
-                    &tl,
-                    TimelineField::Referral.as_str(),
-                    ScalarValue::Timestamp(to_ms(new.received_at)),
-                )?;
+                put_milestone(d, TimelineField::Referral, new.received_at)?;
             }
             Ok(id)
         })
@@ -339,15 +331,7 @@ impl CaseDoc {
                 }
             }
             if on_timeline {
-                let tl = match map_at(d, &ROOT, keys::TIMELINE) {
-                    Some(tl) => tl,
-                    None => d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?,
-                };
-                d.put(
-                    &tl,
-                    TimelineField::Closure.as_str(),
-                    ScalarValue::Timestamp(to_ms(at)),
-                )?;
+                put_milestone(d, TimelineField::Closure, at)?;
             }
             Ok(())
         })
@@ -397,6 +381,20 @@ impl CaseDoc {
         }
         Ok(e)
     }
+}
+
+/// Write a milestone on the timeline older versions read.
+fn put_milestone(
+    d: &mut automerge::AutoCommit,
+    field: TimelineField,
+    at: Instant,
+) -> Result<(), ModelError> {
+    let tl = match map_at(d, &ROOT, keys::TIMELINE) {
+        Some(tl) => tl,
+        None => d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?,
+    };
+    d.put(&tl, field.as_str(), ScalarValue::Timestamp(to_ms(at)))?;
+    Ok(())
 }
 
 /// Entry `id` in any of `maps`.
