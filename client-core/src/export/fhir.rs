@@ -17,6 +17,7 @@
 //! STU3, R4B and R5 only) and checked in the tests against HL7's R4 JSON schema. The mapping of
 //! every part of the record, including what has no FHIR home, is tabled in `docs/EXPORTS.md`.
 
+use crate::model::Urgency;
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,7 @@ pub fn bundle(view: &CaseView, accesses: &[Access]) -> Value {
     b.crisis_plan();
     b.team_notes();
     b.attachments();
+    b.referrals();
     b.accesses(accesses);
     let case = rid(&view.case_id);
     prune(json!({
@@ -146,7 +148,10 @@ pub fn ids(bundle: &Value) -> Result<BundleIds, FhirError> {
         });
         let Some(id) = record_id else { continue };
         match e.resource.resource_type.as_str() {
-            "EpisodeOfCare" => out.case = Some(id),
+            // The case's own EpisodeOfCare comes first; later episodes (re-referrals) follow.
+            "EpisodeOfCare" => {
+                out.case.get_or_insert(id);
+            }
             "RelatedPerson" => out.members.push(id),
             "Encounter" => out.meetings.push(id),
             "CarePlan" => out.decisions.push(id),
@@ -185,8 +190,14 @@ fn rid(id: impl std::fmt::Display) -> String {
     }
 }
 
+/// The record's id as a FHIR Identifier.
+fn identifier(id: impl std::fmt::Display) -> Value {
+    json!({ "system": URI_SYSTEM, "value": urn(&rid(id)) })
+}
+
+/// The record's id as a resource's `identifier` list.
 fn record_identifier(id: impl std::fmt::Display) -> Value {
-    json!([{ "system": URI_SYSTEM, "value": urn(&rid(id)) }])
+    json!([identifier(id)])
 }
 
 fn profile(name: &str) -> Value {
@@ -519,17 +530,30 @@ impl<'a> Builder<'a> {
             ));
         }
         let episode = self.episode.clone();
+        // The case's EpisodeOfCare is its first episode (a re-referral's are added with the
+        // referrals); a case from before episodes reads as one, from the timeline.
+        let first = v.episodes.first();
+        let (start, end) = match first {
+            Some(e) => (
+                Some(e.received_at.clone()),
+                e.closed_at.clone().or(e.ended_by_referral_at.clone()),
+            ),
+            None => (tl.referral.clone(), tl.closure.clone()),
+        };
         self.add(json!({
             "resourceType": "EpisodeOfCare",
             "id": episode,
             "meta": profile("EpisodeOfCare"),
             "text": narrative("additional", &lines),
             "identifier": record_identifier(&v.case_id),
-            "status": if tl.closure.is_some() { "finished" } else { "active" },
+            "status": if end.is_some() { "finished" } else { "active" },
             "type": [{ "text": "Open Dialogue" }],
             "patient": self.patient_ref(),
             "managingOrganization": reference(&self.team, "Open Dialogue team"),
-            "period": { "start": date_time(&tl.referral), "end": date_time(&tl.closure) },
+            "referralRequest": first
+                .and_then(|e| e.referral)
+                .map(|r| json!([reference(&rid(r), "Referral")])),
+            "period": { "start": date_time(&start), "end": date_time(&end) },
             "team": [reference(&self.care_team, "Care team")],
         }));
         let targets = vec![reference(&episode, "Episode of care"), self.patient_ref()];
@@ -777,7 +801,7 @@ impl<'a> Builder<'a> {
             "class": { "system": V3_ACT_CODE, "code": class.0, "display": class.1 },
             "type": [{ "text": "Open Dialogue network meeting" }],
             "subject": self.patient_ref(),
-            "episodeOfCare": [reference(&self.episode, "Episode of care")],
+            "episodeOfCare": [self.episode_of(m.at.as_deref())],
             "participant": participants,
             "period": { "start": date_time(&m.at) },
             "location": [{ "location": location }],
@@ -931,7 +955,7 @@ impl<'a> Builder<'a> {
                     "id": id,
                     "meta": profile("DocumentReference"),
                     "text": narrative("additional", &lines),
-                    "identifier": [record_identifier(a.meta.id)],
+                    "identifier": record_identifier(a.meta.id),
                     "status": "entered-in-error",
                     "subject": self.patient_ref(),
                     "content": [{ "attachment": { "title": "withheld" } }],
@@ -948,7 +972,8 @@ impl<'a> Builder<'a> {
                 .meeting
                 .filter(|m| v.meetings.iter().any(|x| x.meta.id == *m))
                 .map(|m| json!({ "encounter": [{ "reference": urn(&rid(m)) }] }));
-            let mut identifiers = vec![record_identifier(a.meta.id)];
+            // One list of identifiers: the record's id, then the address of the bytes.
+            let mut identifiers = vec![identifier(a.meta.id)];
             if let Some(h) = a.sha256 {
                 identifiers.push(
                     json!({ "system": "urn:ietf:rfc:3986", "value": format!("urn:sha256:{h}") }),
@@ -975,6 +1000,122 @@ impl<'a> Builder<'a> {
                     }
                 }],
                 "context": encounter,
+            }));
+        }
+    }
+
+    // ------------------------------------------------------------------------ referrals
+
+    /// The EpisodeOfCare of an episode: the first is the case's own; a later one's id is derived
+    /// from its referral's, so it stays the same from one export to the next whatever is
+    /// recorded before it.
+    fn episode_id(&self, e: &crate::model::Episode) -> String {
+        match e.referral {
+            Some(r) if e.number > 1 => derived(&rid(r), "EpisodeOfCare"),
+            _ => self.episode.clone(),
+        }
+    }
+
+    /// A reference to the EpisodeOfCare a meeting at `at` belongs to.
+    fn episode_of(&self, at: Option<&str>) -> Value {
+        let at = at.and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        });
+        let id = at
+            .and_then(|at| self.view.episodes.iter().find(|e| e.holds(at)))
+            .map_or_else(|| self.episode.clone(), |e| self.episode_id(e));
+        reference(&id, "Episode of care")
+    }
+
+    /// Each referral as a UK Core `ServiceRequest`: when it came in (`authoredOn`), who referred
+    /// (`requester`, by name), where from (the UK Core source-of-referral extension, as text),
+    /// the reason in the referrer's words (`reasonCode.text`), its urgency (`priority`: an
+    /// emergency is `stat`, urgent `urgent`, routine `routine`), the first meeting due
+    /// (`occurrencePeriod.end`) and the letter (`supportingInfo`, its DocumentReference). A
+    /// referral in error is `entered-in-error`; one on the wrong person's record holds only its
+    /// mark. Each episode after the first (a re-referral) is an EpisodeOfCare of its own, its
+    /// meetings' Encounters pointing to it.
+    fn referrals(&mut self) {
+        let v = self.view;
+        for r in &v.referrals {
+            let id = rid(r.meta.id);
+            let lines = vec![error_line(&r.meta, "referral")];
+            if r.meta.withheld() {
+                self.add(json!({
+                    "resourceType": "ServiceRequest",
+                    "id": id,
+                    "meta": profile("ServiceRequest"),
+                    "text": narrative("additional", &lines),
+                    "identifier": record_identifier(r.meta.id),
+                    "status": "entered-in-error",
+                    "intent": "order",
+                    "subject": self.patient_ref(),
+                }));
+                continue;
+            }
+            let episode = v.episodes.iter().find(|e| e.referral == Some(r.meta.id));
+            let status = match (&r.meta.entered_in_error, episode) {
+                (Some(_), _) => "entered-in-error",
+                (None, Some(e)) if e.awaiting_first_meeting().is_some() => "active",
+                (None, _) => "completed",
+            };
+            let priority = match r.urgency.known() {
+                Some(Urgency::Emergency) => Some("stat"),
+                Some(Urgency::Urgent) => Some("urgent"),
+                Some(Urgency::Routine) => Some("routine"),
+                None => None,
+            };
+            let letter = r
+                .letter
+                .filter(|l| {
+                    v.attachments
+                        .iter()
+                        .any(|a| a.meta.id == *l && !a.meta.withheld())
+                })
+                .map(|l| json!([reference(&rid(l), "Referral letter")]));
+            self.add(json!({
+                "resourceType": "ServiceRequest",
+                "id": id,
+                "meta": profile("ServiceRequest"),
+                "text": narrative("additional", &lines),
+                "extension": [{
+                    "url": format!("{UK_CORE}Extension-UKCore-SourceOfServiceRequest"),
+                    "valueCodeableConcept": { "text": r.source.label() },
+                }],
+                "identifier": record_identifier(r.meta.id),
+                "status": status,
+                "intent": "order",
+                "category": [{ "text": "Referral to the Open Dialogue team" }],
+                "priority": priority,
+                "code": { "text": format!("Open Dialogue network meeting ({})", r.urgency.label()) },
+                "subject": self.patient_ref(),
+                "occurrencePeriod": episode.map(|e| json!({
+                    "start": date_time(&r.received_at),
+                    "end": date_time(&Some(e.first_meeting_due.clone())),
+                })),
+                "authoredOn": date_time(&r.received_at),
+                "requester": r.referrer.as_ref().map(|who| json!({ "display": who })),
+                "performer": [reference(&self.team, "Open Dialogue team")],
+                "reasonCode": [{ "text": r.reason }],
+                "supportingInfo": letter,
+            }));
+            self.entry_provenance(&r.meta, vec![reference(&id, "Referral")], "referral");
+        }
+        for e in v.episodes.iter().skip(1) {
+            let end = e.closed_at.clone().or(e.ended_by_referral_at.clone());
+            let id = self.episode_id(e);
+            self.add(json!({
+                "resourceType": "EpisodeOfCare",
+                "id": id,
+                "meta": profile("EpisodeOfCare"),
+                "identifier": record_identifier(&id),
+                "status": if end.is_some() { "finished" } else { "active" },
+                "type": [{ "text": "Open Dialogue" }],
+                "patient": self.patient_ref(),
+                "managingOrganization": reference(&self.team, "Open Dialogue team"),
+                "referralRequest": e.referral.map(|r| json!([reference(&rid(r), "Referral")])),
+                "period": { "start": date_time(&Some(e.received_at.clone())), "end": date_time(&end) },
+                "team": [reference(&self.care_team, "Care team")],
             }));
         }
     }

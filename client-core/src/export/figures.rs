@@ -7,7 +7,11 @@
 //! - psychological continuity: the share of meetings with two or more practitioners, and with the
 //!   original pair;
 //! - the social network: network members per meeting;
-//! - meetings per episode (a case is one episode).
+//! - meetings per episode.
+//!
+//! Each row is one episode of care (schema 4: a re-referral opens a new episode on the same
+//! case, and its figures are its own); a case never re-referred is one row. The team rows
+//! summarise the episodes.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +25,7 @@ pub const FIRST_MEETING_AIM_HOURS: f64 = 24.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RowScope {
-    /// One case.
+    /// One episode of a case (a case never re-referred has one).
     Case,
     /// The team: the mean of each figure over the cases that have it.
     TeamMean,
@@ -36,8 +40,11 @@ pub struct Row {
     pub scope: RowScope,
     /// The case id, or "team".
     pub label: String,
-    /// How many cases the row covers.
+    /// How many episodes the row covers (1 for an episode's row).
     pub cases: usize,
+    /// The episode's number on its case (None on the team rows).
+    #[serde(default)]
+    pub episode: Option<usize>,
     /// Hours from referral to the first network meeting.
     pub hours_to_first_meeting: Option<f64>,
     /// Share (0 to 1) of cases whose first meeting was within 24 hours of referral (for a case
@@ -54,6 +61,11 @@ pub struct Row {
     /// Share of meetings a peer support worker attended.
     #[serde(default)]
     pub peer_support: Option<f64>,
+    /// Share (0 to 1) of episodes whose first meeting was held by the time its referral's
+    /// urgency asked (emergency 4 hours, urgent 24, routine 4 weeks; 24 hours when none was
+    /// recorded), over the episodes whose first meeting was held (for an episode's row, 1 or 0).
+    #[serde(default)]
+    pub first_meeting_in_time: Option<f64>,
 }
 
 fn within(hours: Option<f64>) -> Option<f64> {
@@ -66,19 +78,42 @@ fn within(hours: Option<f64>) -> Option<f64> {
     })
 }
 
-fn case_row(f: &CaseFigures) -> Row {
-    Row {
-        scope: RowScope::Case,
-        label: f.case_id.clone(),
-        cases: 1,
-        hours_to_first_meeting: f.hours_referral_to_first_meeting,
-        within_24_hours: within(f.hours_referral_to_first_meeting),
-        meetings: Some(f.meetings as f64),
-        two_or_more_practitioners: f.share_two_or_more_practitioners,
-        original_pair: f.share_with_original_pair,
-        network_members_per_meeting: f.network_members_per_meeting,
-        peer_support: f.share_with_peer_support,
+/// The rows of a case: one per episode (figures computed before episodes were, with none, as
+/// one row of the whole case).
+fn case_rows(f: &CaseFigures) -> Vec<Row> {
+    if f.episodes.is_empty() {
+        return vec![Row {
+            scope: RowScope::Case,
+            label: f.case_id.clone(),
+            cases: 1,
+            episode: None,
+            hours_to_first_meeting: f.hours_referral_to_first_meeting,
+            within_24_hours: within(f.hours_referral_to_first_meeting),
+            meetings: Some(f.meetings as f64),
+            two_or_more_practitioners: f.share_two_or_more_practitioners,
+            original_pair: f.share_with_original_pair,
+            network_members_per_meeting: f.network_members_per_meeting,
+            peer_support: f.share_with_peer_support,
+            first_meeting_in_time: None,
+        }];
     }
+    f.episodes
+        .iter()
+        .map(|e| Row {
+            scope: RowScope::Case,
+            label: f.case_id.clone(),
+            cases: 1,
+            episode: Some(e.number),
+            hours_to_first_meeting: e.hours_referral_to_first_meeting,
+            within_24_hours: within(e.hours_referral_to_first_meeting),
+            meetings: Some(e.meetings as f64),
+            two_or_more_practitioners: e.share_two_or_more_practitioners,
+            original_pair: e.share_with_original_pair,
+            network_members_per_meeting: e.network_members_per_meeting,
+            peer_support: e.share_with_peer_support,
+            first_meeting_in_time: e.first_meeting_in_time.map(|ok| if ok { 1.0 } else { 0.0 }),
+        })
+        .collect()
 }
 
 fn mean(xs: &[f64]) -> Option<f64> {
@@ -102,10 +137,16 @@ fn summary(scope: RowScope, rows: &[Row], f: fn(&[f64]) -> Option<f64>) -> Row {
         f(&xs)
     };
     let within: Vec<f64> = rows.iter().filter_map(|r| r.within_24_hours).collect();
+    let in_time: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.first_meeting_in_time)
+        .collect();
     Row {
         scope,
         label: "team".into(),
         cases: rows.len(),
+        episode: None,
+        first_meeting_in_time: mean(&in_time),
         hours_to_first_meeting: col(|r| r.hours_to_first_meeting),
         // A share of cases either way: the median of 0s and 1s would say nothing.
         within_24_hours: mean(&within),
@@ -117,10 +158,10 @@ fn summary(scope: RowScope, rows: &[Row], f: fn(&[f64]) -> Option<f64>) -> Row {
     }
 }
 
-/// One row per case, then the team's mean and median rows (also for an empty team, with nothing
-/// known).
+/// One row per episode of each case, then the team's mean and median rows over the episodes
+/// (also for an empty team, with nothing known).
 pub fn team_table(cases: &[CaseFigures]) -> Vec<Row> {
-    let mut rows: Vec<Row> = cases.iter().map(case_row).collect();
+    let mut rows: Vec<Row> = cases.iter().flat_map(case_rows).collect();
     let team_mean = summary(RowScope::TeamMean, &rows, mean);
     let team_median = summary(RowScope::TeamMedian, &rows, median);
     rows.push(team_mean);
@@ -128,7 +169,7 @@ pub fn team_table(cases: &[CaseFigures]) -> Vec<Row> {
     rows
 }
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 12] = [
     "scope",
     "case",
     "cases",
@@ -139,6 +180,8 @@ const HEADERS: [&str; 10] = [
     "share_with_original_pair",
     "network_members_per_meeting",
     "share_with_peer_support",
+    "episode",
+    "first_meeting_in_time",
 ];
 
 fn scope_name(s: RowScope) -> &'static str {
@@ -169,6 +212,8 @@ pub fn to_csv(rows: &[Row]) -> Result<String, ExportError> {
             num(r.original_pair, 3),
             num(r.network_members_per_meeting, 2),
             num(r.peer_support, 3),
+            r.episode.map(|e| e.to_string()).unwrap_or_default(),
+            num(r.first_meeting_in_time, 3),
         ])?;
     }
     let bytes = w
@@ -217,9 +262,15 @@ pub fn render_table(rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             let label = match r.scope {
-                RowScope::Case => r.label.chars().take(8).collect(),
-                RowScope::TeamMean => format!("Team mean ({} cases)", r.cases),
-                RowScope::TeamMedian => format!("Team median ({} cases)", r.cases),
+                RowScope::Case => {
+                    let short: String = r.label.chars().take(8).collect();
+                    match r.episode {
+                        Some(n) if n > 1 => format!("{short} (episode {n})"),
+                        _ => short,
+                    }
+                }
+                RowScope::TeamMean => format!("Team mean ({} episodes)", r.cases),
+                RowScope::TeamMedian => format!("Team median ({} episodes)", r.cases),
             };
             let within = match (r.scope, r.within_24_hours) {
                 (RowScope::Case, Some(w)) => if w >= 1.0 { "yes" } else { "no" }.to_string(),
@@ -284,6 +335,7 @@ mod tests {
             share_with_peer_support: None,
             share_with_original_pair: two,
             network_members_per_meeting: Some(meetings as f64 / 2.0),
+            episodes: vec![],
         }
     }
 
@@ -341,7 +393,7 @@ mod tests {
         let table = render_table(&rows);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("Case"));
-        assert!(table.contains("Team mean (2 cases)"));
+        assert!(table.contains("Team mean (2 episodes)"));
         assert!(table.contains("19.5"));
         assert!(table.contains(" yes"));
         assert!(table.contains(" 50%"));

@@ -3,7 +3,9 @@
 //! In Open Dialogue the record is written with the network, not about them, so the people the
 //! person chose get the same words the practitioners have: who is in the network, what was said in
 //! each meeting, the reflections, and every decision with everyone's position in their own words.
-//! It leaves out what is only for the service (contact details, device names, internal ids).
+//! It leaves out what is only for the service (contact details, device names, internal ids), and
+//! the referrals: who referred the person and why, in the referrer's words, are the person's own
+//! to share (their copy holds them).
 //! Entries marked entered in error stay, struck through and explained, so the copy never silently
 //! differs from the record.
 //!

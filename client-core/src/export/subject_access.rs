@@ -34,8 +34,9 @@ pub fn json(view: &CaseView, accesses: &[Access]) -> Value {
     out.insert(
         "about".into(),
         json!(
-            "Everything this Open Dialogue record holds about the person: their details, their \
-             network, the care team, every meeting's notes and reflections, every decision with \
+            "Everything this Open Dialogue record holds about the person: their details, each \
+             referral (who referred them, why in the referrer's words, how urgent) and the episode \
+             of care it opened, their network, the care team, every meeting's notes and reflections, every decision with \
              each participant's position, the letters and documents attached (listed here: the \
              files themselves are held by the team beside the record and given to the person \
              with this export when they ask for them), who wrote each entry (practitioner and \
@@ -145,6 +146,9 @@ fn in_error(view: &CaseView) -> Vec<Value> {
     }
     for a in &view.attachments {
         add("attachment", &a.title, &a.meta);
+    }
+    for r in &view.referrals {
+        add("referral", &r.reason, &r.meta);
     }
     out
 }

@@ -472,13 +472,7 @@ pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
         Some(visit),
     )
     .unwrap();
-    let ana = doc
-        .view()
-        .network
-        .iter()
-        .find(|m| m.name == "Ana Lopez" && !m.meta.withheld())
-        .map(|m| Participant::Member(m.meta.id))
-        .unwrap_or(Participant::Person);
+    let ana = ana(doc).unwrap_or(Participant::Person);
     doc.add_plan_item(
         PlanSection::EarlySigns,
         "Maria stops answering the phone",
@@ -514,6 +508,61 @@ pub(crate) fn schema3_additions(doc: &mut CaseDoc) {
     doc.add_attachment(&PERSONS_DOCUMENT.describe(Some(visit)))
         .unwrap();
 }
+
+/// Schema 4's additions to the rich case (after [`schema3_additions`]): the GP's urgent referral
+/// that opened the case, with its letter (the attached referral letter); the episode closed on
+/// 1 May; Ana's emergency re-referral on 2 September, which opens a second episode; and its first
+/// network meeting that night, three hours later.
+pub(crate) fn schema4_additions(doc: &mut CaseDoc) {
+    let letter = doc
+        .view()
+        .attachments
+        .iter()
+        .find(|a| a.title == REFERRAL_LETTER.title)
+        .map(|a| a.meta.id);
+    doc.add_referral(&NewReferral {
+        received_at: at("2026-03-13T15:00"),
+        source: ReferralSource::Gp,
+        referrer: Some("Dr Shah (GP), Elm Street Surgery".into()),
+        reason: FIRST_REFERRAL_REASON.into(),
+        urgency: Urgency::Urgent,
+        letter,
+    })
+    .unwrap();
+    doc.set_timeline(TimelineField::Closure, at("2026-05-01T12:00"))
+        .unwrap();
+    doc.add_referral(&NewReferral {
+        received_at: at("2026-09-02T21:00"),
+        source: ReferralSource::Family,
+        referrer: Some("Ana Lopez (sister)".into()),
+        reason: "She has stopped eating and will not leave her room; she says the voices are back"
+            .into(),
+        urgency: Urgency::Emergency,
+        letter: None,
+    })
+    .unwrap();
+    let ana = ana(doc).expect("Ana is in the network");
+    let me = doc.author().expect("an author").practitioner;
+    doc.add_meeting(NewMeeting {
+        at: at("2026-09-03T00:00"),
+        place: Place::Home,
+        attendees: vec![Participant::Person, ana, Participant::Practitioner(me)],
+    })
+    .unwrap();
+}
+
+/// Ana, María's sister, as a participant of the rich case.
+fn ana(doc: &CaseDoc) -> Option<Participant> {
+    doc.view()
+        .network
+        .iter()
+        .find(|m| m.name == "Ana Lopez" && !m.meta.withheld())
+        .map(|m| Participant::Member(m.meta.id))
+}
+
+/// The reason the GP gave for the first referral, in the GP's words.
+pub(crate) const FIRST_REFERRAL_REASON: &str =
+    "Maria has not slept for four nights and hears her late mother's voice; she asked for help";
 
 /// A file of the rich case (schema 3), its bytes with it so tests can store and send them.
 pub(crate) struct TestFile {

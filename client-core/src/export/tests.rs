@@ -132,15 +132,29 @@ fn validator() -> &'static jsonschema::Validator {
 /// Every schema error in a Bundle. On failure each resource is also checked against its own
 /// definition: the Bundle-level errors of a `oneOf` over every resource type say little.
 fn schema_errors(bundle: &Value) -> Vec<String> {
+    // The R4 JSON schema's datatypes do not say `"type": "object"`, so an array where an
+    // Identifier (or any datatype) belongs passes it: found when an attachment's identifiers
+    // were a list inside a list. Every element of every resource's `identifier` is an object.
+    let mut shape = Vec::new();
+    for (i, entry) in bundle["entry"].as_array().into_iter().flatten().enumerate() {
+        if let Some(ids) = entry["resource"]["identifier"].as_array() {
+            if ids.iter().any(|x| !x.is_object()) {
+                shape.push(format!(
+                    "entry {i}: an identifier is not an Identifier object"
+                ));
+            }
+        }
+    }
     let v = validator();
     if v.is_valid(bundle) {
-        return Vec::new();
+        return shape;
     }
-    let mut out: Vec<String> = v
-        .iter_errors(bundle)
-        .take(5)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
+    let mut out: Vec<String> = shape;
+    out.extend(
+        v.iter_errors(bundle)
+            .take(5)
+            .map(|e| format!("{}: {e}", e.instance_path())),
+    );
     let definitions = &schema()["definitions"];
     for (i, entry) in bundle["entry"].as_array().into_iter().flatten().enumerate() {
         let kind = entry["resource"]["resourceType"].as_str().unwrap_or("?");
@@ -1013,4 +1027,187 @@ fn export_copies_list_attachments_and_fhir_references_them() {
         .find(|d| d["type"]["text"] == "Document the person brought")
         .expect("the housing letter");
     assert!(visit["context"]["encounter"][0]["reference"].is_string());
+}
+
+/// Issue 17, part 2: the person's copy tells each referral in the referrer's words with the
+/// episode it opened; the subject-access export holds them; FHIR has each as a UK Core
+/// ServiceRequest (priority by urgency, the letter as supporting information) and the second
+/// episode as an EpisodeOfCare its meeting points to, and the Bundle validates.
+#[test]
+fn export_copies_tell_each_referral_and_fhir_has_them_as_service_requests_and_episodes() {
+    let mut rich = rich_case();
+    super::testcase::schema3_additions(&mut rich.doc);
+    super::testcase::schema4_additions(&mut rich.doc);
+    let view = rich.doc.view();
+    let copy = one_line(&person_copy::html(&view, &accesses()));
+    for expected in [
+        "Your referrals",
+        "Episode 1: referred",
+        "GP (Dr Shah (GP), Elm Street Surgery)",
+        "Urgent (24 hours)",
+        "Maria has not slept for four nights",
+        "Letter:",
+        "Referral from Dr Shah (GP) (referral-shah.pdf)",
+        "Care with the team ended:",
+        "Episode 2: referred",
+        "Family (Ana Lopez (sister))",
+        "Emergency (4 hours)",
+        "she says the voices are back",
+    ] {
+        assert!(
+            copy.contains(expected),
+            "the person's copy lacks {expected:?}"
+        );
+    }
+    assert!(
+        !copy.contains("Referred to the team:"),
+        "with referrals recorded, one referral date would mislead"
+    );
+
+    let sar = super::subject_access::json(&view, &accesses());
+    assert_eq!(sar["record"]["referrals"].as_array().unwrap().len(), 2);
+    assert_eq!(sar["record"]["episodes"].as_array().unwrap().len(), 2);
+
+    let bundle = fhir::bundle(&view, &accesses());
+    let errors = schema_errors(&bundle);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .filter(|r| r["resourceType"] == kind)
+            .collect()
+    };
+    let requests = of("ServiceRequest");
+    assert_eq!(requests.len(), 2);
+    let gp = requests
+        .iter()
+        .find(|r| r["priority"] == "urgent")
+        .expect("the GP's urgent referral");
+    assert_eq!(
+        gp["meta"]["profile"][0],
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-ServiceRequest"
+    );
+    assert_eq!(
+        gp["reasonCode"][0]["text"],
+        super::testcase::FIRST_REFERRAL_REASON
+    );
+    assert_eq!(
+        gp["requester"]["display"],
+        "Dr Shah (GP), Elm Street Surgery"
+    );
+    assert_eq!(gp["extension"][0]["valueCodeableConcept"]["text"], "GP");
+    assert_eq!(gp["status"], "completed");
+    let letter = view.referrals[0].letter.unwrap().to_string();
+    assert_eq!(
+        gp["supportingInfo"][0]["reference"],
+        format!("urn:uuid:{letter}")
+    );
+    let family = requests.iter().find(|r| r["priority"] == "stat").unwrap();
+    assert_eq!(family["status"], "completed", "its first meeting was held");
+    let episodes = of("EpisodeOfCare");
+    assert_eq!(episodes.len(), 2);
+    assert_eq!(episodes[0]["status"], "finished");
+    assert_eq!(episodes[1]["status"], "active");
+    assert_eq!(
+        episodes[1]["referralRequest"][0]["reference"],
+        format!("urn:uuid:{}", view.referrals[1].meta.id)
+    );
+    // Each meeting points to the EpisodeOfCare of its time: the night visit of 3 September to
+    // the second, every March meeting to the first.
+    let second = format!("urn:uuid:{}", episodes[1]["id"].as_str().unwrap());
+    for e in of("Encounter") {
+        let start = e["period"]["start"].as_str().unwrap_or_default();
+        if start.starts_with("2026-03") {
+            assert_ne!(e["episodeOfCare"][0]["reference"], second, "{start}");
+        }
+        if start.starts_with("2026-09-03") {
+            assert_eq!(e["episodeOfCare"][0]["reference"], second, "{start}");
+        }
+    }
+    assert!(of("Encounter").iter().any(|e| e["period"]["start"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("2026-09-03")));
+    // The importer still finds the case by its first EpisodeOfCare.
+    let ids = fhir::ids(&bundle).unwrap();
+    assert_eq!(ids.case.as_deref(), Some(view.case_id.as_str()));
+}
+
+/// A case from before referrals (the rich case: its referral only the milestone) re-referred:
+/// the person's copy keeps the first episode from the milestone and tells the new referral as
+/// episode 2. A referral recorded on the wrong person's record, with its letter, leaves nothing
+/// of the other person in any copy.
+#[test]
+fn export_copies_keep_an_older_first_episode_and_nothing_of_a_wrong_persons_referral() {
+    let mut rich = rich_case();
+    let letter = rich
+        .doc
+        .add_attachment(&crate::model::NewAttachment {
+            kind: crate::model::AttachmentKind::ReferralLetter,
+            title: "Referral for Jordan Blake".into(),
+            file_name: "jordan-blake.pdf".into(),
+            size: 6,
+            hash: crate::BlobHash::of(b"jordan"),
+            meeting: None,
+        })
+        .unwrap();
+    let wrong = rich
+        .doc
+        .add_referral(&crate::model::NewReferral {
+            received_at: crate::model::parse_datetime("at", "2026-09-01T09:00").unwrap(),
+            source: crate::model::ReferralSource::OtherTeam,
+            referrer: Some("Crisis team".into()),
+            reason: "Jordan Blake is not sleeping".into(),
+            urgency: crate::model::Urgency::Urgent,
+            letter: Some(letter),
+        })
+        .unwrap();
+    rich.doc
+        .mark_error(
+            &wrong,
+            crate::model::ErrorKind::WrongPerson,
+            "Another person's referral",
+        )
+        .unwrap();
+    rich.doc
+        .add_referral(&crate::model::NewReferral {
+            received_at: crate::model::parse_datetime("at", "2026-09-05T10:00").unwrap(),
+            source: crate::model::ReferralSource::SelfReferral,
+            referrer: None,
+            reason: "I need to talk to the team again".into(),
+            urgency: crate::model::Urgency::Routine,
+            letter: None,
+        })
+        .unwrap();
+    let view = rich.doc.view();
+    let copy = one_line(&person_copy::html(&view, &accesses()));
+    for expected in [
+        "Referred to the team:",
+        "Episode 1: referred",
+        "Episode 2: referred",
+        "I need to talk to the team again",
+        "Self-referral",
+    ] {
+        assert!(
+            copy.contains(expected),
+            "the person's copy lacks {expected:?}"
+        );
+    }
+    let sar = serde_json::to_string(&super::subject_access::json(&view, &accesses())).unwrap();
+    let bundle = serde_json::to_string(&fhir::bundle(&view, &accesses())).unwrap();
+    for (what, text) in [("copy", &copy), ("subject access", &sar), ("FHIR", &bundle)] {
+        for other in ["Jordan", "jordan-blake"] {
+            let at = text.find(other).unwrap_or(0);
+            assert!(
+                !text.contains(other),
+                "the {what} holds {other:?}: {}",
+                &text[at.saturating_sub(200)..(at + 100).min(text.len())]
+            );
+        }
+    }
+    let errors = schema_errors(&fhir::bundle(&view, &accesses()));
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
 }

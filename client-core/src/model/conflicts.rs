@@ -72,13 +72,14 @@ impl CaseDoc {
             // them, so both stances are kept and shown, and there is nothing to choose.
             // Nor are the containers two devices may each have made at once that the view reads
             // all of, merged (schema 3: the crisis plan, its items and reviews, the team's notes,
-            // a meeting's staff notes): nothing in them is hidden, and there is nothing to pick.
+            // a meeting's staff notes; schema 4: the referrals): nothing in them is hidden, and there is nothing to pick.
             let parent = path.rsplit('.').next().unwrap_or("");
             let merged = values.iter().all(|(v, _)| matches!(v, Value::Object(_)))
                 && ((path.is_empty()
                     && (key == keys::CRISIS_PLAN
                         || key == keys::TEAM_NOTES
-                        || key == keys::ATTACHMENTS))
+                        || key == keys::ATTACHMENTS
+                        || key == keys::REFERRALS))
                     || (parent == keys::CRISIS_PLAN
                         && (key == keys::ITEMS || key == keys::REVIEWS))
                     || key == keys::STAFF

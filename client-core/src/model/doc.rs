@@ -164,6 +164,8 @@ impl CaseDoc {
             d.put_object(&plan, keys::REVIEWS, ObjType::List)?;
             d.put_object(ROOT, keys::TEAM_NOTES, ObjType::Map)?;
             d.put_object(ROOT, keys::ATTACHMENTS, ObjType::Map)?;
+            // Schema 4: the referrals, made with the case for the same reason.
+            d.put_object(ROOT, keys::REFERRALS, ObjType::Map)?;
             let timeline = d.put_object(ROOT, keys::TIMELINE, ObjType::Map)?;
             let referral = new.referral.unwrap_or(t);
             d.put(
@@ -318,8 +320,12 @@ impl CaseDoc {
         })
     }
 
-    /// Record a milestone of the episode.
+    /// Record a milestone of the episode. A closure closes the episode it falls in
+    /// ([`CaseDoc::close_episode`]).
     pub fn set_timeline(&mut self, field: TimelineField, at: Instant) -> Result<(), ModelError> {
+        if field == TimelineField::Closure {
+            return self.close_episode(at);
+        }
         self.write(&format!("set timeline {}", field.as_str()), |d, _, _| {
             let tl = obj_at(d, &ROOT, keys::TIMELINE)?;
             d.put(&tl, field.as_str(), ScalarValue::Timestamp(to_ms(at)))?;
@@ -926,7 +932,17 @@ impl CaseDoc {
         reason: &str,
     ) -> Result<(), ModelError> {
         let reason = check_required("reason", reason)?;
-        let (obj, _) = self.find_entry(entry)?;
+        let (obj, what_entry) = self.find_entry(entry)?;
+        // A referral on the wrong person's record brought the wrong person's letter: it goes
+        // with it, so nothing of the other person stays in this one's copy.
+        let letter = (kind == ErrorKind::WrongPerson && what_entry == "referral")
+            .then(|| get_str(&self.doc, &obj, keys::LETTER))
+            .flatten()
+            .and_then(|l| l.parse::<EntryId>().ok())
+            .and_then(|l| self.find_entry(&l).ok())
+            .filter(|(_, k)| *k == "attachment")
+            .map(|(o, _)| o)
+            .filter(|o| map_at(&self.doc, o, keys::WRONG_PERSON).is_none());
         // A mistake is the schema-1 mark; the wrong person's record has a mark of its own, added
         // beside an earlier mistake mark (marks are records as written: never replaced).
         let (key, what) = match kind {
@@ -946,9 +962,11 @@ impl CaseDoc {
             });
         }
         self.write(what, |d, a, t| {
-            let mark = d.put_object(&obj, key, ObjType::Map)?;
-            d.put(&mark, keys::REASON, reason.as_str())?;
-            stamp(d, &mark, keys::BY, keys::AT, a, t)?;
+            for target in std::iter::once(&obj).chain(letter.as_ref()) {
+                let mark = d.put_object(target, key, ObjType::Map)?;
+                d.put(&mark, keys::REASON, reason.as_str())?;
+                stamp(d, &mark, keys::BY, keys::AT, a, t)?;
+            }
             Ok(())
         })
     }
@@ -983,6 +1001,11 @@ impl CaseDoc {
         for files in super::attachments::attachment_maps(&self.doc) {
             if let Some(e) = map_at(&self.doc, &files, &key) {
                 return Ok((e, "attachment"));
+            }
+        }
+        for referrals in super::referrals::referral_maps(&self.doc) {
+            if let Some(e) = map_at(&self.doc, &referrals, &key) {
+                return Ok((e, "referral"));
             }
         }
         if let Some(decisions) = map_at(&self.doc, &ROOT, keys::DECISIONS) {

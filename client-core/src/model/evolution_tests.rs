@@ -53,6 +53,17 @@ fn write_case_schema3_fixture() {
     std::fs::write(fixture("case-schema3.automerge"), rich.doc.save()).unwrap();
 }
 
+/// Writes `fixtures/case-schema4.automerge`: the rich case as schema 4 writes it, with what
+/// schema 3 and schema 4 added (see [`schema4_additions`]). See `fixtures/README.md`.
+#[test]
+#[ignore = "writes a fixture; run by hand when adding a schema version"]
+fn write_case_schema4_fixture() {
+    let mut rich = crate::export::testcase::rich_case();
+    crate::export::testcase::schema3_additions(&mut rich.doc);
+    crate::export::testcase::schema4_additions(&mut rich.doc);
+    std::fs::write(fixture("case-schema4.automerge"), rich.doc.save()).unwrap();
+}
+
 fn load(name: &str) -> CaseDoc {
     let bytes = std::fs::read(fixture(name)).expect("the fixture is in the repository");
     CaseDoc::load(&bytes, Some(author("Reader")))
@@ -248,8 +259,52 @@ fn a_schema3_record_reads_in_full() {
     ));
 }
 
+/// The record schema 4 writes, kept byte for byte: the GP's referral with its letter and the
+/// episode it opened, closed; the family's emergency re-referral and the second episode, met in
+/// time; everything schema 3 held still there.
+#[test]
+fn a_schema4_record_reads_in_full() {
+    let case = load("case-schema4.automerge");
+    assert_eq!(schema::schema_version(case.automerge()).unwrap(), Some(4));
+    let v = case.view();
+    assert_eq!(v.referrals.len(), 2);
+    let gp = &v.referrals[0];
+    assert_eq!(gp.source, Stored::Known(ReferralSource::Gp));
+    assert_eq!(gp.urgency, Stored::Known(Urgency::Urgent));
+    assert_eq!(
+        gp.reason,
+        crate::export::testcase::FIRST_REFERRAL_REASON,
+        "in the referrer's words"
+    );
+    let letter = v
+        .attachments
+        .iter()
+        .find(|a| Some(a.meta.id) == gp.letter)
+        .expect("the letter is an attachment of the case");
+    assert!(letter.kind.is(AttachmentKind::ReferralLetter));
+    assert_eq!(v.episodes.len(), 2);
+    let (one, two) = (&v.episodes[0], &v.episodes[1]);
+    assert_eq!(one.referral, Some(gp.meta.id));
+    assert!(one.closed_at.is_some() && !one.open());
+    assert_eq!(two.referral, Some(v.referrals[1].meta.id));
+    assert!(two.urgency.as_ref().unwrap().is(Urgency::Emergency));
+    assert_eq!(two.meetings, 1);
+    assert_eq!(two.met_in_time(), Some(true));
+    assert!(two.open());
+    let f = case.figures();
+    assert_eq!(f.episodes.len(), 2);
+    assert_eq!(
+        f.episodes.iter().map(|e| e.meetings).sum::<usize>(),
+        f.meetings
+    );
+    // Schema 3's additions are all still there.
+    assert_eq!(v.crisis_plan.items.len(), 2);
+    assert_eq!(v.team_notes.len(), 2);
+    assert_eq!(v.attachments.len(), 2);
+}
+
 /// The newest fixture: the record as this version writes it.
-const NEWEST: &str = "case-schema3.automerge";
+const NEWEST: &str = "case-schema4.automerge";
 
 /// A record written by the next schema (which this code has never seen) is accepted, shown,
 /// edited and kept whole: what this version does not know it preserves, what it knows it still
@@ -428,8 +483,23 @@ fn the_view_json_of_every_fixture_is_as_369e3ec_wrote_it() {
         let view = load(&format!("{name}.automerge")).view();
         let timeline = crate::model::Timeline::from_view(&view);
         // Fields added since 369e3ec (the JSON may gain fields, never change one): a meeting's
-        // `staff`, the case's `crisis_plan`, `team_notes` and `attachments` (schema 3), empty for these records.
+        // `staff`, the case's `crisis_plan`, `team_notes` and `attachments` (schema 3), empty for
+        // these records; its `referrals` (schema 4, none) and `episodes` (read from the timeline).
         let mut added_since = serde_json::to_value(&view).unwrap();
+        let referrals = added_since.as_object_mut().unwrap().remove("referrals");
+        assert_eq!(
+            referrals,
+            Some(serde_json::json!([])),
+            "{name}: no referrals"
+        );
+        // One episode, from the timeline's referral (schema 4 reads it so).
+        let episodes = added_since.as_object_mut().unwrap().remove("episodes");
+        let episodes = episodes.as_ref().and_then(|e| e.as_array()).unwrap();
+        assert_eq!(episodes.len(), 1, "{name}: one episode");
+        assert_eq!(
+            episodes[0]["received_at"], added_since["timeline"]["referral"],
+            "{name}: the episode starts at the referral milestone"
+        );
         let files = added_since.as_object_mut().unwrap().remove("attachments");
         assert_eq!(files, Some(serde_json::json!([])), "{name}: no attachments");
         let notes = added_since.as_object_mut().unwrap().remove("team_notes");

@@ -296,6 +296,13 @@ fn written_once(d: &impl ReadDoc) -> Vec<(&'static str, Vec<ObjId>, &'static [&'
     ];
     const NOTE: &[&str] = &[keys::KIND, keys::TEXT];
     const PLAN_ITEM: &[&str] = &[keys::SECTION];
+    const REFERRAL: &[&str] = &[
+        keys::RECEIVED_AT,
+        keys::SOURCE,
+        keys::REFERRER,
+        keys::REASON,
+        keys::URGENCY,
+    ];
     vec![
         (
             "attachments",
@@ -304,7 +311,18 @@ fn written_once(d: &impl ReadDoc) -> Vec<(&'static str, Vec<ObjId>, &'static [&'
         ),
         ("team_notes", super::team_notes::note_maps(d), NOTE),
         ("crisis_plan.items", super::plan::plan_items(d), PLAN_ITEM),
+        ("referrals", super::referrals::referral_maps(d), REFERRAL),
     ]
+}
+
+/// Fields of entries that may be written once after the entry was made (a referral's letter,
+/// named when it follows a telephone referral), then stay as written.
+fn set_once(d: &impl ReadDoc) -> Vec<(&'static str, Vec<ObjId>, &'static [&'static str])> {
+    vec![(
+        "referrals",
+        super::referrals::referral_maps(d),
+        &[keys::LETTER],
+    )]
 }
 
 /// Every entry of these collection maps, with its key.
@@ -357,6 +375,28 @@ pub fn written_once_kept(
                     .iter()
                     .any(|(_, op)| new.made(op))
                 {
+                    return Err(refuse("rewrites", path, &key, f));
+                }
+            }
+        }
+    }
+    // Set once: refused when a value the entry held before is no longer there (overwritten or
+    // deleted). Two devices naming a letter at once, apart, both stay (a conflict a person sees).
+    for (path, maps, fields) in set_once(before) {
+        for (key, entry) in entries(before, &maps) {
+            for f in fields {
+                let now: Vec<_> = after
+                    .get_all(&entry, *f)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(_, op)| op)
+                    .collect();
+                let gone = before
+                    .get_all(&entry, *f)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .any(|(_, op)| !now.contains(&op));
+                if gone {
                     return Err(refuse("rewrites", path, &key, f));
                 }
             }

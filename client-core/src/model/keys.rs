@@ -75,3 +75,11 @@ pub const FILE_NAME: &str = "file_name";
 pub const MEDIA_TYPE: &str = "media_type";
 pub const SIZE: &str = "size";
 pub const SHA256: &str = "sha256";
+// Schema 4.
+pub const REFERRALS: &str = "referrals";
+pub const RECEIVED_AT: &str = "received_at";
+pub const SOURCE: &str = "source";
+pub const REFERRER: &str = "referrer";
+pub const URGENCY: &str = "urgency";
+pub const LETTER: &str = "letter";
+pub const CLOSED_AT: &str = "closed_at";

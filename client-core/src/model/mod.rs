@@ -28,6 +28,7 @@ pub mod local_time;
 pub mod plan;
 mod read;
 pub mod readback;
+pub mod referrals;
 pub mod schema;
 pub mod team_notes;
 pub mod timeline;
@@ -42,6 +43,8 @@ mod evolution_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
+mod referrals_tests;
+#[cfg(test)]
 mod staff_tests;
 #[cfg(test)]
 mod team_notes_tests;
@@ -54,6 +57,7 @@ pub use doc::{CaseDoc, NewCase, NewMeeting, NewMember};
 pub use figures::CaseFigures;
 pub use local_time::LocalZone;
 pub use plan::{CrisisPlanView, PlanItemView, PlanReviewView, PlanVersionView};
+pub use referrals::{Episode, NewReferral, ReferralView};
 pub use schema::{validate_document, SchemaError};
 pub use team_notes::{TeamNoteView, WithholdingView};
 pub use timeline::{short, EventKind, Names, Timeline, TimelineEvent};
@@ -163,6 +167,9 @@ pub enum ModelError {
     /// A file cannot be attached (its kind, or its size).
     #[error("{0}")]
     Attachment(String),
+    /// A referral or a closure cannot be recorded as given.
+    #[error("{0}")]
+    Referral(String),
     /// The member has already left the network.
     #[error("network member {id} already left on {left}")]
     AlreadyLeft {

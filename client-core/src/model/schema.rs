@@ -40,7 +40,10 @@ pub use super::keys;
 ///   one practitioner asked with a reason and a second confirmed), and the letters and documents
 ///   attached to the case (`attachments`: what each is, its file's name, type, size and SHA-256,
 ///   the meeting it belongs to; the bytes are kept beside the document, never in it).
-pub const SCHEMA_VERSION: u64 = 3;
+/// - 4: the referrals (`referrals`: when each came in, its source, referrer, reason in the
+///   referrer's words, urgency, letter, and when the episode it opened was closed); a
+///   re-referral opens a new episode on the same case.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Why a document is not a valid case record: each problem with the path where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,7 +492,12 @@ impl<D: ReadDoc> Validator<'_, D> {
                 keys::MEETINGS,
                 keys::DECISIONS,
             ],
-            &[keys::CRISIS_PLAN, keys::TEAM_NOTES, keys::ATTACHMENTS],
+            &[
+                keys::CRISIS_PLAN,
+                keys::TEAM_NOTES,
+                keys::ATTACHMENTS,
+                keys::REFERRALS,
+            ],
         );
         self.field(&r, "case", keys::CASE_ID, Kind::Uuid);
         self.field(&r, "case", keys::TEAM_ID, Kind::Uuid);
@@ -556,6 +564,13 @@ impl<D: ReadDoc> Validator<'_, D> {
             is::<uuid::Uuid>,
             Self::attachment,
         );
+        self.collection(
+            &r,
+            "case",
+            keys::REFERRALS,
+            is::<uuid::Uuid>,
+            Self::referral,
+        );
         self.maps(&r, "case", keys::CRISIS_PLAN, |v, plan, p| {
             v.keys(plan, p, &[], &[keys::ITEMS, keys::REVIEWS]);
             v.collection(plan, p, keys::ITEMS, is::<uuid::Uuid>, Self::plan_item);
@@ -595,6 +610,38 @@ impl<D: ReadDoc> Validator<'_, D> {
         self.field(e, p, keys::SIZE, Kind::Size);
         self.field(e, p, keys::SHA256, Kind::Sha256);
         self.field(e, p, keys::MEETING, Kind::Uuid);
+    }
+
+    /// A referral (schema 4). The referrer is not required here (a self-referral has none, and a
+    /// newer version may add sources); the writer asks for it where it is needed.
+    fn referral(&mut self, e: &ObjId, p: &str) {
+        self.keys(
+            e,
+            p,
+            &[
+                keys::RECEIVED_AT,
+                keys::SOURCE,
+                keys::REASON,
+                keys::URGENCY,
+                keys::CREATED_AT,
+                keys::CREATED_BY,
+            ],
+            &[
+                keys::REFERRER,
+                keys::LETTER,
+                keys::CLOSED_AT,
+                keys::ENTERED_IN_ERROR,
+                keys::WRONG_PERSON,
+            ],
+        );
+        self.entry_common(e, p);
+        self.field(e, p, keys::RECEIVED_AT, Kind::Timestamp);
+        self.field(e, p, keys::SOURCE, Kind::Choice(is::<ReferralSource>));
+        self.field(e, p, keys::REFERRER, SHORT);
+        self.field(e, p, keys::REASON, LONG_REQ);
+        self.field(e, p, keys::URGENCY, Kind::Choice(is::<Urgency>));
+        self.field(e, p, keys::LETTER, Kind::Uuid);
+        self.field(e, p, keys::CLOSED_AT, Kind::Timestamp);
     }
 
     /// A safety note or safeguarding concern (schema 3), with its withholding events.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
+use super::referrals::Episode;
 use super::types::{MeetingState, Participant, Stored};
 use super::view::{AuthorView, CaseView, EntryMeta, TimelineView};
 use super::Instant;
@@ -185,6 +186,7 @@ impl Timeline {
     pub fn from_view(view: &CaseView) -> Timeline {
         let mut events = Events(Vec::new());
         events.milestones(view);
+        events.referrals(view);
         events.network(view);
         events.care_team(view);
         events.meetings(view, &Names::new(view));
@@ -228,6 +230,16 @@ impl Events {
 
     fn milestones(&mut self, view: &CaseView) {
         let t = &view.timeline;
+        // A milestone a recorded referral also gives (the referral that opened the case, the
+        // closure of an episode) is that referral's event below, not a second one here.
+        let recorded = |at: &Option<String>, of: fn(&Episode) -> Option<&String>| {
+            at.is_some()
+                && view
+                    .episodes
+                    .iter()
+                    .filter(|e| e.referral.is_some())
+                    .any(|e| of(e) == at.as_ref())
+        };
         for (kind, v, text) in [
             (EventKind::Referral, &t.referral, "referral"),
             (EventKind::FirstContact, &t.first_contact, "first contact"),
@@ -238,7 +250,14 @@ impl Events {
             ),
             (EventKind::Closure, &t.closure, "closure of the episode"),
         ] {
-            self.push(v.as_ref(), kind, None, text.to_string(), None);
+            let given = match kind {
+                EventKind::Referral => recorded(v, |e| Some(&e.received_at)),
+                EventKind::Closure => recorded(v, |e| e.closed_at.as_ref()),
+                _ => false,
+            };
+            if !given {
+                self.push(v.as_ref(), kind, None, text.to_string(), None);
+            }
         }
         self.push(
             view.created_at.as_ref(),
@@ -247,6 +266,43 @@ impl Events {
             format!("case opened for {}", view.person.name),
             Some(&view.created_by),
         );
+    }
+
+    /// Each recorded referral, and the closure of the episode it opened. A referral in error
+    /// stays, flagged; one on the wrong person's record appears only as its removal.
+    fn referrals(&mut self, view: &CaseView) {
+        for r in view.referrals.iter().filter(|r| !r.meta.withheld()) {
+            let episode = view.episodes.iter().find(|e| e.referral == Some(r.meta.id));
+            let number = episode
+                .map(|e| format!(", episode {}", e.number))
+                .unwrap_or_default();
+            let from = match &r.referrer {
+                Some(who) => format!("{} ({who})", r.source.label()),
+                None => r.source.label(),
+            };
+            let text = format!(
+                "referral received from {from}, {}{number}",
+                r.urgency.label().to_lowercase()
+            );
+            let by = Some(&r.meta.created_by);
+            self.push(
+                r.received_at.as_ref(),
+                EventKind::Referral,
+                Some(&r.meta),
+                text,
+                by,
+            );
+            if let Some(e) = episode {
+                let text = format!("closure of episode {}", e.number);
+                self.push(
+                    e.closed_at.as_ref(),
+                    EventKind::Closure,
+                    Some(&r.meta),
+                    text,
+                    None,
+                );
+            }
+        }
     }
 
     /// Members joining, leaving and their consent. An entry recorded on the wrong person's

@@ -266,6 +266,88 @@ impl AttachmentKind {
     }
 }
 
+vocabulary!(
+    /// Where a referral came from (schema 4).
+    ReferralSource, "referral source", {
+        /// The person referred themselves.
+        SelfReferral => "self",
+        /// Their family, or someone close to them.
+        Family => "family",
+        /// Their GP.
+        Gp => "gp",
+        /// An emergency department (A&E).
+        EmergencyDepartment => "emergency_department",
+        /// Another team (a crisis team, a ward, a community team).
+        OtherTeam => "other_team",
+    }
+);
+
+impl ReferralSource {
+    /// As a person reads it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReferralSource::SelfReferral => "Self-referral",
+            ReferralSource::Family => "Family",
+            ReferralSource::Gp => "GP",
+            ReferralSource::EmergencyDepartment => "A&E",
+            ReferralSource::OtherTeam => "Another team",
+        }
+    }
+}
+
+vocabulary!(
+    /// How soon a referral asks for the first meeting (schema 4): the NHS urgency bands for
+    /// mental health referrals.
+    Urgency, "urgency", {
+        /// Seen within 4 hours.
+        Emergency => "emergency",
+        /// Seen within 24 hours.
+        Urgent => "urgent",
+        /// Seen within 4 weeks.
+        Routine => "routine",
+    }
+);
+
+impl Urgency {
+    /// As a person reads it, with its time ("Urgent (24 hours)").
+    pub fn label(self) -> &'static str {
+        match self {
+            Urgency::Emergency => "Emergency (4 hours)",
+            Urgency::Urgent => "Urgent (24 hours)",
+            Urgency::Routine => "Routine (4 weeks)",
+        }
+    }
+
+    /// Hours from the referral by which the first meeting is due.
+    pub fn hours(self) -> i64 {
+        match self {
+            Urgency::Emergency => 4,
+            Urgency::Urgent => 24,
+            Urgency::Routine => 28 * 24,
+        }
+    }
+}
+
+impl Stored<ReferralSource> {
+    /// As a person reads it; a source a newer version added, as written.
+    pub fn label(&self) -> String {
+        match self.known() {
+            Some(k) => k.label().to_string(),
+            None => self.to_string(),
+        }
+    }
+}
+
+impl Stored<Urgency> {
+    /// As a person reads it; an urgency a newer version added, as written.
+    pub fn label(&self) -> String {
+        match self.known() {
+            Some(k) => k.label().to_string(),
+            None => self.to_string(),
+        }
+    }
+}
+
 impl Stored<AttachmentKind> {
     /// As a person reads it; a kind a newer version added, as written.
     pub fn label(&self) -> String {

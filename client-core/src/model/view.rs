@@ -390,6 +390,13 @@ pub struct CaseView {
     /// Letters and documents attached to the case or its meetings, oldest first (schema 3).
     #[serde(default)]
     pub attachments: Vec<super::attachments::AttachmentView>,
+    /// The referrals, in the order they came in (schema 4).
+    #[serde(default)]
+    pub referrals: Vec<super::referrals::ReferralView>,
+    /// The episodes of care the referrals opened, oldest first (a case from before schema 4
+    /// has one, from its timeline's referral): see [`super::referrals`].
+    #[serde(default)]
+    pub episodes: Vec<super::referrals::Episode>,
 }
 
 /// The attribution of entry `id` at `o`, and its mark if it was entered in error.
@@ -484,8 +491,11 @@ impl CaseDoc {
             crisis_plan: super::plan::crisis_plan(d),
             team_notes: super::team_notes::team_notes(d),
             attachments: super::attachments::attachments(d),
+            referrals: super::referrals::referrals(d),
+            episodes: Vec::new(),
         };
         withhold(&mut view);
+        view.episodes = super::referrals::episodes(&view);
         view
     }
 }
@@ -831,6 +841,7 @@ fn withhold(v: &mut CaseView) {
     super::plan::withhold(&mut v.crisis_plan, &mut ids);
     super::team_notes::withhold(&mut v.team_notes, &mut ids);
     super::attachments::withhold(&mut v.attachments, &mut ids);
+    super::referrals::withhold(&mut v.referrals, &mut ids);
     if !ids.is_empty() {
         v.conflicts.retain(|c| {
             !c.field.split('.').any(|part| {

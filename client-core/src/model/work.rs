@@ -37,12 +37,15 @@ pub const DEFAULT_UNSYNCED_WARNING_MINUTES: i64 = 120;
 /// (`Profile::record_work_reads`).
 pub const WORK_READ: &str = "needs attention list";
 
-/// What kind of work an item is. Serialised snake_case (`overdue`, `due_today`,
+/// What kind of work an item is. Serialised snake_case (`first_meeting`, `overdue`, `due_today`,
 /// `awaits_outcome`, `review_due`, `unsynced`, `unreadable`); a later version may add kinds, so readers of the
 /// JSON should show an unknown one as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkKind {
+    /// The first network meeting of an open episode is awaited: none has been held yet (schema
+    /// 4: due by the referral's urgency).
+    FirstMeeting,
     /// An action not done whose due date was before today.
     Overdue,
     /// An action not done that is due today.
@@ -62,6 +65,7 @@ impl WorkKind {
     /// The kind in words, as every screen shows it.
     pub fn words(self) -> &'static str {
         match self {
+            WorkKind::FirstMeeting => "First meeting",
             WorkKind::Overdue => "Overdue",
             WorkKind::DueToday => "Due today",
             WorkKind::AwaitsOutcome => "Awaits outcome",
@@ -262,7 +266,53 @@ pub fn due_work(
             .map(|m| meeting_item(view, m, me, &team, zone, today)),
     );
     items.extend(reviews_due(view, me, today));
+    items.extend(first_meeting_due(view, me, zone, now));
     items
+}
+
+/// The first network meeting of the case's open episode, from the moment its referral is
+/// recorded until a network meeting is held (the practice aims to meet within 24 hours, so it
+/// needs attention at once; for a case with no referral recorded, from the UK day it is due):
+/// one item, due at the time the urgency sets, saying the time left or how long past due. Mine when I am in the case's current care team, or when nobody is (a new
+/// referral often has no care team yet: everyone sees it).
+pub fn first_meeting_due(
+    view: &CaseView,
+    me: Option<PractitionerId>,
+    zone: &LocalZone,
+    now: Instant,
+) -> Option<WorkItem> {
+    let episode = view.episodes.last()?;
+    let due = episode.awaiting_first_meeting()?;
+    let today = zone.date(now);
+    let due_day = zone.date(due);
+    // A recorded referral starts the clock at once; a case whose referral is only the timeline's
+    // milestone (from before referrals were recorded, or opened without one) is listed from the
+    // UK day its first meeting is due, as before.
+    let received = super::read::instant(&Some(episode.received_at.clone()));
+    let listed = if episode.referral.is_some() {
+        received.is_some_and(|r| r <= now)
+    } else {
+        due_day <= today
+    };
+    if !listed {
+        return None;
+    }
+    let (left, _) = super::referrals::time_left(due, now);
+    let urgency = match episode.urgency.as_ref() {
+        Some(u) => format!("{} referral", u.label().to_lowercase()),
+        None => "referral".to_string(),
+    };
+    let team = current_team(view);
+    let mut item = WorkItem::of_this_device(
+        view.case_id.clone(),
+        view.person.name.clone(),
+        WorkKind::FirstMeeting,
+        format!("Hold the first network meeting ({urgency}): {left}"),
+    );
+    item.at = Some(episode.first_meeting_due.clone());
+    item.days_overdue = (today - due_day).whole_days().max(0);
+    item.mine = me.is_some_and(|me| team.is_empty() || team.contains(&me));
+    Some(item)
 }
 
 /// The practitioners in the case's care team now: entries not entered in error, with no end.

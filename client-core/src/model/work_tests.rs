@@ -50,6 +50,8 @@ fn case() -> CaseView {
         crisis_plan: Default::default(),
         team_notes: vec![],
         attachments: vec![],
+        referrals: vec![],
+        episodes: vec![],
     }
 }
 

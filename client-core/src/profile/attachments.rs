@@ -67,6 +67,19 @@ impl Profile {
     /// the record, both on disk when this returns. Refused, with nothing written, for a kind of
     /// file or a size that cannot be attached.
     pub fn attach(&mut self, case: CaseId, file: AttachFile<'_>) -> Result<EntryId, ProfileError> {
+        let new = self.keep_bytes(case, &file)?;
+        self.edit(case, |doc| doc.add_attachment(&new))
+    }
+
+    /// Check a file can be attached and keep its bytes (sealed) beside the case; its description,
+    /// to write into the record. The bytes come first: the edit that writes the description
+    /// flushes, so both are durable together, and a record never names bytes this device lost.
+    /// Bytes whose description then fails stay unnamed (and harmless).
+    pub(super) fn keep_bytes(
+        &mut self,
+        case: CaseId,
+        file: &AttachFile<'_>,
+    ) -> Result<NewAttachment, ProfileError> {
         check_size(file.content.len() as u64)?;
         media_type_for(file.file_name)?;
         let hash = BlobHash::of(file.content);
@@ -83,10 +96,8 @@ impl Profile {
             hash,
             meeting: file.meeting,
         };
-        // The bytes first: `edit` flushes, so both are durable together, and a record never names
-        // bytes this device lost. Bytes whose description failed stay unnamed (and harmless).
         self.store.put_blob(&case, &hash, file.content)?;
-        self.edit(case, |doc| doc.add_attachment(&new))
+        Ok(new)
     }
 
     /// An attachment's description and bytes, for a practitioner to open (recorded as a read of

@@ -26,6 +26,7 @@ use crate::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 mod attachments;
 mod books;
 mod colleagues;
+mod referrals;
 
 pub use attachments::{move_blobs, AttachFile, BlobReport, BlobState, BlobWork};
 use books::{write_gate, LOG_READS, NS_ACCESSES, NS_MOVED_AWAY};
@@ -173,6 +174,16 @@ pub struct CaseSummary {
     pub last_meeting: Option<String>,
     /// The next planned meeting (RFC 3339).
     pub next_meeting: Option<String>,
+    /// When the first network meeting of the case's open episode is due, while none has been
+    /// held (RFC 3339; by the referral's urgency, or 24 hours when none is recorded).
+    #[serde(default)]
+    pub first_meeting_due: Option<String>,
+    /// The urgency of that episode's referral, as a person reads it ("Urgent (24 hours)").
+    #[serde(default)]
+    pub urgency: Option<String>,
+    /// The first network meeting of the case's latest episode, once held (RFC 3339).
+    #[serde(default)]
+    pub first_meeting: Option<String>,
 }
 
 /// The outcome of the last sync attempt.
@@ -496,6 +507,7 @@ impl Profile {
         ids.extend(view.crisis_plan.items.iter().map(|i| i.meta.id.to_string()));
         ids.extend(view.team_notes.iter().map(|n| n.meta.id.to_string()));
         ids.extend(view.attachments.iter().map(|a| a.meta.id.to_string()));
+        ids.extend(view.referrals.iter().map(|r| r.meta.id.to_string()));
         let unknown = || ProfileError::UnknownEntry {
             id: given.to_string(),
             case: case.to_string(),
@@ -529,6 +541,18 @@ impl Profile {
         new: NewCase,
         team: Option<&str>,
     ) -> Result<CaseId, ProfileError> {
+        self.create_case_with(new, team, |_, _, _| Ok(()))
+            .map(|(case, ())| case)
+    }
+
+    /// Open a new case and make `first` changes to it (its referral, say) before anything is
+    /// saved: the case is on disk with them, or not at all.
+    pub(super) fn create_case_with<R>(
+        &mut self,
+        new: NewCase,
+        team: Option<&str>,
+        first: impl FnOnce(&mut Self, CaseId, &mut CaseDoc) -> Result<R, ProfileError>,
+    ) -> Result<(CaseId, R), ProfileError> {
         let author = self.author()?;
         let _gate = write_gate();
         if self.being_revoked()? {
@@ -561,11 +585,12 @@ impl Profile {
         };
         let case = CaseId::random();
         let mut doc = CaseDoc::create(case, team, new, author)?;
+        let made = first(self, case, &mut doc)?;
         let bytes = doc.save();
         self.store.append_chunk(&case, &bytes)?;
         self.store.flush()?;
         self.docs.insert(case, doc.into_automerge());
-        Ok(case)
+        Ok((case, made))
     }
 
     /// Change a case. The change is on disk when this returns; if saving fails, the in-memory copy
@@ -828,6 +853,9 @@ impl Profile {
                         conflicts: 0,
                         last_meeting: None,
                         next_meeting: None,
+                        first_meeting_due: None,
+                        urgency: None,
+                        first_meeting: None,
                     });
                     continue;
                 }
@@ -850,6 +878,10 @@ impl Profile {
                 )
                 .filter(|a| *a > now)
                 .min();
+            let awaited = v
+                .episodes
+                .last()
+                .filter(|e| e.awaiting_first_meeting().is_some());
             out.push(CaseSummary {
                 case_id: case.to_string(),
                 name: v.person.name.clone(),
@@ -863,6 +895,9 @@ impl Profile {
                     .filter(|a| *a <= now)
                     .max(),
                 next_meeting: next,
+                first_meeting_due: awaited.map(|e| e.first_meeting_due.clone()),
+                urgency: awaited.and_then(|e| e.urgency.as_ref()).map(|u| u.label()),
+                first_meeting: v.episodes.last().and_then(|e| e.first_meeting.clone()),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.case_id.cmp(&b.case_id)));

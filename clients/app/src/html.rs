@@ -407,6 +407,16 @@ pub fn post_form(action: &str, csrf: &str, inner: &str) -> String {
     )
 }
 
+/// A POST form that can carry a file (`multipart/form-data`): as [`post_form`] otherwise. Its
+/// tokens come first, so the guards read them before the file.
+pub fn post_file_form(action: &str, csrf: &str, inner: &str) -> String {
+    post_form(action, csrf, inner).replacen(
+        " novalidate",
+        r#" enctype="multipart/form-data" novalidate"#,
+        1,
+    )
+}
+
 /// A submit button.
 pub fn button(label: &str) -> String {
     format!(

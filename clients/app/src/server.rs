@@ -17,7 +17,7 @@ use axum::{Extension, Router};
 use crate::auth::{self, SessionCtx};
 use crate::pages::{
     case, caseload, conflicts, decision, enrol, entry, exports, files, meeting, network,
-    network_copy, plan, safety, today,
+    network_copy, plan, referrals, safety, today,
 };
 use crate::state::App;
 
@@ -35,7 +35,25 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/status.json", get(status_json))
         .route("/enrol", get(enrol::show).post(enrol::submit))
         .route("/cases/new", get(case::new_form))
-        .route("/cases", post(case::create))
+        .route(
+            "/cases",
+            post(case::create).layer(axum::extract::DefaultBodyLimit::max(
+                crate::auth::MAX_UPLOAD_BODY,
+            )),
+        )
+        .route("/case/{id}/referrals/new", get(referrals::new_form))
+        .route(
+            "/case/{id}/referrals",
+            post(referrals::create).layer(axum::extract::DefaultBodyLimit::max(
+                crate::auth::MAX_UPLOAD_BODY,
+            )),
+        )
+        .route(
+            "/case/{id}/referral/{rid}/letter",
+            post(referrals::letter).layer(axum::extract::DefaultBodyLimit::max(
+                crate::auth::MAX_UPLOAD_BODY,
+            )),
+        )
         .route("/case/{id}", get(case::show))
         .route(
             "/case/{id}/person",

@@ -2222,3 +2222,193 @@ async fn a_letter_is_attached_from_the_case_page_once_and_only_with_the_forms_to
     assert!(page.body.contains("Choose the file to attach"));
     assert_eq!(listed().await.len(), 1, "nothing more written");
 }
+
+/// Issue 17, part 2: a case is opened with its referral and letter from the new-case form (what
+/// is missing is said beside its field, and nothing is opened); the caseload, the case page and
+/// the morning list show the first meeting due by urgency, flagged when past due; a re-referral
+/// from the case page opens a second episode; a closure before the referral is refused.
+#[tokio::test]
+async fn a_case_opens_with_its_referral_and_a_re_referral_opens_a_second_episode() {
+    let h = Harness::new().await;
+    let form = h.get("/cases/new").await;
+    for expected in [
+        "The referral",
+        r#"enctype="multipart/form-data""#,
+        "How urgent",
+        "Emergency (4 hours)",
+        "The reason, in the referrer&#39;s words",
+        r#"name="letter""#,
+    ] {
+        assert!(form.body.contains(expected), "no {expected:?} on the form");
+    }
+    let letter = b"%PDF-1.4 referral from the GP (test bytes)".to_vec();
+    let fields = |once: &str, reason: &str| -> Vec<(String, Option<String>, Vec<u8>)> {
+        let mut f: Vec<(String, Option<String>, Vec<u8>)> = [
+            ("_csrf", h.csrf.as_str()),
+            ("_once", once),
+            ("name", "Alex Smith"),
+            ("received_at-day", "14"),
+            ("received_at-month", "3"),
+            ("received_at-year", "2026"),
+            ("received_at-time", "08:00"),
+            ("source", "gp"),
+            ("referrer", "Dr Shah, Elm Street Surgery"),
+            ("reason", reason),
+            ("urgency", "emergency"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), None, v.as_bytes().to_vec()))
+        .collect();
+        f.push(("letter".into(), Some("referral.pdf".into()), letter.clone()));
+        f
+    };
+    let send = |f: Vec<(String, Option<String>, Vec<u8>)>, path: String| {
+        let h = &h;
+        async move {
+            let borrowed: Vec<(&str, Option<&str>, &[u8])> = f
+                .iter()
+                .map(|(n, fl, c)| (n.as_str(), fl.as_deref(), c.as_slice()))
+                .collect();
+            h.post_multipart(&path, &borrowed).await
+        }
+    };
+
+    // No reason: the form again, the error beside the field, and no case.
+    let r = send(fields(&"a".repeat(64), ""), "/cases".into()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains(r##"href="#reason""##));
+    assert!(r.body.contains("Enter the reason for the referral"));
+    assert!(h.app.profile().await.cases().unwrap().is_empty());
+
+    let r = send(
+        fields(
+            &"b".repeat(64),
+            "Not sleeping, hearing her late mother's voice",
+        ),
+        "/cases".into(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let case = r.location().trim_start_matches("/case/").to_string();
+    let view = h.app.profile().await.lookup(case.parse().unwrap()).unwrap();
+    assert_eq!(view.referrals.len(), 1);
+    let letter_id = view.referrals[0].letter.expect("the letter is named");
+    assert!(view
+        .attachments
+        .iter()
+        .any(|a| a.meta.id == letter_id && a.size == letter.len() as u64));
+
+    let page = h.get(&format!("/case/{case}")).await;
+    for expected in [
+        "Referrals and episodes",
+        "Not sleeping, hearing her late mother&#39;s voice",
+        "GP: Dr Shah, Elm Street Surgery",
+        "Emergency (4 hours)",
+        "First meeting past due",
+        &format!("/case/{case}/attachment/{letter_id}"),
+    ] {
+        assert!(
+            page.body.contains(expected),
+            "no {expected:?} on the case page"
+        );
+    }
+    let caseload = h.get("/").await;
+    assert!(caseload.body.contains("data-first-meeting"));
+    assert!(caseload.body.contains("Past due"), "the caseload flags it");
+    let today = h.get("/today").await;
+    assert!(today.body.contains("Hold the first network meeting"));
+    assert!(today.body.contains(&format!("/case/{case}/meetings/new")));
+
+    // Met, closed; a closure before the referral is refused; then a re-referral.
+    h.meeting(&case, "2026-03-14T18:00", &["person"]).await;
+    let r = h
+        .post(
+            &format!("/case/{case}/timeline"),
+            &[("milestone", "closure"), ("at", "2026-03-01T12:00")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("before the referral came in"), "said");
+    h.post(
+        &format!("/case/{case}/timeline"),
+        &[("milestone", "closure"), ("at", "2026-05-01T12:00")],
+    )
+    .await;
+    let form = h.get(&format!("/case/{case}/referrals/new")).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains(r#"enctype="multipart/form-data""#));
+    // A date without its time: said beside the field, what was typed kept, nothing written.
+    let r = h
+        .post(
+            &format!("/case/{case}/referrals"),
+            &[
+                ("received_at", "2026-09-02"),
+                ("source", "self"),
+                ("reason", "The voices are back"),
+                ("urgency", "urgent"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains(r##"href="#received_at""##));
+    assert!(r.body.contains("Enter the time the referral came in"));
+    assert!(
+        r.body.contains("The voices are back"),
+        "what was typed is kept"
+    );
+    let r = h
+        .post(
+            &format!("/case/{case}/referrals"),
+            &[
+                ("received_at", "2026-09-02T21:00"),
+                ("source", "self"),
+                ("reason", "The voices are back"),
+                ("urgency", "urgent"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(r.location().ends_with("#referrals"));
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(page.body.contains("Referral recorded"), "the flash says so");
+    assert!(page.body.contains(r#"data-episode="2""#));
+    assert!(
+        page.body.contains("later than its urgency asked"),
+        "episode 1 met late"
+    );
+    let view = h.app.profile().await.lookup(case.parse().unwrap()).unwrap();
+    assert_eq!(view.episodes.len(), 2);
+    assert!(view.episodes[0].closed_at.is_some());
+
+    // The self-referral came without a letter: one is attached to it later, from its own form.
+    let second = view.referrals[1].meta.id;
+    assert!(page
+        .body
+        .contains(&format!("/case/{case}/referral/{second}/letter")));
+    let r = send(
+        vec![
+            ("_csrf".into(), None, h.csrf.as_bytes().to_vec()),
+            ("_once".into(), None, "c".repeat(64).into_bytes()),
+            (
+                "letter".into(),
+                Some("self-referral.pdf".into()),
+                b"%PDF-1.4 later".to_vec(),
+            ),
+        ],
+        format!("/case/{case}/referral/{second}/letter"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let view = h.app.profile().await.lookup(case.parse().unwrap()).unwrap();
+    let named = view.referrals[1].letter.expect("the letter is named");
+    assert!(view.attachments.iter().any(|a| a.meta.id == named));
+
+    // A referral is marked entered in error from its own page, like every entry.
+    assert!(page
+        .body
+        .contains(&format!("/case/{case}/entry/{second}/error")));
+    let mark = h.get(&format!("/case/{case}/entry/{second}/error")).await;
+    assert_eq!(mark.status, StatusCode::OK, "{}", mark.body);
+    assert!(mark.body.contains("the referral of"));
+}

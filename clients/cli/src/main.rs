@@ -88,6 +88,9 @@ enum Command {
     /// Letters and documents attached to a case or a meeting.
     #[command(subcommand)]
     Attachment(commands::attachment::AttachmentCommand),
+    /// Referrals: the one that opened a case, and re-referrals, each opening a new episode.
+    #[command(subcommand)]
+    Referral(commands::referral::ReferralCommand),
     /// Mark an entry "entered in error" (it stays in the record, struck through, with why).
     Error(EnteredInErrorArgs),
     /// Fields where two devices wrote different values: see them side by side.
@@ -150,6 +153,7 @@ fn dispatch(
         Command::Plan(c) => c.run(profile),
         Command::Safety(c) => c.run(profile),
         Command::Attachment(c) => c.run(profile),
+        Command::Referral(c) => c.run(profile),
         Command::Team(a) => a.run(profile),
         Command::Meeting(c) => c.run(profile),
         Command::Note(c) => c.run(profile, NoteKind::Notes),

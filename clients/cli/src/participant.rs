@@ -171,6 +171,8 @@ mod tests {
             crisis_plan: Default::default(),
             team_notes: vec![],
             attachments: vec![],
+            referrals: vec![],
+            episodes: vec![],
         }
     }
 

@@ -1373,3 +1373,184 @@ fn an_attached_letter_reaches_a_second_device_as_it_was_attached() {
     );
     assert!(again.contains("cannot write"), "{again}");
 }
+
+#[test]
+fn a_referral_opens_a_case_with_its_letter_and_a_re_referral_opens_a_second_episode() {
+    let (server, alex) = server_and_device();
+    server.practitioner("Blake Carer", "North");
+    let dir = tempfile::tempdir().unwrap();
+    let letter = dir.path().join("referral.pdf");
+    std::fs::write(&letter, b"%PDF-1.4 a referral letter").unwrap();
+
+    // Something missing: refused with one line, and no case is opened.
+    let refused = alex.fails(
+        1,
+        &[
+            "case",
+            "new",
+            "--name",
+            "Jo Bloggs",
+            "--referral",
+            "2026-03-14T08:00",
+            "--source",
+            "gp",
+            "--reason",
+            "Not sleeping, hearing voices",
+            "--urgency",
+            "emergency",
+            "--letter",
+            letter.to_str().unwrap(),
+        ],
+    );
+    assert!(refused.contains("referrer"), "{refused}");
+    let usage = alex.fails(1, &["case", "new", "--name", "Jo", "--source", "gp"]);
+    assert!(
+        usage.contains("--reason"),
+        "--source needs --reason and --urgency: {usage}"
+    );
+    let cases: Value = alex.json(&["case", "list"]);
+    assert_eq!(count(&cases), 0, "nothing was opened");
+
+    let case = alex.ok(&[
+        "case",
+        "new",
+        "--name",
+        "Jo Bloggs",
+        "--referral",
+        "2026-03-14T08:00",
+        "--source",
+        "gp",
+        "--referrer",
+        "Dr Shah, Elm Street Surgery",
+        "--reason",
+        "Not sleeping for four nights, hearing her late mother's voice",
+        "--urgency",
+        "emergency",
+        "--letter",
+        letter.to_str().unwrap(),
+    ]);
+    // The caseload flags a first meeting past due, and the morning list asks for it.
+    let list = alex.ok(&["case", "list"]);
+    assert!(list.contains("FIRST MEETING DUE"), "{list}");
+    assert!(
+        list.contains("PAST DUE") && list.contains("emergency (4 hours)"),
+        "{list}"
+    );
+    let today = alex.ok(&["today"]);
+    assert!(today.contains("Hold the first network meeting"), "{today}");
+    let listed = alex.ok(&["referral", "list", &case]);
+    assert!(
+        listed.contains("Emergency (4 hours) (GP: Dr Shah, Elm Street Surgery)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("reason: \"Not sleeping for four nights"),
+        "{listed}"
+    );
+    assert!(listed.contains("letter: "), "{listed}");
+    assert!(listed.contains("FIRST MEETING PAST DUE"), "{listed}");
+    let files: Value = alex.json(&["attachment", "list", &case]);
+    assert_eq!(files[0]["kind"], "referral_letter");
+
+    // Met (late), closed, and referred again by the person themselves: a second episode, the
+    // network still there.
+    let sam = alex.ok(&[
+        "network",
+        "add",
+        &case,
+        "--name",
+        "Sam Smith",
+        "--relationship",
+        "my brother",
+    ]);
+    alex.ok(&[
+        "meeting",
+        "add",
+        &case,
+        "--at",
+        "2026-03-14T18:00",
+        "--place",
+        "home",
+        "--attendee",
+        "person",
+        "--attendee",
+        &sam,
+    ]);
+    alex.ok(&["case", "milestone", &case, "closure", "2026-05-01T12:00"]);
+    let again = alex.ok(&[
+        "referral",
+        "add",
+        &case,
+        "--received",
+        "2026-09-02T21:00",
+        "--source",
+        "self",
+        "--reason",
+        "The voices are back and I can't sleep",
+        "--urgency",
+        "urgent",
+    ]);
+    assert!(!again.is_empty());
+    // A date without its time is refused (it would read as midnight).
+    let no_time = alex.fails(
+        1,
+        &[
+            "referral",
+            "add",
+            &case,
+            "--received",
+            "2026-09-03",
+            "--source",
+            "self",
+            "--reason",
+            "Again",
+            "--urgency",
+            "urgent",
+        ],
+    );
+    assert!(no_time.contains("has no time"), "{no_time}");
+    // The self-referral's letter came later: attached to it and named as its letter.
+    let later = dir.path().join("self-referral.pdf");
+    std::fs::write(&later, b"%PDF-1.4 written by Jo").unwrap();
+    alex.ok(&["referral", "letter", &case, &again, later.to_str().unwrap()]);
+    let refused = alex.fails(
+        1,
+        &["referral", "letter", &case, &again, later.to_str().unwrap()],
+    );
+    assert!(refused.contains("already names its letter"), "{refused}");
+    let refs: Value = alex.json(&["referral", "list", &case]);
+    assert_eq!(count(&refs["referrals"]), 2);
+    assert_eq!(count(&refs["episodes"]), 2);
+    assert_eq!(refs["episodes"][0]["meetings"], 1);
+    assert_eq!(refs["episodes"][1]["urgency"], "urgent");
+    assert!(
+        refs["referrals"][1]["letter"].is_string(),
+        "the later letter is named"
+    );
+    let figures: Value = alex.json(&["case", "figures", &case]);
+    assert_eq!(figures["episodes"][0]["first_meeting_in_time"], false);
+    assert_eq!(
+        figures["episodes"][0]["hours_referral_to_first_meeting"],
+        10.0
+    );
+    let shown = alex.ok(&["case", "show", &case]);
+    assert!(shown.contains("episode 2 from"), "{shown}");
+
+    // A second device of the team gets both referrals and the letter.
+    alex.ok(&["sync"]);
+    let blake = server.device("Blake Carer");
+    blake.ok(&["sync"]);
+    let refs: Value = blake.json(&["referral", "list", &case]);
+    assert_eq!(count(&refs["referrals"]), 2);
+    let letter_id = refs["referrals"][0]["letter"].as_str().unwrap().to_string();
+    let out = dir.path().join("opened.pdf");
+    blake.ok(&[
+        "attachment",
+        "save",
+        &case,
+        &letter_id,
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"%PDF-1.4 a referral letter");
+}

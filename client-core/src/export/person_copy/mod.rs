@@ -188,6 +188,7 @@ pub(crate) fn layout(view: &CaseView, accesses: &[Access]) -> Layout {
     );
 
     about(&mut l, view);
+    referrals(&mut l, view);
     network(&mut l, view, &names);
     care_team(&mut l, view);
     crisis_plan(&mut l, view, &names, "Your safety and crisis plan");
@@ -222,18 +223,116 @@ fn about(l: &mut Layout, v: &CaseView) {
     );
     let tl = &v.timeline;
     let when = |s: &Option<String>| s.as_deref().map(plain::datetime);
-    l.field("Referred to the team", when(&tl.referral).as_deref(), false);
+    // With referrals recorded, each episode has its own dates under "Your referrals" (a
+    // re-referral reopens care, so one "ended" date would mislead). A case whose first episode is
+    // from before referrals were recorded keeps these lines: they are that episode's.
+    let recorded = v.episodes.first().is_some_and(|e| e.referral.is_some());
+    if !recorded {
+        l.field("Referred to the team", when(&tl.referral).as_deref(), false);
+    }
     l.field("First contact", when(&tl.first_contact).as_deref(), false);
-    l.field(
-        "First network meeting",
-        when(&tl.first_network_meeting).as_deref(),
+    if !recorded {
+        l.field(
+            "First network meeting",
+            when(&tl.first_network_meeting).as_deref(),
+            false,
+        );
+        l.field(
+            "Care with the team ended",
+            when(&tl.closure).as_deref(),
+            false,
+        );
+    }
+}
+
+/// Each referral, in the referrer's words, and the episode of care it opened: when the first
+/// network meeting was (or when it is due), and when care ended.
+fn referrals(l: &mut Layout, v: &CaseView) {
+    if v.referrals.is_empty() {
+        return;
+    }
+    l.push(Style::Heading, "Your referrals", false);
+    l.push(
+        Style::Body,
+        "Each time you were referred to the team, who referred you and why, in their words. \
+         A new referral starts a new episode of care; your network and your record carry on.",
         false,
     );
-    l.field(
-        "Care with the team ended",
-        when(&tl.closure).as_deref(),
-        false,
-    );
+    if let Some(first) = v.episodes.first().filter(|e| e.referral.is_none()) {
+        l.push(
+            Style::Subheading,
+            format!(
+                "Episode 1: referred {}",
+                plain::datetime(&first.received_at)
+            ),
+            false,
+        );
+        episode_lines(l, first, false);
+    }
+    for r in &v.referrals {
+        if l.withheld(&r.meta, "referral") {
+            continue;
+        }
+        let struck = r.meta.entered_in_error.is_some();
+        let episode = v.episodes.iter().find(|e| e.referral == Some(r.meta.id));
+        let heading = match episode {
+            Some(e) => format!(
+                "Episode {}: referred {}",
+                e.number,
+                plain::datetime_or(&r.received_at)
+            ),
+            None => format!("Referred {}", plain::datetime_or(&r.received_at)),
+        };
+        l.push(Style::Subheading, heading, struck);
+        let from = match &r.referrer {
+            Some(who) => format!("{} ({who})", r.source.label()),
+            None => r.source.label(),
+        };
+        l.labelled(Style::Body, "From:", from, struck);
+        l.labelled(Style::Body, "How urgent:", r.urgency.label(), struck);
+        l.labelled(
+            Style::Body,
+            "In their words:",
+            format!("\u{201c}{}\u{201d}", r.reason),
+            struck,
+        );
+        if let Some(a) = r
+            .letter
+            .and_then(|id| v.attachments.iter().find(|a| a.meta.id == id))
+            .filter(|a| !a.meta.withheld())
+        {
+            l.labelled(
+                Style::Body,
+                "Letter:",
+                format!("{} ({})", a.title, a.file_name),
+                struck,
+            );
+        }
+        if let Some(e) = episode {
+            episode_lines(l, e, struck);
+        }
+        l.written(&r.meta, struck);
+        l.error(&r.meta.entered_in_error, "referral");
+    }
+}
+
+/// An episode's first network meeting (or when it is due) and when care ended.
+fn episode_lines(l: &mut Layout, e: &crate::model::Episode, struck: bool) {
+    let first = match (&e.first_meeting, e.open(), &e.ended_by_referral_at) {
+        (Some(m), _, _) => plain::datetime(m),
+        (None, true, _) => format!("not yet: due by {}", plain::datetime(&e.first_meeting_due)),
+        (None, false, Some(_)) => "none was held before the next referral".to_string(),
+        (None, false, None) => "none was held".to_string(),
+    };
+    l.labelled(Style::Body, "First network meeting:", first, struck);
+    if let Some(c) = &e.closed_at {
+        l.labelled(
+            Style::Body,
+            "Care with the team ended:",
+            plain::datetime(c),
+            struck,
+        );
+    }
 }
 
 fn network(l: &mut Layout, v: &CaseView, names: &Names) {

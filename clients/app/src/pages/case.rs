@@ -96,11 +96,19 @@ async fn new_page(
             errors,
         ));
     }
+    let _ = write!(
+        inner,
+        r#"<fieldset class="nhsuk-fieldset" id="referral"><legend class="nhsuk-fieldset__legend nhsuk-fieldset__legend--m"><h2 class="nhsuk-fieldset__heading">The referral</h2></legend><div class="nhsuk-hint">The first network meeting is due by its urgency. Leave these empty only if the referral is not to hand yet: it can be recorded on the case page.</div>{}</fieldset>"#,
+        super::referrals::fields(form, errors)
+    );
     inner.push_str(&html::button("Open case"));
+    // Multipart: the referral letter may come with it.
     let content = format!(
-        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<h1>Open a new case</h1>{}</div></div>"#,
+        r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}<h1>Open a new case</h1><form method="post" action="/cases" enctype="multipart/form-data" novalidate autocomplete="off">{}<input type="hidden" name="_once" value="{}">{}</form></div></div>"#,
         error_summary(errors),
-        html::post_form("/cases", &session.csrf, &inner)
+        html::csrf_field(&session.csrf),
+        crate::auth::random_token(),
+        inner
     );
     render(
         app,
@@ -120,13 +128,29 @@ async fn new_page(
 pub async fn create(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
-    Form(form): Form<Vec<(String, String)>>,
+    posted: super::Posted,
 ) -> PageResult {
-    let form = FormData::from(form);
+    let form = &posted.form;
     let mut errors = Vec::new();
     if form.opt("name").is_none() {
         errors.push(FieldError::new("name", "Enter the person's full name"));
     }
+    // The referral, when any of it was given (or a letter chosen): then all of it is needed.
+    let referral_given = ["received_at", "source", "urgency", "reason", "referrer"]
+        .iter()
+        .any(|f| form.opt(f).is_some())
+        || posted.file("letter").is_some();
+    let referral = if referral_given {
+        match super::referrals::read(form, &app) {
+            Ok(r) => Some(r),
+            Err(mut e) => {
+                errors.append(&mut e);
+                None
+            }
+        }
+    } else {
+        None
+    };
     if errors.is_empty() {
         let new = NewCase {
             name: form.get("name").to_string(),
@@ -134,7 +158,15 @@ pub async fn create(
             date_of_birth: form.opt("date_of_birth").map(str::to_string),
             referral: None,
         };
-        let result = app.profile().await.create_case(new, form.opt("team"));
+        let result = {
+            let mut profile = app.profile().await;
+            match referral {
+                Some(r) => profile
+                    .create_referred_case(new, form.opt("team"), r, posted.letter())
+                    .map(|(case, _)| case),
+                None => profile.create_case(new, form.opt("team")),
+            }
+        };
         match result {
             Ok(case) => {
                 app.local_change(case);
@@ -146,20 +178,25 @@ pub async fn create(
                 ));
             }
             Err(e) => {
-                // The form's only date is the date of birth (a new case's referral is set later).
                 let field = match &e {
                     ProfileError::Model(ModelError::InvalidNhsNumber { .. }) => "nhs_number",
                     ProfileError::Model(
                         ModelError::InvalidDate { .. } | ModelError::LocalTime { .. },
                     ) => "date_of_birth",
                     ProfileError::Team(_) => "team",
+                    ProfileError::Model(
+                        ModelError::Referral(_)
+                        | ModelError::Required { .. }
+                        | ModelError::TooLong { .. }
+                        | ModelError::Attachment(_),
+                    ) => super::referrals::field_of(&e),
                     _ => "name",
                 };
                 errors.push(field_error(field, &e));
             }
         }
     }
-    Ok(new_page(&app, &session, &form, &errors).await)
+    Ok(new_page(&app, &session, form, &errors).await)
 }
 
 /// `GET /case/:id`.
@@ -231,6 +268,7 @@ pub fn render_case(
         staff.me.as_ref().map(|(id, _)| id.as_str()),
         csrf,
     ));
+    s.push_str(&super::referrals::section(app, v, csrf));
     s.push_str(&super::files::section(app, v, files, csrf));
     s.push_str(&timeline_section(app, v, csrf));
     s.push_str(&meetings_section(app, v, csrf));
@@ -725,8 +763,13 @@ pub async fn set_timeline(
             ))
         }
     };
-    app.edit(case, |d| d.set_timeline(field, at)).await?;
-    Ok(done(&app, &session, "Milestone recorded", &back))
+    let message = match app.edit(case, |d| d.set_timeline(field, at)).await {
+        Ok(()) => "Milestone recorded".to_string(),
+        // A closure before the referral, say: said, and nothing written.
+        Err(ProfileError::Model(e)) => format!("The milestone was not recorded: {e}"),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(done(&app, &session, &message, &back))
 }
 
 /// `POST /case/:id/care-team`: add the practitioner using this device, or (with `practitioner`)

@@ -72,7 +72,7 @@ pub fn render_caseload(
         s.push_str(r#"<p>There are no cases on this device yet. Open a new case, or sync to receive your team's cases.</p>"#);
         return s;
     }
-    s.push_str(r#"<table class="nhsuk-table" id="caseload"><caption class="nhsuk-table__caption">Cases on this device</caption><thead class="nhsuk-table__head"><tr><th scope="col">Person</th><th scope="col">Next meeting</th><th scope="col">Last meeting</th><th scope="col">Sync</th><th scope="col">Conflicts</th></tr></thead><tbody class="nhsuk-table__body">"#);
+    s.push_str(r#"<table class="nhsuk-table" id="caseload"><caption class="nhsuk-table__caption">Cases on this device</caption><thead class="nhsuk-table__head"><tr><th scope="col">Person</th><th scope="col">Next meeting</th><th scope="col">Last meeting</th><th scope="col">First meeting</th><th scope="col">Sync</th><th scope="col">Conflicts</th></tr></thead><tbody class="nhsuk-table__body">"#);
     let offset = &app.config.zone;
     for c in cases {
         let sync = c
@@ -94,7 +94,7 @@ pub fn render_caseload(
         };
         let _ = write!(
             s,
-            r#"<tr class="nhsuk-table__row" data-case="{id}"><td class="nhsuk-table__cell"><a href="/case/{id}">{name}</a></td><td class="nhsuk-table__cell">{next}</td><td class="nhsuk-table__cell">{last}</td><td class="nhsuk-table__cell" data-sync>{sync}</td><td class="nhsuk-table__cell">{conflicts}</td></tr>"#,
+            r#"<tr class="nhsuk-table__row" data-case="{id}"><td class="nhsuk-table__cell"><a href="/case/{id}">{name}</a></td><td class="nhsuk-table__cell">{next}</td><td class="nhsuk-table__cell">{last}</td><td class="nhsuk-table__cell" data-first-meeting>{first}</td><td class="nhsuk-table__cell" data-sync>{sync}</td><td class="nhsuk-table__cell">{conflicts}</td></tr>"#,
             id = esc(&c.case_id),
             name = esc(&c.name),
             next = when(&c.next_meeting),
@@ -103,10 +103,48 @@ pub fn render_caseload(
             } else {
                 "None yet".into()
             },
+            first = first_meeting(c, offset),
         );
     }
     s.push_str("</tbody></table>");
     s
+}
+
+/// The first network meeting of the case's open episode while none is held: the time left, or
+/// flagged past due; the urgency beside it. Once held, when; for an episode closed with none,
+/// that.
+fn first_meeting(c: &CaseSummary, zone: &polyphony_core::model::LocalZone) -> String {
+    let Some(due) = c.first_meeting_due.as_deref().and_then(|d| {
+        time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).ok()
+    }) else {
+        return match &c.first_meeting {
+            Some(t) => format!("Held {}", esc(dates::long_stored(t, zone))),
+            None => "None held: the episode is closed".into(),
+        };
+    };
+    let (left, past) =
+        polyphony_core::model::referrals::time_left(due, time::OffsetDateTime::now_utc());
+    let urgency = c
+        .urgency
+        .as_deref()
+        .map(|u| format!(", {}", esc(u.to_lowercase())))
+        .unwrap_or_default();
+    let by = esc(dates::long_stored(
+        c.first_meeting_due.as_deref().unwrap_or_default(),
+        zone,
+    ));
+    if past {
+        format!(
+            "{} {}{urgency}<br><span class=\"nhsuk-body-s\">Due by {by}</span>",
+            tag("Past due", "red"),
+            esc(left)
+        )
+    } else {
+        format!(
+            "{}{urgency}<br><span class=\"nhsuk-body-s\">Due by {by}</span>",
+            esc(left)
+        )
+    }
 }
 
 /// The link to the morning list ([`super::today`]), with how much is waiting and how much of it

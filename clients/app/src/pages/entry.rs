@@ -97,6 +97,18 @@ fn describe(v: &CaseView, id: &str, zone: &LocalZone) -> Option<Found> {
             mark: a.meta.entered_in_error.clone(),
         });
     }
+    if let Some(r) = v.referrals.iter().find(|r| r.meta.id == id) {
+        return Some(Found {
+            what: match r.received_at.as_deref() {
+                Some(t) => format!("the referral of {}", dates::long_stored(t, zone)),
+                None => "a referral".into(),
+            },
+            back: format!("/case/{case}#referrals"),
+            kind_words: "A referral",
+            content: None,
+            mark: r.meta.entered_in_error.clone(),
+        });
+    }
     if let Some(i) = v.crisis_plan.items.iter().find(|i| i.meta.id == id) {
         return Some(Found {
             what: match &i.current {

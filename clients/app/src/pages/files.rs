@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use polyphony_core::model::attachments::{human_size, MEDIA_TYPES};
@@ -227,55 +227,16 @@ pub async fn attach(
     State(app): State<AppState>,
     Extension(session): Extension<SessionCtx>,
     Path(id): Path<String>,
-    mut form: Multipart,
+    posted: super::Posted,
 ) -> PageResult {
     let case = case_id(&id)?;
     let back = format!("/case/{case}#attachments");
-    let mut kind = String::new();
-    let mut title = String::new();
-    let mut meeting = String::new();
-    let mut file: Option<(String, Vec<u8>)> = None;
-    loop {
-        let field = match form.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                return Ok(done(
-                    &app,
-                    &session,
-                    &format!("The file was not attached: the form could not be read ({e})"),
-                    &back,
-                ))
-            }
-        };
-        let name = field.name().unwrap_or_default().to_string();
-        match name.as_str() {
-            "file" => {
-                let file_name = field.file_name().unwrap_or_default().to_string();
-                match field.bytes().await {
-                    Ok(b) if !file_name.is_empty() => file = Some((file_name, b.to_vec())),
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Ok(done(
-                            &app,
-                            &session,
-                            &format!("The file was not attached: it could not be read ({e})"),
-                            &back,
-                        ))
-                    }
-                }
-            }
-            "kind" | "title" | "meeting" => {
-                let text = field.text().await.unwrap_or_default();
-                match name.as_str() {
-                    "kind" => kind = text,
-                    "title" => title = text,
-                    _ => meeting = text,
-                }
-            }
-            _ => {}
-        }
-    }
+    let (kind, title, meeting) = (
+        posted.form.get("kind"),
+        posted.form.get("title"),
+        posted.form.get("meeting"),
+    );
+    let file = posted.file("file");
     let Some((file_name, content)) = file else {
         return Ok(done(&app, &session, "Choose the file to attach", &back));
     };
@@ -285,15 +246,15 @@ pub async fn attach(
     let meeting = if meeting.trim().is_empty() {
         None
     } else {
-        Some(entry_id(&meeting)?)
+        Some(entry_id(meeting)?)
     };
     let result = app.profile().await.attach(
         case,
         AttachFile {
             kind,
-            title: &title,
-            file_name: &file_name,
-            content: &content,
+            title,
+            file_name,
+            content,
             meeting,
         },
     );

@@ -17,6 +17,7 @@ pub mod meeting;
 pub mod network;
 pub mod network_copy;
 pub mod plan;
+pub mod referrals;
 pub mod safety;
 pub mod today;
 
@@ -229,11 +230,42 @@ pub async fn case_form_page(
     inner: &str,
     errors: &[FieldError],
 ) -> Response {
+    let form = html::post_form(&format!("/case/{case}/{action}"), &session.csrf, inner);
+    case_page_around(app, session, case, title, heading, &form, errors).await
+}
+
+/// [`case_form_page`] for a form that can carry a file.
+#[allow(clippy::too_many_arguments)]
+pub async fn case_file_form_page(
+    app: &App,
+    session: &SessionCtx,
+    case: &str,
+    title: &str,
+    heading: &str,
+    action: &str,
+    inner: &str,
+    errors: &[FieldError],
+) -> Response {
+    let form = html::post_file_form(&format!("/case/{case}/{action}"), &session.csrf, inner);
+    case_page_around(app, session, case, title, heading, &form, errors).await
+}
+
+/// A case's form page around its form: the error summary, the heading, the form, and the way
+/// back to the case.
+async fn case_page_around(
+    app: &App,
+    session: &SessionCtx,
+    case: &str,
+    title: &str,
+    heading: &str,
+    form: &str,
+    errors: &[FieldError],
+) -> Response {
     let content = format!(
         r#"<div class="nhsuk-grid-row"><div class="nhsuk-grid-column-two-thirds">{}{}{}</div></div>"#,
         html::error_summary(errors),
         heading,
-        html::post_form(&format!("/case/{case}/{action}"), &session.csrf, inner)
+        form
     );
     let back = format!("/case/{case}");
     render(
@@ -594,5 +626,96 @@ pub fn text_or_none(t: &str) -> String {
         r#"<p class="app-muted">Nothing written yet.</p>"#.into()
     } else {
         format!(r#"<p class="app-text">{}</p>"#, esc_multiline(t))
+    }
+}
+
+/// A posted form's text fields (folded as every form's are, see [`FormData`]) and the files it
+/// carried, whether it came as `multipart/form-data` (a form that can carry a file) or urlencoded
+/// (the same form sent by a script, or without a file).
+pub struct Posted {
+    /// The text fields.
+    pub form: FormData,
+    /// Each file chosen: its field's name, the file's name and its bytes.
+    pub files: Vec<(String, String, Vec<u8>)>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Posted {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let multipart = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("multipart/form-data"));
+        if !multipart {
+            let axum::Form(fields) = axum::Form::<Vec<(String, String)>>::from_request(req, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+            return Ok(Posted {
+                form: FormData::from(fields),
+                files: Vec::new(),
+            });
+        }
+        let mut multipart = axum::extract::Multipart::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let bad = |e: String| (axum::http::StatusCode::BAD_REQUEST, e).into_response();
+        let mut fields = Vec::new();
+        let mut files = Vec::new();
+        loop {
+            let field = match multipart.next_field().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(bad(format!("The form could not be read: {e}"))),
+            };
+            let name = field.name().unwrap_or_default().to_string();
+            match field.file_name().map(str::to_string) {
+                // A file input left empty posts a part with an empty file name: no file.
+                Some(file_name) => {
+                    let bytes = field
+                        .bytes()
+                        .await
+                        .map_err(|e| bad(format!("The file could not be read: {e}")))?;
+                    if !file_name.is_empty() {
+                        files.push((name, file_name, bytes.to_vec()));
+                    }
+                }
+                None => {
+                    let text = field
+                        .text()
+                        .await
+                        .map_err(|e| bad(format!("The form could not be read: {e}")))?;
+                    fields.push((name, text));
+                }
+            }
+        }
+        Ok(Posted {
+            form: FormData::from(fields),
+            files,
+        })
+    }
+}
+
+impl Posted {
+    /// The file posted in field `name`: its name and bytes.
+    pub fn file(&self, name: &str) -> Option<(&str, &[u8])> {
+        self.files
+            .iter()
+            .find(|(field, _, _)| field == name)
+            .map(|(_, file, bytes)| (file.as_str(), bytes.as_slice()))
+    }
+
+    /// The `letter` field's file, as a referral letter to attach.
+    pub fn letter(&self) -> Option<polyphony_core::profile::AttachFile<'_>> {
+        self.file("letter")
+            .map(|(file_name, content)| polyphony_core::profile::AttachFile {
+                kind: polyphony_core::model::AttachmentKind::ReferralLetter,
+                title: "",
+                file_name,
+                content,
+                meeting: None,
+            })
     }
 }

@@ -167,6 +167,7 @@ pub fn render_today(
 
 fn kind_value(k: WorkKind) -> &'static str {
     match k {
+        WorkKind::FirstMeeting => "first_meeting",
         WorkKind::Overdue => "overdue",
         WorkKind::DueToday => "due_today",
         WorkKind::AwaitsOutcome => "awaits_outcome",
@@ -178,6 +179,17 @@ fn kind_value(k: WorkKind) -> &'static str {
 
 fn kind_tag(i: &WorkItem) -> String {
     let colour = match i.kind {
+        // Past its due time, red; due later today, orange.
+        WorkKind::FirstMeeting => {
+            let due = i.at.as_deref().and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            });
+            if due.is_none_or(|d| d < time::OffsetDateTime::now_utc()) {
+                "red"
+            } else {
+                "orange"
+            }
+        }
         WorkKind::Overdue | WorkKind::Unsynced | WorkKind::Unreadable => "red",
         WorkKind::DueToday => "orange",
         WorkKind::AwaitsOutcome | WorkKind::ReviewDue => "yellow",
@@ -213,6 +225,7 @@ fn href(i: &WorkItem) -> String {
         }
         (WorkKind::AwaitsOutcome, _, Some(m)) => format!("/case/{}/meeting/{m}", i.case_id),
         (WorkKind::ReviewDue, _, _) => format!("/case/{}#crisis-plan", i.case_id),
+        (WorkKind::FirstMeeting, _, _) => format!("/case/{}/meetings/new", i.case_id),
         _ => format!("/case/{}", i.case_id),
     }
 }
@@ -232,6 +245,9 @@ fn when(app: &App, i: &WorkItem) -> String {
         (Some(d), _) => format!("Due {}{}", dates::long_date(d), late(i.days_overdue)),
         (None, Some(t)) if i.kind == WorkKind::Unsynced => {
             format!("Since {}", dates::long_stored(t, zone))
+        }
+        (None, Some(t)) if i.kind == WorkKind::FirstMeeting => {
+            format!("Due by {}", dates::long_stored(t, zone))
         }
         (None, Some(t)) => format!(
             "Planned for {}{}",

@@ -569,6 +569,45 @@ test('a home visit on two devices, online and offline', { timeout: 25 * 60 * 100
     assert.equal(body.text, letter.toString());
   });
 
+  // Issue 17, part 2: a new case opened with its referral and letter from the new-case form; the
+  // case page and the caseload show the time left to the first meeting; the page to record a
+  // re-referral is checked too.
+  await t.test('a case opened with its referral and letter shows the time left to the first meeting', async () => {
+    const p = A.page;
+    await p.goto(`${robin.base}/cases/new`);
+    await p.fill('#name', 'Sam Taylor');
+    // An hour ago, on the UK clock.
+    const uk = Object.fromEntries(new Intl.DateTimeFormat('en-GB', {
+      timeZone: 'Europe/London', year: 'numeric', month: 'numeric', day: 'numeric',
+      hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+    }).formatToParts(new Date(Date.now() - 60 * 60 * 1000)).map((x) => [x.type, x.value]));
+    await p.fill('#received_at-day', uk.day);
+    await p.fill('#received_at-month', uk.month);
+    await p.fill('#received_at-year', uk.year);
+    await p.fill('#received_at-time', `${uk.hour}:${uk.minute}`);
+    await p.check('input[name=source][value=gp]');
+    await p.fill('#referrer', 'Dr Shah, Elm Street Surgery');
+    await p.fill('#reason', 'Sam has stopped sleeping and is frightened to be at home');
+    await p.check('input[name=urgency][value=urgent]');
+    await p.setInputFiles('#letter', { name: 'referral.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4 a referral (test bytes)') });
+    await check(p, '34-new-case-with-referral');
+    await p.getByRole('button', { name: 'Open case' }).click();
+    await p.waitForURL(/\/case\/[0-9a-f-]{36}$/);
+    const sam = p.url().split('/case/')[1];
+    const text = await p.locator('main').textContent();
+    assert.match(text, /frightened to be at home/);
+    assert.match(text, /GP: Dr Shah, Elm Street Surgery/);
+    assert.match(text, /First network meeting due by .*: \d+ hours? (\d+ minutes? )?left/);
+    assert.match(text, /Letter: referral\.pdf/);
+    await check(p, '35-case-with-a-referral');
+    await clickAndLoad(p, p.getByRole('button', { name: 'Record a referral' }));
+    await check(p, '36-record-a-referral');
+    await p.goto(`${robin.base}/`);
+    const cell = await p.locator(`tr[data-case="${sam}"] td[data-first-meeting]`).textContent();
+    assert.match(cell, /left, urgent \(24 hours\)/);
+    await check(p, '37-caseload-first-meeting-due');
+  });
+
   await t.test('no page has a serious or critical accessibility violation', () => {
     assert.deepEqual(violations, []);
   });

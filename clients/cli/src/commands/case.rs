@@ -1,9 +1,12 @@
 //! `polyphony case`: open a case, list the caseload, read a case, its timeline and its figures.
 
 use clap::{Args, Subcommand};
-use polyphony_core::model::{CaseFigures, NewCase, Timeline, TimelineField};
+use polyphony_core::model::{
+    CaseFigures, NewCase, NewReferral, ReferralSource, Timeline, TimelineField, Urgency,
+};
 use polyphony_core::profile::Profile;
 
+use super::referral::Letter;
 use super::{changed, created, datetime, find_case, read_case};
 use crate::failure::Failure;
 use crate::output;
@@ -37,12 +40,29 @@ pub(crate) struct NewArgs {
     /// Date of birth, YYYY-MM-DD.
     #[arg(long, value_name = "YYYY-MM-DD")]
     dob: Option<String>,
-    /// When the referral came in, YYYY-MM-DDTHH:MM (default: now).
+    /// When the referral came in, YYYY-MM-DDTHH:MM, UK time (default: now; required, with its
+    /// time, when the referral is given with --source).
     #[arg(long, value_name = "WHEN")]
     referral: Option<String>,
     /// The team that owns the case, if you are in several (name or id).
     #[arg(long)]
     team: Option<String>,
+    /// Where the referral came from: self, family, gp, emergency_department (A&E) or
+    /// other_team. With --reason and --urgency, records the referral with the case.
+    #[arg(long, requires_all = ["reason", "urgency", "referral"])]
+    source: Option<ReferralSource>,
+    /// Who referred: their name and role or service (not needed for a self-referral).
+    #[arg(long, requires = "source")]
+    referrer: Option<String>,
+    /// Why the person was referred, in the referrer's words.
+    #[arg(long, requires = "source")]
+    reason: Option<String>,
+    /// emergency (first meeting within 4 hours), urgent (24 hours) or routine (4 weeks).
+    #[arg(long, requires = "source")]
+    urgency: Option<Urgency>,
+    /// The referral letter (PDF, image or office document; at most 20 MB).
+    #[arg(long, value_name = "FILE", requires = "source")]
+    letter: Option<std::path::PathBuf>,
 }
 
 /// Just `--json`.
@@ -91,8 +111,35 @@ impl CaseCommand {
                     referral,
                 };
                 let name = new.name.trim().to_string();
-                let case = profile.create_case(new, a.team.as_deref())?;
-                created(case, format!("opened a case for {name}"));
+                let (Some(source), Some(reason), Some(urgency)) = (a.source, a.reason, a.urgency)
+                else {
+                    let case = profile.create_case(new, a.team.as_deref())?;
+                    created(case, format!("opened a case for {name}"));
+                    return Ok(());
+                };
+                let letter = a.letter.as_deref().map(Letter::read).transpose()?;
+                let referral = NewReferral {
+                    received_at: super::referral::received_at(a.referral.as_deref().unwrap_or(""))?,
+                    source,
+                    referrer: a.referrer,
+                    reason,
+                    urgency,
+                    letter: None,
+                };
+                let (case, id) = profile.create_referred_case(
+                    new,
+                    a.team.as_deref(),
+                    referral,
+                    letter.as_ref().map(Letter::file),
+                )?;
+                let view = profile.lookup(case)?;
+                created(
+                    case,
+                    format!(
+                        "opened a case for {name}; {}",
+                        super::referral::recorded(&view, id, urgency, letter.as_ref())
+                    ),
+                );
                 Ok(())
             }
             CaseCommand::List(a) => {

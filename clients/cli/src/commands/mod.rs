@@ -14,6 +14,7 @@ pub(crate) mod network;
 pub(crate) mod notes;
 pub(crate) mod person;
 pub(crate) mod plan;
+pub(crate) mod referral;
 pub(crate) mod safety;
 pub(crate) mod sync;
 pub(crate) mod team;

@@ -84,6 +84,8 @@ pub(crate) fn print_case(view: &CaseView) {
     conflicts_banner(&mut page, view);
     person(&mut page, view);
     milestones(&mut page, view);
+    page.heading("Referrals and episodes");
+    crate::commands::referral::print(&mut page, view, 2);
     network(&mut page, view, &names);
     care_team(&mut page, view);
     crisis_plan(&mut page, view, &names);

@@ -4,6 +4,7 @@
 //! comes from what the server acknowledged, not from when the last sync ran.
 
 use polyphony_core::profile::{CaseSummary, Status, SyncReport};
+use time::format_description::well_known::Rfc3339;
 
 use super::{short, when, when_opt, Page};
 
@@ -17,23 +18,57 @@ fn caseload(page: &mut Page, cases: &[CaseSummary]) {
     page.line(
         0,
         format!(
-            "{:<8}  {:<width$}  {:>8}  {:>9}  {:<16}  {}",
-            "CASE", "NAME", "UNSYNCED", "CONFLICTS", "LAST MEETING", "NEXT MEETING"
+            "{:<8}  {:<width$}  {:>8}  {:>9}  {:<16}  {:<16}  {}",
+            "CASE",
+            "NAME",
+            "UNSYNCED",
+            "CONFLICTS",
+            "LAST MEETING",
+            "NEXT MEETING",
+            "FIRST MEETING DUE"
         ),
     );
+    let now = time::OffsetDateTime::now_utc();
     for c in cases {
         page.line(
             0,
             format!(
-                "{:<8}  {:<width$}  {:>8}  {:>9}  {:<16}  {}",
+                "{:<8}  {:<width$}  {:>8}  {:>9}  {:<16}  {:<16}  {}",
                 short(&c.case_id),
                 c.name,
                 c.unsynced_changes,
                 c.conflicts,
                 when_opt(c.last_meeting.as_deref()),
                 when_opt(c.next_meeting.as_deref()),
+                first_meeting(c, now),
             ),
         );
+    }
+}
+
+/// The time left to the first network meeting of the case's open episode, flagged when past due;
+/// once held, when; "-" for an episode closed with none.
+fn first_meeting(c: &CaseSummary, now: polyphony_core::model::Instant) -> String {
+    let Some(due) = c
+        .first_meeting_due
+        .as_deref()
+        .and_then(|d| polyphony_core::model::Instant::parse(d, &Rfc3339).ok())
+    else {
+        return match &c.first_meeting {
+            Some(t) => format!("held {}", super::when(t)),
+            None => "-".into(),
+        };
+    };
+    let (left, past) = polyphony_core::model::referrals::time_left(due, now);
+    let urgency = c
+        .urgency
+        .as_deref()
+        .map(|u| format!(", {}", u.to_lowercase()))
+        .unwrap_or_default();
+    if past {
+        format!("PAST DUE: {left}{urgency}")
+    } else {
+        format!("{left}{urgency}")
     }
 }
 

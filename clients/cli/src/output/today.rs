@@ -19,6 +19,7 @@ fn when_due(i: &WorkItem) -> String {
         (Some(_), _) if i.due_unreadable => "due ?".into(),
         (Some(d), _) => format!("due {d}"),
         (None, Some(t)) if i.kind == WorkKind::Unsynced => format!("since {}", when(t)),
+        (None, Some(t)) if i.kind == WorkKind::FirstMeeting => format!("due {}", when(t)),
         (None, Some(t)) => format!("planned {}", when(t)),
         (None, None) => "-".into(),
     }
