@@ -1814,6 +1814,29 @@ async fn the_crisis_plan_is_written_changed_and_reviewed_in_the_app() {
     assert!(body.contains("agreed at the meeting of 14 March 2026"));
     assert!(body.contains("No review date set yet."));
 
+    // An impossible date: said beside the date, what was typed kept, nothing saved.
+    let r = h
+        .post(
+            &format!("/case/{case}/plan/review"),
+            &[
+                ("review_on-day", "31"),
+                ("review_on-month", "2"),
+                ("review_on-year", "2026"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains(r##"href="#review_on""##));
+    assert!(r.body.contains(r#"value="31""#), "what was typed is kept");
+    assert!(h
+        .app
+        .peek(case.parse().unwrap())
+        .await
+        .unwrap()
+        .crisis_plan
+        .review_on
+        .is_none());
+
     let r = h
         .post(
             &format!("/case/{case}/plan/review"),
