@@ -57,6 +57,12 @@ pub struct ServerConfig {
     /// Room for attachments' bytes in memory, in MiB, over every connection: a file moving takes
     /// room for two copies of itself, and waits while the room is taken (at least 40).
     pub attachment_memory_mib: usize,
+    /// How long a file waits for room in memory before it is refused as "busy", in seconds
+    /// (the device tries it again at its next sync).
+    pub attachment_room_wait_secs: u64,
+    /// How long one file may take to move, all in, in seconds (20 MiB at 300 kbit/s is about
+    /// 10 minutes); past it the transfer is refused and the room it held is free for others.
+    pub attachment_file_deadline_secs: u64,
     /// Open cases no device has synced for this many seconds are closed, giving their memory
     /// back; the next sync of the case opens it again from disk (a couple of milliseconds).
     pub cache_idle_secs: u64,
@@ -90,6 +96,8 @@ impl Default for ServerConfig {
             max_frame: polyphony_core::sync::DEFAULT_MAX_FRAME,
             cache_cases: 2000,
             attachment_memory_mib: crate::limits::DEFAULT_ATTACHMENT_MEMORY_MIB,
+            attachment_room_wait_secs: crate::limits::DEFAULT_ROOM_WAIT.as_secs(),
+            attachment_file_deadline_secs: crate::limits::DEFAULT_FILE_DEADLINE.as_secs(),
             cache_idle_secs: 60,
             enrolment_ttl_hours: 72,
             extra_server_names: Vec::new(),

@@ -46,7 +46,19 @@ pub struct Limits {
     /// device moving many files, or not reading what it asked for, cannot hold all of it.
     device_rooms: Mutex<HashMap<DeviceId, std::sync::Arc<tokio::sync::Semaphore>>>,
     device_room_mib: usize,
+    /// How long a file waits for room before it is refused as busy
+    /// ([`crate::ServerConfig::attachment_room_wait_secs`]).
+    pub room_wait: Duration,
+    /// How long one file may take to move, all in
+    /// ([`crate::ServerConfig::attachment_file_deadline_secs`]).
+    pub file_deadline: Duration,
 }
+
+/// How long a file waits for room in memory, unless configured otherwise: 30 s.
+pub const DEFAULT_ROOM_WAIT: Duration = Duration::from_secs(30);
+
+/// How long one file may take to move, all in, unless configured otherwise: 20 MiB at 300 kbit/s.
+pub const DEFAULT_FILE_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The default room for attachments' bytes in memory: 256 MiB, six 20 MiB files moving at once
 /// (each takes room for two copies), many more small ones.
@@ -62,6 +74,12 @@ impl Limits {
     /// Limits with `mib` MiB of room for attachments in memory (at least 40: one 20 MiB file,
     /// twice).
     pub fn with_attachment_memory(mib: usize) -> Limits {
+        Limits::for_attachments(mib, DEFAULT_ROOM_WAIT, DEFAULT_FILE_DEADLINE)
+    }
+
+    /// Limits with `mib` MiB of room for attachments in memory, a file waiting `room_wait` for
+    /// room and taking `file_deadline` at most to move.
+    pub fn for_attachments(mib: usize, room_wait: Duration, file_deadline: Duration) -> Limits {
         let mib = mib.max(40);
         Limits {
             devices: Default::default(),
@@ -72,6 +90,8 @@ impl Limits {
             attachment_room: std::sync::Arc::new(tokio::sync::Semaphore::new(mib)),
             device_rooms: Default::default(),
             device_room_mib: (mib / 4).max(40),
+            room_wait,
+            file_deadline,
         }
     }
 

@@ -78,8 +78,10 @@ impl Server {
         let ca = Arc::new(opened.ca);
         let shared = Arc::new(Shared {
             ca: Some(ca.clone()),
-            limits: Arc::new(crate::limits::Limits::with_attachment_memory(
+            limits: Arc::new(crate::limits::Limits::for_attachments(
                 config.attachment_memory_mib,
+                std::time::Duration::from_secs(config.attachment_room_wait_secs),
+                std::time::Duration::from_secs(config.attachment_file_deadline_secs),
             )),
             storage,
             registry: opened.registry.clone(),

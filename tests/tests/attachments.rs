@@ -503,3 +503,107 @@ async fn another_persons_letter_is_kept_but_sent_to_no_device() -> Result<()> {
     ep.close(0u32.into(), b"");
     Ok(())
 }
+
+/// The room for file bytes and a file's deadline, driven past (here 2 s and 6 s; 30 s and 10
+/// minutes unless configured): Sam's 20 MiB upload that stalls after its offer holds the whole
+/// room (40 MiB); Kit's file waits the room wait and is refused "busy", with nothing stored; at
+/// the file deadline the stalled upload is refused and its room given back, and Kit's next try is
+/// taken. After a restart (the store reopened from disk) the server holds Kit's file and nothing
+/// of the stalled one, which Sam sends whole at the next sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_past_the_room_wait_is_busy_and_a_stalled_one_past_its_deadline_frees_the_room(
+) -> Result<()> {
+    use polyphony_core::sync::Frame;
+    let mut server = TestServer::start_with(|c| {
+        c.attachment_memory_mib = 40;
+        c.attachment_room_wait_secs = 2;
+        c.attachment_file_deadline_secs = 6;
+    })
+    .await?;
+    server.team("North").await?;
+    server.practitioner("Sam", "North").await?;
+    server.practitioner("Kit", "North").await?;
+    let mut sam = server.device("Sam").await?;
+    let mut kit = server.device("Kit").await?;
+    let (case, _) = sam.case_with_meeting("Maria Lopez")?;
+    let big = file(MAX_ATTACHMENT_BYTES as usize, 90);
+    attach(&mut sam, case, "scan.pdf", &big)?;
+    // The records only, through a session of their own; then Kit has the case.
+    let e = sam.profile.enrolment().cloned().expect("enrolled");
+    let mut host = polyphony_e2e::TestHost::default();
+    host.docs.insert(case, sam.profile.document(case)?);
+    polyphony_e2e::run_session(server.addr(), &e, host, false).await?;
+    kit.sync().await?;
+    let small = file(3_000, 91);
+    attach(&mut kit, case, "note.pdf", &small)?;
+    let kits = kit.profile.enrolment().cloned().expect("enrolled");
+    let mut host = polyphony_e2e::TestHost::default();
+    host.docs.insert(case, kit.profile.document(case)?);
+    polyphony_e2e::run_session(server.addr(), &kits, host, false).await?;
+
+    // Sam offers the 20 MiB file and sends nothing more: it holds the whole room.
+    let (sam_ep, sam_conn) = connect_as(server.addr(), &e).await?;
+    let (send, recv) = sam_conn.open_bi().await?;
+    let mut stalled = net::FramedStream::new(send, recv);
+    stalled
+        .write_frames(&[Frame::BlobOffer {
+            case,
+            hash: BlobHash::of(&big),
+            size: big.len() as u64,
+        }])
+        .await?;
+    assert!(matches!(
+        stalled.read_frame().await?,
+        Some(Frame::BlobWant { .. })
+    ));
+    let stalled_at = std::time::Instant::now();
+
+    // Kit's file waits for room, past the room wait: busy, and nothing of it stored.
+    let addr = server.addr().to_string();
+    let (kit_ep, kit_conn) = connect_as(server.addr(), &kits).await?;
+    let asked = std::time::Instant::now();
+    let busy = net::blobs::upload(&addr, &kit_conn, case, BlobHash::of(&small), &small).await;
+    let waited = asked.elapsed();
+    refused_with(busy, ErrorCode::Busy, "busy moving other files");
+    assert!(
+        waited >= std::time::Duration::from_secs(2),
+        "refused after the room wait, not before: {waited:?}"
+    );
+    // At the file deadline the stalled upload is refused, and its room given back.
+    let refused = stalled.read_frame().await;
+    let after = stalled_at.elapsed();
+    assert!(
+        after >= std::time::Duration::from_secs(5),
+        "refused at the deadline, not before: {after:?}"
+    );
+    match refused {
+        Ok(Some(Frame::Error(r))) => {
+            assert!(
+                r.message.contains("took longer than 6 seconds"),
+                "{}",
+                r.message
+            )
+        }
+        other => panic!("expected the deadline's refusal, got {other:?}"),
+    }
+    net::blobs::upload(&addr, &kit_conn, case, BlobHash::of(&small), &small).await?;
+    kit_ep.close(0u32.into(), b"");
+    sam_ep.close(0u32.into(), b"");
+
+    // From disk: Kit's file is there, nothing of the stalled one; Sam's next sync sends it whole.
+    server.restart().await?;
+    let (ep, conn) = connect_as(server.addr(), &kits).await?;
+    assert_eq!(
+        net::blobs::download(&addr, &conn, case, BlobHash::of(&small)).await?,
+        small
+    );
+    refused_with(
+        net::blobs::download(&addr, &conn, case, BlobHash::of(&big)).await,
+        ErrorCode::NotAvailable,
+        "does not hold this attachment yet",
+    );
+    ep.close(0u32.into(), b"");
+    let report = sam.sync().await?;
+    assert_eq!(report.attachments.sent, 1, "{:?}", report.attachments);
+    Ok(())
+}

@@ -111,6 +111,29 @@ pub struct Episode {
     pub ended_by_referral_at: Option<String>,
 }
 
+/// How close together two referrals must be to be asked about as perhaps the same one (two
+/// practitioners logging one telephone call).
+pub const SAME_REFERRAL_WINDOW: time::Duration = time::Duration::hours(24);
+
+impl CaseView {
+    /// Another referral (not in error) that came in within [`SAME_REFERRAL_WINDOW`] of
+    /// `referral`'s time: perhaps the same referral recorded twice. Said when one is recorded, so
+    /// the second can be marked in error rather than open an episode of its own.
+    pub fn referral_near(&self, referral: EntryId) -> Option<&ReferralView> {
+        let at = self
+            .referrals
+            .iter()
+            .find(|r| r.meta.id == referral)
+            .and_then(|r| instant(&r.received_at))?;
+        self.referrals
+            .iter()
+            .filter(|r| r.meta.id != referral && r.meta.entered_in_error.is_none())
+            .find(|r| {
+                instant(&r.received_at).is_some_and(|t| (t - at).abs() <= SAME_REFERRAL_WINDOW)
+            })
+    }
+}
+
 impl Episode {
     /// Whether the episode is still open: not closed, and no referral has come after it.
     pub fn open(&self) -> bool {

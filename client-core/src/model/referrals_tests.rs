@@ -799,3 +799,30 @@ fn each_episodes_original_pair_is_the_pair_of_its_time() {
         "the case's own: Sam and Kit"
     );
 }
+
+/// Two referrals within a day of each other are asked about as perhaps the same one (two
+/// practitioners logging one call); a day and a minute apart, or one in error, are not.
+#[test]
+fn a_referral_within_a_day_of_another_is_pointed_out() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let first = case
+        .add_referral(&gp("2026-03-14T08:00", Urgency::Urgent))
+        .unwrap();
+    let again = case
+        .add_referral(&gp("2026-03-15T08:00", Urgency::Urgent))
+        .unwrap();
+    let later = case
+        .add_referral(&gp("2026-03-16T08:01", Urgency::Urgent))
+        .unwrap();
+    let v = case.view();
+    assert_eq!(v.referral_near(again).map(|r| r.meta.id), Some(first));
+    assert_eq!(
+        v.referral_near(later).map(|r| r.meta.id),
+        None,
+        "24 h 1 min apart"
+    );
+    case.mark_entered_in_error(&first, "Recorded twice")
+        .unwrap();
+    assert_eq!(case.view().referral_near(again).map(|r| r.meta.id), None);
+}

@@ -1814,6 +1814,29 @@ async fn the_crisis_plan_is_written_changed_and_reviewed_in_the_app() {
     assert!(body.contains("agreed at the meeting of 14 March 2026"));
     assert!(body.contains("No review date set yet."));
 
+    // An impossible date: said beside the date, what was typed kept, nothing saved.
+    let r = h
+        .post(
+            &format!("/case/{case}/plan/review"),
+            &[
+                ("review_on-day", "31"),
+                ("review_on-month", "2"),
+                ("review_on-year", "2026"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains(r##"href="#review_on""##));
+    assert!(r.body.contains(r#"value="31""#), "what was typed is kept");
+    assert!(h
+        .app
+        .peek(case.parse().unwrap())
+        .await
+        .unwrap()
+        .crisis_plan
+        .review_on
+        .is_none());
+
     let r = h
         .post(
             &format!("/case/{case}/plan/review"),
@@ -2372,6 +2395,10 @@ async fn a_case_opens_with_its_referral_and_a_re_referral_opens_a_second_episode
     assert!(r.location().ends_with("#referrals"));
     let page = h.get(&format!("/case/{case}")).await;
     assert!(page.body.contains("Referral recorded"), "the flash says so");
+    assert!(
+        !page.body.contains("Another referral came in"),
+        "months after the first: not asked about"
+    );
     assert!(page.body.contains(r#"data-episode="2""#));
     assert!(
         page.body.contains("later than its urgency asked"),
@@ -2403,6 +2430,26 @@ async fn a_case_opens_with_its_referral_and_a_re_referral_opens_a_second_episode
     let view = h.app.profile().await.lookup(case.parse().unwrap()).unwrap();
     let named = view.referrals[1].letter.expect("the letter is named");
     assert!(view.attachments.iter().any(|a| a.meta.id == named));
+
+    // A second referral an hour after one: said, so it can be marked in error if it is the same.
+    let r = h
+        .post(
+            &format!("/case/{case}/referrals"),
+            &[
+                ("received_at", "2026-09-02T22:00"),
+                ("source", "family"),
+                ("referrer", "Sam Smith"),
+                ("reason", "The voices are back"),
+                ("urgency", "urgent"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(
+        page.body.contains("Another referral came in on"),
+        "asked about"
+    );
 
     // A referral is marked entered in error from its own page, like every entry.
     assert!(page

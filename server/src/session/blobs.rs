@@ -28,13 +28,16 @@ pub const BLOB_STREAM_MAX_FRAME: usize = BLOB_CHUNK_BYTES + 64;
 /// the next one, before it is refused (the device tries again at its next sync).
 pub const CHUNK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// How long one file may take to move, all in: 20 MiB at 300 kbit/s. Past it the stream is
-/// refused, and the room it held is free for others.
-pub const FILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// How long a file waits for room in memory before it is refused as "busy" (the device tries
-/// again at its next sync; the app, after a while).
-pub const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A duration as the refusal says it: "10 minutes", "5 seconds".
+fn minutes_or_seconds(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match (s % 60, s / 60) {
+        (0, 1) => "1 minute".into(),
+        (0, m) if m > 0 => format!("{m} minutes"),
+        (_, _) if s == 1 => "1 second".into(),
+        _ => format!("{s} seconds"),
+    }
+}
 
 /// Take room in memory for a file of `size` bytes (two copies, whole MiB; the room is
 /// [`crate::ServerConfig::attachment_memory_mib`], over every connection), waiting while others
@@ -56,8 +59,11 @@ async fn room_for(
     };
     // The device's share first, then the server's room: a device at its share waits without
     // holding any of the room others need.
+    // How long a file waits for room before it is refused as "busy" (the device tries again at
+    // its next sync; the app, after a while): `attachment_room_wait_secs`.
+    let wait = shared.limits.room_wait;
     let take = |s: Arc<tokio::sync::Semaphore>| async move {
-        match tokio::time::timeout(ROOM_WAIT, s.acquire_many_owned(mib)).await {
+        match tokio::time::timeout(wait, s.acquire_many_owned(mib)).await {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(refusal(
                 ErrorCode::ShuttingDown,
@@ -146,12 +152,17 @@ pub async fn serve(
             )),
         }
     };
-    // However slow the device, a file's room is given back within the deadline.
-    let outcome = match tokio::time::timeout(FILE_DEADLINE, moving).await {
+    // However slow the device, a file's room is given back within the deadline
+    // (`attachment_file_deadline_secs`: 10 minutes unless configured otherwise).
+    let deadline = shared.limits.file_deadline;
+    let outcome = match tokio::time::timeout(deadline, moving).await {
         Ok(r) => r,
         Err(_) => Err(refusal(
             ErrorCode::Malformed,
-            "the attachment took longer than 10 minutes to move: it is tried again at the next sync",
+            format!(
+                "the attachment took longer than {} to move: it is tried again at the next sync",
+                minutes_or_seconds(deadline)
+            ),
         )),
     };
     if let Err(r) = outcome {

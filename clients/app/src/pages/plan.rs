@@ -197,19 +197,27 @@ fn item_line(app: &App, v: &CaseView, item: &PlanItemView) -> String {
 
 fn review_form(v: &CaseView, csrf: &str) -> String {
     let current = v.crisis_plan.review_on.clone().unwrap_or_default();
-    let inner = format!(
+    html::post_form(
+        &format!("/case/{}/plan/review", v.case_id),
+        csrf,
+        &review_fields(&current, &[]),
+    )
+}
+
+/// The review date's boxes and the button, with any error beside them.
+fn review_fields(value: &str, errors: &[FieldError]) -> String {
+    format!(
         "{}{}",
         DateInput {
             id: "review_on",
             name: "review_on",
             legend: "Review the plan by",
-            value: &current,
+            value,
             with_time: false,
         }
-        .render(&[]),
+        .render(errors),
         html::secondary_button("Save review date")
-    );
-    html::post_form(&format!("/case/{}/plan/review", v.case_id), csrf, &inner)
+    )
 }
 
 /// The fields shared by the add and change forms: the words, whose they are, the meeting.
@@ -520,13 +528,28 @@ pub async fn review(
     let back = format!("/case/{case}#crisis-plan");
     let on = match parse_date("review date", form.get("review_on")) {
         Ok(on) => on,
+        // Said beside the date, with what was typed kept, on a page of its own.
         Err(_) => {
-            return Ok(done(
+            let v = app.profile().await.lookup(case)?;
+            let errors = [FieldError::new(
+                "review_on",
+                "Enter the review date as a day, month and year, for example 14 3 2026",
+            )];
+            let heading = format!(
+                r#"<span class="nhsuk-caption-l">{}</span><h1>When to review the crisis plan</h1>"#,
+                esc(&v.person.name)
+            );
+            return Ok(super::case_form_page(
                 &app,
                 &session,
-                "The review date was not saved: enter a day, month and year",
-                &back,
-            ))
+                &v.case_id,
+                "When to review the crisis plan",
+                &heading,
+                "plan/review",
+                &review_fields(form.get("review_on"), &errors),
+                &errors,
+            )
+            .await);
         }
     };
     app.edit(case, |d| d.set_plan_review(on)).await?;

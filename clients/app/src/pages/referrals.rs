@@ -390,12 +390,26 @@ pub async fn create(
         Ok(referral) => {
             let result = app.profile().await.refer(case, referral, posted.letter());
             match result {
-                Ok(_) => {
+                Ok(id) => {
                     app.local_change(case);
+                    let near = app.profile().await.lookup(case).ok().and_then(|v| {
+                        v.referral_near(id).map(|n| {
+                            n.received_at
+                                .as_deref()
+                                .map(|t| dates::long_stored(t, &app.config.zone))
+                                .unwrap_or_default()
+                        })
+                    });
+                    let message = match near {
+                        Some(when) => format!(
+                            "Referral recorded. Another referral came in on {when}: if this is the same one, mark this one as entered in error, or it opens an episode of its own"
+                        ),
+                        None => "Referral recorded".to_string(),
+                    };
                     return Ok(done(
                         &app,
                         &session,
-                        "Referral recorded",
+                        &message,
                         &format!("/case/{case}#referrals"),
                     ));
                 }

@@ -224,6 +224,15 @@ pub(crate) fn recorded(
             human_size(l.content.len() as u64)
         ));
     }
+    if let Some(near) = view.referral_near(id) {
+        words.push_str(&format!(
+            "\nanother referral came in at {} ({}): if this is the same one, mark this one \
+             entered in error (`polyphony error CASE {}`), or it opens an episode of its own",
+            output::when_opt(near.received_at.as_deref()),
+            near.source.label(),
+            short(id)
+        ));
+    }
     words
 }
 
