@@ -58,10 +58,13 @@ pub struct ServerConfig {
     /// room for two copies of itself, and waits while the room is taken (at least 40).
     pub attachment_memory_mib: usize,
     /// How long a file waits for room in memory before it is refused as "busy", in seconds
-    /// (the device tries it again at its next sync).
+    /// (the device tries it again at its next sync): first for its device's share, then for the
+    /// server's room, so up to twice this. At least 1.
     pub attachment_room_wait_secs: u64,
     /// How long one file may take to move, all in, in seconds (20 MiB at 300 kbit/s is about
-    /// 10 minutes); past it the transfer is refused and the room it held is free for others.
+    /// 10 minutes); past it the transfer is refused and the room it held is free for others. At
+    /// least twice the room wait and five seconds more (a file that only waits is busy, not
+    /// slow).
     pub attachment_file_deadline_secs: u64,
     /// Open cases no device has synced for this many seconds are closed, giving their memory
     /// back; the next sync of the case opens it again from disk (a couple of milliseconds).

@@ -78,9 +78,14 @@ impl Limits {
     }
 
     /// Limits with `mib` MiB of room for attachments in memory, a file waiting `room_wait` for
-    /// room and taking `file_deadline` at most to move.
+    /// room and taking `file_deadline` at most to move. The wait is at least a second (0 would
+    /// refuse every file the moment two move at once); the deadline is longer than a file can
+    /// wait for room (twice the wait: its device's share, then the server's room) and five
+    /// seconds more, so a file that only waits is refused as busy, never as too slow.
     pub fn for_attachments(mib: usize, room_wait: Duration, file_deadline: Duration) -> Limits {
         let mib = mib.max(40);
+        let room_wait = room_wait.max(Duration::from_secs(1));
+        let file_deadline = file_deadline.max(room_wait * 2 + Duration::from_secs(5));
         Limits {
             devices: Default::default(),
             next_slot: Default::default(),

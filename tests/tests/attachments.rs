@@ -504,7 +504,7 @@ async fn another_persons_letter_is_kept_but_sent_to_no_device() -> Result<()> {
     Ok(())
 }
 
-/// The room for file bytes and a file's deadline, driven past (here 2 s and 6 s; 30 s and 10
+/// The room for file bytes and a file's deadline, driven past (here 2 s and 15 s; 30 s and 10
 /// minutes unless configured): Sam's 20 MiB upload that stalls after its offer holds the whole
 /// room (40 MiB); Kit's file waits the room wait and is refused "busy", with nothing stored; at
 /// the file deadline the stalled upload is refused and its room given back, and Kit's next try is
@@ -517,7 +517,9 @@ async fn a_file_past_the_room_wait_is_busy_and_a_stalled_one_past_its_deadline_f
     let mut server = TestServer::start_with(|c| {
         c.attachment_memory_mib = 40;
         c.attachment_room_wait_secs = 2;
-        c.attachment_file_deadline_secs = 6;
+        // Well past the longest a file waits for room (twice 2 s), so Kit's busy refusal comes
+        // before the stalled upload's room is freed even on a loaded machine.
+        c.attachment_file_deadline_secs = 15;
     })
     .await?;
     server.team("North").await?;
@@ -541,10 +543,14 @@ async fn a_file_past_the_room_wait_is_busy_and_a_stalled_one_past_its_deadline_f
     host.docs.insert(case, kit.profile.document(case)?);
     polyphony_e2e::run_session(server.addr(), &kits, host, false).await?;
 
-    // Sam offers the 20 MiB file and sends nothing more: it holds the whole room.
+    // Both connected first: a slow handshake must not eat into the deadline.
+    let addr = server.addr().to_string();
+    let (kit_ep, kit_conn) = connect_as(server.addr(), &kits).await?;
     let (sam_ep, sam_conn) = connect_as(server.addr(), &e).await?;
+    // Sam offers the 20 MiB file and sends nothing more: it holds the whole room.
     let (send, recv) = sam_conn.open_bi().await?;
     let mut stalled = net::FramedStream::new(send, recv);
+    let stalled_at = std::time::Instant::now();
     stalled
         .write_frames(&[Frame::BlobOffer {
             case,
@@ -556,11 +562,8 @@ async fn a_file_past_the_room_wait_is_busy_and_a_stalled_one_past_its_deadline_f
         stalled.read_frame().await?,
         Some(Frame::BlobWant { .. })
     ));
-    let stalled_at = std::time::Instant::now();
 
-    // Kit's file waits for room, past the room wait: busy, and nothing of it stored.
-    let addr = server.addr().to_string();
-    let (kit_ep, kit_conn) = connect_as(server.addr(), &kits).await?;
+    // Kit's file waits for room, past the room wait: busy.
     let asked = std::time::Instant::now();
     let busy = net::blobs::upload(&addr, &kit_conn, case, BlobHash::of(&small), &small).await;
     let waited = asked.elapsed();
@@ -573,19 +576,25 @@ async fn a_file_past_the_room_wait_is_busy_and_a_stalled_one_past_its_deadline_f
     let refused = stalled.read_frame().await;
     let after = stalled_at.elapsed();
     assert!(
-        after >= std::time::Duration::from_secs(5),
+        after >= std::time::Duration::from_secs(15),
         "refused at the deadline, not before: {after:?}"
     );
     match refused {
         Ok(Some(Frame::Error(r))) => {
             assert!(
-                r.message.contains("took longer than 6 seconds"),
+                r.message.contains("took longer than 15 seconds"),
                 "{}",
                 r.message
             )
         }
         other => panic!("expected the deadline's refusal, got {other:?}"),
     }
+    // Nothing of Kit's busy try was stored.
+    refused_with(
+        net::blobs::download(&addr, &kit_conn, case, BlobHash::of(&small)).await,
+        ErrorCode::NotAvailable,
+        "does not hold this attachment yet",
+    );
     net::blobs::upload(&addr, &kit_conn, case, BlobHash::of(&small), &small).await?;
     kit_ep.close(0u32.into(), b"");
     sam_ep.close(0u32.into(), b"");

@@ -1827,6 +1827,7 @@ async fn the_crisis_plan_is_written_changed_and_reviewed_in_the_app() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     assert!(r.body.contains(r##"href="#review_on""##));
+    assert!(r.body.contains("The review date must be a real date"));
     assert!(r.body.contains(r#"value="31""#), "what was typed is kept");
     assert!(h
         .app
@@ -2445,9 +2446,14 @@ async fn a_case_opens_with_its_referral_and_a_re_referral_opens_a_second_episode
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(
+        r.location().contains("#referral-"),
+        "taken to the new referral"
+    );
     let page = h.get(&format!("/case/{case}")).await;
     assert!(
-        page.body.contains("Another referral came in on"),
+        page.body
+            .contains("Another referral came in on 2 September 2026 at 21:00 UK time"),
         "asked about"
     );
 

@@ -1509,6 +1509,37 @@ fn a_referral_opens_a_case_with_its_letter_and_a_re_referral_opens_a_second_epis
         ],
     );
     assert!(no_time.contains("has no time"), "{no_time}");
+    // A second referral an hour after one: recorded, and pointed out with the command that undoes
+    // it if it is the same one.
+    let twice = alex
+        .cmd()
+        .args([
+            "referral",
+            "add",
+            &case,
+            "--received",
+            "2026-09-02T22:00",
+            "--source",
+            "family",
+            "--referrer",
+            "Sam Smith",
+            "--reason",
+            "The voices are back",
+            "--urgency",
+            "urgent",
+        ])
+        .output()
+        .unwrap();
+    assert!(twice.status.success());
+    let said = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        said.contains("another referral came in at 2026-09-02 21:00")
+            && said.contains("polyphony error")
+            && said.contains("--reason"),
+        "{said}"
+    );
+    let twice_id = String::from_utf8_lossy(&twice.stdout).trim().to_string();
+    alex.ok(&["error", &case, &twice_id, "--reason", "Recorded twice"]);
     // The self-referral's letter came later: attached to it and named as its letter.
     let later = dir.path().join("self-referral.pdf");
     std::fs::write(&later, b"%PDF-1.4 written by Jo").unwrap();
@@ -1519,7 +1550,11 @@ fn a_referral_opens_a_case_with_its_letter_and_a_re_referral_opens_a_second_epis
     );
     assert!(refused.contains("already names its letter"), "{refused}");
     let refs: Value = alex.json(&["referral", "list", &case]);
-    assert_eq!(count(&refs["referrals"]), 2);
+    assert_eq!(
+        count(&refs["referrals"]),
+        3,
+        "the one logged twice stays, in error"
+    );
     assert_eq!(count(&refs["episodes"]), 2);
     assert_eq!(refs["episodes"][0]["meetings"], 1);
     assert_eq!(refs["episodes"][1]["urgency"], "urgent");
@@ -1541,7 +1576,7 @@ fn a_referral_opens_a_case_with_its_letter_and_a_re_referral_opens_a_second_epis
     let blake = server.device("Blake Carer");
     blake.ok(&["sync"]);
     let refs: Value = blake.json(&["referral", "list", &case]);
-    assert_eq!(count(&refs["referrals"]), 2);
+    assert_eq!(count(&refs["referrals"]), 3);
     let letter_id = refs["referrals"][0]["letter"].as_str().unwrap().to_string();
     let out = dir.path().join("opened.pdf");
     blake.ok(&[

@@ -530,11 +530,13 @@ pub async fn review(
         Ok(on) => on,
         // Said beside the date, with what was typed kept, on a page of its own.
         Err(_) => {
-            let v = app.profile().await.lookup(case)?;
-            let errors = [FieldError::new(
-                "review_on",
-                "Enter the review date as a day, month and year, for example 14 3 2026",
-            )];
+            let v = app.profile().await.view(case, "crisis plan")?;
+            let message = if form.get("review_on").trim().is_empty() {
+                "Enter the date to review the plan by, for example 14 3 2026"
+            } else {
+                "The review date must be a real date, for example 14 3 2026"
+            };
+            let errors = [FieldError::new("review_on", message)];
             let heading = format!(
                 r#"<span class="nhsuk-caption-l">{}</span><h1>When to review the crisis plan</h1>"#,
                 esc(&v.person.name)

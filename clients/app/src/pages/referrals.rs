@@ -268,7 +268,7 @@ pub async fn new_form(
     Path(id): Path<String>,
 ) -> PageResult {
     let case = case_id(&id)?;
-    let v = app.profile().await.lookup(case)?;
+    let v = app.profile().await.view(case, "referral form")?;
     Ok(new_page(&app, &session, &v, &FormData::default(), &[]).await)
 }
 
@@ -400,25 +400,28 @@ pub async fn create(
                                 .unwrap_or_default()
                         })
                     });
-                    let message = match near {
-                        Some(when) => format!(
-                            "Referral recorded. Another referral came in on {when}: if this is the same one, mark this one as entered in error, or it opens an episode of its own"
+                    // Said, and taken to the new referral, whose "mark entered in error" is the
+                    // way to undo a call logged twice.
+                    let (message, to) = match near {
+                        Some(when) => (
+                            format!(
+                                "Referral recorded. Another referral came in on {when}: if this is the same one, mark this one as entered in error, or it opens an episode of its own"
+                            ),
+                            format!("/case/{case}#referral-{id}"),
                         ),
-                        None => "Referral recorded".to_string(),
+                        None => (
+                            "Referral recorded".to_string(),
+                            format!("/case/{case}#referrals"),
+                        ),
                     };
-                    return Ok(done(
-                        &app,
-                        &session,
-                        &message,
-                        &format!("/case/{case}#referrals"),
-                    ));
+                    return Ok(done(&app, &session, &message, &to));
                 }
                 Err(e) => vec![super::field_error(field_of(&e), &e)],
             }
         }
         Err(errors) => errors,
     };
-    let v = app.profile().await.lookup(case)?;
+    let v = app.profile().await.view(case, "referral form")?;
     Ok(new_page(&app, &session, &v, &posted.form, &errors).await)
 }
 

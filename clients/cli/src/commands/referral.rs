@@ -227,9 +227,11 @@ pub(crate) fn recorded(
     if let Some(near) = view.referral_near(id) {
         words.push_str(&format!(
             "\nanother referral came in at {} ({}): if this is the same one, mark this one \
-             entered in error (`polyphony error CASE {}`), or it opens an episode of its own",
+             entered in error (`polyphony error {} {} --reason \"Recorded twice\"`), or it opens \
+             an episode of its own",
             output::when_opt(near.received_at.as_deref()),
             near.source.label(),
+            short(&view.case_id),
             short(id)
         ));
     }
