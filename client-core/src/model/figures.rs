@@ -202,7 +202,7 @@ impl CaseFigures {
                     .copied()
                     .filter(|m| parse(&m.at).is_some_and(|at| e.holds(at)))
                     .collect();
-                let began = parse(&Some(e.received_at.clone())).map(|t| LocalZone::uk().date(t));
+                let began = e.received().map(|t| LocalZone::uk().date(t));
                 let s = shares(v, &mine, began);
                 EpisodeFigures {
                     number: e.number,

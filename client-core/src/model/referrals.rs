@@ -135,6 +135,16 @@ impl CaseView {
 }
 
 impl Episode {
+    /// When its referral came in.
+    pub fn received(&self) -> Option<Instant> {
+        at(&self.received_at)
+    }
+
+    /// When its first meeting is due.
+    pub fn due(&self) -> Option<Instant> {
+        at(&self.first_meeting_due)
+    }
+
     /// Whether the episode is still open: not closed, and no referral has come after it.
     pub fn open(&self) -> bool {
         self.closed_at.is_none() && self.ended_by_referral_at.is_none()
@@ -144,30 +154,43 @@ impl Episode {
     /// meeting has been held in it.
     pub fn awaiting_first_meeting(&self) -> Option<Instant> {
         (self.open() && self.first_meeting.is_none())
-            .then(|| instant(&Some(self.first_meeting_due.clone())))
+            .then(|| self.due())
             .flatten()
     }
 
     /// Whether a meeting at `at` belongs to this episode: from its referral (for the first
     /// episode, anything before as well) until the next referral.
     pub fn holds(&self, at: Instant) -> bool {
-        let start = instant(&Some(self.received_at.clone()));
+        let start = self.received();
         let next = instant(&self.ended_by_referral_at);
         (self.number == 1 || start.is_some_and(|s| at >= s)) && next.is_none_or(|n| at < n)
     }
 
     /// Hours from the referral to the first meeting, if it was held.
     pub fn hours_to_first_meeting(&self) -> Option<f64> {
-        let r = instant(&Some(self.received_at.clone()))?;
+        let r = self.received()?;
         let m = instant(&self.first_meeting)?;
         Some((m - r).whole_seconds() as f64 / 3600.0)
     }
 
     /// Whether the first meeting was held by its due time (None until it is held).
     pub fn met_in_time(&self) -> Option<bool> {
-        let due = instant(&Some(self.first_meeting_due.clone()))?;
+        let due = self.due()?;
         instant(&self.first_meeting).map(|m| m <= due)
     }
+}
+
+/// Who referred, as it is kept: trimmed, and none when nothing was given.
+fn referrer_of(new: &NewReferral) -> Option<&str> {
+    new.referrer
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+}
+
+/// An RFC 3339 time as an instant.
+fn at(s: &str) -> Option<Instant> {
+    Instant::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// The time left until `due`, or how long past it, in words ("3 hours 20 minutes left", "2 days
@@ -209,11 +232,7 @@ impl CaseDoc {
     pub fn add_referral(&mut self, new: &NewReferral) -> Result<EntryId, ModelError> {
         Self::check_referral(new)?;
         let reason = new.reason.trim();
-        let referrer = new
-            .referrer
-            .as_deref()
-            .map(str::trim)
-            .filter(|r| !r.is_empty());
+        let referrer = referrer_of(new);
         if let Some(letter) = new.letter {
             self.live_entry_in(
                 &super::attachments::attachment_maps(&self.doc),
@@ -242,7 +261,7 @@ impl CaseDoc {
             .episodes
             .last()
             .filter(|e| e.referral.is_some() && e.closed_at.is_some())
-            .filter(|e| instant(&Some(e.received_at.clone())) < Some(new.received_at))
+            .filter(|e| e.received() < Some(new.received_at))
             .and_then(|e| Some((e.referral?, instant(&e.closed_at)?)))
             // A referral back-dated before the closure falls inside the closed episode: the
             // closure is then the new episode's, and stays where it is.
@@ -294,11 +313,7 @@ impl CaseDoc {
             });
         }
         super::doc::check_long("reason for the referral", reason)?;
-        let referrer = new
-            .referrer
-            .as_deref()
-            .map(str::trim)
-            .filter(|r| !r.is_empty());
+        let referrer = referrer_of(new);
         if let Some(r) = referrer {
             super::doc::check_short("referrer", r)?;
         } else if new.source != ReferralSource::SelfReferral {
@@ -325,11 +340,11 @@ impl CaseDoc {
             .episodes
             .iter()
             .rev()
-            .find(|e| instant(&Some(e.received_at.clone())).is_some_and(|r| r <= at))
+            .find(|e| e.received().is_some_and(|r| r <= at))
             .or(view.episodes.first())
             .cloned();
         if let Some(e) = &episode {
-            if instant(&Some(e.received_at.clone())).is_some_and(|r| at < r) {
+            if e.received().is_some_and(|r| at < r) {
                 return Err(ModelError::Referral(format!(
                     "the closure is before the referral came in ({})",
                     e.received_at

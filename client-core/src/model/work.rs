@@ -288,7 +288,7 @@ pub fn first_meeting_due(
     // A recorded referral starts the clock at once; a case whose referral is only the timeline's
     // milestone (from before referrals were recorded, or opened without one) is listed from the
     // UK day its first meeting is due, as before.
-    let received = super::read::instant(&Some(episode.received_at.clone()));
+    let received = episode.received();
     let listed = if episode.referral.is_some() {
         received.is_some_and(|r| r <= now)
     } else {
