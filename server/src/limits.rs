@@ -79,13 +79,19 @@ impl Limits {
 
     /// Limits with `mib` MiB of room for attachments in memory, a file waiting `room_wait` for
     /// room and taking `file_deadline` at most to move. The wait is at least a second (0 would
-    /// refuse every file the moment two move at once); the deadline is longer than a file can
-    /// wait for room (twice the wait: its device's share, then the server's room) and five
-    /// seconds more, so a file that only waits is refused as busy, never as too slow.
+    /// refuse every file the moment two move at once) and at most a day; the deadline is longer
+    /// than a file can wait for room (twice the wait: its device's share, then the server's
+    /// room) and five seconds more, so a file that only waits is refused as busy, never as too
+    /// slow, and at most three days.
     pub fn for_attachments(mib: usize, room_wait: Duration, file_deadline: Duration) -> Limits {
         let mib = mib.max(40);
-        let room_wait = room_wait.max(Duration::from_secs(1));
-        let file_deadline = file_deadline.max(room_wait * 2 + Duration::from_secs(5));
+        // Bounded both ways: a day is far past any wait a person would sit through, and keeps
+        // the arithmetic below from overflowing on a mistyped setting.
+        let day = Duration::from_secs(24 * 60 * 60);
+        let room_wait = room_wait.clamp(Duration::from_secs(1), day);
+        let file_deadline = file_deadline
+            .min(day * 3)
+            .max(room_wait * 2 + Duration::from_secs(5));
         Limits {
             devices: Default::default(),
             next_slot: Default::default(),
@@ -289,6 +295,27 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The attachment waits as configured, bounded: 0 is a second (and its deadline past twice
+    /// it), the largest number a setting can hold is a day (and three days), with no overflow.
+    #[test]
+    fn attachment_waits_are_bounded_both_ways() {
+        let zero = Limits::for_attachments(40, Duration::ZERO, Duration::ZERO);
+        assert_eq!(zero.room_wait, Duration::from_secs(1));
+        assert_eq!(zero.file_deadline, Duration::from_secs(7));
+        let huge = Limits::for_attachments(
+            40,
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(u64::MAX),
+        );
+        assert_eq!(huge.room_wait, Duration::from_secs(24 * 60 * 60));
+        assert_eq!(huge.file_deadline, Duration::from_secs(3 * 24 * 60 * 60));
+        let set = Limits::for_attachments(40, Duration::from_secs(2), Duration::from_secs(15));
+        assert_eq!(
+            (set.room_wait, set.file_deadline),
+            (Duration::from_secs(2), Duration::from_secs(15))
+        );
+    }
 
     #[test]
     fn a_device_holds_at_most_its_slots_and_a_new_connection_closes_its_oldest() {

@@ -1007,8 +1007,9 @@ impl<'a> Builder<'a> {
     // ------------------------------------------------------------------------ referrals
 
     /// The EpisodeOfCare of an episode: the first is the case's own; a later one's id is derived
-    /// from its referral's, so it stays the same from one export to the next whatever is
-    /// recorded before it.
+    /// from its referral's, so it stays the same from one export to the next. (A referral
+    /// back-dated before the first, or the first marked in error, changes which episode is the
+    /// case's own: that one then takes the case's id.)
     fn episode_id(&self, e: &crate::model::Episode) -> String {
         match e.referral {
             Some(r) if e.number > 1 => derived(&rid(r), "EpisodeOfCare"),

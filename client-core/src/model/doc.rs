@@ -934,13 +934,20 @@ impl CaseDoc {
         let reason = check_required("reason", reason)?;
         let (obj, what_entry) = self.find_entry(entry)?;
         // A referral on the wrong person's record brought the wrong person's letter: it goes
-        // with it, so nothing of the other person stays in this one's copy.
+        // with it, so nothing of the other person stays in this one's copy. Only a referral
+        // letter that no other referral names (every value a device wrote counts): a document
+        // of this person's, or another referral's letter, is never taken with it.
         let letter = (kind == ErrorKind::WrongPerson && what_entry == "referral")
             .then(|| get_str(&self.doc, &obj, keys::LETTER))
             .flatten()
             .and_then(|l| l.parse::<EntryId>().ok())
+            .filter(|l| super::referrals::naming_letter(&self.doc, l, Some(&obj)) == 0)
             .and_then(|l| self.find_entry(&l).ok())
-            .filter(|(_, k)| *k == "attachment")
+            .filter(|(o, k)| {
+                *k == "attachment"
+                    && get_str(&self.doc, o, keys::KIND).as_deref()
+                        == Some(AttachmentKind::ReferralLetter.as_str())
+            })
             .map(|(o, _)| o)
             .filter(|o| map_at(&self.doc, o, keys::WRONG_PERSON).is_none());
         // A mistake is the schema-1 mark; the wrong person's record has a mark of its own, added

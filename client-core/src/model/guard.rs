@@ -352,7 +352,15 @@ pub fn written_once_kept(
             "the change {what} {path}.{key}.{f}: it is kept as written (mark the entry entered in error and write a new one)"
         )
     };
-    for (path, maps, fields) in written_once(before) {
+    // Written once, and never deleted: those, and a closed episode's closure (a correction may
+    // rewrite its date; nothing may reopen the episode by taking it away).
+    let mut kept = written_once(before);
+    kept.push((
+        "referrals",
+        super::referrals::referral_maps(before),
+        &[keys::CLOSED_AT],
+    ));
+    for (path, maps, fields) in kept {
         for (key, entry) in entries(before, &maps) {
             for f in fields {
                 let had = !before.get_all(&entry, *f).unwrap_or_default().is_empty();

@@ -234,11 +234,7 @@ impl CaseDoc {
         let reason = new.reason.trim();
         let referrer = referrer_of(new);
         if let Some(letter) = new.letter {
-            self.live_entry_in(
-                &super::attachments::attachment_maps(&self.doc),
-                "attachment",
-                &letter,
-            )?;
+            self.letter_free(&letter, None)?;
         }
         let view = self.view();
         // The first recorded referral names the one that opened the case (and moves the
@@ -383,11 +379,7 @@ impl CaseDoc {
         letter: &EntryId,
     ) -> Result<(), ModelError> {
         let r = self.live_entry_in(&referral_maps(&self.doc), "referral", referral)?;
-        self.live_entry_in(
-            &super::attachments::attachment_maps(&self.doc),
-            "attachment",
-            letter,
-        )?;
+        self.letter_free(letter, Some(&r))?;
         if !self.doc.get_all(&r, keys::LETTER)?.is_empty() {
             return Err(ModelError::Referral(
                 "this referral already names its letter: attach another document as a letter"
@@ -398,6 +390,25 @@ impl CaseDoc {
             d.put(&r, keys::LETTER, letter.to_string())?;
             Ok(())
         })
+    }
+
+    /// Refuse as a referral's letter anything but a live attachment no other referral names:
+    /// one letter, one referral (marking a referral as another person's takes its letter with
+    /// it, and must never take a document of this person's or another referral's).
+    fn letter_free(&self, letter: &EntryId, referral: Option<&ObjId>) -> Result<(), ModelError> {
+        self.live_entry_in(
+            &super::attachments::attachment_maps(&self.doc),
+            "attachment",
+            letter,
+        )?;
+        if naming_letter(&self.doc, letter, referral) > 0 {
+            return Err(ModelError::Referral(
+                "this document is already another referral's letter: attach the letter for this \
+                 referral"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// A live (not in error) entry `id` in any of `maps`.
@@ -439,6 +450,30 @@ fn put_milestone(
 fn entry_in(d: &impl ReadDoc, maps: &[ObjId], id: &EntryId) -> Option<ObjId> {
     let key = id.to_string();
     maps.iter().find_map(|m| map_at(d, m, &key))
+}
+
+/// The referrals (every concurrent value, entries in error included) that name `letter` as their
+/// letter, but the one at `except`.
+pub(super) fn naming_letter(d: &impl ReadDoc, letter: &EntryId, except: Option<&ObjId>) -> usize {
+    let want = letter.to_string();
+    let mut n = 0;
+    for m in referral_maps(d) {
+        for k in d.keys(&m) {
+            let Some(e) = map_at(d, &m, &k) else { continue };
+            if Some(&e) == except {
+                continue;
+            }
+            let names = d
+                .get_all(&e, keys::LETTER)
+                .unwrap_or_default()
+                .into_iter()
+                .any(|(v, _)| v.as_str() == Some(want.as_str()));
+            if names {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// Every concurrent `referrals` map.

@@ -826,3 +826,85 @@ fn a_referral_within_a_day_of_another_is_pointed_out() {
         .unwrap();
     assert_eq!(case.view().referral_near(again).map(|r| r.meta.id), None);
 }
+
+/// Marking a referral as another person's takes only its own referral letter: a document of this
+/// person's named as its letter (refused now, but a newer or bad device could have written it)
+/// stays; a document already another referral's letter cannot be named again.
+#[test]
+fn a_wrong_person_referral_never_takes_the_persons_own_document() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let doc = |kind, name: &str| NewAttachment {
+        kind,
+        title: name.into(),
+        file_name: format!("{name}.pdf"),
+        size: 4,
+        hash: crate::BlobHash::of(name.as_bytes()),
+        meeting: None,
+    };
+    let gp = case
+        .add_attachment(&doc(AttachmentKind::GpLetter, "Maria's GP letter"))
+        .unwrap();
+    let letter = case
+        .add_attachment(&doc(AttachmentKind::ReferralLetter, "referral"))
+        .unwrap();
+    let mut first = gp_referral("2026-03-14T08:00");
+    first.letter = Some(letter);
+    case.add_referral(&first).unwrap();
+    // The same letter for a second referral: refused, nothing written.
+    let before = case.save();
+    let mut second = gp_referral("2026-06-14T08:00");
+    second.letter = Some(letter);
+    let e = case.add_referral(&second).unwrap_err();
+    assert!(
+        e.to_string().contains("already another referral's letter"),
+        "{e}"
+    );
+    assert_eq!(case.save(), before);
+    // Maria's GP letter named as a wrong referral's letter (as a bad device could): marking the
+    // referral as another person's leaves the GP letter hers.
+    let mut wrong = gp_referral("2026-07-14T08:00");
+    wrong.letter = Some(gp);
+    let wrong = case.add_referral(&wrong).unwrap();
+    case.mark_error(&wrong, ErrorKind::WrongPerson, "Another person's referral")
+        .unwrap();
+    let v = case.view();
+    let kept = v.attachments.iter().find(|a| a.meta.id == gp).unwrap();
+    assert!(!kept.meta.withheld(), "the person's own document stays");
+    let named = v.attachments.iter().find(|a| a.meta.id == letter).unwrap();
+    assert!(!named.meta.withheld(), "another referral's letter stays");
+}
+
+/// A closed episode's closure may be corrected, never taken away: the server's history rule
+/// refuses a change that deletes it.
+#[test]
+fn a_closure_is_never_deleted_on_the_servers_history_rule() {
+    let sam = author("Sam");
+    let (mut case, _) = maria_with_ana(&sam);
+    let id = case.add_referral(&gp_referral("2026-03-14T08:00")).unwrap();
+    case.set_timeline(TimelineField::Closure, at("2026-04-01T12:00"))
+        .unwrap();
+    let mut before = case.automerge().clone();
+    let mut after = before.clone();
+    let map = after.get(ROOT, keys::REFERRALS).unwrap().unwrap().1;
+    let e = after.get(&map, id.to_string()).unwrap().unwrap().1;
+    after.delete(&e, keys::CLOSED_AT).unwrap();
+    after.commit();
+    let ops = super::tests::new_ops(&mut before, &mut after);
+    let refused = guard::written_once_kept(&before, &after, &ops).unwrap_err();
+    assert!(
+        refused.contains("deletes") && refused.contains("closed_at"),
+        "{refused}"
+    );
+    // A corrected date is a change the rule takes.
+    let mut before = case.automerge().clone();
+    case.set_timeline(TimelineField::Closure, at("2026-04-02T12:00"))
+        .unwrap();
+    let mut after = case.automerge().clone();
+    let ops = super::tests::new_ops(&mut before, &mut after);
+    guard::written_once_kept(&before, &after, &ops).unwrap();
+}
+
+fn gp_referral(received: &str) -> NewReferral {
+    gp(received, Urgency::Urgent)
+}

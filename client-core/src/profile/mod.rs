@@ -184,6 +184,9 @@ pub struct CaseSummary {
     /// The first network meeting of the case's latest episode, once held (RFC 3339).
     #[serde(default)]
     pub first_meeting: Option<String>,
+    /// The case's latest episode is closed.
+    #[serde(default)]
+    pub episode_closed: bool,
 }
 
 /// The outcome of the last sync attempt.
@@ -856,6 +859,7 @@ impl Profile {
                         first_meeting_due: None,
                         urgency: None,
                         first_meeting: None,
+                        episode_closed: false,
                     });
                     continue;
                 }
@@ -898,6 +902,7 @@ impl Profile {
                 first_meeting_due: awaited.map(|e| e.first_meeting_due.clone()),
                 urgency: awaited.and_then(|e| e.urgency.as_ref()).map(|u| u.label()),
                 first_meeting: v.episodes.last().and_then(|e| e.first_meeting.clone()),
+                episode_closed: v.episodes.last().is_some_and(|e| e.closed_at.is_some()),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.case_id.cmp(&b.case_id)));

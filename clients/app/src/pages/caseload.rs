@@ -117,9 +117,11 @@ fn first_meeting(c: &CaseSummary, zone: &polyphony_core::model::LocalZone) -> St
     let Some(due) = c.first_meeting_due.as_deref().and_then(|d| {
         time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).ok()
     }) else {
-        return match &c.first_meeting {
-            Some(t) => format!("Held {}", esc(dates::long_stored(t, zone))),
-            None => "None held: the episode is closed".into(),
+        return match (&c.first_meeting, c.episode_closed) {
+            (Some(t), _) => format!("Held {}", esc(dates::long_stored(t, zone))),
+            (None, true) => "None held: the episode is closed".into(),
+            // A case that could not be opened: nothing can be said.
+            (None, false) => "Not known".into(),
         };
     };
     let (left, past) =
