@@ -277,6 +277,57 @@ pub struct Enrolled {
     pub ca: String,
 }
 
+/// A borough server asking the trust hub to enrol it (on an `ALPN_ENROL` connection, without a
+/// client certificate), with the one-time code the hub's administrator gave for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoroughEnrolRequest {
+    /// Protocol version.
+    pub version: u16,
+    /// The one-time token from the enrolment code, hex.
+    pub token: String,
+    /// What the borough calls itself, for the hub's log (the hub keeps the name it was added as).
+    pub name: String,
+    /// A certificate signing request for the borough's link key (hex DER); the key never leaves
+    /// the borough server.
+    pub csr: String,
+}
+
+/// The hub's answer to a successful borough enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoroughEnrolled {
+    /// The borough's id on the hub (also in its link certificate).
+    pub borough: crate::BoroughId,
+    /// The name the hub knows it by.
+    pub name: String,
+    /// The link certificate, hex DER.
+    pub certificate: String,
+    /// The hub's CA certificate, hex DER (the trust CA every borough's link is certified by).
+    pub ca: String,
+}
+
+/// A device enrolled on a borough server, as the borough tells the hub: the changes the borough
+/// relays must be written by one of these, each as itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterDevice {
+    /// The device (its automerge actor is its id's 16 bytes).
+    pub device: DeviceId,
+    /// Its practitioner.
+    pub practitioner: PractitionerId,
+    /// Their name, as the device stamps it on what it writes.
+    pub practitioner_name: String,
+}
+
+/// Borough → hub, the frame after `Hello` on a borough's link: its teams (the cases the hub
+/// grants it are theirs) and every device ever enrolled on it (whatever its status: a revoked
+/// device's old changes are still relayed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    /// The borough's teams.
+    pub teams: Vec<TeamInfo>,
+    /// Its devices.
+    pub devices: Vec<RosterDevice>,
+}
+
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
