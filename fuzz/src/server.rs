@@ -102,6 +102,7 @@ impl World {
             max_frame: DEFAULT_MAX_FRAME,
             revoking_limit: time::Duration::days(14),
             moved_upload_limit: time::Duration::days(14),
+            max_new_cases: polyphony_server::session::MAX_PROVISIONAL,
             ca: None,
             limits: Default::default(),
         });

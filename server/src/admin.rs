@@ -15,6 +15,7 @@
 //! of its own, like the listener, in a submodule: the only part of administration that uses tokio;
 //! [`Admin::handle`] and the rest of this module do not.
 
+mod hub;
 mod socket;
 
 use std::io;
@@ -30,6 +31,7 @@ use time::OffsetDateTime;
 use crate::audit::{Actor, AuditAction, AuditError, AuditEvent, AuditLog};
 use crate::registry::{rfc3339, Device, DeviceStatus, Practitioner, Registry, RegistryError, Team};
 
+pub use hub::{BoroughView, HubStatus, IssuedBoroughCode};
 pub use socket::{request, serve_admin, AdminSocket, MAX_REQUEST_LINE};
 
 /// What can go wrong in administration.
@@ -70,6 +72,13 @@ pub enum AdminError {
     /// A value given as text is not one the request takes (a role).
     #[error("{0}")]
     BadValue(String),
+    /// The request is not for a server in this role (a device's enrolment on the trust hub, a
+    /// borough's on a borough server).
+    #[error("{0}")]
+    WrongRole(String),
+    /// The store could not be read or written.
+    #[error("the server's store: {0}")]
+    Store(#[from] polyphony_core::store::StoreError),
     /// A change was made but could not be written to the audit log.
     #[error("{done}, but it could not be recorded in the audit log: {source}. Check the server's disk and log")]
     NotAudited {
@@ -172,6 +181,34 @@ pub enum AdminRequest {
         /// The team's name or id.
         team: String,
     },
+    /// On the trust hub: add a borough. Answers with a [`BoroughView`].
+    BoroughAdd {
+        /// Its name, unique ignoring case.
+        name: String,
+    },
+    /// On the trust hub: list the boroughs. Answers with `[BoroughView]`.
+    Boroughs,
+    /// On the trust hub: issue a one-time code for a borough server to join. Answers with an
+    /// [`IssuedBoroughCode`].
+    BoroughEnrol {
+        /// The borough's name or id.
+        borough: String,
+    },
+    /// On the trust hub: revoke a borough, at once (its live link is closed; its cases stay on
+    /// the hub). Answers with a [`BoroughView`].
+    BoroughRevoke {
+        /// The borough's name or id.
+        borough: String,
+    },
+    /// On a borough server: keep what joining the trust hub gave it (the `polyphony-server hub
+    /// join` command did the exchange); the link starts at once. Answers with a [`HubStatus`].
+    HubJoined {
+        /// The membership.
+        membership: crate::hub_link::HubMembership,
+    },
+    /// On a borough server: whether it joined a hub, the link's state, and how many of its
+    /// cases the hub holds every change of. Answers with a [`HubStatus`].
+    HubStatus,
 }
 
 impl AdminRequest {
@@ -186,6 +223,10 @@ impl AdminRequest {
                 | AdminRequest::Enrol { .. }
                 | AdminRequest::Revoke { .. }
                 | AdminRequest::CaseMove { .. }
+                | AdminRequest::BoroughAdd { .. }
+                | AdminRequest::BoroughEnrol { .. }
+                | AdminRequest::BoroughRevoke { .. }
+                | AdminRequest::HubJoined { .. }
         )
     }
 }
@@ -271,6 +312,9 @@ pub struct Admin {
     ca_fingerprint: [u8; 32],
     enrolment_ttl: time::Duration,
     ca: Option<Arc<polyphony_core::identity::BoroughCa>>,
+    role: crate::config::ServerRole,
+    storage: Option<Arc<crate::storage::ServerStorage>>,
+    link: Option<Arc<crate::hub_link::LinkStatus>>,
 }
 
 impl Admin {
@@ -288,7 +332,29 @@ impl Admin {
             ca_fingerprint,
             enrolment_ttl,
             ca: None,
+            role: crate::config::ServerRole::Borough,
+            storage: None,
+            link: None,
         }
+    }
+
+    /// Administration for a server in `role`: a hub takes borough requests and refuses device
+    /// enrolment; a borough server the reverse.
+    pub fn with_role(mut self, role: crate::config::ServerRole) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// The server's cases, for the hub requests that read or keep something in the store.
+    pub fn with_storage(mut self, storage: Arc<crate::storage::ServerStorage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// The running link to the trust hub, to report on and to start once joined.
+    pub fn with_link(mut self, link: Arc<crate::hub_link::LinkStatus>) -> Self {
+        self.link = Some(link);
+        self
     }
 
     /// Let the administrator export the audit head signed by the borough CA
@@ -334,6 +400,11 @@ impl Admin {
                 self.practitioner_role(&practitioner, &role)
             }
             AdminRequest::Practitioners => self.practitioners(),
+            AdminRequest::Enrol { .. } if self.role == crate::config::ServerRole::Hub => {
+                Err(AdminError::WrongRole(
+                    "this is the trust hub: devices enrol with their borough server (a borough joins with `borough enrol`)".into(),
+                ))
+            }
             AdminRequest::Enrol { practitioner } => self.enrol(&practitioner),
             AdminRequest::Revoke { device, now } => self.revoke(&device, now),
             AdminRequest::Devices => self.devices(),
@@ -347,6 +418,12 @@ impl Admin {
             AdminRequest::AuditHead => self.audit_head(),
             AdminRequest::AuditAnchors { anchors } => self.audit_anchors(&anchors),
             AdminRequest::CaseMove { case, team } => self.case_move(case, &team),
+            AdminRequest::BoroughAdd { name } => self.borough_add(&name),
+            AdminRequest::Boroughs => self.boroughs(),
+            AdminRequest::BoroughEnrol { borough } => self.borough_enrol(&borough),
+            AdminRequest::BoroughRevoke { borough } => self.borough_revoke(&borough),
+            AdminRequest::HubJoined { membership } => self.hub_joined(membership),
+            AdminRequest::HubStatus => self.hub_status(),
         }
     }
 

@@ -89,6 +89,50 @@ enum Command {
     /// Manage cases.
     #[command(subcommand)]
     Case(CaseCommand),
+    /// On the trust hub: manage the borough servers that sync with it.
+    #[command(subcommand)]
+    Borough(BoroughCommand),
+    /// On the trust hub: list the boroughs, their teams and how many cases the hub holds.
+    Boroughs,
+    /// On a borough server: join the trust hub, and see the link's state.
+    #[command(subcommand)]
+    Hub(HubCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BoroughCommand {
+    /// Add a borough (prints its id).
+    Add {
+        /// Its name (quote it if it has spaces).
+        name: String,
+    },
+    /// Issue a one-time code for the borough's server to join (prints the code).
+    Enrol {
+        /// The borough's name or id.
+        borough: String,
+    },
+    /// Revoke a borough at once: its link is refused; its cases stay on the hub.
+    Revoke {
+        /// The borough's name or id.
+        borough: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubCommand {
+    /// Join the trust hub with the code its administrator issued for this borough.
+    Join {
+        /// The hub's address (host:port).
+        hub: String,
+        /// The one-time code.
+        code: String,
+        /// What this borough calls itself, for the hub's log [default: the data directory's name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Whether this borough joined a hub, the link's state, and how many cases hold a change
+    /// the hub has not saved yet.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +299,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Audit { case, verify, .. } => AdminRequest::Audit { case, verify },
         Command::Case(CaseCommand::Move { case, team }) => AdminRequest::CaseMove { case, team },
+        Command::Borough(BoroughCommand::Add { name }) => AdminRequest::BoroughAdd { name },
+        Command::Borough(BoroughCommand::Enrol { borough }) => AdminRequest::BoroughEnrol { borough },
+        Command::Borough(BoroughCommand::Revoke { borough }) => {
+            AdminRequest::BoroughRevoke { borough }
+        }
+        Command::Boroughs => AdminRequest::Boroughs,
+        Command::Hub(HubCommand::Status) => AdminRequest::HubStatus,
+        Command::Hub(HubCommand::Join { hub, code, name }) => {
+            if config.role != polyphony_server::ServerRole::Borough {
+                return Err(Failure::User(
+                    "this is the trust hub: a borough server joins it, not the reverse".into(),
+                ));
+            }
+            let name = name.unwrap_or_else(|| {
+                config
+                    .data_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "borough".to_string())
+            });
+            let membership = polyphony_server::hub_link::join(&hub, &code, &name)
+                .await
+                .map_err(Failure::User)?;
+            AdminRequest::HubJoined { membership }
+        }
     };
     let response = match admin::request(config.admin_socket_path(), &req).await {
         Ok(response) => response,
@@ -308,13 +377,19 @@ async fn offline(config: ServerConfig, req: AdminRequest) -> Result<AdminRespons
             ))
         })?;
         let ca = std::sync::Arc::new(opened.ca);
+        let storage = std::sync::Arc::new(polyphony_server::storage::ServerStorage::over(
+            opened.engine,
+            16,
+        ));
         let admin = Admin::new(
             opened.registry,
             opened.audit,
             ca.fingerprint(),
             config.enrolment_ttl(),
         )
-        .with_ca(ca);
+        .with_ca(ca)
+        .with_role(config.role)
+        .with_storage(storage);
         Ok(admin.handle(req))
     })
     .await

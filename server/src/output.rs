@@ -3,7 +3,10 @@
 use std::io::{self, Write};
 
 use polyphony_core::model::LocalZone;
-use polyphony_server::admin::{AdminRequest, CaseMoved, DeviceView, IssuedCode, PractitionerView};
+use polyphony_server::admin::{
+    AdminRequest, BoroughView, CaseMoved, DeviceView, HubStatus, IssuedBoroughCode, IssuedCode,
+    PractitionerView,
+};
 use polyphony_server::audit::{AuditRecord, VerifyReport};
 use polyphony_server::registry::{DeviceStatus, Team};
 use serde::de::DeserializeOwned;
@@ -71,7 +74,100 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
             );
             Ok(())
         }
+        AdminRequest::BoroughAdd { .. } => {
+            let b: BoroughView = decode(value)?;
+            eprintln!("added borough '{}'", b.borough.name);
+            writeln!(out, "{}", b.borough.id)
+        }
+        AdminRequest::BoroughEnrol { .. } => {
+            let c: IssuedBoroughCode = decode(value)?;
+            eprintln!(
+                "give this code to the administrator of the '{}' borough server, who runs `polyphony-server hub join HUB_ADDRESS CODE`; it works once, until {}",
+                c.name, c.expires_at
+            );
+            writeln!(out, "{}", c.code)
+        }
+        AdminRequest::BoroughRevoke { .. } => {
+            let b: BoroughView = decode(value)?;
+            eprintln!(
+                "borough '{}' revoked: its link is refused; its {} case(s) stay on the hub",
+                b.borough.name, b.cases
+            );
+            Ok(())
+        }
+        AdminRequest::Boroughs => boroughs(&mut out, decode(value)?),
+        AdminRequest::HubJoined { .. } | AdminRequest::HubStatus => {
+            hub_status(&mut out, decode(value)?)
+        }
     }
+}
+
+fn boroughs(out: &mut impl Write, boroughs: Vec<BoroughView>) -> io::Result<()> {
+    if boroughs.is_empty() {
+        eprintln!("no boroughs yet: add one with `polyphony-server borough add NAME`");
+    }
+    for b in boroughs {
+        let teams: Vec<&str> = b.teams.iter().map(|t| t.name.as_str()).collect();
+        writeln!(
+            out,
+            "{}  {}  {}  {} case(s)  teams: {}",
+            b.borough.id,
+            b.borough.name,
+            match (b.borough.status, b.borough.enrolled_at) {
+                (DeviceStatus::Revoked, _) => "revoked",
+                (_, Some(_)) => "joined",
+                (_, None) => "not joined yet",
+            },
+            b.cases,
+            if teams.is_empty() { "(none yet)".to_string() } else { teams.join(", ") }
+        )?;
+    }
+    Ok(())
+}
+
+fn hub_status(out: &mut impl Write, s: HubStatus) -> io::Result<()> {
+    if !s.joined {
+        return writeln!(
+            out,
+            "not joined to a trust hub: ask the hub's administrator for a code, then `polyphony-server hub join HUB_ADDRESS CODE`"
+        );
+    }
+    writeln!(
+        out,
+        "joined the trust hub at {} as '{}' ({}) since {}",
+        s.hub.unwrap_or_default(),
+        s.name.unwrap_or_default(),
+        s.borough.map(|b| b.to_string()).unwrap_or_default(),
+        s.joined_at.unwrap_or_default()
+    )?;
+    match &s.link {
+        None => writeln!(out, "link: not running (the server is not running)")?,
+        Some(l) if l.connected => writeln!(
+            out,
+            "link: connected since {}",
+            l.connected_at.clone().unwrap_or_default()
+        )?,
+        Some(l) => writeln!(
+            out,
+            "link: not connected{}",
+            l.last_error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )?,
+    }
+    if let Some(l) = &s.link {
+        for r in &l.refused {
+            writeln!(out, "case {} refused by the hub: {}", r.case, r.message)?;
+        }
+    }
+    writeln!(
+        out,
+        "{} case(s): {} also on the trust hub, {} with changes the hub has not saved yet",
+        s.cases,
+        s.cases - s.not_on_hub,
+        s.not_on_hub
+    )
 }
 
 fn teams(out: &mut impl Write, teams: Vec<Team>) -> io::Result<()> {

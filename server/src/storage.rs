@@ -284,6 +284,14 @@ pub enum StorageError {
         /// Why.
         detail: String,
     },
+    /// Changes from a peer were refused by the check they must pass; nothing was stored.
+    #[error("changes to case {case} refused: {detail}")]
+    Refused {
+        /// Which case.
+        case: CaseId,
+        /// Why.
+        detail: String,
+    },
 }
 
 impl ServerStorage {
@@ -469,6 +477,57 @@ impl ServerStorage {
             self.compact(case, c);
         }
         Ok(self.group.wrote_in(generation))
+    }
+
+    /// Store changes that arrived as an encoded chunk (the trust hub's, on a borough's link) in
+    /// a case, creating it if the server has never stored it: `check` sees the document before
+    /// and after and may refuse (nothing is stored then). The same order as [`Self::apply`]:
+    /// append, then swap the new document in, then compact if due. Returns the ticket covering
+    /// the write (or every write so far when the chunk held nothing new), and whether it added
+    /// anything.
+    pub fn apply_chunk(
+        &self,
+        case: &CaseId,
+        chunk: &[u8],
+        check: impl FnOnce(&AutoCommit, &mut AutoCommit) -> Result<(), String>,
+    ) -> Result<(u64, bool), StorageError> {
+        let generation = self.group.generation();
+        let shared = match self.case(case)? {
+            Some(c) => c,
+            None => self.insert(*case, Arc::new(Mutex::new(ServerCase::new(AutoCommit::new(), 0, 0)))),
+        };
+        let mut c = shared.lock().expect("case lock");
+        match c.generation {
+            Some(g) if g != generation => {
+                return Err(StorageError::Store(StoreError::Io(std::io::Error::other(
+                    "the server reopened its store after a disk error while this case was open",
+                ))))
+            }
+            _ => {}
+        }
+        let mut after = c.doc.clone();
+        after
+            .load_incremental(chunk)
+            .map_err(|e| StorageError::Refused {
+                case: *case,
+                detail: format!("changes that do not load: {e}"),
+            })?;
+        if after.get_heads() == c.doc.get_heads() {
+            return Ok((self.group.current_in(generation), false));
+        }
+        check(&c.doc, &mut after).map_err(|detail| StorageError::Refused {
+            case: *case,
+            detail,
+        })?;
+        let seq = self.store.append_chunk(case, chunk)?;
+        c.generation = Some(generation);
+        c.doc = after;
+        c.last_seq = seq;
+        c.chunks_since_snapshot += 1;
+        if c.chunks_since_snapshot >= COMPACT_AFTER {
+            self.compact(case, &mut c);
+        }
+        Ok((self.group.wrote_in(generation), true))
     }
 
     /// Replace the case's log through its last chunk with one snapshot of its document. The

@@ -143,6 +143,7 @@ impl SimServer {
             max_frame: DEFAULT_MAX_FRAME,
             revoking_limit: polyphony_server::ServerConfig::default().revoking_limit(),
             moved_upload_limit: polyphony_server::ServerConfig::default().moved_upload_limit(),
+            max_new_cases: polyphony_server::session::MAX_PROVISIONAL,
             ca: None,
             limits: Default::default(),
         });

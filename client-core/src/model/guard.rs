@@ -52,6 +52,17 @@ impl NewOps {
         });
     }
 
+    /// The changes `after` holds beyond `before_heads` (the heads of the document they were
+    /// applied to).
+    pub fn between(before_heads: &[automerge::ChangeHash], after: &mut AutoCommit) -> NewOps {
+        let mut ops = NewOps::default();
+        for c in after.get_changes_meta(before_heads) {
+            let message = c.message.as_deref().map(str::to_string);
+            ops.add(c.actor.into_owned(), c.start_op, c.max_op, message);
+        }
+        ops
+    }
+
     /// Did one of the new changes make the operation `id`?
     pub fn made(&self, id: &automerge::ObjId) -> bool {
         self.maker(id).is_some()

@@ -613,12 +613,7 @@ fn marking_done_only_applies_to_actions_and_never_breaks_the_record() {
 
 /// The operations `after` holds that `before` did not.
 pub(crate) fn new_ops(before: &mut AutoCommitDoc, after: &mut AutoCommitDoc) -> guard::NewOps {
-    let mut ops = guard::NewOps::default();
-    for c in after.get_changes_meta(&before.get_heads()) {
-        let message = c.message.as_deref().map(str::to_string);
-        ops.add(c.actor.into_owned(), c.start_op, c.max_op, message);
-    }
-    ops
+    guard::NewOps::between(&before.get_heads(), after)
 }
 
 type AutoCommitDoc = automerge::AutoCommit;

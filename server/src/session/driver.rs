@@ -11,10 +11,12 @@ use polyphony_core::sync::{ErrorCode, Frame, FEATURE_COLLEAGUES, FEATURE_CONFIRM
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, warn};
 
-use super::{blobs, welcome, withheld, Batch, NotWelcome, Session, Shared};
+use super::{
+    blobs, claim_roster, welcome, welcome_borough, withheld, Batch, NotWelcome, Session, Shared,
+};
 use crate::audit::{Actor, AuditAction};
 use crate::driver::CoreDriver;
-use crate::registry::{Device, Practitioner};
+use crate::registry::{Borough, Device, Practitioner};
 use crate::storage::CaseChanged;
 
 /// The most reply batches a session may have waiting for a device that does not read them; past
@@ -113,6 +115,132 @@ pub async fn serve(
     };
     // Attachments may go on streams beside the session for as long as it lasts.
     let attachments = tokio::spawn(blobs.accept_while(conn.clone()));
+    let wakes = Wakes {
+        changes: driver.case_changes(),
+        access,
+    };
+    run_session(&shared, driver, wakes, &conn, stream, session, Some(attachments), actor).await;
+}
+
+/// Serve a borough server's link on the trust hub until it ends: its `Hello`, then its `Roster`
+/// (its teams and devices, claimed for it), the `Welcome` granting its teams' cases, then the
+/// same session as a device's ([`Session::for_borough`]). A link carries no attachments yet.
+pub async fn serve_borough(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    conn: quinn::Connection,
+    conn_id: u64,
+    borough: Borough,
+) {
+    let actor = Actor::Borough {
+        borough: borough.id,
+    };
+    let access = driver.access_changes();
+    let Some((stream, session)) = borough_handshake(&shared, &conn, conn_id, &borough).await else {
+        return;
+    };
+    let wakes = Wakes {
+        changes: driver.case_changes(),
+        access,
+    };
+    run_session(&shared, driver, wakes, &conn, stream, session, None, actor).await;
+}
+
+/// A borough's `Hello` and `Roster`, answered with a `Welcome`: the stream and a session for it,
+/// or None when it was refused (the connection is closed with the reason).
+async fn borough_handshake(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    conn_id: u64,
+    borough: &Borough,
+) -> Option<(FramedStream, Session)> {
+    let first_limit = blobs::BLOB_STREAM_MAX_FRAME.min(shared.max_frame);
+    let (send, recv) = match tokio::time::timeout(FIRST_FRAME_WAIT, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        _ => return None,
+    };
+    let mut stream = FramedStream::with_limit(send, recv, first_limit);
+    let hello = match read_first(conn, &mut stream).await? {
+        Frame::Hello(h) => h,
+        other => {
+            close(conn, ErrorCode::Malformed, &format!("expected hello, got {}", other.kind()));
+            return None;
+        }
+    };
+    stream.set_limit(shared.max_frame);
+    let roster = match read_first(conn, &mut stream).await? {
+        Frame::Roster(r) => r,
+        other => {
+            let msg = format!("a borough's link sends its roster after hello, not {}", other.kind());
+            close(conn, ErrorCode::Malformed, &msg);
+            return None;
+        }
+    };
+    if let Err(refusal) = claim_roster(shared, borough, &roster) {
+        let (code, msg) = (refusal.code, refusal.message.clone());
+        let _ = stream.write_frames(&[Frame::Error(refusal)]).await;
+        close(conn, code, &msg);
+        return None;
+    }
+    let (welcome, teams) = match welcome_borough(shared, &hello, borough) {
+        Ok(w) => w,
+        Err(NotWelcome::Version(refusal)) => {
+            let msg = refusal.message.clone();
+            let _ = stream.write_frames(&[Frame::Error(refusal)]).await;
+            close(conn, ErrorCode::UnsupportedVersion, &msg);
+            return None;
+        }
+        Err(NotWelcome::Internal(msg)) => {
+            close(conn, ErrorCode::Internal, &msg);
+            return None;
+        }
+    };
+    let mut session = Session::for_borough(shared.clone(), conn_id, borough, teams);
+    if !session.check_access() {
+        if let Some((code, message)) = session.ended() {
+            close(conn, *code, message);
+        }
+        return None;
+    }
+    stream.write_frames(&[Frame::Welcome(welcome)]).await.ok()?;
+    Some((stream, session))
+}
+
+/// The next frame on a stream, waiting at most [`FIRST_FRAME_WAIT`]; None when the stream ended,
+/// went quiet or sent a bad frame (the connection is closed with why).
+async fn read_first(conn: &quinn::Connection, stream: &mut FramedStream) -> Option<Frame> {
+    match tokio::time::timeout(FIRST_FRAME_WAIT, stream.read_frame()).await {
+        Ok(Ok(Some(f))) => Some(f),
+        Ok(Ok(None)) => {
+            close(conn, ErrorCode::Malformed, "the stream ended before the session began");
+            None
+        }
+        Ok(Err(e)) => {
+            close_for(conn, &e);
+            None
+        }
+        Err(_) => {
+            close(conn, ErrorCode::Malformed, "no frame within 30 seconds");
+            None
+        }
+    }
+}
+
+/// Run a welcomed session over its stream until it ends: the writer sending each reply once it
+/// is durable, the loop feeding the session, then the connection's last record in the audit log.
+/// `attachments`, the task serving attachment streams beside the session, is stopped when the
+/// session ends.
+#[allow(clippy::too_many_arguments)]
+async fn run_session(
+    shared: &Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    wakes: Wakes,
+    conn: &quinn::Connection,
+    stream: FramedStream,
+    session: Session,
+    attachments: Option<tokio::task::JoinHandle<()>>,
+    actor: Actor,
+) {
     let (send, mut recv) = stream.split();
     let backlog = Arc::new(Backlog::default());
     let (tx, rx) = mpsc::unbounded_channel::<Batch>();
@@ -124,18 +252,16 @@ pub async fn serve(
         backlog.clone(),
     ));
     let out = Outbox { tx, backlog };
-    let wakes = Wakes {
-        changes: driver.case_changes(),
-        access,
-    };
-    let session = run(&shared, wakes, &conn, &mut recv, session, &out, &actor).await;
+    let session = run(shared, wakes, conn, &mut recv, session, &out, &actor).await;
     if let Some((code, message)) = session.ended() {
         // At once: nothing queued for the writer is sent after this.
-        close(&conn, *code, message);
+        close(conn, *code, message);
     }
     drop(session);
     drop(out);
-    attachments.abort();
+    if let Some(attachments) = attachments {
+        attachments.abort();
+    }
     let _ = writer.await;
     // Only now: the device reads its last frames (a `Bye`) before its stream is stopped, which it
     // would otherwise see as the connection lost.

@@ -49,6 +49,7 @@ fn fixture() -> Fixture {
         max_frame: polyphony_core::sync::DEFAULT_MAX_FRAME,
         revoking_limit: time::Duration::days(14),
         moved_upload_limit: time::Duration::days(14),
+        max_new_cases: crate::session::MAX_PROVISIONAL,
         ca: None,
         limits: Default::default(),
     });

@@ -1,0 +1,367 @@
+//! The link's task: connect to the hub, sync, push, reconnect. The only part of the link that
+//! touches tokio or quinn.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use polyphony_core::identity::DeviceKey;
+use polyphony_core::net::{self, carry_out_local, FramedStream, Outgoing};
+use polyphony_core::sync::{
+    Action, ClientSession, DocSet, ErrorCode, Frame, Roster, RosterDevice, TeamInfo,
+};
+use polyphony_core::CaseId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch, Notify};
+use tracing::{info, warn};
+
+use super::host::BoroughHost;
+use super::membership::{self, HubMembership};
+use super::LINK_ORIGIN;
+use crate::audit::Actor;
+use crate::driver::CoreDriver;
+use crate::registry::{Registry, RegistryError};
+use crate::session::Shared;
+
+/// How often a live link looks again at the borough's roster (a device enrolled since: the link
+/// reconnects with the new one, so the hub takes that device's changes) and at cases the hub
+/// refused for now (tried again in a new session).
+const LOOK_AGAIN: Duration = Duration::from_secs(5);
+
+/// What the link is doing, for `polyphony-server hub status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkState {
+    /// Connected to the hub and welcomed now.
+    pub connected: bool,
+    /// When the link last connected (RFC 3339).
+    pub connected_at: Option<String>,
+    /// When every case was last in step with the hub (RFC 3339).
+    pub settled_at: Option<String>,
+    /// Why the link last ended or failed to connect, if it did.
+    pub last_error: Option<String>,
+    /// How many sessions the link has opened since the server started.
+    pub sessions: u64,
+    /// Cases the hub refused in the last session, with why (each is tried again in the next).
+    pub refused: Vec<RefusedCase>,
+}
+
+/// A case the hub refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedCase {
+    /// The case.
+    pub case: CaseId,
+    /// The hub's words.
+    pub message: String,
+}
+
+/// The link's state, shared with administration, and the signal that the borough joined a hub.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    state: Mutex<LinkState>,
+    joined: Notify,
+}
+
+impl LinkStatus {
+    /// A link that has not run yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(LinkStatus::default())
+    }
+
+    /// The link's state now.
+    pub fn state(&self) -> LinkState {
+        self.state.lock().expect("link state lock").clone()
+    }
+
+    /// The borough joined a hub (or joined again): the link starts, or reconnects, at once.
+    pub fn joined(&self) {
+        self.joined.notify_one();
+    }
+
+    fn update(&self, f: impl FnOnce(&mut LinkState)) {
+        f(&mut self.state.lock().expect("link state lock"));
+    }
+}
+
+/// How a link session ended.
+enum Ended {
+    /// The server is stopping.
+    Stop,
+    /// Reconnect at once (the roster changed; refused cases to try again; joined again).
+    Again,
+    /// It failed (or the hub closed it): wait, then reconnect.
+    Failed(String),
+}
+
+fn now() -> Option<String> {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Run the link until `stop`: nothing while the borough has not joined a hub; then sessions, one
+/// after another, waiting between failures from a second, doubling to `retry_max`.
+pub async fn run(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    status: Arc<LinkStatus>,
+    retry_max: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let first_wait = Duration::from_secs(1).min(retry_max.max(Duration::from_millis(100)));
+    let mut wait = first_wait;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let membership = match membership::load(&*shared.storage.store) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                tokio::select! {
+                    () = status.joined.notified() => continue,
+                    _ = stop.changed() => continue,
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the hub membership");
+                status.update(|s| s.last_error = Some(e.to_string()));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        };
+        let (ended, welcomed) = connect_and_sync(&shared, &driver, &status, &membership, &mut stop).await;
+        status.update(|s| s.connected = false);
+        if welcomed {
+            wait = first_wait;
+        }
+        match ended {
+            Ended::Stop => return,
+            Ended::Again => continue,
+            Ended::Failed(why) => {
+                info!(hub = %membership.hub, error = %why, wait_secs = wait.as_secs_f32(), "the trust hub link ended; trying again");
+                status.update(|s| s.last_error = Some(why));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = status.joined.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                wait = (wait * 2).min(retry_max.max(first_wait));
+            }
+        }
+    }
+}
+
+/// One session with the hub; whether it was welcomed.
+async fn connect_and_sync(
+    shared: &Arc<Shared>,
+    driver: &Arc<CoreDriver>,
+    status: &LinkStatus,
+    m: &HubMembership,
+    stop: &mut watch::Receiver<bool>,
+) -> (Ended, bool) {
+    let identity = (|| {
+        let ca = hex::decode(&m.hub_ca).map_err(|e| e.to_string())?;
+        let cert = hex::decode(&m.certificate).map_err(|e| e.to_string())?;
+        let key = DeviceKey::from_pem(&m.key_pem).map_err(|e| e.to_string())?;
+        Ok::<_, String>((ca, cert, key))
+    })();
+    let (ca, cert, key) = match identity {
+        Ok(i) => i,
+        Err(e) => return (Ended::Failed(format!("the stored hub membership is unusable: {e}")), false),
+    };
+    let connected = tokio::select! {
+        c = net::connect(&m.hub, &ca, &cert, &key) => c,
+        _ = stop.changed() => return (Ended::Stop, false),
+    };
+    let (endpoint, conn) = match connected {
+        Ok(c) => c,
+        Err(e) => return (Ended::Failed(e.to_string()), false),
+    };
+    status.update(|s| s.sessions += 1);
+    let mut link = Link {
+        shared: shared.clone(),
+        driver: driver.clone(),
+        host: BoroughHost::new(shared.clone()),
+        audited: HashSet::new(),
+    };
+    let (ended, welcomed) = link.sync(&conn, status, stop).await;
+    conn.close((ErrorCode::Done as u32).into(), b"link closed");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    (ended, welcomed)
+}
+
+/// One link session's state.
+struct Link {
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    host: BoroughHost,
+    /// Cases whose going to the hub is in the audit log for this session.
+    audited: HashSet<CaseId>,
+}
+
+impl Link {
+    async fn sync(
+        &mut self,
+        conn: &quinn::Connection,
+        status: &LinkStatus,
+        stop: &mut watch::Receiver<bool>,
+    ) -> (Ended, bool) {
+        let lost = |e: &dyn std::fmt::Display| net::explain("the trust hub", Some(conn), e).to_string();
+        let (send, recv) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(e) => return (Ended::Failed(lost(&e)), false),
+        };
+        let mut stream = FramedStream::new(send, recv);
+        let roster = match roster_of(&self.shared.registry) {
+            Ok(r) => r,
+            Err(e) => return (Ended::Failed(format!("could not read the borough's roster: {e}")), false),
+        };
+        // Subscribed before the welcome: a device's change from now on is pushed.
+        let mut changes = self.driver.case_changes();
+        let mut session = ClientSession::new(true, Vec::new(), BTreeMap::new());
+        let mut first = session.start();
+        first.push(Action::Send(Frame::Roster(roster.clone())));
+        if let Err(e) = self.carry_out(&mut stream, first).await {
+            return (Ended::Failed(e), false);
+        }
+        let mut look_again = tokio::time::interval(LOOK_AGAIN);
+        let mut welcomed = false;
+        loop {
+            let actions = tokio::select! {
+                frame = stream.read_frame() => match frame {
+                    Ok(Some(f)) => session.handle(f, &mut self.host),
+                    Ok(None) => return (Ended::Failed(lost(&"the trust hub ended the link")), welcomed),
+                    Err(e) => return (Ended::Failed(lost(&e)), welcomed),
+                },
+                change = changes.recv() => match change {
+                    Ok(c) if c.origin == LINK_ORIGIN => continue,
+                    Ok(c) => {
+                        self.host.forget(&c.case);
+                        session.local_change(c.case, &mut self.host)
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.host.forget_all();
+                        let mut all = Vec::new();
+                        for case in self.host.cases() {
+                            all.extend(session.local_change(case, &mut self.host));
+                        }
+                        all
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return (Ended::Stop, welcomed),
+                },
+                _ = look_again.tick() => {
+                    if session.settled() {
+                        let refused = self.host.refused.iter().map(|(case, r)| RefusedCase { case: *case, message: r.message.clone() }).collect();
+                        status.update(|s| { s.settled_at = now(); s.refused = refused; });
+                        if !self.host.refused.is_empty() {
+                            // Tried again in a new session (a case refused as busy, or one the
+                            // hub could not save, goes on once it can).
+                            return (Ended::Again, welcomed);
+                        }
+                    }
+                    match roster_of(&self.shared.registry) {
+                        Ok(now) if now != roster => return (Ended::Again, welcomed),
+                        _ => continue,
+                    }
+                }
+                _ = stop.changed() => return (Ended::Stop, welcomed),
+            };
+            if !welcomed && session.welcome().is_some() {
+                welcomed = true;
+                status.update(|s| {
+                    s.connected = true;
+                    s.connected_at = now();
+                    s.last_error = None;
+                });
+            }
+            match self.carry_out(&mut stream, actions).await {
+                Ok(None) => {}
+                Ok(Some((code, message))) => {
+                    return (Ended::Failed(format!("the trust hub closed the link ({code:?}): {message}")), welcomed)
+                }
+                Err(e) => return (Ended::Failed(e), welcomed),
+            }
+        }
+    }
+
+    /// Do what the session asked: store and record first, then audit each case's data going to
+    /// the hub (the first time in this session it carries changes) and wait until those records
+    /// and what was stored are on disk, then send. The session's `Close`, if any, is returned.
+    async fn carry_out(
+        &mut self,
+        stream: &mut FramedStream,
+        actions: Vec<Action>,
+    ) -> Result<Option<(ErrorCode, String)>, String> {
+        self.host.ticket = 0;
+        let Outgoing { frames, close } = carry_out_local(&mut self.host, actions)
+            .map_err(|e| format!("this borough could not store what the trust hub sent ({e}); nothing it held was changed"))?;
+        let mut ticket = self.host.ticket;
+        for frame in &frames {
+            let Frame::Sync { case, message } = frame else {
+                continue;
+            };
+            if self.audited.contains(case) || !carries_changes(message) {
+                continue;
+            }
+            let read = self
+                .shared
+                .audit_access(Actor::Hub, *case, "case data sent to the trust hub")
+                .map_err(|e| format!("could not record in the audit log that case data goes to the trust hub, so none was sent ({e})"))?;
+            ticket = ticket.max(read);
+            self.audited.insert(*case);
+        }
+        self.driver
+            .durable(ticket)
+            .await
+            .map_err(|e| format!("this borough could not make its records durable ({e}); nothing was sent"))?;
+        if !frames.is_empty() {
+            stream
+                .write_frames(&frames)
+                .await
+                .map_err(|e| format!("the link to the trust hub was lost: {e}"))?;
+        }
+        if let Some((code, message)) = close {
+            let _ = stream.send.finish();
+            return Ok(Some((code, message)));
+        }
+        Ok(None)
+    }
+}
+
+/// Whether an encoded sync message carries changes (else it is only heads and a Bloom filter).
+fn carries_changes(message: &[u8]) -> bool {
+    automerge::sync::Message::decode(message).map_or(true, |m| !m.changes.is_empty())
+}
+
+/// The borough's roster for the hub: its teams, and every device it ever enrolled (whatever its
+/// status: a revoked device's old changes are still relayed) with its practitioner's name.
+fn roster_of(registry: &Registry) -> Result<Roster, RegistryError> {
+    let teams = registry
+        .teams()?
+        .into_iter()
+        .filter(|t| t.borough.is_none())
+        .map(|t| TeamInfo {
+            id: t.id,
+            name: t.name,
+        })
+        .collect();
+    let names: HashMap<_, _> = registry
+        .practitioners()?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    let devices = registry
+        .devices()?
+        .into_iter()
+        .filter_map(|d| {
+            Some(RosterDevice {
+                device: d.id,
+                practitioner: d.practitioner,
+                practitioner_name: names.get(&d.practitioner)?.clone(),
+            })
+        })
+        .collect();
+    Ok(Roster { teams, devices })
+}

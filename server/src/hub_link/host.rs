@@ -1,0 +1,198 @@
+//! The link session's documents: private copies of the borough's cases, and what the session
+//! asks the borough to do with what the hub sends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use automerge::AutoCommit;
+use polyphony_core::model::{guard, schema};
+use polyphony_core::net::SessionHost;
+use polyphony_core::store::StoreError;
+use polyphony_core::sync::{Action, DocSet, Refusal};
+use polyphony_core::CaseId;
+use tracing::warn;
+
+use super::LINK_ORIGIN;
+use crate::audit::{Actor, AuditAction};
+use crate::session::Shared;
+use crate::storage::CaseChanged;
+
+/// How many private copies the link keeps at once. A copy is one clone of the case's document;
+/// one a device changed is dropped and cloned again when next needed.
+pub(super) const COPIES: usize = 64;
+
+/// The borough's side of a link session: [`DocSet`] over private copies of its stored cases, and
+/// [`SessionHost`] storing what the hub sends (checked by the history rules a device's changes
+/// pass) and recording what the hub acknowledged.
+pub(super) struct BoroughHost {
+    shared: Arc<Shared>,
+    /// Private copies, with when each was last lent (for eviction).
+    copies: HashMap<CaseId, (AutoCommit, u64)>,
+    tick: u64,
+    /// The highest group-commit ticket of what was stored from the hub in this batch of actions.
+    pub(super) ticket: u64,
+    /// Cases the hub refused in this session, with why.
+    pub(super) refused: Vec<(CaseId, Refusal)>,
+}
+
+impl BoroughHost {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        BoroughHost {
+            shared,
+            copies: HashMap::new(),
+            tick: 0,
+            ticket: 0,
+            refused: Vec::new(),
+        }
+    }
+
+    /// A device changed `case`: the copy is stale; the next use clones it afresh.
+    pub(super) fn forget(&mut self, case: &CaseId) {
+        self.copies.remove(case);
+    }
+
+    /// Every copy is stale (announcements were missed).
+    pub(super) fn forget_all(&mut self) {
+        self.copies.clear();
+    }
+
+    /// Keep at most [`COPIES`], dropping the least recently lent, never `keep`.
+    fn evict(&mut self, keep: &CaseId) {
+        while self.copies.len() > COPIES {
+            let oldest = self
+                .copies
+                .iter()
+                .filter(|(c, _)| *c != keep)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(c, _)| *c);
+            match oldest {
+                Some(c) => {
+                    self.copies.remove(&c);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Store changes the hub sent for `case`, if they pass the history rules; register a case
+    /// the borough did not hold for its team (one of the borough's own). Announced so devices
+    /// receive them.
+    fn persist(&mut self, case: CaseId, chunk: &[u8]) -> Result<(), StoreError> {
+        let registry = self.shared.registry.clone();
+        let check = |before: &AutoCommit, after: &mut AutoCommit| -> Result<(), String> {
+            let before_heads = before.clone().get_heads();
+            let new = guard::NewOps::between(&before_heads, after);
+            schema::validate_document(after).map_err(|e| e.to_string())?;
+            guard::nothing_removed(before, after)?;
+            guard::records_kept(after, &new)?;
+            guard::written_once_kept(before, after, &new)?;
+            match (registry.case_team(&case), schema::read_team_id(after)) {
+                (Ok(Some(_)), _) => Ok(()),
+                (Ok(None), Some(team)) => registry
+                    .register_case(case, team)
+                    .map_err(|e| format!("could not register the case: {e}")),
+                (Ok(None), None) => Err("a case with no team".to_string()),
+                (Err(e), _) => Err(e.to_string()),
+            }
+        };
+        match self.shared.storage.apply_chunk(&case, chunk, check) {
+            Ok((ticket, added)) => {
+                self.ticket = self.ticket.max(ticket);
+                if added {
+                    self.shared.audit(
+                        Actor::Hub,
+                        AuditAction::Write,
+                        Some(case),
+                        "changes received from the trust hub stored",
+                    );
+                    self.shared.storage.announce(CaseChanged {
+                        case,
+                        origin: LINK_ORIGIN,
+                    });
+                }
+                Ok(())
+            }
+            Err(crate::storage::StorageError::Store(e)) => Err(e),
+            Err(e) => {
+                // Nothing of it was stored; the session ends (the copy holds it) and the next
+                // one starts from the borough's disk.
+                warn!(%case, error = %e, "changes from the trust hub refused");
+                self.shared.audit(
+                    Actor::Hub,
+                    AuditAction::Refused,
+                    Some(case),
+                    format!("changes from the trust hub refused, nothing stored: {e}"),
+                );
+                Err(StoreError::Engine(e.to_string()))
+            }
+        }
+    }
+}
+
+impl DocSet for BoroughHost {
+    fn cases(&self) -> Vec<CaseId> {
+        let registry = &self.shared.registry;
+        let teams: Vec<_> = match registry.teams() {
+            Ok(t) => t.into_iter().map(|t| t.id).collect(),
+            Err(e) => {
+                warn!(error = %e, "the link could not list the borough's teams");
+                return Vec::new();
+            }
+        };
+        match registry.cases_of_teams(&teams) {
+            Ok(cases) => cases.into_iter().map(|(c, _)| c).collect(),
+            Err(e) => {
+                warn!(error = %e, "the link could not list the borough's cases");
+                Vec::new()
+            }
+        }
+    }
+
+    fn doc(&mut self, case: &CaseId) -> Option<&mut AutoCommit> {
+        self.tick += 1;
+        let tick = self.tick;
+        if !self.copies.contains_key(case) {
+            let stored = match self.shared.storage.case(case) {
+                Ok(Some(c)) => c,
+                Ok(None) => return None,
+                Err(e) => {
+                    warn!(%case, error = %e, "the link could not read a case");
+                    return None;
+                }
+            };
+            let copy = stored.lock().expect("case lock").doc.clone();
+            self.copies.insert(*case, (copy, tick));
+            self.evict(case);
+        }
+        let entry = self.copies.get_mut(case)?;
+        entry.1 = tick;
+        Some(&mut entry.0)
+    }
+
+    fn insert(&mut self, case: CaseId, doc: AutoCommit) {
+        self.tick += 1;
+        self.copies.insert(case, (doc, self.tick));
+        self.evict(&case);
+    }
+
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        Err("a borough server never wipes its cases on the trust hub's word".to_string())
+    }
+}
+
+impl SessionHost for BoroughHost {
+    fn act(&mut self, action: &Action) -> Result<(), StoreError> {
+        match action {
+            Action::Persist { case, chunk } => self.persist(*case, chunk),
+            Action::Acknowledged { case, heads } => {
+                super::set_acked_heads(&*self.shared.storage.store, case, heads)
+            }
+            Action::Refused { case, refusal } => {
+                warn!(%case, message = %refusal.message, "the trust hub refused a case");
+                self.refused.push((*case, refusal.clone()));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
