@@ -27,7 +27,7 @@ use polyphony_core::identity::{hash_enrolment_token, EnrolmentCode};
 use polyphony_core::model::{StaffRole, Stored};
 use polyphony_core::store::{Store, StoreError};
 use polyphony_core::sync::Colleague;
-use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
+use polyphony_core::{BoroughId, CaseId, DeviceId, PractitionerId, TeamId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -197,8 +197,12 @@ pub enum RegistryError {
 pub struct Team {
     /// Its id.
     pub id: TeamId,
-    /// Its name, unique in the borough ignoring case.
+    /// Its name, unique in its borough ignoring case.
     pub name: String,
+    /// On a trust hub, the borough whose team it is (two boroughs may each have a team of the same
+    /// name). None on a borough server, and for teams stored before boroughs existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borough: Option<BoroughId>,
     /// When it was added.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -356,7 +360,8 @@ impl Registry {
 
     // ----- teams -----
 
-    /// Add a team. Names are unique ignoring case, and must not be empty.
+    /// Add a team. Names are unique ignoring case (among the teams of no borough: on a hub, each
+    /// borough's names are its own), and must not be empty.
     pub fn add_team(&self, name: &str) -> Result<Team, RegistryError> {
         self.add_team_as(TeamId::random(), name)
     }
@@ -372,11 +377,11 @@ impl Registry {
                 id,
             });
         }
-        let wanted = name.to_lowercase();
+        let wanted = name_key(&name);
         if let Some(existing) = self
             .teams()?
             .into_iter()
-            .find(|t| t.name.to_lowercase() == wanted)
+            .find(|t| t.borough.is_none() && name_key(&t.name) == wanted)
         {
             return Err(RegistryError::TeamExists {
                 existing: existing.name,
@@ -386,6 +391,7 @@ impl Registry {
         let team = Team {
             id,
             name,
+            borough: None,
             created_at: now(),
         };
         self.put(ns::TEAMS, &team.id.to_string(), &team)?;
@@ -396,7 +402,7 @@ impl Registry {
     /// Every team, by name.
     pub fn teams(&self) -> Result<Vec<Team>, RegistryError> {
         let mut teams: Vec<Team> = self.scan(ns::TEAMS)?;
-        teams.sort_by_key(|t| t.name.to_lowercase());
+        teams.sort_by_key(|t| name_key(&t.name));
         Ok(teams)
     }
 
@@ -415,8 +421,8 @@ impl Registry {
                 return Ok(team.clone());
             }
         }
-        let wanted = given.to_lowercase();
-        if let Some(team) = teams.iter().find(|t| t.name.to_lowercase() == wanted) {
+        let wanted = name_key(given);
+        if let Some(team) = teams.iter().find(|t| name_key(&t.name) == wanted) {
             return Ok(team.clone());
         }
         let known = if teams.is_empty() {
@@ -572,7 +578,7 @@ impl Registry {
             })
             .collect();
         list.sort_by(|a, b| {
-            (a.name.to_lowercase(), a.practitioner).cmp(&(b.name.to_lowercase(), b.practitioner))
+            (name_key(&a.name), a.practitioner).cmp(&(name_key(&b.name), b.practitioner))
         });
         Ok(list)
     }
@@ -592,7 +598,7 @@ impl Registry {
     /// Every practitioner, by name.
     pub fn practitioners(&self) -> Result<Vec<Practitioner>, RegistryError> {
         let mut all: Vec<Practitioner> = self.scan(ns::PRACTITIONERS)?;
-        all.sort_by_key(|p| p.name.to_lowercase());
+        all.sort_by_key(|p| name_key(&p.name));
         Ok(all)
     }
 
@@ -610,11 +616,11 @@ impl Registry {
                 return Ok(p);
             }
         }
-        let wanted = given.to_lowercase();
+        let wanted = name_key(given);
         let mut matching: Vec<Practitioner> = self
             .practitioners()?
             .into_iter()
-            .filter(|p| p.name.to_lowercase() == wanted)
+            .filter(|p| name_key(&p.name) == wanted)
             .collect();
         match matching.len() {
             0 => Err(RegistryError::PractitionerNotFound {
@@ -1079,6 +1085,11 @@ fn clean_name(what: &'static str, name: &str) -> Result<String, RegistryError> {
         });
     }
     Ok(name.to_string())
+}
+
+/// A name as compared for uniqueness and lookup: names that differ only in case are the same.
+fn name_key(name: &str) -> String {
+    name.to_lowercase()
 }
 
 fn now() -> OffsetDateTime {

@@ -507,3 +507,36 @@ fn a_practitioner_stored_before_roles_reads_as_a_practitioner() {
         StaffRole::PeerSupport
     );
 }
+
+/// A team stored before boroughs existed (no `borough` in the record) reads as a team of no
+/// borough, and a team of no borough is stored without the field (a borough server's records do
+/// not change shape).
+#[test]
+fn a_team_stored_before_boroughs_reads_as_no_boroughs() {
+    let r = registry();
+    let id = TeamId::random();
+    let old = serde_json::json!({
+        "id": id,
+        "name": "Old Team",
+        "created_at": "2026-01-01T00:00:00Z",
+    });
+    r.store
+        .put_meta(
+            ns::TEAMS,
+            &id.to_string(),
+            &serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(r.team_by_id(&id).unwrap().unwrap().borough, None);
+    assert!(matches!(
+        r.add_team("old team"),
+        Err(RegistryError::TeamExists { id: existing, .. }) if existing == id
+    ));
+    let new = r.add_team("New Team").unwrap();
+    let bytes = r
+        .store
+        .get_meta(ns::TEAMS, &new.id.to_string())
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("borough"));
+}
