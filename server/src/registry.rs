@@ -151,7 +151,7 @@ pub enum RegistryError {
     #[error("this enrolment code is not known to this server: check it is for this borough, or ask your administrator for a new code")]
     EnrolmentUnknown,
     /// The enrolment code was used before.
-    #[error("this enrolment code was already used (on {used_at}); each code enrols one device: ask your administrator for a new code")]
+    #[error("this enrolment code was already used (on {used_at}); each code enrols once: ask your administrator for a new code")]
     EnrolmentUsed {
         /// When it was used (RFC 3339).
         used_at: String,
@@ -650,21 +650,18 @@ impl Registry {
         ca_fingerprint: [u8; 32],
         ttl: time::Duration,
     ) -> Result<EnrolmentCode, RegistryError> {
-        if !ttl.is_positive() {
-            return Err(RegistryError::BadTtl(ttl));
-        }
+        let (created_at, expires_at) = code_lifetime(ttl)?;
         if self.practitioner(&practitioner)?.is_none() {
             return Err(RegistryError::PractitionerNotFound {
                 given: practitioner.to_string(),
             });
         }
         let code = EnrolmentCode::new(ca_fingerprint);
-        let created_at = now();
         let pending = PendingEnrolment {
             token_hash: hex::encode(code.token_hash()),
             practitioner,
             created_at,
-            expires_at: created_at.saturating_add(ttl),
+            expires_at,
             used_at: None,
             used_by: None,
         };
@@ -699,18 +696,9 @@ impl Registry {
         at: OffsetDateTime,
     ) -> Result<(PendingEnrolment, Practitioner), RegistryError> {
         let pending = self
-            .get::<PendingEnrolment>(ns::ENROLMENTS, &hex::encode(hash_enrolment_token(token)))?
+            .get::<PendingEnrolment>(ns::ENROLMENTS, &token_key(token))?
             .ok_or(RegistryError::EnrolmentUnknown)?;
-        if let Some(used_at) = pending.used_at {
-            return Err(RegistryError::EnrolmentUsed {
-                used_at: rfc3339(used_at),
-            });
-        }
-        if at >= pending.expires_at {
-            return Err(RegistryError::EnrolmentExpired {
-                expired_at: rfc3339(pending.expires_at),
-            });
-        }
+        check_code_usable(pending.used_at, pending.expires_at, at)?;
         if self.device(device)?.is_some() {
             return Err(RegistryError::DeviceAlreadyEnrolled(*device));
         }
@@ -1085,6 +1073,39 @@ fn clean_name(what: &'static str, name: &str) -> Result<String, RegistryError> {
         });
     }
     Ok(name.to_string())
+}
+
+/// Where an enrolment code's record is kept: the hash of its token (hex), never the token.
+fn token_key(token: &[u8]) -> String {
+    hex::encode(hash_enrolment_token(token))
+}
+
+/// When a code issued now, valid for `ttl`, is issued and stops being accepted.
+fn code_lifetime(ttl: time::Duration) -> Result<(OffsetDateTime, OffsetDateTime), RegistryError> {
+    if !ttl.is_positive() {
+        return Err(RegistryError::BadTtl(ttl));
+    }
+    let created_at = now();
+    Ok((created_at, created_at.saturating_add(ttl)))
+}
+
+/// Refuse a code that was used before or has expired at `at`.
+fn check_code_usable(
+    used_at: Option<OffsetDateTime>,
+    expires_at: OffsetDateTime,
+    at: OffsetDateTime,
+) -> Result<(), RegistryError> {
+    if let Some(used_at) = used_at {
+        return Err(RegistryError::EnrolmentUsed {
+            used_at: rfc3339(used_at),
+        });
+    }
+    if at >= expires_at {
+        return Err(RegistryError::EnrolmentExpired {
+            expired_at: rfc3339(expires_at),
+        });
+    }
+    Ok(())
 }
 
 /// A name as compared for uniqueness and lookup: names that differ only in case are the same.
