@@ -8,6 +8,9 @@
 //! Keys are ids only (team, practitioner, device and case ids, certificate fingerprints, hashes of
 //! enrolment tokens), never names or clinical text: keys are stored in the clear.
 //!
+//! On a trust hub the same registry also knows the boroughs, the teams each borough claims and
+//! each borough's devices (in `registry/boroughs.rs`); teams then carry their borough.
+//!
 //! One server process owns the store, so a mutex in [`Registry`] is enough to make each
 //! check-then-write atomic (two devices redeeming the same enrolment code at once, two
 //! administrators adding the same team). Reads take no lock: each value is read whole.
@@ -34,7 +37,11 @@ use time::OffsetDateTime;
 
 use crate::hooks::Hooks;
 
-/// The longest name accepted for a team, practitioner or device, in characters.
+mod boroughs;
+
+pub use boroughs::{Borough, PendingBoroughEnrolment, RosterEntry};
+
+/// The longest name accepted for a team, practitioner, device or borough, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
 /// Meta namespaces of the registry. Keys in them are ids, never names.
@@ -55,6 +62,14 @@ mod ns {
     pub(super) const CASES: &str = "registry.cases";
     /// Device id → the highest offline-read outbox index recorded (duplicates are dropped).
     pub(super) const READS_THROUGH: &str = "registry.reads-through";
+    /// On a hub: borough id → [`super::Borough`].
+    pub(super) const BOROUGHS: &str = "registry.boroughs";
+    /// On a hub: link certificate fingerprint (hex) → borough id: finds the borough of a link.
+    pub(super) const BOROUGH_CERTS: &str = "registry.borough-certs";
+    /// On a hub: token hash (hex) → [`super::PendingBoroughEnrolment`].
+    pub(super) const BOROUGH_ENROLMENTS: &str = "registry.borough-enrolments";
+    /// On a hub: device id → [`super::RosterEntry`], the borough whose device it is.
+    pub(super) const ROSTER: &str = "registry.roster";
 
     /// Index of the cases of one team (case id → nothing), so a device's cases are found without
     /// reading every case in the borough.
@@ -190,6 +205,70 @@ pub enum RegistryError {
     /// A team id that no team has.
     #[error("no team has the id {0}: list them with `polyphony-server teams`")]
     TeamIdUnknown(TeamId),
+    /// A borough with this name (ignoring case) exists already on the hub.
+    #[error("there is already a borough called '{existing}' (id {id}): choose another name, or give that borough a new enrolment code")]
+    BoroughExists {
+        /// The existing borough's name as stored.
+        existing: String,
+        /// Its id.
+        id: BoroughId,
+    },
+    /// No borough has this name or id.
+    #[error("no borough on this hub is called '{given}' or has that id: check the name against the hub's list of boroughs")]
+    BoroughNotFound {
+        /// What was asked for.
+        given: String,
+    },
+    /// A revoked borough cannot come back.
+    #[error("borough {0} is revoked, which cannot be undone: it can neither enrol nor link again (to replace a borough server's certificate, give the borough a new enrolment code instead of revoking it)")]
+    BoroughRevoked(BoroughId),
+    /// A borough is active or revoked; [`DeviceStatus::Revoking`] is for devices only.
+    #[error("a borough cannot be set to {0}: a borough is either active or revoked")]
+    BadBoroughStatus(DeviceStatus),
+    /// Another borough already uses this link certificate.
+    #[error("borough {0} already uses this certificate: the borough server must make a new link key and enrol again")]
+    BoroughCertificateInUse(BoroughId),
+    /// A borough claimed a team the hub knows as another borough's, or as the hub's own.
+    #[error(
+        "the team '{name}' ({team}) is already on this hub as {}, and a team belongs to one borough: check that this borough server was not restored from another borough's data, and that the team was not added to the hub by hand",
+        owner.map_or_else(|| "a team of no borough".to_string(), |b| format!("a team of borough {b}"))
+    )]
+    TeamOfAnotherBorough {
+        /// The team claimed.
+        team: TeamId,
+        /// The name the claiming borough gave it.
+        name: String,
+        /// The borough whose team it is on the hub (None: the hub's own team).
+        owner: Option<BoroughId>,
+    },
+    /// Two teams of one borough would share a name (ignoring case).
+    #[error("borough {borough} would have two teams called '{name}' ({first} and {second}): a borough's team names are unique ignoring case; rename one on the borough server")]
+    BoroughTeamsShareName {
+        /// The borough.
+        borough: BoroughId,
+        /// The shared name.
+        name: String,
+        /// One of the teams.
+        first: TeamId,
+        /// The other.
+        second: TeamId,
+    },
+    /// A borough claimed a device on another borough's roster.
+    #[error("device {device} is on the roster of borough {owner} already, and a device belongs to one borough: check that this borough server was not restored from another borough's data")]
+    DeviceOfAnotherBorough {
+        /// The device claimed.
+        device: DeviceId,
+        /// The borough whose device it is.
+        owner: BoroughId,
+    },
+    /// A borough's list named one team or device twice, differently.
+    #[error("the borough's list names {what} {id} twice, with different details: its server's registry needs checking before it links again")]
+    ClaimedTwice {
+        /// "team" or "device".
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
 }
 
 /// A team of practitioners. Every case belongs to exactly one team.
