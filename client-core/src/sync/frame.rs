@@ -317,6 +317,14 @@ pub struct RosterDevice {
     pub practitioner_name: String,
 }
 
+/// The most devices a [`Roster`] may list; the hub refuses a roster with more. Far above any
+/// borough's count of devices ever enrolled, and low enough that a roster stays a few megabytes.
+pub const MAX_ROSTER_DEVICES: usize = 100_000;
+
+/// The most teams a [`Roster`] may list; the hub refuses a roster with more. Far above any
+/// borough's count of teams.
+pub const MAX_ROSTER_TEAMS: usize = 10_000;
+
 /// Borough → hub, the frame after `Hello` on a borough's link: its teams (the cases the hub
 /// grants it are theirs) and every device ever enrolled on it (whatever its status: a revoked
 /// device's old changes are still relayed).
@@ -395,6 +403,16 @@ pub enum Frame {
     Enrol(EnrolRequest),
     /// Server → device: enrolment accepted.
     Enrolled(Enrolled),
+    /// Borough server → trust hub, the first frame on an enrolment connection (`ALPN_ENROL`,
+    /// without a client certificate): enrol me, with the hub's one-time code.
+    EnrolBorough(BoroughEnrolRequest),
+    /// Trust hub → borough server on the same enrolment connection: enrolment accepted; here is
+    /// the borough's id and link certificate. (A refusal is an `Error`.)
+    BoroughEnrolled(BoroughEnrolled),
+    /// Borough server → trust hub on the borough's link (a sync connection, with the link
+    /// certificate), the frame after `Hello`: its teams and devices. The hub refuses a roster over
+    /// [`MAX_ROSTER_TEAMS`] or [`MAX_ROSTER_DEVICES`].
+    Roster(Roster),
     /// On an attachment stream ([`FEATURE_ATTACHMENTS`]): device → server, "I have these bytes
     /// of this case"; server → device, the answer to `BlobWant`, followed by the bytes in
     /// `BlobChunk` frames.
@@ -491,6 +509,9 @@ mod tag {
     pub(super) const BLOB_WANT: u8 = 0x13;
     pub(super) const BLOB_CHUNK: u8 = 0x14;
     pub(super) const BLOB_SAVED: u8 = 0x15;
+    pub(super) const ENROL_BOROUGH: u8 = 0x16;
+    pub(super) const BOROUGH_ENROLLED: u8 = 0x17;
+    pub(super) const ROSTER: u8 = 0x18;
 }
 
 fn json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
@@ -568,6 +589,18 @@ impl Frame {
             }
             Frame::Enrolled(r) => {
                 out.push(tag::ENROLLED);
+                json(out, r);
+            }
+            Frame::EnrolBorough(r) => {
+                out.push(tag::ENROL_BOROUGH);
+                json(out, r);
+            }
+            Frame::BoroughEnrolled(r) => {
+                out.push(tag::BOROUGH_ENROLLED);
+                json(out, r);
+            }
+            Frame::Roster(r) => {
+                out.push(tag::ROSTER);
                 json(out, r);
             }
             Frame::BlobOffer { case, hash, size } => {
@@ -730,6 +763,9 @@ impl Frame {
             tag::COLLEAGUES => Ok(Frame::Colleagues(from_json("colleagues", p)?)),
             tag::ENROL => Ok(Frame::Enrol(from_json("enrol", p)?)),
             tag::ENROLLED => Ok(Frame::Enrolled(from_json("enrolled", p)?)),
+            tag::ENROL_BOROUGH => Ok(Frame::EnrolBorough(from_json("enrol borough", p)?)),
+            tag::BOROUGH_ENROLLED => Ok(Frame::BoroughEnrolled(from_json("borough enrolled", p)?)),
+            tag::ROSTER => Ok(Frame::Roster(from_json("roster", p)?)),
             tag::BLOB_OFFER => {
                 let (case, rest) = case_id("blob offer", p)?;
                 let (hash, rest) = blob_hash("blob offer", rest)?;
@@ -786,6 +822,9 @@ impl Frame {
             Frame::Colleagues(_) => "colleagues",
             Frame::Enrol(_) => "enrol",
             Frame::Enrolled(_) => "enrolled",
+            Frame::EnrolBorough(_) => "enrol borough",
+            Frame::BoroughEnrolled(_) => "borough enrolled",
+            Frame::Roster(_) => "roster",
             Frame::BlobOffer { .. } => "blob offer",
             Frame::BlobWant { .. } => "blob want",
             Frame::BlobChunk(_) => "blob chunk",
@@ -952,7 +991,72 @@ mod tests {
                     }),
                 }],
             },
+            Frame::Enrol(EnrolRequest {
+                version: 1,
+                token: "00ff".into(),
+                device: DeviceId::random(),
+                device_name: "Anna's laptop".into(),
+                csr: "3082".into(),
+            }),
+            Frame::Enrolled(Enrolled {
+                device: DeviceId::random(),
+                practitioner: PractitionerId::random(),
+                practitioner_name: "Anna Okafor".into(),
+                teams: vec![TeamInfo {
+                    id: TeamId::random(),
+                    name: "Camden North".into(),
+                }],
+                certificate: "30".into(),
+                ca: "30".into(),
+            }),
+            Frame::EnrolBorough(BoroughEnrolRequest {
+                version: 1,
+                token: "00ff".into(),
+                name: "Camden".into(),
+                csr: "3082".into(),
+            }),
+            Frame::BoroughEnrolled(BoroughEnrolled {
+                borough: crate::BoroughId::random(),
+                name: "Camden".into(),
+                certificate: "30".into(),
+                ca: "30".into(),
+            }),
+            Frame::Roster(Roster {
+                teams: vec![TeamInfo {
+                    id: TeamId::random(),
+                    name: "Camden North".into(),
+                }],
+                devices: vec![RosterDevice {
+                    device: DeviceId::random(),
+                    practitioner: PractitionerId::random(),
+                    practitioner_name: "Anna Okafor".into(),
+                }],
+            }),
         ]
+    }
+
+    #[test]
+    fn every_frame_has_its_own_tag_and_kind() {
+        let frames = samples();
+        let tags: std::collections::BTreeSet<u8> = frames.iter().map(|f| f.to_bytes()[4]).collect();
+        let kinds: std::collections::BTreeSet<&str> = frames.iter().map(Frame::kind).collect();
+        assert_eq!(tags.len(), frames.len(), "two samples share a tag");
+        assert_eq!(kinds.len(), frames.len(), "two samples share a kind");
+    }
+
+    #[test]
+    fn hub_frames_have_their_tags_and_names() {
+        let frames = samples();
+        let find = |kind: &str| {
+            frames
+                .iter()
+                .find(|f| f.kind() == kind)
+                .unwrap_or_else(|| panic!("no {kind} sample"))
+                .to_bytes()[4]
+        };
+        assert_eq!(find("enrol borough"), 0x16);
+        assert_eq!(find("borough enrolled"), 0x17);
+        assert_eq!(find("roster"), 0x18);
     }
 
     #[test]
@@ -1019,6 +1123,9 @@ mod tests {
             ],
             vec![tag::DONE, 1],
             vec![tag::READS_SAVED, 1],
+            vec![tag::ENROL_BOROUGH, b'{'],
+            vec![tag::BOROUGH_ENROLLED],
+            vec![tag::ROSTER, b'[', b']'],
         ] {
             assert!(Frame::decode_body(&body).is_err(), "{body:?}");
         }
