@@ -305,7 +305,6 @@ pub struct CaseMoved {
 }
 
 /// The administration logic, over the server's registry and audit log.
-#[derive(Debug)]
 pub struct Admin {
     registry: Arc<Registry>,
     audit: Arc<AuditLog>,
@@ -315,6 +314,14 @@ pub struct Admin {
     role: crate::config::ServerRole,
     storage: Option<Arc<crate::storage::ServerStorage>>,
     link: Option<Arc<crate::hub_link::LinkStatus>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Admin {

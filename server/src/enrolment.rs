@@ -151,16 +151,18 @@ fn register_borough(
         RegistryError::EnrolmentUnknown
         | RegistryError::EnrolmentUsed { .. }
         | RegistryError::EnrolmentExpired { .. } => e.to_string(),
-        other => format!(
-            "the trust hub could not enrol this borough ({other}): tell its administrator"
-        ),
+        other => {
+            format!("the trust hub could not enrol this borough ({other}): tell its administrator")
+        }
     };
     let (_, borough) = shared
         .registry
         .check_borough_enrolment(&token)
         .map_err(for_the_borough)?;
     let cert = ca.issue_borough_cert(&csr, &borough.id).map_err(|e| {
-        format!("the trust hub could not sign this borough's certificate ({e}): tell its administrator")
+        format!(
+            "the trust hub could not sign this borough's certificate ({e}): tell its administrator"
+        )
     })?;
     let borough = shared
         .registry
@@ -175,7 +177,10 @@ fn register_borough(
         format!(
             "borough '{}' joined (it calls itself '{}')",
             borough.name,
-            req.name.chars().take(crate::registry::MAX_NAME_CHARS).collect::<String>()
+            req.name
+                .chars()
+                .take(crate::registry::MAX_NAME_CHARS)
+                .collect::<String>()
         ),
     );
     Ok(BoroughEnrolled {
@@ -227,7 +232,9 @@ async fn enrol(
                 }
             }
         }
-        (ServerRole::Hub, Ok(Some(Frame::EnrolBorough(req)))) if req.version == PROTOCOL_VERSION => {
+        (ServerRole::Hub, Ok(Some(Frame::EnrolBorough(req))))
+            if req.version == PROTOCOL_VERSION =>
+        {
             match register_borough(&shared, &ca, &req) {
                 Ok(e) => Frame::BoroughEnrolled(e),
                 Err(msg) => {

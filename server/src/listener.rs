@@ -24,13 +24,13 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::admin::{self, Admin};
 use crate::admission::{self, device_actor, Admitted};
-use crate::audit::{AuditAction, AuditLog};
+use crate::audit::AuditAction;
 use crate::config::{ServerConfig, ServerRole};
 use crate::data_dir::{self, StartError};
 use crate::driver::CoreDriver;
 use crate::enrolment;
 use crate::limits::DeviceSlot;
-use crate::registry::{Device, Registry};
+use crate::registry::Device;
 use crate::session::{self, Shared};
 use crate::storage::ServerStorage;
 
@@ -393,7 +393,14 @@ async fn sync(
     match admission::admit_peer(&shared, role, cert.as_deref()) {
         Ok(Admitted::Device(device, practitioner)) => {
             let _slot = take_device_slot(&shared, &conn, &device);
-            let serve = session::serve(shared, driver.clone(), conn.clone(), id, device, practitioner);
+            let serve = session::serve(
+                shared,
+                driver.clone(),
+                conn.clone(),
+                id,
+                device,
+                practitioner,
+            );
             serve_until_reopened(&driver, &conn, serve).await;
         }
         Ok(Admitted::Borough(borough)) => {
@@ -403,7 +410,11 @@ async fn sync(
             let closer = {
                 let conn = conn.clone();
                 Box::new(move || {
-                    close(&conn, ErrorCode::Busy, "this borough opened a newer link: this one is closed")
+                    close(
+                        &conn,
+                        ErrorCode::Busy,
+                        "this borough opened a newer link: this one is closed",
+                    )
                 })
             };
             let (_slot, _) = shared.limits.open_device(slot, closer);

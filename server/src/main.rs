@@ -300,7 +300,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit { case, verify, .. } => AdminRequest::Audit { case, verify },
         Command::Case(CaseCommand::Move { case, team }) => AdminRequest::CaseMove { case, team },
         Command::Borough(BoroughCommand::Add { name }) => AdminRequest::BoroughAdd { name },
-        Command::Borough(BoroughCommand::Enrol { borough }) => AdminRequest::BoroughEnrol { borough },
+        Command::Borough(BoroughCommand::Enrol { borough }) => {
+            AdminRequest::BoroughEnrol { borough }
+        }
         Command::Borough(BoroughCommand::Revoke { borough }) => {
             AdminRequest::BoroughRevoke { borough }
         }

@@ -119,7 +119,11 @@ fn boroughs(out: &mut impl Write, boroughs: Vec<BoroughView>) -> io::Result<()> 
                 (_, None) => "not joined yet",
             },
             b.cases,
-            if teams.is_empty() { "(none yet)".to_string() } else { teams.join(", ") }
+            if teams.is_empty() {
+                "(none yet)".to_string()
+            } else {
+                teams.join(", ")
+            }
         )?;
     }
     Ok(())

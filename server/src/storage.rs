@@ -494,7 +494,10 @@ impl ServerStorage {
         let generation = self.group.generation();
         let shared = match self.case(case)? {
             Some(c) => c,
-            None => self.insert(*case, Arc::new(Mutex::new(ServerCase::new(AutoCommit::new(), 0, 0)))),
+            None => self.insert(
+                *case,
+                Arc::new(Mutex::new(ServerCase::new(AutoCommit::new(), 0, 0))),
+            ),
         };
         let mut c = shared.lock().expect("case lock");
         match c.generation {

@@ -18,9 +18,16 @@ pub fn loopback() -> SocketAddr {
 
 /// Start `polyphony-server` with `settings` (TOML lines) written to `polyphony-server.toml` in
 /// its data directory first.
-pub async fn start_configured(data: &Path, addr: SocketAddr, settings: &str) -> Result<ServerProcess> {
+pub async fn start_configured(
+    data: &Path,
+    addr: SocketAddr,
+    settings: &str,
+) -> Result<ServerProcess> {
     std::fs::create_dir_all(data)?;
-    std::fs::write(data.join(polyphony_server::config::CONFIG_FILE_NAME), settings)?;
+    std::fs::write(
+        data.join(polyphony_server::config::CONFIG_FILE_NAME),
+        settings,
+    )?;
     ServerProcess::start(data.to_path_buf(), addr).await
 }
 
@@ -52,8 +59,13 @@ pub async fn start_borough(
 
 /// Add `name` on the hub, issue its code, and join `borough` with it, as the two
 /// administrators would; the membership the borough keeps is returned.
-pub async fn join(hub: &ServerProcess, name: &str, borough: &ServerProcess) -> Result<HubMembership> {
-    hub.admin(AdminRequest::BoroughAdd { name: name.into() }).await?;
+pub async fn join(
+    hub: &ServerProcess,
+    name: &str,
+    borough: &ServerProcess,
+) -> Result<HubMembership> {
+    hub.admin(AdminRequest::BoroughAdd { name: name.into() })
+        .await?;
     let code = code_from(
         &hub.admin(AdminRequest::BoroughEnrol {
             borough: name.into(),

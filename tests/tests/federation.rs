@@ -43,10 +43,13 @@ fn holds(server: &ServerProcess, heads: &BTreeMap<CaseId, Vec<ChangeHash>>) -> R
         let stored = storage
             .case(case)?
             .ok_or_else(|| anyhow!("case {case} is not on {}", server.data.display()))?;
-        let c = stored.lock().expect("case lock");
+        let mut c = stored.lock().expect("case lock");
         for h in hs {
             if c.doc.get_change_by_hash(h).is_none() {
-                return Err(anyhow!("case {case}: change {h} is not on {}", server.data.display()));
+                return Err(anyhow!(
+                    "case {case}: change {h} is not on {}",
+                    server.data.display()
+                ));
             }
         }
         validate_document(&c.doc).map_err(|e| anyhow!("case {case} does not validate: {e}"))?;
@@ -73,8 +76,13 @@ async fn a_boroughs_offline_edits_reach_the_hub_and_survive_a_hub_kill() -> Resu
     polyphony_e2e::init_logs();
     let dir = tempfile::tempdir()?;
     let mut hub = start_hub(&dir.path().join("hub"), loopback()).await?;
-    let mut north =
-        start_borough(&dir.path().join("north"), loopback(), "North", &["Ana", "Ben"]).await?;
+    let mut north = start_borough(
+        &dir.path().join("north"),
+        loopback(),
+        "North",
+        &["Ana", "Ben"],
+    )
+    .await?;
     let mut ana = north.device("Ana").await?;
     let mut ben = north.device("Ben").await?;
     // Written offline, before the borough has even joined the hub.
@@ -113,7 +121,10 @@ async fn a_boroughs_offline_edits_reach_the_hub_and_survive_a_hub_kill() -> Resu
         polyphony_core::model::CaseDoc::from_automerge(doc, None)?.view()
     };
     let notes = &long.meetings[0].notes;
-    assert!(notes.contains("round 0. ") && notes.contains("round 39. "), "{notes}");
+    assert!(
+        notes.contains("round 0. ") && notes.contains("round 39. "),
+        "{notes}"
+    );
     Ok(())
 }
 
@@ -164,7 +175,7 @@ async fn a_borough_gets_only_its_own_teams_cases_through_the_hub() -> Result<()>
     };
     let mut empty = automerge::AutoCommit::new();
     let mut state = automerge::sync::State::new();
-    let ask = automerge::sync::SyncDoc::generate_sync_message(&mut empty.sync(), &mut state)
+    let ask = automerge::sync::SyncDoc::generate_sync_message(&empty.sync(), &mut state)
         .expect("a first message")
         .encode();
     stream
@@ -189,7 +200,9 @@ async fn a_borough_gets_only_its_own_teams_cases_through_the_hub() -> Result<()>
                 refused = Some(refusal);
                 break;
             }
-            Frame::Sync { case, .. } => panic!("the hub sent data of case {case} to another borough"),
+            Frame::Sync { case, .. } => {
+                panic!("the hub sent data of case {case} to another borough")
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -213,7 +226,15 @@ async fn a_borough_gets_only_its_own_teams_cases_through_the_hub() -> Result<()>
         Ok((_ep, conn)) => {
             let mut session = ClientSession::new(false, vec![], Default::default());
             let mut host = polyphony_e2e::TestHost::default();
-            match polyphony_core::net::drive(&hub.addr.to_string(), &conn, &mut session, &mut host, None).await {
+            match polyphony_core::net::drive(
+                &hub.addr.to_string(),
+                &conn,
+                &mut session,
+                &mut host,
+                None,
+            )
+            .await
+            {
                 Err(e) => e.to_string(),
                 Ok(end) => panic!("a device of a borough synced with the hub: {end:?}"),
             }
@@ -232,7 +253,10 @@ async fn a_borough_gets_only_its_own_teams_cases_through_the_hub() -> Result<()>
         .map_err(|e| anyhow!(e))?;
     let again = polyphony_server::hub_link::join(&hub.addr.to_string(), &code, "Brent").await;
     let err = again.expect_err("a used code");
-    assert!(err.contains("already used") || err.contains("used"), "{err}");
+    assert!(
+        err.contains("already used") || err.contains("used"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -255,10 +279,18 @@ async fn a_revoked_borough_is_refused_and_its_live_link_closed() -> Result<()> {
     let status = loop {
         let s = hub_status(&b).await?;
         let link = s.link.clone().expect("running");
-        if !link.connected && link.last_error.as_deref().is_some_and(|e| e.contains("revoked")) {
+        if !link.connected
+            && link
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("revoked"))
+        {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "still linked: {s:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still linked: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     report_figures(
@@ -311,8 +343,9 @@ async fn the_hub_down_for_a_while_loses_nothing_and_the_link_catches_up() -> Res
         assert!(report.refused.is_empty(), "{report:?}");
     }
     let down = hub_status(&b).await?;
+    // (The link may not have noticed yet that the hub is gone: a dead peer is found by QUIC's
+    // idle timeout. What matters is that nothing waits on it.)
     assert_eq!(down.not_on_hub, 6, "{down:?}");
-    assert!(!down.link.expect("running").connected);
     let hub = start_hub(&dir.path().join("hub"), hub_addr).await?;
     let back = wait_on_hub(&b, CATCH_UP).await?;
     assert_eq!(back.cases, 6);

@@ -119,9 +119,11 @@ impl Admin {
     pub(super) fn borough_enrol(&self, borough: &str) -> Result<serde_json::Value, AdminError> {
         self.hub_only("a borough's code to join")?;
         let b = self.registry.borough_by(borough)?;
-        let code =
-            self.registry
-                .create_borough_enrolment(b.id, self.ca_fingerprint, self.enrolment_ttl)?;
+        let code = self.registry.create_borough_enrolment(
+            b.id,
+            self.ca_fingerprint,
+            self.enrolment_ttl,
+        )?;
         let expires_at = OffsetDateTime::now_utc() + self.enrolment_ttl;
         self.audit(
             AuditAction::EnrolmentIssued,
@@ -144,7 +146,9 @@ impl Admin {
     pub(super) fn borough_revoke(&self, borough: &str) -> Result<serde_json::Value, AdminError> {
         self.hub_only("revoking a borough")?;
         let b = self.registry.borough_by(borough)?;
-        let b = self.registry.set_borough_status(&b.id, DeviceStatus::Revoked)?;
+        let b = self
+            .registry
+            .set_borough_status(&b.id, DeviceStatus::Revoked)?;
         self.audit(
             AuditAction::Revoke,
             None,

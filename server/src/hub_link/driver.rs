@@ -131,7 +131,8 @@ pub async fn run(
                 continue;
             }
         };
-        let (ended, welcomed) = connect_and_sync(&shared, &driver, &status, &membership, &mut stop).await;
+        let (ended, welcomed) =
+            connect_and_sync(&shared, &driver, &status, &membership, &mut stop).await;
         status.update(|s| s.connected = false);
         if welcomed {
             wait = first_wait;
@@ -169,7 +170,12 @@ async fn connect_and_sync(
     })();
     let (ca, cert, key) = match identity {
         Ok(i) => i,
-        Err(e) => return (Ended::Failed(format!("the stored hub membership is unusable: {e}")), false),
+        Err(e) => {
+            return (
+                Ended::Failed(format!("the stored hub membership is unusable: {e}")),
+                false,
+            )
+        }
     };
     let connected = tokio::select! {
         c = net::connect(&m.hub, &ca, &cert, &key) => c,
@@ -208,7 +214,8 @@ impl Link {
         status: &LinkStatus,
         stop: &mut watch::Receiver<bool>,
     ) -> (Ended, bool) {
-        let lost = |e: &dyn std::fmt::Display| net::explain("the trust hub", Some(conn), e).to_string();
+        let lost =
+            |e: &dyn std::fmt::Display| net::explain("the trust hub", Some(conn), e).to_string();
         let (send, recv) = match conn.open_bi().await {
             Ok(s) => s,
             Err(e) => return (Ended::Failed(lost(&e)), false),
@@ -216,7 +223,12 @@ impl Link {
         let mut stream = FramedStream::new(send, recv);
         let roster = match roster_of(&self.shared.registry) {
             Ok(r) => r,
-            Err(e) => return (Ended::Failed(format!("could not read the borough's roster: {e}")), false),
+            Err(e) => {
+                return (
+                    Ended::Failed(format!("could not read the borough's roster: {e}")),
+                    false,
+                )
+            }
         };
         // Subscribed before the welcome: a device's change from now on is pushed.
         let mut changes = self.driver.case_changes();
@@ -279,7 +291,12 @@ impl Link {
             match self.carry_out(&mut stream, actions).await {
                 Ok(None) => {}
                 Ok(Some((code, message))) => {
-                    return (Ended::Failed(format!("the trust hub closed the link ({code:?}): {message}")), welcomed)
+                    return (
+                        Ended::Failed(format!(
+                            "the trust hub closed the link ({code:?}): {message}"
+                        )),
+                        welcomed,
+                    )
                 }
                 Err(e) => return (Ended::Failed(e), welcomed),
             }
@@ -312,10 +329,9 @@ impl Link {
             ticket = ticket.max(read);
             self.audited.insert(*case);
         }
-        self.driver
-            .durable(ticket)
-            .await
-            .map_err(|e| format!("this borough could not make its records durable ({e}); nothing was sent"))?;
+        self.driver.durable(ticket).await.map_err(|e| {
+            format!("this borough could not make its records durable ({e}); nothing was sent")
+        })?;
         if !frames.is_empty() {
             stream
                 .write_frames(&frames)

@@ -39,14 +39,21 @@ pub const LINK_ORIGIN: u64 = 0;
 const NS_ACKED: &str = "hub.acked";
 
 /// The heads of `case` the hub last acknowledged (after its fsync), if it ever did.
-pub fn acked_heads(store: &dyn Store, case: &CaseId) -> Result<Option<Vec<ChangeHash>>, StoreError> {
+pub fn acked_heads(
+    store: &dyn Store,
+    case: &CaseId,
+) -> Result<Option<Vec<ChangeHash>>, StoreError> {
     Ok(store
         .get_meta(NS_ACKED, &case.to_string())?
         .map(|b| polyphony_core::sync::decode_heads(&b)))
 }
 
 /// Record that the hub holds `heads` of `case` durably.
-fn set_acked_heads(store: &dyn Store, case: &CaseId, heads: &[ChangeHash]) -> Result<(), StoreError> {
+fn set_acked_heads(
+    store: &dyn Store,
+    case: &CaseId,
+    heads: &[ChangeHash],
+) -> Result<(), StoreError> {
     store.put_meta(
         NS_ACKED,
         &case.to_string(),

@@ -119,7 +119,17 @@ pub async fn serve(
         changes: driver.case_changes(),
         access,
     };
-    run_session(&shared, driver, wakes, &conn, stream, session, Some(attachments), actor).await;
+    run_session(
+        &shared,
+        driver,
+        wakes,
+        &conn,
+        stream,
+        session,
+        Some(attachments),
+        actor,
+    )
+    .await;
 }
 
 /// Serve a borough server's link on the trust hub until it ends: its `Hello`, then its `Roster`
@@ -163,7 +173,11 @@ async fn borough_handshake(
     let hello = match read_first(conn, &mut stream).await? {
         Frame::Hello(h) => h,
         other => {
-            close(conn, ErrorCode::Malformed, &format!("expected hello, got {}", other.kind()));
+            close(
+                conn,
+                ErrorCode::Malformed,
+                &format!("expected hello, got {}", other.kind()),
+            );
             return None;
         }
     };
@@ -171,7 +185,10 @@ async fn borough_handshake(
     let roster = match read_first(conn, &mut stream).await? {
         Frame::Roster(r) => r,
         other => {
-            let msg = format!("a borough's link sends its roster after hello, not {}", other.kind());
+            let msg = format!(
+                "a borough's link sends its roster after hello, not {}",
+                other.kind()
+            );
             close(conn, ErrorCode::Malformed, &msg);
             return None;
         }
@@ -212,7 +229,11 @@ async fn read_first(conn: &quinn::Connection, stream: &mut FramedStream) -> Opti
     match tokio::time::timeout(FIRST_FRAME_WAIT, stream.read_frame()).await {
         Ok(Ok(Some(f))) => Some(f),
         Ok(Ok(None)) => {
-            close(conn, ErrorCode::Malformed, "the stream ended before the session began");
+            close(
+                conn,
+                ErrorCode::Malformed,
+                "the stream ended before the session began",
+            );
             None
         }
         Ok(Err(e)) => {

@@ -374,7 +374,10 @@ pub fn welcome_borough(
         )));
     }
     let internal = |e: RegistryError| NotWelcome::Internal(format!("trust hub error: {e}"));
-    let teams = shared.registry.borough_teams(&borough.id).map_err(internal)?;
+    let teams = shared
+        .registry
+        .borough_teams(&borough.id)
+        .map_err(internal)?;
     let cases = shared
         .registry
         .cases_of_teams(&teams)
@@ -455,7 +458,10 @@ pub fn claim_roster(
 
 /// A borough in the places a device and its practitioner take in a session (see
 /// [`Session::for_borough`]): its id keys what it holds, its teams are the teams it may sync.
-fn borough_as_peer(borough: &Borough, teams: Vec<polyphony_core::TeamId>) -> (Device, Practitioner) {
+fn borough_as_peer(
+    borough: &Borough,
+    teams: Vec<polyphony_core::TeamId>,
+) -> (Device, Practitioner) {
     let at = borough.enrolled_at.unwrap_or(borough.created_at);
     let device = Device {
         id: polyphony_core::DeviceId(borough.id.0),

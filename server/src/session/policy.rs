@@ -62,7 +62,7 @@ impl Writers<'_> {
             Writers::Roster { borough, registry } => {
                 let device = polyphony_core::model::device_for_actor(actor)?;
                 let entry = registry.roster_entry(&device).ok().flatten()?;
-                (entry.borough == *borough).then(|| Author {
+                (entry.borough == *borough).then_some(Author {
                     practitioner: entry.practitioner,
                     practitioner_name: entry.practitioner_name,
                     device,

@@ -17,8 +17,8 @@ use tracing::{debug, info, warn};
 
 use super::policy::{Access, ServerPolicy, Writers};
 use super::{
-    not_audited, refusal, relationship, to_the_second, written_by, Shared,
-    MAX_READS_PER_FRAME, NOT_SENT_CASE, READ_CLOCK_SKEW,
+    not_audited, refusal, relationship, to_the_second, written_by, Shared, MAX_READS_PER_FRAME,
+    NOT_SENT_CASE, READ_CLOCK_SKEW,
 };
 use crate::audit::{Actor, AuditAction, AuditError, AuditEvent};
 use crate::registry::{Borough, Device, DeviceStatus, Practitioner, RegistryError};
@@ -240,23 +240,26 @@ impl Session {
     fn check_borough_access(&mut self, borough: BoroughId) -> bool {
         let record = self.shared.registry.borough(&borough);
         let teams = self.shared.registry.borough_teams(&borough);
+        let unreadable = |e: RegistryError| {
+            Some((
+                ErrorCode::Internal,
+                format!("the trust hub could not read its registry ({e}): sync again later"),
+            ))
+        };
         let end = match (record, teams) {
-            (Ok(Some(b)), Ok(teams)) if b.status != DeviceStatus::Revoked => {
-                self.practitioner.teams = teams;
-                None
-            }
-            (Ok(Some(_)), _) => Some((
+            (Ok(Some(b)), _) if b.status == DeviceStatus::Revoked => Some((
                 ErrorCode::Revoked,
                 "this borough server was revoked by the trust hub's administrator: its cases stay safe on the hub; ask for a new enrolment".to_string(),
             )),
+            (Ok(Some(_)), Ok(teams)) => {
+                self.practitioner.teams = teams;
+                None
+            }
             (Ok(None), _) => Some((
                 ErrorCode::Unauthorised,
                 "this borough server is no longer known to the trust hub".to_string(),
             )),
-            (Err(e), _) | (_, Err(e)) => Some((
-                ErrorCode::Internal,
-                format!("the trust hub could not read its registry ({e}): sync again later"),
-            )),
+            (Err(e), _) | (Ok(Some(_)), Err(e)) => unreadable(e),
         };
         let Some((code, message)) = end else {
             return true;
