@@ -360,13 +360,15 @@ async fn the_hub_down_for_a_while_loses_nothing_and_the_link_catches_up() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_borough_killed_during_link_sync_restarts_and_loses_nothing() -> Result<()> {
+    const CASES: usize = 80;
     polyphony_e2e::init_logs();
     let dir = tempfile::tempdir()?;
     let hub = start_hub(&dir.path().join("hub"), loopback()).await?;
     let b_addr = loopback();
     let mut b = start_borough(&dir.path().join("b"), b_addr, "North", &["Bo"]).await?;
     let mut bo = b.device("Bo").await?;
-    for i in 0..60 {
+    // More cases than the link keeps copies of at once (hub_link's COPIES, 64).
+    for i in 0..CASES {
         let (case, meeting) = bo.case_with_meeting(&format!("Person {i}"))?;
         bo.note(case, meeting, "first visit")?;
     }
@@ -385,7 +387,7 @@ async fn a_borough_killed_during_link_sync_restarts_and_loses_nothing() -> Resul
         }
     }
     let status = wait_on_hub(&b, CATCH_UP).await?;
-    assert_eq!(status.cases, 60);
+    assert_eq!(status.cases, CASES);
     report_figures(
         "a_borough_killed_during_link_sync_restarts_and_loses_nothing",
         &[("kills", kills)],
@@ -394,7 +396,40 @@ async fn a_borough_killed_during_link_sync_restarts_and_loses_nothing() -> Resul
     let mut hub = hub;
     hub.kill();
     b.kill();
-    assert_eq!(holds(&hub, &heads)?, 60);
+    assert_eq!(holds(&hub, &heads)?, CASES);
     holds(&hub, &acked_by_hub(&b)?)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_cases_past_the_hubs_limit_per_session_all_arrive_in_later_sessions() -> Result<()> {
+    polyphony_e2e::init_logs();
+    let dir = tempfile::tempdir()?;
+    let mut hub = polyphony_e2e::federation::start_configured(
+        &dir.path().join("hub"),
+        loopback(),
+        "role = \"hub\"\nmax_new_cases_per_session = 8\n",
+    )
+    .await?;
+    let mut b = start_borough(&dir.path().join("b"), loopback(), "North", &["Bo"]).await?;
+    let mut bo = b.device("Bo").await?;
+    for i in 0..20 {
+        bo.case_with_meeting(&format!("Person {i}"))?;
+    }
+    bo.sync().await?;
+    join(&hub, "Brent", &b).await?;
+    let status = wait_on_hub(&b, CATCH_UP).await?;
+    assert_eq!(status.cases, 20);
+    let sessions = status.link.expect("running").sessions;
+    // Eight at most in each session: the first took 8 and was refused the rest as busy.
+    assert!(sessions >= 3, "{sessions} link session(s)");
+    report_figures(
+        "new_cases_past_the_hubs_limit_per_session_all_arrive_in_later_sessions",
+        &[("link_sessions", sessions)],
+    );
+    let heads = heads_of(&mut [&mut bo])?;
+    hub.kill();
+    b.kill();
+    assert_eq!(holds(&hub, &heads)?, 20);
     Ok(())
 }

@@ -1151,3 +1151,46 @@ fn a_link_gets_only_its_boroughs_cases_and_ends_at_once_when_revoked() {
     );
     assert!(brent.session.check_access());
 }
+
+#[test]
+fn a_roster_at_its_limits_is_taken_and_one_past_either_refused_with_nothing_kept() {
+    use polyphony_core::sync::{Roster, RosterDevice, TeamInfo, MAX_ROSTER_DEVICES, MAX_ROSTER_TEAMS};
+    let h = hub();
+    let teams = |n: usize| -> Vec<TeamInfo> {
+        (0..n)
+            .map(|i| TeamInfo {
+                id: TeamId::random(),
+                name: format!("Team {i}"),
+            })
+            .collect()
+    };
+    let at_limit = Roster {
+        teams: teams(MAX_ROSTER_TEAMS),
+        devices: vec![],
+    };
+    claim_roster(&h.f.shared, &h.brent, &at_limit).expect("at the limit");
+    let over = Roster {
+        teams: teams(MAX_ROSTER_TEAMS + 1),
+        devices: vec![],
+    };
+    let refused = claim_roster(&h.f.shared, &h.ashby, &over).expect_err("one team too many");
+    assert_eq!(refused.code, ErrorCode::TooLarge, "{refused:?}");
+    let device = RosterDevice {
+        device: polyphony_core::DeviceId::random(),
+        practitioner: polyphony_core::PractitionerId::random(),
+        practitioner_name: "Ana".into(),
+    };
+    let over = Roster {
+        teams: vec![],
+        devices: vec![device.clone(); MAX_ROSTER_DEVICES + 1],
+    };
+    let refused = claim_roster(&h.f.shared, &h.ashby, &over).expect_err("one device too many");
+    assert_eq!(refused.code, ErrorCode::TooLarge, "{refused:?}");
+    let r = &h.f.shared.registry;
+    assert_eq!(r.borough_teams(&h.ashby.id).expect("teams"), vec![h.ashby_north]);
+    assert_eq!(r.roster_entry(&device.device).expect("read"), None);
+    assert_eq!(
+        r.borough_teams(&h.brent.id).expect("teams").len(),
+        MAX_ROSTER_TEAMS + 1
+    );
+}
