@@ -18,6 +18,9 @@ use crate::{BlobHash, CaseId};
 
 /// Acknowledged heads per case (the last `Saved`).
 pub(super) const NS_ACKED: &str = "acked";
+/// Case id → the heads the borough's trust hub holds durably, as the borough last said
+/// (`HubSaved`): "also on the trust hub".
+pub(super) const NS_HUB_ACKED: &str = "hub_acked";
 /// Each case's automerge sync state, so the next session resumes rather than starts over.
 pub(super) const NS_SYNC_STATE: &str = "sync_state";
 /// The outbox of reads made on this device, uploaded at the next sync.
@@ -175,6 +178,10 @@ impl<'a> DeviceBooks<'a> {
                 self.store
                     .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(heads))
             }
+            Action::AlsoOnHub { case, heads } => {
+                self.store
+                    .put_meta(NS_HUB_ACKED, &case.to_string(), &sync::encode_heads(heads))
+            }
             Action::ToldMoved { case } => self.note_moved_away(case),
             Action::Granted { cases } => self.note_granted(cases),
             Action::ReadsSaved { through } => self.store.trim_log(LOG_READS, *through),
@@ -325,6 +332,7 @@ impl<'a> DeviceBooks<'a> {
             }
         }
         self.store.delete_meta(NS_ACKED, &case.to_string())?;
+        self.store.delete_meta(NS_HUB_ACKED, &case.to_string())?;
         self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
         self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
         self.store

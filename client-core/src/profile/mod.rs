@@ -1407,6 +1407,7 @@ impl SessionHost for Host<'_> {
                 }
             }
             Action::Acknowledged { .. }
+            | Action::AlsoOnHub { .. }
             | Action::ToldMoved { .. }
             | Action::Granted { .. }
             | Action::ReadsSaved { .. }

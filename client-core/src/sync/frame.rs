@@ -144,6 +144,11 @@ pub struct Wiped {
 /// `Welcome` field.
 pub const FEATURE_COLLEAGUES: &str = "colleagues";
 
+/// "Also on the trust hub": a device that announces this is sent `HubSaved` for its cases (after
+/// each `Saved`, and live when the hub acknowledges the borough's link); a borough server that
+/// announces it sends them. Neither side sends the frame to a peer that did not announce it.
+pub const FEATURE_HUB_RECEIPTS: &str = "hub-receipts";
+
 /// A member of staff who works in one of the device's teams, as the server's administrator
 /// registered them: who can be ticked as present at a meeting, or added to a care team.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,6 +363,15 @@ pub enum Frame {
         /// The server's durable heads.
         heads: Vec<ChangeHash>,
     },
+    /// Borough server → device that announced [`FEATURE_HUB_RECEIPTS`]: the trust hub holds
+    /// these heads of the case durably (after its fsync), as the borough's link last heard.
+    /// Not an answer to anything: the device records it ("also on the trust hub") and goes on.
+    HubSaved {
+        /// The case.
+        case: CaseId,
+        /// The heads the hub acknowledged (those the borough knows).
+        heads: Vec<ChangeHash>,
+    },
     /// Server → client: a client `Sync` for this case was refused; counts as its answer.
     CaseRefused {
         /// The case.
@@ -509,9 +523,60 @@ mod tag {
     pub(super) const BLOB_WANT: u8 = 0x13;
     pub(super) const BLOB_CHUNK: u8 = 0x14;
     pub(super) const BLOB_SAVED: u8 = 0x15;
+    pub(super) const HUB_SAVED: u8 = 0x19;
     pub(super) const ENROL_BOROUGH: u8 = 0x16;
     pub(super) const BOROUGH_ENROLLED: u8 = 0x17;
     pub(super) const ROSTER: u8 = 0x18;
+}
+
+/// A case id, the count of heads (4 bytes) and the heads: `Saved`'s and `HubSaved`'s payload.
+fn encode_case_heads(out: &mut Vec<u8>, case: &CaseId, heads: &[ChangeHash]) {
+    out.extend_from_slice(case.0.as_bytes());
+    out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
+    for h in heads {
+        out.extend_from_slice(&h.0);
+    }
+}
+
+/// The case id a payload starts with, and the rest.
+fn case_id<'a>(kind: &'static str, p: &'a [u8]) -> Result<(CaseId, &'a [u8]), FrameError> {
+    if p.len() < 16 {
+        return Err(FrameError::Malformed {
+            kind,
+            detail: "too short for a case id".into(),
+        });
+    }
+    let (id, rest) = p.split_at(16);
+    let id = uuid::Uuid::from_slice(id).map_err(|e| FrameError::Malformed {
+        kind,
+        detail: e.to_string(),
+    })?;
+    Ok((CaseId(id), rest))
+}
+
+/// The case and heads of a `Saved` or `HubSaved` payload (see [`encode_case_heads`]).
+fn case_heads(kind: &'static str, p: &[u8]) -> Result<(CaseId, Vec<ChangeHash>), FrameError> {
+    let (case, rest) = case_id(kind, p)?;
+    let bad = |d: &str| FrameError::Malformed {
+        kind,
+        detail: d.to_string(),
+    };
+    if rest.len() < 4 {
+        return Err(bad("missing head count"));
+    }
+    let (n, hashes) = rest.split_at(4);
+    let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
+    if hashes.len()
+        != n.checked_mul(32)
+            .ok_or_else(|| bad("head count overflows"))?
+    {
+        return Err(bad("head count does not match the payload"));
+    }
+    let heads = hashes
+        .chunks_exact(32)
+        .map(|h| ChangeHash::try_from(h).map_err(|e| bad(&e.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok((case, heads))
 }
 
 fn json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
@@ -540,11 +605,11 @@ impl Frame {
             }
             Frame::Saved { case, heads } => {
                 out.push(tag::SAVED);
-                out.extend_from_slice(case.0.as_bytes());
-                out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
-                for h in heads {
-                    out.extend_from_slice(&h.0);
-                }
+                encode_case_heads(out, case, heads);
+            }
+            Frame::HubSaved { case, heads } => {
+                out.push(tag::HUB_SAVED);
+                encode_case_heads(out, case, heads);
             }
             Frame::CaseRefused { case, refusal } => {
                 out.push(tag::CASE_REFUSED);
@@ -650,20 +715,6 @@ impl Frame {
                 detail: e.to_string(),
             })
         }
-        fn case_id<'a>(kind: &'static str, p: &'a [u8]) -> Result<(CaseId, &'a [u8]), FrameError> {
-            if p.len() < 16 {
-                return Err(FrameError::Malformed {
-                    kind,
-                    detail: "too short for a case id".into(),
-                });
-            }
-            let (id, rest) = p.split_at(16);
-            let id = uuid::Uuid::from_slice(id).map_err(|e| FrameError::Malformed {
-                kind,
-                detail: e.to_string(),
-            })?;
-            Ok((CaseId(id), rest))
-        }
         fn blob_hash<'a>(
             kind: &'static str,
             p: &'a [u8],
@@ -705,27 +756,12 @@ impl Frame {
                 })
             }
             tag::SAVED => {
-                let (case, rest) = case_id("saved", p)?;
-                let bad = |d: &str| FrameError::Malformed {
-                    kind: "saved",
-                    detail: d.to_string(),
-                };
-                if rest.len() < 4 {
-                    return Err(bad("missing head count"));
-                }
-                let (n, hashes) = rest.split_at(4);
-                let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
-                if hashes.len()
-                    != n.checked_mul(32)
-                        .ok_or_else(|| bad("head count overflows"))?
-                {
-                    return Err(bad("head count does not match the payload"));
-                }
-                let heads = hashes
-                    .chunks_exact(32)
-                    .map(|h| ChangeHash::try_from(h).map_err(|e| bad(&e.to_string())))
-                    .collect::<Result<_, _>>()?;
+                let (case, heads) = case_heads("saved", p)?;
                 Ok(Frame::Saved { case, heads })
+            }
+            tag::HUB_SAVED => {
+                let (case, heads) = case_heads("hub saved", p)?;
+                Ok(Frame::HubSaved { case, heads })
             }
             tag::CASE_REFUSED => {
                 let (case, rest) = case_id("case refused", p)?;
@@ -809,6 +845,7 @@ impl Frame {
             Frame::Welcome(_) => "welcome",
             Frame::Sync { .. } => "sync",
             Frame::Saved { .. } => "saved",
+            Frame::HubSaved { .. } => "hub saved",
             Frame::CaseRefused { .. } => "case refused",
             Frame::Reads(_) => "reads",
             Frame::ReadsSaved { .. } => "reads saved",
