@@ -253,6 +253,8 @@ pub struct ServerStorage {
     cache: Mutex<Cache>,
     /// Told of each change announced (see [`Self::announce`]).
     changes: Hooks<CaseChanged>,
+    /// Told of each case the trust hub acknowledged (see [`Self::announce_hub_saved`]).
+    hub_saved: Hooks<CaseId>,
     /// Told the store generation after each reopen (see [`Self::recover`]).
     reopened: Hooks<u64>,
     /// One recovery at a time; when the last one was tried.
@@ -312,6 +314,7 @@ impl ServerStorage {
                 cases: HashMap::new(),
             }),
             changes: Hooks::default(),
+            hub_saved: Hooks::default(),
             reopened: Hooks::default(),
             recovering: Mutex::new(None),
         }
@@ -355,6 +358,17 @@ impl ServerStorage {
         self.cache.lock().expect("cache lock").cases.clear();
         self.reopened.call(&self.group.generation());
         reopened.map(Some)
+    }
+
+    /// Call `hook` with every case the trust hub acknowledges from now on
+    /// ([`Self::announce_hub_saved`]), to tell the devices syncing it live. Must not block.
+    pub fn on_hub_saved(&self, hook: impl Fn(&CaseId) + Send + Sync + 'static) {
+        self.hub_saved.add(hook);
+    }
+
+    /// The borough's link recorded that the trust hub holds more of `case` durably.
+    pub fn announce_hub_saved(&self, case: CaseId) {
+        self.hub_saved.call(&case);
     }
 
     /// Call `hook` with every change announced from now on ([`Self::announce`]), to tell the

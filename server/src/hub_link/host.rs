@@ -185,7 +185,10 @@ impl SessionHost for BoroughHost {
         match action {
             Action::Persist { case, chunk } => self.persist(*case, chunk),
             Action::Acknowledged { case, heads } => {
-                super::set_acked_heads(&*self.shared.storage.store, case, heads)
+                super::set_acked_heads(&*self.shared.storage.store, case, heads)?;
+                // Devices syncing the case live hear that it is also on the hub.
+                self.shared.storage.announce_hub_saved(*case);
+                Ok(())
             }
             Action::Refused { case, refusal } => {
                 warn!(%case, message = %refusal.message, "the trust hub refused a case");

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use polyphony_core::net::{write_frames, FrameReader, FramedStream, StreamError};
-use polyphony_core::sync::{ErrorCode, Frame, FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE};
+use polyphony_core::sync::{
+    ErrorCode, Frame, FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE, FEATURE_HUB_RECEIPTS,
+};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, warn};
 
@@ -117,6 +119,7 @@ pub async fn serve(
     let attachments = tokio::spawn(blobs.accept_while(conn.clone()));
     let wakes = Wakes {
         changes: driver.case_changes(),
+        hub_saved: driver.hub_saved(),
         access,
     };
     run_session(
@@ -151,6 +154,7 @@ pub async fn serve_borough(
     };
     let wakes = Wakes {
         changes: driver.case_changes(),
+        hub_saved: driver.hub_saved(),
         access,
     };
     run_session(&shared, driver, wakes, &conn, stream, session, None, actor).await;
@@ -558,6 +562,7 @@ async fn session_for(
     };
     let mut session = Session::new(shared.clone(), conn_id, device, practitioner, welcome.mode)
         .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE))
+        .sending_hub_receipts(hello.has(FEATURE_HUB_RECEIPTS))
         .sending_colleagues(
             welcome
                 .colleagues
@@ -616,6 +621,8 @@ async fn write_replies(
 struct Wakes {
     /// Other sessions' announced changes, from the `Welcome` on.
     changes: broadcast::Receiver<CaseChanged>,
+    /// Cases the trust hub acknowledged more of (on a borough server that joined one).
+    hub_saved: broadcast::Receiver<polyphony_core::CaseId>,
     /// Changes of access, from before the session was created.
     access: watch::Receiver<u64>,
 }
@@ -626,6 +633,7 @@ async fn run(
     shared: &Arc<Shared>,
     Wakes {
         mut changes,
+        mut hub_saved,
         mut access,
     }: Wakes,
     conn: &quinn::Connection,
@@ -667,6 +675,12 @@ async fn run(
             change = changes.recv() => match change {
                 Ok(c) => { off_runtime(|| session.push(c)); true }
                 Err(broadcast::error::RecvError::Lagged(_)) => { off_runtime(|| session.push_all()); true }
+                Err(broadcast::error::RecvError::Closed) => false,
+            },
+            // A missed one (lagged) is made up at the device's next `Saved` of the case.
+            case = hub_saved.recv() => match case {
+                Ok(case) => { off_runtime(|| session.hub_saved(case)); true }
+                Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => false,
             },
             // An administrator changed who may sync what: a revoked device's live connection is

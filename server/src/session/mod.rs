@@ -32,7 +32,7 @@ use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::guard;
 use polyphony_core::sync::{
     CaseGrant, ErrorCode, Frame, Hello, Refusal, SessionMode, Welcome, FEATURE_ATTACHMENTS,
-    FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE, PROTOCOL_VERSION,
+    FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE, FEATURE_HUB_RECEIPTS, PROTOCOL_VERSION,
 };
 use polyphony_core::CaseId;
 use tracing::warn;
@@ -349,6 +349,7 @@ pub fn welcome(
             FEATURE_CONFIRMS_WIPE.to_string(),
             FEATURE_COLLEAGUES.to_string(),
             FEATURE_ATTACHMENTS.to_string(),
+            FEATURE_HUB_RECEIPTS.to_string(),
         ],
         colleagues,
     })

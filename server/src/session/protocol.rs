@@ -71,6 +71,10 @@ pub struct Session {
     /// The borough whose link this is, on the trust hub (see [`Session::for_borough`]); none for
     /// a device.
     relay: Option<BoroughId>,
+    /// The device announced
+    /// [`FEATURE_HUB_RECEIPTS`](polyphony_core::sync::FEATURE_HUB_RECEIPTS): it is told which
+    /// heads of its cases the trust hub holds ([`Session::hub_saved`]).
+    hub_receipts: bool,
     replies: VecDeque<Batch>,
 }
 
@@ -117,6 +121,7 @@ impl Session {
             wipe_sent: false,
             colleagues_sent: None,
             relay: None,
+            hub_receipts: false,
             replies: VecDeque::new(),
         }
     }
@@ -161,6 +166,41 @@ impl Session {
     pub fn sending_colleagues(mut self, sent: Option<Vec<Colleague>>) -> Session {
         self.colleagues_sent = sent;
         self
+    }
+
+    /// Whether the device announced
+    /// [`FEATURE_HUB_RECEIPTS`](polyphony_core::sync::FEATURE_HUB_RECEIPTS) in its hello.
+    pub fn sending_hub_receipts(mut self, yes: bool) -> Session {
+        self.hub_receipts = yes;
+        self
+    }
+
+    /// What this borough's trust hub holds of `case`, for a device that takes hub receipts and
+    /// syncs the case in full: the hub's heads as the link last heard them (after the hub's
+    /// fsync), or nothing when the hub never acknowledged the case (or there is no hub).
+    fn hub_receipt(&self, case: CaseId) -> Option<Frame> {
+        if !self.hub_receipts || self.relay.is_some() {
+            return None;
+        }
+        let heads = crate::hub_link::acked_heads(&*self.shared.storage.store, &case)
+            .inspect_err(|e| warn!(%case, error = %e, "could not read what the trust hub holds"))
+            .ok()
+            .flatten()?;
+        Some(Frame::HubSaved { case, heads })
+    }
+
+    /// The borough's link heard the trust hub acknowledge more of `case`: a device syncing it in
+    /// full (and that takes hub receipts) is told at once.
+    pub fn hub_saved(&mut self, case: CaseId) {
+        if !self.states.contains_key(&case) || !self.check_access() {
+            return;
+        }
+        if !matches!(self.access(&case), Access::Full(_)) {
+            return;
+        }
+        if let Some(frame) = self.hub_receipt(case) {
+            self.reply((0, vec![frame]));
+        }
     }
 
     /// Whether the device announced
@@ -641,8 +681,13 @@ impl Session {
     }
 
     /// Handle one sync message: returns the durability ticket and the frames to send after it.
+    /// A `Saved` is followed by what the trust hub holds of the case, for a device that takes
+    /// hub receipts.
     fn sync(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
-        let (ticket, frames) = self.sync_inner(case, message);
+        let (ticket, mut frames) = self.sync_inner(case, message);
+        if frames.iter().any(|f| matches!(f, Frame::Saved { .. })) {
+            frames.extend(self.hub_receipt(case));
+        }
         // Bound the exchanges a case may take without its document changing: a confused or hostile
         // peer must not be able to keep the server ping-ponging (see MAX_MESSAGES_PER_CASE).
         let heads = frames.iter().find_map(|f| match f {

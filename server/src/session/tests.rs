@@ -1154,7 +1154,9 @@ fn a_link_gets_only_its_boroughs_cases_and_ends_at_once_when_revoked() {
 
 #[test]
 fn a_roster_at_its_limits_is_taken_and_one_past_either_refused_with_nothing_kept() {
-    use polyphony_core::sync::{Roster, RosterDevice, TeamInfo, MAX_ROSTER_DEVICES, MAX_ROSTER_TEAMS};
+    use polyphony_core::sync::{
+        Roster, RosterDevice, TeamInfo, MAX_ROSTER_DEVICES, MAX_ROSTER_TEAMS,
+    };
     let h = hub();
     let teams = |n: usize| -> Vec<TeamInfo> {
         (0..n)
@@ -1187,7 +1189,10 @@ fn a_roster_at_its_limits_is_taken_and_one_past_either_refused_with_nothing_kept
     let refused = claim_roster(&h.f.shared, &h.ashby, &over).expect_err("one device too many");
     assert_eq!(refused.code, ErrorCode::TooLarge, "{refused:?}");
     let r = &h.f.shared.registry;
-    assert_eq!(r.borough_teams(&h.ashby.id).expect("teams"), vec![h.ashby_north]);
+    assert_eq!(
+        r.borough_teams(&h.ashby.id).expect("teams"),
+        vec![h.ashby_north]
+    );
     assert_eq!(r.roster_entry(&device.device).expect("read"), None);
     assert_eq!(
         r.borough_teams(&h.brent.id).expect("teams").len(),
