@@ -392,6 +392,24 @@ impl Admin {
     }
 
     fn run(&self, req: AdminRequest) -> Result<serde_json::Value, AdminError> {
+        let borough_only = matches!(
+            req,
+            AdminRequest::TeamAdd { .. }
+                | AdminRequest::PractitionerAdd { .. }
+                | AdminRequest::PractitionerRemove { .. }
+                | AdminRequest::PractitionerRole { .. }
+                | AdminRequest::Enrol { .. }
+                | AdminRequest::Revoke { .. }
+                | AdminRequest::CaseMove { .. }
+        );
+        if borough_only && self.role == crate::config::ServerRole::Hub {
+            // A hub's teams and cases are its boroughs': changing them here would send a
+            // borough's case to another (moving a case between boroughs is a transfer, with its
+            // own safeguards) or break a borough's link.
+            return Err(AdminError::WrongRole(
+                "this is the trust hub: teams, practitioners, devices and case moves are managed on each borough server (a borough joins with `borough enrol`)".into(),
+            ));
+        }
         match req {
             AdminRequest::TeamAdd { name } => self.team_add(&name),
             AdminRequest::Teams => json(&self.registry.teams()?),
@@ -407,11 +425,6 @@ impl Admin {
                 self.practitioner_role(&practitioner, &role)
             }
             AdminRequest::Practitioners => self.practitioners(),
-            AdminRequest::Enrol { .. } if self.role == crate::config::ServerRole::Hub => {
-                Err(AdminError::WrongRole(
-                    "this is the trust hub: devices enrol with their borough server (a borough joins with `borough enrol`)".into(),
-                ))
-            }
             AdminRequest::Enrol { practitioner } => self.enrol(&practitioner),
             AdminRequest::Revoke { device, now } => self.revoke(&device, now),
             AdminRequest::Devices => self.devices(),

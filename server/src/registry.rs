@@ -70,6 +70,9 @@ mod ns {
     pub(super) const BOROUGH_ENROLMENTS: &str = "registry.borough-enrolments";
     /// On a hub: device id → [`super::RosterEntry`], the borough whose device it is.
     pub(super) const ROSTER: &str = "registry.roster";
+    /// On a hub: practitioner id → the borough whose practitioner they are (a practitioner id
+    /// claimed by one borough's roster is refused in another's).
+    pub(super) const ROSTER_PRACTITIONERS: &str = "registry.roster-practitioners";
 
     /// Index of the cases of one team (case id → nothing), so a device's cases are found without
     /// reading every case in the borough.
@@ -259,6 +262,14 @@ pub enum RegistryError {
         /// The device claimed.
         device: DeviceId,
         /// The borough whose device it is.
+        owner: BoroughId,
+    },
+    /// A borough's roster named a practitioner another borough's roster names.
+    #[error("practitioner {practitioner} is on the roster of borough {owner} already, and a practitioner's record belongs to one borough: check that this borough server was not restored from another borough's data")]
+    PractitionerOfAnotherBorough {
+        /// The practitioner claimed.
+        practitioner: PractitionerId,
+        /// The borough whose practitioner they are.
         owner: BoroughId,
     },
     /// A borough's list named one team or device twice, differently.

@@ -506,22 +506,37 @@ impl ServerStorage {
         check: impl FnOnce(&AutoCommit, &mut AutoCommit) -> Result<(), String>,
     ) -> Result<(u64, bool), StorageError> {
         let generation = self.group.generation();
-        let shared = match self.case(case)? {
-            Some(c) => c,
-            None => self.insert(
-                *case,
-                Arc::new(Mutex::new(ServerCase::new(AutoCommit::new(), 0, 0))),
-            ),
-        };
-        let mut c = shared.lock().expect("case lock");
-        match c.generation {
-            Some(g) if g != generation => {
-                return Err(StorageError::Store(StoreError::Io(std::io::Error::other(
-                    "the server reopened its store after a disk error while this case was open",
-                ))))
+        match self.case(case)? {
+            Some(shared) => {
+                let mut c = shared.lock().expect("case lock");
+                if c.generation.is_some_and(|g| g != generation) {
+                    return Err(StorageError::Store(StoreError::Io(std::io::Error::other(
+                        "the server reopened its store after a disk error while this case was open",
+                    ))));
+                }
+                self.apply_chunk_to(case, &mut c, chunk, check, generation)
             }
-            _ => {}
+            None => {
+                // A case new here is built aside and cached only once its chunk is on disk, as a
+                // new case from a device is: nobody else sees it before.
+                let mut c = ServerCase::new(AutoCommit::new(), 0, 0);
+                let done = self.apply_chunk_to(case, &mut c, chunk, check, generation)?;
+                if done.1 {
+                    self.insert(*case, Arc::new(Mutex::new(c)));
+                }
+                Ok(done)
+            }
         }
+    }
+
+    fn apply_chunk_to(
+        &self,
+        case: &CaseId,
+        c: &mut ServerCase,
+        chunk: &[u8],
+        check: impl FnOnce(&AutoCommit, &mut AutoCommit) -> Result<(), String>,
+        generation: u64,
+    ) -> Result<(u64, bool), StorageError> {
         let mut after = c.doc.clone();
         after
             .load_incremental(chunk)
@@ -542,7 +557,7 @@ impl ServerStorage {
         c.last_seq = seq;
         c.chunks_since_snapshot += 1;
         if c.chunks_since_snapshot >= COMPACT_AFTER {
-            self.compact(case, &mut c);
+            self.compact(case, c);
         }
         Ok((self.group.wrote_in(generation), true))
     }

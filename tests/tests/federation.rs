@@ -240,7 +240,32 @@ async fn a_borough_gets_only_its_own_teams_cases_through_the_hub() -> Result<()>
             }
         }
     };
-    assert!(!refused_device.is_empty());
+    assert!(
+        refused_device.contains("handshake") || refused_device.contains("refused"),
+        "{refused_device}"
+    );
+    // Ana's device at Brent's borough server directly: its certificate is not Brent's CA's.
+    let direct = polyphony_core::net::connect(
+        &b.addr.to_string(),
+        &hex::decode(&e.ca)?,
+        &hex::decode(&e.certificate)?,
+        &device_key,
+    )
+    .await;
+    assert!(
+        direct.is_err(),
+        "a device of Ashby connected to Brent's server"
+    );
+    // Ana's device asking its own borough for Brent's case by id gets nothing of it: Ashby does
+    // not hold it, and the hub never sent it there.
+    let mut host = polyphony_e2e::TestHost::default();
+    host.docs.insert(b_case, automerge::AutoCommit::new());
+    let (_, host) = polyphony_e2e::run_session(a.addr, &e, host, false).await?;
+    let mut asked = host.docs.get(&b_case).cloned().unwrap_or_default();
+    assert!(
+        asked.get_heads().is_empty(),
+        "Ashby sent changes of Brent's case"
+    );
     // A borough's code works once.
     let code = polyphony_e2e::code_from(
         &hub.admin(AdminRequest::BoroughEnrol {
@@ -266,7 +291,7 @@ async fn a_revoked_borough_is_refused_and_its_live_link_closed() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let hub = start_hub(&dir.path().join("hub"), loopback()).await?;
     let b = start_borough(&dir.path().join("b"), loopback(), "North", &["Bo"]).await?;
-    join(&hub, "Brent", &b).await?;
+    let b_link = join(&hub, "Brent", &b).await?;
     let mut bo = b.device("Bo").await?;
     let (case, meeting) = bo.case_with_meeting("Person")?;
     bo.sync().await?;
@@ -306,7 +331,29 @@ async fn a_revoked_borough_is_refused_and_its_live_link_closed() -> Result<()> {
     let later = hub_status(&b).await?;
     assert!(!later.link.expect("running").connected);
     assert_eq!(later.not_on_hub, 1, "{status:?}");
-    // The hub's log names the refusal.
+    // A new connection with its certificate is refused as revoked (the link itself waits long
+    // between tries now: each is a refusal in the hub's log).
+    let key = polyphony_core::identity::DeviceKey::from_pem(&b_link.key_pem)?;
+    let (ep, conn) = polyphony_core::net::connect(
+        &hub.addr.to_string(),
+        &hex::decode(&b_link.hub_ca)?,
+        &hex::decode(&b_link.certificate)?,
+        &key,
+    )
+    .await?;
+    let mut session = ClientSession::new(false, vec![], Default::default());
+    let mut host = polyphony_e2e::TestHost::default();
+    let outcome =
+        polyphony_core::net::drive(&hub.addr.to_string(), &conn, &mut session, &mut host, None)
+            .await;
+    ep.close(0u32.into(), b"");
+    match outcome {
+        Err(polyphony_core::net::NetError::Refused { code, .. }) => {
+            assert_eq!(code, ErrorCode::Revoked)
+        }
+        other => panic!("a revoked borough's link was not refused: {other:?}"),
+    }
+    // The hub's log names the live link's end and the refused try.
     let log = hub
         .admin(AdminRequest::Audit {
             case: None,
@@ -315,7 +362,15 @@ async fn a_revoked_borough_is_refused_and_its_live_link_closed() -> Result<()> {
         .await?;
     let refused = polyphony_e2e::audit_details(&log, "refused")?;
     assert!(
-        refused.iter().any(|d| d.contains("revoked borough")),
+        refused
+            .iter()
+            .any(|d| d.contains("borough link closed") && d.contains("revoked")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|d| d.contains("revoked borough tried to connect")),
         "{refused:?}"
     );
     Ok(())
@@ -374,18 +429,26 @@ async fn a_borough_killed_during_link_sync_restarts_and_loses_nothing() -> Resul
     }
     bo.sync().await?;
     join(&hub, "Brent", &b).await?;
-    // Killed while its link sends its caseload, at a few points, each restart resuming.
+    // Killed while its link sends its caseload, at a few points, each restart resuming. The
+    // count of cases not yet on the hub at each kill shows where the link was.
     let mut kills = 0;
+    let mut not_on_hub_at_kills = Vec::new();
     for wait_ms in [150u64, 400, 900] {
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         let s = hub_status(&b).await?;
         b.kill();
         kills += 1;
+        not_on_hub_at_kills.push(s.not_on_hub);
         b = ServerProcess::start(b.data.clone(), b_addr).await?;
         if s.not_on_hub == 0 {
             break;
         }
     }
+    eprintln!("cases not yet on the hub at each kill: {not_on_hub_at_kills:?}");
+    assert!(
+        not_on_hub_at_kills.iter().any(|n| *n > 0),
+        "every kill came after the link had finished: {not_on_hub_at_kills:?}"
+    );
     let status = wait_on_hub(&b, CATCH_UP).await?;
     assert_eq!(status.cases, CASES);
     report_figures(

@@ -21,7 +21,7 @@ use super::LINK_ORIGIN;
 use crate::audit::Actor;
 use crate::driver::CoreDriver;
 use crate::registry::{Registry, RegistryError};
-use crate::session::Shared;
+use crate::session::{off_runtime, Shared};
 
 /// How often a live link looks again at the borough's roster (a device enrolled since: the link
 /// reconnects with the new one, so the hub takes that device's changes) and at cases the hub
@@ -86,10 +86,39 @@ impl LinkStatus {
 enum Ended {
     /// The server is stopping.
     Stop,
-    /// Reconnect at once (the roster changed; refused cases to try again; joined again).
+    /// Reconnect at once (the roster changed; cases refused for now to try again; joined again).
     Again,
     /// It failed (or the hub closed it): wait, then reconnect.
     Failed(String),
+    /// The hub refused this borough (revoked, or not enrolled with this certificate): wait long
+    /// (the longest retry wait, at least [`REFUSED_WAIT`]) before trying again, or until it
+    /// joins again.
+    Refused(String),
+}
+
+/// The least wait before trying again a hub that refused this borough: each try is a refusal in
+/// the hub's audit log, and only a new code (which wakes the link at once) changes the answer.
+const REFUSED_WAIT: Duration = Duration::from_secs(600);
+
+/// Whether a case the hub refused may be taken in a later session without anything changing on
+/// the borough (the hub busy, its disk failing): the link reconnects to try it. Any other
+/// refusal (a change the hub will not take) waits for the case to change.
+fn retryable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Busy | ErrorCode::StorageFailed | ErrorCode::Internal
+    )
+}
+
+/// How a link ended on a network error: refused (the hub will not take this borough) or failed.
+fn failed(e: &polyphony_core::net::NetError) -> Ended {
+    match e {
+        polyphony_core::net::NetError::Refused {
+            code: ErrorCode::Revoked | ErrorCode::Unauthorised,
+            ..
+        } => Ended::Refused(e.to_string()),
+        other => Ended::Failed(other.to_string()),
+    }
 }
 
 fn now() -> Option<String> {
@@ -140,6 +169,15 @@ pub async fn run(
         match ended {
             Ended::Stop => return,
             Ended::Again => continue,
+            Ended::Refused(why) => {
+                warn!(hub = %membership.hub, error = %why, "the trust hub refused this borough");
+                status.update(|s| s.last_error = Some(why));
+                tokio::select! {
+                    () = tokio::time::sleep(retry_max.max(REFUSED_WAIT)) => {}
+                    () = status.joined.notified() => {}
+                    _ = stop.changed() => {}
+                }
+            }
             Ended::Failed(why) => {
                 info!(hub = %membership.hub, error = %why, wait_secs = wait.as_secs_f32(), "the trust hub link ended; trying again");
                 status.update(|s| s.last_error = Some(why));
@@ -183,7 +221,7 @@ async fn connect_and_sync(
     };
     let (endpoint, conn) = match connected {
         Ok(c) => c,
-        Err(e) => return (Ended::Failed(e.to_string()), false),
+        Err(e) => return (failed(&e), false),
     };
     status.update(|s| s.sessions += 1);
     let mut link = Link {
@@ -215,10 +253,10 @@ impl Link {
         stop: &mut watch::Receiver<bool>,
     ) -> (Ended, bool) {
         let lost =
-            |e: &dyn std::fmt::Display| net::explain("the trust hub", Some(conn), e).to_string();
+            |e: &dyn std::fmt::Display| failed(&net::explain("the trust hub", Some(conn), e));
         let (send, recv) = match conn.open_bi().await {
             Ok(s) => s,
-            Err(e) => return (Ended::Failed(lost(&e)), false),
+            Err(e) => return (lost(&e), false),
         };
         let mut stream = FramedStream::new(send, recv);
         let roster = match roster_of(&self.shared.registry) {
@@ -235,41 +273,50 @@ impl Link {
         let mut session = ClientSession::new(true, Vec::new(), BTreeMap::new());
         let mut first = session.start();
         first.push(Action::Send(Frame::Roster(roster.clone())));
-        if let Err(e) = self.carry_out(&mut stream, first).await {
+        let generation = self.shared.storage.group.generation();
+        if let Err(e) = self.carry_out(&mut stream, first, generation).await {
             return (Ended::Failed(e), false);
         }
         let mut look_again = tokio::time::interval(LOOK_AGAIN);
         let mut welcomed = false;
         loop {
+            // Noted before any case is read for the hub: what is sent waits until every write
+            // made so far is on the borough's disk (a device's change is announced before its
+            // flush), so the hub never holds, nor acknowledges, a change the borough could lose.
+            let generation = self.shared.storage.group.generation();
+            let host = &mut self.host;
             let actions = tokio::select! {
                 frame = stream.read_frame() => match frame {
-                    Ok(Some(f)) => session.handle(f, &mut self.host),
-                    Ok(None) => return (Ended::Failed(lost(&"the trust hub ended the link")), welcomed),
-                    Err(e) => return (Ended::Failed(lost(&e)), welcomed),
+                    Ok(Some(f)) => off_runtime(|| session.handle(f, host)),
+                    Ok(None) => return (lost(&"the trust hub ended the link"), welcomed),
+                    Err(e) => return (lost(&e), welcomed),
                 },
                 change = changes.recv() => match change {
                     Ok(c) if c.origin == LINK_ORIGIN => continue,
                     Ok(c) => {
-                        self.host.forget(&c.case);
-                        session.local_change(c.case, &mut self.host)
+                        host.forget(&c.case);
+                        off_runtime(|| session.local_change(c.case, host))
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.host.forget_all();
-                        let mut all = Vec::new();
-                        for case in self.host.cases() {
-                            all.extend(session.local_change(case, &mut self.host));
-                        }
-                        all
+                        host.forget_all();
+                        off_runtime(|| {
+                            let mut all = Vec::new();
+                            for case in host.cases() {
+                                all.extend(session.local_change(case, host));
+                            }
+                            all
+                        })
                     }
                     Err(broadcast::error::RecvError::Closed) => return (Ended::Stop, welcomed),
                 },
                 _ = look_again.tick() => {
                     if session.settled() {
-                        let refused = self.host.refused.iter().map(|(case, r)| RefusedCase { case: *case, message: r.message.clone() }).collect();
+                        let refused = host.refused.iter().map(|(case, r)| RefusedCase { case: *case, message: r.message.clone() }).collect();
                         status.update(|s| { s.settled_at = now(); s.refused = refused; });
-                        if !self.host.refused.is_empty() {
+                        if host.refused.iter().any(|(_, r)| retryable(r.code)) {
                             // Tried again in a new session (a case refused as busy, or one the
-                            // hub could not save, goes on once it can).
+                            // hub could not save, goes on once it can). A case refused for what
+                            // it holds waits for its next change.
                             return (Ended::Again, welcomed);
                         }
                     }
@@ -278,6 +325,8 @@ impl Link {
                         _ => continue,
                     }
                 }
+                // Joined again (a new certificate): the link reconnects with it now.
+                () = status.joined.notified() => return (Ended::Again, welcomed),
                 _ = stop.changed() => return (Ended::Stop, welcomed),
             };
             if !welcomed && session.welcome().is_some() {
@@ -288,8 +337,16 @@ impl Link {
                     s.last_error = None;
                 });
             }
-            match self.carry_out(&mut stream, actions).await {
+            match self.carry_out(&mut stream, actions, generation).await {
                 Ok(None) => {}
+                Ok(Some((code @ (ErrorCode::Revoked | ErrorCode::Unauthorised), message))) => {
+                    return (
+                        Ended::Refused(format!(
+                            "the trust hub refused this borough ({code:?}): {message}"
+                        )),
+                        welcomed,
+                    )
+                }
                 Ok(Some((code, message))) => {
                     return (
                         Ended::Failed(format!(
@@ -304,17 +361,24 @@ impl Link {
     }
 
     /// Do what the session asked: store and record first, then audit each case's data going to
-    /// the hub (the first time in this session it carries changes) and wait until those records
-    /// and what was stored are on disk, then send. The session's `Close`, if any, is returned.
+    /// the hub (the first time in this session it carries changes) and wait until those records,
+    /// what was stored, and every write made before `generation` was noted (before the session
+    /// read any case for these actions) are on disk, then send. The session's `Close`, if any,
+    /// is returned.
     async fn carry_out(
         &mut self,
         stream: &mut FramedStream,
         actions: Vec<Action>,
+        generation: u64,
     ) -> Result<Option<(ErrorCode, String)>, String> {
         self.host.ticket = 0;
-        let Outgoing { frames, close } = carry_out_local(&mut self.host, actions)
+        let host = &mut self.host;
+        let Outgoing { frames, close } = off_runtime(|| carry_out_local(host, actions))
             .map_err(|e| format!("this borough could not store what the trust hub sent ({e}); nothing it held was changed"))?;
-        let mut ticket = self.host.ticket;
+        let mut ticket = self
+            .host
+            .ticket
+            .max(self.shared.storage.group.current_in(generation));
         for frame in &frames {
             let Frame::Sync { case, message } = frame else {
                 continue;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use automerge::AutoCommit;
-use polyphony_core::model::{guard, schema};
+use polyphony_core::model::{guard, schema, team_notes};
 use polyphony_core::net::SessionHost;
 use polyphony_core::store::StoreError;
 use polyphony_core::sync::{Action, DocSet, Refusal};
@@ -74,11 +74,16 @@ impl BoroughHost {
         }
     }
 
-    /// Store changes the hub sent for `case`, if they pass the history rules; register a case
-    /// the borough did not hold for its team (one of the borough's own). Announced so devices
-    /// receive them.
+    /// Store changes the hub sent for `case`, if they pass what a device's changes must (the
+    /// record's shape, the history rules, its own case id, its team unchanged; a note withheld
+    /// from the person's copy, or shown again, is in the audit log first), except who wrote them
+    /// (the hub checked that on the way in, against the borough that sent them). A case the
+    /// borough did not hold is registered for its team, one of the borough's own, once it is on
+    /// disk. Announced so devices receive them.
     fn persist(&mut self, case: CaseId, chunk: &[u8]) -> Result<(), StoreError> {
-        let registry = self.shared.registry.clone();
+        let shared = self.shared.clone();
+        let mut team = None;
+        let mut audited = 0;
         let check = |before: &AutoCommit, after: &mut AutoCommit| -> Result<(), String> {
             let before_heads = before.clone().get_heads();
             let new = guard::NewOps::between(&before_heads, after);
@@ -86,30 +91,54 @@ impl BoroughHost {
             guard::nothing_removed(before, after)?;
             guard::records_kept(after, &new)?;
             guard::written_once_kept(before, after, &new)?;
-            match (registry.case_team(&case), schema::read_team_id(after)) {
-                (Ok(Some(_)), _) => Ok(()),
-                (Ok(None), Some(team)) => registry
-                    .register_case(case, team)
-                    .map_err(|e| format!("could not register the case: {e}")),
-                (Ok(None), None) => Err("a case with no team".to_string()),
-                (Err(e), _) => Err(e.to_string()),
+            if schema::read_case_id(after) != Some(case) {
+                return Err("the document names another case".to_string());
             }
+            let now = schema::read_team_id(after).ok_or("the case has no team")?;
+            if schema::read_team_id(before).is_some_and(|t| t != now) {
+                return Err("the changes would change the case's team".to_string());
+            }
+            if shared
+                .registry
+                .team_by_id(&now)
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!(
+                    "the case's team {now} is not one of this borough's"
+                ));
+            }
+            for line in team_notes::withholding_changes(before, after) {
+                let ticket = shared.audit_write(Actor::Hub, case, line).map_err(|e| {
+                    format!("could not record a withheld note in the audit log: {e}")
+                })?;
+                audited = audited.max(ticket);
+            }
+            team = Some(now);
+            Ok(())
         };
         match self.shared.storage.apply_chunk(&case, chunk, check) {
             Ok((ticket, added)) => {
-                self.ticket = self.ticket.max(ticket);
-                if added {
-                    self.shared.audit(
-                        Actor::Hub,
-                        AuditAction::Write,
-                        Some(case),
-                        "changes received from the trust hub stored",
-                    );
-                    self.shared.storage.announce(CaseChanged {
-                        case,
-                        origin: LINK_ORIGIN,
-                    });
+                self.ticket = self.ticket.max(ticket).max(audited);
+                if !added {
+                    return Ok(());
                 }
+                let registry = &self.shared.registry;
+                if let (Ok(None), Some(team)) = (registry.case_team(&case), team) {
+                    registry.register_case(case, team).map_err(|e| {
+                        StoreError::Engine(format!("could not register case {case}: {e}"))
+                    })?;
+                }
+                self.shared.audit(
+                    Actor::Hub,
+                    AuditAction::Write,
+                    Some(case),
+                    "changes received from the trust hub stored",
+                );
+                self.shared.storage.announce(CaseChanged {
+                    case,
+                    origin: LINK_ORIGIN,
+                });
                 Ok(())
             }
             Err(crate::storage::StorageError::Store(e)) => Err(e),
@@ -152,15 +181,16 @@ impl DocSet for BoroughHost {
         self.tick += 1;
         let tick = self.tick;
         if !self.copies.contains_key(case) {
-            let stored = match self.shared.storage.case(case) {
-                Ok(Some(c)) => c,
-                Ok(None) => return None,
+            let copy = match self.shared.storage.case(case) {
+                Ok(Some(stored)) => stored.lock().expect("case lock").doc.clone(),
+                // Granted by the hub, or registered here without its first chunk: an empty
+                // document, into which the hub sends the case.
+                Ok(None) => AutoCommit::new(),
                 Err(e) => {
                     warn!(%case, error = %e, "the link could not read a case");
                     return None;
                 }
             };
-            let copy = stored.lock().expect("case lock").doc.clone();
             self.copies.insert(*case, (copy, tick));
             self.evict(case);
         }

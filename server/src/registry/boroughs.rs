@@ -335,8 +335,61 @@ impl Registry {
         borough: &BoroughId,
         teams: &[TeamInfo],
     ) -> Result<Vec<TeamId>, RegistryError> {
+        self.claim(borough, teams, &[])
+    }
+
+    /// Record `devices` as `borough`'s (see [`Registry::claim`]).
+    pub fn claim_roster(
+        &self,
+        borough: &BoroughId,
+        devices: &[RosterDevice],
+    ) -> Result<(), RegistryError> {
+        self.claim(borough, &[], devices).map(|_| ())
+    }
+
+    /// Record a borough's roster, its teams and its devices, as one: everything is checked before
+    /// anything is written, under one lock, so a refused roster leaves nothing of itself (not its
+    /// teams either). Teams as [`Registry::claim_teams`] says. A device new to the hub is recorded
+    /// from now; one already the borough's keeps when the hub first heard of it and takes the
+    /// practitioner the borough names now. Devices the list leaves out are kept (a revoked
+    /// device's old changes are still relayed). A device, or a practitioner, belongs to one
+    /// borough: one another borough claimed refuses the whole roster (else a borough could name
+    /// its own device as another borough's practitioner, and write in their name). Returns the
+    /// ids of all the borough's teams afterwards.
+    pub fn claim(
+        &self,
+        borough: &BoroughId,
+        teams: &[TeamInfo],
+        devices: &[RosterDevice],
+    ) -> Result<Vec<TeamId>, RegistryError> {
         let _w = self.lock();
         self.live_borough(borough)?;
+        let team_writes = self.plan_teams(borough, teams)?;
+        let (device_writes, practitioner_writes) = self.plan_roster(borough, devices)?;
+        for team in &team_writes {
+            self.put(ns::TEAMS, &team.id.to_string(), team)?;
+            tracing::info!(%borough, team = %team.id, "borough's team recorded");
+        }
+        for practitioner in practitioner_writes {
+            self.put(ns::ROSTER_PRACTITIONERS, &practitioner.to_string(), borough)?;
+        }
+        for (device, entry) in device_writes {
+            self.put(ns::ROSTER, &device.to_string(), &entry)?;
+            tracing::info!(%borough, %device, "borough's device recorded");
+        }
+        if !team_writes.is_empty() {
+            self.access_changed();
+        }
+        self.borough_teams(borough)
+    }
+
+    /// The teams to write for a claim of `teams` by `borough`, checked (see
+    /// [`Registry::claim_teams`]); nothing written.
+    fn plan_teams(
+        &self,
+        borough: &BoroughId,
+        teams: &[TeamInfo],
+    ) -> Result<Vec<Team>, RegistryError> {
         let stored: HashMap<TeamId, Team> = self
             .scan::<Team>(ns::TEAMS)?
             .into_iter()
@@ -382,49 +435,37 @@ impl Registry {
                 });
             }
         }
-        let mut changed = false;
+        let mut writes = Vec::new();
         for (id, name) in claimed {
-            let team = match stored.get(&id) {
-                Some(team) if team.name == name => continue,
-                Some(team) => Team {
+            match stored.get(&id) {
+                Some(team) if team.name == name => {}
+                Some(team) => writes.push(Team {
                     name,
                     ..team.clone()
-                },
-                None => Team {
+                }),
+                None => writes.push(Team {
                     id,
                     name,
                     borough: Some(*borough),
                     created_at: now(),
-                },
-            };
-            self.put(ns::TEAMS, &id.to_string(), &team)?;
-            tracing::info!(%borough, team = %id, "borough's team recorded");
-            changed = true;
+                }),
+            }
         }
-        if changed {
-            self.access_changed();
-        }
-        self.borough_teams(borough)
+        Ok(writes)
     }
 
-    /// Record `devices` as `borough`'s: a device new to the hub is recorded from now, one already
-    /// the borough's keeps when the hub first heard of it and takes the practitioner the borough
-    /// names now. Devices the list leaves out are kept (a revoked device's old changes are still
-    /// relayed).
-    ///
-    /// All or nothing: a device on another borough's roster (a device belongs to one borough), or
-    /// a practitioner's name that is not usable, refuses the whole list before anything is
-    /// written.
-    pub fn claim_roster(
+    /// The roster entries and practitioner claims to write for a claim of `devices` by
+    /// `borough`, checked (see [`Registry::claim`]); nothing written.
+    #[allow(clippy::type_complexity)]
+    fn plan_roster(
         &self,
         borough: &BoroughId,
         devices: &[RosterDevice],
-    ) -> Result<(), RegistryError> {
-        let _w = self.lock();
-        self.live_borough(borough)?;
+    ) -> Result<(Vec<(DeviceId, RosterEntry)>, Vec<PractitionerId>), RegistryError> {
         let since = now();
         // Device → (the entry as it will be, whether it differs from the stored one).
         let mut after: HashMap<DeviceId, (RosterEntry, bool)> = HashMap::new();
+        let mut practitioners: HashMap<PractitionerId, bool> = HashMap::new();
         for claim in devices {
             let practitioner_name = clean_name("practitioner", &claim.practitioner_name)?;
             let stored = self.roster_entry(&claim.device)?;
@@ -434,6 +475,26 @@ impl Registry {
                         device: claim.device,
                         owner,
                     });
+                }
+            }
+            if let std::collections::hash_map::Entry::Vacant(v) =
+                practitioners.entry(claim.practitioner)
+            {
+                let owner: Option<BoroughId> =
+                    self.get(ns::ROSTER_PRACTITIONERS, &claim.practitioner.to_string())?;
+                match owner {
+                    Some(owner) if owner != *borough => {
+                        return Err(RegistryError::PractitionerOfAnotherBorough {
+                            practitioner: claim.practitioner,
+                            owner,
+                        })
+                    }
+                    Some(_) => {
+                        v.insert(false);
+                    }
+                    None => {
+                        v.insert(true);
+                    }
                 }
             }
             let entry = RosterEntry {
@@ -452,13 +513,17 @@ impl Registry {
                 }
             }
         }
-        for (device, (entry, changed)) in after {
-            if changed {
-                self.put(ns::ROSTER, &device.to_string(), &entry)?;
-                tracing::info!(%borough, %device, "borough's device recorded");
-            }
-        }
-        Ok(())
+        let devices = after
+            .into_iter()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|(device, (entry, _))| (device, entry))
+            .collect();
+        let practitioners = practitioners
+            .into_iter()
+            .filter(|(_, new)| *new)
+            .map(|(p, _)| p)
+            .collect();
+        Ok((devices, practitioners))
     }
 
     /// The roster entry of `device`: the borough whose device it is, and its practitioner.

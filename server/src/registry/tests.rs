@@ -965,7 +965,7 @@ fn a_roster_device_of_another_borough_is_refused_with_nothing_of_the_roster_writ
             &islington.id,
             &[
                 roster_device(islington_laptop, bo, "Bo"),
-                roster_device(islington_laptop, ana, "Ana Silva"),
+                roster_device(islington_laptop, PractitionerId::random(), "Cy"),
             ],
         ),
         Err(RegistryError::ClaimedTwice { what: "device", .. })

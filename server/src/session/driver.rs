@@ -30,7 +30,7 @@ pub const MAX_SEND_BACKLOG: usize = 64;
 /// of milliseconds for a large case) off the async runtime's scheduling: on the multi-threaded
 /// runtime the worker hands its other tasks to the rest first, so one device's large case does
 /// not stall every other connection's I/O on that worker.
-fn off_runtime<R>(step: impl FnOnce() -> R) -> R {
+pub(crate) fn off_runtime<R>(step: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(step),
         _ => step(),

@@ -37,6 +37,7 @@ use polyphony_core::sync::{
 use polyphony_core::CaseId;
 use tracing::warn;
 
+pub(crate) use driver::off_runtime;
 pub use driver::{serve, serve_borough, MAX_SEND_BACKLOG};
 pub use protocol::{Batch, Session};
 
@@ -445,10 +446,9 @@ pub fn claim_roster(
     }
     let claimed = shared
         .registry
-        .claim_teams(&borough.id, &roster.teams)
-        .and_then(|_| shared.registry.claim_roster(&borough.id, &roster.devices));
+        .claim(&borough.id, &roster.teams, &roster.devices);
     match claimed {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err(e @ (RegistryError::Store(_) | RegistryError::Corrupt { .. })) => Err(refusal(
             ErrorCode::Internal,
             format!("the trust hub could not record this borough's roster ({e}): sync again later"),

@@ -291,6 +291,16 @@ impl Session {
                 ErrorCode::Revoked,
                 "this borough server was revoked by the trust hub's administrator: its cases stay safe on the hub; ask for a new enrolment".to_string(),
             )),
+            // Joined again with a new certificate: a link made with the old one (a stolen key,
+            // a server replaced) ends now.
+            (Ok(Some(b)), _)
+                if b.cert_fingerprint.as_deref() != Some(self.device.cert_fingerprint.as_str()) =>
+            {
+                Some((
+                    ErrorCode::Unauthorised,
+                    "this borough's certificate was replaced (it joined the trust hub again): this link ends; the link with the new certificate goes on".to_string(),
+                ))
+            }
             (Ok(Some(_)), Ok(teams)) => {
                 self.practitioner.teams = teams;
                 None
@@ -1135,7 +1145,12 @@ impl Session {
             ApplyError::Forged(_) | ApplyError::Impersonates(_) => ErrorCode::ForgedAuthor,
             _ => ErrorCode::InvalidChange,
         };
-        let msg = format!("change refused: {e}; the case on the server is unchanged");
+        let msg = match (&e, self.relay) {
+            (ApplyError::Forged(actor), Some(_)) => format!(
+                "change refused: a change is authored by {actor}, which is no device on this borough's roster (a device enrolled since the link connected is sent with the link's next roster); the case on the hub is unchanged"
+            ),
+            _ => format!("change refused: {e}; the case on the server is unchanged"),
+        };
         info!(%case, device = %self.device.id, "{msg}");
         self.refuse_case(case, code, msg)
     }

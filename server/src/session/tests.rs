@@ -1199,3 +1199,71 @@ fn a_roster_at_its_limits_is_taken_and_one_past_either_refused_with_nothing_kept
         MAX_ROSTER_TEAMS + 1
     );
 }
+
+#[test]
+fn a_borough_joining_again_ends_the_link_made_with_its_old_certificate() {
+    let h = hub();
+    let mut old = h.link(&h.ashby, 5);
+    assert!(old.session.check_access());
+    let r = &h.f.shared.registry;
+    let code = r
+        .create_borough_enrolment(h.ashby.id, [1; 32], time::Duration::hours(1))
+        .expect("code");
+    let again = r
+        .redeem_borough_enrolment(code.token(), [9; 32])
+        .expect("joined again");
+    assert!(!old.session.check_access());
+    assert_eq!(
+        old.session.ended().map(|(code, _)| *code),
+        Some(ErrorCode::Unauthorised)
+    );
+    // The link with the new certificate goes on.
+    let mut new = h.link(&again, 6);
+    assert!(new.session.check_access());
+}
+
+#[test]
+fn a_roster_naming_another_boroughs_practitioner_is_refused_with_nothing_of_it_kept() {
+    use polyphony_core::sync::{Roster, RosterDevice, TeamInfo};
+    let h = hub();
+    let new_team = TeamInfo {
+        id: TeamId::random(),
+        name: "South".into(),
+    };
+    // Ashby names a device of its own as Brent's practitioner Cy: it could then write in Cy's
+    // name. Refused, and the team it announced with it is not kept either.
+    let roster = Roster {
+        teams: vec![new_team.clone()],
+        devices: vec![RosterDevice {
+            device: polyphony_core::DeviceId::random(),
+            practitioner: h.cy.practitioner,
+            practitioner_name: h.cy.practitioner_name.clone(),
+        }],
+    };
+    let refused = claim_roster(&h.f.shared, &h.ashby, &roster).expect_err("another's practitioner");
+    assert_eq!(refused.code, ErrorCode::Unauthorised, "{refused:?}");
+    assert!(
+        refused.message.contains(&h.cy.practitioner.to_string()),
+        "{refused:?}"
+    );
+    let r = &h.f.shared.registry;
+    assert_eq!(
+        r.borough_teams(&h.ashby.id).expect("teams"),
+        vec![h.ashby_north]
+    );
+    assert_eq!(
+        r.roster_entry(&roster.devices[0].device).expect("read"),
+        None
+    );
+    // Its own practitioner on a new device is taken.
+    let own = Roster {
+        teams: vec![new_team],
+        devices: vec![RosterDevice {
+            device: polyphony_core::DeviceId::random(),
+            practitioner: h.ana.practitioner,
+            practitioner_name: h.ana.practitioner_name.clone(),
+        }],
+    };
+    claim_roster(&h.f.shared, &h.ashby, &own).expect("its own");
+    assert_eq!(r.borough_teams(&h.ashby.id).expect("teams").len(), 2);
+}
