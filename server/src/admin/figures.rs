@@ -174,7 +174,7 @@ impl Admin {
         json(&answer)
     }
 
-    /// Read each case of `teams` (in the order of their ids) into `read`, or its id into
+    /// Read each case of `teams` (in case-id order) into `read`, or its id into
     /// `unreadable` if it cannot be.
     fn read_cases(
         &self,
