@@ -10,11 +10,14 @@
 //!
 //! Every change made here is written to the audit log (actor [`Actor::Admin`]) and flushed before
 //! success is reported. Listings are not audited: they show who works where, never case content.
+//! The trust hub's figures do read case content, and record each case they read
+//! ([`AdminRequest::Figures`]).
 //!
 //! The socket ([`serve_admin`], [`AdminSocket`], and the client side, [`request`]) is an I/O driver
 //! of its own, like the listener, in a submodule: the only part of administration that uses tokio;
 //! [`Admin::handle`] and the rest of this module do not.
 
+mod figures;
 mod hub;
 mod socket;
 
@@ -31,6 +34,7 @@ use time::OffsetDateTime;
 use crate::audit::{Actor, AuditAction, AuditError, AuditEvent, AuditLog};
 use crate::registry::{rfc3339, Device, DeviceStatus, Practitioner, Registry, RegistryError, Team};
 
+pub use figures::{BoroughFigures, FiguresBy, TeamFigures, TrustFigures, READ_FOR_FIGURES};
 pub use hub::{BoroughView, HubStatus, IssuedBoroughCode};
 pub use socket::{request, serve_admin, AdminSocket, MAX_REQUEST_LINE};
 
@@ -209,10 +213,19 @@ pub enum AdminRequest {
     /// On a borough server: whether it joined a hub, the link's state, and how many of its
     /// cases the hub holds every change of. Answers with a [`HubStatus`].
     HubStatus,
+    /// On the trust hub: the fidelity figures of each borough, and of each of its teams, over
+    /// the cases the hub holds, with the same definitions as a device's. Reads every such case,
+    /// and records each read in the audit log. Answers with a [`TrustFigures`].
+    Figures {
+        /// Per borough only, or per team too (the default).
+        #[serde(default)]
+        by: FiguresBy,
+    },
 }
 
 impl AdminRequest {
-    /// Whether the request changes anything (and so is audited and flushed).
+    /// Whether the request changes anything (and so is audited and flushed): the trust-wide
+    /// figures change no record, but write an audit record for each case they read.
     pub fn changes_anything(&self) -> bool {
         matches!(
             self,
@@ -227,6 +240,7 @@ impl AdminRequest {
                 | AdminRequest::BoroughEnrol { .. }
                 | AdminRequest::BoroughRevoke { .. }
                 | AdminRequest::HubJoined { .. }
+                | AdminRequest::Figures { .. }
         )
     }
 }
@@ -444,6 +458,7 @@ impl Admin {
             AdminRequest::BoroughRevoke { borough } => self.borough_revoke(&borough),
             AdminRequest::HubJoined { membership } => self.hub_joined(membership),
             AdminRequest::HubStatus => self.hub_status(),
+            AdminRequest::Figures { by } => self.figures(by),
         }
     }
 

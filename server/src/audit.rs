@@ -174,7 +174,8 @@ pub enum AuditAction {
     Revoke,
     /// A device was told to wipe its cases.
     Wipe,
-    /// The server sent a case's data to a device.
+    /// The server sent a case's data to a device, or (actor [`Actor::Admin`], on the trust hub)
+    /// read a case itself to compute the trust-wide figures.
     Read,
     /// The server accepted changes to a case.
     Write,

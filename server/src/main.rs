@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use polyphony_core::CaseId;
-use polyphony_server::admin::{self, Admin, AdminError, AdminRequest, AdminResponse};
+use polyphony_server::admin::{self, Admin, AdminError, AdminRequest, AdminResponse, FiguresBy};
 use polyphony_server::{Server, ServerConfig};
 
 /// The Polyphony borough server.
@@ -97,6 +97,35 @@ enum Command {
     /// On a borough server: join the trust hub, and see the link's state.
     #[command(subcommand)]
     Hub(HubCommand),
+    /// On the trust hub: the fidelity figures of each borough and team, as devices compute them.
+    /// Reads every case the hub holds for a borough, and records each read in the audit log;
+    /// only counts and shares are shown, each case by its id.
+    Figures {
+        /// Per borough only, or per borough and team.
+        #[arg(long, value_enum, default_value_t = By::Team)]
+        by: By,
+        /// One CSV (columns borough, team, then a device's figures columns) instead of tables.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
+}
+
+/// How finely `figures` breaks the figures down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum By {
+    /// Each borough over all its teams' cases.
+    Borough,
+    /// Each borough, and each of its teams.
+    Team,
+}
+
+impl From<By> for FiguresBy {
+    fn from(by: By) -> Self {
+        match by {
+            By::Borough => FiguresBy::Borough,
+            By::Team => FiguresBy::Team,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +272,11 @@ fn init_logs() {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let mut config = ServerConfig::load(cli.data.as_deref(), cli.config.as_deref())
         .map_err(|e| Failure::User(e.to_string()))?;
+    let format = match cli.command {
+        _ if cli.json => output::Format::Json,
+        Command::Figures { csv: true, .. } => output::Format::Csv,
+        _ => output::Format::Text,
+    };
     let req = match cli.command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
@@ -308,6 +342,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Boroughs => AdminRequest::Boroughs,
         Command::Hub(HubCommand::Status) => AdminRequest::HubStatus,
+        Command::Figures { by, .. } => AdminRequest::Figures { by: by.into() },
         Command::Hub(HubCommand::Join { hub, code, name }) => {
             if config.role != polyphony_server::ServerRole::Borough {
                 return Err(Failure::User(
@@ -333,7 +368,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Err(e) => return Err(Failure::Unreachable(e.to_string())),
     };
     match response {
-        AdminResponse::Ok { value } => output::show(&req, value, cli.json)
+        AdminResponse::Ok { value } => output::show(&req, value, format)
             .or_else(output::ignore_closed_stdout)
             .map_err(|e| Failure::User(format!("could not print the result: {e}"))),
         AdminResponse::Err { message } => Err(Failure::User(message)),
@@ -434,5 +469,31 @@ mod tests {
             .expect("global flags after the command");
         assert!(cli.json);
         assert!(Cli::try_parse_from(["polyphony-server", "audit", "--case", "nope"]).is_err());
+    }
+
+    #[test]
+    fn figures_are_by_team_unless_asked_by_borough() {
+        let cli = Cli::try_parse_from(["polyphony-server", "figures"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Figures {
+                by: By::Team,
+                csv: false
+            }
+        ));
+        let cli = Cli::try_parse_from(["polyphony-server", "figures", "--by", "borough", "--csv"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Figures {
+                by: By::Borough,
+                csv: true
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["polyphony-server", "figures", "--csv", "--json"]).is_err(),
+            "one format at a time"
+        );
+        assert!(Cli::try_parse_from(["polyphony-server", "figures", "--by", "ward"]).is_err());
     }
 }

@@ -1,20 +1,37 @@
-//! What the administrator reads: an answer printed as bare ids (for scripts), tables, or JSON.
+//! What the administrator reads: an answer printed as bare ids (for scripts), tables, JSON, or (the
+//! trust-wide figures) CSV.
 
 use std::io::{self, Write};
 
 use polyphony_core::model::LocalZone;
 use polyphony_server::admin::{
     AdminRequest, BoroughView, CaseMoved, DeviceView, HubStatus, IssuedBoroughCode, IssuedCode,
-    PractitionerView,
+    PractitionerView, TrustFigures,
 };
 use polyphony_server::audit::{AuditRecord, VerifyReport};
 use polyphony_server::registry::{DeviceStatus, Team};
 use serde::de::DeserializeOwned;
 
+/// How to print an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Bare ids and tables.
+    Text,
+    /// The answer as the server gave it.
+    Json,
+    /// CSV (the trust-wide figures; other answers print as text).
+    Csv,
+}
+
+/// What the administrator is told on stderr when the figures are written as CSV.
+const FIGURES_CSV_NOTE: &str = "This CSV holds figures per case (by case id, no names) and \
+per team and borough. It is not encrypted: keep it somewhere safe. Each case read for it is \
+recorded in the hub's audit log (`polyphony-server audit`).";
+
 /// Print an answer: for a creation, only the id or code on stdout; for a listing, a table.
-pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> io::Result<()> {
+pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, format: Format) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    if json {
+    if format == Format::Json {
         let text = serde_json::to_string_pretty(&value).map_err(io::Error::other)?;
         return writeln!(out, "{text}");
     }
@@ -99,7 +116,34 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
         AdminRequest::HubJoined { .. } | AdminRequest::HubStatus => {
             hub_status(&mut out, decode(value)?)
         }
+        AdminRequest::Figures { .. } => trust_figures(&mut out, decode(value)?, format),
     }
+}
+
+fn trust_figures(out: &mut impl Write, figures: TrustFigures, format: Format) -> io::Result<()> {
+    if figures.boroughs.is_empty() {
+        eprintln!("no boroughs yet: add one with `polyphony-server borough add NAME`");
+    }
+    if format == Format::Csv {
+        let csv = figures.to_csv().map_err(io::Error::other)?;
+        write!(out, "{csv}")?;
+        if !figures.unreadable.is_empty() {
+            eprintln!(
+                "{} case(s) could not be read and are left out of the figures (the server's log says why): {}",
+                figures.unreadable.len(),
+                figures
+                    .unreadable
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        eprintln!("{FIGURES_CSV_NOTE}");
+        return Ok(());
+    }
+    // The table names the unreadable cases itself.
+    write!(out, "{}", figures.render())
 }
 
 fn boroughs(out: &mut impl Write, boroughs: Vec<BoroughView>) -> io::Result<()> {

@@ -57,7 +57,7 @@ pub struct HubStatus {
 }
 
 impl Admin {
-    fn hub_only(&self, what: &str) -> Result<(), AdminError> {
+    pub(super) fn hub_only(&self, what: &str) -> Result<(), AdminError> {
         if self.role == ServerRole::Hub {
             return Ok(());
         }
@@ -217,7 +217,7 @@ impl Admin {
         })
     }
 
-    fn storage(&self) -> Result<&crate::storage::ServerStorage, AdminError> {
+    pub(super) fn storage(&self) -> Result<&crate::storage::ServerStorage, AdminError> {
         self.storage.as_deref().ok_or_else(|| {
             AdminError::BadValue("this administration has no access to the server's store".into())
         })
