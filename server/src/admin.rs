@@ -227,6 +227,20 @@ impl AdminRequest {
     /// Whether the request changes anything (and so is audited and flushed): the trust-wide
     /// figures change no record, but write an audit record for each case they read.
     pub fn changes_anything(&self) -> bool {
+        self.for_a_borough_server()
+            || matches!(
+                self,
+                AdminRequest::BoroughAdd { .. }
+                    | AdminRequest::BoroughEnrol { .. }
+                    | AdminRequest::BoroughRevoke { .. }
+                    | AdminRequest::HubJoined { .. }
+                    | AdminRequest::Figures { .. }
+            )
+    }
+
+    /// Whether the request changes a borough server's own teams, practitioners, devices or case
+    /// ownership: refused on the trust hub, whose teams and cases are its boroughs'.
+    pub fn for_a_borough_server(&self) -> bool {
         matches!(
             self,
             AdminRequest::TeamAdd { .. }
@@ -236,11 +250,6 @@ impl AdminRequest {
                 | AdminRequest::Enrol { .. }
                 | AdminRequest::Revoke { .. }
                 | AdminRequest::CaseMove { .. }
-                | AdminRequest::BoroughAdd { .. }
-                | AdminRequest::BoroughEnrol { .. }
-                | AdminRequest::BoroughRevoke { .. }
-                | AdminRequest::HubJoined { .. }
-                | AdminRequest::Figures { .. }
         )
     }
 }
@@ -406,16 +415,7 @@ impl Admin {
     }
 
     fn run(&self, req: AdminRequest) -> Result<serde_json::Value, AdminError> {
-        let borough_only = matches!(
-            req,
-            AdminRequest::TeamAdd { .. }
-                | AdminRequest::PractitionerAdd { .. }
-                | AdminRequest::PractitionerRemove { .. }
-                | AdminRequest::PractitionerRole { .. }
-                | AdminRequest::Enrol { .. }
-                | AdminRequest::Revoke { .. }
-                | AdminRequest::CaseMove { .. }
-        );
+        let borough_only = req.for_a_borough_server();
         if borough_only && self.role == crate::config::ServerRole::Hub {
             // A hub's teams and cases are its boroughs': changing them here would send a
             // borough's case to another (moving a case between boroughs is a transfer, with its

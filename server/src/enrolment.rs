@@ -191,6 +191,25 @@ fn register_borough(
     })
 }
 
+/// A refused enrolment (`what`: a device's or a borough's), unauthenticated: audited at the 1st,
+/// 2nd, 4th, 8th... failure of each address per minute, with the count (see crate::limits).
+fn refused(shared: &Shared, source: IpAddr, what: &str, msg: String) -> Frame {
+    if let Some(n) = shared.limits.enrolment_failed(source) {
+        shared.audit(
+            Actor::Server,
+            AuditAction::Refused,
+            None,
+            format!(
+                "{what} from {source} refused: {msg} ({n} failed from this address this minute)"
+            ),
+        );
+    }
+    Frame::Error(Refusal {
+        code: ErrorCode::BadEnrolment,
+        message: msg,
+    })
+}
+
 /// The enrolment exchange: check the one-time code, sign the CSR, register the device (on a
 /// borough server) or the borough (on the trust hub).
 async fn enrol(
@@ -215,21 +234,7 @@ async fn enrol(
             let result = register(&shared, &ca, &req).map(Frame::Enrolled);
             match result {
                 Ok(e) => e,
-                Err(msg) => {
-                    // Unauthenticated: audited at the 1st, 2nd, 4th, 8th... failure of each
-                    // address per minute, with the count (see crate::limits).
-                    if let Some(n) = shared.limits.enrolment_failed(source) {
-                        shared.audit(
-                            Actor::Server,
-                            AuditAction::Refused,
-                            None,
-                            format!(
-                                "enrolment from {source} refused: {msg} ({n} failed from this address this minute)"
-                            ),
-                        );
-                    }
-                    refuse(ErrorCode::BadEnrolment, msg)
-                }
+                Err(msg) => refused(&shared, source, "enrolment", msg),
             }
         }
         (ServerRole::Hub, Ok(Some(Frame::EnrolBorough(req))))
@@ -237,19 +242,7 @@ async fn enrol(
         {
             match register_borough(&shared, &ca, &req) {
                 Ok(e) => Frame::BoroughEnrolled(e),
-                Err(msg) => {
-                    if let Some(n) = shared.limits.enrolment_failed(source) {
-                        shared.audit(
-                            Actor::Server,
-                            AuditAction::Refused,
-                            None,
-                            format!(
-                                "borough enrolment from {source} refused: {msg} ({n} failed from this address this minute)"
-                            ),
-                        );
-                    }
-                    refuse(ErrorCode::BadEnrolment, msg)
-                }
+                Err(msg) => refused(&shared, source, "borough enrolment", msg),
             }
         }
         (ServerRole::Borough, Ok(Some(Frame::Enrol(_))))

@@ -404,19 +404,13 @@ async fn sync(
             serve_until_reopened(&driver, &conn, serve).await;
         }
         Ok(Admitted::Borough(borough)) => {
-            // One link per borough, as one connection per device slot: a newer one closes the
-            // older (a borough restarted while its old connection lingers).
+            // A borough's links take slots as a device's connections do: a newer one past the
+            // limit closes the oldest (a borough restarted while its old connection lingers).
             let slot = polyphony_core::DeviceId(borough.id.0);
-            let closer = {
-                let conn = conn.clone();
-                Box::new(move || {
-                    close(
-                        &conn,
-                        ErrorCode::Busy,
-                        "this borough opened a newer link: this one is closed",
-                    )
-                })
-            };
+            let closer = closer(
+                &conn,
+                "this borough opened a newer link: this one is closed",
+            );
             let (_slot, _) = shared.limits.open_device(slot, closer);
             let serve = session::serve_borough(shared, driver.clone(), conn.clone(), id, borough);
             serve_until_reopened(&driver, &conn, serve).await;
@@ -425,20 +419,20 @@ async fn sync(
     }
 }
 
+/// What closes `conn` as busy, with `why`, when a newer connection takes its slot.
+fn closer(conn: &quinn::Connection, why: &'static str) -> Box<dyn Fn() + Send + Sync> {
+    let conn = conn.clone();
+    Box::new(move || close(&conn, ErrorCode::Busy, why))
+}
+
 /// One of the device's connection slots, held for as long as the session: a device holds at most
 /// [`MAX_CONNECTIONS_PER_DEVICE`](crate::limits::MAX_CONNECTIONS_PER_DEVICE), and a new
 /// connection past it closes its oldest (audited).
 fn take_device_slot(shared: &Shared, conn: &quinn::Connection, device: &Device) -> DeviceSlot {
-    let closer = {
-        let conn = conn.clone();
-        Box::new(move || {
-            close(
-                &conn,
-                ErrorCode::Busy,
-                "this device opened a newer connection: this one is closed",
-            )
-        })
-    };
+    let closer = closer(
+        conn,
+        "this device opened a newer connection: this one is closed",
+    );
     let (slot, superseded) = shared.limits.open_device(device.id, closer);
     if superseded > 0 {
         shared.audit(
