@@ -49,7 +49,7 @@ pub fn acked_heads(
 }
 
 /// Record that the hub holds `heads` of `case` durably.
-fn set_acked_heads(
+pub(crate) fn set_acked_heads(
     store: &dyn Store,
     case: &CaseId,
     heads: &[ChangeHash],

@@ -1267,3 +1267,60 @@ fn a_roster_naming_another_boroughs_practitioner_is_refused_with_nothing_of_it_k
     claim_roster(&h.f.shared, &h.ashby, &own).expect("its own");
     assert_eq!(r.borough_teams(&h.ashby.id).expect("teams").len(), 2);
 }
+
+#[test]
+fn a_device_taking_hub_receipts_hears_what_the_trust_hub_holds_after_saved_and_live() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    let mut plain = f.connect();
+    plain.settle(case, &mut doc);
+    let heads = doc.get_heads();
+    // Nothing from the hub yet: no receipt, even for a device that takes them.
+    let mut device = Device1 {
+        session: Session::new(
+            f.shared.clone(),
+            3,
+            f.device.clone(),
+            f.practitioner.clone(),
+            SessionMode::Normal,
+        )
+        .sending_hub_receipts(true),
+        state: State::new(),
+    };
+    let frames = device.settle(case, &mut doc);
+    assert!(
+        !frames.iter().any(|x| matches!(x, Frame::HubSaved { .. })),
+        "{frames:?}"
+    );
+    // The link heard the hub acknowledge the case: the next `Saved` is followed by it.
+    crate::hub_link::set_acked_heads(&*f.shared.storage.store, &case, &heads).expect("kept");
+    dated_change(&mut doc, "Al", 0);
+    let frames = device.settle(case, &mut doc);
+    let saved_at = frames.iter().position(|x| matches!(x, Frame::Saved { .. }));
+    let receipt_at = frames.iter().position(
+        |x| matches!(x, Frame::HubSaved { case: c, heads: h } if *c == case && *h == heads),
+    );
+    assert!(saved_at.is_some() && receipt_at > saved_at, "{frames:?}");
+    // And live, when the hub acknowledges more.
+    device.session.hub_saved(case);
+    let live: Vec<Frame> = std::iter::from_fn(|| device.session.poll_reply())
+        .flat_map(|b| b.frames)
+        .collect();
+    assert!(
+        matches!(live.as_slice(), [Frame::HubSaved { .. }]),
+        "{live:?}"
+    );
+    // A device that did not announce the feature is never sent the frame.
+    let frames = plain.settle(case, &mut doc);
+    plain.session.hub_saved(case);
+    let later: Vec<Frame> = std::iter::from_fn(|| plain.session.poll_reply())
+        .flat_map(|b| b.frames)
+        .collect();
+    assert!(
+        !frames
+            .iter()
+            .chain(&later)
+            .any(|x| matches!(x, Frame::HubSaved { .. })),
+        "{frames:?} {later:?}"
+    );
+}
