@@ -388,6 +388,14 @@ async fn the_hub_down_for_a_while_loses_nothing_and_the_link_catches_up() -> Res
     let (case, meeting) = bo.case_with_meeting("Person")?;
     bo.sync().await?;
     wait_on_hub(&b, CATCH_UP).await?;
+    // The device hears it, at its next sync: saved on the borough, and also on the trust hub.
+    bo.sync().await?;
+    let status = bo.profile.status()?;
+    assert_eq!(
+        (status.unsynced_changes, status.not_on_hub),
+        (0, Some(0)),
+        "{status:?}"
+    );
     hub.kill();
     // Five rounds of work while the hub is down: every one saved on the borough.
     let mut others = Vec::new();
@@ -401,9 +409,16 @@ async fn the_hub_down_for_a_while_loses_nothing_and_the_link_catches_up() -> Res
     // (The link may not have noticed yet that the hub is gone: a dead peer is found by QUIC's
     // idle timeout. What matters is that nothing waits on it.)
     assert_eq!(down.not_on_hub, 6, "{down:?}");
+    // The device says so too: everything saved on the borough, not all of it on the hub.
+    let status = bo.profile.status()?;
+    assert_eq!(status.unsynced_changes, 0, "{status:?}");
+    assert!(status.not_on_hub.is_some_and(|n| n > 0), "{status:?}");
     let hub = start_hub(&dir.path().join("hub"), hub_addr).await?;
     let back = wait_on_hub(&b, CATCH_UP).await?;
     assert_eq!(back.cases, 6);
+    bo.sync().await?;
+    let status = bo.profile.status()?;
+    assert_eq!(status.not_on_hub, Some(0), "{status:?}");
     let heads = heads_of(&mut [&mut bo])?;
     let mut hub = hub;
     hub.kill();
