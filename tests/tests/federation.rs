@@ -326,7 +326,8 @@ async fn a_revoked_borough_is_refused_and_its_live_link_closed() -> Result<()> {
     bo.note(case, meeting, "after the revocation")?;
     let report = bo.sync().await?;
     assert!(report.refused.is_empty(), "{report:?}");
-    // And its link stays refused (it tries again, and is told so again).
+    // And its link stays refused (it waits long before trying again: each try is a refusal in
+    // the hub's log).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = hub_status(&b).await?;
     assert!(!later.link.expect("running").connected);

@@ -3,7 +3,8 @@
 //! changes the server has not acknowledged as durable; the connection part comes from the
 //! background sync's own view of its link; times come from syncs that completed.
 //!
-//! The trust hub is the second place, said the same way: "Also on the trust hub" only when every
+//! The trust hub is the second place, said the same way: "Records also on the trust hub" (attached
+//! files are not sent to the hub yet) only when every
 //! change here is on the borough server and the hub holds it too (as the borough last relayed
 //! the hub's acknowledgement), and nothing at all about a hub when the borough has never said it
 //! has one (a borough with no hub, or one too old to say).
@@ -97,7 +98,7 @@ impl CaseSyncLine {
         }
         match self.unsynced {
             0 if self.not_on_hub == Some(0) => {
-                "All saved on the borough server, also on the trust hub".into()
+                "All saved on the borough server; the record also on the trust hub".into()
             }
             0 => "All saved on the borough server".into(),
             1 => "1 change only on this device".into(),
@@ -181,7 +182,7 @@ impl SyncOverview {
             return None;
         }
         match self.not_on_hub_total? {
-            0 if self.unsynced_total == 0 => Some("Also on the trust hub".into()),
+            0 if self.unsynced_total == 0 => Some("Records also on the trust hub".into()),
             0 => None,
             1 => Some("1 change not yet on the trust hub".into()),
             n => Some(format!("{n} changes not yet on the trust hub")),
@@ -432,14 +433,17 @@ mod tests {
     fn also_on_the_trust_hub_only_when_the_hub_holds_everything_and_never_without_a_hub() {
         let all = with_hub(&[(0, 0), (0, 0)]);
         assert_eq!(all.saved_words(), "All saved on the borough server");
-        assert_eq!(all.hub_words().as_deref(), Some("Also on the trust hub"));
+        assert_eq!(
+            all.hub_words().as_deref(),
+            Some("Records also on the trust hub")
+        );
         assert_eq!(
             all.cases[0].words(),
-            "All saved on the borough server, also on the trust hub"
+            "All saved on the borough server; the record also on the trust hub"
         );
         let html = all.badge_html(&HashMap::new(), &LocalZone::uk());
         assert!(html.contains(
-            r#"<strong class="nhsuk-tag nhsuk-tag--green" id="sync-hub">Also on the trust hub</strong>"#
+            r#"<strong class="nhsuk-tag nhsuk-tag--green" id="sync-hub">Records also on the trust hub</strong>"#
         ));
         // Inside the live region, after the borough's words.
         assert!(html.find("sync-saved").unwrap() < html.find("sync-hub").unwrap());
@@ -454,7 +458,7 @@ mod tests {
         assert_eq!(waiting.cases[0].words(), "All saved on the borough server");
         assert_eq!(
             waiting.cases[1].words(),
-            "All saved on the borough server, also on the trust hub"
+            "All saved on the borough server; the record also on the trust hub"
         );
         assert!(waiting
             .badge_html(&HashMap::new(), &LocalZone::uk())

@@ -899,17 +899,17 @@ async fn the_badge_says_also_on_the_trust_hub_only_when_the_borough_says_the_hub
     h.borough_saved(&case, true).await;
     let json = h.status_json().await;
     assert_eq!(json["saved_words"], "All saved on the borough server");
-    assert_eq!(json["hub_words"], "Also on the trust hub", "{json}");
+    assert_eq!(json["hub_words"], "Records also on the trust hub", "{json}");
     assert_eq!(json["not_on_hub"], 0);
     assert_eq!(json["cases"][&case]["not_on_hub"], 0);
     assert!(json["html"]
         .as_str()
         .unwrap()
-        .contains(r#"id="sync-hub">Also on the trust hub</strong>"#));
+        .contains(r#"id="sync-hub">Records also on the trust hub</strong>"#));
     let page = h.get(&format!("/case/{case}")).await;
     assert!(
         page.body.contains(
-            r#"<strong class="nhsuk-tag nhsuk-tag--green">All saved on the borough server, also on the trust hub</strong>"#
+            r#"<strong class="nhsuk-tag nhsuk-tag--green">All saved on the borough server; the record also on the trust hub</strong>"#
         ),
         "{}",
         page.body

@@ -26,7 +26,7 @@ use crate::audit::AuditAction;
 use crate::registry::Team;
 
 /// Why each case read for the figures is recorded in the audit log (the detail of its record).
-pub const READ_FOR_FIGURES: &str = "read for the trust-wide figures (only counts leave the hub)";
+pub const READ_FOR_FIGURES: &str = "read for the trust-wide figures (counts per case id, per team and per borough leave the hub; no names)";
 
 /// How finely [`AdminRequest::Figures`](super::AdminRequest::Figures) breaks the figures down.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -165,6 +165,15 @@ impl Admin {
         self.borough_only("joining the trust hub")?;
         let storage = self.storage()?;
         let before = hub_link::membership::load(&*storage.store)?;
+        // Receipts from another hub (or from this one for another borough) vouch for nothing
+        // here: forgotten before the new membership is kept, so a device is never told a change
+        // is on a hub that does not hold it.
+        let same_hub = before
+            .as_ref()
+            .is_some_and(|b| b.hub_ca == membership.hub_ca && b.borough == membership.borough);
+        if !same_hub {
+            hub_link::forget_acked(&*storage.store)?;
+        }
         hub_link::membership::save(&*storage.store, &membership)?;
         let detail = match before {
             Some(b) => format!(

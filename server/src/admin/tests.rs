@@ -1054,3 +1054,44 @@ fn trust_figures_as_csv_and_json() {
         "it writes audit records, so it is flushed"
     );
 }
+
+#[test]
+fn joining_another_hub_forgets_the_old_hubs_receipts_and_joining_the_same_one_keeps_them() {
+    use crate::hub_link::{acked_heads, set_acked_heads, HubMembership};
+    let b = hub_admin(ServerRole::Borough);
+    let membership = |hub_ca: &str| HubMembership {
+        borough: polyphony_core::BoroughId::random(),
+        name: "Brent".into(),
+        hub: "127.0.0.1:4500".into(),
+        hub_ca: hub_ca.into(),
+        certificate: "00".into(),
+        key_pem: String::new(),
+        joined_at: "2026-12-07T20:00:00Z".into(),
+    };
+    let first = membership("aa");
+    let joined = |m: &HubMembership| {
+        b.admin.handle(AdminRequest::HubJoined {
+            membership: m.clone(),
+        })
+    };
+    assert!(matches!(joined(&first), AdminResponse::Ok { .. }));
+    let case = CaseId::random();
+    let heads = vec![automerge::ChangeHash([3; 32])];
+    set_acked_heads(&*b.storage.store, &case, &heads).expect("kept");
+    // The same hub and borough (a new certificate): what the hub acknowledged still stands.
+    let renewed = HubMembership {
+        certificate: "01".into(),
+        ..first.clone()
+    };
+    assert!(matches!(joined(&renewed), AdminResponse::Ok { .. }));
+    assert_eq!(
+        acked_heads(&*b.storage.store, &case).expect("read"),
+        Some(heads)
+    );
+    // Another hub: its receipts vouch for nothing here.
+    assert!(matches!(
+        joined(&membership("bb")),
+        AdminResponse::Ok { .. }
+    ));
+    assert_eq!(acked_heads(&*b.storage.store, &case).expect("read"), None);
+}

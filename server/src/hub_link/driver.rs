@@ -86,8 +86,11 @@ impl LinkStatus {
 enum Ended {
     /// The server is stopping.
     Stop,
-    /// Reconnect at once (the roster changed; cases refused for now to try again; joined again).
+    /// Reconnect at once (the roster changed; joined again).
     Again,
+    /// Reconnect to try again cases the hub refused for now, after a wait that doubles while
+    /// every session ends this way (the hub busy or its disk failing: no reason to press it).
+    Retry,
     /// It failed (or the hub closed it): wait, then reconnect.
     Failed(String),
     /// The hub refused this borough (revoked, or not enrolled with this certificate): wait long
@@ -138,6 +141,7 @@ pub async fn run(
 ) {
     let first_wait = Duration::from_secs(1).min(retry_max.max(Duration::from_millis(100)));
     let mut wait = first_wait;
+    let mut retry_wait = first_wait;
     loop {
         if *stop.borrow() {
             return;
@@ -166,9 +170,21 @@ pub async fn run(
         if welcomed {
             wait = first_wait;
         }
+        if welcomed && !matches!(ended, Ended::Retry) {
+            retry_wait = first_wait;
+        }
         match ended {
             Ended::Stop => return,
             Ended::Again => continue,
+            Ended::Retry => {
+                tokio::select! {
+                    () = tokio::time::sleep(retry_wait) => {}
+                    () = status.joined.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                retry_wait = (retry_wait * 2).min(retry_max.max(first_wait));
+                continue;
+            }
             Ended::Refused(why) => {
                 warn!(hub = %membership.hub, error = %why, "the trust hub refused this borough");
                 status.update(|s| s.last_error = Some(why));
@@ -317,7 +333,7 @@ impl Link {
                             // Tried again in a new session (a case refused as busy, or one the
                             // hub could not save, goes on once it can). A case refused for what
                             // it holds waits for its next change.
-                            return (Ended::Again, welcomed);
+                            return (Ended::Retry, welcomed);
                         }
                     }
                     match roster_of(&self.shared.registry) {

@@ -120,14 +120,23 @@ impl BoroughHost {
         match self.shared.storage.apply_chunk(&case, chunk, check) {
             Ok((ticket, added)) => {
                 self.ticket = self.ticket.max(ticket).max(audited);
+                // Registered whenever it is stored and not yet registered (also when this chunk
+                // added nothing: an earlier one stored it and the registration did not follow).
+                let registry = &self.shared.registry;
+                if let Ok(None) = registry.case_team(&case) {
+                    let team = team.or_else(|| {
+                        let stored = self.shared.storage.case(&case).ok().flatten()?;
+                        let mut c = stored.lock().expect("case lock");
+                        c.team()
+                    });
+                    if let Some(team) = team {
+                        registry.register_case(case, team).map_err(|e| {
+                            StoreError::Engine(format!("could not register case {case}: {e}"))
+                        })?;
+                    }
+                }
                 if !added {
                     return Ok(());
-                }
-                let registry = &self.shared.registry;
-                if let (Ok(None), Some(team)) = (registry.case_team(&case), team) {
-                    registry.register_case(case, team).map_err(|e| {
-                        StoreError::Engine(format!("could not register case {case}: {e}"))
-                    })?;
                 }
                 self.shared.audit(
                     Actor::Hub,

@@ -61,6 +61,15 @@ pub(crate) fn set_acked_heads(
     )
 }
 
+/// Forget every acknowledgement of a hub: this borough joined another hub (or the same one as
+/// another borough), whose `Saved` are the only ones that count from now on.
+pub fn forget_acked(store: &dyn Store) -> Result<(), StoreError> {
+    for (key, _) in store.scan_meta(NS_ACKED)? {
+        store.delete_meta(NS_ACKED, &key)?;
+    }
+    Ok(())
+}
+
 /// Whether the hub holds every change of a document whose heads are `ours`: each of our heads is
 /// one the hub acknowledged.
 pub fn on_hub(ours: &[ChangeHash], acked: Option<&[ChangeHash]>) -> bool {

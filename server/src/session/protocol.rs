@@ -289,7 +289,7 @@ impl Session {
         let end = match (record, teams) {
             (Ok(Some(b)), _) if b.status == DeviceStatus::Revoked => Some((
                 ErrorCode::Revoked,
-                "this borough server was revoked by the trust hub's administrator: its cases stay safe on the hub; ask for a new enrolment".to_string(),
+                "this borough server was revoked by the trust hub's administrator, for good: its cases stay safe on the hub; a replacement server joins with a new code for this borough, never after a revocation".to_string(),
             )),
             // Joined again with a new certificate: a link made with the old one (a stolen key,
             // a server replaced) ends now.
