@@ -1,24 +1,21 @@
 //! The link's task: connect to the hub, sync, push, reconnect. The only part of the link that
 //! touches tokio or quinn.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use polyphony_core::identity::DeviceKey;
-use polyphony_core::net::{self, carry_out_local, FramedStream, Outgoing};
-use polyphony_core::sync::{
-    Action, ClientSession, DocSet, ErrorCode, Frame, Roster, RosterDevice, TeamInfo,
-};
+use polyphony_core::net::{self, FramedStream};
+use polyphony_core::sync::{ErrorCode, Roster, RosterDevice, TeamInfo};
 use polyphony_core::CaseId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch, Notify};
 use tracing::{info, warn};
 
-use super::host::BoroughHost;
+use super::link::{Batch, LinkCore};
 use super::membership::{self, HubMembership};
 use super::LINK_ORIGIN;
-use crate::audit::Actor;
 use crate::driver::CoreDriver;
 use crate::registry::{Registry, RegistryError};
 use crate::session::{off_runtime, Shared};
@@ -241,29 +238,24 @@ async fn connect_and_sync(
     };
     status.update(|s| s.sessions += 1);
     let mut link = Link {
-        shared: shared.clone(),
         driver: driver.clone(),
-        host: BoroughHost::new(shared.clone()),
-        audited: HashSet::new(),
     };
-    let (ended, welcomed) = link.sync(&conn, status, stop).await;
+    let (ended, welcomed) = link.sync(shared, &conn, status, stop).await;
     conn.close((ErrorCode::Done as u32).into(), b"link closed");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     (ended, welcomed)
 }
 
-/// One link session's state.
+/// The shell around one link session ([`LinkCore`]): it feeds the core frames and
+/// announcements, waits for each batch's ticket, and writes it.
 struct Link {
-    shared: Arc<Shared>,
     driver: Arc<CoreDriver>,
-    host: BoroughHost,
-    /// Cases whose going to the hub is in the audit log for this session.
-    audited: HashSet<CaseId>,
 }
 
 impl Link {
     async fn sync(
         &mut self,
+        shared: &Arc<Shared>,
         conn: &quinn::Connection,
         status: &LinkStatus,
         stop: &mut watch::Receiver<bool>,
@@ -275,77 +267,52 @@ impl Link {
             Err(e) => return (lost(&e), false),
         };
         let mut stream = FramedStream::new(send, recv);
-        let roster = match roster_of(&self.shared.registry) {
-            Ok(r) => r,
-            Err(e) => {
-                return (
-                    Ended::Failed(format!("could not read the borough's roster: {e}")),
-                    false,
-                )
-            }
-        };
         // Subscribed before the welcome: a device's change from now on is pushed.
         let mut changes = self.driver.case_changes();
-        let mut session = ClientSession::new(true, Vec::new(), BTreeMap::new());
-        let mut first = session.start();
-        first.push(Action::Send(Frame::Roster(roster.clone())));
-        let generation = self.shared.storage.group.generation();
-        if let Err(e) = self.carry_out(&mut stream, first, generation).await {
+        let (mut core, first) = match off_runtime(|| LinkCore::new(shared.clone())) {
+            Ok(c) => c,
+            Err(e) => return (Ended::Failed(e.to_string()), false),
+        };
+        if let Err(e) = self.send(&mut stream, first).await {
             return (Ended::Failed(e), false);
         }
         let mut look_again = tokio::time::interval(LOOK_AGAIN);
         let mut welcomed = false;
         loop {
-            // Noted before any case is read for the hub: what is sent waits until every write
-            // made so far is on the borough's disk (a device's change is announced before its
-            // flush), so the hub never holds, nor acknowledges, a change the borough could lose.
-            let generation = self.shared.storage.group.generation();
-            let host = &mut self.host;
-            let actions = tokio::select! {
+            let core_ref = &mut core;
+            let next = tokio::select! {
                 frame = stream.read_frame() => match frame {
-                    Ok(Some(f)) => off_runtime(|| session.handle(f, host)),
+                    Ok(Some(f)) => off_runtime(|| core_ref.handle(f)),
                     Ok(None) => return (lost(&"the trust hub ended the link"), welcomed),
                     Err(e) => return (lost(&e), welcomed),
                 },
                 change = changes.recv() => match change {
                     Ok(c) if c.origin == LINK_ORIGIN => continue,
-                    Ok(c) => {
-                        host.forget(&c.case);
-                        off_runtime(|| session.local_change(c.case, host))
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        host.forget_all();
-                        off_runtime(|| {
-                            let mut all = Vec::new();
-                            for case in host.cases() {
-                                all.extend(session.local_change(case, host));
-                            }
-                            all
-                        })
-                    }
+                    Ok(c) => off_runtime(|| core_ref.local_change(c.case)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => off_runtime(|| core_ref.all_changed()),
                     Err(broadcast::error::RecvError::Closed) => return (Ended::Stop, welcomed),
                 },
                 _ = look_again.tick() => {
-                    if session.settled() {
-                        let refused = host.refused.iter().map(|(case, r)| RefusedCase { case: *case, message: r.message.clone() }).collect();
+                    if core.settled() {
+                        let refused = core.refused().iter().map(|(case, r)| RefusedCase { case: *case, message: r.message.clone() }).collect();
                         status.update(|s| { s.settled_at = now(); s.refused = refused; });
-                        if host.refused.iter().any(|(_, r)| retryable(r.code)) {
+                        if core.refused().iter().any(|(_, r)| retryable(r.code)) {
                             // Tried again in a new session (a case refused as busy, or one the
                             // hub could not save, goes on once it can). A case refused for what
                             // it holds waits for its next change.
                             return (Ended::Retry, welcomed);
                         }
                     }
-                    match roster_of(&self.shared.registry) {
-                        Ok(now) if now != roster => return (Ended::Again, welcomed),
-                        _ => continue,
+                    if off_runtime(|| core.roster_changed()) {
+                        return (Ended::Again, welcomed);
                     }
+                    continue;
                 }
                 // Joined again (a new certificate): the link reconnects with it now.
                 () = status.joined.notified() => return (Ended::Again, welcomed),
                 _ = stop.changed() => return (Ended::Stop, welcomed),
             };
-            if !welcomed && session.welcome().is_some() {
+            if !welcomed && core.welcomed() {
                 welcomed = true;
                 status.update(|s| {
                     s.connected = true;
@@ -353,7 +320,11 @@ impl Link {
                     s.last_error = None;
                 });
             }
-            match self.carry_out(&mut stream, actions, generation).await {
+            let next = match next {
+                Ok(n) => n,
+                Err(e) => return (Ended::Failed(e.to_string()), welcomed),
+            };
+            match self.send(&mut stream, next).await {
                 Ok(None) => {}
                 Ok(Some((code @ (ErrorCode::Revoked | ErrorCode::Unauthorised), message))) => {
                     return (
@@ -376,39 +347,18 @@ impl Link {
         }
     }
 
-    /// Do what the session asked: store and record first, then audit each case's data going to
-    /// the hub (the first time in this session it carries changes) and wait until those records,
-    /// what was stored, and every write made before `generation` was noted (before the session
-    /// read any case for these actions) are on disk, then send. The session's `Close`, if any,
-    /// is returned.
-    async fn carry_out(
+    /// Wait until the batch's ticket is durable (what it read, stored and audited is on the
+    /// borough's disk), then write it. The core's `Close`, if any, is returned.
+    async fn send(
         &mut self,
         stream: &mut FramedStream,
-        actions: Vec<Action>,
-        generation: u64,
+        batch: Batch,
     ) -> Result<Option<(ErrorCode, String)>, String> {
-        self.host.ticket = 0;
-        let host = &mut self.host;
-        let Outgoing { frames, close } = off_runtime(|| carry_out_local(host, actions))
-            .map_err(|e| format!("this borough could not store what the trust hub sent ({e}); nothing it held was changed"))?;
-        let mut ticket = self
-            .host
-            .ticket
-            .max(self.shared.storage.group.current_in(generation));
-        for frame in &frames {
-            let Frame::Sync { case, message } = frame else {
-                continue;
-            };
-            if self.audited.contains(case) || !carries_changes(message) {
-                continue;
-            }
-            let read = self
-                .shared
-                .audit_access(Actor::Hub, *case, "case data sent to the trust hub")
-                .map_err(|e| format!("could not record in the audit log that case data goes to the trust hub, so none was sent ({e})"))?;
-            ticket = ticket.max(read);
-            self.audited.insert(*case);
-        }
+        let Batch {
+            frames,
+            close,
+            ticket,
+        } = batch;
         self.driver.durable(ticket).await.map_err(|e| {
             format!("this borough could not make its records durable ({e}); nothing was sent")
         })?;
@@ -426,14 +376,9 @@ impl Link {
     }
 }
 
-/// Whether an encoded sync message carries changes (else it is only heads and a Bloom filter).
-fn carries_changes(message: &[u8]) -> bool {
-    automerge::sync::Message::decode(message).map_or(true, |m| !m.changes.is_empty())
-}
-
 /// The borough's roster for the hub: its teams, and every device it ever enrolled (whatever its
 /// status: a revoked device's old changes are still relayed) with its practitioner's name.
-fn roster_of(registry: &Registry) -> Result<Roster, RegistryError> {
+pub(super) fn roster_of(registry: &Registry) -> Result<Roster, RegistryError> {
     let teams = registry
         .teams()?
         .into_iter()

@@ -8,6 +8,9 @@
 //!   cases, never the open cases devices sync: the session commits what the hub sends into a
 //!   document before the borough stores it, and a device must never be sent or acknowledged a
 //!   change the borough's disk does not hold.
+//! - [`LinkCore`]: one link session without sockets or a clock: frames and announcements in,
+//!   frames out with the borough's group-commit ticket to wait for before they leave. The
+//!   driver and the simulation test both run it.
 //! - `driver` (private): the link's task: connect, send the borough's roster (its teams and
 //!   every device it enrolled, so the hub can check who wrote what it relays), sync every case,
 //!   push each change a device makes, reconnect with backoff when the hub cannot be reached.
@@ -22,9 +25,11 @@
 
 mod driver;
 mod host;
+mod link;
 pub mod membership;
 
 pub use driver::{run, LinkState, LinkStatus};
+pub use link::{Batch, LinkCore, LinkError};
 pub use membership::{join, HubMembership};
 
 use automerge::ChangeHash;
@@ -36,7 +41,8 @@ use polyphony_core::CaseId;
 pub const LINK_ORIGIN: u64 = 0;
 
 /// Store namespace: case id → the heads the hub last said it holds durably (those known here).
-const NS_ACKED: &str = "hub.acked";
+/// Public so a test can read it from a store's durable state alone; read it with [`acked_heads`].
+pub const NS_ACKED: &str = "hub.acked";
 
 /// The heads of `case` the hub last acknowledged (after its fsync), if it ever did.
 pub fn acked_heads(
