@@ -74,6 +74,10 @@ uuid_id!(
     /// A team of practitioners; every case belongs to exactly one team.
     TeamId, "team"
 );
+uuid_id!(
+    /// A borough server as the trust hub knows it (chosen by the hub when the borough is added).
+    BoroughId, "borough"
+);
 
 /// The address of an attachment's bytes: the SHA-256 of its content. Stored beside the case's
 /// document (never inside it), sealed like every other value, and checked against the content

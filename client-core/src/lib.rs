@@ -22,4 +22,4 @@ pub mod profile;
 pub mod store;
 pub mod sync;
 
-pub use ids::{BlobHash, CaseId, DeviceId, EntryId, PractitionerId, TeamId};
+pub use ids::{BlobHash, BoroughId, CaseId, DeviceId, EntryId, PractitionerId, TeamId};

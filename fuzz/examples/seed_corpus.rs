@@ -15,10 +15,10 @@ use polyphony_core::model::{
     self, Author, CaseDoc, NewCase, NewMeeting, NewMember, NoteKind, Participant, Place, Stance,
 };
 use polyphony_core::sync::{
-    answer, CasePolicy, EnrolRequest, Enrolled, ErrorCode, Frame, Hello, OfflineRead, PeerSync,
-    Refusal,
+    answer, BoroughEnrolRequest, BoroughEnrolled, CasePolicy, EnrolRequest, Enrolled, ErrorCode,
+    Frame, Hello, OfflineRead, PeerSync, Refusal, Roster, RosterDevice, TeamInfo,
 };
-use polyphony_core::{CaseId, DeviceId, EntryId, PractitionerId, TeamId};
+use polyphony_core::{BoroughId, CaseId, DeviceId, EntryId, PractitionerId, TeamId};
 use polyphony_fuzz::{welcome, Device, NEW_CASE};
 
 struct Anyone;
@@ -307,6 +307,29 @@ fn common_frames(fixture: &mut Fixture) -> Vec<Frame> {
             teams: vec![],
             certificate: "30".into(),
             ca: "30".into(),
+        }),
+        Frame::EnrolBorough(BoroughEnrolRequest {
+            version: 1,
+            token: "00ff".into(),
+            name: "Camden".into(),
+            csr: "3082".into(),
+        }),
+        Frame::BoroughEnrolled(BoroughEnrolled {
+            borough: BoroughId::random(),
+            name: "Camden".into(),
+            certificate: "30".into(),
+            ca: "30".into(),
+        }),
+        Frame::Roster(Roster {
+            teams: vec![TeamInfo {
+                id: TeamId::random(),
+                name: "Camden North".into(),
+            }],
+            devices: vec![RosterDevice {
+                device: DeviceId::random(),
+                practitioner: PractitionerId::random(),
+                practitioner_name: "Sam".into(),
+            }],
         }),
     ]
 }

@@ -8,7 +8,11 @@
 //! input (its hashes differ; only its id is known).
 //!
 //! The first byte of an input chooses the session's mode: bit 0, the device is being revoked
-//! (upload only, told to wipe at its `Done`); bit 1, it announced that it confirms a wipe.
+//! (upload only, told to wipe at its `Done`); bit 1, it announced that it confirms a wipe; bit 2,
+//! the server is the trust hub and the session a borough's link (`Session::for_borough`): North
+//! is the borough Brent's team, South another borough's, and Brent's roster holds the device and
+//! its practitioner, so the link relays the same changes the device would send (bits 0 and 1 do
+//! not apply).
 
 use std::sync::{Arc, Mutex};
 
@@ -84,17 +88,24 @@ impl World {
     pub fn with_mode(flags: u8) -> World {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let registry = Arc::new(Registry::new(store.clone()));
-        let north = registry.add_team_as(NORTH, "North").expect("team").id;
-        let south = registry.add_team_as(SOUTH, "South").expect("team").id;
-        let sam = registry
-            .add_practitioner_as(SAM, "Sam", north)
-            .expect("practitioner");
-        let code = registry
-            .create_enrolment(sam.id, [1; 32], time::Duration::hours(1))
-            .expect("code");
-        let (device, practitioner) = registry
-            .redeem_enrolment(code.token(), DEVICE, "laptop", [2; 32])
-            .expect("enrolled");
+        let hub = flags & 4 == 4;
+        let (north, south, peer) = if hub {
+            let (north, south, brent) = hub_registry(&registry);
+            (north, south, Err(brent))
+        } else {
+            let north = registry.add_team_as(NORTH, "North").expect("team").id;
+            let south = registry.add_team_as(SOUTH, "South").expect("team").id;
+            let sam = registry
+                .add_practitioner_as(SAM, "Sam", north)
+                .expect("practitioner");
+            let code = registry
+                .create_enrolment(sam.id, [1; 32], time::Duration::hours(1))
+                .expect("code");
+            let enrolled = registry
+                .redeem_enrolment(code.token(), DEVICE, "laptop", [2; 32])
+                .expect("enrolled");
+            (north, south, Ok(enrolled))
+        };
         let shared = Arc::new(Shared {
             storage: Arc::new(ServerStorage::new(store.clone(), 16)),
             registry,
@@ -102,6 +113,7 @@ impl World {
             max_frame: DEFAULT_MAX_FRAME,
             revoking_limit: time::Duration::days(14),
             moved_upload_limit: time::Duration::days(14),
+            max_new_cases: polyphony_server::session::MAX_PROVISIONAL,
             ca: None,
             limits: Default::default(),
         });
@@ -126,17 +138,25 @@ impl World {
         .expect("case")
         .into_automerge();
         let south_heads = store_case(&shared, SOUTH_CASE, south, south_doc);
-        let mode = if flags & 1 == 1 {
-            shared
-                .registry
-                .set_device_status(&DEVICE, DeviceStatus::Revoking)
-                .expect("revoking");
-            SessionMode::Revoking
-        } else {
-            SessionMode::Normal
+        let session = match peer {
+            Err(brent) => {
+                let teams = shared.registry.borough_teams(&brent.id).expect("teams");
+                Session::for_borough(shared.clone(), 1, &brent, teams)
+            }
+            Ok((device, practitioner)) => {
+                let mode = if flags & 1 == 1 {
+                    shared
+                        .registry
+                        .set_device_status(&DEVICE, DeviceStatus::Revoking)
+                        .expect("revoking");
+                    SessionMode::Revoking
+                } else {
+                    SessionMode::Normal
+                };
+                Session::new(shared.clone(), 1, device, practitioner, mode)
+                    .confirming_wipe(flags & 2 == 2)
+            }
         };
-        let session = Session::new(shared.clone(), 1, device, practitioner, mode)
-            .confirming_wipe(flags & 2 == 2);
         World {
             store,
             shared,
@@ -209,6 +229,40 @@ impl World {
             );
         }
     }
+}
+
+/// A hub's registry: North is the borough Brent's team, South the borough Ashby's; Brent's roster
+/// holds the device and Sam. Returns the two teams and Brent, enrolled.
+fn hub_registry(registry: &Registry) -> (TeamId, TeamId, polyphony_server::registry::Borough) {
+    use polyphony_core::sync::{RosterDevice, TeamInfo};
+    let mut enrolled = Vec::new();
+    for (name, team, fingerprint) in [("Brent", NORTH, [7; 32]), ("Ashby", SOUTH, [8; 32])] {
+        let b = registry.add_borough(name).expect("borough");
+        let code = registry
+            .create_borough_enrolment(b.id, [1; 32], time::Duration::hours(1))
+            .expect("code");
+        let b = registry
+            .redeem_borough_enrolment(code.token(), fingerprint)
+            .expect("enrolled");
+        let info = TeamInfo {
+            id: team,
+            name: if team == NORTH { "North" } else { "South" }.into(),
+        };
+        registry.claim_teams(&b.id, &[info]).expect("teams");
+        enrolled.push(b);
+    }
+    let brent = enrolled.remove(0);
+    registry
+        .claim_roster(
+            &brent.id,
+            &[RosterDevice {
+                device: DEVICE,
+                practitioner: SAM,
+                practitioner_name: "Sam".into(),
+            }],
+        )
+        .expect("roster");
+    (NORTH, SOUTH, brent)
 }
 
 impl Default for World {

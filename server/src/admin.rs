@@ -10,11 +10,15 @@
 //!
 //! Every change made here is written to the audit log (actor [`Actor::Admin`]) and flushed before
 //! success is reported. Listings are not audited: they show who works where, never case content.
+//! The trust hub's figures do read case content, and record each case they read
+//! ([`AdminRequest::Figures`]).
 //!
 //! The socket ([`serve_admin`], [`AdminSocket`], and the client side, [`request`]) is an I/O driver
 //! of its own, like the listener, in a submodule: the only part of administration that uses tokio;
 //! [`Admin::handle`] and the rest of this module do not.
 
+mod figures;
+mod hub;
 mod socket;
 
 use std::io;
@@ -30,6 +34,8 @@ use time::OffsetDateTime;
 use crate::audit::{Actor, AuditAction, AuditError, AuditEvent, AuditLog};
 use crate::registry::{rfc3339, Device, DeviceStatus, Practitioner, Registry, RegistryError, Team};
 
+pub use figures::{BoroughFigures, FiguresBy, TeamFigures, TrustFigures, READ_FOR_FIGURES};
+pub use hub::{BoroughView, HubStatus, IssuedBoroughCode};
 pub use socket::{request, serve_admin, AdminSocket, MAX_REQUEST_LINE};
 
 /// What can go wrong in administration.
@@ -70,6 +76,13 @@ pub enum AdminError {
     /// A value given as text is not one the request takes (a role).
     #[error("{0}")]
     BadValue(String),
+    /// The request is not for a server in this role (a device's enrolment on the trust hub, a
+    /// borough's on a borough server).
+    #[error("{0}")]
+    WrongRole(String),
+    /// The store could not be read or written.
+    #[error("the server's store: {0}")]
+    Store(#[from] polyphony_core::store::StoreError),
     /// A change was made but could not be written to the audit log.
     #[error("{done}, but it could not be recorded in the audit log: {source}. Check the server's disk and log")]
     NotAudited {
@@ -172,11 +185,62 @@ pub enum AdminRequest {
         /// The team's name or id.
         team: String,
     },
+    /// On the trust hub: add a borough. Answers with a [`BoroughView`].
+    BoroughAdd {
+        /// Its name, unique ignoring case.
+        name: String,
+    },
+    /// On the trust hub: list the boroughs. Answers with `[BoroughView]`.
+    Boroughs,
+    /// On the trust hub: issue a one-time code for a borough server to join. Answers with an
+    /// [`IssuedBoroughCode`].
+    BoroughEnrol {
+        /// The borough's name or id.
+        borough: String,
+    },
+    /// On the trust hub: revoke a borough, at once (its live link is closed; its cases stay on
+    /// the hub). Answers with a [`BoroughView`].
+    BoroughRevoke {
+        /// The borough's name or id.
+        borough: String,
+    },
+    /// On a borough server: keep what joining the trust hub gave it (the `polyphony-server hub
+    /// join` command did the exchange); the link starts at once. Answers with a [`HubStatus`].
+    HubJoined {
+        /// The membership.
+        membership: crate::hub_link::HubMembership,
+    },
+    /// On a borough server: whether it joined a hub, the link's state, and how many of its
+    /// cases the hub holds every change of. Answers with a [`HubStatus`].
+    HubStatus,
+    /// On the trust hub: the fidelity figures of each borough, and of each of its teams, over
+    /// the cases the hub holds, with the same definitions as a device's. Reads every such case,
+    /// and records each read in the audit log. Answers with a [`TrustFigures`].
+    Figures {
+        /// Per borough only, or per team too (the default).
+        #[serde(default)]
+        by: FiguresBy,
+    },
 }
 
 impl AdminRequest {
-    /// Whether the request changes anything (and so is audited and flushed).
+    /// Whether the request changes anything (and so is audited and flushed): the trust-wide
+    /// figures change no record, but write an audit record for each case they read.
     pub fn changes_anything(&self) -> bool {
+        self.for_a_borough_server()
+            || matches!(
+                self,
+                AdminRequest::BoroughAdd { .. }
+                    | AdminRequest::BoroughEnrol { .. }
+                    | AdminRequest::BoroughRevoke { .. }
+                    | AdminRequest::HubJoined { .. }
+                    | AdminRequest::Figures { .. }
+            )
+    }
+
+    /// Whether the request changes a borough server's own teams, practitioners, devices or case
+    /// ownership: refused on the trust hub, whose teams and cases are its boroughs'.
+    pub fn for_a_borough_server(&self) -> bool {
         matches!(
             self,
             AdminRequest::TeamAdd { .. }
@@ -264,13 +328,23 @@ pub struct CaseMoved {
 }
 
 /// The administration logic, over the server's registry and audit log.
-#[derive(Debug)]
 pub struct Admin {
     registry: Arc<Registry>,
     audit: Arc<AuditLog>,
     ca_fingerprint: [u8; 32],
     enrolment_ttl: time::Duration,
     ca: Option<Arc<polyphony_core::identity::BoroughCa>>,
+    role: crate::config::ServerRole,
+    storage: Option<Arc<crate::storage::ServerStorage>>,
+    link: Option<Arc<crate::hub_link::LinkStatus>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Admin {
@@ -288,7 +362,29 @@ impl Admin {
             ca_fingerprint,
             enrolment_ttl,
             ca: None,
+            role: crate::config::ServerRole::Borough,
+            storage: None,
+            link: None,
         }
+    }
+
+    /// Administration for a server in `role`: a hub takes borough requests and refuses device
+    /// enrolment; a borough server the reverse.
+    pub fn with_role(mut self, role: crate::config::ServerRole) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// The server's cases, for the hub requests that read or keep something in the store.
+    pub fn with_storage(mut self, storage: Arc<crate::storage::ServerStorage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// The running link to the trust hub, to report on and to start once joined.
+    pub fn with_link(mut self, link: Arc<crate::hub_link::LinkStatus>) -> Self {
+        self.link = Some(link);
+        self
     }
 
     /// Let the administrator export the audit head signed by the borough CA
@@ -319,6 +415,15 @@ impl Admin {
     }
 
     fn run(&self, req: AdminRequest) -> Result<serde_json::Value, AdminError> {
+        let borough_only = req.for_a_borough_server();
+        if borough_only && self.role == crate::config::ServerRole::Hub {
+            // A hub's teams and cases are its boroughs': changing them here would send a
+            // borough's case to another (moving a case between boroughs is a transfer, with its
+            // own safeguards) or break a borough's link.
+            return Err(AdminError::WrongRole(
+                "this is the trust hub: teams, practitioners, devices and case moves are managed on each borough server (a borough joins with `borough enrol`)".into(),
+            ));
+        }
         match req {
             AdminRequest::TeamAdd { name } => self.team_add(&name),
             AdminRequest::Teams => json(&self.registry.teams()?),
@@ -347,6 +452,13 @@ impl Admin {
             AdminRequest::AuditHead => self.audit_head(),
             AdminRequest::AuditAnchors { anchors } => self.audit_anchors(&anchors),
             AdminRequest::CaseMove { case, team } => self.case_move(case, &team),
+            AdminRequest::BoroughAdd { name } => self.borough_add(&name),
+            AdminRequest::Boroughs => self.boroughs(),
+            AdminRequest::BoroughEnrol { borough } => self.borough_enrol(&borough),
+            AdminRequest::BoroughRevoke { borough } => self.borough_revoke(&borough),
+            AdminRequest::HubJoined { membership } => self.hub_joined(membership),
+            AdminRequest::HubStatus => self.hub_status(),
+            AdminRequest::Figures { by } => self.figures(by),
         }
     }
 

@@ -13,7 +13,8 @@ use polyphony_core::DeviceId;
 use rustls::pki_types::CertificateDer;
 
 use crate::audit::{Actor, AuditAction};
-use crate::registry::{Device, DeviceStatus, Practitioner};
+use crate::config::ServerRole;
+use crate::registry::{Borough, Device, DeviceStatus, Practitioner};
 use crate::session::Shared;
 
 /// Why a connection is refused before its session starts: the code, and what the device is told.
@@ -33,6 +34,101 @@ pub(crate) fn admit(
 ) -> Result<(Device, Practitioner), Refused> {
     let device = enrolled_device(shared, cert)?;
     may_sync(shared, device)
+}
+
+/// Who is behind a sync connection, once admitted.
+pub(crate) enum Admitted {
+    /// A device, on a borough server.
+    Device(Device, Practitioner),
+    /// A borough server's link, on the trust hub.
+    Borough(Borough),
+}
+
+/// Admit a sync connection by its certificate, as the server's role allows: devices on a borough
+/// server ([`admit`]), borough servers on the trust hub ([`admit_borough`]). A certificate of the
+/// other kind is refused, in words that say where it belongs (audited).
+pub(crate) fn admit_peer(
+    shared: &Shared,
+    role: ServerRole,
+    cert: Option<&[u8]>,
+) -> Result<Admitted, Refused> {
+    let name = cert.and_then(|c| identity::peer_name_from_cert(&CertificateDer::from(c)).ok());
+    match (role, name) {
+        (ServerRole::Hub, Some(identity::PeerName::Borough(_))) => {
+            admit_borough(shared, cert).map(Admitted::Borough)
+        }
+        (ServerRole::Borough, Some(identity::PeerName::Borough(_))) => {
+            shared.audit(
+                Actor::Server,
+                AuditAction::Refused,
+                None,
+                "a borough server's link certificate at a borough server",
+            );
+            Err(refused(
+                ErrorCode::Unauthorised,
+                "this is a borough server, not the trust hub: a borough's link connects to the hub",
+            ))
+        }
+        (ServerRole::Hub, _) => {
+            shared.audit(
+                Actor::Server,
+                AuditAction::Refused,
+                None,
+                "a device (or no certificate) at the trust hub",
+            );
+            Err(refused(
+                ErrorCode::Unauthorised,
+                "this is the trust hub: devices sync with their borough server",
+            ))
+        }
+        (ServerRole::Borough, _) => {
+            admit(shared, cert).map(|(device, practitioner)| Admitted::Device(device, practitioner))
+        }
+    }
+}
+
+/// The enrolled borough the certificate names, if the certificate is the one issued to it and
+/// the borough is not revoked (a revoked borough is refused, and audited).
+pub(crate) fn admit_borough(shared: &Shared, cert: Option<&[u8]>) -> Result<Borough, Refused> {
+    let Some(cert) = cert.map(CertificateDer::from) else {
+        return Err(refused(
+            ErrorCode::Unauthorised,
+            "no borough certificate: join the trust hub first",
+        ));
+    };
+    let named = match identity::peer_name_from_cert(&cert) {
+        Ok(identity::PeerName::Borough(id)) => id.parse::<polyphony_core::BoroughId>().ok(),
+        _ => None,
+    };
+    let fingerprint = identity::cert_fingerprint(&cert);
+    let borough = shared.registry.borough_by_cert(&fingerprint).ok().flatten();
+    let Some(borough) = borough.filter(|b| Some(b.id) == named) else {
+        shared.audit(
+            Actor::Server,
+            AuditAction::Refused,
+            None,
+            "a borough certificate this hub did not issue to an enrolled borough (or one replaced since)",
+        );
+        return Err(refused(
+            ErrorCode::Unauthorised,
+            "this borough server is not enrolled with this trust hub (or its certificate was replaced): ask the hub's administrator for a code and join again",
+        ));
+    };
+    if borough.status == DeviceStatus::Revoked {
+        shared.audit(
+            Actor::Borough {
+                borough: borough.id,
+            },
+            AuditAction::Refused,
+            None,
+            "revoked borough tried to connect",
+        );
+        return Err(refused(
+            ErrorCode::Revoked,
+            "this borough server was revoked by the trust hub's administrator: its cases stay safe on the hub",
+        ));
+    }
+    Ok(borough)
 }
 
 /// The enrolled device the certificate names, if the certificate is the one issued to it.

@@ -133,6 +133,14 @@ pub enum Actor {
     Admin,
     /// The server itself.
     Server,
+    /// A borough server, on its link to the trust hub (in the hub's log).
+    Borough {
+        /// The borough, as the hub knows it.
+        borough: polyphony_core::BoroughId,
+    },
+    /// The trust hub, on a borough server's link to it (in the borough's log): what the link
+    /// sent to the hub, and what it stored from it.
+    Hub,
 }
 
 impl fmt::Display for Actor {
@@ -144,6 +152,8 @@ impl fmt::Display for Actor {
             } => write!(f, "device {device} (practitioner {practitioner})"),
             Actor::Admin => f.write_str("admin"),
             Actor::Server => f.write_str("server"),
+            Actor::Borough { borough } => write!(f, "borough {borough}"),
+            Actor::Hub => f.write_str("trust hub"),
         }
     }
 }
@@ -164,7 +174,8 @@ pub enum AuditAction {
     Revoke,
     /// A device was told to wipe its cases.
     Wipe,
-    /// The server sent a case's data to a device.
+    /// The server sent a case's data to a device, or (actor [`Actor::Admin`], on the trust hub)
+    /// read a case itself to compute the trust-wide figures.
     Read,
     /// The server accepted changes to a case.
     Write,
@@ -184,6 +195,10 @@ pub enum AuditAction {
     EnrolmentIssued,
     /// A practitioner's role was set.
     PractitionerRoleSet,
+    /// On the trust hub: a borough was added.
+    BoroughAdded,
+    /// On a borough server: it joined the trust hub.
+    HubJoined,
 }
 
 impl fmt::Display for AuditAction {
@@ -203,6 +218,8 @@ impl fmt::Display for AuditAction {
             AuditAction::PractitionerAdded => "practitioner_added",
             AuditAction::PractitionerRemoved => "practitioner_removed",
             AuditAction::EnrolmentIssued => "enrolment_issued",
+            AuditAction::BoroughAdded => "borough_added",
+            AuditAction::HubJoined => "hub_joined",
             AuditAction::PractitionerRoleSet => "practitioner_role_set",
         })
     }

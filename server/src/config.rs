@@ -44,6 +44,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
+    /// What this server is: a borough server (its devices sync with it; the default) or the
+    /// trust hub (borough servers sync their teams' cases with it; no device connects to it).
+    /// `role = "hub"` in the file.
+    pub role: ServerRole,
     /// Where the server keeps its store, its key and its admin socket.
     pub data_dir: PathBuf,
     /// The UDP address the QUIC endpoint listens on.
@@ -85,6 +89,35 @@ pub struct ServerConfig {
     /// moved to another team or before its practitioner left the team, in seconds. After that
     /// the case is simply not available to it.
     pub moved_upload_limit_secs: u64,
+    /// On a borough server that joined a trust hub: the longest wait, in seconds, between tries
+    /// to reach the hub when it cannot be reached (the wait starts at a second and doubles). The
+    /// borough serves its devices all the while; the link catches up when the hub is back.
+    pub hub_retry_max_secs: u64,
+    /// The most new cases one sync session may be part-way through sending at once (each is held
+    /// in memory until it is whole and stored). A device sends a few hundred at most; a borough
+    /// joining the hub sends its whole caseload, the rest in the link's next sessions.
+    pub max_new_cases_per_session: usize,
+}
+
+/// What a `polyphony-server` is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerRole {
+    /// A borough server: practitioners' devices enrol and sync with it.
+    #[default]
+    Borough,
+    /// The trust hub: borough servers enrol and sync their teams' cases with it; devices are
+    /// refused.
+    Hub,
+}
+
+impl std::fmt::Display for ServerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerRole::Borough => "borough server",
+            ServerRole::Hub => "trust hub",
+        })
+    }
 }
 
 /// Fourteen days: a laptop handed back at the end of a placement gets a fortnight to upload.
@@ -107,6 +140,9 @@ impl Default for ServerConfig {
             key_file: None,
             revoking_limit_secs: DEFAULT_REVOKING_LIMIT_SECS,
             moved_upload_limit_secs: DEFAULT_REVOKING_LIMIT_SECS,
+            hub_retry_max_secs: 60,
+            max_new_cases_per_session: crate::session::MAX_PROVISIONAL,
+            role: ServerRole::Borough,
         }
     }
 }
@@ -219,6 +255,15 @@ mod tests {
         assert_eq!(c.max_connections, 5);
         assert_eq!(c.cache_idle_secs, 300);
         assert_eq!(c.cache_cases, 2000);
+    }
+
+    #[test]
+    fn the_role_is_read_from_the_file_and_an_unknown_one_refused() {
+        assert_eq!(ServerConfig::default().role, ServerRole::Borough);
+        let c = ServerConfig::from_toml("role = \"hub\"\n").expect("valid");
+        assert_eq!(c.role, ServerRole::Hub);
+        let err = ServerConfig::from_toml("role = \"national\"\n").expect_err("unknown role");
+        assert!(err.contains("national"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use polyphony_core::store::StoreError;
+use polyphony_core::CaseId;
 use tokio::sync::{broadcast, watch};
 
 use crate::registry::Registry;
@@ -67,6 +68,8 @@ impl GroupCommitDriver {
 pub struct CoreDriver {
     group: GroupCommitDriver,
     changes: broadcast::Sender<CaseChanged>,
+    /// Cases the trust hub acknowledged more of (a borough's link), for live devices.
+    hub_saved: broadcast::Sender<CaseId>,
     reopened: Arc<watch::Sender<u64>>,
     access: Arc<watch::Sender<u64>>,
 }
@@ -75,6 +78,11 @@ impl CoreDriver {
     /// The driver of `storage` and `registry`: adds the hooks that feed its channels.
     pub fn attach(storage: &ServerStorage, registry: &Registry) -> Arc<Self> {
         let (changes, _) = broadcast::channel(CHANGES_BACKLOG);
+        let (hub_saved, _) = broadcast::channel(CHANGES_BACKLOG);
+        storage.on_hub_saved({
+            let hub_saved = hub_saved.clone();
+            move |case| drop(hub_saved.send(*case))
+        });
         let reopened = Arc::new(watch::Sender::new(storage.group.generation()));
         let access = Arc::new(watch::Sender::new(registry.access_epoch()));
         storage.on_case_changed({
@@ -102,6 +110,7 @@ impl CoreDriver {
         Arc::new(CoreDriver {
             group: GroupCommitDriver::new(storage.group.clone()),
             changes,
+            hub_saved,
             reopened,
             access,
         })
@@ -110,6 +119,13 @@ impl CoreDriver {
     /// Wait until the write with this ticket is on disk (see [`GroupCommitDriver::durable`]).
     pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
         self.group.durable(ticket).await
+    }
+
+    /// Every case the trust hub acknowledged more of, from now on
+    /// ([`ServerStorage::announce_hub_saved`]); a receiver that lags misses some (each device
+    /// hears again at its next `Saved` of the case).
+    pub fn hub_saved(&self) -> broadcast::Receiver<CaseId> {
+        self.hub_saved.subscribe()
     }
 
     /// Every change announced from now on ([`ServerStorage::announce`]). A receiver that falls

@@ -11,10 +11,12 @@ use std::time::Duration;
 use polyphony_core::identity::{self, BoroughCa};
 use polyphony_core::net::FramedStream;
 use polyphony_core::sync::{
-    EnrolRequest, Enrolled, ErrorCode, Frame, Refusal, TeamInfo, PROTOCOL_VERSION,
+    BoroughEnrolRequest, BoroughEnrolled, EnrolRequest, Enrolled, ErrorCode, Frame, Refusal,
+    TeamInfo, PROTOCOL_VERSION,
 };
 
 use crate::audit::{Actor, AuditAction};
+use crate::config::ServerRole;
 use crate::driver::CoreDriver;
 use crate::limits::Admit;
 use crate::registry::RegistryError;
@@ -26,6 +28,7 @@ pub(crate) async fn serve(
     driver: Arc<CoreDriver>,
     ca: Arc<BoroughCa>,
     conn: quinn::Connection,
+    role: ServerRole,
 ) {
     let source = conn.remote_address().ip();
     if let Admit::TooMany { report } = shared
@@ -49,7 +52,7 @@ pub(crate) async fn serve(
         );
         return;
     }
-    enrol(shared, driver, ca, conn, source).await;
+    enrol(shared, driver, ca, conn, source, role).await;
 }
 
 /// A registry refusal in words for the person enrolling: those about the code and the device say
@@ -130,13 +133,92 @@ fn register(shared: &Shared, ca: &BoroughCa, req: &EnrolRequest) -> Result<Enrol
     })
 }
 
-/// The enrolment exchange: check the one-time code, sign the device's CSR, register the device.
+/// Check a borough's one-time code, sign its link key's CSR with the hub's CA, and record its
+/// certificate (and audit it): what the borough is told it enrolled as, or why not.
+fn register_borough(
+    shared: &Shared,
+    ca: &BoroughCa,
+    req: &BoroughEnrolRequest,
+) -> Result<BoroughEnrolled, String> {
+    let token = hex::decode(&req.token).map_err(|_| {
+        "the code is malformed: check it is typed as given, or ask the trust hub's administrator \
+         for a new one"
+            .to_string()
+    })?;
+    let csr = hex::decode(&req.csr)
+        .map_err(|_| "the borough's certificate request is malformed".to_string())?;
+    let for_the_borough = |e: RegistryError| match e {
+        RegistryError::EnrolmentUnknown
+        | RegistryError::EnrolmentUsed { .. }
+        | RegistryError::EnrolmentExpired { .. } => e.to_string(),
+        other => {
+            format!("the trust hub could not enrol this borough ({other}): tell its administrator")
+        }
+    };
+    let (_, borough) = shared
+        .registry
+        .check_borough_enrolment(&token)
+        .map_err(for_the_borough)?;
+    let cert = ca.issue_borough_cert(&csr, &borough.id).map_err(|e| {
+        format!(
+            "the trust hub could not sign this borough's certificate ({e}): tell its administrator"
+        )
+    })?;
+    let borough = shared
+        .registry
+        .redeem_borough_enrolment(&token, identity::cert_fingerprint(&cert))
+        .map_err(for_the_borough)?;
+    shared.audit(
+        Actor::Borough {
+            borough: borough.id,
+        },
+        AuditAction::Enrol,
+        None,
+        format!(
+            "borough '{}' joined (it calls itself '{}')",
+            borough.name,
+            req.name
+                .chars()
+                .take(crate::registry::MAX_NAME_CHARS)
+                .collect::<String>()
+        ),
+    );
+    Ok(BoroughEnrolled {
+        borough: borough.id,
+        name: borough.name,
+        certificate: hex::encode(cert.as_ref()),
+        ca: hex::encode(ca.cert_der().as_ref()),
+    })
+}
+
+/// A refused enrolment (`what`: a device's or a borough's), unauthenticated: audited at the 1st,
+/// 2nd, 4th, 8th... failure of each address per minute, with the count (see crate::limits).
+fn refused(shared: &Shared, source: IpAddr, what: &str, msg: String) -> Frame {
+    if let Some(n) = shared.limits.enrolment_failed(source) {
+        shared.audit(
+            Actor::Server,
+            AuditAction::Refused,
+            None,
+            format!(
+                "{what} from {source} refused: {msg} ({n} failed from this address this minute)"
+            ),
+        );
+    }
+    Frame::Error(Refusal {
+        code: ErrorCode::BadEnrolment,
+        message: msg,
+    })
+}
+
+/// The enrolment exchange: check the one-time code, sign the CSR, register the device (on a
+/// borough server) or the borough (on the trust hub).
 async fn enrol(
     shared: Arc<Shared>,
     driver: Arc<CoreDriver>,
     ca: Arc<BoroughCa>,
     conn: quinn::Connection,
     source: IpAddr,
+    role: ServerRole,
 ) {
     let Ok(Ok((send, recv))) =
         tokio::time::timeout(Duration::from_secs(30), conn.accept_bi()).await
@@ -147,31 +229,34 @@ async fn enrol(
     let refuse = |code: ErrorCode, message: String| Frame::Error(Refusal { code, message });
     // Noted before the registry is written, for the ticket below (see GroupCommit::wrote_in).
     let generation = shared.storage.group.generation();
-    let reply = match stream.read_frame().await {
-        Ok(Some(Frame::Enrol(req))) if req.version == PROTOCOL_VERSION => {
-            let result = register(&shared, &ca, &req);
+    let reply = match (role, stream.read_frame().await) {
+        (ServerRole::Borough, Ok(Some(Frame::Enrol(req)))) if req.version == PROTOCOL_VERSION => {
+            let result = register(&shared, &ca, &req).map(Frame::Enrolled);
             match result {
-                Ok(e) => Frame::Enrolled(e),
-                Err(msg) => {
-                    // Unauthenticated: audited at the 1st, 2nd, 4th, 8th... failure of each
-                    // address per minute, with the count (see crate::limits).
-                    if let Some(n) = shared.limits.enrolment_failed(source) {
-                        shared.audit(
-                            Actor::Server,
-                            AuditAction::Refused,
-                            None,
-                            format!(
-                                "enrolment from {source} refused: {msg} ({n} failed from this address this minute)"
-                            ),
-                        );
-                    }
-                    refuse(ErrorCode::BadEnrolment, msg)
-                }
+                Ok(e) => e,
+                Err(msg) => refused(&shared, source, "enrolment", msg),
             }
         }
-        Ok(Some(Frame::Enrol(_))) => refuse(
+        (ServerRole::Hub, Ok(Some(Frame::EnrolBorough(req))))
+            if req.version == PROTOCOL_VERSION =>
+        {
+            match register_borough(&shared, &ca, &req) {
+                Ok(e) => Frame::BoroughEnrolled(e),
+                Err(msg) => refused(&shared, source, "borough enrolment", msg),
+            }
+        }
+        (ServerRole::Borough, Ok(Some(Frame::Enrol(_))))
+        | (ServerRole::Hub, Ok(Some(Frame::EnrolBorough(_)))) => refuse(
             ErrorCode::UnsupportedVersion,
             "update the app to enrol with this server".into(),
+        ),
+        (ServerRole::Hub, Ok(Some(Frame::Enrol(_)))) => refuse(
+            ErrorCode::BadEnrolment,
+            "this is the trust hub: enrol devices with your borough server".into(),
+        ),
+        (ServerRole::Borough, Ok(Some(Frame::EnrolBorough(_)))) => refuse(
+            ErrorCode::BadEnrolment,
+            "this is a borough server, not the trust hub: join the hub at its own address".into(),
         ),
         _ => refuse(ErrorCode::Malformed, "expected an enrolment request".into()),
     };

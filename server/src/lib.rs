@@ -14,7 +14,9 @@
 //!   devices (a private module beside it).
 //! - `admission` (private): whether the device behind a sync connection may start a session, from
 //!   its certificate and the registry.
-//! - [`session`]: one device's sync session: access control, checked writes, live push.
+//! - [`session`]: one device's sync session: access control, checked writes, live push; on the
+//!   trust hub, the same session serves a borough server's link.
+//! - [`hub_link`]: a borough server's link to the trust hub (the borough as the hub's client).
 //! - [`admin`]: administration through a local socket while serving, or directly when not.
 //! - [`driver`]: storage's and the registry's side in tokio's terms: awaiting durability, and
 //!   their changes as channels the sessions await.
@@ -33,6 +35,7 @@ pub mod data_dir;
 pub mod driver;
 mod enrolment;
 mod hooks;
+pub mod hub_link;
 pub mod limits;
 pub mod listener;
 pub mod registry;
@@ -40,5 +43,5 @@ pub mod reopen;
 pub mod session;
 pub mod storage;
 
-pub use config::ServerConfig;
+pub use config::{ServerConfig, ServerRole};
 pub use listener::{Server, ServerHandle};

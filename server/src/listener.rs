@@ -23,14 +23,14 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admin::{self, Admin};
-use crate::admission::{self, device_actor};
-use crate::audit::{AuditAction, AuditLog};
-use crate::config::ServerConfig;
+use crate::admission::{self, device_actor, Admitted};
+use crate::audit::AuditAction;
+use crate::config::{ServerConfig, ServerRole};
 use crate::data_dir::{self, StartError};
 use crate::driver::CoreDriver;
 use crate::enrolment;
 use crate::limits::DeviceSlot;
-use crate::registry::{Device, Practitioner, Registry};
+use crate::registry::Device;
 use crate::session::{self, Shared};
 use crate::storage::ServerStorage;
 
@@ -89,16 +89,30 @@ impl Server {
             max_frame: config.max_frame,
             revoking_limit: config.revoking_limit(),
             moved_upload_limit: config.moved_upload_limit(),
+            max_new_cases: config.max_new_cases_per_session.max(1),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let admin = start_admin(
-            &config,
+        let link = crate::hub_link::LinkStatus::new();
+        let admin = Admin::new(
             opened.registry,
             opened.audit,
-            ca.clone(),
-            shutdown_rx.clone(),
+            ca.fingerprint(),
+            config.enrolment_ttl(),
         )
-        .await?;
+        .with_ca(ca.clone())
+        .with_role(config.role)
+        .with_storage(shared.storage.clone())
+        .with_link(link.clone());
+        let admin = start_admin(&config, admin, shutdown_rx.clone()).await?;
+        if config.role == ServerRole::Borough {
+            tokio::spawn(crate::hub_link::run(
+                shared.clone(),
+                driver.clone(),
+                link,
+                Duration::from_secs(config.hub_retry_max_secs.max(1)),
+                shutdown_rx.clone(),
+            ));
+        }
         spawn_chores(&shared, &config, &shutdown_rx);
         let ca_fingerprint = ca.fingerprint();
         let accept = tokio::spawn(accept_loop(
@@ -107,9 +121,10 @@ impl Server {
             driver,
             ca,
             config.max_connections,
+            config.role,
             shutdown_rx,
         ));
-        info!(%addr, "borough server listening");
+        info!(%addr, role = %config.role, "listening");
         Ok(ServerHandle {
             addr,
             ca_fingerprint,
@@ -170,12 +185,9 @@ fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
 /// is started, so an admin request sent right after start finds the socket.
 async fn start_admin(
     config: &ServerConfig,
-    registry: Arc<Registry>,
-    audit: Arc<AuditLog>,
-    ca: Arc<BoroughCa>,
+    admin: Admin,
     stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, StartError> {
-    let admin = Admin::new(registry, audit, ca.fingerprint(), config.enrolment_ttl()).with_ca(ca);
     let admin = Arc::new(admin);
     let admin_socket = admin::AdminSocket::bind(config.admin_socket_path())
         .await
@@ -311,6 +323,7 @@ async fn accept_loop(
     driver: Arc<CoreDriver>,
     ca: Arc<BoroughCa>,
     max_connections: usize,
+    role: ServerRole,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
@@ -332,7 +345,7 @@ async fn accept_loop(
             async move {
                 let _permit = permit;
                 match incoming.await {
-                    Ok(conn) => handle(shared, driver, ca, conn, id).await,
+                    Ok(conn) => handle(shared, driver, ca, conn, id, role).await,
                     Err(e) => info!(error = %e, "handshake failed"),
                 }
             }
@@ -345,52 +358,81 @@ fn close(conn: &quinn::Connection, code: ErrorCode, message: &str) {
     conn.close((code as u32).into(), message.as_bytes());
 }
 
-/// A connection, by its ALPN: an enrolment, or a device's sync.
+/// A connection, by its ALPN: an enrolment, or a sync (a device's, or a borough's link).
 async fn handle(
     shared: Arc<Shared>,
     driver: Arc<CoreDriver>,
     ca: Arc<BoroughCa>,
     conn: quinn::Connection,
     id: u64,
+    role: ServerRole,
 ) {
     // A device arriving after a full disk was cleared should find the server taking writes.
     recover(&shared).await;
     let alpn = identity::negotiated_alpn(&conn);
     if alpn.as_deref() == Some(ALPN_ENROL) {
-        enrolment::serve(shared, driver, ca, conn).await;
+        enrolment::serve(shared, driver, ca, conn, role).await;
     } else if alpn.as_deref() == Some(ALPN_SYNC) {
-        sync(shared, driver, conn, id).await;
+        sync(shared, driver, conn, id, role).await;
     } else {
         close(&conn, ErrorCode::UnsupportedVersion, "unknown protocol");
     }
 }
 
-/// A sync connection: the device behind it is checked by its certificate ([`admission::admit`]),
-/// takes one of its connection slots, and is served until the session ends.
-async fn sync(shared: Arc<Shared>, driver: Arc<CoreDriver>, conn: quinn::Connection, id: u64) {
+/// A sync connection: the peer behind it is checked by its certificate
+/// ([`admission::admit_peer`]: a device on a borough server, a borough on the trust hub), takes
+/// one of its connection slots, and is served until the session ends.
+async fn sync(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    conn: quinn::Connection,
+    id: u64,
+    role: ServerRole,
+) {
     let cert = identity::peer_device_cert(&conn);
-    let (device, practitioner) = match admission::admit(&shared, cert.as_deref()) {
-        Ok(admitted) => admitted,
-        Err((code, message)) => return close(&conn, code, &message),
-    };
-    let _slot = take_device_slot(&shared, &conn, &device);
-    serve_until_reopened(shared, driver, conn, id, device, practitioner).await;
+    match admission::admit_peer(&shared, role, cert.as_deref()) {
+        Ok(Admitted::Device(device, practitioner)) => {
+            let _slot = take_device_slot(&shared, &conn, &device);
+            let serve = session::serve(
+                shared,
+                driver.clone(),
+                conn.clone(),
+                id,
+                device,
+                practitioner,
+            );
+            serve_until_reopened(&driver, &conn, serve).await;
+        }
+        Ok(Admitted::Borough(borough)) => {
+            // A borough's links take slots as a device's connections do: a newer one past the
+            // limit closes the oldest (a borough restarted while its old connection lingers).
+            let slot = polyphony_core::DeviceId(borough.id.0);
+            let closer = closer(
+                &conn,
+                "this borough opened a newer link: this one is closed",
+            );
+            let (_slot, _) = shared.limits.open_device(slot, closer);
+            let serve = session::serve_borough(shared, driver.clone(), conn.clone(), id, borough);
+            serve_until_reopened(&driver, &conn, serve).await;
+        }
+        Err((code, message)) => close(&conn, code, &message),
+    }
+}
+
+/// What closes `conn` as busy, with `why`, when a newer connection takes its slot.
+fn closer(conn: &quinn::Connection, why: &'static str) -> Box<dyn Fn() + Send + Sync> {
+    let conn = conn.clone();
+    Box::new(move || close(&conn, ErrorCode::Busy, why))
 }
 
 /// One of the device's connection slots, held for as long as the session: a device holds at most
 /// [`MAX_CONNECTIONS_PER_DEVICE`](crate::limits::MAX_CONNECTIONS_PER_DEVICE), and a new
 /// connection past it closes its oldest (audited).
 fn take_device_slot(shared: &Shared, conn: &quinn::Connection, device: &Device) -> DeviceSlot {
-    let closer = {
-        let conn = conn.clone();
-        Box::new(move || {
-            close(
-                &conn,
-                ErrorCode::Busy,
-                "this device opened a newer connection: this one is closed",
-            )
-        })
-    };
+    let closer = closer(
+        conn,
+        "this device opened a newer connection: this one is closed",
+    );
     let (slot, superseded) = shared.limits.open_device(device.id, closer);
     if superseded > 0 {
         shared.audit(
@@ -406,25 +448,21 @@ fn take_device_slot(shared: &Shared, conn: &quinn::Connection, device: &Device) 
     slot
 }
 
-/// Serve the device's session until it ends, or until the store is reopened after a disk error:
-/// the session's sync states describe documents the reopened store may not hold. The device
-/// reconnects and syncs afresh, sending what the server lacks.
+/// Serve a session (`serve`) until it ends, or until the store is reopened after a disk error:
+/// the session's sync states describe documents the reopened store may not hold. The device (or
+/// borough) reconnects and syncs afresh, sending what the server lacks.
 async fn serve_until_reopened(
-    shared: Arc<Shared>,
-    driver: Arc<CoreDriver>,
-    conn: quinn::Connection,
-    id: u64,
-    device: Device,
-    practitioner: Practitioner,
+    driver: &CoreDriver,
+    conn: &quinn::Connection,
+    serve: impl std::future::Future<Output = ()>,
 ) {
     let mut reopened = driver.reopened();
-    let serve = session::serve(shared, driver, conn.clone(), id, device, practitioner);
     tokio::pin!(serve);
     tokio::select! {
         () = &mut serve => {}
         Ok(()) = reopened.changed() => {
             close(
-                &conn,
+                conn,
                 ErrorCode::StorageFailed,
                 "the server reopened its store after a disk error: nothing it acknowledged was lost; sync again",
             );

@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use polyphony_core::CaseId;
-use polyphony_server::admin::{self, Admin, AdminError, AdminRequest, AdminResponse};
+use polyphony_server::admin::{self, Admin, AdminError, AdminRequest, AdminResponse, FiguresBy};
 use polyphony_server::{Server, ServerConfig};
 
 /// The Polyphony borough server.
@@ -89,6 +89,79 @@ enum Command {
     /// Manage cases.
     #[command(subcommand)]
     Case(CaseCommand),
+    /// On the trust hub: manage the borough servers that sync with it.
+    #[command(subcommand)]
+    Borough(BoroughCommand),
+    /// On the trust hub: list the boroughs, their teams and how many cases the hub holds.
+    Boroughs,
+    /// On a borough server: join the trust hub, and see the link's state.
+    #[command(subcommand)]
+    Hub(HubCommand),
+    /// On the trust hub: the fidelity figures of each borough and team, as devices compute them.
+    /// Reads every case the hub holds for a borough, and records each read in the audit log;
+    /// only counts and shares are shown, each case by its id.
+    Figures {
+        /// Per borough only, or per borough and team.
+        #[arg(long, value_enum, default_value_t = By::Team)]
+        by: By,
+        /// One CSV (columns borough, team, then a device's figures columns) instead of tables.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
+}
+
+/// How finely `figures` breaks the figures down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum By {
+    /// Each borough over all its teams' cases.
+    Borough,
+    /// Each borough, and each of its teams.
+    Team,
+}
+
+impl From<By> for FiguresBy {
+    fn from(by: By) -> Self {
+        match by {
+            By::Borough => FiguresBy::Borough,
+            By::Team => FiguresBy::Team,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum BoroughCommand {
+    /// Add a borough (prints its id).
+    Add {
+        /// Its name (quote it if it has spaces).
+        name: String,
+    },
+    /// Issue a one-time code for the borough's server to join (prints the code).
+    Enrol {
+        /// The borough's name or id.
+        borough: String,
+    },
+    /// Revoke a borough at once: its link is refused; its cases stay on the hub.
+    Revoke {
+        /// The borough's name or id.
+        borough: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubCommand {
+    /// Join the trust hub with the code its administrator issued for this borough.
+    Join {
+        /// The hub's address (host:port).
+        hub: String,
+        /// The one-time code.
+        code: String,
+        /// What this borough calls itself, for the hub's log [default: the data directory's name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Whether this borough joined a hub, the link's state, and how many cases hold a change
+    /// the hub has not saved yet.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +272,11 @@ fn init_logs() {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let mut config = ServerConfig::load(cli.data.as_deref(), cli.config.as_deref())
         .map_err(|e| Failure::User(e.to_string()))?;
+    let format = match cli.command {
+        _ if cli.json => output::Format::Json,
+        Command::Figures { csv: true, .. } => output::Format::Csv,
+        _ => output::Format::Text,
+    };
     let req = match cli.command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
@@ -255,6 +333,34 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Audit { case, verify, .. } => AdminRequest::Audit { case, verify },
         Command::Case(CaseCommand::Move { case, team }) => AdminRequest::CaseMove { case, team },
+        Command::Borough(BoroughCommand::Add { name }) => AdminRequest::BoroughAdd { name },
+        Command::Borough(BoroughCommand::Enrol { borough }) => {
+            AdminRequest::BoroughEnrol { borough }
+        }
+        Command::Borough(BoroughCommand::Revoke { borough }) => {
+            AdminRequest::BoroughRevoke { borough }
+        }
+        Command::Boroughs => AdminRequest::Boroughs,
+        Command::Hub(HubCommand::Status) => AdminRequest::HubStatus,
+        Command::Figures { by, .. } => AdminRequest::Figures { by: by.into() },
+        Command::Hub(HubCommand::Join { hub, code, name }) => {
+            if config.role != polyphony_server::ServerRole::Borough {
+                return Err(Failure::User(
+                    "this is the trust hub: a borough server joins it, not the reverse".into(),
+                ));
+            }
+            let name = name.unwrap_or_else(|| {
+                config
+                    .data_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "borough".to_string())
+            });
+            let membership = polyphony_server::hub_link::join(&hub, &code, &name)
+                .await
+                .map_err(Failure::User)?;
+            AdminRequest::HubJoined { membership }
+        }
     };
     let response = match admin::request(config.admin_socket_path(), &req).await {
         Ok(response) => response,
@@ -262,7 +368,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Err(e) => return Err(Failure::Unreachable(e.to_string())),
     };
     match response {
-        AdminResponse::Ok { value } => output::show(&req, value, cli.json)
+        AdminResponse::Ok { value } => output::show(&req, value, format)
             .or_else(output::ignore_closed_stdout)
             .map_err(|e| Failure::User(format!("could not print the result: {e}"))),
         AdminResponse::Err { message } => Err(Failure::User(message)),
@@ -308,13 +414,19 @@ async fn offline(config: ServerConfig, req: AdminRequest) -> Result<AdminRespons
             ))
         })?;
         let ca = std::sync::Arc::new(opened.ca);
+        let storage = std::sync::Arc::new(polyphony_server::storage::ServerStorage::over(
+            opened.engine,
+            16,
+        ));
         let admin = Admin::new(
             opened.registry,
             opened.audit,
             ca.fingerprint(),
             config.enrolment_ttl(),
         )
-        .with_ca(ca);
+        .with_ca(ca)
+        .with_role(config.role)
+        .with_storage(storage);
         Ok(admin.handle(req))
     })
     .await
@@ -357,5 +469,31 @@ mod tests {
             .expect("global flags after the command");
         assert!(cli.json);
         assert!(Cli::try_parse_from(["polyphony-server", "audit", "--case", "nope"]).is_err());
+    }
+
+    #[test]
+    fn figures_are_by_team_unless_asked_by_borough() {
+        let cli = Cli::try_parse_from(["polyphony-server", "figures"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Figures {
+                by: By::Team,
+                csv: false
+            }
+        ));
+        let cli = Cli::try_parse_from(["polyphony-server", "figures", "--by", "borough", "--csv"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Figures {
+                by: By::Borough,
+                csv: true
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["polyphony-server", "figures", "--csv", "--json"]).is_err(),
+            "one format at a time"
+        );
+        assert!(Cli::try_parse_from(["polyphony-server", "figures", "--by", "ward"]).is_err());
     }
 }

@@ -1,17 +1,37 @@
-//! What the administrator reads: an answer printed as bare ids (for scripts), tables, or JSON.
+//! What the administrator reads: an answer printed as bare ids (for scripts), tables, JSON, or (the
+//! trust-wide figures) CSV.
 
 use std::io::{self, Write};
 
 use polyphony_core::model::LocalZone;
-use polyphony_server::admin::{AdminRequest, CaseMoved, DeviceView, IssuedCode, PractitionerView};
+use polyphony_server::admin::{
+    AdminRequest, BoroughView, CaseMoved, DeviceView, HubStatus, IssuedBoroughCode, IssuedCode,
+    PractitionerView, TrustFigures,
+};
 use polyphony_server::audit::{AuditRecord, VerifyReport};
 use polyphony_server::registry::{DeviceStatus, Team};
 use serde::de::DeserializeOwned;
 
+/// How to print an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Bare ids and tables.
+    Text,
+    /// The answer as the server gave it.
+    Json,
+    /// CSV (the trust-wide figures; other answers print as text).
+    Csv,
+}
+
+/// What the administrator is told on stderr when the figures are written as CSV.
+const FIGURES_CSV_NOTE: &str = "This CSV holds figures per case (by case id, no names) and \
+per team and borough. It is not encrypted: keep it somewhere safe. Each case read for it is \
+recorded in the hub's audit log (`polyphony-server audit`).";
+
 /// Print an answer: for a creation, only the id or code on stdout; for a listing, a table.
-pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> io::Result<()> {
+pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, format: Format) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    if json {
+    if format == Format::Json {
         let text = serde_json::to_string_pretty(&value).map_err(io::Error::other)?;
         return writeln!(out, "{text}");
     }
@@ -71,7 +91,131 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, json: bool) -> 
             );
             Ok(())
         }
+        AdminRequest::BoroughAdd { .. } => {
+            let b: BoroughView = decode(value)?;
+            eprintln!("added borough '{}'", b.borough.name);
+            writeln!(out, "{}", b.borough.id)
+        }
+        AdminRequest::BoroughEnrol { .. } => {
+            let c: IssuedBoroughCode = decode(value)?;
+            eprintln!(
+                "give this code to the administrator of the '{}' borough server, who runs `polyphony-server hub join HUB_ADDRESS CODE`; it works once, until {}",
+                c.name, c.expires_at
+            );
+            writeln!(out, "{}", c.code)
+        }
+        AdminRequest::BoroughRevoke { .. } => {
+            let b: BoroughView = decode(value)?;
+            eprintln!(
+                "borough '{}' revoked: its link is refused; its {} case(s) stay on the hub",
+                b.borough.name, b.cases
+            );
+            Ok(())
+        }
+        AdminRequest::Boroughs => boroughs(&mut out, decode(value)?),
+        AdminRequest::HubJoined { .. } | AdminRequest::HubStatus => {
+            hub_status(&mut out, decode(value)?)
+        }
+        AdminRequest::Figures { .. } => trust_figures(&mut out, decode(value)?, format),
     }
+}
+
+fn trust_figures(out: &mut impl Write, figures: TrustFigures, format: Format) -> io::Result<()> {
+    if figures.boroughs.is_empty() {
+        eprintln!("no boroughs yet: add one with `polyphony-server borough add NAME`");
+    }
+    if format == Format::Csv {
+        let csv = figures.to_csv().map_err(io::Error::other)?;
+        write!(out, "{csv}")?;
+        if !figures.unreadable.is_empty() {
+            eprintln!(
+                "{} case(s) could not be read and are left out of the figures (the server's log says why): {}",
+                figures.unreadable.len(),
+                figures
+                    .unreadable
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        eprintln!("{FIGURES_CSV_NOTE}");
+        return Ok(());
+    }
+    // The table names the unreadable cases itself.
+    write!(out, "{}", figures.render())
+}
+
+fn boroughs(out: &mut impl Write, boroughs: Vec<BoroughView>) -> io::Result<()> {
+    if boroughs.is_empty() {
+        eprintln!("no boroughs yet: add one with `polyphony-server borough add NAME`");
+    }
+    for b in boroughs {
+        let teams: Vec<&str> = b.teams.iter().map(|t| t.name.as_str()).collect();
+        writeln!(
+            out,
+            "{}  {}  {}  {} case(s)  teams: {}",
+            b.borough.id,
+            b.borough.name,
+            match (b.borough.status, b.borough.enrolled_at) {
+                (DeviceStatus::Revoked, _) => "revoked",
+                (_, Some(_)) => "joined",
+                (_, None) => "not joined yet",
+            },
+            b.cases,
+            if teams.is_empty() {
+                "(none yet)".to_string()
+            } else {
+                teams.join(", ")
+            }
+        )?;
+    }
+    Ok(())
+}
+
+fn hub_status(out: &mut impl Write, s: HubStatus) -> io::Result<()> {
+    if !s.joined {
+        return writeln!(
+            out,
+            "not joined to a trust hub: ask the hub's administrator for a code, then `polyphony-server hub join HUB_ADDRESS CODE`"
+        );
+    }
+    writeln!(
+        out,
+        "joined the trust hub at {} as '{}' ({}) since {}",
+        s.hub.unwrap_or_default(),
+        s.name.unwrap_or_default(),
+        s.borough.map(|b| b.to_string()).unwrap_or_default(),
+        s.joined_at.unwrap_or_default()
+    )?;
+    match &s.link {
+        None => writeln!(out, "link: not running (the server is not running)")?,
+        Some(l) if l.connected => writeln!(
+            out,
+            "link: connected since {}",
+            l.connected_at.clone().unwrap_or_default()
+        )?,
+        Some(l) => writeln!(
+            out,
+            "link: not connected{}",
+            l.last_error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )?,
+    }
+    if let Some(l) = &s.link {
+        for r in &l.refused {
+            writeln!(out, "case {} refused by the hub: {}", r.case, r.message)?;
+        }
+    }
+    writeln!(
+        out,
+        "{} case(s): {} also on the trust hub, {} with changes the hub has not saved yet",
+        s.cases,
+        s.cases - s.not_on_hub,
+        s.not_on_hub
+    )
 }
 
 fn teams(out: &mut impl Write, teams: Vec<Team>) -> io::Result<()> {

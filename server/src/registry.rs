@@ -8,6 +8,9 @@
 //! Keys are ids only (team, practitioner, device and case ids, certificate fingerprints, hashes of
 //! enrolment tokens), never names or clinical text: keys are stored in the clear.
 //!
+//! On a trust hub the same registry also knows the boroughs, the teams each borough claims and
+//! each borough's devices (in `registry/boroughs.rs`); teams then carry their borough.
+//!
 //! One server process owns the store, so a mutex in [`Registry`] is enough to make each
 //! check-then-write atomic (two devices redeeming the same enrolment code at once, two
 //! administrators adding the same team). Reads take no lock: each value is read whole.
@@ -27,14 +30,18 @@ use polyphony_core::identity::{hash_enrolment_token, EnrolmentCode};
 use polyphony_core::model::{StaffRole, Stored};
 use polyphony_core::store::{Store, StoreError};
 use polyphony_core::sync::Colleague;
-use polyphony_core::{CaseId, DeviceId, PractitionerId, TeamId};
+use polyphony_core::{BoroughId, CaseId, DeviceId, PractitionerId, TeamId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::hooks::Hooks;
 
-/// The longest name accepted for a team, practitioner or device, in characters.
+mod boroughs;
+
+pub use boroughs::{Borough, PendingBoroughEnrolment, RosterEntry};
+
+/// The longest name accepted for a team, practitioner, device or borough, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
 /// Meta namespaces of the registry. Keys in them are ids, never names.
@@ -55,6 +62,17 @@ mod ns {
     pub(super) const CASES: &str = "registry.cases";
     /// Device id → the highest offline-read outbox index recorded (duplicates are dropped).
     pub(super) const READS_THROUGH: &str = "registry.reads-through";
+    /// On a hub: borough id → [`super::Borough`].
+    pub(super) const BOROUGHS: &str = "registry.boroughs";
+    /// On a hub: link certificate fingerprint (hex) → borough id: finds the borough of a link.
+    pub(super) const BOROUGH_CERTS: &str = "registry.borough-certs";
+    /// On a hub: token hash (hex) → [`super::PendingBoroughEnrolment`].
+    pub(super) const BOROUGH_ENROLMENTS: &str = "registry.borough-enrolments";
+    /// On a hub: device id → [`super::RosterEntry`], the borough whose device it is.
+    pub(super) const ROSTER: &str = "registry.roster";
+    /// On a hub: practitioner id → the borough whose practitioner they are (a practitioner id
+    /// claimed by one borough's roster is refused in another's).
+    pub(super) const ROSTER_PRACTITIONERS: &str = "registry.roster-practitioners";
 
     /// Index of the cases of one team (case id → nothing), so a device's cases are found without
     /// reading every case in the borough.
@@ -151,7 +169,7 @@ pub enum RegistryError {
     #[error("this enrolment code is not known to this server: check it is for this borough, or ask your administrator for a new code")]
     EnrolmentUnknown,
     /// The enrolment code was used before.
-    #[error("this enrolment code was already used (on {used_at}); each code enrols one device: ask your administrator for a new code")]
+    #[error("this enrolment code was already used (on {used_at}); each code enrols once: ask your administrator for a new code")]
     EnrolmentUsed {
         /// When it was used (RFC 3339).
         used_at: String,
@@ -190,6 +208,78 @@ pub enum RegistryError {
     /// A team id that no team has.
     #[error("no team has the id {0}: list them with `polyphony-server teams`")]
     TeamIdUnknown(TeamId),
+    /// A borough with this name (ignoring case) exists already on the hub.
+    #[error("there is already a borough called '{existing}' (id {id}): choose another name, or give that borough a new enrolment code")]
+    BoroughExists {
+        /// The existing borough's name as stored.
+        existing: String,
+        /// Its id.
+        id: BoroughId,
+    },
+    /// No borough has this name or id.
+    #[error("no borough on this hub is called '{given}' or has that id: check the name against the hub's list of boroughs")]
+    BoroughNotFound {
+        /// What was asked for.
+        given: String,
+    },
+    /// A revoked borough cannot come back.
+    #[error("borough {0} is revoked, which cannot be undone: it can neither enrol nor link again (to replace a borough server's certificate, give the borough a new enrolment code instead of revoking it)")]
+    BoroughRevoked(BoroughId),
+    /// A borough is active or revoked; [`DeviceStatus::Revoking`] is for devices only.
+    #[error("a borough cannot be set to {0}: a borough is either active or revoked")]
+    BadBoroughStatus(DeviceStatus),
+    /// Another borough already uses this link certificate.
+    #[error("borough {0} already uses this certificate: the borough server must make a new link key and enrol again")]
+    BoroughCertificateInUse(BoroughId),
+    /// A borough claimed a team the hub knows as another borough's, or as the hub's own.
+    #[error(
+        "the team '{name}' ({team}) is already on this hub as {}, and a team belongs to one borough: check that this borough server was not restored from another borough's data, and that the team was not added to the hub by hand",
+        owner.map_or_else(|| "a team of no borough".to_string(), |b| format!("a team of borough {b}"))
+    )]
+    TeamOfAnotherBorough {
+        /// The team claimed.
+        team: TeamId,
+        /// The name the claiming borough gave it.
+        name: String,
+        /// The borough whose team it is on the hub (None: the hub's own team).
+        owner: Option<BoroughId>,
+    },
+    /// Two teams of one borough would share a name (ignoring case).
+    #[error("borough {borough} would have two teams called '{name}' ({first} and {second}): a borough's team names are unique ignoring case; rename one on the borough server")]
+    BoroughTeamsShareName {
+        /// The borough.
+        borough: BoroughId,
+        /// The shared name.
+        name: String,
+        /// One of the teams.
+        first: TeamId,
+        /// The other.
+        second: TeamId,
+    },
+    /// A borough claimed a device on another borough's roster.
+    #[error("device {device} is on the roster of borough {owner} already, and a device belongs to one borough: check that this borough server was not restored from another borough's data")]
+    DeviceOfAnotherBorough {
+        /// The device claimed.
+        device: DeviceId,
+        /// The borough whose device it is.
+        owner: BoroughId,
+    },
+    /// A borough's roster named a practitioner another borough's roster names.
+    #[error("practitioner {practitioner} is on the roster of borough {owner} already, and a practitioner's record belongs to one borough: check that this borough server was not restored from another borough's data")]
+    PractitionerOfAnotherBorough {
+        /// The practitioner claimed.
+        practitioner: PractitionerId,
+        /// The borough whose practitioner they are.
+        owner: BoroughId,
+    },
+    /// A borough's list named one team or device twice, differently.
+    #[error("the borough's list names {what} {id} twice, with different details: its server's registry needs checking before it links again")]
+    ClaimedTwice {
+        /// "team" or "device".
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
 }
 
 /// A team of practitioners. Every case belongs to exactly one team.
@@ -197,8 +287,12 @@ pub enum RegistryError {
 pub struct Team {
     /// Its id.
     pub id: TeamId,
-    /// Its name, unique in the borough ignoring case.
+    /// Its name, unique in its borough ignoring case.
     pub name: String,
+    /// On a trust hub, the borough whose team it is (two boroughs may each have a team of the same
+    /// name). None on a borough server, and for teams stored before boroughs existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borough: Option<BoroughId>,
     /// When it was added.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -356,7 +450,8 @@ impl Registry {
 
     // ----- teams -----
 
-    /// Add a team. Names are unique ignoring case, and must not be empty.
+    /// Add a team. Names are unique ignoring case (among the teams of no borough: on a hub, each
+    /// borough's names are its own), and must not be empty.
     pub fn add_team(&self, name: &str) -> Result<Team, RegistryError> {
         self.add_team_as(TeamId::random(), name)
     }
@@ -372,11 +467,11 @@ impl Registry {
                 id,
             });
         }
-        let wanted = name.to_lowercase();
+        let wanted = name_key(&name);
         if let Some(existing) = self
             .teams()?
             .into_iter()
-            .find(|t| t.name.to_lowercase() == wanted)
+            .find(|t| t.borough.is_none() && name_key(&t.name) == wanted)
         {
             return Err(RegistryError::TeamExists {
                 existing: existing.name,
@@ -386,6 +481,7 @@ impl Registry {
         let team = Team {
             id,
             name,
+            borough: None,
             created_at: now(),
         };
         self.put(ns::TEAMS, &team.id.to_string(), &team)?;
@@ -396,7 +492,7 @@ impl Registry {
     /// Every team, by name.
     pub fn teams(&self) -> Result<Vec<Team>, RegistryError> {
         let mut teams: Vec<Team> = self.scan(ns::TEAMS)?;
-        teams.sort_by_key(|t| t.name.to_lowercase());
+        teams.sort_by_key(|t| name_key(&t.name));
         Ok(teams)
     }
 
@@ -415,8 +511,8 @@ impl Registry {
                 return Ok(team.clone());
             }
         }
-        let wanted = given.to_lowercase();
-        if let Some(team) = teams.iter().find(|t| t.name.to_lowercase() == wanted) {
+        let wanted = name_key(given);
+        if let Some(team) = teams.iter().find(|t| name_key(&t.name) == wanted) {
             return Ok(team.clone());
         }
         let known = if teams.is_empty() {
@@ -572,7 +668,7 @@ impl Registry {
             })
             .collect();
         list.sort_by(|a, b| {
-            (a.name.to_lowercase(), a.practitioner).cmp(&(b.name.to_lowercase(), b.practitioner))
+            (name_key(&a.name), a.practitioner).cmp(&(name_key(&b.name), b.practitioner))
         });
         Ok(list)
     }
@@ -592,7 +688,7 @@ impl Registry {
     /// Every practitioner, by name.
     pub fn practitioners(&self) -> Result<Vec<Practitioner>, RegistryError> {
         let mut all: Vec<Practitioner> = self.scan(ns::PRACTITIONERS)?;
-        all.sort_by_key(|p| p.name.to_lowercase());
+        all.sort_by_key(|p| name_key(&p.name));
         Ok(all)
     }
 
@@ -610,11 +706,11 @@ impl Registry {
                 return Ok(p);
             }
         }
-        let wanted = given.to_lowercase();
+        let wanted = name_key(given);
         let mut matching: Vec<Practitioner> = self
             .practitioners()?
             .into_iter()
-            .filter(|p| p.name.to_lowercase() == wanted)
+            .filter(|p| name_key(&p.name) == wanted)
             .collect();
         match matching.len() {
             0 => Err(RegistryError::PractitionerNotFound {
@@ -644,21 +740,18 @@ impl Registry {
         ca_fingerprint: [u8; 32],
         ttl: time::Duration,
     ) -> Result<EnrolmentCode, RegistryError> {
-        if !ttl.is_positive() {
-            return Err(RegistryError::BadTtl(ttl));
-        }
+        let (created_at, expires_at) = code_lifetime(ttl)?;
         if self.practitioner(&practitioner)?.is_none() {
             return Err(RegistryError::PractitionerNotFound {
                 given: practitioner.to_string(),
             });
         }
         let code = EnrolmentCode::new(ca_fingerprint);
-        let created_at = now();
         let pending = PendingEnrolment {
             token_hash: hex::encode(code.token_hash()),
             practitioner,
             created_at,
-            expires_at: created_at.saturating_add(ttl),
+            expires_at,
             used_at: None,
             used_by: None,
         };
@@ -693,18 +786,9 @@ impl Registry {
         at: OffsetDateTime,
     ) -> Result<(PendingEnrolment, Practitioner), RegistryError> {
         let pending = self
-            .get::<PendingEnrolment>(ns::ENROLMENTS, &hex::encode(hash_enrolment_token(token)))?
+            .get::<PendingEnrolment>(ns::ENROLMENTS, &token_key(token))?
             .ok_or(RegistryError::EnrolmentUnknown)?;
-        if let Some(used_at) = pending.used_at {
-            return Err(RegistryError::EnrolmentUsed {
-                used_at: rfc3339(used_at),
-            });
-        }
-        if at >= pending.expires_at {
-            return Err(RegistryError::EnrolmentExpired {
-                expired_at: rfc3339(pending.expires_at),
-            });
-        }
+        check_code_usable(pending.used_at, pending.expires_at, at)?;
         if self.device(device)?.is_some() {
             return Err(RegistryError::DeviceAlreadyEnrolled(*device));
         }
@@ -1079,6 +1163,44 @@ fn clean_name(what: &'static str, name: &str) -> Result<String, RegistryError> {
         });
     }
     Ok(name.to_string())
+}
+
+/// Where an enrolment code's record is kept: the hash of its token (hex), never the token.
+fn token_key(token: &[u8]) -> String {
+    hex::encode(hash_enrolment_token(token))
+}
+
+/// When a code issued now, valid for `ttl`, is issued and stops being accepted.
+fn code_lifetime(ttl: time::Duration) -> Result<(OffsetDateTime, OffsetDateTime), RegistryError> {
+    if !ttl.is_positive() {
+        return Err(RegistryError::BadTtl(ttl));
+    }
+    let created_at = now();
+    Ok((created_at, created_at.saturating_add(ttl)))
+}
+
+/// Refuse a code that was used before or has expired at `at`.
+fn check_code_usable(
+    used_at: Option<OffsetDateTime>,
+    expires_at: OffsetDateTime,
+    at: OffsetDateTime,
+) -> Result<(), RegistryError> {
+    if let Some(used_at) = used_at {
+        return Err(RegistryError::EnrolmentUsed {
+            used_at: rfc3339(used_at),
+        });
+    }
+    if at >= expires_at {
+        return Err(RegistryError::EnrolmentExpired {
+            expired_at: rfc3339(expires_at),
+        });
+    }
+    Ok(())
+}
+
+/// A name as compared for uniqueness and lookup: names that differ only in case are the same.
+fn name_key(name: &str) -> String {
+    name.to_lowercase()
 }
 
 fn now() -> OffsetDateTime {

@@ -253,6 +253,8 @@ pub struct ServerStorage {
     cache: Mutex<Cache>,
     /// Told of each change announced (see [`Self::announce`]).
     changes: Hooks<CaseChanged>,
+    /// Told of each case the trust hub acknowledged (see [`Self::announce_hub_saved`]).
+    hub_saved: Hooks<CaseId>,
     /// Told the store generation after each reopen (see [`Self::recover`]).
     reopened: Hooks<u64>,
     /// One recovery at a time; when the last one was tried.
@@ -284,6 +286,14 @@ pub enum StorageError {
         /// Why.
         detail: String,
     },
+    /// Changes from a peer were refused by the check they must pass; nothing was stored.
+    #[error("changes to case {case} refused: {detail}")]
+    Refused {
+        /// Which case.
+        case: CaseId,
+        /// Why.
+        detail: String,
+    },
 }
 
 impl ServerStorage {
@@ -304,6 +314,7 @@ impl ServerStorage {
                 cases: HashMap::new(),
             }),
             changes: Hooks::default(),
+            hub_saved: Hooks::default(),
             reopened: Hooks::default(),
             recovering: Mutex::new(None),
         }
@@ -347,6 +358,17 @@ impl ServerStorage {
         self.cache.lock().expect("cache lock").cases.clear();
         self.reopened.call(&self.group.generation());
         reopened.map(Some)
+    }
+
+    /// Call `hook` with every case the trust hub acknowledges from now on
+    /// ([`Self::announce_hub_saved`]), to tell the devices syncing it live. Must not block.
+    pub fn on_hub_saved(&self, hook: impl Fn(&CaseId) + Send + Sync + 'static) {
+        self.hub_saved.add(hook);
+    }
+
+    /// The borough's link recorded that the trust hub holds more of `case` durably.
+    pub fn announce_hub_saved(&self, case: CaseId) {
+        self.hub_saved.call(&case);
     }
 
     /// Call `hook` with every change announced from now on ([`Self::announce`]), to tell the
@@ -469,6 +491,75 @@ impl ServerStorage {
             self.compact(case, c);
         }
         Ok(self.group.wrote_in(generation))
+    }
+
+    /// Store changes that arrived as an encoded chunk (the trust hub's, on a borough's link) in
+    /// a case, creating it if the server has never stored it: `check` sees the document before
+    /// and after and may refuse (nothing is stored then). The same order as [`Self::apply`]:
+    /// append, then swap the new document in, then compact if due. Returns the ticket covering
+    /// the write (or every write so far when the chunk held nothing new), and whether it added
+    /// anything.
+    pub fn apply_chunk(
+        &self,
+        case: &CaseId,
+        chunk: &[u8],
+        check: impl FnOnce(&AutoCommit, &mut AutoCommit) -> Result<(), String>,
+    ) -> Result<(u64, bool), StorageError> {
+        let generation = self.group.generation();
+        match self.case(case)? {
+            Some(shared) => {
+                let mut c = shared.lock().expect("case lock");
+                if c.generation.is_some_and(|g| g != generation) {
+                    return Err(StorageError::Store(StoreError::Io(std::io::Error::other(
+                        "the server reopened its store after a disk error while this case was open",
+                    ))));
+                }
+                self.apply_chunk_to(case, &mut c, chunk, check, generation)
+            }
+            None => {
+                // A case new here is built aside and cached only once its chunk is on disk, as a
+                // new case from a device is: nobody else sees it before.
+                let mut c = ServerCase::new(AutoCommit::new(), 0, 0);
+                let done = self.apply_chunk_to(case, &mut c, chunk, check, generation)?;
+                if done.1 {
+                    self.insert(*case, Arc::new(Mutex::new(c)));
+                }
+                Ok(done)
+            }
+        }
+    }
+
+    fn apply_chunk_to(
+        &self,
+        case: &CaseId,
+        c: &mut ServerCase,
+        chunk: &[u8],
+        check: impl FnOnce(&AutoCommit, &mut AutoCommit) -> Result<(), String>,
+        generation: u64,
+    ) -> Result<(u64, bool), StorageError> {
+        let mut after = c.doc.clone();
+        after
+            .load_incremental(chunk)
+            .map_err(|e| StorageError::Refused {
+                case: *case,
+                detail: format!("changes that do not load: {e}"),
+            })?;
+        if after.get_heads() == c.doc.get_heads() {
+            return Ok((self.group.current_in(generation), false));
+        }
+        check(&c.doc, &mut after).map_err(|detail| StorageError::Refused {
+            case: *case,
+            detail,
+        })?;
+        let seq = self.store.append_chunk(case, chunk)?;
+        c.generation = Some(generation);
+        c.doc = after;
+        c.last_seq = seq;
+        c.chunks_since_snapshot += 1;
+        if c.chunks_since_snapshot >= COMPACT_AFTER {
+            self.compact(case, c);
+        }
+        Ok((self.group.wrote_in(generation), true))
     }
 
     /// Replace the case's log through its last chunk with one snapshot of its document. The

@@ -27,6 +27,7 @@ use polyphony_server::{Server, ServerConfig, ServerHandle};
 use tempfile::TempDir;
 
 mod disk;
+pub mod federation;
 pub mod powerfs;
 mod relay;
 pub mod sim;

@@ -10,7 +10,15 @@
 //! waits for it through the driver), a live push, a connection cut mid-way, a group-commit flush, the server crashing and
 //! reopening from what was durable, a device crashing and reopening its profile, idle cases
 //! closed, a revocation (the device uploads, is told to wipe, wipes, and a new device takes its
-//! place), a case moved to another team. The server's case cache holds 16 cases and the run opens
+//! place), a case moved to another team. The borough server is also linked to a trust hub (issue
+//! 18), a second server of its own over its own [`CrashStore`]: the borough's side is the link's
+//! real core (`hub_link::LinkCore`, which the link's tokio driver runs), the hub's the real
+//! `Session::for_borough` after the hub's real handshake (`claim_roster`, `welcome_borough`). The
+//! link's steps: a session started (`Hello`, roster), the next batch up (written only once its
+//! ticket is durable on the borough) or down (only once durable on the hub), a borough
+//! announcement fed to the core (a device's change pushed to the hub), the hub's own, the link
+//! cut, the link looking again at the roster, a hub flush, the hub crashing and reopening from
+//! what was durable (the link is cut; a borough crash cuts it too). The server's case cache holds 16 cases and the run opens
 //! more, so cases are evicted and reloaded; hot cases take hundreds of chunks, far past both
 //! compaction thresholds (32 on each side).
 //!
@@ -21,7 +29,13 @@
 //! 3. (at the end, with faults stopped and every device synced until nothing changes) every
 //!    replica of each case has the same heads as the server, and nothing any device holds is
 //!    missing from the server;
-//! 4. every document loaded for these checks validates.
+//! 4. every document loaded for these checks validates;
+//! 5. every head the borough recorded as on the hub (its `hub.acked`, read from its durable
+//!    store) is in a fresh load of the hub's durable store;
+//! 6. every change the hub holds durably is in a fresh load of the borough's durable store (the
+//!    hub holds only what the borough sent, and the borough sends only what its disk holds);
+//! 7. (at the end, after a fresh link session settled) every case on the borough has the same
+//!    heads on the hub, and every hub document validates.
 //!
 //! Ids and the record's clock are seeded too (`polyphony_core::determinism`), so a seed replays
 //! its history exactly: `POLYPHONY_SIM_SEED=<seed>` runs one; `POLYPHONY_SIM_SEEDS=<n>` and
@@ -40,13 +54,14 @@ use polyphony_core::net::{NetError, Outgoing};
 use polyphony_core::profile::{Enrolment, Profile, ProfileError, ProfileSync};
 use polyphony_core::store::Store;
 use polyphony_core::sync::{
-    ErrorCode, Frame, FrameDecoder, TeamInfo, DEFAULT_MAX_FRAME, FEATURE_CONFIRMS_WIPE,
+    ErrorCode, Frame, FrameDecoder, Hello, TeamInfo, DEFAULT_MAX_FRAME, FEATURE_CONFIRMS_WIPE,
 };
-use polyphony_core::{CaseId, EntryId, PractitionerId, TeamId};
+use polyphony_core::{BoroughId, CaseId, EntryId, PractitionerId, TeamId};
 use polyphony_e2e::sim::CrashStore;
 use polyphony_server::admin::{Admin, AdminRequest, AdminResponse};
 use polyphony_server::data_dir;
 use polyphony_server::driver::CoreDriver;
+use polyphony_server::hub_link::{self, LinkCore, LINK_ORIGIN, NS_ACKED};
 use polyphony_server::registry::DeviceStatus;
 use polyphony_server::session::{self, Session, Shared};
 use polyphony_server::storage::{CaseChanged, ServerStorage};
@@ -90,6 +105,16 @@ struct Counts {
     cases: u64,
     /// The most chunks appended to one case's log on the server.
     max_server_chunks_appended: u64,
+    /// Steps of the hub link (frames up or down, announcements, starts, cuts, hub flushes).
+    link_steps: u64,
+    /// Link sessions started (the hub welcomed most of them).
+    link_sessions: u64,
+    hub_crashes: u64,
+    hub_compactions: u64,
+    /// Heads the borough recorded as on the hub (`hub.acked`), checked on the hub's disk.
+    hub_acked_checked: u64,
+    /// The most chunks appended to one case's log on the hub.
+    max_hub_chunks_appended: u64,
 }
 
 impl Counts {
@@ -118,6 +143,12 @@ impl Counts {
         self.max_server_chunks_appended = self
             .max_server_chunks_appended
             .max(o.max_server_chunks_appended);
+        self.link_steps += o.link_steps;
+        self.link_sessions += o.link_sessions;
+        self.hub_crashes += o.hub_crashes;
+        self.hub_compactions += o.hub_compactions;
+        self.hub_acked_checked += o.hub_acked_checked;
+        self.max_hub_chunks_appended = self.max_hub_chunks_appended.max(o.max_hub_chunks_appended);
     }
 }
 
@@ -143,6 +174,7 @@ impl SimServer {
             max_frame: DEFAULT_MAX_FRAME,
             revoking_limit: polyphony_server::ServerConfig::default().revoking_limit(),
             moved_upload_limit: polyphony_server::ServerConfig::default().moved_upload_limit(),
+            max_new_cases: polyphony_server::session::MAX_PROVISIONAL,
             ca: None,
             limits: Default::default(),
         });
@@ -198,6 +230,25 @@ struct Conn {
     reading: bool,
 }
 
+/// The link between the borough and the hub: the borough's side is the link's real core
+/// ([`LinkCore`], which the link's driver runs), the hub's the real session for a borough.
+struct SimLink {
+    core: LinkCore,
+    /// The borough's announcements, as the link's driver receives them.
+    changes: broadcast::Receiver<CaseChanged>,
+    /// Batches the core returned, in order: each is written (and read by the hub) only once its
+    /// ticket is durable on the borough; the last may close the link.
+    up: VecDeque<(u64, Vec<Frame>, bool)>,
+    /// The hub's side: the borough's `Hello` once read (its `Roster` comes next), then the session.
+    hello: Option<Hello>,
+    session: Option<Session>,
+    hub_changes: Option<broadcast::Receiver<CaseChanged>>,
+    /// Batches the hub's session queued, waiting for its writer (released once durable on the hub).
+    down: VecDeque<(u64, Vec<Frame>)>,
+    /// The hub still reads the link.
+    reading: bool,
+}
+
 struct Practitioner {
     id: PractitionerId,
     name: String,
@@ -223,6 +274,16 @@ struct World {
     counts: Counts,
     /// Set by a deliberate break (see `--break`): none in the real test.
     faults: bool,
+    /// The trust hub (a server of its own over its own store) and the borough's id there.
+    hub: SimServer,
+    borough: BoroughId,
+    link: Option<SimLink>,
+    next_hub_conn: u64,
+    hub_docs: BTreeMap<CaseId, (u64, AutoCommit)>,
+    /// Per case: the `hub.acked` bytes and the hub's durable version last checked.
+    hub_checked: BTreeMap<CaseId, (Vec<u8>, u64)>,
+    /// Per case: the hub's durable version last checked (hub ⊆ borough).
+    hub_within: BTreeMap<CaseId, u64>,
 }
 
 fn roundtrip(frame: &Frame) -> Frame {
@@ -233,6 +294,21 @@ fn roundtrip(frame: &Frame) -> Frame {
     d.next_frame()
         .expect("a frame we encoded decodes")
         .expect("whole")
+}
+
+/// The hub's administrator adds the borough and the borough joins with the one-time code (the
+/// registry's real enrolment, without the QUIC exchange); made durable at once.
+fn enrol_borough(hub: &SimServer) -> BoroughId {
+    let registry = &hub.shared.registry;
+    let b = registry.add_borough("Camden").expect("borough");
+    let code = registry
+        .create_borough_enrolment(b.id, [0; 32], time::Duration::hours(1))
+        .expect("code");
+    registry
+        .redeem_borough_enrolment(code.token(), [9; 32])
+        .expect("enrolled");
+    registry.flush().expect("registry flush");
+    b.id
 }
 
 fn load(chunks: Vec<(u64, Vec<u8>)>) -> Result<AutoCommit, String> {
@@ -249,6 +325,13 @@ impl World {
             ..ServerConfig::default()
         };
         let server = SimServer::open(Arc::new(CrashStore::new()), config);
+        let hub_config = ServerConfig {
+            data_dir: dir.path().join("hub"),
+            role: polyphony_server::ServerRole::Hub,
+            ..ServerConfig::default()
+        };
+        let hub = SimServer::open(Arc::new(CrashStore::new()), hub_config);
+        let borough = enrol_borough(&hub);
         let mut w = World {
             rng: StdRng::seed_from_u64(seed),
             home: dir.path().join("devices"),
@@ -265,6 +348,13 @@ impl World {
             revocations: 0,
             counts: Counts::default(),
             faults: true,
+            hub,
+            borough,
+            link: None,
+            next_hub_conn: 1,
+            hub_docs: BTreeMap::new(),
+            hub_checked: BTreeMap::new(),
+            hub_within: BTreeMap::new(),
         };
         w.set_up();
         w
@@ -644,6 +734,8 @@ impl World {
     }
 
     fn server_crash(&mut self) {
+        // The link's core holds the borough's storage: it goes with it.
+        self.link_cut();
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         for id in ids {
             self.cut(id);
@@ -736,6 +828,15 @@ impl World {
             CloseIdle,
             Revoke(usize),
             Move,
+            LinkStart,
+            LinkUp,
+            LinkDown,
+            LinkPush,
+            HubPush,
+            LinkCut,
+            LinkLookAgain,
+            HubFlush,
+            HubCrash,
         }
         let mut options: Vec<(u32, S)> = Vec::new();
         for d in 0..self.devices.len() {
@@ -774,6 +875,33 @@ impl World {
         if self.faults {
             options.push((3, S::ServerCrash));
             options.push((2, S::Move));
+        }
+        // The hub link: modest weights beside the devices' traffic.
+        match self.link.as_mut() {
+            None => options.push((40, S::LinkStart)),
+            Some(link) => {
+                Self::link_pull(link);
+                if !link.up.is_empty() {
+                    options.push((250, S::LinkUp));
+                }
+                if !link.down.is_empty() {
+                    options.push((250, S::LinkDown));
+                }
+                if !link.changes.is_empty() {
+                    options.push((150, S::LinkPush));
+                }
+                if link.hub_changes.as_ref().is_some_and(|r| !r.is_empty()) {
+                    options.push((5, S::HubPush));
+                }
+                options.push((3, S::LinkLookAgain));
+                if self.faults {
+                    options.push((1, S::LinkCut));
+                }
+            }
+        }
+        options.push((20, S::HubFlush));
+        if self.faults {
+            options.push((1, S::HubCrash));
         }
         let total: u32 = options.iter().map(|o| o.0).sum();
         let mut pick = self.rng.random_range(0..total);
@@ -828,11 +956,26 @@ impl World {
             }
             S::Revoke(d) => self.revoke(d),
             S::Move => self.move_case(),
+            S::LinkStart => self.link_start(),
+            S::LinkUp => self.link_up(),
+            S::LinkDown => self.link_down(),
+            S::LinkPush => self.link_push(),
+            S::HubPush => self.hub_push(),
+            S::LinkCut => self.link_cut(),
+            S::LinkLookAgain => self.link_look_again(),
+            S::HubFlush => self.hub_flush(),
+            S::HubCrash => self.hub_crash(),
+        }
+        // The link's steps come on top of the budget of `steps`, so the devices and the borough
+        // go through as much as they did before the link was simulated.
+        if what.starts_with("Link") || what.starts_with("Hub") {
+            self.counts.link_steps += 1;
+        } else {
+            self.counts.steps += 1;
         }
         if evicts && self.server.shared.storage.cached() < cached {
             self.counts.evictions_seen += 1;
         }
-        self.counts.steps += 1;
         what
     }
 
@@ -933,7 +1076,7 @@ impl World {
                     .insert(case, (version, hashes.len()));
             }
         }
-        Ok(())
+        self.check_hub()
     }
 
     /// Run every open connection to its end, with no faults.
@@ -982,9 +1125,12 @@ impl World {
             }
             last = Some(sig);
         }
+        self.link_settle()?;
         self.server_flush();
+        self.hub_flush();
         self.check()?;
-        self.converged()
+        self.converged()?;
+        self.hub_converged()
     }
 
     fn signature(&mut self) -> Vec<(usize, CaseId, Vec<ChangeHash>)> {
@@ -1054,6 +1200,10 @@ impl World {
         self.counts.server_compactions = s.compactions;
         self.counts.max_server_chunks_appended = s.max_case_appends;
         self.counts.lost_writes = s.lost_writes;
+        let h = self.hub.store.counts();
+        self.counts.hub_compactions = h.compactions;
+        self.counts.max_hub_chunks_appended = h.max_case_appends;
+        self.counts.lost_writes += h.lost_writes;
         self.counts.device_compactions = 0;
         for d in &self.devices {
             let c = d.store.counts();
@@ -1076,6 +1226,350 @@ impl World {
     }
 }
 
+/// The hub link (issue 18): the borough's link core and the hub's session, driven step by step.
+impl World {
+    /// A new link session: the borough subscribes to its announcements, then its core says
+    /// `Hello` and sends the roster.
+    fn link_start(&mut self) {
+        let changes = self.server.driver.case_changes();
+        let (core, first) = LinkCore::new(self.server.shared.clone()).expect("the link starts");
+        self.link = Some(SimLink {
+            core,
+            changes,
+            up: VecDeque::from([(first.ticket, first.frames, first.close.is_some())]),
+            hello: None,
+            session: None,
+            hub_changes: None,
+            down: VecDeque::new(),
+            reading: true,
+        });
+        self.counts.link_sessions += 1;
+    }
+
+    /// Both sides of the link go (cut, a crash on either side, or a session over).
+    fn link_cut(&mut self) {
+        self.link = None;
+    }
+
+    /// What the core returned is queued for the link's writer; an error ends the session.
+    fn link_queue(&mut self, sent: Result<hub_link::Batch, hub_link::LinkError>) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        match sent {
+            Ok(s) => {
+                if !s.frames.is_empty() || s.close.is_some() {
+                    link.up.push_back((s.ticket, s.frames, s.close.is_some()));
+                }
+            }
+            Err(_) => self.link_cut(),
+        }
+    }
+
+    /// The link's writer sends the next batch once its ticket is durable on the borough; the hub
+    /// reads it, frame by frame.
+    fn link_up(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let Some((ticket, frames, close)) = link.up.pop_front() else {
+            return;
+        };
+        self.server
+            .shared
+            .storage
+            .group
+            .durable(ticket)
+            .expect("the crash store's flush cannot fail");
+        for frame in frames {
+            let frame = roundtrip(&frame);
+            let link = self.link.as_mut().expect("link");
+            if !link.reading {
+                break;
+            }
+            if let Some(session) = link.session.as_mut() {
+                if !session.handle(frame) {
+                    link.reading = false;
+                    link.hub_changes = None;
+                }
+                continue;
+            }
+            match frame {
+                Frame::Hello(h) if link.hello.is_none() => link.hello = Some(h),
+                Frame::Roster(roster) if link.hello.is_some() => {
+                    self.hub_welcome(&roster);
+                }
+                other => panic!("the link began with {}", other.kind()),
+            }
+        }
+        if close {
+            self.link_cut();
+        }
+    }
+
+    /// The hub's handshake for the borough, as `borough_handshake` does it: claim the roster,
+    /// welcome the borough, start its session.
+    fn hub_welcome(&mut self, roster: &polyphony_core::sync::Roster) {
+        let shared = self.hub.shared.clone();
+        let borough = shared
+            .registry
+            .borough(&self.borough)
+            .expect("registry")
+            .expect("the borough is enrolled");
+        let conn_id = self.next_hub_conn;
+        self.next_hub_conn += 1;
+        let link = self.link.as_mut().expect("link");
+        if let Err(refusal) = session::claim_roster(&shared, &borough, roster) {
+            link.down.push_back((0, vec![Frame::Error(refusal)]));
+            link.reading = false;
+            return;
+        }
+        let hello = link.hello.take().expect("hello");
+        let (welcome, teams) = match session::welcome_borough(&shared, &hello, &borough) {
+            Ok(w) => w,
+            Err(_) => panic!("the hub did not welcome the borough"),
+        };
+        let mut session = Session::for_borough(shared.clone(), conn_id, &borough, teams);
+        assert!(session.check_access(), "the borough has access");
+        link.down.push_back((0, vec![Frame::Welcome(welcome)]));
+        link.session = Some(session);
+        link.hub_changes = Some(self.hub.driver.case_changes());
+    }
+
+    fn link_pull(link: &mut SimLink) {
+        if let Some(session) = link.session.as_mut() {
+            while let Some(b) = session.poll_reply() {
+                link.down.push_back((b.ticket, b.frames));
+            }
+        }
+    }
+
+    /// The hub's writer sends the next batch once its ticket is durable on the hub; the
+    /// borough's core handles it.
+    fn link_down(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        Self::link_pull(link);
+        let Some((ticket, frames)) = link.down.pop_front() else {
+            return;
+        };
+        self.hub
+            .shared
+            .storage
+            .group
+            .durable(ticket)
+            .expect("the crash store's flush cannot fail");
+        for frame in frames {
+            let frame = roundtrip(&frame);
+            let Some(link) = self.link.as_mut() else {
+                return;
+            };
+            let sent = link.core.handle(frame);
+            self.link_queue(sent);
+        }
+    }
+
+    /// The link's driver hears an announcement on the borough: a device's change is pushed.
+    fn link_push(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let sent = match link.changes.try_recv() {
+            Ok(c) if c.origin == LINK_ORIGIN => return,
+            Ok(c) => link.core.local_change(c.case),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => link.core.all_changed(),
+            Err(_) => return,
+        };
+        self.link_queue(sent);
+    }
+
+    /// The hub's session hears the hub's own announcements (its own writes, skipped).
+    fn hub_push(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let (Some(rx), Some(session)) = (link.hub_changes.as_mut(), link.session.as_mut()) else {
+            return;
+        };
+        match rx.try_recv() {
+            Ok(c) => session.push(c),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => session.push_all(),
+            Err(_) => {}
+        }
+    }
+
+    /// The link's driver looks again: a roster changed since the session began (a device
+    /// enrolled) starts a new session.
+    fn link_look_again(&mut self) {
+        if self.link.as_ref().is_some_and(|l| l.core.roster_changed()) {
+            self.link_cut();
+            self.link_start();
+        }
+    }
+
+    fn hub_flush(&mut self) {
+        let storage = &self.hub.shared.storage;
+        let ticket = storage.group.wrote_in(storage.group.generation());
+        storage.group.durable(ticket).expect("flush");
+    }
+
+    /// The hub crashes and reopens from what was durable; the link is cut.
+    fn hub_crash(&mut self) {
+        self.link_cut();
+        let store = self.hub.store.clone();
+        let config = self.hub.config.clone();
+        let keep = self.rng.random_range(0..=store.pending());
+        let old = std::mem::replace(
+            &mut self.hub,
+            SimServer::open(Arc::new(CrashStore::new()), config.clone()),
+        );
+        drop(old);
+        store.crash(keep);
+        self.hub = SimServer::open(store, config);
+        self.hub_docs.clear();
+        self.counts.hub_crashes += 1;
+    }
+
+    /// A fresh session (with the roster as it is now), run without faults until it is settled
+    /// and nothing is left to move.
+    fn link_settle(&mut self) -> Result<(), String> {
+        self.link_cut();
+        self.link_start();
+        let mut guard = 0;
+        loop {
+            guard += 1;
+            if guard > 200_000 {
+                return Err("the link did not settle".into());
+            }
+            let Some(link) = self.link.as_mut() else {
+                return Err("the link ended while settling".into());
+            };
+            Self::link_pull(link);
+            if !link.up.is_empty() {
+                self.link_up();
+            } else if !link.down.is_empty() {
+                self.link_down();
+            } else if !link.changes.is_empty() {
+                self.link_push();
+            } else if link.hub_changes.as_ref().is_some_and(|r| !r.is_empty()) {
+                self.hub_push();
+            } else if link.core.settled() {
+                if let Some((case, r)) = link.core.refused().first() {
+                    return Err(format!("the hub refused case {case}: {}", r.message));
+                }
+                return Ok(());
+            } else {
+                return Err("the link stalled: nothing to move, not settled".into());
+            }
+            self.check()?;
+        }
+    }
+
+    /// The hub's durable document for a case, loaded afresh when it changed.
+    fn hub_doc(&mut self, case: &CaseId) -> Result<Option<&mut AutoCommit>, String> {
+        let store = &self.hub.store;
+        let version = store.durable_version(case);
+        if self.hub_docs.get(case).is_none_or(|(v, _)| *v != version) {
+            let Some(chunks) = store.durable_chunks(case) else {
+                self.hub_docs.remove(case);
+                return Ok(None);
+            };
+            // Validated at the end (`hub_converged`): a load per change of the hub's disk is
+            // cheap, a validation each time is not, and only the borough writes what it holds.
+            let doc =
+                load(chunks).map_err(|e| format!("the hub's case {case} does not load: {e}"))?;
+            self.hub_docs.insert(*case, (version, doc));
+        }
+        Ok(self.hub_docs.get_mut(case).map(|(_, d)| d))
+    }
+
+    /// The link's invariants, against durable state on both sides:
+    /// 5. every head the borough recorded as on the hub (`hub.acked`) is in a fresh load of the
+    ///    hub's store;
+    /// 6. everything the hub holds is in a fresh load of the borough's store (the hub holds only
+    ///    what the borough sent, and it sends only what its disk holds).
+    fn check_hub(&mut self) -> Result<(), String> {
+        for case in self.server.store.durable_cases() {
+            let Some(bytes) = self.server.store.durable_meta(NS_ACKED, &case.to_string()) else {
+                continue;
+            };
+            let version = self.hub.store.durable_version(&case);
+            if self.hub_checked.get(&case) == Some(&(bytes.clone(), version)) {
+                continue;
+            }
+            let heads = polyphony_core::sync::decode_heads(&bytes);
+            if heads.is_empty() {
+                continue;
+            }
+            let doc = self.hub_doc(&case)?.ok_or_else(|| {
+                format!("case {case}: the borough records it as on the hub, but the hub's disk does not hold it")
+            })?;
+            for h in &heads {
+                if doc.get_change_by_hash(h).is_none() {
+                    return Err(format!(
+                        "case {case}: head {h} is recorded on the borough as on the hub but is not in a fresh load of the hub's durable store"
+                    ));
+                }
+            }
+            self.counts.hub_acked_checked += heads.len() as u64;
+            self.hub_checked.insert(case, (bytes, version));
+        }
+        for case in self.hub.store.durable_cases() {
+            // Only the hub gaining something can break this: what is durable on the borough
+            // stays so (a crash drops only what was pending).
+            let version = self.hub.store.durable_version(&case);
+            if self.hub_within.get(&case) == Some(&version) {
+                continue;
+            }
+            let heads = match self.hub_doc(&case)? {
+                Some(doc) => doc.get_heads(),
+                None => continue,
+            };
+            let doc = self.server_doc(&case)?.ok_or_else(|| {
+                format!("case {case}: on the hub's disk but not on the borough's")
+            })?;
+            if let Some(h) = heads.iter().find(|h| doc.get_change_by_hash(h).is_none()) {
+                return Err(format!(
+                    "case {case}: the hub holds {h}, which a fresh load of the borough's durable store does not"
+                ));
+            }
+            self.hub_within.insert(case, version);
+        }
+        Ok(())
+    }
+
+    /// At the end: every case on the borough has the same heads on the hub (invariant 7).
+    fn hub_converged(&mut self) -> Result<(), String> {
+        let registry = self.server.shared.registry.clone();
+        let teams: Vec<TeamId> = self.teams.iter().map(|t| t.0).collect();
+        let cases = registry.cases_of_teams(&teams).map_err(|e| e.to_string())?;
+        for (case, _) in cases {
+            let ours = match self.server_doc(&case)? {
+                Some(doc) => doc.get_heads(),
+                None => return Err(format!("case {case} is registered but not stored")),
+            };
+            let theirs = self
+                .hub_doc(&case)?
+                .ok_or_else(|| format!("case {case} never reached the hub"))?
+                .get_heads();
+            if ours != theirs {
+                return Err(format!(
+                    "case {case}: the hub did not converge with the borough ({theirs:?} != {ours:?})"
+                ));
+            }
+        }
+        for case in self.hub.store.durable_cases() {
+            if let Some(doc) = self.hub_doc(&case)? {
+                validate_document(doc)
+                    .map_err(|e| format!("the hub's case {case} does not validate: {e}"))?;
+                self.counts.docs_validated += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Run one seed for `steps` steps, then quiesce. Returns its counts and final digest, or the step
 /// and what broke.
 /// Each case's heads at the end of a run (to compare two runs of one seed).
@@ -1084,7 +1578,9 @@ type FinalHeads = Vec<(CaseId, Vec<ChangeHash>)>;
 fn run(seed: u64, steps: u64) -> Result<(Counts, FinalHeads), (u64, String)> {
     let mut w = World::new(seed);
     let mut last = Vec::new();
-    for step in 0..steps {
+    // `steps` counts the devices' and the borough's steps; the link's come on top.
+    while w.counts.steps < steps {
+        let step = w.counts.steps + w.counts.link_steps;
         let what = w.step();
         last.push(what);
         if last.len() > 8 {
@@ -1135,9 +1631,10 @@ fn random_histories_lose_nothing_and_converge() {
     assert!(total.server_compactions > 0, "no server compaction crossed");
     assert!(total.device_compactions > 0, "no device compaction crossed");
     assert!(
-        total.server_crashes > 0 && total.device_crashes > 0,
+        total.server_crashes > 0 && total.device_crashes > 0 && total.hub_crashes > 0,
         "no crash happened"
     );
+    assert!(total.hub_acked_checked > 0, "the hub never acknowledged");
 }
 
 #[test]

@@ -198,10 +198,21 @@ fn num(x: Option<f64>, places: usize) -> String {
 
 /// The table as CSV: one header line, shares as fractions (0 to 1), unknown values empty.
 pub fn to_csv(rows: &[Row]) -> Result<String, ExportError> {
+    to_csv_led(&[], rows.iter().map(|r| (Vec::new(), r)))
+}
+
+/// The table as CSV with columns of the caller's before the device's own (the trust hub leads
+/// with the borough and the team each row is of): `lead` names them, and each row comes with its
+/// values for them. The device's columns follow exactly as [`to_csv`] writes them, so a
+/// spreadsheet made for a team's file reads the hub's too.
+pub fn to_csv_led<'r>(
+    lead: &[&str],
+    rows: impl IntoIterator<Item = (Vec<String>, &'r Row)>,
+) -> Result<String, ExportError> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(HEADERS)?;
-    for r in rows {
-        w.write_record([
+    w.write_record(lead.iter().copied().chain(HEADERS))?;
+    for (led, r) in rows {
+        w.write_record(led.into_iter().chain([
             scope_name(r.scope).to_string(),
             r.label.clone(),
             r.cases.to_string(),
@@ -214,7 +225,7 @@ pub fn to_csv(rows: &[Row]) -> Result<String, ExportError> {
             num(r.peer_support, 3),
             r.episode.map(|e| e.to_string()).unwrap_or_default(),
             num(r.first_meeting_in_time, 3),
-        ])?;
+        ]))?;
     }
     let bytes = w
         .into_inner()
@@ -248,6 +259,12 @@ fn line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
 /// The table as aligned text for a terminal. Case ids are shortened to their first 8 characters;
 /// the CSV keeps them whole.
 pub fn render_table(rows: &[Row]) -> String {
+    render_table_of(rows, "Team")
+}
+
+/// [`render_table`], with the summary rows named for what they summarise (`of`: "Team", or
+/// "Borough" for the trust hub's rows over all of a borough's teams).
+pub fn render_table_of(rows: &[Row], of: &str) -> String {
     let head = [
         "Case",
         "Hours to 1st meeting",
@@ -269,8 +286,8 @@ pub fn render_table(rows: &[Row]) -> String {
                         _ => short,
                     }
                 }
-                RowScope::TeamMean => format!("Team mean ({} episodes)", r.cases),
-                RowScope::TeamMedian => format!("Team median ({} episodes)", r.cases),
+                RowScope::TeamMean => format!("{of} mean ({} episodes)", r.cases),
+                RowScope::TeamMedian => format!("{of} median ({} episodes)", r.cases),
             };
             let within = match (r.scope, r.within_24_hours) {
                 (RowScope::Case, Some(w)) => if w >= 1.0 { "yes" } else { "no" }.to_string(),
@@ -399,5 +416,41 @@ mod tests {
         assert!(table.contains(" 50%"));
         let widths: Vec<usize> = lines.iter().map(|l| l.chars().count()).collect();
         assert!(widths.iter().all(|w| *w <= widths[0] + 1), "{table}");
+    }
+
+    /// The hub's CSV is the device's with its own columns first: the same header after them, and
+    /// the same cells.
+    #[test]
+    fn export_figures_as_csv_led_by_other_columns() {
+        let rows = team_table(&[fig("aaaaaaaa-1", Some(10.0), 4, Some(1.0))]);
+        let plain = to_csv(&rows).unwrap();
+        let led = to_csv_led(
+            &["borough", "team"],
+            rows.iter()
+                .map(|r| (vec!["North".to_string(), "Crisis, East".to_string()], r)),
+        )
+        .unwrap();
+        let plain: Vec<csv::StringRecord> = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(plain.as_bytes())
+            .records()
+            .map(Result::unwrap)
+            .collect();
+        let led: Vec<csv::StringRecord> = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(led.as_bytes())
+            .records()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(led.len(), plain.len());
+        assert_eq!(&led[0][0], "borough");
+        assert_eq!(&led[1][1], "Crisis, East", "quoted, not split");
+        for (l, p) in led.iter().zip(&plain) {
+            assert_eq!(
+                l.iter().skip(2).collect::<Vec<_>>(),
+                p.iter().collect::<Vec<_>>()
+            );
+        }
+        assert!(render_table_of(&rows, "Borough").contains("Borough mean (1 episodes)"));
     }
 }

@@ -8,6 +8,10 @@
 //! The CA may issue only end-entity certificates (path length 0), and every certificate's purpose is
 //! fixed by the CA, not by the request: device certificates can authenticate clients only, server
 //! certificates servers only, so a device certificate can never stand in for the server.
+//!
+//! The trust hub runs the same kind of CA. Borough servers connect to it as clients, each with a
+//! link certificate ([`BoroughCa::issue_borough_cert`]) made exactly like a device certificate
+//! except for the one name it carries: a borough's, never a device's.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -22,7 +26,9 @@ use std::fmt;
 use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
 
-use super::device::{subject_public_key_info, validate_device_id, DEVICE_URI_PREFIX};
+use super::device::{
+    subject_public_key_info, validate_device_id, BOROUGH_URI_PREFIX, DEVICE_URI_PREFIX,
+};
 use super::{cert_fingerprint, IdentityError, SERVER_NAME};
 
 /// Certificates start this long before they are issued, so a peer whose clock runs a little behind
@@ -35,6 +41,10 @@ const CA_VALIDITY: Duration = Duration::days(20 * 365);
 /// How long a server certificate is valid. The server holds the CA key and can issue itself a new
 /// one at every start, so it need not be long.
 const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
+
+/// How long a borough's link certificate is valid: as long as the device certificates a borough
+/// server issues (`server/src/enrolment.rs`), since it is renewed the same way, by enrolling again.
+const BOROUGH_CERT_VALIDITY: Duration = Duration::days(365 * 2);
 
 /// The longest borough name a certificate can carry (the X.509 upper bound for an organisation).
 const MAX_BOROUGH_NAME_LEN: usize = 64;
@@ -197,6 +207,50 @@ impl BoroughCa {
         not_after: OffsetDateTime,
     ) -> Result<CertificateDer<'static>, IdentityError> {
         validate_device_id(device_id)?;
+        self.issue_client_cert(
+            device_id,
+            format!("{DEVICE_URI_PREFIX}{device_id}"),
+            csr_der,
+            not_before,
+            not_after,
+        )
+    }
+
+    /// Sign a borough server's request (DER, from [`super::DeviceKey::csr_der`] on the borough's
+    /// link key) for its link to this CA's trust hub, valid from now for two years.
+    ///
+    /// Made like a device certificate (client authentication only, the key taken from the
+    /// request and nothing else) but named `urn:polyphony:borough:<id>` and never as a device, so
+    /// [`super::peer_name_from_cert`] reads it back as [`super::PeerName::Borough`] and
+    /// [`super::device_id_from_cert`] refuses it.
+    pub fn issue_borough_cert(
+        &self,
+        csr_der: &[u8],
+        borough: &crate::BoroughId,
+    ) -> Result<CertificateDer<'static>, IdentityError> {
+        let now = OffsetDateTime::now_utc();
+        self.issue_client_cert(
+            &borough.to_string(),
+            format!("{BOROUGH_URI_PREFIX}{borough}"),
+            csr_der,
+            now - CLOCK_SKEW_ALLOWANCE,
+            now + BOROUGH_CERT_VALIDITY,
+        )
+    }
+
+    /// Sign a client certificate (a device's or a borough's) for the key in `csr_der`, named
+    /// `common_name` in its subject and `san_uri` as its only alternative name.
+    ///
+    /// Only the public key is taken from the request (after checking the request is signed by the
+    /// matching private key): what a certificate says is the CA's decision alone.
+    fn issue_client_cert(
+        &self,
+        common_name: &str,
+        san_uri: String,
+        csr_der: &[u8],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<CertificateDer<'static>, IdentityError> {
         if not_after <= not_before {
             return Err(IdentityError::BadValidity);
         }
@@ -211,19 +265,17 @@ impl BoroughCa {
 
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, device_id);
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::URI(
-            format!("{DEVICE_URI_PREFIX}{device_id}").try_into()?,
-        )];
+        params.subject_alt_names = vec![SanType::URI(san_uri.try_into()?)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;
-        // Random, not derived from the key: a device re-enrolled with the same key gets a new serial,
-        // so each issued certificate can be told apart (and revoked) on its own.
+        // Random, not derived from the key: a device or borough re-enrolled with the same key gets
+        // a new serial, so each issued certificate can be told apart (and revoked) on its own.
         params.serial_number = Some(random_serial());
 
         let signed = CertificateSigningRequestParams {
@@ -272,7 +324,8 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{device_id_from_cert, DeviceKey};
+    use crate::identity::{device_id_from_cert, peer_name_from_cert, DeviceKey, PeerName};
+    use crate::BoroughId;
     use rcgen::CertificateParams;
     use rustls::client::danger::ServerCertVerifier;
     use rustls_pki_types::{ServerName, UnixTime};
@@ -342,6 +395,72 @@ mod tests {
             .matches_certificate(&cert)
             .expect("parse"));
         verifies_as_device(ca.cert_der(), &cert).expect("a valid device certificate");
+    }
+
+    #[test]
+    fn borough_cert_round_trips_as_a_client_certificate_naming_the_borough() {
+        let hub = BoroughCa::generate("Polyphony trust hub").expect("ca");
+        let key = DeviceKey::generate().expect("link key");
+        let csr = key.csr_der("Camden").expect("csr");
+        let borough = BoroughId::random();
+        let cert = hub.issue_borough_cert(&csr, &borough).expect("cert");
+
+        assert_eq!(
+            peer_name_from_cert(&cert).expect("name"),
+            PeerName::Borough(borough.to_string())
+        );
+        assert!(
+            key.matches_certificate(&cert).expect("parse"),
+            "certifies the borough's own link key"
+        );
+        let (_, x509) = x509_parser::parse_x509_certificate(&cert).expect("parse");
+        assert!(!x509.is_ca());
+        let san = x509
+            .subject_alternative_name()
+            .expect("san")
+            .expect("present");
+        assert_eq!(san.value.general_names.len(), 1, "only the borough URI");
+        let eku = x509.extended_key_usage().expect("eku").expect("present");
+        assert!(eku.value.client_auth && !eku.value.server_auth);
+        let validity = x509.validity().time_to_expiration().expect("in date");
+        assert!(validity > Duration::days(365 * 2 - 1), "{validity}");
+        verifies_as_device(hub.cert_der(), &cert).expect("a valid client certificate");
+        assert!(verifies_as_server(hub.cert_der(), &cert, SERVER_NAME).is_err());
+    }
+
+    #[test]
+    fn a_borough_cert_is_never_a_device() {
+        let hub = BoroughCa::generate("Polyphony trust hub").expect("ca");
+        let (_, csr) = csr();
+        let cert = hub
+            .issue_borough_cert(&csr, &BoroughId::random())
+            .expect("cert");
+        let err = device_id_from_cert(&cert).expect_err("a borough is not a device");
+        assert!(matches!(err, IdentityError::BoroughNotDevice), "{err}");
+    }
+
+    #[test]
+    fn a_device_cert_is_never_a_borough() {
+        let ca = BoroughCa::generate("Camden").expect("ca");
+        let (_, csr) = csr();
+        // A device id that is also a well-formed borough id still names a device.
+        let id = BoroughId::random().to_string();
+        let cert = ca
+            .issue_device_cert(&id, &csr, Duration::days(1))
+            .expect("cert");
+        assert_eq!(
+            peer_name_from_cert(&cert).expect("name"),
+            PeerName::Device(id)
+        );
+    }
+
+    #[test]
+    fn borough_cert_refuses_a_bad_csr() {
+        let hub = BoroughCa::generate("Polyphony trust hub").expect("ca");
+        let err = hub
+            .issue_borough_cert(b"not a csr", &BoroughId::random())
+            .expect_err("garbage");
+        assert!(matches!(err, IdentityError::BadCsr(_)), "{err}");
     }
 
     #[test]

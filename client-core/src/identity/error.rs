@@ -68,6 +68,18 @@ pub enum IdentityError {
     )]
     NoDeviceId,
 
+    /// A certificate names neither a Polyphony device nor a borough.
+    #[error(
+        "this certificate names neither a Polyphony device nor a borough: it was not issued by a Polyphony certificate authority"
+    )]
+    NoPeerName,
+
+    /// A borough's link certificate was presented where a device's is required.
+    #[error(
+        "this certificate belongs to a borough server's link to the trust hub, not to a device: a borough cannot sync as a device; enrol the device itself"
+    )]
+    BoroughNotDevice,
+
     /// A connection came without a device certificate where one is required.
     #[error(
         "the connection presented no device certificate: only enrolled devices may sync; enrol this device first"

@@ -10,6 +10,11 @@
 //!   the TLS handshake alone.
 //! - [`DeviceKey`]: a device makes its own key pair and sends only a certificate signing request; the
 //!   private key never leaves the device.
+//! - Borough links: the trust hub runs a [`BoroughCa`] of its own, and each borough server connects
+//!   to it as a client with a link certificate ([`BoroughCa::issue_borough_cert`]) for a
+//!   [`DeviceKey`] of the borough's. That certificate names a borough ([`BOROUGH_URI_PREFIX`]) and
+//!   never a device, so [`peer_name_from_cert`] tells the two kinds of peer apart and
+//!   [`device_id_from_cert`] refuses a borough.
 //! - [`EnrolmentCode`]: a one-time code the administrator gives a practitioner. It carries a secret
 //!   token (proving the device was invited) and the fingerprint of the borough CA (so the device can
 //!   check it is talking to the right server before it has any certificate: no blind trust on first
@@ -31,7 +36,10 @@ mod tls;
 
 pub use anchor::AuditHead;
 pub use ca::BoroughCa;
-pub use device::{cert_fingerprint, device_id_from_cert, DeviceKey, DEVICE_URI_PREFIX};
+pub use device::{
+    cert_fingerprint, device_id_from_cert, peer_name_from_cert, DeviceKey, PeerName,
+    BOROUGH_URI_PREFIX, DEVICE_URI_PREFIX,
+};
 pub use enrolment::{hash_enrolment_token, EnrolmentCode, ENROLMENT_TOKEN_LEN};
 pub use error::IdentityError;
 pub use tls::{

@@ -24,33 +24,59 @@ use automerge::{ActorId, AutoCommit, ObjId, ObjType, ReadDoc, Value, ROOT};
 use super::schema::keys;
 use super::types::Author;
 
-/// The operations a batch of new changes made: per change, its actor and its operation counters.
+/// The operations a batch of new changes made: per change, its actor, its operation counters and
+/// its commit message.
 #[derive(Debug, Clone, Default)]
 pub struct NewOps {
-    ranges: Vec<(ActorId, u64, u64)>,
-    /// Each new change's commit message, which the app reads to show who wrote it.
-    messages: Vec<Option<String>>,
+    changes: Vec<NewChange>,
+}
+
+/// One new change, as [`NewOps`] notes it.
+#[derive(Debug, Clone)]
+struct NewChange {
+    actor: ActorId,
+    start_op: u64,
+    max_op: u64,
+    /// Its commit message, which the app reads to show who wrote it.
+    message: Option<String>,
 }
 
 impl NewOps {
-    /// Note one new change: `start_op..=max_op` by `actor`.
-    pub fn add(&mut self, actor: ActorId, start_op: u64, max_op: u64) {
-        self.ranges.push((actor, start_op, max_op));
+    /// Note one new change: `start_op..=max_op` by `actor`, with its commit message.
+    pub fn add(&mut self, actor: ActorId, start_op: u64, max_op: u64, message: Option<String>) {
+        self.changes.push(NewChange {
+            actor,
+            start_op,
+            max_op,
+            message,
+        });
     }
 
-    /// Note a new change's commit message.
-    pub fn add_message(&mut self, message: Option<String>) {
-        self.messages.push(message);
+    /// The changes `after` holds beyond `before_heads` (the heads of the document they were
+    /// applied to).
+    pub fn between(before_heads: &[automerge::ChangeHash], after: &mut AutoCommit) -> NewOps {
+        let mut ops = NewOps::default();
+        for c in after.get_changes_meta(before_heads) {
+            let message = c.message.as_deref().map(str::to_string);
+            ops.add(c.actor.into_owned(), c.start_op, c.max_op, message);
+        }
+        ops
     }
 
     /// Did one of the new changes make the operation `id`?
     pub fn made(&self, id: &automerge::ObjId) -> bool {
+        self.maker(id).is_some()
+    }
+
+    /// The actor of the new change that made the operation `id`, if one did.
+    fn maker(&self, id: &automerge::ObjId) -> Option<&ActorId> {
         match id {
             automerge::ObjId::Id(counter, actor, _) => self
-                .ranges
+                .changes
                 .iter()
-                .any(|(a, s, m)| a == actor && (*s..=*m).contains(counter)),
-            automerge::ObjId::Root => false,
+                .find(|c| &c.actor == actor && (c.start_op..=c.max_op).contains(counter))
+                .map(|c| &c.actor),
+            automerge::ObjId::Root => None,
         }
     }
 }
@@ -178,34 +204,61 @@ pub fn nothing_removed(before: &AutoCommit, after: &AutoCommit) -> Result<(), St
 }
 
 /// Refuse new changes that write an author stamp naming anyone but `me`, or register an actor
-/// that is not `me`'s. Only operations the new changes made (`new`) are looked at.
+/// that is not `me`'s. Only operations the new changes made (`new`) are looked at. A device's
+/// session: every new change is the sending device's own (the policy refused any other actor).
 pub fn stamps_are_own(after: &AutoCommit, new: &NewOps, me: &Author) -> Result<(), String> {
-    let want = [
-        (keys::PRACTITIONER, me.practitioner.to_string()),
-        (keys::PRACTITIONER_NAME, me.practitioner_name.clone()),
-        (keys::DEVICE, me.device.to_string()),
-    ];
-    let my_actor = me.actor().to_hex_string();
+    stamps_match_authors(after, new, &|_| Some(me.clone()))
+}
+
+/// Refuse new changes that write an author stamp naming anyone but the author of the change that
+/// wrote it, or register an actor other than their own: `author_of` says who each actor is (none:
+/// not an author the caller knows, refused). What a borough relays for many devices is checked
+/// this way at the trust hub, each change against the device that made it.
+pub fn stamps_match_authors(
+    after: &AutoCommit,
+    new: &NewOps,
+    author_of: &dyn Fn(&ActorId) -> Option<Author>,
+) -> Result<(), String> {
+    let mut known: HashMap<ActorId, Author> = HashMap::new();
+    let mut author = |actor: &ActorId| -> Result<Author, String> {
+        if let Some(a) = known.get(actor) {
+            return Ok(a.clone());
+        }
+        let a = author_of(actor).ok_or_else(|| {
+            format!(
+                "the change was written by actor {}, which is no known device's",
+                actor.to_hex_string()
+            )
+        })?;
+        known.insert(actor.clone(), a.clone());
+        Ok(a)
+    };
     // The change's message names its author for the app's attribution (conflicts, history): it
-    // must be the sender too. A change with no message is attributed through the actors map.
-    for m in new.messages.iter().flatten() {
-        match serde_json::from_str::<super::types::ChangeNote>(m) {
-            Ok(n) if n.practitioner == me.practitioner
-                && n.practitioner_name == me.practitioner_name
-                && n.device == me.device => {}
-            Ok(n) => {
-                return Err(format!(
-                    "the change's message names {} ({}) on device {}, but it comes from device {} of {} ({}): a device writes only as itself",
-                    n.practitioner_name, n.practitioner, n.device, me.device, me.practitioner_name, me.practitioner
-                ))
-            }
-            Err(_) => {}
+    // must be the writer too. A change with no message is attributed through the actors map.
+    for c in &new.changes {
+        let Some(Ok(n)) = c
+            .message
+            .as_deref()
+            .map(serde_json::from_str::<super::types::ChangeNote>)
+        else {
+            continue;
+        };
+        let me = author(&c.actor)?;
+        if n.practitioner != me.practitioner
+            || n.practitioner_name != me.practitioner_name
+            || n.device != me.device
+        {
+            return Err(format!(
+                "the change's message names {} ({}) on device {}, but it comes from device {} of {} ({}): a device writes only as itself",
+                n.practitioner_name, n.practitioner, n.device, me.device, me.practitioner_name, me.practitioner
+            ));
         }
     }
     for (id, place) in objects(after) {
-        if place.parent_key == keys::ACTORS && new.made(&id) {
-            if let Key::Map(k) = &place.key {
-                if *k != my_actor {
+        if place.parent_key == keys::ACTORS {
+            if let (Some(maker), Key::Map(k)) = (new.maker(&id), &place.key) {
+                let own = author(maker)?.actor().to_hex_string();
+                if *k != own {
                     return Err(format!(
                         "the change registers actor {k} in the record, which is not this device's"
                     ));
@@ -215,14 +268,21 @@ pub fn stamps_are_own(after: &AutoCommit, new: &NewOps, me: &Author) -> Result<(
         let Ok(fields) = field_names(after, &id) else {
             continue;
         };
-        if !want.iter().all(|(k, _)| fields.iter().any(|f| f == k)) {
+        let stamp = [keys::PRACTITIONER, keys::PRACTITIONER_NAME, keys::DEVICE];
+        if !stamp.iter().all(|k| fields.iter().any(|f| f == k)) {
             continue;
         }
-        for (key, expected) in &want {
-            for (value, op) in after.get_all(&id, *key).unwrap_or_default() {
-                if !new.made(&op) {
+        for key in stamp {
+            for (value, op) in after.get_all(&id, key).unwrap_or_default() {
+                let Some(maker) = new.maker(&op) else {
                     continue;
-                }
+                };
+                let me = author(maker)?;
+                let expected = match key {
+                    keys::PRACTITIONER => me.practitioner.to_string(),
+                    keys::PRACTITIONER_NAME => me.practitioner_name.clone(),
+                    _ => me.device.to_string(),
+                };
                 let written = match &value {
                     Value::Scalar(s) => match s.as_ref() {
                         automerge::ScalarValue::Str(s) => s.to_string(),
@@ -230,7 +290,7 @@ pub fn stamps_are_own(after: &AutoCommit, new: &NewOps, me: &Author) -> Result<(
                     },
                     Value::Object(_) => String::from("(an object)"),
                 };
-                if written != *expected {
+                if written != expected {
                     return Err(format!(
                         "{}.{key} says {written:?}, but this change comes from device {} of {} \
                          ({}): a device writes only as itself",

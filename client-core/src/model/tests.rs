@@ -613,12 +613,7 @@ fn marking_done_only_applies_to_actions_and_never_breaks_the_record() {
 
 /// The operations `after` holds that `before` did not.
 pub(crate) fn new_ops(before: &mut AutoCommitDoc, after: &mut AutoCommitDoc) -> guard::NewOps {
-    let mut ops = guard::NewOps::default();
-    for c in after.get_changes_meta(&before.get_heads()) {
-        ops.add_message(c.message.as_deref().map(str::to_string));
-        ops.add(c.actor.into_owned(), c.start_op, c.max_op);
-    }
-    ops
+    guard::NewOps::between(&before.get_heads(), after)
 }
 
 type AutoCommitDoc = automerge::AutoCommit;
@@ -831,6 +826,50 @@ fn the_servers_history_rules_refuse_a_removal_and_a_forged_stamp() {
         }
     )
     .is_ok());
+}
+
+/// What a borough relays to the trust hub carries many devices' changes: each is checked against
+/// the device that made it, so two colleagues' own writes pass together, a change stamped with a
+/// colleague's name is refused, and a change by a device nobody knows is refused.
+#[test]
+fn relayed_changes_pass_only_when_each_names_the_device_that_made_it() {
+    let (sam, kit) = (author("Sam"), author("Kit"));
+    let mut doc = new_case(&sam);
+    let mut before = doc.automerge().clone();
+    let mut kits = CaseDoc::from_automerge(before.clone(), Some(kit.clone())).unwrap();
+    kits.propose_decision("Kit's", Participant::Person).unwrap();
+    doc.propose_decision("Sam's", Participant::Person).unwrap();
+    let mut after = doc.automerge().clone();
+    after.merge(kits.automerge_mut()).unwrap();
+    let ops = new_ops(&mut before, &mut after);
+    let roster = |actor: &automerge::ActorId| {
+        [&sam, &kit]
+            .into_iter()
+            .find(|a| a.actor() == *actor)
+            .cloned()
+    };
+    guard::stamps_match_authors(&after, &ops, &roster).expect("each wrote as themselves");
+    // Only Sam known: Kit's change is no known device's.
+    let only_sam = |actor: &automerge::ActorId| (sam.actor() == *actor).then(|| sam.clone());
+    let err = guard::stamps_match_authors(&after, &ops, &only_sam).unwrap_err();
+    assert!(err.contains("no known device"), "{err}");
+    // Kit's device writing Sam's name.
+    let mut forged = CaseDoc::from_automerge(
+        before.clone(),
+        Some(Author {
+            device: kit.device,
+            ..sam.clone()
+        }),
+    )
+    .unwrap();
+    forged.automerge_mut().set_actor(kit.actor());
+    forged
+        .propose_decision("Forged", Participant::Person)
+        .unwrap();
+    let mut after = forged.automerge().clone();
+    let ops = new_ops(&mut before, &mut after);
+    let err = guard::stamps_match_authors(&after, &ops, &roster).unwrap_err();
+    assert!(err.contains("writes only as itself"), "{err}");
 }
 
 /// Issue 15, part 8: one wording of consent for every screen and copy. "Not recorded" (never

@@ -1,4 +1,5 @@
-//! The device side of the shell: connect, enrol, and drive a [`ClientSession`].
+//! The device side of the shell: connect, enrol, and drive a [`ClientSession`]. A borough server
+//! enrolling with the trust hub is a client here too ([`enrol_borough`]).
 
 use tokio::sync::mpsc;
 
@@ -6,7 +7,8 @@ use super::{explain, resolve, FramedStream, NetError, StreamError};
 use crate::identity::{self, DeviceKey, EnrolmentCode};
 use crate::store::StoreError;
 use crate::sync::{
-    Action, ClientSession, DocSet, EnrolRequest, Enrolled, ErrorCode, Frame, PROTOCOL_VERSION,
+    Action, BoroughEnrolRequest, BoroughEnrolled, ClientSession, DocSet, EnrolRequest, Enrolled,
+    ErrorCode, Frame, PROTOCOL_VERSION,
 };
 use crate::DeviceId;
 
@@ -82,6 +84,49 @@ pub async fn enrol(
     device_name: &str,
     key: &DeviceKey,
 ) -> Result<Enrolled, NetError> {
+    let req = EnrolRequest {
+        version: PROTOCOL_VERSION,
+        token: hex::encode(code.token()),
+        device,
+        device_name: device_name.to_string(),
+        csr: hex::encode(key.csr_der(device_name)?),
+    };
+    match enrolment_exchange(addr, code, Frame::Enrol(req)).await? {
+        Frame::Enrolled(e) => Ok(e),
+        f => Err(unexpected(&f)),
+    }
+}
+
+/// Enrol this borough server with the trust hub at `addr`, using the hub administrator's one-time
+/// code; `key` is the borough's link key (a [`DeviceKey`], kept by the borough server as a device
+/// keeps its own). Like [`enrol`], the code's CA fingerprint verifies the hub on first contact.
+/// Returns the borough's id on the hub, its link certificate and the hub's CA certificate.
+pub async fn enrol_borough(
+    addr: &str,
+    code: &EnrolmentCode,
+    name: &str,
+    key: &DeviceKey,
+) -> Result<BoroughEnrolled, NetError> {
+    let req = BoroughEnrolRequest {
+        version: PROTOCOL_VERSION,
+        token: hex::encode(code.token()),
+        name: name.to_string(),
+        csr: hex::encode(key.csr_der(name)?),
+    };
+    match enrolment_exchange(addr, code, Frame::EnrolBorough(req)).await? {
+        Frame::BoroughEnrolled(e) => Ok(e),
+        f => Err(unexpected(&f)),
+    }
+}
+
+/// The one exchange of an enrolment connection, for a device or a borough: dial `addr` checking
+/// the server against the code's CA fingerprint, send `request`, and return the one frame that
+/// answers it. An `Error` answer is the server's refusal, returned as [`NetError::Refused`].
+async fn enrolment_exchange(
+    addr: &str,
+    code: &EnrolmentCode,
+    request: Frame,
+) -> Result<Frame, NetError> {
     let cfg = identity::enrol_client_config(code.ca_fingerprint())?;
     let (ep, conn) = match dial(addr, cfg).await {
         Err(e @ (NetError::Unreachable { .. } | NetError::BadAddress(_) | NetError::Local(_))) => {
@@ -106,14 +151,7 @@ pub async fn enrol(
         .await
         .map_err(|e| explain(addr, Some(&conn), e))?;
     let mut s = FramedStream::new(send, recv);
-    let req = EnrolRequest {
-        version: PROTOCOL_VERSION,
-        token: hex::encode(code.token()),
-        device,
-        device_name: device_name.to_string(),
-        csr: hex::encode(key.csr_der(device_name)?),
-    };
-    s.write_frames(&[Frame::Enrol(req)])
+    s.write_frames(&[request])
         .await
         .map_err(|e| explain(addr, Some(&conn), e))?;
     let _ = s.send.finish();
@@ -122,15 +160,11 @@ pub async fn enrol(
         .await
         .map_err(|e| explain(addr, Some(&conn), e))?;
     let result = match reply {
-        Some(Frame::Enrolled(e)) => Ok(e),
         Some(Frame::Error(r)) => Err(NetError::Refused {
             code: r.code,
             message: r.message,
         }),
-        Some(f) => Err(NetError::Local(format!(
-            "unexpected {} frame from the server",
-            f.kind()
-        ))),
+        Some(f) => Ok(f),
         None => Err(explain(
             addr,
             Some(&conn),
@@ -140,6 +174,11 @@ pub async fn enrol(
     conn.close(0u32.into(), b"enrolled");
     ep.wait_idle().await;
     result
+}
+
+/// The error for a frame the server should not have sent at this point.
+fn unexpected(frame: &Frame) -> NetError {
+    NetError::Local(format!("unexpected {} frame from the server", frame.kind()))
 }
 
 /// Ask the server who has accessed a case (for the person's copy). Runs its own short session on
@@ -177,12 +216,7 @@ pub async fn fetch_access_log(
                     message: refusal.message,
                 })
             }
-            Some(f) => {
-                return Err(NetError::Local(format!(
-                    "unexpected {} frame from the server",
-                    f.kind()
-                )))
-            }
+            Some(f) => return Err(unexpected(&f)),
             None => {
                 return Err(explain(
                     addr,
@@ -306,3 +340,6 @@ async fn carry_out(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests;

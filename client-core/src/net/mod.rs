@@ -2,7 +2,8 @@
 //!
 //! It holds no protocol logic. [`FramedStream`] turns a QUIC bidirectional stream into frames (with
 //! the size limit enforced before buffering); [`drive`] feeds a [`ClientSession`] with what
-//! arrives and carries out the actions it returns; [`enrol`] runs the one-off enrolment exchange.
+//! arrives and carries out the actions it returns; [`enrol`] runs the one-off enrolment exchange
+//! (and [`enrol_borough`] its twin, a borough server enrolling with the trust hub).
 //! Connection migration is quinn's: a laptop that changes network keeps its connection, because the
 //! server identifies it by certificate, never by address.
 //!
@@ -12,7 +13,7 @@ pub mod blobs;
 mod client;
 
 pub use client::{
-    carry_out_local, connect, drive, enrol, fetch_access_log, Outgoing, SessionHost,
+    carry_out_local, connect, drive, enrol, enrol_borough, fetch_access_log, Outgoing, SessionHost,
     CONNECT_TIMEOUT,
 };
 

@@ -1,5 +1,6 @@
 //! What a device keeps about its syncs, in its store beside the cases: the heads the server
-//! acknowledged, the sync state of each case, the outbox of reads made on the device, the cases
+//! acknowledged (and, when the borough passes its cases on to a trust hub, the heads the hub
+//! holds), the sync state of each case, the outbox of reads made on the device, the cases
 //! the server said moved away, the mark that the device is being revoked. Every writer of a
 //! device's store that runs a sync session (the profile, and the app's background sync) keeps
 //! them through [`DeviceBooks`], so the command line, the app and `Profile::unsynced` read the
@@ -18,6 +19,18 @@ use crate::{BlobHash, CaseId};
 
 /// Acknowledged heads per case (the last `Saved`).
 pub(super) const NS_ACKED: &str = "acked";
+/// Case id → the heads the borough's trust hub holds durably, as the borough last said
+/// (`HubSaved`): "also on the trust hub".
+pub(super) const NS_HUB_ACKED: &str = "hub_acked";
+/// Set (in [`NS_PROFILE`]) once the borough server has sent this device its first hub receipt
+/// (`HubSaved`, recorded as [`Action::AlsoOnHub`]): from then on the device knows its borough
+/// passes its cases on to a trust hub, so a change the hub has not acknowledged is "not yet on
+/// the trust hub". Before it (a borough with no hub, or one too old to say), nothing is said
+/// about a hub at all. A profile-wide mark rather than "some case has a receipt", so it
+/// outlives the cases it came with (moved away, wiped) and a case opened offline afterwards
+/// still counts as not on the hub. A new enrolment clears it: it describes the borough the
+/// device was enrolled with.
+pub(super) const HUB_REPORTED_KEY: &str = "hub_reported";
 /// Each case's automerge sync state, so the next session resumes rather than starts over.
 pub(super) const NS_SYNC_STATE: &str = "sync_state";
 /// The outbox of reads made on this device, uploaded at the next sync.
@@ -150,6 +163,24 @@ impl<'a> DeviceBooks<'a> {
             .unwrap_or_default())
     }
 
+    /// The heads of a case the borough's trust hub holds durably, as the borough last said
+    /// (none yet, or a borough with no hub: empty; see [`DeviceBooks::hub_reported`]).
+    pub fn hub_acknowledged(&self, case: &CaseId) -> Result<Vec<ChangeHash>, StoreError> {
+        Ok(self
+            .store
+            .get_meta(NS_HUB_ACKED, &case.to_string())?
+            .map(|b| sync::decode_heads(&b))
+            .unwrap_or_default())
+    }
+
+    /// Whether this device's borough server has said that it passes its cases on to a trust hub
+    /// (it has sent a hub receipt since this device enrolled; see [`HUB_REPORTED_KEY`]). While
+    /// false, nothing may be said about the hub: "not on the trust hub" would be a false alarm
+    /// from a borough that has none.
+    pub fn hub_reported(&self) -> Result<bool, StoreError> {
+        Ok(self.store.get_meta(NS_PROFILE, HUB_REPORTED_KEY)?.is_some())
+    }
+
     /// A case's document as its log in the store holds it, with how many chunks the log has
     /// (for [`DeviceBooks::compact_when_due`]); None when the device does not hold the case.
     pub fn load_doc(&self, case: &CaseId) -> Result<Option<(AutoCommit, usize)>, ProfileError> {
@@ -174,6 +205,14 @@ impl<'a> DeviceBooks<'a> {
             Action::Acknowledged { case, heads } => {
                 self.store
                     .put_meta(NS_ACKED, &case.to_string(), &sync::encode_heads(heads))
+            }
+            Action::AlsoOnHub { case, heads } => {
+                self.store
+                    .put_meta(NS_HUB_ACKED, &case.to_string(), &sync::encode_heads(heads))?;
+                if !self.hub_reported()? {
+                    self.store.put_meta(NS_PROFILE, HUB_REPORTED_KEY, b"1")?;
+                }
+                Ok(())
             }
             Action::ToldMoved { case } => self.note_moved_away(case),
             Action::Granted { cases } => self.note_granted(cases),
@@ -257,12 +296,22 @@ impl<'a> DeviceBooks<'a> {
         let Some((mut doc, _)) = self.load_doc(case)? else {
             return Ok(0);
         };
-        let acked: Vec<ChangeHash> = self
-            .acknowledged(case)?
-            .into_iter()
-            .filter(|h| doc.get_change_by_hash(h).is_some())
-            .collect();
-        Ok(doc.get_changes(&acked).len())
+        Ok(not_covered(&mut doc, &self.acknowledged(case)?))
+    }
+
+    /// A case's changes the borough's trust hub has not acknowledged (as of the last hub receipt
+    /// the borough sent), counted as [`DeviceBooks::unsynced`] counts over the borough's
+    /// acknowledgement: this includes the changes not yet on the borough server either. None
+    /// when the borough has never said it has a hub ([`DeviceBooks::hub_reported`]): then there
+    /// is nothing to count against, and nothing to tell the practitioner.
+    pub fn not_on_hub(&self, case: &CaseId) -> Result<Option<usize>, ProfileError> {
+        if !self.hub_reported()? {
+            return Ok(None);
+        }
+        let Some((mut doc, _)) = self.load_doc(case)? else {
+            return Ok(Some(0));
+        };
+        Ok(Some(not_covered(&mut doc, &self.hub_acknowledged(case)?)))
     }
 
     /// Since when `case` has had changes written on `device` that the server has not
@@ -325,6 +374,7 @@ impl<'a> DeviceBooks<'a> {
             }
         }
         self.store.delete_meta(NS_ACKED, &case.to_string())?;
+        self.store.delete_meta(NS_HUB_ACKED, &case.to_string())?;
         self.store.delete_meta(NS_SYNC_STATE, &case.to_string())?;
         self.store.delete_meta(NS_ACCESSES, &case.to_string())?;
         self.store
@@ -399,6 +449,24 @@ impl<'a> DeviceBooks<'a> {
     }
 }
 
+/// The heads among `heads` that `doc` holds: an acknowledgement may name changes this device
+/// has not received yet, and counting from a head unknown here would count everything.
+fn known_heads(doc: &mut AutoCommit, heads: &[ChangeHash]) -> Vec<ChangeHash> {
+    heads
+        .iter()
+        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .copied()
+        .collect()
+}
+
+/// How many of `doc`'s changes are not covered by the `heads` a server acknowledged (the borough's
+/// `Saved`, or the trust hub's as the borough passed it on): the one count behind "unsynced" and
+/// "not yet on the trust hub", for the books and for the profile's copy in memory.
+pub(super) fn not_covered(doc: &mut AutoCommit, heads: &[ChangeHash]) -> usize {
+    let known = known_heads(doc, heads);
+    doc.get_changes(&known).len()
+}
+
 /// Since when `doc` has had changes written on `device` that the server has not acknowledged:
 /// the earliest time among the changes not covered by the `acked` heads whose actor is the
 /// device. Changes other devices wrote are theirs to send, and an acknowledgement of part of the
@@ -412,11 +480,7 @@ pub(super) fn unsynced_since_in(
     acked: &[ChangeHash],
     device: &crate::DeviceId,
 ) -> Result<Option<crate::model::Instant>, ProfileError> {
-    let known: Vec<ChangeHash> = acked
-        .iter()
-        .filter(|h| doc.get_change_by_hash(h).is_some())
-        .copied()
-        .collect();
+    let known = known_heads(doc, acked);
     let actor = crate::model::actor_for_device(device);
     let times: Vec<i64> = doc
         .get_changes(&known)

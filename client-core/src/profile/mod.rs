@@ -4,6 +4,8 @@
 //! Every edit is saved (appended and flushed) before the call returns, so "saved" on screen means
 //! on disk. What the borough server has acknowledged is tracked per case, so "unsynced" is exact:
 //! it counts the changes the server has not confirmed as durable, never guesses from timestamps.
+//! When the borough passes its cases on to a trust hub, the hub's acknowledgement (as the borough
+//! relays it) is tracked beside it, counted the same way: "not yet on the trust hub".
 //! Reads are audited too: each view of a case made on the device is queued and uploaded with the
 //! next sync, so the person's access log is complete.
 
@@ -29,7 +31,7 @@ mod colleagues;
 mod referrals;
 
 pub use attachments::{move_blobs, AttachFile, BlobReport, BlobState, BlobWork};
-use books::{write_gate, LOG_READS, NS_ACCESSES, NS_MOVED_AWAY};
+use books::{not_covered, write_gate, HUB_REPORTED_KEY, LOG_READS, NS_ACCESSES, NS_MOVED_AWAY};
 pub use books::{DeviceBooks, COMPACT_AFTER};
 
 const NS_PROFILE: &str = "profile";
@@ -168,6 +170,12 @@ pub struct CaseSummary {
     pub team_id: String,
     /// Changes made on this device (or received) that the server has not acknowledged.
     pub unsynced_changes: usize,
+    /// Changes the borough's trust hub has not acknowledged, as the borough last said (these
+    /// include the `unsynced_changes`: what is not on the borough server is not on the hub
+    /// either). None when the borough server has never said it has a hub
+    /// ([`DeviceBooks::hub_reported`]), or the case could not be opened.
+    #[serde(default)]
+    pub not_on_hub: Option<usize>,
     /// Fields with concurrent values to choose between.
     pub conflicts: usize,
     /// The most recent meeting (RFC 3339).
@@ -217,6 +225,10 @@ pub struct Status {
     pub cases: Vec<CaseSummary>,
     /// Sum of unsynced changes.
     pub unsynced_changes: usize,
+    /// Sum of the cases' changes not yet on the trust hub (as of the last sync); None when the
+    /// borough server has never said it has a hub, so nothing is said about one.
+    #[serde(default)]
+    pub not_on_hub: Option<usize>,
     /// Reads made offline not yet in the server's audit log.
     pub unsent_reads: usize,
 }
@@ -456,8 +468,10 @@ impl Profile {
         };
         let bytes = serde_json::to_vec(&e).map_err(|e| ProfileError::Corrupt(e.to_string()))?;
         self.store.put_meta(NS_PROFILE, "enrolment", &bytes)?;
-        // A new enrolment starts afresh: a revocation of an earlier one no longer applies.
+        // A new enrolment starts afresh: a revocation of an earlier one no longer applies, nor
+        // what the earlier borough said about a trust hub (this one says so itself if it has one).
         self.store.delete_meta(NS_PROFILE, REVOKING_KEY)?;
+        self.store.delete_meta(NS_PROFILE, HUB_REPORTED_KEY)?;
         self.store.flush()?;
         self.enrolment = Some(e);
         Ok(self.enrolment.as_ref().expect("just set"))
@@ -813,12 +827,19 @@ impl Profile {
     /// Changes of a case the server has not acknowledged.
     pub fn unsynced(&mut self, case: CaseId) -> Result<usize, ProfileError> {
         let acked = self.acked(case)?;
-        let doc = self.load(case)?;
-        let known: Vec<ChangeHash> = acked
-            .into_iter()
-            .filter(|h| doc.get_change_by_hash(h).is_some())
-            .collect();
-        Ok(doc.get_changes(&known).len())
+        Ok(not_covered(self.load(case)?, &acked))
+    }
+
+    /// Changes of a case the borough's trust hub has not acknowledged, as of the last hub receipt
+    /// the borough sent (see [`DeviceBooks::not_on_hub`]); None when the borough has never said
+    /// it has a hub.
+    pub fn not_on_hub(&mut self, case: CaseId) -> Result<Option<usize>, ProfileError> {
+        let books = self.books();
+        if !books.hub_reported()? {
+            return Ok(None);
+        }
+        let heads = books.hub_acknowledged(&case)?;
+        Ok(Some(not_covered(self.load(case)?, &heads)))
     }
 
     /// The heads the borough server has confirmed as durable for a case (empty if none yet).
@@ -841,9 +862,9 @@ impl Profile {
         for case in self.store.list_cases()? {
             // One case that cannot be opened must not hide the rest of the caseload: it is listed
             // with what went wrong, and the others open as usual.
-            let (unsynced, v) = match self
+            let (unsynced, not_on_hub, v) = match self
                 .unsynced(case)
-                .and_then(|u| Ok((u, self.view_unaudited(case)?)))
+                .and_then(|u| Ok((u, self.not_on_hub(case)?, self.view_unaudited(case)?)))
             {
                 Ok(opened) => opened,
                 Err(e) => {
@@ -853,6 +874,7 @@ impl Profile {
                         name: format!("(this case could not be opened: {e})"),
                         team_id: String::new(),
                         unsynced_changes: 0,
+                        not_on_hub: None,
                         conflicts: 0,
                         last_meeting: None,
                         next_meeting: None,
@@ -891,6 +913,7 @@ impl Profile {
                 name: v.person.name.clone(),
                 team_id: v.team_id.clone(),
                 unsynced_changes: unsynced,
+                not_on_hub,
                 conflicts: v.conflicts.len(),
                 last_meeting: live
                     .iter()
@@ -909,9 +932,14 @@ impl Profile {
         Ok(out)
     }
 
-    /// Where this device stands: unsynced work per case, the last sync.
+    /// Where this device stands: unsynced work per case (and what is not yet on the trust hub,
+    /// when the borough has one), the last sync.
     pub fn status(&mut self) -> Result<Status, ProfileError> {
+        // Read before the cases: a first hub receipt recorded meanwhile (the app's background
+        // sync) then cannot leave a case uncounted in a total that says "on the hub".
+        let hub = self.books().hub_reported()?;
         let cases = self.cases()?;
+        let not_on_hub = hub.then(|| cases.iter().filter_map(|c| c.not_on_hub).sum());
         let meta = |k: &str| -> Result<Option<Vec<u8>>, ProfileError> {
             Ok(self.store.get_meta(NS_PROFILE, k)?)
         };
@@ -925,6 +953,7 @@ impl Profile {
             last_sync,
             last_successful_sync: last_ok,
             unsynced_changes: cases.iter().map(|c| c.unsynced_changes).sum(),
+            not_on_hub,
             unsent_reads: self.store.read_log(LOG_READS, 0)?.len(),
             cases,
         })
@@ -1407,6 +1436,7 @@ impl SessionHost for Host<'_> {
                 }
             }
             Action::Acknowledged { .. }
+            | Action::AlsoOnHub { .. }
             | Action::ToldMoved { .. }
             | Action::Granted { .. }
             | Action::ReadsSaved { .. }
@@ -2098,5 +2128,120 @@ mod tests {
         assert!(!items.iter().any(|i| i.entry == Some(action)));
         p.record_work_reads(&items).unwrap();
         assert!(p.books().offline_reads().unwrap().is_empty());
+    }
+
+    /// Record, through the books as a sync session would, that the borough acknowledged `case`
+    /// as it is now, and that its trust hub holds it too.
+    fn borough_and_hub_hold(p: &mut Profile, case: CaseId) {
+        let heads = p.document(case).unwrap().get_heads();
+        p.books()
+            .record(&Action::Acknowledged {
+                case,
+                heads: heads.clone(),
+            })
+            .unwrap();
+        p.books()
+            .record(&Action::AlsoOnHub { case, heads })
+            .unwrap();
+    }
+
+    /// Issue 18's second place: a hub receipt for a case's current heads leaves nothing of it
+    /// off the hub; an edit after it is one change not yet on the hub (and one unsynced); a case
+    /// opened later, with no receipt of its own, has every change off the hub. The profile (its
+    /// copy in memory), the books (the store) and `status` count alike, and `--json` says so.
+    #[test]
+    fn a_hub_receipt_for_the_current_heads_leaves_nothing_off_the_hub_and_an_edit_is_one() {
+        let mut p = offline_profile();
+        let case = maria(&mut p);
+        borough_and_hub_hold(&mut p, case);
+        assert_eq!(p.not_on_hub(case).unwrap(), Some(0));
+        assert_eq!(p.books().not_on_hub(&case).unwrap(), Some(0));
+        let s = p.status().unwrap();
+        assert_eq!((s.unsynced_changes, s.not_on_hub), (0, Some(0)));
+        assert_eq!(s.cases[0].not_on_hub, Some(0));
+
+        p.edit(case, |d| {
+            d.set_person(PersonField::Pronouns, Some("she/her"))
+        })
+        .unwrap();
+        assert_eq!(p.not_on_hub(case).unwrap(), Some(1));
+        assert_eq!(p.books().not_on_hub(&case).unwrap(), Some(1));
+        let s = p.status().unwrap();
+        assert_eq!((s.unsynced_changes, s.not_on_hub), (1, Some(1)));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["not_on_hub"], 1);
+        assert_eq!(json["cases"][0]["not_on_hub"], 1);
+
+        // The borough has the edit; the hub does not yet.
+        let heads = p.document(case).unwrap().get_heads();
+        p.books()
+            .record(&Action::Acknowledged { case, heads })
+            .unwrap();
+        let s = p.status().unwrap();
+        assert_eq!((s.unsynced_changes, s.not_on_hub), (0, Some(1)));
+
+        let later = p
+            .create_case(
+                NewCase {
+                    name: "Jo".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        let all = p.unsynced(later).unwrap();
+        assert!(all > 0);
+        assert_eq!(p.not_on_hub(later).unwrap(), Some(all));
+        assert_eq!(p.status().unwrap().not_on_hub, Some(1 + all));
+    }
+
+    /// A borough with no trust hub (or one too old to say) never sends a hub receipt: the device
+    /// is told nothing about a hub (null in `--json`), not that its work is off the hub, however
+    /// much the borough acknowledged.
+    #[test]
+    fn a_device_whose_borough_never_sent_a_hub_receipt_is_told_nothing_about_a_hub() {
+        let mut p = offline_profile();
+        let case = maria(&mut p);
+        let heads = p.document(case).unwrap().get_heads();
+        p.books()
+            .record(&Action::Acknowledged { case, heads })
+            .unwrap();
+        p.edit(case, |d| {
+            d.set_person(PersonField::Pronouns, Some("she/her"))
+        })
+        .unwrap();
+        assert!(!p.books().hub_reported().unwrap());
+        assert_eq!(p.not_on_hub(case).unwrap(), None);
+        assert_eq!(p.books().not_on_hub(&case).unwrap(), None);
+        let s = p.status().unwrap();
+        assert_eq!((s.unsynced_changes, s.not_on_hub), (1, None));
+        assert_eq!(s.cases[0].not_on_hub, None);
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["not_on_hub"].is_null(), "{json}");
+        assert!(json["cases"][0]["not_on_hub"].is_null(), "{json}");
+    }
+
+    /// A hub receipt naming a head this device has not received (the hub holds a colleague's
+    /// change that has not reached this device yet) counts from what is known here, never
+    /// as "everything on the hub"; the profile's first receipt is kept across a reopen.
+    #[test]
+    fn a_hub_receipt_with_heads_unknown_here_counts_only_what_it_covers() {
+        let mut p = offline_profile();
+        let case = maria(&mut p);
+        let all = p.unsynced(case).unwrap();
+        use automerge::transaction::Transactable;
+        let mut elsewhere = AutoCommit::new();
+        elsewhere.put(automerge::ROOT, "x", 1).unwrap();
+        let unknown = elsewhere.get_heads();
+        p.books()
+            .record(&Action::AlsoOnHub {
+                case,
+                heads: unknown,
+            })
+            .unwrap();
+        assert_eq!(p.not_on_hub(case).unwrap(), Some(all));
+        let mut again = Profile::from_store(Path::new("/nonexistent"), p.store().clone()).unwrap();
+        assert_eq!(again.not_on_hub(case).unwrap(), Some(all));
+        assert_eq!(again.status().unwrap().not_on_hub, Some(all));
     }
 }

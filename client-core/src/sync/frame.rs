@@ -144,6 +144,11 @@ pub struct Wiped {
 /// `Welcome` field.
 pub const FEATURE_COLLEAGUES: &str = "colleagues";
 
+/// "Also on the trust hub": a device that announces this is sent `HubSaved` for its cases (after
+/// each `Saved`, and live when the hub acknowledges the borough's link); a borough server that
+/// announces it sends them. Neither side sends the frame to a peer that did not announce it.
+pub const FEATURE_HUB_RECEIPTS: &str = "hub-receipts";
+
 /// A member of staff who works in one of the device's teams, as the server's administrator
 /// registered them: who can be ticked as present at a meeting, or added to a care team.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +282,65 @@ pub struct Enrolled {
     pub ca: String,
 }
 
+/// A borough server asking the trust hub to enrol it (on an `ALPN_ENROL` connection, without a
+/// client certificate), with the one-time code the hub's administrator gave for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoroughEnrolRequest {
+    /// Protocol version.
+    pub version: u16,
+    /// The one-time token from the enrolment code, hex.
+    pub token: String,
+    /// What the borough calls itself, for the hub's log (the hub keeps the name it was added as).
+    pub name: String,
+    /// A certificate signing request for the borough's link key (hex DER); the key never leaves
+    /// the borough server.
+    pub csr: String,
+}
+
+/// The hub's answer to a successful borough enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoroughEnrolled {
+    /// The borough's id on the hub (also in its link certificate).
+    pub borough: crate::BoroughId,
+    /// The name the hub knows it by.
+    pub name: String,
+    /// The link certificate, hex DER.
+    pub certificate: String,
+    /// The hub's CA certificate, hex DER (the trust CA every borough's link is certified by).
+    pub ca: String,
+}
+
+/// A device enrolled on a borough server, as the borough tells the hub: the changes the borough
+/// relays must be written by one of these, each as itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterDevice {
+    /// The device (its automerge actor is its id's 16 bytes).
+    pub device: DeviceId,
+    /// Its practitioner.
+    pub practitioner: PractitionerId,
+    /// Their name, as the device stamps it on what it writes.
+    pub practitioner_name: String,
+}
+
+/// The most devices a [`Roster`] may list; the hub refuses a roster with more. Far above any
+/// borough's count of devices ever enrolled, and low enough that a roster stays a few megabytes.
+pub const MAX_ROSTER_DEVICES: usize = 100_000;
+
+/// The most teams a [`Roster`] may list; the hub refuses a roster with more. Far above any
+/// borough's count of teams.
+pub const MAX_ROSTER_TEAMS: usize = 10_000;
+
+/// Borough → hub, the frame after `Hello` on a borough's link: its teams (the cases the hub
+/// grants it are theirs) and every device ever enrolled on it (whatever its status: a revoked
+/// device's old changes are still relayed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    /// The borough's teams.
+    pub teams: Vec<TeamInfo>,
+    /// Its devices.
+    pub devices: Vec<RosterDevice>,
+}
+
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -297,6 +361,15 @@ pub enum Frame {
         /// The case.
         case: CaseId,
         /// The server's durable heads.
+        heads: Vec<ChangeHash>,
+    },
+    /// Borough server → device that announced [`FEATURE_HUB_RECEIPTS`]: the trust hub holds
+    /// these heads of the case durably (after its fsync), as the borough's link last heard.
+    /// Not an answer to anything: the device records it ("also on the trust hub") and goes on.
+    HubSaved {
+        /// The case.
+        case: CaseId,
+        /// The heads the hub acknowledged (those the borough knows).
         heads: Vec<ChangeHash>,
     },
     /// Server → client: a client `Sync` for this case was refused; counts as its answer.
@@ -344,6 +417,16 @@ pub enum Frame {
     Enrol(EnrolRequest),
     /// Server → device: enrolment accepted.
     Enrolled(Enrolled),
+    /// Borough server → trust hub, the first frame on an enrolment connection (`ALPN_ENROL`,
+    /// without a client certificate): enrol me, with the hub's one-time code.
+    EnrolBorough(BoroughEnrolRequest),
+    /// Trust hub → borough server on the same enrolment connection: enrolment accepted; here is
+    /// the borough's id and link certificate. (A refusal is an `Error`.)
+    BoroughEnrolled(BoroughEnrolled),
+    /// Borough server → trust hub on the borough's link (a sync connection, with the link
+    /// certificate), the frame after `Hello`: its teams and devices. The hub refuses a roster over
+    /// [`MAX_ROSTER_TEAMS`] or [`MAX_ROSTER_DEVICES`].
+    Roster(Roster),
     /// On an attachment stream ([`FEATURE_ATTACHMENTS`]): device → server, "I have these bytes
     /// of this case"; server → device, the answer to `BlobWant`, followed by the bytes in
     /// `BlobChunk` frames.
@@ -440,6 +523,60 @@ mod tag {
     pub(super) const BLOB_WANT: u8 = 0x13;
     pub(super) const BLOB_CHUNK: u8 = 0x14;
     pub(super) const BLOB_SAVED: u8 = 0x15;
+    pub(super) const HUB_SAVED: u8 = 0x19;
+    pub(super) const ENROL_BOROUGH: u8 = 0x16;
+    pub(super) const BOROUGH_ENROLLED: u8 = 0x17;
+    pub(super) const ROSTER: u8 = 0x18;
+}
+
+/// A case id, the count of heads (4 bytes) and the heads: `Saved`'s and `HubSaved`'s payload.
+fn encode_case_heads(out: &mut Vec<u8>, case: &CaseId, heads: &[ChangeHash]) {
+    out.extend_from_slice(case.0.as_bytes());
+    out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
+    for h in heads {
+        out.extend_from_slice(&h.0);
+    }
+}
+
+/// The case id a payload starts with, and the rest.
+fn case_id<'a>(kind: &'static str, p: &'a [u8]) -> Result<(CaseId, &'a [u8]), FrameError> {
+    if p.len() < 16 {
+        return Err(FrameError::Malformed {
+            kind,
+            detail: "too short for a case id".into(),
+        });
+    }
+    let (id, rest) = p.split_at(16);
+    let id = uuid::Uuid::from_slice(id).map_err(|e| FrameError::Malformed {
+        kind,
+        detail: e.to_string(),
+    })?;
+    Ok((CaseId(id), rest))
+}
+
+/// The case and heads of a `Saved` or `HubSaved` payload (see [`encode_case_heads`]).
+fn case_heads(kind: &'static str, p: &[u8]) -> Result<(CaseId, Vec<ChangeHash>), FrameError> {
+    let (case, rest) = case_id(kind, p)?;
+    let bad = |d: &str| FrameError::Malformed {
+        kind,
+        detail: d.to_string(),
+    };
+    if rest.len() < 4 {
+        return Err(bad("missing head count"));
+    }
+    let (n, hashes) = rest.split_at(4);
+    let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
+    if hashes.len()
+        != n.checked_mul(32)
+            .ok_or_else(|| bad("head count overflows"))?
+    {
+        return Err(bad("head count does not match the payload"));
+    }
+    let heads = hashes
+        .chunks_exact(32)
+        .map(|h| ChangeHash::try_from(h).map_err(|e| bad(&e.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok((case, heads))
 }
 
 fn json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
@@ -468,11 +605,11 @@ impl Frame {
             }
             Frame::Saved { case, heads } => {
                 out.push(tag::SAVED);
-                out.extend_from_slice(case.0.as_bytes());
-                out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
-                for h in heads {
-                    out.extend_from_slice(&h.0);
-                }
+                encode_case_heads(out, case, heads);
+            }
+            Frame::HubSaved { case, heads } => {
+                out.push(tag::HUB_SAVED);
+                encode_case_heads(out, case, heads);
             }
             Frame::CaseRefused { case, refusal } => {
                 out.push(tag::CASE_REFUSED);
@@ -517,6 +654,18 @@ impl Frame {
             }
             Frame::Enrolled(r) => {
                 out.push(tag::ENROLLED);
+                json(out, r);
+            }
+            Frame::EnrolBorough(r) => {
+                out.push(tag::ENROL_BOROUGH);
+                json(out, r);
+            }
+            Frame::BoroughEnrolled(r) => {
+                out.push(tag::BOROUGH_ENROLLED);
+                json(out, r);
+            }
+            Frame::Roster(r) => {
+                out.push(tag::ROSTER);
                 json(out, r);
             }
             Frame::BlobOffer { case, hash, size } => {
@@ -566,20 +715,6 @@ impl Frame {
                 detail: e.to_string(),
             })
         }
-        fn case_id<'a>(kind: &'static str, p: &'a [u8]) -> Result<(CaseId, &'a [u8]), FrameError> {
-            if p.len() < 16 {
-                return Err(FrameError::Malformed {
-                    kind,
-                    detail: "too short for a case id".into(),
-                });
-            }
-            let (id, rest) = p.split_at(16);
-            let id = uuid::Uuid::from_slice(id).map_err(|e| FrameError::Malformed {
-                kind,
-                detail: e.to_string(),
-            })?;
-            Ok((CaseId(id), rest))
-        }
         fn blob_hash<'a>(
             kind: &'static str,
             p: &'a [u8],
@@ -621,27 +756,12 @@ impl Frame {
                 })
             }
             tag::SAVED => {
-                let (case, rest) = case_id("saved", p)?;
-                let bad = |d: &str| FrameError::Malformed {
-                    kind: "saved",
-                    detail: d.to_string(),
-                };
-                if rest.len() < 4 {
-                    return Err(bad("missing head count"));
-                }
-                let (n, hashes) = rest.split_at(4);
-                let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
-                if hashes.len()
-                    != n.checked_mul(32)
-                        .ok_or_else(|| bad("head count overflows"))?
-                {
-                    return Err(bad("head count does not match the payload"));
-                }
-                let heads = hashes
-                    .chunks_exact(32)
-                    .map(|h| ChangeHash::try_from(h).map_err(|e| bad(&e.to_string())))
-                    .collect::<Result<_, _>>()?;
+                let (case, heads) = case_heads("saved", p)?;
                 Ok(Frame::Saved { case, heads })
+            }
+            tag::HUB_SAVED => {
+                let (case, heads) = case_heads("hub saved", p)?;
+                Ok(Frame::HubSaved { case, heads })
             }
             tag::CASE_REFUSED => {
                 let (case, rest) = case_id("case refused", p)?;
@@ -679,6 +799,9 @@ impl Frame {
             tag::COLLEAGUES => Ok(Frame::Colleagues(from_json("colleagues", p)?)),
             tag::ENROL => Ok(Frame::Enrol(from_json("enrol", p)?)),
             tag::ENROLLED => Ok(Frame::Enrolled(from_json("enrolled", p)?)),
+            tag::ENROL_BOROUGH => Ok(Frame::EnrolBorough(from_json("enrol borough", p)?)),
+            tag::BOROUGH_ENROLLED => Ok(Frame::BoroughEnrolled(from_json("borough enrolled", p)?)),
+            tag::ROSTER => Ok(Frame::Roster(from_json("roster", p)?)),
             tag::BLOB_OFFER => {
                 let (case, rest) = case_id("blob offer", p)?;
                 let (hash, rest) = blob_hash("blob offer", rest)?;
@@ -722,6 +845,7 @@ impl Frame {
             Frame::Welcome(_) => "welcome",
             Frame::Sync { .. } => "sync",
             Frame::Saved { .. } => "saved",
+            Frame::HubSaved { .. } => "hub saved",
             Frame::CaseRefused { .. } => "case refused",
             Frame::Reads(_) => "reads",
             Frame::ReadsSaved { .. } => "reads saved",
@@ -735,6 +859,9 @@ impl Frame {
             Frame::Colleagues(_) => "colleagues",
             Frame::Enrol(_) => "enrol",
             Frame::Enrolled(_) => "enrolled",
+            Frame::EnrolBorough(_) => "enrol borough",
+            Frame::BoroughEnrolled(_) => "borough enrolled",
+            Frame::Roster(_) => "roster",
             Frame::BlobOffer { .. } => "blob offer",
             Frame::BlobWant { .. } => "blob want",
             Frame::BlobChunk(_) => "blob chunk",
@@ -901,7 +1028,72 @@ mod tests {
                     }),
                 }],
             },
+            Frame::Enrol(EnrolRequest {
+                version: 1,
+                token: "00ff".into(),
+                device: DeviceId::random(),
+                device_name: "Anna's laptop".into(),
+                csr: "3082".into(),
+            }),
+            Frame::Enrolled(Enrolled {
+                device: DeviceId::random(),
+                practitioner: PractitionerId::random(),
+                practitioner_name: "Anna Okafor".into(),
+                teams: vec![TeamInfo {
+                    id: TeamId::random(),
+                    name: "Camden North".into(),
+                }],
+                certificate: "30".into(),
+                ca: "30".into(),
+            }),
+            Frame::EnrolBorough(BoroughEnrolRequest {
+                version: 1,
+                token: "00ff".into(),
+                name: "Camden".into(),
+                csr: "3082".into(),
+            }),
+            Frame::BoroughEnrolled(BoroughEnrolled {
+                borough: crate::BoroughId::random(),
+                name: "Camden".into(),
+                certificate: "30".into(),
+                ca: "30".into(),
+            }),
+            Frame::Roster(Roster {
+                teams: vec![TeamInfo {
+                    id: TeamId::random(),
+                    name: "Camden North".into(),
+                }],
+                devices: vec![RosterDevice {
+                    device: DeviceId::random(),
+                    practitioner: PractitionerId::random(),
+                    practitioner_name: "Anna Okafor".into(),
+                }],
+            }),
         ]
+    }
+
+    #[test]
+    fn every_frame_has_its_own_tag_and_kind() {
+        let frames = samples();
+        let tags: std::collections::BTreeSet<u8> = frames.iter().map(|f| f.to_bytes()[4]).collect();
+        let kinds: std::collections::BTreeSet<&str> = frames.iter().map(Frame::kind).collect();
+        assert_eq!(tags.len(), frames.len(), "two samples share a tag");
+        assert_eq!(kinds.len(), frames.len(), "two samples share a kind");
+    }
+
+    #[test]
+    fn hub_frames_have_their_tags_and_names() {
+        let frames = samples();
+        let find = |kind: &str| {
+            frames
+                .iter()
+                .find(|f| f.kind() == kind)
+                .unwrap_or_else(|| panic!("no {kind} sample"))
+                .to_bytes()[4]
+        };
+        assert_eq!(find("enrol borough"), 0x16);
+        assert_eq!(find("borough enrolled"), 0x17);
+        assert_eq!(find("roster"), 0x18);
     }
 
     #[test]
@@ -968,6 +1160,9 @@ mod tests {
             ],
             vec![tag::DONE, 1],
             vec![tag::READS_SAVED, 1],
+            vec![tag::ENROL_BOROUGH, b'{'],
+            vec![tag::BOROUGH_ENROLLED],
+            vec![tag::ROSTER, b'[', b']'],
         ] {
             assert!(Frame::decode_body(&body).is_err(), "{body:?}");
         }

@@ -413,8 +413,12 @@ pub fn prepare(
         .get_changes_meta(&old_heads)
         .into_iter()
         .map(|c| {
-            ops.add(c.actor.clone().into_owned(), c.start_op, c.max_op);
-            ops.add_message(c.message.as_deref().map(str::to_string));
+            ops.add(
+                c.actor.clone().into_owned(),
+                c.start_op,
+                c.max_op,
+                c.message.as_deref().map(str::to_string),
+            );
             (c.actor.into_owned(), c.hash, c.timestamp)
         })
         .collect();

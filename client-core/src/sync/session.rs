@@ -54,6 +54,14 @@ pub enum Action {
         /// Heads the server holds (only those known here).
         heads: Vec<ChangeHash>,
     },
+    /// The borough's trust hub holds these heads of the case durably ("also on the trust hub"):
+    /// record them beside the borough's acknowledgement. Not an answer to anything.
+    AlsoOnHub {
+        /// The case.
+        case: CaseId,
+        /// Heads the hub holds (only those known here).
+        heads: Vec<ChangeHash>,
+    },
     /// The server refused this case (or the server sent something invalid for it).
     Refused {
         /// The case.
@@ -200,6 +208,7 @@ impl ClientSession {
                 features: vec![
                     FEATURE_CONFIRMS_WIPE.to_string(),
                     FEATURE_COLLEAGUES.to_string(),
+                    FEATURE_HUB_RECEIPTS.to_string(),
                 ],
             },
             phase: Phase::AwaitWelcome,
@@ -292,6 +301,17 @@ impl ClientSession {
                     out.push(Action::Acknowledged { case, heads: known });
                 }
                 self.kick(case, docs, &mut out);
+            }
+            (_, Frame::HubSaved { case, heads }) => {
+                // Only a case held here, and only heads known here; a case never synced is not
+                // the server's to name.
+                if let Some(doc) = docs.doc(&case).filter(|_| self.cases.contains_key(&case)) {
+                    let known: Vec<ChangeHash> = heads
+                        .into_iter()
+                        .filter(|h| doc.get_change_meta_by_hash(h).is_some())
+                        .collect();
+                    out.push(Action::AlsoOnHub { case, heads: known });
+                }
             }
             (_, Frame::CaseRefused { case, refusal }) => {
                 let Some(c) = self.cases.get_mut(&case) else {

@@ -204,7 +204,7 @@ async fn status_json(
         .map(|c| {
             (
                 c.case.to_string(),
-                serde_json::json!({ "unsynced": c.unsynced, "stale": c.stale, "words": c.words(), "tag": c.tag() }),
+                serde_json::json!({ "unsynced": c.unsynced, "not_on_hub": c.not_on_hub, "stale": c.stale, "words": c.words(), "tag": c.tag() }),
             )
         })
         .collect();
@@ -212,7 +212,9 @@ async fn status_json(
         "link": overview.link.link,
         "link_words": overview.link_words(),
         "saved_words": overview.saved_words(),
+        "hub_words": overview.hub_words(),
         "unsynced": overview.unsynced_total,
+        "not_on_hub": overview.not_on_hub_total,
         "last_synced_at": overview.link.last_synced_at.map(polyphony_core::model::format_instant),
         "stale": overview.stale().len(),
         "cases": cases,

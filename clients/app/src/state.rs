@@ -205,7 +205,9 @@ impl App {
     }
 
     /// Where sync stands, from real state only: per-case unacknowledged changes (counted by the
-    /// core against the heads the server acknowledged), the link, the last completed sync.
+    /// core against the heads the server acknowledged) and changes not yet on the trust hub (the
+    /// same count against the hub's heads, when the borough has a hub), the link, the last
+    /// completed sync.
     pub async fn overview(&self) -> SyncOverview {
         let link = self.sync.snapshot();
         let mut lines = Vec::new();
@@ -217,9 +219,9 @@ impl App {
                     for case in ids {
                         match p
                             .unsynced(case)
-                            .and_then(|n| Ok((n, p.unsynced_since(case)?)))
+                            .and_then(|n| Ok((n, p.unsynced_since(case)?, p.not_on_hub(case)?)))
                         {
-                            Ok((n, since)) => lines.push((case, n, since)),
+                            Ok((n, since, not_on_hub)) => lines.push((case, n, since, not_on_hub)),
                             Err(e) => error = Some(e.to_string()),
                         }
                     }
@@ -229,11 +231,12 @@ impl App {
         }
         let now = OffsetDateTime::now_utc();
         let mut cases = Vec::new();
-        for (case, unsynced, since) in lines {
+        for (case, unsynced, since, not_on_hub) in lines {
             let stale = since.is_some_and(|s| now - s > self.config.unsynced_warning);
             cases.push(CaseSyncLine {
                 case,
                 unsynced,
+                not_on_hub,
                 since,
                 stale,
                 refused: link.refused.get(&case).cloned(),
@@ -241,6 +244,13 @@ impl App {
         }
         SyncOverview {
             unsynced_total: cases.iter().map(|c| c.unsynced).sum(),
+            // Counted only if every case was (a total with a case missing claims nothing), and
+            // only of cases: with none held there is nothing to say about a hub.
+            not_on_hub_total: if cases.is_empty() {
+                None
+            } else {
+                cases.iter().map(|c| c.not_on_hub).sum()
+            },
             cases,
             link,
             warning_after: self.config.unsynced_warning,

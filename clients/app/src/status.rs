@@ -3,6 +3,12 @@
 //! changes the server has not acknowledged as durable; the connection part comes from the
 //! background sync's own view of its link; times come from syncs that completed.
 //!
+//! The trust hub is the second place, said the same way: "Records also on the trust hub" (attached
+//! files are not sent to the hub yet) only when every
+//! change here is on the borough server and the hub holds it too (as the borough last relayed
+//! the hub's acknowledgement), and nothing at all about a hub when the borough has never said it
+//! has one (a borough with no hub, or one too old to say).
+//!
 //! The badge is rendered into every page (so it is right without JavaScript) and served as JSON at
 //! `/status.json` for the page script to keep it current.
 
@@ -72,6 +78,9 @@ pub struct CaseSyncLine {
     pub case: CaseId,
     /// Changes the server has not acknowledged.
     pub unsynced: usize,
+    /// Changes the borough's trust hub has not acknowledged, as the borough last said (these
+    /// include the unsynced ones); None when the borough has never said it has a hub.
+    pub not_on_hub: Option<usize>,
     /// Since when the case has had unacknowledged changes.
     #[serde(with = "time::serde::rfc3339::option")]
     pub since: Option<OffsetDateTime>,
@@ -88,6 +97,9 @@ impl CaseSyncLine {
             return format!("The borough server refused these changes: {r}");
         }
         match self.unsynced {
+            0 if self.not_on_hub == Some(0) => {
+                "All saved on the borough server; the record also on the trust hub".into()
+            }
             0 => "All saved on the borough server".into(),
             1 => "1 change only on this device".into(),
             n => format!("{n} changes only on this device"),
@@ -116,6 +128,10 @@ pub struct SyncOverview {
     pub cases: Vec<CaseSyncLine>,
     /// Sum of unacknowledged changes.
     pub unsynced_total: usize,
+    /// Sum of the changes not yet on the trust hub; None when the borough has never said it has
+    /// a hub, when no case is held, or when a case's count is missing (then nothing is claimed
+    /// about the hub).
+    pub not_on_hub_total: Option<usize>,
     /// The warning threshold.
     #[serde(skip)]
     pub warning_after: time::Duration,
@@ -156,6 +172,23 @@ impl SyncOverview {
         }
     }
 
+    /// The second place, in words: the trust hub. None when there is nothing to say (the
+    /// borough has never said it has a hub, no case is held, the store could not be read, or
+    /// changes are only on this device yet every one is counted as on the hub, which the hub
+    /// could only say of changes it did not get from here). Never says "also on the trust hub"
+    /// unless everything is saved on the borough server and the hub both.
+    pub fn hub_words(&self) -> Option<String> {
+        if self.error.is_some() || self.cases.is_empty() {
+            return None;
+        }
+        match self.not_on_hub_total? {
+            0 if self.unsynced_total == 0 => Some("Records also on the trust hub".into()),
+            0 => None,
+            1 => Some("1 change not yet on the trust hub".into()),
+            n => Some(format!("{n} changes not yet on the trust hub")),
+        }
+    }
+
     /// Cases whose changes have waited past the threshold.
     pub fn stale(&self) -> Vec<&CaseSyncLine> {
         self.cases.iter().filter(|c| c.stale).collect()
@@ -192,10 +225,26 @@ impl SyncOverview {
             }
             _ => String::new(),
         };
+        // Not on the hub yet is the borough's to pass on, not the practitioner's to act on: grey,
+        // not orange.
+        let hub = self
+            .hub_words()
+            .map(|words| {
+                let colour = if self.not_on_hub_total == Some(0) {
+                    "green"
+                } else {
+                    "grey"
+                };
+                format!(
+                    r#" <strong class="nhsuk-tag nhsuk-tag--{colour}" id="sync-hub">{}</strong>"#,
+                    esc(words)
+                )
+            })
+            .unwrap_or_default();
         let warning = self.warning_html(names);
         format!(
             r#"<div class="app-sync" id="sync-status" role="status" aria-live="polite" data-state="{state}" data-unsynced="{unsynced}">
-<p class="app-sync__line"><span class="nhsuk-u-visually-hidden">Sync status: </span><strong class="nhsuk-tag nhsuk-tag--{colour}" id="sync-link">{link}</strong> <strong class="nhsuk-tag nhsuk-tag--{saved_colour}" id="sync-saved">{saved}</strong> {last} {reason}</p>
+<p class="app-sync__line"><span class="nhsuk-u-visually-hidden">Sync status: </span><strong class="nhsuk-tag nhsuk-tag--{colour}" id="sync-link">{link}</strong> <strong class="nhsuk-tag nhsuk-tag--{saved_colour}" id="sync-saved">{saved}</strong>{hub} {last} {reason}</p>
 {warning}
 </div>"#,
             unsynced = self.unsynced_total,
@@ -328,6 +377,7 @@ mod tests {
             .map(|n| CaseSyncLine {
                 case: CaseId::random(),
                 unsynced: *n,
+                not_on_hub: None,
                 since: (*n > 0).then_some(now - time::Duration::hours(3)),
                 stale: *n > 0,
                 refused: None,
@@ -339,6 +389,7 @@ mod tests {
                 ..Default::default()
             },
             unsynced_total: unsynced.iter().sum(),
+            not_on_hub_total: None,
             cases,
             warning_after: time::Duration::hours(2),
             now,
@@ -363,6 +414,73 @@ mod tests {
         let mut broken = overview(&[0], Link::Live);
         broken.error = Some("disk".into());
         assert!(!broken.saved_words().contains("All saved"));
+    }
+
+    /// An overview whose borough has a hub: per case (unsynced, not on the hub).
+    fn with_hub(counts: &[(usize, usize)]) -> SyncOverview {
+        let mut o = overview(
+            &counts.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+            Link::Live,
+        );
+        for (line, (_, off_hub)) in o.cases.iter_mut().zip(counts) {
+            line.not_on_hub = Some(*off_hub);
+        }
+        o.not_on_hub_total = Some(counts.iter().map(|(_, h)| h).sum());
+        o
+    }
+
+    #[test]
+    fn also_on_the_trust_hub_only_when_the_hub_holds_everything_and_never_without_a_hub() {
+        let all = with_hub(&[(0, 0), (0, 0)]);
+        assert_eq!(all.saved_words(), "All saved on the borough server");
+        assert_eq!(
+            all.hub_words().as_deref(),
+            Some("Records also on the trust hub")
+        );
+        assert_eq!(
+            all.cases[0].words(),
+            "All saved on the borough server; the record also on the trust hub"
+        );
+        let html = all.badge_html(&HashMap::new(), &LocalZone::uk());
+        assert!(html.contains(
+            r#"<strong class="nhsuk-tag nhsuk-tag--green" id="sync-hub">Records also on the trust hub</strong>"#
+        ));
+        // Inside the live region, after the borough's words.
+        assert!(html.find("sync-saved").unwrap() < html.find("sync-hub").unwrap());
+        assert!(html.find(r#"role="status""#).unwrap() < html.find("sync-hub").unwrap());
+
+        let waiting = with_hub(&[(0, 2), (0, 0), (0, 1)]);
+        assert_eq!(waiting.saved_words(), "All saved on the borough server");
+        assert_eq!(
+            waiting.hub_words().as_deref(),
+            Some("3 changes not yet on the trust hub")
+        );
+        assert_eq!(waiting.cases[0].words(), "All saved on the borough server");
+        assert_eq!(
+            waiting.cases[1].words(),
+            "All saved on the borough server; the record also on the trust hub"
+        );
+        assert!(waiting
+            .badge_html(&HashMap::new(), &LocalZone::uk())
+            .contains(r#"nhsuk-tag--grey" id="sync-hub">3 changes not yet on the trust hub<"#));
+        assert_eq!(
+            with_hub(&[(1, 1)]).hub_words().as_deref(),
+            Some("1 change not yet on the trust hub")
+        );
+        // The hub cannot vouch for a change not yet on the borough server.
+        assert_eq!(with_hub(&[(1, 0)]).hub_words(), None);
+        let mut broken = with_hub(&[(0, 0)]);
+        broken.error = Some("disk".into());
+        assert_eq!(broken.hub_words(), None);
+
+        for none in [overview(&[0, 0], Link::Live), overview(&[2], Link::Live)] {
+            assert_eq!(none.hub_words(), None);
+            assert!(!none.cases[0].words().contains("hub"));
+            assert!(!none
+                .badge_html(&HashMap::new(), &LocalZone::uk())
+                .contains("hub"));
+        }
+        assert_eq!(with_hub(&[]).hub_words(), None);
     }
 
     #[test]

@@ -466,6 +466,8 @@ impl SessionHost for LiveHost {
                 // Open pages of the case refresh their sync tags.
                 self.app.touch(*case);
             }
+            // Open pages of the case refresh their "also on the trust hub".
+            Action::AlsoOnHub { case, .. } => self.app.touch(*case),
             Action::Refused { case, refusal } => {
                 lock(&self.app.sync.state)
                     .refused

@@ -848,6 +848,103 @@ async fn the_sync_badge_never_claims_all_saved_with_changes_only_here() {
     assert!(!page.body.contains("All saved on the borough server"));
 }
 
+impl Harness {
+    /// The borough acknowledged `case` as this device holds it now and, with `hub`, said its
+    /// trust hub holds it too: recorded through the books, as the background sync records a
+    /// session's `Saved` and `HubSaved`.
+    async fn borough_saved(&self, case: &str, hub: bool) {
+        use polyphony_core::sync::Action;
+        let case: polyphony_core::CaseId = case.parse().unwrap();
+        let mut p = self.app.profile().await;
+        let heads = p.document(case).unwrap().get_heads();
+        p.books()
+            .record(&Action::Acknowledged {
+                case,
+                heads: heads.clone(),
+            })
+            .unwrap();
+        if hub {
+            p.books()
+                .record(&Action::AlsoOnHub { case, heads })
+                .unwrap();
+        }
+    }
+
+    async fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/status.json").await.body).unwrap()
+    }
+}
+
+/// Issue 18's two places in the app: saved on the borough server, then also on the trust hub,
+/// on the badge and the case's tag; nothing about a hub from a borough that never said it has
+/// one; and an edit is "not yet on the trust hub" until the hub has it.
+#[tokio::test]
+async fn the_badge_says_also_on_the_trust_hub_only_when_the_borough_says_the_hub_has_everything() {
+    use polyphony_core::model::PersonField;
+    let h = Harness::new().await;
+    let case = h.open_case("Alex Smith").await;
+
+    h.borough_saved(&case, false).await;
+    let json = h.status_json().await;
+    assert_eq!(json["saved_words"], "All saved on the borough server");
+    assert_eq!(json["hub_words"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["not_on_hub"], serde_json::Value::Null, "{json}");
+    assert!(!json["html"].as_str().unwrap().contains("trust hub"));
+    assert!(!h
+        .get(&format!("/case/{case}"))
+        .await
+        .body
+        .contains("trust hub"));
+
+    h.borough_saved(&case, true).await;
+    let json = h.status_json().await;
+    assert_eq!(json["saved_words"], "All saved on the borough server");
+    assert_eq!(json["hub_words"], "Records also on the trust hub", "{json}");
+    assert_eq!(json["not_on_hub"], 0);
+    assert_eq!(json["cases"][&case]["not_on_hub"], 0);
+    assert!(json["html"]
+        .as_str()
+        .unwrap()
+        .contains(r#"id="sync-hub">Records also on the trust hub</strong>"#));
+    let page = h.get(&format!("/case/{case}")).await;
+    assert!(
+        page.body.contains(
+            r#"<strong class="nhsuk-tag nhsuk-tag--green">All saved on the borough server; the record also on the trust hub</strong>"#
+        ),
+        "{}",
+        page.body
+    );
+
+    h.app
+        .profile()
+        .await
+        .edit(case.parse().unwrap(), |d| {
+            d.set_person(PersonField::Pronouns, Some("they/them"))
+        })
+        .unwrap();
+    let json = h.status_json().await;
+    assert_eq!(json["saved_words"], "1 change only on this device");
+    assert_eq!(json["hub_words"], "1 change not yet on the trust hub");
+    assert_eq!(json["not_on_hub"], 1);
+    let html = json["html"].as_str().unwrap();
+    assert!(!html.contains("Also on the trust hub"), "{html}");
+    assert!(!h
+        .get(&format!("/case/{case}"))
+        .await
+        .body
+        .contains("also on the trust hub"));
+
+    // On the borough now, not yet on the hub.
+    h.borough_saved(&case, false).await;
+    let json = h.status_json().await;
+    assert_eq!(json["saved_words"], "All saved on the borough server");
+    assert_eq!(json["hub_words"], "1 change not yet on the trust hub");
+    assert_eq!(
+        json["cases"][&case]["words"],
+        "All saved on the borough server"
+    );
+}
+
 #[tokio::test]
 async fn changes_left_on_the_device_too_long_raise_a_warning() {
     let h = Harness::new().await;

@@ -226,7 +226,12 @@ fn a_full_offline_day_syncs_and_a_second_device_sees_everything() {
     assert_eq!(synced["unsynced_changes"], 0, "{synced}");
     assert_ne!(synced["last_successful_sync"], Value::Null);
     assert_eq!(synced["last_sync"]["ok"], true);
-    assert!(alex.ok(&["status"]).contains("all 1 case(s) synced"));
+    // A borough with no trust hub sends no hub receipt: nothing is said about a hub.
+    assert_eq!(synced["not_on_hub"], Value::Null, "{synced}");
+    assert_eq!(synced["cases"][0]["not_on_hub"], Value::Null, "{synced}");
+    let human = alex.ok(&["status"]);
+    assert!(human.contains("all 1 case(s) synced"), "{human}");
+    assert!(!human.contains("trust hub"), "{human}");
 
     // A colleague's device in the same team sees everything.
     let blake = server.device("Blake Carer");

@@ -14,10 +14,12 @@ fn a_fresh_device_reports_an_honest_empty_status() {
     assert_eq!(s["practitioner"], serde_json::Value::Null);
     assert_eq!(s["last_successful_sync"], serde_json::Value::Null);
     assert_eq!(s["unsynced_changes"], 0);
+    assert_eq!(s["not_on_hub"], serde_json::Value::Null);
     assert_eq!(s["cases"].as_array().map(Vec::len), Some(0));
     let human = d.ok(&["status"]);
     assert!(human.contains("nobody yet"), "{human}");
     assert!(!human.contains("synced:"), "{human}");
+    assert!(!human.contains("trust hub"), "{human}");
     assert_eq!(d.json(&["case", "list"]), serde_json::json!([]));
 }
 

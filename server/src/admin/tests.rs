@@ -537,3 +537,561 @@ fn roles_are_set_audited_listed_and_checked() {
     let listed: Vec<PractitionerView> = ok(admin.handle(AdminRequest::Practitioners));
     assert_eq!(listed[0].role, StaffRole::Psychiatrist);
 }
+
+// ----- the trust hub's figures -----
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+use polyphony_core::export::figures::{team_table, Row, RowScope};
+use polyphony_core::model::{
+    parse_datetime, Author, CareRole, CaseDoc, CaseFigures, NewCase, NewMeeting, Participant, Place,
+};
+use polyphony_core::store::{ChunkLog, ChunkSeq, Store, StoreError};
+use polyphony_core::sync::TeamInfo;
+use polyphony_core::{BlobHash, BoroughId};
+
+use crate::config::ServerRole;
+use crate::storage::ServerStorage;
+
+/// A memory store whose logs (the audit log's) refuse appends while `refusing` is on, as a full
+/// disk would.
+#[derive(Default)]
+struct AuditDisk {
+    inner: MemoryStore,
+    refusing: AtomicBool,
+}
+
+impl Store for AuditDisk {
+    fn append_chunk(&self, case: &CaseId, chunk: &[u8]) -> Result<ChunkSeq, StoreError> {
+        self.inner.append_chunk(case, chunk)
+    }
+    fn load_chunks(&self, case: &CaseId) -> Result<Option<ChunkLog>, StoreError> {
+        self.inner.load_chunks(case)
+    }
+    fn compact_case(&self, case: &CaseId, s: &[u8], t: ChunkSeq) -> Result<(), StoreError> {
+        self.inner.compact_case(case, s, t)
+    }
+    fn remove_case(&self, case: &CaseId) -> Result<(), StoreError> {
+        self.inner.remove_case(case)
+    }
+    fn list_cases(&self) -> Result<Vec<CaseId>, StoreError> {
+        self.inner.list_cases()
+    }
+    fn get_meta(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_meta(ns, key)
+    }
+    fn put_meta(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_meta(ns, key, value)
+    }
+    fn delete_meta(&self, ns: &str, key: &str) -> Result<(), StoreError> {
+        self.inner.delete_meta(ns, key)
+    }
+    fn scan_meta(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.scan_meta(ns)
+    }
+    fn append_log(&self, log: &str, entry: &[u8]) -> Result<u64, StoreError> {
+        if self.refusing.load(SeqCst) {
+            return Err(StoreError::Io(io::Error::other("no space left on device")));
+        }
+        self.inner.append_log(log, entry)
+    }
+    fn read_log(&self, log: &str, from: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.read_log(log, from)
+    }
+    fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError> {
+        self.inner.trim_log(log, through)
+    }
+    fn put_blob(&self, case: &CaseId, hash: &BlobHash, content: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_blob(case, hash, content)
+    }
+    fn get_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_blob(case, hash)
+    }
+    fn has_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<bool, StoreError> {
+        self.inner.has_blob(case, hash)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+/// A trust hub's administration over one store: its registry, audit log and cases.
+struct Hub {
+    disk: Arc<AuditDisk>,
+    registry: Arc<Registry>,
+    audit: Arc<AuditLog>,
+    storage: Arc<ServerStorage>,
+    admin: Admin,
+}
+
+fn hub_admin(role: ServerRole) -> Hub {
+    let disk = Arc::new(AuditDisk::default());
+    let registry = Arc::new(Registry::new(disk.clone()));
+    let audit = Arc::new(AuditLog::open(disk.clone()).expect("audit"));
+    let storage = Arc::new(ServerStorage::new(disk.clone(), 16));
+    let admin = Admin::new(
+        registry.clone(),
+        audit.clone(),
+        CA,
+        time::Duration::hours(72),
+    )
+    .with_role(role)
+    .with_storage(storage.clone());
+    Hub {
+        disk,
+        registry,
+        audit,
+        storage,
+        admin,
+    }
+}
+
+fn writer(name: &str) -> Author {
+    Author {
+        practitioner: PractitionerId::random(),
+        practitioner_name: name.into(),
+        device: DeviceId::random(),
+    }
+}
+
+fn at(s: &str) -> polyphony_core::model::Instant {
+    parse_datetime("at", s).expect("test time")
+}
+
+/// A case of `team` for `person`, referred at 09:00, with one meeting per entry of `meetings`
+/// (its time, and whether the second practitioner came too), written as its borough's link
+/// would store it on the hub. The document names `named` as its case id (the case's own, unless
+/// a test says otherwise). Returns the document, as a device would hold it.
+fn stored_case(
+    hub: &Hub,
+    case: CaseId,
+    named: CaseId,
+    team: TeamId,
+    person: &str,
+    meetings: &[(&str, bool)],
+) -> CaseDoc {
+    let sam = writer("Sam Okafor");
+    let kit = writer("Kit Byrne");
+    let mut doc = CaseDoc::create(
+        named,
+        team,
+        NewCase {
+            name: person.into(),
+            referral: Some(at("2026-03-02T09:00")),
+            ..Default::default()
+        },
+        sam.clone(),
+    )
+    .expect("case");
+    doc.add_care_team(
+        sam.practitioner,
+        &sam.practitioner_name,
+        CareRole::Practitioner,
+        None,
+    )
+    .expect("sam");
+    doc.add_care_team(
+        kit.practitioner,
+        &kit.practitioner_name,
+        CareRole::Practitioner,
+        None,
+    )
+    .expect("kit");
+    for (when, pair) in meetings {
+        let mut attendees = vec![
+            Participant::Person,
+            Participant::Practitioner(sam.practitioner),
+        ];
+        if *pair {
+            attendees.push(Participant::Practitioner(kit.practitioner));
+        }
+        doc.add_meeting(NewMeeting {
+            at: at(when),
+            place: Place::Home,
+            attendees,
+        })
+        .expect("meeting");
+    }
+    hub.registry.register_case(case, team).expect("register");
+    hub.storage
+        .apply_chunk(&case, &doc.save(), |_, _| Ok(()))
+        .expect("stored");
+    doc
+}
+
+/// Two boroughs: North with teams Crisis and Home Treatment, South with team Early Help.
+struct Trust {
+    north: BoroughId,
+    south: BoroughId,
+    crisis: TeamId,
+    home: TeamId,
+    early: TeamId,
+}
+
+fn two_boroughs(hub: &Hub) -> Trust {
+    let north = hub.registry.add_borough("North").expect("north").id;
+    let south = hub.registry.add_borough("South").expect("south").id;
+    let info = |name: &str| TeamInfo {
+        id: TeamId::random(),
+        name: name.into(),
+    };
+    let (crisis, home, early) = (info("Crisis"), info("Home Treatment"), info("Early Help"));
+    let trust = Trust {
+        north,
+        south,
+        crisis: crisis.id,
+        home: home.id,
+        early: early.id,
+    };
+    hub.registry
+        .claim_teams(&north, &[crisis, home])
+        .expect("north's teams");
+    hub.registry
+        .claim_teams(&south, &[early])
+        .expect("south's teams");
+    trust
+}
+
+/// The rows a device of the team would show over these documents (in case-id order, as the hub
+/// lists them).
+fn as_devices_count(mut docs: Vec<(CaseId, &CaseDoc)>) -> Vec<Row> {
+    docs.sort_by_key(|(case, _)| *case);
+    let figures: Vec<CaseFigures> = docs
+        .iter()
+        .map(|(_, d)| CaseFigures::from_view(&d.view()))
+        .collect();
+    team_table(&figures)
+}
+
+fn figures_of(hub: &Hub, by: FiguresBy) -> TrustFigures {
+    ok(hub.admin.handle(AdminRequest::Figures { by }))
+}
+
+/// Each team's rows are a device's rows over that team's cases, and each borough's are over all
+/// its teams' cases together; the rows carry case ids, never the person's name.
+#[test]
+fn trust_figures_are_a_devices_figures_per_team_and_per_borough() {
+    let hub = hub_admin(ServerRole::Hub);
+    let t = two_boroughs(&hub);
+    let (c1, c2, c3, c4) = (
+        CaseId::random(),
+        CaseId::random(),
+        CaseId::random(),
+        CaseId::random(),
+    );
+    let d1 = stored_case(
+        &hub,
+        c1,
+        c1,
+        t.crisis,
+        "Maria Lindqvist",
+        &[("2026-03-02T15:00", true), ("2026-03-05T10:00", true)],
+    );
+    let d2 = stored_case(
+        &hub,
+        c2,
+        c2,
+        t.crisis,
+        "Jon Berg",
+        &[("2026-03-04T09:00", false)],
+    );
+    let d3 = stored_case(
+        &hub,
+        c3,
+        c3,
+        t.home,
+        "Ada Obi",
+        &[("2026-03-02T12:00", true), ("2026-03-03T12:00", false)],
+    );
+    let d4 = stored_case(&hub, c4, c4, t.early, "Lee Chan", &[]);
+
+    let figures = figures_of(&hub, FiguresBy::Team);
+    assert_eq!(figures.by, FiguresBy::Team);
+    assert!(figures.unreadable.is_empty());
+    let names: Vec<(&str, BoroughId)> = figures
+        .boroughs
+        .iter()
+        .map(|b| (b.name.as_str(), b.id))
+        .collect();
+    assert_eq!(names, [("North", t.north), ("South", t.south)]);
+    let north = &figures.boroughs[0];
+    let teams: Vec<(&str, TeamId)> = north
+        .teams
+        .iter()
+        .map(|t| (t.name.as_str(), t.id))
+        .collect();
+    assert_eq!(teams, [("Crisis", t.crisis), ("Home Treatment", t.home)]);
+    assert_eq!(
+        north.teams[0].rows,
+        as_devices_count(vec![(c1, &d1), (c2, &d2)])
+    );
+    assert_eq!(north.teams[1].rows, as_devices_count(vec![(c3, &d3)]));
+    assert_eq!(
+        north.rows,
+        as_devices_count(vec![(c1, &d1), (c2, &d2), (c3, &d3)]),
+        "the borough's rows cover both its teams' cases"
+    );
+    let mean = north
+        .rows
+        .iter()
+        .find(|r| r.scope == RowScope::TeamMean)
+        .expect("a mean row");
+    assert_eq!(mean.cases, 3);
+    assert_eq!(mean.meetings, Some(5.0 / 3.0));
+    let south = &figures.boroughs[1];
+    assert_eq!(south.teams.len(), 1);
+    assert_eq!(south.teams[0].rows, as_devices_count(vec![(c4, &d4)]));
+    assert_eq!(south.rows, south.teams[0].rows);
+
+    let text = serde_json::to_string(&figures).expect("encodes");
+    for person in ["Maria", "Jon Berg", "Ada Obi", "Lee Chan", "Sam Okafor"] {
+        assert!(!text.contains(person), "{person} is named in {text}");
+    }
+
+    let by_borough = figures_of(&hub, FiguresBy::Borough);
+    assert_eq!(by_borough.boroughs[0].rows, north.rows);
+    assert!(by_borough.boroughs.iter().all(|b| b.teams.is_empty()));
+}
+
+/// Whatever id a document holds, its row is labelled with the id the hub knows the case by: a
+/// document can hold anything, a name included.
+#[test]
+fn trust_figures_label_rows_with_the_hubs_case_id() {
+    let hub = hub_admin(ServerRole::Hub);
+    let t = two_boroughs(&hub);
+    let case = CaseId::random();
+    let other = CaseId::random();
+    stored_case(
+        &hub,
+        case,
+        other,
+        t.early,
+        "Lee Chan",
+        &[("2026-03-02T10:00", true)],
+    );
+    let figures = figures_of(&hub, FiguresBy::Team);
+    let rows = &figures.boroughs[1].teams[0].rows;
+    assert_eq!(rows[0].scope, RowScope::Case);
+    assert_eq!(rows[0].label, case.to_string());
+}
+
+/// Every case read is recorded, against the case, by the administrator, saying why.
+#[test]
+fn trust_figures_record_one_read_per_case() {
+    let hub = hub_admin(ServerRole::Hub);
+    let t = two_boroughs(&hub);
+    let mut cases = Vec::new();
+    for (team, person) in [(t.crisis, "A"), (t.home, "B"), (t.early, "C")] {
+        let case = CaseId::random();
+        stored_case(
+            &hub,
+            case,
+            case,
+            team,
+            person,
+            &[("2026-03-02T10:00", true)],
+        );
+        cases.push(case);
+    }
+    let before = hub.audit.entries(None).expect("entries").len();
+    figures_of(&hub, FiguresBy::Borough);
+    let records = hub.audit.entries(None).expect("entries");
+    let reads: Vec<_> = records[before..].iter().map(|r| &r.event).collect();
+    assert_eq!(reads.len(), 3, "one record per case: {reads:?}");
+    for e in &reads {
+        assert_eq!(e.actor, Actor::Admin);
+        assert_eq!(e.action, AuditAction::Read);
+        assert_eq!(e.detail, READ_FOR_FIGURES);
+    }
+    let mut read: Vec<CaseId> = reads.iter().filter_map(|e| e.case).collect();
+    read.sort();
+    cases.sort();
+    assert_eq!(read, cases);
+}
+
+/// A read that cannot be recorded fails the request, saying so, with no figures.
+#[test]
+fn trust_figures_are_refused_when_a_read_cannot_be_recorded() {
+    let hub = hub_admin(ServerRole::Hub);
+    let t = two_boroughs(&hub);
+    let case = CaseId::random();
+    stored_case(
+        &hub,
+        case,
+        case,
+        t.crisis,
+        "A",
+        &[("2026-03-02T10:00", true)],
+    );
+    hub.disk.refusing.store(true, SeqCst);
+    let message = refused(hub.admin.handle(AdminRequest::Figures {
+        by: FiguresBy::Team,
+    }));
+    assert!(
+        message.contains("could not be recorded in the audit log")
+            && message.contains(&case.to_string())
+            && message.contains("no figures are shown"),
+        "{message}"
+    );
+}
+
+/// A case whose stored bytes do not load is named, and the rest are counted.
+#[test]
+fn trust_figures_name_an_unreadable_case_and_count_the_rest() {
+    let hub = hub_admin(ServerRole::Hub);
+    let t = two_boroughs(&hub);
+    let good = CaseId::random();
+    let d = stored_case(
+        &hub,
+        good,
+        good,
+        t.crisis,
+        "A",
+        &[("2026-03-02T10:00", true)],
+    );
+    let damaged = CaseId::random();
+    hub.registry
+        .register_case(damaged, t.crisis)
+        .expect("register");
+    hub.disk
+        .append_chunk(&damaged, b"not an automerge document")
+        .expect("stored");
+    let lost = CaseId::random();
+    hub.registry.register_case(lost, t.early).expect("register");
+
+    let figures = figures_of(&hub, FiguresBy::Team);
+    let mut unreadable = figures.unreadable.clone();
+    unreadable.sort();
+    let mut expected = vec![damaged, lost];
+    expected.sort();
+    assert_eq!(unreadable, expected);
+    assert_eq!(
+        figures.boroughs[0].teams[0].rows,
+        as_devices_count(vec![(good, &d)])
+    );
+    let reads: Vec<Option<CaseId>> = hub
+        .audit
+        .entries(None)
+        .expect("entries")
+        .into_iter()
+        .filter(|r| r.event.action == AuditAction::Read)
+        .map(|r| r.event.case)
+        .collect();
+    assert_eq!(
+        reads,
+        [Some(good)],
+        "only the case read is recorded as read"
+    );
+    assert!(figures.render().contains(&damaged.to_string()));
+}
+
+/// A borough server has no boroughs to count: it refuses, pointing at the hub.
+#[test]
+fn trust_figures_are_refused_on_a_borough_server() {
+    let borough = hub_admin(ServerRole::Borough);
+    let message = refused(borough.admin.handle(AdminRequest::Figures {
+        by: FiguresBy::Team,
+    }));
+    assert!(
+        message.contains("trust-wide figures") && message.contains("this is a borough server"),
+        "{message}"
+    );
+    assert!(actions(&borough.audit).is_empty());
+}
+
+/// The CSV leads with the borough and the team (empty on a borough's rows), then a device's
+/// columns; the request's JSON form defaults to per team.
+#[test]
+fn trust_figures_as_csv_and_json() {
+    let hub = hub_admin(ServerRole::Hub);
+    let t = two_boroughs(&hub);
+    let case = CaseId::random();
+    stored_case(
+        &hub,
+        case,
+        case,
+        t.early,
+        "A",
+        &[("2026-03-02T10:00", true)],
+    );
+    let figures = figures_of(&hub, FiguresBy::Team);
+    let csv = figures.to_csv().expect("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    let device = polyphony_core::export::figures::to_csv(&figures.boroughs[1].rows).expect("csv");
+    let device_header = device.lines().next().expect("header");
+    assert_eq!(lines[0], format!("borough,team,{device_header}"));
+    assert!(lines[1].starts_with("North,,team_mean,"), "{csv}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("South,,case,{case},"))),
+        "{csv}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("South,Early Help,case,{case},"))),
+        "{csv}"
+    );
+
+    let req: AdminRequest = serde_json::from_str(r#"{"request":"figures"}"#).expect("parses");
+    assert_eq!(
+        req,
+        AdminRequest::Figures {
+            by: FiguresBy::Team
+        }
+    );
+    let req: AdminRequest =
+        serde_json::from_str(r#"{"request":"figures","by":"borough"}"#).expect("parses");
+    assert_eq!(
+        req,
+        AdminRequest::Figures {
+            by: FiguresBy::Borough
+        }
+    );
+    assert!(
+        req.changes_anything(),
+        "it writes audit records, so it is flushed"
+    );
+}
+
+#[test]
+fn joining_another_hub_forgets_the_old_hubs_receipts_and_joining_the_same_one_keeps_them() {
+    use crate::hub_link::{acked_heads, set_acked_heads, HubMembership};
+    let b = hub_admin(ServerRole::Borough);
+    let membership = |hub_ca: &str| HubMembership {
+        borough: polyphony_core::BoroughId::random(),
+        name: "Brent".into(),
+        hub: "127.0.0.1:4500".into(),
+        hub_ca: hub_ca.into(),
+        certificate: "00".into(),
+        key_pem: String::new(),
+        joined_at: "2026-12-07T20:00:00Z".into(),
+    };
+    let first = membership("aa");
+    let joined = |m: &HubMembership| {
+        b.admin.handle(AdminRequest::HubJoined {
+            membership: m.clone(),
+        })
+    };
+    assert!(matches!(joined(&first), AdminResponse::Ok { .. }));
+    let case = CaseId::random();
+    let heads = vec![automerge::ChangeHash([3; 32])];
+    set_acked_heads(&*b.storage.store, &case, &heads).expect("kept");
+    // The same hub and borough (a new certificate): what the hub acknowledged still stands.
+    let renewed = HubMembership {
+        certificate: "01".into(),
+        ..first.clone()
+    };
+    assert!(matches!(joined(&renewed), AdminResponse::Ok { .. }));
+    assert_eq!(
+        acked_heads(&*b.storage.store, &case).expect("read"),
+        Some(heads)
+    );
+    // Another hub: its receipts vouch for nothing here.
+    assert!(matches!(
+        joined(&membership("bb")),
+        AdminResponse::Ok { .. }
+    ));
+    assert_eq!(acked_heads(&*b.storage.store, &case).expect("read"), None);
+}

@@ -56,6 +56,7 @@ fn fixture_with(revoking_limit: time::Duration) -> Fixture {
         max_frame: polyphony_core::sync::DEFAULT_MAX_FRAME,
         revoking_limit,
         moved_upload_limit: time::Duration::days(14),
+        max_new_cases: crate::session::MAX_PROVISIONAL,
         ca: None,
         limits: Default::default(),
     };

@@ -1,6 +1,7 @@
 use std::sync::Barrier;
 
 use polyphony_core::store::MemoryStore;
+use polyphony_core::sync::{RosterDevice, TeamInfo};
 
 use super::*;
 
@@ -506,4 +507,553 @@ fn a_practitioner_stored_before_roles_reads_as_a_practitioner() {
         r.practitioner(&id).unwrap().unwrap().role,
         StaffRole::PeerSupport
     );
+}
+
+/// A team stored before boroughs existed (no `borough` in the record) reads as a team of no
+/// borough, and a team of no borough is stored without the field (a borough server's records do
+/// not change shape).
+#[test]
+fn a_team_stored_before_boroughs_reads_as_no_boroughs() {
+    let r = registry();
+    let id = TeamId::random();
+    let old = serde_json::json!({
+        "id": id,
+        "name": "Old Team",
+        "created_at": "2026-01-01T00:00:00Z",
+    });
+    r.store
+        .put_meta(
+            ns::TEAMS,
+            &id.to_string(),
+            &serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(r.team_by_id(&id).unwrap().unwrap().borough, None);
+    assert!(matches!(
+        r.add_team("old team"),
+        Err(RegistryError::TeamExists { id: existing, .. }) if existing == id
+    ));
+    let new = r.add_team("New Team").unwrap();
+    let bytes = r
+        .store
+        .get_meta(ns::TEAMS, &new.id.to_string())
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("borough"));
+}
+
+// ----- boroughs (on a trust hub) -----
+
+const DAY: time::Duration = time::Duration::hours(24);
+
+fn borough_code(r: &Registry, b: &Borough) -> EnrolmentCode {
+    r.create_borough_enrolment(b.id, CA, DAY).expect("code")
+}
+
+fn team_info(id: TeamId, name: &str) -> TeamInfo {
+    TeamInfo {
+        id,
+        name: name.into(),
+    }
+}
+
+fn roster_device(device: DeviceId, practitioner: PractitionerId, name: &str) -> RosterDevice {
+    RosterDevice {
+        device,
+        practitioner,
+        practitioner_name: name.into(),
+    }
+}
+
+#[test]
+fn borough_names_are_unique_ignoring_case_and_found_by_name_or_id() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    assert_eq!(camden.status, DeviceStatus::Active);
+    assert_eq!(camden.cert_fingerprint, None);
+    let err = r.add_borough(" cAMDEN ").expect_err("duplicate");
+    assert!(
+        matches!(&err, RegistryError::BoroughExists { id, .. } if *id == camden.id),
+        "{err}"
+    );
+    assert!(matches!(
+        r.add_borough("  "),
+        Err(RegistryError::EmptyName { what: "borough" })
+    ));
+    let islington = r.add_borough("Islington").expect("borough");
+    let ids: Vec<_> = r
+        .boroughs()
+        .expect("list")
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(ids, [camden.id, islington.id]);
+    assert_eq!(r.borough(&camden.id).expect("read"), Some(camden.clone()));
+    assert_eq!(r.borough_by("camden").expect("by name"), camden);
+    assert_eq!(
+        r.borough_by(&islington.id.to_string()).expect("by id"),
+        islington
+    );
+    assert!(matches!(
+        r.borough_by("Hackney"),
+        Err(RegistryError::BoroughNotFound { given }) if given == "Hackney"
+    ));
+}
+
+#[test]
+fn a_borough_code_enrols_once() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    let code = borough_code(&r, &camden);
+    let (pending, borough) = r.check_borough_enrolment(code.token()).expect("valid");
+    assert_eq!(pending.token_hash, hex::encode(code.token_hash()));
+    assert_eq!((pending.borough, borough.id), (camden.id, camden.id));
+    assert!(pending.used_at.is_none());
+
+    let enrolled = r
+        .redeem_borough_enrolment(code.token(), [1; 32])
+        .expect("redeem");
+    assert_eq!(enrolled.status, DeviceStatus::Active);
+    assert_eq!(enrolled.cert_fingerprint, Some(hex::encode([1; 32])));
+    assert!(enrolled.enrolled_at.is_some());
+    assert_eq!(r.borough_by_cert(&[1; 32]).expect("read"), Some(enrolled));
+    assert_eq!(r.borough_by_cert(&[2; 32]).expect("read"), None);
+
+    let err = r
+        .redeem_borough_enrolment(code.token(), [2; 32])
+        .expect_err("second use");
+    assert!(matches!(err, RegistryError::EnrolmentUsed { .. }), "{err}");
+    assert!(matches!(
+        r.check_borough_enrolment(code.token()),
+        Err(RegistryError::EnrolmentUsed { .. })
+    ));
+    // A device's code is no borough's code, and the other way round.
+    assert!(matches!(
+        r.redeem_borough_enrolment(EnrolmentCode::new(CA).token(), [3; 32]),
+        Err(RegistryError::EnrolmentUnknown)
+    ));
+    let code = borough_code(&r, &camden);
+    assert!(matches!(
+        r.check_enrolment(code.token(), &DeviceId::random()),
+        Err(RegistryError::EnrolmentUnknown)
+    ));
+}
+
+#[test]
+fn an_expired_borough_code_is_refused() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    let code = borough_code(&r, &camden);
+    let (pending, _) = r.check_borough_enrolment(code.token()).expect("valid");
+    let err = r
+        .redeem_borough_enrolment_at(code.token(), [1; 32], pending.expires_at)
+        .expect_err("expired");
+    assert!(
+        matches!(err, RegistryError::EnrolmentExpired { .. }),
+        "{err}"
+    );
+    assert_eq!(r.borough_by_cert(&[1; 32]).expect("read"), None);
+    r.redeem_borough_enrolment_at(
+        code.token(),
+        [1; 32],
+        pending.expires_at - time::Duration::seconds(1),
+    )
+    .expect("just in time");
+
+    assert!(matches!(
+        r.create_borough_enrolment(camden.id, CA, time::Duration::ZERO),
+        Err(RegistryError::BadTtl(_))
+    ));
+    assert!(matches!(
+        r.create_borough_enrolment(BoroughId::random(), CA, DAY),
+        Err(RegistryError::BoroughNotFound { .. })
+    ));
+}
+
+#[test]
+fn a_revoked_borough_gets_no_code_and_cannot_redeem_one_issued_before() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    let earlier = borough_code(&r, &camden);
+    r.set_borough_status(&camden.id, DeviceStatus::Revoked)
+        .expect("revoke");
+    let err = r
+        .create_borough_enrolment(camden.id, CA, DAY)
+        .expect_err("no new code");
+    assert!(
+        matches!(err, RegistryError::BoroughRevoked(b) if b == camden.id),
+        "{err}"
+    );
+    assert!(matches!(
+        r.check_borough_enrolment(earlier.token()),
+        Err(RegistryError::BoroughRevoked(_))
+    ));
+    assert!(matches!(
+        r.redeem_borough_enrolment(earlier.token(), [1; 32]),
+        Err(RegistryError::BoroughRevoked(_))
+    ));
+    assert_eq!(r.borough_by_cert(&[1; 32]).expect("read"), None);
+    // The refusal did not use the code up: nothing was written for a revoked borough.
+    let pending: PendingBoroughEnrolment = r
+        .get(ns::BOROUGH_ENROLMENTS, &hex::encode(earlier.token_hash()))
+        .expect("read")
+        .expect("kept");
+    assert!(pending.used_at.is_none());
+}
+
+#[test]
+fn enrolling_again_replaces_the_certificate_and_ends_the_old_link() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    r.redeem_borough_enrolment(borough_code(&r, &camden).token(), [1; 32])
+        .expect("first enrolment");
+    let before = r.access_epoch();
+    // The borough server was rebuilt: it enrols again with a new key.
+    let again = r
+        .redeem_borough_enrolment(borough_code(&r, &camden).token(), [2; 32])
+        .expect("enrols again");
+    assert_eq!(again.id, camden.id);
+    assert_eq!(r.borough_by_cert(&[2; 32]).expect("read"), Some(again));
+    assert_eq!(r.borough_by_cert(&[1; 32]).expect("read"), None);
+    assert_eq!(
+        r.get::<BoroughId>(ns::BOROUGH_CERTS, &hex::encode([1; 32]))
+            .expect("read"),
+        None,
+        "the old index entry is removed"
+    );
+    assert!(
+        r.access_epoch() > before,
+        "a link with the old certificate must end"
+    );
+
+    // Another borough cannot take a certificate in use.
+    let islington = r.add_borough("Islington").expect("borough");
+    let err = r
+        .redeem_borough_enrolment(borough_code(&r, &islington).token(), [2; 32])
+        .expect_err("certificate in use");
+    assert!(
+        matches!(err, RegistryError::BoroughCertificateInUse(b) if b == camden.id),
+        "{err}"
+    );
+}
+
+#[test]
+fn revoking_a_borough_bumps_the_access_epoch_and_is_final() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    r.redeem_borough_enrolment(borough_code(&r, &camden).token(), [1; 32])
+        .expect("enrol");
+    let seen = Arc::new(AtomicU64::new(0));
+    let hook_seen = seen.clone();
+    r.on_access_changed(move |epoch| hook_seen.store(*epoch, Ordering::SeqCst));
+    let before = r.access_epoch();
+
+    assert!(matches!(
+        r.set_borough_status(&camden.id, DeviceStatus::Revoking),
+        Err(RegistryError::BadBoroughStatus(DeviceStatus::Revoking))
+    ));
+    assert_eq!(r.access_epoch(), before);
+    let revoked = r
+        .set_borough_status(&camden.id, DeviceStatus::Revoked)
+        .expect("revoke");
+    assert_eq!(revoked.status, DeviceStatus::Revoked);
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(r.access_epoch(), before + 1);
+    assert_eq!(seen.load(Ordering::SeqCst), before + 1);
+    // The link finds the borough, and its status refuses it.
+    assert_eq!(
+        r.borough_by_cert(&[1; 32]).expect("read").map(|b| b.status),
+        Some(DeviceStatus::Revoked)
+    );
+
+    assert_eq!(
+        r.set_borough_status(&camden.id, DeviceStatus::Revoked)
+            .expect("same status"),
+        revoked
+    );
+    let err = r
+        .set_borough_status(&camden.id, DeviceStatus::Active)
+        .expect_err("final");
+    assert!(
+        matches!(err, RegistryError::BoroughRevoked(b) if b == camden.id),
+        "{err}"
+    );
+    assert_eq!(r.borough(&camden.id).expect("read"), Some(revoked));
+    assert!(matches!(
+        r.set_borough_status(&BoroughId::random(), DeviceStatus::Revoked),
+        Err(RegistryError::BoroughNotFound { .. })
+    ));
+}
+
+#[test]
+fn two_boroughs_may_each_have_a_team_of_the_same_name() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    let islington = r.add_borough("Islington").expect("borough");
+    let (c_north, i_north) = (TeamId::random(), TeamId::random());
+    assert_eq!(
+        r.claim_teams(&camden.id, &[team_info(c_north, "North")])
+            .expect("camden"),
+        [c_north]
+    );
+    assert_eq!(
+        r.claim_teams(&islington.id, &[team_info(i_north, "north")])
+            .expect("islington"),
+        [i_north]
+    );
+    assert_eq!(
+        r.team_by_id(&c_north).expect("read").map(|t| t.borough),
+        Some(Some(camden.id))
+    );
+    assert_eq!(r.borough_teams(&islington.id).expect("teams"), [i_north]);
+    // The hub's own teams (of no borough) do not clash with a borough's either.
+    r.add_team("North").expect("a team of no borough");
+
+    // Within one borough, names stay unique: a new team cannot take a name in use...
+    let err = r
+        .claim_teams(&camden.id, &[team_info(TeamId::random(), "NORTH")])
+        .expect_err("same name in one borough");
+    assert!(
+        matches!(&err, RegistryError::BoroughTeamsShareName { borough, .. } if *borough == camden.id),
+        "{err}"
+    );
+    // ...but names may be swapped in one roster, as the result is unique.
+    let c_south = TeamId::random();
+    r.claim_teams(&camden.id, &[team_info(c_south, "South")])
+        .expect("another team");
+    let before = r.access_epoch();
+    let mut teams = r
+        .claim_teams(
+            &camden.id,
+            &[team_info(c_north, "South"), team_info(c_south, "North")],
+        )
+        .expect("swap");
+    teams.sort();
+    let mut expected = vec![c_north, c_south];
+    expected.sort();
+    assert_eq!(teams, expected);
+    assert_eq!(
+        r.team_by_id(&c_north).expect("read").expect("kept").name,
+        "South"
+    );
+    assert!(r.access_epoch() > before);
+    // The same roster again changes nothing.
+    let before = r.access_epoch();
+    r.claim_teams(
+        &camden.id,
+        &[team_info(c_north, "South"), team_info(c_south, "North")],
+    )
+    .expect("again");
+    assert_eq!(r.access_epoch(), before);
+}
+
+#[test]
+fn a_team_of_another_borough_is_refused_with_nothing_written() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    let islington = r.add_borough("Islington").expect("borough");
+    let c_north = TeamId::random();
+    r.claim_teams(&camden.id, &[team_info(c_north, "North")])
+        .expect("camden");
+    let hubs_own = r.add_team("Hub Team").expect("team");
+    let teams_before = r.teams().expect("teams");
+    let epoch_before = r.access_epoch();
+
+    let new = TeamId::random();
+    let err = r
+        .claim_teams(
+            &islington.id,
+            &[team_info(new, "East"), team_info(c_north, "North")],
+        )
+        .expect_err("camden's team");
+    assert!(
+        matches!(&err, RegistryError::TeamOfAnotherBorough { team, owner, .. }
+            if *team == c_north && *owner == Some(camden.id)),
+        "{err}"
+    );
+    let err = r
+        .claim_teams(
+            &islington.id,
+            &[team_info(new, "East"), team_info(hubs_own.id, "Hub Team")],
+        )
+        .expect_err("the hub's own team");
+    assert!(
+        matches!(&err, RegistryError::TeamOfAnotherBorough { team, owner: None, .. }
+            if *team == hubs_own.id),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no borough"), "{err}");
+    assert_eq!(r.teams().expect("teams"), teams_before, "nothing written");
+    assert!(r.borough_teams(&islington.id).expect("teams").is_empty());
+    assert_eq!(r.access_epoch(), epoch_before);
+
+    // A team listed twice under two names is refused too.
+    assert!(matches!(
+        r.claim_teams(
+            &islington.id,
+            &[team_info(new, "East"), team_info(new, "West")]
+        ),
+        Err(RegistryError::ClaimedTwice { what: "team", .. })
+    ));
+    // A revoked borough claims nothing.
+    r.set_borough_status(&islington.id, DeviceStatus::Revoked)
+        .expect("revoke");
+    assert!(matches!(
+        r.claim_teams(&islington.id, &[team_info(new, "East")]),
+        Err(RegistryError::BoroughRevoked(_))
+    ));
+    assert_eq!(r.teams().expect("teams"), teams_before);
+}
+
+#[test]
+fn a_roster_device_of_another_borough_is_refused_with_nothing_of_the_roster_written() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    let islington = r.add_borough("Islington").expect("borough");
+    let (ana, bo) = (PractitionerId::random(), PractitionerId::random());
+    let camden_laptop = DeviceId::random();
+    r.claim_roster(
+        &camden.id,
+        &[roster_device(camden_laptop, ana, "Ana Silva")],
+    )
+    .expect("camden");
+
+    let islington_laptop = DeviceId::random();
+    let err = r
+        .claim_roster(
+            &islington.id,
+            &[
+                roster_device(islington_laptop, bo, "Bo"),
+                roster_device(camden_laptop, bo, "Bo"),
+            ],
+        )
+        .expect_err("camden's device");
+    assert!(
+        matches!(&err, RegistryError::DeviceOfAnotherBorough { device, owner }
+            if *device == camden_laptop && *owner == camden.id),
+        "{err}"
+    );
+    assert!(err.to_string().contains("one borough"), "{err}");
+    assert_eq!(r.roster_entry(&islington_laptop).expect("read"), None);
+    let entry = r.roster_entry(&camden_laptop).expect("read").expect("kept");
+    assert_eq!((entry.borough, entry.practitioner), (camden.id, ana));
+
+    // A name that is not usable refuses the whole roster too.
+    let err = r
+        .claim_roster(
+            &islington.id,
+            &[
+                roster_device(islington_laptop, bo, "Bo"),
+                roster_device(DeviceId::random(), bo, &"x".repeat(MAX_NAME_CHARS + 1)),
+            ],
+        )
+        .expect_err("name too long");
+    assert!(
+        matches!(
+            err,
+            RegistryError::BadName {
+                what: "practitioner",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(r.roster_entry(&islington_laptop).expect("read"), None);
+    // As does one device named twice with two practitioners.
+    assert!(matches!(
+        r.claim_roster(
+            &islington.id,
+            &[
+                roster_device(islington_laptop, bo, "Bo"),
+                roster_device(islington_laptop, PractitionerId::random(), "Cy"),
+            ],
+        ),
+        Err(RegistryError::ClaimedTwice { what: "device", .. })
+    ));
+    assert_eq!(r.roster_entry(&islington_laptop).expect("read"), None);
+}
+
+#[test]
+fn a_roster_update_keeps_when_the_hub_first_heard_of_a_device() {
+    let r = registry();
+    let camden = r.add_borough("Camden").expect("borough");
+    let (ana, bo) = (PractitionerId::random(), PractitionerId::random());
+    let laptop = DeviceId::random();
+    r.claim_roster(&camden.id, &[roster_device(laptop, ana, "Ana Silva")])
+        .expect("first");
+    let first = r.roster_entry(&laptop).expect("read").expect("stored");
+    assert_eq!(first.practitioner_name, "Ana Silva");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+
+    let tablet = DeviceId::random();
+    r.claim_roster(
+        &camden.id,
+        &[
+            roster_device(laptop, bo, " Bo Chen "),
+            roster_device(tablet, ana, "Ana Silva"),
+        ],
+    )
+    .expect("update");
+    let updated = r.roster_entry(&laptop).expect("read").expect("kept");
+    assert_eq!(updated.since, first.since);
+    assert_eq!(
+        (updated.practitioner, updated.practitioner_name.as_str()),
+        (bo, "Bo Chen")
+    );
+    let new = r.roster_entry(&tablet).expect("read").expect("stored");
+    assert!(new.since > first.since);
+    // A roster that leaves a device out keeps it (its old changes are still relayed).
+    r.claim_roster(&camden.id, &[]).expect("empty");
+    assert_eq!(r.roster_entry(&laptop).expect("read"), Some(updated));
+}
+
+#[test]
+fn boroughs_their_teams_and_rosters_are_all_there_after_a_reload() {
+    let store = Arc::new(MemoryStore::new());
+    let (camden, code, north, laptop, entry) = {
+        let r = Registry::new(store.clone());
+        let camden = r.add_borough("Camden").expect("borough");
+        let camden = r
+            .redeem_borough_enrolment(borough_code(&r, &camden).token(), [1; 32])
+            .expect("enrol");
+        let code = borough_code(&r, &camden);
+        let north = TeamId::random();
+        r.claim_teams(&camden.id, &[team_info(north, "North")])
+            .expect("teams");
+        let laptop = DeviceId::random();
+        r.claim_roster(
+            &camden.id,
+            &[roster_device(laptop, PractitionerId::random(), "Ana Silva")],
+        )
+        .expect("roster");
+        let entry = r.roster_entry(&laptop).expect("read").expect("stored");
+        (camden, code, north, laptop, entry)
+    };
+    let r = Registry::new(store.clone());
+    assert_eq!(r.boroughs().expect("list"), std::slice::from_ref(&camden));
+    assert_eq!(r.borough_by("CAMDEN").expect("by name"), camden);
+    assert_eq!(
+        r.borough_by_cert(&[1; 32]).expect("read"),
+        Some(camden.clone())
+    );
+    assert_eq!(r.borough_teams(&camden.id).expect("teams"), [north]);
+    assert_eq!(r.roster_entry(&laptop).expect("read"), Some(entry));
+    let (pending, _) = r.check_borough_enrolment(code.token()).expect("code kept");
+    assert_eq!(pending.borough, camden.id);
+    // Keys are ids and hashes, never names.
+    for ns in [
+        ns::BOROUGHS,
+        ns::BOROUGH_CERTS,
+        ns::BOROUGH_ENROLMENTS,
+        ns::ROSTER,
+        ns::TEAMS,
+    ] {
+        for (key, _) in store.scan_meta(ns).expect("scan") {
+            let key = key.to_lowercase();
+            assert!(
+                !key.contains("camden") && !key.contains("north") && !key.contains("ana"),
+                "{ns}/{key}"
+            );
+        }
+    }
 }

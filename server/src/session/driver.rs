@@ -7,14 +7,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use polyphony_core::net::{write_frames, FrameReader, FramedStream, StreamError};
-use polyphony_core::sync::{ErrorCode, Frame, FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE};
+use polyphony_core::sync::{
+    ErrorCode, Frame, FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE, FEATURE_HUB_RECEIPTS,
+};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, warn};
 
-use super::{blobs, welcome, withheld, Batch, NotWelcome, Session, Shared};
+use super::{
+    blobs, claim_roster, welcome, welcome_borough, withheld, Batch, NotWelcome, Session, Shared,
+};
 use crate::audit::{Actor, AuditAction};
 use crate::driver::CoreDriver;
-use crate::registry::{Device, Practitioner};
+use crate::registry::{Borough, Device, Practitioner};
 use crate::storage::CaseChanged;
 
 /// The most reply batches a session may have waiting for a device that does not read them; past
@@ -26,7 +30,7 @@ pub const MAX_SEND_BACKLOG: usize = 64;
 /// of milliseconds for a large case) off the async runtime's scheduling: on the multi-threaded
 /// runtime the worker hands its other tasks to the rest first, so one device's large case does
 /// not stall every other connection's I/O on that worker.
-fn off_runtime<R>(step: impl FnOnce() -> R) -> R {
+pub(crate) fn off_runtime<R>(step: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(step),
         _ => step(),
@@ -113,6 +117,155 @@ pub async fn serve(
     };
     // Attachments may go on streams beside the session for as long as it lasts.
     let attachments = tokio::spawn(blobs.accept_while(conn.clone()));
+    let wakes = Wakes {
+        changes: driver.case_changes(),
+        hub_saved: driver.hub_saved(),
+        access,
+    };
+    run_session(
+        &shared,
+        driver,
+        wakes,
+        &conn,
+        stream,
+        session,
+        Some(attachments),
+        actor,
+    )
+    .await;
+}
+
+/// Serve a borough server's link on the trust hub until it ends: its `Hello`, then its `Roster`
+/// (its teams and devices, claimed for it), the `Welcome` granting its teams' cases, then the
+/// same session as a device's ([`Session::for_borough`]). A link carries no attachments yet.
+pub async fn serve_borough(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    conn: quinn::Connection,
+    conn_id: u64,
+    borough: Borough,
+) {
+    let actor = Actor::Borough {
+        borough: borough.id,
+    };
+    let access = driver.access_changes();
+    let Some((stream, session)) = borough_handshake(&shared, &conn, conn_id, &borough).await else {
+        return;
+    };
+    let wakes = Wakes {
+        changes: driver.case_changes(),
+        hub_saved: driver.hub_saved(),
+        access,
+    };
+    run_session(&shared, driver, wakes, &conn, stream, session, None, actor).await;
+}
+
+/// A borough's `Hello` and `Roster`, answered with a `Welcome`: the stream and a session for it,
+/// or None when it was refused (the connection is closed with the reason).
+async fn borough_handshake(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    conn_id: u64,
+    borough: &Borough,
+) -> Option<(FramedStream, Session)> {
+    let first_limit = blobs::BLOB_STREAM_MAX_FRAME.min(shared.max_frame);
+    let (send, recv) = match tokio::time::timeout(FIRST_FRAME_WAIT, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        _ => return None,
+    };
+    let mut stream = FramedStream::with_limit(send, recv, first_limit);
+    let hello = match read_first(conn, &mut stream).await? {
+        Frame::Hello(h) => h,
+        other => {
+            close(
+                conn,
+                ErrorCode::Malformed,
+                &format!("expected hello, got {}", other.kind()),
+            );
+            return None;
+        }
+    };
+    stream.set_limit(shared.max_frame);
+    let roster = match read_first(conn, &mut stream).await? {
+        Frame::Roster(r) => r,
+        other => {
+            let msg = format!(
+                "a borough's link sends its roster after hello, not {}",
+                other.kind()
+            );
+            close(conn, ErrorCode::Malformed, &msg);
+            return None;
+        }
+    };
+    if let Err(refusal) = claim_roster(shared, borough, &roster) {
+        let (code, msg) = (refusal.code, refusal.message.clone());
+        let _ = stream.write_frames(&[Frame::Error(refusal)]).await;
+        close(conn, code, &msg);
+        return None;
+    }
+    let (welcome, teams) = match welcome_borough(shared, &hello, borough) {
+        Ok(w) => w,
+        Err(NotWelcome::Version(refusal)) => {
+            let msg = refusal.message.clone();
+            let _ = stream.write_frames(&[Frame::Error(refusal)]).await;
+            close(conn, ErrorCode::UnsupportedVersion, &msg);
+            return None;
+        }
+        Err(NotWelcome::Internal(msg)) => {
+            close(conn, ErrorCode::Internal, &msg);
+            return None;
+        }
+    };
+    let mut session = Session::for_borough(shared.clone(), conn_id, borough, teams);
+    if !session.check_access() {
+        if let Some((code, message)) = session.ended() {
+            close(conn, *code, message);
+        }
+        return None;
+    }
+    stream.write_frames(&[Frame::Welcome(welcome)]).await.ok()?;
+    Some((stream, session))
+}
+
+/// The next frame on a stream, waiting at most [`FIRST_FRAME_WAIT`]; None when the stream ended,
+/// went quiet or sent a bad frame (the connection is closed with why).
+async fn read_first(conn: &quinn::Connection, stream: &mut FramedStream) -> Option<Frame> {
+    match tokio::time::timeout(FIRST_FRAME_WAIT, stream.read_frame()).await {
+        Ok(Ok(Some(f))) => Some(f),
+        Ok(Ok(None)) => {
+            close(
+                conn,
+                ErrorCode::Malformed,
+                "the stream ended before the session began",
+            );
+            None
+        }
+        Ok(Err(e)) => {
+            close_for(conn, &e);
+            None
+        }
+        Err(_) => {
+            close(conn, ErrorCode::Malformed, "no frame within 30 seconds");
+            None
+        }
+    }
+}
+
+/// Run a welcomed session over its stream until it ends: the writer sending each reply once it
+/// is durable, the loop feeding the session, then the connection's last record in the audit log.
+/// `attachments`, the task serving attachment streams beside the session, is stopped when the
+/// session ends.
+#[allow(clippy::too_many_arguments)]
+async fn run_session(
+    shared: &Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    wakes: Wakes,
+    conn: &quinn::Connection,
+    stream: FramedStream,
+    session: Session,
+    attachments: Option<tokio::task::JoinHandle<()>>,
+    actor: Actor,
+) {
     let (send, mut recv) = stream.split();
     let backlog = Arc::new(Backlog::default());
     let (tx, rx) = mpsc::unbounded_channel::<Batch>();
@@ -124,18 +277,16 @@ pub async fn serve(
         backlog.clone(),
     ));
     let out = Outbox { tx, backlog };
-    let wakes = Wakes {
-        changes: driver.case_changes(),
-        access,
-    };
-    let session = run(&shared, wakes, &conn, &mut recv, session, &out, &actor).await;
+    let session = run(shared, wakes, conn, &mut recv, session, &out, &actor).await;
     if let Some((code, message)) = session.ended() {
         // At once: nothing queued for the writer is sent after this.
-        close(&conn, *code, message);
+        close(conn, *code, message);
     }
     drop(session);
     drop(out);
-    attachments.abort();
+    if let Some(attachments) = attachments {
+        attachments.abort();
+    }
     let _ = writer.await;
     // Only now: the device reads its last frames (a `Bye`) before its stream is stopped, which it
     // would otherwise see as the connection lost.
@@ -411,6 +562,7 @@ async fn session_for(
     };
     let mut session = Session::new(shared.clone(), conn_id, device, practitioner, welcome.mode)
         .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE))
+        .sending_hub_receipts(hello.has(FEATURE_HUB_RECEIPTS))
         .sending_colleagues(
             welcome
                 .colleagues
@@ -469,6 +621,8 @@ async fn write_replies(
 struct Wakes {
     /// Other sessions' announced changes, from the `Welcome` on.
     changes: broadcast::Receiver<CaseChanged>,
+    /// Cases the trust hub acknowledged more of (on a borough server that joined one).
+    hub_saved: broadcast::Receiver<polyphony_core::CaseId>,
     /// Changes of access, from before the session was created.
     access: watch::Receiver<u64>,
 }
@@ -479,6 +633,7 @@ async fn run(
     shared: &Arc<Shared>,
     Wakes {
         mut changes,
+        mut hub_saved,
         mut access,
     }: Wakes,
     conn: &quinn::Connection,
@@ -520,6 +675,12 @@ async fn run(
             change = changes.recv() => match change {
                 Ok(c) => { off_runtime(|| session.push(c)); true }
                 Err(broadcast::error::RecvError::Lagged(_)) => { off_runtime(|| session.push_all()); true }
+                Err(broadcast::error::RecvError::Closed) => false,
+            },
+            // A missed one (lagged) is made up at the device's next `Saved` of the case.
+            case = hub_saved.recv() => match case {
+                Ok(case) => { off_runtime(|| session.hub_saved(case)); true }
+                Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => false,
             },
             // An administrator changed who may sync what: a revoked device's live connection is

@@ -32,16 +32,17 @@ use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::guard;
 use polyphony_core::sync::{
     CaseGrant, ErrorCode, Frame, Hello, Refusal, SessionMode, Welcome, FEATURE_ATTACHMENTS,
-    FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE, PROTOCOL_VERSION,
+    FEATURE_COLLEAGUES, FEATURE_CONFIRMS_WIPE, FEATURE_HUB_RECEIPTS, PROTOCOL_VERSION,
 };
 use polyphony_core::CaseId;
 use tracing::warn;
 
-pub use driver::{serve, MAX_SEND_BACKLOG};
+pub(crate) use driver::off_runtime;
+pub use driver::{serve, serve_borough, MAX_SEND_BACKLOG};
 pub use protocol::{Batch, Session};
 
 use crate::audit::{Actor, AuditAction, AuditError, AuditEvent, AuditLog};
-use crate::registry::{Device, DeviceStatus, Practitioner, Registry, RegistryError};
+use crate::registry::{Borough, Device, DeviceStatus, Practitioner, Registry, RegistryError};
 use crate::storage::ServerStorage;
 
 /// What every session shares.
@@ -63,6 +64,9 @@ pub struct Shared {
     pub ca: Option<Arc<polyphony_core::identity::BoroughCa>>,
     /// Connections per device, enrolment attempts per address.
     pub limits: Arc<crate::limits::Limits>,
+    /// The most new cases one session may be part-way through sending
+    /// ([`crate::ServerConfig::max_new_cases_per_session`]; [`MAX_PROVISIONAL`] by default).
+    pub max_new_cases: usize,
 }
 
 impl Shared {
@@ -168,8 +172,8 @@ const NOT_SENT_CASE: &str =
 
 /// The most offline reads one `Reads` frame may carry (a device sends its outbox in batches).
 pub const MAX_READS_PER_FRAME: usize = 1_000;
-/// The most new cases one session may be part-way through sending (each is held in memory until
-/// it is complete and stored). A device back from a week offline, or one importing a caseload,
+/// The most new cases one session may be part-way through sending by default (each is held in
+/// memory until it is complete and stored; [`Shared::max_new_cases`] is the setting). A device back from a week offline, or one importing a caseload,
 /// sends a few hundred at once, pipelined; tens of thousands are an attack on memory.
 pub const MAX_PROVISIONAL: usize = 1_024;
 /// How far a device's clock may be off when it says when it read a case.
@@ -346,9 +350,138 @@ pub fn welcome(
             FEATURE_CONFIRMS_WIPE.to_string(),
             FEATURE_COLLEAGUES.to_string(),
             FEATURE_ATTACHMENTS.to_string(),
+            FEATURE_HUB_RECEIPTS.to_string(),
         ],
         colleagues,
     })
+}
+
+/// The hub's answer to a borough's `Hello` and `Roster`: the cases of its teams. The borough's
+/// teams and devices are claimed for it first ([`claim_roster`]). `device` and `practitioner`
+/// carry the borough's id (the link has neither); no team list is sent, and the mode is always
+/// normal (a borough is never upload-then-wipe: revoked, it is refused).
+pub fn welcome_borough(
+    shared: &Shared,
+    hello: &Hello,
+    borough: &Borough,
+) -> Result<(Welcome, Vec<polyphony_core::TeamId>), NotWelcome> {
+    if hello.version != PROTOCOL_VERSION {
+        let msg = format!(
+            "this trust hub speaks protocol {PROTOCOL_VERSION}, the borough server {}: update it",
+            hello.version
+        );
+        return Err(NotWelcome::Version(refusal(
+            ErrorCode::UnsupportedVersion,
+            msg,
+        )));
+    }
+    let internal = |e: RegistryError| NotWelcome::Internal(format!("trust hub error: {e}"));
+    let teams = shared
+        .registry
+        .borough_teams(&borough.id)
+        .map_err(internal)?;
+    let cases = shared
+        .registry
+        .cases_of_teams(&teams)
+        .map_err(internal)?
+        .into_iter()
+        .map(|(case, team)| CaseGrant { case, team })
+        .collect();
+    let (device, practitioner) = borough_as_peer(borough, teams.clone());
+    shared.audit(
+        Actor::Borough {
+            borough: borough.id,
+        },
+        AuditAction::Connect,
+        None,
+        format!(
+            "borough link ({}), {} team(s)",
+            if hello.live { "live" } else { "one-shot" },
+            teams.len()
+        ),
+    );
+    let welcome = Welcome {
+        version: PROTOCOL_VERSION,
+        device: device.id,
+        practitioner: practitioner.id,
+        teams: teams.clone(),
+        cases,
+        mode: SessionMode::Normal,
+        audit_head: signed_head(shared),
+        features: Vec::new(),
+        colleagues: None,
+    };
+    Ok((welcome, teams))
+}
+
+/// Take a borough's roster: its teams and devices are claimed for it on the hub (a team or a
+/// device another borough holds is refused, and nothing of the roster is kept). Audited when it
+/// is refused: a borough naming another's device is either misconfigured or forging.
+pub fn claim_roster(
+    shared: &Shared,
+    borough: &Borough,
+    roster: &polyphony_core::sync::Roster,
+) -> Result<(), Refusal> {
+    use polyphony_core::sync::{MAX_ROSTER_DEVICES, MAX_ROSTER_TEAMS};
+    let refused = |code: ErrorCode, message: String| {
+        shared.audit(
+            Actor::Borough {
+                borough: borough.id,
+            },
+            AuditAction::Refused,
+            None,
+            format!("roster refused: {message}"),
+        );
+        refusal(code, message)
+    };
+    if roster.teams.len() > MAX_ROSTER_TEAMS || roster.devices.len() > MAX_ROSTER_DEVICES {
+        return Err(refused(
+            ErrorCode::TooLarge,
+            format!(
+                "a roster of {} team(s) and {} device(s) is over the hub's limits ({MAX_ROSTER_TEAMS} teams, {MAX_ROSTER_DEVICES} devices)",
+                roster.teams.len(),
+                roster.devices.len()
+            ),
+        ));
+    }
+    let claimed = shared
+        .registry
+        .claim(&borough.id, &roster.teams, &roster.devices);
+    match claimed {
+        Ok(_) => Ok(()),
+        Err(e @ (RegistryError::Store(_) | RegistryError::Corrupt { .. })) => Err(refusal(
+            ErrorCode::Internal,
+            format!("the trust hub could not record this borough's roster ({e}): sync again later"),
+        )),
+        Err(e) => Err(refused(ErrorCode::Unauthorised, e.to_string())),
+    }
+}
+
+/// A borough in the places a device and its practitioner take in a session (see
+/// [`Session::for_borough`]): its id keys what it holds, its teams are the teams it may sync.
+fn borough_as_peer(
+    borough: &Borough,
+    teams: Vec<polyphony_core::TeamId>,
+) -> (Device, Practitioner) {
+    let at = borough.enrolled_at.unwrap_or(borough.created_at);
+    let device = Device {
+        id: polyphony_core::DeviceId(borough.id.0),
+        name: borough.name.clone(),
+        practitioner: polyphony_core::PractitionerId(borough.id.0),
+        status: borough.status,
+        cert_fingerprint: borough.cert_fingerprint.clone().unwrap_or_default(),
+        enrolled_at: at,
+        revoked_at: borough.revoked_at,
+    };
+    let practitioner = Practitioner {
+        id: polyphony_core::PractitionerId(borough.id.0),
+        name: borough.name.clone(),
+        role: polyphony_core::model::StaffRole::Practitioner,
+        teams,
+        left: Default::default(),
+        created_at: borough.created_at,
+    };
+    (device, practitioner)
 }
 
 /// The audit log's head as this welcome leaves, signed by the borough CA.

@@ -5,7 +5,9 @@ use automerge::{ActorId, AutoCommit};
 use polyphony_core::model::guard::{self, NewOps};
 use polyphony_core::model::{schema, Author};
 use polyphony_core::sync::{ApplyError, CasePolicy, PolicyRefusal};
-use polyphony_core::{CaseId, TeamId};
+use polyphony_core::{BoroughId, CaseId, TeamId};
+
+use crate::registry::Registry;
 
 use super::{to_the_second, MOVED_CLOCK_SKEW};
 
@@ -28,12 +30,46 @@ pub(super) struct ServerPolicy<'a> {
     /// The team the stored document names (None for a case not stored yet).
     pub(super) team: Option<TeamId>,
     pub(super) my_teams: &'a [TeamId],
-    /// The sending device and its practitioner, as the registry knows them: the only author its
-    /// new changes may have and the only name they may write.
-    pub(super) me: &'a Author,
+    /// Who may have written the new changes: the sending device alone, or, for a borough's link
+    /// at the trust hub, the devices of its roster.
+    pub(super) writers: Writers<'a>,
     /// When this device was first told the case is no longer its team's, for an upload-only case
     /// (see [`ServerPolicy::time_allowed`]); none for a case it may write in full.
     pub(super) told_moved: Option<time::OffsetDateTime>,
+}
+
+/// Who may have written the changes a session sends.
+#[derive(Clone, Copy)]
+pub(super) enum Writers<'a> {
+    /// A device: the sending device and its practitioner, as the registry knows them, are the
+    /// only author its new changes may have and the only name they may write.
+    Own(&'a Author),
+    /// A borough's link at the trust hub: each change by a device the borough enrolled (its
+    /// roster, which a device of another borough can never be on), written as that device.
+    Roster {
+        /// The borough.
+        borough: BoroughId,
+        /// Where its roster is.
+        registry: &'a Registry,
+    },
+}
+
+impl Writers<'_> {
+    /// The author `actor` is, if it may have written changes this session sends.
+    fn author(&self, actor: &ActorId) -> Option<Author> {
+        match self {
+            Writers::Own(me) => (me.actor() == *actor).then(|| (*me).clone()),
+            Writers::Roster { borough, registry } => {
+                let device = polyphony_core::model::device_for_actor(actor)?;
+                let entry = registry.roster_entry(&device).ok().flatten()?;
+                (entry.borough == *borough).then_some(Author {
+                    practitioner: entry.practitioner,
+                    practitioner_name: entry.practitioner_name,
+                    device,
+                })
+            }
+        }
+    }
 }
 
 impl CasePolicy for ServerPolicy<'_> {
@@ -42,8 +78,10 @@ impl CasePolicy for ServerPolicy<'_> {
     /// unsyncable). Every change the server already holds is not new, so a device that received
     /// colleagues' changes from the server still syncs; pushes carry only durable changes, so a
     /// device never holds a colleague's change the server could lose.
+    ///
+    /// A borough's link relays its devices' changes: each must be by a device on its roster.
     fn author_allowed(&self, actor: &ActorId) -> bool {
-        *actor == self.me.actor()
+        self.writers.author(actor).is_some()
     }
     /// On a case that moved away from this device (or whose team its practitioner left), only
     /// what it wrote before it was first told, with [`MOVED_CLOCK_SKEW`] for its clock. Not the
@@ -82,7 +120,11 @@ impl CasePolicy for ServerPolicy<'_> {
         guard::nothing_removed(before, after).map_err(ApplyError::Removes)?;
         guard::records_kept(after, new).map_err(ApplyError::Removes)?;
         guard::written_once_kept(before, after, new).map_err(ApplyError::Removes)?;
-        guard::stamps_are_own(after, new, self.me).map_err(ApplyError::Impersonates)
+        match self.writers {
+            Writers::Own(me) => guard::stamps_are_own(after, new, me),
+            roster => guard::stamps_match_authors(after, new, &|actor| roster.author(actor)),
+        }
+        .map_err(ApplyError::Impersonates)
     }
     fn check(&self, doc: &AutoCommit) -> Result<(), PolicyRefusal> {
         if schema::read_case_id(doc) != Some(self.case) {

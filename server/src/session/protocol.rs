@@ -12,16 +12,16 @@ use polyphony_core::model::{schema, team_notes, Author};
 use polyphony_core::sync::{
     prepare, ApplyError, Colleague, ErrorCode, Frame, PeerSync, Prepared, Reply, SessionMode, Wiped,
 };
-use polyphony_core::{CaseId, TeamId};
+use polyphony_core::{BoroughId, CaseId, TeamId};
 use tracing::{debug, info, warn};
 
-use super::policy::{Access, ServerPolicy};
+use super::policy::{Access, ServerPolicy, Writers};
 use super::{
-    not_audited, refusal, relationship, to_the_second, written_by, Shared, MAX_PROVISIONAL,
-    MAX_READS_PER_FRAME, NOT_SENT_CASE, READ_CLOCK_SKEW,
+    not_audited, refusal, relationship, to_the_second, written_by, Shared, MAX_READS_PER_FRAME,
+    NOT_SENT_CASE, READ_CLOCK_SKEW,
 };
 use crate::audit::{Actor, AuditAction, AuditError, AuditEvent};
-use crate::registry::{Device, DeviceStatus, Practitioner, RegistryError};
+use crate::registry::{Borough, Device, DeviceStatus, Practitioner, RegistryError};
 use crate::storage::{CaseChanged, ServerCase};
 
 /// Frames to send to the device once the group commit has made `ticket` durable (0: at once).
@@ -68,6 +68,13 @@ pub struct Session {
     /// The team list the device last received, if it takes new ones in a live session (it
     /// announced [`FEATURE_COLLEAGUES`](polyphony_core::sync::FEATURE_COLLEAGUES)).
     colleagues_sent: Option<Vec<Colleague>>,
+    /// The borough whose link this is, on the trust hub (see [`Session::for_borough`]); none for
+    /// a device.
+    relay: Option<BoroughId>,
+    /// The device announced
+    /// [`FEATURE_HUB_RECEIPTS`](polyphony_core::sync::FEATURE_HUB_RECEIPTS): it is told which
+    /// heads of its cases the trust hub holds ([`Session::hub_saved`]).
+    hub_receipts: bool,
     replies: VecDeque<Batch>,
 }
 
@@ -113,8 +120,32 @@ impl Session {
             confirms_wipe: false,
             wipe_sent: false,
             colleagues_sent: None,
+            relay: None,
+            hub_receipts: false,
             replies: VecDeque::new(),
         }
+    }
+
+    /// A session for a borough server's link on the trust hub, once [`super::welcome_borough`]
+    /// welcomed it. The borough stands where a device and its practitioner stand in a device's
+    /// session: its id keys the cases it holds (as a device's id does), and `teams`, its teams
+    /// on the hub, are the teams whose cases it may sync (as a practitioner's are). What differs:
+    /// the changes it sends may be written by any device on its roster, each as that device
+    /// ([`Writers::Roster`]); its access is re-read from its borough record (revoked: the link
+    /// ends at once, never upload-then-wipe); it sends no offline reads and gets no team list.
+    pub fn for_borough(
+        shared: Arc<Shared>,
+        conn_id: u64,
+        borough: &Borough,
+        teams: Vec<TeamId>,
+    ) -> Session {
+        let (device, practitioner) = super::borough_as_peer(borough, teams);
+        let mut session = Session::new(shared, conn_id, device, practitioner, SessionMode::Normal);
+        session.actor = Actor::Borough {
+            borough: borough.id,
+        };
+        session.relay = Some(borough.id);
+        session
     }
 
     /// The next batch of frames to send, in order: send each only once
@@ -135,6 +166,41 @@ impl Session {
     pub fn sending_colleagues(mut self, sent: Option<Vec<Colleague>>) -> Session {
         self.colleagues_sent = sent;
         self
+    }
+
+    /// Whether the device announced
+    /// [`FEATURE_HUB_RECEIPTS`](polyphony_core::sync::FEATURE_HUB_RECEIPTS) in its hello.
+    pub fn sending_hub_receipts(mut self, yes: bool) -> Session {
+        self.hub_receipts = yes;
+        self
+    }
+
+    /// What this borough's trust hub holds of `case`, for a device that takes hub receipts and
+    /// syncs the case in full: the hub's heads as the link last heard them (after the hub's
+    /// fsync), or nothing when the hub never acknowledged the case (or there is no hub).
+    fn hub_receipt(&self, case: CaseId) -> Option<Frame> {
+        if !self.hub_receipts || self.relay.is_some() {
+            return None;
+        }
+        let heads = crate::hub_link::acked_heads(&*self.shared.storage.store, &case)
+            .inspect_err(|e| warn!(%case, error = %e, "could not read what the trust hub holds"))
+            .ok()
+            .flatten()?;
+        Some(Frame::HubSaved { case, heads })
+    }
+
+    /// The borough's link heard the trust hub acknowledge more of `case`: a device syncing it in
+    /// full (and that takes hub receipts) is told at once.
+    pub fn hub_saved(&mut self, case: CaseId) {
+        if !self.states.contains_key(&case) || !self.check_access() {
+            return;
+        }
+        if !matches!(self.access(&case), Access::Full(_)) {
+            return;
+        }
+        if let Some(frame) = self.hub_receipt(case) {
+            self.reply((0, vec![frame]));
+        }
     }
 
     /// Whether the device announced
@@ -167,6 +233,9 @@ impl Session {
             return true;
         }
         self.epoch = Some(epoch);
+        if let Some(borough) = self.relay {
+            return self.check_borough_access(borough);
+        }
         let device = match self.shared.registry.device(&self.device.id) {
             Ok(Some(d)) => self.shared.expire_revoking(d),
             Ok(None) => Err(RegistryError::DeviceNotFound(self.device.id)),
@@ -206,6 +275,64 @@ impl Session {
         true
     }
 
+    /// [`Session::check_access`] for a borough's link: it ends once the borough is revoked, or its
+    /// record cannot be read; its teams are read again (a team it announced since).
+    fn check_borough_access(&mut self, borough: BoroughId) -> bool {
+        let record = self.shared.registry.borough(&borough);
+        let teams = self.shared.registry.borough_teams(&borough);
+        let unreadable = |e: RegistryError| {
+            Some((
+                ErrorCode::Internal,
+                format!("the trust hub could not read its registry ({e}): sync again later"),
+            ))
+        };
+        let end = match (record, teams) {
+            (Ok(Some(b)), _) if b.status == DeviceStatus::Revoked => Some((
+                ErrorCode::Revoked,
+                "this borough server was revoked by the trust hub's administrator, for good: its cases stay safe on the hub; a replacement server joins with a new code for this borough, never after a revocation".to_string(),
+            )),
+            // Joined again with a new certificate: a link made with the old one (a stolen key,
+            // a server replaced) ends now.
+            (Ok(Some(b)), _)
+                if b.cert_fingerprint.as_deref() != Some(self.device.cert_fingerprint.as_str()) =>
+            {
+                Some((
+                    ErrorCode::Unauthorised,
+                    "this borough's certificate was replaced (it joined the trust hub again): this link ends; the link with the new certificate goes on".to_string(),
+                ))
+            }
+            (Ok(Some(_)), Ok(teams)) => {
+                self.practitioner.teams = teams;
+                None
+            }
+            (Ok(None), _) => Some((
+                ErrorCode::Unauthorised,
+                "this borough server is no longer known to the trust hub".to_string(),
+            )),
+            (Err(e), _) | (Ok(Some(_)), Err(e)) => unreadable(e),
+        };
+        let Some((code, message)) = end else {
+            return true;
+        };
+        self.shared.audit(
+            self.actor.clone(),
+            AuditAction::Refused,
+            None,
+            format!("borough link closed: its access changed ({message})"),
+        );
+        self.ended = Some((code, message));
+        false
+    }
+
+    /// Who read a case, for its audit record: a device (and whether its practitioner is in the
+    /// person's care team), or a borough's link.
+    fn reader(&self, doc: &AutoCommit) -> String {
+        match self.relay {
+            Some(_) => format!("the {} borough server", self.practitioner.name),
+            None => format!("device{}", relationship(doc, &self.practitioner)),
+        }
+    }
+
     /// A device that takes team lists in a live session receives the new one when it changed
     /// (it leaves once everything before it has, with no write of its own to wait for).
     fn send_colleagues_if_changed(&mut self) {
@@ -240,7 +367,7 @@ impl Session {
                 self.reply((ticket, frames));
                 true
             }
-            Frame::Reads(reads) => self.offline_reads(reads),
+            Frame::Reads(reads) if self.relay.is_none() => self.offline_reads(reads),
             Frame::AccessLogRequest { case } => {
                 let now = std::time::Instant::now();
                 if !self.shared.limits.access_list_allowed(self.device.id, now) {
@@ -564,8 +691,13 @@ impl Session {
     }
 
     /// Handle one sync message: returns the durability ticket and the frames to send after it.
+    /// A `Saved` is followed by what the trust hub holds of the case, for a device that takes
+    /// hub receipts.
     fn sync(&mut self, case: CaseId, message: &[u8]) -> (u64, Vec<Frame>) {
-        let (ticket, frames) = self.sync_inner(case, message);
+        let (ticket, mut frames) = self.sync_inner(case, message);
+        if frames.iter().any(|f| matches!(f, Frame::Saved { .. })) {
+            frames.extend(self.hub_receipt(case));
+        }
         // Bound the exchanges a case may take without its document changing: a confused or hostile
         // peer must not be able to keep the server ping-ponging (see MAX_MESSAGES_PER_CASE).
         let heads = frames.iter().find_map(|f| match f {
@@ -624,11 +756,19 @@ impl Session {
         };
         let my_teams = self.teams_for_new_cases();
         let me = self.author.clone();
+        let registry = self.shared.registry.clone();
+        let writers = match self.relay {
+            Some(borough) => Writers::Roster {
+                borough,
+                registry: &registry,
+            },
+            None => Writers::Own(&me),
+        };
         let policy = ServerPolicy {
             case,
             team,
             my_teams: &my_teams,
-            me: &me,
+            writers,
             told_moved,
         };
         let stored = match team {
@@ -672,12 +812,13 @@ impl Session {
         message: &[u8],
         policy: &ServerPolicy<'_>,
     ) -> (u64, Vec<Frame>) {
-        if !self.provisional.contains_key(&case) && self.provisional.len() >= MAX_PROVISIONAL {
+        let most = self.shared.max_new_cases;
+        if !self.provisional.contains_key(&case) && self.provisional.len() >= most {
             return self.refuse_case(
                 case,
                 ErrorCode::Busy,
                 format!(
-                    "more than {MAX_PROVISIONAL} new cases are on their way in this session: the rest sync next time"
+                    "more than {most} new cases are on their way in this session: the rest sync next time"
                 ),
             );
         }
@@ -845,7 +986,7 @@ impl Session {
         } else {
             Reply::full(&mut c.doc, &mut peer)
         };
-        let relationship = relationship(&c.doc, &self.practitioner);
+        let reader = self.reader(&c.doc);
         drop(c);
         ticket = ticket.max(withholding_ticket);
         let mut unaudited = None;
@@ -855,7 +996,7 @@ impl Session {
             match self.shared.audit_access(
                 self.actor.clone(),
                 case,
-                format!("case data sent to device{relationship}"),
+                format!("case data sent to {reader}"),
             ) {
                 Ok(read) => {
                     ticket = ticket.max(read);
@@ -1004,7 +1145,12 @@ impl Session {
             ApplyError::Forged(_) | ApplyError::Impersonates(_) => ErrorCode::ForgedAuthor,
             _ => ErrorCode::InvalidChange,
         };
-        let msg = format!("change refused: {e}; the case on the server is unchanged");
+        let msg = match (&e, self.relay) {
+            (ApplyError::Forged(actor), Some(_)) => format!(
+                "change refused: a change is authored by {actor}, which is no device on this borough's roster (a device enrolled since the link connected is sent with the link's next roster); the case on the hub is unchanged"
+            ),
+            _ => format!("change refused: {e}; the case on the server is unchanged"),
+        };
         info!(%case, device = %self.device.id, "{msg}");
         self.refuse_case(case, code, msg)
     }
@@ -1088,6 +1234,17 @@ impl Session {
             }
             Actor::Admin => ("an administrator".to_string(), None),
             Actor::Server => ("the borough server".to_string(), None),
+            Actor::Borough { borough } => (
+                self.shared
+                    .registry
+                    .borough(borough)
+                    .ok()
+                    .flatten()
+                    .map(|b| format!("the {} borough server", b.name))
+                    .unwrap_or_else(|| format!("borough server {borough}")),
+                None,
+            ),
+            Actor::Hub => ("the trust hub".to_string(), None),
         }
     }
 
@@ -1111,11 +1268,11 @@ impl Session {
         // A push carries a ticket like any reply: the device receives a colleague's change only
         // once it is durable. Were it sent before, a crash could leave the device holding a
         // change the server lost, which it may not upload (a device writes only as itself).
-        let peer = self.states.entry(change.case).or_default();
-        let (message, relationship) = {
+        let (message, reader) = {
             let mut c = shared_case.lock().expect("case lock");
-            let m = peer.generate(&mut c.doc);
-            (m, relationship(&c.doc, &self.practitioner))
+            let reader = self.reader(&c.doc);
+            let peer = self.states.entry(change.case).or_default();
+            (peer.generate(&mut c.doc), reader)
         };
         if let Some(m) = message {
             let mut ticket = self.shared.storage.group.current_in(generation);
@@ -1125,7 +1282,7 @@ impl Session {
                 match self.shared.audit_access(
                     self.actor.clone(),
                     change.case,
-                    format!("case data pushed live{relationship}"),
+                    format!("case data pushed live to {reader}"),
                 ) {
                     Ok(read) => ticket = ticket.max(read),
                     Err(e) => return self.end_unaudited(change.case, &e),

@@ -49,6 +49,7 @@ fn fixture() -> Fixture {
         max_frame: polyphony_core::sync::DEFAULT_MAX_FRAME,
         revoking_limit: time::Duration::days(14),
         moved_upload_limit: time::Duration::days(14),
+        max_new_cases: crate::session::MAX_PROVISIONAL,
         ca: None,
         limits: Default::default(),
     });
@@ -949,4 +950,377 @@ fn a_note_withheld_from_the_person_is_audited_when_confirmed() {
     // Syncing again withholds nothing new, so audits nothing new.
     assert_eq!(refusals(&kims.settle(case, &mut kims_doc)), (false, vec![]));
     assert_eq!(withheld_lines(&f).len(), 1);
+}
+
+// ------------------------------------------------------------ a borough's link on the trust hub
+
+/// The trust hub's side: boroughs Ashby (team "North", devices of Ana and Ben) and Brent (its
+/// own "North", a device of Cy), each enrolled, with its roster claimed.
+struct Hub {
+    f: Fixture,
+    ashby: crate::registry::Borough,
+    brent: crate::registry::Borough,
+    ashby_north: TeamId,
+    brent_north: TeamId,
+    ana: Author,
+    ben: Author,
+    cy: Author,
+}
+
+fn hub() -> Hub {
+    use polyphony_core::sync::{RosterDevice, TeamInfo};
+    let f = fixture();
+    let r = &f.shared.registry;
+    let mut enrolled = Vec::new();
+    for (name, fingerprint) in [("Ashby", [7u8; 32]), ("Brent", [8u8; 32])] {
+        let b = r.add_borough(name).expect("borough");
+        let code = r
+            .create_borough_enrolment(b.id, [1; 32], time::Duration::hours(1))
+            .expect("code");
+        enrolled.push(
+            r.redeem_borough_enrolment(code.token(), fingerprint)
+                .expect("enrolled"),
+        );
+    }
+    let brent = enrolled.pop().expect("two");
+    let ashby = enrolled.pop().expect("two");
+    let author = |name: &str| Author {
+        practitioner: polyphony_core::PractitionerId::random(),
+        practitioner_name: name.into(),
+        device: polyphony_core::DeviceId::random(),
+    };
+    let (ana, ben, cy) = (author("Ana"), author("Ben"), author("Cy"));
+    let (ashby_north, brent_north) = (TeamId::random(), TeamId::random());
+    let on_roster = |a: &Author| RosterDevice {
+        device: a.device,
+        practitioner: a.practitioner,
+        practitioner_name: a.practitioner_name.clone(),
+    };
+    let north = |id| TeamInfo {
+        id,
+        name: "North".into(),
+    };
+    r.claim_teams(&ashby.id, &[north(ashby_north)])
+        .expect("teams");
+    r.claim_roster(&ashby.id, &[on_roster(&ana), on_roster(&ben)])
+        .expect("roster");
+    r.claim_teams(&brent.id, &[north(brent_north)])
+        .expect("teams");
+    r.claim_roster(&brent.id, &[on_roster(&cy)])
+        .expect("roster");
+    Hub {
+        f,
+        ashby,
+        brent,
+        ashby_north,
+        brent_north,
+        ana,
+        ben,
+        cy,
+    }
+}
+
+impl Hub {
+    fn link(&self, borough: &crate::registry::Borough, conn: u64) -> Device1 {
+        let teams = self
+            .f
+            .shared
+            .registry
+            .borough_teams(&borough.id)
+            .expect("teams");
+        Device1 {
+            session: Session::for_borough(self.f.shared.clone(), conn, borough, teams),
+            state: State::new(),
+        }
+    }
+}
+
+/// `author` adds a meeting to `doc`, writing with their own device's actor.
+fn meeting_by(doc: &mut AutoCommit, author: &Author) -> automerge::ChangeHash {
+    let mut d = CaseDoc::from_automerge(doc.clone(), Some(author.clone())).expect("case");
+    d.automerge_mut().set_actor(author.actor());
+    d.add_meeting(polyphony_core::model::NewMeeting {
+        at: polyphony_core::model::parse_datetime("at", "2026-03-14T10:30").expect("time"),
+        place: polyphony_core::model::Place::Home,
+        attendees: vec![polyphony_core::model::Participant::Person],
+    })
+    .expect("meeting");
+    let mut written = d.into_automerge();
+    doc.merge(&mut written).expect("merge");
+    written.get_heads()[0]
+}
+
+#[test]
+fn a_boroughs_link_relays_every_device_of_its_roster_each_as_itself() {
+    let h = hub();
+    let (case, mut doc) = new_case(h.ashby_north, h.ana.clone());
+    let ana_wrote = doc.get_heads()[0];
+    let ben_wrote = meeting_by(&mut doc, &h.ben);
+    let mut link = h.link(&h.ashby, 5);
+    let frames = link.settle(case, &mut doc);
+    assert_eq!(refusals(&frames).1, vec![], "{frames:?}");
+    assert!(stored(&h.f, case, &ana_wrote) && stored(&h.f, case, &ben_wrote));
+    assert_eq!(
+        h.f.shared.registry.case_team(&case).expect("read"),
+        Some(h.ashby_north)
+    );
+    // The hub's audit names the borough as who wrote and who was sent the case.
+    let records = h.f.shared.audit.entries(Some(case)).expect("audit");
+    assert!(records.iter().any(|r| r.event.action == AuditAction::Write
+        && r.event.actor
+            == Actor::Borough {
+                borough: h.ashby.id
+            }));
+}
+
+#[test]
+fn a_link_may_not_relay_a_change_by_a_device_not_on_its_roster() {
+    let h = hub();
+    // Brent's device, and a device on no roster, writing into a case of Ashby's team.
+    for stranger in [
+        h.cy.clone(),
+        Author {
+            device: polyphony_core::DeviceId::random(),
+            ..h.ana.clone()
+        },
+    ] {
+        let (case, mut doc) = new_case(h.ashby_north, stranger);
+        let mut link = h.link(&h.ashby, 5);
+        let frames = link.settle(case, &mut doc);
+        let (code, message) = only_refusal(&frames);
+        assert_eq!(code, ErrorCode::ForgedAuthor, "{message}");
+        assert_eq!(h.f.shared.registry.case_team(&case).expect("read"), None);
+        assert!(h.f.shared.storage.case(&case).expect("read").is_none());
+    }
+}
+
+#[test]
+fn a_relayed_change_stamped_with_another_roster_devices_name_is_refused() {
+    let h = hub();
+    let (case, mut doc) = new_case(h.ashby_north, h.ana.clone());
+    let mut link = h.link(&h.ashby, 5);
+    assert_eq!(refusals(&link.settle(case, &mut doc)).1, vec![]);
+    // Ben's device writes a meeting stamped as Ana's.
+    let forged = Author {
+        device: h.ben.device,
+        ..h.ana.clone()
+    };
+    let mut d = CaseDoc::from_automerge(doc.clone(), Some(forged)).expect("case");
+    d.automerge_mut().set_actor(h.ben.actor());
+    d.propose_decision("Forged", polyphony_core::model::Participant::Person)
+        .expect("decision");
+    let mut written = d.into_automerge();
+    let forged_head = written.get_heads()[0];
+    doc.merge(&mut written).expect("merge");
+    let (code, message) = only_refusal(&link.settle(case, &mut doc));
+    assert_eq!(code, ErrorCode::ForgedAuthor, "{message}");
+    assert!(message.contains("writes only as itself"), "{message}");
+    assert!(!stored(&h.f, case, &forged_head));
+}
+
+#[test]
+fn a_link_gets_only_its_boroughs_cases_and_ends_at_once_when_revoked() {
+    let h = hub();
+    let (brents, mut doc) = new_case(h.brent_north, h.cy.clone());
+    let mut brent = h.link(&h.brent, 6);
+    assert_eq!(refusals(&brent.settle(brents, &mut doc)).1, vec![]);
+    // Ashby asks for Brent's case by its id: not available, nothing of it sent.
+    let mut ashby = h.link(&h.ashby, 5);
+    let mut empty = AutoCommit::new();
+    let frames = ashby.exchange(brents, &mut empty);
+    assert!(
+        !frames.iter().any(|f| matches!(f, Frame::Sync { .. })),
+        "{frames:?}"
+    );
+    assert_eq!(only_refusal(&frames).0, ErrorCode::NotAvailable);
+    // A new case for Brent's team through Ashby's link is refused too (not its team's), and
+    // nothing of it kept.
+    let (case, mut doc) = new_case(h.brent_north, h.ana.clone());
+    let (code, message) = only_refusal(&ashby.settle(case, &mut doc));
+    assert_eq!(code, ErrorCode::InvalidChange, "{message}");
+    assert!(h.f.shared.storage.case(&case).expect("read").is_none());
+    // Revoked: the live link ends at its next look, with the reason.
+    h.f.shared
+        .registry
+        .set_borough_status(&h.ashby.id, DeviceStatus::Revoked)
+        .expect("revoked");
+    assert!(!ashby.session.check_access());
+    assert_eq!(
+        ashby.session.ended().map(|(code, _)| *code),
+        Some(ErrorCode::Revoked)
+    );
+    assert!(brent.session.check_access());
+}
+
+#[test]
+fn a_roster_at_its_limits_is_taken_and_one_past_either_refused_with_nothing_kept() {
+    use polyphony_core::sync::{
+        Roster, RosterDevice, TeamInfo, MAX_ROSTER_DEVICES, MAX_ROSTER_TEAMS,
+    };
+    let h = hub();
+    let teams = |n: usize| -> Vec<TeamInfo> {
+        (0..n)
+            .map(|i| TeamInfo {
+                id: TeamId::random(),
+                name: format!("Team {i}"),
+            })
+            .collect()
+    };
+    let at_limit = Roster {
+        teams: teams(MAX_ROSTER_TEAMS),
+        devices: vec![],
+    };
+    claim_roster(&h.f.shared, &h.brent, &at_limit).expect("at the limit");
+    let over = Roster {
+        teams: teams(MAX_ROSTER_TEAMS + 1),
+        devices: vec![],
+    };
+    let refused = claim_roster(&h.f.shared, &h.ashby, &over).expect_err("one team too many");
+    assert_eq!(refused.code, ErrorCode::TooLarge, "{refused:?}");
+    let device = RosterDevice {
+        device: polyphony_core::DeviceId::random(),
+        practitioner: polyphony_core::PractitionerId::random(),
+        practitioner_name: "Ana".into(),
+    };
+    let over = Roster {
+        teams: vec![],
+        devices: vec![device.clone(); MAX_ROSTER_DEVICES + 1],
+    };
+    let refused = claim_roster(&h.f.shared, &h.ashby, &over).expect_err("one device too many");
+    assert_eq!(refused.code, ErrorCode::TooLarge, "{refused:?}");
+    let r = &h.f.shared.registry;
+    assert_eq!(
+        r.borough_teams(&h.ashby.id).expect("teams"),
+        vec![h.ashby_north]
+    );
+    assert_eq!(r.roster_entry(&device.device).expect("read"), None);
+    assert_eq!(
+        r.borough_teams(&h.brent.id).expect("teams").len(),
+        MAX_ROSTER_TEAMS + 1
+    );
+}
+
+#[test]
+fn a_borough_joining_again_ends_the_link_made_with_its_old_certificate() {
+    let h = hub();
+    let mut old = h.link(&h.ashby, 5);
+    assert!(old.session.check_access());
+    let r = &h.f.shared.registry;
+    let code = r
+        .create_borough_enrolment(h.ashby.id, [1; 32], time::Duration::hours(1))
+        .expect("code");
+    let again = r
+        .redeem_borough_enrolment(code.token(), [9; 32])
+        .expect("joined again");
+    assert!(!old.session.check_access());
+    assert_eq!(
+        old.session.ended().map(|(code, _)| *code),
+        Some(ErrorCode::Unauthorised)
+    );
+    // The link with the new certificate goes on.
+    let mut new = h.link(&again, 6);
+    assert!(new.session.check_access());
+}
+
+#[test]
+fn a_roster_naming_another_boroughs_practitioner_is_refused_with_nothing_of_it_kept() {
+    use polyphony_core::sync::{Roster, RosterDevice, TeamInfo};
+    let h = hub();
+    let new_team = TeamInfo {
+        id: TeamId::random(),
+        name: "South".into(),
+    };
+    // Ashby names a device of its own as Brent's practitioner Cy: it could then write in Cy's
+    // name. Refused, and the team it announced with it is not kept either.
+    let roster = Roster {
+        teams: vec![new_team.clone()],
+        devices: vec![RosterDevice {
+            device: polyphony_core::DeviceId::random(),
+            practitioner: h.cy.practitioner,
+            practitioner_name: h.cy.practitioner_name.clone(),
+        }],
+    };
+    let refused = claim_roster(&h.f.shared, &h.ashby, &roster).expect_err("another's practitioner");
+    assert_eq!(refused.code, ErrorCode::Unauthorised, "{refused:?}");
+    assert!(
+        refused.message.contains(&h.cy.practitioner.to_string()),
+        "{refused:?}"
+    );
+    let r = &h.f.shared.registry;
+    assert_eq!(
+        r.borough_teams(&h.ashby.id).expect("teams"),
+        vec![h.ashby_north]
+    );
+    assert_eq!(
+        r.roster_entry(&roster.devices[0].device).expect("read"),
+        None
+    );
+    // Its own practitioner on a new device is taken.
+    let own = Roster {
+        teams: vec![new_team],
+        devices: vec![RosterDevice {
+            device: polyphony_core::DeviceId::random(),
+            practitioner: h.ana.practitioner,
+            practitioner_name: h.ana.practitioner_name.clone(),
+        }],
+    };
+    claim_roster(&h.f.shared, &h.ashby, &own).expect("its own");
+    assert_eq!(r.borough_teams(&h.ashby.id).expect("teams").len(), 2);
+}
+
+#[test]
+fn a_device_taking_hub_receipts_hears_what_the_trust_hub_holds_after_saved_and_live() {
+    let f = fixture();
+    let (case, mut doc) = new_case(f.north, f.author());
+    let mut plain = f.connect();
+    plain.settle(case, &mut doc);
+    let heads = doc.get_heads();
+    // Nothing from the hub yet: no receipt, even for a device that takes them.
+    let mut device = Device1 {
+        session: Session::new(
+            f.shared.clone(),
+            3,
+            f.device.clone(),
+            f.practitioner.clone(),
+            SessionMode::Normal,
+        )
+        .sending_hub_receipts(true),
+        state: State::new(),
+    };
+    let frames = device.settle(case, &mut doc);
+    assert!(
+        !frames.iter().any(|x| matches!(x, Frame::HubSaved { .. })),
+        "{frames:?}"
+    );
+    // The link heard the hub acknowledge the case: the next `Saved` is followed by it.
+    crate::hub_link::set_acked_heads(&*f.shared.storage.store, &case, &heads).expect("kept");
+    dated_change(&mut doc, "Al", 0);
+    let frames = device.settle(case, &mut doc);
+    let saved_at = frames.iter().position(|x| matches!(x, Frame::Saved { .. }));
+    let receipt_at = frames.iter().position(
+        |x| matches!(x, Frame::HubSaved { case: c, heads: h } if *c == case && *h == heads),
+    );
+    assert!(saved_at.is_some() && receipt_at > saved_at, "{frames:?}");
+    // And live, when the hub acknowledges more.
+    device.session.hub_saved(case);
+    let live: Vec<Frame> = std::iter::from_fn(|| device.session.poll_reply())
+        .flat_map(|b| b.frames)
+        .collect();
+    assert!(
+        matches!(live.as_slice(), [Frame::HubSaved { .. }]),
+        "{live:?}"
+    );
+    // A device that did not announce the feature is never sent the frame.
+    let frames = plain.settle(case, &mut doc);
+    plain.session.hub_saved(case);
+    let later: Vec<Frame> = std::iter::from_fn(|| plain.session.poll_reply())
+        .flat_map(|b| b.frames)
+        .collect();
+    assert!(
+        !frames
+            .iter()
+            .chain(&later)
+            .any(|x| matches!(x, Frame::HubSaved { .. })),
+        "{frames:?} {later:?}"
+    );
 }

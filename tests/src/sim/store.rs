@@ -141,6 +141,14 @@ impl CrashStore {
             .expect("memory store reads")
     }
 
+    /// A metadata value as it would be read after a crash now: the durable layer only.
+    pub fn durable_meta(&self, ns: &str, key: &str) -> Option<Vec<u8>> {
+        self.layers()
+            .durable
+            .get_meta(ns, key)
+            .expect("memory store reads")
+    }
+
     /// How many times a case's durable chunks have changed.
     pub fn durable_version(&self, case: &CaseId) -> u64 {
         self.layers().versions.get(case).copied().unwrap_or(0)

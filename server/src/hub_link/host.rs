@@ -1,0 +1,240 @@
+//! The link session's documents: private copies of the borough's cases, and what the session
+//! asks the borough to do with what the hub sends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use automerge::AutoCommit;
+use polyphony_core::model::{guard, schema, team_notes};
+use polyphony_core::net::SessionHost;
+use polyphony_core::store::StoreError;
+use polyphony_core::sync::{Action, DocSet, Refusal};
+use polyphony_core::CaseId;
+use tracing::warn;
+
+use super::LINK_ORIGIN;
+use crate::audit::{Actor, AuditAction};
+use crate::session::Shared;
+use crate::storage::CaseChanged;
+
+/// How many private copies the link keeps at once. A copy is one clone of the case's document;
+/// one a device changed is dropped and cloned again when next needed.
+pub(super) const COPIES: usize = 64;
+
+/// The borough's side of a link session: [`DocSet`] over private copies of its stored cases, and
+/// [`SessionHost`] storing what the hub sends (checked by the history rules a device's changes
+/// pass) and recording what the hub acknowledged.
+pub(super) struct BoroughHost {
+    shared: Arc<Shared>,
+    /// Private copies, with when each was last lent (for eviction).
+    copies: HashMap<CaseId, (AutoCommit, u64)>,
+    tick: u64,
+    /// The highest group-commit ticket of what was stored from the hub in this batch of actions.
+    pub(super) ticket: u64,
+    /// Cases the hub refused in this session, with why.
+    pub(super) refused: Vec<(CaseId, Refusal)>,
+}
+
+impl BoroughHost {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        BoroughHost {
+            shared,
+            copies: HashMap::new(),
+            tick: 0,
+            ticket: 0,
+            refused: Vec::new(),
+        }
+    }
+
+    /// A device changed `case`: the copy is stale; the next use clones it afresh.
+    pub(super) fn forget(&mut self, case: &CaseId) {
+        self.copies.remove(case);
+    }
+
+    /// Every copy is stale (announcements were missed).
+    pub(super) fn forget_all(&mut self) {
+        self.copies.clear();
+    }
+
+    /// Keep at most [`COPIES`], dropping the least recently lent, never `keep`.
+    fn evict(&mut self, keep: &CaseId) {
+        while self.copies.len() > COPIES {
+            let oldest = self
+                .copies
+                .iter()
+                .filter(|(c, _)| *c != keep)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(c, _)| *c);
+            match oldest {
+                Some(c) => {
+                    self.copies.remove(&c);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Store changes the hub sent for `case`, if they pass what a device's changes must (the
+    /// record's shape, the history rules, its own case id, its team unchanged; a note withheld
+    /// from the person's copy, or shown again, is in the audit log first), except who wrote them
+    /// (the hub checked that on the way in, against the borough that sent them). A case the
+    /// borough did not hold is registered for its team, one of the borough's own, once it is on
+    /// disk. Announced so devices receive them.
+    fn persist(&mut self, case: CaseId, chunk: &[u8]) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let mut team = None;
+        let mut audited = 0;
+        let check = |before: &AutoCommit, after: &mut AutoCommit| -> Result<(), String> {
+            let before_heads = before.clone().get_heads();
+            let new = guard::NewOps::between(&before_heads, after);
+            schema::validate_document(after).map_err(|e| e.to_string())?;
+            guard::nothing_removed(before, after)?;
+            guard::records_kept(after, &new)?;
+            guard::written_once_kept(before, after, &new)?;
+            if schema::read_case_id(after) != Some(case) {
+                return Err("the document names another case".to_string());
+            }
+            let now = schema::read_team_id(after).ok_or("the case has no team")?;
+            if schema::read_team_id(before).is_some_and(|t| t != now) {
+                return Err("the changes would change the case's team".to_string());
+            }
+            if shared
+                .registry
+                .team_by_id(&now)
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!(
+                    "the case's team {now} is not one of this borough's"
+                ));
+            }
+            for line in team_notes::withholding_changes(before, after) {
+                let ticket = shared.audit_write(Actor::Hub, case, line).map_err(|e| {
+                    format!("could not record a withheld note in the audit log: {e}")
+                })?;
+                audited = audited.max(ticket);
+            }
+            team = Some(now);
+            Ok(())
+        };
+        match self.shared.storage.apply_chunk(&case, chunk, check) {
+            Ok((ticket, added)) => {
+                self.ticket = self.ticket.max(ticket).max(audited);
+                // Registered whenever it is stored and not yet registered (also when this chunk
+                // added nothing: an earlier one stored it and the registration did not follow).
+                let registry = &self.shared.registry;
+                if let Ok(None) = registry.case_team(&case) {
+                    let team = team.or_else(|| {
+                        let stored = self.shared.storage.case(&case).ok().flatten()?;
+                        let mut c = stored.lock().expect("case lock");
+                        c.team()
+                    });
+                    if let Some(team) = team {
+                        registry.register_case(case, team).map_err(|e| {
+                            StoreError::Engine(format!("could not register case {case}: {e}"))
+                        })?;
+                    }
+                }
+                if !added {
+                    return Ok(());
+                }
+                self.shared.audit(
+                    Actor::Hub,
+                    AuditAction::Write,
+                    Some(case),
+                    "changes received from the trust hub stored",
+                );
+                self.shared.storage.announce(CaseChanged {
+                    case,
+                    origin: LINK_ORIGIN,
+                });
+                Ok(())
+            }
+            Err(crate::storage::StorageError::Store(e)) => Err(e),
+            Err(e) => {
+                // Nothing of it was stored; the session ends (the copy holds it) and the next
+                // one starts from the borough's disk.
+                warn!(%case, error = %e, "changes from the trust hub refused");
+                self.shared.audit(
+                    Actor::Hub,
+                    AuditAction::Refused,
+                    Some(case),
+                    format!("changes from the trust hub refused, nothing stored: {e}"),
+                );
+                Err(StoreError::Engine(e.to_string()))
+            }
+        }
+    }
+}
+
+impl DocSet for BoroughHost {
+    fn cases(&self) -> Vec<CaseId> {
+        let registry = &self.shared.registry;
+        let teams: Vec<_> = match registry.teams() {
+            Ok(t) => t.into_iter().map(|t| t.id).collect(),
+            Err(e) => {
+                warn!(error = %e, "the link could not list the borough's teams");
+                return Vec::new();
+            }
+        };
+        match registry.cases_of_teams(&teams) {
+            Ok(cases) => cases.into_iter().map(|(c, _)| c).collect(),
+            Err(e) => {
+                warn!(error = %e, "the link could not list the borough's cases");
+                Vec::new()
+            }
+        }
+    }
+
+    fn doc(&mut self, case: &CaseId) -> Option<&mut AutoCommit> {
+        self.tick += 1;
+        let tick = self.tick;
+        if !self.copies.contains_key(case) {
+            let copy = match self.shared.storage.case(case) {
+                Ok(Some(stored)) => stored.lock().expect("case lock").doc.clone(),
+                // Granted by the hub, or registered here without its first chunk: an empty
+                // document, into which the hub sends the case.
+                Ok(None) => AutoCommit::new(),
+                Err(e) => {
+                    warn!(%case, error = %e, "the link could not read a case");
+                    return None;
+                }
+            };
+            self.copies.insert(*case, (copy, tick));
+            self.evict(case);
+        }
+        let entry = self.copies.get_mut(case)?;
+        entry.1 = tick;
+        Some(&mut entry.0)
+    }
+
+    fn insert(&mut self, case: CaseId, doc: AutoCommit) {
+        self.tick += 1;
+        self.copies.insert(case, (doc, self.tick));
+        self.evict(&case);
+    }
+
+    fn wipe(&mut self) -> Result<Vec<CaseId>, String> {
+        Err("a borough server never wipes its cases on the trust hub's word".to_string())
+    }
+}
+
+impl SessionHost for BoroughHost {
+    fn act(&mut self, action: &Action) -> Result<(), StoreError> {
+        match action {
+            Action::Persist { case, chunk } => self.persist(*case, chunk),
+            Action::Acknowledged { case, heads } => {
+                super::set_acked_heads(&*self.shared.storage.store, case, heads)?;
+                // Devices syncing the case live hear that it is also on the hub.
+                self.shared.storage.announce_hub_saved(*case);
+                Ok(())
+            }
+            Action::Refused { case, refusal } => {
+                warn!(%case, message = %refusal.message, "the trust hub refused a case");
+                self.refused.push((*case, refusal.clone()));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}

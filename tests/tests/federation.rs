@@ -1,0 +1,514 @@
+//! Boroughs and the trust hub (issue 18), as real server processes on loopback: a borough's
+//! devices' work reaches the hub through the borough's link; the hub keeps it across a SIGKILL;
+//! a borough sees only its own teams' cases; a revoked borough is refused; the hub down for a
+//! while, or the borough killed during its link's sync, loses nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use automerge::ChangeHash;
+use polyphony_core::model::schema::validate_document;
+use polyphony_core::sync::{ClientSession, ErrorCode, Frame, Hello, Roster, PROTOCOL_VERSION};
+use polyphony_core::CaseId;
+use polyphony_e2e::federation::{
+    hub_status, join, loopback, start_borough, start_hub, wait_on_hub,
+};
+use polyphony_e2e::{report_figures, ServerProcess, TestDevice};
+use polyphony_server::admin::AdminRequest;
+use polyphony_server::storage::ServerStorage;
+
+/// How long the link may take to catch up in these tests (debug build, two cores).
+const CATCH_UP: Duration = Duration::from_secs(90);
+
+/// Every case each device holds, with the heads it holds: after a sync, what the borough
+/// acknowledged to it.
+fn heads_of(devices: &mut [&mut TestDevice]) -> Result<BTreeMap<CaseId, Vec<ChangeHash>>> {
+    let mut all: BTreeMap<CaseId, Vec<ChangeHash>> = BTreeMap::new();
+    for d in devices.iter_mut() {
+        for case in d.profile.case_ids()? {
+            let mut doc = d.profile.document(case)?;
+            all.entry(case).or_default().extend(doc.get_heads());
+        }
+    }
+    Ok(all)
+}
+
+/// Open a killed server's store and check it holds every change named in `heads`, and that
+/// each of those documents validates. Returns how many cases it holds in all.
+fn holds(server: &ServerProcess, heads: &BTreeMap<CaseId, Vec<ChangeHash>>) -> Result<usize> {
+    let opened = polyphony_server::data_dir::open(&server.config())?;
+    let storage = ServerStorage::new(opened.store.clone(), 16);
+    for (case, hs) in heads {
+        let stored = storage
+            .case(case)?
+            .ok_or_else(|| anyhow!("case {case} is not on {}", server.data.display()))?;
+        let mut c = stored.lock().expect("case lock");
+        for h in hs {
+            if c.doc.get_change_by_hash(h).is_none() {
+                return Err(anyhow!(
+                    "case {case}: change {h} is not on {}",
+                    server.data.display()
+                ));
+            }
+        }
+        validate_document(&c.doc).map_err(|e| anyhow!("case {case} does not validate: {e}"))?;
+    }
+    let teams: Vec<_> = opened.registry.teams()?.into_iter().map(|t| t.id).collect();
+    Ok(opened.registry.cases_of_teams(&teams)?.len())
+}
+
+/// The heads the borough recorded the hub as holding, per case, read from its store (stopped).
+fn acked_by_hub(borough: &ServerProcess) -> Result<BTreeMap<CaseId, Vec<ChangeHash>>> {
+    let opened = polyphony_server::data_dir::open(&borough.config())?;
+    let teams: Vec<_> = opened.registry.teams()?.into_iter().map(|t| t.id).collect();
+    let mut acked = BTreeMap::new();
+    for (case, _) in opened.registry.cases_of_teams(&teams)? {
+        if let Some(h) = polyphony_server::hub_link::acked_heads(&*opened.store, &case)? {
+            acked.insert(case, h);
+        }
+    }
+    Ok(acked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boroughs_offline_edits_reach_the_hub_and_survive_a_hub_kill() -> Result<()> {
+    polyphony_e2e::init_logs();
+    let dir = tempfile::tempdir()?;
+    let mut hub = start_hub(&dir.path().join("hub"), loopback()).await?;
+    let mut north = start_borough(
+        &dir.path().join("north"),
+        loopback(),
+        "North",
+        &["Ana", "Ben"],
+    )
+    .await?;
+    let mut ana = north.device("Ana").await?;
+    let mut ben = north.device("Ben").await?;
+    // Written offline, before the borough has even joined the hub.
+    let mut meetings = Vec::new();
+    for i in 0..6 {
+        meetings.push(ana.case_with_meeting(&format!("Person A{i}"))?);
+        meetings.push(ben.case_with_meeting(&format!("Person B{i}"))?);
+    }
+    ana.sync().await?;
+    ben.sync().await?;
+    join(&hub, "North", &north).await?;
+    // One case synced 40 times, each time with a new note: past the hub's compaction of a
+    // case's log (every 32 chunks) while the link relays.
+    let (long_case, long_meeting) = meetings[0];
+    for round in 0..40 {
+        ana.note(long_case, long_meeting, &format!("round {round}. "))?;
+        ana.sync().await?;
+    }
+    ben.sync().await?;
+    let status = wait_on_hub(&north, CATCH_UP).await?;
+    assert_eq!(status.cases, 12, "{status:?}");
+    let heads = heads_of(&mut [&mut ana, &mut ben])?;
+    hub.kill();
+    north.kill();
+    // Everything the devices hold (what the borough acknowledged to them) is on the hub's disk,
+    // and so is everything the hub acknowledged to the borough.
+    assert_eq!(holds(&hub, &heads)?, 12);
+    let acked = acked_by_hub(&north)?;
+    assert_eq!(acked.len(), 12);
+    holds(&hub, &acked)?;
+    let long = {
+        let opened = polyphony_server::data_dir::open(&hub.config())?;
+        let storage = ServerStorage::new(opened.store.clone(), 4);
+        let stored = storage.case(&long_case)?.expect("on the hub");
+        let doc = stored.lock().expect("lock").doc.clone();
+        polyphony_core::model::CaseDoc::from_automerge(doc, None)?.view()
+    };
+    let notes = &long.meetings[0].notes;
+    assert!(
+        notes.contains("round 0. ") && notes.contains("round 39. "),
+        "{notes}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_borough_gets_only_its_own_teams_cases_through_the_hub() -> Result<()> {
+    polyphony_e2e::init_logs();
+    let dir = tempfile::tempdir()?;
+    let hub = start_hub(&dir.path().join("hub"), loopback()).await?;
+    let a = start_borough(&dir.path().join("a"), loopback(), "North", &["Ana"]).await?;
+    // Both boroughs call their team "North": team names are the borough's own.
+    let b = start_borough(&dir.path().join("b"), loopback(), "North", &["Bo"]).await?;
+    join(&hub, "Ashby", &a).await?;
+    let b_link = join(&hub, "Brent", &b).await?;
+    let mut ana = a.device("Ana").await?;
+    let mut bo = b.device("Bo").await?;
+    let (a_case, _) = ana.case_with_meeting("Person of Ashby")?;
+    let (b_case, _) = bo.case_with_meeting("Person of Brent")?;
+    ana.sync().await?;
+    bo.sync().await?;
+    wait_on_hub(&a, CATCH_UP).await?;
+    let status = wait_on_hub(&b, CATCH_UP).await?;
+    // Brent holds its own case only: the hub granted it nothing of Ashby's.
+    assert_eq!(status.cases, 1);
+    bo.sync().await?;
+    assert_eq!(bo.profile.case_ids()?, vec![b_case]);
+
+    // Brent's own link certificate, asking the hub for Ashby's case by id: not available, and
+    // nothing of it sent.
+    let key = polyphony_core::identity::DeviceKey::from_pem(&b_link.key_pem)?;
+    let (ep, conn) = polyphony_core::net::connect(
+        &hub.addr.to_string(),
+        &hex::decode(&b_link.hub_ca)?,
+        &hex::decode(&b_link.certificate)?,
+        &key,
+    )
+    .await?;
+    let (send, recv) = conn.open_bi().await?;
+    let mut stream = polyphony_core::net::FramedStream::new(send, recv);
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        software: "test".into(),
+        live: false,
+        features: vec![],
+    };
+    let roster = Roster {
+        teams: vec![],
+        devices: vec![],
+    };
+    let mut empty = automerge::AutoCommit::new();
+    let mut state = automerge::sync::State::new();
+    let ask = automerge::sync::SyncDoc::generate_sync_message(&empty.sync(), &mut state)
+        .expect("a first message")
+        .encode();
+    stream
+        .write_frames(&[
+            Frame::Hello(hello),
+            Frame::Roster(roster),
+            Frame::Sync {
+                case: a_case,
+                message: ask,
+            },
+        ])
+        .await?;
+    let mut refused = None;
+    while let Some(f) = tokio::time::timeout(Duration::from_secs(20), stream.read_frame()).await?? {
+        match f {
+            Frame::Welcome(w) => {
+                assert!(w.cases.iter().all(|g| g.case != a_case), "{w:?}");
+                assert!(w.cases.iter().any(|g| g.case == b_case), "{w:?}");
+            }
+            Frame::CaseRefused { case, refusal } => {
+                assert_eq!(case, a_case);
+                refused = Some(refusal);
+                break;
+            }
+            Frame::Sync { case, .. } => {
+                panic!("the hub sent data of case {case} to another borough")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let refusal = refused.expect("refused");
+    assert_eq!(refusal.code, ErrorCode::NotAvailable, "{refusal:?}");
+    ep.close(0u32.into(), b"");
+
+    // Ana's device certificate at the hub: refused at the handshake (the hub's CA did not issue
+    // it), whichever CA the device is told to trust.
+    let e = ana.profile.enrolment().expect("enrolled").clone();
+    let device_key = polyphony_core::identity::DeviceKey::from_pem(&e.key_pem)?;
+    let as_device = polyphony_core::net::connect(
+        &hub.addr.to_string(),
+        &hex::decode(&b_link.hub_ca)?,
+        &hex::decode(&e.certificate)?,
+        &device_key,
+    )
+    .await;
+    let refused_device = match as_device {
+        Err(e) => e.to_string(),
+        Ok((_ep, conn)) => {
+            let mut session = ClientSession::new(false, vec![], Default::default());
+            let mut host = polyphony_e2e::TestHost::default();
+            match polyphony_core::net::drive(
+                &hub.addr.to_string(),
+                &conn,
+                &mut session,
+                &mut host,
+                None,
+            )
+            .await
+            {
+                Err(e) => e.to_string(),
+                Ok(end) => panic!("a device of a borough synced with the hub: {end:?}"),
+            }
+        }
+    };
+    assert!(
+        refused_device.contains("handshake") || refused_device.contains("refused"),
+        "{refused_device}"
+    );
+    // Ana's device at Brent's borough server directly: its certificate is not Brent's CA's.
+    let direct = polyphony_core::net::connect(
+        &b.addr.to_string(),
+        &hex::decode(&e.ca)?,
+        &hex::decode(&e.certificate)?,
+        &device_key,
+    )
+    .await;
+    assert!(
+        direct.is_err(),
+        "a device of Ashby connected to Brent's server"
+    );
+    // Ana's device asking its own borough for Brent's case by id gets nothing of it: Ashby does
+    // not hold it, and the hub never sent it there.
+    let mut host = polyphony_e2e::TestHost::default();
+    host.docs.insert(b_case, automerge::AutoCommit::new());
+    let (_, host) = polyphony_e2e::run_session(a.addr, &e, host, false).await?;
+    let mut asked = host.docs.get(&b_case).cloned().unwrap_or_default();
+    assert!(
+        asked.get_heads().is_empty(),
+        "Ashby sent changes of Brent's case"
+    );
+    // A borough's code works once.
+    let code = polyphony_e2e::code_from(
+        &hub.admin(AdminRequest::BoroughEnrol {
+            borough: "Brent".into(),
+        })
+        .await?,
+    )?;
+    polyphony_server::hub_link::join(&hub.addr.to_string(), &code, "Brent")
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let again = polyphony_server::hub_link::join(&hub.addr.to_string(), &code, "Brent").await;
+    let err = again.expect_err("a used code");
+    assert!(
+        err.contains("already used") || err.contains("used"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_borough_is_refused_and_its_live_link_closed() -> Result<()> {
+    polyphony_e2e::init_logs();
+    let dir = tempfile::tempdir()?;
+    let hub = start_hub(&dir.path().join("hub"), loopback()).await?;
+    let b = start_borough(&dir.path().join("b"), loopback(), "North", &["Bo"]).await?;
+    let b_link = join(&hub, "Brent", &b).await?;
+    let mut bo = b.device("Bo").await?;
+    let (case, meeting) = bo.case_with_meeting("Person")?;
+    bo.sync().await?;
+    wait_on_hub(&b, CATCH_UP).await?;
+    hub.admin(AdminRequest::BoroughRevoke {
+        borough: "Brent".into(),
+    })
+    .await?;
+    let start = std::time::Instant::now();
+    let status = loop {
+        let s = hub_status(&b).await?;
+        let link = s.link.clone().expect("running");
+        if !link.connected
+            && link
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("revoked"))
+        {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still linked: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    report_figures(
+        "a_revoked_borough_is_refused_and_its_live_link_closed",
+        &[("ms_to_close_the_link", start.elapsed().as_millis() as u64)],
+    );
+    // The borough keeps serving its devices: a new note is saved on the borough.
+    bo.note(case, meeting, "after the revocation")?;
+    let report = bo.sync().await?;
+    assert!(report.refused.is_empty(), "{report:?}");
+    // And its link stays refused (it waits long before trying again: each try is a refusal in
+    // the hub's log).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = hub_status(&b).await?;
+    assert!(!later.link.expect("running").connected);
+    assert_eq!(later.not_on_hub, 1, "{status:?}");
+    // A new connection with its certificate is refused as revoked (the link itself waits long
+    // between tries now: each is a refusal in the hub's log).
+    let key = polyphony_core::identity::DeviceKey::from_pem(&b_link.key_pem)?;
+    let (ep, conn) = polyphony_core::net::connect(
+        &hub.addr.to_string(),
+        &hex::decode(&b_link.hub_ca)?,
+        &hex::decode(&b_link.certificate)?,
+        &key,
+    )
+    .await?;
+    let mut session = ClientSession::new(false, vec![], Default::default());
+    let mut host = polyphony_e2e::TestHost::default();
+    let outcome =
+        polyphony_core::net::drive(&hub.addr.to_string(), &conn, &mut session, &mut host, None)
+            .await;
+    ep.close(0u32.into(), b"");
+    match outcome {
+        Err(polyphony_core::net::NetError::Refused { code, .. }) => {
+            assert_eq!(code, ErrorCode::Revoked)
+        }
+        other => panic!("a revoked borough's link was not refused: {other:?}"),
+    }
+    // The hub's log names the live link's end and the refused try.
+    let log = hub
+        .admin(AdminRequest::Audit {
+            case: None,
+            verify: false,
+        })
+        .await?;
+    let refused = polyphony_e2e::audit_details(&log, "refused")?;
+    assert!(
+        refused
+            .iter()
+            .any(|d| d.contains("borough link closed") && d.contains("revoked")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|d| d.contains("revoked borough tried to connect")),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_down_for_a_while_loses_nothing_and_the_link_catches_up() -> Result<()> {
+    polyphony_e2e::init_logs();
+    let dir = tempfile::tempdir()?;
+    let hub_addr = loopback();
+    let mut hub = start_hub(&dir.path().join("hub"), hub_addr).await?;
+    let mut b = start_borough(&dir.path().join("b"), loopback(), "North", &["Bo"]).await?;
+    join(&hub, "Brent", &b).await?;
+    let mut bo = b.device("Bo").await?;
+    let (case, meeting) = bo.case_with_meeting("Person")?;
+    bo.sync().await?;
+    wait_on_hub(&b, CATCH_UP).await?;
+    // The device hears it, at its next sync: saved on the borough, and also on the trust hub.
+    bo.sync().await?;
+    let status = bo.profile.status()?;
+    assert_eq!(
+        (status.unsynced_changes, status.not_on_hub),
+        (0, Some(0)),
+        "{status:?}"
+    );
+    hub.kill();
+    // Five rounds of work while the hub is down: every one saved on the borough.
+    let mut others = Vec::new();
+    for round in 0..5 {
+        bo.note(case, meeting, &format!("while the hub is down {round}. "))?;
+        others.push(bo.case_with_meeting(&format!("New person {round}"))?.0);
+        let report = bo.sync().await?;
+        assert!(report.refused.is_empty(), "{report:?}");
+    }
+    let down = hub_status(&b).await?;
+    // (The link may not have noticed yet that the hub is gone: a dead peer is found by QUIC's
+    // idle timeout. What matters is that nothing waits on it.)
+    assert_eq!(down.not_on_hub, 6, "{down:?}");
+    // The device says so too: everything saved on the borough, not all of it on the hub.
+    let status = bo.profile.status()?;
+    assert_eq!(status.unsynced_changes, 0, "{status:?}");
+    assert!(status.not_on_hub.is_some_and(|n| n > 0), "{status:?}");
+    let hub = start_hub(&dir.path().join("hub"), hub_addr).await?;
+    let back = wait_on_hub(&b, CATCH_UP).await?;
+    assert_eq!(back.cases, 6);
+    bo.sync().await?;
+    let status = bo.profile.status()?;
+    assert_eq!(status.not_on_hub, Some(0), "{status:?}");
+    let heads = heads_of(&mut [&mut bo])?;
+    let mut hub = hub;
+    hub.kill();
+    b.kill();
+    assert_eq!(holds(&hub, &heads)?, 6);
+    holds(&hub, &acked_by_hub(&b)?)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_borough_killed_during_link_sync_restarts_and_loses_nothing() -> Result<()> {
+    const CASES: usize = 80;
+    polyphony_e2e::init_logs();
+    let dir = tempfile::tempdir()?;
+    let hub = start_hub(&dir.path().join("hub"), loopback()).await?;
+    let b_addr = loopback();
+    let mut b = start_borough(&dir.path().join("b"), b_addr, "North", &["Bo"]).await?;
+    let mut bo = b.device("Bo").await?;
+    // More cases than the link keeps copies of at once (hub_link's COPIES, 64).
+    for i in 0..CASES {
+        let (case, meeting) = bo.case_with_meeting(&format!("Person {i}"))?;
+        bo.note(case, meeting, "first visit")?;
+    }
+    bo.sync().await?;
+    join(&hub, "Brent", &b).await?;
+    // Killed while its link sends its caseload, at a few points, each restart resuming. The
+    // count of cases not yet on the hub at each kill shows where the link was.
+    let mut kills = 0;
+    let mut not_on_hub_at_kills = Vec::new();
+    for wait_ms in [150u64, 400, 900] {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        let s = hub_status(&b).await?;
+        b.kill();
+        kills += 1;
+        not_on_hub_at_kills.push(s.not_on_hub);
+        b = ServerProcess::start(b.data.clone(), b_addr).await?;
+        if s.not_on_hub == 0 {
+            break;
+        }
+    }
+    eprintln!("cases not yet on the hub at each kill: {not_on_hub_at_kills:?}");
+    assert!(
+        not_on_hub_at_kills.iter().any(|n| *n > 0),
+        "every kill came after the link had finished: {not_on_hub_at_kills:?}"
+    );
+    let status = wait_on_hub(&b, CATCH_UP).await?;
+    assert_eq!(status.cases, CASES);
+    report_figures(
+        "a_borough_killed_during_link_sync_restarts_and_loses_nothing",
+        &[("kills", kills)],
+    );
+    let heads = heads_of(&mut [&mut bo])?;
+    let mut hub = hub;
+    hub.kill();
+    b.kill();
+    assert_eq!(holds(&hub, &heads)?, CASES);
+    holds(&hub, &acked_by_hub(&b)?)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_cases_past_the_hubs_limit_per_session_all_arrive_in_later_sessions() -> Result<()> {
+    polyphony_e2e::init_logs();
+    let dir = tempfile::tempdir()?;
+    let mut hub = polyphony_e2e::federation::start_configured(
+        &dir.path().join("hub"),
+        loopback(),
+        "role = \"hub\"\nmax_new_cases_per_session = 8\n",
+    )
+    .await?;
+    let mut b = start_borough(&dir.path().join("b"), loopback(), "North", &["Bo"]).await?;
+    let mut bo = b.device("Bo").await?;
+    for i in 0..20 {
+        bo.case_with_meeting(&format!("Person {i}"))?;
+    }
+    bo.sync().await?;
+    join(&hub, "Brent", &b).await?;
+    let status = wait_on_hub(&b, CATCH_UP).await?;
+    assert_eq!(status.cases, 20);
+    let sessions = status.link.expect("running").sessions;
+    // Eight at most in each session: the first took 8 and was refused the rest as busy.
+    assert!(sessions >= 3, "{sessions} link session(s)");
+    report_figures(
+        "new_cases_past_the_hubs_limit_per_session_all_arrive_in_later_sessions",
+        &[("link_sessions", sessions)],
+    );
+    let heads = heads_of(&mut [&mut bo])?;
+    hub.kill();
+    b.kill();
+    assert_eq!(holds(&hub, &heads)?, 20);
+    Ok(())
+}
