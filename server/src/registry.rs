@@ -992,6 +992,13 @@ impl Registry {
         Ok(from)
     }
 
+    /// Every case of every team this server knows, with its team: on a borough server, every case
+    /// it holds for its teams.
+    pub fn cases(&self) -> Result<Vec<(CaseId, TeamId)>, RegistryError> {
+        let teams: Vec<TeamId> = self.teams()?.into_iter().map(|t| t.id).collect();
+        self.cases_of_teams(&teams)
+    }
+
     /// Every case owned by one of `teams`, with its team: what a device of a practitioner in those
     /// teams may sync.
     pub fn cases_of_teams(&self, teams: &[TeamId]) -> Result<Vec<(CaseId, TeamId)>, RegistryError> {

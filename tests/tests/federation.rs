@@ -54,16 +54,14 @@ fn holds(server: &ServerProcess, heads: &BTreeMap<CaseId, Vec<ChangeHash>>) -> R
         }
         validate_document(&c.doc).map_err(|e| anyhow!("case {case} does not validate: {e}"))?;
     }
-    let teams: Vec<_> = opened.registry.teams()?.into_iter().map(|t| t.id).collect();
-    Ok(opened.registry.cases_of_teams(&teams)?.len())
+    Ok(opened.registry.cases()?.len())
 }
 
 /// The heads the borough recorded the hub as holding, per case, read from its store (stopped).
 fn acked_by_hub(borough: &ServerProcess) -> Result<BTreeMap<CaseId, Vec<ChangeHash>>> {
     let opened = polyphony_server::data_dir::open(&borough.config())?;
-    let teams: Vec<_> = opened.registry.teams()?.into_iter().map(|t| t.id).collect();
     let mut acked = BTreeMap::new();
-    for (case, _) in opened.registry.cases_of_teams(&teams)? {
+    for (case, _) in opened.registry.cases()? {
         if let Some(h) = polyphony_server::hub_link::acked_heads(&*opened.store, &case)? {
             acked.insert(case, h);
         }

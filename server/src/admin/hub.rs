@@ -198,8 +198,7 @@ impl Admin {
         self.borough_only("the hub link's status")?;
         let storage = self.storage()?;
         let membership = hub_link::membership::load(&*storage.store)?;
-        let teams: Vec<_> = self.registry.teams()?.into_iter().map(|t| t.id).collect();
-        let cases = self.registry.cases_of_teams(&teams)?;
+        let cases = self.registry.cases()?;
         let mut not_on_hub = 0;
         for (case, _) in &cases {
             let Some(stored) = storage

@@ -169,15 +169,7 @@ impl BoroughHost {
 
 impl DocSet for BoroughHost {
     fn cases(&self) -> Vec<CaseId> {
-        let registry = &self.shared.registry;
-        let teams: Vec<_> = match registry.teams() {
-            Ok(t) => t.into_iter().map(|t| t.id).collect(),
-            Err(e) => {
-                warn!(error = %e, "the link could not list the borough's teams");
-                return Vec::new();
-            }
-        };
-        match registry.cases_of_teams(&teams) {
+        match self.shared.registry.cases() {
             Ok(cases) => cases.into_iter().map(|(c, _)| c).collect(),
             Err(e) => {
                 warn!(error = %e, "the link could not list the borough's cases");
