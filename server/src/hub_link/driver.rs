@@ -1,13 +1,12 @@
 //! The link's task: connect to the hub, sync, push, reconnect. The only part of the link that
 //! touches tokio or quinn.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use polyphony_core::identity::DeviceKey;
 use polyphony_core::net::{self, FramedStream};
-use polyphony_core::sync::{ErrorCode, Roster, RosterDevice, TeamInfo};
+use polyphony_core::sync::ErrorCode;
 use polyphony_core::CaseId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch, Notify};
@@ -17,7 +16,6 @@ use super::link::{Batch, LinkCore};
 use super::membership::{self, HubMembership};
 use super::LINK_ORIGIN;
 use crate::driver::CoreDriver;
-use crate::registry::{Registry, RegistryError};
 use crate::session::{off_runtime, Shared};
 
 /// How often a live link looks again at the borough's roster (a device enrolled since: the link
@@ -113,12 +111,17 @@ fn retryable(code: ErrorCode) -> bool {
 /// How a link ended on a network error: refused (the hub will not take this borough) or failed.
 fn failed(e: &polyphony_core::net::NetError) -> Ended {
     match e {
-        polyphony_core::net::NetError::Refused {
-            code: ErrorCode::Revoked | ErrorCode::Unauthorised,
-            ..
-        } => Ended::Refused(e.to_string()),
+        polyphony_core::net::NetError::Refused { code, .. } if refuses_borough(*code) => {
+            Ended::Refused(e.to_string())
+        }
         other => Ended::Failed(other.to_string()),
     }
+}
+
+/// Whether the hub closing with `code` refuses this borough itself (revoked, or not enrolled
+/// with this certificate), rather than ending one session.
+fn refuses_borough(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::Revoked | ErrorCode::Unauthorised)
 }
 
 fn now() -> Option<String> {
@@ -237,172 +240,132 @@ async fn connect_and_sync(
         Err(e) => return (failed(&e), false),
     };
     status.update(|s| s.sessions += 1);
-    let mut link = Link {
-        driver: driver.clone(),
-    };
-    let (ended, welcomed) = link.sync(shared, &conn, status, stop).await;
+    let (ended, welcomed) = sync(shared, driver, &conn, status, stop).await;
     conn.close((ErrorCode::Done as u32).into(), b"link closed");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     (ended, welcomed)
 }
 
 /// The shell around one link session ([`LinkCore`]): it feeds the core frames and
-/// announcements, waits for each batch's ticket, and writes it.
-struct Link {
-    driver: Arc<CoreDriver>,
-}
-
-impl Link {
-    async fn sync(
-        &mut self,
-        shared: &Arc<Shared>,
-        conn: &quinn::Connection,
-        status: &LinkStatus,
-        stop: &mut watch::Receiver<bool>,
-    ) -> (Ended, bool) {
-        let lost =
-            |e: &dyn std::fmt::Display| failed(&net::explain("the trust hub", Some(conn), e));
-        let (send, recv) = match conn.open_bi().await {
-            Ok(s) => s,
-            Err(e) => return (lost(&e), false),
-        };
-        let mut stream = FramedStream::new(send, recv);
-        // Subscribed before the welcome: a device's change from now on is pushed.
-        let mut changes = self.driver.case_changes();
-        let (mut core, first) = match off_runtime(|| LinkCore::new(shared.clone())) {
-            Ok(c) => c,
-            Err(e) => return (Ended::Failed(e.to_string()), false),
-        };
-        if let Err(e) = self.send(&mut stream, first).await {
-            return (Ended::Failed(e), false);
-        }
-        let mut look_again = tokio::time::interval(LOOK_AGAIN);
-        let mut welcomed = false;
-        loop {
-            let core_ref = &mut core;
-            let next = tokio::select! {
-                frame = stream.read_frame() => match frame {
-                    Ok(Some(f)) => off_runtime(|| core_ref.handle(f)),
-                    Ok(None) => return (lost(&"the trust hub ended the link"), welcomed),
-                    Err(e) => return (lost(&e), welcomed),
-                },
-                change = changes.recv() => match change {
-                    Ok(c) if c.origin == LINK_ORIGIN => continue,
-                    Ok(c) => off_runtime(|| core_ref.local_change(c.case)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => off_runtime(|| core_ref.all_changed()),
-                    Err(broadcast::error::RecvError::Closed) => return (Ended::Stop, welcomed),
-                },
-                _ = look_again.tick() => {
-                    if core.settled() {
-                        let refused = core.refused().iter().map(|(case, r)| RefusedCase { case: *case, message: r.message.clone() }).collect();
-                        status.update(|s| { s.settled_at = now(); s.refused = refused; });
-                        if core.refused().iter().any(|(_, r)| retryable(r.code)) {
-                            // Tried again in a new session (a case refused as busy, or one the
-                            // hub could not save, goes on once it can). A case refused for what
-                            // it holds waits for its next change.
-                            return (Ended::Retry, welcomed);
-                        }
-                    }
-                    if off_runtime(|| core.roster_changed()) {
-                        return (Ended::Again, welcomed);
-                    }
-                    continue;
-                }
-                // Joined again (a new certificate): the link reconnects with it now.
-                () = status.joined.notified() => return (Ended::Again, welcomed),
-                _ = stop.changed() => return (Ended::Stop, welcomed),
-            };
-            if !welcomed && core.welcomed() {
-                welcomed = true;
-                status.update(|s| {
-                    s.connected = true;
-                    s.connected_at = now();
-                    s.last_error = None;
-                });
-            }
-            let next = match next {
-                Ok(n) => n,
-                Err(e) => return (Ended::Failed(e.to_string()), welcomed),
-            };
-            match self.send(&mut stream, next).await {
-                Ok(None) => {}
-                Ok(Some((code @ (ErrorCode::Revoked | ErrorCode::Unauthorised), message))) => {
-                    return (
-                        Ended::Refused(format!(
-                            "the trust hub refused this borough ({code:?}): {message}"
-                        )),
-                        welcomed,
-                    )
-                }
-                Ok(Some((code, message))) => {
-                    return (
-                        Ended::Failed(format!(
-                            "the trust hub closed the link ({code:?}): {message}"
-                        )),
-                        welcomed,
-                    )
-                }
-                Err(e) => return (Ended::Failed(e), welcomed),
-            }
-        }
+/// announcements, waits for each batch's ticket, and writes it; how the session ended, and
+/// whether it was welcomed.
+async fn sync(
+    shared: &Arc<Shared>,
+    driver: &CoreDriver,
+    conn: &quinn::Connection,
+    status: &LinkStatus,
+    stop: &mut watch::Receiver<bool>,
+) -> (Ended, bool) {
+    let lost = |e: &dyn std::fmt::Display| failed(&net::explain("the trust hub", Some(conn), e));
+    let (send, recv) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => return (lost(&e), false),
+    };
+    let mut stream = FramedStream::new(send, recv);
+    // Subscribed before the welcome: a device's change from now on is pushed.
+    let mut changes = driver.case_changes();
+    let (mut core, first) = match off_runtime(|| LinkCore::new(shared.clone())) {
+        Ok(c) => c,
+        Err(e) => return (Ended::Failed(e.to_string()), false),
+    };
+    if let Err(e) = write_batch(driver, &mut stream, first).await {
+        return (Ended::Failed(e), false);
     }
-
-    /// Wait until the batch's ticket is durable (what it read, stored and audited is on the
-    /// borough's disk), then write it. The core's `Close`, if any, is returned.
-    async fn send(
-        &mut self,
-        stream: &mut FramedStream,
-        batch: Batch,
-    ) -> Result<Option<(ErrorCode, String)>, String> {
-        let Batch {
-            frames,
-            close,
-            ticket,
-        } = batch;
-        self.driver.durable(ticket).await.map_err(|e| {
-            format!("this borough could not make its records durable ({e}); nothing was sent")
-        })?;
-        if !frames.is_empty() {
-            stream
-                .write_frames(&frames)
-                .await
-                .map_err(|e| format!("the link to the trust hub was lost: {e}"))?;
+    let mut look_again = tokio::time::interval(LOOK_AGAIN);
+    let mut welcomed = false;
+    loop {
+        let core_ref = &mut core;
+        let next = tokio::select! {
+            frame = stream.read_frame() => match frame {
+                Ok(Some(f)) => off_runtime(|| core_ref.handle(f)),
+                Ok(None) => return (lost(&"the trust hub ended the link"), welcomed),
+                Err(e) => return (lost(&e), welcomed),
+            },
+            change = changes.recv() => match change {
+                Ok(c) if c.origin == LINK_ORIGIN => continue,
+                Ok(c) => off_runtime(|| core_ref.local_change(c.case)),
+                Err(broadcast::error::RecvError::Lagged(_)) => off_runtime(|| core_ref.all_changed()),
+                Err(broadcast::error::RecvError::Closed) => return (Ended::Stop, welcomed),
+            },
+            _ = look_again.tick() => {
+                if core.settled() {
+                    let refused = core.refused().iter().map(|(case, r)| RefusedCase { case: *case, message: r.message.clone() }).collect();
+                    status.update(|s| { s.settled_at = now(); s.refused = refused; });
+                    if core.refused().iter().any(|(_, r)| retryable(r.code)) {
+                        // Tried again in a new session (a case refused as busy, or one the
+                        // hub could not save, goes on once it can). A case refused for what
+                        // it holds waits for its next change.
+                        return (Ended::Retry, welcomed);
+                    }
+                }
+                if off_runtime(|| core.roster_changed()) {
+                    return (Ended::Again, welcomed);
+                }
+                continue;
+            }
+            // Joined again (a new certificate): the link reconnects with it now.
+            () = status.joined.notified() => return (Ended::Again, welcomed),
+            _ = stop.changed() => return (Ended::Stop, welcomed),
+        };
+        if !welcomed && core.welcomed() {
+            welcomed = true;
+            status.update(|s| {
+                s.connected = true;
+                s.connected_at = now();
+                s.last_error = None;
+            });
         }
-        if let Some((code, message)) = close {
-            let _ = stream.send.finish();
-            return Ok(Some((code, message)));
+        let next = match next {
+            Ok(n) => n,
+            Err(e) => return (Ended::Failed(e.to_string()), welcomed),
+        };
+        match write_batch(driver, &mut stream, next).await {
+            Ok(None) => {}
+            Ok(Some((code, message))) if refuses_borough(code) => {
+                return (
+                    Ended::Refused(format!(
+                        "the trust hub refused this borough ({code:?}): {message}"
+                    )),
+                    welcomed,
+                )
+            }
+            Ok(Some((code, message))) => {
+                return (
+                    Ended::Failed(format!(
+                        "the trust hub closed the link ({code:?}): {message}"
+                    )),
+                    welcomed,
+                )
+            }
+            Err(e) => return (Ended::Failed(e), welcomed),
         }
-        Ok(None)
     }
 }
 
-/// The borough's roster for the hub: its teams, and every device it ever enrolled (whatever its
-/// status: a revoked device's old changes are still relayed) with its practitioner's name.
-pub(super) fn roster_of(registry: &Registry) -> Result<Roster, RegistryError> {
-    let teams = registry
-        .teams()?
-        .into_iter()
-        .filter(|t| t.borough.is_none())
-        .map(|t| TeamInfo {
-            id: t.id,
-            name: t.name,
-        })
-        .collect();
-    let names: HashMap<_, _> = registry
-        .practitioners()?
-        .into_iter()
-        .map(|p| (p.id, p.name))
-        .collect();
-    let devices = registry
-        .devices()?
-        .into_iter()
-        .filter_map(|d| {
-            Some(RosterDevice {
-                device: d.id,
-                practitioner: d.practitioner,
-                practitioner_name: names.get(&d.practitioner)?.clone(),
-            })
-        })
-        .collect();
-    Ok(Roster { teams, devices })
+/// Wait until the batch's ticket is durable (what it read, stored and audited is on the
+/// borough's disk), then write it. The core's `Close`, if any, is returned.
+async fn write_batch(
+    driver: &CoreDriver,
+    stream: &mut FramedStream,
+    batch: Batch,
+) -> Result<Option<(ErrorCode, String)>, String> {
+    let Batch {
+        frames,
+        close,
+        ticket,
+    } = batch;
+    driver.durable(ticket).await.map_err(|e| {
+        format!("this borough could not make its records durable ({e}); nothing was sent")
+    })?;
+    if !frames.is_empty() {
+        stream
+            .write_frames(&frames)
+            .await
+            .map_err(|e| format!("the link to the trust hub was lost: {e}"))?;
+    }
+    if let Some((code, message)) = close {
+        let _ = stream.send.finish();
+        return Ok(Some((code, message)));
+    }
+    Ok(None)
 }

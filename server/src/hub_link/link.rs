@@ -18,8 +18,8 @@ use polyphony_core::store::StoreError;
 use polyphony_core::sync::{Action, ClientSession, DocSet, ErrorCode, Frame, Refusal, Roster};
 use polyphony_core::CaseId;
 
-use super::driver::roster_of;
 use super::host::BoroughHost;
+use super::roster_of;
 use crate::audit::{Actor, AuditError};
 use crate::registry::RegistryError;
 use crate::session::Shared;

@@ -32,9 +32,14 @@ pub use driver::{run, LinkState, LinkStatus};
 pub use link::{Batch, LinkCore, LinkError};
 pub use membership::{join, HubMembership};
 
+use std::collections::HashMap;
+
 use automerge::ChangeHash;
 use polyphony_core::store::{Store, StoreError};
+use polyphony_core::sync::{Roster, RosterDevice, TeamInfo};
 use polyphony_core::CaseId;
+
+use crate::registry::{Registry, RegistryError};
 
 /// The connection id the link's own writes are announced with, so the link does not send the
 /// hub back what it just received from it. The listener numbers connections from 1.
@@ -80,4 +85,35 @@ pub fn forget_acked(store: &dyn Store) -> Result<(), StoreError> {
 /// one the hub acknowledged.
 pub fn on_hub(ours: &[ChangeHash], acked: Option<&[ChangeHash]>) -> bool {
     acked.is_some_and(|acked| ours.iter().all(|h| acked.contains(h)))
+}
+
+/// The borough's roster for the hub: its teams, and every device it ever enrolled (whatever its
+/// status: a revoked device's old changes are still relayed) with its practitioner's name.
+fn roster_of(registry: &Registry) -> Result<Roster, RegistryError> {
+    let teams = registry
+        .teams()?
+        .into_iter()
+        .filter(|t| t.borough.is_none())
+        .map(|t| TeamInfo {
+            id: t.id,
+            name: t.name,
+        })
+        .collect();
+    let names: HashMap<_, _> = registry
+        .practitioners()?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    let devices = registry
+        .devices()?
+        .into_iter()
+        .filter_map(|d| {
+            Some(RosterDevice {
+                device: d.id,
+                practitioner: d.practitioner,
+                practitioner_name: names.get(&d.practitioner)?.clone(),
+            })
+        })
+        .collect();
+    Ok(Roster { teams, devices })
 }
