@@ -205,16 +205,7 @@ async fn borough_handshake(
     }
     let (welcome, teams) = match welcome_borough(shared, &hello, borough) {
         Ok(w) => w,
-        Err(NotWelcome::Version(refusal)) => {
-            let msg = refusal.message.clone();
-            let _ = stream.write_frames(&[Frame::Error(refusal)]).await;
-            close(conn, ErrorCode::UnsupportedVersion, &msg);
-            return None;
-        }
-        Err(NotWelcome::Internal(msg)) => {
-            close(conn, ErrorCode::Internal, &msg);
-            return None;
-        }
+        Err(not) => return not_welcome(conn, &mut stream, not).await,
     };
     let mut session = Session::for_borough(shared.clone(), conn_id, borough, teams);
     if !session.check_access() {
@@ -549,16 +540,7 @@ async fn session_for(
 ) -> Option<(FramedStream, Session)> {
     let welcome = match welcome(shared, &hello, &device, &practitioner) {
         Ok(w) => w,
-        Err(NotWelcome::Version(refusal)) => {
-            let msg = refusal.message.clone();
-            let _ = stream.write_frames(&[Frame::Error(refusal)]).await;
-            close(conn, ErrorCode::UnsupportedVersion, &msg);
-            return None;
-        }
-        Err(NotWelcome::Internal(msg)) => {
-            close(conn, ErrorCode::Internal, &msg);
-            return None;
-        }
+        Err(not) => return not_welcome(conn, &mut stream, not).await,
     };
     let mut session = Session::new(shared.clone(), conn_id, device, practitioner, welcome.mode)
         .confirming_wipe(hello.has(FEATURE_CONFIRMS_WIPE))
@@ -579,6 +561,25 @@ async fn session_for(
     }
     stream.write_frames(&[Frame::Welcome(welcome)]).await.ok()?;
     Some((stream, session))
+}
+
+/// A `Hello` not welcomed (a device's or a borough's): the refusal sent when it says something
+/// the peer can act on (another protocol version), and the connection closed with why. Always
+/// None: no session.
+async fn not_welcome<T>(
+    conn: &quinn::Connection,
+    stream: &mut FramedStream,
+    not: NotWelcome,
+) -> Option<T> {
+    match not {
+        NotWelcome::Version(refusal) => {
+            let msg = refusal.message.clone();
+            let _ = stream.write_frames(&[Frame::Error(refusal)]).await;
+            close(conn, ErrorCode::UnsupportedVersion, &msg);
+        }
+        NotWelcome::Internal(msg) => close(conn, ErrorCode::Internal, &msg),
+    }
+    None
 }
 
 /// The writer: sends each batch once its durability ticket is met, in order; what a failed flush
