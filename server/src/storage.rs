@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use automerge::AutoCommit;
+use automerge::{AutoCommit, ChangeHash};
 use polyphony_core::model::schema;
 use polyphony_core::store::{ChunkSeq, Store, StoreError};
 use polyphony_core::sync::{PeerSync, Prepared};
@@ -494,7 +494,7 @@ impl ServerStorage {
     }
 
     /// Store changes that arrived as an encoded chunk (the trust hub's, on a borough's link) in
-    /// a case, creating it if the server has never stored it: `check` sees the document before
+    /// a case, creating it if the server has never stored it: `check` sees the document before (with its heads)
     /// and after and may refuse (nothing is stored then). The same order as [`Self::apply`]:
     /// append, then swap the new document in, then compact if due. Returns the ticket covering
     /// the write (or every write so far when the chunk held nothing new), and whether it added
@@ -503,7 +503,7 @@ impl ServerStorage {
         &self,
         case: &CaseId,
         chunk: &[u8],
-        check: impl FnOnce(&AutoCommit, &mut AutoCommit) -> Result<(), String>,
+        check: impl FnOnce(&AutoCommit, &[ChangeHash], &mut AutoCommit) -> Result<(), String>,
     ) -> Result<(u64, bool), StorageError> {
         let generation = self.group.generation();
         match self.case(case)? {
@@ -534,7 +534,7 @@ impl ServerStorage {
         case: &CaseId,
         c: &mut ServerCase,
         chunk: &[u8],
-        check: impl FnOnce(&AutoCommit, &mut AutoCommit) -> Result<(), String>,
+        check: impl FnOnce(&AutoCommit, &[ChangeHash], &mut AutoCommit) -> Result<(), String>,
         generation: u64,
     ) -> Result<(u64, bool), StorageError> {
         let mut after = c.doc.clone();
@@ -544,10 +544,11 @@ impl ServerStorage {
                 case: *case,
                 detail: format!("changes that do not load: {e}"),
             })?;
-        if after.get_heads() == c.doc.get_heads() {
+        let before_heads = c.doc.get_heads();
+        if after.get_heads() == before_heads {
             return Ok((self.group.current_in(generation), false));
         }
-        check(&c.doc, &mut after).map_err(|detail| StorageError::Refused {
+        check(&c.doc, &before_heads, &mut after).map_err(|detail| StorageError::Refused {
             case: *case,
             detail,
         })?;

@@ -714,7 +714,7 @@ fn stored_case(
     }
     hub.registry.register_case(case, team).expect("register");
     hub.storage
-        .apply_chunk(&case, &doc.save(), |_, _| Ok(()))
+        .apply_chunk(&case, &doc.save(), |_, _, _| Ok(()))
         .expect("stored");
     doc
 }

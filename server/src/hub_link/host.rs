@@ -84,9 +84,11 @@ impl BoroughHost {
         let shared = self.shared.clone();
         let mut team = None;
         let mut audited = 0;
-        let check = |before: &AutoCommit, after: &mut AutoCommit| -> Result<(), String> {
-            let before_heads = before.clone().get_heads();
-            let new = guard::NewOps::between(&before_heads, after);
+        let check = |before: &AutoCommit,
+                     before_heads: &[automerge::ChangeHash],
+                     after: &mut AutoCommit|
+         -> Result<(), String> {
+            let new = guard::NewOps::between(before_heads, after);
             schema::validate_document(after).map_err(|e| e.to_string())?;
             guard::nothing_removed(before, after)?;
             guard::records_kept(after, &new)?;
