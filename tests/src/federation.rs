@@ -83,6 +83,22 @@ pub async fn join(
     Ok(membership)
 }
 
+/// A connection to the hub with a borough's own link certificate (as its link makes), for tests
+/// that speak to the hub themselves.
+pub async fn connect_as_borough(
+    hub: &ServerProcess,
+    m: &HubMembership,
+) -> Result<(quinn::Endpoint, quinn::Connection)> {
+    let key = polyphony_core::identity::DeviceKey::from_pem(&m.key_pem)?;
+    Ok(polyphony_core::net::connect(
+        &hub.addr.to_string(),
+        &hex::decode(&m.hub_ca)?,
+        &hex::decode(&m.certificate)?,
+        &key,
+    )
+    .await?)
+}
+
 /// The borough's link and how many of its cases the hub lacks changes of.
 pub async fn hub_status(borough: &ServerProcess) -> Result<HubStatus> {
     Ok(serde_json::from_value(

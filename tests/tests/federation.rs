@@ -12,7 +12,7 @@ use polyphony_core::model::schema::validate_document;
 use polyphony_core::sync::{ClientSession, ErrorCode, Frame, Hello, Roster, PROTOCOL_VERSION};
 use polyphony_core::CaseId;
 use polyphony_e2e::federation::{
-    hub_status, join, loopback, start_borough, start_hub, wait_on_hub,
+    connect_as_borough, hub_status, join, loopback, start_borough, start_hub, wait_on_hub,
 };
 use polyphony_e2e::{report_figures, ServerProcess, TestDevice};
 use polyphony_server::admin::AdminRequest;
@@ -151,14 +151,7 @@ async fn a_borough_gets_only_its_own_teams_cases_through_the_hub() -> Result<()>
 
     // Brent's own link certificate, asking the hub for Ashby's case by id: not available, and
     // nothing of it sent.
-    let key = polyphony_core::identity::DeviceKey::from_pem(&b_link.key_pem)?;
-    let (ep, conn) = polyphony_core::net::connect(
-        &hub.addr.to_string(),
-        &hex::decode(&b_link.hub_ca)?,
-        &hex::decode(&b_link.certificate)?,
-        &key,
-    )
-    .await?;
+    let (ep, conn) = connect_as_borough(&hub, &b_link).await?;
     let (send, recv) = conn.open_bi().await?;
     let mut stream = polyphony_core::net::FramedStream::new(send, recv);
     let hello = Hello {
@@ -332,14 +325,7 @@ async fn a_revoked_borough_is_refused_and_its_live_link_closed() -> Result<()> {
     assert_eq!(later.not_on_hub, 1, "{status:?}");
     // A new connection with its certificate is refused as revoked (the link itself waits long
     // between tries now: each is a refusal in the hub's log).
-    let key = polyphony_core::identity::DeviceKey::from_pem(&b_link.key_pem)?;
-    let (ep, conn) = polyphony_core::net::connect(
-        &hub.addr.to_string(),
-        &hex::decode(&b_link.hub_ca)?,
-        &hex::decode(&b_link.certificate)?,
-        &key,
-    )
-    .await?;
+    let (ep, conn) = connect_as_borough(&hub, &b_link).await?;
     let mut session = ClientSession::new(false, vec![], Default::default());
     let mut host = polyphony_e2e::TestHost::default();
     let outcome =
