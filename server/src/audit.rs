@@ -199,6 +199,9 @@ pub enum AuditAction {
     BoroughAdded,
     /// On a borough server: it joined the trust hub.
     HubJoined,
+    /// On a borough server: it was rebuilt from its copy kept on the trust hub. On the hub: a
+    /// borough fetched its kept copy to restore from.
+    Restored,
 }
 
 impl fmt::Display for AuditAction {
@@ -220,6 +223,7 @@ impl fmt::Display for AuditAction {
             AuditAction::EnrolmentIssued => "enrolment_issued",
             AuditAction::BoroughAdded => "borough_added",
             AuditAction::HubJoined => "hub_joined",
+            AuditAction::Restored => "restored",
             AuditAction::PractitionerRoleSet => "practitioner_role_set",
         })
     }

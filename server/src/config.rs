@@ -93,6 +93,9 @@ pub struct ServerConfig {
     /// to reach the hub when it cannot be reached (the wait starts at a second and doubles). The
     /// borough serves its devices all the while; the link catches up when the hub is back.
     pub hub_retry_max_secs: u64,
+    /// On a borough server that joined a trust hub: how often, in seconds, the live link sends
+    /// the hub what changed in the borough's kept copy (its registry, new audit records).
+    pub hub_keep_every_secs: u64,
     /// The most new cases one sync session may be part-way through sending at once (each is held
     /// in memory until it is whole and stored). A device sends a few hundred at most; a borough
     /// joining the hub sends its whole caseload, the rest in the link's next sessions.
@@ -141,6 +144,7 @@ impl Default for ServerConfig {
             revoking_limit_secs: DEFAULT_REVOKING_LIMIT_SECS,
             moved_upload_limit_secs: DEFAULT_REVOKING_LIMIT_SECS,
             hub_retry_max_secs: 60,
+            hub_keep_every_secs: crate::hub_link::keep::KEEP_EVERY.as_secs(),
             max_new_cases_per_session: crate::session::MAX_PROVISIONAL,
             role: ServerRole::Borough,
         }

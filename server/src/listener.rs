@@ -109,7 +109,10 @@ impl Server {
                 shared.clone(),
                 driver.clone(),
                 link,
-                Duration::from_secs(config.hub_retry_max_secs.max(1)),
+                crate::hub_link::LinkTimes {
+                    retry_max: Duration::from_secs(config.hub_retry_max_secs.max(1)),
+                    keep_every: Duration::from_secs(config.hub_keep_every_secs.max(1)),
+                },
                 shutdown_rx.clone(),
             ));
         }

@@ -149,7 +149,10 @@ enum BoroughCommand {
 
 #[derive(Debug, Subcommand)]
 enum HubCommand {
-    /// Join the trust hub with the code its administrator issued for this borough.
+    /// Join the trust hub with the code its administrator issued for this borough. A new
+    /// recovery key is written to FILE: the hub keeps a copy of this borough (its CA, registry
+    /// and audit log) sealed under it, to rebuild the borough from if its server is lost. Keep
+    /// the file away from this server.
     Join {
         /// The hub's address (host:port).
         hub: String,
@@ -158,6 +161,24 @@ enum HubCommand {
         /// What this borough calls itself, for the hub's log [default: the data directory's name].
         #[arg(long)]
         name: Option<String>,
+        /// Where to write the new recovery key (a new file).
+        #[arg(long, value_name = "FILE")]
+        recovery_key: PathBuf,
+    },
+    /// Rebuild this (empty) data directory from the copy the trust hub keeps of this borough,
+    /// with a new code the hub's administrator issued for it and the recovery key written when
+    /// it joined. Then start the server: the link brings back every case of its teams.
+    Restore {
+        /// The hub's address (host:port).
+        hub: String,
+        /// The one-time code.
+        code: String,
+        /// What this borough calls itself, for the hub's log [default: the data directory's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// The recovery key file written by `hub join`.
+        #[arg(long, value_name = "FILE")]
+        recovery_key: PathBuf,
     },
     /// Whether this borough joined a hub, the link's state, and how many cases hold a change
     /// the hub has not saved yet.
@@ -343,23 +364,42 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Boroughs => AdminRequest::Boroughs,
         Command::Hub(HubCommand::Status) => AdminRequest::HubStatus,
         Command::Figures { by, .. } => AdminRequest::Figures { by: by.into() },
-        Command::Hub(HubCommand::Join { hub, code, name }) => {
-            if config.role != polyphony_server::ServerRole::Borough {
-                return Err(Failure::User(
-                    "this is the trust hub: a borough server joins it, not the reverse".into(),
-                ));
-            }
-            let name = name.unwrap_or_else(|| {
-                config
-                    .data_dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_else(|| "borough".to_string())
-            });
-            let membership = polyphony_server::hub_link::join(&hub, &code, &name)
+        Command::Hub(HubCommand::Join {
+            hub,
+            code,
+            name,
+            recovery_key,
+        }) => {
+            let name = borough_name(&config, name)?;
+            let key = polyphony_server::hub_link::RecoveryKey::generate();
+            // Written before the hub is asked: a membership is never kept whose key nobody holds.
+            write_new_file(&recovery_key, &format!("{}\n", key.to_text()))?;
+            let membership = polyphony_server::hub_link::join(&hub, &code, &name, &key)
                 .await
                 .map_err(Failure::User)?;
+            eprintln!(
+                "the recovery key is in {}: keep it away from this server (with the key file's backups, not on this machine); with it and a new code from the hub, `polyphony-server hub restore` rebuilds this borough",
+                recovery_key.display()
+            );
             AdminRequest::HubJoined { membership }
+        }
+        Command::Hub(HubCommand::Restore {
+            hub,
+            code,
+            name,
+            recovery_key,
+        }) => {
+            let name = borough_name(&config, name)?;
+            let text = std::fs::read_to_string(&recovery_key).map_err(|e| {
+                Failure::User(format!("cannot read {}: {e}", recovery_key.display()))
+            })?;
+            let key =
+                polyphony_server::hub_link::RecoveryKey::parse(&text).map_err(Failure::User)?;
+            let restored = polyphony_server::hub_link::restore(&config, &hub, &code, &name, key)
+                .await
+                .map_err(Failure::User)?;
+            return output::restored(restored, format)
+                .map_err(|e| Failure::User(format!("could not print the result: {e}")));
         }
     };
     let response = match admin::request(config.admin_socket_path(), &req).await {
@@ -373,6 +413,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             .map_err(|e| Failure::User(format!("could not print the result: {e}"))),
         AdminResponse::Err { message } => Err(Failure::User(message)),
     }
+}
+
+/// The name a borough gives itself on the hub: as given, or its data directory's name. Refused
+/// on the hub itself.
+fn borough_name(config: &ServerConfig, name: Option<String>) -> Result<String, Failure> {
+    if config.role != polyphony_server::ServerRole::Borough {
+        return Err(Failure::User(
+            "this is the trust hub: a borough server joins it, not the reverse".into(),
+        ));
+    }
+    Ok(name.unwrap_or_else(|| {
+        config
+            .data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "borough".to_string())
+    }))
+}
+
+/// Write `text` to a new file at `path` (owner-only, as every file this process makes); refused
+/// if it exists, so a key kept there is never overwritten.
+fn write_new_file(path: &std::path::Path, text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Failure::User(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::User(format!("cannot write {}: {e}", path.display())))
 }
 
 async fn serve(config: ServerConfig) -> Result<(), Failure> {

@@ -99,7 +99,7 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, format: Format)
         AdminRequest::BoroughEnrol { .. } => {
             let c: IssuedBoroughCode = decode(value)?;
             eprintln!(
-                "give this code to the administrator of the '{}' borough server, who runs `polyphony-server hub join HUB_ADDRESS CODE`; it works once, until {}",
+                "give this code to the administrator of the '{}' borough server, who runs `polyphony-server hub join HUB_ADDRESS CODE --recovery-key FILE` (or `hub restore`, to rebuild a lost borough server); it works once, until {}",
                 c.name, c.expires_at
             );
             writeln!(out, "{}", c.code)
@@ -177,7 +177,7 @@ fn hub_status(out: &mut impl Write, s: HubStatus) -> io::Result<()> {
     if !s.joined {
         return writeln!(
             out,
-            "not joined to a trust hub: ask the hub's administrator for a code, then `polyphony-server hub join HUB_ADDRESS CODE`"
+            "not joined to a trust hub: ask the hub's administrator for a code, then `polyphony-server hub join HUB_ADDRESS CODE --recovery-key FILE`"
         );
     }
     writeln!(
@@ -215,7 +215,52 @@ fn hub_status(out: &mut impl Write, s: HubStatus) -> io::Result<()> {
         s.cases,
         s.cases - s.not_on_hub,
         s.not_on_hub
-    )
+    )?;
+    match &s.safekeeping {
+        None => Ok(()),
+        Some(k) if !k.recovery_key => writeln!(
+            out,
+            "kept copy: none (this borough joined before the hub kept copies): join again to have its CA, registry and audit log kept on the hub"
+        ),
+        Some(k) => writeln!(
+            out,
+            "kept copy on the hub: registry {}, audit log {} of {} record(s)",
+            match (&k.registry_kept_at, k.registry_changed_since) {
+                (None, _) => "not yet".to_string(),
+                (Some(at), false) => format!("as of {}", minutes_text(at)),
+                (Some(at), true) => format!("as of {} (changed since; sent within a minute while the link is up)", minutes_text(at)),
+            },
+            k.audit_records_kept,
+            k.audit_records
+        ),
+    }
+}
+
+/// An RFC 3339 time as UK local time to the minute, or as written if it does not read.
+fn minutes_text(at: &str) -> String {
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .map(minutes)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+/// What `hub restore` rebuilt: the counts on stderr, the borough's id on stdout (JSON: all).
+pub(crate) fn restored(r: polyphony_server::hub_link::Restored, format: Format) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if format == Format::Json {
+        serde_json::to_writer_pretty(&mut out, &r).map_err(io::Error::other)?;
+        return writeln!(out);
+    }
+    eprintln!(
+        "restored from the trust hub: the CA, {} team(s), {} practitioner(s), {} device(s) and {} case registration(s) as of {}, and {} audit record(s) through head {}; start the server, and its link brings back every case of its teams (devices sync as before, without enrolling again, and send what the hub never had)",
+        r.teams,
+        r.practitioners,
+        r.devices,
+        r.cases,
+        minutes_text(&r.registry_made_at),
+        r.audit_records,
+        r.audit_head
+    );
+    writeln!(out, "{}", r.borough)
 }
 
 fn teams(out: &mut impl Write, teams: Vec<Team>) -> io::Result<()> {

@@ -489,6 +489,42 @@ impl Registry {
         Ok(team)
     }
 
+    /// Every store namespace the registry writes to now: what a copy of the registry must hold
+    /// to rebuild it (a borough's copy kept on the trust hub). The per-team and per-device
+    /// namespaces are named from the teams and devices registered.
+    pub fn namespaces(&self) -> Result<Vec<String>, RegistryError> {
+        let mut all: Vec<String> = [
+            ns::TEAMS,
+            ns::PRACTITIONERS,
+            ns::DEVICES,
+            ns::DEVICE_CERTS,
+            ns::ENROLMENTS,
+            ns::CASES,
+            ns::READS_THROUGH,
+            ns::BOROUGHS,
+            ns::BOROUGH_CERTS,
+            ns::BOROUGH_ENROLMENTS,
+            ns::ROSTER,
+            ns::ROSTER_PRACTITIONERS,
+        ]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+        for team in self.teams()? {
+            all.push(ns::team_cases(&team.id));
+        }
+        for device in self.devices()? {
+            all.push(ns::held(&device.id));
+            all.push(ns::told_moved(&device.id));
+        }
+        Ok(all)
+    }
+
+    /// Whether `name` is a namespace of the registry (see [`Registry::namespaces`]).
+    pub fn is_namespace(name: &str) -> bool {
+        name.starts_with("registry.")
+    }
+
     /// Every team, by name.
     pub fn teams(&self) -> Result<Vec<Team>, RegistryError> {
         let mut teams: Vec<Team> = self.scan(ns::TEAMS)?;

@@ -36,15 +36,18 @@ pub async fn start_hub(data: &Path, addr: SocketAddr) -> Result<ServerProcess> {
     start_configured(data, addr, "role = \"hub\"\n").await
 }
 
-/// Start a borough server whose link tries the hub again within two seconds when it cannot
-/// reach it, with one team, `team`, of `practitioners`.
+/// The settings of the boroughs these tests start: the link tries the hub again within two
+/// seconds when it cannot reach it, and sends what changed in its kept copy every second.
+pub const BOROUGH_SETTINGS: &str = "hub_retry_max_secs = 2\nhub_keep_every_secs = 1\n";
+
+/// Start a borough server with [`BOROUGH_SETTINGS`] and one team, `team`, of `practitioners`.
 pub async fn start_borough(
     data: &Path,
     addr: SocketAddr,
     team: &str,
     practitioners: &[&str],
 ) -> Result<ServerProcess> {
-    let b = start_configured(data, addr, "hub_retry_max_secs = 2\n").await?;
+    let b = start_configured(data, addr, BOROUGH_SETTINGS).await?;
     b.admin(AdminRequest::TeamAdd { name: team.into() }).await?;
     for p in practitioners {
         b.admin(AdminRequest::PractitionerAdd {
@@ -72,7 +75,8 @@ pub async fn join(
         })
         .await?,
     )?;
-    let membership = polyphony_server::hub_link::join(&hub.addr.to_string(), &code, name)
+    let key = polyphony_server::hub_link::RecoveryKey::generate();
+    let membership = polyphony_server::hub_link::join(&hub.addr.to_string(), &code, name, &key)
         .await
         .map_err(|e| anyhow!(e))?;
     borough
@@ -104,6 +108,29 @@ pub async fn hub_status(borough: &ServerProcess) -> Result<HubStatus> {
     Ok(serde_json::from_value(
         borough.admin(AdminRequest::HubStatus).await?,
     )?)
+}
+
+/// Wait (at most `limit`) until the hub keeps the borough's whole copy, as the borough heard: its
+/// registry as it is now, and every audit record. The status then.
+pub async fn wait_kept(borough: &ServerProcess, limit: Duration) -> Result<HubStatus> {
+    let start = Instant::now();
+    loop {
+        let status = hub_status(borough).await?;
+        let kept = status.safekeeping.as_ref().is_some_and(|k| {
+            k.registry_kept_at.is_some()
+                && !k.registry_changed_since
+                && k.audit_records_kept == k.audit_records
+        });
+        if kept {
+            return Ok(status);
+        }
+        if start.elapsed() > limit {
+            return Err(anyhow!(
+                "the hub did not keep the borough's copy within {limit:?}: {status:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Wait (at most `limit`) until the borough's link is connected and the hub has acknowledged

@@ -12,7 +12,8 @@ use polyphony_core::model::schema::validate_document;
 use polyphony_core::sync::{ClientSession, ErrorCode, Frame, Hello, Roster, PROTOCOL_VERSION};
 use polyphony_core::CaseId;
 use polyphony_e2e::federation::{
-    connect_as_borough, hub_status, join, loopback, start_borough, start_hub, wait_on_hub,
+    connect_as_borough, hub_status, join, loopback, start_borough, start_hub, wait_kept,
+    wait_on_hub,
 };
 use polyphony_e2e::{report_figures, ServerProcess, TestDevice};
 use polyphony_server::admin::AdminRequest;
@@ -264,10 +265,21 @@ async fn a_borough_gets_only_its_own_teams_cases_through_the_hub() -> Result<()>
         })
         .await?,
     )?;
-    polyphony_server::hub_link::join(&hub.addr.to_string(), &code, "Brent")
-        .await
-        .map_err(|e| anyhow!(e))?;
-    let again = polyphony_server::hub_link::join(&hub.addr.to_string(), &code, "Brent").await;
+    polyphony_server::hub_link::join(
+        &hub.addr.to_string(),
+        &code,
+        "Brent",
+        &polyphony_server::hub_link::RecoveryKey::generate(),
+    )
+    .await
+    .map_err(|e| anyhow!(e))?;
+    let again = polyphony_server::hub_link::join(
+        &hub.addr.to_string(),
+        &code,
+        "Brent",
+        &polyphony_server::hub_link::RecoveryKey::generate(),
+    )
+    .await;
     let err = again.expect_err("a used code");
     assert!(
         err.contains("already used") || err.contains("used"),
@@ -494,5 +506,165 @@ async fn new_cases_past_the_hubs_limit_per_session_all_arrive_in_later_sessions(
     hub.kill();
     b.kill();
     assert_eq!(holds(&hub, &heads)?, 20);
+    Ok(())
+}
+
+/// Run `polyphony-server --data DATA hub restore HUB CODE --recovery-key KEY`; its output.
+fn restore_cli(
+    data: &std::path::Path,
+    hub: std::net::SocketAddr,
+    code: &str,
+    key: &std::path::Path,
+) -> Result<std::process::Output> {
+    Ok(
+        std::process::Command::new(polyphony_e2e::bin_path("polyphony-server"))
+            .arg("--data")
+            .arg(data)
+            .args(["hub", "restore", &hub.to_string(), code, "--name", "North"])
+            .arg("--recovery-key")
+            .arg(key)
+            .output()?,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_borough_rebuilt_empty_is_restored_from_the_hub() -> Result<()> {
+    polyphony_e2e::init_logs();
+    let dir = tempfile::tempdir()?;
+    let (hub_dir, north_dir) = (dir.path().join("hub"), dir.path().join("north"));
+    let (hub_addr, north_addr) = (loopback(), loopback());
+    let mut hub = start_hub(&hub_dir, hub_addr).await?;
+    let mut north = start_borough(&north_dir, north_addr, "North", &["Ana", "Ben"]).await?;
+    let mut ana = north.device("Ana").await?;
+    let mut ben = north.device("Ben").await?;
+    let (case, meeting) = ana.case_with_meeting("Person R")?;
+    ana.note(case, meeting, "before the borough was lost. ")?;
+    ana.sync().await?;
+    // Ben's device reads the case: a record in the person's access list.
+    ben.sync().await?;
+    let membership = join(&hub, "North", &north).await?;
+    wait_on_hub(&north, CATCH_UP).await?;
+    let kept = wait_kept(&north, CATCH_UP).await?;
+    let before = kept.safekeeping.expect("kept").audit_records_kept;
+    let key_file = dir.path().join("north.recovery");
+    std::fs::write(&key_file, membership.recovery_key.clone().expect("a key"))?;
+
+    // The hub cannot read what it keeps: no name, no key, no record in the clear.
+    hub.kill();
+    {
+        let opened = polyphony_server::data_dir::open(&hub.config())?;
+        let copy = opened
+            .store
+            .scan_meta(&format!("keep.{}", membership.borough))?;
+        assert!(copy.len() >= 2, "registry and audit parts: {}", copy.len());
+        for (key, value) in &copy {
+            let text = String::from_utf8_lossy(value);
+            for plain in ["Ana", "PRIVATE KEY", "registry.", "\"seq\""] {
+                assert!(!text.contains(plain), "{key} holds {plain:?} in the clear");
+            }
+        }
+    }
+    // While the hub is down, a note the hub never receives: saved on the borough only.
+    ana.note(case, meeting, "only ever on the old borough server. ")?;
+    assert!(ana.sync().await?.refused.is_empty());
+    // The borough server is lost with its disk.
+    north.kill();
+    std::fs::remove_dir_all(&north_dir)?;
+    let hub = start_hub(&hub_dir, hub_addr).await?;
+
+    // The wrong key opens nothing, and nothing is written (the code is spent).
+    let code = || async {
+        polyphony_e2e::code_from(
+            &hub.admin(AdminRequest::BoroughEnrol {
+                borough: "North".into(),
+            })
+            .await?,
+        )
+    };
+    let wrong = dir.path().join("wrong.recovery");
+    std::fs::write(
+        &wrong,
+        polyphony_server::hub_link::RecoveryKey::generate().to_text(),
+    )?;
+    let out = restore_cli(&north_dir, hub_addr, &code().await?, &wrong)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not open with this recovery key"),
+        "{stderr}"
+    );
+    // The right key rebuilds it.
+    let out = restore_cli(&north_dir, hub_addr, &code().await?, &key_file)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        membership.borough.to_string()
+    );
+    // A second restore into a directory that now holds a borough is refused.
+    let again = restore_cli(&north_dir, hub_addr, &code().await?, &key_file)?;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds a borough server's data")
+    );
+
+    // Started again at its address, the link brings its cases back from the hub.
+    let north = polyphony_e2e::federation::start_configured(
+        &north_dir,
+        north_addr,
+        polyphony_e2e::federation::BOROUGH_SETTINGS,
+    )
+    .await?;
+    let back = wait_on_hub(&north, CATCH_UP).await?;
+    assert_eq!(back.cases, 1, "{back:?}");
+    // The devices sync as before, without enrolling again, and Ana's device sends the note the
+    // hub never had.
+    let report = ana.sync().await?;
+    assert!(report.refused.is_empty(), "{report:?}");
+    ben.sync().await?;
+    let notes = ben.peek(case)?.meetings[0].notes.clone();
+    assert!(
+        notes.contains("before the borough was lost. ")
+            && notes.contains("only ever on the old borough server. "),
+        "{notes}"
+    );
+    // The audit log goes on from the kept one: the chain verifies across the rebuild, the
+    // person's access list still shows Ben's device's read from before it, and the restore is
+    // recorded.
+    let verified: polyphony_server::audit::VerifyReport = serde_json::from_value(
+        north
+            .admin(AdminRequest::Audit {
+                case: None,
+                verify: true,
+            })
+            .await?,
+    )?;
+    assert!(verified.entries > before, "{verified:?}");
+    let log: Vec<polyphony_server::audit::AuditRecord> = serde_json::from_value(
+        north
+            .admin(AdminRequest::Audit {
+                case: Some(case),
+                verify: false,
+            })
+            .await?,
+    )?;
+    let ben_practitioner = ben.profile.enrolment().expect("enrolled").practitioner;
+    assert!(
+        log.iter().any(|r| r.seq < before
+            && r.event.action == polyphony_server::audit::AuditAction::Read
+            && matches!(r.event.actor, polyphony_server::audit::Actor::Device { practitioner, .. } if practitioner == ben_practitioner)),
+        "{log:#?}"
+    );
+    let all: Vec<polyphony_server::audit::AuditRecord> = serde_json::from_value(
+        north
+            .admin(AdminRequest::Audit {
+                case: None,
+                verify: false,
+            })
+            .await?,
+    )?;
+    assert!(all.iter().any(
+        |r| r.event.action == polyphony_server::audit::AuditAction::Restored && r.seq == before
+    ));
     Ok(())
 }

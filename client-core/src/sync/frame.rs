@@ -341,6 +341,50 @@ pub struct Roster {
     pub devices: Vec<RosterDevice>,
 }
 
+/// The trust hub keeps, for each borough that announces it, a copy of what the borough would need
+/// to be rebuilt (its CA, its registry, its audit log), sealed under a recovery key only the
+/// borough's administrator holds: the hub stores the bytes and cannot open them. A borough sends
+/// its `Keep` parts on streams of their own beside its link's session, only to a hub whose
+/// `Welcome` announces this.
+pub const FEATURE_SAFEKEEPING: &str = "safekeeping";
+
+/// Which of a borough's kept copies a [`KeepPart`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Shelf {
+    /// The borough's CA and registry, as a whole: a new generation replaces the last complete
+    /// one once all its parts are kept.
+    Registry,
+    /// The borough's audit log, appended to: each part holds records from `first`, `count` of them.
+    Audit,
+}
+
+/// One sealed part of a borough's kept copy (borough → hub to keep it; hub → borough when a
+/// rebuilt borough fetches it). The numbers are in the clear, so the hub can order and bound
+/// the parts; what they hold is sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepPart {
+    /// Which copy.
+    pub shelf: Shelf,
+    /// Registry: the generation. Audit: the first record's number.
+    pub first: u64,
+    /// Registry: the part's number within its generation, from 0. Audit: how many records.
+    pub count: u64,
+    /// Registry: the generation's last part. Audit: always true.
+    pub last: bool,
+    /// The sealed bytes (a nonce and the ciphertext), never empty.
+    pub sealed: Vec<u8>,
+}
+
+/// Hub → borough: how much of the borough's copy the hub holds durably (after its fsync), in
+/// answer to a `Keep`; and the last frame of the answer to `KeepFetch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Kept {
+    /// The newest registry generation kept whole, if any.
+    pub registry: Option<u64>,
+    /// How many audit records are kept (every record before this number).
+    pub audit_through: u64,
+}
+
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -427,6 +471,14 @@ pub enum Frame {
     /// certificate), the frame after `Hello`: its teams and devices. The hub refuses a roster over
     /// [`MAX_ROSTER_TEAMS`] or [`MAX_ROSTER_DEVICES`].
     Roster(Roster),
+    /// On a stream beside a borough's link: a part of the borough's kept copy
+    /// ([`FEATURE_SAFEKEEPING`]). Borough → hub to keep it; hub → borough in answer to `KeepFetch`.
+    Keep(KeepPart),
+    /// Hub → borough on a safekeeping stream: what the hub holds of the borough's copy, durably.
+    Kept(Kept),
+    /// Borough → hub, the first frame of a stream on a link connection: send me my kept copy
+    /// (a rebuilt borough restoring). Answered with its `Keep` parts, then `Kept`.
+    KeepFetch,
     /// On an attachment stream ([`FEATURE_ATTACHMENTS`]): device → server, "I have these bytes
     /// of this case"; server → device, the answer to `BlobWant`, followed by the bytes in
     /// `BlobChunk` frames.
@@ -527,6 +579,9 @@ mod tag {
     pub(super) const ENROL_BOROUGH: u8 = 0x16;
     pub(super) const BOROUGH_ENROLLED: u8 = 0x17;
     pub(super) const ROSTER: u8 = 0x18;
+    pub(super) const KEEP: u8 = 0x1a;
+    pub(super) const KEPT: u8 = 0x1b;
+    pub(super) const KEEP_FETCH: u8 = 0x1c;
 }
 
 /// A case id, the count of heads (4 bytes) and the heads: `Saved`'s and `HubSaved`'s payload.
@@ -668,6 +723,22 @@ impl Frame {
                 out.push(tag::ROSTER);
                 json(out, r);
             }
+            Frame::Keep(k) => {
+                out.push(tag::KEEP);
+                out.push(match k.shelf {
+                    Shelf::Registry => 0,
+                    Shelf::Audit => 1,
+                });
+                out.extend_from_slice(&k.first.to_be_bytes());
+                out.extend_from_slice(&k.count.to_be_bytes());
+                out.push(u8::from(k.last));
+                out.extend_from_slice(&k.sealed);
+            }
+            Frame::Kept(k) => {
+                out.push(tag::KEPT);
+                json(out, k);
+            }
+            Frame::KeepFetch => out.push(tag::KEEP_FETCH),
             Frame::BlobOffer { case, hash, size } => {
                 out.push(tag::BLOB_OFFER);
                 out.extend_from_slice(case.0.as_bytes());
@@ -802,6 +873,9 @@ impl Frame {
             tag::ENROL_BOROUGH => Ok(Frame::EnrolBorough(from_json("enrol borough", p)?)),
             tag::BOROUGH_ENROLLED => Ok(Frame::BoroughEnrolled(from_json("borough enrolled", p)?)),
             tag::ROSTER => Ok(Frame::Roster(from_json("roster", p)?)),
+            tag::KEEP => keep_part(p).map(Frame::Keep),
+            tag::KEPT => Ok(Frame::Kept(from_json("kept", p)?)),
+            tag::KEEP_FETCH => empty("keep fetch", p, Frame::KeepFetch),
             tag::BLOB_OFFER => {
                 let (case, rest) = case_id("blob offer", p)?;
                 let (hash, rest) = blob_hash("blob offer", rest)?;
@@ -862,12 +936,45 @@ impl Frame {
             Frame::EnrolBorough(_) => "enrol borough",
             Frame::BoroughEnrolled(_) => "borough enrolled",
             Frame::Roster(_) => "roster",
+            Frame::Keep(_) => "keep",
+            Frame::Kept(_) => "kept",
+            Frame::KeepFetch => "keep fetch",
             Frame::BlobOffer { .. } => "blob offer",
             Frame::BlobWant { .. } => "blob want",
             Frame::BlobChunk(_) => "blob chunk",
             Frame::BlobSaved { .. } => "blob saved",
         }
     }
+}
+
+/// A `Keep` payload: the shelf (1 byte), `first` and `count` (8 bytes each), `last` (1 byte),
+/// then the sealed bytes.
+fn keep_part(p: &[u8]) -> Result<KeepPart, FrameError> {
+    let bad = |detail: &str| FrameError::Malformed {
+        kind: "keep",
+        detail: detail.to_string(),
+    };
+    if p.len() < 19 {
+        return Err(bad("shorter than its 18-byte header and one sealed byte"));
+    }
+    let shelf = match p[0] {
+        0 => Shelf::Registry,
+        1 => Shelf::Audit,
+        other => return Err(bad(&format!("unknown shelf {other}"))),
+    };
+    let number = |at: usize| u64::from_be_bytes(p[at..at + 8].try_into().expect("8 bytes"));
+    let last = match p[17] {
+        0 => false,
+        1 => true,
+        _ => return Err(bad("the last flag is neither 0 nor 1")),
+    };
+    Ok(KeepPart {
+        shelf,
+        first: number(1),
+        count: number(9),
+        last,
+        sealed: p[18..].to_vec(),
+    })
 }
 
 /// Splits a byte stream into frames.
@@ -1069,6 +1176,18 @@ mod tests {
                     practitioner_name: "Anna Okafor".into(),
                 }],
             }),
+            Frame::Keep(KeepPart {
+                shelf: Shelf::Audit,
+                first: 1_000,
+                count: 250,
+                last: true,
+                sealed: vec![7; 40],
+            }),
+            Frame::Kept(Kept {
+                registry: Some(3),
+                audit_through: 1_250,
+            }),
+            Frame::KeepFetch,
         ]
     }
 
@@ -1094,6 +1213,30 @@ mod tests {
         assert_eq!(find("enrol borough"), 0x16);
         assert_eq!(find("borough enrolled"), 0x17);
         assert_eq!(find("roster"), 0x18);
+        assert_eq!(find("keep"), 0x1a);
+        assert_eq!(find("kept"), 0x1b);
+        assert_eq!(find("keep fetch"), 0x1c);
+    }
+
+    #[test]
+    fn a_keep_part_that_is_cut_short_or_names_no_shelf_is_malformed() {
+        let part = Frame::Keep(KeepPart {
+            shelf: Shelf::Registry,
+            first: 2,
+            count: 0,
+            last: false,
+            sealed: vec![1],
+        })
+        .to_bytes();
+        let body = &part[4..];
+        assert!(Frame::decode_body(body).is_ok());
+        assert!(Frame::decode_body(&body[..19]).is_err(), "no sealed byte");
+        let mut shelf = body.to_vec();
+        shelf[1] = 9;
+        assert!(Frame::decode_body(&shelf).is_err(), "unknown shelf");
+        let mut last = body.to_vec();
+        last[18] = 2;
+        assert!(Frame::decode_body(&last).is_err(), "a bad last flag");
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct HubStatus {
     pub cases: usize,
     /// How many of them hold a change the hub has not acknowledged (after its fsync) yet.
     pub not_on_hub: usize,
+    /// What the hub keeps of this borough to rebuild it from, as the borough last heard (none
+    /// when it has not joined).
+    #[serde(default)]
+    pub safekeeping: Option<hub_link::Safekeeping>,
 }
 
 impl Admin {
@@ -174,6 +178,15 @@ impl Admin {
         if !same_hub {
             hub_link::forget_acked(&*storage.store)?;
         }
+        // A copy sealed under another key (or kept by another hub) does not open with this
+        // membership's key: the whole copy is sent again under it.
+        let same_key = same_hub
+            && before
+                .as_ref()
+                .is_some_and(|b| b.recovery_key == membership.recovery_key);
+        if !same_key {
+            hub_link::keep::forget_kept(&*storage.store)?;
+        }
         hub_link::membership::save(&*storage.store, &membership)?;
         let detail = match before {
             Some(b) => format!(
@@ -222,6 +235,13 @@ impl Admin {
             link: self.link.as_ref().map(|l| l.state()),
             cases: cases.len(),
             not_on_hub,
+            safekeeping: match &membership {
+                Some(m) => Some(
+                    hub_link::keep::safekeeping(&*storage.store, &self.registry, Some(m))
+                        .map_err(AdminError::BadValue)?,
+                ),
+                None => None,
+            },
         })
     }
 

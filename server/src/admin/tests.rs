@@ -1067,6 +1067,7 @@ fn joining_another_hub_forgets_the_old_hubs_receipts_and_joining_the_same_one_ke
         certificate: "00".into(),
         key_pem: String::new(),
         joined_at: "2026-12-07T20:00:00Z".into(),
+        recovery_key: None,
     };
     let first = membership("aa");
     let joined = |m: &HubMembership| {

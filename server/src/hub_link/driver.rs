@@ -130,15 +130,25 @@ fn now() -> Option<String> {
         .ok()
 }
 
+/// The link's timings.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkTimes {
+    /// The longest wait between tries to reach the hub.
+    pub retry_max: Duration,
+    /// How often a live link sends what changed in the borough's kept copy.
+    pub keep_every: Duration,
+}
+
 /// Run the link until `stop`: nothing while the borough has not joined a hub; then sessions, one
-/// after another, waiting between failures from a second, doubling to `retry_max`.
+/// after another, waiting between failures from a second, doubling to `times.retry_max`.
 pub async fn run(
     shared: Arc<Shared>,
     driver: Arc<CoreDriver>,
     status: Arc<LinkStatus>,
-    retry_max: Duration,
+    times: LinkTimes,
     mut stop: watch::Receiver<bool>,
 ) {
+    let retry_max = times.retry_max;
     let first_wait = Duration::from_secs(1).min(retry_max.max(Duration::from_millis(100)));
     let mut wait = first_wait;
     let mut retry_wait = first_wait;
@@ -164,8 +174,14 @@ pub async fn run(
                 continue;
             }
         };
-        let (ended, welcomed) =
-            connect_and_sync(&shared, &driver, &status, &membership, &mut stop).await;
+        let (ended, welcomed) = connect_and_sync(
+            &shared,
+            &driver,
+            &status,
+            (&membership, times.keep_every),
+            &mut stop,
+        )
+        .await;
         status.update(|s| s.connected = false);
         if welcomed {
             wait = first_wait;
@@ -213,9 +229,10 @@ async fn connect_and_sync(
     shared: &Arc<Shared>,
     driver: &Arc<CoreDriver>,
     status: &LinkStatus,
-    m: &HubMembership,
+    keep: (&HubMembership, Duration),
     stop: &mut watch::Receiver<bool>,
 ) -> (Ended, bool) {
+    let m = keep.0;
     let identity = (|| {
         let ca = hex::decode(&m.hub_ca).map_err(|e| e.to_string())?;
         let cert = hex::decode(&m.certificate).map_err(|e| e.to_string())?;
@@ -240,7 +257,7 @@ async fn connect_and_sync(
         Err(e) => return (failed(&e), false),
     };
     status.update(|s| s.sessions += 1);
-    let (ended, welcomed) = sync(shared, driver, &conn, status, stop).await;
+    let (ended, welcomed) = sync(shared, driver, &conn, keep, status, stop).await;
     conn.close((ErrorCode::Done as u32).into(), b"link closed");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     (ended, welcomed)
@@ -251,10 +268,30 @@ async fn connect_and_sync(
 /// whether it was welcomed.
 async fn sync(
     shared: &Arc<Shared>,
-    driver: &CoreDriver,
+    driver: &Arc<CoreDriver>,
     conn: &quinn::Connection,
+    keep: (&HubMembership, Duration),
     status: &LinkStatus,
     stop: &mut watch::Receiver<bool>,
+) -> (Ended, bool) {
+    let mut keeping: Option<tokio::task::JoinHandle<()>> = None;
+    let ended = sync_keeping(shared, driver, conn, keep, status, stop, &mut keeping).await;
+    if let Some(task) = keeping {
+        task.abort();
+    }
+    ended
+}
+
+/// [`sync`], starting the safekeeping task ([`super::keep`]) once the hub welcomed the link and
+/// said it keeps copies.
+async fn sync_keeping(
+    shared: &Arc<Shared>,
+    driver: &Arc<CoreDriver>,
+    conn: &quinn::Connection,
+    (membership, keep_every): (&HubMembership, Duration),
+    status: &LinkStatus,
+    stop: &mut watch::Receiver<bool>,
+    keeping: &mut Option<tokio::task::JoinHandle<()>>,
 ) -> (Ended, bool) {
     let lost = |e: &dyn std::fmt::Display| failed(&net::explain("the trust hub", Some(conn), e));
     let (send, recv) = match conn.open_bi().await {
@@ -309,6 +346,15 @@ async fn sync(
         };
         if !welcomed && core.welcomed() {
             welcomed = true;
+            if core.hub_keeps_copies() {
+                *keeping = Some(tokio::spawn(super::keep::keep_while(
+                    shared.clone(),
+                    driver.clone(),
+                    conn.clone(),
+                    membership.clone(),
+                    keep_every,
+                )));
+            }
             status.update(|s| {
                 s.connected = true;
                 s.connected_at = now();

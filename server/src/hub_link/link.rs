@@ -112,6 +112,14 @@ impl LinkCore {
         self.session.welcome().is_some()
     }
 
+    /// Whether the hub said in its welcome that it keeps a borough's sealed copy
+    /// ([`polyphony_core::sync::FEATURE_SAFEKEEPING`]).
+    pub fn hub_keeps_copies(&self) -> bool {
+        self.session
+            .welcome()
+            .is_some_and(|w| w.has(polyphony_core::sync::FEATURE_SAFEKEEPING))
+    }
+
     /// Whether every case is in step with the hub (or refused).
     pub fn settled(&self) -> bool {
         self.session.settled()

@@ -5,6 +5,8 @@ use polyphony_core::store::{Store, StoreError};
 use polyphony_core::BoroughId;
 use serde::{Deserialize, Serialize};
 
+use super::keep::RecoveryKey;
+
 /// Store namespace of the membership.
 const NS_HUB: &str = "hub";
 const KEY_MEMBERSHIP: &str = "membership";
@@ -26,6 +28,17 @@ pub struct HubMembership {
     pub key_pem: String,
     /// When it joined (RFC 3339).
     pub joined_at: String,
+    /// The key its copy kept on the hub is sealed under ([`super::keep`]), as text. Absent for a
+    /// borough that joined before safekeeping: it joins again to have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_key: Option<String>,
+}
+
+impl HubMembership {
+    /// The recovery key, if it has one that reads.
+    pub fn recovery_key(&self) -> Option<RecoveryKey> {
+        RecoveryKey::parse(self.recovery_key.as_deref()?).ok()
+    }
 }
 
 impl std::fmt::Debug for HubMembership {
@@ -59,9 +72,15 @@ pub fn save(store: &dyn Store, membership: &HubMembership) -> Result<(), StoreEr
 
 /// Join the trust hub at `hub` with the one-time `code` its administrator issued for this
 /// borough: a new link key is made here (it never leaves this server), and the hub, verified by
-/// the CA fingerprint the code carries, certifies it. What to keep is returned; nothing is stored
-/// here (the caller hands it to the running server, or to the store, through administration).
-pub async fn join(hub: &str, code: &str, name: &str) -> Result<HubMembership, String> {
+/// the CA fingerprint the code carries, certifies it. The borough's copy on the hub will be
+/// sealed under `recovery`. What to keep is returned; nothing is stored here (the caller hands it
+/// to the running server, or to the store, through administration).
+pub async fn join(
+    hub: &str,
+    code: &str,
+    name: &str,
+    recovery: &RecoveryKey,
+) -> Result<HubMembership, String> {
     let code: EnrolmentCode = code
         .trim()
         .parse()
@@ -81,5 +100,6 @@ pub async fn join(hub: &str, code: &str, name: &str) -> Result<HubMembership, St
         certificate: enrolled.certificate,
         key_pem: key.to_pem(),
         joined_at,
+        recovery_key: Some(recovery.to_text()),
     })
 }

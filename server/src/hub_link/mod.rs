@@ -25,10 +25,12 @@
 
 mod driver;
 mod host;
+pub mod keep;
 mod link;
 pub mod membership;
 
-pub use driver::{run, LinkState, LinkStatus};
+pub use driver::{run, LinkState, LinkStatus, LinkTimes};
+pub use keep::{restore, RecoveryKey, Restored, Safekeeping};
 pub use link::{Batch, LinkCore, LinkError};
 pub use membership::{join, HubMembership};
 

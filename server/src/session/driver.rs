@@ -14,7 +14,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, warn};
 
 use super::{
-    blobs, claim_roster, welcome, welcome_borough, withheld, Batch, NotWelcome, Session, Shared,
+    blobs, claim_roster, keep, welcome, welcome_borough, withheld, Batch, NotWelcome, Session,
+    Shared,
 };
 use crate::audit::{Actor, AuditAction};
 use crate::driver::CoreDriver;
@@ -149,7 +150,9 @@ pub async fn serve_borough(
         borough: borough.id,
     };
     let access = driver.access_changes();
-    let Some((stream, session)) = borough_handshake(&shared, &conn, conn_id, &borough).await else {
+    let Some((stream, session)) =
+        borough_handshake(&shared, &driver, &conn, conn_id, &borough).await
+    else {
         return;
     };
     let wakes = Wakes {
@@ -157,13 +160,52 @@ pub async fn serve_borough(
         hub_saved: driver.hub_saved(),
         access,
     };
-    run_session(&shared, driver, wakes, &conn, stream, session, None, actor).await;
+    // The borough's kept copy goes on streams beside the session, for as long as it lasts.
+    let keeping = tokio::spawn(keep_streams(
+        shared.clone(),
+        driver.clone(),
+        conn.clone(),
+        borough.id,
+    ));
+    run_session(
+        &shared,
+        driver,
+        wakes,
+        &conn,
+        stream,
+        session,
+        Some(keeping),
+        actor,
+    )
+    .await;
+}
+
+/// Serve the safekeeping streams a borough opens beside its link's session ([`keep`]), one at
+/// a time, until the connection ends (the session's end aborts this).
+async fn keep_streams(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    conn: quinn::Connection,
+    borough: polyphony_core::BoroughId,
+) {
+    loop {
+        let Ok((send, recv)) = conn.accept_bi().await else {
+            return;
+        };
+        let mut stream = FramedStream::with_limit(send, recv, shared.max_frame);
+        let first = match tokio::time::timeout(FIRST_FRAME_WAIT, stream.read_frame()).await {
+            Ok(Ok(Some(f))) => f,
+            _ => continue,
+        };
+        keep::serve(shared.clone(), driver.clone(), borough, stream, first).await;
+    }
 }
 
 /// A borough's `Hello` and `Roster`, answered with a `Welcome`: the stream and a session for it,
 /// or None when it was refused (the connection is closed with the reason).
 async fn borough_handshake(
     shared: &Arc<Shared>,
+    driver: &Arc<CoreDriver>,
     conn: &quinn::Connection,
     conn_id: u64,
     borough: &Borough,
@@ -176,6 +218,14 @@ async fn borough_handshake(
     let mut stream = FramedStream::with_limit(send, recv, first_limit);
     let hello = match read_first(conn, &mut stream).await? {
         Frame::Hello(h) => h,
+        first @ Frame::KeepFetch => {
+            // A rebuilt borough fetching its kept copy, with no session: served, and the
+            // connection left for the borough to close once it has read the answer.
+            stream.set_limit(shared.max_frame);
+            keep::serve(shared.clone(), driver.clone(), borough.id, stream, first).await;
+            let _ = tokio::time::timeout(FIRST_FRAME_WAIT, conn.closed()).await;
+            return None;
+        }
         other => {
             close(
                 conn,

@@ -19,6 +19,7 @@
 
 pub mod blobs;
 mod driver;
+pub mod keep;
 
 /// How many attachment streams one connection is served at once.
 pub const MAX_ATTACHMENT_STREAMS: usize = driver::MAX_ATTACHMENT_STREAMS;
@@ -408,7 +409,7 @@ pub fn welcome_borough(
         cases,
         mode: SessionMode::Normal,
         audit_head: signed_head(shared),
-        features: Vec::new(),
+        features: vec![polyphony_core::sync::FEATURE_SAFEKEEPING.to_string()],
         colleagues: None,
     };
     Ok((welcome, teams))

@@ -1,0 +1,641 @@
+//! Safekeeping, the borough's side: what a rebuilt borough server needs (its CA, its registry, its
+//! audit log) is kept on the trust hub, sealed under a **recovery key** made when the borough
+//! joins and given to its administrator once; the hub stores the sealed parts and can open none
+//! of them (see [`crate::session::keep`] for the hub's side). With the key and a new code from the
+//! hub, [`restore`] rebuilds an empty data directory: the same CA (so every device's certificate
+//! and pinned fingerprint still hold), the same registry (teams, practitioners, devices, who holds
+//! which case), and the audit log as far as the hub holds it, with a record of the restore
+//! chained after it. The cases come back over the link once the server starts.
+//!
+//! What leaves the borough, and when: the registry as a whole (a new generation whenever it
+//! differs from the one the hub last kept), and the audit log in order from where the hub's copy
+//! ends, checked every [`KEEP_EVERY`] while the link is up. Nothing is sent before it is durable
+//! on the borough's disk, so the hub never keeps a record the borough could still lose.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use polyphony_core::net::FramedStream;
+use polyphony_core::store::{SealKey, Store, StoreError};
+use polyphony_core::sync::{Frame, KeepPart, Kept, Shelf, DEFAULT_MAX_FRAME};
+use polyphony_core::BoroughId;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::membership::{self, HubMembership};
+use crate::audit::{verify_records, Actor, AuditAction, AuditEvent, AUDIT_LOG};
+use crate::config::ServerConfig;
+use crate::driver::CoreDriver;
+use crate::registry::Registry;
+use crate::session::keep::{MAX_AUDIT_RECORDS_PER_PART, PART_BYTES};
+use crate::session::{off_runtime, Shared};
+
+/// How often a live link looks for registry changes and new audit records to send, by default
+/// (`hub_keep_every_secs`).
+pub const KEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// The most audit records sent in one round: a long log is sent over several rounds (each
+/// [`KEEP_EVERY`] apart, or at once while there is more), so one round holds a bounded part of it
+/// in memory.
+const AUDIT_RECORDS_PER_ROUND: usize = 100_000;
+
+/// The store namespace of what the hub acknowledged keeping.
+const NS_KEEP: &str = "hub.keep";
+const KEY_AUDIT: &str = "audit-through";
+const KEY_REGISTRY: &str = "registry-digest";
+const KEY_REGISTRY_AT: &str = "registry-kept-at";
+
+/// The store namespace of the server's own secrets (its CA; see `data_dir`).
+const NS_SERVER: &str = "server";
+
+const RECOVERY_PREFIX: &str = "polyphony-recovery-1-";
+
+/// The key a borough's kept copy is sealed under. Made when the borough joins the hub, shown to
+/// its administrator once, kept in the borough's (encrypted) store; never sent to the hub.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecoveryKey([u8; 32]);
+
+impl fmt::Debug for RecoveryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecoveryKey(..)")
+    }
+}
+
+impl RecoveryKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        RecoveryKey(bytes)
+    }
+
+    /// The key as text, to write to a file.
+    pub fn to_text(&self) -> String {
+        format!("{RECOVERY_PREFIX}{}", hex::encode(self.0))
+    }
+
+    /// A key written by [`RecoveryKey::to_text`] (surrounding white space ignored).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let hex_part = text.trim().strip_prefix(RECOVERY_PREFIX).ok_or_else(|| {
+            format!("not a Polyphony recovery key (it begins with {RECOVERY_PREFIX})")
+        })?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut bytes)
+            .map_err(|_| "the recovery key is damaged (64 hex digits expected)".to_string())?;
+        Ok(RecoveryKey(bytes))
+    }
+
+    fn seal_key(&self) -> SealKey {
+        SealKey::from_bytes(self.0)
+    }
+}
+
+/// What a part's seal is bound to: the borough and every number the part carries in the clear,
+/// so the hub cannot hand one borough's part to another, or move a part to another place.
+fn aad(borough: &BoroughId, shelf: Shelf, first: u64, count: u64, last: bool) -> Vec<u8> {
+    let mut aad = b"polyphony kept copy 1".to_vec();
+    aad.extend_from_slice(borough.0.as_bytes());
+    aad.push(match shelf {
+        Shelf::Registry => 0,
+        Shelf::Audit => 1,
+    });
+    aad.extend_from_slice(&first.to_be_bytes());
+    aad.extend_from_slice(&count.to_be_bytes());
+    aad.push(u8::from(last));
+    aad
+}
+
+fn seal(
+    key: &RecoveryKey,
+    borough: &BoroughId,
+    (shelf, first, count, last): (Shelf, u64, u64, bool),
+    plain: &[u8],
+) -> KeepPart {
+    KeepPart {
+        shelf,
+        first,
+        count,
+        last,
+        sealed: key
+            .seal_key()
+            .seal(&aad(borough, shelf, first, count, last), plain),
+    }
+}
+
+fn open(key: &RecoveryKey, borough: &BoroughId, part: &KeepPart) -> Result<Vec<u8>, String> {
+    key.seal_key()
+        .open(
+            &aad(borough, part.shelf, part.first, part.count, part.last),
+            &part.sealed,
+        )
+        .map_err(|_| {
+            "a part of the kept copy does not open with this recovery key (another borough's key, an older key, or a damaged part)".to_string()
+        })
+}
+
+/// The registry copy: every entry of the server's own namespace (its CA) and of the registry's.
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    /// When it was made (RFC 3339).
+    made_at: String,
+    /// `(namespace, key, value as hex)`, in namespace and key order.
+    entries: Vec<(String, String, String)>,
+}
+
+fn snapshot_entries(
+    store: &dyn Store,
+    registry: &Registry,
+) -> Result<Vec<(String, String, String)>, String> {
+    let mut namespaces = vec![NS_SERVER.to_string()];
+    namespaces.extend(registry.namespaces().map_err(|e| e.to_string())?);
+    let mut entries = Vec::new();
+    for ns in namespaces {
+        let mut values = store.scan_meta(&ns).map_err(|e| e.to_string())?;
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in values {
+            entries.push((ns.clone(), key, hex::encode(value)));
+        }
+    }
+    Ok(entries)
+}
+
+fn digest(entries: &[(String, String, String)]) -> String {
+    let bytes = serde_json::to_vec(entries).expect("entries serialise");
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn mark(store: &dyn Store, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(store
+        .get_meta(NS_KEEP, key)?
+        .map(|b| String::from_utf8_lossy(&b).to_string()))
+}
+
+/// Forget what the hub acknowledged keeping: the borough joined again with a new recovery key,
+/// and its whole copy is sent again under it.
+pub fn forget_kept(store: &dyn Store) -> Result<(), StoreError> {
+    for (key, _) in store.scan_meta(NS_KEEP)? {
+        store.delete_meta(NS_KEEP, &key)?;
+    }
+    Ok(())
+}
+
+/// What the hub keeps of this borough, as the borough last heard, for `hub status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Safekeeping {
+    /// Whether this borough has a recovery key (joined since safekeeping was added).
+    pub recovery_key: bool,
+    /// When the registry copy the hub keeps was made (RFC 3339), if it keeps one.
+    pub registry_kept_at: Option<String>,
+    /// Whether the registry changed since that copy.
+    pub registry_changed_since: bool,
+    /// How many audit records the hub keeps.
+    pub audit_records_kept: u64,
+    /// How many the borough's log holds.
+    pub audit_records: u64,
+}
+
+/// What the hub keeps of this borough, as the borough last heard.
+pub fn safekeeping(
+    store: &dyn Store,
+    registry: &Registry,
+    membership: Option<&HubMembership>,
+) -> Result<Safekeeping, String> {
+    let audit_records_kept = mark(store, KEY_AUDIT)
+        .map_err(|e| e.to_string())?
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let audit_records = store
+        .read_log(AUDIT_LOG, audit_records_kept)
+        .map_err(|e| e.to_string())?
+        .len() as u64
+        + audit_records_kept;
+    let kept_digest = mark(store, KEY_REGISTRY).map_err(|e| e.to_string())?;
+    let now = digest(&snapshot_entries(store, registry)?);
+    Ok(Safekeeping {
+        recovery_key: membership.is_some_and(|m| m.recovery_key.is_some()),
+        registry_kept_at: mark(store, KEY_REGISTRY_AT).map_err(|e| e.to_string())?,
+        registry_changed_since: kept_digest.as_deref() != Some(now.as_str()),
+        audit_records_kept,
+        audit_records,
+    })
+}
+
+/// One round's parts, and what the borough records once the hub keeps them.
+struct Round {
+    parts: Vec<KeepPart>,
+    /// The registry copy's digest and time, if this round sends one.
+    registry: Option<(String, String)>,
+    /// The group-commit ticket covering everything read for the parts.
+    ticket: u64,
+    /// More audit records wait past this round's.
+    more: bool,
+}
+
+/// The parts to send now: a new registry generation if it changed since the kept one, and the
+/// audit records from where the hub's copy ends.
+fn round(shared: &Shared, key: &RecoveryKey, borough: &BoroughId) -> Result<Round, String> {
+    let store = &*shared.storage.store;
+    // Noted before anything is read: the ticket covers every write the parts could hold.
+    let generation = shared.storage.group.generation();
+    let mut parts = Vec::new();
+    let entries = snapshot_entries(store, &shared.registry)?;
+    let now_digest = digest(&entries);
+    let mut registry = None;
+    if mark(store, KEY_REGISTRY)
+        .map_err(|e| e.to_string())?
+        .as_deref()
+        != Some(&now_digest)
+    {
+        let made_at = crate::registry::rfc3339(time::OffsetDateTime::now_utc());
+        let bytes = serde_json::to_vec(&Snapshot {
+            made_at: made_at.clone(),
+            entries,
+        })
+        .map_err(|e| e.to_string())?;
+        // A generation number that only grows, even across a rebuild (the hub keeps the newest
+        // generation that arrives whole, whatever its number).
+        let gen = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+        let chunks: Vec<&[u8]> = bytes.chunks(PART_BYTES).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            parts.push(seal(
+                key,
+                borough,
+                (Shelf::Registry, gen, i as u64, last),
+                chunk,
+            ));
+        }
+        registry = Some((now_digest, made_at));
+    }
+    let from: u64 = mark(store, KEY_AUDIT)
+        .map_err(|e| e.to_string())?
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let mut records = store.read_log(AUDIT_LOG, from).map_err(|e| e.to_string())?;
+    let from = if records.first().is_some_and(|(seq, _)| *seq != from) {
+        // The hub said it keeps more than this log holds (a copy from before the borough was
+        // rebuilt without it): begin the copy again.
+        records = store.read_log(AUDIT_LOG, 0).map_err(|e| e.to_string())?;
+        0
+    } else {
+        from
+    };
+    let more = records.len() > AUDIT_RECORDS_PER_ROUND;
+    records.truncate(AUDIT_RECORDS_PER_ROUND);
+    let mut first = from;
+    let mut batch: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    let flush = |batch: &mut Vec<String>, first: &mut u64, parts: &mut Vec<KeepPart>| {
+        if batch.is_empty() {
+            return;
+        }
+        let count = batch.len() as u64;
+        let plain = serde_json::to_vec(&*batch).expect("records serialise");
+        parts.push(seal(
+            key,
+            borough,
+            (Shelf::Audit, *first, count, true),
+            &plain,
+        ));
+        *first += count;
+        batch.clear();
+    };
+    for (_, record) in records {
+        let record = String::from_utf8(record).map_err(|_| "an audit record is not UTF-8")?;
+        if batch.len() as u64 >= MAX_AUDIT_RECORDS_PER_PART.min(1_000)
+            || bytes + record.len() > PART_BYTES
+        {
+            flush(&mut batch, &mut first, &mut parts);
+            bytes = 0;
+        }
+        bytes += record.len();
+        batch.push(record);
+    }
+    flush(&mut batch, &mut first, &mut parts);
+    Ok(Round {
+        parts,
+        registry,
+        ticket: shared.storage.group.current_in(generation),
+        more,
+    })
+}
+
+/// Record what the hub says it keeps.
+fn record_kept(store: &dyn Store, kept: &Kept, registry: Option<&(String, String)>) {
+    let put = |key: &str, value: &str| {
+        if let Err(e) = store.put_meta(NS_KEEP, key, value.as_bytes()) {
+            warn!(error = %e, "could not note what the trust hub keeps; it is sent again");
+        }
+    };
+    put(KEY_AUDIT, &kept.audit_through.to_string());
+    if let Some((digest, at)) = registry {
+        put(KEY_REGISTRY, digest);
+        put(KEY_REGISTRY_AT, at);
+    }
+}
+
+/// Send the borough's copy over `conn` (a welcomed link to a hub that keeps copies) until the
+/// connection ends: a round at once, then one every `every` ([`KEEP_EVERY`] by default).
+pub(super) async fn keep_while(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    conn: quinn::Connection,
+    membership: HubMembership,
+    every: Duration,
+) {
+    let Some(key) = membership.recovery_key() else {
+        info!("this borough has no recovery key (it joined the hub before safekeeping): join again to have its copy kept");
+        return;
+    };
+    loop {
+        let more = match send_round(&shared, &driver, &conn, &key, &membership.borough).await {
+            Ok(more) => more,
+            Err(e) => {
+                warn!(error = %e, "the borough's copy could not be sent to the trust hub; trying again");
+                false
+            }
+        };
+        if more {
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = conn.closed() => return,
+        }
+    }
+}
+
+/// One round: the parts due, each answered by the hub's `Kept`; whether more are due at once.
+async fn send_round(
+    shared: &Arc<Shared>,
+    driver: &CoreDriver,
+    conn: &quinn::Connection,
+    key: &RecoveryKey,
+    borough: &BoroughId,
+) -> Result<bool, String> {
+    let round = off_runtime(|| round(shared, key, borough))?;
+    if round.parts.is_empty() {
+        return Ok(false);
+    }
+    driver
+        .durable(round.ticket)
+        .await
+        .map_err(|e| format!("this borough's disk: {e}"))?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let mut stream = FramedStream::with_limit(send, recv, DEFAULT_MAX_FRAME);
+    let registry_parts = round
+        .parts
+        .iter()
+        .filter(|p| p.shelf == Shelf::Registry)
+        .count();
+    let mut sent_registry = 0;
+    for part in round.parts {
+        let is_registry = part.shelf == Shelf::Registry;
+        stream
+            .write_frames(&[Frame::Keep(part)])
+            .await
+            .map_err(|e| e.to_string())?;
+        let kept = match stream.read_frame().await.map_err(|e| e.to_string())? {
+            Some(Frame::Kept(k)) => k,
+            Some(Frame::Error(r)) => return Err(format!("the trust hub refused: {}", r.message)),
+            Some(other) => return Err(format!("the trust hub answered {}", other.kind())),
+            None => return Err("the trust hub closed the stream".to_string()),
+        };
+        sent_registry += usize::from(is_registry);
+        let registry_done = is_registry && sent_registry == registry_parts;
+        off_runtime(|| {
+            record_kept(
+                &*shared.storage.store,
+                &kept,
+                round.registry.as_ref().filter(|_| registry_done),
+            )
+        });
+    }
+    let _ = stream.send.finish();
+    Ok(round.more)
+}
+
+/// What a restore rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The borough's id on the hub.
+    pub borough: BoroughId,
+    /// When the registry copy was made (RFC 3339).
+    pub registry_made_at: String,
+    /// How many teams, practitioners and devices it holds.
+    pub teams: usize,
+    /// Practitioners.
+    pub practitioners: usize,
+    /// Devices.
+    pub devices: usize,
+    /// How many cases it registers (their records come over the link once the server starts).
+    pub cases: usize,
+    /// How many audit records were restored.
+    pub audit_records: u64,
+    /// The last restored record's hash (zeros for none).
+    pub audit_head: String,
+}
+
+/// Rebuild an empty data directory from the copy the hub keeps: join the hub at `hub` with the
+/// one-time `code` its administrator issued for this borough (a new link certificate, the same
+/// borough), fetch the copy, open it with `key`, and write the CA, the registry and the audit
+/// log, then a record of the restore. Refused, with nothing written, if the data directory
+/// already holds a borough, or if any part does not open or the audit chain does not verify.
+pub async fn restore(
+    config: &ServerConfig,
+    hub: &str,
+    code: &str,
+    name: &str,
+    key: RecoveryKey,
+) -> Result<Restored, String> {
+    let store = crate::data_dir::open_store(config).map_err(|e| e.to_string())?;
+    let empty = store
+        .get_meta(NS_SERVER, "ca_cert")
+        .map_err(|e| e.to_string())?
+        .is_none()
+        && store
+            .read_log(AUDIT_LOG, 0)
+            .map_err(|e| e.to_string())?
+            .is_empty()
+        && store.list_cases().map_err(|e| e.to_string())?.is_empty();
+    if !empty {
+        return Err(format!(
+            "{} already holds a borough server's data: a restore goes into an empty data directory",
+            config.data_dir.display()
+        ));
+    }
+    let mut joined = membership::join(hub, code, name, &key).await?;
+    joined.recovery_key = Some(key.to_text());
+    let (parts, kept) = fetch(hub, &joined).await?;
+    let borough = joined.borough;
+    // Everything is opened and checked before anything is written.
+    let mut registry: Vec<u8> = Vec::new();
+    let mut records: Vec<String> = Vec::new();
+    let mut next_part = 0;
+    let mut registry_whole = false;
+    for part in &parts {
+        let plain = open(&key, &borough, part)?;
+        match part.shelf {
+            Shelf::Registry => {
+                if Some(part.first) != kept.registry || part.count != next_part {
+                    return Err("the hub sent the registry copy's parts out of order".into());
+                }
+                next_part += 1;
+                registry.extend_from_slice(&plain);
+                registry_whole = part.last;
+            }
+            Shelf::Audit => {
+                if part.first != records.len() as u64 {
+                    return Err(format!(
+                        "the hub's copy of the audit log has a gap before record {}",
+                        part.first
+                    ));
+                }
+                let batch: Vec<String> = serde_json::from_slice(&plain)
+                    .map_err(|e| format!("an audit part is unreadable: {e}"))?;
+                if batch.len() as u64 != part.count {
+                    return Err("an audit part holds another count of records".into());
+                }
+                records.extend(batch);
+            }
+        }
+    }
+    if !registry_whole {
+        return Err(
+            "the trust hub keeps no whole registry copy for this borough: it cannot be restored from the hub (was its link ever up since it joined with a recovery key?)"
+                .into(),
+        );
+    }
+    let snapshot: Snapshot = serde_json::from_slice(&registry)
+        .map_err(|e| format!("the registry copy is unreadable: {e}"))?;
+    let report = verify_records(
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64, r.as_bytes().to_vec())),
+    )
+    .map_err(|e| format!("the kept audit log does not verify: {e}"))?;
+    for (ns, _, _) in &snapshot.entries {
+        if ns != NS_SERVER && !Registry::is_namespace(ns) {
+            return Err(format!(
+                "the registry copy names a namespace {ns:?} it may not"
+            ));
+        }
+    }
+    let write = || -> Result<(), StoreError> {
+        for (ns, key, value) in &snapshot.entries {
+            let value = hex::decode(value).map_err(|e| StoreError::Engine(e.to_string()))?;
+            store.put_meta(ns, key, &value)?;
+        }
+        for record in &records {
+            store.append_log(AUDIT_LOG, record.as_bytes())?;
+        }
+        membership::save(&*store, &joined)?;
+        store.put_meta(NS_KEEP, KEY_AUDIT, records.len().to_string().as_bytes())?;
+        store.flush()
+    };
+    write().map_err(|e| format!("could not write the restored data: {e}"))?;
+    drop(store);
+    let opened = crate::data_dir::open(config).map_err(|e| e.to_string())?;
+    let restored = Restored {
+        borough,
+        registry_made_at: snapshot.made_at.clone(),
+        teams: opened.registry.teams().map_err(|e| e.to_string())?.len(),
+        practitioners: opened
+            .registry
+            .practitioners()
+            .map_err(|e| e.to_string())?
+            .len(),
+        devices: opened.registry.devices().map_err(|e| e.to_string())?.len(),
+        cases: opened.registry.cases().map_err(|e| e.to_string())?.len(),
+        audit_records: report.entries,
+        audit_head: report.head.clone(),
+    };
+    opened
+        .audit
+        .record(AuditEvent::now(
+            Actor::Server,
+            AuditAction::Restored,
+            None,
+            format!(
+                "rebuilt from the copy kept on the trust hub at {hub} as borough {borough}: registry of {}, {} audit record(s) through head {}; anything recorded after those on the old server was lost with it",
+                snapshot.made_at, report.entries, report.head
+            ),
+        ))
+        .map_err(|e| e.to_string())?;
+    opened.store.flush().map_err(|e| e.to_string())?;
+    Ok(restored)
+}
+
+/// Fetch the borough's kept copy from the hub with its (new) link certificate.
+async fn fetch(hub: &str, m: &HubMembership) -> Result<(Vec<KeepPart>, Kept), String> {
+    let ca = hex::decode(&m.hub_ca).map_err(|e| e.to_string())?;
+    let cert = hex::decode(&m.certificate).map_err(|e| e.to_string())?;
+    let key =
+        polyphony_core::identity::DeviceKey::from_pem(&m.key_pem).map_err(|e| e.to_string())?;
+    let (endpoint, conn) = polyphony_core::net::connect(hub, &ca, &cert, &key)
+        .await
+        .map_err(|e| format!("cannot reach the trust hub at {hub}: {e}"))?;
+    let result = async {
+        let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut stream = FramedStream::with_limit(send, recv, DEFAULT_MAX_FRAME);
+        stream
+            .write_frames(&[Frame::KeepFetch])
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut parts = Vec::new();
+        loop {
+            match stream.read_frame().await.map_err(|e| e.to_string())? {
+                Some(Frame::Keep(part)) => parts.push(part),
+                Some(Frame::Kept(kept)) => return Ok((parts, kept)),
+                Some(Frame::Error(r)) => {
+                    return Err(format!("the trust hub refused: {}", r.message))
+                }
+                Some(other) => return Err(format!("the trust hub answered {}", other.kind())),
+                None => return Err("the trust hub ended the stream before its answer".into()),
+            }
+        }
+    }
+    .await;
+    conn.close(0u32.into(), b"fetched");
+    endpoint.wait_idle().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recovery_key_round_trips_as_text_and_a_damaged_one_is_refused() {
+        let key = RecoveryKey::generate();
+        assert_eq!(
+            RecoveryKey::parse(&format!(" {}\n", key.to_text())),
+            Ok(key.clone())
+        );
+        assert!(RecoveryKey::parse("polyphony-recovery-1-00").is_err());
+        assert!(RecoveryKey::parse(&key.to_text().replace("recovery", "enrol")).is_err());
+        assert_eq!(format!("{key:?}"), "RecoveryKey(..)");
+    }
+
+    #[test]
+    fn a_sealed_part_opens_only_with_its_key_for_its_borough_where_it_was_put() {
+        let key = RecoveryKey::generate();
+        let borough = BoroughId::random();
+        let part = seal(&key, &borough, (Shelf::Audit, 10, 2, true), b"two records");
+        assert_eq!(open(&key, &borough, &part).unwrap(), b"two records");
+        assert!(open(&RecoveryKey::generate(), &borough, &part).is_err());
+        assert!(open(&key, &BoroughId::random(), &part).is_err());
+        let mut moved = part.clone();
+        moved.first = 12;
+        assert!(
+            open(&key, &borough, &moved).is_err(),
+            "moved elsewhere in the log"
+        );
+        let mut relabelled = part;
+        relabelled.shelf = Shelf::Registry;
+        assert!(open(&key, &borough, &relabelled).is_err());
+    }
+}
