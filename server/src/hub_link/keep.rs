@@ -235,7 +235,12 @@ struct Round {
 
 /// The parts to send now: a new registry generation if it changed since the kept one, and the
 /// audit records from where the hub's copy ends.
-fn round(shared: &Shared, key: &RecoveryKey, borough: &BoroughId) -> Result<Round, String> {
+fn round(
+    shared: &Shared,
+    key: &RecoveryKey,
+    borough: &BoroughId,
+    per_round: usize,
+) -> Result<Round, String> {
     let store = &*shared.storage.store;
     // Noted before anything is read: the ticket covers every write the parts could hold.
     let generation = shared.storage.group.generation();
@@ -282,8 +287,8 @@ fn round(shared: &Shared, key: &RecoveryKey, borough: &BoroughId) -> Result<Roun
     } else {
         from
     };
-    let more = records.len() > AUDIT_RECORDS_PER_ROUND;
-    records.truncate(AUDIT_RECORDS_PER_ROUND);
+    let more = records.len() > per_round;
+    records.truncate(per_round);
     let mut first = from;
     let mut batch: Vec<String> = Vec::new();
     let mut bytes = 0;
@@ -375,7 +380,7 @@ async fn send_round(
     key: &RecoveryKey,
     borough: &BoroughId,
 ) -> Result<bool, String> {
-    let round = off_runtime(|| round(shared, key, borough))?;
+    let round = off_runtime(|| round(shared, key, borough, AUDIT_RECORDS_PER_ROUND))?;
     if round.parts.is_empty() {
         return Ok(false);
     }
@@ -385,14 +390,8 @@ async fn send_round(
         .map_err(|e| format!("this borough's disk: {e}"))?;
     let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let mut stream = FramedStream::with_limit(send, recv, DEFAULT_MAX_FRAME);
-    let registry_parts = round
-        .parts
-        .iter()
-        .filter(|p| p.shelf == Shelf::Registry)
-        .count();
-    let mut sent_registry = 0;
     for part in round.parts {
-        let is_registry = part.shelf == Shelf::Registry;
+        let registry_done = part.shelf == Shelf::Registry && part.last;
         stream
             .write_frames(&[Frame::Keep(part)])
             .await
@@ -403,8 +402,6 @@ async fn send_round(
             Some(other) => return Err(format!("the trust hub answered {}", other.kind())),
             None => return Err("the trust hub closed the stream".to_string()),
         };
-        sent_registry += usize::from(is_registry);
-        let registry_done = is_registry && sent_registry == registry_parts;
         off_runtime(|| {
             record_kept(
                 &*shared.storage.store,
@@ -470,13 +467,62 @@ pub async fn restore(
     joined.recovery_key = Some(key.to_text());
     let (parts, kept) = fetch(hub, &joined).await?;
     let borough = joined.borough;
-    // Everything is opened and checked before anything is written.
+    let (made_at, report) = rebuild(&*store, &key, &borough, &parts, &kept)?;
+    let write = || -> Result<(), StoreError> {
+        membership::save(&*store, &joined)?;
+        store.put_meta(NS_KEEP, KEY_AUDIT, report.entries.to_string().as_bytes())?;
+        store.flush()
+    };
+    write().map_err(|e| format!("could not write the restored data: {e}"))?;
+    drop(store);
+    let opened = crate::data_dir::open(config).map_err(|e| e.to_string())?;
+    let restored = Restored {
+        borough,
+        registry_made_at: made_at.clone(),
+        teams: opened.registry.teams().map_err(|e| e.to_string())?.len(),
+        practitioners: opened
+            .registry
+            .practitioners()
+            .map_err(|e| e.to_string())?
+            .len(),
+        devices: opened.registry.devices().map_err(|e| e.to_string())?.len(),
+        cases: opened.registry.cases().map_err(|e| e.to_string())?.len(),
+        audit_records: report.entries,
+        audit_head: report.head.clone(),
+    };
+    opened
+        .audit
+        .record(AuditEvent::now(
+            Actor::Server,
+            AuditAction::Restored,
+            None,
+            format!(
+                "rebuilt from the copy kept on the trust hub at {hub} as borough {borough}: registry of {}, {} audit record(s) through head {}; anything recorded after those on the old server was lost with it",
+                made_at, report.entries, report.head
+            ),
+        ))
+        .map_err(|e| e.to_string())?;
+    opened.store.flush().map_err(|e| e.to_string())?;
+    Ok(restored)
+}
+
+/// Open and check every part of a kept copy, then write the registry copy and the audit log into
+/// `store` (not flushed). Nothing is written unless every part opens with `key` for `borough`,
+/// the registry copy is whole and names only the server's and the registry's namespaces, and
+/// the audit chain verifies. When the registry copy was made, and the restored chain's report.
+fn rebuild(
+    store: &dyn Store,
+    key: &RecoveryKey,
+    borough: &BoroughId,
+    parts: &[KeepPart],
+    kept: &Kept,
+) -> Result<(String, crate::audit::VerifyReport), String> {
     let mut registry: Vec<u8> = Vec::new();
     let mut records: Vec<String> = Vec::new();
     let mut next_part = 0;
     let mut registry_whole = false;
-    for part in &parts {
-        let plain = open(&key, &borough, part)?;
+    for part in parts {
+        let plain = open(key, borough, part)?;
         match part.shelf {
             Shelf::Registry => {
                 if Some(part.first) != kept.registry || part.count != next_part {
@@ -517,56 +563,26 @@ pub async fn restore(
             .map(|(i, r)| (i as u64, r.as_bytes().to_vec())),
     )
     .map_err(|e| format!("the kept audit log does not verify: {e}"))?;
-    for (ns, _, _) in &snapshot.entries {
+    let mut values = Vec::with_capacity(snapshot.entries.len());
+    for (ns, _, value) in &snapshot.entries {
         if ns != NS_SERVER && !Registry::is_namespace(ns) {
             return Err(format!(
                 "the registry copy names a namespace {ns:?} it may not"
             ));
         }
+        values.push(hex::decode(value).map_err(|e| format!("the registry copy is damaged: {e}"))?);
     }
     let write = || -> Result<(), StoreError> {
-        for (ns, key, value) in &snapshot.entries {
-            let value = hex::decode(value).map_err(|e| StoreError::Engine(e.to_string()))?;
-            store.put_meta(ns, key, &value)?;
+        for ((ns, key, _), value) in snapshot.entries.iter().zip(&values) {
+            store.put_meta(ns, key, value)?;
         }
         for record in &records {
             store.append_log(AUDIT_LOG, record.as_bytes())?;
         }
-        membership::save(&*store, &joined)?;
-        store.put_meta(NS_KEEP, KEY_AUDIT, records.len().to_string().as_bytes())?;
-        store.flush()
+        Ok(())
     };
     write().map_err(|e| format!("could not write the restored data: {e}"))?;
-    drop(store);
-    let opened = crate::data_dir::open(config).map_err(|e| e.to_string())?;
-    let restored = Restored {
-        borough,
-        registry_made_at: snapshot.made_at.clone(),
-        teams: opened.registry.teams().map_err(|e| e.to_string())?.len(),
-        practitioners: opened
-            .registry
-            .practitioners()
-            .map_err(|e| e.to_string())?
-            .len(),
-        devices: opened.registry.devices().map_err(|e| e.to_string())?.len(),
-        cases: opened.registry.cases().map_err(|e| e.to_string())?.len(),
-        audit_records: report.entries,
-        audit_head: report.head.clone(),
-    };
-    opened
-        .audit
-        .record(AuditEvent::now(
-            Actor::Server,
-            AuditAction::Restored,
-            None,
-            format!(
-                "rebuilt from the copy kept on the trust hub at {hub} as borough {borough}: registry of {}, {} audit record(s) through head {}; anything recorded after those on the old server was lost with it",
-                snapshot.made_at, report.entries, report.head
-            ),
-        ))
-        .map_err(|e| e.to_string())?;
-    opened.store.flush().map_err(|e| e.to_string())?;
-    Ok(restored)
+    Ok((snapshot.made_at, report))
 }
 
 /// Fetch the borough's kept copy from the hub with its (new) link certificate.
@@ -606,7 +622,126 @@ async fn fetch(hub: &str, m: &HubMembership) -> Result<(Vec<KeepPart>, Kept), St
 
 #[cfg(test)]
 mod tests {
+    use polyphony_core::store::MemoryStore;
+    use polyphony_core::CaseId;
+
     use super::*;
+    use crate::audit::AuditLog;
+    use crate::session::keep as hub;
+    use crate::storage::ServerStorage;
+
+    fn borough_over(store: Arc<dyn Store>) -> Shared {
+        Shared {
+            storage: Arc::new(ServerStorage::new(store.clone(), 16)),
+            registry: Arc::new(Registry::new(store.clone())),
+            audit: Arc::new(AuditLog::open(store).expect("audit")),
+            max_frame: DEFAULT_MAX_FRAME,
+            revoking_limit: time::Duration::days(14),
+            moved_upload_limit: time::Duration::days(14),
+            max_new_cases: crate::session::MAX_PROVISIONAL,
+            ca: None,
+            limits: Default::default(),
+        }
+    }
+
+    /// Send rounds to a hub's store until nothing is due, as the link does (recording each
+    /// `Kept`); how many rounds, and how many registry parts went.
+    fn send_all(
+        b: &Shared,
+        hub_store: &dyn Store,
+        key: &RecoveryKey,
+        borough: &BoroughId,
+        per_round: usize,
+    ) -> (usize, usize) {
+        let (mut rounds, mut registry_parts) = (0, 0);
+        loop {
+            let round = round(b, key, borough, per_round).expect("round");
+            if round.parts.is_empty() {
+                return (rounds, registry_parts);
+            }
+            rounds += 1;
+            for part in &round.parts {
+                registry_parts += usize::from(part.shelf == Shelf::Registry);
+                let kept = hub::keep(hub_store, borough, part).expect("kept");
+                let done = part.shelf == Shelf::Registry && part.last;
+                record_kept(
+                    &*b.storage.store,
+                    &kept,
+                    round.registry.as_ref().filter(|_| done),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_audit_log_and_a_large_registry_go_in_parts_and_rounds_and_come_back_whole() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let b = borough_over(store.clone());
+        let team = b.registry.add_team("North").unwrap().id;
+        // A registry of over 4 MiB (25,000 cases registered, about 250 bytes each as hex): past the
+        // plaintext a part holds, so the copy goes in several parts.
+        for _ in 0..25_000 {
+            b.registry.register_case(CaseId::random(), team).unwrap();
+        }
+        // 2,500 audit records: past the 1,000 a part holds, and (with 1,200 a round here) past
+        // what one round sends.
+        for i in 0..2_500 {
+            b.audit(
+                Actor::Server,
+                AuditAction::Read,
+                None,
+                format!("record {i}"),
+            );
+        }
+        let hub_store = MemoryStore::new();
+        let key = RecoveryKey::generate();
+        let borough = BoroughId::random();
+        let (rounds, registry_parts) = send_all(&b, &hub_store, &key, &borough, 1_200);
+        assert!(rounds >= 3, "{rounds} rounds");
+        assert!(registry_parts >= 2, "{registry_parts} registry parts");
+        let kept = hub::kept(&hub_store, &borough).unwrap();
+        assert_eq!(kept.audit_through, 2_500);
+        // Nothing changed: nothing is sent again.
+        assert_eq!(send_all(&b, &hub_store, &key, &borough, 1_200), (0, 0));
+
+        // Rebuilt into an empty store: the same registry and server entries, the same log.
+        let (parts, kept) = hub::fetch(&hub_store, &borough).unwrap();
+        let rebuilt = MemoryStore::new();
+        let (_, report) = rebuild(&rebuilt, &key, &borough, &parts, &kept).unwrap();
+        assert_eq!(report.entries, 2_500);
+        for ns in b.registry.namespaces().unwrap() {
+            assert_eq!(
+                rebuilt.scan_meta(&ns).unwrap(),
+                store.scan_meta(&ns).unwrap(),
+                "{ns}"
+            );
+        }
+        assert_eq!(
+            rebuilt.read_log(AUDIT_LOG, 0).unwrap(),
+            store.read_log(AUDIT_LOG, 0).unwrap()
+        );
+        // Another borough's key, or a part the hub dropped, rebuilds nothing.
+        let empty = MemoryStore::new();
+        assert!(rebuild(&empty, &RecoveryKey::generate(), &borough, &parts, &kept).is_err());
+        let gap: Vec<KeepPart> = parts
+            .iter()
+            .filter(|p| !(p.shelf == Shelf::Audit && p.first == 1_000))
+            .cloned()
+            .collect();
+        let e = rebuild(&empty, &key, &borough, &gap, &kept).unwrap_err();
+        assert!(e.contains("gap before record"), "{e}");
+        assert!(empty.scan_meta("registry.teams").unwrap().is_empty());
+        assert!(empty.read_log(AUDIT_LOG, 0).unwrap().is_empty());
+
+        // The registry changes: a new generation goes, and replaces the kept one.
+        b.registry.add_team("South").unwrap();
+        let (_, registry_parts) = send_all(&b, &hub_store, &key, &borough, 1_200);
+        assert!(registry_parts >= 2);
+        let (parts, kept) = hub::fetch(&hub_store, &borough).unwrap();
+        let rebuilt = MemoryStore::new();
+        rebuild(&rebuilt, &key, &borough, &parts, &kept).unwrap();
+        assert_eq!(rebuilt.scan_meta("registry.teams").unwrap().len(), 2);
+    }
 
     #[test]
     fn a_recovery_key_round_trips_as_text_and_a_damaged_one_is_refused() {
