@@ -185,6 +185,17 @@ pub enum AdminRequest {
         /// The team's name or id.
         team: String,
     },
+    /// On a borough server that joined the trust hub: hand a case over to another borough's
+    /// team (the person moved). Kept until the link carries it to the hub, at once if it is up.
+    /// Answers with the [`crate::hub_link::transfer::PendingTransfer`].
+    CaseTransfer {
+        /// The case: one of this borough's own teams'.
+        case: CaseId,
+        /// The receiving borough, by its name on the hub (or its id).
+        borough: String,
+        /// The receiving team, by name (or id).
+        team: String,
+    },
     /// On the trust hub: add a borough. Answers with a [`BoroughView`].
     BoroughAdd {
         /// Its name, unique ignoring case.
@@ -250,6 +261,7 @@ impl AdminRequest {
                 | AdminRequest::Enrol { .. }
                 | AdminRequest::Revoke { .. }
                 | AdminRequest::CaseMove { .. }
+                | AdminRequest::CaseTransfer { .. }
         )
     }
 }
@@ -452,6 +464,11 @@ impl Admin {
             AdminRequest::AuditHead => self.audit_head(),
             AdminRequest::AuditAnchors { anchors } => self.audit_anchors(&anchors),
             AdminRequest::CaseMove { case, team } => self.case_move(case, &team),
+            AdminRequest::CaseTransfer {
+                case,
+                borough,
+                team,
+            } => self.case_transfer(case, &borough, &team),
             AdminRequest::BoroughAdd { name } => self.borough_add(&name),
             AdminRequest::Boroughs => self.boroughs(),
             AdminRequest::BoroughEnrol { borough } => self.borough_enrol(&borough),

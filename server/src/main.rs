@@ -239,6 +239,18 @@ enum CaseCommand {
         #[arg(long)]
         team: String,
     },
+    /// Hand a case over to another borough's team through the trust hub (the person moved):
+    /// its whole history goes; this borough's devices upload what they wrote, then drop it.
+    Transfer {
+        /// The case's id.
+        case: CaseId,
+        /// The receiving borough's name (as the hub knows it) or id.
+        #[arg(long)]
+        borough: String,
+        /// The receiving team's name or id.
+        #[arg(long)]
+        team: String,
+    },
 }
 
 /// Why the command failed, which decides the exit code.
@@ -354,6 +366,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Audit { case, verify, .. } => AdminRequest::Audit { case, verify },
         Command::Case(CaseCommand::Move { case, team }) => AdminRequest::CaseMove { case, team },
+        Command::Case(CaseCommand::Transfer {
+            case,
+            borough,
+            team,
+        }) => AdminRequest::CaseTransfer {
+            case,
+            borough,
+            team,
+        },
         Command::Borough(BoroughCommand::Add { name }) => AdminRequest::BoroughAdd { name },
         Command::Borough(BoroughCommand::Enrol { borough }) => {
             AdminRequest::BoroughEnrol { borough }

@@ -91,6 +91,14 @@ pub(crate) fn show(req: &AdminRequest, value: serde_json::Value, format: Format)
             );
             Ok(())
         }
+        AdminRequest::CaseTransfer { .. } => {
+            let t: polyphony_server::hub_link::transfer::PendingTransfer = decode(value)?;
+            eprintln!(
+                "case {} goes to the {} borough's team '{}' once the trust hub confirms it (at once while the link is up; `polyphony-server hub status` shows it until then); this borough's devices then upload what they wrote and drop their copies",
+                t.case, t.borough, t.team
+            );
+            Ok(())
+        }
         AdminRequest::BoroughAdd { .. } => {
             let b: BoroughView = decode(value)?;
             eprintln!("added borough '{}'", b.borough.name);
@@ -216,6 +224,23 @@ fn hub_status(out: &mut impl Write, s: HubStatus) -> io::Result<()> {
         s.cases - s.not_on_hub,
         s.not_on_hub
     )?;
+    for t in &s.transfers {
+        match &t.refused {
+            None => writeln!(
+                out,
+                "case {}: transfer to the {} borough's team '{}' waits for the trust hub (asked {})",
+                t.case,
+                t.borough,
+                t.team,
+                minutes_text(&t.requested_at)
+            )?,
+            Some(why) => writeln!(
+                out,
+                "case {}: transfer to the {} borough's team '{}' refused by the trust hub: {why}",
+                t.case, t.borough, t.team
+            )?,
+        }
+    }
     match &s.safekeeping {
         None => Ok(()),
         Some(k) if !k.recovery_key => writeln!(

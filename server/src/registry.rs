@@ -74,6 +74,10 @@ mod ns {
     /// claimed by one borough's roster is refused in another's).
     pub(super) const ROSTER_PRACTITIONERS: &str = "registry.roster-practitioners";
 
+    /// Case id → the accesses that came with a case transferred here from other boroughs
+    /// (JSON list of `export::Access`), shown first in the person's access list.
+    pub(super) const CARRIED_ACCESS: &str = "registry.carried-access";
+
     /// Index of the cases of one team (case id → nothing), so a device's cases are found without
     /// reading every case in the borough.
     pub(super) fn team_cases(team: &TeamId) -> String {
@@ -290,7 +294,8 @@ pub struct Team {
     /// Its name, unique in its borough ignoring case.
     pub name: String,
     /// On a trust hub, the borough whose team it is (two boroughs may each have a team of the same
-    /// name). None on a borough server, and for teams stored before boroughs existed.
+    /// name). None for a borough server's own teams (and for teams stored before boroughs
+    /// existed); Some on a borough server for another borough's team it transferred a case to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub borough: Option<BoroughId>,
     /// When it was added.
@@ -506,6 +511,7 @@ impl Registry {
             ns::BOROUGH_ENROLMENTS,
             ns::ROSTER,
             ns::ROSTER_PRACTITIONERS,
+            ns::CARRIED_ACCESS,
         ]
         .iter()
         .map(|n| n.to_string())
@@ -525,6 +531,49 @@ impl Registry {
         name.starts_with("registry.")
     }
 
+    /// Register another borough's team (`team`, of `borough`), to which a case of this borough
+    /// was transferred through the trust hub: the case is then that team's here, and this
+    /// borough's devices lose it as they lose a case moved to another of its teams. Kept as it
+    /// is if registered already.
+    pub fn add_foreign_team(
+        &self,
+        team: &polyphony_core::sync::TeamInfo,
+        borough: BoroughId,
+    ) -> Result<Team, RegistryError> {
+        let _w = self.lock();
+        if let Some(existing) = self.team_by_id(&team.id)? {
+            return Ok(existing);
+        }
+        let t = Team {
+            id: team.id,
+            name: clean_name("team", &team.name)?,
+            borough: Some(borough),
+            created_at: now(),
+        };
+        self.put(ns::TEAMS, &t.id.to_string(), &t)?;
+        Ok(t)
+    }
+
+    /// The accesses that came with `case` from the boroughs it was transferred from, oldest
+    /// first (none for a case that never was).
+    pub fn carried_access(
+        &self,
+        case: &CaseId,
+    ) -> Result<Vec<polyphony_core::export::Access>, RegistryError> {
+        Ok(self
+            .get(ns::CARRIED_ACCESS, &case.to_string())?
+            .unwrap_or_default())
+    }
+
+    /// Keep the accesses that came with `case` (replacing those kept before).
+    pub fn set_carried_access(
+        &self,
+        case: &CaseId,
+        access: &[polyphony_core::export::Access],
+    ) -> Result<(), RegistryError> {
+        self.put(ns::CARRIED_ACCESS, &case.to_string(), &access.to_vec())
+    }
+
     /// Every team, by name.
     pub fn teams(&self) -> Result<Vec<Team>, RegistryError> {
         let mut teams: Vec<Team> = self.scan(ns::TEAMS)?;
@@ -539,9 +588,15 @@ impl Registry {
 
     /// The team named `name_or_id` (its id, or its name ignoring case). The error lists the known
     /// teams, so a mistyped name is easy to correct.
+    /// Only this server's own teams: another borough's team a case was transferred to is not
+    /// one an administrator here adds practitioners to or moves cases to.
     pub fn team(&self, name_or_id: &str) -> Result<Team, RegistryError> {
         let given = name_or_id.trim();
-        let teams = self.teams()?;
+        let teams: Vec<Team> = self
+            .teams()?
+            .into_iter()
+            .filter(|t| t.borough.is_none())
+            .collect();
         if let Ok(id) = given.parse::<TeamId>() {
             if let Some(team) = teams.iter().find(|t| t.id == id) {
                 return Ok(team.clone());

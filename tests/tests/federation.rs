@@ -668,3 +668,195 @@ async fn a_borough_rebuilt_empty_is_restored_from_the_hub() -> Result<()> {
     ));
     Ok(())
 }
+
+/// Poll `check` every 200 ms until it holds, at most [`CATCH_UP`].
+async fn until<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let start = std::time::Instant::now();
+    while !check().await? {
+        if start.elapsed() > CATCH_UP {
+            return Err(anyhow!("{what}: not within {CATCH_UP:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_with_unsynced_work_on_the_old_teams_device_loses_nothing() -> Result<()> {
+    use polyphony_core::model::{Participant, PlanSection, Stance};
+    polyphony_e2e::init_logs();
+    let dir = tempfile::tempdir()?;
+    let hub_addr = loopback();
+    let hub_dir = dir.path().join("hub");
+    let mut hub = start_hub(&hub_dir, hub_addr).await?;
+    let north = start_borough(&dir.path().join("north"), loopback(), "North", &["Ana"]).await?;
+    let south = start_borough(&dir.path().join("south"), loopback(), "West", &["Sol"]).await?;
+    join(&hub, "North", &north).await?;
+    join(&hub, "South", &south).await?;
+    let mut ana = north.device("Ana").await?;
+    let mut sol = south.device("Sol").await?;
+    // The whole history: notes, a decision with the person's position, the crisis plan.
+    let (case, meeting) = ana.case_with_meeting("Person T")?;
+    ana.note(case, meeting, "written in North. ")?;
+    ana.profile.edit(case, |d| {
+        let decision = d.propose_decision("Stay with her sister", Participant::Person)?;
+        d.record_position(&decision, Participant::Person, Stance::Agree, Some("yes"))?;
+        d.add_plan_item(
+            PlanSection::WhatHelps,
+            "a walk by the canal",
+            Participant::Person,
+            Some(meeting),
+        )
+    })?;
+    ana.sync().await?;
+    wait_on_hub(&north, CATCH_UP).await?;
+    // Before South may see it: a case of another borough is not available to it.
+    sol.sync().await?;
+    assert!(sol.profile.case_ids()?.is_empty());
+
+    // On a home visit, offline: three notes the borough has not seen.
+    for i in 0..3 {
+        ana.note(case, meeting, &format!("offline before the transfer {i}. "))?;
+    }
+    // The person moves. The transfer is asked for while the hub is down: it waits, and goes
+    // once the hub is back.
+    hub.kill();
+    north
+        .admin(AdminRequest::CaseTransfer {
+            case,
+            borough: "South".into(),
+            team: "West".into(),
+        })
+        .await?;
+    assert_eq!(hub_status(&north).await?.transfers.len(), 1);
+    let _hub = start_hub(&hub_dir, hub_addr).await?;
+    until("the transfer confirmed", || async {
+        Ok(hub_status(&north).await?.transfers.is_empty())
+    })
+    .await?;
+    // The receiving borough's link is granted the case and stores it.
+    until("the case on South", || async {
+        let s = hub_status(&south).await?;
+        Ok(s.cases == 1 && s.not_on_hub == 0)
+    })
+    .await?;
+    sol.sync().await?;
+    let view = sol.peek(case)?;
+    assert!(view.meetings[0].notes.contains("written in North. "));
+    assert_eq!(view.decisions[0].positions.len(), 1);
+    assert_eq!(view.crisis_plan.items.len(), 1);
+
+    // A new device of Ana's changes North's roster, so its link reconnects and syncs every
+    // case: the hub tells the link the case moved. Ana's first device has not heard yet, and
+    // writes on in good faith: North holds it to when it is told, and the hub takes it from
+    // the link for all that (the borough enforced each device's own boundary).
+    let mut again = north.device("Ana").await?;
+    until("the hub tells North's link the case moved", || async {
+        let log: Vec<polyphony_server::audit::AuditRecord> = serde_json::from_value(
+            _hub.admin(AdminRequest::Audit {
+                case: Some(case),
+                verify: false,
+            })
+            .await?,
+        )?;
+        Ok(log
+            .iter()
+            .any(|r| r.event.detail.starts_with("device told the case moved")))
+    })
+    .await?;
+    ana.note(
+        case,
+        meeting,
+        "after the transfer, before this device heard. ",
+    )?;
+    // Ana's device is told at its next sync, uploads what it wrote before, and drops the case.
+    let report = ana.sync().await?;
+    assert_eq!(report.moved, vec![case.to_string()], "{report:?}");
+    assert!(report.kept_unsynced.is_empty(), "{report:?}");
+    assert!(ana.profile.case_ids()?.is_empty());
+    // Those notes reach South: through North, its link and the hub.
+    let start = std::time::Instant::now();
+    loop {
+        sol.sync().await?;
+        let notes = sol.peek(case)?.meetings[0].notes.clone();
+        if (0..3).all(|i| notes.contains(&format!("offline before the transfer {i}. ")))
+            && notes.contains("after the transfer, before this device heard. ")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < CATCH_UP,
+            "the offline notes are not on South: {notes}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // South's team writes on; the hub takes it from South's link.
+    sol.note(case, meeting, "written in South. ")?;
+    assert!(sol.sync().await?.refused.is_empty());
+    wait_on_hub(&south, CATCH_UP).await?;
+    // The person's access list on South shows both boroughs.
+    let list = sol.profile.fetch_accesses(case).await?;
+    assert!(
+        list.entries
+            .iter()
+            .any(|a| a.who.contains("Ana") && a.who.contains("the North borough")),
+        "{:#?}",
+        list.entries
+    );
+    assert!(
+        list.entries.iter().any(|a| a.who == "Sol"),
+        "{:#?}",
+        list.entries
+    );
+    // North's team cannot have it back: Ana's new device gets nothing.
+    again.sync().await?;
+    assert!(again.profile.case_ids()?.is_empty());
+
+    // The person comes back: South hands the case to North again, and North's team has it
+    // with what South wrote; its list shows South's accesses, and North's own once.
+    south
+        .admin(AdminRequest::CaseTransfer {
+            case,
+            borough: "North".into(),
+            team: "North".into(),
+        })
+        .await?;
+    until("the case back on North", || async {
+        Ok(hub_status(&south).await?.transfers.is_empty()
+            && hub_status(&north).await?.not_on_hub == 0)
+    })
+    .await?;
+    let start = std::time::Instant::now();
+    loop {
+        again.sync().await?;
+        if again.profile.case_ids()? == vec![case] {
+            break;
+        }
+        assert!(start.elapsed() < CATCH_UP, "the case is not back on North");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(again.peek(case)?.meetings[0]
+        .notes
+        .contains("written in South. "));
+    let list = again.profile.fetch_accesses(case).await?;
+    assert!(
+        list.entries
+            .iter()
+            .any(|a| a.who.contains("Sol") && a.who.contains("the South borough")),
+        "{:#?}",
+        list.entries
+    );
+    assert!(
+        !list
+            .entries
+            .iter()
+            .any(|a| a.who.contains("the North borough")),
+        "{:#?}",
+        list.entries
+    );
+    Ok(())
+}

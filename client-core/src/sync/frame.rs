@@ -385,6 +385,45 @@ pub struct Kept {
     pub audit_through: u64,
 }
 
+/// Borough → hub on a stream beside the borough's link: hand this case over to another
+/// borough's team (the person moved). Answered with `Transferred`, or an `Error` saying why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferCase {
+    /// The case: one of the sending borough's teams'.
+    pub case: CaseId,
+    /// The receiving borough, by its name on the hub (or its id).
+    pub borough: String,
+    /// The receiving team, by its name (or its id) among that borough's teams.
+    pub team: String,
+    /// Who has seen or changed the case on the sending borough, oldest first, as its own
+    /// devices would be shown it: it goes with the case, so the person's list stays whole.
+    pub access: Vec<crate::export::Access>,
+}
+
+/// Hub → borough: the case is the receiving team's now (sent again for a transfer repeated, so
+/// a borough that lost the first answer hears it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transferred {
+    /// The case.
+    pub case: CaseId,
+    /// The receiving borough.
+    pub borough: crate::BoroughId,
+    /// Its name on the hub.
+    pub borough_name: String,
+    /// The receiving team.
+    pub team: TeamInfo,
+}
+
+/// Hub → receiving borough, in answer to `HistoryWant`: who saw or changed a case transferred
+/// to it, on the boroughs it came from, oldest first (empty for a case never transferred).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseHistory {
+    /// The case.
+    pub case: CaseId,
+    /// The accesses, each naming the borough it happened on.
+    pub access: Vec<crate::export::Access>,
+}
+
 /// One frame of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -471,6 +510,18 @@ pub enum Frame {
     /// certificate), the frame after `Hello`: its teams and devices. The hub refuses a roster over
     /// [`MAX_ROSTER_TEAMS`] or [`MAX_ROSTER_DEVICES`].
     Roster(Roster),
+    /// Borough → hub on a stream beside the link: hand a case over to another borough.
+    Transfer(TransferCase),
+    /// Hub → borough on that stream: the case is the receiving team's now.
+    Transferred(Transferred),
+    /// Borough → hub on a stream beside the link: send me the history of this case (one
+    /// transferred to me) from the boroughs it came from.
+    HistoryWant {
+        /// The case.
+        case: CaseId,
+    },
+    /// Hub → borough on that stream: the answer.
+    History(CaseHistory),
     /// On a stream beside a borough's link: a part of the borough's kept copy
     /// ([`FEATURE_SAFEKEEPING`]). Borough → hub to keep it; hub → borough in answer to `KeepFetch`.
     Keep(KeepPart),
@@ -582,6 +633,10 @@ mod tag {
     pub(super) const KEEP: u8 = 0x1a;
     pub(super) const KEPT: u8 = 0x1b;
     pub(super) const KEEP_FETCH: u8 = 0x1c;
+    pub(super) const TRANSFER: u8 = 0x1d;
+    pub(super) const TRANSFERRED: u8 = 0x1e;
+    pub(super) const HISTORY_WANT: u8 = 0x1f;
+    pub(super) const HISTORY: u8 = 0x20;
 }
 
 /// A case id, the count of heads (4 bytes) and the heads: `Saved`'s and `HubSaved`'s payload.
@@ -739,6 +794,22 @@ impl Frame {
                 json(out, k);
             }
             Frame::KeepFetch => out.push(tag::KEEP_FETCH),
+            Frame::Transfer(t) => {
+                out.push(tag::TRANSFER);
+                json(out, t);
+            }
+            Frame::Transferred(t) => {
+                out.push(tag::TRANSFERRED);
+                json(out, t);
+            }
+            Frame::HistoryWant { case } => {
+                out.push(tag::HISTORY_WANT);
+                out.extend_from_slice(case.0.as_bytes());
+            }
+            Frame::History(h) => {
+                out.push(tag::HISTORY);
+                json(out, h);
+            }
             Frame::BlobOffer { case, hash, size } => {
                 out.push(tag::BLOB_OFFER);
                 out.extend_from_slice(case.0.as_bytes());
@@ -876,6 +947,13 @@ impl Frame {
             tag::KEEP => keep_part(p).map(Frame::Keep),
             tag::KEPT => Ok(Frame::Kept(from_json("kept", p)?)),
             tag::KEEP_FETCH => empty("keep fetch", p, Frame::KeepFetch),
+            tag::TRANSFER => Ok(Frame::Transfer(from_json("transfer", p)?)),
+            tag::TRANSFERRED => Ok(Frame::Transferred(from_json("transferred", p)?)),
+            tag::HISTORY_WANT => {
+                let (case, rest) = case_id("history want", p)?;
+                empty("history want", rest, Frame::HistoryWant { case })
+            }
+            tag::HISTORY => Ok(Frame::History(from_json("history", p)?)),
             tag::BLOB_OFFER => {
                 let (case, rest) = case_id("blob offer", p)?;
                 let (hash, rest) = blob_hash("blob offer", rest)?;
@@ -939,6 +1017,10 @@ impl Frame {
             Frame::Keep(_) => "keep",
             Frame::Kept(_) => "kept",
             Frame::KeepFetch => "keep fetch",
+            Frame::Transfer(_) => "transfer",
+            Frame::Transferred(_) => "transferred",
+            Frame::HistoryWant { .. } => "history want",
+            Frame::History(_) => "history",
             Frame::BlobOffer { .. } => "blob offer",
             Frame::BlobWant { .. } => "blob want",
             Frame::BlobChunk(_) => "blob chunk",
@@ -1188,6 +1270,34 @@ mod tests {
                 audit_through: 1_250,
             }),
             Frame::KeepFetch,
+            Frame::Transfer(TransferCase {
+                case: CaseId::random(),
+                borough: "Brent".into(),
+                team: "Brent West".into(),
+                access: vec![crate::export::Access {
+                    at: "2026-12-07T10:00:00Z".into(),
+                    who: "Anna Okafor".into(),
+                    device: None,
+                    what: "read".into(),
+                    kind: None,
+                }],
+            }),
+            Frame::Transferred(Transferred {
+                case: CaseId::random(),
+                borough: crate::BoroughId::random(),
+                borough_name: "Brent".into(),
+                team: TeamInfo {
+                    id: TeamId::random(),
+                    name: "Brent West".into(),
+                },
+            }),
+            Frame::HistoryWant {
+                case: CaseId::random(),
+            },
+            Frame::History(CaseHistory {
+                case: CaseId::random(),
+                access: Vec::new(),
+            }),
         ]
     }
 
@@ -1216,6 +1326,10 @@ mod tests {
         assert_eq!(find("keep"), 0x1a);
         assert_eq!(find("kept"), 0x1b);
         assert_eq!(find("keep fetch"), 0x1c);
+        assert_eq!(find("transfer"), 0x1d);
+        assert_eq!(find("transferred"), 0x1e);
+        assert_eq!(find("history want"), 0x1f);
+        assert_eq!(find("history"), 0x20);
     }
 
     #[test]

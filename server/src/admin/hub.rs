@@ -58,6 +58,9 @@ pub struct HubStatus {
     /// when it has not joined).
     #[serde(default)]
     pub safekeeping: Option<hub_link::Safekeeping>,
+    /// Transfers asked for that the hub has not confirmed (or refused).
+    #[serde(default)]
+    pub transfers: Vec<hub_link::transfer::PendingTransfer>,
 }
 
 impl Admin {
@@ -207,6 +210,37 @@ impl Admin {
         self.hub_status()
     }
 
+    pub(super) fn case_transfer(
+        &self,
+        case: polyphony_core::CaseId,
+        borough: &str,
+        team: &str,
+    ) -> Result<serde_json::Value, AdminError> {
+        self.borough_only("transferring a case to another borough")?;
+        let storage = self.storage()?;
+        if hub_link::membership::load(&*storage.store)?.is_none() {
+            return Err(AdminError::BadValue(
+                "this borough server has not joined a trust hub: a case goes to another borough through it (`polyphony-server hub join`)".into(),
+            ));
+        }
+        let pending =
+            hub_link::transfer::request(&*storage.store, &self.registry, case, borough, team)
+                .map_err(AdminError::BadValue)?;
+        self.audit(
+            AuditAction::CaseMoved,
+            Some(case),
+            format!(
+                "transfer to the {} borough's team '{}' asked for; it happens when the trust hub confirms it",
+                pending.borough, pending.team
+            ),
+            || format!("the transfer of case {case} was asked for"),
+        )?;
+        if let Some(link) = &self.link {
+            link.transfer_asked();
+        }
+        json(&pending)
+    }
+
     pub(super) fn hub_status(&self) -> Result<serde_json::Value, AdminError> {
         self.borough_only("the hub link's status")?;
         let storage = self.storage()?;
@@ -242,6 +276,8 @@ impl Admin {
                 ),
                 None => None,
             },
+            transfers: hub_link::transfer::pending(&*storage.store)
+                .map_err(AdminError::BadValue)?,
         })
     }
 

@@ -54,6 +54,7 @@ pub struct RefusedCase {
 pub struct LinkStatus {
     state: Mutex<LinkState>,
     joined: Notify,
+    transfer: Notify,
 }
 
 impl LinkStatus {
@@ -70,6 +71,11 @@ impl LinkStatus {
     /// The borough joined a hub (or joined again): the link starts, or reconnects, at once.
     pub fn joined(&self) {
         self.joined.notify_one();
+    }
+
+    /// An administrator asked for a case to be transferred: a live link asks the hub at once.
+    pub fn transfer_asked(&self) {
+        self.transfer.notify_one();
     }
 
     fn update(&self, f: impl FnOnce(&mut LinkState)) {
@@ -114,6 +120,11 @@ fn failed(e: &polyphony_core::net::NetError) -> Ended {
         polyphony_core::net::NetError::Refused { code, .. } if refuses_borough(*code) => {
             Ended::Refused(e.to_string())
         }
+        // The hub ended the session to grant more (a case transferred here): at once.
+        polyphony_core::net::NetError::Refused {
+            code: ErrorCode::Done,
+            ..
+        } => Ended::Again,
         other => Ended::Failed(other.to_string()),
     }
 }
@@ -338,6 +349,13 @@ async fn sync_keeping(
                 if off_runtime(|| core.roster_changed()) {
                     return (Ended::Again, welcomed);
                 }
+                if welcomed {
+                    transfers(shared, driver, conn).await;
+                }
+                continue;
+            }
+            () = status.transfer.notified(), if welcomed => {
+                transfers(shared, driver, conn).await;
                 continue;
             }
             // Joined again (a new certificate): the link reconnects with it now.
@@ -346,6 +364,7 @@ async fn sync_keeping(
         };
         if !welcomed && core.welcomed() {
             welcomed = true;
+            transfers(shared, driver, conn).await;
             if core.hub_keeps_copies() {
                 *keeping = Some(tokio::spawn(super::keep::keep_while(
                     shared.clone(),
@@ -365,6 +384,9 @@ async fn sync_keeping(
             Ok(n) => n,
             Err(e) => return (Ended::Failed(e.to_string()), welcomed),
         };
+        if core.take_history_wanted() {
+            transfers(shared, driver, conn).await;
+        }
         match write_batch(driver, &mut stream, next).await {
             Ok(None) => {}
             Ok(Some((code, message))) if refuses_borough(code) => {
@@ -375,6 +397,8 @@ async fn sync_keeping(
                     welcomed,
                 )
             }
+            // The hub ended the session to grant more (a case transferred here): at once.
+            Ok(Some((ErrorCode::Done, _))) => return (Ended::Again, welcomed),
             Ok(Some((code, message))) => {
                 return (
                     Ended::Failed(format!(
@@ -385,6 +409,14 @@ async fn sync_keeping(
             }
             Err(e) => return (Ended::Failed(e), welcomed),
         }
+    }
+}
+
+/// Carry the transfers an administrator asked for to the hub, and fetch the history of cases
+/// transferred here ([`super::transfer`]); a failure is logged and tried again at the next look.
+async fn transfers(shared: &Arc<Shared>, driver: &CoreDriver, conn: &quinn::Connection) {
+    if let Err(e) = super::transfer::run_round(shared, driver, conn).await {
+        warn!(error = %e, "a transfer through the trust hub did not complete; trying again shortly");
     }
 }
 

@@ -33,6 +33,12 @@ pub(super) struct BoroughHost {
     pub(super) ticket: u64,
     /// Cases the hub refused in this session, with why.
     pub(super) refused: Vec<(CaseId, Refusal)>,
+    /// The team the hub's welcome granted each case for: the team a case new here is
+    /// registered to (one transferred here names another borough's team in its record).
+    pub(super) grants: HashMap<CaseId, polyphony_core::TeamId>,
+    /// A case created on another borough was stored here in this session: its history from
+    /// there is to fetch.
+    pub(super) history_wanted: bool,
 }
 
 impl BoroughHost {
@@ -43,6 +49,8 @@ impl BoroughHost {
             tick: 0,
             ticket: 0,
             refused: Vec::new(),
+            grants: HashMap::new(),
+            history_wanted: false,
         }
     }
 
@@ -75,14 +83,44 @@ impl BoroughHost {
     }
 
     /// Store changes the hub sent for `case`, if they pass what a device's changes must (the
-    /// record's shape, the history rules, its own case id, its team unchanged; a note withheld
-    /// from the person's copy, or shown again, is in the audit log first), except who wrote them
-    /// (the hub checked that on the way in, against the borough that sent them). A case the
-    /// borough did not hold is registered for its team, one of the borough's own, once it is on
-    /// disk. Announced so devices receive them.
+    /// record's shape, the history rules, its own case id, its team field unchanged; a note
+    /// withheld from the person's copy, or shown again, is in the audit log first), except who
+    /// wrote them (the hub checked that on the way in, against the borough that sent them). The
+    /// case must be one of the borough's own teams': as registered here, or, for a case new
+    /// here, as the hub granted it (a case transferred here names, in its record, the team that
+    /// created it on another borough). A new case is registered once it is on disk; one created
+    /// on another borough has its history from there fetched next. Announced so devices
+    /// receive them.
     fn persist(&mut self, case: CaseId, chunk: &[u8]) -> Result<(), StoreError> {
         let shared = self.shared.clone();
-        let mut team = None;
+        let registered = shared
+            .registry
+            .case_team(&case)
+            .map_err(|e| StoreError::Engine(e.to_string()))?;
+        let own = |team: &polyphony_core::TeamId| {
+            shared
+                .registry
+                .team_by_id(team)
+                .map(|t| t.is_some_and(|t| t.borough.is_none()))
+        };
+        let engine = |e: crate::registry::RegistryError| StoreError::Engine(e.to_string());
+        let granted = match self.grants.get(&case) {
+            Some(t) if own(t).map_err(engine)? => Some(*t),
+            _ => None,
+        };
+        let owner = match registered {
+            Some(t) if own(&t).map_err(engine)? => t,
+            // New here, or transferred back to one of its teams: the hub's grant says whose.
+            _ => match granted {
+                Some(t) => t,
+                None => {
+                    let why = format!("the trust hub did not grant case {case} to this borough");
+                    warn!(%case, "{why}");
+                    return Err(StoreError::Engine(why));
+                }
+            },
+        };
+        let mut created_elsewhere = false;
         let mut audited = 0;
         let check = |before: &AutoCommit,
                      before_heads: &[automerge::ChangeHash],
@@ -100,23 +138,13 @@ impl BoroughHost {
             if schema::read_team_id(before).is_some_and(|t| t != now) {
                 return Err("the changes would change the case's team".to_string());
             }
-            if shared
-                .registry
-                .team_by_id(&now)
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
-                return Err(format!(
-                    "the case's team {now} is not one of this borough's"
-                ));
-            }
+            created_elsewhere = !own(&now).map_err(|e| e.to_string())?;
             for line in team_notes::withholding_changes(before, after) {
                 let ticket = shared.audit_write(Actor::Hub, case, line).map_err(|e| {
                     format!("could not record a withheld note in the audit log: {e}")
                 })?;
                 audited = audited.max(ticket);
             }
-            team = Some(now);
             Ok(())
         };
         match self.shared.storage.apply_chunk(&case, chunk, check) {
@@ -125,17 +153,35 @@ impl BoroughHost {
                 // Registered whenever it is stored and not yet registered (also when this chunk
                 // added nothing: an earlier one stored it and the registration did not follow).
                 let registry = &self.shared.registry;
+                if let Some(foreign) = registered.filter(|t| *t != owner) {
+                    // Transferred back: its own team's again here.
+                    registry.move_case(case, owner).map_err(engine)?;
+                    self.shared.audit(
+                        Actor::Hub,
+                        AuditAction::CaseMoved,
+                        Some(case),
+                        format!("transferred back here through the trust hub, from another borough's team {foreign}"),
+                    );
+                    self.shared.storage.store.put_meta(
+                        super::transfer::NS_HISTORY_WANTED,
+                        &case.to_string(),
+                        &[],
+                    )?;
+                    self.history_wanted = true;
+                }
                 if let Ok(None) = registry.case_team(&case) {
-                    let team = team.or_else(|| {
-                        let stored = self.shared.storage.case(&case).ok().flatten()?;
-                        let mut c = stored.lock().expect("case lock");
-                        c.team()
-                    });
-                    if let Some(team) = team {
-                        registry.register_case(case, team).map_err(|e| {
-                            StoreError::Engine(format!("could not register case {case}: {e}"))
-                        })?;
+                    if created_elsewhere {
+                        // Marked before it is registered: a crash between fetches it anyway.
+                        self.shared.storage.store.put_meta(
+                            super::transfer::NS_HISTORY_WANTED,
+                            &case.to_string(),
+                            &[],
+                        )?;
+                        self.history_wanted = true;
                     }
+                    registry.register_case(case, owner).map_err(|e| {
+                        StoreError::Engine(format!("could not register case {case}: {e}"))
+                    })?;
                 }
                 if !added {
                     return Ok(());
@@ -169,15 +215,44 @@ impl BoroughHost {
     }
 }
 
+impl BoroughHost {
+    /// Whether the hub acknowledged every change the borough holds of `case` (false when it
+    /// cannot be told).
+    fn all_on_hub(&self, case: &CaseId) -> bool {
+        let Ok(Some(stored)) = self.shared.storage.case(case) else {
+            return false;
+        };
+        let heads = stored.lock().expect("case lock").doc.get_heads();
+        let acked = super::acked_heads(&*self.shared.storage.store, case)
+            .ok()
+            .flatten();
+        super::on_hub(&heads, acked.as_deref())
+    }
+}
+
 impl DocSet for BoroughHost {
+    /// The borough's cases; one transferred to another borough only while it holds a change
+    /// the hub has not acknowledged (a device's late upload, carried on to the hub).
     fn cases(&self) -> Vec<CaseId> {
-        match self.shared.registry.cases() {
-            Ok(cases) => cases.into_iter().map(|(c, _)| c).collect(),
-            Err(e) => {
-                warn!(error = %e, "the link could not list the borough's cases");
-                Vec::new()
-            }
-        }
+        let listed = self.shared.registry.cases().and_then(|cases| {
+            let foreign: std::collections::HashSet<_> = self
+                .shared
+                .registry
+                .teams()?
+                .into_iter()
+                .filter(|t| t.borough.is_some())
+                .map(|t| t.id)
+                .collect();
+            Ok(cases
+                .into_iter()
+                .filter(|(case, team)| !foreign.contains(team) || !self.all_on_hub(case))
+                .map(|(c, _)| c)
+                .collect())
+        });
+        listed.unwrap_or_else(|e| {
+            warn!(error = %e, "the link could not list the borough's cases");
+            Vec::new()
+        })
     }
 
     fn doc(&mut self, case: &CaseId) -> Option<&mut AutoCommit> {

@@ -83,6 +83,9 @@ impl LinkCore {
     /// The hub sent `frame`.
     pub fn handle(&mut self, frame: Frame) -> Result<Batch, LinkError> {
         let generation = self.shared.storage.group.generation();
+        if let Frame::Welcome(w) = &frame {
+            self.host.grants = w.cases.iter().map(|g| (g.case, g.team)).collect();
+        }
         let actions = self.session.handle(frame, &mut self.host);
         self.carry_out(actions, generation)
     }
@@ -118,6 +121,12 @@ impl LinkCore {
         self.session
             .welcome()
             .is_some_and(|w| w.has(polyphony_core::sync::FEATURE_SAFEKEEPING))
+    }
+
+    /// Whether a case created on another borough was stored since last asked (its history from
+    /// there is to fetch now).
+    pub fn take_history_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.host.history_wanted)
     }
 
     /// Whether every case is in step with the hub (or refused).

@@ -28,6 +28,7 @@ mod host;
 pub mod keep;
 mod link;
 pub mod membership;
+pub mod transfer;
 
 pub use driver::{run, LinkState, LinkStatus, LinkTimes};
 pub use keep::{restore, RecoveryKey, Restored, Safekeeping};

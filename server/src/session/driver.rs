@@ -14,8 +14,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, warn};
 
 use super::{
-    blobs, claim_roster, keep, welcome, welcome_borough, withheld, Batch, NotWelcome, Session,
-    Shared,
+    blobs, claim_roster, keep, transfer, welcome, welcome_borough, withheld, Batch, NotWelcome,
+    Session, Shared,
 };
 use crate::audit::{Actor, AuditAction};
 use crate::driver::CoreDriver;
@@ -180,8 +180,9 @@ pub async fn serve_borough(
     .await;
 }
 
-/// Serve the safekeeping streams a borough opens beside its link's session ([`keep`]), one at
-/// a time, until the connection ends (the session's end aborts this).
+/// Serve the streams a borough opens beside its link's session, one at a time, until the
+/// connection ends (the session's end aborts this): its kept copy ([`keep`]) and its transfers
+/// ([`transfer`]).
 async fn keep_streams(
     shared: Arc<Shared>,
     driver: Arc<CoreDriver>,
@@ -197,7 +198,12 @@ async fn keep_streams(
             Ok(Ok(Some(f))) => f,
             _ => continue,
         };
-        keep::serve(shared.clone(), driver.clone(), borough, stream, first).await;
+        match first {
+            Frame::Transfer(_) | Frame::HistoryWant { .. } => {
+                transfer::serve(shared.clone(), driver.clone(), borough, stream, first).await;
+            }
+            _ => keep::serve(shared.clone(), driver.clone(), borough, stream, first).await,
+        }
     }
 }
 
@@ -257,7 +263,9 @@ async fn borough_handshake(
         Ok(w) => w,
         Err(not) => return not_welcome(conn, &mut stream, not).await,
     };
-    let mut session = Session::for_borough(shared.clone(), conn_id, borough, teams);
+    let granted: Vec<_> = welcome.cases.iter().map(|g| g.case).collect();
+    let mut session =
+        Session::for_borough(shared.clone(), conn_id, borough, teams).granting(granted);
     if !session.check_access() {
         if let Some((code, message)) = session.ended() {
             close(conn, *code, message);

@@ -20,6 +20,7 @@
 pub mod blobs;
 mod driver;
 pub mod keep;
+pub mod transfer;
 
 /// How many attachment streams one connection is served at once.
 pub const MAX_ATTACHMENT_STREAMS: usize = driver::MAX_ATTACHMENT_STREAMS;
@@ -40,6 +41,7 @@ use tracing::warn;
 
 pub(crate) use driver::off_runtime;
 pub use driver::{serve, serve_borough, MAX_SEND_BACKLOG};
+pub(crate) use protocol::own_access_entries;
 pub use protocol::{Batch, Session};
 
 use crate::audit::{Actor, AuditAction, AuditError, AuditEvent, AuditLog};

@@ -71,6 +71,10 @@ pub struct Session {
     /// The borough whose link this is, on the trust hub (see [`Session::for_borough`]); none for
     /// a device.
     relay: Option<BoroughId>,
+    /// On the trust hub, the cases a borough's link was granted at its welcome: when its teams
+    /// hold others (a case transferred to it), the session ends so the link reconnects and is
+    /// granted them.
+    granted: Option<HashSet<CaseId>>,
     /// The device announced
     /// [`FEATURE_HUB_RECEIPTS`](polyphony_core::sync::FEATURE_HUB_RECEIPTS): it is told which
     /// heads of its cases the trust hub holds ([`Session::hub_saved`]).
@@ -121,6 +125,7 @@ impl Session {
             wipe_sent: false,
             colleagues_sent: None,
             relay: None,
+            granted: None,
             hub_receipts: false,
             replies: VecDeque::new(),
         }
@@ -165,6 +170,12 @@ impl Session {
     /// changes it (a role, a member joining or leaving a team), the session sends the new one.
     pub fn sending_colleagues(mut self, sent: Option<Vec<Colleague>>) -> Session {
         self.colleagues_sent = sent;
+        self
+    }
+
+    /// The cases a borough's link's welcome granted (see `granted`).
+    pub fn granting(mut self, cases: impl IntoIterator<Item = CaseId>) -> Session {
+        self.granted = Some(cases.into_iter().collect());
         self
     }
 
@@ -302,8 +313,23 @@ impl Session {
                 ))
             }
             (Ok(Some(_)), Ok(teams)) => {
+                let more = match &self.granted {
+                    Some(granted) => self
+                        .shared
+                        .registry
+                        .cases_of_teams(&teams)
+                        .map(|now| now.iter().any(|(c, _)| !granted.contains(c))),
+                    None => Ok(false),
+                };
                 self.practitioner.teams = teams;
-                None
+                match more {
+                    Ok(false) => None,
+                    Ok(true) => Some((
+                        ErrorCode::Done,
+                        "a case was transferred to this borough: the link reconnects to be granted it".to_string(),
+                    )),
+                    Err(e) => unreadable(e),
+                }
             }
             (Ok(None), _) => Some((
                 ErrorCode::Unauthorised,
@@ -1106,6 +1132,10 @@ impl Session {
         access: Access,
     ) -> Result<Option<time::OffsetDateTime>, RegistryError> {
         match access {
+            // A borough's link relays what its devices wrote; the borough held each device to
+            // when that device was told (a device told after the link wrote in good faith in
+            // between), so the hub bounds the link only by the moved-case window.
+            Access::UploadOnly(_) if self.relay.is_some() => Ok(None),
             Access::UploadOnly(_) => self.shared.registry.told_moved(&self.device.id, case),
             _ => Ok(None),
         }
@@ -1177,8 +1207,8 @@ impl Session {
                 Ok(t) => t,
                 Err(e) => return (0, not_audited(case, &e, "no access list: try again later")),
             };
-        let records = match self.shared.audit.entries(Some(case)) {
-            Ok(r) => r,
+        let entries = match access_entries(&self.shared, case) {
+            Ok(e) => e,
             Err(e) => {
                 let refused = Frame::CaseRefused {
                     case,
@@ -1190,62 +1220,7 @@ impl Session {
                 return (0, refused);
             }
         };
-        let mut names: HashMap<polyphony_core::PractitionerId, String> = HashMap::new();
-        let entries = records
-            .into_iter()
-            .filter(|r| shown_in_access_log(r.event.action))
-            .map(|r| {
-                let (who, device) = self.who_acted(&r.event.actor, &mut names);
-                let (what, kind) = what_was_done(&r.event);
-                polyphony_core::export::Access {
-                    at: r.event.at,
-                    who,
-                    device,
-                    what,
-                    kind,
-                }
-            })
-            .collect();
         (ticket, Frame::AccessLog { case, entries })
-    }
-
-    /// Who an access-log entry names, and their device's id if a device did it. A practitioner's
-    /// name is looked up once per log (`names`), their id shown if the registry has no name.
-    fn who_acted(
-        &self,
-        actor: &Actor,
-        names: &mut HashMap<polyphony_core::PractitionerId, String>,
-    ) -> (String, Option<String>) {
-        match actor {
-            Actor::Device {
-                device,
-                practitioner,
-            } => {
-                let name = names.entry(*practitioner).or_insert_with(|| {
-                    self.shared
-                        .registry
-                        .practitioner(practitioner)
-                        .ok()
-                        .flatten()
-                        .map(|p| p.name)
-                        .unwrap_or_else(|| format!("practitioner {practitioner}"))
-                });
-                (name.clone(), Some(device.to_string()))
-            }
-            Actor::Admin => ("an administrator".to_string(), None),
-            Actor::Server => ("the borough server".to_string(), None),
-            Actor::Borough { borough } => (
-                self.shared
-                    .registry
-                    .borough(borough)
-                    .ok()
-                    .flatten()
-                    .map(|b| format!("the {} borough server", b.name))
-                    .unwrap_or_else(|| format!("borough server {borough}")),
-                None,
-            ),
-            Actor::Hub => ("the trust hub".to_string(), None),
-        }
     }
 
     /// Another connection changed a case: send this device what it lacks (live push).
@@ -1325,6 +1300,89 @@ impl Session {
                 origin: u64::MAX,
             });
         }
+    }
+}
+
+/// A case's access list, oldest first, as its devices are shown it: what came with it from the
+/// boroughs it was transferred from, then this server's audit records of it.
+pub(crate) fn access_entries(
+    shared: &Shared,
+    case: CaseId,
+) -> Result<Vec<polyphony_core::export::Access>, String> {
+    let mut entries = shared
+        .registry
+        .carried_access(&case)
+        .map_err(|e| e.to_string())?;
+    entries.extend(own_access_entries(shared, case)?);
+    Ok(entries)
+}
+
+/// A case's access list from this server's audit records alone, oldest first.
+pub(crate) fn own_access_entries(
+    shared: &Shared,
+    case: CaseId,
+) -> Result<Vec<polyphony_core::export::Access>, String> {
+    let records = shared
+        .audit
+        .entries(Some(case))
+        .map_err(|e| e.to_string())?;
+    let mut entries = Vec::new();
+    let mut names: HashMap<polyphony_core::PractitionerId, String> = HashMap::new();
+    entries.extend(
+        records
+            .into_iter()
+            .filter(|r| shown_in_access_log(r.event.action))
+            .map(|r| {
+                let (who, device) = who_acted(shared, &r.event.actor, &mut names);
+                let (what, kind) = what_was_done(&r.event);
+                polyphony_core::export::Access {
+                    at: r.event.at,
+                    who,
+                    device,
+                    what,
+                    kind,
+                }
+            }),
+    );
+    Ok(entries)
+}
+
+/// Who an access-log entry names, and their device's id if a device did it. A practitioner's
+/// name is looked up once per log (`names`), their id shown if the registry has no name.
+fn who_acted(
+    shared: &Shared,
+    actor: &Actor,
+    names: &mut HashMap<polyphony_core::PractitionerId, String>,
+) -> (String, Option<String>) {
+    match actor {
+        Actor::Device {
+            device,
+            practitioner,
+        } => {
+            let name = names.entry(*practitioner).or_insert_with(|| {
+                shared
+                    .registry
+                    .practitioner(practitioner)
+                    .ok()
+                    .flatten()
+                    .map(|p| p.name)
+                    .unwrap_or_else(|| format!("practitioner {practitioner}"))
+            });
+            (name.clone(), Some(device.to_string()))
+        }
+        Actor::Admin => ("an administrator".to_string(), None),
+        Actor::Server => ("the borough server".to_string(), None),
+        Actor::Borough { borough } => (
+            shared
+                .registry
+                .borough(borough)
+                .ok()
+                .flatten()
+                .map(|b| format!("the {} borough server", b.name))
+                .unwrap_or_else(|| format!("borough server {borough}")),
+            None,
+        ),
+        Actor::Hub => ("the trust hub".to_string(), None),
     }
 }
 

@@ -1324,3 +1324,149 @@ fn a_device_taking_hub_receipts_hears_what_the_trust_hub_holds_after_saved_and_l
         "{frames:?} {later:?}"
     );
 }
+
+/// Ashby asks the hub to hand `case` to Brent's team "North", with one access of its own.
+fn transfer_to_brent(h: &Hub, case: CaseId) -> Result<polyphony_core::sync::Transferred, Refusal> {
+    let req = polyphony_core::sync::TransferCase {
+        case,
+        borough: "brent".into(),
+        team: "north".into(),
+        access: vec![polyphony_core::export::Access {
+            at: "2026-12-07T10:00:00Z".into(),
+            who: "Ana".into(),
+            device: None,
+            what: "read".into(),
+            kind: None,
+        }],
+    };
+    super::transfer::transfer(&h.f.shared, &h.ashby, &req).map(|(t, _)| t)
+}
+
+#[test]
+fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_senders() {
+    let h = hub();
+    let (case, mut doc) = new_case(h.ashby_north, h.ana.clone());
+    let mut ashby = h.link(&h.ashby, 5);
+    assert_eq!(refusals(&ashby.settle(case, &mut doc)).1, vec![]);
+    // Brent's live link was welcomed before: the transfer ends it, to be granted the case.
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        software: "test".into(),
+        live: true,
+        features: Vec::new(),
+    };
+    let (welcome, _) = welcome_borough(&h.f.shared, &hello, &h.brent).expect("welcome");
+    assert!(welcome.cases.is_empty());
+    let mut brent = h.link(&h.brent, 6);
+    brent.session = Session::for_borough(h.f.shared.clone(), 6, &h.brent, vec![h.brent_north])
+        .granting(Vec::new());
+    assert!(brent.session.check_access());
+
+    let done = transfer_to_brent(&h, case).expect("transferred");
+    assert_eq!((done.borough, done.team.id), (h.brent.id, h.brent_north));
+    let registry = &h.f.shared.registry;
+    assert_eq!(
+        registry.case_team(&case).expect("read"),
+        Some(h.brent_north)
+    );
+    assert!(!brent.session.check_access());
+    assert_eq!(
+        brent.session.ended().map(|(c, _)| *c),
+        Some(ErrorCode::Done)
+    );
+    let (welcome, _) = welcome_borough(&h.f.shared, &hello, &h.brent).expect("welcome");
+    assert_eq!(
+        welcome
+            .cases
+            .iter()
+            .map(|g| (g.case, g.team))
+            .collect::<Vec<_>>(),
+        vec![(case, h.brent_north)]
+    );
+    // Asked again (the first answer lost): the same answer, nothing carried twice.
+    assert_eq!(transfer_to_brent(&h, case).expect("again"), done);
+    let history = super::transfer::history(&h.f.shared, &h.brent, case).expect("history");
+    assert_eq!(history.access.len(), 1);
+    assert_eq!(history.access[0].who, "Ana (the Ashby borough)");
+    // Ashby gets no history of a case that is not its own any more, nor the case back.
+    assert_eq!(
+        super::transfer::history(&h.f.shared, &h.ashby, case)
+            .unwrap_err()
+            .code,
+        ErrorCode::NotAvailable
+    );
+    // Brent's own case, an unknown team, an unknown borough, the sender itself: refused.
+    let (brents, mut doc) = new_case(h.brent_north, h.cy.clone());
+    let mut brent = h.link(&h.brent, 7);
+    assert_eq!(refusals(&brent.settle(brents, &mut doc)).1, vec![]);
+    assert_eq!(
+        transfer_to_brent(&h, brents).unwrap_err().code,
+        ErrorCode::NotAvailable
+    );
+    let (own, mut doc) = new_case(h.ashby_north, h.ana.clone());
+    assert_eq!(refusals(&ashby.settle(own, &mut doc)).1, vec![]);
+    for (borough, team) in [("Brent", "South"), ("Camden", "North"), ("Ashby", "North")] {
+        let req = polyphony_core::sync::TransferCase {
+            case: own,
+            borough: borough.into(),
+            team: team.into(),
+            access: Vec::new(),
+        };
+        let refused = super::transfer::transfer(&h.f.shared, &h.ashby, &req);
+        assert!(refused.is_err(), "{borough}/{team}");
+        assert_eq!(registry.case_team(&own).expect("read"), Some(h.ashby_north));
+    }
+}
+
+#[test]
+fn a_case_transferred_away_takes_relayed_work_dated_after_the_link_was_told() {
+    let h = hub();
+    let (case, mut doc) = new_case(h.ashby_north, h.ana.clone());
+    let mut ashby = h.link(&h.ashby, 5);
+    assert_eq!(refusals(&ashby.settle(case, &mut doc)).1, vec![]);
+    transfer_to_brent(&h, case).expect("transferred");
+    // The link hears first; Ana's device hears only when it next syncs with Ashby, and wrote
+    // on in good faith until then (Ashby held it to its own boundary): dated well past the
+    // link's telling and the clock allowance, the hub takes it from the link all the same.
+    let mut ashby = h.link(&h.ashby, 8);
+    let frames = ashby.exchange(case, &mut doc);
+    assert_eq!(refusals(&frames), (true, vec![]), "{frames:?}");
+    let told =
+        h.f.shared
+            .registry
+            .told_moved(&borough_as_peer(&h.ashby, Vec::new()).0.id, &case)
+            .expect("read")
+            .expect("the link was told");
+    let mut later = doc.fork().with_actor(h.ana.actor());
+    let late = dated_change(
+        &mut later,
+        "Ani",
+        ms(told + MOVED_CLOCK_SKEW + time::Duration::hours(1)),
+    );
+    let frames = ashby.settle(case, &mut later);
+    assert_eq!(refusals(&frames).1, vec![], "{frames:?}");
+    assert!(stored(&h.f, case, &late));
+    // Past the moved-case window, the link is refused: the case is Brent's.
+    let mut short = h.link(&h.ashby, 9);
+    let shared = Shared {
+        moved_upload_limit: time::Duration::ZERO,
+        storage: h.f.shared.storage.clone(),
+        registry: h.f.shared.registry.clone(),
+        audit: h.f.shared.audit.clone(),
+        max_frame: h.f.shared.max_frame,
+        revoking_limit: h.f.shared.revoking_limit,
+        max_new_cases: h.f.shared.max_new_cases,
+        ca: None,
+        limits: h.f.shared.limits.clone(),
+    };
+    short.session = Session::for_borough(Arc::new(shared), 9, &h.ashby, vec![h.ashby_north]);
+    let mut more = later.fork().with_actor(h.ana.actor());
+    let refused_change = dated_change(&mut more, "Anya", ms(told));
+    let frames = short.settle(case, &mut more);
+    assert_eq!(
+        only_refusal(&frames).0,
+        ErrorCode::NotAvailable,
+        "{frames:?}"
+    );
+    assert!(!stored(&h.f, case, &refused_change));
+}
