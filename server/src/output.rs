@@ -224,6 +224,13 @@ fn hub_status(out: &mut impl Write, s: HubStatus) -> io::Result<()> {
         s.cases - s.not_on_hub,
         s.not_on_hub
     )?;
+    if s.files_not_on_hub > 0 {
+        writeln!(
+            out,
+            "{} file(s) the records name are not on the trust hub yet (sent while the link is up; one no device has uploaded yet waits for it)",
+            s.files_not_on_hub
+        )?;
+    }
     for t in &s.transfers {
         match &t.refused {
             None => writeln!(

@@ -134,13 +134,14 @@ pub async fn wait_kept(borough: &ServerProcess, limit: Duration) -> Result<HubSt
 }
 
 /// Wait (at most `limit`) until the borough's link is connected and the hub has acknowledged
-/// every change of every case the borough holds; the status then.
+/// every change of every case the borough holds, and holds every file its records name; the
+/// status then.
 pub async fn wait_on_hub(borough: &ServerProcess, limit: Duration) -> Result<HubStatus> {
     let start = Instant::now();
     loop {
         let status = hub_status(borough).await?;
         let connected = status.link.as_ref().is_some_and(|l| l.connected);
-        if connected && status.not_on_hub == 0 {
+        if connected && status.not_on_hub == 0 && status.files_not_on_hub == 0 {
             return Ok(status);
         }
         if start.elapsed() > limit {

@@ -539,6 +539,17 @@ async fn a_borough_rebuilt_empty_is_restored_from_the_hub() -> Result<()> {
     let mut ben = north.device("Ben").await?;
     let (case, meeting) = ana.case_with_meeting("Person R")?;
     ana.note(case, meeting, "before the borough was lost. ")?;
+    let letter: Vec<u8> = (0..50_000).map(|i| (i % 241) as u8).collect();
+    let letter_id = ana.profile.attach(
+        case,
+        polyphony_core::profile::AttachFile {
+            kind: polyphony_core::model::AttachmentKind::ReferralLetter,
+            title: "Referral from Dr Shah",
+            file_name: "referral.pdf",
+            content: &letter,
+            meeting: None,
+        },
+    )?;
     ana.sync().await?;
     // Ben's device reads the case: a record in the person's access list.
     ben.sync().await?;
@@ -621,7 +632,20 @@ async fn a_borough_rebuilt_empty_is_restored_from_the_hub() -> Result<()> {
     // hub never had.
     let report = ana.sync().await?;
     assert!(report.refused.is_empty(), "{report:?}");
+    // Ben's device, which held the letter, is not asked for it again; a new device of his
+    // fetches it from the rebuilt borough, which fetched it from the hub.
     ben.sync().await?;
+    let mut ben2 = north.device("Ben").await?;
+    let start = std::time::Instant::now();
+    loop {
+        if ben2.sync().await?.attachments.received == 1 {
+            break;
+        }
+        assert!(start.elapsed() < CATCH_UP, "the letter is not back");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, bytes) = ben2.profile.open_attachment(case, letter_id)?;
+    assert_eq!(bytes.as_deref(), Some(&letter[..]));
     let notes = ben.peek(case)?.meetings[0].notes.clone();
     assert!(
         notes.contains("before the borough was lost. ")
@@ -712,6 +736,20 @@ async fn a_transfer_with_unsynced_work_on_the_old_teams_device_loses_nothing() -
             Some(meeting),
         )
     })?;
+    // A referral letter of over one chunk: the file goes with the record.
+    let letter: Vec<u8> = (0..(polyphony_core::sync::BLOB_CHUNK_BYTES + 4_321))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let letter_id = ana.profile.attach(
+        case,
+        polyphony_core::profile::AttachFile {
+            kind: polyphony_core::model::AttachmentKind::ReferralLetter,
+            title: "Referral from Dr Shah",
+            file_name: "referral.pdf",
+            content: &letter,
+            meeting: None,
+        },
+    )?;
     ana.sync().await?;
     wait_on_hub(&north, CATCH_UP).await?;
     // Before South may see it: a case of another borough is not available to it.
@@ -744,7 +782,23 @@ async fn a_transfer_with_unsynced_work_on_the_old_teams_device_loses_nothing() -
         Ok(s.cases == 1 && s.not_on_hub == 0)
     })
     .await?;
-    sol.sync().await?;
+    // Its file too: through North's link to the hub, and from there to South's, whose device
+    // fetches it (tried until South's link has fetched it).
+    let start = std::time::Instant::now();
+    loop {
+        let report = sol.sync().await?;
+        if report.attachments.received == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < CATCH_UP,
+            "the letter did not reach South: {:?}",
+            report.attachments
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, bytes) = sol.profile.open_attachment(case, letter_id)?;
+    assert_eq!(bytes.as_deref(), Some(&letter[..]));
     let view = sol.peek(case)?;
     assert!(view.meetings[0].notes.contains("written in North. "));
     assert_eq!(view.decisions[0].positions.len(), 1);

@@ -58,6 +58,10 @@ pub struct HubStatus {
     /// when it has not joined).
     #[serde(default)]
     pub safekeeping: Option<hub_link::Safekeeping>,
+    /// How many files (attachments) the borough's records name that the hub is not known to
+    /// hold (held here and not yet sent; or held on neither side yet).
+    #[serde(default)]
+    pub files_not_on_hub: usize,
     /// Transfers asked for that the hub has not confirmed (or refused).
     #[serde(default)]
     pub transfers: Vec<hub_link::transfer::PendingTransfer>,
@@ -247,14 +251,31 @@ impl Admin {
         let membership = hub_link::membership::load(&*storage.store)?;
         let cases = self.registry.cases()?;
         let mut not_on_hub = 0;
-        for (case, _) in &cases {
+        let mut files_not_on_hub = 0;
+        let foreign: std::collections::HashSet<_> = self
+            .registry
+            .teams()?
+            .into_iter()
+            .filter(|t| t.borough.is_some())
+            .map(|t| t.id)
+            .collect();
+        for (case, team) in &cases {
             let Some(stored) = storage
                 .case(case)
                 .map_err(|e| AdminError::BadValue(e.to_string()))?
             else {
                 continue;
             };
-            let heads = stored.lock().expect("case lock").doc.get_heads();
+            let (heads, files) = {
+                let mut c = stored.lock().expect("case lock");
+                (
+                    c.doc.get_heads(),
+                    polyphony_core::model::attachments::referenced_blobs(&c.doc),
+                )
+            };
+            if !foreign.contains(team) {
+                files_not_on_hub += hub_link::files::not_on_hub(&*storage.store, case, &files)?;
+            }
             let acked = hub_link::acked_heads(&*storage.store, case)?;
             if !hub_link::on_hub(&heads, acked.as_deref()) {
                 not_on_hub += 1;
@@ -269,6 +290,7 @@ impl Admin {
             link: self.link.as_ref().map(|l| l.state()),
             cases: cases.len(),
             not_on_hub,
+            files_not_on_hub,
             safekeeping: match &membership {
                 Some(m) => Some(
                     hub_link::keep::safekeeping(&*storage.store, &self.registry, Some(m))

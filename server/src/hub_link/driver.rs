@@ -321,6 +321,11 @@ async fn sync_keeping(
     }
     let mut look_again = tokio::time::interval(LOOK_AGAIN);
     let mut welcomed = false;
+    // Cases whose files to look at, for the session's file task (started once welcomed).
+    let (files, files_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut files_rx = Some(files_rx);
+    let mut files_task: Option<tokio::task::JoinHandle<()>> = None;
+    let files_guard = AbortOnDrop(&mut files_task);
     loop {
         let core_ref = &mut core;
         let next = tokio::select! {
@@ -331,7 +336,10 @@ async fn sync_keeping(
             },
             change = changes.recv() => match change {
                 Ok(c) if c.origin == LINK_ORIGIN => continue,
-                Ok(c) => off_runtime(|| core_ref.local_change(c.case)),
+                Ok(c) => {
+                    let _ = files.send(c.case);
+                    off_runtime(|| core_ref.local_change(c.case))
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => off_runtime(|| core_ref.all_changed()),
                 Err(broadcast::error::RecvError::Closed) => return (Ended::Stop, welcomed),
             },
@@ -364,6 +372,17 @@ async fn sync_keeping(
         };
         if !welcomed && core.welcomed() {
             welcomed = true;
+            if let Some(rx) = files_rx.take() {
+                for case in off_runtime(|| core.cases()) {
+                    let _ = files.send(case);
+                }
+                *files_guard.0 = Some(tokio::spawn(super::files::task(
+                    shared.clone(),
+                    membership.hub.clone(),
+                    conn.clone(),
+                    rx,
+                )));
+            }
             transfers(shared, driver, conn).await;
             if core.hub_keeps_copies() {
                 *keeping = Some(tokio::spawn(super::keep::keep_while(
@@ -386,6 +405,9 @@ async fn sync_keeping(
         };
         if core.take_history_wanted() {
             transfers(shared, driver, conn).await;
+        }
+        for case in core.take_stored() {
+            let _ = files.send(case);
         }
         match write_batch(driver, &mut stream, next).await {
             Ok(None) => {}
@@ -446,4 +468,15 @@ async fn write_batch(
         return Ok(Some((code, message)));
     }
     Ok(None)
+}
+
+/// Aborts the task it holds when dropped: a session's helper tasks end with it.
+struct AbortOnDrop<'a>(&'a mut Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }

@@ -39,6 +39,8 @@ pub(super) struct BoroughHost {
     /// A case created on another borough was stored here in this session: its history from
     /// there is to fetch.
     pub(super) history_wanted: bool,
+    /// Cases the hub's changes were stored for since last asked (their files are looked at).
+    pub(super) stored: Vec<CaseId>,
 }
 
 impl BoroughHost {
@@ -51,6 +53,7 @@ impl BoroughHost {
             refused: Vec::new(),
             grants: HashMap::new(),
             history_wanted: false,
+            stored: Vec::new(),
         }
     }
 
@@ -186,6 +189,7 @@ impl BoroughHost {
                 if !added {
                     return Ok(());
                 }
+                self.stored.push(case);
                 self.shared.audit(
                     Actor::Hub,
                     AuditAction::Write,

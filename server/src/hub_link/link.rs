@@ -123,6 +123,16 @@ impl LinkCore {
             .is_some_and(|w| w.has(polyphony_core::sync::FEATURE_SAFEKEEPING))
     }
 
+    /// The cases the hub's changes were stored for since last asked.
+    pub fn take_stored(&mut self) -> Vec<CaseId> {
+        std::mem::take(&mut self.host.stored)
+    }
+
+    /// Every case the link syncs.
+    pub fn cases(&self) -> Vec<CaseId> {
+        polyphony_core::sync::DocSet::cases(&self.host)
+    }
+
     /// Whether a case created on another borough was stored since last asked (its history from
     /// there is to fetch now).
     pub fn take_history_wanted(&mut self) -> bool {

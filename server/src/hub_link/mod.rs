@@ -24,6 +24,7 @@
 //! [`ClientSession`]: polyphony_core::sync::ClientSession
 
 mod driver;
+pub mod files;
 mod host;
 pub mod keep;
 mod link;

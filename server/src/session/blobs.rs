@@ -104,7 +104,7 @@ pub async fn serve(
     conn_id: u64,
     device: Device,
     practitioner: Practitioner,
-    mut stream: FramedStream,
+    stream: FramedStream,
     first: Frame,
 ) {
     let actor = Actor::Device {
@@ -118,6 +118,48 @@ pub async fn serve(
     };
     let device_id = device.id;
     let session = Session::new(shared.clone(), conn_id, device, practitioner, mode);
+    serve_as(shared, driver, session, actor, device_id, stream, first).await;
+}
+
+/// Serve one attachment stream of a borough's link on the trust hub, whose first frame was
+/// `first`: the borough moves the files of its own teams' cases (and uploads those of a case
+/// transferred away, within the moved-case window), as its session may sync them. Unlike a
+/// device, it is sent a file on the wrong person's record too: a borough keeps every byte its
+/// records name.
+pub async fn serve_borough(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    conn_id: u64,
+    borough: &crate::registry::Borough,
+    stream: FramedStream,
+    first: Frame,
+) {
+    let teams = match shared.registry.borough_teams(&borough.id) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "cannot read a borough's teams for an attachment");
+            return;
+        }
+    };
+    let session = Session::for_borough(shared.clone(), conn_id, borough, teams);
+    let actor = Actor::Borough {
+        borough: borough.id,
+    };
+    let room = super::borough_as_peer(borough, Vec::new()).0.id;
+    serve_as(shared, driver, session, actor, room, stream, first).await;
+}
+
+/// Serve one attachment stream for `session`'s peer (`room`: whose share of the memory for
+/// files it takes).
+async fn serve_as(
+    shared: Arc<Shared>,
+    driver: Arc<CoreDriver>,
+    session: Session,
+    actor: Actor,
+    device_id: polyphony_core::DeviceId,
+    mut stream: FramedStream,
+    first: Frame,
+) {
     let moving = async {
         match first {
             Frame::BlobOffer { case, hash, size } => {
@@ -337,7 +379,7 @@ async fn send(
     (device, case, hash): (polyphony_core::DeviceId, CaseId, BlobHash),
 ) -> Result<(), Refusal> {
     session.attachment_access(&case, false)?;
-    let declared = named(shared, &case, &hash, true)?;
+    let declared = named(shared, &case, &hash, !session.relays())?;
     let largest = declared.iter().copied().max().unwrap_or(0);
     let _room = room_for(shared, device, largest).await?;
     let store = shared.storage.store.clone();

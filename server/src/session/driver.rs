@@ -160,12 +160,14 @@ pub async fn serve_borough(
         hub_saved: driver.hub_saved(),
         access,
     };
-    // The borough's kept copy goes on streams beside the session, for as long as it lasts.
+    // The borough's kept copy, its transfers and its files go on streams beside the session,
+    // for as long as it lasts.
     let keeping = tokio::spawn(keep_streams(
         shared.clone(),
         driver.clone(),
         conn.clone(),
-        borough.id,
+        conn_id,
+        borough.clone(),
     ));
     run_session(
         &shared,
@@ -187,8 +189,10 @@ async fn keep_streams(
     shared: Arc<Shared>,
     driver: Arc<CoreDriver>,
     conn: quinn::Connection,
-    borough: polyphony_core::BoroughId,
+    conn_id: u64,
+    borough: Borough,
 ) {
+    let id = borough.id;
     loop {
         let Ok((send, recv)) = conn.accept_bi().await else {
             return;
@@ -198,11 +202,16 @@ async fn keep_streams(
             Ok(Ok(Some(f))) => f,
             _ => continue,
         };
+        let (shared, driver) = (shared.clone(), driver.clone());
         match first {
             Frame::Transfer(_) | Frame::HistoryWant { .. } => {
-                transfer::serve(shared.clone(), driver.clone(), borough, stream, first).await;
+                transfer::serve(shared, driver, id, stream, first).await;
             }
-            _ => keep::serve(shared.clone(), driver.clone(), borough, stream, first).await,
+            Frame::BlobOffer { .. } | Frame::BlobWant { .. } => {
+                stream.set_limit(blobs::BLOB_STREAM_MAX_FRAME);
+                blobs::serve_borough(shared, driver, conn_id, &borough, stream, first).await;
+            }
+            _ => keep::serve(shared, driver, id, stream, first).await,
         }
     }
 }

@@ -173,6 +173,11 @@ impl Session {
         self
     }
 
+    /// Whether this is a borough's link on the trust hub (it relays its devices' changes).
+    pub fn relays(&self) -> bool {
+        self.relay.is_some()
+    }
+
     /// The cases a borough's link's welcome granted (see `granted`).
     pub fn granting(mut self, cases: impl IntoIterator<Item = CaseId>) -> Session {
         self.granted = Some(cases.into_iter().collect());
