@@ -730,6 +730,13 @@ impl Admin {
     fn case_move(&self, case: CaseId, team: &str) -> Result<serde_json::Value, AdminError> {
         let r = &self.registry;
         let to = r.team(team)?;
+        if let Some(now) = r.case_team(&case)? {
+            if r.team_by_id(&now)?.is_some_and(|t| t.borough.is_some()) {
+                return Err(AdminError::BadValue(format!(
+                    "case {case} was transferred to another borough: only that borough can hand it back, through the trust hub"
+                )));
+            }
+        }
         let from_id = r.move_case(case, to.id)?;
         let from = r
             .team_by_id(&from_id)?

@@ -29,6 +29,10 @@ pub struct Opened {
 
 const NS_SERVER: &str = "server";
 
+/// The mark (in the server's namespace) of a restore from the trust hub not finished: the
+/// server does not start on such a directory, and `hub restore` goes on from it.
+pub const RESTORING: &str = "restore-in-progress";
+
 /// Why the server could not open its data or start serving, in words for whoever runs it.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -49,6 +53,9 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error("the audit log: {0}")]
     Audit(#[from] AuditError),
+    /// A restore from the trust hub stopped part-way in this data directory.
+    #[error("a restore from the trust hub did not finish in this data directory: run `polyphony-server hub restore` again (with a new code from the hub) before starting the server")]
+    Unfinished,
     /// A socket (the QUIC port, the admin socket) could not be opened.
     #[error("{what}: {source}")]
     Socket {
@@ -111,6 +118,9 @@ fn open_with_engine(
 ) -> Result<Opened, StartError> {
     let store: Arc<dyn Store> = engine.clone();
     create_dir(&config.data_dir)?;
+    if store.get_meta(NS_SERVER, RESTORING)?.is_some() {
+        return Err(StartError::Unfinished);
+    }
     let ca = match (
         store.get_meta(NS_SERVER, "ca_cert")?,
         store.get_meta(NS_SERVER, "ca_key")?,

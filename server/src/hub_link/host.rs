@@ -220,6 +220,57 @@ impl BoroughHost {
 }
 
 impl BoroughHost {
+    /// The hub's welcome granted `grants`: a case stored here but registered to another
+    /// borough's team (transferred back) or not registered at all (a crash between storing and
+    /// registering) is its granted team's now, before any change arrives (one transferred back
+    /// unchanged brings none).
+    pub(super) fn adopt(&mut self, grants: HashMap<CaseId, polyphony_core::TeamId>) {
+        for (case, team) in &grants {
+            if let Err(e) = self.adopt_one(case, team) {
+                warn!(%case, error = %e, "the link could not register a case the hub granted");
+            }
+        }
+        self.grants = grants;
+    }
+
+    fn adopt_one(
+        &mut self,
+        case: &CaseId,
+        team: &polyphony_core::TeamId,
+    ) -> Result<(), crate::registry::RegistryError> {
+        let registry = &self.shared.registry;
+        let own = |t: &polyphony_core::TeamId| {
+            registry
+                .team_by_id(t)
+                .map(|t| t.is_some_and(|t| t.borough.is_none()))
+        };
+        if !own(team)? {
+            return Ok(());
+        }
+        match registry.case_team(case)? {
+            Some(now) if now != *team && !own(&now)? => {
+                self.shared.storage.store.put_meta(
+                    super::transfer::NS_HISTORY_WANTED,
+                    &case.to_string(),
+                    &[],
+                )?;
+                self.history_wanted = true;
+                registry.move_case(*case, *team)?;
+                self.shared.audit(
+                    Actor::Hub,
+                    AuditAction::CaseMoved,
+                    Some(*case),
+                    format!("transferred back here through the trust hub, from another borough's team {now}"),
+                );
+            }
+            None if self.shared.storage.case(case).ok().flatten().is_some() => {
+                registry.register_case(*case, *team)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Whether the hub acknowledged every change the borough holds of `case` (false when it
     /// cannot be told).
     fn all_on_hub(&self, case: &CaseId) -> bool {

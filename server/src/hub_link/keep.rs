@@ -36,9 +36,10 @@ use crate::session::{off_runtime, Shared};
 /// (`hub_keep_every_secs`).
 pub const KEEP_EVERY: Duration = Duration::from_secs(30);
 
-/// The most audit records sent in one round: a long log is sent over several rounds (each
-/// [`KEEP_EVERY`] apart, or at once while there is more), so one round holds a bounded part of it
-/// in memory.
+/// The most audit records sent in one round: a long log is sent over several rounds (one after
+/// another while there is more), so one round seals and sends a bounded part of it. (The store
+/// reads the log from where the hub's copy ends to its end; the first round of a long log reads
+/// it whole.)
 const AUDIT_RECORDS_PER_ROUND: usize = 100_000;
 
 /// The store namespace of what the hub acknowledged keeping.
@@ -161,9 +162,48 @@ fn snapshot_entries(
     Ok(entries)
 }
 
-fn digest(entries: &[(String, String, String)]) -> String {
+fn digest(entries: &[&(String, String, String)]) -> String {
     let bytes = serde_json::to_vec(entries).expect("entries serialise");
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Whether an entry changes with every sync (which cases a device holds, was told moved, the
+/// offline reads it reported): what the registry copy may lag behind by
+/// [`REGISTRY_LAG`].
+fn volatile(ns: &str) -> bool {
+    ns.starts_with("registry.held.")
+        || ns.starts_with("registry.told-moved.")
+        || ns == "registry.reads-through"
+}
+
+/// How long the kept registry copy may lag behind entries that change with every sync
+/// ([`volatile`]): a copy is several megabytes at a large borough, not sent every
+/// [`KEEP_EVERY`] for them. Teams, practitioners, devices, enrolments and case ownership go at
+/// once.
+pub const REGISTRY_LAG: Duration = Duration::from_secs(15 * 60);
+
+/// The digests of the registry copy, as kept: of what must go at once, then of the whole.
+fn digests(entries: &[(String, String, String)]) -> String {
+    let core: Vec<_> = entries.iter().filter(|e| !volatile(&e.0)).collect();
+    let all: Vec<_> = entries.iter().collect();
+    format!("{}:{}", digest(&core), digest(&all))
+}
+
+/// Whether a registry copy is due: none kept yet, what must go at once changed, or anything
+/// changed and the kept copy is older than [`REGISTRY_LAG`].
+fn due_again(kept: Option<&str>, now: &str, kept_at: Option<time::OffsetDateTime>) -> bool {
+    let Some(kept) = kept else {
+        return true;
+    };
+    let core = |d: &str| d.split(':').next().map(str::to_string);
+    if core(kept) != core(now) {
+        return true;
+    }
+    kept != now
+        && kept_at.is_none_or(|at| {
+            time::OffsetDateTime::now_utc() - at
+                >= time::Duration::try_from(REGISTRY_LAG).unwrap_or(time::Duration::MINUTE)
+        })
 }
 
 fn mark(store: &dyn Store, key: &str) -> Result<Option<String>, StoreError> {
@@ -188,7 +228,8 @@ pub struct Safekeeping {
     pub recovery_key: bool,
     /// When the registry copy the hub keeps was made (RFC 3339), if it keeps one.
     pub registry_kept_at: Option<String>,
-    /// Whether the registry changed since that copy.
+    /// Whether the registry changed since that copy (which cases devices hold, what they were
+    /// told, the offline reads they reported go within [`REGISTRY_LAG`]; the rest at once).
     pub registry_changed_since: bool,
     /// How many audit records the hub keeps.
     pub audit_records_kept: u64,
@@ -212,7 +253,7 @@ pub fn safekeeping(
         .len() as u64
         + audit_records_kept;
     let kept_digest = mark(store, KEY_REGISTRY).map_err(|e| e.to_string())?;
-    let now = digest(&snapshot_entries(store, registry)?);
+    let now = digests(&snapshot_entries(store, registry)?);
     Ok(Safekeeping {
         recovery_key: membership.is_some_and(|m| m.recovery_key.is_some()),
         registry_kept_at: mark(store, KEY_REGISTRY_AT).map_err(|e| e.to_string())?,
@@ -246,13 +287,15 @@ fn round(
     let generation = shared.storage.group.generation();
     let mut parts = Vec::new();
     let entries = snapshot_entries(store, &shared.registry)?;
-    let now_digest = digest(&entries);
-    let mut registry = None;
-    if mark(store, KEY_REGISTRY)
+    let now_digest = digests(&entries);
+    let kept = mark(store, KEY_REGISTRY).map_err(|e| e.to_string())?;
+    let kept_at = mark(store, KEY_REGISTRY_AT)
         .map_err(|e| e.to_string())?
-        .as_deref()
-        != Some(&now_digest)
-    {
+        .and_then(|at| {
+            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).ok()
+        });
+    let mut registry = None;
+    if due_again(kept.as_deref(), &now_digest, kept_at) {
         let made_at = crate::registry::rfc3339(time::OffsetDateTime::now_utc());
         let bytes = serde_json::to_vec(&Snapshot {
             made_at: made_at.clone(),
@@ -278,15 +321,12 @@ fn round(
         .map_err(|e| e.to_string())?
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    let (held, _) = shared.audit.head().map_err(|e| e.to_string())?;
+    // The hub said it keeps more than this log holds (this borough's store was put back from an
+    // older copy of its own): the hub's copy is of another history; begin it again from this
+    // log, or the kept chain would break where the two part.
+    let from = if from > held { 0 } else { from };
     let mut records = store.read_log(AUDIT_LOG, from).map_err(|e| e.to_string())?;
-    let from = if records.first().is_some_and(|(seq, _)| *seq != from) {
-        // The hub said it keeps more than this log holds (a copy from before the borough was
-        // rebuilt without it): begin the copy again.
-        records = store.read_log(AUDIT_LOG, 0).map_err(|e| e.to_string())?;
-        0
-    } else {
-        from
-    };
     let more = records.len() > per_round;
     records.truncate(per_round);
     let mut first = from;
@@ -448,6 +488,13 @@ pub async fn restore(
     key: RecoveryKey,
 ) -> Result<Restored, String> {
     let store = crate::data_dir::open_store(config).map_err(|e| e.to_string())?;
+    // A restore that stopped part-way (a crash, a full disk) left its mark: this one goes on
+    // from where it stopped (what it writes again is the same, and the audit records already
+    // written must be the copy's first).
+    let resuming = store
+        .get_meta(NS_SERVER, crate::data_dir::RESTORING)
+        .map_err(|e| e.to_string())?
+        .is_some();
     let empty = store
         .get_meta(NS_SERVER, "ca_cert")
         .map_err(|e| e.to_string())?
@@ -457,7 +504,7 @@ pub async fn restore(
             .map_err(|e| e.to_string())?
             .is_empty()
         && store.list_cases().map_err(|e| e.to_string())?.is_empty();
-    if !empty {
+    if !empty && !resuming {
         return Err(format!(
             "{} already holds a borough server's data: a restore goes into an empty data directory",
             config.data_dir.display()
@@ -467,10 +514,16 @@ pub async fn restore(
     joined.recovery_key = Some(key.to_text());
     let (parts, kept) = fetch(hub, &joined).await?;
     let borough = joined.borough;
+    let mark = || -> Result<(), StoreError> {
+        store.put_meta(NS_SERVER, crate::data_dir::RESTORING, b"1")?;
+        store.flush()
+    };
+    mark().map_err(|e| format!("could not begin writing the restored data: {e}"))?;
     let (made_at, report) = rebuild(&*store, &key, &borough, &parts, &kept)?;
     let write = || -> Result<(), StoreError> {
         membership::save(&*store, &joined)?;
         store.put_meta(NS_KEEP, KEY_AUDIT, report.entries.to_string().as_bytes())?;
+        store.delete_meta(NS_SERVER, crate::data_dir::RESTORING)?;
         store.flush()
     };
     write().map_err(|e| format!("could not write the restored data: {e}"))?;
@@ -572,11 +625,24 @@ fn rebuild(
         }
         values.push(hex::decode(value).map_err(|e| format!("the registry copy is damaged: {e}"))?);
     }
+    // Records a restore that stopped part-way wrote already: they must be the copy's first.
+    let written = store.read_log(AUDIT_LOG, 0).map_err(|e| e.to_string())?;
+    let same = written.len() <= records.len()
+        && written
+            .iter()
+            .zip(&records)
+            .all(|((_, w), r)| w.as_slice() == r.as_bytes());
+    if !same {
+        return Err(
+            "the audit log a stopped restore wrote differs from the copy on the hub: move this data directory aside and restore into an empty one"
+                .into(),
+        );
+    }
     let write = || -> Result<(), StoreError> {
         for ((ns, key, _), value) in snapshot.entries.iter().zip(&values) {
             store.put_meta(ns, key, value)?;
         }
-        for record in &records {
+        for record in &records[written.len()..] {
             store.append_log(AUDIT_LOG, record.as_bytes())?;
         }
         Ok(())
@@ -703,7 +769,6 @@ mod tests {
         assert_eq!(kept.audit_through, 2_500);
         // Nothing changed: nothing is sent again.
         assert_eq!(send_all(&b, &hub_store, &key, &borough, 1_200), (0, 0));
-
         // Rebuilt into an empty store: the same registry and server entries, the same log.
         let (parts, kept) = hub::fetch(&hub_store, &borough).unwrap();
         let rebuilt = MemoryStore::new();
@@ -732,6 +797,52 @@ mod tests {
         assert!(e.contains("gap before record"), "{e}");
         assert!(empty.scan_meta("registry.teams").unwrap().is_empty());
         assert!(empty.read_log(AUDIT_LOG, 0).unwrap().is_empty());
+
+        // A restore that stopped part-way goes on: the records it wrote are the copy's first.
+        let partial = MemoryStore::new();
+        for (_, r) in store.read_log(AUDIT_LOG, 0).unwrap().into_iter().take(700) {
+            partial.append_log(AUDIT_LOG, &r).unwrap();
+        }
+        rebuild(&partial, &key, &borough, &parts, &kept).unwrap();
+        assert_eq!(
+            partial.read_log(AUDIT_LOG, 0).unwrap(),
+            store.read_log(AUDIT_LOG, 0).unwrap()
+        );
+        // One that wrote something else is refused, and nothing more written.
+        let other = MemoryStore::new();
+        other.append_log(AUDIT_LOG, b"{}").unwrap();
+        let e = rebuild(&other, &key, &borough, &parts, &kept).unwrap_err();
+        assert!(e.contains("differs from the copy"), "{e}");
+        assert_eq!(other.read_log(AUDIT_LOG, 0).unwrap().len(), 1);
+
+        // A device enrolled goes at once; one more case it holds may lag.
+        let sam = b.registry.add_practitioner("Sam", team).unwrap();
+        let code = b
+            .registry
+            .create_enrolment(sam.id, [1; 32], time::Duration::hours(1))
+            .unwrap();
+        let (device, _) = b
+            .registry
+            .redeem_enrolment(
+                code.token(),
+                polyphony_core::DeviceId::random(),
+                "laptop",
+                [2; 32],
+            )
+            .unwrap();
+        let (_, registry_parts) = send_all(&b, &hub_store, &key, &borough, 1_200);
+        assert!(registry_parts >= 2, "an enrolment goes at once");
+        b.registry.mark_held(&device.id, &CaseId::random()).unwrap();
+        assert_eq!(send_all(&b, &hub_store, &key, &borough, 1_200), (0, 0));
+        let now = time::OffsetDateTime::now_utc();
+        let kept = mark(&*store, KEY_REGISTRY).unwrap().unwrap();
+        let entries = snapshot_entries(&*store, &b.registry).unwrap();
+        assert!(!due_again(Some(&kept), &digests(&entries), Some(now)));
+        assert!(due_again(
+            Some(&kept),
+            &digests(&entries),
+            Some(now - time::Duration::try_from(REGISTRY_LAG).unwrap())
+        ));
 
         // The registry changes: a new generation goes, and replaces the kept one.
         b.registry.add_team("South").unwrap();

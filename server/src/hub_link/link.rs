@@ -84,7 +84,8 @@ impl LinkCore {
     pub fn handle(&mut self, frame: Frame) -> Result<Batch, LinkError> {
         let generation = self.shared.storage.group.generation();
         if let Frame::Welcome(w) = &frame {
-            self.host.grants = w.cases.iter().map(|g| (g.case, g.team)).collect();
+            self.host
+                .adopt(w.cases.iter().map(|g| (g.case, g.team)).collect());
         }
         let actions = self.session.handle(frame, &mut self.host);
         self.carry_out(actions, generation)

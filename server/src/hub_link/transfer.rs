@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use polyphony_core::net::FramedStream;
 use polyphony_core::store::Store;
-use polyphony_core::sync::{Frame, TransferCase, Transferred, DEFAULT_MAX_FRAME};
+use polyphony_core::sync::{ErrorCode, Frame, TransferCase, Transferred, DEFAULT_MAX_FRAME};
 use polyphony_core::CaseId;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -50,7 +50,9 @@ pub struct PendingTransfer {
     pub team: String,
     /// When it was asked for (RFC 3339).
     pub requested_at: String,
-    /// Why the hub refused it, if it did (it is not asked again; ask anew).
+    /// Why the hub refused it for good, if it did (no such borough or team, not this
+    /// borough's case): it is not asked again; ask anew. A refusal for now (the hub's disk) is
+    /// not kept here: the link asks again.
     pub refused: Option<String>,
 }
 
@@ -195,7 +197,18 @@ pub(super) async fn run_round(
         };
         match ask(&mut stream, Frame::Transfer(req)).await? {
             Frame::Transferred(t) if t.case == p.case => off_runtime(|| done(shared, &t))?,
-            Frame::Error(r) => off_runtime(|| refused(shared, p, r.message)),
+            // The hub will not do it (no such borough or team, not this borough's case, too
+            // large): kept as refused, for the administrator to see and ask anew.
+            Frame::Error(r) if final_refusal(r.code) => {
+                off_runtime(|| refused(shared, p, r.message))
+            }
+            // The hub could not do it now (its disk, its registry): asked again later.
+            Frame::Error(r) => {
+                return Err(format!(
+                    "the trust hub could not carry out the transfer of case {} now: {}",
+                    p.case, r.message
+                ))
+            }
             other => return Err(format!("the trust hub answered {}", other.kind())),
         }
     }
@@ -221,7 +234,8 @@ pub(super) async fn run_round(
                     .delete_meta(NS_HISTORY_WANTED, &case.to_string())
                     .map_err(|e| e.to_string())
             })?,
-            Frame::Error(r) => {
+            // Not this borough's case (any more): nothing to fetch.
+            Frame::Error(r) if r.code == ErrorCode::NotAvailable => {
                 warn!(%case, error = %r.message, "the trust hub sent no history for a case");
                 off_runtime(|| {
                     shared
@@ -231,11 +245,25 @@ pub(super) async fn run_round(
                 })
                 .map_err(|e| e.to_string())?;
             }
+            Frame::Error(r) => {
+                return Err(format!(
+                    "the trust hub could not send the history of case {case} now: {}",
+                    r.message
+                ))
+            }
             other => return Err(format!("the trust hub answered {}", other.kind())),
         }
     }
     let _ = stream.send.finish();
     Ok(())
+}
+
+/// Whether the hub's refusal of a transfer stands (asking again would get the same answer).
+fn final_refusal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NotAvailable | ErrorCode::InvalidChange | ErrorCode::TooLarge
+    )
 }
 
 async fn ask(stream: &mut FramedStream, frame: Frame) -> Result<Frame, String> {

@@ -38,9 +38,20 @@ pub const PART_BYTES: usize = 4 * 1024 * 1024;
 const KEY_REGISTRY: &str = "m.registry";
 const KEY_AUDIT: &str = "m.audit";
 
-/// The store namespace of one borough's kept copy.
+/// The store namespace of one borough's kept copy: what the hub holds of it.
 fn ns(borough: &BoroughId) -> String {
     format!("keep.{borough}")
+}
+
+/// The namespace of its registry parts (apart from its audit parts, so that replacing a
+/// registry generation reads no audit part).
+fn registry_ns(borough: &BoroughId) -> String {
+    format!("keep.{borough}.registry")
+}
+
+/// The namespace of its audit parts.
+fn audit_ns(borough: &BoroughId) -> String {
+    format!("keep.{borough}.audit")
 }
 
 fn registry_key(generation: u64, part: u64) -> String {
@@ -79,6 +90,7 @@ pub fn keep(store: &dyn Store, borough: &BoroughId, part: &KeepPart) -> Result<K
     let ns = ns(borough);
     match part.shelf {
         Shelf::Registry => {
+            let parts = registry_ns(borough);
             let (generation, index) = (part.first, part.count);
             if index >= MAX_REGISTRY_PARTS {
                 return Err(KeepError::Bad(format!(
@@ -88,33 +100,26 @@ pub fn keep(store: &dyn Store, borough: &BoroughId, part: &KeepPart) -> Result<K
             if index == 0 {
                 // A new generation begins: an unfinished one before it will never finish.
                 let complete = number(store, &ns, KEY_REGISTRY)?;
-                for (key, _) in store.scan_meta(&ns)? {
-                    let Some(g) = registry_generation(&key) else {
-                        continue;
-                    };
-                    if Some(g) != complete && g != generation {
-                        store.delete_meta(&ns, &key)?;
-                    }
-                }
+                drop_generations(store, &parts, |g| Some(g) != complete && g != generation)?;
             }
-            store.put_meta(&ns, &registry_key(generation, index), &part.sealed)?;
+            store.put_meta(&parts, &registry_key(generation, index), &part.sealed)?;
             if part.last {
                 for i in 0..index {
-                    if store.get_meta(&ns, &registry_key(generation, i))?.is_none() {
+                    if store
+                        .get_meta(&parts, &registry_key(generation, i))?
+                        .is_none()
+                    {
                         return Err(KeepError::Bad(format!(
                             "registry generation {generation} ended at part {index} without part {i}"
                         )));
                     }
                 }
                 store.put_meta(&ns, KEY_REGISTRY, generation.to_string().as_bytes())?;
-                for (key, _) in store.scan_meta(&ns)? {
-                    if registry_generation(&key).is_some_and(|g| g != generation) {
-                        store.delete_meta(&ns, &key)?;
-                    }
-                }
+                drop_generations(store, &parts, |g| g != generation)?;
             }
         }
         Shelf::Audit => {
+            let parts = audit_ns(borough);
             if part.count == 0 || part.count > MAX_AUDIT_RECORDS_PER_PART {
                 return Err(KeepError::Bad(format!(
                     "an audit part of {} records (1 to {MAX_AUDIT_RECORDS_PER_PART})",
@@ -123,11 +128,10 @@ pub fn keep(store: &dyn Store, borough: &BoroughId, part: &KeepPart) -> Result<K
             }
             let through = number(store, &ns, KEY_AUDIT)?.unwrap_or(0);
             if part.first == 0 && through > 0 {
-                // Begun again (a new recovery key): the old parts open with the old key only.
-                for (key, _) in store.scan_meta(&ns)? {
-                    if key.starts_with("a.") {
-                        store.delete_meta(&ns, &key)?;
-                    }
+                // Begun again (a new recovery key, or the borough's own log put back from an
+                // older copy): the old parts are of another key or another history.
+                for (key, _) in store.scan_meta(&parts)? {
+                    store.delete_meta(&parts, &key)?;
                 }
             } else if part.first != through {
                 // Not where the kept records end: not kept; the answer says where they end.
@@ -138,11 +142,27 @@ pub fn keep(store: &dyn Store, borough: &BoroughId, part: &KeepPart) -> Result<K
             })?;
             let mut value = part.count.to_be_bytes().to_vec();
             value.extend_from_slice(&part.sealed);
-            store.put_meta(&ns, &format!("a.{:020}", part.first), &value)?;
+            store.put_meta(&parts, &format!("a.{:020}", part.first), &value)?;
             store.put_meta(&ns, KEY_AUDIT, end.to_string().as_bytes())?;
         }
     }
     Ok(kept(store, borough)?)
+}
+
+/// Delete the registry parts of every generation `drop` says.
+fn drop_generations(
+    store: &dyn Store,
+    parts: &str,
+    drop: impl Fn(u64) -> bool,
+) -> Result<(), StoreError> {
+    // Keys only would do; the store reads values too, but these are the registry's parts alone
+    // (a few megabytes), never the audit log's.
+    for (key, _) in store.scan_meta(parts)? {
+        if registry_generation(&key).is_some_and(&drop) {
+            store.delete_meta(parts, &key)?;
+        }
+    }
+    Ok(())
 }
 
 fn registry_generation(key: &str) -> Option<u64> {
@@ -152,48 +172,52 @@ fn registry_generation(key: &str) -> Option<u64> {
 /// Every part of `borough`'s copy, in order (the kept registry generation's parts, then the
 /// audit parts), and what they add up to.
 pub fn fetch(store: &dyn Store, borough: &BoroughId) -> Result<(Vec<KeepPart>, Kept), StoreError> {
-    let ns = ns(borough);
     let marks = kept(store, borough)?;
-    let mut entries = store.scan_meta(&ns)?;
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut registry = Vec::new();
-    let mut audit = Vec::new();
+    let mut entries = store.scan_meta(&registry_ns(borough))?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     for (key, value) in entries {
-        if let Some(rest) = key.strip_prefix("r.") {
-            let mut it = rest.split('.');
-            let (Some(Ok(g)), Some(Ok(i))) = (
-                it.next().map(str::parse::<u64>),
-                it.next().map(str::parse::<u64>),
-            ) else {
-                continue;
-            };
-            if Some(g) == marks.registry {
-                registry.push(KeepPart {
-                    shelf: Shelf::Registry,
-                    first: g,
-                    count: i,
-                    last: false,
-                    sealed: value,
-                });
-            }
-        } else if let Some(first) = key.strip_prefix("a.").and_then(|f| f.parse().ok()) {
-            if value.len() <= 8 {
-                continue;
-            }
-            let count = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
-            audit.push(KeepPart {
-                shelf: Shelf::Audit,
-                first,
-                count,
-                last: true,
-                sealed: value[8..].to_vec(),
+        let Some(rest) = key.strip_prefix("r.") else {
+            continue;
+        };
+        let mut it = rest.split('.');
+        let (Some(Ok(g)), Some(Ok(i))) = (
+            it.next().map(str::parse::<u64>),
+            it.next().map(str::parse::<u64>),
+        ) else {
+            continue;
+        };
+        if Some(g) == marks.registry {
+            registry.push(KeepPart {
+                shelf: Shelf::Registry,
+                first: g,
+                count: i,
+                last: false,
+                sealed: value,
             });
         }
     }
     if let Some(last) = registry.last_mut() {
         last.last = true;
     }
-    registry.extend(audit);
+    let mut entries = store.scan_meta(&audit_ns(borough))?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, value) in entries {
+        let Some(first) = key.strip_prefix("a.").and_then(|f| f.parse().ok()) else {
+            continue;
+        };
+        if value.len() <= 8 {
+            continue;
+        }
+        let count = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+        registry.push(KeepPart {
+            shelf: Shelf::Audit,
+            first,
+            count,
+            last: true,
+            sealed: value[8..].to_vec(),
+        });
+    }
     Ok((registry, marks))
 }
 

@@ -71,9 +71,10 @@ pub struct Session {
     /// The borough whose link this is, on the trust hub (see [`Session::for_borough`]); none for
     /// a device.
     relay: Option<BoroughId>,
-    /// On the trust hub, the cases a borough's link was granted at its welcome: when its teams
-    /// hold others (a case transferred to it), the session ends so the link reconnects and is
-    /// granted them.
+    /// On the trust hub, the cases a borough's link was granted at its welcome, and those it
+    /// created since, less those that left its teams: when, at a change of access, its teams
+    /// hold others (a case transferred to it, or back to it), the session ends so the link
+    /// reconnects and is granted them.
     granted: Option<HashSet<CaseId>>,
     /// The device announced
     /// [`FEATURE_HUB_RECEIPTS`](polyphony_core::sync::FEATURE_HUB_RECEIPTS): it is told which
@@ -318,12 +319,16 @@ impl Session {
                 ))
             }
             (Ok(Some(_)), Ok(teams)) => {
-                let more = match &self.granted {
-                    Some(granted) => self
-                        .shared
-                        .registry
-                        .cases_of_teams(&teams)
-                        .map(|now| now.iter().any(|(c, _)| !granted.contains(c))),
+                // Its teams' cases now: one it was not granted (transferred to it, or back to
+                // it) ends the session, to be granted at the next; one that left (transferred
+                // away) is forgotten, so that its coming back is seen.
+                let more = match &mut self.granted {
+                    Some(granted) => self.shared.registry.cases_of_teams(&teams).map(|now| {
+                        let now: HashSet<CaseId> = now.into_iter().map(|(c, _)| c).collect();
+                        let more = !now.is_subset(granted);
+                        *granted = now;
+                        more
+                    }),
                     None => Ok(false),
                 };
                 self.practitioner.teams = teams;
@@ -877,7 +882,12 @@ impl Session {
             );
         };
         match self.shared.registry.register_case(case, doc_team) {
-            Ok(()) => {}
+            Ok(()) => {
+                // A borough's link made it: granted to this session as if in its welcome.
+                if let Some(granted) = &mut self.granted {
+                    granted.insert(case);
+                }
+            }
             Err(e @ RegistryError::CaseInAnotherTeam { .. }) => {
                 debug!(error = %e, "case id taken");
                 return self.refuse_case(
@@ -1319,6 +1329,11 @@ pub(crate) fn access_entries(
         .carried_access(&case)
         .map_err(|e| e.to_string())?;
     entries.extend(own_access_entries(shared, case)?);
+    // Oldest first across both (a case transferred back has entries from here before and after
+    // those that came with it).
+    entries.sort_by_cached_key(|a| {
+        time::OffsetDateTime::parse(&a.at, &time::format_description::well_known::Rfc3339).ok()
+    });
     Ok(entries)
 }
 

@@ -1388,7 +1388,7 @@ fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_send
     let history = super::transfer::history(&h.f.shared, &h.brent, case).expect("history");
     assert_eq!(history.access.len(), 1);
     assert_eq!(history.access[0].who, "Ana (the Ashby borough)");
-    // Ashby gets no history of a case that is not its own any more, nor the case back.
+    // Ashby gets no history of a case that is not its own any more.
     assert_eq!(
         super::transfer::history(&h.f.shared, &h.ashby, case)
             .unwrap_err()
@@ -1405,7 +1405,11 @@ fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_send
     );
     let (own, mut doc) = new_case(h.ashby_north, h.ana.clone());
     assert_eq!(refusals(&ashby.settle(own, &mut doc)).1, vec![]);
-    for (borough, team) in [("Brent", "South"), ("Camden", "North"), ("Ashby", "North")] {
+    for (borough, team, code) in [
+        ("Brent", "South", ErrorCode::NotAvailable),
+        ("Camden", "North", ErrorCode::NotAvailable),
+        ("Ashby", "North", ErrorCode::InvalidChange),
+    ] {
         let req = polyphony_core::sync::TransferCase {
             case: own,
             borough: borough.into(),
@@ -1413,7 +1417,11 @@ fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_send
             access: Vec::new(),
         };
         let refused = super::transfer::transfer(&h.f.shared, &h.ashby, &req);
-        assert!(refused.is_err(), "{borough}/{team}");
+        assert_eq!(
+            refused.map(|_| ()).unwrap_err().code,
+            code,
+            "{borough}/{team}"
+        );
         assert_eq!(registry.case_team(&own).expect("read"), Some(h.ashby_north));
     }
 }

@@ -144,10 +144,15 @@ pub fn transfer(
     }
     let from_team = owner.expect("checked above");
     kept.last = Some((from.id, team.id));
-    kept.access.extend(req.access.iter().cloned().map(|mut a| {
+    // Each entry once: a request repeated after a crash, or a case that comes back and leaves
+    // again, carries entries the hub holds already.
+    for mut a in req.access.iter().cloned() {
         a.who = format!("{} (the {} borough)", a.who, from.name);
-        (from.id, a)
-    }));
+        let entry = (from.id, a);
+        if !kept.access.contains(&entry) {
+            kept.access.push(entry);
+        }
+    }
     let bytes = serde_json::to_vec(&kept).map_err(internal)?;
     // The carried list first, then the move: a crash between leaves the case where it was, and
     // the borough's repeated request writes the list again.
@@ -221,17 +226,35 @@ pub async fn serve(
             Ok(Some(b)) if b.status != DeviceStatus::Revoked => b,
             _ => break,
         };
-        let answer = off_runtime(|| match frame {
+        let answer = off_runtime(|| {
+            match frame {
             Frame::Transfer(req) => {
                 transfer(&shared, &me, &req).map(|(t, ticket)| (Frame::Transferred(t), ticket))
             }
-            Frame::HistoryWant { case } => {
-                history(&shared, &me, case).map(|h| (Frame::History(h), 0))
-            }
+            Frame::HistoryWant { case } => history(&shared, &me, case).and_then(|h| {
+                // The person's access list leaves the hub: recorded first, and sent once durable.
+                let ticket = shared
+                    .audit_access(
+                        Actor::Borough { borough },
+                        case,
+                        format!(
+                            "the case's access list from the boroughs it came from ({} entries) sent to the borough it was transferred to",
+                            h.access.len()
+                        ),
+                    )
+                    .map_err(|e| {
+                        refusal(
+                            ErrorCode::StorageFailed,
+                            format!("the trust hub could not record this access ({e}); ask again"),
+                        )
+                    })?;
+                Ok((Frame::History(h), ticket))
+            }),
             other => Err(refusal(
                 ErrorCode::Malformed,
                 format!("a transfer stream carries transfers, not {}", other.kind()),
             )),
+        }
         });
         let frame = match answer {
             Ok((frame, ticket)) => match driver.durable(ticket).await {
