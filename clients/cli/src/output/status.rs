@@ -175,7 +175,7 @@ fn hub_line(s: &Status) -> Option<String> {
         // A case that could not be opened has no count: nothing is claimed for it.
         let everything = s.unsynced_changes == 0 && s.cases.iter().all(|c| c.not_on_hub == Some(0));
         return everything.then(|| {
-            "also on the trust hub: every change to the records on this device is saved there too (as of the last sync); attached files are kept on the borough server only, for now"
+            "also on the trust hub: every change to the records on this device is saved there too (as of the last sync); attached files go on to the hub from the borough server, and are not counted here"
                 .to_string()
         });
     }
