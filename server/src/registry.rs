@@ -554,6 +554,16 @@ impl Registry {
         Ok(t)
     }
 
+    /// Other boroughs' teams this borough transferred a case to ([`Registry::add_foreign_team`]).
+    pub fn foreign_teams(&self) -> Result<HashSet<TeamId>, RegistryError> {
+        Ok(self
+            .teams()?
+            .into_iter()
+            .filter(|t| t.borough.is_some())
+            .map(|t| t.id)
+            .collect())
+    }
+
     /// The accesses that came with `case` from the boroughs it was transferred from, oldest
     /// first (none for a case that never was).
     pub fn carried_access(

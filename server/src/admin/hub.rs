@@ -252,13 +252,7 @@ impl Admin {
         let cases = self.registry.cases()?;
         let mut not_on_hub = 0;
         let mut files_not_on_hub = 0;
-        let foreign: std::collections::HashSet<_> = self
-            .registry
-            .teams()?
-            .into_iter()
-            .filter(|t| t.borough.is_some())
-            .map(|t| t.id)
-            .collect();
+        let foreign = self.registry.foreign_teams()?;
         for (case, team) in &cases {
             let Some(stored) = storage
                 .case(case)

@@ -155,7 +155,7 @@ impl BoroughHost {
                 self.ticket = self.ticket.max(ticket).max(audited);
                 // Registered whenever it is stored and not yet registered (also when this chunk
                 // added nothing: an earlier one stored it and the registration did not follow).
-                let registry = &self.shared.registry;
+                let registry = self.shared.registry.clone();
                 if let Some(foreign) = registered.filter(|t| *t != owner) {
                     // Transferred back: its own team's again here.
                     registry.move_case(case, owner).map_err(engine)?;
@@ -165,22 +165,12 @@ impl BoroughHost {
                         Some(case),
                         format!("transferred back here through the trust hub, from another borough's team {foreign}"),
                     );
-                    self.shared.storage.store.put_meta(
-                        super::transfer::NS_HISTORY_WANTED,
-                        &case.to_string(),
-                        &[],
-                    )?;
-                    self.history_wanted = true;
+                    self.want_history(&case)?;
                 }
                 if let Ok(None) = registry.case_team(&case) {
                     if created_elsewhere {
                         // Marked before it is registered: a crash between fetches it anyway.
-                        self.shared.storage.store.put_meta(
-                            super::transfer::NS_HISTORY_WANTED,
-                            &case.to_string(),
-                            &[],
-                        )?;
-                        self.history_wanted = true;
+                        self.want_history(&case)?;
                     }
                     registry.register_case(case, owner).map_err(|e| {
                         StoreError::Engine(format!("could not register case {case}: {e}"))
@@ -238,7 +228,7 @@ impl BoroughHost {
         case: &CaseId,
         team: &polyphony_core::TeamId,
     ) -> Result<(), crate::registry::RegistryError> {
-        let registry = &self.shared.registry;
+        let registry = self.shared.registry.clone();
         let own = |t: &polyphony_core::TeamId| {
             registry
                 .team_by_id(t)
@@ -249,12 +239,7 @@ impl BoroughHost {
         }
         match registry.case_team(case)? {
             Some(now) if now != *team && !own(&now)? => {
-                self.shared.storage.store.put_meta(
-                    super::transfer::NS_HISTORY_WANTED,
-                    &case.to_string(),
-                    &[],
-                )?;
-                self.history_wanted = true;
+                self.want_history(case)?;
                 registry.move_case(*case, *team)?;
                 self.shared.audit(
                     Actor::Hub,
@@ -268,6 +253,18 @@ impl BoroughHost {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Note that `case`'s history from the boroughs it came from is to fetch (durably with what
+    /// registers it, so a crash between fetches it anyway).
+    fn want_history(&mut self, case: &CaseId) -> Result<(), StoreError> {
+        self.shared.storage.store.put_meta(
+            super::transfer::NS_HISTORY_WANTED,
+            &case.to_string(),
+            &[],
+        )?;
+        self.history_wanted = true;
         Ok(())
     }
 
@@ -290,14 +287,7 @@ impl DocSet for BoroughHost {
     /// the hub has not acknowledged (a device's late upload, carried on to the hub).
     fn cases(&self) -> Vec<CaseId> {
         let listed = self.shared.registry.cases().and_then(|cases| {
-            let foreign: std::collections::HashSet<_> = self
-                .shared
-                .registry
-                .teams()?
-                .into_iter()
-                .filter(|t| t.borough.is_some())
-                .map(|t| t.id)
-                .collect();
+            let foreign = self.shared.registry.foreign_teams()?;
             Ok(cases
                 .into_iter()
                 .filter(|(case, team)| !foreign.contains(team) || !self.all_on_hub(case))

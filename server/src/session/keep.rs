@@ -232,14 +232,7 @@ pub async fn serve(
 ) {
     let actor = Actor::Borough { borough };
     let mut next = Some(first);
-    loop {
-        let frame = match next.take() {
-            Some(f) => f,
-            None => match stream.read_frame().await {
-                Ok(Some(f)) => f,
-                _ => break,
-            },
-        };
+    while let Some(frame) = next_frame(&mut next, &mut stream).await {
         let answer = match frame {
             Frame::Keep(part) => {
                 let kept = super::off_runtime(|| {
@@ -305,6 +298,18 @@ pub async fn serve(
         }
     }
     let _ = stream.send.finish();
+}
+
+/// The first frame of a stream beside a borough's link (already read), then each next one; None
+/// when the stream ends or breaks.
+pub(super) async fn next_frame(
+    first: &mut Option<Frame>,
+    stream: &mut FramedStream,
+) -> Option<Frame> {
+    match first.take() {
+        Some(f) => Some(f),
+        None => stream.read_frame().await.ok().flatten(),
+    }
 }
 
 fn fail(code: ErrorCode, message: String) -> Frame {

@@ -213,14 +213,7 @@ pub async fn serve(
     first: Frame,
 ) {
     let mut next = Some(first);
-    loop {
-        let frame = match next.take() {
-            Some(f) => f,
-            None => match stream.read_frame().await {
-                Ok(Some(f)) => f,
-                _ => break,
-            },
-        };
+    while let Some(frame) = super::keep::next_frame(&mut next, &mut stream).await {
         // Read again for each request: a borough revoked since its link connected is refused.
         let me = match shared.registry.borough(&borough) {
             Ok(Some(b)) if b.status != DeviceStatus::Revoked => b,
