@@ -748,6 +748,16 @@ impl Admin {
                 format!("from team {} to team {}", from.id, to.id),
                 || format!("case {case} moved to '{}'", to.name),
             )?;
+            // A borough in a trust hub tells it, so its registry (its grants, its figures)
+            // follows.
+            if let Some(storage) = self.storage.as_deref() {
+                if crate::hub_link::membership::load(&*storage.store)?.is_some() {
+                    crate::hub_link::transfer::note_move(&*storage.store, case, to.id)?;
+                    if let Some(link) = &self.link {
+                        link.transfer_asked();
+                    }
+                }
+            }
         }
         json(&CaseMoved {
             case,

@@ -94,5 +94,51 @@ async fn the_hubs_figures_for_each_team_are_its_devices_figures() -> Result<()> 
         assert_eq!(reads[0].event.actor, Actor::Admin);
         assert_eq!(reads[0].event.detail, READ_FOR_FIGURES);
     }
+
+    // North moves a case to another of its teams: the hub's registry follows, and its figures
+    // count the case under the team North's own devices do.
+    north
+        .admin(AdminRequest::TeamAdd {
+            name: "Second".into(),
+        })
+        .await?;
+    north
+        .admin(AdminRequest::CaseMove {
+            case: a2,
+            team: "Second".into(),
+        })
+        .await?;
+    let start = std::time::Instant::now();
+    let figures = loop {
+        let figures: TrustFigures = serde_json::from_value(
+            hub.admin(AdminRequest::Figures {
+                by: FiguresBy::Team,
+            })
+            .await?,
+        )?;
+        let north = figures.boroughs.iter().find(|b| b.name == "North");
+        let moved = north.is_some_and(|b| {
+            b.teams
+                .iter()
+                .any(|t| t.name == "Second" && t.rows.last().map(|r| r.cases) == Some(1))
+        });
+        if moved {
+            break figures;
+        }
+        assert!(
+            start.elapsed() < CATCH_UP,
+            "the hub did not follow the move"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let b = figures
+        .boroughs
+        .iter()
+        .find(|b| b.name == "North")
+        .expect("North");
+    for (team, cases) in [("Crisis", vec![a1]), ("Second", vec![a2])] {
+        let t = b.teams.iter().find(|t| t.name == team).expect("the team");
+        assert_eq!(t.rows, devices_rows(&mut ana, cases)?, "North's {team}");
+    }
     Ok(())
 }

@@ -238,7 +238,12 @@ impl BoroughHost {
             return Ok(());
         }
         match registry.case_team(case)? {
-            Some(now) if now != *team && !own(&now)? => {
+            // Moved here between this borough's teams, and the hub not told (a move before the
+            // hub followed moves, or while the link was down): the hub's registry follows.
+            Some(now) if now != *team && own(&now)? => {
+                super::transfer::note_move(&*self.shared.storage.store, *case, now)?;
+            }
+            Some(now) if now != *team => {
                 self.want_history(case)?;
                 registry.move_case(*case, *team)?;
                 self.shared.audit(

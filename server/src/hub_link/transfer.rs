@@ -36,6 +36,20 @@ const NS_TRANSFERS: &str = "hub.transfers";
 /// boroughs it came from is still to fetch.
 pub(super) const NS_HISTORY_WANTED: &str = "hub.history-wanted";
 
+/// Store namespace: case id → the team (id) this borough moved it to between its own teams,
+/// for the hub's registry to follow.
+const NS_MOVES: &str = "hub.moves";
+
+/// Note that `case` moved to `team`, one of this borough's own: the link tells the hub (at once
+/// if it is up).
+pub fn note_move(
+    store: &dyn Store,
+    case: CaseId,
+    team: polyphony_core::TeamId,
+) -> Result<(), polyphony_core::store::StoreError> {
+    store.put_meta(NS_MOVES, &case.to_string(), team.to_string().as_bytes())
+}
+
 /// How long one request to the hub may take before the link gives up on it for now.
 const ANSWER_WAIT: Duration = Duration::from_secs(60);
 
@@ -80,6 +94,15 @@ pub fn request(
     }
     if borough.trim().is_empty() || team.trim().is_empty() {
         return Err("name the receiving borough and its team".to_string());
+    }
+    if let Some(m) = super::membership::load(store).map_err(|e| e.to_string())? {
+        let given = borough.trim();
+        if given.eq_ignore_ascii_case(&m.name) || given == m.borough.to_string() {
+            return Err(format!(
+                "the {} borough is this one: a case moves between its own teams with `polyphony-server case move`",
+                m.name
+            ));
+        }
     }
     let pending = PendingTransfer {
         case,
@@ -170,9 +193,18 @@ pub(super) async fn run_round(
         .into_iter()
         .filter_map(|(k, _)| k.parse().ok())
         .collect();
-    if asks.is_empty() && wanted.is_empty() {
+    let moves: Vec<(CaseId, String)> = off_runtime(|| shared.storage.store.scan_meta(NS_MOVES))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, String::from_utf8(v).ok()?)))
+        .collect();
+    if asks.is_empty() && wanted.is_empty() && moves.is_empty() {
         return Ok(());
     }
+    let me = off_runtime(|| super::membership::load(&*shared.storage.store))
+        .map_err(|e| e.to_string())?
+        .ok_or("this borough has left the trust hub")?
+        .borough;
     let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let mut stream = FramedStream::with_limit(send, recv, DEFAULT_MAX_FRAME);
     for p in asks {
@@ -211,6 +243,38 @@ pub(super) async fn run_round(
             }
             other => return Err(format!("the trust hub answered {}", other.kind())),
         }
+    }
+    for (case, team) in moves {
+        // The borough itself as the receiver: the hub's registry follows its move.
+        let req = TransferCase {
+            case,
+            borough: me.to_string(),
+            team: team.clone(),
+            access: Vec::new(),
+        };
+        let answer = ask(&mut stream, Frame::Transfer(req)).await?;
+        match answer {
+            Frame::Transferred(_) => {}
+            Frame::Error(r) if final_refusal(r.code) => {
+                warn!(%case, error = %r.message, "the trust hub did not follow a move of a case between this borough's teams")
+            }
+            Frame::Error(r) => {
+                return Err(format!(
+                    "the trust hub could not follow the move of case {case} now: {}",
+                    r.message
+                ))
+            }
+            other => return Err(format!("the trust hub answered {}", other.kind())),
+        }
+        // Forgotten only if it did not move again meanwhile.
+        off_runtime(|| {
+            let store = &shared.storage.store;
+            if store.get_meta(NS_MOVES, &case.to_string())?.as_deref() == Some(team.as_bytes()) {
+                store.delete_meta(NS_MOVES, &case.to_string())?;
+            }
+            Ok::<_, polyphony_core::store::StoreError>(())
+        })
+        .map_err(|e| e.to_string())?;
     }
     for case in wanted {
         match ask(&mut stream, Frame::HistoryWant { case }).await? {

@@ -9,6 +9,10 @@
 //! boroughs. It answers `Transferred` only once all of that is durable. Asked again for a case
 //! it already moved from that borough to that team, it answers the same: a borough that lost
 //! the first answer (a crash) hears it again.
+//!
+//! A borough names itself as the receiver when it moved a case between its own teams: the hub's
+//! registry follows the borough's (`move_within`), so that its grants and its trust-wide figures
+//! name the team the borough does.
 
 use std::sync::Arc;
 
@@ -23,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::{off_runtime, refusal, Shared};
 use crate::audit::{Actor, AuditAction};
 use crate::driver::CoreDriver;
-use crate::registry::{Borough, DeviceStatus, RegistryError};
+use crate::registry::{Borough, DeviceStatus, RegistryError, Team};
 
 /// Store namespace: case id → [`Carried`], what came with a case from the boroughs it left.
 const NS_CARRIED: &str = "transfers.carried";
@@ -82,10 +86,7 @@ pub fn transfer(
         Err(e) => return Err(refusal(ErrorCode::NotAvailable, e.to_string())),
     };
     if to.id == from.id {
-        return Err(refusal(
-            ErrorCode::InvalidChange,
-            "the case is this borough's already: a case moves between its own teams with `polyphony-server case move`",
-        ));
+        return move_within(shared, from, req);
     }
     if to.status == DeviceStatus::Revoked {
         return Err(refusal(
@@ -93,25 +94,7 @@ pub fn transfer(
             format!("the {} borough was revoked: no case goes to it", to.name),
         ));
     }
-    let given = req.team.trim();
-    let mut team = None;
-    for id in registry.borough_teams(&to.id).map_err(internal)? {
-        let Some(t) = registry.team_by_id(&id).map_err(internal)? else {
-            continue;
-        };
-        if t.id.to_string() == given || t.name.eq_ignore_ascii_case(given) {
-            team = Some(t);
-        }
-    }
-    let Some(team) = team else {
-        return Err(refusal(
-            ErrorCode::NotAvailable,
-            format!(
-                "the {} borough has no team '{given}' (its teams are those its link announced)",
-                to.name
-            ),
-        ));
-    };
+    let team = team_of(shared, &to, &req.team)?;
     let answer = Transferred {
         case: req.case,
         borough: to.id,
@@ -173,6 +156,73 @@ pub fn transfer(
             team.id,
             team.name,
             req.access.len()
+        ),
+    );
+    Ok((answer, shared.storage.group.wrote_in(generation)))
+}
+
+/// `borough`'s team named `given` (its id, or its name ignoring case).
+fn team_of(shared: &Shared, borough: &Borough, given: &str) -> Result<Team, Refusal> {
+    let given = given.trim();
+    for id in shared
+        .registry
+        .borough_teams(&borough.id)
+        .map_err(internal)?
+    {
+        let Some(t) = shared.registry.team_by_id(&id).map_err(internal)? else {
+            continue;
+        };
+        if t.id.to_string() == given || t.name.eq_ignore_ascii_case(given) {
+            return Ok(t);
+        }
+    }
+    Err(refusal(
+        ErrorCode::NotAvailable,
+        format!(
+            "the {} borough has no team '{given}' (its teams are those its link announced)",
+            borough.name
+        ),
+    ))
+}
+
+/// A case a borough moved between its own teams (its registry is the truth about its cases):
+/// the hub's registry follows, so its grants and trust-wide figures name the team the borough
+/// does. Nothing leaves the borough; asked again, answered the same.
+fn move_within(
+    shared: &Shared,
+    borough: &Borough,
+    req: &TransferCase,
+) -> Result<(Transferred, u64), Refusal> {
+    let registry = &shared.registry;
+    let team = team_of(shared, borough, &req.team)?;
+    let answer = Transferred {
+        case: req.case,
+        borough: borough.id,
+        borough_name: borough.name.clone(),
+        team: TeamInfo {
+            id: team.id,
+            name: team.name.clone(),
+        },
+    };
+    let generation = shared.storage.group.generation();
+    let mine = registry.borough_teams(&borough.id).map_err(internal)?;
+    let owner = match registry.case_team(&req.case).map_err(internal)? {
+        Some(owner) if mine.contains(&owner) => owner,
+        _ => return Err(not_available(&req.case)),
+    };
+    if owner == team.id {
+        return Ok((answer, shared.storage.group.current_in(generation)));
+    }
+    registry.move_case(req.case, team.id).map_err(internal)?;
+    shared.audit(
+        Actor::Borough {
+            borough: borough.id,
+        },
+        AuditAction::CaseMoved,
+        Some(req.case),
+        format!(
+            "moved within the {} borough, from team {owner} to team {} '{}', as its registry says",
+            borough.name, team.id, team.name
         ),
     );
     Ok((answer, shared.storage.group.wrote_in(generation)))
