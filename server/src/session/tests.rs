@@ -1408,7 +1408,7 @@ fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_send
     for (borough, team, code) in [
         ("Brent", "South", ErrorCode::NotAvailable),
         ("Camden", "North", ErrorCode::NotAvailable),
-        ("Ashby", "North", ErrorCode::InvalidChange),
+        ("Ashby", "South", ErrorCode::NotAvailable),
     ] {
         let req = polyphony_core::sync::TransferCase {
             case: own,
@@ -1424,6 +1424,29 @@ fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_send
         );
         assert_eq!(registry.case_team(&own).expect("read"), Some(h.ashby_north));
     }
+    // The sender itself as the receiver: the hub's registry follows a move between its own
+    // teams (here to the team it is in already: answered, nothing moved); never a case that is
+    // not the sender's, one transferred away included.
+    let within = |case| {
+        super::transfer::transfer(
+            &h.f.shared,
+            &h.ashby,
+            &polyphony_core::sync::TransferCase {
+                case,
+                borough: h.ashby.id.to_string(),
+                team: "North".into(),
+                access: Vec::new(),
+            },
+        )
+    };
+    let (same, _) = within(own).expect("answered");
+    assert_eq!((same.borough, same.team.id), (h.ashby.id, h.ashby_north));
+    assert_eq!(within(brents).unwrap_err().code, ErrorCode::NotAvailable);
+    assert_eq!(within(case).unwrap_err().code, ErrorCode::NotAvailable);
+    assert_eq!(
+        registry.case_team(&case).expect("read"),
+        Some(h.brent_north)
+    );
 }
 
 #[test]
