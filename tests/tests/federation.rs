@@ -509,6 +509,26 @@ async fn new_cases_past_the_hubs_limit_per_session_all_arrive_in_later_sessions(
     Ok(())
 }
 
+/// Attach a referral letter of `len` bytes to `case` on `device`: its entry and its bytes.
+fn attach_letter(
+    device: &mut TestDevice,
+    case: CaseId,
+    len: usize,
+) -> Result<(polyphony_core::EntryId, Vec<u8>)> {
+    let letter: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let id = device.profile.attach(
+        case,
+        polyphony_core::profile::AttachFile {
+            kind: polyphony_core::model::AttachmentKind::ReferralLetter,
+            title: "Referral from Dr Shah",
+            file_name: "referral.pdf",
+            content: &letter,
+            meeting: None,
+        },
+    )?;
+    Ok((id, letter))
+}
+
 /// Run `polyphony-server --data DATA hub restore HUB CODE --recovery-key KEY`; its output.
 fn restore_cli(
     data: &std::path::Path,
@@ -539,17 +559,7 @@ async fn a_borough_rebuilt_empty_is_restored_from_the_hub() -> Result<()> {
     let mut ben = north.device("Ben").await?;
     let (case, meeting) = ana.case_with_meeting("Person R")?;
     ana.note(case, meeting, "before the borough was lost. ")?;
-    let letter: Vec<u8> = (0..50_000).map(|i| (i % 241) as u8).collect();
-    let letter_id = ana.profile.attach(
-        case,
-        polyphony_core::profile::AttachFile {
-            kind: polyphony_core::model::AttachmentKind::ReferralLetter,
-            title: "Referral from Dr Shah",
-            file_name: "referral.pdf",
-            content: &letter,
-            meeting: None,
-        },
-    )?;
+    let (letter_id, letter) = attach_letter(&mut ana, case, 50_000)?;
     ana.sync().await?;
     // Ben's device reads the case: a record in the person's access list.
     ben.sync().await?;
@@ -741,18 +751,10 @@ async fn a_transfer_with_unsynced_work_on_the_old_teams_device_loses_nothing() -
         )
     })?;
     // A referral letter of over one chunk: the file goes with the record.
-    let letter: Vec<u8> = (0..(polyphony_core::sync::BLOB_CHUNK_BYTES + 4_321))
-        .map(|i| (i % 251) as u8)
-        .collect();
-    let letter_id = ana.profile.attach(
+    let (letter_id, letter) = attach_letter(
+        &mut ana,
         case,
-        polyphony_core::profile::AttachFile {
-            kind: polyphony_core::model::AttachmentKind::ReferralLetter,
-            title: "Referral from Dr Shah",
-            file_name: "referral.pdf",
-            content: &letter,
-            meeting: None,
-        },
+        polyphony_core::sync::BLOB_CHUNK_BYTES + 4_321,
     )?;
     ana.sync().await?;
     wait_on_hub(&north, CATCH_UP).await?;

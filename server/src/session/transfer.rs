@@ -95,15 +95,7 @@ pub fn transfer(
         ));
     }
     let team = team_of(shared, &to, &req.team)?;
-    let answer = Transferred {
-        case: req.case,
-        borough: to.id,
-        borough_name: to.name.clone(),
-        team: TeamInfo {
-            id: team.id,
-            name: team.name.clone(),
-        },
-    };
+    let answer = answer(req.case, &to, &team);
     let generation = shared.storage.group.generation();
     let owner = registry.case_team(&req.case).map_err(internal)?;
     let mine = registry.borough_teams(&from.id).map_err(internal)?;
@@ -161,6 +153,19 @@ pub fn transfer(
     Ok((answer, shared.storage.group.wrote_in(generation)))
 }
 
+/// The answer: `case` is `team`'s, of `borough`, now.
+fn answer(case: CaseId, borough: &Borough, team: &Team) -> Transferred {
+    Transferred {
+        case,
+        borough: borough.id,
+        borough_name: borough.name.clone(),
+        team: TeamInfo {
+            id: team.id,
+            name: team.name.clone(),
+        },
+    }
+}
+
 /// `borough`'s team named `given` (its id, or its name ignoring case).
 fn team_of(shared: &Shared, borough: &Borough, given: &str) -> Result<Team, Refusal> {
     let given = given.trim();
@@ -195,15 +200,7 @@ fn move_within(
 ) -> Result<(Transferred, u64), Refusal> {
     let registry = &shared.registry;
     let team = team_of(shared, borough, &req.team)?;
-    let answer = Transferred {
-        case: req.case,
-        borough: borough.id,
-        borough_name: borough.name.clone(),
-        team: TeamInfo {
-            id: team.id,
-            name: team.name.clone(),
-        },
-    };
+    let answer = answer(req.case, borough, &team);
     let generation = shared.storage.group.generation();
     let mine = registry.borough_teams(&borough.id).map_err(internal)?;
     let owner = match registry.case_team(&req.case).map_err(internal)? {
