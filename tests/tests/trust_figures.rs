@@ -102,6 +102,34 @@ async fn the_hubs_figures_for_each_team_are_its_devices_figures() -> Result<()> 
             name: "Second".into(),
         })
         .await?;
+    // The new team reaches the hub with the link's next roster (it reconnects for it); the move
+    // after that goes over the live link, which does not reconnect for it.
+    let start = std::time::Instant::now();
+    loop {
+        let boroughs = hub.admin(AdminRequest::Boroughs).await?;
+        let has_second = boroughs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["borough"]["name"] == "North")
+            .any(|b| {
+                b["teams"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t["name"] == "Second")
+            });
+        if has_second {
+            break;
+        }
+        assert!(
+            start.elapsed() < CATCH_UP,
+            "the hub did not hear of North's new team"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sessions = |s: polyphony_server::admin::HubStatus| s.link.map(|l| l.sessions);
+    let before = sessions(polyphony_e2e::federation::hub_status(&north).await?);
     north
         .admin(AdminRequest::CaseMove {
             case: a2,
@@ -140,5 +168,10 @@ async fn the_hubs_figures_for_each_team_are_its_devices_figures() -> Result<()> 
         let t = b.teams.iter().find(|t| t.name == team).expect("the team");
         assert_eq!(t.rows, devices_rows(&mut ana, cases)?, "North's {team}");
     }
+    assert_eq!(
+        sessions(polyphony_e2e::federation::hub_status(&north).await?),
+        before,
+        "the move went over the live link"
+    );
     Ok(())
 }

@@ -491,10 +491,10 @@ pub async fn restore(
     // A restore that stopped part-way (a crash, a full disk) left its mark: this one goes on
     // from where it stopped (what it writes again is the same, and the audit records already
     // written must be the copy's first).
-    let resuming = store
+    let begun = store
         .get_meta(NS_SERVER, crate::data_dir::RESTORING)
-        .map_err(|e| e.to_string())?
-        .is_some();
+        .map_err(|e| e.to_string())?;
+    let resuming = begun.is_some();
     let empty = store
         .get_meta(NS_SERVER, "ca_cert")
         .map_err(|e| e.to_string())?
@@ -514,8 +514,17 @@ pub async fn restore(
     joined.recovery_key = Some(key.to_text());
     let (parts, kept) = fetch(hub, &joined).await?;
     let borough = joined.borough;
+    // The mark names the registry copy being written: a restore going on from a stopped one
+    // writes the same copy, or none (keys only the other copy had would stay).
+    let generation = kept.registry.unwrap_or(0).to_string();
+    if begun.is_some_and(|b| b != generation.as_bytes()) {
+        return Err(
+            "the copy on the hub changed since the restore that stopped here began: move this data directory aside and restore into an empty one"
+                .into(),
+        );
+    }
     let mark = || -> Result<(), StoreError> {
-        store.put_meta(NS_SERVER, crate::data_dir::RESTORING, b"1")?;
+        store.put_meta(NS_SERVER, crate::data_dir::RESTORING, generation.as_bytes())?;
         store.flush()
     };
     mark().map_err(|e| format!("could not begin writing the restored data: {e}"))?;

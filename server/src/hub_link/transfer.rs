@@ -207,6 +207,8 @@ pub(super) async fn run_round(
         .borough;
     let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let mut stream = FramedStream::with_limit(send, recv, DEFAULT_MAX_FRAME);
+    // What could not be done now, said at the end: one item does not hold up the others.
+    let mut later: Vec<String> = Vec::new();
     for p in asks {
         // This server's own records of the case only: what came with it from elsewhere the hub
         // holds already.
@@ -234,17 +236,47 @@ pub(super) async fn run_round(
             Frame::Error(r) if final_refusal(r.code) => {
                 off_runtime(|| refused(shared, p, r.message))
             }
-            // The hub could not do it now (its disk, its registry): asked again later.
-            Frame::Error(r) => {
-                return Err(format!(
-                    "the trust hub could not carry out the transfer of case {} now: {}",
-                    p.case, r.message
-                ))
-            }
+            // The hub could not do it now (its disk, its registry): asked again later; the
+            // round goes on with the others.
+            Frame::Error(r) => later.push(format!(
+                "the trust hub could not carry out the transfer of case {} now: {}",
+                p.case, r.message
+            )),
             other => return Err(format!("the trust hub answered {}", other.kind())),
         }
     }
     for (case, team) in moves {
+        let forget = || {
+            off_runtime(|| {
+                let store = &shared.storage.store;
+                // Only if it did not move again meanwhile.
+                if store.get_meta(NS_MOVES, &case.to_string())?.as_deref() == Some(team.as_bytes())
+                {
+                    store.delete_meta(NS_MOVES, &case.to_string())?;
+                }
+                Ok::<_, polyphony_core::store::StoreError>(())
+            })
+            .map_err(|e| e.to_string())
+        };
+        // Sent only while this borough's registry still says so (the case may have left it, or
+        // come back to another team, since the note).
+        let still = off_runtime(|| {
+            let registry = &shared.registry;
+            let Ok(team_id) = team.parse::<polyphony_core::TeamId>() else {
+                return Ok(false);
+            };
+            Ok::<_, crate::registry::RegistryError>(
+                registry.case_team(&case)? == Some(team_id)
+                    && registry
+                        .team_by_id(&team_id)?
+                        .is_some_and(|t| t.borough.is_none()),
+            )
+        })
+        .map_err(|e| e.to_string())?;
+        if !still {
+            forget()?;
+            continue;
+        }
         // The borough itself as the receiver: the hub's registry follows its move.
         let req = TransferCase {
             case,
@@ -252,29 +284,21 @@ pub(super) async fn run_round(
             team: team.clone(),
             access: Vec::new(),
         };
-        let answer = ask(&mut stream, Frame::Transfer(req)).await?;
-        match answer {
-            Frame::Transferred(_) => {}
-            Frame::Error(r) if final_refusal(r.code) => {
-                warn!(%case, error = %r.message, "the trust hub did not follow a move of a case between this borough's teams")
+        match ask(&mut stream, Frame::Transfer(req)).await? {
+            Frame::Transferred(_) => forget()?,
+            // Refused as it stands (not a change the hub takes): forgotten, and said.
+            Frame::Error(r) if matches!(r.code, ErrorCode::InvalidChange | ErrorCode::TooLarge) => {
+                warn!(%case, error = %r.message, "the trust hub did not follow a move of a case between this borough's teams");
+                forget()?;
             }
-            Frame::Error(r) => {
-                return Err(format!(
-                    "the trust hub could not follow the move of case {case} now: {}",
-                    r.message
-                ))
-            }
+            // Not yet (the hub has not heard of the team, or of the case): asked again while
+            // the borough's registry still says so.
+            Frame::Error(r) => later.push(format!(
+                "the trust hub did not follow the move of case {case} yet: {}",
+                r.message
+            )),
             other => return Err(format!("the trust hub answered {}", other.kind())),
         }
-        // Forgotten only if it did not move again meanwhile.
-        off_runtime(|| {
-            let store = &shared.storage.store;
-            if store.get_meta(NS_MOVES, &case.to_string())?.as_deref() == Some(team.as_bytes()) {
-                store.delete_meta(NS_MOVES, &case.to_string())?;
-            }
-            Ok::<_, polyphony_core::store::StoreError>(())
-        })
-        .map_err(|e| e.to_string())?;
     }
     for case in wanted {
         match ask(&mut stream, Frame::HistoryWant { case }).await? {
@@ -309,17 +333,18 @@ pub(super) async fn run_round(
                 })
                 .map_err(|e| e.to_string())?;
             }
-            Frame::Error(r) => {
-                return Err(format!(
-                    "the trust hub could not send the history of case {case} now: {}",
-                    r.message
-                ))
-            }
+            Frame::Error(r) => later.push(format!(
+                "the trust hub could not send the history of case {case} now: {}",
+                r.message
+            )),
             other => return Err(format!("the trust hub answered {}", other.kind())),
         }
     }
     let _ = stream.send.finish();
-    Ok(())
+    match later.is_empty() {
+        true => Ok(()),
+        false => Err(later.join("; ")),
+    }
 }
 
 /// Whether the hub's refusal of a transfer stands (asking again would get the same answer).

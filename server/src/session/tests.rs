@@ -1441,6 +1441,41 @@ fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_send
     };
     let (same, _) = within(own).expect("answered");
     assert_eq!((same.borough, same.team.id), (h.ashby.id, h.ashby_north));
+    // A real move, to another of Ashby's teams: the hub's registry follows, and audits it; a
+    // move naming Brent's team (by its id), with Ashby as the receiver, is refused.
+    let ashby_south = TeamId::random();
+    registry
+        .claim_teams(
+            &h.ashby.id,
+            &[polyphony_core::sync::TeamInfo {
+                id: ashby_south,
+                name: "South".into(),
+            }],
+        )
+        .expect("a second team");
+    let to = |team: String| {
+        super::transfer::transfer(
+            &h.f.shared,
+            &h.ashby,
+            &polyphony_core::sync::TransferCase {
+                case: own,
+                borough: "Ashby".into(),
+                team,
+                access: Vec::new(),
+            },
+        )
+    };
+    assert_eq!(
+        to(h.brent_north.to_string()).unwrap_err().code,
+        ErrorCode::NotAvailable
+    );
+    let (moved, _) = to("south".into()).expect("followed");
+    assert_eq!(moved.team.id, ashby_south);
+    assert_eq!(registry.case_team(&own).expect("read"), Some(ashby_south));
+    let records = h.f.shared.audit.entries(Some(own)).expect("audit");
+    assert!(records
+        .iter()
+        .any(|r| r.event.detail.starts_with("moved within the Ashby borough")));
     assert_eq!(within(brents).unwrap_err().code, ErrorCode::NotAvailable);
     assert_eq!(within(case).unwrap_err().code, ErrorCode::NotAvailable);
     assert_eq!(

@@ -102,8 +102,19 @@ pub fn transfer(
     let mut kept = carried(shared, &req.case).map_err(internal)?;
     match owner {
         Some(owner) if mine.contains(&owner) => {}
-        // Done before: answered again (its first answer may have been lost with the borough).
-        Some(owner) if owner == team.id && kept.last == Some((from.id, team.id)) => {
+        // Done before: answered again (its first answer may have been lost with the borough),
+        // naming the team that holds it now if the receiving borough moved it on between its
+        // own teams since.
+        Some(owner)
+            if kept
+                .last
+                .is_some_and(|(f, t)| f == from.id && same_borough(shared, t, owner)) =>
+        {
+            let now = registry
+                .team_by_id(&owner)
+                .map_err(internal)?
+                .ok_or_else(|| not_available(&req.case))?;
+            let answer = self::answer(req.case, &to, &now);
             return Ok((answer, shared.storage.group.current_in(generation)));
         }
         _ => return Err(not_available(&req.case)),
@@ -151,6 +162,19 @@ pub fn transfer(
         ),
     );
     Ok((answer, shared.storage.group.wrote_in(generation)))
+}
+
+/// Whether teams `a` and `b` are one borough's (on the hub, each team names its borough).
+fn same_borough(shared: &Shared, a: TeamId, b: TeamId) -> bool {
+    let borough = |t| {
+        shared
+            .registry
+            .team_by_id(&t)
+            .ok()
+            .flatten()
+            .and_then(|t| t.borough)
+    };
+    a == b || borough(a).is_some_and(|x| Some(x) == borough(b))
 }
 
 /// The answer: `case` is `team`'s, of `borough`, now.
