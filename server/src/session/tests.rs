@@ -1385,6 +1385,27 @@ fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_send
     );
     // Asked again (the first answer lost): the same answer, nothing carried twice.
     assert_eq!(transfer_to_brent(&h, case).expect("again"), done);
+    // Brent moves it on between its own teams; Ashby asking again still hears it went, and
+    // where it is now.
+    let brent_south = TeamId::random();
+    registry
+        .claim_teams(
+            &h.brent.id,
+            &[polyphony_core::sync::TeamInfo {
+                id: brent_south,
+                name: "South".into(),
+            }],
+        )
+        .expect("a second team");
+    let req = polyphony_core::sync::TransferCase {
+        case,
+        borough: "Brent".into(),
+        team: "South".into(),
+        access: Vec::new(),
+    };
+    super::transfer::transfer(&h.f.shared, &h.brent, &req).expect("moved within Brent");
+    let again = transfer_to_brent(&h, case).expect("answered again");
+    assert_eq!((again.borough, again.team.id), (h.brent.id, brent_south));
     let history = super::transfer::history(&h.f.shared, &h.brent, case).expect("history");
     assert_eq!(history.access.len(), 1);
     assert_eq!(history.access[0].who, "Ana (the Ashby borough)");
@@ -1406,7 +1427,7 @@ fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_send
     let (own, mut doc) = new_case(h.ashby_north, h.ana.clone());
     assert_eq!(refusals(&ashby.settle(own, &mut doc)).1, vec![]);
     for (borough, team, code) in [
-        ("Brent", "South", ErrorCode::NotAvailable),
+        ("Brent", "East", ErrorCode::NotAvailable),
         ("Camden", "North", ErrorCode::NotAvailable),
         ("Ashby", "South", ErrorCode::NotAvailable),
     ] {
@@ -1478,10 +1499,7 @@ fn a_transfer_moves_the_case_once_answers_again_and_refuses_what_is_not_the_send
         .any(|r| r.event.detail.starts_with("moved within the Ashby borough")));
     assert_eq!(within(brents).unwrap_err().code, ErrorCode::NotAvailable);
     assert_eq!(within(case).unwrap_err().code, ErrorCode::NotAvailable);
-    assert_eq!(
-        registry.case_team(&case).expect("read"),
-        Some(h.brent_north)
-    );
+    assert_eq!(registry.case_team(&case).expect("read"), Some(brent_south));
 }
 
 #[test]
