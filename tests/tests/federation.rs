@@ -643,9 +643,19 @@ async fn a_borough_rebuilt_empty_is_restored_from_the_hub() -> Result<()> {
     let back = wait_on_hub(&north, CATCH_UP).await?;
     assert_eq!(back.cases, 1, "{back:?}");
     // The devices sync as before, without enrolling again, and Ana's device sends the note the
-    // hub never had.
+    // hub never had. Its saved sync state describes the old server, which held that note: its
+    // first sync may stop the case as "did not settle" (automerge's sync can loop on a peer
+    // that lost changes), and the next, with fresh states, completes. Nothing else is refused.
     let report = ana.sync().await?;
-    assert!(report.refused.is_empty(), "{report:?}");
+    let stalled = report
+        .refused
+        .iter()
+        .all(|(c, why)| *c == case.to_string() && why.contains("did not settle"));
+    assert!(stalled, "{report:?}");
+    if !report.refused.is_empty() {
+        let report = ana.sync().await?;
+        assert!(report.refused.is_empty(), "{report:?}");
+    }
     // Ben's device, which held the letter, is not asked for it again; a new device of his
     // fetches it from the rebuilt borough, which fetched it from the hub.
     ben.sync().await?;
@@ -933,18 +943,25 @@ async fn a_transfer_with_unsynced_work_on_the_old_teams_device_loses_nothing() -
             && hub_status(&north).await?.not_on_hub == 0)
     })
     .await?;
+    // North registers it as its own again at its link's next welcome, and stores South's
+    // changes as they arrive: the device may be sent the case before them, and gets them at a
+    // later sync.
     let start = std::time::Instant::now();
     loop {
         again.sync().await?;
-        if again.profile.case_ids()?.contains(&case) {
+        let back = again.profile.case_ids()?.contains(&case)
+            && again.peek(case)?.meetings[0]
+                .notes
+                .contains("written in South. ");
+        if back {
             break;
         }
-        assert!(start.elapsed() < CATCH_UP, "the case is not back on North");
+        assert!(
+            start.elapsed() < CATCH_UP,
+            "the case is not back on North with South's note"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(again.peek(case)?.meetings[0]
-        .notes
-        .contains("written in South. "));
     let list = again.profile.fetch_accesses(case).await?;
     assert!(
         list.entries
