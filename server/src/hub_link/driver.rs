@@ -277,32 +277,16 @@ async fn connect_and_sync(
 /// The shell around one link session ([`LinkCore`]): it feeds the core frames and
 /// announcements, waits for each batch's ticket, and writes it; how the session ended, and
 /// whether it was welcomed.
+///
+/// Once the hub welcomed it, the session's helper tasks run beside it and end with it: its files
+/// ([`super::files`]) and, if the hub keeps copies, the borough's kept copy ([`super::keep`]).
 async fn sync(
-    shared: &Arc<Shared>,
-    driver: &Arc<CoreDriver>,
-    conn: &quinn::Connection,
-    keep: (&HubMembership, Duration),
-    status: &LinkStatus,
-    stop: &mut watch::Receiver<bool>,
-) -> (Ended, bool) {
-    let mut keeping: Option<tokio::task::JoinHandle<()>> = None;
-    let ended = sync_keeping(shared, driver, conn, keep, status, stop, &mut keeping).await;
-    if let Some(task) = keeping {
-        task.abort();
-    }
-    ended
-}
-
-/// [`sync`], starting the safekeeping task ([`super::keep`]) once the hub welcomed the link and
-/// said it keeps copies.
-async fn sync_keeping(
     shared: &Arc<Shared>,
     driver: &Arc<CoreDriver>,
     conn: &quinn::Connection,
     (membership, keep_every): (&HubMembership, Duration),
     status: &LinkStatus,
     stop: &mut watch::Receiver<bool>,
-    keeping: &mut Option<tokio::task::JoinHandle<()>>,
 ) -> (Ended, bool) {
     let lost = |e: &dyn std::fmt::Display| failed(&net::explain("the trust hub", Some(conn), e));
     let (send, recv) = match conn.open_bi().await {
@@ -324,8 +308,8 @@ async fn sync_keeping(
     // Cases whose files to look at, for the session's file task (started once welcomed).
     let (files, files_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut files_rx = Some(files_rx);
-    let mut files_task: Option<tokio::task::JoinHandle<()>> = None;
-    let files_guard = AbortOnDrop(&mut files_task);
+    let mut files_task = AbortOnDrop(None);
+    let mut keeping = AbortOnDrop(None);
     loop {
         let core_ref = &mut core;
         let next = tokio::select! {
@@ -376,7 +360,7 @@ async fn sync_keeping(
                 for case in off_runtime(|| core.cases()) {
                     let _ = files.send(case);
                 }
-                *files_guard.0 = Some(tokio::spawn(super::files::task(
+                files_task.0 = Some(tokio::spawn(super::files::task(
                     shared.clone(),
                     membership.hub.clone(),
                     conn.clone(),
@@ -385,7 +369,7 @@ async fn sync_keeping(
             }
             transfers(shared, driver, conn).await;
             if core.hub_keeps_copies() {
-                *keeping = Some(tokio::spawn(super::keep::keep_while(
+                keeping.0 = Some(tokio::spawn(super::keep::keep_while(
                     shared.clone(),
                     driver.clone(),
                     conn.clone(),
@@ -471,9 +455,9 @@ async fn write_batch(
 }
 
 /// Aborts the task it holds when dropped: a session's helper tasks end with it.
-struct AbortOnDrop<'a>(&'a mut Option<tokio::task::JoinHandle<()>>);
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
-impl Drop for AbortOnDrop<'_> {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if let Some(task) = self.0.take() {
             task.abort();
