@@ -1554,3 +1554,43 @@ fn a_case_transferred_away_takes_relayed_work_dated_after_the_link_was_told() {
     );
     assert!(!stored(&h.f, case, &refused_change));
 }
+
+#[test]
+fn a_transfers_access_list_at_its_bound_is_kept_and_one_past_it_refused() {
+    use super::transfer::MAX_CARRIED_ACCESS;
+    let h = hub();
+    let list = |n: usize| -> Vec<polyphony_core::export::Access> {
+        (0..n)
+            .map(|i| polyphony_core::export::Access {
+                at: format!("2026-12-07T10:00:00.{i:09}Z"),
+                who: "Ana".into(),
+                device: None,
+                what: "read".into(),
+                kind: None,
+            })
+            .collect()
+    };
+    let mut link = h.link(&h.ashby, 5);
+    let mut send = |access| {
+        let (case, mut doc) = new_case(h.ashby_north, h.ana.clone());
+        assert_eq!(refusals(&link.settle(case, &mut doc)).1, vec![]);
+        let req = polyphony_core::sync::TransferCase {
+            case,
+            borough: "Brent".into(),
+            team: "North".into(),
+            access,
+        };
+        (case, super::transfer::transfer(&h.f.shared, &h.ashby, &req))
+    };
+    let (at_bound, done) = send(list(MAX_CARRIED_ACCESS));
+    done.expect("at the bound: transferred");
+    let history = super::transfer::history(&h.f.shared, &h.brent, at_bound).expect("history");
+    assert_eq!(history.access.len(), MAX_CARRIED_ACCESS);
+    let (past, refused) = send(list(MAX_CARRIED_ACCESS + 1));
+    assert_eq!(refused.map(|_| ()).unwrap_err().code, ErrorCode::TooLarge);
+    assert_eq!(
+        h.f.shared.registry.case_team(&past).expect("read"),
+        Some(h.ashby_north),
+        "refused: nothing moved"
+    );
+}

@@ -32,8 +32,8 @@ use crate::registry::{Borough, DeviceStatus, RegistryError, Team};
 /// Store namespace: case id → [`Carried`], what came with a case from the boroughs it left.
 const NS_CARRIED: &str = "transfers.carried";
 
-/// The most access entries one transfer may carry (far above any case's list; the frame limit
-/// bounds it too).
+/// The most access entries one transfer may carry, and the hub keeps for a case over all its
+/// transfers (far above any case's list; the frame limit bounds a request too).
 pub const MAX_CARRIED_ACCESS: usize = 200_000;
 
 /// What the hub keeps of a case's transfers.
@@ -131,13 +131,26 @@ pub fn transfer(
     let from_team = owner.expect("checked above");
     kept.last = Some((from.id, team.id));
     // Each entry once: a request repeated after a crash, or a case that comes back and leaves
-    // again, carries entries the hub holds already.
+    // again, carries entries the hub holds already. (Looked up by their serialised form: a
+    // list of this size compared entry by entry would hold a thread for minutes.)
+    let key = |e: &(BoroughId, AccessEntry)| serde_json::to_string(e).unwrap_or_default();
+    let mut held: std::collections::HashSet<String> = kept.access.iter().map(key).collect();
     for mut a in req.access.iter().cloned() {
         a.who = format!("{} (the {} borough)", a.who, from.name);
         let entry = (from.id, a);
-        if !kept.access.contains(&entry) {
+        if held.insert(key(&entry)) {
             kept.access.push(entry);
         }
+    }
+    // The list kept for a case is bounded too, not only each request's.
+    if kept.access.len() > MAX_CARRIED_ACCESS {
+        return Err(refusal(
+            ErrorCode::TooLarge,
+            format!(
+                "the case's access list from the boroughs it was in would reach {} entries (at most {MAX_CARRIED_ACCESS})",
+                kept.access.len()
+            ),
+        ));
     }
     let bytes = serde_json::to_vec(&kept).map_err(internal)?;
     // The carried list first, then the move: a crash between leaves the case where it was, and
