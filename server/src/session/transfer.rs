@@ -110,9 +110,12 @@ pub fn transfer(
                 .last
                 .is_some_and(|(f, t)| f == from.id && same_borough(shared, t, owner)) =>
         {
+            // Only to a request naming the borough that holds it (never another borough's name
+            // beside its team).
             let now = registry
                 .team_by_id(&owner)
                 .map_err(internal)?
+                .filter(|t| t.borough == Some(to.id))
                 .ok_or_else(|| not_available(&req.case))?;
             let answer = self::answer(req.case, &to, &now);
             return Ok((answer, shared.storage.group.current_in(generation)));
