@@ -1,7 +1,8 @@
 //! The local store: where a device (or the borough server) keeps its cases between runs.
 //!
 //! Callers see only the [`Store`] trait, so the engine can be replaced without touching them (sled 0.34
-//! has had no release since 2021). Two engines implement it: [`SledStore`] on disk and
+//! has had no release since 2021). Three engines implement it: [`SledStore`] on disk (the
+//! default everywhere), `PgStore` in a PostgreSQL schema (feature `postgres`, for servers) and
 //! [`MemoryStore`] for tests and benchmarks.
 //!
 //! A case is stored as a log of automerge chunks: each save appends only the new changes (an
@@ -19,6 +20,8 @@
 
 mod crypto;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod pg_store;
 mod sled_store;
 
 #[cfg(test)]
@@ -26,6 +29,8 @@ mod conformance;
 
 pub use crypto::{KdfParams, KeySource, SealKey, KEY_LEN};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use pg_store::{PgOptions, PgStore};
 pub use sled_store::{SledOptions, SledStore};
 
 use crate::{BlobHash, CaseId};

@@ -35,7 +35,7 @@
 //! caller whose writes were covered by a flush that started after them returns without flushing
 //! again. sled's `flush_async` is never used: concurrent calls deadlock (sled #1308).
 
-mod header;
+pub(super) mod header;
 pub(crate) mod rekey;
 
 use std::fs;
@@ -58,7 +58,7 @@ use crate::{BlobHash, CaseId};
 const FORMAT_DIRECT: u8 = 1;
 /// Format 2: a random data key, wrapped under the key from the [`KeySource`]. What this version
 /// makes. A store of a format not listed here is refused with a request to update Polyphony.
-const FORMAT_WRAPPED: u8 = 2;
+pub(super) const FORMAT_WRAPPED: u8 = 2;
 
 const TREE_HEADER: &str = "polyphony.header";
 const TREE_CHUNKS: &str = "polyphony.chunks";
@@ -70,7 +70,7 @@ const TREE_BLOBS: &str = "polyphony.blobs";
 const HEADER_FORMAT: &[u8] = b"format";
 const HEADER_STORE_ID: &[u8] = b"store_id";
 const HEADER_KDF: &[u8] = b"kdf";
-const HEADER_VERIFIER: &[u8] = b"verifier";
+pub(super) const HEADER_VERIFIER: &[u8] = b"verifier";
 const HEADER_WRAPPED_KEY: &[u8] = b"wrapped_key";
 const HEADER_SEQ_BASE: &[u8] = b"seq_base";
 const VERIFIER_PLAINTEXT: &[u8] = b"polyphony store verifier v1";
@@ -78,14 +78,14 @@ const VERIFIER_PLAINTEXT: &[u8] = b"polyphony store verifier v1";
 // One byte per tree in the associated data, so identical keys in two trees still differ.
 const TAG_VERIFIER: u8 = b'v';
 const TAG_WRAP: u8 = b'w';
-const TAG_CHUNK: u8 = b'c';
-const TAG_META: u8 = b'm';
-const TAG_LOG: u8 = b'l';
-const TAG_BLOB: u8 = b'b';
+pub(super) const TAG_CHUNK: u8 = b'c';
+pub(super) const TAG_META: u8 = b'm';
+pub(super) const TAG_LOG: u8 = b'l';
+pub(super) const TAG_BLOB: u8 = b'b';
 
 const CASE_ID_LEN: usize = 16;
 const CASE_LOCK_STRIPES: usize = 16;
-const STORE_ID_LEN: usize = 16;
+pub(super) const STORE_ID_LEN: usize = 16;
 
 /// Tuning for a [`SledStore`]. The defaults suit both a practitioner's laptop and the borough server.
 #[derive(Clone, Debug)]
@@ -351,7 +351,7 @@ impl std::fmt::Debug for SledStore {
 }
 
 /// Associated data of a stored value: which store, which tree, which key.
-fn value_aad(store_id: &[u8; STORE_ID_LEN], tag: u8, key: &[u8]) -> Vec<u8> {
+pub(super) fn value_aad(store_id: &[u8; STORE_ID_LEN], tag: u8, key: &[u8]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(STORE_ID_LEN + 1 + key.len());
     aad.extend_from_slice(store_id);
     aad.push(tag);
@@ -629,14 +629,14 @@ fn transaction_error(e: TransactionError<StoreError>) -> StoreError {
 }
 
 /// An attachment's key: its case, then its address (so a case's attachments share a prefix).
-fn blob_key(case: &CaseId, hash: &BlobHash) -> [u8; CASE_ID_LEN + 32] {
+pub(super) fn blob_key(case: &CaseId, hash: &BlobHash) -> [u8; CASE_ID_LEN + 32] {
     let mut key = [0u8; CASE_ID_LEN + 32];
     key[..CASE_ID_LEN].copy_from_slice(case.0.as_bytes());
     key[CASE_ID_LEN..].copy_from_slice(&hash.0);
     key
 }
 
-fn chunk_key(case: &CaseId, seq: ChunkSeq) -> [u8; CASE_ID_LEN + 8] {
+pub(super) fn chunk_key(case: &CaseId, seq: ChunkSeq) -> [u8; CASE_ID_LEN + 8] {
     let mut key = [0u8; CASE_ID_LEN + 8];
     key[..CASE_ID_LEN].copy_from_slice(case.0.as_bytes());
     key[CASE_ID_LEN..].copy_from_slice(&seq.to_be_bytes());
@@ -676,20 +676,20 @@ fn next_prefix(mut prefix: [u8; CASE_ID_LEN]) -> Option<[u8; CASE_ID_LEN]> {
     None
 }
 
-fn name_key(name: &str) -> Vec<u8> {
+pub(super) fn name_key(name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(name.len() + 1);
     key.extend_from_slice(name.as_bytes());
     key.push(0);
     key
 }
 
-fn meta_key(ns: &str, key: &str) -> Vec<u8> {
+pub(super) fn meta_key(ns: &str, key: &str) -> Vec<u8> {
     let mut k = name_key(ns);
     k.extend_from_slice(key.as_bytes());
     k
 }
 
-fn log_key(log: &str, index: u64) -> Vec<u8> {
+pub(super) fn log_key(log: &str, index: u64) -> Vec<u8> {
     let mut k = name_key(log);
     k.extend_from_slice(&index.to_be_bytes());
     k

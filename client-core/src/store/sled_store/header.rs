@@ -29,7 +29,7 @@ use crate::store::{KdfParams, KeySource, SealKey, StoreError};
 /// How the key from a [`KeySource`] is obtained, as recorded in the header (field `kdf`). In format
 /// 1 that key is the data key; in format 2 it is the key-encryption key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum KdfHeader {
+pub(in crate::store) enum KdfHeader {
     /// The key is supplied whole (a key file or a raw key).
     SuppliedKey,
     /// The key is derived from a passphrase with argon2id.
@@ -87,20 +87,20 @@ impl KdfHeader {
 }
 
 /// What an unlocked store needs to read and write its values.
-pub(super) struct Unlocked {
+pub(in crate::store) struct Unlocked {
     /// [`FORMAT_DIRECT`] or [`FORMAT_WRAPPED`].
-    pub(super) format: u8,
+    pub(in crate::store) format: u8,
     /// Random per store (and per re-key); part of every value's associated data.
-    pub(super) store_id: [u8; STORE_ID_LEN],
+    pub(in crate::store) store_id: [u8; STORE_ID_LEN],
     /// The key every value is sealed with.
-    pub(super) data_key: SealKey,
+    pub(in crate::store) data_key: SealKey,
     /// Added to sled's id generator to make a chunk's sequence number. A re-keyed store is a new
     /// sled database whose generator starts again at 0, but sequence numbers must keep growing
     /// across the re-key (sync states remember "through chunk 41", even of removed cases), so the
     /// new store starts past every number the old one handed out. 0 for a store never re-keyed.
-    pub(super) seq_base: u64,
+    pub(in crate::store) seq_base: u64,
     /// How the source's key is obtained.
-    pub(super) kdf: KdfHeader,
+    pub(in crate::store) kdf: KdfHeader,
 }
 
 /// Whether the header has been written (a store that crashed on its first open has none).
@@ -135,13 +135,21 @@ pub(super) fn format_of(db: &sled::Db) -> Result<Option<u8>, StoreError> {
 /// [`StoreError::WrongPassphrase`] in both formats; a damaged header is [`StoreError::Corrupt`].
 pub(super) fn unlock(db: &sled::Db, source: &KeySource) -> Result<Unlocked, StoreError> {
     let header = db.open_tree(TREE_HEADER).map_err(engine_error)?;
-    let field = |name: &[u8]| -> Result<sled::IVec, StoreError> {
-        header
-            .get(name)
-            .map_err(engine_error)?
-            .ok_or_else(|| damaged(&format!("{} is missing", String::from_utf8_lossy(name))))
+    unlock_fields(
+        |name| Ok(header.get(name).map_err(engine_error)?.map(|v| v.to_vec())),
+        source,
+    )
+}
+
+/// [`unlock`] for any engine: `get` reads one header field by name. Reads only.
+pub(in crate::store) fn unlock_fields(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+    source: &KeySource,
+) -> Result<Unlocked, StoreError> {
+    let field = |name: &[u8]| -> Result<Vec<u8>, StoreError> {
+        get(name)?.ok_or_else(|| damaged(&format!("{} is missing", String::from_utf8_lossy(name))))
     };
-    let format = match field(HEADER_FORMAT)?.as_ref() {
+    let format = match field(HEADER_FORMAT)?.as_slice() {
         [FORMAT_DIRECT] => FORMAT_DIRECT,
         [FORMAT_WRAPPED] => FORMAT_WRAPPED,
         other => {
@@ -152,7 +160,7 @@ pub(super) fn unlock(db: &sled::Db, source: &KeySource) -> Result<Unlocked, Stor
         }
     };
     let store_id: [u8; STORE_ID_LEN] = field(HEADER_STORE_ID)?
-        .as_ref()
+        .as_slice()
         .try_into()
         .map_err(|_| damaged("store id has the wrong length"))?;
     let kdf_bytes = field(HEADER_KDF)?;
@@ -176,7 +184,7 @@ pub(super) fn unlock(db: &sled::Db, source: &KeySource) -> Result<Unlocked, Stor
             })?;
         let seq_base = u64::from_be_bytes(
             field(HEADER_SEQ_BASE)?
-                .as_ref()
+                .as_slice()
                 .try_into()
                 .map_err(|_| damaged("seq_base has the wrong length"))?,
         );
@@ -234,9 +242,12 @@ fn key_from_source(source: &KeySource, kdf: KdfHeader) -> Result<SealKey, StoreE
     }
 }
 
+/// A header's fields, name and value, in the order they are written.
+pub(in crate::store) type HeaderFields = Vec<(&'static [u8], Vec<u8>)>;
+
 /// The header of a store about to be written (a new store, or the new copy made by a re-key): a
 /// fresh random data key, wrapped under the key-encryption key from a [`KeySource`].
-pub(super) struct NewHeader {
+pub(in crate::store) struct NewHeader {
     unlocked: Unlocked,
     key_encryption_key: SealKey,
 }
@@ -244,7 +255,7 @@ pub(super) struct NewHeader {
 impl NewHeader {
     /// Draw a store id and a data key, and obtain the key-encryption key from `source` (argon2id
     /// with `params` and a new salt, for a passphrase). `seq_base`: see [`Unlocked::seq_base`].
-    pub(super) fn new(
+    pub(in crate::store) fn new(
         source: &KeySource,
         params: KdfParams,
         seq_base: u64,
@@ -280,6 +291,18 @@ impl NewHeader {
     /// Write the header in one batch, creating every tree first so that a later open never has
     /// to create one before the key is checked. Not flushed: the caller decides when.
     pub(super) fn write(self, db: &sled::Db) -> Result<Unlocked, StoreError> {
+        let mut batch = sled::Batch::default();
+        let (unlocked, fields) = self.into_fields();
+        for (name, value) in fields {
+            batch.insert(name, value);
+        }
+        write_batch(db, batch)?;
+        Ok(unlocked)
+    }
+
+    /// The header's fields, name and value, for an engine to write all at once (or none), and
+    /// the keys the store is unlocked with once they are written.
+    pub(in crate::store) fn into_fields(self) -> (Unlocked, HeaderFields) {
         let u = &self.unlocked;
         let kdf_bytes = u.kdf.encode();
         let wrapped = self
@@ -289,15 +312,15 @@ impl NewHeader {
             &verifier_aad_wrapped(&u.store_id, u.seq_base),
             VERIFIER_PLAINTEXT,
         );
-        let mut batch = sled::Batch::default();
-        batch.insert(HEADER_FORMAT, &[FORMAT_WRAPPED]);
-        batch.insert(HEADER_STORE_ID, &u.store_id);
-        batch.insert(HEADER_KDF, kdf_bytes);
-        batch.insert(HEADER_WRAPPED_KEY, wrapped);
-        batch.insert(HEADER_SEQ_BASE, &u.seq_base.to_be_bytes());
-        batch.insert(HEADER_VERIFIER, verifier);
-        write_batch(db, batch)?;
-        Ok(self.unlocked)
+        let fields = vec![
+            (HEADER_FORMAT, vec![FORMAT_WRAPPED]),
+            (HEADER_STORE_ID, u.store_id.to_vec()),
+            (HEADER_KDF, kdf_bytes),
+            (HEADER_WRAPPED_KEY, wrapped),
+            (HEADER_SEQ_BASE, u.seq_base.to_be_bytes().to_vec()),
+            (HEADER_VERIFIER, verifier),
+        ];
+        (self.unlocked, fields)
     }
 }
 

@@ -1,0 +1,149 @@
+//! The PostgreSQL engine: the conformance suite, and what only a shared database can get wrong.
+
+use super::testing::{fresh_store, TestSchema};
+use super::{PgOptions, PgStore};
+use crate::store::conformance::conformance_tests;
+use crate::store::{KeySource, SealKey, Store, StoreError};
+use crate::CaseId;
+
+conformance_tests!(fresh_store());
+
+#[test]
+fn reopened_with_its_key_it_holds_everything_and_another_key_is_refused() {
+    let schema = TestSchema::new();
+    let key = SealKey::generate();
+    let case = CaseId::random();
+    {
+        let store = PgStore::open(&schema.options, KeySource::Raw(key.clone())).unwrap();
+        store.append_chunk(&case, b"first").unwrap();
+        store.put_meta("ns", "k", b"v").unwrap();
+        store.append_log("audit", b"e0").unwrap();
+        store.flush().unwrap();
+    }
+    let store = PgStore::open(&schema.options, KeySource::Raw(key)).unwrap();
+    assert_eq!(store.load_chunks(&case).unwrap().unwrap()[0].1, b"first");
+    assert_eq!(store.get_meta("ns", "k").unwrap().unwrap(), b"v");
+    // Log indices carry on from where they were.
+    assert_eq!(store.append_log("audit", b"e1").unwrap(), 1);
+    drop(store);
+    let wrong = PgStore::open(&schema.options, KeySource::Raw(SealKey::generate()));
+    assert!(
+        matches!(wrong, Err(StoreError::WrongPassphrase)),
+        "another key must be refused: {wrong:?}"
+    );
+}
+
+#[test]
+fn nothing_in_the_database_holds_a_value_in_the_clear() {
+    let (schema, store) = fresh_store();
+    let secret = b"Marcus says the voices started after the eviction";
+    let case = CaseId::random();
+    store.append_chunk(&case, secret).unwrap();
+    store.put_meta("ns", "k", secret).unwrap();
+    store.append_log("audit", secret).unwrap();
+    let hash = crate::BlobHash::of(secret);
+    store.put_blob(&case, &hash, secret).unwrap();
+    store.flush().unwrap();
+    // Every byte of every table, read back raw.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dump: Vec<Vec<u8>> = runtime.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&schema.options.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut all = Vec::new();
+        for table in [
+            "header",
+            "cases",
+            "chunks",
+            "meta",
+            "logs",
+            "log_heads",
+            "blobs",
+        ] {
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT convert_to(t::text, 'UTF8') FROM {}.{table} t",
+                        schema.options.schema
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+            all.extend(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)));
+        }
+        all
+    });
+    assert!(
+        dump.len() >= 8,
+        "the tables hold the values: {}",
+        dump.len()
+    );
+    let needle = hex::encode(&secret[..16]);
+    for row in &dump {
+        let text = String::from_utf8_lossy(row);
+        assert!(
+            !text.contains("voices") && !text.contains(&needle),
+            "a row holds the value in the clear: {text}"
+        );
+    }
+    drop(store);
+}
+
+#[test]
+fn two_stores_on_one_schema_keep_each_case_in_sequence_order() {
+    let schema = TestSchema::new();
+    let key = SealKey::generate();
+    let a = PgStore::open(&schema.options, KeySource::Raw(key.clone())).unwrap();
+    let b = PgStore::open(&schema.options, KeySource::Raw(key)).unwrap();
+    let case = CaseId::random();
+    let stores = [&a, &b];
+    std::thread::scope(|scope| {
+        for (i, store) in stores.iter().enumerate() {
+            for t in 0..4 {
+                scope.spawn(move || {
+                    for n in 0..25 {
+                        let seq = store
+                            .append_chunk(&case, format!("{i}-{t}-{n}").as_bytes())
+                            .unwrap();
+                        // Whoever reads after an append sees it, and nothing numbered after it is
+                        // missing below it later: the log read now is a prefix of the final one.
+                        let log = store.load_chunks(&case).unwrap().unwrap();
+                        assert!(log.iter().any(|(s, _)| *s == seq));
+                    }
+                });
+            }
+        }
+    });
+    let log = a.load_chunks(&case).unwrap().unwrap();
+    assert_eq!(log.len(), 200);
+    assert!(log.windows(2).all(|w| w[0].0 < w[1].0));
+    // A compaction on one store while the other appends keeps every chunk after it.
+    let through = log[150].0;
+    a.compact_case(&case, b"snapshot", through).unwrap();
+    b.append_chunk(&case, b"after").unwrap();
+    let log = b.load_chunks(&case).unwrap().unwrap();
+    assert_eq!(log.len(), 1 + 49 + 1);
+    assert_eq!(log[0], (through, b"snapshot".to_vec()));
+}
+
+#[test]
+fn a_database_on_another_machine_or_a_bad_schema_is_refused_before_connecting() {
+    let key = || KeySource::Raw(SealKey::generate());
+    let remote = PgStore::open(&PgOptions::new("host=db.example.nhs.uk dbname=x"), key());
+    assert!(
+        matches!(&remote, Err(StoreError::InvalidRequest(m)) if m.contains("not on this machine")),
+        "{remote:?}"
+    );
+    let mut options = PgOptions::new("host=/run/postgresql dbname=x");
+    options.schema = "bad; DROP TABLE".into();
+    let bad = PgStore::open(&options, key());
+    assert!(
+        matches!(&bad, Err(StoreError::InvalidRequest(m)) if m.contains("schema name")),
+        "{bad:?}"
+    );
+}
