@@ -100,7 +100,33 @@ pub struct ServerConfig {
     /// in memory until it is whole and stored). A device sends a few hundred at most; a borough
     /// joining the hub sends its whole caseload, the rest in the link's next sessions.
     pub max_new_cases_per_session: usize,
+    /// Where the server keeps cases, registry and audit log: `"sled"` (the default: files in the
+    /// data directory, nothing else to install) or `"postgres"` (a PostgreSQL database on this
+    /// machine; see `postgres_url`). The key file seals the values in either.
+    pub store: StoreEngine,
+    /// With `store = "postgres"`: the connection string (`host=/run/postgresql dbname=polyphony
+    /// user=polyphony`, or a `postgresql://` URL). The environment variable
+    /// `POLYPHONY_POSTGRES_URL`, when set, takes its place, keeping a password out of this file.
+    pub postgres_url: Option<String>,
+    /// With `store = "postgres"`: the schema that holds the tables (created on first run).
+    pub postgres_schema: String,
+    /// With `store = "postgres"`: the most database connections the server opens at once.
+    pub postgres_pool: usize,
 }
+
+/// The storage engine a server keeps its data in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreEngine {
+    /// sled, in the data directory.
+    #[default]
+    Sled,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+/// The environment variable that gives the PostgreSQL connection string.
+pub const POSTGRES_URL_ENV: &str = "POLYPHONY_POSTGRES_URL";
 
 /// What a `polyphony-server` is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +173,10 @@ impl Default for ServerConfig {
             hub_keep_every_secs: crate::hub_link::keep::KEEP_EVERY.as_secs(),
             max_new_cases_per_session: crate::session::MAX_PROVISIONAL,
             role: ServerRole::Borough,
+            store: StoreEngine::Sled,
+            postgres_url: None,
+            postgres_schema: "polyphony".into(),
+            postgres_pool: 16,
         }
     }
 }
@@ -210,6 +240,20 @@ impl ServerConfig {
     /// The directory of the on-disk store.
     pub fn db_dir(&self) -> PathBuf {
         self.data_dir.join("db")
+    }
+
+    /// With `store = "postgres"`: how to reach the database (`POLYPHONY_POSTGRES_URL` first, then
+    /// `postgres_url`); `None` when neither says.
+    pub fn postgres_options(&self) -> Option<polyphony_core::store::PgOptions> {
+        let url = std::env::var(POSTGRES_URL_ENV)
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| self.postgres_url.clone())?;
+        Some(polyphony_core::store::PgOptions {
+            url,
+            schema: self.postgres_schema.clone(),
+            pool_size: self.postgres_pool,
+        })
     }
 
     /// How long a device may stay in the revoking state, as a duration.

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use polyphony_core::identity::{BoroughCa, IdentityError};
-use polyphony_core::store::{KeySource, SledStore, Store, StoreError};
+use polyphony_core::store::{KeySource, PgStore, SledStore, Store, StoreError};
 
 use crate::audit::{AuditError, AuditLog};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, StoreEngine, POSTGRES_URL_ENV};
 use crate::registry::Registry;
 use crate::reopen::ReopenableStore;
 
@@ -56,6 +56,9 @@ pub enum StartError {
     /// A restore from the trust hub stopped part-way in this data directory.
     #[error("a restore from the trust hub did not finish in this data directory: run `polyphony-server hub restore` again (with a new code from the hub) before starting the server")]
     Unfinished,
+    /// `store = "postgres"` without a connection string.
+    #[error("store = \"postgres\" needs a connection string: set postgres_url in the configuration file, or the environment variable {POSTGRES_URL_ENV}")]
+    NoPostgresUrl,
     /// A socket (the QUIC port, the admin socket) could not be opened.
     #[error("{what}: {source}")]
     Socket {
@@ -72,27 +75,58 @@ pub fn open(config: &ServerConfig) -> Result<Opened, StartError> {
     open_with_engine(config, Arc::new(open_reopenable(config)?))
 }
 
-/// Open (creating on first run) the data directory's key file and encrypted store.
+/// Open (creating on first run) the data directory's key file and encrypted store: sled in the
+/// data directory, or the PostgreSQL schema the configuration names.
 pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
     let key = prepare_data_dir(config)?;
-    Ok(Arc::new(SledStore::open(
-        &config.db_dir(),
-        KeySource::KeyFile(key),
-    )?))
+    engine_opener(config, key)?()
 }
 
 /// The encrypted store as [`open_store`] opens it, behind a handle that opens it the same way
-/// again after a disk error.
+/// again after a disk error (sled's files are checked for free space first; PostgreSQL keeps its
+/// own disk, so a reopen there only makes a new connection pool).
 pub fn open_reopenable(config: &ServerConfig) -> Result<ReopenableStore, StartError> {
     let key = prepare_data_dir(config)?;
-    let dir = config.db_dir();
-    let engine_dir = dir.clone();
-    Ok(ReopenableStore::open(dir, move || {
-        Ok(Arc::new(SledStore::open(
-            &engine_dir,
-            KeySource::KeyFile(key.clone()),
-        )?) as Arc<dyn Store>)
+    let open = engine_opener(config, key)?;
+    let dir = match config.store {
+        StoreEngine::Sled => Some(config.db_dir()),
+        StoreEngine::Postgres => None,
+    };
+    Ok(ReopenableStore::open_in(dir, move || {
+        open().map_err(|e| match e {
+            StartError::Store(e) => e,
+            other => StoreError::Engine(other.to_string()),
+        })
     })?)
+}
+
+type EngineOpener = Box<dyn Fn() -> Result<Arc<dyn Store>, StartError> + Send + Sync>;
+
+/// How to open the configured engine (again), with the key file at `key`.
+fn engine_opener(
+    config: &ServerConfig,
+    key: std::path::PathBuf,
+) -> Result<EngineOpener, StartError> {
+    match config.store {
+        StoreEngine::Sled => {
+            let dir = config.db_dir();
+            Ok(Box::new(move || {
+                Ok(
+                    Arc::new(SledStore::open(&dir, KeySource::KeyFile(key.clone()))?)
+                        as Arc<dyn Store>,
+                )
+            }))
+        }
+        StoreEngine::Postgres => {
+            let options = config.postgres_options().ok_or(StartError::NoPostgresUrl)?;
+            Ok(Box::new(move || {
+                Ok(
+                    Arc::new(PgStore::open(&options, KeySource::KeyFile(key.clone()))?)
+                        as Arc<dyn Store>,
+                )
+            }))
+        }
+    }
 }
 
 /// Create the data directory and its key file if missing; returns the key file's path.

@@ -62,8 +62,17 @@ impl ReopenableStore {
         dir: PathBuf,
         open: impl Fn() -> Result<Arc<dyn Store>, StoreError> + Send + Sync + 'static,
     ) -> Result<Self, StoreError> {
+        Self::open_in(Some(dir), open)
+    }
+
+    /// [`ReopenableStore::open`] for an engine that may keep no files here (`dir: None`: no
+    /// free-space check before a reopen).
+    pub fn open_in(
+        dir: Option<PathBuf>,
+        open: impl Fn() -> Result<Arc<dyn Store>, StoreError> + Send + Sync + 'static,
+    ) -> Result<Self, StoreError> {
         let engine = open()?;
-        Ok(Self::with(engine, Box::new(open), Some(dir)))
+        Ok(Self::with(engine, Box::new(open), dir))
     }
 
     /// A store that "reopens" by keeping `engine` as it is. Nothing is lost by such a reopen, but

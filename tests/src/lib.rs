@@ -19,9 +19,11 @@ use polyphony_core::model::{
     self, CaseDoc, CaseView, NewCase, NewMeeting, NoteKind, Participant, Place,
 };
 use polyphony_core::profile::Profile;
+use polyphony_core::store::pg_store::testing::TestSchema;
 use polyphony_core::store::Store;
 use polyphony_core::{CaseId, EntryId};
 use polyphony_server::admin::{self, AdminRequest, AdminResponse};
+use polyphony_server::config::StoreEngine;
 use polyphony_server::data_dir;
 use polyphony_server::{Server, ServerConfig, ServerHandle};
 use tempfile::TempDir;
@@ -43,6 +45,39 @@ pub struct TestServer {
     /// Its configuration.
     pub config: ServerConfig,
     handle: Option<ServerHandle>,
+    /// Its PostgreSQL schema, dropped after the server (last field), when it runs on PostgreSQL.
+    _schema: Option<TestSchema>,
+}
+
+/// The environment variable that puts the end-to-end servers on PostgreSQL:
+/// `POLYPHONY_TEST_ENGINE=postgres` (with `POLYPHONY_TEST_PG` naming the cluster). Unset or
+/// `sled`, they run on sled. `scripts/test` runs the sync, kill and acknowledgement suites once
+/// on each engine.
+pub const ENGINE_ENV: &str = "POLYPHONY_TEST_ENGINE";
+
+/// Whether the end-to-end servers run on PostgreSQL in this test run ([`ENGINE_ENV`]). Any
+/// other value than `sled`, `postgres` or nothing stops the test: a misspelt engine must not
+/// quietly test sled twice.
+pub fn on_postgres() -> bool {
+    match std::env::var(ENGINE_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("sled") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("{ENGINE_ENV}={other}: expected sled or postgres"),
+    }
+}
+
+/// Put `config` on PostgreSQL in a schema of its own when the run asks for it
+/// ([`on_postgres`]); the schema lives as long as what is returned.
+pub fn engine_for_test(config: &mut ServerConfig) -> Option<TestSchema> {
+    if !on_postgres() {
+        return None;
+    }
+    let schema = TestSchema::new();
+    config.store = StoreEngine::Postgres;
+    config.postgres_url = Some(schema.options.url.clone());
+    config.postgres_schema = schema.options.schema.clone();
+    config.postgres_pool = schema.options.pool_size;
+    Some(schema)
 }
 
 /// Install a test tracing subscriber once (logs shown with RUST_LOG).
@@ -57,20 +92,7 @@ impl TestServer {
     /// Start a fresh server on a free loopback port.
     pub async fn start() -> Result<TestServer> {
         init_logs();
-        let dir = tempfile::tempdir()?;
-        let config = ServerConfig {
-            data_dir: dir.path().join("data"),
-            listen: "127.0.0.1:0".parse()?,
-            ..ServerConfig::default()
-        };
-        let handle = Server::start(config.clone()).await?;
-        let mut config = config;
-        config.listen = handle.local_addr();
-        Ok(TestServer {
-            dir,
-            config,
-            handle: Some(handle),
-        })
+        Self::start_with(|_| {}).await
     }
 
     /// Where devices reach it.
@@ -175,6 +197,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse()?,
             ..ServerConfig::default()
         };
+        let schema = engine_for_test(&mut config);
         adjust(&mut config);
         let handle = match wrap {
             Some(wrap) => {
@@ -188,6 +211,7 @@ impl TestServer {
             dir,
             config,
             handle: Some(handle),
+            _schema: schema,
         })
     }
 
@@ -330,6 +354,30 @@ pub struct ServerProcess {
     child: Option<std::process::Child>,
 }
 
+/// On PostgreSQL runs: give the server process in `data` a configuration file that puts it in a
+/// schema of its own, unless it has one already (a restart keeps its schema; a data directory
+/// deleted and started again gets a new, empty one, as a new sled store would be). The schema is
+/// not dropped: the cluster is thrown away after the run.
+fn postgres_config_file(data: &std::path::Path) -> Result<()> {
+    let path = data.join(polyphony_server::config::CONFIG_FILE_NAME);
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(data)?;
+    let mut config = ServerConfig::default();
+    let schema = engine_for_test(&mut config).expect("on PostgreSQL");
+    std::fs::write(
+        &path,
+        format!(
+            "store = \"postgres\"\npostgres_url = {:?}\npostgres_schema = {:?}\npostgres_pool = 8\n",
+            schema.options.url, schema.options.schema
+        ),
+    )?;
+    // Kept for the process's life and beyond: the guard must not drop it.
+    std::mem::forget(schema);
+    Ok(())
+}
+
 impl ServerProcess {
     /// Start `polyphony-server serve` on `addr` with `data`, and wait until it answers.
     pub async fn start(data: PathBuf, addr: SocketAddr) -> Result<ServerProcess> {
@@ -343,6 +391,9 @@ impl ServerProcess {
         data: PathBuf,
         addr: SocketAddr,
     ) -> Result<ServerProcess> {
+        if on_postgres() {
+            postgres_config_file(&data)?;
+        }
         let mut command = match prefix.split_first() {
             Some((program, args)) => {
                 let mut c = std::process::Command::new(program);

@@ -137,14 +137,14 @@ impl PgStore {
             .build()?;
         let schema = options.schema.clone();
         let pool_size = options.pool_size.max(1);
-        let opened = runtime.block_on(async move {
+        let opened = wait_on(&runtime, async move {
             let durable_level = check_server(&base).await?;
             let mut config = base.clone();
             // Every store connection commits asynchronously and looks in its schema first; a
             // flush commits durably (see the module documentation).
             let mut startup = config.get_options().unwrap_or_default().to_owned();
             startup.push_str(&format!(
-                " -c synchronous_commit=off -c search_path={schema}"
+                " -c synchronous_commit=off -c client_min_messages=warning -c search_path={schema}"
             ));
             config.options(startup.trim());
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -191,24 +191,33 @@ impl PgStore {
     {
         let pool = self.pool.clone();
         let keys = self.keys.clone();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let runtime = self
             .runtime
             .as_ref()
             .expect("the runtime is only taken when the store is dropped");
-        runtime.spawn(async move {
-            let result = match pool.get().await {
+        wait_on(runtime, async move {
+            match pool.get().await {
                 Ok(client) => work(client, keys).await,
                 Err(e) => Err(StoreError::Engine(format!(
                     "cannot reach the PostgreSQL database: {e}"
                 ))),
-            };
-            let _ = tx.send(result);
-        });
-        rx.recv().map_err(|_| {
-            StoreError::Engine("the PostgreSQL query ended without an answer".into())
-        })?
+            }
+        })
     }
+}
+
+/// Run `work` on the store's runtime and wait for its answer on a channel: never `block_on`,
+/// which would refuse to run on a thread that is already driving another runtime's tasks.
+fn wait_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    rx.recv()
+        .map_err(|_| StoreError::Engine("the PostgreSQL query ended without an answer".into()))?
 }
 
 /// Open a sealed value, naming what it was in the error (never its content).
@@ -903,7 +912,9 @@ pub mod testing {
                         .ok()?;
                     tokio::spawn(connection);
                     client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .batch_execute(&format!(
+                            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                        ))
                         .await
                         .ok()
                 })
