@@ -6,6 +6,9 @@
 #                                      (eval it); the cluster listens on 127.0.0.1 and a socket in
 #                                      its directory, at a free port
 #   scripts/pg-cluster.sh stop DIR     stops the cluster in DIR and deletes DIR
+#   scripts/pg-cluster.sh crash DIR    kills every process of the cluster at once (immediate stop:
+#                                      no checkpoint; what was only in its memory is gone)
+#   scripts/pg-cluster.sh restart DIR  starts the cluster in DIR again (recovering from its log)
 #
 # The cluster is set up as production needs it for "saved" to mean saved (fsync on,
 # synchronous_commit on), not for speed. Its one role, `polyphony`, is trusted on loopback only:
@@ -78,11 +81,8 @@ EOF
 }
 
 stop() {
-    local dir=${1:?usage: pg-cluster.sh stop DIR}
-    case "$dir" in
-        /tmp/polyphony-pg.*) ;;
-        *) echo "pg-cluster: $dir is not a cluster this script made" >&2; exit 2 ;;
-    esac
+    local dir=${1:-}
+    check_dir "$dir"
     local bin
     bin=$(find_bin)
     if [ -n "$bin" ] && [ -f "$dir/data/postmaster.pid" ]; then
@@ -91,8 +91,27 @@ stop() {
     rm -rf "$dir"
 }
 
+check_dir() {
+    case "${1:-}" in
+        /tmp/polyphony-pg.*) ;;
+        *) echo "pg-cluster: '${1:-}' is not a cluster this script made" >&2; exit 2 ;;
+    esac
+}
+
+crash() {
+    check_dir "${1:-}"
+    as_owner "$(find_bin)/pg_ctl" -D "$1/data" -m immediate -w stop >&2
+}
+
+restart() {
+    check_dir "${1:-}"
+    as_owner "$(find_bin)/pg_ctl" -D "$1/data" -l "$1/log" -w -t 60 start >&2
+}
+
 case "${1:-}" in
     start) start ;;
     stop) stop "${2:-}" ;;
-    *) echo "usage: $0 start | stop DIR" >&2; exit 2 ;;
+    crash) crash "${2:-}" ;;
+    restart) restart "${2:-}" ;;
+    *) echo "usage: $0 start | stop DIR | crash DIR | restart DIR" >&2; exit 2 ;;
 esac

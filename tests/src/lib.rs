@@ -354,6 +354,62 @@ pub struct ServerProcess {
     child: Option<std::process::Child>,
 }
 
+/// A PostgreSQL cluster of a test's own (`scripts/pg-cluster.sh`), for tests that crash the
+/// database itself. Stopped and deleted when dropped.
+pub struct PgCluster {
+    /// Its directory.
+    pub dir: String,
+    /// Its connection string.
+    pub url: String,
+}
+
+impl PgCluster {
+    fn script(args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new("bash")
+            .arg(workspace_root().join("scripts").join("pg-cluster.sh"))
+            .args(args)
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            return Err(anyhow!(
+                "scripts/pg-cluster.sh {args:?} failed: {}",
+                out.status
+            ));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Make and start a new cluster.
+    pub fn start() -> Result<PgCluster> {
+        // `export POLYPHONY_TEST_PG='...' POLYPHONY_PG_DIR='...'`
+        let line = Self::script(&["start"])?;
+        let quoted: Vec<&str> = line.split('\'').collect();
+        match quoted.as_slice() {
+            [_, url, _, dir, ..] => Ok(PgCluster {
+                dir: dir.to_string(),
+                url: url.to_string(),
+            }),
+            _ => Err(anyhow!("unexpected output from pg-cluster.sh: {line}")),
+        }
+    }
+
+    /// Kill every process of the cluster at once (no checkpoint, its shared memory lost).
+    pub fn crash(&self) -> Result<()> {
+        Self::script(&["crash", &self.dir]).map(drop)
+    }
+
+    /// Start it again after [`PgCluster::crash`]; it recovers from its write-ahead log.
+    pub fn restart(&self) -> Result<()> {
+        Self::script(&["restart", &self.dir]).map(drop)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = Self::script(&["stop", &self.dir]);
+    }
+}
+
 /// On PostgreSQL runs: give the server process in `data` a configuration file that puts it in a
 /// schema of its own, unless it has one already (a restart keeps its schema; a data directory
 /// deleted and started again gets a new, empty one, as a new sled store would be). The schema is

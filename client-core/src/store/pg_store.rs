@@ -21,8 +21,8 @@
 //! **Durability.** Each write is one transaction, committed asynchronously
 //! (`synchronous_commit = off` on the store's connections): it is visible at once and ordered in
 //! the write-ahead log, but not yet known to be on disk. [`Store::flush`] commits a transaction
-//! that holds a transaction id with the server's own `synchronous_commit` level (`on` if the
-//! server says `off`), which waits until the log is flushed (and, with synchronous replication,
+//! that writes one record to the log (a logical message, no table) with the server's own
+//! `synchronous_commit` level (`on` if the server says `off`), which waits until the log is flushed (and, with synchronous replication,
 //! received by the standby) up to its commit record, and so past every commit before it. That
 //! is the same contract as sled's: a write is durable once a flush that began after it returns,
 //! and a crash keeps a prefix of the commits. PostgreSQL groups concurrent flushes into one WAL
@@ -841,11 +841,15 @@ impl Store for PgStore {
         let level = self.durable_level;
         self.run(move |mut client, _| async move {
             let tx = client.transaction().await.map_err(pg_error)?;
-            // A transaction id makes the commit write a commit record and, at this level, wait
-            // for the write-ahead log to be flushed through it, and so through every commit
-            // that returned before this flush began.
+            // The commit waits for the write-ahead log to be flushed through its commit record,
+            // and so through every commit that returned before this flush began, only if the
+            // transaction wrote to the log itself: a transaction that merely holds an id commits
+            // without waiting (PostgreSQL's `RecordTransactionCommit`; a test crashing the
+            // database caught that). A transactional logical message writes one record and
+            // touches no table, so concurrent flushes do not wait for each other's locks.
             tx.batch_execute(&format!(
-                "SET LOCAL synchronous_commit = {level}; SELECT pg_current_xact_id();"
+                "SET LOCAL synchronous_commit = {level}; \
+                 SELECT pg_logical_emit_message(true, 'polyphony-flush', '');"
             ))
             .await
             .map_err(pg_error)?;
