@@ -120,10 +120,17 @@ fn engine_opener(
         StoreEngine::Postgres => {
             let options = config.postgres_options().ok_or(StartError::NoPostgresUrl)?;
             Ok(Box::new(move || {
-                Ok(
-                    Arc::new(PgStore::open(&options, KeySource::KeyFile(key.clone()))?)
-                        as Arc<dyn Store>,
-                )
+                let store = PgStore::open(&options, KeySource::KeyFile(key.clone()))?;
+                // One node writes at a time; another started on the same database is the
+                // standby, and waits here until the active node dies or stops.
+                let schema = options.schema.clone();
+                store.become_writer(move || {
+                    tracing::warn!(
+                        %schema,
+                        "another server node is serving from this PostgreSQL database: this node waits as the standby and serves once that node stops"
+                    );
+                })?;
+                Ok(Arc::new(store) as Arc<dyn Store>)
             }))
         }
     }

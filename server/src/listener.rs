@@ -51,7 +51,14 @@ pub struct ServerHandle {
 impl Server {
     /// Open (or create) the data directory and start serving.
     pub async fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
-        let opened = data_dir::open(&config)?;
+        // Off the runtime: opening may wait (a standby node waits for the database's writer
+        // lock until the active node stops).
+        let opening = config.clone();
+        let opened = tokio::task::spawn_blocking(move || data_dir::open(&opening))
+            .await
+            .map_err(|e| {
+                StartError::Store(polyphony_core::store::StoreError::Engine(e.to_string()))
+            })??;
         Self::start_opened(config, opened).await
     }
 
@@ -223,6 +230,12 @@ impl ServerHandle {
     /// Where the server listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether another node took over the database this server shares (PostgreSQL) while it
+    /// had lost the database: it writes nothing more and must stop.
+    pub fn deposed(&self) -> bool {
+        self.shared.storage.store.deposed()
     }
 
     /// The borough CA's fingerprint (what enrolment codes carry).

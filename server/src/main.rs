@@ -471,8 +471,25 @@ async fn serve(config: ServerConfig) -> Result<(), Failure> {
     let handle = Server::start(config)
         .await
         .map_err(|e| Failure::Unreachable(format!("the server could not start: {e}")))?;
-    if let Err(e) = stop_signal().await {
-        tracing::warn!(error = %e, "cannot wait for a stop signal; stopping now");
+    let deposed = async {
+        while !handle.deposed() {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        stopped = stop_signal() => {
+            if let Err(e) = stopped {
+                tracing::warn!(error = %e, "cannot wait for a stop signal; stopping now");
+            }
+        }
+        () = deposed => {
+            tracing::error!("another server node took over the database: stopping");
+            handle.shutdown().await;
+            return Err(Failure::Unreachable(
+                "another server node took over the PostgreSQL database while this one had lost it; \
+                 start this node again to make it the standby".into(),
+            ));
+        }
     }
     tracing::info!("stopping: finishing syncs and flushing");
     handle.shutdown().await;

@@ -261,6 +261,10 @@ impl Store for ReopenableStore {
         }
         self.with_engine(Op::Flush, |e| e.flush())
     }
+    fn deposed(&self) -> bool {
+        self.with_engine(Op::Read, |e| Ok(e.deposed()))
+            .unwrap_or(false)
+    }
 }
 
 thread_local! {

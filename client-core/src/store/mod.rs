@@ -190,4 +190,10 @@ pub trait Store: Send + Sync + 'static {
     /// Make every write so far durable on disk (power-loss safe). One call covers every write that
     /// returned before it, so callers can batch (group commit).
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether this store can no longer write because another server node took over the
+    /// database it shares (PostgreSQL); the node must stop serving. Never, for a store of its own.
+    fn deposed(&self) -> bool {
+        false
+    }
 }

@@ -42,6 +42,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,10 +93,22 @@ const DURABLE_LEVELS: &[&str] = &["on", "local", "remote_write", "remote_apply"]
 pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
-    keys: Arc<Unlocked>,
+    shared: Arc<Shared>,
+    /// How the store's connections are made (for the writer lock's own connection).
+    config: Config,
     schema: String,
     /// The `synchronous_commit` level a flush commits with.
     durable_level: &'static str,
+}
+
+/// What every query of the store needs: the keys, and whether it is the schema's one writer.
+struct Shared {
+    keys: Unlocked,
+    /// The writer epoch this store holds ([`PgStore::become_writer`]); 0 before it is a writer
+    /// (then writes are not fenced).
+    epoch: AtomicI64,
+    /// Another store became the writer while this one had lost its lock: every write fails.
+    deposed: AtomicBool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -149,7 +162,7 @@ impl PgStore {
             config.options(startup.trim());
             config.connect_timeout(CONNECT_TIMEOUT);
             let manager = Manager::from_config(
-                config,
+                config.clone(),
                 NoTls,
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
@@ -164,14 +177,19 @@ impl PgStore {
                 .map_err(|e| StoreError::Engine(format!("cannot make the connection pool: {e}")))?;
             create_schema(&pool, &schema).await?;
             let keys = unlock_or_create(&pool, key).await?;
-            Ok::<_, StoreError>((pool, keys, durable_level))
+            Ok::<_, StoreError>((pool, keys, durable_level, config))
         });
-        let (pool, keys, durable_level) = opened?;
+        let (pool, keys, durable_level, config) = opened?;
         tracing::info!(schema = %options.schema, durable_level, "opened the PostgreSQL store");
         Ok(PgStore {
             runtime: Some(runtime),
             pool,
-            keys: Arc::new(keys),
+            shared: Arc::new(Shared {
+                keys,
+                epoch: AtomicI64::new(0),
+                deposed: AtomicBool::new(false),
+            }),
+            config,
             schema: options.schema.clone(),
             durable_level,
         })
@@ -182,15 +200,40 @@ impl PgStore {
         &self.schema
     }
 
+    /// Make this store the one writer of its schema (a server node does, before it serves):
+    /// wait while another live store is the writer (calling `waiting` once, then blocking: a
+    /// standby node waits here until the active one dies), then take over, fencing out every
+    /// write the former writer still has in flight. The lock is PostgreSQL's, held by a
+    /// connection of its own, so it goes when this process dies or loses the database; the
+    /// store takes it back when the database answers again, unless another node took it
+    /// first (then [`Store::deposed`] is true and every write fails).
+    pub fn become_writer(&self, waiting: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("the runtime is only taken when the store is dropped");
+        let (config, shared, level) =
+            (self.config.clone(), self.shared.clone(), self.durable_level);
+        wait_on(runtime, async move {
+            let held = take_writer_lock(&config, &shared, level, true, waiting)
+                .await?
+                .expect("waiting for the lock always ends holding it");
+            tokio::spawn(keep_writer_lock(config, shared, level, held));
+            Ok(())
+        })?;
+        tracing::info!(schema = %self.schema, "this node is the writer of the PostgreSQL store");
+        Ok(())
+    }
+
     /// Run `work` with a pooled connection on the store's runtime and wait for its answer.
     fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(deadpool_postgres::Object, Arc<Unlocked>) -> Fut + Send + 'static,
+        F: FnOnce(deadpool_postgres::Object, Arc<Shared>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send,
     {
         let pool = self.pool.clone();
-        let keys = self.keys.clone();
+        let keys = self.shared.clone();
         let runtime = self
             .runtime
             .as_ref()
@@ -378,6 +421,10 @@ async fn create_schema(pool: &Pool, schema: &str) -> Result<(), StoreError> {
          CREATE TABLE IF NOT EXISTS blobs (
              case_id bytea NOT NULL, hash bytea NOT NULL, data bytea NOT NULL,
              PRIMARY KEY (case_id, hash));
+         -- The writer epoch: bumped by each store that becomes the writer; every write checks it.
+         CREATE TABLE IF NOT EXISTS writer (
+             one boolean PRIMARY KEY DEFAULT true CHECK (one), epoch bigint NOT NULL);
+         INSERT INTO writer (one, epoch) VALUES (true, 0) ON CONFLICT DO NOTHING;
          -- Sealed bytes do not compress: store them out of line without trying.
          ALTER TABLE blobs ALTER COLUMN data SET STORAGE EXTERNAL;
          ALTER TABLE chunks ALTER COLUMN data SET STORAGE EXTERNAL;"
@@ -441,6 +488,125 @@ async fn unlock_or_create(pool: &Pool, source: KeySource) -> Result<Unlocked, St
     Ok(unlocked)
 }
 
+/// The refusal of a write by a store that is no longer the writer.
+fn fenced() -> StoreError {
+    StoreError::Engine(
+        "another server node is writing to this database now, so this node has stopped writing: \
+         restart it (it waits as the standby until the database is free)"
+            .into(),
+    )
+}
+
+/// Check, inside a write's transaction, that this store is still the writer: the row lock it
+/// takes (`FOR SHARE`) makes a new writer's epoch bump wait for this transaction, and this
+/// transaction fail once the bump is in. A store that never became the writer is not fenced.
+async fn fence(tx: &deadpool_postgres::Transaction<'_>, shared: &Shared) -> Result<(), StoreError> {
+    if shared.deposed.load(Ordering::SeqCst) {
+        return Err(fenced());
+    }
+    let epoch = shared.epoch.load(Ordering::SeqCst);
+    if epoch == 0 {
+        return Ok(());
+    }
+    let row = tx
+        .query_opt("SELECT 1 FROM writer WHERE epoch = $1 FOR SHARE", &[&epoch])
+        .await
+        .map_err(pg_error)?;
+    row.map(drop).ok_or_else(fenced)
+}
+
+/// The advisory lock that makes one store the writer of its schema.
+const WRITER_LOCK: &str = "SELECT hashtextextended(current_schema() || ':polyphony-writer', 0)";
+
+/// Take the writer lock on a connection of its own (waiting, after calling `waiting`, while
+/// another store holds it, unless `wait` is false), then bump the writer epoch durably. Returns
+/// the connection (the lock lives as long as it does) and a receiver that fires when it ends.
+async fn take_writer_lock(
+    config: &Config,
+    shared: &Shared,
+    durable_level: &'static str,
+    wait: bool,
+    waiting: impl FnOnce(),
+) -> Result<Option<(tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>)>, StoreError> {
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| StoreError::Engine(format!("cannot reach the PostgreSQL database: {e}")))?;
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "the writer lock's connection to PostgreSQL ended");
+        }
+        let _ = ended_tx.send(());
+    });
+    let key: i64 = client
+        .query_one(WRITER_LOCK, &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let got: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if !got {
+        if !wait {
+            return Ok(None);
+        }
+        waiting();
+        client
+            .query_one("SELECT pg_advisory_lock($1)", &[&key])
+            .await
+            .map_err(pg_error)?;
+    }
+    let tx = client.transaction().await.map_err(pg_error)?;
+    // Waits for every write of a former writer still in flight, and fails them from then on.
+    let epoch: i64 = tx
+        .query_one("UPDATE writer SET epoch = epoch + 1 RETURNING epoch", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    tx.batch_execute(&format!("SET LOCAL synchronous_commit = {durable_level}"))
+        .await
+        .map_err(pg_error)?;
+    tx.commit().await.map_err(pg_error)?;
+    shared.epoch.store(epoch, Ordering::SeqCst);
+    Ok(Some((client, ended)))
+}
+
+/// Hold the writer lock: when its connection ends (the database restarted, the network
+/// dropped), take it again as soon as the database answers, unless another store took it
+/// first: then this one is deposed and every write it tries fails.
+async fn keep_writer_lock(
+    config: Config,
+    shared: Arc<Shared>,
+    durable_level: &'static str,
+    mut held: (tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>),
+) {
+    loop {
+        let _ = (&mut held.1).await;
+        tracing::warn!("lost the PostgreSQL writer lock; taking it again");
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match take_writer_lock(&config, &shared, durable_level, false, || {}).await {
+                Ok(Some(again)) => {
+                    tracing::info!("holds the PostgreSQL writer lock again");
+                    held = again;
+                    break;
+                }
+                Ok(None) => {
+                    tracing::error!(
+                        "another server node took the PostgreSQL writer lock: this node writes nothing more"
+                    );
+                    shared.deposed.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "the database is not back yet"),
+            }
+        }
+    }
+}
+
 /// A sequence number or index as PostgreSQL's `bigint`: beyond `i64::MAX` means "everything".
 fn to_pg(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -497,6 +663,7 @@ impl Store for PgStore {
         self.run(move |mut client, keys| async move {
             let id = case.0.as_bytes().to_vec();
             let tx = client.transaction().await.map_err(pg_error)?;
+            fence(&tx, &keys).await?;
             lock_case(&tx, &id).await?;
             // Drawn under the case's lock and committed with it: a case's chunks commit in
             // sequence order, on every connection and node.
@@ -514,7 +681,7 @@ impl Store for PgStore {
                 }
             }
             let key = chunk_key(&case, seq);
-            let sealed = seal(&keys, TAG_CHUNK, &key, &chunk);
+            let sealed = seal(&keys.keys, TAG_CHUNK, &key, &chunk);
             tx.execute(
                 "INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)",
                 &[&id, &to_pg(seq), &sealed],
@@ -540,9 +707,13 @@ impl Store for PgStore {
             for row in rows {
                 let seq = from_pg(row.get(0), "a chunk's sequence number")?;
                 let sealed: &[u8] = row.get(1);
-                let chunk = unseal(&keys, TAG_CHUNK, &chunk_key(&case, seq), sealed, || {
-                    format!("chunk {seq} of case {case}")
-                })?;
+                let chunk = unseal(
+                    &keys.keys,
+                    TAG_CHUNK,
+                    &chunk_key(&case, seq),
+                    sealed,
+                    || format!("chunk {seq} of case {case}"),
+                )?;
                 chunks.push((seq, chunk));
             }
             Ok((!chunks.is_empty()).then_some(chunks))
@@ -560,6 +731,7 @@ impl Store for PgStore {
         self.run(move |mut client, keys| async move {
             let id = case.0.as_bytes().to_vec();
             let tx = client.transaction().await.map_err(pg_error)?;
+            fence(&tx, &keys).await?;
             lock_case(&tx, &id).await?;
             let Some(last) = last_seq(&tx, &id).await? else {
                 return Err(StoreError::InvalidRequest(format!(
@@ -574,7 +746,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_error)?;
             let key = chunk_key(&case, at);
-            let sealed = seal(&keys, TAG_CHUNK, &key, &snapshot);
+            let sealed = seal(&keys.keys, TAG_CHUNK, &key, &snapshot);
             tx.execute(
                 "INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)",
                 &[&id, &to_pg(at), &sealed],
@@ -589,9 +761,10 @@ impl Store for PgStore {
 
     fn remove_case(&self, case: &CaseId) -> Result<(), StoreError> {
         let case = *case;
-        self.run(move |mut client, _| async move {
+        self.run(move |mut client, keys| async move {
             let id = case.0.as_bytes().to_vec();
             let tx = client.transaction().await.map_err(pg_error)?;
+            fence(&tx, &keys).await?;
             lock_case(&tx, &id).await?;
             tx.execute("DELETE FROM blobs WHERE case_id = $1", &[&id])
                 .await
@@ -643,9 +816,13 @@ impl Store for PgStore {
                 .map_err(pg_error)?;
             match row {
                 None => Ok(None),
-                Some(row) => unseal(&keys, TAG_META, &meta_key(&ns, &key), row.get(0), || {
-                    format!("meta value {ns}/{key}")
-                })
+                Some(row) => unseal(
+                    &keys.keys,
+                    TAG_META,
+                    &meta_key(&ns, &key),
+                    row.get(0),
+                    || format!("meta value {ns}/{key}"),
+                )
                 .map(Some),
             }
         })
@@ -653,33 +830,35 @@ impl Store for PgStore {
 
     fn put_meta(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         check_name("namespace", ns)?;
-        let sealed = seal(&self.keys, TAG_META, &meta_key(ns, key), value);
+        let sealed = seal(&self.shared.keys, TAG_META, &meta_key(ns, key), value);
         let (ns, key) = (ns.to_owned(), key.to_owned());
-        self.run(move |client, _| async move {
-            client
-                .execute(
-                    "INSERT INTO meta (ns, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value",
-                    &[&ns.as_bytes(), &key.as_bytes(), &sealed],
-                )
-                .await
-                .map_err(pg_error)?;
-            Ok(())
+        self.run(move |mut client, keys| async move {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            fence(&tx, &keys).await?;
+            tx.execute(
+                "INSERT INTO meta (ns, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value",
+                &[&ns.as_bytes(), &key.as_bytes(), &sealed],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
         })
     }
 
     fn delete_meta(&self, ns: &str, key: &str) -> Result<(), StoreError> {
         check_name("namespace", ns)?;
         let (ns, key) = (ns.to_owned(), key.to_owned());
-        self.run(move |client, _| async move {
-            client
-                .execute(
-                    "DELETE FROM meta WHERE ns = $1 AND key = $2",
-                    &[&ns.as_bytes(), &key.as_bytes()],
-                )
-                .await
-                .map_err(pg_error)?;
-            Ok(())
+        self.run(move |mut client, keys| async move {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            fence(&tx, &keys).await?;
+            tx.execute(
+                "DELETE FROM meta WHERE ns = $1 AND key = $2",
+                &[&ns.as_bytes(), &key.as_bytes()],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
         })
     }
 
@@ -697,9 +876,13 @@ impl Store for PgStore {
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 let key = utf8_key(row.get(0), &ns)?;
-                let value = unseal(&keys, TAG_META, &meta_key(&ns, &key), row.get(1), || {
-                    format!("meta value {ns}/{key}")
-                })?;
+                let value = unseal(
+                    &keys.keys,
+                    TAG_META,
+                    &meta_key(&ns, &key),
+                    row.get(1),
+                    || format!("meta value {ns}/{key}"),
+                )?;
                 out.push((key, value));
             }
             Ok(out)
@@ -712,6 +895,7 @@ impl Store for PgStore {
         let entry = entry.to_vec();
         self.run(move |mut client, keys| async move {
             let tx = client.transaction().await.map_err(pg_error)?;
+            fence(&tx, &keys).await?;
             // The head row is locked by its update until commit: concurrent appends to one log
             // take distinct indices, and an index is never handed out twice, even after a trim.
             let next: i64 = tx
@@ -726,7 +910,7 @@ impl Store for PgStore {
                 .get(0);
             let index = from_pg(next - 1, &format!("the head of log {log}"))?;
             let key = log_key(&log, index);
-            let sealed = seal(&keys, TAG_LOG, &key, &entry);
+            let sealed = seal(&keys.keys, TAG_LOG, &key, &entry);
             // A head behind its entries would overwrite history: the primary key refuses it.
             tx.execute(
                 "INSERT INTO logs (log, idx, data) VALUES ($1, $2, $3)",
@@ -759,9 +943,13 @@ impl Store for PgStore {
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 let index = from_pg(row.get(0), "a log index")?;
-                let entry = unseal(&keys, TAG_LOG, &log_key(&log, index), row.get(1), || {
-                    format!("entry {index} of log {log}")
-                })?;
+                let entry = unseal(
+                    &keys.keys,
+                    TAG_LOG,
+                    &log_key(&log, index),
+                    row.get(1),
+                    || format!("entry {index} of log {log}"),
+                )?;
                 out.push((index, entry));
             }
             Ok(out)
@@ -771,15 +959,16 @@ impl Store for PgStore {
     fn trim_log(&self, log: &str, through: u64) -> Result<(), StoreError> {
         check_name("log", log)?;
         let log = log.to_owned();
-        self.run(move |client, _| async move {
-            client
-                .execute(
-                    "DELETE FROM logs WHERE log = $1 AND idx <= $2",
-                    &[&log.as_bytes(), &to_pg(through)],
-                )
-                .await
-                .map_err(pg_error)?;
-            Ok(())
+        self.run(move |mut client, keys| async move {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            fence(&tx, &keys).await?;
+            tx.execute(
+                "DELETE FROM logs WHERE log = $1 AND idx <= $2",
+                &[&log.as_bytes(), &to_pg(through)],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
         })
     }
 
@@ -788,18 +977,19 @@ impl Store for PgStore {
         if self.has_blob(case, hash)? {
             return Ok(());
         }
-        let sealed = seal(&self.keys, TAG_BLOB, &key, content);
+        let sealed = seal(&self.shared.keys, TAG_BLOB, &key, content);
         let (case, hash) = (*case, hash.0);
-        self.run(move |client, _| async move {
-            client
-                .execute(
-                    "INSERT INTO blobs (case_id, hash, data) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
-                    &[&case.0.as_bytes().as_slice(), &hash.as_slice(), &sealed],
-                )
-                .await
-                .map_err(pg_error)?;
-            Ok(())
+        self.run(move |mut client, keys| async move {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            fence(&tx, &keys).await?;
+            tx.execute(
+                "INSERT INTO blobs (case_id, hash, data) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&case.0.as_bytes().as_slice(), &hash.as_slice(), &sealed],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
         })
     }
 
@@ -815,9 +1005,13 @@ impl Store for PgStore {
                 .map_err(pg_error)?;
             match row {
                 None => Ok(None),
-                Some(row) => unseal(&keys, TAG_BLOB, &blob_key(&case, &hash), row.get(0), || {
-                    format!("attachment {hash} of case {case}")
-                })
+                Some(row) => unseal(
+                    &keys.keys,
+                    TAG_BLOB,
+                    &blob_key(&case, &hash),
+                    row.get(0),
+                    || format!("attachment {hash} of case {case}"),
+                )
                 .map(Some),
             }
         })
@@ -835,6 +1029,12 @@ impl Store for PgStore {
                 .map_err(pg_error)?;
             Ok(row.is_some())
         })
+    }
+
+    /// Whether another node became the writer while this store had lost its lock (see
+    /// [`PgStore::become_writer`]): nothing more can be written through it.
+    fn deposed(&self) -> bool {
+        self.shared.deposed.load(Ordering::SeqCst)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

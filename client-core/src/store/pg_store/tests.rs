@@ -147,3 +147,77 @@ fn a_database_on_another_machine_or_a_bad_schema_is_refused_before_connecting() 
         "{bad:?}"
     );
 }
+
+/// Run one SQL statement in the test cluster, outside any store.
+fn sql(statement: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&super::testing::url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(statement).await.unwrap();
+    });
+}
+
+#[test]
+fn one_writer_at_a_time_the_standby_waits_and_a_deposed_writer_writes_nothing() {
+    let schema = TestSchema::new();
+    let key = SealKey::generate();
+    let a = PgStore::open(&schema.options, KeySource::Raw(key.clone())).unwrap();
+    let b = std::sync::Arc::new(PgStore::open(&schema.options, KeySource::Raw(key)).unwrap());
+    a.become_writer(|| panic!("the first writer waits for nobody"))
+        .unwrap();
+    a.put_meta("ns", "a", b"from a").unwrap();
+
+    // B waits as the standby while A holds the lock.
+    let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
+    let standby = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            b.become_writer(move || {
+                let _ = waiting_tx.send(());
+            })
+        })
+    };
+    waiting_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("B is told it waits");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !standby.is_finished(),
+        "B must not become the writer while A is"
+    );
+    a.put_meta("ns", "a2", b"A still writes").unwrap();
+
+    // A loses its lock's connection (as a network drop would do); B takes over at once and
+    // A's next write is refused: the epoch moved on.
+    sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND objid = (SELECT (hashtextextended('{}:polyphony-writer', 0) & 4294967295)::oid)",
+        schema.options.schema
+    ));
+    standby.join().unwrap().expect("B becomes the writer");
+    let refused = a.put_meta("ns", "a3", b"after B took over");
+    assert!(
+        matches!(&refused, Err(StoreError::Engine(m)) if m.contains("another server node")),
+        "{refused:?}"
+    );
+    b.put_meta("ns", "b", b"from b").unwrap();
+    // A tries to take its lock back, finds B holding it, and stands down for good.
+    for _ in 0..100 {
+        if a.deposed() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(a.deposed(), "A learns it was deposed");
+    assert!(a.append_chunk(&CaseId::random(), b"x").is_err());
+    assert_eq!(b.get_meta("ns", "a2").unwrap().unwrap(), b"A still writes");
+    assert!(b.get_meta("ns", "a3").unwrap().is_none());
+}
