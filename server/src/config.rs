@@ -112,6 +112,12 @@ pub struct ServerConfig {
     pub postgres_schema: String,
     /// With `store = "postgres"`: the most database connections the server opens at once.
     pub postgres_pool: usize,
+    /// Every address devices can reach the borough's server nodes at (`host:port`), the same
+    /// list on every node, when more than one node serves the borough (an active node and its
+    /// standby on one PostgreSQL database). Devices are given it at enrolment and at each sync,
+    /// and try each address in turn when one does not answer. Empty (the default): devices keep
+    /// the one address they enrolled with.
+    pub advertise: Vec<String>,
 }
 
 /// The storage engine a server keeps its data in.
@@ -177,6 +183,7 @@ impl Default for ServerConfig {
             postgres_url: None,
             postgres_schema: "polyphony".into(),
             postgres_pool: 16,
+            advertise: Vec::new(),
         }
     }
 }

@@ -130,6 +130,7 @@ fn register(shared: &Shared, ca: &BoroughCa, req: &EnrolRequest) -> Result<Enrol
         teams,
         certificate: hex::encode(cert.as_ref()),
         ca: hex::encode(ca.cert_der().as_ref()),
+        servers: shared.advertise.clone(),
     })
 }
 

@@ -97,6 +97,7 @@ impl Server {
             revoking_limit: config.revoking_limit(),
             moved_upload_limit: config.moved_upload_limit(),
             max_new_cases: config.max_new_cases_per_session.max(1),
+            advertise: config.advertise.clone(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let link = crate::hub_link::LinkStatus::new();

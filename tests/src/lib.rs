@@ -447,6 +447,22 @@ impl ServerProcess {
         data: PathBuf,
         addr: SocketAddr,
     ) -> Result<ServerProcess> {
+        let p = Self::spawn_via(prefix, data, addr)?;
+        p.wait_ready().await?;
+        Ok(p)
+    }
+
+    /// Start `polyphony-server serve` without waiting for it to answer (a standby node answers
+    /// only once the active one stops): see [`ServerProcess::wait_ready`].
+    pub fn spawn(data: PathBuf, addr: SocketAddr) -> Result<ServerProcess> {
+        Self::spawn_via(&[], data, addr)
+    }
+
+    fn spawn_via(
+        prefix: &[std::ffi::OsString],
+        data: PathBuf,
+        addr: SocketAddr,
+    ) -> Result<ServerProcess> {
         if on_postgres() {
             postgres_config_file(&data)?;
         }
@@ -475,16 +491,15 @@ impl ServerProcess {
                 None => std::process::Stdio::null(),
             })
             .spawn()?;
-        let p = ServerProcess {
+        Ok(ServerProcess {
             data,
             addr,
             child: Some(child),
-        };
-        p.wait_ready().await?;
-        Ok(p)
+        })
     }
 
-    async fn wait_ready(&self) -> Result<()> {
+    /// Wait until the server answers on its admin socket (up to 15 s).
+    pub async fn wait_ready(&self) -> Result<()> {
         let config = ServerConfig {
             data_dir: self.data.clone(),
             ..ServerConfig::default()

@@ -144,3 +144,179 @@ async fn the_database_crashing_mid_sync_keeps_every_acknowledged_change() -> Res
     }
     Ok(())
 }
+
+/// Write a node's configuration: PostgreSQL in `schema`, the shared key file, and both nodes'
+/// addresses for devices.
+fn node_config(
+    data: &std::path::Path,
+    schema: &polyphony_core::store::pg_store::testing::TestSchema,
+    key_file: &std::path::Path,
+    advertise: &[std::net::SocketAddr],
+) -> Result<()> {
+    std::fs::create_dir_all(data)?;
+    let advertise: Vec<String> = advertise.iter().map(|a| format!("{:?}", a.to_string())).collect();
+    std::fs::write(
+        data.join(polyphony_server::config::CONFIG_FILE_NAME),
+        format!(
+            "store = \"postgres\"\npostgres_url = {:?}\npostgres_schema = {:?}\npostgres_pool = 8\n\
+             key_file = {:?}\nadvertise = [{}]\n",
+            schema.options.url,
+            schema.options.schema,
+            key_file.display().to_string(),
+            advertise.join(", ")
+        ),
+    )?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_node_killed_mid_sync_the_standby_serves_and_nothing_acknowledged_is_lost(
+) -> Result<()> {
+    use polyphony_e2e::{free_udp_port, ServerProcess};
+    use polyphony_server::admin::AdminRequest;
+
+    polyphony_e2e::init_logs();
+    let schema = polyphony_core::store::pg_store::testing::TestSchema::new();
+    let dir = tempfile::tempdir()?;
+    let key_file = dir.path().join("borough.key");
+    polyphony_core::store::KeySource::create_key_file(&key_file)?;
+    let a_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse()?;
+    let b_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse()?;
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+    node_config(&a_data, &schema, &key_file, &[a_addr, b_addr])?;
+    node_config(&b_data, &schema, &key_file, &[a_addr, b_addr])?;
+
+    let mut a = ServerProcess::start(a_data, a_addr).await?;
+    // B starts while A serves: it waits as the standby and does not answer.
+    let b = ServerProcess::spawn(b_data, b_addr)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        b.admin(AdminRequest::Teams).await.is_err(),
+        "the standby must not serve while the active node does"
+    );
+
+    a.admin(AdminRequest::TeamAdd {
+        name: "North".into(),
+    })
+    .await?;
+    for p in ["Sam", "Kit"] {
+        a.admin(AdminRequest::PractitionerAdd {
+            name: p.into(),
+            team: "North".into(),
+            role: None,
+        })
+        .await?;
+    }
+    // Enrolled through A, the device is told both addresses.
+    let mut sam = a.device("Sam").await?;
+    let told = sam.profile.enrolment().expect("enrolled").servers.clone();
+    assert_eq!(told, vec![a_addr.to_string(), b_addr.to_string()]);
+
+    let mut cases = Vec::new();
+    for i in 0..80 {
+        let case = sam.profile.create_case(
+            NewCase {
+                name: format!("Person {i}"),
+                ..Default::default()
+            },
+            None,
+        )?;
+        let at = model::parse_datetime("at", "2026-03-14T10:30")?;
+        let m = sam.profile.edit(case, |d| {
+            d.add_meeting(NewMeeting {
+                at,
+                place: Place::Home,
+                attendees: vec![Participant::Person],
+            })
+        })?;
+        sam.profile.edit(case, |d| {
+            d.append_text(&m, NoteKind::Notes, &format!("Notes for person {i}."))
+        })?;
+        cases.push(case);
+    }
+
+    // A is killed (SIGKILL) part-way through Sam's upload.
+    let settled = Arc::new(AtomicUsize::new(0));
+    let seen = settled.clone();
+    let sync = tokio::spawn(async move {
+        let r = sam
+            .profile
+            .sync(&mut |p| seen.store(p.settled, Ordering::SeqCst))
+            .await;
+        (sam, r)
+    });
+    while settled.load(Ordering::SeqCst) < 30 && !sync.is_finished() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let at_kill = settled.load(Ordering::SeqCst);
+    a.kill();
+    let (back, first) = sync.await?;
+    let mut sam = back;
+    assert!(
+        at_kill < cases.len(),
+        "the kill must land mid-sync ({at_kill} settled)"
+    );
+    eprintln!(
+        "A killed after {at_kill} cases settled; the sync: {:?}",
+        first.as_ref().map(|r| r.refused.len()).map_err(|e| e.to_string())
+    );
+
+    // B takes over once A's database session is gone.
+    b.wait_ready().await?;
+    let acked_before: Vec<_> = cases
+        .iter()
+        .map(|c| sam.profile.acknowledged_heads(*c))
+        .collect::<Result<_, _>>()?;
+
+    // Sam's next sync finds A gone and carries on with B, and keeps B first from then on.
+    sam.sync().await?;
+    assert_eq!(
+        sam.profile.enrolment().expect("enrolled").server,
+        b_addr.to_string()
+    );
+    for case in &cases {
+        assert_eq!(sam.profile.unsynced(*case)?, 0, "case {case} all sent to B");
+    }
+
+    // Everything acknowledged by A before it died, and all the rest, is on B: a device enrolled
+    // through B receives it.
+    let mut kit = b.device("Kit").await?;
+    kit.sync().await?;
+    let mut before = 0;
+    for (case, acked) in cases.iter().zip(&acked_before) {
+        let mut doc = kit.profile.document(*case)?;
+        before += usize::from(!acked.is_empty());
+        for h in acked {
+            assert!(
+                doc.get_change_by_hash(h).is_some(),
+                "case {case}: change {h} acknowledged by A lost in the failover"
+            );
+        }
+        assert_eq!(
+            sam.profile.view(*case, "test")?,
+            kit.profile.view(*case, "test")?
+        );
+    }
+    assert!(before >= 30, "A acknowledged cases before it died: {before}");
+    // The audit log the two nodes wrote, one after the other, is one unbroken chain, and holds
+    // A's records (the team, the enrolment) as well as B's.
+    let verified = b
+        .admin(AdminRequest::Audit {
+            case: None,
+            verify: true,
+        })
+        .await?;
+    let entries = verified["entries"].as_u64().unwrap_or(0);
+    let log = b
+        .admin(AdminRequest::Audit {
+            case: None,
+            verify: false,
+        })
+        .await?;
+    assert!(
+        !polyphony_e2e::audit_details(&log, "team_added")?.is_empty(),
+        "A's records are in the log B serves"
+    );
+    assert!(entries > 10, "the chain verifies across the failover: {verified}");
+    Ok(())
+}

@@ -221,6 +221,7 @@ impl ServerPeer {
                 audit_head: None,
                 features: Vec::new(),
                 colleagues: None,
+                servers: Vec::new(),
             })],
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
@@ -359,6 +360,7 @@ fn a_chunk_that_makes_automerge_panic_is_refused_on_either_side_and_changes_noth
             audit_head: None,
             features: Vec::new(),
             colleagues: None,
+            servers: Vec::new(),
         }),
         &mut docs,
     );

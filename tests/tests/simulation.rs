@@ -175,6 +175,7 @@ impl SimServer {
             revoking_limit: polyphony_server::ServerConfig::default().revoking_limit(),
             moved_upload_limit: polyphony_server::ServerConfig::default().moved_upload_limit(),
             max_new_cases: polyphony_server::session::MAX_PROVISIONAL,
+            advertise: Vec::new(),
             ca: None,
             limits: Default::default(),
         });
@@ -431,6 +432,7 @@ impl World {
             .collect();
         let e = Enrolment {
             server: "simulated".into(),
+            servers: Vec::new(),
             device_name: name.clone(),
             practitioner: pr.id,
             practitioner_name: pr.name.clone(),

@@ -269,6 +269,7 @@ fn offline_profile(home: &std::path::Path, store: Arc<dyn Store>) -> Result<Prof
     if store.get_meta("profile", "enrolment")?.is_none() {
         let enrolment = Enrolment {
             server: "127.0.0.1:1".into(),
+            servers: Vec::new(),
             device_name: "test".into(),
             practitioner: polyphony_core::PractitionerId::random(),
             practitioner_name: "Sam".into(),

@@ -139,8 +139,14 @@ pub enum ProfileError {
 /// This device's enrolment with a borough server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enrolment {
-    /// The server's address (host:port).
+    /// The server's address (host:port): the one it enrolled with, or the one that answered
+    /// last; tried first.
     pub server: String,
+    /// Every address the borough's server nodes answer at, when it has more than one (told at
+    /// enrolment and at each sync, at most [`MAX_SERVER_ADDRESSES`]): tried in turn after
+    /// `server` when it does not answer. Absent from enrolments made before the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
     /// This device's name.
     pub device_name: String,
     /// The practitioner.
@@ -157,6 +163,42 @@ pub struct Enrolment {
     pub key_pem: String,
     /// When (RFC 3339).
     pub enrolled_at: String,
+}
+
+/// The most server addresses a device keeps (a borough runs two or three nodes; a longer list
+/// from a misconfigured server is cut, never trusted to grow without bound).
+pub const MAX_SERVER_ADDRESSES: usize = 8;
+
+/// The longest server address a device keeps (`host:port`).
+const MAX_ADDRESS_LEN: usize = 255;
+
+impl Enrolment {
+    /// The addresses to try, in order: `server`, then the others it was told, each once.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut out = vec![self.server.clone()];
+        for a in &self.servers {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+        out
+    }
+}
+
+/// A server's list of addresses as a device keeps it: blank and overlong entries dropped,
+/// duplicates removed, at most [`MAX_SERVER_ADDRESSES`].
+fn kept_addresses(told: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in told {
+        let a = a.trim();
+        if !a.is_empty() && a.len() <= MAX_ADDRESS_LEN && !out.iter().any(|o| o == a) {
+            out.push(a.to_string());
+        }
+        if out.len() == MAX_SERVER_ADDRESSES {
+            break;
+        }
+    }
+    out
 }
 
 /// One line of the caseload.
@@ -457,6 +499,7 @@ impl Profile {
         let enrolled = net::enrol(server, &code, self.device, device_name, &key).await?;
         let e = Enrolment {
             server: server.to_string(),
+            servers: kept_addresses(&enrolled.servers),
             device_name: device_name.to_string(),
             practitioner: enrolled.practitioner,
             practitioner_name: enrolled.practitioner_name,
@@ -1082,15 +1125,63 @@ impl Profile {
     }
 
     /// Connect to the borough server with this device's certificate.
+    /// Connect to the borough server: its addresses in turn ([`Enrolment::addresses`]), moving
+    /// on from one that cannot be reached or drops the handshake, stopping at one that refuses
+    /// this device. The enrolment returned names the address that answered, and the profile
+    /// keeps it first for next time.
     async fn connect(
-        &self,
+        &mut self,
     ) -> Result<(Enrolment, quinn::Endpoint, quinn::Connection), ProfileError> {
-        let e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
+        let mut e = self.enrolment.clone().ok_or(ProfileError::NotEnrolled)?;
         let key = DeviceKey::from_pem(&e.key_pem).map_err(NetError::from)?;
         let ca = hex::decode(&e.ca).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
         let cert = hex::decode(&e.certificate).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
-        let (endpoint, conn) = net::connect(&e.server, &ca, &cert, &key).await?;
-        Ok((e, endpoint, conn))
+        let addresses = e.addresses();
+        let mut last = None;
+        for (i, addr) in addresses.iter().enumerate() {
+            match net::connect(addr, &ca, &cert, &key).await {
+                Ok((endpoint, conn)) => {
+                    if i > 0 {
+                        tracing::info!(%addr, "the first server address did not answer; this one did");
+                        e.server = addr.clone();
+                        self.save_enrolment(e.clone())?;
+                    }
+                    return Ok((e, endpoint, conn));
+                }
+                Err(err @ (NetError::Unreachable { .. } | NetError::BadAddress(_) | NetError::Lost(_)))
+                    if i + 1 < addresses.len() =>
+                {
+                    tracing::info!(%addr, error = %err, "server address did not answer; trying the next");
+                    last = Some(err);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(last
+            .map(ProfileError::from)
+            .unwrap_or(ProfileError::NotEnrolled))
+    }
+
+    /// Keep a changed enrolment (the address that answered, the list of addresses).
+    fn save_enrolment(&mut self, e: Enrolment) -> Result<(), ProfileError> {
+        let bytes = serde_json::to_vec(&e).map_err(|x| ProfileError::Corrupt(x.to_string()))?;
+        self.store.put_meta(NS_PROFILE, "enrolment", &bytes)?;
+        self.store.flush()?;
+        self.enrolment = Some(e);
+        Ok(())
+    }
+
+    /// Keep the server's list of addresses from a welcome, if it told one and it changed.
+    fn note_server_addresses(&mut self, told: &[String]) -> Result<(), ProfileError> {
+        let kept = kept_addresses(told);
+        match &self.enrolment {
+            Some(e) if !kept.is_empty() && e.servers != kept => {
+                let mut e = e.clone();
+                e.servers = kept;
+                self.save_enrolment(e)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Fetch who has accessed a case from the server's audit log and keep it (encrypted) for the
@@ -1334,6 +1425,9 @@ impl ProfileSync {
         if let Some(head) = session.welcome().and_then(|w| w.audit_head.clone()) {
             report.audit_warning = profile.note_audit_head(&head)?;
         }
+        if let Some(w) = session.welcome() {
+            profile.note_server_addresses(&w.servers)?;
+        }
         let (code, message) = match ended {
             // Wiped: the server's answer to `Wiped` does not matter (a server older than the
             // confirmation closes without one).
@@ -1472,6 +1566,7 @@ mod tests {
             certificate: String::new(),
             key_pem: String::new(),
             enrolled_at: now_string(),
+            servers: Vec::new(),
         };
         store
             .put_meta(

@@ -223,6 +223,11 @@ pub struct Welcome {
     /// list it had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub colleagues: Option<Vec<Colleague>>,
+    /// Every address the borough's server nodes can be reached at (`host:port`), when it runs
+    /// more than one: the device keeps the list and tries each in turn when one does not answer.
+    /// Empty, and absent on the wire, from a server with one address or older than the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
 }
 
 impl Welcome {
@@ -280,6 +285,9 @@ pub struct Enrolled {
     pub certificate: String,
     /// The borough CA certificate, hex DER.
     pub ca: String,
+    /// Every address the borough's server nodes can be reached at, as in [`Welcome::servers`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
 }
 
 /// A borough server asking the trust hub to enrol it (on an `ALPN_ENROL` connection, without a
@@ -1152,6 +1160,7 @@ mod tests {
                     role: crate::model::Stored::read(Some("peer_support".into())),
                     teams: vec![TeamId::random()],
                 }]),
+                servers: vec!["node-a.north.nhs.uk:4433".into(), "10.1.2.3:4433".into()],
             }),
             Frame::BlobOffer {
                 case,
@@ -1234,6 +1243,7 @@ mod tests {
                 }],
                 certificate: "30".into(),
                 ca: "30".into(),
+                servers: Vec::new(),
             }),
             Frame::EnrolBorough(BoroughEnrolRequest {
                 version: 1,

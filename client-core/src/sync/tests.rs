@@ -67,6 +67,7 @@ impl PeerServer {
                 audit_head: None,
                 features: Vec::new(),
                 colleagues: None,
+                servers: Vec::new(),
             })],
             Frame::Sync { case, message } => {
                 let doc = self.docs.entry(case).or_default();
@@ -242,6 +243,7 @@ fn empty_welcome(mode: SessionMode, confirms_wipe: bool) -> Frame {
             Vec::new()
         },
         colleagues: None,
+        servers: Vec::new(),
     })
 }
 
@@ -350,6 +352,7 @@ fn a_server_sending_an_invalid_document_is_refused_and_nothing_changes() {
         audit_head: None,
         features: Vec::new(),
         colleagues: None,
+        servers: Vec::new(),
     };
     let _ = session.handle(Frame::Welcome(welcome), &mut docs);
     // A hostile server sends a document that is not a case record.
@@ -415,6 +418,7 @@ fn a_peer_that_never_lets_a_case_settle_cannot_loop_the_session_forever() {
         audit_head: None,
         features: Vec::new(),
         colleagues: None,
+        servers: Vec::new(),
     };
     let mut actions = session.handle(Frame::Welcome(welcome), &mut docs);
     let mut exchanges = 0;
@@ -513,7 +517,7 @@ proptest! {
         let before = docs.0.get_mut(&case).unwrap().get_heads();
         let mut session = ClientSession::new(false, vec![], BTreeMap::new());
         let _ = session.start();
-        let welcome = Welcome { version: 1, device: DeviceId::random(), practitioner: PractitionerId::random(), teams: vec![], cases: vec![], mode: SessionMode::Normal, audit_head: None, features: vec![], colleagues: None };
+        let welcome = Welcome { version: 1, device: DeviceId::random(), practitioner: PractitionerId::random(), teams: vec![], cases: vec![], mode: SessionMode::Normal, audit_head: None, features: vec![], colleagues: None, servers: Vec::new() };
         let _ = session.handle(Frame::Welcome(welcome), &mut docs);
         for f in frames {
             for a in session.handle(f, &mut docs) {

@@ -30,6 +30,7 @@ fn enrolled_profile(home: &Path) -> Profile {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let e = Enrolment {
         server: "127.0.0.1:9".into(),
+        servers: Vec::new(),
         device_name: "test laptop".into(),
         practitioner: PractitionerId::random(),
         practitioner_name: "Robin Practitioner".into(),

@@ -57,6 +57,7 @@ fn fixture_with(revoking_limit: time::Duration) -> Fixture {
         revoking_limit,
         moved_upload_limit: time::Duration::days(14),
         max_new_cases: crate::session::MAX_PROVISIONAL,
+        advertise: Vec::new(),
         ca: None,
         limits: Default::default(),
     };

@@ -714,6 +714,7 @@ mod tests {
             revoking_limit: time::Duration::days(14),
             moved_upload_limit: time::Duration::days(14),
             max_new_cases: crate::session::MAX_PROVISIONAL,
+            advertise: Vec::new(),
             ca: None,
             limits: Default::default(),
         }

@@ -70,6 +70,9 @@ pub struct Shared {
     /// The most new cases one session may be part-way through sending
     /// ([`crate::ServerConfig::max_new_cases_per_session`]; [`MAX_PROVISIONAL`] by default).
     pub max_new_cases: usize,
+    /// Every address the borough's server nodes answer at ([`crate::ServerConfig::advertise`]),
+    /// told to devices at enrolment and in each welcome; empty when there is only the one.
+    pub advertise: Vec<String>,
 }
 
 impl Shared {
@@ -356,6 +359,7 @@ pub fn welcome(
             FEATURE_HUB_RECEIPTS.to_string(),
         ],
         colleagues,
+        servers: shared.advertise.clone(),
     })
 }
 
@@ -413,6 +417,7 @@ pub fn welcome_borough(
         audit_head: signed_head(shared),
         features: vec![polyphony_core::sync::FEATURE_SAFEKEEPING.to_string()],
         colleagues: None,
+        servers: Vec::new(),
     };
     Ok((welcome, teams))
 }

@@ -50,6 +50,7 @@ fn fixture() -> Fixture {
         revoking_limit: time::Duration::days(14),
         moved_upload_limit: time::Duration::days(14),
         max_new_cases: crate::session::MAX_PROVISIONAL,
+        advertise: Vec::new(),
         ca: None,
         limits: Default::default(),
     });
@@ -1540,6 +1541,7 @@ fn a_case_transferred_away_takes_relayed_work_dated_after_the_link_was_told() {
         max_frame: h.f.shared.max_frame,
         revoking_limit: h.f.shared.revoking_limit,
         max_new_cases: h.f.shared.max_new_cases,
+        advertise: Vec::new(),
         ca: None,
         limits: h.f.shared.limits.clone(),
     };

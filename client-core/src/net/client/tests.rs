@@ -140,6 +140,7 @@ async fn a_device_answer_is_not_a_borough_enrolment() {
                 teams: Vec::new(),
                 certificate: "30".into(),
                 ca: "30".into(),
+                servers: Vec::new(),
             }))
         })?;
         let key = DeviceKey::generate()?;
