@@ -112,6 +112,10 @@ pub struct ServerConfig {
     pub postgres_schema: String,
     /// With `store = "postgres"`: the most database connections the server opens at once.
     pub postgres_pool: usize,
+    /// With `store = "postgres"`: a PEM file of the authority that signed the database server's
+    /// certificate. With it every connection uses TLS and checks the server's certificate and
+    /// name; without it the database must be on this machine (a socket or a loopback address).
+    pub postgres_ca_file: Option<PathBuf>,
     /// Every address devices can reach the borough's server nodes at (`host:port`), the same
     /// list on every node, when more than one node serves the borough (an active node and its
     /// standby on one PostgreSQL database). Devices are given it at enrolment and at each sync,
@@ -183,6 +187,7 @@ impl Default for ServerConfig {
             postgres_url: None,
             postgres_schema: "polyphony".into(),
             postgres_pool: 16,
+            postgres_ca_file: None,
             advertise: Vec::new(),
         }
     }
@@ -260,6 +265,7 @@ impl ServerConfig {
             url,
             schema: self.postgres_schema.clone(),
             pool_size: self.postgres_pool,
+            ca_file: self.postgres_ca_file.clone(),
         })
     }
 

@@ -154,7 +154,10 @@ fn node_config(
     advertise: &[std::net::SocketAddr],
 ) -> Result<()> {
     std::fs::create_dir_all(data)?;
-    let advertise: Vec<String> = advertise.iter().map(|a| format!("{:?}", a.to_string())).collect();
+    let advertise: Vec<String> = advertise
+        .iter()
+        .map(|a| format!("{:?}", a.to_string()))
+        .collect();
     std::fs::write(
         data.join(polyphony_server::config::CONFIG_FILE_NAME),
         format!(
@@ -258,7 +261,10 @@ async fn the_active_node_killed_mid_sync_the_standby_serves_and_nothing_acknowle
     );
     eprintln!(
         "A killed after {at_kill} cases settled; the sync: {:?}",
-        first.as_ref().map(|r| r.refused.len()).map_err(|e| e.to_string())
+        first
+            .as_ref()
+            .map(|r| r.refused.len())
+            .map_err(|e| e.to_string())
     );
 
     // B takes over once A's database session is gone.
@@ -297,7 +303,10 @@ async fn the_active_node_killed_mid_sync_the_standby_serves_and_nothing_acknowle
             kit.profile.view(*case, "test")?
         );
     }
-    assert!(before >= 30, "A acknowledged cases before it died: {before}");
+    assert!(
+        before >= 30,
+        "A acknowledged cases before it died: {before}"
+    );
     // The audit log the two nodes wrote, one after the other, is one unbroken chain, and holds
     // A's records (the team, the enrolment) as well as B's.
     let verified = b
@@ -317,6 +326,9 @@ async fn the_active_node_killed_mid_sync_the_standby_serves_and_nothing_acknowle
         !polyphony_e2e::audit_details(&log, "team_added")?.is_empty(),
         "A's records are in the log B serves"
     );
-    assert!(entries > 10, "the chain verifies across the failover: {verified}");
+    assert!(
+        entries > 10,
+        "the chain verifies across the failover: {verified}"
+    );
     Ok(())
 }

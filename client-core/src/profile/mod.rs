@@ -1148,9 +1148,11 @@ impl Profile {
                     }
                     return Ok((e, endpoint, conn));
                 }
-                Err(err @ (NetError::Unreachable { .. } | NetError::BadAddress(_) | NetError::Lost(_)))
-                    if i + 1 < addresses.len() =>
-                {
+                Err(
+                    err @ (NetError::Unreachable { .. }
+                    | NetError::BadAddress(_)
+                    | NetError::Lost(_)),
+                ) if i + 1 < addresses.len() => {
                     tracing::info!(%addr, error = %err, "server address did not answer; trying the next");
                     last = Some(err);
                 }

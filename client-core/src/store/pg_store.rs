@@ -28,9 +28,11 @@
 //! and a crash keeps a prefix of the commits. PostgreSQL groups concurrent flushes into one WAL
 //! flush. A server running with `fsync = off` is refused at open.
 //!
-//! **Reaching the database.** Only on this machine (a Unix socket directory, `localhost`, or a
-//! loopback address): the driver is built without TLS, and a connection across a network would
-//! carry its password and the sealed values in the clear. The pool's connections are made on
+//! **Reaching the database.** On this machine (a Unix socket directory, `localhost`, or a
+//! loopback address) without TLS; anywhere else only over TLS, with the server's certificate
+//! checked against the authority in [`PgOptions::ca_file`] (rustls, as for QUIC): a plain
+//! connection across a network would carry the role's password and the sealed values in the
+//! clear, so it is refused before it is tried. The pool's connections are made on
 //! demand and replaced when lost; a call while the database is unreachable fails with
 //! [`StoreError::Engine`] and the caller's usual refusal.
 //!
@@ -69,6 +71,10 @@ pub struct PgOptions {
     pub schema: String,
     /// The most connections the store opens at once.
     pub pool_size: usize,
+    /// A PEM file of the certificate authority (or authorities) that signed the database
+    /// server's certificate. With it, every connection uses TLS and checks the server's
+    /// certificate and name; without it the database must be on this machine.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PgOptions {
@@ -78,6 +84,7 @@ impl PgOptions {
             url: url.into(),
             schema: "polyphony".into(),
             pool_size: 16,
+            ca_file: None,
         }
     }
 }
@@ -96,6 +103,7 @@ pub struct PgStore {
     shared: Arc<Shared>,
     /// How the store's connections are made (for the writer lock's own connection).
     config: Config,
+    tls: Tls,
     schema: String,
     /// The `synchronous_commit` level a flush commits with.
     durable_level: &'static str,
@@ -142,7 +150,13 @@ impl PgStore {
                 "the PostgreSQL connection string is not valid: {e}"
             ))
         })?;
-        check_local(&base)?;
+        let tls = match &options.ca_file {
+            Some(path) => Tls::Rustls(tls_connector(path)?),
+            None => {
+                check_local(&base)?;
+                Tls::Plain
+            }
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("polyphony-pg")
@@ -151,8 +165,11 @@ impl PgStore {
         let schema = options.schema.clone();
         let pool_size = options.pool_size.max(1);
         let opened = wait_on(&runtime, async move {
-            let durable_level = check_server(&base).await?;
             let mut config = base.clone();
+            if matches!(tls, Tls::Rustls(_)) {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            }
+            let durable_level = check_server(&config, &tls).await?;
             // Every store connection commits asynchronously and looks in its schema first; a
             // flush commits durably (see the module documentation).
             let mut startup = config.get_options().unwrap_or_default().to_owned();
@@ -161,13 +178,15 @@ impl PgStore {
             ));
             config.options(startup.trim());
             config.connect_timeout(CONNECT_TIMEOUT);
-            let manager = Manager::from_config(
-                config.clone(),
-                NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            );
+            let manager_config = ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            };
+            let manager = match &tls {
+                Tls::Plain => Manager::from_config(config.clone(), NoTls, manager_config),
+                Tls::Rustls(connector) => {
+                    Manager::from_config(config.clone(), connector.clone(), manager_config)
+                }
+            };
             let pool = Pool::builder(manager)
                 .max_size(pool_size)
                 .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -177,9 +196,9 @@ impl PgStore {
                 .map_err(|e| StoreError::Engine(format!("cannot make the connection pool: {e}")))?;
             create_schema(&pool, &schema).await?;
             let keys = unlock_or_create(&pool, key).await?;
-            Ok::<_, StoreError>((pool, keys, durable_level, config))
+            Ok::<_, StoreError>((pool, keys, durable_level, config, tls))
         });
-        let (pool, keys, durable_level, config) = opened?;
+        let (pool, keys, durable_level, config, tls) = opened?;
         tracing::info!(schema = %options.schema, durable_level, "opened the PostgreSQL store");
         Ok(PgStore {
             runtime: Some(runtime),
@@ -190,6 +209,7 @@ impl PgStore {
                 deposed: AtomicBool::new(false),
             }),
             config,
+            tls,
             schema: options.schema.clone(),
             durable_level,
         })
@@ -214,11 +234,12 @@ impl PgStore {
             .expect("the runtime is only taken when the store is dropped");
         let (config, shared, level) =
             (self.config.clone(), self.shared.clone(), self.durable_level);
+        let tls = self.tls.clone();
         wait_on(runtime, async move {
-            let held = take_writer_lock(&config, &shared, level, true, waiting)
+            let held = take_writer_lock(&config, &tls, &shared, level, true, waiting)
                 .await?
                 .expect("waiting for the lock always ends holding it");
-            tokio::spawn(keep_writer_lock(config, shared, level, held));
+            tokio::spawn(keep_writer_lock(config, tls, shared, level, held));
             Ok(())
         })?;
         tracing::info!(schema = %self.schema, "this node is the writer of the PostgreSQL store");
@@ -242,11 +263,109 @@ impl PgStore {
             match pool.get().await {
                 Ok(client) => work(client, keys).await,
                 Err(e) => Err(StoreError::Engine(format!(
-                    "cannot reach the PostgreSQL database: {e}"
+                    "cannot reach the PostgreSQL database: {}",
+                    with_causes(&e)
                 ))),
             }
         })
     }
+}
+
+/// How the store's connections are secured.
+#[derive(Clone)]
+enum Tls {
+    /// No TLS: only to a database on this machine ([`check_local`]).
+    Plain,
+    /// TLS, the server's certificate checked against the configured authority.
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// A TLS connector that trusts only the authorities in the PEM file at `path`.
+fn tls_connector(
+    path: &std::path::Path,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    let bad = |detail: String| {
+        StoreError::InvalidRequest(format!(
+            "the PostgreSQL CA file {}: {detail}",
+            path.display()
+        ))
+    };
+    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for block in pem::parse_many(&text).map_err(|e| bad(e.to_string()))? {
+        if block.tag() == "CERTIFICATE" {
+            roots
+                .add(rustls_pki_types::CertificateDer::from(
+                    block.contents().to_vec(),
+                ))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(bad("it holds no certificate".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// An error with every cause under it ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer"): the driver's own message stops at the first.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// One connection outside the pool, its connection task spawned; the receiver fires when the
+/// connection ends.
+async fn connect_one(
+    config: &Config,
+    tls: &Tls,
+) -> Result<(tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>), StoreError> {
+    let unreachable = |e: tokio_postgres::Error| {
+        StoreError::Engine(format!(
+            "cannot reach the PostgreSQL database: {}",
+            with_causes(&e)
+        ))
+    };
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    let watch = |connection: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>,
+    >| {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "a connection to PostgreSQL ended");
+            }
+            let _ = ended_tx.send(());
+        });
+    };
+    let client = match tls {
+        Tls::Plain => {
+            let (client, connection) = config.connect(NoTls).await.map_err(unreachable)?;
+            watch(Box::pin(connection));
+            client
+        }
+        Tls::Rustls(connector) => {
+            let (client, connection) = config
+                .connect(connector.clone())
+                .await
+                .map_err(unreachable)?;
+            watch(Box::pin(connection));
+            client
+        }
+    };
+    Ok((client, ended))
 }
 
 /// Run `work` on the store's runtime and wait for its answer on a channel: never `block_on`,
@@ -330,8 +449,8 @@ fn check_schema(schema: &str) -> Result<(), StoreError> {
 fn check_local(config: &Config) -> Result<(), StoreError> {
     let remote = |what: String| {
         StoreError::InvalidRequest(format!(
-            "the PostgreSQL host {what} is not on this machine: Polyphony connects to PostgreSQL \
-             only through a Unix socket or a loopback address (its connection has no TLS)"
+            "the PostgreSQL host {what} is not on this machine: connecting to it needs TLS \
+             (set postgres_ca_file to the authority that signed its certificate)"
         ))
     };
     for host in config.get_hosts() {
@@ -356,14 +475,10 @@ fn check_local(config: &Config) -> Result<(), StoreError> {
 
 /// Connect once, outside the pool, to check the server: refuse `fsync = off`, and learn the
 /// `synchronous_commit` level a flush should commit with.
-async fn check_server(config: &Config) -> Result<&'static str, StoreError> {
+async fn check_server(config: &Config, tls: &Tls) -> Result<&'static str, StoreError> {
     let mut config = config.clone();
     config.connect_timeout(CONNECT_TIMEOUT);
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| StoreError::Engine(format!("cannot reach the PostgreSQL database: {e}")))?;
-    let task = tokio::spawn(connection);
+    let (client, ended) = connect_one(&config, tls).await?;
     let show = |name: &'static str| {
         let client = &client;
         async move {
@@ -377,7 +492,7 @@ async fn check_server(config: &Config) -> Result<&'static str, StoreError> {
     let fsync = show("fsync").await?;
     let level = show("synchronous_commit").await?;
     drop(client);
-    let _ = task.await;
+    let _ = ended.await;
     if fsync != "on" {
         return Err(StoreError::Engine(
             "the PostgreSQL server runs with fsync = off, so nothing it stores survives a power \
@@ -396,10 +511,12 @@ async fn check_server(config: &Config) -> Result<&'static str, StoreError> {
 /// not race. The lock's key is fixed, so two schemas being created at once also wait for each
 /// other: rare, and harmless.
 async fn create_schema(pool: &Pool, schema: &str) -> Result<(), StoreError> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| StoreError::Engine(format!("cannot reach the PostgreSQL database: {e}")))?;
+    let mut client = pool.get().await.map_err(|e| {
+        StoreError::Engine(format!(
+            "cannot reach the PostgreSQL database: {}",
+            with_causes(&e)
+        ))
+    })?;
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.batch_execute(&format!(
         "SELECT pg_advisory_xact_lock(7243501981);
@@ -440,10 +557,12 @@ async fn create_schema(pool: &Pool, schema: &str) -> Result<(), StoreError> {
 
 /// Check `source` against the header, or write a new header (format 2) if there is none.
 async fn unlock_or_create(pool: &Pool, source: KeySource) -> Result<Unlocked, StoreError> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| StoreError::Engine(format!("cannot reach the PostgreSQL database: {e}")))?;
+    let mut client = pool.get().await.map_err(|e| {
+        StoreError::Engine(format!(
+            "cannot reach the PostgreSQL database: {}",
+            with_causes(&e)
+        ))
+    })?;
     let tx = client.transaction().await.map_err(pg_error)?;
     // One node writes the header; another opening at the same moment waits, then reads it.
     tx.execute("LOCK TABLE header IN EXCLUSIVE MODE", &[])
@@ -523,22 +642,13 @@ const WRITER_LOCK: &str = "SELECT hashtextextended(current_schema() || ':polypho
 /// the connection (the lock lives as long as it does) and a receiver that fires when it ends.
 async fn take_writer_lock(
     config: &Config,
+    tls: &Tls,
     shared: &Shared,
     durable_level: &'static str,
     wait: bool,
     waiting: impl FnOnce(),
 ) -> Result<Option<(tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>)>, StoreError> {
-    let (mut client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| StoreError::Engine(format!("cannot reach the PostgreSQL database: {e}")))?;
-    let (ended_tx, ended) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "the writer lock's connection to PostgreSQL ended");
-        }
-        let _ = ended_tx.send(());
-    });
+    let (mut client, ended) = connect_one(config, tls).await?;
     let key: i64 = client
         .query_one(WRITER_LOCK, &[])
         .await
@@ -579,6 +689,7 @@ async fn take_writer_lock(
 /// first: then this one is deposed and every write it tries fails.
 async fn keep_writer_lock(
     config: Config,
+    tls: Tls,
     shared: Arc<Shared>,
     durable_level: &'static str,
     mut held: (tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>),
@@ -588,7 +699,7 @@ async fn keep_writer_lock(
         tracing::warn!("lost the PostgreSQL writer lock; taking it again");
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            match take_writer_lock(&config, &shared, durable_level, false, || {}).await {
+            match take_writer_lock(&config, &tls, &shared, durable_level, false, || {}).await {
                 Ok(Some(again)) => {
                     tracing::info!("holds the PostgreSQL writer lock again");
                     held = again;

@@ -221,3 +221,110 @@ fn one_writer_at_a_time_the_standby_waits_and_a_deposed_writer_writes_nothing() 
     assert_eq!(b.get_meta("ns", "a2").unwrap().unwrap(), b"A still writes");
     assert!(b.get_meta("ns", "a3").unwrap().is_none());
 }
+
+/// A certificate authority and a server certificate it signed for `localhost`, as PEM.
+fn test_ca_and_server() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), server.pem(), server_key.serialize_pem())
+}
+
+#[test]
+fn with_a_ca_file_every_connection_uses_tls_and_checks_the_servers_certificate() {
+    use std::os::unix::fs::PermissionsExt;
+    // Turn TLS on in the test cluster, with a certificate from a CA of this test's own. (Other
+    // tests connect without TLS, which the cluster still allows.)
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ca, cert, key) = test_ca_and_server();
+    let (cert_file, key_file, ca_file) = (
+        dir.path().join("server.crt"),
+        dir.path().join("server.key"),
+        dir.path().join("ca.crt"),
+    );
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    std::fs::write(&ca_file, &ca).unwrap();
+    std::fs::set_permissions(&cert_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // PostgreSQL reads its key as the cluster's owner and refuses one others may read.
+    if unsafe { libc::geteuid() } == 0 {
+        let owner = std::process::Command::new("chown")
+            .arg("postgres")
+            .arg(&key_file)
+            .status()
+            .unwrap();
+        assert!(owner.success());
+    }
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // One statement at a time: ALTER SYSTEM refuses to run inside a transaction block.
+    for statement in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert_file.display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", key_file.display()),
+        "ALTER SYSTEM SET ssl = on".to_string(),
+        "SELECT pg_reload_conf()".to_string(),
+    ] {
+        sql(&statement);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let schema = TestSchema::new();
+    let mut options = schema.options.clone();
+    // `localhost`, the name in the certificate, checked by rustls.
+    options.url = options.url.replace("host=127.0.0.1", "host=localhost");
+    options.ca_file = Some(ca_file.clone());
+    let store = PgStore::open(&options, KeySource::Raw(SealKey::generate())).unwrap();
+    store.put_meta("ns", "k", b"over TLS").unwrap();
+    assert_eq!(store.get_meta("ns", "k").unwrap().unwrap(), b"over TLS");
+    // The meta round trip went over TLS: ask the server about this very connection.
+    let ssl = store
+        .run(|client, _| async move {
+            let row = client
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .map_err(super::pg_error)?;
+            Ok(row.get::<_, bool>(0))
+        })
+        .unwrap();
+    assert!(ssl, "the store's connection uses TLS");
+    drop(store);
+
+    // A CA that did not sign the server's certificate: refused, nothing opened.
+    let (other_ca, _, _) = test_ca_and_server();
+    let other = dir.path().join("other-ca.crt");
+    std::fs::write(&other, other_ca).unwrap();
+    options.ca_file = Some(other);
+    let refused = PgStore::open(&options, KeySource::Raw(SealKey::generate()));
+    assert!(
+        matches!(&refused, Err(StoreError::Engine(m)) if m.contains("certificate")),
+        "{refused:?}"
+    );
+    // With the right CA, a host on another machine is no longer refused before connecting (it
+    // is tried, over TLS).
+    let mut remote = PgOptions::new("host=db.invalid dbname=x connect_timeout=1");
+    remote.ca_file = Some(ca_file);
+    let tried = PgStore::open(&remote, KeySource::Raw(SealKey::generate()));
+    assert!(
+        matches!(&tried, Err(StoreError::Engine(m)) if m.contains("cannot reach")),
+        "{tried:?}"
+    );
+    for statement in [
+        "ALTER SYSTEM RESET ssl",
+        "ALTER SYSTEM RESET ssl_cert_file",
+        "ALTER SYSTEM RESET ssl_key_file",
+        "SELECT pg_reload_conf()",
+    ] {
+        sql(statement);
+    }
+}
