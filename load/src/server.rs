@@ -36,6 +36,9 @@ pub enum ServerSpec {
     },
 }
 
+/// The environment variable that puts a child server on PostgreSQL (its connection string).
+pub const POSTGRES_ENV: &str = "POLYPHONY_LOAD_POSTGRES";
+
 /// A server the workloads can use.
 pub struct BenchServer {
     /// Where devices reach it.
@@ -85,11 +88,20 @@ impl BenchServer {
                 let dir = tempfile::tempdir()?;
                 let data = dir.path().join("data");
                 std::fs::create_dir_all(&data)?;
+                let mut toml = String::new();
                 if let Some(c) = cache_cases {
-                    std::fs::write(
-                        data.join(polyphony_server::config::CONFIG_FILE_NAME),
-                        format!("cache_cases = {c}\n"),
-                    )?;
+                    toml.push_str(&format!("cache_cases = {c}\n"));
+                }
+                // POLYPHONY_LOAD_POSTGRES=URL: the server keeps its data in PostgreSQL, in a
+                // schema of its own (left in the database afterwards, for inspection).
+                if let Ok(url) = std::env::var(POSTGRES_ENV) {
+                    toml.push_str(&format!(
+                        "store = \"postgres\"\npostgres_url = {url:?}\npostgres_schema = \"bench_{}\"\n",
+                        uuid::Uuid::new_v4().simple()
+                    ));
+                }
+                if !toml.is_empty() {
+                    std::fs::write(data.join(polyphony_server::config::CONFIG_FILE_NAME), toml)?;
                 }
                 let port = free_udp_port()?;
                 let mut s = BenchServer {
