@@ -57,9 +57,21 @@ impl Device {
         let code: EnrolmentCode = code.parse().context("enrolment code")?;
         let key = DeviceKey::generate()?;
         let id = DeviceId::random();
-        let enrolled = net::enrol(addr, &code, id, name, &key)
-            .await
-            .context("enrolment")?;
+        // The server takes at most `MAX_ENROLMENTS_PER_WINDOW` enrolments a minute from one
+        // address, and every simulated device enrols from this one: wait for the window (set-up
+        // is not timed), as a trust enrolling 200 laptops would over days.
+        let mut tries = 0;
+        let enrolled = loop {
+            match net::enrol(addr, &code, id, name, &key).await {
+                Err(net::NetError::Refused { message, .. })
+                    if message.contains("too many enrolment attempts") && tries < 60 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+                other => break other.context("enrolment")?,
+            }
+        };
         let team = enrolled
             .teams
             .first()

@@ -77,17 +77,32 @@ pub fn open(config: &ServerConfig) -> Result<Opened, StartError> {
 
 /// Open (creating on first run) the data directory's key file and encrypted store: sled in the
 /// data directory, or the PostgreSQL schema the configuration names.
+/// On PostgreSQL it does not wait for a node serving from the same database
+/// ([`StoreError::Locked`]): what opens it here is an offline command, not a standby.
 pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
     let key = prepare_data_dir(config)?;
-    engine_opener(config, key)?()
+    engine_opener(config, key, Waiting::No)?()
 }
 
 /// The encrypted store as [`open_store`] opens it, behind a handle that opens it the same way
 /// again after a disk error (sled's files are checked for free space first; PostgreSQL keeps its
 /// own disk, so a reopen there only makes a new connection pool).
 pub fn open_reopenable(config: &ServerConfig) -> Result<ReopenableStore, StartError> {
+    reopenable(config, Waiting::AsStandby)
+}
+
+/// Whether opening a PostgreSQL store waits while another node serves from it.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// A node starting to serve: it is the standby until that node stops.
+    AsStandby,
+    /// An offline command: refused at once ([`StoreError::Locked`]).
+    No,
+}
+
+fn reopenable(config: &ServerConfig, waiting: Waiting) -> Result<ReopenableStore, StartError> {
     let key = prepare_data_dir(config)?;
-    let open = engine_opener(config, key)?;
+    let open = engine_opener(config, key, waiting)?;
     let dir = match config.store {
         StoreEngine::Sled => Some(config.db_dir()),
         StoreEngine::Postgres => None,
@@ -106,6 +121,7 @@ type EngineOpener = Box<dyn Fn() -> Result<Arc<dyn Store>, StartError> + Send + 
 fn engine_opener(
     config: &ServerConfig,
     key: std::path::PathBuf,
+    waiting: Waiting,
 ) -> Result<EngineOpener, StartError> {
     match config.store {
         StoreEngine::Sled => {
@@ -124,16 +140,26 @@ fn engine_opener(
                 // One node writes at a time; another started on the same database is the
                 // standby, and waits here until the active node dies or stops.
                 let schema = options.schema.clone();
-                store.become_writer(move || {
-                    tracing::warn!(
-                        %schema,
-                        "another server node is serving from this PostgreSQL database: this node waits as the standby and serves once that node stops"
-                    );
-                })?;
+                match waiting {
+                    Waiting::AsStandby => store.become_writer(move || {
+                        tracing::warn!(
+                            %schema,
+                            "another server node is serving from this PostgreSQL database: this node waits as the standby and serves once that node stops"
+                        );
+                    })?,
+                    Waiting::No => store.become_writer_now()?,
+                }
                 Ok(Arc::new(store) as Arc<dyn Store>)
             }))
         }
     }
+}
+
+/// [`open`] for an administrator's offline command (no server running on this data directory):
+/// on PostgreSQL, refused at once ([`StoreError::Locked`]) if another node serves from the same
+/// database, instead of waiting as its standby.
+pub fn open_offline(config: &ServerConfig) -> Result<Opened, StartError> {
+    open_with_engine(config, Arc::new(reopenable(config, Waiting::No)?))
 }
 
 /// Create the data directory and its key file if missing; returns the key file's path.

@@ -516,7 +516,7 @@ async fn offline(config: ServerConfig, req: AdminRequest) -> Result<AdminRespons
         )));
     }
     tokio::task::spawn_blocking(move || {
-        let opened = polyphony_server::data_dir::open(&config).map_err(|e| {
+        let opened = polyphony_server::data_dir::open_offline(&config).map_err(|e| {
             Failure::Unreachable(format!(
                 "cannot open the server's store at {}: {e}",
                 config.data_dir.display()

@@ -228,6 +228,21 @@ impl PgStore {
     /// store takes it back when the database answers again, unless another node took it
     /// first (then [`Store::deposed`] is true and every write fails).
     pub fn become_writer(&self, waiting: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+        self.writer(true, waiting)
+    }
+
+    /// [`PgStore::become_writer`] without waiting: [`StoreError::Locked`] if another live store
+    /// is the writer (an administrator's offline command on a node whose database another node
+    /// serves from: the command belongs on that node).
+    pub fn become_writer_now(&self) -> Result<(), StoreError> {
+        self.writer(false, || {})
+    }
+
+    fn writer(
+        &self,
+        wait: bool,
+        waiting: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StoreError> {
         let runtime = self
             .runtime
             .as_ref()
@@ -235,13 +250,22 @@ impl PgStore {
         let (config, shared, level) =
             (self.config.clone(), self.shared.clone(), self.durable_level);
         let tls = self.tls.clone();
-        wait_on(runtime, async move {
-            let held = take_writer_lock(&config, &tls, &shared, level, true, waiting)
-                .await?
-                .expect("waiting for the lock always ends holding it");
+        let held = wait_on(runtime, async move {
+            let Some(held) = take_writer_lock(&config, &tls, &shared, level, wait, waiting).await?
+            else {
+                return Ok(false);
+            };
             tokio::spawn(keep_writer_lock(config, tls, shared, level, held));
-            Ok(())
+            Ok(true)
         })?;
+        if !held {
+            return Err(StoreError::Locked {
+                path: format!(
+                    "PostgreSQL schema {} (another server node serves from it)",
+                    self.schema
+                ),
+            });
+        }
         tracing::info!(schema = %self.schema, "this node is the writer of the PostgreSQL store");
         Ok(())
     }
@@ -628,7 +652,12 @@ async fn fence(tx: &deadpool_postgres::Transaction<'_>, shared: &Shared) -> Resu
         return Ok(());
     }
     let row = tx
-        .query_opt("SELECT 1 FROM writer WHERE epoch = $1 FOR SHARE", &[&epoch])
+        .query_opt(
+            &tx.prepare_cached("SELECT 1 FROM writer WHERE epoch = $1 FOR SHARE")
+                .await
+                .map_err(pg_error)?,
+            &[&epoch],
+        )
         .await
         .map_err(pg_error)?;
     row.map(drop).ok_or_else(fenced)
@@ -733,13 +762,17 @@ fn from_pg(n: i64, what: &str) -> Result<u64, StoreError> {
 /// Take a case's lock row for the rest of the transaction (creating it for a new case).
 async fn lock_case(tx: &deadpool_postgres::Transaction<'_>, case: &[u8]) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO cases (case_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &tx.prepare_cached("INSERT INTO cases (case_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .await
+            .map_err(pg_error)?,
         &[&case],
     )
     .await
     .map_err(pg_error)?;
     tx.query_one(
-        "SELECT 1 FROM cases WHERE case_id = $1 FOR UPDATE",
+        &tx.prepare_cached("SELECT 1 FROM cases WHERE case_id = $1 FOR UPDATE")
+            .await
+            .map_err(pg_error)?,
         &[&case],
     )
     .await
@@ -752,7 +785,12 @@ async fn last_seq(
     case: &[u8],
 ) -> Result<Option<u64>, StoreError> {
     let row = tx
-        .query_one("SELECT max(seq) FROM chunks WHERE case_id = $1", &[&case])
+        .query_one(
+            &tx.prepare_cached("SELECT max(seq) FROM chunks WHERE case_id = $1")
+                .await
+                .map_err(pg_error)?,
+            &[&case],
+        )
         .await
         .map_err(pg_error)?;
     row.get::<_, Option<i64>>(0)
@@ -778,8 +816,7 @@ impl Store for PgStore {
             lock_case(&tx, &id).await?;
             // Drawn under the case's lock and committed with it: a case's chunks commit in
             // sequence order, on every connection and node.
-            let seq: i64 = tx
-                .query_one("SELECT nextval('chunk_seq')", &[])
+            let seq: i64 = tx.query_one(&tx.prepare_cached("SELECT nextval('chunk_seq')").await.map_err(pg_error)?, &[])
                 .await
                 .map_err(pg_error)?
                 .get(0);
@@ -793,8 +830,7 @@ impl Store for PgStore {
             }
             let key = chunk_key(&case, seq);
             let sealed = seal(&keys.keys, TAG_CHUNK, &key, &chunk);
-            tx.execute(
-                "INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)",
+            tx.execute(&tx.prepare_cached("INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)").await.map_err(pg_error)?,
                 &[&id, &to_pg(seq), &sealed],
             )
             .await
@@ -809,7 +845,12 @@ impl Store for PgStore {
         self.run(move |client, keys| async move {
             let rows = client
                 .query(
-                    "SELECT seq, data FROM chunks WHERE case_id = $1 ORDER BY seq",
+                    &client
+                        .prepare_cached(
+                            "SELECT seq, data FROM chunks WHERE case_id = $1 ORDER BY seq",
+                        )
+                        .await
+                        .map_err(pg_error)?,
                     &[&case.0.as_bytes().as_slice()],
                 )
                 .await
@@ -851,7 +892,9 @@ impl Store for PgStore {
             };
             let at = through.min(last);
             tx.execute(
-                "DELETE FROM chunks WHERE case_id = $1 AND seq <= $2",
+                &tx.prepare_cached("DELETE FROM chunks WHERE case_id = $1 AND seq <= $2")
+                    .await
+                    .map_err(pg_error)?,
                 &[&id, &to_pg(through)],
             )
             .await
@@ -859,7 +902,9 @@ impl Store for PgStore {
             let key = chunk_key(&case, at);
             let sealed = seal(&keys.keys, TAG_CHUNK, &key, &snapshot);
             tx.execute(
-                "INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)",
+                &tx.prepare_cached("INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)")
+                    .await
+                    .map_err(pg_error)?,
                 &[&id, &to_pg(at), &sealed],
             )
             .await
@@ -877,12 +922,22 @@ impl Store for PgStore {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
             lock_case(&tx, &id).await?;
-            tx.execute("DELETE FROM blobs WHERE case_id = $1", &[&id])
-                .await
-                .map_err(pg_error)?;
-            tx.execute("DELETE FROM chunks WHERE case_id = $1", &[&id])
-                .await
-                .map_err(pg_error)?;
+            tx.execute(
+                &tx.prepare_cached("DELETE FROM blobs WHERE case_id = $1")
+                    .await
+                    .map_err(pg_error)?,
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.execute(
+                &tx.prepare_cached("DELETE FROM chunks WHERE case_id = $1")
+                    .await
+                    .map_err(pg_error)?,
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?;
             tx.commit().await.map_err(pg_error)?;
             tracing::info!(%case, "removed the local copy of a case");
             Ok(())
@@ -893,9 +948,14 @@ impl Store for PgStore {
         self.run(move |client, _| async move {
             let rows = client
                 .query(
-                    "SELECT c.case_id FROM cases c
+                    &client
+                        .prepare_cached(
+                            "SELECT c.case_id FROM cases c
                      WHERE EXISTS (SELECT 1 FROM chunks k WHERE k.case_id = c.case_id)
                      ORDER BY c.case_id",
+                        )
+                        .await
+                        .map_err(pg_error)?,
                     &[],
                 )
                 .await
@@ -920,7 +980,10 @@ impl Store for PgStore {
         self.run(move |client, keys| async move {
             let row = client
                 .query_opt(
-                    "SELECT value FROM meta WHERE ns = $1 AND key = $2",
+                    &client
+                        .prepare_cached("SELECT value FROM meta WHERE ns = $1 AND key = $2")
+                        .await
+                        .map_err(pg_error)?,
                     &[&ns.as_bytes(), &key.as_bytes()],
                 )
                 .await
@@ -947,8 +1010,12 @@ impl Store for PgStore {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
             tx.execute(
-                "INSERT INTO meta (ns, key, value) VALUES ($1, $2, $3)
+                &tx.prepare_cached(
+                    "INSERT INTO meta (ns, key, value) VALUES ($1, $2, $3)
                  ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value",
+                )
+                .await
+                .map_err(pg_error)?,
                 &[&ns.as_bytes(), &key.as_bytes(), &sealed],
             )
             .await
@@ -964,7 +1031,9 @@ impl Store for PgStore {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
             tx.execute(
-                "DELETE FROM meta WHERE ns = $1 AND key = $2",
+                &tx.prepare_cached("DELETE FROM meta WHERE ns = $1 AND key = $2")
+                    .await
+                    .map_err(pg_error)?,
                 &[&ns.as_bytes(), &key.as_bytes()],
             )
             .await
@@ -979,7 +1048,10 @@ impl Store for PgStore {
         self.run(move |client, keys| async move {
             let rows = client
                 .query(
-                    "SELECT key, value FROM meta WHERE ns = $1 ORDER BY key",
+                    &client
+                        .prepare_cached("SELECT key, value FROM meta WHERE ns = $1 ORDER BY key")
+                        .await
+                        .map_err(pg_error)?,
                     &[&ns.as_bytes()],
                 )
                 .await
@@ -1011,9 +1083,13 @@ impl Store for PgStore {
             // take distinct indices, and an index is never handed out twice, even after a trim.
             let next: i64 = tx
                 .query_one(
-                    "INSERT INTO log_heads (log, next_idx) VALUES ($1, 1)
+                    &tx.prepare_cached(
+                        "INSERT INTO log_heads (log, next_idx) VALUES ($1, 1)
                      ON CONFLICT (log) DO UPDATE SET next_idx = log_heads.next_idx + 1
                      RETURNING next_idx",
+                    )
+                    .await
+                    .map_err(pg_error)?,
                     &[&log.as_bytes()],
                 )
                 .await
@@ -1024,7 +1100,9 @@ impl Store for PgStore {
             let sealed = seal(&keys.keys, TAG_LOG, &key, &entry);
             // A head behind its entries would overwrite history: the primary key refuses it.
             tx.execute(
-                "INSERT INTO logs (log, idx, data) VALUES ($1, $2, $3)",
+                &tx.prepare_cached("INSERT INTO logs (log, idx, data) VALUES ($1, $2, $3)")
+                    .await
+                    .map_err(pg_error)?,
                 &[&log.as_bytes(), &to_pg(index), &sealed],
             )
             .await
@@ -1046,7 +1124,12 @@ impl Store for PgStore {
         self.run(move |client, keys| async move {
             let rows = client
                 .query(
-                    "SELECT idx, data FROM logs WHERE log = $1 AND idx >= $2 ORDER BY idx",
+                    &client
+                        .prepare_cached(
+                            "SELECT idx, data FROM logs WHERE log = $1 AND idx >= $2 ORDER BY idx",
+                        )
+                        .await
+                        .map_err(pg_error)?,
                     &[&log.as_bytes(), &to_pg(from)],
                 )
                 .await
@@ -1074,7 +1157,9 @@ impl Store for PgStore {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
             tx.execute(
-                "DELETE FROM logs WHERE log = $1 AND idx <= $2",
+                &tx.prepare_cached("DELETE FROM logs WHERE log = $1 AND idx <= $2")
+                    .await
+                    .map_err(pg_error)?,
                 &[&log.as_bytes(), &to_pg(through)],
             )
             .await
@@ -1094,8 +1179,12 @@ impl Store for PgStore {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
             tx.execute(
-                "INSERT INTO blobs (case_id, hash, data) VALUES ($1, $2, $3)
+                &tx.prepare_cached(
+                    "INSERT INTO blobs (case_id, hash, data) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
+                )
+                .await
+                .map_err(pg_error)?,
                 &[&case.0.as_bytes().as_slice(), &hash.as_slice(), &sealed],
             )
             .await
@@ -1109,7 +1198,10 @@ impl Store for PgStore {
         self.run(move |client, keys| async move {
             let row = client
                 .query_opt(
-                    "SELECT data FROM blobs WHERE case_id = $1 AND hash = $2",
+                    &client
+                        .prepare_cached("SELECT data FROM blobs WHERE case_id = $1 AND hash = $2")
+                        .await
+                        .map_err(pg_error)?,
                     &[&case.0.as_bytes().as_slice(), &hash.0.as_slice()],
                 )
                 .await
@@ -1133,7 +1225,10 @@ impl Store for PgStore {
         self.run(move |client, _| async move {
             let row = client
                 .query_opt(
-                    "SELECT 1 FROM blobs WHERE case_id = $1 AND hash = $2",
+                    &client
+                        .prepare_cached("SELECT 1 FROM blobs WHERE case_id = $1 AND hash = $2")
+                        .await
+                        .map_err(pg_error)?,
                     &[&case.0.as_bytes().as_slice(), &hash.as_slice()],
                 )
                 .await

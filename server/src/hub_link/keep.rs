@@ -537,7 +537,7 @@ pub async fn restore(
     };
     write().map_err(|e| format!("could not write the restored data: {e}"))?;
     drop(store);
-    let opened = crate::data_dir::open(config).map_err(|e| e.to_string())?;
+    let opened = crate::data_dir::open_offline(config).map_err(|e| e.to_string())?;
     let restored = Restored {
         borough,
         registry_made_at: made_at.clone(),
