@@ -135,7 +135,15 @@ fn engine_opener(
         }
         StoreEngine::Postgres => {
             let options = config.postgres_options().ok_or(StartError::NoPostgresUrl)?;
+            // A reopen (after an error the store reported as the disk's) keeps the store it
+            // opened first: the layers above still drop what they built on it (group-commit
+            // tickets, open cases), but the node keeps its writer lock, which closing the store
+            // would hand to a standby, and does not wait for it again.
+            let opened: Arc<std::sync::OnceLock<Arc<dyn Store>>> = Arc::default();
             Ok(Box::new(move || {
+                if let Some(store) = opened.get() {
+                    return Ok(store.clone());
+                }
                 let store = PgStore::open(&options, KeySource::KeyFile(key.clone()))?;
                 // One node writes at a time; another started on the same database is the
                 // standby, and waits here until the active node dies or stops.
@@ -149,7 +157,8 @@ fn engine_opener(
                     })?,
                     Waiting::No => store.become_writer_now()?,
                 }
-                Ok(Arc::new(store) as Arc<dyn Store>)
+                let store: Arc<dyn Store> = Arc::new(store);
+                Ok(opened.get_or_init(|| store).clone())
             }))
         }
     }

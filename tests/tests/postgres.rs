@@ -24,7 +24,7 @@ const CRASH_AFTER_SETTLED: [usize; 3] = [15, 95, 105];
 async fn the_database_crashing_mid_sync_keeps_every_acknowledged_change() -> Result<()> {
     let cluster = PgCluster::start()?;
     let url = cluster.url.clone();
-    let server = TestServer::start_with(move |c| {
+    let mut server = TestServer::start_with(move |c| {
         c.store = StoreEngine::Postgres;
         c.postgres_url = Some(url);
     })
@@ -142,6 +142,20 @@ async fn the_database_crashing_mid_sync_keeps_every_acknowledged_change() -> Res
             b.profile.view(*case, "test")?
         );
     }
+    // Everything acknowledged is in the database itself, not only in the server's open cases:
+    // the server restarted (nothing in its memory), a new device receives every change.
+    server.restart().await?;
+    let mut c = server.device("Kit").await?;
+    c.sync().await?;
+    for case in &cases {
+        let mut doc = c.profile.document(*case)?;
+        for h in a.profile.acknowledged_heads(*case)? {
+            assert!(
+                doc.get_change_by_hash(&h).is_some(),
+                "case {case}: acknowledged change {h} not in the database"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -197,6 +211,18 @@ async fn the_active_node_killed_mid_sync_the_standby_serves_and_nothing_acknowle
         b.admin(AdminRequest::Teams).await.is_err(),
         "the standby must not serve while the active node does"
     );
+    // An administrator's command on the standby's machine is refused at once (it belongs on
+    // the active node), instead of waiting as another standby.
+    let offline = std::process::Command::new(polyphony_e2e::bin_path("polyphony-server"))
+        .arg("--data")
+        .arg(&b.data)
+        .arg("teams")
+        .output()?;
+    let said = String::from_utf8_lossy(&offline.stderr);
+    assert!(
+        !offline.status.success() && said.contains("another server node serves from it"),
+        "an offline command beside a serving node: {said}"
+    );
 
     a.admin(AdminRequest::TeamAdd {
         name: "North".into(),
@@ -237,6 +263,12 @@ async fn the_active_node_killed_mid_sync_the_standby_serves_and_nothing_acknowle
         })?;
         cases.push(case);
     }
+
+    // Still, after all that, the standby does not serve.
+    assert!(
+        b.admin(AdminRequest::Teams).await.is_err(),
+        "the standby must not serve while the active node does"
+    );
 
     // A is killed (SIGKILL) part-way through Sam's upload.
     let settled = Arc::new(AtomicUsize::new(0));

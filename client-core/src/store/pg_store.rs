@@ -18,15 +18,17 @@
 //!   the same transaction, `blobs (case_id, hash, data)`.
 //!   Names and keys are `bytea`, so key order is byte order, as on sled.
 //!
-//! **Durability.** Each write is one transaction, committed asynchronously
-//! (`synchronous_commit = off` on the store's connections): it is visible at once and ordered in
-//! the write-ahead log, but not yet known to be on disk. [`Store::flush`] commits a transaction
-//! that writes one record to the log (a logical message, no table) with the server's own
-//! `synchronous_commit` level (`on` if the server says `off`), which waits until the log is flushed (and, with synchronous replication,
-//! received by the standby) up to its commit record, and so past every commit before it. That
-//! is the same contract as sled's: a write is durable once a flush that began after it returns,
-//! and a crash keeps a prefix of the commits. PostgreSQL groups concurrent flushes into one WAL
-//! flush. A server running with `fsync = off` is refused at open.
+//! **Durability.** Each write is one transaction, committed with the server's own
+//! `synchronous_commit` level (`on` if the server says `off`; `statement_timeout` off on the
+//! store's connections, since a cancelled wait for a synchronous standby would commit with only a
+//! warning): it returns only once the write-ahead log is on disk through its commit (and, with
+//! synchronous replication, on the standby's). PostgreSQL groups the log flushes of concurrent
+//! commits (group commit across sessions). [`Store::flush`] therefore has nothing left to do.
+//! Nothing the server holds in memory can be ahead of the database: a crash of the database
+//! loses no write that returned. (An earlier version committed asynchronously and flushed before
+//! each acknowledgement; a review found that after a database crash the server's open cases
+//! still held changes the database had lost, and a device sending one again was told "saved".)
+//! A server running with `fsync = off` is refused at open.
 //!
 //! **Reaching the database.** On this machine (a Unix socket directory, `localhost`, or a
 //! loopback address) without TLS; anywhere else only over TLS, with the server's certificate
@@ -61,7 +63,7 @@ use super::{check_name, ChunkLog, ChunkSeq, KdfParams, KeySource, Store, StoreEr
 use crate::{BlobHash, CaseId};
 
 /// How a [`PgStore`] reaches its database.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgOptions {
     /// A libpq-style connection string or URL (`host=/run/postgresql dbname=polyphony`,
     /// `postgresql://polyphony@localhost/polyphony`). Its host must be on this machine.
@@ -75,6 +77,17 @@ pub struct PgOptions {
     /// server's certificate. With it, every connection uses TLS and checks the server's
     /// certificate and name; without it the database must be on this machine.
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for PgOptions {
+    /// Without the connection string, which may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgOptions {
@@ -105,8 +118,6 @@ pub struct PgStore {
     config: Config,
     tls: Tls,
     schema: String,
-    /// The `synchronous_commit` level a flush commits with.
-    durable_level: &'static str,
 }
 
 /// What every query of the store needs: the keys, and whether it is the schema's one writer.
@@ -117,6 +128,8 @@ struct Shared {
     epoch: AtomicI64,
     /// Another store became the writer while this one had lost its lock: every write fails.
     deposed: AtomicBool,
+    /// The store is taking its lock back after losing its connection.
+    retaking: AtomicBool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -151,6 +164,19 @@ impl PgStore {
             ))
         })?;
         let tls = match &options.ca_file {
+            Some(_)
+                if base
+                    .get_hosts()
+                    .iter()
+                    .any(|h| matches!(h, tokio_postgres::config::Host::Unix(_))) =>
+            {
+                return Err(StoreError::InvalidRequest(
+                    "postgres_ca_file is set but the PostgreSQL host is a socket directory, \
+                     where PostgreSQL offers no TLS: give the database's host name, or leave \
+                     postgres_ca_file out for a database on this machine"
+                        .into(),
+                ))
+            }
             Some(path) => Tls::Rustls(tls_connector(path)?),
             None => {
                 check_local(&base)?;
@@ -170,11 +196,12 @@ impl PgStore {
                 config.ssl_mode(tokio_postgres::config::SslMode::Require);
             }
             let durable_level = check_server(&config, &tls).await?;
-            // Every store connection commits asynchronously and looks in its schema first; a
-            // flush commits durably (see the module documentation).
+            // Every store connection commits durably and looks in its schema first (see the
+            // module documentation).
             let mut startup = config.get_options().unwrap_or_default().to_owned();
             startup.push_str(&format!(
-                " -c synchronous_commit=off -c client_min_messages=warning -c search_path={schema}"
+                " -c synchronous_commit={durable_level} -c statement_timeout=0 -c lock_timeout=0 \
+                 -c client_min_messages=warning -c search_path={schema}"
             ));
             config.options(startup.trim());
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -207,11 +234,11 @@ impl PgStore {
                 keys,
                 epoch: AtomicI64::new(0),
                 deposed: AtomicBool::new(false),
+                retaking: AtomicBool::new(false),
             }),
             config,
             tls,
             schema: options.schema.clone(),
-            durable_level,
         })
     }
 
@@ -247,16 +274,15 @@ impl PgStore {
             .runtime
             .as_ref()
             .expect("the runtime is only taken when the store is dropped");
-        let (config, shared, level) =
-            (self.config.clone(), self.shared.clone(), self.durable_level);
-        let tls = self.tls.clone();
+        let (config, shared, tls) = (self.config.clone(), self.shared.clone(), self.tls.clone());
         let held = wait_on(runtime, async move {
-            let Some(held) = take_writer_lock(&config, &tls, &shared, level, wait, waiting).await?
-            else {
-                return Ok(false);
-            };
-            tokio::spawn(keep_writer_lock(config, tls, shared, level, held));
-            Ok(true)
+            match take_writer_lock(&config, &tls, &shared, wait, None, waiting).await? {
+                Writer::Taken(client, ended) => {
+                    tokio::spawn(keep_writer_lock(config, tls, shared, ended, client));
+                    Ok(true)
+                }
+                Writer::Busy | Writer::Deposed => Ok(false),
+            }
         })?;
         if !held {
             return Err(StoreError::Locked {
@@ -541,6 +567,18 @@ async fn create_schema(pool: &Pool, schema: &str) -> Result<(), StoreError> {
             with_causes(&e)
         ))
     })?;
+    // Made already (every open after the first): nothing to create or alter, so a role that
+    // owns the schema but may not create one in the database can open it.
+    let made = client
+        .query_opt(
+            "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'writer'",
+            &[&schema],
+        )
+        .await
+        .map_err(pg_error)?;
+    if made.is_some() {
+        return Ok(());
+    }
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.batch_execute(&format!(
         "SELECT pg_advisory_xact_lock(7243501981);
@@ -652,32 +690,66 @@ async fn fence(tx: &deadpool_postgres::Transaction<'_>, shared: &Shared) -> Resu
         return Ok(());
     }
     let row = tx
-        .query_opt(
-            &tx.prepare_cached("SELECT 1 FROM writer WHERE epoch = $1 FOR SHARE")
+        .query_one(
+            &tx.prepare_cached("SELECT epoch FROM writer FOR SHARE")
                 .await
                 .map_err(pg_error)?,
-            &[&epoch],
+            &[],
         )
         .await
         .map_err(pg_error)?;
-    row.map(drop).ok_or_else(fenced)
+    let now: i64 = row.get(0);
+    if now == epoch {
+        return Ok(());
+    }
+    // Another store bumped the epoch: this one is deposed (unless it is taking its own lock
+    // back, and the bump was its own).
+    if !shared.retaking.load(Ordering::SeqCst) && shared.epoch.load(Ordering::SeqCst) == epoch {
+        depose(shared);
+    }
+    Err(fenced())
 }
 
 /// The advisory lock that makes one store the writer of its schema.
 const WRITER_LOCK: &str = "SELECT hashtextextended(current_schema() || ':polyphony-writer', 0)";
 
+/// What trying for the writer lock came to.
+enum Writer {
+    /// This store holds the lock (on this connection, until the receiver fires) and the epoch.
+    Taken(tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>),
+    /// Another live session holds the lock (only when not waiting for it).
+    Busy,
+    /// Taking the lock back, the epoch was no longer this store's: another store was the writer
+    /// meanwhile, and this one's memory of the cases is out of date.
+    Deposed,
+}
+
 /// Take the writer lock on a connection of its own (waiting, after calling `waiting`, while
-/// another store holds it, unless `wait` is false), then bump the writer epoch durably. Returns
-/// the connection (the lock lives as long as it does) and a receiver that fires when it ends.
+/// another store holds it, unless `wait` is false), then bump the writer epoch: unconditionally
+/// when becoming the writer, only if it is still `retaking`'s when taking it back.
 async fn take_writer_lock(
     config: &Config,
     tls: &Tls,
     shared: &Shared,
-    durable_level: &'static str,
     wait: bool,
+    retaking: Option<i64>,
     waiting: impl FnOnce(),
-) -> Result<Option<(tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>)>, StoreError> {
+) -> Result<Writer, StoreError> {
     let (mut client, ended) = connect_one(config, tls).await?;
+    // The lock lives as long as this session: no timeout of the role's or the database's may
+    // end it (or cut the standby's wait short), and keepalives let PostgreSQL notice a node
+    // whose machine is gone within about a minute instead of the system's two hours.
+    client
+        .batch_execute(
+            "SET statement_timeout = 0; SET lock_timeout = 0; \
+             SET idle_in_transaction_session_timeout = 0; SET tcp_keepalives_idle = 10; \
+             SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; \
+             SET tcp_user_timeout = 30000",
+        )
+        .await
+        .map_err(pg_error)?;
+    // PostgreSQL 14 and later only.
+    let _ = client.batch_execute("SET idle_session_timeout = 0").await;
     let key: i64 = client
         .query_one(WRITER_LOCK, &[])
         .await
@@ -690,7 +762,7 @@ async fn take_writer_lock(
         .get(0);
     if !got {
         if !wait {
-            return Ok(None);
+            return Ok(Writer::Busy);
         }
         waiting();
         client
@@ -700,51 +772,85 @@ async fn take_writer_lock(
     }
     let tx = client.transaction().await.map_err(pg_error)?;
     // Waits for every write of a former writer still in flight, and fails them from then on.
-    let epoch: i64 = tx
-        .query_one("UPDATE writer SET epoch = epoch + 1 RETURNING epoch", &[])
-        .await
-        .map_err(pg_error)?
-        .get(0);
-    tx.batch_execute(&format!("SET LOCAL synchronous_commit = {durable_level}"))
-        .await
-        .map_err(pg_error)?;
+    let bumped = match retaking {
+        None => tx
+            .query_opt("UPDATE writer SET epoch = epoch + 1 RETURNING epoch", &[])
+            .await
+            .map_err(pg_error)?,
+        Some(mine) => tx
+            .query_opt(
+                "UPDATE writer SET epoch = epoch + 1 WHERE epoch = $1 RETURNING epoch",
+                &[&mine],
+            )
+            .await
+            .map_err(pg_error)?,
+    };
+    let Some(row) = bumped else {
+        return Ok(Writer::Deposed);
+    };
+    let epoch: i64 = row.get(0);
     tx.commit().await.map_err(pg_error)?;
     shared.epoch.store(epoch, Ordering::SeqCst);
-    Ok(Some((client, ended)))
+    Ok(Writer::Taken(client, ended))
 }
 
 /// Hold the writer lock: when its connection ends (the database restarted, the network
-/// dropped), take it again as soon as the database answers, unless another store took it
-/// first: then this one is deposed and every write it tries fails.
+/// dropped), take it back as soon as the database answers, if the epoch is still this store's.
+/// If another store became the writer meanwhile (even one that has stopped since), this one is
+/// deposed: every write it tries fails, and its node stops.
 async fn keep_writer_lock(
     config: Config,
     tls: Tls,
     shared: Arc<Shared>,
-    durable_level: &'static str,
-    mut held: (tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>),
+    mut ended: tokio::sync::oneshot::Receiver<()>,
+    client: tokio_postgres::Client,
 ) {
+    // The session that holds the lock: kept open for as long as the lock is.
+    let mut _holding = client;
     loop {
-        let _ = (&mut held.1).await;
-        tracing::warn!("lost the PostgreSQL writer lock; taking it again");
+        let _ = (&mut ended).await;
+        tracing::warn!("lost the PostgreSQL writer lock; taking it back");
+        let mine = shared.epoch.load(Ordering::SeqCst);
+        shared.retaking.store(true, Ordering::SeqCst);
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            match take_writer_lock(&config, &tls, &shared, durable_level, false, || {}).await {
-                Ok(Some(again)) => {
+            match take_writer_lock(&config, &tls, &shared, false, Some(mine), || {}).await {
+                Ok(Writer::Taken(client, again)) => {
                     tracing::info!("holds the PostgreSQL writer lock again");
-                    held = again;
+                    _holding = client;
+                    ended = again;
                     break;
                 }
-                Ok(None) => {
-                    tracing::error!(
-                        "another server node took the PostgreSQL writer lock: this node writes nothing more"
-                    );
-                    shared.deposed.store(true, Ordering::SeqCst);
-                    return;
+                // This store's own old session may not have ended yet: try again, unless the
+                // epoch moved on.
+                Ok(Writer::Busy) => {
+                    if epoch_now(&config, &tls).await.is_some_and(|e| e != mine) {
+                        return depose(&shared);
+                    }
                 }
+                Ok(Writer::Deposed) => return depose(&shared),
                 Err(e) => tracing::debug!(error = %e, "the database is not back yet"),
             }
         }
+        shared.retaking.store(false, Ordering::SeqCst);
     }
+}
+
+/// The writer epoch in the database now, if it can be read.
+async fn epoch_now(config: &Config, tls: &Tls) -> Option<i64> {
+    let (client, _ended) = connect_one(config, tls).await.ok()?;
+    let row = client
+        .query_one("SELECT epoch FROM writer", &[])
+        .await
+        .ok()?;
+    Some(row.get(0))
+}
+
+fn depose(shared: &Shared) {
+    tracing::error!(
+        "another server node became the PostgreSQL writer while this one had lost its lock: this node writes nothing more"
+    );
+    shared.deposed.store(true, Ordering::SeqCst);
 }
 
 /// A sequence number or index as PostgreSQL's `bigint`: beyond `i64::MAX` means "everything".
@@ -1243,24 +1349,9 @@ impl Store for PgStore {
         self.shared.deposed.load(Ordering::SeqCst)
     }
 
+    /// Nothing to do: every write committed durably before it returned.
     fn flush(&self) -> Result<(), StoreError> {
-        let level = self.durable_level;
-        self.run(move |mut client, _| async move {
-            let tx = client.transaction().await.map_err(pg_error)?;
-            // The commit waits for the write-ahead log to be flushed through its commit record,
-            // and so through every commit that returned before this flush began, only if the
-            // transaction wrote to the log itself: a transaction that merely holds an id commits
-            // without waiting (PostgreSQL's `RecordTransactionCommit`; a test crashing the
-            // database caught that). A transactional logical message writes one record and
-            // touches no table, so concurrent flushes do not wait for each other's locks.
-            tx.batch_execute(&format!(
-                "SET LOCAL synchronous_commit = {level}; \
-                 SELECT pg_logical_emit_message(true, 'polyphony-flush', '');"
-            ))
-            .await
-            .map_err(pg_error)?;
-            tx.commit().await.map_err(pg_error)
-        })
+        Ok(())
     }
 }
 

@@ -222,6 +222,54 @@ fn one_writer_at_a_time_the_standby_waits_and_a_deposed_writer_writes_nothing() 
     assert!(b.get_meta("ns", "a3").unwrap().is_none());
 }
 
+/// End the session that holds a schema's writer lock (as a dropped network would).
+fn cut_writer_lock(schema: &str) {
+    sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND objid = (SELECT (hashtextextended('{schema}:polyphony-writer', 0) & 4294967295)::oid)"
+    ));
+}
+
+#[test]
+fn a_writer_that_lost_its_lock_while_another_wrote_never_takes_it_back() {
+    let schema = TestSchema::new();
+    let key = SealKey::generate();
+    let a = PgStore::open(&schema.options, KeySource::Raw(key.clone())).unwrap();
+    a.become_writer(|| {}).unwrap();
+    let b =
+        std::sync::Arc::new(PgStore::open(&schema.options, KeySource::Raw(key.clone())).unwrap());
+    let standby = {
+        let b = b.clone();
+        std::thread::spawn(move || b.become_writer(|| {}))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A's lock goes; B, waiting, takes over, writes, and stops, all before A tries again
+    // (every half second): A finds the lock free, but the epoch is no longer its own.
+    cut_writer_lock(&schema.options.schema);
+    standby.join().unwrap().expect("B becomes the writer");
+    b.put_meta("ns", "b", b"written while A had lost its lock")
+        .unwrap();
+    drop(b);
+    for _ in 0..100 {
+        if a.deposed() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(a.deposed(), "A must not take its lock back after B wrote");
+    assert!(a.put_meta("ns", "a", b"stale").is_err());
+    // A new writer opens what B wrote.
+    let c = PgStore::open(&schema.options, KeySource::Raw(key)).unwrap();
+    c.become_writer(|| panic!("nobody holds the lock")).unwrap();
+    assert_eq!(
+        c.get_meta("ns", "b").unwrap().unwrap(),
+        b"written while A had lost its lock"
+    );
+    assert!(c.get_meta("ns", "a").unwrap().is_none());
+}
+
 /// A certificate authority and a server certificate it signed for `localhost`, as PEM.
 fn test_ca_and_server() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
