@@ -1579,6 +1579,39 @@ mod tests {
             .unwrap();
     }
 
+    #[test]
+    fn a_servers_address_list_is_kept_bounded_and_an_older_enrolment_still_reads() {
+        // Past the bound: blank, overlong and repeated addresses dropped, at most eight kept.
+        let mut told: Vec<String> = (0..20).map(|i| format!("node-{i}.nhs.uk:4433")).collect();
+        told.insert(0, "  ".into());
+        told.insert(1, "x".repeat(MAX_ADDRESS_LEN + 1));
+        told.insert(2, "node-0.nhs.uk:4433".into());
+        let kept = kept_addresses(&told);
+        assert_eq!(kept.len(), MAX_SERVER_ADDRESSES);
+        assert_eq!(kept[0], "node-0.nhs.uk:4433");
+        assert_eq!(kept[1], "node-1.nhs.uk:4433");
+        // The one that answered last first, then the rest, each once.
+        let json = serde_json::json!({
+            "server": "b:4433", "device_name": "laptop",
+            "practitioner": PractitionerId::random(), "practitioner_name": "Sam",
+            "teams": [], "ca": "", "certificate": "", "key_pem": "",
+            "enrolled_at": "2026-01-01T00:00:00Z"
+        });
+        // Written before the field: no list, the one address.
+        let old: Enrolment = serde_json::from_value(json.clone()).unwrap();
+        assert!(old.servers.is_empty());
+        assert_eq!(old.addresses(), vec!["b:4433".to_string()]);
+        let mut new = old.clone();
+        new.servers = vec!["a:4433".into(), "b:4433".into()];
+        assert_eq!(
+            new.addresses(),
+            vec!["b:4433".to_string(), "a:4433".to_string()]
+        );
+        // And an older device reads an enrolment written with it (unknown fields ignored).
+        let written = serde_json::to_value(&new).unwrap();
+        assert_eq!(written["servers"][0], "a:4433");
+    }
+
     /// A profile over an in-memory store, enrolled on paper (no server needed for offline work).
     fn offline_profile() -> Profile {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
