@@ -251,6 +251,34 @@ impl TestServer {
     }
 }
 
+/// `n` cases on a device ("Person 0", "Person 1"...), each with a home meeting and a line of
+/// notes in it: a caseload to sync, kill a server or a database under, and check.
+pub fn cases_with_notes(profile: &mut Profile, n: usize) -> Result<Vec<CaseId>> {
+    let mut cases = Vec::with_capacity(n);
+    for i in 0..n {
+        let case = profile.create_case(
+            NewCase {
+                name: format!("Person {i}"),
+                ..Default::default()
+            },
+            None,
+        )?;
+        let at = model::parse_datetime("at", "2026-03-14T10:30")?;
+        let meeting = profile.edit(case, |d| {
+            d.add_meeting(NewMeeting {
+                at,
+                place: Place::Home,
+                attendees: vec![Participant::Person],
+            })
+        })?;
+        profile.edit(case, |d| {
+            d.append_text(&meeting, NoteKind::Notes, &format!("Notes for person {i}."))
+        })?;
+        cases.push(case);
+    }
+    Ok(cases)
+}
+
 /// The passphrase of every test device's store.
 pub const PASSPHRASE: &str = "correct horse battery staple";
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 const KILL_AFTER_SETTLED: [usize; 3] = [20, 100, 110];
 
 use anyhow::Result;
-use polyphony_core::model::{self, NewCase, NewMeeting, NoteKind, Participant, Place};
+use polyphony_core::model;
 use polyphony_e2e::{free_udp_port, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,28 +36,7 @@ async fn server_killed_mid_sync_keeps_every_acknowledged_change() -> Result<()> 
     let mut a = server.device("Sam").await?;
     let mut b = server.device("Kit").await?;
 
-    let mut cases = Vec::new();
-    for i in 0..120 {
-        let case = a.profile.create_case(
-            NewCase {
-                name: format!("Person {i}"),
-                ..Default::default()
-            },
-            None,
-        )?;
-        let at = model::parse_datetime("at", "2026-03-14T10:30")?;
-        let m = a.profile.edit(case, |d| {
-            d.add_meeting(NewMeeting {
-                at,
-                place: Place::Home,
-                attendees: vec![Participant::Person],
-            })
-        })?;
-        a.profile.edit(case, |d| {
-            d.append_text(&m, NoteKind::Notes, &format!("Notes for person {i}."))
-        })?;
-        cases.push(case);
-    }
+    let cases = polyphony_e2e::cases_with_notes(&mut a.profile, 120)?;
 
     let mut kills = 0;
     let t0 = std::time::Instant::now();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use polyphony_core::model::{self, NewCase, NewMeeting, NoteKind, Participant, Place};
+use polyphony_core::model;
 use polyphony_e2e::{PgCluster, TestServer};
 use polyphony_server::config::StoreEngine;
 
@@ -35,28 +35,7 @@ async fn the_database_crashing_mid_sync_keeps_every_acknowledged_change() -> Res
     let mut a = server.device("Sam").await?;
     let mut b = server.device("Kit").await?;
 
-    let mut cases = Vec::new();
-    for i in 0..120 {
-        let case = a.profile.create_case(
-            NewCase {
-                name: format!("Person {i}"),
-                ..Default::default()
-            },
-            None,
-        )?;
-        let at = model::parse_datetime("at", "2026-03-14T10:30")?;
-        let m = a.profile.edit(case, |d| {
-            d.add_meeting(NewMeeting {
-                at,
-                place: Place::Home,
-                attendees: vec![Participant::Person],
-            })
-        })?;
-        a.profile.edit(case, |d| {
-            d.append_text(&m, NoteKind::Notes, &format!("Notes for person {i}."))
-        })?;
-        cases.push(case);
-    }
+    let cases = polyphony_e2e::cases_with_notes(&mut a.profile, 120)?;
 
     let mut acknowledged_seen = 0;
     // Rounds in which the crash cut the sync short (cases refused, or the sync failed): the
@@ -241,28 +220,7 @@ async fn the_active_node_killed_mid_sync_the_standby_serves_and_nothing_acknowle
     let told = sam.profile.enrolment().expect("enrolled").servers.clone();
     assert_eq!(told, vec![a_addr.to_string(), b_addr.to_string()]);
 
-    let mut cases = Vec::new();
-    for i in 0..80 {
-        let case = sam.profile.create_case(
-            NewCase {
-                name: format!("Person {i}"),
-                ..Default::default()
-            },
-            None,
-        )?;
-        let at = model::parse_datetime("at", "2026-03-14T10:30")?;
-        let m = sam.profile.edit(case, |d| {
-            d.add_meeting(NewMeeting {
-                at,
-                place: Place::Home,
-                attendees: vec![Participant::Person],
-            })
-        })?;
-        sam.profile.edit(case, |d| {
-            d.append_text(&m, NoteKind::Notes, &format!("Notes for person {i}."))
-        })?;
-        cases.push(case);
-    }
+    let cases = polyphony_e2e::cases_with_notes(&mut sam.profile, 80)?;
 
     // Still, after all that, the standby does not serve.
     assert!(

@@ -50,8 +50,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 use tokio_postgres::{Config, NoTls};
 
 use super::sled_store::header::{self, NewHeader, Unlocked};
@@ -689,15 +691,7 @@ async fn fence(tx: &deadpool_postgres::Transaction<'_>, shared: &Shared) -> Resu
     if epoch == 0 {
         return Ok(());
     }
-    let row = tx
-        .query_one(
-            &tx.prepare_cached("SELECT epoch FROM writer FOR SHARE")
-                .await
-                .map_err(pg_error)?,
-            &[],
-        )
-        .await
-        .map_err(pg_error)?;
+    let row = one(tx, "SELECT epoch FROM writer FOR SHARE", &[]).await?;
     let now: i64 = row.get(0);
     if now == epoch {
         return Ok(());
@@ -853,6 +847,46 @@ fn depose(shared: &Shared) {
     shared.deposed.store(true, Ordering::SeqCst);
 }
 
+/// A statement prepared once per connection, run with `params`: the rows it affected.
+async fn exec(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(pg_error)?;
+    c.execute(&statement, params).await.map_err(pg_error)
+}
+
+/// [`exec`] for a query that returns exactly one row.
+async fn one(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(pg_error)?;
+    c.query_one(&statement, params).await.map_err(pg_error)
+}
+
+/// [`exec`] for a query that returns at most one row.
+async fn opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(pg_error)?;
+    c.query_opt(&statement, params).await.map_err(pg_error)
+}
+
+/// [`exec`] for a query's rows.
+async fn rows(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(pg_error)?;
+    c.query(&statement, params).await.map_err(pg_error)
+}
+
 /// A sequence number or index as PostgreSQL's `bigint`: beyond `i64::MAX` means "everything".
 fn to_pg(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -867,22 +901,18 @@ fn from_pg(n: i64, what: &str) -> Result<u64, StoreError> {
 
 /// Take a case's lock row for the rest of the transaction (creating it for a new case).
 async fn lock_case(tx: &deadpool_postgres::Transaction<'_>, case: &[u8]) -> Result<(), StoreError> {
-    tx.execute(
-        &tx.prepare_cached("INSERT INTO cases (case_id) VALUES ($1) ON CONFLICT DO NOTHING")
-            .await
-            .map_err(pg_error)?,
+    exec(
+        tx,
+        "INSERT INTO cases (case_id) VALUES ($1) ON CONFLICT DO NOTHING",
         &[&case],
     )
-    .await
-    .map_err(pg_error)?;
-    tx.query_one(
-        &tx.prepare_cached("SELECT 1 FROM cases WHERE case_id = $1 FOR UPDATE")
-            .await
-            .map_err(pg_error)?,
+    .await?;
+    one(
+        tx,
+        "SELECT 1 FROM cases WHERE case_id = $1 FOR UPDATE",
         &[&case],
     )
-    .await
-    .map_err(pg_error)?;
+    .await?;
     Ok(())
 }
 
@@ -890,15 +920,12 @@ async fn last_seq(
     tx: &deadpool_postgres::Transaction<'_>,
     case: &[u8],
 ) -> Result<Option<u64>, StoreError> {
-    let row = tx
-        .query_one(
-            &tx.prepare_cached("SELECT max(seq) FROM chunks WHERE case_id = $1")
-                .await
-                .map_err(pg_error)?,
-            &[&case],
-        )
-        .await
-        .map_err(pg_error)?;
+    let row = one(
+        tx,
+        "SELECT max(seq) FROM chunks WHERE case_id = $1",
+        &[&case],
+    )
+    .await?;
     row.get::<_, Option<i64>>(0)
         .map(|n| from_pg(n, "a chunk's sequence number"))
         .transpose()
@@ -922,9 +949,7 @@ impl Store for PgStore {
             lock_case(&tx, &id).await?;
             // Drawn under the case's lock and committed with it: a case's chunks commit in
             // sequence order, on every connection and node.
-            let seq: i64 = tx.query_one(&tx.prepare_cached("SELECT nextval('chunk_seq')").await.map_err(pg_error)?, &[])
-                .await
-                .map_err(pg_error)?
+            let seq: i64 = one(&tx, "SELECT nextval('chunk_seq')", &[]).await?
                 .get(0);
             let seq = from_pg(seq, "the chunk sequence")?;
             if let Some(last) = last_seq(&tx, &id).await? {
@@ -936,11 +961,7 @@ impl Store for PgStore {
             }
             let key = chunk_key(&case, seq);
             let sealed = seal(&keys.keys, TAG_CHUNK, &key, &chunk);
-            tx.execute(&tx.prepare_cached("INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)").await.map_err(pg_error)?,
-                &[&id, &to_pg(seq), &sealed],
-            )
-            .await
-            .map_err(pg_error)?;
+            exec(&tx, "INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)", &[&id, &to_pg(seq), &sealed]).await?;
             tx.commit().await.map_err(pg_error)?;
             Ok(seq)
         })
@@ -949,18 +970,12 @@ impl Store for PgStore {
     fn load_chunks(&self, case: &CaseId) -> Result<Option<ChunkLog>, StoreError> {
         let case = *case;
         self.run(move |client, keys| async move {
-            let rows = client
-                .query(
-                    &client
-                        .prepare_cached(
-                            "SELECT seq, data FROM chunks WHERE case_id = $1 ORDER BY seq",
-                        )
-                        .await
-                        .map_err(pg_error)?,
-                    &[&case.0.as_bytes().as_slice()],
-                )
-                .await
-                .map_err(pg_error)?;
+            let rows = rows(
+                &client,
+                "SELECT seq, data FROM chunks WHERE case_id = $1 ORDER BY seq",
+                &[&case.0.as_bytes().as_slice()],
+            )
+            .await?;
             let mut chunks = Vec::with_capacity(rows.len());
             for row in rows {
                 let seq = from_pg(row.get(0), "a chunk's sequence number")?;
@@ -997,24 +1012,20 @@ impl Store for PgStore {
                 )));
             };
             let at = through.min(last);
-            tx.execute(
-                &tx.prepare_cached("DELETE FROM chunks WHERE case_id = $1 AND seq <= $2")
-                    .await
-                    .map_err(pg_error)?,
+            exec(
+                &tx,
+                "DELETE FROM chunks WHERE case_id = $1 AND seq <= $2",
                 &[&id, &to_pg(through)],
             )
-            .await
-            .map_err(pg_error)?;
+            .await?;
             let key = chunk_key(&case, at);
             let sealed = seal(&keys.keys, TAG_CHUNK, &key, &snapshot);
-            tx.execute(
-                &tx.prepare_cached("INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)")
-                    .await
-                    .map_err(pg_error)?,
+            exec(
+                &tx,
+                "INSERT INTO chunks (case_id, seq, data) VALUES ($1, $2, $3)",
                 &[&id, &to_pg(at), &sealed],
             )
-            .await
-            .map_err(pg_error)?;
+            .await?;
             tx.commit().await.map_err(pg_error)?;
             tracing::debug!(%case, through, "compacted case");
             Ok(())
@@ -1028,22 +1039,8 @@ impl Store for PgStore {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
             lock_case(&tx, &id).await?;
-            tx.execute(
-                &tx.prepare_cached("DELETE FROM blobs WHERE case_id = $1")
-                    .await
-                    .map_err(pg_error)?,
-                &[&id],
-            )
-            .await
-            .map_err(pg_error)?;
-            tx.execute(
-                &tx.prepare_cached("DELETE FROM chunks WHERE case_id = $1")
-                    .await
-                    .map_err(pg_error)?,
-                &[&id],
-            )
-            .await
-            .map_err(pg_error)?;
+            exec(&tx, "DELETE FROM blobs WHERE case_id = $1", &[&id]).await?;
+            exec(&tx, "DELETE FROM chunks WHERE case_id = $1", &[&id]).await?;
             tx.commit().await.map_err(pg_error)?;
             tracing::info!(%case, "removed the local copy of a case");
             Ok(())
@@ -1052,20 +1049,14 @@ impl Store for PgStore {
 
     fn list_cases(&self) -> Result<Vec<CaseId>, StoreError> {
         self.run(move |client, _| async move {
-            let rows = client
-                .query(
-                    &client
-                        .prepare_cached(
-                            "SELECT c.case_id FROM cases c
+            let rows = rows(
+                &client,
+                "SELECT c.case_id FROM cases c
                      WHERE EXISTS (SELECT 1 FROM chunks k WHERE k.case_id = c.case_id)
                      ORDER BY c.case_id",
-                        )
-                        .await
-                        .map_err(pg_error)?,
-                    &[],
-                )
-                .await
-                .map_err(pg_error)?;
+                &[],
+            )
+            .await?;
             rows.iter()
                 .map(|row| {
                     let id: &[u8] = row.get(0);
@@ -1084,16 +1075,12 @@ impl Store for PgStore {
         check_name("namespace", ns)?;
         let (ns, key) = (ns.to_owned(), key.to_owned());
         self.run(move |client, keys| async move {
-            let row = client
-                .query_opt(
-                    &client
-                        .prepare_cached("SELECT value FROM meta WHERE ns = $1 AND key = $2")
-                        .await
-                        .map_err(pg_error)?,
-                    &[&ns.as_bytes(), &key.as_bytes()],
-                )
-                .await
-                .map_err(pg_error)?;
+            let row = opt(
+                &client,
+                "SELECT value FROM meta WHERE ns = $1 AND key = $2",
+                &[&ns.as_bytes(), &key.as_bytes()],
+            )
+            .await?;
             match row {
                 None => Ok(None),
                 Some(row) => unseal(
@@ -1115,17 +1102,13 @@ impl Store for PgStore {
         self.run(move |mut client, keys| async move {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
-            tx.execute(
-                &tx.prepare_cached(
-                    "INSERT INTO meta (ns, key, value) VALUES ($1, $2, $3)
+            exec(
+                &tx,
+                "INSERT INTO meta (ns, key, value) VALUES ($1, $2, $3)
                  ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value",
-                )
-                .await
-                .map_err(pg_error)?,
                 &[&ns.as_bytes(), &key.as_bytes(), &sealed],
             )
-            .await
-            .map_err(pg_error)?;
+            .await?;
             tx.commit().await.map_err(pg_error)
         })
     }
@@ -1136,14 +1119,12 @@ impl Store for PgStore {
         self.run(move |mut client, keys| async move {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
-            tx.execute(
-                &tx.prepare_cached("DELETE FROM meta WHERE ns = $1 AND key = $2")
-                    .await
-                    .map_err(pg_error)?,
+            exec(
+                &tx,
+                "DELETE FROM meta WHERE ns = $1 AND key = $2",
                 &[&ns.as_bytes(), &key.as_bytes()],
             )
-            .await
-            .map_err(pg_error)?;
+            .await?;
             tx.commit().await.map_err(pg_error)
         })
     }
@@ -1152,16 +1133,12 @@ impl Store for PgStore {
         check_name("namespace", ns)?;
         let ns = ns.to_owned();
         self.run(move |client, keys| async move {
-            let rows = client
-                .query(
-                    &client
-                        .prepare_cached("SELECT key, value FROM meta WHERE ns = $1 ORDER BY key")
-                        .await
-                        .map_err(pg_error)?,
-                    &[&ns.as_bytes()],
-                )
-                .await
-                .map_err(pg_error)?;
+            let rows = rows(
+                &client,
+                "SELECT key, value FROM meta WHERE ns = $1 ORDER BY key",
+                &[&ns.as_bytes()],
+            )
+            .await?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 let key = utf8_key(row.get(0), &ns)?;
@@ -1187,20 +1164,15 @@ impl Store for PgStore {
             fence(&tx, &keys).await?;
             // The head row is locked by its update until commit: concurrent appends to one log
             // take distinct indices, and an index is never handed out twice, even after a trim.
-            let next: i64 = tx
-                .query_one(
-                    &tx.prepare_cached(
-                        "INSERT INTO log_heads (log, next_idx) VALUES ($1, 1)
+            let next: i64 = one(
+                &tx,
+                "INSERT INTO log_heads (log, next_idx) VALUES ($1, 1)
                      ON CONFLICT (log) DO UPDATE SET next_idx = log_heads.next_idx + 1
                      RETURNING next_idx",
-                    )
-                    .await
-                    .map_err(pg_error)?,
-                    &[&log.as_bytes()],
-                )
-                .await
-                .map_err(pg_error)?
-                .get(0);
+                &[&log.as_bytes()],
+            )
+            .await?
+            .get(0);
             let index = from_pg(next - 1, &format!("the head of log {log}"))?;
             let key = log_key(&log, index);
             let sealed = seal(&keys.keys, TAG_LOG, &key, &entry);
@@ -1228,18 +1200,12 @@ impl Store for PgStore {
         check_name("log", log)?;
         let log = log.to_owned();
         self.run(move |client, keys| async move {
-            let rows = client
-                .query(
-                    &client
-                        .prepare_cached(
-                            "SELECT idx, data FROM logs WHERE log = $1 AND idx >= $2 ORDER BY idx",
-                        )
-                        .await
-                        .map_err(pg_error)?,
-                    &[&log.as_bytes(), &to_pg(from)],
-                )
-                .await
-                .map_err(pg_error)?;
+            let rows = rows(
+                &client,
+                "SELECT idx, data FROM logs WHERE log = $1 AND idx >= $2 ORDER BY idx",
+                &[&log.as_bytes(), &to_pg(from)],
+            )
+            .await?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 let index = from_pg(row.get(0), "a log index")?;
@@ -1262,14 +1228,12 @@ impl Store for PgStore {
         self.run(move |mut client, keys| async move {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
-            tx.execute(
-                &tx.prepare_cached("DELETE FROM logs WHERE log = $1 AND idx <= $2")
-                    .await
-                    .map_err(pg_error)?,
+            exec(
+                &tx,
+                "DELETE FROM logs WHERE log = $1 AND idx <= $2",
                 &[&log.as_bytes(), &to_pg(through)],
             )
-            .await
-            .map_err(pg_error)?;
+            .await?;
             tx.commit().await.map_err(pg_error)
         })
     }
@@ -1284,17 +1248,13 @@ impl Store for PgStore {
         self.run(move |mut client, keys| async move {
             let tx = client.transaction().await.map_err(pg_error)?;
             fence(&tx, &keys).await?;
-            tx.execute(
-                &tx.prepare_cached(
-                    "INSERT INTO blobs (case_id, hash, data) VALUES ($1, $2, $3)
+            exec(
+                &tx,
+                "INSERT INTO blobs (case_id, hash, data) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
-                )
-                .await
-                .map_err(pg_error)?,
                 &[&case.0.as_bytes().as_slice(), &hash.as_slice(), &sealed],
             )
-            .await
-            .map_err(pg_error)?;
+            .await?;
             tx.commit().await.map_err(pg_error)
         })
     }
@@ -1302,16 +1262,12 @@ impl Store for PgStore {
     fn get_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<Option<Vec<u8>>, StoreError> {
         let (case, hash) = (*case, *hash);
         self.run(move |client, keys| async move {
-            let row = client
-                .query_opt(
-                    &client
-                        .prepare_cached("SELECT data FROM blobs WHERE case_id = $1 AND hash = $2")
-                        .await
-                        .map_err(pg_error)?,
-                    &[&case.0.as_bytes().as_slice(), &hash.0.as_slice()],
-                )
-                .await
-                .map_err(pg_error)?;
+            let row = opt(
+                &client,
+                "SELECT data FROM blobs WHERE case_id = $1 AND hash = $2",
+                &[&case.0.as_bytes().as_slice(), &hash.0.as_slice()],
+            )
+            .await?;
             match row {
                 None => Ok(None),
                 Some(row) => unseal(
@@ -1329,16 +1285,12 @@ impl Store for PgStore {
     fn has_blob(&self, case: &CaseId, hash: &BlobHash) -> Result<bool, StoreError> {
         let (case, hash) = (*case, hash.0);
         self.run(move |client, _| async move {
-            let row = client
-                .query_opt(
-                    &client
-                        .prepare_cached("SELECT 1 FROM blobs WHERE case_id = $1 AND hash = $2")
-                        .await
-                        .map_err(pg_error)?,
-                    &[&case.0.as_bytes().as_slice(), &hash.as_slice()],
-                )
-                .await
-                .map_err(pg_error)?;
+            let row = opt(
+                &client,
+                "SELECT 1 FROM blobs WHERE case_id = $1 AND hash = $2",
+                &[&case.0.as_bytes().as_slice(), &hash.as_slice()],
+            )
+            .await?;
             Ok(row.is_some())
         })
     }
