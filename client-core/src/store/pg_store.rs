@@ -104,6 +104,12 @@ impl PgOptions {
     }
 }
 
+/// The database's side of every store connection: a session whose node's machine is gone
+/// (not only its process) ends within about a minute instead of the system's two hours, and
+/// with it the locks it held (a write's share lock on the writer epoch, the writer lock).
+const KEEPALIVES: &str = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 \
+     -c tcp_keepalives_count=3 -c tcp_user_timeout=30000";
+
 /// How long a call waits for a pooled connection before it fails.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 /// How long opening one connection may take.
@@ -203,10 +209,18 @@ impl PgStore {
             let mut startup = config.get_options().unwrap_or_default().to_owned();
             startup.push_str(&format!(
                 " -c synchronous_commit={durable_level} -c statement_timeout=0 -c lock_timeout=0 \
+                 -c idle_in_transaction_session_timeout=60000 {KEEPALIVES} \
                  -c client_min_messages=warning -c search_path={schema}"
             ));
             config.options(startup.trim());
             config.connect_timeout(CONNECT_TIMEOUT);
+            // This side notices a database host gone within about a minute too.
+            config
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(10))
+                .keepalives_interval(Duration::from_secs(5))
+                .keepalives_retries(3)
+                .tcp_user_timeout(Duration::from_secs(30));
             let manager_config = ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             };
@@ -272,18 +286,32 @@ impl PgStore {
         wait: bool,
         waiting: impl FnOnce() + Send + 'static,
     ) -> Result<(), StoreError> {
+        let waiting: Box<dyn FnOnce() + Send> = Box::new(waiting);
         let runtime = self
             .runtime
             .as_ref()
             .expect("the runtime is only taken when the store is dropped");
         let (config, shared, tls) = (self.config.clone(), self.shared.clone(), self.tls.clone());
         let held = wait_on(runtime, async move {
-            match take_writer_lock(&config, &tls, &shared, wait, None, waiting).await? {
-                Writer::Taken(client, ended) => {
-                    tokio::spawn(keep_writer_lock(config, tls, shared, ended, client));
-                    Ok(true)
+            let mut waiting = Some(waiting);
+            loop {
+                let told = waiting
+                    .take()
+                    .unwrap_or_else(|| Box::new(|| {}) as Box<dyn FnOnce() + Send>);
+                match take_writer_lock(&config, &tls, &shared, wait, None, told).await {
+                    Ok(Writer::Taken(client, ended)) => {
+                        tokio::spawn(keep_writer_lock(config, tls, shared, ended, client));
+                        return Ok(true);
+                    }
+                    Ok(Writer::Busy | Writer::Deposed) => return Ok(false),
+                    // A standby waits through a database restart (its wait's connection ends)
+                    // instead of stopping.
+                    Err(e @ StoreError::Engine(_)) if wait => {
+                        tracing::warn!(error = %e, "the standby's wait for the writer lock was cut; waiting again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Writer::Busy | Writer::Deposed => Ok(false),
             }
         })?;
         if !held {
@@ -734,16 +762,12 @@ async fn take_writer_lock(
     // end it (or cut the standby's wait short), and keepalives let PostgreSQL notice a node
     // whose machine is gone within about a minute instead of the system's two hours.
     client
-        .batch_execute(
-            "SET statement_timeout = 0; SET lock_timeout = 0; \
-             SET idle_in_transaction_session_timeout = 0; SET tcp_keepalives_idle = 10; \
-             SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; \
-             SET tcp_user_timeout = 30000",
-        )
+        .batch_execute("SET idle_in_transaction_session_timeout = 0")
         .await
         .map_err(pg_error)?;
-    // PostgreSQL 14 and later only.
+    // PostgreSQL 14 and 17 and later only.
     let _ = client.batch_execute("SET idle_session_timeout = 0").await;
+    let _ = client.batch_execute("SET transaction_timeout = 0").await;
     let key: i64 = client
         .query_one(WRITER_LOCK, &[])
         .await

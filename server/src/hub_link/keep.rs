@@ -536,8 +536,9 @@ pub async fn restore(
         store.flush()
     };
     write().map_err(|e| format!("could not write the restored data: {e}"))?;
-    drop(store);
-    let opened = crate::data_dir::open_offline(config).map_err(|e| e.to_string())?;
+    // Over the store already open: closing it and opening another would, on PostgreSQL, race
+    // its own writer lock's session on the way out (and be refused as another node).
+    let opened = crate::data_dir::open_with_store(config, store).map_err(|e| e.to_string())?;
     let restored = Restored {
         borough,
         registry_made_at: made_at.clone(),
