@@ -76,6 +76,7 @@ pub fn welcome(fixture: CaseId) -> Frame {
         audit_head: None,
         features: Vec::new(),
         colleagues: None,
+        servers: Vec::new(),
     })
 }
 

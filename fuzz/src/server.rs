@@ -114,6 +114,7 @@ impl World {
             revoking_limit: time::Duration::days(14),
             moved_upload_limit: time::Duration::days(14),
             max_new_cases: polyphony_server::session::MAX_PROVISIONAL,
+            advertise: Vec::new(),
             ca: None,
             limits: Default::default(),
         });
