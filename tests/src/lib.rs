@@ -279,6 +279,33 @@ pub fn cases_with_notes(profile: &mut Profile, n: usize) -> Result<Vec<CaseId>> 
     Ok(cases)
 }
 
+/// Every change `from` holds as acknowledged by the server, for each of `cases`, is in `to`'s
+/// copy (panics naming the case, the change and `lost`, what would have lost it). Returns how
+/// many of the cases had an acknowledged change.
+pub fn assert_acknowledged_reached(
+    from: &Profile,
+    to: &mut Profile,
+    cases: &[CaseId],
+    lost: &str,
+) -> Result<usize> {
+    let mut acknowledged = 0;
+    for case in cases {
+        let acked = from.acknowledged_heads(*case)?;
+        if acked.is_empty() {
+            continue;
+        }
+        acknowledged += 1;
+        let mut doc = to.document(*case)?;
+        for h in &acked {
+            assert!(
+                doc.get_change_by_hash(h).is_some(),
+                "case {case}: acknowledged change {h} {lost}"
+            );
+        }
+    }
+    Ok(acknowledged)
+}
+
 /// The passphrase of every test device's store.
 pub const PASSPHRASE: &str = "correct horse battery staple";
 

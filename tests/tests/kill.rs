@@ -78,20 +78,12 @@ async fn server_killed_mid_sync_keeps_every_acknowledged_change() -> Result<()> 
         // device receives it.
         b.sync().await?;
         eprintln!("[{:?}] b synced", t0.elapsed());
-        for case in &cases {
-            let acked = a.profile.acknowledged_heads(*case)?;
-            if acked.is_empty() {
-                continue;
-            }
-            acknowledged_seen += 1;
-            let mut doc = b.profile.document(*case)?;
-            for h in &acked {
-                assert!(
-                    doc.get_change_by_hash(h).is_some(),
-                    "case {case}: acknowledged change {h} lost after SIGKILL"
-                );
-            }
-        }
+        acknowledged_seen += polyphony_e2e::assert_acknowledged_reached(
+            &a.profile,
+            &mut b.profile,
+            &cases,
+            "lost after SIGKILL",
+        )?;
         // Edit again so the next round has something new to upload.
         for case in cases.iter().take(30) {
             a.profile.edit(*case, |d| {

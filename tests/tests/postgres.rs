@@ -85,20 +85,12 @@ async fn the_database_crashing_mid_sync_keeps_every_acknowledged_change() -> Res
             synced = b.sync().await;
         }
         synced?;
-        for case in &cases {
-            let acked = a.profile.acknowledged_heads(*case)?;
-            if acked.is_empty() {
-                continue;
-            }
-            acknowledged_seen += 1;
-            let mut doc = b.profile.document(*case)?;
-            for h in &acked {
-                assert!(
-                    doc.get_change_by_hash(h).is_some(),
-                    "round {round}, case {case}: acknowledged change {h} lost when the database crashed"
-                );
-            }
-        }
+        acknowledged_seen += polyphony_e2e::assert_acknowledged_reached(
+            &a.profile,
+            &mut b.profile,
+            &cases,
+            &format!("lost when the database crashed (round {round})"),
+        )?;
         for case in cases.iter().take(30) {
             a.profile.edit(*case, |d| {
                 d.set_person(model::PersonField::Pronouns, Some(&format!("r{round}")))
